@@ -1,0 +1,182 @@
+"""One preset per released checkpoint: the official defaults of its pipeline config.
+
+Values are copied from the official ``configs/*.yaml`` of Lightricks/LTX-Video (commit 5260738, October 2025;
+the 13B 0.9.7 configs from the commit before they were removed, 02844ce) and from the defaults of the
+official ``ltx_video/inference.py`` (size, frame rate, negative prompt, conditioning noise), which every
+config is run with. The official configs all use ``sampler: from_checkpoint``: the schedule comes from the
+scheduler config embedded in the checkpoint, so presets give step counts, not schedules, except where the
+yaml lists explicit timesteps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+# official ltx_video/inference.py InferenceConfig defaults
+DEFAULT_HEIGHT = 704
+DEFAULT_WIDTH = 1216
+DEFAULT_NUM_FRAMES = 121
+DEFAULT_FRAME_RATE = 30
+DEFAULT_NEGATIVE_PROMPT = "worst quality, inconsistent motion, blurry, jittery, distorted"
+DEFAULT_IMAGE_COND_NOISE_SCALE = 0.15
+
+# A guidance value is a scalar for every step or a list indexed through ``guidance_timesteps``.
+Schedule = float | tuple[float, ...]
+BlockList = tuple[int, ...] | tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class PassSettings:
+    """The sampling settings of one denoising pass (the base pipeline has exactly one)."""
+
+    num_inference_steps: int | None = None
+    timesteps: tuple[float, ...] | None = None
+    skip_initial_inference_steps: int = 0
+    skip_final_inference_steps: int = 0
+    guidance_scale: Schedule = 1.0
+    stg_scale: Schedule = 0.0
+    rescaling_scale: Schedule = 1.0
+    skip_block_list: BlockList = ()
+    guidance_timesteps: tuple[float, ...] | None = None
+    cfg_star_rescale: bool = False
+    tone_map_compression_ratio: float = 0.0
+
+    def updated(self, overrides: dict[str, Any]) -> PassSettings:
+        """A copy with ``overrides`` (official per-pass yaml keys) applied; unknown keys are an error."""
+        unknown = set(overrides) - set(self.__dataclass_fields__)
+        if unknown:
+            raise ValueError(
+                f"unknown per-pass setting(s): {', '.join(sorted(unknown))} "
+                f"(known: {', '.join(sorted(self.__dataclass_fields__))})"
+            )
+        clean = {k: _freeze(v) for k, v in overrides.items()}
+        if "timesteps" in clean and clean["timesteps"] is not None:
+            clean.setdefault("num_inference_steps", None)
+        return replace(self, **clean)
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Official defaults for one released checkpoint."""
+
+    name: str
+    checkpoint: str
+    pipeline_type: str  # "base" | "multi-scale"
+    passes: tuple[PassSettings, ...]  # one for "base", (first, second) for "multi-scale"
+    stochastic_sampling: bool = False
+    stg_mode: str = "attention_values"
+    decode_timestep: float = 0.05
+    decode_noise_scale: float = 0.025
+    precision: str = "bfloat16"
+    downscale_factor: float | None = None
+    upsampler: str | None = None
+    height: int = DEFAULT_HEIGHT
+    width: int = DEFAULT_WIDTH
+    num_frames: int = DEFAULT_NUM_FRAMES
+    frame_rate: float = DEFAULT_FRAME_RATE
+    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
+    image_cond_noise_scale: float = DEFAULT_IMAGE_COND_NOISE_SCALE
+    text_encoder: str = "t5-xxl"
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def multi_scale(self) -> bool:
+        return self.pipeline_type == "multi-scale"
+
+
+# 2B "base" configs (0.9, 0.9.1, 0.9.5, 0.9.6-dev share them).
+_BASE_2B = PassSettings(
+    num_inference_steps=40, guidance_scale=3.0, stg_scale=1.0, rescaling_scale=0.7, skip_block_list=(19,)
+)
+# 0.9.6 distilled: 8 steps from the checkpoint's scheduler, no guidance, stochastic sampling.
+_DISTILLED_096 = PassSettings(num_inference_steps=8, guidance_scale=1.0, stg_scale=0.0, rescaling_scale=1.0)
+# Distilled multi-scale (2B 0.9.8, 13B 0.9.7 / 0.9.8): explicit timesteps per pass.
+_DISTILLED_FIRST = PassSettings(
+    timesteps=(1.0000, 0.9937, 0.9875, 0.9812, 0.9750, 0.9094, 0.7250),
+    guidance_scale=1.0, stg_scale=0.0, rescaling_scale=1.0, skip_block_list=(42,),
+)
+_DISTILLED_SECOND = PassSettings(
+    timesteps=(0.9094, 0.7250, 0.4219), guidance_scale=1.0, stg_scale=0.0, rescaling_scale=1.0, skip_block_list=(42,),
+)
+# 13B dev multi-scale: per-step guidance schedules.
+_DEV13_FIRST = PassSettings(
+    num_inference_steps=30, skip_final_inference_steps=3,
+    guidance_scale=(1, 1, 6, 8, 6, 1, 1), stg_scale=(0, 0, 4, 4, 4, 2, 1),
+    rescaling_scale=(1, 1, 0.5, 0.5, 1, 1, 1),
+    guidance_timesteps=(1.0, 0.996, 0.9933, 0.9850, 0.9767, 0.9008, 0.6180),
+    skip_block_list=((), (11, 25, 35, 39), (22, 35, 39), (28,), (28,), (28,), (28,)),
+    cfg_star_rescale=True,
+)
+_DEV13_SECOND = PassSettings(
+    num_inference_steps=30, skip_initial_inference_steps=17,
+    guidance_scale=(1,), stg_scale=(1,), rescaling_scale=(1,), guidance_timesteps=(1.0,),
+    skip_block_list=(27,), cfg_star_rescale=True,
+)
+
+
+def _multi(name: str, checkpoint: str, first: PassSettings, second: PassSettings, upsampler: str, **kw: Any) -> Preset:
+    return Preset(
+        name=name, checkpoint=checkpoint, pipeline_type="multi-scale", passes=(first, second),
+        downscale_factor=0.6666666, upsampler=upsampler, **kw,
+    )
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset("ltx-video-2b-v0.9", "ltx-video-2b-v0.9.safetensors", "base", (_BASE_2B,)),
+        Preset("ltx-video-2b-v0.9.1", "ltx-video-2b-v0.9.1.safetensors", "base", (_BASE_2B,)),
+        Preset("ltx-video-2b-v0.9.5", "ltx-video-2b-v0.9.5.safetensors", "base", (_BASE_2B,)),
+        Preset("ltxv-2b-0.9.6-dev", "ltxv-2b-0.9.6-dev-04-25.safetensors", "base", (_BASE_2B,)),
+        Preset(
+            "ltxv-2b-0.9.6-distilled", "ltxv-2b-0.9.6-distilled-04-25.safetensors", "base", (_DISTILLED_096,),
+            stochastic_sampling=True,
+        ),
+        _multi("ltxv-2b-0.9.8-distilled", "ltxv-2b-0.9.8-distilled.safetensors",
+               _DISTILLED_FIRST, _DISTILLED_SECOND, "ltxv-spatial-upscaler-0.9.8"),
+        _multi("ltxv-2b-0.9.8-distilled-fp8", "ltxv-2b-0.9.8-distilled-fp8.safetensors",
+               _DISTILLED_FIRST, _DISTILLED_SECOND, "ltxv-spatial-upscaler-0.9.8", precision="float8_e4m3fn"),
+        _multi("ltxv-13b-0.9.7-dev", "ltxv-13b-0.9.7-dev.safetensors",
+               _DEV13_FIRST, _DEV13_SECOND, "ltxv-spatial-upscaler-0.9.7"),
+        _multi("ltxv-13b-0.9.7-dev-fp8", "ltxv-13b-0.9.7-dev-fp8.safetensors",
+               _DEV13_FIRST, _DEV13_SECOND, "ltxv-spatial-upscaler-0.9.7", precision="float8_e4m3fn"),
+        _multi("ltxv-13b-0.9.7-distilled", "ltxv-13b-0.9.7-distilled.safetensors",
+               _DISTILLED_FIRST, _DISTILLED_SECOND, "ltxv-spatial-upscaler-0.9.7"),
+        _multi("ltxv-13b-0.9.7-distilled-fp8", "ltxv-13b-0.9.7-distilled-fp8.safetensors",
+               _DISTILLED_FIRST, _DISTILLED_SECOND, "ltxv-spatial-upscaler-0.9.7", precision="float8_e4m3fn"),
+        _multi("ltxv-13b-0.9.8-dev", "ltxv-13b-0.9.8-dev.safetensors",
+               _DEV13_FIRST, _DEV13_SECOND, "ltxv-spatial-upscaler-0.9.8"),
+        _multi("ltxv-13b-0.9.8-dev-fp8", "ltxv-13b-0.9.8-dev-fp8.safetensors",
+               _DEV13_FIRST, _DEV13_SECOND, "ltxv-spatial-upscaler-0.9.8", precision="float8_e4m3fn"),
+        _multi("ltxv-13b-0.9.8-distilled", "ltxv-13b-0.9.8-distilled.safetensors",
+               _DISTILLED_FIRST, replace(_DISTILLED_SECOND, tone_map_compression_ratio=0.6),
+               "ltxv-spatial-upscaler-0.9.8"),
+        _multi("ltxv-13b-0.9.8-distilled-fp8", "ltxv-13b-0.9.8-distilled-fp8.safetensors",
+               _DISTILLED_FIRST, replace(_DISTILLED_SECOND, tone_map_compression_ratio=0.6),
+               "ltxv-spatial-upscaler-0.9.8", precision="float8_e4m3fn"),
+    ]
+}
+
+# A checkpoint loaded by path that matches no preset: the official pipeline's ``__call__`` defaults (20 steps,
+# CFG 4.5, deterministic sampling, no CFG-star, no tone mapping) and the schedule embedded in the checkpoint.
+# STG is off: its official default has no skip blocks, which makes the perturbed branch equal the conditional
+# one, and block indices cannot be known for an unknown architecture.
+NEUTRAL = Preset(
+    name="(checkpoint defaults)", checkpoint="", pipeline_type="base",
+    passes=(PassSettings(num_inference_steps=20, guidance_scale=4.5, stg_scale=0.0, rescaling_scale=1.0),),
+)
+
+
+def preset_for_checkpoint(filename: str) -> Preset | None:
+    """The preset whose official checkpoint file has this name, if any."""
+    for preset in PRESETS.values():
+        if preset.checkpoint == filename:
+            return preset
+    return None
