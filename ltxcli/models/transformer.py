@@ -1,0 +1,306 @@
+"""The LTX-Video DiT (official ``Transformer3DModel``), for every 0.9.x release (2B and 13B).
+
+Module and parameter names are the official checkpoint keys, so an official state dict (prefix
+``model.diffusion_model.`` stripped) loads with ``strict=True``. Precision follows the official code:
+RoPE tables and the timestep sinusoid in float32; RMSNorm variance in float32; every other op in the
+dtype of its inputs.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ltxcli.models.attention import attention
+from ltxcli.models.configs import TransformerConfig
+from ltxcli.models.rope import apply_rope, rope_tables
+
+_TIMESTEP_CHANNELS = 256
+_TEXT_MASK_BIAS = -10000.0
+
+
+class STGMode(str, enum.Enum):
+    """Spatio-temporal guidance perturbation of the batch elements whose skip-mask entry is 0."""
+
+    ATTENTION_VALUES = "attention_values"  # self-attention output := V (identity attention map)
+    ATTENTION_SKIP = "attention_skip"  # self-attention output := its input (before to_out)
+    TRANSFORMER_BLOCK = "transformer_block"  # block output := block input
+
+
+def _blend(keep: Tensor, other: Tensor, mask: Tensor | None) -> Tensor:
+    """``keep`` where ``mask`` is 1, ``other`` where it is 0 (``mask`` is ``[B, 1, 1]``); official arithmetic."""
+    if mask is None:
+        return keep
+    return keep * mask + other * (1.0 - mask)
+
+
+class RMSNorm(nn.Module):
+    """RMS norm over the last dim, variance in float32 (diffusers ``RMSNorm`` semantics).
+
+    With a weight, the normalised value is cast to the weight's dtype only when that is half precision
+    (so it stays float32 for a float32 weight); without one it is cast back to the input dtype.
+    """
+
+    def __init__(self, dim: int, eps: float, weight: bool) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim)) if weight else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        var = x.to(torch.float32).pow(2).mean(-1, keepdim=True)
+        y = x * torch.rsqrt(var + self.eps)
+        if self.weight is None:
+            return y.to(x.dtype)
+        if self.weight.dtype in (torch.float16, torch.bfloat16):
+            y = y.to(self.weight.dtype)
+        return y * self.weight
+
+
+class Attention(nn.Module):
+    """Self- (attn1) or cross- (attn2) attention with q/k RMSNorm over the full inner dim (eps 1e-5)."""
+
+    def __init__(self, dim: int, heads: int, kv_dim: int, bias: bool) -> None:
+        super().__init__()
+        self.heads = heads
+        self.to_q = nn.Linear(dim, dim, bias=bias)
+        self.to_k = nn.Linear(kv_dim, dim, bias=bias)
+        self.to_v = nn.Linear(kv_dim, dim, bias=bias)
+        self.q_norm = RMSNorm(dim, eps=1e-5, weight=True)
+        self.k_norm = RMSNorm(dim, eps=1e-5, weight=True)
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim)])
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        *,
+        rope: tuple[Tensor, Tensor] | None = None,
+        mask: Tensor | None = None,
+        skip: Tensor | None = None,
+        skip_mode: STGMode | None = None,
+    ) -> Tensor:
+        """``context=None`` is self-attention (RoPE applied to q and k after their norms).
+
+        ``skip`` (``[B, 1, 1]``, 0 = perturb) with an attention ``skip_mode`` replaces the attention output of
+        those batch elements by V (ATTENTION_VALUES) or by ``x`` (ATTENTION_SKIP) before ``to_out``.
+        """
+        src = x if context is None else context
+        q = self.q_norm(self.to_q(x))
+        k = self.k_norm(self.to_k(src))
+        if context is None and rope is not None:
+            k = apply_rope(k, *rope)
+            q = apply_rope(q, *rope)
+        v = self.to_v(src)
+        out = attention(q, k, v, self.heads, mask)
+        if skip_mode is STGMode.ATTENTION_SKIP:
+            out = _blend(out, x, skip)
+        elif skip_mode is STGMode.ATTENTION_VALUES:
+            out = _blend(out, v, skip)
+        return self.to_out[0](out)
+
+
+class _GeluTanhProj(nn.Module):
+    def __init__(self, dim_in: int, dim_out: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.gelu(self.proj(x), approximate="tanh")
+
+
+class FeedForward(nn.Module):
+    """``Linear(D, 4D) -> GELU(tanh) -> Linear(4D, D)``; index 1 is the (parameter-free) dropout slot."""
+
+    def __init__(self, dim: int, mult: int = 4) -> None:
+        super().__init__()
+        self.net = nn.ModuleList([_GeluTanhProj(dim, dim * mult), nn.Identity(), nn.Linear(dim * mult, dim)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.net:
+            x = layer(x)
+        return x
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm DiT block with adaLN-single modulation (shift/scale/gate for attn1 and for the FF).
+
+    Cross-attention has no norm, gate or modulation and reads the running hidden state directly.
+    """
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        dim = cfg.inner_dim
+        self.norm_eps = cfg.norm_eps
+        self.attn1 = Attention(dim, cfg.num_attention_heads, dim, cfg.attention_bias)
+        self.attn2 = Attention(dim, cfg.num_attention_heads, cfg.cross_attention_dim, cfg.attention_bias)
+        self.ff = FeedForward(dim)
+        self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
+
+    def _norm(self, x: Tensor) -> Tensor:
+        var = x.to(torch.float32).pow(2).mean(-1, keepdim=True)
+        return (x * torch.rsqrt(var + self.norm_eps)).to(x.dtype)
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor,
+        tmod: Tensor,
+        rope: tuple[Tensor, Tensor],
+        text_bias: Tensor | None,
+        skip: Tensor | None = None,
+        skip_mode: STGMode | None = None,
+    ) -> Tensor:
+        """``x [B, N, D]``, ``context [B, S, D]``, ``tmod [B, T, 6D]`` (T = 1 or N), ``skip [B, 1, 1]``."""
+        batch = x.shape[0]
+        # [B, T, 6D] -> [B, T, 6, D]
+        ada = self.scale_shift_table[None, None] + tmod.reshape(batch, tmod.shape[1], 6, -1)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = ada.unbind(dim=2)
+
+        h = self._norm(x) * (1 + scale_msa) + shift_msa
+        attn_mode = skip_mode if skip_mode is not STGMode.TRANSFORMER_BLOCK else None
+        out = x + gate_msa * self.attn1(h, rope=rope, skip=skip, skip_mode=attn_mode)
+        out = out + self.attn2(out, context, mask=text_bias)
+        h = self._norm(out) * (1 + scale_mlp) + shift_mlp
+        out = out + gate_mlp * self.ff(h)
+        if skip_mode is STGMode.TRANSFORMER_BLOCK:
+            out = _blend(out, x, skip)
+        return out
+
+
+class _TimestepMLP(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.linear_1 = nn.Linear(_TIMESTEP_CHANNELS, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear_2(F.silu(self.linear_1(x)))
+
+
+class _TimestepEmbedding(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.timestep_embedder = _TimestepMLP(dim)
+
+
+def timestep_sinusoid(t: Tensor, channels: int = _TIMESTEP_CHANNELS, max_period: float = 10000.0) -> Tensor:
+    """``[M] -> [M, channels]`` float32 ``[cos | sin]`` of ``t * exp(-ln(max_period) * j / (channels/2))``."""
+    half = channels // 2
+    exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
+    args = t[:, None].to(torch.float32) * torch.exp(exponent)[None]
+    return torch.cat([args.cos(), args.sin()], dim=-1)
+
+
+class AdaLNSingle(nn.Module):
+    """adaLN-single: ``t -> sinusoid(256) -> MLP -> temb [M, D]`` and ``Linear(SiLU(temb)) -> [M, 6D]``."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.emb = _TimestepEmbedding(dim)
+        self.linear = nn.Linear(dim, 6 * dim)
+
+    def forward(self, t: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        temb = self.emb.timestep_embedder(timestep_sinusoid(t).to(dtype))
+        return self.linear(F.silu(temb)), temb
+
+
+class CaptionProjection(nn.Module):
+    """Text features -> inner dim: ``Linear -> GELU(tanh) -> Linear``."""
+
+    def __init__(self, in_features: int, dim: int) -> None:
+        super().__init__()
+        self.linear_1 = nn.Linear(in_features, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear_2(F.gelu(self.linear_1(x), approximate="tanh"))
+
+
+class LTXVideoTransformer(nn.Module):
+    """The LTX-Video DiT. ``forward`` returns the flow velocity ``[B, N, out_channels]``."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim = config.inner_dim
+        self.patchify_proj = nn.Linear(config.in_channels, dim)
+        self.adaln_single = AdaLNSingle(dim)
+        self.caption_projection = CaptionProjection(config.caption_channels, dim)
+        self.transformer_blocks = nn.ModuleList([TransformerBlock(config) for _ in range(config.num_layers)])
+        self.scale_shift_table = nn.Parameter(torch.randn(2, dim) / dim**0.5)
+        self.proj_out = nn.Linear(dim, config.out_channels)
+
+    def rope_tables(self, indices_grid: Tensor) -> tuple[Tensor, Tensor]:
+        """float32 cos/sin ``[B, N, D]`` for fractional pixel coords ``[B, 3, N]`` (time in seconds)."""
+        cfg = self.config
+        return rope_tables(
+            indices_grid, cfg.inner_dim, cfg.positional_embedding_theta, cfg.positional_embedding_max_pos
+        )
+
+    def forward(
+        self,
+        hidden_states: Tensor,
+        encoder_hidden_states: Tensor,
+        timestep: Tensor,
+        *,
+        indices_grid: Tensor | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
+        encoder_attention_mask: Tensor | None = None,
+        skip_layer_mask: Tensor | None = None,
+        skip_layer_strategy: STGMode | None = None,
+    ) -> Tensor:
+        """Velocity for latent tokens ``hidden_states [B, N, in_channels]``.
+
+        ``timestep``: raw t in [0, 1], ``[B]``, ``[B, 1]`` or per token ``[B, N]``. Positions: exactly one of
+        ``indices_grid`` (float32 ``[B, 3, N]`` pixel coords, time divided by the frame rate) or ``rope``
+        (the float32 tables of :meth:`rope_tables`, batch B or 1, reusable across steps; they are cast to the
+        parameter dtype here, so tables already in that dtype skip the per-step cast).
+        ``encoder_attention_mask [B, S]``: 1 keep, 0 padding. ``skip_layer_mask [num_layers, B]``: 0 perturbs
+        that batch element in that block with ``skip_layer_strategy`` (spatio-temporal guidance).
+        """
+        if (indices_grid is None) == (rope is None):
+            raise ValueError("pass exactly one of indices_grid or rope")
+        batch = hidden_states.shape[0]
+        param_dtype = self.patchify_proj.weight.dtype
+
+        text_bias = None
+        if encoder_attention_mask is not None:
+            # [B, S] keep-mask -> additive bias [B, 1, 1, S] (broadcast over heads and queries)
+            text_bias = (1 - encoder_attention_mask.to(hidden_states.dtype)) * _TEXT_MASK_BIAS
+            text_bias = text_bias[:, None, None, :]
+
+        x = self.patchify_proj(hidden_states)
+
+        if rope is None:
+            rope = self.rope_tables(indices_grid)
+        # The official model casts the fp32 tables to its parameter dtype once per forward.
+        rope = (rope[0].to(param_dtype), rope[1].to(param_dtype))
+
+        t = self.config.timestep_scale_multiplier * timestep
+        if t.ndim == 0:
+            t = t.expand(batch)
+        tmod, temb = self.adaln_single(t.flatten(), x.dtype)
+        # [B*T, .] -> [B, T, .] with T = 1 or N
+        tmod = tmod.view(batch, -1, tmod.shape[-1])
+        temb = temb.view(batch, -1, temb.shape[-1])
+
+        context = self.caption_projection(encoder_hidden_states).view(batch, -1, x.shape[-1])
+
+        mode = STGMode(skip_layer_strategy) if skip_layer_strategy is not None else None
+        for i, block in enumerate(self.transformer_blocks):
+            skip = None
+            if skip_layer_mask is not None and mode is not None:
+                # the official pipeline builds this mask in the parameter dtype
+                skip = skip_layer_mask[i].to(param_dtype).view(batch, 1, 1)
+            x = block(x, context, tmod, rope, text_bias, skip, mode)
+
+        # [B, T, 2, D]: row 0 shift, row 1 scale
+        shift_scale = self.scale_shift_table[None, None] + temb[:, :, None]
+        shift, scale = shift_scale[:, :, 0], shift_scale[:, :, 1]
+        x = F.layer_norm(x, (x.shape[-1],), eps=1e-6)
+        x = x * (1 + scale) + shift
+        return self.proj_out(x)
