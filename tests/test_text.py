@@ -1,0 +1,141 @@
+"""T5 encoding vs the official ``LTXVideoPipeline.encode_prompt`` with a tiny T5 built in code."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_t5 import WORDS, make_tiny_text_encoder
+
+from ltxcli.text import PromptTruncatedWarning, TextEncoder
+
+PROMPTS = ["  a cat walks slowly on the street at night ", "red car", "camera pans over a forest river"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return make_tiny_text_encoder(tmp_path_factory.mktemp("t5"))
+
+
+@pytest.fixture(scope="module")
+def encoder(folder) -> TextEncoder:
+    return TextEncoder.from_pretrained(folder)
+
+
+def _official_pipeline(enc: TextEncoder):
+    """The official pipeline object with only the text parts (its constructor needs a real VAE)."""
+    from ltx_video.pipelines.pipeline_ltx_video import LTXVideoPipeline
+
+    pipe = LTXVideoPipeline.__new__(LTXVideoPipeline)
+    pipe.register_modules(tokenizer=enc.tokenizer, text_encoder=enc.model, transformer=None)
+    return pipe
+
+
+@pytest.mark.parametrize("max_tokens", [256, 16])
+def test_encode_equals_official(encoder: TextEncoder, max_tokens: int) -> None:
+    emb, mask = encoder.encode(PROMPTS, max_tokens=max_tokens)
+    pipe = _official_pipeline(encoder)
+    with torch.no_grad():  # the official __call__ runs under no_grad (grad mode picks another SDPA kernel)
+        ref_emb, ref_mask, neg_emb, neg_mask = pipe.encode_prompt(
+            PROMPTS, negative_prompt="", device=torch.device("cpu"), text_encoder_max_tokens=max_tokens
+        )
+    assert emb.shape == (3, max_tokens, 32) and mask.shape == (3, max_tokens)
+    assert torch.equal(mask, ref_mask)
+    err = (emb - ref_emb).abs().max().item()
+    print(f"T5 max_tokens={max_tokens}: max abs diff vs official encode_prompt {err:.3e}")
+    assert torch.equal(emb, ref_emb)
+    # the negative prompt goes through the same path
+    n_emb, n_mask = encoder.encode([""], max_tokens=max_tokens)
+    assert torch.equal(n_mask, neg_mask[:1]) and (n_emb - neg_emb[:1]).abs().max().item() <= 1e-6
+    assert n_mask.sum().item() == 1  # only </s>
+
+
+def test_mask_is_used_and_padding_not_zeroed(encoder: TextEncoder) -> None:
+    emb, mask = encoder.encode(PROMPTS, max_tokens=32)
+    tok = encoder.tokenizer(["a cat walks slowly on the street at night"], padding="max_length", max_length=32,
+                            truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        unmasked = encoder.model(input_ids=tok["input_ids"]).last_hidden_state
+    n = int(mask[0].sum())
+    diff = (emb[0, :n] - unmasked[0, :n]).abs().max().item()
+    print(f"T5 masked vs unmasked valid tokens: max abs diff {diff:.3e}")
+    assert diff > 1e-3
+    assert emb[0, n:].abs().amax().item() > 0  # padded positions keep their encoder output
+
+
+def test_stripped_and_ids(encoder: TextEncoder) -> None:
+    emb_a, mask_a = encoder.encode(["  red car  "], max_tokens=8)
+    emb_b, mask_b = encoder.encode(["red car"], max_tokens=8)
+    assert torch.equal(emb_a, emb_b) and torch.equal(mask_a, mask_b)
+    assert mask_b.tolist() == [[1, 1, 1, 0, 0, 0, 0, 0]]  # ▁red ▁car </s>
+
+
+def test_truncation_warning_names_dropped_words(encoder: TextEncoder) -> None:
+    long_prompt = " ".join(WORDS[:20])
+    with pytest.warns(PromptTruncatedWarning) as record:
+        emb, mask = encoder.encode(["red car", long_prompt], max_tokens=8)
+    assert len(record) == 1
+    msg = str(record[0].message)
+    dropped = " ".join(WORDS[7:20])  # 7 words + </s> fit in 8 tokens
+    assert msg.endswith(f"dropped: {dropped!r}") and "prompt 1" in msg
+    assert emb.shape == (2, 8, 32) and mask[1].tolist() == [1] * 8
+    ids = encoder.tokenizer([long_prompt], padding="max_length", max_length=8, truncation=True)["input_ids"][0]
+    assert ids[-1] == encoder.tokenizer.eos_token_id  # EOS kept as the tokenizer does
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        encoder.encode([" ".join(WORDS[:7])], max_tokens=8)  # exactly 8 tokens: no warning
+
+
+def test_flat_folder_dtype_and_errors(folder: Path, tmp_path: Path) -> None:
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for sub in ("text_encoder", "tokenizer"):
+        for f in (folder / sub).iterdir():
+            (flat / f.name).write_bytes(f.read_bytes())
+    enc = TextEncoder.from_pretrained(flat, dtype=torch.bfloat16)
+    assert {p.dtype for p in enc.model.parameters()} == {torch.bfloat16}
+    emb, _ = enc.encode(["red car"], max_tokens=8)
+    assert emb.dtype == torch.bfloat16
+    (flat / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="safetensors"):
+        TextEncoder.from_pretrained(flat)
+    with pytest.raises(TypeError):
+        enc.encode("red car")  # type: ignore[arg-type]
+
+
+def test_sentencepiece_only_tokenizer_folder(folder: Path, tmp_path: Path) -> None:
+    """PixArt's tokenizer/ holds only spiece.model: it must tokenise as SentencePiece does (needs protobuf)."""
+    import io
+    import json
+    import random
+    import shutil
+
+    import sentencepiece as spm
+
+    from ltxcli.text import _has_protobuf
+
+    random.seed(0)
+    sents = [" ".join(random.choice(WORDS) for _ in range(8)) + random.choice([".", ",", ""]) for _ in range(400)]
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sents), model_writer=buf, vocab_size=60, model_type="unigram",
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2, normalization_rule_name="nmt_nfkc",
+    )
+    root = tmp_path / "spm"
+    shutil.copytree(folder / "text_encoder", root / "text_encoder")
+    (root / "tokenizer").mkdir()
+    (root / "tokenizer" / "spiece.model").write_bytes(buf.getvalue())
+    (root / "tokenizer" / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "T5Tokenizer"}))
+    if not _has_protobuf():
+        with pytest.raises(ImportError, match="protobuf"):
+            TextEncoder.from_pretrained(root)
+        return
+    enc = TextEncoder.from_pretrained(root)
+    sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
+    for prompt in ["a cat walks slowly on the street at night", "A  cat,   walks\n\nslowly.", "ｃａｔ　dog"]:
+        _, mask = enc.encode([prompt], max_tokens=32)
+        ids = enc.tokenizer([prompt], padding="max_length", max_length=32, truncation=True)["input_ids"][0]
+        want = [*sp.encode(prompt.strip()), 1]
+        assert ids[: len(want)] == want and int(mask.sum()) == len(want)
