@@ -1,0 +1,627 @@
+"""The causal video VAE of LTX-Video (official ``CausalVideoAutoencoder``), encoder and decoder for every family.
+
+Families (see :attr:`VAEConfig.family`):
+
+* ``0.9``: shared block list, channel changes by ``res_x_y`` blocks with 1x1x1 shortcuts, plain strided
+  convolutions down, depth-to-space up, no timestep conditioning.
+* ``0.9.1``: same encoder; the decoder is timestep-conditioned (adaLN-style scale/shift per resnet) and injects
+  spatial noise maps in its ``res_x`` blocks, with residual depth-to-space upsamplers.
+* ``0.9.5`` and later: space-to-depth encoder downsamplers with averaged skip paths, 5-layer decoder stages.
+
+Pixels ``[B, 3, 1+8k, H, W]`` in [-1, 1] map to latents ``[B, C, 1+k, H/32, W/32]``. The encoder is always
+causal (first frame replicated in front); the decoder pads both ends unless ``causal_decoder`` is set.
+Module attribute names reproduce the official state-dict keys, so official weights load unchanged.
+
+The forward passes are written for inference: they modify their own intermediate tensors in place to keep
+the decoder's peak memory down, so run them under ``torch.no_grad()`` / ``torch.inference_mode()``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ltxcli.models.configs import ConfigError, VAEConfig
+
+PIXEL_NORM_EPS = 1e-8  # official PixelNorm
+SHORTCUT_NORM_EPS = 1e-6  # LayerNorm before the 1x1x1 shortcut of channel-changing resnets
+TIME_PROJ_DIM = 256  # sinusoidal timestep features fed to the embedding MLPs
+TIME_MAX_PERIOD = 10000.0
+
+Stride = tuple[int, int, int]
+
+
+# --- reshapes (written out by hand; each is one copy at most) -------------------------------------------
+
+
+def patchify(x: Tensor, patch: int) -> Tensor:
+    """``[B, C, F, H*p, W*p] -> [B, C*p*p, F, H, W]``, channel order ``(c, w_sub, h_sub)`` as official."""
+    if patch == 1:
+        return x
+    b, c, f, hp, wp = x.shape
+    h, w = hp // patch, wp // patch
+    x = x.reshape(b, c, f, h, patch, w, patch)  # [B, C, F, H, q(h_sub), W, r(w_sub)]
+    x = x.permute(0, 1, 6, 4, 2, 3, 5)  # [B, C, r, q, F, H, W]
+    return x.reshape(b, c * patch * patch, f, h, w)
+
+
+def unpatchify(x: Tensor, patch: int) -> Tensor:
+    """Inverse of :func:`patchify`: ``[B, C*p*p, F, H, W] -> [B, C, F, H*p, W*p]``."""
+    if patch == 1:
+        return x
+    b, cpp, f, h, w = x.shape
+    c = cpp // (patch * patch)
+    x = x.reshape(b, c, patch, patch, f, h, w)  # [B, C, r(w_sub), q(h_sub), F, H, W]
+    x = x.permute(0, 1, 4, 5, 3, 6, 2)  # [B, C, F, H, q, W, r]
+    return x.reshape(b, c, f, h * patch, w * patch)
+
+
+def space_to_depth(x: Tensor, stride: Stride) -> Tensor:
+    """``[B, C, D*s1, H*s2, W*s3] -> [B, C*s1*s2*s3, D, H, W]``, channel order ``(c, s1, s2, s3)``."""
+    s1, s2, s3 = stride
+    b, c, ds, hs, ws = x.shape
+    d, h, w = ds // s1, hs // s2, ws // s3
+    x = x.reshape(b, c, d, s1, h, s2, w, s3)
+    x = x.permute(0, 1, 3, 5, 7, 2, 4, 6)  # [B, C, s1, s2, s3, D, H, W]
+    return x.reshape(b, c * s1 * s2 * s3, d, h, w)
+
+
+def depth_to_space(x: Tensor, stride: Stride) -> Tensor:
+    """Inverse of :func:`space_to_depth`: ``[B, C*s1*s2*s3, D, H, W] -> [B, C, D*s1, H*s2, W*s3]``."""
+    s1, s2, s3 = stride
+    b, cs, d, h, w = x.shape
+    c = cs // (s1 * s2 * s3)
+    x = x.reshape(b, c, s1, s2, s3, d, h, w)
+    x = x.permute(0, 1, 5, 2, 6, 3, 7, 4)  # [B, C, D, s1, H, s2, W, s3]
+    return x.reshape(b, c, d * s1, h * s2, w * s3)
+
+
+def pixel_norm(x: Tensor) -> Tensor:
+    """RMS over channels (dim 1), no parameters; same expression as the official PixelNorm."""
+    return x / torch.sqrt(torch.mean(x**2, dim=1, keepdim=True) + PIXEL_NORM_EPS)
+
+
+def timestep_sinusoid(t: Tensor, dim: int = TIME_PROJ_DIM) -> Tensor:
+    """``[N] -> [N, dim]`` float32 features ``[cos | sin]`` (diffusers ``Timesteps(flip_sin_to_cos=True, shift=0)``)."""
+    half = dim // 2
+    exponent = -math.log(TIME_MAX_PERIOD) * torch.arange(half, dtype=torch.float32, device=t.device) / half
+    args = t[:, None].float() * torch.exp(exponent)[None, :]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+# --- leaf modules -----------------------------------------------------------------------------------------
+
+
+class CausalConv3d(nn.Module):
+    """3D convolution with spatial padding inside the conv and temporal padding by frame replication.
+
+    ``causal``: ``k-1`` copies of the first frame in front; otherwise ``(k-1)/2`` copies of the first and
+    the last frame on either side. The wrapped conv is ``.conv`` (keys ``*.conv.weight``).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int | Stride = 1,
+        spatial_padding_mode: str = "zeros",
+    ) -> None:
+        super().__init__()
+        self.time_kernel_size = kernel_size
+        self.conv = nn.Conv3d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=(0, kernel_size // 2, kernel_size // 2),
+            padding_mode=spatial_padding_mode,
+        )
+
+    def forward(self, x: Tensor, causal: bool = True) -> Tensor:
+        # x: [B, C, F, H, W]
+        k = self.time_kernel_size
+        if causal and k > 1:
+            x = torch.cat([x[:, :, :1].expand(-1, -1, k - 1, -1, -1), x], dim=2)  # [B, C, F+k-1, H, W]
+        elif k > 1:
+            p = (k - 1) // 2
+            first = x[:, :, :1].expand(-1, -1, p, -1, -1)
+            last = x[:, :, -1:].expand(-1, -1, p, -1, -1)
+            x = torch.cat([first, x, last], dim=2)  # [B, C, F+2p, H, W]
+        return self.conv(x)
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channel dim of ``[B, C, F, H, W]`` (official ``LayerNorm``; keys ``norm.weight/bias``)."""
+
+    def __init__(self, channels: int, eps: float = SHORTCUT_NORM_EPS) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels, eps=eps, elementwise_affine=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.norm(x.permute(0, 2, 3, 4, 1))  # [B, F, H, W, C]
+        return x.permute(0, 4, 1, 2, 3)  # [B, C, F, H, W] (channels-last strides, as official)
+
+
+class TimestepMLP(nn.Module):
+    """``linear_1 -> SiLU -> linear_2`` (diffusers ``TimestepEmbedding``)."""
+
+    def __init__(self, in_features: int, dim: int) -> None:
+        super().__init__()
+        self.linear_1 = nn.Linear(in_features, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear_2(F.silu(self.linear_1(x)))
+
+
+class TimestepEmbedding(nn.Module):
+    """Scaled timestep ``[B] -> [B, dim]``; keys ``timestep_embedder.linear_{1,2}.*``.
+
+    Same computation as diffusers ``PixArtAlphaCombinedTimestepSizeEmbeddings(dim, 0)`` without size inputs:
+    float32 sinusoid, cast to the activation dtype, then the MLP (no trailing SiLU/linear).
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.timestep_embedder = TimestepMLP(TIME_PROJ_DIM, dim)
+
+    def forward(self, timestep: Tensor, dtype: torch.dtype) -> Tensor:
+        return self.timestep_embedder(timestep_sinusoid(timestep).to(dtype))
+
+
+# --- blocks -------------------------------------------------------------------------------------------------
+
+
+def _add_spatial_noise(h: Tensor, per_channel_scale: Tensor, generator: torch.Generator | None) -> Tensor:
+    """``h += randn(H, W) * scale[C, 1, 1]``: one noise map shared by batch, frames and channels (in place)."""
+    shape = h.shape[-2:]
+    if generator is None:
+        noise = torch.randn(shape, device=h.device, dtype=h.dtype)  # global RNG, as official
+    else:
+        # Drawn on the generator's device so a CPU generator reproduces the same map on any device.
+        noise = torch.randn(shape, generator=generator, device=generator.device, dtype=h.dtype).to(h.device)
+    scaled = noise[None] * per_channel_scale  # [C, H, W]
+    return h.add_(scaled[:, None])  # broadcast over [B, C, F, H, W]
+
+
+class ResnetBlock3D(nn.Module):
+    """PixelNorm -> [scale/shift] -> SiLU -> conv1 -> [noise] -> PixelNorm -> [scale/shift] -> SiLU -> conv2
+    -> [noise], plus the shortcut (LayerNorm + 1x1x1 conv when the channel count changes).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int | None = None,
+        inject_noise: bool = False,
+        timestep_conditioning: bool = False,
+        spatial_padding_mode: str = "zeros",
+    ) -> None:
+        super().__init__()
+        out_channels = in_channels if out_channels is None else out_channels
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.inject_noise = inject_noise
+        self.timestep_conditioning = timestep_conditioning
+        self.conv1 = CausalConv3d(in_channels, out_channels, 3, spatial_padding_mode=spatial_padding_mode)
+        self.conv2 = CausalConv3d(out_channels, out_channels, 3, spatial_padding_mode=spatial_padding_mode)
+        if inject_noise:
+            # Both sized by in_channels, as official (only res_x blocks, where in == out, use them).
+            self.per_channel_scale1 = nn.Parameter(torch.zeros(in_channels, 1, 1))
+            self.per_channel_scale2 = nn.Parameter(torch.zeros(in_channels, 1, 1))
+        if in_channels != out_channels:
+            self.norm3 = ChannelLayerNorm(in_channels)
+            self.conv_shortcut = nn.Conv3d(in_channels, out_channels, kernel_size=1)
+        if timestep_conditioning:
+            self.scale_shift_table = nn.Parameter(torch.zeros(4, in_channels))
+
+    def forward(
+        self,
+        x: Tensor,
+        causal: bool = True,
+        temb: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        # x: [B, C_in, F, H, W]; temb: [B, 4*C_in] (the owning block's timestep embedding)
+        h = pixel_norm(x)
+        if self.timestep_conditioning:
+            if temb is None:
+                raise ValueError("a timestep-conditioned resnet needs a timestep embedding")
+            ada = self.scale_shift_table[None, :, :, None, None, None] + temb.reshape(
+                x.shape[0], 4, -1, 1, 1, 1
+            )  # [B, 4, C, 1, 1, 1]
+            shift1, scale1, shift2, scale2 = ada.unbind(dim=1)
+            h.mul_(1 + scale1).add_(shift1)
+        h = self.conv1(F.silu(h, inplace=True), causal)
+        if self.inject_noise:
+            h = _add_spatial_noise(h, self.per_channel_scale1, generator)
+        h = pixel_norm(h)
+        if self.timestep_conditioning:
+            h.mul_(1 + scale2).add_(shift2)
+        h = self.conv2(F.silu(h, inplace=True), causal)
+        if self.inject_noise:
+            h = _add_spatial_noise(h, self.per_channel_scale2, generator)
+        if self.in_channels != self.out_channels:
+            x = self.conv_shortcut(self.norm3(x))
+        return h.add_(x)
+
+
+class ResBlockStack(nn.Module):
+    """Official ``UNetMidBlock3D`` (``res_x``): ``num_layers`` resnets at constant width.
+
+    Timestep-conditioned stacks embed the (already scaled) timestep once into ``[B, 4C]`` for all resnets.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_layers: int,
+        inject_noise: bool = False,
+        timestep_conditioning: bool = False,
+        spatial_padding_mode: str = "zeros",
+    ) -> None:
+        super().__init__()
+        self.timestep_conditioning = timestep_conditioning
+        if timestep_conditioning:
+            self.time_embedder = TimestepEmbedding(4 * channels)
+        self.res_blocks = nn.ModuleList(
+            ResnetBlock3D(channels, channels, inject_noise, timestep_conditioning, spatial_padding_mode)
+            for _ in range(num_layers)
+        )
+
+    def forward(
+        self,
+        x: Tensor,
+        causal: bool = True,
+        timestep: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        temb = None
+        if self.timestep_conditioning:
+            if timestep is None:
+                raise ValueError("a timestep-conditioned block needs a timestep")
+            temb = self.time_embedder(timestep, x.dtype)  # [B, 4C]
+        for block in self.res_blocks:
+            x = block(x, causal, temb, generator)
+        return x
+
+
+class SpaceToDepthDownsample(nn.Module):
+    """Encoder ``compress_*_res``: conv to ``out/prod(stride)`` channels then space-to-depth, plus a skip path
+    (space-to-depth of the input, averaged over groups of consecutive channels).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: Stride, spatial_padding_mode: str) -> None:
+        super().__init__()
+        factor = stride[0] * stride[1] * stride[2]
+        if (in_channels * factor) % out_channels or out_channels % factor:
+            raise ConfigError(f"vae config: space-to-depth {in_channels}->{out_channels} with stride {stride}")
+        self.stride = stride
+        self.group_size = in_channels * factor // out_channels
+        self.conv = CausalConv3d(in_channels, out_channels // factor, 3, spatial_padding_mode=spatial_padding_mode)
+
+    def forward(self, x: Tensor, causal: bool = True) -> Tensor:
+        if self.stride[0] == 2:
+            x = torch.cat([x[:, :, :1], x], dim=2)  # [B, C, F+1, H, W]: frame 0 alone forms latent frame 0
+        skip = space_to_depth(x, self.stride)  # [B, C*prod, F', H', W']
+        b, cg, d, h, w = skip.shape
+        skip = skip.view(b, cg // self.group_size, self.group_size, d, h, w).mean(dim=2)  # [B, out, F', H', W']
+        y = space_to_depth(self.conv(x, causal), self.stride)  # [B, out, F', H', W']
+        return y.add_(skip)
+
+
+class DepthToSpaceUpsample(nn.Module):
+    """Decoder ``compress_*``: conv to ``prod(stride)*C/reduction`` channels then depth-to-space; a temporal
+    stride drops the first output frame. ``residual`` adds the input's depth-to-space tiled along channels.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        stride: Stride,
+        residual: bool = False,
+        out_channels_reduction_factor: int = 1,
+        spatial_padding_mode: str = "zeros",
+    ) -> None:
+        super().__init__()
+        factor = stride[0] * stride[1] * stride[2]
+        if in_channels % factor or factor % out_channels_reduction_factor:
+            raise ConfigError(
+                f"vae config: depth-to-space of {in_channels} channels with stride {stride} "
+                f"and multiplier {out_channels_reduction_factor}"
+            )
+        self.stride = stride
+        self.residual = residual
+        self.num_repeat = factor // out_channels_reduction_factor
+        self.conv = CausalConv3d(
+            in_channels, factor * in_channels // out_channels_reduction_factor, 3,
+            spatial_padding_mode=spatial_padding_mode,
+        )
+
+    def forward(self, x: Tensor, causal: bool = True) -> Tensor:
+        y = depth_to_space(self.conv(x, causal), self.stride)  # [B, C_out, F*s1, H*s2, W*s3], contiguous
+        if self.residual:
+            skip = depth_to_space(x, self.stride)  # [B, C_in/prod, F*s1, H*s2, W*s3]
+            b, c, d, h, w = y.shape
+            # Official tiles the skip along channels (repeat, not interleave): channel j*C' + c gets skip[c].
+            y.view(b, self.num_repeat, c // self.num_repeat, d, h, w).add_(skip[:, None])
+        if self.stride[0] == 2:
+            y = y[:, :, 1:]
+        return y
+
+
+# --- encoder / decoder --------------------------------------------------------------------------------------
+
+_ENCODER_COMPRESS_STRIDES: dict[str, Stride] = {
+    "compress_time": (2, 1, 1), "compress_space": (1, 2, 2), "compress_all": (2, 2, 2), "compress_all_x_y": (2, 2, 2),
+    "compress_time_res": (2, 1, 1), "compress_space_res": (1, 2, 2), "compress_all_res": (2, 2, 2),
+}
+_DECODER_COMPRESS_STRIDES: dict[str, Stride] = {
+    "compress_time": (2, 1, 1), "compress_space": (1, 2, 2), "compress_all": (2, 2, 2),
+}
+
+
+class Encoder(nn.Module):
+    """Pixels ``[B, 3, F, H, W]`` -> moments ``[B, 2C, f, h, w]`` = ``[means | log-variances]`` (uniform log-var)."""
+
+    def __init__(
+        self,
+        blocks: Sequence[tuple[str, dict]],
+        in_channels: int = 3,
+        latent_channels: int = 128,
+        patch_size: int = 4,
+        base_channels: int = 128,
+        spatial_padding_mode: str = "zeros",
+    ) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.latent_channels = latent_channels
+        pad = spatial_padding_mode
+        ch = base_channels
+        self.conv_in = CausalConv3d(in_channels * patch_size**2, ch, 3, spatial_padding_mode=pad)
+        self.down_blocks = nn.ModuleList()
+        for name, params in blocks:
+            block: nn.Module
+            if name == "res_x":
+                block = ResBlockStack(ch, params["num_layers"], spatial_padding_mode=pad)
+            elif name == "res_x_y":
+                out = ch * params.get("multiplier", 2)
+                block = ResnetBlock3D(ch, out, spatial_padding_mode=pad)
+                ch = out
+            elif name in ("compress_time", "compress_space", "compress_all"):
+                block = CausalConv3d(ch, ch, 3, stride=_ENCODER_COMPRESS_STRIDES[name], spatial_padding_mode=pad)
+            elif name == "compress_all_x_y":
+                out = ch * params.get("multiplier", 2)
+                block = CausalConv3d(ch, out, 3, stride=_ENCODER_COMPRESS_STRIDES[name], spatial_padding_mode=pad)
+                ch = out
+            elif name in ("compress_time_res", "compress_space_res", "compress_all_res"):
+                out = ch * params.get("multiplier", 2)
+                block = SpaceToDepthDownsample(ch, out, _ENCODER_COMPRESS_STRIDES[name], pad)
+                ch = out
+            else:
+                raise ConfigError(f"vae config: unsupported encoder block {name!r}")
+            self.down_blocks.append(block)
+        # "uniform" log-variance: one shared log-var channel after the means.
+        self.conv_out = CausalConv3d(ch, latent_channels + 1, 3, spatial_padding_mode=pad)
+
+    def features(self, x: Tensor) -> Tensor:
+        """``[B, 3, F, H, W] -> [B, C+1, f, h, w]``: the C means, then the single log-variance channel."""
+        x = self.conv_in(patchify(x, self.patch_size))  # [B, base, F, H/p, W/p]
+        for block in self.down_blocks:
+            x = block(x)
+        return self.conv_out(F.silu(pixel_norm(x), inplace=True))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Official moments ``[B, 2C, f, h, w]`` (the log-variance channel tiled C times)."""
+        h = self.features(x)
+        logvar = h[:, -1:]
+        return torch.cat([h, logvar.expand(-1, self.latent_channels - 1, -1, -1, -1)], dim=1)
+
+
+class Decoder(nn.Module):
+    """Un-normalised latents ``[B, C, f, h, w]`` -> pixels ``[B, 3, 8(f-1)+1, 32h, 32w]``.
+
+    Walks the decoder block list in reverse. ``timestep`` (``[B]``, a scalar tensor or a float) is multiplied
+    by the stored ``timestep_scale_multiplier``; timestep-conditioned decoders require it, others ignore it.
+    """
+
+    def __init__(
+        self,
+        blocks: Sequence[tuple[str, dict]],
+        latent_channels: int = 128,
+        out_channels: int = 3,
+        patch_size: int = 4,
+        base_channels: int = 128,
+        causal: bool = False,
+        timestep_conditioning: bool = False,
+        spatial_padding_mode: str = "zeros",
+    ) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.causal = causal
+        self.timestep_conditioning = timestep_conditioning
+        pad = spatial_padding_mode
+        reversed_blocks = list(reversed(blocks))
+        # conv_in width: base times every channel-dividing multiplier met on the way up.
+        ch = base_channels
+        for name, params in reversed_blocks:
+            if name == "res_x_y":
+                ch *= params.get("multiplier", 2)
+            elif name.startswith("compress"):
+                ch *= params.get("multiplier", 1)
+        self.conv_in = CausalConv3d(latent_channels, ch, 3, spatial_padding_mode=pad)
+        self.up_blocks = nn.ModuleList()
+        for name, params in reversed_blocks:
+            block: nn.Module
+            if name == "res_x":
+                block = ResBlockStack(
+                    ch, params["num_layers"], params.get("inject_noise", False), timestep_conditioning, pad
+                )
+            elif name == "res_x_y":
+                out = ch // params.get("multiplier", 2)
+                block = ResnetBlock3D(ch, out, params.get("inject_noise", False), False, pad)
+                ch = out
+            elif name in ("compress_time", "compress_space"):
+                block = DepthToSpaceUpsample(ch, _DECODER_COMPRESS_STRIDES[name], spatial_padding_mode=pad)
+            elif name == "compress_all":
+                mult = params.get("multiplier", 1)
+                block = DepthToSpaceUpsample(
+                    ch, _DECODER_COMPRESS_STRIDES[name], params.get("residual", False), mult, pad
+                )
+                ch //= mult
+            else:
+                raise ConfigError(f"vae config: unsupported decoder block {name!r}")
+            self.up_blocks.append(block)
+        self.conv_out = CausalConv3d(ch, out_channels * patch_size**2, 3, spatial_padding_mode=pad)
+        if timestep_conditioning:
+            # Initial value only; the checkpoint's stored value is what runs.
+            self.timestep_scale_multiplier = nn.Parameter(torch.tensor(1000.0))
+            self.last_time_embedder = TimestepEmbedding(2 * ch)
+            self.last_scale_shift_table = nn.Parameter(torch.zeros(2, ch))
+
+    def forward(
+        self,
+        z: Tensor,
+        timestep: Tensor | float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        batch = z.shape[0]
+        scaled_t = None
+        if self.timestep_conditioning:
+            if timestep is None:
+                raise ValueError("this VAE decoder is timestep-conditioned: pass a timestep (e.g. 0.05)")
+            scaled_t = _batch_timestep(timestep, batch, z.device) * self.timestep_scale_multiplier  # [B]
+        x = self.conv_in(z, self.causal)
+        # As official: the blocks run in the dtype of the up-block parameters.
+        x = x.to(next(iter(self.up_blocks.parameters())).dtype)
+        for block in self.up_blocks:
+            if isinstance(block, ResBlockStack):
+                x = block(x, self.causal, scaled_t, generator)
+            elif isinstance(block, ResnetBlock3D):
+                x = block(x, self.causal, None, generator)
+            else:
+                x = block(x, self.causal)
+        x = pixel_norm(x)
+        if scaled_t is not None:
+            emb = self.last_time_embedder(scaled_t, x.dtype)  # [B, 2C]
+            ada = self.last_scale_shift_table[None, :, :, None, None, None] + emb.reshape(
+                batch, 2, -1, 1, 1, 1
+            )  # [B, 2, C, 1, 1, 1]
+            shift, scale = ada.unbind(dim=1)
+            x.mul_(1 + scale).add_(shift)
+        x = self.conv_out(F.silu(x, inplace=True), self.causal)  # [B, 3*p*p, F, H, W]
+        return unpatchify(x, self.patch_size)
+
+
+def _batch_timestep(timestep: Tensor | float, batch: int, device: torch.device) -> Tensor:
+    """A float, a scalar tensor, ``[1]`` or ``[B]`` -> ``[B]`` on ``device`` (python floats become float32)."""
+    if not isinstance(timestep, Tensor):
+        timestep = torch.tensor(float(timestep), dtype=torch.float32)
+    t = timestep.to(device).reshape(-1)
+    if t.shape[0] == 1:
+        return t.expand(batch)
+    if t.shape[0] != batch:
+        raise ValueError(f"decoder timestep has {t.shape[0]} values for a batch of {batch}")
+    return t
+
+
+# --- the VAE ------------------------------------------------------------------------------------------------
+
+
+class PerChannelStatistics(nn.Module):
+    """Latent statistics under the official buffer names (keys ``per_channel_statistics.std-of-means`` etc.)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("std-of-means", torch.ones(channels))
+        self.register_buffer("mean-of-means", torch.zeros(channels))
+
+    @property
+    def std_of_means(self) -> Tensor:
+        return getattr(self, "std-of-means")
+
+    @property
+    def mean_of_means(self) -> Tensor:
+        return getattr(self, "mean-of-means")
+
+
+class CausalVideoVAE(nn.Module):
+    """The official ``CausalVideoAutoencoder`` for one :class:`VAEConfig` (any released family)."""
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(
+            config.encoder_blocks,
+            in_channels=config.in_channels,
+            latent_channels=config.latent_channels,
+            patch_size=config.patch_size,
+            base_channels=config.encoder_base_channels,
+            spatial_padding_mode=config.spatial_padding_mode,
+        )
+        self.decoder = Decoder(
+            config.decoder_blocks,
+            latent_channels=config.latent_channels,
+            out_channels=config.out_channels,
+            patch_size=config.patch_size,
+            base_channels=config.decoder_base_channels,
+            causal=config.causal_decoder,
+            timestep_conditioning=config.timestep_conditioning,
+            spatial_padding_mode=config.spatial_padding_mode,
+        )
+        self.per_channel_statistics = PerChannelStatistics(config.latent_channels)
+
+    @property
+    def spatial_compression(self) -> int:
+        return self.config.spatial_compression
+
+    @property
+    def temporal_compression(self) -> int:
+        return self.config.temporal_compression
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.latent_channels
+
+    @property
+    def timestep_conditioning(self) -> bool:
+        return self.config.timestep_conditioning
+
+    def normalize(self, z: Tensor) -> Tensor:
+        """Posterior mean -> model latents: ``(z - mean_of_means) / std_of_means`` per channel."""
+        stats = self.per_channel_statistics
+        mean = stats.mean_of_means.to(z.dtype).view(1, -1, 1, 1, 1)
+        std = stats.std_of_means.to(z.dtype).view(1, -1, 1, 1, 1)
+        return (z - mean) / std
+
+    def unnormalize(self, z: Tensor) -> Tensor:
+        """Model latents -> decoder input: ``z * std_of_means + mean_of_means`` per channel."""
+        stats = self.per_channel_statistics
+        mean = stats.mean_of_means.to(z.dtype).view(1, -1, 1, 1, 1)
+        std = stats.std_of_means.to(z.dtype).view(1, -1, 1, 1, 1)
+        return z * std + mean
+
+    def encode(self, video: Tensor) -> Tensor:
+        """``[B, 3, 1+8k, H, W]`` in [-1, 1] -> normalised posterior mode ``[B, C, 1+k, H/32, W/32]``."""
+        video = video.to(self.encoder.conv_in.conv.weight.dtype)
+        mean = self.encoder.features(video)[:, : self.config.latent_channels]
+        return self.normalize(mean)
+
+    def decode(
+        self,
+        latents: Tensor,
+        timestep: Tensor | float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Normalised ``[B, C, 1+k, h, w]`` -> pixels ``[B, 3, 1+8k, 32h, 32w]`` (about [-1, 1]).
+
+        ``timestep`` (float, scalar or ``[B]``) is required by timestep-conditioned decoders (0.9.1+) and
+        ignored by the 0.9 decoder. Noise injection (0.9.1) draws from ``generator``, else the global RNG.
+        """
+        z = self.unnormalize(latents.to(self.decoder.conv_in.conv.weight.dtype))
+        return self.decoder(z, timestep, generator)
