@@ -394,6 +394,7 @@ def vae_layout_from_diffusers(cfg: Mapping[str, Any]) -> _DiffusersVAELayout:
     def res_x(n: int, noise: bool) -> list[Any]:
         return ["res_x", {"num_layers": n, "inject_noise": bool(noise)}]
 
+    rules.append(KeyRule("decoder.mid_block.resnets.", f"decoder.up_blocks.{len(dec)}.res_blocks."))
     rules.append(KeyRule("decoder.mid_block.", f"decoder.up_blocks.{len(dec)}."))
     dec.append(res_x(dlayers[0], dnoise[0]))
     out_ch = dchans[0]
