@@ -131,9 +131,9 @@ def _multi(name: str, checkpoint: str, first: PassSettings, second: PassSettings
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
-        Preset("ltx-video-2b-v0.9", "ltx-video-2b-v0.9.safetensors", "base", (_BASE_2B,)),
-        Preset("ltx-video-2b-v0.9.1", "ltx-video-2b-v0.9.1.safetensors", "base", (_BASE_2B,)),
-        Preset("ltx-video-2b-v0.9.5", "ltx-video-2b-v0.9.5.safetensors", "base", (_BASE_2B,)),
+        Preset("ltxv-2b-0.9", "ltx-video-2b-v0.9.safetensors", "base", (_BASE_2B,)),
+        Preset("ltxv-2b-0.9.1", "ltx-video-2b-v0.9.1.safetensors", "base", (_BASE_2B,)),
+        Preset("ltxv-2b-0.9.5", "ltx-video-2b-v0.9.5.safetensors", "base", (_BASE_2B,)),
         Preset("ltxv-2b-0.9.6-dev", "ltxv-2b-0.9.6-dev-04-25.safetensors", "base", (_BASE_2B,)),
         Preset(
             "ltxv-2b-0.9.6-distilled", "ltxv-2b-0.9.6-distilled-04-25.safetensors", "base", (_DISTILLED_096,),

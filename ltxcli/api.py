@@ -1,0 +1,133 @@
+"""``load_pipeline``: a weights.toml name, an official single file or a diffusers folder -> :class:`Pipeline`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from . import weights
+from .loading import CheckpointError, inspect_checkpoint, load_transformer, load_upsampler, load_vae
+from .pipeline import Pipeline, default_dtype
+from .presets import NEUTRAL, PRESETS, Preset, preset_for_checkpoint
+
+PathLike = str | os.PathLike[str]
+
+DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16,
+}
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` -> the best available device (CUDA, else CPU); a device that does not exist is a ValueError."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r} (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r} does not exist ({torch.cuda.device_count()} CUDA device(s))")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if dtype is None:
+        return default_dtype(device)
+    if isinstance(dtype, torch.dtype):
+        resolved = dtype
+    else:
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r} (use bfloat16 or float32)")
+        resolved = DTYPES[dtype]
+    if resolved == torch.float16:
+        # LTX-Video activations overflow float16 (black / NaN frames, openvino#37039); bfloat16 has the range.
+        raise ValueError("float16 is not supported: LTX-Video overflows it and produces NaN frames; use bfloat16")
+    return resolved
+
+
+def load_pipeline(
+    model: PathLike = "",
+    *,
+    text_encoder: PathLike | None = None,
+    upsampler: PathLike | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    weights_dir: PathLike | None = None,
+) -> Pipeline:
+    """Load a model for generation.
+
+    ``model``: a weights.toml name (default: the registry's default model), an official single-file
+    ``.safetensors`` or a diffusers-format folder. ``text_encoder``: a folder with a transformers T5 encoder and
+    its tokenizer (default: the one weights.toml names). ``upsampler``: an official latent upsampler single file
+    (default: the one the preset names, if any). ``device`` / ``dtype``: default the best available
+    (bfloat16 on GPU, float32 on CPU).
+    """
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    registry = weights.load_registry()
+    name = os.fspath(model) if model else registry.default().name
+    if name == "tiny" or (name in registry and registry[name].is_builtin):
+        from .tiny import build_pipeline
+
+        return build_pipeline(dev, dt)
+
+    path = Path(name)
+    preset: Preset | None = None
+    entry_text = entry_up = None
+    if path.exists():
+        if path.is_file():
+            preset = preset_for_checkpoint(path.name)
+        label = str(path)
+    elif name in registry:
+        entry = registry[name]
+        if entry.kind != "model":
+            raise ValueError(f"{name} is a {entry.kind}, not a model (see `ltx weights list`)")
+        path = weights.resolve(name, weights_dir=weights_dir, registry=registry)
+        preset = PRESETS.get(entry.preset or "")
+        entry_text, entry_up = entry.text_encoder, entry.upsampler
+        label = name
+    else:
+        raise FileNotFoundError(
+            f"{name}: no such file or folder, and not a model name in weights.toml (see `ltx weights list`)"
+        )
+
+    info = inspect_checkpoint(path)
+    if info.transformer is None or info.vae is None:
+        raise CheckpointError(f"{path}: needs both a transformer and a VAE to generate")
+    preset = preset or NEUTRAL
+
+    transformer = load_transformer(path, device=dev, dtype=dt)
+    vae = load_vae(path, device=dev, dtype=dt)
+
+    from .text import TextEncoder
+
+    if text_encoder is not None:
+        te_path = Path(text_encoder)
+    elif path.is_dir() and (path / "text_encoder").is_dir():
+        te_path = path
+    else:
+        te_path = weights.resolve(entry_text or preset.text_encoder or "t5-xxl", weights_dir=weights_dir,
+                                  registry=registry)
+    text = TextEncoder.from_pretrained(te_path, device=dev, dtype=dt)
+    if text.hidden_size != transformer.config.caption_channels:
+        raise CheckpointError(
+            f"{te_path}: text encoder width {text.hidden_size} does not match the model's "
+            f"caption_channels={transformer.config.caption_channels}"
+        )
+
+    up_module = None
+    if upsampler is not None:
+        up_module = load_upsampler(upsampler, device=dev, dtype=dt)
+    elif preset.upsampler or entry_up:
+        up_path = weights.resolve(entry_up or preset.upsampler, weights_dir=weights_dir, registry=registry)
+        up_module = load_upsampler(up_path, device=dev, dtype=dt)
+
+    return Pipeline(
+        transformer, vae, text, preset=preset, scheduler=info.scheduler,
+        allowed_inference_steps=info.allowed_inference_steps, upsampler=up_module, name=label,
+    )
