@@ -164,6 +164,16 @@ PRESETS: dict[str, Preset] = {
     ]
 }
 
+# The built-in random-weight model (ltxcli/tiny.py): small sizes so a CPU run takes seconds; every stage of
+# the pipeline runs (CFG, STG with rescale, decode timestep and noise).
+TINY_PRESET = Preset(
+    name="tiny", checkpoint="", pipeline_type="base",
+    passes=(PassSettings(num_inference_steps=4, guidance_scale=3.0, stg_scale=1.0, rescaling_scale=0.7,
+                         skip_block_list=(1,)),),
+    height=128, width=192, num_frames=17, frame_rate=24, text_encoder="tiny",
+)
+PRESETS["tiny"] = TINY_PRESET
+
 # A checkpoint loaded by path that matches no preset: the official pipeline's ``__call__`` defaults (20 steps,
 # CFG 4.5, deterministic sampling, no CFG-star, no tone mapping) and the schedule embedded in the checkpoint.
 # STG is off: its official default has no skip blocks, which makes the perturbed branch equal the conditional

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .models.configs import TransformerConfig, VAEConfig, official_vae_config
-from .presets import PassSettings, Preset
+from .presets import TINY_PRESET
 
 TINY_SEED = 20250101
 # Whole-word pieces of the tiny tokenizer; words outside this list become <unk>, which is fine for noise.
@@ -40,14 +40,6 @@ def tiny_vae_config() -> VAEConfig:
                 params["num_layers"] = 1
     cfg.update(latent_channels=LATENT_CHANNELS, encoder_base_channels=8, decoder_base_channels=8)
     return VAEConfig.from_official(cfg)
-
-
-TINY_PRESET = Preset(
-    name="tiny", checkpoint="", pipeline_type="base",
-    passes=(PassSettings(num_inference_steps=4, guidance_scale=3.0, stg_scale=1.0, rescaling_scale=0.7,
-                         skip_block_list=(1,)),),
-    height=128, width=192, num_frames=17, frame_rate=24, text_encoder="tiny",
-)
 
 
 def make_tokenizer():  # -> transformers.T5TokenizerFast
