@@ -34,6 +34,10 @@ _PREFIX_LATENT_FRAMES = 2
 _SEED_RANGE = 2**31
 
 
+class NumericalError(RuntimeError):
+    """NaN or Inf appeared in the latents (checked once per pass, after the loop, so the loop never syncs)."""
+
+
 @dataclass
 class Condition:
     """A conditioning image or video placed at pixel frame ``frame`` with ``strength`` in [0, 1].
@@ -184,7 +188,10 @@ class Pipeline:
         t: float | None = None
         if self.vae.timestep_conditioning:
             if noise_scale:
-                noise = torch.randn(latents.shape, generator=gen, dtype=latents.dtype).to(latents.device)
+                # The official ``randn_like`` fills the latents' own (non-contiguous, channels-last) layout, which
+                # the CPU kernel draws element by element: the same layout gives the same values for one seed.
+                noise = torch.empty_strided(latents.shape, latents.stride(), dtype=latents.dtype)
+                noise = noise.normal_(generator=gen).to(latents.device)
                 latents = latents * (1 - noise_scale) + noise * noise_scale
             t = timestep
         latents = sampling.tone_map(latents, tone_map)
@@ -655,6 +662,13 @@ class Pipeline:
                 progress("denoise", i + 1, n_steps)
 
         tokens = tokens[:, n_extra:]
+        # One host sync per pass, after the loop: a NaN anywhere in the loop propagates to the final latents.
+        if not bool(torch.isfinite(tokens).all()):
+            hint = (
+                "float16 overflows LTX-Video; use bfloat16" if self.dtype == torch.float16
+                else "the checkpoint may be broken (run `ltx weights verify`) or the settings extreme"
+            )
+            raise NumericalError(f"the latents contain NaN or Inf after denoising: {hint}")
         # [1, f*h*w, C] -> [1, C, f, h, w]
         return tokens.transpose(1, 2).reshape(shape)
 
@@ -670,4 +684,6 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-__all__ = ["Condition", "GenerationResult", "Pipeline", "check_size", "default_dtype", "padded_size"]
+__all__ = [
+    "Condition", "GenerationResult", "NumericalError", "Pipeline", "check_size", "default_dtype", "padded_size",
+]
