@@ -70,7 +70,7 @@ def load_pipeline(
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     registry = weights.load_registry()
-    name = os.fspath(model) if model else registry.default().name
+    name = os.fspath(model) if model else registry.default.name
     if name == "tiny" or (name in registry and registry[name].is_builtin):
         from .tiny import build_pipeline
 

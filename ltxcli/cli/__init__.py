@@ -1,0 +1,56 @@
+"""The ``ltx`` command line: a thin Typer layer over the library (parse, call, print).
+
+Commands: ``generate``, ``i2v``, ``vae encode|decode|roundtrip``, ``weights list|pull|verify|path|rm``,
+``doctor``, ``info``, ``bench``. Exit codes: :data:`ltxcli.cli.common.EXIT_CODES`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from . import bench, doctor, generate, info, vae, weights
+from .common import EXIT_CODES, exit_codes_epilog
+
+app = typer.Typer(
+    name="ltx",
+    help="Generate videos with Lightricks' LTX-Video models.\n\n"
+         "Data goes to stdout (--json: one JSON object per line), messages and progress to stderr.",
+    epilog=exit_codes_epilog(),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from ltxcli import __version__
+
+        typer.echo(f"ltx {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    pass
+
+
+generate.register(app)
+app.add_typer(vae.app, name="vae")
+app.add_typer(weights.app, name="weights")
+doctor.register(app)
+info.register(app)
+bench.register(app)  # ltxcli/cli/bench.py belongs to the benchmark work
+
+
+def main() -> None:
+    """Console-script entry point (``ltx``)."""
+    app(prog_name="ltx")
+
+
+__all__ = ["EXIT_CODES", "app", "main"]

@@ -1,0 +1,305 @@
+"""Shared CLI plumbing: exit codes, the stderr console, one-line errors, JSON output, progress.
+
+Rules every command follows: data goes to stdout (with ``--json``: JSON Lines, one object per output), messages
+and progress bars go to stderr; progress is shown only when stderr is a terminal and ``--quiet`` is not given;
+anything a user can cause ends in ONE line on stderr and an exit code from :data:`EXIT_CODES`, never a traceback
+(``LTX_DEBUG=1`` re-raises for debugging).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar, NoReturn, TypeVar
+
+import click
+import typer
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_WEIGHTS = 3
+EXIT_CHECKSUM = 4
+EXIT_OOM = 5
+EXIT_INPUT = 6
+EXIT_INTERRUPTED = 130
+
+#: Exit code -> meaning; printed in ``ltx --help`` and the README.
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success",
+    EXIT_ERROR: "other error (cannot write the output, internal error)",
+    EXIT_USAGE: "usage: bad option or size, unknown model, output exists",
+    EXIT_WEIGHTS: "weights missing and not downloadable (offline, network, gated)",
+    EXIT_CHECKSUM: "checksum mismatch of downloaded weights",
+    EXIT_OOM: "out of memory (try a smaller size or fewer frames)",
+    EXIT_INPUT: "input media or checkpoint unreadable (missing, corrupt)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); partial outputs are removed",
+}
+
+
+def exit_codes_epilog() -> str:
+    """The exit-code table for ``--help`` (``\\b`` keeps click/rich from re-wrapping it)."""
+    rows = "\n".join(f"  {code:<4} {text}" for code, text in EXIT_CODES.items())
+    return f"\b\nExit codes:\n{rows}"
+
+
+DEBUG_ENV = "LTX_DEBUG"
+
+
+class CliError(Exception):
+    """An error with a one-line message and an exit code; raised anywhere below a command."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def usage_error(message: str) -> NoReturn:
+    raise CliError(message, EXIT_USAGE)
+
+
+# ------------------------------------------------------------------------------------------------ output
+
+
+class Output:
+    """Where a command writes: ``data``/``json`` to stdout, ``info``/``warn`` to stderr."""
+
+    def __init__(self, *, json_mode: bool = False, quiet: bool = False) -> None:
+        from rich.console import Console
+
+        self.json_mode = json_mode
+        self.quiet = quiet
+        # soft_wrap: a long message stays one line (rich would otherwise wrap it at the terminal width).
+        self.console = Console(stderr=True, soft_wrap=True, highlight=False)
+
+    @property
+    def progress_enabled(self) -> bool:
+        return not self.quiet and _stderr_isatty()
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(message, markup=False)
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"warning: {_one_line(message)}", markup=False, style="yellow")
+
+    def data(self, line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    def json(self, obj: Any) -> None:
+        self.data(to_json(obj))
+
+    @contextmanager
+    def status(self, message: str) -> Iterator[None]:
+        """A transient spinner on a terminal, nothing otherwise."""
+        if self.progress_enabled:
+            with self.console.status(message):
+                yield
+        else:
+            yield
+
+
+def _stderr_isatty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    module = type(obj).__module__
+    if module.startswith("torch"):
+        return str(obj).removeprefix("torch.")
+    return str(obj)
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no inf/NaN: they become null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def to_json(obj: Any) -> str:
+    return json.dumps(_finite(obj), default=_json_default, ensure_ascii=False, allow_nan=False)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{n} B"
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
+
+def _instance_of(exc: BaseException, module: str, name: str) -> bool:
+    """isinstance against a class of a module only if that module was imported (a class never imported cannot
+    have been raised), so the error handler never imports torch itself."""
+    mod = sys.modules.get(module)
+    cls = getattr(mod, name, None) if mod is not None else None
+    return isinstance(cls, type) and isinstance(exc, cls)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def classify(exc: BaseException) -> tuple[int, str]:
+    """Exception -> (exit code, one-line message)."""
+    msg = _one_line(str(exc)) or type(exc).__name__
+    if isinstance(exc, CliError):
+        return exc.code, msg
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted; partial outputs were removed"
+    if _instance_of(exc, "ltxcli.weights", "WeightsError"):
+        return int(getattr(exc, "exit_code", EXIT_ERROR)), msg
+    if _instance_of(exc, "ltxcli.media", "MediaError"):
+        return EXIT_INPUT, msg
+    if _instance_of(exc, "ltxcli.safetensors_io", "CheckpointError") or _instance_of(
+        exc, "ltxcli.models.configs", "ConfigError"
+    ):
+        return EXIT_INPUT, msg
+    if _instance_of(exc, "ltxcli.pipeline", "NumericalError"):
+        return EXIT_ERROR, msg
+    if _instance_of(exc, "ltxcli.kernels", "KernelUnavailableError"):
+        return EXIT_USAGE, msg  # an explicit kernel choice this machine cannot run
+    if _is_oom(exc):
+        return EXIT_OOM, (
+            f"out of memory ({msg[:200]}): try a smaller --height/--width, fewer --num-frames, "
+            "or --dtype bfloat16 on a GPU"
+        )
+    if isinstance(exc, FileExistsError):
+        return EXIT_USAGE, f"{msg}; pass --overwrite to replace it"
+    if isinstance(exc, ValueError):
+        return EXIT_USAGE, msg
+    if isinstance(exc, OSError):
+        return EXIT_ERROR, msg
+    return EXIT_ERROR, f"internal error: {type(exc).__name__}: {msg} (set {DEBUG_ENV}=1 for a traceback)"
+
+
+def fail(code: int, message: str) -> NoReturn:
+    click.echo(f"error: {_one_line(message)}", err=True)
+    raise typer.Exit(code)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def guarded(func: F) -> F:
+    """Command decorator: library exceptions become one line on stderr and a documented exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with _warnings_to_stderr():
+            try:
+                return func(*args, **kwargs)
+            except (typer.Exit, click.exceptions.Exit, click.ClickException, click.Abort):
+                raise
+            except BaseException as exc:  # KeyboardInterrupt included: click would print "Aborted!", exit 1
+                if isinstance(exc, SystemExit):
+                    raise
+                if os.environ.get(DEBUG_ENV) and not isinstance(exc, KeyboardInterrupt):
+                    raise
+                code, message = classify(exc)
+                fail(code, message)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """Python warnings as one ``warning: ...`` line each (the default format prints the source line too)."""
+    previous = warnings.showwarning
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        click.echo(f"warning: {_one_line(str(message))}", err=True)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
+# ------------------------------------------------------------------------------------------ progress
+
+
+class GenerationProgress:
+    """rich bars for ``Pipeline.generate(progress=...)``: prompt encoding, denoising (per pass), decoding."""
+
+    _LABELS: ClassVar[dict[str, str]] = {"text": "encoding prompt", "denoise": "denoising", "decode": "decoding"}
+
+    def __init__(self, out: Output, label: str = "") -> None:
+        self.enabled = out.progress_enabled
+        self.out = out
+        self.label = label
+        self._progress: Any = None
+        self._tasks: dict[str, Any] = {}
+        self._last: dict[str, int] = {}
+        self._pass = 1
+
+    def __enter__(self) -> GenerationProgress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=self.out.console, transient=True,
+            )
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self._progress is None:
+            return
+        key = stage
+        if stage == "denoise" and done < self._last.get("denoise", 0):
+            self._pass += 1  # multi-scale: the second pass restarts the count
+        if stage == "denoise" and self._pass > 1:
+            key = f"denoise{self._pass}"
+        self._last[stage] = done
+        if key not in self._tasks:
+            desc = self._LABELS.get(stage, stage)
+            if stage == "denoise" and (self._pass > 1):
+                desc += f" (pass {self._pass})"
+            if self.label:
+                desc = f"{self.label} {desc}"
+            self._tasks[key] = self._progress.add_task(desc, total=total)
+        self._progress.update(self._tasks[key], completed=done, total=total)

@@ -1,0 +1,189 @@
+"""``ltx doctor``: what this machine can run, and where weights go. Exit 1 if something blocks generation."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .common import EXIT_ERROR, Output, exit_codes_epilog, guarded, human_bytes, to_json
+from .resolve import WEIGHTS_DIR_ENV, registry
+
+# sm_89 (Ada) and sm_90 (Hopper) and later have fp8 tensor cores; earlier GPUs can only store fp8.
+FP8_MIN_CAPABILITY = (8, 9)
+BF16_MIN_CAPABILITY = (8, 0)
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _torch_info() -> dict[str, Any]:
+    import torch
+
+    gpus = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            cap = (props.major, props.minor)
+            gpus.append({
+                "index": i, "name": props.name, "compute_capability": f"{cap[0]}.{cap[1]}",
+                "memory_bytes": props.total_memory, "bf16": cap >= BF16_MIN_CAPABILITY,
+                "fp8": cap >= FP8_MIN_CAPABILITY,
+            })
+    device = torch.device("cuda" if gpus else "cpu")
+    # `ltx generate` does not select attention kernels yet: every model runs PyTorch SDPA. What
+    # ltxcli.kernels' "auto" would pick here is reported beside it.
+    attention: dict[str, Any] = {
+        "backend": "sdpa",
+        "note": "torch.nn.functional.scaled_dot_product_attention (PyTorch picks flash / memory-efficient / math)",
+        "auto_would_choose": None,
+    }
+    kernels: dict[str, Any] | None = None
+    try:
+        from ltxcli import kernels as kernel_mod
+
+        kernels = kernel_mod.describe_kernels(device)
+        attention["auto_would_choose"] = kernels.get("attention", {}).get("self_attention")
+    except ImportError:
+        pass
+    return {
+        "version": torch.__version__, "cuda_available": torch.cuda.is_available(), "cuda_version": torch.version.cuda,
+        "gpus": gpus, "cpu_threads": torch.get_num_threads(), "attention": attention, "kernels": kernels,
+        "default_device": "cuda" if gpus else "cpu", "default_dtype": "bfloat16" if gpus else "float32",
+    }
+
+
+def _av_info() -> dict[str, Any]:
+    import av
+
+    try:
+        av.codec.Codec("libx264", "w")
+        x264 = True
+    except Exception:  # av raises UnknownCodecError (or ValueError in older releases)
+        x264 = False
+    libs = getattr(av, "library_versions", {}) or {}
+    ffmpeg = libs.get("libavcodec")
+    return {"version": av.__version__, "libx264": x264,
+            "libavcodec": ".".join(str(v) for v in ffmpeg) if ffmpeg else None}
+
+
+def _existing_parent(p: Path) -> Path:
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _weights_info(weights_dir: str | None) -> dict[str, Any]:
+    from ltxcli import weights
+
+    reg = registry()
+    loc = weights.weights_location(weights_dir)
+    default = reg.default
+    closure = reg.closure(default.name)
+    states = {e.name: weights.status(e.name, weights_dir=weights_dir, registry=reg) for e in closure}
+    missing = [e for e in closure if states[e.name].state != "downloaded"]
+    # Sizes are known only where weights.toml pins them; otherwise "needed" is unknown (null).
+    pinned = [f.size for e in missing for f in e.files]
+    needed = sum(pinned) if missing and all(s is not None for s in pinned) and all(e.files for e in missing) else None
+    if not missing:
+        needed = 0
+    usage = shutil.disk_usage(_existing_parent(loc.root))
+    return {
+        "location": str(loc.root), "location_kind": loc.kind, "offline": weights.is_offline(),
+        "default_model": default.name,
+        "default_model_state": {name: st.state for name, st in states.items()},
+        "default_model_on_disk_bytes": sum(st.size_on_disk for st in states.values()),
+        "default_model_needs_bytes": needed, "free_disk_bytes": usage.free,
+    }
+
+
+def _checks(report: dict[str, Any]) -> list[dict[str, str]]:
+    checks = []
+    t, a, w = report["torch"], report["av"], report["weights"]
+
+    def add(name: str, status: str, detail: str) -> None:
+        checks.append({"check": name, "status": status, "detail": detail})
+
+    add("libx264", "ok" if a["libx264"] else "fail",
+        "H.264 encoder available" if a["libx264"] else "PyAV has no libx264 encoder: MP4 output fails "
+        "(install a PyAV wheel with x264, or use --frames-dir)")
+    if t["gpus"]:
+        g = t["gpus"][0]
+        add("gpu", "ok", f"{g['name']} (sm_{g['compute_capability'].replace('.', '')})")
+        if not g["bf16"]:
+            add("bf16", "warn", "this GPU has no bfloat16 tensor cores: use --dtype float32 (slower, more memory)")
+    else:
+        add("gpu", "warn", "no CUDA GPU: generation runs on the CPU (only the tiny model is practical)")
+    missing = [n for n, s in w["default_model_state"].items() if s != "downloaded"]
+    if missing and w["offline"]:
+        add("weights", "warn", f"offline and {', '.join(missing)} not downloaded: generating with the default model fails")
+    elif missing:
+        add("weights", "ok", f"{', '.join(missing)} will be downloaded on first use")
+    else:
+        add("weights", "ok", f"{w['default_model']} is downloaded")
+    need = w["default_model_needs_bytes"]
+    if need:
+        status = "ok" if w["free_disk_bytes"] > need else "warn"
+        add("disk", status, f"{human_bytes(w['free_disk_bytes'])} free, the default model needs {human_bytes(need)}")
+    else:
+        add("disk", "ok", f"{human_bytes(w['free_disk_bytes'])} free at the weights location")
+    return checks
+
+
+@guarded
+def doctor(
+    weights_dir: Annotated[str | None, typer.Option(envvar=WEIGHTS_DIR_ENV, show_default=False,
+                                                    help="Weights folder to check instead of the HF cache.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
+    """Report torch/CUDA/GPU capabilities, the attention backend, PyAV/libx264, the weights cache and disk space."""
+    from ltxcli import __version__
+
+    out = Output(json_mode=json_)
+    report: dict[str, Any] = {
+        "ltxcli": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
+        "packages": {d: _version(d) for d in ("transformers", "huggingface_hub", "safetensors", "typer", "rich")},
+        "torch": _torch_info(), "av": _av_info(), "weights": _weights_info(weights_dir),
+    }
+    report["checks"] = _checks(report)
+    if json_:
+        out.json(report)
+    else:
+        t, a, w = report["torch"], report["av"], report["weights"]
+        lines = [
+            f"ltxcli {report['ltxcli']}, Python {report['python']}, {report['platform']}",
+            f"torch {t['version']} (CUDA {t['cuda_version'] or 'none'}), default device {t['default_device']} "
+            f"({t['default_dtype']})",
+        ]
+        for g in t["gpus"]:
+            lines.append(f"  cuda:{g['index']} {g['name']}, compute {g['compute_capability']}, "
+                         f"{human_bytes(g['memory_bytes'])}, bf16 {'yes' if g['bf16'] else 'no'}, "
+                         f"fp8 {'yes' if g['fp8'] else 'no'}")
+        auto = t["attention"]["auto_would_choose"]
+        lines.append(f"attention: {t['attention']['backend']} ({t['attention']['note']})"
+                     + (f"; ltxcli.kernels 'auto' would choose {auto}" if auto else ""))
+        lines.append(f"PyAV {a['version']} (libavcodec {a['libavcodec']}), libx264 {'yes' if a['libx264'] else 'NO'}")
+        lines.append(", ".join(f"{k} {v}" for k, v in report["packages"].items()))
+        lines.append(f"weights: {w['location']} ({w['location_kind']}), offline {'yes' if w['offline'] else 'no'}")
+        lines.append(f"default model: {w['default_model']} {to_json(w['default_model_state'])}, "
+                     f"needs {human_bytes(w['default_model_needs_bytes']) if w['default_model_needs_bytes'] is not None else 'unknown (sizes not pinned)'}, "
+                     f"{human_bytes(w['free_disk_bytes'])} free")
+        for c in report["checks"]:
+            lines.append(f"[{c['status']}] {c['check']}: {c['detail']}")
+        for line in lines:
+            out.data(line)
+    if any(c["status"] == "fail" for c in report["checks"]):
+        raise typer.Exit(EXIT_ERROR)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("doctor", epilog=exit_codes_epilog())(doctor)

@@ -1,0 +1,73 @@
+"""Frame-quality metrics for ``ltx vae roundtrip``: PSNR and SSIM per frame, on 8-bit RGB frames.
+
+SSIM follows Wang et al. 2004 ("Image quality assessment: from error visibility to structural similarity") as
+their reference implementation computes it: on luma (BT.601: Y = 0.299 R + 0.587 G + 0.114 B, as MATLAB's
+``rgb2gray``), an 11x11 Gaussian window with sigma 1.5, K1 = 0.01, K2 = 0.03, dynamic range L = 1 (frames in
+[0, 1]), and 'valid' filtering (no padding: the map covers only windows that fit inside the frame); the frame's
+SSIM is the mean of the map. Computed in float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+LUMA_BT601 = (0.299, 0.587, 0.114)
+# PSNR of identical frames is infinite; report this ceiling instead (MSE 1e-10 on [0, 1] data).
+PSNR_MAX_DB = 100.0
+
+
+def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> Tensor:
+    """Normalised 2-D Gaussian ``[size, size]`` (float64), the outer product of the 1-D kernel."""
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return g[:, None] * g[None, :]
+
+
+def luma(frames: Tensor) -> Tensor:
+    """``[F, H, W, 3]`` RGB -> ``[F, H, W]`` BT.601 luma (float64)."""
+    w = torch.tensor(LUMA_BT601, dtype=torch.float64)
+    return frames.to(torch.float64) @ w
+
+
+def ssim_per_frame(a: Tensor, b: Tensor) -> Tensor:
+    """SSIM of each frame pair; ``a``, ``b``: ``[F, H, W, 3]`` in [0, 1] -> ``[F]`` float64."""
+    if a.shape != b.shape or a.ndim != 4 or a.shape[-1] != 3:
+        raise ValueError(f"ssim needs two [F, H, W, 3] tensors of the same shape, got {list(a.shape)} and {list(b.shape)}")
+    if min(a.shape[1], a.shape[2]) < SSIM_WINDOW:
+        raise ValueError(f"ssim needs frames of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {a.shape[2]}x{a.shape[1]}")
+    c1, c2 = SSIM_K1**2, SSIM_K2**2
+    window = gaussian_window()[None, None]  # [1, 1, 11, 11]
+    out = []
+    for fa, fb in zip(a.split(8), b.split(8), strict=True):  # chunks bound the float64 temporaries
+        x, y = luma(fa)[:, None], luma(fb)[:, None]  # [f, 1, H, W]
+        mu_x, mu_y = F.conv2d(x, window), F.conv2d(y, window)
+        sxx = F.conv2d(x * x, window) - mu_x**2
+        syy = F.conv2d(y * y, window) - mu_y**2
+        sxy = F.conv2d(x * y, window) - mu_x * mu_y
+        num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
+        den = (mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2)
+        out.append((num / den).mean(dim=(1, 2, 3)))
+    return torch.cat(out)
+
+
+def mse_per_frame(a: Tensor, b: Tensor) -> Tensor:
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {list(a.shape)} and {list(b.shape)}")
+    d = a.to(torch.float64) - b.to(torch.float64)
+    return (d * d).flatten(1).mean(dim=1)
+
+
+def psnr_from_mse(mse: float) -> float:
+    """PSNR in dB for data in [0, 1], capped at :data:`PSNR_MAX_DB`."""
+    if mse <= 10 ** (-PSNR_MAX_DB / 10):
+        return PSNR_MAX_DB
+    return -10.0 * math.log10(mse)

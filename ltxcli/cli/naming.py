@@ -1,0 +1,93 @@
+"""Output names: ``-o`` as a folder, a ``.mp4`` file or a pattern, and the default name from the prompt.
+
+Pattern fields (Python ``str.format`` syntax, e.g. ``out/{index:03d}-{seed}.mp4``):
+
+    index       position of the item in the batch (0 for a single video)
+    seed        the seed used
+    slug        the prompt, lower-cased, words joined by '-' (at most 40 characters)
+    width, height, num_frames, frame_rate
+    model       the model name (file stem for a path)
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+from typing import Any
+
+from .common import usage_error
+
+PATTERN_FIELDS = ("index", "seed", "slug", "width", "height", "num_frames", "frame_rate", "model")
+SLUG_MAX = 40
+
+
+def slugify(prompt: str) -> str:
+    words = re.findall(r"[a-z0-9]+", prompt.lower())
+    slug = ""
+    for w in words:
+        candidate = f"{slug}-{w}" if slug else w
+        if len(candidate) > SLUG_MAX:
+            break
+        slug = candidate
+    return slug or (words[0][:SLUG_MAX] if words else "video")
+
+
+def is_pattern(value: str) -> bool:
+    return "{" in value
+
+
+def check_pattern(pattern: str) -> None:
+    """Unknown fields or bad format specs are usage errors, found before any work."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(pattern) if f is not None]
+    except ValueError as e:
+        usage_error(f"output pattern {pattern!r}: {e}")
+    for f in fields:
+        base = re.split(r"[.\[]", f, maxsplit=1)[0]
+        if base not in PATTERN_FIELDS:
+            usage_error(f"output pattern {pattern!r}: unknown field {{{f}}} (known: {', '.join(PATTERN_FIELDS)})")
+    try:
+        pattern.format(**_sample_fields())
+    except (ValueError, TypeError, IndexError, KeyError) as e:
+        usage_error(f"output pattern {pattern!r}: {e}")
+
+
+def _sample_fields() -> dict[str, Any]:
+    return {"index": 0, "seed": 0, "slug": "video", "width": 1, "height": 1, "num_frames": 1, "frame_rate": 1.0,
+            "model": "m"}
+
+
+def default_stem(fields: dict[str, Any], batch: bool) -> str:
+    stem = f"{fields['slug']}-{fields['seed']}-{fields['width']}x{fields['height']}x{fields['num_frames']}"
+    return f"{fields['index']:04d}-{stem}" if batch else stem
+
+
+def output_path(value: str | None, fields: dict[str, Any], *, batch: bool, frames: bool, many: bool = False) -> Path:
+    """Where one item goes. ``frames``: a folder of PNG frames instead of an ``.mp4``.
+
+    ``batch``: the default names get the item index in front; ``many``: more than one item shares ``value``.
+    ``value`` None -> the default name in the current folder; a pattern -> formatted; an existing folder, a
+    value ending in '/' or a value without suffix -> the default name inside that folder; else a file.
+    """
+    suffix = "" if frames else ".mp4"
+    stem = default_stem(fields, batch)
+    if value is None:
+        return Path(stem + suffix)
+    if is_pattern(value):
+        name = value.format(**fields)
+        if not frames and not name.lower().endswith(".mp4"):
+            usage_error(f"output pattern {value!r} must end in .mp4")
+        return Path(name).expanduser()
+    path = Path(value).expanduser()
+    if frames:
+        # a folder of frames: one item -> exactly that folder; a batch -> one sub-folder per item
+        return path / stem if batch else path
+    if path.is_dir() or value.endswith(("/", "\\")) or not path.suffix:
+        return path / (stem + suffix)
+    if path.suffix.lower() != ".mp4":
+        usage_error(f"-o {value}: videos are written as .mp4 (or give a folder, or --frames-dir for PNG frames)")
+    if many:
+        usage_error(f"-o {value} names one file but this is a batch: give a folder or a pattern such as "
+                    "out/{index:03d}-{seed}.mp4")
+    return path

@@ -1,0 +1,181 @@
+"""``ltx weights list|pull|verify|path|rm``: the weights.toml registry and the local copies."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from .common import Output, exit_codes_epilog, guarded, human_bytes
+from .resolve import WEIGHTS_DIR_ENV, registry
+
+app = typer.Typer(
+    help="List, download, verify and remove the weights named in weights.toml.",
+    epilog=exit_codes_epilog(), no_args_is_help=True,
+)
+
+WeightsDirOpt = Annotated[str | None, typer.Option(
+    envvar=WEIGHTS_DIR_ENV, show_default=False,
+    help="Plain folder for weights instead of the Hugging Face cache.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per entry on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or messages on stderr.")]
+NamesArg = Annotated[list[str] | None, typer.Argument(show_default=False, help="weights.toml names.")]
+
+
+def _status_row(name: str, weights_dir: str | None, reg: Any) -> dict[str, Any]:
+    from ltxcli import weights
+
+    entry = reg[name]
+    st = weights.status(name, weights_dir=weights_dir, registry=reg)
+    return {
+        "name": name, "kind": entry.kind, "state": st.state, "default": entry.default,
+        "size_on_disk": st.size_on_disk, "description": entry.description, "repo": entry.repo,
+        "revision": entry.hub_revision if entry.repo else None, "preset": entry.preset, "requires": list(entry.requires),
+        "location": str(st.location.root), "location_kind": st.location.kind,
+        "files": [{"path": f.path, "local_path": str(f.local_path) if f.local_path else None, "size": f.size,
+                   "verified": f.verified} for f in st.files],
+    }
+
+
+@app.command("list")
+@guarded
+def list_(weights_dir: WeightsDirOpt = None, json_: JsonOpt = False) -> None:
+    """Every known entry with its state (downloaded, partial, missing, builtin) and size on disk. No network."""
+    out = Output(json_mode=json_)
+    reg = registry()
+    rows = [_status_row(e.name, weights_dir, reg) for e in reg]
+    if json_:
+        for row in rows:
+            out.json(row)
+        return
+    import shutil
+    import sys
+
+    header = ("name", "kind", "state", "size", "description")
+    cells = [(row["name"] + (" *" if row["default"] else ""), row["kind"], row["state"],
+              human_bytes(row["size_on_disk"]) if row["size_on_disk"] else "-", row["description"]) for row in rows]
+    widths = [max(len(header[i]), *(len(c[i]) for c in cells)) for i in range(4)]
+    # one line per entry; on a terminal the description is cut to its width
+    room = shutil.get_terminal_size().columns - sum(widths) - 2 * 4 if sys.stdout.isatty() else None
+    for c in [header, *cells]:
+        desc = c[4]
+        if room is not None and len(desc) > max(room, 20):
+            desc = desc[: max(room, 20) - 1] + "…"
+        out.data("  ".join(v.ljust(w) for v, w in zip(c[:4], widths, strict=True)) + "  " + desc)
+    if rows:
+        out.info(f"* default model; weights location: {rows[0]['location']} ({rows[0]['location_kind']})")
+
+
+def _closure(names: list[str] | None, deps: bool, reg: Any) -> list[str]:
+    wanted = names or [reg.default.name]
+    out: list[str] = []
+    for n in wanted:
+        entries = reg.closure(n) if deps else [reg[n]]
+        out += [e.name for e in entries]
+    return list(dict.fromkeys(out))
+
+
+@app.command()
+@guarded
+def pull(
+    names: NamesArg = None,
+    deps: Annotated[bool, typer.Option(help="Also pull what each model needs (text encoder, upsampler).")] = True,
+    dry_run: Annotated[bool, typer.Option(help="Only show what would be downloaded, and where.")] = False,
+    weights_dir: WeightsDirOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Download and verify weights (default: the default model and what it needs)."""
+    from ltxcli import weights
+
+    out = Output(json_mode=json_, quiet=quiet)
+    reg = registry()
+    for name in _closure(names, deps, reg):
+        entry = reg[name]
+        if entry.is_builtin:
+            out.info(f"{name} is built in: nothing to download")
+            if json_:
+                out.json({"name": name, "status": "builtin", "paths": []})
+            continue
+        if dry_run:
+            planned = weights.plan(name, weights_dir=weights_dir, registry=reg)
+            todo = sum(p.size or 0 for p in planned if not p.present)
+            files = [{"path": p.path, "local_path": str(p.local_path), "size": p.size, "present": p.present}
+                     for p in planned]
+            if json_:
+                out.json({"name": name, "status": "dry-run", "files": files, "download_bytes": todo})
+            else:
+                for p in planned:
+                    mark = "present" if p.present else human_bytes(p.size)
+                    out.data(f"{name}\t{p.local_path}\t{mark}")
+            continue
+        out.info(f"pulling {name} ({entry.repo}) into {weights.weights_location(weights_dir)}")
+        paths = weights.pull(name, weights_dir=weights_dir, progress=out.progress_enabled, registry=reg)
+        if json_:
+            out.json({"name": name, "status": "ok", "paths": [str(p) for p in paths]})
+        else:
+            for p in paths:
+                out.data(str(p))
+
+
+@app.command()
+@guarded
+def verify(
+    names: NamesArg = None,
+    weights_dir: WeightsDirOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Re-hash downloaded files and compare with the known sha256 (default: everything on disk). Exit 4 on a mismatch."""
+    from ltxcli import weights
+
+    out = Output(json_mode=json_, quiet=quiet)
+    reg = registry()
+    if names:
+        todo = [reg[n].name for n in names]
+    else:
+        todo = [e.name for e in reg
+                if weights.status(e.name, weights_dir=weights_dir, registry=reg).state in ("downloaded", "partial")]
+        if not todo:
+            out.info("nothing downloaded to verify")
+    for name in todo:
+        files = weights.verify(name, weights_dir=weights_dir, progress=out.progress_enabled, registry=reg)
+        if json_:
+            out.json({"name": name, "status": "ok", "files": [
+                {"path": f.path, "local_path": str(f.local_path), "digest": f.digest, "source": f.source} for f in files]})
+            continue
+        for f in files:
+            state = f"ok ({f.source})" if f.digest else "unchecked (no known hash)"
+            out.data(f"{name}\t{f.path}\t{state}")
+
+
+@app.command()
+@guarded
+def path(name: Annotated[str, typer.Argument(help="A weights.toml name.")], weights_dir: WeightsDirOpt = None) -> None:
+    """Print the local path of downloaded weights (exit 3 if they are not downloaded)."""
+    from ltxcli import weights
+
+    typer.echo(str(weights.resolve(name, weights_dir=weights_dir, registry=registry())))
+
+
+@app.command()
+@guarded
+def rm(
+    names: Annotated[list[str], typer.Argument(show_default=False, help="weights.toml names.")],
+    weights_dir: WeightsDirOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Delete the local files of these entries (only theirs: files shared with other entries stay)."""
+    from ltxcli import weights
+
+    out = Output(json_mode=json_, quiet=quiet)
+    reg = registry()
+    for name in [reg[n].name for n in names]:  # unknown names fail before anything is deleted
+        removed = weights.rm(name, weights_dir=weights_dir, registry=reg)
+        out.info(f"{name}: removed {len(removed)} file(s)")
+        if json_:
+            out.json({"name": name, "removed": [str(p) for p in removed]})
+        else:
+            for p in removed:
+                out.data(str(p))

@@ -1,0 +1,519 @@
+"""The ``ltx`` command line, run as a user runs it: CliRunner in-process (stdout and stderr apart) for most
+cases, one real ``python -m ltxcli`` subprocess, and a fake Hub on 127.0.0.1 for downloads.
+
+The tiny model is loaded once per test module (``load_pipeline`` is memoised) to keep the file fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import ltxcli
+from ltxcli import media
+from ltxcli.cli import app, metrics
+from ltxcli.cli import common as cli_common
+from ltxcli.cli import generate as cli_generate
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--height", "64", "--width", "96", "--num-frames", "9"]
+
+_PIPELINES: dict[Any, Any] = {}
+_REAL_LOAD = ltxcli.api.load_pipeline
+
+
+def _cached_load(*args: Any, **kwargs: Any) -> Any:
+    if args == ("tiny",):
+        kwargs.pop("weights_dir", None)  # the tiny model reads no weights: one instance serves every test folder
+    key = (args, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
+    if key not in _PIPELINES:
+        _PIPELINES[key] = _REAL_LOAD(*args, **kwargs)
+    return _PIPELINES[key]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Any:
+    """The tiny model's ops are too small to split: one thread avoids OpenMP spin contention on shared cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_pipeline() -> Any:
+    """The instance ``ltx generate --model tiny`` gets in these tests (same arguments as the CLI passes)."""
+    return _cached_load("tiny", text_encoder=None, upsampler=None, device=None, dtype=None, weights_dir=None)
+
+
+@pytest.fixture(autouse=True)
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Work in a temporary folder with an empty weights folder, offline, and a memoised model loader."""
+    monkeypatch.chdir(tmp_path)
+    for var in ("LTX_MODEL", "HF_ENDPOINT", "LTX_DEBUG", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    (tmp_path / "weights").mkdir()
+    monkeypatch.setenv("LTX_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(cli_generate, "load_pipeline", _cached_load)
+    return tmp_path
+
+
+def ltx(*args: str, input: str | None = None) -> Any:
+    result = CliRunner().invoke(app, list(args), input=input)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def probe(path: Path) -> dict[str, Any]:
+    """Frame count (decoded), size, exact frame rate and the comment tag, straight from PyAV."""
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        n = sum(1 for _ in c.decode(s))
+        return {"frames": n, "width": s.codec_context.width, "height": s.codec_context.height,
+                "rate": Fraction(s.average_rate), "codec": s.codec_context.name,
+                "record": json.loads(c.metadata["comment"])}
+
+
+def assert_one_error_line(result: Any, code: int) -> str:
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    return lines[0]
+
+
+# --------------------------------------------------------------------------------------- end to end
+
+
+def test_subprocess_generate_tiny_writes_mp4_with_record(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "LTX_WEIGHTS_DIR": str(tmp_path / "weights"),
+           "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "out.mp4"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ltxcli", "generate", "a cat surfing", "--model", "tiny", "-o", str(out),
+         "--seed", "7", "--frame-rate", "12", *SMALL],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(out)  # data on stdout, messages on stderr
+    info = probe(out)
+    assert (info["frames"], info["width"], info["height"], info["rate"], info["codec"]) == (9, 96, 64, 12, "h264")
+    rec = info["record"]
+    assert rec["tool"] == "ltxcli" and rec["version"] == ltxcli.__version__
+    assert (rec["model"], rec["prompt"], rec["seed"], rec["steps"]) == ("tiny", "a cat surfing", 7, 4)
+    assert (rec["height"], rec["width"], rec["num_frames"], rec["frame_rate"]) == (64, 96, 9, 12)
+    assert rec["guidance_scale"] == 3.0 and rec["stg_scale"] == 1.0 and rec["preset"] == "tiny"
+    assert rec["negative_prompt"].startswith("worst quality")
+    assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One in-process --json generation shared by the tests that only read its result."""
+    folder = tmp_path_factory.mktemp("gen")
+    cwd = Path.cwd()
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setattr(cli_generate, "load_pipeline", _cached_load)
+        mp.setenv("LTX_WEIGHTS_DIR", str(folder))
+        os.chdir(folder)
+        result = ltx("generate", "a dog runs", "--model", "tiny", "--json", "--seed", "11", "--steps", "2",
+                     "--guidance-scale", "2.5", "--negative-prompt", "blurry", *SMALL)
+    finally:
+        os.chdir(cwd)
+        mp.undo()
+    assert result.exit_code == 0, result.stderr
+    (obj,) = json_lines(result.stdout)
+    return {"obj": obj, "path": folder / obj["path"], "stderr": result.stderr}
+
+
+def test_json_output_and_default_name(generated: dict[str, Any]) -> None:
+    obj = generated["obj"]
+    assert obj["status"] == "ok" and obj["path"] == "a-dog-runs-11-96x64x9.mp4"
+    assert (obj["seed"], obj["model"], obj["prompt"]) == (11, "tiny", "a dog runs")
+    s = obj["settings"]
+    assert (s["steps"], s["guidance_scale"], s["negative_prompt"], s["height"], s["width"], s["num_frames"]) == (
+        2, 2.5, "blurry", 64, 96, 9)
+    t = obj["timings"]
+    assert {"load_s", "text_encoding_s", "denoise_s", "decode_s", "write_s", "total_s"} <= set(t)
+    assert t["total_s"] >= t["denoise_s"] > 0
+    info = probe(generated["path"])
+    assert (info["frames"], info["width"], info["height"], info["rate"]) == (9, 96, 64, 24)
+    assert info["record"]["steps"] == 2 and info["record"]["negative_prompt"] == "blurry"
+
+
+def test_info_reads_back(generated: dict[str, Any]) -> None:
+    result = ltx("info", str(generated["path"]), "--json")
+    assert result.exit_code == 0, result.stderr
+    (obj,) = json_lines(result.stdout)
+    assert obj["stream"] == {"kind": "video", "codec": "h264", "width": 96, "height": 64, "num_frames": 9,
+                             "frame_rate": 24, "duration_s": pytest.approx(9 / 24, abs=0.01)}
+    assert obj["generation"]["prompt"] == "a dog runs" and obj["generation"]["seed"] == 11
+    human = ltx("info", str(generated["path"]))
+    assert "prompt: a dog runs" in human.stdout and "seed: 11" in human.stdout
+
+
+def test_frames_dir_is_exactly_the_library_result() -> None:
+    """--frames-dir PNGs are lossless: they equal the library's frames for the same arguments, code for code."""
+    result = ltx("generate", "a dog runs", "--model", "tiny", "--seed", "11", "--steps", "2", "--guidance-scale",
+                 "2.5", "--negative-prompt", "blurry", "--frames-dir", "frames", *SMALL)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == "frames"
+    pngs = sorted(Path("frames").glob("frame_*.png"))
+    assert [p.name for p in pngs] == [f"frame_{i:05d}.png" for i in range(9)]
+    expected = tiny_pipeline().generate("a dog runs", seed=11, steps=2, guidance_scale=2.5, negative_prompt="blurry",
+                                        height=64, width=96, num_frames=9).video
+    got = torch.cat([media.load_image(p) for p in pngs])
+    assert torch.equal(media.to_uint8(got), media.to_uint8(expected))
+    (info,) = json_lines(ltx("info", "frames", "--json").stdout)
+    assert info["stream"]["num_frames"] == 9 and info["generation"]["seed"] == 11
+
+
+def test_prompt_from_stdin_and_i2v_with_keyframe(cli_env: Path) -> None:
+    media.write_image(cli_env / "first.png", torch.rand(64, 96, 3))
+    media.write_image(cli_env / "last.png", torch.rand(40, 50, 3))
+    r = ltx("i2v", "first.png", "-", "--model", "tiny", "--seed", "1", "-o", "clips/", "--condition", "last.png:8:0.5",
+            "--json", *SMALL, input="a horse walks\n")
+    assert r.exit_code == 0, r.stderr
+    (obj,) = json_lines(r.stdout)
+    assert obj["prompt"] == "a horse walks" and obj["path"] == "clips/a-horse-walks-1-96x64x9.mp4"
+    assert obj["settings"]["conditions"] == [{"path": "first.png", "frame": 0, "strength": 1.0},
+                                             {"path": "last.png", "frame": 8, "strength": 0.5}]
+    assert probe(Path(obj["path"]))["frames"] == 9
+
+
+def test_batch_pattern_and_skip_existing(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loads: list[Any] = []
+    monkeypatch.setattr(cli_generate, "load_pipeline", lambda *a, **k: loads.append(a) or _cached_load(*a, **k))
+    (cli_env / "prompts.txt").write_text(
+        "a cat\n# a comment\n\n"
+        '{"prompt": "a bird flies", "seed": 5, "num_frames": 17, "steps": 1}\n'
+        '{"prompt": "a fish", "output": "special.mp4"}\n'
+    )
+    args = ["generate", "--batch", "prompts.txt", "--model", "tiny", "--seed", "3", "--steps", "2", "--json",
+            "-o", "out/{index:02d}-{seed}-{slug}.mp4", "--height", "64", "--width", "64", "--num-frames", "9"]
+    first = ltx(*args)
+    assert first.exit_code == 0, first.stderr
+    objs = json_lines(first.stdout)
+    assert [o["status"] for o in objs] == ["ok", "ok", "ok"]
+    assert [o["path"] for o in objs] == ["out/00-3-a-cat.mp4", "out/01-5-a-bird-flies.mp4", "special.mp4"]
+    assert [o["seed"] for o in objs] == [3, 5, 3]
+    assert len(loads) == 1 and objs[1]["timings"]["load_s"] == 0  # one model load for the batch
+    assert probe(Path(objs[1]["path"]))["frames"] == 17
+    assert probe(Path(objs[1]["path"]))["record"]["steps"] == 1
+
+    Path(objs[1]["path"]).unlink()
+    again = ltx(*args, "--skip-existing")
+    assert again.exit_code == 0, again.stderr
+    objs2 = json_lines(again.stdout)
+    assert [o["status"] for o in objs2] == ["skipped", "ok", "skipped"]
+    assert len(loads) == 2 and probe(Path(objs[1]["path"]))["frames"] == 17
+    loads.clear()
+    assert json_lines(ltx(*args, "--skip-existing").stdout)[1]["status"] == "skipped"
+    assert loads == []  # everything exists: the model is not even loaded
+
+    refused = ltx(*args)  # existing outputs and neither --overwrite nor --skip-existing: nothing runs
+    assert_one_error_line(refused, 2)
+
+
+# --------------------------------------------------------------------------------------- error paths
+
+
+def _corrupt(path: Path) -> str:
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["generate", "x", "--model", "tiny", "--height", "101", "-o", "o.mp4"], 2, "height=101"),
+        (["generate", "x", "--model", "tiny", "--width", "4000", "-o", "o.mp4"], 2, "width=4000"),
+        (["generate", "x", "--model", "tiny", "--num-frames", "0", "-o", "o.mp4"], 2, "num_frames=0"),
+        (["generate", "x", "--model", "tiny", "--frame-rate", "0", "-o", "o.mp4"], 2, "frame_rate=0"),
+        (["generate", "x", "--model", "tiny", "--steps", "0", "-o", "o.mp4"], 2, "steps=0"),
+        (["generate", "x", "--model", "tiny", "--guidance-scale", "-1", "-o", "o.mp4"], 2, "guidance_scale=-1"),
+        (["generate", "x", "--model", "tiny", "--condition", "c.png:99", "-o", "o.mp4"], 2, "frame=99"),
+        (["generate", "x", "--model", "tiny", "--condition", "c.png:0:1.5", "-o", "o.mp4"], 2, "strength=1.5"),
+        (["generate", "x", "--model", "tiny", "--condition", "c.png", "-o", "o.mp4"], 2, "PATH:FRAME"),
+        (["generate", "x", "--model", "tiny", "-o", "o/{bogus}.mp4"], 2, "{bogus}"),
+        (["generate", "x", "--model", "tiny", "-o", "o.gif"], 2, ".mp4"),
+        (["generate", "x", "--model", "tiny", "--dtype", "float16", "-o", "o.mp4"], 2, "float16"),
+        (["generate", "x", "--model", "ltxv-2b-0.9.9", "-o", "o.mp4"], 2, "did you mean"),
+        (["generate", "x", "--model", "t5-xxl", "-o", "o.mp4"], 2, "not a model"),
+        (["generate", "x", "--model", "nothere.safetensors", "-o", "o.mp4"], 2, "no such file"),
+        (["generate", "x", "--model", "ltxv-2b-0.9", "--text-encoder", "no/such", "-o", "o.mp4"], 2, "no/such"),
+        (["i2v", "missing.png", "x", "--model", "tiny", "-o", "o.mp4"], 6, "missing.png"),
+        (["generate", "x", "--model", "tiny", "--condition", "nope.mp4:0", "-o", "o.mp4"], 6, "nope.mp4"),
+        (["generate", "x", "--model", "CORRUPT", "-o", "o.mp4"], 6, "corrupt.safetensors"),
+        (["vae", "roundtrip", "missing.mp4", "--model", "tiny"], 6, "missing.mp4"),
+        (["vae", "decode", "CORRUPT", "--model", "tiny", "-o", "o.mp4"], 6, "corrupt.safetensors"),
+        (["info", "missing.mp4"], 6, "missing.mp4"),
+    ],
+)
+def test_error_paths_one_line_and_exit_code(cli_env: Path, args: list[str], code: int, needle: str) -> None:
+    media.write_image(cli_env / "c.png", torch.rand(8, 8, 3))
+    args = [_corrupt(cli_env / "corrupt.safetensors") if a == "CORRUPT" else a for a in args]
+    line = assert_one_error_line(ltx(*args), code)
+    assert needle in line
+    assert not (cli_env / "o.mp4").exists() and not (cli_env / "o").exists()
+
+
+def test_offline_with_missing_weights_exits_3(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    line = assert_one_error_line(ltx("generate", "a cat", "-o", "o.mp4"), 3)  # the default model
+    assert "HF_HUB_OFFLINE" in line and "ltx weights pull" in line
+    assert not (cli_env / "o.mp4").exists()
+
+
+def test_existing_output_needs_overwrite(cli_env: Path) -> None:
+    (cli_env / "o.mp4").write_bytes(b"keep me")
+    line = assert_one_error_line(ltx("generate", "x", "--model", "tiny", "-o", "o.mp4", *SMALL), 2)
+    assert "--overwrite" in line
+    assert (cli_env / "o.mp4").read_bytes() == b"keep me"
+    ok = ltx("generate", "x", "--model", "tiny", "-o", "o.mp4", "--overwrite", "--steps", "1", *SMALL)
+    assert ok.exit_code == 0, ok.stderr
+    assert probe(cli_env / "o.mp4")["frames"] == 9
+
+
+def test_interrupt_exits_130_and_leaves_nothing(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(temp: Path, *args: Any) -> None:
+        temp.write_bytes(b"half a video")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(media, "_encode_mp4", interrupted)
+    r = ltx("generate", "x", "--model", "tiny", "-o", "o.mp4", "--steps", "1", *SMALL)
+    assert_one_error_line(r, 130)
+    assert sorted(p.name for p in cli_env.iterdir()) == ["weights"]  # no output, no temporary file
+
+
+def test_out_of_memory_exits_5(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pipe = tiny_pipeline()
+
+    def oom(*args: Any, **kwargs: Any) -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(pipe, "generate", oom)
+    line = assert_one_error_line(ltx("generate", "x", "--model", "tiny", "-o", "o.mp4", *SMALL), 5)
+    assert "out of memory" in line and "--height" in line
+    assert not (cli_env / "o.mp4").exists()
+
+
+def test_needed_weights_follow_the_registry() -> None:
+    from ltxcli.cli.resolve import needed_weights, resolve_model
+
+    default = resolve_model(None, None)  # the registry default: a multi-scale model
+    assert default.kind == "registry" and default.preset.multi_scale
+    assert needed_weights(default, text_encoder=None, upsampler=None) == [
+        default.name, "t5-xxl", default.preset.upsampler]
+    assert needed_weights(default, text_encoder="my/te", upsampler="up.safetensors") == [default.name]
+    assert needed_weights(resolve_model("tiny", None), text_encoder=None, upsampler=None) == []
+
+
+def test_typer_usage_errors_exit_2() -> None:
+    assert ltx("generate", "x", "--num-frames", "many").exit_code == 2
+    assert ltx("generate").exit_code == 2  # no PROMPT, no --batch
+
+
+def test_help_documents_exit_codes() -> None:
+    result = ltx("--help")
+    assert result.exit_code == 0
+    for code in cli_common.EXIT_CODES:
+        assert f"  {code} " in result.stdout
+
+
+# --------------------------------------------------------------------------------------- vae
+
+
+def test_vae_roundtrip_encode_decode(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ltxcli.tiny
+
+    tiny = tiny_pipeline()
+    monkeypatch.setattr(ltxcli.tiny, "build_pipeline", lambda device, dtype: tiny)
+    torch.manual_seed(0)
+    media.write_video(cli_env / "clip.mp4", torch.rand(11, 70, 100, 3), 25)  # trimmed to 9 x 64 x 96
+
+    r = ltx("vae", "roundtrip", "clip.mp4", "--model", "tiny", "--json")
+    assert r.exit_code == 0, r.stderr
+    (obj,) = json_lines(r.stdout)
+    assert (obj["num_frames"], obj["height"], obj["width"]) == (9, 64, 96)
+    assert len(obj["psnr_per_frame"]) == len(obj["ssim_per_frame"]) == 9
+    assert 0 < obj["psnr"] < 100 and -1 <= obj["ssim"] <= 1
+    assert obj["peak_memory_bytes"] > 0 and obj["timings"]["encode_s"] > 0
+    assert "using 9 frames of 96x64" in r.stderr
+    human = ltx("vae", "roundtrip", "clip.mp4", "--model", "tiny")
+    assert "psnr" in human.stdout and "ssim" in human.stdout and "peak memory" in human.stdout
+
+    enc = ltx("vae", "encode", "clip.mp4", "--model", "tiny", "-o", "lat.safetensors")
+    assert enc.exit_code == 0, enc.stderr
+    from safetensors import safe_open
+
+    with safe_open("lat.safetensors", framework="pt") as f:
+        meta = f.metadata()
+        assert list(f.get_tensor("latents").shape) == [1, 16, 2, 2, 3]
+    assert meta["model"] == "tiny" and meta["frame_rate"] == "25" and meta["num_frames"] == "9"
+    dec = ltx("vae", "decode", "lat.safetensors", "-o", "dec.mp4")  # the model comes from the file
+    assert dec.exit_code == 0, dec.stderr
+    info = probe(cli_env / "dec.mp4")
+    assert (info["frames"], info["width"], info["height"], info["rate"]) == (9, 96, 64, 25)
+
+
+def test_ssim_psnr_hand_derived() -> None:
+    # constant frames a, b: all variances vanish, so SSIM = (2ab + C1) / (a^2 + b^2 + C1)
+    a, b = 0.25, 0.75
+    fa, fb = torch.full((1, 16, 16, 3), a), torch.full((1, 16, 16, 3), b)
+    c1 = 0.01**2
+    assert float(metrics.ssim_per_frame(fa, fb)[0]) == pytest.approx((2 * a * b + c1) / (a * a + b * b + c1), rel=1e-9)
+    torch.manual_seed(0)
+    x = torch.rand(2, 20, 24, 3, dtype=torch.float64)
+    assert torch.allclose(metrics.ssim_per_frame(x, x), torch.ones(2, dtype=torch.float64))
+    assert metrics.psnr_from_mse(float(metrics.mse_per_frame(fa, fb)[0])) == pytest.approx(-20 * math.log10(0.5))
+    assert metrics.psnr_from_mse(0.0) == metrics.PSNR_MAX_DB
+
+
+def test_ssim_matches_a_direct_window_sum() -> None:
+    """One SSIM-map value recomputed by explicit weighted sums over the 11x11 window (float64, no convolution)."""
+    torch.manual_seed(1)
+    x = torch.rand(1, 13, 12, 3, dtype=torch.float64)
+    y = (x + 0.2 * torch.rand(1, 13, 12, 3, dtype=torch.float64)).clamp(0, 1)
+    lum = lambda t: 0.299 * t[..., 0] + 0.587 * t[..., 1] + 0.114 * t[..., 2]  # noqa: E731
+    gx, gy = lum(x)[0], lum(y)[0]
+    g = [math.exp(-((i - 5) ** 2) / (2 * 1.5**2)) for i in range(11)]
+    total = sum(g) ** 2
+    values = []
+    for top in range(13 - 10):  # every valid window position
+        for left in range(12 - 10):
+            w = [[g[i] * g[j] / total for j in range(11)] for i in range(11)]
+            px = [[float(gx[top + i, left + j]) for j in range(11)] for i in range(11)]
+            py = [[float(gy[top + i, left + j]) for j in range(11)] for i in range(11)]
+            mx = sum(w[i][j] * px[i][j] for i in range(11) for j in range(11))
+            my = sum(w[i][j] * py[i][j] for i in range(11) for j in range(11))
+            vx = sum(w[i][j] * (px[i][j] - mx) ** 2 for i in range(11) for j in range(11))
+            vy = sum(w[i][j] * (py[i][j] - my) ** 2 for i in range(11) for j in range(11))
+            cxy = sum(w[i][j] * (px[i][j] - mx) * (py[i][j] - my) for i in range(11) for j in range(11))
+            c1, c2 = 0.01**2, 0.03**2
+            values.append((2 * mx * my + c1) * (2 * cxy + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2)))
+    assert float(metrics.ssim_per_frame(x, y)[0]) == pytest.approx(sum(values) / len(values), rel=1e-9)
+
+
+# --------------------------------------------------------------------------------------- weights, doctor
+
+
+def test_weights_list_and_doctor_json(cli_env: Path) -> None:
+    r = ltx("weights", "list", "--json")
+    assert r.exit_code == 0, r.stderr
+    rows = {o["name"]: o for o in json_lines(r.stdout)}
+    assert rows["tiny"]["state"] == "builtin" and rows["t5-xxl"]["kind"] == "text_encoder"
+    assert sum(o["default"] for o in rows.values()) == 1
+    assert all(o["state"] in ("missing", "builtin") for o in rows.values())
+    assert rows["t5-xxl"]["location"] == str(cli_env / "weights")
+
+    d = ltx("doctor", "--json")
+    assert d.exit_code == 0, d.stderr
+    (rep,) = json_lines(d.stdout)
+    assert rep["torch"]["version"] == torch.__version__ and rep["torch"]["attention"]["backend"] == "sdpa"
+    assert rep["av"]["libx264"] is True and rep["weights"]["location"] == str(cli_env / "weights")
+    assert rep["weights"]["free_disk_bytes"] > 0 and {c["check"] for c in rep["checks"]} >= {"libx264", "gpu"}
+
+    missing = ltx("weights", "path", "t5-xxl")
+    assert_one_error_line(missing, 3)
+
+
+try:
+    from fake_hub import FakeHub
+except ImportError:  # tests/ imported as a package
+    from tests.fake_hub import FakeHub
+
+
+@pytest.fixture
+def hub(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    import huggingface_hub.constants as hfc
+
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HTTP_PROXY",
+                "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setattr(hfc, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hfc, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(hfc, "HF_TOKEN_PATH", str(cli_env / "hf" / "token"))
+    monkeypatch.setattr(hfc, "HF_STORED_TOKENS_PATH", str(cli_env / "hf" / "stored_tokens"))
+    h = FakeHub()
+    with h:
+        monkeypatch.setenv("HF_ENDPOINT", h.url)
+        yield h
+
+
+def test_weights_pull_verify_path_rm(hub: Any, cli_env: Path) -> None:
+    data = os.urandom(4096)
+    hub.add("Lightricks/LTX-Video", "ltxv-spatial-upscaler-0.9.8.safetensors", data)
+    name = "ltxv-spatial-upscaler-0.9.8"
+    dry = ltx("weights", "pull", name, "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.stderr
+    (plan,) = json_lines(dry.stdout)
+    assert plan["download_bytes"] == 4096 and not plan["files"][0]["present"]
+    assert not hub.resolve_requests("GET")
+
+    pulled = ltx("weights", "pull", name, "--json")
+    assert pulled.exit_code == 0, pulled.stderr
+    (obj,) = json_lines(pulled.stdout)
+    local = cli_env / "weights" / "Lightricks" / "LTX-Video" / "ltxv-spatial-upscaler-0.9.8.safetensors"
+    assert obj["paths"] == [str(local)] and local.read_bytes() == data
+    assert ltx("weights", "path", name).stdout.strip() == str(local)
+    ver = ltx("weights", "verify", name, "--json")
+    assert ver.exit_code == 0 and json_lines(ver.stdout)[0]["files"][0]["source"] in ("hub", "record")
+
+    local.write_bytes(b"x" * 4096)  # damaged copy: same size, other bytes
+    assert_one_error_line(ltx("weights", "verify", name), 4)
+
+    rm = ltx("weights", "rm", name, "--json")
+    assert rm.exit_code == 0 and json_lines(rm.stdout)[0]["removed"] == [str(local)]
+    assert not local.exists()
+
+
+def test_generate_pulls_a_registry_model_then_runs(hub: Any, cli_env: Path) -> None:
+    """A weights.toml model that is not downloaded is pulled (model + text encoder) and then generates."""
+    try:
+        from tiny_t5 import make_tiny_text_encoder
+    except ImportError:
+        from tests.tiny_t5 import make_tiny_text_encoder
+    from ltxcli.loading import save_official_checkpoint
+
+    tiny = tiny_pipeline()
+    save_official_checkpoint(cli_env / "ckpt.safetensors", transformer=tiny.transformer, vae=tiny.vae)
+    hub.add("Lightricks/LTX-Video", "ltx-video-2b-v0.9.safetensors", (cli_env / "ckpt.safetensors").read_bytes())
+    te = make_tiny_text_encoder(cli_env / "te")
+    for f in sorted(p for p in te.rglob("*") if p.is_file()):
+        hub.add("PixArt-alpha/PixArt-XL-2-1024-MS", f.relative_to(te).as_posix(), f.read_bytes())
+
+    r = ltx("generate", "a cat", "--model", "ltxv-2b-0.9", "--steps", "2", "--stg-scale", "0", "--seed", "2",
+            "--json", "-o", "reg.mp4", *SMALL)
+    assert r.exit_code == 0, r.stderr
+    (obj,) = json_lines(r.stdout)
+    assert obj["model"] == "ltxv-2b-0.9" and obj["settings"]["preset"] == "ltxv-2b-0.9"
+    assert (cli_env / "weights" / "Lightricks" / "LTX-Video" / "ltx-video-2b-v0.9.safetensors").is_file()
+    assert (cli_env / "weights" / "PixArt-alpha" / "PixArt-XL-2-1024-MS" / "text_encoder").is_dir()
+    assert probe(cli_env / "reg.mp4")["frames"] == 9
+
+    # the same checkpoint passed as a file, with the text encoder as a folder
+    r2 = ltx("generate", "a cat", "--model", "ckpt.safetensors", "--text-encoder", "te", "--steps", "1",
+             "--stg-scale", "0", "--seed", "2", "-o", "file.mp4", *SMALL)
+    assert r2.exit_code == 0, r2.stderr
+    assert probe(cli_env / "file.mp4")["record"]["model"] == "ckpt.safetensors"
