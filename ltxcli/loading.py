@@ -114,7 +114,7 @@ def _resolve_dtype(tensors: Mapping[str, torch.Tensor], dtype: torch.dtype | Non
     if dtype is not None:
         return dtype
     floats = {t.dtype for t in tensors.values() if t.is_floating_point()}
-    # fp8 checkpoints are upcast to bfloat16 until the fp8 matmul path exists (see issue on fp8 kernels).
+    # fp8 checkpoints compute in bfloat16 (all upcast, or with keep_fp8 all but the block linear weights).
     floats = {torch.bfloat16 if d.itemsize == 1 else d for d in floats}
     if len(floats) == 1:
         return floats.pop()
@@ -128,8 +128,12 @@ def assign_state_dict(
     source: PathLike,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    keep_fp8: bool = False,
 ) -> nn.Module:
-    """Fill a meta-device ``module`` from ``tensors`` strictly, casting floats to ``dtype`` and moving to ``device``."""
+    """Fill a meta-device ``module`` from ``tensors`` strictly, casting floats to ``dtype`` and moving to ``device``.
+
+    ``keep_fp8``: float8 tensors keep their dtype instead of being cast to ``dtype``.
+    """
     expected = module.state_dict(keep_vars=True)
     missing = expected.keys() - tensors.keys()
     unexpected = tensors.keys() - expected.keys()
@@ -146,7 +150,8 @@ def assign_state_dict(
             )
         if t.is_floating_point() != ref.is_floating_point():
             raise CheckpointError(f"{source}: tensor {key} has dtype {t.dtype}, expected a {ref.dtype} tensor")
-        target_dtype = dtype if (dtype is not None and t.is_floating_point()) else t.dtype
+        cast = dtype is not None and t.is_floating_point() and not (keep_fp8 and t.dtype.itemsize == 1)
+        target_dtype = dtype if cast else t.dtype
         ready[key] = t.to(device=device or "cpu", dtype=target_dtype)
     module.load_state_dict(ready, strict=True, assign=True)
     leftover = [n for n, p in [*module.named_parameters(), *module.named_buffers()] if p.is_meta]
@@ -305,10 +310,15 @@ def load_transformer(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     causal_temporal_positioning: bool | None = None,
+    keep_fp8: bool = False,
 ) -> nn.Module:
     """Load the DiT from an official single file or a diffusers-format folder.
 
     ``causal_temporal_positioning`` overrides the RoPE time convention a diffusers folder implies.
+    ``keep_fp8``: run the transformer blocks' linear layers as float8 matmuls (:func:`ltxcli.kernels.convert_to_fp8`):
+    e4m3 weights of an fp8 checkpoint are kept as stored (never upcast), wider ones are quantised per tensor;
+    everything else runs in ``dtype`` (bfloat16 by default). Whether the device has fp8 GEMMs is the caller's
+    check (:func:`ltxcli.kernels.require_fp8`).
     """
     from .models.transformer import LTXVideoTransformer
 
@@ -322,7 +332,13 @@ def load_transformer(
         config, tensors = _transformer_from_single_file(f)
         src = str(path)
     model = _build(lambda: LTXVideoTransformer(config))
-    return assign_state_dict(model, tensors, source=src, device=device, dtype=_resolve_dtype(tensors, dtype))
+    target = _resolve_dtype(tensors, dtype)
+    model = assign_state_dict(model, tensors, source=src, device=device, dtype=target, keep_fp8=keep_fp8)
+    if keep_fp8:
+        from .kernels import convert_to_fp8
+
+        convert_to_fp8(model, dtype=target)
+    return model
 
 
 # --- VAE ----------------------------------------------------------------------------------------------------------

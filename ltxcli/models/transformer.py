@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ltxcli.kernels import AttentionBackend
 from ltxcli.models.attention import attention
 from ltxcli.models.configs import TransformerConfig
 from ltxcli.models.rope import apply_rope, rope_tables
@@ -72,6 +73,8 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(dim, eps=1e-5, weight=True)
         self.k_norm = RMSNorm(dim, eps=1e-5, weight=True)
         self.to_out = nn.ModuleList([nn.Linear(dim, dim)])
+        # per-model kernel choice, set by ltxcli.kernels.set_attention_backend
+        self.attention_kernel = AttentionBackend.SDPA
 
     def forward(
         self,
@@ -95,7 +98,7 @@ class Attention(nn.Module):
             k = apply_rope(k, *rope)
             q = apply_rope(q, *rope)
         v = self.to_v(src)
-        out = attention(q, k, v, self.heads, mask)
+        out = attention(q, k, v, self.heads, mask, self.attention_kernel)
         if skip_mode is STGMode.ATTENTION_SKIP:
             out = _blend(out, x, skip)
         elif skip_mode is STGMode.ATTENTION_VALUES:

@@ -1,0 +1,679 @@
+"""Kernel choices for the DiT: attention backend, float8 linear layers, per-block ``torch.compile``.
+
+Everything here is opt-in and decided once, before generation: :func:`resolve_attention_backend` picks the
+attention kernels from the GPU's compute capability and the packages installed, :func:`set_attention_backend`
+stores that choice on one model (two pipelines may differ), :func:`convert_to_fp8` swaps the transformer
+blocks' linear layers for :class:`FP8Linear`, :func:`compile_blocks` compiles the blocks one by one. An
+explicit choice that cannot run here is a one-line :class:`KernelUnavailableError`, never a silent fallback.
+
+The selection logic (:func:`select_attention_backend`, :func:`fp8_unavailable_reason`) is pure: it takes the
+capability and the installed kernels as arguments, so every GPU generation is unit-tested on a CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import functools
+import importlib
+import os
+import shutil
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "E4M3_MAX",
+    "MASKLESS_KERNELS",
+    "AttentionBackend",
+    "CompileConfig",
+    "CompileTiming",
+    "FP8Linear",
+    "KernelUnavailableError",
+    "ResolvedBackend",
+    "compile_available",
+    "compile_blocks",
+    "convert_to_fp8",
+    "describe_kernels",
+    "describe_model",
+    "external_kernel",
+    "forbid_host_sync",
+    "fp8_supported",
+    "fp8_unavailable_reason",
+    "probe_available",
+    "quantize_e4m3",
+    "require_fp8",
+    "resolve_attention_backend",
+    "sdpa_kernels_enabled",
+    "select_attention_backend",
+    "set_attention_backend",
+    "warmup_and_time",
+]
+
+Capability = tuple[int, int]
+
+
+class KernelUnavailableError(RuntimeError):
+    """An explicitly requested kernel or precision cannot run on this machine (one-line message)."""
+
+
+# --- attention backends ---------------------------------------------------------------------------------------
+
+
+class AttentionBackend(str, enum.Enum):
+    """``auto`` resolves to one of the others; the others name one kernel each."""
+
+    AUTO = "auto"
+    SDPA = "sdpa"  # torch.nn.functional.scaled_dot_product_attention; torch picks cuDNN / flash / efficient / math
+    FLASH3 = "flash3"  # FlashAttention-3 (``flash_attn_interface``), Hopper only
+    FLASH2 = "flash2"  # FlashAttention-2 (``flash_attn``)
+    SAGE = "sage"  # SageAttention (``sageattention``): 8-bit QK, approximate
+    MATH = "math"  # SDPA restricted to its math kernel: the slow, exact reference
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# Kernels that read no additive mask: they can serve the unmasked self-attention only.
+MASKLESS_KERNELS = frozenset({AttentionBackend.FLASH3, AttentionBackend.FLASH2, AttentionBackend.SAGE})
+_HALF_DTYPES = (torch.bfloat16, torch.float16)
+
+
+@dataclass(frozen=True)
+class _Needs:
+    package: str  # import name
+    label: str
+    min_capability: Capability
+    below_capability: Capability | None  # exclusive upper bound
+    gpu: str  # the requirement in words
+
+
+_NEEDS: dict[AttentionBackend, _Needs] = {
+    # FA3 is built for sm90 only (its wgmma/TMA kernels do not exist on Ampere/Ada, nor on Blackwell).
+    AttentionBackend.FLASH3: _Needs("flash_attn_interface", "FlashAttention-3", (9, 0), (10, 0),
+                                    "a Hopper GPU (compute capability 9.x)"),
+    AttentionBackend.FLASH2: _Needs("flash_attn", "FlashAttention-2", (8, 0), None,
+                                    "an NVIDIA GPU with compute capability 8.0+ (Ampere or newer)"),
+    AttentionBackend.SAGE: _Needs("sageattention", "SageAttention", (8, 0), None,
+                                  "an NVIDIA GPU with compute capability 8.0+ (Ampere or newer)"),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedBackend:
+    """The attention kernels one model uses: one for self-attention, one for the masked cross-attention."""
+
+    requested: AttentionBackend
+    self_attention: AttentionBackend
+    cross_attention: AttentionBackend
+    reason: str
+
+    def describe(self) -> dict[str, str]:
+        """JSON-ready summary for ``ltx doctor``, ``--json`` and bench output."""
+        return {
+            "requested": self.requested.value,
+            "self_attention": self.self_attention.value,
+            "cross_attention": self.cross_attention.value,
+            "reason": self.reason,
+        }
+
+    def __str__(self) -> str:
+        if self.self_attention == self.cross_attention:
+            return self.self_attention.value
+        return f"{self.self_attention.value} (self-attention), {self.cross_attention.value} (masked cross-attention)"
+
+
+def _parse_backend(requested: AttentionBackend | str) -> AttentionBackend:
+    try:
+        return AttentionBackend(requested)
+    except ValueError:
+        choices = ", ".join(b.value for b in AttentionBackend)
+        raise ValueError(f"unknown attention backend {requested!r} (choose {choices})") from None
+
+
+def _fmt_capability(capability: Capability | None) -> str:
+    return "unknown" if capability is None else f"{capability[0]}.{capability[1]}"
+
+
+def _unavailable_reason(
+    backend: AttentionBackend,
+    device_type: str,
+    capability: Capability | None,
+    available: set[str],
+    dtype: torch.dtype | None,
+) -> str | None:
+    """Why ``backend`` cannot run here (a one-line message), or ``None`` when it can."""
+    needs = _NEEDS.get(backend)
+    if needs is None:  # SDPA and MATH run on every device torch supports
+        return None
+    installed = backend.value in available
+    gpu_ok = (
+        device_type == "cuda"
+        and capability is not None
+        and capability >= needs.min_capability
+        and (needs.below_capability is None or capability < needs.below_capability)
+    )
+    if not (installed and gpu_ok):
+        where = (f"compute capability {_fmt_capability(capability)}" if device_type == "cuda"
+                 else f"no CUDA device ({device_type})")
+        pkg = f"{needs.package} {'installed' if installed else 'not installed'}"
+        return (f"{backend.value} needs the {needs.package} package ({needs.label}) and {needs.gpu}; "
+                f"found {where}, {pkg}")
+    if dtype is not None and dtype not in _HALF_DTYPES:
+        dt = str(dtype).removeprefix("torch.")
+        return f"{backend.value} runs in bfloat16 or float16 only; the model runs in {dt} (use bfloat16 or sdpa)"
+    return None
+
+
+def select_attention_backend(
+    requested: AttentionBackend | str,
+    *,
+    device_type: str,
+    capability: Capability | None,
+    available: set[str],
+    dtype: torch.dtype | None = None,
+) -> ResolvedBackend:
+    """Resolve a backend choice without probing anything (tests pass a fake capability and installed set).
+
+    ``available`` holds the names of the optional kernels that import (``flash3``, ``flash2``, ``sage``).
+    ``dtype`` is the model's compute dtype; the flash kernels run in bfloat16/float16 only.
+    """
+    req = _parse_backend(requested)
+    half = dtype is None or dtype in _HALF_DTYPES
+
+    if req is not AttentionBackend.AUTO:
+        reason = _unavailable_reason(req, device_type, capability, available, dtype)
+        if reason is not None:
+            raise KernelUnavailableError(reason)
+        # The text mask is an additive bias; FA2/FA3/Sage take none, so masked cross-attention stays on SDPA.
+        cross = AttentionBackend.SDPA if req in MASKLESS_KERNELS else req
+        return ResolvedBackend(req, req, cross, "requested explicitly")
+
+    sdpa = AttentionBackend.SDPA
+    if device_type != "cuda":
+        # CPU / MPS: torch's own SDPA kernels are the only ones there.
+        return ResolvedBackend(req, sdpa, sdpa, f"{device_type}: PyTorch SDPA")
+    if capability is None:
+        return ResolvedBackend(req, sdpa, sdpa, "unknown compute capability: PyTorch SDPA")
+    if not half:
+        dt = str(dtype).removeprefix("torch.")
+        return ResolvedBackend(req, sdpa, sdpa, f"{dt} model: flash kernels need bfloat16, using PyTorch SDPA")
+    if capability[0] == 9 and "flash3" in available:
+        # Hopper: FA3 (wgmma + TMA) is ~1.2x cuDNN and ~1.5x FA2-class SDPA flash at head dim 64.
+        return ResolvedBackend(req, AttentionBackend.FLASH3, sdpa,
+                               "Hopper with FlashAttention-3: flash3 for self-attention, SDPA for the masked "
+                               "cross-attention (FA3 takes no additive mask)")
+    if capability[0] == 8 and "flash2" in available:
+        # Ampere / Ada: FA2 is the fastest exact kernel there (no FA3, no FP8 attention without Sage).
+        return ResolvedBackend(req, AttentionBackend.FLASH2, sdpa,
+                               "Ampere/Ada with FlashAttention-2: flash2 for self-attention, SDPA for the masked "
+                               "cross-attention (FA2 takes no additive mask)")
+    # Everything else (Volta/Turing, Hopper without FA3, Blackwell, Ampere/Ada without FA2): SDPA, where torch
+    # picks cuDNN or its FA2-derived flash kernel for the unmasked self-attention and an efficient (mask-capable)
+    # kernel for cross-attention. SageAttention is never chosen automatically: its 8-bit QK is approximate.
+    return ResolvedBackend(req, sdpa, sdpa,
+                           f"compute capability {_fmt_capability(capability)}: PyTorch SDPA (cuDNN / flash)")
+
+
+@functools.cache
+def _probe() -> dict[str, str | None]:
+    """Import each optional kernel package once: name -> ``None`` when it imports, else why not."""
+    out: dict[str, str | None] = {}
+    for backend, needs in _NEEDS.items():
+        try:
+            module = importlib.import_module(needs.package)
+        except ModuleNotFoundError:
+            out[backend.value] = "not installed"
+            continue
+        except Exception as exc:  # a wheel built for another CUDA/torch fails with OSError, RuntimeError, ...
+            out[backend.value] = f"installed but fails to import ({type(exc).__name__}: {exc})".splitlines()[0]
+            continue
+        _KERNELS[backend] = _make_kernel(backend, module)
+        out[backend.value] = None
+    return out
+
+
+def probe_available() -> set[str]:
+    """The optional attention kernels that import here (``flash3``, ``flash2``, ``sage``); probed once."""
+    return {name for name, err in _probe().items() if err is None}
+
+
+def sdpa_kernels_enabled() -> list[str]:
+    """The SDPA CUDA kernels torch may pick from (its global flags; empty without CUDA)."""
+    if not torch.cuda.is_available():
+        return []
+    flags = {
+        "cudnn": torch.backends.cuda.cudnn_sdp_enabled(),
+        "flash": torch.backends.cuda.flash_sdp_enabled(),
+        "efficient": torch.backends.cuda.mem_efficient_sdp_enabled(),
+        "math": torch.backends.cuda.math_sdp_enabled(),
+    }
+    return [name for name, on in flags.items() if on]
+
+
+def _capability(device: torch.device) -> Capability | None:
+    if device.type != "cuda":
+        return None
+    major, minor = torch.cuda.get_device_capability(device)
+    return (major, minor)
+
+
+def resolve_attention_backend(
+    requested: AttentionBackend | str,
+    device: torch.device | str,
+    dtype: torch.dtype | None = None,
+) -> ResolvedBackend:
+    """:func:`select_attention_backend` for the real ``device`` and the kernels installed here."""
+    dev = torch.device(device)
+    return select_attention_backend(
+        requested, device_type=dev.type, capability=_capability(dev), available=probe_available(), dtype=dtype
+    )
+
+
+# Loaded kernel entry points: [B, N, H, d] q, k, v -> [B, N, H, d]; filled by the probe.
+_KERNELS: dict[AttentionBackend, Callable[[Tensor, Tensor, Tensor], Tensor]] = {}
+
+
+def _make_kernel(backend: AttentionBackend, module: Any) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    if backend is AttentionBackend.SAGE:
+        sageattn = module.sageattn
+
+        def sage(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+            return sageattn(q, k, v, tensor_layout="NHD", is_causal=False)
+
+        return sage
+    flash_fn = module.flash_attn_func
+
+    def flash(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        out = flash_fn(q, k, v, causal=False)
+        # some FA3 releases return (out, softmax_lse)
+        return out[0] if isinstance(out, tuple) else out
+
+    return flash
+
+
+def external_kernel(backend: AttentionBackend) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """The loaded entry point of an optional kernel (``[B, N, H, d]`` layout, softmax scale ``1/sqrt(d)``)."""
+    fn = _KERNELS.get(backend)
+    if fn is None:
+        _probe()
+        fn = _KERNELS.get(backend)
+    if fn is None:
+        reason = _probe().get(backend.value, "not an external kernel")
+        raise KernelUnavailableError(f"attention backend {backend.value} is not loaded: {reason}")
+    return fn
+
+
+def set_attention_backend(transformer: nn.Module, resolved: ResolvedBackend | AttentionBackend | str) -> ResolvedBackend:
+    """Route this model's attention: ``attn1`` of every block to the self-attention kernel, ``attn2`` to the
+    cross-attention one. Other models are unaffected. A bare backend name is resolved for the model's device
+    and dtype first (so ``auto`` and unavailable choices behave as in :func:`resolve_attention_backend`)."""
+    if not isinstance(resolved, ResolvedBackend):
+        param = transformer.patchify_proj.weight
+        resolved = resolve_attention_backend(resolved, param.device, param.dtype)
+    if resolved.cross_attention in MASKLESS_KERNELS:
+        raise ValueError(f"cross-attention carries the text mask; {resolved.cross_attention.value} takes no mask")
+    if resolved.self_attention in MASKLESS_KERNELS:
+        external_kernel(resolved.self_attention)  # fail now, not at the first step
+    for block in transformer.transformer_blocks:
+        block.attn1.attention_kernel = resolved.self_attention
+        block.attn2.attention_kernel = resolved.cross_attention
+    transformer.resolved_attention = resolved
+    return resolved
+
+
+# --- float8 -----------------------------------------------------------------------------------------------------
+
+E4M3_MAX = float(torch.finfo(torch.float8_e4m3fn).max)  # 448
+_FP8_MIN_CAPABILITY: Capability = (8, 9)
+
+
+def fp8_supported(capability: Capability | None) -> bool:
+    """Whether ``torch._scaled_mm`` has e4m3 tensor-core GEMMs on a GPU of this compute capability.
+
+    Ada (8.9) and Hopper (9.x) have them; so do Blackwell (10.x data centre, 12.x consumer) with the cuBLASLt
+    of torch's CUDA 12.8+ builds, so every capability from 8.9 up counts. Ampere (8.0/8.6) and older do not.
+    """
+    return capability is not None and capability >= _FP8_MIN_CAPABILITY and hasattr(torch, "_scaled_mm")
+
+
+def fp8_unavailable_reason(device_type: str, capability: Capability | None, name: str = "") -> str | None:
+    """Why ``--dtype fp8`` cannot run on this device (one line), or ``None`` when it can."""
+    if device_type == "cuda" and fp8_supported(capability):
+        return None
+    if device_type == "cuda":
+        what = f"{name + ', ' if name else ''}compute capability {_fmt_capability(capability)}"
+    else:
+        what = device_type
+    return f"--dtype fp8 needs an NVIDIA GPU with compute capability 8.9+ (Ada, Hopper, Blackwell); this device is {what}"
+
+
+def require_fp8(device: torch.device | str) -> None:
+    """Raise :class:`KernelUnavailableError` (one line) unless ``device`` runs float8 matmuls."""
+    dev = torch.device(device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else ""
+    reason = fp8_unavailable_reason(dev.type, _capability(dev), name)
+    if reason is not None:
+        raise KernelUnavailableError(reason)
+
+
+def quantize_e4m3(x: Tensor, scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Per-tensor float8 e4m3 codes and their float32 scale, ``x ≈ codes.float() * scale``.
+
+    ``scale`` defaults to ``amax(|x|) / 448`` (kept on the device: no host sync); values are rounded to
+    nearest-even in e4m3 after the division, saturating at ±448.
+    """
+    if scale is None:
+        amax = x.detach().abs().amax().to(torch.float32)
+        scale = (amax / E4M3_MAX).clamp(min=torch.finfo(torch.float32).tiny)
+    codes = (x.to(torch.float32) / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+    return codes, scale
+
+
+class FP8Linear(nn.Module):
+    """``nn.Linear`` with float8 e4m3 weights run as a ``torch._scaled_mm`` GEMM.
+
+    Parameter names are those of ``nn.Linear`` (``weight`` in e4m3 ``[out, in]``, ``bias`` in the compute
+    dtype), so official fp8 checkpoints load as they are. ``weight_scale`` (float32, 0-d) is a buffer outside
+    the state dict: 1 for weights stored in e4m3 (the official fp8 checkpoints are direct casts, read with unit
+    scales as the official Q8 patch does), ``amax/448`` for weights quantised here from a wider dtype (so a
+    state dict saved from such a layer does not carry its scale). Activations are quantised per tensor
+    on every call (``amax/448``); the output has the input's dtype.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.bfloat16,
+    ) -> None:
+        super().__init__()
+        if in_features % 16 or out_features % 16:
+            # cuBLASLt fp8 GEMMs need both weight dims divisible by 16
+            raise ValueError(f"FP8Linear needs in/out features divisible by 16, got {in_features}x{out_features}")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = nn.Parameter(
+            torch.empty(out_features, in_features, dtype=torch.float8_e4m3fn, device=device), requires_grad=False
+        )
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_features, dtype=dtype, device=device), requires_grad=False)
+        else:
+            self.register_parameter("bias", None)
+        self.register_buffer("weight_scale", torch.ones((), dtype=torch.float32, device=device), persistent=False)
+        self.use_scaled_mm = True  # False: dequantise + float32 matmul (reference; any device)
+        self.fast_accum = True  # Hopper fast accumulation, as the official Q8 kernels use
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, *, dtype: torch.dtype = torch.bfloat16) -> FP8Linear:
+        """Wrap ``linear``: e4m3 weights are kept bit for bit (unit scale); others are quantised per tensor."""
+        w = linear.weight.detach()
+        if w.dtype == torch.float8_e4m3fn:
+            codes, scale = w, torch.ones((), dtype=torch.float32, device=w.device)
+        else:
+            codes, scale = quantize_e4m3(w)
+        with torch.device("meta"):
+            layer = cls(linear.in_features, linear.out_features, linear.bias is not None, dtype=dtype)
+        layer.weight = nn.Parameter(codes, requires_grad=False)
+        if linear.bias is not None:
+            layer.bias = nn.Parameter(linear.bias.detach().to(dtype), requires_grad=False)
+        layer.weight_scale = scale
+        return layer
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> FP8Linear:
+        # ``module.to(dtype)`` / ``.float()`` must move but not re-type the fp8 codes and the float32 scale.
+        weight_dtype, scale = self.weight.dtype, self.weight_scale
+        super()._apply(fn, recurse)
+        if self.weight.dtype != weight_dtype:
+            # every e4m3 value is exact in the wider float types, so casting back restores the codes
+            self.weight = nn.Parameter(self.weight.detach().to(weight_dtype), requires_grad=False)
+        if self.weight_scale.dtype != scale.dtype:
+            self.weight_scale = scale.to(self.weight_scale.device)
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.use_scaled_mm:
+            return self.forward_reference(x)
+        out_dtype = x.dtype
+        x_q, x_scale = quantize_e4m3(x)
+        # [..., in] -> [M, in]: _scaled_mm takes 2-D operands, the weight as the column-major [in, out] view.
+        # cuBLASLt fuses the bias only for a half-precision output.
+        fuse_bias = self.bias is not None and out_dtype in _HALF_DTYPES
+        y = torch._scaled_mm(
+            x_q.reshape(-1, self.in_features), self.weight.t(), scale_a=x_scale, scale_b=self.weight_scale,
+            bias=self.bias.to(out_dtype) if fuse_bias else None, out_dtype=out_dtype, use_fast_accum=self.fast_accum,
+        )
+        if self.bias is not None and not fuse_bias:
+            y = y + self.bias.to(out_dtype)
+        # [M, out] -> [..., out]
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def forward_reference(self, x: Tensor) -> Tensor:
+        """The same quantised product as :meth:`forward`, dequantised and multiplied in float32."""
+        x_q, x_scale = quantize_e4m3(x)
+        w = self.weight.to(torch.float32) * self.weight_scale
+        bias = self.bias.to(torch.float32) if self.bias is not None else None
+        return F.linear(x_q.to(torch.float32) * x_scale, w, bias).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def convert_to_fp8(transformer: nn.Module, *, dtype: torch.dtype = torch.bfloat16) -> list[str]:
+    """Swap every ``nn.Linear`` inside ``transformer.transformer_blocks`` (attn1/attn2 q, k, v, out and both
+    feed-forward layers) for :class:`FP8Linear`, in place; returns the swapped names.
+
+    Everything else (embeddings, caption projection, adaLN, norms, tables, proj_out, the FP8Linear biases)
+    is cast to ``dtype``, the compute dtype: fp8 checkpoints may store more than the block linears in fp8, and
+    the official Q8 patch likewise runs all other modules in bfloat16.
+    """
+    if dtype not in (torch.bfloat16, torch.float32):
+        raise ValueError(f"fp8 layers compute in bfloat16 (or float32), not {dtype}")
+    swapped: list[str] = []
+    for i, block in enumerate(transformer.transformer_blocks):
+        for name, module in list(block.named_modules()):
+            if type(module) is not nn.Linear:
+                continue
+            parent_name, _, child = name.rpartition(".")
+            parent = block.get_submodule(parent_name)
+            setattr(parent, child, FP8Linear.from_linear(module, dtype=dtype))
+            swapped.append(f"transformer_blocks.{i}.{name}")
+    for module in transformer.modules():
+        if isinstance(module, FP8Linear):
+            continue
+        for pname, p in list(module.named_parameters(recurse=False)):
+            if p.is_floating_point() and p.dtype != dtype:
+                setattr(module, pname, nn.Parameter(p.detach().to(dtype), requires_grad=False))
+        for bname, b in list(module.named_buffers(recurse=False)):
+            if b.is_floating_point() and b.dtype != dtype:
+                setattr(module, bname, b.to(dtype))
+    return swapped
+
+
+# --- torch.compile --------------------------------------------------------------------------------------------
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# Graph variants one block can need in a run: batch 1 vs more (CFG/STG per step), STG mask or not, per-sample
+# or per-token timesteps, block 0 (input is a view of the patchify matmul) vs the rest: up to 16 > dynamo's 8.
+_RECOMPILE_LIMIT = 32
+
+
+@dataclass(frozen=True)
+class CompileConfig:
+    """How :func:`compile_blocks` compiles each transformer block.
+
+    ``mode="default"``: no CUDA graphs, short compile; sglang measured it ahead of
+    ``max-autotune-no-cudagraphs`` for the LTX-2 DiT on B200. ``dynamic=True`` makes the token count symbolic
+    from the first call, so every resolution and frame count shares one compiled block.
+    """
+
+    mode: str = "default"
+    fullgraph: bool = True
+    dynamic: bool = True
+    backend: str = "inductor"
+
+    def __post_init__(self) -> None:
+        if self.mode not in COMPILE_MODES:
+            raise ValueError(f"unknown compile mode {self.mode!r} (choose {', '.join(COMPILE_MODES)})")
+
+    def describe(self) -> dict[str, Any]:
+        return {"mode": self.mode, "fullgraph": self.fullgraph, "dynamic": self.dynamic, "backend": self.backend}
+
+
+def _cxx_compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def compile_available(device: torch.device | str) -> tuple[bool, str]:
+    """Whether inductor can generate code for ``device`` here, and why (one line)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        try:
+            importlib.import_module("triton")
+        except Exception:
+            return False, "torch.compile on CUDA needs the triton package"
+        return True, "inductor with triton"
+    if dev.type == "cpu":
+        cxx = _cxx_compiler()
+        return (cxx is not None), (f"inductor C++ with {cxx}" if cxx else "torch.compile on CPU needs a C++ compiler")
+    return False, f"torch.compile is not supported here on {dev.type}"
+
+
+def compile_blocks(transformer: nn.Module, config: CompileConfig | None = None) -> int:
+    """Compile each ``transformer_blocks[i]`` in place (``nn.Module.compile``); returns how many.
+
+    All blocks run the same code and dynamo treats their parameters as inputs, so they share compiled
+    graphs; compilation happens lazily at the first call, which bench timing should keep apart
+    (:func:`warmup_and_time`). SageAttention is not traceable as one graph, so with the ``sage`` kernel the
+    blocks compile with graph breaks around it.
+    """
+    cfg = config or CompileConfig()
+    fullgraph = cfg.fullgraph
+    resolved = getattr(transformer, "resolved_attention", None)
+    if isinstance(resolved, ResolvedBackend) and resolved.self_attention is AttentionBackend.SAGE:
+        fullgraph = False
+    dynamo_config = torch._dynamo.config
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, _RECOMPILE_LIMIT)
+    kwargs: dict[str, Any] = {"backend": cfg.backend, "fullgraph": fullgraph, "dynamic": cfg.dynamic}
+    if cfg.backend == "inductor":
+        kwargs["mode"] = cfg.mode
+    count = 0
+    for block in transformer.transformer_blocks:
+        block.compile(**kwargs)
+        count += 1
+    transformer.compile_config = cfg
+    return count
+
+
+class CompileTiming(NamedTuple):
+    """Seconds: ``compile_s`` = first call minus one steady call; ``steady_s`` = median of the later calls."""
+
+    compile_s: float
+    steady_s: float
+    first_s: float
+
+
+def _sync(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def warmup_and_time(
+    fn: Callable[[], Any],
+    *,
+    device: torch.device | str | None = None,
+    iters: int = 3,
+    clock: Callable[[], float] = time.perf_counter,
+) -> CompileTiming:
+    """Time ``fn()`` once cold (compilation included) and ``iters`` times warm, synchronising ``device``."""
+    if iters < 1:
+        raise ValueError("iters must be at least 1")
+    dev = torch.device(device) if device is not None else None
+    _sync(dev)
+    t0 = clock()
+    fn()
+    _sync(dev)
+    first = clock() - t0
+    steady: list[float] = []
+    for _ in range(iters):
+        t0 = clock()
+        fn()
+        _sync(dev)
+        steady.append(clock() - t0)
+    median = statistics.median(steady)
+    return CompileTiming(compile_s=max(first - median, 0.0), steady_s=median, first_s=first)
+
+
+@contextlib.contextmanager
+def forbid_host_sync(device: torch.device | str) -> Iterator[None]:
+    """Within the block, any CUDA host synchronisation (``.item()``, ``.cpu()``, ``nonzero``...) raises.
+
+    No-op off CUDA. For a steady-state loop: compilation and autotuning synchronise on their own.
+    """
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        yield
+        return
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+
+
+# --- reporting ------------------------------------------------------------------------------------------------
+
+
+def describe_kernels(
+    device: torch.device | str, *, attention: AttentionBackend | str = "auto", dtype: torch.dtype | None = None
+) -> dict[str, Any]:
+    """What ``ltx doctor`` / ``--json`` / bench report about kernels on ``device`` (JSON-ready)."""
+    dev = torch.device(device)
+    capability = _capability(dev)
+    probes = _probe()
+    try:
+        resolved: dict[str, str] = resolve_attention_backend(attention, dev, dtype).describe()
+    except KernelUnavailableError as exc:
+        resolved = {"requested": str(attention), "error": str(exc)}
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
+    fp8_reason = fp8_unavailable_reason(dev.type, capability, name if dev.type == "cuda" else "")
+    compile_ok, compile_how = compile_available(dev)
+    return {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": str(dev),
+        "device_name": name,
+        "capability": None if capability is None else _fmt_capability(capability),
+        "attention_kernels": {n: ("available" if err is None else err) for n, err in probes.items()},
+        "sdpa_kernels": sdpa_kernels_enabled() if dev.type == "cuda" else [],
+        "attention": resolved,
+        "fp8": {"supported": fp8_reason is None, "detail": fp8_reason or "float8 e4m3 torch._scaled_mm"},
+        "compile": {"available": compile_ok, "detail": compile_how},
+    }
+
+
+def describe_model(transformer: nn.Module) -> dict[str, Any]:
+    """The kernels one loaded transformer uses: attention routing, fp8 layer count, compile settings."""
+    resolved = getattr(transformer, "resolved_attention", None)
+    compiled = getattr(transformer, "compile_config", None)
+    fp8_layers = sum(isinstance(m, FP8Linear) for m in transformer.modules())
+    return {
+        "attention": resolved.describe() if isinstance(resolved, ResolvedBackend) else {
+            "requested": "sdpa", "self_attention": "sdpa", "cross_attention": "sdpa", "reason": "default"},
+        "dtype": str(transformer.patchify_proj.weight.dtype).removeprefix("torch."),
+        "fp8_linear_layers": fp8_layers,
+        "compile": compiled.describe() if isinstance(compiled, CompileConfig) else None,
+    }
