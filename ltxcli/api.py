@@ -13,6 +13,7 @@ from .pipeline import Pipeline, default_dtype
 from .presets import NEUTRAL, PRESETS, Preset, preset_for_checkpoint
 
 PathLike = str | os.PathLike[str]
+FP8_NAMES = ("fp8", "float8_e4m3fn", "float8")
 
 DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -36,13 +37,16 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """The compute dtype (``fp8`` computes in bfloat16: only the block linears store and multiply in fp8)."""
     if dtype is None:
         return default_dtype(device)
     if isinstance(dtype, torch.dtype):
         resolved = dtype
+    elif dtype in FP8_NAMES:
+        resolved = torch.bfloat16
     else:
         if dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {dtype!r} (use bfloat16 or float32)")
+            raise ValueError(f"unknown dtype {dtype!r} (use bfloat16, float32 or fp8)")
         resolved = DTYPES[dtype]
     if resolved == torch.float16:
         # LTX-Video activations overflow float16 (black / NaN frames, openvino#37039); bfloat16 has the range.
@@ -58,6 +62,8 @@ def load_pipeline(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     weights_dir: PathLike | None = None,
+    attention: str = "auto",
+    compile: bool = False,
 ) -> Pipeline:
     """Load a model for generation.
 
@@ -65,16 +71,46 @@ def load_pipeline(
     ``.safetensors`` or a diffusers-format folder. ``text_encoder``: a folder with a transformers T5 encoder and
     its tokenizer (default: the one weights.toml names). ``upsampler``: an official latent upsampler single file
     (default: the one the preset names, if any). ``device`` / ``dtype``: default the best available
-    (bfloat16 on GPU, float32 on CPU).
+    (bfloat16 on GPU, float32 on CPU); ``dtype="fp8"`` runs the transformer blocks' linear layers as float8 e4m3
+    matmuls (GPUs of compute capability 8.9+), keeping an fp8 checkpoint's weights as stored. ``attention``:
+    ``auto`` or an explicit kernel (``sdpa``, ``flash3``, ``flash2``, ``sage``, ``math``); an unavailable explicit
+    choice raises :class:`ltxcli.kernels.KernelUnavailableError`. ``compile``: compile the transformer block by block.
     """
+    from . import kernels
+
     dev = resolve_device(device)
+    fp8 = isinstance(dtype, str) and dtype in FP8_NAMES
+    if fp8:
+        kernels.require_fp8(dev)
     dt = resolve_dtype(dtype, dev)
+    # Fail on an unavailable kernel before any weights are read.
+    backend = kernels.resolve_attention_backend(attention, dev, dt)
+    pipe = _load(model, text_encoder, upsampler, dev, dt, weights_dir, fp8)
+    kernels.set_attention_backend(pipe.transformer, backend)
+    if compile:
+        kernels.compile_blocks(pipe.transformer, kernels.CompileConfig())
+    return pipe
+
+
+def _load(
+    model: PathLike,
+    text_encoder: PathLike | None,
+    upsampler: PathLike | None,
+    dev: torch.device,
+    dt: torch.dtype,
+    weights_dir: PathLike | None,
+    fp8: bool,
+) -> Pipeline:
     registry = weights.load_registry()
     name = os.fspath(model) if model else registry.default.name
     if name == "tiny" or (name in registry and registry[name].is_builtin):
+        from .kernels import convert_to_fp8
         from .tiny import build_pipeline
 
-        return build_pipeline(dev, dt)
+        pipe = build_pipeline(dev, dt)
+        if fp8:
+            convert_to_fp8(pipe.transformer, dtype=dt)
+        return pipe
 
     path = Path(name)
     preset: Preset | None = None
@@ -101,7 +137,7 @@ def load_pipeline(
         raise CheckpointError(f"{path}: needs both a transformer and a VAE to generate")
     preset = preset or NEUTRAL
 
-    transformer = load_transformer(path, device=dev, dtype=dt)
+    transformer = load_transformer(path, device=dev, dtype=dt, keep_fp8=fp8)
     vae = load_vae(path, device=dev, dtype=dt)
 
     from .text import TextEncoder

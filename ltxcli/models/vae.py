@@ -80,9 +80,17 @@ def depth_to_space(x: Tensor, stride: Stride) -> Tensor:
     return x.reshape(b, c, d * s1, h * s2, w * s3)
 
 
-def pixel_norm(x: Tensor) -> Tensor:
-    """RMS over channels (dim 1), no parameters; same expression as the official PixelNorm."""
-    return x / torch.sqrt(torch.mean(x**2, dim=1, keepdim=True) + PIXEL_NORM_EPS)
+def pixel_norm(x: Tensor, out: Tensor | None = None) -> Tensor:
+    """``x / sqrt(mean_c(x^2) + 1e-8)`` over dim 1 (official PixelNorm), no parameters.
+
+    With ``out`` (same shape as ``x``, any strides) the squares and the result are written there, so no
+    full-size temporary is allocated.
+    """
+    if out is None:
+        return x / torch.sqrt(torch.mean(x**2, dim=1, keepdim=True) + PIXEL_NORM_EPS)
+    squares = torch.mul(x, x, out=out)
+    rms = torch.sqrt(squares.mean(dim=1, keepdim=True) + PIXEL_NORM_EPS)  # [B, 1, F, H, W]
+    return torch.div(x, rms, out=out)
 
 
 def timestep_sinusoid(t: Tensor, dim: int = TIME_PROJ_DIM) -> Tensor:
@@ -101,6 +109,10 @@ class CausalConv3d(nn.Module):
 
     ``causal``: ``k-1`` copies of the first frame in front; otherwise ``(k-1)/2`` copies of the first and
     the last frame on either side. The wrapped conv is ``.conv`` (keys ``*.conv.weight``).
+
+    ``forward`` pads by concatenation (one copy of the input). Callers that compute the conv input
+    themselves can avoid that copy: write it into the interior of :meth:`padded_empty` and call
+    :meth:`forward_padded`, which fills the replicated frames in place.
     """
 
     def __init__(
@@ -122,17 +134,39 @@ class CausalConv3d(nn.Module):
             padding_mode=spatial_padding_mode,
         )
 
+    def time_padding(self, causal: bool) -> tuple[int, int]:
+        """Replicated frames (in front, behind)."""
+        k = self.time_kernel_size
+        return (k - 1, 0) if causal else ((k - 1) // 2, (k - 1) // 2)
+
     def forward(self, x: Tensor, causal: bool = True) -> Tensor:
         # x: [B, C, F, H, W]
-        k = self.time_kernel_size
-        if causal and k > 1:
-            x = torch.cat([x[:, :, :1].expand(-1, -1, k - 1, -1, -1), x], dim=2)  # [B, C, F+k-1, H, W]
-        elif k > 1:
-            p = (k - 1) // 2
-            first = x[:, :, :1].expand(-1, -1, p, -1, -1)
-            last = x[:, :, -1:].expand(-1, -1, p, -1, -1)
-            x = torch.cat([first, x, last], dim=2)  # [B, C, F+2p, H, W]
+        front, back = self.time_padding(causal)
+        parts = [x]
+        if front:
+            parts.insert(0, x[:, :, :1].expand(-1, -1, front, -1, -1))
+        if back:
+            parts.append(x[:, :, -1:].expand(-1, -1, back, -1, -1))
+        if len(parts) > 1:
+            x = torch.cat(parts, dim=2)  # [B, C, front+F+back, H, W]
         return self.conv(x)
+
+    def padded_empty(self, like: Tensor, causal: bool) -> tuple[Tensor, Tensor]:
+        """An uninitialised ``[B, C, front+F+back, H, W]`` buffer shaped for ``like`` and its ``[B, C, F, H, W]`` interior."""
+        front, back = self.time_padding(causal)
+        b, c, f, h, w = like.shape
+        buf = like.new_empty(b, c, front + f + back, h, w)
+        return buf, buf[:, :, front : front + f]
+
+    def forward_padded(self, buf: Tensor, causal: bool) -> Tensor:
+        """Conv of a :meth:`padded_empty` buffer whose interior holds the input (pad frames filled here)."""
+        front, back = self.time_padding(causal)
+        end = buf.shape[2] - back
+        if front:
+            buf[:, :, :front] = buf[:, :, front : front + 1]
+        if back:
+            buf[:, :, end:] = buf[:, :, end - 1 : end]
+        return self.conv(buf)
 
 
 class ChannelLayerNorm(nn.Module):
@@ -180,7 +214,10 @@ class TimestepEmbedding(nn.Module):
 def _add_spatial_noise(h: Tensor, per_channel_scale: Tensor, generator: torch.Generator | None) -> Tensor:
     """``h += randn(H, W) * scale[C, 1, 1]``: one noise map shared by batch, frames and channels (in place)."""
     shape = h.shape[-2:]
-    if generator is None:
+    if callable(generator):
+        # A noise source (ltxcli.vae_tiling.CroppedNoise): this tile's crop of the full-size map.
+        noise = generator(shape, h)
+    elif generator is None:
         noise = torch.randn(shape, device=h.device, dtype=h.dtype)  # global RNG, as official
     else:
         # Drawn on the generator's device so a CPU generator reproduces the same map on any device.
@@ -227,8 +264,11 @@ class ResnetBlock3D(nn.Module):
         temb: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        # x: [B, C_in, F, H, W]; temb: [B, 4*C_in] (the owning block's timestep embedding)
-        h = pixel_norm(x)
+        # x: [B, C_in, F, H, W]; temb: [B, 4*C_in] (the owning block's timestep embedding).
+        # Each conv input is computed straight into its time-padded buffer (no concatenation copy), and
+        # every elementwise step runs in place: at most x, one buffer and one conv output are alive.
+        # SiLU runs over the whole contiguous buffer (its pad frames are overwritten by forward_padded), so
+        # it takes the same vectorised path as official's contiguous tensors: same bits.
         if self.timestep_conditioning:
             if temb is None:
                 raise ValueError("a timestep-conditioned resnet needs a timestep embedding")
@@ -236,14 +276,20 @@ class ResnetBlock3D(nn.Module):
                 x.shape[0], 4, -1, 1, 1, 1
             )  # [B, 4, C, 1, 1, 1]
             shift1, scale1, shift2, scale2 = ada.unbind(dim=1)
+        buf, h = self.conv1.padded_empty(x, causal)
+        h = pixel_norm(x, out=h)
+        if self.timestep_conditioning:
             h.mul_(1 + scale1).add_(shift1)
-        h = self.conv1(F.silu(h, inplace=True), causal)
+        h = self.conv1.forward_padded(F.silu(buf, inplace=True), causal)  # [B, C_out, F, H, W]
+        del buf  # before conv2's buffer exists: peak is x + one padded buffer + one conv output
         if self.inject_noise:
             h = _add_spatial_noise(h, self.per_channel_scale1, generator)
-        h = pixel_norm(h)
+        buf, h2 = self.conv2.padded_empty(h, causal)
+        h = pixel_norm(h, out=h2)
         if self.timestep_conditioning:
             h.mul_(1 + scale2).add_(shift2)
-        h = self.conv2(F.silu(h, inplace=True), causal)
+        h = self.conv2.forward_padded(F.silu(buf, inplace=True), causal)
+        del buf
         if self.inject_noise:
             h = _add_spatial_noise(h, self.per_channel_scale2, generator)
         if self.in_channels != self.out_channels:
@@ -414,7 +460,9 @@ class Encoder(nn.Module):
         x = self.conv_in(patchify(x, self.patch_size))  # [B, base, F, H/p, W/p]
         for block in self.down_blocks:
             x = block(x)
-        return self.conv_out(F.silu(pixel_norm(x), inplace=True))
+        buf, h = self.conv_out.padded_empty(x, True)
+        pixel_norm(x, out=h)
+        return self.conv_out.forward_padded(F.silu(buf, inplace=True), True)
 
     def forward(self, x: Tensor) -> Tensor:
         """Official moments ``[B, 2C, f, h, w]`` (the log-variance channel tiled C times)."""
@@ -506,7 +554,8 @@ class Decoder(nn.Module):
                 x = block(x, self.causal, None, generator)
             else:
                 x = block(x, self.causal)
-        x = pixel_norm(x)
+        buf, h = self.conv_out.padded_empty(x, self.causal)
+        x = pixel_norm(x, out=h)
         if scaled_t is not None:
             emb = self.last_time_embedder(scaled_t, x.dtype)  # [B, 2C]
             ada = self.last_scale_shift_table[None, :, :, None, None, None] + emb.reshape(
@@ -514,7 +563,8 @@ class Decoder(nn.Module):
             )  # [B, 2, C, 1, 1, 1]
             shift, scale = ada.unbind(dim=1)
             x.mul_(1 + scale).add_(shift)
-        x = self.conv_out(F.silu(x, inplace=True), self.causal)  # [B, 3*p*p, F, H, W]
+        x = self.conv_out.forward_padded(F.silu(buf, inplace=True), self.causal)  # [B, 3*p*p, F, H, W]
+        del buf
         return unpatchify(x, self.patch_size)
 
 
