@@ -636,7 +636,9 @@ class Pipeline:
             tau = torch.full((n_conds, 1), t, dtype=torch.float32, device=device)
             if mask is not None:
                 tau = torch.minimum(tau, 1.0 - mask)  # [n_conds, N]
-            x_in = tokens.expand(n_conds, -1, -1).to(self.dtype)
+            # a real copy per branch, as the official ``torch.cat``: a stride-0 (expanded) batch can take another
+            # GEMM path and round differently for short sequences
+            x_in = torch.cat([tokens] * n_conds).to(self.dtype)
             v = self.transformer(
                 x_in, text[sl], tau, rope=rope, encoder_attention_mask=text_mask[sl],
                 skip_layer_mask=skip_mask, skip_layer_strategy=mode if skip_mask is not None else None,
