@@ -11,10 +11,11 @@ from typing import Annotated
 import typer
 
 from . import bench, doctor, generate, info, vae, weights
-from .common import EXIT_CODES, exit_codes_epilog
+from .common import EXIT_CODES, OneLineErrorsGroup, exit_codes_epilog
 
 app = typer.Typer(
     name="ltx",
+    cls=OneLineErrorsGroup,
     help="Generate videos with Lightricks' LTX-Video models.\n\n"
          "Data goes to stdout (--json: one JSON object per line), messages and progress to stderr.",
     epilog=exit_codes_epilog(),

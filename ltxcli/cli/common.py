@@ -22,6 +22,7 @@ from typing import Any, ClassVar, NoReturn, TypeVar
 
 import click
 import typer
+from typer.core import TyperGroup
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -35,11 +36,11 @@ EXIT_INTERRUPTED = 130
 #: Exit code -> meaning; printed in ``ltx --help`` and the README.
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
-    EXIT_ERROR: "other error (cannot write the output, internal error)",
+    EXIT_ERROR: "other error (output not writable, NaN/Inf result, internal error)",
     EXIT_USAGE: "usage: bad option or size, unknown model, output exists",
     EXIT_WEIGHTS: "weights missing and not downloadable (offline, network, gated)",
     EXIT_CHECKSUM: "checksum mismatch of downloaded weights",
-    EXIT_OOM: "out of memory (try a smaller size or fewer frames)",
+    EXIT_OOM: "out of memory or would not fit (try a smaller size or fewer frames)",
     EXIT_INPUT: "input media or checkpoint unreadable (missing, corrupt)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); partial outputs are removed",
 }
@@ -159,6 +160,33 @@ def human_bytes(n: int | None) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ errors
+
+
+class OneLineErrorsGroup(TyperGroup):
+    """The root command group: click's usage errors (a bad option value, an unknown option or command) become
+    one ``error: ...`` line on stderr and exit 2, like every other error, instead of a usage block and a box."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except (click.ClickException, typer.exceptions.TyperException) as e:
+            # typer vendors its own click; its ClickException derives from TyperException
+            code = int(getattr(e, "exit_code", EXIT_USAGE))
+            if type(e).__name__ == "NoArgsIsHelpError" or not hasattr(e, "format_message"):
+                sys.exit(code)  # no arguments: the help was printed already
+            message = _one_line(e.format_message())
+            ctx = getattr(e, "ctx", None)
+            if ctx is not None:
+                message += f" (`{ctx.command_path} --help` lists the options)"
+            click.echo(f"error: {message}", err=True)
+            sys.exit(code)
+        except (click.Abort, typer.Abort):
+            click.echo("error: aborted", err=True)
+            sys.exit(EXIT_ERROR)
+        sys.exit(rv if isinstance(rv, int) else EXIT_OK)
 
 
 def _instance_of(exc: BaseException, module: str, name: str) -> bool:

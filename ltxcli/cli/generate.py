@@ -10,7 +10,11 @@ from __future__ import annotations
 import json
 import math
 import secrets
+import sys
 import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +23,7 @@ from typing import Annotated, Any
 import click
 import typer
 
-from . import naming
+from . import naming, preflight
 from .common import (
     EXIT_ERROR,
     CliError,
@@ -43,6 +47,7 @@ from .resolve import (
 
 SEED_MAX = 2**63 - 1
 MAX_FRAME_RATE = 1000
+MAX_STEPS = 1000  # far above any released schedule (8-40 steps); a typo such as 4000000 is refused up front
 
 # --- options shared by every generating command --------------------------------------------------------------
 
@@ -252,38 +257,112 @@ def _nearest_even(v: int) -> str:
     return f"{v - 1} or {v + 1}"
 
 
-def validate_item(item: Item, max_pos: tuple[int, int, int], *, frames_out: bool, where: str) -> None:
-    """Everything that can be checked without the model; a ValueError names the value and the rule."""
-    from ltxcli import media
+def _check_range(name: str, value: float, lo: float, hi: float, example: str = "") -> None:
+    """``lo <= value <= hi`` (finite), else a ValueError naming the value, the rule and the nearest valid value."""
+    if (isinstance(value, int) or math.isfinite(value)) and lo <= value <= hi:
+        return
+    nearest = hi if value != value else min(max(value, lo), hi)  # NaN -> the top (any valid value would do)
+    hint = example or f"use {_fmt(nearest)}"
+    raise ValueError(f"{name}={_fmt(value)} must be in [{_fmt(lo)}, {_fmt(hi)}] ({hint})")
+
+
+def _fmt(v: float) -> str:
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    if v == SEED_MAX:
+        return "2**63 - 1"
+    return str(v)
+
+
+def _check_sizes(item: Item, max_pos: tuple[int, int, int], frames_out: bool) -> None:
     from ltxcli.pipeline import check_size
 
+    lowest = 1 if frames_out else 2
+    for name, v, limit in (("height", item.height, max_pos[1]), ("width", item.width, max_pos[2])):
+        if v < lowest:
+            raise ValueError(f"{name}={v} must be at least {lowest} (e.g. 512; sizes are padded to multiples of 32)")
+        if (v - 1) // 32 * 32 + 32 > limit:
+            raise ValueError(f"{name}={v} pads to {(v - 1) // 32 * 32 + 32}, above the model's position range of "
+                             f"{limit} px (use at most {limit})")
+        if not frames_out and v % 2:
+            raise ValueError(f"{name}={v} must be even for an H.264 MP4 (4:2:0 chroma): use "
+                             f"{_nearest_even(v)}, or write PNG frames with --frames-dir")
+    if item.num_frames < 1:
+        raise ValueError(f"num_frames={item.num_frames} must be at least 1 (e.g. 121; 8k + 1 frames avoid padding)")
+    if not math.isfinite(item.frame_rate) or not 0 < item.frame_rate <= MAX_FRAME_RATE:
+        nearest = MAX_FRAME_RATE if item.frame_rate > MAX_FRAME_RATE else 24
+        raise ValueError(f"frame_rate={item.frame_rate} must be in (0, {MAX_FRAME_RATE}] (e.g. {nearest})")
+    check_size(item.height, item.width, item.num_frames, item.frame_rate, max_pos)  # the model's time range
+
+
+def _check_condition(c: CondSpec, item: Item) -> None:
+    """Range checks, then the file itself: decoded (an image fully, a video's first frame) so that a missing,
+    empty, truncated, oversized or unreadable file fails here, before any weight is loaded (MediaError, exit 6)."""
+    from ltxcli import media
+
+    _check_range(f"condition {c.path}: strength", c.strength, 0.0, 1.0)
+    if not 0 <= c.frame < item.num_frames:
+        nearest = min(max(c.frame, 0), item.num_frames - 1)
+        raise ValueError(f"condition {c.path}: frame={c.frame} must be in [0, {item.num_frames - 1}] for a "
+                         f"{item.num_frames}-frame video (use {nearest})")
+    first = media.load_media(c.path, max_frames=1)
+    height, width = int(first.shape[1]), int(first.shape[2])
+    left, top, right, bottom = media.centre_crop_box(width, height, item.height, item.width)
+    if right - left < 2 or bottom - top < 2:
+        raise media.MediaError(f"{c.path}: a {width}x{height} picture is too small to crop to the "
+                               f"{item.width}x{item.height} aspect ratio")
+    n = media.media_num_frames(c.path)
+    if n > 1:
+        wanted = min(n, item.num_frames - c.frame)
+        decodable = _decodable_frames(c.path, wanted)
+        if decodable < wanted:  # FFmpeg stops quietly at the end of a truncated file
+            warnings.warn(f"{c.path}: the file lists {n} frames but only {decodable} can be decoded (truncated or "
+                          f"damaged?); using those {decodable}", stacklevel=1)
+            n = decodable
+    # the pipeline keeps at most the frames that fit, rounded down to 8k + 1 (official trim)
+    kept = (min(n, item.num_frames - c.frame) - 1) // 8 * 8 + 1
+    if kept > 1 and c.frame % 8:
+        lo = c.frame // 8 * 8
+        raise ValueError(f"condition {c.path}: a video must start at a multiple of 8, not frame={c.frame} "
+                         f"(use {lo} or {lo + 8})")
+
+
+def _decodable_frames(path: str, limit: int) -> int:
+    """How many of the first ``limit`` frames of a video decode (frames are decoded and dropped, not kept)."""
+    import av
+
+    from ltxcli import media
+
+    count = 0
     try:
-        if not math.isfinite(item.frame_rate) or not 0 < item.frame_rate <= MAX_FRAME_RATE:
-            raise ValueError(f"frame_rate={item.frame_rate} must be in (0, {MAX_FRAME_RATE}] (e.g. 24 or 30)")
-        check_size(item.height, item.width, item.num_frames, item.frame_rate, max_pos)
-        if not frames_out:
-            for name, v in (("height", item.height), ("width", item.width)):
-                if v % 2:
-                    raise ValueError(f"{name}={v} must be even for an H.264 MP4 (4:2:0 chroma): use "
-                                     f"{_nearest_even(v)}, or write PNG frames with --frames-dir")
-        if item.steps is not None and item.steps < 1:
-            raise ValueError(f"steps={item.steps} must be at least 1")
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for _ in container.decode(stream):
+                count += 1
+                if count >= limit:
+                    break
+    except av.error.FFmpegError as e:
+        raise media.MediaError(f"{path}: video decoding failed after {count} frames: {' '.join(str(e).split())}") from None
+    return count
+
+
+def validate_item(item: Item, max_pos: tuple[int, int, int], *, frames_out: bool, where: str) -> None:
+    """Everything that can be checked without the model; a usage error names the value, the rule and the
+    nearest valid value; an unreadable condition file is a MediaError (exit 6)."""
+    from ltxcli import media
+
+    try:
+        _check_sizes(item, max_pos, frames_out)
+        if item.steps is not None:
+            _check_range("steps", item.steps, 1, MAX_STEPS)
         for name, v in (("guidance_scale", item.guidance_scale), ("stg_scale", item.stg_scale)):
             if v is not None and (not math.isfinite(v) or v < 0):
-                raise ValueError(f"{name}={v} must be a finite number >= 0 (1 disables CFG, 0 disables STG)")
-        if not 0 <= item.seed <= SEED_MAX:
-            raise ValueError(f"seed={item.seed} must be in [0, 2**63 - 1]")
+                raise ValueError(f"{name}={v} must be a finite number >= 0 (use 0; guidance 1 disables CFG, "
+                                 "stg 0 disables STG)")
+        _check_range("seed", item.seed, 0, SEED_MAX)
         for c in item.conditions:
-            if not 0 <= c.strength <= 1:
-                raise ValueError(f"condition {c.path}: strength={c.strength} must be in [0, 1]")
-            if not 0 <= c.frame < item.num_frames:
-                raise ValueError(f"condition {c.path}: frame={c.frame} must be in [0, {item.num_frames - 1}] "
-                                 f"for a {item.num_frames}-frame video")
-            n = media.media_num_frames(c.path)  # a missing or unreadable file fails here (exit 6)
-            if n > 1 and c.frame > 0 and c.frame % 8:
-                lo = c.frame // 8 * 8
-                raise ValueError(f"condition {c.path}: a video must start at a multiple of 8, not frame={c.frame} "
-                                 f"(use {lo} or {lo + 8})")
+            _check_condition(c, item)
     except ValueError as e:
         if isinstance(e, media.MediaError):
             raise
@@ -353,6 +432,8 @@ def plan_outputs(items: list[Item], opts: Options, ref: ModelRef, *, batch: bool
             elif not opts.overwrite:
                 usage_error(f"{it.target} already exists: pass --overwrite to replace it, --skip-existing to keep it, "
                             "or choose another -o")
+        if not it.skip:
+            preflight.check_writable(it.target)  # a read-only or impossible folder fails before any work
 
 
 def _fps_text(fps: float) -> int | float:
@@ -372,14 +453,14 @@ def run(opts: Options, rows: list[dict[str, Any]], *, batch: bool, first_image: 
         usage_error("--overwrite and --skip-existing contradict each other: pick one")
     try:
         device = resolve_device(opts.device)
-        resolve_dtype(opts.dtype, device)
+        dtype = resolve_dtype(opts.dtype, device)
     except ValueError as e:
         usage_error(str(e))
 
     ref = resolve_model(opts.model, opts.weights_dir)
     if ref.kind == "builtin" and opts.text_encoder:
         out.warn(f"--text-encoder is ignored: {ref.name} has a built-in text encoder")
-    max_pos = max_positions(ref)  # reads the checkpoint header: a corrupt file fails here (exit 6)
+    max_pos = max_positions(ref, opts.weights_dir)  # reads the checkpoint header: a corrupt file fails here (exit 6)
     items = build_items(opts, rows, ref, first_image=first_image)
     frames_out = opts.frames_dir is not None
     for it in items:
@@ -401,9 +482,12 @@ def run(opts: Options, rows: list[dict[str, Any]], *, batch: bool, first_image: 
                       weights_dir=opts.weights_dir, out=out)
     te_path = local_component(text_encoder, weights_dir=opts.weights_dir, what="--text-encoder")
     up_path = local_component(opts.upsampler, weights_dir=opts.weights_dir, what="--upsampler")
+    # headers of every file the load will read (refusing pickles and broken files), then the memory estimate
+    check_memory(todo, rows, ref, opts, te_path=te_path, up_path=up_path, device=device, dtype=dtype,
+                 enforce=not preflight.memory_check_disabled())
 
     t0 = time.perf_counter()
-    with out.status(f"loading {ref.label}"):
+    with out.status(f"loading {ref.label}"), _library_bars(out.progress_enabled):
         pipe = load_pipeline(
             str(ref.path) if ref.kind in ("file", "folder") else ref.name,
             text_encoder=te_path, upsampler=up_path, device=opts.device, dtype=opts.dtype,
@@ -416,6 +500,132 @@ def run(opts: Options, rows: list[dict[str, Any]], *, batch: bool, first_image: 
             _emit_skipped(out, it)
             continue
         _generate_one(pipe, it, ref, opts, out, load_s if it is todo[0] else 0.0, many=len(items) > 1)
+
+
+@contextmanager
+def _library_bars(enabled: bool) -> Iterator[None]:
+    """transformers draws its own "Loading weights" bar on stderr; it is shown only where ours would be."""
+    if enabled or "transformers" not in sys.modules:
+        yield
+        return
+    from transformers.utils import logging as tf_logging
+
+    was = tf_logging.is_progress_bar_enabled()
+    tf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            tf_logging.enable_progress_bar()
+
+
+#: Further one-line suggestions for a run that does not fit in memory (options that trade speed for memory,
+#: such as CPU offloading or VAE tiling, belong here once ``generate`` has them).
+MEMORY_HINTS: tuple[str, ...] = ()
+
+
+def model_memory(
+    ref: ModelRef, *, te_path: str | None, up_path: str | None, weights_dir: str | None, dtype: Any,
+    fp8: bool = False,
+) -> tuple[Any, Any, int]:
+    """(transformer config, VAE config, bytes of every weight the run loads at ``dtype``), from headers only.
+
+    ``fp8``: the transformer blocks' linear weights are kept in float8 (``--dtype fp8``)."""
+    from ltxcli import weights
+
+    if ref.kind == "builtin":
+        import torch
+
+        from ltxcli.models.transformer import LTXVideoTransformer
+        from ltxcli.models.vae import CausalVideoVAE
+        from ltxcli.tiny import TINY_TRANSFORMER, tiny_vae_config
+
+        vcfg = tiny_vae_config()
+        with torch.device("meta"):
+            modules = [LTXVideoTransformer(TINY_TRANSFORMER), CausalVideoVAE(vcfg)]
+        return TINY_TRANSFORMER, vcfg, preflight.module_bytes(modules, dtype)
+    from ltxcli.loading import CheckpointError, ConfigError, inspect_checkpoint
+
+    reg = weights.load_registry()
+    entry = reg[ref.name] if ref.kind == "registry" else None
+    # a registry model is looked up again: the download step may just have replaced it
+    path = weights.resolve(ref.name, weights_dir=weights_dir, registry=reg) if entry is not None else ref.path
+    assert path is not None
+    try:
+        info = inspect_checkpoint(path)
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    total = preflight.model_bytes(path, dtype, fp8=fp8)
+    te: Path | str | None = te_path
+    if te is None:
+        if path.is_dir() and (path / "text_encoder").is_dir():
+            te = path
+        else:
+            te = weights.path((entry.text_encoder if entry else None) or ref.preset.text_encoder or "t5-xxl",
+                              weights_dir=weights_dir, registry=reg)
+    if te is not None:
+        total += preflight.text_encoder_bytes(te, dtype)
+    up: Path | str | None = up_path
+    up_name = (entry.upsampler if entry else None) or ref.preset.upsampler
+    if up is None and up_name:
+        up = weights.path(up_name, weights_dir=weights_dir, registry=reg)
+    if up is not None:
+        total += preflight.safetensors_bytes(up, dtype)
+    return info.transformer, info.vae, total
+
+
+def item_estimator(
+    it: Item, preset: Any, transformer: Any, vae: Any, *, weights_bytes: int, dtype: Any
+) -> Callable[[int, int, int], preflight.MemoryEstimate]:
+    """``(height, width, num_frames) -> MemoryEstimate`` for item ``it`` under ``preset``: its guidance branches
+    (an item's scale, else every pass's schedule), its conditions, and for multi-scale presets the second pass,
+    which (with the decode) runs at twice the 32-aligned downscaled size, above the padded target at most sizes."""
+    from ltxcli import sampling
+    from ltxcli.pipeline import padded_size
+
+    def values(v: Any) -> list[float]:
+        return list(v) if isinstance(v, (list, tuple)) else [v]
+
+    passes = preset.passes
+    cfg = [it.guidance_scale] if it.guidance_scale is not None else [g for p in passes for g in values(p.guidance_scale)]
+    stg = [it.stg_scale] if it.stg_scale is not None else [g for p in passes for g in values(p.stg_scale)]
+    branches = 1 + any(sampling.cfg_active(g) for g in cfg) + any(sampling.stg_active(g) for g in stg)
+    later = sum(c.frame > 0 for c in it.conditions)  # each adds up to 2 latent frames of extra tokens
+    factor = (preset.downscale_factor or 0.6666666) if preset.multi_scale else None
+
+    def estimate(h: int, w: int, f: int) -> preflight.MemoryEstimate:
+        ph, pw, _ = padded_size(h, w, f)
+        if factor is not None:
+            ph, pw = max(ph, 2 * (int(ph * factor) // 32 * 32)), max(pw, 2 * (int(pw * factor) // 32 * 32))
+        _, lh, lw = preflight.latent_shape(vae, ph, pw, f)
+        return preflight.estimate_memory(
+            transformer, vae, height=ph, width=pw, num_frames=f, dtype=dtype, weights_bytes=weights_bytes,
+            branches=branches, extra_tokens=2 * lh * lw * later, per_token_timesteps=bool(it.conditions))
+
+    return estimate
+
+
+def check_memory(
+    items: list[Item], rows: list[dict[str, Any]], ref: ModelRef, opts: Options, *, te_path: str | None,
+    up_path: str | None, device: Any, dtype: Any, enforce: bool = True,
+) -> None:
+    """Refuse (exit 5, one line) an item whose estimated peak memory exceeds the device's free memory.
+
+    The weight headers are read (and so checked) even when ``enforce`` is off.
+    """
+    from ltxcli.api import FP8_NAMES
+
+    fp8 = isinstance(opts.dtype, str) and opts.dtype in FP8_NAMES
+    tcfg, vcfg, weight_bytes = model_memory(ref, te_path=te_path, up_path=up_path, weights_dir=opts.weights_dir,
+                                            dtype=dtype, fp8=fp8)
+    if not enforce:
+        return
+    free = preflight.free_memory_bytes(device)
+    for it in items:
+        estimate = item_estimator(it, ref.preset, tcfg, vcfg, weights_bytes=weight_bytes, dtype=dtype)
+        where = rows[it.index].get("_where", "")
+        preflight.check_memory(estimate, height=it.height, width=it.width, num_frames=it.num_frames, device=device,
+                               free_bytes=free, hints=MEMORY_HINTS, where=f"{where}: " if where else "")
 
 
 def load_pipeline(*args: Any, **kwargs: Any) -> Any:
@@ -435,8 +645,10 @@ def _emit_skipped(out: Output, it: Item) -> None:
 
 
 def _generate_one(pipe: Any, it: Item, ref: ModelRef, opts: Options, out: Output, load_s: float, *, many: bool) -> None:
+    import torch
+
     from ltxcli import __version__, media
-    from ltxcli.pipeline import Condition
+    from ltxcli.pipeline import Condition, NumericalError
 
     t_start = time.perf_counter()
     conditions = [Condition(c.path, c.frame, c.strength) for c in it.conditions]
@@ -447,6 +659,9 @@ def _generate_one(pipe: Any, it: Item, ref: ModelRef, opts: Options, out: Output
             num_frames=it.num_frames, frame_rate=it.frame_rate, steps=it.steps, guidance_scale=it.guidance_scale,
             stg_scale=it.stg_scale, conditions=conditions, seed=it.seed, progress=progress,
         )
+    if not bool(torch.isfinite(result.video).all()):  # the latents were checked; a broken VAE shows here
+        raise NumericalError("the decoded video contains NaN or Inf: the VAE weights may be broken "
+                             "(run `ltx weights verify`)")
     s = result.settings
     first = s["passes"][0]
     timesteps = first.get("timesteps")

@@ -64,7 +64,7 @@ def resolve_model(model: str | None, weights_dir: str | None) -> ModelRef:
     raise AssertionError("unreachable")
 
 
-def max_positions(ref: ModelRef) -> tuple[int, int, int]:
+def max_positions(ref: ModelRef, weights_dir: str | None = None) -> tuple[int, int, int]:
     """The transformer's position range (seconds, px, px) from the checkpoint header, else the released value."""
     from ltxcli.models.configs import TransformerConfig
 
@@ -72,19 +72,31 @@ def max_positions(ref: ModelRef) -> tuple[int, int, int]:
         from ltxcli.tiny import TINY_TRANSFORMER
 
         return tuple(TINY_TRANSFORMER.positional_embedding_max_pos)  # type: ignore[return-value]
-    if ref.path is not None:
+    if ref.path is not None and (ref.kind != "registry" or _verified(ref.name, weights_dir)):
+        # A registry file is read only once its download was verified: a damaged copy is replaced by the
+        # download step, not reported as corrupt here.
         info = inspect(ref)
         if info.transformer is not None:
             return tuple(info.transformer.positional_embedding_max_pos)  # type: ignore[return-value]
     return tuple(TransformerConfig().positional_embedding_max_pos)  # type: ignore[return-value]
 
 
+def _verified(name: str, weights_dir: str | None = None) -> bool:
+    from ltxcli import weights
+
+    st = weights.status(name, weights_dir=weights_dir, registry=registry())
+    return st.state == "downloaded" and all(f.verified for f in st.files)
+
+
 def inspect(ref: ModelRef) -> Any:
     """Header-only check of a model on disk: a corrupt or foreign file fails here (exit 6), before loading."""
-    from ltxcli.loading import CheckpointError, inspect_checkpoint
+    from ltxcli.loading import CheckpointError, ConfigError, inspect_checkpoint
 
     assert ref.path is not None
-    info = inspect_checkpoint(ref.path)
+    try:
+        info = inspect_checkpoint(ref.path)
+    except ConfigError as e:  # an unsupported architecture or config value: say which file holds it
+        raise CheckpointError(f"{ref.path}: {e}") from None
     if info.transformer is None or info.vae is None:
         raise CheckpointError(f"{ref.path}: needs both a transformer and a VAE to generate")
     return info
@@ -115,16 +127,25 @@ def needed_weights(ref: ModelRef, *, text_encoder: str | None, upsampler: str | 
 
 
 def ensure_downloaded(names: list[str], *, weights_dir: str | None, out: Output) -> None:
-    """Pull every name that is not fully on disk (with progress), unless offline: then exit 3 with one line."""
+    """Pull every name that is not fully on disk and verified (with progress), unless offline: then exit 3.
+
+    A file that is on disk but not recorded as verified (a pull interrupted while hashing, a copy put there by
+    hand) goes through ``weights.pull`` again, which hashes it and replaces it if it is broken, so a run never
+    loads a file whose check did not finish. Offline, such a file is checked against what is known locally.
+    """
     from ltxcli import weights
 
     reg = registry()
     for name in names:
-        if reg[name].is_builtin or weights.path(name, weights_dir=weights_dir, registry=reg) is not None:
+        if reg[name].is_builtin:
             continue
-        if weights.is_offline():
+        st = weights.status(name, weights_dir=weights_dir, registry=reg)
+        if st.state == "downloaded" and all(f.verified for f in st.files):
+            continue
+        if st.state != "downloaded" and weights.is_offline():
             weights.resolve(name, weights_dir=weights_dir, registry=reg)  # raises the offline message (exit 3)
-        out.info(f"downloading {name} to {weights.weights_location(weights_dir)}")
+        verb = "verifying" if st.state == "downloaded" else "downloading"
+        out.info(f"{verb} {name} in {weights.weights_location(weights_dir)}")
         weights.pull(name, weights_dir=weights_dir, progress=out.progress_enabled, registry=reg)
 
 
