@@ -1,0 +1,775 @@
+"""Tiled VAE decoding: the decoder's tail run window by window, exact by default.
+
+Where the memory goes. The decoder upsamples 2x in time and space three times (released configs); its
+last stage (128 channels at a quarter of the output size) holds most of the activations: a resnet there
+keeps four stage-sized tensors alive, ~32 bytes per output pixel in bfloat16 (8.3 GiB estimated at
+121x704x1216), while the stage before it needs a quarter of that. So the decode is split at an up-block
+(``split_block``): everything before it runs untiled (``conv_in`` + ``up_blocks[:split_block]``), and the
+rest (``up_blocks[split_block:]`` + the output head) runs on windows of the split-point activation, whose
+pixels are cropped (and blended where windows overlap) into the output.
+
+Why it can be exact. The decoder is convolutions (3x3x3), depth-to-space and per-position norms
+(PixelNorm, LayerNorm over channels); the timestep embedding is global. A window decoded with as much
+surrounding context as the tail's receptive field (:func:`suffix_receptive_field`) therefore reproduces
+the untiled pixels exactly (bit for bit in the tests at the default split, ~1e-6 elsewhere). Split at the
+last upsampler that field is 8 positions (64 pixels) for the released decoders, so the default
+(``context=None``) is this exact context. Splitting earlier saves more memory but needs more context, up
+to 23 latents (736 pixels) for the whole 0.9.5 decoder (``split_block=0``: windows of latents). With less
+context than the receptive field the result is approximate: the windows see replicate/zero padding
+``context`` positions away from the kept pixels. Measured on the 0.9.5 block list with random weights
+(5 layers per block, 8 base channels), windows blended over 2 positions (1 in time): half the receptive
+field as context gave max abs errors of 4e-6 to 1.5e-4 (3.5e-4 / 1e-3 at the last upsampler), a quarter
+of it 5e-3 to 0.1; latent windows with 4, 8 and 12 latents of context (no blending) gave 0.3, 8e-3, 5e-5.
+:func:`choose_tiling` only goes approximate (half the field first) when no exact plan fits the budget.
+
+Geometry. Units are positions of the split-point activation (latents when ``split_block=0``). Spatially a
+position covers ``S`` pixels (32 for latents). In time the decoder is not causal: each conv replicates the
+first and last frame, so a window needs context on both sides. Frame 0 of any stage decodes to pixel frame
+0 and frame k > 0 to pixel frames ``T(k-1)+1 .. Tk`` (T = 8 for latents); a window of frames ``[a, b)``
+decodes to ``T(b-a-1)+1`` frames whose first is global frame ``Ta`` (the last of frame a's), so a window
+starting at frame s > 0 decodes from s-1 at the latest.
+
+Noise injection (0.9.1 decoders add ``randn(H, W)`` maps, shared by frames and channels): the untiled part
+draws its maps as usual; for the tiled part :class:`CroppedNoise` draws each full-size map once, in the
+untiled order from the same generator, and hands every window its crop (through the decoder's
+``generator`` argument, which accepts such a callable). Tiled and untiled decodes inject the same noise.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .models.configs import VAEConfig
+from .models.vae import ResBlockStack, ResnetBlock3D, _batch_timestep, pixel_norm, unpatchify
+
+TileMode = Literal["auto", "on", "off"]
+
+# Measured peak / :func:`_live_bytes` model for our decoder (ltxcli.models.vae): conv workspaces, layout
+# reorders, allocator slack. Calibrated on CPU by peak RSS (VmHWM, glibc mmap threshold pinned) over a
+# decode whose last stage has the released 128 channels: 1.18-1.21 in float32, 1.29 in bfloat16.
+# Not calibrated on CUDA (no GPU was available); :data:`DEFAULT_SAFETY` leaves further headroom there.
+DECODE_MEMORY_FACTOR = 1.3
+# ``auto`` tiles when the estimate exceeds this fraction of the free memory.
+DEFAULT_SAFETY = 0.8
+
+# Defaults of :func:`tiled_decode` (positions at the split point; for the released decoders split at the
+# last upsampler one position is 8 pixels and a frame ~2 pixel frames): 512-pixel windows, 32 frames.
+TILE_HW = 64
+CHUNK_FRAMES = 32
+# :func:`choose_tiling` charges each window this fraction of a whole decode's convolution work on top of
+# its own (kernel launches, window copies; ~1% of an untiled 0.9.5 decode at 704x1216x121 per window).
+WINDOW_OVERHEAD = 0.02
+
+
+# --- decoder layout -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Op:
+    """One up-block in decoder order: ``res`` (C -> C, ``layers`` resnets), ``res_xy`` (C -> C'), ``up``."""
+
+    kind: str
+    c_in: int
+    c_out: int
+    layers: int = 0
+    st: int = 1  # upsampling stride in time
+    ss: int = 1  # and in space
+
+
+def _ops(config: VAEConfig) -> tuple[int, list[_Op]]:
+    """``conv_in`` width and the up-blocks in the order the decoder runs them."""
+    blocks = list(reversed(config.decoder_blocks))
+    ch = config.decoder_base_channels
+    for name, params in blocks:
+        if name == "res_x_y":
+            ch *= params.get("multiplier", 2)
+        elif name.startswith("compress"):
+            ch *= params.get("multiplier", 1)
+    first = ch
+    ops = []
+    for name, params in blocks:
+        if name == "res_x":
+            ops.append(_Op("res", ch, ch, layers=params["num_layers"]))
+        elif name == "res_x_y":
+            out = ch // params.get("multiplier", 2)
+            ops.append(_Op("res_xy", ch, out))
+            ch = out
+        else:
+            st = 2 if name in ("compress_time", "compress_all") else 1
+            ss = 2 if name in ("compress_space", "compress_all") else 1
+            out = ch // (params.get("multiplier", 1) if name == "compress_all" else 1)
+            ops.append(_Op("up", ch, out, st=st, ss=ss))
+            ch = out
+    return first, ops
+
+
+def decoder_scales(config: VAEConfig) -> tuple[int, int]:
+    """Pixel frames per latent frame and pixels per latent of the decoder (8 and 32 when released)."""
+    _, ops = _ops(config)
+    return math.prod(op.st for op in ops), math.prod(op.ss for op in ops) * config.patch_size
+
+
+def default_split_block(config: VAEConfig) -> int:
+    """Index of the last upsampler in ``decoder.up_blocks`` (0 if there is none)."""
+    _, ops = _ops(config)
+    ups = [i for i, op in enumerate(ops) if op.kind == "up"]
+    return ups[-1] if ups else 0
+
+
+def split_scales(config: VAEConfig, split_block: int) -> tuple[int, int]:
+    """``(T, S)``: pixel frames per frame and pixels per position of the activation entering
+    ``up_blocks[split_block]`` (``(8, 32)`` at ``split_block=0`` for the released decoders)."""
+    _, ops = _ops(config)
+    if not 0 <= split_block <= len(ops):
+        raise ValueError(f"split_block={split_block} must be in [0, {len(ops)}]")
+    t, s = decoder_scales(config)
+    for op in ops[:split_block]:
+        t, s = t // op.st, s // op.ss
+    return t, s
+
+
+def _split_dims(config: VAEConfig, latent_fhw: Sequence[int], split_block: int) -> tuple[int, int, int]:
+    """Frames, height, width of the activation entering ``up_blocks[split_block]``."""
+    f, h, w = latent_fhw
+    t, s = split_scales(config, split_block)
+    t0, s0 = decoder_scales(config)
+    return (t0 // t) * (f - 1) + 1, h * (s0 // s), w * (s0 // s)
+
+
+def suffix_receptive_field(config: VAEConfig, split_block: int) -> tuple[int, int]:
+    """Conservative radius, in split-point positions ``(frames, height/width)``, of what one output pixel of
+    ``up_blocks[split_block:]`` + head depends on. That much context makes a window exact.
+
+    Walks from the output back: every 3x3x3 conv adds one position at its resolution; an upsampler
+    divides by its stride, rounded up, plus one (the dropped first frame / sub-position offset).
+    """
+    _, ops = _ops(config)
+    rt = rs = 1  # conv_out
+    for op in reversed(ops[split_block:]):
+        if op.kind == "res":
+            rt, rs = rt + 2 * op.layers, rs + 2 * op.layers
+        elif op.kind == "res_xy":
+            rt, rs = rt + 2, rs + 2
+        else:
+            rt = -(-rt // op.st) + (op.st > 1) + 1
+            rs = -(-rs // op.ss) + (op.ss > 1) + 1
+    return rt, rs
+
+
+def decoder_receptive_field(config: VAEConfig) -> tuple[int, int]:
+    """Radius of the whole decoder's receptive field in latents ``(frames, height/width)`` (conv_in too)."""
+    rt, rs = suffix_receptive_field(config, 0)
+    return rt + 1, rs + 1
+
+
+# --- window plans -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AxisWindow:
+    """One window along one axis (time, height or width), in split-point positions.
+
+    ``decode``: range decoded (window plus context); ``keep``: global pixel range this window writes;
+    ``offset``: global pixel index of the decoded output's first element; ``weight``: blending weights over
+    ``keep`` (float64; summed over the windows of an axis they are 1 at every pixel).
+    """
+
+    decode: tuple[int, int]
+    keep: tuple[int, int]
+    offset: int
+    weight: Tensor
+
+
+def _to_pixel(k: int, scale: int, temporal: bool) -> int:
+    """First pixel of position k (in time frame 0 has one pixel frame, the others ``scale``)."""
+    if not temporal:
+        return scale * k
+    return 0 if k == 0 else scale * (k - 1) + 1
+
+
+def _spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """Windows ``[s, e)`` of at most about ``tile`` positions, neighbours sharing ``overlap``.
+
+    Cores of near-equal size partition the axis; each window is its core widened by ``overlap / 2`` on
+    each side.
+    """
+    if tile < 1 or overlap < 0:
+        raise ValueError(f"tile={tile} must be >= 1 and overlap={overlap} >= 0")
+    if length <= tile:
+        return [(0, length)]
+    if overlap >= tile:
+        raise ValueError(f"overlap={overlap} must be smaller than the tile size {tile}")
+    n = math.ceil(length / (tile - overlap))
+    bounds = [round(i * length / n) for i in range(n + 1)]
+    lo, hi = overlap // 2, overlap - overlap // 2
+    return [(max(0, bounds[i] - lo), min(length, bounds[i + 1] + hi)) for i in range(n)]
+
+
+def _decode_range(s: int, e: int, length: int, context: int, temporal: bool) -> tuple[int, int]:
+    if context < 0:
+        raise ValueError(f"context={context} must be >= 0")
+    front = max(context, 1) if temporal and s > 0 else context  # frames T(s-1)+1 .. Ts-1 need frame s-1
+    return max(0, s - front), min(length, e + context)
+
+
+def plan_axis(
+    length: int, tile: int, overlap: int, context: int, scale: int, temporal: bool
+) -> list[AxisWindow]:
+    """The windows of one axis of ``length`` positions: about ``tile`` each, sharing ``overlap``, decoded
+    with ``context`` more on both sides (where the axis has them).
+
+    ``scale``: pixels per position (pixel frames per frame in time, where frame 0 has one). Blending
+    weights ramp linearly across the pixels two windows share and are normalised to sum to 1.
+    """
+    spans = _spans(length, tile, overlap)
+    raw: list[Tensor] = []
+    for i, (s, e) in enumerate(spans):
+        p0, p1 = _to_pixel(s, scale, temporal), _to_pixel(e, scale, temporal)
+        x = torch.arange(p0, p1, dtype=torch.float64) + 0.5
+        w = torch.ones(p1 - p0, dtype=torch.float64)
+        if i > 0:  # ramp up across the pixels shared with the previous window
+            ramp = _to_pixel(spans[i - 1][1], scale, temporal) - p0
+            if ramp > 0:
+                w = torch.minimum(w, (x - p0) / ramp)
+        if i + 1 < len(spans):  # and down across those shared with the next
+            ramp = p1 - _to_pixel(spans[i + 1][0], scale, temporal)
+            if ramp > 0:
+                w = torch.minimum(w, (p1 - x) / ramp)
+        raw.append(w)
+    total = torch.zeros(_to_pixel(length, scale, temporal), dtype=torch.float64)
+    for (s, e), w in zip(spans, raw, strict=True):
+        total[_to_pixel(s, scale, temporal) : _to_pixel(e, scale, temporal)] += w
+    windows = []
+    for (s, e), w in zip(spans, raw, strict=True):
+        a, b = _decode_range(s, e, length, context, temporal)
+        p0, p1 = _to_pixel(s, scale, temporal), _to_pixel(e, scale, temporal)
+        windows.append(AxisWindow((a, b), (p0, p1), scale * a, w / total[p0:p1]))
+    return windows
+
+
+# --- noise injection ----------------------------------------------------------------------------------------
+
+
+class CroppedNoise:
+    """Noise source for the tiled part of a noise-injecting (0.9.1) decoder.
+
+    The decoder calls ``source(shape, like)`` at each injection point, in order. The first window to reach
+    an injection point draws the full-size map exactly as the untiled decode would there (same generator,
+    order, size, dtype and device: ``ltxcli.models.vae._add_spatial_noise``); every window gets its crop.
+    """
+
+    def __init__(self, generator: torch.Generator | None, full_hw: tuple[int, int]) -> None:
+        self.generator = generator
+        self.full_hw = full_hw
+        self.maps: list[Tensor] = []
+        self._calls = 0
+        self._window = (0, 0, *full_hw)
+
+    def start(self, y0: int, x0: int, h: int, w: int) -> None:
+        """Begin decoding the window ``[y0, y0+h) x [x0, x0+w)`` (split-point positions)."""
+        self._calls = 0
+        self._window = (y0, x0, h, w)
+
+    def __call__(self, shape: Sequence[int], like: Tensor) -> Tensor:
+        hs, ws = int(shape[-2]), int(shape[-1])
+        y0, x0, h, w = self._window
+        sy, sx = hs // h, ws // w
+        if sy * h != hs or sx * w != ws:
+            raise RuntimeError(f"noise map {hs}x{ws} is not a whole multiple of the window {h}x{w}")
+        full = (self.full_hw[0] * sy, self.full_hw[1] * sx)
+        if self._calls == len(self.maps):
+            g = self.generator
+            if g is None:
+                noise = torch.randn(full, device=like.device, dtype=like.dtype)
+            else:
+                noise = torch.randn(full, generator=g, device=g.device, dtype=like.dtype).to(like.device)
+            self.maps.append(noise)
+        noise = self.maps[self._calls]
+        if tuple(noise.shape) != full:
+            raise RuntimeError(f"injection point {self._calls}: map {tuple(noise.shape)}, expected {full}")
+        self._calls += 1
+        return noise[y0 * sy : y0 * sy + hs, x0 * sx : x0 * sx + ws]
+
+
+def _injects_noise(module: nn.Module) -> bool:
+    return any(getattr(m, "inject_noise", False) for m in module.modules())
+
+
+# --- the decoder in two parts (same computation as ltxcli.models.vae.Decoder.forward) -------------------------
+
+
+def _scaled_timestep(
+    decoder: nn.Module, timestep: Tensor | float | None, batch: int, device: torch.device
+) -> Tensor | None:
+    if not decoder.timestep_conditioning:
+        return None
+    if timestep is None:
+        raise ValueError("this VAE decoder is timestep-conditioned: pass a timestep (e.g. 0.05)")
+    return _batch_timestep(timestep, batch, device) * decoder.timestep_scale_multiplier  # [B]
+
+
+def _run_blocks(
+    decoder: nn.Module, x: Tensor, start: int, stop: int, scaled_t: Tensor | None, noise: Any
+) -> Tensor:
+    for block in decoder.up_blocks[start:stop]:
+        if isinstance(block, ResBlockStack):
+            x = block(x, decoder.causal, scaled_t, noise)
+        elif isinstance(block, ResnetBlock3D):
+            x = block(x, decoder.causal, None, noise)
+        else:
+            x = block(x, decoder.causal)
+    return x
+
+
+def _run_head(decoder: nn.Module, x: Tensor, scaled_t: Tensor | None) -> Tensor:
+    """Final PixelNorm, [timestep scale/shift], SiLU, conv_out, un-patchify -> ``[B, 3, F, H, W]``."""
+    x = pixel_norm(x)
+    if scaled_t is not None:
+        emb = decoder.last_time_embedder(scaled_t, x.dtype)  # [B, 2C]
+        ada = decoder.last_scale_shift_table[None, :, :, None, None, None] + emb.reshape(
+            x.shape[0], 2, -1, 1, 1, 1
+        )  # [B, 2, C, 1, 1, 1]
+        shift, scale = ada.unbind(dim=1)
+        x = x.mul_(1 + scale).add_(shift)
+    x = decoder.conv_out(F.silu(x, inplace=True), decoder.causal)  # [B, 3*p*p, F, H, W]
+    return unpatchify(x, decoder.patch_size)
+
+
+# --- tiled decode -------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def tiled_decode(
+    vae: nn.Module,
+    latents: Tensor,
+    *,
+    timestep: Tensor | float | None = None,
+    generator: torch.Generator | None = None,
+    split_block: int | None = None,
+    tile_hw: int | tuple[int, int] = TILE_HW,
+    overlap_hw: int = 0,
+    context_hw: int | None = None,
+    chunk_frames: int = CHUNK_FRAMES,
+    overlap_frames: int = 0,
+    context_frames: int | None = None,
+    out_device: torch.device | str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Tensor:
+    """Normalised latents ``[B, C, f, h, w]`` -> float32 pixels ``[B, 3, 8(f-1)+1, 32h, 32w]``, in windows.
+
+    Same inputs and meaning as ``vae.decode`` (``timestep`` for timestep-conditioned decoders,
+    ``generator`` for noise injection). ``split_block``: the up-block where windows start (default: the
+    last upsampler; 0: windows of latents). Window sizes, overlaps (blended linearly) and contexts are in
+    positions of the activation there (see :func:`split_scales`); ``tile_hw`` may be ``(height, width)``.
+    ``context_* = None``: the exact context (:func:`suffix_receptive_field`). :func:`plan_decode` picks
+    all of these for a memory budget. When one window covers everything this is ``vae.decode``, bit for
+    bit. The output accumulates in float32 on ``out_device`` (default: the latents' device); ``"cpu"``
+    keeps the full-size video off the GPU. ``progress(done, total)`` is called after each window.
+    """
+    if latents.ndim != 5:
+        raise ValueError(f"tiled_decode expects latents [B, C, f, h, w], got shape {list(latents.shape)}")
+    if chunk_frames < 1:
+        raise ValueError(f"chunk_frames={chunk_frames} must be at least 1")
+    cfg: VAEConfig = vae.config
+    decoder = vae.decoder
+    split = default_split_block(cfg) if split_block is None else split_block
+    t_scale, s_scale = split_scales(cfg, split)
+    rt, rs = suffix_receptive_field(cfg, split)
+    ctx_t = rt if context_frames is None else context_frames
+    ctx_s = rs if context_hw is None else context_hw
+    b, _, f, h, w = latents.shape
+    fs, hs, ws = _split_dims(cfg, (f, h, w), split)
+    tile_h, tile_w = (tile_hw, tile_hw) if isinstance(tile_hw, int) else tile_hw
+    t_windows = plan_axis(fs, chunk_frames, overlap_frames, ctx_t, t_scale, True)
+    y_windows = plan_axis(hs, tile_h, overlap_hw, ctx_s, s_scale, False)
+    x_windows = plan_axis(ws, tile_w, overlap_hw, ctx_s, s_scale, False)
+
+    z = vae.unnormalize(latents.to(decoder.conv_in.conv.weight.dtype))
+    dev = torch.device(out_device) if out_device is not None else latents.device
+    if len(t_windows) == len(y_windows) == len(x_windows) == 1:
+        out = decoder(z, timestep, generator).float().to(dev)
+        if progress:
+            progress(1, 1)
+        return out
+
+    scaled_t = _scaled_timestep(decoder, timestep, b, z.device)
+    # Untiled part: conv_in and the blocks before the split (they draw their noise maps as usual).
+    x = decoder.conv_in(z, decoder.causal)
+    x = x.to(next(iter(decoder.up_blocks.parameters())).dtype)  # as Decoder.forward
+    x = _run_blocks(decoder, x, 0, split, scaled_t, generator)  # [B, C_split, fs, hs, ws]
+    del z
+    noise: Any = CroppedNoise(generator, (hs, ws)) if _injects_noise(decoder) else generator
+
+    t_dec, s_dec = decoder_scales(cfg)
+    out = torch.zeros(b, cfg.out_channels, _to_pixel(f, t_dec, True), h * s_dec, w * s_dec, dtype=torch.float32,
+                      device=dev)
+    total = len(t_windows) * len(y_windows) * len(x_windows)
+    done = 0
+    for wt in t_windows:
+        (ta, tb), (t0, t1) = wt.decode, wt.keep
+        w_t = wt.weight.to(device=dev, dtype=torch.float32)[:, None, None]
+        for wy in y_windows:
+            (ya, yb), (y0, y1) = wy.decode, wy.keep
+            w_ty = w_t * wy.weight.to(device=dev, dtype=torch.float32)[None, :, None]
+            for wx in x_windows:
+                (xa, xb), (x0, x1) = wx.decode, wx.keep
+                if isinstance(noise, CroppedNoise):
+                    noise.start(ya, xa, yb - ya, xb - xa)
+                window = x[:, :, ta:tb, ya:yb, xa:xb].contiguous()
+                tile = _run_blocks(decoder, window, split, len(decoder.up_blocks), scaled_t, noise)
+                del window
+                tile = _run_head(decoder, tile, scaled_t)  # [B, 3, F_win, H_win, W_win]
+                tile = tile[
+                    :, :, t0 - wt.offset : t1 - wt.offset, y0 - wy.offset : y1 - wy.offset,
+                    x0 - wx.offset : x1 - wx.offset,
+                ].to(device=dev, dtype=torch.float32)
+                weight = w_ty * wx.weight.to(device=dev, dtype=torch.float32)[None, None, :]
+                out[:, :, t0:t1, y0:y1, x0:x1].addcmul_(tile, weight)
+                del tile
+                done += 1
+                if progress:
+                    progress(done, total)
+    return out
+
+
+# --- memory -------------------------------------------------------------------------------------------------
+
+
+def _walk(
+    config: VAEConfig, batch: int, fhw: Sequence[int], nbytes: int, start: int, stop: int, *,
+    conv_in: bool, head: bool, latent_channels: int,
+) -> tuple[float, float]:
+    """``(peak live bytes, conv work)`` of ``[conv_in] + up_blocks[start:stop] + [head]`` on input ``fhw``.
+
+    Live tensors per block, in units ``U = B*C*F*H*W*bytes`` of the block input (time-padded buffers have
+    2 more frames): resnet C -> C: input, two padded conv buffers and the conv output (the first buffer
+    is released only once the second exists) = ``2 + 2(F+2)/F``; C -> C' adds the LayerNorm copy and the
+    1x1x1 shortcut; upsampler (conv to ``8C/m`` channels, then a depth-to-space copy) = input + conv output
+    + copy = ``1 + 16/m``; conv_in: its input, padded copy and output; head: the padded conv input, then
+    the ``3*p*p``-channel conv output and its un-patchify copy. Work is ``sum C_in*C_out*27*positions``.
+    """
+    first, ops = _ops(config)
+    f, h, w = (int(v) for v in fhw)
+    ch = ops[start].c_in if start < len(ops) else ops[-1].c_out
+
+    def unit(c: int) -> float:
+        return float(batch * c * f * h * w * nbytes)
+
+    peak = work = 0.0
+    if conv_in:
+        peak = 2 * unit(latent_channels) * (f + 2) / f + unit(first)
+        work += latent_channels * first * 27.0 * f * h * w
+        ch = first
+    for op in ops[start:stop]:
+        pad = (f + 2) / f
+        pos = float(f * h * w)
+        if op.kind == "res":
+            peak = max(peak, unit(ch) * (2 + 2 * pad))
+            work += 2 * op.layers * ch * ch * 27 * pos
+        elif op.kind == "res_xy":
+            peak = max(peak, (unit(ch) + unit(op.c_out)) * (1 + pad), 2 * unit(ch) + 2 * unit(op.c_out))
+            work += (ch * op.c_out + op.c_out**2) * 27 * pos + ch * op.c_out * pos
+            ch = op.c_out
+        else:
+            conv = unit(ch) * op.st * op.ss * op.ss * op.c_out / op.c_in
+            peak = max(peak, unit(ch) * (1 + pad) + conv, unit(ch) + 2 * conv)
+            work += ch * (op.st * op.ss * op.ss * op.c_out) * 27 * pos
+            f, h, w = f * op.st - (op.st - 1), h * op.ss, w * op.ss
+            ch = op.c_out
+    if head:
+        out_ch = config.out_channels * config.patch_size**2
+        pad = (f + 2) / f
+        peak = max(peak, unit(ch) * (1 + pad), unit(ch) * pad + 2 * unit(out_ch))
+        work += ch * out_ch * 27.0 * f * h * w
+    return peak, work
+
+
+def _live_bytes(config: VAEConfig, latent_shape: Sequence[int], dtype: torch.dtype) -> float:
+    """Largest sum of simultaneously live activations of one untiled decode (model of :func:`_walk`)."""
+    if len(latent_shape) == 3:
+        latent_shape = (1, config.latent_channels, *latent_shape)
+    b, c, f, h, w = (int(v) for v in latent_shape)
+    nbytes = torch.empty((), dtype=dtype).element_size()
+    n = len(_ops(config)[1])
+    return _walk(config, b, (f, h, w), nbytes, 0, n, conv_in=True, head=True, latent_channels=c)[0]
+
+
+def decode_memory_bytes(
+    config: VAEConfig, latent_shape: Sequence[int], dtype: torch.dtype, factor: float = DECODE_MEMORY_FACTOR
+) -> int:
+    """Estimated peak memory (bytes) of one untiled ``vae.decode`` beyond its weights.
+
+    ``latent_shape``: ``[B, C, f, h, w]`` or ``[f, h, w]`` (batch 1). ``factor`` times the live
+    activations of :func:`_walk`, plus one copy of the largest conv weight (CPU oneDNN reorders weights
+    into a temporary; 216 MiB for the released decoders in bfloat16, negligible next to real decodes).
+    Every released decoder peaks in a resnet of its last stage: ``~4 * 128 * F*H*W/16`` elements (``F,
+    H, W`` the output video size), i.e. ``1.3 * 32 * F*H*W * bytes``: 8.3 GiB at 121x704x1216 in bfloat16.
+    """
+    return int(factor * _live_bytes(config, latent_shape, dtype)) + _largest_weight_bytes(config, dtype)
+
+
+def _largest_weight_bytes(config: VAEConfig, dtype: torch.dtype) -> int:
+    first, ops = _ops(config)
+    nbytes = torch.empty((), dtype=dtype).element_size()
+    sizes = [config.latent_channels * first, config.out_channels * config.patch_size**2 * ops[-1].c_out]
+    for op in ops:
+        sizes.append(op.c_in * op.c_in if op.kind == "res" else op.c_in * op.c_out)
+        if op.kind == "up":
+            sizes.append(op.c_in * op.c_out * op.st * op.ss * op.ss)
+    return 27 * nbytes * max(sizes)
+
+
+def _output_bytes(config: VAEConfig, latent_shape: Sequence[int]) -> int:
+    """The float32 output video of a decode of ``latent_shape`` ``[B, C, f, h, w]``."""
+    b, _, f, h, w = (int(v) for v in latent_shape)
+    t, s = decoder_scales(config)
+    return 4 * b * config.out_channels * _to_pixel(f, t, True) * h * w * s * s
+
+
+class _SplitCosts:
+    """Memory and work model of decodes split at ``split``; :meth:`cost` for one window layout."""
+
+    def __init__(self, config: VAEConfig, latent_shape: Sequence[int], dtype: torch.dtype, split: int,
+                 out_on_device: bool) -> None:
+        b, c, f, h, w = (int(v) for v in latent_shape)
+        self.config, self.split, self.b, self.c = config, split, b, c
+        self.nbytes = torch.empty((), dtype=dtype).element_size()
+        _, ops = _ops(config)
+        self.n = len(ops)
+        self.dims = _split_dims(config, (f, h, w), split)
+        self.t_scale, self.s_scale = split_scales(config, split)
+        ch = ops[split].c_in if split < self.n else ops[-1].c_out
+        prefix, self.prefix_work = _walk(config, b, (f, h, w), self.nbytes, 0, split, conv_in=True, head=False,
+                                         latent_channels=c)
+        self.prefix = DECODE_MEMORY_FACTOR * prefix
+        self.full_suffix_work = _walk(
+            config, b, self.dims, self.nbytes, split, self.n, conv_in=False, head=True, latent_channels=c
+        )[1]
+        self.held = float(b * ch * math.prod(self.dims) * self.nbytes)  # kept while the windows run
+        self.output = _output_bytes(config, latent_shape) if out_on_device else 0
+        self.weight = _largest_weight_bytes(config, dtype)
+
+    def memory(self, window: Sequence[int]) -> int:
+        """Peak with largest window ``window``: the untiled part, or the held split-point activation plus
+        one window's decode and its float32 crop; plus the float32 output if it lives on the device."""
+        suffix, _ = _walk(
+            self.config, self.b, window, self.nbytes, self.split, self.n, conv_in=False, head=True,
+            latent_channels=self.c,
+        )
+        s = self.s_scale
+        frames = _to_pixel(window[0], self.t_scale, True)
+        crop = 4 * self.b * self.config.out_channels * frames * window[1] * s * window[2] * s
+        return int(max(self.prefix, self.held + DECODE_MEMORY_FACTOR * suffix + crop) + self.output + self.weight)
+
+    def work(self, volume_fraction: float, windows: int) -> float:
+        """The untiled part's work plus the tail's, scaled by the decoded volume (context included), plus a
+        fixed cost per window (:data:`WINDOW_OVERHEAD` of a whole decode: launches, copies)."""
+        full = self.prefix_work + self.full_suffix_work
+        return self.prefix_work + self.full_suffix_work * volume_fraction + WINDOW_OVERHEAD * full * windows
+
+
+def tiled_decode_memory_bytes(
+    config: VAEConfig,
+    latent_shape: Sequence[int],
+    dtype: torch.dtype,
+    *,
+    split_block: int | None = None,
+    tile_hw: int | tuple[int, int] = TILE_HW,
+    overlap_hw: int = 0,
+    context_hw: int | None = None,
+    chunk_frames: int = CHUNK_FRAMES,
+    overlap_frames: int = 0,
+    context_frames: int | None = None,
+    out_on_device: bool = True,
+) -> int:
+    """Estimated peak of :func:`tiled_decode` with these settings: the untiled part, or the split-point
+    activation plus the largest window's decode and float32 crop; plus the float32 output when it
+    accumulates on the decoding device."""
+    if len(latent_shape) == 3:
+        latent_shape = (1, config.latent_channels, *latent_shape)
+    split = default_split_block(config) if split_block is None else split_block
+    rt, rs = suffix_receptive_field(config, split)
+    ctx_t = rt if context_frames is None else context_frames
+    ctx_s = rs if context_hw is None else context_hw
+    fs, hs, ws = _split_dims(config, latent_shape[2:], split)
+    tile_h, tile_w = (tile_hw, tile_hw) if isinstance(tile_hw, int) else tile_hw
+    axes = [(fs, chunk_frames, overlap_frames, ctx_t, True), (hs, tile_h, overlap_hw, ctx_s, False),
+            (ws, tile_w, overlap_hw, ctx_s, False)]
+    window, fraction, count = [], 1.0, 1
+    for length, tile, overlap, ctx, temporal in axes:
+        ranges = [_decode_range(s, e, length, ctx, temporal) for s, e in _spans(length, tile, overlap)]
+        window.append(max(bb - aa for aa, bb in ranges))
+        fraction *= sum(bb - aa for aa, bb in ranges) / length
+        count *= len(ranges)
+    if count == 1:  # tiled_decode runs vae.decode, then a float32 copy of its output
+        return decode_memory_bytes(config, latent_shape, dtype) + _output_bytes(config, latent_shape)
+    return _SplitCosts(config, latent_shape, dtype, split, out_on_device).memory(window)
+
+
+def _axis_options(
+    length: int, overlap: int, context: int, temporal: bool, max_windows: int
+) -> list[tuple[int, int, int, float]]:
+    """``(tile, windows, longest decode, decoded length / length)`` for each distinct split of one axis."""
+    seen: dict[int, tuple[int, int, int, float]] = {1: (length, 1, length, 1.0)}
+    for tile in range(length - 1, overlap, -1):
+        spans = _spans(length, tile, overlap)
+        if len(spans) > max_windows:
+            break
+        ranges = [_decode_range(s, e, length, context, temporal) for s, e in spans]
+        option = (tile, len(spans), max(b - a for a, b in ranges), sum(b - a for a, b in ranges) / length)
+        seen.setdefault(len(spans), option)
+    return list(seen.values())
+
+
+def _settings(
+    split: int, tile: tuple[int, int], chunk: int, overlap_s: int, overlap_t: int, ctx_s: int, ctx_t: int,
+    exact: bool,
+) -> dict[str, Any]:
+    return {
+        "split_block": split, "tile_hw": tile, "overlap_hw": overlap_s, "context_hw": None if exact else ctx_s,
+        "chunk_frames": chunk, "overlap_frames": overlap_t, "context_frames": None if exact else ctx_t,
+    }
+
+
+def choose_tiling(
+    config: VAEConfig,
+    latent_shape: Sequence[int],
+    dtype: torch.dtype,
+    budget_bytes: int,
+    *,
+    out_on_device: bool = True,
+    min_windows: int = 1,
+    max_windows_per_axis: int = 12,
+    exact: bool = True,
+) -> dict[str, Any]:
+    """:func:`tiled_decode` keyword arguments that fit ``budget_bytes`` with the least work.
+
+    Tries every split point and every split of time, height and width into at most
+    ``max_windows_per_axis`` windows, with the exact context; keeps the cheapest (convolution work,
+    context included) whose estimate fits, ties to fewer windows. If nothing fits (or ``exact=False``),
+    it retries with smaller, approximate contexts (halved down to 1, blended over 2 positions); as a last
+    resort it returns the option with the smallest estimate.
+    """
+    if len(latent_shape) == 3:
+        latent_shape = (1, config.latent_channels, *latent_shape)
+    shape = tuple(int(v) for v in latent_shape)
+    n = len(_ops(config)[1])
+    smallest: tuple[int, dict[str, Any]] | None = None
+    for divisor in ((1, 2, 4, 8, 16) if exact else (2, 4, 8, 16)):
+        best: tuple[tuple[float, int], dict[str, Any]] | None = None
+        for split in range(n + 1):
+            costs = _SplitCosts(config, shape, dtype, split, out_on_device)
+            rt, rs = suffix_receptive_field(config, split)
+            ctx_t, ctx_s = max(1, rt // divisor), max(1, rs // divisor)
+            overlap_s, overlap_t = (0, 0) if divisor == 1 else (2, 1)
+            axes_args = (overlap_s, overlap_t, ctx_s, ctx_t, divisor == 1)
+            fs, hs, ws = costs.dims
+            t_opts = _axis_options(fs, overlap_t, ctx_t, True, max_windows_per_axis)
+            h_opts = _axis_options(hs, overlap_s, ctx_s, False, max_windows_per_axis)
+            # fewest windows first: memory falls and work rises along the width options
+            w_opts = _axis_options(ws, overlap_s, ctx_s, False, max_windows_per_axis)
+            for tt, nt, lt, ft in t_opts:
+                for th, nh, lh, fh in h_opts:
+                    last = w_opts[-1]
+                    mem_last = costs.memory((lt, lh, last[2]))
+                    if smallest is None or mem_last < smallest[0]:
+                        smallest = (mem_last, _settings(split, (th, last[0]), tt, *axes_args))
+                    if mem_last > budget_bytes:
+                        continue
+                    lo, hi = 0, len(w_opts) - 1  # first width option that fits (memory is monotone)
+                    while lo < hi:
+                        mid = (lo + hi) // 2
+                        if costs.memory((lt, lh, w_opts[mid][2])) <= budget_bytes:
+                            hi = mid
+                        else:
+                            lo = mid + 1
+                    while lo < len(w_opts) and nt * nh * w_opts[lo][1] < min_windows:
+                        lo += 1
+                    if lo == len(w_opts):
+                        continue
+                    tw, nw, _, fw = w_opts[lo]
+                    key = (costs.work(ft * fh * fw, nt * nh * nw), nt * nh * nw)
+                    if best is None or key < best[0]:
+                        best = (key, _settings(split, (th, tw), tt, *axes_args))
+        if best is not None:
+            return best[1]
+    assert smallest is not None
+    return smallest[1]
+
+
+# --- the switch ---------------------------------------------------------------------------------------------
+
+
+def should_tile(mode: TileMode, estimate: int, free_bytes: int, safety: float = DEFAULT_SAFETY) -> bool:
+    """``"on"`` / ``"off"`` force it; ``"auto"`` tiles when ``estimate > safety * free_bytes``."""
+    if mode == "on":
+        return True
+    if mode == "off":
+        return False
+    if mode == "auto":
+        return estimate > safety * free_bytes
+    raise ValueError(f"unknown VAE tiling mode {mode!r} (use auto, on or off)")
+
+
+def plan_decode(
+    config: VAEConfig,
+    latent_shape: Sequence[int],
+    dtype: torch.dtype,
+    mode: TileMode,
+    free_bytes: int,
+    *,
+    safety: float = DEFAULT_SAFETY,
+    out_on_device: bool = True,
+) -> dict[str, Any] | None:
+    """How to decode: ``None`` for a plain ``vae.decode``, else :func:`tiled_decode` keyword arguments.
+
+    ``off``: never tile. ``auto``: tile only when :func:`decode_memory_bytes` exceeds ``safety *
+    free_bytes``, with the cheapest exact plan that fits (approximate only if no exact one does). ``on``:
+    always tile (at least two windows, at most half the untiled estimate).
+    """
+    estimate = decode_memory_bytes(config, latent_shape, dtype)
+    if not should_tile(mode, estimate, free_bytes, safety):
+        return None
+    budget = int(safety * free_bytes)
+    if mode == "on":
+        budget = min(budget, estimate // 2)
+    return choose_tiling(config, latent_shape, dtype, budget, out_on_device=out_on_device, min_windows=2)
+
+
+def free_memory_bytes(device: torch.device | str) -> int:
+    """Memory a decode on ``device`` can still allocate.
+
+    CUDA: the driver's free memory plus what PyTorch's caching allocator holds but does not use.
+    CPU: ``MemAvailable`` from /proc/meminfo, else available physical pages (``os.sysconf``).
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        return int(free + torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev))
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62  # unknown: never tile automatically
+
+
+__all__ = [
+    "DECODE_MEMORY_FACTOR", "DEFAULT_SAFETY", "AxisWindow", "CroppedNoise", "TileMode", "choose_tiling",
+    "decode_memory_bytes", "decoder_receptive_field", "decoder_scales", "default_split_block",
+    "free_memory_bytes", "plan_axis", "plan_decode", "should_tile", "split_scales", "suffix_receptive_field", "tiled_decode",
+    "tiled_decode_memory_bytes",
+]

@@ -1,0 +1,193 @@
+"""Offload modes: same outputs as no offload, hooks really run, modules come back unchanged.
+
+CPU only: ``device="cpu"`` exercises the hook and swap machinery (copies are no-ops there); the ``meta``
+device stands in for a second device to check that tensors really move and come back.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from ltxcli.models.configs import TransformerConfig
+from ltxcli.models.rope import latent_coords, pixel_coords
+from ltxcli.models.transformer import LTXVideoTransformer, STGMode
+from ltxcli.models.vae import CausalVideoVAE
+from ltxcli.offload import (
+    Offload,
+    SequentialOffload,
+    enable_sequential_offload,
+    free_text_encoder,
+    is_freed,
+    on_device,
+    stage,
+)
+from ltxcli.tiny import tiny_vae_config
+
+CFG = TransformerConfig(
+    num_attention_heads=2, attention_head_dim=8, num_layers=3, in_channels=8, out_channels=8,
+    cross_attention_dim=16, caption_channels=12,
+)
+
+
+def randomised_transformer() -> LTXVideoTransformer:
+    torch.manual_seed(0)
+    model = LTXVideoTransformer(CFG).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return model
+
+
+def transformer_inputs() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(2)
+    f, h, w = 2, 2, 3
+    grid = pixel_coords(latent_coords(f, h, w), causal_fix=True)[None].float()
+    grid[:, 0] /= 25.0
+    return {
+        "x": torch.randn(3, f * h * w, 8, generator=g),
+        "ctx": torch.randn(3, 5, 12, generator=g),
+        "t": torch.rand(3, generator=g),
+        "mask": torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]]),
+        "grid": grid.expand(3, -1, -1),
+    }
+
+
+def run(model: LTXVideoTransformer, inp: dict[str, torch.Tensor]) -> torch.Tensor:
+    skip = torch.ones(CFG.num_layers, 3)
+    skip[1, 2] = 0  # STG on block 1 for the last batch element: every block still runs
+    return model(
+        inp["x"], inp["ctx"], inp["t"], indices_grid=inp["grid"], encoder_attention_mask=inp["mask"],
+        skip_layer_mask=skip, skip_layer_strategy=STGMode.ATTENTION_VALUES,
+    )
+
+
+def snapshot(module: nn.Module) -> dict[str, tuple[int, torch.Tensor]]:
+    return {k: (id(v), v.clone()) for k, v in [*module.named_parameters(), *module.named_buffers()]}
+
+
+def assert_unchanged(module: nn.Module, before: dict[str, tuple[int, torch.Tensor]]) -> None:
+    after = dict([*module.named_parameters(), *module.named_buffers()])
+    assert after.keys() == before.keys()
+    for k, (ident, value) in before.items():
+        assert id(after[k]) == ident, f"{k} was replaced"
+        assert after[k].device.type == "cpu"
+        assert torch.equal(after[k], value), f"{k} changed"
+
+
+def test_sequential_offload_is_bit_identical_and_hooks_run() -> None:
+    model = randomised_transformer()
+    inp = transformer_inputs()
+    before = snapshot(model)
+    with torch.inference_mode():
+        ref = run(model, inp)
+        handle = enable_sequential_offload(model, "cpu")
+        assert isinstance(handle, SequentialOffload)
+        seen: list[int] = []
+
+        # A probe behind the offload pre-hook: the block's own weights are what it computes with.
+        def probe(i: int):
+            def hook(module: nn.Module, args: object) -> None:
+                seen.append(i)
+                assert module.attn1.to_q.weight.device.type == "cpu"
+
+            return hook
+
+        probes = [b.register_forward_pre_hook(probe(i)) for i, b in enumerate(model.transformer_blocks)]
+        out1 = run(model, inp)
+        out2 = run(model, inp)
+        for p in probes:
+            p.remove()
+    assert torch.equal(out1, ref) and torch.equal(out2, ref)
+    assert handle.loads == handle.releases == 2 * CFG.num_layers
+    assert seen == [0, 1, 2, 0, 1, 2]
+    handle.remove()
+    with torch.inference_mode():
+        assert torch.equal(run(model, inp), ref)
+    assert handle.loads == 2 * CFG.num_layers  # hooks gone
+    assert_unchanged(model, before)
+
+
+def test_sequential_offload_releases_after_an_exception() -> None:
+    class Boom(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("boom")
+
+    model = nn.Sequential(nn.Linear(3, 3), Boom())
+    handle = enable_sequential_offload(model, "cpu", blocks=list(model))
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="boom"):
+        model(torch.randn(2, 3))
+    assert handle.loads == handle.releases == 2
+    handle.remove()
+
+
+def test_sequential_offload_of_the_vae_decoder() -> None:
+    torch.manual_seed(0)
+    vae = CausalVideoVAE(tiny_vae_config()).eval()
+    z = torch.randn(1, vae.latent_channels, 2, 1, 1, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        ref = vae.decode(z, 0.05)
+        handle = enable_sequential_offload(vae.decoder, "cpu")
+        out = vae.decode(z, 0.05)
+    assert torch.equal(out, ref)
+    assert handle.loads == handle.releases == len(vae.decoder.up_blocks)
+    handle.remove()
+
+
+def test_on_device_moves_and_restores() -> None:
+    model = randomised_transformer()
+    model.register_buffer("extra", torch.arange(3.0))
+    before = snapshot(model)
+    with torch.inference_mode(), on_device(model, "meta") as m:
+        assert m is model
+        devices = {t.device.type for t in [*model.parameters(), *model.buffers()]}
+        assert devices == {"meta"}
+        assert isinstance(model.patchify_proj.weight, nn.Parameter)
+    assert_unchanged(model, before)
+    # An exception inside the block restores too.
+    with pytest.raises(KeyError), on_device(model, "meta"):
+        raise KeyError("boom")
+    assert_unchanged(model, before)
+
+
+def test_model_offload_stage_is_bit_identical() -> None:
+    model = randomised_transformer()
+    inp = transformer_inputs()
+    with torch.inference_mode():
+        ref = run(model, inp)
+        with stage(model, "cpu", Offload.MODEL):
+            out = run(model, inp)
+        with stage(model, "cpu", "none") as m:
+            assert m is model
+            out_none = run(model, inp)
+    assert torch.equal(out, ref) and torch.equal(out_none, ref)
+
+
+def test_on_device_keeps_shared_tensors_shared() -> None:
+    lin = nn.Linear(3, 3)
+    tied = nn.Sequential(lin, nn.ReLU(), lin)
+    with on_device(tied, "meta"):
+        assert tied[0].weight is tied[2].weight
+        assert tied[0].weight.device.type == "meta"
+    assert tied[0].weight is lin.weight and lin.weight.device.type == "cpu"
+
+
+def test_free_text_encoder() -> None:
+    class Wrapper:
+        def __init__(self) -> None:
+            self.model = nn.Linear(4, 4)
+
+    te = Wrapper()
+    assert not is_freed(te)
+    free_text_encoder(te)
+    assert is_freed(te)
+    assert all(p.device.type == "meta" for p in te.model.parameters())
+
+
+def test_offload_enum() -> None:
+    assert [o.value for o in Offload] == ["none", "model", "sequential"]
+    assert Offload("sequential") is Offload.SEQUENTIAL
+    with pytest.raises(ValueError):
+        Offload("cpu")
