@@ -64,6 +64,8 @@ def load_pipeline(
     weights_dir: PathLike | None = None,
     attention: str = "auto",
     compile: bool = False,
+    offload: str = "none",
+    vae_tiling: str = "auto",
 ) -> Pipeline:
     """Load a model for generation.
 
@@ -75,8 +77,12 @@ def load_pipeline(
     matmuls (GPUs of compute capability 8.9+), keeping an fp8 checkpoint's weights as stored. ``attention``:
     ``auto`` or an explicit kernel (``sdpa``, ``flash3``, ``flash2``, ``sage``, ``math``); an unavailable explicit
     choice raises :class:`ltxcli.kernels.KernelUnavailableError`. ``compile``: compile the transformer block by block.
+    ``offload``: ``none`` (everything on the device), ``model`` (each stage on the device only while it runs) or
+    ``sequential`` (transformer and VAE-decoder blocks streamed one at a time). ``vae_tiling``: ``auto`` (tile the
+    decode only when it would not fit), ``on`` or ``off``.
     """
     from . import kernels
+    from .offload import Offload
 
     dev = resolve_device(device)
     fp8 = isinstance(dtype, str) and dtype in FP8_NAMES
@@ -85,11 +91,37 @@ def load_pipeline(
     dt = resolve_dtype(dtype, dev)
     # Fail on an unavailable kernel before any weights are read.
     backend = kernels.resolve_attention_backend(attention, dev, dt)
-    pipe = _load(model, text_encoder, upsampler, dev, dt, weights_dir, fp8)
+    try:
+        mode = Offload(offload)
+    except ValueError:
+        raise ValueError(f"offload={offload!r} must be none, model or sequential") from None
+    if vae_tiling not in ("auto", "on", "off"):
+        raise ValueError(f"vae_tiling={vae_tiling!r} must be auto, on or off")
+    # With offload, weights are loaded to (pinned) host memory and visit the device stage by stage.
+    load_dev = dev if mode is Offload.NONE else torch.device("cpu")
+    pipe = _load(model, text_encoder, upsampler, load_dev, dt, weights_dir, fp8)
+    pipe._device = dev
+    pipe.vae_tiling = vae_tiling
+    if mode is not Offload.NONE:
+        _apply_offload(pipe, dev, mode)
     kernels.set_attention_backend(pipe.transformer, backend)
     if compile:
         kernels.compile_blocks(pipe.transformer, kernels.CompileConfig())
     return pipe
+
+
+def _apply_offload(pipe: Pipeline, dev: torch.device, mode: object) -> None:
+    from .offload import Offload, enable_sequential_offload, pin_module
+
+    for module in (pipe.transformer, pipe.vae, pipe.upsampler, getattr(pipe.text_encoder, "model", None)):
+        if module is not None:
+            pin_module(module)
+    # The latent statistics are tiny and used around every stage (normalise / un-normalise): keep them resident.
+    pipe.vae.per_channel_statistics.to(dev)
+    if mode is Offload.SEQUENTIAL:
+        enable_sequential_offload(pipe.transformer, dev)
+        enable_sequential_offload(pipe.vae.decoder, dev)
+    pipe.offload = Offload(mode)
 
 
 def _load(

@@ -9,6 +9,7 @@ generator), and conditioning media are encoded to their posterior mode instead o
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import secrets
@@ -126,7 +127,12 @@ class Pipeline:
         allowed_inference_steps: Sequence[float] | None = None,
         upsampler: nn.Module | None = None,
         name: str = "",
+        device: torch.device | None = None,
+        offload: str = "none",
+        vae_tiling: str = "auto",
     ) -> None:
+        from .offload import Offload
+
         self.transformer = transformer
         self.vae = vae
         self.text_encoder = text_encoder
@@ -136,10 +142,28 @@ class Pipeline:
         self.scheduler = scheduler or SchedulerConfig()
         self.allowed_inference_steps = tuple(allowed_inference_steps) if allowed_inference_steps else None
         self.name = name
+        # Under offload the weights live on the host, so the execution device is stored, not inferred.
+        self._device = device
+        self.offload = Offload(offload)
+        if vae_tiling not in ("auto", "on", "off"):
+            raise ValueError(f"vae_tiling={vae_tiling!r} must be auto, on or off")
+        self.vae_tiling = vae_tiling
 
     @property
     def device(self) -> torch.device:
-        return self.transformer.patchify_proj.weight.device
+        return self._device or self.transformer.patchify_proj.weight.device
+
+    def _stage(self, module: Any, *, streamed: bool = False):  # -> context manager
+        """The context a stage runs in: with offload, its weights are on the device only while it runs.
+
+        ``streamed`` modules (the transformer and the VAE decoder) stream their blocks themselves under
+        sequential offload (forward hooks), so there they need no stage.
+        """
+        from .offload import Offload, on_device
+
+        if module is None or self.offload is Offload.NONE or (streamed and self.offload is Offload.SEQUENTIAL):
+            return contextlib.nullcontext(module)
+        return on_device(module, self.device)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -163,7 +187,8 @@ class Pipeline:
 
     def _encode_pixels(self, pixels: Tensor) -> Tensor:
         vae_dtype = self.vae.decoder.conv_in.conv.weight.dtype
-        return self.vae.encode(pixels.to(device=self.device, dtype=vae_dtype))
+        with self._stage(self.vae.encoder):
+            return self.vae.encode(pixels.to(device=self.device, dtype=vae_dtype))
 
     def decode(
         self, latents: Tensor, *, timestep: float | None = None, noise_scale: float = 0.0, seed: int | None = None
@@ -195,7 +220,17 @@ class Pipeline:
                 latents = latents * (1 - noise_scale) + noise * noise_scale
             t = timestep
         latents = sampling.tone_map(latents, tone_map)
-        video = self.vae.decode(latents, timestep=t, generator=gen)
+        from .vae_tiling import free_memory_bytes, plan_decode, tiled_decode
+
+        vae_dtype = self.vae.decoder.conv_in.conv.weight.dtype
+        with self._stage(self.vae.decoder, streamed=True):
+            # Free memory is measured with the decoder resident, so the plan accounts for its weights.
+            plan = plan_decode(self.vae.config, tuple(latents.shape), vae_dtype, self.vae_tiling,
+                               free_memory_bytes(self.device), out_on_device=False)
+            if plan is None:
+                video = self.vae.decode(latents, timestep=t, generator=gen)
+            else:
+                video = tiled_decode(self.vae, latents, timestep=t, generator=gen, out_device="cpu", **plan)
         return (video.float() / 2 + 0.5).clamp(0, 1)
 
     # --- prompts ------------------------------------------------------------------------------------------
@@ -350,7 +385,8 @@ class Pipeline:
             t0 = time.perf_counter()
             if progress:
                 progress("text", 0, 1)
-            text, text_mask = self._encode_prompts(prompt, negative_prompt, need_negative)
+            with self._stage(getattr(self.text_encoder, "model", None)):
+                text, text_mask = self._encode_prompts(prompt, negative_prompt, need_negative)
             if progress:
                 progress("text", 1, 1)
             timings["text_encoding_s"] = time.perf_counter() - t0
@@ -364,17 +400,21 @@ class Pipeline:
                 w1 -= w1 % 32
                 if h1 < 32 or w1 < 32:
                     raise ValueError(f"downscale_factor={factor} leaves no first-pass size for {ph}x{pw}")
-                lat1 = self._denoise(passes[0], text, text_mask, h1, w1, pf, frame_rate, prepared, None, None,
-                                     gen, stochastic, image_cond_noise_scale, mode, progress)
-                up = self.vae.normalize(self.upsampler(self.vae.unnormalize(lat1)))
+                with self._stage(self.transformer, streamed=True):
+                    lat1 = self._denoise(passes[0], text, text_mask, h1, w1, pf, frame_rate, prepared, None, None,
+                                         gen, stochastic, image_cond_noise_scale, mode, progress)
+                with self._stage(self.upsampler):
+                    up = self.vae.normalize(self.upsampler(self.vae.unnormalize(lat1)))
                 from .models.upsampler import adain
 
                 up = adain(up, lat1)
-                latents = self._denoise(passes[1], text, text_mask, 2 * h1, 2 * w1, pf, frame_rate, prepared, up,
-                                        None, gen, stochastic, image_cond_noise_scale, mode, progress)
+                with self._stage(self.transformer, streamed=True):
+                    latents = self._denoise(passes[1], text, text_mask, 2 * h1, 2 * w1, pf, frame_rate, prepared,
+                                            up, None, gen, stochastic, image_cond_noise_scale, mode, progress)
             else:
-                latents = self._denoise(passes[0], text, text_mask, ph, pw, pf, frame_rate, prepared, None, noise,
-                                        gen, stochastic, image_cond_noise_scale, mode, progress)
+                with self._stage(self.transformer, streamed=True):
+                    latents = self._denoise(passes[0], text, text_mask, ph, pw, pf, frame_rate, prepared, None,
+                                            noise, gen, stochastic, image_cond_noise_scale, mode, progress)
             timings["denoise_s"] = self._elapsed(t0)
 
             t0 = time.perf_counter()

@@ -191,3 +191,20 @@ def test_offload_enum() -> None:
     assert Offload("sequential") is Offload.SEQUENTIAL
     with pytest.raises(ValueError):
         Offload("cpu")
+
+
+@pytest.mark.parametrize(("offload", "tiling"), [("model", "off"), ("sequential", "off"), ("none", "on"),
+                                                 ("sequential", "on")])
+def test_pipeline_offload_and_tiling_match_plain_run(offload, tiling):
+    """Through load_pipeline + generate (i2v, CFG+STG): same latents bit for bit, video within 1e-6."""
+    import ltxcli
+    from ltxcli.pipeline import Condition
+
+    image = torch.rand(1, 128, 192, 3, generator=torch.Generator().manual_seed(0))
+    kwargs = dict(seed=5, conditions=[Condition(image, 0, 1.0)], num_frames=9)
+    ref = ltxcli.load_pipeline("tiny", offload="none", vae_tiling="off").generate("a cat", **kwargs)
+    pipe = ltxcli.load_pipeline("tiny", offload=offload, vae_tiling=tiling)
+    res = pipe.generate("a cat", **kwargs)
+    assert pipe.offload.value == offload
+    assert torch.equal(res.latents, ref.latents)
+    assert (res.video - ref.video).abs().max().item() <= 1e-6
