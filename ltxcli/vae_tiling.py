@@ -739,9 +739,20 @@ def plan_decode(
     if not should_tile(mode, estimate, free_bytes, safety):
         return None
     budget = int(safety * free_bytes)
-    if mode == "on":
-        budget = min(budget, estimate // 2)
-    return choose_tiling(config, latent_shape, dtype, budget, out_on_device=out_on_device, min_windows=2)
+    if mode != "on":
+        return choose_tiling(config, latent_shape, dtype, budget, out_on_device=out_on_device, min_windows=2)
+    # "on": prefer an exact plan at half the untiled estimate, then any exact plan of two or more windows;
+    # small decodes may have no exact plan at all, and an explicit request never buys an approximate decode
+    # that the memory does not require.
+    for target in (min(budget, estimate // 2), budget):
+        plan = choose_tiling(config, latent_shape, dtype, target, out_on_device=out_on_device, min_windows=2)
+        if _is_exact(plan):
+            return plan
+    return None if estimate <= budget else plan
+
+
+def _is_exact(plan: dict[str, Any]) -> bool:
+    return plan.get("context_hw") is None and plan.get("context_frames") is None
 
 
 def free_memory_bytes(device: torch.device | str) -> int:

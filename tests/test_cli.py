@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 import ltxcli
 from ltxcli import media
-from ltxcli.cli import app, metrics
+from ltxcli.cli import app, metrics, preflight
 from ltxcli.cli import common as cli_common
 from ltxcli.cli import generate as cli_generate
 
@@ -53,7 +53,8 @@ def one_thread() -> Any:
 
 def tiny_pipeline() -> Any:
     """The instance ``ltx generate --model tiny`` gets in these tests (same arguments as the CLI passes)."""
-    return _cached_load("tiny", text_encoder=None, upsampler=None, device=None, dtype=None, weights_dir=None)
+    return _cached_load("tiny", text_encoder=None, upsampler=None, device=None, dtype=None, weights_dir=None,
+                        attention="auto", compile=False, offload="none", vae_tiling="auto")
 
 
 @pytest.fixture(autouse=True)
@@ -517,3 +518,191 @@ def test_generate_pulls_a_registry_model_then_runs(hub: Any, cli_env: Path) -> N
              "--stg-scale", "0", "--seed", "2", "-o", "file.mp4", *SMALL)
     assert r2.exit_code == 0, r2.stderr
     assert probe(cli_env / "file.mp4")["record"]["model"] == "ckpt.safetensors"
+
+
+# --------------------------------------------------------------------- kernels, offload, tiling, memory hints
+
+
+def _pngs(folder: Path) -> torch.Tensor:
+    return media.to_uint8(torch.cat([media.load_image(p) for p in sorted(folder.glob("frame_*.png"))]))
+
+
+def assert_codes_match(codes: torch.Tensor, reference: torch.Tensor, tol: float = 1e-5) -> int:
+    """8-bit ``codes`` are the rounding of a video within ``tol`` (in [0, 1]) of the float ``reference``: equal to
+    its codes except where ``reference`` lies within ``tol`` of a rounding boundary, where they may be one off.
+    Returns how many codes differ."""
+    expected = media.to_uint8(reference)
+    assert codes.shape == expected.shape
+    diff = (codes.int() - expected.int()).abs()
+    scaled = reference.clamp(0, 1) * 255
+    near = (scaled - scaled.floor() - 0.5).abs() <= tol * 255
+    assert int(diff.max()) <= 1 and bool((near | (diff == 0)).all()), int((diff > 0).sum())
+    return int((diff > 0).sum())
+
+
+def test_offload_tiling_attention_reach_load_pipeline_and_keep_the_frames(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--offload sequential --vae-tiling on --attention sdpa reach load_pipeline, the decode is tiled, and the
+    PNG frames equal a plain run's code for code (offload moves weights only; tiling is exact by default)."""
+    from ltxcli import kernels, vae_tiling
+
+    calls: list[dict[str, Any]] = []
+    tiled: list[int] = []
+    real_tiled = vae_tiling.tiled_decode
+
+    def tiled_decode(*args: Any, **kwargs: Any) -> Any:
+        tiled.append(1)
+        return real_tiled(*args, **kwargs)
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return _cached_load(*args, **{**kwargs, "compile": False})  # --compile is checked for arrival only
+
+    monkeypatch.setattr(vae_tiling, "tiled_decode", tiled_decode)
+    monkeypatch.setattr(cli_generate, "load_pipeline", load)
+    # 128 x 192: large enough for an exact tiling plan with two windows (at 64 x 96, `on` must approximate)
+    common = ["--model", "tiny", "--seed", "5", "--steps", "2", "--json", "--height", "128", "--width", "192",
+              "--num-frames", "9"]
+    r = ltx("generate", "a cat", "--frames-dir", "low", "--offload", "sequential", "--vae-tiling", "on",
+            "--attention", "sdpa", *common)
+    assert r.exit_code == 0, r.stderr
+    (obj,) = json_lines(r.stdout)
+    assert {k: calls[-1][k] for k in ("attention", "compile", "offload", "vae_tiling")} == {
+        "attention": "sdpa", "compile": False, "offload": "sequential", "vae_tiling": "on"}
+    assert (obj["settings"]["offload"], obj["settings"]["vae_tiling"]) == ("sequential", "on")
+    assert obj["kernels"]["attention"]["requested"] == "sdpa" and obj["kernels"]["fp8_linear_layers"] == 0
+    assert tiled == [1]
+
+    plain = ltx("generate", "a cat", "--frames-dir", "plain", "--vae-tiling", "off", *common)
+    assert plain.exit_code == 0, plain.stderr
+    assert calls[-1]["offload"] == "none" and calls[-1]["vae_tiling"] == "off" and tiled == [1]
+    # offload is bit-exact; the tiled decode agrees to ~1e-6, which may flip a code at a rounding boundary
+    expected = tiny_pipeline().generate("a cat", seed=5, steps=2, height=128, width=192, num_frames=9).video
+    assert torch.equal(_pngs(cli_env / "plain"), media.to_uint8(expected))
+    flipped = assert_codes_match(_pngs(cli_env / "low"), expected)
+    print(f"offload sequential + tiled decode vs plain: {flipped} of {expected.numel()} codes one off at a boundary")
+
+    monkeypatch.setattr(kernels, "compile_available", lambda device: (True, "test"))
+    c = ltx("generate", "a cat", "-o", "c.mp4", "--compile", "--offload", "model", *common)
+    assert c.exit_code == 0, c.stderr
+    assert calls[-1]["compile"] is True and calls[-1]["offload"] == "model" and calls[-1]["vae_tiling"] == "auto"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without these kernels")
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--attention", "flash3"], "flash3 needs the flash_attn_interface package"),
+        (["--attention", "sage"], "sage needs the sageattention package"),
+        (["--dtype", "fp8"], "--dtype fp8 needs an NVIDIA GPU with compute capability 8.9+"),
+        (["--compile"], "--compile: no compiler here"),
+        (["--attention", "nope"], "'nope' is not one of"),
+        (["--offload", "disk"], "'disk' is not one of"),
+        (["--vae-tiling", "maybe"], "'maybe' is not one of"),
+    ],
+)
+def test_unavailable_kernels_exit_2_before_anything_loads(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], needle: str
+) -> None:
+    from ltxcli import kernels
+
+    loads: list[Any] = []
+    monkeypatch.setattr(cli_generate, "load_pipeline", lambda *a, **k: loads.append(a))
+    monkeypatch.setattr(kernels, "compile_available", lambda device: (False, "no compiler here"))
+    # the default model: an unavailable kernel is refused before anything is downloaded (offline would exit 3)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    line = assert_one_error_line(ltx("generate", "a cat", "-o", "o.mp4", *args), 2)
+    assert needle in line, line
+    assert loads == [] and not (cli_env / "o.mp4").exists()
+    assert not any((cli_env / "weights").iterdir())
+
+
+def test_memory_hint_suggests_vae_tiling_then_auto_fits(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the CPU the tiny model's peak is its decode: with the untiled decode just above the free memory the line
+    suggests --vae-tiling on (offloading saves nothing on a CPU and is not offered); the default --vae-tiling
+    auto tiles that decode and runs."""
+    from ltxcli.cli.resolve import resolve_model
+    from ltxcli.vae_tiling import decode_memory_bytes
+
+    _, vcfg, wb = cli_generate.model_memory(resolve_model("tiny", None), te_path=None, up_path=None,
+                                               weights_dir=None, dtype=torch.float32)
+    untiled = decode_memory_bytes(vcfg, (1, vcfg.latent_channels, 3, 4, 6), torch.float32)  # 128x192x17
+    free = wb + untiled * 9 // 10
+    monkeypatch.setattr(preflight, "free_memory_bytes", lambda device: free)
+    args = ["generate", "a cat", "--model", "tiny", "--height", "128", "--width", "192", "--num-frames", "17",
+            "--steps", "1", "-o", "o.mp4"]
+    line = assert_one_error_line(ltx(*args, "--vae-tiling", "off"), 5)
+    assert "try --vae-tiling on, which needs about" in line and "tiled decoding" in line
+    assert "--offload" not in line and "or a smaller size, e.g. --height" in line
+    ok = ltx(*args)
+    assert ok.exit_code == 0, ok.stderr
+    assert probe(cli_env / "o.mp4")["frames"] == 17
+
+
+def test_memory_preflight_counts_offloaded_stages_and_suggests_offload(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU (estimated, nothing runs on it): weights per stage from the tiny modules themselves, and a free
+    memory that holds the transformer stage but not every weight gets `try --offload model`."""
+    from ltxcli.cli.resolve import resolve_model
+
+    tiny = tiny_pipeline()
+
+    def nbytes(module: Any) -> int:
+        return sum(t.numel() * 4 for t in module.state_dict().values())
+
+    stats = nbytes(tiny.vae.per_channel_statistics)
+    everything = nbytes(tiny.transformer) + nbytes(tiny.vae)
+    block = max(nbytes(b) for b in tiny.transformer.transformer_blocks)
+    up_block = max(nbytes(b) for b in tiny.vae.decoder.up_blocks)
+    resident = (nbytes(tiny.transformer) - sum(nbytes(b) for b in tiny.transformer.transformer_blocks)
+                + nbytes(tiny.vae.decoder) - sum(nbytes(b) for b in tiny.vae.decoder.up_blocks) + stats)
+
+    ref = resolve_model("tiny", None)
+    tcfg, vcfg, total, parts = cli_generate.model_weights(ref, te_path=None, up_path=None, weights_dir=None,
+                                                          dtype=torch.float32)
+    assert total == parts.total == everything
+    item = cli_generate.Item(index=0, prompt="x", seed=0, height=64, width=96, num_frames=9, frame_rate=24)
+
+    def est(offload: str) -> Any:
+        return cli_generate.item_estimator(item, ref.preset, tcfg, vcfg, weights_bytes=total, dtype=torch.float32,
+                                           parts=parts, offload=offload, vae_tiling="off")(64, 96, 9)
+
+    none, model, seq = est("none"), est("model"), est("sequential")
+    assert none.peak_bytes == everything + max(none.transformer_bytes, none.vae_bytes)
+    assert model.weights_bytes == nbytes(tiny.transformer) + stats
+    assert model.decode_weights_bytes == nbytes(tiny.vae.decoder) + stats
+    assert (seq.weights_bytes, seq.decode_weights_bytes) == (resident + 2 * block, resident + 2 * up_block)
+    assert seq.peak_bytes < model.peak_bytes < none.peak_bytes
+
+    free = (model.peak_bytes + none.peak_bytes) // 2
+    monkeypatch.setattr(preflight, "free_memory_bytes", lambda device: free)
+    opts = cli_generate.Options(vae_tiling="off")
+    with pytest.raises(cli_common.CliError) as err:
+        cli_generate.check_memory([item], [{}], ref, opts, te_path=None, up_path=None, device=torch.device("cuda"),
+                                  dtype=torch.float32)
+    assert err.value.code == 5
+    msg = str(err.value)
+    assert "on cuda but" in msg and "try --offload model, which needs about" in msg, msg
+    # the same estimate on the CPU: offloading keeps every weight in the same memory, so it is not offered
+    with pytest.raises(cli_common.CliError) as err:
+        cli_generate.check_memory([item], [{}], ref, opts, te_path=None, up_path=None, device=torch.device("cpu"),
+                                  dtype=torch.float32)
+    assert "--offload" not in str(err.value)
+    cli_generate.check_memory([item], [{}], ref, cli_generate.Options(vae_tiling="off", offload="model"),
+                              te_path=None, up_path=None, device=torch.device("cuda"), dtype=torch.float32)
+
+
+def test_gpus_option_is_checked_in_process(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "--gpus 0 must be at least 1" in assert_one_error_line(
+        ltx("generate", "a cat", "--model", "tiny", "--gpus", "0", "-o", "o.mp4"), 2)
+    # --gpus 1: this process runs it, no torchrun
+    monkeypatch.setattr(cli_generate, "_launch", lambda *a: pytest.fail("--gpus 1 must not launch torchrun"))
+    r = ltx("generate", "a cat", "--model", "tiny", "--gpus", "1", "--steps", "1", "-o", "o.mp4", *SMALL)
+    assert r.exit_code == 0, r.stderr
+    # under torchrun already: refused, not nested
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", "--gpus", "2", "-o", "p.mp4"), 2)
+    assert "inside torchrun" in line
+    assert cli_generate.strip_option(["generate", "--gpus", "2", "x", "--gpus=3", "-o", "a", "--", "--gpus", "4"],
+                                     "--gpus") == ["generate", "x", "-o", "a", "--", "--gpus", "4"]

@@ -8,12 +8,14 @@ anything a user can cause ends in ONE line on stderr and an exit code from :data
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import math
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,7 +42,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_USAGE: "usage: bad option or size, unknown model, output exists",
     EXIT_WEIGHTS: "weights missing and not downloadable (offline, network, gated)",
     EXIT_CHECKSUM: "checksum mismatch of downloaded weights",
-    EXIT_OOM: "out of memory or would not fit (try a smaller size or fewer frames)",
+    EXIT_OOM: "out of memory or would not fit (try --offload model, --vae-tiling on, or a smaller size or fewer frames)",
     EXIT_INPUT: "input media or checkpoint unreadable (missing, corrupt)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); partial outputs are removed",
 }
@@ -53,6 +55,36 @@ def exit_codes_epilog() -> str:
 
 
 DEBUG_ENV = "LTX_DEBUG"
+#: Where ``ltx generate --gpus N`` asks its torchrun workers to record their exit codes (one file per rank).
+RANK_STATUS_ENV = "LTX_RANK_STATUS_DIR"
+
+# This process's place in a multi-process run: the label that starts its error lines, and its rank.
+_RANK: dict[str, Any] = {"label": "", "rank": None}
+# The arguments of this invocation (after the program name), as the root group received them.
+_ARGS: list[str] = []
+
+
+def set_rank(label: str, rank: int | None) -> None:
+    """Mark this process as one rank of a multi-process run (``label`` prefixes its error lines)."""
+    _RANK["label"], _RANK["rank"] = label, rank
+
+
+def rank_label() -> str:
+    return str(_RANK["label"])
+
+
+def invocation_args() -> list[str]:
+    """The command line of this invocation without the program name (``generate "a cat" --gpus 2 ...``)."""
+    return list(_ARGS)
+
+
+def _record_status(code: int) -> None:
+    """A ``--gpus`` worker leaves its exit code for the launching process (torchrun reports only 1)."""
+    folder, rank = os.environ.get(RANK_STATUS_ENV), os.environ.get("RANK")
+    if not folder or rank is None or not rank.isdigit():
+        return
+    with contextlib.suppress(OSError):
+        Path(folder, f"rank-{rank}").write_text(f"{code} {time.time()}")
 
 
 class CliError(Exception):
@@ -71,28 +103,38 @@ def usage_error(message: str) -> NoReturn:
 
 
 class Output:
-    """Where a command writes: ``data``/``json`` to stdout, ``info``/``warn`` to stderr."""
+    """Where a command writes: ``data``/``json`` to stdout, ``info``/``warn`` to stderr.
 
-    def __init__(self, *, json_mode: bool = False, quiet: bool = False) -> None:
+    For the ranks of a multi-process run: ``stdout=False`` drops the data lines (another rank prints them),
+    ``progress=False`` shows no progress bars, ``prefix`` starts every message (``[rank 1/2 host]``)."""
+
+    def __init__(self, *, json_mode: bool = False, quiet: bool = False, stdout: bool = True, progress: bool = True,
+                 prefix: str = "") -> None:
         from rich.console import Console
 
         self.json_mode = json_mode
         self.quiet = quiet
+        self.stdout = stdout
+        self.progress = progress
+        self.prefix = f"{prefix} " if prefix else ""
         # soft_wrap: a long message stays one line (rich would otherwise wrap it at the terminal width).
         self.console = Console(stderr=True, soft_wrap=True, highlight=False)
 
     @property
     def progress_enabled(self) -> bool:
-        return not self.quiet and _stderr_isatty()
+        return self.progress and not self.quiet and _stderr_isatty()
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.console.print(message, markup=False)
+            self.console.print(self.prefix + message, markup=False)
 
     def warn(self, message: str) -> None:
-        self.console.print(f"warning: {_one_line(message)}", markup=False, style="yellow")
+        if self.stdout:  # a silent rank leaves warnings to the rank that speaks
+            self.console.print(f"{self.prefix}warning: {_one_line(message)}", markup=False, style="yellow")
 
     def data(self, line: str) -> None:
+        if not self.stdout:
+            return
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
@@ -168,6 +210,7 @@ class OneLineErrorsGroup(TyperGroup):
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
+        _ARGS[:] = list(args) if args is not None else sys.argv[1:]
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
@@ -225,8 +268,8 @@ def classify(exc: BaseException) -> tuple[int, str]:
         return EXIT_USAGE, msg  # an explicit kernel choice this machine cannot run
     if _is_oom(exc):
         return EXIT_OOM, (
-            f"out of memory ({msg[:200]}): try a smaller --height/--width, fewer --num-frames, "
-            "or --dtype bfloat16 on a GPU"
+            f"out of memory ({msg[:200]}): try --offload model, --vae-tiling on, a smaller --height/--width, "
+            "fewer --num-frames, or --dtype bfloat16 on a GPU"
         )
     if isinstance(exc, FileExistsError):
         return EXIT_USAGE, f"{msg}; pass --overwrite to replace it"
@@ -238,7 +281,9 @@ def classify(exc: BaseException) -> tuple[int, str]:
 
 
 def fail(code: int, message: str) -> NoReturn:
-    click.echo(f"error: {_one_line(message)}", err=True)
+    label = rank_label()
+    click.echo(f"{label + ' ' if label else ''}error: {_one_line(message)}", err=True)
+    _record_status(code)
     raise typer.Exit(code)
 
 

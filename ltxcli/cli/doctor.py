@@ -40,8 +40,8 @@ def _torch_info() -> dict[str, Any]:
                 "fp8": cap >= FP8_MIN_CAPABILITY,
             })
     device = torch.device("cuda" if gpus else "cpu")
-    # `ltx generate` does not select attention kernels yet: every model runs PyTorch SDPA. What
-    # ltxcli.kernels' "auto" would pick here is reported beside it.
+    dtype = torch.bfloat16 if gpus else torch.float32
+    # What `ltx generate --attention auto` runs here (at the default dtype), and every kernel's availability.
     attention: dict[str, Any] = {
         "backend": "sdpa",
         "note": "torch.nn.functional.scaled_dot_product_attention (PyTorch picks flash / memory-efficient / math)",
@@ -51,14 +51,39 @@ def _torch_info() -> dict[str, Any]:
     try:
         from ltxcli import kernels as kernel_mod
 
-        kernels = kernel_mod.describe_kernels(device)
-        attention["auto_would_choose"] = kernels.get("attention", {}).get("self_attention")
+        kernels = kernel_mod.describe_kernels(device, dtype=dtype)
+        chosen = kernels.get("attention", {})
+        if chosen.get("self_attention"):
+            attention["backend"] = attention["auto_would_choose"] = chosen["self_attention"]
+            attention["note"] = f"--attention auto: {chosen.get('reason', '')}; --attention NAME picks another"
+            if chosen.get("cross_attention") not in (None, chosen["self_attention"]):
+                attention["note"] += f" (masked cross-attention: {chosen['cross_attention']})"
     except ImportError:
         pass
     return {
         "version": torch.__version__, "cuda_available": torch.cuda.is_available(), "cuda_version": torch.version.cuda,
         "gpus": gpus, "cpu_threads": torch.get_num_threads(), "attention": attention, "kernels": kernels,
         "default_device": "cuda" if gpus else "cpu", "default_dtype": "bfloat16" if gpus else "float32",
+    }
+
+
+def _distributed_info() -> dict[str, Any]:
+    """This process's place under torchrun, from its environment only (no process group is joined)."""
+    import os
+
+    import torch
+
+    env = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")}
+    under = env["RANK"] is not None and env["WORLD_SIZE"] is not None
+
+    def number(v: str | None) -> int | None:
+        return int(v) if v is not None and v.isdigit() else None
+
+    return {
+        "under_torchrun": under, "rank": number(env["RANK"]), "world_size": number(env["WORLD_SIZE"]),
+        "local_rank": number(env["LOCAL_RANK"]), "local_world_size": number(env["LOCAL_WORLD_SIZE"]),
+        "backend": "nccl" if torch.cuda.is_available() else "gloo",
+        "available": torch.distributed.is_available(),
     }
 
 
@@ -145,7 +170,8 @@ def doctor(
                                                     help="Weights folder to check instead of the HF cache.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
-    """Report torch/CUDA/GPU capabilities, the attention backend, PyAV/libx264, the weights cache and disk space."""
+    """Report torch/CUDA/GPU capabilities, the attention backend, fp8 and torch.compile support, torchrun's world,
+    PyAV/libx264, the weights cache and disk space."""
     from ltxcli import __version__
 
     out = Output(json_mode=json_)
@@ -153,6 +179,7 @@ def doctor(
         "ltxcli": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
         "packages": {d: _version(d) for d in ("transformers", "huggingface_hub", "safetensors", "typer", "rich")},
         "torch": _torch_info(), "av": _av_info(), "weights": _weights_info(weights_dir),
+        "distributed": _distributed_info(),
     }
     report["checks"] = _checks(report)
     if json_:
@@ -170,7 +197,23 @@ def doctor(
                          f"fp8 {'yes' if g['fp8'] else 'no'}")
         auto = t["attention"]["auto_would_choose"]
         lines.append(f"attention: {t['attention']['backend']} ({t['attention']['note']})"
-                     + (f"; ltxcli.kernels 'auto' would choose {auto}" if auto else ""))
+                     + ("" if auto else "; ltxcli.kernels unavailable"))
+        k = t.get("kernels") or {}
+        if k:
+            fp8, comp = k.get("fp8", {}), k.get("compile", {})
+            lines.append(f"fp8 (--dtype fp8): {'yes' if fp8.get('supported') else 'no'} ({fp8.get('detail')})")
+            lines.append(f"torch.compile (--compile): {'yes' if comp.get('available') else 'no'} ({comp.get('detail')})")
+            others = k.get("attention_kernels") or {}
+            if others:
+                lines.append("attention kernels: " + ", ".join(
+                    f"{n} {'yes' if v == 'available' else 'no'}" for n, v in others.items()))
+        d = report["distributed"]
+        if d["under_torchrun"]:
+            lines.append(f"torchrun: rank {d['rank']} of {d['world_size']} (local rank {d['local_rank']}), "
+                         f"backend {d['backend']}")
+        else:
+            lines.append(f"several GPUs: ltx generate --gpus N or torchrun (backend {d['backend']}"
+                         f"{', ' + str(len(t['gpus'])) + ' GPU(s) visible' if t['gpus'] else ''})")
         lines.append(f"PyAV {a['version']} (libavcodec {a['libavcodec']}), libx264 {'yes' if a['libx264'] else 'NO'}")
         lines.append(", ".join(f"{k} {v}" for k, v in report["packages"].items()))
         lines.append(f"weights: {w['location']} ({w['location_kind']}), offline {'yes' if w['offline'] else 'no'}")

@@ -1,16 +1,28 @@
 """``ltx generate`` (text-to-video, batches) and ``ltx i2v`` (image-to-video); both take keyframes/extension
 through ``--condition PATH:FRAME[:STRENGTH]``.
 
-Order of work: parse and validate every item (sizes, conditions, outputs) -> download missing weights ->
-load the model once -> generate and write each item atomically -> one stdout line per item.
+Order of work: parse and validate every item (sizes, conditions, outputs) -> check the requested kernels ->
+download missing weights -> memory pre-flight -> load the model once -> generate and write each item
+atomically -> one stdout line per item.
+
+Several processes (``--gpus N``, which re-runs the command under ``torchrun``, or ``torchrun ... -m ltxcli
+generate ...`` directly): every rank parses the same arguments; rank 0 draws the random seeds and sends them to
+the others before output names are planned. One video is split across the ranks
+(:func:`ltxcli.distributed.parallelize`, ``--parallel``) and only rank 0 writes it and prints; a ``--batch`` is
+shared out item by item (:func:`ltxcli.distributed.shard_items`) and every rank writes and prints its own items.
+Errors are printed by every rank, prefixed with ``[rank R/W host]``.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import math
+import os
 import secrets
+import signal
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -23,9 +35,11 @@ from typing import Annotated, Any
 import click
 import typer
 
-from . import naming, preflight
+from . import common, naming, preflight
 from .common import (
     EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
     CliError,
     GenerationProgress,
     Output,
@@ -48,6 +62,37 @@ from .resolve import (
 SEED_MAX = 2**63 - 1
 MAX_FRAME_RATE = 1000
 MAX_STEPS = 1000  # far above any released schedule (8-40 steps); a typo such as 4000000 is refused up front
+#: Collective timeout of a multi-process run: long, because the other ranks wait while rank 0 downloads weights.
+DIST_TIMEOUT_S = 2 * 3600.0
+RANK_STATUS_ENV = common.RANK_STATUS_ENV  # where --gpus workers record their exit codes (torchrun exits 1)
+
+
+class Attention(str, enum.Enum):
+    auto = "auto"
+    sdpa = "sdpa"
+    flash3 = "flash3"
+    flash2 = "flash2"
+    sage = "sage"
+    math = "math"
+
+
+class OffloadMode(str, enum.Enum):
+    none = "none"
+    model = "model"
+    sequential = "sequential"
+
+
+class TilingMode(str, enum.Enum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
+class ParallelMode(str, enum.Enum):
+    auto = "auto"
+    cfg = "cfg"
+    sequence = "sequence"
+    cfg_sequence = "cfg+sequence"
 
 # --- options shared by every generating command --------------------------------------------------------------
 
@@ -85,7 +130,26 @@ ConditionOpt = Annotated[list[str] | None, typer.Option(
          "[0, 1] (default 1). Keyframes, first/last frame, video extension.")]
 DeviceOpt = Annotated[str | None, typer.Option(show_default=False, help="cpu, cuda or cuda:N (default: best available).")]
 DtypeOpt = Annotated[str | None, typer.Option(
-    show_default=False, help="bfloat16 or float32 (default: bfloat16 on GPU, float32 on CPU).")]
+    show_default=False,
+    help="bfloat16, float32, or fp8 (the transformer blocks' linear layers as float8 matmuls on GPUs of compute "
+         "capability 8.9+). Default: bfloat16 on GPU, float32 on CPU.")]
+AttentionOpt = Annotated[Attention, typer.Option(
+    help="Attention kernel: auto picks the fastest available (flash3 on Hopper, else PyTorch SDPA); an explicit "
+         "choice that cannot run here is an error (exit 2).")]
+CompileOpt = Annotated[bool, typer.Option(
+    "--compile", help="torch.compile the transformer block by block (the first video is slower, later ones faster).")]
+OffloadOpt = Annotated[OffloadMode, typer.Option(
+    help="Keep weights in host memory: model (each stage on the GPU only while it runs) or sequential (transformer "
+         "and VAE decoder streamed block by block: least memory, slowest).")]
+VaeTilingOpt = Annotated[TilingMode, typer.Option(
+    help="Decode the video in tiles: auto (only when the whole decode would not fit), on, or off.")]
+GpusOpt = Annotated[int | None, typer.Option(
+    show_default=False,
+    help="Run on N local GPUs: re-runs this command under torchrun with N processes (one video is split across "
+         "them, a --batch is shared out). Not with torchrun itself.")]
+ParallelOpt = Annotated[ParallelMode, typer.Option(
+    help="With several processes, how one video is split: cfg (guidance branches), sequence (video tokens), "
+         "cfg+sequence, or auto (the least work per process, chosen per step).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per output on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or messages on stderr.")]
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace existing outputs.")]
@@ -116,6 +180,11 @@ class Options:
     quiet: bool = False
     overwrite: bool = False
     skip_existing: bool = False
+    attention: str = "auto"
+    compile: bool = False
+    offload: str = "none"
+    vae_tiling: str = "auto"
+    parallel: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -443,63 +512,182 @@ def _fps_text(fps: float) -> int | float:
 # --- running -------------------------------------------------------------------------------------------------
 
 
-def run(opts: Options, rows: list[dict[str, Any]], *, batch: bool, first_image: CondSpec | None = None) -> None:
+def run(
+    opts: Options, rows: list[dict[str, Any]], *, batch: bool, first_image: CondSpec | None = None, ctx: Any = None,
+    prepare_only: bool = False,
+) -> None:
+    """Generate every row. ``ctx``: the :class:`~ltxcli.distributed.DistContext` of a torchrun worker;
+    ``prepare_only``: stop after the checks that need no weights and the download of missing weights (what
+    ``--gpus`` does before it starts the workers; data lines and warnings are left to them)."""
     from ltxcli.api import resolve_device, resolve_dtype
 
-    out = Output(json_mode=opts.json, quiet=opts.quiet)
+    world = ctx.world_size if ctx is not None else 1
+    main = ctx is None or ctx.rank == 0
+    label = common.rank_label()
+    if prepare_only:
+        out = Output(json_mode=opts.json, quiet=opts.quiet, stdout=False)
+    elif batch or main:
+        # batch ranks each report their own items; progress bars only from rank 0 (one terminal)
+        out = Output(json_mode=opts.json, quiet=opts.quiet, progress=main, prefix=label if not main else "")
+    else:
+        out = Output(json_mode=opts.json, quiet=True, stdout=False)  # rank 0 speaks for the single video
     if opts.output is not None and opts.frames_dir is not None:
         usage_error("give either -o/--output (MP4) or --frames-dir (PNG frames), not both")
     if opts.overwrite and opts.skip_existing:
         usage_error("--overwrite and --skip-existing contradict each other: pick one")
     try:
-        device = resolve_device(opts.device)
+        if ctx is not None:
+            device = ctx.device
+            if opts.device is not None and main and _device_name(opts.device) != str(device):
+                out.warn(f"--device {opts.device} is ignored under torchrun: each process uses {device.type}"
+                         + (":LOCAL_RANK" if device.type == "cuda" else ""))
+        else:
+            device = resolve_device(opts.device)
         dtype = resolve_dtype(opts.dtype, device)
     except ValueError as e:
         usage_error(str(e))
+    if ctx is None and opts.parallel != "auto":
+        out.warn("--parallel applies only to several processes (--gpus N or torchrun); ignored")
+    elif batch and world > 1 and opts.parallel != "auto":
+        out.warn("--parallel is ignored with --batch: each process generates whole items")
+    check_kernels(opts, device, dtype)  # an explicit kernel this machine cannot run: exit 2 before any download
 
     ref = resolve_model(opts.model, opts.weights_dir)
     if ref.kind == "builtin" and opts.text_encoder:
         out.warn(f"--text-encoder is ignored: {ref.name} has a built-in text encoder")
     max_pos = max_positions(ref, opts.weights_dir)  # reads the checkpoint header: a corrupt file fails here (exit 6)
     items = build_items(opts, rows, ref, first_image=first_image)
+    if world > 1:  # the seeds (random ones included) of rank 0, before any name is derived from them
+        for it, seed in zip(items, _from_rank0(ctx, [it.seed for it in items]), strict=True):
+            it.seed = seed
     frames_out = opts.frames_dir is not None
     for it in items:
         where = rows[it.index].get("_where", "")
         validate_item(it, max_pos, frames_out=frames_out, where=f"{where}: " if where else "")
     plan_outputs(items, opts, ref, batch=batch)
 
-    todo = [it for it in items if not it.skip]
-    for it in items:
-        if it.skip and not todo:
+    from ltxcli import distributed
+
+    mine = distributed.shard_items(items, ctx.rank, world) if batch and world > 1 else items
+    todo = [it for it in mine if not it.skip]
+    anything = any(not it.skip for it in items)
+    if world > 1:
+        anything = _from_rank0(ctx, anything)  # every rank takes the same path through the collectives below
+    if not anything:
+        for it in mine:
             _emit_skipped(out, it)
-    if not todo:
         return
 
     text_encoder = None if ref.kind == "builtin" else opts.text_encoder
     for value, what in ((text_encoder, "--text-encoder"), (opts.upsampler, "--upsampler")):
         check_component(value, what)  # a mistyped path fails before anything is downloaded
-    ensure_downloaded(needed_weights(ref, text_encoder=text_encoder, upsampler=opts.upsampler),
-                      weights_dir=opts.weights_dir, out=out)
+    _download(needed_weights(ref, text_encoder=text_encoder, upsampler=opts.upsampler), opts, out, ctx)
+    if prepare_only:
+        return
+    if not todo:  # a batch rank whose items all exist
+        for it in mine:
+            _emit_skipped(out, it)
+        return
     te_path = local_component(text_encoder, weights_dir=opts.weights_dir, what="--text-encoder")
     up_path = local_component(opts.upsampler, weights_dir=opts.weights_dir, what="--upsampler")
     # headers of every file the load will read (refusing pickles and broken files), then the memory estimate
-    check_memory(todo, rows, ref, opts, te_path=te_path, up_path=up_path, device=device, dtype=dtype,
-                 enforce=not preflight.memory_check_disabled())
+    tcfg = check_memory(todo, rows, ref, opts, te_path=te_path, up_path=up_path, device=device, dtype=dtype,
+                        enforce=not preflight.memory_check_disabled())
+    split = not batch and world > 1
+    if split and tcfg is not None:
+        check_parallel(opts.parallel, tcfg.num_attention_heads, world)
 
     t0 = time.perf_counter()
     with out.status(f"loading {ref.label}"), _library_bars(out.progress_enabled):
         pipe = load_pipeline(
             str(ref.path) if ref.kind in ("file", "folder") else ref.name,
-            text_encoder=te_path, upsampler=up_path, device=opts.device, dtype=opts.dtype,
-            weights_dir=opts.weights_dir,
+            text_encoder=te_path, upsampler=up_path, device=device if ctx is not None else opts.device,
+            dtype=opts.dtype, weights_dir=opts.weights_dir, attention=opts.attention, compile=opts.compile,
+            offload=opts.offload, vae_tiling=opts.vae_tiling,
         )
     load_s = time.perf_counter() - t0
+    from ltxcli.kernels import describe_model
 
-    for it in items:
+    kernels = describe_model(pipe.transformer)
+    if split:
+        distributed.parallelize(pipe, ctx, mode=opts.parallel)
+
+    for it in mine:
         if it.skip:
             _emit_skipped(out, it)
             continue
-        _generate_one(pipe, it, ref, opts, out, load_s if it is todo[0] else 0.0, many=len(items) > 1)
+        claimed = batch and opts.skip_existing
+        if claimed and not distributed.claim_output(it.target):
+            # another rank or job is writing it, or has written it since the outputs were planned
+            _emit_skipped(out, it, reason="exists" if it.target.exists() else "claimed")
+            continue
+        try:
+            _generate_one(pipe, it, ref, opts, out, load_s if it is todo[0] else 0.0, many=len(items) > 1,
+                          kernels=kernels, ctx=ctx, write=main or batch, batch=batch)
+        finally:
+            if claimed:
+                distributed.release_claim(it.target)
+
+
+def _device_name(device: str) -> str:
+    try:
+        import torch
+
+        return str(torch.device(device))
+    except (RuntimeError, TypeError):
+        return device
+
+
+def _from_rank0(ctx: Any, value: Any) -> Any:
+    """``value`` as rank 0 has it, on every rank (a collective)."""
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0, group=ctx.group)
+    return box[0]
+
+
+def _download(names: list[str], opts: Options, out: Output, ctx: Any) -> None:
+    """Pull missing weights. Several processes take turns: rank 0 first (a cache shared by every node), then the
+    first process of each node (per-node caches), then the rest find them in place (a check, no download)."""
+    if not names:
+        return
+    if ctx is None or ctx.world_size == 1:
+        ensure_downloaded(names, weights_dir=opts.weights_dir, out=out)
+        return
+    for turn in (ctx.rank == 0, ctx.local_rank == 0):
+        if turn:
+            ensure_downloaded(names, weights_dir=opts.weights_dir, out=out)
+        ctx.barrier()
+    ensure_downloaded(names, weights_dir=opts.weights_dir, out=out)
+
+
+def check_kernels(opts: Options, device: Any, dtype: Any) -> None:
+    """Refuse (exit 2, one line) an explicit ``--attention``, ``--dtype fp8`` or ``--compile`` that cannot run on
+    ``device``, before any weight is downloaded or read (``load_pipeline`` would refuse them too, later)."""
+    from ltxcli import kernels
+    from ltxcli.api import FP8_NAMES
+
+    if isinstance(opts.dtype, str) and opts.dtype in FP8_NAMES:
+        kernels.require_fp8(device)
+    kernels.resolve_attention_backend(opts.attention, device, dtype)  # raises KernelUnavailableError
+    if opts.compile:
+        ok, how = kernels.compile_available(device)
+        if not ok:
+            raise CliError(f"--compile: {how}", EXIT_USAGE)
+
+
+def check_parallel(mode: str, heads: int, world: int) -> None:
+    """A ``--parallel`` mode must be able to split this model over ``world`` processes (exit 2 before loading)."""
+    if mode == "sequence" and heads % world:
+        usage_error(f"--parallel sequence over {world} processes needs the model's {heads} attention heads to be "
+                    f"divisible by {world}: use --parallel auto or cfg, or a process count that divides {heads}")
+    if mode == "cfg+sequence":
+        if world % 2:
+            usage_error(f"--parallel cfg+sequence needs an even number of processes (2 guidance groups), not {world}")
+        if heads % (world // 2):
+            usage_error(f"--parallel cfg+sequence over {world} processes splits the {heads} attention heads "
+                        f"{world // 2} ways, which does not divide them: use --parallel auto or cfg")
 
 
 @contextmanager
@@ -519,8 +707,8 @@ def _library_bars(enabled: bool) -> Iterator[None]:
             tf_logging.enable_progress_bar()
 
 
-#: Further one-line suggestions for a run that does not fit in memory (options that trade speed for memory,
-#: such as CPU offloading or VAE tiling, belong here once ``generate`` has them).
+#: Further one-line suggestions for a run that does not fit in memory, after the computed ones (an ``--offload`` /
+#: ``--vae-tiling`` setting that fits, a smaller size that fits).
 MEMORY_HINTS: tuple[str, ...] = ()
 
 
@@ -531,19 +719,37 @@ def model_memory(
     """(transformer config, VAE config, bytes of every weight the run loads at ``dtype``), from headers only.
 
     ``fp8``: the transformer blocks' linear weights are kept in float8 (``--dtype fp8``)."""
+    tcfg, vcfg, total, _ = model_weights(ref, te_path=te_path, up_path=up_path, weights_dir=weights_dir,
+                                         dtype=dtype, fp8=fp8)
+    return tcfg, vcfg, total
+
+
+def _meta_parts(tcfg: Any, vcfg: Any, dtype: Any, fp8: bool, text_encoder: int, upsampler: int) -> Any:
+    """:class:`~ltxcli.cli.preflight.WeightParts` of modules built on the meta device (shapes only, no memory)."""
+    import torch
+
+    from ltxcli.models.transformer import LTXVideoTransformer
+    from ltxcli.models.vae import CausalVideoVAE
+
+    with torch.device("meta"):
+        transformer, vae = LTXVideoTransformer(tcfg), CausalVideoVAE(vcfg)
+    return preflight.weight_parts(transformer, vae, dtype, fp8=fp8, text_encoder=text_encoder, upsampler=upsampler)
+
+
+def model_weights(
+    ref: ModelRef, *, te_path: str | None, up_path: str | None, weights_dir: str | None, dtype: Any,
+    fp8: bool = False,
+) -> tuple[Any, Any, int, Any]:
+    """:func:`model_memory` plus the weights split by stage (:class:`~ltxcli.cli.preflight.WeightParts`; headers
+    only, like the total)."""
     from ltxcli import weights
 
     if ref.kind == "builtin":
-        import torch
-
-        from ltxcli.models.transformer import LTXVideoTransformer
-        from ltxcli.models.vae import CausalVideoVAE
         from ltxcli.tiny import TINY_TRANSFORMER, tiny_vae_config
 
         vcfg = tiny_vae_config()
-        with torch.device("meta"):
-            modules = [LTXVideoTransformer(TINY_TRANSFORMER), CausalVideoVAE(vcfg)]
-        return TINY_TRANSFORMER, vcfg, preflight.module_bytes(modules, dtype)
+        parts = _meta_parts(TINY_TRANSFORMER, vcfg, dtype, False, 0, 0)
+        return TINY_TRANSFORMER, vcfg, parts.total, parts
     from ltxcli.loading import CheckpointError, ConfigError, inspect_checkpoint
 
     reg = weights.load_registry()
@@ -563,23 +769,24 @@ def model_memory(
         else:
             te = weights.path((entry.text_encoder if entry else None) or ref.preset.text_encoder or "t5-xxl",
                               weights_dir=weights_dir, registry=reg)
-    if te is not None:
-        total += preflight.text_encoder_bytes(te, dtype)
+    te_bytes = preflight.text_encoder_bytes(te, dtype) if te is not None else 0
     up: Path | str | None = up_path
     up_name = (entry.upsampler if entry else None) or ref.preset.upsampler
     if up is None and up_name:
         up = weights.path(up_name, weights_dir=weights_dir, registry=reg)
-    if up is not None:
-        total += preflight.safetensors_bytes(up, dtype)
-    return info.transformer, info.vae, total
+    up_bytes = preflight.safetensors_bytes(up, dtype) if up is not None else 0
+    parts = preflight.checkpoint_parts(path, dtype, fp8=fp8, text_encoder=te_bytes, upsampler=up_bytes)
+    return info.transformer, info.vae, total + te_bytes + up_bytes, parts
 
 
 def item_estimator(
-    it: Item, preset: Any, transformer: Any, vae: Any, *, weights_bytes: int, dtype: Any
+    it: Item, preset: Any, transformer: Any, vae: Any, *, weights_bytes: int, dtype: Any, parts: Any = None,
+    offload: str = "none", offload_saves: bool = True, vae_tiling: str = "off", free_bytes: int | None = None,
 ) -> Callable[[int, int, int], preflight.MemoryEstimate]:
     """``(height, width, num_frames) -> MemoryEstimate`` for item ``it`` under ``preset``: its guidance branches
     (an item's scale, else every pass's schedule), its conditions, and for multi-scale presets the second pass,
-    which (with the decode) runs at twice the 32-aligned downscaled size, above the padded target at most sizes."""
+    which (with the decode) runs at twice the 32-aligned downscaled size, above the padded target at most sizes.
+    ``parts`` … ``free_bytes``: weights per stage, offload and VAE tiling (:func:`preflight.estimate_memory`)."""
     from ltxcli import sampling
     from ltxcli.pipeline import padded_size
 
@@ -600,32 +807,64 @@ def item_estimator(
         _, lh, lw = preflight.latent_shape(vae, ph, pw, f)
         return preflight.estimate_memory(
             transformer, vae, height=ph, width=pw, num_frames=f, dtype=dtype, weights_bytes=weights_bytes,
-            branches=branches, extra_tokens=2 * lh * lw * later, per_token_timesteps=bool(it.conditions))
+            branches=branches, extra_tokens=2 * lh * lw * later, per_token_timesteps=bool(it.conditions),
+            parts=parts, offload=offload, offload_saves=offload_saves, vae_tiling=vae_tiling, free_bytes=free_bytes)
 
     return estimate
+
+
+_OFFLOAD_ORDER = ("none", "model", "sequential")
+
+
+def memory_alternatives(offload: str, vae_tiling: str, *, offload_saves: bool) -> list[tuple[str, str, str]]:
+    """``(options text, offload, vae_tiling)`` settings that save memory over the given ones, fastest first:
+    tiling the decode, then offloading by stage, then streaming blocks (offload only where it saves device
+    memory, i.e. on a GPU)."""
+    offloads = [o for o in _OFFLOAD_ORDER[_OFFLOAD_ORDER.index(offload):]] if offload_saves else [offload]
+    tilings = [vae_tiling, "on"] if vae_tiling == "off" else [vae_tiling]
+    out = []
+    for o in offloads:
+        for t in tilings:
+            if (o, t) == (offload, vae_tiling):
+                continue
+            text = " ".join(([f"--offload {o}"] if o != offload else []) + ([f"--vae-tiling {t}"] if t != vae_tiling else []))
+            out.append((text, o, t))
+    return out
 
 
 def check_memory(
     items: list[Item], rows: list[dict[str, Any]], ref: ModelRef, opts: Options, *, te_path: str | None,
     up_path: str | None, device: Any, dtype: Any, enforce: bool = True,
-) -> None:
-    """Refuse (exit 5, one line) an item whose estimated peak memory exceeds the device's free memory.
+) -> Any:
+    """Refuse (exit 5, one line) an item whose estimated peak memory exceeds the device's free memory, with
+    ``--offload`` / ``--vae-tiling`` settings or a smaller size that would fit; returns the transformer config.
 
     The weight headers are read (and so checked) even when ``enforce`` is off.
     """
+    import torch
+
     from ltxcli.api import FP8_NAMES
 
     fp8 = isinstance(opts.dtype, str) and opts.dtype in FP8_NAMES
-    tcfg, vcfg, weight_bytes = model_memory(ref, te_path=te_path, up_path=up_path, weights_dir=opts.weights_dir,
-                                            dtype=dtype, fp8=fp8)
+    tcfg, vcfg, weight_bytes, parts = model_weights(ref, te_path=te_path, up_path=up_path,
+                                                    weights_dir=opts.weights_dir, dtype=dtype, fp8=fp8)
     if not enforce:
-        return
+        return tcfg
     free = preflight.free_memory_bytes(device)
+    # offloaded weights wait in host memory: on a CPU device that is the same memory, so nothing is saved
+    saves = torch.device(device).type == "cuda"
     for it in items:
-        estimate = item_estimator(it, ref.preset, tcfg, vcfg, weights_bytes=weight_bytes, dtype=dtype)
+        def estimator(offload: str, tiling: str, it: Item = it) -> Callable[[int, int, int], preflight.MemoryEstimate]:
+            return item_estimator(it, ref.preset, tcfg, vcfg, weights_bytes=weight_bytes, dtype=dtype, parts=parts,
+                                  offload=offload, offload_saves=saves, vae_tiling=tiling, free_bytes=free)
+
+        alternatives = [(text, estimator(o, t))
+                        for text, o, t in memory_alternatives(opts.offload, opts.vae_tiling, offload_saves=saves)]
         where = rows[it.index].get("_where", "")
-        preflight.check_memory(estimate, height=it.height, width=it.width, num_frames=it.num_frames, device=device,
-                               free_bytes=free, hints=MEMORY_HINTS, where=f"{where}: " if where else "")
+        preflight.check_memory(estimator(opts.offload, opts.vae_tiling), height=it.height, width=it.width,
+                               num_frames=it.num_frames, device=device, free_bytes=free, hints=MEMORY_HINTS,
+                               where=f"{where}: " if where else "", alternatives=alternatives)
+    return tcfg
 
 
 def load_pipeline(*args: Any, **kwargs: Any) -> Any:
@@ -635,19 +874,27 @@ def load_pipeline(*args: Any, **kwargs: Any) -> Any:
     return _load(*args, **kwargs)
 
 
-def _emit_skipped(out: Output, it: Item) -> None:
-    out.info(f"skipped {it.target} (exists)")
+def _emit_skipped(out: Output, it: Item, reason: str = "exists") -> None:
+    why = "exists" if reason == "exists" else "another process is writing it"
+    out.info(f"skipped {it.target} ({why})")
     if out.json_mode:
-        out.json({"status": "skipped", "index": it.index, "path": str(it.target), "prompt": it.prompt,
-                  "seed": it.seed})
+        obj = {"status": "skipped", "index": it.index, "path": str(it.target), "prompt": it.prompt, "seed": it.seed}
+        if reason != "exists":
+            obj["reason"] = reason
+        out.json(obj)
     else:
         out.data(str(it.target))
 
 
-def _generate_one(pipe: Any, it: Item, ref: ModelRef, opts: Options, out: Output, load_s: float, *, many: bool) -> None:
+def _generate_one(
+    pipe: Any, it: Item, ref: ModelRef, opts: Options, out: Output, load_s: float, *, many: bool,
+    kernels: dict[str, Any] | None = None, ctx: Any = None, write: bool = True, batch: bool = False,
+) -> None:
+    """Generate one item; ``write``: this process writes and reports it (rank 0 of a video split across ranks).
+    A split video gathers every rank's statistics afterwards (a collective: every rank calls this)."""
     import torch
 
-    from ltxcli import __version__, media
+    from ltxcli import __version__
     from ltxcli.pipeline import Condition, NumericalError
 
     t_start = time.perf_counter()
@@ -673,6 +920,7 @@ def _generate_one(pipe: Any, it: Item, ref: ModelRef, opts: Options, out: Output
         "timesteps": timesteps, "multi_scale": s["multi_scale"], "passes": s["passes"],
         "conditions": [{"path": c.path, "frame": c.frame, "strength": c.strength} for c in it.conditions],
         "dtype": str(pipe.dtype).removeprefix("torch."), "device": str(pipe.device),
+        "offload": _value(getattr(pipe, "offload", "none")), "vae_tiling": getattr(pipe, "vae_tiling", "auto"),
     }
     record = {
         "tool": "ltxcli", "version": __version__, "model": ref.label, "prompt": it.prompt, "seed": result.seed,
@@ -680,6 +928,43 @@ def _generate_one(pipe: Any, it: Item, ref: ModelRef, opts: Options, out: Output
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     t_write = time.perf_counter()
+    if write:
+        _write(it, opts, result, record, s)
+    timings = {"load_s": load_s, **result.timings, "write_s": time.perf_counter() - t_write}
+    timings["total_s"] = load_s + time.perf_counter() - t_start
+    timings = {k: round(v, 4) for k, v in timings.items()}
+    world = ctx.world_size if ctx is not None else 1
+    ranks = None
+    if ctx is not None and not batch:
+        from ltxcli import distributed
+
+        ranks = distributed.rank_stats(ctx, timings, transformer=pipe.transformer)  # a collective
+    if not write:
+        return
+    kind = "frames" if opts.frames_dir is not None else "video"
+    out.info(f"wrote {it.target} ({s['num_frames']} frames {s['width']}x{s['height']} @ {_fps_text(s['frame_rate'])} fps, "
+             f"seed {result.seed}, {timings['total_s']:.1f} s)")
+    if out.json_mode:
+        obj = {"status": "ok", "index": it.index, "path": str(it.target), "kind": kind, "prompt": it.prompt,
+               "seed": result.seed, "model": ref.label, "settings": settings, "timings": timings}
+        if kernels is not None:
+            obj["kernels"] = kernels
+        if batch and world > 1:
+            obj["rank"] = ctx.rank
+        if ranks is not None:
+            obj["ranks"] = ranks
+        out.json(obj)
+    else:
+        out.data(str(it.target))
+
+
+def _value(v: Any) -> Any:
+    return getattr(v, "value", v)
+
+
+def _write(it: Item, opts: Options, result: Any, record: dict[str, Any], s: dict[str, Any]) -> None:
+    from ltxcli import media
+
     try:
         it.target.parent.mkdir(parents=True, exist_ok=True)
         if opts.frames_dir is not None:
@@ -693,17 +978,6 @@ def _generate_one(pipe: Any, it: Item, ref: ModelRef, opts: Options, out: Output
         if isinstance(e, FileExistsError):
             raise
         raise CliError(f"cannot write {it.target}: {e.strerror or e}", EXIT_ERROR) from None
-    timings = {"load_s": load_s, **result.timings, "write_s": time.perf_counter() - t_write}
-    timings["total_s"] = load_s + time.perf_counter() - t_start
-    timings = {k: round(v, 4) for k, v in timings.items()}
-    kind = "frames" if opts.frames_dir is not None else "video"
-    out.info(f"wrote {it.target} ({s['num_frames']} frames {s['width']}x{s['height']} @ {_fps_text(s['frame_rate'])} fps, "
-             f"seed {result.seed}, {timings['total_s']:.1f} s)")
-    if out.json_mode:
-        out.json({"status": "ok", "index": it.index, "path": str(it.target), "kind": kind, "prompt": it.prompt,
-                  "seed": result.seed, "model": ref.label, "settings": settings, "timings": timings})
-    else:
-        out.data(str(it.target))
 
 
 # --- commands ------------------------------------------------------------------------------------------------
@@ -712,11 +986,135 @@ HELP_EPILOG = exit_codes_epilog()
 
 
 def _options(params: dict[str, Any], skip: tuple[str, ...]) -> Options:
-    """A command's parameters -> :class:`Options` (option names match its fields, except the two renamed)."""
-    kw = {k: v for k, v in params.items() if k not in skip}
+    """A command's parameters -> :class:`Options` (option names match its fields, except the renamed ones)."""
+    kw = {k: _value(v) for k, v in params.items() if k not in (*skip, "gpus")}
     kw["conditions"] = kw.pop("condition") or []
     kw["json"] = kw.pop("json_")
     return Options(**kw)
+
+
+def relaunch(gpus: int | None, prepare: Callable[[], None] | None = None) -> None:
+    """``--gpus N``: run this very command (without ``--gpus``) under torchrun on N processes and exit with the
+    job's status; ``--gpus 1`` and no ``--gpus`` return at once (this process runs it).
+
+    ``prepare`` runs here first: mistakes found before any weight is read (a bad size, an existing output, an
+    unavailable kernel, missing weights offline) are then one line and their own exit code rather than a failed
+    torchrun job, and missing weights are downloaded once, with progress, before the workers start."""
+    if gpus is None:
+        return
+    if gpus < 1:
+        usage_error(f"--gpus {gpus} must be at least 1")
+    from ltxcli import distributed
+
+    if distributed.under_torchrun():
+        usage_error("--gpus cannot be used inside torchrun (the process count is torchrun's): drop --gpus")
+    if gpus == 1:
+        return
+    try:
+        import torch
+
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else None
+    except ImportError:  # pragma: no cover - torch is a dependency
+        visible = None
+    if visible is not None and gpus > visible:
+        usage_error(f"--gpus {gpus} but only {visible} GPU(s) are visible")
+    if prepare is not None:
+        prepare()
+    argv = strip_option(common.invocation_args(), "--gpus")
+    raise typer.Exit(_launch(argv, gpus))
+
+
+def strip_option(argv: list[str], name: str) -> list[str]:
+    """``argv`` without ``name VALUE`` / ``name=VALUE`` (before a ``--`` that ends the options)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            out += argv[i:]
+            break
+        if arg == name:
+            i += 2
+            continue
+        if arg.startswith(name + "="):
+            i += 1
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+def _launch(argv: list[str], nproc: int) -> int:
+    """:func:`ltxcli.distributed.launch`, then the exit code of the first worker that failed (other than by an
+    interrupt; the others usually fail because it left), since torchrun exits 1 whatever their codes were."""
+    from ltxcli import distributed
+
+    with tempfile.TemporaryDirectory(prefix="ltx-ranks-") as status:
+        before = os.environ.get(RANK_STATUS_ENV)
+        os.environ[RANK_STATUS_ENV] = status
+        # Ctrl-C reaches torchrun too (same process group); it stops the workers with SIGINT, which they turn
+        # into a clean exit 130. This process only waits for it.
+        try:
+            previous = signal.signal(signal.SIGINT, _ignore_signal)
+        except ValueError:  # not the main thread
+            previous = None
+        try:
+            code = distributed.launch(argv, nproc)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+            if before is None:
+                os.environ.pop(RANK_STATUS_ENV, None)
+            else:
+                os.environ[RANK_STATUS_ENV] = before
+        recorded: list[tuple[float, int]] = []  # (time, code): the first failure is the cause, later ones follow
+        for f in Path(status).glob("rank-*"):
+            try:
+                code_text, when = f.read_text().split()
+                recorded.append((float(when), int(code_text)))
+            except (OSError, ValueError):
+                continue
+    if code == 0:
+        return 0
+    real = [c for _, c in sorted(recorded) if c not in (0, EXIT_INTERRUPTED)]
+    if real:
+        return real[0]
+    if any(c == EXIT_INTERRUPTED for _, c in recorded) or code < 0:
+        return EXIT_INTERRUPTED
+    return code
+
+
+def _ignore_signal(signum: int, frame: Any) -> None:
+    pass
+
+
+@contextmanager
+def distributed_context() -> Iterator[Any]:
+    """The torchrun worker's :class:`~ltxcli.distributed.DistContext` (``None`` outside torchrun); errors are
+    then prefixed with the rank, and the process group is destroyed at the end, also on errors."""
+    from ltxcli import distributed
+
+    if not distributed.under_torchrun():
+        yield None
+        return
+    ctx = distributed.init_from_env(timeout_s=DIST_TIMEOUT_S)
+    common.set_rank(distributed.rank_label(ctx), ctx.rank)
+    try:
+        yield ctx
+    finally:
+        ctx.destroy()
+
+
+def _read_stdin(ctx: Any) -> str:
+    """All of stdin; with several processes rank 0 reads it and sends it to the others."""
+    text = click.get_text_stream("stdin").read() if ctx is None or ctx.rank == 0 else ""
+    if ctx is not None and ctx.world_size > 1:
+        text = _from_rank0(ctx, text)
+    return text
+
+
+def _read_source(source: str, what: str, ctx: Any) -> str:
+    return _read_stdin(ctx) if source == "-" else _read_text(source, what)
 
 
 @guarded
@@ -746,6 +1144,12 @@ def generate(
     condition: ConditionOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
+    attention: AttentionOpt = Attention.auto,
+    compile: CompileOpt = False,
+    offload: OffloadOpt = OffloadMode.none,
+    vae_tiling: VaeTilingOpt = TilingMode.auto,
+    gpus: GpusOpt = None,
+    parallel: ParallelOpt = ParallelMode.auto,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     overwrite: OverwriteOpt = False,
@@ -754,17 +1158,27 @@ def generate(
     """Generate a video from a text prompt (or a batch of prompts)."""
     params = dict(locals())
     opts = _options(params, skip=("prompt", "batch"))
-    if batch is not None:
-        if prompt is not None:
-            usage_error("give a PROMPT or --batch FILE, not both")
-        rows = parse_batch(_read_text(batch, "--batch"), batch)
-        run(opts, rows, batch=True)
-        return
-    if prompt is None:
+    if batch is not None and prompt is not None:
+        usage_error("give a PROMPT or --batch FILE, not both")
+    if batch is None and prompt is None:
         usage_error("missing PROMPT (or --batch FILE); `ltx generate --help` shows the options")
-    if prompt == "-":
-        prompt = click.get_text_stream("stdin").read().strip()
-    run(opts, [{"prompt": prompt}], batch=False)
+
+    def prepare() -> None:  # stdin is left for the workers to read
+        if batch is not None and batch != "-":
+            run(opts, parse_batch(_read_text(batch, "--batch"), batch), batch=True, prepare_only=True)
+        elif batch is None and prompt != "-":
+            run(opts, [{"prompt": prompt}], batch=False, prepare_only=True)
+
+    relaunch(gpus, prepare)
+    with distributed_context() as ctx:
+        if batch is not None:
+            rows = parse_batch(_read_source(batch, "--batch", ctx), batch)
+            run(opts, rows, batch=True, ctx=ctx)
+            return
+        assert prompt is not None
+        if prompt == "-":
+            prompt = _read_stdin(ctx).strip()
+        run(opts, [{"prompt": prompt}], batch=False, ctx=ctx)
 
 
 @guarded
@@ -790,6 +1204,12 @@ def i2v(
     condition: ConditionOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
+    attention: AttentionOpt = Attention.auto,
+    compile: CompileOpt = False,
+    offload: OffloadOpt = OffloadMode.none,
+    vae_tiling: VaeTilingOpt = TilingMode.auto,
+    gpus: GpusOpt = None,
+    parallel: ParallelOpt = ParallelMode.auto,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     overwrite: OverwriteOpt = False,
@@ -798,9 +1218,17 @@ def i2v(
     """Generate a video that starts from IMAGE (image-to-video)."""
     params = dict(locals())
     opts = _options(params, skip=("image", "prompt", "image_strength"))
-    if prompt == "-":
-        prompt = click.get_text_stream("stdin").read().strip()
-    run(opts, [{"prompt": prompt}], batch=False, first_image=CondSpec(image, 0, image_strength))
+    first = CondSpec(image, 0, image_strength)
+
+    def prepare() -> None:
+        if prompt != "-":
+            run(opts, [{"prompt": prompt}], batch=False, first_image=first, prepare_only=True)
+
+    relaunch(gpus, prepare)
+    with distributed_context() as ctx:
+        if prompt == "-":
+            prompt = _read_stdin(ctx).strip()
+        run(opts, [{"prompt": prompt}], batch=False, first_image=first, ctx=ctx)
 
 
 def register(app: typer.Typer) -> None:
@@ -808,4 +1236,7 @@ def register(app: typer.Typer) -> None:
     app.command("i2v", epilog=HELP_EPILOG)(i2v)
 
 
-__all__ = ["Options", "generate", "i2v", "parse_batch", "parse_condition", "register", "run"]
+__all__ = [
+    "Options", "check_kernels", "check_memory", "check_parallel", "distributed_context", "generate", "i2v",
+    "memory_alternatives", "parse_batch", "parse_condition", "register", "relaunch", "run", "strip_option",
+]

@@ -1,0 +1,136 @@
+"""``ltx generate`` on several processes, run as a user runs it: ``torchrun ... -m ltxcli generate`` and
+``ltx generate --gpus N`` (which starts torchrun itself), on the CPU with gloo, two ranks.
+
+The reference is the plain single-process library run (``ltxcli.load_pipeline("tiny").generate``) in this
+process, never the multi-process code under test: the split video's PNG frames must be its frames rounded to
+8 bits (a code may differ by one where the reference lies within 1e-5 of a rounding boundary: the ranks sum in
+another order). Each subprocess starts torchrun and two workers that import torch and build the tiny model
+(~5-10 s each on two shared cores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import ltxcli
+from ltxcli import media
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--height", "64", "--width", "96", "--num-frames", "9", "--steps", "2"]
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Any:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield ltxcli.load_pipeline("tiny")
+    torch.set_num_threads(before)
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LTX_DEBUG", "LTX_MODEL")}
+    env.update(PYTHONPATH=str(REPO_ROOT), LTX_WEIGHTS_DIR=str(tmp / "weights"), OMP_NUM_THREADS="1",
+               HF_HUB_OFFLINE="1", HF_HOME=str(tmp / "hf"))
+    return env
+
+
+def _run(args: list[str], cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=_env(cwd), capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def _torchrun(nproc: int, *ltx_args: str) -> list[str]:
+    return ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "ltxcli", *ltx_args]
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _codes(folder: Path) -> torch.Tensor:
+    return media.to_uint8(torch.cat([media.load_image(p) for p in sorted(folder.glob("frame_*.png"))]))
+
+
+def _assert_split_video_matches(folder: Path, reference: torch.Tensor) -> int:
+    """See the module docstring; returns how many codes differ (all at rounding boundaries)."""
+    codes, expected = _codes(folder), media.to_uint8(reference)
+    assert codes.shape == expected.shape
+    diff = (codes.int() - expected.int()).abs()
+    scaled = reference.clamp(0, 1) * 255
+    near = (scaled - scaled.floor() - 0.5).abs() <= TOL * 255
+    assert int(diff.max()) <= 1 and bool((near | (diff == 0)).all()), int((diff > 0).sum())
+    return int((diff > 0).sum())
+
+
+def test_torchrun_two_ranks_split_one_video(tmp_path: Path, tiny: Any) -> None:
+    """`torchrun --nproc-per-node 2 -m ltxcli generate`: one video split over two ranks (auto: sequence-parallel
+    for the tiny preset's three guidance branches); rank 0 alone writes and prints, with both ranks' statistics."""
+    r = _run(_torchrun(2, "generate", "a cat", "--model", "tiny", "--seed", "3", "--frames-dir", "frames", "--json",
+                       *SMALL), tmp_path)
+    assert r.returncode == 0, r.stderr
+    (obj,) = _json_lines(r.stdout)  # one line: rank 1 prints nothing
+    assert obj["status"] == "ok" and obj["seed"] == 3 and obj["path"] == "frames"
+    ranks = obj["ranks"]
+    assert [e["rank"] for e in ranks] == [0, 1]
+    assert all(e["peak_memory_bytes"] > 0 and e["comm_bytes"] > 0 and e["timings"]["denoise_s"] > 0 for e in ranks)
+    assert ranks[1]["timings"]["write_s"] == 0  # only rank 0 wrote
+    assert "[rank 1/2" not in r.stderr and r.stderr.count("wrote frames") == 1
+    expected = tiny.generate("a cat", seed=3, steps=2, height=64, width=96, num_frames=9).video
+    flipped = _assert_split_video_matches(tmp_path / "frames", expected)
+    print(f"torchrun x2 vs single process: {flipped} of {expected.numel()} codes one off at a rounding boundary")
+
+
+def test_gpus_2_on_cpu_shares_the_random_seed(tmp_path: Path, tiny: Any) -> None:
+    """`--gpus 2` starts torchrun itself (gloo on the CPU). No --seed: rank 0 draws one and sends it, so the
+    split video is the single-process video for the seed it reports (a rank with another seed would add
+    other noise to its share of the tokens)."""
+    r = _run(["-m", "ltxcli", "generate", "a dog runs", "--model", "tiny", "--gpus", "2", "--frames-dir",
+              "f-{seed}", "--json", *SMALL], tmp_path)
+    assert r.returncode == 0, r.stderr
+    (obj,) = _json_lines(r.stdout)
+    seed = obj["seed"]
+    assert obj["path"] == f"f-{seed}" and len(obj["ranks"]) == 2
+    expected = tiny.generate("a dog runs", seed=seed, steps=2, height=64, width=96, num_frames=9).video
+    _assert_split_video_matches(tmp_path / f"f-{seed}", expected)
+
+
+def test_gpus_2_batch_skip_existing_writes_each_item_once(tmp_path: Path) -> None:
+    """A --batch is shared out round robin; every rank prints its own lines (they interleave on stdout); an
+    existing output is skipped and kept; each item is written exactly once and no claim file is left."""
+    (tmp_path / "prompts.txt").write_text("a cat\na dog\na bird\na fish\na red car\n")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "2.mp4").write_bytes(b"keep me")
+    r = _run(["-m", "ltxcli", "generate", "--batch", "prompts.txt", "--model", "tiny", "--gpus", "2", "--seed", "4",
+              "-o", "out/{index}.mp4", "--skip-existing", "--json", *SMALL], tmp_path)
+    assert r.returncode == 0, r.stderr
+    objs = _json_lines(r.stdout)
+    assert sorted(o["index"] for o in objs) == [0, 1, 2, 3, 4]
+    by_index = {o["index"]: o for o in objs}
+    assert by_index[2]["status"] == "skipped" and (tmp_path / "out" / "2.mp4").read_bytes() == b"keep me"
+    for i in (0, 1, 3, 4):
+        assert by_index[i]["status"] == "ok" and by_index[i]["rank"] == i % 2, by_index[i]
+        with open(tmp_path / "out" / f"{i}.mp4", "rb") as fh:
+            assert fh.read(12)[4:8] == b"ftyp"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{i}.mp4" for i in range(5)]
+    assert "[rank 1/2" in r.stderr  # rank 1 reports its own items on stderr, labelled
+
+
+def test_gpus_passes_on_the_workers_exit_code(tmp_path: Path) -> None:
+    """A failure only the workers can see (the tiny model's 2 heads do not split 3 ways) is one labelled line
+    per rank, and `--gpus` exits with the workers' code (2), not torchrun's 1."""
+    r = _run(["-m", "ltxcli", "generate", "a cat", "--model", "tiny", "--gpus", "3", "--parallel", "sequence",
+              "-o", "o.mp4", *SMALL], tmp_path)
+    assert r.returncode == 2, r.stderr
+    lines = [line for line in r.stderr.splitlines() if "error: --parallel sequence over 3 processes" in line]
+    assert sorted(line.split("/")[0] for line in lines) == ["[rank 0", "[rank 1", "[rank 2"], r.stderr
+    assert not (tmp_path / "o.mp4").exists()
