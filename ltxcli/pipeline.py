@@ -280,9 +280,15 @@ class Pipeline:
         first_pass: dict[str, Any] | None = None,
         second_pass: dict[str, Any] | None = None,
         stg_mode: str | None = None,
+        video: Any = None,
+        denoise_strength: float = 0.5,
         progress: Any = None,
     ) -> GenerationResult:
         """Generate a video. Every ``None`` takes the loaded checkpoint's preset default.
+
+        ``video`` (a path, or a float tensor ``[F, H, W, 3]`` in [0, 1] used as is) turns this into
+        video-to-video: the video is encoded, noised to the first kept timestep and denoised over the last
+        ``denoise_strength`` fraction of the schedule (official ``input_media_path`` with skipped initial steps).
 
         ``progress``, if given, is called as ``progress(stage, done, total)`` (stage: "text", "denoise",
         "decode") from the host between steps; it never forces a device synchronisation.
@@ -374,6 +380,14 @@ class Pipeline:
             raise ValueError(f"seed={seed!r} must be a non-negative integer")
         if noise is not None and multi:
             raise ValueError("noise= replaces the single-pass initial draw; it is not supported with multi-scale")
+        source = None
+        if video is not None:
+            if multi:
+                raise ValueError("video-to-video is not supported yet with multi-scale models (use a base model)")
+            if not 0 < denoise_strength < 1:
+                raise ValueError(f"denoise_strength={denoise_strength} must be in (0, 1), e.g. 0.5")
+            passes = [self._v2v_pass(passes[0], denoise_strength)]
+            source = self._prepare_video(video, ph, pw, pf, (pad_left, pad_right, pad_top, pad_bottom), height, width)
 
         prepared = [
             self._prepare_condition(c, height, width, num_frames, (pad_left, pad_right, pad_top, pad_bottom))
@@ -412,8 +426,9 @@ class Pipeline:
                     latents = self._denoise(passes[1], text, text_mask, 2 * h1, 2 * w1, pf, frame_rate, prepared,
                                             up, None, gen, stochastic, image_cond_noise_scale, mode, progress)
             else:
+                init = self._encode_pixels(source).float() if source is not None else None
                 with self._stage(self.transformer, streamed=True):
-                    latents = self._denoise(passes[0], text, text_mask, ph, pw, pf, frame_rate, prepared, None,
+                    latents = self._denoise(passes[0], text, text_mask, ph, pw, pf, frame_rate, prepared, init,
                                             noise, gen, stochastic, image_cond_noise_scale, mode, progress)
             timings["denoise_s"] = self._elapsed(t0)
 
@@ -478,6 +493,49 @@ class Pipeline:
         bad = [b for b in flat if not 0 <= b < layers]
         if bad and any(v > 0 for v in self._as_list(p.stg_scale)):
             raise ValueError(f"stg blocks {bad} do not exist: this transformer has blocks 0-{layers - 1}")
+
+    # --- video-to-video ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _v2v_pass(p: PassSettings, strength: float) -> PassSettings:
+        """Keep the last ``strength`` of the schedule: explicit timesteps at or below it, else skipped steps."""
+        if p.timesteps is not None:
+            kept = tuple(t for t in p.timesteps if t <= strength + _HARD_EPS)
+            if not kept:
+                raise ValueError(
+                    f"denoise_strength={strength} is below every timestep of this schedule "
+                    f"({', '.join(map(str, p.timesteps))}): use at least {min(p.timesteps)}"
+                )
+            return p.updated({"timesteps": kept})
+        steps = p.num_inference_steps
+        keep = max(1, round(steps * strength))
+        return p.updated({"skip_initial_inference_steps": max(p.skip_initial_inference_steps, steps - keep)})
+
+    def _prepare_video(
+        self, video: Any, ph: int, pw: int, pf: int, padding: tuple[int, int, int, int], height: int, width: int
+    ) -> Tensor:
+        """Official ``load_media_file`` for the v2v input: ``pf`` frames, cropped, resized, blurred, CRF, padded."""
+        from . import media as media_io
+
+        if isinstance(video, Tensor):
+            frames = media_io.load_media(video)
+            if frames.shape[0] < pf:
+                raise ValueError(f"the input video has {frames.shape[0]} frames; video-to-video needs {pf}")
+            pixels = frames[:pf].permute(3, 0, 1, 2)[None].float() * 2 - 1  # [1, 3, F, h, w]
+            if pixels.shape[-2:] != (ph, pw):
+                frames2 = F.interpolate(pixels[0].permute(1, 0, 2, 3), size=(ph, pw), mode="bilinear",
+                                        align_corners=False)
+                pixels = frames2.permute(1, 0, 2, 3)[None]
+            return pixels
+        frames = media_io.load_media(video, max_frames=pf)
+        if frames.shape[0] < pf:
+            raise ValueError(f"{video}: {frames.shape[0]} frames; video-to-video at this length needs {pf}")
+        pixels = media_io.preprocess_condition_frames(frames, height, width, just_crop=False)
+        pixels = F.pad(pixels, padding)
+        if pixels.shape[-2:] != (ph, pw):  # odd target sizes lose a row/column in the H.264 step
+            frames2 = F.interpolate(pixels[0].permute(1, 0, 2, 3), size=(ph, pw), mode="bilinear", align_corners=False)
+            pixels = frames2.permute(1, 0, 2, 3)[None]
+        return pixels
 
     # --- conditions ---------------------------------------------------------------------------------------------
 

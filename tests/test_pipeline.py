@@ -209,6 +209,8 @@ class Case:
     multi: tuple[dict[str, Any], dict[str, Any], float] | None = None  # (first_pass, second_pass, factor)
     seed: int = 171198
     via_preset: bool = False  # ours: pass settings through a Preset instead of generate() arguments
+    video: torch.Tensor | None = None  # v2v input [F, H, W, 3] (official media_items; ours video=)
+    denoise_strength: float = 0.5
 
 
 def _padded(c: Case) -> tuple[int, int, int]:
@@ -231,7 +233,8 @@ def run_official(m: Models, c: Case, output_type: str, record: dict[str, Any] | 
     kwargs: dict[str, Any] = dict(
         prompt=PROMPT, negative_prompt=NEGATIVE, prompt_attention_mask=None, negative_prompt_attention_mask=None,
         skip_layer_strategy=STG[c.stg_mode], generator=generator, output_type=output_type, callback_on_step_end=None,
-        height=hp, width=wp, num_frames=fp, frame_rate=FPS, media_items=None, conditioning_items=items or None,
+        height=hp, width=wp, num_frames=fp, frame_rate=FPS, conditioning_items=items or None,
+        media_items=None if c.video is None else c.video.permute(3, 0, 1, 2)[None] * 2 - 1,
         is_video=True, vae_per_channel_normalize=True, image_cond_noise_scale=c.image_cond_noise_scale,
         mixed_precision=False, offload_to_cpu=False, enhance_prompt=False, decode_timestep=c.decode_timestep,
         decode_noise_scale=c.decode_noise_scale, stochastic_sampling=c.stochastic,
@@ -280,6 +283,8 @@ def run_ours(m: Models, c: Case):
     if c.multi is not None:
         first, second, factor = c.multi
         return pipe.generate(PROMPT, first_pass=first, second_pass=second, downscale_factor=factor, **common, **extra)
+    if c.video is not None:
+        extra.update(video=c.video, denoise_strength=c.denoise_strength)
     p = c.passes
     return pipe.generate(
         PROMPT, steps=p.get("num_inference_steps"), timesteps=p.get("timesteps"),
@@ -355,6 +360,13 @@ def test_keyframes_match_official(models: Models) -> None:
             (pixels(1, 64, 64, seed=6), 24, 1.0))
     check_parity(models, Case("first frame + keyframes at 16 (0.8) and 24", 64, 64, 33, passes=BASE_2B,
                               conditions=cond, decode_noise_scale=0.0))
+
+
+def test_video_to_video_matches_official(models: Models) -> None:
+    # official input_media_path: encoded, noised to the first kept timestep (skip_initial 2 of 4 = strength 0.5)
+    passes = dict(BASE_2B, skip_initial_inference_steps=2)
+    check_parity(models, Case("v2v, strength 0.5", 64, 96, 17, passes=passes, video=pixels(17, 64, 96, seed=8),
+                              denoise_strength=0.5, decode_noise_scale=0.0))
 
 
 def test_video_extension_matches_official(models: Models) -> None:
