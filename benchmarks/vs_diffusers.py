@@ -1,0 +1,511 @@
+#!/usr/bin/env python
+"""ltxcli against diffusers on the CPU: same random weights, same inputs, alternating runs, medians.
+
+Cases (issue 6, point 6):
+
+* ``transformer``: one forward of the full 2B DiT, 384 video tokens (latent 3x8x16), CFG batch 2,
+  128 text tokens, float32. Target: ltxcli / diffusers time <= 0.85.
+* ``vae``: one decode of the full 0.9.5-family decoder, latents 4x8x8 -> 25 frames of 256x256, float32.
+  Targets: time ratio <= 0.85 (one process, alternating) and peak RSS ratio <= 0.8 (each decode in a fresh
+  child process that builds only its own side; reported: the process peak, the peak during the decode and the
+  decode's own increment over the RSS before it, from VmHWM reset through /proc/self/clear_refs).
+* ``load``: a full-size 2B checkpoint (bf16 on disk: the official single file for ltxcli, a diffusers folder
+  for diffusers), loaded into float32 until a first step can run, each load in a fresh child process with the
+  page cache warm for both files. Target: ratio <= 0.5.
+
+Both sides get identical weights: ltxcli's modules are built on the meta device and filled with random values
+(``ltxcli.bench.materialize_random_``), and diffusers' modules receive the SAME tensors through diffusers' own
+key converters (``convert_ltx_{transformer,vae}_checkpoint_to_diffusers``). Outputs are compared before timing.
+
+This is a benchmark script, not a test; it needs diffusers (a test-only dependency of ltxcli).
+
+    python benchmarks/vs_diffusers.py                   # all cases, 3 alternating pairs each
+    python benchmarks/vs_diffusers.py transformer --pairs 5 --json out.json
+    python benchmarks/vs_diffusers.py vae --profile      # also print torch.profiler tables of one run each
+    python benchmarks/vs_diffusers.py vae-rss            # only the peak-RSS children (vae = vae-time + vae-rss)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ltxcli.bench import materialize_random_  # noqa: E402
+from ltxcli.models.configs import TRANSFORMER_2B, VAEConfig, official_vae_config  # noqa: E402
+
+# diffusers' AutoencoderKLLTXVideo arguments for the 0.9.5 family (scripts/convert_ltx_to_diffusers.py)
+DIFFUSERS_VAE_095 = dict(
+    in_channels=3, out_channels=3, latent_channels=128,
+    block_out_channels=(128, 256, 512, 1024, 2048), down_block_types=("LTXVideo095DownBlock3D",) * 4,
+    decoder_block_out_channels=(256, 512, 1024), layers_per_block=(4, 6, 6, 2, 2),
+    decoder_layers_per_block=(5, 5, 5, 5), spatio_temporal_scaling=(True, True, True, True),
+    decoder_spatio_temporal_scaling=(True, True, True), decoder_inject_noise=(False, False, False, False),
+    downsample_type=("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
+    upsample_residual=(True, True, True), upsample_factor=(2, 2, 2), timestep_conditioning=True,
+    patch_size=4, patch_size_t=1, resnet_norm_eps=1e-6, scaling_factor=1.0, encoder_causal=True,
+    decoder_causal=False, spatial_compression_ratio=32, temporal_compression_ratio=8,
+)
+TOKENS_GRID = (3, 8, 16)  # latent frames, height, width -> 384 tokens
+TEXT_LEN = 128
+VAE_LATENT = (4, 8, 8)  # -> 25 frames of 256x256 (--vae-latent changes it)
+DECODE_T = 0.05
+CKPT_DIR = Path(os.environ.get("LTX_BENCH_DIR", "/tmp/ltx-bench-ckpt"))
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def rss_bytes() -> int:
+    """Current resident set size of this process."""
+    return _status_kib("VmRSS")
+
+
+def max_rss_bytes() -> int:
+    """Peak resident set size of this process image: ``VmHWM`` (``ru_maxrss`` is not used because Linux
+    carries the parent's high-water mark over fork + exec into it)."""
+    return _status_kib("VmHWM")
+
+
+def reset_peak_rss() -> bool:
+    """Reset ``VmHWM`` to the current RSS (Linux ``clear_refs`` 5); False where that is not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def environment() -> dict[str, Any]:
+    import diffusers
+
+    cpu = platform.processor()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__, "diffusers": diffusers.__version__, "python": platform.python_version(),
+        "load_average": os.getloadavg(),
+    }
+
+
+# --- model pairs with shared weights ------------------------------------------------------------------------
+
+
+def build_transformer_pair(dtype: torch.dtype) -> tuple[torch.nn.Module, torch.nn.Module]:
+    from diffusers import LTXVideoTransformer3DModel
+    from diffusers.loaders.single_file_utils import convert_ltx_transformer_checkpoint_to_diffusers
+
+    from ltxcli.models.transformer import LTXVideoTransformer
+
+    with torch.device("meta"):
+        ours = LTXVideoTransformer(TRANSFORMER_2B.__class__(**{**TRANSFORMER_2B.__dict__,
+                                                                "causal_temporal_positioning": True}))
+        theirs = LTXVideoTransformer3DModel()  # its defaults are the 2B architecture
+    materialize_random_(ours, device="cpu", dtype=dtype, seed=0)
+    official = {f"model.diffusion_model.{k}": v for k, v in ours.state_dict().items()}
+    converted = convert_ltx_transformer_checkpoint_to_diffusers(official)
+    theirs.load_state_dict(converted, strict=True, assign=True)
+    return ours, theirs.eval().requires_grad_(False)
+
+
+def transformer_inputs(dtype: torch.dtype) -> dict[str, Any]:
+    from ltxcli.models.rope import latent_coords, pixel_coords
+
+    f, h, w = TOKENS_GRID
+    n, batch = f * h * w, 2
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, n, 128, generator=g).to(dtype)
+    text = torch.randn(batch, TEXT_LEN, 4096, generator=g).to(dtype)
+    mask = torch.zeros(batch, TEXT_LEN, dtype=torch.long)
+    mask[0, :12] = 1  # negative prompt
+    mask[1, :31] = 1  # prompt
+    t = torch.tensor([0.7, 0.7])
+    coords = pixel_coords(latent_coords(f, h, w), causal_fix=True)[None].repeat(batch, 1, 1)
+    coords[:, 0] = coords[:, 0] * (1.0 / 25.0)
+    return dict(x=x, text=text, mask=mask, t=t, coords=coords, grid=(f, h, w))
+
+
+def run_ours_transformer(model: torch.nn.Module, inp: dict[str, Any]) -> torch.Tensor:
+    return model(inp["x"], inp["text"], inp["t"][:, None], indices_grid=inp["coords"],
+                 encoder_attention_mask=inp["mask"])
+
+
+def run_theirs_transformer(model: torch.nn.Module, inp: dict[str, Any]) -> torch.Tensor:
+    f, h, w = inp["grid"]
+    return model(hidden_states=inp["x"], encoder_hidden_states=inp["text"], timestep=inp["t"] * 1000,
+                 encoder_attention_mask=inp["mask"], num_frames=f, height=h, width=w,
+                 video_coords=inp["coords"], return_dict=False)[0]
+
+
+def build_vae_side(side: str, dtype: torch.dtype) -> torch.nn.Module:
+    """One side's VAE with only the decoder (and latent statistics) materialised; the encoder stays on meta."""
+    from ltxcli.models.vae import CausalVideoVAE
+
+    with torch.device("meta"):
+        ours = CausalVideoVAE(VAEConfig.from_official(official_vae_config("0.9.5")))
+    materialize_random_(ours, device="cpu", dtype=dtype, seed=1, prefixes=("decoder.", "per_channel_statistics."))
+    if side == "ours":
+        return ours
+    from diffusers import AutoencoderKLLTXVideo
+    from diffusers.loaders.single_file_utils import convert_ltx_vae_checkpoint_to_diffusers
+
+    sd = {f"vae.{k}": v for k, v in ours.state_dict().items()}
+    converted = convert_ltx_vae_checkpoint_to_diffusers(sd)  # 0.9.5 detected from the (meta) encoder head
+    keep = {k: v for k, v in converted.items() if not k.startswith("encoder.")}
+    with torch.device("meta"):
+        theirs = AutoencoderKLLTXVideo(**DIFFUSERS_VAE_095)
+    missing, unexpected = theirs.load_state_dict(keep, strict=False, assign=True)
+    bad = [k for k in missing if not k.startswith("encoder.")]
+    if bad or unexpected:
+        raise RuntimeError(f"diffusers VAE keys do not match: missing {bad[:3]}, unexpected {unexpected[:3]}")
+    del ours, sd, converted, keep
+    gc.collect()
+    return theirs.eval().requires_grad_(False)
+
+
+def vae_latents(dtype: torch.dtype) -> torch.Tensor:
+    g = torch.Generator().manual_seed(2)
+    return torch.randn(1, 128, *VAE_LATENT, generator=g).to(dtype)
+
+
+def vae_output_size() -> str:
+    f, h, w = VAE_LATENT
+    return f"{8 * (f - 1) + 1}x{32 * h}x{32 * w}"
+
+
+def run_vae(side: str, vae: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
+    if side == "ours":
+        return vae.decode(z, timestep=DECODE_T)
+    # the statistics are identity (std 1, mean 0), so normalised and raw latents coincide
+    temb = torch.full((z.shape[0],), DECODE_T)
+    return vae.decode(z, temb=temb, return_dict=False)[0]
+
+
+# --- timing helpers -----------------------------------------------------------------------------------------
+
+
+def alternate(fns: dict[str, Any], pairs: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for i in range(pairs):
+        for name, fn in fns.items():
+            gc.collect()
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+            print(f"  pair {i + 1}/{pairs} {name}: {times[name][-1]:.3f} s", flush=True)
+    return times
+
+
+def summarise(times: dict[str, list[float]]) -> dict[str, Any]:
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"runs_s": times, "median_s": med, "ratio": med["ltxcli"] / med["diffusers"]}
+
+
+def profile(name: str, fn: Any, rows: int = 18) -> str:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as prof
+
+    with prof(activities=[ProfilerActivity.CPU], record_shapes=False) as p:
+        fn()
+    table = p.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+    return f"--- {name} ---\n{table}"
+
+
+# --- cases --------------------------------------------------------------------------------------------------
+
+
+def case_transformer(pairs: int, do_profile: bool) -> dict[str, Any]:
+    dtype = torch.float32
+    print("transformer: building the 2B DiT twice with shared random weights (float32)", flush=True)
+    ours, theirs = build_transformer_pair(dtype)
+    inp = transformer_inputs(dtype)
+    with torch.inference_mode():
+        a = run_ours_transformer(ours, inp)  # also the warm-up of each side
+        b = run_theirs_transformer(theirs, inp)
+        err = rel(a, b)
+        print(f"  outputs: rel err {err:.2e}", flush=True)
+        del a, b
+        times = alternate({"ltxcli": lambda: run_ours_transformer(ours, inp),
+                           "diffusers": lambda: run_theirs_transformer(theirs, inp)}, pairs)
+        prof_text = ""
+        if do_profile:
+            prof_text = profile("ltxcli transformer", lambda: run_ours_transformer(ours, inp)) + "\n" + profile(
+                "diffusers transformer", lambda: run_theirs_transformer(theirs, inp))
+            print(prof_text)
+    res = summarise(times)
+    res.update(rel_err=err, tokens=TOKENS_GRID[0] * TOKENS_GRID[1] * TOKENS_GRID[2], batch=2, text_len=TEXT_LEN,
+               dtype="float32", target="ratio <= 0.85")
+    if prof_text:
+        res["profile"] = prof_text
+    return res
+
+
+def case_vae_time(pairs: int, do_profile: bool) -> dict[str, Any]:
+    dtype = torch.float32
+    print("vae: building the 0.9.5 decoder twice with shared random weights (float32)", flush=True)
+    ours = build_vae_side("ours", dtype)
+    from diffusers import AutoencoderKLLTXVideo
+    from diffusers.loaders.single_file_utils import convert_ltx_vae_checkpoint_to_diffusers
+
+    converted = convert_ltx_vae_checkpoint_to_diffusers({f"vae.{k}": v for k, v in ours.state_dict().items()})
+    with torch.device("meta"):
+        theirs = AutoencoderKLLTXVideo(**DIFFUSERS_VAE_095)
+    theirs.load_state_dict({k: v for k, v in converted.items() if not k.startswith("encoder.")}, strict=False,
+                           assign=True)
+    theirs.eval().requires_grad_(False)
+    z = vae_latents(dtype)
+    with torch.inference_mode():
+        a = run_vae("ours", ours, z)
+        b = run_vae("diffusers", theirs, z)
+        err = rel(a, b)
+        print(f"  outputs {tuple(a.shape)}: rel err {err:.2e}", flush=True)
+        del a, b
+        times = alternate({"ltxcli": lambda: run_vae("ours", ours, z),
+                           "diffusers": lambda: run_vae("diffusers", theirs, z)}, pairs)
+        prof_text = ""
+        if do_profile:
+            prof_text = profile("ltxcli vae decode", lambda: run_vae("ours", ours, z)) + "\n" + profile(
+                "diffusers vae decode", lambda: run_vae("diffusers", theirs, z))
+            print(prof_text)
+    res = summarise(times)
+    res.update(rel_err=err, latents=list(VAE_LATENT), output=vae_output_size(), dtype="float32", target="ratio <= 0.85")
+    if prof_text:
+        res["profile"] = prof_text
+    return res
+
+
+def case_vae_rss(pairs: int) -> dict[str, Any]:
+    print(f"vae: peak RSS, one fresh child process per decode ({vae_output_size()})", flush=True)
+    rss: dict[str, list[dict[str, int]]] = {"ltxcli": [], "diffusers": []}
+    for i in range(pairs):
+        for side, key in (("ours", "ltxcli"), ("diffusers", "diffusers")):
+            out = child("vae-rss", side, "--vae-latent", ",".join(map(str, VAE_LATENT)))
+            rss[key].append(out)
+            print(f"  pair {i + 1}/{pairs} {key}: peak RSS {out['peak_rss'] / 1e9:.3f} GB, decode increment "
+                  f"{out['decode_increment'] / 1e9:.3f} GB", flush=True)
+    metrics = ("peak_rss", "decode_peak_rss", "decode_increment", "rss_before", "build_peak_rss")
+    med = {k: {m: statistics.median(r[m] for r in v) for m in metrics} for k, v in rss.items()}
+    return {
+        "runs": rss, "median": med,
+        "peak_ratio": med["ltxcli"]["peak_rss"] / med["diffusers"]["peak_rss"],
+        "decode_peak_ratio": med["ltxcli"]["decode_peak_rss"] / med["diffusers"]["decode_peak_rss"],
+        "increment_ratio": med["ltxcli"]["decode_increment"] / med["diffusers"]["decode_increment"],
+        "target": "peak RSS ratio <= 0.8", "output": vae_output_size(),
+    }
+
+
+def child(kind: str, side: str, *extra: str) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--side", side, *extra]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"child {kind} {side} failed:\n{proc.stderr[-3000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["process_wall_s"] = wall
+    return out
+
+
+def child_vae_rss(side: str) -> dict[str, int]:
+    vae = build_vae_side(side, torch.float32)
+    z = vae_latents(torch.float32)
+    gc.collect()
+    build_peak = max_rss_bytes()
+    if not reset_peak_rss():
+        raise SystemExit("cannot reset the peak RSS (/proc/self/clear_refs): no RSS figures on this system")
+    before = rss_bytes()
+    with torch.inference_mode():
+        run_vae(side, vae, z)
+    decode_peak = max_rss_bytes()
+    return {"build_peak_rss": build_peak, "rss_before": before, "decode_peak_rss": decode_peak,
+            "peak_rss": max(build_peak, decode_peak), "decode_increment": decode_peak - before}
+
+
+# --- loading ------------------------------------------------------------------------------------------------
+
+
+def prepare_checkpoints() -> tuple[Path, Path]:
+    """Write the full-size 2B random checkpoint once: official single file and diffusers folder (bf16)."""
+    single = CKPT_DIR / "ltxv-2b-random.safetensors"
+    folder = CKPT_DIR / "diffusers"
+    if single.is_file() and (folder / "transformer" / "config.json").is_file():
+        return single, folder
+    CKPT_DIR.mkdir(parents=True, exist_ok=True)
+    stat = os.statvfs(CKPT_DIR)
+    free = stat.f_bavail * stat.f_frsize
+    if free < 10e9:
+        raise SystemExit(f"{CKPT_DIR}: {free / 1e9:.1f} GB free, need about 8 GB for the two bf16 copies")
+    print(f"load: writing the full-size 2B checkpoint (bf16) to {CKPT_DIR}", flush=True)
+    from ltxcli.loading import save_official_checkpoint
+
+    ours, theirs = build_transformer_pair(torch.bfloat16)
+    save_official_checkpoint(single, transformer=ours)
+    theirs.save_pretrained(folder / "transformer", safe_serialization=True)
+    del ours, theirs
+    gc.collect()
+    return single, folder
+
+
+def warm_cache(paths: list[Path]) -> None:
+    for root in paths:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for p in files:
+            with open(p, "rb") as f:
+                while f.read(64 << 20):
+                    pass
+
+
+def child_load(side: str, dtype_name: str) -> dict[str, Any]:
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype_name]
+    single, folder = CKPT_DIR / "ltxv-2b-random.safetensors", CKPT_DIR / "diffusers"
+    t0 = time.perf_counter()
+    if side == "ours":
+        from ltxcli.loading import load_transformer
+
+        t1 = time.perf_counter()
+        model = load_transformer(single, device="cpu", dtype=dtype)
+    else:
+        from diffusers import LTXVideoTransformer3DModel
+
+        t1 = time.perf_counter()
+        model = LTXVideoTransformer3DModel.from_pretrained(folder, subfolder="transformer", torch_dtype=dtype)
+        model.eval().requires_grad_(False)
+    t2 = time.perf_counter()
+    # a first (tiny) step: 8 tokens, 8 text tokens, batch 1 -- touches every weight once
+    from ltxcli.models.rope import latent_coords, pixel_coords
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 8, 128, generator=g).to(dtype)
+    text = torch.randn(1, 8, 4096, generator=g).to(dtype)
+    coords = pixel_coords(latent_coords(2, 2, 2), causal_fix=True)[None]
+    with torch.inference_mode():
+        if side == "ours":
+            model(x, text, torch.tensor([[0.5]]), indices_grid=coords)
+        else:
+            model(hidden_states=x, encoder_hidden_states=text, timestep=torch.tensor([500.0]),
+                  encoder_attention_mask=torch.ones(1, 8), num_frames=2, height=2, width=2,
+                  video_coords=coords, return_dict=False)
+    t3 = time.perf_counter()
+    return {"import_s": t1 - t0, "load_s": t2 - t1, "first_step_s": t3 - t2, "load_plus_first_step_s": t3 - t1,
+            "peak_rss": max_rss_bytes()}
+
+
+def case_load(pairs: int, dtype_name: str) -> dict[str, Any]:
+    single, folder = prepare_checkpoints()
+    print(f"load: {single.stat().st_size / 1e9:.2f} GB single file vs diffusers folder, into {dtype_name}", flush=True)
+    runs: dict[str, list[dict[str, Any]]] = {"ltxcli": [], "diffusers": []}
+    for i in range(pairs):
+        for side, key in (("ours", "ltxcli"), ("diffusers", "diffusers")):
+            warm_cache([single, folder])
+            out = child("load", side, "--dtype", dtype_name)
+            runs[key].append(out)
+            print(f"  pair {i + 1}/{pairs} {key}: load {out['load_s']:.2f} s, +first step "
+                  f"{out['load_plus_first_step_s']:.2f} s, process {out['process_wall_s']:.2f} s", flush=True)
+    metrics = ("load_s", "load_plus_first_step_s", "process_wall_s", "import_s", "peak_rss")
+    med = {k: {m: statistics.median(r[m] for r in v) for m in metrics} for k, v in runs.items()}
+    return {
+        "runs": runs, "median": med, "dtype": dtype_name, "checkpoint_dtype": "bfloat16",
+        "ratio_load": med["ltxcli"]["load_s"] / med["diffusers"]["load_s"],
+        "ratio_load_plus_first_step": med["ltxcli"]["load_plus_first_step_s"] / med["diffusers"]["load_plus_first_step_s"],
+        "ratio_process": med["ltxcli"]["process_wall_s"] / med["diffusers"]["process_wall_s"],
+        "target": "ratio <= 0.5",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("cases", nargs="*", help="transformer, vae, load (default: all three)")
+    parser.add_argument("--pairs", type=int, default=3, help="alternating (ltxcli, diffusers) pairs per case")
+    parser.add_argument("--load-dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler tables (transformer, vae)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--vae-latent", default="4,8,8", help="latent frames,height,width of the vae cases")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--side", help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    global VAE_LATENT
+    VAE_LATENT = tuple(int(v) for v in args.vae_latent.split(","))  # type: ignore[assignment]
+    cases = args.cases or ["transformer", "vae", "load"]
+    unknown = set(cases) - {"transformer", "vae", "vae-time", "vae-rss", "load"}
+    if unknown:
+        parser.error(f"unknown case(s): {', '.join(sorted(unknown))} (use transformer, vae, vae-time, vae-rss, load)")
+    if "vae" in cases:
+        cases = [c for c in cases if c != "vae"] + ["vae-time", "vae-rss"]
+    if args.child == "vae-rss":
+        print(json.dumps(child_vae_rss(args.side)))
+        return
+    if args.child == "load":
+        print(json.dumps(child_load(args.side, args.dtype)))
+        return
+
+    results: dict[str, Any] = {"environment": environment(), "command": " ".join(sys.argv)}
+    print(json.dumps(results["environment"]), flush=True)
+    for case in cases:
+        if case == "transformer":
+            results["transformer"] = case_transformer(args.pairs, args.profile)
+        elif case == "vae-time":
+            results["vae"] = case_vae_time(args.pairs, args.profile)
+        elif case == "vae-rss":
+            results["vae_rss"] = case_vae_rss(args.pairs)
+        else:
+            results["load"] = case_load(args.pairs, args.load_dtype)
+    print("\nsummary (ltxcli / diffusers, medians):")
+    if "transformer" in results:
+        r = results["transformer"]
+        print(f"  transformer forward: {r['median_s']['ltxcli']:.2f} s / {r['median_s']['diffusers']:.2f} s "
+              f"= {r['ratio']:.3f} (target <= 0.85)")
+    if "vae" in results:
+        r = results["vae"]
+        print(f"  vae decode time:     {r['median_s']['ltxcli']:.2f} s / {r['median_s']['diffusers']:.2f} s "
+              f"= {r['ratio']:.3f} (target <= 0.85)")
+    if "vae_rss" in results:
+        r = results["vae_rss"]
+        m = r["median"]
+        print(f"  vae decode peak RSS: {m['ltxcli']['peak_rss'] / 1e9:.2f} GB / {m['diffusers']['peak_rss'] / 1e9:.2f} GB "
+              f"= {r['peak_ratio']:.3f} (target <= 0.8); during the decode "
+              f"{m['ltxcli']['decode_peak_rss'] / 1e9:.2f} / {m['diffusers']['decode_peak_rss'] / 1e9:.2f} GB "
+              f"= {r['decode_peak_ratio']:.3f}; decode's own increment "
+              f"{m['ltxcli']['decode_increment'] / 1e9:.2f} / {m['diffusers']['decode_increment'] / 1e9:.2f} GB "
+              f"= {r['increment_ratio']:.3f}")
+    if "load" in results:
+        r = results["load"]
+        m = r["median"]
+        print(f"  load 2B ({r['dtype']}):    {m['ltxcli']['load_s']:.2f} s / {m['diffusers']['load_s']:.2f} s "
+              f"= {r['ratio_load']:.3f} (target <= 0.5); with a first step {r['ratio_load_plus_first_step']:.3f}; "
+              f"whole process {r['ratio_process']:.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1, default=str))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,824 @@
+"""Benchmarks: the FLOP model, GPU peak throughput, random full-size models and the ``ltx bench`` run.
+
+FLOPs count the matrix products only (linear layers, attention ``QK^T`` and ``PV``, convolutions) at
+2 FLOPs per multiply-accumulate; norms, activations, RoPE and modulation are memory-bound and left out, as in
+``shared/reference/performance.md`` §3 (one 2B forward at 768x512x121 with 128 text tokens: 29.1 TFLOP; one
+0.9.5-family VAE decode there: 60.2 TFLOP). Every count is derived from an architecture config, so it holds
+for 2B, 13B and the tiny test models alike.
+
+The bench run times the real :meth:`Pipeline.generate` (text encoding, every denoising step with its guidance
+branches, the latent upsampler of multi-scale presets, the VAE decode and the copy of the video to the host),
+counts FLOPs from the shapes each module actually received (forward pre-hooks), and reports medians over
+repeats after warm-up runs.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .models.configs import (
+    TRANSFORMER_2B,
+    TRANSFORMER_13B,
+    TransformerConfig,
+    UpsamplerConfig,
+    VAEConfig,
+    official_vae_config,
+)
+
+__all__ = [
+    "GPU_PEAKS",
+    "PAPER_SECONDS",
+    "BenchError",
+    "BenchResult",
+    "GpuPeak",
+    "conv3d_flops",
+    "detect_gpu",
+    "format_table",
+    "materialize_random_",
+    "random_architecture",
+    "resolve_gpu",
+    "run_bench",
+    "t5_encoder_flops",
+    "t5_xxl_config",
+    "transformer_flops",
+    "upsampler_flops",
+    "vae_decoder_flops",
+]
+
+# The paper's claim (arXiv 2501.00103): 5 s of 24 fps video (121 frames) at 768x512 in 2 s on one H100.
+PAPER_SECONDS = 2.0
+PAPER_SIZE = (512, 768, 121)  # height, width, frames
+PAPER_FPS = 24.0
+
+_TIMESTEP_CHANNELS = 256  # sinusoid width feeding the adaLN timestep MLP
+
+
+class BenchError(ValueError):
+    """A benchmark request that cannot run as asked (e.g. ``--gpu`` names another device)."""
+
+
+# --- FLOP model ------------------------------------------------------------------------------------------
+
+
+def _linear(rows: float, fan_in: int, fan_out: int) -> float:
+    return 2.0 * rows * fan_in * fan_out
+
+
+def transformer_flops(
+    cfg: TransformerConfig, tokens: int, text_len: int, batch: int = 1, timestep_rows: int | None = None
+) -> dict[str, float]:
+    """FLOPs of one DiT forward on ``batch`` sequences of ``tokens`` video tokens and ``text_len`` text tokens.
+
+    ``timestep_rows``: rows per sequence that go through the adaLN timestep MLP (1 for one timestep per
+    sequence, ``tokens`` for per-token timesteps); default 1. Returns ``linear``, ``self_attn`` (QK^T and PV
+    of attn1), ``cross_attn`` (the same for attn2) and ``total``.
+    """
+    d, n, s = cfg.inner_dim, tokens, text_len
+    rows_t = 1 if timestep_rows is None else timestep_rows
+    per_block_video = (
+        4 * _linear(n, d, d)  # attn1 q, k, v, out
+        + 2 * _linear(n, d, d)  # attn2 q, out
+        + _linear(n, d, 4 * d) + _linear(n, 4 * d, d)  # feed-forward
+    )
+    per_block_text = 2 * _linear(s, cfg.cross_attention_dim, d)  # attn2 k, v on the projected caption
+    outside = (
+        _linear(n, cfg.in_channels, d) + _linear(n, d, cfg.out_channels)  # patchify_proj, proj_out
+        + _linear(s, cfg.caption_channels, d) + _linear(s, d, d)  # caption projection
+        + _linear(rows_t, _TIMESTEP_CHANNELS, d) + _linear(rows_t, d, d) + _linear(rows_t, d, 6 * d)  # adaLN
+    )
+    linear = cfg.num_layers * (per_block_video + per_block_text) + outside
+    self_attn = cfg.num_layers * 2 * (2.0 * n * n * d)
+    cross_attn = cfg.num_layers * 2 * (2.0 * n * s * d)
+    out = {"linear": linear, "self_attn": self_attn, "cross_attn": cross_attn}
+    out = {k: v * batch for k, v in out.items()}
+    out["total"] = out["linear"] + out["self_attn"] + out["cross_attn"]
+    return out
+
+
+def conv3d_flops(c_in: int, c_out: int, voxels: int, kernel: Sequence[int] = (3, 3, 3)) -> float:
+    """A dense convolution producing ``voxels`` output positions."""
+    return 2.0 * math.prod(kernel) * c_in * c_out * voxels
+
+
+_D2S_STRIDES = {"compress_time": (2, 1, 1), "compress_space": (1, 2, 2), "compress_all": (2, 2, 2)}
+
+
+def vae_decoder_flops(cfg: VAEConfig, latent_frames: int, latent_height: int, latent_width: int, batch: int = 1) -> float:
+    """FLOPs of one VAE decode of latents ``[batch, C, f, h, w]``, walking the decoder block list as built.
+
+    Temporal padding replicates frames, so every 3x3x3 conv has as many outputs as inputs. A temporal
+    depth-to-space doubles the frames and drops the first one.
+    """
+    blocks = list(reversed(cfg.decoder_blocks))
+    ch = cfg.decoder_base_channels
+    for name, params in blocks:
+        if name == "res_x_y":
+            ch *= params.get("multiplier", 2)
+        elif name.startswith("compress"):
+            ch *= params.get("multiplier", 1)
+    f, h, w = latent_frames, latent_height, latent_width
+    total = conv3d_flops(cfg.latent_channels, ch, f * h * w)  # conv_in
+    for name, params in blocks:
+        vox = f * h * w
+        if name == "res_x":
+            total += params["num_layers"] * 2 * conv3d_flops(ch, ch, vox)
+        elif name == "res_x_y":
+            out = ch // params.get("multiplier", 2)
+            # conv1, conv2, and the 1x1x1 shortcut of the channel change
+            total += conv3d_flops(ch, out, vox) + conv3d_flops(out, out, vox) + conv3d_flops(ch, out, vox, (1, 1, 1))
+            ch = out
+        else:  # depth-to-space upsampler: conv C -> prod(stride) * C / multiplier on the input grid
+            s1, s2, s3 = _D2S_STRIDES[name]
+            mult = params.get("multiplier", 1) if name == "compress_all" else 1
+            total += conv3d_flops(ch, s1 * s2 * s3 * ch // mult, vox)
+            f, h, w = f * s1 - (1 if s1 == 2 else 0), h * s2, w * s3
+            ch //= mult
+    total += conv3d_flops(ch, cfg.out_channels * cfg.patch_size**2, f * h * w)  # conv_out
+    return total * batch
+
+
+def upsampler_flops(cfg: UpsamplerConfig, latent_frames: int, latent_height: int, latent_width: int, batch: int = 1) -> float:
+    """FLOPs of the latent spatial upsampler on latents ``[batch, C, f, h, w]`` (output ``[.., 2h, 2w]``)."""
+    mid, vox = cfg.mid_channels, latent_frames * latent_height * latent_width
+    total = conv3d_flops(cfg.in_channels, mid, vox)
+    total += cfg.num_blocks_per_stage * 2 * conv3d_flops(mid, mid, vox)
+    total += conv3d_flops(mid, 4 * mid, vox, (1, 3, 3))  # per-frame Conv2d before the pixel shuffle
+    total += cfg.num_blocks_per_stage * 2 * conv3d_flops(mid, mid, 4 * vox)
+    total += conv3d_flops(mid, cfg.in_channels, 4 * vox)
+    return total * batch
+
+
+def t5_encoder_flops(config: Any, seq_len: int, batch: int = 1) -> float:
+    """FLOPs of a transformers T5 encoder (``T5Config``) on ``batch`` sequences of ``seq_len`` tokens."""
+    d, inner, ff = config.d_model, config.num_heads * config.d_kv, config.d_ff
+    gated = bool(getattr(config, "is_gated_act", "gated" in str(config.feed_forward_proj)))
+    per_layer = 4 * _linear(seq_len, d, inner)  # q, k, v, o (o is inner -> d)
+    per_layer += (3 if gated else 2) * _linear(seq_len, d, ff)
+    per_layer += 2 * (2.0 * seq_len * seq_len * inner)
+    return config.num_layers * per_layer * batch
+
+
+def t5_xxl_config() -> Any:
+    """The ``google/t5-v1_1-xxl`` encoder shape that every LTX-Video release uses (4.76 B parameters)."""
+    from transformers import T5Config
+
+    return T5Config(
+        vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+        relative_attention_num_buckets=32, relative_attention_max_distance=128, feed_forward_proj="gated-gelu",
+        dropout_rate=0.0, layer_norm_epsilon=1e-6, is_encoder_decoder=False, use_cache=False,
+        tie_word_embeddings=False,
+    )
+
+
+# --- GPU peaks ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GpuPeak:
+    """Dense bfloat16 tensor-core peak of one GPU model (TFLOP/s, no sparsity); ``None`` for the CPU."""
+
+    key: str
+    label: str
+    tflops: float | None
+    names: tuple[str, ...]  # substrings of torch.cuda.get_device_name that identify it
+    variants: tuple[tuple[str, str, float], ...] = ()  # (name substring, label, TFLOP/s) overriding the default
+
+
+# H100 SXM 989 and A100/A800 312 are the figures of shared/reference/performance.md; H200 (same Hopper tensor
+# cores as the H100 SXM), L40S (362.05) and RTX 4090 (165.2 with FP32 accumulation, the precision PyTorch
+# uses) are NVIDIA datasheet values. The PCIe / NVL H100 boards run lower clocks (756 / 835).
+GPU_PEAKS: dict[str, GpuPeak] = {
+    "h100": GpuPeak("h100", "H100 SXM", 989.0, ("H100",), (("PCIe", "H100 PCIe", 756.0), ("NVL", "H100 NVL", 835.0))),
+    "h200": GpuPeak("h200", "H200", 989.0, ("H200",)),
+    "a100": GpuPeak("a100", "A100", 312.0, ("A100", "A800")),
+    "l40s": GpuPeak("l40s", "L40S", 362.0, ("L40S",)),
+    "4090": GpuPeak("4090", "RTX 4090", 165.2, ("4090",)),
+    "cpu": GpuPeak("cpu", "CPU", None, ()),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedPeak:
+    key: str  # a GPU_PEAKS key, or "unknown"
+    label: str
+    tflops: float | None
+    device_name: str
+
+
+def detect_gpu(device_name: str) -> str | None:
+    """The GPU_PEAKS key whose name pattern matches ``device_name`` (``None`` if none does)."""
+    upper = device_name.upper()
+    for key, peak in GPU_PEAKS.items():
+        if any(pattern.upper() in upper for pattern in peak.names):
+            return key
+    return None
+
+
+def _peak_for(key: str, device_name: str) -> ResolvedPeak:
+    peak = GPU_PEAKS[key]
+    for pattern, label, tflops in peak.variants:
+        if pattern.upper() in device_name.upper():
+            return ResolvedPeak(key, label, tflops, device_name)
+    return ResolvedPeak(key, peak.label, peak.tflops, device_name)
+
+
+def resolve_gpu(gpu: str | None, device_type: str, device_name: str) -> ResolvedPeak:
+    """Check ``--gpu`` against the device found and return the peak to compare with.
+
+    ``gpu=None`` detects the table entry from ``device_name`` (unknown GPUs get no utilisation). A ``gpu``
+    that contradicts the device raises :class:`BenchError` with a one-line message.
+    """
+    if gpu is not None:
+        gpu = gpu.lower()
+        if gpu not in GPU_PEAKS:
+            raise BenchError(f"--gpu {gpu}: unknown (known: {', '.join(GPU_PEAKS)})")
+    if device_type == "cpu":
+        if gpu not in (None, "cpu"):
+            raise BenchError(f"--gpu {gpu} but the benchmark runs on the CPU ({device_name}); use --gpu cpu")
+        return _peak_for("cpu", device_name)
+    found = detect_gpu(device_name)
+    if gpu is None:
+        return _peak_for(found, device_name) if found else ResolvedPeak("unknown", device_name, None, device_name)
+    if gpu == "cpu":
+        raise BenchError(f"--gpu cpu but the benchmark runs on {device_type} ({device_name}); pass --device cpu")
+    if found != gpu:
+        hint = f" (use --gpu {found})" if found else " (no peak table entry for it: leave out --gpu)"
+        raise BenchError(f"--gpu {gpu} does not match the device found: {device_name}{hint}")
+    return _peak_for(gpu, device_name)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        return _cpu_name()
+    return str(device)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU"
+
+
+# --- random full-size models ------------------------------------------------------------------------------
+
+
+def _init_value(name: str, shape: tuple[int, ...]) -> tuple[str, float]:
+    """(``"uniform"`` with this std | ``"fill"`` with this value) for a parameter or buffer by name and shape."""
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf == "timestep_scale_multiplier":
+        return "fill", 1000.0
+    if leaf == "std-of-means":
+        return "fill", 1.0
+    if leaf in ("mean-of-means", "bias") or leaf.startswith("per_channel_scale"):
+        return "fill", 0.0
+    if len(shape) <= 1:
+        return "fill", 1.0  # norm weights
+    # weights and modulation tables: fan-in scaled, so activations keep unit scale through the depth
+    return "uniform", 1.0 / math.sqrt(math.prod(shape[1:]))
+
+
+@torch.no_grad()
+def materialize_random_(
+    module: nn.Module,
+    *,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    seed: int = 0,
+    prefixes: Iterable[str] | None = None,
+) -> nn.Module:
+    """Replace the meta tensors of ``module`` by random ones allocated directly on ``device``.
+
+    Floating tensors get ``dtype``: weights a fan-in scaled uniform draw (std ``1/sqrt(fan_in)``), biases and
+    noise scales 0, 1-D norm weights 1, the VAE latent statistics identity and its timestep multiplier 1000.
+    Nothing is initialised on the CPU first, so a 13B model appears in seconds on a GPU. ``prefixes``
+    restricts it to tensors whose qualified name starts with one of them (the rest stay on the meta device).
+    Tied parameters stay tied. Returns ``module`` (eval mode, no grad).
+    """
+    device = torch.device(device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    wanted = tuple(prefixes) if prefixes is not None else None
+    done: dict[int, Tensor] = {}
+    for mod_name, mod in module.named_modules(remove_duplicate=False):
+        for kind in ("_parameters", "_buffers"):
+            table: dict[str, Tensor | None] = getattr(mod, kind)
+            for name, old in list(table.items()):
+                if old is None or not old.is_meta:
+                    continue
+                full = f"{mod_name}.{name}" if mod_name else name
+                if wanted is not None and not full.startswith(wanted):
+                    continue
+                if id(old) in done:
+                    table[name] = done[id(old)]
+                    continue
+                dt = dtype if old.is_floating_point() else old.dtype
+                t = torch.empty(old.shape, device=device, dtype=dt)
+                how, value = _init_value(full, tuple(old.shape))
+                if how == "fill" or not t.is_floating_point():
+                    t.fill_(value)
+                else:
+                    bound = value * math.sqrt(3.0)
+                    t.uniform_(-bound, bound, generator=gen)
+                new: Tensor = nn.Parameter(t, requires_grad=False) if kind == "_parameters" else t
+                done[id(old)] = new
+                table[name] = new
+    return module.eval().requires_grad_(False)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The full-size modules a preset runs, for building them with random weights."""
+
+    transformer: TransformerConfig
+    vae: VAEConfig
+    upsampler: UpsamplerConfig | None
+    text: Any  # a transformers T5Config
+    label: str
+
+
+def random_architecture(preset: Any) -> Architecture:
+    """The architecture of a :class:`~ltxcli.presets.Preset`: 2B or 13B DiT, its VAE family, the upsampler of
+    multi-scale presets and the T5-XXL text encoder (the ``tiny`` preset gets the tiny built-in model)."""
+    from dataclasses import replace
+
+    if preset.name == "tiny":
+        from . import tiny
+
+        up = UpsamplerConfig(in_channels=tiny.LATENT_CHANNELS, mid_channels=32, num_blocks_per_stage=1)
+        text = tiny.make_text_model(len(tiny.TINY_WORDS) + 4).config
+        return Architecture(tiny.TINY_TRANSFORMER, tiny.tiny_vae_config(), up, text, "tiny")
+    name = preset.name
+    version = name.split("-")[2] if name.count("-") >= 2 else ""
+    family = "0.9" if version == "0.9" else "0.9.1" if version == "0.9.1" else "0.9.5"
+    big = "13b" in name
+    transformer = replace(TRANSFORMER_13B if big else TRANSFORMER_2B, causal_temporal_positioning=family == "0.9.5")
+    vae = VAEConfig.from_official(official_vae_config(family))
+    upsampler = UpsamplerConfig() if preset.multi_scale else None
+    return Architecture(transformer, vae, upsampler, t5_xxl_config(), f"{'13B' if big else '2B'}, VAE {family}")
+
+
+def _param_count_t5(config: Any) -> int:
+    d, inner, ff = config.d_model, config.num_heads * config.d_kv, config.d_ff
+    gated = bool(getattr(config, "is_gated_act", True))
+    per_layer = 4 * d * inner + (3 if gated else 2) * d * ff
+    return config.num_layers * per_layer + config.vocab_size * d
+
+
+class _SyncedText:
+    """A text encoder whose ``encode`` waits for the device, so the text stage is timed on its own."""
+
+    def __init__(self, inner: Any, device: torch.device) -> None:
+        self.inner = inner
+        self.sync_device = device
+
+    def encode(self, prompts: Sequence[str], max_tokens: int = 256) -> tuple[Tensor, Tensor]:
+        out = self.inner.encode(prompts, max_tokens)
+        _sync(self.sync_device)
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class _SkippedText:
+    """Stands in for the text encoder when it is not timed: fixed random embeddings, 16 real tokens."""
+
+    def __init__(self, width: int, device: torch.device, dtype: torch.dtype) -> None:
+        self.width, self.device, self.dtype = width, device, dtype
+        self.hidden_size = width
+
+    def encode(self, prompts: Sequence[str], max_tokens: int = 256) -> tuple[Tensor, Tensor]:
+        gen = torch.Generator().manual_seed(0)
+        emb = torch.randn(len(prompts), max_tokens, self.width, generator=gen).to(self.device, self.dtype)
+        mask = torch.zeros(len(prompts), max_tokens, dtype=torch.long, device=self.device)
+        mask[:, :16] = 1
+        return emb, mask
+
+
+def _default_preset() -> str:
+    """The preset of the registry's default model (what ``ltx generate`` runs without ``--model``)."""
+    from . import weights
+
+    default = weights.load_registry().default
+    entry = default() if callable(default) else default  # a method in older registries, a property now
+    return entry.preset or ""
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def build_random_pipeline(
+    preset: Any, device: torch.device, dtype: torch.dtype, *, text_encoder: str = "auto", seed: int = 0
+) -> tuple[Any, Architecture, str]:
+    """A :class:`Pipeline` with the preset's full-size architecture and random weights made on ``device``.
+
+    ``text_encoder``: ``"random"`` builds a random T5 of the release's shape, ``"skip"`` replaces it by fixed
+    embeddings (its stage is then not timed), ``"auto"`` is random when the weights are cheap to hold (on a GPU,
+    or under 1 GB) and skip otherwise. Returns the pipeline, the architecture and the text mode used.
+    """
+    from transformers import T5EncoderModel
+
+    from .models.transformer import LTXVideoTransformer
+    from .models.upsampler import LatentUpsampler
+    from .models.vae import CausalVideoVAE
+    from .pipeline import Pipeline
+    from .text import TextEncoder
+    from .tiny import make_tokenizer
+
+    arch = random_architecture(preset)
+    if text_encoder not in ("auto", "random", "skip"):
+        raise BenchError(f"text encoder mode {text_encoder!r}: use auto, random or skip")
+    t5_bytes = _param_count_t5(arch.text) * torch.finfo(dtype).bits // 8
+    mode = text_encoder
+    if mode == "auto":
+        mode = "random" if device.type == "cuda" or t5_bytes < 1e9 else "skip"
+
+    with torch.device("meta"):
+        transformer = LTXVideoTransformer(arch.transformer)
+        vae = CausalVideoVAE(arch.vae)
+        upsampler = LatentUpsampler(arch.upsampler) if arch.upsampler is not None else None
+        t5 = T5EncoderModel(arch.text) if mode == "random" else None
+    materialize_random_(transformer, device=device, dtype=dtype, seed=seed)
+    # Only the decoder and the latent statistics run; the encoder stays on the meta device (no memory).
+    materialize_random_(vae, device=device, dtype=dtype, seed=seed + 1, prefixes=("decoder.", "per_channel_statistics."))
+    if upsampler is not None:
+        materialize_random_(upsampler, device=device, dtype=dtype, seed=seed + 2)
+    if t5 is not None:
+        materialize_random_(t5, device=device, dtype=dtype, seed=seed + 3)
+        text: Any = _SyncedText(TextEncoder(t5, make_tokenizer()), device)
+    else:
+        text = _SkippedText(arch.transformer.caption_channels, device, dtype)
+    pipe = Pipeline(transformer, vae, text, preset=preset, upsampler=upsampler, name=f"{preset.name} (random weights)")
+    return pipe, arch, mode
+
+
+# --- the bench run --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StageResult:
+    runs_s: list[float]
+    flops: float | None = None
+    median_s: float | None = None
+    tflops_per_s: float | None = None
+    utilisation: float | None = None  # fraction of the peak
+    note: str | None = None
+
+
+@dataclass
+class BenchResult:
+    """Everything ``ltx bench`` reports (``asdict`` gives the ``--json`` object)."""
+
+    preset: str
+    architecture: str
+    weights: str  # "random" or the model name / path
+    device: str
+    device_name: str
+    dtype: str
+    torch_version: str
+    attention: Any  # the transformer's kernels (ltxcli.kernels.describe_model)
+    kernels: Any  # what this machine offers (ltxcli.kernels.describe_kernels)
+    gpu: str
+    peak_tflops: float | None
+    height: int
+    width: int
+    num_frames: int
+    frame_rate: float
+    video_seconds: float
+    warmup: int
+    repeats: int
+    transformer_calls: int  # denoising steps, all passes
+    branches: list[int]  # batch (guidance branches) of each transformer call
+    tokens: list[int]  # video tokens of each transformer call
+    text_encoder: str  # "real", "random" or "skipped"
+    build_s: float
+    stages: dict[str, StageResult] = field(default_factory=dict)
+    peak_memory_bytes: int | None = None
+    peak_memory_kind: str = ""
+    real_time_factor: float | None = None  # end-to-end seconds / video seconds (< 1: faster than real time)
+    paper_seconds: float = PAPER_SECONDS
+    paper_ratio: float | None = None  # end-to-end seconds / the paper's 2 s
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _FlopRecorder:
+    """Forward pre-hooks that record the FLOPs of every call of the timed modules, per stage."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.flops: dict[str, float] = {"text": 0.0, "denoise": 0.0, "decode": 0.0}
+        self.calls: list[tuple[int, int]] = []  # (batch, tokens) per transformer call
+        self.handles: list[Any] = []
+        tcfg = pipe.transformer.config
+        vcfg = pipe.vae.config
+
+        def on_transformer(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+            x = args[0] if args else kwargs["hidden_states"]
+            ctx = args[1] if len(args) > 1 else kwargs["encoder_hidden_states"]
+            t = args[2] if len(args) > 2 else kwargs["timestep"]
+            b, n = int(x.shape[0]), int(x.shape[1])
+            rows = max(1, t.numel() // b)
+            self.flops["denoise"] += transformer_flops(tcfg, n, int(ctx.shape[1]), b, rows)["total"]
+            self.calls.append((b, n))
+
+        def on_decoder(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+            z = args[0] if args else kwargs["z"]
+            b, _, f, h, w = z.shape
+            self.flops["decode"] += vae_decoder_flops(vcfg, f, h, w, b)
+
+        self.handles.append(pipe.transformer.register_forward_pre_hook(on_transformer, with_kwargs=True))
+        self.handles.append(pipe.vae.decoder.register_forward_pre_hook(on_decoder, with_kwargs=True))
+        if pipe.upsampler is not None:
+            ucfg = pipe.upsampler.config
+
+            def on_upsampler(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+                z = args[0] if args else kwargs["latents"]
+                b, _, f, h, w = z.shape
+                self.flops["denoise"] += upsampler_flops(ucfg, f, h, w, b)
+
+            self.handles.append(pipe.upsampler.register_forward_pre_hook(on_upsampler, with_kwargs=True))
+        model = getattr(getattr(pipe.text_encoder, "inner", pipe.text_encoder), "model", None)
+        if isinstance(model, nn.Module):
+            t5cfg = model.config
+
+            def on_text(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+                ids = args[0] if args else kwargs.get("input_ids")
+                if ids is not None:
+                    self.flops["text"] += t5_encoder_flops(t5cfg, int(ids.shape[1]), int(ids.shape[0]))
+
+            self.handles.append(model.register_forward_pre_hook(on_text, with_kwargs=True))
+
+    def reset(self) -> None:
+        self.flops = dict.fromkeys(self.flops, 0.0)
+        self.calls = []
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def describe_attention(device: torch.device, attention: str = "auto", dtype: torch.dtype | None = None) -> Any:
+    """:func:`ltxcli.kernels.describe_kernels` for ``device`` (the kernels installed and what ``attention``
+    resolves to)."""
+    from . import kernels
+
+    return kernels.describe_kernels(device, attention=attention, dtype=dtype)
+
+
+def _peak_memory(device: torch.device) -> tuple[int, str]:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device)), "torch.cuda.max_memory_allocated"
+    kind = "process peak RSS (includes the weights)"
+    try:  # Linux: this process image's high-water mark (ru_maxrss may carry a forking parent's)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024, kind
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024), kind  # KiB on Linux, bytes on macOS
+
+
+def run_bench(
+    *,
+    preset: str | None = None,
+    model: str | None = None,
+    random_weights: bool = False,
+    height: int = PAPER_SIZE[0],
+    width: int = PAPER_SIZE[1],
+    num_frames: int = PAPER_SIZE[2],
+    frame_rate: float | None = None,
+    steps: int | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    gpu: str | None = None,
+    warmup: int = 1,
+    repeats: int = 3,
+    text_encoder: str = "auto",
+    attention: str = "auto",
+    compile: bool = False,
+    seed: int = 0,
+    prompt: str = "a red car drives along a mountain road at sunset, the camera follows it",
+    log: Callable[[str], None] | None = None,
+) -> BenchResult:
+    """Time ``Pipeline.generate`` stage by stage and relate it to FLOPs, the GPU peak and the paper's 2 s.
+
+    With ``random_weights`` the preset's full-size architecture (default: the registry's default model) is
+    built directly on the device with random weights (no download); otherwise ``model`` (a weights.toml name,
+    a single file or a diffusers folder; default the registry default) is loaded. ``steps`` replaces the step
+    count of the (first) pass. ``gpu`` names the peak table entry and must match the device (else
+    :class:`BenchError`). ``dtype="fp8"`` runs the block linears as float8 matmuls; ``attention`` and
+    ``compile`` choose kernels as in :func:`ltxcli.load_pipeline` (compilation happens in the warm-up runs).
+    Runs ``warmup`` untimed generations, then ``repeats`` timed ones; stage times are medians. Timing waits
+    for the device only at stage boundaries.
+    """
+    from . import kernels
+    from .api import FP8_NAMES, load_pipeline, resolve_device, resolve_dtype
+    from .presets import PRESETS
+
+    say = log or (lambda _msg: None)
+    if repeats < 1 or warmup < 0:
+        raise BenchError(f"repeats={repeats} must be >= 1 and warmup={warmup} >= 0")
+    dev = resolve_device(device)
+    peak = resolve_gpu(gpu, dev.type, device_name(dev))
+    fp8 = isinstance(dtype, str) and dtype in FP8_NAMES
+    if fp8:
+        kernels.require_fp8(dev)
+    dt = resolve_dtype(dtype, dev)
+    backend = kernels.resolve_attention_backend(attention, dev, dt)
+    notes: list[str] = []
+
+    t0 = time.perf_counter()
+    if random_weights:
+        if model is not None:
+            raise BenchError("pass either --random-weights or --model, not both")
+        name = preset or _default_preset()
+        if name not in PRESETS:
+            raise BenchError(f"unknown preset {name!r} (known: {', '.join(sorted(PRESETS))})")
+        say(f"building {name} with random weights on {dev} ({str(dt).removeprefix('torch.')})")
+        pipe, arch, text_mode = build_random_pipeline(PRESETS[name], dev, dt, text_encoder=text_encoder, seed=seed)
+        label, weights_label = arch.label, "random"
+        if fp8:
+            kernels.convert_to_fp8(pipe.transformer, dtype=dt)
+        elif PRESETS[name].precision.startswith("float8"):
+            notes.append("fp8 preset run in the bench dtype; pass --dtype fp8 for float8 matmuls")
+        kernels.set_attention_backend(pipe.transformer, backend)
+        if compile:
+            kernels.compile_blocks(pipe.transformer, kernels.CompileConfig())
+    else:
+        say(f"loading {model or 'the default model'} on {dev}")
+        pipe = load_pipeline(model or "", device=dev, dtype="fp8" if fp8 else dt, attention=attention, compile=compile)
+        if preset is not None:
+            if preset not in PRESETS:
+                raise BenchError(f"unknown preset {preset!r} (known: {', '.join(sorted(PRESETS))})")
+            pipe.preset = PRESETS[preset]
+        cfg = pipe.transformer.config
+        label = f"{cfg.num_layers} blocks x {cfg.inner_dim}, VAE {pipe.vae.config.family}"
+        weights_label = model or pipe.name
+        text_mode = "real"
+        pipe.text_encoder = _SyncedText(pipe.text_encoder, dev)
+    _sync(dev)
+    build_s = time.perf_counter() - t0
+    if text_mode == "skip":
+        notes.append("text encoding skipped (random weights: a T5-XXL-shaped encoder does not fit cheaply here)")
+    if compile and warmup < 1:
+        notes.append("--compile without warm-up: the first timed run includes compilation")
+
+    fps = float(frame_rate if frame_rate is not None else pipe.preset.frame_rate)
+    recorder = _FlopRecorder(pipe)
+    kwargs: dict[str, Any] = dict(
+        height=height, width=width, num_frames=num_frames, frame_rate=fps, steps=steps, seed=seed,
+    )
+    runs: dict[str, list[float]] = {"text": [], "denoise": [], "decode": [], "total": []}
+    try:
+        for i in range(warmup + repeats):
+            timed = i >= warmup
+            say(f"{'run' if timed else 'warm-up'} {i - warmup + 1 if timed else i + 1}/{repeats if timed else warmup}")
+            recorder.reset()
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            _sync(dev)
+            start = time.perf_counter()
+            result = pipe.generate(prompt, **kwargs)
+            _sync(dev)
+            total = time.perf_counter() - start
+            if timed:
+                runs["text"].append(result.timings["text_encoding_s"])
+                runs["denoise"].append(result.timings["denoise_s"])
+                runs["decode"].append(result.timings["decode_s"])
+                runs["total"].append(total)
+    finally:
+        recorder.remove()
+
+    flops = dict(recorder.flops)
+    if text_mode == "skip":
+        flops["text"] = 0.0
+    flops["total"] = flops["text"] + flops["denoise"] + flops["decode"]
+    stages: dict[str, StageResult] = {}
+    for stage, values in runs.items():
+        med = statistics.median(values)
+        if stage == "text" and text_mode == "skip":
+            stages[stage] = StageResult(runs_s=[], note="skipped (random weights)")
+            continue
+        st = StageResult(runs_s=values, flops=flops[stage], median_s=med)
+        if med > 0 and flops[stage]:
+            st.tflops_per_s = flops[stage] / med / 1e12
+            if peak.tflops:
+                st.utilisation = st.tflops_per_s / peak.tflops
+        stages[stage] = st
+    n_calls = len(recorder.calls)
+    if n_calls:
+        stages["denoise"].note = f"{stages['denoise'].median_s / n_calls:.4g} s per step"
+    if text_mode == "skip":
+        stages["total"].note = "without text encoding"
+
+    mem, mem_kind = _peak_memory(dev)
+    video_s = num_frames / fps
+    total_med = stages["total"].median_s or 0.0
+    if (height, width, num_frames) != PAPER_SIZE:
+        notes.append(f"size {width}x{height}x{num_frames} differs from the paper's 768x512x121")
+    if peak.key != "h100":
+        notes.append("the paper's 2 s was measured on an H100")
+    return BenchResult(
+        preset=pipe.preset.name, architecture=label, weights=weights_label, device=str(dev),
+        device_name=peak.device_name, dtype=("fp8 (e4m3 block linears), " if fp8 else "") + str(dt).removeprefix("torch."), torch_version=torch.__version__,
+        attention=kernels.describe_model(pipe.transformer), kernels=describe_attention(dev, attention, dt),
+        gpu=peak.label if peak.key != "unknown" else f"unknown ({peak.device_name})",
+        peak_tflops=peak.tflops, height=height, width=width, num_frames=num_frames, frame_rate=fps,
+        video_seconds=video_s, warmup=warmup, repeats=repeats, transformer_calls=n_calls,
+        branches=[b for b, _ in recorder.calls], tokens=[n for _, n in recorder.calls],
+        text_encoder={"random": "random", "skip": "skipped", "real": "real"}[text_mode], build_s=build_s,
+        stages=stages, peak_memory_bytes=mem, peak_memory_kind=mem_kind,
+        real_time_factor=total_med / video_s if video_s else None,
+        paper_ratio=total_med / PAPER_SECONDS, notes=notes,
+    )
+
+
+def format_table(result: BenchResult) -> list[str]:
+    """Plain-text lines of the human report (the CLI prints them with rich)."""
+    r = result
+    lines = [
+        f"preset {r.preset} ({r.architecture}), weights: {r.weights}",
+        f"device {r.device} [{r.device_name}], {r.dtype}, torch {r.torch_version}, kernels: {_kernel_line(r.attention)}",
+        f"size {r.width}x{r.height}x{r.num_frames} @ {r.frame_rate:g} fps ({r.video_seconds:.2f} s of video); "
+        f"{r.transformer_calls} transformer calls, branches {_runs(r.branches)}, tokens {_runs(r.tokens)}",
+        f"warm-up {r.warmup}, repeats {r.repeats} (medians); build {r.build_s:.1f} s",
+        "",
+        f"{'stage':<9}{'median s':>10}{'FLOP':>10}{'TFLOP/s':>10}{'util':>8}  note",
+    ]
+    for name, st in r.stages.items():
+        med = f"{st.median_s:.3f}" if st.median_s is not None else "-"
+        fl = _si(st.flops) if st.flops else "-"
+        tp = f"{st.tflops_per_s:.3g}" if st.tflops_per_s is not None else "-"
+        ut = f"{st.utilisation * 100:.1f}%" if st.utilisation is not None else "-"
+        lines.append(f"{name:<9}{med:>10}{fl:>10}{tp:>10}{ut:>8}  {st.note or ''}")
+    lines.append("")
+    peak = f"{r.peak_tflops:g} TFLOP/s bf16 dense" if r.peak_tflops else "no peak table (no utilisation)"
+    lines.append(f"peak: {r.gpu}, {peak}")
+    if r.peak_memory_bytes is not None:
+        lines.append(f"peak memory: {r.peak_memory_bytes / 1e9:.2f} GB ({r.peak_memory_kind})")
+    if r.real_time_factor is not None:
+        speed = "faster" if r.real_time_factor < 1 else "slower"
+        lines.append(f"real-time factor: {r.real_time_factor:.3g} (generation time / video time; {speed} than real time)")
+    total = r.stages["total"].median_s
+    if total is not None and r.paper_ratio is not None:
+        lines.append(
+            f"end-to-end {total:.3f} s vs the paper's {r.paper_seconds:g} s (768x512x121, H100): {r.paper_ratio:.3g}x"
+        )
+    lines.extend(f"note: {n}" for n in r.notes)
+    return lines
+
+
+def _si(value: float) -> str:
+    """``2.91e13`` -> ``29.1 T``."""
+    for scale, unit in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M")):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:.3g}"
+
+
+def _runs(values: Sequence[int]) -> str:
+    """Run-length summary: ``[2, 2, 2, 1]`` -> ``2x3, 1``."""
+    if not values:
+        return "-"
+    parts: list[str] = []
+    prev, count = values[0], 0
+    for v in [*values, None]:
+        if v == prev:
+            count += 1
+            continue
+        parts.append(f"{prev}x{count}" if count > 1 else f"{prev}")
+        prev, count = v, 1
+    return ", ".join(parts)
+
+
+def _kernel_line(value: Any) -> str:
+    """``describe_model`` -> ``attention sdpa/sdpa, fp8 layers 0, compile off``."""
+    if not isinstance(value, Mapping):
+        return str(value)
+    att = value.get("attention", {})
+    att_s = f"{att.get('self_attention', '?')}/{att.get('cross_attention', '?')}" if isinstance(att, Mapping) else att
+    comp = value.get("compile")
+    return f"attention {att_s}, fp8 layers {value.get('fp8_linear_layers', 0)}, compile {'on' if comp else 'off'}"
