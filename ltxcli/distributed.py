@@ -281,7 +281,7 @@ def _sequence_parallel_attention(
     if state.group is None or context is not None:
         return cls_forward(attn, x, context, rope=rope, mask=mask, skip=skip, skip_mode=skip_mode)
     if mask is not None:
-        raise NotImplementedError("a key mask on sharded self-attention is not supported")
+        raise ValueError("a key mask on sequence-parallel self-attention is not supported yet (the pipeline never passes one)")
     p = state.degree
     q = attn.q_norm(attn.to_q(x))
     k = attn.k_norm(attn.to_k(x))
