@@ -518,6 +518,11 @@ class BenchResult:
     paper_seconds: float = PAPER_SECONDS
     paper_ratio: float | None = None  # end-to-end seconds / the paper's 2 s
     notes: list[str] = field(default_factory=list)
+    # Seconds of each warm-up run: with --compile the first one holds the compilation, kept apart from the
+    # steady-state medians above.
+    warmup_s: list[float] = field(default_factory=list)
+    # Under torchrun: per-rank host, device, timings, peak memory and bytes communicated (ltxcli.distributed).
+    ranks: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -619,6 +624,8 @@ def run_bench(
     text_encoder: str = "auto",
     attention: str = "auto",
     compile: bool = False,
+    dist: Any = None,
+    parallel: str = "auto",
     seed: int = 0,
     prompt: str = "a red car drives along a mountain road at sunset, the camera follows it",
     log: Callable[[str], None] | None = None,
@@ -679,6 +686,10 @@ def run_bench(
         weights_label = model or pipe.name
         text_mode = "real"
         pipe.text_encoder = _SyncedText(pipe.text_encoder, dev)
+    if dist is not None:
+        from .distributed import parallelize
+
+        parallelize(pipe, dist, mode=parallel)
     _sync(dev)
     build_s = time.perf_counter() - t0
     if text_mode == "skip":
@@ -692,6 +703,7 @@ def run_bench(
         height=height, width=width, num_frames=num_frames, frame_rate=fps, steps=steps, seed=seed,
     )
     runs: dict[str, list[float]] = {"text": [], "denoise": [], "decode": [], "total": []}
+    warmup_s: list[float] = []
     try:
         for i in range(warmup + repeats):
             timed = i >= warmup
@@ -704,6 +716,8 @@ def run_bench(
             result = pipe.generate(prompt, **kwargs)
             _sync(dev)
             total = time.perf_counter() - start
+            if not timed:
+                warmup_s.append(total)
             if timed:
                 runs["text"].append(result.timings["text_encoding_s"])
                 runs["denoise"].append(result.timings["denoise_s"])
@@ -735,6 +749,12 @@ def run_bench(
         stages["total"].note = "without text encoding"
 
     mem, mem_kind = _peak_memory(dev)
+    ranks = None
+    if dist is not None:
+        from .distributed import rank_stats
+
+        medians = {f"{k}_s": statistics.median(v) for k, v in runs.items() if v}
+        ranks = rank_stats(dist, medians, transformer=pipe.transformer)  # a collective: every rank calls it
     video_s = num_frames / fps
     total_med = stages["total"].median_s or 0.0
     if (height, width, num_frames) != PAPER_SIZE:
@@ -752,7 +772,7 @@ def run_bench(
         text_encoder={"random": "random", "skip": "skipped", "real": "real"}[text_mode], build_s=build_s,
         stages=stages, peak_memory_bytes=mem, peak_memory_kind=mem_kind,
         real_time_factor=total_med / video_s if video_s else None,
-        paper_ratio=total_med / PAPER_SECONDS, notes=notes,
+        paper_ratio=total_med / PAPER_SECONDS, notes=notes, warmup_s=warmup_s, ranks=ranks,
     )
 
 
@@ -787,6 +807,12 @@ def format_table(result: BenchResult) -> list[str]:
         lines.append(
             f"end-to-end {total:.3f} s vs the paper's {r.paper_seconds:g} s (768x512x121, H100): {r.paper_ratio:.3g}x"
         )
+    if r.warmup_s:
+        lines.append("warm-up runs (compilation included, not in the medians): "
+                     + ", ".join(f"{v:.3g} s" for v in r.warmup_s))
+    for rank in r.ranks or []:
+        lines.append(f"rank {rank.get('rank')}: " + ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in rank.items() if k != "rank"))
     lines.extend(f"note: {n}" for n in r.notes)
     return lines
 

@@ -396,3 +396,25 @@ def test_dense_routes_cpu_float32_linears_and_matches_f_linear():
     with torch.no_grad():
         tmod._dense(layer, x)
     assert calls == [1]  # hooks still fire
+
+
+def test_bench_under_torchrun_reports_every_rank(tmp_path):
+    """Two gloo ranks on CPU: one JSON object (rank 0) with time and peak memory of both ranks."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "ltxcli",
+           "bench", "--random-weights", "--preset", "tiny", "--gpu", "cpu", "--height", "64", "--width", "96",
+           "--num-frames", "9", "--steps", "2", "--repeats", "1", "--warmup", "1", "--json", "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1  # only rank 0 prints
+    result = json.loads(lines[0])
+    assert [r["rank"] for r in result["ranks"]] == [0, 1]
+    for r in result["ranks"]:
+        assert r["timings"]["total_s"] > 0 and "peak_memory_bytes" in r
+    assert len(result["warmup_s"]) == 1

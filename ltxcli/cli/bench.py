@@ -61,15 +61,25 @@ def bench(
         usage_error(f"--steps {steps} must be at least 1")
     if text_encoder not in ("auto", "random", "skip"):
         usage_error(f"--text-encoder {text_encoder}: use auto, random or skip")
+    from ltxcli import distributed
+
+    ctx = distributed.init_from_env()  # under torchrun: one video split over the ranks, rank 0 reports
+    if ctx is not None:
+        device = str(ctx.device)
     try:
         result = run_bench(
             preset=preset, model=model, random_weights=random_weights, height=height, width=width,
             num_frames=num_frames, frame_rate=frame_rate, steps=steps, device=device, dtype=dtype, gpu=gpu,
             warmup=warmup, repeats=repeats, text_encoder=text_encoder, attention=attention, compile=compile,
-            seed=seed, log=out.info,
+            seed=seed, log=out.info, dist=ctx,
         )
     except BenchError as exc:
         usage_error(str(exc))
+    finally:
+        if ctx is not None:
+            ctx.destroy()
+    if ctx is not None and ctx.rank != 0:
+        return
     if json_out:
         out.json(result.to_dict())
     else:
