@@ -707,7 +707,20 @@ class Pipeline:
         # float32 on the device, as the official loop's ``t`` tensors (t**2 and t - eps are rounded in float32)
         t_sq = schedule**2
         layers = self.transformer.config.num_layers
-        skip_masks: dict[tuple[int, tuple[int, ...]], Tensor] = {}
+        # STG masks [layers, branches] per step, built on the host and copied once (0 = the perturbed branch).
+        skip_masks: list[Tensor | None] = []
+        built: dict[tuple[int, tuple[int, ...]], Tensor] = {}
+        for i in range(n_steps):
+            n_conds = 1 + sampling.cfg_active(cfg_l[i]) + sampling.stg_active(stg_l[i])
+            if not (sampling.stg_active(stg_l[i]) and blocks_l[i]):
+                skip_masks.append(None)
+                continue
+            key = (n_conds, tuple(blocks_l[i]))
+            if key not in built:
+                m = torch.ones((layers, n_conds), dtype=self.dtype)
+                m[list(blocks_l[i]), n_conds - 1] = 0
+                built[key] = m.to(device)
+            skip_masks.append(built[key])
         hard = (mask > 1.0 - _HARD_EPS).unsqueeze(-1) if mask is not None else None
 
         for i, t in enumerate(ts):
@@ -722,14 +735,7 @@ class Pipeline:
                 noised = init_tokens + image_cond_noise_scale * cond_noise[i] * t_sq[i]
                 tokens = torch.where(hard, noised, tokens)
 
-            skip_mask = None
-            if do_stg and blocks_l[i]:
-                key = (n_conds, tuple(blocks_l[i]))
-                if key not in skip_masks:
-                    m = torch.ones((layers, n_conds), device=device, dtype=self.dtype)
-                    m[list(blocks_l[i]), n_conds - 1] = 0  # the last branch is the perturbed one
-                    skip_masks[key] = m
-                skip_mask = skip_masks[key]
+            skip_mask = skip_masks[i]
 
             tau = torch.full((n_conds, 1), t, dtype=torch.float32, device=device)
             if mask is not None:

@@ -78,6 +78,8 @@ PRECISIONS: tuple[str, ...] = ("float8_e4m3fn",)
 REGISTRY_SCHEMA = 1
 VERIFIED_FILE = "ltx-verified.json"
 _CHUNK = 8 * 1024 * 1024
+PARTIAL_SUFFIX = ".partial"  # plain folder: ``<file>.partial`` while downloading (Hub cache: ``blobs/<sha256>.incomplete``)
+_RETRIES = 5  # attempts in a row that receive no byte before a download gives up
 
 
 # --------------------------------------------------------------------------------------------- errors
@@ -481,7 +483,7 @@ class _Store:
             data = {}
         if not isinstance(data, dict):
             data = {}
-        for key in ("files", "entries"):
+        for key in ("files", "entries", "partials"):
             if not isinstance(data.get(key), dict):
                 data[key] = {}
         data["version"] = 1
@@ -523,6 +525,23 @@ class _Store:
         with self._edit() as data:
             for r in reals:
                 data["files"].pop(r, None)
+
+    def partials(self, repo: str) -> dict[str, str]:
+        """Partial downloads of ``repo`` noted by :meth:`note_partial`: absolute path -> repo-relative file name."""
+        out = {}
+        for key, rec in self._read()["partials"].items():
+            if isinstance(rec, dict) and rec.get("repo") == repo and isinstance(rec.get("path"), str):
+                out[key] = rec["path"]
+        return out
+
+    def note_partial(self, partial: Path, *, repo: str, rel: str, present: bool) -> None:
+        """Remember (``present``) or forget a partial download, so status and rm find it without network."""
+        key = os.path.abspath(partial)
+        with self._edit() as data:
+            if present:
+                data["partials"][key] = {"repo": repo, "path": rel}
+            else:
+                data["partials"].pop(key, None)
 
     def manifest(self, name: str) -> dict[str, Any] | None:
         m = self._read()["entries"].get(self.root_key, {}).get(name)
@@ -692,6 +711,12 @@ class _Task:
             self.reporter._rich.update(self._id, completed=self.done)
         self._emit()
 
+    def restart(self, done: int) -> None:
+        """The server sent the whole file again: count from ``done``."""
+        self.done = done
+        if self._id is not None and self.reporter._rich is not None:
+            self.reporter._rich.update(self._id, completed=done)
+
     def set_total(self, total: int | None) -> None:
         self.total = total
         if self._id is not None and self.reporter._rich is not None:
@@ -767,7 +792,7 @@ def _walk(root: Path) -> list[str]:
             dirnames[:] = [d for d in dirnames if d != ".cache"]
         for fn in filenames:
             p = os.path.join(dirpath, fn)
-            if os.path.isfile(p) and not fn.endswith(".incomplete"):
+            if os.path.isfile(p) and not fn.endswith((".incomplete", PARTIAL_SUFFIX)):
                 rel = os.path.relpath(p, root).replace(os.sep, "/")
                 out.append(rel)
     return sorted(out)
@@ -979,6 +1004,180 @@ def _delete_file(local: Path, entry: WeightsEntry, loc: WeightsLocation, store: 
             os.unlink(real)
 
 
+# ------------------------------------------------------------------------------- resumable downloads
+#
+# huggingface_hub (>= PR #4228) downloads into a temporary file unique to the process and deletes it on failure, so
+# an interrupted multi-GB download starts from zero next time. LFS files (the checkpoints) are therefore fetched here
+# into a fixed partial file that the next run continues with a Range request; small files still go through
+# hf_hub_download.
+
+
+def _partial_path(loc: WeightsLocation, entry: WeightsEntry, rf: _RemoteFile) -> Path:
+    """Hub cache: ``blobs/<sha256>.incomplete`` (the name huggingface_hub gives a blob being written);
+    plain folder: ``<file>.partial`` next to the file."""
+    assert entry.repo is not None and rf.sha256 is not None
+    if loc.kind == "hub-cache":
+        return loc.repo_dir(entry.repo) / "blobs" / f"{rf.sha256}.incomplete"
+    return _join(loc.repo_dir(entry.repo), rf.path + PARTIAL_SUFFIX)
+
+
+def _known_partials(entry: WeightsEntry, loc: WeightsLocation, store: _Store) -> dict[str, Path]:
+    """Partial downloads on disk of the entry's files: repo path -> partial file. No network."""
+    assert entry.repo is not None
+    repo_dir = loc.repo_dir(entry.repo)
+    out: dict[str, Path] = {}
+    for key, rel in store.partials(entry.repo).items():
+        p = Path(key)
+        if entry.selects(rel) and _inside(p, repo_dir) and p.is_file():
+            out[rel] = p
+    if loc.kind == "folder":
+        for f in entry.files:
+            p = _join(repo_dir, f.path + PARTIAL_SUFFIX)
+            if p.is_file():
+                out.setdefault(f.path, p)
+    else:
+        manifest = store.manifest(entry.name) or {}
+        hashes = (manifest.get("hashes") or {}) if manifest.get("repo") == entry.repo else {}
+        for f in entry.files:
+            known = hashes.get(f.path)
+            sha = f.sha256 or (known[1] if isinstance(known, list) and len(known) == 2 and known[0] == "sha256"
+                               else None)
+            if isinstance(sha, str) and _SHA256.match(sha):
+                p = repo_dir / "blobs" / f"{sha}.incomplete"
+                if p.is_file():
+                    out.setdefault(f.path, p)
+    return out
+
+
+def _content_range_start(value: str | None) -> int | None:
+    m = re.match(r"^\s*bytes\s+(\d+)-\d+/(?:\d+|\*)\s*$", value or "")
+    return int(m.group(1)) if m else None
+
+
+def _http_download(url: str, partial: Path, headers: dict[str, str], size: int | None, task: _Task) -> None:
+    """Download ``url`` into ``partial``, continuing what it already holds with ``Range: bytes=<size>-``.
+
+    206 with the expected ``Content-Range``: append; 200 (Range ignored) or any other start: rewrite from zero.
+    A dropped connection is continued in the same call; after ``_RETRIES`` attempts in a row without a byte the
+    transport error is raised. Bytes are written before progress is reported, so an interrupt from a progress
+    callback leaves everything reported on disk.
+    """
+    import httpx2
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session, hf_raise_for_status
+
+    failures = 0
+    while True:
+        have = partial.stat().st_size if partial.is_file() else 0
+        if size is not None and have > size:  # not a prefix of this file
+            partial.unlink()
+            have = 0
+        task.restart(have)
+        if size is not None and have == size:
+            return
+        req = {**headers, "Accept-Encoding": "identity"}
+        if have:
+            req["Range"] = f"bytes={have}-"
+        received = 0
+        try:
+            with get_session().stream("GET", url, headers=req, follow_redirects=True,
+                                      timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT) as r:
+                if have and r.status_code == 416:  # the partial file is no prefix the server knows
+                    partial.unlink()
+                    failures += 1
+                    if failures > _RETRIES:
+                        hf_raise_for_status(r)
+                    continue
+                hf_raise_for_status(r)
+                append = have > 0 and r.status_code == 206
+                if append and _content_range_start(r.headers.get("Content-Range")) != have:
+                    partial.unlink()  # a range we did not ask for: start again without one
+                    failures += 1
+                    if failures > _RETRIES:
+                        raise ChecksumError(f"the server answered a range request for {task.file} with another range")
+                    continue
+                if not append:
+                    task.restart(0)
+                with open(partial, "ab" if append else "wb") as f:
+                    for chunk in r.iter_bytes(_CHUNK):
+                        if chunk:
+                            f.write(chunk)
+                            received += len(chunk)
+                            task.advance(len(chunk))
+        except (httpx2.TransportError, ConnectionError, TimeoutError):
+            failures = 0 if received else failures + 1
+            if failures >= _RETRIES:
+                raise
+            if not received:
+                time.sleep(min(0.5 * failures, 4.0))
+            continue
+        done = partial.stat().st_size
+        if size is None or done >= size:
+            return  # a longer file fails the size check that follows
+        failures = 0 if received else failures + 1  # the body ended early without an error
+        if failures >= _RETRIES:
+            return  # the size check reports it
+
+
+def _fetch_lfs(entry: WeightsEntry, rf: _RemoteFile, commit: str | None, loc: WeightsLocation, store: _Store,
+               rep: _Reporter) -> Path:
+    """Download one LFS file resumably (see :func:`_http_download`); return its path as hf_hub_download would:
+    Hub cache ``snapshots/<commit>/<path>`` -> ``../../blobs/<sha256>``, plain folder ``<folder>/<path>``.
+    Not hashed here: the caller checks the result."""
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import WeakFileLock, build_hf_headers
+
+    from ltxcli import __version__
+
+    assert entry.repo is not None and rf.sha256 is not None
+    repo_dir = loc.repo_dir(entry.repo)
+    if loc.kind == "hub-cache":
+        assert commit is not None
+        dest = _join(repo_dir / "snapshots" / commit, rf.path)
+        final = repo_dir / "blobs" / rf.sha256
+        lock = loc.root / ".locks" / repo_dir.name / f"{rf.sha256}.lock"  # huggingface_hub's lock for this blob
+    else:
+        dest = final = _join(repo_dir, rf.path)
+        lock = _join(repo_dir / ".cache" / "huggingface" / "download", rf.path + ".lock")
+    if dest.is_file():
+        return dest
+    partial = _partial_path(loc, entry, rf)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with WeakFileLock(lock):
+        if not final.is_file():
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            store.note_partial(partial, repo=entry.repo, rel=rf.path, present=True)
+            url = hf_hub_url(entry.repo, rf.path, revision=commit or entry.hub_revision, endpoint=_endpoint())
+            headers = build_hf_headers(library_name="ltxcli", library_version=__version__)
+            rep.current = rf.path
+            task = rep.task("download", rf.path, rf.size, partial.stat().st_size if partial.is_file() else 0)
+            try:
+                _http_download(url, partial, headers, rf.size, task)
+            finally:
+                task.close()
+            os.replace(partial, final)
+            store.note_partial(partial, repo=entry.repo, rel=rf.path, present=False)
+        if final != dest:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.is_symlink():  # dangling
+                dest.unlink()
+            os.symlink(os.path.relpath(final, dest.parent), dest)
+    return dest
+
+
+def _rm_partials(entry: WeightsEntry, loc: WeightsLocation, store: _Store) -> list[Path]:
+    """Delete the partial downloads of ``entry``'s files."""
+    removed = []
+    for p in _known_partials(entry, loc, store).values():
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            removed.append(p)
+        store.note_partial(p, repo=entry.repo or "", rel="", present=False)
+        if entry.repo is not None:
+            _prune_empty(p.parent, loc.repo_dir(entry.repo))
+    return removed
+
+
 # ------------------------------------------------------------------------------------------- public
 
 
@@ -1050,8 +1249,10 @@ def pull(name: str, *, weights_dir: str | os.PathLike[str] | None = None, progre
     files would go without downloading. ``progress``: True/False for rich bars on stderr, a callable receiving
     :class:`ProgressEvent`, or None for bars when stderr is a terminal.
 
-    Interrupted downloads: huggingface_hub resumes within a call (Range request after a dropped connection);
-    recent versions (PR #4228) do not keep partial files across runs.
+    Interrupted downloads resume: LFS files (the checkpoints) are written to a fixed partial file (Hub cache:
+    ``blobs/<sha256>.incomplete``, plain folder: ``<file>.partial``) that the next pull continues with a Range
+    request; a resumed file is hashed like any other and deleted if it does not match. Small files go through
+    ``hf_hub_download`` (resumed within a call only).
     """
     entry = _registry(registry)[name]
     if entry.is_builtin:
@@ -1096,9 +1297,13 @@ def pull(name: str, *, weights_dir: str | os.PathLike[str] | None = None, progre
             # A copy already on disk that fails the check is deleted and downloaded once more.
             present_before = dest.is_file() or (
                 loc.kind == "hub-cache" and (loc.repo_dir(entry.repo) / "blobs" / (rf.sha256 or rf.blob_id or "-")).is_file())
+            own = rf.sha256 is not None and (loc.kind == "folder" or commit is not None)
             for attempt in (1, 2):
                 try:
-                    local = Path(hf_hub_download(entry.repo, rf.path, **kwargs))
+                    if own:
+                        local = _fetch_lfs(entry, rf, commit, loc, store, rep)
+                    else:
+                        local = Path(hf_hub_download(entry.repo, rf.path, **kwargs))
                 except Exception as e:
                     mapped = _map_hub_error(e, entry, loc, rf.path)
                     if mapped is None:
@@ -1174,11 +1379,18 @@ def resolve(name: str, *, weights_dir: str | os.PathLike[str] | None = None,
     return p
 
 
+def _size_or_none(p: Path) -> int | None:
+    try:
+        return os.stat(p).st_size
+    except OSError:
+        return None
+
+
 @dataclass(frozen=True)
 class FileStatus:
     path: str
-    local_path: Path | None
-    size: int | None  # on disk
+    local_path: Path | None  # None while missing or partly downloaded
+    size: int | None  # on disk (a partial download: the bytes downloaded so far)
     verified: bool  # recorded as verified and unchanged since
 
 
@@ -1201,19 +1413,25 @@ def status(name: str, *, weights_dir: str | os.PathLike[str] | None = None,
         return WeightsStatus(name, entry.kind, "builtin", loc, 0)
     store = _Store(loc)
     local = _local(entry, loc, store)
+    partials = _known_partials(entry, loc, store)
     files = []
     for rel, p in local.files:
+        if p is None and rel in partials:  # size: bytes downloaded so far
+            files.append(FileStatus(rel, None, _size_or_none(partials.pop(rel)), False))
+            continue
         size = os.stat(p).st_size if p is not None else None
         files.append(FileStatus(rel, p, size, p is not None and store.lookup(p) is not None))
+    listed = {f.path for f in files}
+    files.extend(FileStatus(rel, None, _size_or_none(p), False) for rel, p in partials.items() if rel not in listed)
     total = sum(f.size or 0 for f in files)
     n_present = sum(f.local_path is not None for f in files)
     state: Literal["downloaded", "partial", "missing"]
-    if n_present == 0:
-        state = "missing"
-    elif n_present < len(files):
+    if n_present == len(files) and files:
+        state = "downloaded"
+    elif n_present or any(f.size for f in files):
         state = "partial"
     else:
-        state = "downloaded"
+        state = "missing"
     return WeightsStatus(name, entry.kind, state, loc, total, tuple(files))
 
 
@@ -1267,14 +1485,16 @@ def verify(name: str, *, weights_dir: str | os.PathLike[str] | None = None, prog
 
 def rm(name: str, *, weights_dir: str | os.PathLike[str] | None = None,
        registry: Registry | None = None) -> list[Path]:
-    """Delete the files of ``name`` only (other entries sharing the repo are kept). Returns what was removed."""
+    """Delete the files of ``name`` only (other entries sharing the repo are kept), partial downloads included.
+    Returns what was removed."""
     entry = _registry(registry)[name]
     if entry.is_builtin:
         return []
     assert entry.repo is not None
     loc = weights_location(weights_dir)
     store = _Store(loc)
-    removed = _rm_folder(entry, loc, store) if loc.kind == "folder" else _rm_cache(entry, loc, store)
+    removed = _rm_partials(entry, loc, store)
+    removed += _rm_folder(entry, loc, store) if loc.kind == "folder" else _rm_cache(entry, loc, store)
     store.set_manifest(entry.name, None)
     return removed
 
