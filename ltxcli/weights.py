@@ -10,6 +10,11 @@ Where weights live:
 The environment (``HF_HUB_CACHE``, ``HF_HOME``, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``, ``LTX_WEIGHTS_DIR``) is read on
 every call, not when huggingface_hub was imported; ``HF_TOKEN`` is read by huggingface_hub itself on every request.
 
+Downloads of LFS files (the checkpoints) survive an interruption (Ctrl-C, crash, dropped connection): the bytes go
+to a fixed partial file (``blobs/<sha256>.incomplete`` in the Hub cache, ``<file>.partial`` in a plain folder) that
+the next pull continues with an HTTP Range request; ``status`` reports such an entry as ``partial`` and ``rm`` deletes
+the partial files too.
+
 Every pulled file is checked against the hash the Hub publishes for it (sha256 for LFS files, the git blob id for
 small files) or against a hash pinned in ``weights.toml``. A verified file is recorded in ``ltx-verified.json``
 (in the plain folder, or in ``$XDG_CACHE_HOME/ltxcli`` for the Hub cache) keyed by its real path, size and mtime,
@@ -712,10 +717,13 @@ class _Task:
         self._emit()
 
     def restart(self, done: int) -> None:
-        """The server sent the whole file again: count from ``done``."""
+        """Count from ``done`` again (a download that restarts from zero or from what is on disk)."""
+        if done == self.done:
+            return
         self.done = done
         if self._id is not None and self.reporter._rich is not None:
             self.reporter._rich.update(self._id, completed=done)
+        self._emit()
 
     def set_total(self, total: int | None) -> None:
         self.total = total
@@ -860,11 +868,13 @@ def _local(entry: WeightsEntry, loc: WeightsLocation, store: _Store) -> _Local:
             found.append((rel, hit))
         root = next((r for r in roots if any(p is not None and _inside(p, r) for _, p in found)), None)
         return _Local(root, tuple(found))
+    # Without a file list (pattern entry, never fully pulled), a partly downloaded file still makes it incomplete.
+    partly = sorted(_known_partials(entry, loc, store))
     for r in roots:
         rels = [x for x in _walk(r) if entry.selects(x)] if r.is_dir() else []
         if rels:
-            return _Local(r, tuple((x, _join(r, x)) for x in rels))
-    return _Local(None, ())
+            return _Local(r, tuple((x, _join(r, x)) for x in rels) + tuple((x, None) for x in partly if x not in rels))
+    return _Local(None, tuple((x, None) for x in partly))
 
 
 def _inside(p: Path, root: Path) -> bool:
@@ -1062,10 +1072,12 @@ def _http_download(url: str, partial: Path, headers: dict[str, str], size: int |
     transport error is raised. Bytes are written before progress is reported, so an interrupt from a progress
     callback leaves everything reported on disk.
     """
-    import httpx2
     from huggingface_hub import constants
     from huggingface_hub.utils import get_session, hf_raise_for_status
 
+    session = get_session()  # huggingface_hub's client (proxies, SSL settings): httpx2 in 2.x, httpx in 1.x
+    client_module = sys.modules.get(type(session).__module__.split(".")[0])
+    transport_error: type[BaseException] = getattr(client_module, "TransportError", OSError)
     failures = 0
     while True:
         have = partial.stat().st_size if partial.is_file() else 0
@@ -1080,8 +1092,8 @@ def _http_download(url: str, partial: Path, headers: dict[str, str], size: int |
             req["Range"] = f"bytes={have}-"
         received = 0
         try:
-            with get_session().stream("GET", url, headers=req, follow_redirects=True,
-                                      timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT) as r:
+            with session.stream("GET", url, headers=req, follow_redirects=True,
+                                timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT) as r:
                 if have and r.status_code == 416:  # the partial file is no prefix the server knows
                     partial.unlink()
                     failures += 1
@@ -1099,12 +1111,12 @@ def _http_download(url: str, partial: Path, headers: dict[str, str], size: int |
                 if not append:
                     task.restart(0)
                 with open(partial, "ab" if append else "wb") as f:
-                    for chunk in r.iter_bytes(_CHUNK):
+                    for chunk in r.iter_bytes():  # as received: a dropped connection loses no byte
                         if chunk:
                             f.write(chunk)
                             received += len(chunk)
                             task.advance(len(chunk))
-        except (httpx2.TransportError, ConnectionError, TimeoutError):
+        except (transport_error, ConnectionError, TimeoutError):
             failures = 0 if received else failures + 1
             if failures >= _RETRIES:
                 raise
@@ -1157,11 +1169,11 @@ def _fetch_lfs(entry: WeightsEntry, rf: _RemoteFile, commit: str | None, loc: We
                 task.close()
             os.replace(partial, final)
             store.note_partial(partial, repo=entry.repo, rel=rf.path, present=False)
-        if final != dest:
+        if final != dest and not dest.is_file():
             dest.parent.mkdir(parents=True, exist_ok=True)
             if dest.is_symlink():  # dangling
                 dest.unlink()
-            os.symlink(os.path.relpath(final, dest.parent), dest)
+            os.symlink(os.path.relpath(final, dest.parent), dest)  # relative, as huggingface_hub links it
     return dest
 
 

@@ -6,7 +6,8 @@ Endpoints (what huggingface_hub 1.x/2.x calls for these two functions):
   "blobId", "lfs": {"sha256", "size", "pointerSize"}}]}`` (what ``model_info(files_metadata=True)`` reads);
 * ``HEAD``/``GET /{owner}/{name}/resolve/{rev}/{path}`` with ``X-Repo-Commit``, ``ETag`` (git blob id, or the
   sha256 for LFS files), ``X-Linked-Etag``/``X-Linked-Size`` for LFS files, ``Content-Length``, ``Accept-Ranges``,
-  and ``Range: bytes=N-`` answered with 206. No ``X-Xet-*`` header is ever sent, so Xet is never used.
+  and ``Range: bytes=N-`` answered with 206 (or ignored: ``ignore_range``); a GET can be sent on to ``/cdn/...``
+  with a 302 (``redirect``). No ``X-Xet-*`` header is ever sent, so Xet is never used.
 
 Errors carry ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``, ``GatedRepo``) as the
 Hub does. A file can be served corrupted (``served``: other bytes, same advertised hash and size) or have its
@@ -18,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import sys
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,6 +36,8 @@ class FakeFile:
     lfs: bool
     served: bytes | None = None  # bytes actually sent instead of `data` (hash/size still advertised from `data`)
     drop_after: int | None = None  # first GET: close the connection after this many body bytes
+    ignore_range: bool = False  # answer Range requests with 200 and the whole file, as some CDNs do
+    redirect: bool = False  # GET answers 302 to /cdn/<same path>, as the Hub sends LFS files to its CDN
 
     @property
     def sha256(self) -> str:
@@ -53,6 +57,7 @@ class Request:
     method: str
     path: str
     range: str | None
+    authorization: str | None = None
 
 
 @dataclass
@@ -82,7 +87,7 @@ class FakeHub:
             pass
 
         Handler.hub = hub
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
@@ -98,6 +103,15 @@ class FakeHub:
     def url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client that goes away mid-body (Ctrl-C during a download) is expected: no traceback on stderr,
+        # where it would land in the output of the CLI under test.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -134,8 +148,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, *, head: bool) -> None:
         hub = self.hub
         path = urlsplit(self.path).path
-        hub.requests.append(Request(self.command, path, self.headers.get("Range")))
+        hub.requests.append(Request(self.command, path, self.headers.get("Range"), self.headers.get("Authorization")))
         parts = [unquote(p) for p in path.split("/")[1:]]
+        cdn = parts[:1] == ["cdn"]
+        if cdn:
+            parts = parts[1:]
 
         if parts[:2] == ["api", "models"] and len(parts) in (4, 6):
             repo = "/".join(parts[2:4])
@@ -166,6 +183,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(404, "EntryNotFound", f"{name} does not exist", head=head,
                             extra={"X-Repo-Commit": commit})
                 return
+            if f.redirect and not cdn and not head:
+                self._send(302, {"Location": f"{hub.url}/cdn{path}", "X-Repo-Commit": commit})
+                return
             body = f.served if f.served is not None else f.data
             headers = {"X-Repo-Commit": commit, "ETag": f'"{f.etag}"', "Accept-Ranges": "bytes",
                        "Content-Type": "application/octet-stream"}
@@ -173,7 +193,7 @@ class _Handler(BaseHTTPRequestHandler):
                 headers.update({"X-Linked-Etag": f'"{f.sha256}"', "X-Linked-Size": str(len(f.data))})
             start = 0
             rng = self.headers.get("Range")
-            if rng and not head and rng.startswith("bytes=") and rng.endswith("-"):
+            if rng and not head and not f.ignore_range and rng.startswith("bytes=") and rng.endswith("-"):
                 start = int(rng[len("bytes="):-1])
             if start:
                 headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"

@@ -777,10 +777,15 @@ def test_ctrl_c_during_download_then_the_next_run_downloads_again(
         _interrupt_at(m, "download", MODEL_FILE)
         one_error_line(ltx(*REGISTRY_RUN, "--quiet"), 130)
     assert not (cli_env / "o.mp4").exists()
-    # no partial file under a name anything would load (huggingface_hub drops its .incomplete file)
-    assert weights.path("ltxv-2b-0.9") is None and weights.status("ltxv-2b-0.9").state == "missing"
-    assert not list(cli_env.rglob(MODEL_FILE)) and not list(cli_env.rglob("*.incomplete"))
+    # the partial download is kept for the next run, under a name nothing loads
+    assert weights.path("ltxv-2b-0.9") is None and weights.status("ltxv-2b-0.9").state == "partial"
+    assert not list(cli_env.rglob(MODEL_FILE))
+    (partial,) = [*cli_env.rglob("*.incomplete"), *cli_env.rglob(MODEL_FILE + ".partial")]
+    done = partial.stat().st_size
+    assert 0 < done < len(assets.good.read_bytes())
     again = ltx(*REGISTRY_RUN)
+    model_gets = [g.range for g in hub.resolve_requests("GET") if g.path.endswith(MODEL_FILE)]
+    assert model_gets == [None, f"bytes={done}-"] and not partial.exists()  # resumed where it stopped
     assert again.exit_code == 0, again.stderr
     local = weights.path("ltxv-2b-0.9")
     assert local is not None and local.name == MODEL_FILE and local.read_bytes() == assets.good.read_bytes()
