@@ -383,25 +383,11 @@ def estimate_memory(
 
 
 def free_memory_bytes(device: Any) -> int:
-    """What a run on ``device`` can still allocate: CUDA free memory plus what PyTorch's allocator holds
-    unused; CPU: ``MemAvailable`` (/proc/meminfo), else the available physical pages, else unlimited."""
-    import torch
+    """What a run on ``device`` can still allocate (:func:`ltxcli.vae_tiling.free_memory_bytes`; imported
+    here lazily so the CLI starts without torch)."""
+    from ltxcli.vae_tiling import free_memory_bytes as _free
 
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(dev)
-        return int(free + torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev))
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 1 << 62
+    return _free(device)
 
 
 def memory_check_disabled() -> bool:
