@@ -73,6 +73,8 @@ def bench(
             warmup=warmup, repeats=repeats, text_encoder=text_encoder, attention=attention, compile=compile,
             seed=seed, log=out.info, dist=ctx,
         )
+        if ctx is not None:
+            ctx.barrier()  # every rank past its last collective before the group goes away
     except BenchError as exc:
         usage_error(str(exc))
     finally:

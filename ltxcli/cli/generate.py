@@ -1101,6 +1101,8 @@ def distributed_context() -> Iterator[Any]:
     common.set_rank(distributed.rank_label(ctx), ctx.rank)
     try:
         yield ctx
+        # every rank past its last collective before the group goes away (a peer closing early aborts gloo)
+        ctx.barrier()
     finally:
         ctx.destroy()
 
