@@ -410,7 +410,7 @@ def test_bench_under_torchrun_reports_every_rank(tmp_path):
            "bench", "--random-weights", "--preset", "tiny", "--gpu", "cpu", "--height", "64", "--width", "96",
            "--num-frames", "9", "--steps", "2", "--repeats", "1", "--warmup", "1", "--json", "--quiet"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, proc.stderr[:3000] + "\n...\n" + proc.stderr[-1000:]
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert len(lines) == 1  # only rank 0 prints
     result = json.loads(lines[0])
