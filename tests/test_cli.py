@@ -706,3 +706,21 @@ def test_gpus_option_is_checked_in_process(cli_env: Path, monkeypatch: pytest.Mo
     assert "inside torchrun" in line
     assert cli_generate.strip_option(["generate", "--gpus", "2", "x", "--gpus=3", "-o", "a", "--", "--gpus", "4"],
                                      "--gpus") == ["generate", "x", "-o", "a", "--", "--gpus", "4"]
+
+
+def test_doctor_compares_free_disk_with_the_hub_sizes_of_the_default_model(hub: Any, cli_env: Path) -> None:
+    """weights.toml pins no sizes, so doctor asks the Hub's listing (no download) for what the default needs."""
+    from ltxcli.weights import load_registry
+
+    reg = load_registry()
+    sizes = {"model": 3000, "upsampler": 500}
+    for entry in reg.closure(reg.default.name):
+        if entry.kind in sizes:
+            hub.add(entry.repo, entry.files[0].path, os.urandom(sizes[entry.kind]))
+        else:  # the text encoder: one safetensors file and a tokenizer file
+            hub.add(entry.repo, "text_encoder/model.safetensors", os.urandom(200))
+            hub.add(entry.repo, "tokenizer/spiece.model", os.urandom(100))
+    res = ltx("doctor", "--json")
+    report = json.loads(res.stdout)
+    assert report["weights"]["default_model_needs_bytes"] == 3000 + 500 + 200 + 100
+    assert not hub.resolve_requests("GET")  # sizes only, nothing downloaded

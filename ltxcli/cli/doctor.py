@@ -116,11 +116,18 @@ def _weights_info(weights_dir: str | None) -> dict[str, Any]:
     closure = reg.closure(default.name)
     states = {e.name: weights.status(e.name, weights_dir=weights_dir, registry=reg) for e in closure}
     missing = [e for e in closure if states[e.name].state != "downloaded"]
-    # Sizes are known only where weights.toml pins them; otherwise "needed" is unknown (null).
+    # Sizes come from weights.toml where pinned, else from the Hub's listing; otherwise unknown (null).
     pinned = [f.size for e in missing for f in e.files]
     needed = sum(pinned) if missing and all(s is not None for s in pinned) and all(e.files for e in missing) else None
     if not missing:
         needed = 0
+    elif needed is None and not weights.is_offline():
+        # Ask the Hub for the file sizes (a listing, no download); unknown when it cannot be reached.
+        try:
+            needed = sum(f.size or 0 for e in missing for f in weights.plan(e.name, weights_dir=weights_dir,
+                                                                            registry=reg) if not f.present)
+        except Exception:  # any network or hub error leaves the need unknown; doctor never fails on it
+            needed = None
     usage = shutil.disk_usage(_existing_parent(loc.root))
     return {
         "location": str(loc.root), "location_kind": loc.kind, "offline": weights.is_offline(),
