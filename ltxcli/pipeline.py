@@ -148,6 +148,9 @@ class Pipeline:
         if vae_tiling not in ("auto", "on", "off"):
             raise ValueError(f"vae_tiling={vae_tiling!r} must be auto, on or off")
         self.vae_tiling = vae_tiling
+        # Set by callers that generate once (the CLI with a single item): the text encoder's weights are
+        # released right after encoding, freeing its memory (T5-XXL: 9.5 GB in bf16) for denoising and decoding.
+        self.free_text_encoder_after_use = False
 
     @property
     def device(self) -> torch.device:
@@ -399,8 +402,17 @@ class Pipeline:
             t0 = time.perf_counter()
             if progress:
                 progress("text", 0, 1)
+            from .offload import free_text_encoder, is_freed
+
+            if is_freed(self.text_encoder):
+                raise RuntimeError(
+                    "the text encoder was released after the previous generation (free_text_encoder_after_use); "
+                    "load the pipeline again"
+                )
             with self._stage(getattr(self.text_encoder, "model", None)):
                 text, text_mask = self._encode_prompts(prompt, negative_prompt, need_negative)
+            if self.free_text_encoder_after_use:
+                free_text_encoder(self.text_encoder)
             if progress:
                 progress("text", 1, 1)
             timings["text_encoding_s"] = time.perf_counter() - t0

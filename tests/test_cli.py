@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 import ltxcli
 from ltxcli import media
+from ltxcli import offload as ltxcli_offload
 from ltxcli.cli import app, metrics, preflight
 from ltxcli.cli import common as cli_common
 from ltxcli.cli import generate as cli_generate
@@ -68,6 +69,8 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setattr(cli_generate, "load_pipeline", _cached_load)
+    # the memoised model serves many runs: keep its text encoder (the CLI releases it after a single video)
+    monkeypatch.setattr(ltxcli_offload, "free_text_encoder", lambda text_encoder: None)
     return tmp_path
 
 
@@ -134,6 +137,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     mp = pytest.MonkeyPatch()
     try:
         mp.setattr(cli_generate, "load_pipeline", _cached_load)
+        mp.setattr(ltxcli_offload, "free_text_encoder", lambda text_encoder: None)
         mp.setenv("LTX_WEIGHTS_DIR", str(folder))
         os.chdir(folder)
         result = ltx("generate", "a dog runs", "--model", "tiny", "--json", "--seed", "11", "--steps", "2",
@@ -724,3 +728,9 @@ def test_doctor_compares_free_disk_with_the_hub_sizes_of_the_default_model(hub: 
     report = json.loads(res.stdout)
     assert report["weights"]["default_model_needs_bytes"] == 3000 + 500 + 200 + 100
     assert not hub.resolve_requests("GET")  # sizes only, nothing downloaded
+
+
+def test_single_video_releases_the_text_encoder_after_encoding(cli_env: Path) -> None:
+    res = ltx("generate", "a cat", "--model", "tiny", "-o", "one.mp4", *SMALL, "--steps", "1")
+    assert res.exit_code == 0, res.stderr
+    assert tiny_pipeline().free_text_encoder_after_use is True  # one item: released right after encoding

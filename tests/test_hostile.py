@@ -38,6 +38,7 @@ from typer.testing import CliRunner
 
 import ltxcli
 from ltxcli import media, weights
+from ltxcli import offload as ltxcli_offload
 from ltxcli.cli import app, preflight
 from ltxcli.cli import common as cli_common
 from ltxcli.cli import generate as cli_generate
@@ -89,6 +90,8 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setattr(cli_generate, "load_pipeline", _cached_load)
+    # the memoised model serves many runs: keep its text encoder (the CLI releases it after a single video)
+    monkeypatch.setattr(ltxcli_offload, "free_text_encoder", lambda text_encoder: None)
     return tmp_path
 
 

@@ -208,3 +208,17 @@ def test_pipeline_offload_and_tiling_match_plain_run(offload, tiling):
     assert pipe.offload.value == offload
     assert torch.equal(res.latents, ref.latents)
     assert (res.video - ref.video).abs().max().item() <= 1e-6
+
+
+def test_text_encoder_released_after_one_generation_when_asked():
+    import ltxcli
+    from ltxcli.offload import is_freed
+
+    pipe = ltxcli.load_pipeline("tiny")
+    ref = pipe.generate("a cat", seed=2, num_frames=9)
+    pipe.free_text_encoder_after_use = True
+    res = pipe.generate("a cat", seed=2, num_frames=9)
+    assert torch.equal(res.latents, ref.latents)
+    assert is_freed(pipe.text_encoder)
+    with pytest.raises(RuntimeError, match="released"):
+        pipe.generate("a cat", seed=2, num_frames=9)

@@ -609,6 +609,8 @@ def run(
     from ltxcli.kernels import describe_model
 
     kernels = describe_model(pipe.transformer)
+    # one video: the text encoder's memory is released as soon as the prompt is encoded
+    pipe.free_text_encoder_after_use = sum(1 for it in mine if not it.skip) == 1
     if split:
         distributed.parallelize(pipe, ctx, mode=opts.parallel)
 
