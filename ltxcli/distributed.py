@@ -56,7 +56,7 @@ from torch import Tensor, nn
 
 from .models.attention import attention
 from .models.rope import apply_rope
-from .models.transformer import STGMode, _blend
+from .models.transformer import STGMode, _blend, _dense
 
 Mode = Literal["auto", "cfg", "sequence", "cfg+sequence"]
 MODES: tuple[str, ...] = ("auto", "cfg", "sequence", "cfg+sequence")
@@ -283,12 +283,12 @@ def _sequence_parallel_attention(
     if mask is not None:
         raise ValueError("a key mask on sequence-parallel self-attention is not supported yet (the pipeline never passes one)")
     p = state.degree
-    q = attn.q_norm(attn.to_q(x))
-    k = attn.k_norm(attn.to_k(x))
+    q = attn.q_norm(_dense(attn.to_q, x))
+    k = attn.k_norm(_dense(attn.to_k, x))
     if rope is not None:
         k = apply_rope(k, *rope)
         q = apply_rope(q, *rope)
-    v = attn.to_v(x)
+    v = _dense(attn.to_v, x)
     qkv = _seq_to_heads(torch.stack([q, k, v]), p, state.group, state)  # [3, B, N_pad, D/P]
     n_pad = qkv.shape[-2]
     # padded tokens (zeros appended to the last shard) are dropped: attention sees exactly the real keys
@@ -301,7 +301,7 @@ def _sequence_parallel_attention(
         out = _blend(out, x, skip)
     elif skip_mode is STGMode.ATTENTION_VALUES:
         out = _blend(out, v, skip)
-    return attn.to_out[0](out)
+    return _dense(attn.to_out[0], out)
 
 
 def _take(t: Tensor | None, lo: int, hi: int, batch: int, dim: int = 0) -> Tensor | None:

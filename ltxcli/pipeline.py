@@ -86,6 +86,18 @@ def _split_pad(total: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def resize_frames(video: Tensor, height: int, width: int) -> Tensor:
+    """Bilinear per-frame resize of ``[B, C, F, h, w]`` to ``[B, C, F, height, width]`` (the official
+    ``resize_tensor``: ``align_corners=False``); a no-op at the target size."""
+    if video.shape[-2:] == (height, width):
+        return video
+    b, c, f, h, w = video.shape
+    # [B, C, F, h, w] -> [B*F, C, h, w]: F.interpolate resizes the last two dims of 4-D input
+    frames = video.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+    frames = F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False)
+    return frames.reshape(b, f, c, height, width).permute(0, 2, 1, 3, 4)
+
+
 def check_size(height: int, width: int, num_frames: int, frame_rate: float, max_pos: Sequence[int]) -> None:
     """Reject impossible requests before any work; messages name the value, the rule and a valid value."""
     for name, value in (("height", height), ("width", width), ("num_frames", num_frames)):
@@ -453,11 +465,7 @@ class Pipeline:
             aux = torch.Generator("cpu").manual_seed(seed)
             video = self._decode(latents, decode_timestep, decode_noise_scale, passes[-1].tone_map_compression_ratio, aux)
             if multi:
-                # [1, 3, F, H2, W2] -> bilinear per frame to the padded target size
-                b, c, f, h2, w2 = video.shape
-                frames = video.permute(0, 2, 1, 3, 4).reshape(b * f, c, h2, w2)
-                frames = F.interpolate(frames, size=(ph, pw), mode="bilinear", align_corners=False)
-                video = frames.reshape(b, f, c, ph, pw).permute(0, 2, 1, 3, 4)
+                video = resize_frames(video, ph, pw)  # the second pass ran above the padded target size
             video = video[:, :, :num_frames, pad_top : ph - pad_bottom, pad_left : pw - pad_right]
             out = video[0].permute(1, 2, 3, 0).float().cpu()
             if progress:
@@ -535,20 +543,13 @@ class Pipeline:
             if frames.shape[0] < pf:
                 raise ValueError(f"the input video has {frames.shape[0]} frames; video-to-video needs {pf}")
             pixels = frames[:pf].permute(3, 0, 1, 2)[None].float() * 2 - 1  # [1, 3, F, h, w]
-            if pixels.shape[-2:] != (ph, pw):
-                frames2 = F.interpolate(pixels[0].permute(1, 0, 2, 3), size=(ph, pw), mode="bilinear",
-                                        align_corners=False)
-                pixels = frames2.permute(1, 0, 2, 3)[None]
-            return pixels
+            return resize_frames(pixels, ph, pw)
         frames = media_io.load_media(video, max_frames=pf)
         if frames.shape[0] < pf:
             raise ValueError(f"{video}: {frames.shape[0]} frames; video-to-video at this length needs {pf}")
         pixels = media_io.preprocess_condition_frames(frames, height, width, just_crop=False)
         pixels = F.pad(pixels, padding)
-        if pixels.shape[-2:] != (ph, pw):  # odd target sizes lose a row/column in the H.264 step
-            frames2 = F.interpolate(pixels[0].permute(1, 0, 2, 3), size=(ph, pw), mode="bilinear", align_corners=False)
-            pixels = frames2.permute(1, 0, 2, 3)[None]
-        return pixels
+        return resize_frames(pixels, ph, pw)  # odd target sizes lose a row/column in the H.264 step
 
     # --- conditions ---------------------------------------------------------------------------------------------
 
@@ -593,14 +594,7 @@ class Pipeline:
         extra_coords: list[Tensor] = []
         extra_mask: list[Tensor] = []
         for cond in conds:
-            pixels = cond.pixels
-            if pixels.shape[-2:] != (height, width):
-                n = pixels.shape[2]
-                # [1, 3, n, h, w] -> [n, 3, h, w] for per-frame bilinear resizing, as the official code does
-                frames = pixels[0].permute(1, 0, 2, 3)
-                frames = F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False)
-                pixels = frames.permute(1, 0, 2, 3)[None]
-                assert pixels.shape[2] == n
+            pixels = resize_frames(cond.pixels, height, width)
             lat = self._encode_pixels(pixels).to(latents.dtype)  # [1, C, f_l, h, w]
             f_l = lat.shape[2]
             if cond.frame == 0:
@@ -755,7 +749,7 @@ class Pipeline:
                 tau = torch.minimum(tau, 1.0 - mask)  # [n_conds, N]
             # a real copy per branch, as the official ``torch.cat``: a stride-0 (expanded) batch can take another
             # GEMM path and round differently for short sequences
-            x_in = torch.cat([tokens] * n_conds).to(self.dtype)
+            x_in = torch.cat([tokens.to(self.dtype)] * n_conds)
             v = self.transformer(
                 x_in, text[sl], tau, rope=rope, encoder_attention_mask=text_mask[sl],
                 skip_layer_mask=skip_mask, skip_layer_strategy=mode if skip_mask is not None else None,
