@@ -66,6 +66,7 @@ def load_pipeline(
     compile: bool = False,
     offload: str = "none",
     vae_tiling: str = "auto",
+    keep_checkpoint_dtype: bool | None = None,
 ) -> Pipeline:
     """Load a model for generation.
 
@@ -79,7 +80,10 @@ def load_pipeline(
     choice raises :class:`ltxcli.kernels.KernelUnavailableError`. ``compile``: compile the transformer block by block.
     ``offload``: ``none`` (everything on the device), ``model`` (each stage on the device only while it runs) or
     ``sequential`` (transformer and VAE-decoder blocks streamed one at a time). ``vae_tiling``: ``auto`` (tile the
-    decode only when it would not fit), ``on`` or ``off``.
+    decode only when it would not fit), ``on`` or ``off``. ``keep_checkpoint_dtype``: keep the
+    transformer, VAE and upsampler weights in the checkpoint's dtype and widen each layer's weight per call
+    (bit-identical outputs, half the memory of float32 for bfloat16 checkpoints, no conversion at load);
+    default: on when the weights are loaded to the CPU, off on GPUs.
     """
     from . import kernels
     from .offload import Offload
@@ -99,7 +103,7 @@ def load_pipeline(
         raise ValueError(f"vae_tiling={vae_tiling!r} must be auto, on or off")
     # With offload, weights are loaded to (pinned) host memory and visit the device stage by stage.
     load_dev = dev if mode is Offload.NONE else torch.device("cpu")
-    pipe = _load(model, text_encoder, upsampler, load_dev, dt, weights_dir, fp8)
+    pipe = _load(model, text_encoder, upsampler, load_dev, dt, weights_dir, fp8, keep_checkpoint_dtype)
     pipe._device = dev
     pipe.vae_tiling = vae_tiling
     if mode is not Offload.NONE:
@@ -132,6 +136,7 @@ def _load(
     dt: torch.dtype,
     weights_dir: PathLike | None,
     fp8: bool,
+    keep_narrow: bool | None = None,
 ) -> Pipeline:
     registry = weights.load_registry()
     name = os.fspath(model) if model else registry.default.name
@@ -169,8 +174,8 @@ def _load(
         raise CheckpointError(f"{path}: needs both a transformer and a VAE to generate")
     preset = preset or NEUTRAL
 
-    transformer = load_transformer(path, device=dev, dtype=dt, keep_fp8=fp8)
-    vae = load_vae(path, device=dev, dtype=dt)
+    transformer = load_transformer(path, device=dev, dtype=dt, keep_fp8=fp8, keep_checkpoint_dtype=keep_narrow)
+    vae = load_vae(path, device=dev, dtype=dt, keep_checkpoint_dtype=keep_narrow)
 
     from .text import TextEncoder
 
@@ -190,10 +195,10 @@ def _load(
 
     up_module = None
     if upsampler is not None:
-        up_module = load_upsampler(upsampler, device=dev, dtype=dt)
+        up_module = load_upsampler(upsampler, device=dev, dtype=dt, keep_checkpoint_dtype=keep_narrow)
     elif preset.upsampler or entry_up:
         up_path = weights.resolve(entry_up or preset.upsampler, weights_dir=weights_dir, registry=registry)
-        up_module = load_upsampler(up_path, device=dev, dtype=dt)
+        up_module = load_upsampler(up_path, device=dev, dtype=dt, keep_checkpoint_dtype=keep_narrow)
 
     return Pipeline(
         transformer, vae, text, preset=preset, scheduler=info.scheduler,

@@ -57,6 +57,7 @@ from torch import Tensor, nn
 from .models.attention import attention
 from .models.rope import apply_rope
 from .models.transformer import STGMode, _blend, _dense
+from .models.upcast import compute_dtype
 
 Mode = Literal["auto", "cfg", "sequence", "cfg+sequence"]
 MODES: tuple[str, ...] = ("auto", "cfg", "sequence", "cfg+sequence")
@@ -440,7 +441,7 @@ class ParallelTransformer(nn.Module):
         chunk = bounds[0][1] - bounds[0][0]
         lo, hi = bounds[layout.cfg_rank]
         out_channels = self.module.config.out_channels
-        dtype = self.module.proj_out.weight.dtype
+        dtype = compute_dtype(self.module.proj_out)
         if hi > lo:
             local = self._sequence_forward(
                 layout, hidden_states[lo:hi], encoder_hidden_states[lo:hi], _take(timestep, lo, hi, batch),
@@ -726,7 +727,7 @@ def parallel_decode(
         # fewer latent frames than ranks: this rank only takes part in the gather
         bsz, _, _, h, w = latents.shape
         s_scale = vae.config.spatial_compression
-        dtype = vae.decoder.conv_out.conv.weight.dtype
+        dtype = compute_dtype(vae.decoder.conv_out.conv)
         local = latents.new_zeros((bsz, vae.config.out_channels, 0, h * s_scale, w * s_scale), dtype=dtype)
     return _gather_frames(local, [s.keep[1] - s.keep[0] for s in plan], ctx, dst)
 

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .models.upcast import compute_dtype, stored_weight_bytes
+
 __all__ = [
     "E4M3_MAX",
     "MASKLESS_KERNELS",
@@ -673,7 +675,8 @@ def describe_model(transformer: nn.Module) -> dict[str, Any]:
     return {
         "attention": resolved.describe() if isinstance(resolved, ResolvedBackend) else {
             "requested": "sdpa", "self_attention": "sdpa", "cross_attention": "sdpa", "reason": "default"},
-        "dtype": str(transformer.patchify_proj.weight.dtype).removeprefix("torch."),
+        "dtype": str(compute_dtype(transformer.patchify_proj)).removeprefix("torch."),
         "fp8_linear_layers": fp8_layers,
+        "upcast_layers": stored_weight_bytes(transformer)[0],
         "compile": compiled.describe() if isinstance(compiled, CompileConfig) else None,
     }

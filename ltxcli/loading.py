@@ -26,6 +26,7 @@ from .models.configs import (
     UpsamplerConfig,
     VAEConfig,
 )
+from .models.upcast import convert_to_upcast, upcastable_weights
 from .safetensors_io import CheckpointError, SafetensorsFile, save_file
 
 __all__ = [
@@ -129,10 +130,14 @@ def assign_state_dict(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     keep_fp8: bool = False,
+    keep_checkpoint_dtype: bool = False,
 ) -> nn.Module:
     """Fill a meta-device ``module`` from ``tensors`` strictly, casting floats to ``dtype`` and moving to ``device``.
 
     ``keep_fp8``: float8 tensors keep their dtype instead of being cast to ``dtype``.
+    ``keep_checkpoint_dtype``: linear and convolution weights narrower than ``dtype`` are kept as stored (on the
+    CPU: views of the memory map, no copy) and their layers upcast them per call
+    (:mod:`ltxcli.models.upcast`); same outputs, half the resident bytes of float32 for a bfloat16 checkpoint.
     """
     expected = module.state_dict(keep_vars=True)
     missing = expected.keys() - tensors.keys()
@@ -142,6 +147,7 @@ def assign_state_dict(
     if unexpected:
         raise CheckpointError(f"{source}: {len(unexpected)} unexpected key(s): {_summarise(unexpected)}")
     ready: dict[str, torch.Tensor] = {}
+    narrow_ok = upcastable_weights(module) if keep_checkpoint_dtype and dtype is not None else set()
     for key, ref in expected.items():
         t = tensors[key]
         if tuple(t.shape) != tuple(ref.shape):
@@ -151,13 +157,23 @@ def assign_state_dict(
         if t.is_floating_point() != ref.is_floating_point():
             raise CheckpointError(f"{source}: tensor {key} has dtype {t.dtype}, expected a {ref.dtype} tensor")
         cast = dtype is not None and t.is_floating_point() and not (keep_fp8 and t.dtype.itemsize == 1)
+        if cast and key in narrow_ok and t.dtype.itemsize < dtype.itemsize:
+            cast = False
         target_dtype = dtype if cast else t.dtype
         ready[key] = t.to(device=device or "cpu", dtype=target_dtype)
     module.load_state_dict(ready, strict=True, assign=True)
+    if narrow_ok:
+        convert_to_upcast(module)
     leftover = [n for n, p in [*module.named_parameters(), *module.named_buffers()] if p.is_meta]
     if leftover:  # pragma: no cover - a non-persistent buffer the module forgot to create
         raise CheckpointError(f"{source}: {len(leftover)} tensor(s) left uninitialised: {_summarise(leftover)}")
     return module.eval().requires_grad_(False)
+
+
+def _keep_narrow(keep_checkpoint_dtype: bool | None, device: torch.device | str | None) -> bool:
+    if keep_checkpoint_dtype is not None:
+        return keep_checkpoint_dtype
+    return torch.device(device or "cpu").type == "cpu"
 
 
 def _build(factory: Callable[[], nn.Module]) -> nn.Module:
@@ -311,6 +327,7 @@ def load_transformer(
     dtype: torch.dtype | None = None,
     causal_temporal_positioning: bool | None = None,
     keep_fp8: bool = False,
+    keep_checkpoint_dtype: bool | None = None,
 ) -> nn.Module:
     """Load the DiT from an official single file or a diffusers-format folder.
 
@@ -318,7 +335,9 @@ def load_transformer(
     ``keep_fp8``: run the transformer blocks' linear layers as float8 matmuls (:func:`ltxcli.kernels.convert_to_fp8`):
     e4m3 weights of an fp8 checkpoint are kept as stored (never upcast), wider ones are quantised per tensor;
     everything else runs in ``dtype`` (bfloat16 by default). Whether the device has fp8 GEMMs is the caller's
-    check (:func:`ltxcli.kernels.require_fp8`).
+    check (:func:`ltxcli.kernels.require_fp8`). ``keep_checkpoint_dtype``: keep linear/convolution weights narrower than ``dtype`` in the checkpoint's dtype
+    and upcast them per call (:mod:`ltxcli.models.upcast`: bit-identical outputs, half the memory of float32 for a
+    bfloat16 checkpoint, no conversion at load); ``None`` (default): on when ``device`` is the CPU. Ignored with ``keep_fp8``.
     """
     from .models.transformer import LTXVideoTransformer
 
@@ -333,7 +352,9 @@ def load_transformer(
         src = str(path)
     model = _build(lambda: LTXVideoTransformer(config))
     target = _resolve_dtype(tensors, dtype)
-    model = assign_state_dict(model, tensors, source=src, device=device, dtype=target, keep_fp8=keep_fp8)
+    narrow = not keep_fp8 and _keep_narrow(keep_checkpoint_dtype, device)
+    model = assign_state_dict(model, tensors, source=src, device=device, dtype=target, keep_fp8=keep_fp8,
+                              keep_checkpoint_dtype=narrow)
     if keep_fp8:
         from .kernels import convert_to_fp8
 
@@ -491,9 +512,18 @@ def _drop_absent_norms(model: nn.Module, tensors: dict[str, torch.Tensor]) -> di
 
 
 def load_vae(
-    source: PathLike, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    source: PathLike,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    keep_checkpoint_dtype: bool | None = None,
 ) -> nn.Module:
-    """Load the causal video VAE from an official single file or a diffusers-format folder."""
+    """Load the causal video VAE from an official single file or a diffusers-format folder.
+
+    ``keep_checkpoint_dtype``: keep linear/convolution weights narrower than ``dtype`` in the checkpoint's dtype
+    and upcast them per call (:mod:`ltxcli.models.upcast`: bit-identical outputs, half the memory of float32 for a
+    bfloat16 checkpoint, no conversion at load); ``None`` (default): on when ``device`` is the CPU.
+    """
     from .models.vae import CausalVideoVAE
 
     path = Path(source)
@@ -504,16 +534,26 @@ def load_vae(
         src = str(path)
     model = _build(lambda: CausalVideoVAE(config))
     tensors = _drop_absent_norms(model, tensors)
-    return assign_state_dict(model, tensors, source=src, device=device, dtype=_resolve_dtype(tensors, dtype))
+    return assign_state_dict(model, tensors, source=src, device=device, dtype=_resolve_dtype(tensors, dtype),
+                             keep_checkpoint_dtype=_keep_narrow(keep_checkpoint_dtype, device))
 
 
 # --- latent upsampler -----------------------------------------------------------------------------------------
 
 
 def load_upsampler(
-    source: PathLike, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    source: PathLike,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    keep_checkpoint_dtype: bool | None = None,
 ) -> nn.Module:
-    """Load a latent spatial upsampler (official single file with a flat config, or a diffusers folder)."""
+    """Load a latent spatial upsampler (official single file with a flat config, or a diffusers folder).
+
+    ``keep_checkpoint_dtype``: keep linear/convolution weights narrower than ``dtype`` in the checkpoint's dtype
+    and upcast them per call (:mod:`ltxcli.models.upcast`: bit-identical outputs, half the memory of float32 for a
+    bfloat16 checkpoint, no conversion at load); ``None`` (default): on when ``device`` is the CPU.
+    """
     from .models.upsampler import LatentUpsampler
 
     path = Path(source)
@@ -532,7 +572,8 @@ def load_upsampler(
         tensors = {k: f.tensor(k) for k in f.names()}
         src = str(path)
     model = _build(lambda: LatentUpsampler(config))
-    return assign_state_dict(model, tensors, source=src, device=device, dtype=_resolve_dtype(tensors, dtype))
+    return assign_state_dict(model, tensors, source=src, device=device, dtype=_resolve_dtype(tensors, dtype),
+                             keep_checkpoint_dtype=_keep_narrow(keep_checkpoint_dtype, device))
 
 
 # --- scheduler and metadata ---------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from . import sampling
 from .models.configs import SchedulerConfig
 from .models.rope import latent_coords, pixel_coords
 from .models.transformer import STGMode
+from .models.upcast import compute_dtype
 from .presets import NEUTRAL, PassSettings, Preset
 
 # Conditioning tokens whose mask reaches 1 - eps are "hard" (never denoised, only re-noised).
@@ -182,7 +183,7 @@ class Pipeline:
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.transformer.patchify_proj.weight.dtype
+        return compute_dtype(self.transformer.patchify_proj)
 
     # --- VAE helpers ----------------------------------------------------------------------------------
 
@@ -201,7 +202,7 @@ class Pipeline:
             return self._encode_pixels(pixels).float().cpu()
 
     def _encode_pixels(self, pixels: Tensor) -> Tensor:
-        vae_dtype = self.vae.decoder.conv_in.conv.weight.dtype
+        vae_dtype = compute_dtype(self.vae.decoder.conv_in.conv)
         with self._stage(self.vae.encoder):
             return self.vae.encode(pixels.to(device=self.device, dtype=vae_dtype))
 
@@ -237,7 +238,7 @@ class Pipeline:
         latents = sampling.tone_map(latents, tone_map)
         from .vae_tiling import free_memory_bytes, plan_decode, tiled_decode
 
-        vae_dtype = self.vae.decoder.conv_in.conv.weight.dtype
+        vae_dtype = compute_dtype(self.vae.decoder.conv_in.conv)
         with self._stage(self.vae.decoder, streamed=True):
             # Free memory is measured with the decoder resident, so the plan accounts for its weights.
             plan = plan_decode(self.vae.config, tuple(latents.shape), vae_dtype, self.vae_tiling,

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .models.configs import VAEConfig
+from .models.upcast import compute_dtype, first_param_dtype
 from .models.vae import ResBlockStack, ResnetBlock3D, _batch_timestep, pixel_norm, unpatchify
 
 TileMode = Literal["auto", "on", "off"]
@@ -392,7 +393,7 @@ def tiled_decode(
     y_windows = plan_axis(hs, tile_h, overlap_hw, ctx_s, s_scale, False)
     x_windows = plan_axis(ws, tile_w, overlap_hw, ctx_s, s_scale, False)
 
-    z = vae.unnormalize(latents.to(decoder.conv_in.conv.weight.dtype))
+    z = vae.unnormalize(latents.to(compute_dtype(decoder.conv_in.conv)))
     dev = torch.device(out_device) if out_device is not None else latents.device
     if len(t_windows) == len(y_windows) == len(x_windows) == 1:
         out = decoder(z, timestep, generator).float().to(dev)
@@ -403,7 +404,7 @@ def tiled_decode(
     scaled_t = _scaled_timestep(decoder, timestep, b, z.device)
     # Untiled part: conv_in and the blocks before the split (they draw their noise maps as usual).
     x = decoder.conv_in(z, decoder.causal)
-    x = x.to(next(iter(decoder.up_blocks.parameters())).dtype)  # as Decoder.forward
+    x = x.to(first_param_dtype(decoder.up_blocks))  # as Decoder.forward
     x = _run_blocks(decoder, x, 0, split, scaled_t, generator)  # [B, C_split, fs, hs, ws]
     del z
     noise: Any = CroppedNoise(generator, (hs, ws)) if _injects_noise(decoder) else generator

@@ -37,6 +37,7 @@ from ltxcli.loading import load_transformer, save_official_checkpoint
 from ltxcli.models.attention import attention
 from ltxcli.models.configs import TransformerConfig
 from ltxcli.models.transformer import LTXVideoTransformer
+from ltxcli.models.upcast import UpcastLinear
 
 A = AttentionBackend
 ALL = {"flash3", "flash2", "sage"}
@@ -503,10 +504,17 @@ def test_load_transformer_keep_fp8(tmp_path, all_2d):
     assert model.transformer_blocks[0].scale_shift_table.dtype == torch.bfloat16
     with torch.no_grad():
         assert torch.isfinite(model(**tiny_inputs(dtype=torch.bfloat16))).all()
-    # without keep_fp8 the same file is upcast (the default behaviour)
-    plain = load_transformer(path)
+    # without keep_fp8 the same file is upcast: at load with keep_checkpoint_dtype=False ...
+    plain = load_transformer(path, keep_checkpoint_dtype=False)
     assert plain.transformer_blocks[1].attn2.to_q.weight.dtype == torch.bfloat16
     assert type(plain.transformer_blocks[1].attn2.to_q) is nn.Linear
+    # ... or per call (the CPU default): e4m3 kept as stored, same outputs bit for bit
+    lazy = load_transformer(path)
+    to_q = lazy.transformer_blocks[1].attn2.to_q
+    assert type(to_q) is UpcastLinear and same_bits(to_q.weight, stored) and to_q.bias.dtype == torch.bfloat16
+    with torch.no_grad():
+        inp = tiny_inputs(dtype=torch.bfloat16)
+        assert same_bits(lazy(**inp), plain(**inp))
 
 
 def test_load_transformer_keep_fp8_quantises_wide_checkpoints(tmp_path):

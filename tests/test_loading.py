@@ -33,6 +33,7 @@ from ltxcli.loading import (
 from ltxcli.models.configs import TransformerConfig, UpsamplerConfig, VAEConfig
 from ltxcli.models.rope import latent_coords, pixel_coords
 from ltxcli.models.transformer import LTXVideoTransformer
+from ltxcli.models.upcast import compute_dtype
 from ltxcli.models.upsampler import LatentUpsampler
 from ltxcli.models.vae import CausalVideoVAE
 
@@ -325,11 +326,16 @@ def test_fp8_weights_are_upcast(tmp_path):
     path = tmp_path / "fp8.safetensors"
     save_file(sd, str(path), metadata={"config": json.dumps({"transformer": TINY_T.to_official()})})
     assert inspect_checkpoint(path).is_fp8
-    loaded = load_transformer(path, dtype=torch.float32)
+    loaded = load_transformer(path, dtype=torch.float32, keep_checkpoint_dtype=False)
     w = loaded.transformer_blocks[0].attn1.to_q.weight
     assert w.dtype == torch.float32
     assert torch.equal(w, sd["model.diffusion_model.transformer_blocks.0.attn1.to_q.weight"].float())
-    assert load_transformer(path).patchify_proj.weight.dtype == torch.bfloat16  # default for fp8 files
+    default = load_transformer(path, keep_checkpoint_dtype=False)
+    assert default.patchify_proj.weight.dtype == torch.bfloat16  # default compute dtype for fp8 files
+    # the CPU default keeps the e4m3 codes and widens them per call: the same compute dtype
+    lazy = load_transformer(path)
+    assert lazy.patchify_proj.weight.dtype == torch.float8_e4m3fn
+    assert compute_dtype(lazy.patchify_proj) == torch.bfloat16
 
 
 # --- every loader error ----------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..models.upcast import compute_dtype
 from .common import EXIT_INPUT, CliError, Output, exit_codes_epilog, guarded, usage_error
 from .resolve import MODEL_ENV, WEIGHTS_DIR_ENV, ensure_downloaded, resolve_model
 
@@ -56,7 +57,7 @@ class _Vae:
 
     @property
     def dtype(self) -> Any:
-        return self.module.decoder.conv_in.conv.weight.dtype
+        return compute_dtype(self.module.decoder.conv_in.conv)
 
 
 def _load_vae(model: str | None, weights_dir: str | None, device: str | None, dtype: str | None, out: Output) -> _Vae:

@@ -19,6 +19,7 @@ from ltxcli.kernels import AttentionBackend
 from ltxcli.models.attention import attention
 from ltxcli.models.configs import TransformerConfig
 from ltxcli.models.rope import apply_rope, rope_tables
+from ltxcli.models.upcast import UpcastLinear, compute_dtype
 
 _TIMESTEP_CHANNELS = 256
 _TEXT_MASK_BIAS = -10000.0
@@ -39,22 +40,24 @@ def _cpu_autocast() -> bool:
 
 
 def _dense(layer: nn.Module, x: Tensor) -> Tensor:
-    """``layer(x)``. A plain float32 ``nn.Linear`` on the CPU, outside autograd, autocast and hooks, runs its
-    GEMM through oneDNN instead of the BLAS behind ``F.linear``: the same float32 product and bias, summed in
-    another order (about 1e-6 relative apart), and 1.2-1.5x faster on the AMD EPYC of BENCHMARKS.md.
-    Every other layer, dtype and device takes the module's own ``forward``.
+    """``layer(x)``. A plain float32 ``nn.Linear`` (or an :class:`UpcastLinear` computing in float32) on the CPU,
+    outside autograd, autocast and hooks, runs its GEMM through oneDNN instead of the BLAS behind ``F.linear``:
+    the same float32 product and bias, summed in another order (about 1e-6 relative apart), and 1.2-1.5x faster
+    on the AMD EPYC of BENCHMARKS.md. Every other layer, dtype and device takes the module's own ``forward``.
     """
+    kind = type(layer)
     if (
         _ONEDNN_LINEAR
-        and type(layer) is nn.Linear
+        and (kind is nn.Linear or kind is UpcastLinear)
         and x.device.type == "cpu"
         and x.dtype == torch.float32
-        and layer.weight.dtype == torch.float32
+        and compute_dtype(layer) == torch.float32
         and not torch.is_grad_enabled()
         and not (layer._forward_hooks or layer._forward_pre_hooks)
         and not _cpu_autocast()
     ):
-        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none", [], "")
+        weight = layer.compute_weight() if kind is UpcastLinear else layer.weight
+        return torch.ops.mkldnn._linear_pointwise(x, weight, layer.bias, "none", [], "")
     return layer(x)
 
 
@@ -310,7 +313,7 @@ class LTXVideoTransformer(nn.Module):
         if (indices_grid is None) == (rope is None):
             raise ValueError("pass exactly one of indices_grid or rope")
         batch = hidden_states.shape[0]
-        param_dtype = self.patchify_proj.weight.dtype
+        param_dtype = compute_dtype(self.patchify_proj)
 
         text_bias = None
         if encoder_attention_mask is not None:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ltxcli.models.configs import ConfigError, VAEConfig
+from ltxcli.models.upcast import compute_dtype, first_param_dtype
 
 PIXEL_NORM_EPS = 1e-8  # official PixelNorm
 SHORTCUT_NORM_EPS = 1e-6  # LayerNorm before the 1x1x1 shortcut of channel-changing resnets
@@ -546,7 +547,7 @@ class Decoder(nn.Module):
             scaled_t = _batch_timestep(timestep, batch, z.device) * self.timestep_scale_multiplier  # [B]
         x = self.conv_in(z, self.causal)
         # As official: the blocks run in the dtype of the up-block parameters.
-        x = x.to(next(iter(self.up_blocks.parameters())).dtype)
+        x = x.to(first_param_dtype(self.up_blocks))
         for block in self.up_blocks:
             if isinstance(block, ResBlockStack):
                 x = block(x, self.causal, scaled_t, generator)
@@ -658,7 +659,7 @@ class CausalVideoVAE(nn.Module):
 
     def encode(self, video: Tensor) -> Tensor:
         """``[B, 3, 1+8k, H, W]`` in [-1, 1] -> normalised posterior mode ``[B, C, 1+k, H/32, W/32]``."""
-        video = video.to(self.encoder.conv_in.conv.weight.dtype)
+        video = video.to(compute_dtype(self.encoder.conv_in.conv))
         mean = self.encoder.features(video)[:, : self.config.latent_channels]
         return self.normalize(mean)
 
@@ -673,5 +674,5 @@ class CausalVideoVAE(nn.Module):
         ``timestep`` (float, scalar or ``[B]``) is required by timestep-conditioned decoders (0.9.1+) and
         ignored by the 0.9 decoder. Noise injection (0.9.1) draws from ``generator``, else the global RNG.
         """
-        z = self.unnormalize(latents.to(self.decoder.conv_in.conv.weight.dtype))
+        z = self.unnormalize(latents.to(compute_dtype(self.decoder.conv_in.conv)))
         return self.decoder(z, timestep, generator)
