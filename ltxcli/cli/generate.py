@@ -740,10 +740,10 @@ def _meta_parts(tcfg: Any, vcfg: Any, dtype: Any, fp8: bool, text_encoder: int, 
 
 def model_weights(
     ref: ModelRef, *, te_path: str | None, up_path: str | None, weights_dir: str | None, dtype: Any,
-    fp8: bool = False,
+    fp8: bool = False, narrow: bool = False,
 ) -> tuple[Any, Any, int, Any]:
     """:func:`model_memory` plus the weights split by stage (:class:`~ltxcli.cli.preflight.WeightParts`; headers
-    only, like the total)."""
+    only, like the total). ``narrow``: the loaders keep layer weights in the checkpoint's dtype (CPU runs)."""
     from ltxcli import weights
 
     if ref.kind == "builtin":
@@ -763,7 +763,7 @@ def model_weights(
         info = inspect_checkpoint(path)
     except ConfigError as e:
         raise CheckpointError(f"{path}: {e}") from None
-    total = preflight.model_bytes(path, dtype, fp8=fp8)
+    total = preflight.model_bytes(path, dtype, fp8=fp8, narrow=narrow and not fp8)
     te: Path | str | None = te_path
     if te is None:
         if path.is_dir() and (path / "text_encoder").is_dir():
@@ -776,8 +776,9 @@ def model_weights(
     up_name = (entry.upsampler if entry else None) or ref.preset.upsampler
     if up is None and up_name:
         up = weights.path(up_name, weights_dir=weights_dir, registry=reg)
-    up_bytes = preflight.safetensors_bytes(up, dtype) if up is not None else 0
-    parts = preflight.checkpoint_parts(path, dtype, fp8=fp8, text_encoder=te_bytes, upsampler=up_bytes)
+    up_bytes = preflight.safetensors_bytes(up, dtype, narrow=narrow) if up is not None else 0
+    parts = preflight.checkpoint_parts(path, dtype, fp8=fp8, text_encoder=te_bytes, upsampler=up_bytes,
+                                       narrow=narrow and not fp8)
     return info.transformer, info.vae, total + te_bytes + up_bytes, parts
 
 
@@ -848,8 +849,10 @@ def check_memory(
     from ltxcli.api import FP8_NAMES
 
     fp8 = isinstance(opts.dtype, str) and opts.dtype in FP8_NAMES
+    # the loaders keep bf16 layer weights narrow on the CPU (keep_checkpoint_dtype's default)
+    narrow = torch.device(device).type == "cpu"
     tcfg, vcfg, weight_bytes, parts = model_weights(ref, te_path=te_path, up_path=up_path,
-                                                    weights_dir=opts.weights_dir, dtype=dtype, fp8=fp8)
+                                                    weights_dir=opts.weights_dir, dtype=dtype, fp8=fp8, narrow=narrow)
     if not enforce:
         return tcfg
     free = preflight.free_memory_bytes(device)

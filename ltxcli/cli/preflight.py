@@ -5,7 +5,9 @@ Memory model (:func:`estimate_memory`): the peak over the stages of a run of wha
 
 * weights (:class:`WeightParts`): every tensor of the model checkpoint (transformer + VAE), the text encoder
   and the upsampler, at the run's dtype (floats are cast to it, as the loaders do), read from the
-  safetensors headers alone. Which of them are on the device during a stage depends on ``--offload``
+  safetensors headers alone. With ``narrow`` (a CPU run: the loaders' ``keep_checkpoint_dtype`` default)
+  linear and convolution weights narrower than that dtype count at their stored size, plus one scratch copy
+  of the largest of them at the run's dtype per model (:mod:`ltxcli.models.upcast`). Which of them are on the device during a stage depends on ``--offload``
   (:func:`stage_weights`): all of them (``none``); only the running stage's (``model``); the small
   non-block parts of the transformer and VAE decoder plus two streamed blocks, the current one and the
   prefetched next (``sequential``; the text encoder, upsampler and VAE encoder are then staged whole).
@@ -56,9 +58,29 @@ def _fp8_linear(key: str, shape: tuple[int, ...]) -> bool:
     return "transformer_blocks." in key and key.endswith(".weight") and len(shape) == 2
 
 
-def safetensors_bytes(path: str | os.PathLike[str], dtype: Any = None, *, fp8: bool = False) -> int:
+def _layer_weight(key: str, shape: tuple[int, ...]) -> bool:
+    """A linear or convolution weight: what the CPU loaders keep in the checkpoint's dtype (``narrow``)."""
+    return key.endswith(".weight") and len(shape) >= 2
+
+
+def _loaded_size(key: str, info: Any, dtype: Any, fp8: bool, narrow: bool) -> tuple[int, int]:
+    """(bytes per element once loaded, elements of a narrow-kept layer weight or 0)."""
+    stored = info.dtype.itemsize
+    if dtype is None or not info.dtype.is_floating_point:
+        return stored, 0
+    if fp8 and _fp8_linear(key, info.shape):
+        return 1, 0
+    if narrow and stored < dtype.itemsize and _layer_weight(key, info.shape):
+        return stored, math.prod(info.shape)
+    return dtype.itemsize, 0
+
+
+def safetensors_bytes(
+    path: str | os.PathLike[str], dtype: Any = None, *, fp8: bool = False, narrow: bool = False
+) -> int:
     """Bytes the tensors of one ``.safetensors`` file take once loaded, floats at ``dtype`` (else as stored);
-    ``fp8``: the transformer blocks' linear weights at one byte each.
+    ``fp8``: the transformer blocks' linear weights at one byte each; ``narrow``: layer weights narrower than
+    ``dtype`` as stored, plus the scratch copy of the largest at ``dtype``.
 
     Header only (no tensor data is read); a broken file is a one-line ``CheckpointError``.
     """
@@ -70,16 +92,17 @@ def safetensors_bytes(path: str | os.PathLike[str], dtype: Any = None, *, fp8: b
             f"{p}: pickle-based checkpoints ({p.suffix}) are refused because loading them can run code; "
             "convert it to .safetensors"
         )
-    total = 0
+    total = scratch = 0
     for key, info in SafetensorsFile(p).infos.items():
-        size = dtype.itemsize if dtype is not None and info.dtype.is_floating_point else info.dtype.itemsize
-        if fp8 and _fp8_linear(key, info.shape):
-            size = 1
+        size, kept = _loaded_size(key, info, dtype, fp8, narrow)
         total += math.prod(info.shape) * size
-    return total
+        scratch = max(scratch, kept)
+    return total + (scratch * dtype.itemsize if scratch else 0)
 
 
-def folder_bytes(folder: str | os.PathLike[str], dtype: Any = None, *, what: str = "weights", fp8: bool = False) -> int:
+def folder_bytes(
+    folder: str | os.PathLike[str], dtype: Any = None, *, what: str = "weights", fp8: bool = False, narrow: bool = False
+) -> int:
     """Sum of :func:`safetensors_bytes` over the ``*.safetensors`` files directly in ``folder``.
 
     A folder without any (pickle-based ``.bin`` weights only, say) is a one-line ``CheckpointError``.
@@ -92,7 +115,7 @@ def folder_bytes(folder: str | os.PathLike[str], dtype: Any = None, *, what: str
         pickles = " (only pickle-based files, which are refused)" if any(
             p.suffix.lower() in PICKLE_SUFFIXES for p in f.glob("*")) else ""
         raise CheckpointError(f"{f}: no .safetensors {what}{pickles}")
-    return sum(safetensors_bytes(p, dtype, fp8=fp8) for p in files)
+    return sum(safetensors_bytes(p, dtype, fp8=fp8, narrow=narrow) for p in files)
 
 
 def text_encoder_bytes(folder: str | os.PathLike[str], dtype: Any = None) -> int:
@@ -102,12 +125,13 @@ def text_encoder_bytes(folder: str | os.PathLike[str], dtype: Any = None) -> int
     return folder_bytes(model_dir, dtype, what="text encoder weights")
 
 
-def model_bytes(path: str | os.PathLike[str], dtype: Any = None, *, fp8: bool = False) -> int:
+def model_bytes(path: str | os.PathLike[str], dtype: Any = None, *, fp8: bool = False, narrow: bool = False) -> int:
     """Transformer + VAE weights of an official single file or a diffusers-format folder."""
     p = Path(path)
     if p.is_dir():
-        return sum(folder_bytes(p / part, dtype, fp8=fp8) for part in ("transformer", "vae") if (p / part).is_dir())
-    return safetensors_bytes(p, dtype, fp8=fp8)
+        return sum(folder_bytes(p / part, dtype, fp8=fp8 and part == "transformer", narrow=narrow)
+                   for part in ("transformer", "vae") if (p / part).is_dir())
+    return safetensors_bytes(p, dtype, fp8=fp8, narrow=narrow)
 
 
 def module_bytes(modules: Iterable[Any], dtype: Any = None) -> int:
@@ -191,10 +215,12 @@ def _block(key: str, prefix: str) -> int | None:
 
 
 def checkpoint_parts(
-    path: str | os.PathLike[str], dtype: Any = None, *, fp8: bool = False, text_encoder: int = 0, upsampler: int = 0
+    path: str | os.PathLike[str], dtype: Any = None, *, fp8: bool = False, text_encoder: int = 0, upsampler: int = 0,
+    narrow: bool = False,
 ) -> WeightParts:
     """:class:`WeightParts` of an official single file or a diffusers-format folder, from the headers alone
-    (a diffusers VAE's ``mid_block`` counts as a non-streamed part: close enough for an estimate)."""
+    (a diffusers VAE's ``mid_block`` counts as a non-streamed part: close enough for an estimate).
+    ``narrow``: as :func:`safetensors_bytes`; the VAE's scratch is counted with its decoder."""
     from ltxcli.safetensors_io import SafetensorsFile
 
     p = Path(path)
@@ -207,11 +233,10 @@ def checkpoint_parts(
     sizes = {"transformer": 0, "encoder": 0, "decoder": 0, "other": 0}
     blocks: dict[int, int] = {}
     up: dict[int, int] = {}
+    scratch = {"transformer": 0, "vae": 0}
     for part, file in sources:
         for key, info in SafetensorsFile(file).infos.items():
-            size = dtype.itemsize if dtype is not None and info.dtype.is_floating_point else info.dtype.itemsize
-            if fp8 and _fp8_linear(key, info.shape):
-                size = 1
+            size, kept = _loaded_size(key, info, dtype, fp8 and (part in (None, "transformer")), narrow)
             nbytes = math.prod(info.shape) * size
             if part is None and key.startswith(_TRANSFORMER_PREFIX):
                 part_, name = "transformer", key[len(_TRANSFORMER_PREFIX):]
@@ -219,6 +244,7 @@ def checkpoint_parts(
                 part_, name = "vae", key[len(_VAE_PREFIX):]
             else:
                 part_, name = part or ("vae" if key.startswith(_VAE_KEYS) else "transformer"), key
+            scratch[part_] = max(scratch[part_], kept)
             if part_ == "transformer":
                 sizes["transformer"] += nbytes
                 n = _block(name, "transformer_blocks.")
@@ -233,6 +259,9 @@ def checkpoint_parts(
                     up[n] = up.get(n, 0) + nbytes
             else:
                 sizes["other"] += nbytes
+    if narrow and dtype is not None:
+        sizes["transformer"] += scratch["transformer"] * dtype.itemsize
+        sizes["decoder"] += scratch["vae"] * dtype.itemsize
     return WeightParts(
         transformer=sizes["transformer"], transformer_blocks=sum(blocks.values()),
         transformer_block=max(blocks.values(), default=0), vae_encoder=sizes["encoder"], vae_decoder=sizes["decoder"],
