@@ -14,8 +14,15 @@ Cases (issue 6, point 6):
   page cache warm for both files. Target: ratio <= 0.5.
 
 Both sides get identical weights: ltxcli's modules are built on the meta device and filled with random values
-(``ltxcli.bench.materialize_random_``), and diffusers' modules receive the SAME tensors through diffusers' own
+(``ltxcli.bench.materialize_random_``), and diffusers' modules receive the SAME values through diffusers' own
 key converters (``convert_ltx_{transformer,vae}_checkpoint_to_diffusers``). Outputs are compared before timing.
+
+``--weights`` (transformer and vae cases): ``checkpoint`` (default) draws the linear and convolution weights in
+bfloat16, the dtype of the released checkpoints, and gives each side what its float32 CPU load of such a
+checkpoint gives: diffusers float32 copies of every tensor; ltxcli its loader's CPU default
+(``keep_checkpoint_dtype``: those weights stay bfloat16 and are widened per call, everything else float32). ``float32`` draws them
+in float32 and both sides hold float32 (ltxcli as with ``keep_checkpoint_dtype=False``). The load case always
+reads a bfloat16 checkpoint; ``--ltx-convert-at-load`` times ltxcli with ``keep_checkpoint_dtype=False``.
 
 This is a benchmark script, not a test; it needs diffusers (a test-only dependency of ltxcli).
 
@@ -63,6 +70,7 @@ DIFFUSERS_VAE_095 = dict(
 TOKENS_GRID = (3, 8, 16)  # latent frames, height, width -> 384 tokens
 TEXT_LEN = 128
 VAE_LATENT = (4, 8, 8)  # -> 25 frames of 256x256 (--vae-latent changes it)
+WEIGHTS = "checkpoint"  # or "float32" (--weights)
 DECODE_T = 0.05
 CKPT_DIR = Path(os.environ.get("LTX_BENCH_DIR", "/tmp/ltx-bench-ckpt"))
 
@@ -118,7 +126,25 @@ def environment() -> dict[str, Any]:
 # --- model pairs with shared weights ------------------------------------------------------------------------
 
 
-def build_transformer_pair(dtype: torch.dtype) -> tuple[torch.nn.Module, torch.nn.Module]:
+def narrow_dtype() -> torch.dtype | None:
+    """What ltxcli's CPU loader keeps its layer weights in: bf16 with ``--weights checkpoint``."""
+    return torch.bfloat16 if WEIGHTS == "checkpoint" else None
+
+
+def for_diffusers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """float32 tensors for diffusers' float32 model (copies of bf16 ones, the same tensors when float32).
+
+    Consumes ``sd`` entry by entry, so a caller holding no other reference never has both copies resident."""
+    out = {}
+    for k in list(sd):
+        v = sd.pop(k)
+        out[k] = v.float() if v.is_floating_point() else v
+    return out
+
+
+def build_transformer_pair(
+    dtype: torch.dtype, narrow: torch.dtype | None = None
+) -> tuple[torch.nn.Module, torch.nn.Module]:
     from diffusers import LTXVideoTransformer3DModel
     from diffusers.loaders.single_file_utils import convert_ltx_transformer_checkpoint_to_diffusers
 
@@ -128,10 +154,10 @@ def build_transformer_pair(dtype: torch.dtype) -> tuple[torch.nn.Module, torch.n
         ours = LTXVideoTransformer(TRANSFORMER_2B.__class__(**{**TRANSFORMER_2B.__dict__,
                                                                 "causal_temporal_positioning": True}))
         theirs = LTXVideoTransformer3DModel()  # its defaults are the 2B architecture
-    materialize_random_(ours, device="cpu", dtype=dtype, seed=0)
+    materialize_random_(ours, device="cpu", dtype=dtype, seed=0, narrow=narrow)
     official = {f"model.diffusion_model.{k}": v for k, v in ours.state_dict().items()}
     converted = convert_ltx_transformer_checkpoint_to_diffusers(official)
-    theirs.load_state_dict(converted, strict=True, assign=True)
+    theirs.load_state_dict(for_diffusers(converted) if narrow else converted, strict=True, assign=True)
     return ours, theirs.eval().requires_grad_(False)
 
 
@@ -170,13 +196,16 @@ def build_vae_side(side: str, dtype: torch.dtype) -> torch.nn.Module:
 
     with torch.device("meta"):
         ours = CausalVideoVAE(VAEConfig.from_official(official_vae_config("0.9.5")))
-    materialize_random_(ours, device="cpu", dtype=dtype, seed=1, prefixes=("decoder.", "per_channel_statistics."))
+    materialize_random_(ours, device="cpu", dtype=dtype, seed=1, prefixes=("decoder.", "per_channel_statistics."),
+                        narrow=narrow_dtype())
     if side == "ours":
         return ours
     from diffusers import AutoencoderKLLTXVideo
     from diffusers.loaders.single_file_utils import convert_ltx_vae_checkpoint_to_diffusers
 
     sd = {f"vae.{k}": v for k, v in ours.state_dict().items()}
+    del ours  # sd now holds the only references: for_diffusers frees each bf16 tensor once it is copied
+    sd = for_diffusers(sd)
     converted = convert_ltx_vae_checkpoint_to_diffusers(sd)  # 0.9.5 detected from the (meta) encoder head
     keep = {k: v for k, v in converted.items() if not k.startswith("encoder.")}
     with torch.device("meta"):
@@ -185,7 +214,7 @@ def build_vae_side(side: str, dtype: torch.dtype) -> torch.nn.Module:
     bad = [k for k in missing if not k.startswith("encoder.")]
     if bad or unexpected:
         raise RuntimeError(f"diffusers VAE keys do not match: missing {bad[:3]}, unexpected {unexpected[:3]}")
-    del ours, sd, converted, keep
+    del sd, converted, keep
     gc.collect()
     return theirs.eval().requires_grad_(False)
 
@@ -243,8 +272,8 @@ def profile(name: str, fn: Any, rows: int = 18) -> str:
 
 def case_transformer(pairs: int, do_profile: bool) -> dict[str, Any]:
     dtype = torch.float32
-    print("transformer: building the 2B DiT twice with shared random weights (float32)", flush=True)
-    ours, theirs = build_transformer_pair(dtype)
+    print(f"transformer: building the 2B DiT twice with shared random weights ({WEIGHTS})", flush=True)
+    ours, theirs = build_transformer_pair(dtype, narrow_dtype())
     inp = transformer_inputs(dtype)
     with torch.inference_mode():
         a = run_ours_transformer(ours, inp)  # also the warm-up of each side
@@ -261,7 +290,7 @@ def case_transformer(pairs: int, do_profile: bool) -> dict[str, Any]:
             print(prof_text)
     res = summarise(times)
     res.update(rel_err=err, tokens=TOKENS_GRID[0] * TOKENS_GRID[1] * TOKENS_GRID[2], batch=2, text_len=TEXT_LEN,
-               dtype="float32", target="ratio <= 0.85")
+               dtype="float32", weights=WEIGHTS, target="ratio <= 0.85")
     if prof_text:
         res["profile"] = prof_text
     return res
@@ -269,12 +298,13 @@ def case_transformer(pairs: int, do_profile: bool) -> dict[str, Any]:
 
 def case_vae_time(pairs: int, do_profile: bool) -> dict[str, Any]:
     dtype = torch.float32
-    print("vae: building the 0.9.5 decoder twice with shared random weights (float32)", flush=True)
+    print(f"vae: building the 0.9.5 decoder twice with shared random weights ({WEIGHTS})", flush=True)
     ours = build_vae_side("ours", dtype)
     from diffusers import AutoencoderKLLTXVideo
     from diffusers.loaders.single_file_utils import convert_ltx_vae_checkpoint_to_diffusers
 
-    converted = convert_ltx_vae_checkpoint_to_diffusers({f"vae.{k}": v for k, v in ours.state_dict().items()})
+    converted = convert_ltx_vae_checkpoint_to_diffusers(
+        for_diffusers({f"vae.{k}": v for k, v in ours.state_dict().items()}))
     with torch.device("meta"):
         theirs = AutoencoderKLLTXVideo(**DIFFUSERS_VAE_095)
     theirs.load_state_dict({k: v for k, v in converted.items() if not k.startswith("encoder.")}, strict=False,
@@ -295,7 +325,8 @@ def case_vae_time(pairs: int, do_profile: bool) -> dict[str, Any]:
                 "diffusers vae decode", lambda: run_vae("diffusers", theirs, z))
             print(prof_text)
     res = summarise(times)
-    res.update(rel_err=err, latents=list(VAE_LATENT), output=vae_output_size(), dtype="float32", target="ratio <= 0.85")
+    res.update(rel_err=err, latents=list(VAE_LATENT), output=vae_output_size(), dtype="float32", weights=WEIGHTS,
+               target="ratio <= 0.85")
     if prof_text:
         res["profile"] = prof_text
     return res
@@ -306,7 +337,7 @@ def case_vae_rss(pairs: int) -> dict[str, Any]:
     rss: dict[str, list[dict[str, int]]] = {"ltxcli": [], "diffusers": []}
     for i in range(pairs):
         for side, key in (("ours", "ltxcli"), ("diffusers", "diffusers")):
-            out = child("vae-rss", side, "--vae-latent", ",".join(map(str, VAE_LATENT)))
+            out = child("vae-rss", side, "--vae-latent", ",".join(map(str, VAE_LATENT)), "--weights", WEIGHTS)
             rss[key].append(out)
             print(f"  pair {i + 1}/{pairs} {key}: peak RSS {out['peak_rss'] / 1e9:.3f} GB, decode increment "
                   f"{out['decode_increment'] / 1e9:.3f} GB", flush=True)
@@ -317,7 +348,7 @@ def case_vae_rss(pairs: int) -> dict[str, Any]:
         "peak_ratio": med["ltxcli"]["peak_rss"] / med["diffusers"]["peak_rss"],
         "decode_peak_ratio": med["ltxcli"]["decode_peak_rss"] / med["diffusers"]["decode_peak_rss"],
         "increment_ratio": med["ltxcli"]["decode_increment"] / med["diffusers"]["decode_increment"],
-        "target": "peak RSS ratio <= 0.8", "output": vae_output_size(),
+        "target": "peak RSS ratio <= 0.8", "output": vae_output_size(), "weights": WEIGHTS,
     }
 
 
@@ -382,7 +413,7 @@ def warm_cache(paths: list[Path]) -> None:
                     pass
 
 
-def child_load(side: str, dtype_name: str) -> dict[str, Any]:
+def child_load(side: str, dtype_name: str, convert_at_load: bool) -> dict[str, Any]:
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype_name]
     single, folder = CKPT_DIR / "ltxv-2b-random.safetensors", CKPT_DIR / "diffusers"
     t0 = time.perf_counter()
@@ -390,7 +421,9 @@ def child_load(side: str, dtype_name: str) -> dict[str, Any]:
         from ltxcli.loading import load_transformer
 
         t1 = time.perf_counter()
-        model = load_transformer(single, device="cpu", dtype=dtype)
+        # default (None): the CPU keeps the bf16 weights and widens them per call; False converts at load
+        model = load_transformer(single, device="cpu", dtype=dtype,
+                                 keep_checkpoint_dtype=False if convert_at_load else None)
     else:
         from diffusers import LTXVideoTransformer3DModel
 
@@ -417,14 +450,14 @@ def child_load(side: str, dtype_name: str) -> dict[str, Any]:
             "peak_rss": max_rss_bytes()}
 
 
-def case_load(pairs: int, dtype_name: str) -> dict[str, Any]:
+def case_load(pairs: int, dtype_name: str, convert_at_load: bool) -> dict[str, Any]:
     single, folder = prepare_checkpoints()
     print(f"load: {single.stat().st_size / 1e9:.2f} GB single file vs diffusers folder, into {dtype_name}", flush=True)
     runs: dict[str, list[dict[str, Any]]] = {"ltxcli": [], "diffusers": []}
     for i in range(pairs):
         for side, key in (("ours", "ltxcli"), ("diffusers", "diffusers")):
             warm_cache([single, folder])
-            out = child("load", side, "--dtype", dtype_name)
+            out = child("load", side, "--dtype", dtype_name, *(["--ltx-convert-at-load"] if convert_at_load else []))
             runs[key].append(out)
             print(f"  pair {i + 1}/{pairs} {key}: load {out['load_s']:.2f} s, +first step "
                   f"{out['load_plus_first_step_s']:.2f} s, process {out['process_wall_s']:.2f} s", flush=True)
@@ -432,6 +465,7 @@ def case_load(pairs: int, dtype_name: str) -> dict[str, Any]:
     med = {k: {m: statistics.median(r[m] for r in v) for m in metrics} for k, v in runs.items()}
     return {
         "runs": runs, "median": med, "dtype": dtype_name, "checkpoint_dtype": "bfloat16",
+        "ltxcli_keep_checkpoint_dtype": not convert_at_load and dtype_name == "float32",
         "ratio_load": med["ltxcli"]["load_s"] / med["diffusers"]["load_s"],
         "ratio_load_plus_first_step": med["ltxcli"]["load_plus_first_step_s"] / med["diffusers"]["load_plus_first_step_s"],
         "ratio_process": med["ltxcli"]["process_wall_s"] / med["diffusers"]["process_wall_s"],
@@ -447,13 +481,19 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="print torch.profiler tables (transformer, vae)")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--vae-latent", default="4,8,8", help="latent frames,height,width of the vae cases")
+    parser.add_argument("--weights", default="checkpoint", choices=["checkpoint", "float32"],
+                        help="random weights drawn in bf16 and held as each side's CPU load holds them (default), "
+                             "or drawn and held in float32 by both")
+    parser.add_argument("--ltx-convert-at-load", action="store_true",
+                        help="load case: ltxcli converts to float32 at load (keep_checkpoint_dtype=False)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    global VAE_LATENT
+    global VAE_LATENT, WEIGHTS
     VAE_LATENT = tuple(int(v) for v in args.vae_latent.split(","))  # type: ignore[assignment]
+    WEIGHTS = args.weights
     cases = args.cases or ["transformer", "vae", "load"]
     unknown = set(cases) - {"transformer", "vae", "vae-time", "vae-rss", "load"}
     if unknown:
@@ -464,7 +504,7 @@ def main() -> None:
         print(json.dumps(child_vae_rss(args.side)))
         return
     if args.child == "load":
-        print(json.dumps(child_load(args.side, args.dtype)))
+        print(json.dumps(child_load(args.side, args.dtype, args.ltx_convert_at_load)))
         return
 
     results: dict[str, Any] = {"environment": environment(), "command": " ".join(sys.argv)}
@@ -477,7 +517,7 @@ def main() -> None:
         elif case == "vae-rss":
             results["vae_rss"] = case_vae_rss(args.pairs)
         else:
-            results["load"] = case_load(args.pairs, args.load_dtype)
+            results["load"] = case_load(args.pairs, args.load_dtype, args.ltx_convert_at_load)
     print("\nsummary (ltxcli / diffusers, medians):")
     if "transformer" in results:
         r = results["transformer"]

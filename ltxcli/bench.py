@@ -303,6 +303,7 @@ def materialize_random_(
     dtype: torch.dtype,
     seed: int = 0,
     prefixes: Iterable[str] | None = None,
+    narrow: torch.dtype | None = None,
 ) -> nn.Module:
     """Replace the meta tensors of ``module`` by random ones allocated directly on ``device``.
 
@@ -310,9 +311,14 @@ def materialize_random_(
     noise scales 0, 1-D norm weights 1, the VAE latent statistics identity and its timestep multiplier 1000.
     Nothing is initialised on the CPU first, so a 13B model appears in seconds on a GPU. ``prefixes``
     restricts it to tensors whose qualified name starts with one of them (the rest stay on the meta device).
-    Tied parameters stay tied. Returns ``module`` (eval mode, no grad).
+    Tied parameters stay tied. ``narrow`` (e.g. bfloat16, the released checkpoints' dtype): linear and
+    convolution weights are drawn in it and kept there, their layers widening them per call, as the CPU loaders
+    leave a checkpoint of that dtype (:mod:`ltxcli.models.upcast`). Returns ``module`` (eval mode, no grad).
     """
+    from .models.upcast import convert_to_upcast, upcastable_weights
+
     device = torch.device(device)
+    narrow_keys = upcastable_weights(module) if narrow is not None and narrow.itemsize < dtype.itemsize else set()
     gen = torch.Generator(device=device).manual_seed(seed)
     wanted = tuple(prefixes) if prefixes is not None else None
     done: dict[int, Tensor] = {}
@@ -328,7 +334,7 @@ def materialize_random_(
                 if id(old) in done:
                     table[name] = done[id(old)]
                     continue
-                dt = dtype if old.is_floating_point() else old.dtype
+                dt = (narrow if full in narrow_keys else dtype) if old.is_floating_point() else old.dtype
                 t = torch.empty(old.shape, device=device, dtype=dt)
                 how, value = _init_value(full, tuple(old.shape))
                 if how == "fill" or not t.is_floating_point():
@@ -339,6 +345,8 @@ def materialize_random_(
                 new: Tensor = nn.Parameter(t, requires_grad=False) if kind == "_parameters" else t
                 done[id(old)] = new
                 table[name] = new
+    if narrow_keys:
+        convert_to_upcast(module)
     return module.eval().requires_grad_(False)
 
 
@@ -457,11 +465,14 @@ def build_random_pipeline(
         vae = CausalVideoVAE(arch.vae)
         upsampler = LatentUpsampler(arch.upsampler) if arch.upsampler is not None else None
         t5 = T5EncoderModel(arch.text) if mode == "random" else None
-    materialize_random_(transformer, device=device, dtype=dtype, seed=seed)
+    # On the CPU, weights as a load of the bf16 checkpoints leaves them (keep_checkpoint_dtype's default).
+    narrow = torch.bfloat16 if device.type == "cpu" else None
+    materialize_random_(transformer, device=device, dtype=dtype, seed=seed, narrow=narrow)
     # Only the decoder and the latent statistics run; the encoder stays on the meta device (no memory).
-    materialize_random_(vae, device=device, dtype=dtype, seed=seed + 1, prefixes=("decoder.", "per_channel_statistics."))
+    materialize_random_(vae, device=device, dtype=dtype, seed=seed + 1, prefixes=("decoder.", "per_channel_statistics."),
+                        narrow=narrow)
     if upsampler is not None:
-        materialize_random_(upsampler, device=device, dtype=dtype, seed=seed + 2)
+        materialize_random_(upsampler, device=device, dtype=dtype, seed=seed + 2, narrow=narrow)
     if t5 is not None:
         materialize_random_(t5, device=device, dtype=dtype, seed=seed + 3)
         text: Any = _SyncedText(TextEncoder(t5, make_tokenizer()), device)
