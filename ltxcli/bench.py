@@ -858,4 +858,7 @@ def _kernel_line(value: Any) -> str:
     att = value.get("attention", {})
     att_s = f"{att.get('self_attention', '?')}/{att.get('cross_attention', '?')}" if isinstance(att, Mapping) else att
     comp = value.get("compile")
-    return f"attention {att_s}, fp8 layers {value.get('fp8_linear_layers', 0)}, compile {'on' if comp else 'off'}"
+    upcast = value.get("upcast_layers", 0)
+    widened = f", {upcast} layers widened per call" if upcast else ""
+    return (f"attention {att_s}, fp8 layers {value.get('fp8_linear_layers', 0)}{widened}, "
+            f"compile {'on' if comp else 'off'}")

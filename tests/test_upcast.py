@@ -239,3 +239,13 @@ def test_random_weights_can_be_built_narrow():
     assert {p.dtype for n, p in model.named_parameters() if not n.endswith("weight")} == {torch.float32}
     with torch.inference_mode():
         assert torch.isfinite(model(**_transformer_inputs(cfg))).all()
+
+
+def test_bench_kernel_line_names_widened_layers():
+    from ltxcli.bench import _kernel_line
+
+    base = {"attention": {"self_attention": "sdpa", "cross_attention": "sdpa"}, "fp8_linear_layers": 0,
+            "compile": None}
+    assert _kernel_line(base) == "attention sdpa/sdpa, fp8 layers 0, compile off"
+    assert _kernel_line({**base, "upcast_layers": 254}) == (
+        "attention sdpa/sdpa, fp8 layers 0, 254 layers widened per call, compile off")
