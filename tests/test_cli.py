@@ -55,7 +55,8 @@ def one_thread() -> Any:
 def tiny_pipeline() -> Any:
     """The instance ``ltx generate --model tiny`` gets in these tests (same arguments as the CLI passes)."""
     return _cached_load("tiny", text_encoder=None, upsampler=None, device=None, dtype=None, weights_dir=None,
-                        attention="auto", compile=False, offload="none", vae_tiling="auto")
+                        attention="auto", compile=False, offload="none", vae_tiling="auto",
+                        keep_checkpoint_dtype=None)
 
 
 @pytest.fixture(autouse=True)
@@ -522,6 +523,32 @@ def test_generate_pulls_a_registry_model_then_runs(hub: Any, cli_env: Path) -> N
              "--stg-scale", "0", "--seed", "2", "-o", "file.mp4", *SMALL)
     assert r2.exit_code == 0, r2.stderr
     assert probe(cli_env / "file.mp4")["record"]["model"] == "ckpt.safetensors"
+
+
+def test_cpu_run_keeps_bf16_weights_unless_upcast_at_load(cli_env: Path) -> None:
+    """A bf16 checkpoint on the CPU: layer weights stay bf16 (widened per call) by default, --upcast-at-load
+    converts them while loading; the frames are the same code for code."""
+    import copy
+
+    try:
+        from tiny_t5 import make_tiny_text_encoder
+    except ImportError:
+        from tests.tiny_t5 import make_tiny_text_encoder
+    from ltxcli.loading import save_official_checkpoint
+
+    tiny = tiny_pipeline()
+    save_official_checkpoint(cli_env / "bf16.safetensors", transformer=copy.deepcopy(tiny.transformer).bfloat16(),
+                             vae=copy.deepcopy(tiny.vae).bfloat16())
+    make_tiny_text_encoder(cli_env / "te")
+    common = ["a cat", "--model", "bf16.safetensors", "--text-encoder", "te", "--steps", "2", "--stg-scale", "0",
+              "--seed", "4", "--json", *SMALL]
+    lazy = ltx("generate", *common, "--frames-dir", "lazy")
+    eager = ltx("generate", *common, "--frames-dir", "eager", "--upcast-at-load")
+    assert lazy.exit_code == 0, lazy.stderr
+    assert eager.exit_code == 0, eager.stderr
+    assert json_lines(lazy.stdout)[0]["kernels"]["upcast_layers"] > 0
+    assert json_lines(eager.stdout)[0]["kernels"]["upcast_layers"] == 0
+    assert torch.equal(_pngs(cli_env / "lazy"), _pngs(cli_env / "eager"))
 
 
 # --------------------------------------------------------------------- kernels, offload, tiling, memory hints
