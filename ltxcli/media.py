@@ -756,7 +756,7 @@ def _encode_mp4(
         first_shape: tuple[int, ...] = ()
         height = width = 0
         for count, frame in enumerate(frames):
-            rgb = to_uint8(frame)
+            rgb = to_uint8(frame, quantize)
             if stream is None:
                 height, width = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2
                 if height == 0 or width == 0:

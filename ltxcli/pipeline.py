@@ -680,12 +680,14 @@ class Pipeline:
             blocks_l = [tuple(blocks)] * n_steps
 
         # Initial noise: drawn in the patchified layout [1, f*h*w, C] from the CPU generator (official order).
+        given = noise is not None
         if noise is None:
             draw = torch.randn((1, f * h * w, channels), generator=gen, dtype=torch.float32)
             noise = draw.transpose(1, 2).reshape(shape)
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise must have shape {list(shape)}, got {list(noise.shape)}")
-        latents = noise.to(device=device, dtype=torch.float32)
+        # the conditioning below writes into the latents: a caller's noise tensor must not be that tensor
+        latents = noise.to(device=device, dtype=torch.float32, copy=given)
         if init is not None:
             t0 = timesteps[0].to(device)
             if not ts[0] < 1.0:

@@ -528,6 +528,20 @@ def test_write_video_round_trip(tmp_path, fps, rate):
     assert back.shape == frames.shape and err < 3 / 255
 
 
+def test_write_video_honours_quantize(tmp_path):
+    frames = torch.full((2, 16, 16, 3), 0.5)  # 127.5: truncate -> 127, round (half to even) -> 128
+    with pytest.raises(ValueError, match="quantize must be"):
+        media.write_video(tmp_path / "bad.mp4", frames, 24, quantize="floor")
+    seen: list[str] = []
+    real = media.to_uint8
+    try:
+        media.to_uint8 = lambda f, q="round": (seen.append(q), real(f, q))[1]
+        media.write_video(tmp_path / "t.mp4", frames, 24, quantize="truncate")
+    finally:
+        media.to_uint8 = real
+    assert seen and set(seen) == {"truncate"}
+
+
 def test_write_video_odd_size_crops_and_iterable_input(tmp_path):
     frames = _smooth_frames(3, 49, 65)
     frames[:, -1], frames[:, :, -1] = 1.0, 1.0  # white last row and column: cropped, not scaled in

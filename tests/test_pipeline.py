@@ -474,6 +474,17 @@ def test_explicit_noise_equals_the_seed_draw(tiny: Pipeline) -> None:
         tiny.generate("a cat", seed=77, noise=noise[:, :, :1], **SMALL)
 
 
+def test_explicit_noise_is_not_written_to(tiny: Pipeline) -> None:
+    """Conditioning works in place on the latents: a caller's float32 CPU noise must come back unchanged."""
+    noise = torch.randn(1, LATENT_CHANNELS, 2, 2, 2, generator=torch.Generator().manual_seed(5))
+    kept = noise.clone()
+    image = torch.rand(1, 64, 96, 3, generator=torch.Generator().manual_seed(6))
+    first = tiny.generate("a cat", seed=7, noise=noise, conditions=[Condition(image, 0, 0.5)], **SMALL)
+    assert torch.equal(noise, kept)
+    again = tiny.generate("a cat", seed=7, noise=noise, conditions=[Condition(image, 0, 0.5)], **SMALL)
+    assert torch.equal(again.latents, first.latents)
+
+
 def test_decode_of_the_result_latents_reproduces_the_video(tiny: Pipeline) -> None:
     res = tiny.generate("a cat", seed=31, decode_timestep=0.05, decode_noise_scale=0.025, **SMALL)
     again = tiny.decode(res.latents, timestep=0.05, noise_scale=0.025, seed=31)
