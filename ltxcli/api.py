@@ -193,12 +193,12 @@ def _load(
             f"caption_channels={transformer.config.caption_channels}"
         )
 
+    up_source: PathLike | None = upsampler
+    if up_source is None and (preset.upsampler or entry_up):
+        up_source = weights.resolve(entry_up or preset.upsampler, weights_dir=weights_dir, registry=registry)
     up_module = None
-    if upsampler is not None:
-        up_module = load_upsampler(upsampler, device=dev, dtype=dt, keep_checkpoint_dtype=keep_narrow)
-    elif preset.upsampler or entry_up:
-        up_path = weights.resolve(entry_up or preset.upsampler, weights_dir=weights_dir, registry=registry)
-        up_module = load_upsampler(up_path, device=dev, dtype=dt, keep_checkpoint_dtype=keep_narrow)
+    if up_source is not None:
+        up_module = load_upsampler(up_source, device=dev, dtype=dt, keep_checkpoint_dtype=keep_narrow)
 
     return Pipeline(
         transformer, vae, text, preset=preset, scheduler=info.scheduler,

@@ -35,6 +35,7 @@ from .models.configs import (
     VAEConfig,
     official_vae_config,
 )
+from .models.embeddings import TIME_PROJ_DIM
 
 __all__ = [
     "GPU_PEAKS",
@@ -61,7 +62,6 @@ PAPER_SECONDS = 2.0
 PAPER_SIZE = (512, 768, 121)  # height, width, frames
 PAPER_FPS = 24.0
 
-_TIMESTEP_CHANNELS = 256  # sinusoid width feeding the adaLN timestep MLP
 
 
 class BenchError(ValueError):
@@ -95,7 +95,7 @@ def transformer_flops(
     outside = (
         _linear(n, cfg.in_channels, d) + _linear(n, d, cfg.out_channels)  # patchify_proj, proj_out
         + _linear(s, cfg.caption_channels, d) + _linear(s, d, d)  # caption projection
-        + _linear(rows_t, _TIMESTEP_CHANNELS, d) + _linear(rows_t, d, d) + _linear(rows_t, d, 6 * d)  # adaLN
+        + _linear(rows_t, TIME_PROJ_DIM, d) + _linear(rows_t, d, d) + _linear(rows_t, d, 6 * d)  # adaLN
     )
     linear = cfg.num_layers * (per_block_video + per_block_text) + outside
     self_attn = cfg.num_layers * 2 * (2.0 * n * n * d)
@@ -424,9 +424,7 @@ def _default_preset() -> str:
     """The preset of the registry's default model (what ``ltx generate`` runs without ``--model``)."""
     from . import weights
 
-    default = weights.load_registry().default
-    entry = default() if callable(default) else default  # a method in older registries, a property now
-    return entry.preset or ""
+    return weights.load_registry().default.preset or ""
 
 
 def _sync(device: torch.device) -> None:
@@ -592,14 +590,6 @@ class _FlopRecorder:
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
-
-
-def describe_attention(device: torch.device, attention: str = "auto", dtype: torch.dtype | None = None) -> Any:
-    """:func:`ltxcli.kernels.describe_kernels` for ``device`` (the kernels installed and what ``attention``
-    resolves to)."""
-    from . import kernels
-
-    return kernels.describe_kernels(device, attention=attention, dtype=dtype)
 
 
 def _peak_memory(device: torch.device) -> tuple[int, str]:
@@ -775,7 +765,7 @@ def run_bench(
     return BenchResult(
         preset=pipe.preset.name, architecture=label, weights=weights_label, device=str(dev),
         device_name=peak.device_name, dtype=("fp8 (e4m3 block linears), " if fp8 else "") + str(dt).removeprefix("torch."), torch_version=torch.__version__,
-        attention=kernels.describe_model(pipe.transformer), kernels=describe_attention(dev, attention, dt),
+        attention=kernels.describe_model(pipe.transformer), kernels=kernels.describe_kernels(dev, attention=attention, dtype=dt),
         gpu=peak.label if peak.key != "unknown" else f"unknown ({peak.device_name})",
         peak_tflops=peak.tflops, height=height, width=width, num_frames=num_frames, frame_rate=fps,
         video_seconds=video_s, warmup=warmup, repeats=repeats, transformer_calls=n_calls,

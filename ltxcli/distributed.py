@@ -45,7 +45,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, TypeVar
 
@@ -55,8 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .models.attention import attention
-from .models.rope import apply_rope
-from .models.transformer import STGMode, _blend, _dense
+from .models.transformer import STGMode
 from .models.upcast import compute_dtype
 
 Mode = Literal["auto", "cfg", "sequence", "cfg+sequence"]
@@ -158,18 +157,6 @@ def is_main(ctx: DistContext | None = None) -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
-def barrier(ctx: DistContext | None = None) -> None:
-    if ctx is not None:
-        ctx.barrier()
-    elif dist.is_initialized():
-        dist.barrier()
-
-
-def destroy(ctx: DistContext | None = None) -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def rank_label(ctx: DistContext | None) -> str:
     """``"[rank 1/4 host]"`` for messages from a worker; empty outside torchrun."""
     if ctx is None or ctx.world_size == 1:
@@ -262,34 +249,19 @@ def _heads_to_seq(x: Tensor, degree: int, group: Any, state: _SeqState) -> Tenso
     return got.movedim(0, -2).reshape(*lead, n, degree * dp)
 
 
-def _sequence_parallel_attention(
-    attn: nn.Module,
-    state: _SeqState,
-    x: Tensor,
-    context: Tensor | None = None,
-    *,
-    rope: tuple[Tensor, Tensor] | None = None,
-    mask: Tensor | None = None,
-    skip: Tensor | None = None,
-    skip_mode: STGMode | None = None,
+def _sequence_parallel_attend(
+    attn: nn.Module, state: _SeqState, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None
 ) -> Tensor:
-    """``Attention.forward`` of a self-attention whose tokens are sharded across ``state.group``.
+    """``Attention._attend`` of a self-attention whose tokens are sharded across ``state.group``.
 
-    Same operations in the same order as ``ltxcli.models.transformer.Attention.forward``; only the kernel
-    call sees the whole sequence, for ``heads / P`` of the heads.
+    ``Attention.forward`` computes the projections, norms and RoPE of its own tokens as usual; only this
+    kernel call sees the whole sequence, for ``heads / P`` of the heads.
     """
-    cls_forward = type(attn).forward
-    if state.group is None or context is not None:
-        return cls_forward(attn, x, context, rope=rope, mask=mask, skip=skip, skip_mode=skip_mode)
+    if state.group is None:
+        return type(attn)._attend(attn, q, k, v, mask)
     if mask is not None:
         raise ValueError("a key mask on sequence-parallel self-attention is not supported yet (the pipeline never passes one)")
     p = state.degree
-    q = attn.q_norm(_dense(attn.to_q, x))
-    k = attn.k_norm(_dense(attn.to_k, x))
-    if rope is not None:
-        k = apply_rope(k, *rope)
-        q = apply_rope(q, *rope)
-    v = _dense(attn.to_v, x)
     qkv = _seq_to_heads(torch.stack([q, k, v]), p, state.group, state)  # [3, B, N_pad, D/P]
     n_pad = qkv.shape[-2]
     # padded tokens (zeros appended to the last shard) are dropped: attention sees exactly the real keys
@@ -297,12 +269,7 @@ def _sequence_parallel_attention(
     out = attention(q_h, k_h, v_h, attn.heads // p, None, attn.attention_kernel)  # [B, N, D/P]
     if n_pad > state.tokens:
         out = F.pad(out, (0, 0, 0, n_pad - state.tokens))
-    out = _heads_to_seq(out, p, state.group, state)  # [B, N/P, D]
-    if skip_mode is STGMode.ATTENTION_SKIP:
-        out = _blend(out, x, skip)
-    elif skip_mode is STGMode.ATTENTION_VALUES:
-        out = _blend(out, v, skip)
-    return _dense(attn.to_out[0], out)
+    return _heads_to_seq(out, p, state.group, state)  # [B, N/P, D]
 
 
 def _take(t: Tensor | None, lo: int, hi: int, batch: int, dim: int = 0) -> Tensor | None:
@@ -334,8 +301,8 @@ class ParallelTransformer(nn.Module):
     same inputs; every rank gets the full output. ``comm_bytes`` counts the bytes this rank has sent (and, for
     all-gathers, received from others) so far.
 
-    Sequence modes patch each block's ``attn1.forward`` on the instance (undone by :meth:`unwrap`); the
-    patched forward falls back to the class forward outside a sequence-parallel call.
+    Sequence modes patch each block's ``attn1._attend`` (the attention kernel call) on the instance (undone
+    by :meth:`unwrap`); the patched call falls back to the class one outside a sequence-parallel call.
     """
 
     def __init__(
@@ -371,9 +338,9 @@ class ParallelTransformer(nn.Module):
         self.comm_bytes = 0
         if any(s > 1 for _, s in shapes):
             for block in module.transformer_blocks:
-                if "forward" in block.attn1.__dict__:
+                if "_attend" in block.attn1.__dict__:
                     raise RuntimeError("this transformer is already wrapped for sequence parallelism")
-                block.attn1.forward = functools.partial(_sequence_parallel_attention, block.attn1, self._state)
+                block.attn1._attend = functools.partial(_sequence_parallel_attend, block.attn1, self._state)
 
     def _make_layout(self, cfg: int, seq: int) -> _Layout:
         ctx = self.ctx
@@ -405,7 +372,7 @@ class ParallelTransformer(nn.Module):
     def unwrap(self) -> nn.Module:
         """Remove the attention patches and return the plain model."""
         for block in self.module.transformer_blocks:
-            block.attn1.__dict__.pop("forward", None)
+            block.attn1.__dict__.pop("_attend", None)
         return self.module
 
     def layout_for(self, branches: int) -> tuple[int, int]:
@@ -604,19 +571,6 @@ def _conv_forward_padded(conv: nn.Module, exchange: _HaloExchange, buf: Tensor, 
     return conv.conv(buf)
 
 
-def _upsample_keep_first(up: nn.Module, x: Tensor, causal: bool = True) -> Tensor:
-    """``DepthToSpaceUpsample.forward`` for a slab that does not start the video: its first frame is kept
-    (the official upsampler drops the first frame of the whole video only)."""
-    from .models.vae import depth_to_space
-
-    y = depth_to_space(up.conv(x, causal), up.stride)  # [B, C_out, F*s1, H*s2, W*s3]
-    if up.residual:
-        skip = depth_to_space(x, up.stride)
-        b, c, d, h, w = y.shape
-        y.view(b, up.num_repeat, c // up.num_repeat, d, h, w).add_(skip[:, None])
-    return y
-
-
 @contextlib.contextmanager
 def _time_split(decoder: nn.Module, ctx: DistContext) -> Any:
     """Patch the decoder's temporal convolutions (and, off rank 0, the upsamplers' frame drop) for the slab."""
@@ -631,7 +585,9 @@ def _time_split(decoder: nn.Module, ctx: DistContext) -> Any:
                 m.forward_padded = functools.partial(_conv_forward_padded, m, exchange)
                 patched.append((m, ("forward", "forward_padded")))
             elif isinstance(m, DepthToSpaceUpsample) and ctx.rank > 0 and m.stride[0] == 2:
-                m.forward = functools.partial(_upsample_keep_first, m)
+                # a slab that does not start the video keeps its first frame (the official upsampler drops
+                # the first frame of the whole video only)
+                m.forward = m.upsample
                 patched.append((m, ("forward",)))
         yield exchange
     finally:
@@ -948,19 +904,6 @@ def launch(args: Sequence[str], nproc: int, **kwargs: Any) -> int:
     return subprocess.call(torchrun_command(args, nproc, **kwargs))
 
 
-def run_on_rank(ctx: DistContext | None, fn: Callable[[], T]) -> T:
-    """Run ``fn``; on an exception, print it to stderr prefixed with this rank's label, then re-raise.
-
-    torchrun reports only the first failing worker's exit; this makes every rank's error visible.
-    """
-    try:
-        return fn()
-    except BaseException as e:
-        if ctx is not None and ctx.world_size > 1 and not isinstance(e, (KeyboardInterrupt, SystemExit)):
-            print(f"{rank_label(ctx)} error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-        raise
-
-
 # --- communication model -----------------------------------------------------------------------------------
 
 NVLINK_H100_GBPS = 450.0  # NVLink 4 (H100 SXM): 900 GB/s total = 450 GB/s per direction per GPU
@@ -1096,7 +1039,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 __all__ = [
     "DecodeSlice", "DistContext", "ParallelTransformer", "ParallelVAE", "claim_output", "comm_model",
     "format_comm_table", "init", "init_from_env", "is_main", "launch", "parallel_decode",
-    "parallelize", "plan_decode", "rank_stats", "receptive_halo", "release_claim", "run_on_rank", "shard_items",
+    "parallelize", "plan_decode", "rank_stats", "receptive_halo", "release_claim", "shard_items",
     "torchrun_command", "under_torchrun",
 ]
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -130,15 +130,17 @@ def assign_state_dict(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     keep_fp8: bool = False,
-    keep_checkpoint_dtype: bool = False,
+    keep_checkpoint_dtype: bool | None = False,
 ) -> nn.Module:
     """Fill a meta-device ``module`` from ``tensors`` strictly, casting floats to ``dtype`` and moving to ``device``.
 
     ``keep_fp8``: float8 tensors keep their dtype instead of being cast to ``dtype``.
     ``keep_checkpoint_dtype``: linear and convolution weights narrower than ``dtype`` are kept as stored (on the
     CPU: views of the memory map, no copy) and their layers upcast them per call
-    (:mod:`ltxcli.models.upcast`); same outputs, half the resident bytes of float32 for a bfloat16 checkpoint.
+    (:mod:`ltxcli.models.upcast`); same outputs, half the resident bytes of float32 for a bfloat16 checkpoint,
+    no conversion at load. ``None``: on when ``device`` is the CPU. Never together with ``keep_fp8``.
     """
+    keep_checkpoint_dtype = not keep_fp8 and _keep_narrow(keep_checkpoint_dtype, device)
     expected = module.state_dict(keep_vars=True)
     missing = expected.keys() - tensors.keys()
     unexpected = tensors.keys() - expected.keys()
@@ -199,6 +201,18 @@ def _open_single_file(path: Path) -> SafetensorsFile:
     return SafetensorsFile(path)
 
 
+def _component_keys(f: SafetensorsFile, prefix: str, other_prefix: str) -> Iterator[tuple[str, str]]:
+    """``(key, name)`` of one component of an official single file, in file order: the keys under ``prefix``
+    with it stripped, or, in a file without that prefix, every key not under ``other_prefix`` as is."""
+    prefixed = any(k.startswith(prefix) for k in f.infos)
+    for key in f.names():
+        if prefixed:
+            if key.startswith(prefix):
+                yield key, key[len(prefix) :]
+        elif not key.startswith(other_prefix):
+            yield key, key
+
+
 def _ltxv_config(f: SafetensorsFile) -> dict[str, Any]:
     cfg = f.config()
     if cfg is None:
@@ -232,7 +246,6 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _diffusers_tensors(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
     """All tensors of a diffusers component folder (single or sharded ``diffusion_pytorch_model*.safetensors``)."""
-    pickles = [p for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES]
     index = folder / "diffusion_pytorch_model.safetensors.index.json"
     if index.is_file():
         weight_map = _read_json(index).get("weight_map")
@@ -242,6 +255,7 @@ def _diffusers_tensors(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
     elif (folder / "diffusion_pytorch_model.safetensors").is_file():
         shards = ["diffusion_pytorch_model.safetensors"]
     else:
+        pickles = any(p.suffix.lower() in PICKLE_SUFFIXES for p in folder.iterdir())
         what = " (only pickle-based .bin files, which are refused)" if pickles else ""
         raise CheckpointError(f"{folder}: no diffusion_pytorch_model*.safetensors{what}")
     tensors: dict[str, torch.Tensor] = {}
@@ -288,14 +302,7 @@ def _transformer_from_single_file(f: SafetensorsFile) -> tuple[TransformerConfig
     if "transformer" not in cfg:
         raise CheckpointError(f"{f.path}: metadata config has no 'transformer' entry (an upsampler or VAE-only file?)")
     config = TransformerConfig.from_official(cfg["transformer"])
-    prefixed = any(k.startswith(TRANSFORMER_PREFIX) for k in f.infos)
-    tensors: dict[str, torch.Tensor] = {}
-    for key in f.names():
-        if prefixed:
-            if key.startswith(TRANSFORMER_PREFIX):
-                tensors[key[len(TRANSFORMER_PREFIX) :]] = f.tensor(key)
-        elif not key.startswith(VAE_PREFIX):
-            tensors[key] = f.tensor(key)
+    tensors = {name: f.tensor(key) for key, name in _component_keys(f, TRANSFORMER_PREFIX, VAE_PREFIX)}
     return config, tensors
 
 
@@ -335,9 +342,8 @@ def load_transformer(
     ``keep_fp8``: run the transformer blocks' linear layers as float8 matmuls (:func:`ltxcli.kernels.convert_to_fp8`):
     e4m3 weights of an fp8 checkpoint are kept as stored (never upcast), wider ones are quantised per tensor;
     everything else runs in ``dtype`` (bfloat16 by default). Whether the device has fp8 GEMMs is the caller's
-    check (:func:`ltxcli.kernels.require_fp8`). ``keep_checkpoint_dtype``: keep linear/convolution weights narrower than ``dtype`` in the checkpoint's dtype
-    and upcast them per call (:mod:`ltxcli.models.upcast`: bit-identical outputs, half the memory of float32 for a
-    bfloat16 checkpoint, no conversion at load); ``None`` (default): on when ``device`` is the CPU. Ignored with ``keep_fp8``.
+    check (:func:`ltxcli.kernels.require_fp8`). ``keep_checkpoint_dtype``: see :func:`assign_state_dict` (``None``,
+    the default: on when ``device`` is the CPU); ignored with ``keep_fp8``.
     """
     from .models.transformer import LTXVideoTransformer
 
@@ -345,16 +351,15 @@ def load_transformer(
     if path.is_dir():
         config, tensors, src = _transformer_from_diffusers(path)
         if causal_temporal_positioning is not None:
-            config = TransformerConfig(**{**config.__dict__, "causal_temporal_positioning": causal_temporal_positioning})
+            config = replace(config, causal_temporal_positioning=causal_temporal_positioning)
     else:
         f = _open_single_file(path)
         config, tensors = _transformer_from_single_file(f)
         src = str(path)
     model = _build(lambda: LTXVideoTransformer(config))
     target = _resolve_dtype(tensors, dtype)
-    narrow = not keep_fp8 and _keep_narrow(keep_checkpoint_dtype, device)
     model = assign_state_dict(model, tensors, source=src, device=device, dtype=target, keep_fp8=keep_fp8,
-                              keep_checkpoint_dtype=narrow)
+                              keep_checkpoint_dtype=keep_checkpoint_dtype)
     if keep_fp8:
         from .kernels import convert_to_fp8
 
@@ -474,14 +479,8 @@ def _vae_from_single_file(f: SafetensorsFile) -> tuple[VAEConfig, dict[str, torc
     if "vae" not in cfg:
         raise CheckpointError(f"{f.path}: metadata config has no 'vae' entry")
     config = VAEConfig.from_official(cfg["vae"])
-    prefixed = any(k.startswith(VAE_PREFIX) for k in f.infos)
     tensors: dict[str, torch.Tensor] = {}
-    for key in f.names():
-        if prefixed and not key.startswith(VAE_PREFIX):
-            continue
-        if not prefixed and key.startswith(TRANSFORMER_PREFIX):
-            continue
-        name = key[len(VAE_PREFIX) :] if prefixed else key
+    for key, name in _component_keys(f, VAE_PREFIX, TRANSFORMER_PREFIX):
         name = apply_rules([name], VAE_UNUSED_STATS)[name]
         if name is None:
             continue
@@ -520,9 +519,7 @@ def load_vae(
 ) -> nn.Module:
     """Load the causal video VAE from an official single file or a diffusers-format folder.
 
-    ``keep_checkpoint_dtype``: keep linear/convolution weights narrower than ``dtype`` in the checkpoint's dtype
-    and upcast them per call (:mod:`ltxcli.models.upcast`: bit-identical outputs, half the memory of float32 for a
-    bfloat16 checkpoint, no conversion at load); ``None`` (default): on when ``device`` is the CPU.
+    ``keep_checkpoint_dtype``: see :func:`assign_state_dict` (``None``, the default: on when ``device`` is the CPU).
     """
     from .models.vae import CausalVideoVAE
 
@@ -535,7 +532,7 @@ def load_vae(
     model = _build(lambda: CausalVideoVAE(config))
     tensors = _drop_absent_norms(model, tensors)
     return assign_state_dict(model, tensors, source=src, device=device, dtype=_resolve_dtype(tensors, dtype),
-                             keep_checkpoint_dtype=_keep_narrow(keep_checkpoint_dtype, device))
+                             keep_checkpoint_dtype=keep_checkpoint_dtype)
 
 
 # --- latent upsampler -----------------------------------------------------------------------------------------
@@ -550,9 +547,7 @@ def load_upsampler(
 ) -> nn.Module:
     """Load a latent spatial upsampler (official single file with a flat config, or a diffusers folder).
 
-    ``keep_checkpoint_dtype``: keep linear/convolution weights narrower than ``dtype`` in the checkpoint's dtype
-    and upcast them per call (:mod:`ltxcli.models.upcast`: bit-identical outputs, half the memory of float32 for a
-    bfloat16 checkpoint, no conversion at load); ``None`` (default): on when ``device`` is the CPU.
+    ``keep_checkpoint_dtype``: see :func:`assign_state_dict` (``None``, the default: on when ``device`` is the CPU).
     """
     from .models.upsampler import LatentUpsampler
 
@@ -573,7 +568,7 @@ def load_upsampler(
         src = str(path)
     model = _build(lambda: LatentUpsampler(config))
     return assign_state_dict(model, tensors, source=src, device=device, dtype=_resolve_dtype(tensors, dtype),
-                             keep_checkpoint_dtype=_keep_narrow(keep_checkpoint_dtype, device))
+                             keep_checkpoint_dtype=keep_checkpoint_dtype)
 
 
 # --- scheduler and metadata ---------------------------------------------------------------------------------

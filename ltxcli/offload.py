@@ -131,10 +131,16 @@ def on_device(
 
 
 def stage(
-    module: nn.Module | None, device: torch.device | str, offload: Offload | str
+    module: nn.Module | None, device: torch.device | str, offload: Offload | str, *, streamed: bool = False
 ) -> AbstractContextManager[Any]:
-    """The context a pipeline stage runs in: :func:`on_device` under ``model`` offload, else nothing."""
-    if module is None or Offload(offload) is not Offload.MODEL:
+    """The context a pipeline stage runs in: with offload, :func:`on_device` (its weights are on the device only
+    while it runs); without, nothing.
+
+    ``streamed`` modules (the transformer and the VAE decoder) stream their blocks themselves under
+    ``sequential`` offload (forward hooks, :func:`enable_sequential_offload`), so there they need no stage.
+    """
+    mode = Offload(offload)
+    if module is None or mode is Offload.NONE or (streamed and mode is Offload.SEQUENTIAL):
         return nullcontext(module)
     return on_device(module, device)
 

@@ -9,7 +9,6 @@ generator), and conditioning media are encoded to their posterior mode instead o
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import secrets
@@ -170,16 +169,10 @@ class Pipeline:
         return self._device or self.transformer.patchify_proj.weight.device
 
     def _stage(self, module: Any, *, streamed: bool = False):  # -> context manager
-        """The context a stage runs in: with offload, its weights are on the device only while it runs.
+        """The context a stage runs in (:func:`ltxcli.offload.stage` with this pipeline's device and offload)."""
+        from .offload import stage
 
-        ``streamed`` modules (the transformer and the VAE decoder) stream their blocks themselves under
-        sequential offload (forward hooks), so there they need no stage.
-        """
-        from .offload import Offload, on_device
-
-        if module is None or self.offload is Offload.NONE or (streamed and self.offload is Offload.SEQUENTIAL):
-            return contextlib.nullcontext(module)
-        return on_device(module, self.device)
+        return stage(module, self.device, self.offload, streamed=streamed)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -220,12 +213,13 @@ class Pipeline:
         t = self.preset.decode_timestep if timestep is None else timestep
         with torch.inference_mode():
             video = self._decode(latents.to(self.device), t, noise_scale, 0.0, gen)
-        return video[0].permute(1, 2, 3, 0).float().cpu()
+        return video[0].permute(1, 2, 3, 0).cpu()
 
     def _decode(
         self, latents: Tensor, timestep: float, noise_scale: float, tone_map: float, gen: torch.Generator
     ) -> Tensor:
-        """Decode noise, tone mapping and the VAE, as the official pipeline orders them -> [B, 3, F, H, W] in [0, 1]."""
+        """Decode noise, tone mapping and the VAE, as the official pipeline orders them -> float32 [B, 3, F, H, W]
+        in [0, 1]."""
         t: float | None = None
         if self.vae.timestep_conditioning:
             if noise_scale:
@@ -247,7 +241,9 @@ class Pipeline:
                 video = self.vae.decode(latents, timestep=t, generator=gen)
             else:
                 video = tiled_decode(self.vae, latents, timestep=t, generator=gen, out_device="cpu", **plan)
-        return (video.float() / 2 + 0.5).clamp(0, 1)
+        # The decoder's output is a fresh tensor (``float()`` copies it or returns it as is): scale it in place.
+        video = video.float()
+        return video.div_(2).add_(0.5).clamp_(0, 1)
 
     # --- prompts ------------------------------------------------------------------------------------------
 
@@ -468,7 +464,7 @@ class Pipeline:
             if multi:
                 video = resize_frames(video, ph, pw)  # the second pass ran above the padded target size
             video = video[:, :, :num_frames, pad_top : ph - pad_bottom, pad_left : pw - pad_right]
-            out = video[0].permute(1, 2, 3, 0).float().cpu()
+            out = video[0].permute(1, 2, 3, 0).cpu()
             if progress:
                 progress("decode", 1, 1)
             timings["decode_s"] = self._elapsed(t0)
@@ -688,14 +684,14 @@ class Pipeline:
             raise ValueError(f"noise must have shape {list(shape)}, got {list(noise.shape)}")
         # the conditioning below writes into the latents: a caller's noise tensor must not be that tensor
         latents = noise.to(device=device, dtype=torch.float32, copy=given)
+        schedule = timesteps.to(device)
         if init is not None:
-            t0 = timesteps[0].to(device)
+            t0 = schedule[0]
             if not ts[0] < 1.0:
                 raise ValueError("a second pass (or video-to-video) needs a first timestep below 1")
             latents = t0 * latents + (1 - t0) * init.to(device=device, dtype=torch.float32)
 
         tokens, coords, mask, n_extra = self._condition_tokens(conds, latents, height, width, gen)
-        init_tokens = tokens.clone()
         fractional = coords.to(torch.float32)
         fractional[:, 0] = fractional[:, 0] * (1.0 / frame_rate)
         cos, sin = self.transformer.rope_tables(fractional)
@@ -703,26 +699,31 @@ class Pipeline:
 
         # Everything random or step-dependent is prepared here, so the loop itself never syncs with the host.
         n_tok = tokens.shape[1]
+        # Hard conditioning tokens are re-noised from their initial values every step.
+        renoise = mask is not None and image_cond_noise_scale > 0
+        # ``tokens`` is only ever replaced, never written in place, so it stays the initial tokens here.
+        init_tokens = tokens if renoise else None
         cond_noise: list[Tensor | None] = []
         step_noise: list[Tensor | None] = []
-        for _ in range(n_steps):
+        for _ in range(n_steps):  # drawn in the official order (per step: condition noise, then step noise)
             cond_noise.append(
-                torch.randn((1, n_tok, channels), generator=gen, dtype=torch.float32)
-                if mask is not None and image_cond_noise_scale > 0 else None
+                torch.randn((1, n_tok, channels), generator=gen, dtype=torch.float32).to(device) if renoise else None
             )
-            step_noise.append(torch.randn((1, n_tok, channels), generator=gen, dtype=torch.float32) if stochastic else None)
-        cond_noise = [x.to(device) if x is not None else None for x in cond_noise]
-        step_noise = [x.to(device) if x is not None else None for x in step_noise]
-        schedule = timesteps.to(device)
+            step_noise.append(
+                torch.randn((1, n_tok, channels), generator=gen, dtype=torch.float32).to(device) if stochastic else None
+            )
         # float32 on the device, as the official loop's ``t`` tensors (t**2 and t - eps are rounded in float32)
         t_sq = schedule**2
         layers = self.transformer.config.num_layers
         # STG masks [layers, branches] per step, built on the host and copied once (0 = the perturbed branch).
         skip_masks: list[Tensor | None] = []
         built: dict[tuple[int, tuple[int, ...]], Tensor] = {}
+        plan: list[tuple[bool, bool, int]] = []  # per step (do_cfg, do_stg, n_conds): the branches it runs
         for i in range(n_steps):
-            n_conds = 1 + sampling.cfg_active(cfg_l[i]) + sampling.stg_active(stg_l[i])
-            if not (sampling.stg_active(stg_l[i]) and blocks_l[i]):
+            do_cfg, do_stg = sampling.cfg_active(cfg_l[i]), sampling.stg_active(stg_l[i])
+            n_conds = 1 + do_cfg + do_stg
+            plan.append((do_cfg, do_stg, n_conds))
+            if not (do_stg and blocks_l[i]):
                 skip_masks.append(None)
                 continue
             key = (n_conds, tuple(blocks_l[i]))
@@ -731,25 +732,24 @@ class Pipeline:
                 m[list(blocks_l[i]), n_conds - 1] = 0
                 built[key] = m.to(device)
             skip_masks.append(built[key])
-        hard = (mask > 1.0 - _HARD_EPS).unsqueeze(-1) if mask is not None else None
+        hard = (mask > 1.0 - _HARD_EPS).unsqueeze(-1) if renoise else None
+        open_mask = 1.0 - mask if mask is not None else None  # the highest timestep each token may have
 
         for i, t in enumerate(ts):
-            do_cfg = sampling.cfg_active(cfg_l[i])
-            do_stg = sampling.stg_active(stg_l[i])
-            n_conds = 1 + do_cfg + do_stg
+            do_cfg, do_stg, n_conds = plan[i]
             # text batch is [negative, positive, positive]; pick the branches this step runs
             lo = 0 if do_cfg else 1
             sl = slice(lo, lo + n_conds)
 
-            if hard is not None and cond_noise[i] is not None:
+            if renoise:
                 noised = init_tokens + image_cond_noise_scale * cond_noise[i] * t_sq[i]
                 tokens = torch.where(hard, noised, tokens)
 
             skip_mask = skip_masks[i]
 
             tau = torch.full((n_conds, 1), t, dtype=torch.float32, device=device)
-            if mask is not None:
-                tau = torch.minimum(tau, 1.0 - mask)  # [n_conds, N]
+            if open_mask is not None:
+                tau = torch.minimum(tau, open_mask)  # [n_conds, N]
             # a real copy per branch, as the official ``torch.cat``: a stride-0 (expanded) batch can take another
             # GEMM path and round differently for short sequences
             x_in = torch.cat([tokens.to(self.dtype)] * n_conds)
@@ -766,11 +766,11 @@ class Pipeline:
             tau1 = tau[:1]
             tau_next = sampling.next_timesteps(schedule, tau1)
             if stochastic:
-                new = sampling.stochastic_step(tokens, v, tau1, tau_next, step_noise[i].to(tokens.dtype))
+                new = sampling.stochastic_step(tokens, v, tau1, tau_next, step_noise[i])  # all float32
             else:
                 new = sampling.euler_step(tokens, v, tau1, tau_next)
-            if mask is not None:
-                update = (schedule[i] - _HARD_EPS < (1.0 - mask)).unsqueeze(-1)
+            if open_mask is not None:
+                update = (schedule[i] - _HARD_EPS < open_mask).unsqueeze(-1)
                 tokens = torch.where(update, new, tokens)
             else:
                 tokens = new

@@ -91,12 +91,11 @@ class TextEncoder:
         if dtype is not None:
             kwargs["dtype" if _transformers_major_minor() >= (4, 56) else "torch_dtype"] = dtype
         model = T5EncoderModel.from_pretrained(model_dir, **kwargs)
-        if dtype is not None:
-            model = model.to(dtype)
-        if device is not None:
-            model = model.to(device)
         tokenizer = T5Tokenizer.from_pretrained(tok_dir, trust_remote_code=False)
-        return cls(model, tokenizer)
+        encoder = cls(model, tokenizer)
+        if device is not None or dtype is not None:
+            encoder.to(device, dtype)
+        return encoder
 
     @property
     def device(self) -> torch.device:

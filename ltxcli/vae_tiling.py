@@ -49,7 +49,7 @@ from torch import Tensor, nn
 
 from .models.configs import VAEConfig
 from .models.upcast import compute_dtype, first_param_dtype
-from .models.vae import ResBlockStack, ResnetBlock3D, _batch_timestep, pixel_norm, unpatchify
+from .models.vae import pixel_norm, unpatchify
 
 TileMode = Literal["auto", "on", "off"]
 
@@ -304,30 +304,7 @@ def _injects_noise(module: nn.Module) -> bool:
     return any(getattr(m, "inject_noise", False) for m in module.modules())
 
 
-# --- the decoder in two parts (same computation as ltxcli.models.vae.Decoder.forward) -------------------------
-
-
-def _scaled_timestep(
-    decoder: nn.Module, timestep: Tensor | float | None, batch: int, device: torch.device
-) -> Tensor | None:
-    if not decoder.timestep_conditioning:
-        return None
-    if timestep is None:
-        raise ValueError("this VAE decoder is timestep-conditioned: pass a timestep (e.g. 0.05)")
-    return _batch_timestep(timestep, batch, device) * decoder.timestep_scale_multiplier  # [B]
-
-
-def _run_blocks(
-    decoder: nn.Module, x: Tensor, start: int, stop: int, scaled_t: Tensor | None, noise: Any
-) -> Tensor:
-    for block in decoder.up_blocks[start:stop]:
-        if isinstance(block, ResBlockStack):
-            x = block(x, decoder.causal, scaled_t, noise)
-        elif isinstance(block, ResnetBlock3D):
-            x = block(x, decoder.causal, None, noise)
-        else:
-            x = block(x, decoder.causal)
-    return x
+# --- the decoder head of a tile (the blocks run through ltxcli.models.vae.Decoder.run_blocks) ---------------
 
 
 def _run_head(decoder: nn.Module, x: Tensor, scaled_t: Tensor | None) -> Tensor:
@@ -401,11 +378,11 @@ def tiled_decode(
             progress(1, 1)
         return out
 
-    scaled_t = _scaled_timestep(decoder, timestep, b, z.device)
+    scaled_t = decoder.scaled_timestep(timestep, b, z.device)
     # Untiled part: conv_in and the blocks before the split (they draw their noise maps as usual).
     x = decoder.conv_in(z, decoder.causal)
     x = x.to(first_param_dtype(decoder.up_blocks))  # as Decoder.forward
-    x = _run_blocks(decoder, x, 0, split, scaled_t, generator)  # [B, C_split, fs, hs, ws]
+    x = decoder.run_blocks(x, 0, split, scaled_t, generator)  # [B, C_split, fs, hs, ws]
     del z
     noise: Any = CroppedNoise(generator, (hs, ws)) if _injects_noise(decoder) else generator
 
@@ -425,7 +402,7 @@ def tiled_decode(
                 if isinstance(noise, CroppedNoise):
                     noise.start(ya, xa, yb - ya, xb - xa)
                 window = x[:, :, ta:tb, ya:yb, xa:xb].contiguous()
-                tile = _run_blocks(decoder, window, split, len(decoder.up_blocks), scaled_t, noise)
+                tile = decoder.run_blocks(window, split, len(decoder.up_blocks), scaled_t, noise)
                 del window
                 tile = _run_head(decoder, tile, scaled_t)  # [B, 3, F_win, H_win, W_win]
                 tile = tile[

@@ -194,11 +194,11 @@ def human_bytes(n: int | None) -> str:
     if n is None:
         return "?"
     value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
-    return f"{n} B"
+    return f"{value:.1f} TB"
 
 
 # ------------------------------------------------------------------------------------------------ errors

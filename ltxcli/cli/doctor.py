@@ -14,8 +14,6 @@ import typer
 from .common import EXIT_ERROR, Output, exit_codes_epilog, guarded, human_bytes, to_json
 from .resolve import WEIGHTS_DIR_ENV, registry
 
-# sm_89 (Ada) and sm_90 (Hopper) and later have fp8 tensor cores; earlier GPUs can only store fp8.
-FP8_MIN_CAPABILITY = (8, 9)
 BF16_MIN_CAPABILITY = (8, 0)
 
 
@@ -29,6 +27,8 @@ def _version(dist: str) -> str | None:
 def _torch_info() -> dict[str, Any]:
     import torch
 
+    from ltxcli.kernels import fp8_supported  # fp8 tensor cores: what --dtype fp8 needs
+
     gpus = []
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
@@ -37,7 +37,7 @@ def _torch_info() -> dict[str, Any]:
             gpus.append({
                 "index": i, "name": props.name, "compute_capability": f"{cap[0]}.{cap[1]}",
                 "memory_bytes": props.total_memory, "bf16": cap >= BF16_MIN_CAPABILITY,
-                "fp8": cap >= FP8_MIN_CAPABILITY,
+                "fp8": fp8_supported(cap),
             })
     device = torch.device("cuda" if gpus else "cpu")
     dtype = torch.bfloat16 if gpus else torch.float32

@@ -53,6 +53,7 @@ from .resolve import (
     ModelRef,
     check_component,
     ensure_downloaded,
+    inspect_path,
     local_component,
     max_positions,
     needed_weights,
@@ -64,7 +65,6 @@ MAX_FRAME_RATE = 1000
 MAX_STEPS = 1000  # far above any released schedule (8-40 steps); a typo such as 4000000 is refused up front
 #: Collective timeout of a multi-process run: long, because the other ranks wait while rank 0 downloads weights.
 DIST_TIMEOUT_S = 2 * 3600.0
-RANK_STATUS_ENV = common.RANK_STATUS_ENV  # where --gpus workers record their exit codes (torchrun exits 1)
 
 
 class Attention(str, enum.Enum):
@@ -258,8 +258,6 @@ ITEM_KEYS = (*_ITEM_STR, *_ITEM_INT, *_ITEM_FLOAT, "conditions")
 
 
 def _read_text(source: str, what: str) -> str:
-    if source == "-":
-        return click.get_text_stream("stdin").read()
     path = Path(source).expanduser()
     if not path.is_file():
         usage_error(f"{what} {source}: no such file")
@@ -617,7 +615,7 @@ def run(
 
     kernels = describe_model(pipe.transformer)
     # one video: the text encoder's memory is released as soon as the prompt is encoded
-    pipe.free_text_encoder_after_use = sum(1 for it in mine if not it.skip) == 1
+    pipe.free_text_encoder_after_use = len(todo) == 1
     if split:
         distributed.parallelize(pipe, ctx, mode=opts.parallel)
 
@@ -716,11 +714,6 @@ def _library_bars(enabled: bool) -> Iterator[None]:
             tf_logging.enable_progress_bar()
 
 
-#: Further one-line suggestions for a run that does not fit in memory, after the computed ones (an ``--offload`` /
-#: ``--vae-tiling`` setting that fits, a smaller size that fits).
-MEMORY_HINTS: tuple[str, ...] = ()
-
-
 def model_memory(
     ref: ModelRef, *, te_path: str | None, up_path: str | None, weights_dir: str | None, dtype: Any,
     fp8: bool = False,
@@ -759,18 +752,12 @@ def model_weights(
         vcfg = tiny_vae_config()
         parts = _meta_parts(TINY_TRANSFORMER, vcfg, dtype, False, 0, 0)
         return TINY_TRANSFORMER, vcfg, parts.total, parts
-    from ltxcli.loading import CheckpointError, ConfigError, inspect_checkpoint
-
     reg = weights.load_registry()
     entry = reg[ref.name] if ref.kind == "registry" else None
     # a registry model is looked up again: the download step may just have replaced it
     path = weights.resolve(ref.name, weights_dir=weights_dir, registry=reg) if entry is not None else ref.path
     assert path is not None
-    try:
-        info = inspect_checkpoint(path)
-    except ConfigError as e:
-        raise CheckpointError(f"{path}: {e}") from None
-    total = preflight.model_bytes(path, dtype, fp8=fp8, narrow=narrow and not fp8)
+    info = inspect_path(path)
     te: Path | str | None = te_path
     if te is None:
         if path.is_dir() and (path / "text_encoder").is_dir():
@@ -786,7 +773,7 @@ def model_weights(
     up_bytes = preflight.safetensors_bytes(up, dtype, narrow=narrow) if up is not None else 0
     parts = preflight.checkpoint_parts(path, dtype, fp8=fp8, text_encoder=te_bytes, upsampler=up_bytes,
                                        narrow=narrow and not fp8)
-    return info.transformer, info.vae, total + te_bytes + up_bytes, parts
+    return info.transformer, info.vae, parts.total, parts
 
 
 def item_estimator(
@@ -823,14 +810,12 @@ def item_estimator(
     return estimate
 
 
-_OFFLOAD_ORDER = ("none", "model", "sequential")
-
-
 def memory_alternatives(offload: str, vae_tiling: str, *, offload_saves: bool) -> list[tuple[str, str, str]]:
     """``(options text, offload, vae_tiling)`` settings that save memory over the given ones, fastest first:
     tiling the decode, then offloading by stage, then streaming blocks (offload only where it saves device
     memory, i.e. on a GPU)."""
-    offloads = [o for o in _OFFLOAD_ORDER[_OFFLOAD_ORDER.index(offload):]] if offload_saves else [offload]
+    modes = preflight.OFFLOAD_MODES
+    offloads = list(modes[modes.index(offload):]) if offload_saves else [offload]
     tilings = [vae_tiling, "on"] if vae_tiling == "off" else [vae_tiling]
     out = []
     for o in offloads:
@@ -874,7 +859,7 @@ def check_memory(
                         for text, o, t in memory_alternatives(opts.offload, opts.vae_tiling, offload_saves=saves)]
         where = rows[it.index].get("_where", "")
         preflight.check_memory(estimator(opts.offload, opts.vae_tiling), height=it.height, width=it.width,
-                               num_frames=it.num_frames, device=device, free_bytes=free, hints=MEMORY_HINTS,
+                               num_frames=it.num_frames, device=device, free_bytes=free,
                                where=f"{where}: " if where else "", alternatives=alternatives)
     return tcfg
 
@@ -1062,8 +1047,8 @@ def _launch(argv: list[str], nproc: int) -> int:
     from ltxcli import distributed
 
     with tempfile.TemporaryDirectory(prefix="ltx-ranks-") as status:
-        before = os.environ.get(RANK_STATUS_ENV)
-        os.environ[RANK_STATUS_ENV] = status
+        before = os.environ.get(common.RANK_STATUS_ENV)
+        os.environ[common.RANK_STATUS_ENV] = status
         # Ctrl-C reaches torchrun too (same process group); it stops the workers with SIGINT, which they turn
         # into a clean exit 130. This process only waits for it.
         try:
@@ -1076,9 +1061,9 @@ def _launch(argv: list[str], nproc: int) -> int:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
             if before is None:
-                os.environ.pop(RANK_STATUS_ENV, None)
+                os.environ.pop(common.RANK_STATUS_ENV, None)
             else:
-                os.environ[RANK_STATUS_ENV] = before
+                os.environ[common.RANK_STATUS_ENV] = before
         recorded: list[tuple[float, int]] = []  # (time, code): the first failure is the cause, later ones follow
         for f in Path(status).glob("rank-*"):
             try:

@@ -442,14 +442,13 @@ def check_memory(
     num_frames: int,
     device: Any,
     free_bytes: int,
-    hints: Sequence[str] = (),
     where: str = "",
     alternatives: Sequence[tuple[str, Callable[[int, int, int], MemoryEstimate]]] = (),
 ) -> None:
     """Exit 5 with one line when ``estimate(height, width, num_frames)`` (a :class:`MemoryEstimate`) exceeds
     ``free_bytes``. The line names both, the first of ``alternatives`` (``(options, estimate)`` pairs, the
     fastest first: ``--offload model``, ``--vae-tiling on``...) that fits at this size, a smaller size that
-    fits with the current options (if any), and ``hints`` (further one-line suggestions)."""
+    fits with the current options (if any)."""
     est = estimate(height, width, num_frames)
     if est.peak_bytes <= free_bytes:
         return
@@ -473,7 +472,6 @@ def check_memory(
                           f"{estimate(h, w, f).describe()}")
         elif fitting is None:
             advice.append("try a smaller --height/--width or fewer --num-frames")
-    advice += list(hints)
     advice.append(f"or set {NO_MEMORY_CHECK_ENV}=1 to try anyway")
     raise CliError(
         f"{where}this run needs {est.describe()} on {device} but {human_bytes(free_bytes)} is free: "

@@ -88,15 +88,23 @@ def _verified(name: str, weights_dir: str | None = None) -> bool:
     return st.state == "downloaded" and all(f.verified for f in st.files)
 
 
-def inspect(ref: ModelRef) -> Any:
-    """Header-only check of a model on disk: a corrupt or foreign file fails here (exit 6), before loading."""
+def inspect_path(path: Path) -> Any:
+    """:func:`ltxcli.loading.inspect_checkpoint` of ``path``, a config it cannot use a ``CheckpointError``
+    naming the file."""
     from ltxcli.loading import CheckpointError, ConfigError, inspect_checkpoint
 
-    assert ref.path is not None
     try:
-        info = inspect_checkpoint(ref.path)
+        return inspect_checkpoint(path)
     except ConfigError as e:  # an unsupported architecture or config value: say which file holds it
-        raise CheckpointError(f"{ref.path}: {e}") from None
+        raise CheckpointError(f"{path}: {e}") from None
+
+
+def inspect(ref: ModelRef) -> Any:
+    """Header-only check of a model on disk: a corrupt or foreign file fails here (exit 6), before loading."""
+    from ltxcli.loading import CheckpointError
+
+    assert ref.path is not None
+    info = inspect_path(ref.path)
     if info.transformer is None or info.vae is None:
         raise CheckpointError(f"{ref.path}: needs both a transformer and a VAE to generate")
     return info

@@ -85,7 +85,7 @@ def _load_vae(model: str | None, weights_dir: str | None, device: str | None, dt
     if inspect_checkpoint(path).vae is None:
         raise CheckpointError(f"{path}: has no VAE")
     with out.status(f"loading the VAE of {ref.label}"):
-        module = load_vae(path, device=dev, dtype=dt).eval().requires_grad_(False)
+        module = load_vae(path, device=dev, dtype=dt)  # in eval mode, without gradients
     return _Vae(module, ref.label, ref.preset.decode_timestep)
 
 

@@ -14,14 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# Keys the official constructors accept but that do not change what the released models compute
-# (diffusers bookkeeping, training-only switches, TPU kernels). They are ignored, as the official code does.
-_IGNORED_TRANSFORMER_KEYS = {
-    "_class_name", "_diffusers_version", "_name_or_path", "dropout", "norm_num_groups",
-    "num_vector_embeds", "num_embeds_ada_norm", "use_linear_projection", "upcast_attention",
-    "use_tpu_flash_attention", "project_to_2d_pos", "attention_type",
-}
-
 
 class ConfigError(ValueError):
     """A checkpoint config that this implementation cannot run unchanged."""

@@ -9,7 +9,6 @@ dtype of its inputs.
 from __future__ import annotations
 
 import enum
-import math
 
 import torch
 import torch.nn.functional as F
@@ -18,10 +17,10 @@ from torch import Tensor, nn
 from ltxcli.kernels import AttentionBackend
 from ltxcli.models.attention import attention
 from ltxcli.models.configs import TransformerConfig
+from ltxcli.models.embeddings import TIME_PROJ_DIM, timestep_sinusoid
 from ltxcli.models.rope import apply_rope, rope_tables
 from ltxcli.models.upcast import UpcastLinear, compute_dtype
 
-_TIMESTEP_CHANNELS = 256
 _TEXT_MASK_BIAS = -10000.0
 
 
@@ -84,6 +83,13 @@ def _blend(keep: Tensor, other: Tensor, mask: Tensor | None) -> Tensor:
     return keep * mask + other * (1.0 - mask)
 
 
+def _rms(x: Tensor, eps: float) -> Tensor:
+    """``x / sqrt(mean(x^2) + eps)`` over the last dim, the variance in float32 (result in float32 for
+    half-precision ``x``)."""
+    var = x.to(torch.float32).pow(2).mean(-1, keepdim=True)
+    return x * torch.rsqrt(var + eps)
+
+
 class RMSNorm(nn.Module):
     """RMS norm over the last dim, variance in float32 (diffusers ``RMSNorm`` semantics).
 
@@ -97,8 +103,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim)) if weight else None
 
     def forward(self, x: Tensor) -> Tensor:
-        var = x.to(torch.float32).pow(2).mean(-1, keepdim=True)
-        y = x * torch.rsqrt(var + self.eps)
+        y = _rms(x, self.eps)
         if self.weight is None:
             return y.to(x.dtype)
         if self.weight.dtype in (torch.float16, torch.bfloat16):
@@ -143,12 +148,17 @@ class Attention(nn.Module):
             k = apply_rope(k, *rope)
             q = apply_rope(q, *rope)
         v = _dense(self.to_v, src)
-        out = attention(q, k, v, self.heads, mask, self.attention_kernel)
+        out = self._attend(q, k, v, mask)
         if skip_mode is STGMode.ATTENTION_SKIP:
             out = _blend(out, x, skip)
         elif skip_mode is STGMode.ATTENTION_VALUES:
             out = _blend(out, v, skip)
         return _dense(self.to_out[0], out)
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """The attention kernel call of :meth:`forward` (``[B, N, D]`` each). A swap point:
+        ``ltxcli.distributed`` replaces it on an instance for sequence parallelism."""
+        return attention(q, k, v, self.heads, mask, self.attention_kernel)
 
 
 class _GeluTanhProj(nn.Module):
@@ -189,8 +199,7 @@ class TransformerBlock(nn.Module):
         self.scale_shift_table = nn.Parameter(_table_init(6, dim))
 
     def _norm(self, x: Tensor) -> Tensor:
-        var = x.to(torch.float32).pow(2).mean(-1, keepdim=True)
-        return (x * torch.rsqrt(var + self.norm_eps)).to(x.dtype)
+        return _rms(x, self.norm_eps).to(x.dtype)
 
     def forward(
         self,
@@ -222,7 +231,7 @@ class TransformerBlock(nn.Module):
 class _TimestepMLP(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.linear_1 = nn.Linear(_TIMESTEP_CHANNELS, dim)
+        self.linear_1 = nn.Linear(TIME_PROJ_DIM, dim)
         self.linear_2 = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -233,14 +242,6 @@ class _TimestepEmbedding(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.timestep_embedder = _TimestepMLP(dim)
-
-
-def timestep_sinusoid(t: Tensor, channels: int = _TIMESTEP_CHANNELS, max_period: float = 10000.0) -> Tensor:
-    """``[M] -> [M, channels]`` float32 ``[cos | sin]`` of ``t * exp(-ln(max_period) * j / (channels/2))``."""
-    half = channels // 2
-    exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
-    args = t[:, None].to(torch.float32) * torch.exp(exponent)[None]
-    return torch.cat([args.cos(), args.sin()], dim=-1)
 
 
 class AdaLNSingle(nn.Module):
@@ -339,11 +340,12 @@ class LTXVideoTransformer(nn.Module):
         context = self.caption_projection(encoder_hidden_states).view(batch, -1, x.shape[-1])
 
         mode = STGMode(skip_layer_strategy) if skip_layer_strategy is not None else None
+        skip_mask = None
+        if skip_layer_mask is not None and mode is not None:
+            # the official pipeline builds this mask in the parameter dtype
+            skip_mask = skip_layer_mask.to(param_dtype)
         for i, block in enumerate(self.transformer_blocks):
-            skip = None
-            if skip_layer_mask is not None and mode is not None:
-                # the official pipeline builds this mask in the parameter dtype
-                skip = skip_layer_mask[i].to(param_dtype).view(batch, 1, 1)
+            skip = skip_mask[i].view(batch, 1, 1) if skip_mask is not None else None
             x = block(x, context, tmod, rope, text_bias, skip, mode)
 
         # [B, T, 2, D]: row 0 shift, row 1 scale

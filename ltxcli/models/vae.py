@@ -18,20 +18,18 @@ the decoder's peak memory down, so run them under ``torch.no_grad()`` / ``torch.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ltxcli.models.configs import ConfigError, VAEConfig
+from ltxcli.models.embeddings import TIME_PROJ_DIM, timestep_sinusoid
 from ltxcli.models.upcast import compute_dtype, first_param_dtype
 
 PIXEL_NORM_EPS = 1e-8  # official PixelNorm
 SHORTCUT_NORM_EPS = 1e-6  # LayerNorm before the 1x1x1 shortcut of channel-changing resnets
-TIME_PROJ_DIM = 256  # sinusoidal timestep features fed to the embedding MLPs
-TIME_MAX_PERIOD = 10000.0
 
 Stride = tuple[int, int, int]
 
@@ -92,14 +90,6 @@ def pixel_norm(x: Tensor, out: Tensor | None = None) -> Tensor:
     squares = torch.mul(x, x, out=out)
     rms = torch.sqrt(squares.mean(dim=1, keepdim=True) + PIXEL_NORM_EPS)  # [B, 1, F, H, W]
     return torch.div(x, rms, out=out)
-
-
-def timestep_sinusoid(t: Tensor, dim: int = TIME_PROJ_DIM) -> Tensor:
-    """``[N] -> [N, dim]`` float32 features ``[cos | sin]`` (diffusers ``Timesteps(flip_sin_to_cos=True, shift=0)``)."""
-    half = dim // 2
-    exponent = -math.log(TIME_MAX_PERIOD) * torch.arange(half, dtype=torch.float32, device=t.device) / half
-    args = t[:, None].float() * torch.exp(exponent)[None, :]
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
 # --- leaf modules -----------------------------------------------------------------------------------------
@@ -390,13 +380,18 @@ class DepthToSpaceUpsample(nn.Module):
             spatial_padding_mode=spatial_padding_mode,
         )
 
-    def forward(self, x: Tensor, causal: bool = True) -> Tensor:
+    def upsample(self, x: Tensor, causal: bool = True) -> Tensor:
+        """Conv, depth-to-space and the residual, keeping every frame (no first-frame drop)."""
         y = depth_to_space(self.conv(x, causal), self.stride)  # [B, C_out, F*s1, H*s2, W*s3], contiguous
         if self.residual:
             skip = depth_to_space(x, self.stride)  # [B, C_in/prod, F*s1, H*s2, W*s3]
             b, c, d, h, w = y.shape
             # Official tiles the skip along channels (repeat, not interleave): channel j*C' + c gets skip[c].
             y.view(b, self.num_repeat, c // self.num_repeat, d, h, w).add_(skip[:, None])
+        return y
+
+    def forward(self, x: Tensor, causal: bool = True) -> Tensor:
+        y = self.upsample(x, causal)
         if self.stride[0] == 2:
             y = y[:, :, 1:]
         return y
@@ -533,6 +528,35 @@ class Decoder(nn.Module):
             self.last_time_embedder = TimestepEmbedding(2 * ch)
             self.last_scale_shift_table = nn.Parameter(torch.zeros(2, ch))
 
+    def scaled_timestep(
+        self, timestep: Tensor | float | None, batch: int, device: torch.device
+    ) -> Tensor | None:
+        """``timestep * timestep_scale_multiplier`` as ``[batch]`` (None for a decoder without conditioning)."""
+        if not self.timestep_conditioning:
+            return None
+        if timestep is None:
+            raise ValueError("this VAE decoder is timestep-conditioned: pass a timestep (e.g. 0.05)")
+        return _batch_timestep(timestep, batch, device) * self.timestep_scale_multiplier  # [B]
+
+    def run_blocks(
+        self,
+        x: Tensor,
+        start: int,
+        stop: int,
+        scaled_t: Tensor | None,
+        generator: torch.Generator | Callable[[Sequence[int], Tensor], Tensor] | None = None,
+    ) -> Tensor:
+        """``up_blocks[start:stop]`` on ``x``. ``generator``: a torch generator, None (global RNG) or a noise
+        source such as ``ltxcli.vae_tiling.CroppedNoise``."""
+        for block in self.up_blocks[start:stop]:
+            if isinstance(block, ResBlockStack):
+                x = block(x, self.causal, scaled_t, generator)
+            elif isinstance(block, ResnetBlock3D):
+                x = block(x, self.causal, None, generator)
+            else:
+                x = block(x, self.causal)
+        return x
+
     def forward(
         self,
         z: Tensor,
@@ -540,21 +564,11 @@ class Decoder(nn.Module):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         batch = z.shape[0]
-        scaled_t = None
-        if self.timestep_conditioning:
-            if timestep is None:
-                raise ValueError("this VAE decoder is timestep-conditioned: pass a timestep (e.g. 0.05)")
-            scaled_t = _batch_timestep(timestep, batch, z.device) * self.timestep_scale_multiplier  # [B]
+        scaled_t = self.scaled_timestep(timestep, batch, z.device)
         x = self.conv_in(z, self.causal)
         # As official: the blocks run in the dtype of the up-block parameters.
         x = x.to(first_param_dtype(self.up_blocks))
-        for block in self.up_blocks:
-            if isinstance(block, ResBlockStack):
-                x = block(x, self.causal, scaled_t, generator)
-            elif isinstance(block, ResnetBlock3D):
-                x = block(x, self.causal, None, generator)
-            else:
-                x = block(x, self.causal)
+        x = self.run_blocks(x, 0, len(self.up_blocks), scaled_t, generator)
         buf, h = self.conv_out.padded_empty(x, self.causal)
         x = pixel_norm(x, out=h)
         if scaled_t is not None:
