@@ -35,6 +35,7 @@ This is a benchmark script, not a test; it needs diffusers (a test-only dependen
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import gc
 import json
@@ -151,8 +152,7 @@ def build_transformer_pair(
     from ltxcli.models.transformer import LTXVideoTransformer
 
     with torch.device("meta"):
-        ours = LTXVideoTransformer(TRANSFORMER_2B.__class__(**{**TRANSFORMER_2B.__dict__,
-                                                                "causal_temporal_positioning": True}))
+        ours = LTXVideoTransformer(dataclasses.replace(TRANSFORMER_2B, causal_temporal_positioning=True))
         theirs = LTXVideoTransformer3DModel()  # its defaults are the 2B architecture
     materialize_random_(ours, device="cpu", dtype=dtype, seed=0, narrow=narrow)
     official = {f"model.diffusion_model.{k}": v for k, v in ours.state_dict().items()}
@@ -200,13 +200,18 @@ def build_vae_side(side: str, dtype: torch.dtype) -> torch.nn.Module:
                         narrow=narrow_dtype())
     if side == "ours":
         return ours
+    sd = {f"vae.{k}": v for k, v in ours.state_dict().items()}
+    del ours  # sd now holds the only references: for_diffusers frees each bf16 tensor once it is copied
+    return diffusers_vae(sd)
+
+
+def diffusers_vae(sd: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """diffusers' 0.9.5 VAE decoder holding the values of ``sd`` (our VAE's state dict with ``vae.`` key
+    prefixes; its entries are consumed), checked key for key; its encoder stays on meta."""
     from diffusers import AutoencoderKLLTXVideo
     from diffusers.loaders.single_file_utils import convert_ltx_vae_checkpoint_to_diffusers
 
-    sd = {f"vae.{k}": v for k, v in ours.state_dict().items()}
-    del ours  # sd now holds the only references: for_diffusers frees each bf16 tensor once it is copied
-    sd = for_diffusers(sd)
-    converted = convert_ltx_vae_checkpoint_to_diffusers(sd)  # 0.9.5 detected from the (meta) encoder head
+    converted = convert_ltx_vae_checkpoint_to_diffusers(for_diffusers(sd))  # 0.9.5 from the (meta) encoder head
     keep = {k: v for k, v in converted.items() if not k.startswith("encoder.")}
     with torch.device("meta"):
         theirs = AutoencoderKLLTXVideo(**DIFFUSERS_VAE_095)
@@ -214,7 +219,7 @@ def build_vae_side(side: str, dtype: torch.dtype) -> torch.nn.Module:
     bad = [k for k in missing if not k.startswith("encoder.")]
     if bad or unexpected:
         raise RuntimeError(f"diffusers VAE keys do not match: missing {bad[:3]}, unexpected {unexpected[:3]}")
-    del sd, converted, keep
+    del converted, keep
     gc.collect()
     return theirs.eval().requires_grad_(False)
 
@@ -250,6 +255,11 @@ def alternate(fns: dict[str, Any], pairs: int) -> dict[str, list[float]]:
             times[name].append(time.perf_counter() - start)
             print(f"  pair {i + 1}/{pairs} {name}: {times[name][-1]:.3f} s", flush=True)
     return times
+
+
+def _medians(runs: dict[str, list[dict[str, Any]]], metrics: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Per side, the median of each metric over its runs."""
+    return {k: {m: statistics.median(r[m] for r in v) for m in metrics} for k, v in runs.items()}
 
 
 def summarise(times: dict[str, list[float]]) -> dict[str, Any]:
@@ -300,16 +310,7 @@ def case_vae_time(pairs: int, do_profile: bool) -> dict[str, Any]:
     dtype = torch.float32
     print(f"vae: building the 0.9.5 decoder twice with shared random weights ({WEIGHTS})", flush=True)
     ours = build_vae_side("ours", dtype)
-    from diffusers import AutoencoderKLLTXVideo
-    from diffusers.loaders.single_file_utils import convert_ltx_vae_checkpoint_to_diffusers
-
-    converted = convert_ltx_vae_checkpoint_to_diffusers(
-        for_diffusers({f"vae.{k}": v for k, v in ours.state_dict().items()}))
-    with torch.device("meta"):
-        theirs = AutoencoderKLLTXVideo(**DIFFUSERS_VAE_095)
-    theirs.load_state_dict({k: v for k, v in converted.items() if not k.startswith("encoder.")}, strict=False,
-                           assign=True)
-    theirs.eval().requires_grad_(False)
+    theirs = diffusers_vae({f"vae.{k}": v for k, v in ours.state_dict().items()})
     z = vae_latents(dtype)
     with torch.inference_mode():
         a = run_vae("ours", ours, z)
@@ -342,7 +343,7 @@ def case_vae_rss(pairs: int) -> dict[str, Any]:
             print(f"  pair {i + 1}/{pairs} {key}: peak RSS {out['peak_rss'] / 1e9:.3f} GB, decode increment "
                   f"{out['decode_increment'] / 1e9:.3f} GB", flush=True)
     metrics = ("peak_rss", "decode_peak_rss", "decode_increment", "rss_before", "build_peak_rss")
-    med = {k: {m: statistics.median(r[m] for r in v) for m in metrics} for k, v in rss.items()}
+    med = _medians(rss, metrics)
     return {
         "runs": rss, "median": med,
         "peak_ratio": med["ltxcli"]["peak_rss"] / med["diffusers"]["peak_rss"],
@@ -462,7 +463,7 @@ def case_load(pairs: int, dtype_name: str, convert_at_load: bool) -> dict[str, A
             print(f"  pair {i + 1}/{pairs} {key}: load {out['load_s']:.2f} s, +first step "
                   f"{out['load_plus_first_step_s']:.2f} s, process {out['process_wall_s']:.2f} s", flush=True)
     metrics = ("load_s", "load_plus_first_step_s", "process_wall_s", "import_s", "peak_rss")
-    med = {k: {m: statistics.median(r[m] for r in v) for m in metrics} for k, v in runs.items()}
+    med = _medians(runs, metrics)
     return {
         "runs": runs, "median": med, "dtype": dtype_name, "checkpoint_dtype": "bfloat16",
         "ltxcli_keep_checkpoint_dtype": not convert_at_load and dtype_name == "float32",

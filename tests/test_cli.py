@@ -16,40 +16,34 @@ from pathlib import Path
 from typing import Any
 
 import av
+import cli_harness
 import pytest
 import torch
-from typer.testing import CliRunner
+from cli_harness import (
+    assert_codes_match,
+    assert_one_error_line,
+    enter_cli_env,
+    frame_codes,
+    json_lines,
+    ltx,
+    memoised_loader,
+)
+from tiny_t5 import make_tiny_text_encoder
 
 import ltxcli
 from ltxcli import media
 from ltxcli import offload as ltxcli_offload
-from ltxcli.cli import app, metrics, preflight
 from ltxcli.cli import common as cli_common
 from ltxcli.cli import generate as cli_generate
+from ltxcli.cli import metrics, preflight
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--height", "64", "--width", "96", "--num-frames", "9"]
 
-_PIPELINES: dict[Any, Any] = {}
-_REAL_LOAD = ltxcli.api.load_pipeline
-
-
-def _cached_load(*args: Any, **kwargs: Any) -> Any:
-    if args == ("tiny",):
-        kwargs.pop("weights_dir", None)  # the tiny model reads no weights: one instance serves every test folder
-    key = (args, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
-    if key not in _PIPELINES:
-        _PIPELINES[key] = _REAL_LOAD(*args, **kwargs)
-    return _PIPELINES[key]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    """The tiny model's ops are too small to split: one thread avoids OpenMP spin contention on shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+_cached_load = memoised_loader()
+# fixtures shared with test_hostile (hub uses this module's cli_env)
+one_thread = cli_harness.one_thread
+hub = cli_harness.hub
 
 
 def tiny_pipeline() -> Any:
@@ -62,28 +56,7 @@ def tiny_pipeline() -> Any:
 @pytest.fixture(autouse=True)
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Work in a temporary folder with an empty weights folder, offline, and a memoised model loader."""
-    monkeypatch.chdir(tmp_path)
-    for var in ("LTX_MODEL", "HF_ENDPOINT", "LTX_DEBUG", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        monkeypatch.delenv(var, raising=False)
-    (tmp_path / "weights").mkdir()
-    monkeypatch.setenv("LTX_WEIGHTS_DIR", str(tmp_path / "weights"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(cli_generate, "load_pipeline", _cached_load)
-    # the memoised model serves many runs: keep its text encoder (the CLI releases it after a single video)
-    monkeypatch.setattr(ltxcli_offload, "free_text_encoder", lambda text_encoder: None)
-    return tmp_path
-
-
-def ltx(*args: str, input: str | None = None) -> Any:
-    result = CliRunner().invoke(app, list(args), input=input)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def json_lines(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return enter_cli_env(tmp_path, monkeypatch, _cached_load)
 
 
 def probe(path: Path) -> dict[str, Any]:
@@ -94,15 +67,6 @@ def probe(path: Path) -> dict[str, Any]:
         return {"frames": n, "width": s.codec_context.width, "height": s.codec_context.height,
                 "rate": Fraction(s.average_rate), "codec": s.codec_context.name,
                 "record": json.loads(c.metadata["comment"])}
-
-
-def assert_one_error_line(result: Any, code: int) -> str:
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    assert result.stdout == ""
-    return lines[0]
 
 
 # --------------------------------------------------------------------------------------- end to end
@@ -443,30 +407,6 @@ def test_weights_list_and_doctor_json(cli_env: Path) -> None:
     assert_one_error_line(missing, 3)
 
 
-try:
-    from fake_hub import FakeHub
-except ImportError:  # tests/ imported as a package
-    from tests.fake_hub import FakeHub
-
-
-@pytest.fixture
-def hub(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    import huggingface_hub.constants as hfc
-
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HTTP_PROXY",
-                "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setattr(hfc, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hfc, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(hfc, "HF_TOKEN_PATH", str(cli_env / "hf" / "token"))
-    monkeypatch.setattr(hfc, "HF_STORED_TOKENS_PATH", str(cli_env / "hf" / "stored_tokens"))
-    h = FakeHub()
-    with h:
-        monkeypatch.setenv("HF_ENDPOINT", h.url)
-        yield h
-
-
 def test_weights_pull_verify_path_rm(hub: Any, cli_env: Path) -> None:
     data = os.urandom(4096)
     hub.add("Lightricks/LTX-Video", "ltxv-spatial-upscaler-0.9.8.safetensors", data)
@@ -496,10 +436,6 @@ def test_weights_pull_verify_path_rm(hub: Any, cli_env: Path) -> None:
 
 def test_generate_pulls_a_registry_model_then_runs(hub: Any, cli_env: Path) -> None:
     """A weights.toml model that is not downloaded is pulled (model + text encoder) and then generates."""
-    try:
-        from tiny_t5 import make_tiny_text_encoder
-    except ImportError:
-        from tests.tiny_t5 import make_tiny_text_encoder
     from ltxcli.loading import save_official_checkpoint
 
     tiny = tiny_pipeline()
@@ -530,10 +466,6 @@ def test_cpu_run_keeps_bf16_weights_unless_upcast_at_load(cli_env: Path) -> None
     converts them while loading; the frames are the same code for code."""
     import copy
 
-    try:
-        from tiny_t5 import make_tiny_text_encoder
-    except ImportError:
-        from tests.tiny_t5 import make_tiny_text_encoder
     from ltxcli.loading import save_official_checkpoint
 
     tiny = tiny_pipeline()
@@ -548,27 +480,10 @@ def test_cpu_run_keeps_bf16_weights_unless_upcast_at_load(cli_env: Path) -> None
     assert eager.exit_code == 0, eager.stderr
     assert json_lines(lazy.stdout)[0]["kernels"]["upcast_layers"] > 0
     assert json_lines(eager.stdout)[0]["kernels"]["upcast_layers"] == 0
-    assert torch.equal(_pngs(cli_env / "lazy"), _pngs(cli_env / "eager"))
+    assert torch.equal(frame_codes(cli_env / "lazy"), frame_codes(cli_env / "eager"))
 
 
 # --------------------------------------------------------------------- kernels, offload, tiling, memory hints
-
-
-def _pngs(folder: Path) -> torch.Tensor:
-    return media.to_uint8(torch.cat([media.load_image(p) for p in sorted(folder.glob("frame_*.png"))]))
-
-
-def assert_codes_match(codes: torch.Tensor, reference: torch.Tensor, tol: float = 1e-5) -> int:
-    """8-bit ``codes`` are the rounding of a video within ``tol`` (in [0, 1]) of the float ``reference``: equal to
-    its codes except where ``reference`` lies within ``tol`` of a rounding boundary, where they may be one off.
-    Returns how many codes differ."""
-    expected = media.to_uint8(reference)
-    assert codes.shape == expected.shape
-    diff = (codes.int() - expected.int()).abs()
-    scaled = reference.clamp(0, 1) * 255
-    near = (scaled - scaled.floor() - 0.5).abs() <= tol * 255
-    assert int(diff.max()) <= 1 and bool((near | (diff == 0)).all()), int((diff > 0).sum())
-    return int((diff > 0).sum())
 
 
 def test_offload_tiling_attention_reach_load_pipeline_and_keep_the_frames(
@@ -610,8 +525,8 @@ def test_offload_tiling_attention_reach_load_pipeline_and_keep_the_frames(
     assert calls[-1]["offload"] == "none" and calls[-1]["vae_tiling"] == "off" and tiled == [1]
     # offload is bit-exact; the tiled decode agrees to ~1e-6, which may flip a code at a rounding boundary
     expected = tiny_pipeline().generate("a cat", seed=5, steps=2, height=128, width=192, num_frames=9).video
-    assert torch.equal(_pngs(cli_env / "plain"), media.to_uint8(expected))
-    flipped = assert_codes_match(_pngs(cli_env / "low"), expected)
+    assert torch.equal(frame_codes(cli_env / "plain"), media.to_uint8(expected))
+    flipped = assert_codes_match(frame_codes(cli_env / "low"), expected)
     print(f"offload sequential + tiled decode vs plain: {flipped} of {expected.numel()} codes one off at a boundary")
 
     monkeypatch.setattr(kernels, "compile_available", lambda device: (True, "test"))

@@ -10,7 +10,6 @@ another order). Each subprocess starts torchrun and two workers that import torc
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -19,9 +18,9 @@ from typing import Any
 
 import pytest
 import torch
+from cli_harness import assert_codes_match, frame_codes, json_lines
 
 import ltxcli
-from ltxcli import media
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--height", "64", "--width", "96", "--num-frames", "9", "--steps", "2"]
@@ -53,23 +52,9 @@ def _torchrun(nproc: int, *ltx_args: str) -> list[str]:
     return ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "ltxcli", *ltx_args]
 
 
-def _json_lines(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def _codes(folder: Path) -> torch.Tensor:
-    return media.to_uint8(torch.cat([media.load_image(p) for p in sorted(folder.glob("frame_*.png"))]))
-
-
 def _assert_split_video_matches(folder: Path, reference: torch.Tensor) -> int:
     """See the module docstring; returns how many codes differ (all at rounding boundaries)."""
-    codes, expected = _codes(folder), media.to_uint8(reference)
-    assert codes.shape == expected.shape
-    diff = (codes.int() - expected.int()).abs()
-    scaled = reference.clamp(0, 1) * 255
-    near = (scaled - scaled.floor() - 0.5).abs() <= TOL * 255
-    assert int(diff.max()) <= 1 and bool((near | (diff == 0)).all()), int((diff > 0).sum())
-    return int((diff > 0).sum())
+    return assert_codes_match(frame_codes(folder), reference, tol=TOL)
 
 
 def test_torchrun_two_ranks_split_one_video(tmp_path: Path, tiny: Any) -> None:
@@ -78,7 +63,7 @@ def test_torchrun_two_ranks_split_one_video(tmp_path: Path, tiny: Any) -> None:
     r = _run(_torchrun(2, "generate", "a cat", "--model", "tiny", "--seed", "3", "--frames-dir", "frames", "--json",
                        *SMALL), tmp_path)
     assert r.returncode == 0, r.stderr
-    (obj,) = _json_lines(r.stdout)  # one line: rank 1 prints nothing
+    (obj,) = json_lines(r.stdout)  # one line: rank 1 prints nothing
     assert obj["status"] == "ok" and obj["seed"] == 3 and obj["path"] == "frames"
     ranks = obj["ranks"]
     assert [e["rank"] for e in ranks] == [0, 1]
@@ -97,7 +82,7 @@ def test_gpus_2_on_cpu_shares_the_random_seed(tmp_path: Path, tiny: Any) -> None
     r = _run(["-m", "ltxcli", "generate", "a dog runs", "--model", "tiny", "--gpus", "2", "--frames-dir",
               "f-{seed}", "--json", *SMALL], tmp_path)
     assert r.returncode == 0, r.stderr
-    (obj,) = _json_lines(r.stdout)
+    (obj,) = json_lines(r.stdout)
     seed = obj["seed"]
     assert obj["path"] == f"f-{seed}" and len(obj["ranks"]) == 2
     expected = tiny.generate("a dog runs", seed=seed, steps=2, height=64, width=96, num_frames=9).video
@@ -113,7 +98,7 @@ def test_gpus_2_batch_skip_existing_writes_each_item_once(tmp_path: Path) -> Non
     r = _run(["-m", "ltxcli", "generate", "--batch", "prompts.txt", "--model", "tiny", "--gpus", "2", "--seed", "4",
               "-o", "out/{index}.mp4", "--skip-existing", "--json", *SMALL], tmp_path)
     assert r.returncode == 0, r.stderr
-    objs = _json_lines(r.stdout)
+    objs = json_lines(r.stdout)
     assert sorted(o["index"] for o in objs) == [0, 1, 2, 3, 4]
     by_index = {o["index"]: o for o in objs}
     assert by_index[2]["status"] == "skipped" and (tmp_path / "out" / "2.mp4").read_bytes() == b"keep me"

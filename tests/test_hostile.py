@@ -27,26 +27,22 @@ from types import SimpleNamespace
 from typing import Any
 
 import av
+import cli_harness
 import numpy as np
 import pytest
 import torch
+from cli_harness import assert_one_error_line, enter_cli_env, ltx, memoised_loader
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from PIL import Image
-from typer.testing import CliRunner
+from tiny_t5 import make_tiny_text_encoder
 
-import ltxcli
 from ltxcli import media, weights
-from ltxcli import offload as ltxcli_offload
-from ltxcli.cli import app, preflight
 from ltxcli.cli import common as cli_common
 from ltxcli.cli import generate as cli_generate
+from ltxcli.cli import preflight
 from ltxcli.loading import save_official_checkpoint
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_hub import FakeHub
-from tiny_t5 import make_tiny_text_encoder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Hypothesis caches what it learns from the sources (.hypothesis/constants): keep that out of the repository.
@@ -54,45 +50,20 @@ set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "ltxcli-test-hypothesis")
 SMALL = ["--height", "64", "--width", "96", "--num-frames", "9", "--steps", "1"]
 DOCUMENTED = set(cli_common.EXIT_CODES) - {0}
 
-_PIPELINES: dict[Any, Any] = {}
-_REAL_LOAD = ltxcli.api.load_pipeline
-
-
-def _cached_load(*args: Any, **kwargs: Any) -> Any:
-    if args == ("tiny",):
-        kwargs.pop("weights_dir", None)
-    key = (args, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
-    if key not in _PIPELINES:
-        _PIPELINES[key] = _REAL_LOAD(*args, **kwargs)
-    return _PIPELINES[key]
+_cached_load = memoised_loader()
+# fixtures shared with test_cli (hub uses this module's cli_env)
+one_thread = cli_harness.one_thread
+hub = cli_harness.hub
 
 
 def tiny_pipeline() -> Any:
     return _cached_load("tiny", text_encoder=None, upsampler=None, device=None, dtype=None, weights_dir=None)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(autouse=True)
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    for var in ("LTX_MODEL", "HF_ENDPOINT", "LTX_DEBUG", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-                preflight.NO_MEMORY_CHECK_ENV):
-        monkeypatch.delenv(var, raising=False)
-    (tmp_path / "weights").mkdir()
-    monkeypatch.setenv("LTX_WEIGHTS_DIR", str(tmp_path / "weights"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(cli_generate, "load_pipeline", _cached_load)
-    # the memoised model serves many runs: keep its text encoder (the CLI releases it after a single video)
-    monkeypatch.setattr(ltxcli_offload, "free_text_encoder", lambda text_encoder: None)
-    return tmp_path
+    """As test_cli's, and the memory check's off switch is unset too."""
+    return enter_cli_env(tmp_path, monkeypatch, _cached_load, unset=(preflight.NO_MEMORY_CHECK_ENV,))
 
 
 @pytest.fixture
@@ -106,21 +77,6 @@ def loads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
     monkeypatch.setattr(cli_generate, "load_pipeline", load)
     return calls
-
-
-def ltx(*args: str, input: str | None = None) -> Any:
-    result = CliRunner().invoke(app, list(args), input=input)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def one_error_line(result: Any, code: int) -> str:
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr and result.stdout == ""
-    return lines[0]
 
 
 def files_under(folder: Path) -> list[str]:
@@ -298,14 +254,14 @@ def test_invalid_values_are_refused_before_any_weight_loads(
     for name in ("ok.png", "clip17.mp4"):
         (cli_env / name).symlink_to(assets.dir / name)
     base = ["--height", "64", "--width", "96", "--num-frames", "9"]
-    line = one_error_line(ltx("generate", "a cat", "--model", "tiny", "-o", "o.mp4", *base, *args), 2)
+    line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", "-o", "o.mp4", *base, *args), 2)
     for needle in needles:
         assert needle in line, line
     assert loads == [] and not (cli_env / "o.mp4").exists()
 
 
 def test_i2v_image_strength_is_checked(cli_env: Path, assets: SimpleNamespace, loads: list[Any]) -> None:
-    line = one_error_line(ltx("i2v", str(assets.dir / "ok.png"), "x", "--model", "tiny", "--image-strength", "2",
+    line = assert_one_error_line(ltx("i2v", str(assets.dir / "ok.png"), "x", "--model", "tiny", "--image-strength", "2",
                               "-o", "o.mp4", *SMALL), 2)
     assert "strength=2" in line and "use 1" in line and loads == []
 
@@ -398,7 +354,7 @@ def test_memory_estimate_above_free_memory_exits_5_before_loading(
     # untiled decodes, as peak() estimates them (the default --vae-tiling auto would tile the big one to fit)
     big = ["generate", "a cat", "--model", "tiny", "-o", "big.mp4", "--height", "128", "--width", "192",
            "--num-frames", "17", "--steps", "1", "--vae-tiling", "off"]
-    line = one_error_line(ltx(*big), 5)
+    line = assert_one_error_line(ltx(*big), 5)
     assert "this run needs about" in line and "on cpu but" in line and "LTX_NO_MEMORY_CHECK=1" in line
     assert loads == [] and not (cli_env / "big.mp4").exists()
     # the suggested smaller size passes the same check and runs
@@ -413,7 +369,7 @@ def test_memory_estimate_above_free_memory_exits_5_before_loading(
     assert probe(cli_env / "small.mp4")["frames"] == f
     # weights that alone exceed the free memory
     monkeypatch.setattr(preflight, "free_memory_bytes", lambda device: wb // 2)
-    assert "the weights alone need" in one_error_line(ltx(*big), 5)
+    assert "the weights alone need" in assert_one_error_line(ltx(*big), 5)
     # the check can be switched off
     monkeypatch.setenv(preflight.NO_MEMORY_CHECK_ENV, "1")
     assert ltx(*big).exit_code == 0 and probe(cli_env / "big.mp4")["frames"] == 17
@@ -465,7 +421,7 @@ def test_unreadable_inputs_exit_6_before_loading(
         result = ltx("i2v", str(path), "a cat", "--model", "tiny", "-o", "out/o.mp4", *SMALL)
     else:
         result = ltx("generate", "a cat", "--model", "tiny", "-o", "out/o.mp4", "--condition", f"{path}:0", *SMALL)
-    line = one_error_line(result, 6)
+    line = assert_one_error_line(result, 6)
     assert str(path) in line and needle in line, line
     assert loads == [] and not (cli_env / "out").exists()
 
@@ -527,7 +483,7 @@ def test_broken_checkpoints_one_line_naming_the_file(cli_env: Path, assets: Simp
     make, needle = CHECKPOINT_CASES[case]
     path = cli_env / f"{case}.safetensors"
     path.write_bytes(make(assets.good.read_bytes()))
-    line = one_error_line(ltx("generate", "a cat", "--model", str(path), "--text-encoder", str(assets.te),
+    line = assert_one_error_line(ltx("generate", "a cat", "--model", str(path), "--text-encoder", str(assets.te),
                               "-o", "o.mp4", *SMALL), 6)
     assert str(path) in line and needle in line, line
     assert files_under(cli_env) == [f"{case}.safetensors"]
@@ -560,7 +516,7 @@ def test_pickle_files_are_refused_never_unpickled(
                                      if role == "--upsampler" else [])
         where = evil
     evil.write_bytes(payload)
-    line = one_error_line(ltx("generate", "a cat", *args, "-o", "o.mp4", *SMALL), 6)
+    line = assert_one_error_line(ltx("generate", "a cat", *args, "-o", "o.mp4", *SMALL), 6)
     assert str(where) in line and "pickle" in line, line
     assert not marker.exists() and loads == [] and not (cli_env / "o.mp4").exists()
 
@@ -572,7 +528,7 @@ def test_broken_text_encoder_weights(cli_env: Path, assets: SimpleNamespace, loa
             (te / f.relative_to(assets.te)).parent.mkdir(parents=True, exist_ok=True)
             data = f.read_bytes()
             (te / f.relative_to(assets.te)).write_bytes(data[: len(data) // 2] if f.suffix == ".safetensors" else data)
-    line = one_error_line(ltx("generate", "a cat", "--model", str(assets.good), "--text-encoder", str(te), "-o",
+    line = assert_one_error_line(ltx("generate", "a cat", "--model", str(assets.good), "--text-encoder", str(te), "-o",
                               "o.mp4", *SMALL), 6)
     assert "te/text_encoder/model.safetensors" in line and "points outside the file" in line
     assert loads == []
@@ -655,7 +611,7 @@ def test_disk_full_leaves_no_partial_output(cli_env: Path, monkeypatch: pytest.M
     else:
         monkeypatch.setattr(media, "_save_png", _disk_full_png)
         out = ["--frames-dir", "out/frames"]
-    line = one_error_line(ltx("generate", "a cat", "--model", "tiny", *out, *SMALL), 1)
+    line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", *out, *SMALL), 1)
     assert "cannot write out/" in line and "no space left on device" in line
     assert files_under(cli_env) == []
 
@@ -666,7 +622,7 @@ def test_read_only_folder_is_refused_before_work(cli_env: Path, monkeypatch: pyt
         raise OSError(errno.EROFS, "Read-only file system")
 
     monkeypatch.setattr(preflight, "tempfile", SimpleNamespace(mkstemp=refuse))  # what the OS answers on a ro mount
-    line = one_error_line(ltx("generate", "a cat", "--model", "tiny", "-o", "ro/o.mp4", *SMALL), 1)
+    line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", "-o", "ro/o.mp4", *SMALL), 1)
     assert "cannot write ro/o.mp4" in line and "read-only file system" in line and loads == []
 
 
@@ -674,7 +630,7 @@ def test_read_only_folder_is_refused_before_work(cli_env: Path, monkeypatch: pyt
 def test_read_only_folder_real_permissions(cli_env: Path, loads: list[Any]) -> None:
     (cli_env / "ro").mkdir(mode=0o555)
     try:
-        line = one_error_line(ltx("generate", "a cat", "--model", "tiny", "-o", "ro/o.mp4", *SMALL), 1)
+        line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", "-o", "ro/o.mp4", *SMALL), 1)
     finally:
         (cli_env / "ro").chmod(0o755)
     assert "permission denied" in line and loads == [] and files_under(cli_env / "ro") == []
@@ -685,7 +641,7 @@ def test_folder_turning_read_only_during_the_run(cli_env: Path, monkeypatch: pyt
         raise PermissionError(errno.EACCES, "Permission denied")
 
     monkeypatch.setattr(media, "_encode_mp4", denied)
-    line = one_error_line(ltx("generate", "a cat", "--model", "tiny", "-o", "o.mp4", *SMALL), 1)
+    line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", "-o", "o.mp4", *SMALL), 1)
     assert "cannot write o.mp4: permission denied" in line and files_under(cli_env) == []
 
 
@@ -694,7 +650,7 @@ def test_missing_parent_folders(cli_env: Path, loads: list[Any]) -> None:
     assert ok.exit_code == 0 and probe(cli_env / "a/b/c/o.mp4")["frames"] == 9
     (cli_env / "file.txt").write_text("not a folder")
     loads.clear()
-    line = one_error_line(ltx("generate", "a cat", "--model", "tiny", "-o", "file.txt/sub/o.mp4", *SMALL), 1)
+    line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", "-o", "file.txt/sub/o.mp4", *SMALL), 1)
     assert "file.txt is not a folder" in line and loads == []
 
 
@@ -708,29 +664,11 @@ def test_registry_file_names_cannot_escape(name: str) -> None:
         weights.parse_registry(data)
 
 
-@pytest.fixture
-def hub(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    import huggingface_hub.constants as hfc
-
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HTTP_PROXY",
-                "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setattr(hfc, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hfc, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(hfc, "HF_TOKEN_PATH", str(cli_env / "hf" / "token"))
-    monkeypatch.setattr(hfc, "HF_STORED_TOKENS_PATH", str(cli_env / "hf" / "stored_tokens"))
-    h = FakeHub()
-    with h:
-        monkeypatch.setenv("HF_ENDPOINT", h.url)
-        yield h
-
-
 def test_hub_listing_cannot_escape_the_weights_folder(hub: Any, cli_env: Path, assets: SimpleNamespace) -> None:
     for f in sorted(p for p in assets.te.rglob("*") if p.is_file()):
         hub.add("PixArt-alpha/PixArt-XL-2-1024-MS", f.relative_to(assets.te).as_posix(), f.read_bytes())
     hub.add("PixArt-alpha/PixArt-XL-2-1024-MS", "text_encoder/../../../../escape.json", b"{}")
-    line = one_error_line(ltx("weights", "pull", "t5-xxl", "--quiet"), 1)
+    line = assert_one_error_line(ltx("weights", "pull", "t5-xxl", "--quiet"), 1)
     assert "unsafe file name" in line and "escape.json" in line
     assert hub.resolve_requests() == []  # refused from the listing, before any download
     assert not list(cli_env.rglob("escape.json")) and not list(cli_env.parent.glob("escape.json"))
@@ -778,7 +716,7 @@ def test_ctrl_c_during_download_then_the_next_run_downloads_again(
     _registry_model_on_hub(hub, assets)
     with monkeypatch.context() as m:
         _interrupt_at(m, "download", MODEL_FILE)
-        one_error_line(ltx(*REGISTRY_RUN, "--quiet"), 130)
+        assert_one_error_line(ltx(*REGISTRY_RUN, "--quiet"), 130)
     assert not (cli_env / "o.mp4").exists()
     # the partial download is kept for the next run, under a name nothing loads
     assert weights.path("ltxv-2b-0.9") is None and weights.status("ltxv-2b-0.9").state == "partial"
@@ -805,7 +743,7 @@ def test_ctrl_c_while_verifying_a_bad_download_never_loads_it(
     model.served = bytes(reversed(good))  # the Hub sends damaged bytes (same size, same advertised hash)
     with monkeypatch.context() as m:
         _interrupt_at(m, "verify", MODEL_FILE)
-        one_error_line(ltx(*REGISTRY_RUN, "--quiet"), 130)
+        assert_one_error_line(ltx(*REGISTRY_RUN, "--quiet"), 130)
     local = weights.path("ltxv-2b-0.9")
     assert local is not None and local.read_bytes() == model.served and loads == []  # complete, never verified
     model.served = None
@@ -854,7 +792,7 @@ def test_ctrl_c_during_a_run_exits_130_and_leaves_nothing(
     else:
         monkeypatch.setattr(media, "_save_png", _interrupt_png)
         out = ["--frames-dir", "out/frames"]
-    line = one_error_line(ltx("generate", "a cat", "--model", "tiny", *out, *SMALL[:-1], "3"), 130)
+    line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", *out, *SMALL[:-1], "3"), 130)
     assert "interrupted" in line
     assert files_under(cli_env) == []
 
@@ -936,7 +874,7 @@ def test_nan_weights_exit_1_with_the_likely_cause(
         return real_isfinite(x)
 
     monkeypatch.setattr(torch, "isfinite", counting_isfinite)
-    line = one_error_line(ltx("generate", "a cat", "--model", "nan.safetensors", "--text-encoder", str(assets.te),
+    line = assert_one_error_line(ltx("generate", "a cat", "--model", "nan.safetensors", "--text-encoder", str(assets.te),
                               "-o", "o.mp4", *SMALL[:-1], "4"), 1)
     assert needle in line and "weights verify" in line, line
     assert checks.count("ltxcli.pipeline") == 1  # once per pass, after the 4-step loop, never inside it

@@ -17,6 +17,7 @@ import shutil
 
 import pytest
 import torch
+from tiny_models import randomise_normal
 from torch import nn
 
 from ltxcli import kernels as K
@@ -74,17 +75,10 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(a, b)
 
 
-def _randomise(module: nn.Module, seed: int) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.4)
-
-
 def tiny_model(seed: int = 1, layers: int = 3) -> LTXVideoTransformer:
     torch.manual_seed(0)
     model = LTXVideoTransformer(dataclasses.replace(CFG, num_layers=layers)).eval().requires_grad_(False)
-    _randomise(model, seed)
+    randomise_normal(model, seed)
     return model
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import randomise_normal
 
 from ltxcli.models.configs import TRANSFORMER_2B, TRANSFORMER_13B, TransformerConfig
 from ltxcli.models.rope import apply_rope, latent_coords, pixel_coords, rope_tables
@@ -42,18 +43,11 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
-def _randomise(module: torch.nn.Module, seed: int) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.4)
-
-
 @pytest.fixture(scope="module")
 def models() -> tuple[Transformer3DModel, LTXVideoTransformer]:
     torch.manual_seed(0)
     ref = Transformer3DModel.from_config(TINY.to_official()).eval()
-    _randomise(ref, seed=1)
+    randomise_normal(ref, seed=1)
     ours = LTXVideoTransformer(TINY).eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     return ref, ours

@@ -14,6 +14,8 @@ einops = pytest.importorskip("einops")
 cva = pytest.importorskip("ltx_video.models.autoencoders.causal_video_autoencoder")
 vae_encode = pytest.importorskip("ltx_video.models.autoencoders.vae_encode")
 
+from tiny_models import randomise_scaled  # noqa: E402
+
 from ltxcli.models.configs import VAEConfig, official_vae_config  # noqa: E402
 from ltxcli.models.vae import (  # noqa: E402
     CausalVideoVAE,
@@ -25,7 +27,6 @@ from ltxcli.models.vae import (  # noqa: E402
 
 FAMILIES = ("0.9", "0.9.1", "0.9.5")
 LATENT_CH = 16
-SCALE_MULTIPLIER = 731.0  # deliberately not the 1000 the module is initialised with
 
 
 def tiny_official_config(family: str, **overrides: object) -> dict:
@@ -36,19 +37,6 @@ def tiny_official_config(family: str, **overrides: object) -> dict:
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max()).item()
-
-
-@torch.no_grad()
-def randomise(model: torch.nn.Module, seed: int) -> None:
-    """Give every parameter (zero-initialised tables and noise scales included) a non-trivial value."""
-    g = torch.Generator().manual_seed(seed)
-    for name, p in model.named_parameters():
-        if name.endswith("timestep_scale_multiplier"):
-            p.fill_(SCALE_MULTIPLIER)
-        elif p.ndim >= 2:
-            p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
-        else:
-            p.copy_(0.2 * torch.randn(p.shape, generator=g))
 
 
 def stats(seed: int) -> dict[str, torch.Tensor]:
@@ -63,7 +51,7 @@ def build_pair(family: str, **overrides: object) -> tuple[torch.nn.Module, Causa
     torch.manual_seed(0)
     cfg = tiny_official_config(family, **overrides)
     official = cva.CausalVideoAutoencoder.from_config(copy.deepcopy(cfg)).eval()
-    randomise(official, seed=1)
+    randomise_scaled(official, seed=1)
     sd = {**official.state_dict(), **stats(seed=2)}
     official.load_state_dict(sd)  # also registers std_of_means / mean_of_means
     ours = CausalVideoVAE(VAEConfig.from_official(cfg)).eval()

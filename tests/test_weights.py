@@ -17,10 +17,7 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
-try:
-    from fake_hub import FakeHub, git_blob_id
-except ImportError:  # tests/ imported as a package
-    from tests.fake_hub import FakeHub, git_blob_id
+from fake_hub import FakeHub, git_blob_id
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}

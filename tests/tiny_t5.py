@@ -11,7 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import T5Config, T5EncoderModel, T5TokenizerFast
+from transformers import T5EncoderModel, T5TokenizerFast
+
+from ltxcli.tiny import make_text_model
 
 WORDS = [
     "a", "cat", "dog", "bird", "fish", "horse", "man", "woman", "child", "car", "tree", "house", "river",
@@ -21,25 +23,6 @@ WORDS = [
     "close", "up", "wide", "shot", "light", "dark", "night", "day", "water", "forest", "snow", "rain",
 ]
 
-D_MODEL = 32
-
-
-def tiny_t5_config(vocab_size: int) -> T5Config:
-    return T5Config(
-        vocab_size=vocab_size,
-        d_model=D_MODEL,
-        d_kv=8,
-        d_ff=64,
-        num_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        relative_attention_max_distance=16,
-        feed_forward_proj="gated-gelu",
-        dropout_rate=0.0,
-        is_encoder_decoder=False,
-        use_cache=False,
-    )
-
 
 def make_tiny_tokenizer() -> T5TokenizerFast:
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
@@ -48,8 +31,9 @@ def make_tiny_tokenizer() -> T5TokenizerFast:
 
 
 def make_tiny_t5(vocab_size: int, seed: int = 0) -> T5EncoderModel:
+    """The tiny pipeline's T5 architecture (:func:`ltxcli.tiny.make_text_model`) drawn from ``seed``."""
     torch.manual_seed(seed)
-    model = T5EncoderModel(tiny_t5_config(vocab_size)).eval()
+    model = make_text_model(vocab_size)
     # Perturb every weight (layer-norm scales included) so that none keeps a special init value.
     with torch.no_grad():
         for p in model.parameters():

@@ -1,0 +1,124 @@
+"""What the in-process ``ltx`` command-line tests share (test_cli, test_hostile, test_cli_parallel).
+
+Fixtures (``one_thread``, ``hub``) are imported into each test module's namespace; ``hub`` uses the importing
+module's own ``cli_env`` fixture, which calls :func:`enter_cli_env`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from fake_hub import FakeHub
+from typer.testing import CliRunner
+
+import ltxcli
+from ltxcli import media
+from ltxcli import offload as ltxcli_offload
+from ltxcli.cli import app
+from ltxcli.cli import generate as cli_generate
+
+
+def memoised_loader() -> Callable[..., Any]:
+    """A memoising ``load_pipeline``, one per test module (each module keeps its own loaded models)."""
+    pipelines: dict[Any, Any] = {}
+    real_load = ltxcli.api.load_pipeline
+
+    def cached_load(*args: Any, **kwargs: Any) -> Any:
+        if args == ("tiny",):
+            kwargs.pop("weights_dir", None)  # the tiny model reads no weights: one instance serves every test folder
+        key = (args, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
+        if key not in pipelines:
+            pipelines[key] = real_load(*args, **kwargs)
+        return pipelines[key]
+
+    return cached_load
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Any:
+    """The tiny model's ops are too small to split: one thread avoids OpenMP spin contention on shared cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def enter_cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load: Callable[..., Any],
+                  unset: Iterable[str] = ()) -> Path:
+    """Work in ``tmp_path`` with an empty weights folder, offline, with ``load`` as the CLI's model loader;
+    ``unset`` names more environment variables to remove."""
+    monkeypatch.chdir(tmp_path)
+    for var in ("LTX_MODEL", "HF_ENDPOINT", "LTX_DEBUG", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", *unset):
+        monkeypatch.delenv(var, raising=False)
+    (tmp_path / "weights").mkdir()
+    monkeypatch.setenv("LTX_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(cli_generate, "load_pipeline", load)
+    # the memoised model serves many runs: keep its text encoder (the CLI releases it after a single video)
+    monkeypatch.setattr(ltxcli_offload, "free_text_encoder", lambda text_encoder: None)
+    return tmp_path
+
+
+@pytest.fixture
+def hub(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A fake Hub on 127.0.0.1 as HF_ENDPOINT, with no token, proxy or hub-cache override from the caller."""
+    import huggingface_hub.constants as hfc
+
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HTTP_PROXY",
+                "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setattr(hfc, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hfc, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(hfc, "HF_TOKEN_PATH", str(cli_env / "hf" / "token"))
+    monkeypatch.setattr(hfc, "HF_STORED_TOKENS_PATH", str(cli_env / "hf" / "stored_tokens"))
+    h = FakeHub()
+    with h:
+        monkeypatch.setenv("HF_ENDPOINT", h.url)
+        yield h
+
+
+def ltx(*args: str, input: str | None = None) -> Any:
+    """``ltx ARGS`` in process (stdout and stderr apart); an exception other than SystemExit is raised."""
+    result = CliRunner().invoke(app, list(args), input=input)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def assert_one_error_line(result: Any, code: int) -> str:
+    """Exit ``code``, nothing on stdout, and one ``error: `` line (no traceback) on stderr; returns that line."""
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    return lines[0]
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def frame_codes(folder: Path) -> torch.Tensor:
+    """The 8-bit codes of the ``frame_*.png`` files in ``folder``, in frame order."""
+    return media.to_uint8(torch.cat([media.load_image(p) for p in sorted(folder.glob("frame_*.png"))]))
+
+
+def assert_codes_match(codes: torch.Tensor, reference: torch.Tensor, tol: float = 1e-5) -> int:
+    """8-bit ``codes`` are the rounding of a video within ``tol`` (in [0, 1]) of the float ``reference``: equal to
+    its codes except where ``reference`` lies within ``tol`` of a rounding boundary, where they may be one off.
+    Returns how many codes differ."""
+    expected = media.to_uint8(reference)
+    assert codes.shape == expected.shape
+    diff = (codes.int() - expected.int()).abs()
+    scaled = reference.clamp(0, 1) * 255
+    near = (scaled - scaled.floor() - 0.5).abs() <= tol * 255
+    assert int(diff.max()) <= 1 and bool((near | (diff == 0)).all()), int((diff > 0).sum())
+    return int((diff > 0).sum())
