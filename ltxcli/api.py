@@ -9,6 +9,7 @@ import torch
 
 from . import weights
 from .loading import CheckpointError, inspect_checkpoint, load_transformer, load_upsampler, load_vae
+from .models.winograd import parse_conv_algorithm
 from .pipeline import Pipeline, default_dtype
 from .presets import NEUTRAL, PRESETS, Preset, preset_for_checkpoint
 
@@ -66,6 +67,7 @@ def load_pipeline(
     compile: bool = False,
     offload: str = "none",
     vae_tiling: str = "auto",
+    vae_conv: str = "auto",
     keep_checkpoint_dtype: bool | None = None,
 ) -> Pipeline:
     """Load a model for generation.
@@ -80,7 +82,9 @@ def load_pipeline(
     choice raises :class:`ltxcli.kernels.KernelUnavailableError`. ``compile``: compile the transformer block by block.
     ``offload``: ``none`` (everything on the device), ``model`` (each stage on the device only while it runs) or
     ``sequential`` (transformer and VAE-decoder blocks streamed one at a time). ``vae_tiling``: ``auto`` (tile the
-    decode only when it would not fit), ``on`` or ``off``. ``keep_checkpoint_dtype``: keep the
+    decode only when it would not fit), ``on`` or ``off``. ``vae_conv``: how the VAE runs its 3x3x3 convolutions
+    (:class:`ltxcli.models.winograd.ConvAlgorithm`): ``auto`` (Winograd along time for the large ones on the CPU,
+    equal to float rounding), ``direct`` (the official convolutions bit for bit) or ``winograd``. ``keep_checkpoint_dtype``: keep the
     transformer, VAE and upsampler weights in the checkpoint's dtype and widen each layer's weight per call
     (bit-identical outputs, half the memory of float32 for bfloat16 checkpoints, no conversion at load);
     default: on when the weights are loaded to the CPU, off on GPUs.
@@ -101,11 +105,13 @@ def load_pipeline(
         raise ValueError(f"offload={offload!r} must be none, model or sequential") from None
     if vae_tiling not in ("auto", "on", "off"):
         raise ValueError(f"vae_tiling={vae_tiling!r} must be auto, on or off")
+    conv_algorithm = parse_conv_algorithm(vae_conv)
     # With offload, weights are loaded to (pinned) host memory and visit the device stage by stage.
     load_dev = dev if mode is Offload.NONE else torch.device("cpu")
     pipe = _load(model, text_encoder, upsampler, load_dev, dt, weights_dir, fp8, keep_checkpoint_dtype)
     pipe._device = dev
     pipe.vae_tiling = vae_tiling
+    pipe.vae.set_conv_algorithm(conv_algorithm)
     if mode is not Offload.NONE:
         _apply_offload(pipe, dev, mode)
     kernels.set_attention_backend(pipe.transformer, backend)

@@ -36,6 +36,7 @@ from .models.configs import (
     official_vae_config,
 )
 from .models.embeddings import TIME_PROJ_DIM
+from .models.winograd import parse_conv_algorithm
 
 __all__ = [
     "GPU_PEAKS",
@@ -625,6 +626,7 @@ def run_bench(
     text_encoder: str = "auto",
     attention: str = "auto",
     compile: bool = False,
+    vae_conv: str = "auto",
     dist: Any = None,
     parallel: str = "auto",
     seed: int = 0,
@@ -638,8 +640,8 @@ def run_bench(
     a single file or a diffusers folder; default the registry default) is loaded. ``steps`` replaces the step
     count of the (first) pass. ``gpu`` names the peak table entry and must match the device (else
     :class:`BenchError`). ``dtype="fp8"`` runs the block linears as float8 matmuls; ``attention`` and
-    ``compile`` choose kernels as in :func:`ltxcli.load_pipeline` (compilation happens in the warm-up runs).
-    Runs ``warmup`` untimed generations, then ``repeats`` timed ones; stage times are medians. Timing waits
+    ``compile`` choose kernels as in :func:`ltxcli.load_pipeline` (compilation happens in the warm-up runs),
+    ``vae_conv`` the VAE's convolution algorithm (:class:`ltxcli.models.winograd.ConvAlgorithm`). Runs ``warmup`` untimed generations, then ``repeats`` timed ones; stage times are medians. Timing waits
     for the device only at stage boundaries.
     """
     from . import kernels
@@ -656,6 +658,10 @@ def run_bench(
         kernels.require_fp8(dev)
     dt = resolve_dtype(dtype, dev)
     backend = kernels.resolve_attention_backend(attention, dev, dt)
+    try:
+        conv_algorithm = parse_conv_algorithm(vae_conv)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
     notes: list[str] = []
 
     t0 = time.perf_counter()
@@ -687,6 +693,7 @@ def run_bench(
         weights_label = model or pipe.name
         text_mode = "real"
         pipe.text_encoder = _SyncedText(pipe.text_encoder, dev)
+    pipe.vae.set_conv_algorithm(conv_algorithm)
     if dist is not None:
         from .distributed import parallelize
 
@@ -765,7 +772,8 @@ def run_bench(
     return BenchResult(
         preset=pipe.preset.name, architecture=label, weights=weights_label, device=str(dev),
         device_name=peak.device_name, dtype=("fp8 (e4m3 block linears), " if fp8 else "") + str(dt).removeprefix("torch."), torch_version=torch.__version__,
-        attention=kernels.describe_model(pipe.transformer), kernels=kernels.describe_kernels(dev, attention=attention, dtype=dt),
+        attention={**kernels.describe_model(pipe.transformer), "vae_conv": str(pipe.vae.conv_algorithm)},
+        kernels=kernels.describe_kernels(dev, attention=attention, dtype=dt),
         gpu=peak.label if peak.key != "unknown" else f"unknown ({peak.device_name})",
         peak_tflops=peak.tflops, height=height, width=width, num_frames=num_frames, frame_rate=fps,
         video_seconds=video_s, warmup=warmup, repeats=repeats, transformer_calls=n_calls,
@@ -850,5 +858,6 @@ def _kernel_line(value: Any) -> str:
     comp = value.get("compile")
     upcast = value.get("upcast_layers", 0)
     widened = f", {upcast} layers widened per call" if upcast else ""
+    vae_conv = f", VAE conv {value['vae_conv']}" if "vae_conv" in value else ""
     return (f"attention {att_s}, fp8 layers {value.get('fp8_linear_layers', 0)}{widened}, "
-            f"compile {'on' if comp else 'off'}")
+            f"compile {'on' if comp else 'off'}{vae_conv}")

@@ -556,7 +556,7 @@ def _conv_forward(conv: nn.Module, exchange: _HaloExchange, x: Tensor, causal: b
         parts.append(after if after is not None else x[:, :, -1:].expand(-1, -1, back, -1, -1))
     if len(parts) > 1:
         x = torch.cat(parts, dim=2)  # [B, C, front+F+back, H, W]
-    return conv.conv(x)
+    return conv.conv_time_padded(x)
 
 
 def _conv_forward_padded(conv: nn.Module, exchange: _HaloExchange, buf: Tensor, causal: bool) -> Tensor:
@@ -568,7 +568,7 @@ def _conv_forward_padded(conv: nn.Module, exchange: _HaloExchange, buf: Tensor, 
         buf[:, :, :front] = before if before is not None else buf[:, :, front : front + 1]
     if back:
         buf[:, :, end:] = after if after is not None else buf[:, :, end - 1 : end]
-    return conv.conv(buf)
+    return conv.conv_time_padded(buf)
 
 
 @contextlib.contextmanager

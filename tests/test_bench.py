@@ -319,8 +319,10 @@ def test_tiny_random_run_reports_every_field(tiny_run):
     assert r.paper_ratio == pytest.approx(r.stages["total"].median_s / 2.0)
     assert r.peak_memory_bytes > 0 and r.device == "cpu" and r.weights == "random" and r.text_encoder == "random"
     assert r.attention["attention"]["self_attention"] == "sdpa" and r.attention["fp8_linear_layers"] == 0
+    assert r.attention["vae_conv"] == "auto"
     assert r.kernels["device"] == "cpu" and r.torch_version == torch.__version__
     lines = bench.format_table(r)
+    assert any("VAE conv auto" in line for line in lines)
     assert any(line.startswith("denoise") for line in lines)
     assert any("paper" in line for line in lines)
 
@@ -364,6 +366,10 @@ def test_cli_json_with_skipped_text_encoder():
     assert d["text_encoder"] == "skipped" and d["stages"]["text"]["note"] == "skipped (random weights)"
     assert d["stages"]["text"]["median_s"] is None and d["stages"]["decode"]["flops"] > 0
     assert d["branches"] == [3] and d["gpu"] == "CPU" and d["peak_tflops"] is None
+    res = CliRunner().invoke(_cli(), [*args, "--vae-conv", "direct"])
+    assert res.exit_code == 0 and json.loads(res.stdout.strip().splitlines()[-1])["attention"]["vae_conv"] == "direct"
+    res = CliRunner().invoke(_cli(), [*args, "--vae-conv", "fft"])
+    assert res.exit_code == 2 and "unknown VAE conv algorithm 'fft'" in res.stderr and "\n" not in res.stderr.strip()
 
 
 def test_cli_gpu_mismatch_is_one_line_exit_2():

@@ -49,7 +49,7 @@ hub = cli_harness.hub
 def tiny_pipeline() -> Any:
     """The instance ``ltx generate --model tiny`` gets in these tests (same arguments as the CLI passes)."""
     return _cached_load("tiny", text_encoder=None, upsampler=None, device=None, dtype=None, weights_dir=None,
-                        attention="auto", compile=False, offload="none", vae_tiling="auto",
+                        attention="auto", compile=False, offload="none", vae_tiling="auto", vae_conv="auto",
                         keep_checkpoint_dtype=None)
 
 
@@ -535,6 +535,32 @@ def test_offload_tiling_attention_reach_load_pipeline_and_keep_the_frames(
     assert calls[-1]["compile"] is True and calls[-1]["offload"] == "model" and calls[-1]["vae_tiling"] == "auto"
 
 
+def test_vae_conv_reaches_load_pipeline_and_the_record(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--vae-conv winograd reaches load_pipeline and the record; its frames agree with the direct run's to a code
+    flipped at a rounding boundary (the tiny model's auto default is the direct path, bit for bit)."""
+    calls: list[dict[str, Any]] = []
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return _cached_load(*args, **kwargs)
+
+    monkeypatch.setattr(cli_generate, "load_pipeline", load)
+    common = ["--model", "tiny", "--seed", "5", "--steps", "2", "--json", *SMALL]
+    objs = {}
+    for conv in ("winograd", "direct"):
+        r = ltx("generate", "a cat", "--frames-dir", conv, "--vae-conv", conv, *common)
+        assert r.exit_code == 0, r.stderr
+        (objs[conv],) = json_lines(r.stdout)
+        assert calls[-1]["vae_conv"] == conv and objs[conv]["settings"]["vae_conv"] == conv
+    r = ltx("generate", "a cat", "--frames-dir", "auto", *common)
+    assert calls[-1]["vae_conv"] == "auto" and json_lines(r.stdout)[0]["settings"]["vae_conv"] == "auto"
+    expected = tiny_pipeline().generate("a cat", seed=5, steps=2, height=64, width=96, num_frames=9).video
+    assert torch.equal(frame_codes(cli_env / "direct"), media.to_uint8(expected))
+    assert torch.equal(frame_codes(cli_env / "auto"), media.to_uint8(expected))
+    flipped = assert_codes_match(frame_codes(cli_env / "winograd"), expected)
+    print(f"--vae-conv winograd vs direct: {flipped} of {expected.numel()} codes one off at a boundary")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without these kernels")
 @pytest.mark.parametrize(
     ("args", "needle"),
@@ -546,6 +572,7 @@ def test_offload_tiling_attention_reach_load_pipeline_and_keep_the_frames(
         (["--attention", "nope"], "'nope' is not one of"),
         (["--offload", "disk"], "'disk' is not one of"),
         (["--vae-tiling", "maybe"], "'maybe' is not one of"),
+        (["--vae-conv", "fft"], "'fft' is not one of"),
     ],
 )
 def test_unavailable_kernels_exit_2_before_anything_loads(

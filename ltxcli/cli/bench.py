@@ -40,6 +40,8 @@ def bench(
         help="Attention kernels: auto, sdpa, flash3, flash2, sage or math (as for generate).")] = "auto",
     compile: Annotated[bool, typer.Option(
         "--compile", help="Compile the transformer block by block (compilation happens in the warm-up).")] = False,
+    vae_conv: Annotated[str, typer.Option(
+        help="VAE convolutions: auto, direct or winograd (as for generate).")] = "auto",
     warmup: Annotated[int, typer.Option(help="Untimed runs before timing.")] = 1,
     repeats: Annotated[int, typer.Option(help="Timed runs; stage times are medians.")] = 3,
     text_encoder: Annotated[str, typer.Option(
@@ -71,7 +73,7 @@ def bench(
             preset=preset, model=model, random_weights=random_weights, height=height, width=width,
             num_frames=num_frames, frame_rate=frame_rate, steps=steps, device=device, dtype=dtype, gpu=gpu,
             warmup=warmup, repeats=repeats, text_encoder=text_encoder, attention=attention, compile=compile,
-            seed=seed, log=out.info, dist=ctx,
+            vae_conv=vae_conv, seed=seed, log=out.info, dist=ctx,
         )
         if ctx is not None:
             ctx.barrier()  # every rank past its last collective before the group goes away

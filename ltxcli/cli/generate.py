@@ -88,6 +88,12 @@ class TilingMode(str, enum.Enum):
     off = "off"
 
 
+class VaeConvMode(str, enum.Enum):
+    auto = "auto"
+    direct = "direct"
+    winograd = "winograd"
+
+
 class ParallelMode(str, enum.Enum):
     auto = "auto"
     cfg = "cfg"
@@ -143,6 +149,9 @@ OffloadOpt = Annotated[OffloadMode, typer.Option(
          "and VAE decoder streamed block by block: least memory, slowest).")]
 VaeTilingOpt = Annotated[TilingMode, typer.Option(
     help="Decode the video in tiles: auto (only when the whole decode would not fit), on, or off.")]
+VaeConvOpt = Annotated[VaeConvMode, typer.Option(
+    help="VAE 3x3x3 convolutions: auto (Winograd along time for the large ones on the CPU: fewer multiply-adds, "
+         "same result to float rounding), direct (the official convolutions, bit for bit) or winograd.")]
 UpcastAtLoadOpt = Annotated[bool, typer.Option(
     "--upcast-at-load",
     help="Convert every weight to --dtype while loading. By default a CPU run keeps the checkpoint's bfloat16 "
@@ -189,6 +198,7 @@ class Options:
     compile: bool = False
     offload: str = "none"
     vae_tiling: str = "auto"
+    vae_conv: str = "auto"
     upcast_at_load: bool = False
     parallel: str = "auto"
 
@@ -607,7 +617,7 @@ def run(
             str(ref.path) if ref.kind in ("file", "folder") else ref.name,
             text_encoder=te_path, upsampler=up_path, device=device if ctx is not None else opts.device,
             dtype=opts.dtype, weights_dir=opts.weights_dir, attention=opts.attention, compile=opts.compile,
-            offload=opts.offload, vae_tiling=opts.vae_tiling,
+            offload=opts.offload, vae_tiling=opts.vae_tiling, vae_conv=opts.vae_conv,
             keep_checkpoint_dtype=False if opts.upcast_at_load else None,
         )
     load_s = time.perf_counter() - t0
@@ -918,6 +928,7 @@ def _generate_one(
         "conditions": [{"path": c.path, "frame": c.frame, "strength": c.strength} for c in it.conditions],
         "dtype": str(pipe.dtype).removeprefix("torch."), "device": str(pipe.device),
         "offload": _value(getattr(pipe, "offload", "none")), "vae_tiling": getattr(pipe, "vae_tiling", "auto"),
+        "vae_conv": str(pipe.vae.conv_algorithm),
     }
     record = {
         "tool": "ltxcli", "version": __version__, "model": ref.label, "prompt": it.prompt, "seed": result.seed,
@@ -1147,6 +1158,7 @@ def generate(
     compile: CompileOpt = False,
     offload: OffloadOpt = OffloadMode.none,
     vae_tiling: VaeTilingOpt = TilingMode.auto,
+    vae_conv: VaeConvOpt = VaeConvMode.auto,
     upcast_at_load: UpcastAtLoadOpt = False,
     gpus: GpusOpt = None,
     parallel: ParallelOpt = ParallelMode.auto,
@@ -1208,6 +1220,7 @@ def i2v(
     compile: CompileOpt = False,
     offload: OffloadOpt = OffloadMode.none,
     vae_tiling: VaeTilingOpt = TilingMode.auto,
+    vae_conv: VaeConvOpt = VaeConvMode.auto,
     upcast_at_load: UpcastAtLoadOpt = False,
     gpus: GpusOpt = None,
     parallel: ParallelOpt = ParallelMode.auto,

@@ -27,6 +27,13 @@ from torch import Tensor, nn
 from ltxcli.models.configs import ConfigError, VAEConfig
 from ltxcli.models.embeddings import TIME_PROJ_DIM, timestep_sinusoid
 from ltxcli.models.upcast import compute_dtype, first_param_dtype
+from ltxcli.models.winograd import (
+    ConvAlgorithm,
+    KernelScratch,
+    parse_conv_algorithm,
+    time_winograd_conv3d,
+    use_winograd,
+)
 
 PIXEL_NORM_EPS = 1e-8  # official PixelNorm
 SHORTCUT_NORM_EPS = 1e-6  # LayerNorm before the 1x1x1 shortcut of channel-changing resnets
@@ -104,7 +111,13 @@ class CausalConv3d(nn.Module):
     ``forward`` pads by concatenation (one copy of the input). Callers that compute the conv input
     themselves can avoid that copy: write it into the interior of :meth:`padded_empty` and call
     :meth:`forward_padded`, which fills the replicated frames in place.
+
+    ``algorithm`` (set model-wide by :meth:`CausalVideoVAE.set_conv_algorithm`) picks the direct or the
+    time-Winograd convolution (:mod:`ltxcli.models.winograd`); ``scratch`` holds the Winograd kernels.
     """
+
+    algorithm: ConvAlgorithm = ConvAlgorithm.AUTO
+    scratch: KernelScratch | None = None
 
     def __init__(
         self,
@@ -140,6 +153,12 @@ class CausalConv3d(nn.Module):
             parts.append(x[:, :, -1:].expand(-1, -1, back, -1, -1))
         if len(parts) > 1:
             x = torch.cat(parts, dim=2)  # [B, C, front+F+back, H, W]
+        return self.conv_time_padded(x)
+
+    def conv_time_padded(self, x: Tensor) -> Tensor:
+        """The convolution of an input already padded in time: ``[B, C, front+F+back, H, W] -> [B, O, F, H, W]``."""
+        if use_winograd(self.algorithm, self.conv, x):
+            return time_winograd_conv3d(self.conv, x, self.scratch)
         return self.conv(x)
 
     def padded_empty(self, like: Tensor, causal: bool) -> tuple[Tensor, Tensor]:
@@ -157,7 +176,7 @@ class CausalConv3d(nn.Module):
             buf[:, :, :front] = buf[:, :, front : front + 1]
         if back:
             buf[:, :, end:] = buf[:, :, end - 1 : end]
-        return self.conv(buf)
+        return self.conv_time_padded(buf)
 
 
 class ChannelLayerNorm(nn.Module):
@@ -640,6 +659,22 @@ class CausalVideoVAE(nn.Module):
             spatial_padding_mode=config.spatial_padding_mode,
         )
         self.per_channel_statistics = PerChannelStatistics(config.latent_channels)
+        self.set_conv_algorithm(ConvAlgorithm.AUTO)
+
+    def set_conv_algorithm(self, algorithm: ConvAlgorithm | str) -> ConvAlgorithm:
+        """Choose how every 3x3x3 convolution of the encoder and decoder runs (see
+        :class:`~ltxcli.models.winograd.ConvAlgorithm`; ``direct`` reproduces the official outputs bit for bit,
+        ``auto`` (the default) takes time-Winograd where it is faster: large convolutions on the CPU)."""
+        algorithm = parse_conv_algorithm(algorithm)
+        scratch = self.decoder.conv_in.scratch or KernelScratch()  # one per model, grown to the largest kernel
+        for m in self.modules():
+            if isinstance(m, CausalConv3d):
+                m.algorithm, m.scratch = algorithm, scratch
+        return algorithm
+
+    @property
+    def conv_algorithm(self) -> ConvAlgorithm:
+        return self.decoder.conv_in.algorithm
 
     @property
     def spatial_compression(self) -> int:
