@@ -394,6 +394,12 @@ def test_dense_routes_cpu_float32_linears_and_matches_f_linear():
         want = torch.nn.functional.linear(x, layer.weight, layer.bias)
         got = tmod._dense(layer, x)
     assert got.shape == want.shape and (got - want).abs().max() <= 1e-5 * want.abs().max()
+    gelu = torch.nn.functional.gelu(want, approximate="tanh")
+    with torch.no_grad():
+        fused = tmod._dense(layer, x, gelu_tanh=True)  # GELU as a oneDNN post-op of the GEMM
+    assert (fused - gelu).abs().max() <= 1e-5 * gelu.abs().max() and not torch.equal(fused, got)
+    unfused = tmod._dense(layer, x, gelu_tanh=True)  # with autograd: F.linear then F.gelu
+    assert unfused.requires_grad and (unfused - gelu).abs().max() <= 1e-5 * gelu.abs().max()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert tmod._dense(layer, x).dtype == torch.bfloat16  # autocast keeps F.linear (bf16 matmul)
     assert tmod._dense(layer, x).requires_grad  # with autograd: the differentiable F.linear

@@ -38,11 +38,15 @@ def _cpu_autocast() -> bool:
         return torch.is_autocast_cpu_enabled()
 
 
-def _dense(layer: nn.Module, x: Tensor) -> Tensor:
-    """``layer(x)``. A plain float32 ``nn.Linear`` (or an :class:`UpcastLinear` computing in float32) on the CPU,
-    outside autograd, autocast and hooks, runs its GEMM through oneDNN instead of the BLAS behind ``F.linear``:
-    the same float32 product and bias, summed in another order (about 1e-6 relative apart), and 1.2-1.5x faster
-    on the AMD EPYC of BENCHMARKS.md. Every other layer, dtype and device takes the module's own ``forward``.
+def _dense(layer: nn.Module, x: Tensor, gelu_tanh: bool = False) -> Tensor:
+    """``layer(x)``, or ``gelu(layer(x), approximate="tanh")`` with ``gelu_tanh``.
+
+    A plain float32 ``nn.Linear`` (or an :class:`UpcastLinear` computing in float32) on the CPU, outside
+    autograd, autocast and hooks, runs its GEMM through oneDNN instead of the BLAS behind ``F.linear``: the same
+    float32 product and bias, summed in another order (about 1e-6 relative apart), and 1.2-1.5x faster on the
+    AMD EPYC of BENCHMARKS.md; the GELU then runs inside the GEMM (a oneDNN post-op on the output tile while it
+    is in cache) instead of as a second pass over a fresh ``[B, N, 4D]`` tensor. Every other layer, dtype and
+    device takes the module's own ``forward`` (and ``F.gelu``).
     """
     kind = type(layer)
     if (
@@ -56,8 +60,10 @@ def _dense(layer: nn.Module, x: Tensor) -> Tensor:
         and not _cpu_autocast()
     ):
         weight = layer.compute_weight() if kind is UpcastLinear else layer.weight
+        if gelu_tanh:
+            return torch.ops.mkldnn._linear_pointwise(x, weight, layer.bias, "gelu", [], "tanh")
         return torch.ops.mkldnn._linear_pointwise(x, weight, layer.bias, "none", [], "")
-    return layer(x)
+    return F.gelu(layer(x), approximate="tanh") if gelu_tanh else layer(x)
 
 
 def _table_init(rows: int, dim: int) -> Tensor:
@@ -167,7 +173,7 @@ class _GeluTanhProj(nn.Module):
         self.proj = nn.Linear(dim_in, dim_out)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.gelu(_dense(self.proj, x), approximate="tanh")
+        return _dense(self.proj, x, gelu_tanh=True)
 
 
 class FeedForward(nn.Module):
@@ -266,7 +272,7 @@ class CaptionProjection(nn.Module):
         self.linear_2 = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return _dense(self.linear_2, F.gelu(_dense(self.linear_1, x), approximate="tanh"))
+        return _dense(self.linear_2, _dense(self.linear_1, x, gelu_tanh=True))
 
 
 class LTXVideoTransformer(nn.Module):
