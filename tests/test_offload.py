@@ -77,21 +77,31 @@ def assert_unchanged(module: nn.Module, before: dict[str, tuple[int, torch.Tenso
         assert torch.equal(after[k], value), f"{k} changed"
 
 
+# "cpu:0" compares unequal to the "cpu" that host tensors report, so offloading to it makes real copies (new
+# storage) on a machine without a GPU: the tests below see the streaming itself, not a no-op.
+STAGING = "cpu:0"
+
+
 def test_sequential_offload_is_bit_identical_and_hooks_run() -> None:
     model = randomised_transformer()
     inp = transformer_inputs()
     before = snapshot(model)
+    host_q = [b.attn1.to_q.weight for b in model.transformer_blocks]
     with torch.inference_mode():
         ref = run(model, inp)
-        handle = enable_sequential_offload(model, "cpu")
+        handle = enable_sequential_offload(model, STAGING)
         assert isinstance(handle, SequentialOffload)
         seen: list[int] = []
 
-        # A probe behind the offload pre-hook: the block's own weights are what it computes with.
+        # A probe behind the offload pre-hook: the running block computes with a staged copy of its weights
+        # (same values, other storage) while every other block holds its host tensors.
         def probe(i: int):
             def hook(module: nn.Module, args: object) -> None:
                 seen.append(i)
-                assert module.attn1.to_q.weight.device.type == "cpu"
+                staged = module.attn1.to_q.weight
+                assert staged.data_ptr() != host_q[i].data_ptr() and torch.equal(staged, host_q[i])
+                others = [b.attn1.to_q.weight is host_q[j] for j, b in enumerate(model.transformer_blocks)]
+                assert others == [j != i for j in range(len(host_q))]
 
             return hook
 
@@ -107,7 +117,11 @@ def test_sequential_offload_is_bit_identical_and_hooks_run() -> None:
     with torch.inference_mode():
         assert torch.equal(run(model, inp), ref)
     assert handle.loads == 2 * CFG.num_layers  # hooks gone
-    assert_unchanged(model, before)
+    # the blocks hold their host tensors again; the parts outside them stay staged (documented), same values
+    assert_unchanged(model.transformer_blocks, {k.removeprefix("transformer_blocks."): v for k, v in before.items()
+                                                if k.startswith("transformer_blocks.")})
+    rest = {k: v for k, v in model.named_parameters() if not k.startswith("transformer_blocks.")}
+    assert rest and all(id(t) != before[k][0] and torch.equal(t, before[k][1]) for k, t in rest.items())
 
 
 def test_sequential_offload_releases_after_an_exception() -> None:
@@ -155,14 +169,25 @@ def test_on_device_moves_and_restores() -> None:
 def test_model_offload_stage_is_bit_identical() -> None:
     model = randomised_transformer()
     inp = transformer_inputs()
+    host = model.patchify_proj.weight
+    before = snapshot(model)
     with torch.inference_mode():
         ref = run(model, inp)
-        with stage(model, "cpu", Offload.MODEL):
+        with stage(model, STAGING, Offload.MODEL):
+            staged = model.patchify_proj.weight
+            assert staged.data_ptr() != host.data_ptr() and isinstance(staged, nn.Parameter)
             out = run(model, inp)
-        with stage(model, "cpu", "none") as m:
-            assert m is model
+        assert_unchanged(model, before)
+        with stage(model, STAGING, "none") as m:
+            assert m is model and model.patchify_proj.weight is host
             out_none = run(model, inp)
+        # a streamed module under sequential offload streams its own blocks: the stage leaves it alone
+        with stage(model, STAGING, Offload.SEQUENTIAL, streamed=True):
+            assert model.patchify_proj.weight is host
+        with stage(model, STAGING, Offload.SEQUENTIAL):
+            assert model.patchify_proj.weight is not host
     assert torch.equal(out, ref) and torch.equal(out_none, ref)
+    assert_unchanged(model, before)
 
 
 def test_on_device_keeps_shared_tensors_shared() -> None:
