@@ -143,7 +143,7 @@ def test_sequential_offload_of_the_vae_decoder() -> None:
     z = torch.randn(1, vae.latent_channels, 2, 1, 1, generator=torch.Generator().manual_seed(3))
     with torch.inference_mode():
         ref = vae.decode(z, 0.05)
-        handle = enable_sequential_offload(vae.decoder, "cpu")
+        handle = enable_sequential_offload(vae.decoder, STAGING)
         out = vae.decode(z, 0.05)
     assert torch.equal(out, ref)
     assert handle.loads == handle.releases == len(vae.decoder.up_blocks)
