@@ -643,8 +643,10 @@ def parallel_decode(
       its one padding frame on each inner cut from the neighbouring rank (a point-to-point exchange of one
       ``[B, C, 1, H, W]`` frame per side and conv); upsamplers drop the first frame only on rank 0. Each
       rank computes and holds ``1/P`` of the decode, and the result is the single-process decode (the
-      same operations on the same values). Needs at least one latent frame per rank (two for causal
-      decoders); otherwise every rank decodes the whole video.
+      same operations on the same values; with the time-Winograd convolutions of ``vae_conv="auto"`` on the
+      CPU a slab pairs its frames from its own first frame, so it agrees to float rounding, about 1e-6).
+      Needs at least one latent frame per rank (two for causal decoders); otherwise every rank decodes the
+      whole video.
     * ``halo=h``: no communication during the decode; each rank decodes its latents plus ``h`` neighbouring
       latent frames on each side (``2h`` extra latents of work) and keeps its own frames. Exact only for
       ``h >=`` :func:`receptive_halo` (9 latents for the tiny model, 24 for 0.9.5+, 32 for 0.9.1); below

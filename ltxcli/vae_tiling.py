@@ -11,7 +11,9 @@ pixels are cropped (and blended where windows overlap) into the output.
 Why it can be exact. The decoder is convolutions (3x3x3), depth-to-space and per-position norms
 (PixelNorm, LayerNorm over channels); the timestep embedding is global. A window decoded with as much
 surrounding context as the tail's receptive field (:func:`suffix_receptive_field`) therefore reproduces
-the untiled pixels exactly (bit for bit in the tests at the default split, ~1e-6 elsewhere). Split at the
+the untiled pixels exactly (bit for bit in the tests at the default split, ~1e-6 elsewhere; with the
+time-Winograd convolutions, :mod:`ltxcli.models.winograd`, a window pairs its frames from its own first
+frame, so there too the agreement is to float rounding). Split at the
 last upsampler that field is 8 positions (64 pixels) for the released decoders, so the default
 (``context=None``) is this exact context. Splitting earlier saves more memory but needs more context, up
 to 23 latents (736 pixels) for the whole 0.9.5 decoder (``split_block=0``: windows of latents). With less
