@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
@@ -12,6 +13,9 @@ from .loading import CheckpointError, inspect_checkpoint, load_transformer, load
 from .models.winograd import parse_conv_algorithm
 from .pipeline import Pipeline, default_dtype
 from .presets import NEUTRAL, PRESETS, Preset, preset_for_checkpoint
+
+if TYPE_CHECKING:
+    from .kernels import ResolvedBackend
 
 PathLike = str | os.PathLike[str]
 FP8_NAMES = ("fp8", "float8_e4m3fn", "float8")
@@ -43,7 +47,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         return default_dtype(device)
     if isinstance(dtype, torch.dtype):
         resolved = dtype
-    elif dtype in FP8_NAMES:
+    elif is_fp8(dtype):
         resolved = torch.bfloat16
     else:
         if dtype not in DTYPES:
@@ -53,6 +57,31 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         # LTX-Video activations overflow float16 (black / NaN frames, openvino#37039); bfloat16 has the range.
         raise ValueError("float16 is not supported: LTX-Video overflows it and produces NaN frames; use bfloat16")
     return resolved
+
+
+def is_fp8(dtype: str | torch.dtype | None) -> bool:
+    """Whether ``dtype`` asks for float8 block linears (``fp8`` and its aliases)."""
+    return isinstance(dtype, str) and dtype in FP8_NAMES
+
+
+class Compute(NamedTuple):
+    device: torch.device
+    dtype: torch.dtype  # the compute dtype (bfloat16 for fp8)
+    fp8: bool
+    attention: ResolvedBackend
+
+
+def resolve_compute(device: str | torch.device | None, dtype: str | torch.dtype | None, attention: str) -> Compute:
+    """Device, compute dtype, fp8 and attention kernels of a run, refused (ValueError,
+    :class:`ltxcli.kernels.KernelUnavailableError`) before any weights are read."""
+    from . import kernels
+
+    dev = resolve_device(device)
+    fp8 = is_fp8(dtype)
+    if fp8:
+        kernels.require_fp8(dev)
+    dt = resolve_dtype(dtype, dev)
+    return Compute(dev, dt, fp8, kernels.resolve_attention_backend(attention, dev, dt))
 
 
 def load_pipeline(
@@ -92,13 +121,7 @@ def load_pipeline(
     from . import kernels
     from .offload import Offload
 
-    dev = resolve_device(device)
-    fp8 = isinstance(dtype, str) and dtype in FP8_NAMES
-    if fp8:
-        kernels.require_fp8(dev)
-    dt = resolve_dtype(dtype, dev)
-    # Fail on an unavailable kernel before any weights are read.
-    backend = kernels.resolve_attention_backend(attention, dev, dt)
+    dev, dt, fp8, backend = resolve_compute(device, dtype, attention)
     try:
         mode = Offload(offload)
     except ValueError:

@@ -37,6 +37,7 @@ from .models.configs import (
 )
 from .models.embeddings import TIME_PROJ_DIM
 from .models.winograd import parse_conv_algorithm
+from .vae_tiling import decoder_ops
 
 __all__ = [
     "GPU_PEAKS",
@@ -112,39 +113,29 @@ def conv3d_flops(c_in: int, c_out: int, voxels: int, kernel: Sequence[int] = (3,
     return 2.0 * math.prod(kernel) * c_in * c_out * voxels
 
 
-_D2S_STRIDES = {"compress_time": (2, 1, 1), "compress_space": (1, 2, 2), "compress_all": (2, 2, 2)}
-
-
 def vae_decoder_flops(cfg: VAEConfig, latent_frames: int, latent_height: int, latent_width: int, batch: int = 1) -> float:
-    """FLOPs of one VAE decode of latents ``[batch, C, f, h, w]``, walking the decoder block list as built.
+    """FLOPs of one VAE decode of latents ``[batch, C, f, h, w]``, walking the decoder's up-blocks as built
+    (:func:`ltxcli.vae_tiling.decoder_ops`).
 
     Temporal padding replicates frames, so every 3x3x3 conv has as many outputs as inputs. A temporal
     depth-to-space doubles the frames and drops the first one.
     """
-    blocks = list(reversed(cfg.decoder_blocks))
-    ch = cfg.decoder_base_channels
-    for name, params in blocks:
-        if name == "res_x_y":
-            ch *= params.get("multiplier", 2)
-        elif name.startswith("compress"):
-            ch *= params.get("multiplier", 1)
+    first, ops = decoder_ops(cfg)
     f, h, w = latent_frames, latent_height, latent_width
-    total = conv3d_flops(cfg.latent_channels, ch, f * h * w)  # conv_in
-    for name, params in blocks:
+    total = conv3d_flops(cfg.latent_channels, first, f * h * w)  # conv_in
+    ch = first
+    for op in ops:
         vox = f * h * w
-        if name == "res_x":
-            total += params["num_layers"] * 2 * conv3d_flops(ch, ch, vox)
-        elif name == "res_x_y":
-            out = ch // params.get("multiplier", 2)
+        if op.kind == "res":
+            total += op.layers * 2 * conv3d_flops(ch, ch, vox)
+        elif op.kind == "res_xy":
             # conv1, conv2, and the 1x1x1 shortcut of the channel change
-            total += conv3d_flops(ch, out, vox) + conv3d_flops(out, out, vox) + conv3d_flops(ch, out, vox, (1, 1, 1))
-            ch = out
-        else:  # depth-to-space upsampler: conv C -> prod(stride) * C / multiplier on the input grid
-            s1, s2, s3 = _D2S_STRIDES[name]
-            mult = params.get("multiplier", 1) if name == "compress_all" else 1
-            total += conv3d_flops(ch, s1 * s2 * s3 * ch // mult, vox)
-            f, h, w = f * s1 - (1 if s1 == 2 else 0), h * s2, w * s3
-            ch //= mult
+            total += (conv3d_flops(ch, op.c_out, vox) + conv3d_flops(op.c_out, op.c_out, vox)
+                      + conv3d_flops(ch, op.c_out, vox, (1, 1, 1)))
+        else:  # depth-to-space upsampler: conv C -> prod(stride) * C_out on the input grid
+            total += conv3d_flops(ch, op.st * op.ss * op.ss * op.c_out, vox)
+            f, h, w = f * op.st - (op.st - 1), h * op.ss, w * op.ss
+        ch = op.c_out
     total += conv3d_flops(ch, cfg.out_channels * cfg.patch_size**2, f * h * w)  # conv_out
     return total * batch
 
@@ -390,22 +381,6 @@ def _param_count_t5(config: Any) -> int:
     return config.num_layers * per_layer + config.vocab_size * d
 
 
-class _SyncedText:
-    """A text encoder whose ``encode`` waits for the device, so the text stage is timed on its own."""
-
-    def __init__(self, inner: Any, device: torch.device) -> None:
-        self.inner = inner
-        self.sync_device = device
-
-    def encode(self, prompts: Sequence[str], max_tokens: int = 256) -> tuple[Tensor, Tensor]:
-        out = self.inner.encode(prompts, max_tokens)
-        _sync(self.sync_device)
-        return out
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
 class _SkippedText:
     """Stands in for the text encoder when it is not timed: fixed random embeddings, 16 real tokens."""
 
@@ -426,11 +401,6 @@ def _default_preset() -> str:
     from . import weights
 
     return weights.load_registry().default.preset or ""
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def build_random_pipeline(
@@ -474,7 +444,7 @@ def build_random_pipeline(
         materialize_random_(upsampler, device=device, dtype=dtype, seed=seed + 2, narrow=narrow)
     if t5 is not None:
         materialize_random_(t5, device=device, dtype=dtype, seed=seed + 3)
-        text: Any = _SyncedText(TextEncoder(t5, make_tokenizer()), device)
+        text: Any = TextEncoder(t5, make_tokenizer())
     else:
         text = _SkippedText(arch.transformer.caption_channels, device, dtype)
     pipe = Pipeline(transformer, vae, text, preset=preset, upsampler=upsampler, name=f"{preset.name} (random weights)")
@@ -573,7 +543,7 @@ class _FlopRecorder:
                 self.flops["denoise"] += upsampler_flops(ucfg, f, h, w, b)
 
             self.handles.append(pipe.upsampler.register_forward_pre_hook(on_upsampler, with_kwargs=True))
-        model = getattr(getattr(pipe.text_encoder, "inner", pipe.text_encoder), "model", None)
+        model = getattr(pipe.text_encoder, "model", None)
         if isinstance(model, nn.Module):
             t5cfg = model.config
 
@@ -645,7 +615,7 @@ def run_bench(
     for the device only at stage boundaries.
     """
     from . import kernels
-    from .api import FP8_NAMES, load_pipeline, resolve_device, resolve_dtype
+    from .api import load_pipeline, resolve_compute, resolve_device
     from .presets import PRESETS
 
     say = log or (lambda _msg: None)
@@ -653,11 +623,7 @@ def run_bench(
         raise BenchError(f"repeats={repeats} must be >= 1 and warmup={warmup} >= 0")
     dev = resolve_device(device)
     peak = resolve_gpu(gpu, dev.type, device_name(dev))
-    fp8 = isinstance(dtype, str) and dtype in FP8_NAMES
-    if fp8:
-        kernels.require_fp8(dev)
-    dt = resolve_dtype(dtype, dev)
-    backend = kernels.resolve_attention_backend(attention, dev, dt)
+    _, dt, fp8, backend = resolve_compute(dev, dtype, attention)
     try:
         conv_algorithm = parse_conv_algorithm(vae_conv)
     except ValueError as exc:
@@ -692,13 +658,12 @@ def run_bench(
         label = f"{cfg.num_layers} blocks x {cfg.inner_dim}, VAE {pipe.vae.config.family}"
         weights_label = model or pipe.name
         text_mode = "real"
-        pipe.text_encoder = _SyncedText(pipe.text_encoder, dev)
     pipe.vae.set_conv_algorithm(conv_algorithm)
     if dist is not None:
         from .distributed import parallelize
 
         parallelize(pipe, dist, mode=parallel)
-    _sync(dev)
+    kernels.synchronize(dev)
     build_s = time.perf_counter() - t0
     if text_mode == "skip":
         notes.append("text encoding skipped (random weights: a T5-XXL-shaped encoder does not fit cheaply here)")
@@ -719,10 +684,10 @@ def run_bench(
             recorder.reset()
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
-            _sync(dev)
+            kernels.synchronize(dev)
             start = time.perf_counter()
             result = pipe.generate(prompt, **kwargs)
-            _sync(dev)
+            kernels.synchronize(dev)
             total = time.perf_counter() - start
             if not timed:
                 warmup_s.append(total)
@@ -735,8 +700,6 @@ def run_bench(
         recorder.remove()
 
     flops = dict(recorder.flops)
-    if text_mode == "skip":
-        flops["text"] = 0.0
     flops["total"] = flops["text"] + flops["denoise"] + flops["decode"]
     stages: dict[str, StageResult] = {}
     for stage, values in runs.items():

@@ -545,32 +545,6 @@ class _HaloExchange:
         return before, after
 
 
-def _conv_forward(conv: nn.Module, exchange: _HaloExchange, x: Tensor, causal: bool = True) -> Tensor:
-    """``CausalConv3d.forward`` on a time slab: neighbours' frames instead of replicated ones at inner cuts."""
-    front, back = conv.time_padding(causal)
-    before, after = exchange(x, front, back)
-    parts = [x]
-    if front:
-        parts.insert(0, before if before is not None else x[:, :, :1].expand(-1, -1, front, -1, -1))
-    if back:
-        parts.append(after if after is not None else x[:, :, -1:].expand(-1, -1, back, -1, -1))
-    if len(parts) > 1:
-        x = torch.cat(parts, dim=2)  # [B, C, front+F+back, H, W]
-    return conv.conv_time_padded(x)
-
-
-def _conv_forward_padded(conv: nn.Module, exchange: _HaloExchange, buf: Tensor, causal: bool) -> Tensor:
-    """``CausalConv3d.forward_padded`` on a time slab (pad frames from the neighbours at inner cuts)."""
-    front, back = conv.time_padding(causal)
-    end = buf.shape[2] - back
-    before, after = exchange(buf[:, :, front:end], front, back)
-    if front:
-        buf[:, :, :front] = before if before is not None else buf[:, :, front : front + 1]
-    if back:
-        buf[:, :, end:] = after if after is not None else buf[:, :, end - 1 : end]
-    return conv.conv_time_padded(buf)
-
-
 @contextlib.contextmanager
 def _time_split(decoder: nn.Module, ctx: DistContext) -> Any:
     """Patch the decoder's temporal convolutions (and, off rank 0, the upsamplers' frame drop) for the slab."""
@@ -581,9 +555,8 @@ def _time_split(decoder: nn.Module, ctx: DistContext) -> Any:
     try:
         for m in decoder.modules():
             if isinstance(m, CausalConv3d):
-                m.forward = functools.partial(_conv_forward, m, exchange)
-                m.forward_padded = functools.partial(_conv_forward_padded, m, exchange)
-                patched.append((m, ("forward", "forward_padded")))
+                m.time_halo = exchange  # neighbours' frames at inner cuts instead of replicated ones
+                patched.append((m, ("time_halo",)))
             elif isinstance(m, DepthToSpaceUpsample) and ctx.rank > 0 and m.stride[0] == 2:
                 # a slab that does not start the video keeps its first frame (the official upsampler drops
                 # the first frame of the whole video only)

@@ -55,6 +55,7 @@ __all__ = [
     "sdpa_kernels_enabled",
     "select_attention_backend",
     "set_attention_backend",
+    "synchronize",
     "warmup_and_time",
 ]
 
@@ -587,7 +588,8 @@ class CompileTiming(NamedTuple):
     first_s: float
 
 
-def _sync(device: torch.device | None) -> None:
+def synchronize(device: torch.device | None) -> None:
+    """Wait for ``device``'s queued work (CUDA only; timings are taken at stage boundaries only)."""
     if device is not None and device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -603,16 +605,16 @@ def warmup_and_time(
     if iters < 1:
         raise ValueError("iters must be at least 1")
     dev = torch.device(device) if device is not None else None
-    _sync(dev)
+    synchronize(dev)
     t0 = clock()
     fn()
-    _sync(dev)
+    synchronize(dev)
     first = clock() - t0
     steady: list[float] = []
     for _ in range(iters):
         t0 = clock()
         fn()
-        _sync(dev)
+        synchronize(dev)
         steady.append(clock() - t0)
     median = statistics.median(steady)
     return CompileTiming(compile_s=max(first - median, 0.0), steady_s=median, first_s=first)

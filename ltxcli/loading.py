@@ -140,7 +140,7 @@ def assign_state_dict(
     (:mod:`ltxcli.models.upcast`); same outputs, half the resident bytes of float32 for a bfloat16 checkpoint,
     no conversion at load. ``None``: on when ``device`` is the CPU. Never together with ``keep_fp8``.
     """
-    keep_checkpoint_dtype = not keep_fp8 and _keep_narrow(keep_checkpoint_dtype, device)
+    keep_checkpoint_dtype = not keep_fp8 and keep_narrow(keep_checkpoint_dtype, device)
     expected = module.state_dict(keep_vars=True)
     missing = expected.keys() - tensors.keys()
     unexpected = tensors.keys() - expected.keys()
@@ -172,7 +172,7 @@ def assign_state_dict(
     return module.eval().requires_grad_(False)
 
 
-def _keep_narrow(keep_checkpoint_dtype: bool | None, device: torch.device | str | None) -> bool:
+def keep_narrow(keep_checkpoint_dtype: bool | None, device: torch.device | str | None) -> bool:
     if keep_checkpoint_dtype is not None:
         return keep_checkpoint_dtype
     return torch.device(device or "cpu").type == "cpu"

@@ -425,7 +425,7 @@ class Pipeline:
                 free_text_encoder(te_model)
             if progress:
                 progress("text", 1, 1)
-            timings["text_encoding_s"] = time.perf_counter() - t0
+            timings["text_encoding_s"] = self._elapsed(t0)
 
             gen = torch.Generator("cpu").manual_seed(seed)
             t0 = time.perf_counter()
@@ -448,7 +448,7 @@ class Pipeline:
                     latents = self._denoise(passes[1], text, text_mask, 2 * h1, 2 * w1, pf, frame_rate, prepared,
                                             up, None, gen, stochastic, image_cond_noise_scale, mode, progress)
             else:
-                init = self._encode_pixels(source).float() if source is not None else None
+                init = self._encode_pixels(source) if source is not None else None  # widened in _denoise
                 with self._stage(self.transformer, streamed=True):
                     latents = self._denoise(passes[0], text, text_mask, ph, pw, pf, frame_rate, prepared, init,
                                             noise, gen, stochastic, image_cond_noise_scale, mode, progress)
@@ -734,6 +734,9 @@ class Pipeline:
             skip_masks.append(built[key])
         hard = (mask > 1.0 - _HARD_EPS).unsqueeze(-1) if renoise else None
         open_mask = 1.0 - mask if mask is not None else None  # the highest timestep each token may have
+        # per step, the tokens whose timestep is still open to the update ([B, N, 1])
+        updates = [(schedule[i] - _HARD_EPS < open_mask).unsqueeze(-1) for i in range(n_steps)] \
+            if open_mask is not None else None
 
         for i, t in enumerate(ts):
             do_cfg, do_stg, n_conds = plan[i]
@@ -769,11 +772,7 @@ class Pipeline:
                 new = sampling.stochastic_step(tokens, v, tau1, tau_next, step_noise[i])  # all float32
             else:
                 new = sampling.euler_step(tokens, v, tau1, tau_next)
-            if open_mask is not None:
-                update = (schedule[i] - _HARD_EPS < open_mask).unsqueeze(-1)
-                tokens = torch.where(update, new, tokens)
-            else:
-                tokens = new
+            tokens = torch.where(updates[i], new, tokens) if updates is not None else new
             if progress:
                 progress("denoise", i + 1, n_steps)
 

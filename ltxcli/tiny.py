@@ -7,6 +7,8 @@ The weights come from a fixed seed, so a given seed always gives the same video.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from .models.configs import TransformerConfig, VAEConfig, official_vae_config
@@ -42,12 +44,12 @@ def tiny_vae_config() -> VAEConfig:
     return VAEConfig.from_official(cfg)
 
 
-def make_tokenizer():  # -> transformers.T5TokenizerFast
-    """A T5 Unigram tokenizer built in code (``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, ``▁`` 3, then words)."""
+def make_tokenizer(words: Sequence[str] = TINY_WORDS):  # -> transformers.T5TokenizerFast
+    """A T5 Unigram tokenizer built in code (``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, ``▁`` 3, then ``words``)."""
     from transformers import T5TokenizerFast
 
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    vocab += [(f"▁{w}", -3.0 - 0.01 * i) for i, w in enumerate(TINY_WORDS)]
+    vocab += [(f"▁{w}", -3.0 - 0.01 * i) for i, w in enumerate(words)]
     return T5TokenizerFast(vocab=vocab, extra_ids=0)
 
 

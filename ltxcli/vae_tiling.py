@@ -76,7 +76,7 @@ WINDOW_OVERHEAD = 0.02
 
 
 @dataclass(frozen=True)
-class _Op:
+class DecoderOp:
     """One up-block in decoder order: ``res`` (C -> C, ``layers`` resnets), ``res_xy`` (C -> C'), ``up``."""
 
     kind: str
@@ -87,42 +87,37 @@ class _Op:
     ss: int = 1  # and in space
 
 
-def _ops(config: VAEConfig) -> tuple[int, list[_Op]]:
-    """``conv_in`` width and the up-blocks in the order the decoder runs them."""
+def decoder_ops(config: VAEConfig) -> tuple[int, list[DecoderOp]]:
+    """``conv_in`` width and the up-blocks in the order the decoder runs them (the layout behind the memory
+    and work models here and :func:`ltxcli.bench.vae_decoder_flops`)."""
     blocks = list(reversed(config.decoder_blocks))
-    ch = config.decoder_base_channels
-    for name, params in blocks:
-        if name == "res_x_y":
-            ch *= params.get("multiplier", 2)
-        elif name.startswith("compress"):
-            ch *= params.get("multiplier", 1)
-    first = ch
+    first = ch = config.decoder_conv_in_channels
     ops = []
     for name, params in blocks:
         if name == "res_x":
-            ops.append(_Op("res", ch, ch, layers=params["num_layers"]))
+            ops.append(DecoderOp("res", ch, ch, layers=params["num_layers"]))
         elif name == "res_x_y":
             out = ch // params.get("multiplier", 2)
-            ops.append(_Op("res_xy", ch, out))
+            ops.append(DecoderOp("res_xy", ch, out))
             ch = out
         else:
             st = 2 if name in ("compress_time", "compress_all") else 1
             ss = 2 if name in ("compress_space", "compress_all") else 1
             out = ch // (params.get("multiplier", 1) if name == "compress_all" else 1)
-            ops.append(_Op("up", ch, out, st=st, ss=ss))
+            ops.append(DecoderOp("up", ch, out, st=st, ss=ss))
             ch = out
     return first, ops
 
 
 def decoder_scales(config: VAEConfig) -> tuple[int, int]:
     """Pixel frames per latent frame and pixels per latent of the decoder (8 and 32 when released)."""
-    _, ops = _ops(config)
+    _, ops = decoder_ops(config)
     return math.prod(op.st for op in ops), math.prod(op.ss for op in ops) * config.patch_size
 
 
 def default_split_block(config: VAEConfig) -> int:
     """Index of the last upsampler in ``decoder.up_blocks`` (0 if there is none)."""
-    _, ops = _ops(config)
+    _, ops = decoder_ops(config)
     ups = [i for i, op in enumerate(ops) if op.kind == "up"]
     return ups[-1] if ups else 0
 
@@ -130,7 +125,7 @@ def default_split_block(config: VAEConfig) -> int:
 def split_scales(config: VAEConfig, split_block: int) -> tuple[int, int]:
     """``(T, S)``: pixel frames per frame and pixels per position of the activation entering
     ``up_blocks[split_block]`` (``(8, 32)`` at ``split_block=0`` for the released decoders)."""
-    _, ops = _ops(config)
+    _, ops = decoder_ops(config)
     if not 0 <= split_block <= len(ops):
         raise ValueError(f"split_block={split_block} must be in [0, {len(ops)}]")
     t, s = decoder_scales(config)
@@ -154,7 +149,7 @@ def suffix_receptive_field(config: VAEConfig, split_block: int) -> tuple[int, in
     Walks from the output back: every 3x3x3 conv adds one position at its resolution; an upsampler
     divides by its stride, rounded up, plus one (the dropped first frame / sub-position offset).
     """
-    _, ops = _ops(config)
+    _, ops = decoder_ops(config)
     rt = rs = 1  # conv_out
     for op in reversed(ops[split_block:]):
         if op.kind == "res":
@@ -436,7 +431,7 @@ def _walk(
     + copy = ``1 + 16/m``; conv_in: its input, padded copy and output; head: the padded conv input, then
     the ``3*p*p``-channel conv output and its un-patchify copy. Work is ``sum C_in*C_out*27*positions``.
     """
-    first, ops = _ops(config)
+    first, ops = decoder_ops(config)
     f, h, w = (int(v) for v in fhw)
     ch = ops[start].c_in if start < len(ops) else ops[-1].c_out
 
@@ -478,7 +473,7 @@ def _live_bytes(config: VAEConfig, latent_shape: Sequence[int], dtype: torch.dty
         latent_shape = (1, config.latent_channels, *latent_shape)
     b, c, f, h, w = (int(v) for v in latent_shape)
     nbytes = torch.empty((), dtype=dtype).element_size()
-    n = len(_ops(config)[1])
+    n = len(decoder_ops(config)[1])
     return _walk(config, b, (f, h, w), nbytes, 0, n, conv_in=True, head=True, latent_channels=c)[0]
 
 
@@ -497,7 +492,7 @@ def decode_memory_bytes(
 
 
 def _largest_weight_bytes(config: VAEConfig, dtype: torch.dtype) -> int:
-    first, ops = _ops(config)
+    first, ops = decoder_ops(config)
     nbytes = torch.empty((), dtype=dtype).element_size()
     sizes = [config.latent_channels * first, config.out_channels * config.patch_size**2 * ops[-1].c_out]
     for op in ops:
@@ -522,7 +517,7 @@ class _SplitCosts:
         b, c, f, h, w = (int(v) for v in latent_shape)
         self.config, self.split, self.b, self.c = config, split, b, c
         self.nbytes = torch.empty((), dtype=dtype).element_size()
-        _, ops = _ops(config)
+        _, ops = decoder_ops(config)
         self.n = len(ops)
         self.dims = _split_dims(config, (f, h, w), split)
         self.t_scale, self.s_scale = split_scales(config, split)
@@ -641,7 +636,7 @@ def choose_tiling(
     if len(latent_shape) == 3:
         latent_shape = (1, config.latent_channels, *latent_shape)
     shape = tuple(int(v) for v in latent_shape)
-    n = len(_ops(config)[1])
+    n = len(decoder_ops(config)[1])
     smallest: tuple[int, dict[str, Any]] | None = None
     for divisor in ((1, 2, 4, 8, 16) if exact else (2, 4, 8, 16)):
         best: tuple[tuple[float, int], dict[str, Any]] | None = None

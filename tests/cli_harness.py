@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import torch
 from fake_hub import FakeHub
+from tiny_models import one_thread  # noqa: F401  (re-exported: test modules take it from here)
 from typer.testing import CliRunner
 
 import ltxcli
@@ -37,15 +38,6 @@ def memoised_loader() -> Callable[..., Any]:
         return pipelines[key]
 
     return cached_load
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Any:
-    """The tiny model's ops are too small to split: one thread avoids OpenMP spin contention on shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def enter_cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load: Callable[..., Any],

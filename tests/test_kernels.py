@@ -17,7 +17,7 @@ import shutil
 
 import pytest
 import torch
-from tiny_models import randomise_normal
+from tiny_models import one_thread, randomise_normal  # noqa: F401  (one_thread: module autouse fixture)
 from torch import nn
 
 from ltxcli import kernels as K
@@ -53,13 +53,6 @@ CAP = torch.cuda.get_device_capability() if CUDA else None
 SLOW = os.environ.get("LTX_SLOW_TESTS") == "1"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on shared cores their spinning costs seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

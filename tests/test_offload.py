@@ -1,7 +1,8 @@
 """Offload modes: same outputs as no offload, hooks really run, modules come back unchanged.
 
-CPU only: ``device="cpu"`` exercises the hook and swap machinery (copies are no-ops there); the ``meta``
-device stands in for a second device to check that tensors really move and come back.
+CPU only: staging to ``"cpu:0"`` (which compares unequal to the ``"cpu"`` of host tensors) makes real copies,
+so the hook and swap machinery is exercised as on a GPU; the ``meta`` device stands in for a second device
+to check that tensors really move and come back.
 """
 
 from __future__ import annotations

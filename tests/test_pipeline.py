@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 import torch
+from tiny_models import one_thread  # noqa: F401  (module autouse fixture)
 
 pytest.importorskip("einops")
 pytest.importorskip("diffusers")
@@ -75,13 +76,6 @@ def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
 # --- models ------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny tensors: extra intra-op threads only add synchronisation on shared cores (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @dataclass

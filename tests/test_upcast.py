@@ -16,7 +16,7 @@ from torch import nn
 
 from ltxcli.kernels import describe_model
 from ltxcli.loading import (
-    _keep_narrow,
+    keep_narrow,
     load_transformer,
     load_upsampler,
     load_vae,
@@ -165,8 +165,8 @@ def test_wide_checkpoints_and_explicit_off_are_untouched(tmp_path, transformer_f
     # explicit off, and the default only turns it on for the CPU
     off = load_transformer(path, dtype=torch.float32, keep_checkpoint_dtype=False)
     assert stored_weight_bytes(off) == (0, 0)
-    assert _keep_narrow(None, None) and _keep_narrow(None, "cpu")
-    assert not _keep_narrow(None, "cuda:0") and not _keep_narrow(False, "cpu") and _keep_narrow(True, "cuda")
+    assert keep_narrow(None, None) and keep_narrow(None, "cpu")
+    assert not keep_narrow(None, "cuda:0") and not keep_narrow(False, "cpu") and keep_narrow(True, "cuda")
 
 
 def test_convert_to_upcast_only_touches_narrow_layers_with_bias():

@@ -16,13 +16,12 @@ from tiny_models import randomise_scaled
 
 from ltxcli.models import winograd
 from ltxcli.models.configs import VAEConfig
-from ltxcli.models.upcast import convert_to_upcast
+from ltxcli.models.upcast import UpcastScratch, convert_to_upcast
 from ltxcli.models.vae import CausalConv3d, CausalVideoVAE, DepthToSpaceUpsample, ResnetBlock3D
 from ltxcli.models.winograd import (
     MIN_CHANNELS,
     MIN_OUTPUT_VOXELS,
     ConvAlgorithm,
-    KernelScratch,
     parse_conv_algorithm,
     time_winograd_conv3d,
     use_winograd,
@@ -148,7 +147,7 @@ def test_real_width_blocks_auto_takes_winograd_and_agrees() -> None:
     x2 = torch.randn(1, 2 * MIN_CHANNELS, 4, 8, 8)
     outs = {}
     for alg in (ConvAlgorithm.DIRECT, ConvAlgorithm.AUTO):
-        scratch = KernelScratch()
+        scratch = UpcastScratch()
         for m in (*res.modules(), *up.modules()):
             if isinstance(m, CausalConv3d):
                 m.algorithm, m.scratch = alg, scratch

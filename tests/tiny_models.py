@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
 import torch
 
 SCALE_MULTIPLIER = 731.0  # deliberately not the 1000 a VAE's timestep_scale_multiplier is initialised with
@@ -29,3 +32,13 @@ def randomise_normal(module: torch.nn.Module, seed: int) -> None:
     with torch.no_grad():
         for p in module.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 0.4)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """The tiny models' ops are too small to split: one thread avoids OpenMP spin contention on shared cores.
+    A module-scoped autouse fixture: importing it into a test module applies it there."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -202,6 +202,11 @@ class Options:
     upcast_at_load: bool = False
     parallel: str = "auto"
 
+    @property
+    def keep_checkpoint_dtype(self) -> bool | None:
+        """``load_pipeline``'s argument: False with ``--upcast-at-load``, else its device default."""
+        return False if self.upcast_at_load else None
+
 
 @dataclass(frozen=True)
 class CondSpec:
@@ -564,7 +569,7 @@ def run(
         out.warn("--parallel applies only to several processes (--gpus N or torchrun); ignored")
     elif batch and world > 1 and opts.parallel != "auto":
         out.warn("--parallel is ignored with --batch: each process generates whole items")
-    check_kernels(opts, device, dtype)  # an explicit kernel this machine cannot run: exit 2 before any download
+    check_kernels(opts, device)  # an explicit kernel this machine cannot run: exit 2 before any download
 
     ref = resolve_model(opts.model, opts.weights_dir)
     if ref.kind == "builtin" and opts.text_encoder:
@@ -618,7 +623,7 @@ def run(
             text_encoder=te_path, upsampler=up_path, device=device if ctx is not None else opts.device,
             dtype=opts.dtype, weights_dir=opts.weights_dir, attention=opts.attention, compile=opts.compile,
             offload=opts.offload, vae_tiling=opts.vae_tiling, vae_conv=opts.vae_conv,
-            keep_checkpoint_dtype=False if opts.upcast_at_load else None,
+            keep_checkpoint_dtype=opts.keep_checkpoint_dtype,
         )
     load_s = time.perf_counter() - t0
     from ltxcli.kernels import describe_model
@@ -679,15 +684,13 @@ def _download(names: list[str], opts: Options, out: Output, ctx: Any) -> None:
     ensure_downloaded(names, weights_dir=opts.weights_dir, out=out)
 
 
-def check_kernels(opts: Options, device: Any, dtype: Any) -> None:
+def check_kernels(opts: Options, device: Any) -> None:
     """Refuse (exit 2, one line) an explicit ``--attention``, ``--dtype fp8`` or ``--compile`` that cannot run on
     ``device``, before any weight is downloaded or read (``load_pipeline`` would refuse them too, later)."""
     from ltxcli import kernels
-    from ltxcli.api import FP8_NAMES
+    from ltxcli.api import resolve_compute
 
-    if isinstance(opts.dtype, str) and opts.dtype in FP8_NAMES:
-        kernels.require_fp8(device)
-    kernels.resolve_attention_backend(opts.attention, device, dtype)  # raises KernelUnavailableError
+    resolve_compute(device, opts.dtype, opts.attention)  # raises KernelUnavailableError
     if opts.compile:
         ok, how = kernels.compile_available(device)
         if not ok:
@@ -848,11 +851,11 @@ def check_memory(
     """
     import torch
 
-    from ltxcli.api import FP8_NAMES
+    from ltxcli.api import is_fp8
+    from ltxcli.loading import keep_narrow
 
-    fp8 = isinstance(opts.dtype, str) and opts.dtype in FP8_NAMES
-    # the loaders keep bf16 layer weights narrow on the CPU (keep_checkpoint_dtype's default)
-    narrow = torch.device(device).type == "cpu" and not opts.upcast_at_load
+    fp8 = is_fp8(opts.dtype)
+    narrow = keep_narrow(opts.keep_checkpoint_dtype, device)  # as the loaders will decide
     tcfg, vcfg, weight_bytes, parts = model_weights(ref, te_path=te_path, up_path=up_path,
                                                     weights_dir=opts.weights_dir, dtype=dtype, fp8=fp8, narrow=narrow)
     if not enforce:

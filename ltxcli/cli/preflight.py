@@ -100,9 +100,7 @@ def safetensors_bytes(
     return total + (scratch * dtype.itemsize if scratch else 0)
 
 
-def folder_bytes(
-    folder: str | os.PathLike[str], dtype: Any = None, *, what: str = "weights", fp8: bool = False, narrow: bool = False
-) -> int:
+def folder_bytes(folder: str | os.PathLike[str], dtype: Any = None, *, what: str = "weights", fp8: bool = False) -> int:
     """Sum of :func:`safetensors_bytes` over the ``*.safetensors`` files directly in ``folder``.
 
     A folder without any (pickle-based ``.bin`` weights only, say) is a one-line ``CheckpointError``.
@@ -115,7 +113,7 @@ def folder_bytes(
         pickles = " (only pickle-based files, which are refused)" if any(
             p.suffix.lower() in PICKLE_SUFFIXES for p in f.glob("*")) else ""
         raise CheckpointError(f"{f}: no .safetensors {what}{pickles}")
-    return sum(safetensors_bytes(p, dtype, fp8=fp8, narrow=narrow) for p in files)
+    return sum(safetensors_bytes(p, dtype, fp8=fp8) for p in files)
 
 
 def text_encoder_bytes(folder: str | os.PathLike[str], dtype: Any = None) -> int:
@@ -125,13 +123,12 @@ def text_encoder_bytes(folder: str | os.PathLike[str], dtype: Any = None) -> int
     return folder_bytes(model_dir, dtype, what="text encoder weights")
 
 
-def model_bytes(path: str | os.PathLike[str], dtype: Any = None, *, fp8: bool = False, narrow: bool = False) -> int:
+def model_bytes(path: str | os.PathLike[str], dtype: Any = None, *, fp8: bool = False) -> int:
     """Transformer + VAE weights of an official single file or a diffusers-format folder."""
     p = Path(path)
     if p.is_dir():
-        return sum(folder_bytes(p / part, dtype, fp8=fp8 and part == "transformer", narrow=narrow)
-                   for part in ("transformer", "vae") if (p / part).is_dir())
-    return safetensors_bytes(p, dtype, fp8=fp8, narrow=narrow)
+        return sum(folder_bytes(p / part, dtype, fp8=fp8) for part in ("transformer", "vae") if (p / part).is_dir())
+    return safetensors_bytes(p, dtype, fp8=fp8)
 
 
 def module_bytes(modules: Iterable[Any], dtype: Any = None) -> int:

@@ -111,10 +111,9 @@ def _read_video(path: Path, max_frames: int | None, out: Output) -> tuple[Any, F
 
 
 def _sync(vae: _Vae) -> None:
-    import torch
+    from ltxcli.kernels import synchronize
 
-    if vae.device.type == "cuda":
-        torch.cuda.synchronize(vae.device)
+    synchronize(vae.device)
 
 
 def _encode(vae: _Vae, video: Any) -> Any:

@@ -10,7 +10,7 @@ different architecture. ``to_official`` writes the same dict back (used to build
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,6 +168,18 @@ def _normalise_blocks(blocks: Any, allowed: tuple[str, ...], where: str) -> tupl
     return tuple(out)
 
 
+def decoder_conv_in_channels(decoder_blocks: Sequence[Block], base_channels: int) -> int:
+    """Width of the decoder's ``conv_in``: ``base_channels`` times every channel multiplier in the block list
+    (the decoder divides by each of them on its way up, so the order does not matter)."""
+    ch = base_channels
+    for name, params in decoder_blocks:
+        if name == "res_x_y":
+            ch *= params.get("multiplier", 2)
+        elif name.startswith("compress"):
+            ch *= params.get("multiplier", 1)
+    return ch
+
+
 @dataclass(frozen=True)
 class VAEConfig:
     """The causal video VAE (``CausalVideoAutoencoder``), described by the official block lists.
@@ -245,6 +257,10 @@ class VAEConfig:
             "decoder_base_channels": self.decoder_base_channels,
             "spatial_padding_mode": self.spatial_padding_mode,
         }
+
+    @property
+    def decoder_conv_in_channels(self) -> int:
+        return decoder_conv_in_channels(self.decoder_blocks, self.decoder_base_channels)
 
     @property
     def spatial_compression(self) -> int:

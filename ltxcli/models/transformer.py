@@ -31,13 +31,6 @@ def _onednn_linear_available() -> bool:
 _ONEDNN_LINEAR = _onednn_linear_available()
 
 
-def _cpu_autocast() -> bool:
-    try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:  # torch < 2.4
-        return torch.is_autocast_cpu_enabled()
-
-
 def _dense(layer: nn.Module, x: Tensor, gelu_tanh: bool = False) -> Tensor:
     """``layer(x)``, or ``gelu(layer(x), approximate="tanh")`` with ``gelu_tanh``.
 
@@ -57,7 +50,7 @@ def _dense(layer: nn.Module, x: Tensor, gelu_tanh: bool = False) -> Tensor:
         and compute_dtype(layer) == torch.float32
         and not torch.is_grad_enabled()
         and not (layer._forward_hooks or layer._forward_pre_hooks)
-        and not _cpu_autocast()
+        and not torch.is_autocast_enabled("cpu")
     ):
         weight = layer.compute_weight() if kind is UpcastLinear else layer.weight
         if gelu_tanh:

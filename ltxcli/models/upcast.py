@@ -20,8 +20,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def inference_only() -> bool:
+    """Outside autograd and ``torch.compile`` tracing: only then may a layer use a shared scratch buffer
+    (autograd may save a weight for backward, a compiled graph fuses the cast itself; neither may see a buffer
+    that the next layer overwrites)."""
+    return not (torch.is_grad_enabled() or torch.compiler.is_compiling())
+
+
 class UpcastScratch:
-    """One growable buffer per (device, dtype), shared by the upcast layers of one model.
+    """One growable buffer per (device, dtype), shared by the layers of one model that need a weight-sized
+    temporary right before their kernel call: the widened weight of an upcast layer, the branch kernels of a
+    time-Winograd convolution (:mod:`ltxcli.models.winograd`). One layer uses it at a time.
 
     Reusing one buffer keeps the per-call copy off the allocator: on Linux a fresh multi-MB CPU allocation is
     page-faulted in on every call, which costs more than the copy itself.
@@ -30,18 +39,19 @@ class UpcastScratch:
     def __init__(self) -> None:
         self._buffers: dict[tuple[torch.device, torch.dtype], Tensor] = {}
 
-    def upcast(self, weight: Tensor, dtype: torch.dtype) -> Tensor:
-        if torch.is_grad_enabled() or torch.compiler.is_compiling():
-            # autograd may save the weight for backward, and a compiled graph fuses the cast itself:
-            # neither may see a buffer that the next layer overwrites.
-            return weight.to(dtype)
-        key = (weight.device, dtype)
+    def buffer(self, n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """The first ``n`` elements of the buffer (flat; contents undefined), grown to ``n`` if needed."""
+        key = (device, dtype)
         buf = self._buffers.get(key)
-        n = weight.numel()
         if buf is None or buf.numel() < n:
-            buf = torch.empty(n, dtype=dtype, device=weight.device)  # grows to the largest weight
+            buf = torch.empty(n, dtype=dtype, device=device)  # grows to the largest request
             self._buffers[key] = buf
-        return buf[:n].view(weight.shape).copy_(weight)
+        return buf[:n]
+
+    def upcast(self, weight: Tensor, dtype: torch.dtype) -> Tensor:
+        if not inference_only():
+            return weight.to(dtype)
+        return self.buffer(weight.numel(), dtype, weight.device).view(weight.shape).copy_(weight)
 
     def nbytes(self) -> int:
         return sum(b.numel() * b.element_size() for b in self._buffers.values())
@@ -93,8 +103,11 @@ def upcastable_weights(module: nn.Module) -> set[str]:
 
 def convert_to_upcast(module: nn.Module, scratch: UpcastScratch | None = None) -> int:
     """Turn every plain linear/convolution whose weight is narrower than its bias into its upcast class, in
-    place (the class is swapped, parameters and hooks stay); returns how many were converted."""
-    scratch = scratch or UpcastScratch()
+    place (the class is swapped, parameters and hooks stay); returns how many were converted.
+
+    ``scratch`` defaults to the model's own (a ``scratch`` attribute, as the VAE has for its Winograd
+    kernels), else a new one: one buffer per model either way."""
+    scratch = scratch or getattr(module, "scratch", None) or UpcastScratch()
     count = 0
     for m in module.modules():
         cls = UPCAST_CLASSES.get(type(m))

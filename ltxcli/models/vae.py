@@ -24,12 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltxcli.models.configs import ConfigError, VAEConfig
+from ltxcli.models.configs import ConfigError, VAEConfig, decoder_conv_in_channels
 from ltxcli.models.embeddings import TIME_PROJ_DIM, timestep_sinusoid
-from ltxcli.models.upcast import compute_dtype, first_param_dtype
+from ltxcli.models.upcast import UpcastScratch, compute_dtype, first_param_dtype
 from ltxcli.models.winograd import (
     ConvAlgorithm,
-    KernelScratch,
     parse_conv_algorithm,
     time_winograd_conv3d,
     use_winograd,
@@ -117,7 +116,7 @@ class CausalConv3d(nn.Module):
     """
 
     algorithm: ConvAlgorithm = ConvAlgorithm.AUTO
-    scratch: KernelScratch | None = None
+    scratch: UpcastScratch | None = None
 
     def __init__(
         self,
@@ -143,14 +142,21 @@ class CausalConv3d(nn.Module):
         k = self.time_kernel_size
         return (k - 1, 0) if causal else ((k - 1) // 2, (k - 1) // 2)
 
+    def time_halo(self, x: Tensor, front: int, back: int) -> tuple[Tensor | None, Tensor | None]:
+        """The ``front`` / ``back`` padding frames of ``x`` ``[B, C, F, H, W]`` that come from outside it; None
+        where the edge frame is replicated (always, here). The swap point of ``ltxcli.distributed``'s time-split
+        decode, which sets it on an instance to its neighbours' frames."""
+        return None, None
+
     def forward(self, x: Tensor, causal: bool = True) -> Tensor:
         # x: [B, C, F, H, W]
         front, back = self.time_padding(causal)
+        before, after = self.time_halo(x, front, back)
         parts = [x]
         if front:
-            parts.insert(0, x[:, :, :1].expand(-1, -1, front, -1, -1))
+            parts.insert(0, before if before is not None else x[:, :, :1].expand(-1, -1, front, -1, -1))
         if back:
-            parts.append(x[:, :, -1:].expand(-1, -1, back, -1, -1))
+            parts.append(after if after is not None else x[:, :, -1:].expand(-1, -1, back, -1, -1))
         if len(parts) > 1:
             x = torch.cat(parts, dim=2)  # [B, C, front+F+back, H, W]
         return self.conv_time_padded(x)
@@ -172,10 +178,11 @@ class CausalConv3d(nn.Module):
         """Conv of a :meth:`padded_empty` buffer whose interior holds the input (pad frames filled here)."""
         front, back = self.time_padding(causal)
         end = buf.shape[2] - back
+        before, after = self.time_halo(buf[:, :, front:end], front, back)
         if front:
-            buf[:, :, :front] = buf[:, :, front : front + 1]
+            buf[:, :, :front] = before if before is not None else buf[:, :, front : front + 1]
         if back:
-            buf[:, :, end:] = buf[:, :, end - 1 : end]
+            buf[:, :, end:] = after if after is not None else buf[:, :, end - 1 : end]
         return self.conv_time_padded(buf)
 
 
@@ -510,13 +517,7 @@ class Decoder(nn.Module):
         self.timestep_conditioning = timestep_conditioning
         pad = spatial_padding_mode
         reversed_blocks = list(reversed(blocks))
-        # conv_in width: base times every channel-dividing multiplier met on the way up.
-        ch = base_channels
-        for name, params in reversed_blocks:
-            if name == "res_x_y":
-                ch *= params.get("multiplier", 2)
-            elif name.startswith("compress"):
-                ch *= params.get("multiplier", 1)
+        ch = decoder_conv_in_channels(blocks, base_channels)
         self.conv_in = CausalConv3d(latent_channels, ch, 3, spatial_padding_mode=pad)
         self.up_blocks = nn.ModuleList()
         for name, params in reversed_blocks:
@@ -666,11 +667,16 @@ class CausalVideoVAE(nn.Module):
         :class:`~ltxcli.models.winograd.ConvAlgorithm`; ``direct`` reproduces the official outputs bit for bit,
         ``auto`` (the default) takes time-Winograd where it is faster: large convolutions on the CPU)."""
         algorithm = parse_conv_algorithm(algorithm)
-        scratch = self.decoder.conv_in.scratch or KernelScratch()  # one per model, grown to the largest kernel
+        scratch = self.scratch or UpcastScratch()
         for m in self.modules():
             if isinstance(m, CausalConv3d):
                 m.algorithm, m.scratch = algorithm, scratch
         return algorithm
+
+    @property
+    def scratch(self) -> UpcastScratch | None:
+        """The model's one scratch buffer: Winograd branch kernels and, once loaded narrow, widened weights."""
+        return self.decoder.conv_in.scratch
 
     @property
     def conv_algorithm(self) -> ConvAlgorithm:

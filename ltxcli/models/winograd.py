@@ -33,7 +33,7 @@ import enum
 import torch
 from torch import Tensor, nn
 
-from ltxcli.models.upcast import compute_dtype
+from ltxcli.models.upcast import UpcastScratch, compute_dtype, inference_only
 
 MIN_CHANNELS = 128  # below this the transforms cost more than the saved multiply-adds (see module doc)
 MIN_OUTPUT_VOXELS = 256  # frames * height * width of the output: below it the per-call kernel transforms dominate
@@ -85,8 +85,8 @@ def use_winograd(algorithm: ConvAlgorithm, conv: nn.Conv3d, x: Tensor) -> bool:
     """
     if algorithm is ConvAlgorithm.DIRECT or not _applies(conv, x.shape[2]):
         return False
-    if torch.is_grad_enabled() or torch.compiler.is_compiling():
-        return False  # the branch kernels live in shared scratch buffers: inference only
+    if not inference_only():
+        return False  # the branch kernels live in a shared scratch buffer
     if algorithm is ConvAlgorithm.WINOGRAD:
         return True
     return (
@@ -95,29 +95,6 @@ def use_winograd(algorithm: ConvAlgorithm, conv: nn.Conv3d, x: Tensor) -> bool:
         and min(conv.in_channels, conv.out_channels) >= MIN_CHANNELS
         and (x.shape[2] - 2) * x.shape[3] * x.shape[4] >= MIN_OUTPUT_VOXELS
     )
-
-
-class KernelScratch:
-    """Two growable buffers per (device, dtype) for the branch kernels, shared by a model's convolutions.
-
-    Each holds a third of the largest 3x3x3 weight in the compute dtype; fresh allocations per call would be
-    page-faulted in each time on Linux, which costs more than computing the kernels.
-    """
-
-    def __init__(self) -> None:
-        self._buffers: dict[tuple[int, torch.device, torch.dtype], Tensor] = {}
-
-    def get(self, slot: int, shape: torch.Size, dtype: torch.dtype, device: torch.device) -> Tensor:
-        key = (slot, device, dtype)
-        buf = self._buffers.get(key)
-        n = shape.numel()
-        if buf is None or buf.numel() < n:
-            buf = torch.empty(n, dtype=dtype, device=device)
-            self._buffers[key] = buf
-        return buf[:n].view(shape)
-
-    def nbytes(self) -> int:
-        return sum(b.numel() * b.element_size() for b in self._buffers.values())
 
 
 MKLDNN_MIN_PLANE = 256  # H*W from which a branch conv always takes oneDNN (see _branch_conv)
@@ -158,11 +135,11 @@ def _add_rows(kernel: Tensor, part: Tensor, alpha: float) -> Tensor:
     return kernel
 
 
-def time_winograd_conv3d(conv: nn.Conv3d, x: Tensor, scratch: KernelScratch | None = None) -> Tensor:
+def time_winograd_conv3d(conv: nn.Conv3d, x: Tensor, scratch: UpcastScratch | None = None) -> Tensor:
     """``conv(x)`` for a time-padded ``x`` ``[B, C, F+2, H, W]`` -> ``[B, O, F, H, W]`` (contiguous), by
     Winograd F(2,3) along time; spatial padding (and its mode) and the bias are ``conv``'s own.
 
-    Two phases, each with two branch kernels alive (two scratch buffers of a third of the weight):
+    Two phases, each with two branch kernels alive (in ``scratch``, two thirds of the weight):
     ``m1, m2`` give ``y0 = m1 + m2`` and ``y1 = m2``, then ``m3, m4`` add ``y0 += m3`` and ``y1 += m4 - m3``.
     Within a phase the frame pairs are taken in chunks of about :data:`CHUNK_POSITIONS` output positions,
     so the transformed inputs and branch outputs stay small: the peak is the direct convolution's (padded
@@ -178,9 +155,9 @@ def time_winograd_conv3d(conv: nn.Conv3d, x: Tensor, scratch: KernelScratch | No
     weight, bias = conv.weight, conv.bias
     g0, g1, g2 = weight[:, :, 0:1], weight[:, :, 1:2], weight[:, :, 2:3]  # [O, C, 1, 3, 3] strided views
     kshape = torch.Size(g0.shape)
-    scratch = scratch or KernelScratch()
-    ka = scratch.get(0, kshape, dtype, x.device)
-    kb = scratch.get(1, kshape, dtype, x.device)
+    n = kshape.numel()
+    kernels = (scratch or UpcastScratch()).buffer(2 * n, dtype, x.device)
+    ka, kb = kernels[:n].view(kshape), kernels[n:].view(kshape)
     step = max(1, CHUNK_POSITIONS // (h * w))
 
     def run(u: Tensor, kernel: Tensor, with_bias: bool) -> Tensor:
