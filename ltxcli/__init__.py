@@ -4,10 +4,43 @@
 >>> pipe = ltxcli.load_pipeline("tiny")
 >>> res = pipe.generate("a cat surfing", seed=1)
 >>> res.video.shape  # [F, H, W, 3] float32 in [0, 1]
+
+The public names below are imported on first use (PEP 562 ``__getattr__``), so ``import ltxcli`` and
+``ltx --version`` / ``ltx --help`` do not import torch. Modules inside the package import these names from
+their defining modules, never through this one.
 """
 
-from .api import load_pipeline
-from .pipeline import Condition, GenerationResult, Pipeline
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0.dev0"
+
+# public name -> "module:attribute" it is defined in
+_LAZY: dict[str, str] = {
+    "Condition": "ltxcli.pipeline:Condition",
+    "GenerationResult": "ltxcli.pipeline:GenerationResult",
+    "Pipeline": "ltxcli.pipeline:Pipeline",
+    "load_pipeline": "ltxcli.api:load_pipeline",
+}
+
 __all__ = ["Condition", "GenerationResult", "Pipeline", "__version__", "load_pipeline"]
+
+if TYPE_CHECKING:  # for type checkers and IDEs only; at run time __getattr__ resolves these
+    from ltxcli.api import load_pipeline
+    from ltxcli.pipeline import Condition, GenerationResult, Pipeline
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'ltxcli' has no attribute {name!r}")
+    module, _, attr = target.partition(":")
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -170,7 +170,7 @@ def _load(
     registry = weights.load_registry()
     name = os.fspath(model) if model else registry.default.name
     if name == "tiny" or (name in registry and registry[name].is_builtin):
-        from .kernels import convert_to_fp8
+        from .models.fp8 import convert_to_fp8
         from .tiny import build_pipeline
 
         pipe = build_pipeline(dev, dt)

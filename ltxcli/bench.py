@@ -616,6 +616,7 @@ def run_bench(
     """
     from . import kernels
     from .api import load_pipeline, resolve_compute, resolve_device
+    from .models.fp8 import convert_to_fp8
     from .presets import PRESETS
 
     say = log or (lambda _msg: None)
@@ -641,7 +642,7 @@ def run_bench(
         pipe, arch, text_mode = build_random_pipeline(PRESETS[name], dev, dt, text_encoder=text_encoder, seed=seed)
         label, weights_label = arch.label, "random"
         if fp8:
-            kernels.convert_to_fp8(pipe.transformer, dtype=dt)
+            convert_to_fp8(pipe.transformer, dtype=dt)
         elif PRESETS[name].precision.startswith("float8"):
             notes.append("fp8 preset run in the bench dtype; pass --dtype fp8 for float8 matmuls")
         kernels.set_attention_backend(pipe.transformer, backend)

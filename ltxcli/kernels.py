@@ -1,19 +1,24 @@
-"""Kernel choices for the DiT: attention backend, float8 linear layers, per-block ``torch.compile``.
+"""Kernel choices for the DiT: attention backend, float8 precision, per-block ``torch.compile``.
 
 Everything here is opt-in and decided once, before generation: :func:`resolve_attention_backend` picks the
 attention kernels from the GPU's compute capability and the packages installed, :func:`set_attention_backend`
-stores that choice on one model (two pipelines may differ), :func:`convert_to_fp8` swaps the transformer
-blocks' linear layers for :class:`FP8Linear`, :func:`compile_blocks` compiles the blocks one by one. An
-explicit choice that cannot run here is a one-line :class:`KernelUnavailableError`, never a silent fallback.
+stores that choice on one model (two pipelines may differ), :func:`require_fp8` checks that ``--dtype fp8`` can
+run, :func:`compile_blocks` compiles the blocks one by one. An explicit choice that cannot run here is a
+one-line :class:`KernelUnavailableError`, never a silent fallback.
 
 The selection logic (:func:`select_attention_backend`, :func:`fp8_unavailable_reason`) is pure: it takes the
 capability and the installed kernels as arguments, so every GPU generation is unit-tested on a CPU.
+
+What the model itself calls lives in :mod:`ltxcli.models` (which imports nothing from the rest of the
+package): the kernel dispatch and the loading of the optional kernels in
+:mod:`ltxcli.models.attention_kernels`, the float8 layers (:class:`~ltxcli.models.fp8.FP8Linear`,
+:func:`~ltxcli.models.fp8.convert_to_fp8`) in :mod:`ltxcli.models.fp8`. This module is the runtime layer above
+them: choosing, probing, compiling, timing and describing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
 import functools
 import importlib
 import os
@@ -25,31 +30,35 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
+from .models.attention_kernels import (
+    HALF_DTYPES,
+    KERNEL_PACKAGES,
+    MASKLESS_KERNELS,
+    AttentionBackend,
+    KernelUnavailableError,
+    external_kernel,
+    load_kernel,
+)
+from .models.fp8 import FP8Linear
 from .models.upcast import compute_dtype, stored_weight_bytes
 
 __all__ = [
-    "E4M3_MAX",
     "MASKLESS_KERNELS",
     "AttentionBackend",
     "CompileConfig",
     "CompileTiming",
-    "FP8Linear",
     "KernelUnavailableError",
     "ResolvedBackend",
     "compile_available",
     "compile_blocks",
-    "convert_to_fp8",
     "describe_kernels",
     "describe_model",
-    "external_kernel",
     "forbid_host_sync",
     "fp8_supported",
     "fp8_unavailable_reason",
     "probe_available",
-    "quantize_e4m3",
     "require_fp8",
     "resolve_attention_backend",
     "sdpa_kernels_enabled",
@@ -62,30 +71,7 @@ __all__ = [
 Capability = tuple[int, int]
 
 
-class KernelUnavailableError(RuntimeError):
-    """An explicitly requested kernel or precision cannot run on this machine (one-line message)."""
-
-
 # --- attention backends ---------------------------------------------------------------------------------------
-
-
-class AttentionBackend(str, enum.Enum):
-    """``auto`` resolves to one of the others; the others name one kernel each."""
-
-    AUTO = "auto"
-    SDPA = "sdpa"  # torch.nn.functional.scaled_dot_product_attention; torch picks cuDNN / flash / efficient / math
-    FLASH3 = "flash3"  # FlashAttention-3 (``flash_attn_interface``), Hopper only
-    FLASH2 = "flash2"  # FlashAttention-2 (``flash_attn``)
-    SAGE = "sage"  # SageAttention (``sageattention``): 8-bit QK, approximate
-    MATH = "math"  # SDPA restricted to its math kernel: the slow, exact reference
-
-    def __str__(self) -> str:
-        return self.value
-
-
-# Kernels that read no additive mask: they can serve the unmasked self-attention only.
-MASKLESS_KERNELS = frozenset({AttentionBackend.FLASH3, AttentionBackend.FLASH2, AttentionBackend.SAGE})
-_HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
 @dataclass(frozen=True)
@@ -99,12 +85,12 @@ class _Needs:
 
 _NEEDS: dict[AttentionBackend, _Needs] = {
     # FA3 is built for sm90 only (its wgmma/TMA kernels do not exist on Ampere/Ada, nor on Blackwell).
-    AttentionBackend.FLASH3: _Needs("flash_attn_interface", "FlashAttention-3", (9, 0), (10, 0),
-                                    "a Hopper GPU (compute capability 9.x)"),
-    AttentionBackend.FLASH2: _Needs("flash_attn", "FlashAttention-2", (8, 0), None,
-                                    "an NVIDIA GPU with compute capability 8.0+ (Ampere or newer)"),
-    AttentionBackend.SAGE: _Needs("sageattention", "SageAttention", (8, 0), None,
-                                  "an NVIDIA GPU with compute capability 8.0+ (Ampere or newer)"),
+    AttentionBackend.FLASH3: _Needs(KERNEL_PACKAGES[AttentionBackend.FLASH3], "FlashAttention-3",
+                                    (9, 0), (10, 0), "a Hopper GPU (compute capability 9.x)"),
+    AttentionBackend.FLASH2: _Needs(KERNEL_PACKAGES[AttentionBackend.FLASH2], "FlashAttention-2",
+                                    (8, 0), None, "an NVIDIA GPU with compute capability 8.0+ (Ampere or newer)"),
+    AttentionBackend.SAGE: _Needs(KERNEL_PACKAGES[AttentionBackend.SAGE], "SageAttention",
+                                  (8, 0), None, "an NVIDIA GPU with compute capability 8.0+ (Ampere or newer)"),
 }
 
 
@@ -168,7 +154,7 @@ def _unavailable_reason(
         pkg = f"{needs.package} {'installed' if installed else 'not installed'}"
         return (f"{backend.value} needs the {needs.package} package ({needs.label}) and {needs.gpu}; "
                 f"found {where}, {pkg}")
-    if dtype is not None and dtype not in _HALF_DTYPES:
+    if dtype is not None and dtype not in HALF_DTYPES:
         dt = str(dtype).removeprefix("torch.")
         return f"{backend.value} runs in bfloat16 or float16 only; the model runs in {dt} (use bfloat16 or sdpa)"
     return None
@@ -188,7 +174,7 @@ def select_attention_backend(
     ``dtype`` is the model's compute dtype; the flash kernels run in bfloat16/float16 only.
     """
     req = _parse_backend(requested)
-    half = dtype is None or dtype in _HALF_DTYPES
+    half = dtype is None or dtype in HALF_DTYPES
 
     if req is not AttentionBackend.AUTO:
         reason = _unavailable_reason(req, device_type, capability, available, dtype)
@@ -227,19 +213,7 @@ def select_attention_backend(
 @functools.cache
 def _probe() -> dict[str, str | None]:
     """Import each optional kernel package once: name -> ``None`` when it imports, else why not."""
-    out: dict[str, str | None] = {}
-    for backend, needs in _NEEDS.items():
-        try:
-            module = importlib.import_module(needs.package)
-        except ModuleNotFoundError:
-            out[backend.value] = "not installed"
-            continue
-        except Exception as exc:  # a wheel built for another CUDA/torch fails with OSError, RuntimeError, ...
-            out[backend.value] = f"installed but fails to import ({type(exc).__name__}: {exc})".splitlines()[0]
-            continue
-        _KERNELS[backend] = _make_kernel(backend, module)
-        out[backend.value] = None
-    return out
+    return {backend.value: load_kernel(backend) for backend in _NEEDS}
 
 
 def probe_available() -> set[str]:
@@ -279,40 +253,6 @@ def resolve_attention_backend(
     )
 
 
-# Loaded kernel entry points: [B, N, H, d] q, k, v -> [B, N, H, d]; filled by the probe.
-_KERNELS: dict[AttentionBackend, Callable[[Tensor, Tensor, Tensor], Tensor]] = {}
-
-
-def _make_kernel(backend: AttentionBackend, module: Any) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
-    if backend is AttentionBackend.SAGE:
-        sageattn = module.sageattn
-
-        def sage(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-            return sageattn(q, k, v, tensor_layout="NHD", is_causal=False)
-
-        return sage
-    flash_fn = module.flash_attn_func
-
-    def flash(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        out = flash_fn(q, k, v, causal=False)
-        # some FA3 releases return (out, softmax_lse)
-        return out[0] if isinstance(out, tuple) else out
-
-    return flash
-
-
-def external_kernel(backend: AttentionBackend) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
-    """The loaded entry point of an optional kernel (``[B, N, H, d]`` layout, softmax scale ``1/sqrt(d)``)."""
-    fn = _KERNELS.get(backend)
-    if fn is None:
-        _probe()
-        fn = _KERNELS.get(backend)
-    if fn is None:
-        reason = _probe().get(backend.value, "not an external kernel")
-        raise KernelUnavailableError(f"attention backend {backend.value} is not loaded: {reason}")
-    return fn
-
-
 def set_attention_backend(transformer: nn.Module, resolved: ResolvedBackend | AttentionBackend | str) -> ResolvedBackend:
     """Route this model's attention: ``attn1`` of every block to the self-attention kernel, ``attn2`` to the
     cross-attention one. Other models are unaffected. A bare backend name is resolved for the model's device
@@ -333,7 +273,6 @@ def set_attention_backend(transformer: nn.Module, resolved: ResolvedBackend | At
 
 # --- float8 -----------------------------------------------------------------------------------------------------
 
-E4M3_MAX = float(torch.finfo(torch.float8_e4m3fn).max)  # 448
 _FP8_MIN_CAPABILITY: Capability = (8, 9)
 
 
@@ -365,141 +304,6 @@ def require_fp8(device: torch.device | str) -> None:
     if reason is not None:
         raise KernelUnavailableError(reason)
 
-
-def quantize_e4m3(x: Tensor, scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Per-tensor float8 e4m3 codes and their float32 scale, ``x ≈ codes.float() * scale``.
-
-    ``scale`` defaults to ``amax(|x|) / 448`` (kept on the device: no host sync); values are rounded to
-    nearest-even in e4m3 after the division, saturating at ±448.
-    """
-    if scale is None:
-        amax = x.detach().abs().amax().to(torch.float32)
-        scale = (amax / E4M3_MAX).clamp(min=torch.finfo(torch.float32).tiny)
-    codes = (x.to(torch.float32) / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
-    return codes, scale
-
-
-class FP8Linear(nn.Module):
-    """``nn.Linear`` with float8 e4m3 weights run as a ``torch._scaled_mm`` GEMM.
-
-    Parameter names are those of ``nn.Linear`` (``weight`` in e4m3 ``[out, in]``, ``bias`` in the compute
-    dtype), so official fp8 checkpoints load as they are. ``weight_scale`` (float32, 0-d) is a buffer outside
-    the state dict: 1 for weights stored in e4m3 (the official fp8 checkpoints are direct casts, read with unit
-    scales as the official Q8 patch does), ``amax/448`` for weights quantised here from a wider dtype (so a
-    state dict saved from such a layer does not carry its scale). Activations are quantised per tensor
-    on every call (``amax/448``); the output has the input's dtype.
-    """
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        bias: bool = True,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.bfloat16,
-    ) -> None:
-        super().__init__()
-        if in_features % 16 or out_features % 16:
-            # cuBLASLt fp8 GEMMs need both weight dims divisible by 16
-            raise ValueError(f"FP8Linear needs in/out features divisible by 16, got {in_features}x{out_features}")
-        self.in_features = in_features
-        self.out_features = out_features
-        self.weight = nn.Parameter(
-            torch.empty(out_features, in_features, dtype=torch.float8_e4m3fn, device=device), requires_grad=False
-        )
-        if bias:
-            self.bias = nn.Parameter(torch.empty(out_features, dtype=dtype, device=device), requires_grad=False)
-        else:
-            self.register_parameter("bias", None)
-        self.register_buffer("weight_scale", torch.ones((), dtype=torch.float32, device=device), persistent=False)
-        self.use_scaled_mm = True  # False: dequantise + float32 matmul (reference; any device)
-        self.fast_accum = True  # Hopper fast accumulation, as the official Q8 kernels use
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear, *, dtype: torch.dtype = torch.bfloat16) -> FP8Linear:
-        """Wrap ``linear``: e4m3 weights are kept bit for bit (unit scale); others are quantised per tensor."""
-        w = linear.weight.detach()
-        if w.dtype == torch.float8_e4m3fn:
-            codes, scale = w, torch.ones((), dtype=torch.float32, device=w.device)
-        else:
-            codes, scale = quantize_e4m3(w)
-        with torch.device("meta"):
-            layer = cls(linear.in_features, linear.out_features, linear.bias is not None, dtype=dtype)
-        layer.weight = nn.Parameter(codes, requires_grad=False)
-        if linear.bias is not None:
-            layer.bias = nn.Parameter(linear.bias.detach().to(dtype), requires_grad=False)
-        layer.weight_scale = scale
-        return layer
-
-    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> FP8Linear:
-        # ``module.to(dtype)`` / ``.float()`` must move but not re-type the fp8 codes and the float32 scale.
-        weight_dtype, scale = self.weight.dtype, self.weight_scale
-        super()._apply(fn, recurse)
-        if self.weight.dtype != weight_dtype:
-            # every e4m3 value is exact in the wider float types, so casting back restores the codes
-            self.weight = nn.Parameter(self.weight.detach().to(weight_dtype), requires_grad=False)
-        if self.weight_scale.dtype != scale.dtype:
-            self.weight_scale = scale.to(self.weight_scale.device)
-        return self
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.use_scaled_mm:
-            return self.forward_reference(x)
-        out_dtype = x.dtype
-        x_q, x_scale = quantize_e4m3(x)
-        # [..., in] -> [M, in]: _scaled_mm takes 2-D operands, the weight as the column-major [in, out] view.
-        # cuBLASLt fuses the bias only for a half-precision output.
-        fuse_bias = self.bias is not None and out_dtype in _HALF_DTYPES
-        y = torch._scaled_mm(
-            x_q.reshape(-1, self.in_features), self.weight.t(), scale_a=x_scale, scale_b=self.weight_scale,
-            bias=self.bias.to(out_dtype) if fuse_bias else None, out_dtype=out_dtype, use_fast_accum=self.fast_accum,
-        )
-        if self.bias is not None and not fuse_bias:
-            y = y + self.bias.to(out_dtype)
-        # [M, out] -> [..., out]
-        return y.reshape(*x.shape[:-1], self.out_features)
-
-    def forward_reference(self, x: Tensor) -> Tensor:
-        """The same quantised product as :meth:`forward`, dequantised and multiplied in float32."""
-        x_q, x_scale = quantize_e4m3(x)
-        w = self.weight.to(torch.float32) * self.weight_scale
-        bias = self.bias.to(torch.float32) if self.bias is not None else None
-        return F.linear(x_q.to(torch.float32) * x_scale, w, bias).to(x.dtype)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
-
-
-def convert_to_fp8(transformer: nn.Module, *, dtype: torch.dtype = torch.bfloat16) -> list[str]:
-    """Swap every ``nn.Linear`` inside ``transformer.transformer_blocks`` (attn1/attn2 q, k, v, out and both
-    feed-forward layers) for :class:`FP8Linear`, in place; returns the swapped names.
-
-    Everything else (embeddings, caption projection, adaLN, norms, tables, proj_out, the FP8Linear biases)
-    is cast to ``dtype``, the compute dtype: fp8 checkpoints may store more than the block linears in fp8, and
-    the official Q8 patch likewise runs all other modules in bfloat16.
-    """
-    if dtype not in (torch.bfloat16, torch.float32):
-        raise ValueError(f"fp8 layers compute in bfloat16 (or float32), not {dtype}")
-    swapped: list[str] = []
-    for i, block in enumerate(transformer.transformer_blocks):
-        for name, module in list(block.named_modules()):
-            if type(module) is not nn.Linear:
-                continue
-            parent_name, _, child = name.rpartition(".")
-            parent = block.get_submodule(parent_name)
-            setattr(parent, child, FP8Linear.from_linear(module, dtype=dtype))
-            swapped.append(f"transformer_blocks.{i}.{name}")
-    for module in transformer.modules():
-        if isinstance(module, FP8Linear):
-            continue
-        for pname, p in list(module.named_parameters(recurse=False)):
-            if p.is_floating_point() and p.dtype != dtype:
-                setattr(module, pname, nn.Parameter(p.detach().to(dtype), requires_grad=False))
-        for bname, b in list(module.named_buffers(recurse=False)):
-            if b.is_floating_point() and b.dtype != dtype:
-                setattr(module, bname, b.to(dtype))
-    return swapped
 
 
 # --- torch.compile --------------------------------------------------------------------------------------------

@@ -339,7 +339,7 @@ def load_transformer(
     """Load the DiT from an official single file or a diffusers-format folder.
 
     ``causal_temporal_positioning`` overrides the RoPE time convention a diffusers folder implies.
-    ``keep_fp8``: run the transformer blocks' linear layers as float8 matmuls (:func:`ltxcli.kernels.convert_to_fp8`):
+    ``keep_fp8``: run the transformer blocks' linear layers as float8 matmuls (:func:`ltxcli.models.fp8.convert_to_fp8`):
     e4m3 weights of an fp8 checkpoint are kept as stored (never upcast), wider ones are quantised per tensor;
     everything else runs in ``dtype`` (bfloat16 by default). Whether the device has fp8 GEMMs is the caller's
     check (:func:`ltxcli.kernels.require_fp8`). ``keep_checkpoint_dtype``: see :func:`assign_state_dict` (``None``,
@@ -361,7 +361,7 @@ def load_transformer(
     model = assign_state_dict(model, tensors, source=src, device=device, dtype=target, keep_fp8=keep_fp8,
                               keep_checkpoint_dtype=keep_checkpoint_dtype)
     if keep_fp8:
-        from .kernels import convert_to_fp8
+        from .models.fp8 import convert_to_fp8
 
         convert_to_fp8(model, dtype=target)
     return model

@@ -17,7 +17,7 @@ from fake_hub import FakeHub
 from tiny_models import one_thread  # noqa: F401  (re-exported: test modules take it from here)
 from typer.testing import CliRunner
 
-import ltxcli
+from ltxcli import api as ltxcli_api
 from ltxcli import media
 from ltxcli import offload as ltxcli_offload
 from ltxcli.cli import app
@@ -27,7 +27,7 @@ from ltxcli.cli import generate as cli_generate
 def memoised_loader() -> Callable[..., Any]:
     """A memoising ``load_pipeline``, one per test module (each module keeps its own loaded models)."""
     pipelines: dict[Any, Any] = {}
-    real_load = ltxcli.api.load_pipeline
+    real_load = ltxcli_api.load_pipeline
 
     def cached_load(*args: Any, **kwargs: Any) -> Any:
         if args == ("tiny",):

@@ -1,4 +1,5 @@
-"""Kernel selection, float8 linear layers and per-block compilation (``ltxcli.kernels``).
+"""Kernel selection, float8 linear layers and per-block compilation (``ltxcli.kernels``, ``ltxcli.models.fp8``,
+``ltxcli.models.attention_kernels``).
 
 Selection is pure, so every GPU generation is tested here with a faked compute capability and installed set;
 the expected choices are the rules of the issue, written out by hand. The float8 maths is checked against
@@ -22,21 +23,19 @@ from torch import nn
 
 from ltxcli import kernels as K
 from ltxcli.kernels import (
-    AttentionBackend,
     CompileConfig,
-    FP8Linear,
-    KernelUnavailableError,
     compile_blocks,
-    convert_to_fp8,
     fp8_supported,
     fp8_unavailable_reason,
-    quantize_e4m3,
     select_attention_backend,
     set_attention_backend,
 )
 from ltxcli.loading import load_transformer, save_official_checkpoint
+from ltxcli.models import attention_kernels
 from ltxcli.models.attention import attention
+from ltxcli.models.attention_kernels import AttentionBackend, KernelUnavailableError
 from ltxcli.models.configs import TransformerConfig
+from ltxcli.models.fp8 import FP8Linear, convert_to_fp8, quantize_e4m3
 from ltxcli.models.transformer import LTXVideoTransformer
 from ltxcli.models.upcast import UpcastLinear
 
@@ -255,7 +254,7 @@ class FakeKernel:
 @pytest.fixture()
 def fake_flash3(monkeypatch):
     fake = FakeKernel()
-    monkeypatch.setitem(K._KERNELS, A.FLASH3, fake)
+    monkeypatch.setitem(attention_kernels._KERNELS, A.FLASH3, fake)
     return fake
 
 

@@ -17,7 +17,6 @@ from typing import Annotated, Any
 
 import typer
 
-from ..models.upcast import compute_dtype
 from .common import EXIT_INPUT, CliError, Output, exit_codes_epilog, guarded, usage_error
 from .resolve import MODEL_ENV, WEIGHTS_DIR_ENV, ensure_downloaded, resolve_model
 
@@ -57,6 +56,8 @@ class _Vae:
 
     @property
     def dtype(self) -> Any:
+        from ltxcli.models.upcast import compute_dtype
+
         return compute_dtype(self.module.decoder.conv_in.conv)
 
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ltxcli.kernels import MASKLESS_KERNELS, AttentionBackend, external_kernel
+from ltxcli.models.attention_kernels import MASKLESS_KERNELS, AttentionBackend, external_kernel
 
 
 def _sdpa(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: Tensor | None) -> Tensor:

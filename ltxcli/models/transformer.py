@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltxcli.kernels import AttentionBackend
 from ltxcli.models.attention import attention
+from ltxcli.models.attention_kernels import AttentionBackend
 from ltxcli.models.configs import TransformerConfig
 from ltxcli.models.embeddings import TIME_PROJ_DIM, timestep_sinusoid
 from ltxcli.models.rope import apply_rope, rope_tables

@@ -1,0 +1,254 @@
+"""The package's layering, checked on the source (issue 13, point 8).
+
+The import graph is read with :mod:`ast` from every module under ``ltxcli/``: module-level and function-level
+``import`` / ``from ... import`` alike (a function-level import that closes a cycle is still a cycle: it only
+moves the failure from import time to the first call), relative imports resolved, ``from pkg import sub``
+counted as an edge to the submodule ``pkg.sub``. Imports under ``if TYPE_CHECKING:`` never run and are not
+edges. Importing ``pkg.sub`` runs ``pkg/__init__.py`` too, but that
+parent edge is not counted: a package importing its own submodules is the normal shape of a package, not a
+cycle. The lazy public API of ``ltxcli/__init__.py`` (a name -> ``"module:attr"`` table read by PEP 562
+``__getattr__``) is not an import either; instead no module of the package may reach a lazily exported name
+through the package root (that would be a hidden edge back into it).
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "ltxcli"
+HEAVY = ("torch", "numpy", "av", "transformers")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _sources() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+MODULES = _sources()
+
+
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """ids of the nodes inside ``if TYPE_CHECKING:`` blocks (never executed, so no import at run time)."""
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            skip |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return skip
+
+
+def _imports(name: str, path: Path) -> Iterator[tuple[str, int]]:
+    """(imported module, line) for every import statement in ``path`` that can run, at any depth."""
+    is_package = path.name == "__init__.py"
+    package = name if is_package else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text(), str(path))
+    skip = _type_checking_only(tree)
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                yield (sub if sub in MODULES else target), node.lineno
+
+
+def _owner(target: str) -> str | None:
+    """The ltxcli module that ``target`` names (the deepest existing one), or None outside the package."""
+    while target and target not in MODULES:
+        target = target.rpartition(".")[0]
+    return target or None
+
+
+def import_graph() -> dict[str, dict[str, int]]:
+    """module -> {imported ltxcli module: first line}, self-edges dropped."""
+    graph: dict[str, dict[str, int]] = {}
+    for name, path in MODULES.items():
+        edges: dict[str, int] = {}
+        for target, line in _imports(name, path):
+            if target.split(".")[0] != "ltxcli":
+                continue
+            owner = _owner(target)
+            if owner is not None and owner != name:
+                edges.setdefault(owner, line)
+        graph[name] = edges
+    return graph
+
+
+GRAPH = import_graph()
+
+
+def strongly_connected(graph: dict[str, dict[str, int]]) -> list[list[str]]:
+    """Tarjan's strongly connected components with more than one module."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, {}):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _cycle_in(component: list[str], graph: dict[str, dict[str, int]]) -> list[str]:
+    """One shortest cycle through the component's first module (breadth-first), closed at both ends."""
+    members = set(component)
+    start = component[0]
+    paths = {start: [start]}
+    queue = [start]
+    while queue:
+        v = queue.pop(0)
+        for w in sorted(graph[v]):
+            if w == start:
+                return paths[v] + [start]
+            if w in members and w not in paths:
+                paths[w] = paths[v] + [w]
+                queue.append(w)
+    return component
+
+
+def describe_cycles(graph: dict[str, dict[str, int]]) -> list[str]:
+    lines = []
+    for comp in strongly_connected(graph):
+        cycle = _cycle_in(comp, graph)
+        hops = " -> ".join(f"{a} (line {graph[a][b]})" for a, b in itertools.pairwise(cycle)) + f" -> {cycle[-1]}"
+        lines.append(f"{len(comp)} modules {comp}: e.g. {hops}")
+    return lines
+
+
+def test_graph_sees_function_level_and_relative_imports() -> None:
+    # the parser itself: a relative function-level import and a `from pkg import submodule` both give edges
+    assert "ltxcli.models" in MODULES and "ltxcli.cli" in MODULES
+    assert any(t.startswith("ltxcli.") for t in GRAPH["ltxcli.cli"]), GRAPH["ltxcli.cli"]
+
+
+def package_graph(graph: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """The graph with each subpackage of ``ltxcli`` (``ltxcli.models``, ``ltxcli.cli``, ...) as one node."""
+
+    def group(mod: str) -> str:
+        parts = mod.split(".")
+        return ".".join(parts[:2]) if len(parts) > 2 else mod
+
+    out: dict[str, dict[str, int]] = {}
+    for mod, deps in graph.items():
+        edges = out.setdefault(group(mod), {})
+        for dep, line in deps.items():
+            if group(dep) != group(mod):
+                edges.setdefault(group(dep), line)
+    return out
+
+
+def test_cycle_finder() -> None:
+    # the checker itself, on a made-up graph: a -> b -> c -> a is one cycle, d -> a is not part of it
+    graph = {"a": {"b": 1}, "b": {"c": 2}, "c": {"a": 3}, "d": {"a": 4}}
+    assert strongly_connected(graph) == [["a", "b", "c"]]
+    assert describe_cycles(graph) == ["3 modules ['a', 'b', 'c']: e.g. a (line 1) -> b (line 2) -> c (line 3) -> a"]
+    assert strongly_connected(package_graph({"ltxcli.m.x": {"ltxcli.k": 1}, "ltxcli.k": {"ltxcli.m.y": 2},
+                                             "ltxcli.m.y": {}})) == [["ltxcli.k", "ltxcli.m"]]
+
+
+def test_models_import_nothing_else_from_ltxcli() -> None:
+    bad = {
+        f"{mod} imports {dep} (line {line})"
+        for mod, deps in GRAPH.items() if mod == "ltxcli.models" or mod.startswith("ltxcli.models.")
+        for dep, line in deps.items() if not (dep == "ltxcli.models" or dep.startswith("ltxcli.models."))
+    }
+    assert not bad, "\n".join(sorted(bad))
+
+
+def _lazy_names() -> set[str]:
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Dict):
+            return {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+    return set()
+
+
+def test_package_modules_do_not_import_through_the_lazy_root() -> None:
+    lazy = _lazy_names()
+    assert {"load_pipeline", "Pipeline"} <= lazy
+    bad = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (
+                (node.level == 0 and node.module == "ltxcli")
+                or (node.level and node.module is None and name.count(".") + (path.name == "__init__.py")
+                    == node.level)
+            ):
+                bad += [f"{name} (line {node.lineno}): {a.name}" for a in node.names if a.name in lazy]
+    assert not bad, "import these from their defining module:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("args", [
+    ["-m", "ltxcli", "--version"],
+    ["-m", "ltxcli", "--help"],
+    ["-c", "import ltxcli; print(ltxcli.__version__, sorted(ltxcli.__all__))"],
+], ids=["ltx --version", "ltx --help", "import ltxcli"])
+def test_entry_points_import_no_heavy_packages(args: list[str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", *args],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # -X importtime lines: "import time: self [us] | cumulative | imported package", nesting by indentation
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    heavy = sorted(m for m in imported if m.split(".")[0] in HEAVY)
+    assert not heavy, f"{' '.join(args)} imports {heavy[:10]}"
+
+
+def test_lazy_names_resolve_to_their_modules() -> None:
+    import ltxcli
+    from ltxcli.api import load_pipeline
+    from ltxcli.pipeline import Pipeline
+
+    assert ltxcli.load_pipeline is load_pipeline and ltxcli.Pipeline is Pipeline
+    assert set(ltxcli.__all__) == _lazy_names() | {"__version__"}
+    for name in ltxcli.__all__:
+        assert getattr(ltxcli, name) is not None
+    with pytest.raises(AttributeError):
+        ltxcli.no_such_name  # noqa: B018
