@@ -57,6 +57,7 @@ __all__ = [
     "load_image",
     "load_media",
     "load_video",
+    "media_info",
     "media_num_frames",
     "preprocess_condition_frames",
     "read_video_metadata",
@@ -815,6 +816,38 @@ def read_video_metadata(path: PathLike) -> dict[str, Any] | None:
     except ValueError:
         return None
     return record if isinstance(record, dict) else None
+
+
+def media_info(path: PathLike) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A file's stream facts (nothing is decoded) and its record (:func:`read_video_metadata`), as ``ltx info``
+    shows them. Stream ``kind``: ``image`` (a PNG), ``video`` (with codec, frame_rate, duration_s) or ``frames``
+    (a folder written by :func:`write_png_frames`, read through its first frame; ``num_frames`` counts the PNGs).
+    A missing or unreadable file is a :class:`MediaError`."""
+    path = Path(path)
+    target = path / "frame_00000.png" if path.is_dir() else path
+    if path.is_dir() and not target.is_file():
+        raise MediaError(f"{path}: a folder without frame_00000.png (not written by --frames-dir)")
+    record = read_video_metadata(target)
+    if target.suffix.lower() == ".png":
+        with Image.open(target) as im:
+            stream: dict[str, Any] = {"kind": "image", "width": im.width, "height": im.height, "num_frames": 1}
+        if target != path:
+            stream.update(kind="frames", num_frames=len(list(path.glob("frame_*.png"))))
+        return stream, record
+    try:
+        with av.open(os.fspath(target)) as container:
+            if not container.streams.video:
+                raise MediaError(f"{target}: contains no video stream")
+            codec = container.streams.video[0].codec_context
+            name, width, height = codec.name, codec.width, codec.height
+            duration = float(container.duration / 1_000_000) if container.duration else None
+    except av.error.FFmpegError as e:
+        raise MediaError(f"{target}: cannot open video: {_one_line(e)}") from None
+    rate = video_frame_rate(target)
+    fps: float | int = int(rate) if rate.denominator == 1 else round(float(rate), 6)
+    stream = {"kind": "video", "codec": name, "width": width, "height": height,
+              "num_frames": media_num_frames(target), "frame_rate": fps, "duration_s": duration}
+    return stream, record
 
 
 def _save_png(target: Path, frame: torch.Tensor, quantize: Quantize, comment: str | None) -> None:

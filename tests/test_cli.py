@@ -31,11 +31,11 @@ from cli_harness import (
 from tiny_t5 import make_tiny_text_encoder
 
 import ltxcli
-from ltxcli import media
+from ltxcli import media, metrics
 from ltxcli import offload as ltxcli_offload
 from ltxcli.cli import common as cli_common
 from ltxcli.cli import generate as cli_generate
-from ltxcli.cli import metrics, preflight
+from ltxcli.cli import preflight
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--height", "64", "--width", "96", "--num-frames", "9"]

@@ -232,12 +232,21 @@ class OneLineErrorsGroup(TyperGroup):
         sys.exit(rv if isinstance(rv, int) else EXIT_OK)
 
 
-def _instance_of(exc: BaseException, module: str, name: str) -> bool:
-    """isinstance against a class of a module only if that module was imported (a class never imported cannot
-    have been raised), so the error handler never imports torch itself."""
-    mod = sys.modules.get(module)
-    cls = getattr(mod, name, None) if mod is not None else None
-    return isinstance(cls, type) and isinstance(exc, cls)
+# Library exceptions -> exit code, by class name: matched on the exception's own classes, so the handler never
+# imports the library (nor torch) and keeps working when a class moves between library modules.
+# WeightsError carries its own exit_code.
+_LIBRARY_ERRORS = {"MediaError": EXIT_INPUT, "CheckpointError": EXIT_INPUT, "ConfigError": EXIT_INPUT,
+                   "NumericalError": EXIT_ERROR, "KernelUnavailableError": EXIT_USAGE}
+
+
+def _library_code(exc: BaseException) -> int | None:
+    for cls in type(exc).__mro__:
+        if cls.__module__.startswith("ltxcli."):
+            if cls.__name__ == "WeightsError":
+                return int(getattr(exc, "exit_code", EXIT_ERROR))
+            if cls.__name__ in _LIBRARY_ERRORS:
+                return _LIBRARY_ERRORS[cls.__name__]
+    return None
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -254,18 +263,9 @@ def classify(exc: BaseException) -> tuple[int, str]:
         return exc.code, msg
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED, "interrupted; partial outputs were removed"
-    if _instance_of(exc, "ltxcli.weights", "WeightsError"):
-        return int(getattr(exc, "exit_code", EXIT_ERROR)), msg
-    if _instance_of(exc, "ltxcli.media", "MediaError"):
-        return EXIT_INPUT, msg
-    if _instance_of(exc, "ltxcli.safetensors_io", "CheckpointError") or _instance_of(
-        exc, "ltxcli.models.configs", "ConfigError"
-    ):
-        return EXIT_INPUT, msg
-    if _instance_of(exc, "ltxcli.pipeline", "NumericalError"):
-        return EXIT_ERROR, msg
-    if _instance_of(exc, "ltxcli.kernels", "KernelUnavailableError"):
-        return EXIT_USAGE, msg  # an explicit kernel choice this machine cannot run
+    code = _library_code(exc)
+    if code is not None:
+        return code, msg
     if _is_oom(exc):
         return EXIT_OOM, (
             f"out of memory ({msg[:200]}): try --offload model, --vae-tiling on, a smaller --height/--width, "

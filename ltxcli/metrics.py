@@ -1,4 +1,4 @@
-"""Frame-quality metrics for ``ltx vae roundtrip``: PSNR and SSIM per frame, on 8-bit RGB frames.
+"""Frame-quality metrics (``ltx vae roundtrip``, :func:`ltxcli.autoencode.roundtrip`): PSNR and SSIM per frame.
 
 SSIM follows Wang et al. 2004 ("Image quality assessment: from error visibility to structural similarity") as
 their reference implementation computes it: on luma (BT.601: Y = 0.299 R + 0.587 G + 0.114 B, as MATLAB's
@@ -10,10 +10,13 @@ SSIM is the mean of the map. Computed in float64.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .media import to_uint8
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -71,3 +74,23 @@ def psnr_from_mse(mse: float) -> float:
     if mse <= 10 ** (-PSNR_MAX_DB / 10):
         return PSNR_MAX_DB
     return -10.0 * math.log10(mse)
+
+
+@dataclass(frozen=True)
+class FrameQuality:
+    """PSNR (dB) and SSIM of a reconstruction against its reference, per frame and overall."""
+
+    psnr_per_frame: list[float]
+    ssim_per_frame: list[float]
+    psnr: float  # from the mean squared error of all frames
+    ssim: float  # the mean over frames
+
+
+def frame_quality(reference: Tensor, reconstruction: Tensor) -> FrameQuality:
+    """Compare two float ``[F, H, W, 3]`` videos in [0, 1] as they would be written: both rounded to 8 bits."""
+    ref8 = to_uint8(reference).double() / 255
+    rec8 = to_uint8(reconstruction).double() / 255
+    mse = mse_per_frame(ref8, rec8)
+    ssim = [float(s) for s in ssim_per_frame(ref8, rec8)]
+    return FrameQuality(psnr_per_frame=[psnr_from_mse(float(m)) for m in mse], ssim_per_frame=ssim,
+                        psnr=psnr_from_mse(float(mse.mean())), ssim=sum(ssim) / len(ssim))

@@ -1,0 +1,227 @@
+"""The video VAE of a model on its own: encode videos to latents, decode latents, measure the reconstruction.
+
+This is ``ltx vae encode|decode|roundtrip`` as a library. Videos are fitted to the VAE's grid (:func:`fit_to_grid`:
+``8k + 1`` frames, centre-cropped to multiples of 32 px). Latents files are safetensors with one tensor
+``latents`` ``[1, C, f, h, w]`` (float32, normalised as the transformer sees them) and string metadata: format,
+model, frame_rate, height, width, num_frames, source, ltxcli_version.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from . import __version__, media, tiny
+from .kernels import synchronize
+from .loading import CheckpointError, inspect_checkpoint, load_vae
+from .media import MediaError
+from .metrics import FrameQuality, frame_quality
+from .models.upcast import compute_dtype
+
+LATENTS_FORMAT = "ltxcli.latents"
+LATENTS_KEY = "latents"
+SPATIAL_GRID = 32
+TEMPORAL_GRID = 8
+DEFAULT_IMAGE_FPS = 24  # frame rate recorded for a single image
+
+PathLike = str | os.PathLike[str]
+
+try:
+    import resource
+except ImportError:  # Windows: no peak-RSS counter
+    resource = None  # type: ignore[assignment]
+
+
+@dataclass
+class VideoAutoencoder:
+    """A loaded causal video VAE (``module``, in eval mode), the model's name and its preset's decode timestep."""
+
+    module: nn.Module
+    label: str
+    decode_timestep: float
+
+    @property
+    def device(self) -> torch.device:
+        return self.module.decoder.conv_in.conv.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return compute_dtype(self.module.decoder.conv_in.conv)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.module.latent_channels)
+
+    def encode(self, video: Tensor) -> Tensor:
+        """Float ``[F, H, W, 3]`` in [0, 1] (on the grid) -> normalised latents ``[1, C, f, h, w]`` float32 on the CPU
+        (the posterior's mode)."""
+        pixels = video.permute(3, 0, 1, 2)[None] * 2 - 1  # [F, H, W, 3] in [0, 1] -> [1, 3, F, H, W] in [-1, 1]
+        with torch.inference_mode():
+            lat = self.module.encode(pixels.to(device=self.device, dtype=self.dtype))
+        return lat.float().cpu()
+
+    def decode(self, latents: Tensor, timestep: float | None = None, seed: int = 0) -> Tensor:
+        """Normalised latents ``[1, C, f, h, w]`` -> float ``[F, H, W, 3]`` in [0, 1] on the CPU (no decode noise:
+        the VAE's own reconstruction). ``timestep`` (default: :attr:`decode_timestep`) is used only by
+        timestep-conditioned VAEs; ``seed`` seeds their noise injection (0.9.1)."""
+        t = (self.decode_timestep if timestep is None else timestep) if self.module.timestep_conditioning else None
+        gen = torch.Generator("cpu").manual_seed(seed)
+        with torch.inference_mode():
+            video = self.module.decode(latents.to(device=self.device, dtype=self.dtype), timestep=t, generator=gen)
+        return (video.float() / 2 + 0.5).clamp(0, 1)[0].permute(1, 2, 3, 0).cpu()
+
+
+def load_autoencoder(
+    source: PathLike, *, label: str, decode_timestep: float, device: torch.device, dtype: torch.dtype
+) -> VideoAutoencoder:
+    """The VAE of a single-file checkpoint or a diffusers folder; ``source="tiny"`` builds the built-in model's.
+
+    A file without VAE weights is a :class:`~ltxcli.loading.CheckpointError` (found from its header, before
+    any weight is read)."""
+    if isinstance(source, str) and source == "tiny":
+        return VideoAutoencoder(tiny.build_pipeline(device, dtype).vae, label, decode_timestep)
+    if inspect_checkpoint(source).vae is None:
+        raise CheckpointError(f"{source}: has no VAE")
+    return VideoAutoencoder(load_vae(source, device=device, dtype=dtype), label, decode_timestep)
+
+
+# ------------------------------------------------------------------------------------------------ videos
+
+
+def fit_to_grid(video: Tensor, name: PathLike = "video") -> Tensor:
+    """``[F, H, W, 3]`` trimmed to ``8k + 1`` frames and centre-cropped to multiples of 32 (the VAE's grid).
+
+    A frame smaller than 32x32 is a :class:`~ltxcli.media.MediaError` naming ``name``."""
+    f, h, w = video.shape[:3]
+    f2 = (f - 1) // TEMPORAL_GRID * TEMPORAL_GRID + 1
+    h2, w2 = h // SPATIAL_GRID * SPATIAL_GRID, w // SPATIAL_GRID * SPATIAL_GRID
+    if h2 == 0 or w2 == 0:
+        raise MediaError(f"{name}: {w}x{h} is smaller than the VAE's {SPATIAL_GRID}x{SPATIAL_GRID} grid")
+    top, left = (h - h2) // 2, (w - w2) // 2
+    return video[:f2, top : top + h2, left : left + w2].contiguous()
+
+
+def read_video(path: PathLike, max_frames: int | None = None) -> tuple[Tensor, Fraction]:
+    """A video (or an image) as float ``[F, H, W, 3]`` in [0, 1] and its frame rate (24 for an image), NOT yet
+    fitted to the grid, so a caller can say when :func:`fit_to_grid` changes it."""
+    video = media.load_media(path, max_frames=max_frames)
+    rate = media.video_frame_rate(path) if video.shape[0] > 1 else Fraction(DEFAULT_IMAGE_FPS)
+    return video, rate
+
+
+# ------------------------------------------------------------------------------------------------ latents files
+
+
+def frame_rate_text(rate: Fraction) -> str:
+    return str(rate.numerator) if rate.denominator == 1 else f"{rate.numerator}/{rate.denominator}"
+
+
+def latents_metadata(vae: VideoAutoencoder, video: Tensor, rate: Fraction, source: PathLike) -> dict[str, str]:
+    """The string metadata of a latents file encoded from ``video`` ``[F, H, W, 3]``."""
+    f, h, w = video.shape[:3]
+    return {"format": LATENTS_FORMAT, "model": vae.label, "frame_rate": frame_rate_text(rate), "height": str(h),
+            "width": str(w), "num_frames": str(f), "source": str(source), "ltxcli_version": __version__}
+
+
+def save_latents(path: PathLike, latents: Tensor, metadata: dict[str, str], *, overwrite: bool = False) -> None:
+    """Write a latents file atomically (:func:`~ltxcli.media.atomic_output`)."""
+    with media.atomic_output(path, overwrite=overwrite) as temp:
+        save_file({LATENTS_KEY: latents.contiguous()}, os.fspath(temp), metadata=metadata)
+
+
+def read_latents(path: PathLike) -> tuple[Tensor, dict[str, str]]:
+    """A latents file written by :func:`save_latents` -> (float32 ``[1, C, f, h, w]``, metadata).
+
+    Anything else (missing, not safetensors, no ``latents`` tensor, wrong rank) is a one-line
+    :class:`~ltxcli.media.MediaError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"{path}: no such file")
+    try:
+        with safe_open(os.fspath(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            if LATENTS_KEY not in f.keys():  # noqa: SIM118 - safe_open has keys(), not __contains__
+                raise MediaError(f"{path}: no '{LATENTS_KEY}' tensor (not written by `ltx vae encode`)")
+            latents = f.get_tensor(LATENTS_KEY)
+    except MediaError:
+        raise
+    except Exception as e:
+        raise MediaError(f"{path}: not a readable safetensors file ({' '.join(str(e).split())})") from None
+    if latents.ndim != 5 or latents.shape[0] != 1 or not latents.is_floating_point():
+        raise MediaError(f"{path}: latents must be a float tensor [1, C, f, h, w], got {list(latents.shape)}")
+    return latents.float(), meta
+
+
+def latents_frame_rate(meta: dict[str, str]) -> Fraction:
+    """The frame rate recorded in a latents file's metadata; 24 when it is missing or not a rate in (0, 1000]."""
+    try:
+        rate = Fraction(meta.get("frame_rate", str(DEFAULT_IMAGE_FPS)))
+    except (ValueError, ZeroDivisionError):
+        return Fraction(DEFAULT_IMAGE_FPS)
+    return rate if 0 < rate <= 1000 else Fraction(DEFAULT_IMAGE_FPS)
+
+
+def check_latents(vae: VideoAutoencoder, latents: Tensor, path: PathLike, meta: dict[str, str]) -> None:
+    """Latents of another latent width than ``vae`` decodes are a ValueError naming both models."""
+    if latents.shape[1] != vae.latent_channels:
+        raise ValueError(f"{path}: latents have {latents.shape[1]} channels, the VAE of {vae.label} expects "
+                         f"{vae.latent_channels} (encoded with {meta.get('model', 'another model')}?)")
+
+
+def decoded_record(vae: VideoAutoencoder, video: Tensor, rate: float | Fraction, source: PathLike) -> dict[str, Any]:
+    """The record a video decoded from latents file ``source`` stores (see :func:`ltxcli.media.write_video`)."""
+    return {"tool": "ltxcli", "version": __version__, "model": vae.label, "source": str(source),
+            "frame_rate": float(rate), "num_frames": video.shape[0], "height": video.shape[1], "width": video.shape[2]}
+
+
+# ------------------------------------------------------------------------------------------------ roundtrip
+
+
+@dataclass
+class Roundtrip:
+    """What :func:`roundtrip` measured. ``peak_memory_kind``: cuda_allocated, process_peak_rss or unavailable."""
+
+    latents: Tensor  # [1, C, f, h, w] float32
+    reconstruction: Tensor  # [F, H, W, 3] float32 in [0, 1]
+    quality: FrameQuality
+    encode_s: float
+    decode_s: float
+    peak_memory_bytes: int | None
+    peak_memory_kind: str
+
+
+def roundtrip(vae: VideoAutoencoder, video: Tensor, *, decode_timestep: float | None = None) -> Roundtrip:
+    """Encode and decode ``video`` (on the grid), timing each half and comparing 8-bit frames
+    (:func:`ltxcli.metrics.frame_quality`); peak memory is the device's since this call (CUDA) or the process's."""
+    if vae.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(vae.device)
+    synchronize(vae.device)
+    t0 = time.perf_counter()
+    latents = vae.encode(video)
+    synchronize(vae.device)
+    encode_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    recon = vae.decode(latents, decode_timestep, 0)
+    synchronize(vae.device)
+    decode_s = time.perf_counter() - t0
+    peak, kind = _peak_memory(vae.device)
+    return Roundtrip(latents, recon, frame_quality(video, recon), encode_s, decode_s, peak, kind)
+
+
+def _peak_memory(device: torch.device) -> tuple[int | None, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device), "cuda_allocated"
+    if resource is None:
+        return None, "unavailable"
+    rss: Any = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss * (1 if sys.platform == "darwin" else 1024), "process_peak_rss"  # macOS reports bytes, Linux KiB

@@ -1,0 +1,73 @@
+"""ltxcli.autoencode (the library under ``ltx vae``) and ltxcli.media.media_info (under ``ltx info``), from Python."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import torch
+
+from ltxcli import autoencode, media
+from ltxcli.media import MediaError
+
+
+@pytest.fixture(scope="module")
+def vae() -> autoencode.VideoAutoencoder:
+    return autoencode.load_autoencoder("tiny", label="tiny", decode_timestep=0.05, device=torch.device("cpu"),
+                                       dtype=torch.float32)
+
+
+def test_fit_to_grid_trims_and_centre_crops() -> None:
+    video = torch.arange(11 * 70 * 100 * 3, dtype=torch.float32).reshape(11, 70, 100, 3)
+    fitted = autoencode.fit_to_grid(video)
+    assert fitted.shape == (9, 64, 96, 3)
+    assert torch.equal(fitted, video[:9, 3:67, 2:98])
+    with pytest.raises(MediaError, match="smaller than the VAE's 32x32 grid"):
+        autoencode.fit_to_grid(torch.zeros(1, 31, 64, 3), "small.png")
+
+
+def test_latents_file_round_trip(vae: autoencode.VideoAutoencoder, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    video = torch.rand(9, 64, 96, 3)
+    latents = vae.encode(video)
+    assert latents.shape == (1, vae.latent_channels, 2, 2, 3) and latents.dtype == torch.float32
+    meta = autoencode.latents_metadata(vae, video, Fraction(30000, 1001), "clip.mp4")
+    assert (meta["frame_rate"], meta["num_frames"], meta["model"]) == ("30000/1001", "9", "tiny")
+    autoencode.save_latents(tmp_path / "l.safetensors", latents, meta)
+    back, meta_back = autoencode.read_latents(tmp_path / "l.safetensors")
+    assert torch.equal(back, latents) and meta_back == meta
+    assert autoencode.latents_frame_rate(meta_back) == Fraction(30000, 1001)
+    assert autoencode.latents_frame_rate({"frame_rate": "0"}) == autoencode.DEFAULT_IMAGE_FPS
+    decoded = vae.decode(back)
+    assert decoded.shape == video.shape and 0 <= float(decoded.min()) <= float(decoded.max()) <= 1
+    with pytest.raises(ValueError, match="latents have 3 channels"):
+        autoencode.check_latents(vae, back[:, :3], "l.safetensors", meta)
+    (tmp_path / "bad.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(MediaError, match="not a readable safetensors file"):
+        autoencode.read_latents(tmp_path / "bad.safetensors")
+
+
+def test_roundtrip_measures_quality_and_time(vae: autoencode.VideoAutoencoder) -> None:
+    torch.manual_seed(1)
+    video = torch.rand(9, 64, 64, 3)
+    run = autoencode.roundtrip(vae, video)
+    assert run.reconstruction.shape == video.shape
+    q = run.quality
+    assert len(q.psnr_per_frame) == len(q.ssim_per_frame) == 9
+    assert 0 < q.psnr < 100 and q.ssim == pytest.approx(sum(q.ssim_per_frame) / 9)
+    assert run.encode_s > 0 and run.decode_s > 0 and run.peak_memory_kind == "process_peak_rss"
+
+
+def test_media_info_of_a_video_and_a_frames_folder(tmp_path: Path) -> None:
+    media.write_video(tmp_path / "v.mp4", torch.rand(5, 32, 48, 3), 25, metadata={"seed": 3})
+    stream, record = media.media_info(tmp_path / "v.mp4")
+    assert stream == {"kind": "video", "codec": "h264", "width": 48, "height": 32, "num_frames": 5,
+                      "frame_rate": 25, "duration_s": pytest.approx(0.2, abs=0.01)}
+    assert record == {"seed": 3}
+    media.write_png_frames(tmp_path / "f", torch.rand(3, 8, 8, 3), metadata={"seed": 4})
+    assert media.media_info(tmp_path / "f") == ({"kind": "frames", "width": 8, "height": 8, "num_frames": 3},
+                                                {"seed": 4})
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MediaError, match=r"without frame_00000\.png"):
+        media.media_info(tmp_path / "empty")
