@@ -689,14 +689,14 @@ REGISTRY_RUN = ["generate", "a cat", "--model", "ltxv-2b-0.9", "--stg-scale", "0
 
 
 def _interrupt_at(monkeypatch: pytest.MonkeyPatch, phase: str, file: str) -> None:
-    real = weights._Task.advance
+    real = weights.events.FileTask.advance
 
     def advance(self: Any, n: int) -> None:
         real(self, n)
         if self.phase == phase and self.file == file:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(weights._Task, "advance", advance)
+    monkeypatch.setattr(weights.events.FileTask, "advance", advance)
 
 
 @pytest.fixture(params=["folder", "hub-cache"])

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 from ltxcli import weights as W
+from ltxcli.cli.common import Output
+from ltxcli.cli.progress import WeightsProgress
+from ltxcli.weights.registry import safe_join
 
 try:
     import tomllib
@@ -253,21 +256,21 @@ def test_unsafe_names_rejected(name: str) -> None:
     with pytest.raises(W.UnsafePathError):
         W.safe_relpath(name)
     with pytest.raises(W.UnsafePathError):
-        W._join(Path("/weights"), name)
+        safe_join(Path("/weights"), name)
 
 
 @pytest.mark.parametrize("name", ["a.safetensors", "text_encoder/model-00001-of-00002.safetensors", "a..b", ".gitattributes"])
 def test_safe_names_accepted(name: str) -> None:
     assert W.safe_relpath(name) == name
-    assert W._join(Path("/weights"), name) == Path("/weights", *name.split("/"))
+    assert safe_join(Path("/weights"), name) == Path("/weights", *name.split("/"))
 
 
 # ------------------------------------------------------------------------------------------ downloads
 
 
 def test_pull_downloads_and_verifies_into_hub_cache(hub: FakeHub, env: Path) -> None:
-    events: list[W.ProgressEvent] = []
-    paths = W.pull("m", progress=events.append, registry=REG)
+    events: list[W.Event] = []
+    paths = W.pull("m", on_event=events.append, registry=REG)
     commit = hub.commits["acme/video"]
     storage = env / "hf" / "hub" / "models--acme--video"
     assert paths == [storage / "snapshots" / commit / "model.safetensors"]
@@ -287,7 +290,7 @@ def test_pull_downloads_and_verifies_into_hub_cache(hub: FakeHub, env: Path) -> 
 
     # Second pull: the Hub is asked for the listing only, the file is neither fetched nor re-hashed.
     n_before, events2 = len(hub.resolve_requests()), []
-    assert W.pull("m", progress=events2.append, registry=REG) == paths
+    assert W.pull("m", on_event=events2.append, registry=REG) == paths
     assert len(hub.resolve_requests()) == n_before
     assert not [e for e in events2 if e.phase == "verify"]
     # verify() always re-hashes.
@@ -296,7 +299,8 @@ def test_pull_downloads_and_verifies_into_hub_cache(hub: FakeHub, env: Path) -> 
 
 
 def test_pull_with_rich_bars_and_builtin(hub: FakeHub, capsys: pytest.CaptureFixture[str]) -> None:
-    (p,) = W.pull("up", progress=True, registry=REG)
+    with WeightsProgress(Output(), enabled=True) as bars:  # the CLI's renderer of the library's events
+        (p,) = W.pull("up", on_event=bars, registry=REG)
     assert p.read_bytes() == UPSCALER
     assert capsys.readouterr().out == ""  # bars go to stderr only
     assert W.pull("tiny", registry=REG) == []
@@ -305,8 +309,31 @@ def test_pull_with_rich_bars_and_builtin(hub: FakeHub, capsys: pytest.CaptureFix
         W.resolve("tiny", registry=REG)
 
 
+def test_pull_reports_events_and_writes_nothing(hub: FakeHub, env: Path, capsys: pytest.CaptureFixture[str]
+                                                ) -> None:
+    """The library draws nothing: a pull (LFS file fetched by ltxcli, small files by huggingface_hub) and a verify
+    report per file one FileStarted, FileProgress counts and one FileDone, and leave stdout and stderr empty."""
+    events: list[W.Event] = []
+    W.pull("te", on_event=events.append, registry=REG)
+    W.verify("te", on_event=events.append, registry=REG)
+    assert capsys.readouterr() == ("", "")
+    assert all(isinstance(e, (W.FileStarted, W.FileProgress, W.FileDone)) for e in events)
+    sizes = {"te/config.json": len(TE_CONFIG), "te/model.safetensors": len(TE_WEIGHTS),
+             "tok/spiece.model": len(SPIECE)}
+    for phase, rounds in (("download", 1), ("verify", 2)):  # pull hashes each file once, verify once more
+        for rel, size in sizes.items():
+            mine = [e for e in events if e.phase == phase and e.file == rel]
+            starts = [i for i, e in enumerate(mine) if isinstance(e, W.FileStarted)]
+            ends = [i for i, e in enumerate(mine) if isinstance(e, W.FileDone)]
+            assert len(starts) == len(ends) == rounds and starts[0] == 0 and ends[-1] == len(mine) - 1, (phase, rel)
+            assert all(isinstance(e, W.FileProgress) for i, e in enumerate(mine) if i not in starts + ends)
+            assert (mine[-1].done, mine[-1].total) == (size, size)
+            done = [e.done for e in mine]
+            assert done[starts[-1]:] == sorted(done[starts[-1]:])  # counts only go up within one round
+
+
 def test_pull_text_encoder_patterns(hub: FakeHub, env: Path) -> None:
-    paths = W.pull("te", progress=False, registry=REG)
+    paths = W.pull("te", registry=REG)
     root = env / "hf" / "hub" / "models--acme--textenc" / "snapshots" / hub.commits["acme/textenc"]
     assert sorted(paths) == sorted(root / r for r in ("te/config.json", "te/model.safetensors", "tok/spiece.model"))
     assert not [r for r in hub.requests if r.path.endswith((".bin", "unet/model.safetensors"))]
@@ -323,7 +350,7 @@ def test_corrupted_download_raises_and_records_nothing(hub: FakeHub, env: Path) 
     f = hub.repos["acme/video"]["model.safetensors"]
     f.served = MODEL[:1000] + bytes([MODEL[1000] ^ 1]) + MODEL[1001:]
     with pytest.raises(W.ChecksumError) as ei:
-        W.pull("m", progress=False, registry=REG)
+        W.pull("m", registry=REG)
     msg = _one_line(ei.value)
     assert _sha256(MODEL) in msg and _sha256(f.served) in msg and "deleted" in msg
     assert ei.value.exit_code == 4
@@ -334,7 +361,7 @@ def test_corrupted_download_raises_and_records_nothing(hub: FakeHub, env: Path) 
         W.resolve("m", registry=REG)
     # Once the Hub serves the right bytes, pulling again works.
     f.served = None
-    (p,) = W.pull("m", progress=False, registry=REG)
+    (p,) = W.pull("m", registry=REG)
     assert p.read_bytes() == MODEL
 
 
@@ -342,7 +369,7 @@ def test_resume_after_dropped_connection(hub: FakeHub) -> None:
     # Every byte received is written as it arrives; when the connection drops, the same call asks for the rest.
     cut = 100_000
     hub.repos["acme/video"]["model.safetensors"].drop_after = cut
-    (p,) = W.pull("m", progress=False, registry=REG)
+    (p,) = W.pull("m", registry=REG)
     assert p.read_bytes() == MODEL
     gets = hub.resolve_requests("GET")
     assert [g.range for g in gets] == [None, f"bytes={cut}-"]
@@ -358,7 +385,7 @@ def _partial_of(env: Path, mode: str, data: bytes) -> Path:
 
 def _interrupt_after_first_bytes(seen: list[int]):
     """Ctrl-C as soon as some bytes of an LFS file (the ones ltxcli downloads itself) are on disk."""
-    def progress(e: W.ProgressEvent) -> None:
+    def progress(e: W.Event) -> None:
         if e.phase == "download" and e.done > 0 and e.file.endswith(".safetensors"):
             seen.append(e.done)
             raise KeyboardInterrupt
@@ -371,7 +398,7 @@ def test_interrupted_download_resumes_in_the_next_run(hub: FakeHub, env: Path, m
     wd = env / "w" if mode == "folder" else None
     seen: list[int] = []
     with pytest.raises(KeyboardInterrupt):
-        W.pull("m", weights_dir=wd, progress=_interrupt_after_first_bytes(seen), registry=REG)
+        W.pull("m", weights_dir=wd, on_event=_interrupt_after_first_bytes(seen), registry=REG)
     (done,) = seen
     assert 0 < done < len(MODEL)
     partial = _partial_of(env, mode, MODEL)
@@ -388,8 +415,8 @@ def test_interrupted_download_resumes_in_the_next_run(hub: FakeHub, env: Path, m
     assert not list(env.rglob("model.safetensors"))
 
     n = len(hub.resolve_requests("GET"))
-    events: list[W.ProgressEvent] = []
-    (p,) = W.pull("m", weights_dir=wd, progress=events.append, registry=REG)
+    events: list[W.Event] = []
+    (p,) = W.pull("m", weights_dir=wd, on_event=events.append, registry=REG)
     assert [g.range for g in hub.resolve_requests("GET")[n:]] == [f"bytes={done}-"]
     assert p.read_bytes() == MODEL and not partial.exists()
     downloads = [e for e in events if e.phase == "download"]
@@ -408,8 +435,8 @@ def test_resumed_blob_is_laid_out_as_huggingface_hub_does(hub: FakeHub, env: Pat
     from huggingface_hub import hf_hub_download, scan_cache_dir, try_to_load_from_cache
 
     with pytest.raises(KeyboardInterrupt):
-        W.pull("m", progress=_interrupt_after_first_bytes([]), registry=REG)
-    (p,) = W.pull("m", progress=False, registry=REG)
+        W.pull("m", on_event=_interrupt_after_first_bytes([]), registry=REG)
+    (p,) = W.pull("m", registry=REG)
     cache, commit = env / "hf" / "hub", hub.commits["acme/video"]
     # A file huggingface_hub itself puts in the same cache, for comparison.
     theirs = Path(hf_hub_download("acme/video", "upscaler.safetensors", revision=commit, cache_dir=cache,
@@ -433,8 +460,8 @@ def test_redirected_download_resumes_at_the_cdn(hub: FakeHub, env: Path) -> None
     hub.repos["acme/video"]["model.safetensors"].redirect = True
     seen: list[int] = []
     with pytest.raises(KeyboardInterrupt):
-        W.pull("m", progress=_interrupt_after_first_bytes(seen), registry=REG)
-    (p,) = W.pull("m", progress=False, registry=REG)
+        W.pull("m", on_event=_interrupt_after_first_bytes(seen), registry=REG)
+    (p,) = W.pull("m", registry=REG)
     assert p.read_bytes() == MODEL
     gets = [(g.path.startswith("/cdn/"), g.range) for g in hub.resolve_requests("GET")]
     assert gets == [(False, None), (True, None), (False, f"bytes={seen[0]}-"), (True, f"bytes={seen[0]}-")]
@@ -442,7 +469,7 @@ def test_redirected_download_resumes_at_the_cdn(hub: FakeHub, env: Path) -> None
 
 def test_download_sends_the_token(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
-    W.pull("m", progress=False, registry=REG)
+    W.pull("m", registry=REG)
     (get,) = hub.resolve_requests("GET")
     assert get.authorization == "Bearer hf_test_token"
 
@@ -452,8 +479,8 @@ def test_server_ignoring_range_restarts_from_zero(hub: FakeHub, env: Path) -> No
     partial.parent.mkdir(parents=True)
     partial.write_bytes(b"\0" * 5_000)  # would corrupt the file if the 200 answer were appended to it
     hub.repos["acme/video"]["model.safetensors"].ignore_range = True
-    events: list[W.ProgressEvent] = []
-    (p,) = W.pull("m", progress=events.append, registry=REG)
+    events: list[W.Event] = []
+    (p,) = W.pull("m", on_event=events.append, registry=REG)
     assert [g.range for g in hub.resolve_requests("GET")] == ["bytes=5000-"]
     assert p.read_bytes() == MODEL and not partial.exists()
     downloads = [e.done for e in events if e.phase == "download"]
@@ -471,7 +498,7 @@ def test_corrupt_partial_fails_the_check_then_downloads_cleanly(hub: FakeHub, en
     if mode == "folder":  # in the Hub cache only partials ltxcli noted (or of known hash) are attributed to an entry
         assert W.status("m", weights_dir=wd, registry=REG).state == "partial"
     with pytest.raises(W.ChecksumError) as ei:
-        W.pull("m", weights_dir=wd, progress=False, registry=REG)
+        W.pull("m", weights_dir=wd, registry=REG)
     msg = _one_line(ei.value)
     damaged = bad + MODEL[4000:]
     assert _sha256(MODEL) in msg and _sha256(damaged) in msg and "deleted" in msg
@@ -480,7 +507,7 @@ def test_corrupt_partial_fails_the_check_then_downloads_cleanly(hub: FakeHub, en
     assert W.status("m", weights_dir=wd, registry=REG).state == "missing"
     verified_file = env / "w" / W.VERIFIED_FILE if wd else env / "xdg" / "ltxcli" / W.VERIFIED_FILE
     assert _records(verified_file) == {}
-    (p,) = W.pull("m", weights_dir=wd, progress=False, registry=REG)
+    (p,) = W.pull("m", weights_dir=wd, registry=REG)
     assert [g.range for g in hub.resolve_requests("GET")] == ["bytes=4000-", None]
     assert p.read_bytes() == MODEL
 
@@ -488,9 +515,9 @@ def test_corrupt_partial_fails_the_check_then_downloads_cleanly(hub: FakeHub, en
 @pytest.mark.parametrize("mode", ["hub-cache", "folder"])
 def test_rm_removes_partial_downloads(hub: FakeHub, env: Path, mode: str) -> None:
     wd = env / "w" if mode == "folder" else None
-    (pu,) = W.pull("up", weights_dir=wd, progress=False, registry=REG)
+    (pu,) = W.pull("up", weights_dir=wd, registry=REG)
     with pytest.raises(KeyboardInterrupt):
-        W.pull("m", weights_dir=wd, progress=_interrupt_after_first_bytes([]), registry=REG)
+        W.pull("m", weights_dir=wd, on_event=_interrupt_after_first_bytes([]), registry=REG)
     partial = _partial_of(env, mode, MODEL)
     assert partial.is_file() and W.status("m", weights_dir=wd, registry=REG).state == "partial"
     assert W.rm("m", weights_dir=wd, registry=REG) == [partial]
@@ -503,11 +530,11 @@ def test_partial_text_encoder_file_is_partial_not_present(hub: FakeHub, env: Pat
     # Pattern entries: a `<file>.partial` in the plain folder is neither a file of the entry nor ignored by status.
     wd = env / "w"
     with pytest.raises(KeyboardInterrupt):
-        W.pull("te", weights_dir=wd, progress=_interrupt_after_first_bytes([]), registry=REG)
+        W.pull("te", weights_dir=wd, on_event=_interrupt_after_first_bytes([]), registry=REG)
     assert (wd / "acme" / "textenc" / "te" / "model.safetensors.partial").is_file()
     assert W.path("te", weights_dir=wd, registry=REG) is None
     assert W.status("te", weights_dir=wd, registry=REG).state == "partial"
-    paths = W.pull("te", weights_dir=wd, progress=False, registry=REG)
+    paths = W.pull("te", weights_dir=wd, registry=REG)
     assert len(paths) == 3 and not list(wd.rglob("*.partial"))
     assert W.status("te", weights_dir=wd, registry=REG).state == "downloaded"
 
@@ -526,8 +553,8 @@ def test_offline_missing_raises_without_network(hub: FakeHub, env: Path, monkeyp
 
 
 def test_offline_with_cached_file_works(hub: FakeHub, env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (p,) = W.pull("m", progress=False, registry=REG)
-    W.pull("te", progress=False, registry=REG)
+    (p,) = W.pull("m", registry=REG)
+    W.pull("te", registry=REG)
     n = len(hub.requests)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert W.pull("m", registry=REG) == [p]
@@ -547,32 +574,32 @@ def test_offline_with_cached_file_works(hub: FakeHub, env: Path, monkeypatch: py
     assert hub.requests[n:] == []
     # Back online, the damaged copy is replaced.
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    assert W.pull("m", progress=False, registry=REG) == [p]
+    assert W.pull("m", registry=REG) == [p]
     assert p.read_bytes() == MODEL
 
 
 def test_damaged_local_copy_is_downloaded_again(hub: FakeHub, env: Path) -> None:
     for weights_dir in (env / "w", None):  # folder first: a plain-folder pull copies from the Hub cache
-        (p,) = W.pull("m", weights_dir=weights_dir, progress=False, registry=REG)
+        (p,) = W.pull("m", weights_dir=weights_dir, registry=REG)
         target = Path(os.path.realpath(p))
         os.chmod(target, 0o644)
         target.write_bytes(MODEL[:-1] + bytes([MODEL[-1] ^ 0xFF]))
         n = len(hub.resolve_requests("GET"))
-        assert W.pull("m", weights_dir=weights_dir, progress=False, registry=REG) == [p]
+        assert W.pull("m", weights_dir=weights_dir, registry=REG) == [p]
         assert p.read_bytes() == MODEL
         assert len(hub.resolve_requests("GET")) == n + 1
 
 
 def test_plain_weights_dir(hub: FakeHub, env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LTX_WEIGHTS_DIR", str(env / "w"))
-    (p,) = W.pull("m", progress=False, registry=REG)
+    (p,) = W.pull("m", registry=REG)
     assert p == env / "w" / "acme" / "video" / "model.safetensors"
     assert not p.is_symlink() and p.read_bytes() == MODEL
     assert _records(env / "w" / W.VERIFIED_FILE)[str(p)]["sha256"] == _sha256(MODEL)
     assert not (env / "hf" / "hub" / "models--acme--video").exists()
     assert W.weights_location() == W.WeightsLocation("folder", env / "w")
     # An explicit weights_dir wins over the environment.
-    (q,) = W.pull("up", weights_dir=env / "w2", progress=False, registry=REG)
+    (q,) = W.pull("up", weights_dir=env / "w2", registry=REG)
     assert q == env / "w2" / "acme" / "video" / "upscaler.safetensors"
     assert W.status("up", registry=REG).state == "missing"
     assert W.resolve("up", weights_dir=env / "w2", registry=REG) == q
@@ -584,9 +611,9 @@ def test_plain_weights_dir(hub: FakeHub, env: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_rm_hub_cache_removes_only_that_entry(hub: FakeHub, env: Path) -> None:
-    (pm,) = W.pull("m", progress=False, registry=REG)
-    (pu,) = W.pull("up", progress=False, registry=REG)
-    W.pull("te", progress=False, registry=REG)
+    (pm,) = W.pull("m", registry=REG)
+    (pu,) = W.pull("up", registry=REG)
+    W.pull("te", registry=REG)
     storage = env / "hf" / "hub" / "models--acme--video"
     removed = W.rm("m", registry=REG)
     assert removed == [pm]
@@ -603,8 +630,8 @@ def test_rm_hub_cache_removes_only_that_entry(hub: FakeHub, env: Path) -> None:
 
 def test_rm_plain_folder_removes_only_that_entry(hub: FakeHub, env: Path) -> None:
     w = env / "w"
-    (pm,) = W.pull("m", weights_dir=w, progress=False, registry=REG)
-    (pu,) = W.pull("up", weights_dir=w, progress=False, registry=REG)
+    (pm,) = W.pull("m", weights_dir=w, registry=REG)
+    (pu,) = W.pull("up", weights_dir=w, registry=REG)
     (w / "acme" / "video" / "mine.txt").write_text("not ours")
     assert W.rm("m", weights_dir=w, registry=REG) == [pm]
     assert not pm.exists() and pu.read_bytes() == UPSCALER
@@ -616,7 +643,7 @@ def test_rm_plain_folder_removes_only_that_entry(hub: FakeHub, env: Path) -> Non
 def test_status_partial(hub: FakeHub) -> None:
     reg = _registry(both={"kind": "upsampler", "description": "two files", "repo": "acme/video",
                           "files": ["model.safetensors", "upscaler.safetensors"]})
-    _, pu = W.pull("both", progress=False, registry=reg)
+    _, pu = W.pull("both", registry=reg)
     pu.unlink()
     st = W.status("both", registry=reg)
     assert (st.state, st.size_on_disk) == ("partial", len(MODEL))
@@ -626,7 +653,7 @@ def test_status_partial(hub: FakeHub) -> None:
 def test_unsafe_hub_listing_rejected_before_download(hub: FakeHub, env: Path) -> None:
     hub.add("acme/textenc", "te/../../evil.json", b"{}")
     with pytest.raises(W.UnsafePathError, match="evil"):
-        W.pull("te", progress=False, registry=REG)
+        W.pull("te", registry=REG)
     assert hub.resolve_requests() == []
     assert not list(env.rglob("evil.json"))
 
@@ -664,7 +691,7 @@ def test_hub_errors_are_one_line(hub: FakeHub, monkeypatch: pytest.MonkeyPatch, 
         s.close()  # nothing listens there any more: connection refused
         monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     with pytest.raises(W.WeightsUnavailableError, match=pattern) as ei:
-        W.pull("m", progress=False, registry=reg)
+        W.pull("m", registry=reg)
     _one_line(ei.value)
 
 
@@ -709,9 +736,9 @@ def test_pinned_hash_wins_over_the_hub(hub: FakeHub, env: Path) -> None:
     reg = _registry(up={"kind": "upsampler", "description": "d", "repo": "acme/video",
                         "files": [{"path": "upscaler.safetensors", "sha256": wrong}]})
     with pytest.raises(W.ChecksumError, match=f"{_sha256(UPSCALER)} does not match {wrong} \\(weights.toml\\)"):
-        W.pull("up", progress=False, registry=reg)
+        W.pull("up", registry=reg)
     reg = _registry(up={"kind": "upsampler", "description": "d", "repo": "acme/video",
                         "files": [{"path": "upscaler.safetensors", "sha256": _sha256(UPSCALER),
                                    "size": len(UPSCALER)}]})
-    W.pull("up", progress=False, registry=reg)
+    W.pull("up", registry=reg)
     assert W.verify("up", registry=reg)[0].source == "weights.toml"

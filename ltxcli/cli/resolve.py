@@ -143,6 +143,8 @@ def ensure_downloaded(names: list[str], *, weights_dir: str | None, out: Output)
     """
     from ltxcli import weights
 
+    from .progress import WeightsProgress
+
     reg = registry()
     for name in names:
         if reg[name].is_builtin:
@@ -154,7 +156,8 @@ def ensure_downloaded(names: list[str], *, weights_dir: str | None, out: Output)
             weights.resolve(name, weights_dir=weights_dir, registry=reg)  # raises the offline message (exit 3)
         verb = "verifying" if st.state == "downloaded" else "downloading"
         out.info(f"{verb} {name} in {weights.weights_location(weights_dir)}")
-        weights.pull(name, weights_dir=weights_dir, progress=out.progress_enabled, registry=reg)
+        with WeightsProgress(out) as bars:
+            weights.pull(name, weights_dir=weights_dir, on_event=bars, registry=reg)
 
 
 def check_component(value: str | None, what: str) -> None:

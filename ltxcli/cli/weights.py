@@ -88,6 +88,8 @@ def pull(
     """Download and verify weights (default: the default model and what it needs)."""
     from ltxcli import weights
 
+    from .progress import WeightsProgress
+
     out = Output(json_mode=json_, quiet=quiet)
     reg = registry()
     for name in _closure(names, deps, reg):
@@ -110,7 +112,8 @@ def pull(
                     out.data(f"{name}\t{p.local_path}\t{mark}")
             continue
         out.info(f"pulling {name} ({entry.repo}) into {weights.weights_location(weights_dir)}")
-        paths = weights.pull(name, weights_dir=weights_dir, progress=out.progress_enabled, registry=reg)
+        with WeightsProgress(out) as bars:
+            paths = weights.pull(name, weights_dir=weights_dir, on_event=bars, registry=reg)
         if json_:
             out.json({"name": name, "status": "ok", "paths": [str(p) for p in paths]})
         else:
@@ -129,6 +132,8 @@ def verify(
     """Re-hash downloaded files and compare with the known sha256 (default: everything on disk). Exit 4 on a mismatch."""
     from ltxcli import weights
 
+    from .progress import WeightsProgress
+
     out = Output(json_mode=json_, quiet=quiet)
     reg = registry()
     if names:
@@ -139,7 +144,8 @@ def verify(
         if not todo:
             out.info("nothing downloaded to verify")
     for name in todo:
-        files = weights.verify(name, weights_dir=weights_dir, progress=out.progress_enabled, registry=reg)
+        with WeightsProgress(out) as bars:
+            files = weights.verify(name, weights_dir=weights_dir, on_event=bars, registry=reg)
         if json_:
             out.json({"name": name, "status": "ok", "files": [
                 {"path": f.path, "local_path": str(f.local_path), "digest": f.digest, "source": f.source} for f in files]})
