@@ -4,6 +4,7 @@
 >>> pipe = ltxcli.load_pipeline("tiny")
 >>> res = pipe.generate("a cat surfing", seed=1)
 >>> res.video.shape  # [F, H, W, 3] float32 in [0, 1]
+>>> ltxcli.save_video(res, "cat.mp4")  # an H.264 MP4 with its generation record
 
 The public names below are imported on first use (PEP 562 ``__getattr__``), so ``import ltxcli`` and
 ``ltx --version`` / ``ltx --help`` do not import torch. Modules inside the package import these names from
@@ -23,13 +24,21 @@ _LAZY: dict[str, str] = {
     "GenerationResult": "ltxcli.pipeline:GenerationResult",
     "Pipeline": "ltxcli.pipeline:Pipeline",
     "load_pipeline": "ltxcli.api:load_pipeline",
+    "BatchItem": "ltxcli.runner:BatchItem",
+    "ItemResult": "ltxcli.runner:ItemResult",
+    "run_batch": "ltxcli.runner:run_batch",
+    "save_video": "ltxcli.runner:save_video",
 }
 
-__all__ = ["Condition", "GenerationResult", "Pipeline", "__version__", "load_pipeline"]
+__all__ = [
+    "BatchItem", "Condition", "GenerationResult", "ItemResult", "Pipeline", "__version__", "load_pipeline",
+    "run_batch", "save_video",
+]
 
 if TYPE_CHECKING:  # for type checkers and IDEs only; at run time __getattr__ resolves these
     from ltxcli.api import load_pipeline
     from ltxcli.pipeline import Condition, GenerationResult, Pipeline
+    from ltxcli.runner import BatchItem, ItemResult, run_batch, save_video
 
 
 def __getattr__(name: str) -> Any:

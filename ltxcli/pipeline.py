@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import secrets
 import time
 from collections.abc import Sequence
@@ -68,6 +69,12 @@ class _Cond:
     pixels: Tensor
     frame: int
     strength: float
+
+
+def _condition_record(c: Condition) -> dict[str, Any]:
+    """A condition as the generation record lists it (``path`` None for an in-memory picture or tensor)."""
+    path = os.fspath(c.media) if isinstance(c.media, (str, os.PathLike)) else None
+    return {"path": path, "frame": c.frame, "strength": c.strength}
 
 
 # --- sizes ------------------------------------------------------------------------------------------------------
@@ -476,8 +483,18 @@ class Pipeline:
             "decode_timestep": decode_timestep, "decode_noise_scale": decode_noise_scale,
             "image_cond_noise_scale": image_cond_noise_scale, "stochastic_sampling": stochastic,
             "stg_mode": mode.value, "preset": preset.name,
+            **self.record_facts(prompt, conditions),
         }
         return GenerationResult(video=out, latents=latents.float().cpu(), seed=seed, timings=timings, settings=settings)
+
+    def record_facts(self, prompt: str, conditions: Sequence[Condition]) -> dict[str, Any]:
+        """What a saved file's generation record needs besides the sampling settings (``GenerationResult.settings``
+        carries both, so :func:`ltxcli.save_video` needs the result only): prompt, model, conditions, compute."""
+        return {
+            "prompt": prompt, "model": self.name, "conditions": [_condition_record(c) for c in conditions],
+            "dtype": str(self.dtype).removeprefix("torch."), "device": str(self.device),
+            "offload": self.offload.value, "vae_tiling": self.vae_tiling, "vae_conv": str(self.vae.conv_algorithm),
+        }
 
     def _elapsed(self, t0: float) -> float:
         if self.device.type == "cuda":

@@ -36,6 +36,7 @@ from ltxcli import offload as ltxcli_offload
 from ltxcli.cli import common as cli_common
 from ltxcli.cli import generate as cli_generate
 from ltxcli.cli import preflight
+from ltxcli.runner import BatchItem
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--height", "64", "--width", "96", "--num-frames", "9"]
@@ -634,7 +635,7 @@ def test_memory_preflight_counts_offloaded_stages_and_suggests_offload(monkeypat
     tcfg, vcfg, total, parts = cli_generate.model_weights(ref, te_path=None, up_path=None, weights_dir=None,
                                                           dtype=torch.float32)
     assert total == parts.total == everything
-    item = cli_generate.Item(index=0, prompt="x", seed=0, height=64, width=96, num_frames=9, frame_rate=24)
+    item = BatchItem(index=0, prompt="x", seed=0, height=64, width=96, num_frames=9, frame_rate=24)
 
     def est(offload: str) -> Any:
         return cli_generate.item_estimator(item, ref.preset, tcfg, vcfg, weights_bytes=total, dtype=torch.float32,

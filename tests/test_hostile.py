@@ -38,11 +38,13 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from PIL import Image
 from tiny_t5 import make_tiny_text_encoder
 
-from ltxcli import media, weights
+from ltxcli import media, runner, weights
 from ltxcli.cli import common as cli_common
 from ltxcli.cli import generate as cli_generate
 from ltxcli.cli import preflight
 from ltxcli.loading import save_official_checkpoint
+from ltxcli.pipeline import Condition
+from ltxcli.runner import BatchItem
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Hypothesis caches what it learns from the sources (.hypothesis/constants): keep that out of the repository.
@@ -310,8 +312,7 @@ def test_memory_estimate_follows_guidance_conditions_multi_scale_and_fp8(assets:
     assert TRANSFORMER_13B.inner_dim == 4096
 
     def item(**kw: Any) -> Any:
-        return cli_generate.Item(index=0, prompt="x", seed=0, height=512, width=768, num_frames=121, frame_rate=30,
-                                 **kw)
+        return BatchItem(index=0, prompt="x", seed=0, height=512, width=768, num_frames=121, frame_rate=30, **kw)
 
     single = PRESETS["ltxv-2b-0.9.5"]
     est = cli_generate.item_estimator(item(guidance_scale=1.0, stg_scale=0.0), single, TRANSFORMER_13B, vae,
@@ -324,7 +325,7 @@ def test_memory_estimate_follows_guidance_conditions_multi_scale_and_fp8(assets:
     assert est.transformer_bytes == 18 * 3 * (16 * 20 * 30) * 4096 * 2
     assert est.vae_bytes == decode_memory_bytes(vae, (1, 128, 16, 20, 30), bf16)
     # a keyframe at frame 40: two more latent frames of tokens, per-token timesteps
-    cond = item(guidance_scale=3.0, stg_scale=0.0, conditions=[cli_generate.CondSpec("k.png", 40, 1.0)])
+    cond = item(guidance_scale=3.0, stg_scale=0.0, conditions=[Condition("k.png", 40, 1.0)])
     est = cli_generate.item_estimator(cond, single, TRANSFORMER_13B, vae, weights_bytes=0, dtype=bf16)(512, 768, 121)
     assert est.transformer_bytes == 34 * 2 * (6144 + 2 * 16 * 24) * 4096 * 2
     # --dtype fp8 keeps the blocks' linear weights at one byte each
@@ -621,7 +622,7 @@ def test_read_only_folder_is_refused_before_work(cli_env: Path, monkeypatch: pyt
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(preflight, "tempfile", SimpleNamespace(mkstemp=refuse))  # what the OS answers on a ro mount
+    monkeypatch.setattr(runner, "tempfile", SimpleNamespace(mkstemp=refuse))  # what the OS answers on a ro mount
     line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", "-o", "ro/o.mp4", *SMALL), 1)
     assert "cannot write ro/o.mp4" in line and "read-only file system" in line and loads == []
 

@@ -16,28 +16,24 @@ Errors are printed by every rank, prefixed with ``[rank R/W host]``.
 from __future__ import annotations
 
 import enum
-import json
-import math
 import os
-import secrets
 import signal
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
 
-from . import common, naming, preflight
+from ltxcli import naming, runner
+
+from . import common, preflight
 from .common import (
-    EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     CliError,
@@ -60,9 +56,9 @@ from .resolve import (
     resolve_model,
 )
 
-SEED_MAX = 2**63 - 1
-MAX_FRAME_RATE = 1000
-MAX_STEPS = 1000  # far above any released schedule (8-40 steps); a typo such as 4000000 is refused up front
+if TYPE_CHECKING:
+    from ltxcli.pipeline import Condition
+
 #: Collective timeout of a multi-process run: long, because the other ranks wait while rank 0 downloads weights.
 DIST_TIMEOUT_S = 2 * 3600.0
 
@@ -208,68 +204,7 @@ class Options:
         return False if self.upcast_at_load else None
 
 
-@dataclass(frozen=True)
-class CondSpec:
-    path: str
-    frame: int
-    strength: float
-
-
-@dataclass
-class Item:
-    index: int
-    prompt: str
-    seed: int
-    height: int
-    width: int
-    num_frames: int
-    frame_rate: float
-    negative_prompt: str | None = None
-    steps: int | None = None
-    guidance_scale: float | None = None
-    stg_scale: float | None = None
-    conditions: list[CondSpec] = field(default_factory=list)
-    output: str | None = None
-    target: Path = Path()
-    skip: bool = False
-
-
 # --- parsing -------------------------------------------------------------------------------------------------
-
-
-def parse_condition(spec: str) -> CondSpec:
-    """``PATH:FRAME[:STRENGTH]``, split from the right so paths may contain ':'."""
-    parts = spec.rsplit(":", 2)
-    if len(parts) == 3:
-        path, frame, strength = parts
-        if _is_int(frame) and _is_float(strength):
-            return CondSpec(path, int(frame), float(strength))
-    parts = spec.rsplit(":", 1)
-    if len(parts) == 2 and _is_int(parts[1]) and parts[0]:
-        return CondSpec(parts[0], int(parts[1]), 1.0)
-    usage_error(f"--condition {spec!r}: expected PATH:FRAME[:STRENGTH], e.g. first.png:0 or end.png:96:0.8")
-
-
-def _is_int(s: str) -> bool:
-    try:
-        int(s)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_float(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
-
-
-_ITEM_INT = ("seed", "steps", "height", "width", "num_frames")
-_ITEM_FLOAT = ("frame_rate", "guidance_scale", "stg_scale")
-_ITEM_STR = ("prompt", "negative_prompt", "output", "image")
-ITEM_KEYS = (*_ITEM_STR, *_ITEM_INT, *_ITEM_FLOAT, "conditions")
 
 
 def _read_text(source: str, what: str) -> str:
@@ -282,257 +217,11 @@ def _read_text(source: str, what: str) -> str:
         raise CliError(f"{what} {source}: cannot read: {e}", 6) from None
 
 
-def parse_batch(text: str, source: str) -> list[dict[str, Any]]:
-    """One prompt per line, or one JSON object per line (keys: :data:`ITEM_KEYS`). '#' lines are comments."""
-    rows: list[dict[str, Any]] = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        where = f"--batch {source} line {number}"
-        if not line.startswith("{"):
-            rows.append({"prompt": line})
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError as e:
-            usage_error(f"{where}: invalid JSON ({e})")
-        if not isinstance(obj, dict):
-            usage_error(f"{where}: expected a JSON object")
-        unknown = sorted(set(obj) - set(ITEM_KEYS))
-        if unknown:
-            usage_error(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(ITEM_KEYS)})")
-        if not isinstance(obj.get("prompt"), str):
-            usage_error(f"{where}: needs a \"prompt\" string")
-        for key in _ITEM_STR:
-            if key in obj and obj[key] is not None and not isinstance(obj[key], str):
-                usage_error(f"{where}: {key} must be a string")
-        for key in _ITEM_INT:
-            v = obj.get(key)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
-                usage_error(f"{where}: {key} must be an integer, got {v!r}")
-        for key in _ITEM_FLOAT:
-            v = obj.get(key)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                usage_error(f"{where}: {key} must be a number, got {v!r}")
-        conds = obj.get("conditions")
-        if conds is not None:
-            if not isinstance(conds, list):
-                usage_error(f"{where}: conditions must be a list")
-            parsed = []
-            for c in conds:
-                if isinstance(c, str):
-                    parsed.append(parse_condition(c))
-                elif isinstance(c, dict) and isinstance(c.get("path"), str) and not set(c) - {"path", "frame", "strength"}:
-                    frame, strength = c.get("frame", 0), c.get("strength", 1.0)
-                    if isinstance(frame, bool) or not isinstance(frame, int) or not isinstance(strength, (int, float)):
-                        usage_error(f"{where}: condition frame must be an integer and strength a number")
-                    parsed.append(CondSpec(c["path"], frame, float(strength)))
-                else:
-                    usage_error(f"{where}: a condition is \"PATH:FRAME[:STRENGTH]\" or {{\"path\", \"frame\", \"strength\"}}")
-            obj["conditions"] = parsed
-        obj["_where"] = where
-        rows.append(obj)
-    if not rows:
-        usage_error(f"--batch {source}: no prompts in it")
-    return rows
-
-
-# --- validation ----------------------------------------------------------------------------------------------
-
-
-def _nearest_even(v: int) -> str:
-    return f"{v - 1} or {v + 1}"
-
-
-def _check_range(name: str, value: float, lo: float, hi: float, example: str = "") -> None:
-    """``lo <= value <= hi`` (finite), else a ValueError naming the value, the rule and the nearest valid value."""
-    if (isinstance(value, int) or math.isfinite(value)) and lo <= value <= hi:
-        return
-    nearest = hi if value != value else min(max(value, lo), hi)  # NaN -> the top (any valid value would do)
-    hint = example or f"use {_fmt(nearest)}"
-    raise ValueError(f"{name}={_fmt(value)} must be in [{_fmt(lo)}, {_fmt(hi)}] ({hint})")
-
-
-def _fmt(v: float) -> str:
-    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
-        return str(int(v))
-    if v == SEED_MAX:
-        return "2**63 - 1"
-    return str(v)
-
-
-def _check_sizes(item: Item, max_pos: tuple[int, int, int], frames_out: bool) -> None:
-    from ltxcli.pipeline import check_size
-
-    lowest = 1 if frames_out else 2
-    for name, v, limit in (("height", item.height, max_pos[1]), ("width", item.width, max_pos[2])):
-        if v < lowest:
-            raise ValueError(f"{name}={v} must be at least {lowest} (e.g. 512; sizes are padded to multiples of 32)")
-        if (v - 1) // 32 * 32 + 32 > limit:
-            raise ValueError(f"{name}={v} pads to {(v - 1) // 32 * 32 + 32}, above the model's position range of "
-                             f"{limit} px (use at most {limit})")
-        if not frames_out and v % 2:
-            raise ValueError(f"{name}={v} must be even for an H.264 MP4 (4:2:0 chroma): use "
-                             f"{_nearest_even(v)}, or write PNG frames with --frames-dir")
-    if item.num_frames < 1:
-        raise ValueError(f"num_frames={item.num_frames} must be at least 1 (e.g. 121; 8k + 1 frames avoid padding)")
-    if not math.isfinite(item.frame_rate) or not 0 < item.frame_rate <= MAX_FRAME_RATE:
-        nearest = MAX_FRAME_RATE if item.frame_rate > MAX_FRAME_RATE else 24
-        raise ValueError(f"frame_rate={item.frame_rate} must be in (0, {MAX_FRAME_RATE}] (e.g. {nearest})")
-    check_size(item.height, item.width, item.num_frames, item.frame_rate, max_pos)  # the model's time range
-
-
-def _check_condition(c: CondSpec, item: Item) -> None:
-    """Range checks, then the file itself: decoded (an image fully, a video's first frame) so that a missing,
-    empty, truncated, oversized or unreadable file fails here, before any weight is loaded (MediaError, exit 6)."""
-    from ltxcli import media
-
-    _check_range(f"condition {c.path}: strength", c.strength, 0.0, 1.0)
-    if not 0 <= c.frame < item.num_frames:
-        nearest = min(max(c.frame, 0), item.num_frames - 1)
-        raise ValueError(f"condition {c.path}: frame={c.frame} must be in [0, {item.num_frames - 1}] for a "
-                         f"{item.num_frames}-frame video (use {nearest})")
-    first = media.load_media(c.path, max_frames=1)
-    height, width = int(first.shape[1]), int(first.shape[2])
-    left, top, right, bottom = media.centre_crop_box(width, height, item.height, item.width)
-    if right - left < 2 or bottom - top < 2:
-        raise media.MediaError(f"{c.path}: a {width}x{height} picture is too small to crop to the "
-                               f"{item.width}x{item.height} aspect ratio")
-    n = media.media_num_frames(c.path)
-    if n > 1:
-        wanted = min(n, item.num_frames - c.frame)
-        decodable = _decodable_frames(c.path, wanted)
-        if decodable < wanted:  # FFmpeg stops quietly at the end of a truncated file
-            warnings.warn(f"{c.path}: the file lists {n} frames but only {decodable} can be decoded (truncated or "
-                          f"damaged?); using those {decodable}", stacklevel=1)
-            n = decodable
-    # the pipeline keeps at most the frames that fit, rounded down to 8k + 1 (official trim)
-    kept = (min(n, item.num_frames - c.frame) - 1) // 8 * 8 + 1
-    if kept > 1 and c.frame % 8:
-        lo = c.frame // 8 * 8
-        raise ValueError(f"condition {c.path}: a video must start at a multiple of 8, not frame={c.frame} "
-                         f"(use {lo} or {lo + 8})")
-
-
-def _decodable_frames(path: str, limit: int) -> int:
-    """How many of the first ``limit`` frames of a video decode (frames are decoded and dropped, not kept)."""
-    import av
-
-    from ltxcli import media
-
-    count = 0
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for _ in container.decode(stream):
-                count += 1
-                if count >= limit:
-                    break
-    except av.error.FFmpegError as e:
-        raise media.MediaError(f"{path}: video decoding failed after {count} frames: {' '.join(str(e).split())}") from None
-    return count
-
-
-def validate_item(item: Item, max_pos: tuple[int, int, int], *, frames_out: bool, where: str) -> None:
-    """Everything that can be checked without the model; a usage error names the value, the rule and the
-    nearest valid value; an unreadable condition file is a MediaError (exit 6)."""
-    from ltxcli import media
-
-    try:
-        _check_sizes(item, max_pos, frames_out)
-        if item.steps is not None:
-            _check_range("steps", item.steps, 1, MAX_STEPS)
-        for name, v in (("guidance_scale", item.guidance_scale), ("stg_scale", item.stg_scale)):
-            if v is not None and (not math.isfinite(v) or v < 0):
-                raise ValueError(f"{name}={v} must be a finite number >= 0 (use 0; guidance 1 disables CFG, "
-                                 "stg 0 disables STG)")
-        _check_range("seed", item.seed, 0, SEED_MAX)
-        for c in item.conditions:
-            _check_condition(c, item)
-    except ValueError as e:
-        if isinstance(e, media.MediaError):
-            raise
-        usage_error(f"{where}{e}")
-
-
-def build_items(opts: Options, rows: list[dict[str, Any]], ref: ModelRef, *, first_image: CondSpec | None) -> list[Item]:
-    preset = ref.preset
-    base_conds = ([first_image] if first_image else []) + [parse_condition(c) for c in opts.conditions]
-    items = []
-    for i, row in enumerate(rows):
-        conds = list(base_conds)
-        if row.get("image"):
-            conds.insert(0, CondSpec(row["image"], 0, 1.0))
-        conds += row.get("conditions") or []
-        seed = row.get("seed", opts.seed)
-        item = Item(
-            index=i,
-            prompt=row["prompt"],
-            seed=secrets.randbelow(2**31) if seed is None else seed,
-            height=_pick(row, "height", opts.height, preset.height),
-            width=_pick(row, "width", opts.width, preset.width),
-            num_frames=_pick(row, "num_frames", opts.num_frames, preset.num_frames),
-            frame_rate=float(_pick(row, "frame_rate", opts.frame_rate, preset.frame_rate)),
-            negative_prompt=_pick(row, "negative_prompt", opts.negative_prompt, None),
-            steps=_pick(row, "steps", opts.steps, None),
-            guidance_scale=_pick(row, "guidance_scale", opts.guidance_scale, None),
-            stg_scale=_pick(row, "stg_scale", opts.stg_scale, None),
-            conditions=conds,
-            output=row.get("output"),
-        )
-        items.append(item)
-    return items
-
-
-def _pick(row: dict[str, Any], key: str, option: Any, default: Any) -> Any:
-    if row.get(key) is not None:
-        return row[key]
-    return default if option is None else option
-
-
-def plan_outputs(items: list[Item], opts: Options, ref: ModelRef, *, batch: bool) -> None:
-    """Resolve every target, refuse duplicates and existing outputs (unless --overwrite / --skip-existing)."""
-    frames = opts.frames_dir is not None
-    default_value = opts.frames_dir if frames else opts.output
-    for value in {default_value, *(it.output for it in items)}:
-        if value is not None and naming.is_pattern(value):
-            naming.check_pattern(value)
-    model_name = Path(ref.name).stem if ref.kind in ("file", "folder") else ref.name
-    shared = sum(it.output is None for it in items)
-    seen: dict[Path, int] = {}
-    for it in items:
-        fields = {"index": it.index, "seed": it.seed, "slug": naming.slugify(it.prompt), "width": it.width,
-                  "height": it.height, "num_frames": it.num_frames, "frame_rate": _fps_text(it.frame_rate),
-                  "model": model_name}
-        value = it.output if it.output is not None else default_value
-        many = it.output is None and shared > 1
-        it.target = naming.output_path(value, fields, batch=batch, frames=frames, many=many)
-        key = it.target.absolute()
-        if key in seen:
-            usage_error(f"items {seen[key]} and {it.index} would both write {it.target}: "
-                        "use a pattern with {index} or {seed}")
-        seen[key] = it.index
-        if it.target.exists() or it.target.is_symlink():
-            if opts.skip_existing:
-                it.skip = True
-            elif not opts.overwrite:
-                usage_error(f"{it.target} already exists: pass --overwrite to replace it, --skip-existing to keep it, "
-                            "or choose another -o")
-        if not it.skip:
-            preflight.check_writable(it.target)  # a read-only or impossible folder fails before any work
-
-
-def _fps_text(fps: float) -> int | float:
-    return int(fps) if float(fps).is_integer() else fps
-
-
 # --- running -------------------------------------------------------------------------------------------------
 
 
 def run(
-    opts: Options, rows: list[dict[str, Any]], *, batch: bool, first_image: CondSpec | None = None, ctx: Any = None,
+    opts: Options, rows: list[dict[str, Any]], *, batch: bool, first_image: Condition | None = None, ctx: Any = None,
     prepare_only: bool = False,
 ) -> None:
     """Generate every row. ``ctx``: the :class:`~ltxcli.distributed.DistContext` of a torchrun worker;
@@ -575,15 +264,20 @@ def run(
     if ref.kind == "builtin" and opts.text_encoder:
         out.warn(f"--text-encoder is ignored: {ref.name} has a built-in text encoder")
     max_pos = max_positions(ref, opts.weights_dir)  # reads the checkpoint header: a corrupt file fails here (exit 6)
-    items = build_items(opts, rows, ref, first_image=first_image)
+    base_conds = ([first_image] if first_image else []) + [runner.parse_condition(c) for c in opts.conditions]
+    items = runner.build_items(rows, preset=ref.preset, conditions=base_conds,
+                               defaults={k: getattr(opts, k) for k in runner.ITEM_KEYS if hasattr(opts, k)})
     if world > 1:  # the seeds (random ones included) of rank 0, before any name is derived from them
         for it, seed in zip(items, _from_rank0(ctx, [it.seed for it in items]), strict=True):
             it.seed = seed
     frames_out = opts.frames_dir is not None
     for it in items:
         where = rows[it.index].get("_where", "")
-        validate_item(it, max_pos, frames_out=frames_out, where=f"{where}: " if where else "")
-    plan_outputs(items, opts, ref, batch=batch)
+        runner.validate_item(it, max_pos, frames_out=frames_out, where=f"{where}: " if where else "")
+    runner.plan_outputs(
+        items, output=opts.frames_dir if frames_out else opts.output, frames=frames_out, batch=batch,
+        model=naming.model_field(ref.name, is_path=ref.kind in ("file", "folder")), overwrite=opts.overwrite,
+        skip_existing=opts.skip_existing)
 
     from ltxcli import distributed
 
@@ -634,21 +328,24 @@ def run(
     if split:
         distributed.parallelize(pipe, ctx, mode=opts.parallel)
 
-    for it in mine:
-        if it.skip:
-            _emit_skipped(out, it)
+    many = len(items) > 1
+
+    def progress(it: runner.BatchItem) -> GenerationProgress:
+        return GenerationProgress(out, f"[{it.index + 1}]" if many else "")
+
+    results = runner.run_batch(
+        pipe, mine, frames=frames_out, overwrite=opts.overwrite, skip_existing=opts.skip_existing,
+        claim=batch and opts.skip_existing, model=ref.label, write=main or batch, load_s=load_s, progress=progress)
+    for r in results:
+        if r.status == "skipped":
+            _emit_skipped(out, r.item, reason=r.reason or "exists")
             continue
-        claimed = batch and opts.skip_existing
-        if claimed and not distributed.claim_output(it.target):
-            # another rank or job is writing it, or has written it since the outputs were planned
-            _emit_skipped(out, it, reason="exists" if it.target.exists() else "claimed")
-            continue
-        try:
-            _generate_one(pipe, it, ref, opts, out, load_s if it is todo[0] else 0.0, many=len(items) > 1,
-                          kernels=kernels, ctx=ctx, write=main or batch, batch=batch)
-        finally:
-            if claimed:
-                distributed.release_claim(it.target)
+        ranks = None
+        if ctx is not None and not batch:
+            ranks = distributed.rank_stats(ctx, r.timings, transformer=pipe.transformer)  # a collective
+        if main or batch:
+            _emit_written(out, r, frames=frames_out, kernels=kernels, ranks=ranks,
+                          rank=ctx.rank if batch and world > 1 else None)
 
 
 def _device_name(device: str) -> str:
@@ -790,7 +487,7 @@ def model_weights(
 
 
 def item_estimator(
-    it: Item, preset: Any, transformer: Any, vae: Any, *, weights_bytes: int, dtype: Any, parts: Any = None,
+    it: runner.BatchItem, preset: Any, transformer: Any, vae: Any, *, weights_bytes: int, dtype: Any, parts: Any = None,
     offload: str = "none", offload_saves: bool = True, vae_tiling: str = "off", free_bytes: int | None = None,
 ) -> Callable[[int, int, int], preflight.MemoryEstimate]:
     """``(height, width, num_frames) -> MemoryEstimate`` for item ``it`` under ``preset``: its guidance branches
@@ -841,7 +538,7 @@ def memory_alternatives(offload: str, vae_tiling: str, *, offload_saves: bool) -
 
 
 def check_memory(
-    items: list[Item], rows: list[dict[str, Any]], ref: ModelRef, opts: Options, *, te_path: str | None,
+    items: list[runner.BatchItem], rows: list[dict[str, Any]], ref: ModelRef, opts: Options, *, te_path: str | None,
     up_path: str | None, device: Any, dtype: Any, enforce: bool = True,
 ) -> Any:
     """Refuse (exit 5, one line) an item whose estimated peak memory exceeds the device's free memory, with
@@ -864,7 +561,7 @@ def check_memory(
     # offloaded weights wait in host memory: on a CPU device that is the same memory, so nothing is saved
     saves = torch.device(device).type == "cuda"
     for it in items:
-        def estimator(offload: str, tiling: str, it: Item = it) -> Callable[[int, int, int], preflight.MemoryEstimate]:
+        def estimator(offload: str, tiling: str, it: runner.BatchItem = it) -> Callable[[int, int, int], preflight.MemoryEstimate]:
             return item_estimator(it, ref.preset, tcfg, vcfg, weights_bytes=weight_bytes, dtype=dtype, parts=parts,
                                   offload=offload, offload_saves=saves, vae_tiling=tiling, free_bytes=free)
 
@@ -884,7 +581,7 @@ def load_pipeline(*args: Any, **kwargs: Any) -> Any:
     return _load(*args, **kwargs)
 
 
-def _emit_skipped(out: Output, it: Item, reason: str = "exists") -> None:
+def _emit_skipped(out: Output, it: runner.BatchItem, reason: str = "exists") -> None:
     why = "exists" if reason == "exists" else "another process is writing it"
     out.info(f"skipped {it.target} ({why})")
     if out.json_mode:
@@ -896,99 +593,29 @@ def _emit_skipped(out: Output, it: Item, reason: str = "exists") -> None:
         out.data(str(it.target))
 
 
-def _generate_one(
-    pipe: Any, it: Item, ref: ModelRef, opts: Options, out: Output, load_s: float, *, many: bool,
-    kernels: dict[str, Any] | None = None, ctx: Any = None, write: bool = True, batch: bool = False,
-) -> None:
-    """Generate one item; ``write``: this process writes and reports it (rank 0 of a video split across ranks).
-    A split video gathers every rank's statistics afterwards (a collective: every rank calls this)."""
-    import torch
-
-    from ltxcli import __version__
-    from ltxcli.pipeline import Condition, NumericalError
-
-    t_start = time.perf_counter()
-    conditions = [Condition(c.path, c.frame, c.strength) for c in it.conditions]
-    label = f"[{it.index + 1}]" if many else ""
-    with GenerationProgress(out, label) as progress:
-        result = pipe.generate(
-            it.prompt, negative_prompt=it.negative_prompt, height=it.height, width=it.width,
-            num_frames=it.num_frames, frame_rate=it.frame_rate, steps=it.steps, guidance_scale=it.guidance_scale,
-            stg_scale=it.stg_scale, conditions=conditions, seed=it.seed, progress=progress,
-        )
-    if not bool(torch.isfinite(result.video).all()):  # the latents were checked; a broken VAE shows here
-        raise NumericalError("the decoded video contains NaN or Inf: the VAE weights may be broken "
-                             "(run `ltx weights verify`)")
-    s = result.settings
-    first = s["passes"][0]
-    timesteps = first.get("timesteps")
-    settings = {
-        "height": s["height"], "width": s["width"], "num_frames": s["num_frames"],
-        "frame_rate": _fps_text(s["frame_rate"]), "negative_prompt": s["negative_prompt"],
-        "steps": first["num_inference_steps"] if timesteps is None else len(timesteps),
-        "guidance_scale": first["guidance_scale"], "stg_scale": first["stg_scale"], "preset": s["preset"],
-        "timesteps": timesteps, "multi_scale": s["multi_scale"], "passes": s["passes"],
-        "conditions": [{"path": c.path, "frame": c.frame, "strength": c.strength} for c in it.conditions],
-        "dtype": str(pipe.dtype).removeprefix("torch."), "device": str(pipe.device),
-        "offload": _value(getattr(pipe, "offload", "none")), "vae_tiling": getattr(pipe, "vae_tiling", "auto"),
-        "vae_conv": str(pipe.vae.conv_algorithm),
-    }
-    record = {
-        "tool": "ltxcli", "version": __version__, "model": ref.label, "prompt": it.prompt, "seed": result.seed,
-        **{k: v for k, v in settings.items() if k != "device"},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    t_write = time.perf_counter()
-    if write:
-        _write(it, opts, result, record, s)
-    timings = {"load_s": load_s, **result.timings, "write_s": time.perf_counter() - t_write}
-    timings["total_s"] = load_s + time.perf_counter() - t_start
-    timings = {k: round(v, 4) for k, v in timings.items()}
-    world = ctx.world_size if ctx is not None else 1
-    ranks = None
-    if ctx is not None and not batch:
-        from ltxcli import distributed
-
-        ranks = distributed.rank_stats(ctx, timings, transformer=pipe.transformer)  # a collective
-    if not write:
-        return
-    kind = "frames" if opts.frames_dir is not None else "video"
-    out.info(f"wrote {it.target} ({s['num_frames']} frames {s['width']}x{s['height']} @ {_fps_text(s['frame_rate'])} fps, "
-             f"seed {result.seed}, {timings['total_s']:.1f} s)")
+def _emit_written(out: Output, r: runner.ItemResult, *, frames: bool, kernels: dict[str, Any] | None, ranks: Any,
+                  rank: int | None) -> None:
+    """The "wrote ..." message and the item's data line or JSON object (``rank``: the writer's, in a batch
+    shared over several processes; ``ranks``: every rank's statistics of a video split across them)."""
+    s, it, seed = r.settings, r.item, r.record["seed"]
+    out.info(f"wrote {r.path} ({s['num_frames']} frames {s['width']}x{s['height']} @ {s['frame_rate']} fps, "
+             f"seed {seed}, {r.timings['total_s']:.1f} s)")
     if out.json_mode:
-        obj = {"status": "ok", "index": it.index, "path": str(it.target), "kind": kind, "prompt": it.prompt,
-               "seed": result.seed, "model": ref.label, "settings": settings, "timings": timings}
+        obj = {"status": "ok", "index": it.index, "path": str(r.path), "kind": "frames" if frames else "video",
+               "prompt": it.prompt, "seed": seed, "model": r.record["model"], "settings": s, "timings": r.timings}
         if kernels is not None:
             obj["kernels"] = kernels
-        if batch and world > 1:
-            obj["rank"] = ctx.rank
+        if rank is not None:
+            obj["rank"] = rank
         if ranks is not None:
             obj["ranks"] = ranks
         out.json(obj)
     else:
-        out.data(str(it.target))
+        out.data(str(r.path))
 
 
 def _value(v: Any) -> Any:
     return getattr(v, "value", v)
-
-
-def _write(it: Item, opts: Options, result: Any, record: dict[str, Any], s: dict[str, Any]) -> None:
-    from ltxcli import media
-
-    try:
-        it.target.parent.mkdir(parents=True, exist_ok=True)
-        if opts.frames_dir is not None:
-            media.write_png_frames(it.target, result.video, metadata=record, overwrite=opts.overwrite)
-        else:
-            media.write_video(it.target, result.video, _fps_text(s["frame_rate"]), metadata=record,
-                              overwrite=opts.overwrite)
-    except media.MediaError as e:
-        raise CliError(str(e), EXIT_ERROR) from None
-    except OSError as e:
-        if isinstance(e, FileExistsError):
-            raise
-        raise CliError(f"cannot write {it.target}: {e.strerror or e}", EXIT_ERROR) from None
 
 
 # --- commands ------------------------------------------------------------------------------------------------
@@ -1180,14 +807,15 @@ def generate(
 
     def prepare() -> None:  # stdin is left for the workers to read
         if batch is not None and batch != "-":
-            run(opts, parse_batch(_read_text(batch, "--batch"), batch), batch=True, prepare_only=True)
+            run(opts, runner.parse_batch(_read_text(batch, "--batch"), f"--batch {batch}"), batch=True,
+                prepare_only=True)
         elif batch is None and prompt != "-":
             run(opts, [{"prompt": prompt}], batch=False, prepare_only=True)
 
     relaunch(gpus, prepare)
     with distributed_context() as ctx:
         if batch is not None:
-            rows = parse_batch(_read_source(batch, "--batch", ctx), batch)
+            rows = runner.parse_batch(_read_source(batch, "--batch", ctx), f"--batch {batch}")
             run(opts, rows, batch=True, ctx=ctx)
             return
         assert prompt is not None
@@ -1235,7 +863,9 @@ def i2v(
     """Generate a video that starts from IMAGE (image-to-video)."""
     params = dict(locals())
     opts = _options(params, skip=("image", "prompt", "image_strength"))
-    first = CondSpec(image, 0, image_strength)
+    from ltxcli.pipeline import Condition
+
+    first = Condition(image, 0, image_strength)
 
     def prepare() -> None:
         if prompt != "-":
@@ -1255,5 +885,5 @@ def register(app: typer.Typer) -> None:
 
 __all__ = [
     "Options", "check_kernels", "check_memory", "check_parallel", "distributed_context", "generate", "i2v",
-    "memory_alternatives", "parse_batch", "parse_condition", "register", "relaunch", "run", "strip_option",
+    "memory_alternatives", "register", "relaunch", "run", "strip_option",
 ]

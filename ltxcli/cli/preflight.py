@@ -35,13 +35,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .common import EXIT_ERROR, EXIT_OOM, CliError, human_bytes
+from .common import EXIT_OOM, CliError, human_bytes
 
 NO_MEMORY_CHECK_ENV = "LTX_NO_MEMORY_CHECK"
 #: Transformer activation peak in units of ``B * N * D`` elements (see the module docstring).
@@ -477,30 +476,8 @@ def check_memory(
     )
 
 
-# --- outputs ----------------------------------------------------------------------------------------------
-
-
-def check_writable(target: Path) -> None:
-    """Fail now (exit 1, one line) if ``target`` cannot be created: the nearest existing folder above it must
-    accept a new file (a probe file is created there and removed at once). Missing folders in between are
-    created later, at write time."""
-    parent = target.parent
-    anc = parent
-    while not (anc.exists() or anc.is_symlink()) and anc != anc.parent:
-        anc = anc.parent
-    if not anc.is_dir():
-        raise CliError(f"cannot write {target}: {anc} is not a folder", EXIT_ERROR)
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".ltx-write-test-", dir=anc)
-    except OSError as e:
-        reason = os.strerror(e.errno).lower() if e.errno else str(e)
-        raise CliError(f"cannot write {target}: {anc}: {reason}", EXIT_ERROR) from None
-    os.close(fd)
-    os.unlink(probe)
-
-
 __all__ = [
     "NO_MEMORY_CHECK_ENV", "OFFLOAD_MODES", "TILING_MODES", "MemoryEstimate", "WeightParts", "check_memory",
-    "check_writable", "checkpoint_parts", "decode_bytes", "estimate_memory", "folder_bytes", "free_memory_bytes", "model_bytes",
+    "checkpoint_parts", "decode_bytes", "estimate_memory", "folder_bytes", "free_memory_bytes", "model_bytes",
     "module_bytes", "safetensors_bytes", "stage_weights", "text_encoder_bytes", "weight_parts",
 ]

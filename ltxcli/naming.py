@@ -1,4 +1,7 @@
-"""Output names: ``-o`` as a folder, a ``.mp4`` file or a pattern, and the default name from the prompt.
+"""Output names: an output value as a folder, a ``.mp4`` file or a pattern, and the default name from the prompt.
+
+A mistake in a value (an unknown field, a bad format spec, a suffix other than ``.mp4``) is a ``ValueError`` with
+a one-line message, raised before any work (``ltx`` turns it into exit 2).
 
 Pattern fields (Python ``str.format`` syntax, e.g. ``out/{index:03d}-{seed}.mp4``):
 
@@ -15,8 +18,6 @@ import re
 import string
 from pathlib import Path
 from typing import Any
-
-from .common import usage_error
 
 PATTERN_FIELDS = ("index", "seed", "slug", "width", "height", "num_frames", "frame_rate", "model")
 SLUG_MAX = 40
@@ -42,15 +43,15 @@ def check_pattern(pattern: str) -> None:
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(pattern) if f is not None]
     except ValueError as e:
-        usage_error(f"output pattern {pattern!r}: {e}")
+        raise ValueError(f"output pattern {pattern!r}: {e}") from None
     for f in fields:
         base = re.split(r"[.\[]", f, maxsplit=1)[0]
         if base not in PATTERN_FIELDS:
-            usage_error(f"output pattern {pattern!r}: unknown field {{{f}}} (known: {', '.join(PATTERN_FIELDS)})")
+            raise ValueError(f"output pattern {pattern!r}: unknown field {{{f}}} (known: {', '.join(PATTERN_FIELDS)})")
     try:
         pattern.format(**_sample_fields())
     except (ValueError, TypeError, IndexError, KeyError) as e:
-        usage_error(f"output pattern {pattern!r}: {e}")
+        raise ValueError(f"output pattern {pattern!r}: {e}") from None
 
 
 def _sample_fields() -> dict[str, Any]:
@@ -77,7 +78,7 @@ def output_path(value: str | None, fields: dict[str, Any], *, batch: bool, frame
     if is_pattern(value):
         name = value.format(**fields)
         if not frames and not name.lower().endswith(".mp4"):
-            usage_error(f"output pattern {value!r} must end in .mp4")
+            raise ValueError(f"output pattern {value!r} must end in .mp4")
         return Path(name).expanduser()
     path = Path(value).expanduser()
     if frames:
@@ -86,8 +87,25 @@ def output_path(value: str | None, fields: dict[str, Any], *, batch: bool, frame
     if path.is_dir() or value.endswith(("/", "\\")) or not path.suffix:
         return path / (stem + suffix)
     if path.suffix.lower() != ".mp4":
-        usage_error(f"-o {value}: videos are written as .mp4 (or give a folder, or --frames-dir for PNG frames)")
+        raise ValueError(f"-o {value}: videos are written as .mp4 (or give a folder, or --frames-dir for PNG frames)")
     if many:
-        usage_error(f"-o {value} names one file but this is a batch: give a folder or a pattern such as "
-                    "out/{index:03d}-{seed}.mp4")
+        raise ValueError(f"-o {value} names one file but this is a batch: give a folder or a pattern such as "
+                         "out/{index:03d}-{seed}.mp4")
     return path
+
+
+def fps_number(fps: float) -> int | float:
+    """A frame rate as names, records and JSON show it: 24.0 -> 24, 23.976 stays."""
+    return int(fps) if float(fps).is_integer() else fps
+
+
+def model_field(name: str, *, is_path: bool) -> str:
+    """The ``{model}`` field: a weights.toml name as is, a checkpoint file or folder by its stem."""
+    return Path(name).stem if is_path else name
+
+
+def fields(*, index: int, seed: int, prompt: str, width: int, height: int, num_frames: int, frame_rate: float,
+           model: str) -> dict[str, Any]:
+    """The values a pattern (and the default name) may use for one item."""
+    return {"index": index, "seed": seed, "slug": slugify(prompt), "width": width, "height": height,
+            "num_frames": num_frames, "frame_rate": fps_number(frame_rate), "model": model}

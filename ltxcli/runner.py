@@ -1,0 +1,595 @@
+"""Batch runs: a list of items generated with one loaded model, one output file per item, with its record.
+
+Order of work for a batch (``ltx generate --batch`` follows it, and so can a Python user)::
+
+    rows = parse_batch(text)                    # JSON lines / one prompt per line -> dicts (optional)
+    items = build_items(rows, preset=...)       # -> BatchItem: a row's value > defaults > the preset's
+    validate_item(item, max_pos, ...)           # sizes, ranges, condition files: before any weight is read
+    plan_outputs(items, output=..., ...)        # names from patterns, duplicates, existing outputs, writable
+    for r in run_batch(pipe, items, ...): ...   # generate, write atomically with the record, one result each
+
+``run_batch`` plans and validates the items itself when they have no output path yet, so the short form is
+``run_batch(pipe, [BatchItem("a cat"), BatchItem("a dog")], output="out/{index}.mp4")``.
+
+Mistakes a user can make (a size, a pattern, an existing output) are ``ValueError`` with a one-line message;
+an unreadable condition file is :class:`ltxcli.media.MediaError`; an output that cannot be written is
+:class:`OutputError` (an ``OSError``); an existing output without ``overwrite`` is ``FileExistsError``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import naming
+from .naming import fps_number
+
+if TYPE_CHECKING:
+    from .pipeline import Condition, GenerationResult, Pipeline
+    from .presets import Preset
+
+SEED_MAX = 2**63 - 1
+MAX_FRAME_RATE = 1000
+MAX_STEPS = 1000  # far above any released schedule (8-40 steps); a typo such as 4000000 is refused up front
+
+#: A progress callback as ``Pipeline.generate(progress=...)`` takes it: ``(stage, done, total)``.
+ProgressFn = Callable[[str, int, int], None]
+
+
+class OutputError(OSError):
+    """An output that cannot be written (a read-only folder, a full disk, a file in the way of a folder)."""
+
+
+@dataclass
+class BatchItem:
+    """One video of a batch: what to generate (``None`` sizes: the preset's; ``None`` seed: a random one, drawn
+    when the batch is planned) and where it goes (``output``: a file, folder or pattern for this item only;
+    ``target``/``skip``: set by :func:`plan_outputs`)."""
+
+    prompt: str
+    seed: int | None = None
+    height: int | None = None
+    width: int | None = None
+    num_frames: int | None = None
+    frame_rate: float | None = None
+    negative_prompt: str | None = None
+    steps: int | None = None
+    guidance_scale: float | None = None
+    stg_scale: float | None = None
+    conditions: list[Condition] = field(default_factory=list)
+    output: str | None = None
+    index: int = 0
+    target: Path | None = None
+    skip: bool = False
+
+
+@dataclass
+class ItemResult:
+    """What :func:`run_batch` yields for each item, in order: ``status`` "ok" (generated; written unless the
+    run was told not to write) or "skipped" (``reason``: "exists", or "claimed" by another process)."""
+
+    item: BatchItem
+    status: str
+    reason: str | None = None
+    result: GenerationResult | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # the run's settings (the record's, plus the device)
+    record: dict[str, Any] = field(default_factory=dict)  # the generation record stored in the file
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: load_s (first item), stages, write_s, total_s
+
+    @property
+    def path(self) -> Path:
+        assert self.item.target is not None
+        return self.item.target
+
+
+# --- batch files ---------------------------------------------------------------------------------------------
+
+_ITEM_INT = ("seed", "steps", "height", "width", "num_frames")
+_ITEM_FLOAT = ("frame_rate", "guidance_scale", "stg_scale")
+_ITEM_STR = ("prompt", "negative_prompt", "output", "image")
+ITEM_KEYS = (*_ITEM_STR, *_ITEM_INT, *_ITEM_FLOAT, "conditions")
+
+
+def parse_condition(spec: str) -> Condition:
+    """``PATH:FRAME[:STRENGTH]``, split from the right so paths may contain ':'."""
+    from .pipeline import Condition
+
+    parts = spec.rsplit(":", 2)
+    if len(parts) == 3:
+        path, frame, strength = parts
+        if _is_int(frame) and _is_float(strength):
+            return Condition(path, int(frame), float(strength))
+    parts = spec.rsplit(":", 1)
+    if len(parts) == 2 and _is_int(parts[1]) and parts[0]:
+        return Condition(parts[0], int(parts[1]), 1.0)
+    raise ValueError(f"--condition {spec!r}: expected PATH:FRAME[:STRENGTH], e.g. first.png:0 or end.png:96:0.8")
+
+
+def _is_int(s: str) -> bool:
+    try:
+        int(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_batch(text: str, source: str = "batch") -> list[dict[str, Any]]:
+    """One prompt per line, or one JSON object per line (keys: :data:`ITEM_KEYS`); '#' lines are comments.
+
+    Returns one dict per item (conditions parsed into :class:`~ltxcli.pipeline.Condition`, ``_where`` naming the
+    line for later messages). A malformed line is a ValueError starting with ``"{source} line N: "``."""
+    from .pipeline import Condition
+
+    rows: list[dict[str, Any]] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        where = f"{source} line {number}"
+        if not line.startswith("{"):
+            rows.append({"prompt": line})
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            raise ValueError(f"{where}: invalid JSON ({e})") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"{where}: expected a JSON object")
+        unknown = sorted(set(obj) - set(ITEM_KEYS))
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(ITEM_KEYS)})")
+        if not isinstance(obj.get("prompt"), str):
+            raise ValueError(f"{where}: needs a \"prompt\" string")
+        for key in _ITEM_STR:
+            if key in obj and obj[key] is not None and not isinstance(obj[key], str):
+                raise ValueError(f"{where}: {key} must be a string")
+        for key in _ITEM_INT:
+            v = obj.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise ValueError(f"{where}: {key} must be an integer, got {v!r}")
+        for key in _ITEM_FLOAT:
+            v = obj.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise ValueError(f"{where}: {key} must be a number, got {v!r}")
+        conds = obj.get("conditions")
+        if conds is not None:
+            if not isinstance(conds, list):
+                raise ValueError(f"{where}: conditions must be a list")
+            parsed = []
+            for c in conds:
+                if isinstance(c, str):
+                    parsed.append(parse_condition(c))
+                elif isinstance(c, dict) and isinstance(c.get("path"), str) and not set(c) - {"path", "frame", "strength"}:
+                    frame, strength = c.get("frame", 0), c.get("strength", 1.0)
+                    if isinstance(frame, bool) or not isinstance(frame, int) or not isinstance(strength, (int, float)):
+                        raise ValueError(f"{where}: condition frame must be an integer and strength a number")
+                    parsed.append(Condition(c["path"], frame, float(strength)))
+                else:
+                    raise ValueError(f"{where}: a condition is \"PATH:FRAME[:STRENGTH]\" or "
+                                     "{\"path\", \"frame\", \"strength\"}")
+            obj["conditions"] = parsed
+        obj["_where"] = where
+        rows.append(obj)
+    if not rows:
+        raise ValueError(f"{source}: no prompts in it")
+    return rows
+
+
+def build_items(
+    rows: Sequence[Mapping[str, Any]], *, preset: Preset | None = None, defaults: Mapping[str, Any] | None = None,
+    conditions: Sequence[Condition] = (),
+) -> list[BatchItem]:
+    """Rows (:func:`parse_batch`'s dicts) -> items. Each value: the row's, else ``defaults``' (the command's
+    options), else the preset's (sizes and frame rate). ``conditions`` come first in every item; a row's
+    ``image`` is a first-frame condition before them, its ``conditions`` follow."""
+    from .pipeline import Condition
+
+    defaults = defaults or {}
+    base = {"height": preset.height, "width": preset.width, "num_frames": preset.num_frames,
+            "frame_rate": preset.frame_rate} if preset is not None else {}
+    items = []
+    for i, row in enumerate(rows):
+        conds = list(conditions)
+        if row.get("image"):
+            conds.insert(0, Condition(row["image"], 0, 1.0))
+        conds += row.get("conditions") or []
+
+        def pick(key: str, row: Mapping[str, Any] = row) -> Any:
+            if row.get(key) is not None:
+                return row[key]
+            return defaults[key] if defaults.get(key) is not None else base.get(key)
+
+        frame_rate = pick("frame_rate")
+        items.append(BatchItem(
+            # a row's explicit "seed": null asks for a random seed, whatever the default
+            index=i, prompt=row["prompt"], seed=row.get("seed", defaults.get("seed")), height=pick("height"), width=pick("width"),
+            num_frames=pick("num_frames"), frame_rate=None if frame_rate is None else float(frame_rate),
+            negative_prompt=pick("negative_prompt"), steps=pick("steps"), guidance_scale=pick("guidance_scale"),
+            stg_scale=pick("stg_scale"), conditions=conds, output=row.get("output"),
+        ))
+    _complete(items, preset)
+    return items
+
+
+def _complete(items: Sequence[BatchItem], preset: Preset | None) -> None:
+    """Fill what an item leaves open: a random seed, the preset's size and frame rate."""
+    for it in items:
+        if it.seed is None:
+            it.seed = secrets.randbelow(2**31)
+        if preset is not None:
+            it.height = preset.height if it.height is None else it.height
+            it.width = preset.width if it.width is None else it.width
+            it.num_frames = preset.num_frames if it.num_frames is None else it.num_frames
+            it.frame_rate = float(preset.frame_rate if it.frame_rate is None else it.frame_rate)
+
+
+# --- validation ----------------------------------------------------------------------------------------------
+
+
+def _nearest_even(v: int) -> str:
+    return f"{v - 1} or {v + 1}"
+
+
+def check_range(name: str, value: float, lo: float, hi: float, example: str = "") -> None:
+    """``lo <= value <= hi`` (finite), else a ValueError naming the value, the rule and the nearest valid value."""
+    if (isinstance(value, int) or math.isfinite(value)) and lo <= value <= hi:
+        return
+    nearest = hi if value != value else min(max(value, lo), hi)  # NaN -> the top (any valid value would do)
+    hint = example or f"use {_fmt(nearest)}"
+    raise ValueError(f"{name}={_fmt(value)} must be in [{_fmt(lo)}, {_fmt(hi)}] ({hint})")
+
+
+def _fmt(v: float) -> str:
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    if v == SEED_MAX:
+        return "2**63 - 1"
+    return str(v)
+
+
+def _check_sizes(item: BatchItem, max_pos: Sequence[int], frames_out: bool) -> None:
+    from .pipeline import check_size
+
+    assert item.height is not None and item.width is not None and item.num_frames is not None
+    assert item.frame_rate is not None
+    lowest = 1 if frames_out else 2
+    for name, v, limit in (("height", item.height, max_pos[1]), ("width", item.width, max_pos[2])):
+        if v < lowest:
+            raise ValueError(f"{name}={v} must be at least {lowest} (e.g. 512; sizes are padded to multiples of 32)")
+        if (v - 1) // 32 * 32 + 32 > limit:
+            raise ValueError(f"{name}={v} pads to {(v - 1) // 32 * 32 + 32}, above the model's position range of "
+                             f"{limit} px (use at most {limit})")
+        if not frames_out and v % 2:
+            raise ValueError(f"{name}={v} must be even for an H.264 MP4 (4:2:0 chroma): use "
+                             f"{_nearest_even(v)}, or write PNG frames with --frames-dir")
+    if item.num_frames < 1:
+        raise ValueError(f"num_frames={item.num_frames} must be at least 1 (e.g. 121; 8k + 1 frames avoid padding)")
+    if not math.isfinite(item.frame_rate) or not 0 < item.frame_rate <= MAX_FRAME_RATE:
+        nearest = MAX_FRAME_RATE if item.frame_rate > MAX_FRAME_RATE else 24
+        raise ValueError(f"frame_rate={item.frame_rate} must be in (0, {MAX_FRAME_RATE}] (e.g. {nearest})")
+    check_size(item.height, item.width, item.num_frames, item.frame_rate, max_pos)  # the model's time range
+
+
+def _check_condition(c: Condition, item: BatchItem) -> None:
+    """Range checks, then the file itself: decoded (an image fully, a video's first frame) so that a missing,
+    empty, truncated, oversized or unreadable file fails here, before any weight is loaded (MediaError)."""
+    from . import media
+
+    assert item.height is not None and item.width is not None and item.num_frames is not None
+    name = c.media
+    check_range(f"condition {name}: strength", c.strength, 0.0, 1.0)
+    if not 0 <= c.frame < item.num_frames:
+        nearest = min(max(c.frame, 0), item.num_frames - 1)
+        raise ValueError(f"condition {name}: frame={c.frame} must be in [0, {item.num_frames - 1}] for a "
+                         f"{item.num_frames}-frame video (use {nearest})")
+    if not isinstance(c.media, (str, Path)):
+        return  # a picture or tensor in memory: the pipeline checks it
+    first = media.load_media(c.media, max_frames=1)
+    height, width = int(first.shape[1]), int(first.shape[2])
+    left, top, right, bottom = media.centre_crop_box(width, height, item.height, item.width)
+    if right - left < 2 or bottom - top < 2:
+        raise media.MediaError(f"{name}: a {width}x{height} picture is too small to crop to the "
+                               f"{item.width}x{item.height} aspect ratio")
+    n = media.media_num_frames(c.media)
+    if n > 1:
+        wanted = min(n, item.num_frames - c.frame)
+        decodable = _decodable_frames(c.media, wanted)
+        if decodable < wanted:  # FFmpeg stops quietly at the end of a truncated file
+            warnings.warn(f"{name}: the file lists {n} frames but only {decodable} can be decoded (truncated or "
+                          f"damaged?); using those {decodable}", stacklevel=1)
+            n = decodable
+    # the pipeline keeps at most the frames that fit, rounded down to 8k + 1 (official trim)
+    kept = (min(n, item.num_frames - c.frame) - 1) // 8 * 8 + 1
+    if kept > 1 and c.frame % 8:
+        lo = c.frame // 8 * 8
+        raise ValueError(f"condition {name}: a video must start at a multiple of 8, not frame={c.frame} "
+                         f"(use {lo} or {lo + 8})")
+
+
+def _decodable_frames(path: str | Path, limit: int) -> int:
+    """How many of the first ``limit`` frames of a video decode (frames are decoded and dropped, not kept)."""
+    import av
+
+    from . import media
+
+    count = 0
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for _ in container.decode(stream):
+                count += 1
+                if count >= limit:
+                    break
+    except av.error.FFmpegError as e:
+        raise media.MediaError(f"{path}: video decoding failed after {count} frames: {' '.join(str(e).split())}") from None
+    return count
+
+
+def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool = False, where: str = "") -> None:
+    """Everything that can be checked without the model (``max_pos``: its positional range, seconds and pixels).
+
+    A mistake is a ValueError that starts with ``where`` and names the value, the rule and the nearest valid
+    value; an unreadable condition file is a :class:`~ltxcli.media.MediaError`. ``frames_out``: the output is PNG
+    frames (odd sizes allowed)."""
+    from . import media
+
+    try:
+        _check_sizes(item, max_pos, frames_out)
+        if item.steps is not None:
+            check_range("steps", item.steps, 1, MAX_STEPS)
+        for name, v in (("guidance_scale", item.guidance_scale), ("stg_scale", item.stg_scale)):
+            if v is not None and (not math.isfinite(v) or v < 0):
+                raise ValueError(f"{name}={v} must be a finite number >= 0 (use 0; guidance 1 disables CFG, "
+                                 "stg 0 disables STG)")
+        assert item.seed is not None
+        check_range("seed", item.seed, 0, SEED_MAX)
+        for c in item.conditions:
+            _check_condition(c, item)
+    except ValueError as e:
+        if isinstance(e, media.MediaError) or not where:
+            raise
+        raise ValueError(f"{where}{e}") from None
+
+
+# --- outputs -------------------------------------------------------------------------------------------------
+
+
+def plan_outputs(
+    items: Sequence[BatchItem], *, output: str | None = None, frames: bool = False, model: str = "",
+    batch: bool = False, overwrite: bool = False, skip_existing: bool = False,
+) -> None:
+    """Set every item's ``target`` (its own ``output``, else ``output``: a file, folder or pattern, see
+    :mod:`ltxcli.naming`; ``frames``: a folder of PNG frames) and ``skip`` (exists and ``skip_existing``).
+
+    ``batch``: default names start with the item index. Refused (ValueError) before any work: two items with one
+    target, an existing target without ``overwrite``/``skip_existing``; (:class:`OutputError`) a target that
+    cannot be created."""
+    if overwrite and skip_existing:
+        raise ValueError("--overwrite and --skip-existing contradict each other: pick one")
+    for value in {output, *(it.output for it in items)}:
+        if value is not None and naming.is_pattern(value):
+            naming.check_pattern(value)
+    shared = sum(it.output is None for it in items)
+    seen: dict[Path, int] = {}
+    for it in items:
+        assert it.seed is not None and it.width is not None and it.height is not None
+        assert it.num_frames is not None and it.frame_rate is not None
+        values = naming.fields(index=it.index, seed=it.seed, prompt=it.prompt, width=it.width, height=it.height,
+                               num_frames=it.num_frames, frame_rate=it.frame_rate, model=model)
+        value = it.output if it.output is not None else output
+        many = it.output is None and shared > 1
+        target = naming.output_path(value, values, batch=batch, frames=frames, many=many)
+        it.target = target
+        key = target.absolute()
+        if key in seen:
+            raise ValueError(f"items {seen[key]} and {it.index} would both write {target}: "
+                             "use a pattern with {index} or {seed}")
+        seen[key] = it.index
+        it.skip = False
+        if target.exists() or target.is_symlink():
+            if skip_existing:
+                it.skip = True
+            elif not overwrite:
+                raise ValueError(f"{target} already exists: pass --overwrite to replace it, --skip-existing to keep "
+                                 "it, or choose another -o")
+        if not it.skip:
+            check_writable(target)  # a read-only or impossible folder fails before any work
+
+
+def check_writable(target: Path) -> None:
+    """Raise :class:`OutputError` now if ``target`` cannot be created: the nearest existing folder above it must
+    accept a new file (a probe file is created there and removed at once). Missing folders in between are
+    created later, at write time."""
+    parent = target.parent
+    anc = parent
+    while not (anc.exists() or anc.is_symlink()) and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise OutputError(f"cannot write {target}: {anc} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".ltx-write-test-", dir=anc)
+    except OSError as e:
+        reason = os.strerror(e.errno).lower() if e.errno else str(e)
+        raise OutputError(f"cannot write {target}: {anc}: {reason}") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def run_settings(result: GenerationResult) -> dict[str, Any]:
+    """The settings a result was generated with, as ``ltx generate --json`` reports them (the record's, plus
+    the device): size, frame rate, negative prompt, first-pass steps/guidance, every pass, conditions, compute."""
+    s = result.settings
+    first = s["passes"][0]
+    timesteps = first.get("timesteps")
+    return {
+        "height": s["height"], "width": s["width"], "num_frames": s["num_frames"],
+        "frame_rate": fps_number(s["frame_rate"]), "negative_prompt": s["negative_prompt"],
+        "steps": first["num_inference_steps"] if timesteps is None else len(timesteps),
+        "guidance_scale": first["guidance_scale"], "stg_scale": first["stg_scale"], "preset": s["preset"],
+        "timesteps": timesteps, "multi_scale": s["multi_scale"], "passes": s["passes"],
+        "conditions": s["conditions"], "dtype": s["dtype"], "device": s["device"], "offload": s["offload"],
+        "vae_tiling": s["vae_tiling"], "vae_conv": s["vae_conv"],
+    }
+
+
+def record(result: GenerationResult, *, model: str | None = None) -> dict[str, Any]:
+    """The generation record stored in a written file (``ltx info`` and :func:`ltxcli.media.read_video_metadata`
+    read it back): tool and version, model (default: the pipeline's name), prompt, seed, the settings of
+    :func:`run_settings` without the device, and the time of writing."""
+    from . import __version__
+
+    s = result.settings
+    return {
+        "tool": "ltxcli", "version": __version__, "model": s["model"] if model is None else model,
+        "prompt": s["prompt"], "seed": result.seed,
+        **{k: v for k, v in run_settings(result).items() if k != "device"},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_output(
+    result: GenerationResult, target: Path, *, record: Mapping[str, Any] | None, frames: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``result`` atomically: an H.264 MP4, or (``frames``) a folder of PNG frames, with ``record``.
+
+    Raises FileExistsError (``target`` exists, not ``overwrite``) or :class:`OutputError`; nothing is left
+    behind on failure. The one place a batch writes a video."""
+    from . import media
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file in the way is FileExistsError here too, but not an existing output
+        raise OutputError(f"cannot write {target}: {e.strerror or e}") from None
+    try:
+        if frames:
+            media.write_png_frames(target, result.video, metadata=record, overwrite=overwrite)
+        else:
+            media.write_video(target, result.video, fps_number(result.settings["frame_rate"]), metadata=record,
+                              overwrite=overwrite)
+    except media.MediaError as e:
+        raise OutputError(str(e)) from None
+    except OSError as e:
+        if isinstance(e, (FileExistsError, OutputError)):
+            raise
+        raise OutputError(f"cannot write {target}: {e.strerror or e}") from None
+    return target
+
+
+def save_video(result: GenerationResult, path: str | Path, *, overwrite: bool = False,
+               model: str | None = None) -> Path:
+    """Write a :class:`~ltxcli.pipeline.GenerationResult` as an MP4 with its generation record (prompt, seed,
+    model, settings; ``ltx info`` shows it), atomically. ``model``: the name to record (default: the
+    pipeline's). Raises FileExistsError if ``path`` exists and not ``overwrite``, :class:`OutputError` if it
+    cannot be written."""
+    return write_output(result, Path(path), record=record(result, model=model), overwrite=overwrite)
+
+
+# --- running -------------------------------------------------------------------------------------------------
+
+
+def run_batch(
+    pipe: Pipeline, items: Sequence[BatchItem], *, output: str | None = None, frames: bool = False,
+    overwrite: bool = False, skip_existing: bool = False, claim: bool | None = None, model: str | None = None,
+    write: bool = True, load_s: float = 0.0,
+    progress: Callable[[BatchItem], AbstractContextManager[ProgressFn | None]] | None = None,
+) -> Iterator[ItemResult]:
+    """Generate every item with ``pipe`` and write it; yields one :class:`ItemResult` per item, in order, as
+    each finishes (skipped ones included).
+
+    Items without a ``target`` are first completed from ``pipe.preset``, validated and planned here
+    (:func:`plan_outputs` with ``output``, ``frames``, ``overwrite``, ``skip_existing``; ``model`` is the
+    ``{model}`` pattern field and the record's model, default ``pipe.name``). ``claim`` (default:
+    ``skip_existing``): claim each output before generating it (:func:`ltxcli.distributed.claim_output`), so
+    processes sharing an output folder never generate the same item twice. ``write`` False: generate only
+    (the other ranks of a video split across processes). ``load_s`` is reported in the first generated item's
+    timings. ``progress(item)``: a context manager giving the item's progress callback."""
+    import torch
+
+    from .pipeline import NumericalError
+
+    if any(it.target is None for it in items):
+        _plan_here(pipe, items, output=output, frames=frames, model=model, overwrite=overwrite,
+                   skip_existing=skip_existing)
+    if claim is None:
+        claim = skip_existing
+    if claim:
+        from . import distributed
+    # the load is reported with the first item to generate (None: every item is skipped)
+    first = next((it for it in items if not it.skip), None)
+    for it in items:
+        assert it.target is not None
+        if it.skip:
+            yield ItemResult(it, "skipped", reason="exists")
+            continue
+        if claim and not distributed.claim_output(it.target):
+            # another rank or job is writing it, or has written it since the outputs were planned
+            yield ItemResult(it, "skipped", reason="exists" if it.target.exists() else "claimed")
+            continue
+        try:
+            t_start = time.perf_counter()
+            with progress(it) if progress is not None else nullcontext(None) as callback:
+                result = pipe.generate(
+                    it.prompt, negative_prompt=it.negative_prompt, height=it.height, width=it.width,
+                    num_frames=it.num_frames, frame_rate=it.frame_rate, steps=it.steps,
+                    guidance_scale=it.guidance_scale, stg_scale=it.stg_scale, conditions=it.conditions,
+                    seed=it.seed, progress=callback,
+                )
+            if not bool(torch.isfinite(result.video).all()):  # the latents were checked; a broken VAE shows here
+                raise NumericalError("the decoded video contains NaN or Inf: the VAE weights may be broken "
+                                     "(run `ltx weights verify`)")
+            rec = record(result, model=model)
+            t_write = time.perf_counter()
+            if write:
+                write_output(result, it.target, record=rec, frames=frames, overwrite=overwrite)
+            item_load_s = load_s if it is first else 0.0
+            timings = {"load_s": item_load_s, **result.timings, "write_s": time.perf_counter() - t_write}
+            timings["total_s"] = item_load_s + time.perf_counter() - t_start
+        finally:
+            if claim:
+                distributed.release_claim(it.target)
+        yield ItemResult(it, "ok", result=result, settings=run_settings(result), record=rec,
+                         timings={k: round(v, 4) for k, v in timings.items()})
+
+
+def _plan_here(
+    pipe: Pipeline, items: Sequence[BatchItem], *, output: str | None, frames: bool, model: str | None,
+    overwrite: bool, skip_existing: bool,
+) -> None:
+    """:func:`run_batch` for a Python caller: index, complete, validate and plan the items against ``pipe``."""
+    for i, it in enumerate(items):
+        it.index = i
+    _complete(items, pipe.preset)
+    max_pos = pipe.transformer.config.positional_embedding_max_pos
+    for it in items:
+        validate_item(it, max_pos, frames_out=frames)
+    name = pipe.name if model is None else model
+    plan_outputs(items, output=output, frames=frames, model=naming.model_field(name, is_path=Path(name).exists()),
+                 batch=len(items) > 1, overwrite=overwrite, skip_existing=skip_existing)
+
+
+__all__ = [
+    "ITEM_KEYS", "MAX_FRAME_RATE", "MAX_STEPS", "SEED_MAX", "BatchItem", "ItemResult", "OutputError",
+    "build_items", "check_range", "check_writable", "parse_batch", "parse_condition", "plan_outputs", "record",
+    "run_batch", "run_settings", "save_video", "validate_item", "write_output",
+]

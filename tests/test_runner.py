@@ -1,0 +1,105 @@
+"""The library's batch runner and ``save_video``, used from Python as a user would (no CLI involved)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from tiny_models import one_thread  # noqa: F401  (module-scoped autouse fixture)
+from typer.testing import CliRunner
+
+import ltxcli
+from ltxcli import media, runner
+from ltxcli.cli import app
+from ltxcli.runner import BatchItem
+
+SMALL = {"height": 64, "width": 96, "num_frames": 9}
+
+
+@pytest.fixture(scope="module")
+def pipe() -> Any:
+    return ltxcli.load_pipeline("tiny")
+
+
+def test_save_video_writes_the_record_ltx_info_reads(pipe: Any, tmp_path: Path) -> None:
+    res = pipe.generate("a cat surfing", seed=3, steps=2, frame_rate=12, **SMALL)
+    path = ltxcli.save_video(res, tmp_path / "cat.mp4")
+    assert path == tmp_path / "cat.mp4"
+    rec = media.read_video_metadata(path)
+    assert rec is not None and rec["tool"] == "ltxcli" and rec["version"] == ltxcli.__version__
+    assert (rec["model"], rec["prompt"], rec["seed"], rec["steps"], rec["preset"]) == ("tiny", "a cat surfing", 3, 2,
+                                                                                      "tiny")
+    assert (rec["height"], rec["width"], rec["num_frames"], rec["frame_rate"]) == (64, 96, 9, 12)
+    assert rec["dtype"] == "float32" and rec["conditions"] == [] and "device" not in rec
+    expected = json.loads(json.dumps(runner.record(res), default=str))  # tuples as JSON lists
+    assert rec == {**expected, "created": rec["created"]}  # the runner's record, written as is
+    frames = media.load_video(path)
+    assert frames.shape == (9, 64, 96, 3)
+
+    result = CliRunner().invoke(app, ["info", str(path), "--json"])
+    assert result.exit_code == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["generation"]["prompt"] == "a cat surfing" and info["generation"]["seed"] == 3
+    assert info["stream"]["num_frames"] == 9 and info["stream"]["frame_rate"] == 12
+
+    with pytest.raises(FileExistsError):
+        ltxcli.save_video(res, path)
+    ltxcli.save_video(res, path, overwrite=True, model="my-model")
+    assert media.read_video_metadata(path)["model"] == "my-model"  # type: ignore[index]
+    with pytest.raises(runner.OutputError, match="cannot write"):
+        ltxcli.save_video(res, path / "below-a-file.mp4")  # a file where a folder should be
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.mp4"]  # nothing partial left behind
+
+
+def test_run_batch_from_python_names_skips_and_reports_in_order(pipe: Any, tmp_path: Path) -> None:
+    pattern = str(tmp_path / "out" / "{index:02d}-{slug}-{seed}.mp4")
+
+    def items() -> list[BatchItem]:
+        return [BatchItem("a red fox", seed=1, steps=1, **SMALL), BatchItem("a blue bird", seed=2, steps=1, **SMALL)]
+
+    first = list(ltxcli.run_batch(pipe, items(), output=pattern, load_s=0.5))
+    assert [r.status for r in first] == ["ok", "ok"]
+    assert [r.path.name for r in first] == ["00-a-red-fox-1.mp4", "01-a-blue-bird-2.mp4"]
+    assert first[0].timings["load_s"] == 0.5 and first[1].timings["load_s"] == 0.0
+    assert first[1].timings["total_s"] >= first[1].timings["denoise_s"] > 0
+    for r, prompt in zip(first, ("a red fox", "a blue bird"), strict=True):
+        rec = media.read_video_metadata(r.path)
+        assert rec is not None and rec["prompt"] == prompt and rec["seed"] == r.item.seed and rec["steps"] == 1
+        assert r.record["prompt"] == prompt and r.settings["device"] == "cpu" and r.result is not None
+        assert media.media_num_frames(r.path) == 9
+
+    # an existing output is refused without skip_existing, skipped with it; the other one is generated again
+    with pytest.raises(ValueError, match="already exists"):
+        list(ltxcli.run_batch(pipe, items(), output=pattern))
+    first[1].path.unlink()
+    again = list(ltxcli.run_batch(pipe, items(), output=pattern, skip_existing=True))
+    assert [(r.status, r.reason) for r in again] == [("skipped", "exists"), ("ok", None)]
+    assert again[0].result is None and again[1].path.is_file()
+    assert not list((tmp_path / "out").glob("*.claim"))  # claims (skip_existing claims by default) are released
+    assert torch.equal(again[1].result.video, first[1].result.video)  # same seed, same video
+
+    # default names: numbered for several items; planned items' mistakes come before any generation
+    with pytest.raises(ValueError, match=r"height=63 must be even"):
+        list(ltxcli.run_batch(pipe, [BatchItem("x", height=63, width=96, num_frames=9)], output=str(tmp_path)))
+
+
+def test_build_items_and_plan_outputs_without_a_model(tmp_path: Path) -> None:
+    """Rows as `ltx generate --batch` reads them: a row's value > defaults > the preset's; names planned with
+    no model loaded."""
+    from ltxcli.presets import PRESETS
+
+    rows = runner.parse_batch('a cat\n{"prompt": "a dog", "seed": 4, "width": 128, "conditions": ["k.png:8"]}\n',
+                              "prompts.txt")
+    assert rows[1]["_where"] == "prompts.txt line 2"
+    items = runner.build_items(rows, preset=PRESETS["tiny"], defaults={"seed": 9, "height": 64})
+    assert [(it.seed, it.height, it.width) for it in items] == [(9, 64, PRESETS["tiny"].width), (4, 64, 128)]
+    assert [(c.media, c.frame, c.strength) for c in items[1].conditions] == [("k.png", 8, 1.0)]
+    runner.plan_outputs(items, output=str(tmp_path / "v"), model="tiny", batch=True)
+    assert items[1].target == tmp_path / "v" / f"0001-a-dog-4-128x64x{items[1].num_frames}.mp4"
+    with pytest.raises(ValueError, match="unknown field"):
+        runner.plan_outputs(items, output="{nope}.mp4")
+    with pytest.raises(ValueError, match=r"prompts\.txt line 1: invalid JSON"):
+        runner.parse_batch("{oops", "prompts.txt")
