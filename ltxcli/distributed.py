@@ -548,7 +548,7 @@ class _HaloExchange:
 @contextlib.contextmanager
 def _time_split(decoder: nn.Module, ctx: DistContext) -> Any:
     """Patch the decoder's temporal convolutions (and, off rank 0, the upsamplers' frame drop) for the slab."""
-    from .models.vae import CausalConv3d, DepthToSpaceUpsample
+    from .models.vae_blocks import CausalConv3d, DepthToSpaceUpsample
 
     exchange = _HaloExchange(ctx)
     patched: list[tuple[nn.Module, tuple[str, ...]]] = []
@@ -571,7 +571,7 @@ def _time_split(decoder: nn.Module, ctx: DistContext) -> Any:
 
 def _min_frames_per_rank(decoder: nn.Module) -> int:
     """Frames a slab must hold so that one neighbour can fill a conv's padding (1; 2 for a causal decoder)."""
-    from .models.vae import CausalConv3d
+    from .models.vae_blocks import CausalConv3d
 
     causal = bool(getattr(decoder, "causal", False))
     pads = [max(m.time_padding(causal)) for m in decoder.modules() if isinstance(m, CausalConv3d)]

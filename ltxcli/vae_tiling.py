@@ -51,7 +51,7 @@ from torch import Tensor, nn
 
 from .models.configs import VAEConfig
 from .models.upcast import compute_dtype, first_param_dtype
-from .models.vae import pixel_norm, unpatchify
+from .models.vae_blocks import pixel_norm, unpatchify
 
 TileMode = Literal["auto", "on", "off"]
 
@@ -261,7 +261,7 @@ class CroppedNoise:
 
     The decoder calls ``source(shape, like)`` at each injection point, in order. The first window to reach
     an injection point draws the full-size map exactly as the untiled decode would there (same generator,
-    order, size, dtype and device: ``ltxcli.models.vae._add_spatial_noise``); every window gets its crop.
+    order, size, dtype and device: ``ltxcli.models.vae_blocks._add_spatial_noise``); every window gets its crop.
     """
 
     def __init__(self, generator: torch.Generator | None, full_hw: tuple[int, int]) -> None:

@@ -17,8 +17,8 @@ vae_encode = pytest.importorskip("ltx_video.models.autoencoders.vae_encode")
 from tiny_models import randomise_scaled  # noqa: E402
 
 from ltxcli.models.configs import VAEConfig, official_vae_config  # noqa: E402
-from ltxcli.models.vae import (  # noqa: E402
-    CausalVideoVAE,
+from ltxcli.models.vae import CausalVideoVAE  # noqa: E402
+from ltxcli.models.vae_blocks import (  # noqa: E402
     depth_to_space,
     patchify,
     space_to_depth,

@@ -17,7 +17,8 @@ from tiny_models import randomise_scaled
 from ltxcli.models import winograd
 from ltxcli.models.configs import VAEConfig
 from ltxcli.models.upcast import UpcastScratch, convert_to_upcast
-from ltxcli.models.vae import CausalConv3d, CausalVideoVAE, DepthToSpaceUpsample, ResnetBlock3D
+from ltxcli.models.vae import CausalVideoVAE
+from ltxcli.models.vae_blocks import CausalConv3d, DepthToSpaceUpsample, ResnetBlock3D
 from ltxcli.models.winograd import (
     MIN_CHANNELS,
     MIN_OUTPUT_VOXELS,
