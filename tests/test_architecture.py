@@ -167,29 +167,11 @@ def test_graph_sees_function_level_and_relative_imports() -> None:
     assert any(t.startswith("ltxcli.") for t in GRAPH["ltxcli.cli"]), GRAPH["ltxcli.cli"]
 
 
-def package_graph(graph: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
-    """The graph with each subpackage of ``ltxcli`` (``ltxcli.models``, ``ltxcli.cli``, ...) as one node."""
-
-    def group(mod: str) -> str:
-        parts = mod.split(".")
-        return ".".join(parts[:2]) if len(parts) > 2 else mod
-
-    out: dict[str, dict[str, int]] = {}
-    for mod, deps in graph.items():
-        edges = out.setdefault(group(mod), {})
-        for dep, line in deps.items():
-            if group(dep) != group(mod):
-                edges.setdefault(group(dep), line)
-    return out
-
-
 def test_cycle_finder() -> None:
     # the checker itself, on a made-up graph: a -> b -> c -> a is one cycle, d -> a is not part of it
     graph = {"a": {"b": 1}, "b": {"c": 2}, "c": {"a": 3}, "d": {"a": 4}}
     assert strongly_connected(graph) == [["a", "b", "c"]]
     assert describe_cycles(graph) == ["3 modules ['a', 'b', 'c']: e.g. a (line 1) -> b (line 2) -> c (line 3) -> a"]
-    assert strongly_connected(package_graph({"ltxcli.m.x": {"ltxcli.k": 1}, "ltxcli.k": {"ltxcli.m.y": 2},
-                                             "ltxcli.m.y": {}})) == [["ltxcli.k", "ltxcli.m"]]
 
 
 def test_models_import_nothing_else_from_ltxcli() -> None:
@@ -199,6 +181,17 @@ def test_models_import_nothing_else_from_ltxcli() -> None:
         for dep, line in deps.items() if not (dep == "ltxcli.models" or dep.startswith("ltxcli.models."))
     }
     assert not bad, "\n".join(sorted(bad))
+
+
+def test_library_never_imports_the_cli() -> None:
+    bad = [f"{mod} imports {dep} (line {line})" for mod, deps in GRAPH.items() if not _is_cli(mod)
+           for dep, line in deps.items() if _is_cli(dep)]
+    assert not bad, "\n".join(bad)
+
+
+def _is_cli(mod: str) -> bool:
+    """The command line: ``ltxcli/cli/`` and ``python -m ltxcli`` (``ltxcli/__main__.py``)."""
+    return mod in ("ltxcli.cli", "ltxcli.__main__") or mod.startswith("ltxcli.cli.")
 
 
 def _lazy_names() -> set[str]:
