@@ -187,10 +187,15 @@ def decoded_record(vae: VideoAutoencoder, video: Tensor, rate: float | Fraction,
 # ------------------------------------------------------------------------------------------------ roundtrip
 
 
+SSIM_METHOD = "BT.601 luma, 11x11 Gaussian sigma 1.5, valid windows, 8-bit frames"
+
+
 @dataclass
 class Roundtrip:
     """What :func:`roundtrip` measured. ``peak_memory_kind``: cuda_allocated, process_peak_rss or unavailable."""
 
+    source: str  # where the video came from (a path, or what the caller calls it)
+    vae: VideoAutoencoder
     latents: Tensor  # [1, C, f, h, w] float32
     reconstruction: Tensor  # [F, H, W, 3] float32 in [0, 1]
     quality: FrameQuality
@@ -199,8 +204,29 @@ class Roundtrip:
     peak_memory_bytes: int | None
     peak_memory_kind: str
 
+    @property
+    def record(self) -> dict[str, Any]:
+        """The record a written reconstruction stores (see :func:`ltxcli.media.write_video`)."""
+        return {"tool": "ltxcli", "model": self.vae.label, "source": self.source, "roundtrip": True}
 
-def roundtrip(vae: VideoAutoencoder, video: Tensor, *, decode_timestep: float | None = None) -> Roundtrip:
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (``ltx vae roundtrip --json``): sizes, PSNR/SSIM rounded, timings, peak memory."""
+        f, h, w = self.reconstruction.shape[:3]
+        q = self.quality
+        return {
+            "video": self.source, "model": self.vae.label, "num_frames": f, "height": h, "width": w,
+            "latent_shape": list(self.latents.shape), "device": str(self.vae.device),
+            "dtype": str(self.vae.dtype).removeprefix("torch."), "psnr": round(q.psnr, 4), "ssim": round(q.ssim, 6),
+            "psnr_per_frame": [round(p, 4) for p in q.psnr_per_frame],
+            "ssim_per_frame": [round(s, 6) for s in q.ssim_per_frame],
+            "timings": {"encode_s": round(self.encode_s, 4), "decode_s": round(self.decode_s, 4)},
+            "peak_memory_bytes": self.peak_memory_bytes, "peak_memory_kind": self.peak_memory_kind,
+            "ssim_method": SSIM_METHOD,
+        }
+
+
+def roundtrip(vae: VideoAutoencoder, video: Tensor, *, source: PathLike = "video",
+              decode_timestep: float | None = None) -> Roundtrip:
     """Encode and decode ``video`` (on the grid), timing each half and comparing 8-bit frames
     (:func:`ltxcli.metrics.frame_quality`); peak memory is the device's since this call (CUDA) or the process's."""
     if vae.device.type == "cuda":
@@ -215,7 +241,7 @@ def roundtrip(vae: VideoAutoencoder, video: Tensor, *, decode_timestep: float | 
     synchronize(vae.device)
     decode_s = time.perf_counter() - t0
     peak, kind = _peak_memory(vae.device)
-    return Roundtrip(latents, recon, frame_quality(video, recon), encode_s, decode_s, peak, kind)
+    return Roundtrip(str(source), vae, latents, recon, frame_quality(video, recon), encode_s, decode_s, peak, kind)
 
 
 def _peak_memory(device: torch.device) -> tuple[int | None, str]:

@@ -197,29 +197,15 @@ def roundtrip(
         _check_target(output, overwrite)
     frames, rate = _read_video(video, max_frames, out)
     vae = _load_vae(model, weights_dir, device, dtype, out)
-    run = autoencode.roundtrip(vae, frames, decode_timestep=decode_timestep)
-    q = run.quality
+    run = autoencode.roundtrip(vae, frames, source=video, decode_timestep=decode_timestep)
     if output is not None:
-        media.write_video(output, run.reconstruction, rate, metadata={"tool": "ltxcli", "model": vae.label,
-                                                                      "source": str(video), "roundtrip": True},
-                          overwrite=overwrite)
+        media.write_video(output, run.reconstruction, rate, metadata=run.record, overwrite=overwrite)
         out.info(f"wrote {output}")
-    f, h, w = frames.shape[:3]
-    result = {
-        "video": str(video), "model": vae.label, "num_frames": f, "height": h, "width": w,
-        "latent_shape": list(run.latents.shape), "device": str(vae.device),
-        "dtype": str(vae.dtype).removeprefix("torch."), "psnr": round(q.psnr, 4), "ssim": round(q.ssim, 6),
-        "psnr_per_frame": [round(p, 4) for p in q.psnr_per_frame],
-        "ssim_per_frame": [round(s, 6) for s in q.ssim_per_frame],
-        "timings": {"encode_s": round(run.encode_s, 4), "decode_s": round(run.decode_s, 4)},
-        "peak_memory_bytes": run.peak_memory_bytes, "peak_memory_kind": run.peak_memory_kind,
-        "ssim_method": "BT.601 luma, 11x11 Gaussian sigma 1.5, valid windows, 8-bit frames",
-    }
-    if output is not None:
-        result["output"] = str(output)
+    result = run.to_dict() | ({"output": str(output)} if output is not None else {})
     if json_:
         out.json(result)
         return
+    q = run.quality
     out.data("frame  psnr_db  ssim")
     for i, (p, s) in enumerate(zip(q.psnr_per_frame, q.ssim_per_frame, strict=True)):
         out.data(f"{i:5d}  {p:7.2f}  {s:.4f}")
