@@ -20,11 +20,14 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar
 
 import click
 import typer
 from typer.core import TyperGroup
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -329,28 +332,27 @@ def _warnings_to_stderr() -> Iterator[None]:
 # ------------------------------------------------------------------------------------------ progress
 
 
-class GenerationProgress:
-    """rich bars for ``Pipeline.generate(progress=...)``: prompt encoding, denoising (per pass), decoding."""
+class RichBars:
+    """Transient rich progress bars on ``out``'s stderr console, drawn only where ``out`` shows progress (a
+    terminal, no ``--quiet``; ``enabled`` overrides that); a subclass's ``__call__`` adds and moves the bars in
+    ``self._progress`` (None when nothing is drawn), keyed in ``self._tasks``."""
 
-    _LABELS: ClassVar[dict[str, str]] = {"text": "encoding prompt", "denoise": "denoising", "decode": "decoding"}
-
-    def __init__(self, out: Output, label: str = "") -> None:
-        self.enabled = out.progress_enabled
+    def __init__(self, out: Output, *, enabled: bool | None = None) -> None:
         self.out = out
-        self.label = label
+        self.enabled = out.progress_enabled if enabled is None else enabled
         self._progress: Any = None
-        self._tasks: dict[str, Any] = {}
-        self._last: dict[str, int] = {}
-        self._pass = 1
+        self._tasks: dict[Any, Any] = {}
 
-    def __enter__(self) -> GenerationProgress:
+    def columns(self) -> list[Any]:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+
+        return [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+
+    def __enter__(self) -> Self:
         if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress
 
-            self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                console=self.out.console, transient=True,
-            )
+            self._progress = Progress(*self.columns(), console=self.out.console, transient=True)
             self._progress.start()
         return self
 
@@ -358,6 +360,19 @@ class GenerationProgress:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+            self._tasks.clear()
+
+
+class GenerationProgress(RichBars):
+    """rich bars for ``Pipeline.generate(progress=...)``: prompt encoding, denoising (per pass), decoding."""
+
+    _LABELS: ClassVar[dict[str, str]] = {"text": "encoding prompt", "denoise": "denoising", "decode": "decoding"}
+
+    def __init__(self, out: Output, label: str = "") -> None:
+        super().__init__(out)
+        self.label = label
+        self._last: dict[str, int] = {}
+        self._pass = 1
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if self._progress is None:

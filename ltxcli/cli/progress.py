@@ -6,42 +6,19 @@ from typing import Any
 
 from ltxcli.weights import Event, FileDone, FileStarted
 
-from .common import Output
+from .common import RichBars
 
 
-class WeightsProgress:
+class WeightsProgress(RichBars):
     """``with WeightsProgress(out) as bars: weights.pull(name, on_event=bars)``: one transient bar per file being
     downloaded or hashed, only where ``out`` shows progress (a terminal, no ``--quiet``); otherwise events are
     ignored. ``enabled`` overrides that choice."""
 
-    def __init__(self, out: Output, *, enabled: bool | None = None) -> None:
-        self.enabled = out.progress_enabled if enabled is None else enabled
-        self._progress: Any = None
-        self._tasks: dict[tuple[str, str], Any] = {}  # (phase, file) -> rich task id
+    def columns(self) -> list[Any]:
+        from rich import progress as p
 
-    def __enter__(self) -> WeightsProgress:
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
-
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                      TransferSpeedColumn(), TimeRemainingColumn(),
-                                      console=Console(stderr=True), transient=True)
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
-            self._tasks.clear()
+        return [p.TextColumn("{task.description}"), p.BarColumn(), p.DownloadColumn(), p.TransferSpeedColumn(),
+                p.TimeRemainingColumn()]
 
     def __call__(self, event: Event) -> None:
         if self._progress is None:
