@@ -20,7 +20,8 @@ __version__ = "0.1.0.dev0"
 
 # public name -> "module:attribute" it is defined in
 _LAZY: dict[str, str] = {
-    "Condition": "ltxcli.pipeline:Condition",
+    "Condition": "ltxcli.request:Condition",
+    "GenerationRequest": "ltxcli.request:GenerationRequest",
     "GenerationResult": "ltxcli.pipeline:GenerationResult",
     "Pipeline": "ltxcli.pipeline:Pipeline",
     "load_pipeline": "ltxcli.api:load_pipeline",
@@ -31,13 +32,14 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
-    "BatchItem", "Condition", "GenerationResult", "ItemResult", "Pipeline", "__version__", "load_pipeline",
-    "run_batch", "save_video",
+    "BatchItem", "Condition", "GenerationRequest", "GenerationResult", "ItemResult", "Pipeline", "__version__",
+    "load_pipeline", "run_batch", "save_video",
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs only; at run time __getattr__ resolves these
     from ltxcli.api import load_pipeline
-    from ltxcli.pipeline import Condition, GenerationResult, Pipeline
+    from ltxcli.pipeline import GenerationResult, Pipeline
+    from ltxcli.request import Condition, GenerationRequest
     from ltxcli.runner import BatchItem, ItemResult, run_batch, save_video
 
 

@@ -36,8 +36,9 @@ from . import naming
 from .naming import fps_number
 
 if TYPE_CHECKING:
-    from .pipeline import Condition, GenerationResult, Pipeline
+    from .pipeline import GenerationResult, Pipeline
     from .presets import Preset
+    from .request import Condition
 
 SEED_MAX = 2**63 - 1
 MAX_FRAME_RATE = 1000
@@ -103,7 +104,7 @@ ITEM_KEYS = (*_ITEM_STR, *_ITEM_INT, *_ITEM_FLOAT, "conditions")
 
 def parse_condition(spec: str) -> Condition:
     """``PATH:FRAME[:STRENGTH]``, split from the right so paths may contain ':'."""
-    from .pipeline import Condition
+    from .request import Condition
 
     parts = spec.rsplit(":", 2)
     if len(parts) == 3:
@@ -137,7 +138,7 @@ def parse_batch(text: str, source: str = "batch") -> list[dict[str, Any]]:
 
     Returns one dict per item (conditions parsed into :class:`~ltxcli.pipeline.Condition`, ``_where`` naming the
     line for later messages). A malformed line is a ValueError starting with ``"{source} line N: "``."""
-    from .pipeline import Condition
+    from .request import Condition
 
     rows: list[dict[str, Any]] = []
     for number, raw in enumerate(text.splitlines(), 1):
@@ -201,7 +202,7 @@ def build_items(
     """Rows (:func:`parse_batch`'s dicts) -> items. Each value: the row's, else ``defaults``' (the command's
     options), else the preset's (sizes and frame rate). ``conditions`` come first in every item; a row's
     ``image`` is a first-frame condition before them, its ``conditions`` follow."""
-    from .pipeline import Condition
+    from .request import Condition
 
     defaults = defaults or {}
     base = {"height": preset.height, "width": preset.width, "num_frames": preset.num_frames,
@@ -267,7 +268,7 @@ def _fmt(v: float) -> str:
 
 
 def _check_sizes(item: BatchItem, max_pos: Sequence[int], frames_out: bool) -> None:
-    from .pipeline import check_size
+    from .request import check_size
 
     assert item.height is not None and item.width is not None and item.num_frames is not None
     assert item.frame_rate is not None

@@ -43,7 +43,7 @@ def _image(seed: int, h: int, w: int) -> torch.Tensor:
 
 def _cases() -> dict[str, dict[str, Any]]:
     """generate() arguments per case (conditions built fresh: tensors are not shared across processes)."""
-    from ltxcli.pipeline import Condition
+    from ltxcli.request import Condition
 
     return {
         # 3 branches (CFG + STG), 3x3x5 = 45 tokens: not divisible by 2

@@ -43,7 +43,7 @@ from ltxcli.cli import common as cli_common
 from ltxcli.cli import generate as cli_generate
 from ltxcli.cli import preflight
 from ltxcli.loading import save_official_checkpoint
-from ltxcli.pipeline import Condition
+from ltxcli.request import Condition
 from ltxcli.runner import BatchItem
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

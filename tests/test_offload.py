@@ -224,7 +224,7 @@ def test_offload_enum() -> None:
 def test_pipeline_offload_and_tiling_match_plain_run(offload, tiling):
     """Through load_pipeline + generate (i2v, CFG+STG): same latents bit for bit, video within 1e-6."""
     import ltxcli
-    from ltxcli.pipeline import Condition
+    from ltxcli.request import Condition
 
     image = torch.rand(1, 128, 192, 3, generator=torch.Generator().manual_seed(0))
     kwargs = dict(seed=5, conditions=[Condition(image, 0, 1.0)], num_frames=9)

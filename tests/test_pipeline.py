@@ -47,8 +47,9 @@ from ltx_video.utils.skip_layer_strategy import SkipLayerStrategy  # noqa: E402
 from ltxcli.models.configs import SchedulerConfig, UpsamplerConfig, VAEConfig, official_vae_config  # noqa: E402
 from ltxcli.models.upsampler import LatentUpsampler  # noqa: E402
 from ltxcli.models.vae import CausalVideoVAE  # noqa: E402
-from ltxcli.pipeline import Condition, Pipeline  # noqa: E402
+from ltxcli.pipeline import Pipeline  # noqa: E402
 from ltxcli.presets import PassSettings, Preset  # noqa: E402
+from ltxcli.request import Condition  # noqa: E402
 from ltxcli.tiny import LATENT_CHANNELS, TINY_TRANSFORMER, build_pipeline  # noqa: E402
 
 ConditioningItem = official_pipe.ConditioningItem

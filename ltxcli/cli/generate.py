@@ -57,7 +57,7 @@ from .resolve import (
 )
 
 if TYPE_CHECKING:
-    from ltxcli.pipeline import Condition
+    from ltxcli.request import Condition
 
 #: Collective timeout of a multi-process run: long, because the other ranks wait while rank 0 downloads weights.
 DIST_TIMEOUT_S = 2 * 3600.0
@@ -495,7 +495,7 @@ def item_estimator(
     which (with the decode) runs at twice the 32-aligned downscaled size, above the padded target at most sizes.
     ``parts`` … ``free_bytes``: weights per stage, offload and VAE tiling (:func:`preflight.estimate_memory`)."""
     from ltxcli import sampling
-    from ltxcli.pipeline import padded_size
+    from ltxcli.request import padded_size
 
     def values(v: Any) -> list[float]:
         return list(v) if isinstance(v, (list, tuple)) else [v]
@@ -863,7 +863,7 @@ def i2v(
     """Generate a video that starts from IMAGE (image-to-video)."""
     params = dict(locals())
     opts = _options(params, skip=("image", "prompt", "image_strength"))
-    from ltxcli.pipeline import Condition
+    from ltxcli.request import Condition
 
     first = Condition(image, 0, image_strength)
 

@@ -336,7 +336,7 @@ class MemoryEstimate:
 
 def latent_shape(vae: Any, height: int, width: int, num_frames: int) -> tuple[int, int, int]:
     """Latent ``(f, h, w)`` of a request, at the official padded size."""
-    from ltxcli.pipeline import padded_size
+    from ltxcli.request import padded_size
 
     ph, pw, pf = padded_size(height, width, num_frames)
     s, t = vae.spatial_compression, vae.temporal_compression

@@ -1,0 +1,171 @@
+"""Conditioning media -> pixels -> latent tokens, as the official ``inference.py`` and ``prepare_conditioning``.
+
+Two steps, run at different stages of a generation (:meth:`ltxcli.pipeline.Pipeline.run`):
+
+* :func:`prepare_conditions` (before any model runs): each condition's media is read once, trimmed, cropped,
+  blurred and CRF-compressed (:func:`ltxcli.media.preprocess_condition_frames`) and padded ->
+  :class:`PreparedCondition` pixels ``[1, 3, n, h, w]`` in [-1, 1]; the video-to-video input likewise.
+* :func:`place_conditions` (inside a denoising pass, after the VAE encoder has turned the pixels into
+  :class:`EncodedCondition` latents, which happens before the transformer's stage): the latents are blended
+  into the initial latents or appended as extra tokens, with their positions and per-token strength mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import media as media_io
+from .models.rope import latent_coords, pixel_coords
+from .request import Condition, ResolvedRequest
+
+# latent token prefix the official video-extension path turns into extra tokens
+_PREFIX_LATENT_FRAMES = 2
+
+
+@dataclass(frozen=True)
+class PreparedCondition:
+    """A condition ready for the VAE encoder: pixels ``[1, 3, n, h, w]`` in [-1, 1] (any size)."""
+
+    pixels: Tensor
+    frame: int
+    strength: float
+
+
+@dataclass(frozen=True)
+class EncodedCondition:
+    """A condition encoded at one pass's size: normalised latents ``[1, C, f_l, h, w]`` (float32, on the device)
+    of ``pixel_frames`` pixel frames placed at pixel frame ``frame``."""
+
+    latents: Tensor
+    pixel_frames: int
+    frame: int
+    strength: float
+
+
+def resize_frames(video: Tensor, height: int, width: int) -> Tensor:
+    """Bilinear per-frame resize of ``[B, C, F, h, w]`` to ``[B, C, F, height, width]`` (the official
+    ``resize_tensor``: ``align_corners=False``); a no-op at the target size."""
+    if video.shape[-2:] == (height, width):
+        return video
+    b, c, f, h, w = video.shape
+    # [B, C, F, h, w] -> [B*F, C, h, w]: F.interpolate resizes the last two dims of 4-D input
+    frames = video.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+    frames = F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False)
+    return frames.reshape(b, f, c, height, width).permute(0, 2, 1, 3, 4)
+
+
+def trim(n: int, start: int, num_frames: int) -> int:
+    """Official ``trim_conditioning_sequence``: at most the frames that fit, rounded down to 8k + 1."""
+    n = min(n, num_frames - start)
+    if n < 1:
+        raise ValueError(f"a condition at frame {start} has no frames inside the {num_frames}-frame video")
+    return (n - 1) // 8 * 8 + 1
+
+
+def prepare_condition(
+    c: Condition, height: int, width: int, num_frames: int, padding: tuple[int, int, int, int]
+) -> PreparedCondition:
+    """Official ``inference.py`` media handling: trim, crop to the aspect ratio, blur, CRF 29, pad.
+
+    A file is read once (its frames are decoded here and nowhere else); a tensor is used as is."""
+    if isinstance(c.media, Tensor):
+        frames = c.media
+        if frames.ndim != 4 or frames.shape[-1] != 3 or not frames.is_floating_point():
+            raise ValueError(f"a condition tensor must be float [F, H, W, 3] in [0, 1], got {list(frames.shape)}")
+        keep = trim(frames.shape[0], c.frame, num_frames)
+        pixels = frames[:keep].permute(3, 0, 1, 2)[None].float() * 2 - 1  # [1, 3, n, h, w]
+    else:
+        frames = media_io.load_media(c.media)
+        keep = trim(frames.shape[0], c.frame, num_frames)
+        pixels = media_io.preprocess_condition_frames(frames[:keep], height, width, just_crop=True)
+        # inference.py pads the (cropped, native-size) media with zeros by the generation's padding
+        pixels = F.pad(pixels, padding)
+    if c.frame > 0 and pixels.shape[2] > 1 and c.frame % 8:
+        raise ValueError(f"a video condition must start at a multiple of 8 frames, not at frame {c.frame}")
+    return PreparedCondition(pixels, c.frame, float(c.strength))
+
+
+def prepare_video(video: Any, r: ResolvedRequest) -> Tensor:
+    """Official ``load_media_file`` for the v2v input -> pixels ``[1, 3, pf, ph, pw]`` in [-1, 1]: ``pf`` frames,
+    cropped, resized, blurred, CRF, padded (a tensor: only resized)."""
+    ph, pw, pf = r.padded
+    if isinstance(video, Tensor):
+        frames = media_io.load_media(video)
+        if frames.shape[0] < pf:
+            raise ValueError(f"the input video has {frames.shape[0]} frames; video-to-video needs {pf}")
+        pixels = frames[:pf].permute(3, 0, 1, 2)[None].float() * 2 - 1  # [1, 3, F, h, w]
+        return resize_frames(pixels, ph, pw)
+    frames = media_io.load_media(video, max_frames=pf)
+    if frames.shape[0] < pf:
+        raise ValueError(f"{video}: {frames.shape[0]} frames; video-to-video at this length needs {pf}")
+    pixels = media_io.preprocess_condition_frames(frames, r.height, r.width, just_crop=False)
+    pixels = F.pad(pixels, r.padding)
+    return resize_frames(pixels, ph, pw)  # odd target sizes lose a row/column in the H.264 step
+
+
+def prepare_conditions(r: ResolvedRequest) -> tuple[list[PreparedCondition], Tensor | None]:
+    """Every medium of a resolved request read and preprocessed once: the conditions' pixels and the
+    video-to-video input's (``None`` without one). Runs before any model work."""
+    source = prepare_video(r.video, r) if r.video is not None else None
+    prepared = [prepare_condition(c, r.height, r.width, r.num_frames, r.padding) for c in r.conditions]
+    return prepared, source
+
+
+def place_conditions(
+    conds: Sequence[EncodedCondition], latents: Tensor, gen: torch.Generator, *, causal: bool
+) -> tuple[Tensor, Tensor, Tensor | None, int]:
+    """Official ``prepare_conditioning`` on encoded conditions: blends frame-0 conditions (and the body of later
+    video segments) into ``latents`` ``[1, C, f, h, w]`` in place, turns the others into extra tokens (noised
+    by ``1 - strength`` from ``gen``). Returns tokens ``[1, N, C]``, pixel coords ``[1, 3, N]``, the strength
+    mask ``[1, N]`` (``None`` without conditions) and the number of extra tokens (they come first)."""
+    f, h, w = latents.shape[2:]
+    mask = torch.zeros((1, f, h, w), dtype=torch.float32, device=latents.device) if conds else None
+    extra_tokens: list[Tensor] = []
+    extra_coords: list[Tensor] = []
+    extra_mask: list[Tensor] = []
+    for cond in conds:
+        lat = cond.latents.to(latents.dtype)  # [1, C, f_l, h, w]
+        f_l = lat.shape[2]
+        if cond.frame == 0:
+            latents[:, :, :f_l] = torch.lerp(latents[:, :, :f_l], lat, cond.strength)
+            mask[:, :f_l] = cond.strength
+            continue
+        if cond.pixel_frames > 1:
+            # A later video segment: its body goes in place, its first latents become extra tokens.
+            if f_l > _PREFIX_LATENT_FRAMES:
+                start = cond.frame // 8 + _PREFIX_LATENT_FRAMES
+                end = start + f_l - _PREFIX_LATENT_FRAMES
+                latents[:, :, start:end] = torch.lerp(latents[:, :, start:end], lat[:, :, _PREFIX_LATENT_FRAMES:],
+                                                      cond.strength)
+                mask[:, start:end] = cond.strength
+            lat = lat[:, :, :_PREFIX_LATENT_FRAMES]
+        noise = torch.randn(lat.shape, generator=gen, dtype=torch.float32).to(lat.device, lat.dtype)
+        lat = torch.lerp(noise, lat, cond.strength)
+        fe, he, we = lat.shape[2:]
+        # [1, C, f, h, w] -> [1, f*h*w, C]
+        extra_tokens.append(lat.flatten(2).transpose(1, 2))
+        coords = pixel_coords(latent_coords(fe, he, we, device=lat.device), causal_fix=causal)[None]
+        coords[:, 0] += cond.frame
+        extra_coords.append(coords)
+        extra_mask.append(torch.full((1, fe * he * we), cond.strength, dtype=torch.float32, device=lat.device))
+
+    tokens = latents.flatten(2).transpose(1, 2)  # [1, C, f, h, w] -> [1, f*h*w, C]
+    coords = pixel_coords(latent_coords(f, h, w, device=latents.device), causal_fix=causal)[None]
+    flat_mask = mask.flatten(1) if mask is not None else None
+    if extra_tokens:
+        tokens = torch.cat([*extra_tokens, tokens], dim=1)
+        coords = torch.cat([*extra_coords, coords], dim=2)
+        flat_mask = torch.cat([*extra_mask, flat_mask], dim=1)
+    return tokens, coords, flat_mask, sum(t.shape[1] for t in extra_tokens)
+
+
+__all__ = [
+    "EncodedCondition", "PreparedCondition", "place_conditions", "prepare_condition", "prepare_conditions",
+    "prepare_video", "resize_frames", "trim",
+]

@@ -1,0 +1,413 @@
+"""What a generation takes (:class:`GenerationRequest`) and how it is resolved against a preset.
+
+:func:`resolve_request` is the one place that turns a request into the settings a run uses. It is pure: no
+model, no file and no randomness is touched (a ``seed=None`` stays ``None``; the pipeline draws it), so the
+memory plan and the batch runner can resolve requests before any weight is loaded. Precedence, for every
+setting:
+
+1. an explicit top-level value of the request (``guidance_scale=3``; it applies to every pass, except
+   ``steps`` / ``timesteps``, which apply to the first pass only),
+2. the per-pass override (``first_pass`` / ``second_pass``),
+3. the checkpoint's preset (:mod:`ltxcli.presets`: the official yaml of that checkpoint),
+4. the official default (:class:`~ltxcli.presets.PassSettings` field defaults, the official ``inference.py``
+   defaults in :class:`~ltxcli.presets.Preset`).
+
+Per-pass dicts accept the request's own names (``steps``, ``rescale_scale``, ``stg_blocks``, ...) and the
+official yaml names (``num_inference_steps``, ``rescaling_scale``, ``skip_block_list``, ...) as aliases; see
+:data:`PASS_ALIASES`. This module imports no torch, so the CLI can build requests without loading it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+from .presets import PassSettings, Preset
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+#: Conditioning tokens whose mask reaches 1 - eps are "hard" (never denoised, only re-noised); the same
+#: tolerance keeps a video-to-video timestep equal to the strength.
+HARD_EPS = 1e-6
+#: The downscale of the first multi-scale pass when neither the request nor the preset gives one (official
+#: ``downscale_factor`` of every multi-scale yaml).
+DEFAULT_DOWNSCALE = 0.6666666
+#: ``STGMode`` values of :mod:`ltxcli.models.transformer` (kept as strings here so this module needs no torch).
+STG_MODES = ("attention_values", "attention_skip", "transformer_block")
+
+#: Request field names accepted in a per-pass dict -> the official yaml name (:class:`PassSettings` field).
+#: The yaml names themselves are accepted too.
+PASS_ALIASES: Mapping[str, str] = {
+    "steps": "num_inference_steps",
+    "rescale_scale": "rescaling_scale",
+    "stg_blocks": "skip_block_list",
+}
+
+
+@dataclass
+class Condition:
+    """A conditioning image or video placed at pixel frame ``frame`` with ``strength`` in [0, 1].
+
+    ``media``: an image or video path, a PIL image, or a float tensor ``[F, H, W, 3]`` in [0, 1] used as is
+    (no blur or compression; only resized to the generation size when it differs).
+    """
+
+    media: Any
+    frame: int = 0
+    strength: float = 1.0
+
+
+@dataclass
+class GenerationRequest:
+    """Everything one generation takes. Every ``None`` takes the preset's value (see the module docstring).
+
+    ``video`` (a path, or a float tensor ``[F, H, W, 3]`` in [0, 1] used as is) turns the request into
+    video-to-video: the video is encoded, noised to the first kept timestep and denoised over the last
+    ``denoise_strength`` fraction of the schedule. ``noise``: the single-pass initial draw, normalised latents
+    ``[1, C, f, h, w]``. ``first_pass`` / ``second_pass``: per-pass overrides (multi-scale; giving one makes
+    a base model run two passes).
+    """
+
+    prompt: str
+    negative_prompt: str | None = None
+    height: int | None = None
+    width: int | None = None
+    num_frames: int | None = None
+    frame_rate: float | None = None
+    steps: int | None = None
+    timesteps: Sequence[float] | None = None
+    guidance_scale: float | None = None
+    stg_scale: float | None = None
+    stg_blocks: Sequence[int] | None = None
+    rescale_scale: float | None = None
+    stg_mode: str | None = None
+    cfg_star_rescale: bool | None = None
+    stochastic_sampling: bool | None = None
+    tone_map_compression_ratio: float | None = None
+    image_cond_noise_scale: float | None = None
+    decode_timestep: float | None = None
+    decode_noise_scale: float | None = None
+    downscale_factor: float | None = None
+    first_pass: Mapping[str, Any] | None = None
+    second_pass: Mapping[str, Any] | None = None
+    conditions: Sequence[Condition] = ()
+    video: Any = None
+    denoise_strength: float = 0.5
+    seed: int | None = None
+    noise: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedRequest:
+    """A request with every value decided (:func:`resolve_request`): what the pipeline runs."""
+
+    prompt: str
+    negative_prompt: str
+    height: int
+    width: int
+    num_frames: int
+    frame_rate: float
+    passes: tuple[PassSettings, ...]  # one, or (first, second) for multi-scale; v2v already applied
+    multi_scale: bool
+    downscale_factor: float  # 1.0 for a single pass
+    decode_timestep: float
+    decode_noise_scale: float
+    image_cond_noise_scale: float
+    stochastic_sampling: bool
+    stg_mode: str
+    conditions: tuple[Condition, ...] = ()
+    video: Any = None
+    denoise_strength: float = 0.5
+    seed: int | None = None
+    noise: Any = None  # Tensor | None
+    preset: str = ""
+
+    @property
+    def padded(self) -> tuple[int, int, int]:
+        """``(height, width, num_frames)`` padded as the official pipeline pads them (:func:`padded_size`)."""
+        return padded_size(self.height, self.width, self.num_frames)
+
+    @property
+    def padding(self) -> tuple[int, int, int, int]:
+        """``(left, right, top, bottom)`` pixels of zero padding around the requested size (``F.pad`` order)."""
+        ph, pw, _ = self.padded
+        left, right = _split_pad(pw - self.width)
+        top, bottom = _split_pad(ph - self.height)
+        return left, right, top, bottom
+
+    def pass_sizes(self) -> list[tuple[int, int]]:
+        """``(height, width)`` each pass denoises at: the padded size, or for multi-scale the downscaled size
+        (32-aligned) and twice that. Raises ``ValueError`` when the downscale leaves nothing."""
+        ph, pw, _ = self.padded
+        if not self.multi_scale:
+            return [(ph, pw)]
+        factor = self.downscale_factor
+        h1 = int(ph * factor)
+        h1 -= h1 % 32
+        w1 = int(pw * factor)
+        w1 -= w1 % 32
+        if h1 < 32 or w1 < 32:
+            raise ValueError(f"downscale_factor={factor} leaves no first-pass size for {ph}x{pw}")
+        return [(h1, w1), (2 * h1, 2 * w1)]
+
+    def settings(self) -> dict[str, Any]:
+        """The resolved values as a JSON-friendly dict (``GenerationResult.settings``)."""
+        return {
+            "height": self.height, "width": self.width, "num_frames": self.num_frames, "frame_rate": self.frame_rate,
+            "negative_prompt": self.negative_prompt, "passes": [p.__dict__ for p in self.passes],
+            "multi_scale": self.multi_scale, "downscale_factor": self.downscale_factor if self.multi_scale else None,
+            "decode_timestep": self.decode_timestep, "decode_noise_scale": self.decode_noise_scale,
+            "image_cond_noise_scale": self.image_cond_noise_scale, "stochastic_sampling": self.stochastic_sampling,
+            "stg_mode": self.stg_mode, "preset": self.preset,
+        }
+
+
+# --- sizes ------------------------------------------------------------------------------------------------------
+
+
+def padded_size(height: int, width: int, num_frames: int) -> tuple[int, int, int]:
+    """Official padding: sizes up to multiples of 32, frames up to ``8k + 1``."""
+    return (
+        ((height - 1) // 32 + 1) * 32,
+        ((width - 1) // 32 + 1) * 32,
+        ((num_frames - 2) // 8 + 1) * 8 + 1,
+    )
+
+
+def _split_pad(total: int) -> tuple[int, int]:
+    return total // 2, total - total // 2
+
+
+def check_size(height: int, width: int, num_frames: int, frame_rate: float, max_pos: Sequence[int]) -> None:
+    """Reject impossible requests before any work; messages name the value, the rule and a valid value."""
+    for name, value in (("height", height), ("width", width), ("num_frames", num_frames)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"{name}={value!r} must be an integer")
+        if value < 1:
+            raise ValueError(f"{name}={value} must be at least 1")
+    if not (frame_rate > 0 and math.isfinite(frame_rate)):
+        raise ValueError(f"frame_rate={frame_rate} must be a positive number (e.g. 30)")
+    ph, pw, pf = padded_size(height, width, num_frames)
+    # Positions are fractions of max_pos (seconds, pixels); the model was trained within that range.
+    if ph > max_pos[1]:
+        raise ValueError(f"height={height} pads to {ph}, above the model's position range of {max_pos[1]} px")
+    if pw > max_pos[2]:
+        raise ValueError(f"width={width} pads to {pw}, above the model's position range of {max_pos[2]} px")
+    duration = (pf - 1) / frame_rate
+    if duration > max_pos[0]:
+        longest = int(max_pos[0] * frame_rate) // 8 * 8 + 1
+        raise ValueError(
+            f"num_frames={num_frames} at frame_rate={frame_rate} lasts {duration:.1f} s, above the model's "
+            f"position range of {max_pos[0]} s (at most {longest} frames at this frame rate)"
+        )
+
+
+# --- per-pass settings ------------------------------------------------------------------------------------------
+
+
+def pass_overrides(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A per-pass dict in request names and/or yaml names -> yaml names (:class:`PassSettings` fields).
+
+    ``steps`` means what the top-level ``steps`` means (a step count replacing explicit timesteps, unless the
+    dict also gives ``timesteps``); ``num_inference_steps`` is the raw yaml value. A setting given under both
+    names, or an unknown name, is an error.
+    """
+    given = dict(overrides or {})
+    known = {f.name for f in fields(PassSettings)}
+    unknown = sorted(k for k in given if PASS_ALIASES.get(k, k) not in known)
+    if unknown:
+        raise ValueError(
+            f"unknown per-pass setting(s): {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(known | set(PASS_ALIASES)))})"
+        )
+    out: dict[str, Any] = {}
+    for key, value in given.items():
+        name = PASS_ALIASES.get(key, key)
+        if key != name and name in given:
+            raise ValueError(f"per-pass setting {name!r} is given twice (as {key!r} and as {name!r}): give one")
+        out[name] = value
+    if "steps" in given and "timesteps" not in out:
+        out["timesteps"] = None
+    return out
+
+
+def _flat_blocks(blocks: Any) -> tuple[int, ...]:
+    """A per-interval block schedule collapsed to the blocks of its last (lowest-noise) interval."""
+    return tuple(blocks[-1]) if blocks and isinstance(blocks[0], tuple) else tuple(blocks)
+
+
+def as_list(value: Any) -> list[float]:
+    """A guidance value (a scalar or a per-interval schedule) as a list."""
+    return list(value) if isinstance(value, (tuple, list)) else [value]
+
+
+def validate_pass(p: PassSettings, num_layers: int | None = None) -> None:
+    """Steps or timesteps, guidance values, and (given the transformer's ``num_layers``) the STG blocks."""
+    if p.timesteps is None:
+        if p.num_inference_steps is None or p.num_inference_steps < 1:
+            raise ValueError(f"steps={p.num_inference_steps} must be at least 1")
+    else:
+        ts = list(p.timesteps)
+        if not ts or any(not (0 < t <= 1) for t in ts) or any(a <= b for a, b in itertools.pairwise(ts)):
+            raise ValueError(f"timesteps={ts} must be a non-empty strictly decreasing list in (0, 1]")
+    for name in ("guidance_scale", "stg_scale", "rescaling_scale"):
+        for v in as_list(getattr(p, name)):
+            if not math.isfinite(v) or v < 0:
+                raise ValueError(f"{name}={v} must be a finite number >= 0")
+    if num_layers is None:
+        return
+    blocks = p.skip_block_list
+    flat = [b for group in blocks for b in group] if blocks and isinstance(blocks[0], tuple) else list(blocks)
+    bad = [b for b in flat if not 0 <= b < num_layers]
+    if bad and any(v > 0 for v in as_list(p.stg_scale)):
+        raise ValueError(f"stg blocks {bad} do not exist: this transformer has blocks 0-{num_layers - 1}")
+
+
+def v2v_pass(p: PassSettings, strength: float) -> PassSettings:
+    """Keep the last ``strength`` of the schedule: explicit timesteps at or below it, else skipped steps."""
+    if p.timesteps is not None:
+        kept = tuple(t for t in p.timesteps if t <= strength + HARD_EPS)
+        if not kept:
+            raise ValueError(
+                f"denoise_strength={strength} is below every timestep of this schedule "
+                f"({', '.join(map(str, p.timesteps))}): use at least {min(p.timesteps)}"
+            )
+        return p.updated({"timesteps": kept})
+    steps = p.num_inference_steps
+    keep = max(1, round(steps * strength))
+    return p.updated({"skip_initial_inference_steps": max(p.skip_initial_inference_steps, steps - keep)})
+
+
+def _scalar_overrides(r: GenerationRequest, preset: Preset) -> dict[str, Any]:
+    """The request's top-level sampling values as yaml-named overrides (they win over everything else)."""
+    out: dict[str, Any] = {}
+    if r.steps is not None:
+        out["num_inference_steps"] = r.steps
+        out["timesteps"] = None
+    if r.timesteps is not None:
+        out["timesteps"] = tuple(float(t) for t in r.timesteps)
+    for key, value in (
+        ("guidance_scale", r.guidance_scale), ("stg_scale", r.stg_scale), ("rescaling_scale", r.rescale_scale),
+        ("cfg_star_rescale", r.cfg_star_rescale),
+    ):
+        if value is not None:
+            out[key] = value
+    if r.stg_blocks is not None:
+        out["skip_block_list"] = tuple(int(b) for b in r.stg_blocks)
+    if r.guidance_scale is not None or r.stg_scale is not None or r.rescale_scale is not None:
+        out["guidance_timesteps"] = None  # a scalar replaces a per-interval schedule
+        base_blocks = preset.passes[0].skip_block_list
+        if r.stg_blocks is None and any(isinstance(b, tuple) for b in base_blocks):
+            out["skip_block_list"] = _flat_blocks(base_blocks)
+    if r.tone_map_compression_ratio is not None:
+        out["tone_map_compression_ratio"] = r.tone_map_compression_ratio
+    return out
+
+
+# --- resolution -------------------------------------------------------------------------------------------------
+
+
+def resolve_request(
+    request: GenerationRequest,
+    preset: Preset,
+    *,
+    max_pos: Sequence[int] | None = None,
+    num_layers: int | None = None,
+    has_upsampler: bool | None = None,
+) -> ResolvedRequest:
+    """``request`` with every ``None`` filled from ``preset`` and every value checked (``ValueError`` names the
+    value and the rule). Precedence: explicit value > per-pass override > preset > official default.
+
+    The model facts are optional (the memory plan resolves before loading): ``max_pos`` (the transformer's
+    ``positional_embedding_max_pos``) checks the size, ``num_layers`` the STG blocks, ``has_upsampler=False``
+    refuses multi-scale. Media are not read (conditions keep their ``media``).
+    """
+    r = request
+    height = preset.height if r.height is None else r.height
+    width = preset.width if r.width is None else r.width
+    num_frames = preset.num_frames if r.num_frames is None else r.num_frames
+    frame_rate = preset.frame_rate if r.frame_rate is None else float(r.frame_rate)
+    negative_prompt = preset.negative_prompt if r.negative_prompt is None else r.negative_prompt
+    if not isinstance(r.prompt, str):
+        raise ValueError("prompt must be a string")
+    if max_pos is not None:
+        check_size(height, width, num_frames, frame_rate, max_pos)
+
+    # Per-pass settings: preset passes, then explicit per-pass dicts, then explicit scalar arguments.
+    multi = r.first_pass is not None or r.second_pass is not None or preset.multi_scale
+    scalars = _scalar_overrides(r, preset)
+    if multi:
+        base_first, base_second = preset.passes if preset.multi_scale else (preset.passes[0], preset.passes[0])
+        first = base_first.updated(pass_overrides(r.first_pass))
+        second = base_second.updated(pass_overrides(r.second_pass))
+        # Explicit scalar arguments apply to both passes (timesteps/steps only to the first).
+        first = first.updated(scalars)
+        second = second.updated({k: v for k, v in scalars.items() if k not in ("num_inference_steps", "timesteps")})
+        passes = [first, second]
+        if has_upsampler is False:
+            raise ValueError(
+                "multi-scale generation needs a latent upsampler: pass upsampler= to load_pipeline "
+                "(e.g. ltxv-spatial-upscaler-0.9.8)"
+            )
+        factor = preset.downscale_factor if r.downscale_factor is None else r.downscale_factor
+        if factor is None:
+            factor = DEFAULT_DOWNSCALE
+        if not 0 < factor <= 1:
+            raise ValueError(f"downscale_factor={factor} must be in (0, 1]")
+    else:
+        passes = [preset.passes[0].updated(scalars)]
+        factor = 1.0
+    for p in passes:
+        validate_pass(p, num_layers)
+
+    decode_timestep = preset.decode_timestep if r.decode_timestep is None else r.decode_timestep
+    decode_noise_scale = preset.decode_noise_scale if r.decode_noise_scale is None else r.decode_noise_scale
+    image_cond_noise_scale = (
+        preset.image_cond_noise_scale if r.image_cond_noise_scale is None else r.image_cond_noise_scale
+    )
+    stochastic = preset.stochastic_sampling if r.stochastic_sampling is None else r.stochastic_sampling
+    mode = r.stg_mode or preset.stg_mode
+    mode = getattr(mode, "value", mode)  # an STGMode member is accepted as its value
+    if mode not in STG_MODES:
+        raise ValueError(f"{mode!r} is not a valid STGMode")
+    for name, value in (("decode_noise_scale", decode_noise_scale), ("image_cond_noise_scale", image_cond_noise_scale)):
+        if not 0 <= value <= 1:
+            raise ValueError(f"{name}={value} must be in [0, 1]")
+    if decode_timestep < 0:
+        raise ValueError(f"decode_timestep={decode_timestep} must be >= 0")
+
+    for c in r.conditions:
+        if not 0 <= c.strength <= 1:
+            raise ValueError(f"condition strength {c.strength} must be in [0, 1]")
+        if not 0 <= c.frame < num_frames:
+            raise ValueError(f"condition frame {c.frame} must be in [0, {num_frames - 1}]")
+
+    if r.seed is not None and (not isinstance(r.seed, int) or r.seed < 0):
+        raise ValueError(f"seed={r.seed!r} must be a non-negative integer")
+    if r.noise is not None and multi:
+        raise ValueError("noise= replaces the single-pass initial draw; it is not supported with multi-scale")
+    if r.video is not None:
+        if multi:
+            raise ValueError("video-to-video is not supported yet with multi-scale models (use a base model)")
+        if not 0 < r.denoise_strength < 1:
+            raise ValueError(f"denoise_strength={r.denoise_strength} must be in (0, 1), e.g. 0.5")
+        passes = [v2v_pass(passes[0], r.denoise_strength)]
+
+    return ResolvedRequest(
+        prompt=r.prompt, negative_prompt=negative_prompt, height=height, width=width, num_frames=num_frames,
+        frame_rate=frame_rate, passes=tuple(passes), multi_scale=multi, downscale_factor=factor,
+        decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale,
+        image_cond_noise_scale=image_cond_noise_scale, stochastic_sampling=stochastic, stg_mode=mode,
+        conditions=tuple(r.conditions), video=r.video, denoise_strength=r.denoise_strength, seed=r.seed,
+        noise=r.noise, preset=preset.name,
+    )
+
+
+__all__ = [
+    "DEFAULT_DOWNSCALE", "HARD_EPS", "PASS_ALIASES", "STG_MODES", "Condition", "GenerationRequest", "ResolvedRequest",
+    "as_list", "check_size", "padded_size", "pass_overrides", "resolve_request", "v2v_pass", "validate_pass",
+]
