@@ -607,10 +607,10 @@ def _disk_full_png(target: Path, *args: Any) -> None:
 @pytest.mark.parametrize("kind", ["mp4", "frames"])
 def test_disk_full_leaves_no_partial_output(cli_env: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
     if kind == "mp4":
-        monkeypatch.setattr(media, "_encode_mp4", _disk_full_mp4)
+        monkeypatch.setattr(media.write, "_encode_mp4", _disk_full_mp4)
         out = ["-o", "out/o.mp4"]
     else:
-        monkeypatch.setattr(media, "_save_png", _disk_full_png)
+        monkeypatch.setattr(media.write, "_save_png", _disk_full_png)
         out = ["--frames-dir", "out/frames"]
     line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", *out, *SMALL), 1)
     assert "cannot write out/" in line and "no space left on device" in line
@@ -641,7 +641,7 @@ def test_folder_turning_read_only_during_the_run(cli_env: Path, monkeypatch: pyt
     def denied(temp: Path, *args: Any) -> None:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(media, "_encode_mp4", denied)
+    monkeypatch.setattr(media.write, "_encode_mp4", denied)
     line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", "-o", "o.mp4", *SMALL), 1)
     assert "cannot write o.mp4: permission denied" in line and files_under(cli_env) == []
 
@@ -789,9 +789,9 @@ def test_ctrl_c_during_a_run_exits_130_and_leaves_nothing(
     if where == "denoising":
         _interrupt_denoising(monkeypatch, at_call=2)
     elif where == "encoding":
-        monkeypatch.setattr(media, "_encode_mp4", _interrupt_encoding)
+        monkeypatch.setattr(media.write, "_encode_mp4", _interrupt_encoding)
     else:
-        monkeypatch.setattr(media, "_save_png", _interrupt_png)
+        monkeypatch.setattr(media.write, "_save_png", _interrupt_png)
         out = ["--frames-dir", "out/frames"]
     line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", *out, *SMALL[:-1], "3"), 130)
     assert "interrupted" in line

@@ -533,12 +533,12 @@ def test_write_video_honours_quantize(tmp_path):
     with pytest.raises(ValueError, match="quantize must be"):
         media.write_video(tmp_path / "bad.mp4", frames, 24, quantize="floor")
     seen: list[str] = []
-    real = media.to_uint8
+    real = media.write.to_uint8
     try:
-        media.to_uint8 = lambda f, q="round": (seen.append(q), real(f, q))[1]
+        media.write.to_uint8 = lambda f, q="round": (seen.append(q), real(f, q))[1]
         media.write_video(tmp_path / "t.mp4", frames, 24, quantize="truncate")
     finally:
-        media.to_uint8 = real
+        media.write.to_uint8 = real
     assert seen and set(seen) == {"truncate"}
 
 
@@ -576,13 +576,13 @@ def test_quantisation_modes_match_numpy(tmp_path):
 
 
 def test_exact_rate():
-    assert media._exact_rate(29.97) == Fraction(30000, 1001)
-    assert media._exact_rate(23.976) == Fraction(24000, 1001)
-    assert media._exact_rate(59.94) == Fraction(60000, 1001)
-    assert media._exact_rate(24.0) == 24 and media._exact_rate(30) == 30 and media._exact_rate(12.5) == Fraction(25, 2)
+    assert media.write._exact_rate(29.97) == Fraction(30000, 1001)
+    assert media.write._exact_rate(23.976) == Fraction(24000, 1001)
+    assert media.write._exact_rate(59.94) == Fraction(60000, 1001)
+    assert media.write._exact_rate(24.0) == 24 and media.write._exact_rate(30) == 30 and media.write._exact_rate(12.5) == Fraction(25, 2)
     for bad in (0, -24, float("nan"), float("inf"), 5000):
         with pytest.raises(ValueError):
-            media._exact_rate(bad)
+            media.write._exact_rate(bad)
 
 
 def test_write_refuses_to_overwrite(tmp_path):
@@ -725,7 +725,7 @@ def test_atomic_output_for_other_writers(tmp_path):
 
 def test_metadata_must_be_json():
     with pytest.raises(ValueError, match="JSON"):
-        media._record_json({"x": object()})
+        media.write._record_json({"x": object()})
     with pytest.raises(ValueError, match="JSON"):
-        media._record_json({"x": float("nan")})
-    assert media._record_json({"a": [1, 2]}) == '{"a":[1,2]}'
+        media.write._record_json({"x": float("nan")})
+    assert media.write._record_json({"a": [1, 2]}) == '{"a":[1,2]}'

@@ -1,0 +1,59 @@
+"""Media in and out: images and videos as ``[F, H, W, 3]`` float tensors, the official conditioning
+preprocessing, and atomic (and streaming) MP4 / PNG writers that carry the generation record.
+
+* :mod:`ltxcli.media.read`: :func:`load_image`, :func:`load_video`, :func:`load_media` and the official
+  conditioning preprocessing (:func:`preprocess_condition_frames`).
+* :mod:`ltxcli.media.write`: :func:`atomic_output`, :func:`write_video`, :func:`write_image`,
+  :func:`write_png_frames` (each takes whole videos or a stream of frame chunks), :func:`read_video_metadata`,
+  :func:`media_info` (what ``ltx info`` shows).
+
+Every problem with a file is a one-line :class:`MediaError` naming it.
+"""
+
+from .errors import MediaError
+from .read import (
+    CONDITION_CRF,
+    MAX_IMAGE_PIXELS,
+    VIDEO_SUFFIXES,
+    centre_crop_box,
+    crf_round_trip,
+    gaussian_blur,
+    load_image,
+    load_media,
+    load_video,
+    media_num_frames,
+    preprocess_condition_frames,
+    video_frame_rate,
+)
+from .write import (
+    atomic_output,
+    media_info,
+    read_video_metadata,
+    to_uint8,
+    write_image,
+    write_png_frames,
+    write_video,
+)
+
+__all__ = [
+    "CONDITION_CRF",
+    "MAX_IMAGE_PIXELS",
+    "VIDEO_SUFFIXES",
+    "MediaError",
+    "atomic_output",
+    "centre_crop_box",
+    "crf_round_trip",
+    "gaussian_blur",
+    "load_image",
+    "load_media",
+    "load_video",
+    "media_info",
+    "media_num_frames",
+    "preprocess_condition_frames",
+    "read_video_metadata",
+    "to_uint8",
+    "video_frame_rate",
+    "write_image",
+    "write_png_frames",
+    "write_video",
+]

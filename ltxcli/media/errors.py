@@ -1,0 +1,25 @@
+"""The one error type of :mod:`ltxcli.media` and the file checks both its readers and writers use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MediaError(ValueError):
+    """A media file that cannot be read or written; the message is one line and names the file."""
+
+
+def check_regular_file(path: Path, kind: str) -> None:
+    """A missing, folder or empty ``path`` as a one-line :class:`MediaError` (``kind``: "an image", ...)."""
+    if not path.exists():
+        raise MediaError(f"{path}: no such file")
+    if path.is_dir():
+        raise MediaError(f"{path}: is a folder, not {kind}")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{path}: file is empty")
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (its type name when it has none)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

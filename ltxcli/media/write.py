@@ -1,0 +1,432 @@
+"""Writing media: atomic MP4 / PNG outputs that carry the generation record, and streaming.
+
+:func:`write_video` (H.264 MP4, exact frame rate, JSON record in the ``comment`` tag), :func:`write_image` /
+:func:`write_png_frames` (lossless PNG) all go through :func:`atomic_output`: they write to a hidden temporary
+name beside the target and rename it into place only when everything succeeded, so an interrupted or failed
+write never leaves a half-written file under the final name.
+
+Streaming: the writers take an iterable of frames ``[H, W, 3]`` or of chunks ``[n, H, W, 3]`` (float in [0, 1]
+or uint8) and consume it one item at a time, so a generator that decodes and converts a few frames at a time
+(:meth:`ltxcli.pipeline.GenerationResult.frames`) never needs the whole video in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import math
+import os
+import secrets
+import shutil
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+import av
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
+
+from .errors import MediaError, check_regular_file, one_line
+from .read import media_num_frames, video_frame_rate
+
+PathLike = str | os.PathLike[str]
+Quantize = Literal["round", "truncate"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Atomic output
+# --------------------------------------------------------------------------------------------------------------
+
+_ERRNO_REASONS = {
+    errno.ENOSPC: "no space left on device",
+    getattr(errno, "EDQUOT", -1): "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOENT: "no such file or folder",
+    errno.EISDIR: "is a folder",
+    errno.ENOTDIR: "not a folder",
+    errno.ENAMETOOLONG: "file name too long",
+}
+
+
+def _write_error(final: Path, exc: OSError) -> MediaError:
+    reason = _ERRNO_REASONS.get(exc.errno or 0) or exc.strerror or one_line(exc)
+    return MediaError(f"cannot write {final}: {reason}")
+
+
+def _remove_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_output(path: PathLike, *, overwrite: bool = False, directory: bool = False) -> Iterator[Path]:
+    """Yields a fresh temporary path beside ``path``; moves it onto ``path`` only if the block succeeds.
+
+    The temporary name is hidden and keeps the suffix (``.out.<random>.partial.mp4``) so writers that infer
+    the format from the name still work; with ``directory=True`` it is an empty folder
+    (``.frames.<random>.partial``). On any exception, KeyboardInterrupt included, the temporary file or
+    folder is removed and the exception propagates; ``OSError`` (disk full, permission denied, read-only
+    file system, ...) is turned into a one-line :class:`MediaError` naming ``path``.
+
+    An existing ``path`` raises ``FileExistsError`` (checked before and again just before the rename) unless
+    ``overwrite``: then a file is replaced atomically with ``os.replace``; a folder is moved aside, the new one
+    renamed in, and the old one deleted. A missing parent folder is an error, not created. Files are
+    fsync'ed before the rename, so a crash cannot leave a renamed-but-empty file.
+    """
+    final = Path(path)
+    _check_destination(final, overwrite, directory)
+    token = secrets.token_hex(4)
+    if directory:
+        temp = final.with_name(f".{final.name}.{token}.partial")
+    else:
+        temp = final.with_name(f".{final.stem}.{token}.partial{final.suffix}")
+    try:
+        if directory:
+            os.mkdir(temp, 0o777)
+        else:
+            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as exc:
+        raise _write_error(final, exc) from None
+    try:
+        yield temp
+        if not directory:
+            _fsync(temp)
+        _commit(temp, final, overwrite, directory)
+    except BaseException as exc:
+        _remove_quietly(temp)
+        if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
+            raise _write_error(final, exc) from exc
+        raise
+
+
+def _check_destination(final: Path, overwrite: bool, directory: bool) -> None:
+    if final.exists() or final.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"{final} already exists; not overwriting it (pass overwrite=True to replace it)")
+        if directory and not final.is_dir():
+            raise MediaError(f"cannot write {final}: it exists and is not a folder")
+        if not directory and final.is_dir():
+            raise MediaError(f"cannot write {final}: it is a folder")
+    parent = final.parent
+    if not parent.is_dir():
+        raise MediaError(f"cannot write {final}: folder {parent} does not exist")
+
+
+def _commit(temp: Path, final: Path, overwrite: bool, directory: bool) -> None:
+    exists = final.exists() or final.is_symlink()
+    if exists and not overwrite:
+        raise FileExistsError(f"{final} already exists; not overwriting it (pass overwrite=True to replace it)")
+    if not directory or not exists:
+        os.replace(temp, final)
+        return
+    old = final.with_name(f".{final.name}.{secrets.token_hex(4)}.old")
+    os.rename(final, old)
+    try:
+        os.rename(temp, final)
+    except BaseException:
+        os.rename(old, final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------------------------
+
+
+def to_uint8(frames: torch.Tensor, quantize: Quantize = "round") -> torch.Tensor:
+    """Float frames in [0, 1] (any shape, any device) -> uint8 on the CPU. NaN becomes 0, values are clamped.
+
+    ``"round"`` (default) rounds to nearest (half to even), the unbiased choice. ``"truncate"`` is the
+    official ``(x * 255).astype(np.uint8)``, which floors and so darkens by half a code value on average.
+    """
+    if quantize not in ("round", "truncate"):
+        raise ValueError(f"quantize must be 'round' or 'truncate', got {quantize!r}")
+    if frames.dtype == torch.uint8:
+        return frames.cpu()
+    x = torch.nan_to_num(frames.detach().to("cpu", torch.float32), nan=0.0).clamp_(0.0, 1.0) * 255.0
+    return (x.round_() if quantize == "round" else x.trunc_()).to(torch.uint8)
+
+
+_NTSC_TOLERANCE = 0.005
+
+
+def _exact_rate(fps: float | Fraction) -> Fraction:
+    """Frame rate as a fraction: 24 -> 24, 12.5 -> 25/2, 29.97 / 23.976 / 59.94 -> 30000/1001 / ... ."""
+    if isinstance(fps, Fraction):
+        rate = fps
+    else:
+        if not math.isfinite(fps):
+            raise ValueError(f"frame rate must be a positive number, got {fps}")
+        rate = Fraction(fps).limit_denominator(1001)
+        ntsc = Fraction(round(fps * 1.001) * 1000, 1001)
+        if rate.denominator != 1 and ntsc > 0 and abs(float(ntsc) - fps) < _NTSC_TOLERANCE:
+            rate = ntsc  # 29.97 means 30000/1001, the NTSC rate
+    if not 0 < rate <= 1000:
+        raise ValueError(f"frame rate must be in (0, 1000], got {fps}")
+    return rate
+
+
+def _iter_frames(frames: torch.Tensor | Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+    if isinstance(frames, torch.Tensor):
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+            raise ValueError(f"frames must be [F, H, W, 3] with F >= 1, got {tuple(frames.shape)}")
+        yield from frames
+        return
+    for frame in frames:
+        if frame.ndim != 3 or frame.shape[-1] != 3:
+            raise ValueError(f"each frame must be [H, W, 3], got {tuple(frame.shape)}")
+        yield frame
+
+
+def _record_json(metadata: Mapping[str, Any] | None) -> str | None:
+    if metadata is None:
+        return None
+    try:
+        return json.dumps(dict(metadata), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata must be JSON-serialisable: {exc}") from None
+
+
+def write_video(
+    path: PathLike,
+    frames: torch.Tensor | Iterable[torch.Tensor],
+    fps: float | Fraction,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    crf: int = 18,
+    preset: str = "medium",
+    quantize: Quantize = "round",
+    overwrite: bool = False,
+) -> Path:
+    """Writes an H.264 MP4 (yuv420p, BT.709 limited range, tagged) atomically and returns its path.
+
+    ``frames``: float ``[F, H, W, 3]`` in [0, 1] (any device; moved to the CPU frame by frame), or an
+    iterable of ``[H, W, 3]`` frames (a generator can stream them). Odd heights/widths are **cropped** by one
+    row/column (bottom/right) because 4:2:0 needs even sizes; the official writer instead lets FFmpeg scale
+    up to a multiple of 16. 8-bit conversion is :func:`to_uint8` (``quantize``: round by default, or the
+    official truncation).
+
+    ``fps`` is stored exactly: ints and fractions as given, floats as the nearest fraction with a
+    denominator up to 1001, except that 23.976 / 29.97 / 59.94 (within 0.005) mean the NTSC rates
+    24000/1001, 30000/1001, 60000/1001. ``crf`` 18 with ``preset`` "medium" is visually lossless; the official
+    imageio writer uses CRF 25 (imageio quality 5), preset medium, fps formatted with two decimals.
+
+    ``metadata`` is stored as compact JSON in the container's ``comment`` tag, written with
+    ``movflags=use_metadata_tags`` (readable by ``ffprobe -show_format`` and :func:`read_video_metadata`).
+    The ``moov`` index is moved to the front (``faststart``) for streaming.
+
+    Raises ``FileExistsError`` if ``path`` exists and not ``overwrite``, :class:`MediaError` for I/O
+    failures (missing folder, permission, disk full); nothing is left behind on failure.
+    """
+    rate = _exact_rate(fps)
+    comment = _record_json(metadata)
+    if not 0 <= crf <= 51:
+        raise ValueError(f"crf must be in 0..51, got {crf}")
+    final = Path(path)
+    frame_iter = _iter_frames(frames)
+    with atomic_output(final, overwrite=overwrite) as temp:
+        _encode_mp4(temp, frame_iter, rate, comment, crf, preset, quantize, final)
+    return final
+
+
+def _encode_mp4(
+    temp: Path,
+    frames: Iterator[torch.Tensor],
+    rate: Fraction,
+    comment: str | None,
+    crf: int,
+    preset: str,
+    quantize: Quantize,
+    final: Path,
+) -> None:
+    from av.video.reformatter import ColorRange, Colorspace, Interpolation
+
+    # Accurate rounding in the RGB -> Y'CbCr conversion (the default fast path is biased by about one code).
+    flags = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
+    container = av.open(
+        os.fspath(temp), "w", format="mp4", options={"movflags": "+use_metadata_tags+faststart"}
+    )
+    try:
+        if comment is not None:
+            container.metadata["comment"] = comment
+        stream = None
+        first_shape: tuple[int, ...] = ()
+        height = width = 0
+        for count, frame in enumerate(frames):
+            rgb = to_uint8(frame, quantize)
+            if stream is None:
+                height, width = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2
+                if height == 0 or width == 0:
+                    raise MediaError(f"cannot write {final}: frames of {rgb.shape[1]}x{rgb.shape[0]} are too small")
+                first_shape = tuple(rgb.shape)
+                stream = container.add_stream("libx264", rate=rate, options={"crf": str(crf), "preset": preset})
+                stream.height, stream.width, stream.pix_fmt = height, width, "yuv420p"
+                codec = stream.codec_context
+                codec.colorspace, codec.color_primaries, codec.color_trc = 1, 1, 1  # BT.709
+                codec.color_range = 1  # limited ("tv") range
+            elif tuple(rgb.shape) != first_shape:
+                raise ValueError(
+                    f"frame {count} is {rgb.shape[1]}x{rgb.shape[0]}, frame 0 was {first_shape[1]}x{first_shape[0]}"
+                )
+            rgb = np.ascontiguousarray(rgb[:height, :width].numpy())
+            video_frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
+                format="yuv420p", dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG,
+                interpolation=flags,
+            )
+            video_frame.pts = count
+            container.mux(stream.encode(video_frame))
+        if stream is None:
+            raise ValueError("no frames to write")
+        container.mux(stream.encode(None))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            container.close()
+        raise
+    container.close()
+
+
+def read_video_metadata(path: PathLike) -> dict[str, Any] | None:
+    """The JSON record written by :func:`write_video` (MP4 ``comment`` tag) or :func:`write_image` /
+    :func:`write_png_frames` (PNG text chunk ``comment``); ``None`` if there is none or it is not a JSON
+    object. Raises :class:`MediaError` if the file cannot be opened."""
+    path = Path(path)
+    text: str | None
+    if path.suffix.lower() == ".png":
+        check_regular_file(path, "an image")
+        try:
+            with Image.open(path) as image:
+                text = image.info.get("comment")
+        except (UnidentifiedImageError, OSError) as exc:
+            raise MediaError(f"{path}: cannot read image: {one_line(exc)}") from None
+    else:
+        check_regular_file(path, "a video")
+        try:
+            with av.open(os.fspath(path)) as container:
+                text = container.metadata.get("comment")
+        except (av.error.FFmpegError, OSError) as exc:
+            raise MediaError(f"{path}: cannot open: {one_line(exc)}") from None
+    if not isinstance(text, str):
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def media_info(path: PathLike) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A file's stream facts (nothing is decoded) and its record (:func:`read_video_metadata`), as ``ltx info``
+    shows them. Stream ``kind``: ``image`` (a PNG), ``video`` (with codec, frame_rate, duration_s) or ``frames``
+    (a folder written by :func:`write_png_frames`, read through its first frame; ``num_frames`` counts the PNGs).
+    A missing or unreadable file is a :class:`MediaError`."""
+    path = Path(path)
+    target = path / "frame_00000.png" if path.is_dir() else path
+    if path.is_dir() and not target.is_file():
+        raise MediaError(f"{path}: a folder without frame_00000.png (not written by --frames-dir)")
+    record = read_video_metadata(target)
+    if target.suffix.lower() == ".png":
+        with Image.open(target) as im:
+            stream: dict[str, Any] = {"kind": "image", "width": im.width, "height": im.height, "num_frames": 1}
+        if target != path:
+            stream.update(kind="frames", num_frames=len(list(path.glob("frame_*.png"))))
+        return stream, record
+    try:
+        with av.open(os.fspath(target)) as container:
+            if not container.streams.video:
+                raise MediaError(f"{target}: contains no video stream")
+            codec = container.streams.video[0].codec_context
+            name, width, height = codec.name, codec.width, codec.height
+            duration = float(container.duration / 1_000_000) if container.duration else None
+    except av.error.FFmpegError as e:
+        raise MediaError(f"{target}: cannot open video: {one_line(e)}") from None
+    rate = video_frame_rate(target)
+    fps: float | int = int(rate) if rate.denominator == 1 else round(float(rate), 6)
+    stream = {"kind": "video", "codec": name, "width": width, "height": height,
+              "num_frames": media_num_frames(target), "frame_rate": fps, "duration_s": duration}
+    return stream, record
+
+
+def _save_png(target: Path, frame: torch.Tensor, quantize: Quantize, comment: str | None) -> None:
+    info = None
+    if comment is not None:
+        info = PngInfo()
+        info.add_itxt("comment", comment)  # iTXt: UTF-8
+    Image.fromarray(to_uint8(frame, quantize).numpy()).save(target, format="PNG", pnginfo=info)
+
+
+def write_image(
+    path: PathLike,
+    frame: torch.Tensor,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    quantize: Quantize = "round",
+    overwrite: bool = False,
+) -> Path:
+    """Writes one frame ``[H, W, 3]`` (or ``[1, H, W, 3]``) in [0, 1] as a lossless PNG, atomically, with the
+    JSON record in an iTXt ``comment`` chunk. Same errors as :func:`write_video`."""
+    if frame.ndim == 4 and frame.shape[0] == 1:
+        frame = frame[0]
+    if frame.ndim != 3 or frame.shape[-1] != 3:
+        raise ValueError(f"frame must be [H, W, 3], got {tuple(frame.shape)}")
+    comment = _record_json(metadata)
+    final = Path(path)
+    with atomic_output(final, overwrite=overwrite) as temp:
+        _save_png(temp, frame, quantize, comment)
+    return final
+
+
+def _is_frames_folder(folder: Path) -> bool:
+    return all(entry.is_file() and entry.name.startswith("frame_") and entry.suffix == ".png"
+               for entry in folder.iterdir())
+
+
+def write_png_frames(
+    folder: PathLike,
+    frames: torch.Tensor | Iterable[torch.Tensor],
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    quantize: Quantize = "round",
+    overwrite: bool = False,
+) -> list[Path]:
+    """Writes ``frame_00000.png``, ``frame_00001.png``, ... (lossless, full size, odd sizes kept) into
+    ``folder``, atomically: the frames go into a hidden temporary folder that is renamed to ``folder`` at the
+    end. ``overwrite=True`` replaces an existing folder only if it holds nothing but ``frame_*.png`` files
+    (so a mistyped path cannot wipe unrelated files). Returns the frame paths."""
+    final = Path(folder)
+    if overwrite and final.is_dir() and not _is_frames_folder(final):
+        raise MediaError(f"cannot write {final}: the folder holds files other than frame_*.png; not replacing it")
+    comment = _record_json(metadata)
+    names: list[str] = []
+    with atomic_output(final, overwrite=overwrite, directory=True) as temp:
+        for index, frame in enumerate(_iter_frames(frames)):
+            name = f"frame_{index:05d}.png"
+            _save_png(temp / name, frame, quantize, comment)
+            names.append(name)
+        if not names:
+            raise ValueError("no frames to write")
+    return [final / name for name in names]
+
+
+__all__ = [
+    "MediaError", "Quantize", "atomic_output", "media_info", "read_video_metadata", "to_uint8", "write_image",
+    "write_png_frames", "write_video",
+]
