@@ -17,10 +17,11 @@ are encoded to their posterior mode instead of a posterior sample.
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,12 +36,15 @@ from .conditions import (
     prepare_conditions,
     resize_frames,
 )
+from .frames import NumericalError, checked_uint8, to_video
+from .media.write import Quantize
 from .models.configs import SchedulerConfig
 from .models.transformer import STGMode
 from .models.upcast import compute_dtype
 from .models.upsampler import adain
 from .presets import NEUTRAL, PassSettings, Preset
 from .request import HARD_EPS, Condition, GenerationRequest, ResolvedRequest, as_list, resolve_request
+from .vae_tiling import free_memory_bytes, plan_decode, tiled_decode, tiled_decode_chunks
 
 _SEED_RANGE = 2**31
 
@@ -51,20 +55,30 @@ def _condition_record(c: Condition) -> dict[str, Any]:
     return {"path": path, "frame": c.frame, "strength": c.strength}
 
 
-class NumericalError(RuntimeError):
-    """NaN or Inf appeared in the latents (checked once per pass, after the loop, so the loop never syncs)."""
-
-
 @dataclass
 class GenerationResult:
-    video: Tensor  # float32 [F, H, W, 3] in [0, 1], CPU
+    video: Tensor | None  # float32 [F, H, W, 3] in [0, 1], CPU; None when streamed (run(..., stream=True))
     latents: Tensor  # normalised latents [1, C, f, h, w] after the last step, before decode noise, CPU
     seed: int
     timings: dict[str, float] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    # the pending decode of a streamed result: (chunk_frames, quantize) -> uint8 chunks; None once started
+    _stream: Callable[[int, Quantize], Iterator[Tensor]] | None = field(default=None, repr=False, compare=False)
 
-
-# --- pipeline ---------------------------------------------------------------------------------------------------
+    def frames(self, chunk_frames: int = 8, quantize: Quantize = "round") -> Iterator[Tensor]:
+        """The video as uint8 ``[n, H, W, 3]`` CPU chunks of at most ``chunk_frames`` frames, in order, checked
+        for NaN/Inf (:class:`~ltxcli.frames.NumericalError`), for a writer: ``write_video(path,
+        result.frames(), fps)``. A streamed result decodes here, once (its ``timings["decode_s"]`` is set when
+        the iterator is exhausted); otherwise ``video`` is converted chunk by chunk."""
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames={chunk_frames} must be at least 1")
+        if self.video is not None:
+            return (checked_uint8(self.video[i : i + chunk_frames], quantize)
+                    for i in range(0, self.video.shape[0], chunk_frames))
+        if self._stream is None:
+            raise RuntimeError("the streamed video was already decoded: frames() can be iterated once")
+        stream, self._stream = self._stream, None
+        return stream(chunk_frames, quantize)
 
 
 class Pipeline:
@@ -166,6 +180,18 @@ class Pipeline:
     ) -> Tensor:
         """Decode noise, tone mapping and the VAE, as the official pipeline orders them -> float32 [B, 3, F, H, W]
         in [0, 1]."""
+        (video,) = self._decoded(latents, timestep, noise_scale, tone_map, gen, chunks=False)
+        # The decoder's output is a fresh tensor (``float()`` copies it or returns it as is): scale it in place.
+        video = video.float()
+        return video.div_(2).add_(0.5).clamp_(0, 1)
+
+    def _decoded(
+        self, latents: Tensor, timestep: float, noise_scale: float, tone_map: float, gen: torch.Generator, *,
+        chunks: bool,
+    ) -> Iterator[Tensor]:
+        """The decoder stage: the VAE's output ``[B, 3, n, H, W]`` in [-1, 1], whole (one tensor) or, when
+        ``chunks`` and the decode is tiled in time, one time window after another (the plan is the same, so
+        are the values); the stage is left when the iterator is exhausted."""
         t: float | None = None
         if self.vae.timestep_conditioning:
             if noise_scale:
@@ -176,20 +202,19 @@ class Pipeline:
                 latents = latents * (1 - noise_scale) + noise * noise_scale
             t = timestep
         latents = sampling.tone_map(latents, tone_map)
-        from .vae_tiling import free_memory_bytes, plan_decode, tiled_decode
-
         vae_dtype = compute_dtype(self.vae.decoder.conv_in.conv)
         with self._stage(self.vae.decoder, streamed=True):
             # Free memory is measured with the decoder resident, so the plan accounts for its weights.
             plan = plan_decode(self.vae.config, tuple(latents.shape), vae_dtype, self.vae_tiling,
                                free_memory_bytes(self.device), out_on_device=False)
             if plan is None:
-                video = self.vae.decode(latents, timestep=t, generator=gen)
+                yield self.vae.decode(latents, timestep=t, generator=gen)
+            elif chunks:
+                for _, pixels in tiled_decode_chunks(self.vae, latents, timestep=t, generator=gen, out_device="cpu",
+                                                     **plan):
+                    yield pixels
             else:
-                video = tiled_decode(self.vae, latents, timestep=t, generator=gen, out_device="cpu", **plan)
-        # The decoder's output is a fresh tensor (``float()`` copies it or returns it as is): scale it in place.
-        video = video.float()
-        return video.div_(2).add_(0.5).clamp_(0, 1)
+                yield tiled_decode(self.vae, latents, timestep=t, generator=gen, out_device="cpu", **plan)
 
     # --- prompts ------------------------------------------------------------------------------------------
 
@@ -223,11 +248,15 @@ class Pipeline:
             num_layers=self.transformer.config.num_layers, has_upsampler=self.upsampler is not None,
         )
 
-    def run(self, request: GenerationRequest, *, progress: Any = None) -> GenerationResult:
+    def run(self, request: GenerationRequest, *, progress: Any = None, stream: bool = False) -> GenerationResult:
         """Generate the video ``request`` describes (see the module docstring for the stages).
 
         ``progress``, if given, is called as ``progress(stage, done, total)`` (stage: "text", "denoise",
         "decode") from the host between steps; it never forces a device synchronisation.
+
+        ``stream=True`` stops before the decode: the result's ``video`` is ``None`` and
+        :meth:`GenerationResult.frames` decodes when iterated, handing out uint8 chunks, so that a writer
+        (:func:`ltxcli.media.write_video`) never holds the whole video as floats on the host.
         """
         timings: dict[str, float] = {}
         r = self.resolve(request)
@@ -246,17 +275,20 @@ class Pipeline:
             encoded, init = self._encode_conditions(prepared, source, sizes)
             latents = self._denoise_passes(r, text, text_mask, sizes, encoded, init, gen, progress)
             timings["denoise_s"] = self._elapsed(t0)
+            result = GenerationResult(video=None, latents=latents.float().cpu(), seed=seed, timings=timings,
+                                      settings={**r.settings(), **self.record_facts(r.prompt, r.conditions)})
+            if stream:
+                result._stream = functools.partial(self._stream_frames, latents, r, seed, progress, timings)
+                return result
 
             t0 = time.perf_counter()
             if progress:
                 progress("decode", 0, 1)
-            video = self._decode_video(latents, r, seed)
+            result.video = self._decode_video(latents, r, seed)
             if progress:
                 progress("decode", 1, 1)
             timings["decode_s"] = self._elapsed(t0)
-
-        return GenerationResult(video=video, latents=latents.float().cpu(), seed=seed, timings=timings,
-                                settings={**r.settings(), **self.record_facts(r.prompt, r.conditions)})
+        return result
 
     def record_facts(self, prompt: str, conditions: Sequence[Condition]) -> dict[str, Any]:
         """What a saved file's generation record needs besides the sampling settings (``GenerationResult.settings``
@@ -324,17 +356,44 @@ class Pipeline:
 
     def _decode_video(self, latents: Tensor, r: ResolvedRequest, seed: int) -> Tensor:
         """The VAE decoder stage -> float32 ``[F, H, W, 3]`` in [0, 1] at the requested size, CPU."""
-        ph, pw, _ = r.padded
-        pad_left, pad_right, pad_top, pad_bottom = r.padding
         # Official decode noise and VAE noise injection use the global RNG (seeded with the run's seed);
         # here a private generator with the same seed stands in for it.
         aux = torch.Generator("cpu").manual_seed(seed)
-        video = self._decode(latents, r.decode_timestep, r.decode_noise_scale,
-                             r.passes[-1].tone_map_compression_ratio, aux)
-        if r.multi_scale:
-            video = resize_frames(video, ph, pw)  # the second pass ran above the padded target size
-        video = video[:, :, : r.num_frames, pad_top : ph - pad_bottom, pad_left : pw - pad_right]
-        return video[0].permute(1, 2, 3, 0).cpu()
+        (pixels,) = self._decoded(latents, r.decode_timestep, r.decode_noise_scale,
+                                  r.passes[-1].tone_map_compression_ratio, aux, chunks=False)
+        return to_video(pixels, r).cpu()
+
+    def _stream_frames(
+        self, latents: Tensor, r: ResolvedRequest, seed: int, progress: Any, timings: dict[str, float],
+        chunk_frames: int, quantize: Quantize,
+    ) -> Iterator[Tensor]:
+        """:meth:`_decode_video` a time window at a time, as uint8 ``[n, H, W, 3]`` CPU chunks of at most
+        ``chunk_frames`` frames (:func:`ltxcli.frames.checked_uint8`). The work runs in inference mode between
+        the yields (not while the consumer runs); ``timings["decode_s"]`` counts it alone."""
+        spent = 0.0
+        if progress:
+            progress("decode", 0, 1)
+        aux = torch.Generator("cpu").manual_seed(seed)  # as in _decode_video
+        decoded = self._decoded(latents, r.decode_timestep, r.decode_noise_scale,
+                                r.passes[-1].tone_map_compression_ratio, aux, chunks=True)  # runs on next()
+        start = 0
+        while True:
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                pixels = next(decoded, None)
+            spent += self._elapsed(t0)
+            if pixels is None:
+                break
+            for a in range(0, min(pixels.shape[2], r.num_frames - start), chunk_frames):
+                t0 = time.perf_counter()
+                with torch.inference_mode():
+                    chunk = checked_uint8(to_video(pixels[:, :, a : a + chunk_frames], r, start + a), quantize)
+                spent += self._elapsed(t0)
+                yield chunk
+            start += pixels.shape[2]
+        timings["decode_s"] = spent
+        if progress:
+            progress("decode", 1, 1)
 
     def _elapsed(self, t0: float) -> float:
         if self.device.type == "cuda":

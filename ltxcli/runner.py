@@ -527,7 +527,7 @@ def run_batch(
     timings. ``progress(item)``: a context manager giving the item's progress callback."""
     import torch
 
-    from .pipeline import NumericalError
+    from .frames import NumericalError
 
     if any(it.target is None for it in items):
         _plan_here(pipe, items, output=output, frames=frames, model=model, overwrite=overwrite,

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -321,8 +321,15 @@ def _run_head(decoder: nn.Module, x: Tensor, scaled_t: Tensor | None) -> Tensor:
 # --- tiled decode -------------------------------------------------------------------------------------------
 
 
+def tiled_decode(vae: nn.Module, latents: Tensor, **settings: Any) -> Tensor:
+    """Normalised latents ``[B, C, f, h, w]`` -> float32 pixels ``[B, 3, 8(f-1)+1, 32h, 32w]``, in windows,
+    accumulated in one output (``settings``: those of :func:`tiled_decode_chunks`)."""
+    ((_, out),) = tiled_decode_chunks(vae, latents, whole=True, **settings)
+    return out
+
+
 @torch.no_grad()
-def tiled_decode(
+def tiled_decode_chunks(
     vae: nn.Module,
     latents: Tensor,
     *,
@@ -337,8 +344,10 @@ def tiled_decode(
     context_frames: int | None = None,
     out_device: torch.device | str | None = None,
     progress: Callable[[int, int], None] | None = None,
-) -> Tensor:
-    """Normalised latents ``[B, C, f, h, w]`` -> float32 pixels ``[B, 3, 8(f-1)+1, 32h, 32w]``, in windows.
+    whole: bool = False,
+) -> Iterator[tuple[int, Tensor]]:
+    """Normalised latents ``[B, C, f, h, w]`` -> float32 pixels ``[B, 3, 8(f-1)+1, 32h, 32w]``, decoded in
+    windows and yielded as ``(first_frame, pixels [B, 3, n, H, W])`` chunks in time order.
 
     Same inputs and meaning as ``vae.decode`` (``timestep`` for timestep-conditioned decoders,
     ``generator`` for noise injection). ``split_block``: the up-block where windows start (default: the
@@ -346,8 +355,13 @@ def tiled_decode(
     positions of the activation there (see :func:`split_scales`); ``tile_hw`` may be ``(height, width)``.
     ``context_* = None``: the exact context (:func:`suffix_receptive_field`). :func:`plan_decode` picks
     all of these for a memory budget. When one window covers everything this is ``vae.decode``, bit for
-    bit. The output accumulates in float32 on ``out_device`` (default: the latents' device); ``"cpu"``
-    keeps the full-size video off the GPU. ``progress(done, total)`` is called after each window.
+    bit. Pixels accumulate in float32 on ``out_device`` (default: the latents' device); ``"cpu"`` keeps
+    the video off the GPU. ``progress(done, total)`` is called after each window.
+
+    A chunk is yielded as soon as no later time window writes into its frames, so only about one time
+    window's pixels (``chunk_frames`` plus the blended overlap) exist at once; ``whole=True`` accumulates
+    the whole video in one buffer and yields it once (:func:`tiled_decode`). Both give the same values, bit
+    for bit (the same additions into zeros, in the same order).
     """
     if latents.ndim != 5:
         raise ValueError(f"tiled_decode expects latents [B, C, f, h, w], got shape {list(latents.shape)}")
@@ -373,7 +387,8 @@ def tiled_decode(
         out = decoder(z, timestep, generator).float().to(dev)
         if progress:
             progress(1, 1)
-        return out
+        yield 0, out
+        return
 
     scaled_t = decoder.scaled_timestep(timestep, b, z.device)
     # Untiled part: conv_in and the blocks before the split (they draw their noise maps as usual).
@@ -384,12 +399,23 @@ def tiled_decode(
     noise: Any = CroppedNoise(generator, (hs, ws)) if _injects_noise(decoder) else generator
 
     t_dec, s_dec = decoder_scales(cfg)
-    out = torch.zeros(b, cfg.out_channels, _to_pixel(f, t_dec, True), h * s_dec, w * s_dec, dtype=torch.float32,
-                      device=dev)
+    frames_out = _to_pixel(f, t_dec, True)
+
+    def zeros(n: int) -> Tensor:
+        return torch.zeros(b, cfg.out_channels, n, h * s_dec, w * s_dec, dtype=torch.float32, device=dev)
+
+    # ``out`` holds pixel frames [start, start + out.shape[2]): the whole video, or the frames of the current
+    # time window and those of earlier windows it still blends into.
+    out = zeros(frames_out if whole else 0)
+    start = 0
     total = len(t_windows) * len(y_windows) * len(x_windows)
     done = 0
-    for wt in t_windows:
+    for k, wt in enumerate(t_windows):
         (ta, tb), (t0, t1) = wt.decode, wt.keep
+        if not whole and t1 > start + out.shape[2]:
+            grown = zeros(t1 - start)
+            grown[:, :, : out.shape[2]] = out
+            out = grown
         w_t = wt.weight.to(device=dev, dtype=torch.float32)[:, None, None]
         for wy in y_windows:
             (ya, yb), (y0, y1) = wy.decode, wy.keep
@@ -407,12 +433,19 @@ def tiled_decode(
                     x0 - wx.offset : x1 - wx.offset,
                 ].to(device=dev, dtype=torch.float32)
                 weight = w_ty * wx.weight.to(device=dev, dtype=torch.float32)[None, None, :]
-                out[:, :, t0:t1, y0:y1, x0:x1].addcmul_(tile, weight)
+                out[:, :, t0 - start : t1 - start, y0:y1, x0:x1].addcmul_(tile, weight)
                 del tile
                 done += 1
                 if progress:
                     progress(done, total)
-    return out
+        if not whole:
+            # frames before the next window's first are final
+            end = t_windows[k + 1].keep[0] if k + 1 < len(t_windows) else start + out.shape[2]
+            yield start, out[:, :, : end - start]
+            out = out[:, :, end - start :]
+            start = end
+    if whole:
+        yield 0, out
 
 
 # --- memory -------------------------------------------------------------------------------------------------
@@ -757,5 +790,6 @@ __all__ = [
     "DECODE_MEMORY_FACTOR", "DEFAULT_SAFETY", "AxisWindow", "CroppedNoise", "TileMode", "choose_tiling",
     "decode_memory_bytes", "decoder_receptive_field", "decoder_scales", "default_split_block",
     "free_memory_bytes", "plan_axis", "plan_decode", "should_tile", "split_scales", "suffix_receptive_field", "tiled_decode",
+    "tiled_decode_chunks",
     "tiled_decode_memory_bytes",
 ]

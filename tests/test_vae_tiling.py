@@ -10,6 +10,7 @@ base channels; the "real" 0.9.5 decoder keeps every layer (5 per block) with 8 b
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -32,6 +33,7 @@ from ltxcli.vae_tiling import (
     split_scales,
     suffix_receptive_field,
     tiled_decode,
+    tiled_decode_chunks,
     tiled_decode_memory_bytes,
 )
 
@@ -166,6 +168,25 @@ def test_default_split_is_exact(name: str, build, batch: int, conv: str) -> None
     err = max_abs(out, ref)
     print(f"\n{name}, {conv}: split {split}, context {rt}/{rs}: max abs {err:.2e} (output max {ref.abs().max():.2f})")
     assert err < 1e-5
+
+
+@pytest.mark.parametrize("settings", [
+    {"tile_hw": 6, "chunk_frames": 2},  # 0.9.1 split point: 3 x 2 x 2 windows, no time overlap
+    {"tile_hw": 6, "chunk_frames": 3, "overlap_frames": 2},  # blended across time windows
+    {"split_block": 0, "tile_hw": 2, "chunk_frames": 2, "overlap_frames": 1, "context_frames": 1},
+])
+def test_chunks_are_the_tiled_decode_bit_for_bit(settings: dict) -> None:
+    """The streamed chunks, in time order and without gaps, are exactly the frames of the whole decode, noise
+    injection included; a chunk never holds more than about one time window."""
+    vae = family_vae("0.9.1")
+    z = latents((4, 2, 3))
+    with torch.no_grad():
+        whole = tiled_decode(vae, z, timestep=T_DEC, generator=torch.Generator().manual_seed(5), **settings)
+        chunks = list(tiled_decode_chunks(vae, z, timestep=T_DEC, generator=torch.Generator().manual_seed(5),
+                                          **settings))
+    assert len(chunks) > 1 and [s for s, _ in chunks] == list(itertools.accumulate(
+        [0] + [c.shape[2] for _, c in chunks[:-1]]))
+    assert torch.equal(torch.cat([c for _, c in chunks], dim=2), whole)
 
 
 def test_noise_injection_is_shared_by_the_windows() -> None:

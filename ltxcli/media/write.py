@@ -191,10 +191,13 @@ def _iter_frames(frames: torch.Tensor | Iterable[torch.Tensor]) -> Iterator[torc
             raise ValueError(f"frames must be [F, H, W, 3] with F >= 1, got {tuple(frames.shape)}")
         yield from frames
         return
-    for frame in frames:
-        if frame.ndim != 3 or frame.shape[-1] != 3:
-            raise ValueError(f"each frame must be [H, W, 3], got {tuple(frame.shape)}")
-        yield frame
+    for item in frames:
+        if item.ndim == 4 and item.shape[-1] == 3:  # a chunk [n, H, W, 3] of a stream
+            yield from item
+            continue
+        if item.ndim != 3 or item.shape[-1] != 3:
+            raise ValueError(f"each frame must be [H, W, 3] (or a chunk [n, H, W, 3]), got {tuple(item.shape)}")
+        yield item
 
 
 def _record_json(metadata: Mapping[str, Any] | None) -> str | None:
@@ -220,7 +223,8 @@ def write_video(
     """Writes an H.264 MP4 (yuv420p, BT.709 limited range, tagged) atomically and returns its path.
 
     ``frames``: float ``[F, H, W, 3]`` in [0, 1] (any device; moved to the CPU frame by frame), or an
-    iterable of ``[H, W, 3]`` frames (a generator can stream them). Odd heights/widths are **cropped** by one
+    iterable of ``[H, W, 3]`` frames or ``[n, H, W, 3]`` chunks (a generator can stream them: only the item
+    being encoded is held, e.g. ``GenerationResult.frames()``). Odd heights/widths are **cropped** by one
     row/column (bottom/right) because 4:2:0 needs even sizes; the official writer instead lets FFmpeg scale
     up to a multiple of 16. 8-bit conversion is :func:`to_uint8` (``quantize``: round by default, or the
     official truncation).

@@ -1,0 +1,50 @@
+"""Decoded pixels -> the requested video, whole or a few frames at a time, and the uint8 frames a writer takes.
+
+The VAE decodes the padded (and, after a multi-scale pass, enlarged) video; :func:`to_video` maps any run of
+its frames to the requested video's frames: ``[-1, 1]`` -> ``[0, 1]``, the multi-scale resize, the crop of
+the padding, ``[F, H, W, 3]``. Every step is per frame or per pixel, so converting the decode chunk by chunk
+gives the same values as converting it whole. :func:`checked_uint8` is the last step before a file: a
+non-finite frame is an error there (quantising would silently turn NaN into black).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .conditions import resize_frames
+from .media.write import Quantize, to_uint8
+from .request import ResolvedRequest
+
+
+class NumericalError(RuntimeError):
+    """NaN or Inf in the latents (checked once per pass, after the loop, so the loop never syncs) or in the
+    decoded frames being written."""
+
+
+def to_video(pixels: Tensor, r: ResolvedRequest, start: int = 0) -> Tensor:
+    """Decoder output ``[1, 3, n, H', W']`` in [-1, 1], holding pixel frames ``start .. start + n`` of the decode
+    of ``r`` -> float32 ``[n', H, W, 3]`` in [0, 1] at the requested size (``n'``: those frames inside the
+    requested length), on the same device. ``pixels`` is scaled in place when it is already float32."""
+    ph, pw, _ = r.padded
+    left, right, top, bottom = r.padding
+    pixels = pixels[:, :, : max(0, r.num_frames - start)]
+    # The decoder's output is a fresh tensor (``float()`` copies it or returns it as is): scale it in place.
+    video = pixels.float().div_(2).add_(0.5).clamp_(0, 1)
+    if r.multi_scale:
+        video = resize_frames(video, ph, pw)  # the second pass ran above the padded target size
+    video = video[:, :, :, top : ph - bottom, left : pw - right]
+    return video[0].permute(1, 2, 3, 0)
+
+
+def checked_uint8(frames: Tensor, quantize: Quantize = "round") -> Tensor:
+    """Float frames in [0, 1] -> uint8 on the CPU (:func:`ltxcli.media.to_uint8`), refusing NaN/Inf with a
+    :class:`NumericalError` (the latents were checked; a broken VAE shows here)."""
+    if not bool(torch.isfinite(frames).all()):
+        raise NumericalError(
+            "the decoded video contains NaN or Inf: the VAE weights may be broken (run `ltx weights verify`)"
+        )
+    return to_uint8(frames, quantize)
+
+
+__all__ = ["NumericalError", "checked_uint8", "to_video"]

@@ -1,0 +1,105 @@
+"""Streamed decode (``run(..., stream=True)`` + ``GenerationResult.frames()``) against the whole decode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ltxcli import media
+from ltxcli.frames import NumericalError
+from ltxcli.media.write import to_uint8
+from ltxcli.models.configs import UpsamplerConfig
+from ltxcli.models.upsampler import LatentUpsampler
+from ltxcli.pipeline import Pipeline
+from ltxcli.request import Condition, GenerationRequest
+from ltxcli.tiny import LATENT_CHANNELS, build_pipeline
+
+SMALL = dict(height=64, width=96, num_frames=17, steps=2, seed=4)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Pipeline:
+    return build_pipeline(torch.device("cpu"), torch.float32)
+
+
+def _whole_and_streamed(pipe: Pipeline, chunk: int = 8, **kw) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    request = GenerationRequest("a boat", **{**SMALL, **kw})
+    whole = pipe.run(request)
+    streamed = pipe.run(request, stream=True)
+    assert streamed.video is None and torch.equal(streamed.latents, whole.latents)
+    chunks = list(streamed.frames(chunk))
+    assert "decode_s" in streamed.timings
+    return whole.video, chunks
+
+
+@pytest.mark.parametrize(("tiling", "chunk", "kw"), [
+    ("off", 8, {}),  # one decode, converted 8 frames at a time
+    ("off", 5, dict(height=50, width=70, num_frames=14)),  # padding and the frame crop
+    ("on", 3, dict(num_frames=33)),  # time windows of the tiled decode, each handed out as it is finished
+])
+def test_streamed_frames_equal_the_whole_video(tiny: Pipeline, tiling: str, chunk: int, kw: dict) -> None:
+    tiny.vae_tiling = tiling
+    try:
+        video, chunks = _whole_and_streamed(tiny, chunk, **kw)
+    finally:
+        tiny.vae_tiling = "auto"
+    assert all(c.dtype == torch.uint8 and 1 <= c.shape[0] <= chunk for c in chunks)
+    assert torch.equal(torch.cat(chunks), to_uint8(video))
+
+
+def test_streamed_multi_scale_frames_equal_the_whole_video() -> None:
+    pipe = build_pipeline(torch.device("cpu"), torch.float32)
+    torch.manual_seed(0)
+    pipe.upsampler = LatentUpsampler(UpsamplerConfig(in_channels=LATENT_CHANNELS, mid_channels=32,
+                                                     num_blocks_per_stage=1)).eval().requires_grad_(False)
+    video, chunks = _whole_and_streamed(pipe, 4, first_pass={}, second_pass=dict(skip_initial_inference_steps=2),
+                                        height=50, width=70, num_frames=9)
+    assert torch.equal(torch.cat(chunks), to_uint8(video))  # the resize after the second pass is per frame
+
+
+def test_streamed_mp4_is_the_same_file(tiny: Pipeline, tmp_path: Path) -> None:
+    """The writers given a stream of uint8 chunks write the file they write for the same frames as one float
+    tensor (the frames themselves are compared with the whole decode above)."""
+    request = GenerationRequest("a boat", conditions=[Condition(torch.rand(1, 64, 96, 3), 0, 1.0)], **SMALL)
+    streamed: list[torch.Tensor] = []
+
+    def tap(chunks):
+        for c in chunks:
+            streamed.append(c)
+            yield c
+
+    record = {"prompt": "a boat"}
+    media.write_video(tmp_path / "stream.mp4", tap(tiny.run(request, stream=True).frames(3)), 24, metadata=record)
+    frames = torch.cat(streamed)
+    assert frames.shape == (SMALL["num_frames"], 64, 96, 3)
+    media.write_video(tmp_path / "whole.mp4", frames.float() / 255, 24, metadata=record)
+    assert (tmp_path / "stream.mp4").read_bytes() == (tmp_path / "whole.mp4").read_bytes()
+    media.write_png_frames(tmp_path / "png", iter(streamed), metadata=record)
+    assert torch.equal(media.load_media(tmp_path / "png" / "frame_00004.png")[0], frames[4].float() / 255)
+
+
+def test_streamed_frames_are_decoded_once_with_progress(tiny: Pipeline) -> None:
+    events: list[tuple[str, int, int]] = []
+    result = tiny.run(GenerationRequest("a boat", **SMALL), stream=True,
+                      progress=lambda stage, done, total: events.append((stage, done, total)))
+    assert ("decode", 0, 1) not in events  # nothing decoded yet
+    frames = result.frames()
+    assert sum(c.shape[0] for c in frames) == SMALL["num_frames"]
+    assert events[-2:] == [("decode", 0, 1), ("decode", 1, 1)]
+    with pytest.raises(RuntimeError, match="once"):
+        result.frames()
+
+
+def test_non_finite_decoded_frames_are_refused(tiny: Pipeline) -> None:
+    pipe = build_pipeline(torch.device("cpu"), torch.float32)
+    with torch.no_grad():
+        pipe.vae.decoder.conv_out.conv.bias.fill_(float("nan"))
+    result = pipe.run(GenerationRequest("a boat", **SMALL), stream=True)
+    with pytest.raises(NumericalError, match="decoded video contains NaN"):
+        next(result.frames())
+    whole = pipe.run(GenerationRequest("a boat", **SMALL))  # the Python API returns the video as before
+    assert torch.isnan(whole.video).any()
+    with pytest.raises(NumericalError):
+        list(whole.frames())
