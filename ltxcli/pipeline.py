@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import sampling
+from . import sampling, vae_tiling
 from .conditions import (
     EncodedCondition,
     PreparedCondition,
@@ -44,7 +44,6 @@ from .models.upcast import compute_dtype
 from .models.upsampler import adain
 from .presets import NEUTRAL, PassSettings, Preset
 from .request import HARD_EPS, Condition, GenerationRequest, ResolvedRequest, as_list, resolve_request
-from .vae_tiling import free_memory_bytes, plan_decode, tiled_decode, tiled_decode_chunks
 
 _SEED_RANGE = 2**31
 
@@ -205,16 +204,16 @@ class Pipeline:
         vae_dtype = compute_dtype(self.vae.decoder.conv_in.conv)
         with self._stage(self.vae.decoder, streamed=True):
             # Free memory is measured with the decoder resident, so the plan accounts for its weights.
-            plan = plan_decode(self.vae.config, tuple(latents.shape), vae_dtype, self.vae_tiling,
-                               free_memory_bytes(self.device), out_on_device=False)
+            plan = vae_tiling.plan_decode(self.vae.config, tuple(latents.shape), vae_dtype, self.vae_tiling,
+                                          vae_tiling.free_memory_bytes(self.device), out_on_device=False)
             if plan is None:
                 yield self.vae.decode(latents, timestep=t, generator=gen)
             elif chunks:
-                for _, pixels in tiled_decode_chunks(self.vae, latents, timestep=t, generator=gen, out_device="cpu",
-                                                     **plan):
+                for _, pixels in vae_tiling.tiled_decode_chunks(self.vae, latents, timestep=t, generator=gen,
+                                                                out_device="cpu", **plan):
                     yield pixels
             else:
-                yield tiled_decode(self.vae, latents, timestep=t, generator=gen, out_device="cpu", **plan)
+                yield vae_tiling.tiled_decode(self.vae, latents, timestep=t, generator=gen, out_device="cpu", **plan)
 
     # --- prompts ------------------------------------------------------------------------------------------
 
@@ -235,11 +234,13 @@ class Pipeline:
 
     # --- generation -------------------------------------------------------------------------------------------
 
-    def generate(self, prompt: str, *, progress: Any = None, **settings: Any) -> GenerationResult:
-        """Generate a video: ``run(GenerationRequest(prompt, **settings))``. ``settings`` are the fields of
-        :class:`~ltxcli.request.GenerationRequest` (``height``, ``steps``, ``conditions``, ``first_pass``, ...);
-        every one left out (or ``None``) takes the loaded checkpoint's preset default."""
-        return self.run(GenerationRequest(prompt, **settings), progress=progress)
+    def generate(
+        self, prompt: str, *, progress: Any = None, stream: bool = False, **settings: Any
+    ) -> GenerationResult:
+        """Generate a video: ``run(GenerationRequest(prompt, **settings), progress=..., stream=...)``. ``settings``
+        are the fields of :class:`~ltxcli.request.GenerationRequest` (``height``, ``steps``, ``conditions``,
+        ``first_pass``, ...); every one left out (or ``None``) takes the loaded checkpoint's preset default."""
+        return self.run(GenerationRequest(prompt, **settings), progress=progress, stream=stream)
 
     def resolve(self, request: GenerationRequest) -> ResolvedRequest:
         """``request`` resolved against this pipeline's preset and checked against its models (no model runs)."""

@@ -484,9 +484,9 @@ def write_output(
         raise OutputError(f"cannot write {target}: {e.strerror or e}") from None
     try:
         if frames:
-            media.write_png_frames(target, result.video, metadata=record, overwrite=overwrite)
+            media.write_png_frames(target, result.frames(), metadata=record, overwrite=overwrite)
         else:
-            media.write_video(target, result.video, fps_number(result.settings["frame_rate"]), metadata=record,
+            media.write_video(target, result.frames(), fps_number(result.settings["frame_rate"]), metadata=record,
                               overwrite=overwrite)
     except media.MediaError as e:
         raise OutputError(str(e)) from None
@@ -513,7 +513,7 @@ def run_batch(
     pipe: Pipeline, items: Sequence[BatchItem], *, output: str | None = None, frames: bool = False,
     overwrite: bool = False, skip_existing: bool = False, claim: bool | None = None, model: str | None = None,
     write: bool = True, load_s: float = 0.0,
-    progress: Callable[[BatchItem], AbstractContextManager[ProgressFn | None]] | None = None,
+    progress: Callable[[BatchItem], AbstractContextManager[ProgressFn | None]] | None = None, stream: bool = False,
 ) -> Iterator[ItemResult]:
     """Generate every item with ``pipe`` and write it; yields one :class:`ItemResult` per item, in order, as
     each finishes (skipped ones included).
@@ -524,11 +524,9 @@ def run_batch(
     ``skip_existing``): claim each output before generating it (:func:`ltxcli.distributed.claim_output`), so
     processes sharing an output folder never generate the same item twice. ``write`` False: generate only
     (the other ranks of a video split across processes). ``load_s`` is reported in the first generated item's
-    timings. ``progress(item)``: a context manager giving the item's progress callback."""
-    import torch
-
-    from .frames import NumericalError
-
+    timings. ``progress(item)``: a context manager giving the item's progress callback. ``stream``: decode each
+    written item while writing it (:meth:`~ltxcli.pipeline.GenerationResult.frames`: uint8 chunks, no float32
+    copy of the whole video on the host); its result then has ``video=None``."""
     if any(it.target is None for it in items):
         _plan_here(pipe, items, output=output, frames=frames, model=model, overwrite=overwrite,
                    skip_existing=skip_existing)
@@ -550,21 +548,22 @@ def run_batch(
         try:
             t_start = time.perf_counter()
             with progress(it) if progress is not None else nullcontext(None) as callback:
+                # A streamed result is decoded inside the write, as uint8 chunks checked for NaN/Inf on the way
+                # (a broken VAE shows there); written otherwise, the same check runs on the video's chunks.
                 result = pipe.generate(
                     it.prompt, negative_prompt=it.negative_prompt, height=it.height, width=it.width,
                     num_frames=it.num_frames, frame_rate=it.frame_rate, steps=it.steps,
                     guidance_scale=it.guidance_scale, stg_scale=it.stg_scale, conditions=it.conditions,
-                    seed=it.seed, progress=callback,
+                    seed=it.seed, progress=callback, stream=stream and write,
                 )
-            if not bool(torch.isfinite(result.video).all()):  # the latents were checked; a broken VAE shows here
-                raise NumericalError("the decoded video contains NaN or Inf: the VAE weights may be broken "
-                                     "(run `ltx weights verify`)")
-            rec = record(result, model=model)
-            t_write = time.perf_counter()
-            if write:
-                write_output(result, it.target, record=rec, frames=frames, overwrite=overwrite)
+                rec = record(result, model=model)
+                t_write = time.perf_counter()
+                if write:
+                    write_output(result, it.target, record=rec, frames=frames, overwrite=overwrite)
             item_load_s = load_s if it is first else 0.0
-            timings = {"load_s": item_load_s, **result.timings, "write_s": time.perf_counter() - t_write}
+            # a streamed decode ran inside the write: its time is decode_s, the rest write_s
+            decode_s = result.timings.get("decode_s", 0.0) if stream and write else 0.0
+            timings = {"load_s": item_load_s, **result.timings, "write_s": time.perf_counter() - t_write - decode_s}
             timings["total_s"] = item_load_s + time.perf_counter() - t_start
         finally:
             if claim:

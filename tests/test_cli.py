@@ -496,7 +496,7 @@ def test_offload_tiling_attention_reach_load_pipeline_and_keep_the_frames(
 
     calls: list[dict[str, Any]] = []
     tiled: list[int] = []
-    real_tiled = vae_tiling.tiled_decode
+    real_tiled = vae_tiling.tiled_decode_chunks  # the written video is decoded as a stream
 
     def tiled_decode(*args: Any, **kwargs: Any) -> Any:
         tiled.append(1)
@@ -506,7 +506,7 @@ def test_offload_tiling_attention_reach_load_pipeline_and_keep_the_frames(
         calls.append(kwargs)
         return _cached_load(*args, **{**kwargs, "compile": False})  # --compile is checked for arrival only
 
-    monkeypatch.setattr(vae_tiling, "tiled_decode", tiled_decode)
+    monkeypatch.setattr(vae_tiling, "tiled_decode_chunks", tiled_decode)
     monkeypatch.setattr(cli_generate, "load_pipeline", load)
     # 128 x 192: large enough for an exact tiling plan with two windows (at 64 x 96, `on` must approximate)
     common = ["--model", "tiny", "--seed", "5", "--steps", "2", "--json", "--height", "128", "--width", "192",

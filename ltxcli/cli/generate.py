@@ -335,7 +335,8 @@ def run(
 
     results = runner.run_batch(
         pipe, mine, frames=frames_out, overwrite=opts.overwrite, skip_existing=opts.skip_existing,
-        claim=batch and opts.skip_existing, model=ref.label, write=main or batch, load_s=load_s, progress=progress)
+        claim=batch and opts.skip_existing, model=ref.label, write=main or batch, load_s=load_s, progress=progress,
+        stream=True)
     for r in results:
         if r.status == "skipped":
             _emit_skipped(out, r.item, reason=r.reason or "exists")
