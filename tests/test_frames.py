@@ -59,24 +59,29 @@ def test_streamed_multi_scale_frames_equal_the_whole_video() -> None:
     assert torch.equal(torch.cat(chunks), to_uint8(video))  # the resize after the second pass is per frame
 
 
-def test_streamed_mp4_is_the_same_file(tiny: Pipeline, tmp_path: Path) -> None:
-    """The writers given a stream of uint8 chunks write the file they write for the same frames as one float
-    tensor (the frames themselves are compared with the whole decode above)."""
+def test_streamed_mp4_gets_the_same_frames(tiny: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MP4 writer given a stream of uint8 chunks hands the encoder exactly the frames it hands it for the
+    same video as one float tensor; the PNG writer stores them losslessly."""
     request = GenerationRequest("a boat", conditions=[Condition(torch.rand(1, 64, 96, 3), 0, 1.0)], **SMALL)
-    streamed: list[torch.Tensor] = []
-
-    def tap(chunks):
-        for c in chunks:
-            streamed.append(c)
-            yield c
-
-    record = {"prompt": "a boat"}
-    media.write_video(tmp_path / "stream.mp4", tap(tiny.run(request, stream=True).frames(3)), 24, metadata=record)
-    frames = torch.cat(streamed)
+    chunks = list(tiny.run(request, stream=True).frames(3))
+    frames = torch.cat(chunks)
     assert frames.shape == (SMALL["num_frames"], 64, 96, 3)
-    media.write_video(tmp_path / "whole.mp4", frames.float() / 255, 24, metadata=record)
-    assert (tmp_path / "stream.mp4").read_bytes() == (tmp_path / "whole.mp4").read_bytes()
-    media.write_png_frames(tmp_path / "png", iter(streamed), metadata=record)
+    encoded: dict[str, list[torch.Tensor]] = {}
+    real = media.write._encode_mp4
+
+    def spy(temp: Path, frame_iter, *args):
+        got = [to_uint8(f) for f in frame_iter]  # what _encode_mp4 converts each frame to
+        encoded[temp.suffix + str(len(encoded))] = got
+        return real(temp, iter(got), *args)
+
+    monkeypatch.setattr(media.write, "_encode_mp4", spy)
+    media.write_video(tmp_path / "stream.mp4", iter(chunks), 24, metadata={"prompt": "a boat"})
+    media.write_video(tmp_path / "whole.mp4", frames.float() / 255, 24, metadata={"prompt": "a boat"})
+    streamed, whole = encoded.values()
+    assert len(streamed) == len(whole) == SMALL["num_frames"]
+    assert all(torch.equal(a, b) for a, b in zip(streamed, whole, strict=True))
+    assert media.media_num_frames(tmp_path / "stream.mp4") == SMALL["num_frames"]
+    media.write_png_frames(tmp_path / "png", iter(chunks), metadata={"prompt": "a boat"})
     assert torch.equal(media.load_media(tmp_path / "png" / "frame_00004.png")[0], frames[4].float() / 255)
 
 
