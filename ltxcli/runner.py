@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 
 from . import naming
 from .naming import fps_number
+from .request import Condition, GenerationRequest
 
 if TYPE_CHECKING:
     from .pipeline import GenerationResult, Pipeline
     from .presets import Preset
-    from .request import Condition
 
 SEED_MAX = 2**63 - 1
 MAX_FRAME_RATE = 1000
@@ -53,22 +53,12 @@ class OutputError(OSError):
 
 
 @dataclass
-class BatchItem:
-    """One video of a batch: what to generate (``None`` sizes: the preset's; ``None`` seed: a random one, drawn
-    when the batch is planned) and where it goes (``output``: a file, folder or pattern for this item only;
-    ``target``/``skip``: set by :func:`plan_outputs`)."""
+class BatchItem(GenerationRequest):
+    """One video of a batch: a :class:`~ltxcli.request.GenerationRequest` (``None`` sizes and frame rate: the
+    preset's, ``None`` seed: a random one, both filled in when the batch is planned, since output names use
+    them) and where it goes: ``output``, a file, folder or pattern for this item only; ``index``, its place in
+    the batch; ``target`` and ``skip``, set by :func:`plan_outputs`."""
 
-    prompt: str
-    seed: int | None = None
-    height: int | None = None
-    width: int | None = None
-    num_frames: int | None = None
-    frame_rate: float | None = None
-    negative_prompt: str | None = None
-    steps: int | None = None
-    guidance_scale: float | None = None
-    stg_scale: float | None = None
-    conditions: list[Condition] = field(default_factory=list)
     output: str | None = None
     index: int = 0
     target: Path | None = None
@@ -104,8 +94,6 @@ ITEM_KEYS = (*_ITEM_STR, *_ITEM_INT, *_ITEM_FLOAT, "conditions")
 
 def parse_condition(spec: str) -> Condition:
     """``PATH:FRAME[:STRENGTH]``, split from the right so paths may contain ':'."""
-    from .request import Condition
-
     parts = spec.rsplit(":", 2)
     if len(parts) == 3:
         path, frame, strength = parts
@@ -136,10 +124,8 @@ def _is_float(s: str) -> bool:
 def parse_batch(text: str, source: str = "batch") -> list[dict[str, Any]]:
     """One prompt per line, or one JSON object per line (keys: :data:`ITEM_KEYS`); '#' lines are comments.
 
-    Returns one dict per item (conditions parsed into :class:`~ltxcli.pipeline.Condition`, ``_where`` naming the
+    Returns one dict per item (conditions parsed into :class:`~ltxcli.request.Condition`, ``_where`` naming the
     line for later messages). A malformed line is a ValueError starting with ``"{source} line N: "``."""
-    from .request import Condition
-
     rows: list[dict[str, Any]] = []
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -202,8 +188,6 @@ def build_items(
     """Rows (:func:`parse_batch`'s dicts) -> items. Each value: the row's, else ``defaults``' (the command's
     options), else the preset's (sizes and frame rate). ``conditions`` come first in every item; a row's
     ``image`` is a first-frame condition before them, its ``conditions`` follow."""
-    from .request import Condition
-
     defaults = defaults or {}
     base = {"height": preset.height, "width": preset.width, "num_frames": preset.num_frames,
             "frame_rate": preset.frame_rate} if preset is not None else {}
@@ -550,12 +534,7 @@ def run_batch(
             with progress(it) if progress is not None else nullcontext(None) as callback:
                 # A streamed result is decoded inside the write, as uint8 chunks checked for NaN/Inf on the way
                 # (a broken VAE shows there); written otherwise, the same check runs on the video's chunks.
-                result = pipe.generate(
-                    it.prompt, negative_prompt=it.negative_prompt, height=it.height, width=it.width,
-                    num_frames=it.num_frames, frame_rate=it.frame_rate, steps=it.steps,
-                    guidance_scale=it.guidance_scale, stg_scale=it.stg_scale, conditions=it.conditions,
-                    seed=it.seed, progress=callback, stream=stream and write,
-                )
+                result = pipe.run(it, progress=callback, stream=stream and write)  # the item is the request
                 rec = record(result, model=model)
                 t_write = time.perf_counter()
                 if write:

@@ -282,7 +282,7 @@ def test_out_of_memory_exits_5(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -
     def oom(*args: Any, **kwargs: Any) -> None:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(pipe, "generate", oom)
+    monkeypatch.setattr(pipe, "run", oom)  # what the batch runner calls
     line = assert_one_error_line(ltx("generate", "x", "--model", "tiny", "-o", "o.mp4", *SMALL), 5)
     assert "out of memory" in line and "--height" in line
     assert not (cli_env / "o.mp4").exists()
