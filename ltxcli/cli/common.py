@@ -26,6 +26,9 @@ import click
 import typer
 from typer.core import TyperGroup
 
+# the commands' byte formatting is the library's (ltx doctor's checks use it too)
+from ltxcli.formatting import human_bytes as human_bytes
+
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
 
@@ -191,17 +194,6 @@ def to_json(obj: Any) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
-
-
-def human_bytes(n: int | None) -> str:
-    if n is None:
-        return "?"
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1000:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
 
 
 # ------------------------------------------------------------------------------------------------ errors

@@ -1,0 +1,180 @@
+"""What this machine can run, and where weights go: the report ``ltx doctor`` prints, as data.
+
+:func:`diagnose` gathers torch/CUDA/GPU capabilities, the attention kernels and fp8/compile support
+(:func:`ltxcli.kernels.describe_kernels`), torchrun's world from the environment, PyAV/libx264, the weights
+location and the default model's state and download size, and the checks that say whether something blocks
+generation (status ``fail``) or may (``warn``).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import av
+import torch
+
+from . import __version__, kernels, weights
+from .formatting import human_bytes
+
+BF16_MIN_CAPABILITY = (8, 0)
+PACKAGES = ("transformers", "huggingface_hub", "safetensors", "typer", "rich")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def torch_report() -> dict[str, Any]:
+    """torch and CUDA versions, every GPU (capability, memory, bf16/fp8 tensor cores), what ``--attention auto``
+    runs at the default dtype and every kernel's availability."""
+    gpus = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            cap = (props.major, props.minor)
+            gpus.append({
+                "index": i, "name": props.name, "compute_capability": f"{cap[0]}.{cap[1]}",
+                "memory_bytes": props.total_memory, "bf16": cap >= BF16_MIN_CAPABILITY,
+                "fp8": kernels.fp8_supported(cap),  # fp8 tensor cores: what --dtype fp8 needs
+            })
+    device = torch.device("cuda" if gpus else "cpu")
+    dtype = torch.bfloat16 if gpus else torch.float32
+    attention: dict[str, Any] = {
+        "backend": "sdpa",
+        "note": "torch.nn.functional.scaled_dot_product_attention (PyTorch picks flash / memory-efficient / math)",
+        "auto_would_choose": None,
+    }
+    described: dict[str, Any] | None = None
+    try:
+        described = kernels.describe_kernels(device, dtype=dtype)
+    except ImportError:  # a broken optional kernel package: report the default backend
+        described = None
+    chosen = (described or {}).get("attention", {})
+    if chosen.get("self_attention"):
+        attention["backend"] = attention["auto_would_choose"] = chosen["self_attention"]
+        attention["note"] = f"--attention auto: {chosen.get('reason', '')}; --attention NAME picks another"
+        if chosen.get("cross_attention") not in (None, chosen["self_attention"]):
+            attention["note"] += f" (masked cross-attention: {chosen['cross_attention']})"
+    return {
+        "version": torch.__version__, "cuda_available": torch.cuda.is_available(), "cuda_version": torch.version.cuda,
+        "gpus": gpus, "cpu_threads": torch.get_num_threads(), "attention": attention, "kernels": described,
+        "default_device": "cuda" if gpus else "cpu", "default_dtype": "bfloat16" if gpus else "float32",
+    }
+
+
+def distributed_report() -> dict[str, Any]:
+    """This process's place under torchrun, from its environment only (no process group is joined)."""
+    env = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")}
+
+    def number(v: str | None) -> int | None:
+        return int(v) if v is not None and v.isdigit() else None
+
+    return {
+        "under_torchrun": env["RANK"] is not None and env["WORLD_SIZE"] is not None, "rank": number(env["RANK"]),
+        "world_size": number(env["WORLD_SIZE"]), "local_rank": number(env["LOCAL_RANK"]),
+        "local_world_size": number(env["LOCAL_WORLD_SIZE"]),
+        "backend": "nccl" if torch.cuda.is_available() else "gloo", "available": torch.distributed.is_available(),
+    }
+
+
+def av_report() -> dict[str, Any]:
+    """PyAV's version, its libavcodec and whether it has the libx264 encoder MP4 output needs."""
+    try:
+        av.codec.Codec("libx264", "w")
+        x264 = True
+    except Exception:  # av raises UnknownCodecError (or ValueError in older releases)
+        x264 = False
+    ffmpeg = (getattr(av, "library_versions", {}) or {}).get("libavcodec")
+    return {"version": av.__version__, "libx264": x264,
+            "libavcodec": ".".join(str(v) for v in ffmpeg) if ffmpeg else None}
+
+
+def _existing_parent(p: Path) -> Path:
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def weights_report(weights_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The weights location, the default model's closure (model, upsampler, text encoder) with their states, its
+    size on disk, what a pull still downloads (weights.toml's sizes, else the Hub's listing; None: unknown) and the
+    free disk space there. Never fails on the network."""
+    reg = weights.load_registry()
+    loc = weights.weights_location(weights_dir)
+    closure = reg.closure(reg.default.name)
+    states = {e.name: weights.status(e.name, weights_dir=weights_dir, registry=reg) for e in closure}
+    missing = [e for e in closure if states[e.name].state != "downloaded"]
+    pinned = [f.size for e in missing for f in e.files]
+    needed = sum(pinned) if missing and all(s is not None for s in pinned) and all(e.files for e in missing) else None
+    if not missing:
+        needed = 0
+    elif needed is None and not weights.is_offline():
+        # Ask the Hub for the file sizes (a listing, no download); unknown when it cannot be reached.
+        try:
+            needed = sum(f.size or 0 for e in missing for f in weights.plan(e.name, weights_dir=weights_dir,
+                                                                            registry=reg) if not f.present)
+        except Exception:  # any network or hub error leaves the need unknown; doctor never fails on it
+            needed = None
+    return {
+        "location": str(loc.root), "location_kind": loc.kind, "offline": weights.is_offline(),
+        "default_model": reg.default.name, "default_model_state": {name: st.state for name, st in states.items()},
+        "default_model_on_disk_bytes": sum(st.size_on_disk for st in states.values()),
+        "default_model_needs_bytes": needed, "free_disk_bytes": shutil.disk_usage(_existing_parent(loc.root)).free,
+    }
+
+
+def checks(report: dict[str, Any]) -> list[dict[str, str]]:
+    """``{"check", "status" (ok / warn / fail), "detail"}`` per concern of a :func:`diagnose` report; a
+    ``fail`` blocks generation."""
+    out = []
+    t, a, w = report["torch"], report["av"], report["weights"]
+
+    def add(name: str, status: str, detail: str) -> None:
+        out.append({"check": name, "status": status, "detail": detail})
+
+    add("libx264", "ok" if a["libx264"] else "fail",
+        "H.264 encoder available" if a["libx264"] else "PyAV has no libx264 encoder: MP4 output fails "
+        "(install a PyAV wheel with x264, or use --frames-dir)")
+    if t["gpus"]:
+        g = t["gpus"][0]
+        add("gpu", "ok", f"{g['name']} (sm_{g['compute_capability'].replace('.', '')})")
+        if not g["bf16"]:
+            add("bf16", "warn", "this GPU has no bfloat16 tensor cores: use --dtype float32 (slower, more memory)")
+    else:
+        add("gpu", "warn", "no CUDA GPU: generation runs on the CPU (only the tiny model is practical)")
+    missing = [n for n, s in w["default_model_state"].items() if s != "downloaded"]
+    if missing and w["offline"]:
+        add("weights", "warn",
+            f"offline and {', '.join(missing)} not downloaded: generating with the default model fails")
+    elif missing:
+        add("weights", "ok", f"{', '.join(missing)} will be downloaded on first use")
+    else:
+        add("weights", "ok", f"{w['default_model']} is downloaded")
+    need, free = w["default_model_needs_bytes"], w["free_disk_bytes"]
+    if need:
+        add("disk", "ok" if free > need else "warn",
+            f"{human_bytes(free)} free, the default model needs {human_bytes(need)}")
+    else:
+        add("disk", "ok", f"{human_bytes(free)} free at the weights location")
+    return out
+
+
+def diagnose(weights_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The whole report (JSON-ready): versions, platform, torch, av, weights, distributed and the checks."""
+    report: dict[str, Any] = {
+        "ltxcli": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
+        "packages": {d: _version(d) for d in PACKAGES},
+        "torch": torch_report(), "av": av_report(), "weights": weights_report(weights_dir),
+        "distributed": distributed_report(),
+    }
+    report["checks"] = checks(report)
+    return report
