@@ -38,6 +38,7 @@ from .conditions import (
 )
 from .frames import NumericalError, checked_uint8, to_video
 from .media.write import Quantize
+from .memory import decode as decode_memory
 from .models.configs import SchedulerConfig
 from .models.transformer import STGMode
 from .models.upcast import compute_dtype
@@ -204,8 +205,8 @@ class Pipeline:
         vae_dtype = compute_dtype(self.vae.decoder.conv_in.conv)
         with self._stage(self.vae.decoder, streamed=True):
             # Free memory is measured with the decoder resident, so the plan accounts for its weights.
-            plan = vae_tiling.plan_decode(self.vae.config, tuple(latents.shape), vae_dtype, self.vae_tiling,
-                                          vae_tiling.free_memory_bytes(self.device), out_on_device=False)
+            plan = decode_memory.plan_decode(self.vae.config, tuple(latents.shape), vae_dtype, self.vae_tiling,
+                                             decode_memory.free_memory_bytes(self.device), out_on_device=False)
             if plan is None:
                 yield self.vae.decode(latents, timestep=t, generator=gen)
             elif chunks:

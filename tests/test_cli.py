@@ -597,7 +597,7 @@ def test_memory_hint_suggests_vae_tiling_then_auto_fits(cli_env: Path, monkeypat
     suggests --vae-tiling on (offloading saves nothing on a CPU and is not offered); the default --vae-tiling
     auto tiles that decode and runs."""
     from ltxcli.cli.resolve import resolve_model
-    from ltxcli.vae_tiling import decode_memory_bytes
+    from ltxcli.memory.decode import decode_memory_bytes
 
     _, vcfg, wb = cli_generate.model_memory(resolve_model("tiny", None), te_path=None, up_path=None,
                                                weights_dir=None, dtype=torch.float32)

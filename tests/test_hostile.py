@@ -287,8 +287,8 @@ def test_memory_estimate_reads_weights_from_the_headers(assets: SimpleNamespace)
 
 def test_memory_estimate_activations_hand_derived() -> None:
     """LTX-Video 2B at 768x512x121 in bfloat16 with CFG + STG: 16 x 16 x 24 = 6144 latent tokens of width 2048."""
+    from ltxcli.memory.decode import decode_memory_bytes
     from ltxcli.models.configs import TRANSFORMER_2B, VAEConfig, official_vae_config
-    from ltxcli.vae_tiling import decode_memory_bytes
 
     vae = VAEConfig.from_official(official_vae_config("0.9.5"))
     est = preflight.estimate_memory(TRANSFORMER_2B, vae, height=512, width=768, num_frames=121, dtype=torch.bfloat16,
@@ -303,9 +303,9 @@ def test_memory_estimate_activations_hand_derived() -> None:
 
 
 def test_memory_estimate_follows_guidance_conditions_multi_scale_and_fp8(assets: SimpleNamespace) -> None:
+    from ltxcli.memory.decode import decode_memory_bytes
     from ltxcli.models.configs import TRANSFORMER_13B, VAEConfig, official_vae_config
     from ltxcli.presets import PRESETS
-    from ltxcli.vae_tiling import decode_memory_bytes
 
     vae = VAEConfig.from_official(official_vae_config("0.9.5"))
     bf16 = torch.bfloat16

@@ -16,25 +16,27 @@ import math
 import pytest
 import torch
 
+from ltxcli.memory.decode import (
+    DECODE_MEMORY_FACTOR,
+    choose_tiling,
+    decode_memory_bytes,
+    free_memory_bytes,
+    plan_decode,
+    should_tile,
+    tiled_decode_memory_bytes,
+)
 from ltxcli.models.configs import VAEConfig, official_vae_config
 from ltxcli.models.vae import CausalVideoVAE
 from ltxcli.tiny import tiny_vae_config
 from ltxcli.vae_tiling import (
-    DECODE_MEMORY_FACTOR,
     _spans,
-    choose_tiling,
-    decode_memory_bytes,
     decoder_receptive_field,
     default_split_block,
-    free_memory_bytes,
     plan_axis,
-    plan_decode,
-    should_tile,
     split_scales,
     suffix_receptive_field,
     tiled_decode,
     tiled_decode_chunks,
-    tiled_decode_memory_bytes,
 )
 
 LATENT_CH = 16

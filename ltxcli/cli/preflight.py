@@ -347,7 +347,7 @@ def decode_bytes(vae: Any, latent: Sequence[int], dtype: Any, vae_tiling: str = 
                  free_bytes: int | None = None) -> tuple[int, bool]:
     """(estimated decode activations, tiled?) as :meth:`ltxcli.pipeline.Pipeline` decodes ``latent``
     (``[B, C, f, h, w]``) under ``vae_tiling`` with ``free_bytes`` free at the decode (``None``: unlimited)."""
-    from ltxcli.vae_tiling import decode_memory_bytes, plan_decode, tiled_decode_memory_bytes
+    from ltxcli.memory.decode import decode_memory_bytes, plan_decode, tiled_decode_memory_bytes
 
     if vae_tiling not in TILING_MODES:
         raise ValueError(f"vae_tiling={vae_tiling!r} must be one of {', '.join(TILING_MODES)}")
@@ -410,7 +410,7 @@ def estimate_memory(
 def free_memory_bytes(device: Any) -> int:
     """What a run on ``device`` can still allocate (:func:`ltxcli.vae_tiling.free_memory_bytes`; imported
     here lazily so the CLI starts without torch)."""
-    from ltxcli.vae_tiling import free_memory_bytes as _free
+    from ltxcli.memory.decode import free_memory_bytes as _free
 
     return _free(device)
 
