@@ -166,7 +166,9 @@ def assign_state_dict(
     module.load_state_dict(ready, strict=True, assign=True)
     if narrow_ok:
         convert_to_upcast(module)
-    leftover = [n for n, p in [*module.named_parameters(), *module.named_buffers()] if p.is_meta]
+    # device="meta": the memory plan's build (ltxcli.memory.weights), every tensor stays a shape and a dtype
+    on_meta = torch.device(device or "cpu").type == "meta"
+    leftover = [n for n, p in [*module.named_parameters(), *module.named_buffers()] if p.is_meta and not on_meta]
     if leftover:  # pragma: no cover - a non-persistent buffer the module forgot to create
         raise CheckpointError(f"{source}: {len(leftover)} tensor(s) left uninitialised: {_summarise(leftover)}")
     return module.eval().requires_grad_(False)

@@ -20,6 +20,22 @@ DEFAULT_NUM_FRAMES = 121
 DEFAULT_FRAME_RATE = 30
 DEFAULT_NEGATIVE_PROMPT = "worst quality, inconsistent motion, blurry, jittery, distorted"
 DEFAULT_IMAGE_COND_NOISE_SCALE = 0.15
+# Multi-scale: the first pass runs at this fraction of the (padded) size, the official configs' value.
+DEFAULT_DOWNSCALE_FACTOR = 0.6666666
+
+
+def multi_scale_sizes(height: int, width: int, factor: float | None) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The (height, width) of the two passes of a multi-scale run at padded size ``height x width``: the first
+    at ``factor`` (``None``: :data:`DEFAULT_DOWNSCALE_FACTOR`) rounded down to multiples of 32, the second at
+    twice that (the upsampler doubles it); the decode runs at the second. ValueError when nothing is left."""
+    factor = DEFAULT_DOWNSCALE_FACTOR if factor is None else factor
+    h1 = int(height * factor)
+    h1 -= h1 % 32
+    w1 = int(width * factor)
+    w1 -= w1 % 32
+    if h1 < 32 or w1 < 32:
+        raise ValueError(f"downscale_factor={factor} leaves no first-pass size for {height}x{width}")
+    return (h1, w1), (2 * h1, 2 * w1)
 
 # A guidance value is a scalar for every step or a list indexed through ``guidance_timesteps``.
 Schedule = float | tuple[float, ...]
@@ -124,7 +140,7 @@ _DEV13_SECOND = PassSettings(
 def _multi(name: str, checkpoint: str, first: PassSettings, second: PassSettings, upsampler: str, **kw: Any) -> Preset:
     return Preset(
         name=name, checkpoint=checkpoint, pipeline_type="multi-scale", passes=(first, second),
-        downscale_factor=0.6666666, upsampler=upsampler, **kw,
+        downscale_factor=DEFAULT_DOWNSCALE_FACTOR, upsampler=upsampler, **kw,
     )
 
 

@@ -264,6 +264,26 @@ def stg_active(stg: float) -> bool:
     return stg > 0
 
 
+def guidance_branches(cfg: float, stg: float) -> int:
+    """Transformer batch of one step: the conditional branch, plus the unconditional one with CFG and the
+    perturbed one with STG."""
+    return 1 + cfg_active(cfg) + stg_active(stg)
+
+
+def pass_branches(guidance_scale: float | Sequence[float], stg_scale: float | Sequence[float]) -> int:
+    """The largest :func:`guidance_branches` of any step of a pass with these (scalar or per-interval) scales:
+    per-interval lists pair by index (both are indexed through the same ``guidance_timesteps``), a scalar
+    pairs with every entry."""
+    cfg = list(guidance_scale) if isinstance(guidance_scale, (list, tuple)) else [guidance_scale]
+    stg = list(stg_scale) if isinstance(stg_scale, (list, tuple)) else [stg_scale]
+    n = max(len(cfg), len(stg))
+    if len(cfg) == n and len(stg) == n:
+        return max(guidance_branches(c, s) for c, s in zip(cfg, stg, strict=True))
+    if len(cfg) == 1 or len(stg) == 1:
+        return max(guidance_branches(c, s) for c in cfg for s in stg)
+    return 1 + any(cfg_active(c) for c in cfg) + any(stg_active(s) for s in stg)  # mismatched lists: bound
+
+
 def guide(
     v_uncond: Tensor | None,
     v_cond: Tensor,

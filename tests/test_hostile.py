@@ -288,22 +288,24 @@ def test_memory_estimate_reads_weights_from_the_headers(assets: SimpleNamespace)
 def test_memory_estimate_activations_hand_derived() -> None:
     """LTX-Video 2B at 768x512x121 in bfloat16 with CFG + STG: 16 x 16 x 24 = 6144 latent tokens of width 2048."""
     from ltxcli.memory.decode import decode_memory_bytes
+    from ltxcli.memory.plan import estimate_memory
     from ltxcli.models.configs import TRANSFORMER_2B, VAEConfig, official_vae_config
 
     vae = VAEConfig.from_official(official_vae_config("0.9.5"))
-    est = preflight.estimate_memory(TRANSFORMER_2B, vae, height=512, width=768, num_frames=121, dtype=torch.bfloat16,
+    est = estimate_memory(TRANSFORMER_2B, vae, height=512, width=768, num_frames=121, dtype=torch.bfloat16,
                                     weights_bytes=7_000_000_000, branches=3)
     assert est.transformer_bytes == 18 * 3 * 6144 * 2048 * 2  # 1.36 GB
     assert est.vae_bytes == decode_memory_bytes(vae, (1, 128, 16, 16, 24), torch.bfloat16)
     assert est.peak_bytes == 7_000_000_000 + max(est.transformer_bytes, est.vae_bytes)
     # a keyframe at frame 64 adds its 2 x 16 x 24 latent tokens; conditioning makes the timesteps per token
-    cond = preflight.estimate_memory(TRANSFORMER_2B, vae, height=512, width=768, num_frames=121, dtype=torch.bfloat16,
+    cond = estimate_memory(TRANSFORMER_2B, vae, height=512, width=768, num_frames=121, dtype=torch.bfloat16,
                                      branches=3, extra_tokens=2 * 16 * 24, per_token_timesteps=True)
     assert cond.transformer_bytes == 34 * 3 * (6144 + 768) * 2048 * 2
 
 
 def test_memory_estimate_follows_guidance_conditions_multi_scale_and_fp8(assets: SimpleNamespace) -> None:
     from ltxcli.memory.decode import decode_memory_bytes
+    from ltxcli.memory.weights import model_bytes
     from ltxcli.models.configs import TRANSFORMER_13B, VAEConfig, official_vae_config
     from ltxcli.presets import PRESETS
 
@@ -334,20 +336,21 @@ def test_memory_estimate_follows_guidance_conditions_multi_scale_and_fp8(assets:
                  if n.startswith("transformer_blocks.") and n.endswith(".weight") and p.ndim == 2)
     total = sum(t.numel() for m in (tiny.transformer, tiny.vae) for t in m.state_dict().values())
     assert linear > 0
-    assert preflight.model_bytes(assets.good, bf16) == 2 * total
-    assert preflight.model_bytes(assets.good, bf16, fp8=True) == 2 * total - linear
+    assert model_bytes(assets.good, bf16) == 2 * total
+    assert model_bytes(assets.good, bf16, fp8=True) == 2 * total - linear
 
 
 def test_memory_estimate_above_free_memory_exits_5_before_loading(
     cli_env: Path, monkeypatch: pytest.MonkeyPatch, loads: list[Any]
 ) -> None:
     from ltxcli.cli.resolve import resolve_model
+    from ltxcli.memory.plan import estimate_memory
 
     tcfg, vcfg, wb = cli_generate.model_memory(resolve_model("tiny", None), te_path=None, up_path=None,
                                                weights_dir=None, dtype=torch.float32)
 
     def peak(h: int, w: int, f: int) -> int:
-        return preflight.estimate_memory(tcfg, vcfg, height=h, width=w, num_frames=f, dtype=torch.float32,
+        return estimate_memory(tcfg, vcfg, height=h, width=w, num_frames=f, dtype=torch.float32,
                                          weights_bytes=wb, branches=3).peak_bytes
 
     free = (peak(64, 96, 9) + peak(128, 192, 17)) // 2  # the small size fits, the large one does not

@@ -198,8 +198,9 @@ def test_load_pipeline_default_on_cpu_matches_converting_at_load(tmp_path):
 
 
 def test_preflight_counts_what_the_cpu_loader_keeps(transformer_file):
-    """The memory pre-flight (headers only) agrees with the bytes a CPU load holds after a forward."""
-    from ltxcli.cli.preflight import checkpoint_parts, safetensors_bytes
+    """The memory plan (modules the loader builds on the meta device) agrees with the bytes a CPU load holds after
+    a forward."""
+    from ltxcli.memory.weights import checkpoint_parts, model_bytes
 
     path, cfg = transformer_file
     lazy = load_transformer(path, dtype=torch.float32)
@@ -207,10 +208,10 @@ def test_preflight_counts_what_the_cpu_loader_keeps(transformer_file):
         lazy(**_transformer_inputs(cfg))  # grows the scratch to the largest weight
     scratch = next(m._scratch for m in lazy.modules() if isinstance(m, UpcastLinear)).nbytes()
     held = sum(t.numel() * t.element_size() for t in lazy.state_dict().values()) + scratch
-    assert safetensors_bytes(path, torch.float32, narrow=True) == held
+    assert model_bytes(path, torch.float32, narrow=True) == held
     assert checkpoint_parts(path, torch.float32, narrow=True).transformer == held
     eager = load_transformer(path, dtype=torch.float32, keep_checkpoint_dtype=False)
-    assert safetensors_bytes(path, torch.float32) == sum(t.numel() * 4 for t in eager.state_dict().values())
+    assert model_bytes(path, torch.float32) == sum(t.numel() * 4 for t in eager.state_dict().values())
 
 
 def test_random_weights_can_be_built_narrow():

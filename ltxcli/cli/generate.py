@@ -437,32 +437,20 @@ def model_memory(
     return tcfg, vcfg, total
 
 
-def _meta_parts(tcfg: Any, vcfg: Any, dtype: Any, fp8: bool, text_encoder: int, upsampler: int) -> Any:
-    """:class:`~ltxcli.cli.preflight.WeightParts` of modules built on the meta device (shapes only, no memory)."""
-    import torch
-
-    from ltxcli.models.transformer import LTXVideoTransformer
-    from ltxcli.models.vae import CausalVideoVAE
-
-    with torch.device("meta"):
-        transformer, vae = LTXVideoTransformer(tcfg), CausalVideoVAE(vcfg)
-    return preflight.weight_parts(transformer, vae, dtype, fp8=fp8, text_encoder=text_encoder, upsampler=upsampler)
-
-
 def model_weights(
     ref: ModelRef, *, te_path: str | None, up_path: str | None, weights_dir: str | None, dtype: Any,
     fp8: bool = False, narrow: bool = False,
 ) -> tuple[Any, Any, int, Any]:
-    """:func:`model_memory` plus the weights split by stage (:class:`~ltxcli.cli.preflight.WeightParts`; headers
-    only, like the total). ``narrow``: the loaders keep layer weights in the checkpoint's dtype (CPU runs)."""
+    """:func:`model_memory` plus the weights split by stage (:class:`ltxcli.memory.weights.WeightParts`, from
+    modules the loaders build on the meta device). ``narrow``: the loaders keep layer weights in the
+    checkpoint's dtype (CPU runs)."""
     from ltxcli import weights
+    from ltxcli.memory import weights as memory
 
     if ref.kind == "builtin":
-        from ltxcli.tiny import TINY_TRANSFORMER, tiny_vae_config
-
-        vcfg = tiny_vae_config()
-        parts = _meta_parts(TINY_TRANSFORMER, vcfg, dtype, False, 0, 0)
-        return TINY_TRANSFORMER, vcfg, parts.total, parts
+        transformer, vae = memory.builtin_modules(dtype, fp8=fp8)
+        parts = memory.weight_parts(transformer, vae)
+        return transformer.config, vae.config, parts.total, parts
     reg = weights.load_registry()
     entry = reg[ref.name] if ref.kind == "registry" else None
     # a registry model is looked up again: the download step may just have replaced it
@@ -476,66 +464,42 @@ def model_weights(
         else:
             te = weights.path((entry.text_encoder if entry else None) or ref.preset.text_encoder or "t5-xxl",
                               weights_dir=weights_dir, registry=reg)
-    te_bytes = preflight.text_encoder_bytes(te, dtype) if te is not None else 0
+    te_bytes = memory.text_encoder_bytes(te, dtype) if te is not None else 0
     up: Path | str | None = up_path
     up_name = (entry.upsampler if entry else None) or ref.preset.upsampler
     if up is None and up_name:
         up = weights.path(up_name, weights_dir=weights_dir, registry=reg)
-    up_bytes = preflight.safetensors_bytes(up, dtype, narrow=narrow) if up is not None else 0
-    parts = preflight.checkpoint_parts(path, dtype, fp8=fp8, text_encoder=te_bytes, upsampler=up_bytes,
-                                       narrow=narrow and not fp8)
+    up_bytes = memory.upsampler_bytes(up, dtype, narrow=narrow) if up is not None else 0
+    parts = memory.checkpoint_parts(path, dtype, fp8=fp8, narrow=narrow, text_encoder=te_bytes, upsampler=up_bytes)
     return info.transformer, info.vae, parts.total, parts
+
+
+def run_shape(it: runner.BatchItem, preset: Any) -> Any:
+    """The :class:`ltxcli.memory.plan.RunShape` of item ``it`` under ``preset``: the guidance of each pass
+    that runs (an item's scales replace every pass's, as the pipeline applies them), multi-scale, its
+    conditions (one frame each: images)."""
+    from ltxcli.memory.plan import RunShape
+
+    passes = preset.passes if preset.multi_scale else preset.passes[:1]
+    guidance = [(p.guidance_scale if it.guidance_scale is None else it.guidance_scale,
+                 p.stg_scale if it.stg_scale is None else it.stg_scale) for p in passes]
+    return RunShape(guidance, multi_scale=preset.multi_scale, downscale_factor=preset.downscale_factor,
+                    conditions=[(c.frame, 1) for c in it.conditions])
 
 
 def item_estimator(
     it: runner.BatchItem, preset: Any, transformer: Any, vae: Any, *, weights_bytes: int, dtype: Any, parts: Any = None,
     offload: str = "none", offload_saves: bool = True, vae_tiling: str = "off", free_bytes: int | None = None,
-) -> Callable[[int, int, int], preflight.MemoryEstimate]:
-    """``(height, width, num_frames) -> MemoryEstimate`` for item ``it`` under ``preset``: its guidance branches
-    (an item's scale, else every pass's schedule), its conditions, and for multi-scale presets the second pass,
-    which (with the decode) runs at twice the 32-aligned downscaled size, above the padded target at most sizes.
-    ``parts`` … ``free_bytes``: weights per stage, offload and VAE tiling (:func:`preflight.estimate_memory`)."""
-    from ltxcli import sampling
-    from ltxcli.request import padded_size
+    device_is_host: bool = False, text_encoder_freed: bool = False,
+) -> Callable[[int, int, int], Any]:
+    """``(height, width, num_frames) -> MemoryEstimate`` for item ``it`` under ``preset``
+    (:func:`ltxcli.memory.plan.request_estimator` of its :func:`run_shape`)."""
+    from ltxcli.memory.plan import request_estimator
 
-    def values(v: Any) -> list[float]:
-        return list(v) if isinstance(v, (list, tuple)) else [v]
-
-    passes = preset.passes
-    cfg = [it.guidance_scale] if it.guidance_scale is not None else [g for p in passes for g in values(p.guidance_scale)]
-    stg = [it.stg_scale] if it.stg_scale is not None else [g for p in passes for g in values(p.stg_scale)]
-    branches = 1 + any(sampling.cfg_active(g) for g in cfg) + any(sampling.stg_active(g) for g in stg)
-    later = sum(c.frame > 0 for c in it.conditions)  # each adds up to 2 latent frames of extra tokens
-    factor = (preset.downscale_factor or 0.6666666) if preset.multi_scale else None
-
-    def estimate(h: int, w: int, f: int) -> preflight.MemoryEstimate:
-        ph, pw, _ = padded_size(h, w, f)
-        if factor is not None:
-            ph, pw = max(ph, 2 * (int(ph * factor) // 32 * 32)), max(pw, 2 * (int(pw * factor) // 32 * 32))
-        _, lh, lw = preflight.latent_shape(vae, ph, pw, f)
-        return preflight.estimate_memory(
-            transformer, vae, height=ph, width=pw, num_frames=f, dtype=dtype, weights_bytes=weights_bytes,
-            branches=branches, extra_tokens=2 * lh * lw * later, per_token_timesteps=bool(it.conditions),
-            parts=parts, offload=offload, offload_saves=offload_saves, vae_tiling=vae_tiling, free_bytes=free_bytes)
-
-    return estimate
-
-
-def memory_alternatives(offload: str, vae_tiling: str, *, offload_saves: bool) -> list[tuple[str, str, str]]:
-    """``(options text, offload, vae_tiling)`` settings that save memory over the given ones, fastest first:
-    tiling the decode, then offloading by stage, then streaming blocks (offload only where it saves device
-    memory, i.e. on a GPU)."""
-    modes = preflight.OFFLOAD_MODES
-    offloads = list(modes[modes.index(offload):]) if offload_saves else [offload]
-    tilings = [vae_tiling, "on"] if vae_tiling == "off" else [vae_tiling]
-    out = []
-    for o in offloads:
-        for t in tilings:
-            if (o, t) == (offload, vae_tiling):
-                continue
-            text = " ".join(([f"--offload {o}"] if o != offload else []) + ([f"--vae-tiling {t}"] if t != vae_tiling else []))
-            out.append((text, o, t))
-    return out
+    return request_estimator(
+        run_shape(it, preset), transformer, vae, dtype=dtype, weights_bytes=weights_bytes, parts=parts,
+        offload=offload, offload_saves=offload_saves, device_is_host=device_is_host,
+        text_encoder_freed=text_encoder_freed, vae_tiling=vae_tiling, free_bytes=free_bytes)
 
 
 def check_memory(
@@ -551,6 +515,7 @@ def check_memory(
 
     from ltxcli.api import is_fp8
     from ltxcli.loading import keep_narrow
+    from ltxcli.memory.plan import memory_alternatives
 
     fp8 = is_fp8(opts.dtype)
     narrow = keep_narrow(opts.keep_checkpoint_dtype, device)  # as the loaders will decide
@@ -561,10 +526,12 @@ def check_memory(
     free = preflight.free_memory_bytes(device)
     # offloaded weights wait in host memory: on a CPU device that is the same memory, so nothing is saved
     saves = torch.device(device).type == "cuda"
+    on_host = torch.device(device).type == "cpu"
     for it in items:
-        def estimator(offload: str, tiling: str, it: runner.BatchItem = it) -> Callable[[int, int, int], preflight.MemoryEstimate]:
+        def estimator(offload: str, tiling: str, it: runner.BatchItem = it) -> Callable[[int, int, int], Any]:
             return item_estimator(it, ref.preset, tcfg, vcfg, weights_bytes=weight_bytes, dtype=dtype, parts=parts,
-                                  offload=offload, offload_saves=saves, vae_tiling=tiling, free_bytes=free)
+                                  offload=offload, offload_saves=saves, vae_tiling=tiling, free_bytes=free,
+                                  device_is_host=on_host, text_encoder_freed=len(items) == 1)
 
         alternatives = [(text, estimator(o, t))
                         for text, o, t in memory_alternatives(opts.offload, opts.vae_tiling, offload_saves=saves)]
@@ -886,5 +853,5 @@ def register(app: typer.Typer) -> None:
 
 __all__ = [
     "Options", "check_kernels", "check_memory", "check_parallel", "distributed_context", "generate", "i2v",
-    "memory_alternatives", "register", "relaunch", "run", "strip_option",
+    "register", "relaunch", "run", "strip_option",
 ]

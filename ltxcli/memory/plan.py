@@ -1,0 +1,403 @@
+"""The memory plan of one generation: its peak device and host memory, stage by stage, before anything loads.
+
+A run goes through these stages (:class:`Stage`), each holding some weights on the device and some working
+memory (activations), while the host may hold more:
+
+* ``text encoder``: its weights (the T5's activations, 256 tokens, are a few MB and not counted);
+* ``condition encode`` (only with conditions): the VAE encoder on each condition's frames at the largest pass
+  size. Its activations are modelled as the decode's of the same latent size (the encoder mirrors the
+  decoder's stages; not separately calibrated). Today the encode runs inside the transformer's offload stage,
+  so the transformer's weights are counted with it;
+* ``denoise`` (``denoise (first pass)`` / ``(second pass)`` for multi-scale): the transformer's live
+  activations for one step, ``units * B * N * D`` elements at the run's dtype, ``B`` the guidance branches of
+  that pass (:func:`ltxcli.sampling.pass_branches`), ``N`` the latent tokens at the pass's padded size (plus the
+  tokens of conditions placed after frame 0), ``D`` the hidden width. Measured by peak RSS on the CPU (float32,
+  2-layer models, D 256-512, N 1.5k-3k): 16.5 units with one timestep per sample and 31-33 with per-token
+  timesteps (conditioning: the adaLN tables become ``[B, N, 6D]``), hence 18 / 34 here;
+* ``upsampler`` (multi-scale): its weights and ``UPSAMPLER_UNITS`` tensors of its 4x-latent-channel width at
+  the doubled latent size (not calibrated: tens of MB at most for the released models);
+* ``decode``: the VAE decode at the last pass's size as :func:`ltxcli.memory.decode.plan_decode` will run it
+  (the same call the pipeline makes): untiled (:func:`~ltxcli.memory.decode.decode_memory_bytes`) or tiled
+  (:func:`~ltxcli.memory.decode.tiled_decode_memory_bytes`), with the float32 video it produces landing on
+  the host;
+* ``write``: the float32 ``[F, H, W, 3]`` video the result holds on the host (for multi-scale, the resized
+  copy next to the decoded one while it is made), which the writer converts frame by frame.
+
+Weights (:class:`~ltxcli.memory.weights.WeightParts`, built by the loaders on the meta device) on the device
+during a stage depend on ``offload`` (:func:`stage_weights`): all of them (``none``); only the running stage's
+(``model``); the small non-block parts of the transformer and VAE decoder plus two streamed blocks, the
+current one and the prefetched next (``sequential``; the text encoder, upsampler and VAE encoder are then
+staged whole). Offloaded weights wait in host memory. On a CPU device host and device memory are the same
+(``device_is_host``): offloading saves nothing there, and what the host holds counts in the device peak.
+
+Not counted: the CUDA context (already outside ``mem_get_info``'s free memory when the CLI checks), the page
+cache of memory-mapped checkpoints, and the saving of sequence-parallel runs (each rank is estimated as a
+single process would be). The estimate is an approximation for refusing runs that cannot fit, not a
+guarantee.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..models.configs import TransformerConfig, VAEConfig
+from ..presets import multi_scale_sizes
+from ..request import padded_size
+from ..sampling import pass_branches
+from .decode import decode_memory_bytes, output_bytes, plan_decode, tiled_decode_memory_bytes
+from .weights import WeightParts
+
+OFFLOAD_MODES = ("none", "model", "sequential")
+TILING_MODES = ("auto", "on", "off")
+#: Transformer activation peak in units of ``B * N * D`` elements (see the module docstring).
+TRANSFORMER_UNITS = 18
+TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS = 34
+#: Latent upsampler activations in tensors of ``4 * latent_channels`` channels at its output size.
+UPSAMPLER_UNITS = 4
+
+DENOISE, DECODE = "denoise", "decode"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a run: ``weights`` and ``activations`` on the device, ``host`` bytes held on the host
+    meanwhile beyond the weights (on a CPU device the same memory: see :attr:`MemoryEstimate.host_peak_bytes`)."""
+
+    name: str
+    weights: int
+    activations: int = 0
+    host: int = 0
+
+    @property
+    def device_bytes(self) -> int:
+        return self.weights + self.activations
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Peak device (and host) memory of one generation, over its :class:`Stage` s.
+
+    ``host_weights``: weights waiting in host memory (offloaded to it on a GPU); ``vae_tiled``: the decode is
+    tiled; ``device_is_host``: a CPU run, where the device peak is the whole peak.
+    """
+
+    stages: tuple[Stage, ...]
+    host_weights: int = 0
+    vae_tiled: bool = False
+    device_is_host: bool = False
+
+    def stage(self, name: str) -> Stage | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+    def _denoise(self) -> list[Stage]:
+        return [s for s in self.stages if s.name.startswith(DENOISE)]
+
+    @property
+    def peak_stage(self) -> Stage:
+        """The stage with the largest device footprint (the first denoise pass on ties, then stage order)."""
+        order = [*self._denoise(), *(s for s in self.stages if not s.name.startswith(DENOISE))]
+        return max(order, key=lambda s: (s.device_bytes, s.name.startswith(DENOISE)))
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.peak_stage.device_bytes
+
+    @property
+    def host_peak_bytes(self) -> int:
+        """Peak host memory: on a CPU device every stage's weights, activations and host hold together (what
+        peak RSS measures), else offloaded weights plus the largest host hold."""
+        if self.device_is_host:
+            return max(s.device_bytes + s.host for s in self.stages)
+        return self.host_weights + max((s.host for s in self.stages), default=0)
+
+    @property
+    def fixed_bytes(self) -> int:
+        """The weights the largest stage needs whatever the video size (what no smaller size can save)."""
+        return max(s.weights for s in self.stages)
+
+    # Summaries of the two stages that decide most runs (what the CLI line and older callers name).
+    @property
+    def weights_bytes(self) -> int:
+        """Weights on the device while denoising."""
+        return max(s.weights for s in self._denoise())
+
+    @property
+    def transformer_bytes(self) -> int:
+        """Activations of one denoising step (the largest pass)."""
+        return max(s.activations for s in self._denoise())
+
+    @property
+    def vae_bytes(self) -> int:
+        """Activations of the decode (tiled when :attr:`vae_tiled`)."""
+        s = self.stage(DECODE)
+        return s.activations if s is not None else 0
+
+    @property
+    def decode_weights_bytes(self) -> int:
+        s = self.stage(DECODE)
+        return s.weights if s is not None else self.weights_bytes
+
+
+# --- weights per stage ----------------------------------------------------------------------------------------
+
+
+def stage_weights(
+    parts: WeightParts, offload: str = "none", *, offload_saves: bool = True, text_encoder_freed: bool = False
+) -> dict[str, int]:
+    """Weights on the device during each stage (``text encoder``, ``condition encode``, ``denoise``,
+    ``upsampler``, ``decode``) under ``offload``. ``offload_saves=False`` (a CPU device: host and device memory
+    are the same) counts every weight in every stage. ``text_encoder_freed``: the text encoder's weights are
+    released after the prompt is encoded (:attr:`ltxcli.pipeline.Pipeline.free_text_encoder_after_use`)."""
+    if offload not in OFFLOAD_MODES:
+        raise ValueError(f"offload={offload!r} must be one of {', '.join(OFFLOAD_MODES)}")
+    te = parts.text_encoder
+    if offload == "none" or not offload_saves:
+        later = parts.total - (te if text_encoder_freed else 0)
+        return {"text encoder": parts.total, "condition encode": later, DENOISE: later, "upsampler": later,
+                DECODE: later}
+    stats = parts.vae_other
+    if offload == "model":
+        return {"text encoder": te + stats, "condition encode": parts.transformer + parts.vae_encoder + stats,
+                DENOISE: parts.transformer + stats, "upsampler": parts.upsampler + stats,
+                DECODE: parts.vae_decoder + stats}
+    # sequential: the non-block parts stay; the current block and the prefetched next one are on the device
+    resident = (parts.transformer - parts.transformer_blocks) + (parts.vae_decoder - parts.vae_decoder_blocks) + stats
+    streamed = resident + 2 * parts.transformer_block
+    return {"text encoder": resident + te, "condition encode": streamed + parts.vae_encoder, DENOISE: streamed,
+            "upsampler": resident + parts.upsampler, DECODE: resident + 2 * parts.vae_decoder_block}
+
+
+# --- the estimate -----------------------------------------------------------------------------------------------
+
+
+def latent_shape(vae: VAEConfig, height: int, width: int, num_frames: int) -> tuple[int, int, int]:
+    """Latent ``(f, h, w)`` of a request, at the official padded size."""
+    ph, pw, pf = padded_size(height, width, num_frames)
+    s, t = vae.spatial_compression, vae.temporal_compression
+    return (pf - 1) // t + 1, ph // s, pw // s
+
+
+def decode_bytes(vae: VAEConfig, latent: Sequence[int], dtype: torch.dtype, vae_tiling: str = "off",
+                 free_bytes: int | None = None) -> tuple[int, bool]:
+    """(estimated decode activations, tiled?) as :class:`ltxcli.pipeline.Pipeline` decodes ``latent``
+    (``[B, C, f, h, w]``) under ``vae_tiling`` with ``free_bytes`` free at the decode (``None``: unlimited)."""
+    if vae_tiling not in TILING_MODES:
+        raise ValueError(f"vae_tiling={vae_tiling!r} must be one of {', '.join(TILING_MODES)}")
+    free = 1 << 62 if free_bytes is None else max(int(free_bytes), 0)
+    # the pipeline keeps the decoded video on the host (out_on_device=False)
+    plan = plan_decode(vae, latent, dtype, vae_tiling, free, out_on_device=False)  # type: ignore[arg-type]
+    if plan is None:
+        return decode_memory_bytes(vae, latent, dtype), False
+    return tiled_decode_memory_bytes(vae, latent, dtype, out_on_device=False, **plan), True
+
+
+@dataclass(frozen=True)
+class PassSize:
+    """One denoising pass: the padded pixel size it runs at and its guidance branches per step."""
+
+    height: int
+    width: int
+    branches: int = 3
+
+
+def estimate_memory(
+    transformer: TransformerConfig,
+    vae: VAEConfig,
+    *,
+    height: int,
+    width: int,
+    num_frames: int,
+    dtype: torch.dtype,
+    weights_bytes: int = 0,
+    branches: int = 3,
+    passes: Sequence[PassSize] = (),
+    extra_tokens: int = 0,
+    per_token_timesteps: bool = False,
+    condition_frames: Sequence[int] = (),
+    parts: WeightParts | None = None,
+    offload: str = "none",
+    offload_saves: bool = True,
+    device_is_host: bool = False,
+    text_encoder_freed: bool = False,
+    vae_tiling: str = "off",
+    free_bytes: int | None = None,
+) -> MemoryEstimate:
+    """Estimated memory of generating ``height x width x num_frames`` (the padded output size; see the module
+    docstring).
+
+    ``transformer`` / ``vae``: their configs. ``passes``: the denoising passes (default: one at the output
+    size with ``branches``); the decode runs at the last one's size. ``extra_tokens``: tokens of conditions
+    placed after frame 0 per latent ``h * w`` of the output size (scaled to each pass); ``per_token_timesteps``:
+    conditioning is used (the timestep differs per token); ``condition_frames``: pixel frames of each condition
+    the VAE encodes. ``parts`` (else ``weights_bytes``, all on the device in every stage), ``offload``,
+    ``offload_saves``, ``text_encoder_freed``: see :func:`stage_weights`; ``device_is_host``: a CPU run.
+    ``vae_tiling`` / ``free_bytes``: the decode as the pipeline will run it (``auto`` tiles when the untiled
+    decode would not fit in ``free_bytes`` less the decode stage's weights).
+    """
+    passes = list(passes) or [PassSize(height, width, branches)]
+    f, h, w = latent_shape(vae, height, width, num_frames)
+    if parts is None:
+        weights = dict.fromkeys(("text encoder", "condition encode", DENOISE, "upsampler", DECODE), int(weights_bytes))
+        host_weights = 0
+    else:
+        weights = stage_weights(parts, offload, offload_saves=offload_saves, text_encoder_freed=text_encoder_freed)
+        # offloaded weights wait (pinned) in host memory; without offload they were loaded to the device
+        host_weights = parts.total if offload != "none" and not device_is_host else 0
+    units = TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS if per_token_timesteps else TRANSFORMER_UNITS
+    item = dtype.itemsize
+    stages = [Stage("text encoder", weights["text encoder"])]
+    if condition_frames:
+        _, lh, lw = latent_shape(vae, max(p.height for p in passes), max(p.width for p in passes), 1)
+        encode = max(decode_memory_bytes(vae, (1, vae.latent_channels, (n - 1) // vae.temporal_compression + 1, lh, lw),
+                                         dtype) for n in condition_frames)
+        stages.append(Stage("condition encode", weights["condition encode"], encode))
+    for i, p in enumerate(passes):
+        _, ph, pw = latent_shape(vae, p.height, p.width, num_frames)
+        tokens = f * ph * pw + extra_tokens * ph * pw // max(h * w, 1)
+        name = DENOISE if len(passes) == 1 else f"{DENOISE} ({('first', 'second')[min(i, 1)]} pass)"
+        if i > 0:  # the latent upsampler doubles the previous pass's latents
+            up = UPSAMPLER_UNITS * 4 * vae.latent_channels * f * ph * pw * item
+            stages.append(Stage("upsampler", weights["upsampler"], up))
+        stages.append(Stage(name, weights[DENOISE], units * p.branches * tokens * transformer.inner_dim * item))
+    _, dh, dw = latent_shape(vae, passes[-1].height, passes[-1].width, num_frames)
+    latent = (1, vae.latent_channels, f, dh, dw)
+    free = None if free_bytes is None else free_bytes - weights[DECODE]
+    dec, tiled = decode_bytes(vae, latent, dtype, vae_tiling, free)
+    video = output_bytes(vae, latent)  # float32 [1, 3, F, H, W] at the decode size
+    final = 4 * 3 * num_frames * height * width if len(passes) > 1 else video  # resized to the output size
+    # The decoded video lands on the host. On the CPU an untiled decode's output is its last activation (already
+    # in ``dec``); a tiled one accumulates it beside the windows, which the pipeline's tiling plan (and so the
+    # device figure, the one runs are refused by) leaves out, but the host peak counts.
+    decode_host = video if not device_is_host or tiled else 0
+    write_host = final + (video if len(passes) > 1 else 0)
+    stages.append(Stage(DECODE, weights[DECODE], dec, host=decode_host))
+    stages.append(Stage("write", weights[DECODE] if device_is_host else 0, 0, host=write_host))
+    return MemoryEstimate(tuple(stages), host_weights=host_weights, vae_tiled=tiled, device_is_host=device_is_host)
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """What the memory of one request depends on beyond its size, as the pipeline resolves it: the guidance
+    scales of each pass that runs (``(guidance_scale, stg_scale)`` pairs, scalars or per-interval lists),
+    whether it is multi-scale and at which factor, and its conditions (``(frame, pixel frames)``)."""
+
+    guidance: Sequence[tuple[Any, Any]]
+    multi_scale: bool = False
+    downscale_factor: float | None = None
+    conditions: Sequence[tuple[int, int]] = field(default_factory=tuple)
+
+
+def run_passes(shape: RunShape, height: int, width: int, num_frames: int) -> list[PassSize]:
+    """The denoising passes of a request at ``height x width x num_frames``: their sizes as the pipeline
+    computes them (:func:`ltxcli.request.padded_size`; :func:`ltxcli.presets.multi_scale_sizes`, the first
+    pass's 32-aligned downscale and the upsampler's doubling) and their branches
+    (:func:`ltxcli.sampling.pass_branches`)."""
+    ph, pw, _ = padded_size(height, width, num_frames)
+    branches = [pass_branches(g, s) for g, s in shape.guidance]
+    if not shape.multi_scale:
+        return [PassSize(ph, pw, branches[0])]
+    sizes = multi_scale_sizes(ph, pw, shape.downscale_factor)
+    return [PassSize(hh, ww, branches[min(i, len(branches) - 1)]) for i, (hh, ww) in enumerate(sizes)]
+
+
+def request_estimator(
+    shape: RunShape, transformer: TransformerConfig, vae: VAEConfig, *, dtype: torch.dtype, **kwargs: Any
+) -> Callable[[int, int, int], MemoryEstimate]:
+    """``(height, width, num_frames) -> MemoryEstimate`` for a request of this :class:`RunShape`;
+    ``kwargs``: weights, offload, tiling and device of :func:`estimate_memory`."""
+    later = sum(frame > 0 for frame, _ in shape.conditions)  # each adds up to 2 latent frames of extra tokens
+
+    def estimate(h: int, w: int, f: int) -> MemoryEstimate:
+        ph, pw, _ = padded_size(h, w, f)
+        _, lh, lw = latent_shape(vae, ph, pw, f)
+        return estimate_memory(
+            transformer, vae, height=ph, width=pw, num_frames=f, dtype=dtype, passes=run_passes(shape, h, w, f),
+            extra_tokens=2 * lh * lw * later, per_token_timesteps=bool(shape.conditions),
+            condition_frames=[n for _, n in shape.conditions], **kwargs)
+
+    return estimate
+
+
+# --- the verdict ------------------------------------------------------------------------------------------------
+
+
+def memory_alternatives(offload: str, vae_tiling: str, *, offload_saves: bool) -> list[tuple[str, str, str]]:
+    """``(options text, offload, vae_tiling)`` settings that save memory over the given ones, fastest first:
+    tiling the decode, then offloading by stage, then streaming blocks (offload only where it saves device
+    memory, i.e. on a GPU)."""
+    offloads = list(OFFLOAD_MODES[OFFLOAD_MODES.index(offload):]) if offload_saves else [offload]
+    tilings = [vae_tiling, "on"] if vae_tiling == "off" else [vae_tiling]
+    out = []
+    for o in offloads:
+        for t in tilings:
+            if (o, t) == (offload, vae_tiling):
+                continue
+            text = " ".join(([f"--offload {o}"] if o != offload else []) + ([f"--vae-tiling {t}"] if t != vae_tiling else []))
+            out.append((text, o, t))
+    return out
+
+
+def smaller_size(fits: Callable[[int, int, int], bool], height: int, width: int,
+                 num_frames: int) -> tuple[int, int, int] | None:
+    """The largest request with the same aspect ratio (sizes multiples of 32, frames 8k + 1) that ``fits``."""
+    for scale in (0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125):
+        h = max(32, int(height * scale) // 32 * 32)
+        w = max(32, int(width * scale) // 32 * 32)
+        f = max(1, int((num_frames - 1) * scale) // 8 * 8 + 1)
+        if (h, w, f) != (height, width, num_frames) and fits(h, w, f):
+            return h, w, f
+    return None
+
+
+@dataclass(frozen=True)
+class MemoryVerdict:
+    """Whether a request fits ``free_bytes``, and what would: ``fitting`` (the first alternative settings that
+    fit at this size, ``(options text, estimate)``), ``least`` (else the alternative that needs least),
+    ``smaller`` (a smaller size that fits with the current settings, with its estimate)."""
+
+    estimate: MemoryEstimate
+    free_bytes: int
+    fitting: tuple[str, MemoryEstimate] | None = None
+    least: tuple[str, MemoryEstimate] | None = None
+    smaller: tuple[tuple[int, int, int], MemoryEstimate] | None = None
+
+    @property
+    def fits(self) -> bool:
+        return self.estimate.peak_bytes <= self.free_bytes
+
+    @property
+    def weights_too_large(self) -> bool:
+        return self.estimate.fixed_bytes >= self.free_bytes
+
+
+def memory_verdict(
+    estimate: Callable[[int, int, int], MemoryEstimate], *, height: int, width: int, num_frames: int,
+    free_bytes: int, alternatives: Sequence[tuple[str, Callable[[int, int, int], MemoryEstimate]]] = (),
+) -> MemoryVerdict:
+    """:class:`MemoryVerdict` of ``estimate(height, width, num_frames)`` against ``free_bytes``;
+    ``alternatives``: ``(options text, estimate)`` pairs, the fastest first (:func:`memory_alternatives`)."""
+    est = estimate(height, width, num_frames)
+    if est.peak_bytes <= free_bytes:
+        return MemoryVerdict(est, free_bytes)
+    options = [(label, alt(height, width, num_frames)) for label, alt in alternatives]
+    fitting = next(((label, e) for label, e in options if e.peak_bytes <= free_bytes), None)
+    least = None
+    if fitting is None and options:
+        label, e = min(options, key=lambda o: o[1].peak_bytes)
+        least = (label, e) if e.peak_bytes < est.peak_bytes else None
+    smaller = None
+    if est.fixed_bytes < free_bytes:
+        size = smaller_size(lambda h, w, f: estimate(h, w, f).peak_bytes <= free_bytes, height, width, num_frames)
+        smaller = (size, estimate(*size)) if size is not None else None
+    return MemoryVerdict(est, free_bytes, fitting, least, smaller)
+
+
+__all__ = [
+    "OFFLOAD_MODES", "TILING_MODES", "TRANSFORMER_UNITS", "TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS", "MemoryEstimate",
+    "MemoryVerdict", "PassSize", "RunShape", "Stage", "decode_bytes", "estimate_memory", "latent_shape",
+    "memory_alternatives", "memory_verdict", "request_estimator", "run_passes", "smaller_size", "stage_weights",
+]

@@ -1,0 +1,93 @@
+"""The memory plan (:mod:`ltxcli.memory.plan`) against what tiny-model runs really hold.
+
+Run with ``-s`` to see the estimated and measured figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from ltxcli.memory.plan import PassSize, RunShape, estimate_memory, run_passes
+from ltxcli.memory.weights import builtin_modules, weight_parts
+from ltxcli.presets import TINY_PRESET
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# One fresh process per size: load the tiny model, run one small generation so that one-off allocations
+# (oneDNN kernel and weight caches, the allocator's arenas, lazy imports) are behind us, then take the
+# resident set as the baseline (it holds the interpreter, torch and the model's weights), reset the high-water
+# mark (Linux ``clear_refs`` 5: VmHWM := VmRSS) and generate at the size under test; the run's own peak is
+# VmHWM minus that baseline. Where the reset is refused, ``ru_maxrss`` (never reset) stands in for VmHWM; the
+# warm-up is far smaller than the sizes tested, so the high-water mark is then still the run's.
+_MEASURE = textwrap.dedent("""
+    import json, resource, sys
+    import torch
+    torch.set_num_threads(2)
+    import ltxcli
+
+    def status_kib(key):
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+        return None
+
+    h, w, f = (int(v) for v in sys.argv[1:4])
+    pipe = ltxcli.load_pipeline("tiny", vae_tiling="off")
+    pipe.generate("a cat", height=64, width=64, num_frames=9, steps=1, seed=0)
+    base = status_kib("VmRSS")
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        reset = True
+    except OSError:
+        reset = False
+    pipe.generate("a cat", height=h, width=w, num_frames=f, steps=2, seed=0)
+    peak = status_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"increment": (peak - base) * 1024, "baseline": base * 1024, "reset": reset}))
+""")
+
+# Large enough that the run's activations (tens to hundreds of MB) dwarf allocator noise (a few MB), small
+# enough for a few seconds each; three aspect ratios and frame counts.
+SIZES = [(256, 384, 49), (384, 512, 65), (448, 640, 81)]
+
+
+def _measure(h: int, w: int, f: int) -> dict[str, int]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", _MEASURE, str(h), str(w), str(f)], env=env, capture_output=True,
+                         text=True, timeout=300, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_estimate_matches_measured_peak_rss_of_tiny_runs() -> None:
+    """The host peak the plan estimates for a CPU run (:attr:`MemoryEstimate.host_peak_bytes`: weights,
+    the largest stage's activations and what the host holds beside them) less the weights, which the baseline
+    already holds, against the run's measured peak increment, within 25% at three sizes."""
+    transformer, vae = builtin_modules(torch.float32)
+    parts = weight_parts(transformer, vae)
+    shape_passes = [(p.guidance_scale, p.stg_scale) for p in TINY_PRESET.passes]
+    rows = []
+    for h, w, f in SIZES:
+
+        passes = run_passes(RunShape(shape_passes), h, w, f)
+        assert passes == [PassSize(h, w, 3)]  # CFG and STG: three branches at the (already padded) size
+        est = estimate_memory(transformer.config, vae.config, height=h, width=w, num_frames=f, dtype=torch.float32,
+                              passes=passes, parts=parts, offload_saves=False, device_is_host=True,
+                              vae_tiling="off")
+        estimated = est.host_peak_bytes - parts.total
+        measured = _measure(h, w, f)["increment"]
+        rows.append((h, w, f, estimated, measured, est.peak_stage.name))
+    for h, w, f, estimated, measured, stage in rows:
+        print(f"{w}x{h}x{f}: estimated {estimated / 2**20:7.1f} MiB ({stage}), measured {measured / 2**20:7.1f} MiB, "
+              f"ratio {measured / estimated:.2f}")
+    for h, w, f, estimated, measured, _ in rows:
+        assert 0.75 * estimated <= measured <= 1.25 * estimated, (h, w, f, estimated, measured)
