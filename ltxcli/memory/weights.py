@@ -4,7 +4,7 @@ No key rule, fp8 rule or narrow-kept rule is re-derived here: the transformer, V
 :func:`ltxcli.loading.load_transformer` / :func:`~ltxcli.loading.load_vae` /
 :func:`~ltxcli.loading.load_upsampler` with ``device="meta"`` and the run's dtype, fp8 and
 ``keep_checkpoint_dtype``, so the same renames, casts, :func:`ltxcli.models.upcast.convert_to_upcast` (layer
-weights kept in the checkpoint's narrower dtype) and :func:`ltxcli.kernels.convert_to_fp8` (block linears in
+weights kept in the checkpoint's narrower dtype) and :func:`ltxcli.models.fp8.convert_to_fp8` (block linears in
 float8) apply; only shapes and dtypes exist, nothing is read beyond the safetensors headers (the tensors are
 views of a memory map that ``.to("meta")`` never touches). What a module holds is then counted from its
 state dict: every persistent tensor at the dtype it was loaded in, plus the one scratch buffer per model
@@ -119,7 +119,7 @@ def meta_modules(
 def builtin_modules(dtype: torch.dtype, *, fp8: bool = False) -> tuple[nn.Module, nn.Module]:
     """The built-in ``tiny`` model's transformer and VAE on the meta device, converted as
     :func:`ltxcli.api.load_pipeline` converts them (cast to ``dtype``; fp8 block linears)."""
-    from ..kernels import convert_to_fp8
+    from ..models.fp8 import convert_to_fp8
     from ..models.transformer import LTXVideoTransformer
     from ..models.vae import CausalVideoVAE
     from ..tiny import TINY_TRANSFORMER, tiny_vae_config
