@@ -55,9 +55,10 @@ _MEASURE = textwrap.dedent("""
     print(json.dumps({"increment": (peak - base) * 1024, "baseline": base * 1024, "reset": reset}))
 """)
 
-# Large enough that the run's activations (tens to hundreds of MB) dwarf allocator noise (a few MB), small
-# enough for a few seconds each; three aspect ratios and frame counts.
-SIZES = [(256, 384, 49), (384, 512, 65), (448, 640, 81)]
+# Large enough that the run's activations (300-750 MB) dwarf the allocator's noise (freed blocks glibc keeps
+# in its heap: up to ~40 MB more in some runs at 256x384x49, 25% of that size), small enough for a few seconds
+# each; three aspect ratios and frame counts.
+SIZES = [(320, 512, 57), (384, 576, 65), (448, 640, 81)]
 
 
 def _measure(h: int, w: int, f: int) -> dict[str, int]:
