@@ -342,9 +342,9 @@ def tiled_decode_chunks(
     ``generator`` for noise injection). ``split_block``: the up-block where windows start (default: the
     last upsampler; 0: windows of latents). Window sizes, overlaps (blended linearly) and contexts are in
     positions of the activation there (see :func:`split_scales`); ``tile_hw`` may be ``(height, width)``.
-    ``context_* = None``: the exact context (:func:`suffix_receptive_field`). :func:`plan_decode` picks
-    all of these for a memory budget. When one window covers everything this is ``vae.decode``, bit for
-    bit. Pixels accumulate in float32 on ``out_device`` (default: the latents' device); ``"cpu"`` keeps
+    ``context_* = None``: the exact context (:func:`suffix_receptive_field`).
+    :func:`ltxcli.memory.decode.plan_decode` picks all of these for a memory budget. When one window covers
+    everything this is ``vae.decode``, bit for bit. Pixels accumulate in float32 on ``out_device`` (default: the latents' device); ``"cpu"`` keeps
     the video off the GPU. ``progress(done, total)`` is called after each window.
 
     A chunk is yielded as soon as no later time window writes into its frames, so only about one time
