@@ -1,6 +1,6 @@
 """The memory plan (:mod:`ltxcli.memory.plan`) against the measured peak RSS of one full-size random-weights run.
 
-Builds the preset's full-size architecture with random weights on the CPU (:func:`ltxcli.bench.build_random_pipeline`:
+Builds the preset's full-size architecture with random weights on the CPU (:func:`ltxcli.perf.bench.build_random_pipeline`:
 layer weights in bfloat16 widened per call, as a CPU load of the released checkpoints holds them; the VAE
 encoder is not built and the T5 is replaced by fixed embeddings, so neither is counted on either side), runs
 one small generation to get one-off allocations behind it, then takes the resident set as the baseline (it
@@ -43,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from ltxcli.bench import build_random_pipeline
     from ltxcli.memory.plan import RunShape, estimate_memory, run_passes
     from ltxcli.memory.weights import weight_parts
+    from ltxcli.perf.bench import build_random_pipeline
     from ltxcli.presets import PRESETS
 
     if args.threads:

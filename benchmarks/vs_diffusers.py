@@ -14,7 +14,7 @@ Cases (issue 6, point 6):
   page cache warm for both files. Target: ratio <= 0.5.
 
 Both sides get identical weights: ltxcli's modules are built on the meta device and filled with random values
-(``ltxcli.bench.materialize_random_``), and diffusers' modules receive the SAME values through diffusers' own
+(``ltxcli.perf.bench.materialize_random_``), and diffusers' modules receive the SAME values through diffusers' own
 key converters (``convert_ltx_{transformer,vae}_checkpoint_to_diffusers``). Outputs are compared before timing.
 
 ``--weights`` (transformer and vae cases): ``checkpoint`` (default) draws the linear and convolution weights in
@@ -53,8 +53,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ltxcli.bench import materialize_random_  # noqa: E402
 from ltxcli.models.configs import TRANSFORMER_2B, VAEConfig, official_vae_config  # noqa: E402
+from ltxcli.perf.bench import materialize_random_  # noqa: E402
 
 # diffusers' AutoencoderKLLTXVideo arguments for the 0.9.5 family (scripts/convert_ltx_to_diffusers.py)
 DIFFUSERS_VAE_095 = dict(

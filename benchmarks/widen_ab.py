@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vs_diffusers import TRANSFORMER_2B, run_ours_transformer, transformer_inputs
 
-from ltxcli.bench import materialize_random_
 from ltxcli.models.transformer import LTXVideoTransformer
+from ltxcli.perf.bench import materialize_random_
 
 
 def main() -> None:

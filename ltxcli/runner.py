@@ -505,19 +505,19 @@ def run_batch(
     Items without a ``target`` are first completed from ``pipe.preset``, validated and planned here
     (:func:`plan_outputs` with ``output``, ``frames``, ``overwrite``, ``skip_existing``; ``model`` is the
     ``{model}`` pattern field and the record's model, default ``pipe.name``). ``claim`` (default:
-    ``skip_existing``): claim each output before generating it (:func:`ltxcli.distributed.claim_output`), so
-    processes sharing an output folder never generate the same item twice. ``write`` False: generate only
-    (the other ranks of a video split across processes). ``load_s`` is reported in the first generated item's
+    ``skip_existing``): claim each output before generating it
+    (:func:`ltxcli.parallel.orchestrate.claim_output`), so processes sharing an output folder never generate the
+    same item twice. ``write`` False: generate only (the other ranks of a video split across processes). ``load_s`` is reported in the first generated item's
     timings. ``progress(item)``: a context manager giving the item's progress callback. ``stream``: decode each
     written item while writing it (:meth:`~ltxcli.pipeline.GenerationResult.frames`: uint8 chunks, no float32
     copy of the whole video on the host); its result then has ``video=None``."""
+    from .parallel.orchestrate import claim_output, release_claim
+
     if any(it.target is None for it in items):
         _plan_here(pipe, items, output=output, frames=frames, model=model, overwrite=overwrite,
                    skip_existing=skip_existing)
     if claim is None:
         claim = skip_existing
-    if claim:
-        from . import distributed
     # the load is reported with the first item to generate (None: every item is skipped)
     first = next((it for it in items if not it.skip), None)
     for it in items:
@@ -525,7 +525,7 @@ def run_batch(
         if it.skip:
             yield ItemResult(it, "skipped", reason="exists")
             continue
-        if claim and not distributed.claim_output(it.target):
+        if claim and not claim_output(it.target):
             # another rank or job is writing it, or has written it since the outputs were planned
             yield ItemResult(it, "skipped", reason="exists" if it.target.exists() else "claimed")
             continue
@@ -546,7 +546,7 @@ def run_batch(
             timings["total_s"] = item_load_s + time.perf_counter() - t_start
         finally:
             if claim:
-                distributed.release_claim(it.target)
+                release_claim(it.target)
         yield ItemResult(it, "ok", result=result, settings=run_settings(result), record=rec,
                          timings={k: round(v, 4) for k, v in timings.items()})
 

@@ -78,7 +78,7 @@ class DecoderOp:
 
 def decoder_ops(config: VAEConfig) -> tuple[int, list[DecoderOp]]:
     """``conv_in`` width and the up-blocks in the order the decoder runs them (the layout behind the memory
-    and work models here and :func:`ltxcli.bench.vae_decoder_flops`)."""
+    and work models here and :func:`ltxcli.perf.flops.vae_decoder_flops`)."""
     blocks = list(reversed(config.decoder_blocks))
     first = ch = config.decoder_conv_in_channels
     ops = []

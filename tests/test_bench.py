@@ -1,4 +1,4 @@
-"""ltxcli.bench: the FLOP model (hand-derived numbers, counted module calls, the published reference figures),
+"""ltxcli.perf: the FLOP model (hand-derived numbers, counted module calls, the published reference figures),
 the GPU peak table and ``--gpu`` checks, random materialisation, and a tiny random-weight bench run.
 
 No timing is asserted anywhere: only that the run produces every field and that its FLOPs are the FLOPs of
@@ -17,17 +17,6 @@ import typer
 from torch import nn
 from typer.testing import CliRunner
 
-from ltxcli import bench
-from ltxcli.bench import (
-    BenchError,
-    conv3d_flops,
-    materialize_random_,
-    resolve_gpu,
-    t5_encoder_flops,
-    transformer_flops,
-    upsampler_flops,
-    vae_decoder_flops,
-)
 from ltxcli.models.configs import (
     TRANSFORMER_2B,
     TRANSFORMER_13B,
@@ -36,6 +25,16 @@ from ltxcli.models.configs import (
     VAEConfig,
     official_vae_config,
 )
+from ltxcli.perf import bench, flops, gpus
+from ltxcli.perf.bench import BenchError, materialize_random_
+from ltxcli.perf.flops import (
+    conv3d_flops,
+    t5_encoder_flops,
+    transformer_flops,
+    upsampler_flops,
+    vae_decoder_flops,
+)
+from ltxcli.perf.gpus import resolve_gpu
 from ltxcli.tiny import TINY_TRANSFORMER, tiny_vae_config
 
 # --- FLOPs by hand -------------------------------------------------------------------------------------------
@@ -194,7 +193,7 @@ def test_other_stage_flops_agree_with_the_reference():
     # latent upsampler at the 800x448x121 latent grid: 3.4 TF; T5-XXL at 128 / 256 tokens: 1.22 / 2.44 TF
     # (the reference multiplies all 4.76 B parameters, embeddings included; the encoder's matmuls are 4.63 B)
     assert abs(upsampler_flops(UpsamplerConfig(), 16, 14, 25) / 1e12 - 3.38) < 0.01
-    t5 = bench.t5_xxl_config()
+    t5 = flops.t5_xxl_config()
     assert abs(t5_encoder_flops(t5, 128) / 1e12 - 1.22) / 1.22 < 0.03
     assert abs(t5_encoder_flops(t5, 256) / 1e12 - 2.44) / 2.44 < 0.03
     assert conv3d_flops(2, 3, 10) == 2 * 27 * 2 * 3 * 10
@@ -204,7 +203,7 @@ def test_other_stage_flops_agree_with_the_reference():
 
 
 def test_peak_table_values():
-    assert {k: p.tflops for k, p in bench.GPU_PEAKS.items()} == {
+    assert {k: p.tflops for k, p in gpus.GPU_PEAKS.items()} == {
         "h100": 989.0, "h200": 989.0, "a100": 312.0, "l40s": 362.0, "4090": 165.2, "cpu": None,
     }
 

@@ -36,6 +36,7 @@ from ltxcli import offload as ltxcli_offload
 from ltxcli.cli import common as cli_common
 from ltxcli.cli import generate as cli_generate
 from ltxcli.cli import preflight
+from ltxcli.parallel import launch as parallel_launch
 from ltxcli.runner import BatchItem
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -670,7 +671,7 @@ def test_gpus_option_is_checked_in_process(cli_env: Path, monkeypatch: pytest.Mo
     assert "--gpus 0 must be at least 1" in assert_one_error_line(
         ltx("generate", "a cat", "--model", "tiny", "--gpus", "0", "-o", "o.mp4"), 2)
     # --gpus 1: this process runs it, no torchrun
-    monkeypatch.setattr(cli_generate, "_launch", lambda *a: pytest.fail("--gpus 1 must not launch torchrun"))
+    monkeypatch.setattr(parallel_launch, "launch", lambda *a: pytest.fail("--gpus 1 must not launch torchrun"))
     r = ltx("generate", "a cat", "--model", "tiny", "--gpus", "1", "--steps", "1", "-o", "o.mp4", *SMALL)
     assert r.exit_code == 0, r.stderr
     # under torchrun already: refused, not nested

@@ -1,4 +1,4 @@
-"""Multi-process generation (ltxcli.distributed) against the single-process pipeline.
+"""Multi-process generation (ltxcli.parallel) against the single-process pipeline.
 
 Two ranks are started as subprocesses of this file (gloo on 127.0.0.1, one thread each); they run the tiny
 pipeline with the transformer wrapped in CFG-parallel, sequence-parallel and auto mode, the VAE decode split
@@ -25,8 +25,13 @@ from typing import Any
 import pytest
 import torch
 
-from ltxcli import distributed
-from ltxcli.distributed import DistContext, ParallelTransformer, claim_output, plan_decode, shard_items
+from ltxcli.parallel import context, launch, orchestrate
+from ltxcli.parallel import vae as parallel_vae
+from ltxcli.parallel.context import DistContext
+from ltxcli.parallel.orchestrate import claim_output, shard_items
+from ltxcli.parallel.transformer import ParallelTransformer
+from ltxcli.parallel.vae import plan_decode
+from ltxcli.perf import comm
 
 WORLD = 2
 MODES = ("cfg", "sequence", "auto")
@@ -88,7 +93,7 @@ def _decode_noise_vae(vae: torch.nn.Module, latents: torch.Tensor, ctx: DistCont
     gen = torch.Generator().manual_seed(21)
     if ctx is None:
         return vae.decode(latents, timestep=0.05, generator=gen)
-    return distributed.parallel_decode(vae, latents, timestep=0.05, generator=gen, ctx=ctx)
+    return parallel_vae.parallel_decode(vae, latents, timestep=0.05, generator=gen, ctx=ctx)
 
 
 # --- worker (runs as `python tests/test_distributed.py RANK WORLD PORT OUT_DIR`) ------------------------------
@@ -99,7 +104,7 @@ def _worker(rank: int, world: int, port: int, out_dir: Path) -> None:
     torch.manual_seed(1000 + rank)  # different global RNG per rank: nothing may depend on it
     from ltxcli.tiny import build_pipeline
 
-    ctx = distributed.init(rank, world, init_method=f"tcp://127.0.0.1:{port}", backend="gloo", timeout_s=120)
+    ctx = context.init(rank, world, init_method=f"tcp://127.0.0.1:{port}", backend="gloo", timeout_s=120)
     pipe = build_pipeline(torch.device("cpu"), torch.float32)
     plain_transformer, plain_vae = pipe.transformer, pipe.vae
     results: dict[str, Any] = {}
@@ -108,7 +113,7 @@ def _worker(rank: int, world: int, port: int, out_dir: Path) -> None:
         for mode in MODES:
             wrapped = ParallelTransformer(plain_transformer, ctx, mode)
             pipe.transformer = wrapped
-            pipe.vae = distributed.ParallelVAE(plain_vae, ctx)
+            pipe.vae = parallel_vae.ParallelVAE(plain_vae, ctx)
             for case, kwargs in _cases().items():
                 if mode == "auto" and case not in AUTO_CASES:
                     continue
@@ -120,8 +125,8 @@ def _worker(rank: int, world: int, port: int, out_dir: Path) -> None:
         pipe.transformer, pipe.vae = plain_transformer, plain_vae
 
         lat = _decode_latents()
-        for halo in (None, distributed.receptive_halo(plain_vae), *HALOS):
-            out = distributed.parallel_decode(plain_vae, lat, timestep=0.05, ctx=ctx, halo=halo, dst=0)
+        for halo in (None, parallel_vae.receptive_halo(plain_vae), *HALOS):
+            out = parallel_vae.parallel_decode(plain_vae, lat, timestep=0.05, ctx=ctx, halo=halo, dst=0)
             results[f"decode/{halo}"] = out
         noise_vae = _noise_vae()
         results["decode_noise"] = _decode_noise_vae(noise_vae, lat[:, :, :7], ctx)
@@ -135,7 +140,7 @@ def _worker(rank: int, world: int, port: int, out_dir: Path) -> None:
         ctx.barrier()
         claims.append(claim_output(out_dir / f"item{i}.mp4"))
     results["claims"] = claims
-    results["stats"] = distributed.rank_stats(ctx, {"total_s": results["seconds"]}, transformer=None)
+    results["stats"] = orchestrate.rank_stats(ctx, {"total_s": results["seconds"]}, transformer=None)
     torch.save(results, out_dir / f"rank{rank}.pt")
     ctx.barrier()
     ctx.destroy()
@@ -150,7 +155,7 @@ def _hybrid_worker(rank: int, world: int, port: int, out_dir: Path) -> None:
     from ltxcli.tiny import TINY_TRANSFORMER
 
     torch.set_num_threads(1)
-    ctx = distributed.init(rank, world, init_method=f"tcp://127.0.0.1:{port}", backend="gloo", timeout_s=120)
+    ctx = context.init(rank, world, init_method=f"tcp://127.0.0.1:{port}", backend="gloo", timeout_s=120)
     cfg = dataclasses.replace(TINY_TRANSFORMER, num_attention_heads=4, attention_head_dim=8)
     g = torch.Generator().manual_seed(5)
     with torch.random.fork_rng(devices=[]):
@@ -425,7 +430,7 @@ def test_claim_output_exists_and_stale(tmp_path):
     out = tmp_path / "a.mp4"
     assert claim_output(out)
     assert not claim_output(out)  # held by a live process (this one)
-    distributed.release_claim(out)
+    orchestrate.release_claim(out)
     out.write_bytes(b"x")
     assert not claim_output(out)  # finished
     assert not (tmp_path / "a.mp4.claim").exists()
@@ -447,22 +452,22 @@ def test_claim_output_exists_and_stale(tmp_path):
 
 
 def test_torchrun_command():
-    cmd = distributed.torchrun_command(["generate", "a cat"], 4)
+    cmd = launch.torchrun_command(["generate", "a cat"], 4)
     assert cmd[1:] == ["-m", "torch.distributed.run", "--nproc-per-node=4", "--standalone", "-m", "ltxcli",
                        "generate", "a cat"]
-    multi = distributed.torchrun_command(["generate", "x"], 8, nnodes=2, rdzv_endpoint="node1:29500")
+    multi = launch.torchrun_command(["generate", "x"], 8, nnodes=2, rdzv_endpoint="node1:29500")
     assert "--nnodes=2" in multi and "--rdzv-endpoint=node1:29500" in multi and "--standalone" not in multi
 
 
 def test_init_from_env_outside_torchrun(monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert distributed.init_from_env() is None
-    assert distributed.is_main()
+    assert context.init_from_env() is None
+    assert context.is_main()
 
 
 def test_comm_model_matches_hand_figures():
-    rows = {(r.model, r.width, r.gpus, r.mode): r for r in distributed.comm_model()}
+    rows = {(r.model, r.width, r.gpus, r.mode): r for r in comm.comm_model()}
     # 2B, 768x512x121 = 16 x 16 x 24 = 6144 tokens, P = 8: each all-to-all sends 6144/8 x 2048 x 2 B x 7/8
     # = 2.75 MB per branch; 4 per layer, 28 layers, 3 branches; plus 7/8 of the 6144 x 128 x 2 B output x 3
     seq = rows[("2b", 768, 8, "sequence")]

@@ -216,7 +216,7 @@ def test_preflight_counts_what_the_cpu_loader_keeps(transformer_file):
 
 def test_random_weights_can_be_built_narrow():
     """``ltx bench --random-weights`` on the CPU: layer weights drawn in bf16 and kept there, like a CPU load."""
-    from ltxcli.bench import materialize_random_
+    from ltxcli.perf.bench import materialize_random_
 
     cfg = dataclasses.replace(TINY_TRANSFORMER, num_layers=2)
     with torch.device("meta"):
@@ -230,7 +230,7 @@ def test_random_weights_can_be_built_narrow():
 
 
 def test_bench_kernel_line_names_widened_layers():
-    from ltxcli.bench import _kernel_line
+    from ltxcli.perf.bench import _kernel_line
 
     base = {"attention": {"self_attention": "sdpa", "cross_attention": "sdpa"}, "fp8_linear_layers": 0,
             "compile": None}

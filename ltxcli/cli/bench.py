@@ -1,6 +1,6 @@
 """``ltx bench``: time text encoding, denoising and VAE decode; FLOPs, utilisation, the paper's 2 s.
 
-Register with ``bench.register(app)``. The work is :func:`ltxcli.bench.run_bench`; this module parses options,
+Register with ``bench.register(app)``. The work is :func:`ltxcli.perf.bench.run_bench`; this module parses options,
 maps a ``--gpu`` / device mismatch to exit code 2 and prints the report (a table, or one JSON object with
 ``--json``) on stdout.
 """
@@ -52,7 +52,8 @@ def bench(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress messages on stderr.")] = False,
 ) -> None:
     """Benchmark generation stage by stage: medians, FLOPs, TFLOP/s, utilisation, memory, real-time factor."""
-    from ltxcli.bench import BenchError, format_table, run_bench
+    from ltxcli.parallel import context
+    from ltxcli.perf.bench import BenchError, format_table, run_bench
 
     out = Output(json_mode=json_out, quiet=quiet)
     if gpu is not None and gpu.lower() not in GPU_CHOICES:
@@ -63,25 +64,19 @@ def bench(
         usage_error(f"--steps {steps} must be at least 1")
     if text_encoder not in ("auto", "random", "skip"):
         usage_error(f"--text-encoder {text_encoder}: use auto, random or skip")
-    from ltxcli import distributed
-
-    ctx = distributed.init_from_env()  # under torchrun: one video split over the ranks, rank 0 reports
-    if ctx is not None:
-        device = str(ctx.device)
+    # under torchrun: one video split over the ranks, rank 0 reports
     try:
-        result = run_bench(
-            preset=preset, model=model, random_weights=random_weights, height=height, width=width,
-            num_frames=num_frames, frame_rate=frame_rate, steps=steps, device=device, dtype=dtype, gpu=gpu,
-            warmup=warmup, repeats=repeats, text_encoder=text_encoder, attention=attention, compile=compile,
-            vae_conv=vae_conv, seed=seed, log=out.info, dist=ctx,
-        )
-        if ctx is not None:
-            ctx.barrier()  # every rank past its last collective before the group goes away
+        with context.worker() as ctx:
+            if ctx is not None:
+                device = str(ctx.device)
+            result = run_bench(
+                preset=preset, model=model, random_weights=random_weights, height=height, width=width,
+                num_frames=num_frames, frame_rate=frame_rate, steps=steps, device=device, dtype=dtype, gpu=gpu,
+                warmup=warmup, repeats=repeats, text_encoder=text_encoder, attention=attention, compile=compile,
+                vae_conv=vae_conv, seed=seed, log=out.info, dist=ctx,
+            )
     except BenchError as exc:
         usage_error(str(exc))
-    finally:
-        if ctx is not None:
-            ctx.destroy()
     if ctx is not None and ctx.rank != 0:
         return
     if json_out:

@@ -8,14 +8,12 @@ anything a user can cause ends in ONE line on stderr and an exit code from :data
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
 import math
 import os
 import sys
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +26,7 @@ from typer.core import TyperGroup
 
 # the commands' byte formatting is the library's (ltx doctor's checks use it too)
 from ltxcli.formatting import human_bytes as human_bytes
+from ltxcli.parallel.launch import EXIT_INTERRUPTED, record_exit_code
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
@@ -39,7 +38,7 @@ EXIT_WEIGHTS = 3
 EXIT_CHECKSUM = 4
 EXIT_OOM = 5
 EXIT_INPUT = 6
-EXIT_INTERRUPTED = 130
+# EXIT_INTERRUPTED (130, Ctrl-C) comes from ltxcli.parallel.launch: a --gpus launch reports it for its workers
 
 #: Exit code -> meaning; printed in ``ltx --help`` and the README.
 EXIT_CODES: dict[int, str] = {
@@ -61,10 +60,9 @@ def exit_codes_epilog() -> str:
 
 
 DEBUG_ENV = "LTX_DEBUG"
-#: Where ``ltx generate --gpus N`` asks its torchrun workers to record their exit codes (one file per rank).
-RANK_STATUS_ENV = "LTX_RANK_STATUS_DIR"
 
-# This process's place in a multi-process run: the label that starts its error lines, and its rank.
+# This process's place in a multi-process run: the label that starts its error lines, and its rank
+# (ltxcli.parallel.context.rank_label, set by the command once it has joined the process group).
 _RANK: dict[str, Any] = {"label": "", "rank": None}
 # The arguments of this invocation (after the program name), as the root group received them.
 _ARGS: list[str] = []
@@ -82,15 +80,6 @@ def rank_label() -> str:
 def invocation_args() -> list[str]:
     """The command line of this invocation without the program name (``generate "a cat" --gpus 2 ...``)."""
     return list(_ARGS)
-
-
-def _record_status(code: int) -> None:
-    """A ``--gpus`` worker leaves its exit code for the launching process (torchrun reports only 1)."""
-    folder, rank = os.environ.get(RANK_STATUS_ENV), os.environ.get("RANK")
-    if not folder or rank is None or not rank.isdigit():
-        return
-    with contextlib.suppress(OSError):
-        Path(folder, f"rank-{rank}").write_text(f"{code} {time.time()}")
 
 
 class CliError(Exception):
@@ -278,7 +267,7 @@ def classify(exc: BaseException) -> tuple[int, str]:
 def fail(code: int, message: str) -> NoReturn:
     label = rank_label()
     click.echo(f"{label + ' ' if label else ''}error: {_one_line(message)}", err=True)
-    _record_status(code)
+    record_exit_code(code)  # a `--gpus` worker: the launching process reports the first failing rank's code
     raise typer.Exit(code)
 
 

@@ -8,18 +8,16 @@ atomically -> one stdout line per item.
 Several processes (``--gpus N``, which re-runs the command under ``torchrun``, or ``torchrun ... -m ltxcli
 generate ...`` directly): every rank parses the same arguments; rank 0 draws the random seeds and sends them to
 the others before output names are planned. One video is split across the ranks
-(:func:`ltxcli.distributed.parallelize`, ``--parallel``) and only rank 0 writes it and prints; a ``--batch`` is
-shared out item by item (:func:`ltxcli.distributed.shard_items`) and every rank writes and prints its own items.
+(:func:`ltxcli.parallel.transformer.parallelize`, ``--parallel``) and only rank 0 writes it and prints; a
+``--batch`` is shared out item by item (:func:`ltxcli.parallel.orchestrate.shard_items`) and every rank writes and
+prints its own items.
 Errors are printed by every rank, prefixed with ``[rank R/W host]``.
 """
 
 from __future__ import annotations
 
 import enum
-import os
-import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,10 +29,10 @@ import click
 import typer
 
 from ltxcli import naming, runner
+from ltxcli.parallel import launch
 
 from . import common, preflight
 from .common import (
-    EXIT_INTERRUPTED,
     EXIT_USAGE,
     CliError,
     GenerationProgress,
@@ -58,9 +56,6 @@ from .resolve import (
 
 if TYPE_CHECKING:
     from ltxcli.request import Condition
-
-#: Collective timeout of a multi-process run: long, because the other ranks wait while rank 0 downloads weights.
-DIST_TIMEOUT_S = 2 * 3600.0
 
 
 class Attention(str, enum.Enum):
@@ -224,10 +219,12 @@ def run(
     opts: Options, rows: list[dict[str, Any]], *, batch: bool, first_image: Condition | None = None, ctx: Any = None,
     prepare_only: bool = False,
 ) -> None:
-    """Generate every row. ``ctx``: the :class:`~ltxcli.distributed.DistContext` of a torchrun worker;
+    """Generate every row. ``ctx``: the :class:`~ltxcli.parallel.context.DistContext` of a torchrun worker;
     ``prepare_only``: stop after the checks that need no weights and the download of missing weights (what
     ``--gpus`` does before it starts the workers; data lines and warnings are left to them)."""
     from ltxcli.api import resolve_device, resolve_dtype
+    from ltxcli.parallel.orchestrate import from_rank0, rank_stats, shard_items
+    from ltxcli.parallel.transformer import parallelize
 
     world = ctx.world_size if ctx is not None else 1
     main = ctx is None or ctx.rank == 0
@@ -268,7 +265,7 @@ def run(
     items = runner.build_items(rows, preset=ref.preset, conditions=base_conds,
                                defaults={k: getattr(opts, k) for k in runner.ITEM_KEYS if hasattr(opts, k)})
     if world > 1:  # the seeds (random ones included) of rank 0, before any name is derived from them
-        for it, seed in zip(items, _from_rank0(ctx, [it.seed for it in items]), strict=True):
+        for it, seed in zip(items, from_rank0(ctx, [it.seed for it in items]), strict=True):
             it.seed = seed
     frames_out = opts.frames_dir is not None
     for it in items:
@@ -279,13 +276,11 @@ def run(
         model=naming.model_field(ref.name, is_path=ref.kind in ("file", "folder")), overwrite=opts.overwrite,
         skip_existing=opts.skip_existing)
 
-    from ltxcli import distributed
-
-    mine = distributed.shard_items(items, ctx.rank, world) if batch and world > 1 else items
+    mine = shard_items(items, ctx.rank, world) if batch and world > 1 else items
     todo = [it for it in mine if not it.skip]
     anything = any(not it.skip for it in items)
     if world > 1:
-        anything = _from_rank0(ctx, anything)  # every rank takes the same path through the collectives below
+        anything = from_rank0(ctx, anything)  # every rank takes the same path through the collectives below
     if not anything:
         for it in mine:
             _emit_skipped(out, it)
@@ -326,7 +321,7 @@ def run(
     # one video: the text encoder's memory is released as soon as the prompt is encoded
     pipe.free_text_encoder_after_use = len(todo) == 1
     if split:
-        distributed.parallelize(pipe, ctx, mode=opts.parallel)
+        parallelize(pipe, ctx, mode=opts.parallel)
 
     many = len(items) > 1
 
@@ -343,7 +338,7 @@ def run(
             continue
         ranks = None
         if ctx is not None and not batch:
-            ranks = distributed.rank_stats(ctx, r.timings, transformer=pipe.transformer)  # a collective
+            ranks = rank_stats(ctx, r.timings, transformer=pipe.transformer)  # a collective
         if main or batch:
             _emit_written(out, r, frames=frames_out, kernels=kernels, ranks=ranks,
                           rank=ctx.rank if batch and world > 1 else None)
@@ -358,28 +353,12 @@ def _device_name(device: str) -> str:
         return device
 
 
-def _from_rank0(ctx: Any, value: Any) -> Any:
-    """``value`` as rank 0 has it, on every rank (a collective)."""
-    import torch.distributed as dist
-
-    box = [value]
-    dist.broadcast_object_list(box, src=0, group=ctx.group)
-    return box[0]
-
-
 def _download(names: list[str], opts: Options, out: Output, ctx: Any) -> None:
-    """Pull missing weights. Several processes take turns: rank 0 first (a cache shared by every node), then the
-    first process of each node (per-node caches), then the rest find them in place (a check, no download)."""
-    if not names:
-        return
-    if ctx is None or ctx.world_size == 1:
-        ensure_downloaded(names, weights_dir=opts.weights_dir, out=out)
-        return
-    for turn in (ctx.rank == 0, ctx.local_rank == 0):
-        if turn:
-            ensure_downloaded(names, weights_dir=opts.weights_dir, out=out)
-        ctx.barrier()
-    ensure_downloaded(names, weights_dir=opts.weights_dir, out=out)
+    """Pull missing weights; several processes take turns (:func:`ltxcli.parallel.orchestrate.in_node_turns`)."""
+    from ltxcli.parallel.orchestrate import in_node_turns
+
+    if names:
+        in_node_turns(ctx, lambda: ensure_downloaded(names, weights_dir=opts.weights_dir, out=out))
 
 
 def check_kernels(opts: Options, device: Any) -> None:
@@ -601,33 +580,23 @@ def _options(params: dict[str, Any], skip: tuple[str, ...]) -> Options:
 
 def relaunch(gpus: int | None, prepare: Callable[[], None] | None = None) -> None:
     """``--gpus N``: run this very command (without ``--gpus``) under torchrun on N processes and exit with the
-    job's status; ``--gpus 1`` and no ``--gpus`` return at once (this process runs it).
+    job's status (:func:`ltxcli.parallel.launch.launch`); ``--gpus 1`` and no ``--gpus`` return at once (this
+    process runs it).
 
     ``prepare`` runs here first: mistakes found before any weight is read (a bad size, an existing output, an
     unavailable kernel, missing weights offline) are then one line and their own exit code rather than a failed
     torchrun job, and missing weights are downloaded once, with progress, before the workers start."""
     if gpus is None:
         return
-    if gpus < 1:
-        usage_error(f"--gpus {gpus} must be at least 1")
-    from ltxcli import distributed
-
-    if distributed.under_torchrun():
-        usage_error("--gpus cannot be used inside torchrun (the process count is torchrun's): drop --gpus")
+    try:
+        launch.check_launch(gpus)
+    except ValueError as e:
+        usage_error(str(e))
     if gpus == 1:
         return
-    try:
-        import torch
-
-        visible = torch.cuda.device_count() if torch.cuda.is_available() else None
-    except ImportError:  # pragma: no cover - torch is a dependency
-        visible = None
-    if visible is not None and gpus > visible:
-        usage_error(f"--gpus {gpus} but only {visible} GPU(s) are visible")
     if prepare is not None:
         prepare()
-    argv = strip_option(common.invocation_args(), "--gpus")
-    raise typer.Exit(_launch(argv, gpus))
+    raise typer.Exit(launch.launch(strip_option(common.invocation_args(), "--gpus"), gpus))
 
 
 def strip_option(argv: list[str], name: str) -> list[str]:
@@ -650,75 +619,23 @@ def strip_option(argv: list[str], name: str) -> list[str]:
     return out
 
 
-def _launch(argv: list[str], nproc: int) -> int:
-    """:func:`ltxcli.distributed.launch`, then the exit code of the first worker that failed (other than by an
-    interrupt; the others usually fail because it left), since torchrun exits 1 whatever their codes were."""
-    from ltxcli import distributed
-
-    with tempfile.TemporaryDirectory(prefix="ltx-ranks-") as status:
-        before = os.environ.get(common.RANK_STATUS_ENV)
-        os.environ[common.RANK_STATUS_ENV] = status
-        # Ctrl-C reaches torchrun too (same process group); it stops the workers with SIGINT, which they turn
-        # into a clean exit 130. This process only waits for it.
-        try:
-            previous = signal.signal(signal.SIGINT, _ignore_signal)
-        except ValueError:  # not the main thread
-            previous = None
-        try:
-            code = distributed.launch(argv, nproc)
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
-            if before is None:
-                os.environ.pop(common.RANK_STATUS_ENV, None)
-            else:
-                os.environ[common.RANK_STATUS_ENV] = before
-        recorded: list[tuple[float, int]] = []  # (time, code): the first failure is the cause, later ones follow
-        for f in Path(status).glob("rank-*"):
-            try:
-                code_text, when = f.read_text().split()
-                recorded.append((float(when), int(code_text)))
-            except (OSError, ValueError):
-                continue
-    if code == 0:
-        return 0
-    real = [c for _, c in sorted(recorded) if c not in (0, EXIT_INTERRUPTED)]
-    if real:
-        return real[0]
-    if any(c == EXIT_INTERRUPTED for _, c in recorded) or code < 0:
-        return EXIT_INTERRUPTED
-    return code
-
-
-def _ignore_signal(signum: int, frame: Any) -> None:
-    pass
-
-
 @contextmanager
 def distributed_context() -> Iterator[Any]:
-    """The torchrun worker's :class:`~ltxcli.distributed.DistContext` (``None`` outside torchrun); errors are
-    then prefixed with the rank, and the process group is destroyed at the end, also on errors."""
-    from ltxcli import distributed
+    """The torchrun worker's :class:`~ltxcli.parallel.context.DistContext` (``None`` outside torchrun) for a
+    ``with`` block (:func:`ltxcli.parallel.context.worker`); its error lines are prefixed with the rank."""
+    from ltxcli.parallel import context, orchestrate
 
-    if not distributed.under_torchrun():
-        yield None
-        return
-    ctx = distributed.init_from_env(timeout_s=DIST_TIMEOUT_S)
-    common.set_rank(distributed.rank_label(ctx), ctx.rank)
-    try:
+    with context.worker(timeout_s=orchestrate.DIST_TIMEOUT_S) as ctx:
+        if ctx is not None:
+            common.set_rank(context.rank_label(ctx), ctx.rank)
         yield ctx
-        # every rank past its last collective before the group goes away (a peer closing early aborts gloo)
-        ctx.barrier()
-    finally:
-        ctx.destroy()
 
 
 def _read_stdin(ctx: Any) -> str:
     """All of stdin; with several processes rank 0 reads it and sends it to the others."""
-    text = click.get_text_stream("stdin").read() if ctx is None or ctx.rank == 0 else ""
-    if ctx is not None and ctx.world_size > 1:
-        text = _from_rank0(ctx, text)
-    return text
+    from ltxcli.parallel.orchestrate import on_rank0
+
+    return on_rank0(ctx, lambda: click.get_text_stream("stdin").read())
 
 
 def _read_source(source: str, what: str, ctx: Any) -> str:

@@ -156,7 +156,7 @@ class Attention(nn.Module):
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
         """The attention kernel call of :meth:`forward` (``[B, N, D]`` each). A swap point:
-        ``ltxcli.distributed`` replaces it on an instance for sequence parallelism."""
+        ``ltxcli.parallel.transformer`` replaces it on an instance for sequence parallelism."""
         return attention(q, k, v, self.heads, mask, self.attention_kernel)
 
 

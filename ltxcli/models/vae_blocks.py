@@ -129,7 +129,7 @@ class CausalConv3d(nn.Module):
 
     def time_halo(self, x: Tensor, front: int, back: int) -> tuple[Tensor | None, Tensor | None]:
         """The ``front`` / ``back`` padding frames of ``x`` ``[B, C, F, H, W]`` that come from outside it; None
-        where the edge frame is replicated (always, here). The swap point of ``ltxcli.distributed``'s time-split
+        where the edge frame is replicated (always, here). The swap point of ``ltxcli.parallel.vae``'s time-split
         decode, which sets it on an instance to its neighbours' frames."""
         return None, None
 

@@ -1,33 +1,25 @@
-"""Benchmarks: the FLOP model, GPU peak throughput, random full-size models and the ``ltx bench`` run.
-
-FLOPs count the matrix products only (linear layers, attention ``QK^T`` and ``PV``, convolutions) at
-2 FLOPs per multiply-accumulate; norms, activations, RoPE and modulation are memory-bound and left out, as in
-``shared/reference/performance.md`` §3 (one 2B forward at 768x512x121 with 128 text tokens: 29.1 TFLOP; one
-0.9.5-family VAE decode there: 60.2 TFLOP). Every count is derived from an architecture config, so it holds
-for 2B, 13B and the tiny test models alike.
+"""``ltx bench``: random full-size models and the timed run, related to FLOPs, GPU peaks and the paper's 2 s.
 
 The bench run times the real :meth:`Pipeline.generate` (text encoding, every denoising step with its guidance
 branches, the latent upsampler of multi-scale presets, the VAE decode and the copy of the video to the host),
-counts FLOPs from the shapes each module actually received (forward pre-hooks), and reports medians over
-repeats after warm-up runs.
+counts FLOPs from the shapes each module actually received (forward pre-hooks, :mod:`ltxcli.perf.flops`), and
+reports medians over repeats after warm-up runs. Under torchrun one video is split over the ranks
+(:func:`ltxcli.parallel.transformer.parallelize`) and every rank's statistics are gathered.
 """
 
 from __future__ import annotations
 
 import math
-import platform
-import resource
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .models.configs import (
+from ..models.configs import (
     TRANSFORMER_2B,
     TRANSFORMER_13B,
     TransformerConfig,
@@ -35,238 +27,34 @@ from .models.configs import (
     VAEConfig,
     official_vae_config,
 )
-from .models.embeddings import TIME_PROJ_DIM
-from .models.winograd import parse_conv_algorithm
-from .vae_tiling import decoder_ops
+from ..models.fp8 import convert_to_fp8
+from ..models.transformer import LTXVideoTransformer
+from ..models.upcast import convert_to_upcast, upcastable_weights
+from ..models.upsampler import LatentUpsampler
+from ..models.vae import CausalVideoVAE
+from ..models.winograd import parse_conv_algorithm
+from ..parallel.orchestrate import peak_memory, rank_stats
+from ..parallel.transformer import parallelize
+from .flops import t5_encoder_flops, t5_xxl_config, transformer_flops, upsampler_flops, vae_decoder_flops
+from .gpus import BenchError, device_name, resolve_gpu
 
 __all__ = [
-    "GPU_PEAKS",
     "PAPER_SECONDS",
+    "Architecture",
     "BenchError",
     "BenchResult",
-    "GpuPeak",
-    "conv3d_flops",
-    "detect_gpu",
+    "StageResult",
+    "build_random_pipeline",
     "format_table",
     "materialize_random_",
     "random_architecture",
-    "resolve_gpu",
     "run_bench",
-    "t5_encoder_flops",
-    "t5_xxl_config",
-    "transformer_flops",
-    "upsampler_flops",
-    "vae_decoder_flops",
 ]
 
 # The paper's claim (arXiv 2501.00103): 5 s of 24 fps video (121 frames) at 768x512 in 2 s on one H100.
 PAPER_SECONDS = 2.0
 PAPER_SIZE = (512, 768, 121)  # height, width, frames
 PAPER_FPS = 24.0
-
-
-
-class BenchError(ValueError):
-    """A benchmark request that cannot run as asked (e.g. ``--gpu`` names another device)."""
-
-
-# --- FLOP model ------------------------------------------------------------------------------------------
-
-
-def _linear(rows: float, fan_in: int, fan_out: int) -> float:
-    return 2.0 * rows * fan_in * fan_out
-
-
-def transformer_flops(
-    cfg: TransformerConfig, tokens: int, text_len: int, batch: int = 1, timestep_rows: int | None = None
-) -> dict[str, float]:
-    """FLOPs of one DiT forward on ``batch`` sequences of ``tokens`` video tokens and ``text_len`` text tokens.
-
-    ``timestep_rows``: rows per sequence that go through the adaLN timestep MLP (1 for one timestep per
-    sequence, ``tokens`` for per-token timesteps); default 1. Returns ``linear``, ``self_attn`` (QK^T and PV
-    of attn1), ``cross_attn`` (the same for attn2) and ``total``.
-    """
-    d, n, s = cfg.inner_dim, tokens, text_len
-    rows_t = 1 if timestep_rows is None else timestep_rows
-    per_block_video = (
-        4 * _linear(n, d, d)  # attn1 q, k, v, out
-        + 2 * _linear(n, d, d)  # attn2 q, out
-        + _linear(n, d, 4 * d) + _linear(n, 4 * d, d)  # feed-forward
-    )
-    per_block_text = 2 * _linear(s, cfg.cross_attention_dim, d)  # attn2 k, v on the projected caption
-    outside = (
-        _linear(n, cfg.in_channels, d) + _linear(n, d, cfg.out_channels)  # patchify_proj, proj_out
-        + _linear(s, cfg.caption_channels, d) + _linear(s, d, d)  # caption projection
-        + _linear(rows_t, TIME_PROJ_DIM, d) + _linear(rows_t, d, d) + _linear(rows_t, d, 6 * d)  # adaLN
-    )
-    linear = cfg.num_layers * (per_block_video + per_block_text) + outside
-    self_attn = cfg.num_layers * 2 * (2.0 * n * n * d)
-    cross_attn = cfg.num_layers * 2 * (2.0 * n * s * d)
-    out = {"linear": linear, "self_attn": self_attn, "cross_attn": cross_attn}
-    out = {k: v * batch for k, v in out.items()}
-    out["total"] = out["linear"] + out["self_attn"] + out["cross_attn"]
-    return out
-
-
-def conv3d_flops(c_in: int, c_out: int, voxels: int, kernel: Sequence[int] = (3, 3, 3)) -> float:
-    """A dense convolution producing ``voxels`` output positions."""
-    return 2.0 * math.prod(kernel) * c_in * c_out * voxels
-
-
-def vae_decoder_flops(cfg: VAEConfig, latent_frames: int, latent_height: int, latent_width: int, batch: int = 1) -> float:
-    """FLOPs of one VAE decode of latents ``[batch, C, f, h, w]``, walking the decoder's up-blocks as built
-    (:func:`ltxcli.vae_tiling.decoder_ops`).
-
-    Temporal padding replicates frames, so every 3x3x3 conv has as many outputs as inputs. A temporal
-    depth-to-space doubles the frames and drops the first one.
-    """
-    first, ops = decoder_ops(cfg)
-    f, h, w = latent_frames, latent_height, latent_width
-    total = conv3d_flops(cfg.latent_channels, first, f * h * w)  # conv_in
-    ch = first
-    for op in ops:
-        vox = f * h * w
-        if op.kind == "res":
-            total += op.layers * 2 * conv3d_flops(ch, ch, vox)
-        elif op.kind == "res_xy":
-            # conv1, conv2, and the 1x1x1 shortcut of the channel change
-            total += (conv3d_flops(ch, op.c_out, vox) + conv3d_flops(op.c_out, op.c_out, vox)
-                      + conv3d_flops(ch, op.c_out, vox, (1, 1, 1)))
-        else:  # depth-to-space upsampler: conv C -> prod(stride) * C_out on the input grid
-            total += conv3d_flops(ch, op.st * op.ss * op.ss * op.c_out, vox)
-            f, h, w = f * op.st - (op.st - 1), h * op.ss, w * op.ss
-        ch = op.c_out
-    total += conv3d_flops(ch, cfg.out_channels * cfg.patch_size**2, f * h * w)  # conv_out
-    return total * batch
-
-
-def upsampler_flops(cfg: UpsamplerConfig, latent_frames: int, latent_height: int, latent_width: int, batch: int = 1) -> float:
-    """FLOPs of the latent spatial upsampler on latents ``[batch, C, f, h, w]`` (output ``[.., 2h, 2w]``)."""
-    mid, vox = cfg.mid_channels, latent_frames * latent_height * latent_width
-    total = conv3d_flops(cfg.in_channels, mid, vox)
-    total += cfg.num_blocks_per_stage * 2 * conv3d_flops(mid, mid, vox)
-    total += conv3d_flops(mid, 4 * mid, vox, (1, 3, 3))  # per-frame Conv2d before the pixel shuffle
-    total += cfg.num_blocks_per_stage * 2 * conv3d_flops(mid, mid, 4 * vox)
-    total += conv3d_flops(mid, cfg.in_channels, 4 * vox)
-    return total * batch
-
-
-def t5_encoder_flops(config: Any, seq_len: int, batch: int = 1) -> float:
-    """FLOPs of a transformers T5 encoder (``T5Config``) on ``batch`` sequences of ``seq_len`` tokens."""
-    d, inner, ff = config.d_model, config.num_heads * config.d_kv, config.d_ff
-    gated = bool(getattr(config, "is_gated_act", "gated" in str(config.feed_forward_proj)))
-    per_layer = 4 * _linear(seq_len, d, inner)  # q, k, v, o (o is inner -> d)
-    per_layer += (3 if gated else 2) * _linear(seq_len, d, ff)
-    per_layer += 2 * (2.0 * seq_len * seq_len * inner)
-    return config.num_layers * per_layer * batch
-
-
-def t5_xxl_config() -> Any:
-    """The ``google/t5-v1_1-xxl`` encoder shape that every LTX-Video release uses (4.76 B parameters)."""
-    from transformers import T5Config
-
-    return T5Config(
-        vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
-        relative_attention_num_buckets=32, relative_attention_max_distance=128, feed_forward_proj="gated-gelu",
-        dropout_rate=0.0, layer_norm_epsilon=1e-6, is_encoder_decoder=False, use_cache=False,
-        tie_word_embeddings=False,
-    )
-
-
-# --- GPU peaks ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GpuPeak:
-    """Dense bfloat16 tensor-core peak of one GPU model (TFLOP/s, no sparsity); ``None`` for the CPU."""
-
-    key: str
-    label: str
-    tflops: float | None
-    names: tuple[str, ...]  # substrings of torch.cuda.get_device_name that identify it
-    variants: tuple[tuple[str, str, float], ...] = ()  # (name substring, label, TFLOP/s) overriding the default
-
-
-# H100 SXM 989 and A100/A800 312 are the figures of shared/reference/performance.md; H200 (same Hopper tensor
-# cores as the H100 SXM), L40S (362.05) and RTX 4090 (165.2 with FP32 accumulation, the precision PyTorch
-# uses) are NVIDIA datasheet values. The PCIe / NVL H100 boards run lower clocks (756 / 835).
-GPU_PEAKS: dict[str, GpuPeak] = {
-    "h100": GpuPeak("h100", "H100 SXM", 989.0, ("H100",), (("PCIe", "H100 PCIe", 756.0), ("NVL", "H100 NVL", 835.0))),
-    "h200": GpuPeak("h200", "H200", 989.0, ("H200",)),
-    "a100": GpuPeak("a100", "A100", 312.0, ("A100", "A800")),
-    "l40s": GpuPeak("l40s", "L40S", 362.0, ("L40S",)),
-    "4090": GpuPeak("4090", "RTX 4090", 165.2, ("4090",)),
-    "cpu": GpuPeak("cpu", "CPU", None, ()),
-}
-
-
-@dataclass(frozen=True)
-class ResolvedPeak:
-    key: str  # a GPU_PEAKS key, or "unknown"
-    label: str
-    tflops: float | None
-    device_name: str
-
-
-def detect_gpu(device_name: str) -> str | None:
-    """The GPU_PEAKS key whose name pattern matches ``device_name`` (``None`` if none does)."""
-    upper = device_name.upper()
-    for key, peak in GPU_PEAKS.items():
-        if any(pattern.upper() in upper for pattern in peak.names):
-            return key
-    return None
-
-
-def _peak_for(key: str, device_name: str) -> ResolvedPeak:
-    peak = GPU_PEAKS[key]
-    for pattern, label, tflops in peak.variants:
-        if pattern.upper() in device_name.upper():
-            return ResolvedPeak(key, label, tflops, device_name)
-    return ResolvedPeak(key, peak.label, peak.tflops, device_name)
-
-
-def resolve_gpu(gpu: str | None, device_type: str, device_name: str) -> ResolvedPeak:
-    """Check ``--gpu`` against the device found and return the peak to compare with.
-
-    ``gpu=None`` detects the table entry from ``device_name`` (unknown GPUs get no utilisation). A ``gpu``
-    that contradicts the device raises :class:`BenchError` with a one-line message.
-    """
-    if gpu is not None:
-        gpu = gpu.lower()
-        if gpu not in GPU_PEAKS:
-            raise BenchError(f"--gpu {gpu}: unknown (known: {', '.join(GPU_PEAKS)})")
-    if device_type == "cpu":
-        if gpu not in (None, "cpu"):
-            raise BenchError(f"--gpu {gpu} but the benchmark runs on the CPU ({device_name}); use --gpu cpu")
-        return _peak_for("cpu", device_name)
-    found = detect_gpu(device_name)
-    if gpu is None:
-        return _peak_for(found, device_name) if found else ResolvedPeak("unknown", device_name, None, device_name)
-    if gpu == "cpu":
-        raise BenchError(f"--gpu cpu but the benchmark runs on {device_type} ({device_name}); pass --device cpu")
-    if found != gpu:
-        hint = f" (use --gpu {found})" if found else " (no peak table entry for it: leave out --gpu)"
-        raise BenchError(f"--gpu {gpu} does not match the device found: {device_name}{hint}")
-    return _peak_for(gpu, device_name)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if device.type == "cpu":
-        return _cpu_name()
-    return str(device)
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "CPU"
 
 
 # --- random full-size models ------------------------------------------------------------------------------
@@ -307,8 +95,6 @@ def materialize_random_(
     convolution weights are drawn in it and kept there, their layers widening them per call, as the CPU loaders
     leave a checkpoint of that dtype (:mod:`ltxcli.models.upcast`). Returns ``module`` (eval mode, no grad).
     """
-    from .models.upcast import convert_to_upcast, upcastable_weights
-
     device = torch.device(device)
     narrow_keys = upcastable_weights(module) if narrow is not None and narrow.itemsize < dtype.itemsize else set()
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -356,10 +142,8 @@ class Architecture:
 def random_architecture(preset: Any) -> Architecture:
     """The architecture of a :class:`~ltxcli.presets.Preset`: 2B or 13B DiT, its VAE family, the upsampler of
     multi-scale presets and the T5-XXL text encoder (the ``tiny`` preset gets the tiny built-in model)."""
-    from dataclasses import replace
-
     if preset.name == "tiny":
-        from . import tiny
+        from .. import tiny
 
         up = UpsamplerConfig(in_channels=tiny.LATENT_CHANNELS, mid_channels=32, num_blocks_per_stage=1)
         text = tiny.make_text_model(len(tiny.TINY_WORDS) + 4).config
@@ -398,7 +182,7 @@ class _SkippedText:
 
 def _default_preset() -> str:
     """The preset of the registry's default model (what ``ltx generate`` runs without ``--model``)."""
-    from . import weights
+    from .. import weights
 
     return weights.load_registry().default.preset or ""
 
@@ -414,12 +198,9 @@ def build_random_pipeline(
     """
     from transformers import T5EncoderModel
 
-    from .models.transformer import LTXVideoTransformer
-    from .models.upsampler import LatentUpsampler
-    from .models.vae import CausalVideoVAE
-    from .pipeline import Pipeline
-    from .text import TextEncoder
-    from .tiny import make_tokenizer
+    from ..pipeline import Pipeline
+    from ..text import TextEncoder
+    from ..tiny import make_tokenizer
 
     arch = random_architecture(preset)
     if text_encoder not in ("auto", "random", "skip"):
@@ -501,7 +282,7 @@ class BenchResult:
     # Seconds of each warm-up run: with --compile the first one holds the compilation, kept apart from the
     # steady-state medians above.
     warmup_s: list[float] = field(default_factory=list)
-    # Under torchrun: per-rank host, device, timings, peak memory and bytes communicated (ltxcli.distributed).
+    # Under torchrun: per-rank host, device, timings, peak memory and bytes communicated (ltxcli.parallel.orchestrate.rank_stats).
     ranks: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -563,21 +344,6 @@ class _FlopRecorder:
             h.remove()
 
 
-def _peak_memory(device: torch.device) -> tuple[int, str]:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device)), "torch.cuda.max_memory_allocated"
-    kind = "process peak RSS (includes the weights)"
-    try:  # Linux: this process image's high-water mark (ru_maxrss may carry a forking parent's)
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024, kind
-    except OSError:
-        pass
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024), kind  # KiB on Linux, bytes on macOS
-
-
 def run_bench(
     *,
     preset: str | None = None,
@@ -614,10 +380,9 @@ def run_bench(
     ``vae_conv`` the VAE's convolution algorithm (:class:`ltxcli.models.winograd.ConvAlgorithm`). Runs ``warmup`` untimed generations, then ``repeats`` timed ones; stage times are medians. Timing waits
     for the device only at stage boundaries.
     """
-    from . import kernels
-    from .api import load_pipeline, resolve_compute, resolve_device
-    from .models.fp8 import convert_to_fp8
-    from .presets import PRESETS
+    from .. import kernels
+    from ..api import load_pipeline, resolve_compute, resolve_device
+    from ..presets import PRESETS
 
     say = log or (lambda _msg: None)
     if repeats < 1 or warmup < 0:
@@ -661,8 +426,6 @@ def run_bench(
         text_mode = "real"
     pipe.vae.set_conv_algorithm(conv_algorithm)
     if dist is not None:
-        from .distributed import parallelize
-
         parallelize(pipe, dist, mode=parallel)
     kernels.synchronize(dev)
     build_s = time.perf_counter() - t0
@@ -720,11 +483,9 @@ def run_bench(
     if text_mode == "skip":
         stages["total"].note = "without text encoding"
 
-    mem, mem_kind = _peak_memory(dev)
+    mem, mem_kind = peak_memory(dev)
     ranks = None
     if dist is not None:
-        from .distributed import rank_stats
-
         medians = {f"{k}_s": statistics.median(v) for k, v in runs.items() if v}
         ranks = rank_stats(dist, medians, transformer=pipe.transformer)  # a collective: every rank calls it
     video_s = num_frames / fps

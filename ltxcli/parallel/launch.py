@@ -1,0 +1,147 @@
+"""Starting a command on several processes with ``torchrun``, and the exit code the job then reports.
+
+torchrun exits 1 whatever its workers' codes were, so :func:`launch` asks each worker to leave its own code in a
+status folder (:data:`RANK_STATUS_ENV`, written by :func:`record_exit_code`) and returns the code of the first
+worker that failed. Nothing here imports torch at module level: :func:`record_exit_code` runs on every error
+path of the CLI, including those that never needed torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+#: Where :func:`launch` asks its torchrun workers to record their exit codes (one file per rank).
+RANK_STATUS_ENV = "LTX_RANK_STATUS_DIR"
+#: The exit code of a process stopped by Ctrl-C (128 + SIGINT, the shell's convention; the CLI uses it too).
+EXIT_INTERRUPTED = 130
+
+
+def under_torchrun() -> bool:
+    """True when the environment names this process's rank (torchrun, or any ``env://`` launcher)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def torchrun_command(
+    args: Sequence[str], nproc: int, *, nnodes: int = 1, node_rank: int | None = None,
+    rdzv_endpoint: str | None = None, module: str = "ltxcli",
+) -> list[str]:
+    """The ``python -m torch.distributed.run`` command that runs ``python -m ltxcli ARGS`` on ``nproc`` processes.
+
+    One node: ``--standalone`` (a private rendezvous on localhost). Several nodes: run the same command on
+    every node with ``nnodes`` and one shared ``rdzv_endpoint`` (``host:port`` of any node), c10d rendezvous.
+    """
+    if nproc < 1:
+        raise ValueError(f"--gpus {nproc} must be at least 1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
+    if nnodes == 1 and rdzv_endpoint is None:
+        cmd.append("--standalone")
+    else:
+        if rdzv_endpoint is None:
+            raise ValueError("several nodes need a rendezvous endpoint (host:port reachable from every node)")
+        cmd += [f"--nnodes={nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}"]
+        if node_rank is not None:
+            cmd.append(f"--node-rank={node_rank}")
+    return [*cmd, "-m", module, *args]
+
+
+def check_launch(nproc: int) -> None:
+    """Refuse (ValueError, one line) a launch of ``nproc`` local processes that cannot work: fewer than one, from
+    inside a torchrun worker (the process count is torchrun's), or more than the GPUs visible on a CUDA machine."""
+    if nproc < 1:
+        raise ValueError(f"--gpus {nproc} must be at least 1")
+    if under_torchrun():
+        raise ValueError("--gpus cannot be used inside torchrun (the process count is torchrun's): drop --gpus")
+    if nproc == 1:
+        return  # this process runs it: no need to ask torch about GPUs
+    try:
+        import torch  # only here: the checks above must stay cheap
+
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else None
+    except ImportError:  # pragma: no cover - torch is a dependency
+        visible = None
+    if visible is not None and nproc > visible:
+        raise ValueError(f"--gpus {nproc} but only {visible} GPU(s) are visible")
+
+
+def launch(args: Sequence[str], nproc: int, **kwargs: Any) -> int:
+    """Run ``ltx ARGS`` under torchrun on ``nproc`` local processes and wait; returns the job's exit code.
+
+    That is the code of the first worker that failed other than by an interrupt (the others usually fail
+    because it left), :data:`EXIT_INTERRUPTED` after Ctrl-C, else torchrun's own code. The caller removes
+    its own ``--gpus N`` from ``args`` first; ``kwargs`` go to :func:`torchrun_command`. Checks
+    :func:`check_launch` first.
+
+    Ctrl-C reaches torchrun too (same process group); it stops the workers with SIGINT, which they turn into a
+    clean exit 130. This process ignores SIGINT meanwhile and only waits for torchrun.
+    """
+    check_launch(nproc)
+    with tempfile.TemporaryDirectory(prefix="ltx-ranks-") as status:
+        before = os.environ.get(RANK_STATUS_ENV)
+        os.environ[RANK_STATUS_ENV] = status
+        try:
+            previous = signal.signal(signal.SIGINT, _ignore_signal)
+        except ValueError:  # not the main thread
+            previous = None
+        try:
+            code = subprocess.call(torchrun_command(args, nproc, **kwargs))
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+            if before is None:
+                os.environ.pop(RANK_STATUS_ENV, None)
+            else:
+                os.environ[RANK_STATUS_ENV] = before
+        recorded = _recorded_codes(Path(status))
+    return job_exit_code(code, recorded)
+
+
+def job_exit_code(torchrun_code: int, recorded: Sequence[tuple[float, int]]) -> int:
+    """The job's code from torchrun's and the workers' recorded ``(time, code)`` pairs (see :func:`launch`)."""
+    if torchrun_code == 0:
+        return 0
+    real = [c for _, c in sorted(recorded) if c not in (0, EXIT_INTERRUPTED)]
+    if real:
+        return real[0]  # the first failure is the cause, later ones follow from it
+    if any(c == EXIT_INTERRUPTED for _, c in recorded) or torchrun_code < 0:
+        return EXIT_INTERRUPTED
+    return torchrun_code
+
+
+def _recorded_codes(folder: Path) -> list[tuple[float, int]]:
+    """``(time, code)`` of every worker that recorded its exit in ``folder``."""
+    recorded: list[tuple[float, int]] = []
+    for f in folder.glob("rank-*"):
+        try:
+            code_text, when = f.read_text().split()
+            recorded.append((float(when), int(code_text)))
+        except (OSError, ValueError):
+            continue
+    return recorded
+
+
+def record_exit_code(code: int) -> None:
+    """A worker started by :func:`launch` leaves its exit code for the launching process; a no-op elsewhere."""
+    folder, rank = os.environ.get(RANK_STATUS_ENV), os.environ.get("RANK")
+    if not folder or rank is None or not rank.isdigit():
+        return
+    with contextlib.suppress(OSError):
+        Path(folder, f"rank-{rank}").write_text(f"{code} {time.time()}")
+
+
+def _ignore_signal(signum: int, frame: Any) -> None:
+    pass
+
+
+__all__ = [
+    "EXIT_INTERRUPTED", "RANK_STATUS_ENV", "check_launch", "job_exit_code", "launch", "record_exit_code",
+    "torchrun_command", "under_torchrun",
+]
