@@ -174,6 +174,12 @@ def test_cycle_finder() -> None:
     assert describe_cycles(graph) == ["3 modules ['a', 'b', 'c']: e.g. a (line 1) -> b (line 2) -> c (line 3) -> a"]
 
 
+def test_no_import_cycles() -> None:
+    cycles = describe_cycles(GRAPH)
+    print("\n".join(cycles) or f"no import cycles among {len(GRAPH)} ltxcli modules")
+    assert not cycles, "import cycles among ltxcli modules:\n" + "\n".join(cycles)
+
+
 def test_models_import_nothing_else_from_ltxcli() -> None:
     bad = {
         f"{mod} imports {dep} (line {line})"
