@@ -251,3 +251,9 @@ def test_lazy_names_resolve_to_their_modules() -> None:
         assert getattr(ltxcli, name) is not None
     with pytest.raises(AttributeError):
         ltxcli.no_such_name  # noqa: B018
+
+
+def test_library_modules_stay_under_700_lines() -> None:
+    sizes = {mod: len(path.read_text().splitlines()) for mod, path in MODULES.items() if not _is_cli(mod)}
+    big = {mod: n for mod, n in sizes.items() if n > 700}
+    assert not big, f"library modules over 700 lines: {big}"
