@@ -29,11 +29,13 @@ _LAZY: dict[str, str] = {
     "ItemResult": "ltxcli.runner:ItemResult",
     "run_batch": "ltxcli.runner:run_batch",
     "save_video": "ltxcli.runner:save_video",
+    "ModelSpec": "ltxcli.spec:ModelSpec",
+    "resolve_spec": "ltxcli.spec:resolve_spec",
 }
 
 __all__ = [
-    "BatchItem", "Condition", "GenerationRequest", "GenerationResult", "ItemResult", "Pipeline", "__version__",
-    "load_pipeline", "run_batch", "save_video",
+    "BatchItem", "Condition", "GenerationRequest", "GenerationResult", "ItemResult", "ModelSpec", "Pipeline",
+    "__version__", "load_pipeline", "resolve_spec", "run_batch", "save_video",
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs only; at run time __getattr__ resolves these
@@ -41,6 +43,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs only; at run time __getattr__ re
     from ltxcli.pipeline import GenerationResult, Pipeline
     from ltxcli.request import Condition, GenerationRequest
     from ltxcli.runner import BatchItem, ItemResult, run_batch, save_video
+    from ltxcli.spec import ModelSpec, resolve_spec
 
 
 def __getattr__(name: str) -> Any:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
-from . import weights
-from .loading import CheckpointError, inspect_checkpoint, load_transformer, load_upsampler, load_vae
+from .loading import CheckpointError, load_transformer, load_upsampler, load_vae
 from .models.winograd import parse_conv_algorithm
 from .pipeline import Pipeline, default_dtype
-from .presets import NEUTRAL, PRESETS, Preset, preset_for_checkpoint
+from .spec import ModelSpec, ensure_weights, resolve_spec
 
 if TYPE_CHECKING:
     from .kernels import ResolvedBackend
@@ -85,7 +84,7 @@ def resolve_compute(device: str | torch.device | None, dtype: str | torch.dtype 
 
 
 def load_pipeline(
-    model: PathLike = "",
+    model: PathLike | ModelSpec = "",
     *,
     text_encoder: PathLike | None = None,
     upsampler: PathLike | None = None,
@@ -98,13 +97,21 @@ def load_pipeline(
     vae_tiling: str = "auto",
     vae_conv: str = "auto",
     keep_checkpoint_dtype: bool | None = None,
+    download: bool = True,
+    on_event: Callable[[object], None] | None = None,
 ) -> Pipeline:
     """Load a model for generation.
 
     ``model``: a weights.toml name (default: the registry's default model), an official single-file
-    ``.safetensors`` or a diffusers-format folder. ``text_encoder``: a folder with a transformers T5 encoder and
-    its tokenizer (default: the one weights.toml names). ``upsampler``: an official latent upsampler single file
-    (default: the one the preset names, if any). ``device`` / ``dtype``: default the best available
+    ``.safetensors``, a diffusers-format folder, or a :class:`~ltxcli.spec.ModelSpec` from
+    :func:`~ltxcli.spec.resolve_spec` (then ``text_encoder``, ``upsampler`` and ``weights_dir`` come from it).
+    ``text_encoder``: a weights.toml name or a folder with a transformers T5 encoder and its tokenizer (default: a
+    diffusers folder's own, else the one weights.toml names). ``upsampler``: a weights.toml name or an official
+    latent upsampler single file (default: the one the preset names, if any). ``download``: pull the registry
+    weights that are not on disk (or whose check did not finish) first, as ``ltx generate`` does; ``False``
+    refuses them with the one-line :class:`ltxcli.weights.WeightsUnavailableError` instead. ``on_event``: receives
+    a :class:`~ltxcli.spec.FetchStarted` per pull and its progress events (nothing is written to stderr).
+    ``device`` / ``dtype``: default the best available
     (bfloat16 on GPU, float32 on CPU); ``dtype="fp8"`` runs the transformer blocks' linear layers as float8 e4m3
     matmuls (GPUs of compute capability 8.9+), keeping an fp8 checkpoint's weights as stored. ``attention``:
     ``auto`` or an explicit kernel (``sdpa``, ``flash3``, ``flash2``, ``sage``, ``math``); an unavailable explicit
@@ -129,9 +136,18 @@ def load_pipeline(
     if vae_tiling not in ("auto", "on", "off"):
         raise ValueError(f"vae_tiling={vae_tiling!r} must be auto, on or off")
     conv_algorithm = parse_conv_algorithm(vae_conv)
+    if isinstance(model, ModelSpec):
+        if text_encoder is not None or upsampler is not None or weights_dir is not None:
+            raise ValueError("text_encoder, upsampler and weights_dir come from the ModelSpec: pass them to resolve_spec")
+        spec = model
+    else:
+        spec = resolve_spec(model, text_encoder=text_encoder, upsampler=upsampler, weights_dir=weights_dir)
+    if download and spec.needed:
+        ensure_weights(spec.needed, weights_dir=spec.weights_dir, registry=spec.registry, on_event=on_event)
+        spec = spec.refreshed()  # the paths, verification and header of what was just pulled
     # With offload, weights are loaded to (pinned) host memory and visit the device stage by stage.
     load_dev = dev if mode is Offload.NONE else torch.device("cpu")
-    pipe = _load(model, text_encoder, upsampler, load_dev, dt, weights_dir, fp8, keep_checkpoint_dtype)
+    pipe = _load(spec, load_dev, dt, fp8, keep_checkpoint_dtype)
     pipe._device = dev
     pipe.vae_tiling = vae_tiling
     pipe.vae.set_conv_algorithm(conv_algorithm)
@@ -157,19 +173,9 @@ def _apply_offload(pipe: Pipeline, dev: torch.device, mode: object) -> None:
     pipe.offload = Offload(mode)
 
 
-def _load(
-    model: PathLike,
-    text_encoder: PathLike | None,
-    upsampler: PathLike | None,
-    dev: torch.device,
-    dt: torch.dtype,
-    weights_dir: PathLike | None,
-    fp8: bool,
-    keep_narrow: bool | None = None,
-) -> Pipeline:
-    registry = weights.load_registry()
-    name = os.fspath(model) if model else registry.default.name
-    if name == "tiny" or (name in registry and registry[name].is_builtin):
+def _load(spec: ModelSpec, dev: torch.device, dt: torch.dtype, fp8: bool, keep_narrow: bool | None = None
+          ) -> Pipeline:
+    if spec.kind == "builtin":
         from .models.fp8 import convert_to_fp8
         from .tiny import build_pipeline
 
@@ -178,43 +184,18 @@ def _load(
             convert_to_fp8(pipe.transformer, dtype=dt)
         return pipe
 
-    path = Path(name)
-    preset: Preset | None = None
-    entry_text = entry_up = None
-    if path.exists():
-        if path.is_file():
-            preset = preset_for_checkpoint(path.name)
-        label = str(path)
-    elif name in registry:
-        entry = registry[name]
-        if entry.kind != "model":
-            raise ValueError(f"{name} is a {entry.kind}, not a model (see `ltx weights list`)")
-        path = weights.resolve(name, weights_dir=weights_dir, registry=registry)
-        preset = PRESETS.get(entry.preset or "")
-        entry_text, entry_up = entry.text_encoder, entry.upsampler
-        label = name
-    else:
-        raise FileNotFoundError(
-            f"{name}: no such file or folder, and not a model name in weights.toml (see `ltx weights list`)"
-        )
-
-    info = inspect_checkpoint(path)
-    if info.transformer is None or info.vae is None:
-        raise CheckpointError(f"{path}: needs both a transformer and a VAE to generate")
-    preset = preset or NEUTRAL
+    spec.require()  # anything not on disk: the one-line "not downloaded" error, before any weight is read
+    assert spec.path is not None and spec.text_encoder is not None and spec.text_encoder.path is not None
+    path = spec.path
+    info = spec.header()  # read here for a registry file whose check has not finished (download=False)
+    preset = spec.preset
 
     transformer = load_transformer(path, device=dev, dtype=dt, keep_fp8=fp8, keep_checkpoint_dtype=keep_narrow)
     vae = load_vae(path, device=dev, dtype=dt, keep_checkpoint_dtype=keep_narrow)
 
     from .text import TextEncoder
 
-    if text_encoder is not None:
-        te_path = Path(text_encoder)
-    elif path.is_dir() and (path / "text_encoder").is_dir():
-        te_path = path
-    else:
-        te_path = weights.resolve(entry_text or preset.text_encoder or "t5-xxl", weights_dir=weights_dir,
-                                  registry=registry)
+    te_path = spec.text_encoder.path
     text = TextEncoder.from_pretrained(te_path, device=dev, dtype=dt)
     if text.hidden_size != transformer.config.caption_channels:
         raise CheckpointError(
@@ -222,14 +203,12 @@ def _load(
             f"caption_channels={transformer.config.caption_channels}"
         )
 
-    up_source: PathLike | None = upsampler
-    if up_source is None and (preset.upsampler or entry_up):
-        up_source = weights.resolve(entry_up or preset.upsampler, weights_dir=weights_dir, registry=registry)
     up_module = None
-    if up_source is not None:
-        up_module = load_upsampler(up_source, device=dev, dtype=dt, keep_checkpoint_dtype=keep_narrow)
+    if spec.upsampler is not None:
+        assert spec.upsampler.path is not None
+        up_module = load_upsampler(spec.upsampler.path, device=dev, dtype=dt, keep_checkpoint_dtype=keep_narrow)
 
     return Pipeline(
         transformer, vae, text, preset=preset, scheduler=info.scheduler,
-        allowed_inference_steps=info.allowed_inference_steps, upsampler=up_module, name=label,
+        allowed_inference_steps=info.allowed_inference_steps, upsampler=up_module, name=spec.label,
     )

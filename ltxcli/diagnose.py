@@ -108,27 +108,19 @@ def weights_report(weights_dir: str | os.PathLike[str] | None = None) -> dict[st
     """The weights location, the default model's closure (model, upsampler, text encoder) with their states, its
     size on disk, what a pull still downloads (weights.toml's sizes, else the Hub's listing; None: unknown) and the
     free disk space there. Never fails on the network."""
-    reg = weights.load_registry()
+    from .spec import download_bytes, resolve_spec
+
     loc = weights.weights_location(weights_dir)
-    closure = reg.closure(reg.default.name)
-    states = {e.name: weights.status(e.name, weights_dir=weights_dir, registry=reg) for e in closure}
-    missing = [e for e in closure if states[e.name].state != "downloaded"]
-    pinned = [f.size for e in missing for f in e.files]
-    needed = sum(pinned) if missing and all(s is not None for s in pinned) and all(e.files for e in missing) else None
-    if not missing:
-        needed = 0
-    elif needed is None and not weights.is_offline():
-        # Ask the Hub for the file sizes (a listing, no download); unknown when it cannot be reached.
-        try:
-            needed = sum(f.size or 0 for e in missing for f in weights.plan(e.name, weights_dir=weights_dir,
-                                                                            registry=reg) if not f.present)
-        except Exception:  # any network or hub error leaves the need unknown; doctor never fails on it
-            needed = None
+    # the default model as a run resolves it; its header is not read (doctor never fails on a file)
+    spec = resolve_spec(None, weights_dir=weights_dir, header=False)
+    parts = [c for c in (spec.model, spec.upsampler, spec.text_encoder) if c is not None and c.name is not None]
     return {
         "location": str(loc.root), "location_kind": loc.kind, "offline": weights.is_offline(),
-        "default_model": reg.default.name, "default_model_state": {name: st.state for name, st in states.items()},
-        "default_model_on_disk_bytes": sum(st.size_on_disk for st in states.values()),
-        "default_model_needs_bytes": needed, "free_disk_bytes": shutil.disk_usage(_existing_parent(loc.root)).free,
+        "default_model": spec.name, "default_model_state": {c.name: c.state for c in parts},
+        "default_model_on_disk_bytes": sum(c.size_on_disk for c in parts),
+        # weights.toml's sizes, else the Hub's listing (no download); None: unknown
+        "default_model_needs_bytes": download_bytes(spec, ask_hub=True),
+        "free_disk_bytes": shutil.disk_usage(_existing_parent(loc.root)).free,
     }
 
 

@@ -52,7 +52,7 @@ def tiny_pipeline() -> Any:
     """The instance ``ltx generate --model tiny`` gets in these tests (same arguments as the CLI passes)."""
     return _cached_load("tiny", text_encoder=None, upsampler=None, device=None, dtype=None, weights_dir=None,
                         attention="auto", compile=False, offload="none", vae_tiling="auto", vae_conv="auto",
-                        keep_checkpoint_dtype=None)
+                        keep_checkpoint_dtype=None, download=False)
 
 
 @pytest.fixture(autouse=True)
@@ -289,15 +289,17 @@ def test_out_of_memory_exits_5(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -
     assert not (cli_env / "o.mp4").exists()
 
 
-def test_needed_weights_follow_the_registry() -> None:
-    from ltxcli.cli.resolve import needed_weights, resolve_model
+def test_needed_weights_follow_the_registry(tmp_path: Path) -> None:
+    from ltxcli.spec import resolve_spec
 
-    default = resolve_model(None, None)  # the registry default: a multi-scale model
+    default = resolve_spec(None)  # the registry default: a multi-scale model
     assert default.kind == "registry" and default.preset.multi_scale
-    assert needed_weights(default, text_encoder=None, upsampler=None) == [
-        default.name, "t5-xxl", default.preset.upsampler]
-    assert needed_weights(default, text_encoder="my/te", upsampler="up.safetensors") == [default.name]
-    assert needed_weights(resolve_model("tiny", None), text_encoder=None, upsampler=None) == []
+    assert default.needed == [default.name, "t5-xxl", default.preset.upsampler]
+    (tmp_path / "my" / "te").mkdir(parents=True)  # given components must exist
+    (tmp_path / "up.safetensors").write_bytes(b"")
+    given = resolve_spec(None, text_encoder=tmp_path / "my" / "te", upsampler=tmp_path / "up.safetensors")
+    assert given.needed == [default.name]
+    assert resolve_spec("tiny").needed == []
 
 
 def test_typer_usage_errors_exit_2() -> None:
@@ -597,11 +599,10 @@ def test_memory_hint_suggests_vae_tiling_then_auto_fits(cli_env: Path, monkeypat
     """On the CPU the tiny model's peak is its decode: with the untiled decode just above the free memory the line
     suggests --vae-tiling on (offloading saves nothing on a CPU and is not offered); the default --vae-tiling
     auto tiles that decode and runs."""
-    from ltxcli.cli.resolve import resolve_model
     from ltxcli.memory.decode import decode_memory_bytes
+    from ltxcli.spec import resolve_spec
 
-    _, vcfg, wb = cli_generate.model_memory(resolve_model("tiny", None), te_path=None, up_path=None,
-                                               weights_dir=None, dtype=torch.float32)
+    _, vcfg, wb = cli_generate.model_memory(resolve_spec("tiny"), dtype=torch.float32)
     untiled = decode_memory_bytes(vcfg, (1, vcfg.latent_channels, 3, 4, 6), torch.float32)  # 128x192x17
     free = wb + untiled * 9 // 10
     monkeypatch.setattr(preflight, "free_memory_bytes", lambda device: free)
@@ -618,7 +619,7 @@ def test_memory_hint_suggests_vae_tiling_then_auto_fits(cli_env: Path, monkeypat
 def test_memory_preflight_counts_offloaded_stages_and_suggests_offload(monkeypatch: pytest.MonkeyPatch) -> None:
     """On a GPU (estimated, nothing runs on it): weights per stage from the tiny modules themselves, and a free
     memory that holds the transformer stage but not every weight gets `try --offload model`."""
-    from ltxcli.cli.resolve import resolve_model
+    from ltxcli.spec import resolve_spec
 
     tiny = tiny_pipeline()
 
@@ -632,9 +633,8 @@ def test_memory_preflight_counts_offloaded_stages_and_suggests_offload(monkeypat
     resident = (nbytes(tiny.transformer) - sum(nbytes(b) for b in tiny.transformer.transformer_blocks)
                 + nbytes(tiny.vae.decoder) - sum(nbytes(b) for b in tiny.vae.decoder.up_blocks) + stats)
 
-    ref = resolve_model("tiny", None)
-    tcfg, vcfg, total, parts = cli_generate.model_weights(ref, te_path=None, up_path=None, weights_dir=None,
-                                                          dtype=torch.float32)
+    ref = resolve_spec("tiny")
+    tcfg, vcfg, total, parts = cli_generate.model_weights(ref, dtype=torch.float32)
     assert total == parts.total == everything
     item = BatchItem(index=0, prompt="x", seed=0, height=64, width=96, num_frames=9, frame_rate=24)
 
@@ -653,18 +653,18 @@ def test_memory_preflight_counts_offloaded_stages_and_suggests_offload(monkeypat
     monkeypatch.setattr(preflight, "free_memory_bytes", lambda device: free)
     opts = cli_generate.Options(vae_tiling="off")
     with pytest.raises(cli_common.CliError) as err:
-        cli_generate.check_memory([item], [{}], ref, opts, te_path=None, up_path=None, device=torch.device("cuda"),
+        cli_generate.check_memory([item], [{}], ref, opts, device=torch.device("cuda"),
                                   dtype=torch.float32)
     assert err.value.code == 5
     msg = str(err.value)
     assert "on cuda but" in msg and "try --offload model, which needs about" in msg, msg
     # the same estimate on the CPU: offloading keeps every weight in the same memory, so it is not offered
     with pytest.raises(cli_common.CliError) as err:
-        cli_generate.check_memory([item], [{}], ref, opts, te_path=None, up_path=None, device=torch.device("cpu"),
+        cli_generate.check_memory([item], [{}], ref, opts, device=torch.device("cpu"),
                                   dtype=torch.float32)
     assert "--offload" not in str(err.value)
     cli_generate.check_memory([item], [{}], ref, cli_generate.Options(vae_tiling="off", offload="model"),
-                              te_path=None, up_path=None, device=torch.device("cuda"), dtype=torch.float32)
+                              device=torch.device("cuda"), dtype=torch.float32)
 
 
 def test_gpus_option_is_checked_in_process(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -272,15 +272,14 @@ def test_memory_estimate_reads_weights_from_the_headers(assets: SimpleNamespace)
     """The weight bytes come from the safetensors headers; the reference counts the modules' own tensors."""
     from transformers import T5EncoderModel
 
-    from ltxcli.cli.resolve import resolve_model
+    from ltxcli.spec import resolve_spec
 
     tiny = tiny_pipeline()
     dit_vae = sum(t.numel() for m in (tiny.transformer, tiny.vae) for t in m.state_dict().values())
     te = sum(p.numel() for p in T5EncoderModel.from_pretrained(assets.te / "text_encoder").parameters())
-    ref = resolve_model(str(assets.good), None)
+    ref = resolve_spec(str(assets.good), text_encoder=str(assets.te))
     for dtype, size in ((torch.float32, 4), (torch.bfloat16, 2)):
-        tcfg, vcfg, total = cli_generate.model_memory(ref, te_path=str(assets.te), up_path=None, weights_dir=None,
-                                                      dtype=dtype)
+        tcfg, vcfg, total = cli_generate.model_memory(ref, dtype=dtype)
         assert total == (dit_vae + te) * size
         assert tcfg == tiny.transformer.config and vcfg == tiny.vae.config
 
@@ -343,11 +342,10 @@ def test_memory_estimate_follows_guidance_conditions_multi_scale_and_fp8(assets:
 def test_memory_estimate_above_free_memory_exits_5_before_loading(
     cli_env: Path, monkeypatch: pytest.MonkeyPatch, loads: list[Any]
 ) -> None:
-    from ltxcli.cli.resolve import resolve_model
     from ltxcli.memory.plan import estimate_memory
+    from ltxcli.spec import resolve_spec
 
-    tcfg, vcfg, wb = cli_generate.model_memory(resolve_model("tiny", None), te_path=None, up_path=None,
-                                               weights_dir=None, dtype=torch.float32)
+    tcfg, vcfg, wb = cli_generate.model_memory(resolve_spec("tiny"), dtype=torch.float32)
 
     def peak(h: int, w: int, f: int) -> int:
         return estimate_memory(tcfg, vcfg, height=h, width=w, num_frames=f, dtype=torch.float32,

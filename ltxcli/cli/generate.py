@@ -41,21 +41,11 @@ from .common import (
     guarded,
     usage_error,
 )
-from .resolve import (
-    MODEL_ENV,
-    WEIGHTS_DIR_ENV,
-    ModelRef,
-    check_component,
-    ensure_downloaded,
-    inspect_path,
-    local_component,
-    max_positions,
-    needed_weights,
-    resolve_model,
-)
+from .resolve import MODEL_ENV, WEIGHTS_DIR_ENV, ensure_downloaded, resolve
 
 if TYPE_CHECKING:
     from ltxcli.request import Condition
+    from ltxcli.spec import ModelSpec
 
 
 class Attention(str, enum.Enum):
@@ -257,10 +247,10 @@ def run(
         out.warn("--parallel is ignored with --batch: each process generates whole items")
     check_kernels(opts, device)  # an explicit kernel this machine cannot run: exit 2 before any download
 
-    ref = resolve_model(opts.model, opts.weights_dir)
+    ref = resolve(opts.model, weights_dir=opts.weights_dir)  # reads a file's header: a corrupt one fails here (exit 6)
     if ref.kind == "builtin" and opts.text_encoder:
         out.warn(f"--text-encoder is ignored: {ref.name} has a built-in text encoder")
-    max_pos = max_positions(ref, opts.weights_dir)  # reads the checkpoint header: a corrupt file fails here (exit 6)
+    max_pos = ref.max_positions
     base_conds = ([first_image] if first_image else []) + [runner.parse_condition(c) for c in opts.conditions]
     items = runner.build_items(rows, preset=ref.preset, conditions=base_conds,
                                defaults={k: getattr(opts, k) for k in runner.ITEM_KEYS if hasattr(opts, k)})
@@ -287,19 +277,22 @@ def run(
         return
 
     text_encoder = None if ref.kind == "builtin" else opts.text_encoder
-    for value, what in ((text_encoder, "--text-encoder"), (opts.upsampler, "--upsampler")):
-        check_component(value, what)  # a mistyped path fails before anything is downloaded
-    _download(needed_weights(ref, text_encoder=text_encoder, upsampler=opts.upsampler), opts, out, ctx)
+    # with the components: a mistyped --text-encoder / --upsampler path fails before anything is downloaded
+    ref = resolve(opts.model, text_encoder=text_encoder, upsampler=opts.upsampler, weights_dir=opts.weights_dir)
+    _download(ref.needed, opts, out, ctx)
     if prepare_only:
         return
     if not todo:  # a batch rank whose items all exist
         for it in mine:
             _emit_skipped(out, it)
         return
-    te_path = local_component(text_encoder, weights_dir=opts.weights_dir, what="--text-encoder")
-    up_path = local_component(opts.upsampler, weights_dir=opts.weights_dir, what="--upsampler")
+    ref = ref.refreshed()  # what the download step pulled, verified or replaced
+    ref.require()
+    # only what was given is passed on (local paths now): load_pipeline finds the defaults in the same spec
+    te_path = str(ref.text_encoder.path) if text_encoder is not None and ref.text_encoder is not None else None
+    up_path = str(ref.upsampler.path) if opts.upsampler is not None and ref.upsampler is not None else None
     # headers of every file the load will read (refusing pickles and broken files), then the memory estimate
-    tcfg = check_memory(todo, rows, ref, opts, te_path=te_path, up_path=up_path, device=device, dtype=dtype,
+    tcfg = check_memory(todo, rows, ref, opts, device=device, dtype=dtype,
                         enforce=not preflight.memory_check_disabled())
     split = not batch and world > 1
     if split and tcfg is not None:
@@ -312,7 +305,7 @@ def run(
             text_encoder=te_path, upsampler=up_path, device=device if ctx is not None else opts.device,
             dtype=opts.dtype, weights_dir=opts.weights_dir, attention=opts.attention, compile=opts.compile,
             offload=opts.offload, vae_tiling=opts.vae_tiling, vae_conv=opts.vae_conv,
-            keep_checkpoint_dtype=opts.keep_checkpoint_dtype,
+            keep_checkpoint_dtype=opts.keep_checkpoint_dtype, download=False,  # pulled above, rank by rank
         )
     load_s = time.perf_counter() - t0
     from ltxcli.kernels import describe_model
@@ -404,52 +397,31 @@ def _library_bars(enabled: bool) -> Iterator[None]:
             tf_logging.enable_progress_bar()
 
 
-def model_memory(
-    ref: ModelRef, *, te_path: str | None, up_path: str | None, weights_dir: str | None, dtype: Any,
-    fp8: bool = False,
-) -> tuple[Any, Any, int]:
+def model_memory(spec: ModelSpec, *, dtype: Any, fp8: bool = False) -> tuple[Any, Any, int]:
     """(transformer config, VAE config, bytes of every weight the run loads at ``dtype``), from headers only.
 
     ``fp8``: the transformer blocks' linear weights are kept in float8 (``--dtype fp8``)."""
-    tcfg, vcfg, total, _ = model_weights(ref, te_path=te_path, up_path=up_path, weights_dir=weights_dir,
-                                         dtype=dtype, fp8=fp8)
+    tcfg, vcfg, total, _ = model_weights(spec, dtype=dtype, fp8=fp8)
     return tcfg, vcfg, total
 
 
-def model_weights(
-    ref: ModelRef, *, te_path: str | None, up_path: str | None, weights_dir: str | None, dtype: Any,
-    fp8: bool = False, narrow: bool = False,
-) -> tuple[Any, Any, int, Any]:
+def model_weights(spec: ModelSpec, *, dtype: Any, fp8: bool = False, narrow: bool = False) -> tuple[Any, Any, int, Any]:
     """:func:`model_memory` plus the weights split by stage (:class:`ltxcli.memory.weights.WeightParts`, from
     modules the loaders build on the meta device). ``narrow``: the loaders keep layer weights in the
     checkpoint's dtype (CPU runs)."""
-    from ltxcli import weights
     from ltxcli.memory import weights as memory
 
-    if ref.kind == "builtin":
+    if spec.kind == "builtin":
         transformer, vae = memory.builtin_modules(dtype, fp8=fp8)
         parts = memory.weight_parts(transformer, vae)
         return transformer.config, vae.config, parts.total, parts
-    reg = weights.load_registry()
-    entry = reg[ref.name] if ref.kind == "registry" else None
-    # a registry model is looked up again: the download step may just have replaced it
-    path = weights.resolve(ref.name, weights_dir=weights_dir, registry=reg) if entry is not None else ref.path
-    assert path is not None
-    info = inspect_path(path)
-    te: Path | str | None = te_path
-    if te is None:
-        if path.is_dir() and (path / "text_encoder").is_dir():
-            te = path
-        else:
-            te = weights.path((entry.text_encoder if entry else None) or ref.preset.text_encoder or "t5-xxl",
-                              weights_dir=weights_dir, registry=reg)
+    info = spec.header()  # the spec was resolved again after the download step (which may have replaced files)
+    assert spec.path is not None
+    te = spec.text_encoder.path if spec.text_encoder is not None else None
     te_bytes = memory.text_encoder_bytes(te, dtype) if te is not None else 0
-    up: Path | str | None = up_path
-    up_name = (entry.upsampler if entry else None) or ref.preset.upsampler
-    if up is None and up_name:
-        up = weights.path(up_name, weights_dir=weights_dir, registry=reg)
+    up = spec.upsampler.path if spec.upsampler is not None else None
     up_bytes = memory.upsampler_bytes(up, dtype, narrow=narrow) if up is not None else 0
-    parts = memory.checkpoint_parts(path, dtype, fp8=fp8, narrow=narrow, text_encoder=te_bytes, upsampler=up_bytes)
+    parts = memory.checkpoint_parts(spec.path, dtype, fp8=fp8, narrow=narrow, text_encoder=te_bytes, upsampler=up_bytes)
     return info.transformer, info.vae, parts.total, parts
 
 
@@ -482,8 +454,8 @@ def item_estimator(
 
 
 def check_memory(
-    items: list[runner.BatchItem], rows: list[dict[str, Any]], ref: ModelRef, opts: Options, *, te_path: str | None,
-    up_path: str | None, device: Any, dtype: Any, enforce: bool = True,
+    items: list[runner.BatchItem], rows: list[dict[str, Any]], ref: ModelSpec, opts: Options, *, device: Any,
+    dtype: Any, enforce: bool = True,
 ) -> Any:
     """Refuse (exit 5, one line) an item whose estimated peak memory exceeds the device's free memory, with
     ``--offload`` / ``--vae-tiling`` settings or a smaller size that would fit; returns the transformer config.
@@ -498,8 +470,7 @@ def check_memory(
 
     fp8 = is_fp8(opts.dtype)
     narrow = keep_narrow(opts.keep_checkpoint_dtype, device)  # as the loaders will decide
-    tcfg, vcfg, weight_bytes, parts = model_weights(ref, te_path=te_path, up_path=up_path,
-                                                    weights_dir=opts.weights_dir, dtype=dtype, fp8=fp8, narrow=narrow)
+    tcfg, vcfg, weight_bytes, parts = model_weights(ref, dtype=dtype, fp8=fp8, narrow=narrow)
     if not enforce:
         return tcfg
     free = preflight.free_memory_bytes(device)

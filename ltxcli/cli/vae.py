@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .common import Output, exit_codes_epilog, guarded, usage_error
-from .resolve import MODEL_ENV, WEIGHTS_DIR_ENV, ensure_downloaded, resolve_model
+from .resolve import MODEL_ENV, WEIGHTS_DIR_ENV, ensure_downloaded, resolve
 
 if TYPE_CHECKING:  # the commands import the library when they run, so `ltx --help` imports no torch
     from ltxcli.autoencode import VideoAutoencoder
@@ -41,17 +41,17 @@ TimestepOpt = Annotated[float | None, typer.Option(
 
 def _load_vae(model: str | None, weights_dir: str | None, device: str | None, dtype: str | None,
               out: Output) -> VideoAutoencoder:
-    from ltxcli import autoencode, weights
+    from ltxcli import autoencode
     from ltxcli.api import resolve_device, resolve_dtype
 
     dev = resolve_device(device)  # a bad --device / --dtype is a ValueError: exit 2
     dt = resolve_dtype(dtype, dev)
-    ref = resolve_model(model, weights_dir)
+    ref = resolve(model, weights_dir=weights_dir, need="vae")  # a file without a VAE fails here (exit 6)
     if ref.kind == "registry":
-        ensure_downloaded([ref.name], weights_dir=weights_dir, out=out)
-        source: str | Path | None = weights.resolve(ref.name, weights_dir=weights_dir)
-    else:
-        source = "tiny" if ref.kind == "builtin" else ref.path
+        ensure_downloaded(ref.needed, weights_dir=weights_dir, out=out)
+        ref = ref.refreshed()
+        ref.require()
+    source = "tiny" if ref.kind == "builtin" else ref.path
     assert source is not None
     with out.status(f"building {ref.name}" if ref.kind == "builtin" else f"loading the VAE of {ref.label}"):
         return autoencode.load_autoencoder(source, label=ref.label, decode_timestep=ref.preset.decode_timestep,

@@ -67,11 +67,17 @@ def list_(weights_dir: WeightsDirOpt = None, json_: JsonOpt = False) -> None:
 
 
 def _closure(names: list[str] | None, deps: bool, reg: Any) -> list[str]:
+    """The entries to pull: each name, and with ``deps`` what a run of a model loads (upsampler, text encoder)."""
+    from ltxcli.spec import resolve_spec
+
     wanted = names or [reg.default.name]
     out: list[str] = []
     for n in wanted:
-        entries = reg.closure(n) if deps else [reg[n]]
-        out += [e.name for e in entries]
+        if deps and reg[n].kind == "model":
+            spec = resolve_spec(n, registry=reg, header=False)
+            out += [c.name for c in (spec.model, spec.upsampler, spec.text_encoder) if c is not None and c.name]
+        else:
+            out.append(reg[n].name)
     return list(dict.fromkeys(out))
 
 

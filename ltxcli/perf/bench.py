@@ -415,7 +415,9 @@ def run_bench(
             kernels.compile_blocks(pipe.transformer, kernels.CompileConfig())
     else:
         say(f"loading {model or 'the default model'} on {dev}")
-        pipe = load_pipeline(model or "", device=dev, dtype="fp8" if fp8 else dt, attention=attention, compile=compile)
+        # weights must be on disk already (`ltx weights pull`): a benchmark never starts a download
+        pipe = load_pipeline(model or "", device=dev, dtype="fp8" if fp8 else dt, attention=attention,
+                             compile=compile, download=False)
         if preset is not None:
             if preset not in PRESETS:
                 raise BenchError(f"unknown preset {preset!r} (known: {', '.join(sorted(PRESETS))})")
