@@ -1,6 +1,13 @@
-"""Quantities as people read them, shared by the library's reports (:mod:`ltxcli.diagnose`) and the CLI."""
+"""Quantities as people read them and records as JSON, shared by the library's reports (:mod:`ltxcli.diagnose`)
+and the CLI."""
 
 from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
 
 
 def human_bytes(n: int | None) -> str:
@@ -13,3 +20,33 @@ def human_bytes(n: int | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{value:.1f} TB"
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    module = type(obj).__module__
+    if module.startswith("torch"):
+        return str(obj).removeprefix("torch.")
+    return str(obj)
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no inf/NaN: they become null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def to_json(obj: Any) -> str:
+    """One line of JSON for a record: paths, sets, dataclasses and torch dtypes/devices as plain values, inf/NaN
+    as null, non-ASCII text kept."""
+    return json.dumps(_finite(obj), default=_json_default, ensure_ascii=False, allow_nan=False)

@@ -36,6 +36,7 @@ __all__ = [
     "download_bytes",
     "ensure_weights",
     "inspect_model",
+    "names_to_pull",
     "resolve_spec",
 ]
 
@@ -388,3 +389,18 @@ def ensure_weights(
             action: Literal["downloading", "verifying"] = "verifying" if st.state == "downloaded" else "downloading"
             on_event(FetchStarted(name, action, str(weights.weights_location(weights_dir))))
         weights.pull(name, weights_dir=weights_dir, on_event=on_event, registry=reg)
+
+
+def names_to_pull(names: list[str] | None, *, deps: bool = True, registry: weights.Registry | None = None) -> list[str]:
+    """The registry entries to download for ``names`` (default: the default model), each once: with ``deps`` a
+    model brings what a run of it loads (its upsampler and text encoder, found by :func:`resolve_spec`)."""
+    reg = registry if registry is not None else weights.load_registry()
+    wanted = names or [reg.default.name]
+    out: list[str] = []
+    for n in wanted:
+        if deps and reg[n].kind == "model":
+            spec = resolve_spec(n, registry=reg, header=False)
+            out += [c.name for c in (spec.model, spec.upsampler, spec.text_encoder) if c is not None and c.name]
+        else:
+            out.append(reg[n].name)
+    return list(dict.fromkeys(out))

@@ -679,8 +679,8 @@ def test_gpus_option_is_checked_in_process(cli_env: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("WORLD_SIZE", "2")
     line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", "--gpus", "2", "-o", "p.mp4"), 2)
     assert "inside torchrun" in line
-    assert cli_generate.strip_option(["generate", "--gpus", "2", "x", "--gpus=3", "-o", "a", "--", "--gpus", "4"],
-                                     "--gpus") == ["generate", "x", "-o", "a", "--", "--gpus", "4"]
+    assert parallel_launch.strip_option(["generate", "--gpus", "2", "x", "--gpus=3", "-o", "a", "--", "--gpus", "4"],
+                                        "--gpus") == ["generate", "x", "-o", "a", "--", "--gpus", "4"]
 
 
 def test_doctor_compares_free_disk_with_the_hub_sizes_of_the_default_model(hub: Any, cli_env: Path) -> None:

@@ -8,24 +8,21 @@ anything a user can cause ends in ONE line on stderr and an exit code from :data
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
-import math
 import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar
 
 import click
 import typer
 from typer.core import TyperGroup
 
-# the commands' byte formatting is the library's (ltx doctor's checks use it too)
+# the commands' byte formatting and JSON encoding are the library's (ltx doctor's checks use them too)
 from ltxcli.formatting import human_bytes as human_bytes
+from ltxcli.formatting import to_json
 from ltxcli.parallel.launch import EXIT_INTERRUPTED, record_exit_code
 
 if TYPE_CHECKING:
@@ -151,34 +148,6 @@ def _stderr_isatty() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
-    module = type(obj).__module__
-    if module.startswith("torch"):
-        return str(obj).removeprefix("torch.")
-    return str(obj)
-
-
-def _finite(obj: Any) -> Any:
-    """JSON has no inf/NaN: they become null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def to_json(obj: Any) -> str:
-    return json.dumps(_finite(obj), default=_json_default, ensure_ascii=False, allow_nan=False)
 
 
 def _one_line(text: str) -> str:

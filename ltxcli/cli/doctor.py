@@ -9,9 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
-from ltxcli.formatting import human_bytes
+from ltxcli.formatting import human_bytes, to_json
 
-from .common import EXIT_ERROR, Output, exit_codes_epilog, guarded, to_json
+from .common import EXIT_ERROR, Output, exit_codes_epilog, guarded
 from .resolve import WEIGHTS_DIR_ENV
 
 

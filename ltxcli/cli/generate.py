@@ -296,7 +296,9 @@ def run(
                         enforce=not preflight.memory_check_disabled())
     split = not batch and world > 1
     if split and tcfg is not None:
-        check_parallel(opts.parallel, tcfg.num_attention_heads, world)
+        from ltxcli.parallel.transformer import check_mode
+
+        check_mode(opts.parallel, tcfg.num_attention_heads, world)  # a ValueError: exit 2 before loading
 
     t0 = time.perf_counter()
     with out.status(f"loading {ref.label}"), _library_bars(out.progress_enabled):
@@ -365,19 +367,6 @@ def check_kernels(opts: Options, device: Any) -> None:
         ok, how = kernels.compile_available(device)
         if not ok:
             raise CliError(f"--compile: {how}", EXIT_USAGE)
-
-
-def check_parallel(mode: str, heads: int, world: int) -> None:
-    """A ``--parallel`` mode must be able to split this model over ``world`` processes (exit 2 before loading)."""
-    if mode == "sequence" and heads % world:
-        usage_error(f"--parallel sequence over {world} processes needs the model's {heads} attention heads to be "
-                    f"divisible by {world}: use --parallel auto or cfg, or a process count that divides {heads}")
-    if mode == "cfg+sequence":
-        if world % 2:
-            usage_error(f"--parallel cfg+sequence needs an even number of processes (2 guidance groups), not {world}")
-        if heads % (world // 2):
-            usage_error(f"--parallel cfg+sequence over {world} processes splits the {heads} attention heads "
-                        f"{world // 2} ways, which does not divide them: use --parallel auto or cfg")
 
 
 @contextmanager
@@ -567,27 +556,7 @@ def relaunch(gpus: int | None, prepare: Callable[[], None] | None = None) -> Non
         return
     if prepare is not None:
         prepare()
-    raise typer.Exit(launch.launch(strip_option(common.invocation_args(), "--gpus"), gpus))
-
-
-def strip_option(argv: list[str], name: str) -> list[str]:
-    """``argv`` without ``name VALUE`` / ``name=VALUE`` (before a ``--`` that ends the options)."""
-    out: list[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--":
-            out += argv[i:]
-            break
-        if arg == name:
-            i += 2
-            continue
-        if arg.startswith(name + "="):
-            i += 1
-            continue
-        out.append(arg)
-        i += 1
-    return out
+    raise typer.Exit(launch.launch(launch.strip_option(common.invocation_args(), "--gpus"), gpus))
 
 
 @contextmanager
@@ -740,6 +709,6 @@ def register(app: typer.Typer) -> None:
 
 
 __all__ = [
-    "Options", "check_kernels", "check_memory", "check_parallel", "distributed_context", "generate", "i2v",
-    "register", "relaunch", "run", "strip_option",
+    "Options", "check_kernels", "check_memory", "distributed_context", "generate", "i2v",
+    "register", "relaunch", "run",
 ]

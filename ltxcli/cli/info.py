@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-from .common import Output, exit_codes_epilog, guarded, to_json
+from ltxcli.formatting import to_json
+
+from .common import Output, exit_codes_epilog, guarded
 
 # record keys shown first, in this order, by the human-readable view
 _ORDER = ("prompt", "negative_prompt", "model", "preset", "seed", "steps", "guidance_scale", "stg_scale", "width",

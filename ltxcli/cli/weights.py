@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -22,28 +22,15 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars 
 NamesArg = Annotated[list[str] | None, typer.Argument(show_default=False, help="weights.toml names.")]
 
 
-def _status_row(name: str, weights_dir: str | None, reg: Any) -> dict[str, Any]:
-    from ltxcli import weights
-
-    entry = reg[name]
-    st = weights.status(name, weights_dir=weights_dir, registry=reg)
-    return {
-        "name": name, "kind": entry.kind, "state": st.state, "default": entry.default,
-        "size_on_disk": st.size_on_disk, "description": entry.description, "repo": entry.repo,
-        "revision": entry.hub_revision if entry.repo else None, "preset": entry.preset, "requires": list(entry.requires),
-        "location": str(st.location.root), "location_kind": st.location.kind,
-        "files": [{"path": f.path, "local_path": str(f.local_path) if f.local_path else None, "size": f.size,
-                   "verified": f.verified} for f in st.files],
-    }
-
-
 @app.command("list")
 @guarded
 def list_(weights_dir: WeightsDirOpt = None, json_: JsonOpt = False) -> None:
     """Every known entry with its state (downloaded, partial, missing, builtin) and size on disk. No network."""
     out = Output(json_mode=json_)
     reg = registry()
-    rows = [_status_row(e.name, weights_dir, reg) for e in reg]
+    from ltxcli import weights
+
+    rows = [weights.status_record(e.name, weights_dir=weights_dir, registry=reg) for e in reg]
     if json_:
         for row in rows:
             out.json(row)
@@ -66,21 +53,6 @@ def list_(weights_dir: WeightsDirOpt = None, json_: JsonOpt = False) -> None:
         out.info(f"* default model; weights location: {rows[0]['location']} ({rows[0]['location_kind']})")
 
 
-def _closure(names: list[str] | None, deps: bool, reg: Any) -> list[str]:
-    """The entries to pull: each name, and with ``deps`` what a run of a model loads (upsampler, text encoder)."""
-    from ltxcli.spec import resolve_spec
-
-    wanted = names or [reg.default.name]
-    out: list[str] = []
-    for n in wanted:
-        if deps and reg[n].kind == "model":
-            spec = resolve_spec(n, registry=reg, header=False)
-            out += [c.name for c in (spec.model, spec.upsampler, spec.text_encoder) if c is not None and c.name]
-        else:
-            out.append(reg[n].name)
-    return list(dict.fromkeys(out))
-
-
 @app.command()
 @guarded
 def pull(
@@ -93,12 +65,13 @@ def pull(
 ) -> None:
     """Download and verify weights (default: the default model and what it needs)."""
     from ltxcli import weights
+    from ltxcli.spec import names_to_pull
 
     from .progress import WeightsProgress
 
     out = Output(json_mode=json_, quiet=quiet)
     reg = registry()
-    for name in _closure(names, deps, reg):
+    for name in names_to_pull(names, deps=deps, registry=reg):
         entry = reg[name]
         if entry.is_builtin:
             out.info(f"{name} is built in: nothing to download")

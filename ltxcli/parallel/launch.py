@@ -137,11 +137,32 @@ def record_exit_code(code: int) -> None:
         Path(folder, f"rank-{rank}").write_text(f"{code} {time.time()}")
 
 
+def strip_option(argv: list[str], name: str) -> list[str]:
+    """``argv`` without ``name VALUE`` / ``name=VALUE`` (before a ``--`` that ends the options): the launching
+    command's ``--gpus N`` removed from the arguments its workers get."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            out += argv[i:]
+            break
+        if arg == name:
+            i += 2
+            continue
+        if arg.startswith(name + "="):
+            i += 1
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
 def _ignore_signal(signum: int, frame: Any) -> None:
     pass
 
 
 __all__ = [
     "EXIT_INTERRUPTED", "RANK_STATUS_ENV", "check_launch", "job_exit_code", "launch", "record_exit_code",
-    "torchrun_command", "under_torchrun",
+    "strip_option", "torchrun_command", "under_torchrun",
 ]

@@ -304,6 +304,22 @@ class ParallelTransformer(nn.Module):
         return gathered.movedim(0, 1).reshape(batch, p * n, -1)[:, :tokens]
 
 
+def check_mode(mode: str, heads: int, world: int) -> None:
+    """Refuse (:class:`ValueError`) a ``mode`` that cannot split a transformer with ``heads`` attention heads over
+    ``world`` processes, before any weight is loaded (:class:`ParallelTransformer` would refuse it later)."""
+    if mode == "sequence" and heads % world:
+        raise ValueError(f"--parallel sequence over {world} processes needs the model's {heads} attention heads "
+                         f"to be divisible by {world}: use --parallel auto or cfg, or a process count that divides "
+                         f"{heads}")
+    if mode == "cfg+sequence":
+        if world % 2:
+            raise ValueError(
+                f"--parallel cfg+sequence needs an even number of processes (2 guidance groups), not {world}")
+        if heads % (world // 2):
+            raise ValueError(f"--parallel cfg+sequence over {world} processes splits the {heads} attention heads "
+                             f"{world // 2} ways, which does not divide them: use --parallel auto or cfg")
+
+
 def parallelize(
     pipe: Any, ctx: DistContext, *, mode: Mode | str = "auto", cfg_degree: int | None = None,
     vae: bool = True, halo: int | None = None,
@@ -322,4 +338,4 @@ def parallelize(
     return pipe
 
 
-__all__ = ["MODES", "Mode", "ParallelTransformer", "parallelize"]
+__all__ = ["MODES", "Mode", "ParallelTransformer", "check_mode", "parallelize"]

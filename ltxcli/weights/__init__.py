@@ -5,7 +5,7 @@
 * :mod:`.registry`: ``weights.toml`` parsed into :class:`Registry` (name -> :class:`WeightsEntry`), and the
   validation of every name that becomes a path;
 * :mod:`.cache`: where weights live (the huggingface_hub cache, or a plain folder given by ``weights_dir=`` /
-  ``LTX_WEIGHTS_DIR``), the records of verified files, :func:`status`, :func:`path`, :func:`resolve`;
+  ``LTX_WEIGHTS_DIR``), the records of verified files, :func:`status` (:func:`status_record`), :func:`path`, :func:`resolve`;
 * :mod:`.hub`: the Hub's file listing with its hashes, Hub errors as one-line messages;
 * :mod:`.download`: :func:`plan` and :func:`pull`, with the resumable-download workaround;
 * :mod:`.verify`: hashing and :func:`verify`;
@@ -31,6 +31,7 @@ from .cache import (
     path,
     resolve,
     status,
+    status_record,
     weights_location,
 )
 from .download import PlannedFile, plan, pull
@@ -91,6 +92,7 @@ __all__ = [
     "rm",
     "safe_relpath",
     "status",
+    "status_record",
     "verify",
     "weights_location",
 ]

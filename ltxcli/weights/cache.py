@@ -441,3 +441,17 @@ def status(name: str, *, weights_dir: str | os.PathLike[str] | None = None,
         state = "missing"
     return WeightsStatus(name, entry.kind, state, loc, total, tuple(files))
 
+
+def status_record(name: str, *, weights_dir: str | os.PathLike[str] | None = None,
+                  registry: Registry | None = None) -> dict[str, Any]:
+    """The entry's registry facts and its :func:`status` as one plain record (``ltx weights list --json``)."""
+    entry = registry_or_default(registry)[name]
+    st = status(name, weights_dir=weights_dir, registry=registry)
+    return {
+        "name": name, "kind": entry.kind, "state": st.state, "default": entry.default,
+        "size_on_disk": st.size_on_disk, "description": entry.description, "repo": entry.repo,
+        "revision": entry.hub_revision if entry.repo else None, "preset": entry.preset, "requires": list(entry.requires),
+        "location": str(st.location.root), "location_kind": st.location.kind,
+        "files": [{"path": f.path, "local_path": str(f.local_path) if f.local_path else None, "size": f.size,
+                   "verified": f.verified} for f in st.files],
+    }
