@@ -257,3 +257,49 @@ def test_library_modules_stay_under_700_lines() -> None:
     sizes = {mod: len(path.read_text().splitlines()) for mod, path in MODULES.items() if not _is_cli(mod)}
     big = {mod: n for mod, n in sizes.items() if n > 700}
     assert not big, f"library modules over 700 lines: {big}"
+
+
+# --- the CLI is a thin layer; library modules stay readable ------------------------------------------------
+
+def _private_uses(name: str, path: Path) -> Iterator[str]:
+    """Underscore names of the library that module ``name`` imports or reads off an imported library module."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    bound: dict[str, str] = {}  # local name -> library module it is bound to
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                target = ".".join(base[: len(base) - (node.level - 1)] + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "ltxcli" or _is_cli(target):
+                continue
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    yield f"line {node.lineno}: from {target} import {alias.name}"
+                elif any(part.startswith("_") and not part.startswith("__") for part in sub.split(".")):
+                    yield f"line {node.lineno}: {sub}"
+                if sub in MODULES:
+                    bound[alias.asname or alias.name] = sub
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "ltxcli" and not _is_cli(alias.name):
+                    if any(p.startswith("_") and not p.startswith("__") for p in alias.name.split(".")):
+                        yield f"line {node.lineno}: import {alias.name}"
+                    if alias.asname:
+                        bound[alias.asname] = alias.name
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound
+                and node.attr.startswith("_") and not node.attr.startswith("__")):
+            yield f"line {node.lineno}: {bound[node.value.id]}.{node.attr}"
+
+
+def test_cli_uses_only_the_public_library() -> None:
+    # the CLI parses, calls the library and prints: it needs neither the nn.Modules nor private helpers
+    bad = [f"{mod} imports {dep} (line {line})" for mod, deps in GRAPH.items() if _is_cli(mod)
+           for dep, line in deps.items() if dep == "ltxcli.models" or dep.startswith("ltxcli.models.")]
+    bad += [f"{mod} {use}" for mod, path in MODULES.items() if _is_cli(mod) for use in _private_uses(mod, path)]
+    assert not bad, "\n".join(bad)
+
