@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
@@ -23,6 +25,32 @@ DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
     "float16": torch.float16, "fp16": torch.float16,
 }
+
+
+def device_name(device: str) -> str:
+    """torch's spelling of a device string (``cuda:0``), or the string itself where torch cannot parse it."""
+    try:
+        return str(torch.device(device))
+    except (RuntimeError, TypeError):
+        return device
+
+
+@contextmanager
+def transformers_progress(show: bool) -> Iterator[None]:
+    """transformers draws its own "Loading weights" bar on stderr while a text encoder loads: without ``show``
+    it is hidden for the ``with`` block (a caller that shows no progress of its own gets none from there)."""
+    if show or "transformers" not in sys.modules:
+        yield
+        return
+    from transformers.utils import logging as tf_logging
+
+    was = tf_logging.is_progress_bar_enabled()
+    tf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            tf_logging.enable_progress_bar()
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

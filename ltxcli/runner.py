@@ -83,6 +83,20 @@ class ItemResult:
         assert self.item.target is not None
         return self.item.target
 
+    def summary(self, *, frames: bool = False) -> dict[str, Any]:
+        """The item as ``ltx generate --json`` reports it: skipped (with its ``reason`` unless "exists"), or
+        generated (``kind`` "frames" when written as PNG frames, else "video") with its settings and timings."""
+        it = self.item
+        if self.status == "skipped":
+            obj: dict[str, Any] = {"status": "skipped", "index": it.index, "path": str(it.target),
+                                   "prompt": it.prompt, "seed": it.seed}
+            if self.reason not in (None, "exists"):
+                obj["reason"] = self.reason
+            return obj
+        return {"status": "ok", "index": it.index, "path": str(self.path), "kind": "frames" if frames else "video",
+                "prompt": it.prompt, "seed": self.record["seed"], "model": self.record["model"],
+                "settings": self.settings, "timings": self.timings}
+
 
 # --- batch files ---------------------------------------------------------------------------------------------
 

@@ -303,3 +303,14 @@ def test_cli_uses_only_the_public_library() -> None:
     bad += [f"{mod} {use}" for mod, path in MODULES.items() if _is_cli(mod) for use in _private_uses(mod, path)]
     assert not bad, "\n".join(bad)
 
+
+def test_library_error_kinds_name_existing_classes() -> None:
+    # ltxcli.errors finds the classes by "module:class" (so asking imports nothing): a moved class must fail here
+    import importlib
+
+    from ltxcli.errors import LIBRARY_ERRORS
+
+    for key in LIBRARY_ERRORS:
+        module, _, name = key.partition(":")
+        cls = getattr(importlib.import_module(module), name)
+        assert isinstance(cls, type) and issubclass(cls, Exception), key

@@ -20,6 +20,8 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from ltxcli.errors import failure_kind
+
 # the commands' byte formatting and JSON encoding are the library's (ltx doctor's checks use them too)
 from ltxcli.formatting import human_bytes as human_bytes
 from ltxcli.formatting import to_json
@@ -185,28 +187,8 @@ class OneLineErrorsGroup(TyperGroup):
         sys.exit(rv if isinstance(rv, int) else EXIT_OK)
 
 
-# Library exceptions -> exit code, by class name: matched on the exception's own classes, so the handler never
-# imports the library (nor torch) and keeps working when a class moves between library modules.
-# WeightsError carries its own exit_code.
-_LIBRARY_ERRORS = {"MediaError": EXIT_INPUT, "CheckpointError": EXIT_INPUT, "ConfigError": EXIT_INPUT,
-                   "NumericalError": EXIT_ERROR, "KernelUnavailableError": EXIT_USAGE}
-
-
-def _library_code(exc: BaseException) -> int | None:
-    for cls in type(exc).__mro__:
-        if cls.__module__.startswith("ltxcli."):
-            if cls.__name__ == "WeightsError":
-                return int(getattr(exc, "exit_code", EXIT_ERROR))
-            if cls.__name__ in _LIBRARY_ERRORS:
-                return _LIBRARY_ERRORS[cls.__name__]
-    return None
-
-
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+# ltxcli.errors.failure_kind -> exit code (a WeightsError carries its own exit_code)
+_KIND_CODES = {"input": EXIT_INPUT, "numerical": EXIT_ERROR, "kernel": EXIT_USAGE}
 
 
 def classify(exc: BaseException) -> tuple[int, str]:
@@ -216,10 +198,12 @@ def classify(exc: BaseException) -> tuple[int, str]:
         return exc.code, msg
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED, "interrupted; partial outputs were removed"
-    code = _library_code(exc)
-    if code is not None:
-        return code, msg
-    if _is_oom(exc):
+    kind = failure_kind(exc)
+    if kind == "weights":
+        return int(getattr(exc, "exit_code", EXIT_ERROR)), msg
+    if kind in _KIND_CODES:
+        return _KIND_CODES[kind], msg
+    if kind == "oom":
         return EXIT_OOM, (
             f"out of memory ({msg[:200]}): try --offload model, --vae-tiling on, a smaller --height/--width, "
             "fewer --num-frames, or --dtype bfloat16 on a GPU"

@@ -17,7 +17,6 @@ Errors are printed by every rank, prefixed with ``[rank R/W host]``.
 from __future__ import annotations
 
 import enum
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -212,7 +211,7 @@ def run(
     """Generate every row. ``ctx``: the :class:`~ltxcli.parallel.context.DistContext` of a torchrun worker;
     ``prepare_only``: stop after the checks that need no weights and the download of missing weights (what
     ``--gpus`` does before it starts the workers; data lines and warnings are left to them)."""
-    from ltxcli.api import resolve_device, resolve_dtype
+    from ltxcli.api import device_name, resolve_device, resolve_dtype, transformers_progress
     from ltxcli.parallel.orchestrate import from_rank0, rank_stats, shard_items
     from ltxcli.parallel.transformer import parallelize
 
@@ -233,7 +232,7 @@ def run(
     try:
         if ctx is not None:
             device = ctx.device
-            if opts.device is not None and main and _device_name(opts.device) != str(device):
+            if opts.device is not None and main and device_name(opts.device) != str(device):
                 out.warn(f"--device {opts.device} is ignored under torchrun: each process uses {device.type}"
                          + (":LOCAL_RANK" if device.type == "cuda" else ""))
         else:
@@ -273,7 +272,7 @@ def run(
         anything = from_rank0(ctx, anything)  # every rank takes the same path through the collectives below
     if not anything:
         for it in mine:
-            _emit_skipped(out, it)
+            _emit_skipped(out, runner.ItemResult(it, "skipped", "exists"))
         return
 
     text_encoder = None if ref.kind == "builtin" else opts.text_encoder
@@ -284,7 +283,7 @@ def run(
         return
     if not todo:  # a batch rank whose items all exist
         for it in mine:
-            _emit_skipped(out, it)
+            _emit_skipped(out, runner.ItemResult(it, "skipped", "exists"))
         return
     ref = ref.refreshed()  # what the download step pulled, verified or replaced
     ref.require()
@@ -301,7 +300,7 @@ def run(
         check_mode(opts.parallel, tcfg.num_attention_heads, world)  # a ValueError: exit 2 before loading
 
     t0 = time.perf_counter()
-    with out.status(f"loading {ref.label}"), _library_bars(out.progress_enabled):
+    with out.status(f"loading {ref.label}"), transformers_progress(out.progress_enabled):
         pipe = load_pipeline(
             str(ref.path) if ref.kind in ("file", "folder") else ref.name,
             text_encoder=te_path, upsampler=up_path, device=device if ctx is not None else opts.device,
@@ -329,7 +328,7 @@ def run(
         stream=True)
     for r in results:
         if r.status == "skipped":
-            _emit_skipped(out, r.item, reason=r.reason or "exists")
+            _emit_skipped(out, r)
             continue
         ranks = None
         if ctx is not None and not batch:
@@ -337,15 +336,6 @@ def run(
         if main or batch:
             _emit_written(out, r, frames=frames_out, kernels=kernels, ranks=ranks,
                           rank=ctx.rank if batch and world > 1 else None)
-
-
-def _device_name(device: str) -> str:
-    try:
-        import torch
-
-        return str(torch.device(device))
-    except (RuntimeError, TypeError):
-        return device
 
 
 def _download(names: list[str], opts: Options, out: Output, ctx: Any) -> None:
@@ -367,23 +357,6 @@ def check_kernels(opts: Options, device: Any) -> None:
         ok, how = kernels.compile_available(device)
         if not ok:
             raise CliError(f"--compile: {how}", EXIT_USAGE)
-
-
-@contextmanager
-def _library_bars(enabled: bool) -> Iterator[None]:
-    """transformers draws its own "Loading weights" bar on stderr; it is shown only where ours would be."""
-    if enabled or "transformers" not in sys.modules:
-        yield
-        return
-    from transformers.utils import logging as tf_logging
-
-    was = tf_logging.is_progress_bar_enabled()
-    tf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            tf_logging.enable_progress_bar()
 
 
 def model_memory(spec: ModelSpec, *, dtype: Any, fp8: bool = False) -> tuple[Any, Any, int]:
@@ -488,35 +461,25 @@ def load_pipeline(*args: Any, **kwargs: Any) -> Any:
     return _load(*args, **kwargs)
 
 
-def _emit_skipped(out: Output, it: runner.BatchItem, reason: str = "exists") -> None:
-    why = "exists" if reason == "exists" else "another process is writing it"
-    out.info(f"skipped {it.target} ({why})")
+def _emit_skipped(out: Output, r: runner.ItemResult) -> None:
+    why = "exists" if r.reason in (None, "exists") else "another process is writing it"
+    out.info(f"skipped {r.item.target} ({why})")
     if out.json_mode:
-        obj = {"status": "skipped", "index": it.index, "path": str(it.target), "prompt": it.prompt, "seed": it.seed}
-        if reason != "exists":
-            obj["reason"] = reason
-        out.json(obj)
+        out.json(r.summary())
     else:
-        out.data(str(it.target))
+        out.data(str(r.item.target))
 
 
 def _emit_written(out: Output, r: runner.ItemResult, *, frames: bool, kernels: dict[str, Any] | None, ranks: Any,
                   rank: int | None) -> None:
     """The "wrote ..." message and the item's data line or JSON object (``rank``: the writer's, in a batch
     shared over several processes; ``ranks``: every rank's statistics of a video split across them)."""
-    s, it, seed = r.settings, r.item, r.record["seed"]
+    s = r.settings
     out.info(f"wrote {r.path} ({s['num_frames']} frames {s['width']}x{s['height']} @ {s['frame_rate']} fps, "
-             f"seed {seed}, {r.timings['total_s']:.1f} s)")
+             f"seed {r.record['seed']}, {r.timings['total_s']:.1f} s)")
     if out.json_mode:
-        obj = {"status": "ok", "index": it.index, "path": str(r.path), "kind": "frames" if frames else "video",
-               "prompt": it.prompt, "seed": seed, "model": r.record["model"], "settings": s, "timings": r.timings}
-        if kernels is not None:
-            obj["kernels"] = kernels
-        if rank is not None:
-            obj["rank"] = rank
-        if ranks is not None:
-            obj["ranks"] = ranks
-        out.json(obj)
+        extra = {"kernels": kernels, "rank": rank, "ranks": ranks}
+        out.json(r.summary(frames=frames) | {k: v for k, v in extra.items() if v is not None})
     else:
         out.data(str(r.path))
 

@@ -1,0 +1,42 @@
+"""What kind of failure a library exception is, for callers that map failures to exit codes (the CLI) or retries.
+
+The classes are looked up in the modules that define them only if those modules were imported: an exception
+of a class whose module was never imported cannot have been raised, so asking imports nothing (no torch), and a
+class that moves between modules fails :func:`failure_kind`'s own test instead of silently matching nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Literal
+
+FailureKind = Literal["input", "numerical", "kernel", "weights", "oom"]
+
+#: "module:class" -> kind. input: media or checkpoint unreadable; kernel: an explicit kernel that cannot run
+#: here; weights: the exception carries its own ``exit_code`` (:class:`ltxcli.weights.WeightsError`).
+LIBRARY_ERRORS: dict[str, FailureKind] = {
+    "ltxcli.weights.errors:WeightsError": "weights",
+    "ltxcli.media.errors:MediaError": "input",
+    "ltxcli.safetensors_io:CheckpointError": "input",
+    "ltxcli.models.configs:ConfigError": "input",
+    "ltxcli.frames:NumericalError": "numerical",
+    "ltxcli.models.attention_kernels:KernelUnavailableError": "kernel",
+}
+
+
+def failure_kind(exc: BaseException) -> FailureKind | None:
+    """The kind of a library exception (:data:`LIBRARY_ERRORS`), "oom" for running out of host or GPU memory,
+    None for anything else."""
+    for key, kind in LIBRARY_ERRORS.items():
+        module, _, name = key.partition(":")
+        if module in sys.modules and isinstance(exc, getattr(sys.modules[module], name)):
+            return kind
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # torch's, without importing it
+        return "oom"
+    text = str(exc).lower()
+    if isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text):
+        return "oom"
+    return None
+
+
+__all__ = ["LIBRARY_ERRORS", "FailureKind", "failure_kind"]
