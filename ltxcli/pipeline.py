@@ -497,7 +497,7 @@ class Pipeline:
         plan: list[tuple[bool, bool, int]] = []  # per step (do_cfg, do_stg, n_conds): the branches it runs
         for i in range(n_steps):
             do_cfg, do_stg = sampling.cfg_active(cfg_l[i]), sampling.stg_active(stg_l[i])
-            n_conds = 1 + do_cfg + do_stg
+            n_conds = sampling.guidance_branches(cfg_l[i], stg_l[i])  # the one rule the memory plan counts too
             plan.append((do_cfg, do_stg, n_conds))
             if not (do_stg and blocks_l[i]):
                 skip_masks.append(None)

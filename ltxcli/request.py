@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from .presets import PassSettings, Preset
+from .presets import DEFAULT_DOWNSCALE_FACTOR, PassSettings, Preset, multi_scale_sizes
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -33,9 +33,6 @@ if TYPE_CHECKING:
 #: Conditioning tokens whose mask reaches 1 - eps are "hard" (never denoised, only re-noised); the same
 #: tolerance keeps a video-to-video timestep equal to the strength.
 HARD_EPS = 1e-6
-#: The downscale of the first multi-scale pass when neither the request nor the preset gives one (official
-#: ``downscale_factor`` of every multi-scale yaml).
-DEFAULT_DOWNSCALE = 0.6666666
 #: ``STGMode`` values of :mod:`ltxcli.models.transformer` (kept as strings here so this module needs no torch).
 STG_MODES = ("attention_values", "attention_skip", "transformer_block")
 
@@ -145,14 +142,7 @@ class ResolvedRequest:
         ph, pw, _ = self.padded
         if not self.multi_scale:
             return [(ph, pw)]
-        factor = self.downscale_factor
-        h1 = int(ph * factor)
-        h1 -= h1 % 32
-        w1 = int(pw * factor)
-        w1 -= w1 % 32
-        if h1 < 32 or w1 < 32:
-            raise ValueError(f"downscale_factor={factor} leaves no first-pass size for {ph}x{pw}")
-        return [(h1, w1), (2 * h1, 2 * w1)]
+        return list(multi_scale_sizes(ph, pw, self.downscale_factor))
 
     def settings(self) -> dict[str, Any]:
         """The resolved values as a JSON-friendly dict (``GenerationResult.settings``)."""
@@ -311,6 +301,19 @@ def _scalar_overrides(r: GenerationRequest, preset: Preset) -> dict[str, Any]:
 # --- resolution -------------------------------------------------------------------------------------------------
 
 
+def preset_size(
+    preset: Preset, height: int | None, width: int | None, num_frames: int | None, frame_rate: float | None,
+) -> tuple[int, int, int, float]:
+    """``(height, width, num_frames, frame_rate)`` with each ``None`` taken from ``preset`` (an explicit frame rate
+    becomes a float, the preset's is kept as it is). One rule for :func:`resolve_request` and the batch runner."""
+    return (
+        preset.height if height is None else height,
+        preset.width if width is None else width,
+        preset.num_frames if num_frames is None else num_frames,
+        preset.frame_rate if frame_rate is None else float(frame_rate),
+    )
+
+
 def resolve_request(
     request: GenerationRequest,
     preset: Preset,
@@ -327,10 +330,7 @@ def resolve_request(
     refuses multi-scale. Media are not read (conditions keep their ``media``).
     """
     r = request
-    height = preset.height if r.height is None else r.height
-    width = preset.width if r.width is None else r.width
-    num_frames = preset.num_frames if r.num_frames is None else r.num_frames
-    frame_rate = preset.frame_rate if r.frame_rate is None else float(r.frame_rate)
+    height, width, num_frames, frame_rate = preset_size(preset, r.height, r.width, r.num_frames, r.frame_rate)
     negative_prompt = preset.negative_prompt if r.negative_prompt is None else r.negative_prompt
     if not isinstance(r.prompt, str):
         raise ValueError("prompt must be a string")
@@ -355,7 +355,7 @@ def resolve_request(
             )
         factor = preset.downscale_factor if r.downscale_factor is None else r.downscale_factor
         if factor is None:
-            factor = DEFAULT_DOWNSCALE
+            factor = DEFAULT_DOWNSCALE_FACTOR
         if not 0 < factor <= 1:
             raise ValueError(f"downscale_factor={factor} must be in (0, 1]")
     else:
@@ -408,6 +408,6 @@ def resolve_request(
 
 
 __all__ = [
-    "DEFAULT_DOWNSCALE", "HARD_EPS", "PASS_ALIASES", "STG_MODES", "Condition", "GenerationRequest", "ResolvedRequest",
-    "as_list", "check_size", "padded_size", "pass_overrides", "resolve_request", "v2v_pass", "validate_pass",
+    "HARD_EPS", "PASS_ALIASES", "STG_MODES", "Condition", "GenerationRequest", "ResolvedRequest",
+    "as_list", "check_size", "padded_size", "pass_overrides", "preset_size", "resolve_request", "v2v_pass", "validate_pass",
 ]

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import naming
 from .naming import fps_number
-from .request import Condition, GenerationRequest
+from .request import Condition, GenerationRequest, preset_size
 
 if TYPE_CHECKING:
     from .pipeline import GenerationResult, Pipeline
@@ -235,10 +235,9 @@ def _complete(items: Sequence[BatchItem], preset: Preset | None) -> None:
         if it.seed is None:
             it.seed = secrets.randbelow(2**31)
         if preset is not None:
-            it.height = preset.height if it.height is None else it.height
-            it.width = preset.width if it.width is None else it.width
-            it.num_frames = preset.num_frames if it.num_frames is None else it.num_frames
-            it.frame_rate = float(preset.frame_rate if it.frame_rate is None else it.frame_rate)
+            it.height, it.width, it.num_frames, frame_rate = preset_size(
+                preset, it.height, it.width, it.num_frames, it.frame_rate)
+            it.frame_rate = float(frame_rate)
 
 
 # --- validation ----------------------------------------------------------------------------------------------
