@@ -65,7 +65,7 @@ class GenerationResult:
     # the pending decode of a streamed result: (chunk_frames, quantize) -> uint8 chunks; None once started
     _stream: Callable[[int, Quantize], Iterator[Tensor]] | None = field(default=None, repr=False, compare=False)
 
-    def frames(self, chunk_frames: int = 8, quantize: Quantize = "round") -> Iterator[Tensor]:
+    def frames(self, chunk_frames: int = decode_memory.STREAM_CHUNK_FRAMES, quantize: Quantize = "round") -> Iterator[Tensor]:
         """The video as uint8 ``[n, H, W, 3]`` CPU chunks of at most ``chunk_frames`` frames, in order, checked
         for NaN/Inf (:class:`~ltxcli.frames.NumericalError`), for a writer: ``write_video(path,
         result.frames(), fps)``. A streamed result decodes here, once (its ``timings["decode_s"]`` is set when

@@ -600,9 +600,11 @@ def test_memory_hint_suggests_vae_tiling_then_auto_fits(cli_env: Path, monkeypat
     suggests --vae-tiling on (offloading saves nothing on a CPU and is not offered); the default --vae-tiling
     auto tiles that decode and runs."""
     from ltxcli.memory.decode import decode_memory_bytes
+    from ltxcli.memory.weights import spec_parts
     from ltxcli.spec import resolve_spec
 
-    _, vcfg, wb = cli_generate.model_memory(resolve_spec("tiny"), dtype=torch.float32)
+    _, vcfg, parts = spec_parts(resolve_spec("tiny"), torch.float32)
+    wb = parts.total
     untiled = decode_memory_bytes(vcfg, (1, vcfg.latent_channels, 3, 4, 6), torch.float32)  # 128x192x17
     free = wb + untiled * 9 // 10
     monkeypatch.setattr(preflight, "free_memory_bytes", lambda device: free)
@@ -619,6 +621,8 @@ def test_memory_hint_suggests_vae_tiling_then_auto_fits(cli_env: Path, monkeypat
 def test_memory_preflight_counts_offloaded_stages_and_suggests_offload(monkeypatch: pytest.MonkeyPatch) -> None:
     """On a GPU (estimated, nothing runs on it): weights per stage from the tiny modules themselves, and a free
     memory that holds the transformer stage but not every weight gets `try --offload model`."""
+    from ltxcli.memory.plan import RunShape, request_estimator
+    from ltxcli.memory.weights import spec_parts
     from ltxcli.spec import resolve_spec
 
     tiny = tiny_pipeline()
@@ -634,13 +638,15 @@ def test_memory_preflight_counts_offloaded_stages_and_suggests_offload(monkeypat
                 + nbytes(tiny.vae.decoder) - sum(nbytes(b) for b in tiny.vae.decoder.up_blocks) + stats)
 
     ref = resolve_spec("tiny")
-    tcfg, vcfg, total, parts = cli_generate.model_weights(ref, dtype=torch.float32)
+    tcfg, vcfg, parts = spec_parts(ref, torch.float32)
+    total = parts.total
     assert total == parts.total == everything
     item = BatchItem(index=0, prompt="x", seed=0, height=64, width=96, num_frames=9, frame_rate=24)
 
     def est(offload: str) -> Any:
-        return cli_generate.item_estimator(item, ref.preset, tcfg, vcfg, weights_bytes=total, dtype=torch.float32,
-                                           parts=parts, offload=offload, vae_tiling="off")(64, 96, 9)
+        shape = RunShape.of_preset(ref.preset, guidance_scale=item.guidance_scale, stg_scale=item.stg_scale)
+        return request_estimator(shape, tcfg, vcfg, weights_bytes=total, dtype=torch.float32,
+                                 parts=parts, offload=offload, vae_tiling="off")(64, 96, 9)
 
     none, model, seq = est("none"), est("model"), est("sequential")
     assert none.peak_bytes == everything + max(none.transformer_bytes, none.vae_bytes)

@@ -272,6 +272,7 @@ def test_memory_estimate_reads_weights_from_the_headers(assets: SimpleNamespace)
     """The weight bytes come from the safetensors headers; the reference counts the modules' own tensors."""
     from transformers import T5EncoderModel
 
+    from ltxcli.memory.weights import spec_parts
     from ltxcli.spec import resolve_spec
 
     tiny = tiny_pipeline()
@@ -279,7 +280,8 @@ def test_memory_estimate_reads_weights_from_the_headers(assets: SimpleNamespace)
     te = sum(p.numel() for p in T5EncoderModel.from_pretrained(assets.te / "text_encoder").parameters())
     ref = resolve_spec(str(assets.good), text_encoder=str(assets.te))
     for dtype, size in ((torch.float32, 4), (torch.bfloat16, 2)):
-        tcfg, vcfg, total = cli_generate.model_memory(ref, dtype=dtype)
+        tcfg, vcfg, parts = spec_parts(ref, dtype)
+        total = parts.total
         assert total == (dit_vae + te) * size
         assert tcfg == tiny.transformer.config and vcfg == tiny.vae.config
 
@@ -304,6 +306,7 @@ def test_memory_estimate_activations_hand_derived() -> None:
 
 def test_memory_estimate_follows_guidance_conditions_multi_scale_and_fp8(assets: SimpleNamespace) -> None:
     from ltxcli.memory.decode import decode_memory_bytes
+    from ltxcli.memory.plan import RunShape, request_estimator
     from ltxcli.memory.weights import model_bytes
     from ltxcli.models.configs import TRANSFORMER_13B, VAEConfig, official_vae_config
     from ltxcli.presets import PRESETS
@@ -315,19 +318,25 @@ def test_memory_estimate_follows_guidance_conditions_multi_scale_and_fp8(assets:
     def item(**kw: Any) -> Any:
         return BatchItem(index=0, prompt="x", seed=0, height=512, width=768, num_frames=121, frame_rate=30, **kw)
 
+    def item_estimator(it: Any, preset: Any, transformer: Any, vae: Any, **kw: Any) -> Any:
+        # the CLI's shape of an item: its scales over every pass, its (image) conditions one frame each
+        shape = RunShape.of_preset(preset, guidance_scale=it.guidance_scale, stg_scale=it.stg_scale,
+                                   conditions=[(c.frame, 1) for c in it.conditions])
+        return request_estimator(shape, transformer, vae, **kw)
+
     single = PRESETS["ltxv-2b-0.9.5"]
-    est = cli_generate.item_estimator(item(guidance_scale=1.0, stg_scale=0.0), single, TRANSFORMER_13B, vae,
-                                      weights_bytes=0, dtype=bf16)(512, 768, 121)
+    est = item_estimator(item(guidance_scale=1.0, stg_scale=0.0), single, TRANSFORMER_13B, vae,
+                         weights_bytes=0, dtype=bf16)(512, 768, 121)
     assert est.transformer_bytes == 18 * 1 * 6144 * 4096 * 2  # CFG and STG off: one branch
     # multi-scale: 512 x 768 -> first pass 320 x 480 (2/3, down to a multiple of 32) -> second pass 640 x 960
     multi = PRESETS["ltxv-13b-0.9.8-dev"]
-    est = cli_generate.item_estimator(item(guidance_scale=3.0, stg_scale=1.0), multi, TRANSFORMER_13B, vae,
-                                      weights_bytes=0, dtype=bf16)(512, 768, 121)
+    est = item_estimator(item(guidance_scale=3.0, stg_scale=1.0), multi, TRANSFORMER_13B, vae,
+                         weights_bytes=0, dtype=bf16)(512, 768, 121)
     assert est.transformer_bytes == 18 * 3 * (16 * 20 * 30) * 4096 * 2
     assert est.vae_bytes == decode_memory_bytes(vae, (1, 128, 16, 20, 30), bf16)
     # a keyframe at frame 40: two more latent frames of tokens, per-token timesteps
     cond = item(guidance_scale=3.0, stg_scale=0.0, conditions=[Condition("k.png", 40, 1.0)])
-    est = cli_generate.item_estimator(cond, single, TRANSFORMER_13B, vae, weights_bytes=0, dtype=bf16)(512, 768, 121)
+    est = item_estimator(cond, single, TRANSFORMER_13B, vae, weights_bytes=0, dtype=bf16)(512, 768, 121)
     assert est.transformer_bytes == 34 * 2 * (6144 + 2 * 16 * 24) * 4096 * 2
     # --dtype fp8 keeps the blocks' linear weights at one byte each
     tiny = tiny_pipeline()
@@ -343,9 +352,11 @@ def test_memory_estimate_above_free_memory_exits_5_before_loading(
     cli_env: Path, monkeypatch: pytest.MonkeyPatch, loads: list[Any]
 ) -> None:
     from ltxcli.memory.plan import estimate_memory
+    from ltxcli.memory.weights import spec_parts
     from ltxcli.spec import resolve_spec
 
-    tcfg, vcfg, wb = cli_generate.model_memory(resolve_spec("tiny"), dtype=torch.float32)
+    tcfg, vcfg, parts = spec_parts(resolve_spec("tiny"), torch.float32)
+    wb = parts.total
 
     def peak(h: int, w: int, f: int) -> int:
         return estimate_memory(tcfg, vcfg, height=h, width=w, num_frames=f, dtype=torch.float32,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ltxcli.memory.plan import PassSize, RunShape, estimate_memory, run_passes
+from ltxcli.memory.plan import MemoryEstimate, PassSize, RunShape, estimate_memory, run_passes
 from ltxcli.memory.weights import builtin_modules, weight_parts
 from ltxcli.presets import TINY_PRESET
 
@@ -92,3 +92,31 @@ def test_estimate_matches_measured_peak_rss_of_tiny_runs() -> None:
               f"ratio {measured / estimated:.2f}")
     for h, w, f, estimated, measured, _ in rows:
         assert 0.75 * estimated <= measured <= 1.25 * estimated, (h, w, f, estimated, measured)
+
+
+@pytest.mark.parametrize("multi_scale", [False, True])
+def test_streamed_write_holds_one_chunk_not_the_whole_video(multi_scale: bool) -> None:
+    """``ltx generate`` writes a streamed result (``run_batch(stream=True)``): the write stage holds one chunk of
+    ``STREAM_CHUNK_FRAMES`` frames (float32 at the decode size, its resized float32 copy for multi-scale, the
+    uint8 chunk), where the Python API's default result holds the whole float32 video; the device side is the
+    same either way."""
+    from ltxcli.memory.decode import STREAM_CHUNK_FRAMES
+
+    transformer, vae = builtin_modules(torch.float32)
+    parts = weight_parts(transformer, vae)
+    shape = RunShape([(3.0, 1.0)] * (2 if multi_scale else 1), multi_scale=multi_scale)
+    h, w, f = 128, 192, 65
+    passes = run_passes(shape, h, w, f)
+
+    def estimate(streamed: bool) -> MemoryEstimate:
+        return estimate_memory(transformer.config, vae.config, height=h, width=w, num_frames=f, dtype=torch.float32,
+                               passes=passes, parts=parts, offload="model", streamed=streamed)
+
+    whole, streamed = estimate(False), estimate(True)
+    n = STREAM_CHUNK_FRAMES
+    dh, dw = passes[-1].height, passes[-1].width
+    resized = 4 * 3 * n * h * w if multi_scale else 0
+    assert streamed.stage("write").host == 4 * 3 * n * dh * dw + resized + 3 * n * h * w
+    assert whole.stage("write").host >= 4 * 3 * f * h * w > streamed.stage("write").host
+    assert [s.device_bytes for s in streamed.stages] == [s.device_bytes for s in whole.stages]
+    assert streamed.peak_bytes == whole.peak_bytes and streamed.host_peak_bytes <= whole.host_peak_bytes

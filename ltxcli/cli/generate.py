@@ -359,62 +359,6 @@ def check_kernels(opts: Options, device: Any) -> None:
             raise CliError(f"--compile: {how}", EXIT_USAGE)
 
 
-def model_memory(spec: ModelSpec, *, dtype: Any, fp8: bool = False) -> tuple[Any, Any, int]:
-    """(transformer config, VAE config, bytes of every weight the run loads at ``dtype``), from headers only.
-
-    ``fp8``: the transformer blocks' linear weights are kept in float8 (``--dtype fp8``)."""
-    tcfg, vcfg, total, _ = model_weights(spec, dtype=dtype, fp8=fp8)
-    return tcfg, vcfg, total
-
-
-def model_weights(spec: ModelSpec, *, dtype: Any, fp8: bool = False, narrow: bool = False) -> tuple[Any, Any, int, Any]:
-    """:func:`model_memory` plus the weights split by stage (:class:`ltxcli.memory.weights.WeightParts`, from
-    modules the loaders build on the meta device). ``narrow``: the loaders keep layer weights in the
-    checkpoint's dtype (CPU runs)."""
-    from ltxcli.memory import weights as memory
-
-    if spec.kind == "builtin":
-        transformer, vae = memory.builtin_modules(dtype, fp8=fp8)
-        parts = memory.weight_parts(transformer, vae)
-        return transformer.config, vae.config, parts.total, parts
-    info = spec.header()  # the spec was resolved again after the download step (which may have replaced files)
-    assert spec.path is not None
-    te = spec.text_encoder.path if spec.text_encoder is not None else None
-    te_bytes = memory.text_encoder_bytes(te, dtype) if te is not None else 0
-    up = spec.upsampler.path if spec.upsampler is not None else None
-    up_bytes = memory.upsampler_bytes(up, dtype, narrow=narrow) if up is not None else 0
-    parts = memory.checkpoint_parts(spec.path, dtype, fp8=fp8, narrow=narrow, text_encoder=te_bytes, upsampler=up_bytes)
-    return info.transformer, info.vae, parts.total, parts
-
-
-def run_shape(it: runner.BatchItem, preset: Any) -> Any:
-    """The :class:`ltxcli.memory.plan.RunShape` of item ``it`` under ``preset``: the guidance of each pass
-    that runs (an item's scales replace every pass's, as the pipeline applies them), multi-scale, its
-    conditions (one frame each: images)."""
-    from ltxcli.memory.plan import RunShape
-
-    passes = preset.passes if preset.multi_scale else preset.passes[:1]
-    guidance = [(p.guidance_scale if it.guidance_scale is None else it.guidance_scale,
-                 p.stg_scale if it.stg_scale is None else it.stg_scale) for p in passes]
-    return RunShape(guidance, multi_scale=preset.multi_scale, downscale_factor=preset.downscale_factor,
-                    conditions=[(c.frame, 1) for c in it.conditions])
-
-
-def item_estimator(
-    it: runner.BatchItem, preset: Any, transformer: Any, vae: Any, *, weights_bytes: int, dtype: Any, parts: Any = None,
-    offload: str = "none", offload_saves: bool = True, vae_tiling: str = "off", free_bytes: int | None = None,
-    device_is_host: bool = False, text_encoder_freed: bool = False,
-) -> Callable[[int, int, int], Any]:
-    """``(height, width, num_frames) -> MemoryEstimate`` for item ``it`` under ``preset``
-    (:func:`ltxcli.memory.plan.request_estimator` of its :func:`run_shape`)."""
-    from ltxcli.memory.plan import request_estimator
-
-    return request_estimator(
-        run_shape(it, preset), transformer, vae, dtype=dtype, weights_bytes=weights_bytes, parts=parts,
-        offload=offload, offload_saves=offload_saves, device_is_host=device_is_host,
-        text_encoder_freed=text_encoder_freed, vae_tiling=vae_tiling, free_bytes=free_bytes)
-
-
 def check_memory(
     items: list[runner.BatchItem], rows: list[dict[str, Any]], ref: ModelSpec, opts: Options, *, device: Any,
     dtype: Any, enforce: bool = True,
@@ -428,11 +372,11 @@ def check_memory(
 
     from ltxcli.api import is_fp8
     from ltxcli.loading import keep_narrow
-    from ltxcli.memory.plan import memory_alternatives
+    from ltxcli.memory.plan import RunShape, plan_estimators
+    from ltxcli.memory.weights import spec_parts
 
-    fp8 = is_fp8(opts.dtype)
     narrow = keep_narrow(opts.keep_checkpoint_dtype, device)  # as the loaders will decide
-    tcfg, vcfg, weight_bytes, parts = model_weights(ref, dtype=dtype, fp8=fp8, narrow=narrow)
+    tcfg, vcfg, parts = spec_parts(ref, dtype, fp8=is_fp8(opts.dtype), narrow=narrow)
     if not enforce:
         return tcfg
     free = preflight.free_memory_bytes(device)
@@ -440,15 +384,15 @@ def check_memory(
     saves = torch.device(device).type == "cuda"
     on_host = torch.device(device).type == "cpu"
     for it in items:
-        def estimator(offload: str, tiling: str, it: runner.BatchItem = it) -> Callable[[int, int, int], Any]:
-            return item_estimator(it, ref.preset, tcfg, vcfg, weights_bytes=weight_bytes, dtype=dtype, parts=parts,
-                                  offload=offload, offload_saves=saves, vae_tiling=tiling, free_bytes=free,
-                                  device_is_host=on_host, text_encoder_freed=len(items) == 1)
-
-        alternatives = [(text, estimator(o, t))
-                        for text, o, t in memory_alternatives(opts.offload, opts.vae_tiling, offload_saves=saves)]
+        # the CLI's conditions are images: one pixel frame each
+        shape = RunShape.of_preset(ref.preset, guidance_scale=it.guidance_scale, stg_scale=it.stg_scale,
+                                   conditions=[(c.frame, 1) for c in it.conditions])
+        estimate, alternatives = plan_estimators(
+            shape, tcfg, vcfg, dtype=dtype, offload=opts.offload, vae_tiling=opts.vae_tiling, offload_saves=saves,
+            parts=parts, free_bytes=free, device_is_host=on_host, text_encoder_freed=len(items) == 1,
+            streamed=True)  # run_batch(stream=True) below writes each video chunk by chunk
         where = rows[it.index].get("_where", "")
-        preflight.check_memory(estimator(opts.offload, opts.vae_tiling), height=it.height, width=it.width,
+        preflight.check_memory(estimate, height=it.height, width=it.width,
                                num_frames=it.num_frames, device=device, free_bytes=free,
                                where=f"{where}: " if where else "", alternatives=alternatives)
     return tcfg

@@ -130,6 +130,11 @@ def _largest_weight_bytes(config: VAEConfig, dtype: torch.dtype) -> int:
     return 27 * nbytes * max(sizes)
 
 
+#: Frames per uint8 chunk a streamed result hands its writer (``GenerationResult.frames``' default); the memory
+#: plan's write stage of a streamed run holds one such chunk instead of the whole video.
+STREAM_CHUNK_FRAMES = 8
+
+
 def output_bytes(config: VAEConfig, latent_shape: Sequence[int]) -> int:
     """The float32 output video of a decode of ``latent_shape`` ``[B, C, f, h, w]``."""
     b, _, f, h, w = (int(v) for v in latent_shape)

@@ -21,7 +21,8 @@ memory (activations), while the host may hold more:
   (:func:`~ltxcli.memory.decode.tiled_decode_memory_bytes`), with the float32 video it produces landing on
   the host;
 * ``write``: the float32 ``[F, H, W, 3]`` video the result holds on the host (for multi-scale, the resized
-  copy next to the decoded one while it is made), which the writer converts frame by frame.
+  copy next to the decoded one while it is made), which the writer converts frame by frame; a streamed result
+  (``streamed``, what ``ltx generate`` runs) holds one chunk of frames instead.
 
 Weights (:class:`~ltxcli.memory.weights.WeightParts`, built by the loaders on the meta device) on the device
 during a stage depend on ``offload`` (:func:`stage_weights`): all of them (``none``); only the running stage's
@@ -45,10 +46,16 @@ from typing import Any
 import torch
 
 from ..models.configs import TransformerConfig, VAEConfig
-from ..presets import multi_scale_sizes
+from ..presets import Preset, multi_scale_sizes
 from ..request import padded_size
 from ..sampling import pass_branches
-from .decode import decode_memory_bytes, output_bytes, plan_decode, tiled_decode_memory_bytes
+from .decode import (
+    STREAM_CHUNK_FRAMES,
+    decode_memory_bytes,
+    output_bytes,
+    plan_decode,
+    tiled_decode_memory_bytes,
+)
 from .weights import WeightParts
 
 OFFLOAD_MODES = ("none", "model", "sequential")
@@ -225,6 +232,7 @@ def estimate_memory(
     text_encoder_freed: bool = False,
     vae_tiling: str = "off",
     free_bytes: int | None = None,
+    streamed: bool = False,
 ) -> MemoryEstimate:
     """Estimated memory of generating ``height x width x num_frames`` (the padded output size; see the module
     docstring).
@@ -236,7 +244,9 @@ def estimate_memory(
     the VAE encodes. ``parts`` (else ``weights_bytes``, all on the device in every stage), ``offload``,
     ``offload_saves``, ``text_encoder_freed``: see :func:`stage_weights`; ``device_is_host``: a CPU run.
     ``vae_tiling`` / ``free_bytes``: the decode as the pipeline will run it (``auto`` tiles when the untiled
-    decode would not fit in ``free_bytes`` less the decode stage's weights).
+    decode would not fit in ``free_bytes`` less the decode stage's weights). ``streamed``: the result is decoded
+    into its writer chunk by chunk (``run_batch(stream=True)``, what ``ltx generate`` does), so the write stage
+    holds one chunk of :data:`~ltxcli.memory.decode.STREAM_CHUNK_FRAMES` frames, not the whole float32 video.
     """
     passes = list(passes) or [PassSize(height, width, branches)]
     f, h, w = latent_shape(vae, height, width, num_frames)
@@ -273,7 +283,14 @@ def estimate_memory(
     # in ``dec``); a tiled one accumulates it beside the windows, which the pipeline's tiling plan (and so the
     # device figure, the one runs are refused by) leaves out, but the host peak counts.
     decode_host = video if not device_is_host or tiled else 0
-    write_host = final + (video if len(passes) > 1 else 0)
+    if streamed:
+        # One chunk of n frames at a time: its float32 slice at the decode size, for multi-scale its resized copy
+        # at the output size, and the uint8 [n, H, W, 3] handed to the writer.
+        n = min(STREAM_CHUNK_FRAMES, num_frames)
+        chunk = 4 * 3 * n * passes[-1].height * passes[-1].width
+        write_host = chunk + (4 * 3 * n * height * width if len(passes) > 1 else 0) + 3 * n * height * width
+    else:
+        write_host = final + (video if len(passes) > 1 else 0)
     stages.append(Stage(DECODE, weights[DECODE], dec, host=decode_host))
     stages.append(Stage("write", weights[DECODE] if device_is_host else 0, 0, host=write_host))
     return MemoryEstimate(tuple(stages), host_weights=host_weights, vae_tiled=tiled, device_is_host=device_is_host)
@@ -289,6 +306,20 @@ class RunShape:
     multi_scale: bool = False
     downscale_factor: float | None = None
     conditions: Sequence[tuple[int, int]] = field(default_factory=tuple)
+
+    @classmethod
+    def of_preset(
+        cls, preset: Preset, *, guidance_scale: Any = None, stg_scale: Any = None,
+        conditions: Sequence[tuple[int, int]] = (),
+    ) -> RunShape:
+        """The shape of a request under ``preset``: the guidance of each pass that runs (a given
+        ``guidance_scale`` / ``stg_scale`` replaces every pass's, as the pipeline applies an explicit scale),
+        the preset's multi-scale and factor, and ``conditions`` (``(frame, pixel frames)``)."""
+        passes = preset.passes if preset.multi_scale else preset.passes[:1]
+        guidance = [(p.guidance_scale if guidance_scale is None else guidance_scale,
+                     p.stg_scale if stg_scale is None else stg_scale) for p in passes]
+        return cls(guidance, multi_scale=preset.multi_scale, downscale_factor=preset.downscale_factor,
+                   conditions=list(conditions))
 
 
 def run_passes(shape: RunShape, height: int, width: int, num_frames: int) -> list[PassSize]:
@@ -339,6 +370,23 @@ def memory_alternatives(offload: str, vae_tiling: str, *, offload_saves: bool) -
             text = " ".join(([f"--offload {o}"] if o != offload else []) + ([f"--vae-tiling {t}"] if t != vae_tiling else []))
             out.append((text, o, t))
     return out
+
+
+def plan_estimators(
+    shape: RunShape, transformer: TransformerConfig, vae: VAEConfig, *, dtype: torch.dtype, offload: str,
+    vae_tiling: str, offload_saves: bool = True, **kwargs: Any,
+) -> tuple[Callable[[int, int, int], MemoryEstimate], list[tuple[str, Callable[[int, int, int], MemoryEstimate]]]]:
+    """The estimator of a request of this shape with the given ``offload`` / ``vae_tiling``, and
+    ``(options text, estimator)`` for each of its :func:`memory_alternatives` (what :func:`memory_verdict`
+    takes); ``kwargs``: the rest of :func:`estimate_memory`'s settings (weights, device, ``streamed``)."""
+
+    def estimator(o: str, t: str) -> Callable[[int, int, int], MemoryEstimate]:
+        return request_estimator(shape, transformer, vae, dtype=dtype, offload=o, vae_tiling=t,
+                                 offload_saves=offload_saves, **kwargs)
+
+    alternatives = [(text, estimator(o, t))
+                    for text, o, t in memory_alternatives(offload, vae_tiling, offload_saves=offload_saves)]
+    return estimator(offload, vae_tiling), alternatives
 
 
 def smaller_size(fits: Callable[[int, int, int], bool], height: int, width: int,
@@ -399,5 +447,5 @@ def memory_verdict(
 __all__ = [
     "OFFLOAD_MODES", "TILING_MODES", "TRANSFORMER_UNITS", "TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS", "MemoryEstimate",
     "MemoryVerdict", "PassSize", "RunShape", "Stage", "decode_bytes", "estimate_memory", "latent_shape",
-    "memory_alternatives", "memory_verdict", "request_estimator", "run_passes", "smaller_size", "stage_weights",
+    "memory_alternatives", "memory_verdict", "plan_estimators", "request_estimator", "run_passes", "smaller_size", "stage_weights",
 ]

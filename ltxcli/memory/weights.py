@@ -22,6 +22,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -29,6 +30,10 @@ from torch import nn
 from ..loading import PICKLE_SUFFIXES, inspect_checkpoint, load_transformer, load_upsampler, load_vae
 from ..models.upcast import compute_dtype
 from ..safetensors_io import CheckpointError, SafetensorsFile
+
+if TYPE_CHECKING:
+    from ..models.configs import TransformerConfig, VAEConfig
+    from ..spec import ModelSpec
 
 PathLike = str | os.PathLike[str]
 _LAYERS = (nn.Linear, nn.Conv2d, nn.Conv3d)
@@ -190,7 +195,33 @@ def text_encoder_bytes(folder: PathLike, dtype: torch.dtype | None = None) -> in
     return folder_bytes(model_dir, dtype, what="text encoder weights")
 
 
+
+# --- a whole model spec -----------------------------------------------------------------------------------------
+
+
+def spec_parts(
+    spec: ModelSpec, dtype: torch.dtype, *, fp8: bool = False, narrow: bool = False
+) -> tuple[TransformerConfig, VAEConfig, WeightParts]:
+    """(transformer config, VAE config, :class:`WeightParts` by stage) of every weight a run of ``spec`` loads
+    at ``dtype``, from headers only: the built-in model's modules (:func:`builtin_modules`), else the
+    checkpoint's (:func:`checkpoint_parts`) with its text encoder (:func:`text_encoder_bytes`) and upsampler
+    (:func:`upsampler_bytes`). ``fp8``: the transformer blocks' linear weights kept in float8 (``--dtype fp8``);
+    ``narrow``: the loaders keep layer weights in the checkpoint's dtype (CPU runs)."""
+    if spec.kind == "builtin":
+        transformer, vae = builtin_modules(dtype, fp8=fp8)
+        return transformer.config, vae.config, weight_parts(transformer, vae)
+    info = spec.header()  # read now: the download step may have replaced files since the spec was resolved
+    # a generating spec's header has both (ltxcli.spec.inspect_model refuses a checkpoint without them)
+    assert spec.path is not None and info.transformer is not None and info.vae is not None
+    te = spec.text_encoder.path if spec.text_encoder is not None else None
+    te_bytes = text_encoder_bytes(te, dtype) if te is not None else 0
+    up = spec.upsampler.path if spec.upsampler is not None else None
+    up_bytes = upsampler_bytes(up, dtype, narrow=narrow) if up is not None else 0
+    parts = checkpoint_parts(spec.path, dtype, fp8=fp8, narrow=narrow, text_encoder=te_bytes, upsampler=up_bytes)
+    return info.transformer, info.vae, parts
+
+
 __all__ = [
     "WeightParts", "builtin_modules", "checkpoint_parts", "folder_bytes", "held_bytes", "meta_modules",
-    "model_bytes", "scratch_bytes", "text_encoder_bytes", "upsampler_bytes", "weight_parts",
+    "model_bytes", "scratch_bytes", "spec_parts", "text_encoder_bytes", "upsampler_bytes", "weight_parts",
 ]
