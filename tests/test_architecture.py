@@ -261,6 +261,9 @@ def test_library_modules_stay_under_700_lines() -> None:
 
 # --- the CLI is a thin layer; library modules stay readable ------------------------------------------------
 
+CLI_MAX_LINES = 1800
+
+
 def _private_uses(name: str, path: Path) -> Iterator[str]:
     """Underscore names of the library that module ``name`` imports or reads off an imported library module."""
     tree = ast.parse(path.read_text(), str(path))
@@ -302,6 +305,18 @@ def test_cli_uses_only_the_public_library() -> None:
            for dep, line in deps.items() if dep == "ltxcli.models" or dep.startswith("ltxcli.models.")]
     bad += [f"{mod} {use}" for mod, path in MODULES.items() if _is_cli(mod) for use in _private_uses(mod, path)]
     assert not bad, "\n".join(bad)
+
+
+def _lines(path: Path) -> int:
+    return len(path.read_text().splitlines())
+
+
+def test_cli_is_at_most_1800_lines() -> None:
+    sizes = {mod: _lines(path) for mod, path in MODULES.items()
+             if mod == "ltxcli.cli" or mod.startswith("ltxcli.cli.")}
+    total = sum(sizes.values())
+    print(f"ltxcli/cli: {total} lines", dict(sorted(sizes.items(), key=lambda kv: -kv[1])))
+    assert total <= CLI_MAX_LINES, f"ltxcli/cli has {total} lines (at most {CLI_MAX_LINES}): {sizes}"
 
 
 def test_library_error_kinds_name_existing_classes() -> None:
