@@ -41,7 +41,7 @@ from ..models.transformer import STGMode
 from ..models.upcast import compute_dtype
 from .collectives import all_gather, all_to_all, split_bounds
 from .context import DistContext
-from .vae import ParallelVAE
+from .vae import Delegating, ParallelVAE
 
 Mode = Literal["auto", "cfg", "sequence", "cfg+sequence"]
 MODES: tuple[str, ...] = ("auto", "cfg", "sequence", "cfg+sequence")
@@ -134,7 +134,7 @@ def _shard_tokens(t: Tensor, dim: int, n_real: int, n_local: int, index: int) ->
     return torch.cat([part, t.new_zeros(pad_shape)], dim=dim)
 
 
-class ParallelTransformer(nn.Module):
+class ParallelTransformer(Delegating):
     """An ``LTXVideoTransformer`` run across the ranks of ``ctx`` with the same call signature and results.
 
     Attribute access falls through to the wrapped model (``config``, ``patchify_proj``, ``rope_tables``...),
@@ -200,15 +200,6 @@ class ParallelTransformer(nn.Module):
                 if rank in ranks:
                     cfg_group = g
         return _Layout(cfg, seq, rank // seq, rank % seq, cfg_group, seq_group)
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            modules = self.__dict__.get("_modules", {})
-            if "module" not in modules:
-                raise
-            return getattr(modules["module"], name)
 
     def unwrap(self) -> nn.Module:
         """Remove the attention patches and return the plain model."""

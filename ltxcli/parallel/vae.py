@@ -217,15 +217,9 @@ def parallel_decode(
     return _gather_frames(local, [s.keep[1] - s.keep[0] for s in plan], ctx, dst)
 
 
-class ParallelVAE(nn.Module):
-    """A VAE whose ``decode`` is :func:`parallel_decode` (every rank gets the video); everything else is the
-    wrapped VAE's (``encode``, ``normalize``, ``config``, ``decoder``...)."""
-
-    def __init__(self, module: nn.Module, ctx: DistContext, *, halo: int | None = None) -> None:
-        super().__init__()
-        self.module = module
-        self.ctx = ctx
-        self.halo = halo
+class Delegating(nn.Module):
+    """A wrapper module whose unknown attributes are its wrapped ``module``'s (config, blocks, methods), so the
+    pipeline can keep using a parallel transformer or VAE where it used the plain one."""
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -235,6 +229,17 @@ class ParallelVAE(nn.Module):
             if "module" not in modules:
                 raise
             return getattr(modules["module"], name)
+
+
+class ParallelVAE(Delegating):
+    """A VAE whose ``decode`` is :func:`parallel_decode` (every rank gets the video); everything else is the
+    wrapped VAE's (``encode``, ``normalize``, ``config``, ``decoder``...)."""
+
+    def __init__(self, module: nn.Module, ctx: DistContext, *, halo: int | None = None) -> None:
+        super().__init__()
+        self.module = module
+        self.ctx = ctx
+        self.halo = halo
 
     def decode(
         self, latents: Tensor, timestep: Tensor | float | None = None, generator: torch.Generator | None = None
