@@ -17,12 +17,14 @@ Errors are printed by every rank, prefixed with ``[rank R/W host]``.
 from __future__ import annotations
 
 import enum
+import functools
+import inspect
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import field, make_dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, get_args, get_origin
 
 import click
 import typer
@@ -150,42 +152,93 @@ OverwriteOpt = Annotated[bool, typer.Option(help="Replace existing outputs.")]
 SkipOpt = Annotated[bool, typer.Option(help="Skip items whose output already exists.")]
 
 
-@dataclass
-class Options:
-    model: str | None = None
-    text_encoder: str | None = None
-    upsampler: str | None = None
-    weights_dir: str | None = None
-    output: str | None = None
-    frames_dir: str | None = None
-    negative_prompt: str | None = None
-    height: int | None = None
-    width: int | None = None
-    num_frames: int | None = None
-    frame_rate: float | None = None
-    steps: int | None = None
-    guidance_scale: float | None = None
-    stg_scale: float | None = None
-    seed: int | None = None
-    conditions: list[str] = field(default_factory=list)
-    device: str | None = None
-    dtype: str | None = None
-    json: bool = False
-    quiet: bool = False
-    overwrite: bool = False
-    skip_existing: bool = False
-    attention: str = "auto"
-    compile: bool = False
-    offload: str = "none"
-    vae_tiling: str = "auto"
-    vae_conv: str = "auto"
-    upcast_at_load: bool = False
-    parallel: str = "auto"
+def _shared_options(
+    model: ModelOpt = None,
+    text_encoder: TextEncoderOpt = None,
+    upsampler: UpsamplerOpt = None,
+    weights_dir: WeightsDirOpt = None,
+    output: OutputOpt = None,
+    frames_dir: FramesDirOpt = None,
+    negative_prompt: NegativeOpt = None,
+    height: HeightOpt = None,
+    width: WidthOpt = None,
+    num_frames: FramesOpt = None,
+    frame_rate: FpsOpt = None,
+    steps: StepsOpt = None,
+    guidance_scale: GuidanceOpt = None,
+    stg_scale: StgOpt = None,
+    seed: SeedOpt = None,
+    condition: ConditionOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    attention: AttentionOpt = Attention.auto,
+    compile: CompileOpt = False,
+    offload: OffloadOpt = OffloadMode.none,
+    vae_tiling: VaeTilingOpt = TilingMode.auto,
+    vae_conv: VaeConvOpt = VaeConvMode.auto,
+    upcast_at_load: UpcastAtLoadOpt = False,
+    gpus: GpusOpt = None,
+    parallel: ParallelOpt = ParallelMode.auto,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+    overwrite: OverwriteOpt = False,
+    skip_existing: SkipOpt = False,
+) -> None:
+    """The one declaration of the options every generating command takes, in ``--help`` order: a command gets
+    them through :func:`generation_command`, and :class:`Options` has a field for each. A new option is one
+    parameter here (and its ``...Opt`` above)."""
 
-    @property
-    def keep_checkpoint_dtype(self) -> bool | None:
-        """``load_pipeline``'s argument: False with ``--upcast-at-load``, else its device default."""
-        return False if self.upcast_at_load else None
+
+SHARED_OPTIONS = inspect.signature(_shared_options, eval_str=True).parameters
+# parameter -> Options field where they differ (`json_`: a parameter may not shadow the json module in a command)
+_FIELDS = {"condition": "conditions", "json_": "json"}
+
+
+def _value(v: Any) -> Any:
+    return getattr(v, "value", v)
+
+
+def _repeatable(p: inspect.Parameter) -> bool:
+    """An option given several times (``Annotated[list[str] | None, ...]``): a list field, ``[]`` by default."""
+    return any(get_origin(t) is list for t in get_args(get_args(p.annotation)[0]))
+
+
+def _keep_checkpoint_dtype(self: Any) -> bool | None:
+    """``load_pipeline``'s argument: False with ``--upcast-at-load``, else its device default."""
+    return False if self.upcast_at_load else None
+
+
+#: The shared options' values (``--gpus`` is the launcher's, not a field): one field per :data:`SHARED_OPTIONS`
+#: parameter, with its default (enum defaults as their string values, repeatable options as lists).
+Options = make_dataclass(
+    "Options",
+    [(_FIELDS.get(name, name), Any, field(default_factory=list) if _repeatable(p) else field(default=_value(p.default)))
+     for name, p in SHARED_OPTIONS.items() if name != "gpus"],
+    namespace={"keep_checkpoint_dtype": property(_keep_checkpoint_dtype), "__module__": __name__},
+)
+
+
+def generation_command(func: Callable[..., None]) -> Callable[..., None]:
+    """A generating command: ``func`` declares only its own parameters plus ``**shared``; Typer sees them followed
+    by :data:`SHARED_OPTIONS`, and ``func`` receives those in ``shared`` (``gpus`` included). One-line errors
+    (:func:`~ltxcli.cli.common.guarded`) included."""
+    own = [p for p in inspect.signature(func, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
+
+    @functools.wraps(func)
+    def command(**kwargs: Any) -> None:
+        func(**kwargs)
+
+    params = own + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in SHARED_OPTIONS.values()]
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    del command.__wrapped__  # typer reads the signature above, not func's
+    return guarded(command)
+
+
+def options(shared: dict[str, Any]) -> Options:
+    """A command's shared option values -> :class:`Options`."""
+    return Options(**{_FIELDS.get(k, k): [] if v is None and _repeatable(SHARED_OPTIONS[k]) else _value(v)
+                      for k, v in shared.items() if k != "gpus"})
 
 
 # --- parsing -------------------------------------------------------------------------------------------------
@@ -428,21 +481,9 @@ def _emit_written(out: Output, r: runner.ItemResult, *, frames: bool, kernels: d
         out.data(str(r.path))
 
 
-def _value(v: Any) -> Any:
-    return getattr(v, "value", v)
-
-
 # --- commands ------------------------------------------------------------------------------------------------
 
 HELP_EPILOG = exit_codes_epilog()
-
-
-def _options(params: dict[str, Any], skip: tuple[str, ...]) -> Options:
-    """A command's parameters -> :class:`Options` (option names match its fields, except the renamed ones)."""
-    kw = {k: _value(v) for k, v in params.items() if k not in (*skip, "gpus")}
-    kw["conditions"] = kw.pop("condition") or []
-    kw["json"] = kw.pop("json_")
-    return Options(**kw)
 
 
 def relaunch(gpus: int | None, prepare: Callable[[], None] | None = None) -> None:
@@ -489,7 +530,7 @@ def _read_source(source: str, what: str, ctx: Any) -> str:
     return _read_stdin(ctx) if source == "-" else _read_text(source, what)
 
 
-@guarded
+@generation_command
 def generate(
     prompt: Annotated[str | None, typer.Argument(
         metavar="PROMPT", show_default=False, help="The prompt; '-' reads it from stdin. Omit with --batch.")] = None,
@@ -498,40 +539,10 @@ def generate(
         help="File with one prompt per line, or JSON lines with per-item prompt, seed, steps, height, width, "
              "num_frames, frame_rate, guidance_scale, stg_scale, negative_prompt, image, conditions, output "
              "('-' = stdin). One model load, one output per item.")] = None,
-    model: ModelOpt = None,
-    text_encoder: TextEncoderOpt = None,
-    upsampler: UpsamplerOpt = None,
-    weights_dir: WeightsDirOpt = None,
-    output: OutputOpt = None,
-    frames_dir: FramesDirOpt = None,
-    negative_prompt: NegativeOpt = None,
-    height: HeightOpt = None,
-    width: WidthOpt = None,
-    num_frames: FramesOpt = None,
-    frame_rate: FpsOpt = None,
-    steps: StepsOpt = None,
-    guidance_scale: GuidanceOpt = None,
-    stg_scale: StgOpt = None,
-    seed: SeedOpt = None,
-    condition: ConditionOpt = None,
-    device: DeviceOpt = None,
-    dtype: DtypeOpt = None,
-    attention: AttentionOpt = Attention.auto,
-    compile: CompileOpt = False,
-    offload: OffloadOpt = OffloadMode.none,
-    vae_tiling: VaeTilingOpt = TilingMode.auto,
-    vae_conv: VaeConvOpt = VaeConvMode.auto,
-    upcast_at_load: UpcastAtLoadOpt = False,
-    gpus: GpusOpt = None,
-    parallel: ParallelOpt = ParallelMode.auto,
-    json_: JsonOpt = False,
-    quiet: QuietOpt = False,
-    overwrite: OverwriteOpt = False,
-    skip_existing: SkipOpt = False,
+    **shared: Any,
 ) -> None:
     """Generate a video from a text prompt (or a batch of prompts)."""
-    params = dict(locals())
-    opts = _options(params, skip=("prompt", "batch"))
+    opts, gpus = options(shared), shared["gpus"]
     if batch is not None and prompt is not None:
         usage_error("give a PROMPT or --batch FILE, not both")
     if batch is None and prompt is None:
@@ -556,45 +567,15 @@ def generate(
         run(opts, [{"prompt": prompt}], batch=False, ctx=ctx)
 
 
-@guarded
+@generation_command
 def i2v(
     image: Annotated[str, typer.Argument(metavar="IMAGE", show_default=False, help="The first frame (an image, or a video).")],
     prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="The prompt; '-' reads it from stdin.")] = "",
     image_strength: Annotated[float, typer.Option(help="Conditioning strength of IMAGE in [0, 1].")] = 1.0,
-    model: ModelOpt = None,
-    text_encoder: TextEncoderOpt = None,
-    upsampler: UpsamplerOpt = None,
-    weights_dir: WeightsDirOpt = None,
-    output: OutputOpt = None,
-    frames_dir: FramesDirOpt = None,
-    negative_prompt: NegativeOpt = None,
-    height: HeightOpt = None,
-    width: WidthOpt = None,
-    num_frames: FramesOpt = None,
-    frame_rate: FpsOpt = None,
-    steps: StepsOpt = None,
-    guidance_scale: GuidanceOpt = None,
-    stg_scale: StgOpt = None,
-    seed: SeedOpt = None,
-    condition: ConditionOpt = None,
-    device: DeviceOpt = None,
-    dtype: DtypeOpt = None,
-    attention: AttentionOpt = Attention.auto,
-    compile: CompileOpt = False,
-    offload: OffloadOpt = OffloadMode.none,
-    vae_tiling: VaeTilingOpt = TilingMode.auto,
-    vae_conv: VaeConvOpt = VaeConvMode.auto,
-    upcast_at_load: UpcastAtLoadOpt = False,
-    gpus: GpusOpt = None,
-    parallel: ParallelOpt = ParallelMode.auto,
-    json_: JsonOpt = False,
-    quiet: QuietOpt = False,
-    overwrite: OverwriteOpt = False,
-    skip_existing: SkipOpt = False,
+    **shared: Any,
 ) -> None:
     """Generate a video that starts from IMAGE (image-to-video)."""
-    params = dict(locals())
-    opts = _options(params, skip=("image", "prompt", "image_strength"))
+    opts, gpus = options(shared), shared["gpus"]
     from ltxcli.request import Condition
 
     first = Condition(image, 0, image_strength)
@@ -616,6 +597,6 @@ def register(app: typer.Typer) -> None:
 
 
 __all__ = [
-    "Options", "check_kernels", "check_memory", "distributed_context", "generate", "i2v",
+    "SHARED_OPTIONS", "Options", "check_kernels", "check_memory", "distributed_context", "generate", "generation_command", "i2v", "options",
     "register", "relaunch", "run",
 ]
