@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import sampling, vae_tiling
+from . import sampling, step_cache, vae_tiling
 from .conditions import (
     EncodedCondition,
     PreparedCondition,
@@ -119,6 +119,8 @@ class Pipeline:
         # Set by callers that generate once (the CLI with a single item): the text encoder's weights are
         # released right after encoding, freeing its memory (T5-XXL: 9.5 GB in bf16) for denoising and decoding.
         self.free_text_encoder_after_use = False
+        # what the step cache skipped over the passes of the current generation (the record's "cache" entry)
+        self.cache_tally = step_cache.Tally()
 
     @property
     def device(self) -> torch.device:
@@ -267,6 +269,7 @@ class Pipeline:
         prepared, source = prepare_conditions(r)  # every medium read once, before any model work
 
         need_negative = any(sampling.cfg_active(g) for p in r.passes for g in as_list(p.guidance_scale))
+        self.cache_tally = step_cache.Tally()
         with torch.inference_mode():
             t0 = time.perf_counter()
             text, text_mask = self._encode_text(r, need_negative, progress)
@@ -279,6 +282,7 @@ class Pipeline:
             timings["denoise_s"] = self._elapsed(t0)
             result = GenerationResult(video=None, latents=latents.float().cpu(), seed=seed, timings=timings,
                                       settings={**r.settings(), **self.record_facts(r.prompt, r.conditions)})
+            result.settings["cache"].update(self.cache_tally.record(r.cache))
             if stream:
                 result._stream = functools.partial(self._stream_frames, latents, r, seed, progress, timings)
                 return result
@@ -514,43 +518,47 @@ class Pipeline:
         updates = [(schedule[i] - HARD_EPS < open_mask).unsqueeze(-1) for i in range(n_steps)] \
             if open_mask is not None else None
 
-        for i, t in enumerate(ts):
-            do_cfg, do_stg, n_conds = plan[i]
-            # text batch is [negative, positive, positive]; pick the branches this step runs
-            lo = 0 if do_cfg else 1
-            sl = slice(lo, lo + n_conds)
+        # the step cache (--cache) wraps the transformer for this pass only: every pass starts with a fresh state
+        with step_cache.attached(self.transformer, r.cache, r.cache_threshold, n_steps) as cache:
+            for i, t in enumerate(ts):
+                do_cfg, do_stg, n_conds = plan[i]
+                # text batch is [negative, positive, positive]; pick the branches this step runs
+                lo = 0 if do_cfg else 1
+                sl = slice(lo, lo + n_conds)
 
-            if renoise:
-                noised = init_tokens + image_cond_noise_scale * cond_noise[i] * t_sq[i]
-                tokens = torch.where(hard, noised, tokens)
+                if renoise:
+                    noised = init_tokens + image_cond_noise_scale * cond_noise[i] * t_sq[i]
+                    tokens = torch.where(hard, noised, tokens)
 
-            skip_mask = skip_masks[i]
+                skip_mask = skip_masks[i]
 
-            tau = torch.full((n_conds, 1), t, dtype=torch.float32, device=device)
-            if open_mask is not None:
-                tau = torch.minimum(tau, open_mask)  # [n_conds, N]
-            # a real copy per branch, as the official ``torch.cat``: a stride-0 (expanded) batch can take another
-            # GEMM path and round differently for short sequences
-            x_in = torch.cat([tokens.to(self.dtype)] * n_conds)
-            v = self.transformer(
-                x_in, text[sl], tau, rope=rope, encoder_attention_mask=text_mask[sl],
-                skip_layer_mask=skip_mask, skip_layer_strategy=mode if skip_mask is not None else None,
-            )
-            chunks = v.chunk(n_conds)
-            v_u = chunks[0] if do_cfg else None
-            v_c = chunks[1] if do_cfg else chunks[0]
-            v_p = chunks[-1] if do_stg else None
-            v = sampling.guide(v_u, v_c, v_p, cfg=cfg_l[i], stg=stg_l[i], rescale=resc_l[i], cfg_star=p.cfg_star_rescale)
+                tau = torch.full((n_conds, 1), t, dtype=torch.float32, device=device)
+                if open_mask is not None:
+                    tau = torch.minimum(tau, open_mask)  # [n_conds, N]
+                # a real copy per branch, as the official ``torch.cat``: a stride-0 (expanded) batch can take another
+                # GEMM path and round differently for short sequences
+                x_in = torch.cat([tokens.to(self.dtype)] * n_conds)
+                v = self.transformer(
+                    x_in, text[sl], tau, rope=rope, encoder_attention_mask=text_mask[sl],
+                    skip_layer_mask=skip_mask, skip_layer_strategy=mode if skip_mask is not None else None,
+                )
+                chunks = v.chunk(n_conds)
+                v_u = chunks[0] if do_cfg else None
+                v_c = chunks[1] if do_cfg else chunks[0]
+                v_p = chunks[-1] if do_stg else None
+                v = sampling.guide(v_u, v_c, v_p, cfg=cfg_l[i], stg=stg_l[i], rescale=resc_l[i], cfg_star=p.cfg_star_rescale)
 
-            tau1 = tau[:1]
-            tau_next = sampling.next_timesteps(schedule, tau1)
-            if stochastic:
-                new = sampling.stochastic_step(tokens, v, tau1, tau_next, step_noise[i])  # all float32
-            else:
-                new = sampling.euler_step(tokens, v, tau1, tau_next)
-            tokens = torch.where(updates[i], new, tokens) if updates is not None else new
-            if progress:
-                progress("denoise", i + 1, n_steps)
+                tau1 = tau[:1]
+                tau_next = sampling.next_timesteps(schedule, tau1)
+                if stochastic:
+                    new = sampling.stochastic_step(tokens, v, tau1, tau_next, step_noise[i])  # all float32
+                else:
+                    new = sampling.euler_step(tokens, v, tau1, tau_next)
+                tokens = torch.where(updates[i], new, tokens) if updates is not None else new
+                if progress:
+                    progress("denoise", i + 1, n_steps)
+
+        self.cache_tally.add(cache)
 
         tokens = tokens[:, n_extra:]
         # One host sync per pass, after the loop: a NaN anywhere in the loop propagates to the final latents.

@@ -96,6 +96,7 @@ class GenerationRequest:
     denoise_strength: float = 0.5
     seed: int | None = None
     noise: Tensor | None = None
+    cache: str | None = None  # step cache: "none", "teacache[:THRESH]" or "fbcache[:THRESH]" (ltxcli.step_cache)
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,8 @@ class ResolvedRequest:
     seed: int | None = None
     noise: Any = None  # Tensor | None
     preset: str = ""
+    cache: str = "none"  # "none", "teacache" or "fbcache"
+    cache_threshold: float = 0.0
 
     @property
     def padded(self) -> tuple[int, int, int]:
@@ -153,6 +156,7 @@ class ResolvedRequest:
             "decode_timestep": self.decode_timestep, "decode_noise_scale": self.decode_noise_scale,
             "image_cond_noise_scale": self.image_cond_noise_scale, "stochastic_sampling": self.stochastic_sampling,
             "stg_mode": self.stg_mode, "preset": self.preset,
+            "cache": {"mode": self.cache, "threshold": self.cache_threshold},
         }
 
 
@@ -298,6 +302,33 @@ def _scalar_overrides(r: GenerationRequest, preset: Preset) -> dict[str, Any]:
     return out
 
 
+# --- step cache -------------------------------------------------------------------------------------------------
+
+#: ``--cache`` modes and the threshold each takes when none is given (TeaCache4LTX-Video's example uses 0.05 for
+#: its 2.1x; diffusers' ``FirstBlockCacheConfig`` defaults to 0.05).
+CACHE_THRESHOLDS: Mapping[str, float] = {"none": 0.0, "teacache": 0.05, "fbcache": 0.05}
+
+
+def parse_cache(spec: str | None) -> tuple[str, float]:
+    """``"none"``, ``"teacache[:THRESH]"`` or ``"fbcache[:THRESH]"`` -> ``(mode, threshold)`` (``None``: no cache).
+    ``ValueError`` names the rule; threshold 0 caches nothing (every step computed)."""
+    if spec is None:
+        return "none", 0.0
+    mode, sep, value = str(spec).strip().lower().partition(":")
+    usage = f"cache={spec!r} must be none, teacache[:THRESHOLD] or fbcache[:THRESHOLD] (e.g. teacache:0.05)"
+    if mode not in CACHE_THRESHOLDS or (mode == "none" and sep):
+        raise ValueError(usage)
+    if not sep:
+        return mode, CACHE_THRESHOLDS[mode]
+    try:
+        threshold = float(value)
+    except ValueError:
+        raise ValueError(usage) from None
+    if not (math.isfinite(threshold) and threshold >= 0):
+        raise ValueError(f"cache threshold {value} must be a number >= 0 (e.g. teacache:0.05)")
+    return mode, threshold
+
+
 # --- resolution -------------------------------------------------------------------------------------------------
 
 
@@ -397,17 +428,19 @@ def resolve_request(
             raise ValueError(f"denoise_strength={r.denoise_strength} must be in (0, 1), e.g. 0.5")
         passes = [v2v_pass(passes[0], r.denoise_strength)]
 
+    cache, cache_threshold = parse_cache(r.cache)
+
     return ResolvedRequest(
         prompt=r.prompt, negative_prompt=negative_prompt, height=height, width=width, num_frames=num_frames,
         frame_rate=frame_rate, passes=tuple(passes), multi_scale=multi, downscale_factor=factor,
         decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale,
         image_cond_noise_scale=image_cond_noise_scale, stochastic_sampling=stochastic, stg_mode=mode,
         conditions=tuple(r.conditions), video=r.video, denoise_strength=r.denoise_strength, seed=r.seed,
-        noise=r.noise, preset=preset.name,
+        noise=r.noise, preset=preset.name, cache=cache, cache_threshold=cache_threshold,
     )
 
 
 __all__ = [
-    "HARD_EPS", "PASS_ALIASES", "STG_MODES", "Condition", "GenerationRequest", "ResolvedRequest",
-    "as_list", "check_size", "padded_size", "pass_overrides", "preset_size", "resolve_request", "v2v_pass", "validate_pass",
+    "CACHE_THRESHOLDS", "HARD_EPS", "PASS_ALIASES", "STG_MODES", "Condition", "GenerationRequest", "ResolvedRequest",
+    "as_list", "check_size", "padded_size", "parse_cache", "pass_overrides", "preset_size", "resolve_request", "v2v_pass", "validate_pass",
 ]

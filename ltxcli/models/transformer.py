@@ -9,6 +9,7 @@ dtype of its inputs.
 from __future__ import annotations
 
 import enum
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -200,6 +201,13 @@ class TransformerBlock(nn.Module):
     def _norm(self, x: Tensor) -> Tensor:
         return _rms(x, self.norm_eps).to(x.dtype)
 
+    def modulated_input(self, x: Tensor, tmod: Tensor) -> Tensor:
+        """The self-attention input ``norm1(x) * (1 + scale_msa) + shift_msa`` that :meth:`forward` computes, for
+        ``x [B, N, D]`` and ``tmod [B, T, 6D]`` (what TeaCache measures)."""
+        # [B, T, 6D] -> [B, T, 6, D]: rows 0 and 1 are shift_msa and scale_msa
+        ada = self.scale_shift_table[None, None, :2] + tmod.reshape(x.shape[0], tmod.shape[1], 6, -1)[:, :, :2]
+        return self._norm(x) * (1 + ada[:, :, 1]) + ada[:, :, 0]
+
     def forward(
         self,
         x: Tensor,
@@ -268,6 +276,35 @@ class CaptionProjection(nn.Module):
         return _dense(self.linear_2, _dense(self.linear_1, x, gelu_tanh=True))
 
 
+class BlockInputs(NamedTuple):
+    """What every block of one forward takes besides the tokens (:meth:`LTXVideoTransformer.prepare`).
+
+    ``context [B, S, D]``, ``tmod [B, T, 6D]`` and ``temb [B, T, D]`` (T = 1 or N), RoPE tables (batch B or 1),
+    ``text_bias [B, 1, 1, S]``, ``skip_mask [num_layers, B]`` (0 perturbs) with its STG ``mode``.
+    """
+
+    context: Tensor
+    tmod: Tensor
+    temb: Tensor
+    rope: tuple[Tensor, Tensor]
+    text_bias: Tensor | None
+    skip_mask: Tensor | None
+    mode: STGMode | None
+
+    def rows(self, index: Tensor) -> BlockInputs:
+        """The inputs of the batch elements ``index`` (a 1-D int64 tensor on their device); tables shared by the
+        whole batch (batch 1) are kept as they are."""
+
+        def pick(t: Tensor | None, dim: int = 0) -> Tensor | None:
+            if t is None or t.shape[dim] == 1:
+                return t
+            return t.index_select(dim, index)
+
+        rope = (pick(self.rope[0]), pick(self.rope[1]))
+        return BlockInputs(pick(self.context), pick(self.tmod), pick(self.temb), rope,  # type: ignore[arg-type]
+                           pick(self.text_bias), pick(self.skip_mask, 1), self.mode)
+
+
 class LTXVideoTransformer(nn.Module):
     """The LTX-Video DiT. ``forward`` returns the flow velocity ``[B, N, out_channels]``."""
 
@@ -310,6 +347,28 @@ class LTXVideoTransformer(nn.Module):
         ``encoder_attention_mask [B, S]``: 1 keep, 0 padding. ``skip_layer_mask [num_layers, B]``: 0 perturbs
         that batch element in that block with ``skip_layer_strategy`` (spatio-temporal guidance).
         """
+        x, inputs = self.prepare(
+            hidden_states, encoder_hidden_states, timestep, indices_grid=indices_grid, rope=rope,
+            encoder_attention_mask=encoder_attention_mask, skip_layer_mask=skip_layer_mask,
+            skip_layer_strategy=skip_layer_strategy,
+        )
+        return self.project(self.final_norm(self.run_blocks(x, inputs), inputs.temb))
+
+    def prepare(
+        self,
+        hidden_states: Tensor,
+        encoder_hidden_states: Tensor,
+        timestep: Tensor,
+        *,
+        indices_grid: Tensor | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
+        encoder_attention_mask: Tensor | None = None,
+        skip_layer_mask: Tensor | None = None,
+        skip_layer_strategy: STGMode | None = None,
+    ) -> tuple[Tensor, BlockInputs]:
+        """The part of :meth:`forward` before the blocks: patchified tokens ``x [B, N, D]`` and what every block
+        takes. ``forward`` is ``project(final_norm(run_blocks(*prepare(...)), temb))``; a step cache
+        (:mod:`ltxcli.step_cache`) calls the pieces itself."""
         if (indices_grid is None) == (rope is None):
             raise ValueError("pass exactly one of indices_grid or rope")
         batch = hidden_states.shape[0]
@@ -343,13 +402,25 @@ class LTXVideoTransformer(nn.Module):
         if skip_layer_mask is not None and mode is not None:
             # the official pipeline builds this mask in the parameter dtype
             skip_mask = skip_layer_mask.to(param_dtype)
-        for i, block in enumerate(self.transformer_blocks):
-            skip = skip_mask[i].view(batch, 1, 1) if skip_mask is not None else None
-            x = block(x, context, tmod, rope, text_bias, skip, mode)
+        return x, BlockInputs(context, tmod, temb, rope, text_bias, skip_mask, mode)
 
+    def run_blocks(self, x: Tensor, inputs: BlockInputs, start: int = 0, stop: int | None = None) -> Tensor:
+        """Blocks ``start:stop`` (default: all) on ``x [B, N, D]``."""
+        batch = x.shape[0]
+        blocks = self.transformer_blocks
+        for i in range(start, len(blocks) if stop is None else stop):
+            skip = inputs.skip_mask[i].view(batch, 1, 1) if inputs.skip_mask is not None else None
+            x = blocks[i](x, inputs.context, inputs.tmod, inputs.rope, inputs.text_bias, skip, inputs.mode)
+        return x
+
+    def final_norm(self, x: Tensor, temb: Tensor) -> Tensor:
+        """The output norm and its modulation by ``temb [B, T, D]`` (what :meth:`project` takes)."""
         # [B, T, 2, D]: row 0 shift, row 1 scale
         shift_scale = self.scale_shift_table[None, None] + temb[:, :, None]
         shift, scale = shift_scale[:, :, 0], shift_scale[:, :, 1]
         x = F.layer_norm(x, (x.shape[-1],), eps=1e-6)
-        x = x * (1 + scale) + shift
+        return x * (1 + scale) + shift
+
+    def project(self, x: Tensor) -> Tensor:
+        """``[B, N, D]`` -> the velocity ``[B, N, out_channels]``."""
         return _dense(self.proj_out, x)

@@ -32,6 +32,13 @@ def all_to_all(x: Tensor, group: Any) -> Tensor:
     return out
 
 
+def all_reduce_sum(x: Tensor, group: Any) -> Tensor:
+    """``x`` summed over the ranks of ``group`` (every rank gets the same values), as a new tensor."""
+    out = x.clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+    return out
+
+
 def split_bounds(total: int, parts: int) -> list[tuple[int, int]]:
     """Contiguous ``[lo, hi)`` ranges of ``ceil(total/parts)`` (the last ones shorter or empty)."""
     chunk = -(-total // parts)
@@ -49,4 +56,4 @@ def balanced_bounds(total: int, parts: int) -> list[tuple[int, int]]:
     return out
 
 
-__all__ = ["all_gather", "all_to_all", "balanced_bounds", "split_bounds"]
+__all__ = ["all_gather", "all_reduce_sum", "all_to_all", "balanced_bounds", "split_bounds"]

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from ..models.attention import attention
 from ..models.transformer import STGMode
 from ..models.upcast import compute_dtype
-from .collectives import all_gather, all_to_all, split_bounds
+from .collectives import all_gather, all_reduce_sum, all_to_all, split_bounds
 from .context import DistContext
 from .vae import Delegating, ParallelVAE
 
@@ -66,6 +66,7 @@ class _SeqState:
         self.group: Any = None
         self.degree = 1
         self.tokens = 0  # real (unpadded) sequence length
+        self.local_tokens = 0  # real tokens in this rank's shard (the rest is padding)
         self.comm_bytes = 0
 
 
@@ -258,6 +259,28 @@ class ParallelTransformer(Delegating):
         self.comm_bytes += local.numel() * local.element_size() * (layout.cfg - 1)
         return torch.cat([gathered[i, : b - a] for i, (a, b) in enumerate(bounds)])
 
+    # --- what a step cache (ltxcli.step_cache) needs to decide alike on every rank ---------------------------------
+
+    def token_sums(self, t: Tensor) -> Tensor:
+        """Per batch element, the float32 sum of ``t [B, n, D]`` (a tensor over the tokens the wrapped model sees
+        in this call) over the whole sequence: inside a sequence-parallel call the shard's real tokens (padding
+        dropped), summed over the sequence group (a collective every rank of the group makes in the same call);
+        elsewhere the local sum."""
+        state = self._state
+        if state.group is None:
+            return t.sum(dim=(1, 2), dtype=torch.float32)
+        local = t[:, : state.local_tokens].sum(dim=(1, 2), dtype=torch.float32)
+        return all_reduce_sum(local, state.group)
+
+    def sequence_degree(self) -> int:
+        """How many ranks share the tokens of the current call (1 outside a sequence-parallel call)."""
+        return self._state.degree if self._state.group is not None else 1
+
+    def world_sum(self, values: list[float]) -> list[float]:
+        """``values`` summed over every rank (a collective of the whole group; call it on every rank)."""
+        out = all_reduce_sum(torch.tensor(values, dtype=torch.float64, device=self.ctx.device), self.ctx.group)
+        return out.tolist()
+
     def _sequence_forward(
         self,
         layout: _Layout,
@@ -285,6 +308,7 @@ class ParallelTransformer(Delegating):
             timestep = _shard_tokens(timestep, timestep.ndim - 1, tokens, n, r)  # per-token [B, n]
         state = self._state
         state.group, state.degree, state.tokens, state.comm_bytes = layout.seq_group, p, tokens, 0
+        state.local_tokens = max(0, min(n, tokens - r * n))
         try:
             out = self.module(x, encoder_hidden_states, timestep, rope=rope_local, **kwargs)  # [B, n, C]
         finally:
