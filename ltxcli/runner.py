@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import naming
 from .naming import fps_number
-from .request import Condition, GenerationRequest, preset_size
+from .request import Condition, GenerationRequest, parse_cache, preset_size
 
 if TYPE_CHECKING:
     from .pipeline import GenerationResult, Pipeline
@@ -102,7 +102,7 @@ class ItemResult:
 
 _ITEM_INT = ("seed", "steps", "height", "width", "num_frames")
 _ITEM_FLOAT = ("frame_rate", "guidance_scale", "stg_scale")
-_ITEM_STR = ("prompt", "negative_prompt", "output", "image")
+_ITEM_STR = ("prompt", "negative_prompt", "output", "image", "cache")
 ITEM_KEYS = (*_ITEM_STR, *_ITEM_INT, *_ITEM_FLOAT, "conditions")
 
 
@@ -223,7 +223,7 @@ def build_items(
             index=i, prompt=row["prompt"], seed=row.get("seed", defaults.get("seed")), height=pick("height"), width=pick("width"),
             num_frames=pick("num_frames"), frame_rate=None if frame_rate is None else float(frame_rate),
             negative_prompt=pick("negative_prompt"), steps=pick("steps"), guidance_scale=pick("guidance_scale"),
-            stg_scale=pick("stg_scale"), conditions=conds, output=row.get("output"),
+            stg_scale=pick("stg_scale"), conditions=conds, output=row.get("output"), cache=pick("cache"),
         ))
     _complete(items, preset)
     return items
@@ -361,6 +361,7 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
                                  "stg 0 disables STG)")
         assert item.seed is not None
         check_range("seed", item.seed, 0, SEED_MAX)
+        parse_cache(item.cache)
         for c in item.conditions:
             _check_condition(c, item)
     except ValueError as e:
@@ -447,6 +448,7 @@ def run_settings(result: GenerationResult) -> dict[str, Any]:
         "timesteps": timesteps, "multi_scale": s["multi_scale"], "passes": s["passes"],
         "conditions": s["conditions"], "dtype": s["dtype"], "device": s["device"], "offload": s["offload"],
         "vae_tiling": s["vae_tiling"], "vae_conv": s["vae_conv"],
+        "cache": s.get("cache"),  # step cache: mode, threshold, branch evaluations and how many were skipped
     }
 
 

@@ -22,9 +22,10 @@ Choices:
   and takes its own decision, so a run with CFG and STG is three reference streams side by side and a
   single-branch run (distilled models) is the reference exactly. When branches disagree, only the branches
   to compute go through the blocks (a smaller batch). A branch is recognised across steps by the storage of
-  its text-embedding row and STG-mask column (the pipeline slices both from tensors built once per pass, so
-  a branch stays itself when the per-step guidance schedule drops another one); a branch that did not run
-  on the previous step starts afresh (computed).
+  its text-embedding row (the pipeline slices every step's text from one ``[negative, positive, positive]``
+  tensor built once per generation, so a branch stays itself when the per-step guidance schedule drops
+  another one); a branch that did not run on the previous step starts afresh (computed). A caller that
+  builds new text tensors every step gets fresh state every step: never a skip, never a wrong reuse.
 * **Per-token timesteps** (conditioning) need nothing special: the modulated input is per token already.
 * **Passes and windows**: state lives for one :func:`attached` block, which the pipeline opens per pass
   (multi-scale passes and long-video windows each start clean); :meth:`StepCache.reset` starts afresh
@@ -115,8 +116,7 @@ class StepCache:
         if self.step < 0:
             self.step = 0  # called without begin_step (a bare model): count calls as steps
         x, inputs = model.prepare(hidden_states, encoder_hidden_states, timestep, **kwargs)
-        keys = _branch_keys(encoder_hidden_states, kwargs.get("skip_layer_mask"), kwargs.get("skip_layer_strategy"),
-                            x.shape[1])
+        keys = _branch_keys(encoder_hidden_states, x.shape[1])
         states = [self._branches.get(k) for k in keys]
         live = [s if s is not None and s.step == self.step - 1 else None for s in states]
         if self.mode == "teacache":
@@ -222,17 +222,11 @@ class StepCache:
         return out, out - x
 
 
-def _branch_keys(text: Tensor, skip_mask: Tensor | None, strategy: Any, tokens: int) -> list[tuple[int, ...]]:
+def _branch_keys(text: Tensor, tokens: int) -> list[tuple[int, int]]:
     """Per batch element, what identifies its guidance branch across the steps of a pass: where its text
-    embedding row and its STG-mask column are stored (host metadata only, no sync) and the local token count."""
-    rows = []
-    for b in range(text.shape[0]):
-        mask_at = 0
-        if skip_mask is not None and strategy is not None:
-            col = b if skip_mask.shape[1] > 1 else 0
-            mask_at = skip_mask.data_ptr() + col * skip_mask.stride(1) * skip_mask.element_size()
-        rows.append((text.data_ptr() + b * text.stride(0) * text.element_size(), mask_at, tokens))
-    return rows
+    embedding row is stored (host metadata only, no sync: the pipeline slices every step's text from one
+    ``[negative, positive, positive]`` tensor, so each branch has its own row) and the local token count."""
+    return [(text.data_ptr() + b * text.stride(0) * text.element_size(), tokens) for b in range(text.shape[0])]
 
 
 def innermost(transformer: nn.Module) -> nn.Module:
@@ -274,6 +268,7 @@ def attached(transformer: nn.Module, mode: str, threshold: float, steps: int) ->
     finally:
         hook.remove()
         del model.__dict__["forward"]
+        cache._branches.clear()  # the cached tensors are not needed after the pass
     world_sum = getattr(transformer, "world_sum", None)
     if world_sum is not None:
         cache.calls, cache.skipped = world_sum([cache.calls, cache.skipped])
@@ -281,15 +276,18 @@ def attached(transformer: nn.Module, mode: str, threshold: float, steps: int) ->
 
 @dataclass
 class Tally:
-    """Branch evaluations over a whole generation (every pass): what the record's ``cache`` entry counts."""
+    """Branch evaluations over a whole generation (every pass): what the record's ``cache`` entry counts, and
+    each cached pass's :attr:`StepCache.history`."""
 
     calls: int = 0
     skipped: int = 0
+    histories: list[dict[Any, list[tuple[int, float | None, bool]]]] = field(default_factory=list)
 
     def add(self, cache: StepCache | None) -> None:
         if cache is not None:
             self.calls += round(cache.calls)
             self.skipped += round(cache.skipped)
+            self.histories.append(cache.history)
 
     def record(self, mode: str) -> dict[str, int | None]:
         """``{"calls", "skipped"}`` for the record (``calls`` None without a cache: nothing counted them)."""

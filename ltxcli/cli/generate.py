@@ -146,6 +146,10 @@ GpusOpt = Annotated[int | None, typer.Option(
 ParallelOpt = Annotated[ParallelMode, typer.Option(
     help="With several processes, how one video is split: cfg (guidance branches), sequence (video tokens), "
          "cfg+sequence, or auto (the least work per process, chosen per step).")]
+CacheOpt = Annotated[str | None, typer.Option(
+    show_default=False, metavar="none|teacache[:T]|fbcache[:T]",
+    help="Step cache: skip transformer work on steps whose input barely changed (TeaCache, default threshold 0.05, "
+         "or a first-block cache, 0.05); faster, slightly different video. Default: none.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per output on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or messages on stderr.")]
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace existing outputs.")]
@@ -179,6 +183,7 @@ def _shared_options(
     upcast_at_load: UpcastAtLoadOpt = False,
     gpus: GpusOpt = None,
     parallel: ParallelOpt = ParallelMode.auto,
+    cache: CacheOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     overwrite: OverwriteOpt = False,
@@ -537,7 +542,7 @@ def generate(
     batch: Annotated[str | None, typer.Option(
         show_default=False,
         help="File with one prompt per line, or JSON lines with per-item prompt, seed, steps, height, width, "
-             "num_frames, frame_rate, guidance_scale, stg_scale, negative_prompt, image, conditions, output "
+             "num_frames, frame_rate, guidance_scale, stg_scale, negative_prompt, image, conditions, cache, output "
              "('-' = stdin). One model load, one output per item.")] = None,
     **shared: Any,
 ) -> None:
