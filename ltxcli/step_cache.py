@@ -70,9 +70,9 @@ def teacache_rescale(x: float) -> float:
     return y
 
 
-def _local_sums(t: Tensor) -> Tensor:
-    """Per batch element, the float32 sum of ``t [B, N, D]``."""
-    return t.sum(dim=(1, 2), dtype=torch.float32)
+def _local_sums(parts: Sequence[Tensor]) -> Tensor:
+    """Per batch element of each ``[B, N, D]`` part, its float32 sum, concatenated (``[sum of B]``)."""
+    return torch.cat([t.sum(dim=(1, 2), dtype=torch.float32) for t in parts])
 
 
 @dataclass
@@ -92,7 +92,7 @@ class StepCache:
     mode: str
     threshold: float
     steps: int
-    token_sums: Any = _local_sums  # (t [B, n, D]) -> [B] float32 sums over the whole (possibly sharded) sequence
+    token_sums: Any = _local_sums  # ([t [B, n, D], ...]) -> float32 sums over the whole (maybe sharded) sequence
     share: Any = None  # () -> the fraction of a branch evaluation this process counts (1 / sequence degree)
     step: int = -1
     calls: float = 0.0
@@ -132,8 +132,7 @@ class StepCache:
             return []
         index = torch.tensor(rows, device=cur.device)
         before = torch.cat(prev)
-        sums = torch.cat([self.token_sums((cur.index_select(0, index) - before).abs()),
-                          self.token_sums(before.abs())])
+        sums = self.token_sums([(cur.index_select(0, index) - before).abs(), before.abs()])
         values = sums.tolist()  # the step's one device-to-host transfer
         k = len(rows)
         return [values[j] / values[k + j] if values[k + j] > 0 else math.inf for j in range(k)]
@@ -263,15 +262,26 @@ def attached(transformer: nn.Module, mode: str, threshold: float, steps: int) ->
         return cache.forward(model, *args, **kwargs)
 
     model.forward = forward
+    model.__dict__["step_cache"] = cache  # for reset() by code that only holds the transformer
     try:
         yield cache
     finally:
         hook.remove()
-        del model.__dict__["forward"]
+        del model.__dict__["forward"], model.__dict__["step_cache"]
         cache._branches.clear()  # the cached tensors are not needed after the pass
     world_sum = getattr(transformer, "world_sum", None)
     if world_sum is not None:
         cache.calls, cache.skipped = world_sum([cache.calls, cache.skipped])
+
+
+def reset(transformer: nn.Module) -> bool:
+    """Start the cache attached to ``transformer`` afresh (a long video's next window inside one pass: its
+    tokens are not the previous window's); False when none is attached."""
+    cache = innermost(transformer).__dict__.get("step_cache")
+    if cache is None:
+        return False
+    cache.reset()
+    return True
 
 
 @dataclass
@@ -294,4 +304,4 @@ class Tally:
         return {"calls": None if mode == "none" else self.calls, "skipped": self.skipped}
 
 
-__all__ = ["TEACACHE_LTX_COEFFICIENTS", "StepCache", "Tally", "attached", "innermost", "teacache_rescale"]
+__all__ = ["TEACACHE_LTX_COEFFICIENTS", "StepCache", "Tally", "attached", "innermost", "reset", "teacache_rescale"]

@@ -25,6 +25,7 @@ import pytest
 import torch
 from tiny_models import randomise_normal
 
+from ltxcli import step_cache
 from ltxcli.models.configs import TransformerConfig
 from ltxcli.models.rope import latent_coords, pixel_coords
 from ltxcli.models.transformer import LTXVideoTransformer
@@ -332,7 +333,7 @@ def test_state_resets_per_pass_and_on_reset(tiny: Any) -> None:
         with torch.no_grad(), attached(model, "fbcache", 10.0, cache_steps) as cache:
             for i in range(calls):
                 if i == reset_at:
-                    cache.reset()
+                    assert step_cache.reset(model)  # what a long video's window loop calls
                 model(x, text, torch.full((1, 1), 1.0 - i / 10), indices_grid=grid)
         (hist,) = cache.history.values()
         return hist
@@ -343,6 +344,7 @@ def test_state_resets_per_pass_and_on_reset(tiny: Any) -> None:
     assert [(s, c) for s, _, c in after] == [(0, True), (1, False), (2, False), (0, True), (1, False), (2, False)]
     assert after[3][1] is None
     assert "forward" not in model.__dict__  # the model is itself again
+    assert not step_cache.reset(model)
 
 
 def test_multi_scale_passes_start_afresh(tiny: Any) -> None:

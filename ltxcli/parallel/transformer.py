@@ -261,15 +261,15 @@ class ParallelTransformer(Delegating):
 
     # --- what a step cache (ltxcli.step_cache) needs to decide alike on every rank ---------------------------------
 
-    def token_sums(self, t: Tensor) -> Tensor:
-        """Per batch element, the float32 sum of ``t [B, n, D]`` (a tensor over the tokens the wrapped model sees
-        in this call) over the whole sequence: inside a sequence-parallel call the shard's real tokens (padding
-        dropped), summed over the sequence group (a collective every rank of the group makes in the same call);
-        elsewhere the local sum."""
+    def token_sums(self, parts: list[Tensor]) -> Tensor:
+        """Per batch element of each part ``[B, n, D]`` (tensors over the tokens the wrapped model sees in this
+        call), its float32 sum over the whole sequence, concatenated: inside a sequence-parallel call over the
+        shard's real tokens (padding dropped), summed over the sequence group in one all-reduce (a collective
+        every rank of the group makes in the same call); elsewhere the local sums."""
         state = self._state
         if state.group is None:
-            return t.sum(dim=(1, 2), dtype=torch.float32)
-        local = t[:, : state.local_tokens].sum(dim=(1, 2), dtype=torch.float32)
+            return torch.cat([t.sum(dim=(1, 2), dtype=torch.float32) for t in parts])
+        local = torch.cat([t[:, : state.local_tokens].sum(dim=(1, 2), dtype=torch.float32) for t in parts])
         return all_reduce_sum(local, state.group)
 
     def sequence_degree(self) -> int:
