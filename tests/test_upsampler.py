@@ -96,3 +96,70 @@ def test_adain_matches_official(factor: float) -> None:
 def test_adain_shape_check() -> None:
     with pytest.raises(ValueError, match="batch/channel"):
         adain(torch.zeros(1, 4, 1, 2, 2), torch.zeros(1, 3, 1, 2, 2))
+
+
+# --- the temporal upscaler (ltxv-temporal-upscaler-0.9.7) ----------------------------------------------------------
+
+TCFG = UpsamplerConfig(in_channels=16, mid_channels=32, num_blocks_per_stage=2, spatial_upsample=False,
+                       temporal_upsample=True)
+
+
+@pytest.fixture(scope="module")
+def official_temporal():
+    from ltx_video.models.autoencoders.latent_upsampler import LatentUpsampler as Official
+
+    torch.manual_seed(3)
+    model = Official(**{k: v for k, v in TCFG.to_official().items() if k != "_class_name"}).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.3 * torch.randn_like(p))
+            else:
+                p.copy_(0.2 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 1, 4, 4), (2, 16, 4, 5, 6)])
+def test_temporal_forward_matches_official(official_temporal, shape) -> None:
+    ours = LatentUpsampler(TCFG).eval()
+    ours.load_state_dict(official_temporal.state_dict(), strict=True)
+    torch.manual_seed(4)
+    x = torch.randn(*shape) * 2.0
+    with torch.no_grad():
+        y, want = ours(x), official_temporal(x)
+    b, c, f, h, w = shape
+    assert y.shape == (b, c, 2 * f - 1, h, w) == want.shape
+    err = _rel(y, want)
+    print(f"temporal upsampler {shape}: rel err vs official {err:.3e}")
+    assert err <= 1e-6
+    assert y.std() > 0.1
+
+
+def test_temporal_loads_the_official_layout(official_temporal, tmp_path) -> None:
+    """The official file layout (its state dict, the flat config in the metadata) loads with no missing or
+    unexpected key: ``load_upsampler`` is strict, and the official module's keys are the file's."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from ltxcli.loading import load_upsampler
+
+    sd = official_temporal.state_dict()
+    assert "upsampler.0.weight" in sd and tuple(sd["upsampler.0.weight"].shape) == (64, 32, 3, 3, 3)
+    path = tmp_path / "ltxv-temporal-upscaler.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path),
+              metadata={"config": json.dumps(official_temporal.config())})  # the official config() dict
+    loaded = load_upsampler(path)
+    assert loaded.config == TCFG
+    assert set(loaded.state_dict()) == set(sd)
+    x = torch.randn(1, 16, 3, 4, 4)
+    with torch.no_grad():
+        assert _rel(loaded(x), official_temporal(x)) <= 1e-6
+
+
+def test_both_directions_at_once_is_refused() -> None:
+    with pytest.raises(ConfigError, match="exactly one"):
+        LatentUpsampler(UpsamplerConfig(in_channels=16, mid_channels=32, temporal_upsample=True))
+    with pytest.raises(ConfigError, match="not supported"):
+        UpsamplerConfig.from_official({"_class_name": "LatentUpsampler", "spatial_upsample": False,
+                                       "temporal_upsample": False})

@@ -344,7 +344,8 @@ def official_vae_config(family: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class UpsamplerConfig:
-    """The latent spatial upsampler (``LatentUpsampler``); released files: 128 -> 512, 4 blocks, spatial x2."""
+    """A latent upsampler (``LatentUpsampler``); released files: 128 -> 512, 4 blocks, spatial x2 or (the
+    temporal upscaler) temporal x2."""
 
     in_channels: int = 128
     mid_channels: int = 512
@@ -358,12 +359,17 @@ class UpsamplerConfig:
         where = "upsampler"
         _expect(cfg, "_class_name", ("LatentUpsampler",), where)
         _expect(cfg, "dims", (3,), where)
-        _expect(cfg, "spatial_upsample", (True,), where)
-        _expect(cfg, "temporal_upsample", (False,), where)
+        spatial, temporal = cfg.get("spatial_upsample", True), cfg.get("temporal_upsample", False)
+        if (spatial, temporal) not in ((True, False), (False, True)):
+            raise ConfigError(
+                f"{where} config: spatial_upsample={spatial!r}, temporal_upsample={temporal!r} is not supported "
+                "(the released upscalers are spatial only or temporal only)"
+            )
         return cls(
             in_channels=int(cfg.get("in_channels", 128)),
             mid_channels=int(cfg.get("mid_channels", 512)),
             num_blocks_per_stage=int(cfg.get("num_blocks_per_stage", 4)),
+            spatial_upsample=bool(spatial), temporal_upsample=bool(temporal),
         )
 
     def to_official(self) -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""Latent spatial upsampler (x2 in height and width) and the AdaIN filter used after it.
+"""Latent upsamplers (spatial: x2 in height and width; temporal: x2 in latent frames) and the AdaIN filter.
 
-The module works on UN-normalised VAE latents ``[B, C, F, H, W] -> [B, C, F, 2H, 2W]``: the multi-scale
-pipeline un-normalises the first-pass latents, runs this model, normalises again and then matches the
-per-channel statistics of the result to the first-pass latents with :func:`adain`.
+The module works on UN-normalised VAE latents: spatial ``[B, C, F, H, W] -> [B, C, F, 2H, 2W]``, temporal
+(``ltxv-temporal-upscaler-0.9.7``) ``[B, C, F, H, W] -> [B, C, 2F - 1, H, W]``. The multi-scale pipeline
+un-normalises the first-pass latents, runs the model, normalises again and then matches the per-channel
+statistics of the result to the first-pass latents with :func:`adain`.
 Attribute names follow the official checkpoint keys (``initial_conv``, ``res_blocks.{i}.conv1`` ...).
 """
 
@@ -33,15 +34,28 @@ class ResBlock(nn.Module):
         return self.activation(h + x)
 
 
+class TemporalShuffle(nn.Module):
+    """The official ``PixelShuffleND(1)``: ``[B, (C 2), F, H, W] -> [B, C, (F 2), H, W]`` (channel ``c * 2 + p``
+    becomes frame ``f * 2 + p``)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c2, f, h, w = x.shape
+        # [B, 2C, F, H, W] -> [B, C, 2, F, H, W] -> [B, C, F, 2, H, W] -> [B, C, 2F, H, W]
+        return x.view(b, c2 // 2, 2, f, h, w).transpose(2, 3).reshape(b, c2 // 2, 2 * f, h, w)
+
+
 class LatentUpsampler(nn.Module):
-    """The released latent upsampler (3-D convolutions, spatial x2 through a per-frame Conv2d + pixel shuffle)."""
+    """The released latent upsamplers (3-D convolutions): spatial x2 through a per-frame Conv2d + pixel shuffle,
+    or temporal x2 through a Conv3d + frame shuffle that drops the first output frame (the causal first frame
+    stays one frame: ``F -> 2F - 1``)."""
 
     def __init__(self, config: UpsamplerConfig | None = None) -> None:
         super().__init__()
         config = config or UpsamplerConfig()
-        if config.dims != 3 or not config.spatial_upsample or config.temporal_upsample:
+        if config.dims != 3 or config.spatial_upsample == config.temporal_upsample:
             raise ConfigError(
-                "upsampler config: only dims=3, spatial_upsample=True, temporal_upsample=False is supported"
+                "upsampler config: only dims=3 with exactly one of spatial_upsample / temporal_upsample is "
+                "supported (the released spatial and temporal upscalers)"
             )
         if config.mid_channels % _GROUPS:
             raise ConfigError(
@@ -53,9 +67,13 @@ class LatentUpsampler(nn.Module):
         self.initial_norm = nn.GroupNorm(_GROUPS, mid)
         self.initial_activation = nn.SiLU()
         self.res_blocks = nn.ModuleList(ResBlock(mid) for _ in range(config.num_blocks_per_stage))
-        # upsampler.0 is a 2-D conv run on every frame; PixelShuffle(2) maps channel (c, p1, p2) to pixel
-        # (h*2 + p1, w*2 + p2), the official "b (c p1 p2) h w -> b c (h p1) (w p2)" layout.
-        self.upsampler = nn.Sequential(nn.Conv2d(mid, 4 * mid, kernel_size=3, padding=1), nn.PixelShuffle(2))
+        self.upsampler: nn.Sequential
+        if config.temporal_upsample:
+            self.upsampler = nn.Sequential(nn.Conv3d(mid, 2 * mid, kernel_size=3, padding=1), TemporalShuffle())
+        else:
+            # upsampler.0 is a 2-D conv run on every frame; PixelShuffle(2) maps channel (c, p1, p2) to pixel
+            # (h*2 + p1, w*2 + p2), the official "b (c p1 p2) h w -> b c (h p1) (w p2)" layout.
+            self.upsampler = nn.Sequential(nn.Conv2d(mid, 4 * mid, kernel_size=3, padding=1), nn.PixelShuffle(2))
         self.post_upsample_res_blocks = nn.ModuleList(ResBlock(mid) for _ in range(config.num_blocks_per_stage))
         self.final_conv = nn.Conv3d(mid, config.in_channels, kernel_size=3, padding=1)
 
@@ -64,10 +82,14 @@ class LatentUpsampler(nn.Module):
         x = self.initial_activation(self.initial_norm(self.initial_conv(latents)))
         for block in self.res_blocks:
             x = block(x)
-        # [B, C, F, H, W] -> [B*F, C, H, W] -> [B*F, C, 2H, 2W] -> [B, C, F, 2H, 2W]
-        x = x.transpose(1, 2).flatten(0, 1)
-        x = self.upsampler(x)
-        x = x.unflatten(0, (b, f)).transpose(1, 2)
+        if self.config.temporal_upsample:
+            # [B, C, F, H, W] -> [B, C, 2F, H, W] -> [B, C, 2F - 1, H, W]: the official drop of the first frame
+            x = self.upsampler(x)[:, :, 1:]
+        else:
+            # [B, C, F, H, W] -> [B*F, C, H, W] -> [B*F, C, 2H, 2W] -> [B, C, F, 2H, 2W]
+            x = x.transpose(1, 2).flatten(0, 1)
+            x = self.upsampler(x)
+            x = x.unflatten(0, (b, f)).transpose(1, 2)
         for block in self.post_upsample_res_blocks:
             x = block(x)
         return self.final_conv(x)
