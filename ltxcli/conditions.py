@@ -40,12 +40,15 @@ class PreparedCondition:
 @dataclass(frozen=True)
 class EncodedCondition:
     """A condition encoded at one pass's size: normalised latents ``[1, C, f_l, h, w]`` (float32, on the device)
-    of ``pixel_frames`` pixel frames placed at pixel frame ``frame``."""
+    of ``pixel_frames`` pixel frames placed at pixel frame ``frame``. ``append``: always extra tokens at its
+    positions, never blended into the initial latents (the looping sampler's previous-window tail,
+    :mod:`ltxcli.long_video`)."""
 
     latents: Tensor
     pixel_frames: int
     frame: int
     strength: float
+    append: bool = False
 
 
 def resize_frames(video: Tensor, height: int, width: int) -> Tensor:
@@ -132,11 +135,11 @@ def place_conditions(
     for cond in conds:
         lat = cond.latents.to(latents.dtype)  # [1, C, f_l, h, w]
         f_l = lat.shape[2]
-        if cond.frame == 0:
+        if cond.frame == 0 and not cond.append:
             latents[:, :, :f_l] = torch.lerp(latents[:, :, :f_l], lat, cond.strength)
             mask[:, :f_l] = cond.strength
             continue
-        if cond.pixel_frames > 1:
+        if cond.pixel_frames > 1 and not cond.append:
             # A later video segment: its body goes in place, its first latents become extra tokens.
             if f_l > _PREFIX_LATENT_FRAMES:
                 start = cond.frame // 8 + _PREFIX_LATENT_FRAMES

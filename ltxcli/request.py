@@ -67,6 +67,12 @@ class GenerationRequest:
     ``denoise_strength`` fraction of the schedule. ``noise``: the single-pass initial draw, normalised latents
     ``[1, C, f, h, w]``. ``first_pass`` / ``second_pass``: per-pass overrides (multi-scale; giving one makes
     a base model run two passes).
+
+    Long videos (:mod:`ltxcli.long_video`): ``duration`` (seconds, instead of ``num_frames``), ``window`` and
+    ``overlap`` (pixel frames; defaults 80 and 24), ``overlap_strength`` (0.5), ``adain`` (0.25),
+    ``prompt_schedule`` (a JSON-lines file or its entries ``{"start": FRAME | "SECONDSs", "prompt": ...}``); a
+    ``"a | b | c"`` prompt gives one prompt per window. ``temporal_upscale``: double the latent frame rate with
+    the temporal upscaler after the denoising (``2 (F - 1) + 1`` frames at twice the frame rate).
     """
 
     prompt: str
@@ -97,6 +103,13 @@ class GenerationRequest:
     seed: int | None = None
     noise: Tensor | None = None
     cache: str | None = None  # step cache: "none", "teacache[:THRESH]" or "fbcache[:THRESH]" (ltxcli.step_cache)
+    duration: float | None = None
+    window: int | None = None
+    overlap: int | None = None
+    overlap_strength: float | None = None
+    adain: float | None = None
+    prompt_schedule: Any = None
+    temporal_upscale: bool = False
 
 
 @dataclass(frozen=True)

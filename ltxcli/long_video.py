@@ -1,0 +1,510 @@
+"""Long videos as overlapping temporal windows: the looping sampler of ComfyUI-LTXVideo (``LTXVLoopingSampler``
+with ``MultiPromptProvider``), as diffusers ports it (``LTXI2VLongMultiPromptPipeline``).
+
+A request is *windowed* when it asks for it (``window`` / ``overlap`` given, a prompt schedule, a ``"a | b"``
+prompt) or when it lasts longer than the model's position range; a windowed request that fits in one window
+runs exactly as a plain request (:meth:`ltxcli.pipeline.Pipeline.run`, bit for bit). Otherwise, in latent
+frames (``window // 8`` long, windows ``(window - overlap) // 8`` apart, the last one shorter):
+
+* every window is a plain single-pass generation of ``8 (T - 1) + 1`` pixel frames with its own prompt and a
+  seed derived from the run's (``seed + first latent frame``, as both references do);
+* from the second window on, the previous output's last ``overlap // 8`` latent frames are appended as extra
+  conditioning tokens at the window's head positions (frames ``0 .. k-1``) with ``overlap_strength``; the
+  first window takes the first-frame image, and each keyframe goes to the first window holding its frame;
+* the new window's first latent frame is dropped, its statistics are pulled towards the first window's with
+  AdaIN (``adain``), and its head is cross-faded linearly into the previous output's tail over
+  ``max(k - 1, 1)`` latent frames (diffusers' ``linear_overlap_fuse``);
+* latent frames no later window touches are decoded at once and handed to the writer (with
+  :data:`DECODE_CONTEXT` latent frames of context on each side, whose pixels are cut), so memory stays flat
+  however long the video is; ``--resume`` keeps the finished windows' latents in a state file next to the
+  output (:func:`state_path`), checked against a hash of the request.
+
+Where ltx keeps the official conventions instead of diffusers' port (tests/test_long_video.py names and
+checks each): an ``overlap_strength`` below 1 is the official per-token timestep rule (tokens start at
+``lerp(noise, tail, s)`` and move only once the schedule falls below ``1 - s``) where diffusers blends the
+tail back in every step; conditioning tokens are re-noised by the preset's ``image_cond_noise_scale``; the
+first-frame image is the official conditioning (preprocessed, strength as given), not also appended at a
+negative index of every window; the decode runs window by window instead of once at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .request import Condition, GenerationRequest, padded_size
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from .pipeline import GenerationResult, Pipeline
+    from .presets import Preset
+
+#: ComfyUI-LTXVideo's ``LTXVLoopingSampler`` / diffusers' defaults, in pixel frames.
+DEFAULT_WINDOW = 80
+DEFAULT_OVERLAP = 24
+DEFAULT_OVERLAP_STRENGTH = 0.5
+DEFAULT_ADAIN = 0.25
+#: Latent frames of context decoded on each side of a streamed segment (their pixels are cut).
+DECODE_CONTEXT = 4
+_LATENT_T = 8  # pixel frames per latent frame (the VAE's temporal compression)
+_SEED_RANGE = 2**31
+
+
+@dataclass(frozen=True)
+class Window:
+    """One window: latent frames ``[start, end)`` of the whole video, its prompt and seed."""
+
+    index: int
+    start: int
+    end: int
+    prompt: str
+    seed: int
+
+    @property
+    def num_frames(self) -> int:
+        return _LATENT_T * (self.end - self.start - 1) + 1
+
+    @property
+    def first_frame(self) -> int:
+        """The pixel frame of the whole video that is the window's frame 0."""
+        return _LATENT_T * self.start
+
+    def record(self) -> dict[str, Any]:
+        return {"first_frame": self.first_frame, "num_frames": self.num_frames, "prompt": self.prompt,
+                "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class LongPlan:
+    """A windowed request resolved (:func:`plan`): the windows and the looping sampler's settings."""
+
+    request: GenerationRequest  # num_frames and frame_rate filled in
+    num_frames: int
+    frame_rate: float
+    window: int
+    overlap: int
+    overlap_strength: float
+    adain: float
+    windows: tuple[Window, ...]
+
+    @property
+    def overlap_latents(self) -> int:
+        return self.overlap // _LATENT_T
+
+    def settings(self) -> dict[str, Any]:
+        """What the generation record lists under ``long``."""
+        return {"window": self.window, "overlap": self.overlap, "overlap_strength": self.overlap_strength,
+                "adain": self.adain, "windows": [w.record() for w in self.windows]}
+
+    def window_request(self, i: int, noise: Tensor | None = None) -> GenerationRequest:
+        """Window ``i`` as a plain request: its frames, prompt, seed and the conditions that fall inside it."""
+        w = self.windows[i]
+        last = w.first_frame + w.num_frames - 1
+        conds = []
+        for c in self.request.conditions:
+            owner = next(v for v in self.windows if c.frame <= v.first_frame + v.num_frames - 1)
+            if owner.index == i and c.frame <= last:
+                conds.append(replace(c, frame=c.frame - w.first_frame))
+        return replace(self.request, prompt=w.prompt, num_frames=w.num_frames, seed=w.seed, conditions=tuple(conds),
+                       noise=noise, duration=None, window=None, overlap=None, overlap_strength=None, adain=None,
+                       prompt_schedule=None)
+
+
+# --- planning -----------------------------------------------------------------------------------------------
+
+
+def frames_for_duration(seconds: float, frame_rate: float) -> int:
+    """A duration -> the smallest ``8k + 1`` frame count that lasts at least that long at ``frame_rate``."""
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ValueError(f"duration={seconds} must be a positive number of seconds (e.g. 30)")
+    return math.ceil(seconds * frame_rate / _LATENT_T - 1e-9) * _LATENT_T + 1
+
+
+def parse_duration(text: str | float) -> float:
+    """``"30s"``, ``"30"``, ``"1m30s"`` or a number -> seconds."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    s = text.strip().lower()
+    try:
+        if "m" in s:
+            minutes, _, rest = s.partition("m")
+            return float(minutes) * 60 + (float(rest.rstrip("s")) if rest.rstrip("s") else 0.0)
+        return float(s.rstrip("s"))
+    except ValueError:
+        raise ValueError(f"duration {text!r}: expected seconds such as 30, 30s or 1m30s") from None
+
+
+def read_schedule(source: str | os.PathLike[str] | Sequence[Mapping[str, Any]]) -> list[tuple[str | int, str]]:
+    """A prompt schedule: a JSON-lines file (or its parsed lines) of ``{"start": 0 | "4.5s", "prompt": "..."}``
+    (start in pixel frames, or seconds with an ``s``) -> ``[(start, prompt)]`` in the given order."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"prompt schedule {path}: cannot read: {e}") from None
+        rows = []
+        for n, line in enumerate(lines, 1):
+            try:
+                rows.append(json.loads(line))
+            except ValueError as e:
+                raise ValueError(f"prompt schedule {path} line {n}: invalid JSON ({e})") from None
+    else:
+        rows = list(source)
+    out: list[tuple[str | int, str]] = []
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, Mapping) or not isinstance(row.get("prompt"), str) or set(row) - {"start", "prompt"}:
+            raise ValueError(f"prompt schedule entry {n}: expected {{\"start\": FRAME or \"SECONDSs\", \"prompt\": TEXT}}")
+        start = row.get("start", 0)
+        if isinstance(start, bool) or not isinstance(start, (int, str)):
+            raise ValueError(f"prompt schedule entry {n}: start must be a frame number or seconds such as \"4.5s\"")
+        out.append((start, row["prompt"]))
+    if not out:
+        raise ValueError("the prompt schedule has no entries")
+    return out
+
+
+def _start_frame(start: str | int, frame_rate: float) -> int:
+    if isinstance(start, int):
+        return start
+    s = start.strip().lower()
+    try:
+        return round(float(s[:-1]) * frame_rate) if s.endswith("s") else int(s)
+    except ValueError:
+        raise ValueError(f"prompt schedule start {start!r}: expected a frame number or seconds such as \"4.5s\"") from None
+
+
+def split_windows(latent_frames: int, window: int, overlap: int) -> list[tuple[int, int]]:
+    """diffusers' ``split_into_temporal_windows``: latent ``[start, end)`` windows of ``window`` latent frames,
+    ``window - overlap`` apart, the last one ending at ``latent_frames``."""
+    stride = max(window - overlap, 1)
+    out, start = [], 0
+    while start < latent_frames:
+        end = min(start + window, latent_frames)
+        out.append((start, end))
+        if end == latent_frames:
+            break
+        start += stride
+    return out
+
+
+def windowed(request: GenerationRequest) -> bool:
+    """Whether ``request`` asks for windows itself (a longer-than-the-model request is windowed too: :func:`plan`)."""
+    r = request
+    return (r.window is not None or r.overlap is not None or r.prompt_schedule is not None
+            or r.duration is not None or "|" in r.prompt)
+
+
+def plan(request: GenerationRequest, preset: Preset, max_seconds: float | None = None) -> LongPlan | None:
+    """The windows of ``request`` (None: it runs as one plain request). ``max_seconds``: the model's time range
+    (a longer request is windowed even without asking). Raises ValueError for settings out of range."""
+    from .request import preset_size
+
+    r = request
+    frame_rate = float(preset_size(preset, r.height, r.width, r.num_frames, r.frame_rate)[3])
+    if r.duration is not None:
+        if r.num_frames is not None:
+            raise ValueError("give either num_frames or duration, not both")
+        num_frames = frames_for_duration(float(r.duration), frame_rate)
+    else:
+        num_frames = preset.num_frames if r.num_frames is None else r.num_frames
+    too_long = max_seconds is not None and (padded_size(32, 32, num_frames)[2] - 1) / frame_rate > max_seconds
+    if not (windowed(r) or too_long):
+        return None
+    window = DEFAULT_WINDOW if r.window is None else int(r.window)
+    overlap = DEFAULT_OVERLAP if r.overlap is None else int(r.overlap)
+    strength = DEFAULT_OVERLAP_STRENGTH if r.overlap_strength is None else float(r.overlap_strength)
+    factor = DEFAULT_ADAIN if r.adain is None else float(r.adain)
+    if window < 2 * _LATENT_T:
+        raise ValueError(f"window={window} must be at least {2 * _LATENT_T} frames (e.g. {DEFAULT_WINDOW})")
+    if not _LATENT_T <= overlap <= window - _LATENT_T:
+        raise ValueError(f"overlap={overlap} must be in [{_LATENT_T}, {window - _LATENT_T}] frames for window={window} "
+                         f"(e.g. {DEFAULT_OVERLAP})")
+    for name, v in (("overlap_strength", strength), ("adain", factor)):
+        if not 0 <= v <= 1:
+            raise ValueError(f"{name}={v} must be in [0, 1]")
+    if r.video is not None or r.noise is not None or r.first_pass is not None or r.second_pass is not None:
+        raise ValueError("video-to-video, explicit noise and per-pass settings are not supported yet with long "
+                         "videos (several windows)")
+    if preset.multi_scale:
+        raise ValueError("long videos (several windows) are not supported yet with multi-scale models: use a "
+                         "single-pass model, or a length within one window")
+    latent_frames = (padded_size(32, 32, num_frames)[2] - 1) // _LATENT_T + 1
+    spans = split_windows(latent_frames, window // _LATENT_T, overlap // _LATENT_T)
+    prompts = window_prompts(r, spans, frame_rate)
+    seed = r.seed if r.seed is not None else secrets.randbelow(_SEED_RANGE)
+    windows = tuple(Window(i, s, e, prompts[i], seed + s) for i, (s, e) in enumerate(spans))
+    full = replace(r, num_frames=num_frames, frame_rate=frame_rate, seed=seed, duration=None)
+    return LongPlan(full, num_frames, frame_rate, window, overlap, strength, factor, windows)
+
+
+def window_prompts(r: GenerationRequest, spans: Sequence[tuple[int, int]], frame_rate: float) -> list[str]:
+    """The prompt of each window: the schedule entry in force at the window's first frame, else the ``|``
+    parts in order (the last one repeated), else the prompt."""
+    if r.prompt_schedule is not None:
+        entries = sorted((_start_frame(s, frame_rate), p) for s, p in read_schedule(r.prompt_schedule))
+        out = []
+        for start, _ in spans:
+            current = [p for f, p in entries if f <= _LATENT_T * start]
+            out.append(current[-1] if current else entries[0][1])
+        return out
+    parts = [p.strip() for p in r.prompt.split("|")]
+    return [parts[min(i, len(parts) - 1)] for i in range(len(spans))]
+
+
+# --- resume state -------------------------------------------------------------------------------------------
+
+
+def state_path(target: str | os.PathLike[str]) -> Path:
+    """Where a ``--resume`` run keeps its finished windows: next to the output, hidden."""
+    t = Path(target)
+    return t.with_name(f".{t.name}.ltx-resume")
+
+
+def request_hash(p: LongPlan, model: str) -> str:
+    """sha256 of what decides the latents of a run: the model, the windows and every request setting."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, Condition):
+            return [plain(v.media), v.frame, v.strength]
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, Mapping):
+            return {str(k): plain(x) for k, x in v.items()}
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return v
+        return repr(type(v)) if not isinstance(v, os.PathLike) else os.fspath(v)
+
+    req = {f.name: plain(getattr(p.request, f.name)) for f in fields(GenerationRequest)}
+    blob = json.dumps({"model": model, "request": req, "long": p.settings()}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# --- generation ---------------------------------------------------------------------------------------------
+
+
+def fuse(out: Tensor | None, new: Tensor, first: Tensor | None, overlap_latents: int, adain: float) -> Tensor:
+    """Append window latents ``new`` ``[1, C, T, h, w]`` to ``out`` as diffusers does: drop its first frame, AdaIN
+    towards ``first`` with factor ``adain``, cross-fade the ``n = k - 1`` frames both still share
+    (``linspace(1, 0, n + 2)[1:-1]`` weights on the old side). diffusers' ``max(k - 1, 1)`` with a plain append
+    at 1 differs only for ``k = 2``, where it appends the shared frame twice (one frame longer per window)."""
+    import torch
+
+    from .models.upsampler import adain as adain_filter
+
+    if out is None:
+        return new
+    new = new[:, :, 1:]
+    if adain > 0 and first is not None:
+        new = adain_filter(new, first, adain)
+    n = overlap_latents - 1
+    if n <= 0:  # nothing shared after the dropped frame: a plain append
+        return torch.cat([out, new], dim=2)
+    alpha = torch.linspace(1, 0, n + 2, dtype=out.dtype, device=out.device)[1:-1].view(1, 1, n, 1, 1)
+    blended = alpha * out[:, :, -n:] + (1 - alpha) * new[:, :, :n]
+    return torch.cat([out[:, :, :-n], blended, new[:, :, n:]], dim=2)
+
+
+def generate(
+    pipe: Pipeline, request: GenerationRequest, *, progress: Any = None, stream: bool = False,
+    resume: str | os.PathLike[str] | None = None,
+    window_noise: Callable[[int, tuple[int, ...]], Tensor] | None = None,
+) -> GenerationResult:
+    """Generate ``request``, in windows when :func:`plan` says so (else exactly ``pipe.run``).
+
+    ``stream``: the windows are denoised while the result's :meth:`~ltxcli.pipeline.GenerationResult.frames`
+    is iterated, each decoded as soon as no later window changes it (flat memory); its ``latents`` are set once
+    the iterator is exhausted. ``resume``: a state file (:func:`state_path`) to continue from (when its hash
+    matches) and to keep the finished windows in; deleted once the video is complete. ``window_noise(i,
+    shape)``: the initial noise of window ``i`` (tests; default: drawn from the window's seed)."""
+    from .pipeline import GenerationResult
+
+    max_seconds = float(pipe.transformer.config.positional_embedding_max_pos[0])
+    p = plan(request, pipe.preset, max_seconds)
+    if p is None or len(p.windows) == 1:
+        one = replace(p.window_request(0), num_frames=p.num_frames) if p is not None else request
+        return pipe.run(one, progress=progress, stream=stream)
+    if request.temporal_upscale:
+        raise ValueError("temporal_upscale is not supported yet with long videos (several windows)")
+    run = _LongRun(pipe, p, progress, Path(resume) if resume is not None else None, window_noise)
+    settings = {**run.full.settings(), **pipe.record_facts(request.prompt, p.request.conditions), "long": p.settings()}
+    result = GenerationResult(video=None, latents=run.empty(), seed=p.request.seed or 0, timings=run.timings,
+                              settings=settings)
+    if stream:
+        result._stream = run.stream_for(result)
+        return result
+    import torch
+
+    chunks = list(run.pixels(result))
+    result.video = torch.cat(chunks) if chunks else None
+    return result
+
+
+class _LongRun:
+    """The state of one windowed generation (see the module docstring)."""
+
+    def __init__(self, pipe: Pipeline, p: LongPlan, progress: Any, state: Path | None,
+                 window_noise: Callable[[int, tuple[int, ...]], Tensor] | None) -> None:
+        self.pipe, self.plan, self.progress, self.state = pipe, p, progress, state
+        self.window_noise = window_noise
+        self.timings: dict[str, float] = {"text_encoding_s": 0.0, "denoise_s": 0.0, "decode_s": 0.0}
+        r0 = pipe.resolve(p.window_request(0))
+        # the whole video as the decode crops it: window 0's settings with the full length
+        self.full = replace(r0, num_frames=p.num_frames, prompt=p.request.prompt)
+        self.hash = request_hash(p, pipe.name)
+
+    def empty(self) -> Tensor:
+        import torch
+
+        return torch.empty(0)
+
+    def stream_for(self, result: GenerationResult) -> Callable[[int, Any], Iterator[Tensor]]:
+        from .frames import checked_uint8
+
+        def frames(chunk_frames: int, quantize: Any) -> Iterator[Tensor]:
+            for video in self.pixels(result):
+                for a in range(0, video.shape[0], chunk_frames):
+                    yield checked_uint8(video[a: a + chunk_frames], quantize)
+        return frames
+
+    # -- the loop ---------------------------------------------------------------------------------------
+
+    def pixels(self, result: GenerationResult) -> Iterator[Tensor]:
+        """Float ``[n, H, W, 3]`` chunks of the whole video in order, windows denoised on the way."""
+        p = self.plan
+        out, first, done = self._load_state()
+        texts = self._encode_texts()
+        emitted = 0  # latent frames already decoded and handed out
+        n = len(p.windows)
+        k = p.overlap_latents
+        for i, w in enumerate(p.windows):
+            if i >= done:
+                lat = self._denoise_window(i, texts[w.prompt], out)
+                out = fuse(out, lat, first, k, p.adain)
+                if first is None:
+                    first = lat
+                self._save_state(out, first, i + 1)
+            assert out is not None
+            # after window i the output holds latent frames [0, w.end); the next window cross-fades the last k - 1
+            settled = w.end if i == n - 1 else w.end - max(k - 1, 0)
+            end = settled if i == n - 1 else max(emitted, settled - DECODE_CONTEXT)
+            if end > emitted:
+                yield from self._decode(out, emitted, end, settled)
+                emitted = end
+            if self.progress:
+                self.progress("window", i + 1, n)
+        assert out is not None
+        result.latents = out.float().cpu()
+        if self.state is not None:
+            self.state.unlink(missing_ok=True)
+
+    def _encode_texts(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """Each distinct prompt encoded once (the text encoder is released afterwards when the pipeline says so)."""
+        from . import sampling
+        from .request import as_list
+
+        pipe = self.pipe
+        t0 = time.perf_counter()
+        need_negative = any(sampling.cfg_active(g) for q in self.full.passes for g in as_list(q.guidance_scale))
+        free, pipe.free_text_encoder_after_use = pipe.free_text_encoder_after_use, False
+        prompts = list(dict.fromkeys(w.prompt for w in self.plan.windows))
+        texts = {}
+        try:
+            import torch
+
+            with torch.inference_mode():
+                for j, prompt in enumerate(prompts):
+                    pipe.free_text_encoder_after_use = free and j == len(prompts) - 1
+                    texts[prompt] = pipe._encode_text(replace(self.full, prompt=prompt), need_negative, self.progress)
+        finally:
+            pipe.free_text_encoder_after_use = free
+        self.timings["text_encoding_s"] += time.perf_counter() - t0
+        return texts
+
+    def _denoise_window(self, i: int, text: tuple[Tensor, Tensor], out: Tensor | None) -> Tensor:
+        import torch
+
+        from .conditions import EncodedCondition, prepare_conditions
+
+        p, pipe = self.plan, self.pipe
+        w = p.windows[i]
+        ph, pw = self.full.pass_sizes()[0]
+        shape = (1, pipe.transformer.config.in_channels, w.end - w.start, ph // 32, pw // 32)
+        noise = self.window_noise(i, shape) if self.window_noise is not None else None
+        r = pipe.resolve(p.window_request(i, noise))
+        sizes = r.pass_sizes()
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            prepared, _ = prepare_conditions(r)
+            encoded, _ = pipe._encode_conditions(prepared, None, sizes)
+            conds = list(encoded[0])
+            k = min(p.overlap_latents, out.shape[2]) if out is not None else 0
+            if out is not None and k > 0 and p.overlap_strength > 0:
+                tail = out[:, :, -k:].to(pipe.device)
+                conds.append(EncodedCondition(tail, _LATENT_T * (k - 1) + 1, 0, p.overlap_strength, append=True))
+            gen = torch.Generator("cpu").manual_seed(w.seed)
+            lat = pipe._denoise_passes(r, text[0], text[1], sizes, [conds], None, gen, self.progress)
+        self.timings["denoise_s"] += pipe._elapsed(t0)
+        return lat.float()
+
+    def _decode(self, out: Tensor, a: int, b: int, available: int) -> Iterator[Tensor]:
+        """Pixels of latent frames ``[a, b)`` decoded from ``[a - c, b + c)`` (within ``available``), cut."""
+        import torch
+
+        from .frames import to_video
+
+        pipe, r = self.pipe, self.full
+        s, e = max(0, a - DECODE_CONTEXT), min(available, b + DECODE_CONTEXT)
+        t0 = time.perf_counter()
+        gen = torch.Generator("cpu").manual_seed(self.plan.windows[0].seed + s)
+        with torch.inference_mode():
+            (pixels,) = pipe._decoded(out[:, :, s:e].to(pipe.device), r.decode_timestep, r.decode_noise_scale,
+                                      r.passes[-1].tone_map_compression_ratio, gen, chunks=False)
+            # decoded latent s starts at pixel frame 8s (0 for s = 0); latent a > 0 covers pixels 8(a-1)+1 .. 8a
+            base = _LATENT_T * s
+            pa = 0 if a == 0 else _LATENT_T * (a - 1) + 1
+            pb = _LATENT_T * (b - 1) + 1
+            video = to_video(pixels[:, :, pa - base: pb - base], r, pa).cpu()
+        self.timings["decode_s"] += pipe._elapsed(t0)
+        if video.shape[0]:
+            yield video
+
+    # -- resume ----------------------------------------------------------------------------------------------
+
+    def _load_state(self) -> tuple[Tensor | None, Tensor | None, int]:
+        import torch
+
+        if self.state is None or not self.state.is_file():
+            return None, None, 0
+        try:
+            saved = torch.load(self.state, map_location="cpu", weights_only=True)
+        except Exception:  # a truncated or foreign file: start over (it is replaced by the next window's)
+            return None, None, 0
+        if not isinstance(saved, dict) or saved.get("hash") != self.hash:
+            return None, None, 0
+        return saved["out"], saved["first"], int(saved["done"])
+
+    def _save_state(self, out: Tensor, first: Tensor, done: int) -> None:
+        import torch
+
+        if self.state is None or done >= len(self.plan.windows):
+            return
+        tmp = self.state.with_name(self.state.name + ".tmp")
+        self.state.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"hash": self.hash, "out": out.cpu(), "first": first.cpu(), "done": done}, tmp)
+        os.replace(tmp, self.state)
+
+
+__all__ = [
+    "DECODE_CONTEXT", "DEFAULT_ADAIN", "DEFAULT_OVERLAP", "DEFAULT_OVERLAP_STRENGTH", "DEFAULT_WINDOW", "LongPlan",
+    "Window", "frames_for_duration", "fuse", "generate", "parse_duration", "plan", "read_schedule",
+    "request_hash", "split_windows", "state_path", "window_prompts", "windowed",
+]

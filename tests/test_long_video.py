@@ -1,0 +1,183 @@
+"""Long videos in windows (ltxcli.long_video) against diffusers' ``LTXI2VLongMultiPromptPipeline`` and on their own.
+
+Parity: the tiny model's transformer converted to diffusers' ``LTXVideoTransformer3DModel`` (the key renames of
+tests/test_transformer.py), the same text embeddings (diffusers' ``encode_prompt`` returns ltx's), the same
+per-window initial noise (diffusers' ``randn_tensor`` returns ltx's draw) and the deterministic Euler scheduler
+(``FlowMatchEulerDiscreteScheduler`` with explicit sigmas; ltx with the same explicit timesteps). Run with ``-s``
+to see the measured errors.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ltxcli import long_video
+from ltxcli.request import GenerationRequest
+from ltxcli.tiny import build_pipeline
+
+SIGMAS = [1.0, 0.75, 0.5, 0.25]
+PROMPTS = ["a cat walks", "a dog runs", "a bird flies"]
+# window 48 / overlap 24 pixel frames = 6 / 3 latent frames, 3 apart: 12 latent frames make three windows
+BASE = dict(height=64, width=96, num_frames=89, frame_rate=24, seed=5, window=48, overlap=24, timesteps=SIGMAS,
+            guidance_scale=1.0, stg_scale=0.0, stochastic_sampling=False)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_pipeline(torch.device("cpu"), torch.float32)
+
+
+def _noise(shape: tuple[int, ...], i: int) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(100 + i))
+
+
+def _diffusers_latents(tiny, monkeypatch, *, strength: float, adain: float) -> torch.Tensor:
+    mod = pytest.importorskip("diffusers.pipelines.ltx.pipeline_ltx_i2v_long_multi_prompt")
+    from diffusers import FlowMatchEulerDiscreteScheduler, LTXVideoTransformer3DModel
+
+    cfg = tiny.transformer.config
+    dt = LTXVideoTransformer3DModel(
+        in_channels=cfg.in_channels, out_channels=cfg.out_channels, num_attention_heads=cfg.num_attention_heads,
+        attention_head_dim=cfg.attention_head_dim, cross_attention_dim=cfg.cross_attention_dim,
+        num_layers=cfg.num_layers, caption_channels=cfg.caption_channels, norm_eps=cfg.norm_eps,
+    ).eval()
+    renames = {"patchify_proj": "proj_in", "adaln_single": "time_embed", "q_norm": "norm_q", "k_norm": "norm_k"}
+    state = {}
+    for key, value in tiny.transformer.state_dict().items():
+        for old, new in renames.items():
+            key = key.replace(old, new)
+        state[key] = value
+    dt.load_state_dict(state, strict=True)
+    pipe = mod.LTXI2VLongMultiPromptPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=None,
+                                             text_encoder=None, tokenizer=None, transformer=dt)
+
+    def encode_prompt(prompt, **_):  # ltx's embeddings of the same text
+        embeds, mask = tiny.text_encoder.encode(list(prompt))
+        return embeds.float(), mask.bool(), None, None
+
+    calls = []
+
+    def randn_tensor(shape, **_):  # the window's ltx noise; the appended tail slots are replaced by the tail
+        i = len(calls)
+        calls.append(shape)
+        noise = torch.zeros(shape)
+        t = shape[2] - (3 if i else 0)
+        noise[:, :, :t] = _noise((*shape[:2], t, *shape[3:]), i)
+        return noise
+
+    monkeypatch.setattr(pipe, "encode_prompt", encode_prompt)
+    monkeypatch.setattr(mod, "randn_tensor", randn_tensor)
+    with torch.no_grad():
+        out = pipe(prompt=" | ".join(PROMPTS), height=64, width=96, num_frames=89, frame_rate=24, guidance_scale=1.0,
+                   sigmas=[*SIGMAS, 0.0], seed=5, temporal_tile_size=48, temporal_overlap=24,
+                   temporal_overlap_cond_strength=strength, adain_factor=adain, output_type="latent").frames
+    assert len(calls) == 3
+    return out
+
+
+def _ltx_latents(tiny, *, strength: float, adain: float, **extra) -> torch.Tensor:
+    req = GenerationRequest(" | ".join(PROMPTS), overlap_strength=strength, adain=adain,
+                            image_cond_noise_scale=0.0, **{**BASE, **extra})
+    res = long_video.generate(tiny, req, window_noise=lambda i, shape: _noise(shape, i))
+    assert [w["prompt"] for w in res.settings["long"]["windows"]] == PROMPTS
+    return res.latents
+
+
+def test_three_windows_match_diffusers(tiny, monkeypatch) -> None:
+    want = _diffusers_latents(tiny, monkeypatch, strength=1.0, adain=0.25)
+    got = _ltx_latents(tiny, strength=1.0, adain=0.25)
+    assert got.shape == want.shape == (1, 16, 12, 2, 3)
+    err = rel_err(got, want)
+    print(f"\n3 windows vs diffusers LTXI2VLongMultiPromptPipeline (overlap strength 1, adain 0.25): rel err {err:.3e}")
+    assert err <= 1e-4
+    # the windows depend on each other: without the tail the later windows differ
+    alone = _ltx_latents(tiny, strength=0.0, adain=0.25)
+    assert rel_err(alone[:, :, 6:], want[:, :, 6:]) > 1e-3
+
+
+def test_overlap_strength_below_one_follows_the_official_rule(tiny, monkeypatch) -> None:
+    """Named difference: at strength 0.5 ltx conditions the tail tokens the official way (start at lerp(noise,
+    tail, 0.5), timestep min(t, 0.5), frozen while t > 0.5) where diffusers blends them back every step. Window 0
+    is the same in both; the later windows differ by the rule alone."""
+    want = _diffusers_latents(tiny, monkeypatch, strength=0.5, adain=0.25)
+    got = _ltx_latents(tiny, strength=0.5, adain=0.25)
+    head = rel_err(got[:, :, :4], want[:, :, :4])  # frames no later window touches
+    tail = rel_err(got[:, :, 6:], want[:, :, 6:])
+    print(f"\nstrength 0.5: window 0 rel err {head:.3e}, later windows {tail:.3e} (the conditioning rule)")
+    assert head <= 1e-4 and tail > 1e-3
+
+
+def test_one_window_is_todays_generate_bit_for_bit(tiny) -> None:
+    plain = dict(height=64, width=96, num_frames=33, seed=7, steps=2)
+    a = tiny.run(GenerationRequest("a cat walks", **plain))
+    b = long_video.generate(tiny, GenerationRequest("a cat walks | a dog runs", window=48, **plain))
+    assert torch.equal(a.video, b.video) and torch.equal(a.latents, b.latents)
+    assert long_video.plan(GenerationRequest("a cat", **plain), tiny.preset, 20.0) is None  # not windowed at all
+
+
+def test_prompt_schedule_switches_at_the_right_window(tiny, tmp_path) -> None:
+    sched = tmp_path / "prompts.jsonl"
+    # windows start at pixel frames 0, 24, 48: "1.5s" at 24 fps is frame 36 -> in force from the third window
+    sched.write_text('{"start": 0, "prompt": "a cat walks"}\n{"start": "1.5s", "prompt": "a bird flies"}\n')
+    p = long_video.plan(GenerationRequest("ignored", prompt_schedule=str(sched), **BASE), tiny.preset)
+    assert p is not None
+    assert [w.prompt for w in p.windows] == ["a cat walks", "a cat walks", "a bird flies"]
+    assert [w.first_frame for w in p.windows] == [0, 24, 48]
+    assert [w.seed for w in p.windows] == [5, 8, 11]  # seed + first latent frame, as the references
+    bar = long_video.plan(GenerationRequest("a | b", **BASE), tiny.preset)
+    assert bar is not None and [w.prompt for w in bar.windows] == ["a", "b", "b"]
+
+
+def test_streamed_equals_whole_and_resume_after_an_interrupt(tiny, tmp_path) -> None:
+    req = GenerationRequest(" | ".join(PROMPTS), **{**BASE, "timesteps": None, "steps": 2})
+    whole = long_video.generate(tiny, req)
+    state = long_video.state_path(tmp_path / "out.mp4")
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(stage: str, done: int, total: int) -> None:
+        if stage == "window" and done == 2:  # after the second window
+            raise Stop
+
+    streamed = long_video.generate(tiny, req, stream=True, resume=state, progress=interrupt)
+    got = []
+    with pytest.raises(Stop):
+        for chunk in streamed.frames():
+            got.append(chunk)
+    assert state.is_file()
+    resumed = long_video.generate(tiny, req, stream=True, resume=state)
+    frames = torch.cat(list(resumed.frames()))
+    assert not state.exists()  # deleted on success
+    from ltxcli.frames import checked_uint8
+
+    assert torch.equal(frames, checked_uint8(whole.video))
+    assert torch.equal(resumed.latents, whole.latents)
+    # a state of another request is not used
+    other = GenerationRequest(" | ".join(PROMPTS), **{**BASE, "timesteps": None, "steps": 2, "seed": 6})
+    assert long_video.request_hash(long_video.plan(other, tiny.preset), "tiny") != \
+        long_video.request_hash(long_video.plan(req, tiny.preset), "tiny")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"window": 8}, "window=8"),
+    ({"overlap": 48}, "overlap=48"),
+    ({"overlap_strength": 2.0}, "overlap_strength"),
+    ({"duration": 3.0}, "num_frames or duration"),
+])
+def test_bad_settings_are_one_line_errors(tiny, kwargs, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        long_video.plan(GenerationRequest("a", **{**BASE, **kwargs}), tiny.preset)
+
+
+def test_duration_and_schedule_parsing() -> None:
+    assert long_video.frames_for_duration(30, 24) == 721
+    assert long_video.parse_duration("1m30s") == 90.0 and long_video.parse_duration("2.5s") == 2.5
+    assert long_video.split_windows(12, 6, 3) == [(0, 6), (3, 9), (6, 12)]
+    with pytest.raises(ValueError, match="entry 1"):
+        long_video.read_schedule([{"begin": 0, "prompt": "x"}])
