@@ -127,6 +127,7 @@ def load_pipeline(
     keep_checkpoint_dtype: bool | None = None,
     download: bool = True,
     on_event: Callable[[object], None] | None = None,
+    temporal_upsampler: PathLike | None = None,
 ) -> Pipeline:
     """Load a model for generation.
 
@@ -151,7 +152,9 @@ def load_pipeline(
     equal to float rounding), ``direct`` (the official convolutions bit for bit) or ``winograd``. ``keep_checkpoint_dtype``: keep the
     transformer, VAE and upsampler weights in the checkpoint's dtype and widen each layer's weight per call
     (bit-identical outputs, half the memory of float32 for bfloat16 checkpoints, no conversion at load);
-    default: on when the weights are loaded to the CPU, off on GPUs.
+    default: on when the weights are loaded to the CPU, off on GPUs. ``temporal_upsampler``: a weights.toml name
+    or an official temporal upscaler file, for requests with ``temporal_upscale`` (``tiny`` has its own under
+    the name ``ltxv-temporal-upscaler-0.9.7``).
     """
     from . import kernels
     from .offload import Offload
@@ -165,11 +168,13 @@ def load_pipeline(
         raise ValueError(f"vae_tiling={vae_tiling!r} must be auto, on or off")
     conv_algorithm = parse_conv_algorithm(vae_conv)
     if isinstance(model, ModelSpec):
-        if text_encoder is not None or upsampler is not None or weights_dir is not None:
-            raise ValueError("text_encoder, upsampler and weights_dir come from the ModelSpec: pass them to resolve_spec")
+        if text_encoder is not None or upsampler is not None or weights_dir is not None or temporal_upsampler:
+            raise ValueError("text_encoder, upsampler, temporal_upsampler and weights_dir come from the ModelSpec: "
+                             "pass them to resolve_spec")
         spec = model
     else:
-        spec = resolve_spec(model, text_encoder=text_encoder, upsampler=upsampler, weights_dir=weights_dir)
+        spec = resolve_spec(model, text_encoder=text_encoder, upsampler=upsampler, weights_dir=weights_dir,
+                            temporal_upsampler=temporal_upsampler)
     if download and spec.needed:
         ensure_weights(spec.needed, weights_dir=spec.weights_dir, registry=spec.registry, on_event=on_event)
         spec = spec.refreshed()  # the paths, verification and header of what was just pulled
@@ -190,7 +195,8 @@ def load_pipeline(
 def _apply_offload(pipe: Pipeline, dev: torch.device, mode: object) -> None:
     from .offload import Offload, enable_sequential_offload, pin_module
 
-    for module in (pipe.transformer, pipe.vae, pipe.upsampler, getattr(pipe.text_encoder, "model", None)):
+    for module in (pipe.transformer, pipe.vae, pipe.upsampler, pipe.temporal_upsampler,
+                   getattr(pipe.text_encoder, "model", None)):
         if module is not None:
             pin_module(module)
     # The latent statistics are tiny and used around every stage (normalise / un-normalise): keep them resident.
@@ -203,6 +209,23 @@ def _apply_offload(pipe: Pipeline, dev: torch.device, mode: object) -> None:
 
 def _load(spec: ModelSpec, dev: torch.device, dt: torch.dtype, fp8: bool, keep_narrow: bool | None = None
           ) -> Pipeline:
+    pipe = _load_models(spec, dev, dt, fp8, keep_narrow)
+    temporal = spec.temporal_upsampler
+    if temporal is not None:
+        if temporal.path is None:  # the builtin model's own
+            from .tiny import build_temporal_upsampler
+
+            pipe.temporal_upsampler = build_temporal_upsampler(dev, dt)
+        else:
+            module = load_upsampler(temporal.path, device=dev, dtype=dt, keep_checkpoint_dtype=keep_narrow)
+            if not module.config.temporal_upsample:
+                raise CheckpointError(f"{temporal.path}: a spatial upsampler, not a temporal one")
+            pipe.temporal_upsampler = module
+    return pipe
+
+
+def _load_models(spec: ModelSpec, dev: torch.device, dt: torch.dtype, fp8: bool, keep_narrow: bool | None
+                 ) -> Pipeline:
     if spec.kind == "builtin":
         from .models.fp8 import convert_to_fp8
         from .tiny import build_pipeline

@@ -56,6 +56,24 @@ DEFAULT_ADAIN = 0.25
 #: Latent frames of context decoded on each side of a streamed segment (their pixels are cut).
 DECODE_CONTEXT = 4
 _LATENT_T = 8  # pixel frames per latent frame (the VAE's temporal compression)
+
+#: ``ltx generate`` help of the request fields this module reads (the CLI declares each option once from it).
+OPTION_HELP = {
+    "duration": "Length in seconds (30, 30s, 1m30s) instead of --num-frames; past the model's range (about 20 s) "
+                "the video is made in overlapping windows.",
+    "window": f"Long videos: window length in frames (default {DEFAULT_WINDOW}, ComfyUI-LTXVideo's looping "
+              "sampler); giving it (or --overlap, --prompt-schedule, a 'a | b | c' prompt) makes windows.",
+    "overlap": f"Long videos: frames shared by consecutive windows (default {DEFAULT_OVERLAP}).",
+    "overlap_strength": "Long videos: conditioning strength of the previous window's tail in [0, 1] (default "
+                        f"{DEFAULT_OVERLAP_STRENGTH}).",
+    "adain": f"Long videos: AdaIN of each window towards the first in [0, 1] (default {DEFAULT_ADAIN}).",
+    "prompt_schedule": "Long videos: JSON lines {\"start\": FRAME or \"SECONDSs\", \"prompt\": TEXT}: each "
+                       "window takes the prompt in force at its first frame.",
+    "resume": "Long videos: keep finished windows next to the output and continue an interrupted run of the "
+              "same command.",
+    "temporal_upscale": "Double the frames and frame rate with the temporal latent upscaler "
+                        "(ltxv-temporal-upscaler-0.9.7) after the denoising (multi-scale: between the passes).",
+}
 _SEED_RANGE = 2**31
 
 
@@ -200,8 +218,19 @@ def split_windows(latent_frames: int, window: int, overlap: int) -> list[tuple[i
 def windowed(request: GenerationRequest) -> bool:
     """Whether ``request`` asks for windows itself (a longer-than-the-model request is windowed too: :func:`plan`)."""
     r = request
-    return (r.window is not None or r.overlap is not None or r.prompt_schedule is not None
-            or r.duration is not None or "|" in r.prompt)
+    return r.window is not None or r.overlap is not None or r.prompt_schedule is not None or "|" in r.prompt
+
+
+def checked_frames(request: GenerationRequest, max_seconds: float) -> int:
+    """The frames whose length must fit the model's time range: the request's, or for a windowed request (or
+    one longer than ``max_seconds`` at its frame rate) one window's. Needs ``num_frames`` and ``frame_rate``."""
+    r = request
+    assert r.num_frames is not None and r.frame_rate is not None
+    too_long = (padded_size(32, 32, r.num_frames)[2] - 1) / r.frame_rate > max_seconds
+    if not (windowed(r) or too_long):
+        return r.num_frames
+    window = DEFAULT_WINDOW if r.window is None else int(r.window)
+    return min(r.num_frames, _LATENT_T * (max(window // _LATENT_T, 2) - 1) + 1)
 
 
 def plan(request: GenerationRequest, preset: Preset, max_seconds: float | None = None) -> LongPlan | None:
@@ -504,7 +533,7 @@ class _LongRun:
 
 
 __all__ = [
-    "DECODE_CONTEXT", "DEFAULT_ADAIN", "DEFAULT_OVERLAP", "DEFAULT_OVERLAP_STRENGTH", "DEFAULT_WINDOW", "LongPlan",
-    "Window", "frames_for_duration", "fuse", "generate", "parse_duration", "plan", "read_schedule",
+    "DECODE_CONTEXT", "DEFAULT_ADAIN", "DEFAULT_OVERLAP", "DEFAULT_OVERLAP_STRENGTH", "DEFAULT_WINDOW", "OPTION_HELP", "LongPlan",
+    "Window", "checked_frames", "frames_for_duration", "fuse", "generate", "parse_duration", "plan", "read_schedule",
     "request_hash", "split_windows", "state_path", "window_prompts", "windowed",
 ]

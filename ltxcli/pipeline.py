@@ -22,7 +22,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -105,6 +105,8 @@ class Pipeline:
         self.vae = vae
         self.text_encoder = text_encoder
         self.upsampler = upsampler
+        # the temporal upscaler for requests with ``temporal_upscale`` (load_pipeline(temporal_upsampler=...))
+        self.temporal_upsampler: nn.Module | None = None
         self.preset = preset
         # Official configs use ``sampler: from_checkpoint``; a checkpoint without one gets the default scheduler.
         self.scheduler = scheduler or SchedulerConfig()
@@ -250,6 +252,7 @@ class Pipeline:
         return resolve_request(
             request, self.preset, max_pos=self.transformer.config.positional_embedding_max_pos,
             num_layers=self.transformer.config.num_layers, has_upsampler=self.upsampler is not None,
+            has_temporal_upsampler=self.temporal_upsampler is not None,
         )
 
     def run(self, request: GenerationRequest, *, progress: Any = None, stream: bool = False) -> GenerationResult:
@@ -279,10 +282,13 @@ class Pipeline:
             t0 = time.perf_counter()
             encoded, init = self._encode_conditions(prepared, source, sizes)
             latents = self._denoise_passes(r, text, text_mask, sizes, encoded, init, gen, progress)
+            if r.temporal_upscale and not r.multi_scale:  # after a single pass (multi-scale: between the passes)
+                latents = self._temporal_upscale(latents)
             timings["denoise_s"] = self._elapsed(t0)
             result = GenerationResult(video=None, latents=latents.float().cpu(), seed=seed, timings=timings,
                                       settings={**r.settings(), **self.record_facts(r.prompt, r.conditions)})
             result.settings["cache"].update(self.cache_tally.record(r.cache))
+            r = r.output()  # the decoded video: twice the frames and frame rate after a temporal upscale
             if stream:
                 result._stream = functools.partial(self._stream_frames, latents, r, seed, progress, timings)
                 return result
@@ -357,8 +363,21 @@ class Pipeline:
         with self._stage(self.upsampler):
             up = self.vae.normalize(self.upsampler(self.vae.unnormalize(lat1)))
         up = adain(up, lat1)
+        conds = encoded[1]
+        if r.temporal_upscale:
+            # the second pass refines twice the frames at twice the frame rate; conditions keep their times
+            up = self._temporal_upscale(up)
+            conds = [replace(c, frame=2 * c.frame) for c in conds]
+            r = r.temporal_pass()
         with self._stage(self.transformer, streamed=True):
-            return self._denoise(r.passes[1], r, text, text_mask, sizes[1], encoded[1], up, None, gen, progress)
+            return self._denoise(r.passes[1], r, text, text_mask, sizes[1], conds, up, None, gen, progress)
+
+    def _temporal_upscale(self, latents: Tensor) -> Tensor:
+        """ComfyUI-LTXVideo's ``LTXVLatentUpsampler`` with the temporal model: un-normalise, upsample (``[1, C, f,
+        h, w] -> [1, C, 2f - 1, h, w]``), normalise."""
+        assert self.temporal_upsampler is not None
+        with self._stage(self.temporal_upsampler):
+            return self.vae.normalize(self.temporal_upsampler(self.vae.unnormalize(latents)))
 
     def _decode_video(self, latents: Tensor, r: ResolvedRequest, seed: int) -> Tensor:
         """The VAE decoder stage -> float32 ``[F, H, W, 3]`` in [0, 1] at the requested size, CPU."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from .presets import DEFAULT_DOWNSCALE_FACTOR, PassSettings, Preset, multi_scale_sizes
@@ -138,6 +138,18 @@ class ResolvedRequest:
     preset: str = ""
     cache: str = "none"  # "none", "teacache" or "fbcache"
     cache_threshold: float = 0.0
+    temporal_upscale: bool = False
+
+    def output(self) -> ResolvedRequest:
+        """The request as the decoded video has it: after a temporal upscale ``2 (F - 1) + 1`` frames at twice the
+        frame rate (the same duration), else itself."""
+        if not self.temporal_upscale:
+            return self
+        return replace(self, num_frames=2 * (self.num_frames - 1) + 1, frame_rate=2 * self.frame_rate)
+
+    def temporal_pass(self) -> ResolvedRequest:
+        """The second pass of a multi-scale run after the temporal upscaler: the padded length doubled."""
+        return replace(self, num_frames=2 * (self.padded[2] - 1) + 1, frame_rate=2 * self.frame_rate)
 
     @property
     def padded(self) -> tuple[int, int, int]:
@@ -161,9 +173,13 @@ class ResolvedRequest:
         return list(multi_scale_sizes(ph, pw, self.downscale_factor))
 
     def settings(self) -> dict[str, Any]:
-        """The resolved values as a JSON-friendly dict (``GenerationResult.settings``)."""
+        """The resolved values as a JSON-friendly dict (``GenerationResult.settings``); ``num_frames`` and
+        ``frame_rate`` are the output's (after a temporal upscale, ``temporal_upscale`` holds the generated ones)."""
+        out = self.output()
+        upscale = {"num_frames": self.num_frames, "frame_rate": self.frame_rate} if self.temporal_upscale else None
         return {
-            "height": self.height, "width": self.width, "num_frames": self.num_frames, "frame_rate": self.frame_rate,
+            "height": self.height, "width": self.width, "num_frames": out.num_frames, "frame_rate": out.frame_rate,
+            "temporal_upscale": upscale,
             "negative_prompt": self.negative_prompt, "passes": [p.__dict__ for p in self.passes],
             "multi_scale": self.multi_scale, "downscale_factor": self.downscale_factor if self.multi_scale else None,
             "decode_timestep": self.decode_timestep, "decode_noise_scale": self.decode_noise_scale,
@@ -365,6 +381,7 @@ def resolve_request(
     max_pos: Sequence[int] | None = None,
     num_layers: int | None = None,
     has_upsampler: bool | None = None,
+    has_temporal_upsampler: bool | None = None,
 ) -> ResolvedRequest:
     """``request`` with every ``None`` filled from ``preset`` and every value checked (``ValueError`` names the
     value and the rule). Precedence: explicit value > per-pass override > preset > official default.
@@ -440,6 +457,13 @@ def resolve_request(
         if not 0 < r.denoise_strength < 1:
             raise ValueError(f"denoise_strength={r.denoise_strength} must be in (0, 1), e.g. 0.5")
         passes = [v2v_pass(passes[0], r.denoise_strength)]
+    if r.temporal_upscale:
+        if has_temporal_upsampler is False:
+            raise ValueError("temporal_upscale needs the temporal upscaler: pass temporal_upsampler= to "
+                             "load_pipeline (e.g. ltxv-temporal-upscaler-0.9.7)")
+        if multi and any(c.frame > 0 and not _is_image(c.media) for c in r.conditions):
+            raise ValueError("temporal_upscale with a video condition after frame 0 is not supported yet in "
+                             "multi-scale runs")
 
     cache, cache_threshold = parse_cache(r.cache)
 
@@ -450,7 +474,18 @@ def resolve_request(
         image_cond_noise_scale=image_cond_noise_scale, stochastic_sampling=stochastic, stg_mode=mode,
         conditions=tuple(r.conditions), video=r.video, denoise_strength=r.denoise_strength, seed=r.seed,
         noise=r.noise, preset=preset.name, cache=cache, cache_threshold=cache_threshold,
+        temporal_upscale=bool(r.temporal_upscale),
     )
+
+
+def _is_image(media: Any) -> bool:
+    """A single picture (a one-frame tensor, a PIL image or an image file), as far as can be told unread."""
+    shape = getattr(media, "shape", None)
+    if shape is not None:
+        return len(shape) == 4 and shape[0] == 1
+    if hasattr(media, "size") and hasattr(media, "mode"):
+        return True
+    return str(media).lower().endswith((".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"))
 
 
 __all__ = [

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import naming
+from . import long_video, naming
 from .naming import fps_number
 from .request import Condition, GenerationRequest, parse_cache, preset_size
 
@@ -63,6 +63,7 @@ class BatchItem(GenerationRequest):
     index: int = 0
     target: Path | None = None
     skip: bool = False
+    resume: bool = False  # a windowed run keeps its finished windows next to the output (ltxcli.long_video)
 
 
 @dataclass
@@ -100,10 +101,12 @@ class ItemResult:
 
 # --- batch files ---------------------------------------------------------------------------------------------
 
-_ITEM_INT = ("seed", "steps", "height", "width", "num_frames")
-_ITEM_FLOAT = ("frame_rate", "guidance_scale", "stg_scale")
-_ITEM_STR = ("prompt", "negative_prompt", "output", "image", "cache")
-ITEM_KEYS = (*_ITEM_STR, *_ITEM_INT, *_ITEM_FLOAT, "conditions")
+_ITEM_INT = ("seed", "steps", "height", "width", "num_frames", "window", "overlap")
+_ITEM_FLOAT = ("frame_rate", "guidance_scale", "stg_scale", "overlap_strength", "adain")
+_ITEM_STR = ("prompt", "negative_prompt", "output", "image", "cache", "duration", "prompt_schedule")
+_ITEM_BOOL = ("temporal_upscale", "resume")
+ITEM_KEYS = (*_ITEM_STR, *_ITEM_INT, *_ITEM_FLOAT, *_ITEM_BOOL, "conditions")
+_LONG_KEYS = ("window", "overlap", "overlap_strength", "adain", "prompt_schedule", "temporal_upscale", "resume")
 
 
 def parse_condition(spec: str) -> Condition:
@@ -171,6 +174,11 @@ def parse_batch(text: str, source: str = "batch") -> list[dict[str, Any]]:
             v = obj.get(key)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
                 raise ValueError(f"{where}: {key} must be a number, got {v!r}")
+        for key in _ITEM_BOOL:
+            if obj.get(key) is not None and not isinstance(obj[key], bool):
+                raise ValueError(f"{where}: {key} must be true or false, got {obj[key]!r}")
+        if isinstance(obj.get("duration"), (int, float)) and not isinstance(obj["duration"], bool):
+            obj["duration"] = str(obj["duration"])
         conds = obj.get("conditions")
         if conds is not None:
             if not isinstance(conds, list):
@@ -218,12 +226,22 @@ def build_items(
             return defaults[key] if defaults.get(key) is not None else base.get(key)
 
         frame_rate = pick("frame_rate")
+        num_frames = pick("num_frames")
+        duration = pick("duration")
+        if duration is not None:
+            from .long_video import frames_for_duration, parse_duration
+
+            if row.get("num_frames") is not None or defaults.get("num_frames") is not None:
+                raise ValueError(f"{row.get('_where', 'item')}: give either num_frames or duration, not both")
+            rate = frame_rate if frame_rate is not None else (preset.frame_rate if preset is not None else 24)
+            num_frames = frames_for_duration(parse_duration(duration), float(rate))
+        long = {k: pick(k) for k in _LONG_KEYS if pick(k) is not None}
         items.append(BatchItem(
             # a row's explicit "seed": null asks for a random seed, whatever the default
             index=i, prompt=row["prompt"], seed=row.get("seed", defaults.get("seed")), height=pick("height"), width=pick("width"),
-            num_frames=pick("num_frames"), frame_rate=None if frame_rate is None else float(frame_rate),
+            num_frames=num_frames, frame_rate=None if frame_rate is None else float(frame_rate),
             negative_prompt=pick("negative_prompt"), steps=pick("steps"), guidance_scale=pick("guidance_scale"),
-            stg_scale=pick("stg_scale"), conditions=conds, output=row.get("output"), cache=pick("cache"),
+            stg_scale=pick("stg_scale"), conditions=conds, output=row.get("output"), cache=pick("cache"), **long,
         ))
     _complete(items, preset)
     return items
@@ -284,7 +302,10 @@ def _check_sizes(item: BatchItem, max_pos: Sequence[int], frames_out: bool) -> N
     if not math.isfinite(item.frame_rate) or not 0 < item.frame_rate <= MAX_FRAME_RATE:
         nearest = MAX_FRAME_RATE if item.frame_rate > MAX_FRAME_RATE else 24
         raise ValueError(f"frame_rate={item.frame_rate} must be in (0, {MAX_FRAME_RATE}] (e.g. {nearest})")
-    check_size(item.height, item.width, item.num_frames, item.frame_rate, max_pos)  # the model's time range
+    from .long_video import checked_frames
+
+    # the model's time range, for a long video that of one window
+    check_size(item.height, item.width, checked_frames(item, max_pos[0]), item.frame_rate, max_pos)
 
 
 def _check_condition(c: Condition, item: BatchItem) -> None:
@@ -449,6 +470,7 @@ def run_settings(result: GenerationResult) -> dict[str, Any]:
         "conditions": s["conditions"], "dtype": s["dtype"], "device": s["device"], "offload": s["offload"],
         "vae_tiling": s["vae_tiling"], "vae_conv": s["vae_conv"],
         "cache": s.get("cache"),  # step cache: mode, threshold, branch evaluations and how many were skipped
+        **{k: s[k] for k in ("temporal_upscale", "long") if s.get(k) is not None},
     }
 
 
@@ -549,7 +571,9 @@ def run_batch(
             with progress(it) if progress is not None else nullcontext(None) as callback:
                 # A streamed result is decoded inside the write, as uint8 chunks checked for NaN/Inf on the way
                 # (a broken VAE shows there); written otherwise, the same check runs on the video's chunks.
-                result = pipe.run(it, progress=callback, stream=stream and write)  # the item is the request
+                # the item is the request; a long one runs in windows (ltxcli.long_video), any other as pipe.run
+                result = long_video.generate(pipe, it, progress=callback, stream=stream and write,
+                                             resume=long_video.state_path(it.target) if it.resume else None)
                 rec = record(result, model=model)
                 t_write = time.perf_counter()
                 if write:

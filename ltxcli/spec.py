@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -50,6 +50,8 @@ Need = Literal["generate", "vae"]
 CHECKPOINT_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
 #: The text encoder when neither the registry entry nor the preset names one (every released model uses it).
 DEFAULT_TEXT_ENCODER = "t5-xxl"
+#: The temporal latent upscaler (``temporal_upscale``); the builtin ``tiny`` model has its own random one.
+DEFAULT_TEMPORAL_UPSCALER = "ltxv-temporal-upscaler-0.9.7"
 
 
 class SpecError(ValueError):
@@ -120,6 +122,9 @@ class ModelSpec:
     requested: tuple[str | None, str | None] = (None, None)
     need: Need = "generate"
     registry: weights.Registry | None = field(default=None, repr=False, compare=False)
+    # the temporal upscaler (requested_temporal: what was asked for); builtin: a component without a path
+    temporal_upsampler: Component | None = None
+    requested_temporal: str | None = None
 
     @property
     def path(self) -> Path | None:
@@ -128,7 +133,8 @@ class ModelSpec:
 
     @property
     def components(self) -> tuple[Component, ...]:
-        return tuple(c for c in (self.model, self.text_encoder, self.upsampler) if c is not None)
+        return tuple(c for c in (self.model, self.text_encoder, self.upsampler, self.temporal_upsampler)
+                     if c is not None)
 
     @property
     def needed(self) -> list[str]:
@@ -151,7 +157,7 @@ class ModelSpec:
         """The same request resolved again (after a download: paths, verification and the header)."""
         te, up = self.requested
         return resolve_spec(self.name, text_encoder=te, upsampler=up, weights_dir=self.weights_dir,
-                            registry=self.registry, need=self.need)
+                            registry=self.registry, need=self.need, temporal_upsampler=self.requested_temporal)
 
     def header(self) -> CheckpointInfo:
         """The checkpoint header: :attr:`info`, else read now (a registry file whose check has not finished, or a
@@ -236,6 +242,7 @@ def resolve_spec(
     registry: weights.Registry | None = None,
     need: Need = "generate",
     header: bool = True,
+    temporal_upsampler: PathLike | None = None,
 ) -> ModelSpec:
     """Resolve what a run of ``model`` loads. No download, no tensor data read.
 
@@ -246,12 +253,29 @@ def resolve_spec(
     upsampler file; default: the registry entry's, else the preset's (multi-scale presets only).
     ``need="vae"``: only the checkpoint's VAE is used (no text encoder or upsampler; the header needs a VAE).
     ``header=False``: read no header (``info`` stays None; :meth:`ModelSpec.header` reads it when needed).
+    ``temporal_upsampler``: a weights.toml name or an official temporal upscaler file, for ``temporal_upscale``
+    (:data:`DEFAULT_TEMPORAL_UPSCALER`; the builtin model's is built in).
 
     Raises :class:`ltxcli.weights.UnknownWeightsError` (an unknown name, with a did-you-mean hint),
     :class:`SpecError` (a registry entry that is not a model), :class:`ModelNotFoundError` (no such path) and
     ``CheckpointError`` (a file or folder whose header is broken, refused (pickles) or lacks what ``need`` uses).
     """
     reg = registry if registry is not None else weights.load_registry()
+    spec = _resolve(model, text_encoder, upsampler, weights_dir, reg, need, header)
+    if temporal_upsampler is None:
+        return spec
+    value = os.fspath(temporal_upsampler)
+    if spec.kind == "builtin" and value == DEFAULT_TEMPORAL_UPSCALER:
+        comp = Component("upsampler", None, None, present=True, state="builtin")
+    else:
+        comp = _given_component("upsampler", value, weights_dir, reg)
+    return replace(spec, temporal_upsampler=comp, requested_temporal=value)
+
+
+def _resolve(
+    model: PathLike | None, text_encoder: PathLike | None, upsampler: PathLike | None, weights_dir: PathLike | None,
+    reg: weights.Registry, need: Need, header: bool,
+) -> ModelSpec:
     name = os.fspath(model) if model else reg.default.name
     te_arg = os.fspath(text_encoder) if text_encoder is not None else None
     up_arg = os.fspath(upsampler) if upsampler is not None else None

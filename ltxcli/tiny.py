@@ -64,6 +64,21 @@ def make_text_model(vocab_size: int):  # -> transformers.T5EncoderModel
     return T5EncoderModel(config).eval()
 
 
+def build_temporal_upsampler(device: torch.device, dtype: torch.dtype):  # -> LatentUpsampler
+    """The tiny model's temporal upscaler: random weights (fixed seed) with the released block structure."""
+    from .models.configs import UpsamplerConfig
+    from .models.upsampler import LatentUpsampler
+
+    config = UpsamplerConfig(in_channels=LATENT_CHANNELS, mid_channels=32, num_blocks_per_stage=1,
+                             spatial_upsample=False, temporal_upsample=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED + 1)
+        model = LatentUpsampler(config)
+        with torch.no_grad():  # a near-identity residual path keeps the tiny latents in range
+            model.final_conv.weight.mul_(0.1)
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
 def build_pipeline(device: torch.device, dtype: torch.dtype):  # -> Pipeline
     """The tiny pipeline on ``device`` in ``dtype``; identical weights on every call."""
     from .models.transformer import LTXVideoTransformer

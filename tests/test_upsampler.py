@@ -163,3 +163,29 @@ def test_both_directions_at_once_is_refused() -> None:
     with pytest.raises(ConfigError, match="not supported"):
         UpsamplerConfig.from_official({"_class_name": "LatentUpsampler", "spatial_upsample": False,
                                        "temporal_upsample": False})
+
+
+def test_temporal_upscale_in_a_run_doubles_frames_and_rate() -> None:
+    """After a single pass (and between the passes of a multi-scale run): ``2 (F - 1) + 1`` frames at twice the
+    frame rate, stated in the settings (the record); the latents are the upscaler's output."""
+    from ltxcli import load_pipeline
+    from ltxcli.request import GenerationRequest
+
+    pipe = load_pipeline("tiny", temporal_upsampler="ltxv-temporal-upscaler-0.9.7")
+    base = dict(height=64, width=64, seed=1, steps=2)
+    plain = pipe.run(GenerationRequest("a cat", num_frames=17, **base))
+    up = pipe.run(GenerationRequest("a cat", num_frames=17, temporal_upscale=True, **base))
+    assert up.video.shape[0] == 33 and up.latents.shape[2] == 2 * plain.latents.shape[2] - 1
+    assert up.settings["num_frames"] == 33 and up.settings["frame_rate"] == 48
+    assert up.settings["temporal_upscale"] == {"num_frames": 17, "frame_rate": 24}
+    with torch.no_grad():
+        want = pipe.vae.normalize(pipe.temporal_upsampler(pipe.vae.unnormalize(plain.latents)))
+    assert _rel(up.latents, want) <= 1e-6  # ComfyUI's node: un-normalise, upsample, normalise
+    torch.manual_seed(0)
+    pipe.upsampler = LatentUpsampler(UpsamplerConfig(in_channels=16, mid_channels=32, num_blocks_per_stage=1)).eval()
+    two = pipe.run(GenerationRequest("a cat", num_frames=20, temporal_upscale=True, first_pass={},
+                                     second_pass={"timesteps": [0.5, 0.25]}, **base))
+    assert two.video.shape[0] == 39 and two.settings["frame_rate"] == 48 and two.latents.shape[2] == 7  # 25 padded frames: 4 latents -> 7
+    bare = load_pipeline("tiny")
+    with pytest.raises(ValueError, match="temporal upscaler"):
+        bare.run(GenerationRequest("a cat", temporal_upscale=True, **base))

@@ -30,7 +30,9 @@ import click
 import typer
 
 from ltxcli import naming, runner
+from ltxcli.long_video import OPTION_HELP
 from ltxcli.parallel import launch
+from ltxcli.spec import DEFAULT_TEMPORAL_UPSCALER
 
 from . import common, preflight
 from .common import (
@@ -156,6 +158,10 @@ OverwriteOpt = Annotated[bool, typer.Option(help="Replace existing outputs.")]
 SkipOpt = Annotated[bool, typer.Option(help="Skip items whose output already exists.")]
 
 
+def _long(key: str) -> Any:  # an option whose help the library gives (ltxcli.long_video.OPTION_HELP)
+    return typer.Option(f"--{key.replace('_', '-')}", show_default=False, help=OPTION_HELP[key])
+
+
 def _shared_options(
     model: ModelOpt = None,
     text_encoder: TextEncoderOpt = None,
@@ -167,12 +173,20 @@ def _shared_options(
     height: HeightOpt = None,
     width: WidthOpt = None,
     num_frames: FramesOpt = None,
+    duration: Annotated[str | None, _long("duration")] = None,
     frame_rate: FpsOpt = None,
     steps: StepsOpt = None,
     guidance_scale: GuidanceOpt = None,
     stg_scale: StgOpt = None,
     seed: SeedOpt = None,
     condition: ConditionOpt = None,
+    window: Annotated[int | None, _long("window")] = None,
+    overlap: Annotated[int | None, _long("overlap")] = None,
+    overlap_strength: Annotated[float | None, _long("overlap_strength")] = None,
+    adain: Annotated[float | None, _long("adain")] = None,
+    prompt_schedule: Annotated[str | None, _long("prompt_schedule")] = None,
+    resume: Annotated[bool, _long("resume")] = False,
+    temporal_upscale: Annotated[bool, _long("temporal_upscale")] = False,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     attention: AttentionOpt = Attention.auto,
@@ -335,7 +349,8 @@ def run(
 
     text_encoder = None if ref.kind == "builtin" else opts.text_encoder
     # with the components: a mistyped --text-encoder / --upsampler path fails before anything is downloaded
-    ref = resolve(opts.model, text_encoder=text_encoder, upsampler=opts.upsampler, weights_dir=opts.weights_dir)
+    ref = resolve(opts.model, text_encoder=text_encoder, upsampler=opts.upsampler, weights_dir=opts.weights_dir,
+                  temporal_upsampler=DEFAULT_TEMPORAL_UPSCALER if any(it.temporal_upscale for it in items) else None)
     _download(ref.needed, opts, out, ctx)
     if prepare_only:
         return
@@ -365,7 +380,7 @@ def run(
             dtype=opts.dtype, weights_dir=opts.weights_dir, attention=opts.attention, compile=opts.compile,
             offload=opts.offload, vae_tiling=opts.vae_tiling, vae_conv=opts.vae_conv,
             keep_checkpoint_dtype=opts.keep_checkpoint_dtype, download=False,  # pulled above, rank by rank
-        )
+            temporal_upsampler=str(ref.temporal_upsampler.path or ref.requested_temporal) if ref.temporal_upsampler else None)
     load_s = time.perf_counter() - t0
     from ltxcli.kernels import describe_model
 
