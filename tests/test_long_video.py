@@ -181,3 +181,34 @@ def test_duration_and_schedule_parsing() -> None:
     assert long_video.split_windows(12, 6, 3) == [(0, 6), (3, 9), (6, 12)]
     with pytest.raises(ValueError, match="entry 1"):
         long_video.read_schedule([{"begin": 0, "prompt": "x"}])
+
+
+def test_cli_long_video_interrupted_and_resumed(tmp_path) -> None:
+    """``ltx generate`` as a user runs it: three prompts in four windows with --resume, interrupted (SIGINT) once
+    the first windows are kept, then the same command again: the same frames as an uninterrupted run, and no
+    state left behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from ltxcli import media
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "LTX_WEIGHTS_DIR": str(tmp_path)}
+    cmd = [sys.executable, "-m", "ltxcli", "generate", "-m", "tiny", " | ".join(PROMPTS), "--num-frames", "113",
+           "--window", "48", "--overlap", "24", "--steps", "2", "--height", "64", "--width", "64", "--seed", "3", "-q"]
+    subprocess.run([*cmd, "-o", "whole.mp4"], cwd=tmp_path, env=env, check=True, timeout=600)
+    state = long_video.state_path(tmp_path / "out.mp4")
+    proc = subprocess.Popen([*cmd, "-o", "out.mp4", "--resume"], cwd=tmp_path, env=env)
+    deadline = time.monotonic() + 300
+    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) != 0, "the run finished before it could be interrupted"
+    assert state.is_file() and not (tmp_path / "out.mp4").exists()
+    subprocess.run([*cmd, "-o", "out.mp4", "--resume"], cwd=tmp_path, env=env, check=True, timeout=600)
+    assert not state.exists()
+    a, b = media.load_video(tmp_path / "out.mp4"), media.load_video(tmp_path / "whole.mp4")
+    assert a.shape[0] == 113 and torch.equal(a, b)
