@@ -14,10 +14,12 @@ frames (``window // 8`` long, windows ``(window - overlap) // 8`` apart, the las
 * the new window's first latent frame is dropped, its statistics are pulled towards the first window's with
   AdaIN (``adain``), and its head is cross-faded linearly into the previous output's tail over
   ``max(k - 1, 1)`` latent frames (diffusers' ``linear_overlap_fuse``);
-* latent frames no later window touches are decoded at once and handed to the writer (with
-  :data:`DECODE_CONTEXT` latent frames of context on each side, whose pixels are cut), so memory stays flat
-  however long the video is; ``--resume`` keeps the finished windows' latents in a state file next to the
-  output (:func:`state_path`), checked against a hash of the request.
+* latent frames no later window touches are decoded at once and handed to the writer, so memory stays flat
+  however long the video is: in tiles of one window's latent frames, ``window - 2`` apart, whose 16 shared
+  pixel frames are blended linearly (diffusers' ``AutoencoderKLLTXVideo._temporal_tiled_decode`` with
+  window-sized tiles; the references decode the whole latent video at the end, which holds every frame);
+  ``--resume`` keeps the finished windows' latents in a state file next to the output (:func:`state_path`),
+  checked against a hash of the request.
 
 Where ltx keeps the official conventions instead of diffusers' port (tests/test_long_video.py names and
 checks each): an ``overlap_strength`` below 1 is the official per-token timestep rule (tokens start at
@@ -53,8 +55,8 @@ DEFAULT_WINDOW = 80
 DEFAULT_OVERLAP = 24
 DEFAULT_OVERLAP_STRENGTH = 0.5
 DEFAULT_ADAIN = 0.25
-#: Latent frames of context decoded on each side of a streamed segment (their pixels are cut).
-DECODE_CONTEXT = 4
+#: Latent frames two consecutive decode tiles share (their pixels are blended).
+DECODE_BLEND = 2
 _LATENT_T = 8  # pixel frames per latent frame (the VAE's temporal compression)
 
 #: ``ltx generate`` help of the request fields this module reads (the CLI declares each option once from it).
@@ -411,7 +413,7 @@ class _LongRun:
         p = self.plan
         out, first, done = self._load_state()
         texts = self._encode_texts()
-        emitted = 0  # latent frames already decoded and handed out
+        tiles = _TiledDecode(self, max(p.windows[0].end - p.windows[0].start - 1, 1))
         n = len(p.windows)
         k = p.overlap_latents
         for i, w in enumerate(p.windows):
@@ -424,10 +426,7 @@ class _LongRun:
             assert out is not None
             # after window i the output holds latent frames [0, w.end); the next window cross-fades the last k - 1
             settled = w.end if i == n - 1 else w.end - max(k - 1, 0)
-            end = settled if i == n - 1 else max(emitted, settled - DECODE_CONTEXT)
-            if end > emitted:
-                yield from self._decode(out, emitted, end, settled)
-                emitted = end
+            yield from tiles.ready(out, settled, final=i == n - 1)
             if self.progress:
                 self.progress("window", i + 1, n)
         assert out is not None
@@ -484,27 +483,19 @@ class _LongRun:
         self.timings["denoise_s"] += pipe._elapsed(t0)
         return lat.float()
 
-    def _decode(self, out: Tensor, a: int, b: int, available: int) -> Iterator[Tensor]:
-        """Pixels of latent frames ``[a, b)`` decoded from ``[a - c, b + c)`` (within ``available``), cut."""
+    def decode_tile(self, latents: Tensor, start: int) -> Tensor:
+        """Decoder output ``[1, 3, n, H', W']`` in [-1, 1] of latent frames ``start ..`` (decode noise from a
+        generator seeded by the run's seed and ``start``)."""
         import torch
 
-        from .frames import to_video
-
         pipe, r = self.pipe, self.full
-        s, e = max(0, a - DECODE_CONTEXT), min(available, b + DECODE_CONTEXT)
         t0 = time.perf_counter()
-        gen = torch.Generator("cpu").manual_seed(self.plan.windows[0].seed + s)
+        gen = torch.Generator("cpu").manual_seed(self.plan.windows[0].seed + start)
         with torch.inference_mode():
-            (pixels,) = pipe._decoded(out[:, :, s:e].to(pipe.device), r.decode_timestep, r.decode_noise_scale,
+            (pixels,) = pipe._decoded(latents.to(pipe.device), r.decode_timestep, r.decode_noise_scale,
                                       r.passes[-1].tone_map_compression_ratio, gen, chunks=False)
-            # decoded latent s starts at pixel frame 8s (0 for s = 0); latent a > 0 covers pixels 8(a-1)+1 .. 8a
-            base = _LATENT_T * s
-            pa = 0 if a == 0 else _LATENT_T * (a - 1) + 1
-            pb = _LATENT_T * (b - 1) + 1
-            video = to_video(pixels[:, :, pa - base: pb - base], r, pa).cpu()
         self.timings["decode_s"] += pipe._elapsed(t0)
-        if video.shape[0]:
-            yield video
+        return pixels
 
     # -- resume ----------------------------------------------------------------------------------------------
 
@@ -532,8 +523,56 @@ class _LongRun:
         os.replace(tmp, self.state)
 
 
+class _TiledDecode:
+    """diffusers' temporal tiled decode, tile by tile as the latents settle: tiles of ``length + 1`` latent frames
+    start ``stride = length - DECODE_BLEND`` apart; a tile after the first drops its first pixel frame, blends its
+    first ``8 * DECODE_BLEND`` frames with the previous tile's last ones (``blend_t``) and keeps ``8 * stride``
+    frames (the first tile ``8 * stride + 1``). Only the previous tile's tail is held between tiles."""
+
+    def __init__(self, run: _LongRun, length: int) -> None:
+        self.run, self.length = run, length
+        self.stride = max(length - DECODE_BLEND, 1)
+        self.next = 0  # the first latent frame of the next tile
+        self.pixel = 0  # the next pixel frame to hand out
+        self.tail: Tensor | None = None
+
+    def ready(self, out: Tensor, settled: int, *, final: bool) -> Iterator[Tensor]:
+        """Float ``[n, H, W, 3]`` chunks of every tile that lies within the first ``settled`` latent frames of
+        ``out`` (``final``: every tile left)."""
+        import torch
+
+        total = out.shape[2]
+        while self.next < total and (final or self.next + self.length + 1 <= settled):
+            i = self.next
+            tile = self.run.decode_tile(out[:, :, i: i + self.length + 1], i)
+            with torch.inference_mode():  # the work only, never across the yield
+                video = self._cut(tile.float(), i)
+            self.next += self.stride
+            if video.shape[0]:
+                yield video
+
+    def _cut(self, tile: Tensor, i: int) -> Tensor:
+        import torch
+
+        from .frames import to_video
+
+        blend = _LATENT_T * (self.length - self.stride)
+        if i > 0:
+            tile = tile[:, :, 1:]
+            if self.tail is not None:
+                m = min(self.tail.shape[2], tile.shape[2], blend)
+                if m > 0:
+                    w = (torch.arange(m, dtype=tile.dtype) / m).view(1, 1, m, 1, 1).to(tile.device)
+                    tile[:, :, :m] = self.tail[:, :, -m:] * (1 - w) + tile[:, :, :m] * w
+        keep = _LATENT_T * self.stride + (1 if i == 0 else 0)
+        self.tail = tile[:, :, -blend:].clone() if blend > 0 else None
+        video = to_video(tile[:, :, :keep], self.run.full, self.pixel).cpu()
+        self.pixel += min(keep, tile.shape[2])
+        return video
+
+
 __all__ = [
-    "DECODE_CONTEXT", "DEFAULT_ADAIN", "DEFAULT_OVERLAP", "DEFAULT_OVERLAP_STRENGTH", "DEFAULT_WINDOW", "OPTION_HELP", "LongPlan",
+    "DECODE_BLEND", "DEFAULT_ADAIN", "DEFAULT_OVERLAP", "DEFAULT_OVERLAP_STRENGTH", "DEFAULT_WINDOW", "OPTION_HELP", "LongPlan",
     "Window", "checked_frames", "frames_for_duration", "fuse", "generate", "parse_duration", "plan", "read_schedule",
     "request_hash", "split_windows", "state_path", "window_prompts", "windowed",
 ]

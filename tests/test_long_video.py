@@ -212,3 +212,33 @@ def test_cli_long_video_interrupted_and_resumed(tmp_path) -> None:
     assert not state.exists()
     a, b = media.load_video(tmp_path / "out.mp4"), media.load_video(tmp_path / "whole.mp4")
     assert a.shape[0] == 113 and torch.equal(a, b)
+
+
+def test_streamed_decode_is_diffusers_temporal_tiled_decode(tiny) -> None:
+    """The windows' video equals diffusers' ``_temporal_tiled_decode`` algorithm (written out here, on the VAE's
+    raw output) with window-sized tiles over the final latents: tiles of 6 latent frames, 4 apart."""
+    req = GenerationRequest(" | ".join(PROMPTS), decode_noise_scale=0.0, **{**BASE, "timesteps": None, "steps": 2})
+    res = long_video.generate(tiny, req)
+    z = res.latents
+    n_lat, tile_len, stride = z.shape[2], 5, 3  # tile = z[i : i + tile_len + 1]
+    blend = 8 * (tile_len - stride)
+    with torch.no_grad():
+        t = torch.tensor([tiny.preset.decode_timestep]) if tiny.vae.timestep_conditioning else None
+        row = []
+        for i in range(0, n_lat, stride):
+            decoded = tiny.vae.decode(z[:, :, i: i + tile_len + 1], timestep=t).float()
+            row.append(decoded[:, :, 1:] if i > 0 else decoded)
+        out = []
+        for i, tile in enumerate(row):
+            if i > 0:
+                m = min(row[i - 1].shape[2], tile.shape[2], blend)
+                for x in range(m):
+                    tile[:, :, x] = row[i - 1][:, :, -m + x] * (1 - x / m) + tile[:, :, x] * (x / m)
+                out.append(tile[:, :, : 8 * stride])
+            else:
+                out.append(tile[:, :, : 8 * stride + 1])
+        want = ((torch.cat(out, dim=2)[:, :, :89] / 2 + 0.5).clamp(0, 1))[0].permute(1, 2, 3, 0)
+    assert want.shape == res.video.shape
+    err = (res.video - want).abs().max().item()
+    print(f"\nstreamed decode vs diffusers' temporal tiled decode: max abs err {err:.2e}")
+    assert err <= 1e-5
