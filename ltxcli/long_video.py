@@ -7,7 +7,9 @@ runs exactly as a plain request (:meth:`ltxcli.pipeline.Pipeline.run`, bit for b
 frames (``window // 8`` long, windows ``(window - overlap) // 8`` apart, the last one shorter):
 
 * every window is a plain single-pass generation of ``8 (T - 1) + 1`` pixel frames with its own prompt and a
-  seed derived from the run's (``seed + first latent frame``, as both references do);
+  seed derived from the run's (``seed + first latent frame``, as both references do); a multi-scale model runs
+  its first pass's settings at the requested size (ComfyUI-LTXVideo's long multi-prompt workflow with 0.9.8
+  distilled);
 * from the second window on, the previous output's last ``overlap // 8`` latent frames are appended as extra
   conditioning tokens at the window's head positions (frames ``0 .. k-1``) with ``overlap_strength``; the
   first window takes the first-frame image, and each keyframe goes to the first window holding its frame;
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
 
     from .pipeline import GenerationResult, Pipeline
     from .presets import Preset
+    from .request import ResolvedRequest
 
 #: ComfyUI-LTXVideo's ``LTXVLoopingSampler`` / diffusers' defaults, in pixel frames.
 DEFAULT_WINDOW = 80
@@ -266,9 +269,6 @@ def plan(request: GenerationRequest, preset: Preset, max_seconds: float | None =
     if r.video is not None or r.noise is not None or r.first_pass is not None or r.second_pass is not None:
         raise ValueError("video-to-video, explicit noise and per-pass settings are not supported yet with long "
                          "videos (several windows)")
-    if preset.multi_scale:
-        raise ValueError("long videos (several windows) are not supported yet with multi-scale models: use a "
-                         "single-pass model, or a length within one window")
     latent_frames = (padded_size(32, 32, num_frames)[2] - 1) // _LATENT_T + 1
     spans = split_windows(latent_frames, window // _LATENT_T, overlap // _LATENT_T)
     prompts = window_prompts(r, spans, frame_rate)
@@ -379,6 +379,14 @@ def generate(
     return result
 
 
+def _one_pass(r: ResolvedRequest) -> ResolvedRequest:
+    """A multi-scale model's window runs as one pass at the requested size with the first pass's settings, as
+    ComfyUI-LTXVideo's long multi-prompt workflow runs 0.9.8 distilled (its first-pass sigmas, no upscale)."""
+    if not r.multi_scale:
+        return r
+    return replace(r, passes=r.passes[:1], multi_scale=False, downscale_factor=1.0)
+
+
 class _LongRun:
     """The state of one windowed generation (see the module docstring)."""
 
@@ -387,7 +395,7 @@ class _LongRun:
         self.pipe, self.plan, self.progress, self.state = pipe, p, progress, state
         self.window_noise = window_noise
         self.timings: dict[str, float] = {"text_encoding_s": 0.0, "denoise_s": 0.0, "decode_s": 0.0}
-        r0 = pipe.resolve(p.window_request(0))
+        r0 = _one_pass(pipe.resolve(p.window_request(0)))
         # the whole video as the decode crops it: window 0's settings with the full length
         self.full = replace(r0, num_frames=p.num_frames, prompt=p.request.prompt)
         self.hash = request_hash(p, pipe.name)
@@ -467,7 +475,7 @@ class _LongRun:
         ph, pw = self.full.pass_sizes()[0]
         shape = (1, pipe.transformer.config.in_channels, w.end - w.start, ph // 32, pw // 32)
         noise = self.window_noise(i, shape) if self.window_noise is not None else None
-        r = pipe.resolve(p.window_request(i, noise))
+        r = _one_pass(pipe.resolve(p.window_request(i, noise)))
         sizes = r.pass_sizes()
         t0 = time.perf_counter()
         with torch.inference_mode():

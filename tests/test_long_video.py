@@ -242,3 +242,23 @@ def test_streamed_decode_is_diffusers_temporal_tiled_decode(tiny) -> None:
     err = (res.video - want).abs().max().item()
     print(f"\nstreamed decode vs diffusers' temporal tiled decode: max abs err {err:.2e}")
     assert err <= 1e-5
+
+
+def test_multi_scale_model_runs_windows_as_one_first_pass(tiny, monkeypatch) -> None:
+    """A multi-scale preset's windows run its first pass at the requested size (ComfyUI's long workflow)."""
+    from dataclasses import replace
+
+    from ltxcli.models.configs import UpsamplerConfig
+    from ltxcli.models.upsampler import LatentUpsampler
+    from ltxcli.presets import PassSettings
+
+    first = PassSettings(timesteps=(1.0, 0.5), guidance_scale=1.0, stg_scale=0.0)
+    second = PassSettings(timesteps=(0.4, 0.2), guidance_scale=1.0, stg_scale=0.0)
+    monkeypatch.setattr(tiny, "preset", replace(tiny.preset, pipeline_type="multi-scale", passes=(first, second)))
+    monkeypatch.setattr(tiny, "upsampler", LatentUpsampler(UpsamplerConfig(16, 32, 1)).eval())
+    assert tiny.preset.multi_scale
+    req = GenerationRequest("a cat | a dog", height=64, width=96, num_frames=57, seed=1, window=48, overlap=24)
+    res = long_video.generate(tiny, req)
+    assert res.settings["multi_scale"] is False and len(res.settings["passes"]) == 1
+    assert tuple(res.settings["passes"][0]["timesteps"]) == (1.0, 0.5)
+    assert res.latents.shape == (1, 16, 8, 2, 3) and res.video.shape == (57, 64, 96, 3)
