@@ -170,6 +170,8 @@ def test_packaged_registry_matches_official_configs() -> None:
     assert {n: [f.path for f in e.files] for n, e in ups.items()} == {
         "ltxv-spatial-upscaler-0.9.7": ["ltxv-spatial-upscaler-0.9.7.safetensors"],
         "ltxv-spatial-upscaler-0.9.8": ["ltxv-spatial-upscaler-0.9.8.safetensors"],
+        # ComfyUI-LTXVideo's README links huggingface.co/Lightricks/LTX-Video/blob/main/<this file>
+        "ltxv-temporal-upscaler-0.9.7": ["ltxv-temporal-upscaler-0.9.7.safetensors"],
     }
     assert reg.default.name == "ltxv-2b-0.9.8-distilled"
     assert [e.name for e in reg.closure(reg.default.name)] == [
@@ -184,7 +186,7 @@ def test_packaged_registry_matches_official_configs() -> None:
     tiny = reg["tiny"]
     assert (tiny.kind, tiny.repo, tiny.files, tiny.preset) == ("builtin", None, (), "tiny")
     assert "noise" in tiny.description
-    assert len(reg) == len(OFFICIAL) + 2 + 1 + 1
+    assert len(reg) == len(OFFICIAL) + 3 + 1 + 1  # upsamplers (2 spatial, 1 temporal), t5-xxl, tiny
 
 
 def test_packaged_registry_entries_are_well_formed() -> None:
