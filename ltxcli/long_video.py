@@ -412,6 +412,7 @@ class _LongRun:
             for video in self.pixels(result):
                 for a in range(0, video.shape[0], chunk_frames):
                     yield checked_uint8(video[a: a + chunk_frames], quantize)
+                del video  # not alive while the next window is denoised or decoded
         return frames
 
     # -- the loop ---------------------------------------------------------------------------------------
@@ -545,24 +546,35 @@ class _TiledDecode:
         self.tail: Tensor | None = None
 
     def ready(self, out: Tensor, settled: int, *, final: bool) -> Iterator[Tensor]:
-        """Float ``[n, H, W, 3]`` chunks of every tile that lies within the first ``settled`` latent frames of
-        ``out`` (``final``: every tile left)."""
+        """Float ``[n, H, W, 3]`` chunks (at most ``STREAM_CHUNK_FRAMES`` frames each) of every tile that lies
+        within the first ``settled`` latent frames of ``out`` (``final``: every tile left). Only one tile is
+        alive at a time: each is released before the next is decoded."""
         import torch
+
+        from .frames import to_video
+        from .memory.decode import STREAM_CHUNK_FRAMES
 
         total = out.shape[2]
         while self.next < total and (final or self.next + self.length + 1 <= settled):
             i = self.next
             tile = self.run.decode_tile(out[:, :, i: i + self.length + 1], i)
             with torch.inference_mode():  # the work only, never across the yield
-                video = self._cut(tile.float(), i)
-            self.next += self.stride
-            if video.shape[0]:
-                yield video
+                kept = self._cut(tile.float(), i)
+            del tile
+            start, self.next = self.pixel, self.next + self.stride
+            self.pixel += kept.shape[2]
+            for a in range(0, kept.shape[2], STREAM_CHUNK_FRAMES):
+                with torch.inference_mode():  # to_video scales the (already cut) tile in place
+                    chunk = to_video(kept[:, :, a: a + STREAM_CHUNK_FRAMES], self.run.full, start + a).cpu()
+                if chunk.shape[0]:
+                    yield chunk
+                del chunk
+            del kept
 
     def _cut(self, tile: Tensor, i: int) -> Tensor:
+        """Decoder output of tile ``i`` -> its kept frames ``[1, 3, n, H', W']`` (blended with the previous tile's
+        tail, whose own tail is kept for the next)."""
         import torch
-
-        from .frames import to_video
 
         blend = _LATENT_T * (self.length - self.stride)
         if i > 0:
@@ -574,9 +586,7 @@ class _TiledDecode:
                     tile[:, :, :m] = self.tail[:, :, -m:] * (1 - w) + tile[:, :, :m] * w
         keep = _LATENT_T * self.stride + (1 if i == 0 else 0)
         self.tail = tile[:, :, -blend:].clone() if blend > 0 else None
-        video = to_video(tile[:, :, :keep], self.run.full, self.pixel).cpu()
-        self.pixel += min(keep, tile.shape[2])
-        return video
+        return tile[:, :, :keep]
 
 
 __all__ = [

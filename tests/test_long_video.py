@@ -262,3 +262,18 @@ def test_multi_scale_model_runs_windows_as_one_first_pass(tiny, monkeypatch) -> 
     assert res.settings["multi_scale"] is False and len(res.settings["passes"]) == 1
     assert tuple(res.settings["passes"][0]["timesteps"]) == (1.0, 0.5)
     assert res.latents.shape == (1, 16, 8, 2, 3) and res.video.shape == (57, 64, 96, 3)
+
+
+def test_conditions_go_to_the_window_that_holds_their_frame(tiny) -> None:
+    """The first-frame image conditions window 0 only; a keyframe goes to the first window holding its frame, at
+    its frame inside that window (windows start at pixel frames 0, 24, 48 and are 41 frames long)."""
+    from ltxcli.request import Condition
+
+    image, key = torch.zeros(1, 8, 8, 3), torch.ones(1, 8, 8, 3)
+    req = GenerationRequest("a", conditions=[Condition(image, 0), Condition(key, 60, 0.8)], **BASE)
+    p = long_video.plan(req, tiny.preset)
+    assert p is not None
+    got = [[(c.media is image, c.frame, c.strength) for c in p.window_request(i).conditions] for i in range(3)]
+    assert got == [[(True, 0, 1.0)], [(False, 36, 0.8)], []]  # frame 60: window 1 covers 24 .. 64
+    assert [p.window_request(i).num_frames for i in range(3)] == [41, 41, 41]
+    assert p.window_request(1).seed == 8 and p.window_request(2).prompt == "a"
