@@ -238,6 +238,27 @@ def checked_frames(request: GenerationRequest, max_seconds: float) -> int:
     return min(r.num_frames, _LATENT_T * (max(window // _LATENT_T, 2) - 1) + 1)
 
 
+def check(request: GenerationRequest) -> tuple[int, int, float, float]:
+    """The looping sampler's settings of ``request`` with their defaults, checked (ValueError naming the value and
+    the rule; the prompt schedule is read), before any model work: ``(window, overlap, strength, adain)``."""
+    r = request
+    window = DEFAULT_WINDOW if r.window is None else int(r.window)
+    overlap = DEFAULT_OVERLAP if r.overlap is None else int(r.overlap)
+    strength = DEFAULT_OVERLAP_STRENGTH if r.overlap_strength is None else float(r.overlap_strength)
+    factor = DEFAULT_ADAIN if r.adain is None else float(r.adain)
+    if window < 2 * _LATENT_T:
+        raise ValueError(f"window={window} must be at least {2 * _LATENT_T} frames (e.g. {DEFAULT_WINDOW})")
+    if not _LATENT_T <= overlap <= window - _LATENT_T:
+        raise ValueError(f"overlap={overlap} must be in [{_LATENT_T}, {window - _LATENT_T}] frames for "
+                         f"window={window} (e.g. {DEFAULT_OVERLAP})")
+    for name, v in (("overlap_strength", strength), ("adain", factor)):
+        if not 0 <= v <= 1:
+            raise ValueError(f"{name}={v} must be in [0, 1]")
+    if r.prompt_schedule is not None:
+        read_schedule(r.prompt_schedule)
+    return window, overlap, strength, factor
+
+
 def plan(request: GenerationRequest, preset: Preset, max_seconds: float | None = None) -> LongPlan | None:
     """The windows of ``request`` (None: it runs as one plain request). ``max_seconds``: the model's time range
     (a longer request is windowed even without asking). Raises ValueError for settings out of range."""
@@ -254,18 +275,7 @@ def plan(request: GenerationRequest, preset: Preset, max_seconds: float | None =
     too_long = max_seconds is not None and (padded_size(32, 32, num_frames)[2] - 1) / frame_rate > max_seconds
     if not (windowed(r) or too_long):
         return None
-    window = DEFAULT_WINDOW if r.window is None else int(r.window)
-    overlap = DEFAULT_OVERLAP if r.overlap is None else int(r.overlap)
-    strength = DEFAULT_OVERLAP_STRENGTH if r.overlap_strength is None else float(r.overlap_strength)
-    factor = DEFAULT_ADAIN if r.adain is None else float(r.adain)
-    if window < 2 * _LATENT_T:
-        raise ValueError(f"window={window} must be at least {2 * _LATENT_T} frames (e.g. {DEFAULT_WINDOW})")
-    if not _LATENT_T <= overlap <= window - _LATENT_T:
-        raise ValueError(f"overlap={overlap} must be in [{_LATENT_T}, {window - _LATENT_T}] frames for window={window} "
-                         f"(e.g. {DEFAULT_OVERLAP})")
-    for name, v in (("overlap_strength", strength), ("adain", factor)):
-        if not 0 <= v <= 1:
-            raise ValueError(f"{name}={v} must be in [0, 1]")
+    window, overlap, strength, factor = check(r)
     if r.video is not None or r.noise is not None or r.first_pass is not None or r.second_pass is not None:
         raise ValueError("video-to-video, explicit noise and per-pass settings are not supported yet with long "
                          "videos (several windows)")
@@ -367,7 +377,8 @@ def generate(
         raise ValueError("temporal_upscale is not supported yet with long videos (several windows)")
     run = _LongRun(pipe, p, progress, Path(resume) if resume is not None else None, window_noise)
     settings = {**run.full.settings(), **pipe.record_facts(request.prompt, p.request.conditions), "long": p.settings()}
-    result = GenerationResult(video=None, latents=run.empty(), seed=p.request.seed or 0, timings=run.timings,
+    assert p.request.seed is not None  # plan() draws one
+    result = GenerationResult(video=None, latents=run.empty(), seed=p.request.seed, timings=run.timings,
                               settings=settings)
     if stream:
         result._stream = run.stream_for(result)
@@ -488,7 +499,13 @@ class _LongRun:
                 tail = out[:, :, -k:].to(pipe.device)
                 conds.append(EncodedCondition(tail, _LATENT_T * (k - 1) + 1, 0, p.overlap_strength, append=True))
             gen = torch.Generator("cpu").manual_seed(w.seed)
-            lat = pipe._denoise_passes(r, text[0], text[1], sizes, [conds], None, gen, self.progress)
+            progress = None
+            if self.progress is not None:  # one bar per window: "denoising" would read as a multi-scale pass
+                label, outer = f"window {i + 1}/{len(p.windows)}", self.progress
+
+                def progress(stage: str, done: int, total: int) -> None:
+                    outer(label if stage == "denoise" else stage, done, total)
+            lat = pipe._denoise_passes(r, text[0], text[1], sizes, [conds], None, gen, progress)
         self.timings["denoise_s"] += pipe._elapsed(t0)
         return lat.float()
 
@@ -591,6 +608,6 @@ class _TiledDecode:
 
 __all__ = [
     "DECODE_BLEND", "DEFAULT_ADAIN", "DEFAULT_OVERLAP", "DEFAULT_OVERLAP_STRENGTH", "DEFAULT_WINDOW", "OPTION_HELP", "LongPlan",
-    "Window", "checked_frames", "frames_for_duration", "fuse", "generate", "parse_duration", "plan", "read_schedule",
+    "Window", "check", "checked_frames", "frames_for_duration", "fuse", "generate", "parse_duration", "plan", "read_schedule",
     "request_hash", "split_windows", "state_path", "window_prompts", "windowed",
 ]

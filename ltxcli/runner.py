@@ -385,6 +385,7 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
         parse_cache(item.cache)
         for c in item.conditions:
             _check_condition(c, item)
+        long_video.check(item)  # window settings and the prompt schedule (read here)
     except ValueError as e:
         if isinstance(e, media.MediaError) or not where:
             raise

@@ -228,7 +228,10 @@ CHECKPOINT_CASES: dict[str, tuple[Callable[[bytes], bytes], str]] = {
         (["--width", "4001"], ["width=4001 pads to 4032", "position range of 2048 px", "use at most 2048"]),
         (["--height", "101"], ["height=101", "even", "100 or 102"]),
         (["--num-frames", "0"], ["num_frames=0", "at least 1"]),
-        (["--num-frames", "100000"], ["num_frames=100000", "at most 481 frames"]),
+        # past the model's range a video is made in windows (ltxcli.long_video): their settings are checked
+        (["--num-frames", "100000", "--window", "8"], ["window=8", "at least 16"]),
+        (["--overlap-strength", "2"], ["overlap_strength=2.0", "[0, 1]"]),
+        (["--prompt-schedule", "missing.jsonl"], ["prompt schedule missing.jsonl", "cannot read"]),
         (["--frame-rate", "0"], ["frame_rate=0", "(0, 1000]"]),
         (["--frame-rate", "nan"], ["frame_rate=nan", "(0, 1000]"]),
         (["--frame-rate", "5000"], ["frame_rate=5000", "e.g. 1000"]),
