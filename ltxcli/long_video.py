@@ -406,6 +406,9 @@ class _LongRun:
         self.pipe, self.plan, self.progress, self.state = pipe, p, progress, state
         self.window_noise = window_noise
         self.timings: dict[str, float] = {"text_encoding_s": 0.0, "denoise_s": 0.0, "decode_s": 0.0}
+        from .step_cache import Tally
+
+        pipe.cache_tally = Tally()  # the step cache counts over every window (each pass attaches a fresh cache)
         r0 = _one_pass(pipe.resolve(p.window_request(0)))
         # the whole video as the decode crops it: window 0's settings with the full length
         self.full = replace(r0, num_frames=p.num_frames, prompt=p.request.prompt)
@@ -451,6 +454,8 @@ class _LongRun:
                 self.progress("window", i + 1, n)
         assert out is not None
         result.latents = out.float().cpu()
+        # complete once the windows are done (a streamed file's record, written first, has the mode only)
+        result.settings["cache"] = {**result.settings["cache"], **self.pipe.cache_tally.record(self.full.cache)}
         if self.state is not None:
             self.state.unlink(missing_ok=True)
 
