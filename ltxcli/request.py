@@ -66,7 +66,8 @@ class GenerationRequest:
     video-to-video: the video is encoded, noised to the first kept timestep and denoised over the last
     ``denoise_strength`` fraction of the schedule. ``noise``: the single-pass initial draw, normalised latents
     ``[1, C, f, h, w]``. ``first_pass`` / ``second_pass``: per-pass overrides (multi-scale; giving one makes
-    a base model run two passes).
+    a base model run two passes). ``loras``: the LoRAs merged for this request (see
+    :meth:`ltxcli.pipeline.Pipeline.set_loras`; ``[]`` none), None keeps the pipeline's current ones.
     """
 
     prompt: str
@@ -97,6 +98,7 @@ class GenerationRequest:
     seed: int | None = None
     noise: Tensor | None = None
     cache: str | None = None  # step cache: "none", "teacache[:THRESH]" or "fbcache[:THRESH]" (ltxcli.step_cache)
+    loras: Sequence[Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,7 @@ class ResolvedRequest:
     preset: str = ""
     cache: str = "none"  # "none", "teacache" or "fbcache"
     cache_threshold: float = 0.0
+    loras: tuple[Any, ...] | None = None  # LoraSpec s; None: the pipeline's current ones
 
     @property
     def padded(self) -> tuple[int, int, int]:
@@ -417,6 +420,9 @@ def resolve_request(
         if not 0 <= c.frame < num_frames:
             raise ValueError(f"condition frame {c.frame} must be in [0, {num_frames - 1}]")
 
+    from .adapters.lora import lora_specs
+
+    loras = None if r.loras is None else lora_specs(r.loras)
     if r.seed is not None and (not isinstance(r.seed, int) or r.seed < 0):
         raise ValueError(f"seed={r.seed!r} must be a non-negative integer")
     if r.noise is not None and multi:
@@ -437,6 +443,7 @@ def resolve_request(
         image_cond_noise_scale=image_cond_noise_scale, stochastic_sampling=stochastic, stg_mode=mode,
         conditions=tuple(r.conditions), video=r.video, denoise_strength=r.denoise_strength, seed=r.seed,
         noise=r.noise, preset=preset.name, cache=cache, cache_threshold=cache_threshold,
+        loras=loras,
     )
 
 

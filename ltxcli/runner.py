@@ -103,7 +103,7 @@ class ItemResult:
 _ITEM_INT = ("seed", "steps", "height", "width", "num_frames")
 _ITEM_FLOAT = ("frame_rate", "guidance_scale", "stg_scale")
 _ITEM_STR = ("prompt", "negative_prompt", "output", "image", "cache")
-ITEM_KEYS = (*_ITEM_STR, *_ITEM_INT, *_ITEM_FLOAT, "conditions")
+ITEM_KEYS = (*_ITEM_STR, *_ITEM_INT, *_ITEM_FLOAT, "conditions", "loras")
 
 
 def parse_condition(spec: str) -> Condition:
@@ -188,11 +188,27 @@ def parse_batch(text: str, source: str = "batch") -> list[dict[str, Any]]:
                     raise ValueError(f"{where}: a condition is \"PATH:FRAME[:STRENGTH]\" or "
                                      "{\"path\", \"frame\", \"strength\"}")
             obj["conditions"] = parsed
+        if obj.get("loras") is not None:
+            obj["loras"] = _parse_loras(obj["loras"], where)
         obj["_where"] = where
         rows.append(obj)
     if not rows:
         raise ValueError(f"{source}: no prompts in it")
     return rows
+
+
+def _parse_loras(value: Any, where: str) -> list[Any]:
+    """A batch line's ``loras``: a list of ``"PATH_OR_NAME[:SCALE]"`` strings or ``{"path" | "name", "scale",
+    "sha256"}`` objects (a generation record's form) -> :class:`~ltxcli.adapters.lora.LoraSpec` s."""
+    from .adapters.lora import lora_spec
+
+    if not isinstance(value, list) or not all(isinstance(v, (str, dict)) for v in value):
+        raise ValueError(f"{where}: loras must be a list of \"PATH_OR_NAME[:SCALE]\" strings or "
+                         "{\"path\" or \"name\", \"scale\"} objects")
+    try:
+        return [lora_spec(v) for v in value]
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 def build_items(
@@ -224,6 +240,7 @@ def build_items(
             num_frames=pick("num_frames"), frame_rate=None if frame_rate is None else float(frame_rate),
             negative_prompt=pick("negative_prompt"), steps=pick("steps"), guidance_scale=pick("guidance_scale"),
             stg_scale=pick("stg_scale"), conditions=conds, output=row.get("output"), cache=pick("cache"),
+            loras=pick("loras"),
         ))
     _complete(items, preset)
     return items
@@ -447,7 +464,7 @@ def run_settings(result: GenerationResult) -> dict[str, Any]:
         "guidance_scale": first["guidance_scale"], "stg_scale": first["stg_scale"], "preset": s["preset"],
         "timesteps": timesteps, "multi_scale": s["multi_scale"], "passes": s["passes"],
         "conditions": s["conditions"], "dtype": s["dtype"], "device": s["device"], "offload": s["offload"],
-        "vae_tiling": s["vae_tiling"], "vae_conv": s["vae_conv"],
+        "vae_tiling": s["vae_tiling"], "vae_conv": s["vae_conv"], "loras": s["loras"],
         "cache": s.get("cache"),  # step cache: mode, threshold, branch evaluations and how many were skipped
     }
 

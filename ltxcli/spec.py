@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from . import weights
+from .adapters.lora import LoraLike, LoraSpec, lora_specs, resolve_lora
 from .presets import NEUTRAL, PRESETS, TINY_PRESET, Preset, preset_for_checkpoint
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike[str]
-Role = Literal["model", "text_encoder", "upsampler"]
+Role = Literal["model", "text_encoder", "upsampler", "lora"]
 Kind = Literal["builtin", "registry", "file", "folder"]
 Need = Literal["generate", "vae"]
 
@@ -120,6 +121,8 @@ class ModelSpec:
     requested: tuple[str | None, str | None] = (None, None)
     need: Need = "generate"
     registry: weights.Registry | None = field(default=None, repr=False, compare=False)
+    loras: tuple[LoraSpec, ...] = ()
+    lora_components: tuple[Component, ...] = ()
 
     @property
     def path(self) -> Path | None:
@@ -128,11 +131,11 @@ class ModelSpec:
 
     @property
     def components(self) -> tuple[Component, ...]:
-        return tuple(c for c in (self.model, self.text_encoder, self.upsampler) if c is not None)
+        return tuple(c for c in (self.model, self.text_encoder, self.upsampler, *self.lora_components) if c is not None)
 
     @property
     def needed(self) -> list[str]:
-        """The weights.toml names the run loads (model, text encoder, upsampler), so they can be pulled first."""
+        """The weights.toml names the run loads (model, text encoder, upsampler, LoRAs), so they can be pulled first."""
         if self.kind == "builtin":
             return []
         return list(dict.fromkeys(c.name for c in self.components if c.name is not None))
@@ -149,9 +152,13 @@ class ModelSpec:
 
     def refreshed(self) -> ModelSpec:
         """The same request resolved again (after a download: paths, verification and the header)."""
+        return self.with_loras(self.loras)
+
+    def with_loras(self, loras: Iterable[LoraLike] | None) -> ModelSpec:
+        """The same model resolved again with ``loras`` (see :func:`resolve_spec`)."""
         te, up = self.requested
         return resolve_spec(self.name, text_encoder=te, upsampler=up, weights_dir=self.weights_dir,
-                            registry=self.registry, need=self.need)
+                            registry=self.registry, need=self.need, loras=loras)
 
     def header(self) -> CheckpointInfo:
         """The checkpoint header: :attr:`info`, else read now (a registry file whose check has not finished, or a
@@ -236,6 +243,7 @@ def resolve_spec(
     registry: weights.Registry | None = None,
     need: Need = "generate",
     header: bool = True,
+    loras: Iterable[LoraLike] | None = None,
 ) -> ModelSpec:
     """Resolve what a run of ``model`` loads. No download, no tensor data read.
 
@@ -246,6 +254,8 @@ def resolve_spec(
     upsampler file; default: the registry entry's, else the preset's (multi-scale presets only).
     ``need="vae"``: only the checkpoint's VAE is used (no text encoder or upsampler; the header needs a VAE).
     ``header=False``: read no header (``info`` stays None; :meth:`ModelSpec.header` reads it when needed).
+    ``loras``: LoRAs the run merges (:func:`ltxcli.adapters.lora.lora_specs`): registry ones join
+    :attr:`ModelSpec.needed` and are refused here on a model they are not made for; files must exist.
 
     Raises :class:`ltxcli.weights.UnknownWeightsError` (an unknown name, with a did-you-mean hint),
     :class:`SpecError` (a registry entry that is not a model), :class:`ModelNotFoundError` (no such path) and
@@ -255,6 +265,8 @@ def resolve_spec(
     name = os.fspath(model) if model else reg.default.name
     te_arg = os.fspath(text_encoder) if text_encoder is not None else None
     up_arg = os.fspath(upsampler) if upsampler is not None else None
+    specs = lora_specs(loras)
+    lora_parts = tuple(_lora_component(s, name, weights_dir, reg) for s in specs)
 
     entry = reg.entries.get(name)
     path: Path | None
@@ -265,7 +277,7 @@ def resolve_spec(
         return ModelSpec(
             "builtin", name, name, TINY_PRESET, _registry_component("model", name, weights_dir, reg),
             None, given_up, _positions(TINY_TRANSFORMER.positional_embedding_max_pos), fp8=False, weights_dir=weights_dir,
-            requested=(te_arg, up_arg), registry=reg,
+            requested=(te_arg, up_arg), registry=reg, loras=specs, lora_components=lora_parts,
         )
     if entry is not None:
         if entry.kind != "model":
@@ -324,8 +336,17 @@ def resolve_spec(
     return ModelSpec(
         kind, name, label, preset, main, te, up, _positions(tcfg.positional_embedding_max_pos), info=info,
         dtypes=dtypes, checkpoint_dtype=max(dtypes, key=dtypes.__getitem__) if dtypes else None, fp8=fp8,
-        weights_dir=weights_dir, requested=(te_arg, up_arg), need=need, registry=reg,
+        weights_dir=weights_dir, requested=(te_arg, up_arg), need=need, registry=reg, loras=specs,
+        lora_components=lora_parts,
     )
+
+
+def _lora_component(spec: LoraSpec, model: str, weights_dir: PathLike | None, reg: weights.Registry) -> Component:
+    """A LoRA of the run: its registry entry (checked against ``model``) or its file."""
+    ref = resolve_lora(spec, model=model, weights_dir=weights_dir, registry=reg)
+    if ref.name is not None:
+        return _registry_component("lora", ref.name, weights_dir, reg)
+    return Component("lora", None, ref.path, present=True)
 
 
 def _positions(max_pos: Iterable[int]) -> tuple[int, int, int]:

@@ -451,6 +451,7 @@ def status_record(name: str, *, weights_dir: str | os.PathLike[str] | None = Non
         "name": name, "kind": entry.kind, "state": st.state, "default": entry.default,
         "size_on_disk": st.size_on_disk, "description": entry.description, "repo": entry.repo,
         "revision": entry.hub_revision if entry.repo else None, "preset": entry.preset, "requires": list(entry.requires),
+        "base": list(entry.base),
         "location": str(st.location.root), "location_kind": st.location.kind,
         "files": [{"path": f.path, "local_path": str(f.local_path) if f.local_path else None, "size": f.size,
                    "verified": f.verified} for f in st.files],
