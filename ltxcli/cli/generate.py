@@ -116,6 +116,8 @@ ConditionOpt = Annotated[list[str] | None, typer.Option(
     "--condition", "-c", show_default=False,
     help="PATH:FRAME[:STRENGTH] (repeatable): an image or video placed at pixel frame FRAME with STRENGTH in "
          "[0, 1] (default 1). Keyframes, first/last frame, video extension.")]
+LoraOpt = Annotated[list[str] | None, typer.Option("--lora", show_default=False, help="PATH_OR_NAME[:SCALE] "
+    "(repeatable): a LoRA file or weights.toml LoRA merged into the model at SCALE (default 1).")]
 DeviceOpt = Annotated[str | None, typer.Option(show_default=False, help="cpu, cuda or cuda:N (default: best available).")]
 DtypeOpt = Annotated[str | None, typer.Option(
     show_default=False,
@@ -173,6 +175,7 @@ def _shared_options(
     stg_scale: StgOpt = None,
     seed: SeedOpt = None,
     condition: ConditionOpt = None,
+    lora: LoraOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     attention: AttentionOpt = Attention.auto,
@@ -196,7 +199,7 @@ def _shared_options(
 
 SHARED_OPTIONS = inspect.signature(_shared_options, eval_str=True).parameters
 # parameter -> Options field where they differ (`json_`: a parameter may not shadow the json module in a command)
-_FIELDS = {"condition": "conditions", "json_": "json"}
+_FIELDS = {"condition": "conditions", "json_": "json", "lora": "loras"}
 
 
 def _value(v: Any) -> Any:
@@ -335,7 +338,8 @@ def run(
 
     text_encoder = None if ref.kind == "builtin" else opts.text_encoder
     # with the components: a mistyped --text-encoder / --upsampler path fails before anything is downloaded
-    ref = resolve(opts.model, text_encoder=text_encoder, upsampler=opts.upsampler, weights_dir=opts.weights_dir)
+    ref = resolve(opts.model, text_encoder=text_encoder, upsampler=opts.upsampler, weights_dir=opts.weights_dir,
+                  loras=[lo for it in items for lo in it.loras or []])  # every item's, pulled with the model
     _download(ref.needed, opts, out, ctx)
     if prepare_only:
         return
@@ -365,7 +369,7 @@ def run(
             dtype=opts.dtype, weights_dir=opts.weights_dir, attention=opts.attention, compile=opts.compile,
             offload=opts.offload, vae_tiling=opts.vae_tiling, vae_conv=opts.vae_conv,
             keep_checkpoint_dtype=opts.keep_checkpoint_dtype, download=False,  # pulled above, rank by rank
-        )
+            loras=opts.loras or None)
     load_s = time.perf_counter() - t0
     from ltxcli.kernels import describe_model
 

@@ -41,6 +41,8 @@ def list_(weights_dir: WeightsDirOpt = None, json_: JsonOpt = False) -> None:
     header = ("name", "kind", "state", "size", "description")
     cells = [(row["name"] + (" *" if row["default"] else ""), row["kind"], row["state"],
               human_bytes(row["size_on_disk"]) if row["size_on_disk"] else "-", row["description"]) for row in rows]
+    loras = [c for c in cells if c[1] == "lora"]  # their own group, after a blank row
+    cells = [c for c in cells if c[1] != "lora"] + ([("",) * 5, *loras] if loras else [])
     widths = [max(len(header[i]), *(len(c[i]) for c in cells)) for i in range(4)]
     # one line per entry; on a terminal the description is cut to its width
     room = shutil.get_terminal_size().columns - sum(widths) - 2 * 4 if sys.stdout.isatty() else None
