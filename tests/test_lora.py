@@ -206,7 +206,7 @@ def test_comfyui_file_as_diffusers_loads_it(base, inputs) -> None:
 def test_two_loras_add_like_diffusers_adapters(base, inputs) -> None:
     shapes = base["shapes"]
     a = write(base["tmp"] / "two-a.safetensors", lora_pairs(shapes, BLOCK_TARGETS, 4, 21), "peft")
-    b_pairs = lora_pairs(shapes, BLOCK_TARGETS[:6] + ["proj_out"], 2, 22)
+    b_pairs = lora_pairs(shapes, [*BLOCK_TARGETS[:6], "proj_out"], 2, 22)
     b = write(base["tmp"] / "two-b.safetensors", b_pairs, "comfyui")
     b_ref = write(base["tmp"] / "two-b-ref.safetensors", b_pairs, "peft")
     model = load_transformer(base["f32"])
@@ -250,7 +250,7 @@ def test_other_formats_equal_the_peft_form(base, inputs, form) -> None:
 
 
 def test_unload_restores_bits_float32_and_bf16_kept(base) -> None:
-    pairs = lora_pairs(base["shapes"], BLOCK_TARGETS + ["patchify_proj"], 4, 41)
+    pairs = lora_pairs(base["shapes"], [*BLOCK_TARGETS, "patchify_proj"], 4, 41)
     path = write(base["tmp"] / "unload.safetensors", pairs, "comfyui")
     for source, keep in ((base["f32"], False), (base["bf16"], True)):
         model = load_transformer(source, dtype=torch.float32, keep_checkpoint_dtype=keep)
@@ -381,9 +381,9 @@ def test_specs_and_sources() -> None:
     for bad in (("a", float("nan")), {"scale": 1}, 3):
         with pytest.raises(ValueError):
             lora_spec(bad)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="no such file, and not a name in weights.toml"):
+    with pytest.raises(ValueError, match=r"no such file, and not a name in weights\.toml"):
         fetch_loras([LoraSpec("missing/style.safetensors")])
-    with pytest.raises(UnknownWeightsError, match="did you mean ltxv-13b-0.9.7-ic-lora-canny"):
+    with pytest.raises(UnknownWeightsError, match=r"did you mean ltxv-13b-0\.9\.7-ic-lora-canny"):
         fetch_loras([LoraSpec("ltxv-13b-0.9.7-ic-lora-cany")])
 
 
