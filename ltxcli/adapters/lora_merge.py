@@ -378,5 +378,6 @@ def apply_loras(
     shapes = merger.shapes()
     files = [(load_lora_file(ref, shapes), ref.spec.scale) for ref in refs]
     merger.apply(files, device=device)
-    return [{"name": ref.name, "path": str(ref.path), "sha256": lora.sha256, "scale": scale}
+    # the absolute path: a redo from the record finds the file from any folder
+    return [{"name": ref.name, "path": os.path.abspath(ref.path or ""), "sha256": lora.sha256, "scale": scale}
             for ref, (lora, scale) in zip(refs, files, strict=True)]
