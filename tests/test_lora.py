@@ -480,7 +480,7 @@ def test_cli_lora_through_subprocess(tmp_path) -> None:
     args = [sys.executable, "-m", "ltxcli", "generate", "a cat surfing", "--model", "tiny", "-o", str(out),
             "--lora", f"{path}:0.8", "--seed", "7", "--steps", "2", "--height", "64", "--width", "96",
             "--num-frames", "9", "--json"]
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120, check=False)
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr
     obj = json.loads(proc.stdout)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
