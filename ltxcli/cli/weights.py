@@ -60,7 +60,7 @@ def list_(weights_dir: WeightsDirOpt = None, json_: JsonOpt = False) -> None:
 def pull(
     names: NamesArg = None,
     deps: Annotated[bool, typer.Option(help="Also pull what each model needs (text encoder, upsampler).")] = True,
-    dry_run: Annotated[bool, typer.Option(help="Only show what would be downloaded, and where.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be downloaded, and where.")] = False,
     weights_dir: WeightsDirOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
