@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
+from .adapters.lora import LoraLike, LoraRef, fetch_loras
 from .loading import CheckpointError, load_transformer, load_upsampler, load_vae
 from .models.winograd import parse_conv_algorithm
 from .pipeline import Pipeline, default_dtype
@@ -127,6 +128,7 @@ def load_pipeline(
     keep_checkpoint_dtype: bool | None = None,
     download: bool = True,
     on_event: Callable[[object], None] | None = None,
+    loras: Sequence[LoraLike] | None = None,
     temporal_upsampler: PathLike | None = None,
 ) -> Pipeline:
     """Load a model for generation.
@@ -152,9 +154,11 @@ def load_pipeline(
     equal to float rounding), ``direct`` (the official convolutions bit for bit) or ``winograd``. ``keep_checkpoint_dtype``: keep the
     transformer, VAE and upsampler weights in the checkpoint's dtype and widen each layer's weight per call
     (bit-identical outputs, half the memory of float32 for bfloat16 checkpoints, no conversion at load);
-    default: on when the weights are loaded to the CPU, off on GPUs. ``temporal_upsampler``: a weights.toml name
-    or an official temporal upscaler file, for requests with ``temporal_upscale`` (``tiny`` has its own under
-    the name ``ltxv-temporal-upscaler-0.9.7``).
+    default: on when the weights are loaded to the CPU, off on GPUs. ``loras``: LoRAs merged into the transformer
+    (each a file path or weights.toml name, ``(path_or_name, scale)`` or ``"PATH_OR_NAME:SCALE"``; with ``fp8``
+    before the quantisation); change them later with :meth:`Pipeline.set_loras` (default: a ModelSpec's own).
+    ``temporal_upsampler``: a weights.toml name or an official temporal upscaler file, for requests with
+    ``temporal_upscale`` (``tiny`` has its own under the name ``ltxv-temporal-upscaler-0.9.7``).
     """
     from . import kernels
     from .offload import Offload
@@ -171,17 +175,20 @@ def load_pipeline(
         if text_encoder is not None or upsampler is not None or weights_dir is not None or temporal_upsampler:
             raise ValueError("text_encoder, upsampler, temporal_upsampler and weights_dir come from the ModelSpec: "
                              "pass them to resolve_spec")
-        spec = model
+        spec = model if loras is None else model.with_loras(loras)
     else:
         spec = resolve_spec(model, text_encoder=text_encoder, upsampler=upsampler, weights_dir=weights_dir,
-                            temporal_upsampler=temporal_upsampler)
+                            loras=loras, temporal_upsampler=temporal_upsampler)
     if download and spec.needed:
         ensure_weights(spec.needed, weights_dir=spec.weights_dir, registry=spec.registry, on_event=on_event)
         spec = spec.refreshed()  # the paths, verification and header of what was just pulled
     # With offload, weights are loaded to (pinned) host memory and visit the device stage by stage.
     load_dev = dev if mode is Offload.NONE else torch.device("cpu")
-    pipe = _load(spec, load_dev, dt, fp8, keep_checkpoint_dtype)
+    refs = fetch_loras(spec.loras, model=spec.name, weights_dir=spec.weights_dir, registry=spec.registry,
+                       download=False)  # pulled above, with the model
+    pipe = _load(spec, load_dev, dt, fp8, keep_checkpoint_dtype, refs, dev)
     pipe._device = dev
+    pipe.weights_dir, pipe.model_ref = spec.weights_dir, spec.name
     pipe.vae_tiling = vae_tiling
     pipe.vae.set_conv_algorithm(conv_algorithm)
     if mode is not Offload.NONE:
@@ -207,9 +214,9 @@ def _apply_offload(pipe: Pipeline, dev: torch.device, mode: object) -> None:
     pipe.offload = Offload(mode)
 
 
-def _load(spec: ModelSpec, dev: torch.device, dt: torch.dtype, fp8: bool, keep_narrow: bool | None = None
-          ) -> Pipeline:
-    pipe = _load_models(spec, dev, dt, fp8, keep_narrow)
+def _load(spec: ModelSpec, dev: torch.device, dt: torch.dtype, fp8: bool, keep_narrow: bool | None = None,
+          loras: Sequence[LoraRef] = (), merge_on: torch.device | None = None) -> Pipeline:
+    pipe = _load_models(spec, dev, dt, fp8, keep_narrow, loras, merge_on)
     temporal = spec.temporal_upsampler
     if temporal is not None:
         if temporal.path is None:  # the builtin model's own
@@ -224,16 +231,25 @@ def _load(spec: ModelSpec, dev: torch.device, dt: torch.dtype, fp8: bool, keep_n
     return pipe
 
 
-def _load_models(spec: ModelSpec, dev: torch.device, dt: torch.dtype, fp8: bool, keep_narrow: bool | None
-                 ) -> Pipeline:
+def _load_models(spec: ModelSpec, dev: torch.device, dt: torch.dtype, fp8: bool, keep_narrow: bool | None,
+                 loras: Sequence[LoraRef], merge_on: torch.device | None) -> Pipeline:
+    records: list[dict[str, object]] = []
+
+    def merge(transformer: torch.nn.Module) -> None:  # before any fp8 conversion: merged, then quantised
+        if loras:
+            from .adapters.lora_merge import apply_loras
+
+            records[:] = apply_loras(transformer, loras, device=merge_on)
+
     if spec.kind == "builtin":
         from .models.fp8 import convert_to_fp8
         from .tiny import build_pipeline
 
         pipe = build_pipeline(dev, dt)
+        merge(pipe.transformer)
         if fp8:
             convert_to_fp8(pipe.transformer, dtype=dt)
-        return pipe
+        return _with_loras(pipe, loras, records)
 
     spec.require()  # anything not on disk: the one-line "not downloaded" error, before any weight is read
     assert spec.path is not None and spec.text_encoder is not None and spec.text_encoder.path is not None
@@ -241,7 +257,8 @@ def _load_models(spec: ModelSpec, dev: torch.device, dt: torch.dtype, fp8: bool,
     info = spec.header()  # read here for a registry file whose check has not finished (download=False)
     preset = spec.preset
 
-    transformer = load_transformer(path, device=dev, dtype=dt, keep_fp8=fp8, keep_checkpoint_dtype=keep_narrow)
+    transformer = load_transformer(path, device=dev, dtype=dt, keep_fp8=fp8, keep_checkpoint_dtype=keep_narrow,
+                                   before_fp8=merge)
     vae = load_vae(path, device=dev, dtype=dt, keep_checkpoint_dtype=keep_narrow)
 
     from .text import TextEncoder
@@ -259,7 +276,14 @@ def _load_models(spec: ModelSpec, dev: torch.device, dt: torch.dtype, fp8: bool,
         assert spec.upsampler.path is not None
         up_module = load_upsampler(spec.upsampler.path, device=dev, dtype=dt, keep_checkpoint_dtype=keep_narrow)
 
-    return Pipeline(
+    return _with_loras(Pipeline(
         transformer, vae, text, preset=preset, scheduler=info.scheduler,
         allowed_inference_steps=info.allowed_inference_steps, upsampler=up_module, name=spec.label,
-    )
+    ), loras, records)
+
+
+def _with_loras(pipe: Pipeline, loras: Sequence[LoraRef], records: list[dict[str, object]]) -> Pipeline:
+    """The pipeline knowing the LoRAs :func:`_load` merged (so a request asking for the same set changes nothing)."""
+    pipe._lora_specs = tuple(ref.spec for ref in loras)
+    pipe.lora_records = records
+    return pipe

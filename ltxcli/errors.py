@@ -7,8 +7,10 @@ class that moves between modules fails :func:`failure_kind`'s own test instead o
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
-from typing import Literal
+from typing import Literal, NoReturn
 
 FailureKind = Literal["input", "numerical", "kernel", "weights", "oom"]
 
@@ -39,4 +41,12 @@ def failure_kind(exc: BaseException) -> FailureKind | None:
     return None
 
 
-__all__ = ["LIBRARY_ERRORS", "FailureKind", "failure_kind"]
+def exit_closed_stdout(code: int) -> NoReturn:
+    """Stop at once with ``code``, without a word, because stdout's reader went away (``| head``); stdout is
+    pointed at /dev/null first, so Python's final flush of what is still buffered cannot fail again."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(code)
+
+
+__all__ = ["LIBRARY_ERRORS", "FailureKind", "exit_closed_stdout", "failure_kind"]

@@ -337,6 +337,7 @@ def load_transformer(
     causal_temporal_positioning: bool | None = None,
     keep_fp8: bool = False,
     keep_checkpoint_dtype: bool | None = None,
+    before_fp8: Callable[[nn.Module], None] | None = None,
 ) -> nn.Module:
     """Load the DiT from an official single file or a diffusers-format folder.
 
@@ -345,7 +346,8 @@ def load_transformer(
     e4m3 weights of an fp8 checkpoint are kept as stored (never upcast), wider ones are quantised per tensor;
     everything else runs in ``dtype`` (bfloat16 by default). Whether the device has fp8 GEMMs is the caller's
     check (:func:`ltxcli.kernels.require_fp8`). ``keep_checkpoint_dtype``: see :func:`assign_state_dict` (``None``,
-    the default: on when ``device`` is the CPU); ignored with ``keep_fp8``.
+    the default: on when ``device`` is the CPU); ignored with ``keep_fp8``. ``before_fp8``: called with the
+    loaded model before its fp8 conversion (a LoRA merge: merged before quantisation), also without ``keep_fp8``.
     """
     from .models.transformer import LTXVideoTransformer
 
@@ -362,6 +364,8 @@ def load_transformer(
     target = _resolve_dtype(tensors, dtype)
     model = assign_state_dict(model, tensors, source=src, device=device, dtype=target, keep_fp8=keep_fp8,
                               keep_checkpoint_dtype=keep_checkpoint_dtype)
+    if before_fp8 is not None:
+        before_fp8(model)
     if keep_fp8:
         from .models.fp8 import convert_to_fp8
 

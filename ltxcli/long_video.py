@@ -410,6 +410,8 @@ class _LongRun:
 
         pipe.cache_tally = Tally()  # the step cache counts over every window (each pass attaches a fresh cache)
         r0 = _one_pass(pipe.resolve(p.window_request(0)))
+        if r0.loras is not None:  # as Pipeline.run: the request's LoRAs, merged once for every window
+            pipe.set_loras(r0.loras)
         # the whole video as the decode crops it: window 0's settings with the full length
         self.full = replace(r0, num_frames=p.num_frames, prompt=p.request.prompt)
         self.hash = request_hash(p, pipe.name)

@@ -7,15 +7,18 @@ Pattern fields (Python ``str.format`` syntax, e.g. ``out/{index:03d}-{seed}.mp4`
 
     index       position of the item in the batch (0 for a single video)
     seed        the seed used
-    slug        the prompt, lower-cased, words joined by '-' (at most 40 characters)
+    slug        the prompt, lower-cased, words (Unicode letters and digits) joined by '-' (at most 40
+                characters; "video" when the prompt has none)
     width, height, num_frames, frame_rate
     model       the model name (file stem for a path)
 """
 
 from __future__ import annotations
 
+import glob
 import re
 import string
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +26,23 @@ PATTERN_FIELDS = ("index", "seed", "slug", "width", "height", "num_frames", "fra
 SLUG_MAX = 40
 
 
+def _words(text: str) -> list[str]:
+    """Runs of Unicode letters, digits and combining marks (a Devanagari vowel sign stays in its word); anything
+    else (spaces, punctuation, path separators, control characters) separates words."""
+    words, word = [], []
+    for ch in unicodedata.normalize("NFC", text).lower():
+        if ch.isalnum() or unicodedata.category(ch).startswith("M"):
+            word.append(ch)
+        elif word:
+            words.append("".join(word))
+            word = []
+    return [*words, "".join(word)] if word else words
+
+
 def slugify(prompt: str) -> str:
-    words = re.findall(r"[a-z0-9]+", prompt.lower())
+    """The ``{slug}`` field: the prompt's words (any script) joined by '-', at most :data:`SLUG_MAX` characters;
+    only letters, digits and '-', so it is safe in a file name on any system."""
+    words = _words(prompt)
     slug = ""
     for w in words:
         candidate = f"{slug}-{w}" if slug else w
@@ -59,39 +77,73 @@ def _sample_fields() -> dict[str, Any]:
             "model": "m"}
 
 
+#: The default name (``{index:04d}-`` in front in a batch), as a pattern.
+DEFAULT_STEM = "{slug}-{seed}-{width}x{height}x{num_frames}"
+
+
 def default_stem(fields: dict[str, Any], batch: bool) -> str:
-    stem = f"{fields['slug']}-{fields['seed']}-{fields['width']}x{fields['height']}x{fields['num_frames']}"
-    return f"{fields['index']:04d}-{stem}" if batch else stem
+    return (("{index:04d}-" if batch else "") + DEFAULT_STEM).format(**fields)
+
+
+def _literal(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def output_template(value: str | None, *, batch: bool, frames: bool, many: bool = False) -> str:
+    """The pattern of where each item goes (see :func:`output_path`), checked: a value that is not a pattern
+    becomes one with its braces escaped."""
+    suffix = "" if frames else ".mp4"
+    stem = ("{index:04d}-" if batch else "") + DEFAULT_STEM
+    if value is None:
+        return stem + suffix
+    if is_pattern(value):
+        if not frames and not value.lower().endswith(".mp4"):
+            raise ValueError(f"output pattern {value!r} must end in .mp4")
+        return value
+    path = Path(value).expanduser()
+    folder = _literal(str(path)) + "/"
+    if frames:
+        # a folder of frames: one item -> exactly that folder; a batch -> one sub-folder per item
+        return folder + stem if batch else _literal(str(path))
+    if path.is_dir() or value.endswith(("/", "\\")):
+        return folder + stem + suffix
+    if not path.suffix:  # a typo of a file name must not quietly become a new folder
+        raise ValueError(f"-o {value}: name a video file ({value}.mp4) or a folder ({value}/; an existing "
+                         "folder needs no '/')")
+    if path.suffix.lower() != ".mp4":
+        raise ValueError(f"-o {value}: videos are written as .mp4 (or give a folder, or --frames-dir for PNG frames)")
+    if many:
+        raise ValueError(f"-o {value} names one file but this is a batch: give a folder or a pattern such as "
+                         "out/{index:03d}-{seed}.mp4")
+    return _literal(str(path))
 
 
 def output_path(value: str | None, fields: dict[str, Any], *, batch: bool, frames: bool, many: bool = False) -> Path:
     """Where one item goes. ``frames``: a folder of PNG frames instead of an ``.mp4``.
 
     ``batch``: the default names get the item index in front; ``many``: more than one item shares ``value``.
-    ``value`` None -> the default name in the current folder; a pattern -> formatted; an existing folder, a
-    value ending in '/' or a value without suffix -> the default name inside that folder; else a file.
+    ``value`` None -> the default name in the current folder; a pattern -> formatted; an existing folder or a
+    value ending in '/' -> the default name inside that folder; an ``.mp4`` name -> that file; a name without
+    suffix -> ValueError (a video file needs ``.mp4``, a new folder a trailing '/').
     """
-    suffix = "" if frames else ".mp4"
-    stem = default_stem(fields, batch)
-    if value is None:
-        return Path(stem + suffix)
-    if is_pattern(value):
-        name = value.format(**fields)
-        if not frames and not name.lower().endswith(".mp4"):
-            raise ValueError(f"output pattern {value!r} must end in .mp4")
-        return Path(name).expanduser()
-    path = Path(value).expanduser()
-    if frames:
-        # a folder of frames: one item -> exactly that folder; a batch -> one sub-folder per item
-        return path / stem if batch else path
-    if path.is_dir() or value.endswith(("/", "\\")) or not path.suffix:
-        return path / (stem + suffix)
-    if path.suffix.lower() != ".mp4":
-        raise ValueError(f"-o {value}: videos are written as .mp4 (or give a folder, or --frames-dir for PNG frames)")
-    if many:
-        raise ValueError(f"-o {value} names one file but this is a batch: give a folder or a pattern such as "
-                         "out/{index:03d}-{seed}.mp4")
-    return path
+    return Path(output_template(value, batch=batch, frames=frames, many=many).format(**fields)).expanduser()
+
+
+def output_glob(value: str | None, fields: dict[str, Any], *, batch: bool, frames: bool, many: bool = False) -> str:
+    """A glob matching every path :func:`output_path` gives for these ``fields`` whatever the seed: how a rerun
+    finds the outputs of a batch whose seed it does not know yet."""
+    parts = []
+    for literal, name, spec, conversion in string.Formatter().parse(
+            output_template(value, batch=batch, frames=frames, many=many)):
+        parts.append(glob.escape(literal))
+        if name is None:
+            continue
+        if re.split(r"[.\[]", name, maxsplit=1)[0] == "seed":
+            parts.append("*")
+        else:
+            field = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            parts.append(glob.escape(field.format(**fields)))
+    return str(Path("".join(parts)).expanduser())
 
 
 def fps_number(fps: float) -> int | float:

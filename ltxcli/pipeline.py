@@ -123,6 +123,12 @@ class Pipeline:
         self.free_text_encoder_after_use = False
         # what the step cache skipped over the passes of the current generation (the record's "cache" entry)
         self.cache_tally = step_cache.Tally()
+        # LoRAs: where registry LoRAs are found, the model they are checked against (load_pipeline sets both),
+        # what is merged now and its records
+        self.weights_dir: str | os.PathLike[str] | None = None
+        self.model_ref = name
+        self._lora_specs: tuple[Any, ...] = ()
+        self.lora_records: list[dict[str, Any]] = []
 
     @property
     def device(self) -> torch.device:
@@ -137,6 +143,26 @@ class Pipeline:
     @property
     def dtype(self) -> torch.dtype:
         return compute_dtype(self.transformer.patchify_proj)
+
+    # --- LoRAs ---------------------------------------------------------------------------------------------
+
+    def set_loras(self, loras: Sequence[Any] | None, *, download: bool = True,
+                  on_event: Callable[[object], None] | None = None) -> None:
+        """Merge ``loras`` into the transformer in place of the current ones, without reloading anything: each a
+        file path or weights.toml name, ``(path_or_name, scale)``, a string ``PATH_OR_NAME[:SCALE]`` or a
+        :class:`~ltxcli.adapters.lora.LoraSpec`; ``[]`` restores the base weights bit for bit
+        (:mod:`ltxcli.adapters.lora_merge`). Registry LoRAs are downloaded first unless ``download`` is False, and
+        refused on a model they are not made for. Nothing changes when a file fails its checks."""
+        from .adapters.lora import fetch_loras, lora_specs
+        from .adapters.lora_merge import apply_loras
+
+        specs = lora_specs(loras)
+        if specs == self._lora_specs:
+            return
+        refs = fetch_loras(specs, model=self.model_ref, weights_dir=self.weights_dir, download=download,
+                           on_event=on_event)
+        self.lora_records = apply_loras(self.transformer, refs, device=self.device)
+        self._lora_specs = specs
 
     # --- VAE helpers ----------------------------------------------------------------------------------
 
@@ -267,6 +293,8 @@ class Pipeline:
         """
         timings: dict[str, float] = {}
         r = self.resolve(request)
+        if r.loras is not None:
+            self.set_loras(r.loras)
         sizes = r.pass_sizes()
         seed = secrets.randbelow(_SEED_RANGE) if r.seed is None else r.seed
         prepared, source = prepare_conditions(r)  # every medium read once, before any model work
@@ -309,6 +337,7 @@ class Pipeline:
             "prompt": prompt, "model": self.name, "conditions": [_condition_record(c) for c in conditions],
             "dtype": str(self.dtype).removeprefix("torch."), "device": str(self.device),
             "offload": self.offload.value, "vae_tiling": self.vae_tiling, "vae_conv": str(self.vae.conv_algorithm),
+            "loras": [dict(rec) for rec in self.lora_records],
         }
 
     def _encode_text(self, r: ResolvedRequest, need_negative: bool, progress: Any) -> tuple[Tensor, Tensor]:

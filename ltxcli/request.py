@@ -66,7 +66,8 @@ class GenerationRequest:
     video-to-video: the video is encoded, noised to the first kept timestep and denoised over the last
     ``denoise_strength`` fraction of the schedule. ``noise``: the single-pass initial draw, normalised latents
     ``[1, C, f, h, w]``. ``first_pass`` / ``second_pass``: per-pass overrides (multi-scale; giving one makes
-    a base model run two passes).
+    a base model run two passes). ``loras``: the LoRAs merged for this request (see
+    :meth:`ltxcli.pipeline.Pipeline.set_loras`; ``[]`` none), None keeps the pipeline's current ones.
 
     Long videos (:mod:`ltxcli.long_video`): ``duration`` (seconds, instead of ``num_frames``), ``window`` and
     ``overlap`` (pixel frames; defaults 80 and 24), ``overlap_strength`` (0.5), ``adain`` (0.25),
@@ -103,6 +104,7 @@ class GenerationRequest:
     seed: int | None = None
     noise: Tensor | None = None
     cache: str | None = None  # step cache: "none", "teacache[:THRESH]" or "fbcache[:THRESH]" (ltxcli.step_cache)
+    loras: Sequence[Any] | None = None
     duration: float | None = None
     window: int | None = None
     overlap: int | None = None
@@ -138,6 +140,7 @@ class ResolvedRequest:
     preset: str = ""
     cache: str = "none"  # "none", "teacache" or "fbcache"
     cache_threshold: float = 0.0
+    loras: tuple[Any, ...] | None = None  # LoraSpec s; None: the pipeline's current ones
     temporal_upscale: bool = False
 
     def output(self) -> ResolvedRequest:
@@ -447,6 +450,9 @@ def resolve_request(
         if not 0 <= c.frame < num_frames:
             raise ValueError(f"condition frame {c.frame} must be in [0, {num_frames - 1}]")
 
+    from .adapters.lora import lora_specs
+
+    loras = None if r.loras is None else lora_specs(r.loras)
     if r.seed is not None and (not isinstance(r.seed, int) or r.seed < 0):
         raise ValueError(f"seed={r.seed!r} must be a non-negative integer")
     if r.noise is not None and multi:
@@ -474,6 +480,7 @@ def resolve_request(
         image_cond_noise_scale=image_cond_noise_scale, stochastic_sampling=stochastic, stg_mode=mode,
         conditions=tuple(r.conditions), video=r.video, denoise_strength=r.denoise_strength, seed=r.seed,
         noise=r.noise, preset=preset.name, cache=cache, cache_threshold=cache_threshold,
+        loras=loras,
         temporal_upscale=bool(r.temporal_upscale),
     )
 

@@ -55,14 +55,20 @@ class OutputError(OSError):
 @dataclass
 class BatchItem(GenerationRequest):
     """One video of a batch: a :class:`~ltxcli.request.GenerationRequest` (``None`` sizes and frame rate: the
-    preset's, ``None`` seed: a random one, both filled in when the batch is planned, since output names use
-    them) and where it goes: ``output``, a file, folder or pattern for this item only; ``index``, its place in
-    the batch; ``target`` and ``skip``, set by :func:`plan_outputs`."""
+    preset's, ``None`` seed: derived from the batch seed, both filled in when the batch is planned, since output
+    names use them) and where it goes: ``output``, a file, folder or pattern for this item only; ``index``, its
+    place in the batch; ``target`` and ``skip``, set by :func:`plan_outputs`.
+
+    ``batch_seed``: in a batch of several items, the seed this item's was derived from (``seed = batch_seed +
+    index``, recorded in its file); ``seed_drawn``: the seed (or batch seed) was drawn at random, so a rerun
+    with ``skip_existing`` may take the one recorded by an earlier run of the batch (:mod:`ltxcli.resume`)."""
 
     output: str | None = None
     index: int = 0
     target: Path | None = None
     skip: bool = False
+    batch_seed: int | None = None
+    seed_drawn: bool = False
     resume: bool = False  # a windowed run keeps its finished windows next to the output (ltxcli.long_video)
 
 
@@ -105,7 +111,7 @@ _ITEM_INT = ("seed", "steps", "height", "width", "num_frames", "window", "overla
 _ITEM_FLOAT = ("frame_rate", "guidance_scale", "stg_scale", "overlap_strength", "adain")
 _ITEM_STR = ("prompt", "negative_prompt", "output", "image", "cache", "duration", "prompt_schedule")
 _ITEM_BOOL = ("temporal_upscale", "resume")
-ITEM_KEYS = (*_ITEM_STR, *_ITEM_INT, *_ITEM_FLOAT, *_ITEM_BOOL, "conditions")
+ITEM_KEYS = (*_ITEM_STR, *_ITEM_INT, *_ITEM_FLOAT, *_ITEM_BOOL, "conditions", "loras")
 _LONG_KEYS = ("window", "overlap", "overlap_strength", "adain", "prompt_schedule", "temporal_upscale", "resume")
 
 
@@ -136,6 +142,20 @@ def _is_float(s: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def read_batch_file(source: str | Path, what: str = "--batch") -> str:
+    """The text of a batch file: a missing one is a ValueError, an unreadable one (permissions, not UTF-8) a
+    :class:`~ltxcli.media.MediaError`, each one line naming ``what`` and the file."""
+    from .media import MediaError
+
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise ValueError(f"{what} {source}: no such file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise MediaError(f"{what} {source}: cannot read: {e}") from None
 
 
 def parse_batch(text: str, source: str = "batch") -> list[dict[str, Any]]:
@@ -196,11 +216,27 @@ def parse_batch(text: str, source: str = "batch") -> list[dict[str, Any]]:
                     raise ValueError(f"{where}: a condition is \"PATH:FRAME[:STRENGTH]\" or "
                                      "{\"path\", \"frame\", \"strength\"}")
             obj["conditions"] = parsed
+        if obj.get("loras") is not None:
+            obj["loras"] = _parse_loras(obj["loras"], where)
         obj["_where"] = where
         rows.append(obj)
     if not rows:
         raise ValueError(f"{source}: no prompts in it")
     return rows
+
+
+def _parse_loras(value: Any, where: str) -> list[Any]:
+    """A batch line's ``loras``: a list of ``"PATH_OR_NAME[:SCALE]"`` strings or ``{"path" | "name", "scale",
+    "sha256"}`` objects (a generation record's form) -> :class:`~ltxcli.adapters.lora.LoraSpec` s."""
+    from .adapters.lora import lora_spec
+
+    if not isinstance(value, list) or not all(isinstance(v, (str, dict)) for v in value):
+        raise ValueError(f"{where}: loras must be a list of \"PATH_OR_NAME[:SCALE]\" strings or "
+                         "{\"path\" or \"name\", \"scale\"} objects")
+    try:
+        return [lora_spec(v) for v in value]
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 def build_items(
@@ -211,6 +247,7 @@ def build_items(
     options), else the preset's (sizes and frame rate). ``conditions`` come first in every item; a row's
     ``image`` is a first-frame condition before them, its ``conditions`` follow."""
     defaults = defaults or {}
+    batch_seed = defaults.get("seed")
     base = {"height": preset.height, "width": preset.width, "num_frames": preset.num_frames,
             "frame_rate": preset.frame_rate} if preset is not None else {}
     items = []
@@ -236,22 +273,38 @@ def build_items(
             rate = frame_rate if frame_rate is not None else (preset.frame_rate if preset is not None else 24)
             num_frames = frames_for_duration(parse_duration(duration), float(rate))
         long = {k: pick(k) for k in _LONG_KEYS if pick(k) is not None}
+        # a row's explicit "seed": null asks for a random seed of its own, whatever the batch seed
+        own_random = "seed" in row and row["seed"] is None
         items.append(BatchItem(
-            # a row's explicit "seed": null asks for a random seed, whatever the default
-            index=i, prompt=row["prompt"], seed=row.get("seed", defaults.get("seed")), height=pick("height"), width=pick("width"),
+            index=i, prompt=row["prompt"], seed=secrets.randbelow(2**31) if own_random else row.get("seed"),
+            seed_drawn=own_random, height=pick("height"), width=pick("width"),
             num_frames=num_frames, frame_rate=None if frame_rate is None else float(frame_rate),
             negative_prompt=pick("negative_prompt"), steps=pick("steps"), guidance_scale=pick("guidance_scale"),
-            stg_scale=pick("stg_scale"), conditions=conds, output=row.get("output"), cache=pick("cache"), **long,
+            stg_scale=pick("stg_scale"), conditions=conds, output=row.get("output"), cache=pick("cache"),
+            loras=pick("loras"), **long,
         ))
-    _complete(items, preset)
+    _complete(items, preset, batch_seed)
     return items
 
 
-def _complete(items: Sequence[BatchItem], preset: Preset | None) -> None:
-    """Fill what an item leaves open: a random seed, the preset's size and frame rate."""
+def derive_seeds(items: Sequence[BatchItem], batch_seed: int, *, drawn: bool = False, redo: bool = False) -> None:
+    """Seed each item without a seed of its own ``batch_seed + index`` (``redo``: also those derived from
+    another batch seed before); with several items each records ``batch_seed`` (a single video's seed is the
+    batch seed). ``drawn``: ``batch_seed`` was drawn at random."""
     for it in items:
-        if it.seed is None:
-            it.seed = secrets.randbelow(2**31)
+        if it.seed is None or (redo and it.batch_seed is not None):
+            it.seed = batch_seed + it.index
+            it.batch_seed = batch_seed if len(items) > 1 else None
+            it.seed_drawn = drawn
+
+
+def _complete(items: Sequence[BatchItem], preset: Preset | None, batch_seed: int | None = None) -> None:
+    """Fill what an item leaves open: a seed derived from ``batch_seed`` (None: a random one, drawn here), the
+    preset's size and frame rate."""
+    if any(it.seed is None for it in items):
+        drawn = batch_seed is None
+        derive_seeds(items, secrets.randbelow(2**31) if drawn else batch_seed, drawn=drawn)
+    for it in items:
         if preset is not None:
             it.height, it.width, it.num_frames, frame_rate = preset_size(
                 preset, it.height, it.width, it.num_frames, it.frame_rate)
@@ -372,6 +425,9 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
     frames (odd sizes allowed)."""
     from . import media
 
+    if not item.prompt.strip():
+        warnings.warn(f"{where}the prompt is empty: the video follows only the negative prompt"
+                      f"{' and the conditions' if item.conditions else ''} (give a PROMPT)", stacklevel=2)
     try:
         _check_sizes(item, max_pos, frames_out)
         if item.steps is not None:
@@ -387,9 +443,9 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
             _check_condition(c, item)
         long_video.check(item)  # window settings and the prompt schedule (read here)
     except ValueError as e:
-        if isinstance(e, media.MediaError) or not where:
+        if not where:
             raise
-        raise ValueError(f"{where}{e}") from None
+        raise (media.MediaError if isinstance(e, media.MediaError) else ValueError)(f"{where}{e}") from None
 
 
 # --- outputs -------------------------------------------------------------------------------------------------
@@ -397,29 +453,52 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
 
 def plan_outputs(
     items: Sequence[BatchItem], *, output: str | None = None, frames: bool = False, model: str = "",
-    batch: bool = False, overwrite: bool = False, skip_existing: bool = False,
-) -> None:
+    batch: bool = False, overwrite: bool = False, skip_existing: bool = False, preset: Preset | None = None,
+) -> str | None:
     """Set every item's ``target`` (its own ``output``, else ``output``: a file, folder or pattern, see
-    :mod:`ltxcli.naming`; ``frames``: a folder of PNG frames) and ``skip`` (exists and ``skip_existing``).
+    :mod:`ltxcli.naming`; ``frames``: a folder of PNG frames) and ``skip``; returns a note for the user about
+    the batch seed, or None.
+
+    ``skip_existing``: an item whose output exists is skipped. Outputs are recognised by their record
+    (:mod:`ltxcli.resume`: index, prompt, settings; ``preset`` resolves the settings to compare), so a rerun of
+    a batch whose seed was drawn at random takes the earlier run's batch seed and skips what it wrote whatever
+    the names; an existing target made for another prompt or settings is kept and skipped with a warning.
 
     ``batch``: default names start with the item index. Refused (ValueError) before any work: two items with one
     target, an existing target without ``overwrite``/``skip_existing``; (:class:`OutputError`) a target that
     cannot be created."""
+    from . import resume
+
     if overwrite and skip_existing:
         raise ValueError("--overwrite and --skip-existing contradict each other: pick one")
     for value in {output, *(it.output for it in items)}:
         if value is not None and naming.is_pattern(value):
             naming.check_pattern(value)
+    found = resume.find_previous(items, output=output, frames=frames, batch=batch, preset=preset,
+                                 model=model) if skip_existing else {}
+    note = None
+    drawn = [it for it in items if it.seed_drawn and it.batch_seed is not None]
+    earlier = resume.earlier_batch_seed(found)
+    if drawn and earlier is not None:
+        derive_seeds(items, earlier, drawn=True, redo=True)
+        note = f"resuming batch seed {earlier} (recorded in the existing outputs)"
+    elif drawn:
+        note = f"batch seed {drawn[0].batch_seed} (items without a seed use it + their index; --seed " \
+               f"{drawn[0].batch_seed} repeats them)"
     shared = sum(it.output is None for it in items)
     seen: dict[Path, int] = {}
     for it in items:
         assert it.seed is not None and it.width is not None and it.height is not None
         assert it.num_frames is not None and it.frame_rate is not None
-        values = naming.fields(index=it.index, seed=it.seed, prompt=it.prompt, width=it.width, height=it.height,
-                               num_frames=it.num_frames, frame_rate=it.frame_rate, model=model)
-        value = it.output if it.output is not None else output
-        many = it.output is None and shared > 1
-        target = naming.output_path(value, values, batch=batch, frames=frames, many=many)
+        if it.index in found:  # written by an earlier run, under this or another name
+            target, rec = found[it.index]
+            it.seed = rec.get("seed", it.seed)
+        else:
+            values = naming.fields(index=it.index, seed=it.seed, prompt=it.prompt, width=it.width,
+                                   height=it.height, num_frames=it.num_frames, frame_rate=it.frame_rate, model=model)
+            value = it.output if it.output is not None else output
+            many = it.output is None and shared > 1
+            target = naming.output_path(value, values, batch=batch, frames=frames, many=many)
         it.target = target
         key = target.absolute()
         if key in seen:
@@ -430,11 +509,17 @@ def plan_outputs(
         if target.exists() or target.is_symlink():
             if skip_existing:
                 it.skip = True
+                rec = found[it.index][1] if it.index in found else resume.read_record(target)
+                if rec is not None and it.index not in found:
+                    warnings.warn(f"{target} exists but holds a video of another prompt or other settings "
+                                  f"(index {rec.get('index', 0)}, seed {rec.get('seed')}): kept and skipped; "
+                                  "--overwrite replaces it", stacklevel=2)
             elif not overwrite:
                 raise ValueError(f"{target} already exists: pass --overwrite to replace it, --skip-existing to keep "
-                                 "it, or choose another -o")
+                                 f"it, or choose another {'--frames-dir' if frames else '-o'}")
         if not it.skip:
             check_writable(target)  # a read-only or impossible folder fails before any work
+    return note
 
 
 def check_writable(target: Path) -> None:
@@ -469,7 +554,7 @@ def run_settings(result: GenerationResult) -> dict[str, Any]:
         "guidance_scale": first["guidance_scale"], "stg_scale": first["stg_scale"], "preset": s["preset"],
         "timesteps": timesteps, "multi_scale": s["multi_scale"], "passes": s["passes"],
         "conditions": s["conditions"], "dtype": s["dtype"], "device": s["device"], "offload": s["offload"],
-        "vae_tiling": s["vae_tiling"], "vae_conv": s["vae_conv"],
+        "vae_tiling": s["vae_tiling"], "vae_conv": s["vae_conv"], "loras": s["loras"],
         "cache": s.get("cache"),  # step cache: mode, threshold, branch evaluations and how many were skipped
         **{k: s[k] for k in ("temporal_upscale", "long") if s.get(k) is not None},
     }
@@ -488,6 +573,12 @@ def record(result: GenerationResult, *, model: str | None = None) -> dict[str, A
         **{k: v for k, v in run_settings(result).items() if k != "device"},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def batch_fields(item: BatchItem) -> dict[str, Any]:
+    """What a written item's record adds to :func:`record`: its ``index`` and, in a batch of several items
+    whose seed derives from the batch seed, that ``batch_seed`` (how a rerun resumes the batch)."""
+    return {"index": item.index} | ({"batch_seed": item.batch_seed} if item.batch_seed is not None else {})
 
 
 def write_output(
@@ -575,7 +666,7 @@ def run_batch(
                 # the item is the request; a long one runs in windows (ltxcli.long_video), any other as pipe.run
                 result = long_video.generate(pipe, it, progress=callback, stream=stream and write,
                                              resume=long_video.state_path(it.target) if it.resume else None)
-                rec = record(result, model=model)
+                rec = record(result, model=model) | batch_fields(it)
                 t_write = time.perf_counter()
                 if write:
                     write_output(result, it.target, record=rec, frames=frames, overwrite=overwrite)
@@ -604,11 +695,30 @@ def _plan_here(
         validate_item(it, max_pos, frames_out=frames)
     name = pipe.name if model is None else model
     plan_outputs(items, output=output, frames=frames, model=naming.model_field(name, is_path=Path(name).exists()),
-                 batch=len(items) > 1, overwrite=overwrite, skip_existing=skip_existing)
+                 batch=len(items) > 1, overwrite=overwrite, skip_existing=skip_existing, preset=pipe.preset)
 
 
 __all__ = [
-    "ITEM_KEYS", "MAX_FRAME_RATE", "MAX_STEPS", "SEED_MAX", "BatchItem", "ItemResult", "OutputError",
-    "build_items", "check_range", "check_writable", "parse_batch", "parse_condition", "plan_outputs", "record",
-    "run_batch", "run_settings", "save_video", "validate_item", "write_output",
+    "ITEM_KEYS",
+    "MAX_FRAME_RATE",
+    "MAX_STEPS",
+    "SEED_MAX",
+    "BatchItem",
+    "ItemResult",
+    "OutputError",
+    "batch_fields",
+    "build_items",
+    "check_range",
+    "check_writable",
+    "derive_seeds",
+    "parse_batch",
+    "parse_condition",
+    "plan_outputs",
+    "read_batch_file",
+    "record",
+    "run_batch",
+    "run_settings",
+    "save_video",
+    "validate_item",
+    "write_output",
 ]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from . import weights
+from .adapters.lora import LoraLike, LoraSpec, lora_specs, resolve_lora
 from .presets import NEUTRAL, PRESETS, TINY_PRESET, Preset, preset_for_checkpoint
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike[str]
-Role = Literal["model", "text_encoder", "upsampler"]
+Role = Literal["model", "text_encoder", "upsampler", "lora"]
 Kind = Literal["builtin", "registry", "file", "folder"]
 Need = Literal["generate", "vae"]
 
@@ -122,6 +123,8 @@ class ModelSpec:
     requested: tuple[str | None, str | None] = (None, None)
     need: Need = "generate"
     registry: weights.Registry | None = field(default=None, repr=False, compare=False)
+    loras: tuple[LoraSpec, ...] = ()
+    lora_components: tuple[Component, ...] = ()
     # the temporal upscaler (requested_temporal: what was asked for); builtin: a component without a path
     temporal_upsampler: Component | None = None
     requested_temporal: str | None = None
@@ -133,12 +136,12 @@ class ModelSpec:
 
     @property
     def components(self) -> tuple[Component, ...]:
-        return tuple(c for c in (self.model, self.text_encoder, self.upsampler, self.temporal_upsampler)
-                     if c is not None)
+        return tuple(c for c in (self.model, self.text_encoder, self.upsampler, *self.lora_components,
+                                 self.temporal_upsampler) if c is not None)
 
     @property
     def needed(self) -> list[str]:
-        """The weights.toml names the run loads (model, text encoder, upsampler), so they can be pulled first."""
+        """The weights.toml names the run loads (model, text encoder, upsampler, LoRAs), so they can be pulled first."""
         if self.kind == "builtin":
             return []
         return list(dict.fromkeys(c.name for c in self.components if c.name is not None))
@@ -155,9 +158,14 @@ class ModelSpec:
 
     def refreshed(self) -> ModelSpec:
         """The same request resolved again (after a download: paths, verification and the header)."""
+        return self.with_loras(self.loras)
+
+    def with_loras(self, loras: Iterable[LoraLike] | None) -> ModelSpec:
+        """The same model resolved again with ``loras`` (see :func:`resolve_spec`)."""
         te, up = self.requested
         return resolve_spec(self.name, text_encoder=te, upsampler=up, weights_dir=self.weights_dir,
-                            registry=self.registry, need=self.need, temporal_upsampler=self.requested_temporal)
+                            registry=self.registry, need=self.need, loras=loras,
+                            temporal_upsampler=self.requested_temporal)
 
     def header(self) -> CheckpointInfo:
         """The checkpoint header: :attr:`info`, else read now (a registry file whose check has not finished, or a
@@ -242,6 +250,7 @@ def resolve_spec(
     registry: weights.Registry | None = None,
     need: Need = "generate",
     header: bool = True,
+    loras: Iterable[LoraLike] | None = None,
     temporal_upsampler: PathLike | None = None,
 ) -> ModelSpec:
     """Resolve what a run of ``model`` loads. No download, no tensor data read.
@@ -253,6 +262,8 @@ def resolve_spec(
     upsampler file; default: the registry entry's, else the preset's (multi-scale presets only).
     ``need="vae"``: only the checkpoint's VAE is used (no text encoder or upsampler; the header needs a VAE).
     ``header=False``: read no header (``info`` stays None; :meth:`ModelSpec.header` reads it when needed).
+    ``loras``: LoRAs the run merges (:func:`ltxcli.adapters.lora.lora_specs`): registry ones join
+    :attr:`ModelSpec.needed` and are refused here on a model they are not made for; files must exist.
     ``temporal_upsampler``: a weights.toml name or an official temporal upscaler file, for ``temporal_upscale``
     (:data:`DEFAULT_TEMPORAL_UPSCALER`; the builtin model's is built in).
 
@@ -261,7 +272,7 @@ def resolve_spec(
     ``CheckpointError`` (a file or folder whose header is broken, refused (pickles) or lacks what ``need`` uses).
     """
     reg = registry if registry is not None else weights.load_registry()
-    spec = _resolve(model, text_encoder, upsampler, weights_dir, reg, need, header)
+    spec = _resolve(model, text_encoder, upsampler, weights_dir, reg, need, header, loras)
     if temporal_upsampler is None:
         return spec
     value = os.fspath(temporal_upsampler)
@@ -274,11 +285,13 @@ def resolve_spec(
 
 def _resolve(
     model: PathLike | None, text_encoder: PathLike | None, upsampler: PathLike | None, weights_dir: PathLike | None,
-    reg: weights.Registry, need: Need, header: bool,
+    reg: weights.Registry, need: Need, header: bool, loras: Iterable[LoraLike] | None,
 ) -> ModelSpec:
     name = os.fspath(model) if model else reg.default.name
     te_arg = os.fspath(text_encoder) if text_encoder is not None else None
     up_arg = os.fspath(upsampler) if upsampler is not None else None
+    specs = lora_specs(loras)
+    lora_parts = tuple(_lora_component(s, name, weights_dir, reg) for s in specs)
 
     entry = reg.entries.get(name)
     path: Path | None
@@ -289,7 +302,7 @@ def _resolve(
         return ModelSpec(
             "builtin", name, name, TINY_PRESET, _registry_component("model", name, weights_dir, reg),
             None, given_up, _positions(TINY_TRANSFORMER.positional_embedding_max_pos), fp8=False, weights_dir=weights_dir,
-            requested=(te_arg, up_arg), registry=reg,
+            requested=(te_arg, up_arg), registry=reg, loras=specs, lora_components=lora_parts,
         )
     if entry is not None:
         if entry.kind != "model":
@@ -348,8 +361,17 @@ def _resolve(
     return ModelSpec(
         kind, name, label, preset, main, te, up, _positions(tcfg.positional_embedding_max_pos), info=info,
         dtypes=dtypes, checkpoint_dtype=max(dtypes, key=dtypes.__getitem__) if dtypes else None, fp8=fp8,
-        weights_dir=weights_dir, requested=(te_arg, up_arg), need=need, registry=reg,
+        weights_dir=weights_dir, requested=(te_arg, up_arg), need=need, registry=reg, loras=specs,
+        lora_components=lora_parts,
     )
+
+
+def _lora_component(spec: LoraSpec, model: str, weights_dir: PathLike | None, reg: weights.Registry) -> Component:
+    """A LoRA of the run: its registry entry (checked against ``model``) or its file."""
+    ref = resolve_lora(spec, model=model, weights_dir=weights_dir, registry=reg)
+    if ref.name is not None:
+        return _registry_component("lora", ref.name, weights_dir, reg)
+    return Component("lora", None, ref.path, present=True)
 
 
 def _positions(max_pos: Iterable[int]) -> tuple[int, int, int]:

@@ -43,8 +43,9 @@ def _env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def _run(args: list[str], cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=_env(cwd), capture_output=True, text=True,
+def _run(args: list[str], cwd: Path, timeout: int = 120, unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in _env(cwd).items() if k not in unset}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)
 
 
@@ -78,10 +79,11 @@ def test_torchrun_two_ranks_split_one_video(tmp_path: Path, tiny: Any) -> None:
 def test_gpus_2_on_cpu_shares_the_random_seed(tmp_path: Path, tiny: Any) -> None:
     """`--gpus 2` starts torchrun itself (gloo on the CPU). No --seed: rank 0 draws one and sends it, so the
     split video is the single-process video for the seed it reports (a rank with another seed would add
-    other noise to its share of the tokens)."""
-    r = _run(["-m", "ltxcli", "generate", "a dog runs", "--model", "tiny", "--gpus", "2", "--frames-dir",
-              "f-{seed}", "--json", *SMALL], tmp_path)
-    assert r.returncode == 0, r.stderr
+    other noise to its share of the tokens). `-q` silences every banner, torchrun's OMP_NUM_THREADS one included
+    (OMP_NUM_THREADS is unset here), so stderr stays empty."""
+    r = _run(["-m", "ltxcli", "generate", "a dog runs", "--model", "tiny", "--gpus", "2", "--device", "cpu", "--frames-dir",
+              "f-{seed}", "--json", "-q", *SMALL], tmp_path, unset=("OMP_NUM_THREADS",))
+    assert r.returncode == 0 and r.stderr == "", r.stderr
     (obj,) = json_lines(r.stdout)
     seed = obj["seed"]
     assert obj["path"] == f"f-{seed}" and len(obj["ranks"]) == 2
@@ -95,7 +97,7 @@ def test_gpus_2_batch_skip_existing_writes_each_item_once(tmp_path: Path) -> Non
     (tmp_path / "prompts.txt").write_text("a cat\na dog\na bird\na fish\na red car\n")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "2.mp4").write_bytes(b"keep me")
-    r = _run(["-m", "ltxcli", "generate", "--batch", "prompts.txt", "--model", "tiny", "--gpus", "2", "--seed", "4",
+    r = _run(["-m", "ltxcli", "generate", "--batch", "prompts.txt", "--model", "tiny", "--gpus", "2", "--device", "cpu", "--seed", "4",
               "-o", "out/{index}.mp4", "--skip-existing", "--json", *SMALL], tmp_path)
     assert r.returncode == 0, r.stderr
     objs = json_lines(r.stdout)
@@ -113,7 +115,7 @@ def test_gpus_2_batch_skip_existing_writes_each_item_once(tmp_path: Path) -> Non
 def test_gpus_passes_on_the_workers_exit_code(tmp_path: Path) -> None:
     """A failure only the workers can see (the tiny model's 2 heads do not split 3 ways) is one labelled line
     per rank, and `--gpus` exits with the workers' code (2), not torchrun's 1."""
-    r = _run(["-m", "ltxcli", "generate", "a cat", "--model", "tiny", "--gpus", "3", "--parallel", "sequence",
+    r = _run(["-m", "ltxcli", "generate", "a cat", "--model", "tiny", "--gpus", "3", "--device", "cpu", "--parallel", "sequence",
               "-o", "o.mp4", *SMALL], tmp_path)
     assert r.returncode == 2, r.stderr
     lines = [line for line in r.stderr.splitlines() if "error: --parallel sequence over 3 processes" in line]

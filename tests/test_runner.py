@@ -97,8 +97,11 @@ def test_build_items_and_plan_outputs_without_a_model(tmp_path: Path) -> None:
     items = runner.build_items(rows, preset=PRESETS["tiny"], defaults={"seed": 9, "height": 64})
     assert [(it.seed, it.height, it.width) for it in items] == [(9, 64, PRESETS["tiny"].width), (4, 64, 128)]
     assert [(c.media, c.frame, c.strength) for c in items[1].conditions] == [("k.png", 8, 1.0)]
-    runner.plan_outputs(items, output=str(tmp_path / "v"), model="tiny", batch=True)
+    runner.plan_outputs(items, output=str(tmp_path / "v") + "/", model="tiny", batch=True)
     assert items[1].target == tmp_path / "v" / f"0001-a-dog-4-128x64x{items[1].num_frames}.mp4"
+    assert items[0].seed == 9 and items[1].seed == 4  # --seed seeds the batch: item 0 gets 9 + 0
+    with pytest.raises(ValueError, match=r"name a video file .*v\.mp4\) or a folder"):
+        runner.plan_outputs(items, output=str(tmp_path / "v"), model="tiny", batch=True)  # no suffix, no folder
     with pytest.raises(ValueError, match="unknown field"):
         runner.plan_outputs(items, output="{nope}.mp4")
     with pytest.raises(ValueError, match=r"prompts\.txt line 1: invalid JSON"):

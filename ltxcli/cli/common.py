@@ -3,7 +3,7 @@
 Rules every command follows: data goes to stdout (with ``--json``: JSON Lines, one object per output), messages
 and progress bars go to stderr; progress is shown only when stderr is a terminal and ``--quiet`` is not given;
 anything a user can cause ends in ONE line on stderr and an exit code from :data:`EXIT_CODES`, never a traceback
-(``LTX_DEBUG=1`` re-raises for debugging).
+(``LTX_DEBUG=1`` adds the traceback, not another exit code); a closed stdout ends quietly (:data:`EXIT_PIPE`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from ltxcli.errors import failure_kind
+from ltxcli.errors import exit_closed_stdout, failure_kind
 
 # the commands' byte formatting and JSON encoding are the library's (ltx doctor's checks use them too)
 from ltxcli.formatting import human_bytes as human_bytes
@@ -37,6 +38,7 @@ EXIT_WEIGHTS = 3
 EXIT_CHECKSUM = 4
 EXIT_OOM = 5
 EXIT_INPUT = 6
+EXIT_PIPE = 141  # 128 + SIGPIPE: what the shell reports for a Unix tool whose reader went away
 # EXIT_INTERRUPTED (130, Ctrl-C) comes from ltxcli.parallel.launch: a --gpus launch reports it for its workers
 
 #: Exit code -> meaning; printed in ``ltx --help`` and the README.
@@ -49,6 +51,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_OOM: "out of memory or would not fit (try --offload model, --vae-tiling on, or a smaller size or fewer frames)",
     EXIT_INPUT: "input media or checkpoint unreadable (missing, corrupt)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); partial outputs are removed",
+    EXIT_PIPE: "stdout closed early (e.g. `| head -1`): the rest of the output is dropped, no error line",
 }
 
 
@@ -170,6 +173,8 @@ class OneLineErrorsGroup(TyperGroup):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except BrokenPipeError:
+            exit_closed_stdout(EXIT_PIPE)
         except (click.ClickException, typer.exceptions.TyperException) as e:
             # typer vendors its own click; its ClickException derives from TyperException
             code = int(getattr(e, "exit_code", EXIT_USAGE))
@@ -185,6 +190,18 @@ class OneLineErrorsGroup(TyperGroup):
             click.echo("error: aborted", err=True)
             sys.exit(EXIT_ERROR)
         sys.exit(rv if isinstance(rv, int) else EXIT_OK)
+
+
+def _placeholder(param: Any, ctx: Any) -> str:
+    """Help beside a parameter: not typer's ``--json <bool>``/``<list[str]>`` but nothing, or a value's kind."""
+    if param.param_type_name == "argument" or getattr(param, "is_flag", False):
+        return ""
+    label = param.metavar or param.display_type(ctx).strip("<>").removeprefix("list[").removesuffix("]")
+    return f"[{label}]" if "|" in label else {"str": "TEXT", "float": "NUMBER"}.get(label, label.upper())
+
+
+typer.core.TyperArgument.display_type_rich = _placeholder  # type: ignore[method-assign,assignment]
+typer.core.TyperOption.display_type_rich = _placeholder  # type: ignore[method-assign,assignment]
 
 
 # ltxcli.errors.failure_kind -> exit code (a WeightsError carries its own exit_code)
@@ -240,8 +257,10 @@ def guarded(func: F) -> F:
             except BaseException as exc:  # KeyboardInterrupt included: click would print "Aborted!", exit 1
                 if isinstance(exc, SystemExit):
                     raise
+                if isinstance(exc, BrokenPipeError):
+                    exit_closed_stdout(EXIT_PIPE)
                 if os.environ.get(DEBUG_ENV) and not isinstance(exc, KeyboardInterrupt):
-                    raise
+                    traceback.print_exc()  # then the same line and exit code as without it
                 code, message = classify(exc)
                 fail(code, message)
 

@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import field, make_dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, get_args, get_origin
 
 import click
@@ -101,8 +100,9 @@ WeightsDirOpt = Annotated[str | None, typer.Option(
     help="Keep weights in this plain folder instead of the Hugging Face cache.")]
 OutputOpt = Annotated[str | None, typer.Option(
     "--output", "-o", show_default=False,
-    help="An .mp4 file, a folder, or a pattern such as 'out/{index:03d}-{seed}.mp4' (fields: index, seed, slug, "
-         "width, height, num_frames, frame_rate, model). Default: <prompt-slug>-<seed>-<W>x<H>x<F>.mp4 here.")]
+    help="An .mp4 file, a folder (existing, or ending in /), or a pattern such as out/{index}-{seed}.mp4 (fields: "
+         "index, seed, slug, width, height, num_frames, frame_rate, model). Default: the prompt's words, seed and "
+         "size in the current folder, e.g. a-cat-7-768x512x97.mp4")]
 FramesDirOpt = Annotated[str | None, typer.Option(
     show_default=False, help="Write lossless PNG frames (frame_00000.png, ...) into this folder instead of an MP4.")]
 NegativeOpt = Annotated[str | None, typer.Option(show_default=False, help="Negative prompt (default: the preset's).")]
@@ -113,11 +113,13 @@ FpsOpt = Annotated[float | None, typer.Option(show_default=False, help="Frame ra
 StepsOpt = Annotated[int | None, typer.Option(show_default=False, help="Denoising steps of the first pass.")]
 GuidanceOpt = Annotated[float | None, typer.Option(show_default=False, help="Classifier-free guidance scale.")]
 StgOpt = Annotated[float | None, typer.Option(show_default=False, help="Spatio-temporal guidance (STG) scale.")]
-SeedOpt = Annotated[int | None, typer.Option(show_default=False, help="Random seed (default: a random one, printed).")]
+SeedOpt = Annotated[int | None, typer.Option(show_default=False, help="Random seed (default: a random one, printed). With --batch: the batch seed, item i gets SEED + i.")]
 ConditionOpt = Annotated[list[str] | None, typer.Option(
     "--condition", "-c", show_default=False,
     help="PATH:FRAME[:STRENGTH] (repeatable): an image or video placed at pixel frame FRAME with STRENGTH in "
          "[0, 1] (default 1). Keyframes, first/last frame, video extension.")]
+LoraOpt = Annotated[list[str] | None, typer.Option("--lora", show_default=False, help="PATH_OR_NAME[:SCALE] "
+    "(repeatable): a LoRA file or weights.toml LoRA merged into the model at SCALE (default 1).")]
 DeviceOpt = Annotated[str | None, typer.Option(show_default=False, help="cpu, cuda or cuda:N (default: best available).")]
 DtypeOpt = Annotated[str | None, typer.Option(
     show_default=False,
@@ -154,8 +156,8 @@ CacheOpt = Annotated[str | None, typer.Option(
          "or a first-block cache, 0.05); faster, slightly different video. Default: none.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per output on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or messages on stderr.")]
-OverwriteOpt = Annotated[bool, typer.Option(help="Replace existing outputs.")]
-SkipOpt = Annotated[bool, typer.Option(help="Skip items whose output already exists.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
+SkipOpt = Annotated[bool, typer.Option("--skip-existing", help="Skip items already written: found by name, or by their record (index, prompt, settings) when the batch seed was drawn at random.")]
 
 
 def _long(key: str) -> Any:  # an option whose help the library gives (ltxcli.long_video.OPTION_HELP)
@@ -187,6 +189,7 @@ def _shared_options(
     prompt_schedule: Annotated[str | None, _long("prompt_schedule")] = None,
     resume: Annotated[bool, _long("resume")] = False,
     temporal_upscale: Annotated[bool, _long("temporal_upscale")] = False,
+    lora: LoraOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     attention: AttentionOpt = Attention.auto,
@@ -210,7 +213,7 @@ def _shared_options(
 
 SHARED_OPTIONS = inspect.signature(_shared_options, eval_str=True).parameters
 # parameter -> Options field where they differ (`json_`: a parameter may not shadow the json module in a command)
-_FIELDS = {"condition": "conditions", "json_": "json"}
+_FIELDS = {"condition": "conditions", "json_": "json", "lora": "loras"}
 
 
 def _value(v: Any) -> Any:
@@ -261,16 +264,6 @@ def options(shared: dict[str, Any]) -> Options:
 
 
 # --- parsing -------------------------------------------------------------------------------------------------
-
-
-def _read_text(source: str, what: str) -> str:
-    path = Path(source).expanduser()
-    if not path.is_file():
-        usage_error(f"{what} {source}: no such file")
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise CliError(f"{what} {source}: cannot read: {e}", 6) from None
 
 
 # --- running -------------------------------------------------------------------------------------------------
@@ -326,16 +319,18 @@ def run(
     items = runner.build_items(rows, preset=ref.preset, conditions=base_conds,
                                defaults={k: getattr(opts, k) for k in runner.ITEM_KEYS if hasattr(opts, k)})
     if world > 1:  # the seeds (random ones included) of rank 0, before any name is derived from them
-        for it, seed in zip(items, from_rank0(ctx, [it.seed for it in items]), strict=True):
-            it.seed = seed
+        for it, (seed, batch_seed) in zip(items, from_rank0(ctx, [(it.seed, it.batch_seed) for it in items]), strict=True):
+            it.seed, it.batch_seed = seed, batch_seed
     frames_out = opts.frames_dir is not None
     for it in items:
         where = rows[it.index].get("_where", "")
         runner.validate_item(it, max_pos, frames_out=frames_out, where=f"{where}: " if where else "")
-    runner.plan_outputs(
+    note = runner.plan_outputs(
         items, output=opts.frames_dir if frames_out else opts.output, frames=frames_out, batch=batch,
         model=naming.model_field(ref.name, is_path=ref.kind in ("file", "folder")), overwrite=opts.overwrite,
-        skip_existing=opts.skip_existing)
+        skip_existing=opts.skip_existing, preset=ref.preset)
+    if note and main and not prepare_only:
+        out.info(note)
 
     mine = shard_items(items, ctx.rank, world) if batch and world > 1 else items
     todo = [it for it in mine if not it.skip]
@@ -350,6 +345,7 @@ def run(
     text_encoder = None if ref.kind == "builtin" else opts.text_encoder
     # with the components: a mistyped --text-encoder / --upsampler path fails before anything is downloaded
     ref = resolve(opts.model, text_encoder=text_encoder, upsampler=opts.upsampler, weights_dir=opts.weights_dir,
+                  loras=[lo for it in items for lo in it.loras or []],  # every item's, pulled with the model
                   temporal_upsampler=DEFAULT_TEMPORAL_UPSCALER if any(it.temporal_upscale for it in items) else None)
     _download(ref.needed, opts, out, ctx)
     if prepare_only:
@@ -380,6 +376,7 @@ def run(
             dtype=opts.dtype, weights_dir=opts.weights_dir, attention=opts.attention, compile=opts.compile,
             offload=opts.offload, vae_tiling=opts.vae_tiling, vae_conv=opts.vae_conv,
             keep_checkpoint_dtype=opts.keep_checkpoint_dtype, download=False,  # pulled above, rank by rank
+            loras=opts.loras or None,
             temporal_upsampler=str(ref.temporal_upsampler.path or ref.requested_temporal) if ref.temporal_upsampler else None)
     load_s = time.perf_counter() - t0
     from ltxcli.kernels import describe_model
@@ -506,7 +503,8 @@ def _emit_written(out: Output, r: runner.ItemResult, *, frames: bool, kernels: d
 HELP_EPILOG = exit_codes_epilog()
 
 
-def relaunch(gpus: int | None, prepare: Callable[[], None] | None = None) -> None:
+def relaunch(gpus: int | None, prepare: Callable[[], None] | None = None, device: str | None = None,
+             quiet: bool = False) -> None:
     """``--gpus N``: run this very command (without ``--gpus``) under torchrun on N processes and exit with the
     job's status (:func:`ltxcli.parallel.launch.launch`); ``--gpus 1`` and no ``--gpus`` return at once (this
     process runs it).
@@ -517,14 +515,14 @@ def relaunch(gpus: int | None, prepare: Callable[[], None] | None = None) -> Non
     if gpus is None:
         return
     try:
-        launch.check_launch(gpus)
+        launch.check_launch(gpus, device)  # --device cpu: CPU processes, a testing aid
     except ValueError as e:
         usage_error(str(e))
     if gpus == 1:
         return
     if prepare is not None:
         prepare()
-    raise typer.Exit(launch.launch(launch.strip_option(common.invocation_args(), "--gpus"), gpus))
+    raise typer.Exit(launch.launch(launch.strip_option(common.invocation_args(), "--gpus"), gpus, device=device, quiet=quiet))
 
 
 @contextmanager
@@ -547,7 +545,7 @@ def _read_stdin(ctx: Any) -> str:
 
 
 def _read_source(source: str, what: str, ctx: Any) -> str:
-    return _read_stdin(ctx) if source == "-" else _read_text(source, what)
+    return _read_stdin(ctx) if source == "-" else runner.read_batch_file(source, what)
 
 
 @generation_command
@@ -570,12 +568,12 @@ def generate(
 
     def prepare() -> None:  # stdin is left for the workers to read
         if batch is not None and batch != "-":
-            run(opts, runner.parse_batch(_read_text(batch, "--batch"), f"--batch {batch}"), batch=True,
+            run(opts, runner.parse_batch(runner.read_batch_file(batch), f"--batch {batch}"), batch=True,
                 prepare_only=True)
         elif batch is None and prompt != "-":
             run(opts, [{"prompt": prompt}], batch=False, prepare_only=True)
 
-    relaunch(gpus, prepare)
+    relaunch(gpus, prepare, opts.device, opts.quiet)
     with distributed_context() as ctx:
         if batch is not None:
             rows = runner.parse_batch(_read_source(batch, "--batch", ctx), f"--batch {batch}")
@@ -604,7 +602,7 @@ def i2v(
         if prompt != "-":
             run(opts, [{"prompt": prompt}], batch=False, first_image=first, prepare_only=True)
 
-    relaunch(gpus, prepare)
+    relaunch(gpus, prepare, opts.device, opts.quiet)
     with distributed_context() as ctx:
         if prompt == "-":
             prompt = _read_stdin(ctx).strip()

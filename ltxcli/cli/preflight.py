@@ -40,6 +40,7 @@ def describe(est: Any) -> str:
     else:
         extra = f" + {human_bytes(stage.activations)}" if stage.activations else ""
         tail = f"{extra} while running {_RUNNING.get(stage.name, stage.name)}"
+    tail += f" + the video on the host {human_bytes(held)}" if (held := est.footprint(stage) - stage.device_bytes) else ""
     return f"about {human_bytes(est.peak_bytes)} (weights {human_bytes(stage.weights)}{tail})"
 
 

@@ -22,14 +22,15 @@ def registry() -> Any:
 
 
 def resolve(model: str | None, *, text_encoder: str | None = None, upsampler: str | None = None,
-            weights_dir: str | None = None, need: Need = "generate", temporal_upsampler: str | None = None) -> ModelSpec:
+            weights_dir: str | None = None, need: Need = "generate", loras: list[Any] | None = None,
+            temporal_upsampler: str | None = None) -> ModelSpec:
     """:func:`~ltxcli.spec.resolve_spec`, a name or path that resolves to nothing a usage error (exit 2) naming the
     option (an unknown name's did-you-mean error and a broken header keep their own exit codes)."""
     from ltxcli.spec import SpecError, resolve_spec
 
     try:
         return resolve_spec(model, text_encoder=text_encoder, upsampler=upsampler, weights_dir=weights_dir,
-                            registry=registry(), need=need, temporal_upsampler=temporal_upsampler)
+                            registry=registry(), need=need, loras=loras, temporal_upsampler=temporal_upsampler)
     except SpecError as e:
         raise CliError(f"{OPTIONS[e.argument]} {e}", EXIT_USAGE) from None
 

@@ -32,7 +32,7 @@ DeviceOpt = Annotated[str | None, typer.Option(show_default=False, help="cpu, cu
 DtypeOpt = Annotated[str | None, typer.Option(show_default=False, help="bfloat16 or float32.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No messages on stderr.")]
-OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing output.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
 MaxFramesOpt = Annotated[int | None, typer.Option(show_default=False,
                                                   help="Use at most this many frames of the input.")]
 TimestepOpt = Annotated[float | None, typer.Option(

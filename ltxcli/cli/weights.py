@@ -41,6 +41,8 @@ def list_(weights_dir: WeightsDirOpt = None, json_: JsonOpt = False) -> None:
     header = ("name", "kind", "state", "size", "description")
     cells = [(row["name"] + (" *" if row["default"] else ""), row["kind"], row["state"],
               human_bytes(row["size_on_disk"]) if row["size_on_disk"] else "-", row["description"]) for row in rows]
+    loras = [c for c in cells if c[1] == "lora"]  # their own group, after a blank row
+    cells = [c for c in cells if c[1] != "lora"] + ([("",) * 5, *loras] if loras else [])
     widths = [max(len(header[i]), *(len(c[i]) for c in cells)) for i in range(4)]
     # one line per entry; on a terminal the description is cut to its width
     room = shutil.get_terminal_size().columns - sum(widths) - 2 * 4 if sys.stdout.isatty() else None
@@ -58,7 +60,7 @@ def list_(weights_dir: WeightsDirOpt = None, json_: JsonOpt = False) -> None:
 def pull(
     names: NamesArg = None,
     deps: Annotated[bool, typer.Option(help="Also pull what each model needs (text encoder, upsampler).")] = True,
-    dry_run: Annotated[bool, typer.Option(help="Only show what would be downloaded, and where.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be downloaded, and where.")] = False,
     weights_dir: WeightsDirOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,

@@ -108,6 +108,11 @@ def atomic_output(path: PathLike, *, overwrite: bool = False, directory: bool = 
     try:
         yield temp
         if not directory:
+            # a writer may have replaced the file with its own private one (safetensors: 0600): give it the
+            # permissions of any new file here (0666 less the umask), as the MP4s get
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(temp, 0o666 & ~mask)
             _fsync(temp)
         _commit(temp, final, overwrite, directory)
     except BaseException as exc:

@@ -142,6 +142,18 @@ def output_bytes(config: VAEConfig, latent_shape: Sequence[int]) -> int:
     return 4 * b * config.out_channels * _to_pixel(f, t, True) * h * w * s * s
 
 
+def chunk_output_bytes(config: VAEConfig, latent_shape: Sequence[int], *, split_block: int | None = None,
+                       chunk_frames: int = CHUNK_FRAMES, overlap_frames: int = 0, **_: Any) -> int:
+    """The float32 output of the longest time window a tiled decode with these settings yields at once
+    (``tiled_decode_chunks``: what a streamed result holds on the host): the whole output's share of that
+    window's positions at the split block, one position added for the causal first frame."""
+    split = default_split_block(config) if split_block is None else split_block
+    fs = _split_dims(config, latent_shape[2:], split)[0]
+    longest = max(e - s for s, e in _spans(fs, chunk_frames, overlap_frames))
+    whole = output_bytes(config, latent_shape)
+    return min(whole, math.ceil(whole * (longest + 1) / fs))
+
+
 class _SplitCosts:
     """Memory and work model of decodes split at ``split``; :meth:`cost` for one window layout."""
 

@@ -51,6 +51,7 @@ from ..request import padded_size
 from ..sampling import pass_branches
 from .decode import (
     STREAM_CHUNK_FRAMES,
+    chunk_output_bytes,
     decode_memory_bytes,
     output_bytes,
     plan_decode,
@@ -103,15 +104,20 @@ class MemoryEstimate:
     def _denoise(self) -> list[Stage]:
         return [s for s in self.stages if s.name.startswith(DENOISE)]
 
+    def footprint(self, stage: Stage) -> int:
+        """What ``stage`` needs of the device's free memory: its weights and activations, and on a CPU device
+        its host hold too (the decoded video, the frames being written: the same memory)."""
+        return stage.device_bytes + (stage.host if self.device_is_host else 0)
+
     @property
     def peak_stage(self) -> Stage:
-        """The stage with the largest device footprint (the first denoise pass on ties, then stage order)."""
+        """The stage with the largest :meth:`footprint` (the first denoise pass on ties, then stage order)."""
         order = [*self._denoise(), *(s for s in self.stages if not s.name.startswith(DENOISE))]
-        return max(order, key=lambda s: (s.device_bytes, s.name.startswith(DENOISE)))
+        return max(order, key=lambda s: (self.footprint(s), s.name.startswith(DENOISE)))
 
     @property
     def peak_bytes(self) -> int:
-        return self.peak_stage.device_bytes
+        return self.footprint(self.peak_stage)
 
     @property
     def host_peak_bytes(self) -> int:
@@ -189,17 +195,18 @@ def latent_shape(vae: VAEConfig, height: int, width: int, num_frames: int) -> tu
 
 
 def decode_bytes(vae: VAEConfig, latent: Sequence[int], dtype: torch.dtype, vae_tiling: str = "off",
-                 free_bytes: int | None = None) -> tuple[int, bool]:
-    """(estimated decode activations, tiled?) as :class:`ltxcli.pipeline.Pipeline` decodes ``latent``
-    (``[B, C, f, h, w]``) under ``vae_tiling`` with ``free_bytes`` free at the decode (``None``: unlimited)."""
+                 free_bytes: int | None = None) -> tuple[int, dict[str, Any] | None]:
+    """(estimated decode activations, the tiling plan or None) as :class:`ltxcli.pipeline.Pipeline` decodes
+    ``latent`` (``[B, C, f, h, w]``) under ``vae_tiling`` with ``free_bytes`` free at the decode (``None``:
+    unlimited)."""
     if vae_tiling not in TILING_MODES:
         raise ValueError(f"vae_tiling={vae_tiling!r} must be one of {', '.join(TILING_MODES)}")
     free = 1 << 62 if free_bytes is None else max(int(free_bytes), 0)
     # the pipeline keeps the decoded video on the host (out_on_device=False)
     plan = plan_decode(vae, latent, dtype, vae_tiling, free, out_on_device=False)  # type: ignore[arg-type]
     if plan is None:
-        return decode_memory_bytes(vae, latent, dtype), False
-    return tiled_decode_memory_bytes(vae, latent, dtype, out_on_device=False, **plan), True
+        return decode_memory_bytes(vae, latent, dtype), None
+    return tiled_decode_memory_bytes(vae, latent, dtype, out_on_device=False, **plan), plan
 
 
 @dataclass(frozen=True)
@@ -276,13 +283,16 @@ def estimate_memory(
     _, dh, dw = latent_shape(vae, passes[-1].height, passes[-1].width, num_frames)
     latent = (1, vae.latent_channels, f, dh, dw)
     free = None if free_bytes is None else free_bytes - weights[DECODE]
-    dec, tiled = decode_bytes(vae, latent, dtype, vae_tiling, free)
+    dec, tiling = decode_bytes(vae, latent, dtype, vae_tiling, free)
+    tiled = tiling is not None
     video = output_bytes(vae, latent)  # float32 [1, 3, F, H, W] at the decode size
     final = 4 * 3 * num_frames * height * width if len(passes) > 1 else video  # resized to the output size
     # The decoded video lands on the host. On the CPU an untiled decode's output is its last activation (already
     # in ``dec``); a tiled one accumulates it beside the windows, which the pipeline's tiling plan (and so the
-    # device figure, the one runs are refused by) leaves out, but the host peak counts.
-    decode_host = video if not device_is_host or tiled else 0
+    # device figure) leaves out; a streamed one holds one time window of it at a time. On a CPU device that
+    # host memory is the device's (MemoryEstimate.footprint counts it against the free memory).
+    held = chunk_output_bytes(vae, latent, **tiling) if streamed and tiling is not None else video
+    decode_host = held if not device_is_host or tiled else 0
     if streamed:
         # One chunk of n frames at a time: its float32 slice at the decode size, for multi-scale its resized copy
         # at the output size, and the uint8 [n, H, W, 3] handed to the writer.

@@ -53,53 +53,52 @@ def torchrun_command(
     return [*cmd, "-m", module, *args]
 
 
-def check_launch(nproc: int) -> None:
+def check_launch(nproc: int, device: str | None = None) -> None:
     """Refuse (ValueError, one line) a launch of ``nproc`` local processes that cannot work: fewer than one, from
-    inside a torchrun worker (the process count is torchrun's), or more than the GPUs visible on a CUDA machine."""
+    inside a torchrun worker (the process count is torchrun's), or more than the visible GPUs (none on a machine
+    without CUDA) unless ``device`` is explicitly ``"cpu"``: then the processes run on the CPU with gloo, a
+    testing aid for the multi-process code paths."""
     if nproc < 1:
         raise ValueError(f"--gpus {nproc} must be at least 1")
     if under_torchrun():
         raise ValueError("--gpus cannot be used inside torchrun (the process count is torchrun's): drop --gpus")
-    if nproc == 1:
-        return  # this process runs it: no need to ask torch about GPUs
-    try:
-        import torch  # only here: the checks above must stay cheap
+    if nproc == 1 or device == "cpu":
+        return  # this process runs it, or CPU processes were asked for: no need to ask torch about GPUs
+    import torch  # only here: the checks above must stay cheap
 
-        visible = torch.cuda.device_count() if torch.cuda.is_available() else None
-    except ImportError:  # pragma: no cover - torch is a dependency
-        visible = None
-    if visible is not None and nproc > visible:
-        raise ValueError(f"--gpus {nproc} but only {visible} GPU(s) are visible")
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if nproc > visible:
+        raise ValueError(f"--gpus {nproc} but {visible or 'no'} GPU(s) are visible (add --device cpu to run "
+                         f"{nproc} CPU processes instead, a testing aid)")
 
 
-def launch(args: Sequence[str], nproc: int, **kwargs: Any) -> int:
+def launch(args: Sequence[str], nproc: int, *, device: str | None = None, quiet: bool = False, **kwargs: Any) -> int:
     """Run ``ltx ARGS`` under torchrun on ``nproc`` local processes and wait; returns the job's exit code.
 
     That is the code of the first worker that failed other than by an interrupt (the others usually fail
     because it left), :data:`EXIT_INTERRUPTED` after Ctrl-C, else torchrun's own code. The caller removes
     its own ``--gpus N`` from ``args`` first; ``kwargs`` go to :func:`torchrun_command`. Checks
-    :func:`check_launch` first.
+    :func:`check_launch` first (``device``: the command's ``--device``). ``quiet``: torchrun prints no banner
+    (it warns that it sets ``OMP_NUM_THREADS`` to 1 when that is unset: it is set to 1 here instead).
 
     Ctrl-C reaches torchrun too (same process group); it stops the workers with SIGINT, which they turn into a
     clean exit 130. This process ignores SIGINT meanwhile and only waits for torchrun.
     """
-    check_launch(nproc)
+    check_launch(nproc, device)
+    env = dict(os.environ)
+    if quiet:
+        env.setdefault("OMP_NUM_THREADS", "1")
     with tempfile.TemporaryDirectory(prefix="ltx-ranks-") as status:
-        before = os.environ.get(RANK_STATUS_ENV)
-        os.environ[RANK_STATUS_ENV] = status
+        env[RANK_STATUS_ENV] = status
         try:
             previous = signal.signal(signal.SIGINT, _ignore_signal)
         except ValueError:  # not the main thread
             previous = None
         try:
-            code = subprocess.call(torchrun_command(args, nproc, **kwargs))
+            code = subprocess.call(torchrun_command(args, nproc, **kwargs), env=env)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
-            if before is None:
-                os.environ.pop(RANK_STATUS_ENV, None)
-            else:
-                os.environ[RANK_STATUS_ENV] = before
         recorded = _recorded_codes(Path(status))
     return job_exit_code(code, recorded)
 

@@ -37,6 +37,7 @@ from .cache import (
 from .download import PlannedFile, plan, pull
 from .errors import (
     ChecksumError,
+    NoFilesError,
     RegistryError,
     UnknownWeightsError,
     UnsafePathError,
@@ -69,6 +70,7 @@ __all__ = [
     "FileStarted",
     "FileStatus",
     "Kind",
+    "NoFilesError",
     "PlannedFile",
     "Registry",
     "RegistryError",

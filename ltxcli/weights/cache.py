@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import UnsafePathError, WeightsError, WeightsUnavailableError
+from .errors import NoFilesError, UnsafePathError, WeightsUnavailableError
 from .registry import (
     SHA1_HEX,
     SHA256_HEX,
@@ -379,7 +379,7 @@ def resolve(name: str, *, weights_dir: str | os.PathLike[str] | None = None,
     """Like :func:`path` but raises :class:`WeightsUnavailableError` when the weights are not on disk."""
     entry = registry_or_default(registry)[name]
     if entry.is_builtin:
-        raise WeightsError(f"{name} is built in: it has no files to resolve")
+        raise NoFilesError(f"{name} is built in: it has no files, so no path (it needs no download)")
     p = path(name, weights_dir=weights_dir, registry=registry)
     if p is None:
         raise not_downloaded(entry, weights_location(weights_dir))
@@ -451,6 +451,7 @@ def status_record(name: str, *, weights_dir: str | os.PathLike[str] | None = Non
         "name": name, "kind": entry.kind, "state": st.state, "default": entry.default,
         "size_on_disk": st.size_on_disk, "description": entry.description, "repo": entry.repo,
         "revision": entry.hub_revision if entry.repo else None, "preset": entry.preset, "requires": list(entry.requires),
+        "base": list(entry.base),
         "location": str(st.location.root), "location_kind": st.location.kind,
         "files": [{"path": f.path, "local_path": str(f.local_path) if f.local_path else None, "size": f.size,
                    "verified": f.verified} for f in st.files],

@@ -75,7 +75,9 @@ def plan(name: str, *, weights_dir: str | os.PathLike[str] | None = None,
     if is_offline():
         local = local_files(entry, loc, store)
         if local.missing or not local.files:
-            raise WeightsUnavailableError(offline_message(entry, loc))
+            raise WeightsUnavailableError(
+                f"{name} is not (fully) downloaded and HF_HUB_OFFLINE=1 is set: a dry run asks the Hub which files "
+                f"a pull would download and their sizes, so unset HF_HUB_OFFLINE to see them")
         return [PlannedFile(r, p, os.stat(p).st_size, True) for r, p in local.present]
     commit, remote = remote_files(entry, loc)
     assert entry.repo is not None

@@ -21,6 +21,12 @@ class UnknownWeightsError(WeightsError, LookupError):
     exit_code = 2
 
 
+class NoFilesError(WeightsError, ValueError):
+    """An entry without files (a built-in model): there is no path to give."""
+
+    exit_code = 2
+
+
 class RegistryError(WeightsError, ValueError):
     """``weights.toml`` is malformed."""
 

@@ -25,8 +25,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-Kind = Literal["model", "upsampler", "text_encoder", "builtin"]
-KINDS: tuple[str, ...] = ("model", "upsampler", "text_encoder", "builtin")
+Kind = Literal["model", "upsampler", "text_encoder", "builtin", "lora"]
+KINDS: tuple[str, ...] = ("model", "upsampler", "text_encoder", "builtin", "lora")
 PRECISIONS: tuple[str, ...] = ("float8_e4m3fn",)
 REGISTRY_SCHEMA = 1
 
@@ -109,6 +109,7 @@ class WeightsEntry:
     text_encoder: str | None = None
     upsampler: str | None = None
     default: bool = False
+    base: tuple[str, ...] = ()  # a LoRA: the models it is made for
 
     @property
     def is_builtin(self) -> bool:
@@ -136,7 +137,7 @@ class WeightsEntry:
 
 
 _ENTRY_KEYS = {"kind", "description", "repo", "revision", "files", "allow", "ignore", "preset", "precision",
-               "text_encoder", "upsampler", "default"}
+               "text_encoder", "upsampler", "default", "base"}
 
 
 def _parse_file(raw: Any, where: str) -> WeightFile:
@@ -214,9 +215,14 @@ def _parse_entry(name: str, raw: Any) -> WeightsEntry:
         raise RegistryError(f"{where}: precision must be one of {', '.join(PRECISIONS)}")
     if default and kind != "model":
         raise RegistryError(f"{where}: only a model can be the default")
+    base = _str_tuple(raw.get("base"), "base", where)
+    if (kind == "lora") != bool(base):
+        raise RegistryError(f"{where}: a lora entry names the models it is made for in base (and only a lora does)")
+    if kind == "lora" and len(files) != 1:
+        raise RegistryError(f"{where}: a lora entry has exactly one file")
     return WeightsEntry(name=name, kind=kind, description=description, repo=repo, revision=revision, files=files,
                         allow=allow, ignore=ignore, preset=preset, precision=precision, text_encoder=text_encoder,
-                        upsampler=upsampler, default=default)
+                        upsampler=upsampler, default=default, base=base)
 
 
 @dataclass(frozen=True)
@@ -270,6 +276,9 @@ def parse_registry(data: Mapping[str, Any]) -> Registry:
         raise RegistryError("weights.toml: no [weights.<name>] tables")
     entries = {name: _parse_entry(name, value) for name, value in raw.items()}
     for e in entries.values():
+        for ref in e.base:
+            if ref not in entries or entries[ref].kind != "model":
+                raise RegistryError(f"weights.toml [weights.{e.name!r}]: base {ref!r} is not a model entry")
         for key, kind in (("text_encoder", "text_encoder"), ("upsampler", "upsampler")):
             ref = getattr(e, key)
             if ref is not None and (ref not in entries or entries[ref].kind != kind):

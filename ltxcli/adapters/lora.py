@@ -1,0 +1,188 @@
+"""LoRA requests: ``PATH_OR_NAME[:SCALE]`` -> :class:`LoraSpec` -> :class:`LoraRef` (where the file is).
+
+A LoRA is named by a weights.toml entry of kind ``lora`` (the official IC-LoRAs, the 13B 0.9.7 distilled LoRA)
+or by a ``.safetensors`` file. A registry entry lists the base models it is made for (``base``); using it on
+another registry model, or on a checkpoint file that is one of those models' files under its registry name, is
+a one-line :class:`LoraMismatchError`. A checkpoint known to no entry is not refused here: the merge checks
+every LoRA matrix against the layer it targets (:mod:`ltxcli.adapters.lora_merge`).
+
+This module imports no torch: the CLI and :func:`ltxcli.spec.resolve_spec` resolve LoRAs before any model work.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import weights
+
+PathLike = str | os.PathLike[str]
+#: A source with one of these suffixes (or a path separator) is a path: a typo is "no such file", not a name.
+LORA_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
+
+
+class LoraMismatchError(ValueError):
+    """A registry LoRA used on a model it is not made for (one line naming both)."""
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """One requested LoRA: ``source`` (a weights.toml name or a file path, as given), its ``scale``, and the
+    ``sha256`` the file must have (a generation record's, so a redo refuses a changed file; None: any)."""
+
+    source: str
+    scale: float = 1.0
+    sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, str) or not self.source:
+            raise ValueError(f"a LoRA is a file path or a weights.toml name, got {self.source!r}")
+        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not math.isfinite(self.scale):
+            raise ValueError(f"LoRA {self.source}: scale {self.scale!r} must be a finite number (e.g. 0.8)")
+        if self.sha256 is not None and not (isinstance(self.sha256, str) and len(self.sha256) == 64):
+            raise ValueError(f"LoRA {self.source}: sha256 {self.sha256!r} must be 64 hex digits")
+
+
+#: Anything ``loras=`` accepts per entry: a path or name, ``(path_or_name, scale)``, a :class:`LoraSpec`, or a
+#: mapping ``{"path" | "name": ..., "scale": ...}`` (a batch JSON line's form).
+LoraLike = PathLike | tuple[PathLike, float] | LoraSpec | Mapping[str, Any]
+
+
+def parse_lora(text: str) -> LoraSpec:
+    """``PATH_OR_NAME[:SCALE]`` (the ``--lora`` syntax): the part after the last ``:`` is the scale when it is a
+    number, so paths with ``:`` in them still work (``C:\\loras\\x.safetensors``)."""
+    head, sep, tail = text.rpartition(":")
+    if sep and head and not Path(text).is_file():
+        try:
+            return LoraSpec(head, float(tail))
+        except ValueError:
+            pass  # not a number: the colon belongs to the path
+    if not text:
+        raise ValueError("--lora: expected PATH_OR_NAME[:SCALE], e.g. style.safetensors:0.8")
+    return LoraSpec(text, 1.0)
+
+
+def lora_spec(entry: LoraLike) -> LoraSpec:
+    """One ``loras=`` entry (see :data:`LoraLike`) as a :class:`LoraSpec` (a string in the ``--lora`` syntax,
+    :func:`parse_lora`); ValueError names what is wrong."""
+    if isinstance(entry, LoraSpec):
+        return entry
+    if isinstance(entry, str):
+        return parse_lora(entry)
+    if isinstance(entry, os.PathLike):
+        return LoraSpec(os.fspath(entry))
+    if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], (str, os.PathLike)):
+        return LoraSpec(os.fspath(entry[0]), entry[1])
+    if isinstance(entry, Mapping):
+        # a record's entry names both (registry name and local path): the name wins, it is portable
+        source = entry.get("name") or entry.get("path")
+        if not set(entry) <= {"path", "name", "scale", "sha256"} or not isinstance(source, str):
+            raise ValueError(f"a LoRA is {{\"path\" or \"name\": ..., \"scale\": ..., \"sha256\": ...}}, "
+                             f"got {dict(entry)!r}")
+        return LoraSpec(source, entry.get("scale", 1.0), entry.get("sha256"))
+    raise ValueError(f"a LoRA is a path or name, (path_or_name, scale) or a LoraSpec, got {entry!r}")
+
+
+def lora_specs(entries: Iterable[LoraLike] | None) -> tuple[LoraSpec, ...]:
+    """``loras=`` as a tuple of :class:`LoraSpec` (None: none). A single string is one LoRA, not its characters."""
+    if entries is None:
+        return ()
+    if isinstance(entries, (str, os.PathLike, LoraSpec, Mapping)):
+        entries = [entries]
+    return tuple(lora_spec(e) for e in entries)
+
+
+@dataclass(frozen=True)
+class LoraRef:
+    """A :class:`LoraSpec` resolved: ``name`` its weights.toml entry (None for a file), ``path`` the file (None
+    while a registry LoRA is not downloaded), ``base`` the models the entry is made for."""
+
+    spec: LoraSpec
+    name: str | None
+    path: Path | None
+    base: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """What the generation record names it by: the registry name, else the path as given."""
+        return self.name or self.spec.source
+
+
+def fetch_loras(
+    specs: Iterable[LoraSpec], *, model: str | None = None, weights_dir: PathLike | None = None,
+    registry: weights.Registry | None = None, download: bool = True,
+    on_event: Callable[[object], None] | None = None,
+) -> list[LoraRef]:
+    """:func:`resolve_lora` for each spec, registry LoRAs downloaded (verified) first when ``download``, else
+    refused with the one-line "not downloaded" :class:`ltxcli.weights.WeightsUnavailableError` when missing."""
+    reg = registry if registry is not None else weights.load_registry()
+    refs = []
+    for spec in specs:
+        ref = resolve_lora(spec, model=model, weights_dir=weights_dir, registry=reg)
+        if ref.name is not None:
+            st = weights.status(ref.name, weights_dir=weights_dir, registry=reg)
+            if download and not (st.state == "downloaded" and all(f.verified for f in st.files)):
+                weights.pull(ref.name, weights_dir=weights_dir, on_event=on_event, registry=reg)
+            ref = LoraRef(spec, ref.name, weights.resolve(ref.name, weights_dir=weights_dir, registry=reg), ref.base)
+        refs.append(ref)
+    return refs
+
+
+def model_entry_name(model: str, registry: weights.Registry) -> str | None:
+    """The weights.toml model ``model`` is: its name, or for a checkpoint file the entry whose file it is (matched
+    by file name, the registry's files being unique); None for anything else."""
+    if model in registry and registry[model].kind in ("model", "builtin"):
+        return model
+    name = Path(model).name
+    for e in registry.of_kind("model"):
+        if any(Path(f.path).name == name for f in e.files):
+            return e.name
+    return None
+
+
+def resolve_lora(
+    spec: LoraSpec, *, model: str | None = None, weights_dir: PathLike | None = None,
+    registry: weights.Registry | None = None,
+) -> LoraRef:
+    """Where ``spec`` is: a weights.toml ``lora`` entry (checked against ``model``, the base model's registry name
+    or checkpoint path; not downloaded here) or an existing ``.safetensors`` file.
+
+    Raises :class:`ltxcli.weights.UnknownWeightsError` (a name that is no entry and no file), ``ValueError`` (an
+    entry that is not a LoRA, a path that is not a file) and :class:`LoraMismatchError`."""
+    reg = registry if registry is not None else weights.load_registry()
+    if spec.source in reg:
+        entry = reg[spec.source]
+        if entry.kind != "lora":
+            raise ValueError(f"LoRA {spec.source}: that is a {entry.kind.replace('_', ' ')}, not a LoRA "
+                             "(see `ltx weights list`)")
+        if model is not None:
+            check_base(entry.name, entry.base, model, reg)
+        return LoraRef(spec, entry.name, weights.path(entry.name, weights_dir=weights_dir, registry=reg), entry.base)
+    path = Path(spec.source).expanduser()
+    if path.is_file():
+        return LoraRef(spec, None, path)
+    if path.exists():
+        raise ValueError(f"LoRA {spec.source}: not a file (a LoRA is one .safetensors file)")
+    if path.suffix.lower() in LORA_SUFFIXES or os.sep in spec.source or "/" in spec.source:
+        raise ValueError(f"LoRA {spec.source}: no such file, and not a name in weights.toml")
+    reg[spec.source]  # raises UnknownWeightsError with a did-you-mean hint
+    raise AssertionError("unreachable")
+
+
+def check_base(lora: str, base: tuple[str, ...], model: str, registry: weights.Registry) -> None:
+    """Refuse the registry LoRA ``lora`` (made for ``base``) on ``model`` when ``model`` is a known registry model
+    (by name or by its file's name) outside ``base``."""
+    known = model_entry_name(model, registry)
+    if base and known is not None and known not in base:
+        raise LoraMismatchError(
+            f"LoRA {lora} is made for {', '.join(base)}, not for {known}")
+
+
+__all__ = [
+    "LoraLike", "LoraMismatchError", "LoraRef", "LoraSpec", "check_base", "fetch_loras", "lora_spec", "lora_specs",
+    "model_entry_name", "parse_lora", "resolve_lora",
+]

@@ -1,0 +1,122 @@
+"""Resuming a batch: finding the outputs an earlier run of the same batch already wrote, by their records.
+
+Every written file carries its generation record (:func:`ltxcli.runner.record`): the prompt, seed and settings,
+and in a batch of several items its ``index`` and the ``batch_seed`` the items without a seed of their own
+derived theirs from (``seed = batch_seed + index``). A rerun with ``skip_existing`` that drew a new random batch
+seed would name and seed its items differently; :func:`find_previous` looks where the items would be written
+whatever the seed (:func:`ltxcli.naming.output_glob`), reads the records found there and matches them to the
+items by index, prompt and settings. :func:`ltxcli.runner.plan_outputs` then takes the earlier batch seed and
+skips the matched items, so the rerun regenerates nothing already written and writes no duplicate.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import naming
+
+if TYPE_CHECKING:
+    from .presets import Preset
+    from .runner import BatchItem
+
+#: Compared with the item's own value when it has one; ``prompt`` and the size always.
+_SIZE_KEYS = ("height", "width", "num_frames")
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The ltx record of an output (an MP4, or a folder of PNG frames); None when there is none or the file
+    cannot be read (a partial or foreign file is simply not recognised)."""
+    from . import media
+
+    try:
+        _, rec = media.media_info(path)
+    except (media.MediaError, OSError, ValueError):
+        return None
+    return rec if rec is not None and rec.get("tool") == "ltxcli" else None
+
+
+def _json(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def matches(item: BatchItem, rec: Mapping[str, Any], *, preset: Preset | None = None, model: str = "") -> bool:
+    """Whether ``rec`` (a file's record) is the output of ``item``: the same place in the batch (``index``, 0 for
+    a single video), prompt, size, frame rate, conditions and (with ``preset``) resolved pass settings, step
+    cache and negative prompt; the same model when ``model`` (the ``{model}`` field) is given; the same seed unless the
+    item's was drawn at random (``seed_drawn``: a rerun cannot know it)."""
+    from .request import resolve_request
+
+    if rec.get("index", 0) != item.index or rec.get("prompt") != item.prompt:
+        return False
+    if not item.seed_drawn and rec.get("seed") != item.seed:
+        return False
+    if any(rec.get(k) != getattr(item, k) for k in _SIZE_KEYS):
+        return False
+    if item.frame_rate is None or rec.get("frame_rate") != naming.fps_number(item.frame_rate):
+        return False
+    recorded_model = str(rec.get("model", ""))
+    if model and model not in (recorded_model, Path(recorded_model).stem):
+        return False
+    conds = [{"path": str(c.media) if isinstance(c.media, (str, Path)) else None, "frame": c.frame,
+              "strength": float(c.strength)} for c in item.conditions]
+    if _json(conds) != _json(rec.get("conditions", [])):
+        return False
+    if preset is None:
+        wanted = {"steps": item.steps, "guidance_scale": item.guidance_scale, "stg_scale": item.stg_scale,
+                  "negative_prompt": item.negative_prompt}
+        return all(v is None or rec.get(k) == v for k, v in wanted.items())
+    try:
+        r = resolve_request(item, preset)
+    except ValueError:
+        return False
+    settings = r.settings()
+    cache = settings.get("cache")  # the step cache's mode and threshold (a record without one had none)
+    recorded_cache = rec.get("cache") or {"mode": "none", "threshold": 0.0}
+    if cache is not None and any(recorded_cache.get(k) != v for k, v in cache.items()):
+        return False
+    return r.negative_prompt == rec.get("negative_prompt") and _json(settings["passes"]) == rec.get("passes")
+
+
+def find_previous(
+    items: Sequence[BatchItem], *, output: str | None, frames: bool, batch: bool, preset: Preset | None = None,
+    model: str = "",
+) -> dict[int, tuple[Path, dict[str, Any]]]:
+    """Item index -> ``(path, record)`` of an existing output that :func:`matches` it, found where ``output``
+    (see :func:`ltxcli.naming.output_path`) would put the item whatever its seed. Items need their sizes and
+    frame rate (completed); an item with its own ``output`` is looked for there."""
+    shared = sum(it.output is None for it in items)
+    globs: dict[int, str] = {}
+    for it in items:
+        assert it.width is not None and it.height is not None and it.num_frames is not None
+        assert it.frame_rate is not None
+        values = naming.fields(index=it.index, seed=0, prompt=it.prompt, width=it.width, height=it.height,
+                               num_frames=it.num_frames, frame_rate=it.frame_rate, model=model)
+        value = it.output if it.output is not None else output
+        globs[it.index] = naming.output_glob(value, values, batch=batch, frames=frames,
+                                             many=it.output is None and shared > 1)
+    records: dict[Path, dict[str, Any] | None] = {}
+    found: dict[int, tuple[Path, dict[str, Any]]] = {}
+    for it in items:
+        for name in sorted(glob.glob(globs[it.index])):
+            path = Path(name)
+            if path not in records:
+                records[path] = read_record(path)
+            rec = records[path]
+            if rec is not None and matches(it, rec, preset=preset, model=model):
+                found[it.index] = (path, rec)
+                break
+    return found
+
+
+def earlier_batch_seed(found: Mapping[int, tuple[Path, Mapping[str, Any]]]) -> int | None:
+    """The batch seed most of the found outputs were derived from (None: none recorded one)."""
+    seeds = Counter(rec["batch_seed"] for _, rec in found.values() if isinstance(rec.get("batch_seed"), int))
+    return seeds.most_common(1)[0][0] if seeds else None
+
+
+__all__ = ["earlier_batch_seed", "find_previous", "matches", "read_record"]

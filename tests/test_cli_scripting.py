@@ -1,0 +1,272 @@
+"""What scripts rely on (issue 14, points 1, 2 and 6): resumable batches, exit codes that do not depend on
+``LTX_DEBUG``, a quiet end on a closed stdout, ``--gpus`` without GPUs, and the smaller fixes.
+
+The scripting points run ``python -m ltxcli`` in a subprocess as a user would (the tiny model, 32x32x9, one
+step); the smaller fixes run in process (``cli_harness.ltx``) where a subprocess would only add start-up time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from cli_harness import assert_one_error_line, enter_cli_env, json_lines, ltx, memoised_loader
+
+from ltxcli import media, naming
+from ltxcli.cli import common as cli_common
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--height", "32", "--width", "32", "--num-frames", "9", "--steps", "1"]
+PATTERN = "out/{index:03d}-{seed}.mp4"
+
+_cached_load = memoised_loader()
+
+
+def _env(tmp: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in (
+        "RANK", "WORLD_SIZE", "LOCAL_RANK", "LTX_DEBUG", "LTX_MODEL", "HF_HUB_OFFLINE", "OMP_NUM_THREADS")}
+    env.update(PYTHONPATH=str(REPO_ROOT), LTX_WEIGHTS_DIR=str(tmp / "weights"), HF_HOME=str(tmp / "hf"), **extra)
+    return env
+
+
+def _ltx(args: list[str], cwd: Path, timeout: int = 180, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ltxcli", *args], cwd=cwd, env=_env(cwd, **env),
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _records(folder: Path) -> dict[Path, dict[str, Any]]:
+    """The record of every output in ``folder`` (hidden files, such as an interrupted write's, are not outputs)."""
+    out = {}
+    for p in sorted(q for q in folder.iterdir() if not q.name.startswith(".")):
+        rec = media.read_video_metadata(p)
+        assert rec is not None, p
+        out[p] = rec
+    return out
+
+
+# --------------------------------------------------------------------------------------- resumable batches
+
+
+def test_interrupted_batch_resumes_with_one_file_per_item(tmp_path: Path) -> None:
+    """The README's resume command, run again after Ctrl-C stopped the first run during its second item (a
+    larger one, so the interrupt lands inside it): the rerun takes the batch seed recorded in the written file,
+    skips it and writes the rest: exactly one file per item, each item's seed = batch seed + index, as one
+    uninterrupted run would have made them."""
+    (tmp_path / "prompts.txt").write_text('a cat\n{"prompt": "a dog", "height": 96, "width": 96, "num_frames": 17}\n'
+                                          "a bird\n")
+    args = ["generate", "--batch", "prompts.txt", "--model", "tiny", "-o", PATTERN, "--skip-existing", "--json",
+            *SMALL]
+    first = subprocess.Popen([sys.executable, "-m", "ltxcli", *args], cwd=tmp_path, env=_env(tmp_path),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             # Ctrl-C as at a terminal (a background job of a shell may inherit SIGINT ignored)
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert first.stdout is not None
+    line = first.stdout.readline()  # the first item is written, the second one has started
+    first.send_signal(signal.SIGINT)
+    rest, err = first.communicate(timeout=120)
+    assert first.returncode == 130 and rest == "", err
+    written = json.loads(line)
+    assert written["status"] == "ok" and written["index"] == 0
+    batch_seed = written["seed"]
+    assert f"batch seed {batch_seed}" in err
+    assert [p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")] == [Path(written["path"]).name]
+
+    again = _ltx(args, tmp_path)
+    assert again.returncode == 0, again.stderr
+    objs = json_lines(again.stdout)
+    assert [(o["index"], o["status"]) for o in objs] == [(0, "skipped"), (1, "ok"), (2, "ok")]
+    assert objs[0]["path"] == written["path"]
+    assert f"resuming batch seed {batch_seed}" in again.stderr
+    records = _records(tmp_path / "out")
+    assert sorted(r["index"] for r in records.values()) == [0, 1, 2]  # one file per item, no duplicate
+    for path, rec in records.items():
+        assert rec["batch_seed"] == batch_seed and rec["seed"] == batch_seed + rec["index"]
+        assert path.name == f"{rec['index']:03d}-{rec['seed']}.mp4"
+    assert [r["prompt"] for r in records.values()] == ["a cat", "a dog", "a bird"]
+
+
+def test_rerun_with_another_random_seed_finds_outputs_by_record(cli_env: Path) -> None:
+    """Names that hold the seed (the default names in a folder): a rerun without --seed recognises every
+    output by its record (index, prompt, settings) and loads nothing; a changed prompt is a new item."""
+    (cli_env / "prompts.txt").write_text("a cat\na dog\n")
+    args = ["generate", "--batch", "prompts.txt", "--model", "tiny", "-o", "out/", "--skip-existing", "--json", *SMALL]
+    first = ltx(*args)
+    assert first.exit_code == 0, first.stderr
+    names = sorted(p.name for p in (cli_env / "out").iterdir())
+    again = ltx(*args)
+    assert [o["status"] for o in json_lines(again.stdout)] == ["skipped", "skipped"], again.stderr
+    assert sorted(p.name for p in (cli_env / "out").iterdir()) == names
+    (cli_env / "prompts.txt").write_text("a cat\na red dog\n")
+    changed = ltx(*args)
+    assert [o["status"] for o in json_lines(changed.stdout)] == ["skipped", "ok"], changed.stderr
+    assert len(list((cli_env / "out").iterdir())) == 3
+
+
+def test_batch_seed_seeds_items_by_index(cli_env: Path) -> None:
+    (cli_env / "prompts.txt").write_text('a cat\n{"prompt": "a dog", "seed": 11}\na bird\n')
+    r = ltx("generate", "--batch", "prompts.txt", "--model", "tiny", "--seed", "100", "-o", PATTERN, "--json", *SMALL)
+    assert r.exit_code == 0, r.stderr
+    assert [o["seed"] for o in json_lines(r.stdout)] == [100, 11, 102]
+
+
+# --------------------------------------------------------------------------------------- exit codes
+
+
+def _error_cases(tmp: Path) -> list[tuple[list[str], int, dict[str, str]]]:
+    (tmp / "exists.mp4").write_bytes(b"x")
+    (tmp / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return [
+        (["generate", "a cat", "--model", "tiny", "-o", "exists.mp4"], 2, {}),
+        (["generate", "a cat", "--model", "tiny", "--width", "33"], 2, {}),
+        (["generate", "a cat", "--model", "ltxv-2b-0.9.8-distilled"], 3, {"HF_HUB_OFFLINE": "1"}),
+        (["i2v", "bad.png", "a cat", "--model", "tiny"], 6, {}),
+    ]
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_exit_codes_do_not_depend_on_ltx_debug(tmp_path: Path, debug: bool) -> None:
+    """LTX_DEBUG=1 adds the traceback before the same error line; the exit code is the same."""
+    for args, code, env in _error_cases(tmp_path):
+        r = _ltx(args, tmp_path, **env, **({"LTX_DEBUG": "1"} if debug else {}))
+        assert r.returncode == code, (args, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert lines[-1].startswith("error: "), r.stderr
+        assert ("Traceback" in r.stderr) == debug, r.stderr
+        if not debug:
+            assert len(lines) == 1, r.stderr
+
+
+def test_closed_stdout_ends_quietly(tmp_path: Path) -> None:
+    """A reader that went away: 141 (128 + SIGPIPE, what the shell reports for `yes | head -1`), no error line;
+    through `| head -1` the status is 141 or 0 (when the writer finished first), never an error line."""
+    read, write = os.pipe()
+    os.close(read)  # every write to stdout fails with EPIPE
+    r = subprocess.run([sys.executable, "-m", "ltxcli", "weights", "list", "--json"], cwd=tmp_path, env=_env(tmp_path),
+                       stdout=write, stderr=subprocess.PIPE, text=True, timeout=120, check=False)
+    os.close(write)
+    assert (r.returncode, r.stderr) == (cli_common.EXIT_PIPE, "")
+    media.write_video(tmp_path / "v.mp4", torch.rand(3, 16, 16, 3), 8, metadata={"tool": "ltxcli", "prompt": "p"})
+    for cmd in ("weights list --json", "info v.mp4"):
+        r = subprocess.run(["bash", "-o", "pipefail", "-c", f"{sys.executable} -m ltxcli {cmd} | head -1"],
+                           cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=120, check=False)
+        assert r.returncode in (0, cli_common.EXIT_PIPE) and r.stderr == "", (cmd, r.returncode, r.stderr)
+        assert len(r.stdout.splitlines()) == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_gpus_without_gpus_is_a_usage_error(tmp_path: Path) -> None:
+    r = _ltx(["generate", "a cat", "--model", "tiny", "--gpus", "2", *SMALL], tmp_path)
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("error: --gpus 2 but no GPU(s) are visible") and "--device cpu" in line
+
+
+# --------------------------------------------------------------------------------------- the smaller items
+
+
+@pytest.fixture(autouse=True)
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return enter_cli_env(tmp_path, monkeypatch, _cached_load)
+
+
+def test_help_shows_no_type_placeholders_and_whole_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    for cmd in (["generate"], ["i2v"], ["weights", "pull"], ["vae", "encode"], ["info"]):
+        r = ltx(*cmd, "--help")
+        assert r.exit_code == 0
+        assert "<bool>" not in r.stdout and "<list[" not in r.stdout and "<str>" not in r.stdout, r.stdout
+    text = ltx("generate", "--help").stdout
+    assert "a-cat-7-768x512x97.mp4" in text and "out/{index}-{seed}.mp4" in text  # not cut at 80 columns
+    assert "INT " in text and "[auto|on|off]" in text.replace("│", "").replace(" ", "")
+
+
+def test_weights_path_of_a_builtin_is_a_usage_error() -> None:
+    assert "tiny is built in" in assert_one_error_line(ltx("weights", "path", "tiny"), 2)
+
+
+def test_offline_dry_run_says_to_go_online(tmp_path: Path) -> None:
+    r = _ltx(["weights", "pull", "ltxv-2b-0.9.8-distilled", "--dry-run"], tmp_path, HF_HUB_OFFLINE="1")
+    assert r.returncode == 3, r.stderr
+    assert "unset HF_HUB_OFFLINE" in r.stderr and "with network access" not in r.stderr
+
+
+def test_existing_frames_dir_names_frames_dir(cli_env: Path) -> None:
+    (cli_env / "frames").mkdir()
+    line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", "--frames-dir", "frames", *SMALL), 2)
+    assert "choose another --frames-dir" in line and "choose another -o" not in line
+
+
+def test_unreadable_image_in_a_batch_names_its_line(cli_env: Path) -> None:
+    (cli_env / "bad.png").write_bytes(b"not an image")
+    (cli_env / "prompts.txt").write_text('a cat\n{"prompt": "a dog", "image": "bad.png"}\n')
+    line = assert_one_error_line(ltx("generate", "--batch", "prompts.txt", "--model", "tiny", *SMALL), 6)
+    assert line.startswith("error: --batch prompts.txt line 2: bad.png"), line
+
+
+def test_outputs_get_the_same_permissions(cli_env: Path) -> None:
+    """A latents file is created like a video: 0666 less the umask (safetensors alone leaves 0600)."""
+    old = os.umask(0o022)
+    try:
+        media.write_video(cli_env / "clip.mp4", torch.rand(9, 32, 32, 3), 8)
+        r = ltx("vae", "encode", "clip.mp4", "--model", "tiny", "-o", "lat.safetensors")
+        assert r.exit_code == 0, r.stderr
+        assert stat.S_IMODE((cli_env / "lat.safetensors").stat().st_mode) == 0o644
+        assert stat.S_IMODE((cli_env / "clip.mp4").stat().st_mode) == 0o644
+    finally:
+        os.umask(old)
+
+
+def test_output_without_suffix_is_refused(cli_env: Path) -> None:
+    line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", "-o", "noext", *SMALL), 2)
+    assert "noext.mp4" in line and "noext/" in line
+    assert not (cli_env / "noext").exists()
+    (cli_env / "existing").mkdir()
+    r = ltx("generate", "a cat", "--model", "tiny", "-o", "existing", "--seed", "1", *SMALL)
+    assert r.exit_code == 0 and r.stdout.strip() == "existing/a-cat-1-32x32x9.mp4", r.stderr
+
+
+def test_slug_keeps_unicode_letters_safely(cli_env: Path) -> None:
+    assert naming.slugify("猫がサーフィンする") == "猫がサーフィンする"
+    assert naming.slugify("Ünïcödé Café, déjà vu!") == "ünïcödé-café-déjà-vu"
+    assert naming.slugify("नमस्ते दुनिया") == "नमस्ते-दुनिया"  # combining vowel signs stay in their word
+    assert naming.slugify("../a/b\\c:d*e?\x00f") == "a-b-c-d-e-f"
+    assert naming.slugify("!!!") == "video"
+    r = ltx("generate", "Кошка на доске", "--model", "tiny", "--seed", "2", *SMALL)
+    assert r.exit_code == 0 and r.stdout.strip() == "кошка-на-доске-2-32x32x9.mp4", r.stderr
+
+
+def test_empty_prompt_warns(cli_env: Path) -> None:
+    r = ltx("generate", "", "--model", "tiny", *SMALL)
+    assert r.exit_code == 0, r.stderr
+    assert "warning: the prompt is empty" in r.stderr
+
+
+def test_cpu_memory_plan_counts_the_decoded_video() -> None:
+    """On a CPU the decoded float32 video on the host is the same memory as the decode's: 2048x2048x481 on tiny
+    needs more than the float32 video alone, 4 * 3 * 481 * 2048 * 2048 bytes (24.2 GB), when not streamed, and
+    more than the decode's activations plus one time window of it when streamed."""
+    from ltxcli.memory.plan import RunShape, plan_estimators
+    from ltxcli.memory.weights import spec_parts
+    from ltxcli.spec import resolve_spec
+
+    ref = resolve_spec("tiny")
+    tcfg, vcfg, parts = spec_parts(ref, torch.float32, fp8=False, narrow=False)
+    video = 4 * 3 * 481 * 2048 * 2048
+    peaks = {}
+    for streamed in (False, True):
+        est, _ = plan_estimators(RunShape.of_preset(ref.preset), tcfg, vcfg, dtype=torch.float32, offload="none",
+                                 vae_tiling="auto", offload_saves=False, parts=parts, free_bytes=20 * 2**30,
+                                 device_is_host=True, text_encoder_freed=True, streamed=streamed)
+        e = est(2048, 2048, 481)
+        decode = e.stage("decode")
+        assert decode is not None and e.peak_bytes >= decode.device_bytes + decode.host
+        peaks[streamed] = e.peak_bytes
+    assert peaks[False] > video + 10 * 2**30 and video / 4 < peaks[True] - 10 * 2**30 < video
