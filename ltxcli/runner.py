@@ -522,6 +522,13 @@ def plan_outputs(
     return note
 
 
+def temporal_upscaler(items: Sequence[BatchItem]) -> str | None:
+    """The temporal upscaler a batch needs loaded: the default one when an item asks for ``temporal_upscale``."""
+    from .spec import DEFAULT_TEMPORAL_UPSCALER
+
+    return DEFAULT_TEMPORAL_UPSCALER if any(it.temporal_upscale for it in items) else None
+
+
 def check_writable(target: Path) -> None:
     """Raise :class:`OutputError` now if ``target`` cannot be created: the nearest existing folder above it must
     accept a new file (a probe file is created there and removed at once). Missing folders in between are

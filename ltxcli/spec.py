@@ -140,6 +140,12 @@ class ModelSpec:
                                  self.temporal_upsampler) if c is not None)
 
     @property
+    def temporal_source(self) -> str | None:
+        """What ``load_pipeline(temporal_upsampler=...)`` takes for this spec's temporal upscaler (None: none)."""
+        t = self.temporal_upsampler
+        return None if t is None else str(t.path) if t.path is not None else self.requested_temporal
+
+    @property
     def needed(self) -> list[str]:
         """The weights.toml names the run loads (model, text encoder, upsampler, LoRAs), so they can be pulled first."""
         if self.kind == "builtin":

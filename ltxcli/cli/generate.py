@@ -31,7 +31,6 @@ import typer
 from ltxcli import naming, runner
 from ltxcli.long_video import OPTION_HELP
 from ltxcli.parallel import launch
-from ltxcli.spec import DEFAULT_TEMPORAL_UPSCALER
 
 from . import common, preflight
 from .common import (
@@ -346,7 +345,7 @@ def run(
     # with the components: a mistyped --text-encoder / --upsampler path fails before anything is downloaded
     ref = resolve(opts.model, text_encoder=text_encoder, upsampler=opts.upsampler, weights_dir=opts.weights_dir,
                   loras=[lo for it in items for lo in it.loras or []],  # every item's, pulled with the model
-                  temporal_upsampler=DEFAULT_TEMPORAL_UPSCALER if any(it.temporal_upscale for it in items) else None)
+                  temporal_upsampler=runner.temporal_upscaler(items))
     _download(ref.needed, opts, out, ctx)
     if prepare_only:
         return
@@ -376,8 +375,7 @@ def run(
             dtype=opts.dtype, weights_dir=opts.weights_dir, attention=opts.attention, compile=opts.compile,
             offload=opts.offload, vae_tiling=opts.vae_tiling, vae_conv=opts.vae_conv,
             keep_checkpoint_dtype=opts.keep_checkpoint_dtype, download=False,  # pulled above, rank by rank
-            loras=opts.loras or None,
-            temporal_upsampler=str(ref.temporal_upsampler.path or ref.requested_temporal) if ref.temporal_upsampler else None)
+            loras=opts.loras or None, temporal_upsampler=ref.temporal_source)
     load_s = time.perf_counter() - t0
     from ltxcli.kernels import describe_model
 
