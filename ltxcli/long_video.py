@@ -302,6 +302,41 @@ def window_prompts(r: GenerationRequest, spans: Sequence[tuple[int, int]], frame
     return [parts[min(i, len(parts) - 1)] for i in range(len(spans))]
 
 
+# --- batch items (ltxcli.runner) ----------------------------------------------------------------------------
+
+_ITEM_KEYS = ("window", "overlap", "overlap_strength", "adain", "prompt_schedule", "temporal_upscale", "resume")
+
+
+def check_row(row: dict[str, Any], where: str, bools: Sequence[str]) -> None:
+    """A batch line's long-video keys: booleans are booleans; a numeric ``duration`` becomes its string."""
+    for key in bools:
+        if row.get(key) is not None and not isinstance(row[key], bool):
+            raise ValueError(f"{where}: {key} must be true or false, got {row[key]!r}")
+    if isinstance(row.get("duration"), (int, float)) and not isinstance(row["duration"], bool):
+        row["duration"] = str(row["duration"])
+
+
+def item_fields(pick: Callable[[str], Any], row: Mapping[str, Any], defaults: Mapping[str, Any],
+                preset: Preset | None, frame_rate: float | None) -> tuple[int | None, dict[str, Any]]:
+    """A batch item's ``num_frames`` (from ``duration`` when given: not with ``num_frames``) and its long-video
+    fields, each the row's, else the command's (``pick``)."""
+    num_frames = pick("num_frames")
+    duration = pick("duration")
+    if duration is not None:
+        if row.get("num_frames") is not None or defaults.get("num_frames") is not None:
+            raise ValueError(f"{row.get('_where', 'item')}: give either num_frames or duration, not both")
+        rate = frame_rate if frame_rate is not None else (preset.frame_rate if preset is not None else 24)
+        num_frames = frames_for_duration(parse_duration(duration), float(rate))
+    return num_frames, {k: pick(k) for k in _ITEM_KEYS if pick(k) is not None}
+
+
+def temporal_upscaler(requests: Sequence[GenerationRequest]) -> str | None:
+    """The temporal upscaler to load for ``requests``: the default one when one asks for ``temporal_upscale``."""
+    from .spec import DEFAULT_TEMPORAL_UPSCALER
+
+    return DEFAULT_TEMPORAL_UPSCALER if any(r.temporal_upscale for r in requests) else None
+
+
 # --- resume state -------------------------------------------------------------------------------------------
 
 
@@ -614,7 +649,28 @@ class _TiledDecode:
 
 
 __all__ = [
-    "DECODE_BLEND", "DEFAULT_ADAIN", "DEFAULT_OVERLAP", "DEFAULT_OVERLAP_STRENGTH", "DEFAULT_WINDOW", "OPTION_HELP", "LongPlan",
-    "Window", "check", "checked_frames", "frames_for_duration", "fuse", "generate", "parse_duration", "plan", "read_schedule",
-    "request_hash", "split_windows", "state_path", "window_prompts", "windowed",
+    "DECODE_BLEND",
+    "DEFAULT_ADAIN",
+    "DEFAULT_OVERLAP",
+    "DEFAULT_OVERLAP_STRENGTH",
+    "DEFAULT_WINDOW",
+    "OPTION_HELP",
+    "LongPlan",
+    "Window",
+    "check",
+    "check_row",
+    "checked_frames",
+    "frames_for_duration",
+    "fuse",
+    "generate",
+    "item_fields",
+    "parse_duration",
+    "plan",
+    "read_schedule",
+    "request_hash",
+    "split_windows",
+    "state_path",
+    "temporal_upscaler",
+    "window_prompts",
+    "windowed",
 ]

@@ -112,7 +112,6 @@ _ITEM_FLOAT = ("frame_rate", "guidance_scale", "stg_scale", "overlap_strength", 
 _ITEM_STR = ("prompt", "negative_prompt", "output", "image", "cache", "duration", "prompt_schedule")
 _ITEM_BOOL = ("temporal_upscale", "resume")
 ITEM_KEYS = (*_ITEM_STR, *_ITEM_INT, *_ITEM_FLOAT, *_ITEM_BOOL, "conditions", "loras")
-_LONG_KEYS = ("window", "overlap", "overlap_strength", "adain", "prompt_schedule", "temporal_upscale", "resume")
 
 
 def parse_condition(spec: str) -> Condition:
@@ -194,11 +193,7 @@ def parse_batch(text: str, source: str = "batch") -> list[dict[str, Any]]:
             v = obj.get(key)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
                 raise ValueError(f"{where}: {key} must be a number, got {v!r}")
-        for key in _ITEM_BOOL:
-            if obj.get(key) is not None and not isinstance(obj[key], bool):
-                raise ValueError(f"{where}: {key} must be true or false, got {obj[key]!r}")
-        if isinstance(obj.get("duration"), (int, float)) and not isinstance(obj["duration"], bool):
-            obj["duration"] = str(obj["duration"])
+        long_video.check_row(obj, where, _ITEM_BOOL)
         conds = obj.get("conditions")
         if conds is not None:
             if not isinstance(conds, list):
@@ -263,16 +258,7 @@ def build_items(
             return defaults[key] if defaults.get(key) is not None else base.get(key)
 
         frame_rate = pick("frame_rate")
-        num_frames = pick("num_frames")
-        duration = pick("duration")
-        if duration is not None:
-            from .long_video import frames_for_duration, parse_duration
-
-            if row.get("num_frames") is not None or defaults.get("num_frames") is not None:
-                raise ValueError(f"{row.get('_where', 'item')}: give either num_frames or duration, not both")
-            rate = frame_rate if frame_rate is not None else (preset.frame_rate if preset is not None else 24)
-            num_frames = frames_for_duration(parse_duration(duration), float(rate))
-        long = {k: pick(k) for k in _LONG_KEYS if pick(k) is not None}
+        num_frames, long = long_video.item_fields(pick, row, defaults, preset, frame_rate)
         # a row's explicit "seed": null asks for a random seed of its own, whatever the batch seed
         own_random = "seed" in row and row["seed"] is None
         items.append(BatchItem(
@@ -520,13 +506,6 @@ def plan_outputs(
         if not it.skip:
             check_writable(target)  # a read-only or impossible folder fails before any work
     return note
-
-
-def temporal_upscaler(items: Sequence[BatchItem]) -> str | None:
-    """The temporal upscaler a batch needs loaded: the default one when an item asks for ``temporal_upscale``."""
-    from .spec import DEFAULT_TEMPORAL_UPSCALER
-
-    return DEFAULT_TEMPORAL_UPSCALER if any(it.temporal_upscale for it in items) else None
 
 
 def check_writable(target: Path) -> None:

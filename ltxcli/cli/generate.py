@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any, get_args, get_origin
 import click
 import typer
 
-from ltxcli import naming, runner
+from ltxcli import long_video, naming, runner
 from ltxcli.long_video import OPTION_HELP
 from ltxcli.parallel import launch
 
@@ -345,7 +345,7 @@ def run(
     # with the components: a mistyped --text-encoder / --upsampler path fails before anything is downloaded
     ref = resolve(opts.model, text_encoder=text_encoder, upsampler=opts.upsampler, weights_dir=opts.weights_dir,
                   loras=[lo for it in items for lo in it.loras or []],  # every item's, pulled with the model
-                  temporal_upsampler=runner.temporal_upscaler(items))
+                  temporal_upsampler=long_video.temporal_upscaler(items))
     _download(ref.needed, opts, out, ctx)
     if prepare_only:
         return
