@@ -307,10 +307,10 @@ def run(
     if world > 1:  # the seeds (random ones included) of rank 0, before any name is derived from them
         for it, (seed, batch_seed) in zip(items, from_rank0(ctx, [(it.seed, it.batch_seed) for it in items]), strict=True):
             it.seed, it.batch_seed = seed, batch_seed
-    frames_out = opts.frames_dir is not None
+    frames_out, decoded = opts.frames_dir is not None, {}  # decoded: condition files, each read once
     for it in items:
         where = rows[it.index].get("_where", "")
-        runner.validate_item(it, max_pos, frames_out=frames_out, where=f"{where}: " if where else "")
+        runner.validate_item(it, max_pos, frames_out=frames_out, where=f"{where}: " if where else "", decoded=decoded)
     note = runner.plan_outputs(
         items, output=opts.frames_dir if frames_out else opts.output, frames=frames_out, batch=batch,
         model=naming.model_field(ref.name, is_path=ref.kind in ("file", "folder")), overwrite=opts.overwrite,
