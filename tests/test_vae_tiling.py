@@ -23,6 +23,7 @@ from ltxcli.memory.decode import (
     free_memory_bytes,
     plan_decode,
     should_tile,
+    stream_plan,
     tiled_decode_memory_bytes,
 )
 from ltxcli.models.configs import VAEConfig, official_vae_config
@@ -189,6 +190,30 @@ def test_chunks_are_the_tiled_decode_bit_for_bit(settings: dict) -> None:
     assert len(chunks) > 1 and [s for s, _ in chunks] == list(itertools.accumulate(
         [0] + [c.shape[2] for _, c in chunks[:-1]]))
     assert torch.equal(torch.cat([c for _, c in chunks], dim=2), whole)
+
+
+@pytest.mark.parametrize("conv", ["direct", "winograd"])
+@pytest.mark.parametrize("family", ["0.9.1", "0.9.5"])  # 0.9.1: noise injection; 0.9.5: the released layout
+def test_stream_plan_is_the_untiled_decode(family: str, conv: str) -> None:
+    """Issue 13, point 5: a CPU decode that is written as it goes runs the head in time windows
+    (:func:`stream_plan`), so the float32 output never exists whole: its chunks are the untiled decode's frames
+    (bit for bit with the direct convolutions), and none holds more than a window of frames."""
+    vae = family_vae(family, layers=None if family == "0.9.5" else 1)
+    vae.set_conv_algorithm(conv)
+    z = latents((6, 2, 3))  # 41 pixel frames
+    plan = stream_plan(vae.config, z.shape, chunk_frames=16)
+    assert plan["split_block"] == len(vae.decoder.up_blocks)
+    with torch.no_grad():
+        ref = vae.decode(z, T_DEC, generator=torch.Generator().manual_seed(5)).float()
+        chunks = list(tiled_decode_chunks(vae, z, timestep=T_DEC, generator=torch.Generator().manual_seed(5),
+                                          **plan))
+    sizes = [c.shape[2] for _, c in chunks]
+    assert len(sizes) == 3 and sum(sizes) == 41 and max(sizes) <= 16, sizes  # windows balanced by plan_axis
+    out = torch.cat([c for _, c in chunks], dim=2)
+    if conv == "direct":
+        assert torch.equal(out, ref)
+    else:  # time-Winograd pairs a window's frames from its own first frame: equal to float rounding
+        assert max_abs(out, ref) < 1e-5
 
 
 def test_noise_injection_is_shared_by_the_windows() -> None:

@@ -371,6 +371,23 @@ def plan_decode(
     return None if estimate <= budget else plan
 
 
+#: Pixel frames per time window of :func:`stream_plan` (each window recomputes one frame of context on each side
+#: in the head alone: 2/16 of the head's convolution, about 1% of the 0.9.5 decoder's work).
+HEAD_CHUNK_FRAMES = 16
+
+
+def stream_plan(config: VAEConfig, latent_shape: Sequence[int], chunk_frames: int = HEAD_CHUNK_FRAMES) -> dict[str, Any]:
+    """:func:`~ltxcli.vae_tiling.tiled_decode_chunks` settings that hand out an untiled decode's output in time
+    windows: ``conv_in`` and every up-block run whole as in ``vae.decode``; only the head (PixelNorm, SiLU,
+    ``conv_out``, un-patchify) runs ``chunk_frames`` pixel frames at a time with its exact context (one frame), so
+    the decoder's float32 output ``[B, 3, F, H, W]`` never exists whole. For a decode on the CPU, where that
+    output would be a host copy of the whole video. Same values as ``vae.decode`` (tests/test_vae_tiling.py)."""
+    _, ops = decoder_ops(config)
+    _, _, f, h, w = (int(v) for v in latent_shape)
+    _, hs, ws = _split_dims(config, (f, h, w), len(ops))  # the last stage: [B, C, F, H/p, W/p]
+    return {"split_block": len(ops), "tile_hw": (hs, ws), "chunk_frames": chunk_frames}
+
+
 def _is_exact(plan: dict[str, Any]) -> bool:
     return plan.get("context_hw") is None and plan.get("context_frames") is None
 
@@ -399,6 +416,6 @@ def free_memory_bytes(device: torch.device | str) -> int:
 
 
 __all__ = [
-    "DECODE_MEMORY_FACTOR", "DEFAULT_SAFETY", "WINDOW_OVERHEAD", "choose_tiling", "decode_memory_bytes",
+    "DECODE_MEMORY_FACTOR", "DEFAULT_SAFETY", "HEAD_CHUNK_FRAMES", "WINDOW_OVERHEAD", "choose_tiling", "decode_memory_bytes",
     "free_memory_bytes", "output_bytes", "plan_decode", "should_tile", "tiled_decode_memory_bytes",
 ]
