@@ -495,21 +495,24 @@ def test_offload_tiling_attention_reach_load_pipeline_and_keep_the_frames(
 ) -> None:
     """--offload sequential --vae-tiling on --attention sdpa reach load_pipeline, the decode is tiled, and the
     PNG frames equal a plain run's code for code (offload moves weights only; tiling is exact by default)."""
-    from ltxcli import kernels, vae_tiling
+    from ltxcli import kernels
+    from ltxcli.memory import decode as decode_memory
 
     calls: list[dict[str, Any]] = []
     tiled: list[int] = []
-    real_tiled = vae_tiling.tiled_decode_chunks  # the written video is decoded as a stream
+    real_plan = decode_memory.plan_decode  # the pipeline's choice: a tiling plan, or None for an untiled decode
 
-    def tiled_decode(*args: Any, **kwargs: Any) -> Any:
-        tiled.append(1)
-        return real_tiled(*args, **kwargs)
+    def plan_decode(*args: Any, **kwargs: Any) -> Any:
+        plan = real_plan(*args, **kwargs)
+        if plan is not None:
+            tiled.append(1)
+        return plan
 
     def load(*args: Any, **kwargs: Any) -> Any:
         calls.append(kwargs)
         return _cached_load(*args, **{**kwargs, "compile": False})  # --compile is checked for arrival only
 
-    monkeypatch.setattr(vae_tiling, "tiled_decode_chunks", tiled_decode)
+    monkeypatch.setattr(decode_memory, "plan_decode", plan_decode)
     monkeypatch.setattr(cli_generate, "load_pipeline", load)
     # 128 x 192: large enough for an exact tiling plan with two windows (at 64 x 96, `on` must approximate)
     common = ["--model", "tiny", "--seed", "5", "--steps", "2", "--json", "--height", "128", "--width", "192",

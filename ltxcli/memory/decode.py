@@ -111,23 +111,18 @@ def decode_memory_bytes(
     """Estimated peak memory (bytes) of one untiled ``vae.decode`` beyond its weights.
 
     ``latent_shape``: ``[B, C, f, h, w]`` or ``[f, h, w]`` (batch 1). ``factor`` times the live
-    activations of :func:`_walk`, plus one copy of the largest conv weight (CPU oneDNN reorders weights
-    into a temporary; 216 MiB for the released decoders in bfloat16, negligible next to real decodes).
-    Every released decoder peaks in a resnet of its last stage: ``~4 * 128 * F*H*W/16`` elements (``F,
-    H, W`` the output video size), i.e. ``1.3 * 32 * F*H*W * bytes``: 8.3 GiB at 121x704x1216 in bfloat16.
+    activations of :func:`_walk`. Every released decoder peaks in a resnet of its last stage:
+    ``~4 * 128 * F*H*W/16`` elements (``F, H, W`` the output video size), i.e. ``1.3 * 32 * F*H*W * bytes``:
+    8.1 GiB at 121x704x1216 in bfloat16.
+
+    No weight-sized temporary is added: the one a CPU run has, the widened copy of a narrow-kept conv weight
+    (432 MiB for the first 0.9.5 upsampler in float32), lives in the model's upcast scratch buffer, which the
+    plan counts with the weights (:func:`ltxcli.memory.weights.scratch_bytes`). Measured on the full-width
+    0.9.5 decoder (random weights, 2x2x2 latents, first decode, VmHWM increment): bfloat16-kept weights
+    +467 MiB (the 432 MiB scratch and the activations), float32 weights +53 MiB (no reorder copy of the
+    weights). Counting a weight copy here as well made the full-size plan twice the measured peak.
     """
-    return int(factor * _live_bytes(config, latent_shape, dtype)) + _largest_weight_bytes(config, dtype)
-
-
-def _largest_weight_bytes(config: VAEConfig, dtype: torch.dtype) -> int:
-    first, ops = decoder_ops(config)
-    nbytes = torch.empty((), dtype=dtype).element_size()
-    sizes = [config.latent_channels * first, config.out_channels * config.patch_size**2 * ops[-1].c_out]
-    for op in ops:
-        sizes.append(op.c_in * op.c_in if op.kind == "res" else op.c_in * op.c_out)
-        if op.kind == "up":
-            sizes.append(op.c_in * op.c_out * op.st * op.ss * op.ss)
-    return 27 * nbytes * max(sizes)
+    return int(factor * _live_bytes(config, latent_shape, dtype))
 
 
 #: Frames per uint8 chunk a streamed result hands its writer (``GenerationResult.frames``' default); the memory
@@ -175,7 +170,6 @@ class _SplitCosts:
         )[1]
         self.held = float(b * ch * math.prod(self.dims) * self.nbytes)  # kept while the windows run
         self.output = output_bytes(config, latent_shape) if out_on_device else 0
-        self.weight = _largest_weight_bytes(config, dtype)
 
     def memory(self, window: Sequence[int]) -> int:
         """Peak with largest window ``window``: the untiled part, or the held split-point activation plus
@@ -187,7 +181,7 @@ class _SplitCosts:
         s = self.s_scale
         frames = _to_pixel(window[0], self.t_scale, True)
         crop = 4 * self.b * self.config.out_channels * frames * window[1] * s * window[2] * s
-        return int(max(self.prefix, self.held + DECODE_MEMORY_FACTOR * suffix + crop) + self.output + self.weight)
+        return int(max(self.prefix, self.held + DECODE_MEMORY_FACTOR * suffix + crop) + self.output)
 
     def work(self, volume_fraction: float, windows: int) -> float:
         """The untiled part's work plus the tail's, scaled by the decoded volume (context included), plus a
