@@ -237,6 +237,11 @@ class Pipeline:
             # Free memory is measured with the decoder resident, so the plan accounts for its weights.
             plan = decode_memory.plan_decode(self.vae.config, tuple(latents.shape), vae_dtype, self.vae_tiling,
                                              decode_memory.free_memory_bytes(self.device), out_on_device=False)
+            if plan is None and chunks and self.device.type == "cpu" and not getattr(self.vae, "collective_decode", False):
+                # the decoder's output would be a float32 copy of the whole video on the host: hand it out in
+                # time windows of the head instead (same values). Not for a decode split over ranks, which
+                # every rank must enter through vae.decode (ltxcli.parallel.vae.ParallelVAE)
+                plan = decode_memory.stream_plan(self.vae.config, tuple(latents.shape))
             if plan is None:
                 yield self.vae.decode(latents, timestep=t, generator=gen)
             elif chunks:

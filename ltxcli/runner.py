@@ -27,7 +27,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -341,15 +341,16 @@ def _check_sizes(item: BatchItem, max_pos: Sequence[int], frames_out: bool) -> N
     if not math.isfinite(item.frame_rate) or not 0 < item.frame_rate <= MAX_FRAME_RATE:
         nearest = MAX_FRAME_RATE if item.frame_rate > MAX_FRAME_RATE else 24
         raise ValueError(f"frame_rate={item.frame_rate} must be in (0, {MAX_FRAME_RATE}] (e.g. {nearest})")
-    from .long_video import checked_frames
-
     # the model's time range, for a long video that of one window
-    check_size(item.height, item.width, checked_frames(item, max_pos[0]), item.frame_rate, max_pos)
+    check_size(item.height, item.width, long_video.checked_frames(item, max_pos[0]), item.frame_rate, max_pos)
 
 
-def _check_condition(c: Condition, item: BatchItem) -> None:
-    """Range checks, then the file itself: decoded (an image fully, a video's first frame) so that a missing,
-    empty, truncated, oversized or unreadable file fails here, before any weight is loaded (MediaError)."""
+def _check_condition(c: Condition, item: BatchItem, decoded: dict[tuple[str, int], Any] | None = None) -> Condition:
+    """Range checks, then the file itself, decoded once (:func:`ltxcli.media.read_media`: an image fully, a video
+    up to the frames the item can use) so that a missing, empty, truncated, oversized or unreadable file fails
+    here, before any weight is loaded (MediaError). Returns the condition holding the decoded pixels, which the
+    pipeline preprocesses without reading the file again. ``decoded``: pixels already read for this run, by
+    (path, frames), shared between the items that use one file."""
     from . import media
 
     assert item.height is not None and item.width is not None and item.num_frames is not None
@@ -360,55 +361,43 @@ def _check_condition(c: Condition, item: BatchItem) -> None:
         raise ValueError(f"condition {name}: frame={c.frame} must be in [0, {item.num_frames - 1}] for a "
                          f"{item.num_frames}-frame video (use {nearest})")
     if not isinstance(c.media, (str, Path)):
-        return  # a picture or tensor in memory: the pipeline checks it
-    first = media.load_media(c.media, max_frames=1)
-    height, width = int(first.shape[1]), int(first.shape[2])
+        return c  # a picture or tensor in memory (or pixels decoded already): the pipeline checks it
+    wanted = item.num_frames - c.frame  # frames of the file the video has room for
+    key = (str(c.media), wanted)
+    read = decoded.get(key) if decoded is not None else None
+    if read is None:
+        read = media.read_media(c.media, max_frames=wanted)
+        if decoded is not None:
+            decoded[key] = read
+    height, width = int(read.frames.shape[1]), int(read.frames.shape[2])
     left, top, right, bottom = media.centre_crop_box(width, height, item.height, item.width)
     if right - left < 2 or bottom - top < 2:
         raise media.MediaError(f"{name}: a {width}x{height} picture is too small to crop to the "
                                f"{item.width}x{item.height} aspect ratio")
-    n = media.media_num_frames(c.media)
+    n = read.listed
     if n > 1:
-        wanted = min(n, item.num_frames - c.frame)
-        decodable = _decodable_frames(c.media, wanted)
-        if decodable < wanted:  # FFmpeg stops quietly at the end of a truncated file
+        decodable = int(read.frames.shape[0])
+        if decodable < min(n, wanted):  # FFmpeg stops quietly at the end of a truncated file
             warnings.warn(f"{name}: the file lists {n} frames but only {decodable} can be decoded (truncated or "
                           f"damaged?); using those {decodable}", stacklevel=1)
             n = decodable
     # the pipeline keeps at most the frames that fit, rounded down to 8k + 1 (official trim)
-    kept = (min(n, item.num_frames - c.frame) - 1) // 8 * 8 + 1
+    kept = (min(n, wanted) - 1) // 8 * 8 + 1
     if kept > 1 and c.frame % 8:
         lo = c.frame // 8 * 8
         raise ValueError(f"condition {name}: a video must start at a multiple of 8, not frame={c.frame} "
                          f"(use {lo} or {lo + 8})")
+    return replace(c, media=read)
 
 
-def _decodable_frames(path: str | Path, limit: int) -> int:
-    """How many of the first ``limit`` frames of a video decode (frames are decoded and dropped, not kept)."""
-    import av
-
-    from . import media
-
-    count = 0
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for _ in container.decode(stream):
-                count += 1
-                if count >= limit:
-                    break
-    except av.error.FFmpegError as e:
-        raise media.MediaError(f"{path}: video decoding failed after {count} frames: {' '.join(str(e).split())}") from None
-    return count
-
-
-def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool = False, where: str = "") -> None:
+def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool = False, where: str = "",
+                  decoded: dict[tuple[str, int], Any] | None = None) -> None:
     """Everything that can be checked without the model (``max_pos``: its positional range, seconds and pixels).
 
     A mistake is a ValueError that starts with ``where`` and names the value, the rule and the nearest valid
     value; an unreadable condition file is a :class:`~ltxcli.media.MediaError`. ``frames_out``: the output is PNG
-    frames (odd sizes allowed)."""
+    frames (odd sizes allowed). Condition files are decoded here, once, and the item's conditions then hold
+    their pixels (``decoded``: a dict shared by the items of one run, so one file used by many is read once)."""
     from . import media
 
     if not item.prompt.strip():
@@ -425,8 +414,7 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
         assert item.seed is not None
         check_range("seed", item.seed, 0, SEED_MAX)
         parse_cache(item.cache)
-        for c in item.conditions:
-            _check_condition(c, item)
+        item.conditions = [_check_condition(c, item, decoded) for c in item.conditions]
         long_video.check(item)  # window settings and the prompt schedule (read here)
     except ValueError as e:
         if not where:
@@ -649,8 +637,7 @@ def run_batch(
             with progress(it) if progress is not None else nullcontext(None) as callback:
                 # A streamed result is decoded inside the write, as uint8 chunks checked for NaN/Inf on the way
                 # (a broken VAE shows there); written otherwise, the same check runs on the video's chunks.
-                # the item is the request; a long one runs in windows (ltxcli.long_video), any other as pipe.run
-                result = long_video.generate(pipe, it, progress=callback, stream=stream and write,
+                result = long_video.generate(pipe, it, progress=callback, stream=stream and write,  # or pipe.run
                                              resume=long_video.state_path(it.target) if it.resume else None)
                 rec = record(result, model=model) | batch_fields(it)
                 t_write = time.perf_counter()
@@ -677,8 +664,9 @@ def _plan_here(
         it.index = i
     _complete(items, pipe.preset)
     max_pos = pipe.transformer.config.positional_embedding_max_pos
+    decoded: dict[tuple[str, int], Any] = {}  # a file several items use is read once
     for it in items:
-        validate_item(it, max_pos, frames_out=frames)
+        validate_item(it, max_pos, frames_out=frames, decoded=decoded)
     name = pipe.name if model is None else model
     plan_outputs(items, output=output, frames=frames, model=naming.model_field(name, is_path=Path(name).exists()),
                  batch=len(items) > 1, overwrite=overwrite, skip_existing=skip_existing, preset=pipe.preset)

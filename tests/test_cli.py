@@ -495,21 +495,24 @@ def test_offload_tiling_attention_reach_load_pipeline_and_keep_the_frames(
 ) -> None:
     """--offload sequential --vae-tiling on --attention sdpa reach load_pipeline, the decode is tiled, and the
     PNG frames equal a plain run's code for code (offload moves weights only; tiling is exact by default)."""
-    from ltxcli import kernels, vae_tiling
+    from ltxcli import kernels
+    from ltxcli.memory import decode as decode_memory
 
     calls: list[dict[str, Any]] = []
     tiled: list[int] = []
-    real_tiled = vae_tiling.tiled_decode_chunks  # the written video is decoded as a stream
+    real_plan = decode_memory.plan_decode  # the pipeline's choice: a tiling plan, or None for an untiled decode
 
-    def tiled_decode(*args: Any, **kwargs: Any) -> Any:
-        tiled.append(1)
-        return real_tiled(*args, **kwargs)
+    def plan_decode(*args: Any, **kwargs: Any) -> Any:
+        plan = real_plan(*args, **kwargs)
+        if plan is not None:
+            tiled.append(1)
+        return plan
 
     def load(*args: Any, **kwargs: Any) -> Any:
         calls.append(kwargs)
         return _cached_load(*args, **{**kwargs, "compile": False})  # --compile is checked for arrival only
 
-    monkeypatch.setattr(vae_tiling, "tiled_decode_chunks", tiled_decode)
+    monkeypatch.setattr(decode_memory, "plan_decode", plan_decode)
     monkeypatch.setattr(cli_generate, "load_pipeline", load)
     # 128 x 192: large enough for an exact tiling plan with two windows (at 64 x 96, `on` must approximate)
     common = ["--model", "tiny", "--seed", "5", "--steps", "2", "--json", "--height", "128", "--width", "192",
@@ -712,3 +715,33 @@ def test_single_video_releases_the_text_encoder_after_encoding(cli_env: Path) ->
     res = ltx("generate", "a cat", "--model", "tiny", "-o", "one.mp4", *SMALL, "--steps", "1")
     assert res.exit_code == 0, res.stderr
     assert tiny_pipeline().free_text_encoder_after_use is True  # one item: released right after encoding
+
+
+def test_condition_files_are_decoded_once_per_run(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13, point 5: the pre-load check decodes each condition file once and the pipeline uses those pixels;
+    a file that two items of a batch use is read once for both."""
+    from PIL import Image
+
+    media.write_video(cli_env / "clip.mp4", torch.rand(17, 64, 96, 3), 24)
+    Image.fromarray((torch.rand(64, 96, 3) * 255).to(torch.uint8).numpy()).save(cli_env / "key.png")
+    opened: list[str] = []
+    real_av_open, real_pil_open = av.open, Image.open
+
+    def av_open(file: Any, *a: Any, **k: Any) -> Any:
+        opened.append(Path(str(file)).name)
+        return real_av_open(file, *a, **k)
+
+    def pil_open(fp: Any, *a: Any, **k: Any) -> Any:
+        opened.append(Path(str(fp)).name)
+        return real_pil_open(fp, *a, **k)
+
+    monkeypatch.setattr(av, "open", av_open)
+    monkeypatch.setattr(Image, "open", pil_open)
+    (cli_env / "b.jsonl").write_text(
+        '{"prompt": "a cat", "conditions": ["clip.mp4:0", "key.png:16:0.8"], "output": "a.mp4"}\n'
+        '{"prompt": "a dog", "conditions": ["clip.mp4:0"], "output": "b.mp4"}\n')
+    result = ltx("generate", "--batch", "b.jsonl", "--model", "tiny", "--seed", "1", "--steps", "1",
+                 "--height", "64", "--width", "96", "--num-frames", "25")
+    assert result.exit_code == 0, result.stderr
+    inputs = [name for name in opened if name in ("clip.mp4", "key.png")]
+    assert sorted(inputs) == ["clip.mp4", "key.png"], opened

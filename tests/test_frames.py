@@ -35,7 +35,7 @@ def _whole_and_streamed(pipe: Pipeline, chunk: int = 8, **kw) -> tuple[torch.Ten
 
 
 @pytest.mark.parametrize(("tiling", "chunk", "kw"), [
-    ("off", 8, {}),  # one decode, converted 8 frames at a time
+    ("off", 8, {}),  # untiled (on the CPU: the head in time windows, memory.decode.stream_plan), 8 frames a chunk
     ("off", 5, dict(height=50, width=70, num_frames=14)),  # padding and the frame crop
     ("on", 3, dict(num_frames=33)),  # time windows of the tiled decode, each handed out as it is finished
 ])

@@ -320,10 +320,10 @@ def run(
     if world > 1:  # the seeds (random ones included) of rank 0, before any name is derived from them
         for it, (seed, batch_seed) in zip(items, from_rank0(ctx, [(it.seed, it.batch_seed) for it in items]), strict=True):
             it.seed, it.batch_seed = seed, batch_seed
-    frames_out = opts.frames_dir is not None
+    frames_out, decoded = opts.frames_dir is not None, {}  # decoded: condition files, each read once
     for it in items:
         where = rows[it.index].get("_where", "")
-        runner.validate_item(it, max_pos, frames_out=frames_out, where=f"{where}: " if where else "")
+        runner.validate_item(it, max_pos, frames_out=frames_out, where=f"{where}: " if where else "", decoded=decoded)
     note = runner.plan_outputs(
         items, output=opts.frames_dir if frames_out else opts.output, frames=frames_out, batch=batch,
         model=naming.model_field(ref.name, is_path=ref.kind in ("file", "folder")), overwrite=opts.overwrite,
@@ -431,39 +431,24 @@ def check_memory(
     items: list[runner.BatchItem], rows: list[dict[str, Any]], ref: ModelSpec, opts: Options, *, device: Any,
     dtype: Any, enforce: bool = True,
 ) -> Any:
-    """Refuse (exit 5, one line) an item whose estimated peak memory exceeds the device's free memory, with
-    ``--offload`` / ``--vae-tiling`` settings or a smaller size that would fit; returns the transformer config.
-
-    The weight headers are read (and so checked) even when ``enforce`` is off.
-    """
-    import torch
-
+    """Refuse (exit 5, one line) an item whose estimated peak memory (:func:`ltxcli.memory.plan.plan_run`)
+    exceeds the device's free memory, with ``--offload`` / ``--vae-tiling`` settings or a smaller size that would
+    fit; returns the transformer config. The weight headers are read (and so checked) even when ``enforce`` is
+    off."""
     from ltxcli.api import is_fp8
     from ltxcli.loading import keep_narrow
-    from ltxcli.memory.plan import RunShape, plan_estimators
-    from ltxcli.memory.weights import spec_parts
+    from ltxcli.memory.plan import plan_run
 
-    narrow = keep_narrow(opts.keep_checkpoint_dtype, device)  # as the loaders will decide
-    tcfg, vcfg, parts = spec_parts(ref, dtype, fp8=is_fp8(opts.dtype), narrow=narrow)
-    if not enforce:
-        return tcfg
-    free = preflight.free_memory_bytes(device)
-    # offloaded weights wait in host memory: on a CPU device that is the same memory, so nothing is saved
-    saves = torch.device(device).type == "cuda"
-    on_host = torch.device(device).type == "cpu"
-    for it in items:
-        # the CLI's conditions are images: one pixel frame each
-        shape = RunShape.of_preset(ref.preset, guidance_scale=it.guidance_scale, stg_scale=it.stg_scale,
-                                   conditions=[(c.frame, 1) for c in it.conditions])
-        estimate, alternatives = plan_estimators(
-            shape, tcfg, vcfg, dtype=dtype, offload=opts.offload, vae_tiling=opts.vae_tiling, offload_saves=saves,
-            parts=parts, free_bytes=free, device_is_host=on_host, text_encoder_freed=len(items) == 1,
-            streamed=True)  # run_batch(stream=True) below writes each video chunk by chunk
+    items = items if enforce else []
+    plan = plan_run(items, ref, device=device, dtype=dtype, fp8=is_fp8(opts.dtype),
+                    narrow=keep_narrow(opts.keep_checkpoint_dtype, device), offload=opts.offload,
+                    vae_tiling=opts.vae_tiling, free_bytes=preflight.free_memory_bytes(device) if items else 0)
+    for it, (estimate, alternatives) in zip(items, plan.requests, strict=True):
         where = rows[it.index].get("_where", "")
-        preflight.check_memory(estimate, height=it.height, width=it.width,
-                               num_frames=it.num_frames, device=device, free_bytes=free,
-                               where=f"{where}: " if where else "", alternatives=alternatives)
-    return tcfg
+        preflight.check_memory(estimate, height=it.height, width=it.width, num_frames=it.num_frames, device=device,
+                               free_bytes=plan.free_bytes, where=f"{where}: " if where else "",
+                               alternatives=alternatives)
+    return plan.transformer
 
 
 def load_pipeline(*args: Any, **kwargs: Any) -> Any:

@@ -1,7 +1,8 @@
 """Media in and out: images and videos as ``[F, H, W, 3]`` float tensors, the official conditioning
 preprocessing, and atomic (and streaming) MP4 / PNG writers that carry the generation record.
 
-* :mod:`ltxcli.media.read`: :func:`load_image`, :func:`load_video`, :func:`load_media` and the official
+* :mod:`ltxcli.media.read`: :func:`load_image`, :func:`load_video`, :func:`load_media`, :func:`read_media` (a
+  file decoded once, :class:`DecodedMedia`) and the official
   conditioning preprocessing (:func:`preprocess_condition_frames`).
 * :mod:`ltxcli.media.write`: :func:`atomic_output`, :func:`write_video`, :func:`write_image`,
   :func:`write_png_frames` (each takes whole videos or a stream of frame chunks), :func:`read_video_metadata`,
@@ -15,6 +16,7 @@ from .read import (
     CONDITION_CRF,
     MAX_IMAGE_PIXELS,
     VIDEO_SUFFIXES,
+    DecodedMedia,
     centre_crop_box,
     crf_round_trip,
     gaussian_blur,
@@ -23,6 +25,7 @@ from .read import (
     load_video,
     media_num_frames,
     preprocess_condition_frames,
+    read_media,
     video_frame_rate,
 )
 from .write import (
@@ -39,6 +42,7 @@ __all__ = [
     "CONDITION_CRF",
     "MAX_IMAGE_PIXELS",
     "VIDEO_SUFFIXES",
+    "DecodedMedia",
     "MediaError",
     "atomic_output",
     "centre_crop_box",
@@ -50,6 +54,7 @@ __all__ = [
     "media_info",
     "media_num_frames",
     "preprocess_condition_frames",
+    "read_media",
     "read_video_metadata",
     "to_uint8",
     "video_frame_rate",

@@ -21,6 +21,7 @@ import io
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -204,24 +205,10 @@ def _frame_to_rgb(frame: Any) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def load_video(
-    path: PathLike, max_frames: int | None = None, *, max_pixels: int | None = MAX_IMAGE_PIXELS
-) -> torch.Tensor:
-    """Decodes the first video stream as float32 ``[F, H, W, 3]`` in [0, 1] (``uint8 / 255``).
-
-    Frames are converted to RGB by FFmpeg's swscale (``rgb24``, PyAV's default flags, i.e. the same
-    same-size fast path as ``crf_compressor``), using the stream's colour-matrix and range tags (untagged =
-    BT.601 limited range, FFmpeg's default), and turned upright by the display-matrix rotation.
-    ``max_frames`` keeps the first frames only. The official reader (imageio-ffmpeg) pipes the frames out of
-    an ``ffmpeg`` subprocess whose scaler flags and colour handling depend on that FFmpeg build; pixels may
-    differ from it by a code value or so [unverified: imageio is not installed here].
-
-    Raises :class:`MediaError` if the file is missing, empty, not a video, has no video stream, has no
-    decodable frame, changes frame size, or has frames above ``max_pixels``.
-    """
-    if max_frames is not None and max_frames < 1:
-        raise ValueError(f"max_frames must be at least 1, got {max_frames}")
-    path = Path(path)
+def _decode_video(path: Path, max_frames: int | None, max_pixels: int | None) -> tuple[np.ndarray, int]:
+    """The first ``max_frames`` frames (all without a limit) as uint8 ``[F, H, W, 3]``, and the number of frames
+    the file lists (its index, else the frames decoded; never fewer than decoded): one pass over the file. Decoding stops quietly where FFmpeg stops (a truncated file); an FFmpeg error is a
+    :class:`MediaError`."""
     frames: list[np.ndarray] = []
     with _open_video(path) as container:
         stream = container.streams.video[0]
@@ -241,11 +228,75 @@ def load_video(
                 frames.append(rgb)
                 if max_frames is not None and len(frames) >= max_frames:
                     break
+            listed = int(stream.frames) or len(frames)  # no index: the frames that decoded (to the end or the limit)
         except av.error.FFmpegError as exc:
             raise MediaError(f"{path}: video decoding failed after {len(frames)} frames: {one_line(exc)}") from None
     if not frames:
         raise MediaError(f"{path}: video has no decodable frames")
-    return torch.from_numpy(np.stack(frames)).float().div_(255.0)
+    return np.stack(frames), max(listed, len(frames))
+
+
+def load_video(
+    path: PathLike, max_frames: int | None = None, *, max_pixels: int | None = MAX_IMAGE_PIXELS
+) -> torch.Tensor:
+    """Decodes the first video stream as float32 ``[F, H, W, 3]`` in [0, 1] (``uint8 / 255``).
+
+    Frames are converted to RGB by FFmpeg's swscale (``rgb24``, PyAV's default flags, i.e. the same
+    same-size fast path as ``crf_compressor``), using the stream's colour-matrix and range tags (untagged =
+    BT.601 limited range, FFmpeg's default), and turned upright by the display-matrix rotation.
+    ``max_frames`` keeps the first frames only. The official reader (imageio-ffmpeg) pipes the frames out of
+    an ``ffmpeg`` subprocess whose scaler flags and colour handling depend on that FFmpeg build; pixels may
+    differ from it by a code value or so [unverified: imageio is not installed here].
+
+    Raises :class:`MediaError` if the file is missing, empty, not a video, has no video stream, has no
+    decodable frame, changes frame size, or has frames above ``max_pixels``.
+    """
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be at least 1, got {max_frames}")
+    frames, _ = _decode_video(Path(path), max_frames, max_pixels)
+    return torch.from_numpy(frames).float().div_(255.0)
+
+
+@dataclass(frozen=True, eq=False)
+class DecodedMedia:
+    """An image or video file decoded once (:func:`read_media`), standing in for the file: :func:`load_media`
+    returns its pixels instead of reading the file again, and ``os.fspath`` gives the file's path (for messages
+    and the generation record). A condition checked before the model loads keeps its pixels this way, so the
+    file is not read a second time when the pipeline preprocesses it."""
+
+    path: Path
+    frames: torch.Tensor  # a video: uint8 [F, H, W, 3] (a quarter of float32); an image: float32 [1, H, W, 3]
+    listed: int  # frames the file lists: more than len(frames) when only the first ones were asked for or decode
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __str__(self) -> str:
+        return os.fspath(self.path)
+
+    def pixels(self, max_frames: int | None = None) -> torch.Tensor:
+        """float32 ``[F, H, W, 3]`` in [0, 1], exactly what :func:`load_media` gives for the file."""
+        frames = self.frames if max_frames is None else self.frames[:max_frames]
+        return frames.float().div_(255.0) if frames.dtype == torch.uint8 else frames
+
+
+def read_media(path: PathLike, *, max_frames: int | None = None, max_pixels: int | None = MAX_IMAGE_PIXELS,
+               background: tuple[float, float, float] | None = (0.0, 0.0, 0.0)) -> DecodedMedia:
+    """A file decoded once, as :func:`load_media` would (an image first unless the suffix says video): an image
+    gives its one frame; a video its first ``max_frames`` frames (decoding stops early) and the count it lists."""
+    path = Path(path)
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        frames, listed = _decode_video(path, max_frames, max_pixels)
+        return DecodedMedia(path, torch.from_numpy(frames), listed)
+    try:
+        return DecodedMedia(path, load_image(path, max_pixels=max_pixels, background=background), 1)
+    except _UnidentifiedMedia:
+        pass
+    try:
+        frames, listed = _decode_video(path, max_frames, max_pixels)
+    except _UnidentifiedMedia:
+        raise MediaError(f"{path}: neither an image Pillow can read nor a video FFmpeg can read") from None
+    return DecodedMedia(path, torch.from_numpy(frames), listed)
 
 
 def video_frame_rate(path: PathLike) -> Fraction:
@@ -311,10 +362,12 @@ def load_media(
 ) -> torch.Tensor:
     """Any conditioning source as float32 ``[F, H, W, 3]`` in [0, 1].
 
-    Tensors ``[F, H, W, 3]`` or ``[H, W, 3]`` (float in [0, 1], or uint8) pass through after the checks; PIL
+    A :class:`DecodedMedia` gives its pixels (the file is not read again). Tensors ``[F, H, W, 3]`` or ``[H, W, 3]`` (float in [0, 1], or uint8) pass through after the checks; PIL
     images and image files give ``F = 1``; files with a suffix in :data:`VIDEO_SUFFIXES` are decoded as video;
     other files are tried as an image first, then as a video. ``max_frames`` trims videos.
     """
+    if isinstance(source, DecodedMedia):
+        return source.pixels(max_frames)
     if isinstance(source, torch.Tensor):
         frames = _check_frames_tensor(source, "media tensor")
         return frames if max_frames is None else frames[:max_frames]
@@ -470,7 +523,7 @@ def preprocess_condition_frames(
 
 
 __all__ = [
-    "CONDITION_CRF", "MAX_IMAGE_PIXELS", "VIDEO_SUFFIXES", "MediaError", "centre_crop_box", "crf_round_trip",
-    "gaussian_blur", "load_image", "load_media", "load_video", "media_num_frames", "preprocess_condition_frames",
-    "video_frame_rate",
+    "CONDITION_CRF", "MAX_IMAGE_PIXELS", "VIDEO_SUFFIXES", "DecodedMedia", "MediaError", "centre_crop_box",
+    "crf_round_trip", "gaussian_blur", "load_image", "load_media", "load_video", "media_num_frames",
+    "preprocess_condition_frames", "read_media", "video_frame_rate",
 ]

@@ -111,23 +111,18 @@ def decode_memory_bytes(
     """Estimated peak memory (bytes) of one untiled ``vae.decode`` beyond its weights.
 
     ``latent_shape``: ``[B, C, f, h, w]`` or ``[f, h, w]`` (batch 1). ``factor`` times the live
-    activations of :func:`_walk`, plus one copy of the largest conv weight (CPU oneDNN reorders weights
-    into a temporary; 216 MiB for the released decoders in bfloat16, negligible next to real decodes).
-    Every released decoder peaks in a resnet of its last stage: ``~4 * 128 * F*H*W/16`` elements (``F,
-    H, W`` the output video size), i.e. ``1.3 * 32 * F*H*W * bytes``: 8.3 GiB at 121x704x1216 in bfloat16.
+    activations of :func:`_walk`. Every released decoder peaks in a resnet of its last stage:
+    ``~4 * 128 * F*H*W/16`` elements (``F, H, W`` the output video size), i.e. ``1.3 * 32 * F*H*W * bytes``:
+    8.1 GiB at 121x704x1216 in bfloat16.
+
+    No weight-sized temporary is added: the one a CPU run has, the widened copy of a narrow-kept conv weight
+    (432 MiB for the first 0.9.5 upsampler in float32), lives in the model's upcast scratch buffer, which the
+    plan counts with the weights (:func:`ltxcli.memory.weights.scratch_bytes`). Measured on the full-width
+    0.9.5 decoder (random weights, 2x2x2 latents, first decode, VmHWM increment): bfloat16-kept weights
+    +467 MiB (the 432 MiB scratch and the activations), float32 weights +53 MiB (no reorder copy of the
+    weights). Counting a weight copy here as well made the full-size plan twice the measured peak.
     """
-    return int(factor * _live_bytes(config, latent_shape, dtype)) + _largest_weight_bytes(config, dtype)
-
-
-def _largest_weight_bytes(config: VAEConfig, dtype: torch.dtype) -> int:
-    first, ops = decoder_ops(config)
-    nbytes = torch.empty((), dtype=dtype).element_size()
-    sizes = [config.latent_channels * first, config.out_channels * config.patch_size**2 * ops[-1].c_out]
-    for op in ops:
-        sizes.append(op.c_in * op.c_in if op.kind == "res" else op.c_in * op.c_out)
-        if op.kind == "up":
-            sizes.append(op.c_in * op.c_out * op.st * op.ss * op.ss)
-    return 27 * nbytes * max(sizes)
+    return int(factor * _live_bytes(config, latent_shape, dtype))
 
 
 #: Frames per uint8 chunk a streamed result hands its writer (``GenerationResult.frames``' default); the memory
@@ -175,7 +170,6 @@ class _SplitCosts:
         )[1]
         self.held = float(b * ch * math.prod(self.dims) * self.nbytes)  # kept while the windows run
         self.output = output_bytes(config, latent_shape) if out_on_device else 0
-        self.weight = _largest_weight_bytes(config, dtype)
 
     def memory(self, window: Sequence[int]) -> int:
         """Peak with largest window ``window``: the untiled part, or the held split-point activation plus
@@ -187,7 +181,7 @@ class _SplitCosts:
         s = self.s_scale
         frames = _to_pixel(window[0], self.t_scale, True)
         crop = 4 * self.b * self.config.out_channels * frames * window[1] * s * window[2] * s
-        return int(max(self.prefix, self.held + DECODE_MEMORY_FACTOR * suffix + crop) + self.output + self.weight)
+        return int(max(self.prefix, self.held + DECODE_MEMORY_FACTOR * suffix + crop) + self.output)
 
     def work(self, volume_fraction: float, windows: int) -> float:
         """The untiled part's work plus the tail's, scaled by the decoded volume (context included), plus a
@@ -371,6 +365,23 @@ def plan_decode(
     return None if estimate <= budget else plan
 
 
+#: Pixel frames per time window of :func:`stream_plan` (each window recomputes one frame of context on each side
+#: in the head alone: 2/16 of the head's convolution, about 1% of the 0.9.5 decoder's work).
+HEAD_CHUNK_FRAMES = 16
+
+
+def stream_plan(config: VAEConfig, latent_shape: Sequence[int], chunk_frames: int = HEAD_CHUNK_FRAMES) -> dict[str, Any]:
+    """:func:`~ltxcli.vae_tiling.tiled_decode_chunks` settings that hand out an untiled decode's output in time
+    windows: ``conv_in`` and every up-block run whole as in ``vae.decode``; only the head (PixelNorm, SiLU,
+    ``conv_out``, un-patchify) runs ``chunk_frames`` pixel frames at a time with its exact context (one frame), so
+    the decoder's float32 output ``[B, 3, F, H, W]`` never exists whole. For a decode on the CPU, where that
+    output would be a host copy of the whole video. Same values as ``vae.decode`` (tests/test_vae_tiling.py)."""
+    _, ops = decoder_ops(config)
+    _, _, f, h, w = (int(v) for v in latent_shape)
+    _, hs, ws = _split_dims(config, (f, h, w), len(ops))  # the last stage: [B, C, F, H/p, W/p]
+    return {"split_block": len(ops), "tile_hw": (hs, ws), "chunk_frames": chunk_frames}
+
+
 def _is_exact(plan: dict[str, Any]) -> bool:
     return plan.get("context_hw") is None and plan.get("context_frames") is None
 
@@ -399,6 +410,6 @@ def free_memory_bytes(device: torch.device | str) -> int:
 
 
 __all__ = [
-    "DECODE_MEMORY_FACTOR", "DEFAULT_SAFETY", "WINDOW_OVERHEAD", "choose_tiling", "decode_memory_bytes",
+    "DECODE_MEMORY_FACTOR", "DEFAULT_SAFETY", "HEAD_CHUNK_FRAMES", "WINDOW_OVERHEAD", "choose_tiling", "decode_memory_bytes",
     "free_memory_bytes", "output_bytes", "plan_decode", "should_tile", "tiled_decode_memory_bytes",
 ]

@@ -6,8 +6,8 @@ memory (activations), while the host may hold more:
 * ``text encoder``: its weights (the T5's activations, 256 tokens, are a few MB and not counted);
 * ``condition encode`` (only with conditions): the VAE encoder on each condition's frames at the largest pass
   size. Its activations are modelled as the decode's of the same latent size (the encoder mirrors the
-  decoder's stages; not separately calibrated). Today the encode runs inside the transformer's offload stage,
-  so the transformer's weights are counted with it;
+  decoder's stages; not separately calibrated). It runs after the text encoder and before the transformer, in
+  the VAE encoder's own offload stage;
 * ``denoise`` (``denoise (first pass)`` / ``(second pass)`` for multi-scale): the transformer's live
   activations for one step, ``units * B * N * D`` elements at the run's dtype, ``B`` the guidance branches of
   that pass (:func:`ltxcli.sampling.pass_branches`), ``N`` the latent tokens at the pass's padded size (plus the
@@ -174,13 +174,13 @@ def stage_weights(
                 DECODE: later}
     stats = parts.vae_other
     if offload == "model":
-        return {"text encoder": te + stats, "condition encode": parts.transformer + parts.vae_encoder + stats,
+        return {"text encoder": te + stats, "condition encode": parts.vae_encoder + stats,
                 DENOISE: parts.transformer + stats, "upsampler": parts.upsampler + stats,
                 DECODE: parts.vae_decoder + stats}
     # sequential: the non-block parts stay; the current block and the prefetched next one are on the device
     resident = (parts.transformer - parts.transformer_blocks) + (parts.vae_decoder - parts.vae_decoder_blocks) + stats
     streamed = resident + 2 * parts.transformer_block
-    return {"text encoder": resident + te, "condition encode": streamed + parts.vae_encoder, DENOISE: streamed,
+    return {"text encoder": resident + te, "condition encode": resident + parts.vae_encoder, DENOISE: streamed,
             "upsampler": resident + parts.upsampler, DECODE: resident + 2 * parts.vae_decoder_block}
 
 
@@ -454,8 +454,60 @@ def memory_verdict(
     return MemoryVerdict(est, free_bytes, fitting, least, smaller)
 
 
+Estimator = Callable[[int, int, int], MemoryEstimate]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The memory plans of the requests one model load serves (:func:`plan_run`): the transformer config (its
+    heads decide the parallel modes), the free memory measured on the device, and per request its estimator and
+    ``(options text, estimator)`` alternatives, what :func:`memory_verdict` takes."""
+
+    transformer: TransformerConfig
+    free_bytes: int
+    requests: list[tuple[Estimator, list[tuple[str, Estimator]]]]
+
+
+def condition_frames(c: Any, num_frames: int) -> int:
+    """Pixel frames the pipeline keeps of condition ``c`` in a ``num_frames`` video: its decoded frames when the
+    pre-load check has read them (:class:`ltxcli.media.DecodedMedia`, a tensor), rounded down to 8k + 1 as the
+    official trim does; one for an image or anything not yet read."""
+    frames = getattr(c.media, "frames", c.media)
+    n = int(frames.shape[0]) if isinstance(frames, torch.Tensor) and frames.ndim == 4 else 1
+    return (max(1, min(n, num_frames - c.frame)) - 1) // 8 * 8 + 1
+
+
+def plan_run(
+    requests: Sequence[Any], spec: Any, *, device: torch.device | str, dtype: torch.dtype, fp8: bool, narrow: bool,
+    offload: str, vae_tiling: str, streamed: bool = True, free_bytes: int | None = None,
+) -> RunPlan:
+    """Plan every request (resolved :class:`~ltxcli.request.GenerationRequest` s: sizes set, conditions checked)
+    that one load of ``spec`` (:class:`~ltxcli.spec.ModelSpec`) runs on ``device``: the weights from the headers
+    as the loaders will hold them (``fp8``: ``--dtype fp8``; ``narrow``: layer weights kept in the checkpoint's
+    dtype, :func:`ltxcli.loading.keep_narrow`), the text encoder freed after use when there is one request, and
+    ``streamed``: the video written chunk by chunk (what ``ltx generate`` does). ``free_bytes``: default, what
+    the device has free now (:func:`ltxcli.memory.decode.free_memory_bytes`)."""
+    from .decode import free_memory_bytes
+    from .weights import spec_parts
+
+    tcfg, vcfg, parts = spec_parts(spec, dtype, fp8=fp8, narrow=narrow)
+    free = free_memory_bytes(device) if free_bytes is None else free_bytes
+    kind = torch.device(device).type
+    plans = []
+    for r in requests:
+        shape = RunShape.of_preset(spec.preset, guidance_scale=r.guidance_scale, stg_scale=r.stg_scale,
+                                   conditions=[(c.frame, condition_frames(c, r.num_frames)) for c in r.conditions])
+        # offloaded weights wait in host memory: on a CPU device that is the same memory, so nothing is saved
+        plans.append(plan_estimators(
+            shape, tcfg, vcfg, dtype=dtype, offload=offload, vae_tiling=vae_tiling, offload_saves=kind == "cuda",
+            parts=parts, free_bytes=free, device_is_host=kind == "cpu", text_encoder_freed=len(requests) == 1,
+            streamed=streamed))
+    return RunPlan(tcfg, free, plans)
+
+
 __all__ = [
     "OFFLOAD_MODES", "TILING_MODES", "TRANSFORMER_UNITS", "TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS", "MemoryEstimate",
-    "MemoryVerdict", "PassSize", "RunShape", "Stage", "decode_bytes", "estimate_memory", "latent_shape",
-    "memory_alternatives", "memory_verdict", "plan_estimators", "request_estimator", "run_passes", "smaller_size", "stage_weights",
+    "MemoryVerdict", "PassSize", "RunPlan", "RunShape", "Stage", "condition_frames", "decode_bytes", "estimate_memory",
+    "latent_shape", "memory_alternatives", "memory_verdict", "plan_estimators", "plan_run", "request_estimator",
+    "run_passes", "smaller_size", "stage_weights",
 ]

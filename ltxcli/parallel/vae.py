@@ -235,6 +235,10 @@ class ParallelVAE(Delegating):
     """A VAE whose ``decode`` is :func:`parallel_decode` (every rank gets the video); everything else is the
     wrapped VAE's (``encode``, ``normalize``, ``config``, ``decoder``...)."""
 
+    #: Every rank must call ``decode`` (it gathers across them): the pipeline then decodes through it rather than
+    #: running the decoder's parts itself (the CPU head windows of ``ltxcli.memory.decode.stream_plan``).
+    collective_decode = True
+
     def __init__(self, module: nn.Module, ctx: DistContext, *, halo: int | None = None) -> None:
         super().__init__()
         self.module = module
