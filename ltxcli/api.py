@@ -92,6 +92,19 @@ def is_fp8(dtype: str | torch.dtype | None) -> bool:
     return isinstance(dtype, str) and dtype in FP8_NAMES
 
 
+WEIGHTS_DTYPES = ("auto", *FP8_NAMES)
+
+
+def weights_fp8(weights_dtype: str | None) -> bool:
+    """Whether ``weights_dtype`` asks for the transformer blocks' linear weights stored in float8 (``fp8`` and
+    its aliases; ``None`` / ``auto``: as the checkpoint and ``dtype`` say). A ValueError for anything else."""
+    if weights_dtype is None or weights_dtype == "auto":
+        return False
+    if weights_dtype in FP8_NAMES:
+        return True
+    raise ValueError(f"unknown weights dtype {weights_dtype!r} (use auto or fp8)")
+
+
 class Compute(NamedTuple):
     device: torch.device
     dtype: torch.dtype  # the compute dtype (bfloat16 for fp8)
@@ -126,6 +139,7 @@ def load_pipeline(
     vae_tiling: str = "auto",
     vae_conv: str = "auto",
     keep_checkpoint_dtype: bool | None = None,
+    weights_dtype: str | None = None,
     download: bool = True,
     on_event: Callable[[object], None] | None = None,
     loras: Sequence[LoraLike] | None = None,
@@ -156,11 +170,16 @@ def load_pipeline(
     default: on when the weights are loaded to the CPU, off on GPUs. ``loras``: LoRAs merged into the transformer
     (each a file path or weights.toml name, ``(path_or_name, scale)`` or ``"PATH_OR_NAME:SCALE"``; with ``fp8``
     before the quantisation); change them later with :meth:`Pipeline.set_loras` (default: a ModelSpec's own).
+    ``weights_dtype="fp8"``: store the transformer blocks' linear weights as float8 e4m3 with per-tensor scales (an
+    fp8 checkpoint's as stored) and widen them to the compute dtype one layer at a time at call: about half the
+    transformer's memory of bfloat16, on any GPU or the CPU, outputs within fp8 rounding (``dtype="fp8"`` stores
+    them so already and multiplies in fp8 on GPUs of compute capability 8.9+); not with LoRAs yet.
     """
     from . import kernels
     from .offload import Offload
 
     dev, dt, fp8, backend = resolve_compute(device, dtype, attention)
+    stored_fp8 = weights_fp8(weights_dtype) and not fp8  # fp8 matmul layers store float8 already
     try:
         mode = Offload(offload)
     except ValueError:
@@ -182,7 +201,9 @@ def load_pipeline(
     load_dev = dev if mode is Offload.NONE else torch.device("cpu")
     refs = fetch_loras(spec.loras, model=spec.name, weights_dir=spec.weights_dir, registry=spec.registry,
                        download=False)  # pulled above, with the model
-    pipe = _load(spec, load_dev, dt, fp8, keep_checkpoint_dtype, refs, dev)
+    if stored_fp8 and refs:
+        raise ValueError("LoRAs with --weights-dtype fp8 are not supported yet (use --dtype fp8 or bfloat16 weights)")
+    pipe = _load(spec, load_dev, dt, fp8, keep_checkpoint_dtype, refs, dev, stored_fp8)
     pipe._device = dev
     pipe.weights_dir, pipe.model_ref = spec.weights_dir, spec.name
     pipe.vae_tiling = vae_tiling
@@ -210,7 +231,7 @@ def _apply_offload(pipe: Pipeline, dev: torch.device, mode: object) -> None:
 
 
 def _load(spec: ModelSpec, dev: torch.device, dt: torch.dtype, fp8: bool, keep_narrow: bool | None = None,
-          loras: Sequence[LoraRef] = (), merge_on: torch.device | None = None) -> Pipeline:
+          loras: Sequence[LoraRef] = (), merge_on: torch.device | None = None, stored_fp8: bool = False) -> Pipeline:
     records: list[dict[str, object]] = []
 
     def merge(transformer: torch.nn.Module) -> None:  # before any fp8 conversion: merged, then quantised
@@ -220,13 +241,15 @@ def _load(spec: ModelSpec, dev: torch.device, dt: torch.dtype, fp8: bool, keep_n
             records[:] = apply_loras(transformer, loras, device=merge_on)
 
     if spec.kind == "builtin":
-        from .models.fp8 import convert_to_fp8
+        from .models.fp8 import convert_to_fp8, convert_to_fp8_storage
         from .tiny import build_pipeline
 
         pipe = build_pipeline(dev, dt)
         merge(pipe.transformer)
         if fp8:
             convert_to_fp8(pipe.transformer, dtype=dt)
+        elif stored_fp8:
+            convert_to_fp8_storage(pipe.transformer)
         return _with_loras(pipe, loras, records)
 
     spec.require()  # anything not on disk: the one-line "not downloaded" error, before any weight is read
@@ -236,7 +259,7 @@ def _load(spec: ModelSpec, dev: torch.device, dt: torch.dtype, fp8: bool, keep_n
     preset = spec.preset
 
     transformer = load_transformer(path, device=dev, dtype=dt, keep_fp8=fp8, keep_checkpoint_dtype=keep_narrow,
-                                   before_fp8=merge)
+                                   before_fp8=merge, weights_fp8=stored_fp8)
     vae = load_vae(path, device=dev, dtype=dt, keep_checkpoint_dtype=keep_narrow)
 
     from .text import TextEncoder

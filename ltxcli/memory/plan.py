@@ -39,6 +39,7 @@ guarantee.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -388,15 +389,36 @@ def plan_estimators(
 ) -> tuple[Callable[[int, int, int], MemoryEstimate], list[tuple[str, Callable[[int, int, int], MemoryEstimate]]]]:
     """The estimator of a request of this shape with the given ``offload`` / ``vae_tiling``, and
     ``(options text, estimator)`` for each of its :func:`memory_alternatives` (what :func:`memory_verdict`
-    takes); ``kwargs``: the rest of :func:`estimate_memory`'s settings (weights, device, ``streamed``)."""
+    takes); ``kwargs``: the rest of :func:`estimate_memory`'s settings (weights, device, ``streamed``).
 
-    def estimator(o: str, t: str) -> Callable[[int, int, int], MemoryEstimate]:
+    Where the weights ``parts`` can be stored in float8 (:attr:`WeightParts.fp8_storage`), the same settings with
+    ``--weights-dtype fp8`` join them: after tiling and ``--offload model`` (exact, and cheap next to a run),
+    before streaming blocks (``--offload sequential``, slow); fp8 storage changes the outputs by its rounding
+    (about 3 % of each weight), a widening pass per layer call costs little."""
+
+    def estimator(o: str, t: str, **extra: Any) -> Callable[[int, int, int], MemoryEstimate]:
         return request_estimator(shape, transformer, vae, dtype=dtype, offload=o, vae_tiling=t,
-                                 offload_saves=offload_saves, **kwargs)
+                                 offload_saves=offload_saves, **{**kwargs, **extra})
 
-    alternatives = [(text, estimator(o, t))
-                    for text, o, t in memory_alternatives(offload, vae_tiling, offload_saves=offload_saves)]
-    return estimator(offload, vae_tiling), alternatives
+    plain = memory_alternatives(offload, vae_tiling, offload_saves=offload_saves)
+    ranked = [(_cost(o, t, False), text, estimator(o, t)) for text, o, t in plain]
+    parts: WeightParts | None = kwargs.get("parts")
+    if parts is not None and parts.fp8_storage is not None:
+        fp8_parts = functools.cache(parts.fp8_storage)  # built once, when a verdict first needs it
+
+        def stored_fp8(o: str, t: str) -> Callable[[int, int, int], MemoryEstimate]:
+            return lambda h, w, f: estimator(o, t, parts=fp8_parts())(h, w, f)
+
+        ranked += [(_cost(o, t, True), " ".join(filter(None, ["--weights-dtype fp8", text])), stored_fp8(o, t))
+                   for text, o, t in [("", offload, vae_tiling), *plain]]
+    ranked.sort(key=lambda r: r[0])  # stable: memory_alternatives' order among equals
+    return estimator(offload, vae_tiling), [(text, est) for _, text, est in ranked]
+
+
+def _cost(offload: str, vae_tiling: str, fp8: bool) -> float:
+    """Rank of a memory-saving setting, cheapest first: tiling the decode, offloading by stage, fp8 storage,
+    then streaming blocks."""
+    return {"none": 0.0, "model": 1.0, "sequential": 3.0}[offload] + (1.5 if fp8 else 0.0) + 0.1 * (vae_tiling == "on")
 
 
 def smaller_size(fits: Callable[[int, int, int], bool], height: int, width: int,
