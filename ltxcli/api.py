@@ -112,11 +112,15 @@ class Compute(NamedTuple):
     attention: ResolvedBackend
 
 
-def resolve_compute(device: str | torch.device | None, dtype: str | torch.dtype | None, attention: str) -> Compute:
+def resolve_compute(
+    device: str | torch.device | None, dtype: str | torch.dtype | None, attention: str, weights_dtype: str | None = None
+) -> Compute:
     """Device, compute dtype, fp8 and attention kernels of a run, refused (ValueError,
-    :class:`ltxcli.kernels.KernelUnavailableError`) before any weights are read."""
+    :class:`ltxcli.kernels.KernelUnavailableError`) before any weights are read; ``weights_dtype`` is checked
+    too (:func:`weights_fp8`)."""
     from . import kernels
 
+    weights_fp8(weights_dtype)
     dev = resolve_device(device)
     fp8 = is_fp8(dtype)
     if fp8:

@@ -242,3 +242,28 @@ def test_memory_plan_offers_fp8_storage_where_the_weights_do_not_fit():
                                 parts=parts)
     texts = [text for text, _ in on_gpu]
     assert texts.index("--offload model") < texts.index("--weights-dtype fp8") < texts.index("--offload sequential")
+
+
+def test_cli_weights_dtype_fp8(tmp_path):
+    """`ltx generate --weights-dtype fp8` as a user runs it; an unknown value is one line and exit 2."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "LTX_WEIGHTS_DIR": str(tmp_path / "weights"),
+           "XDG_CACHE_HOME": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "ltxcli", "generate", "a cat", "--model", "tiny", "--height", "64", "--width", "64",
+            "--num-frames", "9", "--steps", "1", "--seed", "1"]
+    bad = subprocess.run([*base, "--weights-dtype", "int4", "-o", str(tmp_path / "x.mp4")], capture_output=True,
+                         text=True, env=env, timeout=120, check=False)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
+    assert "unknown weights dtype 'int4' (use auto or fp8)" in bad.stderr
+    out = tmp_path / "o.mp4"
+    ok = subprocess.run([*base, "--weights-dtype", "fp8", "-o", str(out), "--json"], capture_output=True, text=True,
+                        env=env, timeout=300, check=False)
+    assert ok.returncode == 0, ok.stderr
+    record = json.loads(ok.stdout.strip().splitlines()[-1])
+    assert out.exists() and record["kernels"]["upcast_layers"] > 0, record

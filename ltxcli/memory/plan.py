@@ -501,18 +501,19 @@ def condition_frames(c: Any, num_frames: int) -> int:
 
 def plan_run(
     requests: Sequence[Any], spec: Any, *, device: torch.device | str, dtype: torch.dtype, fp8: bool, narrow: bool,
-    offload: str, vae_tiling: str, streamed: bool = True, free_bytes: int | None = None,
+    offload: str, vae_tiling: str, streamed: bool = True, free_bytes: int | None = None, weights_fp8: bool = False,
 ) -> RunPlan:
     """Plan every request (resolved :class:`~ltxcli.request.GenerationRequest` s: sizes set, conditions checked)
     that one load of ``spec`` (:class:`~ltxcli.spec.ModelSpec`) runs on ``device``: the weights from the headers
     as the loaders will hold them (``fp8``: ``--dtype fp8``; ``narrow``: layer weights kept in the checkpoint's
     dtype, :func:`ltxcli.loading.keep_narrow`), the text encoder freed after use when there is one request, and
     ``streamed``: the video written chunk by chunk (what ``ltx generate`` does). ``free_bytes``: default, what
-    the device has free now (:func:`ltxcli.memory.decode.free_memory_bytes`)."""
+    the device has free now (:func:`ltxcli.memory.decode.free_memory_bytes`). ``weights_fp8``: the blocks'
+    linear weights stored in float8 (``--weights-dtype fp8``)."""
     from .decode import free_memory_bytes
     from .weights import spec_parts
 
-    tcfg, vcfg, parts = spec_parts(spec, dtype, fp8=fp8, narrow=narrow)
+    tcfg, vcfg, parts = spec_parts(spec, dtype, fp8=fp8, narrow=narrow, weights_fp8=weights_fp8)
     free = free_memory_bytes(device) if free_bytes is None else free_bytes
     kind = torch.device(device).type
     plans = []
