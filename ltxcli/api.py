@@ -17,6 +17,7 @@ from .pipeline import Pipeline, default_dtype
 from .spec import ModelSpec, ensure_weights, resolve_spec
 
 if TYPE_CHECKING:
+    from .calibrate import CpuChoices
     from .kernels import ResolvedBackend
 
 PathLike = str | os.PathLike[str]
@@ -171,9 +172,11 @@ def load_pipeline(
     equal to float rounding), ``direct`` (the official convolutions bit for bit) or ``winograd``. ``keep_checkpoint_dtype``: keep the
     transformer, VAE and upsampler weights in the checkpoint's dtype and widen each layer's weight per call
     (bit-identical outputs, half the memory of float32 for bfloat16 checkpoints, no conversion at load);
-    default: on when the weights are loaded to the CPU, off on GPUs. ``loras``: LoRAs merged into the transformer
-    (each a file path or weights.toml name, ``(path_or_name, scale)`` or ``"PATH_OR_NAME:SCALE"``; with ``fp8``
-    before the quantisation); change them later with :meth:`Pipeline.set_loras` (default: a ModelSpec's own).
+    default: on GPUs off, on the CPU this host's measured choice (:mod:`ltxcli.calibrate`, which also picks the
+    CPU's GEMM route and what ``vae_conv="auto"`` runs, on the model's shapes at first use). ``loras``: LoRAs
+    merged into the transformer (each a file path or weights.toml name, ``(path_or_name, scale)`` or
+    ``"PATH_OR_NAME:SCALE"``; with ``fp8`` before the quantisation); change them later with
+    :meth:`Pipeline.set_loras` (default: a ModelSpec's own).
     ``weights_dtype="fp8"``: store the transformer blocks' linear weights as float8 e4m3 with per-tensor scales (an
     fp8 checkpoint's as stored) and widen them to the compute dtype one layer at a time at call: about half the
     transformer's memory of bfloat16, on any GPU or the CPU, outputs within fp8 rounding (``dtype="fp8"`` stores
@@ -207,17 +210,37 @@ def load_pipeline(
                        download=False)  # pulled above, with the model
     if stored_fp8 and refs:
         raise ValueError("LoRAs with --weights-dtype fp8 are not supported yet (use --dtype fp8 or bfloat16 weights)")
+    choices = _cpu_choices(spec) if dev.type == "cpu" else None  # measured on first use, then cached
+    if choices is not None and keep_checkpoint_dtype is None:
+        keep_checkpoint_dtype = choices.keep_narrow
     pipe = _load(spec, load_dev, dt, fp8, keep_checkpoint_dtype, refs, dev, stored_fp8)
     pipe._device = dev
     pipe.weights_dir, pipe.model_ref = spec.weights_dir, spec.name
     pipe.vae_tiling = vae_tiling
     pipe.vae.set_conv_algorithm(conv_algorithm)
+    if choices is not None:
+        from . import calibrate
+
+        calibrate.apply(choices, pipe.transformer, pipe.vae, conv_algorithm)
     if mode is not Offload.NONE:
         _apply_offload(pipe, dev, mode)
     kernels.set_attention_backend(pipe.transformer, backend)
     if compile:
         kernels.compile_blocks(pipe.transformer, kernels.CompileConfig())
     return pipe
+
+
+def _cpu_choices(spec: ModelSpec) -> CpuChoices:
+    """This host's CPU choices for the shapes of ``spec``'s transformer and VAE (:mod:`ltxcli.calibrate`)."""
+    from . import calibrate
+
+    if spec.kind == "builtin":
+        from .tiny import TINY_TRANSFORMER, tiny_vae_config
+
+        return calibrate.for_configs(TINY_TRANSFORMER, tiny_vae_config())
+    info = spec.header()
+    return calibrate.for_configs(info.transformer, info.vae) if info.transformer is not None else calibrate.CpuChoices(
+        True, True, "auto", {})
 
 
 def _apply_offload(pipe: Pipeline, dev: torch.device, mode: object) -> None:

@@ -204,13 +204,29 @@ def checks(report: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
-def diagnose(weights_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """The whole report (JSON-ready): versions, platform, torch, av, weights, distributed and the checks."""
+def cpu_calibration(recalibrate: bool = False, weights_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """This host's measured CPU choices (:func:`ltxcli.calibrate.report`); ``recalibrate`` measures them again
+    first for the default model's shapes (and whatever else is cached stays)."""
+    from . import calibrate
+
+    if recalibrate:
+        from .perf.bench import random_architecture
+        from .spec import resolve_spec
+
+        arch = random_architecture(resolve_spec(None, weights_dir=weights_dir, header=False).preset)
+        calibrate.for_configs(arch.transformer, arch.vae, recalibrate=True)
+    return calibrate.report()
+
+
+def diagnose(weights_dir: str | os.PathLike[str] | None = None, *, recalibrate: bool = False) -> dict[str, Any]:
+    """The whole report (JSON-ready): versions, platform, torch, av, weights, distributed, this host's measured
+    CPU choices (``recalibrate``: measured again now) and the checks."""
     report: dict[str, Any] = {
         "ltxcli": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
         "packages": {d: _version(d) for d in PACKAGES},
         "torch": torch_report(), "av": av_report(), "weights": weights_report(weights_dir),
         "distributed": distributed_report(), "host_memory_bytes": host_memory_bytes(),
+        "cpu_calibration": cpu_calibration(recalibrate, weights_dir),
     }
     report["checks"] = checks(report)
     return report
