@@ -178,15 +178,12 @@ def assign_state_dict(
 
 
 def keep_narrow(keep_checkpoint_dtype: bool | None, device: torch.device | str | None) -> bool:
-    """``keep_checkpoint_dtype``, else on the CPU this host's measured choice (:mod:`ltxcli.calibrate`: on until
-    a calibration says widening costs too much), off elsewhere."""
+    """The setting, else on the CPU this host's measured choice (:mod:`ltxcli.calibrate`), off elsewhere."""
     if keep_checkpoint_dtype is not None:
         return keep_checkpoint_dtype
-    if torch.device(device or "cpu").type != "cpu":
-        return False
     from .calibrate import cached_keep_narrow
 
-    return cached_keep_narrow()
+    return torch.device(device or "cpu").type == "cpu" and cached_keep_narrow()
 
 
 def _build(factory: Callable[[], nn.Module]) -> nn.Module:
