@@ -28,12 +28,13 @@ import this module: the choices reach them as settings (:func:`ltxcli.models.tra
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -215,9 +216,50 @@ def cpu_choices(
     """The CPU choices for a transformer of width ``dim`` (feed-forward ``ff_dim``) and a VAE decoder of
     ``vae_channels`` (None: no VAE), from the cache or measured now (and cached); ``recalibrate`` measures
     again whatever is cached."""
-    m = measure or HostMeasure()
-    data = _read()
     key = host_key()
+    names = [f"gemm {dim}x{ff_dim}", f"narrow {dim}x{ff_dim}"]
+    conv_channels = min(vae_channels, CONV_CHANNELS) if vae_channels and vae_channels >= WINOGRAD_MIN_CHANNELS else None
+    if conv_channels is not None:
+        names.append(f"vae_conv {conv_channels}")
+    have = cached()
+    if not recalibrate and all(isinstance(have.get(n), dict) and "choice" in have[n] for n in names):
+        return _choices(have, dim, ff_dim, conv_channels)
+    with _locked():  # processes of one host (torchrun ranks) measure one at a time and then agree
+        return _measure(key, dim, ff_dim, conv_channels, recalibrate, measure or HostMeasure())
+
+
+def _choices(entries: dict[str, Any], dim: int, ff_dim: int, conv_channels: int | None) -> CpuChoices:
+    used = {n: entries[n] for n in (f"gemm {dim}x{ff_dim}", f"narrow {dim}x{ff_dim}", f"vae_conv {conv_channels}")
+            if n in entries}
+    conv = str(used[f"vae_conv {conv_channels}"]["choice"]) if conv_channels is not None else "auto"
+    return CpuChoices(used[f"gemm {dim}x{ff_dim}"]["choice"] == "onednn",
+                      used[f"narrow {dim}x{ff_dim}"]["choice"] == "narrow", conv, used)
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    """An exclusive lock on the cache's lock file (none where it cannot be created or locked)."""
+    path = cache_file().with_suffix(".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except (ImportError, OSError):
+        pass
+    try:
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _measure(key: str, dim: int, ff_dim: int, conv_channels: int | None, recalibrate: bool, m: Measure) -> CpuChoices:
+    data = _read()  # again, under the lock: another process may have measured meanwhile
     entries: dict[str, Any] = data.get(key, {}) if isinstance(data.get(key), dict) else {}
     used: dict[str, Any] = {}
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -232,16 +274,15 @@ def cpu_choices(
         return str(e["choice"])
 
     changed: list[str] = []
-    gemm = entry(f"gemm {dim}x{ff_dim}", lambda: m.gemm(dim, ff_dim), choose_gemm)
-    narrow = entry(f"narrow {dim}x{ff_dim}", lambda: m.narrow(dim, ff_dim), choose_narrow)
-    conv = "auto"
-    if vae_channels is not None and vae_channels >= WINOGRAD_MIN_CHANNELS:
-        c = min(vae_channels, CONV_CHANNELS)
-        conv = entry(f"vae_conv {c}", lambda: m.conv(c), choose_conv)
+    entry(f"gemm {dim}x{ff_dim}", lambda: m.gemm(dim, ff_dim), choose_gemm)
+    entry(f"narrow {dim}x{ff_dim}", lambda: m.narrow(dim, ff_dim), choose_narrow)
+    if conv_channels is not None:
+        c = conv_channels
+        entry(f"vae_conv {c}", lambda: m.conv(c), choose_conv)
     if changed:
         data[key] = entries
         _write(data)
-    return CpuChoices(gemm == "onednn", narrow == "narrow", conv, used)
+    return _choices(used, dim, ff_dim, conv_channels)
 
 
 def cached_keep_narrow() -> bool:

@@ -194,3 +194,16 @@ def test_doctor_shows_the_choices(tmp_path):
     line = next(x for x in human.stdout.splitlines() if x.startswith("CPU choices"))
     assert "gemm 2048x8192: native" in line and "narrow 2048x8192: narrow" in line
     assert f"vae_conv {C.CONV_CHANNELS}: auto" in line
+
+
+def test_processes_of_one_host_measure_once_and_agree(tmp_path):
+    """Two processes (as torchrun ranks start) calibrating the same shapes at once: one measures, the other
+    waits on the lock and reads its result, so both make the same choices."""
+    code = ("import json, torch; torch.set_num_threads(1); from ltxcli import calibrate as C; "
+            "c = C.cpu_choices(64, 256); print(json.dumps(c.entries))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), C.ENV_DIR: str(tmp_path / "cal")}
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    outs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert outs[0] == outs[1] and set(outs[0]) == {"gemm 64x256", "narrow 64x256"}
