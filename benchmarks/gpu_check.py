@@ -73,6 +73,12 @@ def _bench(preset: str, *extra: str, size: list[str] | None = None) -> list[str]
                 "--warmup", "1", "--repeats", "1", "--json", "--quiet", *extra)
 
 
+def _env() -> dict[str, str]:
+    """This checkout first on the children's path, before what the caller put there (carried wheels)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+
+
 def _child(name: str) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), "--child", name]
 
@@ -187,7 +193,7 @@ def run_step(step: Step, timeout: float) -> None:
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(step.command, capture_output=True, text=True, timeout=timeout, check=False,
-                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                              cwd=ROOT, env=_env())
     except subprocess.TimeoutExpired:
         step.status, step.reason, step.wall_s = "failed", f"timed out after {timeout:.0f} s", time.perf_counter() - t0
         return
@@ -211,7 +217,7 @@ def run_all(steps: list[Step], env: dict[str, Any], budget_s: float, dry_run: bo
     bench_help = ""
     if not dry_run:
         help_proc = subprocess.run(_ltx("bench", "--help"), capture_output=True, text=True, check=False, cwd=ROOT,
-                                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                   env=_env())
         bench_help = help_proc.stdout
     start = time.perf_counter()
     for step in steps:

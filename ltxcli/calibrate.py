@@ -16,7 +16,7 @@ here, on the shapes of the model being loaded:
   while the copy costs at most :data:`NARROW_MAX_SHARE` of the GEMM.
 * ``vae_conv``: the VAE decoder's 3x3x3 convolutions by time-Winograd (:mod:`ltxcli.models.winograd`, ``auto``:
   where its shape rule applies) or direct, timed on one convolution of the decoder's width (at most
-  :data:`CONV_CHANNELS` channels, 4 output frames of 16x16). Skipped (``auto`` kept) for a VAE too narrow for
+  :data:`CONV_CHANNELS` channels, 8 output frames of 16x16). Skipped (``auto`` kept) for a VAE too narrow for
   Winograd's rule to ever apply.
 
 A calibration takes one to two seconds for the 2B on a 2-core CPU. Results live in one JSON file
@@ -131,13 +131,15 @@ class HostMeasure:
         return {"widen": t["widen"], "gemm": t["gemm"] * REFERENCE_ROWS / GEMM_ROWS}
 
     def conv(self, channels: int) -> dict[str, float]:
+        from .models.upcast import UpcastScratch
         from .models.winograd import time_winograd_conv3d
 
         g = torch.Generator().manual_seed(0)
         conv = torch.nn.Conv3d(channels, channels, 3, padding=(0, 1, 1)).eval().requires_grad_(False)
-        x = torch.randn(1, channels, 4 + 2, 16, 16, generator=g)  # time-padded: 4 output frames of 16x16
+        x = torch.randn(1, channels, 8 + 2, 16, 16, generator=g)  # time-padded: 8 output frames of 16x16
+        scratch = UpcastScratch()  # one per model in the VAE: its branch kernels are not re-allocated per call
         with torch.inference_mode():
-            return _best({"winograd": lambda: time_winograd_conv3d(conv, x), "direct": lambda: conv(x)})
+            return _best({"winograd": lambda: time_winograd_conv3d(conv, x, scratch), "direct": lambda: conv(x)})
 
 
 # --- the cache -----------------------------------------------------------------------------------------------
