@@ -26,6 +26,7 @@ from .models.configs import (
     UpsamplerConfig,
     VAEConfig,
 )
+from .models.fp8 import convert_to_fp8, convert_to_fp8_storage, fp8_storage_keys, quantize_stored
 from .models.upcast import convert_to_upcast, upcastable_weights
 from .safetensors_io import CheckpointError, SafetensorsFile, save_file
 
@@ -355,9 +356,8 @@ def load_transformer(
     check (:func:`ltxcli.kernels.require_fp8`). ``keep_checkpoint_dtype``: see :func:`assign_state_dict` (``None``,
     the default: on when ``device`` is the CPU); ignored with ``keep_fp8``. ``before_fp8``: called with the
     loaded model before its fp8 conversion (a LoRA merge: merged before quantisation), also without ``keep_fp8``.
-    ``weights_fp8``: the blocks' linear weights stored as e4m3 + per-tensor scale, widened per layer at call
-    (:mod:`ltxcli.models.fp8`; quantised one tensor at a time on ``device`` while reading, e4m3 ones kept as
-    stored). Ignored with ``keep_fp8``.
+    ``weights_fp8``: block linears stored as e4m3 + per-tensor scale, widened per layer at call (quantised one
+    tensor at a time on ``device`` while reading; :mod:`ltxcli.models.fp8`). Ignored with ``keep_fp8``.
     """
     from .models.transformer import LTXVideoTransformer
 
@@ -372,11 +372,8 @@ def load_transformer(
         src = str(path)
     model = _build(lambda: LTXVideoTransformer(config))
     target = _resolve_dtype(tensors, dtype)
-    scales: dict[str, torch.Tensor] = {}
-    stored: list[str] = []
+    stored, scales = [], {}
     if weights_fp8 and not keep_fp8:
-        from .models.fp8 import fp8_storage_keys, quantize_stored
-
         stored = [k for k in fp8_storage_keys(model) if k in tensors]  # a missing key: assign_state_dict's error
         tensors, scales = quantize_stored(tensors, stored, device)
     model = assign_state_dict(model, tensors, source=src, device=device, dtype=target, keep_fp8=keep_fp8,
@@ -384,15 +381,10 @@ def load_transformer(
     if before_fp8 is not None:
         before_fp8(model)
     if keep_fp8:
-        from .models.fp8 import convert_to_fp8
-
         convert_to_fp8(model, dtype=target)
     elif weights_fp8:
-        from .models.fp8 import convert_to_fp8_storage
-
         convert_to_fp8_storage(model, scales)
     return model
-
 
 
 # --- VAE ----------------------------------------------------------------------------------------------------------
