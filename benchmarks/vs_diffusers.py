@@ -72,6 +72,7 @@ TOKENS_GRID = (3, 8, 16)  # latent frames, height, width -> 384 tokens
 TEXT_LEN = 128
 VAE_LATENT = (4, 8, 8)  # -> 25 frames of 256x256 (--vae-latent changes it)
 WEIGHTS = "checkpoint"  # or "float32" (--weights)
+CPU_CHOICES = "calibrated"  # or "fixed" (--cpu-choices)
 DECODE_T = 0.05
 CKPT_DIR = Path(os.environ.get("LTX_BENCH_DIR", "/tmp/ltx-bench-ckpt"))
 
@@ -242,6 +243,26 @@ def run_vae(side: str, vae: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
     return vae.decode(z, temb=temb, return_dict=False)[0]
 
 
+def apply_cpu_choices(transformer: torch.nn.Module | None = None, vae: torch.nn.Module | None = None) -> dict[str, Any]:
+    """What a user's CPU run sets on ltxcli's models: with ``--cpu-choices calibrated`` (default) this host's
+    measured choices (``ltxcli.calibrate``, as ``load_pipeline`` applies them); with ``fixed`` the rules before
+    the calibration (oneDNN GEMMs, Winograd's shape rule). Returns what was set."""
+    from ltxcli import calibrate
+    from ltxcli.models.transformer import set_cpu_gemm
+
+    if CPU_CHOICES == "fixed":
+        if transformer is not None:
+            set_cpu_gemm(transformer, True)
+        if vae is not None:
+            vae.set_conv_algorithm("auto")
+        return {"cpu_choices": "fixed", "onednn_gemm": True, "vae_conv": "auto"}
+    tcfg = transformer.config if transformer is not None else TRANSFORMER_2B
+    choices = calibrate.for_configs(tcfg, vae.config if vae is not None else None)
+    calibrate.apply(choices, transformer if transformer is not None else torch.nn.Module(), vae)
+    return {"cpu_choices": "calibrated", "onednn_gemm": choices.onednn_gemm, "vae_conv": choices.vae_conv,
+            "calibration": choices.entries}
+
+
 # --- timing helpers -----------------------------------------------------------------------------------------
 
 
@@ -284,6 +305,8 @@ def case_transformer(pairs: int, do_profile: bool) -> dict[str, Any]:
     dtype = torch.float32
     print(f"transformer: building the 2B DiT twice with shared random weights ({WEIGHTS})", flush=True)
     ours, theirs = build_transformer_pair(dtype, narrow_dtype())
+    chosen = apply_cpu_choices(transformer=ours)
+    print(f"  cpu choices: {chosen}", flush=True)
     inp = transformer_inputs(dtype)
     with torch.inference_mode():
         a = run_ours_transformer(ours, inp)  # also the warm-up of each side
@@ -300,7 +323,7 @@ def case_transformer(pairs: int, do_profile: bool) -> dict[str, Any]:
             print(prof_text)
     res = summarise(times)
     res.update(rel_err=err, tokens=TOKENS_GRID[0] * TOKENS_GRID[1] * TOKENS_GRID[2], batch=2, text_len=TEXT_LEN,
-               dtype="float32", weights=WEIGHTS, target="ratio <= 0.85")
+               dtype="float32", weights=WEIGHTS, target="ratio <= 0.85", **chosen)
     if prof_text:
         res["profile"] = prof_text
     return res
@@ -311,6 +334,8 @@ def case_vae_time(pairs: int, do_profile: bool) -> dict[str, Any]:
     print(f"vae: building the 0.9.5 decoder twice with shared random weights ({WEIGHTS})", flush=True)
     ours = build_vae_side("ours", dtype)
     theirs = diffusers_vae({f"vae.{k}": v for k, v in ours.state_dict().items()})
+    chosen = apply_cpu_choices(vae=ours)
+    print(f"  cpu choices: {chosen}", flush=True)
     z = vae_latents(dtype)
     with torch.inference_mode():
         a = run_vae("ours", ours, z)
@@ -327,7 +352,7 @@ def case_vae_time(pairs: int, do_profile: bool) -> dict[str, Any]:
             print(prof_text)
     res = summarise(times)
     res.update(rel_err=err, latents=list(VAE_LATENT), output=vae_output_size(), dtype="float32", weights=WEIGHTS,
-               target="ratio <= 0.85")
+               target="ratio <= 0.85", **chosen)
     if prof_text:
         res["profile"] = prof_text
     return res
@@ -487,14 +512,18 @@ def main() -> None:
                              "or drawn and held in float32 by both")
     parser.add_argument("--ltx-convert-at-load", action="store_true",
                         help="load case: ltxcli converts to float32 at load (keep_checkpoint_dtype=False)")
+    parser.add_argument("--cpu-choices", default="calibrated", choices=["calibrated", "fixed"],
+                        help="ltxcli's CPU choices: this host's measured ones (default, what a user's run gets) or the "
+                             "fixed rules before calibration (oneDNN GEMMs, Winograd by shape)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    global VAE_LATENT, WEIGHTS
+    global VAE_LATENT, WEIGHTS, CPU_CHOICES
     VAE_LATENT = tuple(int(v) for v in args.vae_latent.split(","))  # type: ignore[assignment]
     WEIGHTS = args.weights
+    CPU_CHOICES = args.cpu_choices
     cases = args.cases or ["transformer", "vae", "load"]
     unknown = set(cases) - {"transformer", "vae", "vae-time", "vae-rss", "load"}
     if unknown:

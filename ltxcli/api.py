@@ -17,6 +17,7 @@ from .pipeline import Pipeline, default_dtype
 from .spec import ModelSpec, ensure_weights, resolve_spec
 
 if TYPE_CHECKING:
+    from .calibrate import CpuChoices
     from .kernels import ResolvedBackend
 
 PathLike = str | os.PathLike[str]
@@ -92,6 +93,19 @@ def is_fp8(dtype: str | torch.dtype | None) -> bool:
     return isinstance(dtype, str) and dtype in FP8_NAMES
 
 
+WEIGHTS_DTYPES = ("auto", *FP8_NAMES)
+
+
+def weights_fp8(weights_dtype: str | None) -> bool:
+    """Whether ``weights_dtype`` asks for the transformer blocks' linear weights stored in float8 (``fp8`` and
+    its aliases; ``None`` / ``auto``: as the checkpoint and ``dtype`` say). A ValueError for anything else."""
+    if weights_dtype is None or weights_dtype == "auto":
+        return False
+    if weights_dtype in FP8_NAMES:
+        return True
+    raise ValueError(f"unknown weights dtype {weights_dtype!r} (use auto or fp8)")
+
+
 class Compute(NamedTuple):
     device: torch.device
     dtype: torch.dtype  # the compute dtype (bfloat16 for fp8)
@@ -99,11 +113,15 @@ class Compute(NamedTuple):
     attention: ResolvedBackend
 
 
-def resolve_compute(device: str | torch.device | None, dtype: str | torch.dtype | None, attention: str) -> Compute:
+def resolve_compute(
+    device: str | torch.device | None, dtype: str | torch.dtype | None, attention: str, weights_dtype: str | None = None
+) -> Compute:
     """Device, compute dtype, fp8 and attention kernels of a run, refused (ValueError,
-    :class:`ltxcli.kernels.KernelUnavailableError`) before any weights are read."""
+    :class:`ltxcli.kernels.KernelUnavailableError`) before any weights are read; ``weights_dtype`` is checked
+    too (:func:`weights_fp8`)."""
     from . import kernels
 
+    weights_fp8(weights_dtype)
     dev = resolve_device(device)
     fp8 = is_fp8(dtype)
     if fp8:
@@ -126,6 +144,7 @@ def load_pipeline(
     vae_tiling: str = "auto",
     vae_conv: str = "auto",
     keep_checkpoint_dtype: bool | None = None,
+    weights_dtype: str | None = None,
     download: bool = True,
     on_event: Callable[[object], None] | None = None,
     loras: Sequence[LoraLike] | None = None,
@@ -154,9 +173,15 @@ def load_pipeline(
     equal to float rounding), ``direct`` (the official convolutions bit for bit) or ``winograd``. ``keep_checkpoint_dtype``: keep the
     transformer, VAE and upsampler weights in the checkpoint's dtype and widen each layer's weight per call
     (bit-identical outputs, half the memory of float32 for bfloat16 checkpoints, no conversion at load);
-    default: on when the weights are loaded to the CPU, off on GPUs. ``loras``: LoRAs merged into the transformer
-    (each a file path or weights.toml name, ``(path_or_name, scale)`` or ``"PATH_OR_NAME:SCALE"``; with ``fp8``
-    before the quantisation); change them later with :meth:`Pipeline.set_loras` (default: a ModelSpec's own).
+    default: on GPUs off, on the CPU this host's measured choice (:mod:`ltxcli.calibrate`, which also picks the
+    CPU's GEMM route and what ``vae_conv="auto"`` runs, on the model's shapes at first use). ``loras``: LoRAs
+    merged into the transformer (each a file path or weights.toml name, ``(path_or_name, scale)`` or
+    ``"PATH_OR_NAME:SCALE"``; with ``fp8`` before the quantisation); change them later with
+    :meth:`Pipeline.set_loras` (default: a ModelSpec's own).
+    ``weights_dtype="fp8"``: store the transformer blocks' linear weights as float8 e4m3 with per-tensor scales (an
+    fp8 checkpoint's as stored) and widen them to the compute dtype one layer at a time at call: about half the
+    transformer's memory of bfloat16, on any GPU or the CPU, outputs within fp8 rounding (``dtype="fp8"`` stores
+    them so already and multiplies in fp8 on GPUs of compute capability 8.9+); not with LoRAs yet.
     ``temporal_upsampler``: a weights.toml name or an official temporal upscaler file, for requests with
     ``temporal_upscale`` (``tiny`` has its own under the name ``ltxv-temporal-upscaler-0.9.7``).
     """
@@ -164,6 +189,7 @@ def load_pipeline(
     from .offload import Offload
 
     dev, dt, fp8, backend = resolve_compute(device, dtype, attention)
+    stored_fp8 = weights_fp8(weights_dtype) and not fp8  # fp8 matmul layers store float8 already
     try:
         mode = Offload(offload)
     except ValueError:
@@ -186,17 +212,39 @@ def load_pipeline(
     load_dev = dev if mode is Offload.NONE else torch.device("cpu")
     refs = fetch_loras(spec.loras, model=spec.name, weights_dir=spec.weights_dir, registry=spec.registry,
                        download=False)  # pulled above, with the model
-    pipe = _load(spec, load_dev, dt, fp8, keep_checkpoint_dtype, refs, dev)
+    if stored_fp8 and refs:
+        raise ValueError("LoRAs with --weights-dtype fp8 are not supported yet (use --dtype fp8 or bfloat16 weights)")
+    choices = _cpu_choices(spec) if dev.type == "cpu" else None  # measured on first use, then cached
+    if choices is not None and keep_checkpoint_dtype is None:
+        keep_checkpoint_dtype = choices.keep_narrow
+    pipe = _load(spec, load_dev, dt, fp8, keep_checkpoint_dtype, refs, dev, stored_fp8)
     pipe._device = dev
     pipe.weights_dir, pipe.model_ref = spec.weights_dir, spec.name
     pipe.vae_tiling = vae_tiling
     pipe.vae.set_conv_algorithm(conv_algorithm)
+    if choices is not None:
+        from . import calibrate
+
+        calibrate.apply(choices, pipe.transformer, pipe.vae, conv_algorithm)
     if mode is not Offload.NONE:
         _apply_offload(pipe, dev, mode)
     kernels.set_attention_backend(pipe.transformer, backend)
     if compile:
         kernels.compile_blocks(pipe.transformer, kernels.CompileConfig())
     return pipe
+
+
+def _cpu_choices(spec: ModelSpec) -> CpuChoices:
+    """This host's CPU choices for the shapes of ``spec``'s transformer and VAE (:mod:`ltxcli.calibrate`)."""
+    from . import calibrate
+
+    if spec.kind == "builtin":
+        from .tiny import TINY_TRANSFORMER, tiny_vae_config
+
+        return calibrate.for_configs(TINY_TRANSFORMER, tiny_vae_config())
+    info = spec.header()
+    return calibrate.for_configs(info.transformer, info.vae) if info.transformer is not None else calibrate.CpuChoices(
+        True, True, "auto", {})
 
 
 def _apply_offload(pipe: Pipeline, dev: torch.device, mode: object) -> None:
@@ -215,8 +263,8 @@ def _apply_offload(pipe: Pipeline, dev: torch.device, mode: object) -> None:
 
 
 def _load(spec: ModelSpec, dev: torch.device, dt: torch.dtype, fp8: bool, keep_narrow: bool | None = None,
-          loras: Sequence[LoraRef] = (), merge_on: torch.device | None = None) -> Pipeline:
-    pipe = _load_models(spec, dev, dt, fp8, keep_narrow, loras, merge_on)
+          loras: Sequence[LoraRef] = (), merge_on: torch.device | None = None, stored_fp8: bool = False) -> Pipeline:
+    pipe = _load_models(spec, dev, dt, fp8, keep_narrow, loras, merge_on, stored_fp8)
     temporal = spec.temporal_upsampler
     if temporal is not None:
         if temporal.path is None:  # the builtin model's own
@@ -232,7 +280,7 @@ def _load(spec: ModelSpec, dev: torch.device, dt: torch.dtype, fp8: bool, keep_n
 
 
 def _load_models(spec: ModelSpec, dev: torch.device, dt: torch.dtype, fp8: bool, keep_narrow: bool | None,
-                 loras: Sequence[LoraRef], merge_on: torch.device | None) -> Pipeline:
+                 loras: Sequence[LoraRef], merge_on: torch.device | None, stored_fp8: bool) -> Pipeline:
     records: list[dict[str, object]] = []
 
     def merge(transformer: torch.nn.Module) -> None:  # before any fp8 conversion: merged, then quantised
@@ -242,13 +290,15 @@ def _load_models(spec: ModelSpec, dev: torch.device, dt: torch.dtype, fp8: bool,
             records[:] = apply_loras(transformer, loras, device=merge_on)
 
     if spec.kind == "builtin":
-        from .models.fp8 import convert_to_fp8
+        from .models.fp8 import convert_to_fp8, convert_to_fp8_storage
         from .tiny import build_pipeline
 
         pipe = build_pipeline(dev, dt)
         merge(pipe.transformer)
         if fp8:
             convert_to_fp8(pipe.transformer, dtype=dt)
+        elif stored_fp8:
+            convert_to_fp8_storage(pipe.transformer)
         return _with_loras(pipe, loras, records)
 
     spec.require()  # anything not on disk: the one-line "not downloaded" error, before any weight is read
@@ -258,7 +308,7 @@ def _load_models(spec: ModelSpec, dev: torch.device, dt: torch.dtype, fp8: bool,
     preset = spec.preset
 
     transformer = load_transformer(path, device=dev, dtype=dt, keep_fp8=fp8, keep_checkpoint_dtype=keep_narrow,
-                                   before_fp8=merge)
+                                   before_fp8=merge, weights_fp8=stored_fp8)
     vae = load_vae(path, device=dev, dtype=dt, keep_checkpoint_dtype=keep_narrow)
 
     from .text import TextEncoder

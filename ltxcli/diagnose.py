@@ -121,7 +121,46 @@ def weights_report(weights_dir: str | os.PathLike[str] | None = None) -> dict[st
         # weights.toml's sizes, else the Hub's listing (no download); None: unknown
         "default_model_needs_bytes": download_bytes(spec, ask_hub=True),
         "free_disk_bytes": shutil.disk_usage(_existing_parent(loc.root)).free,
+        "default_model_transformer_bytes": transformer_bytes(spec.preset),
     }
+
+
+def transformer_bytes(preset: Any) -> dict[str, int]:
+    """What the transformer of ``preset``'s architecture holds on this machine's default device, from its config
+    (no file read): ``default`` as a run loads it (a GPU: bfloat16; the CPU: float32 with bfloat16-kept
+    linear weights), ``fp8_storage`` with ``--weights-dtype fp8``."""
+    from .memory.weights import config_transformer_bytes
+    from .perf.bench import random_architecture
+
+    config = random_architecture(preset).transformer
+    gpu = torch.cuda.is_available()
+    dtype, narrow = (torch.bfloat16, None) if gpu else (torch.float32, torch.bfloat16)
+    return {"default": config_transformer_bytes(config, dtype, narrow=narrow),
+            "fp8_storage": config_transformer_bytes(config, dtype, narrow=narrow, weights_fp8=True)}
+
+
+def host_memory_bytes() -> int | None:
+    """Physical memory of this machine (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def fit_check(need: dict[str, int], memory: int | None, where: str) -> tuple[str, str] | None:
+    """(status, detail) of whether the default model's transformer fits ``memory`` bytes of ``where``: ``warn``
+    with the ``--weights-dtype fp8`` suggestion where only float8 storage fits, ``warn`` with
+    ``--offload sequential`` where neither does; None when unknown."""
+    if memory is None:
+        return None
+    usable = memory * 0.9  # the CUDA context, the activations and the rest of the model need their share too
+    default, fp8 = need["default"], need["fp8_storage"]
+    sizes = f"the default model's transformer needs {human_bytes(default)}, {where} has {human_bytes(memory)}"
+    if default <= usable:
+        return "ok", sizes
+    if fp8 <= usable:
+        return "warn", f"{sizes}: use --weights-dtype fp8 (stores it in {human_bytes(fp8)})"
+    return "warn", f"{sizes} ({human_bytes(fp8)} with --weights-dtype fp8): use --offload sequential"
 
 
 def checks(report: dict[str, Any]) -> list[dict[str, str]]:
@@ -151,6 +190,11 @@ def checks(report: dict[str, Any]) -> list[dict[str, str]]:
         add("weights", "ok", f"{', '.join(missing)} will be downloaded on first use")
     else:
         add("weights", "ok", f"{w['default_model']} is downloaded")
+    need_bytes = w.get("default_model_transformer_bytes")
+    memory = t["gpus"][0].get("memory_bytes") if t["gpus"] else report.get("host_memory_bytes")
+    fit = fit_check(need_bytes, memory, "the GPU" if t["gpus"] else "this machine") if need_bytes else None
+    if fit is not None:
+        add("memory", *fit)
     need, free = w["default_model_needs_bytes"], w["free_disk_bytes"]
     if need:
         add("disk", "ok" if free > need else "warn",
@@ -160,13 +204,29 @@ def checks(report: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
-def diagnose(weights_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """The whole report (JSON-ready): versions, platform, torch, av, weights, distributed and the checks."""
+def cpu_calibration(recalibrate: bool = False, weights_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """This host's measured CPU choices (:func:`ltxcli.calibrate.report`); ``recalibrate`` measures them again
+    first for the default model's shapes (and whatever else is cached stays)."""
+    from . import calibrate
+
+    if recalibrate:
+        from .perf.bench import random_architecture
+        from .spec import resolve_spec
+
+        arch = random_architecture(resolve_spec(None, weights_dir=weights_dir, header=False).preset)
+        calibrate.for_configs(arch.transformer, arch.vae, recalibrate=True)
+    return calibrate.report()
+
+
+def diagnose(weights_dir: str | os.PathLike[str] | None = None, *, recalibrate: bool = False) -> dict[str, Any]:
+    """The whole report (JSON-ready): versions, platform, torch, av, weights, distributed, this host's measured
+    CPU choices (``recalibrate``: measured again now) and the checks."""
     report: dict[str, Any] = {
         "ltxcli": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
         "packages": {d: _version(d) for d in PACKAGES},
         "torch": torch_report(), "av": av_report(), "weights": weights_report(weights_dir),
-        "distributed": distributed_report(),
+        "distributed": distributed_report(), "host_memory_bytes": host_memory_bytes(),
+        "cpu_calibration": cpu_calibration(recalibrate, weights_dir),
     }
     report["checks"] = checks(report)
     return report

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from .models.configs import (
     UpsamplerConfig,
     VAEConfig,
 )
+from .models.fp8 import convert_to_fp8, convert_to_fp8_storage, fp8_storage_keys, quantize_stored
 from .models.upcast import convert_to_upcast, upcastable_weights
 from .safetensors_io import CheckpointError, SafetensorsFile, save_file
 
@@ -131,10 +132,12 @@ def assign_state_dict(
     dtype: torch.dtype | None = None,
     keep_fp8: bool = False,
     keep_checkpoint_dtype: bool | None = False,
+    stored: Collection[str] = (),
 ) -> nn.Module:
     """Fill a meta-device ``module`` from ``tensors`` strictly, casting floats to ``dtype`` and moving to ``device``.
 
-    ``keep_fp8``: float8 tensors keep their dtype instead of being cast to ``dtype``.
+    ``keep_fp8``: float8 tensors keep their dtype instead of being cast to ``dtype``. ``stored``: keys whose
+    tensors keep their dtype whatever the other settings say (float8 codes quantised by the caller).
     ``keep_checkpoint_dtype``: linear and convolution weights narrower than ``dtype`` are kept as stored (on the
     CPU: views of the memory map, no copy) and their layers upcast them per call
     (:mod:`ltxcli.models.upcast`); same outputs, half the resident bytes of float32 for a bfloat16 checkpoint,
@@ -158,7 +161,8 @@ def assign_state_dict(
             )
         if t.is_floating_point() != ref.is_floating_point():
             raise CheckpointError(f"{source}: tensor {key} has dtype {t.dtype}, expected a {ref.dtype} tensor")
-        cast = dtype is not None and t.is_floating_point() and not (keep_fp8 and t.dtype.itemsize == 1)
+        cast = (dtype is not None and t.is_floating_point() and not (keep_fp8 and t.dtype.itemsize == 1)
+                and key not in stored)
         if cast and key in narrow_ok and t.dtype.itemsize < dtype.itemsize:
             cast = False
         target_dtype = dtype if cast else t.dtype
@@ -175,9 +179,12 @@ def assign_state_dict(
 
 
 def keep_narrow(keep_checkpoint_dtype: bool | None, device: torch.device | str | None) -> bool:
+    """The setting, else on the CPU this host's measured choice (:mod:`ltxcli.calibrate`), off elsewhere."""
     if keep_checkpoint_dtype is not None:
         return keep_checkpoint_dtype
-    return torch.device(device or "cpu").type == "cpu"
+    from .calibrate import cached_keep_narrow
+
+    return torch.device(device or "cpu").type == "cpu" and cached_keep_narrow()
 
 
 def _build(factory: Callable[[], nn.Module]) -> nn.Module:
@@ -338,6 +345,7 @@ def load_transformer(
     keep_fp8: bool = False,
     keep_checkpoint_dtype: bool | None = None,
     before_fp8: Callable[[nn.Module], None] | None = None,
+    weights_fp8: bool = False,
 ) -> nn.Module:
     """Load the DiT from an official single file or a diffusers-format folder.
 
@@ -348,6 +356,8 @@ def load_transformer(
     check (:func:`ltxcli.kernels.require_fp8`). ``keep_checkpoint_dtype``: see :func:`assign_state_dict` (``None``,
     the default: on when ``device`` is the CPU); ignored with ``keep_fp8``. ``before_fp8``: called with the
     loaded model before its fp8 conversion (a LoRA merge: merged before quantisation), also without ``keep_fp8``.
+    ``weights_fp8``: block linears stored as e4m3 + per-tensor scale, widened per layer at call (quantised one
+    tensor at a time on ``device`` while reading; :mod:`ltxcli.models.fp8`). Ignored with ``keep_fp8``.
     """
     from .models.transformer import LTXVideoTransformer
 
@@ -362,14 +372,18 @@ def load_transformer(
         src = str(path)
     model = _build(lambda: LTXVideoTransformer(config))
     target = _resolve_dtype(tensors, dtype)
+    stored, scales = [], {}
+    if weights_fp8 and not keep_fp8:
+        stored = [k for k in fp8_storage_keys(model) if k in tensors]  # a missing key: assign_state_dict's error
+        tensors, scales = quantize_stored(tensors, stored, device)
     model = assign_state_dict(model, tensors, source=src, device=device, dtype=target, keep_fp8=keep_fp8,
-                              keep_checkpoint_dtype=keep_checkpoint_dtype)
+                              keep_checkpoint_dtype=keep_checkpoint_dtype, stored=stored)
     if before_fp8 is not None:
         before_fp8(model)
     if keep_fp8:
-        from .models.fp8 import convert_to_fp8
-
         convert_to_fp8(model, dtype=target)
+    elif weights_fp8:
+        convert_to_fp8_storage(model, scales)
     return model
 
 

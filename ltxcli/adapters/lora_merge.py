@@ -374,6 +374,10 @@ def apply_loras(
     """Merge the LoRAs ``refs`` (from :func:`ltxcli.adapters.lora.fetch_loras`) into ``transformer`` in place of
     the ones merged before (none: the original weights, bit for bit); returns their generation records
     ``{"name", "path", "sha256", "scale"}``. Every file is read and checked before any weight changes."""
+    from ..models.fp8 import FP8StoredLinear
+
+    if refs and any(isinstance(m, FP8StoredLinear) for m in unwrap(transformer).modules()):
+        raise ValueError("LoRAs on fp8-stored weights (--weights-dtype fp8) are not supported yet")
     merger = merger_for(transformer)
     shapes = merger.shapes()
     files = [(load_lora_file(ref, shapes), ref.spec.scale) for ref in refs]

@@ -20,13 +20,14 @@ def doctor(
     weights_dir: Annotated[str | None, typer.Option(envvar=WEIGHTS_DIR_ENV, show_default=False,
                                                     help="Weights folder to check instead of the HF cache.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+    recalibrate: Annotated[bool, typer.Option(help="Measure this CPU's GEMM/Winograd/narrow choices again.")] = False,
 ) -> None:
     """Report torch/CUDA/GPU capabilities, the attention backend, fp8 and torch.compile support, torchrun's world,
     PyAV/libx264, the weights cache and disk space."""
     from ltxcli.diagnose import diagnose
 
     out = Output(json_mode=json_)
-    report = diagnose(weights_dir)
+    report = diagnose(weights_dir, recalibrate=recalibrate)
     if json_:
         out.json(report)
     else:
@@ -63,6 +64,7 @@ def _lines(report: dict[str, Any]) -> list[str]:
     else:
         visible = f", {len(t['gpus'])} GPU(s) visible" if t["gpus"] else ""
         lines.append(f"several GPUs: ltx generate --gpus N or torchrun (backend {d['backend']}{visible})")
+    lines.append(report["cpu_calibration"]["summary"])
     lines.append(f"PyAV {a['version']} (libavcodec {a['libavcodec']}), libx264 {yes(a['libx264'], 'NO')}")
     lines.append(", ".join(f"{name} {v}" for name, v in report["packages"].items()))
     lines.append(f"weights: {w['location']} ({w['location_kind']}), offline {yes(w['offline'])}")

@@ -137,6 +137,9 @@ VaeTilingOpt = Annotated[TilingMode, typer.Option(
 VaeConvOpt = Annotated[VaeConvMode, typer.Option(
     help="VAE 3x3x3 convolutions: auto (Winograd along time for the large ones on the CPU: fewer multiply-adds, "
          "same result to float rounding), direct (the official convolutions, bit for bit) or winograd.")]
+WeightsDtypeOpt = Annotated[str | None, typer.Option(show_default=False, help=(
+    "fp8: store the transformer blocks' linear weights in float8 (half of bfloat16) and widen them layer by layer "
+    "at call, on any GPU or the CPU; outputs change by fp8 rounding. Default: as --dtype says."))]
 UpcastAtLoadOpt = Annotated[bool, typer.Option(
     "--upcast-at-load",
     help="Convert every weight to --dtype while loading. By default a CPU run keeps the checkpoint's bfloat16 "
@@ -197,6 +200,7 @@ def _shared_options(
     vae_tiling: VaeTilingOpt = TilingMode.auto,
     vae_conv: VaeConvOpt = VaeConvMode.auto,
     upcast_at_load: UpcastAtLoadOpt = False,
+    weights_dtype: WeightsDtypeOpt = None,
     gpus: GpusOpt = None,
     parallel: ParallelOpt = ParallelMode.auto,
     cache: CacheOpt = None,
@@ -374,8 +378,8 @@ def run(
             text_encoder=te_path, upsampler=up_path, device=device if ctx is not None else opts.device,
             dtype=opts.dtype, weights_dir=opts.weights_dir, attention=opts.attention, compile=opts.compile,
             offload=opts.offload, vae_tiling=opts.vae_tiling, vae_conv=opts.vae_conv,
-            keep_checkpoint_dtype=opts.keep_checkpoint_dtype, download=False,  # pulled above, rank by rank
-            loras=opts.loras or None, temporal_upsampler=ref.temporal_source)
+            keep_checkpoint_dtype=opts.keep_checkpoint_dtype, weights_dtype=opts.weights_dtype,
+            download=False, loras=opts.loras or None, temporal_upsampler=ref.temporal_source)  # pulled above
     load_s = time.perf_counter() - t0
     from ltxcli.kernels import describe_model
 
@@ -420,7 +424,7 @@ def check_kernels(opts: Options, device: Any) -> None:
     from ltxcli import kernels
     from ltxcli.api import resolve_compute
 
-    resolve_compute(device, opts.dtype, opts.attention)  # raises KernelUnavailableError
+    resolve_compute(device, opts.dtype, opts.attention, opts.weights_dtype)  # KernelUnavailableError, ValueError
     if opts.compile:
         ok, how = kernels.compile_available(device)
         if not ok:
@@ -435,14 +439,15 @@ def check_memory(
     exceeds the device's free memory, with ``--offload`` / ``--vae-tiling`` settings or a smaller size that would
     fit; returns the transformer config. The weight headers are read (and so checked) even when ``enforce`` is
     off."""
-    from ltxcli.api import is_fp8
+    from ltxcli.api import is_fp8, weights_fp8
     from ltxcli.loading import keep_narrow
     from ltxcli.memory.plan import plan_run
 
     items = items if enforce else []
     plan = plan_run(items, ref, device=device, dtype=dtype, fp8=is_fp8(opts.dtype),
                     narrow=keep_narrow(opts.keep_checkpoint_dtype, device), offload=opts.offload,
-                    vae_tiling=opts.vae_tiling, free_bytes=preflight.free_memory_bytes(device) if items else 0)
+                    vae_tiling=opts.vae_tiling, free_bytes=preflight.free_memory_bytes(device) if items else 0,
+                    weights_fp8=weights_fp8(opts.weights_dtype))
     for it, (estimate, alternatives) in zip(items, plan.requests, strict=True):
         where = rows[it.index].get("_where", "")
         preflight.check_memory(estimate, height=it.height, width=it.width, num_frames=it.num_frames, device=device,

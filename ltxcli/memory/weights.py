@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,6 +58,9 @@ class WeightParts:
     vae_other: int  # latent statistics: resident in every mode
     text_encoder: int = 0
     upsampler: int = 0
+    # the same run with the transformer blocks' linear weights stored in float8 (--weights-dtype fp8), computed
+    # on first call; None where they are float8 already
+    fp8_storage: Callable[[], WeightParts] | None = field(default=None, compare=False, repr=False)
 
     @property
     def total(self) -> int:
@@ -107,24 +110,28 @@ def weight_parts(
 
 
 def meta_modules(
-    path: PathLike, dtype: torch.dtype | None, *, fp8: bool = False, narrow: bool = False
+    path: PathLike, dtype: torch.dtype | None, *, fp8: bool = False, narrow: bool = False, weights_fp8: bool = False
 ) -> tuple[nn.Module | None, nn.Module | None]:
     """(transformer, VAE) of an official single file or a diffusers folder, built on the meta device by the
-    loaders with the run's ``dtype``, ``fp8`` (``keep_fp8``) and ``narrow`` (``keep_checkpoint_dtype``); a
-    component the checkpoint lacks is ``None``. Broken or pickle-based files fail as the load would."""
+    loaders with the run's ``dtype``, ``fp8`` (``keep_fp8``), ``narrow`` (``keep_checkpoint_dtype``) and
+    ``weights_fp8``; a component the checkpoint lacks is ``None``. Broken or pickle-based files fail as the
+    load would."""
     info = inspect_checkpoint(path)
     transformer = vae = None
     if info.transformer is not None:
-        transformer = load_transformer(path, device="meta", dtype=dtype, keep_fp8=fp8, keep_checkpoint_dtype=narrow)
+        transformer = load_transformer(path, device="meta", dtype=dtype, keep_fp8=fp8, keep_checkpoint_dtype=narrow,
+                                       weights_fp8=weights_fp8)
     if info.vae is not None:
         vae = load_vae(path, device="meta", dtype=dtype, keep_checkpoint_dtype=narrow)
     return transformer, vae
 
 
-def builtin_modules(dtype: torch.dtype, *, fp8: bool = False) -> tuple[nn.Module, nn.Module]:
+def builtin_modules(
+    dtype: torch.dtype, *, fp8: bool = False, weights_fp8: bool = False
+) -> tuple[nn.Module, nn.Module]:
     """The built-in ``tiny`` model's transformer and VAE on the meta device, converted as
-    :func:`ltxcli.api.load_pipeline` converts them (cast to ``dtype``; fp8 block linears)."""
-    from ..models.fp8 import convert_to_fp8
+    :func:`ltxcli.api.load_pipeline` converts them (cast to ``dtype``; fp8 block linears, or fp8-stored ones)."""
+    from ..models.fp8 import convert_to_fp8, convert_to_fp8_storage
     from ..models.transformer import LTXVideoTransformer
     from ..models.vae import CausalVideoVAE
     from ..tiny import TINY_TRANSFORMER, tiny_vae_config
@@ -134,16 +141,41 @@ def builtin_modules(dtype: torch.dtype, *, fp8: bool = False) -> tuple[nn.Module
         vae = CausalVideoVAE(tiny_vae_config()).to(dtype)
     if fp8:
         convert_to_fp8(transformer, dtype=dtype)
+    elif weights_fp8:
+        convert_to_fp8_storage(transformer)
     return transformer, vae
+
+
+def config_transformer_bytes(
+    config: TransformerConfig, dtype: torch.dtype, *, narrow: torch.dtype | None = None, weights_fp8: bool = False
+) -> int:
+    """Bytes a transformer of ``config`` holds as loaded at ``dtype`` (scratch included), from the config alone
+    (built on the meta device; no file is read): ``narrow``, the linear weights kept in that dtype and widened
+    per call (the CPU loaders with a bfloat16 checkpoint); ``weights_fp8``, the blocks' linear weights stored
+    in float8 (:func:`ltxcli.models.fp8.convert_to_fp8_storage`)."""
+    from ..models.fp8 import convert_to_fp8_storage
+    from ..models.transformer import LTXVideoTransformer
+    from ..models.upcast import convert_to_upcast
+
+    with torch.device("meta"):
+        model = LTXVideoTransformer(config).to(dtype)
+    if narrow is not None and narrow.itemsize < dtype.itemsize:
+        for m in model.modules():
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                m.weight = nn.Parameter(m.weight.detach().to(narrow), requires_grad=False)
+        convert_to_upcast(model)
+    if weights_fp8:
+        convert_to_fp8_storage(model)
+    return held_bytes(model) + scratch_bytes(model)
 
 
 def checkpoint_parts(
     path: PathLike, dtype: torch.dtype | None = None, *, fp8: bool = False, narrow: bool = False,
-    text_encoder: int = 0, upsampler: int = 0,
+    text_encoder: int = 0, upsampler: int = 0, weights_fp8: bool = False,
 ) -> WeightParts:
     """:class:`WeightParts` of an official single file or a diffusers folder as the loaders would hold it
     (:func:`meta_modules`)."""
-    transformer, vae = meta_modules(path, dtype, fp8=fp8, narrow=narrow)
+    transformer, vae = meta_modules(path, dtype, fp8=fp8, narrow=narrow, weights_fp8=weights_fp8)
     return weight_parts(transformer, vae, text_encoder=text_encoder, upsampler=upsampler)
 
 
@@ -200,15 +232,27 @@ def text_encoder_bytes(folder: PathLike, dtype: torch.dtype | None = None) -> in
 
 
 def spec_parts(
-    spec: ModelSpec, dtype: torch.dtype, *, fp8: bool = False, narrow: bool = False
+    spec: ModelSpec, dtype: torch.dtype, *, fp8: bool = False, narrow: bool = False, weights_fp8: bool = False
 ) -> tuple[TransformerConfig, VAEConfig, WeightParts]:
     """(transformer config, VAE config, :class:`WeightParts` by stage) of every weight a run of ``spec`` loads
     at ``dtype``, from headers only: the built-in model's modules (:func:`builtin_modules`), else the
     checkpoint's (:func:`checkpoint_parts`) with its text encoder (:func:`text_encoder_bytes`) and upsampler
     (:func:`upsampler_bytes`). ``fp8``: the transformer blocks' linear weights kept in float8 (``--dtype fp8``);
-    ``narrow``: the loaders keep layer weights in the checkpoint's dtype (CPU runs)."""
+    ``narrow``: the loaders keep layer weights in the checkpoint's dtype (CPU runs); ``weights_fp8``: the
+    blocks' linear weights stored in float8 and widened per call (``--weights-dtype fp8``). Without either fp8
+    setting, the parts' ``fp8_storage`` gives those of the same run with ``weights_fp8`` (built when called:
+    what the memory plan offers where the weights would not fit otherwise)."""
+    tcfg, vcfg, parts = _spec_parts(spec, dtype, fp8=fp8, narrow=narrow, weights_fp8=weights_fp8)
+    if not (fp8 or weights_fp8):
+        parts = replace(parts, fp8_storage=lambda: _spec_parts(spec, dtype, narrow=narrow, weights_fp8=True)[2])
+    return tcfg, vcfg, parts
+
+
+def _spec_parts(
+    spec: ModelSpec, dtype: torch.dtype, *, fp8: bool = False, narrow: bool = False, weights_fp8: bool = False
+) -> tuple[TransformerConfig, VAEConfig, WeightParts]:
     if spec.kind == "builtin":
-        transformer, vae = builtin_modules(dtype, fp8=fp8)
+        transformer, vae = builtin_modules(dtype, fp8=fp8, weights_fp8=weights_fp8)
         return transformer.config, vae.config, weight_parts(transformer, vae)
     info = spec.header()  # read now: the download step may have replaced files since the spec was resolved
     # a generating spec's header has both (ltxcli.spec.inspect_model refuses a checkpoint without them)
@@ -217,11 +261,12 @@ def spec_parts(
     te_bytes = text_encoder_bytes(te, dtype) if te is not None else 0
     up = spec.upsampler.path if spec.upsampler is not None else None
     up_bytes = upsampler_bytes(up, dtype, narrow=narrow) if up is not None else 0
-    parts = checkpoint_parts(spec.path, dtype, fp8=fp8, narrow=narrow, text_encoder=te_bytes, upsampler=up_bytes)
+    parts = checkpoint_parts(spec.path, dtype, fp8=fp8, narrow=narrow, text_encoder=te_bytes, upsampler=up_bytes,
+                             weights_fp8=weights_fp8)
     return info.transformer, info.vae, parts
 
 
 __all__ = [
-    "WeightParts", "builtin_modules", "checkpoint_parts", "folder_bytes", "held_bytes", "meta_modules",
+    "WeightParts", "builtin_modules", "checkpoint_parts", "config_transformer_bytes", "folder_bytes", "held_bytes", "meta_modules",
     "model_bytes", "scratch_bytes", "spec_parts", "text_encoder_bytes", "upsampler_bytes", "weight_parts",
 ]

@@ -1,19 +1,31 @@
 """Float8 (e4m3) linear layers for the DiT's transformer blocks.
 
-:class:`FP8Linear` keeps ``nn.Linear``'s parameter names with an e4m3 weight and runs ``torch._scaled_mm``;
-:func:`convert_to_fp8` swaps a transformer's block linears for it. Whether this device has fp8 GEMMs at all is
-decided outside the model (:func:`ltxcli.kernels.require_fp8`).
+Two uses of the same e4m3 codes and per-tensor scales:
+
+* fp8 matmuls (``--dtype fp8``): :class:`FP8Linear` keeps ``nn.Linear``'s parameter names with an e4m3 weight
+  and runs ``torch._scaled_mm``; :func:`convert_to_fp8` swaps a transformer's block linears for it. Whether
+  this device has fp8 GEMMs at all is decided outside the model (:func:`ltxcli.kernels.require_fp8`).
+* fp8 storage (``--weights-dtype fp8``, any device): :class:`FP8StoredLinear` keeps the e4m3 codes and their
+  scale resident and widens them to the compute dtype one layer at a time, right before the layer's own GEMM,
+  into the model's shared scratch buffer (the mechanism of :mod:`ltxcli.models.upcast`);
+  :func:`convert_to_fp8_storage` converts a transformer's block linears. Half the resident bytes of bfloat16
+  weights, any GPU (no fp8 tensor cores needed) or the CPU, at the price of one widening pass per layer call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["E4M3_MAX", "FP8Linear", "convert_to_fp8", "quantize_e4m3"]
+from ltxcli.models.upcast import UpcastLinear, UpcastScratch, upcast_scratch
+
+__all__ = [
+    "E4M3_MAX", "FP8Linear", "FP8StoredLinear", "convert_to_fp8", "convert_to_fp8_storage", "fp8_storage_keys",
+    "quantize_e4m3", "quantize_stored",
+]
 
 E4M3_MAX = float(torch.finfo(torch.float8_e4m3fn).max)  # 448
 # cuBLASLt fuses the bias into the fp8 GEMM only for a half-precision output.
@@ -155,3 +167,88 @@ def convert_to_fp8(transformer: nn.Module, *, dtype: torch.dtype = torch.bfloat1
                 setattr(module, bname, b.to(dtype))
     return swapped
 
+
+
+# --- fp8 storage, widened per call ------------------------------------------------------------------------------
+
+
+class FP8StoredLinear(UpcastLinear):
+    """An :class:`~ltxcli.models.upcast.UpcastLinear` whose stored weight is float8 e4m3 codes ``[out, in]``
+    with a per-tensor float32 scale (``weight ≈ codes * weight_scale``); the bias is in the compute dtype.
+
+    At each call the codes are widened into the model's scratch buffer and multiplied by the scale there
+    (in the compute dtype), then the layer runs the same GEMM a wide ``nn.Linear`` would. ``weight_scale`` is a
+    non-persistent buffer (as for :class:`FP8Linear`): 1 for weights stored in e4m3 by the checkpoint (the
+    official fp8 checkpoints are direct casts), ``amax/448`` for weights quantised at load. ``module.to(dtype)``
+    changes the compute dtype (the bias), never the codes.
+    """
+
+    weight_scale: Tensor
+
+    def compute_weight(self) -> Tensor:
+        # the scale is a 0-d tensor: the product stays in the compute dtype and nothing syncs with the host
+        return self._scratch.upcast(self.weight, self.bias.dtype).mul_(self.weight_scale)
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> FP8StoredLinear:
+        codes_dtype, scale_dtype = self.weight.dtype, self.weight_scale.dtype
+        super()._apply(fn, recurse)
+        if self.weight.dtype != codes_dtype:  # every e4m3 value is exact in the wider floats: casting back is exact
+            self.weight = nn.Parameter(self.weight.detach().to(codes_dtype), requires_grad=False)
+        if self.weight_scale.dtype != scale_dtype:
+            self.weight_scale = self.weight_scale.to(scale_dtype)
+        return self
+
+
+def fp8_storage_keys(transformer: nn.Module) -> list[str]:
+    """State-dict keys of the weights :func:`convert_to_fp8_storage` stores in e4m3: every linear with a bias
+    inside ``transformer.transformer_blocks`` (attn1/attn2 q, k, v, out; both feed-forward layers)."""
+    return [
+        f"transformer_blocks.{i}.{name}.weight"
+        for i, block in enumerate(transformer.transformer_blocks)
+        for name, m in block.named_modules()
+        if isinstance(m, nn.Linear) and m.bias is not None
+    ]
+
+
+def quantize_stored(
+    tensors: Mapping[str, Tensor], keys: Iterable[str], device: torch.device | str | None
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """``tensors`` with those of ``keys`` as e4m3 codes on ``device``, and the scales by layer name (the key
+    without ``.weight``). Each wide weight is moved to ``device`` and quantised there alone (on the CPU: read
+    from the memory map), so a GPU never holds more than one of them wide; e4m3 weights move as stored (their
+    scale is 1). What a loader calls while reading, before :func:`convert_to_fp8_storage`."""
+    out = dict(tensors)
+    scales: dict[str, Tensor] = {}
+    for key in keys:
+        t = tensors[key].to(device or "cpu")
+        if t.dtype != torch.float8_e4m3fn:
+            t, scales[key.removesuffix(".weight")] = quantize_e4m3(t)
+        out[key] = t
+    return out, scales
+
+
+def convert_to_fp8_storage(transformer: nn.Module, scales: dict[str, Tensor] | None = None) -> list[str]:
+    """Turn the block linears (:func:`fp8_storage_keys`) into :class:`FP8StoredLinear`, in place; returns the
+    converted layer names. Weights already in e4m3 are kept as they are, with the scale ``scales`` gives for
+    the layer name (the loader quantises one tensor at a time while reading, see
+    :func:`ltxcli.loading.load_transformer`) or 1 (an official fp8 checkpoint); wider weights are quantised
+    per tensor here (:func:`quantize_e4m3`). Every other module keeps its weights and dtype. The layers share
+    the transformer's existing upcast scratch (or one new buffer)."""
+    scales = scales or {}
+    scratch = upcast_scratch(transformer) or UpcastScratch()
+    converted: list[str] = []
+    for key in fp8_storage_keys(transformer):
+        name = key.removesuffix(".weight")
+        layer = transformer.get_submodule(name)
+        w = layer.weight.detach()
+        if w.dtype == torch.float8_e4m3fn:
+            codes = w
+            scale = scales.get(name, torch.ones((), dtype=torch.float32, device=w.device))
+        else:
+            codes, scale = quantize_e4m3(w)
+        layer.weight = nn.Parameter(codes, requires_grad=False)
+        layer.__class__ = FP8StoredLinear
+        layer._scratch = scratch
+        layer.register_buffer("weight_scale", scale.to(device=codes.device, dtype=torch.float32), persistent=False)
+        converted.append(name)
+    return converted

@@ -29,23 +29,39 @@ def _onednn_linear_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-_ONEDNN_LINEAR = _onednn_linear_available()
+_ONEDNN_LINEAR = _onednn_linear_available()  # whether the oneDNN route exists at all in this torch build
+
+
+def set_cpu_gemm(model: nn.Module, onednn: bool) -> int:
+    """Which GEMM route the CPU float32 linears of ``model`` take (:func:`_dense`): oneDNN (``True``, the
+    default of a freshly built model) or the module's own ``F.linear`` (BLAS). Which one is faster depends on
+    the CPU, so the choice is made outside the model (:mod:`ltxcli.calibrate` measures it) and set here, per
+    model, on every linear layer; returns how many layers were set."""
+    count = 0
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            m.onednn_gemm = onednn
+            count += 1
+    return count
 
 
 def _dense(layer: nn.Module, x: Tensor, gelu_tanh: bool = False) -> Tensor:
     """``layer(x)``, or ``gelu(layer(x), approximate="tanh")`` with ``gelu_tanh``.
 
     A plain float32 ``nn.Linear`` (or an :class:`UpcastLinear` computing in float32) on the CPU, outside
-    autograd, autocast and hooks, runs its GEMM through oneDNN instead of the BLAS behind ``F.linear``: the same
-    float32 product and bias, summed in another order (about 1e-6 relative apart), and 1.2-1.5x faster on the
-    AMD EPYC of BENCHMARKS.md; the GELU then runs inside the GEMM (a oneDNN post-op on the output tile while it
+    autograd, autocast and hooks, runs its GEMM through oneDNN instead of the BLAS behind ``F.linear`` unless
+    :func:`set_cpu_gemm` turned that off for its model: the same float32 product and bias, summed in another
+    order (about 1e-6 relative apart), 1.2-1.5x faster on an AVX-512 AMD EPYC but slower on an AVX2-only one
+    (BENCHMARKS.md); the GELU then runs inside the GEMM (a oneDNN post-op on the output tile while it
     is in cache) instead of as a second pass over a fresh ``[B, N, 4D]`` tensor. Every other layer, dtype and
     device takes the module's own ``forward`` (and ``F.gelu``).
     """
     kind = type(layer)
+    upcast = isinstance(layer, UpcastLinear)
     if (
         _ONEDNN_LINEAR
-        and (kind is nn.Linear or kind is UpcastLinear)
+        and (kind is nn.Linear or upcast)
+        and getattr(layer, "onednn_gemm", True)
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and compute_dtype(layer) == torch.float32
@@ -53,7 +69,7 @@ def _dense(layer: nn.Module, x: Tensor, gelu_tanh: bool = False) -> Tensor:
         and not (layer._forward_hooks or layer._forward_pre_hooks)
         and not torch.is_autocast_enabled("cpu")
     ):
-        weight = layer.compute_weight() if kind is UpcastLinear else layer.weight
+        weight = layer.compute_weight() if upcast else layer.weight
         if gelu_tanh:
             return torch.ops.mkldnn._linear_pointwise(x, weight, layer.bias, "gelu", [], "tanh")
         return torch.ops.mkldnn._linear_pointwise(x, weight, layer.bias, "none", [], "")

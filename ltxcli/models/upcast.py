@@ -121,6 +121,11 @@ def convert_to_upcast(module: nn.Module, scratch: UpcastScratch | None = None) -
     return count
 
 
+def upcast_scratch(module: nn.Module) -> UpcastScratch | None:
+    """The scratch buffer the upcast layers of ``module`` already share (``None`` when it has none)."""
+    return next((m._scratch for m in module.modules() if isinstance(m, _Upcast)), None)
+
+
 def compute_dtype(layer: nn.Module) -> torch.dtype:
     """The dtype ``layer`` computes in: its bias's for an upcast layer, else its weight's."""
     if isinstance(layer, _Upcast):

@@ -427,6 +427,11 @@ def run_bench(
         weights_label = model or pipe.name
         text_mode = "real"
     pipe.vae.set_conv_algorithm(conv_algorithm)
+    if dev.type == "cpu":  # this host's measured CPU choices, as load_pipeline sets them (cached after the first)
+        from .. import calibrate
+
+        calibrate.apply(calibrate.for_configs(pipe.transformer.config, pipe.vae.config), pipe.transformer, pipe.vae,
+                        conv_algorithm)
     if dist is not None:
         parallelize(pipe, dist, mode=parallel)
     kernels.synchronize(dev)

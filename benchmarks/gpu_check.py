@@ -1,0 +1,430 @@
+#!/usr/bin/env python
+"""Every GPU figure of ltxcli in one call, on one GPU, within a time budget (issue 18, point 3).
+
+Steps (each a child process with its own timeout, so one failure costs only its own row):
+
+* ``gpu-tests``: the test suite's GPU-only tests (``pytest -k test_gpu_``).
+* ``paper-*``: ``ltx bench --random-weights`` at the paper setting (2B 0.9.5, 768x512x121, 20 steps, CFG) in
+  bfloat16, with fp8 matmuls (``--dtype fp8``, compute capability 8.9+), with ``--compile``, with fp8 weight
+  storage (``--weights-dtype fp8`` through the library), and with each attention backend that imports here.
+* ``distilled``: the 2B 0.9.8-distilled preset at 1216x704x121; ``13b-distilled``: the 13B 0.9.8-distilled
+  multi-scale preset at 768x512x121.
+* ``vs-diffusers``: diffusers' ``LTXVideoTransformer3DModel`` and ltxcli's transformer on the SAME random 2B
+  weights in this process (``benchmarks/vs_diffusers.py``'s builders), one CFG step at the paper's tokens each,
+  alternating: the speed ratio of the step that makes up the denoising time.
+* ``bf16-vs-fp32``: the full-size random 2B transformer, one forward at the paper's tokens in float32 and in
+  bfloat16 from the same weights: relative error.
+* ``teacache-0.03`` / ``teacache-0.05``: the paper run with ``--cache teacache:T`` (transformer calls skipped, time),
+  where ``ltx bench`` has ``--cache`` (skipped cleanly where it does not).
+
+It prints one table last and writes one JSON file (``--json``, default ``gpu_check.json``). ``--dry-run`` prints
+the plan (no GPU needed). A step whose estimate no longer fits the remaining budget is skipped, not started.
+Needs PyTorch with CUDA; diffusers and PyAV come from local wheels where the machine has no network
+(BENCHMARKS.md shows the device-tool command).
+
+    python benchmarks/gpu_check.py --dry-run
+    python benchmarks/gpu_check.py --json $OUT/gpu_check.json --budget 540
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = 1
+PAPER = ["--height", "512", "--width", "768", "--num-frames", "121", "--steps", "20"]
+PAPER_PRESET = "ltxv-2b-0.9.5"  # a base (CFG) 2B preset
+ATTENTION = ("sdpa", "flash3", "flash2", "sage")
+TARGETS = {"paper-bf16": "<= 2.0 s end to end", "paper-fp8": "<= 1.4 s end to end",
+           "distilled": "<= 1.2 s end to end", "vs-diffusers": ">= 1.5x diffusers' speed",
+           "paper-bf16 utilisation": ">= 50% of bfloat16 peak in the transformer steps"}
+
+
+@dataclass
+class Step:
+    name: str
+    what: str
+    command: list[str]
+    estimate_s: float
+    needs: str = ""  # "fp8", "cache", "attention:NAME": checked before running
+    status: str = "planned"  # planned / ok / failed / skipped
+    reason: str = ""
+    wall_s: float | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+def _ltx(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ltxcli", *args]
+
+
+def _bench(preset: str, *extra: str, size: list[str] | None = None) -> list[str]:
+    return _ltx("bench", "--random-weights", "--preset", preset, *(PAPER if size is None else size),
+                "--warmup", "1", "--repeats", "1", "--json", "--quiet", *extra)
+
+
+def _env() -> dict[str, str]:
+    """This checkout first on the children's path, before what the caller put there (carried wheels)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+
+
+def _child(name: str) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), "--child", name]
+
+
+def plan() -> list[Step]:
+    """Every step, in the order it runs (estimates on an H100; the slow ones last)."""
+    steps = [
+        Step("gpu-tests", "the suite's GPU-only tests", [sys.executable, "-m", "pytest", str(ROOT / "tests"), "-q",
+                                                          "-k", "test_gpu_", "-p", "no:cacheprovider"], 90),
+        Step("paper-bf16", "ltx bench, paper setting, bfloat16", _bench(PAPER_PRESET, "--dtype", "bfloat16"), 35),
+        Step("paper-fp8", "ltx bench, paper setting, fp8 matmuls", _bench(PAPER_PRESET, "--dtype", "fp8"), 35,
+             needs="fp8"),
+        Step("paper-compile", "ltx bench, paper setting, bfloat16, --compile",
+             _bench(PAPER_PRESET, "--dtype", "bfloat16", "--compile"), 90),
+        Step("paper-fp8-storage", "paper setting, bfloat16, fp8 weight storage (--weights-dtype fp8)",
+             _child("fp8-storage"), 45),
+    ]
+    steps += [Step(f"paper-attention-{a}", f"ltx bench, paper setting, bfloat16, --attention {a}",
+                   _bench(PAPER_PRESET, "--dtype", "bfloat16", "--attention", a), 35, needs=f"attention:{a}")
+              for a in ATTENTION]
+    steps += [
+        Step("distilled", "ltx bench, 2B 0.9.8-distilled, 1216x704x121",
+             _bench("ltxv-2b-0.9.8-distilled", "--dtype", "bfloat16",
+                    size=["--height", "704", "--width", "1216", "--num-frames", "121"]), 40),
+        Step("vs-diffusers", "one CFG step at the paper's tokens, ltxcli vs diffusers, same weights",
+             _child("vs-diffusers"), 60),
+        Step("bf16-vs-fp32", "full-size 2B forward, bfloat16 vs float32 from the same weights",
+             _child("bf16-vs-fp32"), 40),
+        Step("teacache-0.03", "paper setting with --cache teacache:0.03", _bench(PAPER_PRESET, "--cache",
+                                                                                  "teacache:0.03"), 35, needs="cache"),
+        Step("teacache-0.05", "paper setting with --cache teacache:0.05", _bench(PAPER_PRESET, "--cache",
+                                                                                  "teacache:0.05"), 35, needs="cache"),
+        Step("13b-distilled", "ltx bench, 13B 0.9.8-distilled multi-scale, 768x512x121",
+             _bench("ltxv-13b-0.9.8-distilled", "--dtype", "bfloat16",
+                    size=["--height", "512", "--width", "768", "--num-frames", "121"]), 90),
+    ]
+    return steps
+
+
+# --- what this machine has ----------------------------------------------------------------------------------
+
+
+def environment() -> dict[str, Any]:
+    """torch, CUDA, the GPU and the optional packages (without importing ltxcli's heavy parts)."""
+    import torch
+
+    env: dict[str, Any] = {"python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda,
+                           "gpu": None, "capability": None}
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+        env["capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
+        env["memory_bytes"] = torch.cuda.get_device_properties(0).total_memory
+    for pkg in ("diffusers", "av", "flash_attn", "flash_attn_interface", "sageattention", "triton"):
+        try:
+            env[pkg] = __import__(pkg).__version__
+        except Exception:
+            env[pkg] = None
+    return env
+
+
+def unmet(step: Step, env: dict[str, Any], bench_help: str) -> str | None:
+    """Why ``step`` cannot run here (skipped cleanly), or None."""
+    cap = tuple(int(x) for x in env["capability"].split(".")) if env.get("capability") else None
+    if step.needs == "fp8" and (cap is None or cap < (8, 9)):
+        return f"fp8 matmuls need compute capability 8.9+ (this GPU: {env.get('capability')})"
+    if step.needs == "cache" and "--cache" not in bench_help:
+        return "ltx bench has no --cache here (step caching, issue 18 point 1, not in this checkout)"
+    if step.needs.startswith("attention:"):
+        name = step.needs.split(":", 1)[1]
+        pkg = {"flash3": "flash_attn_interface", "flash2": "flash_attn", "sage": "sageattention"}.get(name)
+        if pkg is not None and env.get(pkg) is None:
+            return f"--attention {name}: its package ({pkg}) is not installed"
+    if step.name == "vs-diffusers" and env.get("diffusers") is None:
+        return "diffusers is not installed (install it from a local wheel, see BENCHMARKS.md)"
+    return None
+
+
+# --- running ------------------------------------------------------------------------------------------------
+
+
+def _last_json(text: str) -> dict[str, Any]:
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {}
+
+
+def figures(step: Step, out: dict[str, Any]) -> dict[str, Any]:
+    """The figures a step's row shows, from its child's JSON (``ltx bench --json`` or a ``--child`` object)."""
+    if "stages" in out:  # ltx bench
+        stages = out["stages"]
+        total = stages.get("total", {})
+        denoise = stages.get("denoise", {})
+        fig = {"total_s": total.get("median_s", total.get("seconds")), "denoise_s": denoise.get("median_s"),
+               "denoise_utilisation": denoise.get("utilisation"), "peak_memory_bytes": out.get("peak_memory_bytes"),
+               "transformer_calls": out.get("transformer_calls")}
+        for key in ("cache", "skipped_calls", "transformer_calls_skipped"):
+            if key in out:
+                fig[key] = out[key]
+        return fig
+    return out
+
+
+def run_step(step: Step, timeout: float) -> None:
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(step.command, capture_output=True, text=True, timeout=timeout, check=False,
+                              cwd=ROOT, env=_env())
+    except subprocess.TimeoutExpired:
+        step.status, step.reason, step.wall_s = "failed", f"timed out after {timeout:.0f} s", time.perf_counter() - t0
+        return
+    step.wall_s = time.perf_counter() - t0
+    if step.name == "gpu-tests":
+        tail = proc.stdout.strip().splitlines()[-1:] or [""]
+        step.result = {"summary": tail[0]}
+        # exit 5: no test collected (no GPU tests selected) counts as a failure too
+        step.status = "ok" if proc.returncode == 0 else "failed"
+        step.reason = "" if proc.returncode == 0 else tail[0]
+        return
+    out = _last_json(proc.stdout)
+    if proc.returncode != 0 or not out:
+        step.status = "failed"
+        step.reason = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1][:300]
+        return
+    step.status, step.result = "ok", figures(step, out)
+
+
+def run_all(steps: list[Step], env: dict[str, Any], budget_s: float, dry_run: bool) -> None:
+    bench_help = ""
+    if not dry_run:
+        help_proc = subprocess.run(_ltx("bench", "--help"), capture_output=True, text=True, check=False, cwd=ROOT,
+                                   env=_env())
+        bench_help = help_proc.stdout
+    start = time.perf_counter()
+    for step in steps:
+        if dry_run:
+            continue
+        reason = unmet(step, env, bench_help)
+        left = budget_s - (time.perf_counter() - start)
+        if reason is None and step.estimate_s > left:
+            reason = f"over the time budget ({left:.0f} s left, estimated {step.estimate_s:.0f} s)"
+        if reason is not None:
+            step.status, step.reason = "skipped", reason
+            continue
+        print(f"[gpu_check] {step.name}: {shlex.join(step.command)}", file=sys.stderr, flush=True)
+        run_step(step, timeout=max(10.0, min(left, 2.5 * step.estimate_s)))
+
+
+def summary(steps: list[Step]) -> dict[str, Any]:
+    """The headline figures against the issue's targets."""
+    by = {s.name: s for s in steps}
+
+    def total(name: str) -> float | None:
+        s = by.get(name)
+        return s.result.get("total_s") if s is not None and s.status == "ok" else None
+
+    vs = by.get("vs-diffusers")
+    agree = by.get("bf16-vs-fp32")
+    paper = by.get("paper-bf16")
+    return {
+        "paper_bf16_s": total("paper-bf16"), "paper_fp8_s": total("paper-fp8"), "distilled_s": total("distilled"),
+        "paper_bf16_denoise_utilisation": paper.result.get("denoise_utilisation") if paper else None,
+        "diffusers_speedup": vs.result.get("speedup") if vs is not None and vs.status == "ok" else None,
+        "bf16_vs_fp32_rel_err": agree.result.get("rel_err") if agree is not None and agree.status == "ok" else None,
+        "targets": TARGETS,
+    }
+
+
+def report(steps: list[Step], env: dict[str, Any], budget_s: float, dry_run: bool, wall_s: float) -> dict[str, Any]:
+    return {"schema": SCHEMA, "tool": "benchmarks/gpu_check.py",
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "dry_run": dry_run, "budget_s": budget_s, "wall_s": wall_s, "environment": env,
+            "steps": [asdict(s) for s in steps], "summary": summary(steps)}
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def table(steps: list[Step]) -> str:
+    """One row per step: status, seconds, the step's figures (or why it did not run)."""
+    rows = [("step", "status", "wall s", "figures / reason")]
+    for s in steps:
+        detail = s.reason or ", ".join(f"{k} {_fmt(v)}" for k, v in s.result.items() if v is not None)
+        if s.status == "planned":
+            detail = f"~{s.estimate_s:.0f} s: {s.what}"
+        rows.append((s.name, s.status, "" if s.wall_s is None else f"{s.wall_s:.1f}", detail))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}" for r in rows)
+
+
+# --- child steps (run in their own process) -----------------------------------------------------------------
+
+
+def _paper_tokens() -> tuple[int, int, int]:
+    return (121 - 1) // 8 + 1, 512 // 32, 768 // 32  # latent frames, height, width: 16 x 16 x 24 = 6144 tokens
+
+
+def child_vs_diffusers() -> dict[str, Any]:
+    """ltxcli's and diffusers' 2B transformer on the same random weights in bfloat16 on the GPU: one CFG step
+    (batch 2) at the paper's tokens each, 3 alternating pairs after a warm-up, medians."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import vs_diffusers as vd
+
+    vd.TOKENS_GRID = _paper_tokens()
+    ours, theirs = vd.build_transformer_pair(torch.float32)
+    dev = torch.device("cuda")
+    ours, theirs = ours.to(dev, torch.bfloat16), theirs.to(dev, torch.bfloat16)
+    inp = {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in vd.transformer_inputs(torch.bfloat16).items()}
+    times: dict[str, list[float]] = {"ltxcli": [], "diffusers": []}
+    with torch.inference_mode():
+        a, b = vd.run_ours_transformer(ours, inp), vd.run_theirs_transformer(theirs, inp)
+        err = vd.rel(a.float(), b.float())
+        for _ in range(3):
+            for name, fn in (("ltxcli", lambda: vd.run_ours_transformer(ours, inp)),
+                             ("diffusers", lambda: vd.run_theirs_transformer(theirs, inp))):
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                fn()
+                torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"ltxcli_step_s": med["ltxcli"], "diffusers_step_s": med["diffusers"],
+            "speedup": med["diffusers"] / med["ltxcli"], "rel_err": err, "tokens": vd.TOKENS_GRID}
+
+
+def child_bf16_vs_fp32() -> dict[str, Any]:
+    """The full-size random 2B transformer, one CFG forward at the paper's tokens in float32, then the same
+    weights cast to bfloat16: relative error of the bfloat16 output."""
+    import dataclasses
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import vs_diffusers as vd
+
+    from ltxcli.models.transformer import LTXVideoTransformer
+    from ltxcli.perf.bench import materialize_random_
+
+    vd.TOKENS_GRID = _paper_tokens()
+    dev = torch.device("cuda")
+    with torch.device("meta"):
+        model = LTXVideoTransformer(dataclasses.replace(vd.TRANSFORMER_2B, causal_temporal_positioning=True))
+    materialize_random_(model, device=dev, dtype=torch.float32, seed=0)
+    inp = {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in vd.transformer_inputs(torch.float32).items()}
+    with torch.inference_mode():
+        torch.backends.cuda.matmul.allow_tf32 = False
+        ref = vd.run_ours_transformer(model, inp).float()
+        model.to(torch.bfloat16)
+        low = {k: (v.to(torch.bfloat16) if isinstance(v, torch.Tensor) and v.is_floating_point() and k in ("x", "text")
+                   else v) for k, v in inp.items()}
+        out = vd.run_ours_transformer(model, low).float()
+    return {"rel_err": vd.rel(out, ref), "tokens": vd.TOKENS_GRID}
+
+
+def child_fp8_storage() -> dict[str, Any]:
+    """The paper setting with the transformer blocks' weights stored in fp8 and widened per layer (through the
+    library: ``ltx bench`` has no --weights-dtype), against the same run in bfloat16: seconds and peak memory."""
+    import torch
+
+    from ltxcli.models.fp8 import convert_to_fp8_storage
+    from ltxcli.perf.bench import build_random_pipeline
+    from ltxcli.presets import PRESETS
+
+    dev = torch.device("cuda")
+    pipe, _, _ = build_random_pipeline(PRESETS[PAPER_PRESET], dev, torch.bfloat16, text_encoder="skip", seed=0)
+    out: dict[str, Any] = {}
+    for label in ("bf16", "fp8_storage"):
+        if label == "fp8_storage":
+            convert_to_fp8_storage(pipe.transformer)
+            torch.cuda.empty_cache()
+        weights = sum(t.numel() * t.element_size() for t in pipe.transformer.state_dict().values())
+        kw = dict(height=512, width=768, num_frames=121, steps=20, seed=0)
+        pipe.generate("a cat", **kw)  # warm-up
+        torch.cuda.reset_peak_memory_stats(dev)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        pipe.generate("a cat", **kw)
+        torch.cuda.synchronize()
+        out[f"{label}_s"] = time.perf_counter() - t0
+        out[f"{label}_transformer_bytes"] = weights
+        out[f"{label}_peak_bytes"] = torch.cuda.max_memory_allocated(dev)
+    return out
+
+
+CHILDREN = {"vs-diffusers": child_vs_diffusers, "bf16-vs-fp32": child_bf16_vs_fp32, "fp8-storage": child_fp8_storage}
+
+
+# --- entry point ----------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and write the JSON; run nothing")
+    parser.add_argument("--json", type=Path, default=Path("gpu_check.json"), help="where to write the results")
+    parser.add_argument("--budget", type=float, default=540.0, help="seconds for all steps (default 540: 9 minutes)")
+    parser.add_argument("--only", default="", help="comma-separated step names to run (default: all)")
+    parser.add_argument("--skip", default="", help="comma-separated step names to leave out")
+    parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.budget <= 0:
+        parser.error(f"--budget {args.budget}: must be positive")
+    names = {s.name for s in plan()}
+    for opt in ("only", "skip"):
+        unknown = [n for n in getattr(args, opt).split(",") if n and n not in names]
+        if unknown:
+            parser.error(f"--{opt}: unknown step(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+    return args
+
+
+def select(args: argparse.Namespace) -> list[Step]:
+    only = {n for n in args.only.split(",") if n}
+    skip = {n for n in args.skip.split(",") if n}
+    return [s for s in plan() if (not only or s.name in only) and s.name not in skip]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        print(json.dumps(CHILDREN[args.child]()))
+        return 0
+    env = environment()
+    if env["gpu"] is None and not args.dry_run:
+        print("gpu_check: no CUDA GPU here (use --dry-run to see the plan)", file=sys.stderr)
+        return 2
+    steps = select(args)
+    t0 = time.perf_counter()
+    run_all(steps, env, args.budget, args.dry_run)
+    result = report(steps, env, args.budget, args.dry_run, time.perf_counter() - t0)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1))
+    print(f"gpu_check: {'plan' if args.dry_run else 'results'} written to {args.json}")
+    print(table(steps))
+    return 0 if all(s.status in ("ok", "skipped", "planned") for s in steps) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,330 @@
+"""The CPU's ``auto`` choices, made by measuring this host: a short calibration on the model's layer shapes at first
+use, cached per CPU model, torch version and thread count.
+
+Three choices were fixed rules tuned on one AVX-512 AMD EPYC and lose elsewhere (an AVX2-only EPYC ran the 2B step
+1.14x faster with the BLAS GEMMs than through oneDNN, BENCHMARKS.md). Each is now the faster candidate measured
+here, on the shapes of the model being loaded:
+
+* ``gemm``: the transformer's float32 linears through oneDNN (``torch.ops.mkldnn._linear_pointwise``, GELU fused)
+  or the BLAS behind ``F.linear``: a q/k/v-sized, a GELU feed-forward-in and a feed-forward-out GEMM of
+  :data:`GEMM_ROWS` tokens, each candidate :data:`REPEATS` times interleaved, the minimum kept (the least
+  disturbed by other processes). oneDNN must win by :data:`GEMM_MARGIN`: otherwise the plain ``F.linear``, the
+  official code's call.
+* ``narrow``: linear weights kept in the checkpoint's bfloat16 and widened per call (half the memory) or held in
+  float32. The widening copy of the feed-forward weight is timed against that layer's GEMM scaled to
+  :data:`REFERENCE_ROWS` tokens (a small video; larger ones make the copy relatively cheaper still); kept narrow
+  while the copy costs at most :data:`NARROW_MAX_SHARE` of the GEMM.
+* ``vae_conv``: the VAE decoder's 3x3x3 convolutions by time-Winograd (:mod:`ltxcli.models.winograd`, ``auto``:
+  where its shape rule applies) or direct, timed on one convolution of the decoder's width (at most
+  :data:`CONV_CHANNELS` channels, 8 output frames of 16x16). Skipped (``auto`` kept) for a VAE too narrow for
+  Winograd's rule to ever apply.
+
+A calibration takes one to two seconds for the 2B on a 2-core CPU. Results live in one JSON file
+(:func:`cache_file`: ``$LTX_CALIBRATION_DIR``, else ``$XDG_CACHE_HOME/ltxcli``, else ``~/.cache/ltxcli``), keyed
+by :func:`host_key`; ``ltx doctor`` shows them and ``ltx doctor --recalibrate`` measures again. The models never
+import this module: the choices reach them as settings (:func:`ltxcli.models.transformer.set_cpu_gemm`,
+``CausalVideoVAE.set_conv_algorithm``, the loaders' ``keep_checkpoint_dtype``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+
+ENV_DIR = "LTX_CALIBRATION_DIR"
+FILE_NAME = "cpu-calibration.json"
+GEMM_ROWS = 128  # tokens per calibration GEMM: 1-4 GFLOP per 2B layer, enough to reach the kernels' steady rate
+REFERENCE_ROWS = 2048  # tokens of the smallest video worth timing (one 512x512x41 pass): the narrow rule's scale
+REPEATS = 2  # after a warm-up run: the 2B's calibration is about 80 GFLOP, a second on 2 cores
+GEMM_MARGIN = 0.03  # oneDNN must be this much faster than F.linear (noise on a shared host is about this)
+NARROW_MAX_SHARE = 0.10  # widening may cost this share of the layer's GEMM: half the weight memory is worth it
+CONV_CHANNELS = 256
+WINOGRAD_MIN_CHANNELS = 128  # ltxcli.models.winograd.MIN_CHANNELS: below it auto never takes Winograd
+
+
+class Measure(Protocol):
+    """What a calibration times (tests pass fake timings): seconds per candidate."""
+
+    def gemm(self, dim: int, ff_dim: int) -> dict[str, float]: ...  # {"onednn", "native"}
+    def narrow(self, dim: int, ff_dim: int) -> dict[str, float]: ...  # {"widen", "gemm"} (gemm at REFERENCE_ROWS)
+    def conv(self, channels: int) -> dict[str, float]: ...  # {"winograd", "direct"}
+
+
+# --- the decisions, from timings -----------------------------------------------------------------------------
+
+
+def choose_gemm(t: dict[str, float]) -> str:
+    """``onednn`` when it beats ``native`` by more than :data:`GEMM_MARGIN`, else ``native``."""
+    return "onednn" if "onednn" in t and t["onednn"] < t["native"] * (1 - GEMM_MARGIN) else "native"
+
+
+def choose_narrow(t: dict[str, float]) -> str:
+    """``narrow`` while widening costs at most :data:`NARROW_MAX_SHARE` of the GEMM, else ``wide``."""
+    return "narrow" if t["widen"] <= NARROW_MAX_SHARE * t["gemm"] else "wide"
+
+
+def choose_conv(t: dict[str, float]) -> str:
+    """``auto`` (Winograd where its shape rule applies) when Winograd was faster, else ``direct``."""
+    return "auto" if t["winograd"] < t["direct"] else "direct"
+
+
+# --- timing on this CPU --------------------------------------------------------------------------------------
+
+
+def _best(fns: dict[str, Callable[[], Any]], repeats: int = REPEATS) -> dict[str, float]:
+    """The fastest of ``repeats`` interleaved runs of each function, after one warm-up run each."""
+    for fn in fns.values():
+        fn()
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
+class HostMeasure:
+    """The real timings (float32, inference mode, this process's thread count)."""
+
+    def _layers(self, dim: int, ff_dim: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]]:
+        g = torch.Generator().manual_seed(0)
+        shapes = [(dim, dim, False), (dim, ff_dim, True), (ff_dim, dim, False)]  # q, ff in (GELU), ff out
+        return [(torch.randn(GEMM_ROWS, i, generator=g), torch.randn(o, i, generator=g) / i**0.5, torch.zeros(o), gelu)
+                for i, o, gelu in shapes]
+
+    def gemm(self, dim: int, ff_dim: int) -> dict[str, float]:
+        layers = self._layers(dim, ff_dim)
+
+        def native() -> None:
+            for x, w, b, gelu in layers:
+                y = F.linear(x, w, b)
+                if gelu:
+                    F.gelu(y, approximate="tanh")
+
+        def onednn() -> None:
+            for x, w, b, gelu in layers:
+                torch.ops.mkldnn._linear_pointwise(x, w, b, "gelu" if gelu else "none", [], "tanh" if gelu else "")
+
+        fns: dict[str, Callable[[], Any]] = {"native": native}
+        if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+            fns["onednn"] = onednn
+        with torch.inference_mode():
+            return _best(fns)
+
+    def narrow(self, dim: int, ff_dim: int) -> dict[str, float]:
+        x, w, b, _ = self._layers(dim, ff_dim)[1]
+        stored, buf = w.to(torch.bfloat16), torch.empty_like(w)
+        with torch.inference_mode():
+            t = _best({"widen": lambda: buf.copy_(stored), "gemm": lambda: F.linear(x, w, b)})
+        return {"widen": t["widen"], "gemm": t["gemm"] * REFERENCE_ROWS / GEMM_ROWS}
+
+    def conv(self, channels: int) -> dict[str, float]:
+        from .models.upcast import UpcastScratch
+        from .models.winograd import time_winograd_conv3d
+
+        g = torch.Generator().manual_seed(0)
+        conv = torch.nn.Conv3d(channels, channels, 3, padding=(0, 1, 1)).eval().requires_grad_(False)
+        x = torch.randn(1, channels, 8 + 2, 16, 16, generator=g)  # time-padded: 8 output frames of 16x16
+        scratch = UpcastScratch()  # one per model in the VAE: its branch kernels are not re-allocated per call
+        with torch.inference_mode():
+            return _best({"winograd": lambda: time_winograd_conv3d(conv, x, scratch), "direct": lambda: conv(x)})
+
+
+# --- the cache -----------------------------------------------------------------------------------------------
+
+
+def cache_file() -> Path:
+    """``$LTX_CALIBRATION_DIR/cpu-calibration.json``, else under ``$XDG_CACHE_HOME/ltxcli``, else
+    ``~/.cache/ltxcli``."""
+    if folder := os.environ.get(ENV_DIR):
+        return Path(folder) / FILE_NAME
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ltxcli" / FILE_NAME
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what the platform module says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def host_key() -> str:
+    """What the measurements depend on: the CPU model, the torch build and the threads it uses."""
+    return f"{cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+
+
+def _read() -> dict[str, Any]:
+    try:
+        data = json.loads(cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write(data: dict[str, Any]) -> None:
+    """Atomic replace; a cache that cannot be written (read-only home) only costs a calibration next time."""
+    path = cache_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        tmp.replace(path)
+    except OSError:
+        pass
+
+
+def cached() -> dict[str, Any]:
+    """This host's cached calibrations: ``{entry: {"choice", "timings", "measured_at"}}`` (empty when none)."""
+    entries = _read().get(host_key(), {})
+    return entries if isinstance(entries, dict) else {}
+
+
+# --- the choices ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CpuChoices:
+    """This host's choices for one model's shapes. ``onednn_gemm``: the transformer's float32 GEMM route;
+    ``keep_narrow``: the loaders' default ``keep_checkpoint_dtype`` on the CPU; ``vae_conv``: what the VAE's
+    ``auto`` convolution algorithm becomes (``auto`` or ``direct``); ``entries``: the cache entries used."""
+
+    onednn_gemm: bool
+    keep_narrow: bool
+    vae_conv: str
+    entries: dict[str, Any]
+
+
+def cpu_choices(
+    dim: int, ff_dim: int, vae_channels: int | None = None, *, recalibrate: bool = False,
+    measure: Measure | None = None,
+) -> CpuChoices:
+    """The CPU choices for a transformer of width ``dim`` (feed-forward ``ff_dim``) and a VAE decoder of
+    ``vae_channels`` (None: no VAE), from the cache or measured now (and cached); ``recalibrate`` measures
+    again whatever is cached."""
+    key = host_key()
+    names = [f"gemm {dim}x{ff_dim}", f"narrow {dim}x{ff_dim}"]
+    conv_channels = min(vae_channels, CONV_CHANNELS) if vae_channels and vae_channels >= WINOGRAD_MIN_CHANNELS else None
+    if conv_channels is not None:
+        names.append(f"vae_conv {conv_channels}")
+    have = cached()
+    if not recalibrate and all(isinstance(have.get(n), dict) and "choice" in have[n] for n in names):
+        return _choices(have, dim, ff_dim, conv_channels)
+    with _locked():  # processes of one host (torchrun ranks) measure one at a time and then agree
+        return _measure(key, dim, ff_dim, conv_channels, recalibrate, measure or HostMeasure())
+
+
+def _choices(entries: dict[str, Any], dim: int, ff_dim: int, conv_channels: int | None) -> CpuChoices:
+    used = {n: entries[n] for n in (f"gemm {dim}x{ff_dim}", f"narrow {dim}x{ff_dim}", f"vae_conv {conv_channels}")
+            if n in entries}
+    conv = str(used[f"vae_conv {conv_channels}"]["choice"]) if conv_channels is not None else "auto"
+    return CpuChoices(used[f"gemm {dim}x{ff_dim}"]["choice"] == "onednn",
+                      used[f"narrow {dim}x{ff_dim}"]["choice"] == "narrow", conv, used)
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    """An exclusive lock on the cache's lock file (none where it cannot be created or locked)."""
+    path = cache_file().with_suffix(".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except (ImportError, OSError):
+        pass
+    try:
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _measure(key: str, dim: int, ff_dim: int, conv_channels: int | None, recalibrate: bool, m: Measure) -> CpuChoices:
+    data = _read()  # again, under the lock: another process may have measured meanwhile
+    entries: dict[str, Any] = data.get(key, {}) if isinstance(data.get(key), dict) else {}
+    used: dict[str, Any] = {}
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+    def entry(name: str, run: Callable[[], dict[str, float]], rule: Callable[[dict[str, float]], str]) -> str:
+        e = entries.get(name)
+        if recalibrate or not isinstance(e, dict) or "choice" not in e:
+            timings = run()
+            e = entries[name] = {"choice": rule(timings), "timings": timings, "measured_at": stamp}
+            changed.append(name)
+        used[name] = e
+        return str(e["choice"])
+
+    changed: list[str] = []
+    entry(f"gemm {dim}x{ff_dim}", lambda: m.gemm(dim, ff_dim), choose_gemm)
+    entry(f"narrow {dim}x{ff_dim}", lambda: m.narrow(dim, ff_dim), choose_narrow)
+    if conv_channels is not None:
+        c = conv_channels
+        entry(f"vae_conv {c}", lambda: m.conv(c), choose_conv)
+    if changed:
+        data[key] = entries
+        _write(data)
+    return _choices(used, dim, ff_dim, conv_channels)
+
+
+def cached_keep_narrow() -> bool:
+    """The narrow choice this host measured last (any model shape; True before any calibration): what the
+    loaders' default ``keep_checkpoint_dtype`` is on the CPU. Nothing is measured here."""
+    narrow = [e for name, e in cached().items() if name.startswith("narrow ") and isinstance(e, dict)]
+    latest = max(narrow, key=lambda e: str(e.get("measured_at", "")), default=None)
+    return latest is None or latest.get("choice") != "wide"
+
+
+def for_configs(transformer: Any, vae: Any | None, *, recalibrate: bool = False) -> CpuChoices:
+    """:func:`cpu_choices` for a :class:`~ltxcli.models.configs.TransformerConfig` and a
+    :class:`~ltxcli.models.configs.VAEConfig` (None: no VAE): the transformer's width and 4x feed-forward, the
+    decoder's widest convolutions."""
+    from .models.configs import decoder_conv_in_channels
+
+    channels = decoder_conv_in_channels(vae.decoder_blocks, vae.decoder_base_channels) if vae is not None else None
+    return cpu_choices(transformer.inner_dim, 4 * transformer.inner_dim, channels, recalibrate=recalibrate)
+
+
+def apply(choices: CpuChoices, transformer: Any, vae: Any | None = None, vae_conv: Any = "auto") -> None:
+    """Set ``choices`` on loaded models: the transformer's GEMM route; the VAE's convolution algorithm where
+    ``vae_conv`` (the caller's request) is ``auto``."""
+    from .models.transformer import set_cpu_gemm
+    from .models.winograd import ConvAlgorithm, parse_conv_algorithm
+
+    set_cpu_gemm(transformer, choices.onednn_gemm)
+    if vae is not None and parse_conv_algorithm(vae_conv) is ConvAlgorithm.AUTO:
+        vae.set_conv_algorithm(choices.vae_conv)
+
+
+def report() -> dict[str, Any]:
+    """What ``ltx doctor`` shows: the cache file, this host's key, its entries and a one-line summary."""
+    entries = cached()
+    summary = ", ".join(f"{name}: {e.get('choice')}" for name, e in sorted(entries.items())) or "not calibrated yet"
+    return {"file": str(cache_file()), "host": host_key(), "entries": entries,
+            "summary": f"CPU choices (measured; ltx doctor --recalibrate): {summary}"}
+
+
+__all__ = [
+    "ENV_DIR", "CpuChoices", "HostMeasure", "Measure", "apply", "cache_file", "cached", "cached_keep_narrow",
+    "choose_conv", "choose_gemm", "choose_narrow", "cpu_choices", "cpu_model", "for_configs", "host_key", "report",
+]

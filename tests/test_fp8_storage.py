@@ -1,0 +1,269 @@
+"""fp8 weight storage (``weights_dtype="fp8"``): block linears stored as e4m3 + per-tensor scale, widened per call.
+
+References are independent of the layer under test: a hand-dequantised weight (``codes.float() * scale``) fed to
+``F.linear``, the unquantised model's output, the checkpoint's stored bytes.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tiny_models import one_thread, randomise_normal  # noqa: F401  (one_thread: module autouse fixture)
+from torch import nn
+
+from ltxcli.api import load_pipeline, weights_fp8
+from ltxcli.loading import load_transformer, save_official_checkpoint
+from ltxcli.memory.weights import held_bytes
+from ltxcli.models.configs import TransformerConfig
+from ltxcli.models.fp8 import (
+    FP8Linear,
+    FP8StoredLinear,
+    convert_to_fp8,
+    convert_to_fp8_storage,
+    fp8_storage_keys,
+)
+from ltxcli.models.transformer import LTXVideoTransformer
+from ltxcli.models.upcast import UpcastLinear, convert_to_upcast, stored_weight_bytes
+
+CFG = TransformerConfig(
+    num_attention_heads=2, attention_head_dim=16, num_layers=3, in_channels=16, out_channels=16,
+    cross_attention_dim=32, caption_channels=48,
+)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def tiny_model(seed: int = 1) -> LTXVideoTransformer:
+    torch.manual_seed(0)
+    model = LTXVideoTransformer(CFG).eval().requires_grad_(False)
+    randomise_normal(model, seed)
+    return model
+
+
+def tiny_inputs(n_tok: int = 12, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(2)
+    return {
+        "hidden_states": torch.randn(2, n_tok, CFG.in_channels, generator=gen).to(dtype),
+        "encoder_hidden_states": torch.randn(2, 5, CFG.caption_channels, generator=gen).to(dtype),
+        "timestep": torch.rand(2, 1, generator=gen),
+        "indices_grid": torch.rand(2, 3, n_tok, generator=gen) * 8,
+        "encoder_attention_mask": torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]),
+    }
+
+
+def test_stored_layer_is_the_dequantised_weight_times_the_input():
+    torch.manual_seed(3)
+    orig = nn.Linear(64, 32)
+    model = nn.Module()
+    model.transformer_blocks = nn.ModuleList([nn.Module()])
+    model.transformer_blocks[0].ff = copy.deepcopy(orig)
+    assert convert_to_fp8_storage(model) == ["transformer_blocks.0.ff"]
+    layer = model.transformer_blocks[0].ff
+    assert type(layer) is FP8StoredLinear and layer.weight.dtype == torch.float8_e4m3fn
+    scale = layer.weight_scale
+    # independent reference: amax / 448 by hand, codes widened and scaled by hand, the plain GEMM
+    assert scale.item() == pytest.approx(orig.weight.abs().max().item() / 448, rel=1e-6)
+    x = torch.randn(5, 64)
+    with torch.inference_mode():
+        want = F.linear(x, layer.weight.to(torch.float32) * scale, layer.bias)
+        assert torch.equal(layer(x), want)
+        assert rel_err(layer(x), orig(x)) < 0.05  # e4m3's 3 mantissa bits
+    # under autograd (no shared scratch) the same values
+    assert torch.equal(layer(x).detach(), want)
+
+
+def test_dtype_moves_change_the_compute_dtype_not_the_codes():
+    model = tiny_model()
+    convert_to_fp8_storage(model)
+    layer = model.transformer_blocks[0].attn1.to_q
+    codes = layer.weight.detach().clone()
+    model.to(torch.bfloat16)
+    assert layer.weight.dtype == torch.float8_e4m3fn and layer.bias.dtype == torch.bfloat16
+    assert torch.equal(layer.weight.view(torch.uint8), codes.view(torch.uint8))
+    assert layer.weight_scale.dtype == torch.float32
+    with torch.inference_mode():
+        out = model(**tiny_inputs(dtype=torch.bfloat16))
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+
+
+def test_only_the_block_linears_are_stored_in_fp8():
+    model = tiny_model()
+    names = convert_to_fp8_storage(model)
+    assert len(names) == CFG.num_layers * (4 + 4 + 2) == len(fp8_storage_keys(model))
+    stored = {n for n, m in model.named_modules() if isinstance(m, FP8StoredLinear)}
+    assert stored == set(names)
+    assert type(model.patchify_proj) is nn.Linear and model.patchify_proj.weight.dtype == torch.float32
+    assert model.transformer_blocks[0].scale_shift_table.dtype == torch.float32
+
+
+def test_tiny_transformer_equals_dequantised_weights_and_is_close_to_unquantised():
+    model = tiny_model()
+    inputs = tiny_inputs()
+    with torch.inference_mode():
+        ref = model(**inputs)
+        convert_to_fp8_storage(model)
+        out = model(**inputs)
+        # independent reference: a plain float32 model holding codes * scale, dequantised by hand
+        plain = tiny_model()
+        for name in fp8_storage_keys(plain):
+            layer = model.get_submodule(name.removesuffix(".weight"))
+            plain.get_submodule(name.removesuffix(".weight")).weight.copy_(
+                layer.weight.to(torch.float32) * layer.weight_scale)
+        dequantised = plain(**inputs)
+    err = rel_err(out, ref)
+    print(f"tiny transformer, fp8-stored weights vs float32: rel err {err:.4f}")
+    assert torch.equal(out, dequantised)  # widening + scaling per call is exactly the dequantised weight
+    # e4m3 keeps 3 mantissa bits: each weight is off by up to 1/16 of itself (about 3 % rms per layer)
+    assert torch.isfinite(out).all() and 0 < err < 5e-2
+
+
+def test_matches_fp8_matmul_layers_weight_quantisation():
+    """The stored codes and scales are those --dtype fp8 (FP8Linear) would hold for the same weights."""
+    a, b = tiny_model(), tiny_model()
+    convert_to_fp8_storage(a)
+    convert_to_fp8(b, dtype=torch.float32)
+    la, lb = a.transformer_blocks[2].ff.net[2], b.transformer_blocks[2].ff.net[2]
+    assert isinstance(lb, FP8Linear)
+    assert torch.equal(la.weight.view(torch.uint8), lb.weight.view(torch.uint8))
+    assert torch.equal(la.weight_scale, lb.weight_scale)
+
+
+@pytest.fixture(scope="module")
+def bf16_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fp8s") / "bf16.safetensors"
+    save_official_checkpoint(path, transformer=tiny_model(seed=4).to(torch.bfloat16))
+    return path
+
+
+@pytest.mark.parametrize("narrow", [True, False])
+def test_loader_quantises_while_reading(bf16_file, narrow):
+    wide = load_transformer(bf16_file, dtype=torch.float32, keep_checkpoint_dtype=narrow)
+    fp8 = load_transformer(bf16_file, dtype=torch.float32, keep_checkpoint_dtype=narrow, weights_fp8=True)
+    layer = fp8.transformer_blocks[1].attn2.to_k
+    assert type(layer) is FP8StoredLinear and layer.bias.dtype == torch.float32
+    # the same codes as quantising the loaded bf16 weight after the fact
+    again = load_transformer(bf16_file, dtype=torch.float32, keep_checkpoint_dtype=narrow)
+    convert_to_fp8_storage(again)
+    ref = again.transformer_blocks[1].attn2.to_k
+    assert torch.equal(layer.weight.view(torch.uint8), ref.weight.view(torch.uint8))
+    assert torch.equal(layer.weight_scale, ref.weight_scale)
+    # the non-block linears as the loader leaves them otherwise
+    assert type(fp8.patchify_proj) is (UpcastLinear if narrow else nn.Linear)
+    inputs = tiny_inputs()
+    with torch.inference_mode():
+        assert rel_err(fp8(**inputs), wide(**inputs)) < 5e-2
+
+
+def test_fp8_checkpoint_kept_as_stored(tmp_path):
+    model = tiny_model(seed=5)
+    convert_to_fp8(model, dtype=torch.bfloat16)  # an fp8 file: block linears e4m3, the rest bf16
+    path = tmp_path / "fp8.safetensors"
+    save_official_checkpoint(path, transformer=model)
+    loaded = load_transformer(path, dtype=torch.bfloat16, weights_fp8=True, keep_checkpoint_dtype=False)
+    layer = loaded.transformer_blocks[0].ff.net[0].proj
+    stored = model.transformer_blocks[0].ff.net[0].proj.weight
+    assert type(layer) is FP8StoredLinear and layer.weight_scale.item() == 1.0
+    assert torch.equal(layer.weight.view(torch.uint8), stored.view(torch.uint8))
+
+
+def test_resident_bytes_half_of_bfloat16_kept():
+    """The tiny model's block linears dominate less than the 2B's (benchmarks/fp8_storage.py measures that);
+    the stored linear weights themselves take exactly half."""
+    kept = tiny_model()
+    kept = kept.to(torch.bfloat16)
+    for m in kept.modules():  # bf16-kept: layer weights bf16, everything else float32, as the CPU loader leaves it
+        for name, p in list(m.named_parameters(recurse=False)):
+            if not (isinstance(m, nn.Linear) and name == "weight"):
+                setattr(m, name, nn.Parameter(p.detach().float(), requires_grad=False))
+    convert_to_upcast(kept)
+    fp8 = tiny_model()
+    for m in fp8.modules():
+        if isinstance(m, nn.Linear):
+            m.weight = nn.Parameter(m.weight.detach().to(torch.bfloat16), requires_grad=False)
+    convert_to_upcast(fp8)
+    convert_to_fp8_storage(fp8)
+    block_keys = set(fp8_storage_keys(fp8))
+    bf16_block = sum(t.nbytes for k, t in kept.state_dict().items() if k in block_keys)
+    fp8_block = sum(t.nbytes for k, t in fp8.state_dict().items() if k in block_keys)
+    assert fp8_block * 2 == bf16_block
+    assert held_bytes(fp8) < held_bytes(kept)
+    assert stored_weight_bytes(fp8)[0] == stored_weight_bytes(kept)[0]
+
+
+def test_load_pipeline_weights_dtype(tmp_path):
+    assert weights_fp8("fp8") and weights_fp8("float8_e4m3fn") and not weights_fp8(None) and not weights_fp8("auto")
+    with pytest.raises(ValueError, match="unknown weights dtype 'int4'"):
+        weights_fp8("int4")
+    with pytest.raises(ValueError, match="unknown weights dtype"):
+        load_pipeline("tiny", device="cpu", weights_dtype="int4", download=False)
+    pipe = load_pipeline("tiny", device="cpu", weights_dtype="fp8", download=False)
+    stored = [m for m in pipe.transformer.modules() if isinstance(m, FP8StoredLinear)]
+    assert len(stored) == len(fp8_storage_keys(pipe.transformer)) > 0
+    plain = load_pipeline("tiny", device="cpu", download=False)
+    r = dataclasses.asdict(pipe.transformer.config) == dataclasses.asdict(plain.transformer.config)
+    assert r
+    a = pipe.generate("a cat", height=64, width=64, num_frames=9, steps=2, seed=1)
+    b = plain.generate("a cat", height=64, width=64, num_frames=9, steps=2, seed=1)
+    err = rel_err(a.video, b.video)
+    print(f"tiny pipeline, fp8-stored vs float32 weights: video rel err {err:.4f}")
+    assert 0 < err < 5e-2
+
+
+def test_memory_plan_offers_fp8_storage_where_the_weights_do_not_fit():
+    """On the CPU (offloading saves nothing there) with a tiled decode already, a free memory between the
+    fp8-stored and the default weights gets `--weights-dtype fp8` as the alternative that fits."""
+    from ltxcli.memory.plan import RunShape, memory_verdict, plan_estimators
+    from ltxcli.memory.weights import spec_parts
+    from ltxcli.spec import resolve_spec
+
+    spec = resolve_spec("tiny")
+    tcfg, vcfg, parts = spec_parts(spec, torch.float32)
+    _, _, stored = spec_parts(spec, torch.float32, weights_fp8=True)
+    assert parts.fp8_storage is not None and stored.fp8_storage is None
+    assert parts.fp8_storage() == stored and stored.transformer < parts.transformer
+    assert stored.vae_decoder == parts.vae_decoder and stored.text_encoder == parts.text_encoder
+    shape = RunShape.of_preset(spec.preset)
+    estimate, alternatives = plan_estimators(shape, tcfg, vcfg, dtype=torch.float32, offload="none",
+                                             vae_tiling="on", offload_saves=False, parts=parts, device_is_host=True)
+    assert [text for text, _ in alternatives] == ["--weights-dtype fp8"]
+    size = dict(height=64, width=96, num_frames=9)
+    need, need_fp8 = estimate(64, 96, 9).peak_bytes, alternatives[0][1](64, 96, 9).peak_bytes
+    assert need - need_fp8 == parts.transformer - stored.transformer
+    verdict = memory_verdict(estimate, **size, free_bytes=(need + need_fp8) // 2, alternatives=alternatives)
+    assert not verdict.fits and verdict.fitting is not None and verdict.fitting[0] == "--weights-dtype fp8"
+    # on a GPU: by stage first (exact), then fp8 storage, then streamed blocks
+    _, on_gpu = plan_estimators(shape, tcfg, vcfg, dtype=torch.float32, offload="none", vae_tiling="off",
+                                parts=parts)
+    texts = [text for text, _ in on_gpu]
+    assert texts.index("--offload model") < texts.index("--weights-dtype fp8") < texts.index("--offload sequential")
+
+
+def test_cli_weights_dtype_fp8(tmp_path):
+    """`ltx generate --weights-dtype fp8` as a user runs it; an unknown value is one line and exit 2."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "LTX_WEIGHTS_DIR": str(tmp_path / "weights"),
+           "XDG_CACHE_HOME": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "ltxcli", "generate", "a cat", "--model", "tiny", "--height", "64", "--width", "64",
+            "--num-frames", "9", "--steps", "1", "--seed", "1"]
+    bad = subprocess.run([*base, "--weights-dtype", "int4", "-o", str(tmp_path / "x.mp4")], capture_output=True,
+                         text=True, env=env, timeout=120, check=False)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
+    assert "unknown weights dtype 'int4' (use auto or fp8)" in bad.stderr
+    out = tmp_path / "o.mp4"
+    ok = subprocess.run([*base, "--weights-dtype", "fp8", "-o", str(out), "--json"], capture_output=True, text=True,
+                        env=env, timeout=300, check=False)
+    assert ok.returncode == 0, ok.stderr
+    record = json.loads(ok.stdout.strip().splitlines()[-1])
+    assert out.exists() and record["kernels"]["upcast_layers"] > 0, record

@@ -1,0 +1,109 @@
+"""benchmarks/gpu_check.py's CPU-testable parts: argument parsing, the plan, the JSON it writes, the table, the
+dry run as a user runs it. (The file name avoids ``test_gpu_``: that selects the GPU-only tests the script runs.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import gpu_check as G  # noqa: E402
+
+
+def test_arguments():
+    args = G.parse_args([])
+    assert (args.dry_run, args.budget, args.json, args.only, args.child) == (False, 540.0, Path("gpu_check.json"), "",
+                                                                            None)
+    assert [s.name for s in G.select(G.parse_args(["--only", "paper-bf16,distilled"]))] == ["paper-bf16", "distilled"]
+    assert "gpu-tests" not in [s.name for s in G.select(G.parse_args(["--skip", "gpu-tests"]))]
+    for bad in (["--only", "nope"], ["--budget", "0"], ["--child", "nope"]):
+        with pytest.raises(SystemExit) as err:
+            G.parse_args(bad)
+        assert err.value.code == 2
+
+
+def test_plan_covers_the_issue():
+    steps = {s.name: s for s in G.plan()}
+    assert {"gpu-tests", "paper-bf16", "paper-fp8", "paper-compile", "distilled", "13b-distilled", "vs-diffusers",
+            "bf16-vs-fp32", "teacache-0.03", "teacache-0.05"} <= set(steps)
+    assert {f"paper-attention-{a}" for a in G.ATTENTION} <= set(steps)
+    paper = steps["paper-bf16"].command
+    assert paper[paper.index("--preset") + 1] == "ltxv-2b-0.9.5" and "--random-weights" in paper
+    assert [paper[paper.index(k) + 1] for k in ("--height", "--width", "--num-frames", "--steps")] == \
+        ["512", "768", "121", "20"]
+    assert "--compile" in steps["paper-compile"].command and "fp8" in steps["paper-fp8"].command
+    assert steps["distilled"].command[steps["distilled"].command.index("--width") + 1] == "1216"
+    assert steps["teacache-0.05"].command[-1] == "teacache:0.05" and steps["teacache-0.05"].needs == "cache"
+
+
+def test_unmet_requirements_skip_cleanly():
+    env = {"capability": "8.6", "diffusers": None, "flash_attn": None, "flash_attn_interface": None,
+           "sageattention": None}
+    steps = {s.name: s for s in G.plan()}
+    assert "8.9+" in G.unmet(steps["paper-fp8"], env, "")
+    assert G.unmet(steps["paper-fp8"], {**env, "capability": "9.0"}, "") is None
+    assert "no --cache" in G.unmet(steps["teacache-0.03"], env, "--dtype")
+    assert G.unmet(steps["teacache-0.03"], env, "  --cache TEXT") is None
+    assert "flash_attn_interface" in G.unmet(steps["paper-attention-flash3"], env, "")
+    assert G.unmet(steps["paper-attention-sdpa"], env, "") is None
+    assert "diffusers" in G.unmet(steps["vs-diffusers"], env, "")
+
+
+def test_figures_summary_and_table():
+    steps = {s.name: s for s in G.plan()}
+    bench = {"stages": {"total": {"median_s": 1.8, "runs_s": [1.8]}, "denoise": {"median_s": 1.2, "utilisation": 0.55}},
+             "peak_memory_bytes": 10**10, "transformer_calls": 20}
+    paper = steps["paper-bf16"]
+    paper.status, paper.wall_s, paper.result = "ok", 30.0, G.figures(paper, bench)
+    assert paper.result == {"total_s": 1.8, "denoise_s": 1.2, "denoise_utilisation": 0.55,
+                            "peak_memory_bytes": 10**10, "transformer_calls": 20}
+    vs = steps["vs-diffusers"]
+    vs.status, vs.result = "ok", G.figures(vs, {"speedup": 1.6, "rel_err": 0.01})
+    fp8 = steps["paper-fp8"]
+    fp8.status, fp8.reason = "skipped", "fp8 matmuls need compute capability 8.9+"
+    ordered = list(steps.values())
+    s = G.summary(ordered)
+    assert (s["paper_bf16_s"], s["paper_fp8_s"], s["diffusers_speedup"], s["paper_bf16_denoise_utilisation"]) == \
+        (1.8, None, 1.6, 0.55)
+    text = G.table(ordered).splitlines()
+    assert text[0].split() == ["step", "status", "wall", "s", "figures", "/", "reason"]
+    row = next(r for r in text if r.startswith("paper-bf16 "))
+    assert "ok" in row and "30.0" in row and "total_s 1.8" in row
+    assert "8.9+" in next(r for r in text if r.startswith("paper-fp8 "))
+    assert len(text) == len(ordered) + 1
+
+
+def test_dry_run_as_a_user_runs_it(tmp_path):
+    out = tmp_path / "plan.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--json", str(out)],
+                          capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    assert data["schema"] == G.SCHEMA and data["dry_run"] is True and data["budget_s"] == 540.0
+    assert {"torch", "cuda", "gpu", "capability", "diffusers", "av"} <= set(data["environment"])
+    assert [s["name"] for s in data["steps"]] == [s.name for s in G.plan()]
+    for s in data["steps"]:
+        assert set(s) == {"name", "what", "command", "estimate_s", "needs", "status", "reason", "wall_s", "result"}
+        assert s["status"] == "planned" and s["command"] and s["estimate_s"] > 0
+    assert set(data["summary"]) >= {"paper_bf16_s", "paper_fp8_s", "distilled_s", "diffusers_speedup",
+                                    "bf16_vs_fp32_rel_err", "targets"}
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-len(data["steps"]) - 1].startswith("step ")  # the table comes last
+    assert all(" planned " in line for line in lines[-len(data["steps"]):])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_without_a_gpu_it_refuses_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--json", str(tmp_path / "x")],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120,
+                          check=False)
+    assert proc.returncode == 2 and proc.stderr.strip() == "gpu_check: no CUDA GPU here (use --dry-run to see the plan)"
+    assert not (tmp_path / "x").exists()
