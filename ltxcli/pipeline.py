@@ -32,10 +32,10 @@ from . import sampling, step_cache, vae_tiling
 from .conditions import (
     EncodedCondition,
     PreparedCondition,
-    place_conditions,
     prepare_conditions,
     resize_frames,
 )
+from .control import EncodedControl, PreparedControl, control_record, place_with_control, prepare_control
 from .frames import NumericalError, checked_uint8, to_video
 from .media.write import Quantize
 from .memory import decode as decode_memory
@@ -129,6 +129,8 @@ class Pipeline:
         self.model_ref = name
         self._lora_specs: tuple[Any, ...] = ()
         self.lora_records: list[dict[str, Any]] = []
+        # The depth model of ``Control(kind="depth")`` (:func:`ltxcli.depth.depth_model_path`: None = the registry's).
+        self.depth_model: str | None = None
 
     @property
     def device(self) -> torch.device:
@@ -303,6 +305,8 @@ class Pipeline:
         sizes = r.pass_sizes()
         seed = secrets.randbelow(_SEED_RANGE) if r.seed is None else r.seed
         prepared, source = prepare_conditions(r)  # every medium read once, before any model work
+        with torch.inference_mode():  # a depth control's model runs (and is released) here, in its own stage
+            control = prepare_control(r, device=self.device, dtype=self.dtype, depth_model=self.depth_model)
 
         need_negative = any(sampling.cfg_active(g) for p in r.passes for g in as_list(p.guidance_scale))
         self.cache_tally = step_cache.Tally()
@@ -313,13 +317,14 @@ class Pipeline:
 
             gen = torch.Generator("cpu").manual_seed(seed)
             t0 = time.perf_counter()
-            encoded, init = self._encode_conditions(prepared, source, sizes)
+            encoded, init = self._encode_conditions(prepared, source, sizes, control)
             latents = self._denoise_passes(r, text, text_mask, sizes, encoded, init, gen, progress)
             if r.temporal_upscale and not r.multi_scale:  # after a single pass (multi-scale: between the passes)
                 latents = self._temporal_upscale(latents)
             timings["denoise_s"] = self._elapsed(t0)
             result = GenerationResult(video=None, latents=latents.float().cpu(), seed=seed, timings=timings,
-                                      settings={**r.settings(), **self.record_facts(r.prompt, r.conditions)})
+                                      settings={**r.settings(), **self.record_facts(r.prompt, r.conditions),
+                                                "control": control_record(r.control)})
             result.settings["cache"].update(self.cache_tally.record(r.cache))
             r = r.output()  # the decoded video: twice the frames and frame rate after a temporal upscale
             if stream:
@@ -366,25 +371,30 @@ class Pipeline:
         return text, text_mask
 
     def _encode_conditions(
-        self, prepared: Sequence[PreparedCondition], source: Tensor | None, sizes: Sequence[tuple[int, int]]
-    ) -> tuple[list[list[EncodedCondition]], Tensor | None]:
-        """The VAE encoder stage, before the transformer's: every condition at every pass's size (resized
-        there first, as the official pipeline does per pass) and the video-to-video input (its latents are
-        widened in :meth:`_denoise`)."""
-        if not prepared and source is None:
+        self, prepared: Sequence[PreparedCondition], source: Tensor | None, sizes: Sequence[tuple[int, int]],
+        control: PreparedControl | None = None,
+    ) -> tuple[list[list[EncodedCondition | EncodedControl]], Tensor | None]:
+        """The VAE encoder stage, before the transformer's: every condition and the IC-LoRA control at every
+        pass's size (resized there first, as the official pipeline does per pass) and the video-to-video input
+        (its latents are widened in :meth:`_denoise`)."""
+        if not prepared and source is None and control is None:
             return [[] for _ in sizes], None
         with self._stage(self.vae.encoder):
-            encoded = [
+            encoded: list[list[EncodedCondition | EncodedControl]] = [
                 [EncodedCondition(self._vae_encode(resize_frames(c.pixels, h, w)).float(), c.pixels.shape[2],
                                   c.frame, c.strength) for c in prepared]
                 for h, w in sizes
             ]
+            if control is not None:
+                for per_pass, (h, w) in zip(encoded, sizes, strict=True):
+                    latents = self._vae_encode(resize_frames(control.pixels, h, w)).float()
+                    per_pass.append(EncodedControl(latents, control.strength))
             init = self._vae_encode(source) if source is not None else None
         return encoded, init
 
     def _denoise_passes(
         self, r: ResolvedRequest, text: Tensor, text_mask: Tensor, sizes: Sequence[tuple[int, int]],
-        encoded: Sequence[Sequence[EncodedCondition]], init: Tensor | None, gen: torch.Generator, progress: Any,
+        encoded: Sequence[Sequence[EncodedCondition | EncodedControl]], init: Tensor | None, gen: torch.Generator, progress: Any,
     ) -> Tensor:
         """The transformer stage of each pass (and, between multi-scale passes, the upsampler's) -> normalised
         latents ``[1, C, f, h, w]`` of the last pass."""
@@ -480,7 +490,7 @@ class Pipeline:
         text: Tensor,
         text_mask: Tensor,
         size: tuple[int, int],
-        conds: Sequence[EncodedCondition],
+        conds: Sequence[EncodedCondition | EncodedControl],
         init: Tensor | None,
         noise: Tensor | None,
         gen: torch.Generator,
@@ -524,7 +534,8 @@ class Pipeline:
             latents = t0 * latents + (1 - t0) * init.to(device=device, dtype=torch.float32)
 
         causal = self.transformer.config.causal_temporal_positioning
-        tokens, coords, mask, n_extra = place_conditions(conds, latents, gen, causal=causal)
+        # conditions blended or appended, an IC-LoRA control's tokens in front (the n_extra tokens dropped below)
+        tokens, coords, mask, n_extra = place_with_control(conds, latents, gen, causal=causal)
         fractional = coords.to(torch.float32)
         fractional[:, 0] = fractional[:, 0] * (1.0 / r.frame_rate)
         cos, sin = self.transformer.rope_tables(fractional)

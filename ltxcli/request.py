@@ -58,6 +58,26 @@ class Condition:
     strength: float = 1.0
 
 
+#: How a :class:`Control` turns its media into the control video: used as given, or made on the fly.
+CONTROL_KINDS = ("video", "canny", "depth")
+
+
+@dataclass
+class Control:
+    """An IC-LoRA control video (:mod:`ltxcli.control`): its frames join the token sequence as clean in-context
+    tokens at the generated frames' own positions, with conditioning ``strength`` in [0, 1].
+
+    ``media``: a video or image path, or a float tensor ``[F, H, W, 3]`` in [0, 1]. ``kind``: ``"video"`` uses
+    the media as the control (a depth, pose or Canny video made elsewhere; the detailer's low-resolution clip);
+    ``"canny"`` / ``"depth"`` make the control from an ordinary video (:mod:`ltxcli.canny`,
+    :mod:`ltxcli.depth`).
+    """
+
+    media: Any
+    strength: float = 1.0
+    kind: str = "video"
+
+
 @dataclass
 class GenerationRequest:
     """Everything one generation takes. Every ``None`` takes the preset's value (see the module docstring).
@@ -112,6 +132,7 @@ class GenerationRequest:
     adain: float | None = None
     prompt_schedule: Any = None
     temporal_upscale: bool = False
+    control: Control | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +163,7 @@ class ResolvedRequest:
     cache_threshold: float = 0.0
     loras: tuple[Any, ...] | None = None  # LoraSpec s; None: the pipeline's current ones
     temporal_upscale: bool = False
+    control: Control | None = None
 
     def output(self) -> ResolvedRequest:
         """The request as the decoded video has it: after a temporal upscale ``2 (F - 1) + 1`` frames at twice the
@@ -361,6 +383,17 @@ def parse_cache(spec: str | None) -> tuple[str, float]:
     return mode, threshold
 
 
+# --- IC-LoRA control ----------------------------------------------------------------------------------------------
+
+
+def check_control(c: Control) -> None:
+    """A control's kind and strength (its media is read later, by :func:`ltxcli.control.prepare_control`)."""
+    if c.kind not in CONTROL_KINDS:
+        raise ValueError(f"control kind {c.kind!r} must be one of {', '.join(CONTROL_KINDS)}")
+    if not (isinstance(c.strength, (int, float)) and 0 <= c.strength <= 1):
+        raise ValueError(f"control strength {c.strength} must be in [0, 1] (1: the control is kept clean)")
+
+
 # --- resolution -------------------------------------------------------------------------------------------------
 
 
@@ -453,6 +486,8 @@ def resolve_request(
     from .adapters.lora import lora_specs
 
     loras = None if r.loras is None else lora_specs(r.loras)
+    if r.control is not None:
+        check_control(r.control)
     if r.seed is not None and (not isinstance(r.seed, int) or r.seed < 0):
         raise ValueError(f"seed={r.seed!r} must be a non-negative integer")
     if r.noise is not None and multi:
@@ -479,7 +514,7 @@ def resolve_request(
         decode_timestep=decode_timestep, decode_noise_scale=decode_noise_scale,
         image_cond_noise_scale=image_cond_noise_scale, stochastic_sampling=stochastic, stg_mode=mode,
         conditions=tuple(r.conditions), video=r.video, denoise_strength=r.denoise_strength, seed=r.seed,
-        noise=r.noise, preset=preset.name, cache=cache, cache_threshold=cache_threshold,
+        noise=r.noise, preset=preset.name, cache=cache, cache_threshold=cache_threshold, control=r.control,
         loras=loras,
         temporal_upscale=bool(r.temporal_upscale),
     )
@@ -496,6 +531,7 @@ def _is_image(media: Any) -> bool:
 
 
 __all__ = [
-    "CACHE_THRESHOLDS", "HARD_EPS", "PASS_ALIASES", "STG_MODES", "Condition", "GenerationRequest", "ResolvedRequest",
-    "as_list", "check_size", "padded_size", "parse_cache", "pass_overrides", "preset_size", "resolve_request", "v2v_pass", "validate_pass",
+    "CACHE_THRESHOLDS", "CONTROL_KINDS", "HARD_EPS", "PASS_ALIASES", "STG_MODES", "Condition", "Control",
+    "GenerationRequest", "ResolvedRequest", "as_list", "check_control", "check_size", "padded_size", "parse_cache",
+    "pass_overrides", "preset_size", "resolve_request", "v2v_pass", "validate_pass",
 ]

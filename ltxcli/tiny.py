@@ -103,4 +103,6 @@ def build_pipeline(device: torch.device, dtype: torch.dtype):  # -> Pipeline
     transformer = transformer.to(device=device, dtype=dtype).eval().requires_grad_(False)
     vae = vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
     text = TextEncoder(text_model.to(device=device, dtype=dtype).requires_grad_(False), tokenizer)
-    return Pipeline(transformer, vae, text, preset=TINY_PRESET, name="tiny")
+    pipe = Pipeline(transformer, vae, text, preset=TINY_PRESET, name="tiny")
+    pipe.depth_model = "tiny"  # depth controls from a random Depth-Anything built on the fly (ltxcli.depth)
+    return pipe

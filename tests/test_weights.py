@@ -186,8 +186,13 @@ def test_packaged_registry_matches_official_configs() -> None:
     tiny = reg["tiny"]
     assert (tiny.kind, tiny.repo, tiny.files, tiny.preset) == ("builtin", None, (), "tiny")
     assert "noise" in tiny.description
-    # upsamplers (2 spatial, 1 temporal), t5-xxl, tiny; LoRAs: tests/test_lora.py
-    assert len([e for e in reg if e.kind != "lora"]) == len(OFFICIAL) + 3 + 1 + 1
+    depth = reg["depth-anything-v2-small"]
+    assert (depth.kind, depth.repo) == ("depth", "depth-anything/Depth-Anything-V2-Small-hf")
+    for rel, wanted in [("model.safetensors", True), ("config.json", True), ("preprocessor_config.json", True),
+                        ("pytorch_model.bin", False), ("README.md", False)]:
+        assert depth.selects(rel) is wanted, rel
+    # upsamplers (2 spatial, 1 temporal), t5-xxl, tiny, the depth model; LoRAs: tests/test_lora.py
+    assert len([e for e in reg if e.kind != "lora"]) == len(OFFICIAL) + 3 + 1 + 1 + 1
 
 
 def test_packaged_registry_entries_are_well_formed() -> None:

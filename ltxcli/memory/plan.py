@@ -4,14 +4,17 @@ A run goes through these stages (:class:`Stage`), each holding some weights on t
 memory (activations), while the host may hold more:
 
 * ``text encoder``: its weights (the T5's activations, 256 tokens, are a few MB and not counted);
-* ``condition encode`` (only with conditions): the VAE encoder on each condition's frames at the largest pass
-  size. Its activations are modelled as the decode's of the same latent size (the encoder mirrors the
-  decoder's stages; not separately calibrated). It runs after the text encoder and before the transformer, in
-  the VAE encoder's own offload stage;
+* ``control model`` (only with a depth control, :mod:`ltxcli.depth`): the depth model's weights and one batch
+  of its activations, next to the weights resident before any stage runs; it is released before the next stage;
+* ``condition encode`` (only with conditions or an IC-LoRA control): the VAE encoder on each condition's (and the
+  control's) frames at the largest pass size. Its activations are modelled as the decode's of the same latent size
+  (the encoder mirrors the decoder's stages; not separately calibrated). It runs after the text encoder and before
+  the transformer, in the VAE encoder's own offload stage;
 * ``denoise`` (``denoise (first pass)`` / ``(second pass)`` for multi-scale): the transformer's live
   activations for one step, ``units * B * N * D`` elements at the run's dtype, ``B`` the guidance branches of
   that pass (:func:`ltxcli.sampling.pass_branches`), ``N`` the latent tokens at the pass's padded size (plus the
-  tokens of conditions placed after frame 0), ``D`` the hidden width. Measured by peak RSS on the CPU (float32,
+  tokens of conditions placed after frame 0 and an IC-LoRA control's, as many as the frames it covers:
+  :mod:`ltxcli.control`), ``D`` the hidden width. Measured by peak RSS on the CPU (float32,
   2-layer models, D 256-512, N 1.5k-3k): 16.5 units with one timestep per sample and 31-33 with per-token
   timesteps (conditioning: the adaLN tables become ``[B, N, 6D]``), hence 18 / 34 here;
 * ``upsampler`` (multi-scale): its weights and ``UPSAMPLER_UNITS`` tensors of its 4x-latent-channel width at
@@ -69,6 +72,7 @@ TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS = 34
 UPSAMPLER_UNITS = 4
 
 DENOISE, DECODE = "denoise", "decode"
+CONTROL_MODEL = "control model"
 
 
 @dataclass(frozen=True)
@@ -162,27 +166,27 @@ class MemoryEstimate:
 def stage_weights(
     parts: WeightParts, offload: str = "none", *, offload_saves: bool = True, text_encoder_freed: bool = False
 ) -> dict[str, int]:
-    """Weights on the device during each stage (``text encoder``, ``condition encode``, ``denoise``,
-    ``upsampler``, ``decode``) under ``offload``. ``offload_saves=False`` (a CPU device: host and device memory
-    are the same) counts every weight in every stage. ``text_encoder_freed``: the text encoder's weights are
+    """Weights on the device during each stage (``control model``: only the pipeline's, the depth model comes on
+    top; ``text encoder``, ``condition encode``, ``denoise``, ``upsampler``, ``decode``) under ``offload``.
+    ``offload_saves=False`` (a CPU device: host and device memory are the same) counts every weight in every stage. ``text_encoder_freed``: the text encoder's weights are
     released after the prompt is encoded (:attr:`ltxcli.pipeline.Pipeline.free_text_encoder_after_use`)."""
     if offload not in OFFLOAD_MODES:
         raise ValueError(f"offload={offload!r} must be one of {', '.join(OFFLOAD_MODES)}")
     te = parts.text_encoder
     if offload == "none" or not offload_saves:
         later = parts.total - (te if text_encoder_freed else 0)
-        return {"text encoder": parts.total, "condition encode": later, DENOISE: later, "upsampler": later,
-                DECODE: later}
+        return {CONTROL_MODEL: parts.total, "text encoder": parts.total, "condition encode": later, DENOISE: later,
+                "upsampler": later, DECODE: later}
     stats = parts.vae_other
     if offload == "model":
-        return {"text encoder": te + stats, "condition encode": parts.vae_encoder + stats,
+        return {CONTROL_MODEL: stats, "text encoder": te + stats, "condition encode": parts.vae_encoder + stats,
                 DENOISE: parts.transformer + stats, "upsampler": parts.upsampler + stats,
                 DECODE: parts.vae_decoder + stats}
     # sequential: the non-block parts stay; the current block and the prefetched next one are on the device
     resident = (parts.transformer - parts.transformer_blocks) + (parts.vae_decoder - parts.vae_decoder_blocks) + stats
     streamed = resident + 2 * parts.transformer_block
-    return {"text encoder": resident + te, "condition encode": resident + parts.vae_encoder, DENOISE: streamed,
-            "upsampler": resident + parts.upsampler, DECODE: resident + 2 * parts.vae_decoder_block}
+    return {CONTROL_MODEL: resident, "text encoder": resident + te, "condition encode": resident + parts.vae_encoder,
+            DENOISE: streamed, "upsampler": resident + parts.upsampler, DECODE: resident + 2 * parts.vae_decoder_block}
 
 
 # --- the estimate -----------------------------------------------------------------------------------------------
@@ -241,6 +245,8 @@ def estimate_memory(
     vae_tiling: str = "off",
     free_bytes: int | None = None,
     streamed: bool = False,
+    control_frames: int = 0,
+    control_model: tuple[int, int] | None = None,
 ) -> MemoryEstimate:
     """Estimated memory of generating ``height x width x num_frames`` (the padded output size; see the module
     docstring).
@@ -255,19 +261,28 @@ def estimate_memory(
     decode would not fit in ``free_bytes`` less the decode stage's weights). ``streamed``: the result is decoded
     into its writer chunk by chunk (``run_batch(stream=True)``, what ``ltx generate`` does), so the write stage
     holds one chunk of :data:`~ltxcli.memory.decode.STREAM_CHUNK_FRAMES` frames, not the whole float32 video.
+    ``control_frames``: pixel frames of an IC-LoRA control (encoded, and its latent frames' tokens in every pass);
+    ``control_model``: ``(weights, activations)`` of the depth model that makes it (its own stage).
     """
     passes = list(passes) or [PassSize(height, width, branches)]
     f, h, w = latent_shape(vae, height, width, num_frames)
     if parts is None:
-        weights = dict.fromkeys(("text encoder", "condition encode", DENOISE, "upsampler", DECODE), int(weights_bytes))
+        weights = dict.fromkeys((CONTROL_MODEL, "text encoder", "condition encode", DENOISE, "upsampler", DECODE),
+                                int(weights_bytes))
         host_weights = 0
     else:
         weights = stage_weights(parts, offload, offload_saves=offload_saves, text_encoder_freed=text_encoder_freed)
         # offloaded weights wait (pinned) in host memory; without offload they were loaded to the device
         host_weights = parts.total if offload != "none" and not device_is_host else 0
-    units = TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS if per_token_timesteps else TRANSFORMER_UNITS
     item = dtype.itemsize
     stages = [Stage("text encoder", weights["text encoder"])]
+    if control_model is not None:
+        stages.insert(0, Stage(CONTROL_MODEL, weights[CONTROL_MODEL] + control_model[0], control_model[1]))
+    if control_frames:
+        per_token_timesteps = True
+        condition_frames = [*condition_frames, control_frames]
+    control_latent_frames = (control_frames - 1) // vae.temporal_compression + 1 if control_frames else 0
+    units = TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS if per_token_timesteps else TRANSFORMER_UNITS
     if condition_frames:
         _, lh, lw = latent_shape(vae, max(p.height for p in passes), max(p.width for p in passes), 1)
         encode = max(decode_memory_bytes(vae, (1, vae.latent_channels, (n - 1) // vae.temporal_compression + 1, lh, lw),
@@ -275,7 +290,7 @@ def estimate_memory(
         stages.append(Stage("condition encode", weights["condition encode"], encode))
     for i, p in enumerate(passes):
         _, ph, pw = latent_shape(vae, p.height, p.width, num_frames)
-        tokens = f * ph * pw + extra_tokens * ph * pw // max(h * w, 1)
+        tokens = (f + control_latent_frames) * ph * pw + extra_tokens * ph * pw // max(h * w, 1)
         name = DENOISE if len(passes) == 1 else f"{DENOISE} ({('first', 'second')[min(i, 1)]} pass)"
         if i > 0:  # the latent upsampler doubles the previous pass's latents
             up = UPSAMPLER_UNITS * 4 * vae.latent_channels * f * ph * pw * item
@@ -311,17 +326,23 @@ def estimate_memory(
 class RunShape:
     """What the memory of one request depends on beyond its size, as the pipeline resolves it: the guidance
     scales of each pass that runs (``(guidance_scale, stg_scale)`` pairs, scalars or per-interval lists),
-    whether it is multi-scale and at which factor, and its conditions (``(frame, pixel frames)``)."""
+    whether it is multi-scale and at which factor, its conditions (``(frame, pixel frames)``), and an IC-LoRA
+    control: ``control_frames`` (its pixel frames; at most the video's are used) and ``control_model``
+    (``(height, width, num_frames) -> (weights, activations)`` of the depth model making it, e.g.
+    :func:`ltxcli.depth.depth_memory_bytes`)."""
 
     guidance: Sequence[tuple[Any, Any]]
     multi_scale: bool = False
     downscale_factor: float | None = None
     conditions: Sequence[tuple[int, int]] = field(default_factory=tuple)
+    control_frames: int = 0
+    control_model: Callable[[int, int, int], tuple[int, int]] | None = None
 
     @classmethod
     def of_preset(
         cls, preset: Preset, *, guidance_scale: Any = None, stg_scale: Any = None,
-        conditions: Sequence[tuple[int, int]] = (),
+        conditions: Sequence[tuple[int, int]] = (), control_frames: int = 0,
+        control_model: Callable[[int, int, int], tuple[int, int]] | None = None,
     ) -> RunShape:
         """The shape of a request under ``preset``: the guidance of each pass that runs (a given
         ``guidance_scale`` / ``stg_scale`` replaces every pass's, as the pipeline applies an explicit scale),
@@ -330,7 +351,7 @@ class RunShape:
         guidance = [(p.guidance_scale if guidance_scale is None else guidance_scale,
                      p.stg_scale if stg_scale is None else stg_scale) for p in passes]
         return cls(guidance, multi_scale=preset.multi_scale, downscale_factor=preset.downscale_factor,
-                   conditions=list(conditions))
+                   conditions=list(conditions), control_frames=control_frames, control_model=control_model)
 
 
 def run_passes(shape: RunShape, height: int, width: int, num_frames: int) -> list[PassSize]:
@@ -354,12 +375,14 @@ def request_estimator(
     later = sum(frame > 0 for frame, _ in shape.conditions)  # each adds up to 2 latent frames of extra tokens
 
     def estimate(h: int, w: int, f: int) -> MemoryEstimate:
-        ph, pw, _ = padded_size(h, w, f)
+        ph, pw, pf = padded_size(h, w, f)
         _, lh, lw = latent_shape(vae, ph, pw, f)
+        control = (min(shape.control_frames, pf) - 1) // 8 * 8 + 1 if shape.control_frames else 0  # the trim
         return estimate_memory(
             transformer, vae, height=ph, width=pw, num_frames=f, dtype=dtype, passes=run_passes(shape, h, w, f),
             extra_tokens=2 * lh * lw * later, per_token_timesteps=bool(shape.conditions),
-            condition_frames=[n for _, n in shape.conditions], **kwargs)
+            condition_frames=[n for _, n in shape.conditions], control_frames=control,
+            control_model=shape.control_model(h, w, control) if shape.control_model and control else None, **kwargs)
 
     return estimate
 
@@ -529,8 +552,8 @@ def plan_run(
 
 
 __all__ = [
-    "OFFLOAD_MODES", "TILING_MODES", "TRANSFORMER_UNITS", "TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS", "MemoryEstimate",
-    "MemoryVerdict", "PassSize", "RunPlan", "RunShape", "Stage", "condition_frames", "decode_bytes", "estimate_memory",
-    "latent_shape", "memory_alternatives", "memory_verdict", "plan_estimators", "plan_run", "request_estimator",
-    "run_passes", "smaller_size", "stage_weights",
+    "CONTROL_MODEL", "OFFLOAD_MODES", "TILING_MODES", "TRANSFORMER_UNITS", "TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS",
+    "MemoryEstimate", "MemoryVerdict", "PassSize", "RunPlan", "RunShape", "Stage", "condition_frames", "decode_bytes",
+    "estimate_memory", "latent_shape", "memory_alternatives", "memory_verdict", "plan_estimators", "plan_run",
+    "request_estimator", "run_passes", "smaller_size", "stage_weights",
 ]

@@ -1,0 +1,168 @@
+"""IC-LoRA control: a control video joins the token sequence as clean in-context tokens at the generated frames'
+own positions (:class:`ltxcli.request.Control`; ``ltx generate --control VIDEO[:STRENGTH]``).
+
+What an IC-LoRA (in-context LoRA: Lightricks' depth, pose, Canny and detailer LoRAs, or one made with the
+LTX-Video-Trainer's ``reference_video`` mode) was trained on, and so what inference must reproduce:
+
+* LTX-Video-Trainer ``src/ltxv_trainer/training_strategies.py`` (``ReferenceVideoTrainingStrategy``): the clean
+  reference latents are concatenated *before* the noised target latents, ``[reference, target]``; their
+  conditioning mask is 1 (timestep 0); the positions come from ``prepare_video_coordinates(...,
+  sequence_multiplier=2)`` (``src/ltxv_trainer/ltxv_utils.py``), i.e. the target's own grid repeated: reference
+  token ``k`` has the same (frame, row, column) as target token ``k``. The loss covers the target only.
+* Its validation sampler, ``src/ltxv_trainer/ltxv_pipeline.py`` (``reference_video=``): the reference frames are
+  resized keeping the aspect ratio to cover the generation size (``resize(..., antialias=True)``), centre-cropped
+  to it, trimmed to at most ``num_frames`` frames (``8k + 1``), VAE-encoded, placed before the keyframe tokens
+  and the video (``[reference, frame conditions, target]``) with the coordinates of a video starting at frame 0
+  (the causal fix included, as the generated frames'), mask 1 (so ``timestep = min(t, 1 - mask) = 0`` and the
+  tokens are never updated; a hard conditioning token, so ``image_cond_noise_scale`` re-noises it as it does a
+  first frame); after the loop the reference tokens are dropped and only the target is decoded.
+* ComfyUI-LTXVideo ``easy_samplers.py`` (``LTXVInContextSampler``) and ``latents.py`` (``LTXVAddLatentGuide``):
+  the guide latents are appended as keyframe tokens at latent index 0 (the generated video's positions) with a
+  ``strength`` (noise mask ``1 - strength``), and cropped off before decoding (``LTXVCropGuides``).
+
+Here: :func:`prepare_control` reads the media once (before any model runs), fits it to the generation size as
+the trainer's sampler does, makes the Canny or depth video when asked (:mod:`ltxcli.canny`, :mod:`ltxcli.depth`)
+and pads it as the generated frames are padded; :meth:`~ltxcli.pipeline.Pipeline.run` encodes it at each pass's
+size (:class:`EncodedControl`); :func:`place_with_control` puts its tokens first. A ``strength`` below 1 follows
+the official pipeline's conditioning tokens (what ``LTXVAddLatentGuide``'s strength approximates): the tokens
+start as ``lerp(noise, control, strength)`` and join the denoising once ``t < 1 - strength``. With strength 1
+(the default, the trainer's only value) no noise is drawn for them. They are removed with the other extra
+tokens before decoding (:meth:`~ltxcli.pipeline.Pipeline._denoise`): never decoded, never written.
+
+Differences from the sources, on purpose: the control is padded like the generated frames (sizes that are not
+multiples of 32), and with a first-frame image condition the control keeps its first latent frame (the trainer
+trains exactly that pair; ComfyUI's sampler drops the guide's first latent then).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import media as media_io
+from .conditions import EncodedCondition, place_conditions, trim
+from .models.rope import latent_coords, pixel_coords
+from .request import Control, ResolvedRequest
+
+
+@dataclass(frozen=True)
+class PreparedControl:
+    """A control ready for the VAE encoder: pixels ``[1, 3, n, ph, pw]`` in [-1, 1] at the padded generation
+    size (``n`` = ``8k + 1`` frames, at most the padded frame count)."""
+
+    pixels: Tensor
+    strength: float
+
+
+@dataclass(frozen=True)
+class EncodedControl:
+    """A control encoded at one pass's size: normalised latents ``[1, C, f_c, h, w]`` (float32, on the device)."""
+
+    latents: Tensor
+    strength: float
+
+
+def parse_control(spec: str, kind: str = "video") -> Control:
+    """``PATH[:STRENGTH]`` (split from the right, so paths may contain ':') -> :class:`Control` of ``kind``."""
+    path, sep, tail = spec.rpartition(":")
+    if sep and path:
+        try:
+            return Control(path, float(tail), kind)
+        except ValueError:
+            pass
+    if not spec:
+        raise ValueError("a control needs a video: VIDEO[:STRENGTH], e.g. depth.mp4 or depth.mp4:0.9")
+    return Control(spec, 1.0, kind)
+
+
+def control_record(c: Control | None) -> dict[str, Any] | None:
+    """The control as the generation record lists it: ``source`` (None for a tensor), ``kind``, ``strength``."""
+    if c is None:
+        return None
+    source = os.fspath(c.media) if isinstance(c.media, (str, os.PathLike)) else None
+    return {"source": source, "kind": c.kind, "strength": float(c.strength)}
+
+
+def fit_frames(frames: Tensor, height: int, width: int) -> Tensor:
+    """Frames ``[F, H, W, 3]`` -> ``[F, height, width, 3]``: resized keeping the aspect ratio to cover the size
+    (antialiased bilinear), then centre-cropped, as the trainer's sampler prepares ``reference_video``."""
+    h, w = frames.shape[1:3]
+    aspect, target = w / h, width / height
+    if aspect > target:
+        rh, rw = height, int(height * aspect)
+    else:
+        rh, rw = int(width / aspect), width
+    x = frames.permute(0, 3, 1, 2)  # [F, 3, H, W]
+    if (rh, rw) != (h, w):
+        x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
+    top, left = round((rh - height) / 2.0), round((rw - width) / 2.0)  # torchvision's center_crop
+    return x[:, :, top : top + height, left : left + width].permute(0, 2, 3, 1)
+
+
+def control_frames(c: Control, r: ResolvedRequest, *, device: torch.device, dtype: torch.dtype,
+                   depth_model: str | None = None) -> Tensor:
+    """The control video at the requested size: float32 ``[n, height, width, 3]`` in [0, 1], ``n`` the media's
+    frames trimmed to ``8k + 1`` within the padded frame count; Canny or depth made here when ``c.kind`` asks."""
+    _, _, pf = r.padded
+    frames = media_io.load_media(c.media, max_frames=pf)
+    frames = fit_frames(frames[: trim(frames.shape[0], 0, pf)], r.height, r.width)
+    if c.kind == "canny":
+        from .canny import canny_video
+
+        return canny_video(frames.to(device)).cpu()
+    if c.kind == "depth":
+        from .depth import depth_video
+
+        return depth_video(frames, depth_model, device=device, dtype=dtype)
+    return frames
+
+
+def prepare_control(r: ResolvedRequest, *, device: torch.device, dtype: torch.dtype,
+                    depth_model: str | None = None) -> PreparedControl | None:
+    """The request's control as pixels for the VAE encoder (``None`` without one): :func:`control_frames`, then
+    ``[-1, 1]`` and the generation's zero padding. Runs before the text encoder (the depth model's stage)."""
+    if r.control is None:
+        return None
+    frames = control_frames(r.control, r, device=device, dtype=dtype, depth_model=depth_model)
+    pixels = frames.permute(3, 0, 1, 2)[None] * 2 - 1  # [F, H, W, 3] -> [1, 3, F, H, W]
+    return PreparedControl(F.pad(pixels, r.padding), float(r.control.strength))
+
+
+def place_with_control(
+    conds: Sequence[EncodedCondition | EncodedControl], latents: Tensor, gen: torch.Generator, *, causal: bool
+) -> tuple[Tensor, Tensor, Tensor | None, int]:
+    """:func:`ltxcli.conditions.place_conditions` for the conditions, then the control's tokens in front:
+    ``[control, keyframe tokens, video]`` as the trainer's sampler orders them. Returns tokens ``[1, N, C]``, pixel
+    coords ``[1, 3, N]``, the strength mask ``[1, N]`` and the number of leading tokens the decode drops."""
+    controls = [c for c in conds if isinstance(c, EncodedControl)]
+    tokens, coords, mask, n_extra = place_conditions(
+        [c for c in conds if isinstance(c, EncodedCondition)], latents, gen, causal=causal)
+    if not controls:
+        return tokens, coords, mask, n_extra
+    if mask is None:  # no conditions: the video's tokens are free
+        mask = torch.zeros(tokens.shape[:2], dtype=torch.float32, device=tokens.device)
+    for c in reversed(controls):
+        lat = c.latents.to(latents.dtype)  # [1, C, f_c, h, w]
+        if c.strength < 1:
+            noise = torch.randn(lat.shape, generator=gen, dtype=torch.float32).to(lat.device, lat.dtype)
+            lat = torch.lerp(noise, lat, c.strength)
+        fc, h, w = lat.shape[2:]
+        # the generated video's own grid (frames from 0): token k of the control sits where video token k sits
+        ctrl_coords = pixel_coords(latent_coords(fc, h, w, device=lat.device), causal_fix=causal)[None]
+        tokens = torch.cat([lat.flatten(2).transpose(1, 2), tokens], dim=1)  # [1, C, f, h, w] -> [1, f*h*w, C]
+        coords = torch.cat([ctrl_coords, coords], dim=2)
+        mask = torch.cat([torch.full((1, fc * h * w), c.strength, dtype=torch.float32, device=lat.device), mask], 1)
+        n_extra += fc * h * w
+    return tokens, coords, mask, n_extra
+
+
+__all__ = [
+    "EncodedControl", "PreparedControl", "control_frames", "control_record", "fit_frames", "parse_control",
+    "place_with_control", "prepare_control",
+]
