@@ -48,7 +48,7 @@ from torch import Tensor
 from . import media as media_io
 from .conditions import EncodedCondition, place_conditions, trim
 from .models.rope import latent_coords, pixel_coords
-from .request import Control, ResolvedRequest
+from .request import Control, ResolvedRequest, parse_control
 
 
 @dataclass(frozen=True)
@@ -66,19 +66,6 @@ class EncodedControl:
 
     latents: Tensor
     strength: float
-
-
-def parse_control(spec: str, kind: str = "video") -> Control:
-    """``PATH[:STRENGTH]`` (split from the right, so paths may contain ':') -> :class:`Control` of ``kind``."""
-    path, sep, tail = spec.rpartition(":")
-    if sep and path:
-        try:
-            return Control(path, float(tail), kind)
-        except ValueError:
-            pass
-    if not spec:
-        raise ValueError("a control needs a video: VIDEO[:STRENGTH], e.g. depth.mp4 or depth.mp4:0.9")
-    return Control(spec, 1.0, kind)
 
 
 def control_record(c: Control | None) -> dict[str, Any] | None:
@@ -106,7 +93,7 @@ def fit_frames(frames: Tensor, height: int, width: int) -> Tensor:
 
 
 def control_frames(c: Control, r: ResolvedRequest, *, device: torch.device, dtype: torch.dtype,
-                   depth_model: str | None = None) -> Tensor:
+                   depth_model: str | None = None, weights_dir: str | os.PathLike[str] | None = None) -> Tensor:
     """The control video at the requested size: float32 ``[n, height, width, 3]`` in [0, 1], ``n`` the media's
     frames trimmed to ``8k + 1`` within the padded frame count; Canny or depth made here when ``c.kind`` asks."""
     _, _, pf = r.padded
@@ -119,19 +106,28 @@ def control_frames(c: Control, r: ResolvedRequest, *, device: torch.device, dtyp
     if c.kind == "depth":
         from .depth import depth_video
 
-        return depth_video(frames, depth_model, device=device, dtype=dtype)
+        return depth_video(frames, depth_model, device=device, dtype=dtype, weights_dir=weights_dir)
     return frames
 
 
-def prepare_control(r: ResolvedRequest, *, device: torch.device, dtype: torch.dtype,
-                    depth_model: str | None = None) -> PreparedControl | None:
+def prepare_control(r: ResolvedRequest, *, device: torch.device, dtype: torch.dtype, depth_model: str | None = None,
+                    weights_dir: str | os.PathLike[str] | None = None) -> PreparedControl | None:
     """The request's control as pixels for the VAE encoder (``None`` without one): :func:`control_frames`, then
     ``[-1, 1]`` and the generation's zero padding. Runs before the text encoder (the depth model's stage)."""
     if r.control is None:
         return None
-    frames = control_frames(r.control, r, device=device, dtype=dtype, depth_model=depth_model)
+    frames = control_frames(r.control, r, device=device, dtype=dtype, depth_model=depth_model, weights_dir=weights_dir)
     pixels = frames.permute(3, 0, 1, 2)[None] * 2 - 1  # [F, H, W, 3] -> [1, 3, F, H, W]
     return PreparedControl(F.pad(pixels, r.padding), float(r.control.strength))
+
+
+def weights_needed(requests: Sequence[Any], *, builtin: bool) -> list[str]:
+    """The weights.toml entries the requests' controls need on disk (the depth model unless the pipeline is the
+    built-in tiny one, whose depth model is built on the fly)."""
+    from .depth import DEFAULT_DEPTH_MODEL
+
+    depth = any(getattr(r, "control", None) is not None and r.control.kind == "depth" for r in requests)
+    return [DEFAULT_DEPTH_MODEL] if depth and not builtin else []
 
 
 def place_with_control(
@@ -164,5 +160,5 @@ def place_with_control(
 
 __all__ = [
     "EncodedControl", "PreparedControl", "control_frames", "control_record", "fit_frames", "parse_control",
-    "place_with_control", "prepare_control",
+    "place_with_control", "prepare_control", "weights_needed",
 ]

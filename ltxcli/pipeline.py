@@ -131,6 +131,7 @@ class Pipeline:
         self.lora_records: list[dict[str, Any]] = []
         # The depth model of ``Control(kind="depth")`` (:func:`ltxcli.depth.depth_model_path`: None = the registry's).
         self.depth_model: str | None = None
+        self.weights_dir: str | os.PathLike[str] | None = None  # where a registry depth model is (load_pipeline's)
 
     @property
     def device(self) -> torch.device:
@@ -306,7 +307,8 @@ class Pipeline:
         seed = secrets.randbelow(_SEED_RANGE) if r.seed is None else r.seed
         prepared, source = prepare_conditions(r)  # every medium read once, before any model work
         with torch.inference_mode():  # a depth control's model runs (and is released) here, in its own stage
-            control = prepare_control(r, device=self.device, dtype=self.dtype, depth_model=self.depth_model)
+            control = prepare_control(r, device=self.device, dtype=self.dtype, depth_model=self.depth_model,
+                                      weights_dir=self.weights_dir)
 
         need_negative = any(sampling.cfg_active(g) for p in r.passes for g in as_list(p.guidance_scale))
         self.cache_tally = step_cache.Tally()

@@ -386,8 +386,24 @@ def parse_cache(spec: str | None) -> tuple[str, float]:
 # --- IC-LoRA control ----------------------------------------------------------------------------------------------
 
 
+def parse_control(spec: str, kind: str = "video") -> Control:
+    """``VIDEO[:STRENGTH]`` (split from the right, so paths may contain ':') -> :class:`Control` of ``kind``."""
+    path, sep, tail = spec.rpartition(":")
+    if sep and path:
+        try:
+            return Control(path, float(tail), kind)
+        except ValueError:
+            pass
+    if not spec:
+        raise ValueError("a control needs a video: VIDEO[:STRENGTH], e.g. depth.mp4 or depth.mp4:0.9")
+    return Control(spec, 1.0, kind)
+
+
 def check_control(c: Control) -> None:
     """A control's kind and strength (its media is read later, by :func:`ltxcli.control.prepare_control`)."""
+    if c.kind == "pose":
+        raise ValueError("pose control videos are not made here: make one elsewhere (e.g. with DWPose) and give it "
+                         "as the control video (--control POSE.mp4)")
     if c.kind not in CONTROL_KINDS:
         raise ValueError(f"control kind {c.kind!r} must be one of {', '.join(CONTROL_KINDS)}")
     if not (isinstance(c.strength, (int, float)) and 0 <= c.strength <= 1):
@@ -533,5 +549,5 @@ def _is_image(media: Any) -> bool:
 __all__ = [
     "CACHE_THRESHOLDS", "CONTROL_KINDS", "HARD_EPS", "PASS_ALIASES", "STG_MODES", "Condition", "Control",
     "GenerationRequest", "ResolvedRequest", "as_list", "check_control", "check_size", "padded_size", "parse_cache",
-    "pass_overrides", "preset_size", "resolve_request", "v2v_pass", "validate_pass",
+    "parse_control", "pass_overrides", "preset_size", "resolve_request", "v2v_pass", "validate_pass",
 ]

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import long_video, naming
 from .naming import fps_number
-from .request import Condition, GenerationRequest, parse_cache, preset_size
+from .request import Condition, GenerationRequest, item_control, parse_cache, preset_size
 
 if TYPE_CHECKING:
     from .pipeline import GenerationResult, Pipeline
@@ -111,7 +111,8 @@ _ITEM_INT = ("seed", "steps", "height", "width", "num_frames", "window", "overla
 _ITEM_FLOAT = ("frame_rate", "guidance_scale", "stg_scale", "overlap_strength", "adain")
 _ITEM_STR = ("prompt", "negative_prompt", "output", "image", "cache", "duration", "prompt_schedule")
 _ITEM_BOOL = ("temporal_upscale", "resume")
-ITEM_KEYS = (*_ITEM_STR, *_ITEM_INT, *_ITEM_FLOAT, *_ITEM_BOOL, "conditions", "loras")
+ITEM_KEYS = (*_ITEM_STR, *_ITEM_INT, *_ITEM_FLOAT, *_ITEM_BOOL, "conditions", "loras", "control",
+             "control_from")
 
 
 def parse_condition(spec: str) -> Condition:
@@ -267,7 +268,7 @@ def build_items(
             num_frames=num_frames, frame_rate=None if frame_rate is None else float(frame_rate),
             negative_prompt=pick("negative_prompt"), steps=pick("steps"), guidance_scale=pick("guidance_scale"),
             stg_scale=pick("stg_scale"), conditions=conds, output=row.get("output"), cache=pick("cache"),
-            loras=pick("loras"), **long,
+            loras=pick("loras"), **long, control=item_control(row, defaults),  # checked here, before any weight
         ))
     _complete(items, preset, batch_seed)
     return items
@@ -527,8 +528,8 @@ def run_settings(result: GenerationResult) -> dict[str, Any]:
         "steps": first["num_inference_steps"] if timesteps is None else len(timesteps),
         "guidance_scale": first["guidance_scale"], "stg_scale": first["stg_scale"], "preset": s["preset"],
         "timesteps": timesteps, "multi_scale": s["multi_scale"], "passes": s["passes"],
-        "conditions": s["conditions"], "dtype": s["dtype"], "device": s["device"], "offload": s["offload"],
-        "vae_tiling": s["vae_tiling"], "vae_conv": s["vae_conv"], "loras": s["loras"],
+        "conditions": s["conditions"], "control": s.get("control"), "dtype": s["dtype"], "device": s["device"],
+        "offload": s["offload"], "vae_tiling": s["vae_tiling"], "vae_conv": s["vae_conv"], "loras": s["loras"],
         "cache": s.get("cache"),  # step cache: mode, threshold, branch evaluations and how many were skipped
         **{k: s[k] for k in ("temporal_upscale", "long") if s.get(k) is not None},
     }

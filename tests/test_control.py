@@ -288,3 +288,68 @@ def test_memory_plan_counts_control_and_depth():
     weights, acts = depth.depth_memory_bytes(cfg, 256, 384, 49, torch.float32)
     assert stage.weights == 1000 + weights and stage.activations == acts > 0
     assert weights == 4 * sum(p.numel() for p in depth.tiny_depth_model().parameters())
+
+
+# --- the command line -------------------------------------------------------------------------------------------
+
+
+def _ltx(tmp_path, *args: str, stdin: str | None = None):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "LTX_WEIGHTS_DIR": str(tmp_path / "weights"), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "ltxcli", *args], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, input=stdin, timeout=300, check=False)
+
+
+def _write_clip(path, height: int, width: int, frames: int = 17) -> None:
+    from ltxcli import media
+
+    video = torch.zeros(frames, height, width, 3)
+    for i in range(frames):  # a square moving over a grey block: edges and depth cues
+        video[i, height // 5 + i : height // 2 + i, width // 4 + 2 * i : width // 2 + 2 * i] = torch.tensor([0.9, 0.3, 0.2])
+        video[i, height // 2 :, : width // 3] = 0.5
+    media.write_video(path, video, 24)
+
+
+def test_cli_control_from_canny_and_a_batch_with_detailer_and_depth(tmp_path):
+    """--control-from canny writes the control into the record and --json; a batch takes "control" (the
+    detailer's low-resolution clip, upscaled to the generation size) and "control_from" (depth) per line."""
+    import json
+
+    from ltxcli import media
+
+    _write_clip(tmp_path / "clip.mp4", 96, 128)
+    _write_clip(tmp_path / "low.mp4", 48, 64)
+    small = ["--model", "tiny", "--height", "64", "--width", "96", "--num-frames", "17", "--steps", "2"]
+    proc = _ltx(tmp_path, "generate", "a red car", *small, "--seed", "3", "--control-from", "canny", "clip.mp4:0.9",
+                "-o", "canny.mp4", "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["settings"]["control"] == {"source": "clip.mp4", "kind": "canny", "strength": 0.9}
+    stream, record = media.media_info(tmp_path / "canny.mp4")
+    assert (stream["width"], stream["height"], stream["num_frames"]) == (96, 64, 17)
+    assert record["control"] == {"source": "clip.mp4", "kind": "canny", "strength": 0.9}
+
+    lines = [{"prompt": "a red car", "seed": 1, "output": "detail.mp4", "control": {"path": "low.mp4"}},
+             {"prompt": "a red car", "seed": 1, "output": "depth.mp4", "control_from": ["depth", "clip.mp4"]}]
+    proc = _ltx(tmp_path, "generate", "--batch", "-", *small, "--json", stdin="\n".join(map(json.dumps, lines)))
+    assert proc.returncode == 0, proc.stderr
+    for name, kind, source in (("detail.mp4", "video", "low.mp4"), ("depth.mp4", "depth", "clip.mp4")):
+        stream, record = media.media_info(tmp_path / name)
+        assert (stream["width"], stream["height"], stream["num_frames"]) == (96, 64, 17)
+        assert record["control"] == {"source": source, "kind": kind, "strength": 1.0}
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--control-from", "pose", "clip.mp4"], "pose control videos are not made here"),
+    (["--control", "clip.mp4", "--control-from", "canny", "clip.mp4"], "not both"),
+    (["--control", "clip.mp4:1.5"], "control strength 1.5 must be in [0, 1]"),
+])
+def test_cli_control_mistakes_are_one_line(tmp_path, args, message):
+    _write_clip(tmp_path / "clip.mp4", 48, 64, frames=9)
+    proc = _ltx(tmp_path, "generate", "a car", "--model", "tiny", *args)
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

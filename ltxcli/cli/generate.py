@@ -119,6 +119,11 @@ ConditionOpt = Annotated[list[str] | None, typer.Option(
          "[0, 1] (default 1). Keyframes, first/last frame, video extension.")]
 LoraOpt = Annotated[list[str] | None, typer.Option("--lora", show_default=False, help="PATH_OR_NAME[:SCALE] "
     "(repeatable): a LoRA file or weights.toml LoRA merged into the model at SCALE (default 1).")]
+ControlOpt = Annotated[str | None, typer.Option(show_default=False, help="VIDEO[:STRENGTH]: an IC-LoRA control "
+    "video (depth, pose or Canny video; the detailer's low-resolution clip) in context, at the video's positions.")]
+ControlFromOpt = Annotated[tuple[str, str] | None, typer.Option(show_default=False, metavar="canny|depth VIDEO",
+    help="Make the control from an ordinary VIDEO[:STRENGTH] (Canny edges; Depth-Anything-V2 depth). Pose videos "
+         "must be made elsewhere (e.g. DWPose), then given with --control.")]
 DeviceOpt = Annotated[str | None, typer.Option(show_default=False, help="cpu, cuda or cuda:N (default: best available).")]
 DtypeOpt = Annotated[str | None, typer.Option(
     show_default=False,
@@ -192,6 +197,8 @@ def _shared_options(
     resume: Annotated[bool, _long("resume")] = False,
     temporal_upscale: Annotated[bool, _long("temporal_upscale")] = False,
     lora: LoraOpt = None,
+    control: ControlOpt = None,
+    control_from: ControlFromOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     attention: AttentionOpt = Attention.auto,
@@ -280,6 +287,7 @@ def run(
     ``prepare_only``: stop after the checks that need no weights and the download of missing weights (what
     ``--gpus`` does before it starts the workers; data lines and warnings are left to them)."""
     from ltxcli.api import device_name, resolve_device, resolve_dtype, transformers_progress
+    from ltxcli.control import weights_needed as control_weights
     from ltxcli.parallel.orchestrate import from_rank0, rank_stats, shard_items
     from ltxcli.parallel.transformer import parallelize
 
@@ -350,7 +358,7 @@ def run(
     ref = resolve(opts.model, text_encoder=text_encoder, upsampler=opts.upsampler, weights_dir=opts.weights_dir,
                   loras=[lo for it in items for lo in it.loras or []],  # every item's, pulled with the model
                   temporal_upsampler=long_video.temporal_upscaler(items))
-    _download(ref.needed, opts, out, ctx)
+    _download(ref.needed + control_weights(items, builtin=ref.kind == "builtin"), opts, out, ctx)
     if prepare_only:
         return
     if not todo:  # a batch rank whose items all exist

@@ -354,6 +354,27 @@ class RunShape:
                    conditions=list(conditions), control_frames=control_frames, control_model=control_model)
 
 
+def request_shape(preset: Preset, request: Any, *, dtype: torch.dtype, depth_model: str | None = None,
+                  weights_dir: Any = None) -> RunShape:
+    """:meth:`RunShape.of_preset` for a :class:`~ltxcli.request.GenerationRequest`: its guidance, its conditions
+    (:func:`condition_frames`) and its IC-LoRA control (as long as the video, the most it can cover), with, for a
+    depth control, the depth model's stage (``depth_model`` / ``weights_dir``: :func:`ltxcli.depth.depth_model_path`;
+    its config must be on disk)."""
+    control = getattr(request, "control", None)
+    model = None
+    if control is not None and control.kind == "depth":
+        from ..depth import depth_config, depth_memory_bytes, depth_model_path
+
+        config = depth_config(depth_model_path(depth_model, weights_dir=weights_dir))
+
+        def model(h: int, w: int, f: int) -> tuple[int, int]:
+            return depth_memory_bytes(config, h, w, f, dtype)
+
+    return RunShape.of_preset(preset, guidance_scale=request.guidance_scale, stg_scale=request.stg_scale,
+                              conditions=[(c.frame, condition_frames(c, request.num_frames)) for c in request.conditions],
+                              control_frames=request.num_frames if control is not None else 0, control_model=model)
+
+
 def run_passes(shape: RunShape, height: int, width: int, num_frames: int) -> list[PassSize]:
     """The denoising passes of a request at ``height x width x num_frames``: their sizes as the pipeline
     computes them (:func:`ltxcli.request.padded_size`; :func:`ltxcli.presets.multi_scale_sizes`, the first
@@ -541,8 +562,8 @@ def plan_run(
     kind = torch.device(device).type
     plans = []
     for r in requests:
-        shape = RunShape.of_preset(spec.preset, guidance_scale=r.guidance_scale, stg_scale=r.stg_scale,
-                                   conditions=[(c.frame, condition_frames(c, r.num_frames)) for c in r.conditions])
+        shape = request_shape(spec.preset, r, dtype=dtype, depth_model="tiny" if spec.kind == "builtin" else None,
+                              weights_dir=spec.weights_dir)
         # offloaded weights wait in host memory: on a CPU device that is the same memory, so nothing is saved
         plans.append(plan_estimators(
             shape, tcfg, vcfg, dtype=dtype, offload=offload, vae_tiling=vae_tiling, offload_saves=kind == "cuda",
@@ -555,5 +576,5 @@ __all__ = [
     "CONTROL_MODEL", "OFFLOAD_MODES", "TILING_MODES", "TRANSFORMER_UNITS", "TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS",
     "MemoryEstimate", "MemoryVerdict", "PassSize", "RunPlan", "RunShape", "Stage", "condition_frames", "decode_bytes",
     "estimate_memory", "latent_shape", "memory_alternatives", "memory_verdict", "plan_estimators", "plan_run",
-    "request_estimator", "run_passes", "smaller_size", "stage_weights",
+    "request_estimator", "request_shape", "run_passes", "smaller_size", "stage_weights",
 ]
