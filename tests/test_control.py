@@ -186,6 +186,8 @@ def test_short_control_and_kinds(pipe, one_thread):  # noqa: F811
     with pytest.raises(ValueError, match="control strength"):
         resolve_request(GenerationRequest("a", control=Control("x.mp4", 1.5)), pipe.preset)
     with pytest.raises(ValueError, match="control kind"):
+        resolve_request(GenerationRequest("a", control=Control("x.mp4", 1.0, "normals")), pipe.preset)
+    with pytest.raises(ValueError, match="pose control videos are not made here"):
         resolve_request(GenerationRequest("a", control=Control("x.mp4", 1.0, "pose")), pipe.preset)
 
 
