@@ -123,15 +123,14 @@ class Pipeline:
         self.free_text_encoder_after_use = False
         # what the step cache skipped over the passes of the current generation (the record's "cache" entry)
         self.cache_tally = step_cache.Tally()
-        # LoRAs: where registry LoRAs are found, the model they are checked against (load_pipeline sets both),
-        # what is merged now and its records
+        # LoRAs (and a depth control's model): where registry weights are found, the model LoRAs are checked against
+        # (load_pipeline sets both), what is merged now and its records
         self.weights_dir: str | os.PathLike[str] | None = None
         self.model_ref = name
         self._lora_specs: tuple[Any, ...] = ()
         self.lora_records: list[dict[str, Any]] = []
         # The depth model of ``Control(kind="depth")`` (:func:`ltxcli.depth.depth_model_path`: None = the registry's).
         self.depth_model: str | None = None
-        self.weights_dir: str | os.PathLike[str] | None = None  # where a registry depth model is (load_pipeline's)
 
     @property
     def device(self) -> torch.device:
