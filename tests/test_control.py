@@ -355,3 +355,41 @@ def test_cli_control_mistakes_are_one_line(tmp_path, args, message):
     _write_clip(tmp_path / "clip.mp4", 48, 64, frames=9)
     proc = _ltx(tmp_path, "generate", "a car", "--model", "tiny", *args)
     assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def write_tiny_iclora(path) -> None:
+    """A tiny IC-LoRA for the built-in tiny model (random rank-4 ComfyUI-format pairs on every self-attention
+    projection): what an IC-LoRA file looks like to the loader, for the plumbing of --lora with --control."""
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(11)
+    tensors = {}
+    for block in range(2):
+        for proj in ("to_q", "to_k", "to_v", "to_out.0"):
+            stem = f"diffusion_model.transformer_blocks.{block}.attn1.{proj}"
+            tensors[f"{stem}.lora_A.weight"] = torch.randn(4, 32, generator=g) * 0.3
+            tensors[f"{stem}.lora_B.weight"] = torch.randn(32, 4, generator=g) * 0.3
+    save_file(tensors, str(path))
+
+
+def test_cli_control_with_an_iclora(tmp_path):
+    """--lora (an IC-LoRA) and --control-from canny together: the record has both; the LoRA changes the video made
+    under the same control (the batch's second line drops it)."""
+    import json
+
+    from ltxcli import media
+
+    _write_clip(tmp_path / "clip.mp4", 96, 128)
+    write_tiny_iclora(tmp_path / "ic.safetensors")
+    lines = [{"prompt": "a red car", "seed": 2, "output": "with.mp4"},
+             {"prompt": "a red car", "seed": 2, "output": "without.mp4", "loras": []}]
+    proc = _ltx(tmp_path, "generate", "--batch", "-", "--model", "tiny", "--height", "64", "--width", "96",
+                "--num-frames", "9", "--steps", "2", "--lora", "ic.safetensors", "--control-from", "canny", "clip.mp4",
+                stdin="\n".join(map(json.dumps, lines)))
+    assert proc.returncode == 0, proc.stderr
+    _, with_lora = media.media_info(tmp_path / "with.mp4")
+    _, without = media.media_info(tmp_path / "without.mp4")
+    assert [lo["scale"] for lo in with_lora["loras"]] == [1.0] and without["loras"] == []
+    assert with_lora["control"] == without["control"] == {"source": "clip.mp4", "kind": "canny", "strength": 1.0}
+    a, b = media.load_video(tmp_path / "with.mp4"), media.load_video(tmp_path / "without.mp4")
+    assert float((a - b).abs().max()) > 0.01
