@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
@@ -399,6 +400,51 @@ def parse_control(spec: str, kind: str = "video") -> Control:
     return Control(spec, 1.0, kind)
 
 
+def control_of(control: Any = None, control_from: Any = None) -> Control | None:
+    """A control from ``control`` (``"VIDEO[:STRENGTH]"``, a :class:`Control`, or a JSON object ``{"path",
+    "strength", "kind"}``) or ``control_from`` (``(kind, "VIDEO[:STRENGTH]")``: a Canny or depth control made from an
+    ordinary video); giving both is an error."""
+    if control is not None and control_from is not None:
+        raise ValueError("give --control (a control video) or --control-from (one made from a video), not both")
+    if control_from is not None:
+        if not (isinstance(control_from, (list, tuple)) and len(control_from) == 2
+                and all(isinstance(v, str) for v in control_from)):
+            raise ValueError("control_from is [KIND, \"VIDEO[:STRENGTH]\"], e.g. [\"canny\", \"clip.mp4\"]")
+        return parse_control(control_from[1], control_from[0])
+    if control is None or isinstance(control, Control):
+        return control
+    if isinstance(control, str):
+        return parse_control(control)
+    if isinstance(control, Mapping) and isinstance(control.get("path"), str) and not set(control) - {
+            "path", "strength", "kind"}:
+        strength, kind = control.get("strength", 1.0), control.get("kind", "video")
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not isinstance(kind, str):
+            raise ValueError("a control's strength must be a number and its kind a string")
+        return Control(control["path"], float(strength), kind)
+    raise ValueError("a control is \"VIDEO[:STRENGTH]\" or {\"path\", \"strength\", \"kind\"}")
+
+
+def item_control(row: Mapping[str, Any], defaults: Mapping[str, Any]) -> Control | None:
+    """A batch item's control (:func:`ltxcli.runner.build_items`): the row's ``control`` / ``control_from``, else
+    the defaults' (the command's ``--control`` / ``--control-from``), checked (:func:`check_control`, and a file's
+    first frame read: a missing or unreadable video is a :class:`ltxcli.media.MediaError`) before any weight is
+    read. Other mistakes are a ValueError starting with the row's ``_where``."""
+    given = row.get("control") is not None or row.get("control_from") is not None
+    source = row if given else defaults
+    try:
+        c = control_of(source.get("control"), source.get("control_from"))
+        if c is not None:
+            check_control(c)
+    except ValueError as e:
+        where = row.get("_where") if given else None
+        raise ValueError(f"{where}: {e}" if where else str(e)) from None
+    if c is not None and isinstance(c.media, (str, os.PathLike)):
+        from . import media
+
+        media.load_media(c.media, max_frames=1)
+    return c
+
+
 def check_control(c: Control) -> None:
     """A control's kind and strength (its media is read later, by :func:`ltxcli.control.prepare_control`)."""
     if c.kind == "pose":
@@ -547,7 +593,26 @@ def _is_image(media: Any) -> bool:
 
 
 __all__ = [
-    "CACHE_THRESHOLDS", "CONTROL_KINDS", "HARD_EPS", "PASS_ALIASES", "STG_MODES", "Condition", "Control",
-    "GenerationRequest", "ResolvedRequest", "as_list", "check_control", "check_size", "padded_size", "parse_cache",
-    "parse_control", "pass_overrides", "preset_size", "resolve_request", "v2v_pass", "validate_pass",
+    "CACHE_THRESHOLDS",
+    "CONTROL_KINDS",
+    "HARD_EPS",
+    "PASS_ALIASES",
+    "STG_MODES",
+    "Condition",
+    "Control",
+    "GenerationRequest",
+    "ResolvedRequest",
+    "as_list",
+    "check_control",
+    "check_size",
+    "control_of",
+    "item_control",
+    "padded_size",
+    "parse_cache",
+    "parse_control",
+    "pass_overrides",
+    "preset_size",
+    "resolve_request",
+    "v2v_pass",
+    "validate_pass",
 ]
