@@ -1,6 +1,7 @@
-"""Output names: an output value as a folder, a ``.mp4`` file or a pattern, and the default name from the prompt.
+"""Output names: an output value as a folder, a video file (:data:`VIDEO_SUFFIXES`) or a pattern, and the default
+name from the prompt.
 
-A mistake in a value (an unknown field, a bad format spec, a suffix other than ``.mp4``) is a ``ValueError`` with
+A mistake in a value (an unknown field, a bad format spec, another suffix) is a ``ValueError`` with
 a one-line message, raised before any work (``ltx`` turns it into exit 2).
 
 Pattern fields (Python ``str.format`` syntax, e.g. ``out/{index:03d}-{seed}.mp4``):
@@ -24,6 +25,8 @@ from typing import Any
 
 PATTERN_FIELDS = ("index", "seed", "slug", "width", "height", "num_frames", "frame_rate", "model")
 SLUG_MAX = 40
+#: The video files ltx writes (``ltxcli.media.VIDEO_FORMATS`` has the codec of each); default names are ``.mp4``.
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm")
 
 
 def _words(text: str) -> list[str]:
@@ -97,8 +100,8 @@ def output_template(value: str | None, *, batch: bool, frames: bool, many: bool 
     if value is None:
         return stem + suffix
     if is_pattern(value):
-        if not frames and not value.lower().endswith(".mp4"):
-            raise ValueError(f"output pattern {value!r} must end in .mp4")
+        if not frames and not value.lower().endswith(VIDEO_SUFFIXES):
+            raise ValueError(f"output pattern {value!r} must end in {', '.join(VIDEO_SUFFIXES)}")
         return value
     path = Path(value).expanduser()
     folder = _literal(str(path)) + "/"
@@ -110,8 +113,9 @@ def output_template(value: str | None, *, batch: bool, frames: bool, many: bool 
     if not path.suffix:  # a typo of a file name must not quietly become a new folder
         raise ValueError(f"-o {value}: name a video file ({value}.mp4) or a folder ({value}/; an existing "
                          "folder needs no '/')")
-    if path.suffix.lower() != ".mp4":
-        raise ValueError(f"-o {value}: videos are written as .mp4 (or give a folder, or --frames-dir for PNG frames)")
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"-o {value}: videos are written as {', '.join(VIDEO_SUFFIXES)} (or give a folder, or "
+                         "--frames-dir for PNG frames)")
     if many:
         raise ValueError(f"-o {value} names one file but this is a batch: give a folder or a pattern such as "
                          "out/{index:03d}-{seed}.mp4")

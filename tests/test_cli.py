@@ -272,7 +272,7 @@ def test_interrupt_exits_130_and_leaves_nothing(cli_env: Path, monkeypatch: pyte
         temp.write_bytes(b"half a video")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(media.write, "_encode_mp4", interrupted)
+    monkeypatch.setattr(media.write, "_encode", interrupted)
     r = ltx("generate", "x", "--model", "tiny", "-o", "o.mp4", "--steps", "1", *SMALL)
     assert_one_error_line(r, 130)
     assert sorted(p.name for p in cli_env.iterdir()) == ["weights"]  # no output, no temporary file

@@ -67,14 +67,14 @@ def test_streamed_mp4_gets_the_same_frames(tiny: Pipeline, tmp_path: Path, monke
     frames = torch.cat(chunks)
     assert frames.shape == (SMALL["num_frames"], 64, 96, 3)
     encoded: dict[str, list[torch.Tensor]] = {}
-    real = media.write._encode_mp4
+    real = media.write._encode
 
     def spy(temp: Path, frame_iter, *args):
-        got = [to_uint8(f) for f in frame_iter]  # what _encode_mp4 converts each frame to
+        got = [to_uint8(f) for f in frame_iter]  # what _encode converts each frame to
         encoded[temp.suffix + str(len(encoded))] = got
         return real(temp, iter(got), *args)
 
-    monkeypatch.setattr(media.write, "_encode_mp4", spy)
+    monkeypatch.setattr(media.write, "_encode", spy)
     media.write_video(tmp_path / "stream.mp4", iter(chunks), 24, metadata={"prompt": "a boat"})
     media.write_video(tmp_path / "whole.mp4", frames.float() / 255, 24, metadata={"prompt": "a boat"})
     streamed, whole = encoded.values()

@@ -29,10 +29,14 @@ from .read import (
     video_frame_rate,
 )
 from .write import (
+    DEFAULT_CRF,
+    H264_PRESETS,
+    VIDEO_FORMATS,
     atomic_output,
     media_info,
     read_video_metadata,
     to_uint8,
+    video_format,
     write_image,
     write_png_frames,
     write_video,
@@ -40,7 +44,10 @@ from .write import (
 
 __all__ = [
     "CONDITION_CRF",
+    "DEFAULT_CRF",
+    "H264_PRESETS",
     "MAX_IMAGE_PIXELS",
+    "VIDEO_FORMATS",
     "VIDEO_SUFFIXES",
     "DecodedMedia",
     "MediaError",
@@ -57,6 +64,7 @@ __all__ = [
     "read_media",
     "read_video_metadata",
     "to_uint8",
+    "video_format",
     "video_frame_rate",
     "write_image",
     "write_png_frames",

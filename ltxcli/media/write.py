@@ -5,6 +5,9 @@
 name beside the target and rename it into place only when everything succeeded, so an interrupted or failed
 write never leaves a half-written file under the final name.
 
+Containers (:data:`VIDEO_FORMATS`, chosen by the output's suffix): ``.mp4``, ``.mov`` and ``.mkv`` hold H.264
+(``crf`` 0-51, x264 ``preset``), ``.webm`` holds VP9 (``crf`` 0-63) where this PyAV's FFmpeg has libvpx-vp9.
+
 Streaming: the writers take an iterable of frames ``[H, W, 3]`` or of chunks ``[n, H, W, 3]`` (float in [0, 1]
 or uint8) and consume it one item at a time, so a generator that decodes and converts a few frames at a time
 (:meth:`ltxcli.pipeline.GenerationResult.frames`) never needs the whole video in memory.
@@ -214,18 +217,53 @@ def _record_json(metadata: Mapping[str, Any] | None) -> str | None:
         raise ValueError(f"metadata must be JSON-serialisable: {exc}") from None
 
 
+#: Video output suffix -> (FFmpeg container, encoder, highest CRF). H.264 everywhere but WebM (VP9).
+VIDEO_FORMATS: dict[str, tuple[str, str, int]] = {
+    ".mp4": ("mp4", "libx264", 51), ".mov": ("mov", "libx264", 51), ".mkv": ("matroska", "libx264", 51),
+    ".webm": ("webm", "libvpx-vp9", 63),
+}
+#: x264's speed/size presets (slower: smaller file at the same CRF).
+H264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+DEFAULT_CRF = 18
+
+
+def video_format(path: PathLike, crf: int = DEFAULT_CRF, preset: str | None = None) -> tuple[str, str]:
+    """``(container, encoder)`` for a video written to ``path`` with ``crf`` and ``preset``; ``ValueError`` (one
+    line, naming the fix) for an unknown suffix, a CRF out of range, a preset that is not x264's or is given for
+    VP9, or an encoder this PyAV's FFmpeg lacks. Checked before any work by the CLI and by :func:`write_video`."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in VIDEO_FORMATS:
+        raise ValueError(f"{path}: videos are written as {', '.join(VIDEO_FORMATS)} (or PNG frames with --frames-dir)")
+    container, encoder, top = VIDEO_FORMATS[suffix]
+    if isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= top:
+        raise ValueError(f"crf={crf} must be an integer in 0..{top} for {suffix} (lower: better, larger; 18 is "
+                         "visually lossless)")
+    if preset is not None and encoder != "libx264":
+        raise ValueError(f"preset={preset} applies to H.264 (.mp4, .mov, .mkv), not to {suffix} (VP9)")
+    if preset is not None and preset not in H264_PRESETS:
+        raise ValueError(f"preset={preset!r} is not an x264 preset: use one of {', '.join(H264_PRESETS)}")
+    try:
+        av.codec.Codec(encoder, "w")
+    except Exception:  # PyAV raises UnknownCodecError (a ValueError) or a plain FFmpeg error
+        raise ValueError(f"{suffix} needs the {encoder} encoder, which this PyAV's FFmpeg lacks: write .mp4, .mov "
+                         "or .mkv (H.264)") from None
+    return container, encoder
+
+
 def write_video(
     path: PathLike,
     frames: torch.Tensor | Iterable[torch.Tensor],
     fps: float | Fraction,
     *,
     metadata: Mapping[str, Any] | None = None,
-    crf: int = 18,
-    preset: str = "medium",
+    crf: int = DEFAULT_CRF,
+    preset: str | None = None,
     quantize: Quantize = "round",
     overwrite: bool = False,
 ) -> Path:
-    """Writes an H.264 MP4 (yuv420p, BT.709 limited range, tagged) atomically and returns its path.
+    """Writes a video (yuv420p, BT.709 limited range, tagged) atomically and returns its path: H.264 in
+    ``.mp4`` / ``.mov`` / ``.mkv``, VP9 in ``.webm`` (:func:`video_format` checks the suffix, ``crf`` and
+    ``preset``; x264's default preset is "medium").
 
     ``frames``: float ``[F, H, W, 3]`` in [0, 1] (any device; moved to the CPU frame by frame), or an
     iterable of ``[H, W, 3]`` frames or ``[n, H, W, 3]`` chunks (a generator can stream them: only the item
@@ -248,32 +286,35 @@ def write_video(
     """
     rate = _exact_rate(fps)
     comment = _record_json(metadata)
-    if not 0 <= crf <= 51:
-        raise ValueError(f"crf must be in 0..51, got {crf}")
+    fmt, encoder = video_format(path, crf, preset)
+    if encoder == "libx264":
+        options = {"crf": str(crf), "preset": preset or "medium"}
+    else:  # VP9 in constant-quality mode (b=0), row multithreading, the speed of its "good" deadline at 4
+        options = {"crf": str(crf), "b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "4"}
     final = Path(path)
     frame_iter = _iter_frames(frames)
     with atomic_output(final, overwrite=overwrite) as temp:
-        _encode_mp4(temp, frame_iter, rate, comment, crf, preset, quantize, final)
+        _encode(temp, frame_iter, rate, comment, (fmt, encoder, options), quantize, final)
     return final
 
 
-def _encode_mp4(
+def _encode(
     temp: Path,
     frames: Iterator[torch.Tensor],
     rate: Fraction,
     comment: str | None,
-    crf: int,
-    preset: str,
+    codec_spec: tuple[str, str, dict[str, str]],
     quantize: Quantize,
     final: Path,
 ) -> None:
     from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
+    fmt, encoder, options = codec_spec
     # Accurate rounding in the RGB -> Y'CbCr conversion (the default fast path is biased by about one code).
     flags = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
-    container = av.open(
-        os.fspath(temp), "w", format="mp4", options={"movflags": "+use_metadata_tags+faststart"}
-    )
+    # MP4/MOV keep free-form tags only with use_metadata_tags; Matroska/WebM keep them as they are
+    movflags = {"movflags": "+use_metadata_tags+faststart"} if fmt in ("mp4", "mov") else {}
+    container = av.open(os.fspath(temp), "w", format=fmt, options=movflags)
     try:
         if comment is not None:
             container.metadata["comment"] = comment
@@ -287,7 +328,7 @@ def _encode_mp4(
                 if height == 0 or width == 0:
                     raise MediaError(f"cannot write {final}: frames of {rgb.shape[1]}x{rgb.shape[0]} are too small")
                 first_shape = tuple(rgb.shape)
-                stream = container.add_stream("libx264", rate=rate, options={"crf": str(crf), "preset": preset})
+                stream = container.add_stream(encoder, rate=rate, options=options)
                 stream.height, stream.width, stream.pix_fmt = height, width, "yuv420p"
                 codec = stream.codec_context
                 codec.colorspace, codec.color_primaries, codec.color_trc = 1, 1, 1  # BT.709
@@ -330,7 +371,8 @@ def read_video_metadata(path: PathLike) -> dict[str, Any] | None:
         check_regular_file(path, "a video")
         try:
             with av.open(os.fspath(path)) as container:
-                text = container.metadata.get("comment")
+                # Matroska/WebM hand tag names back in capitals
+                text = container.metadata.get("comment", container.metadata.get("COMMENT"))
         except (av.error.FFmpegError, OSError) as exc:
             raise MediaError(f"{path}: cannot open: {one_line(exc)}") from None
     if not isinstance(text, str):
@@ -436,6 +478,6 @@ def write_png_frames(
 
 
 __all__ = [
-    "MediaError", "Quantize", "atomic_output", "media_info", "read_video_metadata", "to_uint8", "write_image",
-    "write_png_frames", "write_video",
+    "DEFAULT_CRF", "H264_PRESETS", "VIDEO_FORMATS", "MediaError", "Quantize", "atomic_output", "media_info",
+    "read_video_metadata", "to_uint8", "video_format", "write_image", "write_png_frames", "write_video",
 ]
