@@ -105,8 +105,10 @@ def prepare_video(video: Any, r: ResolvedRequest) -> Tensor:
         pixels = frames[:pf].permute(3, 0, 1, 2)[None].float() * 2 - 1  # [1, 3, F, h, w]
         return resize_frames(pixels, ph, pw)
     frames = media_io.load_media(video, max_frames=pf)
-    if frames.shape[0] < pf:
-        raise ValueError(f"{video}: {frames.shape[0]} frames; video-to-video at this length needs {pf}")
+    if frames.shape[0] < r.num_frames:
+        raise ValueError(f"{video}: {frames.shape[0]} frames; video-to-video at this length needs {r.num_frames}")
+    if frames.shape[0] < pf:  # the official loader needs pf frames; the last one repeated fills the padding
+        frames = torch.cat([frames, frames[-1:].expand(pf - frames.shape[0], -1, -1, -1)])
     pixels = media_io.preprocess_condition_frames(frames, r.height, r.width, just_crop=False)
     pixels = F.pad(pixels, r.padding)
     return resize_frames(pixels, ph, pw)  # odd target sizes lose a row/column in the H.264 step

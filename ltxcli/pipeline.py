@@ -219,11 +219,16 @@ class Pipeline:
 
     def _decoded(
         self, latents: Tensor, timestep: float, noise_scale: float, tone_map: float, gen: torch.Generator, *,
-        chunks: bool,
+        chunks: bool, progress: Any = None,
     ) -> Iterator[Tensor]:
         """The decoder stage: the VAE's output ``[B, 3, n, H, W]`` in [-1, 1], whole (one tensor) or, when
         ``chunks`` and the decode is tiled in time, one time window after another (the plan is the same, so
-        are the values); the stage is left when the iterator is exhausted."""
+        are the values); the stage is left when the iterator is exhausted. ``progress("decode", done, total)``
+        after each tile (an untiled decode is one)."""
+        def tiles(done: int, total: int) -> None:
+            if progress:
+                progress("decode", done, total)
+
         t: float | None = None
         if self.vae.timestep_conditioning:
             if noise_scale:
@@ -245,13 +250,16 @@ class Pipeline:
                 # every rank must enter through vae.decode (ltxcli.parallel.vae.ParallelVAE)
                 plan = decode_memory.stream_plan(self.vae.config, tuple(latents.shape))
             if plan is None:
-                yield self.vae.decode(latents, timestep=t, generator=gen)
+                pixels = self.vae.decode(latents, timestep=t, generator=gen)
+                tiles(1, 1)
+                yield pixels
             elif chunks:
                 for _, pixels in vae_tiling.tiled_decode_chunks(self.vae, latents, timestep=t, generator=gen,
-                                                                out_device="cpu", **plan):
+                                                                out_device="cpu", progress=tiles, **plan):
                     yield pixels
             else:
-                yield vae_tiling.tiled_decode(self.vae, latents, timestep=t, generator=gen, out_device="cpu", **plan)
+                yield vae_tiling.tiled_decode(self.vae, latents, timestep=t, generator=gen, out_device="cpu",
+                                              progress=tiles, **plan)
 
     # --- prompts ------------------------------------------------------------------------------------------
 
@@ -291,13 +299,18 @@ class Pipeline:
     def run(self, request: GenerationRequest, *, progress: Any = None, stream: bool = False) -> GenerationResult:
         """Generate the video ``request`` describes (see the module docstring for the stages).
 
-        ``progress``, if given, is called as ``progress(stage, done, total)`` (stage: "text", "denoise",
-        "decode") from the host between steps; it never forces a device synchronisation.
+        ``progress``, if given, is called as ``progress(stage, done, total)`` (stage: "text", "denoise" (from 0
+        at the start of each pass), "decode" (tiles); a writer adds "write", see :func:`ltxcli.runner.write_output`)
+        from the host between steps; it never forces a device synchronisation.
 
         ``stream=True`` stops before the decode: the result's ``video`` is ``None`` and
         :meth:`GenerationResult.frames` decodes when iterated, handing out uint8 chunks, so that a writer
         (:func:`ltxcli.media.write_video`) never holds the whole video as floats on the host.
         """
+        if request.extend is not None:  # a generation conditioned on the input, spliced onto it
+            from .extend import run_extension
+
+            return run_extension(self, request, progress=progress, stream=stream)
         timings: dict[str, float] = {}
         r = self.resolve(request)
         if r.loras is not None:
@@ -335,9 +348,7 @@ class Pipeline:
             t0 = time.perf_counter()
             if progress:
                 progress("decode", 0, 1)
-            result.video = self._decode_video(latents, r, seed)
-            if progress:
-                progress("decode", 1, 1)
+            result.video = self._decode_video(latents, r, seed, progress)
             timings["decode_s"] = self._elapsed(t0)
         return result
 
@@ -424,13 +435,13 @@ class Pipeline:
         with self._stage(self.temporal_upsampler):
             return self.vae.normalize(self.temporal_upsampler(self.vae.unnormalize(latents)))
 
-    def _decode_video(self, latents: Tensor, r: ResolvedRequest, seed: int) -> Tensor:
+    def _decode_video(self, latents: Tensor, r: ResolvedRequest, seed: int, progress: Any = None) -> Tensor:
         """The VAE decoder stage -> float32 ``[F, H, W, 3]`` in [0, 1] at the requested size, CPU."""
         # Official decode noise and VAE noise injection use the global RNG (seeded with the run's seed);
         # here a private generator with the same seed stands in for it.
         aux = torch.Generator("cpu").manual_seed(seed)
         (pixels,) = self._decoded(latents, r.decode_timestep, r.decode_noise_scale,
-                                  r.passes[-1].tone_map_compression_ratio, aux, chunks=False)
+                                  r.passes[-1].tone_map_compression_ratio, aux, chunks=False, progress=progress)
         return to_video(pixels, r).cpu()
 
     def _stream_frames(
@@ -445,7 +456,8 @@ class Pipeline:
             progress("decode", 0, 1)
         aux = torch.Generator("cpu").manual_seed(seed)  # as in _decode_video
         decoded = self._decoded(latents, r.decode_timestep, r.decode_noise_scale,
-                                r.passes[-1].tone_map_compression_ratio, aux, chunks=True)  # runs on next()
+                                r.passes[-1].tone_map_compression_ratio, aux, chunks=True,
+                                progress=progress)  # runs on next()
         start = 0
         while True:
             t0 = time.perf_counter()
@@ -462,8 +474,6 @@ class Pipeline:
                 yield chunk
             start += pixels.shape[2]
         timings["decode_s"] = spent
-        if progress:
-            progress("decode", 1, 1)
 
     def _elapsed(self, t0: float) -> float:
         if self.device.type == "cuda":
@@ -583,6 +593,8 @@ class Pipeline:
         updates = [(schedule[i] - HARD_EPS < open_mask).unsqueeze(-1) for i in range(n_steps)] \
             if open_mask is not None else None
 
+        if progress:
+            progress("denoise", 0, n_steps)  # the clock of the steps/s and time-left estimates starts here
         # the step cache (--cache) wraps the transformer for this pass only: every pass starts with a fresh state
         with step_cache.attached(self.transformer, r.cache, r.cache_threshold, n_steps) as cache:
             for i, t in enumerate(ts):

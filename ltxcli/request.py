@@ -80,6 +80,19 @@ class Control:
 
 
 @dataclass
+class Extension:
+    """Continue the video file ``video`` by ``frames`` new frames after its last frame (``backward``: before its
+    first). The result is the input, unchanged, followed (preceded) by the new frames; see :mod:`ltxcli.extend`."""
+
+    video: str
+    frames: int
+    backward: bool = False
+
+    def record(self) -> dict[str, Any]:
+        return {"video": os.fspath(self.video), "frames": self.frames, "backward": self.backward}
+
+
+@dataclass
 class GenerationRequest:
     """Everything one generation takes. Every ``None`` takes the preset's value (see the module docstring).
 
@@ -94,7 +107,8 @@ class GenerationRequest:
     ``overlap`` (pixel frames; defaults 80 and 24), ``overlap_strength`` (0.5), ``adain`` (0.25),
     ``prompt_schedule`` (a JSON-lines file or its entries ``{"start": FRAME | "SECONDSs", "prompt": ...}``); a
     ``"a | b | c"`` prompt gives one prompt per window. ``temporal_upscale``: double the latent frame rate with
-    the temporal upscaler after the denoising (``2 (F - 1) + 1`` frames at twice the frame rate).
+    the temporal upscaler after the denoising (``2 (F - 1) + 1`` frames at twice the frame rate). ``extend``: continue a video (:class:`Extension`); ``num_frames`` is then the output's length (the input's plus the
+    new frames) and conditions are placed in the output's frames.
     """
 
     prompt: str
@@ -122,6 +136,7 @@ class GenerationRequest:
     conditions: Sequence[Condition] = ()
     video: Any = None
     denoise_strength: float = 0.5
+    extend: Extension | None = None
     seed: int | None = None
     noise: Tensor | None = None
     cache: str | None = None  # step cache: "none", "teacache[:THRESH]" or "fbcache[:THRESH]" (ltxcli.step_cache)
@@ -212,6 +227,9 @@ class ResolvedRequest:
             "image_cond_noise_scale": self.image_cond_noise_scale, "stochastic_sampling": self.stochastic_sampling,
             "stg_mode": self.stg_mode, "preset": self.preset,
             "cache": {"mode": self.cache, "threshold": self.cache_threshold},
+            # video-to-video: the input (a file's path; None for a tensor) and the strength
+            "video": os.fspath(self.video) if isinstance(self.video, (str, os.PathLike)) else None,
+            "denoise_strength": self.denoise_strength if self.video is not None else None,
         }
 
 
@@ -554,6 +572,8 @@ def resolve_request(
         raise ValueError(f"seed={r.seed!r} must be a non-negative integer")
     if r.noise is not None and multi:
         raise ValueError("noise= replaces the single-pass initial draw; it is not supported with multi-scale")
+    if r.extend is not None:
+        raise ValueError("an extension is a request for Pipeline.run (ltxcli.extend turns it into a generation)")
     if r.video is not None:
         if multi:
             raise ValueError("video-to-video is not supported yet with multi-scale models (use a base model)")
@@ -600,6 +620,7 @@ __all__ = [
     "STG_MODES",
     "Condition",
     "Control",
+    "Extension",
     "GenerationRequest",
     "ResolvedRequest",
     "as_list",

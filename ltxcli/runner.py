@@ -28,12 +28,13 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import long_video, naming
+from .extend import parse_extension, source_defaults
 from .naming import fps_number
+from .records import batch_fields, record, run_settings
 from .request import Condition, GenerationRequest, item_control, parse_cache, preset_size
 
 if TYPE_CHECKING:
@@ -108,11 +109,11 @@ class ItemResult:
 # --- batch files ---------------------------------------------------------------------------------------------
 
 _ITEM_INT = ("seed", "steps", "height", "width", "num_frames", "window", "overlap")
-_ITEM_FLOAT = ("frame_rate", "guidance_scale", "stg_scale", "overlap_strength", "adain")
-_ITEM_STR = ("prompt", "negative_prompt", "output", "image", "cache", "duration", "prompt_schedule")
+_ITEM_FLOAT = ("frame_rate", "guidance_scale", "stg_scale", "overlap_strength", "adain", "denoise_strength")
+_ITEM_STR = ("prompt", "negative_prompt", "output", "image", "cache", "duration", "prompt_schedule", "video")
 _ITEM_BOOL = ("temporal_upscale", "resume")
 ITEM_KEYS = (*_ITEM_STR, *_ITEM_INT, *_ITEM_FLOAT, *_ITEM_BOOL, "conditions", "loras", "control",
-             "control_from")
+             "control_from", "extend")
 
 
 def parse_condition(spec: str) -> Condition:
@@ -214,6 +215,8 @@ def parse_batch(text: str, source: str = "batch") -> list[dict[str, Any]]:
             obj["conditions"] = parsed
         if obj.get("loras") is not None:
             obj["loras"] = _parse_loras(obj["loras"], where)
+        if obj.get("extend") is not None:
+            obj["extend"] = parse_extension(obj["extend"], where)
         obj["_where"] = where
         rows.append(obj)
     if not rows:
@@ -244,8 +247,6 @@ def build_items(
     ``image`` is a first-frame condition before them, its ``conditions`` follow."""
     defaults = defaults or {}
     batch_seed = defaults.get("seed")
-    base = {"height": preset.height, "width": preset.width, "num_frames": preset.num_frames,
-            "frame_rate": preset.frame_rate} if preset is not None else {}
     items = []
     for i, row in enumerate(rows):
         conds = list(conditions)
@@ -253,10 +254,8 @@ def build_items(
             conds.insert(0, Condition(row["image"], 0, 1.0))
         conds += row.get("conditions") or []
 
-        def pick(key: str, row: Mapping[str, Any] = row) -> Any:
-            if row.get(key) is not None:
-                return row[key]
-            return defaults[key] if defaults.get(key) is not None else base.get(key)
+        def pick(key: str, row: Mapping[str, Any] = row) -> Any:  # sizes left open: _complete fills them
+            return row[key] if row.get(key) is not None else defaults.get(key)
 
         frame_rate = pick("frame_rate")
         num_frames, long = long_video.item_fields(pick, row, defaults, preset, frame_rate)
@@ -269,6 +268,7 @@ def build_items(
             negative_prompt=pick("negative_prompt"), steps=pick("steps"), guidance_scale=pick("guidance_scale"),
             stg_scale=pick("stg_scale"), conditions=conds, output=row.get("output"), cache=pick("cache"),
             loras=pick("loras"), **long, control=item_control(row, defaults),  # checked here, before any weight
+            video=pick("video"), denoise_strength=pick("denoise_strength") or 0.5, extend=pick("extend"),
         ))
     _complete(items, preset, batch_seed)
     return items
@@ -286,13 +286,14 @@ def derive_seeds(items: Sequence[BatchItem], batch_seed: int, *, drawn: bool = F
 
 
 def _complete(items: Sequence[BatchItem], preset: Preset | None, batch_seed: int | None = None) -> None:
-    """Fill what an item leaves open: a seed derived from ``batch_seed`` (None: a random one, drawn here), the
-    preset's size and frame rate."""
+    """Fill what an item leaves open: a seed derived from ``batch_seed`` (None: a random one, drawn here), an
+    input video's size, rate and length (:func:`ltxcli.extend.source_defaults`), the preset's size and rate."""
     if any(it.seed is None for it in items):
         drawn = batch_seed is None
         derive_seeds(items, secrets.randbelow(2**31) if drawn else batch_seed, drawn=drawn)
     for it in items:
         if preset is not None:
+            source_defaults(it, preset)
             it.height, it.width, it.num_frames, frame_rate = preset_size(
                 preset, it.height, it.width, it.num_frames, it.frame_rate)
             it.frame_rate = float(frame_rate)
@@ -388,6 +389,9 @@ def _check_condition(c: Condition, item: BatchItem, decoded: dict[tuple[str, int
         lo = c.frame // 8 * 8
         raise ValueError(f"condition {name}: a video must start at a multiple of 8, not frame={c.frame} "
                          f"(use {lo} or {lo + 8})")
+    if n > item.num_frames - c.frame:  # longer than the video: say so (a shorter one is only cut to 8k + 1)
+        warnings.warn(f"condition {name}: trimmed to its first {kept} of {n} frames (only {wanted} fit from frame "
+                      f"{c.frame} of the {item.num_frames}-frame video, used in 8k + 1 frames; `ltx extend` makes a video longer than its input)", stacklevel=1)
     return replace(c, media=read)
 
 
@@ -516,66 +520,29 @@ def check_writable(target: Path) -> None:
     os.unlink(probe)
 
 
-def run_settings(result: GenerationResult) -> dict[str, Any]:
-    """The settings a result was generated with, as ``ltx generate --json`` reports them (the record's, plus
-    the device): size, frame rate, negative prompt, first-pass steps/guidance, every pass, conditions, compute."""
-    s = result.settings
-    first = s["passes"][0]
-    timesteps = first.get("timesteps")
-    return {
-        "height": s["height"], "width": s["width"], "num_frames": s["num_frames"],
-        "frame_rate": fps_number(s["frame_rate"]), "negative_prompt": s["negative_prompt"],
-        "steps": first["num_inference_steps"] if timesteps is None else len(timesteps),
-        "guidance_scale": first["guidance_scale"], "stg_scale": first["stg_scale"], "preset": s["preset"],
-        "timesteps": timesteps, "multi_scale": s["multi_scale"], "passes": s["passes"],
-        "conditions": s["conditions"], "control": s.get("control"), "dtype": s["dtype"], "device": s["device"],
-        "offload": s["offload"], "vae_tiling": s["vae_tiling"], "vae_conv": s["vae_conv"], "loras": s["loras"],
-        "cache": s.get("cache"),  # step cache: mode, threshold, branch evaluations and how many were skipped
-        **{k: s[k] for k in ("temporal_upscale", "long") if s.get(k) is not None},
-    }
-
-
-def record(result: GenerationResult, *, model: str | None = None) -> dict[str, Any]:
-    """The generation record stored in a written file (``ltx info`` and :func:`ltxcli.media.read_video_metadata`
-    read it back): tool and version, model (default: the pipeline's name), prompt, seed, the settings of
-    :func:`run_settings` without the device, and the time of writing."""
-    from . import __version__
-
-    s = result.settings
-    return {
-        "tool": "ltxcli", "version": __version__, "model": s["model"] if model is None else model,
-        "prompt": s["prompt"], "seed": result.seed,
-        **{k: v for k, v in run_settings(result).items() if k != "device"},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def batch_fields(item: BatchItem) -> dict[str, Any]:
-    """What a written item's record adds to :func:`record`: its ``index`` and, in a batch of several items
-    whose seed derives from the batch seed, that ``batch_seed`` (how a rerun resumes the batch)."""
-    return {"index": item.index} | ({"batch_seed": item.batch_seed} if item.batch_seed is not None else {})
-
-
 def write_output(
     result: GenerationResult, target: Path, *, record: Mapping[str, Any] | None, frames: bool = False,
-    overwrite: bool = False,
+    overwrite: bool = False, crf: int | None = None, preset: str | None = None, progress: ProgressFn | None = None,
 ) -> Path:
-    """Write ``result`` atomically: an H.264 MP4, or (``frames``) a folder of PNG frames, with ``record``.
+    """Write ``result`` atomically: a video (container and codec from the suffix, ``crf``, ``preset``: see
+    :func:`ltxcli.media.write_video`; ``progress`` gets "write" events) or (``frames``) PNG frames, with ``record``.
 
     Raises FileExistsError (``target`` exists, not ``overwrite``) or :class:`OutputError`; nothing is left
     behind on failure. The one place a batch writes a video."""
     from . import media
+    from .progress import counted
 
+    chunks = counted(result.frames(), result.settings["num_frames"], progress)  # "write" events as they go out
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a file in the way is FileExistsError here too, but not an existing output
         raise OutputError(f"cannot write {target}: {e.strerror or e}") from None
     try:
         if frames:
-            media.write_png_frames(target, result.frames(), metadata=record, overwrite=overwrite)
+            media.write_png_frames(target, chunks, metadata=record, overwrite=overwrite)
         else:
-            media.write_video(target, result.frames(), fps_number(result.settings["frame_rate"]), metadata=record,
-                              overwrite=overwrite)
+            media.write_video(target, chunks, fps_number(result.settings["frame_rate"]), metadata=record,
+                              overwrite=overwrite, crf=media.DEFAULT_CRF if crf is None else crf, preset=preset)
     except media.MediaError as e:
         raise OutputError(str(e)) from None
     except OSError as e:
@@ -602,6 +569,7 @@ def run_batch(
     overwrite: bool = False, skip_existing: bool = False, claim: bool | None = None, model: str | None = None,
     write: bool = True, load_s: float = 0.0,
     progress: Callable[[BatchItem], AbstractContextManager[ProgressFn | None]] | None = None, stream: bool = False,
+    crf: int | None = None, preset: str | None = None,
 ) -> Iterator[ItemResult]:
     """Generate every item with ``pipe`` and write it; yields one :class:`ItemResult` per item, in order, as
     each finishes (skipped ones included).
@@ -614,7 +582,7 @@ def run_batch(
     same item twice. ``write`` False: generate only (the other ranks of a video split across processes). ``load_s`` is reported in the first generated item's
     timings. ``progress(item)``: a context manager giving the item's progress callback. ``stream``: decode each
     written item while writing it (:meth:`~ltxcli.pipeline.GenerationResult.frames`: uint8 chunks, no float32
-    copy of the whole video on the host); its result then has ``video=None``."""
+    copy of the whole video on the host); its result then has ``video=None``. ``crf``, ``preset``: the encoder's."""
     from .parallel.orchestrate import claim_output, release_claim
 
     if any(it.target is None for it in items):
@@ -643,7 +611,8 @@ def run_batch(
                 rec = record(result, model=model) | batch_fields(it)
                 t_write = time.perf_counter()
                 if write:
-                    write_output(result, it.target, record=rec, frames=frames, overwrite=overwrite)
+                    write_output(result, it.target, record=rec, frames=frames, overwrite=overwrite, crf=crf,
+                                 preset=preset, progress=callback)
             item_load_s = load_s if it is first else 0.0
             # a streamed decode ran inside the write: its time is decode_s, the rest write_s
             decode_s = result.timings.get("decode_s", 0.0) if stream and write else 0.0

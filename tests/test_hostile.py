@@ -481,7 +481,9 @@ def test_unusual_images_and_videos_generate(cli_env: Path, assets: SimpleNamespa
         assert (info["frames"], info["width"], info["height"]) == (row.get("num_frames", 9), 96, 64)
     # the truncated video is reported (one warning line) and used with the frames that decode
     warning = [x for x in r.stderr.splitlines() if x.startswith("warning:")]
-    assert len(warning) == 1 and "cut.mp4" in warning[0] and "lists 17 frames" in warning[0], r.stderr
+    assert len(warning) == 2 and "cut.mp4" in warning[1] and "lists 17 frames" in warning[1], r.stderr
+    # the 11-frame video in a 9-frame one is cut, and says so (issue 14)
+    assert "condition odd.mkv: trimmed to its first 9 of 11 frames (only 9 fit from frame 0" in warning[0]
 
     # what "handled correctly" means for the pixels (hand-derived from the stored arrays)
     upright = media.load_image(cli_env / "exif.png")[0].numpy()
@@ -622,7 +624,7 @@ def _disk_full_png(target: Path, *args: Any) -> None:
 @pytest.mark.parametrize("kind", ["mp4", "frames"])
 def test_disk_full_leaves_no_partial_output(cli_env: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
     if kind == "mp4":
-        monkeypatch.setattr(media.write, "_encode_mp4", _disk_full_mp4)
+        monkeypatch.setattr(media.write, "_encode", _disk_full_mp4)
         out = ["-o", "out/o.mp4"]
     else:
         monkeypatch.setattr(media.write, "_save_png", _disk_full_png)
@@ -656,7 +658,7 @@ def test_folder_turning_read_only_during_the_run(cli_env: Path, monkeypatch: pyt
     def denied(temp: Path, *args: Any) -> None:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(media.write, "_encode_mp4", denied)
+    monkeypatch.setattr(media.write, "_encode", denied)
     line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", "-o", "o.mp4", *SMALL), 1)
     assert "cannot write o.mp4: permission denied" in line and files_under(cli_env) == []
 
@@ -804,7 +806,7 @@ def test_ctrl_c_during_a_run_exits_130_and_leaves_nothing(
     if where == "denoising":
         _interrupt_denoising(monkeypatch, at_call=2)
     elif where == "encoding":
-        monkeypatch.setattr(media.write, "_encode_mp4", _interrupt_encoding)
+        monkeypatch.setattr(media.write, "_encode", _interrupt_encoding)
     else:
         monkeypatch.setattr(media.write, "_save_png", _interrupt_png)
         out = ["--frames-dir", "out/frames"]

@@ -15,7 +15,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 import typer
@@ -24,8 +24,8 @@ from typer.core import TyperGroup
 from ltxcli.errors import exit_closed_stdout, failure_kind
 
 # the commands' byte formatting and JSON encoding are the library's (ltx doctor's checks use them too)
+from ltxcli.formatting import help_examples, to_json
 from ltxcli.formatting import human_bytes as human_bytes
-from ltxcli.formatting import to_json
 from ltxcli.parallel.launch import EXIT_INTERRUPTED, record_exit_code
 
 if TYPE_CHECKING:
@@ -59,6 +59,12 @@ def exit_codes_epilog() -> str:
     """The exit-code table for ``--help`` (``\\b`` keeps click/rich from re-wrapping it)."""
     rows = "\n".join(f"  {code:<4} {text}" for code, text in EXIT_CODES.items())
     return f"\b\nExit codes:\n{rows}"
+
+
+def help_epilog(command: str) -> str:
+    """The exit codes, then the examples of ``ltx COMMAND`` (:func:`ltxcli.formatting.help_examples`)."""
+    rows = "".join(f"\n  # {what}\n  {line}" for what, line in help_examples(command))
+    return exit_codes_epilog() + (f"\n\n\b\nExamples:{rows}" if rows else "")
 
 
 DEBUG_ENV = "LTX_DEBUG"
@@ -103,7 +109,10 @@ class Output:
     """Where a command writes: ``data``/``json`` to stdout, ``info``/``warn`` to stderr.
 
     For the ranks of a multi-process run: ``stdout=False`` drops the data lines (another rank prints them),
-    ``progress=False`` shows no progress bars, ``prefix`` starts every message (``[rank 1/2 host]``)."""
+    ``progress=False`` shows no progress bars, ``prefix`` starts every message (``[rank 1/2 host]``); ``plain``
+    (``--progress plain``): stage lines and heartbeats instead of bars, on a terminal or not."""
+
+    plain = False
 
     def __init__(self, *, json_mode: bool = False, quiet: bool = False, stdout: bool = True, progress: bool = True,
                  prefix: str = "") -> None:
@@ -141,10 +150,12 @@ class Output:
     @contextmanager
     def status(self, message: str) -> Iterator[None]:
         """A transient spinner on a terminal, nothing otherwise."""
-        if self.progress_enabled:
+        if self.progress_enabled and not self.plain:
             with self.console.status(message):
                 yield
         else:
+            if self.plain and self.progress:
+                self.info(message)
             yield
 
 
@@ -317,30 +328,26 @@ class RichBars:
 
 
 class GenerationProgress(RichBars):
-    """rich bars for ``Pipeline.generate(progress=...)``: prompt encoding, denoising (per pass), decoding."""
-
-    _LABELS: ClassVar[dict[str, str]] = {"text": "encoding prompt", "denoise": "denoising", "decode": "decoding"}
+    """Bars with rate and time left for ``Pipeline.run(progress=...)`` and the writer (prompt, denoising per pass,
+    decode tiles, frames written; :class:`ltxcli.progress.Stages`), or with ``out.plain`` their heartbeat lines."""
 
     def __init__(self, out: Output, label: str = "") -> None:
-        super().__init__(out)
-        self.label = label
-        self._last: dict[str, int] = {}
-        self._pass = 1
+        from ltxcli.progress import Heartbeat, Stages
+
+        super().__init__(out, enabled=out.progress_enabled and not out.plain)
+        self.stages = Stages(label)
+        self.heartbeat = Heartbeat(out.info, label) if out.plain and out.progress else None
+
+    def columns(self) -> list[Any]:
+        from rich.progress import TextColumn
+
+        return [*super().columns(), TextColumn("{task.fields[pace]}")]
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        if self._progress is None:
-            return
-        key = stage
-        if stage == "denoise" and done < self._last.get("denoise", 0):
-            self._pass += 1  # multi-scale: the second pass restarts the count
-        if stage == "denoise" and self._pass > 1:
-            key = f"denoise{self._pass}"
-        self._last[stage] = done
-        if key not in self._tasks:
-            desc = self._LABELS.get(stage, stage)
-            if stage == "denoise" and (self._pass > 1):
-                desc += f" (pass {self._pass})"
-            if self.label:
-                desc = f"{self.label} {desc}"
-            self._tasks[key] = self._progress.add_task(desc, total=total)
-        self._progress.update(self._tasks[key], completed=done, total=total)
+        if self.heartbeat is not None:
+            self.heartbeat(stage, done, total)
+        if self._progress is not None:
+            s, new = self.stages.update(stage, done, total)
+            if new:
+                self._tasks[s.key] = self._progress.add_task(s.label, total=total, pace="")
+            self._progress.update(self._tasks[s.key], completed=done, total=total, pace=s.pace())

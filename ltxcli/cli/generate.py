@@ -31,6 +31,7 @@ import typer
 from ltxcli import long_video, naming, runner
 from ltxcli.long_video import OPTION_HELP
 from ltxcli.parallel import launch
+from ltxcli.request import Condition, Extension
 
 from . import common, preflight
 from .common import (
@@ -38,14 +39,12 @@ from .common import (
     CliError,
     GenerationProgress,
     Output,
-    exit_codes_epilog,
     guarded,
     usage_error,
 )
 from .resolve import MODEL_ENV, WEIGHTS_DIR_ENV, ensure_downloaded, resolve
 
 if TYPE_CHECKING:
-    from ltxcli.request import Condition
     from ltxcli.spec import ModelSpec
 
 
@@ -74,6 +73,11 @@ class VaeConvMode(str, enum.Enum):
     auto = "auto"
     direct = "direct"
     winograd = "winograd"
+
+
+class ProgressMode(str, enum.Enum):
+    auto = "auto"
+    plain = "plain"
 
 
 class ParallelMode(str, enum.Enum):
@@ -164,6 +168,12 @@ CacheOpt = Annotated[str | None, typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per output on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or messages on stderr.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
+CrfOpt = Annotated[int | None, typer.Option(show_default=False, help="Video quality: 0 (lossless) to 51 (63 for .webm); "
+                                            "lower is better and larger. Default: 18, visually lossless.")]
+EncPresetOpt = Annotated[str | None, typer.Option("--preset", show_default=False, help="x264 speed/size trade-off "
+                                                  "(ultrafast ... medium ... veryslow; .mp4/.mov/.mkv). Default: medium.")]
+ProgressOpt = Annotated[ProgressMode, typer.Option(help="auto: bars on a terminal, nothing otherwise; plain: one "
+                                                   "line as each stage starts, then at most one every 10 s (logs).")]
 SkipOpt = Annotated[bool, typer.Option("--skip-existing", help="Skip items already written: found by name, or by their record (index, prompt, settings) when the batch seed was drawn at random.")]
 
 
@@ -215,6 +225,9 @@ def _shared_options(
     quiet: QuietOpt = False,
     overwrite: OverwriteOpt = False,
     skip_existing: SkipOpt = False,
+    crf: CrfOpt = None,
+    encoder_preset: EncPresetOpt = None,
+    progress: ProgressOpt = ProgressMode.auto,
 ) -> None:
     """The one declaration of the options every generating command takes, in ``--help`` order: a command gets
     them through :func:`generation_command`, and :class:`Options` has a field for each. A new option is one
@@ -286,6 +299,7 @@ def run(
     """Generate every row. ``ctx``: the :class:`~ltxcli.parallel.context.DistContext` of a torchrun worker;
     ``prepare_only``: stop after the checks that need no weights and the download of missing weights (what
     ``--gpus`` does before it starts the workers; data lines and warnings are left to them)."""
+    from ltxcli import media
     from ltxcli.api import device_name, resolve_device, resolve_dtype, transformers_progress
     from ltxcli.control import weights_needed as control_weights
     from ltxcli.parallel.orchestrate import from_rank0, rank_stats, shard_items
@@ -301,6 +315,7 @@ def run(
         out = Output(json_mode=opts.json, quiet=opts.quiet, progress=main, prefix=label if not main else "")
     else:
         out = Output(json_mode=opts.json, quiet=True, stdout=False)  # rank 0 speaks for the single video
+    out.plain = opts.progress == "plain"
     if opts.output is not None and opts.frames_dir is not None:
         usage_error("give either -o/--output (MP4) or --frames-dir (PNG frames), not both")
     if opts.overwrite and opts.skip_existing:
@@ -343,6 +358,8 @@ def run(
     if note and main and not prepare_only:
         out.info(note)
 
+    for it in [] if frames_out else items:  # an unknown suffix, a bad --crf/--preset, no VP9 encoder: exit 2 now
+        media.video_format(it.target, media.DEFAULT_CRF if opts.crf is None else opts.crf, opts.encoder_preset)
     mine = shard_items(items, ctx.rank, world) if batch and world > 1 else items
     todo = [it for it in mine if not it.skip]
     anything = any(not it.skip for it in items)
@@ -400,12 +417,12 @@ def run(
     many = len(items) > 1
 
     def progress(it: runner.BatchItem) -> GenerationProgress:
-        return GenerationProgress(out, f"[{it.index + 1}]" if many else "")
+        return GenerationProgress(out, f"[{it.index}]" if many else "")  # as {index} and JSON "index" count
 
     results = runner.run_batch(
         pipe, mine, frames=frames_out, overwrite=opts.overwrite, skip_existing=opts.skip_existing,
         claim=batch and opts.skip_existing, model=ref.label, write=main or batch, load_s=load_s, progress=progress,
-        stream=True)
+        stream=True, crf=opts.crf, preset=opts.encoder_preset)
     for r in results:
         if r.status == "skipped":
             _emit_skipped(out, r)
@@ -496,7 +513,6 @@ def _emit_written(out: Output, r: runner.ItemResult, *, frames: bool, kernels: d
 
 # --- commands ------------------------------------------------------------------------------------------------
 
-HELP_EPILOG = exit_codes_epilog()
 
 
 def relaunch(gpus: int | None, prepare: Callable[[], None] | None = None, device: str | None = None,
@@ -544,6 +560,18 @@ def _read_source(source: str, what: str, ctx: Any) -> str:
     return _read_stdin(ctx) if source == "-" else runner.read_batch_file(source, what)
 
 
+def _single(opts: Any, gpus: int | None, row: dict[str, Any], first: Condition | None = None) -> None:
+    """One video from ``row`` (generate, i2v, v2v, extend); its prompt '-' is read from stdin (by rank 0)."""
+    relaunch(gpus, None if row["prompt"] == "-" else  # stdin is left for the workers to read
+             lambda: run(opts, [row], batch=False, first_image=first, prepare_only=True), opts.device, opts.quiet)
+    with distributed_context() as ctx:
+        text = _read_stdin(ctx).strip() if row["prompt"] == "-" else row["prompt"]
+        run(opts, [{**row, "prompt": text}], batch=False, first_image=first, ctx=ctx)
+
+
+PromptArg = Annotated[str, typer.Argument(metavar="PROMPT", help="The prompt; '-' reads it from stdin.")]
+
+
 @generation_command
 def generate(
     prompt: Annotated[str | None, typer.Argument(
@@ -551,66 +579,78 @@ def generate(
     batch: Annotated[str | None, typer.Option(
         show_default=False,
         help="File with one prompt per line, or JSON lines with per-item prompt, seed, steps, height, width, "
-             "num_frames, frame_rate, guidance_scale, stg_scale, negative_prompt, image, conditions, cache, output "
-             "('-' = stdin). One model load, one output per item.")] = None,
+             "num_frames, frame_rate, guidance_scale, stg_scale, negative_prompt, image, conditions, cache, video, "
+             "denoise_strength, extend, output ('-' = stdin). One model load, one output per item.")] = None,
+    from_: Annotated[str | None, typer.Option("--from", show_default=False, help="Redo a video (or --frames-dir "
+                     "folder) ltx wrote, from its record: same model, settings and seed but for the options given "
+                     "(and PROMPT).")] = None,
     **shared: Any,
 ) -> None:
     """Generate a video from a text prompt (or a batch of prompts)."""
     opts, gpus = options(shared), shared["gpus"]
-    if batch is not None and prompt is not None:
-        usage_error("give a PROMPT or --batch FILE, not both")
-    if batch is None and prompt is None:
+    if batch is not None and (prompt is not None or from_ is not None):
+        usage_error("give a PROMPT (or --from VIDEO) or --batch FILE, not both")
+    if batch is None and prompt is None and from_ is None:
         usage_error("missing PROMPT (or --batch FILE); `ltx generate --help` shows the options")
+    if batch is None:
+        from ltxcli.redo import redo_row
+
+        row = redo_row(from_, vars(opts), prompt) if from_ is not None else {"prompt": prompt}
+        opts.model = row.pop("model", opts.model)
+        return _single(opts, gpus, row)
 
     def prepare() -> None:  # stdin is left for the workers to read
-        if batch is not None and batch != "-":
+        if batch != "-":
             run(opts, runner.parse_batch(runner.read_batch_file(batch), f"--batch {batch}"), batch=True,
                 prepare_only=True)
-        elif batch is None and prompt != "-":
-            run(opts, [{"prompt": prompt}], batch=False, prepare_only=True)
 
     relaunch(gpus, prepare, opts.device, opts.quiet)
     with distributed_context() as ctx:
-        if batch is not None:
-            rows = runner.parse_batch(_read_source(batch, "--batch", ctx), f"--batch {batch}")
-            run(opts, rows, batch=True, ctx=ctx)
-            return
-        assert prompt is not None
-        if prompt == "-":
-            prompt = _read_stdin(ctx).strip()
-        run(opts, [{"prompt": prompt}], batch=False, ctx=ctx)
+        run(opts, runner.parse_batch(_read_source(batch, "--batch", ctx), f"--batch {batch}"), batch=True, ctx=ctx)
 
 
 @generation_command
 def i2v(
     image: Annotated[str, typer.Argument(metavar="IMAGE", show_default=False, help="The first frame (an image, or a video).")],
-    prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="The prompt; '-' reads it from stdin.")] = "",
+    prompt: PromptArg = "",
     image_strength: Annotated[float, typer.Option(help="Conditioning strength of IMAGE in [0, 1].")] = 1.0,
     **shared: Any,
 ) -> None:
     """Generate a video that starts from IMAGE (image-to-video)."""
-    opts, gpus = options(shared), shared["gpus"]
-    from ltxcli.request import Condition
+    _single(options(shared), shared["gpus"], {"prompt": prompt}, Condition(image, 0, image_strength))
 
-    first = Condition(image, 0, image_strength)
 
-    def prepare() -> None:
-        if prompt != "-":
-            run(opts, [{"prompt": prompt}], batch=False, first_image=first, prepare_only=True)
+@generation_command
+def v2v(
+    video: Annotated[str, typer.Argument(metavar="VIDEO", show_default=False, help="The video to transform.")],
+    prompt: PromptArg = "",
+    strength: Annotated[float, typer.Option(help="How much is redone, in (0, 1): the input is noised to this point "
+                                            "of the schedule and denoised from there (lower keeps more).")] = 0.5,
+    **shared: Any,
+) -> None:
+    """Transform VIDEO to follow PROMPT (video-to-video); size, length and frame rate default to VIDEO's."""
+    _single(options(shared), shared["gpus"], {"prompt": prompt, "video": video, "denoise_strength": strength})
 
-    relaunch(gpus, prepare, opts.device, opts.quiet)
-    with distributed_context() as ctx:
-        if prompt == "-":
-            prompt = _read_stdin(ctx).strip()
-        run(opts, [{"prompt": prompt}], batch=False, first_image=first, ctx=ctx)
+
+@generation_command
+def extend(
+    video: Annotated[str, typer.Argument(metavar="VIDEO", show_default=False, help="The video to continue.")],
+    frames: Annotated[int, typer.Option(show_default=False, help="Frames to add (the output is VIDEO's frames "
+                                        "and these).")],
+    prompt: PromptArg = "",
+    backward: Annotated[bool, typer.Option("--backward", help="Add them before VIDEO's start, not after its end.")] = False,
+    **shared: Any,
+) -> None:
+    """Make VIDEO longer: new frames after its end (or before its start) generated from its frames."""
+    _single(options(shared), shared["gpus"], {"prompt": prompt, "extend": Extension(video, frames, backward)})
 
 
 def register(app: typer.Typer) -> None:
-    app.command("generate", epilog=HELP_EPILOG)(generate)
-    app.command("i2v", epilog=HELP_EPILOG)(i2v)
+    for name, command in (("generate", generate), ("i2v", i2v), ("v2v", v2v), ("extend", extend)):
+        app.command(name)(command)
 
 
 __all__ = [
-    "SHARED_OPTIONS", "Options", "check_kernels", "check_memory", "distributed_context", "generate", "generation_command", "i2v", "options",
-    "register", "relaunch", "run",
+    "SHARED_OPTIONS", "Options", "check_kernels", "check_memory", "distributed_context", "extend", "generate", "generation_command", "i2v", "options",
+    "register", "relaunch", "run", "v2v",
 ]

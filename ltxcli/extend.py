@@ -1,0 +1,204 @@
+"""Video extension and the defaults a video input gives (``ltx extend``, ``ltx v2v``).
+
+An :class:`~ltxcli.request.Extension` request (``Pipeline.run`` hands it to :func:`run_extension`) becomes an
+ordinary generation conditioned on the input's frames, with the official video-extension semantics of
+``inference.py`` (a video condition, trimmed to ``8k + 1`` frames, blurred and CRF-compressed like every
+condition; at frame 0 it is blended into the first latents, later it also adds its first latents as extra
+tokens). The 8k+1 grid decides the plan (:func:`plan_extension`), for an input of ``M`` frames and ``N`` new:
+
+* forward: the context is the input's last ``K`` frames, ``K`` the largest ``8k + 1`` <= ``M`` (and short
+  enough for the model's time range); the generation is ``K + N`` frames with the context at frame 0;
+* backward: the generation is ``N8 + K`` frames (``N8``: ``N`` rounded up to a multiple of 8, where a video
+  condition may start) with the input's first ``K`` frames at frame ``N8``; its first ``N8 - N`` frames are
+  dropped.
+
+The output is the input's own frames (all ``M``, as decoded, resized only when the output size differs),
+followed (backward: preceded) by the ``N`` new frames: the input's remainder beyond the context (``M - K <= 7``
+frames forward, more when the time range limits ``K``) is kept, never re-generated. Conditions the request adds
+are in the output's frames and must fall in the new ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from . import media
+from .conditions import resize_frames
+from .request import Condition, Extension, GenerationRequest
+
+if TYPE_CHECKING:
+    from .pipeline import GenerationResult, Pipeline
+    from .presets import Preset
+
+
+@dataclass(frozen=True)
+class ExtensionPlan:
+    """Where the input and the new frames sit in the generation (see the module docstring)."""
+
+    input_frames: int  # M
+    new_frames: int  # N
+    backward: bool
+    context: int  # K: the input frames the generation is conditioned on (8k + 1)
+    lead: int  # backward: N rounded up to a multiple of 8 (the context's frame); forward: 0
+
+    @property
+    def gen_frames(self) -> int:
+        return self.lead + self.context + (0 if self.backward else self.new_frames)
+
+    @property
+    def context_start(self) -> int:
+        """The input frame the context starts at."""
+        return 0 if self.backward else self.input_frames - self.context
+
+    def gen_frame(self, frame: int) -> int:
+        """An output frame (of the new ones) -> its frame in the generation (ValueError inside the input)."""
+        first, last = (0, self.new_frames - 1) if self.backward else (self.input_frames, self.input_frames + self.new_frames - 1)
+        if not first <= frame <= last:
+            raise ValueError(f"a condition at frame {frame} falls outside the new frames {first}-{last} of this "
+                             "extension (the input's own frames are kept as they are)")
+        return frame + self.lead - self.new_frames if self.backward else frame - self.input_frames + self.context
+
+
+def plan_extension(input_frames: int, new_frames: int, backward: bool, longest: int) -> ExtensionPlan:
+    """The plan for ``new_frames`` more frames of an ``input_frames``-frame video, the generation at most
+    ``longest`` frames (the model's time range at this frame rate); ValueError names the limit."""
+    if new_frames < 1:
+        raise ValueError(f"frames={new_frames} must be at least 1 (the frames to add)")
+    lead = math.ceil(new_frames / 8) * 8 if backward else 0
+    room = longest - (lead if backward else new_frames)
+    if room < 1:
+        raise ValueError(f"frames={new_frames} new frames do not fit in the model's time range ({longest} frames at "
+                         f"this frame rate) with any context: add at most {longest - 8 if backward else longest - 1}")
+    context = (min(input_frames, room) - 1) // 8 * 8 + 1
+    return ExtensionPlan(input_frames, new_frames, backward, context, lead)
+
+
+def longest_frames(max_pos: Any, frame_rate: float) -> int:
+    """The most frames (8k + 1) the model's time range (``max_pos[0]`` seconds) holds at ``frame_rate``."""
+    return int(max_pos[0] * frame_rate) // 8 * 8 + 1
+
+
+def source_defaults(request: GenerationRequest, preset: Preset) -> None:
+    """Fill what a video-to-video or extension request leaves open from its input video (read here, so an
+    unreadable file fails before any model work, :class:`~ltxcli.media.MediaError`): the frame rate, the size
+    (the input's when it has at most the preset's pixels, else its aspect ratio at the preset's area in
+    multiples of 32), the length (v2v: the input's; extension: the input's plus the new frames)."""
+    check_source(request)
+    source = request.extend.video if request.extend is not None else request.video
+    if source is None or not isinstance(source, (str, os.PathLike)):
+        return
+    count = media.media_num_frames(source)
+    if request.frame_rate is None:
+        request.frame_rate = float(media.video_frame_rate(source))
+    if request.height is None and request.width is None:
+        first = media.load_media(source, max_frames=1)
+        h, w = int(first.shape[1]), int(first.shape[2])
+        if h * w > preset.height * preset.width:
+            scale = math.sqrt(preset.height * preset.width / (h * w))
+            h, w = max(32, round(h * scale / 32) * 32), max(32, round(w * scale / 32) * 32)
+        request.height, request.width = h, w
+    if request.extend is not None and request.extend.frames < 1:
+        raise ValueError(f"frames={request.extend.frames} must be at least 1 (the frames to add)")
+    length = count if request.extend is None else count + request.extend.frames
+    if request.num_frames is None:
+        request.num_frames = length
+    elif request.extend is not None and request.num_frames != length:
+        raise ValueError(f"num_frames={request.num_frames}: an extension of a {count}-frame video by "
+                         f"{request.extend.frames} frames has {length} (give the new frames only)")
+
+
+def check_source(item: GenerationRequest) -> None:
+    """What an item with an input video must satisfy before any work (ValueError, one line)."""
+    if item.video is not None and not 0 < item.denoise_strength < 1:
+        raise ValueError(f"strength={item.denoise_strength} must be in (0, 1) (e.g. 0.5: the lower, the closer to "
+                         "the input)")
+    if item.video is not None and item.extend is not None:
+        raise ValueError("an item is video-to-video or an extension, not both")
+
+
+def parse_extension(value: Any, where: str) -> Extension:
+    """A batch line's ``"extend": {"video": PATH, "frames": N, "backward": false}``."""
+    ok = isinstance(value, dict) and isinstance(value.get("video"), str) and not set(value) - {"video", "frames", "backward"}
+    frames, backward = (value.get("frames"), value.get("backward", False)) if ok else (None, None)
+    if not ok or isinstance(frames, bool) or not isinstance(frames, int) or not isinstance(backward, bool):
+        raise ValueError(f"{where}: extend is {{\"video\": PATH, \"frames\": N, \"backward\": false}}")
+    return Extension(value["video"], frames, backward)
+
+
+def _fit(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Float ``[F, H, W, 3]`` -> ``[F, height, width, 3]``: centre crop to the aspect ratio, bicubic resize (the
+    official preprocessing without its blur and compression); as is at that size already."""
+    if tuple(frames.shape[1:3]) == (height, width):
+        return frames
+    left, top, right, bottom = media.centre_crop_box(frames.shape[2], frames.shape[1], height, width)
+    crop = frames[:, top:bottom, left:right].permute(3, 0, 1, 2)[None]  # [1, 3, F, h, w]
+    return resize_frames(crop, height, width)[0].permute(1, 2, 3, 0).clamp(0, 1)
+
+
+def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Any = None,
+                  stream: bool = False) -> GenerationResult:
+    """Generate ``request`` (with ``extend``) as :meth:`Pipeline.run` does: the result is the whole output video
+    (input and new frames; streamed when ``stream``), its settings those of the output, with ``extend``."""
+    request = dataclasses.replace(request)  # the defaults below are filled in a copy
+    ext = request.extend
+    assert ext is not None
+    if request.video is not None:
+        raise ValueError("an extension cannot also be video-to-video: give extend or video, not both")
+    source_defaults(request, pipe.preset)
+    assert request.frame_rate is not None and request.height is not None and request.width is not None
+    frames = media.load_video(ext.video)  # float [M, H, W, 3]
+    plan = plan_extension(frames.shape[0], ext.frames, ext.backward,
+                          longest_frames(pipe.transformer.config.positional_embedding_max_pos, request.frame_rate))
+    user = [dataclasses.replace(c, frame=plan.gen_frame(c.frame)) for c in request.conditions]
+    inner = dataclasses.replace(request, extend=None, num_frames=plan.gen_frames, conditions=[])
+    r = pipe.resolve(inner)
+    # the context as every file condition is prepared (crop, resize, blur, CRF; [1, 3, K, h, w] in [-1, 1]), at
+    # the generation's size, padded as inference.py pads media; handed over as a tensor [K, ph, pw, 3] in [0, 1]
+    ctx = frames[plan.context_start : plan.context_start + plan.context]
+    pixels = media.preprocess_condition_frames(ctx, r.height, r.width)
+    pixels = torch.nn.functional.pad(resize_frames(pixels, r.height, r.width), r.padding)
+    context = Condition(((pixels[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1), plan.lead, 1.0)
+    result = pipe.run(dataclasses.replace(inner, conditions=[context, *user]), progress=progress, stream=True)
+    kept = _fit(frames, r.height, r.width)
+    del frames, ctx, pixels
+
+    def spliced(chunk_frames: int, quantize: media.Quantize) -> Iterator[torch.Tensor]:
+        def own() -> Iterator[torch.Tensor]:
+            for a in range(0, kept.shape[0], chunk_frames):
+                yield media.to_uint8(kept[a : a + chunk_frames], quantize)
+
+        def new() -> Iterator[torch.Tensor]:
+            lo = plan.lead - plan.new_frames if plan.backward else plan.context  # the new frames of the generation
+            seen = 0
+            for chunk in result.frames(chunk_frames, quantize):
+                a, b = max(lo - seen, 0), min(lo + plan.new_frames - seen, len(chunk))
+                seen += len(chunk)
+                if a < b:
+                    yield chunk[a:b]
+
+        yield from (new() if plan.backward else own())
+        yield from (own() if plan.backward else new())
+
+    settings = {**result.settings, "num_frames": plan.input_frames + plan.new_frames,
+                "conditions": [{"path": os.fspath(c.media) if isinstance(c.media, (str, os.PathLike)) else None, "frame": c.frame,
+                                "strength": c.strength} for c in request.conditions],
+                "extend": {**ext.record(), "context_frames": plan.context}}
+    out = dataclasses.replace(result, settings=settings)
+    out._stream = spliced
+    if stream:
+        return out
+    out.video = torch.cat([c.float() / 255 for c in out.frames()])
+    return out
+
+
+__all__ = [
+    "ExtensionPlan", "check_source", "longest_frames", "parse_extension", "plan_extension", "run_extension",
+    "source_defaults",
+]

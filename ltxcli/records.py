@@ -1,0 +1,58 @@
+"""The generation record a written video carries (:func:`record`) and the settings ``ltx generate --json``
+reports (:func:`run_settings`), both read off a :class:`~ltxcli.pipeline.GenerationResult`
+and what a batch item adds (:func:`batch_fields`); :mod:`ltxcli.runner` re-exports them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from .naming import fps_number
+
+if TYPE_CHECKING:
+    from .pipeline import GenerationResult
+    from .runner import BatchItem
+
+
+def run_settings(result: GenerationResult) -> dict[str, Any]:
+    """The settings a result was generated with, as ``ltx generate --json`` reports them (the record's, plus
+    the device): size, frame rate, negative prompt, first-pass steps/guidance, every pass, conditions, compute."""
+    s = result.settings
+    first = s["passes"][0]
+    timesteps = first.get("timesteps")
+    return {
+        "height": s["height"], "width": s["width"], "num_frames": s["num_frames"],
+        "frame_rate": fps_number(s["frame_rate"]), "negative_prompt": s["negative_prompt"],
+        "steps": first["num_inference_steps"] if timesteps is None else len(timesteps),
+        "guidance_scale": first["guidance_scale"], "stg_scale": first["stg_scale"], "preset": s["preset"],
+        "timesteps": timesteps, "multi_scale": s["multi_scale"], "passes": s["passes"],
+        "conditions": s["conditions"], "control": s.get("control"), "video": s.get("video"),
+        "denoise_strength": s.get("denoise_strength"), "extend": s.get("extend"), "dtype": s["dtype"], "device": s["device"],
+        "offload": s["offload"], "vae_tiling": s["vae_tiling"], "vae_conv": s["vae_conv"], "loras": s["loras"],
+        "cache": s.get("cache"),  # step cache: mode, threshold, branch evaluations and how many were skipped
+        **{k: s[k] for k in ("temporal_upscale", "long") if s.get(k) is not None},
+    }
+
+
+def record(result: GenerationResult, *, model: str | None = None) -> dict[str, Any]:
+    """The generation record stored in a written file (``ltx info`` and :func:`ltxcli.media.read_video_metadata`
+    read it back): tool and version, model (default: the pipeline's name), prompt, seed, the settings of
+    :func:`run_settings` without the device, and the time of writing."""
+    from . import __version__
+
+    s = result.settings
+    return {
+        "tool": "ltxcli", "version": __version__, "model": s["model"] if model is None else model,
+        "prompt": s["prompt"], "seed": result.seed,
+        **{k: v for k, v in run_settings(result).items() if k != "device"},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def batch_fields(item: BatchItem) -> dict[str, Any]:
+    """What a written item's record adds to :func:`record`: its ``index`` and, in a batch of several items
+    whose seed derives from the batch seed, that ``batch_seed`` (how a rerun resumes the batch)."""
+    return {"index": item.index} | ({"batch_seed": item.batch_seed} if item.batch_seed is not None else {})
+
+
+__all__ = ["batch_fields", "record", "run_settings"]

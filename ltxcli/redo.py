@@ -1,0 +1,77 @@
+"""Redo a generation from the record its video carries (``ltx generate --from old.mp4``).
+
+A video (or PNG frames folder) written by ltx stores its generation record (:func:`ltxcli.runner.record`):
+model, prompt, seed, size, length, frame rate, the sampling values and the media it was conditioned on.
+:func:`redo_row` turns it back into the batch row of that generation, leaving out what the caller overrides,
+so that the same model, settings and seed give the same frames, bit for bit, on the same machine and software.
+Values the record does not name (decode noise, STG mode, ...) come from the model's preset, as they did; a
+scalar guidance or step count is only restored when it was one (a preset's per-interval schedule is the
+preset's again). Paths of conditions and inputs are used as recorded (relative ones from the current folder).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .request import Condition, Extension
+
+#: Record keys restored as they are (batch-row names).
+_PLAIN = ("prompt", "negative_prompt", "height", "width", "num_frames", "frame_rate", "seed")
+
+
+def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The generation record of a video, image or frames folder written by ltx (``ValueError`` without one,
+    :class:`~ltxcli.media.MediaError` if it cannot be read)."""
+    from . import media
+
+    target = Path(path)
+    if target.is_dir():
+        target = target / "frame_00000.png"
+    record = media.read_video_metadata(target)
+    if not record or record.get("tool") != "ltxcli" or "seed" not in record:
+        raise ValueError(f"{path}: carries no ltx generation record (only videos written by ltx generate, i2v, "
+                         "v2v or extend can be redone)")
+    return record
+
+
+def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A generation record -> the values of the batch row (and the ``model``) that made it."""
+    values = {k: record[k] for k in _PLAIN if record.get(k) is not None}
+    values["model"] = record.get("model")
+    if record.get("timesteps") is None and record.get("steps") is not None:
+        values["steps"] = record["steps"]
+    # an explicit scalar guidance clears the pass's per-interval schedule: a schedule means the preset's values
+    if not (record.get("passes") or [{}])[0].get("guidance_timesteps"):
+        for key in ("guidance_scale", "stg_scale"):
+            if isinstance(record.get(key), (int, float)):
+                values[key] = record[key]
+    conditions = []
+    for c in record.get("conditions") or []:
+        if c.get("path") is None:
+            raise ValueError("the record names a condition given in memory (not a file): it cannot be redone")
+        conditions.append(Condition(c["path"], int(c["frame"]), float(c["strength"])))
+    values["conditions"] = conditions
+    if record.get("video") is not None:
+        values["video"], values["denoise_strength"] = record["video"], record["denoise_strength"]
+    ext = record.get("extend")
+    if ext:
+        values["extend"] = Extension(ext["video"], int(ext["frames"]), bool(ext["backward"]))
+        del values["num_frames"]  # the input's length plus the new frames, counted again
+    return values
+
+
+def redo_row(path: str | os.PathLike[str], given: Mapping[str, Any], prompt: str | None = None) -> dict[str, Any]:
+    """The batch row (and ``model``) that redoes the generation recorded in ``path``: every recorded value
+    except those ``given`` (a caller's explicit settings: not ``None``, not empty) and, when given, ``prompt``."""
+    values = record_values(read_record(path))
+    row = {k: v for k, v in values.items() if given.get(k) in (None, [], ()) and v is not None}
+    if prompt is not None:
+        row["prompt"] = prompt
+    row["_where"] = f"--from {path}"
+    return row
+
+
+__all__ = ["read_record", "record_values", "redo_row"]

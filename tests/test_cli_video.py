@@ -1,0 +1,245 @@
+"""``ltx extend``, ``ltx v2v``, ``ltx generate --from``, video containers and quality, and progress output (issue 14,
+points 3 and 4), run as a user runs them: real ``python -m ltxcli`` subprocesses with the tiny model for the
+end-to-end claims, the in-process CliRunner (memoised model) for the option checks.
+
+Bit-exact claims use lossless outputs: ``--frames-dir`` PNG frames hold the very 8-bit codes the run produced,
+so ``--from`` is compared with the original run code for code, and an extension's copy of its input is compared
+with the input's decoded codes (an H.264 output would re-encode them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import av
+import cli_harness
+import pytest
+import torch
+from cli_harness import assert_one_error_line, enter_cli_env, frame_codes, json_lines, ltx, memoised_loader
+
+from ltxcli import media
+from ltxcli.progress import Heartbeat
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--height", "64", "--width", "96", "--num-frames", "9"]
+_cached_load = memoised_loader()
+one_thread = cli_harness.one_thread
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return enter_cli_env(tmp_path, monkeypatch, _cached_load)
+
+
+def run_ltx(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m ltxcli ARGS`` in ``cwd`` (stderr is a pipe, not a terminal), offline, one thread."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "LTX_WEIGHTS_DIR": str(cwd / "weights"),
+           "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env.pop("LTX_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "ltxcli", *args], cwd=cwd, capture_output=True, text=True,
+                          env=env, timeout=300, check=False)
+
+
+def decoded_codes(path: Path) -> torch.Tensor:
+    """A video's frames as uint8 ``[F, H, W, 3]`` (what every reader of the file gets)."""
+    return media.to_uint8(media.load_video(path))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 12-frame 96x64 input at 12 fps (not 8k + 1 frames, so the remainder rule is exercised)."""
+    folder = tmp_path_factory.mktemp("clip")
+    gen = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(0, 1, 12)[:, None, None, None]
+    frames = (0.6 * torch.rand(1, 64, 96, 3, generator=gen) + 0.4 * ramp).clamp(0, 1)
+    return media.write_video(folder / "clip.mp4", frames, 12)
+
+
+# --------------------------------------------------------------------------------------- extend
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["forward-subprocess", "backward"])
+def test_extend_adds_frames_and_keeps_the_input(cli_env: Path, clip: Path, backward: bool) -> None:
+    args = ["extend", str(clip), "a cat walks", "--frames", "10", "--model", "tiny", "--seed", "3",
+            "--frames-dir", "out", "--json", *(["--backward"] if backward else [])]
+    if backward:  # in process (the memoised model): the same code path as the subprocess run of forward
+        proc: Any = ltx(*args)
+        assert proc.exit_code == 0, proc.stderr
+    else:
+        proc = run_ltx(cli_env, *args)
+        assert proc.returncode == 0, proc.stderr
+    (obj,) = json_lines(proc.stdout)
+    codes, source = frame_codes(cli_env / "out"), decoded_codes(clip)
+    assert codes.shape == (22, 64, 96, 3)  # 12 input frames + 10 new, at the input's size
+    own, new = (codes[10:], codes[:10]) if backward else (codes[:12], codes[12:])
+    assert torch.equal(own, source)  # the input's frames, code for code
+    assert not torch.equal(new, source[:10])
+    s = obj["settings"]
+    assert (s["num_frames"], s["width"], s["height"], s["frame_rate"]) == (22, 96, 64, 12)
+    # 12 frames: the context is 9 (8k + 1); forward: its last 9, backward: its first 9
+    assert s["extend"] == {"video": str(clip), "frames": 10, "backward": backward, "context_frames": 9}
+    assert s["conditions"] == []
+
+
+def test_extend_to_mp4_length_and_refusals(cli_env: Path, clip: Path) -> None:
+    r = ltx("extend", str(clip), "a cat", "--frames", "5", "--model", "tiny", "-o", "long.mp4")
+    assert r.exit_code == 0, r.stderr
+    with av.open("long.mp4") as c:
+        assert sum(1 for _ in c.decode(video=0)) == 17
+    assert media.read_video_metadata("long.mp4")["extend"]["frames"] == 5
+    assert "--frames" in assert_one_error_line(ltx("extend", str(clip), "a cat", "--model", "tiny"), 2)
+    line = assert_one_error_line(ltx("extend", str(clip), "x", "--frames", "0", "--model", "tiny"), 2)
+    assert "frames=0 must be at least 1" in line
+    line = assert_one_error_line(ltx("extend", str(clip), "x", "--frames", "4", "--num-frames", "9",
+                                     "--model", "tiny"), 2)
+    assert "has 16" in line
+    assert_one_error_line(ltx("extend", "missing.mp4", "x", "--frames", "4", "--model", "tiny"), 6)
+
+
+def test_a_condition_longer_than_the_video_is_trimmed_with_a_warning(cli_env: Path, clip: Path) -> None:
+    r = ltx("generate", "a cat", "--model", "tiny", "-c", f"{clip}:0", *SMALL)
+    assert r.exit_code == 0, r.stderr
+    assert "trimmed to its first 9 of 12 frames (only 9 fit from frame 0 of the 9-frame video" in r.stderr
+    r = ltx("generate", "a cat", "--model", "tiny", "-c", f"{clip}:0", *SMALL[:4], "--num-frames", "17")
+    assert r.exit_code == 0 and "warning" not in r.stderr  # shorter than the video: the official 8k + 1 cut only
+    assert "ltx extend" in r.stderr
+
+
+# --------------------------------------------------------------------------------------- v2v
+
+
+def test_v2v_takes_the_input_size_length_and_rate(tmp_path: Path, clip: Path) -> None:
+    proc = run_ltx(tmp_path, "v2v", str(clip), "a dog runs", "--strength", "0.5", "--model", "tiny", "--seed",
+                   "2", "-o", "dog.mp4", "--json")
+    assert proc.returncode == 0, proc.stderr
+    (obj,) = json_lines(proc.stdout)
+    s = obj["settings"]
+    assert (s["num_frames"], s["width"], s["height"], s["frame_rate"]) == (12, 96, 64, 12)
+    assert (s["video"], s["denoise_strength"]) == (str(clip), 0.5)
+    assert s["passes"][0]["skip_initial_inference_steps"] == 2  # the last half of the tiny preset's 4 steps
+    assert decoded_codes(tmp_path / "dog.mp4").shape == (12, 64, 96, 3)
+
+
+def test_v2v_strength_out_of_range_is_one_line(cli_env: Path, clip: Path) -> None:
+    line = assert_one_error_line(ltx("v2v", str(clip), "x", "--strength", "1", "--model", "tiny"), 2)
+    assert "strength=1" in line and "(0, 1)" in line
+
+
+# --------------------------------------------------------------------------------------- --from
+
+
+def test_from_reproduces_the_frames_bit_for_bit(tmp_path: Path) -> None:
+    first = run_ltx(tmp_path, "generate", "a cat walks in the snow", "--model", "tiny", "--seed", "5",
+                    "--steps", "3", "--frames-dir", "a", *SMALL)
+    assert first.returncode == 0, first.stderr
+    again = run_ltx(tmp_path, "generate", "--from", "a", "--frames-dir", "b", "--json")
+    assert again.returncode == 0, again.stderr
+    assert torch.equal(frame_codes(tmp_path / "b"), frame_codes(tmp_path / "a"))
+    (obj,) = json_lines(again.stdout)
+    assert (obj["prompt"], obj["seed"], obj["model"], obj["settings"]["steps"]) == ("a cat walks in the snow", 5,
+                                                                                    "tiny", 3)
+
+
+def test_from_an_mp4_record_reproduces_the_frames(cli_env: Path) -> None:
+    assert ltx("generate", "a cat", "--model", "tiny", "--seed", "8", "--frames-dir", "a", *SMALL).exit_code == 0
+    assert ltx("generate", "--from", "a", "-o", "again.mp4", "--crf", "0").exit_code == 0
+    # the MP4's record redoes it too: PNG frames of a run redone from the MP4 are the first run's
+    assert ltx("generate", "--from", "again.mp4", "--frames-dir", "c").exit_code == 0
+    assert torch.equal(frame_codes(cli_env / "c"), frame_codes(cli_env / "a"))
+
+
+def test_from_keeps_the_record_but_for_the_given_options(cli_env: Path, clip: Path) -> None:
+    assert ltx("extend", str(clip), "a cat", "--frames", "3", "--model", "tiny", "--seed", "4", "-o",
+               "ext.mp4").exit_code == 0
+    r = ltx("generate", "--from", "ext.mp4", "a dog", "--seed", "9", "-o", "redo.mp4", "--json")
+    assert r.exit_code == 0, r.stderr
+    (obj,) = json_lines(r.stdout)
+    assert (obj["prompt"], obj["seed"], obj["settings"]["num_frames"]) == ("a dog", 9, 15)
+    assert obj["settings"]["extend"]["video"] == str(clip)
+    media.write_video("plain.mp4", torch.rand(9, 64, 96, 3), 24)
+    assert "no ltx generation record" in assert_one_error_line(ltx("generate", "--from", "plain.mp4"), 2)
+    assert_one_error_line(ltx("generate", "--from", "ext.mp4", "--batch", "x.txt"), 2)
+
+
+# --------------------------------------------------------------------------------------- containers and quality
+
+
+def test_containers_crf_and_preset(cli_env: Path) -> None:
+    sizes = {}
+    for name, extra in (("a.mkv", ["--crf", "0"]), ("b.mkv", ["--crf", "40"]), ("c.mov", ["--preset", "ultrafast"]),
+                        ("d.webm", ["--crf", "30"])):
+        r = ltx("generate", "a cat", "--model", "tiny", "--seed", "1", "-o", name, *extra, *SMALL)
+        assert r.exit_code == 0, r.stderr
+        with av.open(name) as c:
+            s = c.streams.video[0]
+            assert sum(1 for _ in c.decode(s)) == 9
+            assert s.codec_context.name == ("vp9" if name.endswith(".webm") else "h264")
+        assert media.read_video_metadata(name)["seed"] == 1  # the record travels in every container
+        sizes[name] = Path(name).stat().st_size
+    assert sizes["a.mkv"] > 2 * sizes["b.mkv"]  # lossless is larger than CRF 40
+    for args, needle in ((["-o", "x.mp4", "--crf", "52"], "0..51"), (["-o", "x.webm", "--crf", "64"], "0..63"),
+                         (["-o", "x.webm", "--preset", "fast"], "applies to H.264"),
+                         (["-o", "x.mp4", "--preset", "warp"], "not an x264 preset"), (["-o", "x.avi"], ".webm")):
+        assert needle in assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", *args, *SMALL), 2)
+
+
+def test_webm_without_vp9_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = av.codec.Codec
+
+    def codec(name: str, mode: str = "r") -> Any:
+        if name == "libvpx-vp9":
+            raise av.codec.codec.UnknownCodecError(name)
+        return real(name, mode)
+
+    monkeypatch.setattr(av.codec, "Codec", codec)
+    with pytest.raises(ValueError, match="needs the libvpx-vp9 encoder, which this PyAV's FFmpeg lacks"):
+        media.video_format("x.webm")
+    assert media.video_format("x.mkv") == ("matroska", "libx264")
+
+
+# --------------------------------------------------------------------------------------- progress
+
+
+def test_progress_plain_prints_stage_lines_and_batch_indices_from_0(tmp_path: Path) -> None:
+    (tmp_path / "p.txt").write_text("a cat\na dog\n")
+    args = ["generate", "--batch", "p.txt", "--model", "tiny", "--seed", "1", "--steps", "2", "-o", "out/", *SMALL]
+    plain = run_ltx(tmp_path, *args, "--progress", "plain")
+    assert plain.returncode == 0, plain.stderr
+    lines = plain.stderr.splitlines()
+    for i in (0, 1):
+        for stage in ("encoding prompt 0/1 prompts", "denoising 0/2 steps", "decoding 0/1 tiles",
+                      "writing 0/9 frames"):
+            assert f"[{i}] {stage}" in lines, plain.stderr
+    assert "loading tiny" in lines
+
+
+
+def test_no_progress_lines_by_default_off_a_terminal(cli_env: Path) -> None:
+    quiet = ltx("generate", "a cat", "--model", "tiny", *SMALL)  # stderr is not a terminal: no progress by default
+    assert quiet.exit_code == 0, quiet.stderr
+    assert not [line for line in quiet.stderr.splitlines() if "denoising" in line or "loading" in line]
+    silent = ltx("generate", "a cat", "--model", "tiny", "--seed", "1", "--progress", "plain", "--json", "-q", *SMALL,
+                 "-o", "q.mp4")
+    assert silent.exit_code == 0 and silent.stderr == ""  # -q silences the heartbeat too
+    assert json.loads(silent.stdout)["seed"] == 1
+
+
+def test_heartbeat_at_most_every_10_s() -> None:
+    now = [0.0]
+    lines: list[str] = []
+    beat = Heartbeat(lines.append, "[2]", clock=lambda: now[0])
+    beat("denoise", 0, 40)
+    for step in range(1, 41):
+        now[0] += 1.0  # one step per second
+        beat("denoise", step, 40)
+    assert lines == ["[2] denoising 0/40 steps", "[2] denoising 10/40 steps, 1 steps/s, 30 s left",
+                     "[2] denoising 20/40 steps, 1 steps/s, 20 s left", "[2] denoising 30/40 steps, 1 steps/s, 10 s left",
+                     "[2] denoising 40/40 steps, 1 steps/s, took 40.0 s"]
+    beat("denoise", 0, 8)  # a second pass restarts the count: a stage of its own, announced at once
+    beat("decode", 0, 1)
+    assert lines[-2:] == ["[2] denoising (pass 2) 0/8 steps", "[2] decoding 0/1 tiles"]
