@@ -1,5 +1,5 @@
-"""Quantities as people read them and records as JSON, shared by the library's reports (:mod:`ltxcli.diagnose`)
-and the CLI."""
+"""Quantities as people read them, records as JSON and the commands' help examples, shared by the library's
+reports (:mod:`ltxcli.diagnose`) and the CLI."""
 
 from __future__ import annotations
 
@@ -50,3 +50,16 @@ def to_json(obj: Any) -> str:
     """One line of JSON for a record: paths, sets, dataclasses and torch dtypes/devices as plain values, inf/NaN
     as null, non-ASCII text kept."""
     return json.dumps(_finite(obj), default=_json_default, ensure_ascii=False, allow_nan=False)
+
+
+def help_examples(command: str) -> list[tuple[str, str]]:
+    """``(what it does, command line)`` pairs that end ``ltx COMMAND --help`` (``command``: "generate",
+    "vae encode", "ltx" for the root), kept as data in ``ltxcli/cli/examples.toml``."""
+    from importlib.resources import files
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    table = tomllib.loads(files("ltxcli.cli").joinpath("examples.toml").read_text(encoding="utf-8"))
+    return list(table.get(command, {}).items())

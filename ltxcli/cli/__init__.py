@@ -11,14 +11,14 @@ from typing import Annotated
 import typer
 
 from . import bench, doctor, generate, info, vae, weights
-from .common import EXIT_CODES, OneLineErrorsGroup, exit_codes_epilog
+from .common import EXIT_CODES, OneLineErrorsGroup, help_epilog
 
 app = typer.Typer(
     name="ltx",
     cls=OneLineErrorsGroup,
     help="Generate videos with Lightricks' LTX-Video models.\n\n"
          "Data goes to stdout (--json: one JSON object per line), messages and progress to stderr.",
-    epilog=exit_codes_epilog(),
+    epilog=help_epilog("ltx"),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -47,6 +47,10 @@ app.add_typer(weights.app, name="weights")
 doctor.register(app)
 info.register(app)
 bench.register(app)  # ltxcli/cli/bench.py belongs to the benchmark work
+for _prefix, _group in [("", app), *((f"{g.name} ", g.typer_instance) for g in app.registered_groups)]:
+    _group.info.epilog = help_epilog(_prefix.strip() or "ltx")  # exit codes, then ltxcli/cli/examples.toml
+    for _cmd in _group.registered_commands:
+        _cmd.epilog = help_epilog(_prefix + (_cmd.name or _cmd.callback.__name__))  # type: ignore[union-attr]
 
 
 def main() -> None:

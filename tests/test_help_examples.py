@@ -1,0 +1,70 @@
+"""Every command's ``--help`` ends with two or three examples (issue 14, point 5), kept in
+``ltxcli/cli/examples.toml``; each one is parsed here by the real command, so an example naming a removed option,
+a missing argument or a bad value fails this test."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer.main
+
+from ltxcli.cli import app
+from ltxcli.formatting import help_examples
+
+ROOT = typer.main.get_command(app)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _commands(group: Any = ROOT, path: str = "") -> Iterator[tuple[str, Any]]:
+    """``("vae encode", command)`` for every command and group under ``ltx`` (the root as "ltx")."""
+    yield path or "ltx", group
+    for name, cmd in getattr(group, "commands", {}).items():
+        yield from _commands(cmd, f"{path} {name}".strip())
+
+
+COMMANDS = dict(_commands())
+
+
+def _parse(argv: list[str]) -> str:
+    """Parse ``ltx ARGV`` as click would run it, without running it; returns the command path reached."""
+    ctx = ROOT.make_context("ltx", list(argv))
+    path: list[str] = []
+    while ctx.protected_args or (hasattr(ctx.command, "commands") and ctx.args):
+        args = [*ctx.protected_args, *ctx.args]
+        name, cmd, rest = ctx.command.resolve_command(ctx, args)
+        path.append(name)
+        ctx = cmd.make_context(name, rest, parent=ctx)
+    return " ".join(path) or "ltx"
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_has_two_or_three_examples_that_parse(command: str) -> None:
+    examples = help_examples(command)
+    assert 2 <= len(examples) <= 3, (command, examples)
+    for what, line in examples:
+        argv = shlex.split(line)
+        assert argv[0] == "ltx" and what, line
+        reached = _parse(argv[1:])  # raises click's UsageError / BadParameter for an untrue example
+        if command != "ltx":
+            assert reached == command, (line, reached)
+
+
+def test_examples_end_the_help(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "ltxcli", "extend", "--help"], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO_ROOT), "COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+                          check=True)
+    tail = [line.strip() for line in proc.stdout.rstrip().splitlines()[-7:]]
+    assert tail[0] == "Examples:" and tail[-1] == help_examples("extend")[-1][1]
+
+
+def test_an_untrue_example_fails_to_parse() -> None:
+    with pytest.raises(Exception, match="No such option"):
+        _parse(shlex.split("generate 'a cat' --no-such-option 3"))
+    with pytest.raises(Exception, match="Missing option"):
+        _parse(shlex.split("extend clip.mp4 'a cat'"))
