@@ -105,9 +105,9 @@ def test_a_condition_longer_than_the_video_is_trimmed_with_a_warning(cli_env: Pa
     r = ltx("generate", "a cat", "--model", "tiny", "-c", f"{clip}:0", *SMALL)
     assert r.exit_code == 0, r.stderr
     assert "trimmed to its first 9 of 12 frames (only 9 fit from frame 0 of the 9-frame video" in r.stderr
+    assert "ltx extend" in r.stderr
     r = ltx("generate", "a cat", "--model", "tiny", "-c", f"{clip}:0", *SMALL[:4], "--num-frames", "17")
     assert r.exit_code == 0 and "warning" not in r.stderr  # shorter than the video: the official 8k + 1 cut only
-    assert "ltx extend" in r.stderr
 
 
 # --------------------------------------------------------------------------------------- v2v
@@ -243,3 +243,36 @@ def test_heartbeat_at_most_every_10_s() -> None:
     beat("denoise", 0, 8)  # a second pass restarts the count: a stage of its own, announced at once
     beat("decode", 0, 1)
     assert lines[-2:] == ["[2] denoising (pass 2) 0/8 steps", "[2] decoding 0/1 tiles"]
+
+
+# --------------------------------------------------------------------------------------- the library rules
+
+
+def test_extension_plan_on_the_8k_plus_1_grid() -> None:
+    from ltxcli.extend import plan_extension
+
+    fwd = plan_extension(12, 10, False, longest=257)  # context: the last 9 of 12 input frames, at frame 0
+    assert (fwd.context, fwd.context_start, fwd.lead, fwd.gen_frames) == (9, 3, 0, 19)
+    assert (fwd.gen_frame(12), fwd.gen_frame(21)) == (9, 18)  # output frame -> generation frame
+    back = plan_extension(12, 10, True, longest=257)  # 10 new frames: 16 generated before the context
+    assert (back.context, back.context_start, back.lead, back.gen_frames) == (9, 0, 16, 25)
+    assert (back.gen_frame(0), back.gen_frame(9)) == (6, 15)
+    with pytest.raises(ValueError, match="outside the new frames 12-21"):
+        fwd.gen_frame(11)
+    assert plan_extension(300, 48, False, longest=257).context == 209  # the time range limits the context
+    with pytest.raises(ValueError, match="add at most 256"):
+        plan_extension(30, 257, False, longest=257)
+
+
+def test_redo_restores_scalars_only_where_they_were_given() -> None:
+    from ltxcli.redo import record_values
+
+    rec = {"tool": "ltxcli", "model": "m", "prompt": "p", "seed": 1, "steps": 30, "timesteps": [0.9, 0.5],
+           "guidance_scale": 3.0, "stg_scale": 1.0, "conditions": [{"path": "a.png", "frame": 8, "strength": 0.5}],
+           "passes": [{"guidance_timesteps": [1.0, 0.9]}], "num_frames": 9}
+    values = record_values(rec)
+    assert "steps" not in values and "guidance_scale" not in values  # the preset's timesteps and schedule again
+    assert values["conditions"][0].frame == 8 and values["num_frames"] == 9
+    rec.update(timesteps=None, passes=[{"guidance_timesteps": None}])
+    values = record_values(rec)
+    assert (values["steps"], values["guidance_scale"], values["stg_scale"]) == (30, 3.0, 1.0)
