@@ -133,8 +133,9 @@ def parse_extension(value: Any, where: str) -> Extension:
 
 
 def _fit(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Float ``[F, H, W, 3]`` -> ``[F, height, width, 3]``: centre crop to the aspect ratio, bicubic resize (the
-    official preprocessing without its blur and compression); as is at that size already."""
+    """Float ``[F, H, W, 3]`` -> ``[F, height, width, 3]``: centre crop to the aspect ratio and a bilinear resize
+    (the pipeline's :func:`~ltxcli.conditions.resize_frames`); as is at that size already (then the output holds
+    the input's decoded frames code for code)."""
     if tuple(frames.shape[1:3]) == (height, width):
         return frames
     left, top, right, bottom = media.centre_crop_box(frames.shape[2], frames.shape[1], height, width)
@@ -186,9 +187,10 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Any =
         yield from (new() if plan.backward else own())
         yield from (own() if plan.backward else new())
 
+    paths = [os.fspath(c.media) if isinstance(c.media, (str, os.PathLike)) else None for c in request.conditions]
     settings = {**result.settings, "num_frames": plan.input_frames + plan.new_frames,
-                "conditions": [{"path": os.fspath(c.media) if isinstance(c.media, (str, os.PathLike)) else None, "frame": c.frame,
-                                "strength": c.strength} for c in request.conditions],
+                "conditions": [{"path": path, "frame": c.frame, "strength": c.strength}
+                               for path, c in zip(paths, request.conditions, strict=True)],
                 "extend": {**ext.record(), "context_frames": plan.context}}
     out = dataclasses.replace(result, settings=settings)
     out._stream = spliced

@@ -4,7 +4,8 @@ its rate and time left, and the plain one-line heartbeat for logs.
 The pipeline and the writer call ``progress(stage, done, total)`` (:data:`ltxcli.runner.ProgressFn`): stage
 "text" (the prompt), "denoise" (steps; each pass restarts at 0), "decode" (tiles or time windows of the VAE
 decode, one when it is not tiled) and "write" (frames written). :class:`Stages` turns that stream into
-:class:`Stage` states (one per bar: a multi-scale run's second pass is a bar of its own) and
+:class:`Stage` states (one per bar: a multi-scale run's second pass is a bar of its own; other stages, such as a download, name
+their unit) and
 :class:`Heartbeat` into lines: one when a stage starts, then at most one every :data:`HEARTBEAT_S` seconds.
 Nothing here touches a device or a terminal (``ltx`` draws rich bars or prints the lines).
 """
@@ -71,7 +72,7 @@ class Stages:
         self._last: dict[str, int] = {}
         self._pass = 1
 
-    def update(self, stage: str, done: int, total: int) -> tuple[Stage, bool]:
+    def update(self, stage: str, done: int, total: int, unit: str | None = None) -> tuple[Stage, bool]:
         if stage == "denoise" and done < self._last.get("denoise", 0):
             self._pass += 1  # multi-scale: the second pass restarts the count
         self._last[stage] = done
@@ -80,7 +81,7 @@ class Stages:
         if new:
             label = LABELS.get(stage, stage) + (f" (pass {self._pass})" if key != stage else "")
             self.stages[key] = Stage(key, f"{self.prefix} {label}" if self.prefix else label,
-                                     UNITS.get(stage, "steps"), started=self.clock())
+                                     unit or UNITS.get(stage, "steps"), started=self.clock())
         s = self.stages[key]
         s.done, s.total = done, total
         return s, new
@@ -96,8 +97,8 @@ class Heartbeat:
         self.interval = interval
         self.stages = Stages(prefix, clock)
 
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        s, new = self.stages.update(stage, done, total)
+    def __call__(self, stage: str, done: int, total: int, unit: str | None = None) -> None:
+        s, new = self.stages.update(stage, done, total, unit)
         now = self.stages.clock()
         if new or now - s.shown >= self.interval:
             s.shown = now

@@ -451,8 +451,10 @@ def test_generate_pulls_a_registry_model_then_runs(hub: Any, cli_env: Path) -> N
         hub.add("PixArt-alpha/PixArt-XL-2-1024-MS", f.relative_to(te).as_posix(), f.read_bytes())
 
     r = ltx("generate", "a cat", "--model", "ltxv-2b-0.9", "--steps", "2", "--stg-scale", "0", "--seed", "2",
-            "--json", "-o", "reg.mp4", *SMALL)
+            "--json", "-o", "reg.mp4", "--progress", "plain", *SMALL)
     assert r.exit_code == 0, r.stderr
+    # --progress plain: a line as each download starts (in MB; this checkpoint is under 1 MB)
+    assert "downloading ltx-video-2b-v0.9.safetensors 0/0 MB" in r.stderr.splitlines(), r.stderr
     (obj,) = json_lines(r.stdout)
     assert obj["model"] == "ltxv-2b-0.9" and obj["settings"]["preset"] == "ltxv-2b-0.9"
     assert (cli_env / "weights" / "Lightricks" / "LTX-Video" / "ltx-video-2b-v0.9.safetensors").is_file()
