@@ -453,8 +453,10 @@ def test_generate_pulls_a_registry_model_then_runs(hub: Any, cli_env: Path) -> N
     r = ltx("generate", "a cat", "--model", "ltxv-2b-0.9", "--steps", "2", "--stg-scale", "0", "--seed", "2",
             "--json", "-o", "reg.mp4", "--progress", "plain", *SMALL)
     assert r.exit_code == 0, r.stderr
-    # --progress plain: a line as each download starts (in MB; this checkpoint is under 1 MB)
-    assert "downloading ltx-video-2b-v0.9.safetensors 0/0 MB" in r.stderr.splitlines(), r.stderr
+    # --progress plain: a line as each download (and its hash check) starts, in MB
+    size_mb = (cli_env / "ckpt.safetensors").stat().st_size // 10**6
+    for verb in ("downloading", "verifying"):
+        assert f"{verb} ltx-video-2b-v0.9.safetensors 0/{size_mb} MB" in r.stderr.splitlines(), r.stderr
     (obj,) = json_lines(r.stdout)
     assert obj["model"] == "ltxv-2b-0.9" and obj["settings"]["preset"] == "ltxv-2b-0.9"
     assert (cli_env / "weights" / "Lightricks" / "LTX-Video" / "ltx-video-2b-v0.9.safetensors").is_file()
