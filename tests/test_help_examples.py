@@ -32,15 +32,16 @@ COMMANDS = dict(_commands())
 
 
 def _parse(argv: list[str]) -> str:
-    """Parse ``ltx ARGV`` as click would run it, without running it; returns the command path reached."""
-    ctx = ROOT.make_context("ltx", list(argv))
-    path: list[str] = []
-    while ctx.protected_args or (hasattr(ctx.command, "commands") and ctx.args):
-        args = [*ctx.protected_args, *ctx.args]
-        name, cmd, rest = ctx.command.resolve_command(ctx, args)
+    """Parse ``ltx ARGV`` as click would before running it (options, arguments, types, choices), without running
+    it; returns the command path reached."""
+    cmd, ctx, name, args, path = ROOT, None, "ltx", list(argv), []
+    while True:
+        ctx = cmd.make_context(name, args, parent=ctx)
+        rest = [*getattr(ctx, "_protected_args", []), *ctx.args]  # a group's subcommand and its arguments
+        if not hasattr(cmd, "commands") or not rest:
+            return " ".join(path) or "ltx"
+        name, cmd, args = cmd.resolve_command(ctx, rest)
         path.append(name)
-        ctx = cmd.make_context(name, rest, parent=ctx)
-    return " ".join(path) or "ltx"
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
@@ -52,7 +53,7 @@ def test_every_command_has_two_or_three_examples_that_parse(command: str) -> Non
         assert argv[0] == "ltx" and what, line
         reached = _parse(argv[1:])  # raises click's UsageError / BadParameter for an untrue example
         if command != "ltx":
-            assert reached == command, (line, reached)
+            assert f"{reached} ".startswith(f"{command} "), (line, reached)  # a group: one of its commands
 
 
 def test_examples_end_the_help(tmp_path: Path) -> None:
@@ -66,5 +67,5 @@ def test_examples_end_the_help(tmp_path: Path) -> None:
 def test_an_untrue_example_fails_to_parse() -> None:
     with pytest.raises(Exception, match="No such option"):
         _parse(shlex.split("generate 'a cat' --no-such-option 3"))
-    with pytest.raises(Exception, match="Missing option"):
+    with pytest.raises(Exception, match="Missing"):
         _parse(shlex.split("extend clip.mp4 'a cat'"))

@@ -103,9 +103,9 @@ WeightsDirOpt = Annotated[str | None, typer.Option(
     help="Keep weights in this plain folder instead of the Hugging Face cache.")]
 OutputOpt = Annotated[str | None, typer.Option(
     "--output", "-o", show_default=False,
-    help="An .mp4 file, a folder (existing, or ending in /), or a pattern such as out/{index}-{seed}.mp4 (fields: "
-         "index, seed, slug, width, height, num_frames, frame_rate, model). Default: the prompt's words, seed and "
-         "size in the current folder, e.g. a-cat-7-768x512x97.mp4")]
+    help="A .mp4/.mov/.mkv (H.264) or .webm (VP9) file, a folder (existing, or ending in /), or a pattern such as "
+         "out/{index}-{seed}.mp4 (fields: index, seed, slug, width, height, num_frames, frame_rate, model). Default: "
+         "the prompt's words, seed and size in the current folder, e.g. a-cat-7-768x512x97.mp4")]
 FramesDirOpt = Annotated[str | None, typer.Option(
     show_default=False, help="Write lossless PNG frames (frame_00000.png, ...) into this folder instead of an MP4.")]
 NegativeOpt = Annotated[str | None, typer.Option(show_default=False, help="Negative prompt (default: the preset's).")]
