@@ -1,7 +1,8 @@
 """Redo a generation from the record its video carries (``ltx generate --from old.mp4``).
 
 A video (or PNG frames folder) written by ltx stores its generation record (:func:`ltxcli.runner.record`):
-model, prompt, seed, size, length, frame rate, the sampling values and the media it was conditioned on.
+model, prompt, seed, size, length, frame rate, the sampling values, the step cache and the media it was
+conditioned on.
 :func:`redo_row` turns it back into the batch row of that generation, leaving out what the caller overrides,
 so that the same model, settings and seed give the same frames, bit for bit, on the same machine and software.
 Values the record does not name (decode noise, STG mode, ...) come from the model's preset, as they did; a
@@ -56,6 +57,9 @@ def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
     values["conditions"] = conditions
     if record.get("video") is not None:
         values["video"], values["denoise_strength"] = record["video"], record["denoise_strength"]
+    cache = record.get("cache") or {}
+    if cache.get("mode") not in (None, "none"):  # a step cache changes the frames: the same mode and threshold
+        values["cache"] = f"{cache['mode']}:{cache['threshold']}"
     ext = record.get("extend")
     if ext:
         values["extend"] = Extension(ext["video"], int(ext["frames"]), bool(ext["backward"]))

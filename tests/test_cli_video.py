@@ -276,3 +276,6 @@ def test_redo_restores_scalars_only_where_they_were_given() -> None:
     rec.update(timesteps=None, passes=[{"guidance_timesteps": None}])
     values = record_values(rec)
     assert (values["steps"], values["guidance_scale"], values["stg_scale"]) == (30, 3.0, 1.0)
+    assert "cache" not in values
+    rec["cache"] = {"mode": "teacache", "threshold": 0.1, "calls": 9, "skipped": 3}
+    assert record_values(rec)["cache"] == "teacache:0.1"
