@@ -57,6 +57,10 @@ def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
     values["conditions"] = conditions
     if record.get("video") is not None:
         values["video"], values["denoise_strength"] = record["video"], record["denoise_strength"]
+    if record.get("loras"):  # the record's form (path or name, scale, sha256) is a batch line's
+        from .adapters.lora import lora_spec
+
+        values["loras"] = [lora_spec(v) for v in record["loras"]]
     cache = record.get("cache") or {}
     if cache.get("mode") not in (None, "none"):  # a step cache changes the frames: the same mode and threshold
         values["cache"] = f"{cache['mode']}:{cache['threshold']}"
