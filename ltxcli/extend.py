@@ -27,13 +27,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import torch
-
-from . import media
-from .conditions import resize_frames
 from .request import Condition, Extension, GenerationRequest
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch, media and the pipeline are imported where used: the CLI imports this module early
+    import torch
+
+    from . import media
     from .pipeline import GenerationResult, Pipeline
     from .presets import Preset
 
@@ -91,6 +90,8 @@ def source_defaults(request: GenerationRequest, preset: Preset) -> None:
     (the input's when it has at most the preset's pixels, else its aspect ratio at the preset's area in
     multiples of 32), the length (v2v: the input's; extension: the input's plus the new frames)."""
     check_source(request)
+    from . import media
+
     source = request.extend.video if request.extend is not None else request.video
     if source is None or not isinstance(source, (str, os.PathLike)):
         return
@@ -136,6 +137,9 @@ def _fit(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Float ``[F, H, W, 3]`` -> ``[F, height, width, 3]``: centre crop to the aspect ratio and a bilinear resize
     (the pipeline's :func:`~ltxcli.conditions.resize_frames`); as is at that size already (then the output holds
     the input's decoded frames code for code)."""
+    from . import media
+    from .conditions import resize_frames
+
     if tuple(frames.shape[1:3]) == (height, width):
         return frames
     left, top, right, bottom = media.centre_crop_box(frames.shape[2], frames.shape[1], height, width)
@@ -147,6 +151,11 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Any =
                   stream: bool = False) -> GenerationResult:
     """Generate ``request`` (with ``extend``) as :meth:`Pipeline.run` does: the result is the whole output video
     (input and new frames; streamed when ``stream``), its settings those of the output, with ``extend``."""
+    import torch
+
+    from . import media
+    from .conditions import resize_frames
+
     request = dataclasses.replace(request)  # the defaults below are filled in a copy
     ext = request.extend
     assert ext is not None
