@@ -92,7 +92,8 @@ def test_streamed_frames_are_decoded_once_with_progress(tiny: Pipeline) -> None:
     assert ("decode", 0, 1) not in events  # nothing decoded yet
     frames = result.frames()
     assert sum(c.shape[0] for c in frames) == SMALL["num_frames"]
-    assert events[-2:] == [("decode", 0, 1), ("decode", 1, 1)]
+    decode = [e for e in events if e[0] == "decode"]  # from 0, then once per decoded window (tile)
+    assert decode[0] == ("decode", 0, 1) and decode[-1][1] == decode[-1][2] >= 1 and events[-1] == decode[-1]
     with pytest.raises(RuntimeError, match="once"):
         result.frames()
 
