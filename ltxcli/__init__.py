@@ -25,6 +25,7 @@ _LAZY: dict[str, str] = {
     "GenerationResult": "ltxcli.pipeline:GenerationResult",
     "Pipeline": "ltxcli.pipeline:Pipeline",
     "load_pipeline": "ltxcli.api:load_pipeline",
+    "PromptEnhancer": "ltxcli.enhance.enhancer:PromptEnhancer",
     "BatchItem": "ltxcli.runner:BatchItem",
     "ItemResult": "ltxcli.runner:ItemResult",
     "run_batch": "ltxcli.runner:run_batch",
@@ -34,12 +35,13 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
-    "BatchItem", "Condition", "GenerationRequest", "GenerationResult", "ItemResult", "ModelSpec", "Pipeline",
+    "BatchItem", "Condition", "GenerationRequest", "GenerationResult", "ItemResult", "ModelSpec", "Pipeline", "PromptEnhancer",
     "__version__", "load_pipeline", "resolve_spec", "run_batch", "save_video",
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs only; at run time __getattr__ resolves these
     from ltxcli.api import load_pipeline
+    from ltxcli.enhance.enhancer import PromptEnhancer
     from ltxcli.pipeline import GenerationResult, Pipeline
     from ltxcli.request import Condition, GenerationRequest
     from ltxcli.runner import BatchItem, ItemResult, run_batch, save_video

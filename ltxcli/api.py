@@ -228,6 +228,10 @@ def load_pipeline(
         calibrate.apply(choices, pipe.transformer, pipe.vae, conv_algorithm)
     if mode is not Offload.NONE:
         _apply_offload(pipe, dev, mode)
+    from .enhance.enhancer import PromptEnhancer
+
+    pipe.enhancer = PromptEnhancer(spec.preset.prompt_enhancer_llm, spec.preset.prompt_enhancer_captioner, device=dev,
+                                   weights_dir=spec.weights_dir, download=download, on_event=on_event)
     kernels.set_attention_backend(pipe.transformer, backend)
     if compile:
         kernels.compile_blocks(pipe.transformer, kernels.CompileConfig())

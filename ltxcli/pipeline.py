@@ -131,6 +131,10 @@ class Pipeline:
         self.lora_records: list[dict[str, Any]] = []
         # The depth model of ``Control(kind="depth")`` (:func:`ltxcli.depth.depth_model_path`: None = the registry's).
         self.depth_model: str | None = None
+        # The prompt enhancer (ltxcli.enhance.enhancer.PromptEnhancer, set by load_pipeline from the preset) of
+        # requests that need one and arrive without their enhanced prompt; its models are loaded for the
+        # enhancement stage only and freed right after it. None: no enhancement (auto keeps the prompt).
+        self.enhancer: Any = None
 
     @property
     def device(self) -> torch.device:
@@ -318,6 +322,7 @@ class Pipeline:
         sizes = r.pass_sizes()
         seed = secrets.randbelow(_SEED_RANGE) if r.seed is None else r.seed
         prepared, source = prepare_conditions(r)  # every medium read once, before any model work
+        r = self._enhance(r, prepared, seed)
         with torch.inference_mode():  # a depth control's model runs (and is released) here, in its own stage
             control = prepare_control(r, device=self.device, dtype=self.dtype, depth_model=self.depth_model,
                                       weights_dir=self.weights_dir)
@@ -338,7 +343,8 @@ class Pipeline:
             timings["denoise_s"] = self._elapsed(t0)
             result = GenerationResult(video=None, latents=latents.float().cpu(), seed=seed, timings=timings,
                                       settings={**r.settings(), **self.record_facts(r.prompt, r.conditions),
-                                                "control": control_record(r.control)})
+                                                "control": control_record(r.control),
+                                                "enhanced_prompt": r.enhanced_prompt})
             result.settings["cache"].update(self.cache_tally.record(r.cache))
             r = r.output()  # the decoded video: twice the frames and frame rate after a temporal upscale
             if stream:
@@ -351,6 +357,20 @@ class Pipeline:
             result.video = self._decode_video(latents, r, seed, progress)
             timings["decode_s"] = self._elapsed(t0)
         return result
+
+    def _enhance(self, r: ResolvedRequest, prepared: Sequence[PreparedCondition], seed: int) -> ResolvedRequest:
+        """The enhancement stage (before the text encoder's): ``r`` with its enhanced prompt where its plan says so
+        (:mod:`ltxcli.enhance`); the enhancer's models are freed before it returns."""
+        from .enhance.rules import request_plan
+
+        if r.enhanced_prompt is not None or request_plan(r, self.preset).kind is None:
+            return r
+        if self.enhancer is None:
+            if r.enhance_prompt == "on":
+                raise ValueError("enhance_prompt='on' needs a prompt enhancer: load the pipeline with "
+                                 "ltxcli.load_pipeline, or set pipe.enhancer = ltxcli.PromptEnhancer(...)")
+            return r
+        return self.enhancer.enhance_resolved(r, self.preset, seed, prepared[0].pixels if prepared else None)
 
     def record_facts(self, prompt: str, conditions: Sequence[Condition]) -> dict[str, Any]:
         """What a saved file's generation record needs besides the sampling settings (``GenerationResult.settings``
@@ -375,7 +395,7 @@ class Pipeline:
                 "load the pipeline again"
             )
         with self._stage(te_model):
-            text, text_mask = self._encode_prompts(r.prompt, r.negative_prompt, need_negative)
+            text, text_mask = self._encode_prompts(r.text_prompt, r.negative_prompt, need_negative)
         if self.free_text_encoder_after_use and isinstance(te_model, nn.Module):
             free_text_encoder(te_model)
         if progress:

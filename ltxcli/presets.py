@@ -100,6 +100,11 @@ class Preset:
     negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
     image_cond_noise_scale: float = DEFAULT_IMAGE_COND_NOISE_SCALE
     text_encoder: str = "t5-xxl"
+    # Prompt enhancement (official ``prompt_enhancement_words_threshold``, 120 in every config, and the two models
+    # every config names; weights.toml entries, or "tiny" for the built-in random ones): ltxcli.enhance.
+    prompt_enhancement_words_threshold: int = 120
+    prompt_enhancer_llm: str = "llama-3.2-3b-instruct"
+    prompt_enhancer_captioner: str = "florence-2-large-promptgen-v2.0"
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -187,6 +192,9 @@ TINY_PRESET = Preset(
     passes=(PassSettings(num_inference_steps=4, guidance_scale=3.0, stg_scale=1.0, rescaling_scale=0.7,
                          skip_block_list=(1,)),),
     height=128, width=192, num_frames=17, frame_rate=24, text_encoder="tiny",
+    # auto never enhances (a tiny run stays a seconds-long plumbing check); --enhance-prompt on uses the tiny
+    # random enhancer models (ltxcli/enhance/tiny.py)
+    prompt_enhancement_words_threshold=0, prompt_enhancer_llm="tiny", prompt_enhancer_captioner="tiny",
 )
 PRESETS["tiny"] = TINY_PRESET
 

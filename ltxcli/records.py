@@ -31,6 +31,7 @@ def run_settings(result: GenerationResult) -> dict[str, Any]:
         "offload": s["offload"], "vae_tiling": s["vae_tiling"], "vae_conv": s["vae_conv"], "loras": s["loras"],
         "cache": s.get("cache"),  # step cache: mode, threshold, branch evaluations and how many were skipped
         **{k: s[k] for k in ("temporal_upscale", "long") if s.get(k) is not None},
+        "enhance_prompt": s.get("enhance_prompt", "auto"),
     }
 
 
@@ -43,7 +44,7 @@ def record(result: GenerationResult, *, model: str | None = None) -> dict[str, A
     s = result.settings
     return {
         "tool": "ltxcli", "version": __version__, "model": s["model"] if model is None else model,
-        "prompt": s["prompt"], "seed": result.seed,
+        "prompt": s["prompt"], "enhanced_prompt": s.get("enhanced_prompt"), "seed": result.seed,
         **{k: v for k, v in run_settings(result).items() if k != "device"},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from .enhance.rules import check_mode
 from .presets import DEFAULT_DOWNSCALE_FACTOR, PassSettings, Preset, multi_scale_sizes
 
 if TYPE_CHECKING:
@@ -109,6 +110,10 @@ class GenerationRequest:
     ``"a | b | c"`` prompt gives one prompt per window. ``temporal_upscale``: double the latent frame rate with
     the temporal upscaler after the denoising (``2 (F - 1) + 1`` frames at twice the frame rate). ``extend``: continue a video (:class:`Extension`); ``num_frames`` is then the output's length (the input's plus the
     new frames) and conditions are placed in the output's frames.
+    ``enhance_prompt``: ``auto`` (the official rule: rewrite a prompt of fewer words than the preset's
+    ``prompt_enhancement_words_threshold``), ``on`` or ``off`` (:mod:`ltxcli.enhance`); the rewrite samples under
+    ``seed``. ``enhanced_prompt``: the rewrite when it was computed ahead of the run (``ltx generate`` enhances
+    every item before it loads the model); the text encoder then encodes it instead of ``prompt``.
     """
 
     prompt: str
@@ -149,6 +154,8 @@ class GenerationRequest:
     prompt_schedule: Any = None
     temporal_upscale: bool = False
     control: Control | None = None
+    enhance_prompt: str = "auto"
+    enhanced_prompt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +187,13 @@ class ResolvedRequest:
     loras: tuple[Any, ...] | None = None  # LoraSpec s; None: the pipeline's current ones
     temporal_upscale: bool = False
     control: Control | None = None
+    enhance_prompt: str = "auto"
+    enhanced_prompt: str | None = None  # set by the enhancement stage (ltxcli.enhance.stage)
+
+    @property
+    def text_prompt(self) -> str:
+        """What the text encoder encodes: the enhanced prompt when there is one, else the prompt."""
+        return self.prompt if self.enhanced_prompt is None else self.enhanced_prompt
 
     def output(self) -> ResolvedRequest:
         """The request as the decoded video has it: after a temporal upscale ``2 (F - 1) + 1`` frames at twice the
@@ -225,7 +239,7 @@ class ResolvedRequest:
             "multi_scale": self.multi_scale, "downscale_factor": self.downscale_factor if self.multi_scale else None,
             "decode_timestep": self.decode_timestep, "decode_noise_scale": self.decode_noise_scale,
             "image_cond_noise_scale": self.image_cond_noise_scale, "stochastic_sampling": self.stochastic_sampling,
-            "stg_mode": self.stg_mode, "preset": self.preset,
+            "stg_mode": self.stg_mode, "preset": self.preset, "enhance_prompt": self.enhance_prompt,
             "cache": {"mode": self.cache, "threshold": self.cache_threshold},
             # video-to-video: the input (a file's path; None for a tensor) and the strength
             "video": os.fspath(self.video) if isinstance(self.video, (str, os.PathLike)) else None,
@@ -568,6 +582,9 @@ def resolve_request(
     loras = None if r.loras is None else lora_specs(r.loras)
     if r.control is not None:
         check_control(r.control)
+    enhance = check_mode(r.enhance_prompt)
+    if r.enhanced_prompt is not None and not isinstance(r.enhanced_prompt, str):
+        raise ValueError("enhanced_prompt must be a string")
     if r.seed is not None and (not isinstance(r.seed, int) or r.seed < 0):
         raise ValueError(f"seed={r.seed!r} must be a non-negative integer")
     if r.noise is not None and multi:
@@ -599,6 +616,7 @@ def resolve_request(
         noise=r.noise, preset=preset.name, cache=cache, cache_threshold=cache_threshold, control=r.control,
         loras=loras,
         temporal_upscale=bool(r.temporal_upscale),
+        enhance_prompt=enhance, enhanced_prompt=r.enhanced_prompt,
     )
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import long_video, naming
+from .enhance.rules import check_mode
 from .extend import parse_extension, source_defaults
 from .naming import fps_number
 from .records import batch_fields, record, run_settings
@@ -102,7 +103,8 @@ class ItemResult:
                 obj["reason"] = self.reason
             return obj
         return {"status": "ok", "index": it.index, "path": str(self.path), "kind": "frames" if frames else "video",
-                "prompt": it.prompt, "seed": self.record["seed"], "model": self.record["model"],
+                "prompt": it.prompt, "enhanced_prompt": self.record.get("enhanced_prompt"),
+                "seed": self.record["seed"], "model": self.record["model"],
                 "settings": self.settings, "timings": self.timings}
 
 
@@ -110,7 +112,8 @@ class ItemResult:
 
 _ITEM_INT = ("seed", "steps", "height", "width", "num_frames", "window", "overlap")
 _ITEM_FLOAT = ("frame_rate", "guidance_scale", "stg_scale", "overlap_strength", "adain", "denoise_strength")
-_ITEM_STR = ("prompt", "negative_prompt", "output", "image", "cache", "duration", "prompt_schedule", "video")
+_ITEM_STR = ("prompt", "negative_prompt", "output", "image", "cache", "duration", "prompt_schedule", "video",
+             "enhance_prompt")
 _ITEM_BOOL = ("temporal_upscale", "resume")
 ITEM_KEYS = (*_ITEM_STR, *_ITEM_INT, *_ITEM_FLOAT, *_ITEM_BOOL, "conditions", "loras", "control",
              "control_from", "extend")
@@ -267,7 +270,8 @@ def build_items(
             num_frames=num_frames, frame_rate=None if frame_rate is None else float(frame_rate),
             negative_prompt=pick("negative_prompt"), steps=pick("steps"), guidance_scale=pick("guidance_scale"),
             stg_scale=pick("stg_scale"), conditions=conds, output=row.get("output"), cache=pick("cache"),
-            loras=pick("loras"), **long, control=item_control(row, defaults),  # checked here, before any weight
+            loras=pick("loras"), enhance_prompt=pick("enhance_prompt") or "auto", **long,
+            control=item_control(row, defaults),  # checked here, before any weight
             video=pick("video"), denoise_strength=pick("denoise_strength") or 0.5, extend=pick("extend"),
         ))
     _complete(items, preset, batch_seed)
@@ -421,6 +425,7 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
         parse_cache(item.cache)
         item.conditions = [_check_condition(c, item, decoded) for c in item.conditions]
         long_video.check(item)  # window settings and the prompt schedule (read here)
+        check_mode(item.enhance_prompt)
     except ValueError as e:
         if not where:
             raise
@@ -643,26 +648,8 @@ def _plan_here(
 
 
 __all__ = [
-    "ITEM_KEYS",
-    "MAX_FRAME_RATE",
-    "MAX_STEPS",
-    "SEED_MAX",
-    "BatchItem",
-    "ItemResult",
-    "OutputError",
-    "batch_fields",
-    "build_items",
-    "check_range",
-    "check_writable",
-    "derive_seeds",
-    "parse_batch",
-    "parse_condition",
-    "plan_outputs",
-    "read_batch_file",
-    "record",
-    "run_batch",
-    "run_settings",
-    "save_video",
-    "validate_item",
-    "write_output",
+    "ITEM_KEYS", "MAX_FRAME_RATE", "MAX_STEPS", "SEED_MAX", "BatchItem", "ItemResult", "OutputError",
+    "batch_fields", "build_items", "check_range", "check_writable", "derive_seeds", "parse_batch",
+    "parse_condition", "plan_outputs", "read_batch_file", "record", "run_batch", "run_settings", "save_video",
+    "validate_item", "write_output",
 ]

@@ -443,9 +443,11 @@ def ensure_weights(
         weights.pull(name, weights_dir=weights_dir, on_event=on_event, registry=reg)
 
 
-def names_to_pull(names: list[str] | None, *, deps: bool = True, registry: weights.Registry | None = None) -> list[str]:
+def names_to_pull(names: list[str] | None, *, deps: bool = True, with_enhancer: bool = False,
+                  registry: weights.Registry | None = None) -> list[str]:
     """The registry entries to download for ``names`` (default: the default model), each once: with ``deps`` a
-    model brings what a run of it loads (its upsampler and text encoder, found by :func:`resolve_spec`)."""
+    model brings what a run of it loads (its upsampler and text encoder, found by :func:`resolve_spec`); with
+    ``with_enhancer`` also the prompt enhancer models its preset names (built-in ones need nothing)."""
     reg = registry if registry is not None else weights.load_registry()
     wanted = names or [reg.default.name]
     out: list[str] = []
@@ -455,4 +457,7 @@ def names_to_pull(names: list[str] | None, *, deps: bool = True, registry: weigh
             out += [c.name for c in (spec.model, spec.upsampler, spec.text_encoder) if c is not None and c.name]
         else:
             out.append(reg[n].name)
+        if with_enhancer and reg[n].kind in ("model", "builtin"):
+            preset = resolve_spec(n, registry=reg, header=False).preset
+            out += [m for m in (preset.prompt_enhancer_llm, preset.prompt_enhancer_captioner) if m in reg]
     return list(dict.fromkeys(out))

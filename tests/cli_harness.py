@@ -51,6 +51,8 @@ def enter_cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load: Callabl
     monkeypatch.setenv("LTX_WEIGHTS_DIR", str(tmp_path / "weights"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    # prompt enhancement (tests/test_enhance*.py) would pull Llama for every short prompt on a file checkpoint
+    monkeypatch.setenv("LTX_ENHANCE_PROMPT", "off")
     monkeypatch.setattr(cli_generate, "load_pipeline", load)
     # the memoised model serves many runs: keep its text encoder (the CLI releases it after a single video)
     monkeypatch.setattr(ltxcli_offload, "free_text_encoder", lambda text_encoder: None)

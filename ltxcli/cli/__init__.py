@@ -1,6 +1,6 @@
 """The ``ltx`` command line: a thin Typer layer over the library (parse, call, print).
 
-Commands: ``generate``, ``i2v``, ``vae encode|decode|roundtrip``, ``weights list|pull|verify|path|rm``,
+Commands: ``generate``, ``i2v``, ``prompt``, ``vae encode|decode|roundtrip``, ``weights list|pull|verify|path|rm``,
 ``doctor``, ``info``, ``bench``. Exit codes: :data:`ltxcli.cli.common.EXIT_CODES`.
 """
 
@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from . import bench, doctor, generate, info, vae, weights
+from . import bench, doctor, generate, info, prompt, vae, weights
 from .common import EXIT_CODES, OneLineErrorsGroup, help_epilog
 
 app = typer.Typer(
@@ -42,6 +42,7 @@ def _root(
 
 
 generate.register(app)
+app.command("prompt")(prompt.prompt)
 app.add_typer(vae.app, name="vae")
 app.add_typer(weights.app, name="weights")
 doctor.register(app)

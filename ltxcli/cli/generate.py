@@ -29,6 +29,7 @@ import click
 import typer
 
 from ltxcli import long_video, naming, runner
+from ltxcli.enhance import stage as enhance_stage
 from ltxcli.long_video import OPTION_HELP
 from ltxcli.parallel import launch
 from ltxcli.request import Condition, Extension
@@ -175,6 +176,10 @@ EncPresetOpt = Annotated[str | None, typer.Option("--preset", show_default=False
 ProgressOpt = Annotated[ProgressMode, typer.Option(help="auto: bars on a terminal, nothing otherwise; plain: one "
                                                    "line as each stage starts, then at most one every 10 s (logs).")]
 SkipOpt = Annotated[bool, typer.Option("--skip-existing", help="Skip items already written: found by name, or by their record (index, prompt, settings) when the batch seed was drawn at random.")]
+EnhanceMode = enum.Enum("EnhanceMode", {m: m for m in ("auto", "on", "off")}, type=str)  # type: ignore[misc]
+EnhanceOpt = Annotated[EnhanceMode, typer.Option(envvar="LTX_ENHANCE_PROMPT", help="Rewrite the prompt as the official pipeline does: auto (if shorter than the preset's threshold, 120 words), on or off.")]
+EnhancerOpt = Annotated[str | None, typer.Option(show_default=False, help="Prompt enhancer: a weights.toml name, 'tiny' or a transformers instruct model folder. Default: the preset's.")]
+CaptionerOpt = Annotated[str | None, typer.Option(show_default=False, help="Image captioner of i2v prompt enhancement: a weights.toml name, 'tiny' or a Florence-2 folder.")]
 
 
 def _long(key: str) -> Any:  # an option whose help the library gives (ltxcli.long_video.OPTION_HELP)
@@ -228,6 +233,7 @@ def _shared_options(
     crf: CrfOpt = None,
     encoder_preset: EncPresetOpt = None,
     progress: ProgressOpt = ProgressMode.auto,
+    enhance_prompt: EnhanceOpt = EnhanceMode.auto, enhancer_model: EnhancerOpt = None, caption_model: CaptionerOpt = None,
 ) -> None:
     """The one declaration of the options every generating command takes, in ``--help`` order: a command gets
     them through :func:`generation_command`, and :class:`Options` has a field for each. A new option is one
@@ -395,6 +401,8 @@ def run(
         from ltxcli.parallel.transformer import check_mode
 
         check_mode(opts.parallel, tcfg.num_attention_heads, world)  # a ValueError: exit 2 before loading
+    enhance_stage.enhance_items(todo, ref.preset, llm=opts.enhancer_model, captioner=opts.caption_model, device=device,
+                                warn=out.warn, info=out.info, download=lambda names: _download(names, opts, out, ctx))
 
     t0 = time.perf_counter()
     with out.status(f"loading {ref.label}"), transformers_progress(out.progress_enabled):

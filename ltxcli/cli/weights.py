@@ -60,6 +60,7 @@ def list_(weights_dir: WeightsDirOpt = None, json_: JsonOpt = False) -> None:
 def pull(
     names: NamesArg = None,
     deps: Annotated[bool, typer.Option(help="Also pull what each model needs (text encoder, upsampler).")] = True,
+    with_enhancer: Annotated[bool, typer.Option(help="Also pull its prompt enhancer models (LLM, captioner).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be downloaded, and where.")] = False,
     weights_dir: WeightsDirOpt = None,
     json_: JsonOpt = False,
@@ -73,7 +74,7 @@ def pull(
 
     out = Output(json_mode=json_, quiet=quiet)
     reg = registry()
-    for name in names_to_pull(names, deps=deps, registry=reg):
+    for name in names_to_pull(names, deps=deps, with_enhancer=with_enhancer, registry=reg):
         entry = reg[name]
         if entry.is_builtin:
             out.info(f"{name} is built in: nothing to download")

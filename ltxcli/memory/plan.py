@@ -3,6 +3,10 @@
 A run goes through these stages (:class:`Stage`), each holding some weights on the device and some working
 memory (activations), while the host may hold more:
 
+* ``prompt enhancer`` (only when a prompt is rewritten, :mod:`ltxcli.enhance`): the enhancer LLM's weights, and
+  the captioner's for image-to-video. ``ltx generate`` runs it before the video model loads and frees it, so
+  its weights are alone on the device (whatever the offload mode); its KV cache (some hundred MB for
+  Llama-3.2-3B) is not counted;
 * ``text encoder``: its weights (the T5's activations, 256 tokens, are a few MB and not counted);
 * ``control model`` (only with a depth control, :mod:`ltxcli.depth`): the depth model's weights and one batch
   of its activations, next to the weights resident before any stage runs; it is released before the next stage;
@@ -247,6 +251,7 @@ def estimate_memory(
     streamed: bool = False,
     control_frames: int = 0,
     control_model: tuple[int, int] | None = None,
+    enhancer_bytes: int = 0,
 ) -> MemoryEstimate:
     """Estimated memory of generating ``height x width x num_frames`` (the padded output size; see the module
     docstring).
@@ -263,6 +268,8 @@ def estimate_memory(
     holds one chunk of :data:`~ltxcli.memory.decode.STREAM_CHUNK_FRAMES` frames, not the whole float32 video.
     ``control_frames``: pixel frames of an IC-LoRA control (encoded, and its latent frames' tokens in every pass);
     ``control_model``: ``(weights, activations)`` of the depth model that makes it (its own stage).
+    ``enhancer_bytes``: the prompt enhancer's weights (:func:`ltxcli.enhance.stage.enhancer_bytes`; 0: no
+    enhancement), a stage of its own before everything else.
     """
     passes = list(passes) or [PassSize(height, width, branches)]
     f, h, w = latent_shape(vae, height, width, num_frames)
@@ -275,9 +282,10 @@ def estimate_memory(
         # offloaded weights wait (pinned) in host memory; without offload they were loaded to the device
         host_weights = parts.total if offload != "none" and not device_is_host else 0
     item = dtype.itemsize
-    stages = [Stage("text encoder", weights["text encoder"])]
+    stages = [Stage("prompt enhancer", enhancer_bytes)] if enhancer_bytes else []
     if control_model is not None:
-        stages.insert(0, Stage(CONTROL_MODEL, weights[CONTROL_MODEL] + control_model[0], control_model[1]))
+        stages.append(Stage(CONTROL_MODEL, weights[CONTROL_MODEL] + control_model[0], control_model[1]))
+    stages.append(Stage("text encoder", weights["text encoder"]))
     if control_frames:
         per_token_timesteps = True
         condition_frames = [*condition_frames, control_frames]

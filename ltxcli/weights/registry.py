@@ -25,8 +25,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-Kind = Literal["model", "upsampler", "text_encoder", "depth", "builtin", "lora"]
-KINDS: tuple[str, ...] = ("model", "upsampler", "text_encoder", "depth", "builtin", "lora")
+Kind = Literal["model", "upsampler", "text_encoder", "depth", "builtin", "lora", "enhancer", "captioner"]
+KINDS: tuple[str, ...] = ("model", "upsampler", "text_encoder", "depth", "builtin", "lora", "enhancer", "captioner")
 PRECISIONS: tuple[str, ...] = ("float8_e4m3fn",)
 REGISTRY_SCHEMA = 1
 

@@ -1,0 +1,126 @@
+"""What the official prompt enhancer does and when (``ltx_video/utils/prompt_enhance_utils.py`` and the rule of
+``ltx_video/inference.py``), without torch: the system prompts (verbatim), the generation and caption settings,
+and :func:`plan`, which decides per request whether the prompt is rewritten and how.
+
+Official rule: ``inference.py`` enhances when ``0 < len(prompt.split()) < prompt_enhancement_words_threshold``
+(120 in every official config); ``generate_cinematic_prompt`` then rewrites it for text-to-video when there is
+no condition, for image-to-video when there is exactly one condition at frame 0 (its first frame is captioned),
+and leaves it unchanged otherwise (several conditions, or one at a later frame).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from ltxcli.presets import Preset
+    from ltxcli.request import GenerationRequest, ResolvedRequest
+
+# The official system prompts, verbatim (tests/test_enhance.py compares them with ltx_video's).
+T2V_CINEMATIC_PROMPT = """You are an expert cinematic director with many award winning movies, When writing prompts based on the user input, focus on detailed, chronological descriptions of actions and scenes.
+Include specific movements, appearances, camera angles, and environmental details - all in a single flowing paragraph.
+Start directly with the action, and keep descriptions literal and precise.
+Think like a cinematographer describing a shot list.
+Do not change the user input intent, just enhance it.
+Keep within 150 words.
+For best results, build your prompts using this structure:
+Start with main action in a single sentence
+Add specific details about movements and gestures
+Describe character/object appearances precisely
+Include background and environment details
+Specify camera angles and movements
+Describe lighting and colors
+Note any changes or sudden events
+Do not exceed the 150 word limit!
+Output the enhanced prompt only.
+"""
+
+I2V_CINEMATIC_PROMPT = """You are an expert cinematic director with many award winning movies, When writing prompts based on the user input, focus on detailed, chronological descriptions of actions and scenes.
+Include specific movements, appearances, camera angles, and environmental details - all in a single flowing paragraph.
+Start directly with the action, and keep descriptions literal and precise.
+Think like a cinematographer describing a shot list.
+Keep within 150 words.
+For best results, build your prompts using this structure:
+Describe the image first and then add the user input. Image description should be in first priority! Align to the image caption if it contradicts the user text input.
+Start with main action in a single sentence
+Add specific details about movements and gestures
+Describe character/object appearances precisely
+Include background and environment details
+Specify camera angles and movements
+Describe lighting and colors
+Note any changes or sudden events
+Align to the image caption if it contradicts the user text input.
+Do not exceed the 150 word limit!
+Output the enhanced prompt only.
+"""
+
+#: ``enhance_prompt`` values: ``auto`` (the official word rule), ``on`` (always, where the condition rule allows),
+#: ``off``.
+MODES = ("auto", "on", "off")
+#: The official ``generate(**inputs, max_new_tokens=text_encoder_max_tokens)``: the pipeline's default of 256.
+MAX_NEW_TOKENS = 256
+#: Florence-2 caption settings of the official ``_generate_image_captions``.
+CAPTION_TASK = "<DETAILED_CAPTION>"
+CAPTION_NUM_BEAMS = 3
+CAPTION_MAX_NEW_TOKENS = 1024
+#: ``prompt_enhancement_words_threshold`` of every official config.
+DEFAULT_WORDS_THRESHOLD = 120
+
+Kind = Literal["t2v", "i2v"]
+
+
+def word_count(prompt: str) -> int:
+    """Words as the official rule counts them (``len(prompt.split())``)."""
+    return len(prompt.split())
+
+
+@dataclass(frozen=True)
+class EnhancePlan:
+    """What the enhancer does for one request: ``kind`` ``t2v`` / ``i2v``, or ``None`` (prompt unchanged, ``reason``
+    says why)."""
+
+    kind: Kind | None
+    reason: str = ""
+
+
+def check_mode(mode: Any) -> str:
+    """``mode`` as one of :data:`MODES` (an enum member is accepted as its value); ValueError otherwise."""
+    value = getattr(mode, "value", mode)
+    if value not in MODES:
+        raise ValueError(f"enhance_prompt={mode!r} must be one of {', '.join(MODES)}")
+    return str(value)
+
+
+def plan(mode: str, prompt: str, condition_frames: Sequence[int], threshold: int) -> EnhancePlan:
+    """Whether and how the prompt of a request is rewritten. ``condition_frames``: the pixel frame of each
+    condition; ``threshold``: the preset's ``prompt_enhancement_words_threshold`` (``auto`` only; 0 disables)."""
+    mode = check_mode(mode)
+    if mode == "off":
+        return EnhancePlan(None, "enhance_prompt=off")
+    if mode == "auto":
+        words = word_count(prompt)
+        if threshold <= 0:
+            return EnhancePlan(None, "this preset does not enhance prompts (threshold 0)")
+        if words >= threshold:
+            return EnhancePlan(None, f"the prompt has {words} words, at least the threshold of {threshold}")
+    if not condition_frames:
+        return EnhancePlan("t2v")
+    if len(condition_frames) > 1 or condition_frames[0] != 0:
+        # the official warning: only unconditional or first-frame conditioning is supported
+        return EnhancePlan(None, "prompt enhancement supports no condition or one condition at frame 0 only")
+    return EnhancePlan("i2v")
+
+
+def request_plan(request: GenerationRequest | ResolvedRequest, preset: Preset) -> EnhancePlan:
+    """:func:`plan` for a request (its mode, prompt and condition frames) under ``preset``."""
+    frames = [c.frame for c in request.conditions]
+    return plan(request.enhance_prompt, request.prompt, frames, preset.prompt_enhancement_words_threshold)
+
+
+__all__ = [
+    "CAPTION_MAX_NEW_TOKENS", "CAPTION_NUM_BEAMS", "CAPTION_TASK", "DEFAULT_WORDS_THRESHOLD", "I2V_CINEMATIC_PROMPT",
+    "MAX_NEW_TOKENS", "MODES", "T2V_CINEMATIC_PROMPT", "EnhancePlan", "Kind", "check_mode", "plan", "request_plan",
+    "word_count",
+]

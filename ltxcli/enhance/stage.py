@@ -1,0 +1,151 @@
+"""The enhancement stage of a run: for each request whose plan says so, the enhanced prompt, computed before the
+text encoder runs, with the enhancer's models freed afterwards (so none is resident while the transformer
+denoises).
+
+``ltx generate`` runs it for every item before the video model is loaded (:func:`enhance_items`);
+:meth:`ltxcli.pipeline.Pipeline.run` runs it for a request that arrives without its enhanced prompt
+(:meth:`ltxcli.enhance.enhancer.PromptEnhancer.enhance_resolved`). Either way: ``auto`` with models that
+cannot be had (offline and not on disk) falls back to the original prompt with one warning; ``on`` raises
+(:class:`ltxcli.weights.WeightsUnavailableError`, exit 3, naming what to pull). Importing this module imports no torch (the CLI imports it at its top).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .rules import request_plan
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from ltxcli.presets import Preset
+    from ltxcli.request import GenerationRequest
+
+    from .enhancer import PromptEnhancer
+
+
+def enhancer_for(preset: Preset, *, llm: str | None = None, captioner: str | None = None, **kwargs: Any
+                 ) -> PromptEnhancer:
+    """The preset's enhancer models (``llm`` / ``captioner`` replace them), as a :class:`PromptEnhancer`."""
+    from .enhancer import PromptEnhancer
+
+    return PromptEnhancer(llm or preset.prompt_enhancer_llm, captioner or preset.prompt_enhancer_captioner, **kwargs)
+
+
+#: Weights of the registry enhancer models (their safetensors files on the Hub) for the memory plan before they are
+#: downloaded; once on disk their headers are read instead.
+NOMINAL_BYTES = {"llama-3.2-3b-instruct": 6_425_000_000, "florence-2-large-promptgen-v2.0": 3_290_000_000}
+
+
+def _source_bytes(source: str, kind: str, dtype: Any, weights_dir: Any) -> int:
+    from ltxcli import weights
+    from ltxcli.memory.weights import folder_bytes
+
+    if source == "tiny":
+        return 0  # a few hundred kB
+    reg = weights.load_registry()
+    if source in reg:
+        folder = weights.path(source, weights_dir=weights_dir)
+        if folder is not None:
+            return folder_bytes(folder, dtype)
+        # offline and not on disk the stage cannot run (auto keeps the prompt, on exits 3 naming what to pull)
+        return 0 if weights.is_offline() else NOMINAL_BYTES.get(source, 0)
+    from pathlib import Path
+
+    from .enhancer import check_folder
+
+    check_folder(Path(source).expanduser(), "--enhancer-model" if kind == "enhancer" else "--caption-model")
+    return folder_bytes(Path(source).expanduser(), dtype)
+
+
+def enhancer_bytes(request: GenerationRequest, preset: Preset, *, llm: str | None = None, captioner: str | None = None,
+                   weights_dir: Any = None) -> int:
+    """The weights the enhancement stage of ``request`` holds (0 when its prompt is not rewritten): the LLM in
+    bfloat16, plus the captioner in float32 for image-to-video (the official precisions). A registry model not
+    on disk counts its :data:`NOMINAL_BYTES` (0 offline, where it cannot be had and the stage does not run)."""
+    from .enhancer import CAPTIONER_DTYPE, LLM_DTYPE
+
+    p = request_plan(request, preset)
+    if p.kind is None or request.enhanced_prompt is not None:
+        return 0
+    total = _source_bytes(llm or preset.prompt_enhancer_llm, "enhancer", LLM_DTYPE, weights_dir)
+    if p.kind == "i2v":
+        total += _source_bytes(captioner or preset.prompt_enhancer_captioner, "captioner", CAPTIONER_DTYPE, weights_dir)
+    return total
+
+
+def first_frame_pixels(request: GenerationRequest, preset: Preset) -> Tensor:
+    """The pixels ``[1, 3, n, H, W]`` in [-1, 1] of the request's one condition, preprocessed as the pipeline
+    preprocesses it (resized, cropped and padded to the generation size)."""
+    from ltxcli.conditions import prepare_condition
+    from ltxcli.request import resolve_request
+
+    r = resolve_request(request, preset)
+    return prepare_condition(r.conditions[0], r.height, r.width, r.num_frames, r.padding).pixels
+
+
+def enhance_requests(
+    requests: Sequence[GenerationRequest], preset: Preset, enhancer: PromptEnhancer, *,
+    warn: Callable[[str], None], on_enhanced: Callable[[GenerationRequest], None] | None = None,
+    download: Callable[[list[str]], None] | None = None,
+) -> None:
+    """Set ``enhanced_prompt`` on every request whose plan enhances it (each request needs its ``seed``), with one
+    load of the enhancer's models, freed at the end. ``download``: pulls the registry models it is given (the
+    CLI's, with progress bars) before they are checked."""
+    todo = [(r, p) for r in requests if r.enhanced_prompt is None and (p := request_plan(r, preset)).kind]
+    if not todo:
+        return
+    if any(r.seed is None for r, _ in todo):
+        raise ValueError("prompt enhancement samples under the run's seed: give every request a seed first")
+    image = any(p.kind == "i2v" for _, p in todo)
+    if not enhancer.available(image, [r.enhance_prompt for r, _ in todo], warn, download):
+        return
+    with enhancer:
+        for r, p in todo:
+            image = first_frame_pixels(r, preset) if p.kind == "i2v" else None
+            assert r.seed is not None
+            r.enhanced_prompt = enhancer.enhance(r.prompt, seed=r.seed, image=image)
+            if on_enhanced is not None:
+                on_enhanced(r)
+
+
+def enhance_items(
+    requests: Sequence[GenerationRequest], preset: Preset, *, llm: str | None = None, captioner: str | None = None,
+    device: Any = "cpu", weights_dir: Any = None, warn: Callable[[str], None], info: Callable[[str], None],
+    download: Callable[[list[str]], None] | None = None,
+) -> None:
+    """The stage as ``ltx generate`` / ``ltx prompt`` run it, before the video model is loaded: the preset's enhancer
+    (or ``llm`` / ``captioner``) on ``device``, each enhanced prompt reported through ``info``."""
+    enhancer = enhancer_for(preset, llm=llm, captioner=captioner, device=device, weights_dir=weights_dir,
+                            download=download is None)
+
+    def report(r: GenerationRequest) -> None:
+        where = f" [{getattr(r, 'index', 0) + 1}]" if len(requests) > 1 else ""
+        info(f"enhanced prompt{where}: {r.enhanced_prompt}")
+
+    enhance_requests(requests, preset, enhancer, warn=warn, on_enhanced=report, download=download)
+
+
+def enhance_prompt(
+    prompt: str, preset: Preset, *, image: Any = None, seed: int | None = None, device: Any = None, **kwargs: Any
+) -> dict[str, Any]:
+    """``ltx prompt``: the rewrite ``ltx generate --enhance-prompt on`` makes of ``prompt`` under ``preset`` (at its
+    size for ``image``, the first frame) -> ``{"prompt", "enhanced_prompt", "seed", "image"}``. ``kwargs``: those of
+    :func:`enhance_items` (``warn`` is required)."""
+    import secrets
+
+    from ltxcli.api import resolve_device
+    from ltxcli.request import Condition, GenerationRequest
+
+    seed = secrets.randbelow(2**31) if seed is None else seed
+    r = GenerationRequest(prompt, conditions=[Condition(image, 0)] if image is not None else [], seed=seed,
+                          enhance_prompt="on")
+    enhance_items([r], preset, device=resolve_device(device), info=lambda _: None, **kwargs)
+    return {"prompt": prompt, "enhanced_prompt": r.enhanced_prompt, "seed": seed, "image": image}
+
+
+__all__ = [
+    "NOMINAL_BYTES", "enhance_items", "enhance_prompt", "enhance_requests", "enhancer_bytes", "enhancer_for",
+    "first_frame_pixels",
+]

@@ -1,0 +1,161 @@
+"""Prompt enhancement through ``ltx generate`` / ``ltx prompt`` (in-process CliRunner, one subprocess) and through
+``Pipeline.run``: the enhanced prompt on stderr, in ``--json`` and in the MP4 record next to the original, the
+same rewrite from ``ltx prompt`` and ``ltx generate`` for one seed, offline exit codes, and no enhancer model
+alive while the transformer denoises (forward pre-hooks on its blocks, as the offload tests use)."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import weakref
+from pathlib import Path
+from typing import Any
+
+import cli_harness
+import pytest
+import torch
+from cli_harness import assert_one_error_line, enter_cli_env, json_lines, ltx, memoised_loader
+
+import ltxcli
+from ltxcli import media
+from ltxcli.enhance import tiny
+from ltxcli.enhance.enhancer import PromptEnhancer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--height", "64", "--width", "96", "--num-frames", "9"]
+_cached_load = memoised_loader()
+one_thread = cli_harness.one_thread
+
+
+@pytest.fixture(autouse=True)
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    env = enter_cli_env(tmp_path, monkeypatch, _cached_load)
+    monkeypatch.delenv("LTX_ENHANCE_PROMPT")  # the harness turns enhancement off for the other CLI tests
+    return env
+
+
+def expected(prompt: str, seed: int) -> str:
+    """The tiny enhancer's rewrite, computed directly on freshly built tiny models."""
+    llm, tok, _, _ = tiny.build()
+    return PromptEnhancer.from_models((llm, tok)).enhance(prompt, seed=seed)
+
+
+def test_generate_enhance_on_reports_and_records_both_prompts(cli_env: Path) -> None:
+    res = ltx("generate", "a cat surfing", "--model", "tiny", "--enhance-prompt", "on", "--seed", "3", *SMALL, "--json")
+    assert res.exit_code == 0, res.stderr
+    want = expected("a cat surfing", 3)
+    (obj,) = json_lines(res.stdout)
+    assert obj["prompt"] == "a cat surfing" and obj["enhanced_prompt"] == want
+    assert obj["settings"]["enhance_prompt"] == "on"
+    assert f"enhanced prompt: {want}" in res.stderr
+    record = media.read_video_metadata(obj["path"])
+    assert record is not None
+    assert record["prompt"] == "a cat surfing" and record["enhanced_prompt"] == want
+    # auto on the tiny preset (threshold 0) leaves the prompt alone; the record says so
+    res = ltx("generate", "a cat surfing", "--model", "tiny", "--seed", "3", *SMALL, "--json", "-o", "plain.mp4")
+    (obj,) = json_lines(res.stdout)
+    assert obj["enhanced_prompt"] is None and "enhanced prompt" not in res.stderr
+
+
+def test_enhanced_prompt_is_what_the_text_encoder_encodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    pipe = ltxcli.load_pipeline("tiny", offload="model")
+    encoded: list[list[str]] = []
+    real_encode = pipe.text_encoder.encode
+    monkeypatch.setattr(pipe.text_encoder, "encode", lambda prompts, **kw: encoded.append(list(prompts)) or real_encode(prompts, **kw))
+    alive: list[weakref.ref[Any]] = []
+    real_build = tiny.build
+
+    def build_and_watch() -> Any:
+        built = real_build()
+        alive.extend(weakref.ref(m) for m in (built[0], built[2]))
+        return built
+
+    monkeypatch.setattr(tiny, "build", build_and_watch)
+    checked: list[bool] = []
+
+    def no_enhancer_resident(module: Any, args: Any) -> None:
+        if not checked:
+            gc.collect()
+            checked.append(all(r() is None for r in alive))
+
+    hooks = [b.register_forward_pre_hook(no_enhancer_resident) for b in pipe.transformer.transformer_blocks]
+    try:
+        res = pipe.generate("a cat surfing", seed=3, num_frames=9, height=64, width=96, enhance_prompt="on")
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(alive) == 2 and checked == [True]  # loaded for the enhancement stage, gone before denoising
+    assert encoded[0][0] == res.settings["enhanced_prompt"] == expected("a cat surfing", 3)
+    assert pipe.enhancer.modules == []
+
+
+def test_prompt_command_matches_generate(cli_env: Path) -> None:
+    res = ltx("prompt", "a cat surfing", "--model", "tiny", "--seed", "3", "--json")
+    assert res.exit_code == 0, res.stderr
+    (obj,) = json_lines(res.stdout)
+    assert obj == {"prompt": "a cat surfing", "enhanced_prompt": expected("a cat surfing", 3), "seed": 3, "image": None}
+
+
+def test_offline_without_enhancer_models_exits_3(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for args in (["prompt", "a cat", "--enhancer-model", "llama-3.2-3b-instruct"],
+                 ["generate", "a cat", "--model", "tiny", *SMALL, "--enhance-prompt", "on",
+                  "--enhancer-model", "llama-3.2-3b-instruct"]):
+        line = assert_one_error_line(ltx(*args), 3)
+        assert "llama-3.2-3b-instruct" in line and "ltx weights pull" in line, line
+    assert not list(cli_env.glob("*.mp4"))
+
+
+def test_pickle_only_enhancer_folder_is_refused_with_one_line(cli_env: Path) -> None:
+    folder = cli_env / "pickled"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    torch.save({}, folder / "pytorch_model.bin")
+    line = assert_one_error_line(ltx("prompt", "a cat", "--enhancer-model", str(folder)), 2)
+    assert "only pickle-based weights" in line and "safetensors" in line
+
+
+def test_batch_lines_accept_enhance_prompt(cli_env: Path) -> None:
+    batch = cli_env / "b.jsonl"
+    batch.write_text(json.dumps({"prompt": "a dog", "seed": 4, "enhance_prompt": "on"}) + "\n"
+                     + json.dumps({"prompt": "a cat", "seed": 5}) + "\n")
+    res = ltx("generate", "--batch", str(batch), "--model", "tiny", *SMALL, "--json", "-o", "out/")
+    assert res.exit_code == 0, res.stderr
+    first, second = json_lines(res.stdout)
+    assert first["enhanced_prompt"] == expected("a dog", 4) and second["enhanced_prompt"] is None
+    bad = cli_env / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "a dog", "enhance_prompt": "always"}) + "\n")
+    assert "enhance_prompt='always' must be one of auto, on, off" in assert_one_error_line(
+        ltx("generate", "--batch", str(bad), "--model", "tiny", *SMALL), 2)
+
+
+def test_subprocess_prompt(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "LTX_WEIGHTS_DIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "ltxcli", "prompt", "a cat surfing", "--model", "tiny", "--seed", "3"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip("\n") == expected("a cat surfing", 3)
+
+
+
+hub = cli_harness.hub
+
+
+def test_prompt_pulls_the_registry_enhancer_on_first_use(hub: Any, cli_env: Path) -> None:
+    # a tiny Llama served as the registry's unsloth/Llama-3.2-3B-Instruct: pulled with progress, then loaded
+    llm, tok, _, _ = tiny.build()
+    src = cli_env / "src"
+    llm.save_pretrained(src)
+    tok.save_pretrained(src)
+    for f in src.iterdir():
+        hub.add("unsloth/Llama-3.2-3B-Instruct", f.name, f.read_bytes())
+    res = ltx("prompt", "a cat surfing", "--seed", "3", "--enhancer-model", "llama-3.2-3b-instruct", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert "downloading llama-3.2-3b-instruct" in res.stderr
+    (obj,) = json_lines(res.stdout)
+    assert obj["enhanced_prompt"] == PromptEnhancer(src).enhance("a cat surfing", seed=3)  # the same folder, bf16
+    again = ltx("prompt", "a cat surfing", "--seed", "3", "--enhancer-model", "llama-3.2-3b-instruct", "--json")
+    assert "downloading" not in again.stderr and json_lines(again.stdout) == [obj]
