@@ -191,8 +191,17 @@ def test_packaged_registry_matches_official_configs() -> None:
     for rel, wanted in [("model.safetensors", True), ("config.json", True), ("preprocessor_config.json", True),
                         ("pytorch_model.bin", False), ("README.md", False)]:
         assert depth.selects(rel) is wanted, rel
-    # upsamplers (2 spatial, 1 temporal), t5-xxl, tiny, the depth model; LoRAs: tests/test_lora.py
-    assert len([e for e in reg if e.kind != "lora"]) == len(OFFICIAL) + 3 + 1 + 1 + 1
+    # the prompt enhancer models every official config names (ltxcli.enhance): configs, tokenizers, safetensors only
+    llm, cap = reg["llama-3.2-3b-instruct"], reg["florence-2-large-promptgen-v2.0"]
+    assert (llm.kind, llm.repo, cap.kind, cap.repo) == (
+        "enhancer", "unsloth/Llama-3.2-3B-Instruct", "captioner", "MiaoshouAI/Florence-2-large-PromptGen-v2.0")
+    for e, rel, wanted in [(llm, "model-00001-of-00002.safetensors", True), (llm, "tokenizer_config.json", True),
+                           (llm, "original/consolidated.00.pth", False), (cap, "model.safetensors", True),
+                           (cap, "merges.txt", True), (cap, "modeling_florence2.py", False),
+                           (cap, "pytorch_model.bin", False)]:
+        assert e.selects(rel) is wanted, rel
+    # upsamplers (2 spatial, 1 temporal), t5-xxl, tiny, the depth model, the two enhancer models; LoRAs: tests/test_lora.py
+    assert len([e for e in reg if e.kind != "lora"]) == len(OFFICIAL) + 3 + 1 + 1 + 1 + 2
 
 
 def test_packaged_registry_entries_are_well_formed() -> None:
