@@ -103,8 +103,7 @@ class ItemResult:
                 obj["reason"] = self.reason
             return obj
         return {"status": "ok", "index": it.index, "path": str(self.path), "kind": "frames" if frames else "video",
-                "prompt": it.prompt, "enhanced_prompt": self.record.get("enhanced_prompt"),
-                "seed": self.record["seed"], "model": self.record["model"],
+                "prompt": it.prompt, "enhanced_prompt": self.record.get("enhanced_prompt"), "seed": self.record["seed"], "model": self.record["model"],
                 "settings": self.settings, "timings": self.timings}
 
 
