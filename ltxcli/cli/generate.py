@@ -480,7 +480,9 @@ def check_memory(
     plan = plan_run(items, ref, device=device, dtype=dtype, fp8=is_fp8(opts.dtype),
                     narrow=keep_narrow(opts.keep_checkpoint_dtype, device), offload=opts.offload,
                     vae_tiling=opts.vae_tiling, free_bytes=preflight.free_memory_bytes(device) if items else 0,
-                    weights_fp8=weights_fp8(opts.weights_dtype))
+                    weights_fp8=weights_fp8(opts.weights_dtype), enhancer_bytes=[enhance_stage.enhancer_bytes(
+                        it, ref.preset, llm=opts.enhancer_model, captioner=opts.caption_model,
+                        weights_dir=opts.weights_dir) for it in items])
     for it, (estimate, alternatives) in zip(items, plan.requests, strict=True):
         where = rows[it.index].get("_where", "")
         preflight.check_memory(estimate, height=it.height, width=it.width, num_frames=it.num_frames, device=device,

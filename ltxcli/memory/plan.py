@@ -554,6 +554,7 @@ def condition_frames(c: Any, num_frames: int) -> int:
 def plan_run(
     requests: Sequence[Any], spec: Any, *, device: torch.device | str, dtype: torch.dtype, fp8: bool, narrow: bool,
     offload: str, vae_tiling: str, streamed: bool = True, free_bytes: int | None = None, weights_fp8: bool = False,
+    enhancer_bytes: Sequence[int] = (),
 ) -> RunPlan:
     """Plan every request (resolved :class:`~ltxcli.request.GenerationRequest` s: sizes set, conditions checked)
     that one load of ``spec`` (:class:`~ltxcli.spec.ModelSpec`) runs on ``device``: the weights from the headers
@@ -561,7 +562,8 @@ def plan_run(
     dtype, :func:`ltxcli.loading.keep_narrow`), the text encoder freed after use when there is one request, and
     ``streamed``: the video written chunk by chunk (what ``ltx generate`` does). ``free_bytes``: default, what
     the device has free now (:func:`ltxcli.memory.decode.free_memory_bytes`). ``weights_fp8``: the blocks'
-    linear weights stored in float8 (``--weights-dtype fp8``)."""
+    linear weights stored in float8 (``--weights-dtype fp8``). ``enhancer_bytes``: per request, the weights of
+    its prompt enhancement stage (:func:`ltxcli.enhance.stage.enhancer_bytes`; missing or 0: none)."""
     from .decode import free_memory_bytes
     from .weights import spec_parts
 
@@ -569,14 +571,14 @@ def plan_run(
     free = free_memory_bytes(device) if free_bytes is None else free_bytes
     kind = torch.device(device).type
     plans = []
-    for r in requests:
+    for i, r in enumerate(requests):
         shape = request_shape(spec.preset, r, dtype=dtype, depth_model="tiny" if spec.kind == "builtin" else None,
                               weights_dir=spec.weights_dir)
         # offloaded weights wait in host memory: on a CPU device that is the same memory, so nothing is saved
         plans.append(plan_estimators(
             shape, tcfg, vcfg, dtype=dtype, offload=offload, vae_tiling=vae_tiling, offload_saves=kind == "cuda",
             parts=parts, free_bytes=free, device_is_host=kind == "cpu", text_encoder_freed=len(requests) == 1,
-            streamed=streamed))
+            streamed=streamed, enhancer_bytes=enhancer_bytes[i] if i < len(enhancer_bytes) else 0))
     return RunPlan(tcfg, free, plans)
 
 
