@@ -192,8 +192,12 @@ def claim_output(path: str | os.PathLike[str], *, stale_after_s: float | None = 
                 return False
             os.unlink(aside)
             continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}))
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}))
+        except BaseException:  # Ctrl-C (or a full disk) while the claim is written: leave no claim behind
+            release_claim(target)
+            raise
         if os.path.exists(target):  # finished by a process that held and released the claim before us
             release_claim(target)
             return False
