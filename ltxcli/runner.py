@@ -371,7 +371,8 @@ def _check_condition(c: Condition, item: BatchItem, decoded: dict[tuple[str, int
     key = (str(c.media), wanted)
     read = decoded.get(key) if decoded is not None else None
     if read is None:
-        read = media.read_media(c.media, max_frames=wanted)
+        # one frame more than fits: a file without a frame count (Matroska, WebM) shows it is longer
+        read = media.read_media(c.media, max_frames=wanted + 1)
         if decoded is not None:
             decoded[key] = read
     height, width = int(read.frames.shape[1]), int(read.frames.shape[2])
@@ -392,8 +393,9 @@ def _check_condition(c: Condition, item: BatchItem, decoded: dict[tuple[str, int
         lo = c.frame // 8 * 8
         raise ValueError(f"condition {name}: a video must start at a multiple of 8, not frame={c.frame} "
                          f"(use {lo} or {lo + 8})")
-    if n > item.num_frames - c.frame:  # longer than the video: say so (a shorter one is only cut to 8k + 1)
-        warnings.warn(f"condition {name}: trimmed to its first {kept} of {n} frames (only {wanted} fit from frame "
+    if n > wanted:  # longer than the video: say so (a shorter one is only cut to 8k + 1)
+        total = n if n > read.frames.shape[0] else f"at least {n}"  # the count, or what decoding showed
+        warnings.warn(f"condition {name}: trimmed to its first {kept} of {total} frames (only {wanted} fit from frame "
                       f"{c.frame} of the {item.num_frames}-frame video, used in 8k + 1 frames; `ltx extend` makes a video longer than its input)", stacklevel=1)
     return replace(c, media=read)
 
