@@ -154,7 +154,7 @@ def test_closed_stdout_ends_quietly(tmp_path: Path) -> None:
     os.close(write)
     assert (r.returncode, r.stderr) == (cli_common.EXIT_PIPE, "")
     media.write_video(tmp_path / "v.mp4", torch.rand(3, 16, 16, 3), 8, metadata={"tool": "ltxcli", "prompt": "p"})
-    for cmd in ("weights list --json", "info v.mp4"):
+    for cmd in ("weights list --json", "info v.mp4", "generate --help", "weights"):
         r = subprocess.run(["bash", "-o", "pipefail", "-c", f"{sys.executable} -m ltxcli {cmd} | head -1"],
                            cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=120, check=False)
         assert r.returncode in (0, cli_common.EXIT_PIPE) and r.stderr == "", (cmd, r.returncode, r.stderr)

@@ -182,6 +182,10 @@ class OneLineErrorsGroup(TyperGroup):
         _ARGS[:] = list(args) if args is not None else sys.argv[1:]
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        if not _ARGS or "--help" in _ARGS or (len(_ARGS) == 1 and not _ARGS[0].startswith("-")):
+            from rich.console import Console  # help is rendered by rich, which exits 1 on a closed stdout
+
+            Console.on_broken_pipe = lambda self: exit_closed_stdout(EXIT_PIPE)  # type: ignore[method-assign]
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except BrokenPipeError:
