@@ -181,7 +181,8 @@ def load_pipeline(
     ``weights_dtype="fp8"``: store the transformer blocks' linear weights as float8 e4m3 with per-tensor scales (an
     fp8 checkpoint's as stored) and widen them to the compute dtype one layer at a time at call: about half the
     transformer's memory of bfloat16, on any GPU or the CPU, outputs within fp8 rounding (``dtype="fp8"`` stores
-    them so already and multiplies in fp8 on GPUs of compute capability 8.9+); not with LoRAs yet.
+    them so already and multiplies in fp8 on GPUs of compute capability 8.9+); LoRAs are merged into the stored codes
+    and quantised again (:mod:`ltxcli.adapters.lora_merge`).
     ``temporal_upsampler``: a weights.toml name or an official temporal upscaler file, for requests with
     ``temporal_upscale`` (``tiny`` has its own under the name ``ltxv-temporal-upscaler-0.9.7``).
     """
@@ -212,8 +213,6 @@ def load_pipeline(
     load_dev = dev if mode is Offload.NONE else torch.device("cpu")
     refs = fetch_loras(spec.loras, model=spec.name, weights_dir=spec.weights_dir, registry=spec.registry,
                        download=False)  # pulled above, with the model
-    if stored_fp8 and refs:
-        raise ValueError("LoRAs with --weights-dtype fp8 are not supported yet (use --dtype fp8 or bfloat16 weights)")
     choices = _cpu_choices(spec) if dev.type == "cpu" else None  # measured on first use, then cached
     if choices is not None and keep_checkpoint_dtype is None:
         keep_checkpoint_dtype = choices.keep_narrow
@@ -287,7 +286,8 @@ def _load_models(spec: ModelSpec, dev: torch.device, dt: torch.dtype, fp8: bool,
                  loras: Sequence[LoraRef], merge_on: torch.device | None, stored_fp8: bool) -> Pipeline:
     records: list[dict[str, object]] = []
 
-    def merge(transformer: torch.nn.Module) -> None:  # before any fp8 conversion: merged, then quantised
+    # before an fp8 matmul conversion (merged, then quantised); after the fp8 storage one (into the stored codes)
+    def merge(transformer: torch.nn.Module) -> None:
         if loras:
             from .adapters.lora_merge import apply_loras
 
@@ -298,11 +298,13 @@ def _load_models(spec: ModelSpec, dev: torch.device, dt: torch.dtype, fp8: bool,
         from .tiny import build_pipeline
 
         pipe = build_pipeline(dev, dt)
-        merge(pipe.transformer)
+        if not stored_fp8:
+            merge(pipe.transformer)
         if fp8:
             convert_to_fp8(pipe.transformer, dtype=dt)
         elif stored_fp8:
             convert_to_fp8_storage(pipe.transformer)
+            merge(pipe.transformer)  # into the stored codes, as a later change is (ltxcli.adapters.lora_merge)
         return _with_loras(pipe, loras, records)
 
     spec.require()  # anything not on disk: the one-line "not downloaded" error, before any weight is read

@@ -355,9 +355,11 @@ def load_transformer(
     everything else runs in ``dtype`` (bfloat16 by default). Whether the device has fp8 GEMMs is the caller's
     check (:func:`ltxcli.kernels.require_fp8`). ``keep_checkpoint_dtype``: see :func:`assign_state_dict` (``None``,
     the default: on when ``device`` is the CPU); ignored with ``keep_fp8``. ``before_fp8``: called with the
-    loaded model before its fp8 conversion (a LoRA merge: merged before quantisation), also without ``keep_fp8``.
-    ``weights_fp8``: block linears stored as e4m3 + per-tensor scale, widened per layer at call (quantised one
-    tensor at a time on ``device`` while reading; :mod:`ltxcli.models.fp8`). Ignored with ``keep_fp8``.
+    loaded model before its fp8 matmul conversion (a LoRA merge: merged before quantisation), also without
+    ``keep_fp8``; with ``weights_fp8`` after the storage conversion (a LoRA merge goes into the stored codes, see
+    :mod:`ltxcli.adapters.lora_merge`). ``weights_fp8``: block linears stored as e4m3 + per-tensor scale, widened
+    per layer at call (quantised one tensor at a time on ``device`` while reading; :mod:`ltxcli.models.fp8`).
+    Ignored with ``keep_fp8``.
     """
     from .models.transformer import LTXVideoTransformer
 
@@ -378,12 +380,12 @@ def load_transformer(
         tensors, scales = quantize_stored(tensors, stored, device)
     model = assign_state_dict(model, tensors, source=src, device=device, dtype=target, keep_fp8=keep_fp8,
                               keep_checkpoint_dtype=keep_checkpoint_dtype, stored=stored)
-    if before_fp8 is not None:
+    if weights_fp8 and not keep_fp8:
+        convert_to_fp8_storage(model, scales)
+    if before_fp8 is not None:  # before a matmul conversion, after the storage one (see the docstring)
         before_fp8(model)
     if keep_fp8:
         convert_to_fp8(model, dtype=target)
-    elif weights_fp8:
-        convert_to_fp8_storage(model, scales)
     return model
 
 

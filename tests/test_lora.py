@@ -314,6 +314,83 @@ def test_fp8_merges_before_quantisation_and_unloads(base) -> None:
             assert torch.equal(got.weight_scale, want.weight_scale), name
 
 
+def e4m3_per_tensor(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference per-tensor quantisation, by hand: scale ``amax / 448``, codes ``w / scale`` rounded to e4m3."""
+    scale = w.abs().max() / 448
+    return (w / scale).to(torch.float8_e4m3fn), scale
+
+
+def test_fp8_storage_merges_into_the_codes_requantises_and_unloads(base, inputs) -> None:
+    """--weights-dtype fp8: each targeted block linear ends as quantise(dequantise(quantise(W)) + s * B @ A)
+    with a fresh per-tensor scale, bit for bit against the formula written here; a new strength merges from the
+    original codes; no LoRA puts back the very codes and scales."""
+    from ltxcli.models.fp8 import FP8StoredLinear
+
+    wide = load_transformer(base["f32"], dtype=torch.float32)  # W, float32
+    model = load_transformer(base["f32"], dtype=torch.float32, weights_fp8=True)
+    before = {k: (v.clone(), v.data_ptr()) for k, v in model.state_dict().items()}
+    scales0 = {n: model.get_submodule(n).weight_scale.clone() for n in BLOCK_TARGETS}
+    pairs = lora_pairs(base["shapes"], BLOCK_TARGETS, 4, 71)
+    path = write(base["tmp"] / "fp8-stored.safetensors", pairs, "comfyui")
+    for strength in (0.8, -0.3):  # the second merges from the original codes, not on top of the first
+        merge(model, [(path, strength)])
+        reference = load_transformer(base["f32"], dtype=torch.float32)  # plain float32 layers
+        err_requant = err_once = 0.0
+        for name in BLOCK_TARGETS:
+            a, b = pairs[name]
+            w = wide.get_submodule(name).weight.detach()
+            q0, s0 = e4m3_per_tensor(w)  # what the fp8 load stored
+            # W' + strength * B @ A in float32 as the other merge tests write it (one addmm: its rounding is
+            # that of the library's in-place addmm_, whose result decides the amax and so the new scale)
+            q1, s1 = e4m3_per_tensor(torch.addmm(q0.float() * s0, b, a, alpha=strength))
+            layer = model.get_submodule(name)
+            assert isinstance(layer, FP8StoredLinear)
+            assert torch.equal(layer.weight.view(torch.uint8), q1.view(torch.uint8)), name
+            assert torch.equal(layer.weight_scale, s1), name
+            reference.get_submodule(name).weight.data = q1.float() * s1
+            exact = w + strength * (b @ a)
+            q2, s2 = e4m3_per_tensor(exact)  # merged before quantisation, for the figure only
+            err_requant = max(err_requant, rel(q1.float() * s1, exact))
+            err_once = max(err_once, rel(q2.float() * s2, exact))
+        # the layers widen the codes and scale them: the same forward as float32 layers holding those weights
+        assert torch.equal(ours_out(model, inputs), ours_out(reference, inputs))
+        print(f"\nfp8-stored LoRA {strength}: merged weight vs W + dW, worst layer: rel err {err_requant:.3e} "
+              f"(quantised once from W + dW: {err_once:.3e})")
+    merger_for(model).apply([])
+    after = model.state_dict()
+    for k, (v, ptr) in before.items():
+        assert after[k].dtype == v.dtype and torch.equal(after[k].view(torch.uint8) if v.dtype.itemsize == 1
+                                                         else after[k], v.view(torch.uint8) if v.dtype.itemsize == 1
+                                                         else v), k
+        assert after[k].data_ptr() == ptr, k  # the very tensor
+    for name in BLOCK_TARGETS:
+        assert torch.equal(model.get_submodule(name).weight_scale, scales0[name]), name
+
+
+def test_fp8_storage_lora_at_load_equals_per_request(tmp_path) -> None:
+    """load_pipeline(weights_dtype="fp8", loras=...) on a checkpoint gives the bits of a LoRA set per request; no
+    LoRA gives the plain fp8 pipeline's video."""
+    from tiny_t5 import make_tiny_text_encoder
+
+    from ltxcli.tiny import build_pipeline
+
+    tiny = build_pipeline(torch.device("cpu"), torch.float32)
+    ckpt = tmp_path / "ckpt.safetensors"
+    save_official_checkpoint(ckpt, transformer=tiny.transformer, vae=tiny.vae)
+    te = make_tiny_text_encoder(tmp_path / "te")
+    path = tiny_lora(tmp_path, 93)
+    kw = {"height": 64, "width": 64, "num_frames": 9, "steps": 2, "seed": 3, "enhance_prompt": "off"}
+    at_load = ltxcli.load_pipeline(ckpt, text_encoder=te, weights_dtype="fp8", loras=[(str(path), 0.7)])
+    plain = ltxcli.load_pipeline(ckpt, text_encoder=te, weights_dtype="fp8")
+    styled = at_load.generate("a cat", **kw)
+    assert styled.settings["loras"][0]["scale"] == 0.7
+    per_request = plain.generate("a cat", loras=[(str(path), 0.7)], **kw)
+    assert torch.equal(styled.latents, per_request.latents)
+    base_video = plain.generate("a cat", loras=[], **kw)
+    assert not torch.equal(base_video.latents, styled.latents)
+    assert torch.equal(at_load.generate("a cat", loras=[], **kw).latents, base_video.latents)
+
+
 # --- errors ------------------------------------------------------------------------------------------------------
 
 
@@ -488,6 +565,19 @@ def test_cli_lora_through_subprocess(tmp_path) -> None:
     info = ltx("info", str(out), "--json")  # what `ltx info` reads back from the file
     assert info.exit_code == 0, info.stderr
     assert json.loads(info.stdout)["generation"]["loras"][0]["sha256"] == sha
+
+
+def test_cli_lora_with_fp8_weight_storage(tmp_path) -> None:
+    path = tiny_lora(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "LTX_WEIGHTS_DIR": str(tmp_path / "weights"),
+           "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "ltxcli", "generate", "a cat surfing", "--model", "tiny", "-o",
+            str(tmp_path / "fp8.mp4"), "--lora", f"{path}:0.8", "--weights-dtype", "fp8", "--seed", "7", "--steps",
+            "2", "--height", "64", "--width", "64", "--num-frames", "9", "--json"]
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr
+    obj = json.loads(proc.stdout)
+    assert obj["settings"]["loras"][0]["scale"] == 0.8 and obj["settings"]["loras"][0]["path"] == str(path)
 
 
 @pytest.fixture

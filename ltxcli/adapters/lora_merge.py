@@ -19,9 +19,17 @@ A targeted linear weight ``W [out, in]`` becomes ``W + sum_i scale_i * (alpha_i 
 runs the plain layers, no per-step cost. The merged weight is stored in the layer's compute dtype: cast back to
 the stored dtype where the two agree (bfloat16 on GPUs, as ComfyUI and diffusers' ``fuse_lora`` do); a float32
 run whose weights are kept in bfloat16 (:mod:`ltxcli.models.upcast`) keeps the merged weight in float32, so it
-computes exactly ``W + dW`` in float32. A float8 layer (:class:`ltxcli.models.fp8.FP8Linear`) is merged before it
-is quantised: from the wide weight when the LoRA was given at load time (``load_pipeline(loras=...)``), else from
-its dequantised codes (exact for the official e4m3 checkpoints, which store unit-scale codes).
+computes exactly ``W + dW`` in float32. A float8 matmul layer (:class:`ltxcli.models.fp8.FP8Linear`) is merged
+before it is quantised: from the wide weight when the LoRA was given at load time (``load_pipeline(loras=...)``),
+else from its dequantised codes (exact for the official e4m3 checkpoints, which store unit-scale codes).
+
+An fp8-stored layer (:class:`ltxcli.models.fp8.FP8StoredLinear`, ``--weights-dtype fp8``) is always merged into its
+stored codes, at load time as at a later change: ``codes * scale + dW`` in float32, quantised again to e4m3 with a
+fresh per-tensor ``amax / 448`` scale. The loader quantises while reading (one wide tensor at a time on the device)
+and an fp8 checkpoint has nothing wider, so there is no wide weight to merge into without giving up the memory
+fp8 storage is for; merging the same way at load and per request makes a LoRA give the same bits whether it came
+with ``load_pipeline`` or with a request. The price is a second e4m3 rounding of ``W`` (measured on the tiny
+model in ``tests/test_lora.py``). The original codes and scale are kept (one byte per weight) for the unmerge.
 
 Every original weight is kept (a reference on the host, a host copy of a device tensor), so
 :meth:`LoraMerger.apply` with no LoRA puts back the very same bits without reading the checkpoint again.
@@ -43,7 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from ..loading import TRANSFORMER_DIFFUSERS_PREFIX_RULES, TRANSFORMER_DIFFUSERS_RULES, apply_rules
-from ..models.fp8 import FP8Linear, quantize_e4m3
+from ..models.fp8 import FP8Linear, FP8StoredLinear, quantize_e4m3
 from ..models.upcast import compute_dtype
 from ..safetensors_io import CheckpointError, SafetensorsFile
 from .lora import LoraRef
@@ -223,7 +231,7 @@ def read_lora(path: PathLike, shapes: Mapping[str, tuple[int, int]], *, sha256: 
 @dataclass
 class _Original:
     """A layer's weight before any LoRA: ``weight`` (the same tensor on the host, else a host copy), the
-    e4m3 ``scale`` of a float8 layer (None otherwise), and whether the tensor was pinned."""
+    e4m3 ``scale`` of a float8 layer (matmul or stored; None otherwise), and whether the tensor was pinned."""
 
     weight: Tensor
     scale: Tensor | None
@@ -233,6 +241,9 @@ class _Original:
 def _merged_dtype(layer: nn.Module, stored: torch.dtype) -> torch.dtype:
     """The dtype a merged weight is stored in: the layer's compute dtype (float32 where it stores float8)."""
     return torch.float32 if stored.itemsize == 1 else compute_dtype(layer)
+
+
+_FP8_LAYERS = (FP8Linear, FP8StoredLinear)  # layers holding e4m3 codes and a per-tensor ``weight_scale``
 
 
 class LoraMerger:
@@ -276,7 +287,7 @@ class LoraMerger:
             pinned = data.device.type == "cpu" and data.is_pinned()
             # a host tensor is kept as it is (the layer gets a new tensor); a device tensor is copied to the host
             kept = data if data.device.type == "cpu" else data.to("cpu")
-            scale = layer.weight_scale.clone() if isinstance(layer, FP8Linear) else None
+            scale = layer.weight_scale.clone() if isinstance(layer, _FP8_LAYERS) else None
             orig = self._originals[name] = _Original(kept, scale, pinned)
         work = torch.device(device) if device is not None else weight.device
         # W in float32: a float8 layer's codes times their scale (the stored tensor once it was merged before)
@@ -287,7 +298,7 @@ class LoraMerger:
             # [out, rank] @ [rank, in] -> [out, in], in float32 as the merge of ComfyUI and diffusers
             w.addmm_(lora.up.to(device=work, dtype=torch.float32), lora.down.to(device=work, dtype=torch.float32),
                      alpha=scale * lora.factor)
-        if isinstance(layer, FP8Linear):
+        if isinstance(layer, _FP8_LAYERS):  # a fresh per-tensor scale for the merged weight
             codes, w_scale = quantize_e4m3(w)
             self._write(layer, codes, orig.pinned)
             layer.weight_scale = w_scale.to(weight.device)
@@ -374,10 +385,6 @@ def apply_loras(
     """Merge the LoRAs ``refs`` (from :func:`ltxcli.adapters.lora.fetch_loras`) into ``transformer`` in place of
     the ones merged before (none: the original weights, bit for bit); returns their generation records
     ``{"name", "path", "sha256", "scale"}``. Every file is read and checked before any weight changes."""
-    from ..models.fp8 import FP8StoredLinear
-
-    if refs and any(isinstance(m, FP8StoredLinear) for m in unwrap(transformer).modules()):
-        raise ValueError("LoRAs on fp8-stored weights (--weights-dtype fp8) are not supported yet")
     merger = merger_for(transformer)
     shapes = merger.shapes()
     files = [(load_lora_file(ref, shapes), ref.spec.scale) for ref in refs]
