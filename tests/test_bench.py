@@ -371,6 +371,27 @@ def test_cli_json_with_skipped_text_encoder():
     assert res.exit_code == 2 and "unknown VAE conv algorithm 'fft'" in res.stderr and "\n" not in res.stderr.strip()
 
 
+def test_cli_cache_reports_the_calls_skipped():
+    """--cache as for generate: TeaCache always computes the first and last steps, and at a threshold no change
+    reaches it skips every other one (3 branches per step: CFG + STG); threshold 0 skips nothing."""
+    args = ["bench", "--random-weights", "--preset", "tiny", "--device", "cpu", "--gpu", "cpu", "--height", "64",
+            "--width", "64", "--num-frames", "9", "--steps", "5", "--warmup", "0", "--repeats", "1",
+            "--text-encoder", "skip", "--json", "--quiet"]
+    for spec, want in (("teacache:1000", {"mode": "teacache", "threshold": 1000.0, "calls": 15, "skipped": 9}),
+                       ("fbcache:0", {"mode": "fbcache", "threshold": 0.0, "calls": 15, "skipped": 0}),
+                       ("none", {"mode": "none", "threshold": 0.0, "calls": None, "skipped": 0})):
+        res = CliRunner().invoke(_cli(), [*args, "--cache", spec])
+        assert res.exit_code == 0, res.output
+        d = json.loads(res.stdout.strip().splitlines()[-1])
+        assert d["cache"] == want, spec
+        assert d["transformer_calls"] == 5 and d["branches"] == [3] * 5
+    res = CliRunner().invoke(_cli(), [*args[:-2], "--cache", "teacache:1000"])  # the table
+    assert res.exit_code == 0 and "step cache teacache (threshold 1000): 9 of 15 transformer branch calls skipped" in res.stdout
+    res = CliRunner().invoke(_cli(), [*args, "--cache", "deepcache"])
+    assert res.exit_code == 2 and "must be none, teacache[:THRESHOLD] or fbcache[:THRESHOLD]" in res.stderr
+    assert "\n" not in res.stderr.strip()
+
+
 def test_cli_gpu_mismatch_is_one_line_exit_2():
     res = CliRunner().invoke(_cli(), ["bench", "--random-weights", "--device", "cpu", "--gpu", "h100"])
     assert res.exit_code == 2

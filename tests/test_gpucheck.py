@@ -40,20 +40,42 @@ def test_plan_covers_the_issue():
         ["512", "768", "121", "20"]
     assert "--compile" in steps["paper-compile"].command and "fp8" in steps["paper-fp8"].command
     assert steps["distilled"].command[steps["distilled"].command.index("--width") + 1] == "1216"
-    assert steps["teacache-0.05"].command[-1] == "teacache:0.05" and steps["teacache-0.05"].needs == "cache"
+    for t in ("0.03", "0.05"):
+        cmd = steps[f"teacache-{t}"].command
+        assert cmd[cmd.index("--cache") + 1] == f"teacache:{t}" and cmd[cmd.index("--dtype") + 1] == "bfloat16"
+        assert [cmd[cmd.index(k) + 1] for k in ("--preset", "--height", "--width", "--num-frames", "--steps")] == \
+            [G.PAPER_PRESET, "512", "768", "121", "20"]
+
+
+def test_teacache_step_command_runs_ltx_bench_on_the_tiny_model():
+    """The teacache step's own ltx bench arguments, at the tiny preset and size on the CPU: --cache is accepted and
+    its JSON gives the skipped calls the step's figures read (TeaCache computes the first and last of 3 steps)."""
+    from typer.testing import CliRunner
+
+    from ltxcli.cli import app
+
+    cmd = {s.name: s for s in G.plan()}["teacache-0.05"].command
+    args = cmd[cmd.index("ltxcli") + 1:]
+    for key, value in (("--preset", "tiny"), ("--height", "64"), ("--width", "64"), ("--num-frames", "9"),
+                       ("--steps", "3"), ("--dtype", "float32"), ("--warmup", "0"), ("--cache", "teacache:1000")):
+        args[args.index(key) + 1] = value
+    res = CliRunner().invoke(app, [*args, "--device", "cpu", "--gpu", "cpu", "--text-encoder", "skip"])
+    assert res.exit_code == 0, res.output
+    step = G.Step("teacache-0.05", "", cmd, 1)
+    fig = G.figures(step, G._last_json(res.stdout))
+    assert (fig["transformer_calls"], fig["branch_calls"], fig["branch_calls_skipped"]) == (3, 9, 3)
 
 
 def test_unmet_requirements_skip_cleanly():
     env = {"capability": "8.6", "diffusers": None, "flash_attn": None, "flash_attn_interface": None,
            "sageattention": None}
     steps = {s.name: s for s in G.plan()}
-    assert "8.9+" in G.unmet(steps["paper-fp8"], env, "")
-    assert G.unmet(steps["paper-fp8"], {**env, "capability": "9.0"}, "") is None
-    assert "no --cache" in G.unmet(steps["teacache-0.03"], env, "--dtype")
-    assert G.unmet(steps["teacache-0.03"], env, "  --cache TEXT") is None
-    assert "flash_attn_interface" in G.unmet(steps["paper-attention-flash3"], env, "")
-    assert G.unmet(steps["paper-attention-sdpa"], env, "") is None
-    assert "diffusers" in G.unmet(steps["vs-diffusers"], env, "")
+    assert "8.9+" in G.unmet(steps["paper-fp8"], env)
+    assert G.unmet(steps["paper-fp8"], {**env, "capability": "9.0"}) is None
+    assert G.unmet(steps["teacache-0.03"], env) is None
+    assert "flash_attn_interface" in G.unmet(steps["paper-attention-flash3"], env)
+    assert G.unmet(steps["paper-attention-sdpa"], env) is None
+    assert "diffusers" in G.unmet(steps["vs-diffusers"], env)
 
 
 def test_figures_summary_and_table():
@@ -64,6 +86,12 @@ def test_figures_summary_and_table():
     paper.status, paper.wall_s, paper.result = "ok", 30.0, G.figures(paper, bench)
     assert paper.result == {"total_s": 1.8, "denoise_s": 1.2, "denoise_utilisation": 0.55,
                             "peak_memory_bytes": 10**10, "transformer_calls": 20}
+    tea = steps["teacache-0.05"]
+    cached = {**bench, "stages": {"total": {"median_s": 1.2}, "denoise": {"median_s": 0.6}},
+              "cache": {"mode": "teacache", "threshold": 0.05, "calls": 40, "skipped": 16}}
+    tea.status, tea.result = "ok", G.figures(tea, cached)
+    assert (tea.result["branch_calls"], tea.result["branch_calls_skipped"]) == (40, 16)
+    assert "branch_calls" not in paper.result
     vs = steps["vs-diffusers"]
     vs.status, vs.result = "ok", G.figures(vs, {"speedup": 1.6, "rel_err": 0.01})
     fp8 = steps["paper-fp8"]
@@ -72,6 +100,7 @@ def test_figures_summary_and_table():
     s = G.summary(ordered)
     assert (s["paper_bf16_s"], s["paper_fp8_s"], s["diffusers_speedup"], s["paper_bf16_denoise_utilisation"]) == \
         (1.8, None, 1.6, 0.55)
+    assert s["teacache_0.05_speedup"] == pytest.approx(1.5) and s["teacache_0.03_speedup"] is None
     text = G.table(ordered).splitlines()
     assert text[0].split() == ["step", "status", "wall", "s", "figures", "/", "reason"]
     row = next(r for r in text if r.startswith("paper-bf16 "))

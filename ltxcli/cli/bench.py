@@ -42,6 +42,7 @@ def bench(
         "--compile", help="Compile the transformer block by block (compilation happens in the warm-up).")] = False,
     vae_conv: Annotated[str, typer.Option(
         help="VAE convolutions: auto, direct or winograd (as for generate).")] = "auto",
+    cache: Annotated[str, typer.Option(help="Step cache: none, teacache[:T] or fbcache[:T] (as for generate).")] = "none",
     warmup: Annotated[int, typer.Option(help="Untimed runs before timing.")] = 1,
     repeats: Annotated[int, typer.Option(help="Timed runs; stage times are medians.")] = 3,
     text_encoder: Annotated[str, typer.Option(
@@ -73,7 +74,7 @@ def bench(
                 preset=preset, model=model, random_weights=random_weights, height=height, width=width,
                 num_frames=num_frames, frame_rate=frame_rate, steps=steps, device=device, dtype=dtype, gpu=gpu,
                 warmup=warmup, repeats=repeats, text_encoder=text_encoder, attention=attention, compile=compile,
-                vae_conv=vae_conv, seed=seed, log=out.info, dist=ctx,
+                vae_conv=vae_conv, seed=seed, log=out.info, dist=ctx, cache=cache,
             )
     except BenchError as exc:
         usage_error(str(exc))

@@ -284,6 +284,10 @@ class BenchResult:
     warmup_s: list[float] = field(default_factory=list)
     # Under torchrun: per-rank host, device, timings, peak memory and bytes communicated (ltxcli.parallel.orchestrate.rank_stats).
     ranks: list[dict[str, Any]] | None = None
+    # The step cache of the runs (ltxcli.step_cache): mode, threshold, and over the last timed run the branch
+    # evaluations of the transformer ("calls", None without a cache) and how many were skipped, as in the record.
+    cache: dict[str, Any] = field(default_factory=lambda: {"mode": "none", "threshold": 0.0, "calls": None,
+                                                           "skipped": 0})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -366,6 +370,7 @@ def run_bench(
     dist: Any = None,
     parallel: str = "auto",
     seed: int = 0,
+    cache: str | None = None,
     prompt: str = "a red car drives along a mountain road at sunset, the camera follows it",
     log: Callable[[str], None] | None = None,
 ) -> BenchResult:
@@ -377,12 +382,16 @@ def run_bench(
     count of the (first) pass. ``gpu`` names the peak table entry and must match the device (else
     :class:`BenchError`). ``dtype="fp8"`` runs the block linears as float8 matmuls; ``attention`` and
     ``compile`` choose kernels as in :func:`ltxcli.load_pipeline` (compilation happens in the warm-up runs),
-    ``vae_conv`` the VAE's convolution algorithm (:class:`ltxcli.models.winograd.ConvAlgorithm`). Runs ``warmup`` untimed generations, then ``repeats`` timed ones; stage times are medians. Timing waits
-    for the device only at stage boundaries.
+    ``vae_conv`` the VAE's convolution algorithm (:class:`ltxcli.models.winograd.ConvAlgorithm`). ``cache``: the
+    step cache, ``none``, ``teacache[:THRESH]`` or ``fbcache[:THRESH]`` as for a request
+    (:func:`ltxcli.request.parse_cache`); the result counts the transformer calls it skipped. Runs ``warmup``
+    untimed generations, then ``repeats`` timed ones; stage times are medians. Timing waits for the device only at
+    stage boundaries.
     """
     from .. import kernels
     from ..api import load_pipeline, resolve_compute, resolve_device
     from ..presets import PRESETS
+    from ..request import parse_cache
 
     say = log or (lambda _msg: None)
     if repeats < 1 or warmup < 0:
@@ -392,6 +401,7 @@ def run_bench(
     _, dt, fp8, backend = resolve_compute(dev, dtype, attention)
     try:
         conv_algorithm = parse_conv_algorithm(vae_conv)
+        cache_mode, cache_threshold = parse_cache(cache)
     except ValueError as exc:
         raise BenchError(str(exc)) from None
     notes: list[str] = []
@@ -445,7 +455,9 @@ def run_bench(
     recorder = _FlopRecorder(pipe)
     kwargs: dict[str, Any] = dict(
         height=height, width=width, num_frames=num_frames, frame_rate=fps, steps=steps, seed=seed,
+        cache=cache,  # checked above: the request parses the same spec
     )
+    cache_record: dict[str, Any] = {"mode": cache_mode, "threshold": cache_threshold, "calls": None, "skipped": 0}
     runs: dict[str, list[float]] = {"text": [], "denoise": [], "decode": [], "total": []}
     warmup_s: list[float] = []
     try:
@@ -467,6 +479,7 @@ def run_bench(
                 runs["denoise"].append(result.timings["denoise_s"])
                 runs["decode"].append(result.timings["decode_s"])
                 runs["total"].append(total)
+                cache_record = dict(result.settings["cache"])
     finally:
         recorder.remove()
 
@@ -487,6 +500,8 @@ def run_bench(
     n_calls = len(recorder.calls)
     if n_calls:
         stages["denoise"].note = f"{stages['denoise'].median_s / n_calls:.4g} s per step"
+    if cache_mode != "none":
+        notes.append("FLOPs count every transformer call, the step cache's skipped ones included (an effective rate)")
     if text_mode == "skip":
         stages["total"].note = "without text encoding"
 
@@ -513,7 +528,7 @@ def run_bench(
         text_encoder={"random": "random", "skip": "skipped", "real": "real"}[text_mode], build_s=build_s,
         stages=stages, peak_memory_bytes=mem, peak_memory_kind=mem_kind,
         real_time_factor=total_med / video_s if video_s else None,
-        paper_ratio=total_med / PAPER_SECONDS, notes=notes, warmup_s=warmup_s, ranks=ranks,
+        paper_ratio=total_med / PAPER_SECONDS, notes=notes, warmup_s=warmup_s, ranks=ranks, cache=cache_record,
     )
 
 
@@ -548,6 +563,9 @@ def format_table(result: BenchResult) -> list[str]:
         lines.append(
             f"end-to-end {total:.3f} s vs the paper's {r.paper_seconds:g} s (768x512x121, H100): {r.paper_ratio:.3g}x"
         )
+    if r.cache.get("mode", "none") != "none":
+        lines.append(f"step cache {r.cache['mode']} (threshold {r.cache['threshold']:g}): {r.cache.get('skipped')} of "
+                     f"{r.cache.get('calls')} transformer branch calls skipped (last timed run)")
     if r.warmup_s:
         lines.append("warm-up runs (compilation included, not in the medians): "
                      + ", ".join(f"{v:.3g} s" for v in r.warmup_s))
