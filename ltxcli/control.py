@@ -117,6 +117,26 @@ def prepare_control(r: ResolvedRequest, *, device: torch.device, dtype: torch.dt
     if r.control is None:
         return None
     frames = control_frames(r.control, r, device=device, dtype=dtype, depth_model=depth_model, weights_dir=weights_dir)
+    return _prepared(frames, r)
+
+
+def window_control(frames: Tensor, r: ResolvedRequest, first_frame: int) -> PreparedControl | None:
+    """The control of one window of a long video (:mod:`ltxcli.long_video`): ``frames``, the whole video's
+    :func:`control_frames` (made once: a depth video keeps one depth scale over every window), from the window's
+    first frame ``first_frame`` on, at most the window's padded frame count, trimmed to ``8k + 1``, prepared for
+    ``r`` (the window's request) as :func:`prepare_control` prepares a control; ``None`` when the control ends
+    before the window. So a window gets exactly what a one-window request whose control is that slice gets."""
+    assert r.control is not None
+    _, _, pf = r.padded
+    part = frames[first_frame : first_frame + pf]
+    if part.shape[0] == 0:
+        return None
+    return _prepared(part[: trim(part.shape[0], 0, pf)], r)
+
+
+def _prepared(frames: Tensor, r: ResolvedRequest) -> PreparedControl:
+    """Control frames ``[F, H, W, 3]`` in [0, 1] -> ``[-1, 1]`` with the generation's zero padding."""
+    assert r.control is not None
     pixels = frames.permute(3, 0, 1, 2)[None] * 2 - 1  # [F, H, W, 3] -> [1, 3, F, H, W]
     return PreparedControl(F.pad(pixels, r.padding), float(r.control.strength))
 
@@ -160,5 +180,5 @@ def place_with_control(
 
 __all__ = [
     "EncodedControl", "PreparedControl", "control_frames", "control_record", "fit_frames", "parse_control",
-    "place_with_control", "prepare_control", "weights_needed",
+    "place_with_control", "prepare_control", "weights_needed", "window_control",
 ]

@@ -13,6 +13,8 @@ frames (``window // 8`` long, windows ``(window - overlap) // 8`` apart, the las
 * from the second window on, the previous output's last ``overlap // 8`` latent frames are appended as extra
   conditioning tokens at the window's head positions (frames ``0 .. k-1``) with ``overlap_strength``; the
   first window takes the first-frame image, and each keyframe goes to the first window holding its frame;
+* an IC-LoRA control (:mod:`ltxcli.control`) is made once for the whole video and each window takes the frames
+  of its own span (:func:`ltxcli.control.window_control`), VAE-encoded per window;
 * the new window's first latent frame is dropped, its statistics are pulled towards the first window's with
   AdaIN (``adain``), and its head is cross-faded linearly into the previous output's tail over
   ``max(k - 1, 1)`` latent frames (diffusers' ``linear_overlap_fuse``);
@@ -44,7 +46,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .request import Condition, GenerationRequest, padded_size
+from .request import Condition, Control, GenerationRequest, padded_size
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -58,8 +60,6 @@ DEFAULT_WINDOW = 80
 DEFAULT_OVERLAP = 24
 DEFAULT_OVERLAP_STRENGTH = 0.5
 DEFAULT_ADAIN = 0.25
-#: Latent frames two consecutive decode tiles share (their pixels are blended).
-DECODE_BLEND = 2
 _LATENT_T = 8  # pixel frames per latent frame (the VAE's temporal compression)
 
 #: ``ltx generate`` help of the request fields this module reads (the CLI declares each option once from it).
@@ -351,6 +351,8 @@ def request_hash(p: LongPlan, model: str) -> str:
     def plain(v: Any) -> Any:
         if isinstance(v, Condition):
             return [plain(v.media), v.frame, v.strength]
+        if isinstance(v, Control):
+            return [plain(v.media), v.strength, v.kind]
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         if isinstance(v, Mapping):
@@ -410,8 +412,11 @@ def generate(
         return pipe.run(one, progress=progress, stream=stream)
     if request.temporal_upscale:
         raise ValueError("temporal_upscale is not supported yet with long videos (several windows)")
+    from .control import control_record
+
     run = _LongRun(pipe, p, progress, Path(resume) if resume is not None else None, window_noise)
-    settings = {**run.full.settings(), **pipe.record_facts(request.prompt, p.request.conditions), "long": p.settings()}
+    settings = {**run.full.settings(), **pipe.record_facts(request.prompt, p.request.conditions),
+                "control": control_record(request.control), "long": p.settings()}
     assert p.request.seed is not None  # plan() draws one
     result = GenerationResult(video=None, latents=run.empty(), seed=p.request.seed, timings=run.timings,
                               settings=settings)
@@ -440,6 +445,7 @@ class _LongRun:
                  window_noise: Callable[[int, tuple[int, ...]], Tensor] | None) -> None:
         self.pipe, self.plan, self.progress, self.state = pipe, p, progress, state
         self.window_noise = window_noise
+        self.control: Tensor | None = None  # the whole video's control frames (set in pixels)
         self.timings: dict[str, float] = {"text_encoding_s": 0.0, "denoise_s": 0.0, "decode_s": 0.0}
         from .step_cache import Tally
 
@@ -470,10 +476,13 @@ class _LongRun:
 
     def pixels(self, result: GenerationResult) -> Iterator[Tensor]:
         """Float ``[n, H, W, 3]`` chunks of the whole video in order, windows denoised on the way."""
+        from .long_decode import TiledDecode
+
         p = self.plan
         out, first, done = self._load_state()
+        self.control = self._control_frames()
         texts = self._encode_texts()
-        tiles = _TiledDecode(self, max(p.windows[0].end - p.windows[0].start - 1, 1))
+        tiles = TiledDecode(self.decode_tile, self.full, max(p.windows[0].end - p.windows[0].start - 1, 1))
         n = len(p.windows)
         k = p.overlap_latents
         for i, w in enumerate(p.windows):
@@ -495,6 +504,21 @@ class _LongRun:
         result.settings["cache"] = {**result.settings["cache"], **self.pipe.cache_tally.record(self.full.cache)}
         if self.state is not None:
             self.state.unlink(missing_ok=True)
+
+    def _control_frames(self) -> Tensor | None:
+        """The whole video's IC-LoRA control frames ``[F, H, W, 3]`` (float32, CPU; None without a control), read
+        and made (Canny, depth) once before the text encoder, as :meth:`Pipeline.run` prepares a control. Held for
+        the whole run (``12 H W`` bytes a frame): each window slices its own span from it."""
+        import torch
+
+        from .control import control_frames
+
+        pipe, c = self.pipe, self.full.control
+        if c is None:
+            return None
+        with torch.inference_mode():  # a depth control's model runs (and is released) here, in its own stage
+            return control_frames(c, self.full, device=pipe.device, dtype=pipe.dtype, depth_model=pipe.depth_model,
+                                  weights_dir=pipe.weights_dir)
 
     def _encode_texts(self) -> dict[str, tuple[Tensor, Tensor]]:
         """Each distinct prompt encoded once (the text encoder is released afterwards when the pipeline says so)."""
@@ -523,6 +547,7 @@ class _LongRun:
         import torch
 
         from .conditions import EncodedCondition, prepare_conditions
+        from .control import window_control
 
         p, pipe = self.plan, self.pipe
         w = p.windows[i]
@@ -534,7 +559,9 @@ class _LongRun:
         t0 = time.perf_counter()
         with torch.inference_mode():
             prepared, _ = prepare_conditions(r)
-            encoded, _ = pipe._encode_conditions(prepared, None, sizes)
+            # the control frames of this window's span, encoded as a video of its own: exactly a one-window run's
+            control = window_control(self.control, r, w.first_frame) if self.control is not None else None
+            encoded, _ = pipe._encode_conditions(prepared, None, sizes, control)
             conds = list(encoded[0])
             k = min(p.overlap_latents, out.shape[2]) if out is not None else 0
             if out is not None and k > 0 and p.overlap_strength > 0:
@@ -591,65 +618,7 @@ class _LongRun:
         os.replace(tmp, self.state)
 
 
-class _TiledDecode:
-    """diffusers' temporal tiled decode, tile by tile as the latents settle: tiles of ``length + 1`` latent frames
-    start ``stride = length - DECODE_BLEND`` apart; a tile after the first drops its first pixel frame, blends its
-    first ``8 * DECODE_BLEND`` frames with the previous tile's last ones (``blend_t``) and keeps ``8 * stride``
-    frames (the first tile ``8 * stride + 1``). Only the previous tile's tail is held between tiles."""
-
-    def __init__(self, run: _LongRun, length: int) -> None:
-        self.run, self.length = run, length
-        self.stride = max(length - DECODE_BLEND, 1)
-        self.next = 0  # the first latent frame of the next tile
-        self.pixel = 0  # the next pixel frame to hand out
-        self.tail: Tensor | None = None
-
-    def ready(self, out: Tensor, settled: int, *, final: bool) -> Iterator[Tensor]:
-        """Float ``[n, H, W, 3]`` chunks (at most ``STREAM_CHUNK_FRAMES`` frames each) of every tile that lies
-        within the first ``settled`` latent frames of ``out`` (``final``: every tile left). Only one tile is
-        alive at a time: each is released before the next is decoded."""
-        import torch
-
-        from .frames import to_video
-        from .memory.decode import STREAM_CHUNK_FRAMES
-
-        total = out.shape[2]
-        while self.next < total and (final or self.next + self.length + 1 <= settled):
-            i = self.next
-            tile = self.run.decode_tile(out[:, :, i: i + self.length + 1], i)
-            with torch.inference_mode():  # the work only, never across the yield
-                kept = self._cut(tile.float(), i)
-            del tile
-            start, self.next = self.pixel, self.next + self.stride
-            self.pixel += kept.shape[2]
-            for a in range(0, kept.shape[2], STREAM_CHUNK_FRAMES):
-                with torch.inference_mode():  # to_video scales the (already cut) tile in place
-                    chunk = to_video(kept[:, :, a: a + STREAM_CHUNK_FRAMES], self.run.full, start + a).cpu()
-                if chunk.shape[0]:
-                    yield chunk
-                del chunk
-            del kept
-
-    def _cut(self, tile: Tensor, i: int) -> Tensor:
-        """Decoder output of tile ``i`` -> its kept frames ``[1, 3, n, H', W']`` (blended with the previous tile's
-        tail, whose own tail is kept for the next)."""
-        import torch
-
-        blend = _LATENT_T * (self.length - self.stride)
-        if i > 0:
-            tile = tile[:, :, 1:]
-            if self.tail is not None:
-                m = min(self.tail.shape[2], tile.shape[2], blend)
-                if m > 0:
-                    w = (torch.arange(m, dtype=tile.dtype) / m).view(1, 1, m, 1, 1).to(tile.device)
-                    tile[:, :, :m] = self.tail[:, :, -m:] * (1 - w) + tile[:, :, :m] * w
-        keep = _LATENT_T * self.stride + (1 if i == 0 else 0)
-        self.tail = tile[:, :, -blend:].clone() if blend > 0 else None
-        return tile[:, :, :keep]
-
-
 __all__ = [
-    "DECODE_BLEND",
     "DEFAULT_ADAIN",
     "DEFAULT_OVERLAP",
     "DEFAULT_OVERLAP_STRENGTH",

@@ -277,3 +277,70 @@ def test_conditions_go_to_the_window_that_holds_their_frame(tiny) -> None:
     assert got == [[(True, 0, 1.0)], [(False, 36, 0.8)], []]  # frame 60: window 1 covers 24 .. 64
     assert [p.window_request(i).num_frames for i in range(3)] == [41, 41, 41]
     assert p.window_request(1).seed == 8 and p.window_request(2).prompt == "a"
+
+
+def test_each_window_gets_the_control_of_its_own_span(tiny, monkeypatch) -> None:
+    """An IC-LoRA control over three windows: each window's denoised latents equal a one-window run (``pipe.run``)
+    of that window's request with the same noise and, as its control, the control video's frames of the window's
+    own span (frames 0..40, 24..64, 48..88; the media's own frames, sliced here, fitted there). Overlap strength
+    0 leaves each window on its own, so the plain run is the whole reference. The control decides the video:
+    the control of another span gives other latents."""
+    from dataclasses import replace
+
+    from ltxcli.request import Control
+
+    media = torch.rand((89, 48, 80, 3), generator=torch.Generator().manual_seed(3))  # fitted: resize + crop
+    req = GenerationRequest(" | ".join(PROMPTS), overlap_strength=0.0, control=Control(media, 0.9),
+                            **{**BASE, "timesteps": None, "steps": 2})
+    seen: list[torch.Tensor] = []
+    real = long_video._LongRun._denoise_window
+
+    def spy(self, i, text, out):
+        lat = real(self, i, text, out)
+        seen.append(lat.clone())
+        return lat
+
+    monkeypatch.setattr(long_video._LongRun, "_denoise_window", spy)
+    res = long_video.generate(tiny, req, window_noise=lambda i, shape: _noise(shape, i))
+    assert res.settings["control"] == {"source": None, "kind": "video", "strength": 0.9}
+    p = long_video.plan(req, tiny.preset)
+    assert p is not None and len(seen) == 3
+    for i, w in enumerate(p.windows):
+        one = p.window_request(i, _noise((1, 16, 6, 2, 3), i))
+        start = w.first_frame
+        want = tiny.run(replace(one, control=Control(media[start: start + w.num_frames], 0.9))).latents
+        assert torch.equal(seen[i], want), (i, rel_err(seen[i], want))
+        if i:
+            other = tiny.run(replace(one, control=Control(media[: w.num_frames], 0.9))).latents
+            assert rel_err(other, want) > 1e-3
+
+
+def test_cli_control_over_several_windows(tmp_path) -> None:
+    """``ltx generate --control`` with two windows runs as a user runs it; the record lists the control and
+    both windows."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ltxcli import media
+
+    clip = torch.zeros(57, 48, 64, 3)
+    for i in range(57):  # a square moving right
+        clip[i, 10:30, i % 40: i % 40 + 16] = 1.0
+    media.write_video(tmp_path / "depth.mp4", clip, 24)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "LTX_WEIGHTS_DIR": str(tmp_path),
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ltxcli", "generate", "-m", "tiny", "a car | a bus", "--num-frames", "57", "--window",
+         "48", "--overlap", "24", "--steps", "2", "--height", "64", "--width", "64", "--seed", "3",
+         "--control", "depth.mp4:0.8", "-o", "out.mp4", "--json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    want = {"source": "depth.mp4", "kind": "video", "strength": 0.8}
+    assert summary["settings"]["control"] == want
+    stream, record = media.media_info(tmp_path / "out.mp4")
+    assert stream["num_frames"] == 57 and record["control"] == want
+    assert [w["first_frame"] for w in record["long"]["windows"]] == [0, 24]
