@@ -393,7 +393,7 @@ def fuse(out: Tensor | None, new: Tensor, first: Tensor | None, overlap_latents:
 
 def generate(
     pipe: Pipeline, request: GenerationRequest, *, progress: Any = None, stream: bool = False,
-    resume: str | os.PathLike[str] | None = None,
+    resume: str | os.PathLike[str] | None = None, keep_state: bool = True,
     window_noise: Callable[[int, tuple[int, ...]], Tensor] | None = None,
 ) -> GenerationResult:
     """Generate ``request``, in windows when :func:`plan` says so (else exactly ``pipe.run``).
@@ -401,7 +401,9 @@ def generate(
     ``stream``: the windows are denoised while the result's :meth:`~ltxcli.pipeline.GenerationResult.frames`
     is iterated, each decoded as soon as no later window changes it (flat memory); its ``latents`` are set once
     the iterator is exhausted. ``resume``: a state file (:func:`state_path`) to continue from (when its hash
-    matches) and to keep the finished windows in; deleted once the video is complete. ``window_noise(i,
+    matches) and to keep the finished windows in; deleted once the video is complete. ``keep_state`` False: the
+    state is read, never written or deleted (a rank of a video split across processes other than the one that
+    writes it: every rank resumes from the same windows, one process writes the file). ``window_noise(i,
     shape)``: the initial noise of window ``i`` (tests; default: drawn from the window's seed)."""
     from .pipeline import GenerationResult
 
@@ -414,7 +416,7 @@ def generate(
         raise ValueError("temporal_upscale is not supported yet with long videos (several windows)")
     from .control import control_record
 
-    run = _LongRun(pipe, p, progress, Path(resume) if resume is not None else None, window_noise)
+    run = _LongRun(pipe, p, progress, Path(resume) if resume is not None else None, window_noise, keep_state)
     settings = {**run.full.settings(), **pipe.record_facts(request.prompt, p.request.conditions),
                 "control": control_record(request.control), "long": p.settings()}
     assert p.request.seed is not None  # plan() draws one
@@ -442,8 +444,9 @@ class _LongRun:
     """The state of one windowed generation (see the module docstring)."""
 
     def __init__(self, pipe: Pipeline, p: LongPlan, progress: Any, state: Path | None,
-                 window_noise: Callable[[int, tuple[int, ...]], Tensor] | None) -> None:
+                 window_noise: Callable[[int, tuple[int, ...]], Tensor] | None, keep_state: bool = True) -> None:
         self.pipe, self.plan, self.progress, self.state = pipe, p, progress, state
+        self.keep_state = keep_state
         self.window_noise = window_noise
         self.control: Tensor | None = None  # the whole video's control frames (set in pixels)
         self.timings: dict[str, float] = {"text_encoding_s": 0.0, "denoise_s": 0.0, "decode_s": 0.0}
@@ -502,7 +505,7 @@ class _LongRun:
         result.latents = out.float().cpu()
         # complete once the windows are done (a streamed file's record, written first, has the mode only)
         result.settings["cache"] = {**result.settings["cache"], **self.pipe.cache_tally.record(self.full.cache)}
-        if self.state is not None:
+        if self.state is not None and self.keep_state:
             self.state.unlink(missing_ok=True)
 
     def _control_frames(self) -> Tensor | None:
@@ -610,7 +613,7 @@ class _LongRun:
     def _save_state(self, out: Tensor, first: Tensor, done: int) -> None:
         import torch
 
-        if self.state is None or done >= len(self.plan.windows):
+        if self.state is None or not self.keep_state or done >= len(self.plan.windows):
             return
         tmp = self.state.with_name(self.state.name + ".tmp")
         self.state.parent.mkdir(parents=True, exist_ok=True)

@@ -612,8 +612,10 @@ def run_batch(
             with progress(it) if progress is not None else nullcontext(None) as callback:
                 # A streamed result is decoded inside the write, as uint8 chunks checked for NaN/Inf on the way
                 # (a broken VAE shows there); written otherwise, the same check runs on the video's chunks.
+                # every rank of a split video reads the resume state; the writing one alone keeps it
                 result = long_video.generate(pipe, it, progress=callback, stream=stream and write,  # or pipe.run
-                                             resume=long_video.state_path(it.target) if it.resume else None)
+                                             resume=long_video.state_path(it.target) if it.resume else None,
+                                             keep_state=write)
                 rec = record(result, model=model) | batch_fields(it)
                 t_write = time.perf_counter()
                 if write:

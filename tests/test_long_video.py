@@ -344,3 +344,29 @@ def test_cli_control_over_several_windows(tmp_path) -> None:
     stream, record = media.media_info(tmp_path / "out.mp4")
     assert stream["num_frames"] == 57 and record["control"] == want
     assert [w["first_frame"] for w in record["long"]["windows"]] == [0, 24]
+
+
+def test_a_rank_that_does_not_write_reads_the_resume_state_and_never_writes_it(tiny, tmp_path) -> None:
+    """``keep_state=False`` (the ranks of a split video other than the writer): an interrupted run leaves no
+    state; given the writer's state it resumes from the same window (the same latents) and leaves the file."""
+    req = GenerationRequest("a cat | a dog", height=64, width=64, num_frames=57, seed=2, steps=2, window=48,
+                            overlap=24)
+    state = tmp_path / ".out.ltx-resume"
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(stage: str, done: int, total: int) -> None:
+        if stage == "window" and done == 1:
+            raise Stop
+
+    for keep in (False, True):
+        with pytest.raises(Stop):
+            long_video.generate(tiny, req, resume=state, keep_state=keep, progress=interrupt)
+        assert state.is_file() == keep
+    saved = state.read_bytes()
+    whole = long_video.generate(tiny, req)
+    stages: set[str] = set()
+    resumed = long_video.generate(tiny, req, resume=state, keep_state=False, progress=lambda s, *_: stages.add(s))
+    assert "window 1/2" not in stages and "window 2/2" in stages  # window 1 came from the state, not denoised
+    assert torch.equal(resumed.latents, whole.latents) and state.read_bytes() == saved
