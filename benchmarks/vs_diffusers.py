@@ -12,6 +12,15 @@ Cases (issue 6, point 6):
 * ``load``: a full-size 2B checkpoint (bf16 on disk: the official single file for ltxcli, a diffusers folder
   for diffusers), loaded into float32 until a first step can run, each load in a fresh child process with the
   page cache warm for both files. Target: ratio <= 0.5.
+* ``step`` (issue 18, point 4): a denoising step inside ``Pipeline.generate`` on a bf16 checkpoint loaded by
+  ``ltxcli.load_pipeline`` (what a user's CPU run holds: bf16-kept weights, this host's calibrated choices) against
+  diffusers' transformer forward (``from_pretrained`` of the same weights into float32) on the very inputs that
+  step's transformer call received (captured by a hook; positions rebuilt as pixel coordinates). 256x512x17
+  (latent 3x8x16 = 384 tokens), CFG only (batch 2), float32 compute, ``--step-steps`` steps per generate, the
+  decode skipped (``stream=True``). Times: each step from the pipeline's progress calls (host side, no device
+  on the CPU to wait for) and the transformer call inside it. The checkpoint (transformer + random 0.9.5 VAE,
+  bf16), the diffusers folder and a 1-layer T5 of width 4096 (the text stage is not what is timed) are written
+  once under ``$LTX_BENCH_DIR``; ``--step-layers N`` builds an N-block model (a quick check of the case).
 
 Both sides get identical weights: ltxcli's modules are built on the meta device and filled with random values
 (``ltxcli.perf.bench.materialize_random_``), and diffusers' modules receive the SAME values through diffusers' own
@@ -30,6 +39,8 @@ This is a benchmark script, not a test; it needs diffusers (a test-only dependen
     python benchmarks/vs_diffusers.py transformer --pairs 5 --json out.json
     python benchmarks/vs_diffusers.py vae --profile      # also print torch.profiler tables of one run each
     python benchmarks/vs_diffusers.py vae-rss            # only the peak-RSS children (vae = vae-time + vae-rss)
+    python benchmarks/vs_diffusers.py step --pairs 2     # a 2B step inside generate vs diffusers' forward
+    python benchmarks/vs_diffusers.py step --pairs 1 --step-layers 1 --step-steps 2   # quick check of the case
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ import argparse
 import dataclasses
 import datetime
 import gc
+import itertools
 import json
 import os
 import platform
@@ -75,6 +87,8 @@ WEIGHTS = "checkpoint"  # or "float32" (--weights)
 CPU_CHOICES = "calibrated"  # or "fixed" (--cpu-choices)
 DECODE_T = 0.05
 CKPT_DIR = Path(os.environ.get("LTX_BENCH_DIR", "/tmp/ltx-bench-ckpt"))
+STEP_LAYERS = TRANSFORMER_2B.num_layers  # --step-layers
+STEP_STEPS = 3  # --step-steps: denoising steps per generate in the step case
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -145,16 +159,18 @@ def for_diffusers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def build_transformer_pair(
-    dtype: torch.dtype, narrow: torch.dtype | None = None
+    dtype: torch.dtype, narrow: torch.dtype | None = None, num_layers: int | None = None
 ) -> tuple[torch.nn.Module, torch.nn.Module]:
     from diffusers import LTXVideoTransformer3DModel
     from diffusers.loaders.single_file_utils import convert_ltx_transformer_checkpoint_to_diffusers
 
     from ltxcli.models.transformer import LTXVideoTransformer
 
+    layers = num_layers or TRANSFORMER_2B.num_layers
     with torch.device("meta"):
-        ours = LTXVideoTransformer(dataclasses.replace(TRANSFORMER_2B, causal_temporal_positioning=True))
-        theirs = LTXVideoTransformer3DModel()  # its defaults are the 2B architecture
+        ours = LTXVideoTransformer(dataclasses.replace(TRANSFORMER_2B, causal_temporal_positioning=True,
+                                                       num_layers=layers))
+        theirs = LTXVideoTransformer3DModel(num_layers=layers)  # its other defaults are the 2B architecture
     materialize_random_(ours, device="cpu", dtype=dtype, seed=0, narrow=narrow)
     official = {f"model.diffusion_model.{k}": v for k, v in ours.state_dict().items()}
     converted = convert_ltx_transformer_checkpoint_to_diffusers(official)
@@ -499,9 +515,129 @@ def case_load(pairs: int, dtype_name: str, convert_at_load: bool) -> dict[str, A
     }
 
 
+# --- a step inside generate -------------------------------------------------------------------------------------
+
+
+def prepare_step_checkpoint() -> tuple[Path, Path, Path]:
+    """The step case's files, written once: the official single file (2B transformer with ``STEP_LAYERS`` blocks
+    + the 0.9.5 VAE, random, bf16), the diffusers transformer folder with the same weights, a text encoder."""
+    tag = f"L{STEP_LAYERS}"
+    single, folder, te = CKPT_DIR / f"step-{tag}.safetensors", CKPT_DIR / f"step-{tag}-diffusers", CKPT_DIR / "step-t5"
+    if single.is_file() and (folder / "transformer" / "config.json").is_file() and (te / "tokenizer").is_dir():
+        return single, folder, te
+    CKPT_DIR.mkdir(parents=True, exist_ok=True)
+    stat = os.statvfs(CKPT_DIR)
+    need = 10e9 * STEP_LAYERS / TRANSFORMER_2B.num_layers + 2e9
+    if stat.f_bavail * stat.f_frsize < need:
+        raise SystemExit(f"{CKPT_DIR}: {stat.f_bavail * stat.f_frsize / 1e9:.1f} GB free, need {need / 1e9:.0f} GB")
+    print(f"step: writing the {STEP_LAYERS}-block 2B checkpoint (bf16, with a random 0.9.5 VAE) to {CKPT_DIR}",
+          flush=True)
+    from transformers import T5Config, T5EncoderModel
+
+    from ltxcli.loading import save_official_checkpoint
+    from ltxcli.models.vae import CausalVideoVAE
+    from ltxcli.tiny import make_tokenizer
+
+    ours, theirs = build_transformer_pair(torch.bfloat16, num_layers=STEP_LAYERS)
+    with torch.device("meta"):
+        vae = CausalVideoVAE(VAEConfig.from_official(official_vae_config("0.9.5")))
+    materialize_random_(vae, device="cpu", dtype=torch.bfloat16, seed=1)
+    save_official_checkpoint(single, transformer=ours, vae=vae)
+    theirs.save_pretrained(folder / "transformer", safe_serialization=True)
+    del ours, theirs, vae
+    tok = make_tokenizer()
+    t5 = T5EncoderModel(T5Config(vocab_size=len(tok), d_model=TRANSFORMER_2B.caption_channels, d_kv=64, d_ff=256,
+                                 num_layers=1, num_heads=2, feed_forward_proj="gated-gelu", dropout_rate=0.0,
+                                 is_encoder_decoder=False, use_cache=False))
+    tok.save_pretrained(te / "tokenizer")
+    t5.save_pretrained(te / "text_encoder", safe_serialization=True)
+    gc.collect()
+    return single, folder, te
+
+
+def case_step(pairs: int) -> dict[str, Any]:
+    from diffusers import LTXVideoTransformer3DModel
+
+    import ltxcli
+    from ltxcli.models.rope import latent_coords, pixel_coords
+
+    single, folder, te = prepare_step_checkpoint()
+    f, h, w = TOKENS_GRID
+    fps = 25.0
+    kw = dict(height=h * 32, width=w * 32, num_frames=(f - 1) * 8 + 1, frame_rate=fps, steps=STEP_STEPS, seed=0,
+              guidance_scale=3.0, stg_scale=0.0, enhance_prompt="off")
+    t0 = time.perf_counter()
+    pipe = ltxcli.load_pipeline(single, text_encoder=te, device="cpu", download=False)
+    ltx_load = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    theirs = LTXVideoTransformer3DModel.from_pretrained(folder, subfolder="transformer", torch_dtype=torch.float32)
+    theirs = theirs.eval().requires_grad_(False)
+    theirs_load = time.perf_counter() - t0
+    print(f"step: loaded ltxcli's pipeline in {ltx_load:.1f} s, diffusers' transformer in {theirs_load:.1f} s; "
+          f"{pipe.transformer.config.num_layers} blocks, {f * h * w} tokens, CFG", flush=True)
+
+    calls: list[float] = []
+    captured: dict[str, Any] = {}
+
+    def pre(_m: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        captured.update(x=args[0], text=args[1], t=args[2], mask=kwargs.get("encoder_attention_mask"))
+        captured["start"] = time.perf_counter()
+
+    def post(_m: torch.nn.Module, _args: tuple, _kwargs: dict, out: torch.Tensor) -> None:
+        calls.append(time.perf_counter() - captured["start"])
+        captured["out"] = out
+
+    marks: list[float] = []
+
+    def progress(stage: str, _done: int, _total: int) -> None:
+        if stage == "denoise":
+            marks.append(time.perf_counter())
+
+    handles = [pipe.transformer.register_forward_pre_hook(pre, with_kwargs=True),
+               pipe.transformer.register_forward_hook(post, with_kwargs=True)]
+    ours_steps: list[float] = []
+    ours_calls: list[float] = []
+
+    def run_ours() -> None:
+        calls.clear()
+        marks.clear()
+        pipe.generate("a red car drives along a mountain road at sunset", progress=progress, stream=True, **kw)
+        steps = [b - a for a, b in itertools.pairwise(marks)]
+        # the first step of a generate pays one-time costs (scratch buffers, caches): the others are the steady state
+        ours_steps.extend(steps[1:] or steps)
+        ours_calls.extend(calls[1:] or calls)
+
+    run_ours()  # warm-up, and the inputs of a step for diffusers
+    batch, n = captured["x"].shape[:2]
+    coords = pixel_coords(latent_coords(f, h, w), causal_fix=pipe.transformer.config.causal_temporal_positioning)
+    coords = coords[None].repeat(batch, 1, 1).to(torch.float32)
+    coords[:, 0] = coords[:, 0] * (1.0 / fps)
+    inp = dict(x=captured["x"], text=captured["text"], mask=captured["mask"], t=captured["t"].reshape(batch),
+               coords=coords, grid=(f, h, w))
+    with torch.inference_mode():
+        err = rel(run_theirs_transformer(theirs, inp), captured["out"])
+    print(f"  diffusers on the captured inputs vs the call inside generate: rel err {err:.2e} (batch {batch}, "
+          f"{n} tokens, {inp['text'].shape[1]} text tokens)", flush=True)
+    ours_steps.clear()
+    ours_calls.clear()
+    with torch.inference_mode():
+        run_theirs_transformer(theirs, inp)  # warm-up
+        times = alternate({"ltxcli": run_ours, "diffusers": lambda: run_theirs_transformer(theirs, inp)}, pairs)
+    for h_ in handles:
+        h_.remove()
+    step_med, call_med = statistics.median(ours_steps), statistics.median(ours_calls)
+    theirs_med = statistics.median(times["diffusers"])
+    return {"ltxcli_step_s": ours_steps, "ltxcli_call_s": ours_calls, "diffusers_forward_s": times["diffusers"],
+            "median_s": {"ltxcli_step": step_med, "ltxcli_call": call_med, "diffusers_forward": theirs_med},
+            "ratio": step_med / theirs_med, "ratio_call": call_med / theirs_med, "rel_err": err,
+            "tokens": n, "batch": batch, "text_len": int(inp["text"].shape[1]), "layers": STEP_LAYERS,
+            "steps_per_generate": STEP_STEPS, "load_s": {"ltxcli_pipeline": ltx_load, "diffusers": theirs_load},
+            "checkpoint": str(single), "target": "ratio <= 0.85"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("cases", nargs="*", help="transformer, vae, load (default: all three)")
+    parser.add_argument("cases", nargs="*", help="transformer, vae, load, step (default: the first three)")
     parser.add_argument("--pairs", type=int, default=3, help="alternating (ltxcli, diffusers) pairs per case")
     parser.add_argument("--load-dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--profile", action="store_true", help="print torch.profiler tables (transformer, vae)")
@@ -515,19 +651,25 @@ def main() -> None:
     parser.add_argument("--cpu-choices", default="calibrated", choices=["calibrated", "fixed"],
                         help="ltxcli's CPU choices: this host's measured ones (default, what a user's run gets) or the "
                              "fixed rules before calibration (oneDNN GEMMs, Winograd by shape)")
+    parser.add_argument("--step-layers", type=int, default=TRANSFORMER_2B.num_layers,
+                        help="step case: transformer blocks of the checkpoint it writes (default: the 2B's 28)")
+    parser.add_argument("--step-steps", type=int, default=3,
+                        help="step case: denoising steps per generate (each but the first is timed)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    global VAE_LATENT, WEIGHTS, CPU_CHOICES
+    global VAE_LATENT, WEIGHTS, CPU_CHOICES, STEP_LAYERS, STEP_STEPS
     VAE_LATENT = tuple(int(v) for v in args.vae_latent.split(","))  # type: ignore[assignment]
     WEIGHTS = args.weights
     CPU_CHOICES = args.cpu_choices
+    STEP_LAYERS, STEP_STEPS = args.step_layers, args.step_steps
     cases = args.cases or ["transformer", "vae", "load"]
-    unknown = set(cases) - {"transformer", "vae", "vae-time", "vae-rss", "load"}
+    unknown = set(cases) - {"transformer", "vae", "vae-time", "vae-rss", "load", "step"}
     if unknown:
-        parser.error(f"unknown case(s): {', '.join(sorted(unknown))} (use transformer, vae, vae-time, vae-rss, load)")
+        parser.error(f"unknown case(s): {', '.join(sorted(unknown))} "
+                     "(use transformer, vae, vae-time, vae-rss, load, step)")
     if "vae" in cases:
         cases = [c for c in cases if c != "vae"] + ["vae-time", "vae-rss"]
     if args.child == "vae-rss":
@@ -546,6 +688,8 @@ def main() -> None:
             results["vae"] = case_vae_time(args.pairs, args.profile)
         elif case == "vae-rss":
             results["vae_rss"] = case_vae_rss(args.pairs)
+        elif case == "step":
+            results["step"] = case_step(args.pairs)
         else:
             results["load"] = case_load(args.pairs, args.load_dtype, args.ltx_convert_at_load)
     print("\nsummary (ltxcli / diffusers, medians):")
@@ -566,6 +710,12 @@ def main() -> None:
               f"= {r['decode_peak_ratio']:.3f}; decode's own increment "
               f"{m['ltxcli']['decode_increment'] / 1e9:.2f} / {m['diffusers']['decode_increment'] / 1e9:.2f} GB "
               f"= {r['increment_ratio']:.3f}")
+    if "step" in results:
+        r = results["step"]
+        m = r["median_s"]
+        print(f"  step in generate ({r['layers']} blocks): {m['ltxcli_step']:.2f} s / diffusers forward "
+              f"{m['diffusers_forward']:.2f} s = {r['ratio']:.3f} (target <= 0.85); the transformer call alone "
+              f"{m['ltxcli_call']:.2f} s = {r['ratio_call']:.3f}; rel err {r['rel_err']:.2e}")
     if "load" in results:
         r = results["load"]
         m = r["median"]
