@@ -21,7 +21,6 @@ from ltxcli import api as ltxcli_api
 from ltxcli import media
 from ltxcli import offload as ltxcli_offload
 from ltxcli.cli import app
-from ltxcli.cli import generate as cli_generate
 
 
 def memoised_loader() -> Callable[..., Any]:
@@ -53,7 +52,7 @@ def enter_cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load: Callabl
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     # prompt enhancement (tests/test_enhance*.py) would pull Llama for every short prompt on a file checkpoint
     monkeypatch.setenv("LTX_ENHANCE_PROMPT", "off")
-    monkeypatch.setattr(cli_generate, "load_pipeline", load)
+    monkeypatch.setattr(ltxcli_api, "load_pipeline", load)
     # the memoised model serves many runs: keep its text encoder (the CLI releases it after a single video)
     monkeypatch.setattr(ltxcli_offload, "free_text_encoder", lambda text_encoder: None)
     return tmp_path

@@ -31,6 +31,7 @@ from cli_harness import (
 from tiny_t5 import make_tiny_text_encoder
 
 import ltxcli
+from ltxcli import api as ltxcli_api
 from ltxcli import media, metrics
 from ltxcli import offload as ltxcli_offload
 from ltxcli.cli import common as cli_common
@@ -104,7 +105,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     cwd = Path.cwd()
     mp = pytest.MonkeyPatch()
     try:
-        mp.setattr(cli_generate, "load_pipeline", _cached_load)
+        mp.setattr(ltxcli_api, "load_pipeline", _cached_load)
         mp.setattr(ltxcli_offload, "free_text_encoder", lambda text_encoder: None)
         mp.setenv("LTX_WEIGHTS_DIR", str(folder))
         os.chdir(folder)
@@ -175,7 +176,7 @@ def test_prompt_from_stdin_and_i2v_with_keyframe(cli_env: Path) -> None:
 
 def test_batch_pattern_and_skip_existing(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     loads: list[Any] = []
-    monkeypatch.setattr(cli_generate, "load_pipeline", lambda *a, **k: loads.append(a) or _cached_load(*a, **k))
+    monkeypatch.setattr(ltxcli_api, "load_pipeline", lambda *a, **k: loads.append(a) or _cached_load(*a, **k))
     (cli_env / "prompts.txt").write_text(
         "a cat\n# a comment\n\n"
         '{"prompt": "a bird flies", "seed": 5, "num_frames": 17, "steps": 1}\n'
@@ -518,7 +519,7 @@ def test_offload_tiling_attention_reach_load_pipeline_and_keep_the_frames(
         return _cached_load(*args, **{**kwargs, "compile": False})  # --compile is checked for arrival only
 
     monkeypatch.setattr(decode_memory, "plan_decode", plan_decode)
-    monkeypatch.setattr(cli_generate, "load_pipeline", load)
+    monkeypatch.setattr(ltxcli_api, "load_pipeline", load)
     # 128 x 192: large enough for an exact tiling plan with two windows (at 64 x 96, `on` must approximate)
     common = ["--model", "tiny", "--seed", "5", "--steps", "2", "--json", "--height", "128", "--width", "192",
               "--num-frames", "9"]
@@ -556,7 +557,7 @@ def test_vae_conv_reaches_load_pipeline_and_the_record(cli_env: Path, monkeypatc
         calls.append(kwargs)
         return _cached_load(*args, **kwargs)
 
-    monkeypatch.setattr(cli_generate, "load_pipeline", load)
+    monkeypatch.setattr(ltxcli_api, "load_pipeline", load)
     common = ["--model", "tiny", "--seed", "5", "--steps", "2", "--json", *SMALL]
     objs = {}
     for conv in ("winograd", "direct"):
@@ -593,7 +594,7 @@ def test_unavailable_kernels_exit_2_before_anything_loads(
     from ltxcli import kernels
 
     loads: list[Any] = []
-    monkeypatch.setattr(cli_generate, "load_pipeline", lambda *a, **k: loads.append(a))
+    monkeypatch.setattr(ltxcli_api, "load_pipeline", lambda *a, **k: loads.append(a))
     monkeypatch.setattr(kernels, "compile_available", lambda device: (False, "no compiler here"))
     # the default model: an unavailable kernel is refused before anything is downloaded (offline would exit 3)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

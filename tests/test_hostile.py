@@ -38,9 +38,9 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from PIL import Image
 from tiny_t5 import make_tiny_text_encoder
 
+from ltxcli import api as ltxcli_api
 from ltxcli import media, runner, weights
 from ltxcli.cli import common as cli_common
-from ltxcli.cli import generate as cli_generate
 from ltxcli.cli import preflight
 from ltxcli.loading import save_official_checkpoint
 from ltxcli.request import Condition
@@ -77,7 +77,7 @@ def loads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         calls.append(args)
         return _cached_load(*args, **kwargs)
 
-    monkeypatch.setattr(cli_generate, "load_pipeline", load)
+    monkeypatch.setattr(ltxcli_api, "load_pipeline", load)
     return calls
 
 

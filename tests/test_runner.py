@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +107,29 @@ def test_build_items_and_plan_outputs_without_a_model(tmp_path: Path) -> None:
         runner.plan_outputs(items, output="{nope}.mp4")
     with pytest.raises(ValueError, match=r"prompts\.txt line 1: invalid JSON"):
         runner.parse_batch("{oops", "prompts.txt")
+
+
+def test_a_job_runs_the_cli_flow_from_python(tmp_path: Path) -> None:
+    """``ltxcli.job``: what ``ltx generate --batch`` does, step by step, without the CLI: the items are planned
+    and named before any load, nothing is pulled for the built-in model, the written videos carry their records,
+    and the same job planned again with skip_existing has nothing left to do."""
+    from ltxcli import job as job_mod
+
+    settings = job_mod.JobSettings(model="tiny", output=str(tmp_path / "{index}-{seed}.mp4"), device="cpu")
+    rows = [{"prompt": "a cat", "seed": 4, "steps": 1, **SMALL}, {"prompt": "a dog", "seed": 9, "steps": 1, **SMALL}]
+    job = job_mod.plan_job(settings, [dict(r) for r in rows], batch=True)
+    assert job.anything and job.needed == [] and [it.target.name for it in job.todo] == ["0-4.mp4", "1-9.mp4"]
+    assert not any(it.target.exists() for it in job.todo)  # planning wrote nothing
+    job.refresh()
+    plan = job_mod.memory_plan(job.todo, job.spec, settings, device=job.device, dtype=job.dtype, free_bytes=2**40)
+    assert len(plan.requests) == 2
+    loaded, load_s, kernels = job_mod.load(job, plan=plan)
+    assert load_s >= 0 and kernels
+    done = [(r.status, r.path.name, r.record["prompt"], ranks) for r, ranks in job_mod.results(job, loaded)]
+    assert done == [("ok", "0-4.mp4", "a cat", None), ("ok", "1-9.mp4", "a dog", None)]
+    assert media.read_video_metadata(tmp_path / "1-9.mp4")["seed"] == 9  # type: ignore[index]
+
+    again = job_mod.plan_job(replace(settings, skip_existing=True), [dict(r) for r in rows], batch=True)
+    assert not again.anything and again.todo == [] and again.needed == []
+    with pytest.raises(ValueError, match="contradict"):
+        job_mod.plan_job(replace(settings, skip_existing=True, overwrite=True), rows, batch=True)

@@ -1,17 +1,7 @@
-"""``ltx generate`` (text-to-video, batches) and ``ltx i2v`` (image-to-video); both take keyframes/extension
-through ``--condition PATH:FRAME[:STRENGTH]``.
-
-Order of work: parse and validate every item (sizes, conditions, outputs) -> check the requested kernels ->
-download missing weights -> memory pre-flight -> load the model once -> generate and write each item
-atomically -> one stdout line per item.
-
-Several processes (``--gpus N``, which re-runs the command under ``torchrun``, or ``torchrun ... -m ltxcli
-generate ...`` directly): every rank parses the same arguments; rank 0 draws the random seeds and sends them to
-the others before output names are planned. One video is split across the ranks
-(:func:`ltxcli.parallel.transformer.parallelize`, ``--parallel``) and only rank 0 writes it and prints; a
-``--batch`` is shared out item by item (:func:`ltxcli.parallel.orchestrate.shard_items`) and every rank writes and
-prints its own items.
-Errors are printed by every rank, prefixed with ``[rank R/W host]``.
+"""``ltx generate`` (text-to-video, batches, ``--from``), ``ltx i2v``, ``ltx v2v`` and ``ltx extend``: their options,
+declared once; the ``--gpus`` relaunch under torchrun; the job itself (checks, downloads, memory plan, one load,
+one output per item) is :mod:`ltxcli.job`, rendered here. Errors are printed by every rank of a multi-process run,
+prefixed with ``[rank R/W host]``.
 """
 
 from __future__ import annotations
@@ -19,7 +9,6 @@ from __future__ import annotations
 import enum
 import functools
 import inspect
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import field, make_dataclass
@@ -28,8 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any, get_args, get_origin
 import click
 import typer
 
-from ltxcli import long_video, naming, runner
-from ltxcli.enhance import stage as enhance_stage
+from ltxcli import runner
+from ltxcli.job import JobSettings
 from ltxcli.long_video import OPTION_HELP
 from ltxcli.parallel import launch
 from ltxcli.request import Condition, Extension
@@ -43,49 +32,23 @@ from .common import (
     guarded,
     usage_error,
 )
-from .resolve import MODEL_ENV, WEIGHTS_DIR_ENV, ensure_downloaded, resolve
+from .resolve import MODEL_ENV, OPTIONS, WEIGHTS_DIR_ENV, ensure_downloaded
 
 if TYPE_CHECKING:
     from ltxcli.spec import ModelSpec
 
 
-class Attention(str, enum.Enum):
-    auto = "auto"
-    sdpa = "sdpa"
-    flash3 = "flash3"
-    flash2 = "flash2"
-    sage = "sage"
-    math = "math"
+def _choice(name: str, *values: str) -> Any:  # an option's fixed choices (typer shows them as [a|b|c])
+    return enum.Enum(name, {v.replace("+", "_"): v for v in values}, type=str)  # type: ignore[misc]
 
 
-class OffloadMode(str, enum.Enum):
-    none = "none"
-    model = "model"
-    sequential = "sequential"
-
-
-class TilingMode(str, enum.Enum):
-    auto = "auto"
-    on = "on"
-    off = "off"
-
-
-class VaeConvMode(str, enum.Enum):
-    auto = "auto"
-    direct = "direct"
-    winograd = "winograd"
-
-
-class ProgressMode(str, enum.Enum):
-    auto = "auto"
-    plain = "plain"
-
-
-class ParallelMode(str, enum.Enum):
-    auto = "auto"
-    cfg = "cfg"
-    sequence = "sequence"
-    cfg_sequence = "cfg+sequence"
+Attention = _choice("Attention", "auto", "sdpa", "flash3", "flash2", "sage", "math")
+OffloadMode = _choice("OffloadMode", "none", "model", "sequential")
+TilingMode = _choice("TilingMode", "auto", "on", "off")
+VaeConvMode = _choice("VaeConvMode", "auto", "direct", "winograd")
+ProgressMode = _choice("ProgressMode", "auto", "plain")
+ParallelMode = _choice("ParallelMode", "auto", "cfg", "sequence", "cfg+sequence")
+EnhanceMode = _choice("EnhanceMode", "auto", "on", "off")
 
 # --- options shared by every generating command --------------------------------------------------------------
 
@@ -176,7 +139,6 @@ EncPresetOpt = Annotated[str | None, typer.Option("--preset", show_default=False
 ProgressOpt = Annotated[ProgressMode, typer.Option(help="auto: bars on a terminal, nothing otherwise; plain: one "
                                                    "line as each stage starts, then at most one every 10 s (logs).")]
 SkipOpt = Annotated[bool, typer.Option("--skip-existing", help="Skip items already written: found by name, or by their record (index, prompt, settings) when the batch seed was drawn at random.")]
-EnhanceMode = enum.Enum("EnhanceMode", {m: m for m in ("auto", "on", "off")}, type=str)  # type: ignore[misc]
 EnhanceOpt = Annotated[EnhanceMode, typer.Option(envvar="LTX_ENHANCE_PROMPT", help="Rewrite the prompt as the official pipeline does: auto (if shorter than the preset's threshold, 120 words), on or off.")]
 EnhancerOpt = Annotated[str | None, typer.Option(show_default=False, help="Prompt enhancer: a weights.toml name, 'tiny' or a transformers instruct model folder. Default: the preset's.")]
 CaptionerOpt = Annotated[str | None, typer.Option(show_default=False, help="Image captioner of i2v prompt enhancement: a weights.toml name, 'tiny' or a Florence-2 folder.")]
@@ -254,18 +216,14 @@ def _repeatable(p: inspect.Parameter) -> bool:
     return any(get_origin(t) is list for t in get_args(get_args(p.annotation)[0]))
 
 
-def _keep_checkpoint_dtype(self: Any) -> bool | None:
-    """``load_pipeline``'s argument: False with ``--upcast-at-load``, else its device default."""
-    return False if self.upcast_at_load else None
-
-
 #: The shared options' values (``--gpus`` is the launcher's, not a field): one field per :data:`SHARED_OPTIONS`
-#: parameter, with its default (enum defaults as their string values, repeatable options as lists).
+#: parameter, with its default (enum defaults as their string values, repeatable options as lists); a
+#: :class:`ltxcli.job.JobSettings`, its request fields every item's defaults.
 Options = make_dataclass(
     "Options",
     [(_FIELDS.get(name, name), Any, field(default_factory=list) if _repeatable(p) else field(default=_value(p.default)))
      for name, p in SHARED_OPTIONS.items() if name != "gpus"],
-    namespace={"keep_checkpoint_dtype": property(_keep_checkpoint_dtype), "__module__": __name__},
+    bases=(JobSettings,), namespace={"__module__": __name__},
 )
 
 
@@ -302,145 +260,50 @@ def run(
     opts: Options, rows: list[dict[str, Any]], *, batch: bool, first_image: Condition | None = None, ctx: Any = None,
     prepare_only: bool = False,
 ) -> None:
-    """Generate every row. ``ctx``: the :class:`~ltxcli.parallel.context.DistContext` of a torchrun worker;
-    ``prepare_only``: stop after the checks that need no weights and the download of missing weights (what
-    ``--gpus`` does before it starts the workers; data lines and warnings are left to them)."""
-    from ltxcli import media
-    from ltxcli.api import device_name, resolve_device, resolve_dtype, transformers_progress
-    from ltxcli.control import weights_needed as control_weights
-    from ltxcli.parallel.orchestrate import from_rank0, rank_stats, shard_items
-    from ltxcli.parallel.transformer import parallelize
+    """Generate every row (:mod:`ltxcli.job`), rendering its messages, downloads, memory verdict, progress and data
+    lines. ``ctx``: the :class:`~ltxcli.parallel.context.DistContext` of a torchrun worker; ``prepare_only``: stop
+    after the checks that need no weights and the download of missing weights (what ``--gpus`` does before it
+    starts the workers; data lines and warnings are left to them)."""
+    from ltxcli.job import load, plan_job, results
+    from ltxcli.spec import SpecError
 
-    world = ctx.world_size if ctx is not None else 1
     main = ctx is None or ctx.rank == 0
-    label = common.rank_label()
     if prepare_only:
         out = Output(json_mode=opts.json, quiet=opts.quiet, stdout=False)
     elif batch or main:
         # batch ranks each report their own items; progress bars only from rank 0 (one terminal)
-        out = Output(json_mode=opts.json, quiet=opts.quiet, progress=main, prefix=label if not main else "")
+        out = Output(json_mode=opts.json, quiet=opts.quiet, progress=main, prefix="" if main else common.rank_label())
     else:
         out = Output(json_mode=opts.json, quiet=True, stdout=False)  # rank 0 speaks for the single video
     out.plain = opts.progress == "plain"
-    if opts.output is not None and opts.frames_dir is not None:
-        usage_error("give either -o/--output (MP4) or --frames-dir (PNG frames), not both")
-    if opts.overwrite and opts.skip_existing:
-        usage_error("--overwrite and --skip-existing contradict each other: pick one")
     try:
-        if ctx is not None:
-            device = ctx.device
-            if opts.device is not None and main and device_name(opts.device) != str(device):
-                out.warn(f"--device {opts.device} is ignored under torchrun: each process uses {device.type}"
-                         + (":LOCAL_RANK" if device.type == "cuda" else ""))
-        else:
-            device = resolve_device(opts.device)
-        dtype = resolve_dtype(opts.dtype, device)
-    except ValueError as e:
-        usage_error(str(e))
-    if ctx is None and opts.parallel != "auto":
-        out.warn("--parallel applies only to several processes (--gpus N or torchrun); ignored")
-    elif batch and world > 1 and opts.parallel != "auto":
-        out.warn("--parallel is ignored with --batch: each process generates whole items")
-    check_kernels(opts, device)  # an explicit kernel this machine cannot run: exit 2 before any download
-
-    ref = resolve(opts.model, weights_dir=opts.weights_dir)  # reads a file's header: a corrupt one fails here (exit 6)
-    if ref.kind == "builtin" and opts.text_encoder:
-        out.warn(f"--text-encoder is ignored: {ref.name} has a built-in text encoder")
-    max_pos = ref.max_positions
-    base_conds = ([first_image] if first_image else []) + [runner.parse_condition(c) for c in opts.conditions]
-    items = runner.build_items(rows, preset=ref.preset, conditions=base_conds,
-                               defaults={k: getattr(opts, k) for k in runner.ITEM_KEYS if hasattr(opts, k)})
-    if world > 1:  # the seeds (random ones included) of rank 0, before any name is derived from them
-        for it, (seed, batch_seed) in zip(items, from_rank0(ctx, [(it.seed, it.batch_seed) for it in items]), strict=True):
-            it.seed, it.batch_seed = seed, batch_seed
-    frames_out, decoded = opts.frames_dir is not None, {}  # decoded: condition files, each read once
-    for it in items:
-        where = rows[it.index].get("_where", "")
-        runner.validate_item(it, max_pos, frames_out=frames_out, where=f"{where}: " if where else "", decoded=decoded)
-    note = runner.plan_outputs(
-        items, output=opts.frames_dir if frames_out else opts.output, frames=frames_out, batch=batch,
-        model=naming.model_field(ref.name, is_path=ref.kind in ("file", "folder")), overwrite=opts.overwrite,
-        skip_existing=opts.skip_existing, preset=ref.preset)
-    if note and main and not prepare_only:
-        out.info(note)
-
-    for it in [] if frames_out else items:  # an unknown suffix, a bad --crf/--preset, no VP9 encoder: exit 2 now
-        media.video_format(it.target, media.DEFAULT_CRF if opts.crf is None else opts.crf, opts.encoder_preset)
-    mine = shard_items(items, ctx.rank, world) if batch and world > 1 else items
-    todo = [it for it in mine if not it.skip]
-    anything = any(not it.skip for it in items)
-    if world > 1:
-        anything = from_rank0(ctx, anything)  # every rank takes the same path through the collectives below
-    if not anything:
-        for it in mine:
+        job = plan_job(opts, rows, batch=batch, first_image=first_image, ctx=ctx, warn=out.warn)
+    except SpecError as e:  # the option that resolves to nothing, named
+        raise CliError(f"{OPTIONS[e.argument]} {e}", EXIT_USAGE) from None
+    if job.note and main and not prepare_only:
+        out.info(job.note)
+    if job.anything:
+        _download(job.needed, opts, out, ctx)
+        if prepare_only:
+            return
+    if not job.todo:  # every item exists, or (a batch rank) every item of this rank's share
+        for it in job.mine:
             _emit_skipped(out, runner.ItemResult(it, "skipped", "exists"))
         return
-
-    text_encoder = None if ref.kind == "builtin" else opts.text_encoder
-    # with the components: a mistyped --text-encoder / --upsampler path fails before anything is downloaded
-    ref = resolve(opts.model, text_encoder=text_encoder, upsampler=opts.upsampler, weights_dir=opts.weights_dir,
-                  loras=[lo for it in items for lo in it.loras or []],  # every item's, pulled with the model
-                  temporal_upsampler=long_video.temporal_upscaler(items))
-    _download(ref.needed + control_weights(items, builtin=ref.kind == "builtin"), opts, out, ctx)
-    if prepare_only:
-        return
-    if not todo:  # a batch rank whose items all exist
-        for it in mine:
-            _emit_skipped(out, runner.ItemResult(it, "skipped", "exists"))
-        return
-    ref = ref.refreshed()  # what the download step pulled, verified or replaced
-    ref.require()
-    # only what was given is passed on (local paths now): load_pipeline finds the defaults in the same spec
-    te_path = str(ref.text_encoder.path) if text_encoder is not None and ref.text_encoder is not None else None
-    up_path = str(ref.upsampler.path) if opts.upsampler is not None and ref.upsampler is not None else None
+    job.refresh()
     # headers of every file the load will read (refusing pickles and broken files), then the memory estimate
-    tcfg = check_memory(todo, rows, ref, opts, device=device, dtype=dtype,
+    plan = check_memory(job.todo, rows, job.spec, opts, device=job.device, dtype=job.dtype,
                         enforce=not preflight.memory_check_disabled())
-    split = not batch and world > 1
-    if split and tcfg is not None:
-        from ltxcli.parallel.transformer import check_mode
-
-        check_mode(opts.parallel, tcfg.num_attention_heads, world)  # a ValueError: exit 2 before loading
-    enhance_stage.enhance_items(todo, ref.preset, llm=opts.enhancer_model, captioner=opts.caption_model, device=device,
-                                warn=out.warn, info=out.info, download=lambda names: _download(names, opts, out, ctx))
-
-    t0 = time.perf_counter()
-    with out.status(f"loading {ref.label}"), transformers_progress(out.progress_enabled):
-        pipe = load_pipeline(
-            str(ref.path) if ref.kind in ("file", "folder") else ref.name,
-            text_encoder=te_path, upsampler=up_path, device=device if ctx is not None else opts.device,
-            dtype=opts.dtype, weights_dir=opts.weights_dir, attention=opts.attention, compile=opts.compile,
-            offload=opts.offload, vae_tiling=opts.vae_tiling, vae_conv=opts.vae_conv,
-            keep_checkpoint_dtype=opts.keep_checkpoint_dtype, weights_dtype=opts.weights_dtype,
-            download=False, loras=opts.loras or None, temporal_upsampler=ref.temporal_source)  # pulled above
-    load_s = time.perf_counter() - t0
-    from ltxcli.kernels import describe_model
-
-    kernels = describe_model(pipe.transformer)
-    # one video: the text encoder's memory is released as soon as the prompt is encoded
-    pipe.free_text_encoder_after_use = len(todo) == 1
-    if split:
-        parallelize(pipe, ctx, mode=opts.parallel)
-
-    many = len(items) > 1
-
-    def progress(it: runner.BatchItem) -> GenerationProgress:
-        return GenerationProgress(out, f"[{it.index}]" if many else "")  # as {index} and JSON "index" count
-
-    results = runner.run_batch(
-        pipe, mine, frames=frames_out, overwrite=opts.overwrite, skip_existing=opts.skip_existing,
-        claim=batch and opts.skip_existing, model=ref.label, write=main or batch, load_s=load_s, progress=progress,
-        stream=True, crf=opts.crf, preset=opts.encoder_preset)
-    for r in results:
+    pipe, load_s, kernels = load(job, plan=plan, warn=out.warn, info=out.info, status=out.status,
+                                 download=lambda names: _download(names, opts, out, ctx), show_progress=out.progress_enabled)
+    many = len(job.items) > 1
+    for r, ranks in results(job, pipe, load_s=load_s, progress=lambda it: GenerationProgress(
+            out, f"[{it.index}]" if many else "")):  # as {index} and JSON "index" count
         if r.status == "skipped":
             _emit_skipped(out, r)
-            continue
-        ranks = None
-        if ctx is not None and not batch:
-            ranks = rank_stats(ctx, r.timings, transformer=pipe.transformer)  # a collective
-        if main or batch:
-            _emit_written(out, r, frames=frames_out, kernels=kernels, ranks=ranks,
-                          rank=ctx.rank if batch and world > 1 else None)
+        elif job.main or batch:
+            _emit_written(out, r, frames=job.frames, kernels=kernels, ranks=ranks,
+                          rank=ctx.rank if batch and job.world > 1 else None)
 
 
 def _download(names: list[str], opts: Options, out: Output, ctx: Any) -> None:
@@ -451,51 +314,24 @@ def _download(names: list[str], opts: Options, out: Output, ctx: Any) -> None:
         in_node_turns(ctx, lambda: ensure_downloaded(names, weights_dir=opts.weights_dir, out=out))
 
 
-def check_kernels(opts: Options, device: Any) -> None:
-    """Refuse (exit 2, one line) an explicit ``--attention``, ``--dtype fp8`` or ``--compile`` that cannot run on
-    ``device``, before any weight is downloaded or read (``load_pipeline`` would refuse them too, later)."""
-    from ltxcli import kernels
-    from ltxcli.api import resolve_compute
-
-    resolve_compute(device, opts.dtype, opts.attention, opts.weights_dtype)  # KernelUnavailableError, ValueError
-    if opts.compile:
-        ok, how = kernels.compile_available(device)
-        if not ok:
-            raise CliError(f"--compile: {how}", EXIT_USAGE)
-
-
 def check_memory(
     items: list[runner.BatchItem], rows: list[dict[str, Any]], ref: ModelSpec, opts: Options, *, device: Any,
     dtype: Any, enforce: bool = True,
 ) -> Any:
-    """Refuse (exit 5, one line) an item whose estimated peak memory (:func:`ltxcli.memory.plan.plan_run`)
-    exceeds the device's free memory, with ``--offload`` / ``--vae-tiling`` settings or a smaller size that would
-    fit; returns the transformer config. The weight headers are read (and so checked) even when ``enforce`` is
-    off."""
-    from ltxcli.api import is_fp8, weights_fp8
-    from ltxcli.loading import keep_narrow
-    from ltxcli.memory.plan import plan_run
+    """Refuse (exit 5, one line) an item whose estimated peak memory (:func:`ltxcli.job.memory_plan`) exceeds the
+    device's free memory, with ``--offload`` / ``--vae-tiling`` settings or a smaller size that would fit; returns
+    the plan. The weight headers are read (and so checked) even when ``enforce`` is off."""
+    from ltxcli.job import memory_plan
 
     items = items if enforce else []
-    plan = plan_run(items, ref, device=device, dtype=dtype, fp8=is_fp8(opts.dtype),
-                    narrow=keep_narrow(opts.keep_checkpoint_dtype, device), offload=opts.offload,
-                    vae_tiling=opts.vae_tiling, free_bytes=preflight.free_memory_bytes(device) if items else 0,
-                    weights_fp8=weights_fp8(opts.weights_dtype), enhancer_bytes=[enhance_stage.enhancer_bytes(
-                        it, ref.preset, llm=opts.enhancer_model, captioner=opts.caption_model,
-                        weights_dir=opts.weights_dir) for it in items])
+    plan = memory_plan(items, ref, opts, device=device, dtype=dtype,
+                       free_bytes=preflight.free_memory_bytes(device) if items else 0)
     for it, (estimate, alternatives) in zip(items, plan.requests, strict=True):
         where = rows[it.index].get("_where", "")
         preflight.check_memory(estimate, height=it.height, width=it.width, num_frames=it.num_frames, device=device,
                                free_bytes=plan.free_bytes, where=f"{where}: " if where else "",
                                alternatives=alternatives)
-    return plan.transformer
-
-
-def load_pipeline(*args: Any, **kwargs: Any) -> Any:
-    """Indirection so tests can reuse one loaded model across in-process runs."""
-    from ltxcli.api import load_pipeline as _load
-
-    return _load(*args, **kwargs)
+    return plan
 
 
 def _emit_skipped(out: Output, r: runner.ItemResult) -> None:
@@ -661,6 +497,6 @@ def register(app: typer.Typer) -> None:
 
 
 __all__ = [
-    "SHARED_OPTIONS", "Options", "check_kernels", "check_memory", "distributed_context", "extend", "generate", "generation_command", "i2v", "options",
+    "SHARED_OPTIONS", "Options", "check_memory", "distributed_context", "extend", "generate", "generation_command", "i2v", "options",
     "register", "relaunch", "run", "v2v",
 ]

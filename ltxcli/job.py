@@ -1,0 +1,285 @@
+"""A generation job as ``ltx generate`` / ``i2v`` / ``v2v`` / ``extend`` run it, for any caller.
+
+Order of work, every step before the load one that a mistake can stop cheaply::
+
+    job = plan_job(settings, rows, batch=...)   # device, kernels, items, seeds, checks, output names, weights needed
+    ... pull job.needed ...                     # (the caller renders the download)
+    job.refresh()                               # the spec of what was pulled, all of it there
+    plan = memory_plan(job.todo, job.spec, ...) # per item: will it fit (the caller renders the verdict)
+    pipe, load_s, kernels = load(job, plan=plan)  # enhancement stage, one load of the model (parallelised)
+    for result, ranks in results(job, pipe, load_s=load_s): ...   # generate, write, one result per item
+
+Several processes (torchrun; ``ctx`` a :class:`~ltxcli.parallel.context.DistContext`): every rank plans the same
+items; rank 0 draws the random seeds and sends them to the others before output names are derived from them. One
+video is split across the ranks (:func:`ltxcli.parallel.transformer.parallelize`) and only rank 0 writes it; a
+batch is shared out item by item (:func:`ltxcli.parallel.orchestrate.shard_items`) and every rank writes its own.
+
+Mistakes a user can make are ``ValueError`` with one line (:mod:`ltxcli.runner`'s conventions); a model, text
+encoder or upsampler that resolves to nothing is :class:`ltxcli.spec.SpecError` naming the argument.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import long_video, naming, runner
+from .request import Condition
+
+if TYPE_CHECKING:
+    import torch
+
+    from .memory.plan import RunPlan
+    from .pipeline import Pipeline
+    from .spec import ModelSpec
+
+
+@dataclass
+class JobSettings:
+    """What a job takes besides its rows: the model and its parts, how to load and run it, where and how to
+    write. A subclass with request fields (``steps``, ``height``, ...) gives them as every item's defaults
+    (:meth:`item_defaults`; a row's own value wins)."""
+
+    model: str | None = None
+    text_encoder: str | None = None
+    upsampler: str | None = None
+    weights_dir: str | None = None
+    output: str | None = None
+    frames_dir: str | None = None  # PNG frames into this folder instead of a video file
+    conditions: list[str] = field(default_factory=list)  # PATH:FRAME[:STRENGTH], every item's
+    loras: list[str] = field(default_factory=list)
+    device: str | None = None
+    dtype: str | None = None
+    attention: str = "auto"
+    compile: bool = False
+    offload: str = "none"
+    vae_tiling: str = "auto"
+    vae_conv: str = "auto"
+    upcast_at_load: bool = False
+    weights_dtype: str | None = None
+    parallel: str = "auto"
+    overwrite: bool = False
+    skip_existing: bool = False
+    crf: int | None = None
+    encoder_preset: str | None = None
+    enhancer_model: str | None = None
+    caption_model: str | None = None
+
+    @property
+    def keep_checkpoint_dtype(self) -> bool | None:
+        """``load_pipeline``'s argument: False with ``upcast_at_load``, else its device default."""
+        return False if self.upcast_at_load else None
+
+    def item_defaults(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in runner.ITEM_KEYS if hasattr(self, k)}
+
+
+@dataclass
+class Job:
+    """A planned job: its items checked and named, the weights it still needs (:func:`plan_job`)."""
+
+    settings: JobSettings
+    batch: bool
+    ctx: Any  # DistContext or None
+    device: torch.device
+    dtype: torch.dtype
+    spec: ModelSpec
+    items: list[runner.BatchItem]
+    mine: list[runner.BatchItem]  # this rank's share of a batch (every item otherwise)
+    note: str | None  # what output planning wants said (e.g. the batch seed drawn)
+    anything: bool  # False: every item exists already (on every rank)
+    needed: list[str] = field(default_factory=list)  # registry names to pull before the load
+
+    @property
+    def world(self) -> int:
+        return self.ctx.world_size if self.ctx is not None else 1
+
+    @property
+    def main(self) -> bool:
+        return self.ctx is None or self.ctx.rank == 0
+
+    @property
+    def todo(self) -> list[runner.BatchItem]:
+        return [it for it in self.mine if not it.skip]
+
+    @property
+    def split(self) -> bool:
+        """One video split across the processes (not a batch shared out)."""
+        return not self.batch and self.world > 1
+
+    @property
+    def frames(self) -> bool:
+        return self.settings.frames_dir is not None
+
+    def refresh(self) -> None:
+        """After the download step: the spec of what it pulled, verified or replaced; all of it there."""
+        self.spec = self.spec.refreshed()
+        self.spec.require()
+
+
+def check_kernels(settings: JobSettings, device: torch.device) -> None:
+    """Refuse (ValueError) an explicit ``attention``, ``dtype="fp8"`` or ``compile`` that cannot run on ``device``,
+    before any weight is downloaded or read (``load_pipeline`` would refuse them too, later)."""
+    from . import api, kernels
+
+    api.resolve_compute(device, settings.dtype, settings.attention, settings.weights_dtype)
+    if settings.compile:
+        ok, how = kernels.compile_available(device)
+        if not ok:
+            raise ValueError(f"--compile: {how}")
+
+
+def _resolve(s: JobSettings, **parts: Any) -> ModelSpec:
+    from .spec import resolve_spec
+    from .weights import load_registry
+
+    return resolve_spec(s.model, weights_dir=s.weights_dir, registry=load_registry(), **parts)
+
+
+def plan_job(
+    settings: JobSettings, rows: list[dict[str, Any]], *, batch: bool, first_image: Condition | None = None,
+    ctx: Any = None, warn: Callable[[str], None] = lambda message: None,
+) -> Job:
+    """Check and plan every row before any weight is read: the device and kernels, the items (a row's value >
+    ``settings``' defaults > the preset's), rank 0's seeds on every rank, sizes and condition files, output names
+    and existing outputs, the video format, this rank's share; then the weights the items need (``needed``)."""
+    from . import api, media
+    from .control import weights_needed as control_weights
+    from .parallel.orchestrate import from_rank0, shard_items
+
+    s = settings
+    if s.output is not None and s.frames_dir is not None:
+        raise ValueError("give either -o/--output (MP4) or --frames-dir (PNG frames), not both")
+    if s.overwrite and s.skip_existing:
+        raise ValueError("--overwrite and --skip-existing contradict each other: pick one")
+    world, main = (ctx.world_size, ctx.rank == 0) if ctx is not None else (1, True)
+    if ctx is not None:
+        device = ctx.device
+        if s.device is not None and main and api.device_name(s.device) != str(device):
+            warn(f"--device {s.device} is ignored under torchrun: each process uses {device.type}"
+                 + (":LOCAL_RANK" if device.type == "cuda" else ""))
+    else:
+        device = api.resolve_device(s.device)
+    dtype = api.resolve_dtype(s.dtype, device)
+    if ctx is None and s.parallel != "auto":
+        warn("--parallel applies only to several processes (--gpus N or torchrun); ignored")
+    elif batch and world > 1 and s.parallel != "auto":
+        warn("--parallel is ignored with --batch: each process generates whole items")
+    check_kernels(s, device)  # an explicit kernel this machine cannot run: refused before any download
+
+    spec = _resolve(s)  # reads a file's header: a corrupt one fails here
+    if spec.kind == "builtin" and s.text_encoder:
+        warn(f"--text-encoder is ignored: {spec.name} has a built-in text encoder")
+    base_conds = ([first_image] if first_image else []) + [runner.parse_condition(c) for c in s.conditions]
+    items = runner.build_items(rows, preset=spec.preset, conditions=base_conds, defaults=s.item_defaults())
+    if world > 1:  # the seeds (random ones included) of rank 0, before any name is derived from them
+        for it, (seed, batch_seed) in zip(items, from_rank0(ctx, [(it.seed, it.batch_seed) for it in items]), strict=True):
+            it.seed, it.batch_seed = seed, batch_seed
+    frames, decoded = s.frames_dir is not None, {}  # decoded: condition files, each read once
+    for it in items:
+        where = rows[it.index].get("_where", "")
+        runner.validate_item(it, spec.max_positions, frames_out=frames, where=f"{where}: " if where else "",
+                             decoded=decoded)
+    note = runner.plan_outputs(
+        items, output=s.frames_dir if frames else s.output, frames=frames, batch=batch,
+        model=naming.model_field(spec.name, is_path=spec.kind in ("file", "folder")), overwrite=s.overwrite,
+        skip_existing=s.skip_existing, preset=spec.preset)
+    for it in [] if frames else items:  # an unknown suffix, a bad crf/preset, no VP9 encoder: refused now
+        media.video_format(it.target, media.DEFAULT_CRF if s.crf is None else s.crf, s.encoder_preset)
+    mine = shard_items(items, ctx.rank, world) if batch and world > 1 else items
+    anything = any(not it.skip for it in items)
+    if world > 1:
+        anything = from_rank0(ctx, anything)  # every rank takes the same path through the collectives below
+    job = Job(s, batch, ctx, device, dtype, spec, items, mine, note, anything)
+    if anything:
+        # with the components: a mistyped text encoder / upsampler path fails before anything is downloaded
+        job.spec = _resolve(s, text_encoder=None if spec.kind == "builtin" else s.text_encoder, upsampler=s.upsampler,
+                            loras=[lo for it in items for lo in it.loras or []],  # every item's, pulled with the model
+                            temporal_upsampler=long_video.temporal_upscaler(items))
+        job.needed = job.spec.needed + control_weights(items, builtin=job.spec.kind == "builtin")
+    return job
+
+
+def memory_plan(
+    items: list[runner.BatchItem], spec: ModelSpec, settings: JobSettings, *, device: torch.device,
+    dtype: torch.dtype, free_bytes: int | None = None,
+) -> RunPlan:
+    """The memory plan of ``items`` (:func:`ltxcli.memory.plan.plan_run`) with ``settings``' precision, offload,
+    tiling and enhancement stage, against ``free_bytes`` (default: what the device has free). The weight headers
+    are read (and so checked) even for no item."""
+    from . import api
+    from .enhance.stage import enhancer_bytes
+    from .loading import keep_narrow
+    from .memory.plan import plan_run
+
+    s = settings
+    return plan_run(items, spec, device=device, dtype=dtype, fp8=api.is_fp8(s.dtype),
+                    narrow=keep_narrow(s.keep_checkpoint_dtype, device), offload=s.offload,
+                    vae_tiling=s.vae_tiling, free_bytes=free_bytes if items else 0,
+                    weights_fp8=api.weights_fp8(s.weights_dtype), enhancer_bytes=[enhancer_bytes(
+                        it, spec.preset, llm=s.enhancer_model, captioner=s.caption_model,
+                        weights_dir=s.weights_dir) for it in items])
+
+
+def load(
+    job: Job, *, plan: RunPlan | None = None, warn: Callable[[str], None] = lambda message: None,
+    info: Callable[[str], None] = lambda message: None, download: Callable[[list[str]], None] | None = None,
+    status: Callable[[str], AbstractContextManager[Any]] | None = None, show_progress: bool = False,
+) -> tuple[Pipeline, float, dict[str, Any]]:
+    """Enhance the prompts to generate (:func:`ltxcli.enhance.stage.enhance_items`), then load the model once
+    (inside ``status("loading ...")``) and split it across the processes of a single video: ``(pipeline, load
+    seconds, kernels in use)``. ``plan``: :func:`memory_plan`'s, whose transformer config checks the parallel mode
+    before the load."""
+    from . import api
+    from .enhance import stage as enhance_stage
+    from .kernels import describe_model
+    from .parallel.transformer import check_mode, parallelize
+
+    s, spec = job.settings, job.spec
+    if job.split and plan is not None and plan.transformer is not None:
+        check_mode(s.parallel, plan.transformer.num_attention_heads, job.world)  # a ValueError before loading
+    enhance_stage.enhance_items(job.todo, spec.preset, llm=s.enhancer_model, captioner=s.caption_model,
+                                device=job.device, warn=warn, info=info, download=download)
+    # only what was given is passed on (local paths now): load_pipeline finds the defaults in the same spec
+    te_path = str(spec.text_encoder.path) if s.text_encoder is not None and spec.text_encoder is not None else None
+    up_path = str(spec.upsampler.path) if s.upsampler is not None and spec.upsampler is not None else None
+    t0 = time.perf_counter()
+    with (status or (lambda m: nullcontext()))(f"loading {spec.label}"), api.transformers_progress(show_progress):
+        pipe = api.load_pipeline(
+            str(spec.path) if spec.kind in ("file", "folder") else spec.name,
+            text_encoder=te_path, upsampler=up_path, device=job.device if job.ctx is not None else s.device,
+            dtype=s.dtype, weights_dir=s.weights_dir, attention=s.attention, compile=s.compile,
+            offload=s.offload, vae_tiling=s.vae_tiling, vae_conv=s.vae_conv,
+            keep_checkpoint_dtype=s.keep_checkpoint_dtype, weights_dtype=s.weights_dtype,
+            download=False, loras=s.loras or None, temporal_upsampler=spec.temporal_source)  # pulled before
+    load_s = time.perf_counter() - t0
+    kernels = describe_model(pipe.transformer)
+    # one video: the text encoder's memory is released as soon as the prompt is encoded
+    pipe.free_text_encoder_after_use = len(job.todo) == 1
+    if job.split:
+        parallelize(pipe, job.ctx, mode=s.parallel)
+    return pipe, load_s, kernels
+
+
+def results(
+    job: Job, pipe: Pipeline, *, load_s: float = 0.0,
+    progress: Callable[[runner.BatchItem], AbstractContextManager[Any]] | None = None,
+) -> Iterator[tuple[runner.ItemResult, list[dict[str, Any]] | None]]:
+    """Generate and write this rank's items (:func:`ltxcli.runner.run_batch`, decoded frames streamed into the
+    writer): ``(result, ranks)`` per item as it finishes, ``ranks`` every process's statistics of a video split
+    across them (a collective), else None."""
+    from .parallel.orchestrate import rank_stats
+
+    s = job.settings
+    for r in runner.run_batch(
+            pipe, job.mine, frames=job.frames, overwrite=s.overwrite, skip_existing=s.skip_existing,
+            claim=job.batch and s.skip_existing, model=job.spec.label, write=job.main or job.batch, load_s=load_s,
+            progress=progress, stream=True, crf=s.crf, preset=s.encoder_preset):
+        gather = r.status != "skipped" and job.ctx is not None and not job.batch
+        yield r, rank_stats(job.ctx, r.timings, transformer=pipe.transformer) if gather else None
+
+
+__all__ = ["Job", "JobSettings", "check_kernels", "load", "memory_plan", "plan_job", "results"]
