@@ -22,7 +22,9 @@ frames (``window // 8`` long, windows ``(window - overlap) // 8`` apart, the las
   however long the video is: in tiles of one window's latent frames, ``window - 2`` apart, whose 16 shared
   pixel frames are blended linearly (diffusers' ``AutoencoderKLLTXVideo._temporal_tiled_decode`` with
   window-sized tiles; the references decode the whole latent video at the end, which holds every frame);
-  ``--resume`` keeps the finished windows' latents in a state file next to the output (:func:`state_path`),
+  with ``temporal_upscale`` the whole fused latent video is upscaled once every window is done (the
+  upscaler's GroupNorms span the whole video; ComfyUI's upsampler node takes the looping sampler's whole output)
+  and then decoded the same way; ``--resume`` keeps the finished windows' latents in a state file next to the output (:func:`state_path`),
   checked against a hash of the request.
 
 Where ltx keeps the official conventions instead of diffusers' port (tests/test_long_video.py names and
@@ -77,7 +79,8 @@ OPTION_HELP = {
     "resume": "Long videos: keep finished windows next to the output and continue an interrupted run of the "
               "same command.",
     "temporal_upscale": "Double the frames and frame rate with the temporal latent upscaler "
-                        "(ltxv-temporal-upscaler-0.9.7) after the denoising (multi-scale: between the passes).",
+                        "(ltxv-temporal-upscaler-0.9.7) after the denoising (multi-scale: between the passes; long "
+                        "videos: once every window is done).",
 }
 _SEED_RANGE = 2**31
 
@@ -412,8 +415,6 @@ def generate(
     if p is None or len(p.windows) == 1:
         one = replace(p.window_request(0), num_frames=p.num_frames) if p is not None else request
         return pipe.run(one, progress=progress, stream=stream)
-    if request.temporal_upscale:
-        raise ValueError("temporal_upscale is not supported yet with long videos (several windows)")
     from .control import control_record
 
     run = _LongRun(pipe, p, progress, Path(resume) if resume is not None else None, window_noise, keep_state)
@@ -485,7 +486,9 @@ class _LongRun:
         out, first, done = self._load_state()
         self.control = self._control_frames()
         texts = self._encode_texts()
-        tiles = TiledDecode(self.decode_tile, self.full, max(p.windows[0].end - p.windows[0].start - 1, 1))
+        # the decoded video: twice the frames and frame rate after a temporal upscale
+        tiles = TiledDecode(self.decode_tile, self.full.output(), max(p.windows[0].end - p.windows[0].start - 1, 1))
+        upscale = self.full.temporal_upscale
         n = len(p.windows)
         k = p.overlap_latents
         for i, w in enumerate(p.windows):
@@ -498,15 +501,32 @@ class _LongRun:
             assert out is not None
             # after window i the output holds latent frames [0, w.end); the next window cross-fades the last k - 1
             settled = w.end if i == n - 1 else w.end - max(k - 1, 0)
-            yield from tiles.ready(out, settled, final=i == n - 1)
+            if not upscale:
+                yield from tiles.ready(out, settled, final=i == n - 1)
             if self.progress:
                 self.progress("window", i + 1, n)
         assert out is not None
+        if upscale:  # the upscaler's GroupNorms see the whole video: the finished latents, then the decode
+            out = self._temporal_upscale(out)
+            yield from tiles.ready(out, out.shape[2], final=True)
         result.latents = out.float().cpu()
         # complete once the windows are done (a streamed file's record, written first, has the mode only)
         result.settings["cache"] = {**result.settings["cache"], **self.pipe.cache_tally.record(self.full.cache)}
         if self.state is not None and self.keep_state:
             self.state.unlink(missing_ok=True)
+
+    def _temporal_upscale(self, out: Tensor) -> Tensor:
+        """The fused latents ``[1, C, T, h, w]`` -> ``[1, C, 2T - 1, h, w]`` (:meth:`Pipeline._temporal_upscale`),
+        once every window is done, as ComfyUI's ``LTXVLatentUpsampler`` takes the looping sampler's whole output;
+        the latents are small next to the pixels, which are still decoded tile by tile."""
+        import torch
+
+        pipe = self.pipe
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            up = pipe._temporal_upscale(out.to(pipe.device)).float()
+        self.timings["denoise_s"] += pipe._elapsed(t0)
+        return up
 
     def _control_frames(self) -> Tensor | None:
         """The whole video's IC-LoRA control frames ``[F, H, W, 3]`` (float32, CPU; None without a control), read

@@ -214,19 +214,16 @@ def test_cli_long_video_interrupted_and_resumed(tmp_path) -> None:
     assert a.shape[0] == 113 and torch.equal(a, b)
 
 
-def test_streamed_decode_is_diffusers_temporal_tiled_decode(tiny) -> None:
-    """The windows' video equals diffusers' ``_temporal_tiled_decode`` algorithm (written out here, on the VAE's
-    raw output) with window-sized tiles over the final latents: tiles of 6 latent frames, 4 apart."""
-    req = GenerationRequest(" | ".join(PROMPTS), decode_noise_scale=0.0, **{**BASE, "timesteps": None, "steps": 2})
-    res = long_video.generate(tiny, req)
-    z = res.latents
+def _tiled_decode_reference(pipe, z: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """diffusers' ``_temporal_tiled_decode`` written out on the VAE's raw output, with window-sized tiles (6 latent
+    frames, 4 apart) over latents ``z``: float ``[num_frames, H, W, 3]`` in [0, 1]."""
     n_lat, tile_len, stride = z.shape[2], 5, 3  # tile = z[i : i + tile_len + 1]
     blend = 8 * (tile_len - stride)
     with torch.no_grad():
-        t = torch.tensor([tiny.preset.decode_timestep]) if tiny.vae.timestep_conditioning else None
+        t = torch.tensor([pipe.preset.decode_timestep]) if pipe.vae.timestep_conditioning else None
         row = []
         for i in range(0, n_lat, stride):
-            decoded = tiny.vae.decode(z[:, :, i: i + tile_len + 1], timestep=t).float()
+            decoded = pipe.vae.decode(z[:, :, i: i + tile_len + 1], timestep=t).float()
             row.append(decoded[:, :, 1:] if i > 0 else decoded)
         out = []
         for i, tile in enumerate(row):
@@ -237,11 +234,44 @@ def test_streamed_decode_is_diffusers_temporal_tiled_decode(tiny) -> None:
                 out.append(tile[:, :, : 8 * stride])
             else:
                 out.append(tile[:, :, : 8 * stride + 1])
-        want = ((torch.cat(out, dim=2)[:, :, :89] / 2 + 0.5).clamp(0, 1))[0].permute(1, 2, 3, 0)
+        return ((torch.cat(out, dim=2)[:, :, :num_frames] / 2 + 0.5).clamp(0, 1))[0].permute(1, 2, 3, 0)
+
+
+def test_streamed_decode_is_diffusers_temporal_tiled_decode(tiny) -> None:
+    """The windows' video equals diffusers' ``_temporal_tiled_decode`` algorithm (written out here, on the VAE's
+    raw output) with window-sized tiles over the final latents: tiles of 6 latent frames, 4 apart."""
+    req = GenerationRequest(" | ".join(PROMPTS), decode_noise_scale=0.0, **{**BASE, "timesteps": None, "steps": 2})
+    res = long_video.generate(tiny, req)
+    want = _tiled_decode_reference(tiny, res.latents, 89)
     assert want.shape == res.video.shape
     err = (res.video - want).abs().max().item()
     print(f"\nstreamed decode vs diffusers' temporal tiled decode: max abs err {err:.2e}")
     assert err <= 1e-5
+
+
+def test_temporal_upscale_over_several_windows() -> None:
+    """``temporal_upscale`` with three windows: the latents are the temporal upscaler's output on the whole
+    windowed run's latents (un-normalise, upscale, normalise: ComfyUI's node on the looping sampler's output),
+    12 -> 23 latent frames; the video is the tiled decode of those (177 frames at 48 fps); the record states both
+    frame counts and rates. Streamed, the same frames."""
+    from dataclasses import replace
+
+    from ltxcli import load_pipeline
+    from ltxcli.frames import checked_uint8
+
+    pipe = load_pipeline("tiny", temporal_upsampler="ltxv-temporal-upscaler-0.9.7")
+    req = GenerationRequest(" | ".join(PROMPTS), decode_noise_scale=0.0, **{**BASE, "timesteps": None, "steps": 2})
+    plain = long_video.generate(pipe, req)
+    up = long_video.generate(pipe, replace(req, temporal_upscale=True))
+    with torch.no_grad():
+        want = pipe.vae.normalize(pipe.temporal_upsampler(pipe.vae.unnormalize(plain.latents)))
+    assert up.latents.shape == (1, 16, 23, 2, 3) and rel_err(up.latents, want) <= 1e-6
+    assert up.video.shape == (177, 64, 96, 3)
+    assert (up.video - _tiled_decode_reference(pipe, up.latents, 177)).abs().max().item() <= 1e-5
+    s = up.settings
+    assert (s["num_frames"], s["frame_rate"], s["temporal_upscale"]) == (177, 48, {"num_frames": 89, "frame_rate": 24})
+    streamed = long_video.generate(pipe, replace(req, temporal_upscale=True), stream=True)
+    assert torch.equal(torch.cat(list(streamed.frames())), checked_uint8(up.video))
 
 
 def test_multi_scale_model_runs_windows_as_one_first_pass(tiny, monkeypatch) -> None:
