@@ -110,6 +110,7 @@ def prepare_video(video: Any, r: ResolvedRequest) -> Tensor:
     if frames.shape[0] < pf:  # the official loader needs pf frames; the last one repeated fills the padding
         frames = torch.cat([frames, frames[-1:].expand(pf - frames.shape[0], -1, -1, -1)])
     pixels = media_io.preprocess_condition_frames(frames, r.height, r.width, just_crop=False)
+    del frames  # the decoded frames are not needed past here (the plan counts them only while reading)
     pixels = F.pad(pixels, r.padding)
     return resize_frames(pixels, ph, pw)  # odd target sizes lose a row/column in the H.264 step
 
@@ -119,7 +120,22 @@ def prepare_conditions(r: ResolvedRequest) -> tuple[list[PreparedCondition], Ten
     video-to-video input's (``None`` without one). Runs before any model work."""
     source = prepare_video(r.video, r) if r.video is not None else None
     prepared = [prepare_condition(c, r.height, r.width, r.num_frames, r.padding) for c in r.conditions]
+    if source is not None or prepared:
+        trim_host_heap()
     return prepared, source
+
+
+def trim_host_heap() -> None:
+    """Hand the C heap's free pages back to the system (glibc ``malloc_trim``; elsewhere nothing): decoding and
+    preprocessing a video frame by frame leaves freed buffers scattered in the heap (about 90 MB for 57 frames at
+    512x320), which would otherwise stay in the resident set for the whole run (the memory plan does not count them)."""
+    import contextlib
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+            ctypes.CDLL(None).malloc_trim(0)
 
 
 def place_conditions(
@@ -172,5 +188,5 @@ def place_conditions(
 
 __all__ = [
     "EncodedCondition", "PreparedCondition", "place_conditions", "prepare_condition", "prepare_conditions",
-    "prepare_video", "resize_frames", "trim",
+    "prepare_video", "resize_frames", "trim", "trim_host_heap",
 ]

@@ -205,7 +205,13 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Any =
     out._stream = spliced
     if stream:
         return out
-    out.video = torch.cat([c.float() / 255 for c in out.frames()])
+    # filled chunk by chunk: one float32 copy of the output on the host, not the chunks and their concatenation
+    video = torch.empty((plan.input_frames + plan.new_frames, r.height, r.width, 3))
+    done = 0
+    for chunk in out.frames():
+        video[done : done + len(chunk)].copy_(chunk).div_(255)
+        done += len(chunk)
+    out.video = video
     return out
 
 

@@ -46,8 +46,8 @@ def _json(value: Any) -> Any:
 
 def matches(item: BatchItem, rec: Mapping[str, Any], *, preset: Preset | None = None, model: str = "") -> bool:
     """Whether ``rec`` (a file's record) is the output of ``item``: the same place in the batch (``index``, 0 for
-    a single video), prompt, size, frame rate, conditions and (with ``preset``) resolved pass settings, step
-    cache and negative prompt; the same model when ``model`` (the ``{model}`` field) is given; the same seed unless the
+    a single video), prompt, size, frame rate, conditions, LoRAs, control, input video, extension, temporal
+    upscale, enhancement mode and (with ``preset``) resolved pass settings, step cache and negative prompt; the same model when ``model`` (the ``{model}`` field) is given; the same seed unless the
     item's was drawn at random (``seed_drawn``: a rerun cannot know it)."""
     from .request import resolve_request
 
@@ -66,6 +66,8 @@ def matches(item: BatchItem, rec: Mapping[str, Any], *, preset: Preset | None = 
               "strength": float(c.strength)} for c in item.conditions]
     if _json(conds) != _json(rec.get("conditions", [])):
         return False
+    if not _same_inputs(item, rec):
+        return False
     if preset is None:
         wanted = {"steps": item.steps, "guidance_scale": item.guidance_scale, "stg_scale": item.stg_scale,
                   "negative_prompt": item.negative_prompt}
@@ -80,6 +82,42 @@ def matches(item: BatchItem, rec: Mapping[str, Any], *, preset: Preset | None = 
     if cache is not None and any(recorded_cache.get(k) != v for k, v in cache.items()):
         return False
     return r.negative_prompt == rec.get("negative_prompt") and _json(settings["passes"]) == rec.get("passes")
+
+
+def _same_lora(spec: Any, rec: Mapping[str, Any]) -> bool:
+    """A LoRA spec (registry name or file, scale) against a record's ``{"name", "path", "sha256", "scale"}``."""
+    import os
+
+    if float(rec.get("scale", 1.0)) != float(spec.scale) or (spec.sha256 and spec.sha256 != rec.get("sha256")):
+        return False
+    return spec.source == rec.get("name") or os.path.abspath(spec.source) == rec.get("path")
+
+
+def _same_inputs(item: BatchItem, rec: Mapping[str, Any]) -> bool:
+    """The request fields besides prompt, size and sampling that change the frames: the LoRAs merged (an item
+    without any: none, what ``ltx generate`` without ``--lora`` runs), the IC-LoRA control, the video-to-video
+    input and strength, the extension, the temporal upscale and the prompt enhancement mode."""
+    from .adapters.lora import lora_specs
+    from .control import control_record
+
+    specs = lora_specs(item.loras)
+    recorded = rec.get("loras") or []
+    if len(specs) != len(recorded) or not all(_same_lora(s, r) for s, r in zip(specs, recorded, strict=True)):
+        return False
+    if _json(control_record(item.control)) != rec.get("control"):
+        return False
+    video = str(item.video) if isinstance(item.video, (str, Path)) else None
+    if video != rec.get("video") or (video is not None and rec.get("denoise_strength") != item.denoise_strength):
+        return False
+    if (item.extend.record() if item.extend is not None else None) != _without(rec.get("extend"), "context_frames"):
+        return False
+    if bool(item.temporal_upscale) != bool(rec.get("temporal_upscale")):
+        return False
+    return item.enhance_prompt == rec.get("enhance_prompt", item.enhance_prompt)
+
+
+def _without(value: Any, key: str) -> Any:
+    return {k: v for k, v in value.items() if k != key} if isinstance(value, Mapping) else value
 
 
 def find_previous(

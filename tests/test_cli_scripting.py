@@ -13,6 +13,7 @@ import signal
 import stat
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,51 @@ def test_rerun_with_another_random_seed_finds_outputs_by_record(cli_env: Path) -
     changed = ltx(*args)
     assert [o["status"] for o in json_lines(changed.stdout)] == ["skipped", "ok"], changed.stderr
     assert len(list((cli_env / "out").iterdir())) == 3
+
+
+def test_skip_existing_compares_lora_control_and_input_settings(cli_env: Path) -> None:
+    """``--skip-existing`` with an explicit seed: an existing output counts as done only when it was made with the
+    same LoRA (file and strength), control and step cache. At a fixed name, one made with other settings is
+    kept and skipped with the warning that says so (never taken for this item's output); a batch rerun with
+    another LoRA strength writes its own file."""
+    from test_lora import tiny_lora
+
+    lora = tiny_lora(cli_env)
+    base = ["generate", "a cat", "--model", "tiny", "--seed", "5", "--skip-existing", "--json", *SMALL]
+    other_settings = "holds a video of another prompt or other settings"
+
+    def run(*extra: str, out: str) -> tuple[str, str]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")  # in process: the same warning again in every run, as a new process
+            r = ltx(*base, "-o", out, *extra)
+        assert r.exit_code == 0, r.stderr
+        (obj,) = json_lines(r.stdout)
+        return obj["status"], r.stderr
+
+    styled = ["--lora", f"{lora}:0.8"]
+    assert run(*styled, out="a.mp4")[0] == "ok"
+    status, err = run(*styled, out="a.mp4")
+    assert status == "skipped" and other_settings not in err  # same LoRA and strength: done
+    for other in (["--lora", f"{lora}:0.5"], [], [*styled, "--cache", "teacache"]):
+        status, err = run(*other, out="a.mp4")
+        assert status == "skipped" and other_settings in err, other
+    clip = cli_env / "clip.mp4"
+    media.write_video(clip, torch.rand(9, 32, 32, 3, generator=torch.Generator().manual_seed(1)), 24)
+    assert run("--control", f"{clip}:0.9", out="c.mp4")[0] == "ok"
+    status, err = run("--control", f"{clip}:0.9", out="c.mp4")
+    assert status == "skipped" and other_settings not in err
+    status, err = run("--control", f"{clip}:0.5", out="c.mp4")
+    assert status == "skipped" and other_settings in err
+    # the README's resume command (a batch, no seed, names with the seed): a rerun with another LoRA strength is
+    # not taken for the earlier run's output, so it draws its own batch seed and writes its own file
+    (cli_env / "prompts.txt").write_text("a cat\n")
+    batch = ["generate", "--batch", "prompts.txt", "--model", "tiny", "-o", PATTERN, "--skip-existing", "--json",
+             *SMALL]
+    for scale, status in (("0.8", "ok"), ("0.8", "skipped"), ("0.5", "ok"), ("0.5", "skipped")):
+        r = ltx(*batch, "--lora", f"{lora}:{scale}")
+        assert [o["status"] for o in json_lines(r.stdout)] == [status], (scale, r.stderr)
+    records = _records(cli_env / "out")
+    assert sorted(rec["loras"][0]["scale"] for rec in records.values()) == [0.5, 0.8]
 
 
 def test_batch_seed_seeds_items_by_index(cli_env: Path) -> None:

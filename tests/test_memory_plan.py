@@ -40,7 +40,12 @@ _MEASURE = textwrap.dedent("""
                     return int(line.split()[1])
         return None
 
+    from ltxcli.request import Extension
+
     h, w, f = (int(v) for v in sys.argv[1:4])
+    mode, path, new = sys.argv[4:] or ["t2v", "", "0"]
+    kwargs = {"v2v": {"video": path, "denoise_strength": 0.5, "num_frames": f},
+              "extend": {"extend": Extension(path, frames=int(new))}}.get(mode, {"num_frames": f})
     pipe = ltxcli.load_pipeline("tiny", vae_tiling="off")
     pipe.generate("a cat", height=64, width=64, num_frames=9, steps=1, seed=0)
     base = status_kib("VmRSS")
@@ -50,7 +55,7 @@ _MEASURE = textwrap.dedent("""
         reset = True
     except OSError:
         reset = False
-    pipe.generate("a cat", height=h, width=w, num_frames=f, steps=2, seed=0)
+    pipe.generate("a cat", height=h, width=w, steps=2, seed=0, **kwargs)
     peak = status_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"increment": (peak - base) * 1024, "baseline": base * 1024, "reset": reset}))
 """)
@@ -61,9 +66,9 @@ _MEASURE = textwrap.dedent("""
 SIZES = [(320, 512, 57), (384, 576, 65), (448, 640, 81)]
 
 
-def _measure(h: int, w: int, f: int) -> dict[str, int]:
+def _measure(h: int, w: int, f: int, *extra: str) -> dict[str, int]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", _MEASURE, str(h), str(w), str(f)], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", _MEASURE, str(h), str(w), str(f), *extra], env=env, capture_output=True,
                          text=True, timeout=300, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -120,3 +125,48 @@ def test_streamed_write_holds_one_chunk_not_the_whole_video(multi_scale: bool) -
     assert whole.stage("write").host >= 4 * 3 * f * h * w > streamed.stage("write").host
     assert [s.device_bytes for s in streamed.stages] == [s.device_bytes for s in whole.stages]
     assert streamed.peak_bytes == whole.peak_bytes and streamed.host_peak_bytes <= whole.host_peak_bytes
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_input_video_of_v2v_and_extension_is_counted_and_matches_measured_peak_rss(tmp_path: Path) -> None:
+    """A video-to-video input (read, preprocessed, encoded at the output size and held) and an extension's input
+    (its decoded frames, the context's copies, the generation of context + new frames conditioned on it, the
+    splice) in the plan ``ltx generate`` / ``ltx v2v`` / ``ltx extend`` check (:func:`request_shape`, which reads
+    the input's size): the estimate grows with the input, and matches the measured peak of a tiny run within 25%."""
+    from ltxcli.media import write_video
+    from ltxcli.memory.plan import request_estimator, request_shape
+    from ltxcli.request import Extension, GenerationRequest
+
+    transformer, vae = builtin_modules(torch.float32)
+    parts = weight_parts(transformer, vae)
+    h, w = 320, 512
+    gen = torch.Generator().manual_seed(0)
+
+    def estimate(request: GenerationRequest) -> int:
+        shape = request_shape(TINY_PRESET, request, dtype=torch.float32,
+                              max_positions=transformer.config.positional_embedding_max_pos)
+        est = request_estimator(shape, transformer.config, vae.config, dtype=torch.float32, parts=parts,
+                                offload_saves=False, device_is_host=True, vae_tiling="off")(h, w, request.num_frames)
+        return est.host_peak_bytes - parts.total
+
+    def clip(frames: int) -> str:
+        path = tmp_path / f"in{frames}.mp4"
+        write_video(path, torch.rand(frames, h, w, 3, generator=gen), 25)
+        return str(path)
+
+    plain = estimate(GenerationRequest("a cat", height=h, width=w, num_frames=57))
+    v2v = estimate(GenerationRequest("a cat", video=clip(57), height=h, width=w, num_frames=57))
+    # the input's float32 pixels (57 frames, 112 MB) are held beside the encoder's activations
+    assert v2v >= plain + 4 * 3 * 57 * h * w
+    ext = {m: estimate(GenerationRequest("a cat", extend=Extension(clip(m), frames=16), height=h, width=w,
+                                         num_frames=m + 16, frame_rate=25.0)) for m in (17, 49)}
+    assert ext[49] > ext[17]
+    for m in (17, 49):  # more than a text-to-video run as long as the output
+        assert ext[m] > estimate(GenerationRequest("a cat", height=h, width=w, num_frames=m + 16))
+    rows = [("v2v", v2v, _measure(h, w, 57, "v2v", str(tmp_path / "in57.mp4"), "0")["increment"]),
+            ("extend", ext[49], _measure(h, w, 65, "extend", str(tmp_path / "in49.mp4"), "16")["increment"])]
+    for name, estimated, measured in rows:
+        print(f"{name} {w}x{h}: estimated {estimated / 2**20:7.1f} MiB, measured {measured / 2**20:7.1f} MiB, "
+              f"ratio {measured / estimated:.2f}")
+    for name, estimated, measured in rows:
+        assert 0.75 * estimated <= measured <= 1.25 * estimated, (name, estimated, measured)

@@ -518,8 +518,14 @@ def preprocess_condition_frames(
         if tensor.shape[0] == 0:
             raise ValueError("no condition frames given")
     quantised = tensor.detach().cpu().mul(255.0).round_().to(torch.uint8).numpy()
-    per_frame = [_preprocess_one(frame, height, width, just_crop, crf) for frame in quantised]
-    return torch.stack(per_frame, dim=1).unsqueeze(0)  # F x [3, h, w] -> [1, 3, F, h, w]
+    out: torch.Tensor | None = None
+    for i, frame in enumerate(quantised):  # into one tensor: no list of frames beside their stack
+        one = _preprocess_one(frame, height, width, just_crop, crf)  # [3, h, w]
+        if out is None:
+            out = torch.empty((1, 3, len(quantised), *one.shape[1:]))
+        out[0, :, i] = one
+    assert out is not None, "no condition frames"
+    return out  # [1, 3, F, h, w]
 
 
 __all__ = [

@@ -27,6 +27,12 @@ memory (activations), while the host may hold more:
   (the same call the pipeline makes): untiled (:func:`~ltxcli.memory.decode.decode_memory_bytes`) or tiled
   (:func:`~ltxcli.memory.decode.tiled_decode_memory_bytes`), with the float32 video it produces landing on
   the host;
+* an input video (:func:`input_hold`): video-to-video (``video``) encodes its ``8k + 1`` padded frames at the
+  output size in ``condition encode`` and holds their float32 pixels on the host until the pipeline returns
+  (streamed: until the decode starts); an extension (``extend``, :mod:`ltxcli.extend`) generates ``K + N``
+  frames conditioned on the input's last (backward: first) ``K`` frames, holding the decoded input and three
+  float32 copies of the context meanwhile, and the input's own frames at the output size while the output is
+  spliced and written. The transient copies made while the input is read (before any model work) are not counted;
 * ``write``: the float32 ``[F, H, W, 3]`` video the result holds on the host (for multi-scale, the resized
   copy next to the decoded one while it is made), which the writer converts frame by frame; a streamed result
   (``streamed``, what ``ltx generate`` runs) holds one chunk of frames instead.
@@ -48,7 +54,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -345,12 +351,17 @@ class RunShape:
     conditions: Sequence[tuple[int, int]] = field(default_factory=tuple)
     control_frames: int = 0
     control_model: Callable[[int, int, int], tuple[int, int]] | None = None
+    #: video-to-video: pixels per frame of the input video at its native size (0: none; see :func:`input_hold`)
+    v2v: int = 0
+    #: an extension: ``(new frames, backward, input pixels per frame (native size), the model's longest frames)``
+    extension: tuple[int, bool, int, int] | None = None
 
     @classmethod
     def of_preset(
         cls, preset: Preset, *, guidance_scale: Any = None, stg_scale: Any = None,
         conditions: Sequence[tuple[int, int]] = (), control_frames: int = 0,
-        control_model: Callable[[int, int, int], tuple[int, int]] | None = None,
+        control_model: Callable[[int, int, int], tuple[int, int]] | None = None, v2v: int = 0,
+        extension: tuple[int, bool, int, int] | None = None,
     ) -> RunShape:
         """The shape of a request under ``preset``: the guidance of each pass that runs (a given
         ``guidance_scale`` / ``stg_scale`` replaces every pass's, as the pipeline applies an explicit scale),
@@ -359,15 +370,17 @@ class RunShape:
         guidance = [(p.guidance_scale if guidance_scale is None else guidance_scale,
                      p.stg_scale if stg_scale is None else stg_scale) for p in passes]
         return cls(guidance, multi_scale=preset.multi_scale, downscale_factor=preset.downscale_factor,
-                   conditions=list(conditions), control_frames=control_frames, control_model=control_model)
+                   conditions=list(conditions), control_frames=control_frames, control_model=control_model,
+                   v2v=v2v, extension=extension)
 
 
 def request_shape(preset: Preset, request: Any, *, dtype: torch.dtype, depth_model: str | None = None,
-                  weights_dir: Any = None) -> RunShape:
+                  weights_dir: Any = None, max_positions: Sequence[int] | None = None) -> RunShape:
     """:meth:`RunShape.of_preset` for a :class:`~ltxcli.request.GenerationRequest`: its guidance, its conditions
     (:func:`condition_frames`) and its IC-LoRA control (as long as the video, the most it can cover), with, for a
     depth control, the depth model's stage (``depth_model`` / ``weights_dir``: :func:`ltxcli.depth.depth_model_path`;
-    its config must be on disk)."""
+    its config must be on disk), its video-to-video input and its extension (``max_positions``: the transformer's
+    position range, which bounds an extension's context; the input's first frame is read for its size)."""
     control = getattr(request, "control", None)
     model = None
     if control is not None and control.kind == "depth":
@@ -378,9 +391,25 @@ def request_shape(preset: Preset, request: Any, *, dtype: torch.dtype, depth_mod
         def model(h: int, w: int, f: int) -> tuple[int, int]:
             return depth_memory_bytes(config, h, w, f, dtype)
 
+    extension = None
+    ext, video = getattr(request, "extend", None), getattr(request, "video", None)
+    if ext is not None:  # the input's native size (its decoded frames are held) and the model's time range
+        from ..extend import longest_frames
+
+        longest = longest_frames(max_positions, request.frame_rate) if max_positions else 1 << 30
+        extension = (ext.frames, ext.backward, _native_pixels(ext.video), longest)
     return RunShape.of_preset(preset, guidance_scale=request.guidance_scale, stg_scale=request.stg_scale,
                               conditions=[(c.frame, condition_frames(c, request.num_frames)) for c in request.conditions],
-                              control_frames=request.num_frames if control is not None else 0, control_model=model)
+                              control_frames=request.num_frames if control is not None else 0, control_model=model,
+                              v2v=_native_pixels(video) if video is not None else 0, extension=extension)
+
+
+def _native_pixels(source: Any) -> int:
+    """Pixels per frame of an input video (a path: its first frame is decoded; a tensor ``[F, H, W, 3]``)."""
+    from .. import media
+
+    first = media.load_media(source, max_frames=1)
+    return int(first.shape[-3]) * int(first.shape[-2])
 
 
 def run_passes(shape: RunShape, height: int, width: int, num_frames: int) -> list[PassSize]:
@@ -404,16 +433,59 @@ def request_estimator(
     later = sum(frame > 0 for frame, _ in shape.conditions)  # each adds up to 2 latent frames of extra tokens
 
     def estimate(h: int, w: int, f: int) -> MemoryEstimate:
+        if shape.extension is not None:
+            return _extension_estimate(shape, transformer, vae, h, w, f, dtype=dtype, **kwargs)
         ph, pw, pf = padded_size(h, w, f)
         _, lh, lw = latent_shape(vae, ph, pw, f)
         control = (min(shape.control_frames, pf) - 1) // 8 * 8 + 1 if shape.control_frames else 0  # the trim
-        return estimate_memory(
+        est = estimate_memory(
             transformer, vae, height=ph, width=pw, num_frames=f, dtype=dtype, passes=run_passes(shape, h, w, f),
             extra_tokens=2 * lh * lw * later, per_token_timesteps=bool(shape.conditions),
-            condition_frames=[n for _, n in shape.conditions], control_frames=control,
+            condition_frames=[n for _, n in shape.conditions] + ([pf] if shape.v2v else []), control_frames=control,
             control_model=shape.control_model(h, w, control) if shape.control_model and control else None, **kwargs)
+        if not shape.v2v:
+            return est
+        # the input's pixels [1, 3, pf, ph, pw] float32 (conditions.prepare_video), held until run() returns; while
+        # they are made: the decoded frames (native size, float32 and uint8), the preprocessed ones and the padded copy
+        source = 4 * 3 * pf * ph * pw
+        return input_hold(est, source, 0 if kwargs.get("streamed") else source, read=5 * 3 * pf * shape.v2v + 2 * source)
 
     return estimate
+
+
+def input_hold(est: MemoryEstimate, early: int, late: int, write: int = 0, read: int = 0) -> MemoryEstimate:
+    """``est`` with an input video's host memory: ``early`` bytes in every stage before the decode, ``late`` in the
+    decode and write stages, ``write`` more in the write stage; ``read``: a first stage, ``read input``, holding that
+    much while the input is read and preprocessed (the weights already loaded: a CPU run's all)."""
+    late_stages = (DECODE, "write")
+    stages = tuple(replace(s, host=s.host + (late if s.name in late_stages else early) + (write if s.name == "write" else 0))
+                   for s in est.stages)
+    if read:
+        stages = (Stage("read input", max(s.weights for s in stages) if est.device_is_host else 0, host=read), *stages)
+    return replace(est, stages=stages)
+
+
+def _extension_estimate(shape: RunShape, transformer: TransformerConfig, vae: VAEConfig, h: int, w: int, f: int,
+                        *, dtype: torch.dtype, **kwargs: Any) -> MemoryEstimate:
+    """The memory of an extension to ``f`` output frames (:func:`ltxcli.extend.run_extension`): the generation
+    of ``K + N`` frames (:func:`ltxcli.extend.plan_extension`) with the context as a video condition at frame
+    ``lead``, always streamed into the splice; meanwhile the host holds the decoded input (native size, ``M``
+    frames) and three float32 copies of the context (its preprocessed pixels, the condition tensor, the prepared
+    condition), then the input at the output size and the condition tensor while the output is spliced; a result
+    that is not streamed builds the whole float32 output video."""
+    new, backward, native_pixels, longest = shape.extension or (0, False, 0, 0)
+    m = max(f - new, 1)
+    lead = -(-new // 8) * 8 if backward else 0
+    context = (max(min(m, longest - (lead if backward else new)), 1) - 1) // 8 * 8 + 1
+    gen = lead + context + (0 if backward else new)
+    ph, pw, _ = padded_size(h, w, gen)
+    conditions = [(lead, context), *shape.conditions]
+    inner = replace(shape, conditions=conditions, extension=None, v2v=False)
+    est = request_estimator(inner, transformer, vae, dtype=dtype, **{**kwargs, "streamed": True})(h, w, gen)
+    copy = 4 * 3 * context * ph * pw
+    streamed = kwargs.get("streamed", False)
+    return input_hold(est, 4 * 3 * m * native_pixels + 3 * copy, 4 * 3 * m * h * w + copy,
+                      0 if streamed else 4 * 3 * f * h * w)
 
 
 # --- the verdict ------------------------------------------------------------------------------------------------
@@ -573,7 +645,7 @@ def plan_run(
     plans = []
     for i, r in enumerate(requests):
         shape = request_shape(spec.preset, r, dtype=dtype, depth_model="tiny" if spec.kind == "builtin" else None,
-                              weights_dir=spec.weights_dir)
+                              weights_dir=spec.weights_dir, max_positions=tcfg.positional_embedding_max_pos)
         # offloaded weights wait in host memory: on a CPU device that is the same memory, so nothing is saved
         plans.append(plan_estimators(
             shape, tcfg, vcfg, dtype=dtype, offload=offload, vae_tiling=vae_tiling, offload_saves=kind == "cuda",
@@ -585,6 +657,6 @@ def plan_run(
 __all__ = [
     "CONTROL_MODEL", "OFFLOAD_MODES", "TILING_MODES", "TRANSFORMER_UNITS", "TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS",
     "MemoryEstimate", "MemoryVerdict", "PassSize", "RunPlan", "RunShape", "Stage", "condition_frames", "decode_bytes",
-    "estimate_memory", "latent_shape", "memory_alternatives", "memory_verdict", "plan_estimators", "plan_run",
+    "estimate_memory", "input_hold", "latent_shape", "memory_alternatives", "memory_verdict", "plan_estimators", "plan_run",
     "request_estimator", "request_shape", "run_passes", "smaller_size", "stage_weights",
 ]
