@@ -201,12 +201,17 @@ def test_cli_long_video_interrupted_and_resumed(tmp_path) -> None:
            "--window", "48", "--overlap", "24", "--steps", "2", "--height", "64", "--width", "64", "--seed", "3", "-q"]
     subprocess.run([*cmd, "-o", "whole.mp4"], cwd=tmp_path, env=env, check=True, timeout=600)
     state = long_video.state_path(tmp_path / "out.mp4")
-    proc = subprocess.Popen([*cmd, "-o", "out.mp4", "--resume"], cwd=tmp_path, env=env)
-    deadline = time.monotonic() + 300
-    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) != 0, "the run finished before it could be interrupted"
+    for _ in range(3):  # on a loaded machine the rest of the run can finish between two polls: then again
+        proc = subprocess.Popen([*cmd, "-o", "out.mp4", "--resume"], cwd=tmp_path, env=env)
+        deadline = time.monotonic() + 300
+        while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        if proc.wait(timeout=120) != 0:
+            break
+        (tmp_path / "out.mp4").unlink()
+    else:
+        pytest.fail("the run finished before it could be interrupted, three times")
     assert state.is_file() and not (tmp_path / "out.mp4").exists()
     subprocess.run([*cmd, "-o", "out.mp4", "--resume"], cwd=tmp_path, env=env, check=True, timeout=600)
     assert not state.exists()
