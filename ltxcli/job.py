@@ -146,7 +146,7 @@ def plan_job(
     """Check and plan every row before any weight is read: the device and kernels, the items (a row's value >
     ``settings``' defaults > the preset's), rank 0's seeds on every rank, sizes and condition files, output names
     and existing outputs, the video format, this rank's share; then the weights the items need (``needed``)."""
-    from . import api, media
+    from . import api, media, resume
     from .control import weights_needed as control_weights
     from .parallel.orchestrate import from_rank0, shard_items
 
@@ -186,7 +186,8 @@ def plan_job(
     note = runner.plan_outputs(
         items, output=s.frames_dir if frames else s.output, frames=frames, batch=batch,
         model=naming.model_field(spec.name, is_path=spec.kind in ("file", "folder")), overwrite=s.overwrite,
-        skip_existing=s.skip_existing, preset=spec.preset)
+        skip_existing=s.skip_existing, preset=spec.preset,
+        compute=resume.compute_record(s.dtype, s.weights_dtype, dtype))
     for it in [] if frames else items:  # an unknown suffix, a bad crf/preset, no VP9 encoder: refused now
         media.video_format(it.target, media.DEFAULT_CRF if s.crf is None else s.crf, s.encoder_preset)
     mine = shard_items(items, ctx.rank, world) if batch and world > 1 else items

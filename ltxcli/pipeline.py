@@ -40,6 +40,7 @@ from .frames import NumericalError, checked_uint8, to_video
 from .media.write import Quantize
 from .memory import decode as decode_memory
 from .models.configs import SchedulerConfig
+from .models.fp8 import fp8_mode
 from .models.transformer import STGMode
 from .models.upcast import compute_dtype
 from .models.upsampler import adain
@@ -377,7 +378,7 @@ class Pipeline:
         carries both, so :func:`ltxcli.save_video` needs the result only): prompt, model, conditions, compute."""
         return {
             "prompt": prompt, "model": self.name, "conditions": [_condition_record(c) for c in conditions],
-            "dtype": str(self.dtype).removeprefix("torch."), "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."), "fp8": fp8_mode(self.transformer), "device": str(self.device),
             "offload": self.offload.value, "vae_tiling": self.vae_tiling, "vae_conv": str(self.vae.conv_algorithm),
             "loras": [dict(rec) for rec in self.lora_records],
         }

@@ -44,11 +44,14 @@ def _json(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def matches(item: BatchItem, rec: Mapping[str, Any], *, preset: Preset | None = None, model: str = "") -> bool:
+def matches(item: BatchItem, rec: Mapping[str, Any], *, preset: Preset | None = None, model: str = "",
+            compute: Mapping[str, Any] | None = None) -> bool:
     """Whether ``rec`` (a file's record) is the output of ``item``: the same place in the batch (``index``, 0 for
     a single video), prompt, size, frame rate, conditions, LoRAs, control, input video, extension, temporal
     upscale, enhancement mode and (with ``preset``) resolved pass settings, step cache and negative prompt; the same model when ``model`` (the ``{model}`` field) is given; the same seed unless the
-    item's was drawn at random (``seed_drawn``: a rerun cannot know it)."""
+    item's was drawn at random (``seed_drawn``: a rerun cannot know it); with ``compute`` (``{"dtype": "bfloat16",
+    "fp8": None | "compute" | "storage"}``, what the run will record) the same compute dtype and float8 use (a
+    record written before ``fp8`` was recorded is compared on ``dtype`` only)."""
     from .request import resolve_request
 
     if rec.get("index", 0) != item.index or rec.get("prompt") != item.prompt:
@@ -67,6 +70,8 @@ def matches(item: BatchItem, rec: Mapping[str, Any], *, preset: Preset | None = 
     if _json(conds) != _json(rec.get("conditions", [])):
         return False
     if not _same_inputs(item, rec):
+        return False
+    if compute is not None and any(rec.get(k) != v for k, v in compute.items() if k in rec or k == "dtype"):
         return False
     if preset is None:
         wanted = {"steps": item.steps, "guidance_scale": item.guidance_scale, "stg_scale": item.stg_scale,
@@ -122,7 +127,7 @@ def _without(value: Any, key: str) -> Any:
 
 def find_previous(
     items: Sequence[BatchItem], *, output: str | None, frames: bool, batch: bool, preset: Preset | None = None,
-    model: str = "",
+    model: str = "", compute: Mapping[str, Any] | None = None,
 ) -> dict[int, tuple[Path, dict[str, Any]]]:
     """Item index -> ``(path, record)`` of an existing output that :func:`matches` it, found where ``output``
     (see :func:`ltxcli.naming.output_path`) would put the item whatever its seed. Items need their sizes and
@@ -145,10 +150,19 @@ def find_previous(
             if path not in records:
                 records[path] = read_record(path)
             rec = records[path]
-            if rec is not None and matches(it, rec, preset=preset, model=model):
+            if rec is not None and matches(it, rec, preset=preset, model=model, compute=compute):
                 found[it.index] = (path, rec)
                 break
     return found
+
+
+def compute_record(dtype_option: str | None, weights_dtype: str | None, dtype: Any) -> dict[str, Any]:
+    """What a run with ``--dtype`` ``dtype_option`` (resolved: ``dtype``) and ``--weights-dtype`` will record as its
+    ``dtype`` and ``fp8`` (:func:`ltxcli.models.fp8.fp8_mode`), for :func:`matches` before the model loads."""
+    from .api import is_fp8, weights_fp8
+
+    fp8 = "compute" if is_fp8(dtype_option) else "storage" if weights_fp8(weights_dtype) else None
+    return {"dtype": str(dtype).removeprefix("torch."), "fp8": fp8}
 
 
 def earlier_batch_seed(found: Mapping[int, tuple[Path, Mapping[str, Any]]]) -> int | None:
@@ -157,4 +171,4 @@ def earlier_batch_seed(found: Mapping[int, tuple[Path, Mapping[str, Any]]]) -> i
     return seeds.most_common(1)[0][0] if seeds else None
 
 
-__all__ = ["earlier_batch_seed", "find_previous", "matches", "read_record"]
+__all__ = ["compute_record", "earlier_batch_seed", "find_previous", "matches", "read_record"]

@@ -439,6 +439,7 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
 def plan_outputs(
     items: Sequence[BatchItem], *, output: str | None = None, frames: bool = False, model: str = "",
     batch: bool = False, overwrite: bool = False, skip_existing: bool = False, preset: Preset | None = None,
+    compute: Mapping[str, Any] | None = None,
 ) -> str | None:
     """Set every item's ``target`` (its own ``output``, else ``output``: a file, folder or pattern, see
     :mod:`ltxcli.naming`; ``frames``: a folder of PNG frames) and ``skip``; returns a note for the user about
@@ -448,6 +449,7 @@ def plan_outputs(
     (:mod:`ltxcli.resume`: index, prompt, settings; ``preset`` resolves the settings to compare), so a rerun of
     a batch whose seed was drawn at random takes the earlier run's batch seed and skips what it wrote whatever
     the names; an existing target made for another prompt or settings is kept and skipped with a warning.
+    ``compute``: the compute dtype and float8 use the run will record (:func:`ltxcli.resume.matches`).
 
     ``batch``: default names start with the item index. Refused (ValueError) before any work: two items with one
     target, an existing target without ``overwrite``/``skip_existing``; (:class:`OutputError`) a target that
@@ -460,7 +462,7 @@ def plan_outputs(
         if value is not None and naming.is_pattern(value):
             naming.check_pattern(value)
     found = resume.find_previous(items, output=output, frames=frames, batch=batch, preset=preset,
-                                 model=model) if skip_existing else {}
+                                 model=model, compute=compute) if skip_existing else {}
     note = None
     drawn = [it for it in items if it.seed_drawn and it.batch_seed is not None]
     earlier = resume.earlier_batch_seed(found)
@@ -646,8 +648,11 @@ def _plan_here(
     for it in items:
         validate_item(it, max_pos, frames_out=frames, decoded=decoded)
     name = pipe.name if model is None else model
+    from .models.fp8 import fp8_mode
+
     plan_outputs(items, output=output, frames=frames, model=naming.model_field(name, is_path=Path(name).exists()),
-                 batch=len(items) > 1, overwrite=overwrite, skip_existing=skip_existing, preset=pipe.preset)
+                 batch=len(items) > 1, overwrite=overwrite, skip_existing=skip_existing, preset=pipe.preset,
+                 compute={"dtype": str(pipe.dtype).removeprefix("torch."), "fp8": fp8_mode(pipe.transformer)})
 
 
 __all__ = [

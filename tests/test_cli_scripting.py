@@ -113,7 +113,7 @@ def test_rerun_with_another_random_seed_finds_outputs_by_record(cli_env: Path) -
 
 def test_skip_existing_compares_lora_control_and_input_settings(cli_env: Path) -> None:
     """``--skip-existing`` with an explicit seed: an existing output counts as done only when it was made with the
-    same LoRA (file and strength), control and step cache. At a fixed name, one made with other settings is
+    same LoRA (file and strength), control, step cache, compute dtype and float8 use. At a fixed name, one made with other settings is
     kept and skipped with the warning that says so (never taken for this item's output); a batch rerun with
     another LoRA strength writes its own file."""
     from test_lora import tiny_lora
@@ -144,6 +144,17 @@ def test_skip_existing_compares_lora_control_and_input_settings(cli_env: Path) -
     assert status == "skipped" and other_settings not in err
     status, err = run("--control", f"{clip}:0.5", out="c.mp4")
     assert status == "skipped" and other_settings in err
+    assert run(out="w.mp4")[0] == "ok"  # the compute dtype and float8 use are recorded and compared too
+    status, err = run(out="w.mp4")
+    assert status == "skipped" and other_settings not in err
+    for other in (["--weights-dtype", "fp8"], ["--dtype", "bfloat16"]):
+        status, err = run(*other, out="w.mp4")
+        assert status == "skipped" and other_settings in err, other
+    assert media.read_video_metadata(cli_env / "w.mp4")["fp8"] is None
+    assert run("--weights-dtype", "fp8", out="f.mp4")[0] == "ok"
+    assert media.read_video_metadata(cli_env / "f.mp4")["fp8"] == "storage"
+    status, err = run("--weights-dtype", "fp8", out="f.mp4")
+    assert status == "skipped" and other_settings not in err
     # the README's resume command (a batch, no seed, names with the seed): a rerun with another LoRA strength is
     # not taken for the earlier run's output, so it draws its own batch seed and writes its own file
     (cli_env / "prompts.txt").write_text("a cat\n")

@@ -23,8 +23,8 @@ from torch import Tensor, nn
 from ltxcli.models.upcast import UpcastLinear, UpcastScratch, upcast_scratch
 
 __all__ = [
-    "E4M3_MAX", "FP8Linear", "FP8StoredLinear", "convert_to_fp8", "convert_to_fp8_storage", "fp8_storage_keys",
-    "quantize_e4m3", "quantize_stored",
+    "E4M3_MAX", "FP8Linear", "FP8StoredLinear", "convert_to_fp8", "convert_to_fp8_storage", "fp8_mode",
+    "fp8_storage_keys", "quantize_e4m3", "quantize_stored",
 ]
 
 E4M3_MAX = float(torch.finfo(torch.float8_e4m3fn).max)  # 448
@@ -197,6 +197,17 @@ class FP8StoredLinear(UpcastLinear):
         if self.weight_scale.dtype != scale_dtype:
             self.weight_scale = self.weight_scale.to(scale_dtype)
         return self
+
+
+def fp8_mode(transformer: nn.Module) -> str | None:
+    """How the block linears of ``transformer`` use float8: ``"compute"`` (:class:`FP8Linear`, ``--dtype fp8``),
+    ``"storage"`` (:class:`FP8StoredLinear`, ``--weights-dtype fp8``) or None (no float8 layer)."""
+    for m in transformer.modules():
+        if isinstance(m, FP8Linear):
+            return "compute"
+        if isinstance(m, FP8StoredLinear):
+            return "storage"
+    return None
 
 
 def fp8_storage_keys(transformer: nn.Module) -> list[str]:
