@@ -253,6 +253,10 @@ def test_offline_dry_run_says_to_go_online(tmp_path: Path) -> None:
     r = _ltx(["weights", "pull", "ltxv-2b-0.9.8-distilled", "--dry-run"], tmp_path, HF_HUB_OFFLINE="1")
     assert r.returncode == 3, r.stderr
     assert "unset HF_HUB_OFFLINE" in r.stderr and "with network access" not in r.stderr
+    # the model's size is pinned in weights.toml: planned offline; its upsampler's is not: go online for it
+    assert r.stdout.startswith("ltxv-2b-0.9.8-distilled\t") and r.stdout.rstrip().endswith(
+        "ltxv-2b-0.9.8-distilled.safetensors\t6.3 GB"), r.stdout
+    assert "ltxv-spatial-upscaler-0.9.8 is not (fully) downloaded" in r.stderr
 
 
 def test_existing_frames_dir_names_frames_dir(cli_env: Path) -> None:

@@ -685,6 +685,27 @@ def test_dry_run_downloads_nothing(hub: FakeHub, env: Path) -> None:
                                                      (len(SPIECE), False)]
 
 
+def test_pinned_sizes_parse_and_plan_offline(hub: FakeHub, env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """weights.toml's pinned sizes (the default model's file: 6340744492 bytes, see its comment) reach the spec's
+    download size and the dry-run plan; offline, an entry whose every file pins its size is planned without the
+    Hub, and one that pins none still says to go online."""
+    from ltxcli.spec import resolve_spec
+
+    (file,) = W.load_registry()["ltxv-2b-0.9.8-distilled"].files
+    assert (file.path, file.size) == ("ltxv-2b-0.9.8-distilled.safetensors", 6340744492)
+    assert resolve_spec("ltxv-2b-0.9.8-distilled", header=False).model.size == 6340744492
+    reg = _registry(up={"kind": "upsampler", "description": "d", "repo": "acme/video",
+                        "files": [{"path": "upscaler.safetensors", "size": len(UPSCALER)}]})
+    assert [(f.path, f.size, f.present) for f in W.plan("up", registry=reg)] == [
+        ("upscaler.safetensors", len(UPSCALER), False)]  # online: the Hub's size, the same
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (planned,) = W.plan("up", registry=reg)
+    assert (planned.size, planned.present, planned.local_path.name) == (len(UPSCALER), False, "upscaler.safetensors")
+    with pytest.raises(W.WeightsUnavailableError, match="unset HF_HUB_OFFLINE"):
+        W.plan("up", registry=REG)
+    assert hub.resolve_requests() == []
+
+
 @pytest.mark.parametrize("case, pattern", [
     ("gated", r"^acme/video is gated: accept its conditions"),
     ("missing-file", r"^nothere.safetensors does not exist in acme/video"),

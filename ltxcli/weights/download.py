@@ -72,26 +72,37 @@ def plan(name: str, *, weights_dir: str | os.PathLike[str] | None = None,
         return []
     loc = weights_location(weights_dir)
     store = Store(loc)
+    pinned = {f.path: f.size for f in entry.files}  # sizes weights.toml pins (None: not pinned)
     if is_offline():
         local = local_files(entry, loc, store)
-        if local.missing or not local.files:
+        if (local.missing or not local.files) and not (pinned and None not in pinned.values()):
             raise WeightsUnavailableError(
                 f"{name} is not (fully) downloaded and HF_HUB_OFFLINE=1 is set: a dry run asks the Hub which files "
                 f"a pull would download and their sizes, so unset HF_HUB_OFFLINE to see them")
-        return [PlannedFile(r, p, os.stat(p).st_size, True) for r, p in local.present]
+        assert entry.repo is not None
+        # weights.toml lists every file with its size: the plan needs no Hub (a missing file: where a pull of the
+        # entry's revision puts it)
+        on_disk = dict(local.files)
+        return [PlannedFile(rel, p, os.stat(p).st_size, True) if p is not None else PlannedFile(
+                    rel, _destination(loc, entry, None, rel), pinned.get(rel), False) for rel, p in on_disk.items()]
     commit, remote = remote_files(entry, loc)
     assert entry.repo is not None
     out = []
     for rf in remote:
-        if loc.kind == "folder":
-            dest = safe_join(loc.repo_dir(entry.repo), rf.path)
-            present = dest.is_file()
-        else:
-            dest = safe_join(loc.repo_dir(entry.repo) / "snapshots" / (commit or entry.hub_revision), rf.path)
-            blob = loc.repo_dir(entry.repo) / "blobs" / (rf.sha256 or rf.blob_id or "-")
-            present = dest.is_file() or blob.is_file()
-        out.append(PlannedFile(rf.path, dest, rf.size, present))
+        dest = _destination(loc, entry, commit, rf.path)
+        blob = loc.repo_dir(entry.repo) / "blobs" / (rf.sha256 or rf.blob_id or "-")
+        present = dest.is_file() or (loc.kind != "folder" and blob.is_file())
+        out.append(PlannedFile(rf.path, dest, rf.size if rf.size is not None else pinned.get(rf.path), present))
     return out
+
+
+def _destination(loc: WeightsLocation, entry: WeightsEntry, commit: str | None, rel: str) -> Path:
+    """Where a pull puts ``rel`` of ``entry``: the repo folder, or the Hub cache snapshot of ``commit`` (unknown:
+    the entry's revision)."""
+    assert entry.repo is not None
+    if loc.kind == "folder":
+        return safe_join(loc.repo_dir(entry.repo), rel)
+    return safe_join(loc.repo_dir(entry.repo) / "snapshots" / (commit or entry.hub_revision), rel)
 
 
 def _hub_bar_class(on_event: EventCallback | None, rel: str) -> type:
