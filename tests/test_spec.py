@@ -4,6 +4,7 @@ of missing registry weights (through a fake Hub on 127.0.0.1, as in test_weights
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -221,14 +222,21 @@ def test_load_pipeline_downloads_a_registry_model_like_generate(
         ltxcli.load_pipeline(DEFAULT, download=False)
     assert str(e.value).startswith(f"{DEFAULT} is not downloaded") and f"ltx weights pull {DEFAULT}" in str(e.value)
     assert not hub.resolve_requests()
+    # weights.toml pins the real file's size: the tiny stand-in is refused, and deleted
+    with pytest.raises(weights.ChecksumError, match=r"bytes, expected 6340744492 \(weights.toml\)"):
+        ltxcli.load_pipeline(DEFAULT)
+    # the packaged registry without that pin, for the rest
+    packaged = weights.load_registry()
+    reg = weights.Registry({**packaged.entries, DEFAULT: dataclasses.replace(
+        packaged[DEFAULT], files=(weights.WeightFile(PRESETS[DEFAULT].checkpoint),))})
 
     events: list[Any] = []
-    pipe = ltxcli.load_pipeline(DEFAULT, on_event=events.append)
+    pipe = ltxcli.load_pipeline(resolve_spec(DEFAULT, registry=reg), on_event=events.append)
     started = [(ev.name, ev.action) for ev in events if isinstance(ev, FetchStarted)]
     assert started == [(DEFAULT, "downloading"), ("t5-xxl", "downloading"), (UPSAMPLER, "downloading")]
     assert any(isinstance(ev, weights.FileDone) and ev.phase == "download" for ev in events)
     assert pipe.name == DEFAULT and pipe.preset is PRESETS[DEFAULT] and pipe.upsampler is not None
-    spec = resolve_spec(DEFAULT)
+    spec = resolve_spec(DEFAULT, registry=reg)
     assert spec.missing == [] and all(c.verified for c in spec.components)
     assert spec.info is not None and spec.max_positions == tuple(tiny.transformer.config.positional_embedding_max_pos)
 

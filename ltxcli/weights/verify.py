@@ -90,8 +90,9 @@ def check_file(local: Path, rel: str, exp: Expected, entry: WeightsEntry, store:
     """Hash ``local`` (unless an unchanged earlier verification says the same) and compare with ``exp``."""
     size = os.stat(local).st_size
     if exp.size is not None and size != exp.size:
+        pinned = any(f.path == rel and f.size == exp.size for f in entry.files)
         raise ChecksumError(
-            f"{rel} of {entry.repo} is {size} bytes, expected {exp.size} ({exp.source})",
+            f"{rel} of {entry.repo} is {size} bytes, expected {exp.size} ({'weights.toml' if pinned else exp.source})",
             path=local, expected=str(exp.size), actual=str(size))
     if trust_record:
         rec = store.lookup(local)
