@@ -10,10 +10,11 @@ memory (activations), while the host may hold more:
 * ``text encoder``: its weights (the T5's activations, 256 tokens, are a few MB and not counted);
 * ``control model`` (only with a depth control, :mod:`ltxcli.depth`): the depth model's weights and one batch
   of its activations, next to the weights resident before any stage runs; it is released before the next stage;
-* ``condition encode`` (only with conditions or an IC-LoRA control): the VAE encoder on each condition's (and the
-  control's) frames at the largest pass size. Its activations are modelled as the decode's of the same latent size
-  (the encoder mirrors the decoder's stages; not separately calibrated). It runs after the text encoder and before
-  the transformer, in the VAE encoder's own offload stage;
+* ``condition encode`` (only with conditions, a video-to-video input or an IC-LoRA control): the VAE encoder on
+  each condition's (and the control's) frames at the largest pass size. Its activations are modelled as
+  :data:`ENCODE_FACTOR` times the decode's of the same latent size (the encoder mirrors the decoder's stages; the
+  factor measured by peak RSS on the tiny VAE, float32: 1.20-1.22 from 512x320x57 to 640x448x81). It runs after the
+  text encoder and before the transformer, in the VAE encoder's own offload stage;
 * ``denoise`` (``denoise (first pass)`` / ``(second pass)`` for multi-scale): the transformer's live
   activations for one step, ``units * B * N * D`` elements at the run's dtype, ``B`` the guidance branches of
   that pass (:func:`ltxcli.sampling.pass_branches`), ``N`` the latent tokens at the pass's padded size (plus the
@@ -80,6 +81,8 @@ TRANSFORMER_UNITS = 18
 TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS = 34
 #: Latent upsampler activations in tensors of ``4 * latent_channels`` channels at its output size.
 UPSAMPLER_UNITS = 4
+#: VAE encoder activations relative to the decode's of the same latent size (see the module docstring).
+ENCODE_FACTOR = 1.2
 
 DENOISE, DECODE = "denoise", "decode"
 CONTROL_MODEL = "control model"
@@ -299,8 +302,9 @@ def estimate_memory(
     units = TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS if per_token_timesteps else TRANSFORMER_UNITS
     if condition_frames:
         _, lh, lw = latent_shape(vae, max(p.height for p in passes), max(p.width for p in passes), 1)
-        encode = max(decode_memory_bytes(vae, (1, vae.latent_channels, (n - 1) // vae.temporal_compression + 1, lh, lw),
-                                         dtype) for n in condition_frames)
+        encode = max(int(ENCODE_FACTOR * decode_memory_bytes(
+            vae, (1, vae.latent_channels, (n - 1) // vae.temporal_compression + 1, lh, lw), dtype))
+            for n in condition_frames)
         stages.append(Stage("condition encode", weights["condition encode"], encode))
     for i, p in enumerate(passes):
         _, ph, pw = latent_shape(vae, p.height, p.width, num_frames)
@@ -655,7 +659,7 @@ def plan_run(
 
 
 __all__ = [
-    "CONTROL_MODEL", "OFFLOAD_MODES", "TILING_MODES", "TRANSFORMER_UNITS", "TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS",
+    "CONTROL_MODEL", "ENCODE_FACTOR", "OFFLOAD_MODES", "TILING_MODES", "TRANSFORMER_UNITS", "TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS",
     "MemoryEstimate", "MemoryVerdict", "PassSize", "RunPlan", "RunShape", "Stage", "condition_frames", "decode_bytes",
     "estimate_memory", "input_hold", "latent_shape", "memory_alternatives", "memory_verdict", "plan_estimators", "plan_run",
     "request_estimator", "request_shape", "run_passes", "smaller_size", "stage_weights",
