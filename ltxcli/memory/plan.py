@@ -400,7 +400,7 @@ def request_shape(preset: Preset, request: Any, *, dtype: torch.dtype, depth_mod
     if ext is not None:  # the input's native size (its decoded frames are held) and the model's time range
         from ..extend import longest_frames
 
-        longest = longest_frames(max_positions, request.frame_rate) if max_positions else 1 << 30
+        longest = longest_frames(max_positions, request.frame_rate) if max_positions and request.frame_rate else 1 << 30
         extension = (ext.frames, ext.backward, _native_pixels(ext.video), longest)
     return RunShape.of_preset(preset, guidance_scale=request.guidance_scale, stg_scale=request.stg_scale,
                               conditions=[(c.frame, condition_frames(c, request.num_frames)) for c in request.conditions],
