@@ -35,6 +35,7 @@ class TiledDecode:
         alive at a time: each is released before the next is decoded."""
         import torch
 
+        from .conditions import trim_host_heap
         from .frames import to_video
         from .memory.decode import STREAM_CHUNK_FRAMES
 
@@ -54,6 +55,7 @@ class TiledDecode:
                     yield chunk
                 del chunk
             del kept
+            trim_host_heap()  # the tile's freed activations, scattered in the C heap, would stay resident
 
     def _cut(self, tile: Tensor, i: int) -> Tensor:
         """Decoder output of tile ``i`` -> its kept frames ``[1, 3, n, H', W']`` (blended with the previous tile's
