@@ -491,6 +491,8 @@ class _LongRun:
         upscale = self.full.temporal_upscale
         n = len(p.windows)
         k = p.overlap_latents
+        if self.progress:  # the clock of the windows' pace starts here; resumed windows are not counted in it
+            self.progress("window", done, n)
         for i, w in enumerate(p.windows):
             if i >= done:
                 lat = self._denoise_window(i, texts[w.prompt], out)

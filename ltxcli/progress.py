@@ -19,8 +19,9 @@ from typing import Any
 
 #: Seconds between two heartbeat lines of one stage (``ltx generate --progress plain``).
 HEARTBEAT_S = 10.0
-LABELS = {"text": "encoding prompt", "denoise": "denoising", "decode": "decoding", "write": "writing"}
-UNITS = {"text": "prompts", "denoise": "steps", "decode": "tiles", "write": "frames"}
+LABELS = {"text": "encoding prompt", "denoise": "denoising", "decode": "decoding", "write": "writing",
+          "window": "long video"}
+UNITS = {"text": "prompts", "denoise": "steps", "decode": "tiles", "write": "frames", "window": "windows"}
 
 
 @dataclass
@@ -35,11 +36,12 @@ class Stage:
     total: int = 0
     started: float = 0.0
     shown: float = field(default=-1.0)  # when its last heartbeat line was printed (-1: never)
+    base: int = 0  # units already done when the stage started (the finished windows of a resumed long video)
 
     def rate(self, now: float) -> float | None:
-        """Units per second since the stage started (None before the first unit)."""
-        spent = now - self.started
-        return self.done / spent if self.done and spent > 0 else None
+        """Units per second since the stage started (None before the first unit done here)."""
+        spent, done = now - self.started, self.done - self.base
+        return done / spent if done > 0 and spent > 0 else None
 
     def left_s(self, now: float) -> float | None:
         """Seconds left at the current rate (None without one)."""
@@ -81,7 +83,7 @@ class Stages:
         if new:
             label = LABELS.get(stage, stage) + (f" (pass {self._pass})" if key != stage else "")
             self.stages[key] = Stage(key, f"{self.prefix} {label}" if self.prefix else label,
-                                     unit or UNITS.get(stage, "steps"), started=self.clock())
+                                     unit or UNITS.get(stage, "steps"), started=self.clock(), base=done)
         s = self.stages[key]
         s.done, s.total = done, total
         return s, new

@@ -245,6 +245,17 @@ def test_heartbeat_at_most_every_10_s() -> None:
     assert lines[-2:] == ["[2] denoising (pass 2) 0/8 steps", "[2] decoding 0/1 tiles"]
 
 
+def test_resumed_windows_do_not_count_in_the_pace() -> None:
+    """A long video resumed after 5 of 13 windows: the pace counts only the windows done in this run."""
+    now = [100.0]
+    lines: list[str] = []
+    beat = Heartbeat(lines.append, clock=lambda: now[0], interval=0.0)
+    beat("window", 5, 13)  # the run starts with 5 windows already done
+    now[0] += 4.0
+    beat("window", 6, 13)  # one window in 4 s: 0.25 windows/s, 7 left -> 28 s
+    assert lines == ["long video 5/13 windows", "long video 6/13 windows, 0.25 windows/s, 28 s left"]
+
+
 # --------------------------------------------------------------------------------------- the library rules
 
 
