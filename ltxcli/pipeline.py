@@ -373,12 +373,17 @@ class Pipeline:
             return r
         return self.enhancer.enhance_resolved(r, self.preset, seed, prepared[0].pixels if prepared else None)
 
+    def compute_record(self) -> dict[str, Any]:
+        """The record's ``dtype`` and ``fp8`` (float8 matmuls, storage or none): what a rerun with
+        ``--skip-existing`` compares (:func:`ltxcli.resume.matches`)."""
+        return {"dtype": str(self.dtype).removeprefix("torch."), "fp8": fp8_mode(self.transformer)}
+
     def record_facts(self, prompt: str, conditions: Sequence[Condition]) -> dict[str, Any]:
         """What a saved file's generation record needs besides the sampling settings (``GenerationResult.settings``
         carries both, so :func:`ltxcli.save_video` needs the result only): prompt, model, conditions, compute."""
         return {
             "prompt": prompt, "model": self.name, "conditions": [_condition_record(c) for c in conditions],
-            "dtype": str(self.dtype).removeprefix("torch."), "fp8": fp8_mode(self.transformer), "device": str(self.device),
+            **self.compute_record(), "device": str(self.device),
             "offload": self.offload.value, "vae_tiling": self.vae_tiling, "vae_conv": str(self.vae.conv_algorithm),
             "loras": [dict(rec) for rec in self.lora_records],
         }

@@ -648,11 +648,9 @@ def _plan_here(
     for it in items:
         validate_item(it, max_pos, frames_out=frames, decoded=decoded)
     name = pipe.name if model is None else model
-    from .models.fp8 import fp8_mode
-
     plan_outputs(items, output=output, frames=frames, model=naming.model_field(name, is_path=Path(name).exists()),
                  batch=len(items) > 1, overwrite=overwrite, skip_existing=skip_existing, preset=pipe.preset,
-                 compute={"dtype": str(pipe.dtype).removeprefix("torch."), "fp8": fp8_mode(pipe.transformer)})
+                 compute=pipe.compute_record())
 
 
 __all__ = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -19,9 +21,15 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def official():
     from ltx_video.models.autoencoders.latent_upsampler import LatentUpsampler as Official
 
-    torch.manual_seed(0)
-    model = Official(**{k: v for k, v in CFG.to_official().items() if k != "_class_name"}).eval()
-    with torch.no_grad():  # non-trivial norms and biases so that every key's role is exercised
+    return _randomised(Official, CFG, seed=0)
+
+
+def _randomised(official: Any, cfg: Any, seed: int) -> Any:
+    """The official upsampler for ``cfg``, with non-trivial norms and biases so that every key's role is
+    exercised."""
+    torch.manual_seed(seed)
+    model = official(**{k: v for k, v in cfg.to_official().items() if k != "_class_name"}).eval()
+    with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name and name.endswith("weight"):
                 p.copy_(1.0 + 0.3 * torch.randn_like(p))
@@ -108,15 +116,7 @@ TCFG = UpsamplerConfig(in_channels=16, mid_channels=32, num_blocks_per_stage=2, 
 def official_temporal():
     from ltx_video.models.autoencoders.latent_upsampler import LatentUpsampler as Official
 
-    torch.manual_seed(3)
-    model = Official(**{k: v for k, v in TCFG.to_official().items() if k != "_class_name"}).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name and name.endswith("weight"):
-                p.copy_(1.0 + 0.3 * torch.randn_like(p))
-            else:
-                p.copy_(0.2 * torch.randn_like(p))
-    return model
+    return _randomised(Official, TCFG, seed=3)
 
 
 @pytest.mark.parametrize("shape", [(1, 16, 1, 4, 4), (2, 16, 4, 5, 6)])
