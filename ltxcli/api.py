@@ -93,17 +93,25 @@ def is_fp8(dtype: str | torch.dtype | None) -> bool:
     return isinstance(dtype, str) and dtype in FP8_NAMES
 
 
-WEIGHTS_DTYPES = ("auto", *FP8_NAMES)
+WEIGHTS_DTYPES = ("auto", *FP8_NAMES, "int8")
+
+
+def weights_storage(weights_dtype: str | None) -> str | None:
+    """How ``weights_dtype`` asks the transformer blocks' linear weights to be stored (widened per call):
+    ``"fp8"`` (``fp8`` and its aliases: e4m3, per-tensor scale), ``"int8"`` (per-row scales) or None (``None`` /
+    ``auto``: as the checkpoint and ``dtype`` say). A ValueError for anything else."""
+    if weights_dtype is None or weights_dtype == "auto":
+        return None
+    if weights_dtype in FP8_NAMES:
+        return "fp8"
+    if weights_dtype == "int8":
+        return "int8"
+    raise ValueError(f"unknown weights dtype {weights_dtype!r} (use auto, fp8 or int8)")
 
 
 def weights_fp8(weights_dtype: str | None) -> bool:
-    """Whether ``weights_dtype`` asks for the transformer blocks' linear weights stored in float8 (``fp8`` and
-    its aliases; ``None`` / ``auto``: as the checkpoint and ``dtype`` say). A ValueError for anything else."""
-    if weights_dtype is None or weights_dtype == "auto":
-        return False
-    if weights_dtype in FP8_NAMES:
-        return True
-    raise ValueError(f"unknown weights dtype {weights_dtype!r} (use auto or fp8)")
+    """Whether ``weights_dtype`` asks for float8 storage (:func:`weights_storage`)."""
+    return weights_storage(weights_dtype) == "fp8"
 
 
 class Compute(NamedTuple):
@@ -118,12 +126,13 @@ def resolve_compute(
 ) -> Compute:
     """Device, compute dtype, fp8 and attention kernels of a run, refused (ValueError,
     :class:`ltxcli.kernels.KernelUnavailableError`) before any weights are read; ``weights_dtype`` is checked
-    too (:func:`weights_fp8`)."""
+    too (:func:`weights_storage`; int8 storage cannot feed float8 matmuls)."""
     from . import kernels
 
-    weights_fp8(weights_dtype)
-    dev = resolve_device(device)
-    fp8 = is_fp8(dtype)
+    int8 = weights_storage(weights_dtype) == "int8"
+    dev, fp8 = resolve_device(device), is_fp8(dtype)
+    if int8 and fp8:
+        raise ValueError("weights dtype int8 cannot be combined with dtype fp8 (float8 matmuls take float8 weights)")
     if fp8:
         kernels.require_fp8(dev)
     dt = resolve_dtype(dtype, dev)
@@ -182,15 +191,17 @@ def load_pipeline(
     fp8 checkpoint's as stored) and widen them to the compute dtype one layer at a time at call: about half the
     transformer's memory of bfloat16, on any GPU or the CPU, outputs within fp8 rounding (``dtype="fp8"`` stores
     them so already and multiplies in fp8 on GPUs of compute capability 8.9+); LoRAs are merged into the stored codes
-    and quantised again (:mod:`ltxcli.adapters.lora_merge`).
+    and quantised again (:mod:`ltxcli.adapters.lora_merge`). ``weights_dtype="int8"``: the same layers stored as int8
+    with one float32 scale per output row (:mod:`ltxcli.models.int8`; an fp8 checkpoint's codes are widened, then
+    quantised): the same memory, 3-7x less error per layer than fp8 storage; not with ``dtype="fp8"``.
     ``temporal_upsampler``: a weights.toml name or an official temporal upscaler file, for requests with
     ``temporal_upscale`` (``tiny`` has its own under the name ``ltxv-temporal-upscaler-0.9.7``).
     """
     from . import kernels
     from .offload import Offload
 
-    dev, dt, fp8, backend = resolve_compute(device, dtype, attention)
-    stored_fp8 = weights_fp8(weights_dtype) and not fp8  # fp8 matmul layers store float8 already
+    dev, dt, fp8, backend = resolve_compute(device, dtype, attention, weights_dtype)
+    storage = None if fp8 else weights_storage(weights_dtype)  # fp8 matmul layers store float8 already
     try:
         mode = Offload(offload)
     except ValueError:
@@ -216,7 +227,7 @@ def load_pipeline(
     choices = _cpu_choices(spec) if dev.type == "cpu" else None  # measured on first use, then cached
     if choices is not None and keep_checkpoint_dtype is None:
         keep_checkpoint_dtype = choices.keep_narrow
-    pipe = _load(spec, load_dev, dt, fp8, keep_checkpoint_dtype, refs, dev, stored_fp8)
+    pipe = _load(spec, load_dev, dt, fp8, keep_checkpoint_dtype, refs, dev, storage)
     pipe._device = dev
     pipe.weights_dir, pipe.model_ref = spec.weights_dir, spec.name
     pipe.vae_tiling = vae_tiling
@@ -266,8 +277,8 @@ def _apply_offload(pipe: Pipeline, dev: torch.device, mode: object) -> None:
 
 
 def _load(spec: ModelSpec, dev: torch.device, dt: torch.dtype, fp8: bool, keep_narrow: bool | None = None,
-          loras: Sequence[LoraRef] = (), merge_on: torch.device | None = None, stored_fp8: bool = False) -> Pipeline:
-    pipe = _load_models(spec, dev, dt, fp8, keep_narrow, loras, merge_on, stored_fp8)
+          loras: Sequence[LoraRef] = (), merge_on: torch.device | None = None, storage: str | None = None) -> Pipeline:
+    pipe = _load_models(spec, dev, dt, fp8, keep_narrow, loras, merge_on, storage)
     temporal = spec.temporal_upsampler
     if temporal is not None:
         if temporal.path is None:  # the builtin model's own
@@ -283,7 +294,7 @@ def _load(spec: ModelSpec, dev: torch.device, dt: torch.dtype, fp8: bool, keep_n
 
 
 def _load_models(spec: ModelSpec, dev: torch.device, dt: torch.dtype, fp8: bool, keep_narrow: bool | None,
-                 loras: Sequence[LoraRef], merge_on: torch.device | None, stored_fp8: bool) -> Pipeline:
+                 loras: Sequence[LoraRef], merge_on: torch.device | None, storage: str | None) -> Pipeline:
     records: list[dict[str, object]] = []
 
     # before an fp8 matmul conversion (merged, then quantised); after the fp8 storage one (into the stored codes)
@@ -294,16 +305,17 @@ def _load_models(spec: ModelSpec, dev: torch.device, dt: torch.dtype, fp8: bool,
             records[:] = apply_loras(transformer, loras, device=merge_on)
 
     if spec.kind == "builtin":
-        from .models.fp8 import convert_to_fp8, convert_to_fp8_storage
+        from .models.fp8 import convert_to_fp8
+        from .models.int8 import convert_to_storage
         from .tiny import build_pipeline
 
         pipe = build_pipeline(dev, dt)
-        if not stored_fp8:
+        if not storage:
             merge(pipe.transformer)
         if fp8:
             convert_to_fp8(pipe.transformer, dtype=dt)
-        elif stored_fp8:
-            convert_to_fp8_storage(pipe.transformer)
+        elif storage:
+            convert_to_storage(storage, pipe.transformer)
             merge(pipe.transformer)  # into the stored codes, as a later change is (ltxcli.adapters.lora_merge)
         return _with_loras(pipe, loras, records)
 
@@ -314,7 +326,7 @@ def _load_models(spec: ModelSpec, dev: torch.device, dt: torch.dtype, fp8: bool,
     preset = spec.preset
 
     transformer = load_transformer(path, device=dev, dtype=dt, keep_fp8=fp8, keep_checkpoint_dtype=keep_narrow,
-                                   before_fp8=merge, weights_fp8=stored_fp8)
+                                   before_fp8=merge, weights_storage=storage)
     vae = load_vae(path, device=dev, dtype=dt, keep_checkpoint_dtype=keep_narrow)
 
     from .text import TextEncoder

@@ -128,7 +128,7 @@ def weights_report(weights_dir: str | os.PathLike[str] | None = None) -> dict[st
 def transformer_bytes(preset: Any) -> dict[str, int]:
     """What the transformer of ``preset``'s architecture holds on this machine's default device, from its config
     (no file read): ``default`` as a run loads it (a GPU: bfloat16; the CPU: float32 with bfloat16-kept
-    linear weights), ``fp8_storage`` with ``--weights-dtype fp8``."""
+    linear weights), ``int8_storage`` with ``--weights-dtype int8`` (as small as fp8 storage, more accurate)."""
     from .memory.weights import config_transformer_bytes
     from .perf.bench import random_architecture
 
@@ -136,7 +136,7 @@ def transformer_bytes(preset: Any) -> dict[str, int]:
     gpu = torch.cuda.is_available()
     dtype, narrow = (torch.bfloat16, None) if gpu else (torch.float32, torch.bfloat16)
     return {"default": config_transformer_bytes(config, dtype, narrow=narrow),
-            "fp8_storage": config_transformer_bytes(config, dtype, narrow=narrow, weights_fp8=True)}
+            "int8_storage": config_transformer_bytes(config, dtype, narrow=narrow, weights_storage="int8")}
 
 
 def host_memory_bytes() -> int | None:
@@ -149,18 +149,18 @@ def host_memory_bytes() -> int | None:
 
 def fit_check(need: dict[str, int], memory: int | None, where: str) -> tuple[str, str] | None:
     """(status, detail) of whether the default model's transformer fits ``memory`` bytes of ``where``: ``warn``
-    with the ``--weights-dtype fp8`` suggestion where only float8 storage fits, ``warn`` with
+    with the ``--weights-dtype int8`` suggestion where only one-byte storage fits, ``warn`` with
     ``--offload sequential`` where neither does; None when unknown."""
     if memory is None:
         return None
     usable = memory * 0.9  # the CUDA context, the activations and the rest of the model need their share too
-    default, fp8 = need["default"], need["fp8_storage"]
+    default, int8 = need["default"], need["int8_storage"]
     sizes = f"the default model's transformer needs {human_bytes(default)}, {where} has {human_bytes(memory)}"
     if default <= usable:
         return "ok", sizes
-    if fp8 <= usable:
-        return "warn", f"{sizes}: use --weights-dtype fp8 (stores it in {human_bytes(fp8)})"
-    return "warn", f"{sizes} ({human_bytes(fp8)} with --weights-dtype fp8): use --offload sequential"
+    if int8 <= usable:
+        return "warn", f"{sizes}: use --weights-dtype int8 (stores it in {human_bytes(int8)})"
+    return "warn", f"{sizes} ({human_bytes(int8)} with --weights-dtype int8): use --offload sequential"
 
 
 def checks(report: dict[str, Any]) -> list[dict[str, str]]:

@@ -220,7 +220,7 @@ def memory_plan(
     return plan_run(items, spec, device=device, dtype=dtype, fp8=api.is_fp8(s.dtype),
                     narrow=keep_narrow(s.keep_checkpoint_dtype, device), offload=s.offload,
                     vae_tiling=s.vae_tiling, free_bytes=free_bytes if items else 0,
-                    weights_fp8=api.weights_fp8(s.weights_dtype), enhancer_bytes=[enhancer_bytes(
+                    weights_storage=api.weights_storage(s.weights_dtype), enhancer_bytes=[enhancer_bytes(
                         it, spec.preset, llm=s.enhancer_model, captioner=s.caption_model,
                         weights_dir=s.weights_dir) for it in items])
 

@@ -26,7 +26,8 @@ from .models.configs import (
     UpsamplerConfig,
     VAEConfig,
 )
-from .models.fp8 import convert_to_fp8, convert_to_fp8_storage, fp8_storage_keys, quantize_stored
+from .models.fp8 import convert_to_fp8, fp8_storage_keys
+from .models.int8 import convert_to_storage, quantize_for_storage
 from .models.upcast import convert_to_upcast, upcastable_weights
 from .safetensors_io import CheckpointError, SafetensorsFile, save_file
 
@@ -137,14 +138,14 @@ def assign_state_dict(
     """Fill a meta-device ``module`` from ``tensors`` strictly, casting floats to ``dtype`` and moving to ``device``.
 
     ``keep_fp8``: float8 tensors keep their dtype instead of being cast to ``dtype``. ``stored``: keys whose
-    tensors keep their dtype whatever the other settings say (float8 codes quantised by the caller).
+    tensors keep their dtype whatever the other settings say (float8 or int8 codes quantised by the caller).
     ``keep_checkpoint_dtype``: linear and convolution weights narrower than ``dtype`` are kept as stored (on the
     CPU: views of the memory map, no copy) and their layers upcast them per call
     (:mod:`ltxcli.models.upcast`); same outputs, half the resident bytes of float32 for a bfloat16 checkpoint,
     no conversion at load. ``None``: on when ``device`` is the CPU. Never together with ``keep_fp8``.
     """
     keep_checkpoint_dtype = not keep_fp8 and keep_narrow(keep_checkpoint_dtype, device)
-    expected = module.state_dict(keep_vars=True)
+    expected = module.requires_grad_(False).state_dict(keep_vars=True)  # int8 codes cannot require grad
     missing = expected.keys() - tensors.keys()
     unexpected = tensors.keys() - expected.keys()
     if missing:
@@ -159,7 +160,7 @@ def assign_state_dict(
             raise CheckpointError(
                 f"{source}: tensor {key} has shape {list(t.shape)}, the config implies {list(ref.shape)}"
             )
-        if t.is_floating_point() != ref.is_floating_point():
+        if t.is_floating_point() != ref.is_floating_point() and key not in stored:
             raise CheckpointError(f"{source}: tensor {key} has dtype {t.dtype}, expected a {ref.dtype} tensor")
         cast = (dtype is not None and t.is_floating_point() and not (keep_fp8 and t.dtype.itemsize == 1)
                 and key not in stored)
@@ -346,6 +347,7 @@ def load_transformer(
     keep_checkpoint_dtype: bool | None = None,
     before_fp8: Callable[[nn.Module], None] | None = None,
     weights_fp8: bool = False,
+    weights_storage: str | None = None,
 ) -> nn.Module:
     """Load the DiT from an official single file or a diffusers-format folder.
 
@@ -356,11 +358,10 @@ def load_transformer(
     check (:func:`ltxcli.kernels.require_fp8`). ``keep_checkpoint_dtype``: see :func:`assign_state_dict` (``None``,
     the default: on when ``device`` is the CPU); ignored with ``keep_fp8``. ``before_fp8``: called with the
     loaded model before its fp8 matmul conversion (a LoRA merge: merged before quantisation), also without
-    ``keep_fp8``; with ``weights_fp8`` after the storage conversion (a LoRA merge goes into the stored codes, see
-    :mod:`ltxcli.adapters.lora_merge`). ``weights_fp8``: block linears stored as e4m3 + per-tensor scale, widened
-    per layer at call (quantised one tensor at a time on ``device`` while reading; :mod:`ltxcli.models.fp8`).
-    Ignored with ``keep_fp8``.
-    """
+    ``keep_fp8``; with a storage mode after the storage conversion (a LoRA merge goes into the stored codes).
+    ``weights_storage`` (:mod:`ltxcli.models.int8`; ignored with ``keep_fp8``): block linears quantised while
+    reading, widened per call: ``"fp8"`` (or ``weights_fp8=True``) e4m3 + per-tensor scale, ``"int8"`` int8 +
+    per-row scales (an fp8 checkpoint's codes widened, then quantised)."""
     from .models.transformer import LTXVideoTransformer
 
     path = Path(source)
@@ -374,14 +375,14 @@ def load_transformer(
         src = str(path)
     model = _build(lambda: LTXVideoTransformer(config))
     target = _resolve_dtype(tensors, dtype)
-    stored, scales = [], {}
-    if weights_fp8 and not keep_fp8:
+    stored, scales, storage = [], {}, None if keep_fp8 else weights_storage or ("fp8" if weights_fp8 else None)
+    if storage:
         stored = [k for k in fp8_storage_keys(model) if k in tensors]  # a missing key: assign_state_dict's error
-        tensors, scales = quantize_stored(tensors, stored, device)
+        tensors, scales = quantize_for_storage(storage, tensors, stored, device)
     model = assign_state_dict(model, tensors, source=src, device=device, dtype=target, keep_fp8=keep_fp8,
                               keep_checkpoint_dtype=keep_checkpoint_dtype, stored=stored)
-    if weights_fp8 and not keep_fp8:
-        convert_to_fp8_storage(model, scales)
+    if storage:
+        convert_to_storage(storage, model, scales)
     if before_fp8 is not None:  # before a matmul conversion, after the storage one (see the docstring)
         before_fp8(model)
     if keep_fp8:

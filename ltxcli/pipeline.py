@@ -41,6 +41,7 @@ from .media.write import Quantize
 from .memory import decode as decode_memory
 from .models.configs import SchedulerConfig
 from .models.fp8 import fp8_mode
+from .models.int8 import storage_mode
 from .models.transformer import STGMode
 from .models.upcast import compute_dtype
 from .models.upsampler import adain
@@ -374,9 +375,10 @@ class Pipeline:
         return self.enhancer.enhance_resolved(r, self.preset, seed, prepared[0].pixels if prepared else None)
 
     def compute_record(self) -> dict[str, Any]:
-        """The record's ``dtype`` and ``fp8`` (float8 matmuls, storage or none): what a rerun with
-        ``--skip-existing`` compares (:func:`ltxcli.resume.matches`)."""
-        return {"dtype": str(self.dtype).removeprefix("torch."), "fp8": fp8_mode(self.transformer)}
+        """The record's ``dtype``, ``fp8`` (float8 matmuls, storage or none) and ``weights_dtype`` (the block linears'
+        storage, fp8 / int8 / none): what a rerun with ``--skip-existing`` compares (:func:`ltxcli.resume.matches`)."""
+        return {"dtype": str(self.dtype).removeprefix("torch."), "fp8": fp8_mode(self.transformer),
+                "weights_dtype": storage_mode(self.transformer)}
 
     def record_facts(self, prompt: str, conditions: Sequence[Condition]) -> dict[str, Any]:
         """What a saved file's generation record needs besides the sampling settings (``GenerationResult.settings``

@@ -28,7 +28,7 @@ def run_settings(result: GenerationResult) -> dict[str, Any]:
         "timesteps": timesteps, "multi_scale": s["multi_scale"], "passes": s["passes"],
         "conditions": s["conditions"], "control": s.get("control"), "video": s.get("video"),
         "denoise_strength": s.get("denoise_strength"), "extend": s.get("extend"), "dtype": s["dtype"],
-        "fp8": s.get("fp8"), "device": s["device"],
+        "fp8": s.get("fp8"), "weights_dtype": s.get("weights_dtype"), "device": s["device"],
         "offload": s["offload"], "vae_tiling": s["vae_tiling"], "vae_conv": s["vae_conv"], "loras": s["loras"],
         "cache": s.get("cache"),  # step cache: mode, threshold, branch evaluations and how many were skipped
         **{k: s[k] for k in ("temporal_upscale", "long") if s.get(k) is not None},

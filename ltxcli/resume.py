@@ -50,8 +50,9 @@ def matches(item: BatchItem, rec: Mapping[str, Any], *, preset: Preset | None = 
     a single video), prompt, size, frame rate, conditions, LoRAs, control, input video, extension, temporal
     upscale, enhancement mode and (with ``preset``) resolved pass settings, step cache and negative prompt; the same model when ``model`` (the ``{model}`` field) is given; the same seed unless the
     item's was drawn at random (``seed_drawn``: a rerun cannot know it); with ``compute`` (``{"dtype": "bfloat16",
-    "fp8": None | "compute" | "storage"}``, what the run will record) the same compute dtype and float8 use (a
-    record written before ``fp8`` was recorded is compared on ``dtype`` only)."""
+    "fp8": None | "compute" | "storage", "weights_dtype": None | "fp8" | "int8"}``, what the run will record) the
+    same compute dtype, float8 use and weight storage (a record written before ``fp8`` was recorded is compared on
+    ``dtype`` only; one written before ``weights_dtype`` stored fp8 or nothing, as its ``fp8`` says)."""
     from .request import resolve_request
 
     if rec.get("index", 0) != item.index or rec.get("prompt") != item.prompt:
@@ -71,6 +72,8 @@ def matches(item: BatchItem, rec: Mapping[str, Any], *, preset: Preset | None = 
         return False
     if not _same_inputs(item, rec):
         return False
+    if "fp8" in rec and "weights_dtype" not in rec:  # recorded before int8 storage existed
+        rec = {**rec, "weights_dtype": "fp8" if rec["fp8"] == "storage" else None}
     if compute is not None and any(rec.get(k) != v for k, v in compute.items() if k in rec or k == "dtype"):
         return False
     if preset is None:
@@ -158,11 +161,13 @@ def find_previous(
 
 def compute_record(dtype_option: str | None, weights_dtype: str | None, dtype: Any) -> dict[str, Any]:
     """What a run with ``--dtype`` ``dtype_option`` (resolved: ``dtype``) and ``--weights-dtype`` will record as its
-    ``dtype`` and ``fp8`` (:func:`ltxcli.models.fp8.fp8_mode`), for :func:`matches` before the model loads."""
-    from .api import is_fp8, weights_fp8
+    ``dtype``, ``fp8`` (:func:`ltxcli.models.fp8.fp8_mode`) and ``weights_dtype``
+    (:func:`ltxcli.models.int8.storage_mode`), for :func:`matches` before the model loads."""
+    from .api import is_fp8, weights_storage
 
-    fp8 = "compute" if is_fp8(dtype_option) else "storage" if weights_fp8(weights_dtype) else None
-    return {"dtype": str(dtype).removeprefix("torch."), "fp8": fp8}
+    storage = None if is_fp8(dtype_option) else weights_storage(weights_dtype)
+    fp8 = "compute" if is_fp8(dtype_option) else "storage" if storage == "fp8" else None
+    return {"dtype": str(dtype).removeprefix("torch."), "fp8": fp8, "weights_dtype": storage}
 
 
 def earlier_batch_seed(found: Mapping[int, tuple[Path, Mapping[str, Any]]]) -> int | None:

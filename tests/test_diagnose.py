@@ -39,30 +39,30 @@ def test_report_of_this_machine_is_json_ready() -> None:
     assert json.loads(json.dumps(report))["av"]["libx264"] is True
 
 
-def test_memory_check_suggests_fp8_storage_where_only_it_fits() -> None:
-    need = {"default": 26 * 10**9, "fp8_storage": 14 * 10**9}  # a 13B-sized transformer
+def test_memory_check_suggests_int8_storage_where_only_it_fits() -> None:
+    need = {"default": 26 * 10**9, "int8_storage": 14 * 10**9}  # a 13B-sized transformer
     gpu = {"name": "RTX 3090", "compute_capability": "8.6", "bf16": True, "memory_bytes": 24 * 10**9}
     report = _report(gpus=[gpu])
     report["weights"]["default_model_transformer_bytes"] = need
     status, detail = _verdicts(report)["memory"]
-    assert status == "warn" and detail.endswith("use --weights-dtype fp8 (stores it in 14.0 GB)"), detail
+    assert status == "warn" and detail.endswith("use --weights-dtype int8 (stores it in 14.0 GB)"), detail
     assert "needs 26.0 GB, the GPU has 24.0 GB" in detail
     report["torch"]["gpus"][0]["memory_bytes"] = 80 * 10**9
     assert _verdicts(report)["memory"][0] == "ok"
     report["torch"]["gpus"][0]["memory_bytes"] = 12 * 10**9
     assert _verdicts(report)["memory"] == ("warn", "the default model's transformer needs 26.0 GB, the GPU has "
-                                           "12.0 GB (14.0 GB with --weights-dtype fp8): use --offload sequential")
+                                           "12.0 GB (14.0 GB with --weights-dtype int8): use --offload sequential")
     # no GPU: the host's memory
     cpu = _report()
     cpu["weights"]["default_model_transformer_bytes"] = need
     cpu["host_memory_bytes"] = 16 * 10**9
-    assert "this machine has 16.0 GB: use --weights-dtype fp8" in _verdicts(cpu)["memory"][1]
+    assert "this machine has 16.0 GB: use --weights-dtype int8" in _verdicts(cpu)["memory"][1]
 
 
 def test_transformer_bytes_from_the_preset_config() -> None:
-    """fp8 storage holds the 2B's block linears in one byte a weight: at most 0.55x of the default (bf16-kept on
-    the CPU, bfloat16 on a GPU), counted from modules built on the meta device."""
+    """int8 storage holds the 2B's block linears in one byte a weight (plus a float32 scale a row): at most 0.55x
+    of the default (bf16-kept on the CPU, bfloat16 on a GPU), counted from modules built on the meta device."""
     from ltxcli.presets import PRESETS
 
     sizes = diagnose.transformer_bytes(PRESETS["ltxv-2b-0.9.5"])
-    assert 0.45 < sizes["fp8_storage"] / sizes["default"] <= 0.55, sizes
+    assert 0.45 < sizes["int8_storage"] / sizes["default"] <= 0.55, sizes

@@ -367,6 +367,51 @@ def test_fp8_storage_merges_into_the_codes_requantises_and_unloads(base, inputs)
         assert torch.equal(model.get_submodule(name).weight_scale, scales0[name]), name
 
 
+def int8_per_row(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference per-row int8 quantisation, by hand: scale ``amax(|row|) / 127``, codes ``round(w / scale)``."""
+    scale = w.abs().amax(dim=1) / 127
+    return torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8), scale
+
+
+def test_int8_storage_merges_into_the_codes_requantises_and_unloads(base, inputs) -> None:
+    """--weights-dtype int8: each targeted block linear ends as quantise(dequantise(quantise(W)) + s * B @ A)
+    with fresh per-row scales, bit for bit against the formula written here, within half a quantisation step of
+    each rounding from merging into the float weight; a new strength merges from the original codes; no LoRA puts
+    back the very codes and scales."""
+    from ltxcli.models.int8 import Int8StoredLinear
+
+    wide = load_transformer(base["f32"], dtype=torch.float32)  # W, float32
+    model = load_transformer(base["f32"], dtype=torch.float32, weights_storage="int8")
+    before = {n: (model.get_submodule(n).weight.data_ptr(), model.get_submodule(n).weight.clone(),
+                  model.get_submodule(n).weight_scale.clone()) for n in BLOCK_TARGETS}
+    pairs = lora_pairs(base["shapes"], BLOCK_TARGETS, 4, 72)
+    path = write(base["tmp"] / "int8-stored.safetensors", pairs, "comfyui")
+    for strength in (0.8, -0.3):  # the second merges from the original codes, not on top of the first
+        merge(model, [(path, strength)])
+        reference = load_transformer(base["f32"], dtype=torch.float32)  # plain float32 layers
+        worst = 0.0
+        for name in BLOCK_TARGETS:
+            a, b = pairs[name]
+            w = wide.get_submodule(name).weight.detach()
+            q0, s0 = int8_per_row(w)  # what the int8 load stored
+            q1, s1 = int8_per_row(torch.addmm(q0.float() * s0[:, None], b, a, alpha=strength))
+            layer = model.get_submodule(name)
+            assert isinstance(layer, Int8StoredLinear)
+            assert torch.equal(layer.weight, q1) and torch.equal(layer.weight_scale, s1), name
+            merged = q1.float() * s1[:, None]
+            reference.get_submodule(name).weight.data = merged
+            exact = w + strength * (b @ a)  # merged into the float weight; quantising it is off by <= s / 2
+            assert ((merged - exact).abs() <= (s0 + s1)[:, None] * 0.5001 + 1e-6).all(), name
+            worst = max(worst, rel(merged, exact))
+        assert torch.equal(ours_out(model, inputs), ours_out(reference, inputs))
+        print(f"\nint8-stored LoRA {strength}: merged weight vs W + dW, worst layer: rel err {worst:.3e}")
+    merger_for(model).apply([])
+    for name, (ptr, codes, scale) in before.items():
+        layer = model.get_submodule(name)
+        assert layer.weight.data_ptr() == ptr and torch.equal(layer.weight, codes), name  # the very tensor
+        assert torch.equal(layer.weight_scale, scale), name
+
+
 def test_fp8_storage_lora_at_load_equals_per_request(tmp_path) -> None:
     """load_pipeline(weights_dtype="fp8", loras=...) on a checkpoint gives the bits of a LoRA set per request; no
     LoRA gives the plain fp8 pipeline's video."""

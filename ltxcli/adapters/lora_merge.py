@@ -30,6 +30,8 @@ and an fp8 checkpoint has nothing wider, so there is no wide weight to merge int
 fp8 storage is for; merging the same way at load and per request makes a LoRA give the same bits whether it came
 with ``load_pipeline`` or with a request. The price is a second e4m3 rounding of ``W`` (measured on the tiny
 model in ``tests/test_lora.py``). The original codes and scale are kept (one byte per weight) for the unmerge.
+An int8-stored layer (:class:`ltxcli.models.int8.Int8StoredLinear`, ``--weights-dtype int8``) is merged the same
+way: ``codes * scale[:, None] + dW`` in float32, quantised again per row (:func:`ltxcli.models.int8.quantize_int8`).
 
 Every original weight is kept (a reference on the host, a host copy of a device tensor), so
 :meth:`LoraMerger.apply` with no LoRA puts back the very same bits without reading the checkpoint again.
@@ -52,6 +54,7 @@ from torch import Tensor, nn
 
 from ..loading import TRANSFORMER_DIFFUSERS_PREFIX_RULES, TRANSFORMER_DIFFUSERS_RULES, apply_rules
 from ..models.fp8 import FP8Linear, FP8StoredLinear, quantize_e4m3
+from ..models.int8 import Int8StoredLinear, quantize_int8
 from ..models.upcast import compute_dtype
 from ..safetensors_io import CheckpointError, SafetensorsFile
 from .lora import LoraRef
@@ -231,7 +234,8 @@ def read_lora(path: PathLike, shapes: Mapping[str, tuple[int, int]], *, sha256: 
 @dataclass
 class _Original:
     """A layer's weight before any LoRA: ``weight`` (the same tensor on the host, else a host copy), the
-    e4m3 ``scale`` of a float8 layer (matmul or stored; None otherwise), and whether the tensor was pinned."""
+    ``scale`` of a float8 layer (matmul or stored; 0-d) or an int8-stored one (``[out]``; None otherwise), and
+    whether the tensor was pinned."""
 
     weight: Tensor
     scale: Tensor | None
@@ -243,7 +247,8 @@ def _merged_dtype(layer: nn.Module, stored: torch.dtype) -> torch.dtype:
     return torch.float32 if stored.itemsize == 1 else compute_dtype(layer)
 
 
-_FP8_LAYERS = (FP8Linear, FP8StoredLinear)  # layers holding e4m3 codes and a per-tensor ``weight_scale``
+# layers holding codes and a ``weight_scale``: e4m3 per tensor (0-d), int8 per row (``[out]``)
+_CODED_LAYERS = (FP8Linear, FP8StoredLinear, Int8StoredLinear)
 
 
 class LoraMerger:
@@ -287,19 +292,19 @@ class LoraMerger:
             pinned = data.device.type == "cpu" and data.is_pinned()
             # a host tensor is kept as it is (the layer gets a new tensor); a device tensor is copied to the host
             kept = data if data.device.type == "cpu" else data.to("cpu")
-            scale = layer.weight_scale.clone() if isinstance(layer, _FP8_LAYERS) else None
+            scale = layer.weight_scale.clone() if isinstance(layer, _CODED_LAYERS) else None
             orig = self._originals[name] = _Original(kept, scale, pinned)
         work = torch.device(device) if device is not None else weight.device
-        # W in float32: a float8 layer's codes times their scale (the stored tensor once it was merged before)
+        # W in float32: a coded layer's codes times their scale (the stored tensor once it was merged before)
         w = orig.weight.to(device=work, dtype=torch.float32, copy=True)  # never the original itself
-        if orig.scale is not None:
-            w = w * orig.scale.to(work)
+        if orig.scale is not None:  # a 0-d scale, or [out] -> [out, 1]: one per row
+            w = w * orig.scale.to(work).reshape(-1, 1)
         for lora, scale in updates:
             # [out, rank] @ [rank, in] -> [out, in], in float32 as the merge of ComfyUI and diffusers
             w.addmm_(lora.up.to(device=work, dtype=torch.float32), lora.down.to(device=work, dtype=torch.float32),
                      alpha=scale * lora.factor)
-        if isinstance(layer, _FP8_LAYERS):  # a fresh per-tensor scale for the merged weight
-            codes, w_scale = quantize_e4m3(w)
+        if isinstance(layer, _CODED_LAYERS):  # fresh scales (per tensor, per row) for the merged weight
+            codes, w_scale = quantize_int8(w) if isinstance(layer, Int8StoredLinear) else quantize_e4m3(w)
             self._write(layer, codes, orig.pinned)
             layer.weight_scale = w_scale.to(weight.device)
             return

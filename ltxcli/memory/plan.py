@@ -519,10 +519,11 @@ def plan_estimators(
     ``(options text, estimator)`` for each of its :func:`memory_alternatives` (what :func:`memory_verdict`
     takes); ``kwargs``: the rest of :func:`estimate_memory`'s settings (weights, device, ``streamed``).
 
-    Where the weights ``parts`` can be stored in float8 (:attr:`WeightParts.fp8_storage`), the same settings with
-    ``--weights-dtype fp8`` join them: after tiling and ``--offload model`` (exact, and cheap next to a run),
-    before streaming blocks (``--offload sequential``, slow); fp8 storage changes the outputs by its rounding
-    (about 3 % of each weight), a widening pass per layer call costs little."""
+    Where the weights ``parts`` can be stored in one byte (:attr:`WeightParts.int8_storage`), the same settings
+    with ``--weights-dtype int8`` join them: after tiling and ``--offload model`` (exact, and cheap next to a run),
+    before streaming blocks (``--offload sequential``, slow). int8 rather than fp8 storage: the same bytes (plus 4
+    a row), a third to a seventh of fp8's rounding error (0.4-0.9 % of a layer's output against 2.5 %); a
+    widening pass per layer call costs little."""
 
     def estimator(o: str, t: str, **extra: Any) -> Callable[[int, int, int], MemoryEstimate]:
         return request_estimator(shape, transformer, vae, dtype=dtype, offload=o, vae_tiling=t,
@@ -531,22 +532,22 @@ def plan_estimators(
     plain = memory_alternatives(offload, vae_tiling, offload_saves=offload_saves)
     ranked = [(_cost(o, t, False), text, estimator(o, t)) for text, o, t in plain]
     parts: WeightParts | None = kwargs.get("parts")
-    if parts is not None and parts.fp8_storage is not None:
-        fp8_parts = functools.cache(parts.fp8_storage)  # built once, when a verdict first needs it
+    if parts is not None and parts.int8_storage is not None:
+        int8_parts = functools.cache(parts.int8_storage)  # built once, when a verdict first needs it
 
-        def stored_fp8(o: str, t: str) -> Callable[[int, int, int], MemoryEstimate]:
-            return lambda h, w, f: estimator(o, t, parts=fp8_parts())(h, w, f)
+        def stored_int8(o: str, t: str) -> Callable[[int, int, int], MemoryEstimate]:
+            return lambda h, w, f: estimator(o, t, parts=int8_parts())(h, w, f)
 
-        ranked += [(_cost(o, t, True), " ".join(filter(None, ["--weights-dtype fp8", text])), stored_fp8(o, t))
+        ranked += [(_cost(o, t, True), " ".join(filter(None, ["--weights-dtype int8", text])), stored_int8(o, t))
                    for text, o, t in [("", offload, vae_tiling), *plain]]
     ranked.sort(key=lambda r: r[0])  # stable: memory_alternatives' order among equals
     return estimator(offload, vae_tiling), [(text, est) for _, text, est in ranked]
 
 
-def _cost(offload: str, vae_tiling: str, fp8: bool) -> float:
-    """Rank of a memory-saving setting, cheapest first: tiling the decode, offloading by stage, fp8 storage,
+def _cost(offload: str, vae_tiling: str, stored: bool) -> float:
+    """Rank of a memory-saving setting, cheapest first: tiling the decode, offloading by stage, int8 storage,
     then streaming blocks."""
-    return {"none": 0.0, "model": 1.0, "sequential": 3.0}[offload] + (1.5 if fp8 else 0.0) + 0.1 * (vae_tiling == "on")
+    return {"none": 0.0, "model": 1.0, "sequential": 3.0}[offload] + (1.5 if stored else 0.0) + 0.1 * (vae_tiling == "on")
 
 
 def smaller_size(fits: Callable[[int, int, int], bool], height: int, width: int,
@@ -629,7 +630,8 @@ def condition_frames(c: Any, num_frames: int) -> int:
 
 def plan_run(
     requests: Sequence[Any], spec: Any, *, device: torch.device | str, dtype: torch.dtype, fp8: bool, narrow: bool,
-    offload: str, vae_tiling: str, streamed: bool = True, free_bytes: int | None = None, weights_fp8: bool = False,
+    offload: str, vae_tiling: str, streamed: bool = True, free_bytes: int | None = None,
+    weights_storage: str | None = None,
     enhancer_bytes: Sequence[int] = (),
 ) -> RunPlan:
     """Plan every request (resolved :class:`~ltxcli.request.GenerationRequest` s: sizes set, conditions checked)
@@ -637,13 +639,13 @@ def plan_run(
     as the loaders will hold them (``fp8``: ``--dtype fp8``; ``narrow``: layer weights kept in the checkpoint's
     dtype, :func:`ltxcli.loading.keep_narrow`), the text encoder freed after use when there is one request, and
     ``streamed``: the video written chunk by chunk (what ``ltx generate`` does). ``free_bytes``: default, what
-    the device has free now (:func:`ltxcli.memory.decode.free_memory_bytes`). ``weights_fp8``: the blocks'
-    linear weights stored in float8 (``--weights-dtype fp8``). ``enhancer_bytes``: per request, the weights of
+    the device has free now (:func:`ltxcli.memory.decode.free_memory_bytes`). ``weights_storage``: the blocks'
+    linear weights stored in ``"fp8"`` or ``"int8"`` (``--weights-dtype``). ``enhancer_bytes``: per request, the weights of
     its prompt enhancement stage (:func:`ltxcli.enhance.stage.enhancer_bytes`; missing or 0: none)."""
     from .decode import free_memory_bytes
     from .weights import spec_parts
 
-    tcfg, vcfg, parts = spec_parts(spec, dtype, fp8=fp8, narrow=narrow, weights_fp8=weights_fp8)
+    tcfg, vcfg, parts = spec_parts(spec, dtype, fp8=fp8, narrow=narrow, weights_storage=weights_storage)
     free = free_memory_bytes(device) if free_bytes is None else free_bytes
     kind = torch.device(device).type
     plans = []

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..loading import PICKLE_SUFFIXES, inspect_checkpoint, load_transformer, load_upsampler, load_vae
+from ..models.int8 import Int8StoredLinear, convert_to_storage
 from ..models.upcast import compute_dtype
 from ..safetensors_io import CheckpointError, SafetensorsFile
 
@@ -58,9 +59,9 @@ class WeightParts:
     vae_other: int  # latent statistics: resident in every mode
     text_encoder: int = 0
     upsampler: int = 0
-    # the same run with the transformer blocks' linear weights stored in float8 (--weights-dtype fp8), computed
-    # on first call; None where they are float8 already
-    fp8_storage: Callable[[], WeightParts] | None = field(default=None, compare=False, repr=False)
+    # the same run with the transformer blocks' linear weights stored in int8 (--weights-dtype int8: one byte a
+    # weight, as fp8 storage, with less error), computed on first call; None where they are stored narrow already
+    int8_storage: Callable[[], WeightParts] | None = field(default=None, compare=False, repr=False)
 
     @property
     def total(self) -> int:
@@ -77,8 +78,10 @@ class WeightParts:
 
 
 def held_bytes(module: nn.Module) -> int:
-    """Bytes of ``module``'s persistent tensors at the dtypes they hold (meta-device modules work)."""
-    return sum(t.numel() * t.element_size() for t in module.state_dict(keep_vars=True).values())
+    """Bytes of ``module``'s persistent tensors at the dtypes they hold (meta-device modules work), with the
+    per-row scales of int8-stored layers (4 bytes a row: not in the state dict, but as large as a bias)."""
+    rows = sum(m.weight_scale.numel() * 4 for m in module.modules() if isinstance(m, Int8StoredLinear))
+    return rows + sum(t.numel() * t.element_size() for t in module.state_dict(keep_vars=True).values())
 
 
 def scratch_bytes(module: nn.Module) -> int:
@@ -110,28 +113,29 @@ def weight_parts(
 
 
 def meta_modules(
-    path: PathLike, dtype: torch.dtype | None, *, fp8: bool = False, narrow: bool = False, weights_fp8: bool = False
+    path: PathLike, dtype: torch.dtype | None, *, fp8: bool = False, narrow: bool = False,
+    weights_storage: str | None = None,
 ) -> tuple[nn.Module | None, nn.Module | None]:
     """(transformer, VAE) of an official single file or a diffusers folder, built on the meta device by the
     loaders with the run's ``dtype``, ``fp8`` (``keep_fp8``), ``narrow`` (``keep_checkpoint_dtype``) and
-    ``weights_fp8``; a component the checkpoint lacks is ``None``. Broken or pickle-based files fail as the
+    ``weights_storage``; a component the checkpoint lacks is ``None``. Broken or pickle-based files fail as the
     load would."""
     info = inspect_checkpoint(path)
     transformer = vae = None
     if info.transformer is not None:
         transformer = load_transformer(path, device="meta", dtype=dtype, keep_fp8=fp8, keep_checkpoint_dtype=narrow,
-                                       weights_fp8=weights_fp8)
+                                       weights_storage=weights_storage)
     if info.vae is not None:
         vae = load_vae(path, device="meta", dtype=dtype, keep_checkpoint_dtype=narrow)
     return transformer, vae
 
 
 def builtin_modules(
-    dtype: torch.dtype, *, fp8: bool = False, weights_fp8: bool = False
+    dtype: torch.dtype, *, fp8: bool = False, weights_storage: str | None = None
 ) -> tuple[nn.Module, nn.Module]:
     """The built-in ``tiny`` model's transformer and VAE on the meta device, converted as
-    :func:`ltxcli.api.load_pipeline` converts them (cast to ``dtype``; fp8 block linears, or fp8-stored ones)."""
-    from ..models.fp8 import convert_to_fp8, convert_to_fp8_storage
+    :func:`ltxcli.api.load_pipeline` converts them (cast to ``dtype``; fp8 block linears, or stored ones)."""
+    from ..models.fp8 import convert_to_fp8
     from ..models.transformer import LTXVideoTransformer
     from ..models.vae import CausalVideoVAE
     from ..tiny import TINY_TRANSFORMER, tiny_vae_config
@@ -141,19 +145,19 @@ def builtin_modules(
         vae = CausalVideoVAE(tiny_vae_config()).to(dtype)
     if fp8:
         convert_to_fp8(transformer, dtype=dtype)
-    elif weights_fp8:
-        convert_to_fp8_storage(transformer)
+    elif weights_storage:
+        convert_to_storage(weights_storage, transformer)
     return transformer, vae
 
 
 def config_transformer_bytes(
-    config: TransformerConfig, dtype: torch.dtype, *, narrow: torch.dtype | None = None, weights_fp8: bool = False
+    config: TransformerConfig, dtype: torch.dtype, *, narrow: torch.dtype | None = None,
+    weights_storage: str | None = None,
 ) -> int:
     """Bytes a transformer of ``config`` holds as loaded at ``dtype`` (scratch included), from the config alone
     (built on the meta device; no file is read): ``narrow``, the linear weights kept in that dtype and widened
-    per call (the CPU loaders with a bfloat16 checkpoint); ``weights_fp8``, the blocks' linear weights stored
-    in float8 (:func:`ltxcli.models.fp8.convert_to_fp8_storage`)."""
-    from ..models.fp8 import convert_to_fp8_storage
+    per call (the CPU loaders with a bfloat16 checkpoint); ``weights_storage``, the blocks' linear weights stored
+    in ``"fp8"`` or ``"int8"`` (:func:`ltxcli.models.int8.convert_to_storage`)."""
     from ..models.transformer import LTXVideoTransformer
     from ..models.upcast import convert_to_upcast
 
@@ -164,18 +168,18 @@ def config_transformer_bytes(
             if isinstance(m, nn.Linear) and m.bias is not None:
                 m.weight = nn.Parameter(m.weight.detach().to(narrow), requires_grad=False)
         convert_to_upcast(model)
-    if weights_fp8:
-        convert_to_fp8_storage(model)
+    if weights_storage:
+        convert_to_storage(weights_storage, model)
     return held_bytes(model) + scratch_bytes(model)
 
 
 def checkpoint_parts(
     path: PathLike, dtype: torch.dtype | None = None, *, fp8: bool = False, narrow: bool = False,
-    text_encoder: int = 0, upsampler: int = 0, weights_fp8: bool = False,
+    text_encoder: int = 0, upsampler: int = 0, weights_storage: str | None = None,
 ) -> WeightParts:
     """:class:`WeightParts` of an official single file or a diffusers folder as the loaders would hold it
     (:func:`meta_modules`)."""
-    transformer, vae = meta_modules(path, dtype, fp8=fp8, narrow=narrow, weights_fp8=weights_fp8)
+    transformer, vae = meta_modules(path, dtype, fp8=fp8, narrow=narrow, weights_storage=weights_storage)
     return weight_parts(transformer, vae, text_encoder=text_encoder, upsampler=upsampler)
 
 
@@ -232,27 +236,27 @@ def text_encoder_bytes(folder: PathLike, dtype: torch.dtype | None = None) -> in
 
 
 def spec_parts(
-    spec: ModelSpec, dtype: torch.dtype, *, fp8: bool = False, narrow: bool = False, weights_fp8: bool = False
+    spec: ModelSpec, dtype: torch.dtype, *, fp8: bool = False, narrow: bool = False, weights_storage: str | None = None
 ) -> tuple[TransformerConfig, VAEConfig, WeightParts]:
     """(transformer config, VAE config, :class:`WeightParts` by stage) of every weight a run of ``spec`` loads
     at ``dtype``, from headers only: the built-in model's modules (:func:`builtin_modules`), else the
     checkpoint's (:func:`checkpoint_parts`) with its text encoder (:func:`text_encoder_bytes`) and upsampler
     (:func:`upsampler_bytes`). ``fp8``: the transformer blocks' linear weights kept in float8 (``--dtype fp8``);
-    ``narrow``: the loaders keep layer weights in the checkpoint's dtype (CPU runs); ``weights_fp8``: the
-    blocks' linear weights stored in float8 and widened per call (``--weights-dtype fp8``). Without either fp8
-    setting, the parts' ``fp8_storage`` gives those of the same run with ``weights_fp8`` (built when called:
-    what the memory plan offers where the weights would not fit otherwise)."""
-    tcfg, vcfg, parts = _spec_parts(spec, dtype, fp8=fp8, narrow=narrow, weights_fp8=weights_fp8)
-    if not (fp8 or weights_fp8):
-        parts = replace(parts, fp8_storage=lambda: _spec_parts(spec, dtype, narrow=narrow, weights_fp8=True)[2])
+    ``narrow``: the loaders keep layer weights in the checkpoint's dtype (CPU runs); ``weights_storage``: the
+    blocks' linear weights stored in ``"fp8"`` or ``"int8"`` and widened per call (``--weights-dtype``). Without
+    either, the parts' ``int8_storage`` gives those of the same run with int8 storage (built when called: what the
+    memory plan offers where the weights would not fit otherwise)."""
+    tcfg, vcfg, parts = _spec_parts(spec, dtype, fp8=fp8, narrow=narrow, weights_storage=weights_storage)
+    if not (fp8 or weights_storage):
+        parts = replace(parts, int8_storage=lambda: _spec_parts(spec, dtype, narrow=narrow, weights_storage="int8")[2])
     return tcfg, vcfg, parts
 
 
 def _spec_parts(
-    spec: ModelSpec, dtype: torch.dtype, *, fp8: bool = False, narrow: bool = False, weights_fp8: bool = False
+    spec: ModelSpec, dtype: torch.dtype, *, fp8: bool = False, narrow: bool = False, weights_storage: str | None = None
 ) -> tuple[TransformerConfig, VAEConfig, WeightParts]:
     if spec.kind == "builtin":
-        transformer, vae = builtin_modules(dtype, fp8=fp8, weights_fp8=weights_fp8)
+        transformer, vae = builtin_modules(dtype, fp8=fp8, weights_storage=weights_storage)
         return transformer.config, vae.config, weight_parts(transformer, vae)
     info = spec.header()  # read now: the download step may have replaced files since the spec was resolved
     # a generating spec's header has both (ltxcli.spec.inspect_model refuses a checkpoint without them)
@@ -262,7 +266,7 @@ def _spec_parts(
     up = spec.upsampler.path if spec.upsampler is not None else None
     up_bytes = upsampler_bytes(up, dtype, narrow=narrow) if up is not None else 0
     parts = checkpoint_parts(spec.path, dtype, fp8=fp8, narrow=narrow, text_encoder=te_bytes, upsampler=up_bytes,
-                             weights_fp8=weights_fp8)
+                             weights_storage=weights_storage)
     return info.transformer, info.vae, parts
 
 
