@@ -1,13 +1,16 @@
 #!/usr/bin/env python
-"""fp8 weight storage on the CPU (issue 18, point 2): the full-size 2B transformer with random weights, its
+"""One-byte weight storage on the CPU (issue 18, point 2): the full-size 2B transformer with random weights, its
 linear weights kept in bfloat16 and widened per call (the CPU loader's default for a bf16 checkpoint) against
-the same weights with the blocks' linears stored in float8 e4m3 + per-tensor scale (``--weights-dtype fp8``).
+the same weights with the blocks' linears stored in float8 e4m3 + per-tensor scale (``--weights-dtype fp8``) and
+as int8 + one float32 scale per output row (``--weights-dtype int8``).
 
-Reported: the bytes each holds (state dict + upcast scratch, what the memory plan counts), the process RSS each
-build adds (one child process per variant: the fp8 one quantises the bf16 weights and frees them, as the
-loader does tensor by tensor), one forward each at the ``vs_diffusers.py transformer`` inputs (384 video
-tokens, CFG batch 2, float32 compute) and the relative error of the fp8-stored output against the unquantised
-one. Targets: resident weights <= 0.55x of bfloat16-kept, output within 2e-2 relative. A benchmark, not a test.
+Reported per stored variant: the bytes each holds (state dict + int8 row scales + upcast scratch, what the memory
+plan counts) and their ratio to bf16-kept, the process RSS each build adds (one child process per variant: a
+stored one quantises the bf16 weights and frees them, as the loader does tensor by tensor), one forward each at
+the ``vs_diffusers.py transformer`` inputs (384 video tokens, CFG batch 2, float32 compute) and the relative error
+of its output against the unquantised one. Targets: resident weights <= 0.55x of bfloat16-kept, output within
+2e-2 relative. A benchmark, not a test. ``--variants`` picks which run (default all three); ``--layers N`` builds
+only N blocks (a quick check that the script runs; the figures are the 2B's only at the default 28).
 
 ``--floor`` (seconds, no 2B build): where the 2e-2 target sits against what e4m3 can represent. On full-size layer
 shapes (2048x2048, 8192x2048, 2048x8192 ``[out, in]``) with fan-in scaled weights (uniform, the random 2B's init,
@@ -16,9 +19,12 @@ under: the per-tensor ``amax / 448`` scale (what ``--weights-dtype fp8`` stores)
 weight MSE (searched over ``amax / 448 * c``, ``c`` in [1, 2] covering every alignment of the values to the e4m3
 grid: the floor over per-tensor scales), per-output-channel ``amax / 448`` scales, and e4m3's mantissa rounding with
 an unbounded exponent at the weights' own (power-of-two) scale; int8 with per-channel scales and bfloat16 for
-comparison. Then the tiny model's whole forward (``ltxcli.tiny``) with per-tensor and per-channel e4m3.
+comparison (int8 per-row as ``--weights-dtype int8`` stores it, :func:`ltxcli.models.int8.quantize_int8`). Then the
+tiny model's whole forward (``ltxcli.tiny``) with per-tensor and per-channel e4m3 and the library's int8 storage.
 
     python benchmarks/fp8_storage.py
+    python benchmarks/fp8_storage.py --variants bf16 int8
+    python benchmarks/fp8_storage.py --layers 2 --json /tmp/quick.json   # seconds-to-minutes: the script works
     python benchmarks/fp8_storage.py --floor
 """
 
@@ -43,26 +49,29 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from vs_diffusers import TRANSFORMER_2B, rel, rss_bytes, run_ours_transformer, transformer_inputs  # noqa: E402
 
 from ltxcli.memory.weights import held_bytes, scratch_bytes  # noqa: E402
-from ltxcli.models.fp8 import convert_to_fp8_storage  # noqa: E402
+from ltxcli.models.int8 import convert_to_storage, quantize_int8  # noqa: E402
 from ltxcli.models.transformer import LTXVideoTransformer  # noqa: E402
 from ltxcli.perf.bench import materialize_random_  # noqa: E402
 
+VARIANTS = ("bf16", "fp8", "int8")  # bf16-kept (the reference), then the --weights-dtype storage modes
 
-def build(fp8: bool) -> torch.nn.Module:
+
+def build(variant: str, layers: int = TRANSFORMER_2B.num_layers) -> torch.nn.Module:
     with torch.device("meta"):
-        model = LTXVideoTransformer(dataclasses.replace(TRANSFORMER_2B, causal_temporal_positioning=True))
+        model = LTXVideoTransformer(dataclasses.replace(TRANSFORMER_2B, causal_temporal_positioning=True,
+                                                        num_layers=layers))
     materialize_random_(model, device="cpu", dtype=torch.float32, seed=0, narrow=torch.bfloat16)
-    if fp8:
-        convert_to_fp8_storage(model)
+    if variant != "bf16":
+        convert_to_storage(variant, model)  # "fp8" or "int8", as the loader's --weights-dtype
         gc.collect()
     return model
 
 
-def child(variant: str) -> dict[str, Any]:
+def child(variant: str, layers: int) -> dict[str, Any]:
     """One variant in this process: RSS added by the build, bytes held, one forward (seconds, output saved)."""
     gc.collect()
     before = rss_bytes()
-    model = build(variant == "fp8")
+    model = build(variant, layers)
     gc.collect()
     built = rss_bytes()
     inp = transformer_inputs(torch.float32)
@@ -71,7 +80,7 @@ def child(variant: str) -> dict[str, Any]:
         t0 = time.perf_counter()
         out = run_ours_transformer(model, inp)
         seconds = time.perf_counter() - t0
-    path = Path(f"/tmp/ltx-fp8-storage-{variant}.pt")
+    path = Path(f"/tmp/ltx-fp8-storage-{variant}-{layers}.pt")
     torch.save(out, path)
     return {"variant": variant, "held_bytes": held_bytes(model) + scratch_bytes(model), "build_rss_bytes": built - before,
             "forward_s": seconds, "output": str(path)}
@@ -96,8 +105,9 @@ def mantissa_3bit(w: torch.Tensor) -> torch.Tensor:
 
 
 def int8_per_channel(w: torch.Tensor) -> torch.Tensor:
-    scale = w.abs().amax(dim=1, keepdim=True) / 127
-    return (w / scale).round().clamp(-127, 127) * scale
+    """``w`` stored as ``--weights-dtype int8`` stores it (codes and a scale per output row), widened back."""
+    codes, scale = quantize_int8(w)
+    return codes.float() * scale[:, None]
 
 
 def weight_variants(w: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -112,7 +122,7 @@ def weight_variants(w: torch.Tensor) -> dict[str, torch.Tensor]:
     out[f"e4m3 per-tensor MSE-best (c={best[1]:.3g})"] = e4m3_dequantised(w, amax / 448 * best[1])
     out["e4m3 per-channel amax/448"] = e4m3_dequantised(w, w.abs().amax(dim=1, keepdim=True) / 448)
     out["e4m3 mantissa only (no range limit)"] = mantissa_3bit(w)
-    out["int8 per-channel amax/127"] = int8_per_channel(w)
+    out["int8 per-row amax/127 (--weights-dtype int8)"] = int8_per_channel(w)
     out["bfloat16"] = w.to(torch.bfloat16).float()
     return out
 
@@ -136,15 +146,15 @@ def floor(seed: int = 0, rows: int = 64) -> dict[str, Any]:
                 row = {"init": init, "shape": [out_f, in_f], "variant": name,
                        "output_rel_err": rel(x @ wq.t(), y), "weight_rel_err": rel(wq, w)}
                 res["linear"].append(row)
-                print(f"  {init:<8} {out_f}x{in_f:<5} {name:<38} output {row['output_rel_err']:.3e}   "
+                print(f"  {init:<8} {out_f}x{in_f:<5} {name:<48} output {row['output_rel_err']:.3e}   "
                       f"weights {row['weight_rel_err']:.3e}")
     res["tiny"] = floor_tiny(seed)
     return res
 
 
 def floor_tiny(seed: int) -> dict[str, float]:
-    """The tiny model's forward (float32) against its block linears stored per tensor / per channel in e4m3:
-    relative output error, its own init (uniform, nn.Linear's) and Gaussian fan-in scaled."""
+    """The tiny model's forward (float32) against its block linears stored per tensor / per channel in e4m3 and
+    per row in int8: relative output error, its own init (uniform, nn.Linear's) and Gaussian fan-in scaled."""
     import copy
 
     from ltxcli.models.fp8 import convert_to_fp8_storage, fp8_storage_keys
@@ -171,9 +181,11 @@ def floor_tiny(seed: int) -> dict[str, float]:
             ref = model(**inp)
             stored = copy.deepcopy(model)
             convert_to_fp8_storage(stored)  # the library's per-tensor storage
-            variants = {"e4m3 per-tensor (--weights-dtype fp8)": stored}
+            int8 = copy.deepcopy(model)
+            convert_to_storage("int8", int8)  # the library's per-row int8 storage
+            variants = {"e4m3 per-tensor (--weights-dtype fp8)": stored, "int8 per-row (--weights-dtype int8)": int8}
             for name, fn in (("e4m3 per-channel", lambda w: e4m3_dequantised(w, w.abs().amax(1, keepdim=True) / 448)),
-                             ("e4m3 mantissa only", mantissa_3bit), ("int8 per-channel", int8_per_channel)):
+                             ("e4m3 mantissa only", mantissa_3bit)):
                 m = copy.deepcopy(model)
                 for key in keys:
                     m.get_parameter(key).copy_(fn(m.get_parameter(key).float()))
@@ -186,8 +198,14 @@ def floor_tiny(seed: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--child", choices=["bf16", "fp8"], help=argparse.SUPPRESS)
-    parser.add_argument("--floor", action="store_true", help="the error floor of e4m3 storage (seconds)")
+    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+                        help="bf16 (bf16-kept, the reference: always run), fp8 (--weights-dtype fp8), int8 "
+                             "(--weights-dtype int8); default: all three")
+    parser.add_argument("--layers", type=int, default=TRANSFORMER_2B.num_layers,
+                        help="transformer blocks to build (default 28: the 2B; fewer: a quick check of the script)")
+    parser.add_argument("--floor", action="store_true",
+                        help="the error floor of e4m3 storage, with int8 per row beside it (seconds, no 2B build)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     if args.floor:
@@ -196,25 +214,29 @@ def main() -> None:
             args.json.write_text(json.dumps(res, indent=1))
         return
     if args.child:
-        print(json.dumps(child(args.child)))
+        print(json.dumps(child(args.child, args.layers)))
         return
-    res: dict[str, Any] = {}
-    for variant in ("bf16", "fp8"):
-        print(f"{variant}: building the 2B in a child process", flush=True)
-        proc = subprocess.run([sys.executable, __file__, "--child", variant], capture_output=True, text=True, check=True)
+    variants = ["bf16", *(v for v in VARIANTS[1:] if v in args.variants)]
+    res: dict[str, Any] = {"layers": args.layers}
+    for variant in variants:
+        print(f"{variant}: building the transformer ({args.layers} blocks) in a child process", flush=True)
+        proc = subprocess.run([sys.executable, __file__, "--child", variant, "--layers", str(args.layers)],
+                              capture_output=True, text=True, check=True)
         res[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
-    a, b = (torch.load(res[v]["output"]) for v in ("fp8", "bf16"))
-    res["rel_err"] = rel(a, b)
-    res["held_ratio"] = res["fp8"]["held_bytes"] / res["bf16"]["held_bytes"]
-    res["rss_ratio"] = res["fp8"]["build_rss_bytes"] / res["bf16"]["build_rss_bytes"]
-    res["forward_ratio"] = res["fp8"]["forward_s"] / res["bf16"]["forward_s"]
     gib = 2**30
-    for v in ("bf16", "fp8"):
+    for v in variants:
         r = res[v]
-        print(f"{v:>4}: held {r['held_bytes'] / gib:.2f} GiB, build RSS +{r['build_rss_bytes'] / gib:.2f} GiB, "
+        print(f"{v:>4}: held {r['held_bytes'] / gib:.3f} GiB, build RSS +{r['build_rss_bytes'] / gib:.3f} GiB, "
               f"forward {r['forward_s']:.2f} s")
-    print(f"fp8 / bf16-kept: held {res['held_ratio']:.3f}, RSS {res['rss_ratio']:.3f}, forward time "
-          f"{res['forward_ratio']:.3f} (target <= 0.55); output rel err {res['rel_err']:.2e} (target <= 2e-2)")
+    ref = torch.load(res["bf16"]["output"])
+    for v in variants[1:]:
+        r = res[v]
+        r["rel_err"] = rel(torch.load(r["output"]), ref)
+        r["held_ratio"] = r["held_bytes"] / res["bf16"]["held_bytes"]
+        r["rss_ratio"] = r["build_rss_bytes"] / res["bf16"]["build_rss_bytes"]
+        r["forward_ratio"] = r["forward_s"] / res["bf16"]["forward_s"]
+        print(f"{v} / bf16-kept: held {r['held_ratio']:.3f} (target <= 0.55), RSS {r['rss_ratio']:.3f}, forward time "
+              f"{r['forward_ratio']:.3f}; output rel err {r['rel_err']:.2e} (target <= 2e-2)")
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))
 

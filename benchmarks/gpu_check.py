@@ -6,7 +6,8 @@ Steps (each a child process with its own timeout, so one failure costs only its 
 * ``gpu-tests``: the test suite's GPU-only tests (``pytest -k test_gpu_``).
 * ``paper-*``: ``ltx bench --random-weights`` at the paper setting (2B 0.9.5, 768x512x121, 20 steps, CFG) in
   bfloat16, with fp8 matmuls (``--dtype fp8``, compute capability 8.9+), with ``--compile``, with fp8 weight
-  storage (``--weights-dtype fp8`` through the library), and with each attention backend that imports here.
+  storage and int8 weight storage (``--weights-dtype fp8`` / ``int8`` through the library), and with each
+  attention backend that imports here.
 * ``distilled``: the 2B 0.9.8-distilled preset at 1216x704x121; ``13b-distilled``: the 13B 0.9.8-distilled
   multi-scale preset at 768x512x121.
 * ``vs-diffusers``: diffusers' ``LTXVideoTransformer3DModel`` and ltxcli's transformer on the SAME random 2B
@@ -93,8 +94,8 @@ def plan() -> list[Step]:
              needs="fp8"),
         Step("paper-compile", "ltx bench, paper setting, bfloat16, --compile",
              _bench(PAPER_PRESET, "--dtype", "bfloat16", "--compile"), 90),
-        Step("paper-fp8-storage", "paper setting, bfloat16, fp8 weight storage (--weights-dtype fp8)",
-             _child("fp8-storage"), 45),
+        Step("paper-fp8-storage", "paper setting, bfloat16, fp8 and int8 weight storage (--weights-dtype fp8/int8)",
+             _child("fp8-storage"), 70),
     ]
     steps += [Step(f"paper-attention-{a}", f"ltx bench, paper setting, bfloat16, --attention {a}",
                    _bench(PAPER_PRESET, "--dtype", "bfloat16", "--attention", a), 35, needs=f"attention:{a}")
@@ -344,22 +345,25 @@ def child_bf16_vs_fp32() -> dict[str, Any]:
 
 
 def child_fp8_storage() -> dict[str, Any]:
-    """The paper setting with the transformer blocks' weights stored in fp8 and widened per layer (through the
-    library: ``ltx bench`` has no --weights-dtype), against the same run in bfloat16: seconds and peak memory."""
+    """The paper setting with the transformer blocks' weights stored in fp8, then in int8 (per-row scales), and
+    widened per layer (through the library: ``ltx bench`` has no --weights-dtype), against the same run in
+    bfloat16: seconds, transformer bytes (int8's row scales included) and peak memory."""
     import torch
 
-    from ltxcli.models.fp8 import convert_to_fp8_storage
+    from ltxcli.memory.weights import held_bytes
+    from ltxcli.models.int8 import convert_to_storage
     from ltxcli.perf.bench import build_random_pipeline
     from ltxcli.presets import PRESETS
 
     dev = torch.device("cuda")
-    pipe, _, _ = build_random_pipeline(PRESETS[PAPER_PRESET], dev, torch.bfloat16, text_encoder="skip", seed=0)
     out: dict[str, Any] = {}
-    for label in ("bf16", "fp8_storage"):
-        if label == "fp8_storage":
-            convert_to_fp8_storage(pipe.transformer)
+    for label in ("bf16", "fp8_storage", "int8_storage"):
+        # each variant from the same random bf16 weights (seed 0), never one stored mode from another
+        pipe, _, _ = build_random_pipeline(PRESETS[PAPER_PRESET], dev, torch.bfloat16, text_encoder="skip", seed=0)
+        if label != "bf16":
+            convert_to_storage(label.removesuffix("_storage"), pipe.transformer)
             torch.cuda.empty_cache()
-        weights = sum(t.numel() * t.element_size() for t in pipe.transformer.state_dict().values())
+        weights = held_bytes(pipe.transformer)
         kw = dict(height=512, width=768, num_frames=121, steps=20, seed=0)
         pipe.generate("a cat", **kw)  # warm-up
         torch.cuda.reset_peak_memory_stats(dev)
@@ -370,6 +374,8 @@ def child_fp8_storage() -> dict[str, Any]:
         out[f"{label}_s"] = time.perf_counter() - t0
         out[f"{label}_transformer_bytes"] = weights
         out[f"{label}_peak_bytes"] = torch.cuda.max_memory_allocated(dev)
+        del pipe  # the next variant's build starts without this one's weights
+        torch.cuda.empty_cache()
     return out
 
 

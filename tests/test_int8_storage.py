@@ -302,3 +302,18 @@ def test_cli_weights_dtype_int8_records_and_resumes(tmp_path):
     for extra in ([], ["--weights-dtype", "fp8"]):
         record, err = run(*extra)
         assert record["status"] == "skipped" and other in err, extra
+
+
+def test_fp8_stored_model_converted_to_int8_keeps_its_values():
+    """A model whose block linears are fp8-stored already (codes times a per-tensor scale) converts to int8 from
+    those values, not from the bare codes."""
+    from ltxcli.models.fp8 import convert_to_fp8_storage
+
+    model = tiny_model(seed=6)
+    convert_to_fp8_storage(model)
+    layer = model.transformer_blocks[1].attn1.to_v
+    values = layer.weight.to(torch.float32) * layer.weight_scale  # by hand: e4m3 codes times their scale
+    convert_to_int8_storage(model)
+    codes, scales = reference_int8(values)
+    assert type(layer) is Int8StoredLinear and storage_mode(model) == "int8"
+    assert np.array_equal(layer.weight.numpy(), codes) and np.array_equal(layer.weight_scale.numpy(), scales)

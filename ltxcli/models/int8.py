@@ -39,9 +39,10 @@ def quantize_int8(w: Tensor) -> tuple[Tensor, Tensor]:
     ``codes = round(w / scale)`` (half to even, as ``torch.round``) clamped to ±127. Computed in float32 on
     ``w``'s device (a float8 weight is widened first: its values are exact in float32)."""
     w32 = w.detach().to(torch.float32)
-    # [out, in] -> [out]: one scale per output channel
-    scale = (w32.abs().amax(dim=1) / INT8_MAX).clamp(min=torch.finfo(torch.float32).tiny)
-    codes = torch.round(w32 / scale[:, None]).clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)
+    # [out, in] -> [out]: one scale per output channel; max(amax, -amin) is amax(|w|) without an |w| temporary
+    amax = torch.maximum(w32.amax(dim=1), w32.amin(dim=1).neg())
+    scale = (amax / INT8_MAX).clamp(min=torch.finfo(torch.float32).tiny)
+    codes = w32.div(scale[:, None]).round_().clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)  # one float temporary
     return codes, scale
 
 
@@ -84,6 +85,8 @@ def convert_to_int8_storage(transformer: nn.Module, scales: Mapping[str, Tensor]
         name = key.removesuffix(".weight")
         layer = transformer.get_submodule(name)
         w = layer.weight.detach()
+        if isinstance(layer, FP8StoredLinear):  # fp8-stored already: its values are the codes times their scale
+            w = w.to(torch.float32) * layer.weight_scale
         if w.dtype == torch.int8:
             if name not in scales:
                 raise ValueError(f"{name}: int8 codes without their per-row scales")
