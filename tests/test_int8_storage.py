@@ -302,6 +302,14 @@ def test_cli_weights_dtype_int8_records_and_resumes(tmp_path):
     for extra in ([], ["--weights-dtype", "fp8"]):
         record, err = run(*extra)
         assert record["status"] == "skipped" and other in err, extra
+    # records written before int8 storage existed carry no weights_dtype: they stored what their fp8 key says
+    legacy = {k: v for k, v in meta.items() if k != "weights_dtype"}
+    for fp8, same in (("storage", ["--weights-dtype", "fp8"]), (None, [])):
+        media.write_video(out, torch.zeros(9, 64, 64, 3), 24, metadata={**legacy, "fp8": fp8}, overwrite=True)
+        record, err = run(*same)
+        assert record["status"] == "skipped" and other not in err, fp8
+        record, err = run("--weights-dtype", "int8")
+        assert record["status"] == "skipped" and other in err, fp8
 
 
 def test_fp8_stored_model_converted_to_int8_keeps_its_values():

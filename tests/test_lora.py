@@ -412,9 +412,10 @@ def test_int8_storage_merges_into_the_codes_requantises_and_unloads(base, inputs
         assert torch.equal(layer.weight_scale, scale), name
 
 
-def test_fp8_storage_lora_at_load_equals_per_request(tmp_path) -> None:
-    """load_pipeline(weights_dtype="fp8", loras=...) on a checkpoint gives the bits of a LoRA set per request; no
-    LoRA gives the plain fp8 pipeline's video."""
+@pytest.mark.parametrize("storage", ["fp8", "int8"])
+def test_fp8_storage_lora_at_load_equals_per_request(tmp_path, storage) -> None:
+    """load_pipeline(weights_dtype="fp8" / "int8", loras=...) on a checkpoint gives the bits of a LoRA set per
+    request; no LoRA gives the plain stored pipeline's video."""
     from tiny_t5 import make_tiny_text_encoder
 
     from ltxcli.tiny import build_pipeline
@@ -425,8 +426,9 @@ def test_fp8_storage_lora_at_load_equals_per_request(tmp_path) -> None:
     te = make_tiny_text_encoder(tmp_path / "te")
     path = tiny_lora(tmp_path, 93)
     kw = {"height": 64, "width": 64, "num_frames": 9, "steps": 2, "seed": 3, "enhance_prompt": "off"}
-    at_load = ltxcli.load_pipeline(ckpt, text_encoder=te, weights_dtype="fp8", loras=[(str(path), 0.7)])
-    plain = ltxcli.load_pipeline(ckpt, text_encoder=te, weights_dtype="fp8")
+    at_load = ltxcli.load_pipeline(ckpt, text_encoder=te, weights_dtype=storage, loras=[(str(path), 0.7)])
+    plain = ltxcli.load_pipeline(ckpt, text_encoder=te, weights_dtype=storage)
+    assert at_load.compute_record()["weights_dtype"] == plain.compute_record()["weights_dtype"] == storage
     styled = at_load.generate("a cat", **kw)
     assert styled.settings["loras"][0]["scale"] == 0.7
     per_request = plain.generate("a cat", loras=[(str(path), 0.7)], **kw)
