@@ -292,6 +292,7 @@ def test_cli_weights_dtype_int8_records_and_resumes(tmp_path):
     assert "int8 cannot be combined with dtype fp8" in bad.stderr
     record, _ = run("--weights-dtype", "int8")
     assert record["status"] == "ok" and out.exists(), record
+    assert record["settings"]["weights_dtype"] == "int8" and record["settings"]["fp8"] is None  # the --json line
     from ltxcli import media
 
     meta = media.read_video_metadata(out)
