@@ -1,5 +1,5 @@
 """The CPU's ``auto`` choices, made by measuring this host: a short calibration on the model's layer shapes at first
-use, cached per CPU model, torch version and thread count.
+use, cached per CPU model, instruction sets, torch version and thread count.
 
 Three choices were fixed rules tuned on one AVX-512 AMD EPYC and lose elsewhere (an AVX2-only EPYC ran the 2B step
 1.14x faster with the BLAS GEMMs than through oneDNN, BENCHMARKS.md). Each is now the faster candidate measured
@@ -165,9 +165,24 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+#: Environment variables that lower the instruction set oneDNN or MKL use (part of :func:`host_key`).
+ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def instruction_sets() -> str:
+    """The vector instructions the kernels run: ATen's CPU capability (``AVX512``, ``AVX2``, ...;
+    ``ATEN_CPU_CAPABILITY`` lowers it) and any limit set on oneDNN's or MKL's (:data:`ISA_LIMITS`). Which GEMM
+    route wins depends on them, not only on the CPU model (the same EPYC model name is sold with and without
+    AVX-512 enabled in a VM), and they let an AVX-512 host measure as an AVX2-only one."""
+    parts = [torch.backends.cpu.get_cpu_capability()]
+    parts += [f"{var}={os.environ[var]}" for var in ISA_LIMITS if os.environ.get(var)]
+    return " ".join(parts)
+
+
 def host_key() -> str:
-    """What the measurements depend on: the CPU model, the torch build and the threads it uses."""
-    return f"{cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    """What the measurements depend on: the CPU model, the instruction sets used, the torch build and the threads
+    it uses."""
+    return f"{cpu_model()} | {instruction_sets()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
 
 
 def _read() -> dict[str, Any]:
@@ -326,5 +341,6 @@ def report() -> dict[str, Any]:
 
 __all__ = [
     "ENV_DIR", "CpuChoices", "HostMeasure", "Measure", "apply", "cache_file", "cached", "cached_keep_narrow",
-    "choose_conv", "choose_gemm", "choose_narrow", "cpu_choices", "cpu_model", "for_configs", "host_key", "report",
+    "choose_conv", "choose_gemm", "choose_narrow", "cpu_choices", "cpu_model", "for_configs", "host_key",
+    "instruction_sets", "report",
 ]

@@ -47,6 +47,7 @@ from .models.upcast import compute_dtype
 from .models.upsampler import adain
 from .presets import NEUTRAL, PassSettings, Preset
 from .request import HARD_EPS, Condition, GenerationRequest, ResolvedRequest, as_list, resolve_request
+from .text_cache import TextKVCache
 
 _SEED_RANGE = 2**31
 
@@ -621,15 +622,17 @@ class Pipeline:
         updates = [(schedule[i] - HARD_EPS < open_mask).unsqueeze(-1) for i in range(n_steps)] \
             if open_mask is not None else None
 
+        # the text's cross-attention keys and values, once per slice of the text batch instead of at every step
+        # (not under sequential offload: a block's weights reach the device only inside its own call)
+        slices = [sampling.text_rows(do_cfg, n_conds) for do_cfg, _, n_conds in plan]
+        text_kv = TextKVCache(self.transformer, text, slices, enabled=self.offload.value != "sequential")
         if progress:
             progress("denoise", 0, n_steps)  # the clock of the steps/s and time-left estimates starts here
         # the step cache (--cache) wraps the transformer for this pass only: every pass starts with a fresh state
         with step_cache.attached(self.transformer, r.cache, r.cache_threshold, n_steps) as cache:
             for i, t in enumerate(ts):
                 do_cfg, do_stg, n_conds = plan[i]
-                # text batch is [negative, positive, positive]; pick the branches this step runs
-                lo = 0 if do_cfg else 1
-                sl = slice(lo, lo + n_conds)
+                sl = slices[i]
 
                 if renoise:
                     noised = init_tokens + image_cond_noise_scale * cond_noise[i] * t_sq[i]
@@ -646,6 +649,7 @@ class Pipeline:
                 v = self.transformer(
                     x_in, text[sl], tau, rope=rope, encoder_attention_mask=text_mask[sl],
                     skip_layer_mask=skip_mask, skip_layer_strategy=mode if skip_mask is not None else None,
+                    text_kv=text_kv.at(i),
                 )
                 chunks = v.chunk(n_conds)
                 v_u = chunks[0] if do_cfg else None
@@ -663,6 +667,7 @@ class Pipeline:
                 if progress:
                     progress("denoise", i + 1, n_steps)
 
+        text_kv.clear()
         self.cache_tally.add(cache)
 
         tokens = tokens[:, n_extra:]

@@ -270,6 +270,13 @@ def guidance_branches(cfg: float, stg: float) -> int:
     return 1 + cfg_active(cfg) + stg_active(stg)
 
 
+def text_rows(do_cfg: bool, branches: int) -> slice:
+    """The rows of the text batch ``[negative, positive, positive]`` a step with ``branches`` branches runs: from the
+    negative prompt's with CFG, else from the positive one's."""
+    lo = 0 if do_cfg else 1
+    return slice(lo, lo + branches)
+
+
 def pass_branches(guidance_scale: float | Sequence[float], stg_scale: float | Sequence[float]) -> int:
     """The largest :func:`guidance_branches` of any step of a pass with these (scalar or per-interval) scales:
     per-interval lists pair by index (both are indexed through the same ``guidance_timesteps``), a scalar

@@ -62,6 +62,9 @@ def test_transformer_flops_one_block_by_hand():
     # per-token timesteps put every token through the adaLN MLP
     per_token = transformer_flops(HAND, tokens=5, text_len=3, timestep_rows=5)
     assert per_token["total"] - got["total"] == 4 * (4096 + 128 + 768)
+    # with the text's keys and values computed before (ltxcli.text_cache): no attn2 k,v (768), no caption (288 + 384)
+    cached = transformer_flops(HAND, tokens=5, text_len=3, text_kv=True)
+    assert got["total"] - cached["total"] == 768 + 288 + 384
 
 
 def _count_transformer_calls(cfg: TransformerConfig, batch: int, n: int, s: int) -> float:
@@ -330,7 +333,9 @@ def test_tiny_run_flops_are_those_of_the_shapes_that_ran(tiny_run):
     r = tiny_run
     # tiny preset: CFG + STG -> 3 branches per step; 64x96x9 -> latent 2x2x3 = 12 tokens; prompts padded to 256
     assert r.transformer_calls == 2 and r.branches == [3, 3] and r.tokens == [12, 12]
-    assert r.stages["denoise"].flops == 2 * transformer_flops(TINY_TRANSFORMER, 12, 256, batch=3)["total"]
+    # the first step projects the text for the pass (ltxcli.text_cache), the second reuses its keys and values
+    assert r.stages["denoise"].flops == (transformer_flops(TINY_TRANSFORMER, 12, 256, batch=3)["total"]
+                                         + transformer_flops(TINY_TRANSFORMER, 12, 256, batch=3, text_kv=True)["total"])
     assert r.stages["decode"].flops == vae_decoder_flops(tiny_vae_config(), 2, 2, 3)
     text_cfg = bench.random_architecture(bench_preset("tiny")).text
     assert r.stages["text"].flops == t5_encoder_flops(text_cfg, 256, batch=2)  # prompt + negative prompt

@@ -5,6 +5,7 @@ The selection logic runs on faked timings; the cache on a counting fake; ``ltx d
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -207,3 +208,19 @@ def test_processes_of_one_host_measure_once_and_agree(tmp_path):
     outs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert outs[0] == outs[1] and set(outs[0]) == {"gemm 64x256", "narrow 64x256"}
+
+
+def test_a_lowered_instruction_set_is_another_host():
+    """``ATEN_CPU_CAPABILITY`` / ``ONEDNN_MAX_CPU_ISA`` change which kernels run (an AVX-512 host then measures as an
+    AVX2-only one), so a process with them set must not reuse this process's measurements."""
+    code = "import torch; torch.set_num_threads(1); from ltxcli import calibrate as C; print(C.host_key())"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for var in ("ATEN_CPU_CAPABILITY", *C.ISA_LIMITS):
+        env.pop(var, None)
+    run = functools.partial(subprocess.run, [sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=120)
+    plain = run(env=env).stdout.strip()
+    lowered = run(env={**env, "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}).stdout.strip()
+    assert plain != lowered
+    assert " | DEFAULT ONEDNN_MAX_CPU_ISA=SSE41 | torch " in lowered
+    assert "=" not in plain.split(" | ")[1]  # no limit set: the capability alone

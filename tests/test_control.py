@@ -281,9 +281,11 @@ def test_memory_plan_counts_control_and_depth():
     tokens = 7 * 8 * 12  # latent frames x rows x columns at 256x384x49
     dim = TINY_TRANSFORMER.num_attention_heads * TINY_TRANSFORMER.attention_head_dim
     branches = 3
+    # the text's keys and values of each block (ltxcli.text_cache): 256 text tokens per branch, whatever the control
+    text_kv = 2 * TINY_TRANSFORMER.num_layers * branches * 256 * dim * 4
     # per-token timesteps (34 units) over twice the tokens
-    assert ctrl.stage("denoise").activations == 34 * branches * 2 * tokens * dim * 4
-    assert plain.stage("denoise").activations == 18 * branches * tokens * dim * 4
+    assert ctrl.stage("denoise").activations == 34 * branches * 2 * tokens * dim * 4 + text_kv
+    assert plain.stage("denoise").activations == 18 * branches * tokens * dim * 4 + text_kv
     with_depth = estimate(control_frames=49, control_model=lambda h, w, f: depth.depth_memory_bytes(
         cfg, h, w, f, torch.float32))
     stage = with_depth.stage(CONTROL_MODEL)

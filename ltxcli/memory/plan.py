@@ -21,7 +21,9 @@ memory (activations), while the host may hold more:
   tokens of conditions placed after frame 0 and an IC-LoRA control's, as many as the frames it covers:
   :mod:`ltxcli.control`), ``D`` the hidden width. Measured by peak RSS on the CPU (float32,
   2-layer models, D 256-512, N 1.5k-3k): 16.5 units with one timestep per sample and 31-33 with per-token
-  timesteps (conditioning: the adaLN tables become ``[B, N, 6D]``), hence 18 / 34 here;
+  timesteps (conditioning: the adaLN tables become ``[B, N, 6D]``), hence 18 / 34 here; plus, except under
+  sequential offload, the text's cross-attention keys and values the pass computes once
+  (:mod:`ltxcli.text_cache`: ``2 * layers * B * 256 * D`` elements);
 * ``upsampler`` (multi-scale): its weights and ``UPSAMPLER_UNITS`` tensors of its 4x-latent-channel width at
   the doubled latent size (not calibrated: tens of MB at most for the released models);
 * ``decode``: the VAE decode at the last pass's size as :func:`ltxcli.memory.decode.plan_decode` will run it
@@ -64,6 +66,7 @@ from ..models.configs import TransformerConfig, VAEConfig
 from ..presets import Preset, multi_scale_sizes
 from ..request import padded_size
 from ..sampling import pass_branches
+from ..text_cache import TEXT_TOKENS, text_kv_bytes
 from .decode import (
     STREAM_CHUNK_FRAMES,
     chunk_output_bytes,
@@ -313,7 +316,10 @@ def estimate_memory(
         if i > 0:  # the latent upsampler doubles the previous pass's latents
             up = UPSAMPLER_UNITS * 4 * vae.latent_channels * f * ph * pw * item
             stages.append(Stage("upsampler", weights["upsampler"], up))
-        stages.append(Stage(name, weights[DENOISE], units * p.branches * tokens * transformer.inner_dim * item))
+        act = units * p.branches * tokens * transformer.inner_dim * item
+        if offload != "sequential":  # the pass's text keys and values (ltxcli.text_cache)
+            act += text_kv_bytes(transformer.num_layers, transformer.inner_dim, p.branches, TEXT_TOKENS, item)
+        stages.append(Stage(name, weights[DENOISE], act))
     _, dh, dw = latent_shape(vae, passes[-1].height, passes[-1].width, num_frames)
     latent = (1, vae.latent_channels, f, dh, dw)
     free = None if free_bytes is None else free_bytes - weights[DECODE]

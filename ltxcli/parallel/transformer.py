@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models.attention import attention
-from ..models.transformer import STGMode
+from ..models.transformer import STGMode, TextKV
 from ..models.upcast import compute_dtype
 from .collectives import all_gather, all_reduce_sum, all_to_all, split_bounds
 from .context import DistContext
@@ -224,6 +224,7 @@ class ParallelTransformer(Delegating):
         encoder_attention_mask: Tensor | None = None,
         skip_layer_mask: Tensor | None = None,
         skip_layer_strategy: STGMode | None = None,
+        text_kv: TextKV | None = None,
     ) -> Tensor:
         """Same arguments and result as ``LTXVideoTransformer.forward``."""
         if (indices_grid is None) == (rope is None):
@@ -235,7 +236,7 @@ class ParallelTransformer(Delegating):
         if layout.cfg == 1:
             return self._sequence_forward(
                 layout, hidden_states, encoder_hidden_states, timestep, rope, encoder_attention_mask,
-                skip_layer_mask, skip_layer_strategy,
+                skip_layer_mask, skip_layer_strategy, text_kv,
             )
         bounds = split_bounds(batch, layout.cfg)
         chunk = bounds[0][1] - bounds[0][0]
@@ -248,6 +249,8 @@ class ParallelTransformer(Delegating):
                 (_take(rope[0], lo, hi, batch), _take(rope[1], lo, hi, batch)),
                 _take(encoder_attention_mask, lo, hi, batch), _take(skip_layer_mask, lo, hi, batch, dim=1),
                 skip_layer_strategy,
+                None if text_kv is None else tuple((_take(k, lo, hi, batch), _take(v, lo, hi, batch))
+                                                   for k, v in text_kv),  # type: ignore[misc]
             )
             dtype = local.dtype
             if hi - lo < chunk:
@@ -258,6 +261,11 @@ class ParallelTransformer(Delegating):
         gathered = all_gather(local, layout.cfg, layout.cfg_group)  # [cfg, chunk, N, C]
         self.comm_bytes += local.numel() * local.element_size() * (layout.cfg - 1)
         return torch.cat([gathered[i, : b - a] for i, (a, b) in enumerate(bounds)])
+
+    def text_keys_values(self, encoder_hidden_states: Tensor) -> TextKV:
+        """The wrapped model's :meth:`~ltxcli.models.transformer.LTXVideoTransformer.text_keys_values` of the whole
+        text batch (every rank computes them; :meth:`forward` hands each rank its guidance rows)."""
+        return self.module.text_keys_values(encoder_hidden_states)
 
     # --- what a step cache (ltxcli.step_cache) needs to decide alike on every rank ---------------------------------
 
@@ -291,10 +299,11 @@ class ParallelTransformer(Delegating):
         encoder_attention_mask: Tensor | None,
         skip_layer_mask: Tensor | None,
         skip_layer_strategy: STGMode | None,
+        text_kv: TextKV | None,
     ) -> Tensor:
         kwargs = {
             "encoder_attention_mask": encoder_attention_mask, "skip_layer_mask": skip_layer_mask,
-            "skip_layer_strategy": skip_layer_strategy,
+            "skip_layer_strategy": skip_layer_strategy, "text_kv": text_kv,  # the text is not sharded
         }
         p = layout.seq
         if p == 1:

@@ -299,6 +299,7 @@ class _FlopRecorder:
     def __init__(self, pipe: Any) -> None:
         self.flops: dict[str, float] = {"text": 0.0, "denoise": 0.0, "decode": 0.0}
         self.calls: list[tuple[int, int]] = []  # (batch, tokens) per transformer call
+        self._last_kv: Any = None  # the text keys and values of the previous call
         self.handles: list[Any] = []
         tcfg = pipe.transformer.config
         vcfg = pipe.vae.config
@@ -309,7 +310,13 @@ class _FlopRecorder:
             t = args[2] if len(args) > 2 else kwargs["timestep"]
             b, n = int(x.shape[0]), int(x.shape[1])
             rows = max(1, t.numel() // b)
-            self.flops["denoise"] += transformer_flops(tcfg, n, int(ctx.shape[1]), b, rows)["total"]
+            # With the pass's text keys and values (ltxcli.text_cache), a call skips their projection; it ran once,
+            # for the first call that got them (the same tuple is handed to every step of its slice).
+            kv = kwargs.get("text_kv")
+            fresh = kv is None or kv is not self._last_kv
+            self._last_kv = kv
+            self.flops["denoise"] += transformer_flops(tcfg, n, int(ctx.shape[1]), b, rows,
+                                                       text_kv=not fresh)["total"]
             self.calls.append((b, n))
 
         def on_decoder(_m: nn.Module, args: tuple, kwargs: dict) -> None:

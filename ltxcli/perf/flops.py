@@ -23,13 +23,15 @@ def _linear(rows: float, fan_in: int, fan_out: int) -> float:
 
 
 def transformer_flops(
-    cfg: TransformerConfig, tokens: int, text_len: int, batch: int = 1, timestep_rows: int | None = None
+    cfg: TransformerConfig, tokens: int, text_len: int, batch: int = 1, timestep_rows: int | None = None,
+    text_kv: bool = False,
 ) -> dict[str, float]:
     """FLOPs of one DiT forward on ``batch`` sequences of ``tokens`` video tokens and ``text_len`` text tokens.
 
     ``timestep_rows``: rows per sequence that go through the adaLN timestep MLP (1 for one timestep per
     sequence, ``tokens`` for per-token timesteps); default 1. Returns ``linear``, ``self_attn`` (QK^T and PV
-    of attn1), ``cross_attn`` (the same for attn2) and ``total``.
+    of attn1), ``cross_attn`` (the same for attn2) and ``total``. ``text_kv``: the call got the text's keys and
+    values computed before (:mod:`ltxcli.text_cache`), so it runs neither the caption projection nor attn2's k, v.
     """
     d, n, s = cfg.inner_dim, tokens, text_len
     rows_t = 1 if timestep_rows is None else timestep_rows
@@ -38,10 +40,11 @@ def transformer_flops(
         + 2 * _linear(n, d, d)  # attn2 q, out
         + _linear(n, d, 4 * d) + _linear(n, 4 * d, d)  # feed-forward
     )
-    per_block_text = 2 * _linear(s, cfg.cross_attention_dim, d)  # attn2 k, v on the projected caption
+    per_block_text = 0.0 if text_kv else 2 * _linear(s, cfg.cross_attention_dim, d)  # attn2 k, v of the caption
+    caption = 0.0 if text_kv else _linear(s, cfg.caption_channels, d) + _linear(s, d, d)  # caption projection
     outside = (
         _linear(n, cfg.in_channels, d) + _linear(n, d, cfg.out_channels)  # patchify_proj, proj_out
-        + _linear(s, cfg.caption_channels, d) + _linear(s, d, d)  # caption projection
+        + caption
         + _linear(rows_t, TIME_PROJ_DIM, d) + _linear(rows_t, d, d) + _linear(rows_t, d, 6 * d)  # adaLN
     )
     linear = cfg.num_layers * (per_block_video + per_block_text) + outside
