@@ -12,13 +12,15 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import STORAGE_CFG as CFG
 from tiny_models import one_thread, randomise_normal  # noqa: F401  (one_thread: module autouse fixture)
+from tiny_models import storage_inputs as tiny_inputs
+from tiny_models import storage_model as tiny_model
 from torch import nn
 
 from ltxcli.api import load_pipeline, weights_fp8
 from ltxcli.loading import load_transformer, save_official_checkpoint
 from ltxcli.memory.weights import held_bytes
-from ltxcli.models.configs import TransformerConfig
 from ltxcli.models.fp8 import (
     FP8Linear,
     FP8StoredLinear,
@@ -26,35 +28,13 @@ from ltxcli.models.fp8 import (
     convert_to_fp8_storage,
     fp8_storage_keys,
 )
-from ltxcli.models.transformer import LTXVideoTransformer
 from ltxcli.models.upcast import UpcastLinear, convert_to_upcast, stored_weight_bytes
-
-CFG = TransformerConfig(
-    num_attention_heads=2, attention_head_dim=16, num_layers=3, in_channels=16, out_channels=16,
-    cross_attention_dim=32, caption_channels=48,
-)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
-def tiny_model(seed: int = 1) -> LTXVideoTransformer:
-    torch.manual_seed(0)
-    model = LTXVideoTransformer(CFG).eval().requires_grad_(False)
-    randomise_normal(model, seed)
-    return model
-
-
-def tiny_inputs(n_tok: int = 12, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(2)
-    return {
-        "hidden_states": torch.randn(2, n_tok, CFG.in_channels, generator=gen).to(dtype),
-        "encoder_hidden_states": torch.randn(2, 5, CFG.caption_channels, generator=gen).to(dtype),
-        "timestep": torch.rand(2, 1, generator=gen),
-        "indices_grid": torch.rand(2, 3, n_tok, generator=gen) * 8,
-        "encoder_attention_mask": torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]),
-    }
 
 
 def test_stored_layer_is_the_dequantised_weight_times_the_input():

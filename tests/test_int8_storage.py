@@ -19,22 +19,20 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import STORAGE_CFG as CFG
 from tiny_models import one_thread, randomise_normal  # noqa: F401  (one_thread: module autouse fixture)
+from tiny_models import storage_inputs as tiny_inputs
+from tiny_models import storage_model as tiny_model
 from torch import nn
 
 from ltxcli.api import load_pipeline, resolve_compute, weights_storage
 from ltxcli.loading import load_transformer, save_official_checkpoint
 from ltxcli.memory.weights import config_transformer_bytes, held_bytes
-from ltxcli.models.configs import TransformerConfig
 from ltxcli.models.fp8 import convert_to_fp8, fp8_storage_keys
 from ltxcli.models.int8 import Int8StoredLinear, convert_to_int8_storage, quantize_int8, storage_mode
 from ltxcli.models.transformer import LTXVideoTransformer
 from ltxcli.models.upcast import UpcastLinear
 
-CFG = TransformerConfig(
-    num_attention_heads=2, attention_head_dim=16, num_layers=3, in_channels=16, out_channels=16,
-    cross_attention_dim=32, caption_channels=48,
-)
 TINY32 = np.finfo(np.float32).tiny
 
 
@@ -55,22 +53,6 @@ def reference_int8(w: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return codes, scales
 
 
-def tiny_model(seed: int = 1) -> LTXVideoTransformer:
-    torch.manual_seed(0)
-    model = LTXVideoTransformer(CFG).eval().requires_grad_(False)
-    randomise_normal(model, seed)
-    return model
-
-
-def tiny_inputs(n_tok: int = 12, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(2)
-    return {
-        "hidden_states": torch.randn(2, n_tok, CFG.in_channels, generator=gen).to(dtype),
-        "encoder_hidden_states": torch.randn(2, 5, CFG.caption_channels, generator=gen).to(dtype),
-        "timestep": torch.rand(2, 1, generator=gen),
-        "indices_grid": torch.rand(2, 3, n_tok, generator=gen) * 8,
-        "encoder_attention_mask": torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]),
-    }
 
 
 def dequantised(layer: nn.Module) -> torch.Tensor:

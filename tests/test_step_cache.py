@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from tiny_models import randomise_normal
+from tiny_models import cpu_tiny_pipeline, randomise_normal
 
 from ltxcli import step_cache
 from ltxcli.models.configs import TransformerConfig
@@ -238,12 +238,7 @@ def test_first_block_cache_matches_diffusers_hooks(models: Any, per_token: bool)
 
 @pytest.fixture(scope="module")
 def tiny() -> Any:
-    from ltxcli.tiny import build_pipeline
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield build_pipeline(torch.device("cpu"), torch.float32)
-    torch.set_num_threads(before)
+    yield from cpu_tiny_pipeline()
 
 
 def _image() -> torch.Tensor:

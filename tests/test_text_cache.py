@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-from tiny_models import randomise_normal
+from tiny_models import cpu_tiny_pipeline, randomise_normal
 
 import ltxcli.pipeline as pipeline_module
 from ltxcli.memory.plan import estimate_memory
@@ -78,12 +78,7 @@ def test_rows_of_the_block_inputs_pick_the_keys_and_values_too(model: LTXVideoTr
 
 @pytest.fixture(scope="module")
 def tiny() -> Any:
-    from ltxcli.tiny import build_pipeline
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield build_pipeline(torch.device("cpu"), torch.float32)
-    torch.set_num_threads(before)
+    yield from cpu_tiny_pipeline()
 
 
 class _Counting:

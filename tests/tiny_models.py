@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
+
+from ltxcli.models.configs import TransformerConfig
+from ltxcli.models.transformer import LTXVideoTransformer
 
 SCALE_MULTIPLIER = 731.0  # deliberately not the 1000 a VAE's timestep_scale_multiplier is initialised with
 
@@ -32,6 +36,43 @@ def randomise_normal(module: torch.nn.Module, seed: int) -> None:
     with torch.no_grad():
         for p in module.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 0.4)
+
+
+# The tiny DiT of the weight-storage tests (tests/test_fp8_storage.py, tests/test_int8_storage.py): blocks wide
+# enough (32) for per-tensor and per-row scales to differ.
+STORAGE_CFG = TransformerConfig(
+    num_attention_heads=2, attention_head_dim=16, num_layers=3, in_channels=16, out_channels=16,
+    cross_attention_dim=32, caption_channels=48,
+)
+
+
+def storage_model(seed: int = 1) -> LTXVideoTransformer:
+    torch.manual_seed(0)
+    model = LTXVideoTransformer(STORAGE_CFG).eval().requires_grad_(False)
+    randomise_normal(model, seed)
+    return model
+
+
+def storage_inputs(n_tok: int = 12, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(2)
+    cfg = STORAGE_CFG
+    return {
+        "hidden_states": torch.randn(2, n_tok, cfg.in_channels, generator=gen).to(dtype),
+        "encoder_hidden_states": torch.randn(2, 5, cfg.caption_channels, generator=gen).to(dtype),
+        "timestep": torch.rand(2, 1, generator=gen),
+        "indices_grid": torch.rand(2, 3, n_tok, generator=gen) * 8,
+        "encoder_attention_mask": torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]),
+    }
+
+
+def cpu_tiny_pipeline() -> Iterator[Any]:
+    """The ``tiny`` pipeline on the CPU in float32, run on one thread (for a module-scoped fixture to yield from)."""
+    from ltxcli.tiny import build_pipeline
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield build_pipeline(torch.device("cpu"), torch.float32)
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltxcli.models.upcast import UpcastLinear, UpcastScratch, upcast_scratch
+from ltxcli.models.upcast import UpcastLinear, UpcastScratch, install_stored_weight, upcast_scratch
 
 __all__ = [
     "E4M3_MAX", "FP8Linear", "FP8StoredLinear", "convert_to_fp8", "convert_to_fp8_storage", "fp8_mode",
@@ -257,9 +257,6 @@ def convert_to_fp8_storage(transformer: nn.Module, scales: dict[str, Tensor] | N
             scale = scales.get(name, torch.ones((), dtype=torch.float32, device=w.device))
         else:
             codes, scale = quantize_e4m3(w)
-        layer.weight = nn.Parameter(codes, requires_grad=False)
-        layer.__class__ = FP8StoredLinear
-        layer._scratch = scratch
-        layer.register_buffer("weight_scale", scale.to(device=codes.device, dtype=torch.float32), persistent=False)
+        install_stored_weight(layer, FP8StoredLinear, codes, scale, scratch)
         converted.append(name)
     return converted

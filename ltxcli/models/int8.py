@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ltxcli.models.fp8 import FP8StoredLinear, convert_to_fp8_storage, fp8_storage_keys, quantize_stored
-from ltxcli.models.upcast import UpcastLinear, UpcastScratch, upcast_scratch
+from ltxcli.models.upcast import UpcastLinear, UpcastScratch, install_stored_weight, upcast_scratch
 
 __all__ = [
     "INT8_MAX", "STORAGE_MODES", "Int8StoredLinear", "convert_to_int8_storage", "convert_to_storage",
@@ -93,10 +93,7 @@ def convert_to_int8_storage(transformer: nn.Module, scales: Mapping[str, Tensor]
             codes, scale = w, scales[name]
         else:
             codes, scale = quantize_int8(w)
-        layer.weight = nn.Parameter(codes, requires_grad=False)
-        layer.__class__ = Int8StoredLinear
-        layer._scratch = scratch
-        layer.register_buffer("weight_scale", scale.to(device=codes.device, dtype=torch.float32), persistent=False)
+        install_stored_weight(layer, Int8StoredLinear, codes, scale, scratch)
         converted.append(name)
     return converted
 

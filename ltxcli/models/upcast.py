@@ -121,6 +121,17 @@ def convert_to_upcast(module: nn.Module, scratch: UpcastScratch | None = None) -
     return count
 
 
+def install_stored_weight(layer: nn.Linear, cls: type[UpcastLinear], codes: Tensor, scale: Tensor,
+                          scratch: UpcastScratch) -> None:
+    """Make ``layer`` a ``cls`` (a stored-weight :class:`UpcastLinear`: fp8 or int8 storage) holding ``codes`` and
+    their float32 ``weight_scale``, widened through ``scratch``. The scale is a non-persistent buffer, so the state
+    dict keeps the checkpoint's keys; the class is swapped in place (parameters' owner and hooks stay)."""
+    layer.weight = nn.Parameter(codes, requires_grad=False)
+    layer.__class__ = cls
+    layer._scratch = scratch
+    layer.register_buffer("weight_scale", scale.to(device=codes.device, dtype=torch.float32), persistent=False)
+
+
 def upcast_scratch(module: nn.Module) -> UpcastScratch | None:
     """The scratch buffer the upcast layers of ``module`` already share (``None`` when it has none)."""
     return next((m._scratch for m in module.modules() if isinstance(m, _Upcast)), None)
