@@ -19,7 +19,7 @@ here, on the shapes of the model being loaded:
   :data:`CONV_CHANNELS` channels, 8 output frames of 16x16). Skipped (``auto`` kept) for a VAE too narrow for
   Winograd's rule to ever apply.
 
-A calibration takes one to two seconds for the 2B on a 2-core CPU. Results live in one JSON file
+A calibration takes about two seconds for the 2B on a 2-core CPU. Results live in one JSON file
 (:func:`cache_file`: ``$LTX_CALIBRATION_DIR``, else ``$XDG_CACHE_HOME/ltxcli``, else ``~/.cache/ltxcli``), keyed
 by :func:`host_key`; ``ltx doctor`` shows them and ``ltx doctor --recalibrate`` measures again. The models never
 import this module: the choices reach them as settings (:func:`ltxcli.models.transformer.set_cpu_gemm`,
@@ -44,9 +44,12 @@ import torch.nn.functional as F
 
 ENV_DIR = "LTX_CALIBRATION_DIR"
 FILE_NAME = "cpu-calibration.json"
-GEMM_ROWS = 128  # tokens per calibration GEMM: 1-4 GFLOP per 2B layer, enough to reach the kernels' steady rate
+# Tokens per calibration GEMM, near a small CPU run's batch (CFG x 384 tokens = 768): oneDNN's lead over BLAS
+# shrinks as the rows grow (on the AVX-512 EPYC of BENCHMARKS.md its time is 0.60 of BLAS's at 128 rows, 0.80 at
+# 512, 0.85 at 768; limited to AVX2 0.80, 0.94, 0.95), so timing 128 rows overstated it.
+GEMM_ROWS = 512
 REFERENCE_ROWS = 2048  # tokens of the smallest video worth timing (one 512x512x41 pass): the narrow rule's scale
-REPEATS = 2  # after a warm-up run: the 2B's calibration is about 80 GFLOP, a second on 2 cores
+REPEATS = 2  # after a warm-up run: the 2B's calibration is about 230 GFLOP, under two seconds on 2 cores
 GEMM_MARGIN = 0.03  # oneDNN must be this much faster than F.linear (noise on a shared host is about this)
 NARROW_MAX_SHARE = 0.10  # widening may cost this share of the layer's GEMM: half the weight memory is worth it
 CONV_CHANNELS = 256
