@@ -63,6 +63,12 @@ def test_forward_with_the_text_keys_values_is_the_plain_forward_bit_for_bit(mode
     assert torch.equal(cached, plain)
 
 
+def test_a_block_without_text_is_refused(model: LTXVideoTransformer) -> None:
+    x, inputs = model.prepare(**_inputs(False))
+    with pytest.raises(ValueError, match="needs the text"):
+        model.run_blocks(x, inputs._replace(context=None))
+
+
 def test_rows_of_the_block_inputs_pick_the_keys_and_values_too(model: LTXVideoTransformer) -> None:
     """What a step cache does when only some branches compute (:meth:`BlockInputs.rows`)."""
     kw = _inputs(False)

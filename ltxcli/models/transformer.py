@@ -250,6 +250,8 @@ class TransformerBlock(nn.Module):
     ) -> Tensor:
         """``x [B, N, D]``, ``context [B, S, D]`` (None with ``text_kv``: attn2's keys and values ``[B, S, D]``
         of it, computed before), ``tmod [B, T, 6D]`` (T = 1 or N), ``skip [B, 1, 1]``."""
+        if context is None and text_kv is None:  # attn2 would silently attend to x itself
+            raise ValueError("a block needs the text: its context or its keys and values (text_kv)")
         batch = x.shape[0]
         # [B, T, 6D] -> [B, T, 6, D]
         ada = self.scale_shift_table[None, None] + tmod.reshape(batch, tmod.shape[1], 6, -1)
