@@ -298,13 +298,15 @@ def test_memory_estimate_activations_hand_derived() -> None:
     vae = VAEConfig.from_official(official_vae_config("0.9.5"))
     est = estimate_memory(TRANSFORMER_2B, vae, height=512, width=768, num_frames=121, dtype=torch.bfloat16,
                                     weights_bytes=7_000_000_000, branches=3)
-    assert est.transformer_bytes == 18 * 3 * 6144 * 2048 * 2  # 1.36 GB
+    # plus the text's keys and values of the 28 blocks, 3 branches x 256 tokens (ltxcli.text_cache): 0.18 GB
+    text_kv = 2 * 28 * 3 * 256 * 2048 * 2
+    assert est.transformer_bytes == 18 * 3 * 6144 * 2048 * 2 + text_kv  # 1.36 GB + 0.18 GB
     assert est.vae_bytes == decode_memory_bytes(vae, (1, 128, 16, 16, 24), torch.bfloat16)
     assert est.peak_bytes == 7_000_000_000 + max(est.transformer_bytes, est.vae_bytes)
     # a keyframe at frame 64 adds its 2 x 16 x 24 latent tokens; conditioning makes the timesteps per token
     cond = estimate_memory(TRANSFORMER_2B, vae, height=512, width=768, num_frames=121, dtype=torch.bfloat16,
                                      branches=3, extra_tokens=2 * 16 * 24, per_token_timesteps=True)
-    assert cond.transformer_bytes == 34 * 3 * (6144 + 768) * 2048 * 2
+    assert cond.transformer_bytes == 34 * 3 * (6144 + 768) * 2048 * 2 + text_kv
 
 
 def test_memory_estimate_follows_guidance_conditions_multi_scale_and_fp8(assets: SimpleNamespace) -> None:
@@ -327,20 +329,23 @@ def test_memory_estimate_follows_guidance_conditions_multi_scale_and_fp8(assets:
                                    conditions=[(c.frame, 1) for c in it.conditions])
         return request_estimator(shape, transformer, vae, **kw)
 
+    def text_kv(branches: int) -> int:  # the 13B's 48 blocks' keys and values of 256 text tokens per branch
+        return 2 * 48 * branches * 256 * 4096 * 2
+
     single = PRESETS["ltxv-2b-0.9.5"]
     est = item_estimator(item(guidance_scale=1.0, stg_scale=0.0), single, TRANSFORMER_13B, vae,
                          weights_bytes=0, dtype=bf16)(512, 768, 121)
-    assert est.transformer_bytes == 18 * 1 * 6144 * 4096 * 2  # CFG and STG off: one branch
+    assert est.transformer_bytes == 18 * 1 * 6144 * 4096 * 2 + text_kv(1)  # CFG and STG off: one branch
     # multi-scale: 512 x 768 -> first pass 320 x 480 (2/3, down to a multiple of 32) -> second pass 640 x 960
     multi = PRESETS["ltxv-13b-0.9.8-dev"]
     est = item_estimator(item(guidance_scale=3.0, stg_scale=1.0), multi, TRANSFORMER_13B, vae,
                          weights_bytes=0, dtype=bf16)(512, 768, 121)
-    assert est.transformer_bytes == 18 * 3 * (16 * 20 * 30) * 4096 * 2
+    assert est.transformer_bytes == 18 * 3 * (16 * 20 * 30) * 4096 * 2 + text_kv(3)
     assert est.vae_bytes == decode_memory_bytes(vae, (1, 128, 16, 20, 30), bf16)
     # a keyframe at frame 40: two more latent frames of tokens, per-token timesteps
     cond = item(guidance_scale=3.0, stg_scale=0.0, conditions=[Condition("k.png", 40, 1.0)])
     est = item_estimator(cond, single, TRANSFORMER_13B, vae, weights_bytes=0, dtype=bf16)(512, 768, 121)
-    assert est.transformer_bytes == 34 * 2 * (6144 + 2 * 16 * 24) * 4096 * 2
+    assert est.transformer_bytes == 34 * 2 * (6144 + 2 * 16 * 24) * 4096 * 2 + text_kv(2)
     # --dtype fp8 keeps the blocks' linear weights at one byte each
     tiny = tiny_pipeline()
     linear = sum(p.numel() for n, p in tiny.transformer.named_parameters()
