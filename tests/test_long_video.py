@@ -191,7 +191,6 @@ def test_cli_long_video_interrupted_and_resumed(tmp_path) -> None:
     import signal
     import subprocess
     import sys
-    import time
     from pathlib import Path
 
     from ltxcli import media
@@ -201,12 +200,19 @@ def test_cli_long_video_interrupted_and_resumed(tmp_path) -> None:
            "--window", "48", "--overlap", "24", "--steps", "2", "--height", "64", "--width", "64", "--seed", "3", "-q"]
     subprocess.run([*cmd, "-o", "whole.mp4"], cwd=tmp_path, env=env, check=True, timeout=600)
     state = long_video.state_path(tmp_path / "out.mp4")
-    for _ in range(3):  # on a loaded machine the rest of the run can finish between two polls: then again
-        proc = subprocess.Popen([*cmd, "-o", "out.mp4", "--resume"], cwd=tmp_path, env=env)
-        deadline = time.monotonic() + 300
-        while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
+    # Interrupted as the second window starts (the first is kept by then): its plain progress line wakes this
+    # process up (a blocking read, no polling a file that lives a second), so a loaded machine cannot let the run
+    # finish first unless it starves this process for the run's remaining windows; then again.
+    plain = [a for a in cmd if a != "-q"] + ["--progress", "plain"]
+    for _ in range(3):
+        proc = subprocess.Popen([*plain, "-o", "out.mp4", "--resume"], cwd=tmp_path, env=env,
+                                stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.startswith("window 2/"):
+                proc.send_signal(signal.SIGINT)
+                break
+        proc.stderr.read()  # the rest, so the child never blocks on a full pipe
         if proc.wait(timeout=120) != 0:
             break
         (tmp_path / "out.mp4").unlink()
