@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import sampling, step_cache, vae_tiling
+from . import sampling, step_cache, text_cache, vae_tiling
 from .conditions import (
     EncodedCondition,
     PreparedCondition,
@@ -625,7 +625,7 @@ class Pipeline:
         # the text's cross-attention keys and values, once per slice of the text batch instead of at every step
         # (not under sequential offload: a block's weights reach the device only inside its own call)
         slices = [sampling.text_rows(do_cfg, n_conds) for do_cfg, _, n_conds in plan]
-        text_kv = TextKVCache(self.transformer, text, slices, enabled=self.offload.value != "sequential")
+        text_kv = TextKVCache(self.transformer, text, slices, enabled=text_cache.used_with(self.offload.value))
         if progress:
             progress("denoise", 0, n_steps)  # the clock of the steps/s and time-left estimates starts here
         # the step cache (--cache) wraps the transformer for this pass only: every pass starts with a fresh state
@@ -667,7 +667,6 @@ class Pipeline:
                 if progress:
                     progress("denoise", i + 1, n_steps)
 
-        text_kv.clear()
         self.cache_tally.add(cache)
 
         tokens = tokens[:, n_extra:]

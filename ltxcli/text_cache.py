@@ -26,10 +26,16 @@ from torch import Tensor
 
 from ltxcli.models.transformer import TextKV
 
-__all__ = ["TEXT_TOKENS", "TextKVCache", "text_kv_bytes"]
+__all__ = ["TEXT_TOKENS", "TextKVCache", "text_kv_bytes", "used_with"]
 
 #: The text encoder's sequence length (:meth:`ltxcli.text.TextEncoder.encode`'s ``max_tokens``).
 TEXT_TOKENS = 256
+
+
+def used_with(offload: str) -> bool:
+    """Whether a pass keeps the text's keys and values under the ``--offload`` mode ``offload`` (the pipeline and
+    the memory plan both ask): not under ``sequential`` (see the module docstring)."""
+    return offload != "sequential"
 
 
 def text_kv_bytes(num_layers: int, width: int, branches: int, text_tokens: int, itemsize: int) -> int:
@@ -39,7 +45,8 @@ def text_kv_bytes(num_layers: int, width: int, branches: int, text_tokens: int, 
 
 class TextKVCache:
     """The keys and values of ``text[slices[step]]`` for each step of one pass (``at(step)``), or None for every
-    step when not ``enabled`` (or the transformer cannot compute them ahead)."""
+    step when not ``enabled``. ``transformer``: an ``LTXVideoTransformer`` or a wrapper with its
+    ``text_keys_values``."""
 
     def __init__(self, transformer: Any, text: Tensor, slices: Sequence[slice], enabled: bool = True) -> None:
         self._transformer = transformer
@@ -47,7 +54,7 @@ class TextKVCache:
         self._keys = [(s.start, s.stop) for s in slices]
         self._last = {key: step for step, key in enumerate(self._keys)}  # the last step that uses each slice
         self._held: dict[tuple[int, int], TextKV] = {}
-        self.enabled = enabled and hasattr(transformer, "text_keys_values")
+        self.enabled = enabled
         self.computed = 0  # slices computed (for tests and diagnostics)
 
     def at(self, step: int) -> TextKV | None:
@@ -61,8 +68,5 @@ class TextKVCache:
             kv = self._held[key] = self._transformer.text_keys_values(self._text[key[0]:key[1]])
             self.computed += 1
         if self._last[key] == step:
-            del self._held[key]
+            del self._held[key]  # so the cache is empty once the pass's last step has its tensors
         return kv
-
-    def clear(self) -> None:
-        self._held.clear()

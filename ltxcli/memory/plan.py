@@ -66,7 +66,7 @@ from ..models.configs import TransformerConfig, VAEConfig
 from ..presets import Preset, multi_scale_sizes
 from ..request import padded_size
 from ..sampling import pass_branches
-from ..text_cache import TEXT_TOKENS, text_kv_bytes
+from ..text_cache import TEXT_TOKENS, text_kv_bytes, used_with
 from .decode import (
     STREAM_CHUNK_FRAMES,
     chunk_output_bytes,
@@ -317,7 +317,7 @@ def estimate_memory(
             up = UPSAMPLER_UNITS * 4 * vae.latent_channels * f * ph * pw * item
             stages.append(Stage("upsampler", weights["upsampler"], up))
         act = units * p.branches * tokens * transformer.inner_dim * item
-        if offload != "sequential":  # the pass's text keys and values (ltxcli.text_cache)
+        if used_with(offload):  # the pass's text keys and values (ltxcli.text_cache)
             act += text_kv_bytes(transformer.num_layers, transformer.inner_dim, p.branches, TEXT_TOKENS, item)
         stages.append(Stage(name, weights[DENOISE], act))
     _, dh, dw = latent_shape(vae, passes[-1].height, passes[-1].width, num_frames)

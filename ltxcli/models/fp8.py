@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltxcli.models.upcast import UpcastLinear, UpcastScratch, install_stored_weight, upcast_scratch
+from ltxcli.models.upcast import UpcastLinear, convert_to_stored
 
 __all__ = [
     "E4M3_MAX", "FP8Linear", "FP8StoredLinear", "convert_to_fp8", "convert_to_fp8_storage", "fp8_mode",
@@ -245,18 +245,11 @@ def convert_to_fp8_storage(transformer: nn.Module, scales: dict[str, Tensor] | N
     :func:`ltxcli.loading.load_transformer`) or 1 (an official fp8 checkpoint); wider weights are quantised
     per tensor here (:func:`quantize_e4m3`). Every other module keeps its weights and dtype. The layers share
     the transformer's existing upcast scratch (or one new buffer)."""
-    scales = scales or {}
-    scratch = upcast_scratch(transformer) or UpcastScratch()
-    converted: list[str] = []
-    for key in fp8_storage_keys(transformer):
-        name = key.removesuffix(".weight")
-        layer = transformer.get_submodule(name)
-        w = layer.weight.detach()
+    given = scales or {}
+
+    def codes_of(name: str, _layer: nn.Module, w: Tensor) -> tuple[Tensor, Tensor]:
         if w.dtype == torch.float8_e4m3fn:
-            codes = w
-            scale = scales.get(name, torch.ones((), dtype=torch.float32, device=w.device))
-        else:
-            codes, scale = quantize_e4m3(w)
-        install_stored_weight(layer, FP8StoredLinear, codes, scale, scratch)
-        converted.append(name)
-    return converted
+            return w, given.get(name, torch.ones((), dtype=torch.float32, device=w.device))
+        return quantize_e4m3(w)
+
+    return convert_to_stored(transformer, fp8_storage_keys(transformer), FP8StoredLinear, codes_of)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ltxcli.models.fp8 import FP8StoredLinear, convert_to_fp8_storage, fp8_storage_keys, quantize_stored
-from ltxcli.models.upcast import UpcastLinear, UpcastScratch, install_stored_weight, upcast_scratch
+from ltxcli.models.upcast import UpcastLinear, convert_to_stored
 
 __all__ = [
     "INT8_MAX", "STORAGE_MODES", "Int8StoredLinear", "convert_to_int8_storage", "convert_to_storage",
@@ -78,24 +78,18 @@ def convert_to_int8_storage(transformer: nn.Module, scales: Mapping[str, Tensor]
     loader quantised while reading, with their scales in ``scales`` by layer name; other weights (any float dtype,
     float8 included) are quantised here (:func:`quantize_int8`). The layers share the transformer's existing
     upcast scratch (or one new buffer)."""
-    scales = scales or {}
-    scratch = upcast_scratch(transformer) or UpcastScratch()
-    converted: list[str] = []
-    for key in fp8_storage_keys(transformer):
-        name = key.removesuffix(".weight")
-        layer = transformer.get_submodule(name)
-        w = layer.weight.detach()
+    given = scales or {}
+
+    def codes_of(name: str, layer: nn.Module, w: Tensor) -> tuple[Tensor, Tensor]:
         if isinstance(layer, FP8StoredLinear):  # fp8-stored already: its values are the codes times their scale
             w = w.to(torch.float32) * layer.weight_scale
-        if w.dtype == torch.int8:
-            if name not in scales:
-                raise ValueError(f"{name}: int8 codes without their per-row scales")
-            codes, scale = w, scales[name]
-        else:
-            codes, scale = quantize_int8(w)
-        install_stored_weight(layer, Int8StoredLinear, codes, scale, scratch)
-        converted.append(name)
-    return converted
+        if w.dtype != torch.int8:
+            return quantize_int8(w)
+        if name not in given:
+            raise ValueError(f"{name}: int8 codes without their per-row scales")
+        return w, given[name]
+
+    return convert_to_stored(transformer, fp8_storage_keys(transformer), Int8StoredLinear, codes_of)
 
 
 # --- storage modes ------------------------------------------------------------------------------------------------

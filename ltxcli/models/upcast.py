@@ -15,6 +15,8 @@ has one).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -121,15 +123,28 @@ def convert_to_upcast(module: nn.Module, scratch: UpcastScratch | None = None) -
     return count
 
 
-def install_stored_weight(layer: nn.Linear, cls: type[UpcastLinear], codes: Tensor, scale: Tensor,
-                          scratch: UpcastScratch) -> None:
-    """Make ``layer`` a ``cls`` (a stored-weight :class:`UpcastLinear`: fp8 or int8 storage) holding ``codes`` and
-    their float32 ``weight_scale``, widened through ``scratch``. The scale is a non-persistent buffer, so the state
-    dict keeps the checkpoint's keys; the class is swapped in place (parameters' owner and hooks stay)."""
-    layer.weight = nn.Parameter(codes, requires_grad=False)
-    layer.__class__ = cls
-    layer._scratch = scratch
-    layer.register_buffer("weight_scale", scale.to(device=codes.device, dtype=torch.float32), persistent=False)
+#: ``(layer name, layer, its weight) -> (codes, float32 scale)``: how a storage mode stores one layer's weight.
+StoredCodes = Callable[[str, nn.Module, Tensor], tuple[Tensor, Tensor]]
+
+
+def convert_to_stored(model: nn.Module, keys: Iterable[str], cls: type[UpcastLinear], codes_of: StoredCodes) -> list[str]:
+    """Turn the linears whose weights are the state-dict ``keys`` of ``model`` into ``cls`` (a stored-weight
+    :class:`UpcastLinear`: fp8 or int8 storage), in place; returns the converted layer names. Each holds the codes
+    ``codes_of`` gives and their float32 ``weight_scale``, a non-persistent buffer (the state dict keeps the
+    checkpoint's keys); the class is swapped in place (the module, its bias and hooks stay). The layers share the
+    model's existing upcast scratch (or one new buffer)."""
+    scratch = upcast_scratch(model) or UpcastScratch()
+    converted: list[str] = []
+    for key in keys:
+        name = key.removesuffix(".weight")
+        layer = model.get_submodule(name)
+        codes, scale = codes_of(name, layer, layer.weight.detach())
+        layer.weight = nn.Parameter(codes, requires_grad=False)
+        layer.__class__ = cls
+        layer._scratch = scratch
+        layer.register_buffer("weight_scale", scale.to(device=codes.device, dtype=torch.float32), persistent=False)
+        converted.append(name)
+    return converted
 
 
 def upcast_scratch(module: nn.Module) -> UpcastScratch | None:
