@@ -426,6 +426,21 @@ def test_plan_decode_covers_every_frame_once():
                     assert 8 * a <= s.keep[0] and s.keep[1] <= 8 * (b - 1) + 1
 
 
+def test_a_claim_held_at_exit_is_released(tmp_path):
+    """Ctrl-C after a claim and before its release (the window the batch runner cannot close with ``try``): the
+    process exits through the interrupt and leaves no claim; a claim file another process rewrote is kept."""
+    code = ("import json, os, sys; from ltxcli.parallel.orchestrate import claim_output; "
+            "assert claim_output(sys.argv[1]) and claim_output(sys.argv[2]); "
+            "open(sys.argv[2] + '.claim', 'w').write(json.dumps({'pid': 1, 'host': 'elsewhere', 'time': 0})); "
+            "raise KeyboardInterrupt")
+    a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    proc = subprocess.run([sys.executable, "-c", code, str(a), str(b)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert "KeyboardInterrupt" in proc.stderr and proc.returncode != 0
+    assert not (tmp_path / "a.mp4.claim").exists()
+    assert json.loads((tmp_path / "b.mp4.claim").read_text())["host"] == "elsewhere"
+
+
 def test_claim_output_exists_and_stale(tmp_path):
     out = tmp_path / "a.mp4"
     assert claim_output(out)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -143,6 +144,27 @@ def _stale(info: dict[str, Any], mtime: float, stale_after_s: float | None) -> b
     return info.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid)
 
 
+#: Claim files this process made and has not released. Ctrl-C can land between a claim and the ``try`` that
+#: releases it (a caller's, or between two of this module's statements), so whatever is left here is removed
+#: when the interpreter exits (after ``sys.exit(130)`` too): an interrupted run leaves no claim behind.
+_HELD: set[str] = set()
+
+
+@atexit.register
+def _release_held() -> None:
+    """Remove the claims still held at exit, each only if its file still names this process."""
+    for claim in list(_HELD):
+        try:
+            with open(claim) as fh:
+                info = json.loads(fh.read() or "{}")
+        except (OSError, ValueError):
+            continue
+        if info.get("pid") == os.getpid() and info.get("host") == socket.gethostname():
+            with contextlib.suppress(OSError):
+                os.unlink(claim)
+    _HELD.clear()
+
+
 def claim_output(path: str | os.PathLike[str], *, stale_after_s: float | None = None) -> bool:
     """Atomically claim the right to write ``path``: True for exactly one of any number of racing processes.
 
@@ -193,22 +215,26 @@ def claim_output(path: str | os.PathLike[str], *, stale_after_s: float | None = 
             os.unlink(aside)
             continue
         try:
+            _HELD.add(claim)
             with os.fdopen(fd, "w") as fh:
                 fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}))
-        except BaseException:  # Ctrl-C (or a full disk) while the claim is written: leave no claim behind
+            if os.path.exists(target):  # finished by a process that held and released the claim before us
+                release_claim(target)
+                return False
+        except BaseException:  # Ctrl-C (or a full disk) before the claim is handed over: leave no claim behind
+            # (a Ctrl-C arriving during the write or close is raised at the next Python call: os.path.exists)
             release_claim(target)
             raise
-        if os.path.exists(target):  # finished by a process that held and released the claim before us
-            release_claim(target)
-            return False
         return True
     return False
 
 
 def release_claim(path: str | os.PathLike[str]) -> None:
     """Remove the claim on ``path`` (after writing it, or after failing to)."""
+    claim = _claim_path(path)
+    _HELD.discard(claim)
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(_claim_path(path))
+        os.unlink(claim)
 
 
 
