@@ -7,6 +7,7 @@ the shapes that actually ran.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from dataclasses import replace
@@ -35,7 +36,8 @@ from ltxcli.perf.flops import (
     vae_decoder_flops,
 )
 from ltxcli.perf.gpus import resolve_gpu
-from ltxcli.tiny import TINY_TRANSFORMER, tiny_vae_config
+from ltxcli.presets import DEFAULT_NEGATIVE_PROMPT
+from ltxcli.tiny import TINY_TRANSFORMER, make_tokenizer, tiny_vae_config
 
 # --- FLOPs by hand -------------------------------------------------------------------------------------------
 
@@ -331,14 +333,19 @@ def test_tiny_random_run_reports_every_field(tiny_run):
 
 def test_tiny_run_flops_are_those_of_the_shapes_that_ran(tiny_run):
     r = tiny_run
-    # tiny preset: CFG + STG -> 3 branches per step; 64x96x9 -> latent 2x2x3 = 12 tokens; prompts padded to 256
+    # tiny preset: CFG + STG -> 3 branches per step; 64x96x9 -> latent 2x2x3 = 12 tokens; the prompt and the
+    # negative prompt padded to the longer of the two (ltxcli.text), counted here by the tokenizer itself
+    prompt = inspect.signature(bench.run_bench).parameters["prompt"].default
+    text_len = max(len(make_tokenizer()(p)["input_ids"]) for p in (prompt, DEFAULT_NEGATIVE_PROMPT))
+    assert 8 < text_len < 256
     assert r.transformer_calls == 2 and r.branches == [3, 3] and r.tokens == [12, 12]
     # the first step projects the text for the pass (ltxcli.text_cache), the second reuses its keys and values
-    assert r.stages["denoise"].flops == (transformer_flops(TINY_TRANSFORMER, 12, 256, batch=3)["total"]
-                                         + transformer_flops(TINY_TRANSFORMER, 12, 256, batch=3, text_kv=True)["total"])
+    assert r.stages["denoise"].flops == (
+        transformer_flops(TINY_TRANSFORMER, 12, text_len, batch=3)["total"]
+        + transformer_flops(TINY_TRANSFORMER, 12, text_len, batch=3, text_kv=True)["total"])
     assert r.stages["decode"].flops == vae_decoder_flops(tiny_vae_config(), 2, 2, 3)
     text_cfg = bench.random_architecture(bench_preset("tiny")).text
-    assert r.stages["text"].flops == t5_encoder_flops(text_cfg, 256, batch=2)  # prompt + negative prompt
+    assert r.stages["text"].flops == t5_encoder_flops(text_cfg, text_len, batch=2)  # prompt + negative prompt
 
 
 def bench_preset(name: str):

@@ -35,7 +35,7 @@ def _official_pipeline(enc: TextEncoder):
 
 @pytest.mark.parametrize("max_tokens", [256, 16])
 def test_encode_equals_official(encoder: TextEncoder, max_tokens: int) -> None:
-    emb, mask = encoder.encode(PROMPTS, max_tokens=max_tokens)
+    emb, mask = encoder.encode(PROMPTS, max_tokens=max_tokens, padding="max_length")
     pipe = _official_pipeline(encoder)
     with torch.no_grad():  # the official __call__ runs under no_grad (grad mode picks another SDPA kernel)
         ref_emb, ref_mask, neg_emb, neg_mask = pipe.encode_prompt(
@@ -47,13 +47,37 @@ def test_encode_equals_official(encoder: TextEncoder, max_tokens: int) -> None:
     print(f"T5 max_tokens={max_tokens}: max abs diff vs official encode_prompt {err:.3e}")
     assert torch.equal(emb, ref_emb)
     # the negative prompt goes through the same path
-    n_emb, n_mask = encoder.encode([""], max_tokens=max_tokens)
+    n_emb, n_mask = encoder.encode([""], max_tokens=max_tokens, padding="max_length")
     assert torch.equal(n_mask, neg_mask[:1]) and (n_emb - neg_emb[:1]).abs().max().item() <= 1e-6
     assert n_mask.sum().item() == 1  # only </s>
 
 
+@pytest.mark.filterwarnings("ignore::ltxcli.text.PromptTruncatedWarning")
+@pytest.mark.parametrize("max_tokens", [256, 8])
+def test_longest_padding_keeps_the_official_columns(encoder: TextEncoder, max_tokens: int) -> None:
+    """The default pads to the longest prompt: the columns it drops are padding in every prompt, and the ones it keeps
+    are the official encoding's (T5 gives padding zero attention weight, so only the summation order differs)."""
+    emb, mask = encoder.encode(PROMPTS, max_tokens=max_tokens)
+    full, full_mask = encoder.encode(PROMPTS, max_tokens=max_tokens, padding="max_length")
+    longest = int(full_mask.sum(1).max())
+    assert longest < max_tokens or max_tokens == 8  # at 256 the batch is mostly padding; at 8 a prompt is truncated
+    assert emb.shape == (3, longest, 32) and mask.shape == (3, longest)
+    assert torch.equal(mask, full_mask[:, :longest]) and not full_mask[:, longest:].any()
+    err = (emb - full[:, :longest]).abs().max().item() / full[:, :longest].abs().max().item()
+    print(f"T5 longest vs max_length padding, max_tokens={max_tokens}: {longest} columns, max rel diff {err:.2e}")
+    assert err <= 1e-6
+    # each prompt alone: padded to its own length, the same values again
+    for i, prompt in enumerate(PROMPTS):
+        one, one_mask = encoder.encode([prompt], max_tokens=max_tokens)
+        n = int(mask[i].sum())
+        assert one.shape[1] == n and one_mask.all()
+        assert (one[0] - full[i, :n]).abs().max().item() <= 1e-6 * full[i, :n].abs().max().item()
+    with pytest.raises(ValueError, match="padding"):
+        encoder.encode(PROMPTS, padding="max")  # type: ignore[arg-type]
+
+
 def test_mask_is_used_and_padding_not_zeroed(encoder: TextEncoder) -> None:
-    emb, mask = encoder.encode(PROMPTS, max_tokens=32)
+    emb, mask = encoder.encode(PROMPTS, max_tokens=32, padding="max_length")
     tok = encoder.tokenizer(["a cat walks slowly on the street at night"], padding="max_length", max_length=32,
                             truncation=True, return_tensors="pt")
     with torch.no_grad():
@@ -66,8 +90,8 @@ def test_mask_is_used_and_padding_not_zeroed(encoder: TextEncoder) -> None:
 
 
 def test_stripped_and_ids(encoder: TextEncoder) -> None:
-    emb_a, mask_a = encoder.encode(["  red car  "], max_tokens=8)
-    emb_b, mask_b = encoder.encode(["red car"], max_tokens=8)
+    emb_a, mask_a = encoder.encode(["  red car  "], max_tokens=8, padding="max_length")
+    emb_b, mask_b = encoder.encode(["red car"], max_tokens=8, padding="max_length")
     assert torch.equal(emb_a, emb_b) and torch.equal(mask_a, mask_b)
     assert mask_b.tolist() == [[1, 1, 1, 0, 0, 0, 0, 0]]  # ▁red ▁car </s>
 

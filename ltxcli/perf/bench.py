@@ -168,15 +168,19 @@ def _param_count_t5(config: Any) -> int:
 class _SkippedText:
     """Stands in for the text encoder when it is not timed: fixed random embeddings, 16 real tokens."""
 
+    TOKENS = 16
+
     def __init__(self, width: int, device: torch.device, dtype: torch.dtype) -> None:
         self.width, self.device, self.dtype = width, device, dtype
         self.hidden_size = width
 
-    def encode(self, prompts: Sequence[str], max_tokens: int = 256) -> tuple[Tensor, Tensor]:
+    def encode(self, prompts: Sequence[str], max_tokens: int = 256, padding: str = "longest") -> tuple[Tensor, Tensor]:
+        # padded as TextEncoder.encode pads: to the longest prompt (here all 16 tokens) or to max_tokens
+        width = min(self.TOKENS, max_tokens) if padding == "longest" else max_tokens
         gen = torch.Generator().manual_seed(0)
-        emb = torch.randn(len(prompts), max_tokens, self.width, generator=gen).to(self.device, self.dtype)
-        mask = torch.zeros(len(prompts), max_tokens, dtype=torch.long, device=self.device)
-        mask[:, :16] = 1
+        emb = torch.randn(len(prompts), width, self.width, generator=gen).to(self.device, self.dtype)
+        mask = torch.zeros(len(prompts), width, dtype=torch.long, device=self.device)
+        mask[:, : self.TOKENS] = 1
         return emb, mask
 
 
