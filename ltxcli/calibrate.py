@@ -19,6 +19,15 @@ here, on the shapes of the model being loaded:
   :data:`CONV_CHANNELS` channels, 8 output frames of 16x16). Skipped (``auto`` kept) for a VAE too narrow for
   Winograd's rule to ever apply.
 
+A measurement is kept only if the process had the CPU while taking it: its CPU time over the wall time of the
+timed runs and the thread count (``cpu_share``) must reach :data:`MIN_CPU_SHARE`. On an idle 2-core host the
+three got 0.97-1.0 of it, beside one busy process 0.46-0.65, beside two 0.47-0.51, and there the timings invert:
+Winograd took 0.26 s against direct's 0.06 s (idle: 0.025 against 0.031), and a 2026-12-06 calibration taken
+that way kept the slower direct convolutions in the cache (the 0.9.5 decode 0.944 of diffusers' time, not 0.774).
+A busy measurement still decides the run that took it, but the next load measures again, until a quiet one is
+kept or :data:`MAX_BUSY_TRIES` busy ones in a row (a host that is never idle, or a CPU quota under the thread
+count). Measurements under :data:`MIN_JUDGED_S` are not judged (there the share is mostly Python's overhead).
+
 A calibration takes about two seconds for the 2B on a 2-core CPU. Results live in one JSON file
 (:func:`cache_file`: ``$LTX_CALIBRATION_DIR``, else ``$XDG_CACHE_HOME/ltxcli``, else ``~/.cache/ltxcli``), keyed
 by :func:`host_key`; ``ltx doctor`` shows them and ``ltx doctor --recalibrate`` measures again. The models never
@@ -54,10 +63,16 @@ GEMM_MARGIN = 0.03  # oneDNN must be this much faster than F.linear (noise on a 
 NARROW_MAX_SHARE = 0.10  # widening may cost this share of the layer's GEMM: half the weight memory is worth it
 CONV_CHANNELS = 256
 WINOGRAD_MIN_CHANNELS = 128  # ltxcli.models.winograd.MIN_CHANNELS: below it auto never takes Winograd
+MIN_CPU_SHARE = 0.8  # a measurement's CPU time over its wall time x threads, to be kept (see the module docstring)
+MIN_JUDGED_S = 0.05  # shorter measurements count as quiet: their share is mostly single-threaded Python
+MAX_BUSY_TRIES = 3  # busy measurements of one entry in a row after which the last is kept anyway
 
 
 class Measure(Protocol):
-    """What a calibration times (tests pass fake timings): seconds per candidate."""
+    """What a calibration times (tests pass fake timings): seconds per candidate. ``cpu_share``: the share of the
+    threads' CPU time the last measurement got (1.0 when too short to judge)."""
+
+    cpu_share: float
 
     def gemm(self, dim: int, ff_dim: int) -> dict[str, float]: ...  # {"onednn", "native"}
     def narrow(self, dim: int, ff_dim: int) -> dict[str, float]: ...  # {"widen", "gemm"} (gemm at REFERENCE_ROWS)
@@ -85,8 +100,10 @@ def choose_conv(t: dict[str, float]) -> str:
 # --- timing on this CPU --------------------------------------------------------------------------------------
 
 
-def _best(fns: dict[str, Callable[[], Any]], repeats: int = REPEATS) -> dict[str, float]:
-    """The fastest of ``repeats`` interleaved runs of each function, after one warm-up run each."""
+def _best(fns: dict[str, Callable[[], Any]], repeats: int = REPEATS) -> tuple[dict[str, float], float]:
+    """The fastest of ``repeats`` interleaved runs of each function, after one warm-up run each, and the share of
+    the threads' CPU time the process got meanwhile (1.0 under :data:`MIN_JUDGED_S`)."""
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     for fn in fns.values():
         fn()
     best = dict.fromkeys(fns, float("inf"))
@@ -95,11 +112,16 @@ def _best(fns: dict[str, Callable[[], Any]], repeats: int = REPEATS) -> dict[str
             t0 = time.perf_counter()
             fn()
             best[name] = min(best[name], time.perf_counter() - t0)
-    return best
+    wall = time.perf_counter() - wall0
+    share = (time.process_time() - cpu0) / (wall * torch.get_num_threads()) if wall >= MIN_JUDGED_S else 1.0
+    return best, share
 
 
 class HostMeasure:
     """The real timings (float32, inference mode, this process's thread count)."""
+
+    def __init__(self) -> None:
+        self.cpu_share = 1.0
 
     def _layers(self, dim: int, ff_dim: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]]:
         g = torch.Generator().manual_seed(0)
@@ -124,13 +146,14 @@ class HostMeasure:
         if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
             fns["onednn"] = onednn
         with torch.inference_mode():
-            return _best(fns)
+            t, self.cpu_share = _best(fns)
+        return t
 
     def narrow(self, dim: int, ff_dim: int) -> dict[str, float]:
         x, w, b, _ = self._layers(dim, ff_dim)[1]
         stored, buf = w.to(torch.bfloat16), torch.empty_like(w)
         with torch.inference_mode():
-            t = _best({"widen": lambda: buf.copy_(stored), "gemm": lambda: F.linear(x, w, b)})
+            t, self.cpu_share = _best({"widen": lambda: buf.copy_(stored), "gemm": lambda: F.linear(x, w, b)})
         return {"widen": t["widen"], "gemm": t["gemm"] * REFERENCE_ROWS / GEMM_ROWS}
 
     def conv(self, channels: int) -> dict[str, float]:
@@ -142,7 +165,9 @@ class HostMeasure:
         x = torch.randn(1, channels, 8 + 2, 16, 16, generator=g)  # time-padded: 8 output frames of 16x16
         scratch = UpcastScratch()  # one per model in the VAE: its branch kernels are not re-allocated per call
         with torch.inference_mode():
-            return _best({"winograd": lambda: time_winograd_conv3d(conv, x, scratch), "direct": lambda: conv(x)})
+            t, self.cpu_share = _best({"winograd": lambda: time_winograd_conv3d(conv, x, scratch),
+                                       "direct": lambda: conv(x)})
+        return t
 
 
 # --- the cache -----------------------------------------------------------------------------------------------
@@ -242,10 +267,18 @@ def cpu_choices(
     if conv_channels is not None:
         names.append(f"vae_conv {conv_channels}")
     have = cached()
-    if not recalibrate and all(isinstance(have.get(n), dict) and "choice" in have[n] for n in names):
+    if not recalibrate and all(settled(have.get(n)) for n in names):
         return _choices(have, dim, ff_dim, conv_channels)
     with _locked():  # processes of one host (torchrun ranks) measure one at a time and then agree
         return _measure(key, dim, ff_dim, conv_channels, recalibrate, measure or HostMeasure())
+
+
+def settled(entry: Any) -> bool:
+    """Whether a cache entry stands (is not measured again at the next use): measured on a quiet CPU, or busy
+    :data:`MAX_BUSY_TRIES` times in a row. Entries from before the CPU share was recorded are measured once more."""
+    if not isinstance(entry, dict) or "choice" not in entry or "cpu_share" not in entry:
+        return False
+    return float(entry["cpu_share"]) >= MIN_CPU_SHARE or int(entry.get("busy_tries", 0)) >= MAX_BUSY_TRIES
 
 
 def _choices(entries: dict[str, Any], dim: int, ff_dim: int, conv_channels: int | None) -> CpuChoices:
@@ -286,9 +319,13 @@ def _measure(key: str, dim: int, ff_dim: int, conv_channels: int | None, recalib
 
     def entry(name: str, run: Callable[[], dict[str, float]], rule: Callable[[dict[str, float]], str]) -> str:
         e = entries.get(name)
-        if recalibrate or not isinstance(e, dict) or "choice" not in e:
+        if recalibrate or not settled(e):
             timings = run()
-            e = entries[name] = {"choice": rule(timings), "timings": timings, "measured_at": stamp}
+            new = {"choice": rule(timings), "timings": timings, "measured_at": stamp, "cpu_share": round(m.cpu_share, 3)}
+            if m.cpu_share < MIN_CPU_SHARE:  # busy: decides this run; measured again next time (see settled())
+                before = int(e.get("busy_tries", 0)) if isinstance(e, dict) and not settled(e) else 0
+                new["busy_tries"] = before + 1
+            e = entries[name] = new
             changed.append(name)
         used[name] = e
         return str(e["choice"])
@@ -337,7 +374,16 @@ def apply(choices: CpuChoices, transformer: Any, vae: Any | None = None, vae_con
 def report() -> dict[str, Any]:
     """What ``ltx doctor`` shows: the cache file, this host's key, its entries and a one-line summary."""
     entries = cached()
-    summary = ", ".join(f"{name}: {e.get('choice')}" for name, e in sorted(entries.items())) or "not calibrated yet"
+
+    def why(e: Any) -> str:
+        if settled(e):
+            return ""
+        if isinstance(e, dict) and "cpu_share" not in e:
+            return " (by an older version: measured again at the next load)"
+        return " (measured on a busy CPU: again at the next load)"
+
+    summary = ", ".join(f"{name}: {e.get('choice')}{why(e)}" for name, e in sorted(entries.items()))
+    summary = summary or "not calibrated yet"
     return {"file": str(cache_file()), "host": host_key(), "entries": entries,
             "summary": f"CPU choices (measured; ltx doctor --recalibrate): {summary}"}
 
@@ -345,5 +391,5 @@ def report() -> dict[str, Any]:
 __all__ = [
     "ENV_DIR", "CpuChoices", "HostMeasure", "Measure", "apply", "cache_file", "cached", "cached_keep_narrow",
     "choose_conv", "choose_gemm", "choose_narrow", "cpu_choices", "cpu_model", "for_configs", "host_key",
-    "instruction_sets", "report",
+    "instruction_sets", "report", "settled",
 ]

@@ -30,6 +30,7 @@ class FakeMeasure:
         self.t = {"gemm": gemm or {"onednn": 1.0, "native": 2.0}, "narrow": narrow or {"widen": 0.01, "gemm": 1.0},
                   "conv": conv or {"winograd": 1.0, "direct": 2.0}}
         self.calls: list[str] = []
+        self.cpu_share = 1.0  # a quiet CPU
 
     def gemm(self, dim, ff_dim):
         self.calls.append(f"gemm {dim}x{ff_dim}")
@@ -88,6 +89,49 @@ def test_cache_hit_miss_and_recalibrate(cache_dir):
     finally:
         torch.set_num_threads(before)
     assert len(m.calls) == 11 and len(json.loads((cache_dir / C.FILE_NAME).read_text())) == 2
+
+
+def test_a_busy_measurement_decides_its_run_and_is_measured_again(cache_dir):
+    """A measurement taken while other processes had the CPU (cpu_share under MIN_CPU_SHARE) is used but not kept:
+    the next load measures again until a quiet one stands, or MAX_BUSY_TRIES busy ones in a row."""
+    m = FakeMeasure(conv={"winograd": 3.0, "direct": 1.0})
+    m.cpu_share = 0.5
+    assert C.cpu_choices(64, 256, 512, measure=m).vae_conv == "direct"  # the busy timings decide this run
+    entry = C.cached()[f"vae_conv {C.CONV_CHANNELS}"]
+    assert entry["cpu_share"] == 0.5 and entry["busy_tries"] == 1 and not C.settled(entry)
+    assert "busy CPU" in C.report()["summary"]
+    m.t["conv"] = {"winograd": 1.0, "direct": 2.0}
+    m.cpu_share = 0.97
+    assert C.cpu_choices(64, 256, 512, measure=m).vae_conv == "auto" and len(m.calls) == 6  # measured again
+    assert C.settled(C.cached()[f"vae_conv {C.CONV_CHANNELS}"]) and "busy" not in C.report()["summary"]
+    C.cpu_choices(64, 256, 512, measure=m)
+    assert len(m.calls) == 6  # quiet: a hit
+    # a host that is never quiet: measured at each load until MAX_BUSY_TRIES busy ones in a row, then kept
+    m.cpu_share = 0.4
+    C.cpu_choices(32, 128, measure=m)
+    for _ in range(C.MAX_BUSY_TRIES - 1):
+        C.cpu_choices(32, 128, measure=m)
+    assert len(m.calls) == 6 + 2 * C.MAX_BUSY_TRIES
+    assert C.cached()["gemm 32x128"]["busy_tries"] == C.MAX_BUSY_TRIES
+    C.cpu_choices(32, 128, measure=m)
+    assert len(m.calls) == 6 + 2 * C.MAX_BUSY_TRIES  # settled now
+    # --recalibrate on a busy CPU measures and is marked busy again
+    C.cpu_choices(32, 128, measure=m, recalibrate=True)
+    assert C.cached()["gemm 32x128"]["busy_tries"] == 1
+
+
+def test_entries_without_a_cpu_share_are_measured_once_more(cache_dir):
+    """Entries written before the CPU share was recorded may come from a busy CPU: measured again once."""
+    cache_dir.mkdir()
+    old = {"choice": "direct", "timings": {"winograd": 0.28, "direct": 0.084}, "measured_at": "2026-12-06T14:43:48"}
+    entries = {"gemm 64x256": {"choice": "native", "timings": {}, "measured_at": "x"},
+               "narrow 64x256": {"choice": "narrow", "timings": {}, "measured_at": "x"}, "vae_conv 256": old}
+    (cache_dir / C.FILE_NAME).write_text(json.dumps({C.host_key(): entries}))
+    assert "older version" in C.report()["summary"]
+    m = FakeMeasure()
+    assert C.cpu_choices(64, 256, 512, measure=m).vae_conv == "auto" and len(m.calls) == 3
+    C.cpu_choices(64, 256, 512, measure=m)
+    assert len(m.calls) == 3
 
 
 def test_cache_location(tmp_path, monkeypatch):
@@ -161,6 +205,7 @@ def test_host_measure_times_every_candidate():
     assert set(n) == {"widen", "gemm"} and all(v > 0 for v in n.values())
     c = t.conv(8)
     assert set(c) == {"winograd", "direct"} and all(v > 0 for v in c.values())
+    assert t.cpu_share == 1.0  # measurements this short are not judged
 
 
 def test_recalibrate_measures_the_default_models_shapes(cache_dir, monkeypatch):
