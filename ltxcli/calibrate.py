@@ -21,7 +21,7 @@ here, on the shapes of the model being loaded:
 
 A measurement is kept only if the process had the CPU while taking it: its CPU time over the wall time of the
 timed runs and the thread count (``cpu_share``) must reach :data:`MIN_CPU_SHARE`. On an idle 2-core host the
-three got 0.97-1.0 of it, beside one busy process 0.46-0.65, beside two 0.47-0.51, and there the timings invert:
+three got 0.97-1.0 of it, beside one busy process 0.55-0.66, beside two 0.47-0.51, and there the timings invert:
 Winograd took 0.26 s against direct's 0.06 s (idle: 0.025 against 0.031), and a 2026-12-06 calibration taken
 that way kept the slower direct convolutions in the cache (the 0.9.5 decode 0.944 of diffusers' time, not 0.774).
 A busy measurement still decides the run that took it, but the next load measures again, until a quiet one is
