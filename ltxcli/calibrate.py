@@ -270,7 +270,7 @@ def cpu_choices(
     if not recalibrate and all(settled(have.get(n)) for n in names):
         return _choices(have, dim, ff_dim, conv_channels)
     with _locked():  # processes of one host (torchrun ranks) measure one at a time and then agree
-        return _measure(key, dim, ff_dim, conv_channels, recalibrate, measure or HostMeasure())
+        return _measure(key, dim, ff_dim, conv_channels, recalibrate, measure or HostMeasure(), have)
 
 
 def settled(entry: Any) -> bool:
@@ -311,7 +311,12 @@ def _locked() -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def _measure(key: str, dim: int, ff_dim: int, conv_channels: int | None, recalibrate: bool, m: Measure) -> CpuChoices:
+def _measure(
+    key: str, dim: int, ff_dim: int, conv_channels: int | None, recalibrate: bool, m: Measure, seen: dict[str, Any],
+) -> CpuChoices:
+    """Measure what is not settled. ``seen``: this host's entries as read before taking the lock; an entry that
+    differs from it was just measured by another process (a torchrun rank) and is used as it is, busy or not, so
+    that processes started together make the same choices."""
     data = _read()  # again, under the lock: another process may have measured meanwhile
     entries: dict[str, Any] = data.get(key, {}) if isinstance(data.get(key), dict) else {}
     used: dict[str, Any] = {}
@@ -319,7 +324,8 @@ def _measure(key: str, dim: int, ff_dim: int, conv_channels: int | None, recalib
 
     def entry(name: str, run: Callable[[], dict[str, float]], rule: Callable[[dict[str, float]], str]) -> str:
         e = entries.get(name)
-        if recalibrate or not settled(e):
+        just_measured = isinstance(e, dict) and e != seen.get(name)
+        if recalibrate or not (settled(e) or just_measured):
             timings = run()
             new = {"choice": rule(timings), "timings": timings, "measured_at": stamp, "cpu_share": round(m.cpu_share, 3)}
             if m.cpu_share < MIN_CPU_SHARE:  # busy: decides this run; measured again next time (see settled())

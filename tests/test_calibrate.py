@@ -120,6 +120,19 @@ def test_a_busy_measurement_decides_its_run_and_is_measured_again(cache_dir):
     assert C.cached()["gemm 32x128"]["busy_tries"] == 1
 
 
+def test_an_entry_another_process_just_measured_is_used_even_if_busy(cache_dir, monkeypatch):
+    """Processes started together (torchrun ranks) agree: the one that waited for the lock uses what the other
+    measured meanwhile, even a busy measurement, instead of measuring again."""
+    busy = FakeMeasure(gemm={"onednn": 2.0, "native": 1.0})
+    busy.cpu_share = 0.5
+    C.cpu_choices(64, 256, measure=busy)  # the other process's busy measurement, now in the file
+    monkeypatch.setattr(C, "cached", lambda: {})  # this process read the cache before that was written
+    waiting = FakeMeasure()
+    assert C.cpu_choices(64, 256, measure=waiting).onednn_gemm is False and waiting.calls == []
+    monkeypatch.undo()
+    assert C.cpu_choices(64, 256, measure=waiting).onednn_gemm is True and len(waiting.calls) == 2  # a later load
+
+
 def test_entries_without_a_cpu_share_are_measured_once_more(cache_dir):
     """Entries written before the CPU share was recorded may come from a busy CPU: measured again once."""
     cache_dir.mkdir()
