@@ -20,7 +20,9 @@ Cases (issue 6, point 6):
   decode skipped (``stream=True``). Times: each step from the pipeline's progress calls (host side, no device
   on the CPU to wait for) and the transformer call inside it. The checkpoint (transformer + random 0.9.5 VAE,
   bf16), the diffusers folder and a 1-layer T5 of width 4096 (the text stage is not what is timed) are written
-  once under ``$LTX_BENCH_DIR``; ``--step-layers N`` builds an N-block model (a quick check of the case).
+  once under ``$LTX_BENCH_DIR``; ``--step-layers N`` builds an N-block model (a quick check of the case). A second
+  figure times diffusers on the same inputs with the text padded to 128 columns, as its ``LTXPipeline`` pads every
+  prompt (``max_sequence_length``), where ltxcli's pipeline pads to the longest prompt.
 
 Both sides get identical weights: ltxcli's modules are built on the meta device and filled with random values
 (``ltxcli.perf.bench.materialize_random_``), and diffusers' modules receive the SAME values through diffusers' own
@@ -84,6 +86,7 @@ DIFFUSERS_VAE_095 = dict(
 )
 TOKENS_GRID = (3, 8, 16)  # latent frames, height, width -> 384 tokens
 TEXT_LEN = 128
+DIFFUSERS_TEXT_LEN = 128  # diffusers' LTXPipeline max_sequence_length default: it pads every prompt to this
 VAE_LATENT = (4, 8, 8)  # -> 25 frames of 256x256 (--vae-latent changes it)
 WEIGHTS = "checkpoint"  # or "float32" (--weights)
 AMORTISE_STEPS = 20  # the paper setting's steps: the first step's one-time costs spread over them
@@ -640,19 +643,29 @@ def case_step(pairs: int) -> dict[str, Any]:
     ours_steps.clear()
     ours_calls.clear()
     first_steps.clear()
+    # diffusers as its own LTXPipeline calls it: the text padded to its max_sequence_length (128 columns), where
+    # ltxcli pads to the longest prompt (ltxcli.text); a second figure beside the same-input one
+    cols = int(inp["text"].shape[1])
+    pad = max(DIFFUSERS_TEXT_LEN - cols, 0)
+    padded = dict(inp, text=torch.nn.functional.pad(inp["text"], (0, 0, 0, pad)),
+                  mask=torch.nn.functional.pad(inp["mask"], (0, pad)))
     with torch.inference_mode():
         run_theirs_transformer(theirs, inp)  # warm-up
-        times = alternate({"ltxcli": run_ours, "diffusers": lambda: run_theirs_transformer(theirs, inp)}, pairs)
+        times = alternate({"ltxcli": run_ours, "diffusers": lambda: run_theirs_transformer(theirs, inp),
+                           "diffusers_padded": lambda: run_theirs_transformer(theirs, padded)}, pairs)
     for h_ in handles:
         h_.remove()
     step_med, call_med = statistics.median(ours_steps), statistics.median(ours_calls)
     theirs_med = statistics.median(times["diffusers"])
+    padded_med = statistics.median(times["diffusers_padded"])
     first_med = statistics.median(first_steps)
     amortised = (first_med + (AMORTISE_STEPS - 1) * step_med) / AMORTISE_STEPS  # a 20-step run's mean step
     return {"ltxcli_first_step_s": first_steps, "ratio_amortised_20": amortised / theirs_med,"ltxcli_step_s": ours_steps, "ltxcli_call_s": ours_calls, "diffusers_forward_s": times["diffusers"],
+            "diffusers_forward_padded_s": times["diffusers_padded"],
             "median_s": {"ltxcli_step": step_med, "ltxcli_call": call_med, "diffusers_forward": theirs_med,
-                         "ltxcli_first_step": first_med},
+                         "diffusers_forward_padded": padded_med, "ltxcli_first_step": first_med},
             "ratio": step_med / theirs_med, "ratio_call": call_med / theirs_med, "rel_err": err,
+            "ratio_vs_padded": step_med / padded_med, "diffusers_text_len": cols + pad,
             "tokens": n, "batch": batch, "text_len": int(inp["text"].shape[1]), "layers": STEP_LAYERS,
             "steps_per_generate": STEP_STEPS, "load_s": {"ltxcli_pipeline": ltx_load, "diffusers": theirs_load},
             "checkpoint": str(single), "target": "ratio <= 0.85"}
@@ -743,6 +756,8 @@ def main() -> None:
               f"{m['diffusers_forward']:.2f} s = {r['ratio']:.3f} (target <= 0.85); the transformer call alone "
               f"{m['ltxcli_call']:.2f} s = {r['ratio_call']:.3f}; rel err {r['rel_err']:.2e}; first step "
               f"{m['ltxcli_first_step']:.2f} s, the mean step of a 20-step run {r['ratio_amortised_20']:.3f}")
+        print(f"  the same against diffusers on the text as its pipeline pads it ({r['diffusers_text_len']} columns, "
+              f"ltxcli {r['text_len']}): {m['diffusers_forward_padded']:.2f} s = {r['ratio_vs_padded']:.3f}")
     if "load" in results:
         r = results["load"]
         m = r["median"]
