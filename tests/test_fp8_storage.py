@@ -72,6 +72,18 @@ def test_dtype_moves_change_the_compute_dtype_not_the_codes():
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
 
 
+def test_a_dtype_move_keeps_the_scale_unrounded():
+    """The float32 scale survives ``model.to(bfloat16)`` with its value (``ltxcli.models.upcast.StoredLinear``), not
+    rounded through bfloat16 and widened back."""
+    model = tiny_model()
+    convert_to_fp8_storage(model)
+    layer = model.transformer_blocks[0].ff.net[2]
+    scale = layer.weight_scale.clone()
+    assert scale.to(torch.bfloat16).float() != scale  # a bf16 round trip would change it
+    model.to(torch.bfloat16)
+    assert layer.weight_scale.dtype == torch.float32 and torch.equal(layer.weight_scale, scale)
+
+
 def test_only_the_block_linears_are_stored_in_fp8():
     model = tiny_model()
     names = convert_to_fp8_storage(model)

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from ..loading import PICKLE_SUFFIXES, inspect_checkpoint, load_transformer, load_upsampler, load_vae
-from ..models.int8 import Int8StoredLinear, convert_to_storage
-from ..models.upcast import compute_dtype
+from ..models.int8 import convert_to_storage
+from ..models.upcast import StoredLinear, compute_dtype
 from ..safetensors_io import CheckpointError, SafetensorsFile
 
 if TYPE_CHECKING:
@@ -79,9 +79,9 @@ class WeightParts:
 
 def held_bytes(module: nn.Module) -> int:
     """Bytes of ``module``'s persistent tensors at the dtypes they hold (meta-device modules work), with the
-    per-row scales of int8-stored layers (4 bytes a row: not in the state dict, but as large as a bias)."""
-    rows = sum(m.weight_scale.numel() * 4 for m in module.modules() if isinstance(m, Int8StoredLinear))
-    return rows + sum(t.numel() * t.element_size() for t in module.state_dict(keep_vars=True).values())
+    float32 scales of stored layers (not in the state dict; int8's are as large as a bias, 4 bytes a row)."""
+    scales = sum(m.weight_scale.numel() * 4 for m in module.modules() if isinstance(m, StoredLinear))
+    return scales + sum(t.numel() * t.element_size() for t in module.state_dict(keep_vars=True).values())
 
 
 def scratch_bytes(module: nn.Module) -> int:

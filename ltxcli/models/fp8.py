@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltxcli.models.upcast import UpcastLinear, convert_to_stored
+from ltxcli.models.upcast import StoredLinear, convert_to_stored
 
 __all__ = [
     "E4M3_MAX", "FP8Linear", "FP8StoredLinear", "convert_to_fp8", "convert_to_fp8_storage", "fp8_mode",
@@ -172,31 +172,20 @@ def convert_to_fp8(transformer: nn.Module, *, dtype: torch.dtype = torch.bfloat1
 # --- fp8 storage, widened per call ------------------------------------------------------------------------------
 
 
-class FP8StoredLinear(UpcastLinear):
-    """An :class:`~ltxcli.models.upcast.UpcastLinear` whose stored weight is float8 e4m3 codes ``[out, in]``
+class FP8StoredLinear(StoredLinear):
+    """A :class:`~ltxcli.models.upcast.StoredLinear` whose stored weight is float8 e4m3 codes ``[out, in]``
     with a per-tensor float32 scale (``weight ≈ codes * weight_scale``); the bias is in the compute dtype.
 
     At each call the codes are widened into the model's scratch buffer and multiplied by the scale there
     (in the compute dtype), then the layer runs the same GEMM a wide ``nn.Linear`` would. ``weight_scale`` is a
     non-persistent buffer (as for :class:`FP8Linear`): 1 for weights stored in e4m3 by the checkpoint (the
     official fp8 checkpoints are direct casts), ``amax/448`` for weights quantised at load. ``module.to(dtype)``
-    changes the compute dtype (the bias), never the codes.
+    changes the compute dtype (the bias), never the codes or the scale (:class:`~ltxcli.models.upcast.StoredLinear`).
     """
-
-    weight_scale: Tensor
 
     def compute_weight(self) -> Tensor:
         # the scale is a 0-d tensor: the product stays in the compute dtype and nothing syncs with the host
         return self._scratch.upcast(self.weight, self.bias.dtype).mul_(self.weight_scale)
-
-    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> FP8StoredLinear:
-        codes_dtype, scale_dtype = self.weight.dtype, self.weight_scale.dtype
-        super()._apply(fn, recurse)
-        if self.weight.dtype != codes_dtype:  # every e4m3 value is exact in the wider floats: casting back is exact
-            self.weight = nn.Parameter(self.weight.detach().to(codes_dtype), requires_grad=False)
-        if self.weight_scale.dtype != scale_dtype:
-            self.weight_scale = self.weight_scale.to(scale_dtype)
-        return self
 
 
 def fp8_mode(transformer: nn.Module) -> str | None:

@@ -14,13 +14,13 @@ The storage modes (:data:`STORAGE_MODES`) dispatch between the two for the loade
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from ltxcli.models.fp8 import FP8StoredLinear, convert_to_fp8_storage, fp8_storage_keys, quantize_stored
-from ltxcli.models.upcast import UpcastLinear, convert_to_stored
+from ltxcli.models.upcast import StoredLinear, convert_to_stored
 
 __all__ = [
     "INT8_MAX", "STORAGE_MODES", "Int8StoredLinear", "convert_to_int8_storage", "convert_to_storage",
@@ -46,8 +46,8 @@ def quantize_int8(w: Tensor) -> tuple[Tensor, Tensor]:
     return codes, scale
 
 
-class Int8StoredLinear(UpcastLinear):
-    """An :class:`~ltxcli.models.upcast.UpcastLinear` whose stored weight is int8 codes ``[out, in]`` with a
+class Int8StoredLinear(StoredLinear):
+    """A :class:`~ltxcli.models.upcast.StoredLinear` whose stored weight is int8 codes ``[out, in]`` with a
     float32 scale per output row ``weight_scale`` ``[out]`` (``weight ≈ codes * weight_scale[:, None]``); the bias
     is in the compute dtype.
 
@@ -55,21 +55,12 @@ class Int8StoredLinear(UpcastLinear):
     (the product rounded once to the compute dtype), then the layer runs the GEMM a wide ``nn.Linear`` would.
     ``weight_scale`` is a non-persistent buffer (as :class:`~ltxcli.models.fp8.FP8StoredLinear`'s): the state
     dict keeps the checkpoint's keys. ``module.to(dtype)`` changes the compute dtype (the bias), never the codes
-    (integers are not cast) nor the float32 scales.
+    nor the float32 scales (:class:`~ltxcli.models.upcast.StoredLinear`).
     """
-
-    weight_scale: Tensor
 
     def compute_weight(self) -> Tensor:
         # [out, in] codes (exact in bfloat16 too: |code| <= 127) times [out, 1] scales, in the compute dtype
         return self._scratch.upcast(self.weight, self.bias.dtype).mul_(self.weight_scale[:, None])
-
-    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Int8StoredLinear:
-        scale = self.weight_scale
-        super()._apply(fn, recurse)
-        if self.weight_scale.dtype != scale.dtype:  # moved, never narrowed: the float32 values are kept
-            self.weight_scale = scale.to(self.weight_scale.device)
-        return self
 
 
 def convert_to_int8_storage(transformer: nn.Module, scales: Mapping[str, Tensor] | None = None) -> list[str]:

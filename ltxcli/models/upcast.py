@@ -123,11 +123,32 @@ def convert_to_upcast(module: nn.Module, scratch: UpcastScratch | None = None) -
     return count
 
 
+class StoredLinear(UpcastLinear):
+    """An :class:`UpcastLinear` whose weight is stored as one-byte codes ``[out, in]`` with a float32
+    ``weight_scale`` (a non-persistent buffer, so the state dict keeps the checkpoint's keys): the base of fp8 and
+    int8 storage (:mod:`ltxcli.models.fp8`, :mod:`ltxcli.models.int8`), which say how codes and scale widen.
+
+    ``module.to(dtype)`` changes the compute dtype (the bias) only: float codes a cast widened are cast back
+    (every one-byte code is exact in any wider float), integer codes are never cast, and the scale keeps its
+    float32 values (moved to the new device, never rounded through the narrower dtype)."""
+
+    weight_scale: Tensor
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> StoredLinear:
+        codes_dtype, scale = self.weight.dtype, self.weight_scale
+        super()._apply(fn, recurse)
+        if self.weight.dtype != codes_dtype:
+            self.weight = nn.Parameter(self.weight.detach().to(codes_dtype), requires_grad=False)
+        if self.weight_scale.dtype != scale.dtype:
+            self.weight_scale = scale.to(self.weight_scale.device)
+        return self
+
+
 #: ``(layer name, layer, its weight) -> (codes, float32 scale)``: how a storage mode stores one layer's weight.
 StoredCodes = Callable[[str, nn.Module, Tensor], tuple[Tensor, Tensor]]
 
 
-def convert_to_stored(model: nn.Module, keys: Iterable[str], cls: type[UpcastLinear], codes_of: StoredCodes) -> list[str]:
+def convert_to_stored(model: nn.Module, keys: Iterable[str], cls: type[StoredLinear], codes_of: StoredCodes) -> list[str]:
     """Turn the linears whose weights are the state-dict ``keys`` of ``model`` into ``cls`` (a stored-weight
     :class:`UpcastLinear`: fp8 or int8 storage), in place; returns the converted layer names. Each holds the codes
     ``codes_of`` gives and their float32 ``weight_scale``, a non-persistent buffer (the state dict keeps the
