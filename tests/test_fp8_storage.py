@@ -13,13 +13,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from tiny_models import STORAGE_CFG as CFG
-from tiny_models import one_thread, randomise_normal  # noqa: F401  (one_thread: module autouse fixture)
+from tiny_models import one_thread, randomise_normal, rel_err, storage_checkpoint  # noqa: F401  (one_thread: autouse)
 from tiny_models import storage_inputs as tiny_inputs
 from tiny_models import storage_model as tiny_model
 from torch import nn
 
 from ltxcli.api import load_pipeline, weights_fp8
-from ltxcli.loading import load_transformer, save_official_checkpoint
+from ltxcli.loading import load_transformer
 from ltxcli.memory.weights import held_bytes
 from ltxcli.models.fp8 import (
     FP8Linear,
@@ -29,12 +29,6 @@ from ltxcli.models.fp8 import (
     fp8_storage_keys,
 )
 from ltxcli.models.upcast import UpcastLinear, convert_to_upcast, stored_weight_bytes
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
-
-
 
 
 def test_stored_layer_is_the_dequantised_weight_times_the_input():
@@ -129,7 +123,7 @@ def test_matches_fp8_matmul_layers_weight_quantisation():
 @pytest.fixture(scope="module")
 def bf16_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("fp8s") / "bf16.safetensors"
-    save_official_checkpoint(path, transformer=tiny_model(seed=4).to(torch.bfloat16))
+    storage_checkpoint(path, seed=4)
     return path
 
 
@@ -153,10 +147,8 @@ def test_loader_quantises_while_reading(bf16_file, narrow):
 
 
 def test_fp8_checkpoint_kept_as_stored(tmp_path):
-    model = tiny_model(seed=5)
-    convert_to_fp8(model, dtype=torch.bfloat16)  # an fp8 file: block linears e4m3, the rest bf16
     path = tmp_path / "fp8.safetensors"
-    save_official_checkpoint(path, transformer=model)
+    model = storage_checkpoint(path, seed=5, fp8=True)  # an fp8 file: block linears e4m3, the rest bf16
     loaded = load_transformer(path, dtype=torch.bfloat16, weights_fp8=True, keep_checkpoint_dtype=False)
     layer = loaded.transformer_blocks[0].ff.net[0].proj
     stored = model.transformer_blocks[0].ff.net[0].proj.weight

@@ -20,24 +20,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 from tiny_models import STORAGE_CFG as CFG
-from tiny_models import one_thread, randomise_normal  # noqa: F401  (one_thread: module autouse fixture)
+from tiny_models import one_thread, randomise_normal, rel_err, storage_checkpoint  # noqa: F401  (one_thread: autouse)
 from tiny_models import storage_inputs as tiny_inputs
 from tiny_models import storage_model as tiny_model
 from torch import nn
 
 from ltxcli.api import load_pipeline, resolve_compute, weights_storage
-from ltxcli.loading import load_transformer, save_official_checkpoint
+from ltxcli.loading import load_transformer
 from ltxcli.memory.weights import config_transformer_bytes, held_bytes
-from ltxcli.models.fp8 import convert_to_fp8, fp8_storage_keys
+from ltxcli.models.fp8 import fp8_storage_keys
 from ltxcli.models.int8 import Int8StoredLinear, convert_to_int8_storage, quantize_int8, storage_mode
 from ltxcli.models.transformer import LTXVideoTransformer
 from ltxcli.models.upcast import UpcastLinear
 
 TINY32 = np.finfo(np.float32).tiny
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
 def reference_int8(w: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +141,7 @@ def test_tiny_transformer_equals_dequantised_weights_bit_for_bit():
 @pytest.fixture(scope="module")
 def bf16_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("int8s") / "bf16.safetensors"
-    save_official_checkpoint(path, transformer=tiny_model(seed=4).to(torch.bfloat16))
+    storage_checkpoint(path, seed=4)
     return path
 
 
@@ -167,10 +163,8 @@ def test_loader_quantises_while_reading(bf16_file, narrow):
 def test_fp8_checkpoint_widened_then_quantised(tmp_path):
     """An official-style fp8 file (block linears e4m3, unit scale) with int8 storage: the e4m3 values, widened
     exactly, quantised per row."""
-    model = tiny_model(seed=5)
-    convert_to_fp8(model, dtype=torch.bfloat16)
     path = tmp_path / "fp8.safetensors"
-    save_official_checkpoint(path, transformer=model)
+    model = storage_checkpoint(path, seed=5, fp8=True)  # an fp8 file: block linears e4m3, the rest bf16
     loaded = load_transformer(path, dtype=torch.bfloat16, weights_storage="int8", keep_checkpoint_dtype=False)
     layer = loaded.transformer_blocks[0].ff.net[0].proj
     codes, scales = reference_int8(model.transformer_blocks[0].ff.net[0].proj.weight.to(torch.float32))

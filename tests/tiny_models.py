@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -51,6 +52,27 @@ def storage_model(seed: int = 1) -> LTXVideoTransformer:
     model = LTXVideoTransformer(STORAGE_CFG).eval().requires_grad_(False)
     randomise_normal(model, seed)
     return model
+
+
+def storage_checkpoint(path: Path, *, seed: int, fp8: bool = False) -> LTXVideoTransformer:
+    """Write :func:`storage_model` (``seed``) to ``path`` as an official single file, in bfloat16, or with
+    ``fp8`` as an official fp8 checkpoint holds it (block linears e4m3 with unit scale, the rest bfloat16);
+    returns the model written."""
+    from ltxcli.loading import save_official_checkpoint
+    from ltxcli.models.fp8 import convert_to_fp8
+
+    model = storage_model(seed=seed)
+    if fp8:
+        convert_to_fp8(model, dtype=torch.bfloat16)
+    else:
+        model = model.to(torch.bfloat16)
+    save_official_checkpoint(path, transformer=model)
+    return model
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``|a - b| / |b|`` (Frobenius norms, in float64)."""
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
 def storage_inputs(n_tok: int = 12, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
