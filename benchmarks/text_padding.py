@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vs_diffusers import TRANSFORMER_2B, apply_cpu_choices, transformer_inputs
+from vs_diffusers import TRANSFORMER_2B, alternate, apply_cpu_choices, transformer_inputs
 
 from ltxcli.models.transformer import LTXVideoTransformer
 from ltxcli.perf.bench import materialize_random_
@@ -43,17 +43,12 @@ from ltxcli.tiny import TINY_WORDS, make_tokenizer
 MAX_TOKENS = 256
 
 
-def alternate(fns: dict[str, Any], runs: int) -> dict[str, float]:
-    """Median seconds of each function over ``runs`` alternating calls (after one warm-up call each)."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
+def medians(fns: dict[str, Any], runs: int) -> dict[str, float]:
+    """Median seconds of each function over ``runs`` alternating calls (``vs_diffusers.alternate``), after one
+    warm-up call each."""
     for fn in fns.values():
         fn()
-    for _ in range(runs):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: statistics.median(v) for k, v in alternate(fns, runs).items()}
 
 
 def prompt_of(tokens: int) -> str:
@@ -73,7 +68,7 @@ def case_t5(tokens: list[int], layers: int, runs: int) -> list[dict[str, Any]]:
     for n in tokens:
         prompts = [prompt_of(n), DEFAULT_NEGATIVE_PROMPT]
         longest = enc.encode(prompts)[1].shape[1]
-        med = alternate({"max_length": lambda p=prompts: enc.encode(p, padding="max_length"),
+        med = medians({"max_length": lambda p=prompts: enc.encode(p, padding="max_length"),
                          "longest": lambda p=prompts: enc.encode(p)}, runs)
         row = {"case": "t5", "t5_layers": layers, "prompt_tokens": n, "columns": longest, **med,
                "ratio": med["longest"] / med["max_length"]}
@@ -110,7 +105,7 @@ def case_step(tokens: list[int], layers: int, runs: int) -> list[dict[str, Any]]
 
             a, b = run("max_length"), run("longest")
             err = ((a - b).norm() / a.norm()).item()
-            med = alternate({k: lambda k=k: run(k) for k in variants}, runs)
+            med = medians({k: lambda k=k: run(k) for k in variants}, runs)
             row = {"case": "step", "layers": layers, "prompt_tokens": n, "columns": cols, "rel_err": err, **med,
                    "ratio": med["longest"] / med["max_length"]}
             print(f"step ({layers}/28 2B blocks, 384 tokens, CFG), prompt {n} tokens -> {cols} columns: "

@@ -2,16 +2,17 @@
 
 Every block's cross-attention reads the text through ``k_norm(to_k(context))`` and ``to_v(context)``, which
 depend on the text embeddings alone: not on the latents, the timestep or the guidance. The official loop (and
-diffusers') recomputes them at every step; for the 2B at CFG with 256 text tokens that is 240 GFLOP a step, some
-8 % of a CPU step at 384 latent tokens (BENCHMARKS.md), under 1 % at the paper's 6144 tokens.
+diffusers') recomputes them at every step; for the 2B at CFG with the official 256 text tokens that is 240 GFLOP
+a step, some 8 % of a CPU step at 384 latent tokens (BENCHMARKS.md), under 1 % at the paper's 6144 tokens. ltxcli's
+text has only the longest prompt's tokens (:mod:`ltxcli.text`), which makes them smaller still.
 
 A pass slices its text batch ``[negative, positive, positive]`` per step by the guidance branches that step runs
 (:meth:`ltxcli.pipeline.Pipeline._denoise`). :class:`TextKVCache` computes each distinct slice's keys and values
 (:meth:`ltxcli.models.transformer.LTXVideoTransformer.text_keys_values`) at the first step that uses it, from
 the same slice the uncached call would project, so every step's result is the uncached one bit for bit, and
 drops them after the last step that uses it. They take ``2 * num_layers * branches * text tokens * width``
-elements of the run's dtype (:func:`text_kv_bytes`; the memory plan counts them): 117 MB for the 2B at CFG in
-bfloat16, 403 MB for the 13B.
+elements of the run's dtype (:func:`text_kv_bytes`; the memory plan counts them at :data:`TEXT_TOKENS`): at most
+117 MB for the 2B at CFG in bfloat16, 403 MB for the 13B.
 
 Not used under sequential offload: there a block's weights reach the device only inside that block's call
 (:mod:`ltxcli.offload`), and that mode exists to trade speed for memory, which the cache would spend.
@@ -28,7 +29,8 @@ from ltxcli.models.transformer import TextKV
 
 __all__ = ["TEXT_TOKENS", "TextKVCache", "text_kv_bytes", "used_with"]
 
-#: The text encoder's sequence length (:meth:`ltxcli.text.TextEncoder.encode`'s ``max_tokens``).
+#: The most text tokens a pass holds (:meth:`ltxcli.text.TextEncoder.encode`'s ``max_tokens``; it pads only to the
+#: longest prompt, so this is the memory plan's upper bound).
 TEXT_TOKENS = 256
 
 

@@ -14,7 +14,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -37,6 +37,9 @@ from ..parallel.orchestrate import peak_memory, rank_stats
 from ..parallel.transformer import parallelize
 from .flops import t5_encoder_flops, t5_xxl_config, transformer_flops, upsampler_flops, vae_decoder_flops
 from .gpus import BenchError, device_name, resolve_gpu
+
+if TYPE_CHECKING:  # transformers is imported only where a text encoder is built
+    from ..text import Padding
 
 __all__ = [
     "PAPER_SECONDS",
@@ -174,7 +177,7 @@ class _SkippedText:
         self.width, self.device, self.dtype = width, device, dtype
         self.hidden_size = width
 
-    def encode(self, prompts: Sequence[str], max_tokens: int = 256, padding: str = "longest") -> tuple[Tensor, Tensor]:
+    def encode(self, prompts: Sequence[str], max_tokens: int = 256, padding: Padding = "longest") -> tuple[Tensor, Tensor]:
         # padded as TextEncoder.encode pads: to the longest prompt (here all 16 tokens) or to max_tokens
         width = min(self.TOKENS, max_tokens) if padding == "longest" else max_tokens
         gen = torch.Generator().manual_seed(0)
