@@ -1,10 +1,11 @@
 """Video extension and the defaults a video input gives (``ltx extend``, ``ltx v2v``).
 
-An :class:`~ltxcli.request.Extension` request (``Pipeline.run`` hands it to :func:`run_extension`) becomes an
-ordinary generation conditioned on the input's frames, with the official video-extension semantics of
-``inference.py`` (a video condition, trimmed to ``8k + 1`` frames, blurred and CRF-compressed like every
-condition; at frame 0 it is blended into the first latents, later it also adds its first latents as extra
-tokens). The 8k+1 grid decides the plan (:func:`plan_extension`), for an input of ``M`` frames and ``N`` new:
+An :class:`~ltxcli.request.Extension` request (run by :func:`run_extension`, as :func:`ltxcli.run_batch` does for
+every item with ``extend``) becomes an ordinary generation conditioned on the input's frames, with the official
+video-extension semantics of ``inference.py`` (a video condition, trimmed to ``8k + 1`` frames, blurred and
+CRF-compressed like every condition; at frame 0 it is blended into the first latents, later it also adds its first
+latents as extra tokens). The 8k+1 grid decides the plan (:func:`plan_extension`), for an input of ``M`` frames
+and ``N`` new:
 
 * forward: the context is the input's last ``K`` frames, ``K`` the largest ``8k + 1`` <= ``M`` (and short
   enough for the model's time range); the generation is ``K + N`` frames with the context at frame 0;
@@ -27,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .long_video import windowed
 from .request import Condition, Extension, GenerationRequest
 
 if TYPE_CHECKING:  # torch, media and the pipeline are imported where used: the CLI imports this module early
@@ -147,6 +149,13 @@ def _fit(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return resize_frames(crop, height, width)[0].permute(1, 2, 3, 0).clamp(0, 1)
 
 
+def check_extension(request: GenerationRequest) -> None:
+    """An extension is one generation: refuse (ValueError) one that also asks for windows, before any model work."""
+    if request.extend is not None and (windowed(request) or request.duration is not None):
+        raise ValueError("extending a video in windows is not supported yet (a prompt with '|', a window, overlap, "
+                         "prompt schedule or duration): give one prompt and the number of new frames")
+
+
 def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Any = None,
                   stream: bool = False) -> GenerationResult:
     """Generate ``request`` (with ``extend``) as :meth:`Pipeline.run` does: the result is the whole output video
@@ -158,7 +167,9 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Any =
 
     request = dataclasses.replace(request)  # the defaults below are filled in a copy
     ext = request.extend
-    assert ext is not None
+    if ext is None:
+        raise ValueError("run_extension needs a request with extend= (an Extension)")
+    check_extension(request)
     if request.video is not None:
         raise ValueError("an extension cannot also be video-to-video: give extend or video, not both")
     source_defaults(request, pipe.preset)
@@ -216,6 +227,6 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Any =
 
 
 __all__ = [
-    "ExtensionPlan", "check_source", "longest_frames", "parse_extension", "plan_extension", "run_extension",
-    "source_defaults",
+    "ExtensionPlan", "check_extension", "check_source", "longest_frames", "parse_extension", "plan_extension",
+    "run_extension", "source_defaults",
 ]

@@ -413,7 +413,7 @@ def generate(
     max_seconds = float(pipe.transformer.config.positional_embedding_max_pos[0])
     p = plan(request, pipe.preset, max_seconds)
     if p is None or len(p.windows) == 1:
-        one = replace(p.window_request(0), num_frames=p.num_frames) if p is not None else request
+        one = replace(p.window_request(0), num_frames=p.num_frames) if p is not None else _single(request, pipe.preset)
         return pipe.run(one, progress=progress, stream=stream)
     from .control import control_record
 
@@ -431,6 +431,18 @@ def generate(
     chunks = list(run.pixels(result))
     result.video = torch.cat(chunks) if chunks else None
     return result
+
+
+def _single(request: GenerationRequest, preset: Preset) -> GenerationRequest:
+    """A request :func:`plan` runs as one generation, as ``Pipeline.run`` takes it: a ``duration`` becomes its
+    ``num_frames``; the settings between windows (``overlap_strength``, ``adain``) have nothing to act on."""
+    from .request import preset_size
+
+    r = replace(request, overlap_strength=None, adain=None)
+    if r.duration is None:
+        return r
+    frame_rate = float(preset_size(preset, r.height, r.width, None, r.frame_rate)[3])
+    return replace(r, num_frames=frames_for_duration(float(r.duration), frame_rate), duration=None)
 
 
 def _one_pass(r: ResolvedRequest) -> ResolvedRequest:

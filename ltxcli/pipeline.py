@@ -313,11 +313,12 @@ class Pipeline:
         ``stream=True`` stops before the decode: the result's ``video`` is ``None`` and
         :meth:`GenerationResult.frames` decodes when iterated, handing out uint8 chunks, so that a writer
         (:func:`ltxcli.media.write_video`) never holds the whole video as floats on the host.
-        """
-        if request.extend is not None:  # a generation conditioned on the input, spliced onto it
-            from .extend import run_extension
 
-            return run_extension(self, request, progress=progress, stream=stream)
+        One generation: a request with ``extend`` (:func:`ltxcli.extend.run_extension`) or with long-video fields
+        (``duration``, ``window``, ...: :func:`ltxcli.long_video.generate`) is refused with a ValueError naming
+        what runs it (:func:`ltxcli.run_batch` runs both), and a ``|`` in the prompt is part of the prompt here.
+        """
+        request.check_single()  # an extension or a long video: the modules that wrap this one run them
         timings: dict[str, float] = {}
         r = self.resolve(request)
         if r.loras is not None:

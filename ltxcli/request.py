@@ -157,6 +157,23 @@ class GenerationRequest:
     enhance_prompt: str = "auto"
     enhanced_prompt: str | None = None
 
+    def check_single(self) -> None:
+        """Refuse (ValueError) what one generation (:meth:`ltxcli.pipeline.Pipeline.run`) would otherwise run
+        without: an extension and the long-video fields are run by the modules that wrap the pipeline, which the
+        message names."""
+        if self.extend is not None:
+            raise ValueError(_EXTENSION_RUNNER)
+        asked = [name for name in LONG_VIDEO_FIELDS if getattr(self, name) is not None]
+        if asked:
+            raise ValueError(f"{asked[0]}= asks for a long video: run the request with ltxcli.long_video.generate("
+                             "pipe, request) or ltxcli.run_batch; Pipeline.run makes one generation")
+
+
+#: The fields that ask for a long video (:mod:`ltxcli.long_video`), which ``Pipeline.run`` does not run.
+LONG_VIDEO_FIELDS = ("duration", "window", "overlap", "overlap_strength", "adain", "prompt_schedule")
+_EXTENSION_RUNNER = ("extend= continues a video: run the request with ltxcli.extend.run_extension(pipe, request) "
+                     "or ltxcli.run_batch; Pipeline.run makes one generation")
+
 
 @dataclass(frozen=True)
 class ResolvedRequest:
@@ -590,7 +607,7 @@ def resolve_request(
     if r.noise is not None and multi:
         raise ValueError("noise= replaces the single-pass initial draw; it is not supported with multi-scale")
     if r.extend is not None:
-        raise ValueError("an extension is a request for Pipeline.run (ltxcli.extend turns it into a generation)")
+        raise ValueError(_EXTENSION_RUNNER)
     if r.video is not None:
         if multi:
             raise ValueError("video-to-video is not supported yet with multi-scale models (use a base model)")
@@ -634,6 +651,7 @@ __all__ = [
     "CACHE_THRESHOLDS",
     "CONTROL_KINDS",
     "HARD_EPS",
+    "LONG_VIDEO_FIELDS",
     "PASS_ALIASES",
     "STG_MODES",
     "Condition",

@@ -15,6 +15,7 @@ import glob
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,8 +81,11 @@ def matches(item: BatchItem, rec: Mapping[str, Any], *, preset: Preset | None = 
         wanted = {"steps": item.steps, "guidance_scale": item.guidance_scale, "stg_scale": item.stg_scale,
                   "negative_prompt": item.negative_prompt}
         return all(v is None or rec.get(k) == v for k, v in wanted.items())
+    # an extension's record holds the settings of its generation (ltxcli.extend), which resolve as the item does
+    # without the extension; its frames and conditions, in the output's frames, were compared above
+    plain = item if item.extend is None else replace(item, extend=None, num_frames=None, conditions=())
     try:
-        r = resolve_request(item, preset)
+        r = resolve_request(plain, preset)
     except ValueError:
         return False
     settings = r.settings()

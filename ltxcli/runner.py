@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import long_video, naming
 from .enhance.rules import check_mode
-from .extend import parse_extension, source_defaults
+from .extend import check_extension, parse_extension, run_extension, source_defaults
 from .naming import fps_number
 from .records import batch_fields, record, run_settings
 from .request import Condition, GenerationRequest, item_control, parse_cache, preset_size
@@ -426,6 +426,7 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
         parse_cache(item.cache)
         item.conditions = [_check_condition(c, item, decoded) for c in item.conditions]
         long_video.check(item)  # window settings and the prompt schedule (read here)
+        check_extension(item)
         check_mode(item.enhance_prompt)
     except ValueError as e:
         if not where:
@@ -572,6 +573,19 @@ def save_video(result: GenerationResult, path: str | Path, *, overwrite: bool = 
 # --- running -------------------------------------------------------------------------------------------------
 
 
+def _generate(pipe: Pipeline, item: BatchItem, *, progress: ProgressFn | None, stream: bool,
+              keep_state: bool) -> GenerationResult:
+    """One item: an extension through :func:`ltxcli.extend.run_extension`, anything else through
+    :func:`ltxcli.long_video.generate` (in windows when it asks for them or outlasts the model, else ``pipe.run``).
+    Every rank of a split video reads the resume state; the writing one (``keep_state``) alone keeps it."""
+    if item.extend is not None:
+        return run_extension(pipe, item, progress=progress, stream=stream)
+    assert item.target is not None
+    return long_video.generate(pipe, item, progress=progress, stream=stream,
+                               resume=long_video.state_path(item.target) if item.resume else None,
+                               keep_state=keep_state)
+
+
 def run_batch(
     pipe: Pipeline, items: Sequence[BatchItem], *, output: str | None = None, frames: bool = False,
     overwrite: bool = False, skip_existing: bool = False, claim: bool | None = None, model: str | None = None,
@@ -614,10 +628,7 @@ def run_batch(
             with progress(it) if progress is not None else nullcontext(None) as callback:
                 # A streamed result is decoded inside the write, as uint8 chunks checked for NaN/Inf on the way
                 # (a broken VAE shows there); written otherwise, the same check runs on the video's chunks.
-                # every rank of a split video reads the resume state; the writing one alone keeps it
-                result = long_video.generate(pipe, it, progress=callback, stream=stream and write,  # or pipe.run
-                                             resume=long_video.state_path(it.target) if it.resume else None,
-                                             keep_state=write)
+                result = _generate(pipe, it, progress=callback, stream=stream and write, keep_state=write)
                 rec = record(result, model=model) | batch_fields(it)
                 t_write = time.perf_counter()
                 if write:

@@ -101,6 +101,28 @@ def test_extend_to_mp4_length_and_refusals(cli_env: Path, clip: Path) -> None:
     assert_one_error_line(ltx("extend", "missing.mp4", "x", "--frames", "4", "--model", "tiny"), 6)
 
 
+def test_extend_in_windows_is_refused_up_front(cli_env: Path, clip: Path) -> None:
+    """A '|' prompt or a window would make windows, which an extension does not run yet: one line, exit 2, nothing
+    written (it used to fail later with a message about Pipeline.run)."""
+    for extra in (["a cat | a dog"], ["a cat", "--window", "32"]):
+        line = assert_one_error_line(ltx("extend", str(clip), *extra, "--frames", "8", "--model", "tiny",
+                                         "-o", "w.mp4"), 2)
+        assert "extending a video in windows is not supported yet" in line
+    assert not (cli_env / "w.mp4").exists()
+
+
+def test_extend_with_a_drawn_seed_resumes_from_its_record(cli_env: Path, clip: Path) -> None:
+    """--skip-existing with a {seed} pattern finds the extension an earlier run wrote by its record, as for every
+    other kind of video (it used to generate a second file: the extension's settings never matched)."""
+    args = ("extend", str(clip), "a cat", "--frames", "4", "--model", "tiny", "--steps", "1", "-o", "ext/{seed}.mp4",
+            "--skip-existing", "--json")
+    first, second = ltx(*args), ltx(*args)
+    assert first.exit_code == 0 and second.exit_code == 0, (first.stderr, second.stderr)
+    (a,), (b,) = json_lines(first.stdout), json_lines(second.stdout)
+    assert (a["status"], b["status"], b["path"]) == ("ok", "skipped", a["path"])
+    assert len(list((cli_env / "ext").iterdir())) == 1
+
+
 def test_a_condition_longer_than_the_video_is_trimmed_with_a_warning(cli_env: Path, clip: Path) -> None:
     r = ltx("generate", "a cat", "--model", "tiny", "-c", f"{clip}:0", *SMALL)
     assert r.exit_code == 0, r.stderr

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ltxcli import long_video
-from ltxcli.request import GenerationRequest
+from ltxcli.request import Extension, GenerationRequest
 from ltxcli.tiny import build_pipeline
 
 SIGMAS = [1.0, 0.75, 0.5, 0.25]
@@ -118,6 +118,29 @@ def test_one_window_is_todays_generate_bit_for_bit(tiny) -> None:
     b = long_video.generate(tiny, GenerationRequest("a cat walks | a dog runs", window=48, **plain))
     assert torch.equal(a.video, b.video) and torch.equal(a.latents, b.latents)
     assert long_video.plan(GenerationRequest("a cat", **plain), tiny.preset, 20.0) is None  # not windowed at all
+
+
+def test_a_duration_that_fits_one_window_gives_its_frames(tiny) -> None:
+    """A duration within the model's range is one plain generation of that many frames (1 s at 24 fps: 25 frames,
+    8k + 1), the very generation of those num_frames; it used to fall back to the preset's frame count."""
+    plain = dict(height=64, width=96, frame_rate=24, seed=7, steps=1, adain=0.5)  # adain: nothing between windows
+    res = long_video.generate(tiny, GenerationRequest("a cat walks", duration=1.0, **plain))
+    assert res.video is not None and res.video.shape[0] == 25 and res.settings["num_frames"] == 25
+    ref = tiny.run(GenerationRequest("a cat walks", num_frames=25, **{**plain, "adain": None}))
+    assert torch.equal(res.video, ref.video)
+
+
+@pytest.mark.parametrize("kwargs, runner", [
+    ({"duration": 1.0}, "long_video.generate"), ({"window": 48}, "long_video.generate"),
+    ({"adain": 0.5}, "long_video.generate"),
+    ({"prompt_schedule": [{"start": 0, "prompt": "a"}]}, "long_video.generate"),
+    ({"extend": Extension("clip.mp4", frames=8)}, "extend.run_extension"),
+])
+def test_one_generation_refuses_what_it_would_run_without(tiny, kwargs, runner) -> None:
+    """Pipeline.run makes one generation: a request for a long video or an extension is refused in one line that
+    names what runs it, before any work, instead of being generated as a plain clip."""
+    with pytest.raises(ValueError, match=f"ltxcli.{runner}.*Pipeline.run makes one generation"):
+        tiny.generate("a cat", height=64, width=64, steps=1, **kwargs)
 
 
 def test_prompt_schedule_switches_at_the_right_window(tiny, tmp_path) -> None:

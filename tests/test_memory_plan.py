@@ -40,7 +40,8 @@ _MEASURE = textwrap.dedent("""
                     return int(line.split()[1])
         return None
 
-    from ltxcli.request import Extension
+    from ltxcli.extend import run_extension
+    from ltxcli.request import Extension, GenerationRequest
 
     h, w, f = (int(v) for v in sys.argv[1:4])
     mode, path, new = sys.argv[4:] or ["t2v", "", "0"]
@@ -55,7 +56,10 @@ _MEASURE = textwrap.dedent("""
         reset = True
     except OSError:
         reset = False
-    pipe.generate("a cat", height=h, width=w, steps=2, seed=0, **kwargs)
+    if mode == "extend":  # an extension is run by ltxcli.extend, around the pipeline
+        run_extension(pipe, GenerationRequest("a cat", height=h, width=w, steps=2, seed=0, **kwargs))
+    else:
+        pipe.generate("a cat", height=h, width=w, steps=2, seed=0, **kwargs)
     peak = status_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"increment": (peak - base) * 1024, "baseline": base * 1024, "reset": reset}))
 """)
