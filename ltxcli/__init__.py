@@ -26,7 +26,7 @@ _LAZY: dict[str, str] = {
     "Pipeline": "ltxcli.pipeline:Pipeline",
     "load_pipeline": "ltxcli.api:load_pipeline",
     "PromptEnhancer": "ltxcli.enhance.enhancer:PromptEnhancer",
-    "BatchItem": "ltxcli.runner:BatchItem",
+    "BatchItem": "ltxcli.batch:BatchItem",
     "ItemResult": "ltxcli.runner:ItemResult",
     "run_batch": "ltxcli.runner:run_batch",
     "save_video": "ltxcli.runner:save_video",
@@ -41,10 +41,11 @@ __all__ = [
 
 if TYPE_CHECKING:  # for type checkers and IDEs only; at run time __getattr__ resolves these
     from ltxcli.api import load_pipeline
+    from ltxcli.batch import BatchItem
     from ltxcli.enhance.enhancer import PromptEnhancer
     from ltxcli.pipeline import GenerationResult, Pipeline
     from ltxcli.request import Condition, GenerationRequest
-    from ltxcli.runner import BatchItem, ItemResult, run_batch, save_video
+    from ltxcli.runner import ItemResult, run_batch, save_video
     from ltxcli.spec import ModelSpec, resolve_spec
 
 

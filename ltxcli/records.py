@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 from .naming import fps_number
 
 if TYPE_CHECKING:
+    from .batch import BatchItem
     from .pipeline import GenerationResult
-    from .runner import BatchItem
 
 
 def run_settings(result: GenerationResult) -> dict[str, Any]:

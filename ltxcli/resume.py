@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 from . import naming
 
 if TYPE_CHECKING:
+    from .batch import BatchItem
     from .presets import Preset
-    from .runner import BatchItem
 
 #: Compared with the item's own value when it has one; ``prompt`` and the size always.
 _SIZE_KEYS = ("height", "width", "num_frames")

@@ -32,11 +32,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import long_video, naming
+from .batch import BatchItem
 from .enhance.rules import check_mode
 from .extend import check_extension, parse_extension, run_extension, source_defaults
 from .naming import fps_number
 from .records import batch_fields, record, run_settings
-from .request import Condition, GenerationRequest, item_control, parse_cache, preset_size
+from .request import Condition, item_control, parse_cache, preset_size
 
 if TYPE_CHECKING:
     from .pipeline import GenerationResult, Pipeline
@@ -52,26 +53,6 @@ ProgressFn = Callable[[str, int, int], None]
 
 class OutputError(OSError):
     """An output that cannot be written (a read-only folder, a full disk, a file in the way of a folder)."""
-
-
-@dataclass
-class BatchItem(GenerationRequest):
-    """One video of a batch: a :class:`~ltxcli.request.GenerationRequest` (``None`` sizes and frame rate: the
-    preset's, ``None`` seed: derived from the batch seed, both filled in when the batch is planned, since output
-    names use them) and where it goes: ``output``, a file, folder or pattern for this item only; ``index``, its
-    place in the batch; ``target`` and ``skip``, set by :func:`plan_outputs`.
-
-    ``batch_seed``: in a batch of several items, the seed this item's was derived from (``seed = batch_seed +
-    index``, recorded in its file); ``seed_drawn``: the seed (or batch seed) was drawn at random, so a rerun
-    with ``skip_existing`` may take the one recorded by an earlier run of the batch (:mod:`ltxcli.resume`)."""
-
-    output: str | None = None
-    index: int = 0
-    target: Path | None = None
-    skip: bool = False
-    batch_seed: int | None = None
-    seed_drawn: bool = False
-    resume: bool = False  # a windowed run keeps its finished windows next to the output (ltxcli.long_video)
 
 
 @dataclass

@@ -4,7 +4,8 @@ The import graph is read with :mod:`ast` from every module under ``ltxcli/``: mo
 ``import`` / ``from ... import`` alike (a function-level import that closes a cycle is still a cycle: it only
 moves the failure from import time to the first call), relative imports resolved, ``from pkg import sub``
 counted as an edge to the submodule ``pkg.sub``. Imports under ``if TYPE_CHECKING:`` never run and are not
-edges. Importing ``pkg.sub`` runs ``pkg/__init__.py`` too, but that
+edges of the run-time graph; a second check counts them too, so that no two modules depend on each other even
+through their annotations. Importing ``pkg.sub`` runs ``pkg/__init__.py`` too, but that
 parent edge is not counted: a package importing its own submodules is the normal shape of a package, not a
 cycle. The lazy public API of ``ltxcli/__init__.py`` (a name -> ``"module:attr"`` table read by PEP 562
 ``__getattr__``) is not an import either; instead no module of the package may reach a lazily exported name
@@ -51,12 +52,14 @@ def _type_checking_only(tree: ast.AST) -> set[int]:
     return skip
 
 
-def _imports(name: str, path: Path) -> Iterator[tuple[str, int]]:
-    """(imported module, line) for every import statement in ``path`` that can run, at any depth."""
+def _imports(name: str, path: Path, *, typing: bool = False) -> Iterator[tuple[str, int]]:
+    """(imported module, line) for every import statement in ``path`` that can run, at any depth (``typing``:
+    those under ``if TYPE_CHECKING:`` too)."""
     is_package = path.name == "__init__.py"
     package = name if is_package else name.rpartition(".")[0]
     tree = ast.parse(path.read_text(), str(path))
-    skip = _type_checking_only(tree)
+    # a package's __init__ names its public API for type checkers: re-exports, not a dependency of the package
+    skip = set() if typing and not is_package else _type_checking_only(tree)
     for node in ast.walk(tree):
         if id(node) in skip:
             continue
@@ -82,12 +85,12 @@ def _owner(target: str) -> str | None:
     return target or None
 
 
-def import_graph() -> dict[str, dict[str, int]]:
-    """module -> {imported ltxcli module: first line}, self-edges dropped."""
+def import_graph(*, typing: bool = False) -> dict[str, dict[str, int]]:
+    """module -> {imported ltxcli module: first line}, self-edges dropped (``typing``: type-checking imports too)."""
     graph: dict[str, dict[str, int]] = {}
     for name, path in MODULES.items():
         edges: dict[str, int] = {}
-        for target, line in _imports(name, path):
+        for target, line in _imports(name, path, typing=typing):
             if target.split(".")[0] != "ltxcli":
                 continue
             owner = _owner(target)
@@ -178,6 +181,13 @@ def test_no_import_cycles() -> None:
     cycles = describe_cycles(GRAPH)
     print("\n".join(cycles) or f"no import cycles among {len(GRAPH)} ltxcli modules")
     assert not cycles, "import cycles among ltxcli modules:\n" + "\n".join(cycles)
+
+
+def test_no_cycles_through_type_annotations_either() -> None:
+    # a type-only import that closes a cycle runs nothing, but it still says that two modules depend on each
+    # other: the lower one names a type of the upper one (here each such place takes a Protocol or a lower module)
+    cycles = describe_cycles(import_graph(typing=True))
+    assert not cycles, "cycles among ltxcli modules counting TYPE_CHECKING imports:\n" + "\n".join(cycles)
 
 
 def test_models_import_nothing_else_from_ltxcli() -> None:

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from ltxcli.presets import Preset
-    from ltxcli.request import GenerationRequest, ResolvedRequest
 
 # The official system prompts, verbatim (tests/test_enhance.py compares them with ltx_video's).
 T2V_CINEMATIC_PROMPT = """You are an expert cinematic director with many award winning movies, When writing prompts based on the user input, focus on detailed, chronological descriptions of actions and scenes.
@@ -113,7 +112,24 @@ def plan(mode: str, prompt: str, condition_frames: Sequence[int], threshold: int
     return EnhancePlan("i2v")
 
 
-def request_plan(request: GenerationRequest | ResolvedRequest, preset: Preset) -> EnhancePlan:
+class _Placed(Protocol):
+    @property
+    def frame(self) -> int: ...
+
+
+class PlannedRequest(Protocol):
+    """What :func:`request_plan` reads of a request (a :class:`~ltxcli.request.GenerationRequest` or
+    :class:`~ltxcli.request.ResolvedRequest`): typed by shape, since the request module imports this one."""
+
+    @property
+    def enhance_prompt(self) -> str: ...
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def conditions(self) -> Sequence[_Placed]: ...
+
+
+def request_plan(request: PlannedRequest, preset: Preset) -> EnhancePlan:
     """:func:`plan` for a request (its mode, prompt and condition frames) under ``preset``."""
     frames = [c.frame for c in request.conditions]
     return plan(request.enhance_prompt, request.prompt, frames, preset.prompt_enhancement_words_threshold)
@@ -121,6 +137,6 @@ def request_plan(request: GenerationRequest | ResolvedRequest, preset: Preset) -
 
 __all__ = [
     "CAPTION_MAX_NEW_TOKENS", "CAPTION_NUM_BEAMS", "CAPTION_TASK", "DEFAULT_WORDS_THRESHOLD", "I2V_CINEMATIC_PROMPT",
-    "MAX_NEW_TOKENS", "MODES", "T2V_CINEMATIC_PROMPT", "EnhancePlan", "Kind", "check_mode", "plan", "request_plan",
-    "word_count",
+    "MAX_NEW_TOKENS", "MODES", "T2V_CINEMATIC_PROMPT", "EnhancePlan", "Kind", "PlannedRequest", "check_mode", "plan",
+    "request_plan", "word_count",
 ]
