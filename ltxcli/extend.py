@@ -178,7 +178,9 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Any =
     plan = plan_extension(frames.shape[0], ext.frames, ext.backward,
                           longest_frames(pipe.transformer.config.positional_embedding_max_pos, request.frame_rate))
     user = [dataclasses.replace(c, frame=plan.gen_frame(c.frame)) for c in request.conditions]
-    inner = dataclasses.replace(request, extend=None, num_frames=plan.gen_frames, conditions=[])
+    # one generation: the settings between windows (overlap_strength, adain) have nothing to act on
+    inner = dataclasses.replace(request, extend=None, num_frames=plan.gen_frames, conditions=[],
+                                overlap_strength=None, adain=None)
     r = pipe.resolve(inner)
     # the context as every file condition is prepared (crop, resize, blur, CRF; [1, 3, K, h, w] in [-1, 1]), at
     # the generation's size, padded as inference.py pads media; handed over as a tensor [K, ph, pw, 3] in [0, 1]

@@ -109,6 +109,11 @@ def test_extend_in_windows_is_refused_up_front(cli_env: Path, clip: Path) -> Non
                                          "-o", "w.mp4"), 2)
         assert "extending a video in windows is not supported yet" in line
     assert not (cli_env / "w.mp4").exists()
+    # what acts between windows only has nothing to act on in one generation, as for a short `ltx generate`
+    args = ("extend", str(clip), "a cat", "--frames", "4", "--model", "tiny", "--steps", "1", "--seed", "3")
+    plain, with_adain = ltx(*args, "--frames-dir", "a"), ltx(*args, "--adain", "0.3", "--frames-dir", "b")
+    assert plain.exit_code == 0 and with_adain.exit_code == 0, with_adain.stderr
+    assert torch.equal(frame_codes(cli_env / "a"), frame_codes(cli_env / "b"))
 
 
 def test_extend_with_a_drawn_seed_resumes_from_its_record(cli_env: Path, clip: Path) -> None:
