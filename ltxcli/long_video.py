@@ -155,6 +155,16 @@ def frames_for_duration(seconds: float, frame_rate: float) -> int:
     return math.ceil(seconds * frame_rate / _LATENT_T - 1e-9) * _LATENT_T + 1
 
 
+def frames_of(request: GenerationRequest, frame_rate: float) -> int | None:
+    """The frames ``request`` asks for: its ``duration`` at ``frame_rate``, else its ``num_frames`` (None: the
+    preset's). Both given is a ValueError."""
+    if request.duration is None:
+        return request.num_frames
+    if request.num_frames is not None:
+        raise ValueError("give either num_frames or duration, not both")
+    return frames_for_duration(float(request.duration), frame_rate)
+
+
 def parse_duration(text: str | float) -> float:
     """``"30s"``, ``"30"``, ``"1m30s"`` or a number -> seconds."""
     if isinstance(text, (int, float)):
@@ -269,12 +279,8 @@ def plan(request: GenerationRequest, preset: Preset, max_seconds: float | None =
 
     r = request
     frame_rate = float(preset_size(preset, r.height, r.width, r.num_frames, r.frame_rate)[3])
-    if r.duration is not None:
-        if r.num_frames is not None:
-            raise ValueError("give either num_frames or duration, not both")
-        num_frames = frames_for_duration(float(r.duration), frame_rate)
-    else:
-        num_frames = preset.num_frames if r.num_frames is None else r.num_frames
+    asked = frames_of(r, frame_rate)
+    num_frames = preset.num_frames if asked is None else asked
     too_long = max_seconds is not None and (padded_size(32, 32, num_frames)[2] - 1) / frame_rate > max_seconds
     if not (windowed(r) or too_long):
         return None
@@ -442,7 +448,7 @@ def _single(request: GenerationRequest, preset: Preset) -> GenerationRequest:
     if r.duration is None:
         return r
     frame_rate = float(preset_size(preset, r.height, r.width, None, r.frame_rate)[3])
-    return replace(r, num_frames=frames_for_duration(float(r.duration), frame_rate), duration=None)
+    return replace(r, num_frames=frames_of(r, frame_rate), duration=None)
 
 
 def _one_pass(r: ResolvedRequest) -> ResolvedRequest:
@@ -667,6 +673,7 @@ __all__ = [
     "check_row",
     "checked_frames",
     "frames_for_duration",
+    "frames_of",
     "fuse",
     "generate",
     "item_fields",

@@ -270,13 +270,17 @@ def derive_seeds(items: Sequence[BatchItem], batch_seed: int, *, drawn: bool = F
 
 
 def _complete(items: Sequence[BatchItem], preset: Preset | None, batch_seed: int | None = None) -> None:
-    """Fill what an item leaves open: a seed derived from ``batch_seed`` (None: a random one, drawn here), an
-    input video's size, rate and length (:func:`ltxcli.extend.source_defaults`), the preset's size and rate."""
+    """Fill what an item leaves open: a seed derived from ``batch_seed`` (None: a random one, drawn here), the
+    frames of a ``duration``, an input video's size, rate and length (:func:`ltxcli.extend.source_defaults`), the
+    preset's size and rate."""
     if any(it.seed is None for it in items):
         drawn = batch_seed is None
         derive_seeds(items, secrets.randbelow(2**31) if drawn else batch_seed, drawn=drawn)
     for it in items:
         if preset is not None:
+            if it.duration is not None and it.extend is None:  # the seconds asked for, as frames at the item's rate
+                rate = preset_size(preset, it.height, it.width, None, it.frame_rate)[3]
+                it.num_frames, it.duration = long_video.frames_of(it, float(rate)), None
             source_defaults(it, preset)
             it.height, it.width, it.num_frames, frame_rate = preset_size(
                 preset, it.height, it.width, it.num_frames, it.frame_rate)

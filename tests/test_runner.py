@@ -87,6 +87,17 @@ def test_run_batch_from_python_names_skips_and_reports_in_order(pipe: Any, tmp_p
         list(ltxcli.run_batch(pipe, [BatchItem("x", height=63, width=96, num_frames=9)], output=str(tmp_path)))
 
 
+def test_run_batch_takes_a_duration_from_python(pipe: Any, tmp_path: Path) -> None:
+    """An item with ``duration`` (seconds) and no ``num_frames``, as `ltx generate --duration` gives: the smallest
+    8k + 1 frames that last that long at its rate (1 s at 24 fps: 25). It used to be refused with "give either
+    num_frames or duration" (the preset's frame count had been filled in beside it)."""
+    item = BatchItem("a cat", seed=1, steps=1, height=64, width=96, frame_rate=24, duration=1.0)
+    (res,) = ltxcli.run_batch(pipe, [item], output=str(tmp_path / "d.mp4"))
+    assert res.status == "ok" and res.settings["num_frames"] == 25 and media.media_num_frames(res.path) == 25
+    with pytest.raises(ValueError, match="num_frames or duration"):
+        list(ltxcli.run_batch(pipe, [BatchItem("a cat", num_frames=9, duration=1.0)], output=str(tmp_path / "e.mp4")))
+
+
 def test_build_items_and_plan_outputs_without_a_model(tmp_path: Path) -> None:
     """Rows as `ltx generate --batch` reads them: a row's value > defaults > the preset's; names planned with
     no model loaded."""
