@@ -297,6 +297,26 @@ def plan(request: GenerationRequest, preset: Preset, max_seconds: float | None =
     return LongPlan(full, num_frames, frame_rate, window, overlap, strength, factor, windows)
 
 
+def window_frames(request: GenerationRequest, frame_rate: float,
+                  max_seconds: float) -> Callable[[int], tuple[int, int] | None]:
+    """For the memory plan: ``num_frames -> (pixel frames of the longest window, latent frames of the previous
+    window's tail that each later window appends)`` where ``request`` at that length runs in several windows (as
+    :func:`plan` decides), else None. The window settings are read and checked once, here."""
+    explicit = windowed(request)
+    window, overlap, _, _ = check(request)
+
+    def frames(num_frames: int) -> tuple[int, int] | None:
+        latent = (padded_size(32, 32, num_frames)[2] - 1) // _LATENT_T + 1
+        if not (explicit or (latent - 1) * _LATENT_T / frame_rate > max_seconds):
+            return None
+        spans = split_windows(latent, window // _LATENT_T, overlap // _LATENT_T)
+        if len(spans) == 1:
+            return None
+        return _LATENT_T * (max(e - s for s, e in spans) - 1) + 1, overlap // _LATENT_T
+
+    return frames
+
+
 def window_prompts(r: GenerationRequest, spans: Sequence[tuple[int, int]], frame_rate: float) -> list[str]:
     """The prompt of each window: the schedule entry in force at the window's first frame, else the ``|``
     parts in order (the last one repeated), else the prompt."""
@@ -309,34 +329,6 @@ def window_prompts(r: GenerationRequest, spans: Sequence[tuple[int, int]], frame
         return out
     parts = [p.strip() for p in r.prompt.split("|")]
     return [parts[min(i, len(parts) - 1)] for i in range(len(spans))]
-
-
-# --- batch items (ltxcli.runner) ----------------------------------------------------------------------------
-
-_ITEM_KEYS = ("window", "overlap", "overlap_strength", "adain", "prompt_schedule", "temporal_upscale", "resume")
-
-
-def check_row(row: dict[str, Any], where: str, bools: Sequence[str]) -> None:
-    """A batch line's long-video keys: booleans are booleans; a numeric ``duration`` becomes its string."""
-    for key in bools:
-        if row.get(key) is not None and not isinstance(row[key], bool):
-            raise ValueError(f"{where}: {key} must be true or false, got {row[key]!r}")
-    if isinstance(row.get("duration"), (int, float)) and not isinstance(row["duration"], bool):
-        row["duration"] = str(row["duration"])
-
-
-def item_fields(pick: Callable[[str], Any], row: Mapping[str, Any], defaults: Mapping[str, Any],
-                preset: Preset | None, frame_rate: float | None) -> tuple[int | None, dict[str, Any]]:
-    """A batch item's ``num_frames`` (from ``duration`` when given: not with ``num_frames``) and its long-video
-    fields, each the row's, else the command's (``pick``)."""
-    num_frames = pick("num_frames")
-    duration = pick("duration")
-    if duration is not None:
-        if row.get("num_frames") is not None or defaults.get("num_frames") is not None:
-            raise ValueError(f"{row.get('_where', 'item')}: give either num_frames or duration, not both")
-        rate = frame_rate if frame_rate is not None else (preset.frame_rate if preset is not None else 24)
-        num_frames = frames_for_duration(parse_duration(duration), float(rate))
-    return num_frames, {k: pick(k) for k in _ITEM_KEYS if pick(k) is not None}
 
 
 def temporal_upscaler(requests: Sequence[GenerationRequest]) -> str | None:
@@ -670,13 +662,11 @@ __all__ = [
     "LongPlan",
     "Window",
     "check",
-    "check_row",
     "checked_frames",
     "frames_for_duration",
     "frames_of",
     "fuse",
     "generate",
-    "item_fields",
     "parse_duration",
     "plan",
     "read_schedule",
@@ -684,6 +674,7 @@ __all__ = [
     "split_windows",
     "state_path",
     "temporal_upscaler",
+    "window_frames",
     "window_prompts",
     "windowed",
 ]

@@ -99,6 +99,32 @@ ITEM_KEYS = (*_ITEM_STR, *_ITEM_INT, *_ITEM_FLOAT, *_ITEM_BOOL, "conditions", "l
              "control_from", "extend")
 
 
+_LONG_KEYS = ("window", "overlap", "overlap_strength", "adain", "prompt_schedule", "temporal_upscale", "resume")
+
+
+def _check_long_row(row: dict[str, Any], where: str, bools: Sequence[str]) -> None:
+    """A batch line's long-video keys: booleans are booleans; a numeric ``duration`` becomes its string."""
+    for key in bools:
+        if row.get(key) is not None and not isinstance(row[key], bool):
+            raise ValueError(f"{where}: {key} must be true or false, got {row[key]!r}")
+    if isinstance(row.get("duration"), (int, float)) and not isinstance(row["duration"], bool):
+        row["duration"] = str(row["duration"])
+
+
+def _long_fields(pick: Callable[[str], Any], row: Mapping[str, Any], defaults: Mapping[str, Any],
+                preset: Preset | None, frame_rate: float | None) -> tuple[int | None, dict[str, Any]]:
+    """A batch item's ``num_frames`` (from ``duration`` when given: not with ``num_frames``) and its long-video
+    fields, each the row's, else the command's (``pick``)."""
+    num_frames = pick("num_frames")
+    duration = pick("duration")
+    if duration is not None:
+        if row.get("num_frames") is not None or defaults.get("num_frames") is not None:
+            raise ValueError(f"{row.get('_where', 'item')}: give either num_frames or duration, not both")
+        rate = frame_rate if frame_rate is not None else (preset.frame_rate if preset is not None else 24)
+        num_frames = long_video.frames_for_duration(long_video.parse_duration(duration), float(rate))
+    return num_frames, {k: pick(k) for k in _LONG_KEYS if pick(k) is not None}
+
+
 def parse_condition(spec: str) -> Condition:
     """``PATH:FRAME[:STRENGTH]``, split from the right so paths may contain ':'."""
     parts = spec.rsplit(":", 2)
@@ -178,7 +204,7 @@ def parse_batch(text: str, source: str = "batch") -> list[dict[str, Any]]:
             v = obj.get(key)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
                 raise ValueError(f"{where}: {key} must be a number, got {v!r}")
-        long_video.check_row(obj, where, _ITEM_BOOL)
+        _check_long_row(obj, where, _ITEM_BOOL)
         conds = obj.get("conditions")
         if conds is not None:
             if not isinstance(conds, list):
@@ -241,7 +267,7 @@ def build_items(
             return row[key] if row.get(key) is not None else defaults.get(key)
 
         frame_rate = pick("frame_rate")
-        num_frames, long = long_video.item_fields(pick, row, defaults, preset, frame_rate)
+        num_frames, long = _long_fields(pick, row, defaults, preset, frame_rate)
         # a row's explicit "seed": null asks for a random seed of its own, whatever the batch seed
         own_random = "seed" in row and row["seed"] is None
         items.append(BatchItem(

@@ -40,6 +40,7 @@ _MEASURE = textwrap.dedent("""
                     return int(line.split()[1])
         return None
 
+    from ltxcli import long_video
     from ltxcli.extend import run_extension
     from ltxcli.request import Extension, GenerationRequest
 
@@ -58,6 +59,11 @@ _MEASURE = textwrap.dedent("""
         reset = False
     if mode == "extend":  # an extension is run by ltxcli.extend, around the pipeline
         run_extension(pipe, GenerationRequest("a cat", height=h, width=w, steps=2, seed=0, **kwargs))
+    elif mode == "long":  # windows of 64 frames 32 apart, decoded as they are done (as ltx generate streams them)
+        req = GenerationRequest("a cat | a dog", height=h, width=w, num_frames=f, steps=2, seed=0, window=64,
+                                overlap=32)
+        for _ in long_video.generate(pipe, req, stream=True).frames():
+            pass
     else:
         pipe.generate("a cat", height=h, width=w, steps=2, seed=0, **kwargs)
     peak = status_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -174,3 +180,37 @@ def test_input_video_of_v2v_and_extension_is_counted_and_matches_measured_peak_r
               f"ratio {measured / estimated:.2f}")
     for name, estimated, measured in rows:
         assert 0.75 * estimated <= measured <= 1.25 * estimated, (name, estimated, measured)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_a_long_video_is_planned_one_window_at_a_time() -> None:
+    """A request in windows (:mod:`ltxcli.long_video`) holds one window's generation at a time, with the previous
+    window's tail appended as tokens, and the fused latents of the whole video: the plan of 8 windows is the plan
+    of 2 plus those latents, below the same length as one generation, and it matches the measured peak of a tiny
+    streamed run of 4 windows within 25% (the plan used to price the whole length as one generation)."""
+    from ltxcli.memory.plan import request_estimator, request_shape
+    from ltxcli.request import GenerationRequest
+
+    transformer, vae = builtin_modules(torch.float32)
+    parts = weight_parts(transformer, vae)
+    h, w = 320, 512
+
+    def estimate(f: int, prompt: str = "a cat | a dog", **long: object) -> int:
+        request = GenerationRequest(prompt, height=h, width=w, num_frames=f, frame_rate=24.0, **long)
+        shape = request_shape(TINY_PRESET, request, dtype=torch.float32,
+                              max_positions=transformer.config.positional_embedding_max_pos)
+        est = request_estimator(shape, transformer.config, vae.config, dtype=torch.float32, parts=parts,
+                                offload_saves=False, device_is_host=True, vae_tiling="off", streamed=True)(h, w, f)
+        return est.host_peak_bytes - parts.total
+
+    # windows of 8 latent frames, 4 apart: 12, 20 and 36 latent frames make 2, 4 and 8 windows of 57 frames (a
+    # size whose activations dwarf the allocator's noise, as SIZES above)
+    windows = {"window": 64, "overlap": 32}
+    two, four, eight = (estimate(f, **windows) for f in (89, 153, 281))
+    latents = 4 * vae.config.latent_channels * (h // 32) * (w // 32)  # one latent frame, float32
+    assert (four - two, eight - two) == (8 * latents, 24 * latents)
+    assert eight < estimate(281, "a cat") / 2  # 281 frames as one generation (within the tiny model's time range)
+    measured = _measure(h, w, 153, "long", "", "0")["increment"]
+    print(f"4 windows {w}x{h}x153: estimated {four / 2**20:7.1f} MiB, measured {measured / 2**20:7.1f} MiB, "
+          f"ratio {measured / four:.2f}")
+    assert 0.75 * four <= measured <= 1.25 * four, (four, measured)

@@ -365,6 +365,10 @@ class RunShape:
     v2v: int = 0
     #: an extension: ``(new frames, backward, input pixels per frame (native size), the model's longest frames)``
     extension: tuple[int, bool, int, int] | None = None
+    #: a long video: ``f -> (frames of its longest window, latent frames each later window appends)`` or None
+    #: where ``f`` frames run as one generation (:func:`ltxcli.long_video.window_frames`)
+    windows: Callable[[int], tuple[int, int] | None] | None = None
+    appended: int = 0  # latent frames appended as extra tokens (a later window's view of the previous one's tail)
 
     @classmethod
     def of_preset(
@@ -408,10 +412,16 @@ def request_shape(preset: Preset, request: Any, *, dtype: torch.dtype, depth_mod
 
         longest = longest_frames(max_positions, request.frame_rate) if max_positions and request.frame_rate else 1 << 30
         extension = (ext.frames, ext.backward, _native_pixels(ext.video), longest)
-    return RunShape.of_preset(preset, guidance_scale=request.guidance_scale, stg_scale=request.stg_scale,
-                              conditions=[(c.frame, condition_frames(c, request.num_frames)) for c in request.conditions],
-                              control_frames=request.num_frames if control is not None else 0, control_model=model,
-                              v2v=_native_pixels(video) if video is not None else 0, extension=extension)
+    windows = None
+    if ext is None and max_positions and request.frame_rate:  # a long video runs one window at a time
+        from ..long_video import window_frames
+
+        windows = window_frames(request, float(request.frame_rate), float(max_positions[0]))
+    shape = RunShape.of_preset(preset, guidance_scale=request.guidance_scale, stg_scale=request.stg_scale,
+                               conditions=[(c.frame, condition_frames(c, request.num_frames)) for c in request.conditions],
+                               control_frames=request.num_frames if control is not None else 0, control_model=model,
+                               v2v=_native_pixels(video) if video is not None else 0, extension=extension)
+    return replace(shape, windows=windows)
 
 
 def _native_pixels(source: Any) -> int:
@@ -445,12 +455,19 @@ def request_estimator(
     def estimate(h: int, w: int, f: int) -> MemoryEstimate:
         if shape.extension is not None:
             return _extension_estimate(shape, transformer, vae, h, w, f, dtype=dtype, **kwargs)
+        window = shape.windows(f) if shape.windows is not None else None
+        if window is not None:  # its longest window with the tail it appends, and the fused latents [1, C, lf, lh, lw]
+            one = replace(shape, windows=None, appended=window[1])  # float32, held on the host to the end
+            lf, lh, lw = latent_shape(vae, h, w, f)
+            latents = 4 * vae.latent_channels * lf * lh * lw
+            return input_hold(request_estimator(one, transformer, vae, dtype=dtype, **kwargs)(h, w, window[0]),
+                              latents, latents)
         ph, pw, pf = padded_size(h, w, f)
         _, lh, lw = latent_shape(vae, ph, pw, f)
         control = (min(shape.control_frames, pf) - 1) // 8 * 8 + 1 if shape.control_frames else 0  # the trim
         est = estimate_memory(
             transformer, vae, height=ph, width=pw, num_frames=f, dtype=dtype, passes=run_passes(shape, h, w, f),
-            extra_tokens=2 * lh * lw * later, per_token_timesteps=bool(shape.conditions),
+            extra_tokens=(2 * later + shape.appended) * lh * lw, per_token_timesteps=bool(shape.conditions or shape.appended),
             condition_frames=[n for _, n in shape.conditions] + ([pf] if shape.v2v else []), control_frames=control,
             control_model=shape.control_model(h, w, control) if shape.control_model and control else None, **kwargs)
         if not shape.v2v:
