@@ -1,8 +1,8 @@
 """Redo a generation from the record its video carries (``ltx generate --from old.mp4``).
 
 A video (or PNG frames folder) written by ltx stores its generation record (:func:`ltxcli.runner.record`):
-model, prompt, seed, size, length, frame rate, the sampling values, the step cache and the media it was
-conditioned on.
+model, prompt, seed, size, length, frame rate, the sampling values, the step cache, the media it was conditioned
+on, its IC-LoRA control, prompt enhancement mode, temporal upscale and, for a long video, its windows.
 :func:`redo_row` turns it back into the batch row of that generation, leaving out what the caller overrides,
 so that the same model, settings and seed give the same frames, bit for bit, on the same machine and software.
 Values the record does not name (decode noise, STG mode, ...) come from the model's preset, as they did; a
@@ -64,6 +64,23 @@ def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
     cache = record.get("cache") or {}
     if cache.get("mode") not in (None, "none"):  # a step cache changes the frames: the same mode and threshold
         values["cache"] = f"{cache['mode']}:{cache['threshold']}"
+    control = record.get("control")
+    if control:
+        if control.get("source") is None:
+            raise ValueError("the record names a control given in memory (not a file): it cannot be redone")
+        values["control"] = {"path": control["source"], "strength": control["strength"], "kind": control["kind"]}
+    if record.get("enhance_prompt") is not None:  # the mode; the same seed samples the same rewrite
+        values["enhance_prompt"] = record["enhance_prompt"]
+    upscaled = record.get("temporal_upscale")
+    if upscaled:  # the record's length and rate are the output's: the generation's are kept beside them
+        values.update(temporal_upscale=True, num_frames=upscaled["num_frames"], frame_rate=upscaled["frame_rate"])
+    long = record.get("long")
+    if long:  # the windows as they were made: their settings, and each window's prompt
+        values.update({k: long[k] for k in ("window", "overlap", "overlap_strength", "adain")})
+        prompts = [w["prompt"] for w in long["windows"]]
+        parts = [p.strip() for p in values["prompt"].split("|")]
+        if prompts != [parts[min(i, len(parts) - 1)] for i in range(len(prompts))]:  # from a prompt schedule
+            values["prompt"] = " | ".join(prompts)
     ext = record.get("extend")
     if ext:
         values["extend"] = Extension(ext["video"], int(ext["frames"]), bool(ext["backward"]))
@@ -75,7 +92,10 @@ def redo_row(path: str | os.PathLike[str], given: Mapping[str, Any], prompt: str
     """The batch row (and ``model``) that redoes the generation recorded in ``path``: every recorded value
     except those ``given`` (a caller's explicit settings: not ``None``, not empty) and, when given, ``prompt``."""
     values = record_values(read_record(path))
-    row = {k: v for k, v in values.items() if given.get(k) in (None, [], ()) and v is not None}
+    # an option left at its default is not given: None, an empty list, a flag's False
+    row = {k: v for k, v in values.items() if (given.get(k) in (None, [], ()) or given.get(k) is False) and v is not None}
+    if given.get("control_from") not in (None, [], ()):  # a control made from a video replaces the recorded one
+        row.pop("control", None)
     if prompt is not None:
         row["prompt"] = prompt
     row["_where"] = f"--from {path}"

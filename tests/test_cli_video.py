@@ -180,6 +180,27 @@ def test_from_an_mp4_record_reproduces_the_frames(cli_env: Path) -> None:
     assert torch.equal(frame_codes(cli_env / "c"), frame_codes(cli_env / "a"))
 
 
+@pytest.mark.parametrize("made_with", [
+    ["a cat | a dog", "--num-frames", "49", "--window", "32", "--overlap", "16", "--adain", "0.9"],
+    ["a cat", "--num-frames", "9", "--temporal-upscale"],
+    ["a cat", "--num-frames", "9", "--control", "CLIP:0.8"],
+    ["a cat", "--num-frames", "9", "--enhance-prompt", "on"],
+], ids=["windows", "temporal-upscale", "control", "enhancement"])
+def test_from_restores_windows_upscale_control_and_enhancement(cli_env: Path, clip: Path, made_with: list[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """--from redoes these bit for bit too: the record's long-video windows (non-default settings), temporal
+    upscale (the record's length and rate are the output's), IC-LoRA control and enhancement mode were dropped.
+    (cli_env sets LTX_ENHANCE_PROMPT=off, which like an option given would replace the recorded mode.)"""
+    monkeypatch.delenv("LTX_ENHANCE_PROMPT")
+    args = [str(clip) + a[4:] if a.startswith("CLIP") else a for a in made_with]
+    first = ltx("generate", *args, "--model", "tiny", "--seed", "5", "--steps", "1", "--height", "64", "--width", "96",
+                "--frames-dir", "a")
+    assert first.exit_code == 0, first.stderr
+    again = ltx("generate", "--from", "a", "--frames-dir", "b")
+    assert again.exit_code == 0, again.stderr
+    assert torch.equal(frame_codes(cli_env / "b"), frame_codes(cli_env / "a"))
+
+
 def test_from_keeps_the_record_but_for_the_given_options(cli_env: Path, clip: Path) -> None:
     assert ltx("extend", str(clip), "a cat", "--frames", "3", "--model", "tiny", "--seed", "4", "-o",
                "ext.mp4").exit_code == 0

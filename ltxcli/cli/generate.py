@@ -139,7 +139,7 @@ EncPresetOpt = Annotated[str | None, typer.Option("--preset", show_default=False
 ProgressOpt = Annotated[ProgressMode, typer.Option(help="auto: bars on a terminal, nothing otherwise; plain: one "
                                                    "line as each stage starts, then at most one every 10 s (logs).")]
 SkipOpt = Annotated[bool, typer.Option("--skip-existing", help="Skip items already written: found by name, or by their record (index, prompt, settings) when the batch seed was drawn at random.")]
-EnhanceOpt = Annotated[EnhanceMode, typer.Option(envvar="LTX_ENHANCE_PROMPT", help="Rewrite the prompt as the official pipeline does: auto (if shorter than the preset's threshold, 120 words), on or off.")]
+EnhanceOpt = Annotated[EnhanceMode | None, typer.Option(envvar="LTX_ENHANCE_PROMPT", show_default=False, help="Rewrite the prompt as the official pipeline does: auto (the default: if shorter than the preset's threshold, 120 words), on or off.")]
 EnhancerOpt = Annotated[str | None, typer.Option(show_default=False, help="Prompt enhancer: a weights.toml name, 'tiny' or a transformers instruct model folder. Default: the preset's.")]
 CaptionerOpt = Annotated[str | None, typer.Option(show_default=False, help="Image captioner of i2v prompt enhancement: a weights.toml name, 'tiny' or a Florence-2 folder.")]
 
@@ -195,7 +195,7 @@ def _shared_options(
     crf: CrfOpt = None,
     encoder_preset: EncPresetOpt = None,
     progress: ProgressOpt = ProgressMode.auto,
-    enhance_prompt: EnhanceOpt = EnhanceMode.auto, enhancer_model: EnhancerOpt = None, caption_model: CaptionerOpt = None,
+    enhance_prompt: EnhanceOpt = None, enhancer_model: EnhancerOpt = None, caption_model: CaptionerOpt = None,
 ) -> None:
     """The one declaration of the options every generating command takes, in ``--help`` order: a command gets
     them through :func:`generation_command`, and :class:`Options` has a field for each. A new option is one
