@@ -151,9 +151,13 @@ def _fit(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 def check_extension(request: GenerationRequest) -> None:
     """An extension is one generation: refuse (ValueError) one that also asks for windows, before any model work."""
-    if request.extend is not None and (windowed(request) or request.duration is not None):
+    if request.extend is None:
+        return
+    if windowed(request) or request.duration is not None:
         raise ValueError("extending a video in windows is not supported yet (a prompt with '|', a window, overlap, "
                          "prompt schedule or duration): give one prompt and the number of new frames")
+    if request.temporal_upscale:  # the input's frames would be spliced at the wrong rate
+        raise ValueError("temporal_upscale is not supported yet with an extension: upscale the extended video")
 
 
 def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Any = None,

@@ -269,6 +269,9 @@ def check(request: GenerationRequest) -> tuple[int, int, float, float]:
             raise ValueError(f"{name}={v} must be in [0, 1]")
     if r.prompt_schedule is not None:
         read_schedule(r.prompt_schedule)
+    if r.video is not None and windowed(r):
+        raise ValueError("video-to-video in windows (a prompt with '|', a window, overlap or prompt schedule) is not "
+                         "supported yet: give one prompt")
     return window, overlap, strength, factor
 
 
@@ -412,7 +415,10 @@ def generate(
     p = plan(request, pipe.preset, max_seconds)
     if p is None or len(p.windows) == 1:
         one = replace(p.window_request(0), num_frames=p.num_frames) if p is not None else _single(request, pipe.preset)
-        return pipe.run(one, progress=progress, stream=stream)
+        result = pipe.run(one, progress=progress, stream=stream)
+        if p is not None and request.prompt_schedule is None:  # "a | b" in one window: the record keeps the prompt
+            result.settings["prompt"] = request.prompt  # given (its first part made the video, as again from it)
+        return result
     from .control import control_record
 
     run = _LongRun(pipe, p, progress, Path(resume) if resume is not None else None, window_noise, keep_state)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .presets import Preset
 
 #: Compared with the item's own value when it has one; ``prompt`` and the size always.
-_SIZE_KEYS = ("height", "width", "num_frames")
+_SIZE_KEYS = ("height", "width")  # the length and rate: below
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
@@ -60,9 +60,14 @@ def matches(item: BatchItem, rec: Mapping[str, Any], *, preset: Preset | None = 
         return False
     if not item.seed_drawn and rec.get("seed") != item.seed:
         return False
+    # a temporal upscale records the output's length and rate, and the generation's (the item's) beside them
+    made = rec.get("temporal_upscale") if item.temporal_upscale else None
+    made = made if isinstance(made, Mapping) else {k: rec.get(k) for k in ("num_frames", "frame_rate")}
     if any(rec.get(k) != getattr(item, k) for k in _SIZE_KEYS):
         return False
-    if item.frame_rate is None or rec.get("frame_rate") != naming.fps_number(item.frame_rate):
+    if made.get("num_frames") != item.num_frames or item.frame_rate is None:
+        return False
+    if naming.fps_number(made.get("frame_rate") or 0) != naming.fps_number(item.frame_rate):
         return False
     recorded_model = str(rec.get("model", ""))
     if model and model not in (recorded_model, Path(recorded_model).stem):
@@ -108,7 +113,8 @@ def _same_lora(spec: Any, rec: Mapping[str, Any]) -> bool:
 def _same_inputs(item: BatchItem, rec: Mapping[str, Any]) -> bool:
     """The request fields besides prompt, size and sampling that change the frames: the LoRAs merged (an item
     without any: none, what ``ltx generate`` without ``--lora`` runs), the IC-LoRA control, the video-to-video
-    input and strength, the extension, the temporal upscale and the prompt enhancement mode."""
+    input and strength, the extension, the temporal upscale, a long video's windows and the prompt enhancement
+    mode."""
     from .adapters.lora import lora_specs
     from .control import control_record
 
@@ -125,7 +131,25 @@ def _same_inputs(item: BatchItem, rec: Mapping[str, Any]) -> bool:
         return False
     if bool(item.temporal_upscale) != bool(rec.get("temporal_upscale")):
         return False
+    if not _same_windows(item, rec.get("long")):
+        return False
     return item.enhance_prompt == rec.get("enhance_prompt", item.enhance_prompt)
+
+
+def _same_windows(item: BatchItem, long: Any) -> bool:
+    """A long video's windows (the record's ``long``: made in several windows) against the item's settings (their
+    defaults where unset) and the prompt each window takes (a ``|`` part or the schedule's entry, read here)."""
+    from . import long_video
+
+    if not isinstance(long, Mapping):
+        return True  # one generation: the item's window settings had nothing to act on
+    window, overlap, strength, adain = long_video.check(item)
+    if [window, overlap, strength, adain] != [long.get(k) for k in ("window", "overlap", "overlap_strength", "adain")]:
+        return False
+    windows = long.get("windows") or []
+    spans = [(int(w["first_frame"]) // 8, 0) for w in windows]  # window_prompts reads the latent start of each
+    assert item.frame_rate is not None
+    return long_video.window_prompts(item, spans, float(item.frame_rate)) == [w.get("prompt") for w in windows]
 
 
 def _without(value: Any, key: str) -> Any:

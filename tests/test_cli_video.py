@@ -128,6 +128,36 @@ def test_extend_with_a_drawn_seed_resumes_from_its_record(cli_env: Path, clip: P
     assert len(list((cli_env / "ext").iterdir())) == 1
 
 
+@pytest.mark.parametrize("settings, changed", [
+    (["a cat", "--num-frames", "9", "--temporal-upscale"], None),
+    (["a cat | a dog", "--num-frames", "49", "--window", "32", "--overlap", "16"], ["--adain", "0.9"]),
+    (["a cat | a dog", "--num-frames", "17"], None),
+], ids=["temporal-upscale", "windows", "one-window-bar-prompt"])
+def test_skip_existing_finds_what_a_drawn_seed_made(cli_env: Path, settings: list[str], changed: list[str] | None) -> None:
+    """--skip-existing with a drawn seed finds the earlier output by its record for a temporal upscale (the record
+    holds the output's length; it used to regenerate), a long video (its windows' settings are compared: a new
+    --adain makes a new video; they used to be ignored) and a '|' prompt made in one window (it used to record the
+    first part only, and warn of "another prompt")."""
+    args = ("generate", *settings, "--model", "tiny", "--steps", "1", "--height", "64", "--width", "96", "-o",
+            "out/{seed}.mp4", "--skip-existing", "--json")
+    first, second = ltx(*args), ltx(*args)
+    assert first.exit_code == 0 and second.exit_code == 0, (first.stderr, second.stderr)
+    (a,), (b,) = json_lines(first.stdout), json_lines(second.stdout)
+    assert (a["status"], b["status"], b["path"]) == ("ok", "skipped", a["path"]) and "warning" not in second.stderr
+    if changed is not None:
+        (c,) = json_lines(ltx(*args, *changed).stdout)
+        assert c["status"] == "ok" and c["path"] != a["path"]
+
+
+def test_v2v_and_extension_refuse_what_they_do_not_run_before_loading(cli_env: Path, clip: Path) -> None:
+    line = assert_one_error_line(ltx("v2v", str(clip), "a cat | a dog", "--model", "tiny", "-o", "v.mp4"), 2)
+    assert "video-to-video in windows" in line and "loading" not in line
+    line = assert_one_error_line(ltx("extend", str(clip), "a cat", "--frames", "4", "--temporal-upscale",
+                                     "--model", "tiny", "-o", "e.mp4"), 2)
+    assert "temporal_upscale is not supported yet with an extension" in line
+    assert not (cli_env / "v.mp4").exists() and not (cli_env / "e.mp4").exists()
+
+
 def test_a_condition_longer_than_the_video_is_trimmed_with_a_warning(cli_env: Path, clip: Path) -> None:
     r = ltx("generate", "a cat", "--model", "tiny", "-c", f"{clip}:0", *SMALL)
     assert r.exit_code == 0, r.stderr
