@@ -92,6 +92,7 @@ def source_defaults(request: GenerationRequest, preset: Preset) -> None:
     (the input's when it has at most the preset's pixels, else its aspect ratio at the preset's area in
     multiples of 32), the length (v2v: the input's; extension: the input's plus the new frames)."""
     check_source(request)
+    check_extension(request)
     from . import media
 
     source = request.extend.video if request.extend is not None else request.video
@@ -110,7 +111,7 @@ def source_defaults(request: GenerationRequest, preset: Preset) -> None:
     if request.extend is not None and request.extend.frames < 1:
         raise ValueError(f"frames={request.extend.frames} must be at least 1 (the frames to add)")
     length = count if request.extend is None else count + request.extend.frames
-    if request.num_frames is None:
+    if request.num_frames is None and request.duration is None:  # a duration is counted at the input's rate
         request.num_frames = length
     elif request.extend is not None and request.num_frames != length:
         raise ValueError(f"num_frames={request.num_frames}: an extension of a {count}-frame video by "

@@ -96,6 +96,8 @@ def redo_row(path: str | os.PathLike[str], given: Mapping[str, Any], prompt: str
     row = {k: v for k, v in values.items() if (given.get(k) in (None, [], ()) or given.get(k) is False) and v is not None}
     if given.get("control_from") not in (None, [], ()):  # a control made from a video replaces the recorded one
         row.pop("control", None)
+    if given.get("duration") is not None:  # a length in seconds replaces the recorded frame count
+        row.pop("num_frames", None)
     if prompt is not None:
         row["prompt"] = prompt
     row["_where"] = f"--from {path}"

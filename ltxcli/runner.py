@@ -111,18 +111,15 @@ def _check_long_row(row: dict[str, Any], where: str, bools: Sequence[str]) -> No
         row["duration"] = str(row["duration"])
 
 
-def _long_fields(pick: Callable[[str], Any], row: Mapping[str, Any], defaults: Mapping[str, Any],
-                preset: Preset | None, frame_rate: float | None) -> tuple[int | None, dict[str, Any]]:
-    """A batch item's ``num_frames`` (from ``duration`` when given: not with ``num_frames``) and its long-video
-    fields, each the row's, else the command's (``pick``)."""
-    num_frames = pick("num_frames")
+def _long_fields(pick: Callable[[str], Any], row: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """A batch item's long-video fields, each the row's, else the command's (``pick``): a ``duration`` in seconds
+    (not with ``num_frames``; :func:`_complete` turns it into frames at the item's frame rate, which an input
+    video may give)."""
     duration = pick("duration")
-    if duration is not None:
-        if row.get("num_frames") is not None or defaults.get("num_frames") is not None:
-            raise ValueError(f"{row.get('_where', 'item')}: give either num_frames or duration, not both")
-        rate = frame_rate if frame_rate is not None else (preset.frame_rate if preset is not None else 24)
-        num_frames = long_video.frames_for_duration(long_video.parse_duration(duration), float(rate))
-    return num_frames, {k: pick(k) for k in _LONG_KEYS if pick(k) is not None}
+    if duration is not None and (row.get("num_frames") is not None or defaults.get("num_frames") is not None):
+        raise ValueError(f"{row.get('_where', 'item')}: give either num_frames or duration, not both")
+    fields = {k: pick(k) for k in _LONG_KEYS if pick(k) is not None}
+    return fields | ({"duration": long_video.parse_duration(duration)} if duration is not None else {})
 
 
 def parse_condition(spec: str) -> Condition:
@@ -267,13 +264,13 @@ def build_items(
             return row[key] if row.get(key) is not None else defaults.get(key)
 
         frame_rate = pick("frame_rate")
-        num_frames, long = _long_fields(pick, row, defaults, preset, frame_rate)
+        long = _long_fields(pick, row, defaults)
         # a row's explicit "seed": null asks for a random seed of its own, whatever the batch seed
         own_random = "seed" in row and row["seed"] is None
         items.append(BatchItem(
             index=i, prompt=row["prompt"], seed=secrets.randbelow(2**31) if own_random else row.get("seed"),
             seed_drawn=own_random, height=pick("height"), width=pick("width"),
-            num_frames=num_frames, frame_rate=None if frame_rate is None else float(frame_rate),
+            num_frames=pick("num_frames"), frame_rate=None if frame_rate is None else float(frame_rate),
             negative_prompt=pick("negative_prompt"), steps=pick("steps"), guidance_scale=pick("guidance_scale"),
             stg_scale=pick("stg_scale"), conditions=conds, output=row.get("output"), cache=pick("cache"),
             loras=pick("loras"), enhance_prompt=pick("enhance_prompt") or "auto", **long,
@@ -304,10 +301,10 @@ def _complete(items: Sequence[BatchItem], preset: Preset | None, batch_seed: int
         derive_seeds(items, secrets.randbelow(2**31) if drawn else batch_seed, drawn=drawn)
     for it in items:
         if preset is not None:
-            if it.duration is not None and it.extend is None:  # the seconds asked for, as frames at the item's rate
-                rate = preset_size(preset, it.height, it.width, None, it.frame_rate)[3]
-                it.num_frames, it.duration = long_video.frames_of(it, float(rate)), None
             source_defaults(it, preset)
+            if it.duration is not None and it.extend is None:  # the seconds asked for, as frames at the item's rate
+                rate = preset_size(preset, it.height, it.width, None, it.frame_rate)[3]  # (or an input video's)
+                it.num_frames, it.duration = long_video.frames_of(it, float(rate)), None
             it.height, it.width, it.num_frames, frame_rate = preset_size(
                 preset, it.height, it.width, it.num_frames, it.frame_rate)
             it.frame_rate = float(frame_rate)

@@ -182,6 +182,23 @@ def test_v2v_takes_the_input_size_length_and_rate(tmp_path: Path, clip: Path) ->
     assert decoded_codes(tmp_path / "dog.mp4").shape == (12, 64, 96, 3)
 
 
+def test_a_duration_counts_at_the_input_video_s_rate(cli_env: Path, clip: Path) -> None:
+    """v2v --duration: the seconds at the input's 12 fps (0.5 s: 9 frames), not the preset's 24 (17 frames, more
+    than the 12-frame input has); --from with --duration replaces the recorded frame count (it was refused as
+    "num_frames and duration"); an extension takes --frames, and --duration is refused in one line."""
+    r = ltx("v2v", str(clip), "a dog", "--duration", "0.5", "--model", "tiny", "--steps", "2", "-o", "v.mp4", "--json")
+    assert r.exit_code == 0, r.stderr
+    (obj,) = json_lines(r.stdout)
+    assert (obj["settings"]["num_frames"], obj["settings"]["frame_rate"]) == (9, 12)
+    assert ltx("generate", "a cat", "--model", "tiny", "--frame-rate", "12", *SMALL, "-o", "g.mp4").exit_code == 0
+    r = ltx("generate", "--from", "g.mp4", "--duration", "1", "-o", "w.mp4", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json_lines(r.stdout)[0]["settings"]["num_frames"] == 17  # 1 s at the recorded 12 fps: 8k + 1 >= 12
+    line = assert_one_error_line(ltx("extend", str(clip), "a cat", "--frames", "4", "--duration", "2", "--model",
+                                     "tiny", "-o", "e.mp4"), 2)
+    assert "extending a video in windows is not supported yet" in line and "duration" in line
+
+
 def test_v2v_strength_out_of_range_is_one_line(cli_env: Path, clip: Path) -> None:
     line = assert_one_error_line(ltx("v2v", str(clip), "x", "--strength", "1", "--model", "tiny"), 2)
     assert "strength=1" in line and "(0, 1)" in line
