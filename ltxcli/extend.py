@@ -185,7 +185,8 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Any =
     user = [dataclasses.replace(c, frame=plan.gen_frame(c.frame)) for c in request.conditions]
     # one generation: the settings between windows (overlap_strength, adain) have nothing to act on
     inner = dataclasses.replace(request, extend=None, num_frames=plan.gen_frames, conditions=[],
-                                overlap_strength=None, adain=None)
+                                overlap_strength=None, adain=None,
+                                enhance_prompt="off")  # not yet for an extension (enhance.rules.request_plan)
     r = pipe.resolve(inner)
     # the context as every file condition is prepared (crop, resize, blur, CRF; [1, 3, K, h, w] in [-1, 1]), at
     # the generation's size, padded as inference.py pads media; handed over as a tensor [K, ph, pw, 3] in [0, 1]
@@ -218,7 +219,7 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Any =
     settings = {**result.settings, "num_frames": plan.input_frames + plan.new_frames,
                 "conditions": [{"path": path, "frame": c.frame, "strength": c.strength}
                                for path, c in zip(paths, request.conditions, strict=True)],
-                "extend": {**ext.record(), "context_frames": plan.context}}
+                "extend": {**ext.record(), "context_frames": plan.context}, "enhance_prompt": request.enhance_prompt}
     out = dataclasses.replace(result, settings=settings)
     out._stream = spliced
     if stream:

@@ -328,3 +328,22 @@ def test_weights_pull_with_enhancer_names_both_models() -> None:
     assert names[-2:] == ["llama-3.2-3b-instruct", "florence-2-large-promptgen-v2.0"]
     assert "llama-3.2-3b-instruct" not in names_to_pull(["ltxv-2b-0.9.8-distilled"])
     assert names_to_pull(["tiny"], with_enhancer=True) == ["tiny"]  # its enhancer models are built in
+
+
+def test_no_enhancement_yet_for_an_extension_or_per_window_prompts() -> None:
+    """The official rule knows neither: an extension (the CLI enhanced it as text-to-video before, the library as
+    image-to-video of its context) and per-window prompts (the whole 'a | b' text was rewritten into one prompt
+    for every window) are skipped under auto and refused under on, in the CLI's stage and the pipeline alike."""
+    from dataclasses import replace
+
+    from ltxcli.request import Extension
+
+    preset = replace(TINY_PRESET, prompt_enhancement_words_threshold=120)
+    assert rules.request_plan(GenerationRequest("a cat"), preset).kind == "t2v"  # the official rule otherwise
+    for kwargs in ({"extend": Extension("clip.mp4", 8)}, {"prompt": "a cat | a dog"},
+                   {"prompt_schedule": [{"start": 0, "prompt": "a cat"}]}):
+        req = GenerationRequest(**{"prompt": "a cat", **kwargs})
+        p = rules.request_plan(req, preset)
+        assert p.kind is None and "not supported yet" in p.reason
+        with pytest.raises(ValueError, match="prompt enhancement is not supported yet with"):
+            rules.request_plan(GenerationRequest(**{"prompt": "a cat", **kwargs, "enhance_prompt": "on"}), preset)

@@ -130,7 +130,14 @@ class PlannedRequest(Protocol):
 
 
 def request_plan(request: PlannedRequest, preset: Preset) -> EnhancePlan:
-    """:func:`plan` for a request (its mode, prompt and condition frames) under ``preset``."""
+    """:func:`plan` for a request (its mode, prompt and condition frames) under ``preset``. Not yet for an extension
+    or per-window prompts (the official rule knows neither): skipped, and ``on`` is a ValueError."""
+    per_window = "|" in request.prompt or getattr(request, "prompt_schedule", None) is not None
+    if getattr(request, "extend", None) is not None or per_window:
+        what = "per-window prompts ('|' or a prompt schedule)" if per_window else "an extension"
+        if check_mode(request.enhance_prompt) == "on":
+            raise ValueError(f"prompt enhancement is not supported yet with {what}: use enhance_prompt auto or off")
+        return EnhancePlan(None, f"prompt enhancement is not supported yet with {what}")
     frames = [c.frame for c in request.conditions]
     return plan(request.enhance_prompt, request.prompt, frames, preset.prompt_enhancement_words_threshold)
 
