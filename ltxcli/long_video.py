@@ -150,7 +150,7 @@ class LongPlan:
 
 def frames_for_duration(seconds: float, frame_rate: float) -> int:
     """A duration -> the smallest ``8k + 1`` frame count that lasts at least that long at ``frame_rate``."""
-    if not (seconds > 0 and math.isfinite(seconds)):
+    if not (seconds > 0 and math.isfinite(seconds * frame_rate)):
         raise ValueError(f"duration={seconds} must be a positive number of seconds (e.g. 30)")
     return math.ceil(seconds * frame_rate / _LATENT_T - 1e-9) * _LATENT_T + 1
 
@@ -185,15 +185,17 @@ def read_schedule(source: str | os.PathLike[str] | Sequence[Mapping[str, Any]]) 
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         try:
-            lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
+            # utf-8-sig: a byte-order mark some editors write is not part of the first line
+            lines = [ln for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip() and not ln.startswith("#")]
         except (OSError, UnicodeDecodeError) as e:
             raise ValueError(f"prompt schedule {path}: cannot read: {e}") from None
         rows = []
         for n, line in enumerate(lines, 1):
             try:
                 rows.append(json.loads(line))
-            except ValueError as e:
-                raise ValueError(f"prompt schedule {path} line {n}: invalid JSON ({e})") from None
+            except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than the parser goes
+                why = "nested too deeply" if isinstance(e, RecursionError) else e
+                raise ValueError(f"prompt schedule {path} line {n}: invalid JSON ({why})") from None
     else:
         rows = list(source)
     out: list[tuple[str | int, str]] = []
@@ -215,7 +217,7 @@ def _start_frame(start: str | int, frame_rate: float) -> int:
     s = start.strip().lower()
     try:
         return round(float(s[:-1]) * frame_rate) if s.endswith("s") else int(s)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: "infs", "1e400s"
         raise ValueError(f"prompt schedule start {start!r}: expected a frame number or seconds such as \"4.5s\"") from None
 
 
@@ -267,8 +269,9 @@ def check(request: GenerationRequest) -> tuple[int, int, float, float]:
     for name, v in (("overlap_strength", strength), ("adain", factor)):
         if not 0 <= v <= 1:
             raise ValueError(f"{name}={v} must be in [0, 1]")
-    if r.prompt_schedule is not None:
-        read_schedule(r.prompt_schedule)
+    if r.prompt_schedule is not None:  # read, and each start converted, before any model work
+        for start, _ in read_schedule(r.prompt_schedule):
+            _start_frame(start, float(r.frame_rate or 24))
     if r.video is not None and windowed(r):
         raise ValueError("video-to-video in windows (a prompt with '|', a window, overlap or prompt schedule) is not "
                          "supported yet: give one prompt")

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 SEED_MAX = 2**63 - 1
 MAX_FRAME_RATE = 1000
 MAX_STEPS = 1000  # far above any released schedule (8-40 steps); a typo such as 4000000 is refused up front
+MAX_FRAMES = 1_000_000  # over 11 hours at 24 fps; a typo such as 10**20 would plan windows for minutes
 
 #: A progress callback as ``Pipeline.generate(progress=...)`` takes it: ``(stage, done, total)``.
 ProgressFn = Callable[[str, int, int], None]
@@ -160,7 +161,7 @@ def read_batch_file(source: str | Path, what: str = "--batch") -> str:
     if not path.is_file():
         raise ValueError(f"{what} {source}: no such file")
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first line
     except (OSError, UnicodeDecodeError) as e:
         raise MediaError(f"{what} {source}: cannot read: {e}") from None
 
@@ -181,8 +182,8 @@ def parse_batch(text: str, source: str = "batch") -> list[dict[str, Any]]:
             continue
         try:
             obj = json.loads(line)
-        except ValueError as e:
-            raise ValueError(f"{where}: invalid JSON ({e})") from None
+        except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than the parser goes
+            raise ValueError(f"{where}: invalid JSON ({'nested too deeply' if isinstance(e, RecursionError) else e})") from None
         if not isinstance(obj, dict):
             raise ValueError(f"{where}: expected a JSON object")
         unknown = sorted(set(obj) - set(ITEM_KEYS))
@@ -190,6 +191,7 @@ def parse_batch(text: str, source: str = "batch") -> list[dict[str, Any]]:
             raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(ITEM_KEYS)})")
         if not isinstance(obj.get("prompt"), str):
             raise ValueError(f"{where}: needs a \"prompt\" string")
+        _check_long_row(obj, where, _ITEM_BOOL)  # first: a numeric duration becomes the string checked below
         for key in _ITEM_STR:
             if key in obj and obj[key] is not None and not isinstance(obj[key], str):
                 raise ValueError(f"{where}: {key} must be a string")
@@ -201,7 +203,6 @@ def parse_batch(text: str, source: str = "batch") -> list[dict[str, Any]]:
             v = obj.get(key)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
                 raise ValueError(f"{where}: {key} must be a number, got {v!r}")
-        _check_long_row(obj, where, _ITEM_BOOL)
         conds = obj.get("conditions")
         if conds is not None:
             if not isinstance(conds, list):
@@ -275,7 +276,8 @@ def build_items(
             stg_scale=pick("stg_scale"), conditions=conds, output=row.get("output"), cache=pick("cache"),
             loras=pick("loras"), enhance_prompt=pick("enhance_prompt") or "auto", **long,
             control=item_control(row, defaults),  # checked here, before any weight
-            video=pick("video"), denoise_strength=pick("denoise_strength") or 0.5, extend=pick("extend"),
+            video=pick("video"), extend=pick("extend"),
+            denoise_strength=0.5 if pick("denoise_strength") is None else pick("denoise_strength"),
         ))
     _complete(items, preset, batch_seed)
     return items
@@ -351,6 +353,9 @@ def _check_sizes(item: BatchItem, max_pos: Sequence[int], frames_out: bool) -> N
                              f"{_nearest_even(v)}, or write PNG frames with --frames-dir")
     if item.num_frames < 1:
         raise ValueError(f"num_frames={item.num_frames} must be at least 1 (e.g. 121; 8k + 1 frames avoid padding)")
+    if item.num_frames > MAX_FRAMES:
+        raise ValueError(f"num_frames={item.num_frames} is above {MAX_FRAMES:,} frames (over 11 hours at 24 fps): "
+                         "give the length of the video wanted")
     if not math.isfinite(item.frame_rate) or not 0 < item.frame_rate <= MAX_FRAME_RATE:
         nearest = MAX_FRAME_RATE if item.frame_rate > MAX_FRAME_RATE else 24
         raise ValueError(f"frame_rate={item.frame_rate} must be in (0, {MAX_FRAME_RATE}] (e.g. {nearest})")
@@ -673,7 +678,7 @@ def _plan_here(
 
 
 __all__ = [
-    "ITEM_KEYS", "MAX_FRAME_RATE", "MAX_STEPS", "SEED_MAX", "BatchItem", "ItemResult", "OutputError",
+    "ITEM_KEYS", "MAX_FRAMES", "MAX_FRAME_RATE", "MAX_STEPS", "SEED_MAX", "BatchItem", "ItemResult", "OutputError",
     "batch_fields", "build_items", "check_range", "check_writable", "derive_seeds", "parse_batch",
     "parse_condition", "plan_outputs", "read_batch_file", "record", "run_batch", "run_settings", "save_video",
     "validate_item", "write_output",

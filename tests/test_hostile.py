@@ -228,6 +228,7 @@ CHECKPOINT_CASES: dict[str, tuple[Callable[[bytes], bytes], str]] = {
         (["--width", "4001"], ["width=4001 pads to 4032", "position range of 2048 px", "use at most 2048"]),
         (["--height", "101"], ["height=101", "even", "100 or 102"]),
         (["--num-frames", "0"], ["num_frames=0", "at least 1"]),
+        (["--num-frames", str(10**23)], [f"num_frames={10**23}", "above 1,000,000"]),  # used to plan for minutes
         # past the model's range a video is made in windows (ltxcli.long_video): their settings are checked
         (["--num-frames", "100000", "--window", "8"], ["window=8", "at least 16"]),
         (["--overlap-strength", "2"], ["overlap_strength=2.0", "[0, 1]"]),
@@ -263,6 +264,29 @@ def test_invalid_values_are_refused_before_any_weight_loads(
     for needle in needles:
         assert needle in line, line
     assert loads == [] and not (cli_env / "o.mp4").exists()
+
+
+def test_extreme_numbers_and_odd_files_are_one_line_or_read_right(cli_env: Path, loads: list[Any]) -> None:
+    """Found by a hostile-input pass: each of these was an internal error, a hang or a silent misreading."""
+    small = ["--model", "tiny", "--height", "64", "--width", "64", "--steps", "1"]
+    line = assert_one_error_line(ltx("generate", "a cat", *small, "--duration", "1e308s", "-o", "o.mp4"), 2)
+    assert "duration=1e+308 must be a positive number of seconds" in line  # OverflowError before
+    (cli_env / "s.jsonl").write_text('{"start": "infs", "prompt": "a"}\n')
+    line = assert_one_error_line(ltx("generate", "a cat", *small, "--prompt-schedule", "s.jsonl", "-o", "o.mp4"), 2)
+    assert "prompt schedule start 'infs'" in line
+    (cli_env / "deep.txt").write_text('{"prompt": "x", "seed": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    line = assert_one_error_line(ltx("generate", "--batch", "deep.txt", *small, "-o", "out/"), 2)
+    assert "deep.txt line 1: invalid JSON (nested too deeply)" in line
+    media.write_video(cli_env / "in.mp4", torch.rand(9, 64, 64, 3), 24)
+    line = assert_one_error_line(ltx("v2v", "in.mp4", "x", "--strength", "0", *small, "-o", "o.mp4"), 2)
+    assert "strength=0.0 must be in (0, 1)" in line  # a 0 used to run at 0.5
+    assert loads == [] and not (cli_env / "o.mp4").exists()
+    # a byte-order mark (some editors write one) and a numeric duration in a batch line are read as meant
+    (cli_env / "bom.txt").write_bytes(b'\xef\xbb\xbf{"prompt": "a cat", "seed": 3, "duration": 1}\n')
+    r = ltx("generate", "--batch", "bom.txt", *small, "-o", "out/", "--json")
+    assert r.exit_code == 0, r.stderr
+    (obj,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert (obj["prompt"], obj["seed"], obj["settings"]["num_frames"]) == ("a cat", 3, 25)
 
 
 def test_i2v_image_strength_is_checked(cli_env: Path, assets: SimpleNamespace, loads: list[Any]) -> None:
