@@ -157,8 +157,11 @@ def read_latents(path: PathLike) -> tuple[Tensor, dict[str, str]]:
         raise
     except Exception as e:
         raise MediaError(f"{path}: not a readable safetensors file ({' '.join(str(e).split())})") from None
-    if latents.ndim != 5 or latents.shape[0] != 1 or not latents.is_floating_point():
-        raise MediaError(f"{path}: latents must be a float tensor [1, C, f, h, w], got {list(latents.shape)}")
+    if latents.ndim != 5 or latents.shape[0] != 1 or not latents.is_floating_point() or latents.numel() == 0:
+        raise MediaError(f"{path}: latents must be a float tensor [1, C, f, h, w] (none of them 0), got "
+                         f"{list(latents.shape)}")
+    if not bool(torch.isfinite(latents).all()):  # would decode to a black video without a word
+        raise MediaError(f"{path}: the latents hold NaN or infinite values")
     return latents.float(), meta
 
 

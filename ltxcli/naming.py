@@ -66,8 +66,7 @@ def check_pattern(pattern: str) -> None:
     except ValueError as e:
         raise ValueError(f"output pattern {pattern!r}: {e}") from None
     for f in fields:
-        base = re.split(r"[.\[]", f, maxsplit=1)[0]
-        if base not in PATTERN_FIELDS:
+        if f not in PATTERN_FIELDS:  # no attribute or item of a field either: {slug.__class__} is not a name
             raise ValueError(f"output pattern {pattern!r}: unknown field {{{f}}} (known: {', '.join(PATTERN_FIELDS)})")
     try:
         pattern.format(**_sample_fields())

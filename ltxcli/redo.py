@@ -21,6 +21,8 @@ from .request import Condition, Extension
 
 #: Record keys restored as they are (batch-row names).
 _PLAIN = ("prompt", "negative_prompt", "height", "width", "num_frames", "frame_rate", "seed")
+_TYPES: dict[str, Any] = {"prompt": str, "negative_prompt": str, "height": int, "width": int, "num_frames": int,
+                          "frame_rate": (int, float), "seed": int, "steps": int}
 
 
 def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -40,6 +42,10 @@ def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
     """A generation record -> the values of the batch row (and the ``model``) that made it."""
+    for key, kind in _TYPES.items():  # what later checks take for granted
+        v = record.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, kind)):
+            raise TypeError(f"{key} is {v!r}")
     values = {k: record[k] for k in _PLAIN if record.get(k) is not None}
     values["model"] = record.get("model")
     if record.get("timesteps") is None and record.get("steps") is not None:
@@ -91,7 +97,11 @@ def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
 def redo_row(path: str | os.PathLike[str], given: Mapping[str, Any], prompt: str | None = None) -> dict[str, Any]:
     """The batch row (and ``model``) that redoes the generation recorded in ``path``: every recorded value
     except those ``given`` (a caller's explicit settings: not ``None``, not empty) and, when given, ``prompt``."""
-    values = record_values(read_record(path))
+    try:
+        values = record_values(read_record(path))
+    except (KeyError, TypeError, AttributeError) as e:  # a record edited by hand, or written by no version of ltx
+        raise ValueError(f"{path}: its generation record is damaged ({type(e).__name__}: {e}): it cannot be "
+                         "redone") from None
     # an option left at its default is not given: None, an empty list, a flag's False
     row = {k: v for k, v in values.items() if (given.get(k) in (None, [], ()) or given.get(k) is False) and v is not None}
     if given.get("control_from") not in (None, [], ()):  # a control made from a video replaces the recorded one

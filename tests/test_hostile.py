@@ -289,6 +289,36 @@ def test_extreme_numbers_and_odd_files_are_one_line_or_read_right(cli_env: Path,
     assert (obj["prompt"], obj["seed"], obj["settings"]["num_frames"]) == ("a cat", 3, 25)
 
 
+def test_patterns_lora_scales_latents_and_records_from_a_review_pass(cli_env: Path, loads: list[Any]) -> None:
+    """More of the hostile-input pass: an attribute of a name field (internal error, or a file named after a
+    Python class), a LoRA scale of nan (reported as an unknown LoRA), latents with a 0-size side (internal error)
+    or NaN (a black video, exit 0), a hand-damaged record for --from (internal errors)."""
+    from PIL import PngImagePlugin
+    from safetensors.torch import save_file
+
+    small = ["--model", "tiny", "--height", "64", "--width", "64", "--steps", "1", "--num-frames", "9"]
+    for pattern in ("{slug.x}.mp4", "{slug.__class__}.mp4", "{seed[0]}.mp4"):
+        line = assert_one_error_line(ltx("generate", "a cat", *small, "-o", pattern), 2)
+        assert f"unknown field {pattern[:-4]}" in line
+    line = assert_one_error_line(ltx("generate", "a cat", *small, "--lora", "x.safetensors:nan", "-o", "o.mp4"), 2)
+    assert "scale nan must be a finite number" in line
+    assert loads == []
+    save_file({"latents": torch.zeros(1, 16, 0, 2, 2)}, cli_env / "z.safetensors")
+    save_file({"latents": torch.full((1, 16, 2, 2, 2), float("nan"))}, cli_env / "n.safetensors")
+    assert "none of them 0" in assert_one_error_line(ltx("vae", "decode", "z.safetensors", "-m", "tiny"), 6)
+    assert "NaN or infinite" in assert_one_error_line(ltx("vae", "decode", "n.safetensors", "-m", "tiny"), 6)
+    assert ltx("generate", "a cat", *small, "--frames-dir", "r").exit_code == 0
+    first = Image.open(cli_env / "r" / "frame_00000.png")
+    record = json.loads(first.info["comment"])
+    for damage in ({"seed": "abc"}, {"cache": "teacache"}, {"conditions": [{"path": "ok.png"}]}):
+        info = PngImagePlugin.PngInfo()
+        info.add_text("comment", json.dumps({**record, **damage}))
+        first.save(cli_env / "r" / "frame_00000.png", pnginfo=info)
+        line = assert_one_error_line(ltx("generate", "--from", "r", "-o", "again.mp4"), 2)
+        assert "its generation record is damaged" in line, damage
+    assert not (cli_env / "o.mp4").exists() and not (cli_env / "again.mp4").exists()
+
+
 def test_i2v_image_strength_is_checked(cli_env: Path, assets: SimpleNamespace, loads: list[Any]) -> None:
     line = assert_one_error_line(ltx("i2v", str(assets.dir / "ok.png"), "x", "--model", "tiny", "--image-strength", "2",
                               "-o", "o.mp4", *SMALL), 2)

@@ -58,9 +58,11 @@ def parse_lora(text: str) -> LoraSpec:
     head, sep, tail = text.rpartition(":")
     if sep and head and not Path(text).is_file():
         try:
-            return LoraSpec(head, float(tail))
+            scale = float(tail)
         except ValueError:
             pass  # not a number: the colon belongs to the path
+        else:
+            return LoraSpec(head, scale)  # a number that is no scale (nan, inf) is refused as one
     if not text:
         raise ValueError("--lora: expected PATH_OR_NAME[:SCALE], e.g. style.safetensors:0.8")
     return LoraSpec(text, 1.0)
