@@ -116,6 +116,7 @@ def weights_report(weights_dir: str | os.PathLike[str] | None = None) -> dict[st
     parts = [c for c in (spec.model, spec.upsampler, spec.text_encoder) if c is not None and c.name is not None]
     return {
         "location": str(loc.root), "location_kind": loc.kind, "offline": weights.is_offline(),
+        "location_is_file": loc.root.exists() and not loc.root.is_dir(),
         "default_model": spec.name, "default_model_state": {c.name: c.state for c in parts},
         "default_model_on_disk_bytes": sum(c.size_on_disk for c in parts),
         # weights.toml's sizes, else the Hub's listing (no download); None: unknown
@@ -183,7 +184,10 @@ def checks(report: dict[str, Any]) -> list[dict[str, str]]:
     else:
         add("gpu", "warn", "no CUDA GPU: generation runs on the CPU (only the tiny model is practical)")
     missing = [n for n, s in w["default_model_state"].items() if s != "downloaded"]
-    if missing and w["offline"]:
+    if w.get("location_is_file"):
+        add("weights", "fail", f"{w['location']} is a file, not a folder: no weights can be kept there "
+            "(give a folder to --weights-dir / LTX_WEIGHTS_DIR)")
+    elif missing and w["offline"]:
         add("weights", "warn",
             f"offline and {', '.join(missing)} not downloaded: generating with the default model fails")
     elif missing:

@@ -319,6 +319,24 @@ def test_patterns_lora_scales_latents_and_records_from_a_review_pass(cli_env: Pa
     assert not (cli_env / "o.mp4").exists() and not (cli_env / "again.mp4").exists()
 
 
+def test_vae_and_doctor_refusals_from_a_review_pass(cli_env: Path) -> None:
+    """`ltx vae` checks --decode-timestep alike in decode and roundtrip (NaN and inf passed, and -1 in roundtrip),
+    says that a file stands where its output folder should be (it printed Errno 17 and "--overwrite", with or
+    without it), and `ltx doctor` fails on a weights location that is a file (it reported a folder, exit 0)."""
+    media.write_video(cli_env / "in.mp4", torch.rand(9, 64, 64, 3), 24)
+    (cli_env / "afile").write_text("x")
+    for args in (["roundtrip", "in.mp4", "--decode-timestep", "nan"], ["roundtrip", "in.mp4", "--decode-timestep=-1"],
+                 ["decode", "l.safetensors", "--decode-timestep", "inf"]):
+        assert "finite number >= 0" in assert_one_error_line(ltx("vae", *args, "-m", "tiny"), 2)
+    for extra in ([], ["--overwrite"]):
+        line = assert_one_error_line(ltx("vae", "decode", "l.safetensors", "-m", "tiny", "-o", "afile/x.mp4", *extra), 1)
+        assert line == "error: cannot write afile/x.mp4: afile is not a folder"
+    r = ltx("doctor", "--weights-dir", "afile", "--json")
+    assert r.exit_code == 1
+    (check,) = [c for c in json.loads(r.stdout)["checks"] if c["check"] == "weights"]
+    assert check["status"] == "fail" and "is a file, not a folder" in check["detail"]
+
+
 def test_i2v_image_strength_is_checked(cli_env: Path, assets: SimpleNamespace, loads: list[Any]) -> None:
     line = assert_one_error_line(ltx("i2v", str(assets.dir / "ok.png"), "x", "--model", "tiny", "--image-strength", "2",
                               "-o", "o.mp4", *SMALL), 2)

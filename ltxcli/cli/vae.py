@@ -39,6 +39,11 @@ TimestepOpt = Annotated[float | None, typer.Option(
     show_default=False, help="Decoder timestep for timestep-conditioned VAEs (default: the model preset's, 0.05).")]
 
 
+def _check_timestep(decode_timestep: float | None) -> None:
+    if decode_timestep is not None and not 0 <= decode_timestep < float("inf"):  # NaN fails both comparisons
+        usage_error(f"--decode-timestep={decode_timestep} must be a finite number >= 0 (e.g. 0.05)")
+
+
 def _load_vae(model: str | None, weights_dir: str | None, device: str | None, dtype: str | None,
               out: Output) -> VideoAutoencoder:
     from ltxcli import autoencode
@@ -74,8 +79,11 @@ def _read_video(path: Path, max_frames: int | None, out: Output) -> tuple[Any, F
 
 
 def _check_target(target: Path, overwrite: bool) -> None:
+    from ltxcli.runner import check_writable
+
     if (target.exists() or target.is_symlink()) and not overwrite:
         usage_error(f"{target} already exists: pass --overwrite to replace it")
+    check_writable(target)  # a file where a folder should be: one line, as ltx generate says it
     target.parent.mkdir(parents=True, exist_ok=True)
 
 
@@ -146,8 +154,7 @@ def decode(
         usage_error(f"-o {target}: videos are written as .mp4")
     if frame_rate is not None and not 0 < frame_rate <= 1000:
         usage_error(f"--frame-rate={frame_rate} must be in (0, 1000]")
-    if decode_timestep is not None and decode_timestep < 0:
-        usage_error(f"--decode-timestep={decode_timestep} must be >= 0")
+    _check_timestep(decode_timestep)
     _check_target(target, overwrite)
     latents, meta = autoencode.read_latents(latents_file)
     vae = _load_vae(model or meta.get("model"), weights_dir, device, dtype, out)
@@ -191,6 +198,7 @@ def roundtrip(
     from ltxcli import autoencode, media
 
     out = Output(json_mode=json_, quiet=quiet)
+    _check_timestep(decode_timestep)
     if output is not None:
         if output.suffix.lower() != ".mp4":
             usage_error(f"-o {output}: videos are written as .mp4")
