@@ -245,6 +245,15 @@ def _parse_loras(value: Any, where: str) -> list[Any]:
         raise ValueError(f"{where}: {e}") from None
 
 
+def _prefixed(e: ValueError, where: str) -> ValueError:
+    """``e`` with ``where`` in front, unless it starts so already (a MediaError stays one: its exit code differs)."""
+    from . import media
+
+    if not where or str(e).startswith(where):
+        return e
+    return (media.MediaError if isinstance(e, media.MediaError) else ValueError)(f"{where}{e}")
+
+
 def build_items(
     rows: Sequence[Mapping[str, Any]], *, preset: Preset | None = None, defaults: Mapping[str, Any] | None = None,
     conditions: Sequence[Condition] = (),
@@ -265,7 +274,10 @@ def build_items(
             return row[key] if row.get(key) is not None else defaults.get(key)
 
         frame_rate = pick("frame_rate")
-        long = _long_fields(pick, row, defaults)
+        try:
+            long = _long_fields(pick, row, defaults)
+        except ValueError as e:
+            raise _prefixed(e, f"{row['_where']}: " if row.get("_where") else "") from None
         # a row's explicit "seed": null asks for a random seed of its own, whatever the batch seed
         own_random = "seed" in row and row["seed"] is None
         items.append(BatchItem(
@@ -279,7 +291,7 @@ def build_items(
             video=pick("video"), extend=pick("extend"),
             denoise_strength=0.5 if pick("denoise_strength") is None else pick("denoise_strength"),
         ))
-    _complete(items, preset, batch_seed)
+    _complete(items, preset, batch_seed, wheres=[f"{row['_where']}: " if row.get("_where") else "" for row in rows])
     return items
 
 
@@ -294,22 +306,27 @@ def derive_seeds(items: Sequence[BatchItem], batch_seed: int, *, drawn: bool = F
             it.seed_drawn = drawn
 
 
-def _complete(items: Sequence[BatchItem], preset: Preset | None, batch_seed: int | None = None) -> None:
+def _complete(items: Sequence[BatchItem], preset: Preset | None, batch_seed: int | None = None,
+              wheres: Sequence[str] = ()) -> None:
     """Fill what an item leaves open: a seed derived from ``batch_seed`` (None: a random one, drawn here), the
     frames of a ``duration``, an input video's size, rate and length (:func:`ltxcli.extend.source_defaults`), the
-    preset's size and rate."""
+    preset's size and rate. ``wheres``: per item, what its mistakes start with (a batch file's line)."""
     if any(it.seed is None for it in items):
         drawn = batch_seed is None
         derive_seeds(items, secrets.randbelow(2**31) if drawn else batch_seed, drawn=drawn)
-    for it in items:
-        if preset is not None:
+    for i, it in enumerate(items):
+        if preset is None:
+            continue
+        try:
             source_defaults(it, preset)
             if it.duration is not None and it.extend is None:  # the seconds asked for, as frames at the item's rate
                 rate = preset_size(preset, it.height, it.width, None, it.frame_rate)[3]  # (or an input video's)
                 it.num_frames, it.duration = long_video.frames_of(it, float(rate)), None
-            it.height, it.width, it.num_frames, frame_rate = preset_size(
-                preset, it.height, it.width, it.num_frames, it.frame_rate)
-            it.frame_rate = float(frame_rate)
+        except ValueError as e:
+            raise _prefixed(e, wheres[i] if i < len(wheres) else "") from None
+        it.height, it.width, it.num_frames, frame_rate = preset_size(
+            preset, it.height, it.width, it.num_frames, it.frame_rate)
+        it.frame_rate = float(frame_rate)
 
 
 # --- validation ----------------------------------------------------------------------------------------------
@@ -421,7 +438,6 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
     value; an unreadable condition file is a :class:`~ltxcli.media.MediaError`. ``frames_out``: the output is PNG
     frames (odd sizes allowed). Condition files are decoded here, once, and the item's conditions then hold
     their pixels (``decoded``: a dict shared by the items of one run, so one file used by many is read once)."""
-    from . import media
 
     if not item.prompt.strip():
         warnings.warn(f"{where}the prompt is empty: the video follows only the negative prompt"
@@ -442,9 +458,7 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
         check_extension(item)
         check_mode(item.enhance_prompt)
     except ValueError as e:
-        if not where:
-            raise
-        raise (media.MediaError if isinstance(e, media.MediaError) else ValueError)(f"{where}{e}") from None
+        raise _prefixed(e, where) from None
 
 
 # --- outputs -------------------------------------------------------------------------------------------------

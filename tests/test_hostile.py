@@ -337,6 +337,21 @@ def test_vae_and_doctor_refusals_from_a_review_pass(cli_env: Path) -> None:
     assert check["status"] == "fail" and "is a file, not a folder" in check["detail"]
 
 
+def test_batch_mistakes_found_while_completing_items_name_their_line(cli_env: Path, loads: list[Any]) -> None:
+    """A line's input video, strength, extension or duration is checked while its item is completed (before the
+    per-item checks that already named the line): those errors now name it too."""
+    media.write_video(cli_env / "in.mp4", torch.rand(9, 64, 64, 3), 24)
+    cases = [('{"prompt": "a", "video": "in.mp4", "denoise_strength": -0.5}', 2, "strength=-0.5"),
+             ('{"prompt": "a", "duration": "abc"}', 2, "duration 'abc'"),
+             ('{"prompt": "a", "extend": {"video": "in.mp4", "frames": -8}}', 2, "frames=-8"),
+             ('{"prompt": "a", "video": "missing.mp4"}', 6, "missing.mp4")]
+    for text, code, needle in cases:
+        (cli_env / "b.txt").write_text('{"prompt": "fine"}\n' + text + "\n")
+        line = assert_one_error_line(ltx("generate", "--batch", "b.txt", "-m", "tiny", "-o", "out/"), code)
+        assert line.startswith("error: --batch b.txt line 2: ") and needle in line, line
+    assert loads == []
+
+
 def test_i2v_image_strength_is_checked(cli_env: Path, assets: SimpleNamespace, loads: list[Any]) -> None:
     line = assert_one_error_line(ltx("i2v", str(assets.dir / "ok.png"), "x", "--model", "tiny", "--image-strength", "2",
                               "-o", "o.mp4", *SMALL), 2)
