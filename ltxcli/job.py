@@ -182,7 +182,7 @@ def plan_job(
     for it in items:
         where = rows[it.index].get("_where", "")
         runner.validate_item(it, spec.max_positions, frames_out=frames, where=f"{where}: " if where else "",
-                             decoded=decoded)
+                             decoded=decoded, preset=spec.preset)
     note = runner.plan_outputs(
         items, output=s.frames_dir if frames else s.output, frames=frames, batch=batch,
         model=naming.model_field(spec.name, is_path=spec.kind in ("file", "folder")), overwrite=s.overwrite,

@@ -377,7 +377,11 @@ def v2v_pass(p: PassSettings, strength: float) -> PassSettings:
         return p.updated({"timesteps": kept})
     steps = p.num_inference_steps
     keep = max(1, round(steps * strength))
-    return p.updated({"skip_initial_inference_steps": max(p.skip_initial_inference_steps, steps - keep)})
+    skip = max(p.skip_initial_inference_steps, steps - keep)
+    if skip == 0:  # the whole schedule, from timestep 1: the input would be pure noise
+        raise ValueError(f"denoise_strength={strength} keeps all {steps} steps, from pure noise: use more steps "
+                         f"(e.g. {max(2, math.ceil(1.5 / strength))}) or a lower strength")
+    return p.updated({"skip_initial_inference_steps": skip})
 
 
 def _scalar_overrides(r: GenerationRequest, preset: Preset) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from .enhance.rules import check_mode
 from .extend import check_extension, parse_extension, run_extension, source_defaults
 from .naming import fps_number
 from .records import batch_fields, record, run_settings
-from .request import Condition, item_control, parse_cache, preset_size
+from .request import Condition, item_control, parse_cache, preset_size, resolve_request
 
 if TYPE_CHECKING:
     from .pipeline import GenerationResult, Pipeline
@@ -431,14 +431,12 @@ def _check_condition(c: Condition, item: BatchItem, decoded: dict[tuple[str, int
 
 
 def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool = False, where: str = "",
-                  decoded: dict[tuple[str, int], Any] | None = None) -> None:
-    """Everything that can be checked without the model (``max_pos``: its positional range, seconds and pixels).
-
-    A mistake is a ValueError that starts with ``where`` and names the value, the rule and the nearest valid
-    value; an unreadable condition file is a :class:`~ltxcli.media.MediaError`. ``frames_out``: the output is PNG
-    frames (odd sizes allowed). Condition files are decoded here, once, and the item's conditions then hold
-    their pixels (``decoded``: a dict shared by the items of one run, so one file used by many is read once)."""
-
+                  decoded: dict[tuple[str, int], Any] | None = None, preset: Preset | None = None) -> None:
+    """Everything that can be checked without the model (``max_pos``: its positional range, seconds and pixels;
+    ``preset``: the item's settings are resolved against it too). A mistake is a ValueError that starts with
+    ``where`` and names the value, the rule and the nearest valid value; an unreadable condition file is a
+    :class:`~ltxcli.media.MediaError`. ``frames_out``: the output is PNG frames (odd sizes allowed). Condition
+    files are decoded here, once (``decoded``: shared by the items of one run, so a file many use is read once)."""
     if not item.prompt.strip():
         warnings.warn(f"{where}the prompt is empty: the video follows only the negative prompt"
                       f"{' and the conditions' if item.conditions else ''} (give a PROMPT)", stacklevel=2)
@@ -457,6 +455,8 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
         long_video.check(item)  # window settings and the prompt schedule (read here)
         check_extension(item)
         check_mode(item.enhance_prompt)
+        if preset is not None and item.extend is None:  # the passes too (an extension resolves inside run_extension)
+            resolve_request(item, preset)
     except ValueError as e:
         raise _prefixed(e, where) from None
 
@@ -684,7 +684,7 @@ def _plan_here(
     max_pos = pipe.transformer.config.positional_embedding_max_pos
     decoded: dict[tuple[str, int], Any] = {}  # a file several items use is read once
     for it in items:
-        validate_item(it, max_pos, frames_out=frames, decoded=decoded)
+        validate_item(it, max_pos, frames_out=frames, decoded=decoded, preset=pipe.preset)
     name = pipe.name if model is None else model
     plan_outputs(items, output=output, frames=frames, model=naming.model_field(name, is_path=Path(name).exists()),
                  batch=len(items) > 1, overwrite=overwrite, skip_existing=skip_existing, preset=pipe.preset,

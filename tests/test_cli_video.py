@@ -199,6 +199,14 @@ def test_a_duration_counts_at_the_input_video_s_rate(cli_env: Path, clip: Path) 
     assert "extending a video in windows is not supported yet" in line and "duration" in line
 
 
+def test_v2v_that_would_start_from_pure_noise_is_refused_with_a_remedy(cli_env: Path, clip: Path) -> None:
+    """One step at strength 0.5 keeps the whole schedule (timestep 1: the input drowned in noise); it used to fail
+    after the model loaded with "a second pass (or video-to-video) needs a first timestep below 1"."""
+    line = assert_one_error_line(ltx("v2v", str(clip), "a dog", "--steps", "1", "--model", "tiny", "-o", "v.mp4"), 2)
+    assert "denoise_strength=0.5 keeps all 1 steps, from pure noise: use more steps (e.g. 3)" in line
+    assert not (cli_env / "v.mp4").exists()
+
+
 def test_v2v_strength_out_of_range_is_one_line(cli_env: Path, clip: Path) -> None:
     line = assert_one_error_line(ltx("v2v", str(clip), "x", "--strength", "1", "--model", "tiny"), 2)
     assert "strength=1" in line and "(0, 1)" in line
