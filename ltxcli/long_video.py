@@ -173,6 +173,8 @@ def parse_duration(text: str | float) -> float:
     try:
         if "m" in s:
             minutes, _, rest = s.partition("m")
+            if rest.startswith(("-", "+")):  # "1m-30s" is no length
+                raise ValueError
             return float(minutes) * 60 + (float(rest.rstrip("s")) if rest.rstrip("s") else 0.0)
         return float(s.rstrip("s"))
     except ValueError:

@@ -201,6 +201,9 @@ def test_bad_settings_are_one_line_errors(tiny, kwargs, match) -> None:
 def test_duration_and_schedule_parsing() -> None:
     assert long_video.frames_for_duration(30, 24) == 721
     assert long_video.parse_duration("1m30s") == 90.0 and long_video.parse_duration("2.5s") == 2.5
+    for bad in ("1m-30s", "1m+30s"):  # read as 30 s and 90 s before
+        with pytest.raises(ValueError, match="expected seconds such as 30"):
+            long_video.parse_duration(bad)
     assert long_video.split_windows(12, 6, 3) == [(0, 6), (3, 9), (6, 12)]
     with pytest.raises(ValueError, match="entry 1"):
         long_video.read_schedule([{"begin": 0, "prompt": "x"}])
