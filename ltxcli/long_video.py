@@ -335,8 +335,13 @@ def window_prompts(r: GenerationRequest, spans: Sequence[tuple[int, int]], frame
             current = [p for f, p in entries if f <= _LATENT_T * start]
             out.append(current[-1] if current else entries[0][1])
         return out
-    parts = [p.strip() for p in r.prompt.split("|")]
-    return [parts[min(i, len(parts) - 1)] for i in range(len(spans))]
+    return bar_prompts(r.prompt, len(spans))
+
+
+def bar_prompts(prompt: str, n: int) -> list[str]:
+    """The prompts of ``n`` windows from a ``"a | b | c"`` prompt: its parts in order, the last one repeated."""
+    parts = [p.strip() for p in prompt.split("|")]
+    return [parts[min(i, len(parts) - 1)] for i in range(n)]
 
 
 def temporal_upscaler(requests: Sequence[GenerationRequest]) -> str | None:
@@ -672,6 +677,7 @@ __all__ = [
     "OPTION_HELP",
     "LongPlan",
     "Window",
+    "bar_prompts",
     "check",
     "checked_frames",
     "frames_for_duration",

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .long_video import bar_prompts
 from .request import Condition, Extension
 
 #: Record keys restored as they are (batch-row names).
@@ -84,8 +85,7 @@ def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
     if long:  # the windows as they were made: their settings, and each window's prompt
         values.update({k: long[k] for k in ("window", "overlap", "overlap_strength", "adain")})
         prompts = [w["prompt"] for w in long["windows"]]
-        parts = [p.strip() for p in values["prompt"].split("|")]
-        if prompts != [parts[min(i, len(parts) - 1)] for i in range(len(prompts))]:  # from a prompt schedule
+        if prompts != bar_prompts(values["prompt"], len(prompts)):  # they came from a prompt schedule
             values["prompt"] = " | ".join(prompts)
     ext = record.get("extend")
     if ext:
