@@ -187,7 +187,7 @@ def test_a_long_video_is_planned_one_window_at_a_time() -> None:
     """A request in windows (:mod:`ltxcli.long_video`) holds one window's generation at a time, with the previous
     window's tail appended as tokens, and the fused latents of the whole video: the plan of 8 windows is the plan
     of 2 plus those latents, below the same length as one generation, and it matches the measured peak of a tiny
-    streamed run of 4 windows within 25% (the plan used to price the whole length as one generation)."""
+    streamed run of 4 windows within -25 % / +50 % (the plan used to price the whole length as one generation)."""
     from ltxcli.memory.plan import request_estimator, request_shape
     from ltxcli.request import GenerationRequest
 
@@ -211,6 +211,9 @@ def test_a_long_video_is_planned_one_window_at_a_time() -> None:
     assert (four - two, eight - two) == (8 * latents, 24 * latents)
     assert eight < estimate(281, "a cat") / 2  # 281 frames as one generation (within the tiny model's time range)
     measured = _measure(h, w, 153, "long", "", "0")["increment"]
+    whole = estimate(153, "a cat")  # what the plan said before: the 153 frames as one generation
     print(f"4 windows {w}x{h}x153: estimated {four / 2**20:7.1f} MiB, measured {measured / 2**20:7.1f} MiB, "
-          f"ratio {measured / four:.2f}")
-    assert 0.75 * four <= measured <= 1.25 * four, (four, measured)
+          f"ratio {measured / four:.2f}; as one generation {whole / 2**20:7.1f} MiB")
+    # 1.5 rather than SIZES' 1.25 above: freed activations scattered in glibc's heap grow a windowed run's resident
+    # set by 10-22 % over one window's (BENCHMARKS.md, long videos); five runs measured 303-398 MiB (0.91-1.20)
+    assert 0.75 * four <= measured <= 1.5 * four < whole, (four, measured, whole)

@@ -62,6 +62,7 @@ from typing import Any
 
 import torch
 
+from ..long_decode import DECODE_BLEND
 from ..models.configs import TransformerConfig, VAEConfig
 from ..presets import Preset, multi_scale_sizes
 from ..request import padded_size
@@ -460,8 +461,9 @@ def request_estimator(
             one = replace(shape, windows=None, appended=window[1])  # float32, held on the host to the end
             lf, lh, lw = latent_shape(vae, h, w, f)
             latents = 4 * vae.latent_channels * lf * lh * lw
+            blend = 4 * 3 * 8 * DECODE_BLEND * h * w  # the previous decode tile's last frames, float32 (long_decode)
             return input_hold(request_estimator(one, transformer, vae, dtype=dtype, **kwargs)(h, w, window[0]),
-                              latents, latents)
+                              latents, latents + blend)
         ph, pw, pf = padded_size(h, w, f)
         _, lh, lw = latent_shape(vae, ph, pw, f)
         control = (min(shape.control_frames, pf) - 1) // 8 * 8 + 1 if shape.control_frames else 0  # the trim
