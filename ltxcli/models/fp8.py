@@ -14,13 +14,13 @@ Two uses of the same e4m3 codes and per-tensor scales:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ltxcli.models.upcast import StoredLinear, convert_to_stored
+from ltxcli.models.upcast import KeepsCodes, StoredLinear, convert_to_stored
 
 __all__ = [
     "E4M3_MAX", "FP8Linear", "FP8StoredLinear", "convert_to_fp8", "convert_to_fp8_storage", "fp8_mode",
@@ -45,7 +45,7 @@ def quantize_e4m3(x: Tensor, scale: Tensor | None = None) -> tuple[Tensor, Tenso
     return codes, scale
 
 
-class FP8Linear(nn.Module):
+class FP8Linear(KeepsCodes):  # a dtype move keeps the e4m3 codes and the float32 scale
     """``nn.Linear`` with float8 e4m3 weights run as a ``torch._scaled_mm`` GEMM.
 
     Parameter names are those of ``nn.Linear`` (``weight`` in e4m3 ``[out, in]``, ``bias`` in the compute
@@ -97,17 +97,6 @@ class FP8Linear(nn.Module):
             layer.bias = nn.Parameter(linear.bias.detach().to(dtype), requires_grad=False)
         layer.weight_scale = scale
         return layer
-
-    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> FP8Linear:
-        # ``module.to(dtype)`` / ``.float()`` must move but not re-type the fp8 codes and the float32 scale.
-        weight_dtype, scale = self.weight.dtype, self.weight_scale
-        super()._apply(fn, recurse)
-        if self.weight.dtype != weight_dtype:
-            # every e4m3 value is exact in the wider float types, so casting back restores the codes
-            self.weight = nn.Parameter(self.weight.detach().to(weight_dtype), requires_grad=False)
-        if self.weight_scale.dtype != scale.dtype:
-            self.weight_scale = scale.to(self.weight_scale.device)
-        return self
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.use_scaled_mm:

@@ -123,18 +123,17 @@ def convert_to_upcast(module: nn.Module, scratch: UpcastScratch | None = None) -
     return count
 
 
-class StoredLinear(UpcastLinear):
-    """An :class:`UpcastLinear` whose weight is stored as one-byte codes ``[out, in]`` with a float32
-    ``weight_scale`` (a non-persistent buffer, so the state dict keeps the checkpoint's keys): the base of fp8 and
-    int8 storage (:mod:`ltxcli.models.fp8`, :mod:`ltxcli.models.int8`), which say how codes and scale widen.
+class KeepsCodes(nn.Module):
+    """The dtype move of a layer holding one-byte weight codes with a float32 ``weight_scale`` (storage here, and
+    :class:`ltxcli.models.fp8.FP8Linear`'s fp8 matmuls): ``module.to(dtype)`` changes the compute dtype (the bias)
+    only. Float codes a cast widened are cast back (every one-byte code is exact in any wider float), integer codes
+    are never cast, and the scale keeps its float32 values (moved to the new device, never rounded through the
+    narrower dtype). Put it first among the bases, so that its ``_apply`` wraps theirs."""
 
-    ``module.to(dtype)`` changes the compute dtype (the bias) only: float codes a cast widened are cast back
-    (every one-byte code is exact in any wider float), integer codes are never cast, and the scale keeps its
-    float32 values (moved to the new device, never rounded through the narrower dtype)."""
-
+    weight: nn.Parameter
     weight_scale: Tensor
 
-    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> StoredLinear:
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> KeepsCodes:
         codes_dtype, scale = self.weight.dtype, self.weight_scale
         super()._apply(fn, recurse)
         if self.weight.dtype != codes_dtype:
@@ -142,6 +141,13 @@ class StoredLinear(UpcastLinear):
         if self.weight_scale.dtype != scale.dtype:
             self.weight_scale = scale.to(self.weight_scale.device)
         return self
+
+
+class StoredLinear(KeepsCodes, UpcastLinear):
+    """An :class:`UpcastLinear` whose weight is stored as one-byte codes ``[out, in]`` with a float32
+    ``weight_scale`` (a non-persistent buffer, so the state dict keeps the checkpoint's keys): the base of fp8 and
+    int8 storage (:mod:`ltxcli.models.fp8`, :mod:`ltxcli.models.int8`), which say how codes and scale widen; a dtype
+    move keeps codes and scale (:class:`KeepsCodes`)."""
 
 
 #: ``(layer name, layer, its weight) -> (codes, float32 scale)``: how a storage mode stores one layer's weight.
