@@ -450,13 +450,15 @@ def generate(
 def _single(request: GenerationRequest, preset: Preset) -> GenerationRequest:
     """A request :func:`plan` runs as one generation, as ``Pipeline.run`` takes it: a ``duration`` becomes its
     ``num_frames``; the settings between windows (``overlap_strength``, ``adain``) have nothing to act on."""
+    r = replace(request, overlap_strength=None, adain=None)
+    return r if r.duration is None else replace(r, num_frames=duration_frames(r, preset), duration=None)
+
+
+def duration_frames(request: GenerationRequest, preset: Preset) -> int | None:
+    """:func:`frames_of` at the request's frame rate, else the preset's (an input video's, once it gave one)."""
     from .request import preset_size
 
-    r = replace(request, overlap_strength=None, adain=None)
-    if r.duration is None:
-        return r
-    frame_rate = float(preset_size(preset, r.height, r.width, None, r.frame_rate)[3])
-    return replace(r, num_frames=frames_of(r, frame_rate), duration=None)
+    return frames_of(request, float(preset_size(preset, request.height, request.width, None, request.frame_rate)[3]))
 
 
 def _one_pass(r: ResolvedRequest) -> ResolvedRequest:
@@ -680,6 +682,7 @@ __all__ = [
     "bar_prompts",
     "check",
     "checked_frames",
+    "duration_frames",
     "frames_for_duration",
     "frames_of",
     "fuse",

@@ -319,9 +319,8 @@ def _complete(items: Sequence[BatchItem], preset: Preset | None, batch_seed: int
             continue
         try:
             source_defaults(it, preset)
-            if it.duration is not None and it.extend is None:  # the seconds asked for, as frames at the item's rate
-                rate = preset_size(preset, it.height, it.width, None, it.frame_rate)[3]  # (or an input video's)
-                it.num_frames, it.duration = long_video.frames_of(it, float(rate)), None
+            if it.duration is not None and it.extend is None:  # the seconds asked for, at the item's rate
+                it.num_frames, it.duration = long_video.duration_frames(it, preset), None
         except ValueError as e:
             raise _prefixed(e, wheres[i] if i < len(wheres) else "") from None
         it.height, it.width, it.num_frames, frame_rate = preset_size(
