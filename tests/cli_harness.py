@@ -17,6 +17,7 @@ from fake_hub import FakeHub
 from tiny_models import one_thread  # noqa: F401  (re-exported: test modules take it from here)
 from typer.testing import CliRunner
 
+import ltxcli
 from ltxcli import api as ltxcli_api
 from ltxcli import media
 from ltxcli import offload as ltxcli_offload
@@ -52,6 +53,8 @@ def enter_cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load: Callabl
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     # prompt enhancement (tests/test_enhance*.py) would pull Llama for every short prompt on a file checkpoint
     monkeypatch.setenv("LTX_ENHANCE_PROMPT", "off")
+    # the package's lazy name first (resolved under the patch below, it would keep the stand-in after the test)
+    monkeypatch.setattr(ltxcli, "load_pipeline", load)
     monkeypatch.setattr(ltxcli_api, "load_pipeline", load)
     # the memoised model serves many runs: keep its text encoder (the CLI releases it after a single video)
     monkeypatch.setattr(ltxcli_offload, "free_text_encoder", lambda text_encoder: None)
