@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import secrets
 import time
@@ -49,6 +48,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .request import Condition, Control, GenerationRequest, padded_size
+from .timeline import FRAMES_PER_LATENT as _LATENT_T
+from .timeline import duration_frames, frames_of, read_schedule, start_frame
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -62,7 +63,6 @@ DEFAULT_WINDOW = 80
 DEFAULT_OVERLAP = 24
 DEFAULT_OVERLAP_STRENGTH = 0.5
 DEFAULT_ADAIN = 0.25
-_LATENT_T = 8  # pixel frames per latent frame (the VAE's temporal compression)
 
 #: ``ltx generate`` help of the request fields this module reads (the CLI declares each option once from it).
 OPTION_HELP = {
@@ -148,81 +148,6 @@ class LongPlan:
 # --- planning -----------------------------------------------------------------------------------------------
 
 
-def frames_for_duration(seconds: float, frame_rate: float) -> int:
-    """A duration -> the smallest ``8k + 1`` frame count that lasts at least that long at ``frame_rate``."""
-    if not (seconds > 0 and math.isfinite(seconds * frame_rate)):
-        raise ValueError(f"duration={seconds} must be a positive number of seconds (e.g. 30)")
-    return math.ceil(seconds * frame_rate / _LATENT_T - 1e-9) * _LATENT_T + 1
-
-
-def frames_of(request: GenerationRequest, frame_rate: float) -> int | None:
-    """The frames ``request`` asks for: its ``duration`` at ``frame_rate``, else its ``num_frames`` (None: the
-    preset's). Both given is a ValueError."""
-    if request.duration is None:
-        return request.num_frames
-    if request.num_frames is not None:
-        raise ValueError("give either num_frames or duration, not both")
-    return frames_for_duration(float(request.duration), frame_rate)
-
-
-def parse_duration(text: str | float) -> float:
-    """``"30s"``, ``"30"``, ``"1m30s"`` or a number -> seconds."""
-    if isinstance(text, (int, float)):
-        return float(text)
-    s = text.strip().lower()
-    try:
-        if "m" in s:
-            minutes, _, rest = s.partition("m")
-            if rest.startswith(("-", "+")):  # "1m-30s" is no length
-                raise ValueError
-            return float(minutes) * 60 + (float(rest.rstrip("s")) if rest.rstrip("s") else 0.0)
-        return float(s.rstrip("s"))
-    except ValueError:
-        raise ValueError(f"duration {text!r}: expected seconds such as 30, 30s or 1m30s") from None
-
-
-def read_schedule(source: str | os.PathLike[str] | Sequence[Mapping[str, Any]]) -> list[tuple[str | int, str]]:
-    """A prompt schedule: a JSON-lines file (or its parsed lines) of ``{"start": 0 | "4.5s", "prompt": "..."}``
-    (start in pixel frames, or seconds with an ``s``) -> ``[(start, prompt)]`` in the given order."""
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        try:
-            # utf-8-sig: a byte-order mark some editors write is not part of the first line
-            lines = [ln for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip() and not ln.startswith("#")]
-        except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"prompt schedule {path}: cannot read: {e}") from None
-        rows = []
-        for n, line in enumerate(lines, 1):
-            try:
-                rows.append(json.loads(line))
-            except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than the parser goes
-                why = "nested too deeply" if isinstance(e, RecursionError) else e
-                raise ValueError(f"prompt schedule {path} line {n}: invalid JSON ({why})") from None
-    else:
-        rows = list(source)
-    out: list[tuple[str | int, str]] = []
-    for n, row in enumerate(rows, 1):
-        if not isinstance(row, Mapping) or not isinstance(row.get("prompt"), str) or set(row) - {"start", "prompt"}:
-            raise ValueError(f"prompt schedule entry {n}: expected {{\"start\": FRAME or \"SECONDSs\", \"prompt\": TEXT}}")
-        start = row.get("start", 0)
-        if isinstance(start, bool) or not isinstance(start, (int, str)):
-            raise ValueError(f"prompt schedule entry {n}: start must be a frame number or seconds such as \"4.5s\"")
-        out.append((start, row["prompt"]))
-    if not out:
-        raise ValueError("the prompt schedule has no entries")
-    return out
-
-
-def _start_frame(start: str | int, frame_rate: float) -> int:
-    if isinstance(start, int):
-        return start
-    s = start.strip().lower()
-    try:
-        return round(float(s[:-1]) * frame_rate) if s.endswith("s") else int(s)
-    except (ValueError, OverflowError):  # OverflowError: "infs", "1e400s"
-        raise ValueError(f"prompt schedule start {start!r}: expected a frame number or seconds such as \"4.5s\"") from None
-
-
 def split_windows(latent_frames: int, window: int, overlap: int) -> list[tuple[int, int]]:
     """diffusers' ``split_into_temporal_windows``: latent ``[start, end)`` windows of ``window`` latent frames,
     ``window - overlap`` apart, the last one ending at ``latent_frames``."""
@@ -273,7 +198,7 @@ def check(request: GenerationRequest) -> tuple[int, int, float, float]:
             raise ValueError(f"{name}={v} must be in [0, 1]")
     if r.prompt_schedule is not None:  # read, and each start converted, before any model work
         for start, _ in read_schedule(r.prompt_schedule):
-            _start_frame(start, float(r.frame_rate or 24))
+            start_frame(start, float(r.frame_rate or 24))
     if r.video is not None and windowed(r):
         raise ValueError("video-to-video in windows (a prompt with '|', a window, overlap or prompt schedule) is not "
                          "supported yet: give one prompt")
@@ -329,7 +254,7 @@ def window_prompts(r: GenerationRequest, spans: Sequence[tuple[int, int]], frame
     """The prompt of each window: the schedule entry in force at the window's first frame, else the ``|``
     parts in order (the last one repeated), else the prompt."""
     if r.prompt_schedule is not None:
-        entries = sorted((_start_frame(s, frame_rate), p) for s, p in read_schedule(r.prompt_schedule))
+        entries = sorted((start_frame(s, frame_rate), p) for s, p in read_schedule(r.prompt_schedule))
         out = []
         for start, _ in spans:
             current = [p for f, p in entries if f <= _LATENT_T * start]
@@ -431,9 +356,11 @@ def generate(
         return result
     from .control import control_record
 
+    p = replace(p, request=_enhanced(pipe, p.request))
     run = _LongRun(pipe, p, progress, Path(resume) if resume is not None else None, window_noise, keep_state)
     settings = {**run.full.settings(), **pipe.record_facts(request.prompt, p.request.conditions),
-                "control": control_record(request.control), "long": p.settings()}
+                "control": control_record(request.control), "long": p.settings(),
+                "enhanced_prompt": p.request.enhanced_prompt}
     assert p.request.seed is not None  # plan() draws one
     result = GenerationResult(video=None, latents=run.empty(), seed=p.request.seed, timings=run.timings,
                               settings=settings)
@@ -447,18 +374,29 @@ def generate(
     return result
 
 
+def _enhanced(pipe: Pipeline, request: GenerationRequest) -> GenerationRequest:
+    """``request`` with its enhanced prompt where its plan says so, as ``Pipeline.run`` enhances one generation (and
+    ``ltx generate`` every item before the model loads): one rewrite, encoded for every window; image-to-video
+    captions the first frame at the generation size."""
+    from .enhance.rules import request_plan
+
+    kind = request_plan(request, pipe.preset).kind
+    if kind is None or request.enhanced_prompt is not None:
+        return request
+    pixels = None
+    if kind == "i2v" and pipe.enhancer is not None:
+        from .enhance.stage import first_frame_pixels
+
+        pixels = first_frame_pixels(request, pipe.preset)
+    assert request.seed is not None  # plan() draws one
+    return pipe._enhance(request, request.seed, pixels)
+
+
 def _single(request: GenerationRequest, preset: Preset) -> GenerationRequest:
     """A request :func:`plan` runs as one generation, as ``Pipeline.run`` takes it: a ``duration`` becomes its
     ``num_frames``; the settings between windows (``overlap_strength``, ``adain``) have nothing to act on."""
     r = replace(request, overlap_strength=None, adain=None)
     return r if r.duration is None else replace(r, num_frames=duration_frames(r, preset), duration=None)
-
-
-def duration_frames(request: GenerationRequest, preset: Preset) -> int | None:
-    """:func:`frames_of` at the request's frame rate, else the preset's (an input video's, once it gave one)."""
-    from .request import preset_size
-
-    return frames_of(request, float(preset_size(preset, request.height, request.width, None, request.frame_rate)[3]))
 
 
 def _one_pass(r: ResolvedRequest) -> ResolvedRequest:
@@ -682,14 +620,9 @@ __all__ = [
     "bar_prompts",
     "check",
     "checked_frames",
-    "duration_frames",
-    "frames_for_duration",
-    "frames_of",
     "fuse",
     "generate",
-    "parse_duration",
     "plan",
-    "read_schedule",
     "request_hash",
     "split_windows",
     "state_path",

@@ -23,7 +23,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -50,6 +50,8 @@ from .request import HARD_EPS, Condition, GenerationRequest, ResolvedRequest, as
 from .text_cache import TextKVCache
 
 _SEED_RANGE = 2**31
+# a request either side of resolution: the enhancement stage runs on a windowed video's whole request too
+_Request = TypeVar("_Request", GenerationRequest, ResolvedRequest)
 
 
 def _condition_record(c: Condition) -> dict[str, Any]:
@@ -326,7 +328,7 @@ class Pipeline:
         sizes = r.pass_sizes()
         seed = secrets.randbelow(_SEED_RANGE) if r.seed is None else r.seed
         prepared, source = prepare_conditions(r)  # every medium read once, before any model work
-        r = self._enhance(r, prepared, seed)
+        r = self._enhance(r, seed, prepared[0].pixels if prepared else None)
         with torch.inference_mode():  # a depth control's model runs (and is released) here, in its own stage
             control = prepare_control(r, device=self.device, dtype=self.dtype, depth_model=self.depth_model,
                                       weights_dir=self.weights_dir)
@@ -362,9 +364,10 @@ class Pipeline:
             timings["decode_s"] = self._elapsed(t0)
         return result
 
-    def _enhance(self, r: ResolvedRequest, prepared: Sequence[PreparedCondition], seed: int) -> ResolvedRequest:
+    def _enhance(self, r: _Request, seed: int, pixels: Tensor | None) -> _Request:
         """The enhancement stage (before the text encoder's): ``r`` with its enhanced prompt where its plan says so
-        (:mod:`ltxcli.enhance`); the enhancer's models are freed before it returns."""
+        (:mod:`ltxcli.enhance`); ``pixels``: its first condition's, prepared (image-to-video). The enhancer's models
+        are freed before it returns. A windowed video (:mod:`ltxcli.long_video`) calls it with its whole request."""
         from .enhance.rules import request_plan
 
         if r.enhanced_prompt is not None or request_plan(r, self.preset).kind is None:
@@ -374,7 +377,7 @@ class Pipeline:
                 raise ValueError("enhance_prompt='on' needs a prompt enhancer: load the pipeline with "
                                  "ltxcli.load_pipeline, or set pipe.enhancer = ltxcli.PromptEnhancer(...)")
             return r
-        return self.enhancer.enhance_resolved(r, self.preset, seed, prepared[0].pixels if prepared else None)
+        return self.enhancer.enhance_resolved(r, self.preset, seed, pixels)
 
     def compute_record(self) -> dict[str, Any]:
         """The record's ``dtype``, ``fp8`` (float8 matmuls, storage or none) and ``weights_dtype`` (the block linears'

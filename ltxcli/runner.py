@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import long_video, naming
+from . import long_video, naming, timeline
 from .batch import BatchItem
 from .enhance.rules import check_mode
 from .extend import check_extension, parse_extension, run_extension, source_defaults
@@ -120,7 +120,7 @@ def _long_fields(pick: Callable[[str], Any], row: Mapping[str, Any], defaults: M
     if duration is not None and (row.get("num_frames") is not None or defaults.get("num_frames") is not None):
         raise ValueError(f"{row.get('_where', 'item')}: give either num_frames or duration, not both")
     fields = {k: pick(k) for k in _LONG_KEYS if pick(k) is not None}
-    return fields | ({"duration": long_video.parse_duration(duration)} if duration is not None else {})
+    return fields | ({"duration": timeline.parse_duration(duration)} if duration is not None else {})
 
 
 def parse_condition(spec: str) -> Condition:
@@ -320,7 +320,7 @@ def _complete(items: Sequence[BatchItem], preset: Preset | None, batch_seed: int
         try:
             source_defaults(it, preset)
             if it.duration is not None and it.extend is None:  # the seconds asked for, at the item's rate
-                it.num_frames, it.duration = long_video.duration_frames(it, preset), None
+                it.num_frames, it.duration = timeline.duration_frames(it, preset), None
         except ValueError as e:
             raise _prefixed(e, wheres[i] if i < len(wheres) else "") from None
         it.height, it.width, it.num_frames, frame_rate = preset_size(

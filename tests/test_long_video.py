@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ltxcli import long_video
-from ltxcli.request import Extension, GenerationRequest
+from ltxcli import long_video, timeline
+from ltxcli.request import Condition, Extension, GenerationRequest
 from ltxcli.tiny import build_pipeline
 
 SIGMAS = [1.0, 0.75, 0.5, 0.25]
@@ -143,6 +143,44 @@ def test_one_generation_refuses_what_it_would_run_without(tiny, kwargs, runner) 
         tiny.generate("a cat", height=64, width=64, steps=1, **kwargs)
 
 
+class _Rewriter:
+    """An enhancer stand-in for the pipeline's stage: rewrites every prompt it is asked for into ``text``."""
+
+    def __init__(self, text: str) -> None:
+        self.text, self.calls = text, []
+
+    def enhance_resolved(self, r, preset, seed, pixels):
+        from dataclasses import replace
+
+        self.calls.append((r.prompt, seed, None if pixels is None else tuple(pixels.shape)))
+        return replace(r, enhanced_prompt=self.text)
+
+
+def test_a_windowed_video_is_enhanced_once_for_every_window(tiny, tmp_path) -> None:
+    """The library enhances a windowed video's one prompt as Pipeline.run enhances one generation (ltx generate
+    did, the library skipped it without a word): one rewrite under the request's seed, every window encoding it,
+    the record carrying it; image-to-video captions the first frame at the generation size."""
+    from PIL import Image
+
+    req = dict(BASE, timesteps=None, steps=1)
+    tiny.enhancer = _Rewriter("a bird flies")
+    try:
+        res = long_video.generate(tiny, GenerationRequest("a cat walks", enhance_prompt="on", **req))
+        assert tiny.enhancer.calls == [("a cat walks", 5, None)]
+        assert res.settings["enhanced_prompt"] == "a bird flies" and res.settings["prompt"] == "a cat walks"
+        ref = long_video.generate(tiny, GenerationRequest("a bird flies", enhance_prompt="off", **req))
+        assert torch.equal(res.video, ref.video)
+        image = tmp_path / "first.png"
+        Image.new("RGB", (96, 64), (200, 30, 30)).save(image)
+        long_video.generate(tiny, GenerationRequest("a cat walks", enhance_prompt="on", conditions=[Condition(str(image), 0)],
+                                                    **req))
+        assert tiny.enhancer.calls[1] == ("a cat walks", 5, (1, 3, 1, 64, 96))
+    finally:
+        tiny.enhancer = None
+    with pytest.raises(ValueError, match="enhance_prompt='on' needs a prompt enhancer"):
+        long_video.generate(tiny, GenerationRequest("a cat walks", enhance_prompt="on", **req))
+
+
 def test_prompt_schedule_switches_at_the_right_window(tiny, tmp_path) -> None:
     sched = tmp_path / "prompts.jsonl"
     # windows start at pixel frames 0, 24, 48: "1.5s" at 24 fps is frame 36 -> in force from the third window
@@ -199,14 +237,14 @@ def test_bad_settings_are_one_line_errors(tiny, kwargs, match) -> None:
 
 
 def test_duration_and_schedule_parsing() -> None:
-    assert long_video.frames_for_duration(30, 24) == 721
-    assert long_video.parse_duration("1m30s") == 90.0 and long_video.parse_duration("2.5s") == 2.5
+    assert timeline.frames_for_duration(30, 24) == 721
+    assert timeline.parse_duration("1m30s") == 90.0 and timeline.parse_duration("2.5s") == 2.5
     for bad in ("1m-30s", "1m+30s"):  # read as 30 s and 90 s before
         with pytest.raises(ValueError, match="expected seconds such as 30"):
-            long_video.parse_duration(bad)
+            timeline.parse_duration(bad)
     assert long_video.split_windows(12, 6, 3) == [(0, 6), (3, 9), (6, 12)]
     with pytest.raises(ValueError, match="entry 1"):
-        long_video.read_schedule([{"begin": 0, "prompt": "x"}])
+        timeline.read_schedule([{"begin": 0, "prompt": "x"}])
 
 
 def test_cli_long_video_interrupted_and_resumed(tmp_path) -> None:

@@ -24,8 +24,13 @@ from . import generate
 from .rules import MAX_NEW_TOKENS, request_plan
 
 if TYPE_CHECKING:
+    from typing import TypeVar
+
     from ltxcli.presets import Preset
-    from ltxcli.request import ResolvedRequest
+    from ltxcli.request import GenerationRequest, ResolvedRequest
+
+    # a request either side of resolution: a windowed video is enhanced before its windows are resolved
+    _Request = TypeVar("_Request", GenerationRequest, ResolvedRequest)
 
 BUILTIN = "tiny"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -187,8 +192,7 @@ class PromptEnhancer:
             return False
         return True
 
-    def enhance_resolved(self, r: ResolvedRequest, preset: Preset, seed: int, pixels: torch.Tensor | None
-                         ) -> ResolvedRequest:
+    def enhance_resolved(self, r: _Request, preset: Preset, seed: int, pixels: torch.Tensor | None) -> _Request:
         """The pipeline's stage: ``r`` with its enhanced prompt (``pixels``: the prepared pixels of its first
         condition), the models freed afterwards; unchanged when its plan does not enhance or it has one. ``auto``
         without the models: one :class:`EnhancementSkippedWarning`."""

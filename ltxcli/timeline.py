@@ -1,0 +1,104 @@
+"""When things happen in a video, from what a request says: a duration in seconds -> its frame count, a prompt
+schedule -> its entries and their start frames. No torch; :mod:`ltxcli.long_video` plans windows from these,
+and the runner and the memory plan complete a request's length with them before any model loads."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .request import GenerationRequest, preset_size
+
+if TYPE_CHECKING:
+    from .presets import Preset
+
+FRAMES_PER_LATENT = 8  # pixel frames per latent frame (the VAE's temporal compression): lengths are 8k + 1
+
+
+def frames_for_duration(seconds: float, frame_rate: float) -> int:
+    """A duration -> the smallest ``8k + 1`` frame count that lasts at least that long at ``frame_rate``."""
+    if not (seconds > 0 and math.isfinite(seconds * frame_rate)):
+        raise ValueError(f"duration={seconds} must be a positive number of seconds (e.g. 30)")
+    return math.ceil(seconds * frame_rate / FRAMES_PER_LATENT - 1e-9) * FRAMES_PER_LATENT + 1
+
+
+def frames_of(request: GenerationRequest, frame_rate: float) -> int | None:
+    """The frames ``request`` asks for: its ``duration`` at ``frame_rate``, else its ``num_frames`` (None: the
+    preset's). Both given is a ValueError."""
+    if request.duration is None:
+        return request.num_frames
+    if request.num_frames is not None:
+        raise ValueError("give either num_frames or duration, not both")
+    return frames_for_duration(float(request.duration), frame_rate)
+
+
+def parse_duration(text: str | float) -> float:
+    """``"30s"``, ``"30"``, ``"1m30s"`` or a number -> seconds."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    s = text.strip().lower()
+    try:
+        if "m" in s:
+            minutes, _, rest = s.partition("m")
+            if rest.startswith(("-", "+")):  # "1m-30s" is no length
+                raise ValueError
+            return float(minutes) * 60 + (float(rest.rstrip("s")) if rest.rstrip("s") else 0.0)
+        return float(s.rstrip("s"))
+    except ValueError:
+        raise ValueError(f"duration {text!r}: expected seconds such as 30, 30s or 1m30s") from None
+
+
+def read_schedule(source: str | os.PathLike[str] | Sequence[Mapping[str, Any]]) -> list[tuple[str | int, str]]:
+    """A prompt schedule: a JSON-lines file (or its parsed lines) of ``{"start": 0 | "4.5s", "prompt": "..."}``
+    (start in pixel frames, or seconds with an ``s``) -> ``[(start, prompt)]`` in the given order."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            # utf-8-sig: a byte-order mark some editors write is not part of the first line
+            lines = [ln for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip() and not ln.startswith("#")]
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"prompt schedule {path}: cannot read: {e}") from None
+        rows = []
+        for n, line in enumerate(lines, 1):
+            try:
+                rows.append(json.loads(line))
+            except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than the parser goes
+                why = "nested too deeply" if isinstance(e, RecursionError) else e
+                raise ValueError(f"prompt schedule {path} line {n}: invalid JSON ({why})") from None
+    else:
+        rows = list(source)
+    out: list[tuple[str | int, str]] = []
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, Mapping) or not isinstance(row.get("prompt"), str) or set(row) - {"start", "prompt"}:
+            raise ValueError(f"prompt schedule entry {n}: expected {{\"start\": FRAME or \"SECONDSs\", \"prompt\": TEXT}}")
+        start = row.get("start", 0)
+        if isinstance(start, bool) or not isinstance(start, (int, str)):
+            raise ValueError(f"prompt schedule entry {n}: start must be a frame number or seconds such as \"4.5s\"")
+        out.append((start, row["prompt"]))
+    if not out:
+        raise ValueError("the prompt schedule has no entries")
+    return out
+
+
+def start_frame(start: str | int, frame_rate: float) -> int:
+    """A prompt schedule's ``start`` (pixel frames, or seconds with an ``s``) -> its pixel frame at ``frame_rate``."""
+    if isinstance(start, int):
+        return start
+    s = start.strip().lower()
+    try:
+        return round(float(s[:-1]) * frame_rate) if s.endswith("s") else int(s)
+    except (ValueError, OverflowError):  # OverflowError: "infs", "1e400s"
+        raise ValueError(f"prompt schedule start {start!r}: expected a frame number or seconds such as \"4.5s\"") from None
+
+
+def duration_frames(request: GenerationRequest, preset: Preset) -> int | None:
+    """:func:`frames_of` at the request's frame rate, else the preset's (an input video's, once it gave one)."""
+    return frames_of(request, float(preset_size(preset, request.height, request.width, None, request.frame_rate)[3]))
+
+
+__all__ = ["FRAMES_PER_LATENT", "duration_frames", "frames_for_duration", "frames_of", "parse_duration", "read_schedule",
+           "start_frame"]
