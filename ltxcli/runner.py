@@ -96,6 +96,7 @@ _ITEM_FLOAT = ("frame_rate", "guidance_scale", "stg_scale", "overlap_strength", 
 _ITEM_STR = ("prompt", "negative_prompt", "output", "image", "cache", "duration", "prompt_schedule", "video",
              "enhance_prompt")
 _ITEM_BOOL = ("temporal_upscale", "resume")
+_ITEM_PATHS = ("output", "image", "video", "prompt_schedule")  # "" would name the current folder
 ITEM_KEYS = (*_ITEM_STR, *_ITEM_INT, *_ITEM_FLOAT, *_ITEM_BOOL, "conditions", "loras", "control",
              "control_from", "extend")
 
@@ -195,6 +196,8 @@ def parse_batch(text: str, source: str = "batch") -> list[dict[str, Any]]:
         for key in _ITEM_STR:
             if key in obj and obj[key] is not None and not isinstance(obj[key], str):
                 raise ValueError(f"{where}: {key} must be a string")
+            if key in _ITEM_PATHS and obj.get(key) is not None and not obj[key].strip():
+                raise ValueError(f"{where}: {key} is empty: give a file path or leave the key out")
         for key in _ITEM_INT:
             v = obj.get(key)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int)):

@@ -56,6 +56,8 @@ def read_schedule(source: str | os.PathLike[str] | Sequence[Mapping[str, Any]]) 
     """A prompt schedule: a JSON-lines file (or its parsed lines) of ``{"start": 0 | "4.5s", "prompt": "..."}``
     (start in pixel frames, or seconds with an ``s``) -> ``[(start, prompt)]`` in the given order."""
     if isinstance(source, (str, os.PathLike)):
+        if not os.fspath(source).strip():  # Path("") is the current folder
+            raise ValueError("prompt schedule: the path is empty")
         path = Path(source)
         try:
             # utf-8-sig: a byte-order mark some editors write is not part of the first line

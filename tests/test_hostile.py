@@ -344,7 +344,10 @@ def test_batch_mistakes_found_while_completing_items_name_their_line(cli_env: Pa
     cases = [('{"prompt": "a", "video": "in.mp4", "denoise_strength": -0.5}', 2, "strength=-0.5"),
              ('{"prompt": "a", "duration": "abc"}', 2, "duration 'abc'"),
              ('{"prompt": "a", "extend": {"video": "in.mp4", "frames": -8}}', 2, "frames=-8"),
-             ('{"prompt": "a", "video": "missing.mp4"}', 6, "missing.mp4")]
+             ('{"prompt": "a", "video": "missing.mp4"}', 6, "missing.mp4"),
+             # an empty path named the current folder ("video": "" was ".: is a folder, not a media file")
+             *((f'{{"prompt": "a", "{key}": ""}}', 2, f"{key} is empty: give a file path")
+               for key in ("video", "image", "output", "prompt_schedule"))]
     for text, code, needle in cases:
         (cli_env / "b.txt").write_text('{"prompt": "fine"}\n' + text + "\n")
         line = assert_one_error_line(ltx("generate", "--batch", "b.txt", "-m", "tiny", "-o", "out/"), code)

@@ -245,6 +245,8 @@ def test_duration_and_schedule_parsing() -> None:
     assert long_video.split_windows(12, 6, 3) == [(0, 6), (3, 9), (6, 12)]
     with pytest.raises(ValueError, match="entry 1"):
         timeline.read_schedule([{"begin": 0, "prompt": "x"}])
+    with pytest.raises(ValueError, match="prompt schedule: the path is empty"):  # it read the current folder
+        timeline.read_schedule(" ")
 
 
 def test_cli_long_video_interrupted_and_resumed(tmp_path) -> None:
