@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import long_video, naming, runner
+from .batch import ITEM_KEYS, parse_condition
 from .request import Condition
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ class JobSettings:
         return False if self.upcast_at_load else None
 
     def item_defaults(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in runner.ITEM_KEYS if hasattr(self, k)}
+        return {k: getattr(self, k) for k in ITEM_KEYS if hasattr(self, k)}
 
 
 @dataclass
@@ -173,7 +174,7 @@ def plan_job(
     spec = _resolve(s)  # reads a file's header: a corrupt one fails here
     if spec.kind == "builtin" and s.text_encoder:
         warn(f"--text-encoder is ignored: {spec.name} has a built-in text encoder")
-    base_conds = ([first_image] if first_image else []) + [runner.parse_condition(c) for c in s.conditions]
+    base_conds = ([first_image] if first_image else []) + [parse_condition(c) for c in s.conditions]
     items = runner.build_items(rows, preset=spec.preset, conditions=base_conds, defaults=s.item_defaults())
     if world > 1:  # the seeds (random ones included) of rank 0, before any name is derived from them
         for it, (seed, batch_seed) in zip(items, from_rank0(ctx, [(it.seed, it.batch_seed) for it in items]), strict=True):

@@ -2,7 +2,7 @@
 
 Order of work for a batch (``ltx generate --batch`` follows it, and so can a Python user)::
 
-    rows = parse_batch(text)                    # JSON lines / one prompt per line -> dicts (optional)
+    rows = batch.parse_batch(text)              # JSON lines / one prompt per line -> dicts (optional)
     items = build_items(rows, preset=...)       # -> BatchItem: a row's value > defaults > the preset's
     validate_item(item, max_pos, ...)           # sizes, ranges, condition files: before any weight is read
     plan_outputs(items, output=..., ...)        # names from patterns, duplicates, existing outputs, writable
@@ -18,7 +18,6 @@ an unreadable condition file is :class:`ltxcli.media.MediaError`; an output that
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import secrets
@@ -34,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from . import long_video, naming, timeline
 from .batch import BatchItem
 from .enhance.rules import check_mode
-from .extend import check_extension, parse_extension, run_extension, source_defaults
+from .extend import check_extension, run_extension, source_defaults
 from .naming import fps_number
 from .records import batch_fields, record, run_settings
 from .request import Condition, item_control, parse_cache, preset_size, resolve_request
@@ -91,26 +90,7 @@ class ItemResult:
 
 # --- batch files ---------------------------------------------------------------------------------------------
 
-_ITEM_INT = ("seed", "steps", "height", "width", "num_frames", "window", "overlap")
-_ITEM_FLOAT = ("frame_rate", "guidance_scale", "stg_scale", "overlap_strength", "adain", "denoise_strength")
-_ITEM_STR = ("prompt", "negative_prompt", "output", "image", "cache", "duration", "prompt_schedule", "video",
-             "enhance_prompt")
-_ITEM_BOOL = ("temporal_upscale", "resume")
-_ITEM_PATHS = ("output", "image", "video", "prompt_schedule")  # "" would name the current folder
-ITEM_KEYS = (*_ITEM_STR, *_ITEM_INT, *_ITEM_FLOAT, *_ITEM_BOOL, "conditions", "loras", "control",
-             "control_from", "extend")
-
-
 _LONG_KEYS = ("window", "overlap", "overlap_strength", "adain", "prompt_schedule", "temporal_upscale", "resume")
-
-
-def _check_long_row(row: dict[str, Any], where: str, bools: Sequence[str]) -> None:
-    """A batch line's long-video keys: booleans are booleans; a numeric ``duration`` becomes its string."""
-    for key in bools:
-        if row.get(key) is not None and not isinstance(row[key], bool):
-            raise ValueError(f"{where}: {key} must be true or false, got {row[key]!r}")
-    if isinstance(row.get("duration"), (int, float)) and not isinstance(row["duration"], bool):
-        row["duration"] = str(row["duration"])
 
 
 def _long_fields(pick: Callable[[str], Any], row: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -122,130 +102,6 @@ def _long_fields(pick: Callable[[str], Any], row: Mapping[str, Any], defaults: M
         raise ValueError(f"{row.get('_where', 'item')}: give either num_frames or duration, not both")
     fields = {k: pick(k) for k in _LONG_KEYS if pick(k) is not None}
     return fields | ({"duration": timeline.parse_duration(duration)} if duration is not None else {})
-
-
-def parse_condition(spec: str) -> Condition:
-    """``PATH:FRAME[:STRENGTH]``, split from the right so paths may contain ':'."""
-    parts = spec.rsplit(":", 2)
-    if len(parts) == 3:
-        path, frame, strength = parts
-        if _is_int(frame) and _is_float(strength):
-            return Condition(path, int(frame), float(strength))
-    parts = spec.rsplit(":", 1)
-    if len(parts) == 2 and _is_int(parts[1]) and parts[0]:
-        return Condition(parts[0], int(parts[1]), 1.0)
-    raise ValueError(f"--condition {spec!r}: expected PATH:FRAME[:STRENGTH], e.g. first.png:0 or end.png:96:0.8")
-
-
-def _is_int(s: str) -> bool:
-    try:
-        int(s)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_float(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
-
-
-def read_batch_file(source: str | Path, what: str = "--batch") -> str:
-    """The text of a batch file: a missing one is a ValueError, an unreadable one (permissions, not UTF-8) a
-    :class:`~ltxcli.media.MediaError`, each one line naming ``what`` and the file."""
-    from .media import MediaError
-
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise ValueError(f"{what} {source}: no such file")
-    try:
-        return path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first line
-    except (OSError, UnicodeDecodeError) as e:
-        raise MediaError(f"{what} {source}: cannot read: {e}") from None
-
-
-def parse_batch(text: str, source: str = "batch") -> list[dict[str, Any]]:
-    """One prompt per line, or one JSON object per line (keys: :data:`ITEM_KEYS`); '#' lines are comments.
-
-    Returns one dict per item (conditions parsed into :class:`~ltxcli.request.Condition`, ``_where`` naming the
-    line for later messages). A malformed line is a ValueError starting with ``"{source} line N: "``."""
-    rows: list[dict[str, Any]] = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        where = f"{source} line {number}"
-        if not line.startswith("{"):
-            rows.append({"prompt": line})
-            continue
-        try:
-            obj = json.loads(line)
-        except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than the parser goes
-            raise ValueError(f"{where}: invalid JSON ({'nested too deeply' if isinstance(e, RecursionError) else e})") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"{where}: expected a JSON object")
-        unknown = sorted(set(obj) - set(ITEM_KEYS))
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(ITEM_KEYS)})")
-        if not isinstance(obj.get("prompt"), str):
-            raise ValueError(f"{where}: needs a \"prompt\" string")
-        _check_long_row(obj, where, _ITEM_BOOL)  # first: a numeric duration becomes the string checked below
-        for key in _ITEM_STR:
-            if key in obj and obj[key] is not None and not isinstance(obj[key], str):
-                raise ValueError(f"{where}: {key} must be a string")
-            if key in _ITEM_PATHS and obj.get(key) is not None and not obj[key].strip():
-                raise ValueError(f"{where}: {key} is empty: give a file path or leave the key out")
-        for key in _ITEM_INT:
-            v = obj.get(key)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
-                raise ValueError(f"{where}: {key} must be an integer, got {v!r}")
-        for key in _ITEM_FLOAT:
-            v = obj.get(key)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                raise ValueError(f"{where}: {key} must be a number, got {v!r}")
-        conds = obj.get("conditions")
-        if conds is not None:
-            if not isinstance(conds, list):
-                raise ValueError(f"{where}: conditions must be a list")
-            parsed = []
-            for c in conds:
-                if isinstance(c, str):
-                    parsed.append(parse_condition(c))
-                elif isinstance(c, dict) and isinstance(c.get("path"), str) and not set(c) - {"path", "frame", "strength"}:
-                    frame, strength = c.get("frame", 0), c.get("strength", 1.0)
-                    if isinstance(frame, bool) or not isinstance(frame, int) or not isinstance(strength, (int, float)):
-                        raise ValueError(f"{where}: condition frame must be an integer and strength a number")
-                    parsed.append(Condition(c["path"], frame, float(strength)))
-                else:
-                    raise ValueError(f"{where}: a condition is \"PATH:FRAME[:STRENGTH]\" or "
-                                     "{\"path\", \"frame\", \"strength\"}")
-            obj["conditions"] = parsed
-        if obj.get("loras") is not None:
-            obj["loras"] = _parse_loras(obj["loras"], where)
-        if obj.get("extend") is not None:
-            obj["extend"] = parse_extension(obj["extend"], where)
-        obj["_where"] = where
-        rows.append(obj)
-    if not rows:
-        raise ValueError(f"{source}: no prompts in it")
-    return rows
-
-
-def _parse_loras(value: Any, where: str) -> list[Any]:
-    """A batch line's ``loras``: a list of ``"PATH_OR_NAME[:SCALE]"`` strings or ``{"path" | "name", "scale",
-    "sha256"}`` objects (a generation record's form) -> :class:`~ltxcli.adapters.lora.LoraSpec` s."""
-    from .adapters.lora import lora_spec
-
-    if not isinstance(value, list) or not all(isinstance(v, (str, dict)) for v in value):
-        raise ValueError(f"{where}: loras must be a list of \"PATH_OR_NAME[:SCALE]\" strings or "
-                         "{\"path\" or \"name\", \"scale\"} objects")
-    try:
-        return [lora_spec(v) for v in value]
-    except ValueError as e:
-        raise ValueError(f"{where}: {e}") from None
 
 
 def _prefixed(e: ValueError, where: str) -> ValueError:
@@ -694,8 +550,8 @@ def _plan_here(
 
 
 __all__ = [
-    "ITEM_KEYS", "MAX_FRAMES", "MAX_FRAME_RATE", "MAX_STEPS", "SEED_MAX", "BatchItem", "ItemResult", "OutputError",
-    "batch_fields", "build_items", "check_range", "check_writable", "derive_seeds", "parse_batch",
-    "parse_condition", "plan_outputs", "read_batch_file", "record", "run_batch", "run_settings", "save_video",
+    "MAX_FRAMES", "MAX_FRAME_RATE", "MAX_STEPS", "SEED_MAX", "BatchItem", "ItemResult", "OutputError",
+    "batch_fields", "build_items", "check_range", "check_writable", "derive_seeds",
+    "plan_outputs", "record", "run_batch", "run_settings", "save_video",
     "validate_item", "write_output",
 ]

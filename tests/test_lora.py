@@ -579,7 +579,8 @@ def test_pipeline_switches_loras_per_request_without_reloading(tmp_path) -> None
 
 
 def test_batch_lines_accept_loras(tmp_path) -> None:
-    from ltxcli.runner import build_items, parse_batch
+    from ltxcli.batch import parse_batch
+    from ltxcli.runner import build_items
 
     path = tiny_lora(tmp_path)
     rows = parse_batch("\n".join([

@@ -13,7 +13,7 @@ from tiny_models import one_thread  # noqa: F401  (module-scoped autouse fixture
 from typer.testing import CliRunner
 
 import ltxcli
-from ltxcli import media, runner
+from ltxcli import batch, media, runner
 from ltxcli.cli import app
 from ltxcli.runner import BatchItem
 
@@ -103,7 +103,7 @@ def test_build_items_and_plan_outputs_without_a_model(tmp_path: Path) -> None:
     no model loaded."""
     from ltxcli.presets import PRESETS
 
-    rows = runner.parse_batch('a cat\n{"prompt": "a dog", "seed": 4, "width": 128, "conditions": ["k.png:8"]}\n',
+    rows = batch.parse_batch('a cat\n{"prompt": "a dog", "seed": 4, "width": 128, "conditions": ["k.png:8"]}\n',
                               "prompts.txt")
     assert rows[1]["_where"] == "prompts.txt line 2"
     items = runner.build_items(rows, preset=PRESETS["tiny"], defaults={"seed": 9, "height": 64})
@@ -117,7 +117,7 @@ def test_build_items_and_plan_outputs_without_a_model(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown field"):
         runner.plan_outputs(items, output="{nope}.mp4")
     with pytest.raises(ValueError, match=r"prompts\.txt line 1: invalid JSON"):
-        runner.parse_batch("{oops", "prompts.txt")
+        batch.parse_batch("{oops", "prompts.txt")
 
 
 def test_a_job_runs_the_cli_flow_from_python(tmp_path: Path) -> None:

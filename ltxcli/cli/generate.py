@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, get_args, get_origin
 import click
 import typer
 
+from ltxcli import batch as batch_file
 from ltxcli import runner
 from ltxcli.job import JobSettings
 from ltxcli.long_video import OPTION_HELP
@@ -403,7 +404,7 @@ def _read_stdin(ctx: Any) -> str:
 
 
 def _read_source(source: str, what: str, ctx: Any) -> str:
-    return _read_stdin(ctx) if source == "-" else runner.read_batch_file(source, what)
+    return _read_stdin(ctx) if source == "-" else batch_file.read_batch_file(source, what)
 
 
 def _single(opts: Any, gpus: int | None, row: dict[str, Any], first: Condition | None = None) -> None:
@@ -447,12 +448,12 @@ def generate(
 
     def prepare() -> None:  # stdin is left for the workers to read
         if batch != "-":
-            run(opts, runner.parse_batch(runner.read_batch_file(batch), f"--batch {batch}"), batch=True,
+            run(opts, batch_file.parse_batch(batch_file.read_batch_file(batch), f"--batch {batch}"), batch=True,
                 prepare_only=True)
 
     relaunch(gpus, prepare, opts.device, opts.quiet)
     with distributed_context() as ctx:
-        run(opts, runner.parse_batch(_read_source(batch, "--batch", ctx), f"--batch {batch}"), batch=True, ctx=ctx)
+        run(opts, batch_file.parse_batch(_read_source(batch, "--batch", ctx), f"--batch {batch}"), batch=True, ctx=ctx)
 
 
 @generation_command
