@@ -514,7 +514,7 @@ class _LongRun:
     def _encode_texts(self) -> dict[str, tuple[Tensor, Tensor]]:
         """Each distinct prompt encoded once (the text encoder is released afterwards when the pipeline says so)."""
         from . import sampling
-        from .request import as_list
+        from .passes import as_list
 
         pipe = self.pipe
         t0 = time.perf_counter()

@@ -45,8 +45,9 @@ from .models.int8 import storage_mode
 from .models.transformer import STGMode
 from .models.upcast import compute_dtype
 from .models.upsampler import adain
+from .passes import HARD_EPS, as_list
 from .presets import NEUTRAL, PassSettings, Preset
-from .request import HARD_EPS, Condition, GenerationRequest, ResolvedRequest, as_list, resolve_request
+from .request import Condition, GenerationRequest, ResolvedRequest, resolve_request
 from .text_cache import TextKVCache
 
 _SEED_RANGE = 2**31

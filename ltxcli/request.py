@@ -14,37 +14,27 @@ setting:
 
 Per-pass dicts accept the request's own names (``steps``, ``rescale_scale``, ``stg_blocks``, ...) and the
 official yaml names (``num_inference_steps``, ``rescaling_scale``, ``skip_block_list``, ...) as aliases; see
-:data:`PASS_ALIASES`. This module imports no torch, so the CLI can build requests without loading it.
+:data:`ltxcli.passes.PASS_ALIASES`. This module imports no torch, so the CLI can build requests without loading it.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from .enhance.rules import check_mode
+from .passes import flat_blocks, pass_overrides, v2v_pass, validate_pass
 from .presets import DEFAULT_DOWNSCALE_FACTOR, PassSettings, Preset, multi_scale_sizes
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-#: Conditioning tokens whose mask reaches 1 - eps are "hard" (never denoised, only re-noised); the same
-#: tolerance keeps a video-to-video timestep equal to the strength.
-HARD_EPS = 1e-6
 #: ``STGMode`` values of :mod:`ltxcli.models.transformer` (kept as strings here so this module needs no torch).
 STG_MODES = ("attention_values", "attention_skip", "transformer_block")
 
-#: Request field names accepted in a per-pass dict -> the official yaml name (:class:`PassSettings` field).
-#: The yaml names themselves are accepted too.
-PASS_ALIASES: Mapping[str, str] = {
-    "steps": "num_inference_steps",
-    "rescale_scale": "rescaling_scale",
-    "stg_blocks": "skip_block_list",
-}
 
 
 @dataclass
@@ -304,86 +294,6 @@ def check_size(height: int, width: int, num_frames: int, frame_rate: float, max_
         )
 
 
-# --- per-pass settings ------------------------------------------------------------------------------------------
-
-
-def pass_overrides(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A per-pass dict in request names and/or yaml names -> yaml names (:class:`PassSettings` fields).
-
-    ``steps`` means what the top-level ``steps`` means (a step count replacing explicit timesteps, unless the
-    dict also gives ``timesteps``); ``num_inference_steps`` is the raw yaml value. A setting given under both
-    names, or an unknown name, is an error.
-    """
-    given = dict(overrides or {})
-    known = {f.name for f in fields(PassSettings)}
-    unknown = sorted(k for k in given if PASS_ALIASES.get(k, k) not in known)
-    if unknown:
-        raise ValueError(
-            f"unknown per-pass setting(s): {', '.join(unknown)} "
-            f"(known: {', '.join(sorted(known | set(PASS_ALIASES)))})"
-        )
-    out: dict[str, Any] = {}
-    for key, value in given.items():
-        name = PASS_ALIASES.get(key, key)
-        if key != name and name in given:
-            raise ValueError(f"per-pass setting {name!r} is given twice (as {key!r} and as {name!r}): give one")
-        out[name] = value
-    if "steps" in given and "timesteps" not in out:
-        out["timesteps"] = None
-    return out
-
-
-def _flat_blocks(blocks: Any) -> tuple[int, ...]:
-    """A per-interval block schedule collapsed to the blocks of its last (lowest-noise) interval."""
-    return tuple(blocks[-1]) if blocks and isinstance(blocks[0], tuple) else tuple(blocks)
-
-
-def as_list(value: Any) -> list[float]:
-    """A guidance value (a scalar or a per-interval schedule) as a list."""
-    return list(value) if isinstance(value, (tuple, list)) else [value]
-
-
-def validate_pass(p: PassSettings, num_layers: int | None = None) -> None:
-    """Steps or timesteps, guidance values, and (given the transformer's ``num_layers``) the STG blocks."""
-    if p.timesteps is None:
-        if p.num_inference_steps is None or p.num_inference_steps < 1:
-            raise ValueError(f"steps={p.num_inference_steps} must be at least 1")
-    else:
-        ts = list(p.timesteps)
-        if not ts or any(not (0 < t <= 1) for t in ts) or any(a <= b for a, b in itertools.pairwise(ts)):
-            raise ValueError(f"timesteps={ts} must be a non-empty strictly decreasing list in (0, 1]")
-    for name in ("guidance_scale", "stg_scale", "rescaling_scale"):
-        for v in as_list(getattr(p, name)):
-            if not math.isfinite(v) or v < 0:
-                raise ValueError(f"{name}={v} must be a finite number >= 0")
-    if num_layers is None:
-        return
-    blocks = p.skip_block_list
-    flat = [b for group in blocks for b in group] if blocks and isinstance(blocks[0], tuple) else list(blocks)
-    bad = [b for b in flat if not 0 <= b < num_layers]
-    if bad and any(v > 0 for v in as_list(p.stg_scale)):
-        raise ValueError(f"stg blocks {bad} do not exist: this transformer has blocks 0-{num_layers - 1}")
-
-
-def v2v_pass(p: PassSettings, strength: float) -> PassSettings:
-    """Keep the last ``strength`` of the schedule: explicit timesteps at or below it, else skipped steps."""
-    if p.timesteps is not None:
-        kept = tuple(t for t in p.timesteps if t <= strength + HARD_EPS)
-        if not kept:
-            raise ValueError(
-                f"denoise_strength={strength} is below every timestep of this schedule "
-                f"({', '.join(map(str, p.timesteps))}): use at least {min(p.timesteps)}"
-            )
-        return p.updated({"timesteps": kept})
-    steps = p.num_inference_steps
-    keep = max(1, round(steps * strength))
-    skip = max(p.skip_initial_inference_steps, steps - keep)
-    if skip == 0:  # the whole schedule, from timestep 1: the input would be pure noise
-        raise ValueError(f"denoise_strength={strength} keeps all {steps} steps, from pure noise: use more steps "
-                         f"(e.g. {max(2, math.ceil(1.5 / strength))}) or a lower strength")
-    return p.updated({"skip_initial_inference_steps": skip})
-
-
 def _scalar_overrides(r: GenerationRequest, preset: Preset) -> dict[str, Any]:
     """The request's top-level sampling values as yaml-named overrides (they win over everything else)."""
     out: dict[str, Any] = {}
@@ -404,7 +314,7 @@ def _scalar_overrides(r: GenerationRequest, preset: Preset) -> dict[str, Any]:
         out["guidance_timesteps"] = None  # a scalar replaces a per-interval schedule
         base_blocks = preset.passes[0].skip_block_list
         if r.stg_blocks is None and any(isinstance(b, tuple) for b in base_blocks):
-            out["skip_block_list"] = _flat_blocks(base_blocks)
+            out["skip_block_list"] = flat_blocks(base_blocks)
     if r.tone_map_compression_ratio is not None:
         out["tone_map_compression_ratio"] = r.tone_map_compression_ratio
     return out
@@ -654,16 +564,13 @@ def _is_image(media: Any) -> bool:
 __all__ = [
     "CACHE_THRESHOLDS",
     "CONTROL_KINDS",
-    "HARD_EPS",
     "LONG_VIDEO_FIELDS",
-    "PASS_ALIASES",
     "STG_MODES",
     "Condition",
     "Control",
     "Extension",
     "GenerationRequest",
     "ResolvedRequest",
-    "as_list",
     "check_control",
     "check_size",
     "control_of",
@@ -671,9 +578,6 @@ __all__ = [
     "padded_size",
     "parse_cache",
     "parse_control",
-    "pass_overrides",
     "preset_size",
     "resolve_request",
-    "v2v_pass",
-    "validate_pass",
 ]

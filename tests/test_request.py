@@ -10,14 +10,9 @@ import torch
 from ltxcli.models.configs import UpsamplerConfig
 from ltxcli.models.transformer import STGMode
 from ltxcli.models.upsampler import LatentUpsampler
+from ltxcli.passes import PASS_ALIASES, pass_overrides
 from ltxcli.presets import PRESETS, TINY_PRESET, PassSettings, Preset
-from ltxcli.request import (
-    PASS_ALIASES,
-    STG_MODES,
-    GenerationRequest,
-    pass_overrides,
-    resolve_request,
-)
+from ltxcli.request import STG_MODES, GenerationRequest, resolve_request
 from ltxcli.tiny import LATENT_CHANNELS, build_pipeline
 
 DEV13 = PRESETS["ltxv-13b-0.9.8-dev"]
