@@ -12,8 +12,10 @@ Two steps, run at different stages of a generation (:meth:`ltxcli.pipeline.Pipel
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -71,6 +73,56 @@ def trim(n: int, start: int, num_frames: int) -> int:
     return (n - 1) // 8 * 8 + 1
 
 
+def check_condition(c: Condition, height: int, width: int, num_frames: int,
+                    decoded: dict[tuple[str, int], Any] | None = None) -> Condition:
+    """A condition of a ``height`` x ``width`` x ``num_frames`` video, checked before any model work: its ranges, then
+    the file itself, decoded once (:func:`ltxcli.media.read_media`: an image fully, a video up to the frames the
+    video can use) so that a missing, empty, truncated, oversized or unreadable file fails
+    here, before any weight is loaded (MediaError). Returns the condition holding the decoded pixels, which the
+    pipeline preprocesses without reading the file again. ``decoded``: pixels already read for this run, by
+    (path, frames), shared between the requests that use one file."""
+    name = c.media
+    if not 0 <= c.strength <= 1:
+        raise ValueError(f"condition {name}: strength={c.strength} must be in [0, 1] (use {0 if c.strength < 0 else 1})")
+    if not 0 <= c.frame < num_frames:
+        nearest = min(max(c.frame, 0), num_frames - 1)
+        raise ValueError(f"condition {name}: frame={c.frame} must be in [0, {num_frames - 1}] for a "
+                         f"{num_frames}-frame video (use {nearest})")
+    if not isinstance(c.media, (str, os.PathLike)):
+        return c  # a picture or tensor in memory (or pixels decoded already): the pipeline checks it
+    wanted = num_frames - c.frame  # frames of the file the video has room for
+    key = (str(c.media), wanted)
+    read = decoded.get(key) if decoded is not None else None
+    if read is None:
+        # one frame more than fits: a file without a frame count (Matroska, WebM) shows it is longer
+        read = media_io.read_media(c.media, max_frames=wanted + 1)
+        if decoded is not None:
+            decoded[key] = read
+    height, width = int(read.frames.shape[1]), int(read.frames.shape[2])
+    left, top, right, bottom = media_io.centre_crop_box(width, height, height, width)
+    if right - left < 2 or bottom - top < 2:
+        raise media_io.MediaError(f"{name}: a {width}x{height} picture is too small to crop to the "
+                               f"{width}x{height} aspect ratio")
+    n = read.listed
+    if n > 1:
+        decodable = int(read.frames.shape[0])
+        if decodable < min(n, wanted):  # FFmpeg stops quietly at the end of a truncated file
+            warnings.warn(f"{name}: the file lists {n} frames but only {decodable} can be decoded (truncated or "
+                          f"damaged?); using those {decodable}", stacklevel=1)
+            n = decodable
+    # the pipeline keeps at most the frames that fit, rounded down to 8k + 1 (official trim)
+    kept = (min(n, wanted) - 1) // 8 * 8 + 1
+    if kept > 1 and c.frame % 8:
+        lo = c.frame // 8 * 8
+        raise ValueError(f"condition {name}: a video must start at a multiple of 8, not frame={c.frame} "
+                         f"(use {lo} or {lo + 8})")
+    if n > wanted:  # longer than the video: say so (a shorter one is only cut to 8k + 1)
+        total = n if n > read.frames.shape[0] else f"at least {n}"  # the count, or what decoding showed
+        warnings.warn(f"condition {name}: trimmed to its first {kept} of {total} frames (only {wanted} fit from frame "
+                      f"{c.frame} of the {num_frames}-frame video, used in 8k + 1 frames; `ltx extend` makes a video longer than its input)", stacklevel=1)
+    return replace(c, media=read)
+
+
 def prepare_condition(
     c: Condition, height: int, width: int, num_frames: int, padding: tuple[int, int, int, int]
 ) -> PreparedCondition:
@@ -78,9 +130,7 @@ def prepare_condition(
 
     A file is read once (its frames are decoded here and nowhere else); a tensor is used as is."""
     if isinstance(c.media, Tensor):
-        frames = c.media
-        if frames.ndim != 4 or frames.shape[-1] != 3 or not frames.is_floating_point():
-            raise ValueError(f"a condition tensor must be float [F, H, W, 3] in [0, 1], got {list(frames.shape)}")
+        frames = media_io.load_media(c.media)  # checked: [F, H, W, 3] (or [H, W, 3]), finite, in [0, 1] (or uint8)
         keep = trim(frames.shape[0], c.frame, num_frames)
         pixels = frames[:keep].permute(3, 0, 1, 2)[None].float() * 2 - 1  # [1, 3, n, h, w]
     else:
@@ -187,6 +237,6 @@ def place_conditions(
 
 
 __all__ = [
-    "EncodedCondition", "PreparedCondition", "place_conditions", "prepare_condition", "prepare_conditions",
+    "EncodedCondition", "PreparedCondition", "check_condition", "place_conditions", "prepare_condition", "prepare_conditions",
     "prepare_video", "resize_frames", "trim", "trim_host_heap",
 ]

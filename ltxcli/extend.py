@@ -28,8 +28,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .enhance.rules import unsupported
 from .long_video import windowed
-from .request import Condition, Extension, GenerationRequest
+from .request import Condition, Extension, GenerationRequest, check_fields
 
 if TYPE_CHECKING:  # torch, media and the pipeline are imported where used: the CLI imports this module early
     import torch
@@ -151,9 +152,11 @@ def _fit(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def check_extension(request: GenerationRequest) -> None:
-    """An extension is one generation: refuse (ValueError) one that also asks for windows, before any model work."""
+    """An extension is one generation: refuse (ValueError) one that also asks for windows, a temporal upscale or
+    prompt enhancement (not supported yet), before any model work."""
     if request.extend is None:
         return
+    unsupported(request)  # enhance_prompt on: refused (auto: the prompt is kept)
     if windowed(request) or request.duration is not None:
         raise ValueError("extending a video in windows is not supported yet (a prompt with '|', a window, overlap, "
                          "prompt schedule or duration): give one prompt and the number of new frames")
@@ -170,6 +173,7 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Any =
     from . import media
     from .conditions import resize_frames
 
+    check_fields(request)
     request = dataclasses.replace(request)  # the defaults below are filled in a copy
     ext = request.extend
     if ext is None:

@@ -47,7 +47,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .request import Condition, Control, GenerationRequest, padded_size
+from .enhance.rules import unsupported
+from .request import Condition, Control, GenerationRequest, check_fields, check_placement, padded_size
 from .timeline import FRAMES_PER_LATENT as _LATENT_T
 from .timeline import duration_frames, frames_of, read_schedule, start_frame
 
@@ -211,6 +212,7 @@ def plan(request: GenerationRequest, preset: Preset, max_seconds: float | None =
     from .request import preset_size
 
     r = request
+    check_fields(r)
     frame_rate = float(preset_size(preset, r.height, r.width, r.num_frames, r.frame_rate)[3])
     asked = frames_of(r, frame_rate)
     num_frames = preset.num_frames if asked is None else asked
@@ -218,6 +220,7 @@ def plan(request: GenerationRequest, preset: Preset, max_seconds: float | None =
     if not (windowed(r) or too_long):
         return None
     window, overlap, strength, factor = check(r)
+    check_placement(r.conditions, num_frames)  # the whole video's frames (the windows cover its padded length)
     if r.video is not None or r.noise is not None or r.first_pass is not None or r.second_pass is not None:
         raise ValueError("video-to-video, explicit noise and per-pass settings are not supported yet with long "
                          "videos (several windows)")
@@ -350,13 +353,17 @@ def generate(
     p = plan(request, pipe.preset, max_seconds)
     if p is None or len(p.windows) == 1:
         one = replace(p.window_request(0), num_frames=p.num_frames) if p is not None else _single(request, pipe.preset)
+        if p is not None and unsupported(request) is not None:  # per-window prompts, in one window: not enhanced
+            one = replace(one, enhance_prompt="off")  # (their first part alone would be)
         result = pipe.run(one, progress=progress, stream=stream)
-        if p is not None and request.prompt_schedule is None:  # "a | b" in one window: the record keeps the prompt
-            result.settings["prompt"] = request.prompt  # given (its first part made the video, as again from it)
+        if p is not None:
+            result.settings["enhance_prompt"] = request.enhance_prompt
+            if request.prompt_schedule is None:  # "a | b" in one window: the record keeps the prompt given (its
+                result.settings["prompt"] = request.prompt  # first part made the video, as again from it)
         return result
     from .control import control_record
 
-    p = replace(p, request=_enhanced(pipe, p.request))
+    p = replace(p, request=_enhanced(pipe, _media_checked(pipe, p)))
     run = _LongRun(pipe, p, progress, Path(resume) if resume is not None else None, window_noise, keep_state)
     settings = {**run.full.settings(), **pipe.record_facts(request.prompt, p.request.conditions),
                 "control": control_record(request.control), "long": p.settings(),
@@ -372,6 +379,19 @@ def generate(
     chunks = list(run.pixels(result))
     result.video = torch.cat(chunks) if chunks else None
     return result
+
+
+def _media_checked(pipe: Pipeline, p: LongPlan) -> GenerationRequest:
+    """The plan's request with every condition checked against the whole video and its file decoded, once, before
+    the first window (:func:`ltxcli.conditions.check_condition`): a missing file or a video condition off the
+    8-frame grid fails here, not when its window comes; each window then uses the decoded pixels."""
+    from .conditions import check_condition
+    from .request import preset_size
+
+    r = p.request
+    height, width = preset_size(pipe.preset, r.height, r.width, p.num_frames, p.frame_rate)[:2]
+    decoded: dict[tuple[str, int], Any] = {}
+    return replace(r, conditions=tuple(check_condition(c, height, width, p.num_frames, decoded) for c in r.conditions))
 
 
 def _enhanced(pipe: Pipeline, request: GenerationRequest) -> GenerationRequest:

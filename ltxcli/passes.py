@@ -15,6 +15,9 @@ from .presets import PassSettings
 #: tolerance keeps a video-to-video timestep equal to the strength.
 HARD_EPS = 1e-6
 
+#: The most steps a pass takes: the scheduler's 1000 training timesteps (more would repeat timesteps), far above any
+#: released schedule (8-40 steps); a typo such as 4000000 is refused up front.
+MAX_STEPS = 1000
 #: Request field names accepted in a per-pass dict -> the official yaml name (:class:`PassSettings` field).
 #: The yaml names themselves are accepted too.
 PASS_ALIASES: Mapping[str, str] = {
@@ -63,8 +66,8 @@ def as_list(value: Any) -> list[float]:
 def validate_pass(p: PassSettings, num_layers: int | None = None) -> None:
     """Steps or timesteps, guidance values, and (given the transformer's ``num_layers``) the STG blocks."""
     if p.timesteps is None:
-        if p.num_inference_steps is None or p.num_inference_steps < 1:
-            raise ValueError(f"steps={p.num_inference_steps} must be at least 1")
+        if p.num_inference_steps is None or not 1 <= p.num_inference_steps <= MAX_STEPS:
+            raise ValueError(f"steps={p.num_inference_steps} must be in [1, {MAX_STEPS}]")
     else:
         ts = list(p.timesteps)
         if not ts or any(not (0 < t <= 1) for t in ts) or any(a <= b for a, b in itertools.pairwise(ts)):
@@ -73,6 +76,8 @@ def validate_pass(p: PassSettings, num_layers: int | None = None) -> None:
         for v in as_list(getattr(p, name)):
             if not math.isfinite(v) or v < 0:
                 raise ValueError(f"{name}={v} must be a finite number >= 0")
+    if not 0 <= p.tone_map_compression_ratio <= 1:
+        raise ValueError(f"tone_map_compression_ratio={p.tone_map_compression_ratio} must be in [0, 1]")
     if num_layers is None:
         return
     blocks = p.skip_block_list
@@ -101,4 +106,4 @@ def v2v_pass(p: PassSettings, strength: float) -> PassSettings:
     return p.updated({"skip_initial_inference_steps": skip})
 
 
-__all__ = ["HARD_EPS", "PASS_ALIASES", "as_list", "flat_blocks", "pass_overrides", "v2v_pass", "validate_pass"]
+__all__ = ["HARD_EPS", "MAX_STEPS", "PASS_ALIASES", "as_list", "flat_blocks", "pass_overrides", "v2v_pass", "validate_pass"]

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+import reprlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .enhance.rules import check_mode
 from .passes import flat_blocks, pass_overrides, v2v_pass, validate_pass
@@ -32,6 +33,8 @@ from .presets import DEFAULT_DOWNSCALE_FACTOR, PassSettings, Preset, multi_scale
 if TYPE_CHECKING:
     from torch import Tensor
 
+#: The largest seed (a signed 64-bit integer: what torch generators take).
+SEED_MAX = 2**63 - 1
 #: ``STGMode`` values of :mod:`ltxcli.models.transformer` (kept as strings here so this module needs no torch).
 STG_MODES = ("attention_values", "attention_skip", "transformer_block")
 
@@ -419,6 +422,79 @@ def check_control(c: Control) -> None:
         raise ValueError(f"control strength {c.strength} must be in [0, 1] (1: the control is kept clean)")
 
 
+# --- field types ------------------------------------------------------------------------------------------------
+
+
+class FieldTypeError(TypeError, ValueError):
+    """A request field of the wrong type (a tuple for a :class:`Condition`, ``"3"`` for a number): a TypeError that
+    names the field and what it takes, and a ValueError, so that callers reporting ValueErrors as a user's
+    mistake (the CLI: exit 2) report it as one."""
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _list_of(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, Sequence) and not isinstance(v, str) and all(ok(x) for x in v)
+
+
+#: What each request field takes when given (``None``: the preset's, or none). Fields checked by value elsewhere
+#: (``stg_mode``, ``cache``, ``enhance_prompt``, ``loras``) and media (paths, images or tensors) are not listed.
+_FIELD_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **dict.fromkeys(("prompt", "negative_prompt"), (lambda v: isinstance(v, str), "a string")),
+    **dict.fromkeys(("height", "width", "num_frames", "steps", "seed", "window", "overlap"), (_is_int, "an integer")),
+    **dict.fromkeys(("frame_rate", "guidance_scale", "stg_scale", "rescale_scale", "tone_map_compression_ratio",
+                     "image_cond_noise_scale", "decode_timestep", "decode_noise_scale", "downscale_factor",
+                     "denoise_strength", "overlap_strength", "adain", "duration"), (_is_real, "a number")),
+    **dict.fromkeys(("cfg_star_rescale", "stochastic_sampling", "temporal_upscale"),
+                    (lambda v: isinstance(v, bool), "True or False")),
+    "timesteps": (_list_of(_is_real), "a list of numbers"),
+    "stg_blocks": (_list_of(_is_int), "a list of block indices"),
+    **dict.fromkeys(("first_pass", "second_pass"), (lambda v: isinstance(v, Mapping), "a dict of pass settings")),
+    "conditions": (_list_of(lambda c: isinstance(c, Condition)), "a list of ltxcli.Condition(media, frame, strength)"),
+    "extend": (lambda v: isinstance(v, Extension), "an ltxcli.Extension(video, frames, backward)"),
+    "control": (lambda v: isinstance(v, Control), "an ltxcli.Control(media, strength, kind)"),
+}
+
+
+def check_fields(request: GenerationRequest) -> None:
+    """Each given field of ``request`` (and of its conditions, extension and control) has the type it takes:
+    :class:`FieldTypeError` naming the first that does not. Every entry point runs it before any work."""
+    def fail(name: str, value: Any, what: str) -> NoReturn:
+        raise FieldTypeError(f"{name}={reprlib.repr(value)} must be {what}")
+
+    for name, (ok, what) in _FIELD_TYPES.items():
+        value = getattr(request, name)
+        if value is not None and not ok(value):
+            fail(name, value, what)
+    for c in request.conditions:
+        if c.media is None:
+            fail("condition media", c.media, "a path, an image or a tensor [F, H, W, 3]")
+        if not _is_int(c.frame):
+            fail("condition frame", c.frame, "an integer")
+        if not _is_real(c.strength):
+            fail("condition strength", c.strength, "a number")
+    e = request.extend
+    if e is not None and not (_is_int(e.frames) and isinstance(e.backward, bool)):
+        fail("extend", e, "an Extension with integer frames and backward True or False")
+    if request.control is not None and not _is_real(request.control.strength):
+        fail("control strength", request.control.strength, "a number")
+
+
+def check_placement(conditions: Sequence[Condition], num_frames: int) -> None:
+    """Each condition's strength in [0, 1] and frame inside the ``num_frames``-frame video (ValueError)."""
+    for c in conditions:
+        if not 0 <= c.strength <= 1:
+            raise ValueError(f"condition strength {c.strength} must be in [0, 1]")
+        if not 0 <= c.frame < num_frames:
+            raise ValueError(f"condition frame {c.frame} must be in [0, {num_frames - 1}] for a {num_frames}-frame video")
+
+
 # --- resolution -------------------------------------------------------------------------------------------------
 
 
@@ -452,10 +528,9 @@ def resolve_request(
     refuses multi-scale. Media are not read (conditions keep their ``media``).
     """
     r = request
+    check_fields(r)
     height, width, num_frames, frame_rate = preset_size(preset, r.height, r.width, r.num_frames, r.frame_rate)
     negative_prompt = preset.negative_prompt if r.negative_prompt is None else r.negative_prompt
-    if not isinstance(r.prompt, str):
-        raise ValueError("prompt must be a string")
     if max_pos is not None:
         check_size(height, width, num_frames, frame_rate, max_pos)
 
@@ -471,10 +546,11 @@ def resolve_request(
         second = second.updated({k: v for k, v in scalars.items() if k not in ("num_inference_steps", "timesteps")})
         passes = [first, second]
         if has_upsampler is False:
+            own = preset.multi_scale  # else the per-pass dicts asked for two passes
             raise ValueError(
-                "multi-scale generation needs a latent upsampler: pass upsampler= to load_pipeline "
-                "(e.g. ltxv-spatial-upscaler-0.9.8)"
-            )
+                ("multi-scale generation" if own else "first_pass= / second_pass= ask for two passes (multi-scale), which")
+                + " needs a latent upsampler: pass upsampler= to load_pipeline (e.g. ltxv-spatial-upscaler-0.9.8)"
+                + ("" if own else "; for one pass give its settings at the top level (steps=, guidance_scale=, ...)"))
         factor = preset.downscale_factor if r.downscale_factor is None else r.downscale_factor
         if factor is None:
             factor = DEFAULT_DOWNSCALE_FACTOR
@@ -502,11 +578,7 @@ def resolve_request(
     if decode_timestep < 0:
         raise ValueError(f"decode_timestep={decode_timestep} must be >= 0")
 
-    for c in r.conditions:
-        if not 0 <= c.strength <= 1:
-            raise ValueError(f"condition strength {c.strength} must be in [0, 1]")
-        if not 0 <= c.frame < num_frames:
-            raise ValueError(f"condition frame {c.frame} must be in [0, {num_frames - 1}]")
+    check_placement(r.conditions, num_frames)
 
     from .adapters.lora import lora_specs
 
@@ -516,8 +588,8 @@ def resolve_request(
     enhance = check_mode(r.enhance_prompt)
     if r.enhanced_prompt is not None and not isinstance(r.enhanced_prompt, str):
         raise ValueError("enhanced_prompt must be a string")
-    if r.seed is not None and (not isinstance(r.seed, int) or r.seed < 0):
-        raise ValueError(f"seed={r.seed!r} must be a non-negative integer")
+    if r.seed is not None and not 0 <= r.seed <= SEED_MAX:
+        raise ValueError(f"seed={r.seed!r} must be an integer in [0, {SEED_MAX}]")
     if r.noise is not None and multi:
         raise ValueError("noise= replaces the single-pass initial draw; it is not supported with multi-scale")
     if r.extend is not None:
@@ -565,13 +637,17 @@ __all__ = [
     "CACHE_THRESHOLDS",
     "CONTROL_KINDS",
     "LONG_VIDEO_FIELDS",
+    "SEED_MAX",
     "STG_MODES",
     "Condition",
     "Control",
     "Extension",
+    "FieldTypeError",
     "GenerationRequest",
     "ResolvedRequest",
     "check_control",
+    "check_fields",
+    "check_placement",
     "check_size",
     "control_of",
     "item_control",

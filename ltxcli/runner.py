@@ -26,7 +26,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,16 +35,24 @@ from .batch import BatchItem
 from .enhance.rules import check_mode
 from .extend import check_extension, run_extension, source_defaults
 from .naming import fps_number
+from .passes import MAX_STEPS
 from .records import batch_fields, record, run_settings
-from .request import Condition, item_control, parse_cache, preset_size, resolve_request
+from .request import (
+    SEED_MAX,
+    Condition,
+    FieldTypeError,
+    check_fields,
+    item_control,
+    parse_cache,
+    preset_size,
+    resolve_request,
+)
 
 if TYPE_CHECKING:
     from .pipeline import GenerationResult, Pipeline
     from .presets import Preset
 
-SEED_MAX = 2**63 - 1
 MAX_FRAME_RATE = 1000
-MAX_STEPS = 1000  # far above any released schedule (8-40 steps); a typo such as 4000000 is refused up front
 MAX_FRAMES = 1_000_000  # over 11 hours at 24 fps; a typo such as 10**20 would plan windows for minutes
 
 #: A progress callback as ``Pipeline.generate(progress=...)`` takes it: ``(stage, done, total)``.
@@ -238,56 +246,6 @@ def _check_sizes(item: BatchItem, max_pos: Sequence[int], frames_out: bool) -> N
     check_size(item.height, item.width, long_video.checked_frames(item, max_pos[0]), item.frame_rate, max_pos)
 
 
-def _check_condition(c: Condition, item: BatchItem, decoded: dict[tuple[str, int], Any] | None = None) -> Condition:
-    """Range checks, then the file itself, decoded once (:func:`ltxcli.media.read_media`: an image fully, a video
-    up to the frames the item can use) so that a missing, empty, truncated, oversized or unreadable file fails
-    here, before any weight is loaded (MediaError). Returns the condition holding the decoded pixels, which the
-    pipeline preprocesses without reading the file again. ``decoded``: pixels already read for this run, by
-    (path, frames), shared between the items that use one file."""
-    from . import media
-
-    assert item.height is not None and item.width is not None and item.num_frames is not None
-    name = c.media
-    check_range(f"condition {name}: strength", c.strength, 0.0, 1.0)
-    if not 0 <= c.frame < item.num_frames:
-        nearest = min(max(c.frame, 0), item.num_frames - 1)
-        raise ValueError(f"condition {name}: frame={c.frame} must be in [0, {item.num_frames - 1}] for a "
-                         f"{item.num_frames}-frame video (use {nearest})")
-    if not isinstance(c.media, (str, Path)):
-        return c  # a picture or tensor in memory (or pixels decoded already): the pipeline checks it
-    wanted = item.num_frames - c.frame  # frames of the file the video has room for
-    key = (str(c.media), wanted)
-    read = decoded.get(key) if decoded is not None else None
-    if read is None:
-        # one frame more than fits: a file without a frame count (Matroska, WebM) shows it is longer
-        read = media.read_media(c.media, max_frames=wanted + 1)
-        if decoded is not None:
-            decoded[key] = read
-    height, width = int(read.frames.shape[1]), int(read.frames.shape[2])
-    left, top, right, bottom = media.centre_crop_box(width, height, item.height, item.width)
-    if right - left < 2 or bottom - top < 2:
-        raise media.MediaError(f"{name}: a {width}x{height} picture is too small to crop to the "
-                               f"{item.width}x{item.height} aspect ratio")
-    n = read.listed
-    if n > 1:
-        decodable = int(read.frames.shape[0])
-        if decodable < min(n, wanted):  # FFmpeg stops quietly at the end of a truncated file
-            warnings.warn(f"{name}: the file lists {n} frames but only {decodable} can be decoded (truncated or "
-                          f"damaged?); using those {decodable}", stacklevel=1)
-            n = decodable
-    # the pipeline keeps at most the frames that fit, rounded down to 8k + 1 (official trim)
-    kept = (min(n, wanted) - 1) // 8 * 8 + 1
-    if kept > 1 and c.frame % 8:
-        lo = c.frame // 8 * 8
-        raise ValueError(f"condition {name}: a video must start at a multiple of 8, not frame={c.frame} "
-                         f"(use {lo} or {lo + 8})")
-    if n > wanted:  # longer than the video: say so (a shorter one is only cut to 8k + 1)
-        total = n if n > read.frames.shape[0] else f"at least {n}"  # the count, or what decoding showed
-        warnings.warn(f"condition {name}: trimmed to its first {kept} of {total} frames (only {wanted} fit from frame "
-                      f"{c.frame} of the {item.num_frames}-frame video, used in 8k + 1 frames; `ltx extend` makes a video longer than its input)", stacklevel=1)
-    return replace(c, media=read)
-
-
 def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool = False, where: str = "",
                   decoded: dict[tuple[str, int], Any] | None = None, preset: Preset | None = None) -> None:
     """Everything that can be checked without the model (``max_pos``: its positional range, seconds and pixels;
@@ -295,10 +253,13 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
     ``where`` and names the value, the rule and the nearest valid value; an unreadable condition file is a
     :class:`~ltxcli.media.MediaError`. ``frames_out``: the output is PNG frames (odd sizes allowed). Condition
     files are decoded here, once (``decoded``: shared by the items of one run, so a file many use is read once)."""
-    if not item.prompt.strip():
-        warnings.warn(f"{where}the prompt is empty: the video follows only the negative prompt"
-                      f"{' and the conditions' if item.conditions else ''} (give a PROMPT)", stacklevel=2)
+    from .conditions import check_condition  # torch: imported with the first item checked, not with the CLI
+
     try:
+        check_fields(item)
+        if not item.prompt.strip():
+            warnings.warn(f"{where}the prompt is empty: the video follows only the negative prompt"
+                          f"{' and the conditions' if item.conditions else ''} (give a PROMPT)", stacklevel=2)
         _check_sizes(item, max_pos, frames_out)
         if item.steps is not None:
             check_range("steps", item.steps, 1, MAX_STEPS)
@@ -309,7 +270,8 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
         assert item.seed is not None
         check_range("seed", item.seed, 0, SEED_MAX)
         parse_cache(item.cache)
-        item.conditions = [_check_condition(c, item, decoded) for c in item.conditions]
+        item.conditions = [check_condition(c, item.height, item.width, item.num_frames, decoded)
+                           for c in item.conditions]
         long_video.check(item)  # window settings and the prompt schedule (read here)
         check_extension(item)
         check_mode(item.enhance_prompt)
@@ -481,7 +443,7 @@ def run_batch(
     """Generate every item with ``pipe`` and write it; yields one :class:`ItemResult` per item, in order, as
     each finishes (skipped ones included).
 
-    Items without a ``target`` are first completed from ``pipe.preset``, validated and planned here
+    Items without a ``target`` (or all, given ``output``) are first completed from ``pipe.preset``, validated and planned here
     (:func:`plan_outputs` with ``output``, ``frames``, ``overwrite``, ``skip_existing``; ``model`` is the
     ``{model}`` pattern field and the record's model, default ``pipe.name``). ``claim`` (default:
     ``skip_existing``): claim each output before generating it
@@ -492,7 +454,13 @@ def run_batch(
     copy of the whole video on the host); its result then has ``video=None``. ``crf``, ``preset``: the encoder's."""
     from .parallel.orchestrate import claim_output, release_claim
 
-    if any(it.target is None for it in items):
+    for it in items:
+        if not isinstance(it, BatchItem):
+            raise FieldTypeError(f"run_batch items must be ltxcli.BatchItem (a request and where its video goes), "
+                                 f"not {type(it).__name__}")
+    if len({id(it) for it in items}) < len(items):
+        raise ValueError("the same BatchItem is listed twice: give each video its own item")
+    if output is not None or any(it.target is None for it in items):  # items of an earlier run: planned anew
         _plan_here(pipe, items, output=output, frames=frames, model=model, overwrite=overwrite,
                    skip_existing=skip_existing)
     if claim is None:

@@ -347,3 +347,9 @@ def test_no_enhancement_yet_for_an_extension_or_per_window_prompts() -> None:
         assert p.kind is None and "not supported yet" in p.reason
         with pytest.raises(ValueError, match="prompt enhancement is not supported yet with"):
             rules.request_plan(GenerationRequest(**{"prompt": "a cat", **kwargs, "enhance_prompt": "on"}), preset)
+    # the library's extension ran without enhancement and recorded "on" (and took any mode): refused up front now
+    from ltxcli.extend import check_extension
+
+    for mode, match in (("on", "not supported yet with an extension"), ("bad", "must be one of auto, on, off")):
+        with pytest.raises(ValueError, match=match):
+            check_extension(GenerationRequest("a cat", extend=Extension("clip.mp4", 8), enhance_prompt=mode))

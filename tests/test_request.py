@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from ltxcli.models.transformer import STGMode
 from ltxcli.models.upsampler import LatentUpsampler
 from ltxcli.passes import PASS_ALIASES, pass_overrides
 from ltxcli.presets import PRESETS, TINY_PRESET, PassSettings, Preset
-from ltxcli.request import STG_MODES, GenerationRequest, resolve_request
+from ltxcli.request import STG_MODES, Condition, GenerationRequest, resolve_request
 from ltxcli.tiny import LATENT_CHANNELS, build_pipeline
 
 DEV13 = PRESETS["ltxv-13b-0.9.8-dev"]
@@ -137,3 +138,60 @@ def test_pipeline_runs_a_per_pass_alias_as_its_yaml_name() -> None:
     assert not torch.equal(alias.latents, pipe.generate("a cat", first_pass={}, **common).latents)
     assert torch.equal(pipe.run(GenerationRequest("a cat", first_pass=dict(rescale_scale=1.0, stg_blocks=[0]),
                                                   **common)).latents, alias.latents)
+
+
+@pytest.mark.parametrize(("kwargs", "needle"), [
+    ({"conditions": [("img.png", 0)]}, "conditions=[('img.png', 0)] must be a list of ltxcli.Condition"),
+    ({"control": "depth.mp4"}, "control='depth.mp4' must be an ltxcli.Control"),
+    ({"steps": 1.5}, "steps=1.5 must be an integer"),
+    ({"steps": True}, "steps=True must be an integer"),
+    ({"seed": True}, "seed=True must be an integer"),
+    ({"steps": "2"}, "steps='2' must be an integer"),
+    ({"guidance_scale": "3"}, "guidance_scale='3' must be a number"),
+    ({"negative_prompt": 123}, "negative_prompt=123 must be a string"),
+    ({"timesteps": 0.5}, "timesteps=0.5 must be a list of numbers"),
+    ({"first_pass": [1]}, "first_pass=[1] must be a dict"),
+    ({"cfg_star_rescale": "no"}, "cfg_star_rescale='no' must be True or False"),
+    ({"stochastic_sampling": "no"}, "stochastic_sampling='no' must be True or False"),
+    ({"denoise_strength": "0.5"}, "denoise_strength='0.5' must be a number"),
+])
+def test_a_field_of_the_wrong_type_is_named(kwargs, needle) -> None:
+    """A library user's wrong type fails in resolution (before any model work) with the field and what it takes;
+    these were AttributeErrors deep inside, torch errors after the text encoder ran, or silently truthy strings
+    that switched CFG-star or stochastic sampling on."""
+    from ltxcli.request import FieldTypeError
+
+    with pytest.raises(FieldTypeError, match="^" + re.escape(needle)) as e:
+        resolve(**kwargs)
+    assert isinstance(e.value, TypeError) and isinstance(e.value, ValueError)  # the CLI reports it as a usage error
+
+
+@pytest.mark.parametrize(("cond", "needle"), [
+    (Condition("img.png", 2.5), "condition frame=2.5 must be an integer"),
+    (Condition("img.png", "0"), "condition frame='0' must be an integer"),
+    (Condition(None, 0), "condition media=None must be a path"),
+    (Condition("img.png", 0, "1"), "condition strength='1' must be a number"),
+])
+def test_a_condition_field_of_the_wrong_type_is_named(cond, needle) -> None:
+    from ltxcli.request import FieldTypeError
+
+    with pytest.raises(FieldTypeError, match="^" + re.escape(needle)):
+        resolve(conditions=[cond])
+
+
+def test_values_a_run_would_refuse_late_are_refused_in_resolution() -> None:
+    """Each of these ran the text encoder (or every step) before failing, or was recorded as something else than
+    what ran (steps above the scheduler's 1000 timesteps were clamped, the record kept the asked count)."""
+    for kwargs, needle in (({"seed": 2**64}, "must be an integer in [0, 9223372036854775807]"),
+                           ({"steps": 5000}, "steps=5000 must be in [1, 1000]"),
+                           ({"tone_map_compression_ratio": 5.0}, "tone_map_compression_ratio=5.0 must be in [0, 1]")):
+        with pytest.raises(ValueError, match=re.escape(needle)):
+            resolve(**kwargs)
+    assert resolve(steps=1000, seed=2**63 - 1).passes[0].num_inference_steps == 1000
+
+
+def test_per_pass_dicts_on_a_single_pass_model_say_they_asked_for_two_passes() -> None:
+    with pytest.raises(ValueError, match=r"^first_pass= / second_pass= ask for two passes .* give its settings at the"):
+        resolve_request(GenerationRequest("a cat", first_pass={"steps": 2}), TINY_PRESET, has_upsampler=False)
+    with pytest.raises(ValueError, match=r"^multi-scale generation needs a latent upsampler: .*upscaler-0\.9\.8\)$"):
+        resolve_request(GenerationRequest("a cat"), DISTILLED, has_upsampler=False)

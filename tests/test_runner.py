@@ -144,3 +144,28 @@ def test_a_job_runs_the_cli_flow_from_python(tmp_path: Path) -> None:
     assert not again.anything and again.todo == [] and again.needed == []
     with pytest.raises(ValueError, match="contradict"):
         job_mod.plan_job(replace(settings, skip_existing=True, overwrite=True), rows, batch=True)
+
+
+def test_run_batch_plans_items_again_for_a_new_output_and_refuses_what_it_cannot_run(pipe: Any, tmp_path: Path) -> None:
+    """Items of an earlier run kept their targets: a new ``output=`` was ignored (the old file then 'already
+    exists'); the same item listed twice was generated twice; a plain request had no 'target' attribute."""
+    items = [BatchItem("a red fox", seed=1, steps=1, **SMALL)]
+    (a,) = ltxcli.run_batch(pipe, items, output=str(tmp_path / "ra" / "{index}.mp4"))
+    assert a.path == tmp_path / "ra" / "0.mp4"
+    (b,) = ltxcli.run_batch(pipe, items, output=str(tmp_path / "rb" / "{index}.mp4"))
+    assert b.status == "ok" and b.path == tmp_path / "rb" / "0.mp4" and b.path.is_file()
+    with pytest.raises(ValueError, match="the same BatchItem is listed twice"):
+        list(ltxcli.run_batch(pipe, [items[0], items[0]], output=str(tmp_path / "rc")))
+    with pytest.raises(TypeError, match=r"run_batch items must be ltxcli\.BatchItem .*not GenerationRequest"):
+        list(ltxcli.run_batch(pipe, [ltxcli.GenerationRequest("a cat")], output=str(tmp_path / "rd")))
+    with pytest.raises(ValueError, match=r"^conditions=\[\('img.png', 0\)\] must be a list of ltxcli.Condition"):
+        list(ltxcli.run_batch(pipe, [BatchItem("a", conditions=[("img.png", 0)], **SMALL)], output=str(tmp_path)))
+    assert not (tmp_path / "rc").exists() and not (tmp_path / "rd").exists()
+
+
+def test_a_condition_tensor_is_checked_like_a_video_tensor(pipe: Any) -> None:
+    """0-255 values were used as pixels, NaN ended in 'the checkpoint may be broken' after every step."""
+    for frames, needle in ((torch.full((1, 64, 96, 3), 200.0), r"values must be finite and in \[0, 1\]"),
+                           (torch.full((1, 64, 96, 3), float("nan")), "values must be finite")):
+        with pytest.raises(media.MediaError, match=needle):
+            pipe.generate("a cat", conditions=[ltxcli.Condition(frames, 0)], seed=1, steps=1, **SMALL)

@@ -129,21 +129,30 @@ class PlannedRequest(Protocol):
     def conditions(self) -> Sequence[_Placed]: ...
 
 
+def unsupported(request: PlannedRequest) -> str | None:
+    """What prompt enhancement does not do yet in ``request`` (the official rule knows neither an extension nor
+    per-window prompts), else None; with ``enhance_prompt`` on it is a ValueError, as is an unknown mode."""
+    mode = check_mode(request.enhance_prompt)
+    per_window = "|" in request.prompt or getattr(request, "prompt_schedule", None) is not None
+    if getattr(request, "extend", None) is None and not per_window:
+        return None
+    what = "per-window prompts ('|' or a prompt schedule)" if per_window else "an extension"
+    if mode == "on":
+        raise ValueError(f"prompt enhancement is not supported yet with {what}: use enhance_prompt auto or off")
+    return f"prompt enhancement is not supported yet with {what}"
+
+
 def request_plan(request: PlannedRequest, preset: Preset) -> EnhancePlan:
     """:func:`plan` for a request (its mode, prompt and condition frames) under ``preset``. Not yet for an extension
-    or per-window prompts (the official rule knows neither): skipped, and ``on`` is a ValueError."""
-    per_window = "|" in request.prompt or getattr(request, "prompt_schedule", None) is not None
-    if getattr(request, "extend", None) is not None or per_window:
-        what = "per-window prompts ('|' or a prompt schedule)" if per_window else "an extension"
-        if check_mode(request.enhance_prompt) == "on":
-            raise ValueError(f"prompt enhancement is not supported yet with {what}: use enhance_prompt auto or off")
-        return EnhancePlan(None, f"prompt enhancement is not supported yet with {what}")
+    or per-window prompts (:func:`unsupported`): skipped, and ``on`` is a ValueError."""
+    why = unsupported(request)
+    if why is not None:
+        return EnhancePlan(None, why)
     frames = [c.frame for c in request.conditions]
     return plan(request.enhance_prompt, request.prompt, frames, preset.prompt_enhancement_words_threshold)
-
 
 __all__ = [
     "CAPTION_MAX_NEW_TOKENS", "CAPTION_NUM_BEAMS", "CAPTION_TASK", "DEFAULT_WORDS_THRESHOLD", "I2V_CINEMATIC_PROMPT",
     "MAX_NEW_TOKENS", "MODES", "T2V_CINEMATIC_PROMPT", "EnhancePlan", "Kind", "PlannedRequest", "check_mode", "plan",
-    "request_plan", "word_count",
+    "request_plan", "unsupported", "word_count",
 ]
