@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, NamedTuple
@@ -217,6 +218,8 @@ def load_pipeline(
     else:
         spec = resolve_spec(model, text_encoder=text_encoder, upsampler=upsampler, weights_dir=weights_dir,
                             loras=loras, temporal_upsampler=temporal_upsampler)
+        if spec.kind == "builtin" and text_encoder is not None:  # as ltx generate --text-encoder warns
+            warnings.warn(f"text_encoder is ignored: {spec.name} has a built-in text encoder", stacklevel=2)
     if download and spec.needed:
         ensure_weights(spec.needed, weights_dir=spec.weights_dir, registry=spec.registry, on_event=on_event)
         spec = spec.refreshed()  # the paths, verification and header of what was just pulled

@@ -63,6 +63,11 @@ def _condition_record(c: Condition) -> dict[str, Any]:
 
 @dataclass
 class GenerationResult:
+    """What :meth:`Pipeline.run` (and ``long_video.generate``, ``extend.run_extension``) returns: the decoded
+    ``video`` (None when streamed: iterate :meth:`frames`), the final ``latents``, the ``seed`` used (drawn when
+    the request had none), ``timings`` in seconds per stage and ``settings``, the generation record (every
+    resolved value, the model, conditions, compute and step-cache counts) that :func:`ltxcli.save_video` writes."""
+
     video: Tensor | None  # float32 [F, H, W, 3] in [0, 1], CPU; None when streamed (run(..., stream=True))
     latents: Tensor  # normalised latents [1, C, f, h, w] after the last step, before decode noise, CPU
     seed: int
@@ -144,6 +149,7 @@ class Pipeline:
 
     @property
     def device(self) -> torch.device:
+        """Where the models compute (the transformer's device unless the pipeline was built for another)."""
         return self._device or self.transformer.patchify_proj.weight.device
 
     def _stage(self, module: Any, *, streamed: bool = False):  # -> context manager
@@ -154,6 +160,7 @@ class Pipeline:
 
     @property
     def dtype(self) -> torch.dtype:
+        """The compute dtype (the transformer's; its weights may be stored narrower: ``compute_record``)."""
         return compute_dtype(self.transformer.patchify_proj)
 
     # --- LoRAs ---------------------------------------------------------------------------------------------

@@ -78,6 +78,7 @@ class ItemResult:
 
     @property
     def path(self) -> Path:
+        """The item's output file (its ``target``, as planned by the run that yielded this result)."""
         assert self.item.target is not None
         return self.item.target
 

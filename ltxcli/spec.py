@@ -136,6 +136,7 @@ class ModelSpec:
 
     @property
     def components(self) -> tuple[Component, ...]:
+        """Every weight the run reads: model, text encoder, upsamplers and LoRAs (those it has)."""
         return tuple(c for c in (self.model, self.text_encoder, self.upsampler, *self.lora_components,
                                  self.temporal_upsampler) if c is not None)
 

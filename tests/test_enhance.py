@@ -353,3 +353,12 @@ def test_no_enhancement_yet_for_an_extension_or_per_window_prompts() -> None:
     for mode, match in (("on", "not supported yet with an extension"), ("bad", "must be one of auto, on, off")):
         with pytest.raises(ValueError, match=match):
             check_extension(GenerationRequest("a cat", extend=Extension("clip.mp4", 8), enhance_prompt=mode))
+
+
+def test_enhance_refuses_a_missing_prompt_and_a_negative_seed(models: tuple[Any, Any, Any, Any]) -> None:
+    """``enhance(None, seed=-1)`` returned a rewrite of the text 'None'."""
+    enhancer = PromptEnhancer.from_models(models[:2])
+    with pytest.raises(TypeError, match="prompt=None must be a string"):
+        enhancer.enhance(None, seed=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="seed=-1 must be a non-negative integer"):
+        enhancer.enhance("a cat", seed=-1)

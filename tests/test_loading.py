@@ -492,3 +492,11 @@ def test_missing_file_and_plain_folder(tmp_path):
     with pytest.raises(CheckpointError) as e:
         load_vae(tmp_path)
     assert "diffusers-format" in _one_line(e)
+
+
+def test_a_text_encoder_given_with_the_builtin_model_is_ignored_with_a_warning() -> None:
+    """As ``ltx generate -m tiny --text-encoder X`` warns; the library ignored it without a word."""
+    import ltxcli
+
+    with pytest.warns(UserWarning, match="text_encoder is ignored: tiny has a built-in text encoder"):
+        ltxcli.load_pipeline("tiny", text_encoder="/nope", download=False)

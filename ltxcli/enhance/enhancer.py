@@ -232,6 +232,7 @@ class PromptEnhancer:
     # --- loading ----------------------------------------------------------------------------------------------
 
     def load_llm(self) -> tuple[Any, Any]:
+        """The instruct model and its tokenizer, loaded at the first call and kept until the context exits."""
         if self.llm is None:
             if self.llm_source == BUILTIN:
                 self.llm = self._builtin()[:2]
@@ -240,6 +241,7 @@ class PromptEnhancer:
         return self.llm
 
     def load_captioner(self) -> tuple[Any, Any]:
+        """The Florence-2 captioner and its processor, loaded at the first call and kept until the context exits."""
         if self.captioner is None:
             if self.captioner_source == BUILTIN:
                 self.captioner = self._builtin()[2:]
@@ -272,6 +274,10 @@ class PromptEnhancer:
         """The official rewrite of ``prompt`` (t2v; i2v when ``image``, a PIL image or condition pixels
         ``[1, 3, n, H, W]`` in [-1, 1] of which frame 0 is captioned), sampled under ``seed`` without touching the
         caller's RNG state."""
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt={prompt!r} must be a string")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed={seed!r} must be a non-negative integer")
         return generate.decode(self.load_llm()[1], self.enhance_ids(prompt, seed=seed, image=image))
 
     def enhance_ids(self, prompt: str, *, seed: int, image: Any = None) -> torch.Tensor:
