@@ -22,7 +22,7 @@ __version__ = "0.1.0.dev0"
 _LAZY: dict[str, str] = {
     "Condition": "ltxcli.request:Condition",
     "GenerationRequest": "ltxcli.request:GenerationRequest",
-    "GenerationResult": "ltxcli.pipeline:GenerationResult",
+    "GenerationResult": "ltxcli.result:GenerationResult",
     "Pipeline": "ltxcli.pipeline:Pipeline",
     "load_pipeline": "ltxcli.api:load_pipeline",
     "PromptEnhancer": "ltxcli.enhance.enhancer:PromptEnhancer",
@@ -43,8 +43,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs only; at run time __getattr__ re
     from ltxcli.api import load_pipeline
     from ltxcli.batch import BatchItem
     from ltxcli.enhance.enhancer import PromptEnhancer
-    from ltxcli.pipeline import GenerationResult, Pipeline
+    from ltxcli.pipeline import Pipeline
     from ltxcli.request import Condition, GenerationRequest
+    from ltxcli.result import GenerationResult
     from ltxcli.runner import ItemResult, run_batch, save_video
     from ltxcli.spec import ModelSpec, resolve_spec
 

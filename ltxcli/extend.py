@@ -36,8 +36,9 @@ if TYPE_CHECKING:  # torch, media and the pipeline are imported where used: the 
     import torch
 
     from . import media
-    from .pipeline import GenerationResult, Pipeline
+    from .pipeline import Pipeline
     from .presets import Preset
+    from .result import GenerationResult
 
 
 @dataclass(frozen=True)

@@ -55,9 +55,10 @@ from .timeline import duration_frames, frames_of, read_schedule, start_frame
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from .pipeline import GenerationResult, Pipeline
+    from .pipeline import Pipeline
     from .presets import Preset
     from .request import ResolvedRequest
+    from .result import GenerationResult
 
 #: ComfyUI-LTXVideo's ``LTXVLoopingSampler`` / diffusers' defaults, in pixel frames.
 DEFAULT_WINDOW = 80
@@ -340,14 +341,14 @@ def generate(
 ) -> GenerationResult:
     """Generate ``request``, in windows when :func:`plan` says so (else exactly ``pipe.run``).
 
-    ``stream``: the windows are denoised while the result's :meth:`~ltxcli.pipeline.GenerationResult.frames`
+    ``stream``: the windows are denoised while the result's :meth:`~ltxcli.result.GenerationResult.frames`
     is iterated, each decoded as soon as no later window changes it (flat memory); its ``latents`` are set once
     the iterator is exhausted. ``resume``: a state file (:func:`state_path`) to continue from (when its hash
     matches) and to keep the finished windows in; deleted once the video is complete. ``keep_state`` False: the
     state is read, never written or deleted (a rank of a video split across processes other than the one that
     writes it: every rank resumes from the same windows, one process writes the file). ``window_noise(i,
     shape)``: the initial noise of window ``i`` (tests; default: drawn from the window's seed)."""
-    from .pipeline import GenerationResult
+    from .result import GenerationResult
 
     max_seconds = float(pipe.transformer.config.positional_embedding_max_pos[0])
     p = plan(request, pipe.preset, max_seconds)

@@ -22,7 +22,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import torch
@@ -48,6 +48,7 @@ from .models.upsampler import adain
 from .passes import HARD_EPS, as_list
 from .presets import NEUTRAL, PassSettings, Preset
 from .request import Condition, GenerationRequest, ResolvedRequest, resolve_request
+from .result import GenerationResult
 from .text_cache import TextKVCache
 
 _SEED_RANGE = 2**31
@@ -59,37 +60,6 @@ def _condition_record(c: Condition) -> dict[str, Any]:
     """A condition as the generation record lists it (``path`` None for an in-memory picture or tensor)."""
     path = os.fspath(c.media) if isinstance(c.media, (str, os.PathLike)) else None
     return {"path": path, "frame": c.frame, "strength": c.strength}
-
-
-@dataclass
-class GenerationResult:
-    """What :meth:`Pipeline.run` (and ``long_video.generate``, ``extend.run_extension``) returns: the decoded
-    ``video`` (None when streamed: iterate :meth:`frames`), the final ``latents``, the ``seed`` used (drawn when
-    the request had none), ``timings`` in seconds per stage and ``settings``, the generation record (every
-    resolved value, the model, conditions, compute and step-cache counts) that :func:`ltxcli.save_video` writes."""
-
-    video: Tensor | None  # float32 [F, H, W, 3] in [0, 1], CPU; None when streamed (run(..., stream=True))
-    latents: Tensor  # normalised latents [1, C, f, h, w] after the last step, before decode noise, CPU
-    seed: int
-    timings: dict[str, float] = field(default_factory=dict)
-    settings: dict[str, Any] = field(default_factory=dict)
-    # the pending decode of a streamed result: (chunk_frames, quantize) -> uint8 chunks; None once started
-    _stream: Callable[[int, Quantize], Iterator[Tensor]] | None = field(default=None, repr=False, compare=False)
-
-    def frames(self, chunk_frames: int = decode_memory.STREAM_CHUNK_FRAMES, quantize: Quantize = "round") -> Iterator[Tensor]:
-        """The video as uint8 ``[n, H, W, 3]`` CPU chunks of at most ``chunk_frames`` frames, in order, checked
-        for NaN/Inf (:class:`~ltxcli.frames.NumericalError`), for a writer: ``write_video(path,
-        result.frames(), fps)``. A streamed result decodes here, once (its ``timings["decode_s"]`` is set when
-        the iterator is exhausted); otherwise ``video`` is converted chunk by chunk."""
-        if chunk_frames < 1:
-            raise ValueError(f"chunk_frames={chunk_frames} must be at least 1")
-        if self.video is not None:
-            return (checked_uint8(self.video[i : i + chunk_frames], quantize)
-                    for i in range(0, self.video.shape[0], chunk_frames))
-        if self._stream is None:
-            raise RuntimeError("the streamed video was already decoded: frames() can be iterated once")
-        stream, self._stream = self._stream, None
-        return stream(chunk_frames, quantize)
 
 
 class Pipeline:
@@ -704,4 +674,4 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-__all__ = ["GenerationResult", "NumericalError", "Pipeline", "default_dtype"]
+__all__ = ["NumericalError", "Pipeline", "default_dtype"]

@@ -1,5 +1,5 @@
 """The generation record a written video carries (:func:`record`) and the settings ``ltx generate --json``
-reports (:func:`run_settings`), both read off a :class:`~ltxcli.pipeline.GenerationResult`
+reports (:func:`run_settings`), both read off a :class:`~ltxcli.result.GenerationResult`
 and what a batch item adds (:func:`batch_fields`); :mod:`ltxcli.runner` re-exports them."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from .naming import fps_number
 
 if TYPE_CHECKING:
     from .batch import BatchItem
-    from .pipeline import GenerationResult
+    from .result import GenerationResult
 
 
 def run_settings(result: GenerationResult) -> dict[str, Any]:

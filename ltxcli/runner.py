@@ -49,8 +49,9 @@ from .request import (
 )
 
 if TYPE_CHECKING:
-    from .pipeline import GenerationResult, Pipeline
+    from .pipeline import Pipeline
     from .presets import Preset
+    from .result import GenerationResult
 
 MAX_FRAME_RATE = 1000
 MAX_FRAMES = 1_000_000  # over 11 hours at 24 fps; a typo such as 10**20 would plan windows for minutes
@@ -411,7 +412,7 @@ def write_output(
 
 def save_video(result: GenerationResult, path: str | Path, *, overwrite: bool = False,
                model: str | None = None) -> Path:
-    """Write a :class:`~ltxcli.pipeline.GenerationResult` as an MP4 with its generation record (prompt, seed,
+    """Write a :class:`~ltxcli.result.GenerationResult` as an MP4 with its generation record (prompt, seed,
     model, settings; ``ltx info`` shows it), atomically. ``model``: the name to record (default: the
     pipeline's). Raises FileExistsError if ``path`` exists and not ``overwrite``, :class:`OutputError` if it
     cannot be written."""
@@ -451,7 +452,7 @@ def run_batch(
     (:func:`ltxcli.parallel.orchestrate.claim_output`), so processes sharing an output folder never generate the
     same item twice. ``write`` False: generate only (the other ranks of a video split across processes). ``load_s`` is reported in the first generated item's
     timings. ``progress(item)``: a context manager giving the item's progress callback. ``stream``: decode each
-    written item while writing it (:meth:`~ltxcli.pipeline.GenerationResult.frames`: uint8 chunks, no float32
+    written item while writing it (:meth:`~ltxcli.result.GenerationResult.frames`: uint8 chunks, no float32
     copy of the whole video on the host); its result then has ``video=None``. ``crf``, ``preset``: the encoder's."""
     from .parallel.orchestrate import claim_output, release_claim
 

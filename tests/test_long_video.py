@@ -312,7 +312,9 @@ def test_cli_long_video_interrupted_and_resumed(tmp_path) -> None:
     plain = [a for a in cmd if a != "-q"] + ["--progress", "plain"]
     for _ in range(3):
         proc = subprocess.Popen([*plain, "-o", "out.mp4", "--resume"], cwd=tmp_path, env=env,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True,
+                                # Ctrl-C as at a terminal (a background job of a shell may inherit SIGINT ignored)
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         assert proc.stderr is not None
         for line in proc.stderr:
             if line.startswith("window 2/"):

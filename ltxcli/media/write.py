@@ -10,7 +10,7 @@ Containers (:data:`VIDEO_FORMATS`, chosen by the output's suffix): ``.mp4``, ``.
 
 Streaming: the writers take an iterable of frames ``[H, W, 3]`` or of chunks ``[n, H, W, 3]`` (float in [0, 1]
 or uint8) and consume it one item at a time, so a generator that decodes and converts a few frames at a time
-(:meth:`ltxcli.pipeline.GenerationResult.frames`) never needs the whole video in memory.
+(:meth:`ltxcli.result.GenerationResult.frames`) never needs the whole video in memory.
 """
 
 from __future__ import annotations
