@@ -193,8 +193,9 @@ def check(request: GenerationRequest) -> tuple[int, int, float, float]:
     if window < 2 * _LATENT_T:
         raise ValueError(f"window={window} must be at least {2 * _LATENT_T} frames (e.g. {DEFAULT_WINDOW})")
     if not _LATENT_T <= overlap <= window - _LATENT_T:
-        raise ValueError(f"overlap={overlap} must be in [{_LATENT_T}, {window - _LATENT_T}] frames for "
-                         f"window={window} (e.g. {DEFAULT_OVERLAP})")
+        hi = window - _LATENT_T  # the example: the default, or the nearest end of the range for this window
+        raise ValueError(f"overlap={overlap} must be in [{_LATENT_T}, {hi}] frames for window={window} (e.g. "
+                         f"{min(max(DEFAULT_OVERLAP, _LATENT_T), hi)})")
     for name, v in (("overlap_strength", strength), ("adain", factor)):
         if not 0 <= v <= 1:
             raise ValueError(f"{name}={v} must be in [0, 1]")
@@ -289,8 +290,10 @@ def state_path(target: str | os.PathLike[str]) -> Path:
     return t.with_name(f".{t.name}.ltx-resume")
 
 
-def request_hash(p: LongPlan, model: str) -> str:
-    """sha256 of what decides the latents of a run: the model, the windows and every request setting."""
+def request_hash(p: LongPlan, model: str, compute: Mapping[str, Any] | None = None) -> str:
+    """sha256 of what decides the latents of a run: the model, how it computes (``compute``: the pipeline's
+    :meth:`~ltxcli.pipeline.Pipeline.compute_record`, dtype and weight storage), the windows and every request
+    setting."""
     def plain(v: Any) -> Any:
         if isinstance(v, Condition):
             return [plain(v.media), v.frame, v.strength]
@@ -305,7 +308,8 @@ def request_hash(p: LongPlan, model: str) -> str:
         return repr(type(v)) if not isinstance(v, os.PathLike) else os.fspath(v)
 
     req = {f.name: plain(getattr(p.request, f.name)) for f in fields(GenerationRequest)}
-    blob = json.dumps({"model": model, "request": req, "long": p.settings()}, sort_keys=True, default=str)
+    blob = json.dumps({"model": model, "compute": compute, "request": req, "long": p.settings()}, sort_keys=True,
+                      default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -446,7 +450,7 @@ class _LongRun:
             pipe.set_loras(r0.loras)
         # the whole video as the decode crops it: window 0's settings with the full length
         self.full = replace(r0, num_frames=p.num_frames, prompt=p.request.prompt)
-        self.hash = request_hash(p, pipe.name)
+        self.hash = request_hash(p, pipe.name, pipe.compute_record())
 
     def empty(self) -> Tensor:
         import torch

@@ -1,8 +1,9 @@
 """Redo a generation from the record its video carries (``ltx generate --from old.mp4``).
 
 A video (or PNG frames folder) written by ltx stores its generation record (:func:`ltxcli.runner.record`):
-model, prompt, seed, size, length, frame rate, the sampling values, the step cache, the media it was conditioned
-on, its IC-LoRA control, prompt enhancement mode, temporal upscale and, for a long video, its windows.
+model, how it computed (dtype, float8 matmuls, weight storage), prompt, seed, size, length, frame rate, the
+sampling values, the step cache, the media it was conditioned on, its IC-LoRA control, prompt enhancement mode,
+temporal upscale and, for a long video, its windows.
 :func:`redo_row` turns it back into the batch row of that generation, leaving out what the caller overrides,
 so that the same model, settings and seed give the same frames, bit for bit, on the same machine and software.
 Values the record does not name (decode noise, STG mode, ...) come from the model's preset, as they did; a
@@ -49,6 +50,14 @@ def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
             raise TypeError(f"{key} is {v!r}")
     values = {k: record[k] for k in _PLAIN if record.get(k) is not None}
     values["model"] = record.get("model")
+    # how the model computed (load options, as model): float8 matmuls, else the compute dtype, and the storage
+    dtype = "fp8" if record.get("fp8") == "compute" else record.get("dtype")
+    if isinstance(dtype, str):
+        values["dtype"] = dtype
+    if isinstance(record.get("weights_dtype"), str):
+        values["weights_dtype"] = record["weights_dtype"]
+    elif record.get("fp8") == "storage":  # recorded before int8 storage existed
+        values["weights_dtype"] = "fp8"
     if record.get("timesteps") is None and record.get("steps") is not None:
         values["steps"] = record["steps"]
     # an explicit scalar guidance clears the pass's per-interval schedule: a schedule means the preset's values

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -72,7 +73,8 @@ def matches(item: BatchItem, rec: Mapping[str, Any], *, preset: Preset | None = 
     recorded_model = str(rec.get("model", ""))
     if model and model not in (recorded_model, Path(recorded_model).stem):
         return False
-    conds = [{"path": str(c.media) if isinstance(c.media, (str, Path)) else None, "frame": c.frame,
+    # a checked item's condition holds its decoded file (DecodedMedia, a PathLike naming it)
+    conds = [{"path": os.fspath(c.media) if isinstance(c.media, (str, os.PathLike)) else None, "frame": c.frame,
               "strength": float(c.strength)} for c in item.conditions]
     if _json(conds) != _json(rec.get("conditions", [])):
         return False

@@ -103,13 +103,20 @@ class ItemResult:
 _LONG_KEYS = ("window", "overlap", "overlap_strength", "adain", "prompt_schedule", "temporal_upscale", "resume")
 
 
-def _long_fields(pick: Callable[[str], Any], row: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """A batch item's long-video fields, each the row's, else the command's (``pick``): a ``duration`` in seconds
-    (not with ``num_frames``; :func:`_complete` turns it into frames at the item's frame rate, which an input
-    video may give)."""
-    duration = pick("duration")
-    if duration is not None and (row.get("num_frames") is not None or defaults.get("num_frames") is not None):
-        raise ValueError(f"{row.get('_where', 'item')}: give either num_frames or duration, not both")
+def _length(row: Mapping[str, Any], defaults: Mapping[str, Any]) -> tuple[Any, Any]:
+    """A batch item's ``(num_frames, duration)``: the row's length (either), else the command's; one source giving
+    both is a ValueError. A ``duration`` becomes frames in :func:`_complete`, at the item's frame rate (which an
+    input video may give)."""
+    for source in (row, defaults):
+        if source.get("num_frames") is not None and source.get("duration") is not None:
+            raise ValueError("give either num_frames or duration, not both")
+    own = row.get("num_frames") is not None or row.get("duration") is not None
+    return (row if own else defaults).get("num_frames"), (row if own else defaults).get("duration")
+
+
+def _long_fields(pick: Callable[[str], Any], duration: Any) -> dict[str, Any]:
+    """A batch item's long-video fields, each the row's, else the command's (``pick``), and its ``duration`` in
+    seconds."""
     fields = {k: pick(k) for k in _LONG_KEYS if pick(k) is not None}
     return fields | ({"duration": timeline.parse_duration(duration)} if duration is not None else {})
 
@@ -144,7 +151,8 @@ def build_items(
 
         frame_rate = pick("frame_rate")
         try:
-            long = _long_fields(pick, row, defaults)
+            num_frames, duration = _length(row, defaults)
+            long = _long_fields(pick, duration)
         except ValueError as e:
             raise _prefixed(e, f"{row['_where']}: " if row.get("_where") else "") from None
         # a row's explicit "seed": null asks for a random seed of its own, whatever the batch seed
@@ -152,7 +160,7 @@ def build_items(
         items.append(BatchItem(
             index=i, prompt=row["prompt"], seed=secrets.randbelow(2**31) if own_random else row.get("seed"),
             seed_drawn=own_random, height=pick("height"), width=pick("width"),
-            num_frames=pick("num_frames"), frame_rate=None if frame_rate is None else float(frame_rate),
+            num_frames=num_frames, frame_rate=None if frame_rate is None else float(frame_rate),
             negative_prompt=pick("negative_prompt"), steps=pick("steps"), guidance_scale=pick("guidance_scale"),
             stg_scale=pick("stg_scale"), conditions=conds, output=row.get("output"), cache=pick("cache"),
             loras=pick("loras"), enhance_prompt=pick("enhance_prompt") or "auto", **long,

@@ -132,12 +132,16 @@ def test_extend_with_a_drawn_seed_resumes_from_its_record(cli_env: Path, clip: P
     (["a cat", "--num-frames", "9", "--temporal-upscale"], None),
     (["a cat | a dog", "--num-frames", "49", "--window", "32", "--overlap", "16"], ["--adain", "0.9"]),
     (["a cat | a dog", "--num-frames", "17"], None),
-], ids=["temporal-upscale", "windows", "one-window-bar-prompt"])
-def test_skip_existing_finds_what_a_drawn_seed_made(cli_env: Path, settings: list[str], changed: list[str] | None) -> None:
+    (["a cat", "--num-frames", "9", "--condition", "CLIP:0"], None),
+], ids=["temporal-upscale", "windows", "one-window-bar-prompt", "file-condition"])
+def test_skip_existing_finds_what_a_drawn_seed_made(cli_env: Path, clip: Path, settings: list[str],
+                                                    changed: list[str] | None) -> None:
     """--skip-existing with a drawn seed finds the earlier output by its record for a temporal upscale (the record
     holds the output's length; it used to regenerate), a long video (its windows' settings are compared: a new
     --adain makes a new video; they used to be ignored) and a '|' prompt made in one window (it used to record the
-    first part only, and warn of "another prompt")."""
+    first part only, and warn of "another prompt") and a file condition (compared by its path, which the checked
+    item's decoded media lost: every rerun drew a new seed and wrote the batch again)."""
+    settings = [str(clip) + a[4:] if a.startswith("CLIP") else a for a in settings]
     args = ("generate", *settings, "--model", "tiny", "--steps", "1", "--height", "64", "--width", "96", "-o",
             "out/{seed}.mp4", "--skip-existing", "--json")
     first, second = ltx(*args), ltx(*args)
@@ -240,11 +244,14 @@ def test_from_an_mp4_record_reproduces_the_frames(cli_env: Path) -> None:
     ["a cat", "--num-frames", "9", "--temporal-upscale"],
     ["a cat", "--num-frames", "9", "--control", "CLIP:0.8"],
     ["a cat", "--num-frames", "9", "--enhance-prompt", "on"],
-], ids=["windows", "temporal-upscale", "control", "enhancement"])
+    ["a cat", "--num-frames", "9", "--weights-dtype", "int8"],
+    ["a cat", "--num-frames", "9", "--dtype", "bfloat16"],
+], ids=["windows", "temporal-upscale", "control", "enhancement", "int8-weights", "bfloat16"])
 def test_from_restores_windows_upscale_control_and_enhancement(cli_env: Path, clip: Path, made_with: list[str],
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """--from redoes these bit for bit too: the record's long-video windows (non-default settings), temporal
-    upscale (the record's length and rate are the output's), IC-LoRA control and enhancement mode were dropped.
+    upscale (the record's length and rate are the output's), IC-LoRA control, enhancement mode, weight storage
+    and compute dtype were dropped.
     (cli_env sets LTX_ENHANCE_PROMPT=off, which like an option given would replace the recorded mode.)"""
     monkeypatch.delenv("LTX_ENHANCE_PROMPT")
     args = [str(clip) + a[4:] if a.startswith("CLIP") else a for a in made_with]

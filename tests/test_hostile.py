@@ -923,8 +923,10 @@ if os.environ.get("LTX_TEST_MARKER"):
 """
 
 
-def test_real_sigint_during_denoising(tmp_path: Path) -> None:
-    """A real SIGINT to a real ``python -m ltxcli`` process (a sitecustomize hook only says when denoising began)."""
+@pytest.mark.parametrize(("name", "code", "said"), [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+def test_real_sigint_during_denoising(tmp_path: Path, name: str, code: int, said: str) -> None:
+    """A real SIGINT (or SIGTERM: kill, timeout, a scheduler; it used to leave the partial output behind and say
+    nothing) to a real ``python -m ltxcli`` process (a sitecustomize hook only says when denoising began)."""
     import signal
     import subprocess
     import time
@@ -946,13 +948,13 @@ def test_real_sigint_during_denoising(tmp_path: Path) -> None:
         while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert marker.exists(), proc.stderr.read() if proc.poll() is not None else "denoising never started"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, name))
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err
-    assert err.strip().splitlines() == ["error: interrupted; partial outputs were removed"] and out == ""
+    assert proc.returncode == code, err
+    assert err.strip().splitlines() == [f"error: {said}; partial outputs were removed"] and out == ""
     assert not (tmp_path / "out").exists()
 
 

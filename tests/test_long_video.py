@@ -263,11 +263,17 @@ def test_streamed_equals_whole_and_resume_after_an_interrupt(tiny, tmp_path) -> 
     other = GenerationRequest(" | ".join(PROMPTS), **{**BASE, "timesteps": None, "steps": 2, "seed": 6})
     assert long_video.request_hash(long_video.plan(other, tiny.preset), "tiny") != \
         long_video.request_hash(long_video.plan(req, tiny.preset), "tiny")
+    # nor one made with other weight storage or dtype (it resumed int8 windows into a float32 run)
+    same = long_video.plan(req, tiny.preset)
+    assert long_video.request_hash(same, "tiny", {**tiny.compute_record(), "weights_dtype": "int8"}) != \
+        long_video.request_hash(same, "tiny", tiny.compute_record())
 
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"window": 8}, "window=8"),
     ({"overlap": 48}, "overlap=48"),
+    # the example is inside the range it states (it suggested the default 24 for a range of [8, 16])
+    ({"window": 24, "overlap": 24}, r"overlap=24 must be in \[8, 16\] frames for window=24 \(e\.g\. 16\)"),
     ({"overlap_strength": 2.0}, "overlap_strength"),
     ({"duration": 3.0}, "num_frames or duration"),
 ])

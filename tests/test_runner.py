@@ -120,6 +120,22 @@ def test_build_items_and_plan_outputs_without_a_model(tmp_path: Path) -> None:
         batch.parse_batch("{oops", "prompts.txt")
 
 
+def test_a_line_s_own_length_replaces_the_command_s() -> None:
+    """The command's options are defaults for each line, its length too: a line's duration over --num-frames and
+    a line's num_frames over --duration were refused as "num_frames and duration"; one source with both still is."""
+    from ltxcli.presets import PRESETS
+
+    rows = batch.parse_batch('{"prompt": "a", "duration": "1s"}\n{"prompt": "b"}\n', "b.jsonl")
+    items = runner.build_items(rows, preset=PRESETS["tiny"], defaults={"num_frames": 9, "frame_rate": 24})
+    assert [it.num_frames for it in items] == [25, 9]  # 1 s at 24 fps: the smallest 8k + 1 that lasts it
+    rows = batch.parse_batch('{"prompt": "a", "num_frames": 17}\n{"prompt": "b"}\n', "b.jsonl")
+    items = runner.build_items(rows, preset=PRESETS["tiny"], defaults={"duration": "1s", "frame_rate": 24})
+    assert [it.num_frames for it in items] == [17, 25]
+    with pytest.raises(ValueError, match=r"b\.jsonl line 1: give either num_frames or duration, not both"):
+        runner.build_items(batch.parse_batch('{"prompt": "a", "num_frames": 9, "duration": "1s"}', "b.jsonl"),
+                           preset=PRESETS["tiny"])
+
+
 def test_a_job_runs_the_cli_flow_from_python(tmp_path: Path) -> None:
     """``ltxcli.job``: what ``ltx generate --batch`` does, step by step, without the CLI: the items are planned
     and named before any load, nothing is pulled for the built-in model, the written videos carry their records,

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from . import bench, doctor, generate, info, prompt, vae, weights
-from .common import EXIT_CODES, OneLineErrorsGroup, help_epilog
+from .common import EXIT_CODES, OneLineErrorsGroup, help_epilog, terminate_like_ctrl_c
 
 app = typer.Typer(
     name="ltx",
@@ -56,6 +56,7 @@ for _prefix, _group in [("", app), *((f"{g.name} ", g.typer_instance) for g in a
 
 def main() -> None:
     """Console-script entry point (``ltx``)."""
+    terminate_like_ctrl_c()
     app(prog_name="ltx")
 
 

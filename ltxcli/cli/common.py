@@ -39,6 +39,7 @@ EXIT_CHECKSUM = 4
 EXIT_OOM = 5
 EXIT_INPUT = 6
 EXIT_PIPE = 141  # 128 + SIGPIPE: what the shell reports for a Unix tool whose reader went away
+EXIT_TERMINATED = 143  # 128 + SIGTERM (kill, timeout, a job scheduler)
 # EXIT_INTERRUPTED (130, Ctrl-C) comes from ltxcli.parallel.launch: a --gpus launch reports it for its workers
 
 #: Exit code -> meaning; printed in ``ltx --help`` and the README.
@@ -52,7 +53,25 @@ EXIT_CODES: dict[int, str] = {
     EXIT_INPUT: "input media or checkpoint unreadable (missing, corrupt)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); partial outputs are removed",
     EXIT_PIPE: "stdout closed early (e.g. `| head -1`): the rest of the output is dropped, no error line",
+    EXIT_TERMINATED: "terminated (SIGTERM: kill, timeout, a scheduler); partial outputs are removed",
 }
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread (:func:`terminate_like_ctrl_c`): a KeyboardInterrupt, so that what
+    cleans up after Ctrl-C (partial outputs, a long video's kept windows) runs for it too; exit 143."""
+
+
+def terminate_like_ctrl_c() -> None:
+    """Turn SIGTERM into :class:`Terminated` (unless it was set to be ignored): ``kill`` or ``timeout`` left the
+    temporary ``.partial`` output behind, which only Ctrl-C removed."""
+    import signal
+
+    def raise_terminated(signum: int, frame: object) -> None:
+        raise Terminated
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, raise_terminated)
 
 
 def exit_codes_epilog() -> str:
@@ -123,6 +142,10 @@ class Output:
         self.stdout = stdout
         self.progress = progress
         self.prefix = f"{prefix} " if prefix else ""
+        if quiet:  # libraries' own notices too (transformers: an optional package it lacks); ltx's warnings stay
+            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+            if "transformers" in sys.modules:
+                sys.modules["transformers"].logging.set_verbosity_error()
         # soft_wrap: a long message stays one line (rich would otherwise wrap it at the terminal width).
         self.console = Console(stderr=True, soft_wrap=True, highlight=False)
 
@@ -228,6 +251,8 @@ def classify(exc: BaseException) -> tuple[int, str]:
     msg = _one_line(str(exc)) or type(exc).__name__
     if isinstance(exc, CliError):
         return exc.code, msg
+    if isinstance(exc, Terminated):
+        return EXIT_TERMINATED, "terminated; partial outputs were removed"
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED, "interrupted; partial outputs were removed"
     kind = failure_kind(exc)

@@ -444,6 +444,7 @@ def generate(
 
         row = redo_row(from_, vars(opts), prompt) if from_ is not None else {"prompt": prompt}
         opts.model = row.pop("model", opts.model)
+        opts.dtype, opts.weights_dtype = row.pop("dtype", opts.dtype), row.pop("weights_dtype", opts.weights_dtype)
         return _single(opts, gpus, row)
 
     def prepare() -> None:  # stdin is left for the workers to read
