@@ -21,6 +21,8 @@ __version__ = "0.1.0.dev0"
 # public name -> "module:attribute" it is defined in
 _LAZY: dict[str, str] = {
     "Condition": "ltxcli.request:Condition",
+    "Control": "ltxcli.request:Control",
+    "Extension": "ltxcli.request:Extension",
     "GenerationRequest": "ltxcli.request:GenerationRequest",
     "GenerationResult": "ltxcli.result:GenerationResult",
     "Pipeline": "ltxcli.pipeline:Pipeline",
@@ -35,7 +37,7 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
-    "BatchItem", "Condition", "GenerationRequest", "GenerationResult", "ItemResult", "ModelSpec", "Pipeline", "PromptEnhancer",
+    "BatchItem", "Condition", "Control", "Extension", "GenerationRequest", "GenerationResult", "ItemResult", "ModelSpec", "Pipeline", "PromptEnhancer",
     "__version__", "load_pipeline", "resolve_spec", "run_batch", "save_video",
 ]
 
@@ -44,7 +46,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs only; at run time __getattr__ re
     from ltxcli.batch import BatchItem
     from ltxcli.enhance.enhancer import PromptEnhancer
     from ltxcli.pipeline import Pipeline
-    from ltxcli.request import Condition, GenerationRequest
+    from ltxcli.request import Condition, Control, Extension, GenerationRequest
     from ltxcli.result import GenerationResult
     from ltxcli.runner import ItemResult, run_batch, save_video
     from ltxcli.spec import ModelSpec, resolve_spec

@@ -88,8 +88,8 @@ def check_condition(c: Condition, height: int, width: int, num_frames: int,
         nearest = min(max(c.frame, 0), num_frames - 1)
         raise ValueError(f"condition {name}: frame={c.frame} must be in [0, {num_frames - 1}] for a "
                          f"{num_frames}-frame video (use {nearest})")
-    if not isinstance(c.media, (str, os.PathLike)):
-        return c  # a picture or tensor in memory (or pixels decoded already): the pipeline checks it
+    if not isinstance(c.media, (str, os.PathLike)) or isinstance(c.media, media_io.DecodedMedia):
+        return c  # a picture or tensor in memory (the pipeline checks it), or a file checked and decoded already
     wanted = num_frames - c.frame  # frames of the file the video has room for
     key = (str(c.media), wanted)
     read = decoded.get(key) if decoded is not None else None
@@ -98,11 +98,11 @@ def check_condition(c: Condition, height: int, width: int, num_frames: int,
         read = media_io.read_media(c.media, max_frames=wanted + 1)
         if decoded is not None:
             decoded[key] = read
-    height, width = int(read.frames.shape[1]), int(read.frames.shape[2])
-    left, top, right, bottom = media_io.centre_crop_box(width, height, height, width)
+    pic_h, pic_w = int(read.frames.shape[1]), int(read.frames.shape[2])  # the file's own size
+    left, top, right, bottom = media_io.centre_crop_box(pic_w, pic_h, height, width)
     if right - left < 2 or bottom - top < 2:
-        raise media_io.MediaError(f"{name}: a {width}x{height} picture is too small to crop to the "
-                               f"{width}x{height} aspect ratio")
+        raise media_io.MediaError(f"{name}: a {pic_w}x{pic_h} picture is too small to crop to the "
+                                  f"{width}x{height} aspect ratio")
     n = read.listed
     if n > 1:
         decodable = int(read.frames.shape[0])

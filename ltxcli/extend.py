@@ -174,8 +174,7 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Any =
     from . import media
     from .conditions import resize_frames
 
-    check_fields(request)
-    request = dataclasses.replace(request)  # the defaults below are filled in a copy
+    request = check_fields(request)  # a copy, with Python numbers: the defaults below are filled in it
     ext = request.extend
     if ext is None:
         raise ValueError("run_extension needs a request with extend= (an Extension)")

@@ -213,8 +213,7 @@ def plan(request: GenerationRequest, preset: Preset, max_seconds: float | None =
     (a longer request is windowed even without asking). Raises ValueError for settings out of range."""
     from .request import preset_size
 
-    r = request
-    check_fields(r)
+    r = check_fields(request)  # Python numbers (seeds are derived from its seed)
     frame_rate = float(preset_size(preset, r.height, r.width, r.num_frames, r.frame_rate)[3])
     asked = frames_of(r, frame_rate)
     num_frames = preset.num_frames if asked is None else asked

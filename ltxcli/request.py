@@ -20,11 +20,12 @@ official yaml names (``num_inference_steps``, ``rescaling_scale``, ``skip_block_
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from .enhance.rules import check_mode
 from .passes import flat_blocks, pass_overrides, v2v_pass, validate_pass
@@ -139,7 +140,7 @@ class GenerationRequest:
     noise: Tensor | None = None
     cache: str | None = None  # step cache: "none", "teacache[:THRESH]" or "fbcache[:THRESH]" (ltxcli.step_cache)
     loras: Sequence[Any] | None = None
-    duration: float | None = None
+    duration: float | str | None = None  # seconds, or "30s" / "1m30s" (ltxcli.timeline.parse_duration)
     window: int | None = None
     overlap: int | None = None
     overlap_strength: float | None = None
@@ -425,65 +426,103 @@ def check_control(c: Control) -> None:
 # --- field types ------------------------------------------------------------------------------------------------
 
 
+_R = TypeVar("_R", bound=GenerationRequest)  # a request or a batch item: check_fields returns the same kind
+
+
 class FieldTypeError(TypeError, ValueError):
     """A request field of the wrong type (a tuple for a :class:`Condition`, ``"3"`` for a number): a TypeError that
     names the field and what it takes, and a ValueError, so that callers reporting ValueErrors as a user's
     mistake (the CLI: exit 2) report it as one."""
 
 
+def _is_bool(v: Any) -> bool:
+    return type(v).__name__ in ("bool", "bool_")  # Python's or numpy's
+
+
+def _is_number(v: Any, kind: type = numbers.Real) -> bool:
+    """A Python, numpy (registered as a ``numbers`` kind) or 0-d tensor number of ``kind``; never a bool or text."""
+    if _is_bool(v) or isinstance(v, (str, bytes)):
+        return False
+    method = "__index__" if kind is numbers.Integral else "__float__"
+    return isinstance(v, kind) or (getattr(v, "ndim", None) == 0 and hasattr(v, method))
+
+
 def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    return _is_number(v, numbers.Integral)
 
 
-def _is_real(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+def _as_list(v: Any) -> list[Any] | None:
+    """A list or tuple, or a numpy array or tensor as its Python list; None for anything else."""
+    v = v.tolist() if hasattr(v, "tolist") and not isinstance(v, (str, bytes)) else v
+    return list(v) if isinstance(v, Sequence) and not isinstance(v, (str, bytes)) else None
 
 
 def _list_of(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, Sequence) and not isinstance(v, str) and all(ok(x) for x in v)
+    return lambda v: (items := _as_list(v)) is not None and all(ok(x) for x in items)
 
 
-#: What each request field takes when given (``None``: the preset's, or none). Fields checked by value elsewhere
-#: (``stg_mode``, ``cache``, ``enhance_prompt``, ``loras``) and media (paths, images or tensors) are not listed.
-_FIELD_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    **dict.fromkeys(("prompt", "negative_prompt"), (lambda v: isinstance(v, str), "a string")),
-    **dict.fromkeys(("height", "width", "num_frames", "steps", "seed", "window", "overlap"), (_is_int, "an integer")),
+def _same(v: Any) -> Any:
+    return v
+
+
+#: What each request field takes when given (``None``: the preset's, or none), and the Python value it becomes.
+#: Fields checked by value elsewhere (``stg_mode``, ``cache``, ``enhance_prompt``, ``loras``) and media (paths,
+#: images or tensors) are not listed.
+_FIELD_TYPES: dict[str, tuple[Callable[[Any], bool], str, Callable[[Any], Any]]] = {
+    **dict.fromkeys(("prompt", "negative_prompt"), (lambda v: isinstance(v, str), "a string", _same)),
+    **dict.fromkeys(("height", "width", "num_frames", "steps", "seed", "window", "overlap"),
+                    (_is_int, "an integer", int)),
     **dict.fromkeys(("frame_rate", "guidance_scale", "stg_scale", "rescale_scale", "tone_map_compression_ratio",
                      "image_cond_noise_scale", "decode_timestep", "decode_noise_scale", "downscale_factor",
-                     "denoise_strength", "overlap_strength", "adain", "duration"), (_is_real, "a number")),
-    **dict.fromkeys(("cfg_star_rescale", "stochastic_sampling", "temporal_upscale"),
-                    (lambda v: isinstance(v, bool), "True or False")),
-    "timesteps": (_list_of(_is_real), "a list of numbers"),
-    "stg_blocks": (_list_of(_is_int), "a list of block indices"),
-    **dict.fromkeys(("first_pass", "second_pass"), (lambda v: isinstance(v, Mapping), "a dict of pass settings")),
-    "conditions": (_list_of(lambda c: isinstance(c, Condition)), "a list of ltxcli.Condition(media, frame, strength)"),
-    "extend": (lambda v: isinstance(v, Extension), "an ltxcli.Extension(video, frames, backward)"),
-    "control": (lambda v: isinstance(v, Control), "an ltxcli.Control(media, strength, kind)"),
+                     "denoise_strength", "overlap_strength", "adain"), (_is_number, "a number", float)),
+    "duration": (lambda v: _is_number(v) or isinstance(v, str), "seconds: a number or a string such as \"1m30s\"",
+                 lambda v: v if isinstance(v, str) else float(v)),
+    **dict.fromkeys(("cfg_star_rescale", "stochastic_sampling", "temporal_upscale"), (_is_bool, "True or False", bool)),
+    "timesteps": (_list_of(_is_number), "a list of numbers", lambda v: [float(x) for x in _as_list(v) or ()]),
+    "stg_blocks": (_list_of(_is_int), "a list of block indices", lambda v: [int(x) for x in _as_list(v) or ()]),
+    **dict.fromkeys(("first_pass", "second_pass"), (lambda v: isinstance(v, Mapping), "a dict of pass settings", _same)),
+    "conditions": (_list_of(lambda c: isinstance(c, Condition)), "a list of ltxcli.Condition(media, frame, strength)",
+                   _same),
+    "extend": (lambda v: isinstance(v, Extension), "an ltxcli.Extension(video, frames, backward)", _same),
+    "control": (lambda v: isinstance(v, Control), "an ltxcli.Control(media, strength, kind)", _same),
 }
 
 
-def check_fields(request: GenerationRequest) -> None:
+def check_fields(request: _R) -> _R:
     """Each given field of ``request`` (and of its conditions, extension and control) has the type it takes:
-    :class:`FieldTypeError` naming the first that does not. Every entry point runs it before any work."""
+    :class:`FieldTypeError` naming the first that does not. Every entry point runs it before any work. Returns
+    the request with those values as Python's own (a numpy or 0-d tensor number as an int or float, an array as
+    a list), which the run computes with."""
     def fail(name: str, value: Any, what: str) -> NoReturn:
         raise FieldTypeError(f"{name}={reprlib.repr(value)} must be {what}")
 
-    for name, (ok, what) in _FIELD_TYPES.items():
+    plain: dict[str, Any] = {}
+    for name, (ok, what, to_python) in _FIELD_TYPES.items():
         value = getattr(request, name)
-        if value is not None and not ok(value):
-            fail(name, value, what)
+        if value is not None:
+            if not ok(value):
+                fail(name, value, what)
+            plain[name] = to_python(value)
+    conditions = []
     for c in request.conditions:
         if c.media is None:
             fail("condition media", c.media, "a path, an image or a tensor [F, H, W, 3]")
         if not _is_int(c.frame):
             fail("condition frame", c.frame, "an integer")
-        if not _is_real(c.strength):
+        if not _is_number(c.strength):
             fail("condition strength", c.strength, "a number")
+        conditions.append(replace(c, frame=int(c.frame), strength=float(c.strength)))
+    plain["conditions"] = conditions if isinstance(request.conditions, list) else tuple(conditions)
     e = request.extend
-    if e is not None and not (_is_int(e.frames) and isinstance(e.backward, bool)):
-        fail("extend", e, "an Extension with integer frames and backward True or False")
-    if request.control is not None and not _is_real(request.control.strength):
-        fail("control strength", request.control.strength, "a number")
+    if e is not None:
+        if not (_is_int(e.frames) and _is_bool(e.backward)):
+            fail("extend", e, "an Extension with integer frames and backward True or False")
+        plain["extend"] = replace(e, frames=int(e.frames), backward=bool(e.backward))
+    if request.control is not None:
+        if not _is_number(request.control.strength):
+            fail("control strength", request.control.strength, "a number")
+        plain["control"] = replace(request.control, strength=float(request.control.strength))
+    return replace(request, **plain)
 
 
 def check_placement(conditions: Sequence[Condition], num_frames: int) -> None:
@@ -527,8 +566,7 @@ def resolve_request(
     ``positional_embedding_max_pos``) checks the size, ``num_layers`` the STG blocks, ``has_upsampler=False``
     refuses multi-scale. Media are not read (conditions keep their ``media``).
     """
-    r = request
-    check_fields(r)
+    r = check_fields(request)
     height, width, num_frames, frame_rate = preset_size(preset, r.height, r.width, r.num_frames, r.frame_rate)
     negative_prompt = preset.negative_prompt if r.negative_prompt is None else r.negative_prompt
     if max_pos is not None:

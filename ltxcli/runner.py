@@ -134,7 +134,7 @@ def build_items(
     rows: Sequence[Mapping[str, Any]], *, preset: Preset | None = None, defaults: Mapping[str, Any] | None = None,
     conditions: Sequence[Condition] = (),
 ) -> list[BatchItem]:
-    """Rows (:func:`parse_batch`'s dicts) -> items. Each value: the row's, else ``defaults``' (the command's
+    """Rows (:func:`ltxcli.batch.parse_batch`'s dicts) -> items. Each value: the row's, else ``defaults``' (the command's
     options), else the preset's (sizes and frame rate). ``conditions`` come first in every item; a row's
     ``image`` is a first-frame condition before them, its ``conditions`` follow."""
     defaults = defaults or {}

@@ -33,12 +33,12 @@ def frames_of(request: GenerationRequest, frame_rate: float) -> int | None:
         return request.num_frames
     if request.num_frames is not None:
         raise ValueError("give either num_frames or duration, not both")
-    return frames_for_duration(float(request.duration), frame_rate)
+    return frames_for_duration(parse_duration(request.duration), frame_rate)
 
 
 def parse_duration(text: str | float) -> float:
     """``"30s"``, ``"30"``, ``"1m30s"`` or a number -> seconds."""
-    if isinstance(text, (int, float)):
+    if not isinstance(text, str):  # a number (Python's, numpy's)
         return float(text)
     s = text.strip().lower()
     try:

@@ -400,3 +400,30 @@ def test_redo_restores_scalars_only_where_they_were_given() -> None:
     assert "cache" not in values
     rec["cache"] = {"mode": "teacache", "threshold": 0.1, "calls": 9, "skipped": 3}
     assert record_values(rec)["cache"] == "teacache:0.1"
+
+
+def test_a_long_video_reads_each_condition_file_once(cli_env: Path, clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The items' check decodes a condition file; the windowed run used it as it was (it read the file again, and
+    a trimmed video's warning came twice)."""
+    reads = []
+    real = media.read_media
+    monkeypatch.setattr(media, "read_media", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
+    # two windows (latent frames 0-1 and 1-2); the 12-frame clip at frame 8 has room for 9
+    r = ltx("generate", "a cat | a dog", "--model", "tiny", "--num-frames", "17", "--window", "16", "--overlap", "8",
+            "--condition", f"{clip}:8", "--steps", "1", "--height", "64", "--width", "96", "-o", "w.mp4", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert len(json_lines(r.stdout)[0]["settings"]["long"]["windows"]) == 2
+    assert reads == [str(clip)] and r.stderr.count("trimmed to its first 9 of 12 frames") == 1
+
+
+def test_from_a_float8_record_where_float8_cannot_run_says_so_and_how(cli_env: Path) -> None:
+    """--from restores --dtype fp8 from a GPU's record; where float8 matmuls cannot run, the error says the value
+    came from the record (the user gave no --dtype) and how to redo the video without them."""
+    assert ltx("generate", "a cat", "--model", "tiny", "--seed", "4", "-o", "a.mp4", *SMALL).exit_code == 0
+    rec = {**media.read_video_metadata(cli_env / "a.mp4"), "fp8": "compute", "dtype": "bfloat16"}
+    media.write_video(cli_env / "gpu.mp4", torch.rand(9, 64, 96, 3), 24, metadata=rec)
+    line = assert_one_error_line(ltx("generate", "--from", "gpu.mp4", "-o", "b.mp4"), 2)
+    assert "--dtype fp8 needs an NVIDIA GPU" in line
+    assert line.endswith("the record of gpu.mp4 says --dtype fp8: pass --dtype bfloat16 to redo it without float8 "
+                         "matmuls (another video)")
+    assert ltx("generate", "--from", "gpu.mp4", "--dtype", "bfloat16", "-o", "b.mp4").exit_code == 0

@@ -498,3 +498,32 @@ def test_comm_model_matches_hand_figures():
 if __name__ == "__main__":
     worker = {"pipeline": _worker, "hybrid": _hybrid_worker}[sys.argv[1]]
     worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5]))
+
+
+def test_sigterm_to_the_launcher_reaches_torchrun_then_the_launcher(tmp_path, monkeypatch) -> None:
+    """SIGTERM to ``ltx --gpus N`` is passed on to torchrun (which stops its workers) and then delivered to the
+    launcher under its own handler; it used to interrupt the wait and kill torchrun, leaving its workers running."""
+    import signal
+    import threading
+    import time
+
+    ready, got = tmp_path / "ready", tmp_path / "got"
+    stand_in = (f"import pathlib, signal, sys, time\n"
+                f"signal.signal(signal.SIGTERM, lambda *a: (pathlib.Path({str(got)!r}).touch(), sys.exit(7)))\n"
+                f"pathlib.Path({str(ready)!r}).touch()\n"
+                "time.sleep(60)\n")
+    monkeypatch.setattr(launch, "torchrun_command", lambda *a, **k: [sys.executable, "-c", stand_in])
+    seen: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        def send() -> None:
+            deadline = time.monotonic() + 60
+            while not ready.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=send, daemon=True).start()
+        code = launch.launch(["generate", "x"], 2, device="cpu")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert got.exists() and code == 7 and seen == [signal.SIGTERM]

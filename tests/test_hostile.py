@@ -506,6 +506,8 @@ def _input_cases(d: Path, assets: SimpleNamespace) -> dict[str, tuple[Path, str]
         "huge-120mp": (d / "huge.png", "above the limit of 100,000,000 pixels"),
         "bomb-900mp": (d / "bomb.png", "refusing to decode"),
         "one-pixel": (d / "dot.png", "too small to crop"),
+        # cropped to the video's aspect ratio, not its own (the check passed every picture for a while)
+        "sliver": (d / "sliver.png", "a 2x1000 picture is too small to crop to the 96x64 aspect ratio"),
     }
     (d / "empty.png").write_bytes(b"")
     (d / "trunc.png").write_bytes(ok[: len(ok) // 2])
@@ -517,12 +519,13 @@ def _input_cases(d: Path, assets: SimpleNamespace) -> dict[str, tuple[Path, str]
     (d / "huge.png").write_bytes(png_header_only(12_000, 10_000))
     (d / "bomb.png").write_bytes(png_header_only(30_000, 30_000))
     Image.new("RGB", (1, 1)).save(d / "dot.png")
+    Image.new("RGB", (2, 1000)).save(d / "sliver.png")
     return cases
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "truncated-png", "text-as-png", "noise-as-mp4",
                                   "header-only-mp4", "damaged-mp4", "folder", "huge-120mp", "bomb-900mp",
-                                  "one-pixel"])
+                                  "one-pixel", "sliver"])
 @pytest.mark.parametrize("how", ["i2v", "condition"])
 def test_unreadable_inputs_exit_6_before_loading(
     cli_env: Path, assets: SimpleNamespace, loads: list[Any], case: str, how: str
@@ -1097,3 +1100,23 @@ def test_random_option_combinations(cli_env: Path, assets: SimpleNamespace, caps
         for k, v in sorted(outcomes.items()):
             print(f"  {v:3d}  {k}")
     assert by_code["0"] >= 3 and sum(v for k, v in by_code.items() if k != "0") >= 10
+
+
+def test_a_rank_of_a_launcher_keeps_the_default_sigterm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torchrun a Python SIGTERM handler would wait for a blocked collective to return (up to torchrun's 30 s
+    before SIGKILL) and clean up nothing: only the launching process turns SIGTERM into an interrupt."""
+    import signal
+
+    from ltxcli.cli.common import terminate_like_ctrl_c
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        monkeypatch.setenv("RANK", "1")
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        terminate_like_ctrl_c()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        monkeypatch.delenv("RANK")
+        terminate_like_ctrl_c()
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -195,3 +195,25 @@ def test_per_pass_dicts_on_a_single_pass_model_say_they_asked_for_two_passes() -
         resolve_request(GenerationRequest("a cat", first_pass={"steps": 2}), TINY_PRESET, has_upsampler=False)
     with pytest.raises(ValueError, match=r"^multi-scale generation needs a latent upsampler: .*upscaler-0\.9\.8\)$"):
         resolve_request(GenerationRequest("a cat"), DISTILLED, has_upsampler=False)
+
+
+def test_numbers_from_numpy_torch_and_fractions_are_numbers() -> None:
+    """The type check takes what generated before it: numpy scalars and arrays, 0-d tensors, Fractions, a
+    duration string; the run is the one of the same plain Python values."""
+    from fractions import Fraction
+
+    import numpy as np
+
+    plain = resolve(guidance_scale=3.0, steps=2, timesteps=None, frame_rate=25.0, stg_blocks=[0],
+                    cfg_star_rescale=True, conditions=[Condition("x.png", 0, 0.9)])
+    other = resolve(guidance_scale=np.float32(3.0), steps=np.int64(2), timesteps=None, frame_rate=np.float32(25),
+                    stg_blocks=np.array([0]), cfg_star_rescale=np.bool_(True),
+                    conditions=[Condition("x.png", np.int64(0), np.float32(0.9))])
+    assert other.settings() == plain.settings()
+    assert resolve(timesteps=torch.tensor([1.0, 0.5])).passes[0].timesteps == (1.0, 0.5)
+    assert resolve(frame_rate=Fraction(30000, 1001)).frame_rate == pytest.approx(30000 / 1001)
+    pipe = build_pipeline(torch.device("cpu"), torch.float32)
+    a = pipe.generate("a cat", height=64, width=96, num_frames=9, seed=3, steps=1, guidance_scale=3.0)
+    b = pipe.generate("a cat", height=64, width=96, num_frames=9, seed=np.int64(3), steps=torch.tensor(1),
+                      guidance_scale=np.float32(3.0))
+    assert torch.equal(a.video, b.video)

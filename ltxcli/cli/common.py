@@ -26,7 +26,7 @@ from ltxcli.errors import exit_closed_stdout, failure_kind
 # the commands' byte formatting and JSON encoding are the library's (ltx doctor's checks use them too)
 from ltxcli.formatting import help_examples, to_json
 from ltxcli.formatting import human_bytes as human_bytes
-from ltxcli.parallel.launch import EXIT_INTERRUPTED, record_exit_code
+from ltxcli.parallel.launch import EXIT_INTERRUPTED, record_exit_code, under_torchrun
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
@@ -70,7 +70,9 @@ def terminate_like_ctrl_c() -> None:
     def raise_terminated(signum: int, frame: object) -> None:
         raise Terminated
 
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+    # not in a rank of a launcher (torchrun): it stops its workers with SIGTERM, and a Python handler would wait
+    # for a collective to return first
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and not under_torchrun():
         signal.signal(signal.SIGTERM, raise_terminated)
 
 

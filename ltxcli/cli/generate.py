@@ -19,6 +19,7 @@ import typer
 
 from ltxcli import batch as batch_file
 from ltxcli import runner
+from ltxcli.errors import failure_kind
 from ltxcli.job import JobSettings
 from ltxcli.long_video import OPTION_HELP
 from ltxcli.parallel import launch
@@ -445,7 +446,13 @@ def generate(
         row = redo_row(from_, vars(opts), prompt) if from_ is not None else {"prompt": prompt}
         opts.model = row.pop("model", opts.model)
         opts.dtype, opts.weights_dtype = row.pop("dtype", opts.dtype), row.pop("weights_dtype", opts.weights_dtype)
-        return _single(opts, gpus, row)
+        try:
+            return _single(opts, gpus, row)
+        except Exception as e:  # the record's float8 matmuls on a machine without them: say where they came from
+            if from_ is None or shared.get("dtype") is not None or opts.dtype != "fp8" or failure_kind(e) != "kernel":
+                raise
+            raise type(e)(f"{e}; the record of {from_} says --dtype fp8: pass --dtype bfloat16 to redo it without "
+                          "float8 matmuls (another video)") from None
 
     def prepare() -> None:  # stdin is left for the workers to read
         if batch != "-":

@@ -82,7 +82,9 @@ def launch(args: Sequence[str], nproc: int, *, device: str | None = None, quiet:
     (it warns that it sets ``OMP_NUM_THREADS`` to 1 when that is unset: it is set to 1 here instead).
 
     Ctrl-C reaches torchrun too (same process group); it stops the workers with SIGINT, which they turn into a
-    clean exit 130. This process ignores SIGINT meanwhile and only waits for torchrun.
+    clean exit 130. This process ignores SIGINT meanwhile and only waits for torchrun. SIGTERM to this process
+    is passed on to torchrun (which stops its workers) and, once torchrun is done, delivered to this process
+    again under its own handler.
     """
     check_launch(nproc, device)
     env = dict(os.environ)
@@ -90,16 +92,26 @@ def launch(args: Sequence[str], nproc: int, *, device: str | None = None, quiet:
         env.setdefault("OMP_NUM_THREADS", "1")
     with tempfile.TemporaryDirectory(prefix="ltx-ranks-") as status:
         env[RANK_STATUS_ENV] = status
+        proc = subprocess.Popen(torchrun_command(args, nproc, **kwargs), env=env)
+        terminated: list[int] = []
+
+        def pass_on(signum: int, frame: object) -> None:
+            terminated.append(signum)
+            proc.send_signal(signal.SIGTERM)
+
         try:
-            previous = signal.signal(signal.SIGINT, _ignore_signal)
+            previous = signal.signal(signal.SIGINT, _ignore_signal), signal.signal(signal.SIGTERM, pass_on)
         except ValueError:  # not the main thread
             previous = None
         try:
-            code = subprocess.call(torchrun_command(args, nproc, **kwargs), env=env)
+            code = proc.wait()
         finally:
             if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+                signal.signal(signal.SIGINT, previous[0])
+                signal.signal(signal.SIGTERM, previous[1])
         recorded = _recorded_codes(Path(status))
+    if terminated:
+        os.kill(os.getpid(), signal.SIGTERM)  # this process's own handler now (the CLI's: clean up, exit 143)
     return job_exit_code(code, recorded)
 
 
