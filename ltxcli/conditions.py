@@ -88,8 +88,10 @@ def check_condition(c: Condition, height: int, width: int, num_frames: int,
         nearest = min(max(c.frame, 0), num_frames - 1)
         raise ValueError(f"condition {name}: frame={c.frame} must be in [0, {num_frames - 1}] for a "
                          f"{num_frames}-frame video (use {nearest})")
+    if isinstance(c.media, Tensor):  # its shape and values, and the frame a video of its length starts at
+        _check_start(c, "a tensor", int(media_io.load_media(c.media).shape[0]), num_frames)
     if not isinstance(c.media, (str, os.PathLike)) or isinstance(c.media, media_io.DecodedMedia):
-        return c  # a picture or tensor in memory (the pipeline checks it), or a file checked and decoded already
+        return c  # in memory (a tensor, checked above; a picture), or a file checked and decoded already
     wanted = num_frames - c.frame  # frames of the file the video has room for
     key = (str(c.media), wanted)
     read = decoded.get(key) if decoded is not None else None
@@ -110,17 +112,23 @@ def check_condition(c: Condition, height: int, width: int, num_frames: int,
             warnings.warn(f"{name}: the file lists {n} frames but only {decodable} can be decoded (truncated or "
                           f"damaged?); using those {decodable}", stacklevel=1)
             n = decodable
-    # the pipeline keeps at most the frames that fit, rounded down to 8k + 1 (official trim)
-    kept = (min(n, wanted) - 1) // 8 * 8 + 1
-    if kept > 1 and c.frame % 8:
-        lo = c.frame // 8 * 8
-        raise ValueError(f"condition {name}: a video must start at a multiple of 8, not frame={c.frame} "
-                         f"(use {lo} or {lo + 8})")
+    kept = _check_start(c, name, n, num_frames)
     if n > wanted:  # longer than the video: say so (a shorter one is only cut to 8k + 1)
         total = n if n > read.frames.shape[0] else f"at least {n}"  # the count, or what decoding showed
         warnings.warn(f"condition {name}: trimmed to its first {kept} of {total} frames (only {wanted} fit from frame "
                       f"{c.frame} of the {num_frames}-frame video, used in 8k + 1 frames; `ltx extend` makes a video longer than its input)", stacklevel=1)
     return replace(c, media=read)
+
+
+def _check_start(c: Condition, name: Any, n: int, num_frames: int) -> int:
+    """The frames the pipeline keeps of an ``n``-frame condition (at most those that fit, rounded down to 8k + 1:
+    the official trim); a video (more than one kept) must start on the 8-frame grid (ValueError)."""
+    kept = (min(n, num_frames - c.frame) - 1) // 8 * 8 + 1
+    if kept > 1 and c.frame % 8:
+        lo = c.frame // 8 * 8
+        raise ValueError(f"condition {name}: a video must start at a multiple of 8, not frame={c.frame} "
+                         f"(use {lo} or {lo + 8})")
+    return kept
 
 
 def prepare_condition(

@@ -440,11 +440,13 @@ def _is_bool(v: Any) -> bool:
 
 
 def _is_number(v: Any, kind: type = numbers.Real) -> bool:
-    """A Python, numpy (registered as a ``numbers`` kind) or 0-d tensor number of ``kind``; never a bool or text."""
+    """A Python or numpy (registered as a ``numbers`` kind) number of ``kind``, or a 0-d tensor or array of an
+    integer (or, for Real, floating) dtype; never a bool or text."""
     if _is_bool(v) or isinstance(v, (str, bytes)):
         return False
-    method = "__index__" if kind is numbers.Integral else "__float__"
-    return isinstance(v, kind) or (getattr(v, "ndim", None) == 0 and hasattr(v, method))
+    dtype = str(getattr(v, "dtype", "bool"))  # "torch.int64", "float32", ...
+    by_dtype = "int" in dtype or (kind is numbers.Real and "float" in dtype)
+    return isinstance(v, kind) or (getattr(v, "ndim", None) == 0 and "bool" not in dtype and by_dtype)
 
 
 def _is_int(v: Any) -> bool:
@@ -505,8 +507,9 @@ def check_fields(request: _R) -> _R:
             plain[name] = to_python(value)
     conditions = []
     for c in request.conditions:
-        if c.media is None:
-            fail("condition media", c.media, "a path, an image or a tensor [F, H, W, 3]")
+        media = c.media  # a path, a PIL image, a torch tensor or a file decoded already (all but numpy's arrays)
+        if media is None or (hasattr(media, "shape") and type(media).__name__ not in ("Tensor", "Parameter")):
+            fail("condition media", media, "a path, a PIL image or a torch tensor [F, H, W, 3] (torch.from_numpy)")
         if not _is_int(c.frame):
             fail("condition frame", c.frame, "an integer")
         if not _is_number(c.strength):

@@ -24,7 +24,7 @@ import secrets
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +138,8 @@ def build_items(
     options), else the preset's (sizes and frame rate). ``conditions`` come first in every item; a row's
     ``image`` is a first-frame condition before them, its ``conditions`` follow."""
     defaults = defaults or {}
+    if defaults.get("num_frames") is not None and defaults.get("duration") is not None:  # the command's, no line's
+        raise ValueError("give either num_frames or duration, not both")
     batch_seed = defaults.get("seed")
     items = []
     for i, row in enumerate(rows):
@@ -444,7 +446,7 @@ def _generate(pipe: Pipeline, item: BatchItem, *, progress: ProgressFn | None, s
 
 
 def run_batch(
-    pipe: Pipeline, items: Sequence[BatchItem], *, output: str | None = None, frames: bool = False,
+    pipe: Pipeline, items: Iterable[BatchItem], *, output: str | os.PathLike[str] | None = None, frames: bool = False,
     overwrite: bool = False, skip_existing: bool = False, claim: bool | None = None, model: str | None = None,
     write: bool = True, load_s: float = 0.0,
     progress: Callable[[BatchItem], AbstractContextManager[ProgressFn | None]] | None = None, stream: bool = False,
@@ -464,6 +466,8 @@ def run_batch(
     copy of the whole video on the host); its result then has ``video=None``. ``crf``, ``preset``: the encoder's."""
     from .parallel.orchestrate import claim_output, release_claim
 
+    items = list(items)  # a generator too: the items are planned, then generated
+    output = None if output is None else os.fspath(output)
     for it in items:
         if not isinstance(it, BatchItem):
             raise FieldTypeError(f"run_batch items must be ltxcli.BatchItem (a request and where its video goes), "

@@ -198,9 +198,9 @@ def test_conditions_are_checked_against_the_whole_video_before_the_first_window(
         with pytest.raises(media.MediaError, match=r"nope\.png: no such file"):
             long_video.generate(tiny, GenerationRequest("a | b", conditions=[Condition("nope.png", 60)], **req))
         media.write_video(tmp_path / "clip.mp4", torch.rand(9, 64, 96, 3), 24)
-        with pytest.raises(ValueError, match="a video must start at a multiple of 8, not frame=60 \\(use 56 or 64\\)"):
-            long_video.generate(tiny, GenerationRequest("a | b", conditions=[Condition(str(tmp_path / "clip.mp4"), 60)],
-                                                        **req))
+        for media_ in (str(tmp_path / "clip.mp4"), torch.rand(9, 64, 96, 3)):  # a file, or a tensor
+            with pytest.raises(ValueError, match="a video must start at a multiple of 8, not frame=60 \\(use 56 or 64\\)"):
+                long_video.generate(tiny, GenerationRequest("a | b", conditions=[Condition(media_, 60)], **req))
     finally:
         hook.remove()
     assert calls == []

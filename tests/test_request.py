@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -154,6 +155,10 @@ def test_pipeline_runs_a_per_pass_alias_as_its_yaml_name() -> None:
     ({"cfg_star_rescale": "no"}, "cfg_star_rescale='no' must be True or False"),
     ({"stochastic_sampling": "no"}, "stochastic_sampling='no' must be True or False"),
     ({"denoise_strength": "0.5"}, "denoise_strength='0.5' must be a number"),
+    # a 0-d tensor or array is a number by its dtype (a float one passed as an integer and was truncated)
+    ({"steps": torch.tensor(1.5)}, "steps=tensor(1.5000) must be an integer"),
+    ({"steps": torch.tensor(True)}, "steps=tensor(True) must be an integer"),
+    ({"seed": np.array(7.9)}, "seed=array(7.9) must be an integer"),
 ])
 def test_a_field_of_the_wrong_type_is_named(kwargs, needle) -> None:
     """A library user's wrong type fails in resolution (before any model work) with the field and what it takes;
@@ -171,6 +176,8 @@ def test_a_field_of_the_wrong_type_is_named(kwargs, needle) -> None:
     (Condition("img.png", "0"), "condition frame='0' must be an integer"),
     (Condition(None, 0), "condition media=None must be a path"),
     (Condition("img.png", 0, "1"), "condition strength='1' must be a number"),
+    (Condition("img.png", torch.tensor(2.5)), "condition frame=tensor(2.5000) must be an integer"),
+    (Condition(np.zeros((1, 4, 4, 3)), 0), "condition media=array("),
 ])
 def test_a_condition_field_of_the_wrong_type_is_named(cond, needle) -> None:
     from ltxcli.request import FieldTypeError

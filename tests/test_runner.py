@@ -177,6 +177,9 @@ def test_run_batch_plans_items_again_for_a_new_output_and_refuses_what_it_cannot
     with pytest.raises(ValueError, match=r"^conditions=\[\('img.png', 0\)\] must be a list of ltxcli.Condition"):
         list(ltxcli.run_batch(pipe, [BatchItem("a", conditions=[("img.png", 0)], **SMALL)], output=str(tmp_path)))
     assert not (tmp_path / "rc").exists() and not (tmp_path / "rd").exists()
+    # a generator of items and a Path output ("generator has no len()", "PosixPath is not iterable")
+    (c,) = ltxcli.run_batch(pipe, (it for it in [BatchItem("a cat", seed=1, steps=1, **SMALL)]), output=tmp_path / "p.mp4")
+    assert c.status == "ok" and c.path == tmp_path / "p.mp4"
 
 
 def test_a_condition_tensor_is_checked_like_a_video_tensor(pipe: Any) -> None:

@@ -114,7 +114,8 @@ VaeConvOpt = Annotated[VaeConvMode, typer.Option(
          "same result to float rounding), direct (the official convolutions, bit for bit) or winograd.")]
 WeightsDtypeOpt = Annotated[str | None, typer.Option(show_default=False, help=(
     "fp8 or int8: store the transformer blocks' linear weights in one byte (half of bfloat16) and widen them layer by "
-    "layer at call, on any GPU or the CPU; int8 (a scale per row) changes outputs 3-7x less than fp8. Default: as --dtype says."))]
+    "layer at call, on any GPU or the CPU; int8 (a scale per row) changes outputs 3-7x less than fp8. auto (the "
+    "default): as --dtype says (with --from, it replaces the recorded storage)."))]
 UpcastAtLoadOpt = Annotated[bool, typer.Option(
     "--upcast-at-load",
     help="Convert every weight to --dtype while loading. By default a CPU run keeps the checkpoint's bfloat16 "
