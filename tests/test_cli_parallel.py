@@ -104,12 +104,19 @@ def test_gpus_2_batch_skip_existing_writes_each_item_once(tmp_path: Path) -> Non
     assert sorted(o["index"] for o in objs) == [0, 1, 2, 3, 4]
     by_index = {o["index"]: o for o in objs}
     assert by_index[2]["status"] == "skipped" and (tmp_path / "out" / "2.mp4").read_bytes() == b"keep me"
+    assert by_index[2]["rank"] == 0 and r.stderr.count("skipped out/2.mp4") == 1  # the rank's line, not also the
+    # launcher's (it printed every skipped item before starting the workers)
     for i in (0, 1, 3, 4):
         assert by_index[i]["status"] == "ok" and by_index[i]["rank"] == i % 2, by_index[i]
         with open(tmp_path / "out" / f"{i}.mp4", "rb") as fh:
             assert fh.read(12)[4:8] == b"ftyp"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{i}.mp4" for i in range(5)]
     assert "[rank 1/2" in r.stderr  # rank 1 reports its own items on stderr, labelled
+    again = _run(["-m", "ltxcli", "generate", "--batch", "prompts.txt", "--model", "tiny", "--gpus", "2", "--device",
+                  "cpu", "--seed", "4", "-o", "out/{index}.mp4", "--skip-existing", "--json", *SMALL], tmp_path)
+    assert [(o["status"], o["rank"]) for o in sorted(json_lines(again.stdout), key=lambda o: o["index"])] == \
+        [("skipped", i % 2) for i in range(5)]
+    assert all(again.stderr.count(f"skipped out/{i}.mp4") == 1 for i in range(5)), again.stderr
 
 
 def test_gpus_passes_on_the_workers_exit_code(tmp_path: Path) -> None:
@@ -120,6 +127,7 @@ def test_gpus_passes_on_the_workers_exit_code(tmp_path: Path) -> None:
     assert r.returncode == 2, r.stderr
     lines = [line for line in r.stderr.splitlines() if "error: --parallel sequence over 3 processes" in line]
     assert sorted(line.split("/")[0] for line in lines) == ["[rank 0", "[rank 1", "[rank 2"], r.stderr
+    assert "Traceback" not in r.stderr  # torchrun's own (35 lines) after the ranks' one-line errors
     assert not (tmp_path / "o.mp4").exists()
 
 

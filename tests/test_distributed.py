@@ -468,7 +468,7 @@ def test_claim_output_exists_and_stale(tmp_path):
 
 def test_torchrun_command():
     cmd = launch.torchrun_command(["generate", "a cat"], 4)
-    assert cmd[1:] == ["-m", "torch.distributed.run", "--nproc-per-node=4", "--standalone", "-m", "ltxcli",
+    assert cmd[1:] == ["-m", "ltxcli.parallel.torchrun", "--nproc-per-node=4", "--standalone", "-m", "ltxcli",
                        "generate", "a cat"]
     multi = launch.torchrun_command(["generate", "x"], 8, nnodes=2, rdzv_endpoint="node1:29500")
     assert "--nnodes=2" in multi and "--rdzv-endpoint=node1:29500" in multi and "--standalone" not in multi
@@ -500,16 +500,21 @@ if __name__ == "__main__":
     worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5]))
 
 
-def test_sigterm_to_the_launcher_reaches_torchrun_then_the_launcher(tmp_path, monkeypatch) -> None:
-    """SIGTERM to ``ltx --gpus N`` is passed on to torchrun (which stops its workers) and then delivered to the
-    launcher under its own handler; it used to interrupt the wait and kill torchrun, leaving its workers running."""
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_launcher_reaches_torchrun_as_sigint_then_the_launcher(tmp_path, monkeypatch, name) -> None:
+    """SIGTERM or Ctrl-C to ``ltx --gpus N`` (the launcher's pid alone: kill, a supervisor) reaches torchrun as
+    SIGINT, which its workers turn into a clean exit; a SIGTERM is then delivered to the launcher under its own
+    handler. SIGTERM used to kill torchrun (its workers kept running), then reach them as SIGTERM (no cleanup);
+    SIGINT was ignored (the job ran on); and torchrun shares no process group with the launcher now, so a
+    terminal's Ctrl-C reaches it once, from the launcher."""
     import signal
     import threading
     import time
 
     ready, got = tmp_path / "ready", tmp_path / "got"
-    stand_in = (f"import pathlib, signal, sys, time\n"
-                f"signal.signal(signal.SIGTERM, lambda *a: (pathlib.Path({str(got)!r}).touch(), sys.exit(7)))\n"
+    stand_in = (f"import os, pathlib, signal, sys, time\n"
+                f"signal.signal(signal.SIGINT, lambda s, f: (pathlib.Path({str(got)!r}).write_text("
+                f"f'{{s}} {{os.getsid(0) == os.getpid()}}'), sys.exit(7)))\n"
                 f"pathlib.Path({str(ready)!r}).touch()\n"
                 "time.sleep(60)\n")
     monkeypatch.setattr(launch, "torchrun_command", lambda *a, **k: [sys.executable, "-c", stand_in])
@@ -520,10 +525,25 @@ def test_sigterm_to_the_launcher_reaches_torchrun_then_the_launcher(tmp_path, mo
             deadline = time.monotonic() + 60
             while not ready.exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), getattr(signal, name))
 
         threading.Thread(target=send, daemon=True).start()
         code = launch.launch(["generate", "x"], 2, device="cpu")
     finally:
         signal.signal(signal.SIGTERM, previous)
-    assert got.exists() and code == 7 and seen == [signal.SIGTERM]
+    assert got.read_text() == f"{int(signal.SIGINT)} True"  # torchrun got SIGINT, in a session of its own
+    assert code == 7 and seen == ([signal.SIGTERM] if name == "SIGTERM" else [])
+
+
+def test_torchrun_ends_without_its_traceback_when_a_worker_fails(tmp_path) -> None:
+    """``ltx --gpus`` runs torchrun through ltxcli.parallel.torchrun: a failed worker (which said what failed in one
+    line) ends the launcher with exit 1 and no 35-line Python traceback on the user's terminal."""
+    import subprocess
+
+    script = tmp_path / "fail.py"
+    script.write_text("import sys\nprint('error: worker failed', file=sys.stderr)\nsys.exit(6)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "ltxcli.parallel.torchrun", "--nproc-per-node=1", "--standalone",
+                           str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 1 and "error: worker failed" in proc.stderr
+    assert "Traceback" not in proc.stderr and "ChildFailedError" not in proc.stderr

@@ -289,9 +289,10 @@ def run(
         _download(job.needed, opts, out, ctx)
         if prepare_only:
             return
+    rank = ctx.rank if ctx is not None and batch and job.world > 1 else None  # a shared-out batch's JSON lines
     if not job.todo:  # every item exists, or (a batch rank) every item of this rank's share
-        for it in job.mine:
-            _emit_skipped(out, runner.ItemResult(it, "skipped", "exists"))
+        for it in job.mine if not prepare_only else ():  # (before --gpus starts the workers: they report them)
+            _emit_skipped(out, runner.ItemResult(it, "skipped", "exists"), rank)
         return
     job.refresh()
     # headers of every file the load will read (refusing pickles and broken files), then the memory estimate
@@ -303,10 +304,10 @@ def run(
     for r, ranks in results(job, pipe, load_s=load_s, progress=lambda it: GenerationProgress(
             out, f"[{it.index}]" if many else "")):  # as {index} and JSON "index" count
         if r.status == "skipped":
-            _emit_skipped(out, r)
+            _emit_skipped(out, r, rank)
         elif job.main or batch:
             _emit_written(out, r, frames=job.frames, kernels=kernels, ranks=ranks,
-                          rank=ctx.rank if batch and job.world > 1 else None)
+                          rank=rank)
 
 
 def _download(names: list[str], opts: Options, out: Output, ctx: Any) -> None:
@@ -337,11 +338,11 @@ def check_memory(
     return plan
 
 
-def _emit_skipped(out: Output, r: runner.ItemResult) -> None:
+def _emit_skipped(out: Output, r: runner.ItemResult, rank: int | None = None) -> None:
     why = "exists" if r.reason in (None, "exists") else "another process is writing it"
     out.info(f"skipped {r.item.target} ({why})")
     if out.json_mode:
-        out.json(r.summary())
+        out.json(r.summary() | ({"rank": rank} if rank is not None else {}))
     else:
         out.data(str(r.item.target))
 

@@ -1,7 +1,7 @@
 """Several processes (GPUs, nodes) working on one video or one batch, as started by ``torchrun``.
 
-* :mod:`.launch` starts a command under torchrun (``ltx ... --gpus N``) and reports the first failing
-  worker's exit code; torch-free, like this package's import.
+* :mod:`.launch` starts a command under torchrun (``ltx ... --gpus N``; :mod:`.torchrun`: torchrun without its
+  traceback) and reports the first failing worker's exit code; torch-free, like this package's import.
 * :mod:`.context` is this process's place in the job (:class:`~.context.DistContext`, process group set-up
   and tear-down, ``[rank R/W host]`` labels).
 * :mod:`.orchestrate` holds what ranks agree on or share out around a generation: rank 0's seeds and stdin,

@@ -34,14 +34,16 @@ def torchrun_command(
     args: Sequence[str], nproc: int, *, nnodes: int = 1, node_rank: int | None = None,
     rdzv_endpoint: str | None = None, module: str = "ltxcli",
 ) -> list[str]:
-    """The ``python -m torch.distributed.run`` command that runs ``python -m ltxcli ARGS`` on ``nproc`` processes.
+    """The torchrun command (``python -m ltxcli.parallel.torchrun``: ``torch.distributed.run`` without its traceback)
+    that runs ``python -m ltxcli ARGS`` on ``nproc`` processes.
 
     One node: ``--standalone`` (a private rendezvous on localhost). Several nodes: run the same command on
     every node with ``nnodes`` and one shared ``rdzv_endpoint`` (``host:port`` of any node), c10d rendezvous.
     """
     if nproc < 1:
         raise ValueError(f"--gpus {nproc} must be at least 1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
+    # torchrun itself, ending without its traceback (ltxcli.parallel.torchrun)
+    cmd = [sys.executable, "-m", "ltxcli.parallel.torchrun", f"--nproc-per-node={nproc}"]
     if nnodes == 1 and rdzv_endpoint is None:
         cmd.append("--standalone")
     else:
@@ -79,28 +81,31 @@ def launch(args: Sequence[str], nproc: int, *, device: str | None = None, quiet:
     because it left), :data:`EXIT_INTERRUPTED` after Ctrl-C, else torchrun's own code. The caller removes
     its own ``--gpus N`` from ``args`` first; ``kwargs`` go to :func:`torchrun_command`. Checks
     :func:`check_launch` first (``device``: the command's ``--device``). ``quiet``: torchrun prints no banner
-    (it warns that it sets ``OMP_NUM_THREADS`` to 1 when that is unset: it is set to 1 here instead).
+    (it warns that it sets ``OMP_NUM_THREADS`` to 1 when that is unset: it is set to 1 here instead) and no log
+    lines (``LOGLEVEL``, which its loggers read).
 
-    Ctrl-C reaches torchrun too (same process group); it stops the workers with SIGINT, which they turn into a
-    clean exit 130. This process ignores SIGINT meanwhile and only waits for torchrun. SIGTERM to this process
-    is passed on to torchrun (which stops its workers) and, once torchrun is done, delivered to this process
-    again under its own handler.
+    torchrun runs in a session of its own, so that each signal reaches it once, from here: Ctrl-C (SIGINT) and
+    SIGTERM to this process are passed on to torchrun as SIGINT, which it passes on to its workers, and they
+    turn it into a clean exit (partial outputs removed, claims released, exit 130); a worker killed by SIGTERM
+    would clean up nothing. Once torchrun is done, a SIGTERM is delivered to this process again, under its own
+    handler (the CLI's: exit 143).
     """
     check_launch(nproc, device)
     env = dict(os.environ)
     if quiet:
         env.setdefault("OMP_NUM_THREADS", "1")
+        env.setdefault("LOGLEVEL", "CRITICAL")  # torchrun's log lines (each worker says what failed, in one line)
     with tempfile.TemporaryDirectory(prefix="ltx-ranks-") as status:
         env[RANK_STATUS_ENV] = status
-        proc = subprocess.Popen(torchrun_command(args, nproc, **kwargs), env=env)
-        terminated: list[int] = []
+        proc = subprocess.Popen(torchrun_command(args, nproc, **kwargs), env=env, start_new_session=True)
+        received: list[int] = []
 
         def pass_on(signum: int, frame: object) -> None:
-            terminated.append(signum)
-            proc.send_signal(signal.SIGTERM)
+            received.append(signum)
+            proc.send_signal(signal.SIGINT)
 
         try:
-            previous = signal.signal(signal.SIGINT, _ignore_signal), signal.signal(signal.SIGTERM, pass_on)
+            previous = signal.signal(signal.SIGINT, pass_on), signal.signal(signal.SIGTERM, pass_on)
         except ValueError:  # not the main thread
             previous = None
         try:
@@ -110,7 +115,7 @@ def launch(args: Sequence[str], nproc: int, *, device: str | None = None, quiet:
                 signal.signal(signal.SIGINT, previous[0])
                 signal.signal(signal.SIGTERM, previous[1])
         recorded = _recorded_codes(Path(status))
-    if terminated:
+    if signal.SIGTERM in received:
         os.kill(os.getpid(), signal.SIGTERM)  # this process's own handler now (the CLI's: clean up, exit 143)
     return job_exit_code(code, recorded)
 
@@ -167,10 +172,6 @@ def strip_option(argv: list[str], name: str) -> list[str]:
         out.append(arg)
         i += 1
     return out
-
-
-def _ignore_signal(signum: int, frame: Any) -> None:
-    pass
 
 
 __all__ = [

@@ -1,0 +1,27 @@
+"""torchrun (``torch.distributed.run``) as ``ltx --gpus`` starts it (:func:`ltxcli.parallel.launch.launch`): the
+same launcher, ending without its Python traceback when a worker failed or a signal stopped it. Each worker has
+already said what went wrong in one line; the launcher's exit code is unchanged (1), and the job's code comes
+from the workers' (:func:`ltxcli.parallel.launch.job_exit_code`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+
+def main() -> None:
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    if os.environ.get("LOGLEVEL"):  # torch's own variable, which only some of its elastic loggers read
+        logging.getLogger("torch.distributed").setLevel(os.environ["LOGLEVEL"])
+    try:
+        torchrun()
+    except (ChildFailedError, SignalException):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
