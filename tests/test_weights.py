@@ -780,3 +780,17 @@ def test_pinned_hash_wins_over_the_hub(hub: FakeHub, env: Path) -> None:
                                    "size": len(UPSCALER)}]})
     W.pull("up", registry=reg)
     assert W.verify("up", registry=reg)[0].source == "weights.toml"
+
+
+def test_a_file_of_another_size_than_pinned_fails_offline(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """weights.toml pins only the size of some files (no hash): offline, a truncated copy passed the pull and was
+    "unchecked" in verify; it is a checksum error (exit 4) now, naming the pinned size."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    wd = env / "wd"
+    target = wd / "Lightricks" / "LTX-Video" / "ltxv-2b-0.9.8-distilled.safetensors"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"abcdef")
+    for call in (lambda: W.verify("ltxv-2b-0.9.8-distilled", weights_dir=wd),
+                 lambda: W.pull("ltxv-2b-0.9.8-distilled", weights_dir=wd)):
+        with pytest.raises(W.ChecksumError, match=r"is 6 bytes, expected 6340744492 \(weights\.toml\)"):
+            call()

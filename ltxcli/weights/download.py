@@ -35,7 +35,7 @@ from .events import EventCallback, FileTask
 from .hub import RemoteFile, client_id, endpoint, map_hub_error, remote_files
 from .registry import SHA1_HEX, Registry, WeightsEntry, registry_or_default, safe_join
 from .remove import delete_file
-from .verify import check_file, expected_for, expected_offline
+from .verify import check_file, check_pinned_size, expected_for, expected_offline
 
 
 @dataclass(frozen=True)
@@ -255,9 +255,10 @@ def _pull_local(entry: WeightsEntry, loc: WeightsLocation, store: Store, on_even
         raise WeightsUnavailableError(reason)
     for rel, p in local.present:
         exp = expected_offline(entry, rel, p, loc, store)
-        if exp is None:
-            continue
         try:
+            if exp is None:
+                check_pinned_size(p, rel, entry)
+                continue
             check_file(p, rel, exp, entry, store, on_event, trust_record=True)
         except ChecksumError as e:  # kept: without network it cannot be replaced now
             raise ChecksumError(f"{e}: run `ltx weights pull {entry.name}` with network access to replace it",

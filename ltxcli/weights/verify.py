@@ -85,6 +85,16 @@ def expected_offline(entry: WeightsEntry, rel: str, local: Path, loc: WeightsLoc
     return None
 
 
+def check_pinned_size(local: Path, rel: str, entry: WeightsEntry) -> None:
+    """Without a known hash, the size ``weights.toml`` pins (if any): a file of another size is a ChecksumError
+    (a truncated copy passed as unchecked)."""
+    pinned = next((f.size for f in entry.files if f.path == rel and f.size), None)
+    size = os.stat(local).st_size
+    if pinned is not None and size != pinned:
+        raise ChecksumError(f"{rel} of {entry.repo} is {size} bytes, expected {pinned} (weights.toml)",
+                            path=local, expected=str(pinned), actual=str(size))
+
+
 def check_file(local: Path, rel: str, exp: Expected, entry: WeightsEntry, store: Store,
                on_event: EventCallback | None, *, trust_record: bool) -> str:
     """Hash ``local`` (unless an unchanged earlier verification says the same) and compare with ``exp``."""
@@ -142,10 +152,11 @@ def verify(name: str, *, weights_dir: str | os.PathLike[str] | None = None,
             if remote is None:
                 remote = {rf.path: rf for rf in remote_files(entry, loc)[1]}
             exp = expected_for(entry, rel, remote.get(rel))
-        if exp is None:
-            out.append(VerifiedFile(rel, p, None, None))
-            continue
         try:
+            if exp is None:
+                check_pinned_size(p, rel, entry)
+                out.append(VerifiedFile(rel, p, None, None))
+                continue
             digest = check_file(p, rel, exp, entry, store, on_event, trust_record=False)
         except ChecksumError as e:
             store.forget([os.path.realpath(p)])
