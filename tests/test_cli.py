@@ -145,6 +145,16 @@ def test_info_reads_back(generated: dict[str, Any]) -> None:
     assert "prompt: a dog runs" in human.stdout and "seed: 11" in human.stdout
 
 
+def test_info_shows_no_record_for_another_program_s_json_comment(cli_env: Path) -> None:
+    """A JSON object in the comment tag is an ltx record only when it says so (``"tool": "ltxcli"``); another
+    program's was shown as one (its "prompt" line, and under "generation" in --json)."""
+    media.write_video(cli_env / "other.mp4", torch.rand(3, 64, 96, 3), 24, metadata={"tool": "other", "prompt": "x"})
+    (obj,) = json_lines(ltx("info", "other.mp4", "--json").stdout)
+    assert obj["generation"] is None
+    human = ltx("info", "other.mp4")
+    assert "prompt: x" not in human.stdout and "no ltx generation record" in human.stderr
+
+
 def test_frames_dir_is_exactly_the_library_result() -> None:
     """--frames-dir PNGs are lossless: they equal the library's frames for the same arguments, code for code."""
     result = ltx("generate", "a dog runs", "--model", "tiny", "--seed", "11", "--steps", "2", "--guidance-scale",

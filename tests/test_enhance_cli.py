@@ -163,3 +163,13 @@ def test_prompt_pulls_the_registry_enhancer_on_first_use(hub: Any, cli_env: Path
     assert obj["enhanced_prompt"] == PromptEnhancer(src).enhance("a cat surfing", seed=3)  # the same folder, bf16
     again = ltx("prompt", "a cat surfing", "--seed", "3", "--enhancer-model", "llama-3.2-3b-instruct", "--json")
     assert "downloading" not in again.stderr and json_lines(again.stdout) == [obj]
+
+
+def test_prompt_says_the_seed_it_drew() -> None:
+    """`ltx prompt` without --seed draws one (the help says "printed"): it said nothing, so the rewrite could not be
+    made again (only --json carried it)."""
+    r = ltx("prompt", "a cat", "--model", "tiny", "--enhancer-model", "tiny")
+    assert r.exit_code == 0, r.stderr
+    (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("seed ")]
+    again = ltx("prompt", "a cat", "--model", "tiny", "--enhancer-model", "tiny", "--seed", line.split()[1])
+    assert again.stdout == r.stdout

@@ -17,4 +17,6 @@ def prompt(text: Annotated[str, typer.Argument(metavar="PROMPT")], image: Annota
     out = Output(json_mode=json_, quiet=quiet)
     res = enhance_prompt(text, resolve(model, weights_dir=weights_dir).preset, image=image, seed=seed, llm=enhancer_model, captioner=caption_model,
                          device=device, weights_dir=weights_dir, warn=out.warn, download=lambda n: ensure_downloaded(n, weights_dir=weights_dir, out=out))
+    if seed is None and not json_:  # drawn: said, so that the rewrite can be made again (--json carries it)
+        out.info(f"seed {res['seed']}")
     out.json(res) if json_ else out.data(res["enhanced_prompt"])

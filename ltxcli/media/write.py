@@ -394,6 +394,8 @@ def media_info(path: PathLike) -> tuple[dict[str, Any], dict[str, Any] | None]:
     if path.is_dir() and not target.is_file():
         raise MediaError(f"{path}: a folder without frame_00000.png (not written by --frames-dir)")
     record = read_video_metadata(target)
+    if record is not None and record.get("tool") != "ltxcli":  # another program's JSON comment: no ltx record
+        record = None
     if target.suffix.lower() == ".png":
         with Image.open(target) as im:
             stream: dict[str, Any] = {"kind": "image", "width": im.width, "height": im.height, "num_frames": 1}
