@@ -337,6 +337,22 @@ def test_vae_and_doctor_refusals_from_a_review_pass(cli_env: Path) -> None:
     assert check["status"] == "fail" and "is a file, not a folder" in check["detail"]
 
 
+def test_vae_output_checks_come_before_any_work_and_leave_no_folder(cli_env: Path, loads: list[Any]) -> None:
+    """An output that is a folder was found after the model loaded and the work was done (exit 6); the output's
+    folders were made before the input and model were checked, and stayed after their errors."""
+    media.write_video(cli_env / "in.mp4", torch.rand(9, 64, 64, 3), 24)
+    (cli_env / "d.safetensors").mkdir()
+    (cli_env / "d.mp4").mkdir()
+    for args in (["encode", "in.mp4", "-o", "d.safetensors"], ["roundtrip", "in.mp4", "-o", "d.mp4"]):
+        line = assert_one_error_line(ltx("vae", *args, "-m", "tiny", "--overwrite"), 1)
+        assert line == f"error: cannot write {args[-1]}: it is a folder"
+    assert loads == []
+    assert_one_error_line(ltx("vae", "encode", "missing.mp4", "-m", "tiny", "-o", "new/sub/x.safetensors"), 6)
+    assert not (cli_env / "new").exists()
+    assert ltx("vae", "encode", "in.mp4", "-m", "tiny", "-o", "new/sub/x.safetensors").exit_code == 0
+    assert (cli_env / "new" / "sub" / "x.safetensors").is_file()
+
+
 def test_batch_mistakes_found_while_completing_items_name_their_line(cli_env: Path, loads: list[Any]) -> None:
     """A line's input video, strength, extension or duration is checked while its item is completed (before the
     per-item checks that already named the line): those errors now name it too."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .common import Output, exit_codes_epilog, guarded, usage_error
+from .common import EXIT_ERROR, CliError, Output, exit_codes_epilog, guarded, usage_error
 from .resolve import MODEL_ENV, WEIGHTS_DIR_ENV, ensure_downloaded, resolve
 
 if TYPE_CHECKING:  # the commands import the library when they run, so `ltx --help` imports no torch
@@ -79,12 +79,20 @@ def _read_video(path: Path, max_frames: int | None, out: Output) -> tuple[Any, F
 
 
 def _check_target(target: Path, overwrite: bool) -> None:
+    """Before any work: an output that exists (without --overwrite), is a folder, or cannot be made where it is."""
     from ltxcli.runner import check_writable
 
     if (target.exists() or target.is_symlink()) and not overwrite:
         usage_error(f"{target} already exists: pass --overwrite to replace it")
+    if target.is_dir():
+        raise CliError(f"cannot write {target}: it is a folder", EXIT_ERROR)
     check_writable(target)  # a file where a folder should be: one line, as ltx generate says it
+
+
+def _made_folder(target: Path) -> Path:
+    """``target`` once its folder exists: made when the output is written, so a failure before leaves none."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    return target
 
 
 @app.command()
@@ -115,7 +123,7 @@ def encode(
     t0 = time.perf_counter()
     latents = vae.encode(frames)
     encode_s = time.perf_counter() - t0
-    autoencode.save_latents(target, latents, autoencode.latents_metadata(vae, frames, rate, video), overwrite=overwrite)
+    autoencode.save_latents(_made_folder(target), latents, autoencode.latents_metadata(vae, frames, rate, video), overwrite=overwrite)
     f, h, w = frames.shape[:3]
     out.info(f"wrote {target} (latents {list(latents.shape)} from {f} frames of {w}x{h}, {encode_s:.2f} s)")
     if json_:
@@ -164,7 +172,7 @@ def decode(
     video = vae.decode(latents, decode_timestep, seed)
     decode_s = time.perf_counter() - t0
     record = autoencode.decoded_record(vae, video, rate, latents_file)
-    media.write_video(target, video, rate, metadata=record, overwrite=overwrite)
+    media.write_video(_made_folder(target), video, rate, metadata=record, overwrite=overwrite)
     out.info(f"wrote {target} ({video.shape[0]} frames {video.shape[2]}x{video.shape[1]}, {decode_s:.2f} s)")
     if json_:
         out.json({"path": str(target), **{k: v for k, v in record.items() if k not in ("tool", "version")},
@@ -207,7 +215,7 @@ def roundtrip(
     vae = _load_vae(model, weights_dir, device, dtype, out)
     run = autoencode.roundtrip(vae, frames, source=video, decode_timestep=decode_timestep)
     if output is not None:
-        media.write_video(output, run.reconstruction, rate, metadata=run.record, overwrite=overwrite)
+        media.write_video(_made_folder(output), run.reconstruction, rate, metadata=run.record, overwrite=overwrite)
         out.info(f"wrote {output}")
     result = run.to_dict() | ({"output": str(output)} if output is not None else {})
     if json_:
