@@ -43,6 +43,7 @@ import json
 import os
 import platform
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,15 +223,17 @@ def _read() -> dict[str, Any]:
 
 
 def _write(data: dict[str, Any]) -> None:
-    """Atomic replace; a cache that cannot be written (read-only home) only costs a calibration next time."""
+    """Atomic replace; a cache that cannot be written (read-only home) costs a calibration next time, said in a
+    warning (``ltx doctor --recalibrate`` measured, then reported "not calibrated yet" without a word)."""
     path = cache_file()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
         tmp.replace(path)
-    except OSError:
-        pass
+    except OSError as e:
+        warnings.warn(f"the CPU calibration cannot be kept in {path} ({type(e).__name__}): it is measured again at "
+                      f"the next run (set {ENV_DIR} to a writable folder)", stacklevel=2)
 
 
 def cached() -> dict[str, Any]:

@@ -164,6 +164,13 @@ def fit_check(need: dict[str, int], memory: int | None, where: str) -> tuple[str
     return "warn", f"{sizes} ({human_bytes(int8)} with --weights-dtype int8): use --offload sequential"
 
 
+def _writable(location: Path) -> bool:
+    """Whether files can be made at ``location`` (its nearest existing folder is writable)."""
+    while not location.exists() and location.parent != location:
+        location = location.parent
+    return os.access(location, os.W_OK)
+
+
 def checks(report: dict[str, Any]) -> list[dict[str, str]]:
     """``{"check", "status" (ok / warn / fail), "detail"}`` per concern of a :func:`diagnose` report; a
     ``fail`` blocks generation."""
@@ -187,6 +194,9 @@ def checks(report: dict[str, Any]) -> list[dict[str, str]]:
     if w.get("location_is_file"):
         add("weights", "fail", f"{w['location']} is a file, not a folder: no weights can be kept there "
             "(give a folder to --weights-dir / LTX_WEIGHTS_DIR)")
+    elif missing and not _writable(Path(w["location"])):
+        add("weights", "fail", f"{w['location']} is not writable: {', '.join(missing)} cannot be downloaded there "
+            "(give a writable folder to --weights-dir / LTX_WEIGHTS_DIR)")
     elif missing and w["offline"]:
         add("weights", "warn",
             f"offline and {', '.join(missing)} not downloaded: generating with the default model fails")

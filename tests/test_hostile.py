@@ -337,6 +337,22 @@ def test_vae_and_doctor_refusals_from_a_review_pass(cli_env: Path) -> None:
     assert check["status"] == "fail" and "is a file, not a folder" in check["detail"]
 
 
+def test_doctor_and_calibration_say_what_cannot_be_written(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ltx doctor` passed a weights folder it cannot write to ("will be downloaded on first use"), and a
+    calibration cache that cannot be written lost `--recalibrate`'s measurements without a word."""
+    import ltxcli.diagnose as diagnose
+    from ltxcli import calibrate
+
+    monkeypatch.setattr(diagnose.os, "access", lambda path, mode: False)  # as a read-only folder (root writes all)
+    r = ltx("doctor", "--json")
+    (check,) = [c for c in json.loads(r.stdout)["checks"] if c["check"] == "weights"]
+    assert r.exit_code == 1 and check["status"] == "fail" and "is not writable" in check["detail"]
+    (cli_env / "afile").write_text("x")
+    monkeypatch.setenv(calibrate.ENV_DIR, str(cli_env / "afile"))
+    with pytest.warns(UserWarning, match="the CPU calibration cannot be kept in .*afile"):
+        calibrate._write({})
+
+
 def test_vae_output_checks_come_before_any_work_and_leave_no_folder(cli_env: Path, loads: list[Any]) -> None:
     """An output that is a folder was found after the model loaded and the work was done (exit 6); the output's
     folders were made before the input and model were checked, and stayed after their errors."""
