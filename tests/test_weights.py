@@ -794,3 +794,12 @@ def test_a_file_of_another_size_than_pinned_fails_offline(env: Path, monkeypatch
                  lambda: W.pull("ltxv-2b-0.9.8-distilled", weights_dir=wd)):
         with pytest.raises(W.ChecksumError, match=r"is 6 bytes, expected 6340744492 \(weights\.toml\)"):
             call()
+
+
+def test_rm_refuses_a_file_as_the_weights_folder_and_makes_no_folder(env: Path) -> None:
+    """`ltx weights rm` with --weights-dir a file said "File exists ... pass --overwrite" (rm has no such option);
+    with a folder that does not exist it made it, with a state file, though nothing was removed."""
+    (env / "afile").write_text("x")
+    with pytest.raises(ValueError, match="afile is a file, not a folder"):
+        W.rm("ltxv-2b-0.9", weights_dir=env / "afile")
+    assert W.rm("ltxv-2b-0.9", weights_dir=env / "nowhere") == [] and not (env / "nowhere").exists()

@@ -26,10 +26,14 @@ def rm(name: str, *, weights_dir: str | os.PathLike[str] | None = None,
         return []
     assert entry.repo is not None
     loc = weights_location(weights_dir)
+    if weights_dir is not None and Path(weights_dir).is_file():
+        raise ValueError(f"{weights_dir} is a file, not a folder: give the weights folder to --weights-dir / "
+                         "LTX_WEIGHTS_DIR")
     store = Store(loc)
     removed = _rm_partials(entry, loc, store)
     removed += _rm_folder(entry, loc, store) if loc.kind == "folder" else _rm_cache(entry, loc, store)
-    store.set_manifest(entry.name, None)
+    if removed or store.path.exists():  # nothing there: no state file made in a folder that holds nothing
+        store.set_manifest(entry.name, None)
     return removed
 
 
