@@ -194,7 +194,7 @@ def checks(report: dict[str, Any]) -> list[dict[str, str]]:
     if w.get("location_is_file"):
         add("weights", "fail", f"{w['location']} is a file, not a folder: no weights can be kept there "
             "(give a folder to --weights-dir / LTX_WEIGHTS_DIR)")
-    elif missing and not _writable(Path(w["location"])):
+    elif missing and w.get("location") and not _writable(Path(w["location"])):
         add("weights", "fail", f"{w['location']} is not writable: {', '.join(missing)} cannot be downloaded there "
             "(give a writable folder to --weights-dir / LTX_WEIGHTS_DIR)")
     elif missing and w["offline"]:

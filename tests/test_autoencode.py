@@ -60,14 +60,15 @@ def test_roundtrip_measures_quality_and_time(vae: autoencode.VideoAutoencoder) -
 
 
 def test_media_info_of_a_video_and_a_frames_folder(tmp_path: Path) -> None:
-    media.write_video(tmp_path / "v.mp4", torch.rand(5, 32, 48, 3), 25, metadata={"seed": 3})
+    # an ltx record names its tool (another program's JSON comment is no record: test_cli.py)
+    media.write_video(tmp_path / "v.mp4", torch.rand(5, 32, 48, 3), 25, metadata={"tool": "ltxcli", "seed": 3})
     stream, record = media.media_info(tmp_path / "v.mp4")
     assert stream == {"kind": "video", "codec": "h264", "width": 48, "height": 32, "num_frames": 5,
                       "frame_rate": 25, "duration_s": pytest.approx(0.2, abs=0.01)}
-    assert record == {"seed": 3}
-    media.write_png_frames(tmp_path / "f", torch.rand(3, 8, 8, 3), metadata={"seed": 4})
+    assert record == {"tool": "ltxcli", "seed": 3}
+    media.write_png_frames(tmp_path / "f", torch.rand(3, 8, 8, 3), metadata={"tool": "ltxcli", "seed": 4})
     assert media.media_info(tmp_path / "f") == ({"kind": "frames", "width": 8, "height": 8, "num_frames": 3},
-                                                {"seed": 4})
+                                                {"tool": "ltxcli", "seed": 4})
     (tmp_path / "empty").mkdir()
     with pytest.raises(MediaError, match=r"without frame_00000\.png"):
         media.media_info(tmp_path / "empty")
