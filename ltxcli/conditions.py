@@ -24,7 +24,7 @@ from torch import Tensor
 
 from . import media as media_io
 from .models.rope import latent_coords, pixel_coords
-from .request import Condition, ResolvedRequest
+from .request import Condition, ResolvedRequest, check_placement
 
 # latent token prefix the official video-extension path turns into extra tokens
 _PREFIX_LATENT_FRAMES = 2
@@ -82,12 +82,7 @@ def check_condition(c: Condition, height: int, width: int, num_frames: int,
     pipeline preprocesses without reading the file again. ``decoded``: pixels already read for this run, by
     (path, frames), shared between the requests that use one file."""
     name = c.media
-    if not 0 <= c.strength <= 1:
-        raise ValueError(f"condition {name}: strength={c.strength} must be in [0, 1] (use {0 if c.strength < 0 else 1})")
-    if not 0 <= c.frame < num_frames:
-        nearest = min(max(c.frame, 0), num_frames - 1)
-        raise ValueError(f"condition {name}: frame={c.frame} must be in [0, {num_frames - 1}] for a "
-                         f"{num_frames}-frame video (use {nearest})")
+    check_placement([c], num_frames)
     if isinstance(c.media, Tensor):  # its shape and values, and the frame a video of its length starts at
         _check_start(c, "a tensor", int(media_io.load_media(c.media).shape[0]), num_frames)
     if not isinstance(c.media, (str, os.PathLike)) or isinstance(c.media, media_io.DecodedMedia):

@@ -463,15 +463,12 @@ def _list_of(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: (items := _as_list(v)) is not None and all(ok(x) for x in items)
 
 
-def _same(v: Any) -> Any:
-    return v
-
-
-#: What each request field takes when given (``None``: the preset's, or none), and the Python value it becomes.
+#: What each request field takes when given (``None``: the preset's, or none), and the Python value it becomes
+#: (None: itself).
 #: Fields checked by value elsewhere (``stg_mode``, ``cache``, ``enhance_prompt``, ``loras``) and media (paths,
 #: images or tensors) are not listed.
-_FIELD_TYPES: dict[str, tuple[Callable[[Any], bool], str, Callable[[Any], Any]]] = {
-    **dict.fromkeys(("prompt", "negative_prompt"), (lambda v: isinstance(v, str), "a string", _same)),
+_FIELD_TYPES: dict[str, tuple[Callable[[Any], bool], str, Callable[[Any], Any] | None]] = {
+    **dict.fromkeys(("prompt", "negative_prompt"), (lambda v: isinstance(v, str), "a string", None)),
     **dict.fromkeys(("height", "width", "num_frames", "steps", "seed", "window", "overlap"),
                     (_is_int, "an integer", int)),
     **dict.fromkeys(("frame_rate", "guidance_scale", "stg_scale", "rescale_scale", "tone_map_compression_ratio",
@@ -482,11 +479,11 @@ _FIELD_TYPES: dict[str, tuple[Callable[[Any], bool], str, Callable[[Any], Any]]]
     **dict.fromkeys(("cfg_star_rescale", "stochastic_sampling", "temporal_upscale"), (_is_bool, "True or False", bool)),
     "timesteps": (_list_of(_is_number), "a list of numbers", lambda v: [float(x) for x in _as_list(v) or ()]),
     "stg_blocks": (_list_of(_is_int), "a list of block indices", lambda v: [int(x) for x in _as_list(v) or ()]),
-    **dict.fromkeys(("first_pass", "second_pass"), (lambda v: isinstance(v, Mapping), "a dict of pass settings", _same)),
+    **dict.fromkeys(("first_pass", "second_pass"), (lambda v: isinstance(v, Mapping), "a dict of pass settings", None)),
     "conditions": (_list_of(lambda c: isinstance(c, Condition)), "a list of ltxcli.Condition(media, frame, strength)",
-                   _same),
-    "extend": (lambda v: isinstance(v, Extension), "an ltxcli.Extension(video, frames, backward)", _same),
-    "control": (lambda v: isinstance(v, Control), "an ltxcli.Control(media, strength, kind)", _same),
+                   None),
+    "extend": (lambda v: isinstance(v, Extension), "an ltxcli.Extension(video, frames, backward)", None),
+    "control": (lambda v: isinstance(v, Control), "an ltxcli.Control(media, strength, kind)", None),
 }
 
 
@@ -504,7 +501,7 @@ def check_fields(request: _R) -> _R:
         if value is not None:
             if not ok(value):
                 fail(name, value, what)
-            plain[name] = to_python(value)
+            plain[name] = value if to_python is None else to_python(value)
     conditions = []
     for c in request.conditions:
         media = c.media  # a path, a PIL image, a torch tensor or a file decoded already (all but numpy's arrays)
@@ -529,12 +526,15 @@ def check_fields(request: _R) -> _R:
 
 
 def check_placement(conditions: Sequence[Condition], num_frames: int) -> None:
-    """Each condition's strength in [0, 1] and frame inside the ``num_frames``-frame video (ValueError)."""
+    """Each condition's strength in [0, 1] and frame inside the ``num_frames``-frame video: a ValueError naming
+    the condition (its file), the value and the nearest valid one."""
     for c in conditions:
+        name = os.fspath(c.media) if isinstance(c.media, (str, os.PathLike)) else f"a {type(c.media).__name__}"
         if not 0 <= c.strength <= 1:
-            raise ValueError(f"condition strength {c.strength} must be in [0, 1]")
+            raise ValueError(f"condition {name}: strength={c.strength} must be in [0, 1] (use {0 if c.strength < 0 else 1})")
         if not 0 <= c.frame < num_frames:
-            raise ValueError(f"condition frame {c.frame} must be in [0, {num_frames - 1}] for a {num_frames}-frame video")
+            raise ValueError(f"condition {name}: frame={c.frame} must be in [0, {num_frames - 1}] for a {num_frames}-frame "
+                             f"video (use {min(max(c.frame, 0), num_frames - 1)})")
 
 
 # --- resolution -------------------------------------------------------------------------------------------------

@@ -192,7 +192,7 @@ def test_conditions_are_checked_against_the_whole_video_before_the_first_window(
     try:
         req = dict(BASE, timesteps=None, steps=1)
         for frame, n in ((89, 89), (87, 86)):  # 86 frames pad to 89: frame 87 is inside the windows, not the video
-            with pytest.raises(ValueError, match=f"condition frame {frame} must be in \\[0, {n - 1}\\] for a {n}-frame"):
+            with pytest.raises(ValueError, match=f"x.png: frame={frame} must be in \\[0, {n - 1}\\] for a {n}-frame"):
                 long_video.generate(tiny, GenerationRequest("a | b", conditions=[Condition("x.png", frame)],
                                                             **{**req, "num_frames": n}))
         with pytest.raises(media.MediaError, match=r"nope\.png: no such file"):
