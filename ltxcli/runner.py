@@ -104,12 +104,11 @@ _LONG_KEYS = ("window", "overlap", "overlap_strength", "adain", "prompt_schedule
 
 
 def _length(row: Mapping[str, Any], defaults: Mapping[str, Any]) -> tuple[Any, Any]:
-    """A batch item's ``(num_frames, duration)``: the row's length (either), else the command's; one source giving
-    both is a ValueError. A ``duration`` becomes frames in :func:`_complete`, at the item's frame rate (which an
-    input video may give)."""
-    for source in (row, defaults):
-        if source.get("num_frames") is not None and source.get("duration") is not None:
-            raise ValueError("give either num_frames or duration, not both")
+    """A batch item's ``(num_frames, duration)``: the row's length (either), else the command's (:func:`build_items`
+    refuses a command giving both); a row giving both is a ValueError. A ``duration`` becomes frames in
+    :func:`_complete`, at the item's frame rate (which an input video may give)."""
+    if row.get("num_frames") is not None and row.get("duration") is not None:
+        raise ValueError("give either num_frames or duration, not both")
     own = row.get("num_frames") is not None or row.get("duration") is not None
     return (row if own else defaults).get("num_frames"), (row if own else defaults).get("duration")
 
