@@ -620,8 +620,8 @@ INVALID = [
     (dict(num_frames=500, frame_rate=24), "position range"),  # 20.7 s > 20 s
     (dict(conditions=_cond(strength=1.5)), "strength"),
     (dict(conditions=_cond(strength=-0.1)), "strength"),
-    (dict(conditions=_cond(frame=9)), "condition frame"),  # 9 frames: 0..8
-    (dict(conditions=_cond(frame=-1)), "condition frame"),
+    (dict(conditions=_cond(frame=9)), r"condition a Tensor: frame=9 must be in \[0, 8\]"),  # 9 frames: 0..8
+    (dict(conditions=_cond(frame=-1)), r"condition a Tensor: frame=-1 must be in \[0, 8\]"),
     (dict(conditions=_cond(frame=4, n=9), num_frames=17), "multiple of 8"),
     (dict(stg_blocks=[2]), "do not exist"),  # the tiny transformer has blocks 0-1
     (dict(stg_blocks=[-1]), "do not exist"),
