@@ -62,25 +62,18 @@ def parse_condition(spec: str) -> Condition:
     parts = spec.rsplit(":", 2)
     if len(parts) == 3:
         path, frame, strength = parts
-        if _is_int(frame) and _is_float(strength):
+        if _parses(frame, int) and _parses(strength, float):
             return Condition(path, int(frame), float(strength))
     parts = spec.rsplit(":", 1)
-    if len(parts) == 2 and _is_int(parts[1]) and parts[0]:
+    if len(parts) == 2 and _parses(parts[1], int) and parts[0]:
         return Condition(parts[0], int(parts[1]), 1.0)
     raise ValueError(f"--condition {spec!r}: expected PATH:FRAME[:STRENGTH], e.g. first.png:0 or end.png:96:0.8")
 
 
-def _is_int(s: str) -> bool:
+def _parses(s: str, kind: type) -> bool:
+    """Whether ``kind(s)`` reads ``s`` (``int`` or ``float``)."""
     try:
-        int(s)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_float(s: str) -> bool:
-    try:
-        float(s)
+        kind(s)
     except ValueError:
         return False
     return True
