@@ -27,12 +27,21 @@ LUMA_BT601 = (0.299, 0.587, 0.114)
 PSNR_MAX_DB = 100.0
 
 
-def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> Tensor:
-    """Normalised 2-D Gaussian ``[size, size]`` (float64), the outer product of the 1-D kernel."""
+def gaussian_kernel(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> Tensor:
+    """Normalised 1-D Gaussian ``[size]`` (float64)."""
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return g[:, None] * g[None, :]
+    return g / g.sum()
+
+
+def _window_mean(x: Tensor) -> Tensor:
+    """'Valid' Gaussian-weighted local means of ``[n, 1, H, W]`` -> ``[n, 1, H-10, W-10]``.
+
+    The 2-D window is the outer product of the 1-D kernel, so filtering rows then columns (22 taps a pixel)
+    computes the same sums as the 11x11 window (121 taps) up to float64 rounding, about 5x faster.
+    """
+    g = gaussian_kernel()
+    return F.conv2d(F.conv2d(x, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
 
 
 def luma(frames: Tensor) -> Tensor:
@@ -48,14 +57,14 @@ def ssim_per_frame(a: Tensor, b: Tensor) -> Tensor:
     if min(a.shape[1], a.shape[2]) < SSIM_WINDOW:
         raise ValueError(f"ssim needs frames of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {a.shape[2]}x{a.shape[1]}")
     c1, c2 = SSIM_K1**2, SSIM_K2**2
-    window = gaussian_window()[None, None]  # [1, 1, 11, 11]
     out = []
     for fa, fb in zip(a.split(8), b.split(8), strict=True):  # chunks bound the float64 temporaries
         x, y = luma(fa)[:, None], luma(fb)[:, None]  # [f, 1, H, W]
-        mu_x, mu_y = F.conv2d(x, window), F.conv2d(y, window)
-        sxx = F.conv2d(x * x, window) - mu_x**2
-        syy = F.conv2d(y * y, window) - mu_y**2
-        sxy = F.conv2d(x * y, window) - mu_x * mu_y
+        # the five local means in one filtering call: [5f, 1, H, W] -> 5 x [f, 1, H-10, W-10]
+        mu_x, mu_y, exx, eyy, exy = _window_mean(torch.cat([x, y, x * x, y * y, x * y])).chunk(5)
+        sxx = exx - mu_x**2
+        syy = eyy - mu_y**2
+        sxy = exy - mu_x * mu_y
         num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
         den = (mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2)
         out.append((num / den).mean(dim=(1, 2, 3)))
