@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -257,6 +258,22 @@ def test_offline_dry_run_says_to_go_online(tmp_path: Path) -> None:
     assert r.stdout.startswith("ltxv-2b-0.9.8-distilled\t") and r.stdout.rstrip().endswith(
         "ltxv-2b-0.9.8-distilled.safetensors\t6.3 GB"), r.stdout
     assert "ltxv-spatial-upscaler-0.9.8 is not (fully) downloaded" in r.stderr
+
+
+def test_dry_run_without_network_plans_what_weights_toml_pins(tmp_path: Path) -> None:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there: the Hub cannot be reached, HF_HUB_OFFLINE is not set
+    r = _ltx(["weights", "pull", "ltxv-2b-0.9.8-distilled", "--dry-run"], tmp_path,
+             HF_ENDPOINT=f"http://127.0.0.1:{port}")
+    assert r.returncode == 3, r.stderr
+    # pinned in weights.toml: planned as offline; the upsampler's size is not: the Hub's own one-line error
+    assert r.stdout.startswith("ltxv-2b-0.9.8-distilled\t") and r.stdout.rstrip().endswith(
+        "ltxv-2b-0.9.8-distilled.safetensors\t6.3 GB"), r.stdout
+    assert r.stderr.strip().splitlines() == [
+        f"error: cannot reach the Hub (http://127.0.0.1:{port}) to download ltxv-spatial-upscaler-0.9.8: check your "
+        "connection or HF_ENDPOINT (ConnectError)"], r.stderr
 
 
 def test_existing_frames_dir_names_frames_dir(cli_env: Path) -> None:

@@ -74,18 +74,15 @@ def plan(name: str, *, weights_dir: str | os.PathLike[str] | None = None,
     store = Store(loc)
     pinned = {f.path: f.size for f in entry.files}  # sizes weights.toml pins (None: not pinned)
     if is_offline():
-        local = local_files(entry, loc, store)
-        if (local.missing or not local.files) and not (pinned and None not in pinned.values()):
-            raise WeightsUnavailableError(
-                f"{name} is not (fully) downloaded and HF_HUB_OFFLINE=1 is set: a dry run asks the Hub which files "
-                f"a pull would download and their sizes, so unset HF_HUB_OFFLINE to see them")
-        assert entry.repo is not None
-        # weights.toml lists every file with its size: the plan needs no Hub (a missing file: where a pull of the
-        # entry's revision puts it)
-        on_disk = dict(local.files)
-        return [PlannedFile(rel, p, os.stat(p).st_size, True) if p is not None else PlannedFile(
-                    rel, _destination(loc, entry, None, rel), pinned.get(rel), False) for rel, p in on_disk.items()]
-    commit, remote = remote_files(entry, loc)
+        return _plan_local(entry, loc, store, pinned, WeightsUnavailableError(
+            f"{name} is not (fully) downloaded and HF_HUB_OFFLINE=1 is set: a dry run asks the Hub which files "
+            f"a pull would download and their sizes, so unset HF_HUB_OFFLINE to see them"))
+    try:
+        commit, remote = remote_files(entry, loc)
+    except WeightsUnavailableError as e:
+        # The Hub cannot be asked (no network, ...): plan from the disk and weights.toml as offline, as pull falls
+        # back to what is on disk; the Hub's own error where that is not enough.
+        return _plan_local(entry, loc, store, pinned, e)
     assert entry.repo is not None
     out = []
     for rf in remote:
@@ -94,6 +91,18 @@ def plan(name: str, *, weights_dir: str | os.PathLike[str] | None = None,
         present = dest.is_file() or (loc.kind != "folder" and blob.is_file())
         out.append(PlannedFile(rf.path, dest, rf.size if rf.size is not None else pinned.get(rf.path), present))
     return out
+
+
+def _plan_local(entry: WeightsEntry, loc: WeightsLocation, store: Store, pinned: dict[str, int | None],
+                unavailable: WeightsUnavailableError) -> list[PlannedFile]:
+    """The plan without the Hub: the files on disk, and those missing where weights.toml pins every size
+    (a missing file goes where a pull of the entry's revision puts it); else ``unavailable`` is raised."""
+    assert entry.repo is not None
+    local = local_files(entry, loc, store)
+    if (local.missing or not local.files) and not (pinned and None not in pinned.values()):
+        raise unavailable
+    return [PlannedFile(rel, p, os.stat(p).st_size, True) if p is not None else PlannedFile(
+                rel, _destination(loc, entry, None, rel), pinned.get(rel), False) for rel, p in local.files]
 
 
 def _destination(loc: WeightsLocation, entry: WeightsEntry, commit: str | None, rel: str) -> Path:
