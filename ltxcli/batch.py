@@ -9,13 +9,13 @@ and none imports another for it.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .extend import parse_extension
-from .request import Condition, GenerationRequest
+from .request import Condition, Control, GenerationRequest, check_control, control_of, media_path
 
 
 @dataclass
@@ -174,4 +174,25 @@ def _parse_loras(value: Any, where: str) -> list[Any]:
         raise ValueError(f"{where}: {e}") from None
 
 
-__all__ = ["ITEM_KEYS", "BatchItem", "parse_batch", "parse_condition", "read_batch_file"]
+def item_control(row: Mapping[str, Any], defaults: Mapping[str, Any]) -> Control | None:
+    """A batch item's control (:func:`ltxcli.runner.build_items`): the row's ``control`` / ``control_from``, else
+    the defaults' (the command's ``--control`` / ``--control-from``), checked (:func:`ltxcli.request.check_control`,
+    and a file's first frame read: a missing or unreadable video is a :class:`ltxcli.media.MediaError`) before any
+    weight is read. Other mistakes are a ValueError starting with the row's ``_where``."""
+    given = row.get("control") is not None or row.get("control_from") is not None
+    source = row if given else defaults
+    try:
+        c = control_of(source.get("control"), source.get("control_from"))
+        if c is not None:
+            check_control(c)
+    except ValueError as e:
+        where = row.get("_where") if given else None
+        raise ValueError(f"{where}: {e}" if where else str(e)) from None
+    if c is not None and media_path(c.media) is not None:
+        from . import media
+
+        media.load_media(c.media, max_frames=1)
+    return c
+
+
+__all__ = ["ITEM_KEYS", "BatchItem", "item_control", "parse_batch", "parse_condition", "read_batch_file"]

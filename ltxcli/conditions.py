@@ -12,7 +12,6 @@ Two steps, run at different stages of a generation (:meth:`ltxcli.pipeline.Pipel
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -24,7 +23,7 @@ from torch import Tensor
 
 from . import media as media_io
 from .models.rope import latent_coords, pixel_coords
-from .request import Condition, ResolvedRequest, check_placement
+from .request import Condition, ResolvedRequest, check_placement, media_path
 
 # latent token prefix the official video-extension path turns into extra tokens
 _PREFIX_LATENT_FRAMES = 2
@@ -85,7 +84,7 @@ def check_condition(c: Condition, height: int, width: int, num_frames: int,
     check_placement([c], num_frames)
     if isinstance(c.media, Tensor):  # its shape and values, and the frame a video of its length starts at
         _check_start(c, "a tensor", int(media_io.load_media(c.media).shape[0]), num_frames)
-    if not isinstance(c.media, (str, os.PathLike)) or isinstance(c.media, media_io.DecodedMedia):
+    if media_path(c.media) is None or isinstance(c.media, media_io.DecodedMedia):
         return c  # in memory (a tensor, checked above; a picture), or a file checked and decoded already
     wanted = num_frames - c.frame  # frames of the file the video has room for
     key = (str(c.media), wanted)

@@ -48,7 +48,7 @@ from torch import Tensor
 from . import media as media_io
 from .conditions import EncodedCondition, place_conditions, trim
 from .models.rope import latent_coords, pixel_coords
-from .request import Control, ResolvedRequest, parse_control
+from .request import Control, ResolvedRequest, media_path, parse_control
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def control_record(c: Control | None) -> dict[str, Any] | None:
     """The control as the generation record lists it: ``source`` (None for a tensor), ``kind``, ``strength``."""
     if c is None:
         return None
-    source = os.fspath(c.media) if isinstance(c.media, (str, os.PathLike)) else None
+    source = media_path(c.media)
     return {"source": source, "kind": c.kind, "strength": float(c.strength)}
 
 

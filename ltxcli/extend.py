@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from .enhance.rules import unsupported
 from .long_video import windowed
-from .request import Condition, Extension, GenerationRequest, check_fields
+from .request import Condition, Extension, GenerationRequest, check_fields, media_path
 
 if TYPE_CHECKING:  # torch, media and the pipeline are imported where used: the CLI imports this module early
     import torch
@@ -219,7 +219,7 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Any =
         yield from (new() if plan.backward else own())
         yield from (own() if plan.backward else new())
 
-    paths = [os.fspath(c.media) if isinstance(c.media, (str, os.PathLike)) else None for c in request.conditions]
+    paths = [media_path(c.media) for c in request.conditions]
     settings = {**result.settings, "num_frames": plan.input_frames + plan.new_frames,
                 "conditions": [{"path": path, "frame": c.frame, "strength": c.strength}
                                for path, c in zip(paths, request.conditions, strict=True)],

@@ -47,7 +47,7 @@ from .models.upcast import compute_dtype
 from .models.upsampler import adain
 from .passes import HARD_EPS, as_list
 from .presets import NEUTRAL, PassSettings, Preset
-from .request import Condition, GenerationRequest, ResolvedRequest, resolve_request
+from .request import Condition, GenerationRequest, ResolvedRequest, media_path, resolve_request
 from .result import GenerationResult
 from .text_cache import TextKVCache
 
@@ -58,7 +58,7 @@ _Request = TypeVar("_Request", GenerationRequest, ResolvedRequest)
 
 def _condition_record(c: Condition) -> dict[str, Any]:
     """A condition as the generation record lists it (``path`` None for an in-memory picture or tensor)."""
-    path = os.fspath(c.media) if isinstance(c.media, (str, os.PathLike)) else None
+    path = media_path(c.media)
     return {"path": path, "frame": c.frame, "strength": c.strength}
 
 

@@ -54,6 +54,11 @@ class Condition:
     strength: float = 1.0
 
 
+def media_path(media: Any) -> str | None:
+    """The file a condition's or control's ``media`` names (a path, or a decoded file's), None for in-memory media."""
+    return os.fspath(media) if isinstance(media, (str, os.PathLike)) else None
+
+
 #: How a :class:`Control` turns its media into the control video: used as given, or made on the fly.
 CONTROL_KINDS = ("video", "canny", "depth")
 
@@ -391,27 +396,6 @@ def control_of(control: Any = None, control_from: Any = None) -> Control | None:
     raise ValueError("a control is \"VIDEO[:STRENGTH]\" or {\"path\", \"strength\", \"kind\"}")
 
 
-def item_control(row: Mapping[str, Any], defaults: Mapping[str, Any]) -> Control | None:
-    """A batch item's control (:func:`ltxcli.runner.build_items`): the row's ``control`` / ``control_from``, else
-    the defaults' (the command's ``--control`` / ``--control-from``), checked (:func:`check_control`, and a file's
-    first frame read: a missing or unreadable video is a :class:`ltxcli.media.MediaError`) before any weight is
-    read. Other mistakes are a ValueError starting with the row's ``_where``."""
-    given = row.get("control") is not None or row.get("control_from") is not None
-    source = row if given else defaults
-    try:
-        c = control_of(source.get("control"), source.get("control_from"))
-        if c is not None:
-            check_control(c)
-    except ValueError as e:
-        where = row.get("_where") if given else None
-        raise ValueError(f"{where}: {e}" if where else str(e)) from None
-    if c is not None and isinstance(c.media, (str, os.PathLike)):
-        from . import media
-
-        media.load_media(c.media, max_frames=1)
-    return c
-
-
 def check_control(c: Control) -> None:
     """A control's kind and strength (its media is read later, by :func:`ltxcli.control.prepare_control`)."""
     if c.kind == "pose":
@@ -529,7 +513,7 @@ def check_placement(conditions: Sequence[Condition], num_frames: int) -> None:
     """Each condition's strength in [0, 1] and frame inside the ``num_frames``-frame video: a ValueError naming
     the condition (its file), the value and the nearest valid one."""
     for c in conditions:
-        name = os.fspath(c.media) if isinstance(c.media, (str, os.PathLike)) else f"a {type(c.media).__name__}"
+        name = media_path(c.media) or f"a {type(c.media).__name__}"
         if not 0 <= c.strength <= 1:
             raise ValueError(f"condition {name}: strength={c.strength} must be in [0, 1] (use {0 if c.strength < 0 else 1})")
         if not 0 <= c.frame < num_frames:
@@ -691,7 +675,7 @@ __all__ = [
     "check_placement",
     "check_size",
     "control_of",
-    "item_control",
+    "media_path",
     "padded_size",
     "parse_cache",
     "parse_control",

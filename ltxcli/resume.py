@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import naming
+from .request import media_path
 
 if TYPE_CHECKING:
     from .batch import BatchItem
@@ -74,7 +75,7 @@ def matches(item: BatchItem, rec: Mapping[str, Any], *, preset: Preset | None = 
     if model and model not in (recorded_model, Path(recorded_model).stem):
         return False
     # a checked item's condition holds its decoded file (DecodedMedia, a PathLike naming it)
-    conds = [{"path": os.fspath(c.media) if isinstance(c.media, (str, os.PathLike)) else None, "frame": c.frame,
+    conds = [{"path": media_path(c.media), "frame": c.frame,
               "strength": float(c.strength)} for c in item.conditions]
     if _json(conds) != _json(rec.get("conditions", [])):
         return False
@@ -105,8 +106,6 @@ def matches(item: BatchItem, rec: Mapping[str, Any], *, preset: Preset | None = 
 
 def _same_lora(spec: Any, rec: Mapping[str, Any]) -> bool:
     """A LoRA spec (registry name or file, scale) against a record's ``{"name", "path", "sha256", "scale"}``."""
-    import os
-
     if float(rec.get("scale", 1.0)) != float(spec.scale) or (spec.sha256 and spec.sha256 != rec.get("sha256")):
         return False
     return spec.source == rec.get("name") or os.path.abspath(spec.source) == rec.get("path")

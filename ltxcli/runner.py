@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import long_video, naming, timeline
-from .batch import BatchItem
+from .batch import BatchItem, item_control
 from .enhance.rules import check_mode
 from .extend import check_extension, run_extension, source_defaults
 from .naming import fps_number
@@ -42,7 +42,6 @@ from .request import (
     Condition,
     FieldTypeError,
     check_fields,
-    item_control,
     parse_cache,
     preset_size,
     resolve_request,
