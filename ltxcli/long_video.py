@@ -601,6 +601,10 @@ class _LongRun:
         pipe, r = self.pipe, self.full
         t0 = time.perf_counter()
         gen = torch.Generator("cpu").manual_seed(self.plan.windows[0].seed + start)
+        # The decode noise fills the latents' own layout (as the official randn_like does); a tile's layout is
+        # that of whatever it was cut from (a window's channels-last output, a blend, a resume state read back),
+        # so it is fixed here: the same tile gets the same noise however the run got to it.
+        latents = latents.contiguous(memory_format=torch.channels_last_3d)
         with torch.inference_mode():
             (pixels,) = pipe._decoded(latents.to(pipe.device), r.decode_timestep, r.decode_noise_scale,
                                       r.passes[-1].tone_map_compression_ratio, gen, chunks=False)

@@ -525,3 +525,31 @@ def test_a_rank_that_does_not_write_reads_the_resume_state_and_never_writes_it(t
     resumed = long_video.generate(tiny, req, resume=state, keep_state=False, progress=lambda s, *_: stages.add(s))
     assert "window 1/2" not in stages and "window 2/2" in stages  # window 1 came from the state, not denoised
     assert torch.equal(resumed.latents, whole.latents) and state.read_bytes() == saved
+
+
+def test_resumed_from_any_window_equals_the_uninterrupted_video(tiny, tmp_path, monkeypatch) -> None:
+    """The state after each finished window, resumed: the same latents and the same pixels. (The decode noise of a
+    tile once followed the memory layout of the latents it was cut from, which a state read back does not keep.)"""
+    import shutil
+
+    from ltxcli.long_video import _LongRun
+
+    # windows of 5 latent frames, 1 shared: the first decode tile (5 latent frames) waits for the second window
+    req = GenerationRequest("a cat | a dog | a bird | a cow", **{**BASE, "timesteps": None, "steps": 2,
+                                                                 "num_frames": 97, "window": 33, "overlap": 9})
+    state = tmp_path / "state.pt"
+    save = _LongRun._save_state
+
+    def keep_each(self, out, first, done):  # a copy of the state after every window
+        save(self, out, first, done)
+        if state.is_file():
+            shutil.copy(state, tmp_path / f"after{done}.pt")
+
+    monkeypatch.setattr(_LongRun, "_save_state", keep_each)
+    whole = long_video.generate(tiny, req, resume=state)
+    assert not state.exists() and (tmp_path / "after3.pt").is_file()
+    for done in (1, 2, 3):
+        shutil.copy(tmp_path / f"after{done}.pt", state)
+        resumed = long_video.generate(tiny, req, resume=state)
+        assert torch.equal(resumed.latents, whole.latents), done
+        assert torch.equal(resumed.video, whole.video), done
