@@ -354,6 +354,8 @@ def generate(
     from .result import GenerationResult
 
     max_seconds = float(pipe.transformer.config.positional_embedding_max_pos[0])
+    if resume is not None and (request.seed is None or getattr(request, "seed_drawn", False)):
+        request = _state_seed(request, Path(resume))
     p = plan(request, pipe.preset, max_seconds)
     if p is None or len(p.windows) == 1:
         one = replace(p.window_request(0), num_frames=p.num_frames) if p is not None else _single(request, pipe.preset)
@@ -383,6 +385,27 @@ def generate(
     chunks = list(run.pixels(result))
     result.video = torch.cat(chunks) if chunks else None
     return result
+
+
+def _state_seed(request: GenerationRequest, state: Path) -> GenerationRequest:
+    """A request whose seed is left to chance, resumed: the seed of the interrupted run that left ``state`` (any
+    seed would do, and only that one can match the state's hash, which still decides whether its windows are
+    used), so the same command without ``--seed`` continues rather than starting over."""
+    seed = _read_state(state).get("seed")
+    return replace(request, seed=seed) if isinstance(seed, int) and not isinstance(seed, bool) else request
+
+
+def _read_state(state: Path) -> dict[str, Any]:
+    """The state file's contents; empty when there is none, or it is truncated or foreign (a run starts over)."""
+    import torch
+
+    if not state.is_file():
+        return {}
+    try:
+        saved = torch.load(state, map_location="cpu", weights_only=True)
+    except Exception:
+        return {}
+    return saved if isinstance(saved, dict) else {}
 
 
 def _media_checked(pipe: Pipeline, p: LongPlan) -> GenerationRequest:
@@ -449,7 +472,8 @@ class _LongRun:
             pipe.set_loras(r0.loras)
         # the whole video as the decode crops it: window 0's settings with the full length
         self.full = replace(r0, num_frames=p.num_frames, prompt=p.request.prompt)
-        self.hash = request_hash(p, pipe.name, pipe.compute_record())
+        # the LoRAs merged in the pipeline, not only those the request names (None keeps the pipeline's)
+        self.hash = request_hash(p, pipe.name, {**pipe.compute_record(), "loras": pipe.lora_records})
 
     def empty(self) -> Tensor:
         import torch
@@ -614,15 +638,9 @@ class _LongRun:
     # -- resume ----------------------------------------------------------------------------------------------
 
     def _load_state(self) -> tuple[Tensor | None, Tensor | None, int]:
-        import torch
-
-        if self.state is None or not self.state.is_file():
-            return None, None, 0
-        try:
-            saved = torch.load(self.state, map_location="cpu", weights_only=True)
-        except Exception:  # a truncated or foreign file: start over (it is replaced by the next window's)
-            return None, None, 0
-        if not isinstance(saved, dict) or saved.get("hash") != self.hash:
+        # none, another run's, or unreadable: start over (the file is replaced by the next window's)
+        saved = _read_state(self.state) if self.state is not None else {}
+        if saved.get("hash") != self.hash:
             return None, None, 0
         return saved["out"], saved["first"], int(saved["done"])
 
@@ -633,7 +651,8 @@ class _LongRun:
             return
         tmp = self.state.with_name(self.state.name + ".tmp")
         self.state.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"hash": self.hash, "out": out.cpu(), "first": first.cpu(), "done": done}, tmp)
+        torch.save({"hash": self.hash, "seed": self.plan.request.seed, "out": out.cpu(), "first": first.cpu(),
+                    "done": done}, tmp)
         os.replace(tmp, self.state)
 
 

@@ -9,6 +9,8 @@ to see the measured errors.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -553,3 +555,53 @@ def test_resumed_from_any_window_equals_the_uninterrupted_video(tiny, tmp_path, 
         resumed = long_video.generate(tiny, req, resume=state)
         assert torch.equal(resumed.latents, whole.latents), done
         assert torch.equal(resumed.video, whole.video), done
+
+
+def _interrupted(pipe, req, state, after: int) -> None:
+    class Stop(Exception):
+        pass
+
+    def interrupt(stage: str, done: int, total: int) -> None:
+        if stage == "window" and done == after:
+            raise Stop
+
+    with pytest.raises(Stop):
+        long_video.generate(pipe, req, resume=state, progress=interrupt)
+    assert state.is_file()
+
+
+def test_a_resumed_run_without_a_seed_continues_with_the_interrupted_runs_seed(tiny, tmp_path) -> None:
+    """The same command after an interrupt continues, with or without --seed: a drawn seed is the state's."""
+    req = GenerationRequest(" | ".join(PROMPTS), **{**BASE, "timesteps": None, "steps": 2, "seed": None})
+    state = tmp_path / "state.pt"
+    _interrupted(tiny, req, state, after=2)
+    seeded = []
+    spy = long_video._LongRun._load_state
+
+    def loaded(self):
+        out = spy(self)
+        seeded.append(out[2])  # the windows taken from the state
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(long_video._LongRun, "_load_state", loaded)
+        resumed = long_video.generate(tiny, req, resume=state)
+    assert seeded == [2] and not state.exists()
+    whole = long_video.generate(tiny, replace(req, seed=resumed.seed))
+    assert torch.equal(resumed.latents, whole.latents) and torch.equal(resumed.video, whole.video)
+
+
+def test_a_state_made_with_other_loras_in_the_pipeline_is_not_resumed(tmp_path) -> None:
+    """LoRAs set on the pipeline (not named by the request) decide the windows too."""
+    from test_lora import tiny_lora
+
+    import ltxcli
+
+    styled = ltxcli.load_pipeline("tiny", loras=[(str(tiny_lora(tmp_path)), 0.8)])
+    plain = ltxcli.load_pipeline("tiny")
+    req = GenerationRequest("a cat | a dog", height=64, width=64, num_frames=57, seed=2, steps=2, window=48,
+                            overlap=24)
+    state = tmp_path / "state.pt"
+    _interrupted(styled, req, state, after=1)
+    resumed = long_video.generate(plain, req, resume=state)
+    assert torch.equal(resumed.latents, long_video.generate(plain, req).latents)
