@@ -135,6 +135,11 @@ class Pipeline:
 
     # --- LoRAs ---------------------------------------------------------------------------------------------
 
+    @property
+    def lora_specs(self) -> tuple[Any, ...]:
+        """The LoRAs merged now (:class:`~ltxcli.adapters.lora.LoraSpec` s; ``()`` none)."""
+        return self._lora_specs
+
     def set_loras(self, loras: Sequence[Any] | None, *, download: bool = True,
                   on_event: Callable[[object], None] | None = None) -> None:
         """Merge ``loras`` into the transformer in place of the current ones, without reloading anything: each a

@@ -461,7 +461,8 @@ def run_batch(
     same item twice. ``write`` False: generate only (the other ranks of a video split across processes). ``load_s`` is reported in the first generated item's
     timings. ``progress(item)``: a context manager giving the item's progress callback. ``stream``: decode each
     written item while writing it (:meth:`~ltxcli.result.GenerationResult.frames`: uint8 chunks, no float32
-    copy of the whole video on the host); its result then has ``video=None``. ``crf``, ``preset``: the encoder's."""
+    copy of the whole video on the host); its result then has ``video=None``. ``crf``, ``preset``: the encoder's.
+    An item whose ``loras`` is None gets the LoRAs the pipeline holds as the batch begins."""
     from .parallel.orchestrate import claim_output, release_claim
 
     items = list(items)  # a generator too: the items are planned, then generated
@@ -472,6 +473,9 @@ def run_batch(
                                  f"not {type(it).__name__}")
     if len({id(it) for it in items}) < len(items):
         raise ValueError("the same BatchItem is listed twice: give each video its own item")
+    for it in items:  # no LoRAs of its own: the pipeline's as the batch began, not those the item before merged
+        if it.loras is None:  # (the same video whether or not the items before it ran)
+            it.loras = list(pipe.lora_specs)
     if output is not None or any(it.target is None for it in items):  # items of an earlier run: planned anew
         _plan_here(pipe, items, output=output, frames=frames, model=model, overwrite=overwrite,
                    skip_existing=skip_existing)

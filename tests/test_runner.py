@@ -188,3 +188,18 @@ def test_a_condition_tensor_is_checked_like_a_video_tensor(pipe: Any) -> None:
                            (torch.full((1, 64, 96, 3), float("nan")), "values must be finite")):
         with pytest.raises(media.MediaError, match=needle):
             pipe.generate("a cat", conditions=[ltxcli.Condition(frames, 0)], seed=1, steps=1, **SMALL)
+
+
+def test_an_item_without_loras_gets_the_pipelines_as_the_batch_began(tmp_path: Path) -> None:
+    """Not the LoRAs the item before it merged: the same video whether or not the earlier items ran (skipped ones,
+    a resumed batch)."""
+    from test_lora import tiny_lora
+
+    pipe = ltxcli.load_pipeline("tiny")
+    styled = [(str(tiny_lora(tmp_path)), 0.8)]
+    kw = {"seed": 3, "steps": 1, **SMALL}
+    results = list(ltxcli.run_batch(pipe, [BatchItem("a cat", loras=styled, **kw), BatchItem("a cat", **kw)],
+                                    output=str(tmp_path / "{index}.mp4"), write=False))
+    assert results[1].record["loras"] == []
+    assert torch.equal(results[1].result.latents, pipe.generate("a cat", loras=[], **kw).latents)
+    assert not torch.equal(results[0].result.latents, results[1].result.latents)
