@@ -276,6 +276,34 @@ def test_dry_run_without_network_plans_what_weights_toml_pins(tmp_path: Path) ->
         "connection or HF_ENDPOINT (ConnectError)"], r.stderr
 
 
+def test_verify_without_network_runs_the_offline_checks(tmp_path: Path) -> None:
+    """The Hub unreachable: a file shorter than weights.toml pins is a mismatch (4), as offline; one of the pinned
+    size that only the Hub's hash could check is not reported verified (3)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    f = tmp_path / "weights" / "Lightricks" / "LTX-Video" / "ltxv-2b-0.9.8-distilled.safetensors"  # _env's
+    f.parent.mkdir(parents=True)
+    f.write_bytes(b"x" * 1000)
+    env = {"HF_ENDPOINT": f"http://127.0.0.1:{port}"}
+    r = _ltx(["weights", "verify", "ltxv-2b-0.9.8-distilled"], tmp_path, **env)
+    assert r.returncode == 4 and "is 1000 bytes, expected" in r.stderr, r.stderr
+    with f.open("r+b") as fh:  # sparse: the pinned size, no hash known offline
+        fh.truncate(_pinned_size("ltxv-2b-0.9.8-distilled"))
+    r = _ltx(["weights", "verify", "ltxv-2b-0.9.8-distilled"], tmp_path, **env)
+    assert r.returncode == 3 and "cannot reach the Hub" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def _pinned_size(name: str) -> int:
+    from ltxcli.weights.registry import load_registry
+
+    (f,) = load_registry()[name].files
+    assert f.size is not None
+    return f.size
+
+
 def test_existing_frames_dir_names_frames_dir(cli_env: Path) -> None:
     (cli_env / "frames").mkdir()
     line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", "--frames-dir", "frames", *SMALL), 2)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from .cache import Store, WeightsLocation, inside, is_offline, local_files, not_downloaded, weights_location
-from .errors import ChecksumError
+from .errors import ChecksumError, WeightsUnavailableError
 from .events import EventCallback, FileTask
 from .hub import RemoteFile, remote_files
 from .registry import SHA1_HEX, SHA256_HEX, Registry, WeightsEntry, registry_or_default
@@ -144,13 +144,17 @@ def verify(name: str, *, weights_dir: str | os.PathLike[str] | None = None,
     if local.missing or not local.files:
         raise not_downloaded(entry, loc)
     remote: dict[str, RemoteFile] | None = None
+    unreachable: WeightsUnavailableError | None = None  # the Hub could not be asked for the hashes it knows
     out: list[VerifiedFile] = []
     bad: list[str] = []
     for rel, p in local.present:
         exp = expected_offline(entry, rel, p, loc, store)
         if exp is None and not is_offline():
             if remote is None:
-                remote = {rf.path: rf for rf in remote_files(entry, loc)[1]}
+                try:
+                    remote = {rf.path: rf for rf in remote_files(entry, loc)[1]}
+                except WeightsUnavailableError as e:  # the offline checks still run (a pinned size, known hashes)
+                    remote, unreachable = {}, e
             exp = expected_for(entry, rel, remote.get(rel))
         try:
             if exp is None:
@@ -166,5 +170,7 @@ def verify(name: str, *, weights_dir: str | os.PathLike[str] | None = None,
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise ChecksumError(f"{bad[0]}{more}: run `ltx weights rm {name}` then `ltx weights pull {name}`")
+    if unreachable is not None and any(f.digest is None for f in out):
+        raise unreachable  # a file only the Hub's hash could check: not verified, and not a success
     return out
 
