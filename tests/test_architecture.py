@@ -340,3 +340,33 @@ def test_library_error_kinds_name_existing_classes() -> None:
         module, _, name = key.partition(":")
         cls = getattr(importlib.import_module(module), name)
         assert isinstance(cls, type) and issubclass(cls, Exception), key
+
+
+# import name -> the distribution pyproject.toml declares for it
+_DISTRIBUTION = {"PIL": "pillow", "huggingface_hub": "huggingface-hub"}
+# installed by a declared dependency, which needs them itself: tokenizers by transformers (the tiny enhancer builds
+# its tokenizer with it); typing_extensions only under TYPE_CHECKING
+_TRANSITIVE = {"tokenizers": "transformers", "typing_extensions": "torch"}
+
+
+def test_every_third_party_import_is_a_declared_dependency() -> None:
+    """A fresh ``pip install .`` must bring what the package imports: numpy once came only through transformers."""
+    import re
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
+    declared = {re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0].lower()
+                for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    imported = set()
+    for path in _sources().values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = {m for m in imported if m not in sys.stdlib_module_names and m != "ltxcli"}
+    undeclared = sorted(m for m in third_party
+                        if _DISTRIBUTION.get(m, m).lower() not in declared and _TRANSITIVE.get(m) not in declared)
+    assert not undeclared, f"imported but not in pyproject.toml's dependencies: {undeclared}"
