@@ -126,15 +126,22 @@ def generation_config(config: dict[str, Any]) -> Any:  # -> GenerationConfig
     return GenerationConfig(**{k: v for k, v in config["text_config"].items() if k in known})
 
 
+def clip_image_processor(**kwargs: Any) -> Any:
+    """transformers' ``CLIPImageProcessor``. Its default backend needs torchvision; without it transformers falls
+    back to the PIL one, warning on stderr at every load: that one is then named directly (the same processor)."""
+    import importlib.util
+
+    import transformers
+
+    if importlib.util.find_spec("torchvision") is None and hasattr(transformers, "CLIPImageProcessorPil"):
+        return transformers.CLIPImageProcessorPil(**kwargs)
+    return transformers.CLIPImageProcessor(**kwargs)
+
+
 def load_remote_layout(folder: Path, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
     """A remote-code Florence-2 folder -> (native model, native processor), converted in memory."""
     from safetensors.torch import load_file
-    from transformers import (
-        BartTokenizerFast,
-        CLIPImageProcessor,
-        Florence2ForConditionalGeneration,
-        Florence2Processor,
-    )
+    from transformers import BartTokenizerFast, Florence2ForConditionalGeneration, Florence2Processor
 
     config = json.loads((folder / "config.json").read_text())
     tokenizer = BartTokenizerFast.from_pretrained(folder)  # Florence-2's language model is BART
@@ -148,7 +155,7 @@ def load_remote_layout(folder: Path, device: torch.device, dtype: torch.dtype) -
     tokenizer.image_token_id = tokenizer.mask_token_id
     pre = json.loads((folder / "preprocessor_config.json").read_text())
     skip = ("processor_class", "auto_map", "image_processor_type", "image_seq_length")
-    image_processor = CLIPImageProcessor(**{k: v for k, v in pre.items() if k not in skip and not k.startswith("_")})
+    image_processor = clip_image_processor(**{k: v for k, v in pre.items() if k not in skip and not k.startswith("_")})
     image_processor.image_seq_length = pre["image_seq_length"]
     processor = Florence2Processor(image_processor=image_processor, tokenizer=tokenizer)
 

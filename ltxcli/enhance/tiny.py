@@ -91,10 +91,12 @@ def make_caption_tokenizer(image_token: bool = True) -> Any:  # -> BartTokenizer
 
 
 def make_caption_processor(tokenizer: Any) -> Any:  # -> Florence2Processor
-    from transformers import CLIPImageProcessor, Florence2Processor
+    from transformers import Florence2Processor
+
+    from .florence import clip_image_processor
 
     size = {"height": CAPTION_IMAGE_SIZE, "width": CAPTION_IMAGE_SIZE}
-    ip = CLIPImageProcessor(size=size, crop_size=size, do_center_crop=False)
+    ip = clip_image_processor(size=size, crop_size=size, do_center_crop=False)
     ip.image_seq_length = CAPTION_IMAGE_TOKENS
     return Florence2Processor(image_processor=ip, tokenizer=tokenizer)
 
