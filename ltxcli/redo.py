@@ -2,8 +2,8 @@
 
 A video (or PNG frames folder) written by ltx stores its generation record (:func:`ltxcli.runner.record`):
 model, how it computed (dtype, float8 matmuls, weight storage), prompt, seed, size, length, frame rate, the
-sampling values, the step cache, the media it was conditioned on, its IC-LoRA control, prompt enhancement mode,
-temporal upscale and, for a long video, its windows.
+sampling values, the step cache, the media it was conditioned on, its IC-LoRA control, prompt enhancement mode
+and rewrite, temporal upscale and, for a long video, its windows.
 :func:`redo_row` turns it back into the batch row of that generation, leaving out what the caller overrides,
 so that the same model, settings and seed give the same frames, bit for bit, on the same machine and software.
 Values the record does not name (decode noise, STG mode, ...) come from the model's preset, as they did; a
@@ -23,6 +23,9 @@ from .request import Condition, Extension
 
 #: Record keys restored as they are (batch-row names).
 _PLAIN = ("prompt", "negative_prompt", "height", "width", "num_frames", "frame_rate", "seed")
+#: What the recorded rewrite was made from (the i2v captioner reads the first condition): one of them given asks
+#: for a new rewrite, not the recorded one.
+_REWRITTEN_FROM = ("seed", "enhance_prompt", "enhancer_model", "caption_model", "conditions")
 _TYPES: dict[str, Any] = {"prompt": str, "negative_prompt": str, "height": int, "width": int, "num_frames": int,
                           "frame_rate": (int, float), "seed": int, "steps": int}
 
@@ -85,8 +88,10 @@ def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
         if control.get("source") is None:
             raise ValueError("the record names a control given in memory (not a file): it cannot be redone")
         values["control"] = {"path": control["source"], "strength": control["strength"], "kind": control["kind"]}
-    if record.get("enhance_prompt") is not None:  # the mode; the same seed samples the same rewrite
-        values["enhance_prompt"] = record["enhance_prompt"]
+    if record.get("enhance_prompt") is not None:  # the mode, and the rewrite it made: encoded again, no enhancer
+        values["enhance_prompt"] = record["enhance_prompt"]  # runs (the run's --enhancer-model is not recorded)
+    if isinstance(record.get("enhanced_prompt"), str):
+        values["enhanced_prompt"] = record["enhanced_prompt"]
     upscaled = record.get("temporal_upscale")
     if upscaled:  # the record's length and rate are the output's: the generation's are kept beside them
         values.update(temporal_upscale=True, num_frames=upscaled["num_frames"], frame_rate=upscaled["frame_rate"])
@@ -103,6 +108,12 @@ def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
+def _given(given: Mapping[str, Any], key: str) -> bool:
+    """Whether the caller gave ``key``: an option left at its default is None, an empty list or a flag's False."""
+    v = given.get(key)
+    return v not in (None, [], ()) and v is not False
+
+
 def redo_row(path: str | os.PathLike[str], given: Mapping[str, Any], prompt: str | None = None) -> dict[str, Any]:
     """The batch row (and ``model``) that redoes the generation recorded in ``path``: every recorded value
     except those ``given`` (a caller's explicit settings: not ``None``, not empty) and, when given, ``prompt``."""
@@ -111,12 +122,13 @@ def redo_row(path: str | os.PathLike[str], given: Mapping[str, Any], prompt: str
     except (KeyError, TypeError, AttributeError) as e:  # a record edited by hand, or written by no version of ltx
         raise ValueError(f"{path}: its generation record is damaged ({type(e).__name__}: {e}): it cannot be "
                          "redone") from None
-    # an option left at its default is not given: None, an empty list, a flag's False
-    row = {k: v for k, v in values.items() if (given.get(k) in (None, [], ()) or given.get(k) is False) and v is not None}
-    if given.get("control_from") not in (None, [], ()):  # a control made from a video replaces the recorded one
+    row = {k: v for k, v in values.items() if not _given(given, k) and v is not None}
+    if _given(given, "control_from"):  # a control made from a video replaces the recorded one
         row.pop("control", None)
     if given.get("duration") is not None:  # a length in seconds replaces the recorded frame count
         row.pop("num_frames", None)
+    if prompt is not None or any(_given(given, k) for k in _REWRITTEN_FROM):
+        row.pop("enhanced_prompt", None)
     if prompt is not None:
         row["prompt"] = prompt
     row["_where"] = f"--from {path}"

@@ -164,6 +164,7 @@ def build_items(
             negative_prompt=pick("negative_prompt"), steps=pick("steps"), guidance_scale=pick("guidance_scale"),
             stg_scale=pick("stg_scale"), conditions=conds, output=row.get("output"), cache=pick("cache"),
             loras=pick("loras"), enhance_prompt=pick("enhance_prompt") or "auto", **long,
+            enhanced_prompt=row.get("enhanced_prompt"),  # a redo's (ltxcli.redo): not a batch file's key
             control=item_control(row, defaults),  # checked here, before any weight
             video=pick("video"), extend=pick("extend"),
             denoise_strength=0.5 if pick("denoise_strength") is None else pick("denoise_strength"),

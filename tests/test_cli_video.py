@@ -263,6 +263,31 @@ def test_from_restores_windows_upscale_control_and_enhancement(cli_env: Path, cl
     assert torch.equal(frame_codes(cli_env / "b"), frame_codes(cli_env / "a"))
 
 
+def test_from_reuses_the_recorded_enhanced_prompt(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--from encodes the recorded rewrite, with no enhancer run (it re-ran the preset's enhancer: another model
+    than a run's --enhancer-model, and offline none); a new PROMPT (or seed) is rewritten anew."""
+    from ltxcli.enhance import tiny
+    from ltxcli.enhance.enhancer import PromptEnhancer
+
+    monkeypatch.delenv("LTX_ENHANCE_PROMPT")
+    first = ltx("generate", "a cat", "--enhance-prompt", "on", "--model", "tiny", "--seed", "5", "--steps", "1",
+                *SMALL, "--frames-dir", "a", "--json")
+    assert first.exit_code == 0, first.stderr
+    rewrite = json_lines(first.stdout)[0]["enhanced_prompt"]
+    real = PromptEnhancer.enhance
+    monkeypatch.setattr(PromptEnhancer, "enhance", lambda *a, **k: pytest.fail("the enhancer ran"))
+    again = ltx("generate", "--from", "a", "--frames-dir", "b", "--json")
+    assert again.exit_code == 0, again.stderr
+    assert json_lines(again.stdout)[0]["enhanced_prompt"] == rewrite
+    assert torch.equal(frame_codes(cli_env / "b"), frame_codes(cli_env / "a"))
+    monkeypatch.setattr(PromptEnhancer, "enhance", real)
+    for args, prompt, seed in ((["a dog"], "a dog", 5), (["--seed", "6"], "a cat", 6)):
+        r = ltx("generate", "--from", "a", *args, "--frames-dir", f"c{seed}", "--json")
+        assert r.exit_code == 0, r.stderr
+        assert json_lines(r.stdout)[0]["enhanced_prompt"] == PromptEnhancer.from_models(
+            tiny.build()[:2]).enhance(prompt, seed=seed)
+
+
 def test_from_keeps_the_record_but_for_the_given_options(cli_env: Path, clip: Path) -> None:
     assert ltx("extend", str(clip), "a cat", "--frames", "3", "--model", "tiny", "--seed", "4", "-o",
                "ext.mp4").exit_code == 0
