@@ -51,6 +51,7 @@ __all__ = [
     "CompileTiming",
     "KernelUnavailableError",
     "ResolvedBackend",
+    "attention_option",
     "compile_available",
     "compile_blocks",
     "describe_kernels",
@@ -471,6 +472,13 @@ def describe_kernels(
         "fp8": {"supported": fp8_reason is None, "detail": fp8_reason or "float8 e4m3 torch._scaled_mm"},
         "compile": {"available": compile_ok, "detail": compile_how},
     }
+
+
+def attention_option(transformer: nn.Module) -> str:
+    """The ``attention`` option a loaded transformer was given (``auto``, ``math``, ...; the kernels it resolved
+    to: :func:`describe_model`): what a generation record keeps, so that a redo routes attention alike."""
+    resolved = getattr(transformer, "resolved_attention", None)
+    return resolved.requested.value if isinstance(resolved, ResolvedBackend) else AttentionBackend.SDPA.value
 
 
 def describe_model(transformer: nn.Module) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from .conditions import (
 )
 from .control import EncodedControl, PreparedControl, control_record, place_with_control, prepare_control
 from .frames import NumericalError, checked_uint8, to_video
+from .kernels import attention_option
 from .media.write import Quantize
 from .memory import decode as decode_memory
 from .models.configs import SchedulerConfig
@@ -375,6 +376,7 @@ class Pipeline:
             "prompt": prompt, "model": self.name, "conditions": [_condition_record(c) for c in conditions],
             **self.compute_record(), "device": str(self.device),
             "offload": self.offload.value, "vae_tiling": self.vae_tiling, "vae_conv": str(self.vae.conv_algorithm),
+            "attention": attention_option(self.transformer),
             "loras": [dict(rec) for rec in self.lora_records],
         }
 

@@ -288,6 +288,26 @@ def test_from_reuses_the_recorded_enhanced_prompt(cli_env: Path, monkeypatch: py
             tiny.build()[:2]).enhance(prompt, seed=seed)
 
 
+def test_from_restores_the_vae_convolutions_tiling_and_attention(cli_env: Path) -> None:
+    """--vae-conv, --vae-tiling and --attention change the pixels: --from restored none of them (it ran auto, one
+    code value off after Winograd), and the attention option was not even recorded. Options given still win, an
+    explicit auto too."""
+    made = ["--vae-conv", "winograd", "--vae-tiling", "on", "--attention", "math"]
+    first = ltx("generate", "a cat", "--model", "tiny", "--seed", "4", "--steps", "2", *made, "--frames-dir", "a",
+                "--json")
+    assert first.exit_code == 0, first.stderr
+    again = ltx("generate", "--from", "a", "--frames-dir", "b", "--json")
+    assert again.exit_code == 0, again.stderr
+    s = json_lines(again.stdout)[0]["settings"]
+    assert (s["vae_conv"], s["vae_tiling"], s["attention"]) == ("winograd", "on", "math")
+    assert torch.equal(frame_codes(cli_env / "b"), frame_codes(cli_env / "a"))
+    r = ltx("generate", "--from", "a", "--vae-conv", "auto", "--vae-tiling", "off", "--attention", "sdpa",
+            "--frames-dir", "c", "--json")
+    assert r.exit_code == 0, r.stderr
+    s = json_lines(r.stdout)[0]["settings"]
+    assert (s["vae_conv"], s["vae_tiling"], s["attention"]) == ("auto", "off", "sdpa")
+
+
 def test_from_keeps_the_record_but_for_the_given_options(cli_env: Path, clip: Path) -> None:
     assert ltx("extend", str(clip), "a cat", "--frames", "3", "--model", "tiny", "--seed", "4", "-o",
                "ext.mp4").exit_code == 0

@@ -424,6 +424,7 @@ PromptArg = Annotated[str, typer.Argument(metavar="PROMPT", help="The prompt; '-
 
 @generation_command
 def generate(
+    ctx: typer.Context,
     prompt: Annotated[str | None, typer.Argument(
         metavar="PROMPT", show_default=False, help="The prompt; '-' reads it from stdin. Omit with --batch.")] = None,
     batch: Annotated[str | None, typer.Option(
@@ -443,11 +444,12 @@ def generate(
     if batch is None and prompt is None and from_ is None:
         usage_error("missing PROMPT (or --batch FILE); `ltx generate --help` shows the options")
     if batch is None:
-        from ltxcli.redo import redo_row
+        from ltxcli.redo import SETTINGS, redo_row
 
-        row = redo_row(from_, vars(opts), prompt) if from_ is not None else {"prompt": prompt}
-        opts.model = row.pop("model", opts.model)
-        opts.dtype, opts.weights_dtype = row.pop("dtype", opts.dtype), row.pop("weights_dtype", opts.weights_dtype)
+        given = {_FIELDS.get(k, k): getattr(opts, _FIELDS.get(k, k)) for k in SHARED_OPTIONS if k != "gpus" and
+                 ctx.get_parameter_source(k).name not in ("DEFAULT", "DEFAULT_MAP")}  # --vae-conv auto is given too
+        row = redo_row(from_, given, prompt) if from_ is not None else {"prompt": prompt}
+        vars(opts).update({key: row.pop(key) for key in SETTINGS if key in row})  # the record's, where not given
         try:
             return _single(opts, gpus, row)
         except Exception as e:  # the record's float8 matmuls on a machine without them: say where they came from
