@@ -1,10 +1,11 @@
 """The generation record a written video carries (:func:`record`) and the settings ``ltx generate --json``
-reports (:func:`run_settings`), both read off a :class:`~ltxcli.result.GenerationResult`
-and what a batch item adds (:func:`batch_fields`); :mod:`ltxcli.runner` re-exports them."""
+reports (:func:`run_settings`), both read off a :class:`~ltxcli.result.GenerationResult`, and what a batch item
+(:func:`batch_fields`) and a video's encoding (:func:`encoding`) add; :mod:`ltxcli.runner` re-exports them."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .naming import fps_number
@@ -52,10 +53,21 @@ def record(result: GenerationResult, *, model: str | None = None) -> dict[str, A
     }
 
 
+def encoding(target: Path, crf: int | None = None, preset: str | None = None) -> dict[str, Any]:
+    """What the record of a video written to ``target`` adds: how it was encoded (the encoder, ``crf`` and, for
+    H.264, x264's ``preset``; None: the defaults), which changes its pixels: ``--from`` encodes a redo alike."""
+    from . import media
+
+    crf = media.DEFAULT_CRF if crf is None else crf
+    encoder = media.video_format(target, crf, preset)[1]  # a bad suffix, CRF or preset: write_video's error
+    return {"encoding": {"encoder": encoder, "crf": crf} | (
+        {"preset": preset or media.DEFAULT_PRESET} if encoder == "libx264" else {})}
+
+
 def batch_fields(item: BatchItem) -> dict[str, Any]:
     """What a written item's record adds to :func:`record`: its ``index`` and, in a batch of several items
     whose seed derives from the batch seed, that ``batch_seed`` (how a rerun resumes the batch)."""
     return {"index": item.index} | ({"batch_seed": item.batch_seed} if item.batch_seed is not None else {})
 
 
-__all__ = ["batch_fields", "record", "run_settings"]
+__all__ = ["batch_fields", "encoding", "record", "run_settings"]

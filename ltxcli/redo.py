@@ -3,7 +3,8 @@
 A video (or PNG frames folder) written by ltx stores its generation record (:func:`ltxcli.runner.record`):
 model, how it computed (dtype, float8 matmuls, weight storage, attention option, VAE convolutions and tiling),
 prompt, seed, size, length, frame rate, the sampling values, the step cache, the media it was conditioned on, its
-IC-LoRA control, prompt enhancement mode and rewrite, temporal upscale and, for a long video, its windows.
+IC-LoRA control, prompt enhancement mode and rewrite, temporal upscale, for a long video its windows and for a
+video file its encoding (CRF, x264 preset).
 :func:`redo_row` turns it back into the batch row of that generation, leaving out what the caller overrides,
 so that the same model, settings and seed give the same frames, bit for bit, on the same machine and software.
 Values the record does not name (decode noise, STG mode, ...) come from the model's preset, as they did; a
@@ -25,7 +26,7 @@ from .request import Condition, Extension
 _PLAIN = ("prompt", "negative_prompt", "height", "width", "num_frames", "frame_rate", "seed")
 #: Record keys that are the job's settings, not a batch row's (how the model loads and runs, how the output is
 #: written): the caller takes them out of :func:`redo_row`'s row.
-SETTINGS = ("model", "dtype", "weights_dtype", "attention", "vae_conv", "vae_tiling")
+SETTINGS = ("model", "dtype", "weights_dtype", "attention", "vae_conv", "vae_tiling", "crf", "encoder_preset")
 #: What the recorded rewrite was made from (the i2v captioner reads the first condition): one of them given asks
 #: for a new rewrite, not the recorded one.
 _REWRITTEN_FROM = ("seed", "enhance_prompt", "enhancer_model", "caption_model", "conditions")
@@ -74,6 +75,9 @@ def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
         for key in ("guidance_scale", "stg_scale"):
             if isinstance(record.get(key), (int, float)):
                 values[key] = record[key]
+    encoded = record.get("encoding")
+    if encoded:  # a video's CRF and x264 preset (redo_row keeps them for an output of the same encoder)
+        values.update(crf=encoded["crf"], encoder_preset=encoded.get("preset"))
     conditions = []
     for c in record.get("conditions") or []:
         if c.get("path") is None:
@@ -120,11 +124,24 @@ def _given(given: Mapping[str, Any], key: str) -> bool:
     return v not in (None, [], ()) and v is not False
 
 
+def _encoder(given: Mapping[str, Any]) -> str | None:
+    """The encoder of the caller's output: None for PNG frames, else the one of the ``output`` suffix (a folder,
+    or no output: the default name's .mp4)."""
+    from .media import VIDEO_FORMATS
+
+    if _given(given, "frames_dir"):
+        return None
+    return VIDEO_FORMATS.get(Path(given.get("output") or "").suffix.lower(), ("mp4", "libx264", 51))[1]
+
+
 def redo_row(path: str | os.PathLike[str], given: Mapping[str, Any], prompt: str | None = None) -> dict[str, Any]:
     """The batch row (and ``model``) that redoes the generation recorded in ``path``: every recorded value
     except those ``given`` (a caller's explicit settings: not ``None``, not empty) and, when given, ``prompt``."""
+    record = read_record(path)
     try:
-        values = record_values(read_record(path))
+        values = record_values(record)
+        if (record.get("encoding") or {}).get("encoder") != _encoder(given):  # VP9: no preset, another CRF scale
+            values.update(crf=None, encoder_preset=None)
     except (KeyError, TypeError, AttributeError) as e:  # a record edited by hand, or written by no version of ltx
         raise ValueError(f"{path}: its generation record is damaged ({type(e).__name__}: {e}): it cannot be "
                          "redone") from None

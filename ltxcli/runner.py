@@ -36,7 +36,7 @@ from .enhance.rules import check_mode
 from .extend import check_extension, run_extension, source_defaults
 from .naming import fps_number
 from .passes import MAX_STEPS
-from .records import batch_fields, record, run_settings
+from .records import batch_fields, encoding, record, run_settings
 from .request import (
     SEED_MAX,
     Condition,
@@ -425,7 +425,8 @@ def save_video(result: GenerationResult, path: str | Path, *, overwrite: bool = 
     model, settings; ``ltx info`` shows it), atomically. ``model``: the name to record (default: the
     pipeline's). Raises FileExistsError if ``path`` exists and not ``overwrite``, :class:`OutputError` if it
     cannot be written."""
-    return write_output(result, Path(path), record=record(result, model=model), overwrite=overwrite)
+    return write_output(result, Path(path), record=record(result, model=model) | encoding(Path(path)),
+                        overwrite=overwrite)
 
 
 # --- running -------------------------------------------------------------------------------------------------
@@ -500,6 +501,7 @@ def run_batch(
                 # (a broken VAE shows there); written otherwise, the same check runs on the video's chunks.
                 result = _generate(pipe, it, progress=callback, stream=stream and write, keep_state=write)
                 rec = record(result, model=model) | batch_fields(it)
+                rec |= {} if frames else encoding(it.target, crf, preset)  # PNG frames are lossless
                 t_write = time.perf_counter()
                 if write:
                     write_output(result, it.target, record=rec, frames=frames, overwrite=overwrite, crf=crf,
@@ -536,7 +538,7 @@ def _plan_here(
 
 __all__ = [
     "MAX_FRAMES", "MAX_FRAME_RATE", "MAX_STEPS", "SEED_MAX", "BatchItem", "ItemResult", "OutputError",
-    "batch_fields", "build_items", "check_range", "check_writable", "derive_seeds",
+    "batch_fields", "build_items", "check_range", "check_writable", "derive_seeds", "encoding",
     "plan_outputs", "record", "run_batch", "run_settings", "save_video",
     "validate_item", "write_output",
 ]

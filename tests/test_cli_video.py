@@ -308,6 +308,27 @@ def test_from_restores_the_vae_convolutions_tiling_and_attention(cli_env: Path) 
     assert (s["vae_conv"], s["vae_tiling"], s["attention"]) == ("auto", "off", "sdpa")
 
 
+def test_from_encodes_the_video_as_recorded(cli_env: Path) -> None:
+    """--crf and --preset were not recorded: a lossless video was redone at CRF 18. A video's record keeps its
+    encoding (PNG frames: none) and --from restores it for an output of the same encoder (VP9 has no preset and
+    another CRF scale); options given still win."""
+    made = ltx("generate", "a cat", "--model", "tiny", "--seed", "5", "--steps", "1", *SMALL, "--crf", "0",
+               "--preset", "veryfast", "-o", "c.mp4")
+    assert made.exit_code == 0, made.stderr
+    lossless = {"encoder": "libx264", "crf": 0, "preset": "veryfast"}
+    assert media.read_video_metadata("c.mp4")["encoding"] == lossless
+    assert ltx("generate", "--from", "c.mp4", "-o", "r.mp4").exit_code == 0
+    assert media.read_video_metadata("r.mp4")["encoding"] == lossless
+    assert torch.equal(decoded_codes(cli_env / "r.mp4"), decoded_codes(cli_env / "c.mp4"))
+    for args, name, encoding in ((["--crf", "30"], "g.mp4", {**lossless, "crf": 30}),
+                                 ([], "w.webm", {"encoder": "libvpx-vp9", "crf": 18})):
+        r = ltx("generate", "--from", "c.mp4", *args, "-o", name)
+        assert r.exit_code == 0, r.stderr
+        assert media.read_video_metadata(name)["encoding"] == encoding
+    assert ltx("generate", "--from", "c.mp4", "--frames-dir", "f").exit_code == 0
+    assert "encoding" not in media.read_video_metadata(cli_env / "f" / "frame_00000.png")
+
+
 def test_from_keeps_the_record_but_for_the_given_options(cli_env: Path, clip: Path) -> None:
     assert ltx("extend", str(clip), "a cat", "--frames", "3", "--model", "tiny", "--seed", "4", "-o",
                "ext.mp4").exit_code == 0

@@ -36,7 +36,9 @@ def test_save_video_writes_the_record_ltx_info_reads(pipe: Any, tmp_path: Path) 
     assert (rec["height"], rec["width"], rec["num_frames"], rec["frame_rate"]) == (64, 96, 9, 12)
     assert rec["dtype"] == "float32" and rec["conditions"] == [] and "device" not in rec
     expected = json.loads(json.dumps(runner.record(res), default=str))  # tuples as JSON lists
-    assert rec == {**expected, "created": rec["created"]}  # the runner's record, written as is
+    # the runner's record and the video's encoding, written as is
+    assert rec == {**expected, **runner.encoding(path), "created": rec["created"]}
+    assert rec["encoding"] == {"encoder": "libx264", "crf": 18, "preset": "medium"}
     frames = media.load_video(path)
     assert frames.shape == (9, 64, 96, 3)
 

@@ -30,6 +30,7 @@ from .read import (
 )
 from .write import (
     DEFAULT_CRF,
+    DEFAULT_PRESET,
     H264_PRESETS,
     VIDEO_FORMATS,
     atomic_output,
@@ -45,6 +46,7 @@ from .write import (
 __all__ = [
     "CONDITION_CRF",
     "DEFAULT_CRF",
+    "DEFAULT_PRESET",
     "H264_PRESETS",
     "MAX_IMAGE_PIXELS",
     "VIDEO_FORMATS",

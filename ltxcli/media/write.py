@@ -225,6 +225,7 @@ VIDEO_FORMATS: dict[str, tuple[str, str, int]] = {
 #: x264's speed/size presets (slower: smaller file at the same CRF).
 H264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 DEFAULT_CRF = 18
+DEFAULT_PRESET = "medium"  # x264's own default
 
 
 def video_format(path: PathLike, crf: int = DEFAULT_CRF, preset: str | None = None) -> tuple[str, str]:
@@ -288,7 +289,7 @@ def write_video(
     comment = _record_json(metadata)
     fmt, encoder = video_format(path, crf, preset)
     if encoder == "libx264":
-        options = {"crf": str(crf), "preset": preset or "medium"}
+        options = {"crf": str(crf), "preset": preset or DEFAULT_PRESET}
     else:  # VP9 in constant-quality mode (b=0), row multithreading, the speed of its "good" deadline at 4
         options = {"crf": str(crf), "b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "4"}
     final = Path(path)
@@ -480,6 +481,6 @@ def write_png_frames(
 
 
 __all__ = [
-    "DEFAULT_CRF", "H264_PRESETS", "VIDEO_FORMATS", "MediaError", "Quantize", "atomic_output", "media_info",
+    "DEFAULT_CRF", "DEFAULT_PRESET", "H264_PRESETS", "VIDEO_FORMATS", "MediaError", "Quantize", "atomic_output", "media_info",
     "read_video_metadata", "to_uint8", "video_format", "write_image", "write_png_frames", "write_video",
 ]
