@@ -108,9 +108,10 @@ def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
     long = record.get("long")
     if long:  # the windows as they were made: their settings, and each window's prompt
         values.update({k: long[k] for k in ("window", "overlap", "overlap_strength", "adain")})
-        prompts = [w["prompt"] for w in long["windows"]]
-        if prompts != bar_prompts(values["prompt"], len(prompts)):  # they came from a prompt schedule
-            values["prompt"] = " | ".join(prompts)
+        windows = long["windows"]
+        if [w["prompt"] for w in windows] != bar_prompts(values["prompt"], len(windows)):  # from a prompt schedule:
+            # one entry per window, at its first frame (joined with " | " they would split a prompt holding a "|")
+            values["prompt_schedule"] = [{"start": w["first_frame"], "prompt": w["prompt"]} for w in windows]
     ext = record.get("extend")
     if ext:
         values["extend"] = Extension(ext["video"], int(ext["frames"]), bool(ext["backward"]))
@@ -152,8 +153,9 @@ def redo_row(path: str | os.PathLike[str], given: Mapping[str, Any], prompt: str
         row.pop("num_frames", None)
     if prompt is not None or any(_given(given, k) for k in _REWRITTEN_FROM):
         row.pop("enhanced_prompt", None)
-    if prompt is not None:
+    if prompt is not None:  # the windows' prompts too
         row["prompt"] = prompt
+        row.pop("prompt_schedule", None)
     row["_where"] = f"--from {path}"
     return row
 

@@ -329,6 +329,27 @@ def test_from_encodes_the_video_as_recorded(cli_env: Path) -> None:
     assert "encoding" not in media.read_video_metadata(cli_env / "f" / "frame_00000.png")
 
 
+def test_from_restores_a_prompt_schedule_whose_prompts_hold_a_bar(cli_env: Path) -> None:
+    """The windows' prompts came back as "p1 | p2 | ...", which split "a cat | a dog" again: the redo restores
+    them as a schedule (each window's prompt from its first frame) and keeps the recorded PROMPT; a new PROMPT
+    replaces the schedule, as it replaced the joined prompts."""
+    Path("sched.jsonl").write_text('{"start": 0, "prompt": "a cat | a dog"}\n{"start": 30, "prompt": "a bird"}\n')
+    made = ["x", "--num-frames", "81", "--window", "33", "--overlap", "9", "--prompt-schedule", "sched.jsonl"]
+    first = ltx("generate", *made, "--model", "tiny", "--seed", "5", "--steps", "1", "--height", "64", "--width",
+                "96", "--frames-dir", "o", "--json")
+    assert first.exit_code == 0, first.stderr
+    again = ltx("generate", "--from", "o", "--frames-dir", "r", "--json")
+    assert again.exit_code == 0, again.stderr
+    (was,), (now,) = json_lines(first.stdout), json_lines(again.stdout)
+    prompts = [w["prompt"] for w in was["settings"]["long"]["windows"]]
+    assert (prompts[0], prompts[-1]) == ("a cat | a dog", "a bird")
+    assert now["settings"]["long"] == was["settings"]["long"] and now["prompt"] == "x"
+    assert torch.equal(frame_codes(cli_env / "r"), frame_codes(cli_env / "o"))
+    new = ltx("generate", "--from", "o", "a fish", "--frames-dir", "n", "--json")  # a new PROMPT: every window's
+    assert new.exit_code == 0, new.stderr
+    assert {w["prompt"] for w in json_lines(new.stdout)[0]["settings"]["long"]["windows"]} == {"a fish"}
+
+
 def test_from_keeps_the_record_but_for_the_given_options(cli_env: Path, clip: Path) -> None:
     assert ltx("extend", str(clip), "a cat", "--frames", "3", "--model", "tiny", "--seed", "4", "-o",
                "ext.mp4").exit_code == 0
