@@ -13,6 +13,7 @@ import torch
 
 from .adapters.lora import LoraLike, LoraRef, fetch_loras
 from .loading import CheckpointError, load_transformer, load_upsampler, load_vae
+from .models.transformer import set_cpu_gemm
 from .models.winograd import parse_conv_algorithm
 from .pipeline import Pipeline, default_dtype
 from .spec import ModelSpec, ensure_weights, resolve_spec
@@ -153,6 +154,7 @@ def load_pipeline(
     offload: str = "none",
     vae_tiling: str = "auto",
     vae_conv: str = "auto",
+    cpu_gemm: str = "auto",
     keep_checkpoint_dtype: bool | None = None,
     weights_dtype: str | None = None,
     download: bool = True,
@@ -180,7 +182,9 @@ def load_pipeline(
     ``sequential`` (transformer and VAE-decoder blocks streamed one at a time). ``vae_tiling``: ``auto`` (tile the
     decode only when it would not fit), ``on`` or ``off``. ``vae_conv``: how the VAE runs its 3x3x3 convolutions
     (:class:`ltxcli.models.winograd.ConvAlgorithm`): ``auto`` (Winograd along time for the large ones on the CPU,
-    equal to float rounding), ``direct`` (the official convolutions bit for bit) or ``winograd``. ``keep_checkpoint_dtype``: keep the
+    equal to float rounding), ``direct`` (the official convolutions bit for bit) or ``winograd``. ``cpu_gemm``: the
+    CPU float32 linears' route, ``auto`` (this host's measured choice), ``onednn`` or ``blas`` (the same products
+    summed in another order: what a redo of a record takes). ``keep_checkpoint_dtype``: keep the
     transformer, VAE and upsampler weights in the checkpoint's dtype and widen each layer's weight per call
     (bit-identical outputs, half the memory of float32 for bfloat16 checkpoints, no conversion at load);
     default: on GPUs off, on the CPU this host's measured choice (:mod:`ltxcli.calibrate`, which also picks the
@@ -210,6 +214,8 @@ def load_pipeline(
     if vae_tiling not in ("auto", "on", "off"):
         raise ValueError(f"vae_tiling={vae_tiling!r} must be auto, on or off")
     conv_algorithm = parse_conv_algorithm(vae_conv)
+    if cpu_gemm not in ("auto", "onednn", "blas"):
+        raise ValueError(f"cpu_gemm={cpu_gemm!r} must be auto, onednn or blas")
     if isinstance(model, ModelSpec):
         if text_encoder is not None or upsampler is not None or weights_dir is not None or temporal_upsampler:
             raise ValueError("text_encoder, upsampler, temporal_upsampler and weights_dir come from the ModelSpec: "
@@ -239,6 +245,8 @@ def load_pipeline(
         from . import calibrate
 
         calibrate.apply(choices, pipe.transformer, pipe.vae, conv_algorithm)
+        if cpu_gemm != "auto":
+            set_cpu_gemm(pipe.transformer, cpu_gemm == "onednn")
     if mode is not Offload.NONE:
         _apply_offload(pipe, dev, mode)
     from .enhance.enhancer import PromptEnhancer

@@ -59,6 +59,7 @@ class JobSettings:
     offload: str = "none"
     vae_tiling: str = "auto"
     vae_conv: str = "auto"
+    cpu_gemm: str = "auto"  # the CPU float32 linears' route: not an option, a redo's (ltxcli.redo.SETTINGS)
     upcast_at_load: bool = False
     weights_dtype: str | None = None
     parallel: str = "auto"
@@ -254,7 +255,7 @@ def load(
             str(spec.path) if spec.kind in ("file", "folder") else spec.name,
             text_encoder=te_path, upsampler=up_path, device=job.device if job.ctx is not None else s.device,
             dtype=s.dtype, weights_dir=s.weights_dir, attention=s.attention, compile=s.compile,
-            offload=s.offload, vae_tiling=s.vae_tiling, vae_conv=s.vae_conv,
+            offload=s.offload, vae_tiling=s.vae_tiling, vae_conv=s.vae_conv, cpu_gemm=s.cpu_gemm,
             keep_checkpoint_dtype=s.keep_checkpoint_dtype, weights_dtype=s.weights_dtype,
             download=False, loras=s.loras or None, temporal_upsampler=spec.temporal_source)  # pulled before
     load_s = time.perf_counter() - t0

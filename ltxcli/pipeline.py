@@ -43,7 +43,7 @@ from .memory import decode as decode_memory
 from .models.configs import SchedulerConfig
 from .models.fp8 import fp8_mode
 from .models.int8 import storage_mode
-from .models.transformer import STGMode
+from .models.transformer import STGMode, cpu_gemm_route
 from .models.upcast import compute_dtype
 from .models.upsampler import adain
 from .passes import HARD_EPS, as_list
@@ -377,6 +377,7 @@ class Pipeline:
             **self.compute_record(), "device": str(self.device),
             "offload": self.offload.value, "vae_tiling": self.vae_tiling, "vae_conv": str(self.vae.conv_algorithm),
             "attention": attention_option(self.transformer),
+            "cpu_gemm": cpu_gemm_route(self.transformer) if self.device.type == "cpu" else None,
             "loras": [dict(rec) for rec in self.lora_records],
         }
 

@@ -32,6 +32,7 @@ def run_settings(result: GenerationResult) -> dict[str, Any]:
         "fp8": s.get("fp8"), "weights_dtype": s.get("weights_dtype"), "device": s["device"],
         "offload": s["offload"], "vae_tiling": s["vae_tiling"], "vae_conv": s["vae_conv"], "loras": s["loras"],
         "attention": s.get("attention"),  # the option given (auto, math, ...): the kernels change the pixels
+        "cpu_gemm": s.get("cpu_gemm"),  # the CPU float32 linears' route (onednn, blas; None off the CPU): likewise
         "cache": s.get("cache"),  # step cache: mode, threshold, branch evaluations and how many were skipped
         **{k: s[k] for k in ("temporal_upscale", "long") if s.get(k) is not None},
         "enhance_prompt": s.get("enhance_prompt", "auto"),

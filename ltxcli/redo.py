@@ -1,10 +1,10 @@
 """Redo a generation from the record its video carries (``ltx generate --from old.mp4``).
 
 A video (or PNG frames folder) written by ltx stores its generation record (:func:`ltxcli.runner.record`):
-model, how it computed (dtype, float8 matmuls, weight storage, attention option, VAE convolutions and tiling),
-prompt, seed, size, length, frame rate, the sampling values, the step cache, the media it was conditioned on, its
-IC-LoRA control, prompt enhancement mode and rewrite, temporal upscale, for a long video its windows and for a
-video file its encoding (CRF, x264 preset).
+model, how it computed (dtype, float8 matmuls, weight storage, attention option, the CPU GEMM route, VAE
+convolutions and tiling), prompt, seed, size, length, frame rate, the sampling values, the step cache, the media it
+was conditioned on, its IC-LoRA control, prompt enhancement mode and rewrite, temporal upscale, for a long video its
+windows and for a video file its encoding (CRF, x264 preset).
 :func:`redo_row` turns it back into the batch row of that generation, leaving out what the caller overrides,
 so that the same model, settings and seed give the same frames, bit for bit, on the same machine and software.
 Values the record does not name (decode noise, STG mode, ...) come from the model's preset, as they did; a
@@ -26,7 +26,8 @@ from .request import Condition, Extension
 _PLAIN = ("prompt", "negative_prompt", "height", "width", "num_frames", "frame_rate", "seed")
 #: Record keys that are the job's settings, not a batch row's (how the model loads and runs, how the output is
 #: written): the caller takes them out of :func:`redo_row`'s row.
-SETTINGS = ("model", "dtype", "weights_dtype", "attention", "vae_conv", "vae_tiling", "crf", "encoder_preset")
+SETTINGS = ("model", "dtype", "weights_dtype", "attention", "cpu_gemm", "vae_conv", "vae_tiling", "crf",
+            "encoder_preset")
 #: What the recorded rewrite was made from (the i2v captioner reads the first condition): one of them given asks
 #: for a new rewrite, not the recorded one.
 _REWRITTEN_FROM = ("seed", "enhance_prompt", "enhancer_model", "caption_model", "conditions")
@@ -65,7 +66,8 @@ def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
         values["weights_dtype"] = record["weights_dtype"]
     elif record.get("fp8") == "storage":  # recorded before int8 storage existed
         values["weights_dtype"] = "fp8"
-    for key in ("attention", "vae_conv", "vae_tiling"):  # kernels and decoding that change the pixels
+    # kernels and decoding that change the pixels (the CPU GEMM route: a new calibration can pick the other one)
+    for key in ("attention", "cpu_gemm", "vae_conv", "vae_tiling"):
         if isinstance(record.get(key), str):
             values[key] = record[key]
     if record.get("timesteps") is None and record.get("steps") is not None:

@@ -53,7 +53,7 @@ def tiny_pipeline() -> Any:
     """The instance ``ltx generate --model tiny`` gets in these tests (same arguments as the CLI passes)."""
     return _cached_load("tiny", text_encoder=None, upsampler=None, device=None, dtype=None, weights_dir=None,
                         attention="auto", compile=False, offload="none", vae_tiling="auto", vae_conv="auto",
-                        keep_checkpoint_dtype=None, weights_dtype=None, download=False, loras=None,
+                        cpu_gemm="auto", keep_checkpoint_dtype=None, weights_dtype=None, download=False, loras=None,
                         temporal_upsampler=None)
 
 

@@ -514,3 +514,28 @@ def test_from_a_float8_record_where_float8_cannot_run_says_so_and_how(cli_env: P
     assert line.endswith("the record of gpu.mp4 says --dtype fp8: pass --dtype bfloat16 to redo it without float8 "
                          "matmuls (another video)")
     assert ltx("generate", "--from", "gpu.mp4", "--dtype", "bfloat16", "-o", "b.mp4").exit_code == 0
+
+
+def test_from_restores_the_cpu_gemm_route(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU float32 linears' route is measured (ltxcli.calibrate) and a new calibration can pick the other one,
+    whose sums round differently: the record keeps the route the run took and --from takes it again."""
+    from ltxcli import api, calibrate
+
+    cli_env = enter_cli_env(tmp_path, monkeypatch, memoised_loader())  # models loaded under the routes set here
+
+    def route(onednn: bool) -> None:
+        monkeypatch.setattr(api, "_cpu_choices", lambda spec: calibrate.CpuChoices(onednn, True, "auto", {}))
+
+    route(False)
+    made = ltx("generate", "a cat", "--model", "tiny", "--seed", "4", "--steps", "2", "--frames-dir", "a", "--json")
+    assert made.exit_code == 0, made.stderr
+    assert json_lines(made.stdout)[0]["settings"]["cpu_gemm"] == "blas"
+    route(True)  # the host's choice changed since (--vae-tiling off, which changes nothing here: a fresh load)
+    other = ltx("generate", "a cat", "--model", "tiny", "--seed", "4", "--steps", "2", "--vae-tiling", "off",
+                "--frames-dir", "o", "--json")
+    assert json_lines(other.stdout)[0]["settings"]["cpu_gemm"] == "onednn"
+    assert not torch.equal(frame_codes(cli_env / "o"), frame_codes(cli_env / "a"))  # the route shows in the frames
+    again = ltx("generate", "--from", "a", "--frames-dir", "b", "--json")
+    assert again.exit_code == 0, again.stderr
+    assert json_lines(again.stdout)[0]["settings"]["cpu_gemm"] == "blas"
+    assert torch.equal(frame_codes(cli_env / "b"), frame_codes(cli_env / "a"))

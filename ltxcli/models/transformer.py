@@ -45,6 +45,14 @@ def set_cpu_gemm(model: nn.Module, onednn: bool) -> int:
     return count
 
 
+def cpu_gemm_route(model: nn.Module) -> str:
+    """The route the CPU float32 linears of ``model`` take (:func:`set_cpu_gemm`): ``"onednn"`` or ``"blas"``
+    (``F.linear``; also where this torch build has no oneDNN route). The two sum in another order, so the last bits
+    of a video depend on it: a generation record keeps it."""
+    layer = next((m for m in model.modules() if isinstance(m, nn.Linear)), None)
+    return "onednn" if _ONEDNN_LINEAR and getattr(layer, "onednn_gemm", True) else "blas"
+
+
 def _dense(layer: nn.Module, x: Tensor, gelu_tanh: bool = False) -> Tensor:
     """``layer(x)``, or ``gelu(layer(x), approximate="tanh")`` with ``gelu_tanh``.
 
