@@ -88,6 +88,19 @@ def longest_frames(max_pos: Any, frame_rate: float) -> int:
     return int(max_pos[0] * frame_rate) // 8 * 8 + 1
 
 
+#: ``ltx v2v`` / ``ltx extend`` help of the size options, whose defaults are the input's (:func:`source_defaults`).
+SOURCE_OPTION_HELP = {
+    "height": "Height in pixels (default: VIDEO's, or its aspect ratio at the preset's pixel count when VIDEO is "
+              "larger; the preset's when only --width is given).",
+    "width": "Width in pixels (default: VIDEO's, or its aspect ratio at the preset's pixel count when VIDEO is "
+             "larger; the preset's when only --height is given).",
+    "num_frames": "Number of frames (default: VIDEO's).",
+    "frame_rate": "Frame rate (default: VIDEO's).",
+}
+EXTEND_OPTION_HELP = SOURCE_OPTION_HELP | {
+    "num_frames": "Number of frames of the output: VIDEO's plus --frames (the default, and the only value accepted).",
+}
+
 def source_defaults(request: GenerationRequest, preset: Preset) -> None:
     """Fill what a video-to-video or extension request leaves open from its input video (read here, so an
     unreadable file fails before any model work, :class:`~ltxcli.media.MediaError`): the frame rate, the size
@@ -239,6 +252,6 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Any =
 
 
 __all__ = [
-    "ExtensionPlan", "check_extension", "check_source", "longest_frames", "parse_extension", "plan_extension",
+    "EXTEND_OPTION_HELP", "SOURCE_OPTION_HELP", "ExtensionPlan", "check_extension", "check_source", "longest_frames", "parse_extension", "plan_extension",
     "run_extension", "source_defaults",
 ]

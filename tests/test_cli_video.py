@@ -153,6 +153,28 @@ def test_skip_existing_finds_what_a_drawn_seed_made(cli_env: Path, clip: Path, s
         assert c["status"] == "ok" and c["path"] != a["path"]
 
 
+def _shown_options(command: str) -> dict[str, tuple[str, bool]]:
+    """``ltx COMMAND``'s options as its --help renders them: name -> (help text, hidden)."""
+    import typer.main
+
+    from ltxcli.cli import app
+
+    cmd = typer.main.get_command(app).commands[command]  # type: ignore[attr-defined]
+    return {p.name: (p.help or "", p.hidden) for p in cmd.params if p.param_type_name == "option"}
+
+
+def test_v2v_and_extend_help_give_the_input_video_s_defaults() -> None:
+    """--height/--width/--num-frames/--frame-rate said "default: the preset's" in v2v and extend, which take the
+    input video's (README); generate keeps the preset's."""
+    for command in ("v2v", "extend"):
+        shown = _shown_options(command)
+        for name in ("height", "width", "num_frames", "frame_rate"):
+            text = shown[name][0]
+            assert "VIDEO's" in text and not text.endswith("(default: the preset's)."), (command, name, text)
+    assert "VIDEO's plus --frames" in _shown_options("extend")["num_frames"][0]
+    assert _shown_options("generate")["height"][0] == "Height in pixels (default: the preset's)."
+
+
 def test_v2v_and_extension_refuse_what_they_do_not_run_before_loading(cli_env: Path, clip: Path) -> None:
     line = assert_one_error_line(ltx("v2v", str(clip), "a cat | a dog", "--model", "tiny", "-o", "v.mp4"), 2)
     assert "video-to-video in windows" in line and "loading" not in line

@@ -6,6 +6,7 @@ prefixed with ``[rank R/W host]``.
 
 from __future__ import annotations
 
+import copy
 import enum
 import functools
 import inspect
@@ -20,20 +21,14 @@ import typer
 from ltxcli import batch as batch_file
 from ltxcli import runner
 from ltxcli.errors import failure_kind
+from ltxcli.extend import EXTEND_OPTION_HELP, SOURCE_OPTION_HELP
 from ltxcli.job import JobSettings
 from ltxcli.long_video import OPTION_HELP
 from ltxcli.parallel import launch
 from ltxcli.request import Condition, Extension
 
 from . import common, preflight
-from .common import (
-    EXIT_USAGE,
-    CliError,
-    GenerationProgress,
-    Output,
-    guarded,
-    usage_error,
-)
+from .common import EXIT_USAGE, CliError, GenerationProgress, Output, guarded, usage_error
 from .resolve import MODEL_ENV, OPTIONS, WEIGHTS_DIR_ENV, ensure_downloaded
 
 if TYPE_CHECKING:
@@ -230,30 +225,37 @@ Options = make_dataclass(
 )
 
 
-def generation_command(func: Callable[..., None]) -> Callable[..., None]:
+def generation_command(func: Callable[..., None] | None = None, *, helps: dict[str, str] | None = None) -> Any:
     """A generating command: ``func`` declares only its own parameters plus ``**shared``; Typer sees them followed
-    by :data:`SHARED_OPTIONS`, and ``func`` receives those in ``shared`` (``gpus`` included). One-line errors
-    (:func:`~ltxcli.cli.common.guarded`) included."""
+    by :data:`SHARED_OPTIONS` (``helps``: this command's help of some of them), and ``func`` receives those in
+    ``shared`` (``gpus`` included). One-line errors (:func:`~ltxcli.cli.common.guarded`) included."""
+    if func is None:
+        return functools.partial(generation_command, helps=helps)
     own = [p for p in inspect.signature(func, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
 
     @functools.wraps(func)
     def command(**kwargs: Any) -> None:
         func(**kwargs)
 
-    params = own + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in SHARED_OPTIONS.values()]
+    params = own + [_shown(p, (helps or {}).get(p.name)) for p in SHARED_OPTIONS.values()]
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
     del command.__wrapped__  # typer reads the signature above, not func's
     return guarded(command)
 
 
+def _shown(p: inspect.Parameter, help: str | None) -> inspect.Parameter:
+    """Shared option ``p`` as a command's keyword parameter, with that command's ``help`` (None: as declared)."""
+    kind, info = get_args(p.annotation)
+    info = copy.copy(info)
+    info.help = info.help if help is None else help
+    return p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, info])
+
+
 def options(shared: dict[str, Any]) -> Options:
     """A command's shared option values -> :class:`Options`."""
     return Options(**{_FIELDS.get(k, k): [] if v is None and _repeatable(SHARED_OPTIONS[k]) else _value(v)
                       for k, v in shared.items() if k != "gpus"})
-
-
-# --- parsing -------------------------------------------------------------------------------------------------
 
 
 # --- running -------------------------------------------------------------------------------------------------
@@ -362,7 +364,6 @@ def _emit_written(out: Output, r: runner.ItemResult, *, frames: bool, kernels: d
 
 
 # --- commands ------------------------------------------------------------------------------------------------
-
 
 
 def relaunch(gpus: int | None, prepare: Callable[[], None] | None = None, device: str | None = None,
@@ -479,7 +480,7 @@ def i2v(
     _single(options(shared), shared["gpus"], {"prompt": prompt}, Condition(image, 0, image_strength))
 
 
-@generation_command
+@generation_command(helps=SOURCE_OPTION_HELP)
 def v2v(
     video: Annotated[str, typer.Argument(metavar="VIDEO", show_default=False, help="The video to transform.")],
     prompt: PromptArg = "",
@@ -491,7 +492,7 @@ def v2v(
     _single(options(shared), shared["gpus"], {"prompt": prompt, "video": video, "denoise_strength": strength})
 
 
-@generation_command
+@generation_command(helps=EXTEND_OPTION_HELP)
 def extend(
     video: Annotated[str, typer.Argument(metavar="VIDEO", show_default=False, help="The video to continue.")],
     frames: Annotated[int, typer.Option(show_default=False, help="Frames to add (the output is VIDEO's frames "
