@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from .enhance.rules import unsupported
 from .long_video import windowed
-from .request import Condition, Extension, GenerationRequest, check_fields, media_path
+from .request import LONG_VIDEO_FIELDS, Condition, Extension, GenerationRequest, check_fields, media_path
 
 if TYPE_CHECKING:  # torch, media and the pipeline are imported where used: the CLI imports this module early
     import torch
@@ -100,6 +100,9 @@ SOURCE_OPTION_HELP = {
 EXTEND_OPTION_HELP = SOURCE_OPTION_HELP | {
     "num_frames": "Number of frames of the output: VIDEO's plus --frames (the default, and the only value accepted).",
 }
+#: The long-video options an extension refuses (windows, a duration, the temporal upscaler) or ignores (what acts
+#: between windows, --resume): ``ltx extend`` accepts them, to refuse them in one line, but its --help leaves them out.
+NOT_FOR_EXTEND = (*LONG_VIDEO_FIELDS, "temporal_upscale", "resume")
 
 def source_defaults(request: GenerationRequest, preset: Preset) -> None:
     """Fill what a video-to-video or extension request leaves open from its input video (read here, so an
@@ -252,6 +255,6 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Any =
 
 
 __all__ = [
-    "EXTEND_OPTION_HELP", "SOURCE_OPTION_HELP", "ExtensionPlan", "check_extension", "check_source", "longest_frames", "parse_extension", "plan_extension",
+    "EXTEND_OPTION_HELP", "NOT_FOR_EXTEND", "SOURCE_OPTION_HELP", "ExtensionPlan", "check_extension", "check_source", "longest_frames", "parse_extension", "plan_extension",
     "run_extension", "source_defaults",
 ]

@@ -175,6 +175,22 @@ def test_v2v_and_extend_help_give_the_input_video_s_defaults() -> None:
     assert _shown_options("generate")["height"][0] == "Height in pixels (default: the preset's)."
 
 
+def test_extend_help_leaves_out_the_long_video_options(cli_env: Path, clip: Path) -> None:
+    """extend's --help listed --duration, --window, --overlap, --overlap-strength, --adain, --prompt-schedule,
+    --temporal-upscale and --resume, which an extension refuses or ignores; they stay accepted (a refusal is one
+    line) but are no longer shown. generate shows them all."""
+    long = {"duration", "window", "overlap", "overlap_strength", "adain", "prompt_schedule", "temporal_upscale",
+            "resume"}
+    assert {name for name, (_, hidden) in _shown_options("extend").items() if hidden} == long
+    assert not any(hidden for _, hidden in _shown_options("generate").values())
+    assert not any(hidden for _, hidden in _shown_options("v2v").values())
+    text = ltx("extend", "--help").stdout
+    assert "--window" not in text and "--resume" not in text and "--frames" in text and "--backward" in text
+    line = assert_one_error_line(ltx("extend", str(clip), "a cat", "--frames", "4", "--prompt-schedule", "0:a",
+                                     "--model", "tiny", "-o", "e.mp4"), 2)
+    assert "extending a video in windows is not supported yet" in line
+
+
 def test_v2v_and_extension_refuse_what_they_do_not_run_before_loading(cli_env: Path, clip: Path) -> None:
     line = assert_one_error_line(ltx("v2v", str(clip), "a cat | a dog", "--model", "tiny", "-o", "v.mp4"), 2)
     assert "video-to-video in windows" in line and "loading" not in line

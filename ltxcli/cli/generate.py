@@ -21,7 +21,7 @@ import typer
 from ltxcli import batch as batch_file
 from ltxcli import runner
 from ltxcli.errors import failure_kind
-from ltxcli.extend import EXTEND_OPTION_HELP, SOURCE_OPTION_HELP
+from ltxcli.extend import EXTEND_OPTION_HELP, NOT_FOR_EXTEND, SOURCE_OPTION_HELP
 from ltxcli.job import JobSettings
 from ltxcli.long_video import OPTION_HELP
 from ltxcli.parallel import launch
@@ -225,30 +225,31 @@ Options = make_dataclass(
 )
 
 
-def generation_command(func: Callable[..., None] | None = None, *, helps: dict[str, str] | None = None) -> Any:
-    """A generating command: ``func`` declares only its own parameters plus ``**shared``; Typer sees them followed
-    by :data:`SHARED_OPTIONS` (``helps``: this command's help of some of them), and ``func`` receives those in
-    ``shared`` (``gpus`` included). One-line errors (:func:`~ltxcli.cli.common.guarded`) included."""
+def generation_command(func: Callable[..., None] | None = None, *, helps: dict[str, str] | None = None,
+                       hidden: tuple[str, ...] = ()) -> Any:
+    """A generating command: ``func`` declares only its own parameters plus ``**shared``; Typer sees them followed by
+    :data:`SHARED_OPTIONS` (``helps``: its own help of some; ``hidden``: those its --help leaves out, still accepted),
+    and ``func`` receives those in ``shared`` (``gpus`` included). One-line errors (:func:`~ltxcli.cli.common.guarded`)."""
     if func is None:
-        return functools.partial(generation_command, helps=helps)
+        return functools.partial(generation_command, helps=helps, hidden=hidden)
     own = [p for p in inspect.signature(func, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
 
     @functools.wraps(func)
     def command(**kwargs: Any) -> None:
         func(**kwargs)
 
-    params = own + [_shown(p, (helps or {}).get(p.name)) for p in SHARED_OPTIONS.values()]
+    params = own + [_shown(p, (helps or {}).get(p.name), p.name in hidden) for p in SHARED_OPTIONS.values()]
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
     del command.__wrapped__  # typer reads the signature above, not func's
     return guarded(command)
 
 
-def _shown(p: inspect.Parameter, help: str | None) -> inspect.Parameter:
-    """Shared option ``p`` as a command's keyword parameter, with that command's ``help`` (None: as declared)."""
+def _shown(p: inspect.Parameter, help: str | None, hidden: bool) -> inspect.Parameter:
+    """Shared option ``p`` as a command's keyword parameter, with its ``help`` there (None: as declared)."""
     kind, info = get_args(p.annotation)
     info = copy.copy(info)
-    info.help = info.help if help is None else help
+    info.help, info.hidden = info.help if help is None else help, info.hidden or hidden
     return p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, info])
 
 
@@ -492,7 +493,7 @@ def v2v(
     _single(options(shared), shared["gpus"], {"prompt": prompt, "video": video, "denoise_strength": strength})
 
 
-@generation_command(helps=EXTEND_OPTION_HELP)
+@generation_command(helps=EXTEND_OPTION_HELP, hidden=NOT_FOR_EXTEND)
 def extend(
     video: Annotated[str, typer.Argument(metavar="VIDEO", show_default=False, help="The video to continue.")],
     frames: Annotated[int, typer.Option(show_default=False, help="Frames to add (the output is VIDEO's frames "
