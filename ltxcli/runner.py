@@ -352,6 +352,9 @@ def plan_outputs(
                              "use a pattern with {index} or {seed}")
         seen[key] = it.index
         it.skip = False
+        if target.exists() and frames != target.is_dir():  # before "pass --overwrite": that would not help
+            raise OutputError(f"cannot write {target}: it is a folder" if not frames else
+                              f"cannot write {target}: it exists and is not a folder")
         if target.exists() or target.is_symlink():
             if skip_existing:
                 it.skip = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import errno
 import io
+import itertools
 import json
 import os
 import pickle
@@ -355,18 +356,35 @@ def test_doctor_and_calibration_say_what_cannot_be_written(cli_env: Path, monkey
 
 def test_vae_output_checks_come_before_any_work_and_leave_no_folder(cli_env: Path, loads: list[Any]) -> None:
     """An output that is a folder was found after the model loaded and the work was done (exit 6); the output's
-    folders were made before the input and model were checked, and stayed after their errors."""
+    folders were made before the input and model were checked, and stayed after their errors. Without
+    --overwrite a folder was "already exists: pass --overwrite" (exit 2), which then failed as a folder."""
     media.write_video(cli_env / "in.mp4", torch.rand(9, 64, 64, 3), 24)
     (cli_env / "d.safetensors").mkdir()
     (cli_env / "d.mp4").mkdir()
-    for args in (["encode", "in.mp4", "-o", "d.safetensors"], ["roundtrip", "in.mp4", "-o", "d.mp4"]):
-        line = assert_one_error_line(ltx("vae", *args, "-m", "tiny", "--overwrite"), 1)
+    for args, extra in itertools.product((["encode", "in.mp4", "-o", "d.safetensors"], ["decode", "l.safetensors",
+                                          "-o", "d.mp4"], ["roundtrip", "in.mp4", "-o", "d.mp4"]), ([], ["--overwrite"])):
+        line = assert_one_error_line(ltx("vae", *args, "-m", "tiny", *extra), 1)
         assert line == f"error: cannot write {args[-1]}: it is a folder"
     assert loads == []
     assert_one_error_line(ltx("vae", "encode", "missing.mp4", "-m", "tiny", "-o", "new/sub/x.safetensors"), 6)
     assert not (cli_env / "new").exists()
     assert ltx("vae", "encode", "in.mp4", "-m", "tiny", "-o", "new/sub/x.safetensors").exit_code == 0
     assert (cli_env / "new" / "sub" / "x.safetensors").is_file()
+
+
+def test_generate_output_of_the_wrong_kind_is_refused_before_work(cli_env: Path, loads: list[Any]) -> None:
+    """--frames-dir naming a file was "already exists: pass --overwrite" (exit 2), then with --overwrite failed
+    after the whole run; a pattern naming a folder likewise. -o naming an existing folder writes into it."""
+    (cli_env / "afile").write_text("x")
+    (cli_env / "0.mp4").mkdir()
+    for out, what in ((["--frames-dir", "afile"], "afile: it exists and is not a folder"),
+                      (["-o", "{index}.mp4"], "0.mp4: it is a folder")):
+        for extra in ([], ["--overwrite"]):
+            line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", *out, *extra, *SMALL), 1)
+            assert line == f"error: cannot write {what}"
+    assert loads == [] and (cli_env / "afile").read_text() == "x"
+    assert ltx("generate", "a cat", "--model", "tiny", "-o", "0.mp4", "--seed", "1", *SMALL).exit_code == 0
+    assert [p.name for p in (cli_env / "0.mp4").iterdir()] == ["a-cat-1-96x64x9.mp4"]
 
 
 def test_batch_mistakes_found_while_completing_items_name_their_line(cli_env: Path, loads: list[Any]) -> None:

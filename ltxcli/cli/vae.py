@@ -82,10 +82,10 @@ def _check_target(target: Path, overwrite: bool) -> None:
     """Before any work: an output that exists (without --overwrite), is a folder, or cannot be made where it is."""
     from ltxcli.runner import check_writable
 
+    if target.is_dir():  # first: --overwrite would not help
+        raise CliError(f"cannot write {target}: it is a folder", EXIT_ERROR)
     if (target.exists() or target.is_symlink()) and not overwrite:
         usage_error(f"{target} already exists: pass --overwrite to replace it")
-    if target.is_dir():
-        raise CliError(f"cannot write {target}: it is a folder", EXIT_ERROR)
     check_writable(target)  # a file where a folder should be: one line, as ltx generate says it
 
 
