@@ -178,8 +178,22 @@ def checked_frames(request: GenerationRequest, max_seconds: float) -> int:
     too_long = (padded_size(32, 32, r.num_frames)[2] - 1) / r.frame_rate > max_seconds
     if not (windowed(r) or too_long):
         return r.num_frames
-    window = DEFAULT_WINDOW if r.window is None else int(r.window)
-    return min(r.num_frames, _LATENT_T * (max(window // _LATENT_T, 2) - 1) + 1)
+    return check_window_time(r.window, r.num_frames, r.frame_rate, max_seconds)
+
+
+def check_window_time(window: int | None, num_frames: int, frame_rate: float, max_seconds: float) -> int:
+    """The frames of one window of a ``num_frames`` video, checked against the model's time range: a ValueError
+    names the window (``None``: the default one) and the largest that fits, not the window's frame count."""
+    given = DEFAULT_WINDOW if window is None else int(window)
+    frames = min(num_frames, _LATENT_T * (max(given // _LATENT_T, 2) - 1) + 1)
+    seconds = (padded_size(32, 32, frames)[2] - 1) / frame_rate
+    if seconds > max_seconds:
+        k = int(max_seconds * frame_rate) // _LATENT_T  # latent frames after the first that fit
+        name = f"window={window} ({frames} frames)" if window is not None else \
+            f"the default window ({DEFAULT_WINDOW}: {frames} frames)"
+        raise ValueError(f"{name} at {frame_rate:g} fps lasts {seconds:.1f} s, above the model's position range of "
+                         f"{max_seconds:g} s: use a window of at most {_LATENT_T * (k + 1)} ({_LATENT_T * k + 1} frames)")
+    return frames
 
 
 def check(request: GenerationRequest) -> tuple[int, int, float, float]:
@@ -221,6 +235,8 @@ def plan(request: GenerationRequest, preset: Preset, max_seconds: float | None =
     if not (windowed(r) or too_long):
         return None
     window, overlap, strength, factor = check(r)
+    if max_seconds is not None:  # before the first window, naming the window (not the frames it makes)
+        check_window_time(r.window, num_frames, frame_rate, max_seconds)
     check_placement(r.conditions, num_frames)  # the whole video's frames (the windows cover its padded length)
     if r.video is not None or r.noise is not None or r.first_pass is not None or r.second_pass is not None:
         raise ValueError("video-to-video, explicit noise and per-pass settings are not supported yet with long "
@@ -666,6 +682,7 @@ __all__ = [
     "Window",
     "bar_prompts",
     "check",
+    "check_window_time",
     "checked_frames",
     "fuse",
     "generate",

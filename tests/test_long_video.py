@@ -284,6 +284,24 @@ def test_bad_settings_are_one_line_errors(tiny, kwargs, match) -> None:
         long_video.plan(GenerationRequest("a", **{**BASE, **kwargs}), tiny.preset)
 
 
+def test_a_window_longer_than_the_model_s_time_range_is_named_as_the_window(tiny) -> None:
+    """--window 600 at 24 fps said "num_frames=593 at frame_rate=24.0 lasts 24.7 s" (the window's frames, a number
+    the user never gave), and only once the first window ran (API) or at the check (CLI)."""
+    req = GenerationRequest("a", height=64, width=96, num_frames=2001, frame_rate=24, window=600)
+    message = (r"^window=600 \(593 frames\) at 24 fps lasts 24\.7 s, above the model's position range of 20 s: use "
+               r"a window of at most 488 \(481 frames\)$")
+    with pytest.raises(ValueError, match=message):
+        long_video.checked_frames(req, 20)
+    with pytest.raises(ValueError, match=message):
+        long_video.plan(req, tiny.preset, 20)
+    ok = GenerationRequest("a", height=64, width=96, num_frames=2001, frame_rate=24, window=488)
+    assert long_video.checked_frames(ok, 20) == 481 and long_video.plan(ok, tiny.preset, 20) is not None
+    slow = GenerationRequest("a", height=64, width=96, num_frames=2001, frame_rate=3)  # the default window: 73 frames
+    with pytest.raises(ValueError, match=r"^the default window \(80: 73 frames\) at 3 fps lasts 24\.0 s, .* at most "
+                                         r"64 \(57 frames\)$"):
+        long_video.checked_frames(slow, 20)
+
+
 def test_duration_and_schedule_parsing() -> None:
     assert timeline.frames_for_duration(30, 24) == 721
     assert timeline.parse_duration("1m30s") == 90.0 and timeline.parse_duration("2.5s") == 2.5
