@@ -48,7 +48,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .enhance.rules import unsupported
-from .request import Condition, Control, GenerationRequest, check_fields, check_placement, padded_size
+from .request import (
+    SEED_MAX,
+    Condition,
+    Control,
+    GenerationRequest,
+    check_fields,
+    check_placement,
+    padded_size,
+)
 from .timeline import FRAMES_PER_LATENT as _LATENT_T
 from .timeline import duration_frames, frames_of, read_schedule, start_frame
 
@@ -245,9 +253,33 @@ def plan(request: GenerationRequest, preset: Preset, max_seconds: float | None =
     spans = split_windows(latent_frames, window // _LATENT_T, overlap // _LATENT_T)
     prompts = window_prompts(r, spans, frame_rate)
     seed = r.seed if r.seed is not None else secrets.randbelow(_SEED_RANGE)
+    _check_window_seeds(seed, spans)
     windows = tuple(Window(i, s, e, prompts[i], seed + s) for i, (s, e) in enumerate(spans))
     full = replace(r, num_frames=num_frames, frame_rate=frame_rate, seed=seed, duration=None)
     return LongPlan(full, num_frames, frame_rate, window, overlap, strength, factor, windows)
+
+
+def check_seed(request: GenerationRequest, max_seconds: float) -> None:
+    """Before any work: the seed of a request that runs in windows (as :func:`plan` decides; ``num_frames`` and
+    ``frame_rate`` filled in) leaves room for its window seeds, ``seed + first latent frame``."""
+    r = request
+    assert r.num_frames is not None and r.frame_rate is not None
+    latent_frames = (padded_size(32, 32, r.num_frames)[2] - 1) // _LATENT_T + 1
+    too_long = (latent_frames - 1) * _LATENT_T / r.frame_rate > max_seconds
+    if r.seed is None or r.extend is not None or r.video is not None or not (windowed(r) or too_long):
+        return
+    window, overlap, _, _ = check(r)
+    _check_window_seeds(int(r.seed), split_windows(latent_frames, window // _LATENT_T, overlap // _LATENT_T))
+
+
+def _check_window_seeds(seed: int, spans: Sequence[tuple[int, int]]) -> None:
+    """A valid ``seed`` whose last window seed would not be: one line naming it and the largest usable one (not
+    the derived seed, which the user never gave)."""
+    top = spans[-1][0]
+    if 0 <= seed <= SEED_MAX < seed + top:
+        raise ValueError(f"seed={seed} is too large for a video in {len(spans)} windows (window seeds are seed + "
+                         f"their first latent frame, up to seed + {top}, above 2**63 - 1): use a seed of at most "
+                         f"{SEED_MAX - top}")
 
 
 def window_frames(request: GenerationRequest, frame_rate: float,
@@ -673,25 +705,8 @@ class _LongRun:
 
 
 __all__ = [
-    "DEFAULT_ADAIN",
-    "DEFAULT_OVERLAP",
-    "DEFAULT_OVERLAP_STRENGTH",
-    "DEFAULT_WINDOW",
-    "OPTION_HELP",
-    "LongPlan",
-    "Window",
-    "bar_prompts",
-    "check",
-    "check_window_time",
-    "checked_frames",
-    "fuse",
-    "generate",
-    "plan",
-    "request_hash",
-    "split_windows",
-    "state_path",
-    "temporal_upscaler",
-    "window_frames",
-    "window_prompts",
-    "windowed",
+    "DEFAULT_ADAIN", "DEFAULT_OVERLAP", "DEFAULT_OVERLAP_STRENGTH", "DEFAULT_WINDOW", "OPTION_HELP",
+    "LongPlan", "Window", "bar_prompts", "check", "check_seed", "check_window_time", "checked_frames", "fuse",
+    "generate", "plan", "request_hash", "split_windows", "state_path", "temporal_upscaler", "window_frames",
+    "window_prompts", "windowed",
 ]

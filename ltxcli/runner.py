@@ -176,7 +176,12 @@ def build_items(
 def derive_seeds(items: Sequence[BatchItem], batch_seed: int, *, drawn: bool = False, redo: bool = False) -> None:
     """Seed each item without a seed of its own ``batch_seed + index`` (``redo``: also those derived from
     another batch seed before); with several items each records ``batch_seed`` (a single video's seed is the
-    batch seed). ``drawn``: ``batch_seed`` was drawn at random."""
+    batch seed). ``drawn``: ``batch_seed`` was drawn at random. A valid ``batch_seed`` that would give an item an
+    invalid seed is a ValueError naming it and the largest usable one (not the derived seed, never given)."""
+    last = max((it.index for it in items if it.seed is None or (redo and it.batch_seed is not None)), default=0)
+    if 0 <= batch_seed <= SEED_MAX < batch_seed + last:
+        raise ValueError(f"seed={batch_seed} is too large for a batch of {len(items)} items (item {last} gets seed + "
+                         f"{last}, above 2**63 - 1): use a seed of at most {SEED_MAX - last}")
     for it in items:
         if it.seed is None or (redo and it.batch_seed is not None):
             it.seed = batch_seed + it.index
@@ -284,6 +289,7 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
         item.conditions = [check_condition(c, item.height, item.width, item.num_frames, decoded)
                            for c in item.conditions]
         long_video.check(item)  # window settings and the prompt schedule (read here)
+        long_video.check_seed(item, max_pos[0])  # room for the window seeds
         check_extension(item)
         check_mode(item.enhance_prompt)
         if preset is not None and item.extend is None:  # the passes too (an extension resolves inside run_extension)

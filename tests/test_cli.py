@@ -235,6 +235,8 @@ def _corrupt(path: Path) -> str:
         (["generate", "x", "--model", "tiny", "--frame-rate", "0", "-o", "o.mp4"], 2, "frame_rate=0"),
         (["generate", "x", "--model", "tiny", "--num-frames", "2001", "--window", "600", "-o", "o.mp4"], 2,
          "window=600 (593 frames) at 24 fps lasts 24.7 s"),
+        (["generate", "x", "--model", "tiny", "--num-frames", "600", "--seed", str(2**63 - 1), "-o", "o.mp4"], 2,
+         f"seed={2**63 - 1} is too large for a video in 11 windows"),
         (["generate", "x", "--model", "tiny", "--steps", "0", "-o", "o.mp4"], 2, "steps=0"),
         (["generate", "x", "--model", "tiny", "--guidance-scale", "-1", "-o", "o.mp4"], 2, "guidance_scale=-1"),
         (["generate", "x", "--model", "tiny", "--condition", "c.png:99", "-o", "o.mp4"], 2, "frame=99"),

@@ -175,6 +175,22 @@ def test_batch_seed_seeds_items_by_index(cli_env: Path) -> None:
     assert [o["seed"] for o in json_lines(r.stdout)] == [100, 11, 102]
 
 
+def test_a_batch_seed_too_large_for_its_items_names_the_seed_given(cli_env: Path) -> None:
+    """--seed 2**63 - 1 (accepted) on a 2-item batch failed with "seed=9223372036854775808 must be an integer in
+    [0, ...]": item 1's derived seed, which the user never gave. Valid seeds derive as before."""
+    (cli_env / "prompts.txt").write_text('a cat\n{"prompt": "a dog", "seed": 11}\na bird\n')
+    top = 2**63 - 1
+    line = assert_one_error_line(ltx("generate", "--batch", "prompts.txt", "--model", "tiny", "--seed", str(top),
+                                     "-o", PATTERN, *SMALL), 2)
+    assert line == (f"error: seed={top} is too large for a batch of 3 items (item 2 gets seed + 2, above "
+                    f"2**63 - 1): use a seed of at most {top - 2}")
+    assert not (cli_env / "out").exists()
+    r = ltx("generate", "--batch", "prompts.txt", "--model", "tiny", "--seed", str(top - 2), "-o", PATTERN, "--json",
+            *SMALL)
+    assert r.exit_code == 0, r.stderr
+    assert [o["seed"] for o in json_lines(r.stdout)] == [top - 2, 11, top]
+
+
 # --------------------------------------------------------------------------------------- exit codes
 
 

@@ -302,6 +302,25 @@ def test_a_window_longer_than_the_model_s_time_range_is_named_as_the_window(tiny
         long_video.checked_frames(slow, 20)
 
 
+def test_a_seed_too_large_for_the_window_seeds_names_the_seed_given(tiny) -> None:
+    """Window seeds are seed + the window's first latent frame: --seed 2**63 - 1 (accepted) failed with
+    "seed=9223372036854775810 must be an integer in [0, ...]" after the first window ran. Now refused before any
+    work (the CLI's check and plan()), naming the seed given; valid seeds derive the window seeds as before."""
+    top = 2**63 - 1
+    req = GenerationRequest("a", **{**BASE, "seed": top})  # three windows, starting at latent frames 0, 3, 6
+    message = (rf"^seed={top} is too large for a video in 3 windows \(window seeds are seed \+ their first latent "
+               rf"frame, up to seed \+ 6, above 2\*\*63 - 1\): use a seed of at most {top - 6}$")
+    with pytest.raises(ValueError, match=message):
+        long_video.check_seed(req, 20)
+    with pytest.raises(ValueError, match=message):
+        long_video.plan(req, tiny.preset)
+    ok = GenerationRequest("a", **{**BASE, "seed": top - 6})
+    long_video.check_seed(ok, 20)
+    assert [w.seed for w in long_video.plan(ok, tiny.preset).windows] == [top - 6, top - 3, top]
+    one = GenerationRequest("a", height=64, width=96, num_frames=9, frame_rate=24, seed=top)  # no windows
+    long_video.check_seed(one, 20)
+
+
 def test_duration_and_schedule_parsing() -> None:
     assert timeline.frames_for_duration(30, 24) == 721
     assert timeline.parse_duration("1m30s") == 90.0 and timeline.parse_duration("2.5s") == 2.5
