@@ -330,6 +330,23 @@ def test_help_documents_exit_codes() -> None:
         assert f"  {code} " in result.stdout
 
 
+def test_exit_code_table_says_what_each_missing_or_corrupt_file_gives(cli_env: Path) -> None:
+    """The help's table said 6 is "input media or checkpoint unreadable (missing, corrupt)", but a checkpoint path
+    that does not exist is 2 (README: "unknown model or path"); a corrupt checkpoint and missing media are 6."""
+    corrupt = _corrupt(cli_env / "corrupt.safetensors")
+    for args, code, words in (
+        (["generate", "x", "-m", "./nope.safetensors"], 2, ("path", "does not exist")),
+        (["generate", "x", "-m", "tiny", "--lora", "nope.safetensors"], 2, ("path", "LoRA")),
+        (["generate", "x", "-m", corrupt], 6, ("checkpoint", "corrupt")),
+        (["generate", "x", "-m", "tiny", "--lora", corrupt], 6, ("LoRA", "corrupt")),
+        (["i2v", "missing.png", "x", "-m", "tiny"], 6, ("input media", "missing")),
+        (["vae", "decode", "missing.safetensors", "-m", "tiny"], 6, ("latents", "missing")),
+    ):
+        assert_one_error_line(ltx(*args, "-o", "o.mp4"), code)
+        assert all(w in cli_common.EXIT_CODES[code] for w in words), (args, cli_common.EXIT_CODES[code])
+    assert "missing" not in cli_common.EXIT_CODES[6].split(";")[1]  # of checkpoints: only unreadable ones
+
+
 # --------------------------------------------------------------------------------------- vae
 
 

@@ -46,11 +46,11 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM (kill, timeout, a job scheduler)
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
     EXIT_ERROR: "other error (output not writable, NaN/Inf result, internal error)",
-    EXIT_USAGE: "usage: bad option or size, unknown model, output exists",
+    EXIT_USAGE: "usage: bad option or size, unknown model or path (a model, LoRA or text encoder that does not exist), output exists",
     EXIT_WEIGHTS: "weights missing and not downloadable (offline, network, gated)",
     EXIT_CHECKSUM: "checksum mismatch of downloaded weights",
     EXIT_OOM: "out of memory or would not fit (try --offload model, --vae-tiling on, or a smaller size or fewer frames)",
-    EXIT_INPUT: "input media or checkpoint unreadable (missing, corrupt)",
+    EXIT_INPUT: "input media or latents file missing or unreadable; checkpoint or LoRA file unreadable (corrupt)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); partial outputs are removed",
     EXIT_PIPE: "stdout closed early (e.g. `| head -1`): the rest of the output is dropped, no error line",
     EXIT_TERMINATED: "terminated (SIGTERM: kill, timeout, a scheduler); partial outputs are removed",
