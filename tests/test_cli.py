@@ -155,6 +155,27 @@ def test_info_shows_no_record_for_another_program_s_json_comment(cli_env: Path) 
     assert "prompt: x" not in human.stdout and "no ltx generation record" in human.stderr
 
 
+def test_info_refuses_a_file_that_does_not_decode(cli_env: Path) -> None:
+    """Text named .jpg was described (exit 0) as "stream: 0x0, 1 frame(s), 25 fps, mjpeg" while `ltx i2v` refused
+    it (exit 6); a truncated PNG (its header whole) likewise. A real JPEG, PNG and an ltx MP4 are still described."""
+    (cli_env / "bad.jpg").write_text("garbage\n")
+    path = media.write_video(cli_env / "v.mp4", torch.rand(9, 64, 96, 3), 24)
+    (cli_env / "cut.mp4").write_bytes(path.read_bytes()[:2000])
+    media.write_image(cli_env / "ok.png", torch.rand(30, 40, 3))
+    (cli_env / "cut.png").write_bytes((cli_env / "ok.png").read_bytes()[:100])  # the header, part of the data
+    for name in ("bad.jpg", "cut.mp4", "cut.png"):
+        for extra in ([], ["--json"]):
+            line = assert_one_error_line(ltx("info", name, *extra), 6)
+            assert line.startswith(f"error: {name}: "), line
+    assert_one_error_line(ltx("i2v", "bad.jpg", "x", "-m", "tiny", "-o", "o.mp4"), 6)
+    from PIL import Image
+
+    Image.new("RGB", (40, 30)).save(cli_env / "ok.jpg")
+    (obj,) = json_lines(ltx("info", "ok.jpg", "--json").stdout)
+    assert (obj["stream"]["width"], obj["stream"]["height"], obj["stream"]["num_frames"]) == (40, 30, 1)
+    assert ltx("info", "v.mp4").exit_code == 0 and ltx("info", "ok.png").exit_code == 0
+
+
 def test_frames_dir_is_exactly_the_library_result() -> None:
     """--frames-dir PNGs are lossless: they equal the library's frames for the same arguments, code for code."""
     result = ltx("generate", "a dog runs", "--model", "tiny", "--seed", "11", "--steps", "2", "--guidance-scale",

@@ -386,10 +386,10 @@ def read_video_metadata(path: PathLike) -> dict[str, Any] | None:
 
 
 def media_info(path: PathLike) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """A file's stream facts (nothing is decoded) and its record (:func:`read_video_metadata`), as ``ltx info``
-    shows them. Stream ``kind``: ``image`` (a PNG), ``video`` (with codec, frame_rate, duration_s) or ``frames``
-    (a folder written by :func:`write_png_frames`, read through its first frame; ``num_frames`` counts the PNGs).
-    A missing or unreadable file is a :class:`MediaError`."""
+    """A file's stream facts (only the first frame is decoded) and its record (:func:`read_video_metadata`), as
+    ``ltx info`` shows them. Stream ``kind``: ``image`` (a PNG), ``video`` (with codec, frame_rate, duration_s) or
+    ``frames`` (a folder written by :func:`write_png_frames`, read through its first frame; ``num_frames`` counts
+    the PNGs). A missing or unreadable file, or one whose first frame does not decode, is a :class:`MediaError`."""
     path = Path(path)
     target = path / "frame_00000.png" if path.is_dir() else path
     if path.is_dir() and not target.is_file():
@@ -398,8 +398,12 @@ def media_info(path: PathLike) -> tuple[dict[str, Any], dict[str, Any] | None]:
     if record is not None and record.get("tool") != "ltxcli":  # another program's JSON comment: no ltx record
         record = None
     if target.suffix.lower() == ".png":
-        with Image.open(target) as im:
-            stream: dict[str, Any] = {"kind": "image", "width": im.width, "height": im.height, "num_frames": 1}
+        try:
+            with Image.open(target) as im:
+                im.load()  # decoded, as a video's first frame is (a truncated PNG has a whole header)
+                stream: dict[str, Any] = {"kind": "image", "width": im.width, "height": im.height, "num_frames": 1}
+        except (OSError, SyntaxError) as e:  # what PIL raises for a truncated or broken image
+            raise MediaError(f"{target}: cannot read image: {one_line(e)}") from None
         if target != path:
             stream.update(kind="frames", num_frames=len(list(path.glob("frame_*.png"))))
         return stream, record
@@ -410,8 +414,11 @@ def media_info(path: PathLike) -> tuple[dict[str, Any], dict[str, Any] | None]:
             codec = container.streams.video[0].codec_context
             name, width, height = codec.name, codec.width, codec.height
             duration = float(container.duration / 1_000_000) if container.duration else None
+            # the header alone passes for text named .jpg ("0x0, 1 frame"): a file that does not decode is refused
+            if next(container.decode(video=0), None) is None:
+                raise MediaError(f"{target}: no frame decodes")
     except av.error.FFmpegError as e:
-        raise MediaError(f"{target}: cannot open video: {one_line(e)}") from None
+        raise MediaError(f"{target}: cannot read video: {one_line(e)}") from None
     rate = video_frame_rate(target)
     fps: float | int = int(rate) if rate.denominator == 1 else round(float(rate), 6)
     stream = {"kind": "video", "codec": name, "width": width, "height": height,
