@@ -391,7 +391,7 @@ def check_writable(target: Path) -> None:
         fd, probe = tempfile.mkstemp(prefix=".ltx-write-test-", dir=anc)
     except OSError as e:
         reason = os.strerror(e.errno).lower() if e.errno else str(e)
-        raise OutputError(f"cannot write {target}: {anc}: {reason}") from None
+        raise OutputError(f"cannot write {target}: cannot create files in {anc} ({reason})") from None
     os.close(fd)
     os.unlink(probe)
 

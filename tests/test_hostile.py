@@ -792,6 +792,20 @@ def test_read_only_folder_is_refused_before_work(cli_env: Path, monkeypatch: pyt
     assert "cannot write ro/o.mp4" in line and "read-only file system" in line and loads == []
 
 
+def test_a_folder_that_takes_no_new_files_is_named_as_such(cli_env: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          loads: list[Any]) -> None:
+    """-o /proc/x.mp4 said "cannot write /proc/x.mp4: /proc: no such file or directory": /proc exists, it only
+    takes no new file (mkstemp's ENOENT there). The line says what failed, then the system's reason."""
+    def enoent(*args: Any, **kwargs: Any) -> Any:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory")
+
+    (cli_env / "d").mkdir()
+    monkeypatch.setattr(runner, "tempfile", SimpleNamespace(mkstemp=enoent))  # what /proc answers
+    line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", "-o", "d/x.mp4", *SMALL), 1)
+    assert line == "error: cannot write d/x.mp4: cannot create files in d (no such file or directory)"
+    assert loads == []
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_read_only_folder_real_permissions(cli_env: Path, loads: list[Any]) -> None:
     (cli_env / "ro").mkdir(mode=0o555)
