@@ -37,21 +37,18 @@ negative index of every window; the decode runs window by window instead of once
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .enhance.rules import unsupported
+from .long_state import read_state, state_hash, state_path, state_seed
 from .request import (
     SEED_MAX,
-    Condition,
-    Control,
     GenerationRequest,
     check_fields,
     check_placement,
@@ -331,33 +328,9 @@ def temporal_upscaler(requests: Sequence[GenerationRequest]) -> str | None:
 # --- resume state -------------------------------------------------------------------------------------------
 
 
-def state_path(target: str | os.PathLike[str]) -> Path:
-    """Where a ``--resume`` run keeps its finished windows: next to the output, hidden."""
-    t = Path(target)
-    return t.with_name(f".{t.name}.ltx-resume")
-
-
 def request_hash(p: LongPlan, model: str, compute: Mapping[str, Any] | None = None) -> str:
-    """sha256 of what decides the latents of a run: the model, how it computes (``compute``: the pipeline's
-    :meth:`~ltxcli.pipeline.Pipeline.compute_record`, dtype and weight storage), the windows and every request
-    setting."""
-    def plain(v: Any) -> Any:
-        if isinstance(v, Condition):
-            return [plain(v.media), v.frame, v.strength]
-        if isinstance(v, Control):
-            return [plain(v.media), v.strength, v.kind]
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        if isinstance(v, Mapping):
-            return {str(k): plain(x) for k, x in v.items()}
-        if v is None or isinstance(v, (bool, int, float, str)):
-            return v
-        return repr(type(v)) if not isinstance(v, os.PathLike) else os.fspath(v)
-
-    req = {f.name: plain(getattr(p.request, f.name)) for f in fields(GenerationRequest)}
-    blob = json.dumps({"model": model, "compute": compute, "request": req, "long": p.settings()}, sort_keys=True,
-                      default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    """:func:`ltxcli.long_state.state_hash` of a plan: its request and its windows' settings."""
+    return state_hash(p.request, p.settings(), model, compute)
 
 
 # --- generation ---------------------------------------------------------------------------------------------
@@ -403,7 +376,7 @@ def generate(
 
     max_seconds = float(pipe.transformer.config.positional_embedding_max_pos[0])
     if resume is not None and (request.seed is None or getattr(request, "seed_drawn", False)):
-        request = _state_seed(request, Path(resume))
+        request = state_seed(request, Path(resume))
     p = plan(request, pipe.preset, max_seconds)
     if p is None or len(p.windows) == 1:
         one = replace(p.window_request(0), num_frames=p.num_frames) if p is not None else _single(request, pipe.preset)
@@ -433,27 +406,6 @@ def generate(
     chunks = list(run.pixels(result))
     result.video = torch.cat(chunks) if chunks else None
     return result
-
-
-def _state_seed(request: GenerationRequest, state: Path) -> GenerationRequest:
-    """A request whose seed is left to chance, resumed: the seed of the interrupted run that left ``state`` (any
-    seed would do, and only that one can match the state's hash, which still decides whether its windows are
-    used), so the same command without ``--seed`` continues rather than starting over."""
-    seed = _read_state(state).get("seed")
-    return replace(request, seed=seed) if isinstance(seed, int) and not isinstance(seed, bool) else request
-
-
-def _read_state(state: Path) -> dict[str, Any]:
-    """The state file's contents; empty when there is none, or it is truncated or foreign (a run starts over)."""
-    import torch
-
-    if not state.is_file():
-        return {}
-    try:
-        saved = torch.load(state, map_location="cpu", weights_only=True)
-    except Exception:
-        return {}
-    return saved if isinstance(saved, dict) else {}
 
 
 def _media_checked(pipe: Pipeline, p: LongPlan) -> GenerationRequest:
@@ -687,7 +639,7 @@ class _LongRun:
 
     def _load_state(self) -> tuple[Tensor | None, Tensor | None, int]:
         # none, another run's, or unreadable: start over (the file is replaced by the next window's)
-        saved = _read_state(self.state) if self.state is not None else {}
+        saved = read_state(self.state) if self.state is not None else {}
         if saved.get("hash") != self.hash:
             return None, None, 0
         return saved["out"], saved["first"], int(saved["done"])

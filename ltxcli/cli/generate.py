@@ -408,10 +408,6 @@ def _read_stdin(ctx: Any) -> str:
     return on_rank0(ctx, lambda: click.get_text_stream("stdin").read())
 
 
-def _read_source(source: str, what: str, ctx: Any) -> str:
-    return _read_stdin(ctx) if source == "-" else batch_file.read_batch_file(source, what)
-
-
 def _single(opts: Any, gpus: int | None, row: dict[str, Any], first: Condition | None = None) -> None:
     """One video from ``row`` (generate, i2v, v2v, extend); its prompt '-' is read from stdin (by rank 0)."""
     relaunch(gpus, None if row["prompt"] == "-" else  # stdin is left for the workers to read
@@ -467,7 +463,8 @@ def generate(
 
     relaunch(gpus, prepare, opts.device, opts.quiet)
     with distributed_context() as ctx:
-        run(opts, batch_file.parse_batch(_read_source(batch, "--batch", ctx), f"--batch {batch}"), batch=True, ctx=ctx)
+        text = _read_stdin(ctx) if batch == "-" else batch_file.read_batch_file(batch)
+        run(opts, batch_file.parse_batch(text, f"--batch {batch}"), batch=True, ctx=ctx)
 
 
 @generation_command

@@ -1,0 +1,68 @@
+"""The resume state of a long video (:mod:`ltxcli.long_video`, ``--resume``): where it is kept, the hash that says
+which run it belongs to, and reading it back. The windowed run writes and uses it; this module only names it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+from .request import Condition, Control, GenerationRequest
+
+
+def state_path(target: str | os.PathLike[str]) -> Path:
+    """Where a ``--resume`` run keeps its finished windows: next to the output, hidden."""
+    t = Path(target)
+    return t.with_name(f".{t.name}.ltx-resume")
+
+
+def state_hash(request: GenerationRequest, windows: Mapping[str, Any], model: str,
+               compute: Mapping[str, Any] | None = None) -> str:
+    """sha256 of what decides the latents of a run: the model, how it computes (``compute``: the pipeline's
+    :meth:`~ltxcli.pipeline.Pipeline.compute_record`, dtype and weight storage, and the LoRAs merged), the windows'
+    settings and every request setting."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, Condition):
+            return [plain(v.media), v.frame, v.strength]
+        if isinstance(v, Control):
+            return [plain(v.media), v.strength, v.kind]
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, Mapping):
+            return {str(k): plain(x) for k, x in v.items()}
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return v
+        return repr(type(v)) if not isinstance(v, os.PathLike) else os.fspath(v)
+
+    req = {f.name: plain(getattr(request, f.name)) for f in fields(GenerationRequest)}
+    blob = json.dumps({"model": model, "compute": compute, "request": req, "long": windows}, sort_keys=True,
+                      default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def read_state(state: Path) -> dict[str, Any]:
+    """The state file's contents; empty when there is none, or it is truncated or foreign (a run starts over)."""
+    import torch
+
+    if not state.is_file():
+        return {}
+    try:
+        saved = torch.load(state, map_location="cpu", weights_only=True)
+    except Exception:
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def state_seed(request: GenerationRequest, state: Path) -> GenerationRequest:
+    """A request whose seed is left to chance, resumed: the seed of the interrupted run that left ``state`` (any
+    seed would do, and only that one can match the state's hash, which still decides whether its windows are
+    used), so the same command without ``--seed`` continues rather than starting over."""
+    seed = read_state(state).get("seed")
+    return replace(request, seed=seed) if isinstance(seed, int) and not isinstance(seed, bool) else request
+
+
+__all__ = ["read_state", "state_hash", "state_path", "state_seed"]
