@@ -57,12 +57,19 @@ def read_state(state: Path) -> dict[str, Any]:
     return saved if isinstance(saved, dict) else {}
 
 
-def state_seed(request: GenerationRequest, state: Path) -> GenerationRequest:
-    """A request whose seed is left to chance, resumed: the seed of the interrupted run that left ``state`` (any
-    seed would do, and only that one can match the state's hash, which still decides whether its windows are
-    used), so the same command without ``--seed`` continues rather than starting over."""
+def saved_seed(state: Path) -> int | None:
+    """The seed of the interrupted run that left ``state`` (None: no readable state). A run whose seed is left to
+    chance takes it when it resumes (any seed would do, and only that one can match the state's hash, which still
+    decides whether its windows are used), so the same command without ``--seed`` continues; for the CLI's items
+    :func:`ltxcli.runner.plan_outputs` does so, before the prompt is enhanced with the seed."""
     seed = read_state(state).get("seed")
-    return replace(request, seed=seed) if isinstance(seed, int) and not isinstance(seed, bool) else request
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
-__all__ = ["read_state", "state_hash", "state_path", "state_seed"]
+def state_seed(request: GenerationRequest, state: Path) -> GenerationRequest:
+    """``request`` with :func:`saved_seed` where the state has one."""
+    seed = saved_seed(state)
+    return request if seed is None else replace(request, seed=seed)
+
+
+__all__ = ["read_state", "saved_seed", "state_hash", "state_path", "state_seed"]

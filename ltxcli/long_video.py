@@ -375,7 +375,7 @@ def generate(
     from .result import GenerationResult
 
     max_seconds = float(pipe.transformer.config.positional_embedding_max_pos[0])
-    if resume is not None and (request.seed is None or getattr(request, "seed_drawn", False)):
+    if resume is not None and request.seed is None:  # (a batch item's drawn seed: ltxcli.runner.plan_outputs)
         request = state_seed(request, Path(resume))
     p = plan(request, pipe.preset, max_seconds)
     if p is None or len(p.windows) == 1:

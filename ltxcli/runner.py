@@ -34,6 +34,7 @@ from . import long_video, naming, timeline
 from .batch import BatchItem, item_control
 from .enhance.rules import check_mode
 from .extend import check_extension, run_extension, source_defaults
+from .long_state import saved_seed, state_path
 from .naming import fps_number
 from .passes import MAX_STEPS
 from .records import batch_fields, encoding, record, run_settings
@@ -352,6 +353,12 @@ def plan_outputs(
             many = it.output is None and shared > 1
             target = naming.output_path(value, values, batch=batch, frames=frames, many=many)
         it.target = target
+        state = saved_seed(state_path(target)) if it.resume and it.seed_drawn and it.index not in found else None
+        if state is not None and state != it.seed:  # an interrupted long video of this item: continue its seed
+            if it.batch_seed is not None:  # (a name with {seed} in it finds no state: README)
+                derive_seeds(items, state - it.index, drawn=True, redo=True)
+            it.seed = state
+            note = f"resuming seed {state} (kept by the interrupted run beside {target})"
         key = target.absolute()
         if key in seen:
             raise ValueError(f"items {seen[key]} and {it.index} would both write {target}: "
@@ -450,7 +457,7 @@ def _generate(pipe: Pipeline, item: BatchItem, *, progress: ProgressFn | None, s
         return run_extension(pipe, item, progress=progress, stream=stream)
     assert item.target is not None
     return long_video.generate(pipe, item, progress=progress, stream=stream,
-                               resume=long_video.state_path(item.target) if item.resume else None,
+                               resume=state_path(item.target) if item.resume else None,
                                keep_state=keep_state)
 
 

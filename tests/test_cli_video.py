@@ -577,3 +577,41 @@ def test_from_restores_the_cpu_gemm_route(tmp_path: Path, monkeypatch: pytest.Mo
     assert again.exit_code == 0, again.stderr
     assert json_lines(again.stdout)[0]["settings"]["cpu_gemm"] == "blas"
     assert torch.equal(frame_codes(cli_env / "b"), frame_codes(cli_env / "a"))
+
+
+def test_resume_without_a_seed_continues_a_batch_with_its_seed_and_rewrite(cli_env: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same --resume command without --seed, after an interrupt: the interrupted item continues with the seed
+    its state kept, taken before the prompt is rewritten with it and as the batch seed (the record's seed is the
+    batch seed + index, and the rewrite is the seed's)."""
+    from ltxcli import long_video
+
+    (cli_env / "b.txt").write_text("a cat walks\na bird flies\n")  # two windows each
+    args = ["generate", "--model", "tiny", "--batch", "b.txt", "--num-frames", "41", "--window", "24", "--overlap",
+            "8", "--steps", "1", "--height", "64", "--width", "64", "--resume", "--enhance-prompt", "on",
+            "-o", "{index}.mp4", "--json"]
+    save, loaded = long_video._LongRun._save_state, []
+
+    def interrupted(self, out, first, done):  # Ctrl-C once the first window of the first item is kept
+        save(self, out, first, done)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as mp:
+        mp.setattr(long_video._LongRun, "_save_state", interrupted)
+        assert ltx(*args).exit_code == 130
+    state = long_video.state_path(cli_env / "0.mp4")
+    kept = torch.load(state, weights_only=True)["seed"]
+    load = long_video._LongRun._load_state
+    monkeypatch.setattr(long_video._LongRun, "_load_state", lambda self: loaded.append(load(self)[2]) or load(self))
+    r = ltx(*args)
+    assert r.exit_code == 0, r.stderr
+    assert loaded[0] == 1 and not state.exists()  # the first item continued from its kept window
+    first, second = json_lines(r.stdout)
+    assert first["seed"] == kept and second["seed"] == kept + 1
+    assert (media.read_video_metadata("0.mp4")["batch_seed"], media.read_video_metadata("1.mp4")["batch_seed"]) \
+        == (kept, kept)
+    fresh = ltx("generate", "--model", "tiny", "a cat walks", "--num-frames", "41", "--window", "24",
+                "--overlap", "8", "--steps", "1", "--height", "64", "--width", "64", "--enhance-prompt", "on",
+                "--seed", str(kept), "-o", "fresh.mp4", "--json")
+    assert json_lines(fresh.stdout)[0]["enhanced_prompt"] == first["enhanced_prompt"]
+    assert torch.equal(decoded_codes(cli_env / "fresh.mp4"), decoded_codes(cli_env / "0.mp4"))
