@@ -803,3 +803,26 @@ def test_rm_refuses_a_file_as_the_weights_folder_and_makes_no_folder(env: Path) 
     with pytest.raises(ValueError, match="afile is a file, not a folder"):
         W.rm("ltxv-2b-0.9", weights_dir=env / "afile")
     assert W.rm("ltxv-2b-0.9", weights_dir=env / "nowhere") == [] and not (env / "nowhere").exists()
+
+
+@pytest.mark.parametrize("unreachable", [True, False])
+def test_a_dry_run_plans_from_weights_toml_only_when_the_hub_cannot_be_asked(
+        env: Path, monkeypatch: pytest.MonkeyPatch, unreachable: bool) -> None:
+    """No network: the sizes weights.toml pins make the plan, as offline. A definite answer of the Hub (a revision
+    or file that does not exist, a gated repo, a refused token) is what a pull would end with: it passes through."""
+    from ltxcli.weights import download
+
+    error = (W.HubUnreachableError("cannot reach the Hub (https://huggingface.co) to download m") if unreachable
+             else W.WeightsUnavailableError("revision 'x' of acme/video does not exist on the Hub"))
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(download, "remote_files", refused)
+    name = "ltxv-2b-0.9.8-distilled"  # its one file's size is pinned
+    if unreachable:
+        (planned,) = W.plan(name)
+        assert not planned.present and planned.size == W.load_registry()[name].files[0].size
+    else:
+        with pytest.raises(W.WeightsUnavailableError, match="revision 'x'"):
+            W.plan(name)

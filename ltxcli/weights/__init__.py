@@ -37,6 +37,7 @@ from .cache import (
 from .download import PlannedFile, plan, pull
 from .errors import (
     ChecksumError,
+    HubUnreachableError,
     NoFilesError,
     RegistryError,
     UnknownWeightsError,
@@ -69,6 +70,7 @@ __all__ = [
     "FileProgress",
     "FileStarted",
     "FileStatus",
+    "HubUnreachableError",
     "Kind",
     "NoFilesError",
     "PlannedFile",

@@ -30,7 +30,7 @@ from .cache import (
     partial_path,
     weights_location,
 )
-from .errors import ChecksumError, UnsafePathError, WeightsUnavailableError
+from .errors import ChecksumError, HubUnreachableError, UnsafePathError, WeightsUnavailableError
 from .events import EventCallback, FileTask
 from .hub import RemoteFile, client_id, endpoint, map_hub_error, remote_files
 from .registry import SHA1_HEX, Registry, WeightsEntry, registry_or_default, safe_join
@@ -79,9 +79,9 @@ def plan(name: str, *, weights_dir: str | os.PathLike[str] | None = None,
             f"a pull would download and their sizes, so unset HF_HUB_OFFLINE to see them"))
     try:
         commit, remote = remote_files(entry, loc)
-    except WeightsUnavailableError as e:
-        # The Hub cannot be asked (no network, ...): plan from the disk and weights.toml as offline, as pull falls
-        # back to what is on disk; the Hub's own error where that is not enough.
+    except HubUnreachableError as e:
+        # The Hub cannot be asked (no network): plan from the disk and weights.toml as offline, as pull falls back
+        # to what is on disk; the Hub's own error where that is not enough (its definite answers pass through).
         return _plan_local(entry, loc, store, pinned, e)
     assert entry.repo is not None
     out = []

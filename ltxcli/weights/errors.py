@@ -41,6 +41,11 @@ class WeightsUnavailableError(WeightsError):
     exit_code = 3
 
 
+class HubUnreachableError(WeightsUnavailableError):
+    """The Hub could not be asked at all (no network, a wrong HF_ENDPOINT): unlike its definite answers (gated, not
+    found, token refused), what is on disk and pinned in weights.toml still says something."""
+
+
 class ChecksumError(WeightsError):
     """A file's size or hash differs from the expected one."""
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .cache import WeightsLocation, is_offline, offline_message
-from .errors import ChecksumError, WeightsError, WeightsUnavailableError
+from .errors import ChecksumError, HubUnreachableError, WeightsError, WeightsUnavailableError
 from .registry import SHA1_HEX, SHA256_HEX, WeightsEntry, matches, safe_relpath
 
 
@@ -51,7 +51,7 @@ def map_hub_error(exc: BaseException, entry: WeightsEntry, loc: WeightsLocation,
     if isinstance(exc, (hfe.OfflineModeIsEnabled, hfe.LocalEntryNotFoundError)):
         if is_offline() or isinstance(exc, hfe.OfflineModeIsEnabled):
             return WeightsUnavailableError(offline_message(entry, loc))
-        return WeightsUnavailableError(
+        return HubUnreachableError(
             f"cannot reach the Hub ({endpoint() or 'https://huggingface.co'}) and {entry.name} is not downloaded: "
             "check your connection or HF_ENDPOINT")
     if isinstance(exc, hfe.HfHubHTTPError):
@@ -66,7 +66,7 @@ def map_hub_error(exc: BaseException, entry: WeightsEntry, loc: WeightsLocation,
                              f"run `ltx weights pull {entry.name}` again")
     mod = type(exc).__module__.split(".")[0]
     if mod in {"httpx", "httpx2", "httpcore", "requests", "urllib3"} or isinstance(exc, (ConnectionError, TimeoutError)):
-        return WeightsUnavailableError(
+        return HubUnreachableError(
             f"cannot reach the Hub ({endpoint() or 'https://huggingface.co'}) to download {entry.name}: "
             f"check your connection or HF_ENDPOINT ({type(exc).__name__})")
     return None

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from .cache import Store, WeightsLocation, inside, is_offline, local_files, not_downloaded, weights_location
-from .errors import ChecksumError, WeightsUnavailableError
+from .errors import ChecksumError, HubUnreachableError
 from .events import EventCallback, FileTask
 from .hub import RemoteFile, remote_files
 from .registry import SHA1_HEX, SHA256_HEX, Registry, WeightsEntry, registry_or_default
@@ -144,7 +144,7 @@ def verify(name: str, *, weights_dir: str | os.PathLike[str] | None = None,
     if local.missing or not local.files:
         raise not_downloaded(entry, loc)
     remote: dict[str, RemoteFile] | None = None
-    unreachable: WeightsUnavailableError | None = None  # the Hub could not be asked for the hashes it knows
+    unreachable: HubUnreachableError | None = None  # the Hub could not be asked for the hashes it knows
     out: list[VerifiedFile] = []
     bad: list[str] = []
     for rel, p in local.present:
@@ -153,7 +153,7 @@ def verify(name: str, *, weights_dir: str | os.PathLike[str] | None = None,
             if remote is None:
                 try:
                     remote = {rf.path: rf for rf in remote_files(entry, loc)[1]}
-                except WeightsUnavailableError as e:  # the offline checks still run (a pinned size, known hashes)
+                except HubUnreachableError as e:  # the offline checks still run (a pinned size, known hashes)
                     remote, unreachable = {}, e
             exp = expected_for(entry, rel, remote.get(rel))
         try:
