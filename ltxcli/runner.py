@@ -26,7 +26,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -491,9 +491,7 @@ def run_batch(
                                  f"not {type(it).__name__}")
     if len({id(it) for it in items}) < len(items):
         raise ValueError("the same BatchItem is listed twice: give each video its own item")
-    for it in items:  # no LoRAs of its own: the pipeline's as the batch began, not those the item before merged
-        if it.loras is None:  # (the same video whether or not the items before it ran)
-            it.loras = list(pipe.lora_specs)
+    base_loras = list(pipe.lora_specs)  # an item without its own: these, not those the item before it merged
     if output is not None or any(it.target is None for it in items):  # items of an earlier run: planned anew
         _plan_here(pipe, items, output=output, frames=frames, model=model, overwrite=overwrite,
                    skip_existing=skip_existing)
@@ -515,7 +513,9 @@ def run_batch(
             with progress(it) if progress is not None else nullcontext(None) as callback:
                 # A streamed result is decoded inside the write, as uint8 chunks checked for NaN/Inf on the way
                 # (a broken VAE shows there); written otherwise, the same check runs on the video's chunks.
-                result = _generate(pipe, it, progress=callback, stream=stream and write, keep_state=write)
+                # (the same video whether or not the items before it ran; the caller's item is left as it is)
+                one = it if it.loras is not None else replace(it, loras=base_loras)
+                result = _generate(pipe, one, progress=callback, stream=stream and write, keep_state=write)
                 rec = record(result, model=model) | batch_fields(it)
                 rec |= {} if frames else encoding(it.target, crf, preset)  # PNG frames are lossless
                 t_write = time.perf_counter()

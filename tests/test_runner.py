@@ -205,3 +205,6 @@ def test_an_item_without_loras_gets_the_pipelines_as_the_batch_began(tmp_path: P
     assert results[1].record["loras"] == []
     assert torch.equal(results[1].result.latents, pipe.generate("a cat", loras=[], **kw).latents)
     assert not torch.equal(results[0].result.latents, results[1].result.latents)
+    items = [BatchItem("a cat", **kw)]  # the caller's items are left as they are: a rerun takes the pipeline's again
+    list(ltxcli.run_batch(pipe, items, output=str(tmp_path / "{index}.mp4"), write=False))
+    assert items[0].loras is None
