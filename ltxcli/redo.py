@@ -28,9 +28,10 @@ _PLAIN = ("prompt", "negative_prompt", "height", "width", "num_frames", "frame_r
 #: written): the caller takes them out of :func:`redo_row`'s row.
 SETTINGS = ("model", "dtype", "weights_dtype", "attention", "cpu_gemm", "vae_conv", "vae_tiling", "crf",
             "encoder_preset")
-#: What the recorded rewrite was made from (the i2v captioner reads the first condition): one of them given asks
-#: for a new rewrite, not the recorded one.
-_REWRITTEN_FROM = ("seed", "enhance_prompt", "enhancer_model", "caption_model", "conditions")
+#: What the recorded rewrite was made from (the i2v captioner reads the first condition cropped to the video's
+#: size; the model's preset names the enhancer and captioner): one of them given asks for a new rewrite.
+_REWRITTEN_FROM = ("seed", "enhance_prompt", "enhancer_model", "caption_model", "conditions", "height", "width",
+                   "model")
 _TYPES: dict[str, Any] = {"prompt": str, "negative_prompt": str, "height": int, "width": int, "num_frames": int,
                           "frame_rate": (int, float), "seed": int, "steps": int}
 

@@ -312,6 +312,11 @@ def test_from_reuses_the_recorded_enhanced_prompt(cli_env: Path, monkeypatch: py
                 *SMALL, "--frames-dir", "a", "--json")
     assert first.exit_code == 0, first.stderr
     rewrite = json_lines(first.stdout)[0]["enhanced_prompt"]
+    from ltxcli.redo import redo_row
+
+    assert redo_row("a", {})["enhanced_prompt"] == rewrite
+    for given in ({"height": 96}, {"width": 128}, {"model": "tiny"}):  # the caption's crop, the preset's enhancer
+        assert "enhanced_prompt" not in redo_row("a", given), given
     real = PromptEnhancer.enhance
     monkeypatch.setattr(PromptEnhancer, "enhance", lambda *a, **k: pytest.fail("the enhancer ran"))
     again = ltx("generate", "--from", "a", "--frames-dir", "b", "--json")
