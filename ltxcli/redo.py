@@ -41,11 +41,8 @@ def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
     :class:`~ltxcli.media.MediaError` if it cannot be read)."""
     from . import media
 
-    target = Path(path)
-    if target.is_dir():
-        target = target / "frame_00000.png"
-    record = media.read_video_metadata(target)
-    if not record or record.get("tool") != "ltxcli" or "seed" not in record:
+    record = media.read_record(path)
+    if not record or "seed" not in record:
         raise ValueError(f"{path}: carries no ltx generation record (only videos written by ltx generate, i2v, "
                          "v2v or extend can be redone)")
     return record

@@ -37,10 +37,9 @@ def read_record(path: Path) -> dict[str, Any] | None:
     from . import media
 
     try:
-        _, rec = media.media_info(path)
+        return media.read_record(path)
     except (media.MediaError, OSError, ValueError):
         return None
-    return rec if rec is not None and rec.get("tool") == "ltxcli" else None
 
 
 def _json(value: Any) -> Any:

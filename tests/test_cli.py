@@ -174,6 +174,9 @@ def test_info_refuses_a_file_that_does_not_decode(cli_env: Path) -> None:
     (obj,) = json_lines(ltx("info", "ok.jpg", "--json").stdout)
     assert (obj["stream"]["width"], obj["stream"]["height"], obj["stream"]["num_frames"]) == (40, 30, 1)
     assert ltx("info", "v.mp4").exit_code == 0 and ltx("info", "ok.png").exit_code == 0
+    with pytest.MonkeyPatch.context() as mp:  # a PNG past Pillow's decompression-bomb limit: one line, not exit 1
+        mp.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+        assert "error: ok.png: " in assert_one_error_line(ltx("info", "ok.png"), 6)
 
 
 def test_frames_dir_is_exactly_the_library_result() -> None:

@@ -22,6 +22,7 @@ import math
 import os
 import secrets
 import shutil
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from fractions import Fraction
@@ -364,9 +365,11 @@ def read_video_metadata(path: PathLike) -> dict[str, Any] | None:
     if path.suffix.lower() == ".png":
         check_regular_file(path, "an image")
         try:
-            with Image.open(path) as image:
-                text = image.info.get("comment")
-        except (UnidentifiedImageError, OSError) as exc:
+            with warnings.catch_warnings():  # a large image's header is read, not its pixels
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as image:
+                    text = image.info.get("comment")
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
             raise MediaError(f"{path}: cannot read image: {one_line(exc)}") from None
     else:
         check_regular_file(path, "a video")
@@ -385,24 +388,34 @@ def read_video_metadata(path: PathLike) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+def read_record(path: PathLike) -> dict[str, Any] | None:
+    """The ltx generation record of a video, image or ``--frames-dir`` folder (its first frame's); None without one
+    (or with another program's JSON comment). A missing or unreadable file is a :class:`MediaError`."""
+    path = Path(path)
+    target = path / "frame_00000.png" if path.is_dir() else path
+    if path.is_dir() and not target.is_file():
+        raise MediaError(f"{path}: a folder without frame_00000.png (not written by --frames-dir)")
+    record = read_video_metadata(target)
+    return record if record is not None and record.get("tool") == "ltxcli" else None
+
+
 def media_info(path: PathLike) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """A file's stream facts (only the first frame is decoded) and its record (:func:`read_video_metadata`), as
     ``ltx info`` shows them. Stream ``kind``: ``image`` (a PNG), ``video`` (with codec, frame_rate, duration_s) or
     ``frames`` (a folder written by :func:`write_png_frames`, read through its first frame; ``num_frames`` counts
     the PNGs). A missing or unreadable file, or one whose first frame does not decode, is a :class:`MediaError`."""
     path = Path(path)
+    record = read_record(path)
     target = path / "frame_00000.png" if path.is_dir() else path
-    if path.is_dir() and not target.is_file():
-        raise MediaError(f"{path}: a folder without frame_00000.png (not written by --frames-dir)")
-    record = read_video_metadata(target)
-    if record is not None and record.get("tool") != "ltxcli":  # another program's JSON comment: no ltx record
-        record = None
     if target.suffix.lower() == ".png":
         try:
-            with Image.open(target) as im:
-                im.load()  # decoded, as a video's first frame is (a truncated PNG has a whole header)
-                stream: dict[str, Any] = {"kind": "image", "width": im.width, "height": im.height, "num_frames": 1}
-        except (OSError, SyntaxError) as e:  # what PIL raises for a truncated or broken image
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(target) as im:
+                    stream: dict[str, Any] = {"kind": "image", "width": im.width, "height": im.height,
+                                              "num_frames": 1}
+                    im.verify()  # every chunk read and checked, none decoded (a truncated PNG has a whole header)
+        except Exception as e:  # PIL raises OSError, SyntaxError, struct.error, DecompressionBombError, ...
             raise MediaError(f"{target}: cannot read image: {one_line(e)}") from None
         if target != path:
             stream.update(kind="frames", num_frames=len(list(path.glob("frame_*.png"))))
@@ -489,5 +502,5 @@ def write_png_frames(
 
 __all__ = [
     "DEFAULT_CRF", "DEFAULT_PRESET", "H264_PRESETS", "VIDEO_FORMATS", "MediaError", "Quantize", "atomic_output", "media_info",
-    "read_video_metadata", "to_uint8", "video_format", "write_image", "write_png_frames", "write_video",
+    "read_record", "read_video_metadata", "to_uint8", "video_format", "write_image", "write_png_frames", "write_video",
 ]
