@@ -160,4 +160,16 @@ def redo_row(path: str | os.PathLike[str], given: Mapping[str, Any], prompt: str
     return row
 
 
-__all__ = ["SETTINGS", "read_record", "record_values", "redo_row"]
+def kernel_hint(taken: Mapping[str, Any], path: str | os.PathLike[str]) -> str | None:
+    """What to pass when a kernel the record of ``path`` named (``taken``: the settings :func:`redo_row` restored)
+    cannot run here: float8 matmuls, an explicit attention kernel; None when the record chose neither."""
+    hints = []
+    if taken.get("dtype") == "fp8":
+        hints.append("--dtype fp8: pass --dtype bfloat16 to redo it without float8 matmuls (another video)")
+    if taken.get("attention") not in (None, "auto"):
+        hints.append(f"--attention {taken['attention']}: pass --attention auto to redo it with this machine's "
+                     "kernels (the last bits may differ)")
+    return f"the record of {os.fspath(path)} says " + "; and ".join(hints) if hints else None
+
+
+__all__ = ["SETTINGS", "kernel_hint", "read_record", "record_values", "redo_row"]

@@ -557,6 +557,13 @@ def test_from_a_float8_record_where_float8_cannot_run_says_so_and_how(cli_env: P
     assert line.endswith("the record of gpu.mp4 says --dtype fp8: pass --dtype bfloat16 to redo it without float8 "
                          "matmuls (another video)")
     assert ltx("generate", "--from", "gpu.mp4", "--dtype", "bfloat16", "-o", "b.mp4").exit_code == 0
+    # an explicit attention kernel of the GPU's, likewise
+    media.write_video(cli_env / "fa.mp4", torch.rand(9, 64, 96, 3), 24, metadata={**rec, "fp8": None,
+                                                                                  "attention": "flash3"})
+    line = assert_one_error_line(ltx("generate", "--from", "fa.mp4", "-o", "c.mp4"), 2)
+    assert line.endswith("the record of fa.mp4 says --attention flash3: pass --attention auto to redo it with this "
+                         "machine's kernels (the last bits may differ)"), line
+    assert ltx("generate", "--from", "fa.mp4", "--attention", "auto", "-o", "c.mp4").exit_code == 0
 
 
 def test_from_restores_the_cpu_gemm_route(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

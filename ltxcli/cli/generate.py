@@ -442,19 +442,20 @@ def generate(
     if batch is None and prompt is None and from_ is None:
         usage_error("missing PROMPT (or --batch FILE); `ltx generate --help` shows the options")
     if batch is None:
-        from ltxcli.redo import SETTINGS, redo_row
+        from ltxcli.redo import SETTINGS, kernel_hint, redo_row
 
         given = {_FIELDS.get(k, k): getattr(opts, _FIELDS.get(k, k)) for k in SHARED_OPTIONS if k != "gpus" and
                  ctx.get_parameter_source(k).name not in ("DEFAULT", "DEFAULT_MAP")}  # --vae-conv auto is given too
         row = redo_row(from_, given, prompt) if from_ is not None else {"prompt": prompt}
-        vars(opts).update({key: row.pop(key) for key in SETTINGS if key in row})  # the record's, where not given
+        taken = {key: row.pop(key) for key in SETTINGS if key in row}  # the record's, where not given
+        vars(opts).update(taken)
         try:
             return _single(opts, gpus, row)
-        except Exception as e:  # the record's float8 matmuls on a machine without them: say where they came from
-            if from_ is None or shared.get("dtype") is not None or opts.dtype != "fp8" or failure_kind(e) != "kernel":
+        except Exception as e:  # a kernel the record names that cannot run here: say where it came from
+            hint = kernel_hint(taken, from_) if from_ is not None and failure_kind(e) == "kernel" else None
+            if hint is None:
                 raise
-            raise type(e)(f"{e}; the record of {from_} says --dtype fp8: pass --dtype bfloat16 to redo it without "
-                          "float8 matmuls (another video)") from None
+            raise type(e)(f"{e}; {hint}") from None
 
     def prepare() -> None:  # stdin is left for the workers to read
         if batch != "-":
