@@ -196,8 +196,11 @@ def check_window_time(window: int | None, num_frames: int, frame_rate: float, ma
         k = int(max_seconds * frame_rate) // _LATENT_T  # latent frames after the first that fit
         name = f"window={window} ({frames} frames)" if window is not None else \
             f"the default window ({DEFAULT_WINDOW}: {frames} frames)"
+        # the smallest window (2 latent frames: 9 frames) needs 8 frames' time: else only a higher rate helps
+        fix = f"use a window of at most {_LATENT_T * (k + 1)} ({_LATENT_T * k + 1} frames)" if k >= 1 else \
+            f"no window fits at this rate: use a frame rate of at least {_LATENT_T / max_seconds:g} fps"
         raise ValueError(f"{name} at {frame_rate:g} fps lasts {seconds:.1f} s, above the model's position range of "
-                         f"{max_seconds:g} s: use a window of at most {_LATENT_T * (k + 1)} ({_LATENT_T * k + 1} frames)")
+                         f"{max_seconds:g} s: {fix}")
     return frames
 
 

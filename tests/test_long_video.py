@@ -300,6 +300,9 @@ def test_a_window_longer_than_the_model_s_time_range_is_named_as_the_window(tiny
     with pytest.raises(ValueError, match=r"^the default window \(80: 73 frames\) at 3 fps lasts 24\.0 s, .* at most "
                                          r"64 \(57 frames\)$"):
         long_video.checked_frames(slow, 20)
+    crawl = GenerationRequest("a", height=64, width=96, num_frames=41, frame_rate=0.3, window=24)  # 9 frames: 26.7 s
+    with pytest.raises(ValueError, match=r"no window fits at this rate: use a frame rate of at least 0\.4 fps$"):
+        long_video.checked_frames(crawl, 20)
 
 
 def test_a_seed_too_large_for_the_window_seeds_names_the_seed_given(tiny) -> None:
