@@ -806,3 +806,12 @@ def test_condition_files_are_decoded_once_per_run(cli_env: Path, monkeypatch: py
     assert result.exit_code == 0, result.stderr
     inputs = [name for name in opened if name in ("clip.mp4", "key.png")]
     assert sorted(inputs) == ["clip.mp4", "key.png"], opened
+
+
+def test_per_command_option_helps_name_shared_options() -> None:
+    """generation_command(helps=, hidden=) ignores a name that is no shared option: a typo would hide nothing."""
+    from ltxcli.cli.generate import SHARED_OPTIONS
+    from ltxcli.extend import EXTEND_OPTION_HELP, NOT_FOR_EXTEND, SOURCE_OPTION_HELP
+
+    named = {*EXTEND_OPTION_HELP, *SOURCE_OPTION_HELP, *NOT_FOR_EXTEND}
+    assert named <= set(SHARED_OPTIONS), named - set(SHARED_OPTIONS)
