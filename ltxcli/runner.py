@@ -358,7 +358,8 @@ def plan_outputs(
             if it.batch_seed is not None:  # (a name with {seed} in it finds no state: README)
                 derive_seeds(items, state - it.index, drawn=True, redo=True)
             it.seed = state
-            note = f"resuming seed {state} (kept by the interrupted run beside {target})"
+            note = (f"seed {state}, kept by an interrupted run beside {target} (its finished windows are used if "
+                    "the rest of the command is the same)")
         key = target.absolute()
         if key in seen:
             raise ValueError(f"items {seen[key]} and {it.index} would both write {target}: "
@@ -480,7 +481,8 @@ def run_batch(
     timings. ``progress(item)``: a context manager giving the item's progress callback. ``stream``: decode each
     written item while writing it (:meth:`~ltxcli.result.GenerationResult.frames`: uint8 chunks, no float32
     copy of the whole video on the host); its result then has ``video=None``. ``crf``, ``preset``: the encoder's.
-    An item whose ``loras`` is None gets the LoRAs the pipeline holds as the batch begins."""
+    An item whose ``loras`` is None gets the LoRAs the pipeline holds as the batch begins; it holds them again
+    once the batch ends."""
     from .parallel.orchestrate import claim_output, release_claim
 
     items = list(items)  # a generator too: the items are planned, then generated
@@ -499,39 +501,42 @@ def run_batch(
         claim = skip_existing
     # the load is reported with the first item to generate (None: every item is skipped)
     first = next((it for it in items if not it.skip), None)
-    for it in items:
-        assert it.target is not None
-        if it.skip:
-            yield ItemResult(it, "skipped", reason="exists")
-            continue
-        if claim and not claim_output(it.target):
-            # another rank or job is writing it, or has written it since the outputs were planned
-            yield ItemResult(it, "skipped", reason="exists" if it.target.exists() else "claimed")
-            continue
-        try:
-            t_start = time.perf_counter()
-            with progress(it) if progress is not None else nullcontext(None) as callback:
-                # A streamed result is decoded inside the write, as uint8 chunks checked for NaN/Inf on the way
-                # (a broken VAE shows there); written otherwise, the same check runs on the video's chunks.
-                # (the same video whether or not the items before it ran; the caller's item is left as it is)
-                one = it if it.loras is not None else replace(it, loras=base_loras)
-                result = _generate(pipe, one, progress=callback, stream=stream and write, keep_state=write)
-                rec = record(result, model=model) | batch_fields(it)
-                rec |= {} if frames else encoding(it.target, crf, preset)  # PNG frames are lossless
-                t_write = time.perf_counter()
-                if write:
-                    write_output(result, it.target, record=rec, frames=frames, overwrite=overwrite, crf=crf,
-                                 preset=preset, progress=callback)
-            item_load_s = load_s if it is first else 0.0
-            # a streamed decode ran inside the write: its time is decode_s, the rest write_s
-            decode_s = result.timings.get("decode_s", 0.0) if stream and write else 0.0
-            timings = {"load_s": item_load_s, **result.timings, "write_s": time.perf_counter() - t_write - decode_s}
-            timings["total_s"] = item_load_s + time.perf_counter() - t_start
-        finally:
-            if claim:
-                release_claim(it.target)
-        yield ItemResult(it, "ok", result=result, settings=run_settings(result), record=rec,
-                         timings={k: round(v, 4) for k, v in timings.items()})
+    try:  # the pipeline is left with the LoRAs it held as the batch began, not the last item's
+        for it in items:
+            assert it.target is not None
+            if it.skip:
+                yield ItemResult(it, "skipped", reason="exists")
+                continue
+            if claim and not claim_output(it.target):
+                # another rank or job is writing it, or has written it since the outputs were planned
+                yield ItemResult(it, "skipped", reason="exists" if it.target.exists() else "claimed")
+                continue
+            try:
+                t_start = time.perf_counter()
+                with progress(it) if progress is not None else nullcontext(None) as callback:
+                    # A streamed result is decoded inside the write, as uint8 chunks checked for NaN/Inf on the way
+                    # (a broken VAE shows there); written otherwise, the same check runs on the video's chunks.
+                    # (the same video whether or not the items before it ran; the caller's item is left as it is)
+                    one = it if it.loras is not None else replace(it, loras=base_loras)
+                    result = _generate(pipe, one, progress=callback, stream=stream and write, keep_state=write)
+                    rec = record(result, model=model) | batch_fields(it)
+                    rec |= {} if frames else encoding(it.target, crf, preset)  # PNG frames are lossless
+                    t_write = time.perf_counter()
+                    if write:
+                        write_output(result, it.target, record=rec, frames=frames, overwrite=overwrite, crf=crf,
+                                     preset=preset, progress=callback)
+                item_load_s = load_s if it is first else 0.0
+                # a streamed decode ran inside the write: its time is decode_s, the rest write_s
+                decode_s = result.timings.get("decode_s", 0.0) if stream and write else 0.0
+                timings = {"load_s": item_load_s, **result.timings, "write_s": time.perf_counter() - t_write - decode_s}
+                timings["total_s"] = item_load_s + time.perf_counter() - t_start
+            finally:
+                if claim:
+                    release_claim(it.target)
+            yield ItemResult(it, "ok", result=result, settings=run_settings(result), record=rec,
+                             timings={k: round(v, 4) for k, v in timings.items()})
+    finally:
+        pipe.set_loras(base_loras, download=False)  # (nothing is done when they are still merged)
 
 
 def _plan_here(

@@ -208,3 +208,6 @@ def test_an_item_without_loras_gets_the_pipelines_as_the_batch_began(tmp_path: P
     items = [BatchItem("a cat", **kw)]  # the caller's items are left as they are: a rerun takes the pipeline's again
     list(ltxcli.run_batch(pipe, items, output=str(tmp_path / "{index}.mp4"), write=False))
     assert items[0].loras is None
+    # the last item's LoRA is not left merged: the pipeline holds what it held as the batch began
+    list(ltxcli.run_batch(pipe, [BatchItem("a cat", loras=styled, **kw)], output=str(tmp_path / "l.mp4"), write=False))
+    assert pipe.lora_specs == () and torch.equal(pipe.generate("a cat", **kw).latents, results[1].result.latents)
