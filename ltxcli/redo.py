@@ -132,7 +132,7 @@ def _encoder(given: Mapping[str, Any]) -> str | None:
 
     if _given(given, "frames_dir"):
         return None
-    return VIDEO_FORMATS.get(Path(given.get("output") or "").suffix.lower(), ("mp4", "libx264", 51))[1]
+    return VIDEO_FORMATS.get(Path(given.get("output") or "").suffix.lower(), VIDEO_FORMATS[".mp4"])[1]
 
 
 def redo_row(path: str | os.PathLike[str], given: Mapping[str, Any], prompt: str | None = None) -> dict[str, Any]:
