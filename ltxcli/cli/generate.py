@@ -422,7 +422,7 @@ PromptArg = Annotated[str, typer.Argument(metavar="PROMPT", help="The prompt; '-
 
 @generation_command
 def generate(
-    ctx: typer.Context,
+    command: typer.Context,
     prompt: Annotated[str | None, typer.Argument(
         metavar="PROMPT", show_default=False, help="The prompt; '-' reads it from stdin. Omit with --batch.")] = None,
     batch: Annotated[str | None, typer.Option(
@@ -445,7 +445,7 @@ def generate(
         from ltxcli.redo import SETTINGS, kernel_hint, redo_row
 
         given = {_FIELDS.get(k, k): getattr(opts, _FIELDS.get(k, k)) for k in SHARED_OPTIONS if k != "gpus" and
-                 ctx.get_parameter_source(k).name not in ("DEFAULT", "DEFAULT_MAP")}  # --vae-conv auto is given too
+                 command.get_parameter_source(k).name not in ("DEFAULT", "DEFAULT_MAP")}  # --vae-conv auto is given too
         row = redo_row(from_, given, prompt) if from_ is not None else {"prompt": prompt}
         taken = {key: row.pop(key) for key in SETTINGS if key in row}  # the record's, where not given
         vars(opts).update(taken)
