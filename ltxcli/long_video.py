@@ -175,13 +175,23 @@ def windowed(request: GenerationRequest) -> bool:
     return r.window is not None or r.overlap is not None or r.prompt_schedule is not None or "|" in r.prompt
 
 
+def _latent_frames(num_frames: int) -> int:
+    """Latent frames of a ``num_frames``-frame video (its padded length: ``8 k + 1`` frames make ``k + 1``)."""
+    return (padded_size(32, 32, num_frames)[2] - 1) // _LATENT_T + 1
+
+
+def _in_windows(r: GenerationRequest, num_frames: int, frame_rate: float, max_seconds: float | None) -> bool:
+    """Whether ``r`` at ``num_frames`` runs in windows: it asks for them, or outlasts the model's time range."""
+    return windowed(r) or (max_seconds is not None
+                           and (_latent_frames(num_frames) - 1) * _LATENT_T / frame_rate > max_seconds)
+
+
 def checked_frames(request: GenerationRequest, max_seconds: float) -> int:
     """The frames whose length must fit the model's time range: the request's, or for a windowed request (or
     one longer than ``max_seconds`` at its frame rate) one window's. Needs ``num_frames`` and ``frame_rate``."""
     r = request
     assert r.num_frames is not None and r.frame_rate is not None
-    too_long = (padded_size(32, 32, r.num_frames)[2] - 1) / r.frame_rate > max_seconds
-    if not (windowed(r) or too_long):
+    if not _in_windows(r, r.num_frames, r.frame_rate, max_seconds):
         return r.num_frames
     return check_window_time(r.window, r.num_frames, r.frame_rate, max_seconds)
 
@@ -239,8 +249,7 @@ def plan(request: GenerationRequest, preset: Preset, max_seconds: float | None =
     frame_rate = float(preset_size(preset, r.height, r.width, r.num_frames, r.frame_rate)[3])
     asked = frames_of(r, frame_rate)
     num_frames = preset.num_frames if asked is None else asked
-    too_long = max_seconds is not None and (padded_size(32, 32, num_frames)[2] - 1) / frame_rate > max_seconds
-    if not (windowed(r) or too_long):
+    if not _in_windows(r, num_frames, frame_rate, max_seconds):
         return None
     window, overlap, strength, factor = check(r)
     if max_seconds is not None:  # before the first window, naming the window (not the frames it makes)
@@ -249,8 +258,7 @@ def plan(request: GenerationRequest, preset: Preset, max_seconds: float | None =
     if r.video is not None or r.noise is not None or r.first_pass is not None or r.second_pass is not None:
         raise ValueError("video-to-video, explicit noise and per-pass settings are not supported yet with long "
                          "videos (several windows)")
-    latent_frames = (padded_size(32, 32, num_frames)[2] - 1) // _LATENT_T + 1
-    spans = split_windows(latent_frames, window // _LATENT_T, overlap // _LATENT_T)
+    spans = split_windows(_latent_frames(num_frames), window // _LATENT_T, overlap // _LATENT_T)
     prompts = window_prompts(r, spans, frame_rate)
     seed = r.seed if r.seed is not None else secrets.randbelow(_SEED_RANGE)
     _check_window_seeds(seed, spans)
@@ -264,12 +272,12 @@ def check_seed(request: GenerationRequest, max_seconds: float) -> None:
     ``frame_rate`` filled in) leaves room for its window seeds, ``seed + first latent frame``."""
     r = request
     assert r.num_frames is not None and r.frame_rate is not None
-    latent_frames = (padded_size(32, 32, r.num_frames)[2] - 1) // _LATENT_T + 1
-    too_long = (latent_frames - 1) * _LATENT_T / r.frame_rate > max_seconds
-    if r.seed is None or r.extend is not None or r.video is not None or not (windowed(r) or too_long):
+    if r.seed is None or r.extend is not None or r.video is not None or not _in_windows(r, r.num_frames,
+                                                                                           r.frame_rate, max_seconds):
         return
     window, overlap, _, _ = check(r)
-    _check_window_seeds(int(r.seed), split_windows(latent_frames, window // _LATENT_T, overlap // _LATENT_T))
+    _check_window_seeds(int(r.seed), split_windows(_latent_frames(r.num_frames), window // _LATENT_T,
+                                                   overlap // _LATENT_T))
 
 
 def _check_window_seeds(seed: int, spans: Sequence[tuple[int, int]]) -> None:
@@ -287,14 +295,12 @@ def window_frames(request: GenerationRequest, frame_rate: float,
     """For the memory plan: ``num_frames -> (pixel frames of the longest window, latent frames of the previous
     window's tail that each later window appends)`` where ``request`` at that length runs in several windows (as
     :func:`plan` decides), else None. The window settings are read and checked once, here."""
-    explicit = windowed(request)
     window, overlap, _, _ = check(request)
 
     def frames(num_frames: int) -> tuple[int, int] | None:
-        latent = (padded_size(32, 32, num_frames)[2] - 1) // _LATENT_T + 1
-        if not (explicit or (latent - 1) * _LATENT_T / frame_rate > max_seconds):
+        if not _in_windows(request, num_frames, frame_rate, max_seconds):
             return None
-        spans = split_windows(latent, window // _LATENT_T, overlap // _LATENT_T)
+        spans = split_windows(_latent_frames(num_frames), window // _LATENT_T, overlap // _LATENT_T)
         if len(spans) == 1:
             return None
         return _LATENT_T * (max(e - s for s, e in spans) - 1) + 1, overlap // _LATENT_T
