@@ -178,7 +178,9 @@ def test_unverified_registry_file_is_not_read(cli_env: Path) -> None:
     """A registry checkpoint on disk whose download was never verified is not inspected (a pull replaces it)."""
     local = cli_env / "weights" / "Lightricks" / "LTX-Video" / PRESETS[DEFAULT].checkpoint
     local.parent.mkdir(parents=True)
-    local.write_bytes(b"\xff" * 64)
+    with local.open("wb") as f:  # the pinned size (a sparse file): a copy of another size is listed partial
+        f.write(b"\xff" * 64)
+        f.truncate(weights.load_registry()[DEFAULT].files[0].size)
     spec = resolve_spec(DEFAULT)
     assert spec.model.present and not spec.model.verified and spec.model.path == local
     assert spec.info is None and spec.max_positions == RELEASED_POSITIONS

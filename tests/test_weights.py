@@ -796,6 +796,18 @@ def test_a_file_of_another_size_than_pinned_fails_offline(env: Path, monkeypatch
             call()
 
 
+def test_a_file_of_another_size_than_pinned_is_listed_partial(env: Path) -> None:
+    """`ltx weights list` showed a truncated copy of a file whose size weights.toml pins as "downloaded" (and
+    `ltx doctor` said the default model was downloaded); its bytes on disk are counted, its state is partial."""
+    wd = env / "wd"
+    target = wd / "Lightricks" / "LTX-Video" / "ltxv-2b-0.9.8-distilled.safetensors"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"abcdef")
+    st = W.status("ltxv-2b-0.9.8-distilled", weights_dir=wd)
+    assert (st.state, st.size_on_disk, st.files[0].local_path) == ("partial", 6, None)
+    assert W.status_record("ltxv-2b-0.9.8-distilled", weights_dir=wd)["state"] == "partial"
+
+
 def test_rm_refuses_a_file_as_the_weights_folder_and_makes_no_folder(env: Path) -> None:
     """`ltx weights rm` with --weights-dir a file said "File exists ... pass --overwrite" (rm has no such option);
     with a folder that does not exist it made it, with a state file, though nothing was removed."""

@@ -421,12 +421,16 @@ def status(name: str, *, weights_dir: str | os.PathLike[str] | None = None,
     store = Store(loc)
     local = local_files(entry, loc, store)
     partials = dict(local.partials)
+    pinned = {f.path: f.size for f in entry.files if f.size}
     files = []
     for rel, p in local.files:
         if p is None and rel in partials:  # size: bytes downloaded so far
             files.append(FileStatus(rel, None, _size_or_none(partials.pop(rel)), False))
             continue
         size = os.stat(p).st_size if p is not None else None
+        if size is not None and rel in pinned and size != pinned[rel]:  # a truncated copy is not downloaded
+            files.append(FileStatus(rel, None, size, False))
+            continue
         files.append(FileStatus(rel, p, size, p is not None and store.lookup(p) is not None))
     listed = {f.path for f in files}
     files.extend(FileStatus(rel, None, _size_or_none(p), False) for rel, p in partials.items() if rel not in listed)
