@@ -392,10 +392,9 @@ def generate(
         if p is not None and unsupported(request) is not None:  # per-window prompts, in one window: not enhanced
             one = replace(one, enhance_prompt="off")  # (their first part alone would be)
         result = pipe.run(one, progress=progress, stream=stream)
-        if p is not None:
-            result.settings["enhance_prompt"] = request.enhance_prompt
-            if request.prompt_schedule is None:  # "a | b" in one window: the record keeps the prompt given (its
-                result.settings["prompt"] = request.prompt  # first part made the video, as again from it)
+        if p is not None:  # the record keeps the prompt given and, as a longer video's, the window (its prompt:
+            # a schedule's entry is taken whole, a "a | b" prompt's first part; a redo from PROMPT alone would split)
+            result.settings.update(enhance_prompt=request.enhance_prompt, prompt=request.prompt, long=p.settings())
         return result
     from .control import control_record
 

@@ -393,6 +393,25 @@ def test_from_restores_a_prompt_schedule_whose_prompts_hold_a_bar(cli_env: Path)
     assert {w["prompt"] for w in json_lines(new.stdout)[0]["settings"]["long"]["windows"]} == {"a fish"}
 
 
+def test_from_redoes_a_one_window_prompt_schedule_whose_prompt_holds_a_bar(cli_env: Path) -> None:
+    """A schedule that fits one window: its entry "a cat | a dog" made the video whole, but the record kept it as
+    PROMPT (while --json said the PROMPT given), so --from split it and made "a cat"'s video. The record keeps
+    the PROMPT given and the window under "long", as a longer video's does."""
+    Path("sched.jsonl").write_text('{"start": 0, "prompt": "a cat | a dog"}\n')
+    size = ["--model", "tiny", "--seed", "3", "--steps", "1", "--height", "64", "--width", "64", "--num-frames", "9"]
+    first = ltx("generate", "x", "--prompt-schedule", "sched.jsonl", *size, "--frames-dir", "o", "--json")
+    assert first.exit_code == 0, first.stderr
+    (was,) = json_lines(first.stdout)
+    recorded = media.read_video_metadata(cli_env / "o" / "frame_00000.png")
+    assert recorded["prompt"] == was["prompt"] == "x"
+    assert [w["prompt"] for w in recorded["long"]["windows"]] == ["a cat | a dog"]
+    again = ltx("generate", "--from", "o", "--frames-dir", "r", "--json")
+    assert again.exit_code == 0, again.stderr
+    assert torch.equal(frame_codes(cli_env / "r"), frame_codes(cli_env / "o"))
+    assert ltx("generate", "a cat", *size, "--frames-dir", "c").exit_code == 0  # what the split prompt made
+    assert not torch.equal(frame_codes(cli_env / "c"), frame_codes(cli_env / "o"))
+
+
 def test_from_keeps_the_record_but_for_the_given_options(cli_env: Path, clip: Path) -> None:
     assert ltx("extend", str(clip), "a cat", "--frames", "3", "--model", "tiny", "--seed", "4", "-o",
                "ext.mp4").exit_code == 0
