@@ -3,10 +3,11 @@ which run it belongs to, and reading it back. The windowed run writes and uses i
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -72,4 +73,17 @@ def state_seed(request: GenerationRequest, state: Path) -> GenerationRequest:
     return request if seed is None else replace(request, seed=seed)
 
 
-__all__ = ["read_state", "saved_seed", "state_hash", "state_path", "state_seed"]
+def interrupted_target(targets: str, target_for: Callable[[int], Path]) -> Path | None:
+    """The output an interrupted ``--resume`` run meant to write, when its name holds the seed (the default name
+    does) and the seed is not drawn yet: among the states beside the names ``targets`` matches (a glob, ``*``
+    for the seed: :func:`ltxcli.naming.output_glob`), the newest whose saved seed names that very output
+    (``target_for(seed)``). None: no such state."""
+    found = []
+    for name in glob.glob(str(state_path(targets))):
+        seed = saved_seed(Path(name))
+        if seed is not None and state_path(target_for(seed)).absolute() == Path(name).absolute():
+            found.append((os.stat(name).st_mtime, target_for(seed)))
+    return max(found, key=lambda f: f[0])[1] if found else None
+
+
+__all__ = ["interrupted_target", "read_state", "saved_seed", "state_hash", "state_path", "state_seed"]

@@ -34,7 +34,7 @@ from . import long_video, naming, timeline
 from .batch import BatchItem, item_control
 from .enhance.rules import check_mode
 from .extend import check_extension, run_extension, source_defaults
-from .long_state import saved_seed, state_path
+from .long_state import interrupted_target, saved_seed, state_path
 from .naming import fps_number
 from .passes import MAX_STEPS
 from .records import batch_fields, encoding, record, run_settings
@@ -352,10 +352,14 @@ def plan_outputs(
             value = it.output if it.output is not None else output
             many = it.output is None and shared > 1
             target = naming.output_path(value, values, batch=batch, frames=frames, many=many)
+            if it.resume and it.seed_drawn and not state_path(target).exists():  # a name holding the seed
+                target = interrupted_target(naming.output_glob(value, values, batch=batch, frames=frames, many=many),
+                                            lambda s, v=value, f=values, m=many: naming.output_path(
+                                                v, {**f, "seed": s}, batch=batch, frames=frames, many=m)) or target
         it.target = target
         state = saved_seed(state_path(target)) if it.resume and it.seed_drawn and it.index not in found else None
         if state is not None and state != it.seed:  # an interrupted long video of this item: continue its seed
-            if it.batch_seed is not None:  # (a name with {seed} in it finds no state: README)
+            if it.batch_seed is not None:
                 derive_seeds(items, state - it.index, drawn=True, redo=True)
             it.seed = state
             note = (f"seed {state}, kept by an interrupted run beside {target} (its finished windows are used if "

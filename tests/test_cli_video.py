@@ -610,6 +610,35 @@ def test_from_restores_the_cpu_gemm_route(tmp_path: Path, monkeypatch: pytest.Mo
     assert torch.equal(frame_codes(cli_env / "b"), frame_codes(cli_env / "a"))
 
 
+def test_resume_without_a_seed_finds_the_state_of_a_name_that_holds_the_seed(cli_env: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """README's own `--resume` example writes the default name, which holds the seed: the same command after an
+    interrupt drew a new seed, named another file, found no state and started over (the old state stayed). It
+    now finds the interrupted run's state beside a name that differs only by the seed, and continues it."""
+    from ltxcli import long_video
+
+    args = ["generate", "--model", "tiny", "a cat walks | a dog runs", "--num-frames", "41", "--window", "24",
+            "--overlap", "8", "--steps", "1", "--height", "64", "--width", "64", "--resume", "--json"]
+    save, loaded = long_video._LongRun._save_state, []
+
+    def interrupted(self, out, first, done):
+        save(self, out, first, done)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as mp:
+        mp.setattr(long_video._LongRun, "_save_state", interrupted)
+        assert ltx(*args).exit_code == 130
+    (state,) = cli_env.glob(".*.ltx-resume")
+    kept = torch.load(state, weights_only=True)["seed"]
+    load = long_video._LongRun._load_state
+    monkeypatch.setattr(long_video._LongRun, "_load_state", lambda self: loaded.append(load(self)[2]) or load(self))
+    r = ltx(*args)
+    assert r.exit_code == 0, r.stderr
+    (obj,) = json_lines(r.stdout)
+    assert obj["seed"] == kept and loaded == [1] and not state.exists()
+    assert Path(obj["path"]).name == state.name.removeprefix(".").removesuffix(".ltx-resume")
+
+
 def test_resume_without_a_seed_continues_a_batch_with_its_seed_and_rewrite(cli_env: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """The same --resume command without --seed, after an interrupt: the interrupted item continues with the seed
