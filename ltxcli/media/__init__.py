@@ -42,6 +42,7 @@ from .write import (
     write_image,
     write_png_frames,
     write_video,
+    x264_asm,
 )
 
 __all__ = [
@@ -73,4 +74,5 @@ __all__ = [
     "write_image",
     "write_png_frames",
     "write_video",
+    "x264_asm",
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import math
 import os
@@ -252,6 +253,31 @@ def video_format(path: PathLike, crf: int = DEFAULT_CRF, preset: str | None = No
     return container, encoder
 
 
+#: x264 uses its AVX-512 code where the CPU has these five (x264's cpu.c); every CPU that has them has the rest
+#: of :data:`_X264_NO_AVX512`, what x264 detects on such a CPU but AVX-512 (Cache64: its 64-byte cache lines).
+_AVX512_FOR_X264 = {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}
+_X264_NO_AVX512 = "MMX2,SSE2,SSE2Fast,SSE3,SSSE3,SSE4.1,SSE4.2,AVX,FMA3,BMI1,BMI2,AVX2,LZCNT,Cache64"
+
+
+@functools.cache
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1] for line in f if line.startswith("flags")), "")
+    except OSError:
+        return ""
+
+
+def x264_asm(flags: str | None = None) -> str | None:
+    """x264's ``asm`` (the instruction sets it may use) for this CPU (``flags``: ``/proc/cpuinfo``'s): on a CPU
+    with the AVX-512 that x264 uses, everything it detects there but AVX-512; None elsewhere (x264's own
+    detection). x264's AVX-512 code made each encode of the same frames a different file on such a CPU (one
+    41-frame clip encoded 12 times: 12 different files, with one thread too); without it they are one file, at
+    the same speed within the noise (``benchmarks/x264_avx512.py``, BENCHMARKS.md)."""
+    have = set((_cpu_flags() if flags is None else flags).split())
+    return _X264_NO_AVX512 if have >= _AVX512_FOR_X264 else None
+
+
 def write_video(
     path: PathLike,
     frames: torch.Tensor | Iterable[torch.Tensor],
@@ -291,6 +317,9 @@ def write_video(
     fmt, encoder = video_format(path, crf, preset)
     if encoder == "libx264":
         options = {"crf": str(crf), "preset": preset or DEFAULT_PRESET}
+        asm = x264_asm()
+        if asm is not None:
+            options["x264-params"] = f"asm={asm}"
     else:  # VP9 in constant-quality mode (b=0), row multithreading, the speed of its "good" deadline at 4
         options = {"crf": str(crf), "b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "4"}
     final = Path(path)
