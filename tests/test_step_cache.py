@@ -342,6 +342,26 @@ def test_state_resets_per_pass_and_on_reset(tiny: Any) -> None:
     assert not step_cache.reset(model)
 
 
+def test_teacache_under_sequential_offload() -> None:
+    """``--offload sequential`` keeps a block's weights on the host outside its own call, and TeaCache measures
+    block 0's modulated input before (or instead of) calling it. The meta device stands in for the GPU here: the
+    blocks stream there as they would to CUDA (two steps: first and last, no metric to bring to the host)."""
+    from ltxcli.offload import enable_sequential_offload
+
+    model = LTXVideoTransformer(TINY).eval().requires_grad_(False)
+    offload = enable_sequential_offload(model, "meta")
+    s = _trajectory(per_token=True)[0]
+    meta = torch.device("meta")
+    args = (s["x"].to(meta), s["ctx"].to(meta), s["t"].to(meta))
+    kwargs = dict(indices_grid=_grid().to(meta), encoder_attention_mask=s["mask"].to(meta))
+    with torch.no_grad():
+        plain = model(*args, **kwargs)
+        with attached(model, "teacache", 0.1, 2) as cache:
+            outs = [model(*args, **kwargs) for _ in range(2)]
+    assert cache is not None and cache.calls == 2 and offload.loads == 3 * TINY.num_layers
+    assert all(o.shape == plain.shape and o.device == meta for o in outs)
+
+
 def test_multi_scale_passes_start_afresh(tiny: Any) -> None:
     from ltxcli.models.configs import UpsamplerConfig
     from ltxcli.models.upsampler import LatentUpsampler

@@ -241,8 +241,11 @@ class TransformerBlock(nn.Module):
     def modulated_input(self, x: Tensor, tmod: Tensor) -> Tensor:
         """The self-attention input ``norm1(x) * (1 + scale_msa) + shift_msa`` that :meth:`forward` computes, for
         ``x [B, N, D]`` and ``tmod [B, T, 6D]`` (what TeaCache measures)."""
+        # Called outside this block's own call, where sequential offload (ltxcli.offload) has its weights on the
+        # host: the two rows are brought to x's device (a no-op when they are there).
+        table = self.scale_shift_table[:2].to(x.device)
         # [B, T, 6D] -> [B, T, 6, D]: rows 0 and 1 are shift_msa and scale_msa
-        ada = self.scale_shift_table[None, None, :2] + tmod.reshape(x.shape[0], tmod.shape[1], 6, -1)[:, :, :2]
+        ada = table[None, None] + tmod.reshape(x.shape[0], tmod.shape[1], 6, -1)[:, :, :2]
         return self._norm(x) * (1 + ada[:, :, 1]) + ada[:, :, 0]
 
     def forward(
