@@ -24,8 +24,11 @@ Choices:
   to compute go through the blocks (a smaller batch). A branch is recognised across steps by the storage of
   its text-embedding row (the pipeline slices every step's text from one ``[negative, positive, positive]``
   tensor built once per generation, so a branch stays itself when the per-step guidance schedule drops
-  another one); a branch that did not run on the previous step starts afresh (computed). A caller that
-  builds new text tensors every step gets fresh state every step: never a skip, never a wrong reuse.
+  another one) and by what STG perturbs in it (its column of the skip-layer mask: when a per-interval
+  ``skip_block_list`` moves the perturbation, as the 13B dev presets' does, the STG branch is another function
+  of the same input, and a residual computed with other blocks skipped must not stand in for it); a branch
+  that did not run on the previous step starts afresh (computed). A caller that builds new text tensors every
+  step gets fresh state every step: never a skip, never a wrong reuse.
 * **Per-token timesteps** (conditioning) need nothing special: the modulated input is per token already.
 * **Passes and windows**: state lives for one :func:`attached` block, which the pipeline opens per pass
   (multi-scale passes and long-video windows each start clean); :meth:`StepCache.reset` starts afresh
@@ -37,7 +40,8 @@ Choices:
   branches and decides for them alone. See ``ParallelTransformer.token_sums``.
 * **Host sync**: a decision is a branch on a value computed on the device, so it costs one device-to-host
   transfer of ``2 x branches`` floats per step (as the reference's ``.item()`` does) on steps that need a
-  metric; the first and last TeaCache steps, fresh branches and threshold 0 need none. Deciding on the
+  metric; the first and last TeaCache steps, fresh branches and threshold 0 need none (an STG skip-layer mask
+  is read once per pass: the pipeline builds one per set of blocks and reuses it). Deciding on the
   device without a sync (``torch.where`` over both results) would run every block every step and save
   nothing, so the one small sync is the price of skipping. The metric is summed in float32 whatever the
   compute dtype (``sum(dtype=float32)``; a bfloat16 mean over millions of values is too coarse for a
@@ -99,6 +103,7 @@ class StepCache:
     skipped: float = 0.0
     history: dict[Any, list[tuple[int, float | None, bool]]] = field(default_factory=dict)
     _branches: dict[Any, _Branch] = field(default_factory=dict)
+    _masks: dict[Any, tuple[Tensor, list[tuple[Any, ...]]]] = field(default_factory=dict)
 
     def begin_step(self) -> None:
         self.step += 1
@@ -116,14 +121,29 @@ class StepCache:
         if self.step < 0:
             self.step = 0  # called without begin_step (a bare model): count calls as steps
         x, inputs = model.prepare(hidden_states, encoder_hidden_states, timestep, **kwargs)
-        keys = _branch_keys(encoder_hidden_states, x.shape[1])
+        perturbed = self._perturbations(kwargs.get("skip_layer_mask"), kwargs.get("skip_layer_strategy"), x.shape[0])
+        keys = _branch_keys(encoder_hidden_states, x.shape[1], perturbed)
         states = [self._branches.get(k) for k in keys]
         live = [s if s is not None and s.step == self.step - 1 else None for s in states]
         if self.mode == "teacache":
             h = self._teacache(model, x, inputs, keys, live)
         else:
             h = self._fbcache(model, x, inputs, keys, live)
+        # a branch that missed this step starts afresh anyway: its tensors need not wait for the end of the pass
+        self._branches = {k: s for k, s in self._branches.items() if s.step == self.step}
         return model.project(h)
+
+    def _perturbations(self, mask: Tensor | None, strategy: Any, batch: int) -> list[tuple[Any, ...]]:
+        """Per batch element, what STG perturbs in it: ``()``, or its strategy and its column of ``mask``
+        (``[num_layers, B]``, 1 keeps a block). Read once per mask, recognised by where it is stored (it is kept
+        here, so that storage holds the same values for the whole pass)."""
+        if mask is None or strategy is None:
+            return [()] * batch
+        where = (mask.data_ptr(), tuple(mask.shape), tuple(mask.stride()))
+        if where not in self._masks:
+            columns = [tuple(col) for col in mask.t().tolist()]
+            self._masks[where] = (mask, [(str(strategy), col) if any(v != 1 for v in col) else () for col in columns])
+        return self._masks[where][1]
 
     def _decide(self, rows: list[int], cur: Tensor, prev: list[Tensor]) -> list[float]:
         """The relative L1 change per row of ``rows`` between ``cur [B, n, D]`` (all rows) and ``prev`` (one
@@ -221,11 +241,13 @@ class StepCache:
         return out, out - x
 
 
-def _branch_keys(text: Tensor, tokens: int) -> list[tuple[int, int]]:
+def _branch_keys(text: Tensor, tokens: int, perturbed: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Per batch element, what identifies its guidance branch across the steps of a pass: where its text
     embedding row is stored (host metadata only, no sync: the pipeline slices every step's text from one
-    ``[negative, positive, positive]`` tensor, so each branch has its own row) and the local token count."""
-    return [(text.data_ptr() + b * text.stride(0) * text.element_size(), tokens) for b in range(text.shape[0])]
+    ``[negative, positive, positive]`` tensor, so each branch has its own row), the local token count and what
+    STG perturbs in it (:meth:`StepCache._perturbations`)."""
+    return [(text.data_ptr() + b * text.stride(0) * text.element_size(), tokens, perturbed[b])
+            for b in range(text.shape[0])]
 
 
 def innermost(transformer: nn.Module) -> nn.Module:
@@ -269,6 +291,7 @@ def attached(transformer: nn.Module, mode: str, threshold: float, steps: int) ->
         hook.remove()
         del model.__dict__["forward"], model.__dict__["step_cache"]
         cache._branches.clear()  # the cached tensors are not needed after the pass
+        cache._masks.clear()
     world_sum = getattr(transformer, "world_sum", None)
     if world_sum is not None:
         cache.calls, cache.skipped = world_sum([cache.calls, cache.skipped])

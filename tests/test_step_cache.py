@@ -317,6 +317,39 @@ def test_state_per_branch_follows_the_guidance_schedule(tiny: Any) -> None:
     assert cond[7][2] and uncond[-1][2]  # the last step is always computed
 
 
+def test_stg_branch_starts_afresh_when_its_skip_blocks_change(tiny: Any) -> None:
+    """A per-interval ``skip_block_list`` (the 13B dev presets') moves the STG perturbation from block 0 to
+    block 1 mid-pass: the perturbed branch is then another function of the same input, and reusing its residual
+    computed with block 0 skipped would guide with the old perturbation. It starts afresh there (computed);
+    the unconditional and conditional branches keep their state."""
+    from dataclasses import replace
+
+    from ltxcli.presets import PassSettings
+
+    steps = 8
+    preset = tiny.preset
+    tiny.preset = replace(preset, passes=(PassSettings(
+        num_inference_steps=steps, guidance_scale=3.0, stg_scale=1.0, rescaling_scale=0.7,
+        guidance_timesteps=(0.6, 0.0), skip_block_list=((0,), (1,))),))
+    try:
+        tiny.generate("a cat", cache="teacache:10", **SMALL)  # a large threshold: skip whenever allowed
+    finally:
+        tiny.preset = preset
+    (history,) = tiny.cache_tally.histories
+    by_row: dict[int, list[list[tuple[int, float | None, bool]]]] = {}
+    for key, entries in history.items():  # keys in first-seen order
+        by_row.setdefault(key[0], []).append(entries)
+    (uncond,), (cond,), (first, second) = (by_row[row] for row in sorted(by_row))
+    for entries in (uncond, cond):
+        assert [c for _, _, c in entries] == [True] + [False] * (steps - 2) + [True]
+    switch = second[0][0]
+    assert 1 < switch < steps - 1  # the boundary is inside the pass
+    assert [s for s, _, _ in first] == list(range(switch)) and [s for s, _, _ in second] == list(range(switch, steps))
+    assert [c for _, _, c in first] == [True] + [False] * (switch - 1)
+    assert second[0][1:] == (None, True)  # not a skip on a residual of the old perturbation
+    assert [c for _, _, c in second[1:]] == [False] * (steps - switch - 2) + [True]
+
+
 def test_state_resets_per_pass_and_on_reset(tiny: Any) -> None:
     model = tiny.transformer
     gen = torch.Generator().manual_seed(3)
