@@ -347,12 +347,14 @@ def parse_cache(spec: str | None) -> tuple[str, float]:
         raise ValueError(usage)
     if not sep:
         return mode, CACHE_THRESHOLDS[mode]
+    if "_" in value:  # float() reads "1_0" as 10
+        raise ValueError(usage)
     try:
         threshold = float(value)
     except ValueError:
         raise ValueError(usage) from None
     if not (math.isfinite(threshold) and threshold >= 0):
-        raise ValueError(f"cache threshold {value} must be a number >= 0 (e.g. teacache:0.05)")
+        raise ValueError(f"cache threshold {value} must be a finite number >= 0 (e.g. teacache:0.05)")
     return mode, threshold
 
 

@@ -420,6 +420,10 @@ def test_parse_cache() -> None:
         with pytest.raises(ValueError, match="cache"):
             parse_cache(bad)
     assert GenerationRequest("a", cache="fbcache:0").cache == "fbcache:0"
+    with pytest.raises(ValueError, match="must be none, teacache"):  # Python's float() reads "1_0" as 10
+        parse_cache("teacache:1_0")
+    with pytest.raises(ValueError, match=r"threshold inf must be a finite number >= 0"):
+        parse_cache("teacache:inf")
 
 
 # --- the command line --------------------------------------------------------------------------------------------
