@@ -596,10 +596,14 @@ class Pipeline:
         for i in range(n_steps):
             do_cfg, do_stg = sampling.cfg_active(cfg_l[i]), sampling.stg_active(stg_l[i])
             n_conds = sampling.guidance_branches(cfg_l[i], stg_l[i])  # the one rule the memory plan counts too
-            plan.append((do_cfg, do_stg, n_conds))
             if not (do_stg and blocks_l[i]):
+                # STG that skips no block perturbs nothing: its prediction is the conditional one, which the
+                # official loop computes a second time and then still rescales by; taken as is, not recomputed
+                n_conds -= do_stg
+                plan.append((do_cfg, do_stg, n_conds))
                 skip_masks.append(None)
                 continue
+            plan.append((do_cfg, do_stg, n_conds))
             key = (n_conds, tuple(blocks_l[i]))
             if key not in built:
                 m = torch.ones((layers, n_conds), dtype=self.dtype)
@@ -644,7 +648,7 @@ class Pipeline:
                 chunks = v.chunk(n_conds)
                 v_u = chunks[0] if do_cfg else None
                 v_c = chunks[1] if do_cfg else chunks[0]
-                v_p = chunks[-1] if do_stg else None
+                v_p = (v_c if skip_mask is None else chunks[-1]) if do_stg else None
                 v = sampling.guide(v_u, v_c, v_p, cfg=cfg_l[i], stg=stg_l[i], rescale=resc_l[i], cfg_star=p.cfg_star_rescale)
 
                 tau1 = tau[:1]

@@ -200,11 +200,11 @@ PRESETS["tiny"] = TINY_PRESET
 
 # A checkpoint loaded by path that matches no preset: the official pipeline's ``__call__`` defaults (20 steps,
 # CFG 4.5, deterministic sampling, no CFG-star, no tone mapping) and the schedule embedded in the checkpoint.
-# STG is off: its official default has no skip blocks, which makes the perturbed branch equal the conditional
-# one, and block indices cannot be known for an unknown architecture.
+# Their STG (scale 1) has no skip blocks, so it perturbs nothing, but it still switches on the rescaling (0.7):
+# the CFG prediction is scaled towards the conditional one's standard deviation at every step.
 NEUTRAL = Preset(
     name="(checkpoint defaults)", checkpoint="", pipeline_type="base",
-    passes=(PassSettings(num_inference_steps=20, guidance_scale=4.5, stg_scale=0.0, rescaling_scale=1.0),),
+    passes=(PassSettings(num_inference_steps=20, guidance_scale=4.5, stg_scale=1.0, rescaling_scale=0.7),),
 )
 
 

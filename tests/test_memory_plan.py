@@ -17,7 +17,7 @@ import torch
 
 from ltxcli.memory.plan import MemoryEstimate, PassSize, RunShape, estimate_memory, run_passes
 from ltxcli.memory.weights import builtin_modules, weight_parts
-from ltxcli.presets import TINY_PRESET
+from ltxcli.presets import NEUTRAL, TINY_PRESET
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,6 +107,14 @@ def test_estimate_matches_measured_peak_rss_of_tiny_runs() -> None:
               f"ratio {measured / estimated:.2f}")
     for h, w, f, estimated, measured, _ in rows:
         assert 0.75 * estimated <= measured <= 1.25 * estimated, (h, w, f, estimated, measured)
+
+
+def test_stg_without_blocks_is_not_counted_as_a_branch() -> None:
+    """NEUTRAL's STG (scale 1, no skip blocks) perturbs nothing and runs no branch of its own: CFG's two are counted,
+    as the pipeline runs them; blocks given with the request bring the third."""
+    assert run_passes(RunShape.of_preset(NEUTRAL), 64, 64, 9) == [PassSize(64, 64, 2)]
+    assert run_passes(RunShape.of_preset(NEUTRAL, stg_blocks=[0]), 64, 64, 9) == [PassSize(64, 64, 3)]
+    assert run_passes(RunShape.of_preset(TINY_PRESET), 64, 64, 9) == [PassSize(64, 64, 3)]
 
 
 @pytest.mark.parametrize("multi_scale", [False, True])

@@ -48,7 +48,7 @@ from ltxcli.models.configs import SchedulerConfig, UpsamplerConfig, VAEConfig, o
 from ltxcli.models.upsampler import LatentUpsampler  # noqa: E402
 from ltxcli.models.vae import CausalVideoVAE  # noqa: E402
 from ltxcli.pipeline import Pipeline  # noqa: E402
-from ltxcli.presets import PassSettings, Preset  # noqa: E402
+from ltxcli.presets import NEUTRAL, PassSettings, Preset  # noqa: E402
 from ltxcli.request import Condition  # noqa: E402
 from ltxcli.tiny import LATENT_CHANNELS, TINY_TRANSFORMER, build_pipeline  # noqa: E402
 
@@ -390,6 +390,25 @@ def test_stochastic_sampling_matches_official_with_shared_stream(models: Models,
     # ... and it is stochastic: deterministic sampling gives another result
     det = run_ours(models, replace(c, stochastic=False))
     assert rel_err(det.latents, res.latents) > 1e-2
+
+
+def test_checkpoint_defaults_match_the_official_call_defaults(models: Models) -> None:
+    # A checkpoint no preset names runs with NEUTRAL; the official __call__ given only the step count takes
+    # guidance 4.5, stg 1, rescaling 0.7 and no skip blocks: STG perturbs nothing, the rescaling still applies
+    c = Case("official __call__ defaults", 64, 64, 17, passes=dict(num_inference_steps=4))
+    pipe = models.ours
+    pipe.scheduler = SchedulerConfig.from_official(c.scheduler)
+    saved, pipe.preset = pipe.preset, NEUTRAL
+    try:
+        res = pipe.generate(PROMPT, negative_prompt=NEGATIVE, height=c.height, width=c.width, num_frames=c.num_frames,
+                            frame_rate=FPS, seed=c.seed, steps=4)
+    finally:
+        pipe.preset = saved
+    assert (NEUTRAL.decode_timestep, NEUTRAL.decode_noise_scale) == (c.decode_timestep, c.decode_noise_scale)
+    err_lat = rel_err(res.latents, run_official(models, c, "latent"))
+    err_vid = rel_err(res.video, run_official(models, c, "pt"))
+    print(f"[{c.id}] latents rel err {err_lat:.3e}; video rel err {err_vid:.3e}")
+    assert err_lat <= TOL and err_vid <= TOL
 
 
 MULTI_DISTILLED = (

@@ -176,9 +176,10 @@ def test_neutral_preset_is_the_official_call_defaults() -> None:
     assert first.skip_initial_inference_steps == first.skip_final_inference_steps == 0
     assert first.cfg_star_rescale is False and first.tone_map_compression_ratio == 0.0
     assert NEUTRAL.stochastic_sampling is False
-    # The official default stg_scale=1 with skip_block_list=None perturbs no block: the perturbed branch equals
-    # the conditional one and STG (and the rescaling that follows it) changes nothing. NEUTRAL says so directly.
-    assert first.stg_scale == 0.0 and first.skip_block_list == ()
+    # The official default stg_scale=1 with skip_block_list=None perturbs no block, but the rescaling that follows
+    # STG still scales the CFG prediction (tests/test_pipeline.py compares the outputs)
+    assert first.stg_scale == CALL_DEFAULTS["stg_scale"] and first.skip_block_list == ()
+    assert first.rescaling_scale == CALL_DEFAULTS["rescaling_scale"]
 
 
 def test_call_defaults_table_matches_the_official_signature() -> None:

@@ -373,7 +373,7 @@ class RunShape:
 
     @classmethod
     def of_preset(
-        cls, preset: Preset, *, guidance_scale: Any = None, stg_scale: Any = None,
+        cls, preset: Preset, *, guidance_scale: Any = None, stg_scale: Any = None, stg_blocks: Any = None,
         conditions: Sequence[tuple[int, int]] = (), control_frames: int = 0,
         control_model: Callable[[int, int, int], tuple[int, int]] | None = None, v2v: int = 0,
         extension: tuple[int, bool, int, int] | None = None,
@@ -382,8 +382,10 @@ class RunShape:
         ``guidance_scale`` / ``stg_scale`` replaces every pass's, as the pipeline applies an explicit scale),
         the preset's multi-scale and factor, and ``conditions`` (``(frame, pixel frames)``)."""
         passes = preset.passes if preset.multi_scale else preset.passes[:1]
+        # STG that skips no block runs no branch of its own (the pipeline takes the conditional prediction)
         guidance = [(p.guidance_scale if guidance_scale is None else guidance_scale,
-                     p.stg_scale if stg_scale is None else stg_scale) for p in passes]
+                     (p.stg_scale if stg_scale is None else stg_scale)
+                     if (p.skip_block_list if stg_blocks is None else stg_blocks) else 0.0) for p in passes]
         return cls(guidance, multi_scale=preset.multi_scale, downscale_factor=preset.downscale_factor,
                    conditions=list(conditions), control_frames=control_frames, control_model=control_model,
                    v2v=v2v, extension=extension)
@@ -419,6 +421,7 @@ def request_shape(preset: Preset, request: Any, *, dtype: torch.dtype, depth_mod
 
         windows = window_frames(request, float(request.frame_rate), float(max_positions[0]))
     shape = RunShape.of_preset(preset, guidance_scale=request.guidance_scale, stg_scale=request.stg_scale,
+                               stg_blocks=request.stg_blocks,
                                conditions=[(c.frame, condition_frames(c, request.num_frames)) for c in request.conditions],
                                control_frames=request.num_frames if control is not None else 0, control_model=model,
                                v2v=_native_pixels(video) if video is not None else 0, extension=extension)
