@@ -541,7 +541,7 @@ class Pipeline:
         cfg_l = sampling.per_step(p.guidance_scale, timesteps, p.guidance_timesteps)
         stg_l = sampling.per_step(p.stg_scale, timesteps, p.guidance_timesteps)
         resc_l = sampling.per_step(p.rescaling_scale, timesteps, p.guidance_timesteps)
-        blocks = p.skip_block_list
+        blocks = () if mode is STGMode.RESIDUAL else p.skip_block_list  # it perturbs no block
         if blocks and isinstance(blocks[0], tuple):
             blocks_l = sampling.per_step(list(blocks), timesteps, p.guidance_timesteps)
         else:

@@ -37,7 +37,10 @@ if TYPE_CHECKING:
 #: The largest seed (a signed 64-bit integer: what torch generators take).
 SEED_MAX = 2**63 - 1
 #: ``STGMode`` values of :mod:`ltxcli.models.transformer` (kept as strings here so this module needs no torch).
-STG_MODES = ("attention_values", "attention_skip", "transformer_block")
+STG_MODES = ("attention_values", "attention_skip", "transformer_block", "residual")
+# the short names the official inference.py accepts too (as it does, in any case)
+_STG_ALIASES = {"stg_av": "attention_values", "stg_as": "attention_skip", "stg_t": "transformer_block",
+                "stg_r": "residual"}
 
 
 
@@ -597,6 +600,8 @@ def resolve_request(
     stochastic = preset.stochastic_sampling if r.stochastic_sampling is None else r.stochastic_sampling
     mode = r.stg_mode or preset.stg_mode
     mode = getattr(mode, "value", mode)  # an STGMode member is accepted as its value
+    if isinstance(mode, str):
+        mode = _STG_ALIASES.get(mode.lower(), mode.lower())
     if mode not in STG_MODES:
         raise ValueError(f"{mode!r} is not a valid STGMode")
     for name, value in (("decode_noise_scale", decode_noise_scale), ("image_cond_noise_scale", image_cond_noise_scale)):

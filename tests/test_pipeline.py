@@ -64,6 +64,7 @@ STG = {
     "attention_values": SkipLayerStrategy.AttentionValues,
     "attention_skip": SkipLayerStrategy.AttentionSkip,
     "transformer_block": SkipLayerStrategy.TransformerBlock,
+    "residual": SkipLayerStrategy.Residual,
 }
 SD3_TERMINAL = {"shifting": "SD3", "target_shift_terminal": 0.1}  # the 0.9.x checkpoints' scheduler
 CPU = torch.device("cpu")
@@ -324,6 +325,11 @@ def test_t2v_explicit_timesteps_transformer_block_matches_official(models: Model
                   skip_block_list=[0, 1], tone_map_compression_ratio=0.6)
     check_parity(models, Case("t2v explicit timesteps, stg_t, tone map", 64, 96, 9, passes=passes,
                               scheduler={"sampler": "LinearQuadratic"}, stg_mode="transformer_block"))
+
+
+def test_t2v_residual_stg_matches_official(models: Models) -> None:
+    # the official configs' fourth stg_mode: it perturbs no block, so with CFG only the rescaling acts
+    check_parity(models, Case("t2v stg residual", 64, 64, 17, passes=BASE_2B, stg_mode="residual"))
 
 
 def test_t2v_per_step_guidance_schedule_matches_official(models: Models) -> None:

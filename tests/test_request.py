@@ -94,6 +94,11 @@ def test_stg_modes_are_the_transformer_modes() -> None:
     assert resolve(stg_mode=STGMode.ATTENTION_SKIP).stg_mode == "attention_skip"
     with pytest.raises(ValueError, match="STGMode"):
         resolve(stg_mode="skip")
+    # the names and short names the official inference.py accepts, in any case
+    assert resolve(stg_mode="residual").stg_mode == "residual"
+    assert resolve(stg_mode="STG_R").stg_mode == "residual"
+    assert resolve(stg_mode="stg_av").stg_mode == "attention_values"
+    assert resolve(stg_mode="Transformer_Block").stg_mode == "transformer_block"
 
 
 def test_resolution_is_pure_and_reads_no_media(tmp_path) -> None:

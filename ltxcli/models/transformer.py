@@ -98,6 +98,9 @@ class STGMode(str, enum.Enum):
     ATTENTION_VALUES = "attention_values"  # self-attention output := V (identity attention map)
     ATTENTION_SKIP = "attention_skip"  # self-attention output := its input (before to_out)
     TRANSFORMER_BLOCK = "transformer_block"  # block output := block input
+    # The official ``Residual`` drops the self-attention's residual connection, which LTX-Video's attention layers
+    # do not have (``residual_connection=False``): it perturbs nothing, and STG then only rescales.
+    RESIDUAL = "residual"
 
 
 def _blend(keep: Tensor, other: Tensor, mask: Tensor | None) -> Tensor:
