@@ -70,11 +70,13 @@ def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
             values[key] = record[key]
     if record.get("timesteps") is None and record.get("steps") is not None:
         values["steps"] = record["steps"]
-    # an explicit scalar guidance clears the pass's per-interval schedule: a schedule means the preset's values
-    if not (record.get("passes") or [{}])[0].get("guidance_timesteps"):
-        for key in ("guidance_scale", "stg_scale"):
-            if isinstance(record.get(key), (int, float)):
-                values[key] = record[key]
+    # a number in every pass was given (or is the preset's own, which giving it again leaves as it was); a list is
+    # the preset's per-interval schedule, which the other scalar may have kept
+    for key in ("guidance_scale", "stg_scale"):
+        v = record.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and all(
+                p.get(key, v) == v for p in record.get("passes") or () if isinstance(p, Mapping)):
+            values[key] = v
     encoded = record.get("encoding")
     if encoded:  # a video's CRF and x264 preset (redo_row keeps them for an output of the same encoder)
         values.update(crf=encoded["crf"], encoder_preset=encoded.get("preset"))

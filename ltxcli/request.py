@@ -322,14 +322,22 @@ def _scalar_overrides(r: GenerationRequest, preset: Preset) -> dict[str, Any]:
             out[key] = value
     if r.stg_blocks is not None:
         out["skip_block_list"] = tuple(int(b) for b in r.stg_blocks)
-    if r.guidance_scale is not None or r.stg_scale is not None or r.rescale_scale is not None:
-        out["guidance_timesteps"] = None  # a scalar replaces a per-interval schedule
-        base_blocks = preset.passes[0].skip_block_list
-        if r.stg_blocks is None and any(isinstance(b, tuple) for b in base_blocks):
-            out["skip_block_list"] = flat_blocks(base_blocks)
     if r.tone_map_compression_ratio is not None:
         out["tone_map_compression_ratio"] = r.tone_map_compression_ratio
     return out
+
+
+_SCALES = ("guidance_scale", "stg_scale", "rescaling_scale")
+
+
+def _with_scalars(p: PassSettings, scalars: dict[str, Any]) -> PassSettings:
+    """``p`` with the explicit scalar overrides. A scalar applies at every step; while another scale is still a
+    per-interval list, the interval schedule stays to index it (as in an official config mixing the two). Once none
+    is, the schedule goes and a per-interval block list becomes the blocks of the pass's last interval."""
+    p = p.updated(scalars)
+    if not any(k in scalars for k in _SCALES) or any(isinstance(getattr(p, k), tuple) for k in _SCALES):
+        return p
+    return p.updated({"guidance_timesteps": None, "skip_block_list": flat_blocks(p.skip_block_list)})
 
 
 # --- step cache -------------------------------------------------------------------------------------------------
@@ -572,8 +580,8 @@ def resolve_request(
         first = base_first.updated(pass_overrides(r.first_pass))
         second = base_second.updated(pass_overrides(r.second_pass))
         # Explicit scalar arguments apply to both passes (timesteps/steps only to the first).
-        first = first.updated(scalars)
-        second = second.updated({k: v for k, v in scalars.items() if k not in ("num_inference_steps", "timesteps")})
+        first = _with_scalars(first, scalars)
+        second = _with_scalars(second, {k: v for k, v in scalars.items() if k not in ("num_inference_steps", "timesteps")})
         passes = [first, second]
         if has_upsampler is False:
             own = preset.multi_scale  # else the per-pass dicts asked for two passes
@@ -587,7 +595,7 @@ def resolve_request(
         if not 0 < factor <= 1:
             raise ValueError(f"downscale_factor={factor} must be in (0, 1]")
     else:
-        passes = [preset.passes[0].updated(scalars)]
+        passes = [_with_scalars(preset.passes[0], scalars)]
         factor = 1.0
     for p in passes:
         validate_pass(p, num_layers)

@@ -538,10 +538,14 @@ def test_redo_restores_scalars_only_where_they_were_given() -> None:
     from ltxcli.redo import record_values
 
     rec = {"tool": "ltxcli", "model": "m", "prompt": "p", "seed": 1, "steps": 30, "timesteps": [0.9, 0.5],
-           "guidance_scale": 3.0, "stg_scale": 1.0, "conditions": [{"path": "a.png", "frame": 8, "strength": 0.5}],
+           "guidance_scale": [1, 6], "stg_scale": 1.0, "conditions": [{"path": "a.png", "frame": 8, "strength": 0.5}],
            "passes": [{"guidance_timesteps": [1.0, 0.9]}], "num_frames": 9}
     values = record_values(rec)
     assert "steps" not in values and "guidance_scale" not in values  # the preset's timesteps and schedule again
+    assert values["stg_scale"] == 1.0  # a scalar given beside the schedule, which it kept for the guidance list
+    rec["guidance_scale"] = 3.0
+    two = {**rec, "passes": [{"guidance_scale": 3.0}, {"guidance_scale": 1.0}]}  # a first_pass= value: not a scalar's
+    assert "guidance_scale" not in record_values(two)
     assert values["conditions"][0].frame == 8 and values["num_frames"] == 9
     rec.update(timesteps=None, passes=[{"guidance_timesteps": None}])
     values = record_values(rec)

@@ -434,6 +434,29 @@ MULTI_DEV = (
 )
 
 
+def test_scalar_guidance_over_per_interval_schedules_matches_official(models: Models) -> None:
+    # guidance_scale=3 on a 13B-dev-like preset: a scalar at every step beside the stg and rescaling lists, which
+    # still index guidance_timesteps, and each pass's own blocks (the official configs with guidance_scale: 3)
+    first, second, factor = MULTI_DEV
+    c = Case("13B-dev-like + guidance_scale=3", 96, 96, 17, scheduler={"sampler": "Uniform"},
+             multi=(dict(first, guidance_scale=3.0), dict(second, guidance_scale=3.0), factor))
+    pipe = models.ours
+    pipe.scheduler, pipe.upsampler = SchedulerConfig.from_official(c.scheduler), models.ours_up
+    saved, pipe.preset = pipe.preset, Preset(
+        name="dev-like", checkpoint="", pipeline_type="multi-scale", downscale_factor=factor,
+        passes=(PassSettings().updated(first), PassSettings().updated(second)),
+    )
+    try:
+        res = pipe.generate(PROMPT, guidance_scale=3.0, negative_prompt=NEGATIVE, height=c.height, width=c.width,
+                            num_frames=c.num_frames, frame_rate=FPS, seed=c.seed)
+    finally:
+        pipe.preset = saved
+    err_lat = rel_err(res.latents, run_official(models, c, "latent"))
+    err_vid = rel_err(res.video, run_official(models, c, "pt"))
+    print(f"[{c.id}] latents rel err {err_lat:.3e}; video rel err {err_vid:.3e}")
+    assert err_lat <= TOL and err_vid <= TOL
+
+
 def test_multiscale_distilled_t2v_matches_official(models: Models) -> None:
     # 90x120x15 pads to 96x128x17; first pass 32x64, second 64x128, resized to 96x128 and cropped
     check_parity(models, Case("multi-scale distilled t2v, tone map", 90, 120, 15, multi=MULTI_DISTILLED))

@@ -48,8 +48,14 @@ def test_explicit_value_beats_the_per_pass_override_which_beats_the_preset() -> 
     assert first.rescaling_scale == 0.9  # per-pass override: no explicit value
     assert second.rescaling_scale == DEV13.passes[1].rescaling_scale  # preset
     assert first.guidance_scale == DEV13.passes[0].guidance_scale
-    # an explicit scalar replaces the per-interval schedule (and collapses the block schedule to its last entry)
-    assert first.guidance_timesteps is None and first.skip_block_list == (28,)
+    # a scalar applies at every step; the guidance and rescaling lists left still need their interval schedule,
+    # and each pass keeps its own blocks
+    for got, want in zip(r.passes, DEV13.passes, strict=True):
+        assert got.guidance_timesteps == want.guidance_timesteps and got.skip_block_list == want.skip_block_list
+    # with no list left, the schedule goes and a per-interval block list becomes its last interval's blocks
+    first, second = resolve(DEV13, guidance_scale=3.0, stg_scale=1.0, rescale_scale=0.7).passes
+    assert first.guidance_timesteps is second.guidance_timesteps is None
+    assert (first.skip_block_list, second.skip_block_list) == ((28,), (27,))
 
 
 def test_explicit_steps_and_timesteps_apply_to_the_first_pass_only() -> None:
