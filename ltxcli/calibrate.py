@@ -359,11 +359,20 @@ def cached_keep_narrow() -> bool:
     return latest is None or latest.get("choice") != "wide"
 
 
+#: Narrower transformers (the tiny random-weight models; LTX-Video's are 2048 and 4096 wide) take the fixed choices
+#: unmeasured: timings of toy shapes say nothing about a real model, and a busy measurement, which decides only its
+#: own load, would change their rounding from one load to the next.
+MIN_MEASURED_WIDTH = 1024
+
+
 def for_configs(transformer: Any, vae: Any | None, *, recalibrate: bool = False) -> CpuChoices:
     """:func:`cpu_choices` for a :class:`~ltxcli.models.configs.TransformerConfig` and a
     :class:`~ltxcli.models.configs.VAEConfig` (None: no VAE): the transformer's width and 4x feed-forward, the
-    decoder's widest convolutions."""
+    decoder's widest convolutions (below :data:`MIN_MEASURED_WIDTH`: oneDNN GEMMs, narrow weights, ``auto``)."""
     from .models.configs import decoder_conv_in_channels
+
+    if transformer.inner_dim < MIN_MEASURED_WIDTH:
+        return CpuChoices(True, True, "auto", {})
 
     channels = decoder_conv_in_channels(vae.decoder_blocks, vae.decoder_base_channels) if vae is not None else None
     return cpu_choices(transformer.inner_dim, 4 * transformer.inner_dim, channels, recalibrate=recalibrate)
