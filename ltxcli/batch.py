@@ -18,7 +18,7 @@ from .extend import parse_extension
 from .request import Condition, Control, GenerationRequest, check_control, control_of, media_path
 
 
-@dataclass
+@dataclass(repr=False)  # GenerationRequest's: the fields given
 class BatchItem(GenerationRequest):
     """One video of a batch: a :class:`~ltxcli.request.GenerationRequest` (``None`` sizes and frame rate: the
     preset's, ``None`` seed: derived from the batch seed, both filled in when the batch is planned, since output

@@ -63,3 +63,31 @@ def help_examples(command: str) -> list[tuple[str, str]]:
         import tomli as tomllib  # type: ignore[no-redef]
     table = tomllib.loads(files("ltxcli.cli").joinpath("examples.toml").read_text(encoding="utf-8"))
     return list(table.get(command, {}).items())
+
+
+def brief(value: Any) -> str:
+    """``repr`` of a value, a tensor or array as its kind, shape and dtype instead of its numbers."""
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if shape is not None and dtype is not None:
+        return f"<{type(value).__name__} {list(shape)} {str(dtype).removeprefix('torch.')}>"
+    return repr(value)
+
+
+def dataclass_repr(obj: Any) -> str:
+    """A dataclass as ``Name(field=value, ...)`` with only the fields that differ from their defaults (a request
+    has forty), tensors as :func:`brief` shows them."""
+    shown = [f"{f.name}={brief(getattr(obj, f.name))}" for f in dataclasses.fields(obj)
+             if f.repr and not _is_default(getattr(obj, f.name), f)]
+    return f"{type(obj).__name__}({', '.join(shown)})"
+
+
+def _is_default(value: Any, f: dataclasses.Field[Any]) -> bool:
+    if f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    elif f.default is not dataclasses.MISSING:
+        default = f.default
+    else:
+        return False
+    # never == on a tensor (elementwise); a tuple of another length compares False before its items
+    return value is default or (getattr(value, "shape", None) is None and type(value) is type(default)
+                                and value == default)

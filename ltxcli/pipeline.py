@@ -118,6 +118,12 @@ class Pipeline:
         # enhancement stage only and freed right after it. None: no enhancement (auto keeps the prompt).
         self.enhancer: Any = None
 
+    def __repr__(self) -> str:
+        loras = [f"{spec.source}:{spec.scale:g}" for spec in self._lora_specs]
+        parts = [f"{n}={getattr(self, n) is not None}" for n in ("upsampler", "temporal_upsampler")]
+        return (f"Pipeline({self.name!r}, device={self.device}, dtype={str(self.dtype).removeprefix('torch.')}, "
+                f"offload={self.offload.value!r}, loras={loras}, {', '.join(parts)})")
+
     @property
     def device(self) -> torch.device:
         """Where the models compute (the transformer's device unless the pipeline was built for another)."""

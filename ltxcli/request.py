@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from .enhance.rules import check_mode
+from .formatting import dataclass_repr
 from .passes import flat_blocks, pass_overrides, v2v_pass, validate_pass
 from .presets import DEFAULT_DOWNSCALE_FACTOR, PassSettings, Preset, multi_scale_sizes
 
@@ -55,6 +56,7 @@ class Condition:
     media: Any
     frame: int = 0
     strength: float = 1.0
+    __repr__ = dataclass_repr  # a tensor by its shape, not its numbers
 
 
 def media_path(media: Any) -> str | None:
@@ -80,6 +82,7 @@ class Control:
     media: Any
     strength: float = 1.0
     kind: str = "video"
+    __repr__ = dataclass_repr
 
 
 @dataclass
@@ -158,6 +161,7 @@ class GenerationRequest:
     control: Control | None = None
     enhance_prompt: str = "auto"
     enhanced_prompt: str | None = None
+    __repr__ = dataclass_repr  # the fields given, tensors (video, noise, media) by their shapes
 
     def check_single(self) -> None:
         """Refuse (ValueError) what one generation (:meth:`ltxcli.pipeline.Pipeline.run`) would otherwise run

@@ -9,6 +9,7 @@ from typing import Any
 
 from torch import Tensor
 
+from .formatting import brief
 from .frames import checked_uint8
 from .media.write import Quantize
 from .memory.decode import STREAM_CHUNK_FRAMES
@@ -28,6 +29,12 @@ class GenerationResult:
     settings: dict[str, Any] = field(default_factory=dict)
     # the pending decode of a streamed result: (chunk_frames, quantize) -> uint8 chunks; None once started
     _stream: Callable[[int, Quantize], Iterator[Tensor]] | None = field(default=None, repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        video = "None (streamed)" if self.video is None else brief(self.video)
+        timings = {k: round(v, 3) for k, v in self.timings.items()}
+        return (f"GenerationResult(seed={self.seed}, video={video}, latents={brief(self.latents)}, "
+                f"prompt={self.settings.get('prompt')!r}, model={self.settings.get('model')!r}, timings={timings})")
 
     def frames(self, chunk_frames: int = STREAM_CHUNK_FRAMES, quantize: Quantize = "round") -> Iterator[Tensor]:
         """The video as uint8 ``[n, H, W, 3]`` CPU chunks of at most ``chunk_frames`` frames, in order, checked

@@ -77,6 +77,11 @@ class ItemResult:
     record: dict[str, Any] = field(default_factory=dict)  # the generation record stored in the file
     timings: dict[str, float] = field(default_factory=dict)  # seconds: load_s (first item), stages, write_s, total_s
 
+    def __repr__(self) -> str:  # not the dataclass's: the item's request and the result's tensors in full
+        reason = f", reason={self.reason!r}" if self.reason else ""
+        return (f"ItemResult(index={self.item.index}, status={self.status!r}{reason}, "
+                f"path={os.fspath(self.item.target) if self.item.target else None!r}, seed={self.item.seed})")
+
     @property
     def path(self) -> Path:
         """The item's output file (its ``target``, as planned by the run that yielded this result)."""

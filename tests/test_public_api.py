@@ -1,0 +1,37 @@
+"""The library as ``import ltxcli`` users meet it: what its objects print, and what a wrong argument raises."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import one_thread  # noqa: F401  (module autouse fixture)
+
+import ltxcli
+
+
+@pytest.fixture(scope="module")
+def pipe() -> ltxcli.Pipeline:
+    return ltxcli.load_pipeline("tiny", device="cpu")
+
+
+def test_reprs_name_shapes_not_numbers(pipe, tmp_path) -> None:
+    result = pipe.generate("a cat", seed=3, num_frames=9)
+    text = repr(result)
+    assert text.startswith("GenerationResult(seed=3, video=<Tensor [9, 128, 192, 3] float32>, "
+                           "latents=<Tensor [1, 16, 2, 4, 6] float32>, prompt='a cat', model='tiny', timings={")
+    assert len(text) < 300
+    streamed = pipe.generate("a cat", seed=3, num_frames=9, stream=True)
+    assert "video=None (streamed)" in repr(streamed)
+
+    request = ltxcli.GenerationRequest("a cat", seed=1, noise=torch.zeros(1, 16, 2, 4, 6),
+                                       conditions=[ltxcli.Condition(torch.rand(9, 64, 64, 3), frame=0)])
+    assert repr(request) == ("GenerationRequest(prompt='a cat', conditions=[Condition(media=<Tensor [9, 64, 64, 3] "
+                             "float32>)], seed=1, noise=<Tensor [1, 16, 2, 4, 6] float32>)")
+    assert repr(ltxcli.BatchItem("a dog", seed=3, output="o.mp4")) == "BatchItem(prompt='a dog', seed=3, output='o.mp4')"
+    assert repr(ltxcli.Condition("a.png", frame=8, strength=0.5)) == "Condition(media='a.png', frame=8, strength=0.5)"
+    assert repr(ltxcli.Control("d.mp4", kind="depth")) == "Control(media='d.mp4', kind='depth')"
+
+    assert repr(pipe) == ("Pipeline('tiny', device=cpu, dtype=float32, offload='none', loras=[], upsampler=False, "
+                          "temporal_upsampler=False)")
+    (item,) = ltxcli.run_batch(pipe, [ltxcli.BatchItem("a cat", num_frames=9, seed=5)], output=f"{tmp_path}/x.mp4")
+    assert repr(item) == f"ItemResult(index=0, status='ok', path='{tmp_path}/x.mp4', seed=5)"
