@@ -496,7 +496,9 @@ def check_fields(request: _R) -> _R:
     def fail(name: str, value: Any, what: str) -> NoReturn:
         raise FieldTypeError(f"{name}={reprlib.repr(value)} must be {what}")
 
-    plain: dict[str, Any] = {}
+    if request.prompt is None:  # the one field without a default
+        fail("prompt", None, "a string (\"\" for none)")
+    plain: dict[str, Any] = {"enhance_prompt": "auto" if request.enhance_prompt is None else request.enhance_prompt}
     for name, (ok, what, to_python) in _FIELD_TYPES.items():
         value = getattr(request, name)
         if value is not None:
@@ -504,7 +506,7 @@ def check_fields(request: _R) -> _R:
                 fail(name, value, what)
             plain[name] = value if to_python is None else to_python(value)
     conditions = []
-    for c in request.conditions:
+    for c in request.conditions or ():  # None, as every None, takes the default: none
         media = c.media  # a path, a PIL image, a torch tensor or a file decoded already (all but numpy's arrays)
         if media is None or (hasattr(media, "shape") and type(media).__name__ not in ("Tensor", "Parameter")):
             fail("condition media", media, "a path, a PIL image or a torch tensor [F, H, W, 3] (torch.from_numpy)")

@@ -278,7 +278,8 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
     from .conditions import check_condition  # torch: imported with the first item checked, not with the CLI
 
     try:
-        check_fields(item)
+        checked = check_fields(item)
+        item.conditions, item.enhance_prompt = checked.conditions, checked.enhance_prompt  # None: the defaults
         if not item.prompt.strip():
             warnings.warn(f"{where}the prompt is empty: the video follows only the negative prompt"
                           f"{' and the conditions' if item.conditions else ''} (give a PROMPT)", stacklevel=2)

@@ -7,6 +7,7 @@ import torch
 from tiny_models import one_thread  # noqa: F401  (module autouse fixture)
 
 import ltxcli
+from ltxcli import long_video
 
 
 @pytest.fixture(scope="module")
@@ -35,3 +36,16 @@ def test_reprs_name_shapes_not_numbers(pipe, tmp_path) -> None:
                           "temporal_upsampler=False)")
     (item,) = ltxcli.run_batch(pipe, [ltxcli.BatchItem("a cat", num_frames=9, seed=5)], output=f"{tmp_path}/x.mp4")
     assert repr(item) == f"ItemResult(index=0, status='ok', path='{tmp_path}/x.mp4', seed=5)"
+
+
+def test_none_takes_the_default_and_a_missing_prompt_is_named(pipe, tmp_path) -> None:
+    plain = pipe.generate("a cat", seed=2, num_frames=9)
+    nones = pipe.generate("a cat", seed=2, num_frames=9, conditions=None, enhance_prompt=None)
+    assert torch.equal(nones.video, plain.video)
+    item = ltxcli.BatchItem("a cat", seed=2, num_frames=9, conditions=None, enhance_prompt=None)
+    assert [r.status for r in ltxcli.run_batch(pipe, [item], output=f"{tmp_path}/")] == ["ok"]
+    for run in (lambda: pipe.generate(None, seed=2, num_frames=9),
+                lambda: list(ltxcli.run_batch(pipe, [ltxcli.BatchItem(None)], output=f"{tmp_path}/")),
+                lambda: long_video.generate(pipe, ltxcli.GenerationRequest(None, duration=1.0))):
+        with pytest.raises(ValueError, match=r'^prompt=None must be a string \(\"\" for none\)$'):
+            run()
