@@ -617,7 +617,7 @@ def resolve_request(
     if isinstance(mode, str):
         mode = _STG_ALIASES.get(mode.lower(), mode.lower())
     if mode not in STG_MODES:
-        raise ValueError(f"{mode!r} is not a valid STGMode")
+        raise ValueError(f"stg_mode={mode!r} must be one of {', '.join(STG_MODES)}")
     for name, value in (("decode_noise_scale", decode_noise_scale), ("image_cond_noise_scale", image_cond_noise_scale)):
         if not 0 <= value <= 1:
             raise ValueError(f"{name}={value} must be in [0, 1]")
