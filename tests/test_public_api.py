@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from tiny_models import one_thread  # noqa: F401  (module autouse fixture)
 
 import ltxcli
 from ltxcli import long_video
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +62,12 @@ def test_an_unknown_stg_mode_lists_the_modes(pipe) -> None:
     with pytest.raises(ValueError, match=r"^stg_mode='skip' must be one of attention_values, attention_skip, "
                                          r"transformer_block$"):
         pipe.resolve(ltxcli.GenerationRequest("a cat", stg_mode="skip"))
+
+
+def test_the_package_is_marked_typed() -> None:
+    # PEP 561: without py.typed in the wheel, a user's mypy skips ltxcli ("missing library stubs or py.typed
+    # marker") and every ltxcli name is Any
+    package = Path(ltxcli.__file__).parent
+    assert (package / "py.typed").is_file()
+    pyproject = tomllib.loads((package.parent / "pyproject.toml").read_text())
+    assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["ltxcli"]
