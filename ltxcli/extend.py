@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # torch, media and the pipeline are imported where used: the 
     from . import media
     from .pipeline import Pipeline
     from .presets import Preset
+    from .progress import ProgressFn
     from .result import GenerationResult
 
 
@@ -181,7 +182,7 @@ def check_extension(request: GenerationRequest) -> None:
         raise ValueError("temporal_upscale is not supported yet with an extension: upscale the extended video")
 
 
-def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Any = None,
+def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: ProgressFn | None = None,
                   stream: bool = False) -> GenerationResult:
     """Generate ``request`` (with ``extend``) as :meth:`Pipeline.run` does: the result is the whole output video
     (input and new frames; streamed when ``stream``), its settings those of the output, with ``extend``."""

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 
     from .pipeline import Pipeline
     from .presets import Preset
+    from .progress import ProgressFn
     from .request import ResolvedRequest
     from .result import GenerationResult
 
@@ -368,7 +369,7 @@ def fuse(out: Tensor | None, new: Tensor, first: Tensor | None, overlap_latents:
 
 
 def generate(
-    pipe: Pipeline, request: GenerationRequest, *, progress: Any = None, stream: bool = False,
+    pipe: Pipeline, request: GenerationRequest, *, progress: ProgressFn | None = None, stream: bool = False,
     resume: str | os.PathLike[str] | None = None, keep_state: bool = True,
     window_noise: Callable[[int, tuple[int, ...]], Tensor] | None = None,
 ) -> GenerationResult:

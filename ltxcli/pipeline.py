@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from . import sampling, step_cache, text_cache, vae_tiling
+from .adapters.lora import LoraLike, LoraSpec
 from .conditions import (
     EncodedCondition,
     PreparedCondition,
@@ -48,6 +49,7 @@ from .models.upcast import compute_dtype
 from .models.upsampler import adain
 from .passes import HARD_EPS, as_list
 from .presets import NEUTRAL, PassSettings, Preset
+from .progress import ProgressFn
 from .request import Condition, GenerationRequest, ResolvedRequest, media_path, resolve_request
 from .result import GenerationResult
 from .text_cache import TextKVCache
@@ -109,7 +111,7 @@ class Pipeline:
         # (load_pipeline sets both), what is merged now and its records
         self.weights_dir: str | os.PathLike[str] | None = None
         self.model_ref = name
-        self._lora_specs: tuple[Any, ...] = ()
+        self._lora_specs: tuple[LoraSpec, ...] = ()
         self.lora_records: list[dict[str, Any]] = []
         # The depth model of ``Control(kind="depth")`` (:func:`ltxcli.depth.depth_model_path`: None = the registry's).
         self.depth_model: str | None = None
@@ -143,11 +145,11 @@ class Pipeline:
     # --- LoRAs ---------------------------------------------------------------------------------------------
 
     @property
-    def lora_specs(self) -> tuple[Any, ...]:
+    def lora_specs(self) -> tuple[LoraSpec, ...]:
         """The LoRAs merged now (:class:`~ltxcli.adapters.lora.LoraSpec` s; ``()`` none)."""
         return self._lora_specs
 
-    def set_loras(self, loras: Sequence[Any] | None, *, download: bool = True,
+    def set_loras(self, loras: Sequence[LoraLike] | None, *, download: bool = True,
                   on_event: Callable[[object], None] | None = None) -> None:
         """Merge ``loras`` into the transformer in place of the current ones, without reloading anything: each a
         file path or weights.toml name, ``(path_or_name, scale)``, a string ``PATH_OR_NAME[:SCALE]`` or a
@@ -280,7 +282,7 @@ class Pipeline:
     # --- generation -------------------------------------------------------------------------------------------
 
     def generate(
-        self, prompt: str, *, progress: Any = None, stream: bool = False, **settings: Any
+        self, prompt: str, *, progress: ProgressFn | None = None, stream: bool = False, **settings: Any
     ) -> GenerationResult:
         """Generate a video: ``run(GenerationRequest(prompt, **settings), progress=..., stream=...)``. ``settings``
         are the fields of :class:`~ltxcli.request.GenerationRequest` (``height``, ``steps``, ``conditions``,
@@ -295,7 +297,8 @@ class Pipeline:
             has_temporal_upsampler=self.temporal_upsampler is not None,
         )
 
-    def run(self, request: GenerationRequest, *, progress: Any = None, stream: bool = False) -> GenerationResult:
+    def run(self, request: GenerationRequest, *, progress: ProgressFn | None = None,
+            stream: bool = False) -> GenerationResult:
         """Generate the video ``request`` describes (see the module docstring for the stages).
 
         ``progress``, if given, is called as ``progress(stage, done, total)`` (stage: "text", "denoise" (from 0

@@ -1,7 +1,7 @@
 """What a generation's progress events mean, for any renderer: which bar an event moves, its label and unit,
 its rate and time left, and the plain one-line heartbeat for logs.
 
-The pipeline and the writer call ``progress(stage, done, total)`` (:data:`ltxcli.runner.ProgressFn`): stage
+The pipeline and the writer call ``progress(stage, done, total)`` (:data:`ProgressFn`): stage
 "text" (the prompt), "denoise" (steps; each pass restarts at 0), "decode" (tiles or time windows of the VAE
 decode, one when it is not tiled) and "write" (frames written). :class:`Stages` turns that stream into
 :class:`Stage` states (one per bar: a multi-scale run's second pass is a bar of its own; other stages, such as a download, name
@@ -21,6 +21,9 @@ from typing import Any
 HEARTBEAT_S = 10.0
 LABELS = {"text": "encoding prompt", "denoise": "denoising", "decode": "decoding", "write": "writing",
           "window": "long video"}
+#: A progress callback as ``Pipeline.generate(progress=...)`` takes it: ``(stage, done, total)``.
+ProgressFn = Callable[[str, int, int], None]
+
 UNITS = {"text": "prompts", "denoise": "steps", "decode": "tiles", "write": "frames", "window": "windows"}
 
 

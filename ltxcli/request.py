@@ -35,6 +35,8 @@ from .presets import DEFAULT_DOWNSCALE_FACTOR, PassSettings, Preset, multi_scale
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from .adapters.lora import LoraLike, LoraSpec
+
 #: The largest seed (a signed 64-bit integer: what torch generators take).
 SEED_MAX = 2**63 - 1
 #: ``STGMode`` values of :mod:`ltxcli.models.transformer` (kept as strings here so this module needs no torch).
@@ -150,7 +152,7 @@ class GenerationRequest:
     seed: int | None = None
     noise: Tensor | None = None
     cache: str | None = None  # step cache: "none", "teacache[:THRESH]" or "fbcache[:THRESH]" (ltxcli.step_cache)
-    loras: Sequence[Any] | None = None
+    loras: Sequence[LoraLike] | None = None
     duration: float | str | None = None  # seconds, or "30s" / "1m30s" (ltxcli.timeline.parse_duration)
     window: int | None = None
     overlap: int | None = None
@@ -207,7 +209,7 @@ class ResolvedRequest:
     preset: str = ""
     cache: str = "none"  # "none", "teacache" or "fbcache"
     cache_threshold: float = 0.0
-    loras: tuple[Any, ...] | None = None  # LoraSpec s; None: the pipeline's current ones
+    loras: tuple[LoraSpec, ...] | None = None  # None: the pipeline's current ones
     temporal_upscale: bool = False
     control: Control | None = None
     enhance_prompt: str = "auto"

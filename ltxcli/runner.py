@@ -37,6 +37,7 @@ from .extend import check_extension, run_extension, source_defaults
 from .long_state import interrupted_target, saved_seed, state_path
 from .naming import fps_number
 from .passes import MAX_STEPS
+from .progress import ProgressFn
 from .records import batch_fields, encoding, record, run_settings
 from .request import (
     SEED_MAX,
@@ -56,8 +57,6 @@ if TYPE_CHECKING:
 MAX_FRAME_RATE = 1000
 MAX_FRAMES = 1_000_000  # over 11 hours at 24 fps; a typo such as 10**20 would plan windows for minutes
 
-#: A progress callback as ``Pipeline.generate(progress=...)`` takes it: ``(stage, done, total)``.
-ProgressFn = Callable[[str, int, int], None]
 
 
 class OutputError(OSError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,7 @@ import torch
 from tiny_models import one_thread  # noqa: F401  (module autouse fixture)
 
 import ltxcli
-from ltxcli import long_video
+from ltxcli import extend, long_video
 
 try:
     import tomllib
@@ -71,3 +73,12 @@ def test_the_package_is_marked_typed() -> None:
     assert (package / "py.typed").is_file()
     pyproject = tomllib.loads((package.parent / "pyproject.toml").read_text())
     assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["ltxcli"]
+
+
+def test_callbacks_and_loras_are_typed_not_any() -> None:
+    # what a user's type checker sees (py.typed): with Any, progress=5 or loras=[5] passed unnoticed
+    for f in (ltxcli.Pipeline.generate, ltxcli.Pipeline.run, extend.run_extension, long_video.generate):
+        assert inspect.signature(f).parameters["progress"].annotation == "ProgressFn | None"
+    assert inspect.signature(ltxcli.Pipeline.set_loras).parameters["loras"].annotation == "Sequence[LoraLike] | None"
+    assert {f.name: f.type for f in dataclasses.fields(ltxcli.GenerationRequest)}["loras"] == "Sequence[LoraLike] | None"
+    assert inspect.signature(ltxcli.Pipeline.lora_specs.fget).return_annotation == "tuple[LoraSpec, ...]"
