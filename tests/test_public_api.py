@@ -82,3 +82,11 @@ def test_callbacks_and_loras_are_typed_not_any() -> None:
     assert inspect.signature(ltxcli.Pipeline.set_loras).parameters["loras"].annotation == "Sequence[LoraLike] | None"
     assert {f.name: f.type for f in dataclasses.fields(ltxcli.GenerationRequest)}["loras"] == "Sequence[LoraLike] | None"
     assert inspect.signature(ltxcli.Pipeline.lora_specs.fget).return_annotation == "tuple[LoraSpec, ...]"
+
+
+def test_a_lora_scale_that_is_no_number_is_named_as_one(pipe) -> None:
+    # was "unknown weights 'style.safetensors:O.8'" (a registry lookup), pointing at `ltx weights list`
+    with pytest.raises(ValueError, match=r"^LoRA style\.safetensors: scale 'O\.8' must be a number "
+                                         r"\(e\.g\. style\.safetensors:0\.8\)$"):
+        pipe.set_loras(["style.safetensors:O.8"])
+    assert pipe.lora_specs == ()

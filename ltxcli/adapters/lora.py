@@ -60,7 +60,8 @@ def parse_lora(text: str) -> LoraSpec:
         try:
             scale = float(tail)
         except ValueError:
-            pass  # not a number: the colon belongs to the path
+            if Path(head).is_file() or head.lower().endswith(LORA_SUFFIXES):  # not a path's colon: a bad scale
+                raise ValueError(f"LoRA {head}: scale {tail!r} must be a number (e.g. {head}:0.8)") from None
         else:
             return LoraSpec(head, scale)  # a number that is no scale (nan, inf) is refused as one
     if not text:
