@@ -200,8 +200,10 @@ class Pipeline:
         ``timestep`` conditions timestep-aware decoders (default: the preset's decode timestep);
         ``noise_scale`` blends in decode noise drawn from a CPU generator seeded with ``seed``.
         """
-        if latents.ndim != 5:
-            raise ValueError(f"decode expects latents [1, C, f, h, w], got shape {list(latents.shape)}")
+        channels = self.vae.config.latent_channels
+        if latents.ndim != 5 or latents.shape[:2] != (1, channels):
+            raise ValueError(f"decode expects latents [1, {channels}, f, h, w] (this model's VAE), got shape "
+                             f"{list(latents.shape)}")
         gen = torch.Generator("cpu").manual_seed(seed if seed is not None else 0)
         t = self.preset.decode_timestep if timestep is None else timestep
         with torch.inference_mode():

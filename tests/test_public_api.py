@@ -90,3 +90,12 @@ def test_a_lora_scale_that_is_no_number_is_named_as_one(pipe) -> None:
                                          r"\(e\.g\. style\.safetensors:0\.8\)$"):
         pipe.set_loras(["style.safetensors:O.8"])
     assert pipe.lora_specs == ()
+
+
+def test_decode_names_the_latent_shape_it_takes(pipe) -> None:
+    # was torch's "The size of tensor a (3) must match the size of tensor b (16)" from inside the VAE
+    for bad in (torch.zeros(1, 3, 2, 4, 6), torch.zeros(2, 16, 2, 4, 6)):
+        with pytest.raises(ValueError, match=r"^decode expects latents \[1, 16, f, h, w\] \(this model's VAE\), "
+                                             rf"got shape \[{bad.shape[0]}, {bad.shape[1]}, 2, 4, 6\]$"):
+            pipe.decode(bad)
+    assert pipe.decode(torch.zeros(1, 16, 2, 4, 6)).shape == (9, 128, 192, 3)
