@@ -99,3 +99,17 @@ def test_decode_names_the_latent_shape_it_takes(pipe) -> None:
                                              rf"got shape \[{bad.shape[0]}, {bad.shape[1]}, 2, 4, 6\]$"):
             pipe.decode(bad)
     assert pipe.decode(torch.zeros(1, 16, 2, 4, 6)).shape == (9, 128, 192, 3)
+
+
+def test_the_readme_names_the_errors_a_caller_can_catch() -> None:
+    import importlib
+    import re
+
+    text = (Path(ltxcli.__file__).parent.parent / "README.md").read_text()
+    named = {}
+    for dotted in re.findall(r"`(ltxcli(?:\.\w+)+Error)`", text):
+        module, _, name = dotted.rpartition(".")
+        named[name] = getattr(importlib.import_module(module), name)
+    for name in ("FieldTypeError", "MediaError", "CheckpointError", "ModelNotFoundError"):
+        assert issubclass(named[name], ValueError), name  # "a mistake in the arguments is a ValueError"
+    assert named["WeightsError"].exit_code == 1 and issubclass(named["KernelUnavailableError"], Exception)
