@@ -67,7 +67,8 @@ def validate_pass(p: PassSettings, num_layers: int | None = None) -> None:
     """Steps or timesteps, guidance values, and (given the transformer's ``num_layers``) the STG blocks."""
     if p.timesteps is None:
         if p.num_inference_steps is None or not 1 <= p.num_inference_steps <= MAX_STEPS:
-            raise ValueError(f"steps={p.num_inference_steps} must be in [1, {MAX_STEPS}]")
+            nearest = 1 if p.num_inference_steps is None or p.num_inference_steps < 1 else MAX_STEPS
+            raise ValueError(f"steps={p.num_inference_steps} must be in [1, {MAX_STEPS}] (use {nearest})")
     else:
         ts = list(p.timesteps)
         if not ts or any(not (0 < t <= 1) for t in ts) or any(a <= b for a, b in itertools.pairwise(ts)):
@@ -75,7 +76,8 @@ def validate_pass(p: PassSettings, num_layers: int | None = None) -> None:
     for name in ("guidance_scale", "stg_scale", "rescaling_scale"):
         for v in as_list(getattr(p, name)):
             if not math.isfinite(v) or v < 0:
-                raise ValueError(f"{name}={v} must be a finite number >= 0")
+                hint = " (use 0; guidance 1 disables CFG, stg 0 disables STG)" if name != "rescaling_scale" else ""
+                raise ValueError(f"{name}={v} must be a finite number >= 0{hint}")
     if not 0 <= p.tone_map_compression_ratio <= 1:
         raise ValueError(f"tone_map_compression_ratio={p.tone_map_compression_ratio} must be in [0, 1]")
     if num_layers is None:

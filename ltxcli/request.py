@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 #: The largest seed (a signed 64-bit integer: what torch generators take).
 SEED_MAX = 2**63 - 1
+MAX_FRAME_RATE = 1000
 #: ``STGMode`` values of :mod:`ltxcli.models.transformer` (kept as strings here so this module needs no torch).
 STG_MODES = ("attention_values", "attention_skip", "transformer_block", "residual")
 # the short names the official inference.py accepts too (as it does, in any case)
@@ -293,16 +294,21 @@ def check_size(height: int, width: int, num_frames: int, frame_rate: float, max_
     for name, value in (("height", height), ("width", width), ("num_frames", num_frames)):
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValueError(f"{name}={value!r} must be an integer")
-        if value < 1:
-            raise ValueError(f"{name}={value} must be at least 1")
-    if not (frame_rate > 0 and math.isfinite(frame_rate)):
-        raise ValueError(f"frame_rate={frame_rate} must be a positive number (e.g. 30)")
+        if value < 1:  # worded as ltx's check (ltxcli.runner), which asks 2 px of an H.264 file
+            hint = ("e.g. 121; 8k + 1 frames avoid padding" if name == "num_frames"
+                    else "e.g. 512; sizes are padded to multiples of 32")
+            raise ValueError(f"{name}={value} must be at least 1 ({hint})")
+    if not (0 < frame_rate <= MAX_FRAME_RATE and math.isfinite(frame_rate)):
+        raise ValueError(f"frame_rate={frame_rate} must be in (0, {MAX_FRAME_RATE}] (e.g. "
+                         f"{MAX_FRAME_RATE if frame_rate > MAX_FRAME_RATE else 24})")
     ph, pw, pf = padded_size(height, width, num_frames)
     # Positions are fractions of max_pos (seconds, pixels); the model was trained within that range.
     if ph > max_pos[1]:
-        raise ValueError(f"height={height} pads to {ph}, above the model's position range of {max_pos[1]} px")
+        raise ValueError(f"height={height} pads to {ph}, above the model's position range of {max_pos[1]} px "
+                         f"(use at most {max_pos[1]})")
     if pw > max_pos[2]:
-        raise ValueError(f"width={width} pads to {pw}, above the model's position range of {max_pos[2]} px")
+        raise ValueError(f"width={width} pads to {pw}, above the model's position range of {max_pos[2]} px "
+                         f"(use at most {max_pos[2]})")
     duration = (pf - 1) / frame_rate
     if duration > max_pos[0]:
         longest = int(max_pos[0] * frame_rate) // 8 * 8 + 1
@@ -637,7 +643,7 @@ def resolve_request(
     if r.enhanced_prompt is not None and not isinstance(r.enhanced_prompt, str):
         raise ValueError("enhanced_prompt must be a string")
     if r.seed is not None and not 0 <= r.seed <= SEED_MAX:
-        raise ValueError(f"seed={r.seed!r} must be an integer in [0, {SEED_MAX}]")
+        raise ValueError(f"seed={r.seed} must be in [0, 2**63 - 1] (use {0 if r.seed < 0 else '2**63 - 1'})")
     if r.noise is not None and multi:
         raise ValueError("noise= replaces the single-pass initial draw; it is not supported with multi-scale")
     if r.extend is not None:

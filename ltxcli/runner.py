@@ -40,6 +40,7 @@ from .passes import MAX_STEPS
 from .progress import ProgressFn
 from .records import batch_fields, encoding, record, run_settings
 from .request import (
+    MAX_FRAME_RATE,
     SEED_MAX,
     Condition,
     FieldTypeError,
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
     from .presets import Preset
     from .result import GenerationResult
 
-MAX_FRAME_RATE = 1000
 MAX_FRAMES = 1_000_000  # over 11 hours at 24 fps; a typo such as 10**20 would plan windows for minutes
 
 

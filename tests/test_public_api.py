@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_harness import assert_one_error_line, enter_cli_env, ltx, memoised_loader
 from tiny_models import one_thread  # noqa: F401  (module autouse fixture)
 
 import ltxcli
@@ -113,3 +114,21 @@ def test_the_readme_names_the_errors_a_caller_can_catch() -> None:
     for name in ("FieldTypeError", "MediaError", "CheckpointError", "ModelNotFoundError"):
         assert issubclass(named[name], ValueError), name  # "a mistake in the arguments is a ValueError"
     assert named["WeightsError"].exit_code == 1 and issubclass(named["KernelUnavailableError"], Exception)
+
+
+# Python's field, its value, ltx's option: the same mistake, refused with the same words by both
+SAME_MISTAKES = [
+    ("num_frames", 0, "--num-frames"), ("seed", -1, "--seed"), ("seed", 2**63, "--seed"), ("steps", 0, "--steps"),
+    ("steps", 5000, "--steps"), ("frame_rate", 0, "--frame-rate"), ("frame_rate", 5000, "--frame-rate"),
+    ("guidance_scale", float("nan"), "--guidance-scale"), ("stg_scale", -1.0, "--stg-scale"),
+    ("width", 4001, "--width"), ("cache", "teacache:-1", "--cache"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "option"), SAME_MISTAKES)
+def test_python_and_ltx_refuse_a_mistake_with_the_same_line(pipe, tmp_path, monkeypatch, field, value, option):
+    with pytest.raises(ValueError) as refused:
+        pipe.generate("a cat", **{"num_frames": 9, field: value})
+    enter_cli_env(tmp_path, monkeypatch, memoised_loader())
+    line = assert_one_error_line(ltx("generate", "a cat", "-m", "tiny", "-o", "c.mp4", option, str(value)), 2)
+    assert line == f"error: {refused.value}"
