@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .enhance.rules import unsupported
+from .locks import serialised
 from .long_video import windowed
 from .request import LONG_VIDEO_FIELDS, Condition, Extension, GenerationRequest, check_fields, media_path
 
@@ -182,6 +183,7 @@ def check_extension(request: GenerationRequest) -> None:
         raise ValueError("temporal_upscale is not supported yet with an extension: upscale the extended video")
 
 
+@serialised
 def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: ProgressFn | None = None,
                   stream: bool = False) -> GenerationResult:
     """Generate ``request`` (with ``extend``) as :meth:`Pipeline.run` does: the result is the whole output video

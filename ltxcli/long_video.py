@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .enhance.rules import unsupported
+from .locks import serialised
 from .long_state import read_state, state_hash, state_path, state_seed
 from .request import (
     SEED_MAX,
@@ -368,6 +369,7 @@ def fuse(out: Tensor | None, new: Tensor, first: Tensor | None, overlap_latents:
     return torch.cat([out[:, :, :-n], blended, new[:, :, n:]], dim=2)
 
 
+@serialised  # every window on this pipeline, none of another thread's runs between them
 def generate(
     pipe: Pipeline, request: GenerationRequest, *, progress: ProgressFn | None = None, stream: bool = False,
     resume: str | os.PathLike[str] | None = None, keep_state: bool = True,

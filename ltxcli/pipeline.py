@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -39,6 +40,7 @@ from .conditions import (
 from .control import EncodedControl, PreparedControl, control_record, place_with_control, prepare_control
 from .frames import NumericalError, checked_uint8, to_video
 from .kernels import attention_option
+from .locks import serialised
 from .media.write import Quantize
 from .memory import decode as decode_memory
 from .models.configs import SchedulerConfig
@@ -107,6 +109,7 @@ class Pipeline:
         self.free_text_encoder_after_use = False
         # what the step cache skipped over the passes of the current generation (the record's "cache" entry)
         self.cache_tally = step_cache.Tally()
+        self.lock = threading.RLock()  # held by each generation and LoRA change (ltxcli.locks)
         # LoRAs (and a depth control's model): where registry weights are found, the model LoRAs are checked against
         # (load_pipeline sets both), what is merged now and its records
         self.weights_dir: str | os.PathLike[str] | None = None
@@ -149,6 +152,7 @@ class Pipeline:
         """The LoRAs merged now (:class:`~ltxcli.adapters.lora.LoraSpec` s; ``()`` none)."""
         return self._lora_specs
 
+    @serialised
     def set_loras(self, loras: Sequence[LoraLike] | None, *, download: bool = True,
                   on_event: Callable[[object], None] | None = None) -> None:
         """Merge ``loras`` into the transformer in place of the current ones, without reloading anything: each a
@@ -200,8 +204,7 @@ class Pipeline:
         ``timestep`` conditions timestep-aware decoders (default: the preset's decode timestep);
         ``noise_scale`` blends in decode noise drawn from a CPU generator seeded with ``seed``.
         """
-        channels = self.vae.config.latent_channels
-        if latents.ndim != 5 or latents.shape[:2] != (1, channels):
+        if latents.shape[:2] != (1, channels := self.vae.config.latent_channels) or latents.ndim != 5:
             raise ValueError(f"decode expects latents [1, {channels}, f, h, w] (this model's VAE), got shape "
                              f"{list(latents.shape)}")
         gen = torch.Generator("cpu").manual_seed(seed if seed is not None else 0)
@@ -299,6 +302,7 @@ class Pipeline:
             has_temporal_upsampler=self.temporal_upsampler is not None,
         )
 
+    @serialised
     def run(self, request: GenerationRequest, *, progress: ProgressFn | None = None,
             stream: bool = False) -> GenerationResult:
         """Generate the video ``request`` describes (see the module docstring for the stages).

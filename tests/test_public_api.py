@@ -132,3 +132,33 @@ def test_python_and_ltx_refuse_a_mistake_with_the_same_line(pipe, tmp_path, monk
     enter_cli_env(tmp_path, monkeypatch, memoised_loader())
     line = assert_one_error_line(ltx("generate", "a cat", "-m", "tiny", "-o", "c.mp4", option, str(value)), 2)
     assert line == f"error: {refused.value}"
+
+
+def test_generations_from_two_threads_take_turns(pipe) -> None:
+    import threading
+
+    cached_alone = pipe.generate("a cat", seed=11, num_frames=9, cache="teacache:0.5")
+    plain_alone = pipe.generate("a cat", seed=11, num_frames=9)
+    a_inside, b_done, out = threading.Event(), threading.Event(), {}
+
+    def pause_a(stage: str, done: int, total: int) -> None:
+        if stage == "denoise" and done == 1:  # B is started now: without turns it would run in the middle of A
+            a_inside.set()
+            b_done.wait(timeout=2)
+
+    def a() -> None:
+        out["a"] = pipe.generate("a cat", seed=11, num_frames=9, cache="teacache:0.5", progress=pause_a)
+
+    def b() -> None:
+        a_inside.wait(timeout=30)
+        out["b"] = pipe.generate("a cat", seed=11, num_frames=9)
+        b_done.set()
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert torch.equal(out["a"].video, cached_alone.video) and torch.equal(out["b"].video, plain_alone.video)
+    assert out["a"].settings["cache"] == cached_alone.settings["cache"]
+    assert out["b"].settings["cache"] == plain_alone.settings["cache"]
