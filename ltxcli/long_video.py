@@ -251,9 +251,9 @@ def plan(request: GenerationRequest, preset: Preset, max_seconds: float | None =
     frame_rate = float(preset_size(preset, r.height, r.width, r.num_frames, r.frame_rate)[3])
     asked = frames_of(r, frame_rate)
     num_frames = preset.num_frames if asked is None else asked
+    window, overlap, strength, factor = check(r)  # a value out of range is refused in one window too, as ltx does
     if not _in_windows(r, num_frames, frame_rate, max_seconds):
         return None
-    window, overlap, strength, factor = check(r)
     if max_seconds is not None:  # before the first window, naming the window (not the frames it makes)
         check_window_time(r.window, num_frames, frame_rate, max_seconds)
     check_placement(r.conditions, num_frames)  # the whole video's frames (the windows cover its padded length)
