@@ -141,8 +141,7 @@ def prepare_condition(
         pixels = media_io.preprocess_condition_frames(frames[:keep], height, width, just_crop=True)
         # inference.py pads the (cropped, native-size) media with zeros by the generation's padding
         pixels = F.pad(pixels, padding)
-    if c.frame > 0 and pixels.shape[2] > 1 and c.frame % 8:
-        raise ValueError(f"a video condition must start at a multiple of 8 frames, not at frame {c.frame}")
+    _check_start(c, media_path(c.media) or f"a {type(c.media).__name__}", int(frames.shape[0]), num_frames)
     return PreparedCondition(pixels, c.frame, float(c.strength))
 
 

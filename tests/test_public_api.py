@@ -169,3 +169,10 @@ def test_a_looping_setting_out_of_range_is_refused_in_one_window_too(pipe, field
     # ltx --adain 2 is refused; long_video.generate ran such a short request as one window, ignoring the value
     with pytest.raises(ValueError, match=rf"^{field}={value} must be in \[0, 1\]$"):
         long_video.generate(pipe, ltxcli.GenerationRequest("a cat", seed=1, duration=1.0, **{field: value}))
+
+
+def test_a_video_condition_off_the_8_frame_grid_gets_ltx_s_hint(pipe) -> None:
+    clip = ltxcli.Condition(torch.full((9, 64, 64, 3), 0.5), frame=3)
+    with pytest.raises(ValueError, match=r"^condition a Tensor: a video must start at a multiple of 8, not frame=3 "
+                                         r"\(use 0 or 8\)$"):
+        pipe.generate("a cat", seed=1, num_frames=17, conditions=[clip])
