@@ -81,6 +81,15 @@ def dataclass_repr(obj: Any) -> str:
     return f"{type(obj).__name__}({', '.join(shown)})"
 
 
+def pipeline_repr(pipe: Any) -> str:
+    """A :class:`~ltxcli.pipeline.Pipeline` as ``Pipeline(name, device=..., dtype=..., offload=..., loras=[...],
+    upsampler=..., temporal_upsampler=...)``."""
+    loras = [f"{spec.source}:{spec.scale:g}" for spec in pipe.lora_specs]
+    parts = [f"{n}={getattr(pipe, n) is not None}" for n in ("upsampler", "temporal_upsampler")]
+    return (f"Pipeline({pipe.name!r}, device={pipe.device}, dtype={str(pipe.dtype).removeprefix('torch.')}, "
+            f"offload={pipe.offload.value!r}, loras={loras}, {', '.join(parts)})")
+
+
 def _is_default(value: Any, f: dataclasses.Field[Any]) -> bool:
     if f.default_factory is not dataclasses.MISSING:
         default = f.default_factory()

@@ -31,13 +31,9 @@ from torch import Tensor, nn
 
 from . import sampling, step_cache, text_cache, vae_tiling
 from .adapters.lora import LoraLike, LoraSpec
-from .conditions import (
-    EncodedCondition,
-    PreparedCondition,
-    prepare_conditions,
-    resize_frames,
-)
+from .conditions import EncodedCondition, PreparedCondition, prepare_conditions, resize_frames
 from .control import EncodedControl, PreparedControl, control_record, place_with_control, prepare_control
+from .formatting import pipeline_repr
 from .frames import NumericalError, checked_uint8, to_video
 from .kernels import attention_option
 from .locks import serialised
@@ -123,11 +119,7 @@ class Pipeline:
         # enhancement stage only and freed right after it. None: no enhancement (auto keeps the prompt).
         self.enhancer: Any = None
 
-    def __repr__(self) -> str:
-        loras = [f"{spec.source}:{spec.scale:g}" for spec in self._lora_specs]
-        parts = [f"{n}={getattr(self, n) is not None}" for n in ("upsampler", "temporal_upsampler")]
-        return (f"Pipeline({self.name!r}, device={self.device}, dtype={str(self.dtype).removeprefix('torch.')}, "
-                f"offload={self.offload.value!r}, loras={loras}, {', '.join(parts)})")
+    __repr__ = pipeline_repr
 
     @property
     def device(self) -> torch.device:

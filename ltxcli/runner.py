@@ -40,7 +40,6 @@ from .passes import MAX_STEPS
 from .progress import ProgressFn
 from .records import batch_fields, encoding, record, run_settings
 from .request import (
-    MAX_FRAME_RATE,
     SEED_MAX,
     Condition,
     FieldTypeError,
@@ -49,6 +48,7 @@ from .request import (
     preset_size,
     resolve_request,
 )
+from .sizes import MAX_FRAME_RATE, check_size
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -241,7 +241,6 @@ def _fmt(v: float) -> str:
 
 
 def _check_sizes(item: BatchItem, max_pos: Sequence[int], frames_out: bool) -> None:
-    from .request import check_size
 
     assert item.height is not None and item.width is not None and item.num_frames is not None
     assert item.frame_rate is not None

@@ -63,7 +63,7 @@ def test_none_takes_the_default_and_a_missing_prompt_is_named(pipe, tmp_path) ->
 
 def test_an_unknown_stg_mode_lists_the_modes(pipe) -> None:
     with pytest.raises(ValueError, match=r"^stg_mode='skip' must be one of attention_values, attention_skip, "
-                                         r"transformer_block$"):
+                                         r"transformer_block, residual$"):
         pipe.resolve(ltxcli.GenerationRequest("a cat", stg_mode="skip"))
 
 

@@ -98,7 +98,7 @@ def test_per_pass_errors_name_the_key() -> None:
 def test_stg_modes_are_the_transformer_modes() -> None:
     assert tuple(m.value for m in STGMode) == STG_MODES
     assert resolve(stg_mode=STGMode.ATTENTION_SKIP).stg_mode == "attention_skip"
-    with pytest.raises(ValueError, match=r"^stg_mode='skip' must be one of attention_values, attention_skip, transformer_block$"):
+    with pytest.raises(ValueError, match=r"^stg_mode='skip' must be one of attention_values, attention_skip, transformer_block, residual$"):
         resolve(stg_mode="skip")
     # the names and short names the official inference.py accepts, in any case
     assert resolve(stg_mode="residual").stg_mode == "residual"
