@@ -49,4 +49,30 @@ def exit_closed_stdout(code: int) -> NoReturn:
     sys.exit(code)
 
 
-__all__ = ["LIBRARY_ERRORS", "FailureKind", "exit_closed_stdout", "failure_kind"]
+def reopen_closed_streams() -> None:
+    """Point a standard stream that the caller closed (``>&-``, ``2>&-``, ``<&-``) at /dev/null, as if it had been
+    redirected there. Python leaves ``sys.stdout`` None for a closed descriptor 1 (the first data line then failed
+    after the work was done), the next file opened would take the free descriptor (anything written to "stdout"
+    would land in it), and a shell wrapper run with ``2>&-`` leaves its own script open read-only as descriptor 2
+    (every message failed with EBADF). A stream is usable when open for its direction."""
+    if os.name != "posix":
+        return
+    import fcntl
+
+    for fd, name, modes in ((0, "stdin", (os.O_RDONLY, os.O_RDWR)), (1, "stdout", (os.O_WRONLY, os.O_RDWR)),
+                            (2, "stderr", (os.O_WRONLY, os.O_RDWR))):
+        try:
+            usable = (fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE) in modes
+        except OSError:
+            usable = False
+        if not usable:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False,  # noqa: SIM115 (for the process)
+                                    errors="backslashreplace" if fd == 2 else "strict"))
+
+
+__all__ = ["LIBRARY_ERRORS", "FailureKind", "exit_closed_stdout", "failure_kind", "reopen_closed_streams"]

@@ -235,6 +235,29 @@ def test_closed_stdout_ends_quietly(tmp_path: Path) -> None:
         assert len(r.stdout.splitlines()) == 1
 
 
+@pytest.mark.skipif(os.name != "posix", reason="shell redirections")
+def test_a_standard_stream_closed_by_the_caller_reads_as_dev_null(tmp_path: Path) -> None:
+    """``>&-``, ``2>&-`` and ``<&-`` as shell scripts write them: the run goes on as with /dev/null there. It used
+    to end in "internal error: AttributeError" and exit 1 once the video was written (Python leaves sys.stdout
+    None); under a bash wrapper script, whose own file stays open read-only as descriptor 2, the run failed
+    writing "wrote ..." to stderr (exit 1, no data line)."""
+    wrapper = tmp_path / "ltx-wrapper"
+    wrapper.write_text(f'#!/bin/bash\nexec {sys.executable} -m ltxcli "$@"\n')
+    wrapper.chmod(0o755)
+    run = ["generate", "--model", "tiny", *SMALL]
+    cases = [  # (shell command, output, expected stdout, expected stderr start)
+        (f"{sys.executable} -m ltxcli {{}} 'a cat' -o a.mp4 --json >&-", "a.mp4", "", "wrote a.mp4 "),
+        (f"{wrapper} {{}} 'a cat' -o b.mp4 --json 2>&-", "b.mp4", '"path": "b.mp4"', ""),
+        (f"{sys.executable} -m ltxcli {{}} - -o c.mp4 <&-", "c.mp4", "c.mp4\n", "warning: the prompt is empty"),
+    ]
+    for command, output, stdout, stderr in cases:
+        r = subprocess.run(["bash", "-c", command.format(" ".join(run))], cwd=tmp_path, env=_env(tmp_path),
+                           capture_output=True, text=True, timeout=180, check=False)
+        assert r.returncode == 0 and "error" not in r.stderr, (command, r.returncode, r.stderr)
+        assert stdout in r.stdout and (r.stdout == "") == (stdout == "") and r.stderr.startswith(stderr), r
+        assert (tmp_path / output).is_file()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_gpus_without_gpus_is_a_usage_error(tmp_path: Path) -> None:
     r = _ltx(["generate", "a cat", "--model", "tiny", "--gpus", "2", *SMALL], tmp_path)

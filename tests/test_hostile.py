@@ -1171,7 +1171,7 @@ def test_a_rank_of_a_launcher_keeps_the_default_sigterm(monkeypatch: pytest.Monk
     before SIGKILL) and clean up nothing: only the launching process turns SIGTERM into an interrupt."""
     import signal
 
-    from ltxcli.cli.common import terminate_like_ctrl_c
+    from ltxcli.parallel.launch import terminate_like_ctrl_c
 
     previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:

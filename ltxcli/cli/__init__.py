@@ -10,8 +10,11 @@ from typing import Annotated
 
 import typer
 
+from ltxcli.errors import reopen_closed_streams
+from ltxcli.parallel.launch import terminate_like_ctrl_c
+
 from . import bench, doctor, generate, info, prompt, vae, weights
-from .common import EXIT_CODES, OneLineErrorsGroup, help_epilog, terminate_like_ctrl_c
+from .common import EXIT_CODES, OneLineErrorsGroup, help_epilog
 
 app = typer.Typer(
     name="ltx",
@@ -56,6 +59,7 @@ for _prefix, _group in [("", app), *((f"{g.name} ", g.typer_instance) for g in a
 
 def main() -> None:
     """Console-script entry point (``ltx``)."""
+    reopen_closed_streams()
     terminate_like_ctrl_c()
     app(prog_name="ltx")
 

@@ -26,7 +26,7 @@ from ltxcli.errors import exit_closed_stdout, failure_kind
 # the commands' byte formatting and JSON encoding are the library's (ltx doctor's checks use them too)
 from ltxcli.formatting import help_examples, to_json
 from ltxcli.formatting import human_bytes as human_bytes
-from ltxcli.parallel.launch import EXIT_INTERRUPTED, record_exit_code, under_torchrun
+from ltxcli.parallel.launch import EXIT_INTERRUPTED, Terminated, record_exit_code
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
@@ -55,25 +55,6 @@ EXIT_CODES: dict[int, str] = {
     EXIT_PIPE: "stdout closed early (e.g. `| head -1`): the rest of the output is dropped, no error line",
     EXIT_TERMINATED: "terminated (SIGTERM: kill, timeout, a scheduler); partial outputs are removed",
 }
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread (:func:`terminate_like_ctrl_c`): a KeyboardInterrupt, so that what
-    cleans up after Ctrl-C (partial outputs, a long video's kept windows) runs for it too; exit 143."""
-
-
-def terminate_like_ctrl_c() -> None:
-    """Turn SIGTERM into :class:`Terminated` (unless it was set to be ignored): ``kill`` or ``timeout`` left the
-    temporary ``.partial`` output behind, which only Ctrl-C removed."""
-    import signal
-
-    def raise_terminated(signum: int, frame: object) -> None:
-        raise Terminated
-
-    # not in a rank of a launcher (torchrun): it stops its workers with SIGTERM, and a Python handler would wait
-    # for a collective to return first
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and not under_torchrun():
-        signal.signal(signal.SIGTERM, raise_terminated)
 
 
 def exit_codes_epilog() -> str:

@@ -30,6 +30,24 @@ def under_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread (:func:`terminate_like_ctrl_c`): a KeyboardInterrupt, so that what
+    cleans up after Ctrl-C (partial outputs, a long video's kept windows) runs for it too; exit 143 (the CLI's)."""
+
+
+def terminate_like_ctrl_c() -> None:
+    """Turn SIGTERM into :class:`Terminated` (unless it was set to be ignored): ``kill`` or ``timeout`` left the
+    temporary ``.partial`` output behind, which only Ctrl-C removed."""
+
+    def raise_terminated(signum: int, frame: object) -> None:
+        raise Terminated
+
+    # not in a rank of a launcher (torchrun): it stops its workers with SIGTERM, and a Python handler would wait
+    # for a collective to return first
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and not under_torchrun():
+        signal.signal(signal.SIGTERM, raise_terminated)
+
+
 def torchrun_command(
     args: Sequence[str], nproc: int, *, nnodes: int = 1, node_rank: int | None = None,
     rdzv_endpoint: str | None = None, module: str = "ltxcli",
@@ -175,6 +193,6 @@ def strip_option(argv: list[str], name: str) -> list[str]:
 
 
 __all__ = [
-    "EXIT_INTERRUPTED", "RANK_STATUS_ENV", "check_launch", "job_exit_code", "launch", "record_exit_code",
-    "strip_option", "torchrun_command", "under_torchrun",
+    "EXIT_INTERRUPTED", "RANK_STATUS_ENV", "Terminated", "check_launch", "job_exit_code", "launch", "record_exit_code",
+    "strip_option", "terminate_like_ctrl_c", "torchrun_command", "under_torchrun",
 ]
