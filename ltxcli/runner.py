@@ -368,7 +368,7 @@ def plan_outputs(
             it.seed = state
             note = (f"seed {state}, kept by an interrupted run beside {target} (its finished windows are used if "
                     "the rest of the command is the same)")
-        key = target.absolute()
+        key = Path(os.path.realpath(target))  # one file under two spellings (sub/../x.mp4, a linked folder)
         if key in seen:
             raise ValueError(f"items {seen[key]} and {it.index} would both write {target}: "
                              "use a pattern with {index} or {seed}")

@@ -369,6 +369,20 @@ def test_outputs_get_the_same_permissions(cli_env: Path) -> None:
         os.umask(old)
 
 
+@pytest.mark.parametrize("other", ["sub/../same.mp4", "{cwd}/same.mp4", "link/same.mp4"])
+def test_one_file_named_twice_in_a_batch_is_refused_before_work(cli_env: Path, other: str) -> None:
+    """Two batch items whose outputs are one file under two spellings: refused up front as for one spelling. The
+    first item used to be made, then the second failed (exit 2), or with --overwrite replaced it."""
+    (cli_env / "sub").mkdir()
+    (cli_env / "link").symlink_to(cli_env)
+    lines = [{"prompt": "a cat", "output": "same.mp4"}, {"prompt": "a dog", "output": other.format(cwd=cli_env)}]
+    (cli_env / "b.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    for extra in ([], ["--overwrite"]):
+        line = assert_one_error_line(ltx("generate", "--batch", "b.jsonl", "--model", "tiny", *SMALL, *extra), 2)
+        assert line.startswith("error: items 0 and 1 would both write "), line
+        assert not (cli_env / "same.mp4").exists()
+
+
 def test_output_without_suffix_is_refused(cli_env: Path) -> None:
     line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", "-o", "noext", *SMALL), 2)
     assert "noext.mp4" in line and "noext/" in line
