@@ -399,6 +399,18 @@ class FieldTypeError(TypeError, ValueError):
     mistake (the CLI: exit 2) report it as one."""
 
 
+def _is_text(v: Any) -> bool:
+    """A string that is UTF-8 text: an argument in another encoding (Latin-1 ``caf\\xe9``) reaches Python with its
+    bytes as lone surrogates (os.fsdecode), on which the tokenizer fails with a TypeError."""
+    if not isinstance(v, str):
+        return False
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _is_bool(v: Any) -> bool:
     return type(v).__name__ in ("bool", "bool_")  # Python's or numpy's
 
@@ -432,7 +444,9 @@ def _list_of(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
 #: Fields checked by value elsewhere (``stg_mode``, ``cache``, ``enhance_prompt``, ``loras``) and media (paths,
 #: images or tensors) are not listed.
 _FIELD_TYPES: dict[str, tuple[Callable[[Any], bool], str, Callable[[Any], Any] | None]] = {
-    **dict.fromkeys(("prompt", "negative_prompt"), (lambda v: isinstance(v, str), "a string", None)),
+    **dict.fromkeys(("prompt", "negative_prompt"), (_is_text, "a string of UTF-8 text (a byte it cannot decode "
+                                                              "shows as \\udcXX: iconv -t utf-8 it, or use a UTF-8 "
+                                                              "locale)", None)),
     **dict.fromkeys(("height", "width", "num_frames", "steps", "seed", "window", "overlap"),
                     (_is_int, "an integer", int)),
     **dict.fromkeys(("frame_rate", "guidance_scale", "stg_scale", "rescale_scale", "tone_map_compression_ratio",

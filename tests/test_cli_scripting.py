@@ -402,6 +402,20 @@ def test_slug_keeps_unicode_letters_safely(cli_env: Path) -> None:
     assert r.exit_code == 0 and r.stdout.strip() == "кошка-на-доске-2-32x32x9.mp4", r.stderr
 
 
+def test_a_prompt_that_is_not_utf8_is_one_line(cli_env: Path) -> None:
+    """A prompt argument in another encoding (``$'caf\\xe9'``, Latin-1) arrives with its byte as a lone surrogate
+    (os.fsdecode); the tokenizer then failed: "internal error: TypeError: TextEncodeInput must be ...", exit 1."""
+    r = subprocess.run([sys.executable, "-m", "ltxcli", "generate", b"caf\xe9", "--model", "tiny", *SMALL, "-o",
+                        "o.mp4"], cwd=cli_env, env=_env(cli_env), capture_output=True, text=True, timeout=180)
+    assert r.returncode == 2 and r.stdout == "" and len(r.stderr.splitlines()) == 1, r
+    assert r.stderr.startswith("error: prompt='caf\\udce9' must be a string of UTF-8 text") and "iconv" in r.stderr, r.stderr
+    for args in (["generate", "a cat", "--negative-prompt", "caf\udce9", *SMALL, "-o", "o.mp4"],
+                 ["prompt", "caf\udce9", "--enhancer-model", "tiny", "--caption-model", "tiny"]):
+        line = assert_one_error_line(ltx(*args, "--model", "tiny"), 2)
+        assert "='caf\\udce9' must be a string of UTF-8 text" in line, line
+    assert not (cli_env / "o.mp4").exists()
+
+
 def test_empty_prompt_warns(cli_env: Path) -> None:
     r = ltx("generate", "", "--model", "tiny", *SMALL)
     assert r.exit_code == 0, r.stderr

@@ -136,11 +136,11 @@ def enhance_prompt(
     import secrets
 
     from ltxcli.api import resolve_device
-    from ltxcli.request import Condition, GenerationRequest
+    from ltxcli.request import Condition, GenerationRequest, check_fields
 
     seed = secrets.randbelow(2**31) if seed is None else seed
-    r = GenerationRequest(prompt, conditions=[Condition(image, 0)] if image is not None else [], seed=seed,
-                          enhance_prompt="on")
+    r = check_fields(GenerationRequest(prompt, conditions=[Condition(image, 0)] if image is not None else [],
+                                       seed=seed, enhance_prompt="on"))
     enhance_items([r], preset, device=resolve_device(device), info=lambda _: None, **kwargs)
     return {"prompt": prompt, "enhanced_prompt": r.enhanced_prompt, "seed": seed, "image": image}
 
