@@ -500,11 +500,11 @@ if __name__ == "__main__":
     worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5]))
 
 
-@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT", "SIGHUP"])
 def test_a_signal_to_the_launcher_reaches_torchrun_as_sigint_then_the_launcher(tmp_path, monkeypatch, name) -> None:
-    """SIGTERM or Ctrl-C to ``ltx --gpus N`` (the launcher's pid alone: kill, a supervisor) reaches torchrun as
-    SIGINT, which its workers turn into a clean exit; a SIGTERM is then delivered to the launcher under its own
-    handler. SIGTERM used to kill torchrun (its workers kept running), then reach them as SIGTERM (no cleanup);
+    """SIGTERM, SIGHUP or Ctrl-C to ``ltx --gpus N`` (the launcher's pid alone: kill, a supervisor, a closed
+    terminal) reaches torchrun as SIGINT, which its workers turn into a clean exit; a SIGTERM or SIGHUP is then
+    delivered to the launcher under its own handler (SIGHUP used to kill the launcher and leave torchrun running). SIGTERM used to kill torchrun (its workers kept running), then reach them as SIGTERM (no cleanup);
     SIGINT was ignored (the job ran on); and torchrun shares no process group with the launcher now, so a
     terminal's Ctrl-C reaches it once, from the launcher."""
     import signal
@@ -519,7 +519,7 @@ def test_a_signal_to_the_launcher_reaches_torchrun_as_sigint_then_the_launcher(t
                 "time.sleep(60)\n")
     monkeypatch.setattr(launch, "torchrun_command", lambda *a, **k: [sys.executable, "-c", stand_in])
     seen: list[int] = []
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    previous = {s: signal.signal(s, lambda signum, frame: seen.append(signum)) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         def send() -> None:
             deadline = time.monotonic() + 60
@@ -530,9 +530,10 @@ def test_a_signal_to_the_launcher_reaches_torchrun_as_sigint_then_the_launcher(t
         threading.Thread(target=send, daemon=True).start()
         code = launch.launch(["generate", "x"], 2, device="cpu")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     assert got.read_text() == f"{int(signal.SIGINT)} True"  # torchrun got SIGINT, in a session of its own
-    assert code == 7 and seen == ([signal.SIGTERM] if name == "SIGTERM" else [])
+    assert code == 7 and seen == ([] if name == "SIGINT" else [getattr(signal, name)])
 
 
 def test_torchrun_ends_without_its_traceback_when_a_worker_fails(tmp_path) -> None:

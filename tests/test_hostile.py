@@ -990,10 +990,12 @@ if os.environ.get("LTX_TEST_MARKER"):
 """
 
 
-@pytest.mark.parametrize(("name", "code", "said"), [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+@pytest.mark.parametrize(("name", "code", "said"), [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated"),
+                                                    ("SIGHUP", 129, "hung up")])
 def test_real_sigint_during_denoising(tmp_path: Path, name: str, code: int, said: str) -> None:
-    """A real SIGINT (or SIGTERM: kill, timeout, a scheduler; it used to leave the partial output behind and say
-    nothing) to a real ``python -m ltxcli`` process (a sitecustomize hook only says when denoising began)."""
+    """A real SIGINT (or SIGTERM: kill, timeout, a scheduler; or SIGHUP: the terminal or SSH session closed; each
+    used to leave the partial output behind and say nothing) to a real ``python -m ltxcli`` process (a
+    sitecustomize hook only says when denoising began)."""
     import signal
     import subprocess
     import time
@@ -1174,6 +1176,7 @@ def test_a_rank_of_a_launcher_keeps_the_default_sigterm(monkeypatch: pytest.Monk
     from ltxcli.parallel.launch import terminate_like_ctrl_c
 
     previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    hangup = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup: left ignored
     try:
         monkeypatch.setenv("RANK", "1")
         monkeypatch.setenv("WORLD_SIZE", "2")
@@ -1182,5 +1185,7 @@ def test_a_rank_of_a_launcher_keeps_the_default_sigterm(monkeypatch: pytest.Monk
         monkeypatch.delenv("RANK")
         terminate_like_ctrl_c()
         assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGHUP, hangup)

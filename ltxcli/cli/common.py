@@ -26,7 +26,7 @@ from ltxcli.errors import exit_closed_stdout, failure_kind
 # the commands' byte formatting and JSON encoding are the library's (ltx doctor's checks use them too)
 from ltxcli.formatting import help_examples, to_json
 from ltxcli.formatting import human_bytes as human_bytes
-from ltxcli.parallel.launch import EXIT_INTERRUPTED, Terminated, record_exit_code
+from ltxcli.parallel.launch import EXIT_INTERRUPTED, record_exit_code
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
@@ -39,7 +39,7 @@ EXIT_CHECKSUM = 4
 EXIT_OOM = 5
 EXIT_INPUT = 6
 EXIT_PIPE = 141  # 128 + SIGPIPE: what the shell reports for a Unix tool whose reader went away
-EXIT_TERMINATED = 143  # 128 + SIGTERM (kill, timeout, a job scheduler)
+EXIT_TERMINATED, EXIT_HUNG_UP = 143, 129  # 128 + SIGTERM (kill, timeout, a scheduler), 128 + SIGHUP (terminal closed)
 # EXIT_INTERRUPTED (130, Ctrl-C) comes from ltxcli.parallel.launch: a --gpus launch reports it for its workers
 
 #: Exit code -> meaning; printed in ``ltx --help`` and the README.
@@ -51,6 +51,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_CHECKSUM: "checksum mismatch of downloaded weights",
     EXIT_OOM: "out of memory or would not fit (try --offload model, --vae-tiling on, or a smaller size or fewer frames)",
     EXIT_INPUT: "input media or latents file missing or unreadable; checkpoint or LoRA file unreadable (corrupt)",
+    EXIT_HUNG_UP: "hung up (SIGHUP: the terminal or SSH session closed); partial outputs are removed",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); partial outputs are removed",
     EXIT_PIPE: "stdout closed early (e.g. `| head -1`): the rest of the output is dropped, no error line",
     EXIT_TERMINATED: "terminated (SIGTERM: kill, timeout, a scheduler); partial outputs are removed",
@@ -234,10 +235,8 @@ def classify(exc: BaseException) -> tuple[int, str]:
     msg = _one_line(str(exc)) or type(exc).__name__
     if isinstance(exc, CliError):
         return exc.code, msg
-    if isinstance(exc, Terminated):
-        return EXIT_TERMINATED, "terminated; partial outputs were removed"
-    if isinstance(exc, KeyboardInterrupt):
-        return EXIT_INTERRUPTED, "interrupted; partial outputs were removed"
+    if isinstance(exc, KeyboardInterrupt):  # ltxcli.parallel.launch.Terminated (SIGTERM, SIGHUP) carries its own
+        return getattr(exc, "code", EXIT_INTERRUPTED), f"{getattr(exc, 'what', 'interrupted')}; partial outputs were removed"
     kind = failure_kind(exc)
     if kind == "weights":
         return int(getattr(exc, "exit_code", EXIT_ERROR)), msg

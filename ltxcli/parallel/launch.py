@@ -31,21 +31,36 @@ def under_torchrun() -> bool:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread (:func:`terminate_like_ctrl_c`): a KeyboardInterrupt, so that what
-    cleans up after Ctrl-C (partial outputs, a long video's kept windows) runs for it too; exit 143 (the CLI's)."""
+    """SIGTERM or SIGHUP, raised in the main thread (:func:`terminate_like_ctrl_c`): a KeyboardInterrupt, so that
+    what cleans up after Ctrl-C (partial outputs, a long video's kept windows) runs for it too. ``code``: the exit
+    code (128 + the signal), ``what``: what happened, in words."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__()
+        self.code = 128 + int(signum)
+        self.what = "hung up" if signum == getattr(signal, "SIGHUP", None) else "terminated"
+
+
+def _stop_signals() -> list[signal.Signals]:
+    """SIGTERM, and SIGHUP where the platform has it."""
+    return [signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
 
 
 def terminate_like_ctrl_c() -> None:
-    """Turn SIGTERM into :class:`Terminated` (unless it was set to be ignored): ``kill`` or ``timeout`` left the
-    temporary ``.partial`` output behind, which only Ctrl-C removed."""
+    """Turn SIGTERM and SIGHUP into :class:`Terminated` (unless set to be ignored, as ``nohup`` does for SIGHUP):
+    ``kill``, ``timeout`` or a closed terminal left the temporary ``.partial`` output behind, which only Ctrl-C
+    removed."""
 
     def raise_terminated(signum: int, frame: object) -> None:
-        raise Terminated
+        raise Terminated(signum)
 
     # not in a rank of a launcher (torchrun): it stops its workers with SIGTERM, and a Python handler would wait
     # for a collective to return first
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and not under_torchrun():
-        signal.signal(signal.SIGTERM, raise_terminated)
+    if under_torchrun():
+        return
+    for signum in _stop_signals():
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            signal.signal(signum, raise_terminated)
 
 
 def torchrun_command(
@@ -102,11 +117,11 @@ def launch(args: Sequence[str], nproc: int, *, device: str | None = None, quiet:
     (it warns that it sets ``OMP_NUM_THREADS`` to 1 when that is unset: it is set to 1 here instead) and no log
     lines (``LOGLEVEL``, which its loggers read).
 
-    torchrun runs in a session of its own, so that each signal reaches it once, from here: Ctrl-C (SIGINT) and
-    SIGTERM to this process are passed on to torchrun as SIGINT, which it passes on to its workers, and they
-    turn it into a clean exit (partial outputs removed, claims released, exit 130); a worker killed by SIGTERM
-    would clean up nothing. Once torchrun is done, a SIGTERM is delivered to this process again, under its own
-    handler (the CLI's: exit 143).
+    torchrun runs in a session of its own, so that each signal reaches it once, from here: Ctrl-C (SIGINT),
+    SIGTERM and SIGHUP to this process are passed on to torchrun as SIGINT, which it passes on to its workers,
+    and they turn it into a clean exit (partial outputs removed, claims released, exit 130); a worker killed by
+    SIGTERM would clean up nothing. Once torchrun is done, a SIGTERM or SIGHUP is delivered to this process again, under its
+    own handler (the CLI's: exit 143 or 129).
     """
     check_launch(nproc, device)
     env = dict(os.environ)
@@ -123,18 +138,19 @@ def launch(args: Sequence[str], nproc: int, *, device: str | None = None, quiet:
             proc.send_signal(signal.SIGINT)
 
         try:
-            previous = signal.signal(signal.SIGINT, pass_on), signal.signal(signal.SIGTERM, pass_on)
+            previous = {s: signal.signal(s, pass_on) for s in (signal.SIGINT, *_stop_signals())
+                        if signal.getsignal(s) is not signal.SIG_IGN}  # nohup's SIGHUP stays ignored
         except ValueError:  # not the main thread
-            previous = None
+            previous = {}
         try:
             code = proc.wait()
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous[0])
-                signal.signal(signal.SIGTERM, previous[1])
+            for s, handler in previous.items():
+                signal.signal(s, handler)
         recorded = _recorded_codes(Path(status))
-    if signal.SIGTERM in received:
-        os.kill(os.getpid(), signal.SIGTERM)  # this process's own handler now (the CLI's: clean up, exit 143)
+    for s in _stop_signals():
+        if s in received:  # this process's own handler now (the CLI's: clean up, exit 143 or 129)
+            os.kill(os.getpid(), s)
     return job_exit_code(code, recorded)
 
 
