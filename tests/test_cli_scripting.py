@@ -235,6 +235,19 @@ def test_closed_stdout_ends_quietly(tmp_path: Path) -> None:
         assert len(r.stdout.splitlines()) == 1
 
 
+def test_closed_stderr_reader_ends_like_a_closed_stdout(tmp_path: Path) -> None:
+    """stderr's reader gone (``2>&1 | head -1``, a log reader that died): 141 as for stdout, nothing left behind.
+    rich ended the run with exit 1 and no word (its own broken-pipe handling), unlike every other closed pipe."""
+    read, write = os.pipe()
+    os.close(read)  # every write to stderr fails with EPIPE
+    r = subprocess.run([sys.executable, "-m", "ltxcli", "generate", "a cat", "--model", "tiny", *SMALL, "-o", "a.mp4",
+                        "--progress", "plain"], cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE,
+                       stderr=write, text=True, timeout=180, check=False)
+    os.close(write)
+    assert (r.returncode, r.stdout) == (cli_common.EXIT_PIPE, "")
+    assert [p.name for p in tmp_path.iterdir() if p.name != "weights"] == []  # no video, no hidden .partial
+
+
 @pytest.mark.skipif(os.name != "posix", reason="shell redirections")
 def test_a_standard_stream_closed_by_the_caller_reads_as_dev_null(tmp_path: Path) -> None:
     """``>&-``, ``2>&-`` and ``<&-`` as shell scripts write them: the run goes on as with /dev/null there. It used

@@ -53,7 +53,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_INPUT: "input media or latents file missing or unreadable; checkpoint or LoRA file unreadable (corrupt)",
     EXIT_HUNG_UP: "hung up (SIGHUP: the terminal or SSH session closed); partial outputs are removed",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); partial outputs are removed",
-    EXIT_PIPE: "stdout closed early (e.g. `| head -1`): the rest of the output is dropped, no error line",
+    EXIT_PIPE: "stdout (or stderr) closed early (e.g. `| head -1`): the rest of the output is dropped, no error line",
     EXIT_TERMINATED: "terminated (SIGTERM: kill, timeout, a scheduler); partial outputs are removed",
 }
 
@@ -189,10 +189,10 @@ class OneLineErrorsGroup(TyperGroup):
         _ARGS[:] = list(args) if args is not None else sys.argv[1:]
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        if not _ARGS or "--help" in _ARGS or (len(_ARGS) == 1 and not _ARGS[0].startswith("-")):
-            from rich.console import Console  # help is rendered by rich, which exits 1 on a closed stdout
+        # rich (help, messages, progress) exits 1 on a closed stdout or stderr: quietly, as a closed stdout does
+        from rich.console import Console
 
-            Console.on_broken_pipe = lambda self: exit_closed_stdout(EXIT_PIPE)  # type: ignore[method-assign]
+        Console.on_broken_pipe = lambda self: exit_closed_stdout(EXIT_PIPE)  # type: ignore[method-assign]
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except BrokenPipeError:
