@@ -429,6 +429,15 @@ def test_a_prompt_that_is_not_utf8_is_one_line(cli_env: Path) -> None:
     assert not (cli_env / "o.mp4").exists()
 
 
+def test_a_file_ffmpeg_cannot_read_is_named_so_without_an_errno(cli_env: Path) -> None:
+    """`ltx info notes.txt` said "cannot open: [Errno 1094995529] Invalid data found when processing input:
+    'notes.txt'" (FFmpeg's AVERROR_INVALIDDATA as an errno); `ltx generate --from` read the record the same way."""
+    (cli_env / "notes.txt").write_text("not a video\n")
+    for args in (["info", "notes.txt"], ["generate", "--from", "notes.txt", "-o", "o.mp4"]):
+        line = assert_one_error_line(ltx(*args), 6)
+        assert line == "error: notes.txt: not a video format FFmpeg can read", line
+
+
 def test_empty_prompt_warns(cli_env: Path) -> None:
     r = ltx("generate", "", "--model", "tiny", *SMALL)
     assert r.exit_code == 0, r.stderr

@@ -406,6 +406,8 @@ def read_video_metadata(path: PathLike) -> dict[str, Any] | None:
             with av.open(os.fspath(path)) as container:
                 # Matroska/WebM hand tag names back in capitals
                 text = container.metadata.get("comment", container.metadata.get("COMMENT"))
+        except av.error.InvalidDataError:  # its errno is FFmpeg's AVERROR_INVALIDDATA (1094995529): not for users
+            raise MediaError(f"{path}: not a video format FFmpeg can read") from None
         except (av.error.FFmpegError, OSError) as exc:
             raise MediaError(f"{path}: cannot open: {one_line(exc)}") from None
     if not isinstance(text, str):
