@@ -10,6 +10,11 @@ from pathlib import Path
 from typing import Any
 
 
+def one_line(text: str) -> str:
+    """``text`` with every run of whitespace (newlines too) as one space: a message that stays one line."""
+    return " ".join(str(text).split())
+
+
 def human_bytes(n: int | None) -> str:
     """Decimal units with one decimal (``1.5 GB``), whole bytes below 1 kB; ``?`` for unknown (None)."""
     if n is None:

@@ -248,6 +248,17 @@ def test_closed_stderr_reader_ends_like_a_closed_stdout(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir() if p.name != "weights"] == []  # no video, no hidden .partial
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (every write: ENOSPC)")
+def test_help_and_version_to_a_full_disk_are_one_line(tmp_path: Path) -> None:
+    """`ltx --help > /dev/full` (and --version, a command's --help) printed a 40-line traceback: they are written
+    while the options are parsed, before a command's own one-line error handling."""
+    for args in (["--help"], ["--version"], ["generate", "--help"]):
+        with open("/dev/full", "w") as full:
+            r = subprocess.run([sys.executable, "-m", "ltxcli", *args], cwd=tmp_path, env=_env(tmp_path), stdout=full,
+                               stderr=subprocess.PIPE, text=True, timeout=120, check=False)
+        assert (r.returncode, r.stderr) == (1, "error: cannot write to stdout: No space left on device\n"), args
+
+
 @pytest.mark.skipif(os.name != "posix", reason="shell redirections")
 def test_a_standard_stream_closed_by_the_caller_reads_as_dev_null(tmp_path: Path) -> None:
     """``>&-``, ``2>&-`` and ``<&-`` as shell scripts write them: the run goes on as with /dev/null there. It used

@@ -24,7 +24,7 @@ from typer.core import TyperGroup
 from ltxcli.errors import exit_closed_stdout, failure_kind
 
 # the commands' byte formatting and JSON encoding are the library's (ltx doctor's checks use them too)
-from ltxcli.formatting import help_examples, to_json
+from ltxcli.formatting import help_examples, one_line, to_json
 from ltxcli.formatting import human_bytes as human_bytes
 from ltxcli.parallel.launch import EXIT_INTERRUPTED, record_exit_code
 
@@ -143,7 +143,7 @@ class Output:
 
     def warn(self, message: str) -> None:
         if self.stdout:  # a silent rank leaves warnings to the rank that speaks
-            self.console.print(f"{self.prefix}warning: {_one_line(message)}", markup=False, style="yellow")
+            self.console.print(f"{self.prefix}warning: {one_line(message)}", markup=False, style="yellow")
 
     def data(self, line: str) -> None:
         if not self.stdout:
@@ -173,10 +173,6 @@ def _stderr_isatty() -> bool:
         return False
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 # ------------------------------------------------------------------------------------------------ errors
 
 
@@ -195,14 +191,16 @@ class OneLineErrorsGroup(TyperGroup):
         Console.on_broken_pipe = lambda self: exit_closed_stdout(EXIT_PIPE)  # type: ignore[method-assign]
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except BrokenPipeError:
-            exit_closed_stdout(EXIT_PIPE)
+        except OSError as e:  # writing --help or --version (a command handles its own): a closed pipe, a full disk
+            if not isinstance(e, BrokenPipeError):
+                click.echo(f"error: cannot write {e.filename or 'to stdout'}: {e.strerror or one_line(str(e))}", err=True)
+            exit_closed_stdout(EXIT_PIPE if isinstance(e, BrokenPipeError) else EXIT_ERROR)
         except (click.ClickException, typer.exceptions.TyperException) as e:
             # typer vendors its own click; its ClickException derives from TyperException
             code = int(getattr(e, "exit_code", EXIT_USAGE))
             if type(e).__name__ == "NoArgsIsHelpError" or not hasattr(e, "format_message"):
                 sys.exit(code)  # no arguments: the help was printed already
-            message = _one_line(e.format_message())
+            message = one_line(e.format_message())
             ctx = getattr(e, "ctx", None)
             if ctx is not None:
                 message += f" (`{ctx.command_path} --help` lists the options)"
@@ -232,7 +230,7 @@ _KIND_CODES = {"input": EXIT_INPUT, "numerical": EXIT_ERROR, "kernel": EXIT_USAG
 
 def classify(exc: BaseException) -> tuple[int, str]:
     """Exception -> (exit code, one-line message)."""
-    msg = _one_line(str(exc)) or type(exc).__name__
+    msg = one_line(str(exc)) or type(exc).__name__
     if isinstance(exc, CliError):
         return exc.code, msg
     if isinstance(exc, KeyboardInterrupt):  # ltxcli.parallel.launch.Terminated (SIGTERM, SIGHUP) carries its own
@@ -258,7 +256,7 @@ def classify(exc: BaseException) -> tuple[int, str]:
 
 def fail(code: int, message: str) -> NoReturn:
     label = rank_label()
-    click.echo(f"{label + ' ' if label else ''}error: {_one_line(message)}", err=True)
+    click.echo(f"{label + ' ' if label else ''}error: {one_line(message)}", err=True)
     record_exit_code(code)  # a `--gpus` worker: the launching process reports the first failing rank's code
     raise typer.Exit(code)
 
@@ -295,7 +293,7 @@ def _warnings_to_stderr() -> Iterator[None]:
     previous = warnings.showwarning
 
     def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-        click.echo(f"warning: {_one_line(str(message))}", err=True)
+        click.echo(f"warning: {one_line(str(message))}", err=True)
 
     warnings.showwarning = show
     try:
