@@ -449,6 +449,23 @@ def test_a_file_ffmpeg_cannot_read_is_named_so_without_an_errno(cli_env: Path) -
         assert line == "error: notes.txt: not a video format FFmpeg can read", line
 
 
+def test_an_output_another_process_made_meanwhile_is_kept_with_one_hint(cli_env: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The output appears while the video is encoded (another job): kept, and the line names the option once. It
+    said "(pass overwrite=True to replace it); pass --overwrite to replace it": the library's hint and the CLI's."""
+    real = media.write._encode
+
+    def encode(temp: Path, *args: Any) -> None:
+        real(temp, *args)
+        (cli_env / "o.mp4").write_bytes(b"theirs")
+
+    monkeypatch.setattr(media.write, "_encode", encode)
+    line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", *SMALL, "-o", "o.mp4"), 2)
+    assert line == "error: o.mp4 already exists; not overwriting it (pass --overwrite to replace it)"
+    assert [p.name for p in cli_env.iterdir() if p.is_file()] == ["o.mp4"]
+    assert (cli_env / "o.mp4").read_bytes() == b"theirs"
+
+
 def test_empty_prompt_warns(cli_env: Path) -> None:
     r = ltx("generate", "", "--model", "tiny", *SMALL)
     assert r.exit_code == 0, r.stderr

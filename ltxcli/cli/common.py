@@ -245,8 +245,8 @@ def classify(exc: BaseException) -> tuple[int, str]:
             f"out of memory ({msg[:200]}): try --offload model, --vae-tiling on, a smaller --height/--width, "
             "fewer --num-frames, or --dtype bfloat16 on a GPU"
         )
-    if isinstance(exc, FileExistsError):
-        return EXIT_USAGE, f"{msg}; pass --overwrite to replace it"
+    if isinstance(exc, FileExistsError):  # the library's own message names its keyword argument
+        return EXIT_USAGE, msg.replace("overwrite=True", "--overwrite") if "overwrite=" in msg else f"{msg}; pass --overwrite to replace it"
     if isinstance(exc, ValueError):
         return EXIT_USAGE, msg
     if isinstance(exc, OSError):
