@@ -98,6 +98,9 @@ def output_template(value: str | None, *, batch: bool, frames: bool, many: bool 
     stem = ("{index:04d}-" if batch else "") + DEFAULT_STEM
     if value is None:
         return stem + suffix
+    if not value.strip():  # an unset variable in a script ("-o $OUT"), not the current folder
+        raise ValueError(f"{'--frames-dir' if frames else '-o'} {value!r} is empty: give a {'folder' if frames else 'file'}"
+                         " name, or leave the option out for the default name")
     if is_pattern(value):
         if not frames and not value.lower().endswith(VIDEO_SUFFIXES):
             raise ValueError(f"output pattern {value!r} must end in {', '.join(VIDEO_SUFFIXES)}")

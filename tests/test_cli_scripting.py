@@ -411,6 +411,10 @@ def test_output_without_suffix_is_refused(cli_env: Path) -> None:
     line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", "-o", "noext", *SMALL), 2)
     assert "noext.mp4" in line and "noext/" in line
     assert not (cli_env / "noext").exists()
+    for empty in (["-o", ""], ["--frames-dir", ""]):  # an unset $OUT in a script: not the current folder
+        line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", *empty, *SMALL), 2)
+        assert "is empty" in line, line
+    assert list(cli_env.glob("*.mp4")) == []
     (cli_env / "existing").mkdir()
     r = ltx("generate", "a cat", "--model", "tiny", "-o", "existing", "--seed", "1", *SMALL)
     assert r.exit_code == 0 and r.stdout.strip() == "existing/a-cat-1-32x32x9.mp4", r.stderr
