@@ -148,10 +148,11 @@ def host_memory_bytes() -> int | None:
         return None
 
 
-def fit_check(need: dict[str, int], memory: int | None, where: str) -> tuple[str, str] | None:
+def fit_check(need: dict[str, int], memory: int | None, where: str, *, gpu: bool = True) -> tuple[str, str] | None:
     """(status, detail) of whether the default model's transformer fits ``memory`` bytes of ``where``: ``warn``
     with the ``--weights-dtype int8`` suggestion where only one-byte storage fits, ``warn`` with
-    ``--offload sequential`` where neither does; None when unknown."""
+    ``--offload sequential`` where neither does on a GPU (without one, ``gpu=False``, offloading keeps the weights
+    in the same memory, so it is not offered); None when unknown."""
     if memory is None:
         return None
     usable = memory * 0.9  # the CUDA context, the activations and the rest of the model need their share too
@@ -161,6 +162,9 @@ def fit_check(need: dict[str, int], memory: int | None, where: str) -> tuple[str
         return "ok", sizes
     if int8 <= usable:
         return "warn", f"{sizes}: use --weights-dtype int8 (stores it in {human_bytes(int8)})"
+    if not gpu:
+        return "warn", (f"{sizes} ({human_bytes(int8)} with --weights-dtype int8): it does not fit in this machine's "
+                        "memory (--offload helps only on a GPU)")
     return "warn", f"{sizes} ({human_bytes(int8)} with --weights-dtype int8): use --offload sequential"
 
 
@@ -206,7 +210,8 @@ def checks(report: dict[str, Any]) -> list[dict[str, str]]:
         add("weights", "ok", f"{w['default_model']} is downloaded")
     need_bytes = w.get("default_model_transformer_bytes")
     memory = t["gpus"][0].get("memory_bytes") if t["gpus"] else report.get("host_memory_bytes")
-    fit = fit_check(need_bytes, memory, "the GPU" if t["gpus"] else "this machine") if need_bytes else None
+    fit = fit_check(need_bytes, memory, "the GPU" if t["gpus"] else "this machine", gpu=bool(t["gpus"])) \
+        if need_bytes else None
     if fit is not None:
         add("memory", *fit)
     need, free = w["default_model_needs_bytes"], w["free_disk_bytes"]

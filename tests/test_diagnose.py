@@ -57,6 +57,12 @@ def test_memory_check_suggests_int8_storage_where_only_it_fits() -> None:
     cpu["weights"]["default_model_transformer_bytes"] = need
     cpu["host_memory_bytes"] = 16 * 10**9
     assert "this machine has 16.0 GB: use --weights-dtype int8" in _verdicts(cpu)["memory"][1]
+    # too little even for int8 storage: offloading moves weights from a GPU to the host, so on a machine without a
+    # GPU (the weights are in host memory already) it is no advice
+    cpu["host_memory_bytes"] = 12 * 10**9
+    assert _verdicts(cpu)["memory"] == ("warn", "the default model's transformer needs 26.0 GB, this machine has "
+                                        "12.0 GB (14.0 GB with --weights-dtype int8): it does not fit in this "
+                                        "machine's memory (--offload helps only on a GPU)")
 
 
 def test_transformer_bytes_from_the_preset_config() -> None:
