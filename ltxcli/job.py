@@ -127,7 +127,14 @@ def check_kernels(settings: JobSettings, device: torch.device) -> None:
     before any weight is downloaded or read (``load_pipeline`` would refuse them too, later)."""
     from . import api, kernels
 
-    api.resolve_compute(device, settings.dtype, settings.attention, settings.weights_dtype)
+    try:
+        api.resolve_compute(device, settings.dtype, settings.attention, settings.weights_dtype)
+    except kernels.KernelUnavailableError as exc:
+        if not str(exc).startswith("--dtype fp8"):
+            raise
+        # what saves the same weight memory on this device (fp8 matmuls are what needs 8.9+, not fp8 weights)
+        raise kernels.KernelUnavailableError(
+            f"{exc} (--weights-dtype int8 or fp8 stores the weights in one byte on any device)") from None
     if settings.compile:
         ok, how = kernels.compile_available(device)
         if not ok:

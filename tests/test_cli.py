@@ -635,7 +635,10 @@ def test_vae_conv_reaches_load_pipeline_and_the_record(cli_env: Path, monkeypatc
     [
         (["--attention", "flash3"], "flash3 needs the flash_attn_interface package"),
         (["--attention", "sage"], "sage needs the sageattention package"),
-        (["--dtype", "fp8"], "--dtype fp8 needs an NVIDIA GPU with compute capability 8.9+"),
+        (["--dtype", "fp8"], "--dtype fp8 needs an NVIDIA GPU with compute capability 8.9+ (Ada, Hopper, Blackwell); "
+                             "this device is cpu (--weights-dtype int8 or fp8 stores the weights in one byte on any "
+                             "device)"),
+        (["--dtype", "fp8", "--weights-dtype", "int8"], "weights dtype int8 cannot be combined with dtype fp8"),
         (["--compile"], "--compile: no compiler here"),
         (["--attention", "nope"], "'nope' is not one of"),
         (["--offload", "disk"], "'disk' is not one of"),

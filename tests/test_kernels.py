@@ -325,6 +325,25 @@ def test_require_fp8_on_cpu():
         K.require_fp8("cpu")
 
 
+def test_generating_commands_name_the_one_byte_storage_where_fp8_matmuls_cannot_run(monkeypatch):
+    """A GPU below 8.9 (an A100 here, its capability faked): `ltx generate --dtype fp8` names --weights-dtype,
+    which runs there; a GPU of 8.9+ passes the check."""
+    from ltxcli import job
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(K, "_capability", lambda dev: (8, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda dev=None: "NVIDIA A100")
+    monkeypatch.setattr(K, "resolve_attention_backend", lambda *a, **k: None)
+    settings = job.JobSettings(model="tiny", dtype="fp8")
+    with pytest.raises(KernelUnavailableError) as err:
+        job.check_kernels(settings, torch.device("cuda"))
+    assert str(err.value) == ("--dtype fp8 needs an NVIDIA GPU with compute capability 8.9+ (Ada, Hopper, Blackwell); "
+                              "this device is NVIDIA A100, compute capability 8.0 (--weights-dtype int8 or fp8 stores "
+                              "the weights in one byte on any device)")
+    monkeypatch.setattr(K, "_capability", lambda dev: (8, 9))
+    job.check_kernels(settings, torch.device("cuda"))
+
+
 def test_quantize_e4m3_by_hand():
     # amax 896 -> scale 896/448 = 2; 2.125/2 = 1.0625 lies halfway between the e4m3 values 1.0 and 1.125
     # (3 mantissa bits) and rounds to even (1.0); 0.6/2 = 0.3 lies in [0.25, 0.5) where the step is
