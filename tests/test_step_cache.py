@@ -361,7 +361,7 @@ def test_state_resets_per_pass_and_on_reset(tiny: Any) -> None:
         with torch.no_grad(), attached(model, "fbcache", 10.0, cache_steps) as cache:
             for i in range(calls):
                 if i == reset_at:
-                    assert step_cache.reset(model)  # what a long video's window loop calls
+                    assert step_cache.reset(model)  # for code that holds only the transformer, inside one pass
                 model(x, text, torch.full((1, 1), 1.0 - i / 10), indices_grid=grid)
         (hist,) = cache.history.values()
         return hist
@@ -411,6 +411,26 @@ def test_multi_scale_passes_start_afresh(tiny: Any) -> None:
         for entries in history.values():
             assert [c for _, _, c in entries] == [True] + [False] * (steps - 2) + [True]
     assert res.settings["cache"]["skipped"] == 3 * (2 + 1)
+
+
+def test_long_video_windows_start_afresh_and_count_together(tiny: Any) -> None:
+    """Each window of a long video is a pass of its own: every branch's first step is computed with no metric
+    (nothing carried over from the previous window's tokens), and the record counts every window."""
+    from ltxcli import long_video
+
+    req = GenerationRequest("a cat | a dog", num_frames=33, window=17, overlap=9, steps=4, cache="teacache:10",
+                            height=64, width=96, seed=1)
+    windows = long_video.plan(req, tiny.preset).windows
+    res = long_video.generate(tiny, req)
+    histories = tiny.cache_tally.histories
+    assert len(windows) > 1 and len(histories) == len(windows)
+    for history in histories:
+        assert len(history) == 3  # uncond, cond, perturbed
+        for entries in history.values():
+            assert [(s, m is None, c) for s, m, c in entries] == [(0, True, True), (1, False, False),
+                                                                 (2, False, False), (3, True, True)]
+    assert res.settings["cache"] == {"mode": "teacache", "threshold": 10.0, "calls": 3 * 4 * len(windows),
+                                     "skipped": 3 * 2 * len(windows)}
 
 
 def test_parse_cache() -> None:
