@@ -1009,8 +1009,9 @@ def test_real_sigint_during_denoising(tmp_path: Path, name: str, code: int, said
         [sys.executable, "-m", "ltxcli", "generate", "a cat", "--model", "tiny", "-o", str(tmp_path / "out" / "o.mp4"),
          "--height", "64", "--width", "96", "--num-frames", "9", "--steps", "1000"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
-        # Ctrl-C as at a terminal (a background job of a shell may inherit SIGINT ignored: the run would finish)
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        # Ctrl-C and a hangup as at a terminal (a background job of a shell may inherit SIGINT ignored, and one
+        # started under nohup SIGHUP: the run would finish)
+        preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGHUP)],
     )
     try:
         deadline = time.monotonic() + 120

@@ -139,7 +139,8 @@ def launch(args: Sequence[str], nproc: int, *, device: str | None = None, quiet:
 
         try:
             previous = {s: signal.signal(s, pass_on) for s in (signal.SIGINT, *_stop_signals())
-                        if signal.getsignal(s) is not signal.SIG_IGN}  # nohup's SIGHUP stays ignored
+                        if s != getattr(signal, "SIGHUP", None) or signal.getsignal(s) is not signal.SIG_IGN}
+            # nohup's SIGHUP stays ignored; SIGINT is passed on even where a background job inherited it ignored
         except ValueError:  # not the main thread
             previous = {}
         try:
