@@ -246,6 +246,47 @@ def test_other_formats_equal_the_peft_form(base, inputs, form) -> None:
     assert err <= 1e-6
 
 
+@pytest.mark.parametrize("saved", ["diffusers-metadata", "save-lora-adapter", "peft-dir"])
+@pytest.mark.parametrize("config", [{"lora_alpha": 8, "alpha_pattern": {"attn2.to_v": 2}},
+                                    {"lora_alpha": 6, "use_rslora": True}])
+def test_peft_lora_alpha_saved_with_the_file_scales_like_peft(base, inputs, saved, config, tmp_path) -> None:
+    """A LoRA trained with PEFT at ``lora_alpha != r`` (rank 4 here) carries its alpha in the PEFT config, not in
+    ``.alpha`` keys: diffusers' ``save_lora_weights(transformer_lora_adapter_metadata=...)`` and the model's
+    ``save_lora_adapter`` put it in the safetensors header, PEFT's ``save_pretrained`` in ``adapter_config.json``.
+    The reference is PEFT itself: the diffusers transformer with the adapter attached, scaling ``alpha / r``
+    (``/ sqrt(r)`` with rslora)."""
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    ref = diffusers_twin(base)
+    cfg = LoraConfig(r=4, target_modules=["to_q", "to_k", "to_v", "to_out.0", "proj_in"], **config)
+    ref.add_adapter(cfg)
+    g = torch.Generator().manual_seed(7)
+    for name, p in ref.named_parameters():
+        if "lora_B" in name:  # PEFT starts B at zero: a LoRA that changes nothing would prove nothing
+            p.data = 0.3 * torch.randn(p.shape, generator=g)
+    want = diffusers_out(ref, inputs)
+    state = get_peft_model_state_dict(ref)
+    if saved == "diffusers-metadata":
+        LTXVideoLoraLoaderMixin.save_lora_weights(tmp_path, transformer_lora_layers=state,
+                                                  transformer_lora_adapter_metadata=cfg.to_dict())
+        path = tmp_path / "pytorch_lora_weights.safetensors"
+        loaded = diffusers_twin(base)  # diffusers reads the file and its header the same way
+        _Holder(loaded).load_lora_weights(str(path), adapter_name="x")
+        assert rel(diffusers_out(loaded, inputs), want) <= TOL
+    elif saved == "save-lora-adapter":  # the model's own save: bare keys, the config unprefixed
+        ref.save_lora_adapter(str(tmp_path))
+        path = tmp_path / "pytorch_lora_weights.safetensors"
+    else:
+        path = tmp_path / "adapter_model.safetensors"
+        save_file({f"base_model.model.{k}": v for k, v in state.items()}, str(path))
+        cfg.save_pretrained(str(tmp_path))
+    model = load_transformer(base["f32"])
+    merge(model, [(path, 1.0)])
+    err = rel(ours_out(model, inputs), want)
+    print(f"\nPEFT LoRA r=4 {config} saved as {saved}: rel err vs PEFT {err:.3e}")
+    assert err <= TOL
+
+
 # --- precision and unload ------------------------------------------------------------------------------------------
 
 
@@ -450,6 +491,7 @@ def _with(pairs: dict[str, tuple[torch.Tensor, torch.Tensor]], extra: dict[str, 
 
 ERRORS = {
     "dora": ({"diffusion_model.transformer_blocks.0.attn1.to_q.dora_scale": torch.ones(1, 24)}, "DoRA"),
+    "peft-dora": ({"transformer.transformer_blocks.0.attn1.to_q.lora_magnitude_vector": torch.ones(24)}, "DoRA"),
     "loha": ({"lora_unet_transformer_blocks_0_attn1_to_q.hada_w1_a": torch.ones(24, 2)}, "LoHa"),
     "lokr": ({"lora_unet_transformer_blocks_0_attn1_to_q.lokr_w1": torch.ones(2, 2)}, "LoKr"),
     "no-module": ({"diffusion_model.transformer_blocks.7.attn1.to_q.lora_A.weight": torch.ones(2, 24),

@@ -12,7 +12,11 @@ Formats, detected per key (a file may mix them; :attr:`LoraFile.format` names wh
 
 ``<module>`` may be spelled as in the official model or as in diffusers (``proj_in``, ``time_embed``): the latter
 goes through the loader's own diffusers key rules (:data:`ltxcli.loading.TRANSFORMER_DIFFUSERS_PREFIX_RULES`). An
-``.alpha`` key, in any format, scales its layer's update by ``alpha / rank``; without one the factor is 1.
+``.alpha`` key, in any format, scales its layer's update by ``alpha / rank``. Without one, the PEFT config saved
+with the file gives the factor as PEFT computes it (``lora_alpha / r``, ``alpha_pattern``, ``use_rslora``): the
+``lora_adapter_metadata`` of the safetensors header (diffusers' ``save_lora_weights`` with
+``transformer_lora_adapter_metadata``, as diffusers' training scripts save, or the model's ``save_lora_adapter``),
+or the ``adapter_config.json`` beside PEFT's own ``adapter_model.safetensors``. Without either the factor is 1.
 
 A targeted linear weight ``W [out, in]`` becomes ``W + sum_i scale_i * (alpha_i / rank_i) * (B_i @ A_i)``
 (``A [rank, in]``, ``B [out, rank]``), computed in float32 once, at :meth:`LoraMerger.apply`: the denoising loop
@@ -43,7 +47,10 @@ skipped silently.
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import re
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,6 +78,7 @@ UNSUPPORTED: tuple[tuple[str, str], ...] = (
     ("dora_scale", "DoRA (dora_scale)"), ("hada_", "LoHa (hada_*)"), ("lokr_", "LoKr (lokr_*)"),
     (".lora_mid.", "LoCon with a Tucker core (lora_mid)"), ("oft_", "OFT"), (".lora_A.bias", "a LoRA bias"),
     (".lora_B.bias", "a LoRA bias"), (".lora_up.bias", "a LoRA bias"), (".lora_down.bias", "a LoRA bias"),
+    ("lora_magnitude_vector", "DoRA (lora_magnitude_vector)"),
 )
 #: (key prefix, format, module names dotted?); the first match wins
 PREFIXES: tuple[tuple[str, str, bool], ...] = (
@@ -163,6 +171,43 @@ def _split_key(key: str, where: Path) -> tuple[str, str, str, bool]:
     return module, role, "bare", True
 
 
+def _peft_config(path: Path, f: SafetensorsFile) -> dict | None:
+    """The PEFT ``LoraConfig`` saved with the file (see the module docstring), None without one."""
+    raw, where = f.metadata.get("lora_adapter_metadata"), "its lora_adapter_metadata"
+    try:
+        if raw is not None:
+            # a pipeline's save prefixes each field with the component (the transformer's are read); the
+            # transformer's own save_lora_adapter writes the config unprefixed, as its keys
+            config = json.loads(raw)
+            if any(k.startswith("transformer.") for k in config):
+                config = {k.removeprefix("transformer."): v for k, v in config.items() if k.startswith("transformer.")}
+        elif path.name == "adapter_model.safetensors" and (path.parent / "adapter_config.json").is_file():
+            where = str(path.parent / "adapter_config.json")
+            config = json.loads((path.parent / "adapter_config.json").read_text(encoding="utf-8"))
+        else:
+            return None
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as e:
+        raise LoraFileError(f"{path}: {where} is not a readable PEFT config ({e})") from None
+    if not isinstance(config, dict):
+        raise LoraFileError(f"{path}: {where} is not a PEFT config (a JSON object)")
+    if config.get("use_dora"):
+        raise LoraFileError(f"{path}: {where} says use_dora: DoRA is not supported (only plain LoRA)")
+    return config
+
+
+def _peft_factor(config: dict, module: str, rank: int, path: Path) -> float:
+    """PEFT's ``scaling`` of the layer ``module`` (as the file spells it): ``alpha / r`` (``/ sqrt(r)`` with
+    rslora), ``alpha`` from ``alpha_pattern`` (matched as PEFT's ``get_pattern_key`` does) or ``lora_alpha``."""
+    pattern = config.get("alpha_pattern") or {}
+    key = next((k for k in pattern if re.match(rf"(.*\.)?({k})$", module)), None)
+    alpha = pattern[key] if key is not None else config.get("lora_alpha")
+    if alpha is None:
+        return 1.0
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise LoraFileError(f"{path}: PEFT config lora_alpha {alpha!r} is not a number")
+    return float(alpha) / (math.sqrt(rank) if config.get("use_rslora") else rank)
+
+
 def read_lora(path: PathLike, shapes: Mapping[str, tuple[int, int]], *, sha256: str = "") -> LoraFile:
     """Read the LoRA file ``path`` against a model whose linear layers are ``shapes`` (:func:`linear_shapes`).
 
@@ -174,6 +219,7 @@ def read_lora(path: PathLike, shapes: Mapping[str, tuple[int, int]], *, sha256: 
         raise LoraFileError(f"{path}: pickle-based files ({path.suffix}) are refused because loading them can run "
                             "code; convert it to .safetensors")
     f = SafetensorsFile(path)
+    peft = _peft_config(path, f)
     underscored: dict[str, str] = {}
     for name in shapes:
         for spelling in (name, _diffusers_spelling(name)):
@@ -181,6 +227,7 @@ def read_lora(path: PathLike, shapes: Mapping[str, tuple[int, int]], *, sha256: 
     parts: dict[str, dict[str, tuple[str, Tensor]]] = {}
     formats: list[str] = []
     unmatched: list[str] = []
+    spelled: dict[str, str] = {}
     for key in f.names():
         module, role, fmt, dotted = _split_key(key, path)
         target = _official(module) if dotted else underscored.get(module, "")
@@ -193,6 +240,7 @@ def read_lora(path: PathLike, shapes: Mapping[str, tuple[int, int]], *, sha256: 
         if role in slot:
             raise LoraFileError(f"{path}: keys {slot[role][0]} and {key} both give the {role} matrix of {target}")
         slot[role] = (key, f.tensor(key))
+        spelled.setdefault(target, module)  # the name PEFT's alpha_pattern matches
     if not f.names():
         raise LoraFileError(f"{path}: holds no tensors")
 
@@ -212,7 +260,7 @@ def read_lora(path: PathLike, shapes: Mapping[str, tuple[int, int]], *, sha256: 
             mismatched.append(f"{kd} and {ku} make a [{up.shape[0]}, {down.shape[1]}] update, but {target} of this "
                               f"model is [{out_f}, {in_f}]")
             continue
-        factor = 1.0
+        factor = 1.0 if peft is None else _peft_factor(peft, spelled[target], down.shape[0], path)
         if "alpha" in slot:
             ka, alpha = slot["alpha"]
             if alpha.numel() != 1:
