@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # torch, media and the pipeline are imported where used: the 
     from .pipeline import Pipeline
     from .presets import Preset
     from .progress import ProgressFn
+    from .request import Control
     from .result import GenerationResult
 
 
@@ -183,6 +184,24 @@ def check_extension(request: GenerationRequest) -> None:
         raise ValueError("temporal_upscale is not supported yet with an extension: upscale the extended video")
 
 
+def generation_control(control: Control, plan: ExtensionPlan) -> Control | None:
+    """An extension's IC-LoRA control, given in output frames as its conditions are, from the generation's first
+    frame on: forward the input's frame ``plan.context_start``; backward ``lead - new_frames`` frames before the
+    output (frames the generation drops), where the control's first frame stands in. None when the control ends
+    before the generation starts (as a long video's window past its control)."""
+    import torch
+
+    from . import media
+
+    early = plan.lead - plan.new_frames if plan.backward else -plan.context_start  # output frame of frame 0, negated
+    frames = media.load_media(control.media, max_frames=plan.gen_frames - early)[max(-early, 0):]
+    if frames.shape[0] == 0:
+        return None
+    if early > 0:
+        frames = torch.cat([frames[:1].expand(early, -1, -1, -1), frames])
+    return dataclasses.replace(control, media=frames)
+
+
 @serialised
 def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: ProgressFn | None = None,
                   stream: bool = False) -> GenerationResult:
@@ -192,6 +211,7 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
 
     from . import media
     from .conditions import resize_frames
+    from .control import control_record
 
     request = check_fields(request)  # a copy, with Python numbers: the defaults below are filled in it
     ext = request.extend
@@ -217,7 +237,9 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
     pixels = media.preprocess_condition_frames(ctx, r.height, r.width)
     pixels = torch.nn.functional.pad(resize_frames(pixels, r.height, r.width), r.padding)
     context = Condition(((pixels[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1), plan.lead, 1.0)
-    result = pipe.run(dataclasses.replace(inner, conditions=[context, *user]), progress=progress, stream=True)
+    control = None if request.control is None else generation_control(request.control, plan)
+    result = pipe.run(dataclasses.replace(inner, conditions=[context, *user], control=control), progress=progress,
+                      stream=True)
     kept = _fit(frames, r.height, r.width)
     del frames, ctx, pixels
 
@@ -242,7 +264,8 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
     settings = {**result.settings, "num_frames": plan.input_frames + plan.new_frames,
                 "conditions": [{"path": path, "frame": c.frame, "strength": c.strength}
                                for path, c in zip(paths, request.conditions, strict=True)],
-                "extend": {**ext.record(), "context_frames": plan.context}, "enhance_prompt": request.enhance_prompt}
+                "extend": {**ext.record(), "context_frames": plan.context}, "enhance_prompt": request.enhance_prompt,
+                "control": control_record(request.control)}  # its file, not the frames the generation took
     out = dataclasses.replace(result, settings=settings)
     out._stream = spliced
     if stream:
@@ -258,6 +281,6 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
 
 
 __all__ = [
-    "EXTEND_OPTION_HELP", "NOT_FOR_EXTEND", "SOURCE_OPTION_HELP", "ExtensionPlan", "check_extension", "check_source", "longest_frames", "parse_extension", "plan_extension",
+    "EXTEND_OPTION_HELP", "NOT_FOR_EXTEND", "SOURCE_OPTION_HELP", "ExtensionPlan", "check_extension", "check_source", "generation_control", "longest_frames", "parse_extension", "plan_extension",
     "run_extension", "source_defaults",
 ]

@@ -191,6 +191,33 @@ def test_short_control_and_kinds(pipe, one_thread):  # noqa: F811
         resolve_request(GenerationRequest("a", control=Control("x.mp4", 1.0, "pose")), pipe.preset)
 
 
+@pytest.mark.parametrize(("backward", "new", "shift"), [(False, 8, 3), (True, 10, -6)])
+def test_extension_control_counts_in_output_frames(pipe, tmp_path, monkeypatch, one_thread,  # noqa: F811
+                                                   backward, new, shift):
+    """``ltx extend --control``: the control counts in output frames, as the extension's ``-c`` keyframes do. A
+    20-frame input conditions on 17 frames, so forward the generation starts at output frame 3; backward 10 new
+    frames are generated as 16 (6 dropped before the output), the generation starting 6 frames before it (the
+    control's first frame stands in there). Control frame j is the grey level j / 40."""
+    from ltxcli import media
+    from ltxcli.extend import run_extension
+    from ltxcli.request import Extension
+
+    clip = media.write_video(tmp_path / "in.mp4", torch.rand(20, H, W, 3, generator=torch.Generator().manual_seed(0)),
+                             24)
+    levels = torch.arange(28 if not backward else 30) / 40
+    ctrl = levels[:, None, None, None].expand(-1, H, W, 3).clone()
+    seen = []
+    real = pipeline_mod.prepare_control
+    monkeypatch.setattr(pipeline_mod, "prepare_control", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    out = run_extension(pipe, GenerationRequest("a cat", steps=1, seed=1, extend=Extension(str(clip), new, backward),
+                                                control=Control(ctrl, 0.9)))
+    pixels = seen[0].pixels[0, 0, :, 0, 0]  # [-1, 1], one value per generation frame
+    want = levels[(torch.arange(len(pixels)) + shift).clamp(min=0)] * 2 - 1
+    torch.testing.assert_close(pixels, want)
+    assert out.settings["control"] == {"source": None, "kind": "video", "strength": 0.9}
+    assert out.video.shape[0] == 20 + new
+
+
 def test_parse_control():
     assert control_mod.parse_control("a:b.mp4:0.5") == Control("a:b.mp4", 0.5, "video")
     assert control_mod.parse_control("clip.mp4", "canny") == Control("clip.mp4", 1.0, "canny")
