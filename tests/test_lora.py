@@ -620,6 +620,52 @@ def test_pipeline_switches_loras_per_request_without_reloading(tmp_path) -> None
     assert torch.equal(base_pipe.generate("a cat", **kw).latents, plain.latents)
 
 
+def _state(pipe: Any) -> dict[str, torch.Tensor]:
+    """Every transformer tensor, float8 codes as their bytes (torch.equal compares them bit for bit then)."""
+    return {k: (v.view(torch.uint8) if v.dtype.itemsize == 1 else v).clone()
+            for k, v in pipe.transformer.state_dict().items()}
+
+
+def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("storage", [None, "fp8", "int8"])
+def test_pipeline_switches_back_and_forth_and_a_refused_lora_changes_nothing(tmp_path, storage) -> None:
+    """set_loras A, then B with A at another scale, then A again: A's bits again; a list holding a LoRA made for
+    another model size is refused naming the file and a key, merging nothing (A stays, the records too); scale 0
+    and [] give the base bits back, and the same LoRA twice at 0.4 adds up to it once at 0.8."""
+    pipe = ltxcli.load_pipeline("tiny", **({} if storage is None else {"weights_dtype": storage}))
+    shapes = linear_shapes(pipe.transformer)
+    blocks = [n for n in shapes if n.startswith("transformer_blocks.")]
+    a = write(tmp_path / "a.safetensors", lora_pairs(shapes, blocks, 4, 101), "comfyui")
+    b = write(tmp_path / "b.safetensors", lora_pairs(shapes, [*blocks[:3], "proj_out"], 2, 102), "peft")
+    big = tmp_path / "other-size.safetensors"
+    save_file({"diffusion_model.proj_out.lora_A.weight": torch.ones(2, 2048),
+               "diffusion_model.proj_out.lora_B.weight": torch.ones(128, 2)}, str(big))
+    base = _state(pipe)
+    pipe.set_loras([f"{a}:0.8"])
+    with_a, records = _state(pipe), list(pipe.lora_records)
+    assert not _equal(with_a, base)
+    pipe.set_loras([f"{b}:-0.5", f"{a}:0.3"])
+    pipe.set_loras([f"{a}:0.8"])
+    assert _equal(_state(pipe), with_a)
+    with pytest.raises(LoraFileError) as e:
+        pipe.set_loras([f"{a}:0.8", f"{big}:1.0"])
+    assert str(big) in str(e.value) and "diffusion_model.proj_out.lora_A.weight" in str(e.value)
+    assert _equal(_state(pipe), with_a) and pipe.lora_records == records
+    assert pipe.lora_specs == (LoraSpec(str(a), 0.8),)
+    pipe.set_loras([f"{a}:0"])
+    assert _equal(_state(pipe), base)
+    if storage is None:  # float32: W + 0.4 dA + 0.4 dA against W + 0.8 dA
+        pipe.set_loras([f"{a}:0.4", f"{a}:0.4"])
+        twice = _state(pipe)
+        assert all(rel(twice[k], with_a[k]) <= 1e-6 for k in twice if not torch.equal(base[k], with_a[k]))
+        assert [r["scale"] for r in pipe.lora_records] == [0.4, 0.4]
+    pipe.set_loras([])
+    assert _equal(_state(pipe), base)
+
+
 def test_batch_lines_accept_loras(tmp_path) -> None:
     from ltxcli.batch import parse_batch
     from ltxcli.runner import build_items
