@@ -81,10 +81,11 @@ def fit_frames(frames: Tensor, height: int, width: int) -> Tensor:
     (antialiased bilinear), then centre-cropped, as the trainer's sampler prepares ``reference_video``."""
     h, w = frames.shape[1:3]
     aspect, target = w / h, width / height
+    # at least the size: ``width / aspect`` of the very same ratio can round to 55.999... for 56 rows
     if aspect > target:
-        rh, rw = height, int(height * aspect)
+        rh, rw = height, max(int(height * aspect), width)
     else:
-        rh, rw = int(width / aspect), width
+        rh, rw = max(int(width / aspect), height), width
     x = frames.permute(0, 3, 1, 2)  # [F, 3, H, W]
     if (rh, rw) != (h, w):
         x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)

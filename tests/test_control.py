@@ -218,6 +218,21 @@ def test_extension_control_counts_in_output_frames(pipe, tmp_path, monkeypatch, 
     assert out.video.shape[0] == 20 + new
 
 
+@pytest.mark.parametrize(("height", "width", "src"), [(56, 72, (28, 36)), (56, 72, (112, 144)), (200, 360, (40, 72))])
+def test_control_of_the_same_aspect_fills_the_size(height, width, src):
+    """A control of the generation's own aspect ratio whose ``width / (w / h)`` rounds below the height in floating
+    point (55.999... for 56) still fills every row: it is the plain resize to the generation size, and prepared
+    pixels have the padded size."""
+    frames = torch.rand((2, *src, 3), generator=torch.Generator().manual_seed(0))
+    want = torch.nn.functional.interpolate(frames.permute(0, 3, 1, 2), size=(height, width), mode="bilinear",
+                                           antialias=True).clamp(0, 1).permute(0, 2, 3, 1)
+    torch.testing.assert_close(control_mod.fit_frames(frames, height, width), want, rtol=0, atol=0)
+    r = resolve_request(GenerationRequest("a", height=height, width=width, num_frames=9, control=Control(frames)),
+                        build_pipeline(torch.device("cpu"), torch.float32).preset)
+    prepared = control_mod.prepare_control(r, device=torch.device("cpu"), dtype=torch.float32)
+    assert prepared is not None and prepared.pixels.shape[-2:] == r.padded[:2]
+
+
 def test_parse_control():
     assert control_mod.parse_control("a:b.mp4:0.5") == Control("a:b.mp4", 0.5, "video")
     assert control_mod.parse_control("clip.mp4", "canny") == Control("clip.mp4", 1.0, "canny")
