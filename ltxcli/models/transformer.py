@@ -76,6 +76,7 @@ def _dense(layer: nn.Module, x: Tensor, gelu_tanh: bool = False) -> Tensor:
         and not torch.is_grad_enabled()
         and not (layer._forward_hooks or layer._forward_pre_hooks)
         and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()  # inductor cannot lower the oneDNN op; it picks its own GEMM
     ):
         weight = layer.compute_weight() if upcast else layer.weight
         if gelu_tanh:
