@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .extend import parse_extension
+from .formatting import text_lines
 from .request import Condition, Control, GenerationRequest, check_control, control_of, media_path
 
 
@@ -99,7 +100,7 @@ def parse_batch(text: str, source: str = "batch") -> list[dict[str, Any]]:
     Returns one dict per item (conditions parsed into :class:`~ltxcli.request.Condition`, ``_where`` naming the
     line for later messages). A malformed line is a ValueError starting with ``"{source} line N: "``."""
     rows: list[dict[str, Any]] = []
-    for number, raw in enumerate(text.splitlines(), 1):
+    for number, raw in enumerate(text_lines(text), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

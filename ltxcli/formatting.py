@@ -15,6 +15,12 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def text_lines(text: str) -> list[str]:
+    """The lines of a text file as an editor numbers them: split at LF, CRLF and CR only (``str.splitlines`` also
+    splits at U+2028, U+0085 and form feeds, which a prompt or a JSON string may hold as they are)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
 def human_bytes(n: int | None) -> str:
     """Decimal units with one decimal (``1.5 GB``), whole bytes below 1 kB; ``?`` for unknown (None)."""
     if n is None:

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .formatting import text_lines
 from .request import GenerationRequest, preset_size
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def read_schedule(source: str | os.PathLike[str] | Sequence[Mapping[str, Any]]) 
         path = Path(source)
         try:
             # utf-8-sig: a byte-order mark some editors write is not part of the first line
-            lines = [ln for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip() and not ln.startswith("#")]
+            lines = [ln for ln in text_lines(path.read_text(encoding="utf-8-sig")) if ln.strip() and not ln.startswith("#")]
         except (OSError, UnicodeDecodeError) as e:
             raise ValueError(f"prompt schedule {path}: cannot read: {e}") from None
         rows = []

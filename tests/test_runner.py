@@ -211,3 +211,20 @@ def test_an_item_without_loras_gets_the_pipelines_as_the_batch_began(tmp_path: P
     # the last item's LoRA is not left merged: the pipeline holds what it held as the batch began
     list(ltxcli.run_batch(pipe, [BatchItem("a cat", loras=styled, **kw)], output=str(tmp_path / "l.mp4"), write=False))
     assert pipe.lora_specs == () and torch.equal(pipe.generate("a cat", **kw).latents, results[1].result.latents)
+
+
+def test_batch_and_schedule_lines_end_only_at_line_breaks(tmp_path: Path) -> None:
+    """A JSON string may hold U+2028 as it is (json.dumps(ensure_ascii=False) writes it so) and a prompt a form feed
+    or U+0085: str.splitlines broke such a line in two ("invalid JSON", or two items), numbering later lines wrong."""
+    obj = {"prompt": "a cat\u2028on a mat", "seed": 1}
+    text = json.dumps(obj, ensure_ascii=False) + "\r\nfirst\x0csecond\x85third\r\n\r\n{oops"
+    with pytest.raises(ValueError, match=r"b\.jsonl line 4: invalid JSON"):
+        batch.parse_batch(text, "b.jsonl")
+    rows = batch.parse_batch(text.rsplit("\r\n", 1)[0] + "\rlast", "b.jsonl")
+    assert [r["prompt"] for r in rows] == ["a cat\u2028on a mat", "first\x0csecond\x85third", "last"]
+    assert rows[0]["seed"] == 1 and rows[0]["_where"] == "b.jsonl line 1"
+    from ltxcli import timeline
+
+    sched = tmp_path / "s.jsonl"
+    sched.write_text(json.dumps({"start": 0, "prompt": "a\u2028b"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert timeline.read_schedule(str(sched)) == [(0, "a\u2028b")]
