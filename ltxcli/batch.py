@@ -100,7 +100,8 @@ def parse_batch(text: str, source: str = "batch") -> list[dict[str, Any]]:
     Returns one dict per item (conditions parsed into :class:`~ltxcli.request.Condition`, ``_where`` naming the
     line for later messages). A malformed line is a ValueError starting with ``"{source} line N: "``."""
     rows: list[dict[str, Any]] = []
-    for number, raw in enumerate(text_lines(text), 1):
+    # a byte-order mark read_batch_file drops but text from stdin (`--batch -`) still starts with
+    for number, raw in enumerate(text_lines(text.removeprefix("\ufeff")), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

@@ -228,3 +228,11 @@ def test_batch_and_schedule_lines_end_only_at_line_breaks(tmp_path: Path) -> Non
     sched = tmp_path / "s.jsonl"
     sched.write_text(json.dumps({"start": 0, "prompt": "a\u2028b"}, ensure_ascii=False) + "\n", encoding="utf-8")
     assert timeline.read_schedule(str(sched)) == [(0, "a\u2028b")]
+
+
+def test_a_byte_order_mark_from_stdin_is_not_part_of_the_first_line() -> None:
+    """`--batch -` reads stdin without decoding utf-8-sig: a BOM made the first JSON line a text prompt (its seed and
+    settings ignored) and a first '#' line a prompt."""
+    rows = batch.parse_batch('\ufeff{"prompt": "a cat", "seed": 5}\n', "--batch -")
+    assert [(r["prompt"], r["seed"]) for r in rows] == [("a cat", 5)]
+    assert [r["prompt"] for r in batch.parse_batch("\ufeff# comment\na dog", "--batch -")] == ["a dog"]
