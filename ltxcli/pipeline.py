@@ -261,10 +261,13 @@ class Pipeline:
 
     # --- prompts ------------------------------------------------------------------------------------------
 
-    def _encode_prompts(self, prompt: str, negative_prompt: str, need_negative: bool) -> tuple[Tensor, Tensor]:
-        """Embeddings and masks batched as the official loop slices them: ``[negative, positive, positive]``."""
+    def _encode_prompts(self, prompt: str, negative_prompt: str, need_negative: bool, enhanced: bool = False
+                        ) -> tuple[Tensor, Tensor]:
+        """Embeddings and masks batched as the official loop slices them: ``[negative, positive, positive]``
+        (``enhanced``: ``prompt`` is the enhancer's rewrite, as a truncation warning names it)."""
         prompts = [prompt, negative_prompt] if need_negative else [prompt]
-        embeds, mask = self.text_encoder.encode(prompts)
+        names = ["the enhanced prompt" if enhanced else "the prompt", "the negative prompt"][: len(prompts)]
+        embeds, mask = self.text_encoder.encode(prompts, names=names)
         embeds = embeds.to(device=self.device, dtype=self.dtype)
         mask = mask.to(self.device)
         if need_negative:
@@ -401,7 +404,8 @@ class Pipeline:
                 "load the pipeline again"
             )
         with self._stage(te_model):
-            text, text_mask = self._encode_prompts(r.text_prompt, r.negative_prompt, need_negative)
+            text, text_mask = self._encode_prompts(r.text_prompt, r.negative_prompt, need_negative,
+                                                   r.enhanced_prompt is not None)
         if self.free_text_encoder_after_use and isinstance(te_model, nn.Module):
             free_text_encoder(te_model)
         if progress:

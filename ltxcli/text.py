@@ -126,7 +126,7 @@ class TextEncoder:
         self.model = self.model.to(device=device, dtype=dtype)
         return self
 
-    def _warn_truncated(self, prompts: Sequence[str], max_tokens: int) -> None:
+    def _warn_truncated(self, prompts: Sequence[str], max_tokens: int, names: Sequence[str] | None) -> None:
         n_special = self.tokenizer.num_special_tokens_to_add()
         for i, prompt in enumerate(prompts):
             ids = self.tokenizer(prompt, add_special_tokens=True, truncation=False)["input_ids"]
@@ -135,28 +135,32 @@ class TextEncoder:
             # the tokenizer keeps max_tokens - n_special text tokens and then appends </s>
             dropped = ids[max_tokens - n_special : len(ids) - n_special]
             text = self.tokenizer.decode(dropped)
+            name = names[i] if names is not None else f"prompt {i}"
             warnings.warn(
-                f"prompt {i} is {len(ids)} tokens, over the text encoder's {max_tokens}; dropped: {text!r}",
+                f"{name} is {len(ids)} tokens, over the text encoder's {max_tokens}; dropped: {text!r}",
                 PromptTruncatedWarning,
                 stacklevel=3,
             )
 
     @torch.no_grad()
     def encode(
-        self, prompts: Sequence[str], max_tokens: int = 256, padding: Padding = "longest"
+        self, prompts: Sequence[str], max_tokens: int = 256, padding: Padding = "longest",
+        names: Sequence[str] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Encode ``prompts`` -> (embeddings ``[B, L, D]`` in the model dtype, mask ``[B, L]`` int64), both on the
         model's device. ``L`` is the longest prompt's token count (``padding="longest"``, see the module docstring)
         or ``max_tokens`` (``"max_length"``, the official padding). Warns with :class:`PromptTruncatedWarning` for
-        prompts over ``max_tokens``."""
+        prompts over ``max_tokens``, naming each by ``names`` (``"the negative prompt"``; default ``prompt {i}``)."""
         if isinstance(prompts, str):
             raise TypeError("encode() takes a list of prompts, not a single string")
         if max_tokens < 1:
             raise ValueError(f"max_tokens={max_tokens} must be positive")
         if padding not in ("longest", "max_length"):
             raise ValueError(f"padding={padding!r}: use 'longest' or 'max_length'")
+        if names is not None and len(names) != len(prompts):
+            raise ValueError(f"{len(names)} names for {len(prompts)} prompts")
         texts = [p.strip() for p in prompts]
-        self._warn_truncated(texts, max_tokens)
+        self._warn_truncated(texts, max_tokens, names)
         batch = self.tokenizer(
             texts,
             padding=padding,

@@ -163,3 +163,23 @@ def test_sentencepiece_only_tokenizer_folder(folder: Path, tmp_path: Path) -> No
         ids = enc.tokenizer([prompt], padding="max_length", max_length=32, truncation=True)["input_ids"][0]
         want = [*sp.encode(prompt.strip()), 1]
         assert ids[: len(want)] == want and int(mask.sum()) == len(want)
+
+
+def test_truncation_warning_names_the_prompt_it_is_about(encoder: TextEncoder) -> None:
+    """The pipeline encodes [prompt, negative prompt] in one batch: a long negative prompt was reported as
+    "prompt 1 is N tokens", a prompt the user never numbered."""
+    from ltxcli.tiny import build_pipeline
+
+    long = " ".join(WORDS[:40] * 8)  # 320 words, each one token
+    with pytest.warns(PromptTruncatedWarning) as record:
+        encoder.encode(["red car", long], max_tokens=8, names=["the prompt", "the negative prompt"])
+    assert [str(w.message).split(" is ")[0] for w in record] == ["the negative prompt"]
+    with pytest.raises(ValueError, match="2 names for 1 prompts"):
+        encoder.encode(["red car"], names=["a", "b"])
+    pipe = build_pipeline(torch.device("cpu"), torch.float32)
+    with pytest.warns(PromptTruncatedWarning) as record:
+        pipe.generate("a cat", negative_prompt=long, height=64, width=96, num_frames=9, steps=1, seed=0)
+    assert [str(w.message).split(" is ")[0] for w in record] == ["the negative prompt"]
+    with pytest.warns(PromptTruncatedWarning) as record:
+        pipe.generate(long, enhanced_prompt=long, height=64, width=96, num_frames=9, steps=1, seed=0)
+    assert [str(w.message).split(" is ")[0] for w in record] == ["the enhanced prompt"]

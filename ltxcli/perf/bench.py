@@ -177,7 +177,8 @@ class _SkippedText:
         self.width, self.device, self.dtype = width, device, dtype
         self.hidden_size = width
 
-    def encode(self, prompts: Sequence[str], max_tokens: int = 256, padding: Padding = "longest") -> tuple[Tensor, Tensor]:
+    def encode(self, prompts: Sequence[str], max_tokens: int = 256, padding: Padding = "longest",
+               names: Sequence[str] | None = None) -> tuple[Tensor, Tensor]:
         # padded as TextEncoder.encode pads: to the longest prompt (here all 16 tokens) or to max_tokens
         width = min(self.TOKENS, max_tokens) if padding == "longest" else max_tokens
         gen = torch.Generator().manual_seed(0)
