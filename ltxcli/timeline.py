@@ -62,11 +62,13 @@ def read_schedule(source: str | os.PathLike[str] | Sequence[Mapping[str, Any]]) 
         path = Path(source)
         try:
             # utf-8-sig: a byte-order mark some editors write is not part of the first line
-            lines = [ln for ln in text_lines(path.read_text(encoding="utf-8-sig")) if ln.strip() and not ln.startswith("#")]
+            lines = text_lines(path.read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeDecodeError) as e:
             raise ValueError(f"prompt schedule {path}: cannot read: {e}") from None
         rows = []
-        for n, line in enumerate(lines, 1):
+        for n, line in enumerate(lines, 1):  # numbered as the editor shows them, blank and comment lines too
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
             try:
                 rows.append(json.loads(line))
             except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than the parser goes

@@ -646,3 +646,14 @@ def test_a_state_made_with_other_loras_in_the_pipeline_is_not_resumed(tmp_path) 
     _interrupted(styled, req, state, after=1)
     resumed = long_video.generate(plain, req, resume=state)
     assert torch.equal(resumed.latents, long_video.generate(plain, req).latents)
+
+
+def test_schedule_errors_name_the_file_line(tmp_path) -> None:
+    """Blank and comment lines were dropped before numbering, so "line 2" pointed at the wrong line; a comment
+    indented by a space was parsed as JSON."""
+    sched = tmp_path / "s.jsonl"
+    sched.write_text('# schedule\n\n{"start": 0, "prompt": "a cat"}\n  # a dog next\n{"start": "2s", "prompt": "a dog"\n')
+    with pytest.raises(ValueError, match=r"s\.jsonl line 5: invalid JSON"):
+        timeline.read_schedule(str(sched))
+    sched.write_text('# schedule\n\n{"start": 0, "prompt": "a cat"}\n  # a dog next\n{"start": "2s", "prompt": "a dog"}\n')
+    assert timeline.read_schedule(str(sched)) == [(0, "a cat"), ("2s", "a dog")]
