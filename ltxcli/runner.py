@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import long_video, naming, timeline
 from .batch import BatchItem, item_control
-from .enhance.rules import check_mode
+from .enhance.rules import check_mode, request_plan
 from .extend import check_extension, run_extension, source_defaults
 from .long_state import interrupted_target, saved_seed, state_path
 from .naming import fps_number
@@ -279,8 +279,12 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
         checked = check_fields(item)
         item.conditions, item.enhance_prompt = checked.conditions, checked.enhance_prompt  # None: the defaults
         if not item.prompt.strip():
-            warnings.warn(f"{where}the prompt is empty: the video follows only the negative prompt"
-                          f"{' and the conditions' if item.conditions else ''} (give a PROMPT)", stacklevel=2)
+            # an empty prompt is enhanced as any other short one (inference.py counts 0 words < threshold)
+            kind = request_plan(item, preset).kind if preset is not None else None
+            follows = {"t2v": "a prompt the enhancer writes from nothing", "i2v": "the enhancer's rewrite of the "
+                       "first frame's caption"}.get(kind or "", "only the negative prompt"
+                                                    + (" and the conditions" if item.conditions else ""))
+            warnings.warn(f"{where}the prompt is empty: the video follows {follows} (give a PROMPT)", stacklevel=2)
         _check_sizes(item, max_pos, frames_out)
         if item.steps is not None:
             check_range("steps", item.steps, 1, MAX_STEPS)

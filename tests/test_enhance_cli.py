@@ -132,6 +132,23 @@ def test_batch_lines_accept_enhance_prompt(cli_env: Path) -> None:
         ltx("generate", "--batch", str(bad), "--model", "tiny", *SMALL), 2)
 
 
+def test_an_empty_prompt_that_is_enhanced_is_not_said_to_follow_the_negative_prompt(cli_env: Path) -> None:
+    """Official inference.py enhances an empty prompt (0 words < threshold): the warning said the video followed
+    only the negative prompt, while it followed the enhancer's invention."""
+    res = ltx("generate", "", "--model", "tiny", *SMALL, "--enhance-prompt", "on", "--seed", "3", "-o", "e.mp4")
+    assert res.exit_code == 0, res.stderr
+    assert "the prompt is empty: the video follows a prompt the enhancer writes from nothing" in res.stderr
+    assert f"enhanced prompt: {expected('', 3)}" in res.stderr
+    from PIL import Image
+
+    Image.new("RGB", (96, 64), (200, 40, 40)).save(cli_env / "first.png")
+    res = ltx("i2v", "first.png", "", "--model", "tiny", *SMALL, "--enhance-prompt", "on", "--seed", "3", "-o", "i.mp4")
+    assert res.exit_code == 0, res.stderr
+    assert "the prompt is empty: the video follows the enhancer's rewrite of the first frame's caption" in res.stderr
+    res = ltx("generate", " ", "--model", "tiny", *SMALL, "--seed", "3", "-o", "plain.mp4")  # auto: tiny never enhances
+    assert "the prompt is empty: the video follows only the negative prompt" in res.stderr
+
+
 def test_subprocess_prompt(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "LTX_WEIGHTS_DIR": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-m", "ltxcli", "prompt", "a cat surfing", "--model", "tiny", "--seed", "3"],

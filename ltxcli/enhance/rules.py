@@ -2,10 +2,11 @@
 ``ltx_video/inference.py``), without torch: the system prompts (verbatim), the generation and caption settings,
 and :func:`plan`, which decides per request whether the prompt is rewritten and how.
 
-Official rule: ``inference.py`` enhances when ``0 < len(prompt.split()) < prompt_enhancement_words_threshold``
-(120 in every official config); ``generate_cinematic_prompt`` then rewrites it for text-to-video when there is
-no condition, for image-to-video when there is exactly one condition at frame 0 (its first frame is captioned),
-and leaves it unchanged otherwise (several conditions, or one at a later frame).
+Official rule: ``inference.py`` enhances when ``prompt_enhancement_words_threshold > 0`` (120 in every official
+config) and ``len(prompt.split()) < prompt_enhancement_words_threshold``, an empty prompt (0 words) too;
+``generate_cinematic_prompt`` then rewrites it for text-to-video when there is no condition, for image-to-video
+when there is exactly one condition at frame 0 (its first frame is captioned), and leaves it unchanged otherwise
+(several conditions, or one at a later frame).
 """
 
 from __future__ import annotations
