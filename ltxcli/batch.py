@@ -94,13 +94,26 @@ def read_batch_file(source: str | Path, what: str = "--batch") -> str:
         raise MediaError(f"{what} {source}: cannot read: {e}") from None
 
 
+def read_stdin(what: str) -> str:
+    """All of stdin as text, read as :func:`read_batch_file` reads a file: UTF-8 without a byte-order mark; other
+    bytes are a :class:`~ltxcli.media.MediaError` naming ``what`` (``"--batch -"``) and stdin."""
+    import sys
+
+    from .media import MediaError
+
+    try:
+        return sys.stdin.buffer.read().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise MediaError(f"{what}: stdin is not UTF-8 text: {e}") from None
+
+
 def parse_batch(text: str, source: str = "batch") -> list[dict[str, Any]]:
     """One prompt per line, or one JSON object per line (keys: :data:`ITEM_KEYS`); '#' lines are comments.
 
     Returns one dict per item (conditions parsed into :class:`~ltxcli.request.Condition`, ``_where`` naming the
     line for later messages). A malformed line is a ValueError starting with ``"{source} line N: "``."""
     rows: list[dict[str, Any]] = []
-    # a byte-order mark read_batch_file drops but text from stdin (`--batch -`) still starts with
+    # a byte-order mark is no part of the first line, in text read without utf-8-sig too
     for number, raw in enumerate(text_lines(text.removeprefix("\ufeff")), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -197,4 +210,4 @@ def item_control(row: Mapping[str, Any], defaults: Mapping[str, Any]) -> Control
     return c
 
 
-__all__ = ["ITEM_KEYS", "BatchItem", "item_control", "parse_batch", "parse_condition", "read_batch_file"]
+__all__ = ["ITEM_KEYS", "BatchItem", "item_control", "parse_batch", "parse_condition", "read_batch_file", "read_stdin"]

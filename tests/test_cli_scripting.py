@@ -444,6 +444,23 @@ def test_a_prompt_that_is_not_utf8_is_one_line(cli_env: Path) -> None:
     assert not (cli_env / "o.mp4").exists()
 
 
+def test_stdin_that_is_not_utf8_is_named_as_a_file_would_be(cli_env: Path) -> None:
+    """`--batch -` and `PROMPT -` with Latin-1 bytes on stdin said only "'utf-8' codec can't decode byte 0xe9 ...",
+    exit 2, where the same bytes in a --batch file name the file (exit 6); a BOM stayed in front of the prompt."""
+    from typer.testing import CliRunner
+
+    from ltxcli.cli import app
+
+    for args, what in ((["--batch", "-"], "--batch -"), (["-"], "PROMPT -")):
+        r = CliRunner().invoke(app, ["generate", *args, "--model", "tiny", *SMALL, "-o", "o{index}.mp4"],
+                               input=b"caf\xe9 au lait\n")
+        line = assert_one_error_line(r, 6)
+        assert line.startswith(f"error: {what}: stdin is not UTF-8 text: 'utf-8' codec can't decode byte 0xe9"), line
+    r = ltx("generate", "-", "--model", "tiny", *SMALL, "--json", input="\ufeffa cat\r\n")
+    assert r.exit_code == 0, r.stderr
+    assert json_lines(r.stdout)[0]["prompt"] == "a cat"
+
+
 def test_a_file_ffmpeg_cannot_read_is_named_so_without_an_errno(cli_env: Path) -> None:
     """`ltx info notes.txt` said "cannot open: [Errno 1094995529] Invalid data found when processing input:
     'notes.txt'" (FFmpeg's AVERROR_INVALIDDATA as an errno); `ltx generate --from` read the record the same way."""

@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from dataclasses import field, make_dataclass
 from typing import TYPE_CHECKING, Annotated, Any, get_args, get_origin
 
-import click
 import typer
 
 from ltxcli import batch as batch_file
@@ -401,11 +400,11 @@ def distributed_context() -> Iterator[Any]:
         yield ctx
 
 
-def _read_stdin(ctx: Any) -> str:
-    """All of stdin; with several processes rank 0 reads it and sends it to the others."""
+def _read_stdin(ctx: Any, what: str) -> str:
+    """All of stdin (UTF-8, ``what`` names it in errors); with several processes rank 0 reads it for all."""
     from ltxcli.parallel.orchestrate import on_rank0
 
-    return on_rank0(ctx, lambda: click.get_text_stream("stdin").read())
+    return on_rank0(ctx, lambda: batch_file.read_stdin(what))
 
 
 def _single(opts: Any, gpus: int | None, row: dict[str, Any], first: Condition | None = None) -> None:
@@ -413,7 +412,7 @@ def _single(opts: Any, gpus: int | None, row: dict[str, Any], first: Condition |
     relaunch(gpus, None if row["prompt"] == "-" else  # stdin is left for the workers to read
              lambda: run(opts, [row], batch=False, first_image=first, prepare_only=True), opts.device, opts.quiet)
     with distributed_context() as ctx:
-        text = _read_stdin(ctx).strip() if row["prompt"] == "-" else row["prompt"]
+        text = _read_stdin(ctx, "PROMPT -").strip() if row["prompt"] == "-" else row["prompt"]
         run(opts, [{**row, "prompt": text}], batch=False, first_image=first, ctx=ctx)
 
 
@@ -464,7 +463,7 @@ def generate(
 
     relaunch(gpus, prepare, opts.device, opts.quiet)
     with distributed_context() as ctx:
-        text = _read_stdin(ctx) if batch == "-" else batch_file.read_batch_file(batch)
+        text = _read_stdin(ctx, "--batch -") if batch == "-" else batch_file.read_batch_file(batch)
         run(opts, batch_file.parse_batch(text, f"--batch {batch}"), batch=True, ctx=ctx)
 
 
