@@ -192,3 +192,11 @@ def test_prompt_says_the_seed_it_drew() -> None:
     (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("seed ")]
     again = ltx("prompt", "a cat", "--model", "tiny", "--enhancer-model", "tiny", "--seed", line.split()[1])
     assert again.stdout == r.stdout
+
+
+def test_prompt_command_reads_a_dash_from_stdin_as_generate_does(cli_env: Path) -> None:
+    """`ltx generate - --enhance-prompt on` rewrites the prompt on stdin; `ltx prompt -` rewrote the text "-"."""
+    res = ltx("prompt", "-", "--model", "tiny", "--seed", "3", "--json", input="a cat surfing\n")
+    assert res.exit_code == 0, res.stderr
+    (obj,) = json_lines(res.stdout)
+    assert obj["prompt"] == "a cat surfing" and obj["enhanced_prompt"] == expected("a cat surfing", 3)
