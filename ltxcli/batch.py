@@ -86,7 +86,9 @@ def read_batch_file(source: str | Path, what: str = "--batch") -> str:
     from .media import MediaError
 
     path = Path(source).expanduser()
-    if not path.is_file():
+    if path.is_dir():
+        raise ValueError(f"{what} {source}: a folder, not a file")
+    if not path.exists():  # a pipe (`--batch <(jq ...)`, /dev/stdin) is read as a file
         raise ValueError(f"{what} {source}: no such file")
     try:
         return path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first line

@@ -236,3 +236,21 @@ def test_a_byte_order_mark_from_stdin_is_not_part_of_the_first_line() -> None:
     rows = batch.parse_batch('\ufeff{"prompt": "a cat", "seed": 5}\n', "--batch -")
     assert [(r["prompt"], r["seed"]) for r in rows] == [("a cat", 5)]
     assert [r["prompt"] for r in batch.parse_batch("\ufeff# comment\na dog", "--batch -")] == ["a dog"]
+
+
+def test_a_batch_file_may_be_a_pipe_and_a_folder_is_named_so(tmp_path: Path) -> None:
+    """`--batch <(jq -c ...)` (a pipe at /dev/fd/N) said "no such file", as did a folder."""
+    import os
+    import threading
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text('a cat\n{"prompt": "a dog", "seed": 3}\n'), daemon=True)
+    writer.start()
+    rows = batch.parse_batch(batch.read_batch_file(fifo), "--batch fifo")
+    writer.join(10)
+    assert [(r["prompt"], r.get("seed")) for r in rows] == [("a cat", None), ("a dog", 3)]
+    with pytest.raises(ValueError, match=r"^--batch .*: a folder, not a file$"):
+        batch.read_batch_file(tmp_path)
+    with pytest.raises(ValueError, match=r"^--batch .*nope\.txt: no such file$"):
+        batch.read_batch_file(tmp_path / "nope.txt")
