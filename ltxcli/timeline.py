@@ -60,6 +60,9 @@ def read_schedule(source: str | os.PathLike[str] | Sequence[Mapping[str, Any]]) 
         if not os.fspath(source).strip():  # Path("") is the current folder
             raise ValueError("prompt schedule: the path is empty")
         path = Path(source)
+        if path.exists() and not path.is_file() and not path.is_dir():
+            # checked, then read again for the windows' prompts: a second read of a pipe finds it empty
+            raise ValueError(f"prompt schedule {path}: a pipe, which can be read once only: save it to a file")
         try:
             # utf-8-sig: a byte-order mark some editors write is not part of the first line
             lines = text_lines(path.read_text(encoding="utf-8-sig"))

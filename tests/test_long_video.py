@@ -657,3 +657,19 @@ def test_schedule_errors_name_the_file_line(tmp_path) -> None:
         timeline.read_schedule(str(sched))
     sched.write_text('# schedule\n\n{"start": 0, "prompt": "a cat"}\n  # a dog next\n{"start": "2s", "prompt": "a dog"}\n')
     assert timeline.read_schedule(str(sched)) == [(0, "a cat"), ("2s", "a dog")]
+
+
+def test_a_schedule_from_a_pipe_is_refused_by_name(tmp_path) -> None:
+    """`--prompt-schedule <(...)`: it is read when checked and again for the windows, and the second read of the
+    pipe was empty: "the prompt schedule has no entries"."""
+    import os
+    import threading
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    threading.Thread(target=lambda: fifo.write_text('{"start": 0, "prompt": "a cat"}\n'), daemon=True).start()
+    try:
+        with pytest.raises(ValueError, match=r"fifo: a pipe, which can be read once only: save it to a file"):
+            timeline.read_schedule(str(fifo))
+    finally:
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # lets the writer go, had it not been opened
