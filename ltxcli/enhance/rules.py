@@ -7,6 +7,10 @@ config) and ``len(prompt.split()) < prompt_enhancement_words_threshold``, an emp
 ``generate_cinematic_prompt`` then rewrites it for text-to-video when there is no condition, for image-to-video
 when there is exactly one condition at frame 0 (its first frame is captioned), and leaves it unchanged otherwise
 (several conditions, or one at a later frame).
+
+Not followed: the official ``LTXMultiScalePipeline`` passes ``enhance_prompt`` and the original prompt to both of its
+passes, so the second pass rewrites the prompt again, sampling from the RNG state the first rewrite left (another
+text). Here a request is rewritten once, and both passes encode that rewrite.
 """
 
 from __future__ import annotations
