@@ -122,7 +122,7 @@ def parse_batch(text: str, source: str = "batch") -> list[dict[str, Any]]:
             continue
         where = f"{source} line {number}"
         if not line.startswith("{"):
-            rows.append({"prompt": line})
+            rows.append({"prompt": line, "_where": where})
             continue
         try:
             obj = json.loads(line)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import long_video, naming, timeline
 from .batch import BatchItem, item_control
-from .enhance.rules import check_mode, request_plan
+from .enhance.rules import request_plan, unsupported
 from .extend import check_extension, run_extension, source_defaults
 from .long_state import interrupted_target, saved_seed, state_path
 from .naming import fps_number
@@ -300,7 +300,7 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
         long_video.check(item)  # window settings and the prompt schedule (read here)
         long_video.check_seed(item, max_pos[0])  # room for the window seeds
         check_extension(item)
-        check_mode(item.enhance_prompt)
+        unsupported(item)  # the mode, and enhance_prompt on where it cannot run: refused naming the line
         if preset is not None and item.extend is None:  # the passes too (an extension resolves inside run_extension)
             resolve_request(item, preset)
     except ValueError as e:

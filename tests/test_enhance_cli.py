@@ -200,3 +200,14 @@ def test_prompt_command_reads_a_dash_from_stdin_as_generate_does(cli_env: Path) 
     assert res.exit_code == 0, res.stderr
     (obj,) = json_lines(res.stdout)
     assert obj["prompt"] == "a cat surfing" and obj["enhanced_prompt"] == expected("a cat surfing", 3)
+
+
+def test_a_batch_line_enhancement_cannot_run_on_is_named(cli_env: Path) -> None:
+    """`--enhance-prompt on` with a line "a | b" (per-window prompts) was refused from the memory plan with no line
+    named, whether the line was text or JSON."""
+    (cli_env / "w.txt").write_text("a cat\n# windows\na | b\n")
+    line = assert_one_error_line(ltx("generate", "--batch", "w.txt", "--model", "tiny", *SMALL, "--enhance-prompt", "on"), 2)
+    assert line.startswith("error: --batch w.txt line 3: prompt enhancement is not supported yet with per-window"), line
+    (cli_env / "w.jsonl").write_text('{"prompt": "a cat"}\n{"prompt": "a | b", "enhance_prompt": "on"}\n')
+    line = assert_one_error_line(ltx("generate", "--batch", "w.jsonl", "--model", "tiny", *SMALL), 2)
+    assert line.startswith("error: --batch w.jsonl line 2: prompt enhancement is not supported yet"), line
