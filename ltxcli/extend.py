@@ -119,7 +119,7 @@ def source_defaults(request: GenerationRequest, preset: Preset) -> None:
     source = request.extend.video if request.extend is not None else request.video
     if source is None or not isinstance(source, (str, os.PathLike)):
         return
-    count = media.media_num_frames(source)
+    count = media.source_frame_count(source)  # a truncated file: the frames that decode
     if request.frame_rate is None:
         request.frame_rate = float(media.video_frame_rate(source))
     if request.height is None and request.width is None:

@@ -26,6 +26,7 @@ from .read import (
     media_num_frames,
     preprocess_condition_frames,
     read_media,
+    source_frame_count,
     video_frame_rate,
 )
 from .write import (
@@ -68,6 +69,7 @@ __all__ = [
     "read_media",
     "read_record",
     "read_video_metadata",
+    "source_frame_count",
     "to_uint8",
     "video_format",
     "video_frame_rate",

@@ -17,6 +17,7 @@ Conditioning preprocessing
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import warnings
@@ -338,6 +339,38 @@ def media_num_frames(path: PathLike) -> int:
     return count
 
 
+def source_frame_count(path: PathLike) -> int:
+    """Frames of a video-to-video or extension input: those that decode (every frame is decoded, none converted),
+    with a warning when the file lists more (a truncated file, whose index outlives its data). An image counts 1."""
+    path = Path(path)
+    listed = media_num_frames(path)
+    if listed == 1:  # an image, or a 1-frame video
+        return 1
+    stat = path.stat()
+    return _decodable_frames(os.fspath(path), listed, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _decodable_frames(name: str, listed: int, _mtime_ns: int, _size: int) -> int:
+    # Cached by the file's identity: an extension counts its input twice (request defaults, then the run), and
+    # should decode it, and warn, once.
+    path, decoded = Path(name), 0
+    with _open_video(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            for _ in container.decode(stream):
+                decoded += 1
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"{path}: video decoding failed after {decoded} frames: {one_line(exc)}") from None
+    if decoded == 0:
+        raise MediaError(f"{path}: video has no decodable frames")
+    if decoded < listed:
+        warnings.warn(f"{path}: the file lists {listed} frames but only {decoded} can be decoded (truncated or "
+                      f"damaged?); using those {decoded}", stacklevel=1)
+    return decoded
+
+
 def _check_frames_tensor(frames: torch.Tensor, what: str) -> torch.Tensor:
     if frames.ndim == 3:
         frames = frames.unsqueeze(0)
@@ -531,5 +564,5 @@ def preprocess_condition_frames(
 __all__ = [
     "CONDITION_CRF", "MAX_IMAGE_PIXELS", "VIDEO_SUFFIXES", "DecodedMedia", "MediaError", "centre_crop_box",
     "crf_round_trip", "gaussian_blur", "load_image", "load_media", "load_video", "media_num_frames",
-    "preprocess_condition_frames", "read_media", "video_frame_rate",
+    "preprocess_condition_frames", "read_media", "source_frame_count", "video_frame_rate",
 ]
