@@ -283,6 +283,26 @@ def test_v2v_of_a_truncated_file_uses_the_frames_that_decode(cli_env: Path) -> N
     assert json_lines(r.stdout)[0]["settings"]["num_frames"] == decodable
 
 
+def test_an_animated_image_as_the_input_video_is_refused(cli_env: Path) -> None:
+    """ltx reads an image's first frame only: an animated GIF given to v2v or extend used to become a 1-frame video
+    (v2v) or a 1-frame context (extend), with no word."""
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(4)
+    pictures = [Image.fromarray((torch.rand(48, 64, 3, generator=gen) * 255).to(torch.uint8).numpy())
+                for _ in range(5)]
+    pictures[0].save(cli_env / "anim.gif", save_all=True, append_images=pictures[1:], duration=100)
+    line = assert_one_error_line(ltx("v2v", "anim.gif", "a dog", "--model", "tiny", "-o", "v.mp4"), 6)
+    assert "anim.gif: an animated image (5 frames)" in line and "ffmpeg -i anim.gif anim.mp4" in line
+    line = assert_one_error_line(ltx("extend", "anim.gif", "a dog", "--frames", "8", "--model", "tiny",
+                                     "-o", "e.mp4"), 6)
+    assert "an animated image (5 frames)" in line
+    pictures[0].save(cli_env / "still.gif")  # one frame: an image, read as a 1-frame video as before
+    r = ltx("v2v", "still.gif", "a dog", "--model", "tiny", "--steps", "2", "-o", "s.mp4", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json_lines(r.stdout)[0]["settings"]["num_frames"] == 1
+
+
 # --------------------------------------------------------------------------------------- --from
 
 

@@ -341,10 +341,21 @@ def media_num_frames(path: PathLike) -> int:
 
 def source_frame_count(path: PathLike) -> int:
     """Frames of a video-to-video or extension input: those that decode (every frame is decoded, none converted),
-    with a warning when the file lists more (a truncated file, whose index outlives its data). An image counts 1."""
+    with a warning when the file lists more (a truncated file, whose index outlives its data). An image counts 1;
+    an animated one (GIF, APNG, WebP, multi-page TIFF) is refused, as ltx reads only its first frame."""
     path = Path(path)
     listed = media_num_frames(path)
-    if listed == 1:  # an image, or a 1-frame video
+    if listed == 1 and path.suffix.lower() not in VIDEO_SUFFIXES:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            try:
+                with Image.open(path) as image:
+                    animated = int(getattr(image, "n_frames", 1))
+            except (OSError, Image.DecompressionBombError):  # a 1-frame video, or an image too large to matter here
+                animated = 1
+        if animated > 1:
+            raise MediaError(f"{path}: an animated image ({animated} frames), read as its first frame only: "
+                             f"convert it to a video first (e.g. ffmpeg -i {path.name} {path.stem}.mp4)")
         return 1
     stat = path.stat()
     return _decodable_frames(os.fspath(path), listed, stat.st_mtime_ns, stat.st_size)
