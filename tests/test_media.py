@@ -16,6 +16,7 @@ import json
 import math
 import os
 import struct
+import subprocess
 import sys
 import types
 import warnings
@@ -309,6 +310,44 @@ def test_load_video_bad_files(tmp_path):
         _assert_one_line_naming(exc, tmp_path / name)
     with pytest.raises(MediaError):
         media.video_frame_rate(tmp_path / "audio.wav")
+
+
+_ONE_CPU_READ = """
+import os, sys, warnings
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # FFmpeg sizes its decoding threads by the CPUs it may use
+warnings.simplefilter("ignore")
+from ltxcli import media
+print(media.load_video(sys.argv[1]).shape[0], media.source_frame_count(sys.argv[1]))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_truncated_video_reads_the_same_on_one_cpu_as_on_many(tmp_path):
+    """The cut-off last packet of a truncated file: frame-threaded decoding (several CPUs) skips it, one-thread
+    decoding raised it, so the same file was read on one machine and refused on another ("video decoding failed
+    after 18 frames: Invalid data found")."""
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as container:  # index first: it outlives the cut
+        stream = container.add_stream("libx264", rate=24)
+        stream.height, stream.width, stream.pix_fmt = 64, 96, "yuv420p"
+        for frame in _rng(11).integers(0, 256, (41, 64, 96, 3), dtype=np.uint8):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    decodable = 0
+    with av.open(str(cut)) as container, contextlib.suppress(av.error.InvalidDataError):  # one thread
+        for _ in container.decode(video=0):  # every frame before FFmpeg's error
+            decodable += 1
+    assert 1 < decodable < 41
+    with pytest.warns(UserWarning, match=f"lists 41 frames but only {decodable} can be decoded"):
+        assert media.source_frame_count(cut) == decodable
+    assert media.load_video(cut).shape[0] == decodable
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-c", _ONE_CPU_READ, str(cut)], capture_output=True, text=True,
+                          env=env, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(decodable), str(decodable)]
 
 
 def test_load_media_dispatch(tmp_path):

@@ -206,6 +206,20 @@ def _frame_to_rgb(frame: Any) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def _decoded(container: Any, stream: Any) -> Any:
+    """The frames of ``stream`` up to the first packet FFmpeg cannot decode (the cut-off end of a truncated file).
+    Frame-threaded decoding (several CPUs) stops there quietly; one thread raised the error, and the same file was
+    read on one machine and refused on another. Before any frame the error stands (nothing to read: say why)."""
+    decoded = 0
+    try:
+        for frame in container.decode(stream):
+            decoded += 1
+            yield frame
+    except av.error.InvalidDataError:
+        if decoded == 0:
+            raise
+
+
 def _decode_video(path: Path, max_frames: int | None, max_pixels: int | None) -> tuple[np.ndarray, int]:
     """The first ``max_frames`` frames (all without a limit) as uint8 ``[F, H, W, 3]``, and the number of frames
     the file lists (its index, else the frames decoded; never fewer than decoded): one pass over the file. Decoding stops quietly where FFmpeg stops (a truncated file); an FFmpeg error is a
@@ -215,7 +229,7 @@ def _decode_video(path: Path, max_frames: int | None, max_pixels: int | None) ->
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame/slice threads: faster, same pixels
         try:
-            for frame in container.decode(stream):
+            for frame in _decoded(container, stream):
                 if max_pixels is not None and frame.width * frame.height > max_pixels:
                     raise MediaError(
                         f"{path}: frames are {frame.width}x{frame.height}, above the limit of {max_pixels:,} pixels"
@@ -370,7 +384,7 @@ def _decodable_frames(name: str, listed: int, _mtime_ns: int, _size: int) -> int
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         try:
-            for _ in container.decode(stream):
+            for _ in _decoded(container, stream):
                 decoded += 1
         except av.error.FFmpegError as exc:
             raise MediaError(f"{path}: video decoding failed after {decoded} frames: {one_line(exc)}") from None
