@@ -5,6 +5,7 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import pytest
 import torch
 
@@ -69,6 +70,16 @@ def test_media_info_of_a_video_and_a_frames_folder(tmp_path: Path) -> None:
     media.write_png_frames(tmp_path / "f", torch.rand(3, 8, 8, 3), metadata={"tool": "ltxcli", "seed": 4})
     assert media.media_info(tmp_path / "f") == ({"kind": "frames", "width": 8, "height": 8, "num_frames": 3},
                                                 {"tool": "ltxcli", "seed": 4})
+    # a portrait phone video: landscape frames and a display matrix; info gives the size ltx reads it at
+    with av.open(str(tmp_path / "phone.mp4"), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.height, stream.width, stream.pix_fmt = 32, 48, "yuv420p"
+        stream.set_display_rotation(-90)  # what the `rotate=90` tag of a phone's file reads as
+        for _ in range(3):
+            container.mux(stream.encode(av.VideoFrame(48, 32, "yuv420p")))
+        container.mux(stream.encode(None))
+    stream_info, _ = media.media_info(tmp_path / "phone.mp4")
+    assert (stream_info["width"], stream_info["height"], stream_info["num_frames"]) == (32, 48, 3)
     (tmp_path / "empty").mkdir()
     with pytest.raises(MediaError, match=r"without frame_00000\.png"):
         media.media_info(tmp_path / "empty")

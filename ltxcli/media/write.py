@@ -459,8 +459,11 @@ def media_info(path: PathLike) -> tuple[dict[str, Any], dict[str, Any] | None]:
             name, width, height = codec.name, codec.width, codec.height
             duration = float(container.duration / 1_000_000) if container.duration else None
             # the header alone passes for text named .jpg ("0x0, 1 frame"): a file that does not decode is refused
-            if next(container.decode(video=0), None) is None:
+            first = next(container.decode(video=0), None)
+            if first is None:
                 raise MediaError(f"{target}: no frame decodes")
+            if round(int(first.rotation or 0) / 90) % 2:  # a phone video on its side: the size ltx reads it at
+                width, height = height, width
     except av.error.FFmpegError as e:
         raise MediaError(f"{target}: cannot read video: {one_line(e)}") from None
     rate = video_frame_rate(target)
