@@ -80,6 +80,21 @@ def test_media_info_of_a_video_and_a_frames_folder(tmp_path: Path) -> None:
         container.mux(stream.encode(None))
     stream_info, _ = media.media_info(tmp_path / "phone.mp4")
     assert (stream_info["width"], stream_info["height"], stream_info["num_frames"]) == (32, 48, 3)
+    # images as ltx reads them: an animated WebP (FFmpeg cannot decode it: info refused it, exit 6) and a photo
+    # turned by its EXIF orientation (6: a quarter turn), whose upright size is the other way round
+    from PIL import Image
+
+    pictures = [Image.new("RGB", (40, 24), (10 * i, 0, 0)) for i in range(5)]
+    pictures[0].save(tmp_path / "a.webp", save_all=True, append_images=pictures[1:], duration=100, lossless=True)
+    assert media.media_info(tmp_path / "a.webp")[0] == {"kind": "image", "width": 40, "height": 24, "num_frames": 5}
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    pictures[0].save(tmp_path / "photo.jpg", exif=exif)
+    assert media.media_info(tmp_path / "photo.jpg")[0] == {"kind": "image", "width": 24, "height": 40,
+                                                            "num_frames": 1}
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "photo.jpg").read_bytes()[:300])
+    with pytest.raises(MediaError, match=r"cut\.jpg: cannot read image"):
+        media.media_info(tmp_path / "cut.jpg")
     (tmp_path / "empty").mkdir()
     with pytest.raises(MediaError, match=r"without frame_00000\.png"):
         media.media_info(tmp_path / "empty")

@@ -37,7 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from .errors import MediaError, check_regular_file, one_line
-from .read import media_num_frames, video_frame_rate
+from .read import VIDEO_SUFFIXES, media_num_frames, video_frame_rate
 
 PathLike = str | os.PathLike[str]
 Quantize = Literal["round", "truncate"]
@@ -430,24 +430,45 @@ def read_record(path: PathLike) -> dict[str, Any] | None:
     return record if record is not None and record.get("tool") == "ltxcli" else None
 
 
+def _image_info(target: Path) -> dict[str, Any] | None:
+    """An image's stream facts, at the size ltx reads it (EXIF orientation applied); ``None`` for a file Pillow does
+    not know (a video), except a ``.png``. A PNG is verified (every chunk checked, none decoded: a truncated PNG has
+    a whole header); another format has its first frame decoded, as FFmpeg did for them (animated WebP, which
+    FFmpeg cannot decode, and EXIF-turned photos were its mistakes)."""
+    png = target.suffix.lower() == ".png"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if png:
+                with Image.open(target) as im:
+                    im.verify()  # must come first: the image is unusable after it
+            with Image.open(target) as im:
+                width, height = im.size
+                if im.getexif().get(0x0112) in (5, 6, 7, 8):  # orientations a quarter turn off
+                    width, height = height, width
+                stream = {"kind": "image", "width": width, "height": height,
+                          "num_frames": int(getattr(im, "n_frames", 1))}
+                if not png:
+                    im.load()
+    except UnidentifiedImageError as e:
+        if png:
+            raise MediaError(f"{target}: cannot read image: {one_line(e)}") from None
+        return None
+    except Exception as e:  # PIL raises OSError, SyntaxError, struct.error, DecompressionBombError, ...
+        raise MediaError(f"{target}: cannot read image: {one_line(e)}") from None
+    return stream
+
+
 def media_info(path: PathLike) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """A file's stream facts (only the first frame is decoded) and its record (:func:`read_video_metadata`), as
-    ``ltx info`` shows them. Stream ``kind``: ``image`` (a PNG), ``video`` (with codec, frame_rate, duration_s) or
+    ``ltx info`` shows them. Stream ``kind``: ``image`` (any file Pillow reads), ``video`` (with codec, frame_rate, duration_s) or
     ``frames`` (a folder written by :func:`write_png_frames`, read through its first frame; ``num_frames`` counts
     the PNGs). A missing or unreadable file, or one whose first frame does not decode, is a :class:`MediaError`."""
     path = Path(path)
     record = read_record(path)
     target = path / "frame_00000.png" if path.is_dir() else path
-    if target.suffix.lower() == ".png":
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(target) as im:
-                    stream: dict[str, Any] = {"kind": "image", "width": im.width, "height": im.height,
-                                              "num_frames": 1}
-                    im.verify()  # every chunk read and checked, none decoded (a truncated PNG has a whole header)
-        except Exception as e:  # PIL raises OSError, SyntaxError, struct.error, DecompressionBombError, ...
-            raise MediaError(f"{target}: cannot read image: {one_line(e)}") from None
+    stream = None if target.suffix.lower() in VIDEO_SUFFIXES else _image_info(target)
+    if stream is not None:
         if target != path:
             stream.update(kind="frames", num_frames=len(list(path.glob("frame_*.png"))))
         return stream, record
