@@ -139,6 +139,19 @@ def source_defaults(request: GenerationRequest, preset: Preset) -> None:
                          f"{request.extend.frames} frames has {length} (give the new frames only)")
 
 
+def check_source_length(request: GenerationRequest) -> None:
+    """A video-to-video request for more frames than its input video decodes, refused before any model work
+    (ValueError); the pipeline refused it only once the model had loaded. Call once the length is known."""
+    from . import media
+
+    video = request.video
+    if video is None or request.extend is not None or request.num_frames is None:
+        return
+    if isinstance(video, (str, os.PathLike)) and request.num_frames > (count := media.source_frame_count(video)):
+        raise ValueError(f"{video}: {count} frames; video-to-video at this length needs {request.num_frames} "
+                         f"(at most {count}: --num-frames {count}, or a shorter --duration)")
+
+
 def check_source(item: GenerationRequest) -> None:
     """What an item with an input video must satisfy before any work (ValueError, one line)."""
     if item.video is not None and not 0 < item.denoise_strength < 1:
@@ -281,6 +294,7 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
 
 
 __all__ = [
-    "EXTEND_OPTION_HELP", "NOT_FOR_EXTEND", "SOURCE_OPTION_HELP", "ExtensionPlan", "check_extension", "check_source", "generation_control", "longest_frames", "parse_extension", "plan_extension",
+    "EXTEND_OPTION_HELP", "NOT_FOR_EXTEND", "SOURCE_OPTION_HELP", "ExtensionPlan", "check_extension", "check_source",
+    "check_source_length", "generation_control", "longest_frames", "parse_extension", "plan_extension",
     "run_extension", "source_defaults",
 ]

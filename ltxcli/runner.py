@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from . import long_video, naming, timeline
 from .batch import BatchItem, item_control
 from .enhance.rules import request_plan, unsupported
-from .extend import check_extension, run_extension, source_defaults
+from .extend import check_extension, check_source_length, run_extension, source_defaults
 from .long_state import interrupted_target, saved_seed, state_path
 from .naming import fps_number
 from .passes import MAX_STEPS
@@ -209,6 +209,7 @@ def _complete(items: Sequence[BatchItem], preset: Preset | None, batch_seed: int
             source_defaults(it, preset)
             if it.duration is not None and it.extend is None:  # the seconds asked for, at the item's rate
                 it.num_frames, it.duration = timeline.duration_frames(it, preset), None
+            check_source_length(it)
         except ValueError as e:
             raise _prefixed(e, wheres[i] if i < len(wheres) else "") from None
         it.height, it.width, it.num_frames, frame_rate = preset_size(

@@ -283,6 +283,19 @@ def test_v2v_of_a_truncated_file_uses_the_frames_that_decode(cli_env: Path) -> N
     assert json_lines(r.stdout)[0]["settings"]["num_frames"] == decodable
 
 
+def test_v2v_longer_than_its_input_is_refused_before_the_model_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      clip: Path) -> None:
+    """--num-frames (or --duration) beyond the input's 12 frames was refused only once the model had loaded."""
+    def no_model(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("the model was loaded")
+
+    enter_cli_env(tmp_path, monkeypatch, no_model)
+    line = assert_one_error_line(ltx("v2v", str(clip), "a dog", "--num-frames", "17", "--model", "tiny"), 2)
+    assert "12 frames; video-to-video at this length needs 17 (at most 12" in line
+    line = assert_one_error_line(ltx("v2v", str(clip), "a dog", "--duration", "2", "--model", "tiny"), 2)
+    assert "12 frames; video-to-video at this length needs 25" in line  # 2 s at the input's 12 fps: 8k + 1
+
+
 def test_an_animated_image_as_the_input_video_is_refused(cli_env: Path) -> None:
     """ltx reads an image's first frame only: an animated GIF given to v2v or extend used to become a 1-frame video
     (v2v) or a 1-frame context (extend), with no word."""
