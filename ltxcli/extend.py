@@ -119,7 +119,8 @@ def source_defaults(request: GenerationRequest, preset: Preset) -> None:
     source = request.extend.video if request.extend is not None else request.video
     if source is None or not isinstance(source, (str, os.PathLike)):
         return
-    count = media.source_frame_count(source)  # a truncated file: the frames that decode
+    # a truncated file: the frames that decode; v2v of a given length: no more (a long input is not decoded whole)
+    count = media.source_frame_count(source, request.num_frames if request.extend is None else None)
     if request.frame_rate is None:
         request.frame_rate = float(media.video_frame_rate(source))
     if request.height is None and request.width is None:
@@ -147,7 +148,8 @@ def check_source_length(request: GenerationRequest) -> None:
     video = request.video
     if video is None or request.extend is not None or request.num_frames is None:
         return
-    if isinstance(video, (str, os.PathLike)) and request.num_frames > (count := media.source_frame_count(video)):
+    count = media.source_frame_count(video, request.num_frames) if isinstance(video, (str, os.PathLike)) else None
+    if count is not None and request.num_frames > count:
         raise ValueError(f"{video}: {count} frames; video-to-video at this length needs {request.num_frames} "
                          f"(at most {count}: --num-frames {count}, or a shorter --duration)")
 

@@ -281,6 +281,10 @@ def test_v2v_of_a_truncated_file_uses_the_frames_that_decode(cli_env: Path) -> N
     assert r.exit_code == 0, r.stderr
     assert f"lists 41 frames but only {decodable} can be decoded" in r.stderr
     assert json_lines(r.stdout)[0]["settings"]["num_frames"] == decodable
+    # the first 9 frames asked for: decoding stops there (a long input is not decoded whole), nothing to warn of
+    (cli_env / "cut9.mp4").write_bytes(data[: len(data) // 2])  # another file: not the one counted (and cached)
+    r = ltx("v2v", "cut9.mp4", "a dog", "--num-frames", "9", "--model", "tiny", "--steps", "2", "-o", "v9.mp4")
+    assert r.exit_code == 0 and "warning" not in r.stderr, r.stderr
 
 
 def test_v2v_longer_than_its_input_is_refused_before_the_model_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

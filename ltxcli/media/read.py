@@ -353,9 +353,10 @@ def media_num_frames(path: PathLike) -> int:
     return count
 
 
-def source_frame_count(path: PathLike) -> int:
-    """Frames of a video-to-video or extension input: those that decode (every frame is decoded, none converted),
-    with a warning when the file lists more (a truncated file, whose index outlives its data). An image counts 1;
+def source_frame_count(path: PathLike, at_most: int | None = None) -> int:
+    """Frames of a video-to-video or extension input: those that decode (decoded, not converted; up to ``at_most``,
+    the frames a request asks for), with a warning when the file lists more (a truncated file, whose index
+    outlives its data). An image counts 1;
     an animated one (GIF, APNG, WebP, multi-page TIFF) is refused, as ltx reads only its first frame."""
     path = Path(path)
     listed = media_num_frames(path)
@@ -372,11 +373,11 @@ def source_frame_count(path: PathLike) -> int:
                              f"convert it to a video first (e.g. ffmpeg -i {path.name} {path.stem}.mp4)")
         return 1
     stat = path.stat()
-    return _decodable_frames(os.fspath(path), listed, stat.st_mtime_ns, stat.st_size)
+    return _decodable_frames(os.fspath(path), listed, at_most, stat.st_mtime_ns, stat.st_size)
 
 
 @functools.lru_cache(maxsize=8)
-def _decodable_frames(name: str, listed: int, _mtime_ns: int, _size: int) -> int:
+def _decodable_frames(name: str, listed: int, at_most: int | None, _mtime_ns: int, _size: int) -> int:
     # Cached by the file's identity: an extension counts its input twice (request defaults, then the run), and
     # should decode it, and warn, once.
     path, decoded = Path(name), 0
@@ -386,11 +387,13 @@ def _decodable_frames(name: str, listed: int, _mtime_ns: int, _size: int) -> int
         try:
             for _ in _decoded(container, stream):
                 decoded += 1
+                if decoded == at_most:  # the first minute of a long video is not decoded to the end
+                    break
         except av.error.FFmpegError as exc:
             raise MediaError(f"{path}: video decoding failed after {decoded} frames: {one_line(exc)}") from None
     if decoded == 0:
         raise MediaError(f"{path}: video has no decodable frames")
-    if decoded < listed:
+    if decoded < (listed if at_most is None else min(listed, at_most)):
         warnings.warn(f"{path}: the file lists {listed} frames but only {decoded} can be decoded (truncated or "
                       f"damaged?); using those {decoded}", stacklevel=1)
     return decoded
