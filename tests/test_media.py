@@ -312,6 +312,28 @@ def test_load_video_bad_files(tmp_path):
         media.video_frame_rate(tmp_path / "audio.wav")
 
 
+def test_a_raw_mpeg_stream_is_read_as_a_video(tmp_path):
+    """Pillow recognises a raw MPEG-1/2 stream (.m1v, .m2v) but cannot decode it: ``ltx i2v``/``-c`` said
+    "damaged or truncated image: cannot load this image" for a file FFmpeg reads."""
+    path = tmp_path / "clip.m2v"
+    with av.open(str(path), "w", format="mpeg2video") as container:
+        stream = container.add_stream("mpeg2video", rate=25, options={"qscale": "1"})
+        stream.height, stream.width, stream.pix_fmt = 48, 64, "yuv420p"
+        for i in range(9):
+            grey = np.full((48, 64, 3), 20 * i + 30, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(grey, format="rgb24")))
+        container.mux(stream.encode(None))
+    with Image.open(path) as image:
+        assert image.format == "MPEG"  # the premise: Pillow claims the file
+    frames = media.load_media(path) * 255
+    assert frames.shape == (9, 48, 64, 3)
+    levels = frames.mean(dim=(1, 2, 3))
+    assert torch.allclose(levels, torch.arange(9) * 20.0 + 30, atol=3), levels
+    assert media.media_num_frames(path) == 9 and media.read_media(path).frames.shape[0] == 9
+    stream_info, _ = media.media_info(path)
+    assert (stream_info["kind"], stream_info["num_frames"]) == ("video", 9)
+
+
 _ONE_CPU_READ = """
 import os, sys, warnings
 os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # FFmpeg sizes its decoding threads by the CPUs it may use

@@ -54,6 +54,10 @@ CONDITION_CRF = 29
 # Reading images
 # --------------------------------------------------------------------------------------------------------------
 
+#: Formats Pillow recognises but cannot decode ("identify-only" in its documentation). A raw MPEG-1/2 stream
+#: (``.m1v``, ``.m2v``, some ``.mpg``) is one: it is a video for FFmpeg, not a damaged image.
+IDENTIFY_ONLY_FORMATS = frozenset({"BUFR", "GRIB", "HDF5", "MPEG"})
+
 
 class _UnidentifiedMedia(MediaError):
     """Pillow (or FFmpeg) does not recognise the file at all, as opposed to a damaged file it recognised."""
@@ -74,6 +78,8 @@ def _open_pil(path: Path, max_pixels: int | None) -> Image.Image:
         except OSError as exc:
             raise MediaError(f"{path}: cannot open: {exc.strerror or one_line(exc)}") from None
         with image:
+            if image.format in IDENTIFY_ONLY_FORMATS:
+                raise _UnidentifiedMedia(f"{path}: not an image format Pillow can read")
             width, height = image.size
             if max_pixels is not None and width * height > max_pixels:
                 raise MediaError(
@@ -334,8 +340,9 @@ def media_num_frames(path: PathLike) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             try:
-                Image.open(path).close()
-                return 1
+                with Image.open(path) as image:
+                    if image.format not in IDENTIFY_ONLY_FORMATS:
+                        return 1
             except (UnidentifiedImageError, Image.DecompressionBombError):
                 pass
             except OSError as exc:

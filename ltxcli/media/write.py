@@ -37,7 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from .errors import MediaError, check_regular_file, one_line
-from .read import VIDEO_SUFFIXES, media_num_frames, video_frame_rate
+from .read import IDENTIFY_ONLY_FORMATS, VIDEO_SUFFIXES, media_num_frames, video_frame_rate
 
 PathLike = str | os.PathLike[str]
 Quantize = Literal["round", "truncate"]
@@ -443,6 +443,8 @@ def _image_info(target: Path) -> dict[str, Any] | None:
                 with Image.open(target) as im:
                     im.verify()  # must come first: the image is unusable after it
             with Image.open(target) as im:
+                if im.format in IDENTIFY_ONLY_FORMATS:  # a raw MPEG stream: a video
+                    return None
                 width, height = im.size
                 if im.getexif().get(0x0112) in (5, 6, 7, 8):  # orientations a quarter turn off
                     width, height = height, width
