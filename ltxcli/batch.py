@@ -209,6 +209,7 @@ def item_control(row: Mapping[str, Any], defaults: Mapping[str, Any]) -> Control
         from . import media
 
         media.load_media(c.media, max_frames=1)
+        media.source_frame_count(c.media, 1)  # an animated image (its first frame only) is refused
     return c
 
 

@@ -401,6 +401,18 @@ def test_cli_control_mistakes_are_one_line(tmp_path, args, message):
     assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+def test_an_animated_image_as_the_control_is_refused_before_loading(tmp_path):
+    """ltx reads an image's first frame only: an animated GIF given as --control used to steer the video with its
+    first frame, with no word."""
+    from PIL import Image
+
+    pictures = [Image.new("RGB", (64, 48), (40 * i, 0, 0)) for i in range(5)]
+    pictures[0].save(tmp_path / "pose.gif", save_all=True, append_images=pictures[1:], duration=100)
+    proc = _ltx(tmp_path, "generate", "a car", "--model", "tiny", "--control", "pose.gif", "-o", "o.mp4")
+    assert proc.returncode == 6 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "pose.gif: an animated image (5 frames)" in proc.stderr and not (tmp_path / "o.mp4").exists()
+
+
 def write_tiny_iclora(path) -> None:
     """A tiny IC-LoRA for the built-in tiny model (random rank-4 ComfyUI-format pairs on every self-attention
     projection): what an IC-LoRA file looks like to the loader, for the plumbing of --lora with --control."""

@@ -361,7 +361,7 @@ def media_num_frames(path: PathLike) -> int:
 
 
 def source_frame_count(path: PathLike, at_most: int | None = None) -> int:
-    """Frames of a video-to-video or extension input: those that decode (decoded, not converted; up to ``at_most``,
+    """Frames of a video-to-video, extension or control input: those that decode (decoded, not converted; up to ``at_most``,
     the frames a request asks for), with a warning when the file lists more (a truncated file, whose index
     outlives its data). An image counts 1;
     an animated one (GIF, APNG, WebP, multi-page TIFF) is refused, as ltx reads only its first frame."""
