@@ -495,6 +495,26 @@ def test_weights_pull_verify_path_rm(hub: Any, cli_env: Path) -> None:
     assert not local.exists()
 
 
+def test_weights_pull_into_a_file_is_a_usage_error(hub: Any, cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ltx weights pull --weights-dir afile` failed with exit 1 and "[Errno 20] Not a directory: .../.cache/..."
+    (rm already said "is a file, not a folder", exit 2)."""
+    hub.add("Lightricks/LTX-Video", "ltxv-spatial-upscaler-0.9.8.safetensors", os.urandom(4096))
+    (cli_env / "afile").write_text("x")
+
+    def refused(*args: str) -> str:  # after the "pulling ... into" line: one error line, exit 2, no traceback
+        r = ltx("weights", *args)
+        assert r.exit_code == 2 and "Traceback" not in r.stderr, (r.exit_code, r.stderr)
+        assert r.stderr.strip().splitlines()[-1].startswith("error: "), r.stderr
+        return r.stderr.strip().splitlines()[-1]
+
+    line = refused("pull", "ltxv-spatial-upscaler-0.9.8", "--weights-dir", "afile")
+    assert "afile is a file, not a folder" in line and "--weights-dir" in line
+    monkeypatch.setenv("LTX_WEIGHTS_DIR", str(cli_env / "afile"))  # the same through the environment, and for rm
+    assert "afile is a file" in refused("pull", "ltxv-spatial-upscaler-0.9.8")
+    assert "afile is a file" in refused("rm", "ltxv-spatial-upscaler-0.9.8")
+    assert not hub.resolve_requests("GET") and (cli_env / "afile").read_text() == "x"
+
+
 def test_generate_pulls_a_registry_model_then_runs(hub: Any, cli_env: Path) -> None:
     """A weights.toml model that is not downloaded is pulled (model + text encoder) and then generates."""
     from ltxcli.loading import save_official_checkpoint

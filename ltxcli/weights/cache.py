@@ -111,6 +111,16 @@ def weights_location(weights_dir: str | os.PathLike[str] | None = None) -> Weigh
     return WeightsLocation("hub-cache", hub_cache_dir().absolute())
 
 
+def folder_location(weights_dir: str | os.PathLike[str] | None = None) -> WeightsLocation:
+    """:func:`weights_location` for writing into: a plain-folder location that is a file is a usage error (one
+    line naming the option) rather than an OS error deep inside a download or a delete."""
+    loc = weights_location(weights_dir)
+    if loc.kind == "folder" and loc.root.is_file():
+        raise ValueError(f"{loc.root} is a file, not a folder: give the weights folder to --weights-dir / "
+                         "LTX_WEIGHTS_DIR")
+    return loc
+
+
 def offline_message(entry: WeightsEntry, loc: WeightsLocation) -> str:
     return (f"{entry.name} is not downloaded (looked in {loc}) and HF_HUB_OFFLINE=1 is set: "
             f"run `ltx weights pull {entry.name}` with network access")

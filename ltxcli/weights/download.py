@@ -23,6 +23,7 @@ from typing import Any
 from .cache import (
     Store,
     WeightsLocation,
+    folder_location,
     hub_cache_dir,
     is_offline,
     local_files,
@@ -191,7 +192,7 @@ def pull(name: str, *, weights_dir: str | os.PathLike[str] | None = None, on_eve
     assert entry.repo is not None
     if dry_run:
         return [p.local_path for p in plan(name, weights_dir=weights_dir, registry=registry)]
-    loc = weights_location(weights_dir)
+    loc = folder_location(weights_dir)
     store = Store(loc)
 
     if is_offline():

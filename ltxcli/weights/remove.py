@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .cache import Store, WeightsLocation, inside, known_partials, walk, weights_location
+from .cache import Store, WeightsLocation, folder_location, inside, known_partials, walk
 from .registry import Registry, WeightsEntry, registry_or_default, safe_join
 
 
@@ -25,10 +25,7 @@ def rm(name: str, *, weights_dir: str | os.PathLike[str] | None = None,
     if entry.is_builtin:
         return []
     assert entry.repo is not None
-    loc = weights_location(weights_dir)
-    if weights_dir is not None and Path(weights_dir).is_file():
-        raise ValueError(f"{weights_dir} is a file, not a folder: give the weights folder to --weights-dir / "
-                         "LTX_WEIGHTS_DIR")
+    loc = folder_location(weights_dir)
     store = Store(loc)
     removed = _rm_partials(entry, loc, store)
     removed += _rm_folder(entry, loc, store) if loc.kind == "folder" else _rm_cache(entry, loc, store)
