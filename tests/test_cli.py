@@ -495,6 +495,14 @@ def test_weights_pull_verify_path_rm(hub: Any, cli_env: Path) -> None:
     assert not local.exists()
 
 
+def test_weights_verify_of_the_builtin_model_says_so(cli_env: Path) -> None:
+    """`ltx weights verify tiny` printed nothing at all (and `--json` called it "ok" with no files)."""
+    r = ltx("weights", "verify", "tiny")
+    assert r.exit_code == 0 and r.stdout == "" and "tiny is built in: nothing to verify" in r.stderr, r.stderr
+    r = ltx("weights", "verify", "tiny", "--json")
+    assert r.exit_code == 0 and json_lines(r.stdout) == [{"name": "tiny", "status": "builtin", "files": []}]
+
+
 def test_weights_pull_into_a_file_is_a_usage_error(hub: Any, cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`ltx weights pull --weights-dir afile` failed with exit 1 and "[Errno 20] Not a directory: .../.cache/..."
     (rm already said "is a file, not a folder", exit 2)."""
