@@ -503,6 +503,25 @@ def test_weights_verify_of_the_builtin_model_says_so(cli_env: Path) -> None:
     assert r.exit_code == 0 and json_lines(r.stdout) == [{"name": "tiny", "status": "builtin", "files": []}]
 
 
+def test_weights_verify_all_goes_past_an_interrupted_download(hub: Any, cli_env: Path) -> None:
+    """`ltx weights verify` (everything on disk) stopped at the first entry an interrupted pull left partial:
+    exit 3 "not downloaded", and the entries after it were never checked."""
+    done, cut = os.urandom(4096), os.urandom(8192)
+    hub.add("Lightricks/LTX-Video", "ltxv-spatial-upscaler-0.9.8.safetensors", done)
+    hub.add("Lightricks/LTX-Video", "ltxv-spatial-upscaler-0.9.7.safetensors", cut)  # before 0.9.8 in weights.toml
+    assert ltx("weights", "pull", "ltxv-spatial-upscaler-0.9.8").exit_code == 0
+    repo = cli_env / "weights" / "Lightricks" / "LTX-Video"
+    (repo / "ltxv-spatial-upscaler-0.9.7.safetensors.partial").write_bytes(cut[:1000])
+    assert ltx("weights", "list", "--json").stdout.count('"state": "partial"') == 1
+
+    r = ltx("weights", "verify", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert [o["name"] for o in json_lines(r.stdout)] == ["ltxv-spatial-upscaler-0.9.8"]
+    assert "ltxv-spatial-upscaler-0.9.7 is partly downloaded, not verified: run `ltx weights pull" in r.stderr
+    (repo / "ltxv-spatial-upscaler-0.9.8.safetensors").write_bytes(b"x" * 4096)  # still checked: exit 4
+    assert "ltxv-spatial-upscaler-0.9.8.safetensors" in assert_one_error_line(ltx("weights", "verify", "-q"), 4)
+
+
 def test_weights_pull_into_a_file_is_a_usage_error(hub: Any, cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`ltx weights pull --weights-dir afile` failed with exit 1 and "[Errno 20] Not a directory: .../.cache/..."
     (rm already said "is a file, not a folder", exit 2)."""

@@ -108,8 +108,7 @@ def pull(
 def verify(
     names: NamesArg = None,
     weights_dir: WeightsDirOpt = None,
-    json_: JsonOpt = False,
-    quiet: QuietOpt = False,
+    json_: JsonOpt = False, quiet: QuietOpt = False,
 ) -> None:
     """Re-hash downloaded files and compare with the known sha256 (default: everything on disk). Exit 4 on a mismatch."""
     from ltxcli import weights
@@ -118,8 +117,9 @@ def verify(
 
     out = Output(json_mode=json_, quiet=quiet)
     reg = registry()
-    todo = [reg[n].name for n in names] if names else [e.name for e in reg if weights.status(
-        e.name, weights_dir=weights_dir, registry=reg).state in ("downloaded", "partial")]
+    todo, unfinished = weights.verify_targets(names, weights_dir=weights_dir, registry=reg)
+    for n in unfinished:
+        out.info(f"{n} is partly downloaded, not verified: run `ltx weights pull {n}` to finish it")
     if not todo:
         out.info("nothing downloaded to verify")
     for name in todo:

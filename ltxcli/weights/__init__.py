@@ -57,7 +57,7 @@ from .registry import (
     safe_relpath,
 )
 from .remove import rm
-from .verify import VerifiedFile, verify
+from .verify import VerifiedFile, verify, verify_targets
 
 __all__ = [
     "KINDS",
@@ -98,5 +98,6 @@ __all__ = [
     "status",
     "status_record",
     "verify",
+    "verify_targets",
     "weights_location",
 ]

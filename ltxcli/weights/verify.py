@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .cache import Store, WeightsLocation, inside, is_offline, local_files, not_downloaded, weights_location
+from .cache import (
+    Store,
+    WeightsLocation,
+    inside,
+    is_offline,
+    local_files,
+    not_downloaded,
+    status,
+    weights_location,
+)
 from .errors import ChecksumError, HubUnreachableError
 from .events import EventCallback, FileTask
 from .hub import RemoteFile, remote_files
@@ -174,3 +183,21 @@ def verify(name: str, *, weights_dir: str | os.PathLike[str] | None = None,
         raise unreachable  # a file only the Hub's hash could check: not verified, and not a success
     return out
 
+
+
+def verify_targets(names: list[str] | None = None, *, weights_dir: str | os.PathLike[str] | None = None,
+                   registry: Registry | None = None) -> tuple[list[str], list[str]]:
+    """What ``ltx weights verify`` checks: ``names``, else every entry with files on disk; and, without names, the
+    entries an interrupted pull left unfinished (a file still missing), apart: :func:`verify` refuses those as
+    not downloaded, which would stop the check of every entry after them."""
+    reg = registry_or_default(registry)
+    if names:
+        return [reg[n].name for n in names], []
+    loc = weights_location(weights_dir)
+    store = Store(loc)
+    todo: list[str] = []
+    unfinished: list[str] = []
+    for e in reg:
+        if status(e.name, weights_dir=weights_dir, registry=reg).state in ("downloaded", "partial"):
+            (unfinished if local_files(e, loc, store).missing else todo).append(e.name)
+    return todo, unfinished
