@@ -177,6 +177,9 @@ def plan_job(
         warn("--parallel applies only to several processes (--gpus N or torchrun); ignored")
     elif batch and world > 1 and s.parallel != "auto":
         warn("--parallel is ignored with --batch: each process generates whole items")
+    if s.offload != "none" and device.type == "cpu":  # host and device memory are one: nothing is freed
+        warn(f"--offload {s.offload} saves no memory on the CPU (host and device memory are the same): "
+             "it helps only on a GPU")
     check_kernels(s, device)  # an explicit kernel this machine cannot run: refused before any download
 
     spec = _resolve(s)  # reads a file's header: a corrupt one fails here

@@ -254,3 +254,21 @@ def test_a_batch_file_may_be_a_pipe_and_a_folder_is_named_so(tmp_path: Path) -> 
         batch.read_batch_file(tmp_path)
     with pytest.raises(ValueError, match=r"^--batch .*nope\.txt: no such file$"):
         batch.read_batch_file(tmp_path / "nope.txt")
+
+
+@pytest.mark.parametrize("offload", ["model", "sequential"])
+def test_offload_on_the_cpu_says_it_saves_nothing(tmp_path: Path, offload: str) -> None:
+    """``--offload model|sequential`` on a CPU-only run kept every weight in the same memory without a word, so a
+    user who chose it to fit a run believed it did something; planning says so once, and not for ``none``."""
+    from ltxcli import job as job_mod
+
+    rows = [{"prompt": "a cat", "seed": 4, "steps": 1, **SMALL}]
+    said: list[str] = []
+    settings = job_mod.JobSettings(model="tiny", output=str(tmp_path / "o.mp4"), device="cpu", offload=offload)
+    job_mod.plan_job(settings, [dict(r) for r in rows], batch=False, warn=said.append)
+    assert [m for m in said if "--offload" in m] == [
+        f"--offload {offload} saves no memory on the CPU (host and device memory are the same): it helps only on"
+        " a GPU"]
+    said.clear()
+    job_mod.plan_job(replace(settings, offload="none"), [dict(r) for r in rows], batch=False, warn=said.append)
+    assert not [m for m in said if "--offload" in m]
