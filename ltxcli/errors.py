@@ -41,6 +41,23 @@ def failure_kind(exc: BaseException) -> FailureKind | None:
     return None
 
 
+#: What to try when memory ran out, by command: only options that command takes (``ltx vae decode`` has no
+#: --offload, --vae-tiling or size options, and an advice it refuses is no advice).
+_GENERATING = "--offload model, --vae-tiling on, a smaller --height/--width, fewer --num-frames, or --dtype bfloat16 on a GPU"
+_OOM_ADVICE = {"generate": _GENERATING, "i2v": _GENERATING, "v2v": _GENERATING, "extend": _GENERATING,
+               "bench": "a smaller --height/--width, fewer --num-frames, or --dtype bfloat16 on a GPU",
+               "vae encode": "fewer --max-frames or --dtype bfloat16 on a GPU",
+               "vae roundtrip": "fewer --max-frames or --dtype bfloat16 on a GPU",
+               "vae decode": "--dtype bfloat16 on a GPU, or a file of fewer or smaller latent frames"}
+
+
+def oom_advice(args: list[str]) -> str:
+    """``try ...`` for a command line (without the program name) that ran out of memory."""
+    words = [a for a in args if not a.startswith("-")][:2]
+    advice = _OOM_ADVICE.get(" ".join(words)) or _OOM_ADVICE.get(words[0] if words else "")
+    return f"try {advice}" if advice else "try a smaller input, or another device with more memory (--device)"
+
+
 def exit_closed_stdout(code: int) -> NoReturn:
     """Stop at once with ``code``, without a word, because stdout's reader went away (``| head``); stdout is
     pointed at /dev/null first, so Python's final flush of what is still buffered cannot fail again."""
@@ -75,4 +92,4 @@ def reopen_closed_streams() -> None:
                                     errors="backslashreplace" if fd == 2 else "strict"))
 
 
-__all__ = ["LIBRARY_ERRORS", "FailureKind", "exit_closed_stdout", "failure_kind", "reopen_closed_streams"]
+__all__ = ["LIBRARY_ERRORS", "FailureKind", "exit_closed_stdout", "failure_kind", "oom_advice", "reopen_closed_streams"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from fractions import Fraction
@@ -865,3 +866,25 @@ def test_per_command_option_helps_name_shared_options() -> None:
 
     named = {*EXTEND_OPTION_HELP, *SOURCE_OPTION_HELP, *NOT_FOR_EXTEND}
     assert named <= set(SHARED_OPTIONS), named - set(SHARED_OPTIONS)
+
+
+def test_out_of_memory_advice_names_only_options_the_command_takes(cli_env: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ltx vae decode`` (and ``vae encode``/``roundtrip``, ``bench``) out of memory said "try --offload model,
+    --vae-tiling on, a smaller --height/--width, fewer --num-frames", options these commands refuse (exit 2)."""
+    from ltxcli import autoencode
+
+    def oom(*args: Any, **kwargs: Any) -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    media.write_video(cli_env / "clip.mp4", torch.rand(9, 64, 96, 3), 25)
+    assert ltx("vae", "encode", "clip.mp4", "--model", "tiny", "-o", "lat.safetensors").exit_code == 0
+    monkeypatch.setattr(autoencode.VideoAutoencoder, "decode", oom)
+    monkeypatch.setattr(autoencode.VideoAutoencoder, "encode", oom)
+    for args, allowed in [(["vae", "decode", "lat.safetensors", "-o", "d.mp4"], {"--dtype"}),
+                          (["vae", "roundtrip", "clip.mp4", "--model", "tiny"], {"--max-frames", "--dtype"})]:
+        line = assert_one_error_line(ltx(*args), 5)
+        named = set(re.findall(r"--[a-z][a-z-]+", line))
+        assert "out of memory" in line and named and named <= allowed, line
+        again = [a for o in sorted(named) for a in (o, "float32" if o == "--dtype" else "9")]
+        assert ltx(*args, *again).exit_code == 5  # each option the advice names is accepted

@@ -21,7 +21,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from ltxcli.errors import exit_closed_stdout, failure_kind
+from ltxcli.errors import exit_closed_stdout, failure_kind, oom_advice
 
 # the commands' byte formatting and JSON encoding are the library's (ltx doctor's checks use them too)
 from ltxcli.formatting import help_examples, one_line, to_json
@@ -241,10 +241,7 @@ def classify(exc: BaseException) -> tuple[int, str]:
     if kind in _KIND_CODES:
         return _KIND_CODES[kind], msg
     if kind == "oom":
-        return EXIT_OOM, (
-            f"out of memory ({msg[:200]}): try --offload model, --vae-tiling on, a smaller --height/--width, "
-            "fewer --num-frames, or --dtype bfloat16 on a GPU"
-        )
+        return EXIT_OOM, f"out of memory ({msg[:200]}): {oom_advice(_ARGS)}"
     if isinstance(exc, FileExistsError):  # the library's own message names its keyword argument
         return EXIT_USAGE, msg.replace("overwrite=True", "--overwrite") if "overwrite=" in msg else f"{msg}; pass --overwrite to replace it"
     if isinstance(exc, ValueError):
