@@ -56,7 +56,7 @@ from .request import (
     padded_size,
 )
 from .timeline import FRAMES_PER_LATENT as _LATENT_T
-from .timeline import duration_frames, frames_of, read_schedule, start_frame
+from .timeline import duration_frames, frames_of, read_schedule, schedule_frames
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -234,8 +234,7 @@ def check(request: GenerationRequest) -> tuple[int, int, float, float]:
         if not 0 <= v <= 1:
             raise ValueError(f"{name}={v} must be in [0, 1]")
     if r.prompt_schedule is not None:  # read, and each start converted, before any model work
-        for start, _ in read_schedule(r.prompt_schedule):
-            start_frame(start, float(r.frame_rate or 24))
+        schedule_frames(read_schedule(r.prompt_schedule), float(r.frame_rate or 24))
     if r.video is not None and windowed(r):
         raise ValueError("video-to-video in windows (a prompt with '|', a window, overlap or prompt schedule) is not "
                          "supported yet: give one prompt")
@@ -314,7 +313,7 @@ def window_prompts(r: GenerationRequest, spans: Sequence[tuple[int, int]], frame
     """The prompt of each window: the schedule entry in force at the window's first frame, else the ``|``
     parts in order (the last one repeated), else the prompt."""
     if r.prompt_schedule is not None:
-        entries = sorted((start_frame(s, frame_rate), p) for s, p in read_schedule(r.prompt_schedule))
+        entries = schedule_frames(read_schedule(r.prompt_schedule), frame_rate)
         out = []
         for start, _ in spans:
             current = [p for f, p in entries if f <= _LATENT_T * start]

@@ -8,6 +8,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,10 +104,21 @@ def start_frame(start: str | int, frame_rate: float) -> int:
         raise ValueError(f"prompt schedule start {start!r}: expected a frame number or seconds such as \"4.5s\"") from None
 
 
+def schedule_frames(entries: Sequence[tuple[str | int, str]], frame_rate: float) -> list[tuple[int, str]]:
+    """:func:`read_schedule`'s entries -> ``[(start frame, prompt)]`` by start. Two entries starting at the same
+    frame are refused: which one a window took was decided by the prompts' alphabetical order."""
+    frames = sorted(((start_frame(s, frame_rate), n, p) for n, (s, p) in enumerate(entries, 1)), key=lambda e: e[:2])
+    for (f, m, _), (g, n, _) in pairwise(frames):
+        if f == g:
+            raise ValueError(f"prompt schedule entries {m} and {n} both start at frame {f} (at {frame_rate:g} fps): "
+                             "give each a different start")
+    return [(f, p) for f, _, p in frames]
+
+
 def duration_frames(request: GenerationRequest, preset: Preset) -> int | None:
     """:func:`frames_of` at the request's frame rate, else the preset's (an input video's, once it gave one)."""
     return frames_of(request, float(preset_size(preset, request.height, request.width, None, request.frame_rate)[3]))
 
 
 __all__ = ["FRAMES_PER_LATENT", "duration_frames", "frames_for_duration", "frames_of", "parse_duration", "read_schedule",
-           "start_frame"]
+           "schedule_frames", "start_frame"]

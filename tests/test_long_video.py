@@ -673,3 +673,16 @@ def test_a_schedule_from_a_pipe_is_refused_by_name(tmp_path) -> None:
             timeline.read_schedule(str(fifo))
     finally:
         os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # lets the writer go, had it not been opened
+
+
+def test_schedule_entries_starting_at_the_same_frame_are_refused(tmp_path) -> None:
+    """Two entries at one start frame ("1s" and 24 at 24 fps too): the window took whichever prompt sorted last
+    alphabetically, not the one the file gave last; it is refused before any model work, naming both entries."""
+    sched = tmp_path / "s.jsonl"
+    sched.write_text('{"start": 0, "prompt": "a cat"}\n{"start": "1s", "prompt": "b dog"}\n{"start": 24, "prompt": "a bird"}\n')
+    request = GenerationRequest("x", num_frames=65, frame_rate=24, window=16, overlap=8, prompt_schedule=str(sched))
+    with pytest.raises(ValueError, match=r"entries 2 and 3 both start at frame 24 \(at 24 fps\)"):
+        long_video.check(request)
+    sched.write_text('{"start": 0, "prompt": "a cat"}\n{"start": "1s", "prompt": "b dog"}\n{"start": 32, "prompt": "a bird"}\n')
+    spans = long_video.split_windows(9, 2, 1)
+    assert long_video.window_prompts(request, spans, 24.0) == ["a cat"] * 3 + ["b dog"] * 1 + ["a bird"] * 4
