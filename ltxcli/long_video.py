@@ -40,6 +40,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -651,6 +652,10 @@ class _LongRun:
         # none, another run's, or unreadable: start over (the file is replaced by the next window's)
         saved = read_state(self.state) if self.state is not None else {}
         if saved.get("hash") != self.hash:
+            if self.state is not None and self.state.is_file() and self.keep_state:  # once, by the writing rank
+                # a changed option (or model, LoRA) would otherwise lose the kept windows without a word
+                warnings.warn(f"{self.state.name}: the kept windows were made with other settings (request, model "
+                              "or LoRAs) or cannot be read: starting over", stacklevel=2)
             return None, None, 0
         return saved["out"], saved["first"], int(saved["done"])
 

@@ -686,3 +686,31 @@ def test_schedule_entries_starting_at_the_same_frame_are_refused(tmp_path) -> No
     sched.write_text('{"start": 0, "prompt": "a cat"}\n{"start": "1s", "prompt": "b dog"}\n{"start": 32, "prompt": "a bird"}\n')
     spans = long_video.split_windows(9, 2, 1)
     assert long_video.window_prompts(request, spans, 24.0) == ["a cat"] * 3 + ["b dog"] * 1 + ["a bird"] * 4
+
+
+def test_a_state_of_other_settings_says_it_starts_over(tiny, tmp_path) -> None:
+    """--resume after changing one option (here --adain): the kept windows were dropped and every window denoised
+    again without a word, as if resuming; now one warning names the state and says it starts over. The same
+    settings resume silently."""
+    import warnings
+
+    req = GenerationRequest("a cat | a dog", height=64, width=64, num_frames=57, seed=2, steps=1, window=48,
+                            overlap=24)
+    state = tmp_path / ".out.mp4.ltx-resume"
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(stage: str, done: int, total: int) -> None:
+        if stage == "window" and done == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        long_video.generate(tiny, req, resume=state, progress=interrupt)
+    with pytest.warns(UserWarning, match=r"^\.out\.mp4\.ltx-resume: the kept windows were made with other settings"), \
+            pytest.raises(Stop):
+        long_video.generate(tiny, replace(req, adain=0.3), resume=state, progress=interrupt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        long_video.generate(tiny, replace(req, adain=0.3), resume=state)  # its own state: resumed
+    assert not state.exists()
