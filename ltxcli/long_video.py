@@ -390,6 +390,8 @@ def generate(
     if resume is not None and request.seed is None:  # (a batch item's drawn seed: ltxcli.runner.plan_outputs)
         request = state_seed(request, Path(resume))
     p = plan(request, pipe.preset, max_seconds)
+    if p is not None and p.request.prompt_schedule is not None:
+        _warn_unused_entries(p)
     if p is None or len(p.windows) == 1:
         one = replace(p.window_request(0), num_frames=p.num_frames) if p is not None else _single(request, pipe.preset)
         if p is not None and unsupported(request) is not None:  # per-window prompts, in one window: not enhanced
@@ -417,6 +419,18 @@ def generate(
     chunks = list(run.pixels(result))
     result.video = torch.cat(chunks) if chunks else None
     return result
+
+
+def _warn_unused_entries(p: LongPlan) -> None:
+    # an entry past the video's end, or replaced before the next window starts, was dropped without a word
+    used = {w.prompt for w in p.windows}
+    unused = [f for f, prompt in schedule_frames(read_schedule(p.request.prompt_schedule), p.frame_rate)
+              if prompt not in used]
+    if unused:
+        starts = ", ".join(str(w.first_frame) for w in p.windows[:4]) + (", ..." if len(p.windows) > 4 else "")
+        which = "the entry" if len(unused) == 1 else f"{len(unused)} entries"
+        warnings.warn(f"prompt schedule: {which} starting at frame {', '.join(map(str, unused))} used by no window "
+                      f"(a window takes the entry in force at its first frame; windows start at {starts})", stacklevel=3)
 
 
 def _media_checked(pipe: Pipeline, p: LongPlan) -> GenerationRequest:

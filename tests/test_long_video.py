@@ -714,3 +714,23 @@ def test_a_state_of_other_settings_says_it_starts_over(tiny, tmp_path) -> None:
         warnings.simplefilter("error")
         long_video.generate(tiny, replace(req, adain=0.3), resume=state)  # its own state: resumed
     assert not state.exists()
+
+
+def test_schedule_entries_no_window_uses_are_named(tiny, tmp_path) -> None:
+    """An entry past the video's end, or replaced by a later one before the next window starts, was dropped
+    without a word; now one warning names their start frames. A schedule whose entries are all used says nothing."""
+    import warnings
+
+    sched = tmp_path / "s.jsonl"
+    sched.write_text('{"start": 0, "prompt": "a cat"}\n{"start": 12, "prompt": "a dog"}\n'
+                     '{"start": 14, "prompt": "a fox"}\n{"start": "9s", "prompt": "a bird"}\n')
+    req = GenerationRequest("x", height=64, width=64, num_frames=25, frame_rate=24, seed=2, steps=1, window=16,
+                            overlap=8, prompt_schedule=str(sched))  # windows start at frames 0, 8, 16
+    with pytest.warns(UserWarning, match=r"^prompt schedule: 2 entries starting at frame 12, 216 used by no window "
+                                         r"\(.*windows start at 0, 8, 16\)$"):
+        res = long_video.generate(tiny, req)
+    assert [w["prompt"] for w in res.settings["long"]["windows"]] == ["a cat", "a cat", "a fox"]
+    sched.write_text('{"start": 0, "prompt": "a cat"}\n{"start": 16, "prompt": "a fox"}\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        long_video.generate(tiny, req)
