@@ -697,19 +697,9 @@ def test_a_state_of_other_settings_says_it_starts_over(tiny, tmp_path) -> None:
     req = GenerationRequest("a cat | a dog", height=64, width=64, num_frames=57, seed=2, steps=1, window=48,
                             overlap=24)
     state = tmp_path / ".out.mp4.ltx-resume"
-
-    class Stop(Exception):
-        pass
-
-    def interrupt(stage: str, done: int, total: int) -> None:
-        if stage == "window" and done == 1:
-            raise Stop
-
-    with pytest.raises(Stop):
-        long_video.generate(tiny, req, resume=state, progress=interrupt)
-    with pytest.warns(UserWarning, match=r"^\.out\.mp4\.ltx-resume: the kept windows were made with other settings"), \
-            pytest.raises(Stop):
-        long_video.generate(tiny, replace(req, adain=0.3), resume=state, progress=interrupt)
+    _interrupted(tiny, req, state, after=1)
+    with pytest.warns(UserWarning, match=r"^\.out\.mp4\.ltx-resume: the kept windows were made with other settings"):
+        _interrupted(tiny, replace(req, adain=0.3), state, after=1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         long_video.generate(tiny, replace(req, adain=0.3), resume=state)  # its own state: resumed
