@@ -48,7 +48,7 @@ from .request import (
     preset_size,
     resolve_request,
 )
-from .sizes import MAX_FRAME_RATE, check_size
+from .sizes import MAX_FRAME_RATE, check_size, padded_size
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -246,11 +246,12 @@ def _check_sizes(item: BatchItem, max_pos: Sequence[int], frames_out: bool) -> N
     assert item.height is not None and item.width is not None and item.num_frames is not None
     assert item.frame_rate is not None
     lowest = 1 if frames_out else 2
-    for name, v, limit in (("height", item.height, max_pos[1]), ("width", item.width, max_pos[2])):
+    ph, pw, _ = padded_size(item.height, item.width, 1)
+    for name, v, padded, limit in (("height", item.height, ph, max_pos[1]), ("width", item.width, pw, max_pos[2])):
         if v < lowest:
             raise ValueError(f"{name}={v} must be at least {lowest} (e.g. 512; sizes are padded to multiples of 32)")
-        if (v - 1) // 32 * 32 + 32 > limit:
-            raise ValueError(f"{name}={v} pads to {(v - 1) // 32 * 32 + 32}, above the model's position range of "
+        if padded > limit:
+            raise ValueError(f"{name}={v} pads to {padded}, above the model's position range of "
                              f"{limit} px (use at most {limit})")
         if not frames_out and v % 2:
             raise ValueError(f"{name}={v} must be even for an H.264 MP4 (4:2:0 chroma): use "

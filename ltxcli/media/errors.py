@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import formatting
+
 
 class MediaError(ValueError):
     """A media file that cannot be read or written; the message is one line and names the file."""
@@ -21,5 +23,4 @@ def check_regular_file(path: Path, kind: str) -> None:
 
 def one_line(exc: BaseException) -> str:
     """An exception's message on one line (its type name when it has none)."""
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+    return formatting.one_line(str(exc)) or type(exc).__name__
