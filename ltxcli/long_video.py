@@ -315,12 +315,15 @@ def window_prompts(r: GenerationRequest, spans: Sequence[tuple[int, int]], frame
     parts in order (the last one repeated), else the prompt."""
     if r.prompt_schedule is not None:
         entries = schedule_frames(read_schedule(r.prompt_schedule), frame_rate)
-        out = []
-        for start, _ in spans:
-            current = [p for f, p in entries if f <= _LATENT_T * start]
-            out.append(current[-1] if current else entries[0][1])
-        return out
+        return [entries[_in_force(entries, _LATENT_T * start)][1] for start, _ in spans]
     return bar_prompts(r.prompt, len(spans))
+
+
+def _in_force(entries: Sequence[tuple[int, str]], frame: int) -> int:
+    """Which of the schedule's ``entries`` (by start) a window starting at ``frame`` takes: the last one started,
+    else the first."""
+    started = [i for i, (f, _) in enumerate(entries) if f <= frame]
+    return started[-1] if started else 0
 
 
 def bar_prompts(prompt: str, n: int) -> list[str]:
@@ -423,9 +426,9 @@ def generate(
 
 def _warn_unused_entries(p: LongPlan) -> None:
     # an entry past the video's end, or replaced before the next window starts, was dropped without a word
-    used = {w.prompt for w in p.windows}
-    unused = [f for f, prompt in schedule_frames(read_schedule(p.request.prompt_schedule), p.frame_rate)
-              if prompt not in used]
+    entries = schedule_frames(read_schedule(p.request.prompt_schedule), p.frame_rate)
+    taken = {_in_force(entries, w.first_frame) for w in p.windows}
+    unused = [f for i, (f, _) in enumerate(entries) if i not in taken]
     if unused:
         starts = ", ".join(str(w.first_frame) for w in p.windows[:4]) + (", ..." if len(p.windows) > 4 else "")
         which = "the entry" if len(unused) == 1 else f"{len(unused)} entries"
