@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 import torch
 from fake_hub import FakeHub
@@ -118,3 +119,29 @@ def assert_codes_match(codes: torch.Tensor, reference: torch.Tensor, tol: float 
     near = (scaled - scaled.floor() - 0.5).abs() <= tol * 255
     assert int(diff.max()) <= 1 and bool((near | (diff == 0)).all()), int((diff > 0).sum())
     return int((diff > 0).sum())
+
+
+def truncated_mp4(folder: Path, name: str = "cut.mp4", seed: int = 3) -> tuple[Path, int]:
+    """``name``: a 41-frame 96x64 MP4 whose index (at the front) lists all 41 frames, cut in half, and the frames
+    FFmpeg decodes from it on one thread (checked to be some, not all: the premise of a truncated file)."""
+    gen = torch.Generator().manual_seed(seed)
+    whole = folder / f"whole-{name}"
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=24)
+        stream.height, stream.width, stream.pix_fmt = 64, 96, "yuv420p"
+        for _ in range(41):  # noise: big frames, so that half the file is about half the frames
+            pixels = (torch.rand(64, 96, 3, generator=gen) * 255).to(torch.uint8).numpy()
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode(None))
+    data = whole.read_bytes()
+    (folder / name).write_bytes(data[: len(data) // 2])
+    decodable = 0
+    with av.open(str(folder / name)) as container:
+        listed = container.streams.video[0].frames
+        try:  # one thread: FFmpeg says where the data ends (frame threads stop there quietly)
+            for _ in container.decode(video=0):
+                decodable += 1
+        except av.error.InvalidDataError:
+            pass
+    assert listed == 41 and 1 < decodable < 41  # the premise: an index that outlives the data
+    return folder / name, decodable

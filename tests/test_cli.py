@@ -156,6 +156,18 @@ def test_info_shows_no_record_for_another_program_s_json_comment(cli_env: Path) 
     assert "prompt: x" not in human.stdout and "no ltx generation record" in human.stderr
 
 
+def test_info_counts_the_frames_a_truncated_file_decodes(cli_env: Path) -> None:
+    """An MP4 whose index (at the front) outlives its cut-off data: `ltx info` listed the index's 41 frames, while
+    `ltx v2v` and `ltx extend` use (and say they use) only those that decode."""
+    _, decodable = cli_harness.truncated_mp4(cli_env)
+    r = ltx("info", "cut.mp4", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json_lines(r.stdout)[0]["stream"]["num_frames"] == decodable
+    assert f"lists 41 frames but only {decodable} can be decoded" in r.stderr
+    human = ltx("info", "cut.mp4")
+    assert f"{decodable} frame(s)" in human.stdout
+
+
 def test_info_refuses_a_file_that_does_not_decode(cli_env: Path) -> None:
     """Text named .jpg was described (exit 0) as "stream: 0x0, 1 frame(s), 25 fps, mjpeg" while `ltx i2v` refused
     it (exit 6); a truncated PNG (its header whole) likewise. A real JPEG, PNG and an ltx MP4 are still described."""

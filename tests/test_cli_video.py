@@ -257,32 +257,13 @@ def test_v2v_strength_out_of_range_is_one_line(cli_env: Path, clip: Path) -> Non
 def test_v2v_of_a_truncated_file_uses_the_frames_that_decode(cli_env: Path) -> None:
     """An MP4 whose index (at the front) lists more frames than its cut-off data holds: its length used to come from
     the index, and the run failed after the model loaded with "18 frames; video-to-video at this length needs 41"."""
-    gen = torch.Generator().manual_seed(3)
-    whole = cli_env / "whole.mp4"
-    with av.open(str(whole), "w", options={"movflags": "faststart"}) as container:
-        stream = container.add_stream("libx264", rate=24)
-        stream.height, stream.width, stream.pix_fmt = 64, 96, "yuv420p"
-        for _ in range(41):  # noise: big frames, so that half the file is about half the frames
-            pixels = (torch.rand(64, 96, 3, generator=gen) * 255).to(torch.uint8).numpy()
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
-        container.mux(stream.encode(None))
-    data = whole.read_bytes()
-    (cli_env / "cut.mp4").write_bytes(data[: len(data) // 2])
-    decodable = 0
-    with av.open(str(cli_env / "cut.mp4")) as container:
-        listed = container.streams.video[0].frames
-        try:  # one thread: FFmpeg says where the data ends (frame threads stop there quietly)
-            for _ in container.decode(video=0):
-                decodable += 1
-        except av.error.InvalidDataError:
-            pass
-    assert listed == 41 and 1 < decodable < 41  # the premise: an index that outlives the data
+    cut, decodable = cli_harness.truncated_mp4(cli_env)
     r = ltx("v2v", "cut.mp4", "a dog", "--model", "tiny", "--steps", "2", "-o", "v.mp4", "--json")
     assert r.exit_code == 0, r.stderr
     assert f"lists 41 frames but only {decodable} can be decoded" in r.stderr
     assert json_lines(r.stdout)[0]["settings"]["num_frames"] == decodable
     # the first 9 frames asked for: decoding stops there (a long input is not decoded whole), nothing to warn of
-    (cli_env / "cut9.mp4").write_bytes(data[: len(data) // 2])  # another file: not the one counted (and cached)
+    (cli_env / "cut9.mp4").write_bytes(cut.read_bytes())  # another file: not the one counted (and cached)
     r = ltx("v2v", "cut9.mp4", "a dog", "--num-frames", "9", "--model", "tiny", "--steps", "2", "-o", "v9.mp4")
     assert r.exit_code == 0 and "warning" not in r.stderr, r.stderr
 

@@ -37,7 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from .errors import MediaError, check_regular_file, one_line
-from .read import IDENTIFY_ONLY_FORMATS, VIDEO_SUFFIXES, media_num_frames, video_frame_rate
+from .read import IDENTIFY_ONLY_FORMATS, VIDEO_SUFFIXES, source_frame_count, video_frame_rate
 
 PathLike = str | os.PathLike[str]
 Quantize = Literal["round", "truncate"]
@@ -462,10 +462,12 @@ def _image_info(target: Path) -> dict[str, Any] | None:
 
 
 def media_info(path: PathLike) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """A file's stream facts (only the first frame is decoded) and its record (:func:`read_video_metadata`), as
+    """A file's stream facts and its record (:func:`read_video_metadata`), as
     ``ltx info`` shows them. Stream ``kind``: ``image`` (any file Pillow reads), ``video`` (with codec, frame_rate, duration_s) or
     ``frames`` (a folder written by :func:`write_png_frames`, read through its first frame; ``num_frames`` counts
-    the PNGs). A missing or unreadable file, or one whose first frame does not decode, is a :class:`MediaError`."""
+    the PNGs). A video's ``num_frames`` counts the frames that decode (decoded, not converted), as ``ltx v2v`` and
+    ``ltx extend`` use them, with the same warning when the file lists more (a truncated file's index).
+    A missing or unreadable file, or one whose first frame does not decode, is a :class:`MediaError`."""
     path = Path(path)
     record = read_record(path)
     target = path / "frame_00000.png" if path.is_dir() else path
@@ -492,7 +494,7 @@ def media_info(path: PathLike) -> tuple[dict[str, Any], dict[str, Any] | None]:
     rate = video_frame_rate(target)
     fps: float | int = int(rate) if rate.denominator == 1 else round(float(rate), 6)
     stream = {"kind": "video", "codec": name, "width": width, "height": height,
-              "num_frames": media_num_frames(target), "frame_rate": fps, "duration_s": duration}
+              "num_frames": source_frame_count(target), "frame_rate": fps, "duration_s": duration}
     return stream, record
 
 
