@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -104,10 +103,17 @@ def matches(item: BatchItem, rec: Mapping[str, Any], *, preset: Preset | None = 
 
 
 def _same_lora(spec: Any, rec: Mapping[str, Any]) -> bool:
-    """A LoRA spec (registry name or file, scale) against a record's ``{"name", "path", "sha256", "scale"}``."""
+    """A LoRA spec (registry name or file, scale) against a record's ``{"name", "path", "sha256", "scale"}``: a
+    registry LoRA by its name (its download is checked against weights.toml), a file by its content, the sha256
+    the record stores (another file at the recorded path is another LoRA; the same file moved is the same)."""
+    from .adapters.lora import lora_sha256
+
     if float(rec.get("scale", 1.0)) != float(spec.scale) or (spec.sha256 and spec.sha256 != rec.get("sha256")):
         return False
-    return spec.source == rec.get("name") or os.path.abspath(spec.source) == rec.get("path")
+    if spec.source == rec.get("name"):
+        return True
+    path = Path(spec.source).expanduser()
+    return path.is_file() and lora_sha256(path) == rec.get("sha256")
 
 
 def _same_inputs(item: BatchItem, rec: Mapping[str, Any]) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +14,7 @@ from tiny_models import one_thread  # noqa: F401  (module-scoped autouse fixture
 from typer.testing import CliRunner
 
 import ltxcli
-from ltxcli import batch, media, runner
+from ltxcli import batch, media, resume, runner
 from ltxcli.cli import app
 from ltxcli.runner import BatchItem
 
@@ -272,3 +273,24 @@ def test_offload_on_the_cpu_says_it_saves_nothing(tmp_path: Path, offload: str) 
     said.clear()
     job_mod.plan_job(replace(settings, offload="none"), [dict(r) for r in rows], batch=False, warn=said.append)
     assert not [m for m in said if "--offload" in m]
+
+
+def test_skip_existing_knows_a_lora_by_its_content_not_its_path(tmp_path: Path) -> None:
+    """The record stores each LoRA's sha256, but ``--skip-existing`` compared path and scale: another file put at
+    the recorded path was taken for the same request (its output skipped as done), and the very same file at
+    another path was not. (Only the bytes matter here: nothing reads the files as LoRAs.)"""
+    style, moved = tmp_path / "style.safetensors", tmp_path / "moved.safetensors"
+    style.write_bytes(b"the first LoRA")
+    rec = {"index": 0, "prompt": "a cat", "seed": 5, "height": 64, "width": 96, "num_frames": 9, "frame_rate": 24,
+           "conditions": [], "control": None,
+           "loras": [{"name": None, "path": str(style), "sha256": hashlib.sha256(b"the first LoRA").hexdigest(),
+                      "scale": 0.8}]}
+
+    def item(lora: Path, scale: float = 0.8) -> BatchItem:
+        return BatchItem("a cat", seed=5, frame_rate=24, loras=[(str(lora), scale)], **SMALL)
+
+    assert resume.matches(item(style), rec) and not resume.matches(item(style, 0.5), rec)
+    moved.write_bytes(b"the first LoRA")
+    assert resume.matches(item(moved), rec)  # the same bytes elsewhere: the same request
+    style.write_bytes(b"a second, other LoRA")  # another LoRA at the recorded path
+    assert not resume.matches(item(style), rec)

@@ -11,6 +11,7 @@ This module imports no torch: the CLI and :func:`ltxcli.spec.resolve_spec` resol
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -185,7 +186,21 @@ def check_base(lora: str, base: tuple[str, ...], model: str, registry: weights.R
             f"LoRA {lora} is made for {', '.join(base)}, not for {known}")
 
 
+def lora_sha256(path: PathLike) -> str:
+    """The sha256 a generation record stores for the LoRA file ``path``: what ``--from`` and ``--skip-existing``
+    know the LoRA by, wherever the file lies (hashed once while its size and modification time stay)."""
+    st = os.stat(path)
+    return _sha256(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256(path: str, _size: int, _mtime_ns: int) -> str:
+    from ..weights.verify import hash_file
+
+    return hash_file(Path(path), "sha256")
+
+
 __all__ = [
-    "LoraLike", "LoraMismatchError", "LoraRef", "LoraSpec", "check_base", "fetch_loras", "lora_spec", "lora_specs",
-    "model_entry_name", "parse_lora", "resolve_lora",
+    "LoraLike", "LoraMismatchError", "LoraRef", "LoraSpec", "check_base", "fetch_loras", "lora_sha256", "lora_spec",
+    "lora_specs", "model_entry_name", "parse_lora", "resolve_lora",
 ]

@@ -415,14 +415,14 @@ _CACHE_MAX = 8
 def load_lora_file(ref: LoraRef, shapes: Mapping[str, tuple[int, int]]) -> LoraFile:
     """``ref``'s file read against ``shapes`` (kept for the next call while the file is unchanged), its sha256
     checked against the one ``ref`` asks for."""
-    from ..weights.verify import hash_file
+    from .lora import lora_sha256
 
     assert ref.path is not None, "fetch_loras gives every ref a path"
     st = os.stat(ref.path)
     key = (os.path.realpath(ref.path), st.st_size, st.st_mtime_ns, hash(tuple(sorted(shapes.items()))))
     lora = _CACHE.get(key)
     if lora is None:
-        lora = read_lora(ref.path, shapes, sha256=hash_file(Path(ref.path), "sha256"))
+        lora = read_lora(ref.path, shapes, sha256=lora_sha256(ref.path))
         if len(_CACHE) >= _CACHE_MAX:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = lora
