@@ -287,6 +287,30 @@ def test_peft_lora_alpha_saved_with_the_file_scales_like_peft(base, inputs, save
     assert err <= TOL
 
 
+def test_peft_folder_lora_is_recorded_by_its_weights_and_its_config(base, tmp_path) -> None:
+    """PEFT's ``adapter_model.safetensors`` takes its alpha from the ``adapter_config.json`` beside it, but the
+    record's sha256 was the safetensors' alone: a run with another lora_alpha (other frames) recorded the same
+    LoRA, and a process that had read the folder once kept merging the first alpha (its cache knew the file by the
+    safetensors' size and time only). The record's sha256 covers both files, the weights' bytes first."""
+    pairs = lora_pairs(base["shapes"], BLOCK_TARGETS, 4, 61)
+    path = write(tmp_path / "adapter_model.safetensors", pairs, "peft")
+    config = tmp_path / "adapter_config.json"
+    model = load_transformer(base["f32"])
+    q = model.transformer_blocks[0].attn1.to_q
+    original = q.weight.detach().clone()
+    deltas, shas = [], []
+    for alpha in (8, 2):
+        config.write_text(json.dumps({"r": 4, "lora_alpha": alpha, "target_modules": ["to_q"]}))
+        (rec,) = merge(model, [(path, 1.0)])
+        deltas.append(q.weight.detach() - original)
+        shas.append(rec["sha256"])
+        assert rec["sha256"] == hashlib.sha256(path.read_bytes() + config.read_bytes()).hexdigest()
+    a, b = pairs["transformer_blocks.0.attn1.to_q"]
+    for delta, alpha in zip(deltas, (8, 2), strict=True):  # the config's alpha / r, merged each time
+        assert torch.allclose(delta, alpha / 4 * (b @ a), atol=1e-5)
+    assert shas[0] != shas[1]
+
+
 # --- precision and unload ------------------------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ This module imports no torch: the CLI and :func:`ltxcli.spec.resolve_spec` resol
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -186,21 +187,34 @@ def check_base(lora: str, base: tuple[str, ...], model: str, registry: weights.R
             f"LoRA {lora} is made for {', '.join(base)}, not for {known}")
 
 
+#: PEFT's ``save_pretrained`` folder: the weights, and the config whose ``lora_alpha`` scales them (read beside
+#: them by :mod:`ltxcli.adapters.lora_merge`).
+PEFT_WEIGHTS, PEFT_CONFIG = "adapter_model.safetensors", "adapter_config.json"
+
+
 def lora_sha256(path: PathLike) -> str:
     """The sha256 a generation record stores for the LoRA file ``path``: what ``--from`` and ``--skip-existing``
-    know the LoRA by, wherever the file lies (hashed once while its size and modification time stay)."""
-    st = os.stat(path)
-    return _sha256(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    know the LoRA by, wherever the file lies (hashed once while its size and modification time stay). For PEFT's
+    ``adapter_model.safetensors`` with ``adapter_config.json`` beside it, whose alpha changes the result, the sha256
+    of the two files' bytes one after the other (``cat adapter_model.safetensors adapter_config.json | sha256sum``)."""
+    path = Path(path)
+    files = [path, path.parent / PEFT_CONFIG] if path.name == PEFT_WEIGHTS and (path.parent / PEFT_CONFIG).is_file() \
+        else [path]
+    return _sha256(tuple((os.path.realpath(f), st.st_size, st.st_mtime_ns) for f in files for st in [os.stat(f)]))
 
 
 @functools.lru_cache(maxsize=32)
-def _sha256(path: str, _size: int, _mtime_ns: int) -> str:
-    from ..weights.verify import hash_file
-
-    return hash_file(Path(path), "sha256")
+def _sha256(files: tuple[tuple[str, int, int], ...]) -> str:
+    """sha256 over the files' bytes in order (each ``(path, size, mtime_ns)``: the cache's key)."""
+    h = hashlib.sha256()
+    for name, _size, _mtime_ns in files:
+        with open(name, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 __all__ = [
-    "LoraLike", "LoraMismatchError", "LoraRef", "LoraSpec", "check_base", "fetch_loras", "lora_sha256", "lora_spec",
+    "PEFT_CONFIG", "PEFT_WEIGHTS", "LoraLike", "LoraMismatchError", "LoraRef", "LoraSpec", "check_base", "fetch_loras", "lora_sha256", "lora_spec",
     "lora_specs", "model_entry_name", "parse_lora", "resolve_lora",
 ]

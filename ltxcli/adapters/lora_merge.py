@@ -64,7 +64,7 @@ from ..models.fp8 import FP8Linear, FP8StoredLinear, quantize_e4m3
 from ..models.int8 import Int8StoredLinear, quantize_int8
 from ..models.upcast import compute_dtype
 from ..safetensors_io import CheckpointError, SafetensorsFile
-from .lora import LoraRef
+from .lora import PEFT_CONFIG, PEFT_WEIGHTS, LoraRef, lora_sha256
 
 PathLike = str | os.PathLike[str]
 
@@ -181,9 +181,9 @@ def _peft_config(path: Path, f: SafetensorsFile) -> dict | None:
             config = json.loads(raw)
             if any(k.startswith("transformer.") for k in config):
                 config = {k.removeprefix("transformer."): v for k, v in config.items() if k.startswith("transformer.")}
-        elif path.name == "adapter_model.safetensors" and (path.parent / "adapter_config.json").is_file():
-            where = str(path.parent / "adapter_config.json")
-            config = json.loads((path.parent / "adapter_config.json").read_text(encoding="utf-8"))
+        elif path.name == PEFT_WEIGHTS and (path.parent / PEFT_CONFIG).is_file():
+            where = str(path.parent / PEFT_CONFIG)
+            config = json.loads((path.parent / PEFT_CONFIG).read_text(encoding="utf-8"))
         else:
             return None
     except (OSError, UnicodeDecodeError, ValueError, AttributeError) as e:
@@ -408,21 +408,19 @@ __all__ = [
 
 # --- files -> a transformer ------------------------------------------------------------------------------------
 
-_CACHE: dict[tuple[str, int, int, int], LoraFile] = {}
+_CACHE: dict[tuple[str, str, int], LoraFile] = {}
 _CACHE_MAX = 8
 
 
 def load_lora_file(ref: LoraRef, shapes: Mapping[str, tuple[int, int]]) -> LoraFile:
     """``ref``'s file read against ``shapes`` (kept for the next call while the file is unchanged), its sha256
     checked against the one ``ref`` asks for."""
-    from .lora import lora_sha256
-
     assert ref.path is not None, "fetch_loras gives every ref a path"
-    st = os.stat(ref.path)
-    key = (os.path.realpath(ref.path), st.st_size, st.st_mtime_ns, hash(tuple(sorted(shapes.items()))))
+    sha256 = lora_sha256(ref.path)  # a PEFT folder's config too: another alpha is another entry
+    key = (os.path.realpath(ref.path), sha256, hash(tuple(sorted(shapes.items()))))
     lora = _CACHE.get(key)
     if lora is None:
-        lora = read_lora(ref.path, shapes, sha256=lora_sha256(ref.path))
+        lora = read_lora(ref.path, shapes, sha256=sha256)
         if len(_CACHE) >= _CACHE_MAX:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = lora
