@@ -109,7 +109,7 @@ NOT_FOR_EXTEND = (*LONG_VIDEO_FIELDS, "temporal_upscale", "resume")
 
 def source_defaults(request: GenerationRequest, preset: Preset) -> None:
     """Fill what a video-to-video or extension request leaves open from its input video (read here, so an
-    unreadable file fails before any model work, :class:`~ltxcli.media.MediaError`): the frame rate, the size
+    unreadable or variable-frame-rate file fails before any model work, :class:`~ltxcli.media.MediaError`): the frame rate, the size
     (the input's when it has at most the preset's pixels, else its aspect ratio at the preset's area in
     multiples of 32), the length (v2v: the input's; extension: the input's plus the new frames)."""
     check_source(request)
@@ -119,6 +119,8 @@ def source_defaults(request: GenerationRequest, preset: Preset) -> None:
     source = request.extend.video if request.extend is not None else request.video
     if source is None or not isinstance(source, (str, os.PathLike)):
         return
+    # the output takes its timing from the input: frame i of the input is frame i (or i + N) of the output
+    media.check_constant_rate(source, "ltx extend" if request.extend is not None else "ltx v2v")
     # a truncated file: the frames that decode; v2v of a given length: no more (a long input is not decoded whole)
     count = media.source_frame_count(source, request.num_frames if request.extend is None else None)
     if request.frame_rate is None:

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +267,42 @@ def test_v2v_of_a_truncated_file_uses_the_frames_that_decode(cli_env: Path) -> N
     (cli_env / "cut9.mp4").write_bytes(cut.read_bytes())  # another file: not the one counted (and cached)
     r = ltx("v2v", "cut9.mp4", "a dog", "--num-frames", "9", "--model", "tiny", "--steps", "2", "-o", "v9.mp4")
     assert r.exit_code == 0 and "warning" not in r.stderr, r.stderr
+
+
+def _vfr_clip(path: Path) -> Path:
+    """A tiny variable-frame-rate MP4: 25 fps (40 ms) frames with two long holds, timestamps in milliseconds."""
+    gen = torch.Generator().manual_seed(4)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.height, stream.width, stream.pix_fmt = 64, 64, "yuv420p"
+        stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
+        for pts in (0, 40, 80, 120, 160, 200, 240, 280, 320, 600, 640, 680, 720, 760, 1000, 1040, 1080):
+            pixels = (torch.rand(64, 64, 3, generator=gen) * 255).to(torch.uint8).numpy()
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def test_extend_and_v2v_refuse_a_variable_frame_rate_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An extension of a variable-frame-rate video was made at its average rate (17 frames over 1.12 s: 15.18 fps):
+    the input's own frames, spaced evenly, lost their timing (the holds gone, the motion slowed) and the new frames
+    followed at that rate. Refused before the model loads, with the ffmpeg command that makes the rate constant."""
+    def no_model(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("the model was loaded")
+
+    enter_cli_env(tmp_path, monkeypatch, no_model)
+    vfr = _vfr_clip(tmp_path / "vfr.mp4")
+    with av.open(str(vfr)) as container:  # the premise: uneven timestamps, 17 frames
+        stream = container.streams.video[0]
+        times = sorted(float(p.pts * stream.time_base) for p in container.demux(stream) if p.pts is not None)
+    assert len(times) == 17 and times[9] - times[8] == pytest.approx(0.28)
+    for args in (["extend", str(vfr), "a dog", "--frames", "8"], ["v2v", str(vfr), "a dog"],
+                 ["extend", str(vfr), "a dog", "--frames", "8", "--frame-rate", "25"]):
+        line = assert_one_error_line(ltx(*args, "--model", "tiny", "-o", "o.mp4"), 6)
+        assert "variable frame rate" in line and "ffmpeg -i vfr.mp4 -vf fps=" in line, line
+    assert not (tmp_path / "o.mp4").exists()
 
 
 def test_v2v_longer_than_its_input_is_refused_before_the_model_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

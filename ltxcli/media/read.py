@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import os
 import warnings
 from collections.abc import Sequence
@@ -331,6 +332,36 @@ def video_frame_rate(path: PathLike) -> Fraction:
     raise MediaError(f"{path}: video has no frame rate")
 
 
+def check_constant_rate(path: PathLike, what: str = "this") -> None:
+    """Refuse (:class:`MediaError`, one line with the ffmpeg command that fixes it) a video whose frames are not
+    evenly spaced in time: an interval between two frames' timestamps (packets, in presentation order; nothing
+    is decoded) off the median one by more than half of it (a hold, a dropped frame, a change of rate; a
+    timestamp's rounding jitter passes). ltx makes constant-rate videos and takes frames by their index, so a
+    variable-rate input, played at its average rate, would lose its timing. ``what`` names the use
+    (``"ltx extend"``)."""
+    path = Path(path)
+    if path.suffix.lower() not in VIDEO_SUFFIXES and media_num_frames(path) == 1:
+        return  # an image
+    with _open_video(path) as container:
+        stream = container.streams.video[0]
+        try:
+            times = sorted(packet.pts for packet in container.demux(stream) if packet.pts is not None)
+        except av.error.FFmpegError:
+            return  # a damaged file: decoding says what is wrong with it
+        base = stream.time_base
+    steps = sorted(b - a for a, b in itertools.pairwise(times))
+    if len(steps) < 2 or base is None:
+        return
+    median = steps[len(steps) // 2]
+    if median > 0 and all(abs(step - median) * 2 <= median for step in steps):
+        return
+    shortest, typical, longest = (float(step * base) for step in (steps[0], median, steps[-1]))
+    fps = max(1, round(1 / typical)) if typical > 0 else 24  # the rate most frames run at: every frame kept there
+    raise MediaError(f"{path}: variable frame rate (frames {shortest * 1000:.0f} to {longest * 1000:.0f} ms apart): "
+                     f"{what} needs a constant rate: convert it first, e.g. ffmpeg -i {path.name} -vf fps={fps} "
+                     f"{path.stem}-cfr.mp4")
+
+
 def media_num_frames(path: PathLike) -> int:
     """Number of frames a file holds: 1 for an image, the frame count of the first video stream otherwise
     (container index when present, else a count of demuxed packets; nothing is decoded)."""
@@ -598,6 +629,7 @@ def preprocess_condition_frames(
 
 __all__ = [
     "CONDITION_CRF", "MAX_IMAGE_PIXELS", "VIDEO_SUFFIXES", "DecodedMedia", "MediaError", "centre_crop_box",
+    "check_constant_rate",
     "crf_round_trip", "gaussian_blur", "load_image", "load_media", "load_video", "media_num_frames",
     "preprocess_condition_frames", "read_media", "source_frame_count", "video_frame_rate",
 ]
