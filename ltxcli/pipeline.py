@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -52,6 +52,10 @@ from .request import Condition, GenerationRequest, ResolvedRequest, media_path, 
 from .result import GenerationResult
 from .text_cache import TextKVCache
 
+if TYPE_CHECKING:  # annotations only: text imports transformers
+    from .enhance.protocol import RequestEnhancer
+    from .text import PromptEncoder
+
 _SEED_RANGE = 2**31
 # a request either side of resolution: the enhancement stage runs on a windowed video's whole request too
 _Request = TypeVar("_Request", GenerationRequest, ResolvedRequest)
@@ -66,11 +70,16 @@ def _condition_record(c: Condition) -> dict[str, Any]:
 class Pipeline:
     """A loaded model: ``generate``, ``encode`` and ``decode``. Build it with :func:`ltxcli.load_pipeline`."""
 
+    # The prompt enhancer (a PromptEnhancer, set by load_pipeline from the preset) of requests that need one and arrive without their
+    # enhanced prompt; its models are loaded for the enhancement stage only and freed right after it. None: no
+    # enhancement (auto keeps the prompt).
+    enhancer: RequestEnhancer | None
+
     def __init__(
         self,
         transformer: nn.Module,
         vae: nn.Module,
-        text_encoder: Any,
+        text_encoder: PromptEncoder,
         *,
         preset: Preset = NEUTRAL,
         scheduler: SchedulerConfig | None = None,
@@ -114,10 +123,7 @@ class Pipeline:
         self.lora_records: list[dict[str, Any]] = []
         # The depth model of ``Control(kind="depth")`` (:func:`ltxcli.depth.depth_model_path`: None = the registry's).
         self.depth_model: str | None = None
-        # The prompt enhancer (ltxcli.enhance.enhancer.PromptEnhancer, set by load_pipeline from the preset) of
-        # requests that need one and arrive without their enhanced prompt; its models are loaded for the
-        # enhancement stage only and freed right after it. None: no enhancement (auto keeps the prompt).
-        self.enhancer: Any = None
+        self.enhancer = None
 
     __repr__ = pipeline_repr
 
@@ -684,12 +690,6 @@ class Pipeline:
             raise NumericalError(f"the latents contain NaN or Inf after denoising: {hint}")
         # [1, f*h*w, C] -> [1, C, f, h, w]
         return tokens.transpose(1, 2).reshape(shape)
-
-
-def _device_default() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def default_dtype(device: torch.device) -> torch.dtype:

@@ -20,7 +20,7 @@ import importlib.util
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 import transformers
@@ -75,6 +75,16 @@ def _check_tokenizer_backend(tok_dir: Path) -> None:
             f"text encoder: the tokenizer in {tok_dir} is a SentencePiece model (spiece.model) only; "
             "reading it needs the 'protobuf' package (pip install protobuf)"
         )
+
+
+class PromptEncoder(Protocol):
+    """What a :class:`~ltxcli.pipeline.Pipeline` needs of its text encoder: :class:`TextEncoder`, or a stand-in
+    without weights (the benchmark's) that encodes as it does."""
+
+    def encode(
+        self, prompts: Sequence[str], max_tokens: int = 256, padding: Padding = "longest",
+        names: Sequence[str] | None = None,
+    ) -> tuple[Tensor, Tensor]: ...
 
 
 class TextEncoder:

@@ -85,6 +85,19 @@ def test_callbacks_and_loras_are_typed_not_any() -> None:
     assert inspect.signature(ltxcli.Pipeline.lora_specs.fget).return_annotation == "tuple[LoraSpec, ...]"
 
 
+def test_the_pipeline_s_text_encoder_and_enhancer_are_typed_not_any() -> None:
+    # both were Any: pipe.enhancer = "llama" or Pipeline(t, v, text_encoder=5) passed a user's type checker
+    import typing
+
+    from ltxcli import pipeline
+    from ltxcli.enhance.protocol import RequestEnhancer
+    from ltxcli.text import PromptEncoder
+
+    names = {**vars(pipeline), "RequestEnhancer": RequestEnhancer, "PromptEncoder": PromptEncoder}  # TYPE_CHECKING's
+    assert typing.get_type_hints(ltxcli.Pipeline.__init__, names)["text_encoder"] is PromptEncoder
+    assert typing.get_type_hints(ltxcli.Pipeline, names)["enhancer"] == RequestEnhancer | None
+
+
 def test_a_lora_scale_that_is_no_number_is_named_as_one(pipe) -> None:
     # was "unknown weights 'style.safetensors:O.8'" (a registry lookup), pointing at `ltx weights list`
     with pytest.raises(ValueError, match=r"^LoRA style\.safetensors: scale 'O\.8' must be a number "

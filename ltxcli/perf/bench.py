@@ -207,7 +207,7 @@ def build_random_pipeline(
     from transformers import T5EncoderModel
 
     from ..pipeline import Pipeline
-    from ..text import TextEncoder
+    from ..text import PromptEncoder, TextEncoder
     from ..tiny import make_tokenizer
 
     arch = random_architecture(preset)
@@ -233,7 +233,7 @@ def build_random_pipeline(
         materialize_random_(upsampler, device=device, dtype=dtype, seed=seed + 2, narrow=narrow)
     if t5 is not None:
         materialize_random_(t5, device=device, dtype=dtype, seed=seed + 3)
-        text: Any = TextEncoder(t5, make_tokenizer())
+        text: PromptEncoder = TextEncoder(t5, make_tokenizer())
     else:
         text = _SkippedText(arch.transformer.caption_channels, device, dtype)
     pipe = Pipeline(transformer, vae, text, preset=preset, upsampler=upsampler, name=f"{preset.name} (random weights)")
