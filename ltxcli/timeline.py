@@ -94,14 +94,17 @@ def read_schedule(source: str | os.PathLike[str] | Sequence[Mapping[str, Any]]) 
 
 
 def start_frame(start: str | int, frame_rate: float) -> int:
-    """A prompt schedule's ``start`` (pixel frames, or seconds with an ``s``) -> its pixel frame at ``frame_rate``."""
-    if isinstance(start, int):
-        return start
-    s = start.strip().lower()
+    """A prompt schedule's ``start`` (pixel frames, or seconds with an ``s``) -> its pixel frame at ``frame_rate``.
+    A negative start is refused: no window starts before frame 0, so such an entry was used by none."""
+    s = str(start).strip().lower()
     try:
-        return round(float(s[:-1]) * frame_rate) if s.endswith("s") else int(s)
+        value = float(s[:-1]) if s.endswith("s") else int(s)
+        frame = round(value * frame_rate) if s.endswith("s") else int(value)
     except (ValueError, OverflowError):  # OverflowError: "infs", "1e400s"
         raise ValueError(f"prompt schedule start {start!r}: expected a frame number or seconds such as \"4.5s\"") from None
+    if value < 0:  # "-0.01s" too, which rounds to frame 0
+        raise ValueError(f"prompt schedule start {start!r} is before the video's first frame: give 0 or later")
+    return frame
 
 
 def schedule_frames(entries: Sequence[tuple[str | int, str]], frame_rate: float) -> list[tuple[int, str]]:

@@ -688,6 +688,19 @@ def test_schedule_entries_starting_at_the_same_frame_are_refused(tmp_path) -> No
     assert long_video.window_prompts(request, spans, 24.0) == ["a cat"] * 3 + ["b dog"] * 1 + ["a bird"] * 4
 
 
+def test_schedule_entries_starting_before_frame_0_are_refused(tmp_path) -> None:
+    """A start of -8 or "-1s" was accepted (then used by no window, or by the first in place of the entry at 0);
+    it is refused before any model work, naming the start."""
+    sched = tmp_path / "s.jsonl"
+    for start, shown in ((-8, "-8"), ('"-1s"', "'-1s'"), ('"-0.01s"', "'-0.01s'"), ('"-3"', "'-3'")):
+        sched.write_text(f'{{"start": 0, "prompt": "a cat"}}\n{{"start": {start}, "prompt": "a dog"}}\n')
+        request = GenerationRequest("x", num_frames=65, frame_rate=24, window=16, overlap=8, prompt_schedule=str(sched))
+        with pytest.raises(ValueError, match=rf"^prompt schedule start {shown} is before the video's first frame: "
+                                             r"give 0 or later$"):
+            long_video.check(request)
+    assert timeline.schedule_frames([(0, "a"), ("1s", "b")], 24.0) == [(0, "a"), (24, "b")]  # the rest still read
+
+
 def test_a_state_of_other_settings_says_it_starts_over(tiny, tmp_path) -> None:
     """--resume after changing one option (here --adain): the kept windows were dropped and every window denoised
     again without a word, as if resuming; now one warning names the state and says it starts over. The same
