@@ -161,6 +161,7 @@ def load_pipeline(
     on_event: Callable[[object], None] | None = None,
     loras: Sequence[LoraLike] | None = None,
     temporal_upsampler: PathLike | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> Pipeline:
     """Load a model for generation.
 
@@ -179,7 +180,8 @@ def load_pipeline(
     ``auto`` or an explicit kernel (``sdpa``, ``flash3``, ``flash2``, ``sage``, ``math``); an unavailable explicit
     choice raises :class:`ltxcli.kernels.KernelUnavailableError`. ``compile``: compile the transformer block by block.
     ``offload``: ``none`` (everything on the device), ``model`` (each stage on the device only while it runs) or
-    ``sequential`` (transformer and VAE-decoder blocks streamed one at a time). ``vae_tiling``: ``auto`` (tile the
+    ``sequential`` (transformer and VAE-decoder blocks streamed one at a time); on the CPU it saves nothing, which
+    ``warn`` is told (default: an :class:`ltxcli.offload.OffloadIgnoredWarning`). ``vae_tiling``: ``auto`` (tile the
     decode only when it would not fit), ``on`` or ``off``. ``vae_conv``: how the VAE runs its 3x3x3 convolutions
     (:class:`ltxcli.models.winograd.ConvAlgorithm`): ``auto`` (Winograd along time for the large ones on the CPU,
     equal to float rounding), ``direct`` (the official convolutions bit for bit) or ``winograd``. ``cpu_gemm``: the
@@ -203,7 +205,7 @@ def load_pipeline(
     ``temporal_upscale`` (``tiny`` has its own under the name ``ltxv-temporal-upscaler-0.9.7``).
     """
     from . import kernels
-    from .offload import Offload
+    from .offload import Offload, OffloadIgnoredWarning, cpu_offload_note
 
     dev, dt, fp8, backend = resolve_compute(device, dtype, attention, weights_dtype)
     storage = None if fp8 else weights_storage(weights_dtype)  # fp8 matmul layers store float8 already
@@ -211,6 +213,11 @@ def load_pipeline(
         mode = Offload(offload)
     except ValueError:
         raise ValueError(f"offload={offload!r} must be none, model or sequential") from None
+    if mode is not Offload.NONE and dev.type == "cpu":  # as ltx generate --offload warns (ltxcli.job.plan_job)
+        if warn is None:
+            warnings.warn(cpu_offload_note(f"offload={mode.value!r}"), OffloadIgnoredWarning, stacklevel=2)
+        else:
+            warn(cpu_offload_note(f"offload={mode.value!r}"))
     if vae_tiling not in ("auto", "on", "off"):
         raise ValueError(f"vae_tiling={vae_tiling!r} must be auto, on or off")
     conv_algorithm = parse_conv_algorithm(vae_conv)

@@ -157,6 +157,7 @@ def plan_job(
     and existing outputs, the video format, this rank's share; then the weights the items need (``needed``)."""
     from . import api, media, resume
     from .control import weights_needed as control_weights
+    from .offload import cpu_offload_note
     from .parallel.orchestrate import from_rank0, shard_items
 
     s = settings
@@ -177,9 +178,8 @@ def plan_job(
         warn("--parallel applies only to several processes (--gpus N or torchrun); ignored")
     elif batch and world > 1 and s.parallel != "auto":
         warn("--parallel is ignored with --batch: each process generates whole items")
-    if s.offload != "none" and device.type == "cpu":  # host and device memory are one: nothing is freed
-        warn(f"--offload {s.offload} saves no memory on the CPU (host and device memory are the same): "
-             "it helps only on a GPU")
+    if s.offload != "none" and device.type == "cpu":  # said before any download (load_pipeline: once more)
+        warn(cpu_offload_note(f"--offload {s.offload}"))
     check_kernels(s, device)  # an explicit kernel this machine cannot run: refused before any download
 
     spec = _resolve(s)  # reads a file's header: a corrupt one fails here
@@ -267,7 +267,8 @@ def load(
             dtype=s.dtype, weights_dir=s.weights_dir, attention=s.attention, compile=s.compile,
             offload=s.offload, vae_tiling=s.vae_tiling, vae_conv=s.vae_conv, cpu_gemm=s.cpu_gemm,
             keep_checkpoint_dtype=s.keep_checkpoint_dtype, weights_dtype=s.weights_dtype,
-            download=False, loras=s.loras or None, temporal_upsampler=spec.temporal_source)  # pulled before
+            download=False, loras=s.loras or None, temporal_upsampler=spec.temporal_source,  # pulled before
+            warn=_said_by_plan_job)
     load_s = time.perf_counter() - t0
     kernels = describe_model(pipe.transformer)
     # one video: the text encoder's memory is released as soon as the prompt is encoded
@@ -275,6 +276,10 @@ def load(
     if job.split:
         parallelize(pipe, job.ctx, mode=s.parallel)
     return pipe, load_s, kernels
+
+
+def _said_by_plan_job(message: str) -> None:
+    """load_pipeline's note that offload saves nothing on the CPU: :func:`plan_job` said it, naming --offload."""
 
 
 def results(

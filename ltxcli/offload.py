@@ -30,6 +30,16 @@ class Offload(str, enum.Enum):
     SEQUENTIAL = "sequential"
 
 
+class OffloadIgnoredWarning(UserWarning):
+    """Offload asked for on the CPU, where it frees nothing (:func:`cpu_offload_note`)."""
+
+
+def cpu_offload_note(option: str) -> str:
+    """What offload (named as the caller gave it: ``--offload model``, ``offload='model'``) does on the CPU:
+    host and device memory are one there, so moving weights between them frees nothing."""
+    return f"{option} saves no memory on the CPU (host and device memory are the same): it helps only on a GPU"
+
+
 # (owning module, "_parameters" | "_buffers", attribute name, tensor)
 _Slot = tuple[nn.Module, str, str, Tensor]
 
@@ -281,6 +291,6 @@ def release_memory() -> None:
 
 
 __all__ = [
-    "Offload", "SequentialOffload", "enable_sequential_offload", "free_module", "free_text_encoder", "is_freed",
+    "Offload", "OffloadIgnoredWarning", "SequentialOffload", "cpu_offload_note", "enable_sequential_offload", "free_module", "free_text_encoder", "is_freed",
     "on_device", "pin_module", "release_memory", "stage",
 ]

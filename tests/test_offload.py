@@ -248,3 +248,37 @@ def test_text_encoder_released_after_one_generation_when_asked():
     assert is_freed(pipe.text_encoder)
     with pytest.raises(RuntimeError, match="released"):
         pipe.generate("a cat", seed=2, num_frames=9)
+
+
+
+NOTE = "saves no memory on the CPU (host and device memory are the same): it helps only on a GPU"
+
+
+def test_offload_on_the_cpu_warns_python_callers_too() -> None:
+    """load_pipeline(offload="model") on the CPU kept every weight in the same memory without a word: only `ltx
+    generate` said it saves nothing. Now a Python caller gets a warning naming its argument."""
+    import warnings
+
+    import ltxcli
+
+    with warnings.catch_warnings(), pytest.raises(UserWarning) as caught:
+        warnings.simplefilter("error")  # raised where it is warned: before anything loads
+        ltxcli.load_pipeline("tiny", device="cpu", offload="model")
+    assert (type(caught.value).__name__, str(caught.value)) == ("OffloadIgnoredWarning", f"offload='model' {NOTE}")
+
+
+def test_offload_on_the_cpu_is_said_once_by_the_cli_s_run(tmp_path) -> None:
+    """The CLI's run (planning, then loading, which warns now too) still says it once, naming --offload; and
+    nothing for offload none."""
+    import warnings
+
+    from ltxcli import job as job_mod
+
+    for offload, expected in (("sequential", [f"--offload sequential {NOTE}"]), ("none", [])):
+        said: list[str] = []
+        settings = job_mod.JobSettings(model="tiny", output=str(tmp_path / "o.mp4"), device="cpu", offload=offload)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            job = job_mod.plan_job(settings, [{"prompt": "a cat", "seed": 4}], batch=False, warn=said.append)
+            job_mod.load(job, warn=said.append)
+        assert [m for m in said + [str(w.message) for w in caught] if NOTE in m] == expected
