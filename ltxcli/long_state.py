@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -45,45 +45,46 @@ def state_hash(request: GenerationRequest, windows: Mapping[str, Any], model: st
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def read_state(state: Path) -> dict[str, Any]:
-    """The state file's contents; empty when there is none, or it is truncated or foreign (a run starts over)."""
+def read_state(state: Path, *, mapped: bool = False) -> dict[str, Any]:
+    """The state file's contents; empty when there is none, or it is truncated or foreign (a run starts over).
+    ``mapped``: its tensors (the kept windows' latents) are mapped, not read: for :func:`saved_seed`."""
     import torch
 
     if not state.is_file():
         return {}
     try:
-        saved = torch.load(state, map_location="cpu", weights_only=True)
+        saved = torch.load(state, map_location="cpu", weights_only=True, mmap=mapped)
     except Exception:
         return {}
     return saved if isinstance(saved, dict) else {}
 
 
-def saved_seed(state: Path) -> int | None:
-    """The seed of the interrupted run that left ``state`` (None: no readable state). A run whose seed is left to
-    chance takes it when it resumes (any seed would do, and only that one can match the state's hash, which still
-    decides whether its windows are used), so the same command without ``--seed`` continues; for the CLI's items
-    :func:`ltxcli.runner.plan_outputs` does so, before the prompt is enhanced with the seed."""
-    seed = read_state(state).get("seed")
+def seed_of(saved: Mapping[str, Any]) -> int | None:
+    """The seed in a state's contents (:func:`read_state`; None: none). A run whose seed is left to chance takes
+    it when it resumes (any seed would do, and only that one can match the state's hash, which still decides
+    whether its windows are used), so the same command without ``--seed`` continues."""
+    seed = saved.get("seed")
     return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
-def state_seed(request: GenerationRequest, state: Path) -> GenerationRequest:
-    """``request`` with :func:`saved_seed` where the state has one."""
-    seed = saved_seed(state)
-    return request if seed is None else replace(request, seed=seed)
+def saved_seed(state: Path) -> int | None:
+    """:func:`seed_of` the state file ``state``, its latents left unread: for the CLI's items
+    :func:`ltxcli.runner.plan_outputs` takes it before the prompt is enhanced with the seed, and the item's run
+    reads the whole state later, once (:func:`ltxcli.long_video.generate`)."""
+    return seed_of(read_state(state, mapped=True))
 
 
-def interrupted_target(targets: str, target_for: Callable[[int], Path]) -> Path | None:
-    """The output an interrupted ``--resume`` run meant to write, when its name holds the seed (the default name
-    does) and the seed is not drawn yet: among the states beside the names ``targets`` matches (a glob, ``*``
-    for the seed: :func:`ltxcli.naming.output_glob`), the newest whose saved seed names that very output
-    (``target_for(seed)``). None: no such state."""
+def interrupted_target(targets: str, target_for: Callable[[int], Path]) -> tuple[Path, int] | None:
+    """The output an interrupted ``--resume`` run meant to write, and its seed, when its name holds the seed (the
+    default name does) and the seed is not drawn yet: among the states beside the names ``targets`` matches (a
+    glob, ``*`` for the seed: :func:`ltxcli.naming.output_glob`), the newest whose saved seed names that very
+    output (``target_for(seed)``). None: no such state."""
     found = []
     for name in glob.glob(str(state_path(targets))):
         seed = saved_seed(Path(name))
         if seed is not None and state_path(target_for(seed)).absolute() == Path(name).absolute():
-            found.append((os.stat(name).st_mtime, target_for(seed)))
-    return max(found, key=lambda f: f[0])[1] if found else None
+            found.append((os.stat(name).st_mtime, target_for(seed), seed))
+    return max(found, key=lambda f: f[0])[1:] if found else None
 
 
-__all__ = ["interrupted_target", "read_state", "saved_seed", "state_hash", "state_path", "state_seed"]
+__all__ = ["interrupted_target", "read_state", "saved_seed", "seed_of", "state_hash", "state_path"]

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from .enhance.rules import unsupported
 from .locks import serialised
-from .long_state import read_state, state_hash, state_path, state_seed
+from .long_state import read_state, seed_of, state_hash, state_path
 from .request import (
     SEED_MAX,
     GenerationRequest,
@@ -390,8 +390,10 @@ def generate(
     from .result import GenerationResult
 
     max_seconds = float(pipe.transformer.config.positional_embedding_max_pos[0])
-    if resume is not None and request.seed is None:  # (a batch item's drawn seed: ltxcli.runner.plan_outputs)
-        request = state_seed(request, Path(resume))
+    state = Path(resume) if resume is not None else None
+    saved = read_state(state) if state is not None else {}  # once: the seed here, the kept windows in _LongRun
+    if request.seed is None and seed_of(saved) is not None:  # (a batch item's: ltxcli.runner.plan_outputs)
+        request = replace(request, seed=seed_of(saved))
     p = plan(request, pipe.preset, max_seconds)
     if p is not None and p.request.prompt_schedule is not None:
         _warn_unused_entries(p)
@@ -407,7 +409,7 @@ def generate(
     from .control import control_record
 
     p = replace(p, request=_enhanced(pipe, _media_checked(pipe, p)))
-    run = _LongRun(pipe, p, progress, Path(resume) if resume is not None else None, window_noise, keep_state)
+    run = _LongRun(pipe, p, progress, state, window_noise, keep_state, saved)
     settings = {**run.full.settings(), **pipe.record_facts(request.prompt, p.request.conditions),
                 "control": control_record(request.control), "long": p.settings(),
                 "enhanced_prompt": p.request.enhanced_prompt}
@@ -486,8 +488,10 @@ class _LongRun:
     """The state of one windowed generation (see the module docstring)."""
 
     def __init__(self, pipe: Pipeline, p: LongPlan, progress: Any, state: Path | None,
-                 window_noise: Callable[[int, tuple[int, ...]], Tensor] | None, keep_state: bool = True) -> None:
+                 window_noise: Callable[[int, tuple[int, ...]], Tensor] | None, keep_state: bool = True,
+                 saved: Mapping[str, Any] | None = None) -> None:
         self.pipe, self.plan, self.progress, self.state = pipe, p, progress, state
+        self.saved = saved or {}  # the state's contents, read by generate (read_state)
         self.keep_state = keep_state
         self.window_noise = window_noise
         self.control: Tensor | None = None  # the whole video's control frames (set in pixels)
@@ -667,7 +671,7 @@ class _LongRun:
 
     def _load_state(self) -> tuple[Tensor | None, Tensor | None, int]:
         # none, another run's, or unreadable: start over (the file is replaced by the next window's)
-        saved = read_state(self.state) if self.state is not None else {}
+        saved, self.saved = self.saved, {}  # not held while the windows run on from it
         if saved.get("hash") != self.hash:
             if self.state is not None and self.state.is_file() and self.keep_state:  # once, by the writing rank
                 # a changed option (or model, LoRA) would otherwise lose the kept windows without a word

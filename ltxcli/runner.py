@@ -355,19 +355,22 @@ def plan_outputs(
         assert it.num_frames is not None and it.frame_rate is not None
         if it.index in found:  # written by an earlier run, under this or another name
             target, rec = found[it.index]
-            it.seed = rec.get("seed", it.seed)
+            it.seed, state = rec.get("seed", it.seed), None
         else:
             values = naming.fields(index=it.index, seed=it.seed, prompt=it.prompt, width=it.width,
                                    height=it.height, num_frames=it.num_frames, frame_rate=it.frame_rate, model=model)
             value = it.output if it.output is not None else output
             many = it.output is None and shared > 1
             target = naming.output_path(value, values, batch=batch, frames=frames, many=many)
-            if it.resume and it.seed_drawn and not state_path(target).exists():  # a name holding the seed
-                target = interrupted_target(naming.output_glob(value, values, batch=batch, frames=frames, many=many),
-                                            lambda s, v=value, f=values, m=many: naming.output_path(
-                                                v, {**f, "seed": s}, batch=batch, frames=frames, many=m)) or target
+            state = None  # the seed an interrupted run kept beside the target, each state read once
+            if it.resume and it.seed_drawn and state_path(target).exists():
+                state = saved_seed(state_path(target))
+            elif it.resume and it.seed_drawn:  # a name holding the seed
+                target, state = interrupted_target(
+                    naming.output_glob(value, values, batch=batch, frames=frames, many=many),
+                    lambda s, v=value, f=values, m=many: naming.output_path(
+                        v, {**f, "seed": s}, batch=batch, frames=frames, many=m)) or (target, None)
         it.target = target
-        state = saved_seed(state_path(target)) if it.resume and it.seed_drawn and it.index not in found else None
         if state is not None and state != it.seed:  # an interrupted long video of this item: continue its seed
             if it.batch_seed is not None:
                 derive_seeds(items, state - it.index, drawn=True, redo=True)

@@ -719,7 +719,7 @@ def test_resume_without_a_seed_finds_the_state_of_a_name_that_holds_the_seed(cli
     (state,) = cli_env.glob(".*.ltx-resume")
     kept = torch.load(state, weights_only=True)["seed"]
     load = long_video._LongRun._load_state
-    monkeypatch.setattr(long_video._LongRun, "_load_state", lambda self: loaded.append(load(self)[2]) or load(self))
+    monkeypatch.setattr(long_video._LongRun, "_load_state", lambda self: loaded.append((w := load(self))[2]) or w)
     r = ltx(*args)
     assert r.exit_code == 0, r.stderr
     (obj,) = json_lines(r.stdout)
@@ -750,7 +750,7 @@ def test_resume_without_a_seed_continues_a_batch_with_its_seed_and_rewrite(cli_e
     state = long_video.state_path(cli_env / "f0")
     kept = torch.load(state, weights_only=True)["seed"]
     load = long_video._LongRun._load_state
-    monkeypatch.setattr(long_video._LongRun, "_load_state", lambda self: loaded.append(load(self)[2]) or load(self))
+    monkeypatch.setattr(long_video._LongRun, "_load_state", lambda self: loaded.append((w := load(self))[2]) or w)
     r = ltx(*args)
     assert r.exit_code == 0, r.stderr
     assert loaded[0] == 1 and not state.exists()  # the first item continued from its kept window

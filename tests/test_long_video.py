@@ -632,6 +632,37 @@ def test_a_resumed_run_without_a_seed_continues_with_the_interrupted_runs_seed(t
     assert torch.equal(resumed.latents, whole.latents) and torch.equal(resumed.video, whole.video)
 
 
+def test_the_resume_state_is_read_once_by_a_run_and_its_seed_once_when_planned(tiny, tmp_path, monkeypatch) -> None:
+    """A resumed run without a seed read the whole state file twice (its seed, then its windows), and the CLI's
+    planning read it twice more for the seed alone (finding the interrupted output, then taking its seed). Now
+    a run reads it once, and planning once with its latents left unread (mapped): the item's run needs the kept
+    windows only when it starts, and a batch holding every item's from the planning on would hold them all."""
+    from ltxcli import runner
+
+    req = GenerationRequest("a cat | a dog", height=64, width=64, num_frames=57, steps=1, window=48, overlap=24)
+    state = tmp_path / "state.pt"
+    _interrupted(tiny, req, state, after=1)
+    seed = torch.load(state, weights_only=True)["seed"]
+    reads: list[tuple[str, bool]] = []
+    load = torch.load
+
+    def counted(f, *args, **kwargs):
+        reads.append((str(f), bool(kwargs.get("mmap"))))
+        return load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counted)
+    resumed = long_video.generate(tiny, req, resume=state)
+    assert reads == [(str(state), False)] and resumed.seed == seed and not state.exists()
+    reads.clear()
+    kept = tmp_path / f".{seed}.mp4.ltx-resume"  # what an interrupted run named "{seed}.mp4" left
+    torch.save({"hash": "x", "seed": seed, "out": torch.zeros(1, 128, 6, 2, 2), "first": torch.zeros(1),
+                "done": 1}, kept)
+    (item,) = runner.build_items([{"prompt": "a cat | a dog", "resume": True, "window": 48}], preset=tiny.preset)
+    assert item.seed_drawn and item.seed != seed
+    runner.plan_outputs([item], output=str(tmp_path / "{seed}.mp4"), model="tiny", preset=tiny.preset)
+    assert (item.seed, item.target, reads) == (seed, tmp_path / f"{seed}.mp4", [(str(kept), True)])
+
+
 def test_a_state_made_with_other_loras_in_the_pipeline_is_not_resumed(tmp_path) -> None:
     """LoRAs set on the pipeline (not named by the request) decide the windows too."""
     from test_lora import tiny_lora
