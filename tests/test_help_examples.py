@@ -4,6 +4,7 @@ a missing argument or a bad value fails this test."""
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import sys
@@ -69,3 +70,29 @@ def test_an_untrue_example_fails_to_parse() -> None:
         _parse(shlex.split("generate 'a cat' --no-such-option 3"))
     with pytest.raises(Exception, match="Missing"):
         _parse(shlex.split("extend clip.mp4 'a cat'"))
+
+
+def _readme_commands() -> list[str]:
+    """Every ``ltx ...`` (or ``torchrun ... -m ltxcli ...``) line of README.md's bash blocks, comments, ``| ...``
+    and the optional-flag brackets (``[--dry-run]``) taken off."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(re.sub(r"\[(--[a-z-]+)\]", r"\1", line), comments=True)
+            module = [i for i in range(1, len(words)) if words[i - 1:i + 1] == ["-m", "ltxcli"]]
+            if module:  # torchrun ... -m ltxcli ARGS
+                words = ["ltx", *words[module[0] + 1:]]
+            if words[:1] == ["ltx"]:
+                out.append(shlex.join(words[:words.index("|")] if "|" in words else words))
+    return out
+
+
+def test_every_readme_command_parses() -> None:
+    commands = _readme_commands()
+    assert len(commands) > 40 and any(c.startswith("ltx generate --batch") for c in commands), commands
+    for line in commands:
+        try:
+            _parse(shlex.split(line)[1:])  # raises click's UsageError / BadParameter for an untrue command
+        except Exception as e:
+            raise AssertionError(f"README: {line}: {e}") from e
