@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,17 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+# a lone surrogate: how Python carries a byte that is not UTF-8 in a path or argument (b"\xff" -> "\udcff", PEP 383)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def to_json(obj: Any) -> str:
     """One line of JSON for a record: paths, sets, dataclasses and torch dtypes/devices as plain values, inf/NaN
-    as null, non-ASCII text kept."""
-    return json.dumps(_finite(obj), default=_json_default, ensure_ascii=False, allow_nan=False)
+    as null, non-ASCII text kept. A lone surrogate (a non-UTF-8 byte of a path, surrogate-escaped) is written as
+    its ``\\udcXX`` escape: written raw it would be that byte, and the line no longer UTF-8; escaped, the line is
+    valid JSON and ``os.fsencode(json.loads(line)["path"])`` gives the path's bytes back."""
+    text = json.dumps(_finite(obj), default=_json_default, ensure_ascii=False, allow_nan=False)
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def help_examples(command: str) -> list[tuple[str, str]]:

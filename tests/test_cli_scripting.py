@@ -444,6 +444,17 @@ def test_a_prompt_that_is_not_utf8_is_one_line(cli_env: Path) -> None:
     assert not (cli_env / "o.mp4").exists()
 
 
+def test_json_of_an_output_path_that_is_not_utf8_stays_utf8(cli_env: Path) -> None:
+    """`-o $'out\\xff.mp4'`: the path's byte went to stdout raw in the --json line, which was then not UTF-8 (not
+    JSON). It is escaped as "\\udcff" (its surrogate escape), which gives the bytes back through os.fsencode."""
+    r = ltx("generate", "a cat", "--model", "tiny", *SMALL, "-o", os.fsdecode(b"out\xff.mp4"), "--json")
+    assert r.exit_code == 0, r.stderr
+    line = r.stdout_bytes.decode("utf-8").strip()
+    assert '"path": "out\\udcff.mp4"' in line, line
+    assert os.fsencode(json.loads(line)["path"]) == b"out\xff.mp4"
+    assert (cli_env / os.fsdecode(b"out\xff.mp4")).is_file()
+
+
 def test_stdin_that_is_not_utf8_is_named_as_a_file_would_be(cli_env: Path) -> None:
     """`--batch -` and `PROMPT -` with Latin-1 bytes on stdin said only "'utf-8' codec can't decode byte 0xe9 ...",
     exit 2, where the same bytes in a --batch file name the file (exit 6); a BOM stayed in front of the prompt."""
