@@ -58,6 +58,22 @@ def oom_advice(args: list[str]) -> str:
     return f"try {advice}" if advice else "try a smaller input, or another device with more memory (--device)"
 
 
+def keeps_resume_state(exc: BaseException, state: os.PathLike[str]) -> None:
+    """Mark an interrupt (Ctrl-C, SIGTERM, SIGHUP) of a ``--resume`` run: ``state`` (a long video's finished
+    windows) stays for the next run, which :func:`interrupt_message` says instead of "outputs were removed"."""
+    exc.resume_state = os.fspath(state)  # type: ignore[attr-defined]
+
+
+def interrupt_message(exc: BaseException) -> str:
+    """The line for an interrupt: its ``what`` (:class:`ltxcli.parallel.launch.Terminated`: "terminated", "hung
+    up"), and what it removed and kept (:func:`keeps_resume_state`)."""
+    what, state = getattr(exc, "what", "interrupted"), getattr(exc, "resume_state", None)
+    if state is None:
+        return f"{what}; partial outputs were removed"
+    return (f"{what}; the partial video was removed, its finished windows are kept in {state}: the same command "
+            "with --resume continues from them")
+
+
 def exit_closed_stdout(code: int) -> NoReturn:
     """Stop at once with ``code``, without a word, because stdout's reader went away (``| head``); stdout is
     pointed at /dev/null first, so Python's final flush of what is still buffered cannot fail again."""
@@ -92,4 +108,5 @@ def reopen_closed_streams() -> None:
                                     errors="backslashreplace" if fd == 2 else "strict"))
 
 
-__all__ = ["LIBRARY_ERRORS", "FailureKind", "exit_closed_stdout", "failure_kind", "oom_advice", "reopen_closed_streams"]
+__all__ = ["LIBRARY_ERRORS", "FailureKind", "exit_closed_stdout", "failure_kind", "interrupt_message",
+           "keeps_resume_state", "oom_advice", "reopen_closed_streams"]

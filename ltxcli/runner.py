@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from . import long_video, naming, timeline
 from .batch import BatchItem, item_control
 from .enhance.rules import request_plan, unsupported
+from .errors import keeps_resume_state
 from .extend import check_extension, check_source_length, run_extension, source_defaults
 from .long_state import interrupted_target, saved_seed, state_path
 from .naming import fps_number
@@ -547,6 +548,10 @@ def run_batch(
                 decode_s = result.timings.get("decode_s", 0.0) if stream and write else 0.0
                 timings = {"load_s": item_load_s, **result.timings, "write_s": time.perf_counter() - t_write - decode_s}
                 timings["total_s"] = item_load_s + time.perf_counter() - t_start
+            except KeyboardInterrupt as e:  # (SIGTERM, SIGHUP too) the finished windows stay for the next --resume
+                if it.resume and state_path(it.target).is_file():
+                    keeps_resume_state(e, state_path(it.target))
+                raise
             finally:
                 if claim:
                     release_claim(it.target)

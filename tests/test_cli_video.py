@@ -727,6 +727,30 @@ def test_resume_without_a_seed_finds_the_state_of_a_name_that_holds_the_seed(cli
     assert Path(obj["path"]).name == state.name.removeprefix(".").removesuffix(".ltx-resume")
 
 
+def test_an_interrupted_resume_run_says_its_windows_are_kept(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in a --resume long video said "interrupted; partial outputs were removed", though the finished
+    windows stay in the state file for the next run: the line now says what is kept and how to continue."""
+    from ltxcli import long_video
+
+    args = ["generate", "--model", "tiny", "a cat walks | a dog runs", "--num-frames", "41", "--window", "24",
+            "--overlap", "8", "--steps", "1", "--height", "64", "--width", "64", "--seed", "1", "-o", "long.mp4"]
+    save = long_video._LongRun._save_state
+
+    def interrupted(self, out, first, done):  # Ctrl-C once the first window is kept
+        save(self, out, first, done)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(long_video._LongRun, "_save_state", interrupted)
+    line = assert_one_error_line(ltx(*args, "--resume"), 130)
+    assert line == ("error: interrupted; the partial video was removed, its finished windows are kept in "
+                    ".long.mp4.ltx-resume: the same command with --resume continues from them"), line
+    assert (cli_env / ".long.mp4.ltx-resume").is_file() and not (cli_env / "long.mp4").exists()
+    (cli_env / ".long.mp4.ltx-resume").unlink()
+    line = assert_one_error_line(ltx(*args), 130)  # without --resume nothing is kept
+    assert line == "error: interrupted; partial outputs were removed", line
+    assert list(cli_env.glob(".*")) == []
+
+
 def test_resume_without_a_seed_continues_a_batch_with_its_seed_and_rewrite(cli_env: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """The same --resume command without --seed, after an interrupt: the interrupted item continues with the seed

@@ -21,7 +21,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from ltxcli.errors import exit_closed_stdout, failure_kind, oom_advice
+from ltxcli.errors import exit_closed_stdout, failure_kind, interrupt_message, oom_advice
 
 # the commands' byte formatting and JSON encoding are the library's (ltx doctor's checks use them too)
 from ltxcli.formatting import help_examples, one_line, to_json
@@ -52,7 +52,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_OOM: "out of memory or would not fit (try --offload model, --vae-tiling on, or a smaller size or fewer frames)",
     EXIT_INPUT: "input media or latents file missing or unreadable; checkpoint or LoRA file unreadable (corrupt)",
     EXIT_HUNG_UP: "hung up (SIGHUP: the terminal or SSH session closed); partial outputs are removed",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C); partial outputs are removed",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); partial outputs are removed (a resumable long video keeps its finished windows)",
     EXIT_PIPE: "stdout (or stderr) closed early (e.g. `| head -1`): the rest of the output is dropped, no error line",
     EXIT_TERMINATED: "terminated (SIGTERM: kill, timeout, a scheduler); partial outputs are removed",
 }
@@ -234,7 +234,7 @@ def classify(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, CliError):
         return exc.code, msg
     if isinstance(exc, KeyboardInterrupt):  # ltxcli.parallel.launch.Terminated (SIGTERM, SIGHUP) carries its own
-        return getattr(exc, "code", EXIT_INTERRUPTED), f"{getattr(exc, 'what', 'interrupted')}; partial outputs were removed"
+        return getattr(exc, "code", EXIT_INTERRUPTED), interrupt_message(exc)
     kind = failure_kind(exc)
     if kind == "weights":
         return int(getattr(exc, "exit_code", EXIT_ERROR)), msg
