@@ -96,6 +96,12 @@ def read_batch_file(source: str | Path, what: str = "--batch") -> str:
         raise MediaError(f"{what} {source}: cannot read: {e}") from None
 
 
+def is_pipe(source: str | Path) -> bool:
+    """``source`` (a path that exists) is no regular file but a pipe (``<(jq ...)``, a FIFO, ``/dev/stdin``) or
+    another stream: it can be read only once."""
+    return not Path(source).expanduser().is_file()
+
+
 def read_stdin(what: str) -> str:
     """All of stdin as text, read as :func:`read_batch_file` reads a file: UTF-8 without a byte-order mark; other
     bytes are a :class:`~ltxcli.media.MediaError` naming ``what`` (``"--batch -"``) and stdin."""
@@ -213,4 +219,5 @@ def item_control(row: Mapping[str, Any], defaults: Mapping[str, Any]) -> Control
     return c
 
 
-__all__ = ["ITEM_KEYS", "BatchItem", "item_control", "parse_batch", "parse_condition", "read_batch_file", "read_stdin"]
+__all__ = ["ITEM_KEYS", "BatchItem", "is_pipe", "item_control", "parse_batch", "parse_condition", "read_batch_file",
+           "read_stdin"]

@@ -817,6 +817,42 @@ def test_gpus_option_is_checked_in_process(cli_env: Path, monkeypatch: pytest.Mo
                                         "--gpus") == ["generate", "x", "-o", "a", "--", "--gpus", "4"]
 
 
+def test_gpus_reads_a_batch_pipe_once_and_hands_its_text_to_the_workers(cli_env: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--gpus 2 --batch <(...)`: the checks before the launch read the pipe, then the workers found it gone (a
+    process substitution's /dev/fd/63 is not passed on: "no such file", exit 2) or empty (a FIFO: they waited for a
+    writer for ever). The text read once goes to the workers on their stdin, as `--batch -`."""
+    started: list[tuple[list[str], Any]] = []
+    monkeypatch.setattr(parallel_launch, "launch", lambda args, nproc, **kw: started.append((args, kw)) or 0)
+    read, write = os.pipe()
+    os.write(write, b"a cat\na dog\n")
+    os.close(write)
+    try:
+        r = ltx("generate", "--batch", f"/dev/fd/{read}", "--gpus", "2", "--device", "cpu", "--model", "tiny",
+                *SMALL, "-o", "o{index}.mp4")
+    finally:
+        os.close(read)
+    assert r.exit_code == 0, r.stderr
+    ((_, kw),) = started
+    assert kw.get("batch_text") == "a cat\na dog\n", kw  # (launch gives it as `--batch -`: the test below)
+    (cli_env / "b.txt").write_text("a cat\n")  # a file: read by every worker, by its name
+    started.clear()
+    r = ltx("generate", "--batch", "b.txt", "--gpus", "2", "--device", "cpu", "--model", "tiny", *SMALL)
+    assert r.exit_code == 0, r.stderr
+    ((_, kw),) = started
+    assert kw.get("batch_text") is None, kw
+
+
+def test_launch_gives_a_piped_batch_to_torchrun_on_stdin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = tmp_path / "seen"
+    stand_in = f"import pathlib, sys; pathlib.Path({str(seen)!r}).write_text(repr(sys.argv[1:]) + sys.stdin.read())"
+    monkeypatch.setattr(parallel_launch, "torchrun_command", lambda args, nproc, **k: [sys.executable, "-c",
+                                                                                       stand_in, *args])
+    assert parallel_launch.launch(["generate", "--batch=/dev/fd/63", "-o", "a"], 2, device="cpu",
+                                  batch_text="a cat\n") == 0
+    assert seen.read_text() == "['generate', '--batch', '-', '-o', 'a']a cat\n"
+
+
 def test_doctor_compares_free_disk_with_the_hub_sizes_of_the_default_model(hub: Any, cli_env: Path) -> None:
     """weights.toml pins no sizes, so doctor asks the Hub's listing (no download) for what the default needs."""
     from ltxcli.weights import load_registry

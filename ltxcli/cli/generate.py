@@ -366,15 +366,15 @@ def _emit_written(out: Output, r: runner.ItemResult, *, frames: bool, kernels: d
 # --- commands ------------------------------------------------------------------------------------------------
 
 
-def relaunch(gpus: int | None, prepare: Callable[[], None] | None = None, device: str | None = None,
+def relaunch(gpus: int | None, prepare: Callable[[], str | None] | None = None, device: str | None = None,
              quiet: bool = False) -> None:
     """``--gpus N``: run this very command (without ``--gpus``) under torchrun on N processes and exit with the
-    job's status (:func:`ltxcli.parallel.launch.launch`); ``--gpus 1`` and no ``--gpus`` return at once (this
-    process runs it).
+    job's status (:func:`ltxcli.parallel.launch.launch`); with ``--gpus 1`` or none, return: this process runs it.
 
     ``prepare`` runs here first: mistakes found before any weight is read (a bad size, an existing output, an
     unavailable kernel, missing weights offline) are then one line and their own exit code rather than a failed
-    torchrun job, and missing weights are downloaded once, with progress, before the workers start."""
+    torchrun job, and missing weights are downloaded once, with progress, before the workers start (it returns
+    the text of a --batch pipe, read once: the workers' copy)."""
     if gpus is None:
         return
     try:
@@ -383,9 +383,8 @@ def relaunch(gpus: int | None, prepare: Callable[[], None] | None = None, device
         usage_error(str(e))
     if gpus == 1:
         return
-    if prepare is not None:
-        prepare()
-    raise typer.Exit(launch.launch(launch.strip_option(common.invocation_args(), "--gpus"), gpus, device=device, quiet=quiet))
+    raise typer.Exit(launch.launch(launch.strip_option(common.invocation_args(), "--gpus"), gpus, device=device,
+                                   quiet=quiet, batch_text=prepare() if prepare is not None else None))
 
 
 @contextmanager
@@ -456,10 +455,11 @@ def generate(
                 raise
             raise type(e)(f"{e}; {hint}") from None
 
-    def prepare() -> None:  # stdin is left for the workers to read
-        if batch != "-":
-            run(opts, batch_file.parse_batch(batch_file.read_batch_file(batch), f"--batch {batch}"), batch=True,
-                prepare_only=True)
+    def prepare() -> str | None:  # stdin is left for the workers to read; a pipe is read once, here, for them
+        text = batch_file.read_batch_file(batch) if batch != "-" else None
+        if text is not None:
+            run(opts, batch_file.parse_batch(text, f"--batch {batch}"), batch=True, prepare_only=True)
+        return text if text is not None and batch_file.is_pipe(batch) else None
 
     relaunch(gpus, prepare, opts.device, opts.quiet)
     with distributed_context() as ctx:

@@ -107,7 +107,8 @@ def check_launch(nproc: int, device: str | None = None) -> None:
                          f"{nproc} CPU processes instead, a testing aid)")
 
 
-def launch(args: Sequence[str], nproc: int, *, device: str | None = None, quiet: bool = False, **kwargs: Any) -> int:
+def launch(args: Sequence[str], nproc: int, *, device: str | None = None, quiet: bool = False,
+           batch_text: str | None = None, **kwargs: Any) -> int:
     """Run ``ltx ARGS`` under torchrun on ``nproc`` local processes and wait; returns the job's exit code.
 
     That is the code of the first worker that failed other than by an interrupt (the others usually fail
@@ -122,6 +123,10 @@ def launch(args: Sequence[str], nproc: int, *, device: str | None = None, quiet:
     and they turn it into a clean exit (partial outputs removed, claims released, exit 130); a worker killed by
     SIGTERM would clean up nothing. Once torchrun is done, a SIGTERM or SIGHUP is delivered to this process again, under its
     own handler (the CLI's: exit 143 or 129).
+
+    ``batch_text``: the text of a ``--batch`` pipe (``<(...)``, a FIFO), read once by the caller: a pipe cannot be
+    read again, and a process substitution's descriptor does not reach the workers. They get ``--batch -`` and
+    the text on their stdin (rank 0 reads it for all).
     """
     check_launch(nproc, device)
     env = dict(os.environ)
@@ -130,7 +135,13 @@ def launch(args: Sequence[str], nproc: int, *, device: str | None = None, quiet:
         env.setdefault("LOGLEVEL", "CRITICAL")  # torchrun's log lines (each worker says what failed, in one line)
     with tempfile.TemporaryDirectory(prefix="ltx-ranks-") as status:
         env[RANK_STATUS_ENV] = status
-        proc = subprocess.Popen(torchrun_command(args, nproc, **kwargs), env=env, start_new_session=True)
+        stdin = None
+        if batch_text is not None:
+            Path(status, "batch").write_text(batch_text, encoding="utf-8")
+            args, stdin = strip_option(list(args), "--batch", "-"), open(Path(status, "batch"), "rb")  # noqa: SIM115
+        with stdin or contextlib.nullcontext():
+            proc = subprocess.Popen(torchrun_command(args, nproc, **kwargs), env=env, start_new_session=True,
+                                    stdin=stdin)
         received: list[int] = []
 
         def pass_on(signum: int, frame: object) -> None:
@@ -188,9 +199,10 @@ def record_exit_code(code: int) -> None:
         Path(folder, f"rank-{rank}").write_text(f"{code} {time.time()}")
 
 
-def strip_option(argv: list[str], name: str) -> list[str]:
+def strip_option(argv: list[str], name: str, value: str | None = None) -> list[str]:
     """``argv`` without ``name VALUE`` / ``name=VALUE`` (before a ``--`` that ends the options): the launching
-    command's ``--gpus N`` removed from the arguments its workers get."""
+    command's ``--gpus N`` removed from the arguments its workers get; with ``value``: ``name value`` in its place
+    (a piped ``--batch`` becomes ``--batch -``)."""
     out: list[str] = []
     i = 0
     while i < len(argv):
@@ -198,11 +210,9 @@ def strip_option(argv: list[str], name: str) -> list[str]:
         if arg == "--":
             out += argv[i:]
             break
-        if arg == name:
-            i += 2
-            continue
-        if arg.startswith(name + "="):
-            i += 1
+        if arg == name or arg.startswith(name + "="):
+            out += [name, value] if value is not None else []
+            i += 1 if arg != name else 2
             continue
         out.append(arg)
         i += 1
