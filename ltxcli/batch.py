@@ -37,6 +37,7 @@ class BatchItem(GenerationRequest):
     batch_seed: int | None = None
     seed_drawn: bool = False
     resume: bool = False  # a windowed run keeps its finished windows next to the output (ltxcli.long_video)
+    from_duration: bool = False  # its num_frames came from the duration asked for (advice then names --duration)
 
 
 _ITEM_INT = ("seed", "steps", "height", "width", "num_frames", "window", "overlap")

@@ -55,6 +55,8 @@ def oom_advice(args: list[str]) -> str:
     """``try ...`` for a command line (without the program name) that ran out of memory."""
     words = [a for a in args if not a.startswith("-")][:2]
     advice = _OOM_ADVICE.get(" ".join(words)) or _OOM_ADVICE.get(words[0] if words else "")
+    if advice and any(a == "--duration" or a.startswith("--duration=") for a in args):  # not with --num-frames
+        advice = advice.replace("fewer --num-frames", "a shorter --duration")
     return f"try {advice}" if advice else "try a smaller input, or another device with more memory (--device)"
 
 

@@ -209,7 +209,7 @@ def _complete(items: Sequence[BatchItem], preset: Preset | None, batch_seed: int
         try:
             source_defaults(it, preset)
             if it.duration is not None and it.extend is None:  # the seconds asked for, at the item's rate
-                it.num_frames, it.duration = timeline.duration_frames(it, preset), None
+                it.num_frames, it.duration, it.from_duration = timeline.duration_frames(it, preset), None, True
             check_source_length(it)
         except ValueError as e:
             raise _prefixed(e, wheres[i] if i < len(wheres) else "") from None

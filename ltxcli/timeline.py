@@ -28,6 +28,20 @@ def frames_for_duration(seconds: float, frame_rate: float) -> int:
     return math.ceil(seconds * frame_rate / FRAMES_PER_LATENT - 1e-9) * FRAMES_PER_LATENT + 1
 
 
+def length_option(frames: int | None, duration_rate: float | None = None) -> str:
+    """The option that asks for ``frames`` (8k + 1; None: fewer): ``--num-frames F``, or for a length the user gave
+    in seconds (``duration_rate``: its frame rate) ``--duration Ss``, as both cannot be given. The seconds are
+    rounded down to 0.01 s, which keeps them above the next shorter 8k + 1 length (8 frames less) below 800 fps;
+    one frame is no duration's (at least 9)."""
+    if frames is None:
+        return "fewer --num-frames" if duration_rate is None else "a shorter --duration"
+    if duration_rate is None:
+        return f"--num-frames {frames}"
+    if frames < 1 + FRAMES_PER_LATENT:
+        return f"--num-frames {frames} instead of --duration"
+    return f"--duration {math.floor((frames - 1) / duration_rate * 100 + 1e-6) / 100:g}s"
+
+
 def frames_of(request: GenerationRequest, frame_rate: float) -> int | None:
     """The frames ``request`` asks for: its ``duration`` at ``frame_rate``, else its ``num_frames`` (None: the
     preset's). Both given is a ValueError."""
@@ -123,5 +137,5 @@ def duration_frames(request: GenerationRequest, preset: Preset) -> int | None:
     return frames_of(request, float(preset_size(preset, request.height, request.width, None, request.frame_rate)[3]))
 
 
-__all__ = ["FRAMES_PER_LATENT", "duration_frames", "frames_for_duration", "frames_of", "parse_duration", "read_schedule",
-           "schedule_frames", "start_frame"]
+__all__ = ["FRAMES_PER_LATENT", "duration_frames", "frames_for_duration", "frames_of", "length_option", "parse_duration",
+           "read_schedule", "schedule_frames", "start_frame"]

@@ -746,6 +746,23 @@ def test_memory_hint_suggests_vae_tiling_then_auto_fits(cli_env: Path, monkeypat
     assert probe(cli_env / "o.mp4")["frames"] == 17
 
 
+def test_memory_advice_for_a_duration_names_a_duration(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--duration 2` that would not fit was told "e.g. --height 128 --width 192 --num-frames 25", which cannot be
+    given with --duration (exit 2): the smaller length is now a --duration, and the advice works as given."""
+    from ltxcli.errors import oom_advice
+
+    monkeypatch.setattr(preflight, "free_memory_bytes", lambda device: 40_000_000)
+    args = ["generate", "a cat", "--model", "tiny", "--steps", "1", "-o", "o.mp4", "--json"]
+    line = assert_one_error_line(ltx(*args, "--height", "256", "--width", "384", "--duration", "2"), 5)
+    suggested = re.search(r"e\.g\. (--height \d+ --width \d+ --duration [\d.]+s),", line)
+    assert suggested is not None and "--num-frames" not in line, line
+    ok = ltx(*args, *suggested.group(1).split())
+    assert ok.exit_code == 0, ok.stderr
+    assert json_lines(ok.stdout)[0]["settings"]["num_frames"] == 25  # 1 s at 24 fps: 8k + 1 frames, not fewer
+    assert "a shorter --duration" in oom_advice(["generate", "a cat", "--duration=2"])  # out of memory while running
+    assert "--num-frames" not in oom_advice(["generate", "a cat", "--duration", "2"])
+
+
 def test_memory_preflight_counts_offloaded_stages_and_suggests_offload(monkeypatch: pytest.MonkeyPatch) -> None:
     """On a GPU (estimated, nothing runs on it): weights per stage from the tiny modules themselves, and a free
     memory that holds the transformer stage but not every weight gets `try --offload model`."""

@@ -335,8 +335,8 @@ def check_memory(
     for it, (estimate, alternatives) in zip(items, plan.requests, strict=True):
         where = rows[it.index].get("_where", "")
         preflight.check_memory(estimate, height=it.height, width=it.width, num_frames=it.num_frames, device=device,
-                               free_bytes=plan.free_bytes, where=f"{where}: " if where else "",
-                               alternatives=alternatives)
+                               free_bytes=plan.free_bytes, where=f"{where}: " if where else "", alternatives=alternatives,
+                               duration_rate=it.frame_rate if it.from_duration else None)
     return plan
 
 

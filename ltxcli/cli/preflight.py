@@ -53,13 +53,14 @@ def check_memory(
     device: Any,
     free_bytes: int,
     where: str = "",
-    alternatives: Sequence[tuple[str, Callable[[int, int, int], Any]]] = (),
+    alternatives: Sequence[tuple[str, Callable[[int, int, int], Any]]] = (), duration_rate: float | None = None,
 ) -> None:
     """Exit 5 with one line when ``estimate(height, width, num_frames)`` (a :class:`MemoryEstimate`) exceeds
-    ``free_bytes``. The line names both, the first of ``alternatives`` (``(options, estimate)`` pairs, the
-    fastest first: ``--offload model``, ``--vae-tiling on``...) that fits at this size, a smaller size that
-    fits with the current options (if any) (:func:`ltxcli.memory.plan.memory_verdict`)."""
+    ``free_bytes``. The line names both, the first of ``alternatives`` (``(options, estimate)`` pairs, the fastest
+    first: ``--offload model``...) that fits at this size, a smaller size that fits with the current options (if
+    any; :func:`ltxcli.memory.plan.memory_verdict`), its length a --duration at ``duration_rate`` fps if given."""
     from ltxcli.memory.plan import memory_verdict
+    from ltxcli.timeline import length_option
 
     v = memory_verdict(estimate, height=height, width=width, num_frames=num_frames, free_bytes=free_bytes,
                        alternatives=alternatives)
@@ -77,15 +78,12 @@ def check_memory(
         lead = "or a smaller size" if v.fitting is not None else "try a smaller size"
         if v.smaller is not None:
             (h, w, f), smaller = v.smaller
-            advice.append(f"{lead}, e.g. --height {h} --width {w} --num-frames {f}, which needs {describe(smaller)}")
+            advice.append(f"{lead}, e.g. --height {h} --width {w} {length_option(f, duration_rate)}, which needs {describe(smaller)}")
         elif v.fitting is None:
-            advice.append("try a smaller --height/--width or fewer --num-frames")
+            advice.append(f"try a smaller --height/--width or {length_option(None, duration_rate)}")
     advice.append(f"or set {NO_MEMORY_CHECK_ENV}=1 to try anyway")
-    raise CliError(
-        f"{where}this run needs {describe(est)} on {device} but {human_bytes(free_bytes)} is free: "
-        + "; ".join(advice),
-        EXIT_OOM,
-    )
+    raise CliError(f"{where}this run needs {describe(est)} on {device} but {human_bytes(free_bytes)} is free: "
+                   + "; ".join(advice), EXIT_OOM)
 
 
 __all__ = ["NO_MEMORY_CHECK_ENV", "check_memory", "describe", "free_memory_bytes", "memory_check_disabled"]
