@@ -62,13 +62,17 @@ def _finite(obj: Any) -> Any:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def escape_surrogates(text: str) -> str:
+    """JSON text (``json.dumps(..., ensure_ascii=False)``) with every lone surrogate (a non-UTF-8 byte of a path,
+    surrogate-escaped) as its ``\\udcXX`` escape: written raw it would be that byte, and the text no longer UTF-8;
+    escaped, it is valid JSON and ``os.fsencode(json.loads(text)["path"])`` gives the path's bytes back."""
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def to_json(obj: Any) -> str:
     """One line of JSON for a record: paths, sets, dataclasses and torch dtypes/devices as plain values, inf/NaN
-    as null, non-ASCII text kept. A lone surrogate (a non-UTF-8 byte of a path, surrogate-escaped) is written as
-    its ``\\udcXX`` escape: written raw it would be that byte, and the line no longer UTF-8; escaped, the line is
-    valid JSON and ``os.fsencode(json.loads(line)["path"])`` gives the path's bytes back."""
-    text = json.dumps(_finite(obj), default=_json_default, ensure_ascii=False, allow_nan=False)
-    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    as null, non-ASCII text kept, lone surrogates escaped (:func:`escape_surrogates`)."""
+    return escape_surrogates(json.dumps(_finite(obj), default=_json_default, ensure_ascii=False, allow_nan=False))
 
 
 def help_examples(command: str) -> list[tuple[str, str]]:

@@ -455,6 +455,18 @@ def test_json_of_an_output_path_that_is_not_utf8_stays_utf8(cli_env: Path) -> No
     assert (cli_env / os.fsdecode(b"out\xff.mp4")).is_file()
 
 
+def test_an_input_path_that_is_not_utf8_is_recorded(cli_env: Path) -> None:
+    """`ltx extend $'c\\xff.mp4'` (or `-c` with such a name) failed at the end with "error: 'utf-8' codec can't
+    encode character '\\udcff' ...: surrogates not allowed", exit 2: the record names the input, and the MP4 tag
+    is UTF-8 text. The name is recorded as its surrogate escape, which reads back as the same bytes."""
+    name = os.fsdecode(b"c\xff.mp4")
+    media.write_video(cli_env / name, torch.rand(9, 32, 32, 3), 24)
+    r = ltx("extend", name, "it goes on", "--frames", "8", "--model", "tiny", "--steps", "1", "-o", "e.mp4")
+    assert r.exit_code == 0, r.stderr
+    rec = media.read_video_metadata(cli_env / "e.mp4")
+    assert rec is not None and os.fsencode(rec["extend"]["video"]) == b"c\xff.mp4", rec
+
+
 def test_stdin_that_is_not_utf8_is_named_as_a_file_would_be(cli_env: Path) -> None:
     """`--batch -` and `PROMPT -` with Latin-1 bytes on stdin said only "'utf-8' codec can't decode byte 0xe9 ...",
     exit 2, where the same bytes in a --batch file name the file (exit 6); a BOM stayed in front of the prompt."""

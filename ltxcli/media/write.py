@@ -36,6 +36,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
+from ..formatting import escape_surrogates
 from .errors import MediaError, check_regular_file, one_line
 from .read import IDENTIFY_ONLY_FORMATS, VIDEO_SUFFIXES, source_frame_count, video_frame_rate
 
@@ -214,7 +215,8 @@ def _record_json(metadata: Mapping[str, Any] | None) -> str | None:
     if metadata is None:
         return None
     try:
-        return json.dumps(dict(metadata), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        # a path's non-UTF-8 byte as its \udcXX escape: the tag is UTF-8 text (FFmpeg's, PNG's iTXt)
+        return escape_surrogates(json.dumps(dict(metadata), separators=(",", ":"), ensure_ascii=False, allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"metadata must be JSON-serialisable: {exc}") from None
 
