@@ -78,11 +78,15 @@ def read_schedule(source: str | os.PathLike[str] | Sequence[Mapping[str, Any]]) 
         if path.exists() and not path.is_file() and not path.is_dir():
             # checked, then read again for the windows' prompts: a second read of a pipe finds it empty
             raise ValueError(f"prompt schedule {path}: a pipe, which can be read once only: save it to a file")
+        if not path.is_file():  # as a --batch file's: a usage error (exit 2)
+            raise ValueError(f"prompt schedule {path}: {'a folder, not a file' if path.is_dir() else 'no such file'}")
         try:
             # utf-8-sig: a byte-order mark some editors write is not part of the first line
             lines = text_lines(path.read_text(encoding="utf-8-sig"))
-        except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"prompt schedule {path}: cannot read: {e}") from None
+        except (OSError, UnicodeDecodeError) as e:  # an unreadable input file, as a --batch file's (exit 6)
+            from .media.errors import MediaError
+
+            raise MediaError(f"prompt schedule {path}: cannot read: {e}") from None
         rows = []
         for n, line in enumerate(lines, 1):  # numbered as the editor shows them, blank and comment lines too
             if not line.strip() or line.lstrip().startswith("#"):

@@ -378,9 +378,19 @@ def test_exit_code_table_says_what_each_missing_or_corrupt_file_gives(cli_env: P
         (["generate", "x", "-m", "tiny", "--lora", corrupt], 6, ("LoRA", "corrupt")),
         (["i2v", "missing.png", "x", "-m", "tiny"], 6, ("input media", "missing")),
         (["vae", "decode", "missing.safetensors", "-m", "tiny"], 6, ("latents", "missing")),
+        # option files as --batch files: a --prompt-schedule that could not be read (not UTF-8) was exit 2
+        (["generate", "--batch", "nope.txt", "-m", "tiny"], 2, ("--batch", "does not exist")),
+        (["generate", "--batch", "latin1.txt", "-m", "tiny"], 6, ("--batch", "unreadable")),
+        (["generate", "x", "-m", "tiny", "--duration", "5", "--prompt-schedule", "nope.txt"], 2,
+         ("--prompt-schedule", "does not exist")),
+        (["generate", "x", "-m", "tiny", "--duration", "5", "--prompt-schedule", "latin1.txt"], 6,
+         ("--prompt-schedule", "unreadable")),
     ):
+        (cli_env / "latin1.txt").write_bytes(b"caf\xe9\n")
         assert_one_error_line(ltx(*args, "-o", "o.mp4"), code)
-        assert all(w in cli_common.EXIT_CODES[code] for w in words), (args, cli_common.EXIT_CODES[code])
+        readme = re.search(rf"^\| {code} \| (.*) \|$", (REPO_ROOT / "README.md").read_text(), re.M)
+        for table in (cli_common.EXIT_CODES[code], readme.group(1).replace("`", "") if readme else ""):
+            assert all(w in table for w in words), (args, table)
     assert "missing" not in cli_common.EXIT_CODES[6].split(";")[1]  # of checkpoints: only unreadable ones
 
 

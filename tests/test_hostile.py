@@ -233,7 +233,7 @@ CHECKPOINT_CASES: dict[str, tuple[Callable[[bytes], bytes], str]] = {
         # past the model's range a video is made in windows (ltxcli.long_video): their settings are checked
         (["--num-frames", "100000", "--window", "8"], ["window=8", "at least 16"]),
         (["--overlap-strength", "2"], ["overlap_strength=2.0", "[0, 1]"]),
-        (["--prompt-schedule", "missing.jsonl"], ["prompt schedule missing.jsonl", "cannot read"]),
+        (["--prompt-schedule", "missing.jsonl"], ["prompt schedule missing.jsonl", "no such file"]),
         (["--frame-rate", "0"], ["frame_rate=0", "(0, 1000]"]),
         (["--frame-rate", "nan"], ["frame_rate=nan", "(0, 1000]"]),
         (["--frame-rate", "5000"], ["frame_rate=5000", "e.g. 1000"]),
