@@ -107,6 +107,7 @@ def check_condition(c: Condition, height: int, width: int, num_frames: int,
                           f"damaged?); using those {decodable}", stacklevel=1)
             n = decodable
     kept = _check_start(c, name, n, num_frames)
+    _check_timing(read, kept)  # by the decoded frames' times: the file is read once
     if n > wanted:  # longer than the video: say so (a shorter one is only cut to 8k + 1)
         total = n if n > read.frames.shape[0] else f"at least {n}"  # the count, or what decoding showed
         warnings.warn(f"condition {name}: trimmed to its first {kept} of {total} frames (only {wanted} fit from frame "
@@ -125,6 +126,15 @@ def _check_start(c: Condition, name: Any, n: int, num_frames: int) -> int:
     return kept
 
 
+def _check_timing(media: Any, kept: int) -> None:
+    """A video condition's ``kept`` frames become output frames ``frame``, ``frame + 1``, ...: a file's uneven
+    timestamps (variable frame rate) would put its motion at the wrong times, so that is refused
+    (:func:`ltxcli.media.check_constant_rate`, on a path or a :class:`~ltxcli.media.DecodedMedia`); one frame
+    (an image, a still) has no timing."""
+    if kept > 1 and media_path(media) is not None:
+        media_io.check_constant_rate(media, "a video condition (or ltx i2v's video)", kept)
+
+
 def prepare_condition(
     c: Condition, height: int, width: int, num_frames: int, padding: tuple[int, int, int, int]
 ) -> PreparedCondition:
@@ -136,8 +146,12 @@ def prepare_condition(
         keep = trim(frames.shape[0], c.frame, num_frames)
         pixels = frames[:keep].permute(3, 0, 1, 2)[None].float() * 2 - 1  # [1, 3, n, h, w]
     else:
-        frames = media_io.load_media(c.media)
+        media = c.media
+        if media_path(media) is not None and not isinstance(media, media_io.DecodedMedia):
+            media = media_io.read_media(media)  # a Python caller's file: decoded once, with its frames' times
+        frames = media_io.load_media(media)
         keep = trim(frames.shape[0], c.frame, num_frames)
+        _check_timing(media, keep)
         pixels = media_io.preprocess_condition_frames(frames[:keep], height, width, just_crop=True)
         # inference.py pads the (cropped, native-size) media with zeros by the generation's padding
         pixels = F.pad(pixels, padding)

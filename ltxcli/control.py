@@ -93,11 +93,21 @@ def fit_frames(frames: Tensor, height: int, width: int) -> Tensor:
     return x[:, :, top : top + height, left : left + width].permute(0, 2, 3, 1)
 
 
+def check_control_timing(c: Control, num_frames: int) -> None:
+    """Refuse a control file whose first ``num_frames`` frames have uneven timestamps (variable frame rate,
+    :func:`ltxcli.media.check_constant_rate`): control frame i steers output frame i, so they would steer the
+    wrong times. Nothing is decoded (the CLI checks this before any weight is read)."""
+    path = media_path(c.media)
+    if path is not None:
+        media_io.check_constant_rate(path, "an IC-LoRA control video", num_frames)
+
+
 def control_frames(c: Control, r: ResolvedRequest, *, device: torch.device, dtype: torch.dtype,
                    depth_model: str | None = None, weights_dir: str | os.PathLike[str] | None = None) -> Tensor:
     """The control video at the requested size: float32 ``[n, height, width, 3]`` in [0, 1], ``n`` the media's
     frames trimmed to ``8k + 1`` within the padded frame count; Canny or depth made here when ``c.kind`` asks."""
     _, _, pf = r.padded
+    check_control_timing(c, r.num_frames)
     frames = media_io.load_media(c.media, max_frames=pf)
     frames = fit_frames(frames[: trim(frames.shape[0], 0, pf)], r.height, r.width)
     if c.kind == "canny":
@@ -180,6 +190,6 @@ def place_with_control(
 
 
 __all__ = [
-    "EncodedControl", "PreparedControl", "control_frames", "control_record", "fit_frames", "parse_control",
+    "EncodedControl", "PreparedControl", "check_control_timing", "control_frames", "control_record", "fit_frames", "parse_control",
     "place_with_control", "prepare_control", "weights_needed", "window_control",
 ]

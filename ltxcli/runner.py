@@ -277,6 +277,7 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
     :class:`~ltxcli.media.MediaError`. ``frames_out``: the output is PNG frames (odd sizes allowed). Condition
     files are decoded here, once (``decoded``: shared by the items of one run, so a file many use is read once)."""
     from .conditions import check_condition  # torch: imported with the first item checked, not with the CLI
+    from .control import check_control_timing
 
     try:
         checked = check_fields(item)
@@ -300,6 +301,8 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
         parse_cache(item.cache)
         item.conditions = [check_condition(c, item.height, item.width, item.num_frames, decoded)
                            for c in item.conditions]
+        if item.control is not None:
+            check_control_timing(item.control, item.num_frames)
         long_video.check(item)  # window settings and the prompt schedule (read here)
         long_video.check_seed(item, max_pos[0])  # room for the window seeds
         check_extension(item)

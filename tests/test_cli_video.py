@@ -305,6 +305,30 @@ def test_extend_and_v2v_refuse_a_variable_frame_rate_input(tmp_path: Path, monke
     assert not (tmp_path / "o.mp4").exists()
 
 
+def test_video_conditions_and_controls_refuse_a_variable_frame_rate_file(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A video condition (-c, ltx i2v's video) or an IC-LoRA control gives the output's frames one for one: a
+    variable-frame-rate one was taken frame by frame (its 280 ms holds squeezed to one frame interval, its motion
+    at the wrong times). Refused before the model loads, as for extend and v2v; only the frames used count."""
+    def no_model(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("the model was loaded")
+
+    enter_cli_env(tmp_path, monkeypatch, no_model)
+    vfr = _vfr_clip(tmp_path / "vfr.mp4")
+    for args in (["i2v", "vfr.mp4", "a dog"], ["generate", "a dog", "-c", "vfr.mp4:0"],
+                 ["generate", "a dog", "--control", "vfr.mp4"], ["generate", "a", "--control-from", "canny", "vfr.mp4"]):
+        line = assert_one_error_line(ltx(*args, "--model", "tiny", "--height", "64", "--width", "64",
+                                         "--num-frames", "17", "-o", "o.mp4"), 6)
+        assert "variable frame rate" in line and "ffmpeg -i vfr.mp4 -vf fps=25" in line, line
+    assert not (tmp_path / "o.mp4").exists()
+    media.check_constant_rate(vfr, "a 9-frame use", 9)  # its first 9 frames are 40 ms apart: they may be used
+    from ltxcli.conditions import prepare_condition
+    from ltxcli.request import Condition
+
+    with pytest.raises(media.MediaError, match="variable frame rate"):  # a Python caller's file, read at run time
+        prepare_condition(Condition(str(vfr), 0), 64, 64, 17, (0, 0, 0, 0))
+
+
 def test_v2v_longer_than_its_input_is_refused_before_the_model_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                       clip: Path) -> None:
     """--num-frames (or --duration) beyond the input's 12 frames was refused only once the model had loaded."""

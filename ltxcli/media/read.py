@@ -227,11 +227,14 @@ def _decoded(container: Any, stream: Any) -> Any:
             raise
 
 
-def _decode_video(path: Path, max_frames: int | None, max_pixels: int | None) -> tuple[np.ndarray, int]:
-    """The first ``max_frames`` frames (all without a limit) as uint8 ``[F, H, W, 3]``, and the number of frames
-    the file lists (its index, else the frames decoded; never fewer than decoded): one pass over the file. Decoding stops quietly where FFmpeg stops (a truncated file); an FFmpeg error is a
+def _decode_video(path: Path, max_frames: int | None, max_pixels: int | None
+                  ) -> tuple[np.ndarray, int, tuple[Fraction, ...]]:
+    """The first ``max_frames`` frames (all without a limit) as uint8 ``[F, H, W, 3]``, the number of frames
+    the file lists (its index, else the frames decoded; never fewer than decoded) and the decoded frames'
+    timestamps in seconds (those that have one): one pass over the file. Decoding stops quietly where FFmpeg stops (a truncated file); an FFmpeg error is a
     :class:`MediaError`."""
     frames: list[np.ndarray] = []
+    times: list[Fraction] = []
     with _open_video(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame/slice threads: faster, same pixels
@@ -248,6 +251,8 @@ def _decode_video(path: Path, max_frames: int | None, max_pixels: int | None) ->
                         f"{rgb.shape[1]}x{rgb.shape[0]} at frame {len(frames)}"
                     )
                 frames.append(rgb)
+                if frame.pts is not None and frame.time_base is not None:
+                    times.append(frame.pts * frame.time_base)
                 if max_frames is not None and len(frames) >= max_frames:
                     break
             listed = int(stream.frames) or len(frames)  # no index: the frames that decoded (to the end or the limit)
@@ -255,7 +260,7 @@ def _decode_video(path: Path, max_frames: int | None, max_pixels: int | None) ->
             raise MediaError(f"{path}: video decoding failed after {len(frames)} frames: {one_line(exc)}") from None
     if not frames:
         raise MediaError(f"{path}: video has no decodable frames")
-    return np.stack(frames), max(listed, len(frames))
+    return np.stack(frames), max(listed, len(frames)), tuple(times)
 
 
 def load_video(
@@ -275,7 +280,7 @@ def load_video(
     """
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be at least 1, got {max_frames}")
-    frames, _ = _decode_video(Path(path), max_frames, max_pixels)
+    frames, _, _ = _decode_video(Path(path), max_frames, max_pixels)
     return torch.from_numpy(frames).float().div_(255.0)
 
 
@@ -289,6 +294,7 @@ class DecodedMedia:
     path: Path
     frames: torch.Tensor  # a video: uint8 [F, H, W, 3] (a quarter of float32); an image: float32 [1, H, W, 3]
     listed: int  # frames the file lists: more than len(frames) when only the first ones were asked for or decode
+    times: tuple[Fraction, ...] = ()  # a video's decoded frames' timestamps, seconds (check_constant_rate's)
 
     def __fspath__(self) -> str:
         return os.fspath(self.path)
@@ -308,17 +314,17 @@ def read_media(path: PathLike, *, max_frames: int | None = None, max_pixels: int
     gives its one frame; a video its first ``max_frames`` frames (decoding stops early) and the count it lists."""
     path = Path(path)
     if path.suffix.lower() in VIDEO_SUFFIXES:
-        frames, listed = _decode_video(path, max_frames, max_pixels)
-        return DecodedMedia(path, torch.from_numpy(frames), listed)
+        frames, listed, times = _decode_video(path, max_frames, max_pixels)
+        return DecodedMedia(path, torch.from_numpy(frames), listed, times)
     try:
         return DecodedMedia(path, load_image(path, max_pixels=max_pixels, background=background), 1)
     except _UnidentifiedMedia:
         pass
     try:
-        frames, listed = _decode_video(path, max_frames, max_pixels)
+        frames, listed, times = _decode_video(path, max_frames, max_pixels)
     except _UnidentifiedMedia:
         raise MediaError(f"{path}: neither an image Pillow can read nor a video FFmpeg can read") from None
-    return DecodedMedia(path, torch.from_numpy(frames), listed)
+    return DecodedMedia(path, torch.from_numpy(frames), listed, times)
 
 
 def video_frame_rate(path: PathLike) -> Fraction:
@@ -332,30 +338,36 @@ def video_frame_rate(path: PathLike) -> Fraction:
     raise MediaError(f"{path}: video has no frame rate")
 
 
-def check_constant_rate(path: PathLike, what: str = "this") -> None:
+def check_constant_rate(path: PathLike, what: str = "this", frames: int | None = None) -> None:
     """Refuse (:class:`MediaError`, one line with the ffmpeg command that fixes it) a video whose frames are not
     evenly spaced in time: an interval between two frames' timestamps (packets, in presentation order; nothing
     is decoded) off the median one by more than half of it (a hold, a dropped frame, a change of rate; a
     timestamp's rounding jitter passes). ltx makes constant-rate videos and takes frames by their index, so a
     variable-rate input, played at its average rate, would lose its timing. ``what`` names the use
-    (``"ltx extend"``)."""
-    path = Path(path)
-    if path.suffix.lower() not in VIDEO_SUFFIXES and media_num_frames(path) == 1:
-        return  # an image
-    with _open_video(path) as container:
-        stream = container.streams.video[0]
-        try:
-            times = sorted(packet.pts for packet in container.demux(stream) if packet.pts is not None)
-        except av.error.FFmpegError:
-            return  # a damaged file: decoding says what is wrong with it
-        base = stream.time_base
-    steps = sorted(b - a for a, b in itertools.pairwise(times))
-    if len(steps) < 2 or base is None:
+    (``"ltx extend"``); ``frames``: only the first ones are used (a condition trimmed to the output), so only
+    their intervals count. A :class:`DecodedMedia` is judged by its decoded frames' times (the file not read again)."""
+    if isinstance(path, DecodedMedia):
+        times, path = sorted(path.times), path.path
+    else:
+        path = Path(path)
+        if path.suffix.lower() not in VIDEO_SUFFIXES and media_num_frames(path) == 1:
+            return  # an image
+        with _open_video(path) as container:
+            stream = container.streams.video[0]
+            base = stream.time_base
+            if base is None:
+                return
+            try:
+                times = sorted(p.pts * base for p in container.demux(stream) if p.pts is not None)
+            except av.error.FFmpegError:
+                return  # a damaged file: decoding says what is wrong with it
+    steps = sorted(b - a for a, b in itertools.pairwise(times[:frames]))
+    if len(steps) < 2:
         return
     median = steps[len(steps) // 2]
     if median > 0 and all(abs(step - median) * 2 <= median for step in steps):
         return
-    shortest, typical, longest = (float(step * base) for step in (steps[0], median, steps[-1]))
+    shortest, typical, longest = (float(step) for step in (steps[0], median, steps[-1]))
     fps = max(1, round(1 / typical)) if typical > 0 else 24  # the rate most frames run at: every frame kept there
     raise MediaError(f"{path}: variable frame rate (frames {shortest * 1000:.0f} to {longest * 1000:.0f} ms apart): "
                      f"{what} needs a constant rate: convert it first, e.g. ffmpeg -i {path.name} -vf fps={fps} "
