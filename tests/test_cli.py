@@ -38,6 +38,7 @@ from ltxcli import offload as ltxcli_offload
 from ltxcli.cli import common as cli_common
 from ltxcli.cli import generate as cli_generate
 from ltxcli.cli import preflight
+from ltxcli.media import read as media_read
 from ltxcli.parallel import launch as parallel_launch
 from ltxcli.runner import BatchItem
 
@@ -166,6 +167,21 @@ def test_info_counts_the_frames_a_truncated_file_decodes(cli_env: Path) -> None:
     assert f"lists 41 frames but only {decodable} can be decoded" in r.stderr
     human = ltx("info", "cut.mp4")
     assert f"{decodable} frame(s)" in human.stdout
+
+
+def test_info_counts_a_whole_video_without_decoding_it(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ltx info` decoded every frame to count them: 10 s for a one-minute 640x360 H.264 file (4 s before). A file
+    whose index's packets are all whole in it is counted by them; a cut one is still decoded (the test above)."""
+    cli_harness.truncated_mp4(cli_env)  # and whole-cut.mp4, its 41 frames whole
+
+    def no_decoding(*_args: Any) -> int:
+        raise AssertionError("frames decoded to count them")
+
+    monkeypatch.setattr(media_read, "_decodable_frames", no_decoding)
+    r = ltx("info", "whole-cut.mp4", "--json")
+    assert r.exit_code == 0 and r.stderr == "", r.stderr
+    assert json_lines(r.stdout)[0]["stream"]["num_frames"] == 41
+    assert ltx("info", "cut.mp4").exit_code != 0  # a cut file is decoded to count it (here: refused)
 
 
 def test_info_refuses_a_file_that_does_not_decode(cli_env: Path) -> None:

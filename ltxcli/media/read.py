@@ -403,11 +403,13 @@ def media_num_frames(path: PathLike) -> int:
     return count
 
 
-def source_frame_count(path: PathLike, at_most: int | None = None) -> int:
+def source_frame_count(path: PathLike, at_most: int | None = None, *, quick: bool = False) -> int:
     """Frames of a video-to-video, extension or control input: those that decode (decoded, not converted; up to ``at_most``,
     the frames a request asks for), with a warning when the file lists more (a truncated file, whose index
     outlives its data). An image counts 1;
-    an animated one (GIF, APNG, WebP, multi-page TIFF) is refused, as ltx reads only its first frame."""
+    an animated one (GIF, APNG, WebP, multi-page TIFF) is refused, as ltx reads only its first frame.
+    ``quick`` (``ltx info``): a file holding every packet it lists, each whole, counts them undecoded (decoding
+    a minute of video takes seconds); one missing some (a cut-off download or recording) is decoded as above."""
     path = Path(path)
     listed = media_num_frames(path)
     if listed == 1 and path.suffix.lower() not in VIDEO_SUFFIXES:
@@ -423,7 +425,22 @@ def source_frame_count(path: PathLike, at_most: int | None = None) -> int:
                              f"convert it to a video first (e.g. ffmpeg -i {path.name} {path.stem}.mp4)")
         return 1
     stat = path.stat()
+    if quick and _whole_packets(path, stat.st_size) == listed:
+        return listed if at_most is None else min(listed, at_most)
     return _decodable_frames(os.fspath(path), listed, at_most, stat.st_mtime_ns, stat.st_size)
+
+
+def _whole_packets(path: Path, size: int) -> int | None:
+    """The video packets whose bytes all lie in the file (``size`` bytes; nothing decoded), None when demuxing
+    fails. A truncated file's index lists packets past its end (or the last one cut): fewer than it lists."""
+    with _open_video(path) as container:
+        stream = container.streams.video[0]
+        try:  # pos is -1 where the container does not say: unconfirmed, so not counted; nor is a packet an
+            # edit list discards (the decoder drops its frame)
+            return sum(1 for p in container.demux(stream) if p.size and not (p.is_corrupt or p.is_discard)
+                       and p.pos is not None and 0 <= p.pos <= size - p.size)
+        except av.error.FFmpegError:
+            return None
 
 
 @functools.lru_cache(maxsize=8)

@@ -467,8 +467,9 @@ def media_info(path: PathLike) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """A file's stream facts and its record (:func:`read_video_metadata`), as
     ``ltx info`` shows them. Stream ``kind``: ``image`` (any file Pillow reads), ``video`` (with codec, frame_rate, duration_s) or
     ``frames`` (a folder written by :func:`write_png_frames`, read through its first frame; ``num_frames`` counts
-    the PNGs). A video's ``num_frames`` counts the frames that decode (decoded, not converted), as ``ltx v2v`` and
-    ``ltx extend`` use them, with the same warning when the file lists more (a truncated file's index).
+    the PNGs). A video's ``num_frames`` counts the frames that decode, as ``ltx v2v`` and ``ltx extend`` use them,
+    with the same warning when the file lists more (a truncated file's index); a file whose listed packets are
+    all whole in it is counted by them, undecoded (``source_frame_count(quick=True)``).
     A missing or unreadable file, or one whose first frame does not decode, is a :class:`MediaError`."""
     path = Path(path)
     record = read_record(path)
@@ -496,7 +497,7 @@ def media_info(path: PathLike) -> tuple[dict[str, Any], dict[str, Any] | None]:
     rate = video_frame_rate(target)
     fps: float | int = int(rate) if rate.denominator == 1 else round(float(rate), 6)
     stream = {"kind": "video", "codec": name, "width": width, "height": height,
-              "num_frames": source_frame_count(target), "frame_rate": fps, "duration_s": duration}
+              "num_frames": source_frame_count(target, quick=True), "frame_rate": fps, "duration_s": duration}
     return stream, record
 
 
