@@ -106,13 +106,13 @@ def _same_lora(spec: Any, rec: Mapping[str, Any]) -> bool:
     """A LoRA spec (registry name or file, scale) against a record's ``{"name", "path", "sha256", "scale"}``: a
     registry LoRA by its name (its download is checked against weights.toml), a file by its content, the sha256
     the record stores (another file at the recorded path is another LoRA; the same file moved is the same)."""
-    from .adapters.lora import lora_sha256
+    from .adapters.lora import lora_file, lora_sha256
 
     if float(rec.get("scale", 1.0)) != float(spec.scale) or (spec.sha256 and spec.sha256 != rec.get("sha256")):
         return False
     if spec.source == rec.get("name"):
         return True
-    path = Path(spec.source).expanduser()
+    path = lora_file(Path(spec.source).expanduser())  # a PEFT folder: its weights file, as recorded
     return path.is_file() and lora_sha256(path) == rec.get("sha256")
 
 

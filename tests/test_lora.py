@@ -745,6 +745,28 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return enter_cli_env(tmp_path, monkeypatch, memoised_loader())
 
 
+def test_cli_lora_takes_a_peft_folder_as_its_weights_file(cli_env) -> None:
+    """`--lora DIR` (PEFT's save_pretrained folder: adapter_model.safetensors and adapter_config.json) was refused
+    as "not a file". It is that folder's adapter_model.safetensors (the config beside it gives the alpha), with
+    or without a scale: recorded as that file is, and --skip-existing knows it again."""
+    folder = cli_env / "style"
+    folder.mkdir()
+    weights = tiny_lora(cli_env).rename(folder / "adapter_model.safetensors")
+    (folder / "adapter_config.json").write_text(json.dumps({"r": 4, "lora_alpha": 2}))
+    sha = hashlib.sha256(weights.read_bytes() + (folder / "adapter_config.json").read_bytes()).hexdigest()
+    args = ["generate", "a cat", "--model", "tiny", "--height", "64", "--width", "64", "--num-frames", "9",
+            "--steps", "1", "--seed", "5", "--json"]
+    for lora, scale in (("style:0.8", 0.8), ("style", 1.0)):
+        r = ltx(*args, "--lora", lora, "-o", f"out{scale}.mp4")
+        assert r.exit_code == 0, r.stderr
+        # the record `--lora style/adapter_model.safetensors` makes (test_cli_lora_through_subprocess)
+        assert json.loads(r.stdout)["settings"]["loras"] == [{"name": None, "path": str(weights), "sha256": sha,
+                                                              "scale": scale}]
+    again = ltx(*args, "--lora", "style:0.8", "-o", "out0.8.mp4", "--skip-existing")
+    # known as this request's output (an unknown file is skipped too, with a warning that it holds another video)
+    assert json.loads(again.stdout)["status"] == "skipped" and "other settings" not in again.stderr, again.stderr
+
+
 @pytest.mark.parametrize(("lora", "fragment"), [
     ("missing.safetensors", "LoRA missing.safetensors: no such file, and not a name in weights.toml"),
     ("ltxv-13b-0.9.7-ic-lora-pose:0.5", "LoRA ltxv-13b-0.9.7-ic-lora-pose is made for ltxv-13b-0.9.7-dev"),

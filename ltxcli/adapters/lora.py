@@ -1,7 +1,8 @@
 """LoRA requests: ``PATH_OR_NAME[:SCALE]`` -> :class:`LoraSpec` -> :class:`LoraRef` (where the file is).
 
 A LoRA is named by a weights.toml entry of kind ``lora`` (the official IC-LoRAs, the 13B 0.9.7 distilled LoRA)
-or by a ``.safetensors`` file. A registry entry lists the base models it is made for (``base``); using it on
+or by a ``.safetensors`` file (PEFT's ``save_pretrained`` folder: its ``adapter_model.safetensors``). A registry
+entry lists the base models it is made for (``base``); using it on
 another registry model, or on a checkpoint file that is one of those models' files under its registry name, is
 a one-line :class:`LoraMismatchError`. A checkpoint known to no entry is not refused here: the merge checks
 every LoRA matrix against the layer it targets (:mod:`ltxcli.adapters.lora_merge`).
@@ -25,6 +26,16 @@ from .. import weights
 PathLike = str | os.PathLike[str]
 #: A source with one of these suffixes (or a path separator) is a path: a typo is "no such file", not a name.
 LORA_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
+
+#: PEFT's ``save_pretrained`` folder: the weights, and the config whose ``lora_alpha`` scales them (read beside
+#: them by :mod:`ltxcli.adapters.lora_merge`).
+PEFT_WEIGHTS, PEFT_CONFIG = "adapter_model.safetensors", "adapter_config.json"
+
+
+def lora_file(path: Path) -> Path:
+    """The file a LoRA path stands for: a PEFT ``save_pretrained`` folder's :data:`PEFT_WEIGHTS` (its config is
+    read beside it, so the folder and that file are the same LoRA, recorded alike), else ``path`` itself."""
+    return path / PEFT_WEIGHTS if path.is_dir() and (path / PEFT_WEIGHTS).is_file() else path
 
 
 class LoraMismatchError(ValueError):
@@ -62,7 +73,7 @@ def parse_lora(text: str) -> LoraSpec:
         try:
             scale = float(tail)
         except ValueError:
-            if Path(head).is_file() or head.lower().endswith(LORA_SUFFIXES):  # not a path's colon: a bad scale
+            if Path(head).exists() or head.lower().endswith(LORA_SUFFIXES):  # not a path's colon: a bad scale
                 raise ValueError(f"LoRA {head}: scale {tail!r} must be a number (e.g. {head}:0.8)") from None
         else:
             return LoraSpec(head, scale)  # a number that is no scale (nan, inf) is refused as one
@@ -154,7 +165,7 @@ def resolve_lora(
     registry: weights.Registry | None = None,
 ) -> LoraRef:
     """Where ``spec`` is: a weights.toml ``lora`` entry (checked against ``model``, the base model's registry name
-    or checkpoint path; not downloaded here) or an existing ``.safetensors`` file.
+    or checkpoint path; not downloaded here) or an existing ``.safetensors`` file (:func:`lora_file`).
 
     Raises :class:`ltxcli.weights.UnknownWeightsError` (a name that is no entry and no file), ``ValueError`` (an
     entry that is not a LoRA, a path that is not a file) and :class:`LoraMismatchError`."""
@@ -167,11 +178,12 @@ def resolve_lora(
         if model is not None:
             check_base(entry.name, entry.base, model, reg)
         return LoraRef(spec, entry.name, weights.path(entry.name, weights_dir=weights_dir, registry=reg), entry.base)
-    path = Path(spec.source).expanduser()
+    path = lora_file(Path(spec.source).expanduser())
     if path.is_file():
         return LoraRef(spec, None, path)
     if path.exists():
-        raise ValueError(f"LoRA {spec.source}: not a file (a LoRA is one .safetensors file)")
+        raise ValueError(f"LoRA {spec.source}: not a file (a LoRA is one .safetensors file, or a PEFT folder "
+                         f"holding {PEFT_WEIGHTS})")
     if path.suffix.lower() in LORA_SUFFIXES or os.sep in spec.source or "/" in spec.source:
         raise ValueError(f"LoRA {spec.source}: no such file, and not a name in weights.toml")
     reg[spec.source]  # raises UnknownWeightsError with a did-you-mean hint
@@ -185,11 +197,6 @@ def check_base(lora: str, base: tuple[str, ...], model: str, registry: weights.R
     if base and known is not None and known not in base:
         raise LoraMismatchError(
             f"LoRA {lora} is made for {', '.join(base)}, not for {known}")
-
-
-#: PEFT's ``save_pretrained`` folder: the weights, and the config whose ``lora_alpha`` scales them (read beside
-#: them by :mod:`ltxcli.adapters.lora_merge`).
-PEFT_WEIGHTS, PEFT_CONFIG = "adapter_model.safetensors", "adapter_config.json"
 
 
 def lora_sha256(path: PathLike) -> str:
@@ -215,6 +222,6 @@ def _sha256(files: tuple[tuple[str, int, int], ...]) -> str:
 
 
 __all__ = [
-    "PEFT_CONFIG", "PEFT_WEIGHTS", "LoraLike", "LoraMismatchError", "LoraRef", "LoraSpec", "check_base", "fetch_loras", "lora_sha256", "lora_spec",
+    "PEFT_CONFIG", "PEFT_WEIGHTS", "LoraLike", "LoraMismatchError", "LoraRef", "LoraSpec", "check_base", "fetch_loras", "lora_file", "lora_sha256", "lora_spec",
     "lora_specs", "model_entry_name", "parse_lora", "resolve_lora",
 ]

@@ -82,7 +82,7 @@ ConditionOpt = Annotated[list[str] | None, typer.Option(
     help="PATH:FRAME[:STRENGTH] (repeatable): an image or video placed at pixel frame FRAME with STRENGTH in "
          "[0, 1] (default 1). Keyframes, first/last frame, video extension.")]
 LoraOpt = Annotated[list[str] | None, typer.Option("--lora", show_default=False, help="PATH_OR_NAME[:SCALE] "
-    "(repeatable): a LoRA file or weights.toml LoRA merged into the model at SCALE (default 1).")]
+    "(repeatable): a LoRA file, PEFT folder or weights.toml LoRA merged into the model at SCALE (default 1).")]
 ControlOpt = Annotated[str | None, typer.Option(show_default=False, help="VIDEO[:STRENGTH]: an IC-LoRA control "
     "video (depth, pose or Canny video; the detailer's low-resolution clip) in context, at the video's positions.")]
 ControlFromOpt = Annotated[tuple[str, str] | None, typer.Option(show_default=False, metavar="canny|depth VIDEO",
