@@ -169,6 +169,8 @@ def prepare_video(video: Any, r: ResolvedRequest) -> Tensor:
             raise ValueError(f"the input video has {frames.shape[0]} frames; video-to-video needs {pf}")
         pixels = frames[:pf].permute(3, 0, 1, 2)[None].float() * 2 - 1  # [1, 3, F, h, w]
         return resize_frames(pixels, ph, pw)
+    # frame i of the input is frame i of the output (ltx v2v refused a VFR file already; a Python caller's here)
+    media_io.check_constant_rate(video, "video-to-video", r.num_frames)
     frames = media_io.load_media(video, max_frames=pf)
     if frames.shape[0] < r.num_frames:
         raise ValueError(f"{video}: {frames.shape[0]} frames; video-to-video at this length needs {r.num_frames}")

@@ -329,6 +329,20 @@ def test_video_conditions_and_controls_refuse_a_variable_frame_rate_file(tmp_pat
         prepare_condition(Condition(str(vfr), 0), 64, 64, 17, (0, 0, 0, 0))
 
 
+def test_python_video_to_video_refuses_a_variable_frame_rate_file(tmp_path: Path) -> None:
+    """`pipe.generate(video=...)` of a variable-frame-rate file ran (17 frames, their timing lost), while `ltx v2v`
+    refuses it: the Python caller's file is checked where the pipeline reads it."""
+    from ltxcli.conditions import prepare_video
+    from ltxcli.presets import TINY_PRESET
+    from ltxcli.request import GenerationRequest, resolve_request
+
+    vfr = _vfr_clip(tmp_path / "vfr.mp4")
+    r = resolve_request(GenerationRequest("a dog", video=str(vfr), num_frames=17, height=64, width=64, steps=3,
+                                          frame_rate=15), TINY_PRESET)
+    with pytest.raises(media.MediaError, match=r"variable frame rate.*video-to-video needs a constant rate"):
+        prepare_video(r.video, r)
+
+
 def test_v2v_longer_than_its_input_is_refused_before_the_model_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                       clip: Path) -> None:
     """--num-frames (or --duration) beyond the input's 12 frames was refused only once the model had loaded."""
