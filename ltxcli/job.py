@@ -21,6 +21,7 @@ encoder or upsampler that resolves to nothing is :class:`ltxcli.spec.SpecError` 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -150,11 +151,26 @@ def _resolve(s: JobSettings, **parts: Any) -> ModelSpec:
 
 def plan_job(
     settings: JobSettings, rows: list[dict[str, Any]], *, batch: bool, first_image: Condition | None = None,
-    ctx: Any = None, warn: Callable[[str], None] = lambda message: None,
+    ctx: Any = None, warn: Callable[[str], None] | None = None,
 ) -> Job:
     """Check and plan every row before any weight is read: the device and kernels, the items (a row's value >
     ``settings``' defaults > the preset's), rank 0's seeds on every rank, sizes and condition files, output names
-    and existing outputs, the video format, this rank's share; then the weights the items need (``needed``)."""
+    and existing outputs, the video format, this rank's share; then the weights the items need (``needed``).
+
+    ``warn`` gets the plan's warnings, the Python warnings raised while planning (an empty prompt, a trimmed
+    condition) included, as they come; every rank of a multi-process job plans every item, so all but one
+    pass a no-op (or a launcher that plans before its workers do). None: Python warnings as usual, no others."""
+    if warn is None:
+        return _plan_job(settings, rows, batch=batch, first_image=first_image, ctx=ctx, warn=lambda message: None)
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *args, **kwargs: warn(str(message))
+        return _plan_job(settings, rows, batch=batch, first_image=first_image, ctx=ctx, warn=warn)
+
+
+def _plan_job(
+    settings: JobSettings, rows: list[dict[str, Any]], *, batch: bool, first_image: Condition | None,
+    ctx: Any, warn: Callable[[str], None],
+) -> Job:
     from . import api, media, resume
     from .control import weights_needed as control_weights
     from .offload import cpu_offload_note

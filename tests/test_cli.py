@@ -896,6 +896,28 @@ def test_launch_gives_a_piped_batch_to_torchrun_on_stdin(tmp_path: Path, monkeyp
     assert seen.read_text() == "['generate', '--batch', '-', '-o', 'a']a cat\n"
 
 
+def test_a_multi_process_job_says_the_plans_warnings_once(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every rank plans every item, and `--gpus` plans before it starts them: the plan's warnings (an empty prompt,
+    an option that does nothing on the CPU) came once from the launcher and once from each rank. Rank 0 says
+    them; the launcher and the other ranks only what their own items raise."""
+    from contextlib import nullcontext
+
+    from ltxcli.parallel import orchestrate
+    from ltxcli.parallel.context import DistContext
+
+    monkeypatch.setattr(parallel_launch, "launch", lambda *a, **k: 0)  # the launcher's checks, no workers
+    r = ltx("generate", "", "--model", "tiny", "--gpus", "2", "--device", "cpu", "-o", "o.mp4", *SMALL)
+    assert r.exit_code == 0 and "warning" not in r.stderr, r.stderr
+    # rank 1 of a batch shared over two processes (rank 0's seeds are its own here)
+    monkeypatch.setattr(cli_generate, "distributed_context", lambda: nullcontext(DistContext(1, 2, 1, torch.device("cpu"))))
+    monkeypatch.setattr(orchestrate, "from_rank0", lambda ctx, value: value)
+    (cli_env / "p.jsonl").write_text('{"prompt": ""}\n{"prompt": "a dog"}\n')
+    r = ltx("generate", "--batch", "p.jsonl", "--model", "tiny", "--offload", "model", "--steps", "1", "-o",
+            "out/{index}.mp4", *SMALL)
+    assert r.exit_code == 0 and "wrote out/1.mp4" in r.stderr and not (cli_env / "out" / "0.mp4").exists(), r.stderr
+    assert "warning" not in r.stderr, r.stderr
+
+
 def test_doctor_compares_free_disk_with_the_hub_sizes_of_the_default_model(hub: Any, cli_env: Path) -> None:
     """weights.toml pins no sizes, so doctor asks the Hub's listing (no download) for what the default needs."""
     from ltxcli.weights import load_registry

@@ -72,9 +72,9 @@ def help_epilog(command: str) -> str:
 
 DEBUG_ENV = "LTX_DEBUG"
 
-# This process's place in a multi-process run: the label that starts its error lines, and its rank
-# (ltxcli.parallel.context.rank_label, set by the command once it has joined the process group).
-_RANK: dict[str, Any] = {"label": "", "rank": None}
+# This process's place in a multi-process run: the label that starts its error lines, its rank (set by the
+# command once it has joined the process group), where its Python warnings go (Output.take_warnings).
+_RANK: dict[str, Any] = {"label": "", "rank": None, "warn": None}
 # The arguments of this invocation (after the program name), as the root group received them.
 _ARGS: list[str] = []
 
@@ -144,6 +144,9 @@ class Output:
     def warn(self, message: str) -> None:
         if self.stdout:  # a silent rank leaves warnings to the rank that speaks
             self.console.print(f"{self.prefix}warning: {one_line(message)}", markup=False, style="yellow")
+
+    def take_warnings(self) -> None:  # the command's Python warnings: labelled, or dropped by a silent rank
+        _RANK["warn"] = self.warn
 
     def data(self, line: str) -> None:
         if not self.stdout:
@@ -290,13 +293,13 @@ def _warnings_to_stderr() -> Iterator[None]:
     previous = warnings.showwarning
 
     def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-        click.echo(f"warning: {one_line(str(message))}", err=True)
+        (_RANK["warn"] or (lambda m: click.echo(f"warning: {one_line(m)}", err=True)))(str(message))
 
     warnings.showwarning = show
     try:
         yield
     finally:
-        warnings.showwarning = previous
+        warnings.showwarning, _RANK["warn"] = previous, None
 
 
 # ------------------------------------------------------------------------------------------ progress

@@ -281,10 +281,11 @@ def run(
     else:
         out = Output(json_mode=opts.json, quiet=True, stdout=False)  # rank 0 speaks for the single video
     out.plain = opts.progress == "plain"
-    try:
-        job = plan_job(opts, rows, batch=batch, first_image=first_image, ctx=ctx, warn=out.warn)
+    try:  # the plan's warnings from rank 0 alone (every rank plans every item), then each rank's of its items
+        job = plan_job(opts, rows, batch=batch, first_image=first_image, ctx=ctx, warn=out.warn if main else lambda m: None)
     except SpecError as e:  # the option that resolves to nothing, named
         raise CliError(f"{OPTIONS[e.argument]} {e}", EXIT_USAGE) from None
+    out.take_warnings()
     if job.note and main and not prepare_only:
         out.info(job.note)
     if job.anything:
@@ -308,8 +309,7 @@ def run(
         if r.status == "skipped":
             _emit_skipped(out, r, rank)
         elif job.main or batch:
-            _emit_written(out, r, frames=job.frames, kernels=kernels, ranks=ranks,
-                          rank=rank)
+            _emit_written(out, r, frames=job.frames, kernels=kernels, ranks=ranks, rank=rank)
 
 
 def _download(names: list[str], opts: Options, out: Output, ctx: Any) -> None:
@@ -508,7 +508,5 @@ def register(app: typer.Typer) -> None:
         app.command(name)(command)
 
 
-__all__ = [
-    "SHARED_OPTIONS", "Options", "check_memory", "distributed_context", "extend", "generate", "generation_command", "i2v", "options",
-    "register", "relaunch", "run", "v2v",
-]
+__all__ = ["SHARED_OPTIONS", "Options", "check_memory", "distributed_context", "extend", "generate", "generation_command",
+           "i2v", "options", "register", "relaunch", "run", "v2v"]
