@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Literal, NoReturn
 
-FailureKind = Literal["input", "numerical", "kernel", "weights", "oom"]
+FailureKind = Literal["input", "numerical", "kernel", "weights", "oom", "peer"]
 
 #: "module:class" -> kind. input: media or checkpoint unreadable; kernel: an explicit kernel that cannot run
 #: here; weights: the exception carries its own ``exit_code`` (:class:`ltxcli.weights.WeightsError`).
@@ -26,9 +26,16 @@ LIBRARY_ERRORS: dict[str, FailureKind] = {
 }
 
 
+#: What a collective (gloo, NCCL) raises in a process of a multi-process job when another one left: closed its
+#: connections by failing, being stopped or killed. That process's own error says what happened.
+PEER_GONE = ("connection closed by peer", "connection reset by peer", "remote process exited")
+#: What such a process says instead (its own words name neither the process nor the cause).
+PEER_STOPPED = "stopped: another process of this job failed or was stopped (its error line says why)"
+
+
 def failure_kind(exc: BaseException) -> FailureKind | None:
     """The kind of a library exception (:data:`LIBRARY_ERRORS`), "oom" for running out of host or GPU memory,
-    None for anything else."""
+    "peer" for a collective broken by another process of the job (:data:`PEER_GONE`), None for anything else."""
     for key, kind in LIBRARY_ERRORS.items():
         module, _, name = key.partition(":")
         if module in sys.modules and isinstance(exc, getattr(sys.modules[module], name)):
@@ -38,6 +45,8 @@ def failure_kind(exc: BaseException) -> FailureKind | None:
     text = str(exc).lower()
     if isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text):
         return "oom"
+    if isinstance(exc, RuntimeError) and any(gone in text for gone in PEER_GONE):  # DistBackendError included
+        return "peer"
     return None
 
 
@@ -110,5 +119,5 @@ def reopen_closed_streams() -> None:
                                     errors="backslashreplace" if fd == 2 else "strict"))
 
 
-__all__ = ["LIBRARY_ERRORS", "FailureKind", "exit_closed_stdout", "failure_kind", "interrupt_message",
-           "keeps_resume_state", "oom_advice", "reopen_closed_streams"]
+__all__ = ["LIBRARY_ERRORS", "PEER_GONE", "PEER_STOPPED", "FailureKind", "exit_closed_stdout", "failure_kind",
+           "interrupt_message", "keeps_resume_state", "oom_advice", "reopen_closed_streams"]

@@ -474,6 +474,34 @@ def test_torchrun_command():
     assert "--nnodes=2" in multi and "--rdzv-endpoint=node1:29500" in multi and "--standalone" not in multi
 
 
+def test_a_rank_stopped_by_another_ones_failure_leaves_the_job_code_to_it(tmp_path, monkeypatch, capsys) -> None:
+    """A rank whose collective broke because its peer failed (gloo: "Connection closed by peer ... GLHF!") said
+    "internal error" and recorded exit 1; when it recorded before the rank that ran out of memory (the order
+    of two processes racing to their last line), `--gpus` exited 1, not 5. Here it records first."""
+    import typer
+
+    from ltxcli.cli.common import guarded
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv(launch.RANK_STATUS_ENV, str(tmp_path))
+
+    @guarded
+    def rank_fails(rank: str, exc: BaseException) -> None:
+        monkeypatch.setenv("RANK", rank)
+        raise exc
+
+    gloo = ("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer "
+            "[127.0.0.1]:16782. This is typically caused by a remote worker crashing. Check the logs of the remote "
+            "worker before reporting an error. GLHF! \U0001f3d6\ufe0f")
+    for rank, exc, code in (("0", RuntimeError(gloo), 1), ("1", torch.OutOfMemoryError("CUDA out of memory"), 5)):
+        with pytest.raises(typer.Exit) as stopped:
+            rank_fails(rank, exc)
+        assert stopped.value.exit_code == code
+    said = capsys.readouterr().err.splitlines()[0]
+    assert "another process" in said and "internal error" not in said and "GLHF" not in said, said
+    assert launch.job_exit_code(1, launch._recorded_codes(tmp_path)) == 5
+
+
 def test_init_from_env_outside_torchrun(monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.delenv("WORLD_SIZE", raising=False)

@@ -21,7 +21,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from ltxcli.errors import exit_closed_stdout, failure_kind, interrupt_message, oom_advice
+from ltxcli.errors import PEER_STOPPED, exit_closed_stdout, failure_kind, interrupt_message, oom_advice
 
 # the commands' byte formatting and JSON encoding are the library's (ltx doctor's checks use them too)
 from ltxcli.formatting import help_examples, one_line, to_json
@@ -228,7 +228,7 @@ typer.core.TyperOption.display_type_rich = _placeholder  # type: ignore[method-a
 
 
 # ltxcli.errors.failure_kind -> exit code (a WeightsError carries its own exit_code)
-_KIND_CODES = {"input": EXIT_INPUT, "numerical": EXIT_ERROR, "kernel": EXIT_USAGE}
+_KIND_CODES = {"input": EXIT_INPUT, "numerical": EXIT_ERROR, "kernel": EXIT_USAGE, "peer": EXIT_ERROR}
 
 
 def classify(exc: BaseException) -> tuple[int, str]:
@@ -241,8 +241,8 @@ def classify(exc: BaseException) -> tuple[int, str]:
     kind = failure_kind(exc)
     if kind == "weights":
         return int(getattr(exc, "exit_code", EXIT_ERROR)), msg
-    if kind in _KIND_CODES:
-        return _KIND_CODES[kind], msg
+    if kind in _KIND_CODES:  # (a "peer" one: not gloo's "GLHF! 🏖️" but what it means)
+        return _KIND_CODES[kind], PEER_STOPPED if kind == "peer" else msg
     if kind == "oom":
         return EXIT_OOM, f"out of memory ({msg[:200]}): {oom_advice(_ARGS)}"
     if isinstance(exc, FileExistsError):  # the library's own message names its keyword argument
@@ -254,10 +254,10 @@ def classify(exc: BaseException) -> tuple[int, str]:
     return EXIT_ERROR, f"internal error: {type(exc).__name__}: {msg} (set {DEBUG_ENV}=1 for a traceback)"
 
 
-def fail(code: int, message: str) -> NoReturn:
+def fail(code: int, message: str, follows: bool = False) -> NoReturn:
     label = rank_label()
     click.echo(f"{label + ' ' if label else ''}error: {one_line(message)}", err=True)
-    record_exit_code(code)  # a `--gpus` worker: the launching process reports the first failing rank's code
+    record_exit_code(code, follows=follows)  # a `--gpus` worker: the launcher reports the first failing rank's code
     raise typer.Exit(code)
 
 
@@ -281,8 +281,7 @@ def guarded(func: F) -> F:
                     exit_closed_stdout(EXIT_PIPE)
                 if os.environ.get(DEBUG_ENV) and not isinstance(exc, KeyboardInterrupt):
                     traceback.print_exc()  # then the same line and exit code as without it
-                code, message = classify(exc)
-                fail(code, message)
+                fail(*classify(exc), follows=failure_kind(exc) == "peer")  # (following another rank's failure)
 
     return wrapper  # type: ignore[return-value]
 

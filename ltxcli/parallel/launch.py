@@ -190,10 +190,12 @@ def _recorded_codes(folder: Path) -> list[tuple[float, int]]:
     return recorded
 
 
-def record_exit_code(code: int) -> None:
-    """A worker started by :func:`launch` leaves its exit code for the launching process; a no-op elsewhere."""
+def record_exit_code(code: int, *, follows: bool = False) -> None:
+    """A worker started by :func:`launch` leaves its exit code for the launching process; a no-op elsewhere.
+    ``follows``: this worker stopped because another one left (a collective broke): it leaves nothing, so that
+    the job's code is the one that failed first even when this worker got to record its own before it."""
     folder, rank = os.environ.get(RANK_STATUS_ENV), os.environ.get("RANK")
-    if not folder or rank is None or not rank.isdigit():
+    if not folder or rank is None or not rank.isdigit() or follows:
         return
     with contextlib.suppress(OSError):
         Path(folder, f"rank-{rank}").write_text(f"{code} {time.time()}")
