@@ -908,14 +908,49 @@ def test_a_multi_process_job_says_the_plans_warnings_once(cli_env: Path, monkeyp
     monkeypatch.setattr(parallel_launch, "launch", lambda *a, **k: 0)  # the launcher's checks, no workers
     r = ltx("generate", "", "--model", "tiny", "--gpus", "2", "--device", "cpu", "-o", "o.mp4", *SMALL)
     assert r.exit_code == 0 and "warning" not in r.stderr, r.stderr
-    # rank 1 of a batch shared over two processes (rank 0's seeds are its own here)
+    # rank 1 of a batch shared over two processes (rank 0's seeds are its own here, no other rank at the barriers)
     monkeypatch.setattr(cli_generate, "distributed_context", lambda: nullcontext(DistContext(1, 2, 1, torch.device("cpu"))))
+    monkeypatch.setattr(DistContext, "barrier", lambda self: None)
     monkeypatch.setattr(orchestrate, "from_rank0", lambda ctx, value: value)
     (cli_env / "p.jsonl").write_text('{"prompt": ""}\n{"prompt": "a dog"}\n')
     r = ltx("generate", "--batch", "p.jsonl", "--model", "tiny", "--offload", "model", "--steps", "1", "-o",
             "out/{index}.mp4", *SMALL)
     assert r.exit_code == 0 and "wrote out/1.mp4" in r.stderr and not (cli_env / "out" / "0.mp4").exists(), r.stderr
     assert "warning" not in r.stderr, r.stderr
+
+
+def test_a_batch_rank_takes_the_download_turns_whatever_its_share(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ranks take turns downloading (barriers), so every rank must take them alike. A batch rank took them for
+    the prompt enhancer of its own items only, and for the model only when its node missed files: a rank whose
+    share was done (a resumed --skip-existing batch, fewer items than ranks) or whose node had the files met the
+    others' barriers with its final one and left; they then failed on a closed connection."""
+    from contextlib import nullcontext
+
+    from ltxcli.enhance import stage as enhance_stage
+    from ltxcli.parallel import orchestrate
+    from ltxcli.parallel.context import DistContext
+
+    barriers: list[int] = []
+    monkeypatch.setattr(DistContext, "barrier", lambda self: barriers.append(self.rank))
+    monkeypatch.setattr(cli_generate, "distributed_context", lambda: nullcontext(DistContext(1, 2, 1, torch.device("cpu"))))
+    monkeypatch.setattr(orchestrate, "from_rank0", lambda ctx, value: value)
+    monkeypatch.setattr(cli_generate, "ensure_downloaded", lambda names, **kwargs: None)
+    # as a real enhancer model: pulled (or found in place) for the items of this rank that it rewrites
+    monkeypatch.setattr(enhance_stage, "enhance_items", lambda todo, preset, *, download=None, **kwargs: download(["llm"]))
+    (cli_env / "p.txt").write_text("a cat\na dog\n")
+    counts = []
+    for share_done in (True, False):  # rank 1's item (index 1) written already, or not
+        (cli_env / "out").mkdir(exist_ok=True)
+        if share_done:
+            (cli_env / "out" / "1.mp4").write_bytes(b"done")
+        else:
+            (cli_env / "out" / "1.mp4").unlink()
+        barriers.clear()
+        r = ltx("generate", "--batch", "p.txt", "--model", "tiny", "--steps", "1", "--skip-existing", "-o",
+                "out/{index}.mp4", *SMALL)
+        assert r.exit_code == 0 and ("wrote out/1.mp4" in r.stderr) != share_done, r.stderr
+        counts.append(len(barriers))
+    assert counts[0] == counts[1] > 0, counts
 
 
 def test_doctor_compares_free_disk_with_the_hub_sizes_of_the_default_model(hub: Any, cli_env: Path) -> None:

@@ -302,7 +302,8 @@ def run(
     plan = check_memory(job.todo, rows, job.spec, opts, device=job.device, dtype=job.dtype,
                         enforce=not preflight.memory_check_disabled())
     pipe, load_s, kernels = load(job, plan=plan, warn=out.warn, info=out.info, status=out.status,
-                                 download=lambda names: _download(names, opts, out, ctx), show_progress=out.progress_enabled)
+                                 download=lambda names: _download(names, opts, out, None if batch else ctx),  # (a batch rank's own)
+                                 show_progress=out.progress_enabled)
     many = len(job.items) > 1
     for r, ranks in results(job, pipe, load_s=load_s, progress=lambda it: GenerationProgress(
             out, f"[{it.index}]" if many else "")):  # as {index} and JSON "index" count
@@ -313,11 +314,11 @@ def run(
 
 
 def _download(names: list[str], opts: Options, out: Output, ctx: Any) -> None:
-    """Pull missing weights; several processes take turns (:func:`ltxcli.parallel.orchestrate.in_node_turns`)."""
+    """Pull missing weights; several processes take turns (:func:`ltxcli.parallel.orchestrate.in_node_turns`, a
+    collective), each of them, whatever its own node's cache misses: pass ``ctx`` only where every rank calls."""
     from ltxcli.parallel.orchestrate import in_node_turns
 
-    if names:
-        in_node_turns(ctx, lambda: ensure_downloaded(names, weights_dir=opts.weights_dir, out=out))
+    in_node_turns(ctx, lambda: ensure_downloaded(names, weights_dir=opts.weights_dir, out=out) if names else None)
 
 
 def check_memory(
