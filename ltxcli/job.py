@@ -258,20 +258,26 @@ def load(
     info: Callable[[str], None] = lambda message: None, download: Callable[[list[str]], None] | None = None,
     status: Callable[[str], AbstractContextManager[Any]] | None = None, show_progress: bool = False,
 ) -> tuple[Pipeline, float, dict[str, Any]]:
-    """Enhance the prompts to generate (:func:`ltxcli.enhance.stage.enhance_items`), then load the model once
+    """Enhance the prompts to generate (:func:`ltxcli.enhance.stage.enhance_items`; a video split across processes:
+    on rank 0, its rewrites sent to the others; ``download`` is then called on rank 0 alone), then load the model once
     (inside ``status("loading ...")``) and split it across the processes of a single video: ``(pipeline, load
     seconds, kernels in use)``. ``plan``: :func:`memory_plan`'s, whose transformer config checks the parallel mode
     before the load."""
     from . import api
     from .enhance import stage as enhance_stage
     from .kernels import describe_model
+    from .parallel.orchestrate import from_rank0
     from .parallel.transformer import check_mode, parallelize
 
     s, spec = job.settings, job.spec
     if job.split and plan is not None and plan.transformer is not None:
         check_mode(s.parallel, plan.transformer.num_attention_heads, job.world)  # a ValueError before loading
-    enhance_stage.enhance_items(job.todo, spec.preset, llm=s.enhancer_model, captioner=s.caption_model,
-                                device=job.device, warn=warn, info=info, download=download)
+    if job.main or not job.split:  # a split video's rewrite is rank 0's, as its seed: sampled once, shared
+        enhance_stage.enhance_items(job.todo, spec.preset, llm=s.enhancer_model, captioner=s.caption_model,
+                                    device=job.device, warn=warn, info=info, download=download)
+    if job.split:  # (the other ranks load no enhancer, and take no tokens a device of theirs sampled otherwise)
+        for it, text in zip(job.todo, from_rank0(job.ctx, [it.enhanced_prompt for it in job.todo]), strict=True):
+            it.enhanced_prompt = text
     # only what was given is passed on (local paths now): load_pipeline finds the defaults in the same spec
     te_path = str(spec.text_encoder.path) if s.text_encoder is not None and spec.text_encoder is not None else None
     up_path = str(spec.upsampler.path) if s.upsampler is not None and spec.upsampler is not None else None

@@ -294,3 +294,27 @@ def test_skip_existing_knows_a_lora_by_its_content_not_its_path(tmp_path: Path) 
     assert resume.matches(item(moved), rec)  # the same bytes elsewhere: the same request
     style.write_bytes(b"a second, other LoRA")  # another LoRA at the recorded path
     assert not resume.matches(item(style), rec)
+
+
+def test_a_split_videos_prompt_rewrite_is_rank_0s(pipe: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prompt enhancement samples tokens under the seed: every rank of a video split across processes loaded the
+    enhancer and sampled on its own device, which need not draw the tokens rank 0 drew (the rank's share of the
+    video then followed another prompt). As with the seed, rank 0 rewrites and the others take its rewrite."""
+    from ltxcli import api
+    from ltxcli import job as job_mod
+    from ltxcli.enhance import stage as enhance_stage
+    from ltxcli.parallel import orchestrate, transformer
+    from ltxcli.parallel.context import DistContext
+
+    # rank 1 of 2; what rank 0 sends: its own values (the seeds), and for the rewrites not yet made, its rewrite
+    monkeypatch.setattr(orchestrate, "from_rank0", lambda ctx, value: ["rank 0's rewrite"] if value == [None] else value)
+    monkeypatch.setattr(enhance_stage, "enhance_items", lambda todo, preset, **kwargs: [
+        setattr(it, "enhanced_prompt", "rank 1's own sample") for it in todo])
+    monkeypatch.setattr(transformer, "parallelize", lambda *args, **kwargs: None)
+    monkeypatch.setattr(api, "load_pipeline", lambda *args, **kwargs: pipe)
+    monkeypatch.setattr(pipe, "free_text_encoder_after_use", pipe.free_text_encoder_after_use)  # (load sets it)
+    settings = job_mod.JobSettings(model="tiny", output=str(tmp_path / "o.mp4"))
+    job = job_mod.plan_job(settings, [{"prompt": "a cat", "seed": 4, **SMALL}], batch=False,
+                           ctx=DistContext(1, 2, 1, torch.device("cpu")))
+    job_mod.load(job)
+    assert [it.enhanced_prompt for it in job.todo] == ["rank 0's rewrite"]

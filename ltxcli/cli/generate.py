@@ -302,7 +302,7 @@ def run(
     plan = check_memory(job.todo, rows, job.spec, opts, device=job.device, dtype=job.dtype,
                         enforce=not preflight.memory_check_disabled())
     pipe, load_s, kernels = load(job, plan=plan, warn=out.warn, info=out.info, status=out.status,
-                                 download=lambda names: _download(names, opts, out, None if batch else ctx),  # (a batch rank's own)
+                                 download=lambda names: _download(names, opts, out, None),  # (rank 0 of a split video, or a batch rank, alone)
                                  show_progress=out.progress_enabled)
     many = len(job.items) > 1
     for r, ranks in results(job, pipe, load_s=load_s, progress=lambda it: GenerationProgress(
