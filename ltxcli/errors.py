@@ -87,7 +87,11 @@ def interrupt_message(exc: BaseException) -> str:
 
 def exit_closed_stdout(code: int) -> NoReturn:
     """Stop at once with ``code``, without a word, because stdout's reader went away (``| head``); stdout is
-    pointed at /dev/null first, so Python's final flush of what is still buffered cannot fail again."""
+    pointed at /dev/null first, so Python's final flush of what is still buffered cannot fail again. A worker of
+    ``ltx --gpus`` leaves the code for its launcher, which reports it (else torchrun's 1)."""
+    from .parallel.launch import record_exit_code
+
+    record_exit_code(code)
     with contextlib.suppress(OSError, ValueError):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(code)

@@ -502,6 +502,28 @@ def test_a_rank_stopped_by_another_ones_failure_leaves_the_job_code_to_it(tmp_pa
     assert launch.job_exit_code(1, launch._recorded_codes(tmp_path)) == 5
 
 
+def test_a_rank_whose_stdout_closed_leaves_141_to_the_launcher(tmp_path, monkeypatch) -> None:
+    """`ltx generate --batch ... --gpus 2 | head -1`: the rank whose next line found the pipe closed stopped with
+    141 (as one process does) but recorded nothing, so the job exited with torchrun's 1."""
+    import io
+
+    from ltxcli.cli.common import guarded
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv(launch.RANK_STATUS_ENV, str(tmp_path))
+    monkeypatch.setattr(sys, "stdout", io.StringIO())  # (not this process's descriptor 1, pointed at /dev/null)
+
+    @guarded
+    def writes_a_line() -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    with pytest.raises(SystemExit) as stopped:
+        writes_a_line()
+    assert stopped.value.code == 141
+    assert launch.job_exit_code(1, launch._recorded_codes(tmp_path)) == 141
+
+
 def test_init_from_env_outside_torchrun(monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
