@@ -224,7 +224,7 @@ def _read() -> dict[str, Any]:
 
 def _write(data: dict[str, Any]) -> None:
     """Atomic replace; a cache that cannot be written (read-only home) costs a calibration next time, said in a
-    warning (``ltx doctor --recalibrate`` measured, then reported "not calibrated yet" without a word)."""
+    warning (``ltx doctor --recalibrate`` then reports what it measured as not saved: :func:`report`)."""
     path = cache_file()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -389,11 +389,17 @@ def apply(choices: CpuChoices, transformer: Any, vae: Any | None = None, vae_con
         vae.set_conv_algorithm(choices.vae_conv)
 
 
-def report() -> dict[str, Any]:
-    """What ``ltx doctor`` shows: the cache file, this host's key, its entries and a one-line summary."""
+def report(measured: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What ``ltx doctor`` shows: the cache file, this host's key, its entries and a one-line summary.
+    ``measured``: entries this process just measured (:attr:`CpuChoices.entries`); those the cache file does not
+    hold (it could not be written) are shown too, marked as not saved."""
     entries = cached()
+    unsaved = {n: e for n, e in (measured or {}).items() if entries.get(n) != e}
+    entries = {**entries, **unsaved}
 
     def why(e: Any) -> str:
+        if any(e is u for u in unsaved.values()):
+            return " (not saved, the cache file cannot be written: measured again at the next load)"
         if settled(e):
             return ""
         if isinstance(e, dict) and "cpu_share" not in e:

@@ -228,13 +228,14 @@ def cpu_calibration(recalibrate: bool = False, weights_dir: str | os.PathLike[st
     first for the default model's shapes (and whatever else is cached stays)."""
     from . import calibrate
 
-    if recalibrate:
-        from .perf.bench import random_architecture
-        from .spec import resolve_spec
+    if not recalibrate:
+        return calibrate.report()
+    from .perf.bench import random_architecture
+    from .spec import resolve_spec
 
-        arch = random_architecture(resolve_spec(None, weights_dir=weights_dir, header=False).preset)
-        calibrate.for_configs(arch.transformer, arch.vae, recalibrate=True)
-    return calibrate.report()
+    arch = random_architecture(resolve_spec(None, weights_dir=weights_dir, header=False).preset)
+    # what was measured is reported even where the cache file cannot be written (only a warning says so)
+    return calibrate.report(calibrate.for_configs(arch.transformer, arch.vae, recalibrate=True).entries)
 
 
 def diagnose(weights_dir: str | os.PathLike[str] | None = None, *, recalibrate: bool = False) -> dict[str, Any]:

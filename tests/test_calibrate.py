@@ -247,6 +247,24 @@ def test_recalibrate_measures_the_default_models_shapes(cache_dir, monkeypatch):
     assert diagnose.cpu_calibration()["entries"] == C.cached() and len(m.calls) == 6
 
 
+def test_recalibrate_reports_what_it_measured_when_the_cache_cannot_be_kept(tmp_path, monkeypatch):
+    # ltx doctor --recalibrate with LTX_CALIBRATION_DIR under a file: it measured (and warned that the result
+    # cannot be kept), then reported "not calibrated yet"
+    from ltxcli import diagnose
+
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv(C.ENV_DIR, str(tmp_path / "afile" / "sub"))
+    monkeypatch.setenv("LTX_WEIGHTS_DIR", str(tmp_path / "weights"))
+    m = FakeMeasure()
+    monkeypatch.setattr(C, "HostMeasure", lambda: m)
+    with pytest.warns(UserWarning, match="cannot be kept"):
+        report = diagnose.cpu_calibration(recalibrate=True)
+    assert m.calls == ["gemm 2048x8192", "narrow 2048x8192", f"conv {C.CONV_CHANNELS}"]
+    assert report["entries"]["gemm 2048x8192"]["choice"] == "onednn"  # FakeMeasure: onednn 1.0 s, native 2.0 s
+    assert "not calibrated yet" not in report["summary"]
+    assert "gemm 2048x8192: onednn (not saved" in report["summary"]
+
+
 def test_doctor_shows_the_choices(tmp_path):
     """`ltx doctor` shows this host's cached choices as a user runs it (``--json`` carries
     :func:`ltxcli.diagnose.cpu_calibration`, tested above)."""
