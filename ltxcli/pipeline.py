@@ -368,16 +368,9 @@ class Pipeline:
         """The enhancement stage (before the text encoder's): ``r`` with its enhanced prompt where its plan says so
         (:mod:`ltxcli.enhance`); ``pixels``: its first condition's, prepared (image-to-video). The enhancer's models
         are freed before it returns. A windowed video (:mod:`ltxcli.long_video`) calls it with its whole request."""
-        from .enhance.rules import request_plan
+        from .enhance.rules import run_stage
 
-        if r.enhanced_prompt is not None or request_plan(r, self.preset).kind is None:
-            return r
-        if self.enhancer is None:
-            if r.enhance_prompt == "on":
-                raise ValueError("enhance_prompt='on' needs a prompt enhancer: load the pipeline with "
-                                 "ltxcli.load_pipeline, or set pipe.enhancer = ltxcli.PromptEnhancer(...)")
-            return r
-        return self.enhancer.enhance_resolved(r, self.preset, seed, pixels)
+        return run_stage(r, self.preset, self.enhancer, seed, pixels)
 
     def compute_record(self) -> dict[str, Any]:
         """The record's ``dtype``, ``fp8`` (float8 matmuls, storage or none) and ``weights_dtype`` (the block linears'

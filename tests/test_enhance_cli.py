@@ -149,6 +149,22 @@ def test_an_empty_prompt_that_is_enhanced_is_not_said_to_follow_the_negative_pro
     assert "the prompt is empty: the video follows only the negative prompt" in res.stderr
 
 
+def test_enhance_on_with_conditions_it_cannot_use_says_so(cli_env: Path) -> None:
+    """--enhance-prompt on with two conditions (or one at a later frame): the official code warns and keeps the
+    prompt; ltx kept it without a word."""
+    from PIL import Image
+
+    Image.new("RGB", (96, 64), (200, 40, 40)).save(cli_env / "k.png")
+    for conds in (["-c", "k.png:0", "-c", "k.png:8"], ["-c", "k.png:8"]):
+        res = ltx("generate", "a cat", "--model", "tiny", *SMALL, "--enhance-prompt", "on", "--seed", "3", *conds,
+                  "--json", "--overwrite", "-o", "k.mp4")
+        assert res.exit_code == 0, res.stderr
+        (obj,) = json_lines(res.stdout)
+        assert obj["enhanced_prompt"] is None
+        assert ("warning: prompt enhancement skipped, the original prompt is used: prompt enhancement supports no "
+                "condition or one condition at frame 0 only") in res.stderr
+
+
 def test_subprocess_prompt(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "LTX_WEIGHTS_DIR": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-m", "ltxcli", "prompt", "a cat surfing", "--model", "tiny", "--seed", "3"],

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import generate
-from .rules import MAX_NEW_TOKENS, request_plan
+from .rules import MAX_NEW_TOKENS, EnhancementSkippedWarning, request_plan
 
 if TYPE_CHECKING:
     from typing import TypeVar
@@ -37,10 +37,6 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 #: The official loading: the LLM in bfloat16 (``torch_dtype="bfloat16"``), Florence-2 in its default float32.
 LLM_DTYPE = torch.bfloat16
 CAPTIONER_DTYPE = torch.float32
-
-
-class EnhancementSkippedWarning(UserWarning):
-    """``enhance_prompt="auto"`` could not have its models: the original prompt is used."""
 
 
 class EnhancerError(ValueError):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from ltxcli.presets import Preset
@@ -73,6 +73,8 @@ CAPTION_MAX_NEW_TOKENS = 1024
 DEFAULT_WORDS_THRESHOLD = 120
 
 Kind = Literal["t2v", "i2v"]
+#: The reason of a plan that keeps the prompt because of its conditions (the official code logs a warning then).
+CONDITIONS_UNSUPPORTED = "prompt enhancement supports no condition or one condition at frame 0 only"
 
 
 def word_count(prompt: str) -> int:
@@ -113,7 +115,7 @@ def plan(mode: str, prompt: str, condition_frames: Sequence[int], threshold: int
         return EnhancePlan("t2v")
     if len(condition_frames) > 1 or condition_frames[0] != 0:
         # the official warning: only unconditional or first-frame conditioning is supported
-        return EnhancePlan(None, "prompt enhancement supports no condition or one condition at frame 0 only")
+        return EnhancePlan(None, CONDITIONS_UNSUPPORTED)
     return EnhancePlan("i2v")
 
 
@@ -147,6 +149,48 @@ def unsupported(request: PlannedRequest) -> str | None:
     return f"prompt enhancement is not supported yet with {what}"
 
 
+class StagedRequest(PlannedRequest, Protocol):
+    """What :func:`run_stage` reads besides :class:`PlannedRequest`: the rewrite when it was computed ahead."""
+
+    @property
+    def enhanced_prompt(self) -> str | None: ...
+
+
+# a request either side of resolution (a windowed video is enhanced before its windows are resolved)
+_Request = TypeVar("_Request", bound=StagedRequest)
+
+
+class EnhancementSkippedWarning(UserWarning):
+    """The original prompt is used where enhancement was asked for: ``enhance_prompt="auto"`` could not have its
+    models, or the request's conditions are not ones the enhancer takes."""
+
+
+class _Enhancer(Protocol):
+    def enhance_resolved(self, r: _Request, preset: Preset, seed: int, pixels: Any) -> _Request: ...
+
+
+def run_stage(r: _Request, preset: Preset, enhancer: _Enhancer | None, seed: int, pixels: Any) -> _Request:
+    """:meth:`ltxcli.pipeline.Pipeline.run`'s enhancement stage: ``r`` with its enhanced prompt where its plan
+    says so (``enhancer``: a :class:`~ltxcli.enhance.enhancer.PromptEnhancer`; ``pixels``: the prepared pixels
+    ``[1, 3, n, H, W]`` of its first condition), else ``r``. A prompt kept because of its conditions is one
+    :class:`EnhancementSkippedWarning`, as the official code logs a warning; ``on`` without an enhancer is a
+    ValueError."""
+    import warnings
+
+    p = request_plan(r, preset)
+    if r.enhanced_prompt is not None or p.kind is None:
+        if r.enhanced_prompt is None and p.reason == CONDITIONS_UNSUPPORTED:
+            warnings.warn(f"prompt enhancement skipped, the original prompt is used: {p.reason}",
+                          EnhancementSkippedWarning, stacklevel=3)
+        return r
+    if enhancer is None:
+        if r.enhance_prompt == "on":
+            raise ValueError("enhance_prompt='on' needs a prompt enhancer: load the pipeline with "
+                             "ltxcli.load_pipeline, or set pipe.enhancer = ltxcli.PromptEnhancer(...)")
+        return r
+    return enhancer.enhance_resolved(r, preset, seed, pixels)
+
+
 def request_plan(request: PlannedRequest, preset: Preset) -> EnhancePlan:
     """:func:`plan` for a request (its mode, prompt and condition frames) under ``preset``. Not yet for an extension
     or per-window prompts (:func:`unsupported`): skipped, and ``on`` is a ValueError."""
@@ -157,7 +201,7 @@ def request_plan(request: PlannedRequest, preset: Preset) -> EnhancePlan:
     return plan(request.enhance_prompt, request.prompt, frames, preset.prompt_enhancement_words_threshold)
 
 __all__ = [
-    "CAPTION_MAX_NEW_TOKENS", "CAPTION_NUM_BEAMS", "CAPTION_TASK", "DEFAULT_WORDS_THRESHOLD", "I2V_CINEMATIC_PROMPT",
-    "MAX_NEW_TOKENS", "MODES", "T2V_CINEMATIC_PROMPT", "EnhancePlan", "Kind", "PlannedRequest", "check_mode", "plan",
-    "request_plan", "unsupported", "word_count",
+    "CAPTION_MAX_NEW_TOKENS", "CAPTION_NUM_BEAMS", "CAPTION_TASK", "CONDITIONS_UNSUPPORTED", "DEFAULT_WORDS_THRESHOLD",
+    "I2V_CINEMATIC_PROMPT", "MAX_NEW_TOKENS", "MODES", "T2V_CINEMATIC_PROMPT", "EnhancePlan", "EnhancementSkippedWarning",
+    "Kind", "PlannedRequest", "StagedRequest", "check_mode", "plan", "request_plan", "run_stage", "unsupported", "word_count",
 ]
