@@ -627,9 +627,11 @@ def resolve_request(
         if has_temporal_upsampler is False:
             raise ValueError("temporal_upscale needs the temporal upscaler: pass temporal_upsampler= to "
                              "load_pipeline (e.g. ltxv-temporal-upscaler-0.9.7)")
-        if multi and any(c.frame > 0 and not _is_image(c.media) for c in r.conditions):
-            raise ValueError("temporal_upscale with a video condition after frame 0 is not supported yet in "
-                             "multi-scale runs")
+        # between the passes only the video's latents are upscaled in time: a video condition's frames (at frame
+        # 0 too) would land at twice the frame rate in the second pass
+        if multi and any(not _is_image(c.media) for c in r.conditions):
+            raise ValueError("temporal_upscale with a video condition is not supported yet in multi-scale runs "
+                             "(use an image condition, or a base model)")
 
     cache, cache_threshold = parse_cache(r.cache)
 

@@ -165,6 +165,22 @@ def test_both_directions_at_once_is_refused() -> None:
                                        "temporal_upsample": False})
 
 
+def test_multi_scale_temporal_upscale_refuses_a_video_condition_at_frame_0() -> None:
+    """Between the passes only the video's latents are upscaled in time: a 17-frame video condition at frame 0 (3
+    latent frames) was put on the first 3 of the second pass's 5 latent frames, its 17 frames squeezed into the
+    first 9 of 33 (twice the frame rate). Refused, as a video condition after frame 0 already was."""
+    from ltxcli import Condition, load_pipeline
+    from ltxcli.request import GenerationRequest
+
+    pipe = load_pipeline("tiny", temporal_upsampler="ltxv-temporal-upscaler-0.9.7")
+    pipe.upsampler = LatentUpsampler(UpsamplerConfig(in_channels=16, mid_channels=32, num_blocks_per_stage=1)).eval()
+    base = dict(height=64, width=64, num_frames=17, seed=1, temporal_upscale=True, first_pass={},
+                second_pass={"timesteps": [0.5, 0.25]})
+    with pytest.raises(ValueError, match="temporal_upscale with a video condition is not supported yet"):
+        pipe.resolve(GenerationRequest("a cat", conditions=[Condition(torch.rand(17, 64, 64, 3), 0)], **base))
+    pipe.resolve(GenerationRequest("a cat", conditions=[Condition(torch.rand(1, 64, 64, 3), 0)], **base))  # an image
+
+
 def test_temporal_upscale_in_a_run_doubles_frames_and_rate() -> None:
     """After a single pass (and between the passes of a multi-scale run): ``2 (F - 1) + 1`` frames at twice the
     frame rate, stated in the settings (the record); the latents are the upscaler's output."""
