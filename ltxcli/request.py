@@ -632,6 +632,9 @@ def resolve_request(
         if multi and any(not _is_image(c.media) for c in r.conditions):
             raise ValueError("temporal_upscale with a video condition is not supported yet in multi-scale runs "
                              "(use an image condition, or a base model)")
+        if multi and r.control is not None:  # its latents too would stay at the first pass's frame rate
+            raise ValueError("temporal_upscale with a control is not supported yet in multi-scale runs (use a "
+                             "base model)")
 
     cache, cache_threshold = parse_cache(r.cache)
 

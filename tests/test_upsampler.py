@@ -181,6 +181,20 @@ def test_multi_scale_temporal_upscale_refuses_a_video_condition_at_frame_0() -> 
     pipe.resolve(GenerationRequest("a cat", conditions=[Condition(torch.rand(1, 64, 64, 3), 0)], **base))  # an image
 
 
+def test_multi_scale_temporal_upscale_refuses_a_control_in_one_line() -> None:
+    """An IC-LoRA control with a multi-scale temporal upscale failed after the first pass with an AttributeError
+    ('EncodedControl' object has no attribute 'frame'); its latents stay at the first pass's frame rate too."""
+    from ltxcli import load_pipeline
+    from ltxcli.request import Control, GenerationRequest
+
+    pipe = load_pipeline("tiny", temporal_upsampler="ltxv-temporal-upscaler-0.9.7")
+    pipe.upsampler = LatentUpsampler(UpsamplerConfig(in_channels=16, mid_channels=32, num_blocks_per_stage=1)).eval()
+    req = GenerationRequest("a cat", height=64, width=64, num_frames=17, seed=1, temporal_upscale=True, first_pass={},
+                            second_pass={"timesteps": [0.5, 0.25]}, control=Control(torch.rand(17, 64, 64, 3)))
+    with pytest.raises(ValueError, match="temporal_upscale with a control is not supported yet in multi-scale"):
+        pipe.resolve(req)
+
+
 def test_temporal_upscale_in_a_run_doubles_frames_and_rate() -> None:
     """After a single pass (and between the passes of a multi-scale run): ``2 (F - 1) + 1`` frames at twice the
     frame rate, stated in the settings (the record); the latents are the upscaler's output."""
