@@ -121,6 +121,8 @@ def weights_report(weights_dir: str | os.PathLike[str] | None = None) -> dict[st
         "default_model_on_disk_bytes": sum(c.size_on_disk for c in parts),
         # weights.toml's sizes, else the Hub's listing (no download); None: unknown
         "default_model_needs_bytes": download_bytes(spec, ask_hub=True),
+        # the sizes weights.toml pins of what is missing: a lower bound where the whole is unknown (offline)
+        "default_model_needs_at_least_bytes": sum(c.size or 0 for c in spec.components if c.name in spec.missing),
         "free_disk_bytes": shutil.disk_usage(_existing_parent(loc.root)).free,
         "default_model_transformer_bytes": transformer_bytes(spec.preset),
     }
@@ -215,9 +217,13 @@ def checks(report: dict[str, Any]) -> list[dict[str, str]]:
     if fit is not None:
         add("memory", *fit)
     need, free = w["default_model_needs_bytes"], w["free_disk_bytes"]
+    at_least = w.get("default_model_needs_at_least_bytes") if need is None else None
     if need:
         add("disk", "ok" if free > need else "warn",
             f"{human_bytes(free)} free, the default model needs {human_bytes(need)}")
+    elif at_least:
+        add("disk", "ok" if free > at_least else "warn", f"{human_bytes(free)} free, the default model needs at "
+            f"least {human_bytes(at_least)} (the sizes weights.toml pins; the rest unknown)")
     else:
         add("disk", "ok", f"{human_bytes(free)} free at the weights location")
     return out

@@ -72,3 +72,24 @@ def test_transformer_bytes_from_the_preset_config() -> None:
 
     sizes = diagnose.transformer_bytes(PRESETS["ltxv-2b-0.9.5"])
     assert 0.45 < sizes["int8_storage"] / sizes["default"] <= 0.55, sizes
+
+
+def test_disk_check_offline_uses_the_pinned_sizes_as_a_lower_bound(tmp_path, monkeypatch) -> None:
+    """Offline (or with the Hub unreachable) the default model's download size is unknown, since only the model's
+    own size is pinned; with 1 MB free the disk check said "ok", though the pinned file alone needs 6.3 GB."""
+    import shutil
+    from collections import namedtuple
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**6, 0, 10**6))
+    w = diagnose.weights_report(tmp_path / "weights")
+    assert w["default_model_needs_bytes"] is None
+    assert w["default_model_needs_at_least_bytes"] == 6_340_744_492  # weights.toml's pinned model size
+    report = _report(state="missing", offline=True, need=None, free=10**6)
+    report["weights"].update(default_model_needs_at_least_bytes=w["default_model_needs_at_least_bytes"])
+    assert _verdicts(report)["disk"] == ("warn", "1.0 MB free, the default model needs at least 6.3 GB (the sizes "
+                                                 "weights.toml pins; the rest unknown)")
+    report["weights"].update(free_disk_bytes=10**12)
+    assert _verdicts(report)["disk"] == ("ok", "1.0 TB free, the default model needs at least 6.3 GB (the sizes "
+                                               "weights.toml pins; the rest unknown)")

@@ -68,9 +68,9 @@ def _lines(report: dict[str, Any]) -> list[str]:
     lines.append(f"PyAV {a['version']} (libavcodec {a['libavcodec']}), libx264 {yes(a['libx264'], 'NO')}")
     lines.append(", ".join(f"{name} {v}" for name, v in report["packages"].items()))
     lines.append(f"weights: {w['location']} ({w['location_kind']}), offline {yes(w['offline'])}")
-    need = w["default_model_needs_bytes"]
-    lines.append(f"default model: {w['default_model']} {to_json(w['default_model_state'])}, needs "
-                 f"{human_bytes(need) if need is not None else 'unknown (sizes not pinned)'}, "
+    need, least = w["default_model_needs_bytes"], w.get("default_model_needs_at_least_bytes")
+    needs = human_bytes(need) if need is not None else f"at least {human_bytes(least)}" if least else "unknown"
+    lines.append(f"default model: {w['default_model']} {to_json(w['default_model_state'])}, needs {needs}, "
                  f"{human_bytes(w['free_disk_bytes'])} free")
     return lines + [f"[{c['status']}] {c['check']}: {c['detail']}" for c in report["checks"]]
 
