@@ -413,6 +413,16 @@ def test_cli_gpu_mismatch_is_one_line_exit_2():
     assert res.exit_code == 2 and "unknown" in res.stderr
 
 
+def test_cli_unknown_preset_is_exit_2_before_any_model_is_loaded(tmp_path, monkeypatch):
+    # without --random-weights the default model was loaded first: offline, "not downloaded" (exit 3) hid the typo
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("LTX_WEIGHTS_DIR", str(tmp_path / "weights"))
+    res = CliRunner().invoke(_cli(), ["bench", "--preset", "nope", "--device", "cpu"])
+    assert res.exit_code == 2, res.stderr
+    err = res.stderr.strip()
+    assert err.startswith("error: unknown preset 'nope'") and "\n" not in err
+
+
 # --- the CPU float32 GEMM route of the DiT (ltxcli.models.transformer._dense) ----------------------------------
 
 

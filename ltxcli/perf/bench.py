@@ -420,13 +420,15 @@ def run_bench(
     except ValueError as exc:
         raise BenchError(str(exc)) from None
     notes: list[str] = []
+    if preset is not None and preset not in PRESETS:  # before any model is loaded (or found missing)
+        raise BenchError(f"unknown preset {preset!r} (known: {', '.join(sorted(PRESETS))})")
 
     t0 = time.perf_counter()
     if random_weights:
         if model is not None:
             raise BenchError("pass either --random-weights or --model, not both")
         name = preset or _default_preset()
-        if name not in PRESETS:
+        if name not in PRESETS:  # the registry's default model names no known preset
             raise BenchError(f"unknown preset {name!r} (known: {', '.join(sorted(PRESETS))})")
         say(f"building {name} with random weights on {dev} ({str(dt).removeprefix('torch.')})")
         pipe, arch, text_mode = build_random_pipeline(PRESETS[name], dev, dt, text_encoder=text_encoder, seed=seed)
@@ -444,8 +446,6 @@ def run_bench(
         pipe = load_pipeline(model or "", device=dev, dtype="fp8" if fp8 else dt, attention=attention,
                              compile=compile, download=False)
         if preset is not None:
-            if preset not in PRESETS:
-                raise BenchError(f"unknown preset {preset!r} (known: {', '.join(sorted(PRESETS))})")
             pipe.preset = PRESETS[preset]
         cfg = pipe.transformer.config
         label = f"{cfg.num_layers} blocks x {cfg.inner_dim}, VAE {pipe.vae.config.family}"
