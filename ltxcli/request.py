@@ -31,7 +31,7 @@ from .enhance.rules import check_mode
 from .formatting import dataclass_repr
 from .passes import flat_blocks, pass_overrides, v2v_pass, validate_pass
 from .presets import DEFAULT_DOWNSCALE_FACTOR, PassSettings, Preset, multi_scale_sizes
-from .sizes import check_size, padded_size, split_pad
+from .sizes import MAX_FRAME_RATE, check_size, padded_size, split_pad
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -624,6 +624,9 @@ def resolve_request(
             raise ValueError(f"denoise_strength={r.denoise_strength} must be in (0, 1), e.g. 0.5")
         passes = [v2v_pass(passes[0], r.denoise_strength)]
     if r.temporal_upscale:
+        if 2 * frame_rate > MAX_FRAME_RATE:  # the output's rate, which the writer refuses after all the work
+            raise ValueError(f"frame_rate={frame_rate} doubled by temporal_upscale is {2 * frame_rate}, above "
+                             f"{MAX_FRAME_RATE} (use at most {MAX_FRAME_RATE // 2})")
         if has_temporal_upsampler is False:
             raise ValueError("temporal_upscale needs the temporal upscaler: pass temporal_upsampler= to "
                              "load_pipeline (e.g. ltxv-temporal-upscaler-0.9.7)")

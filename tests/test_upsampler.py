@@ -195,6 +195,20 @@ def test_multi_scale_temporal_upscale_refuses_a_control_in_one_line() -> None:
         pipe.resolve(req)
 
 
+def test_temporal_upscale_refuses_a_doubled_frame_rate_the_writer_refuses() -> None:
+    """--frame-rate 1000 --temporal-upscale generated the whole video, then failed writing it ("frame rate must be
+    in (0, 1000], got 2000"): the doubled rate is checked with the request, before any model work."""
+    from ltxcli import load_pipeline
+    from ltxcli.request import GenerationRequest
+
+    pipe = load_pipeline("tiny", temporal_upsampler="ltxv-temporal-upscaler-0.9.7")
+    base = dict(height=64, width=64, num_frames=9, seed=1, temporal_upscale=True)
+    with pytest.raises(ValueError, match=r"frame_rate=501.0 doubled by temporal_upscale is 1002.0, above 1000 \(use "
+                                         r"at most 500\)"):
+        pipe.resolve(GenerationRequest("a cat", frame_rate=501.0, **base))
+    assert pipe.resolve(GenerationRequest("a cat", frame_rate=500.0, **base)).output().frame_rate == 1000.0
+
+
 def test_temporal_upscale_in_a_run_doubles_frames_and_rate() -> None:
     """After a single pass (and between the passes of a multi-scale run): ``2 (F - 1) + 1`` frames at twice the
     frame rate, stated in the settings (the record); the latents are the upscaler's output."""
