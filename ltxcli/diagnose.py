@@ -171,10 +171,11 @@ def fit_check(need: dict[str, int], memory: int | None, where: str, *, gpu: bool
 
 
 def _writable(location: Path) -> bool:
-    """Whether files can be made at ``location`` (its nearest existing folder is writable)."""
+    """Whether files can be made at ``location``: its nearest existing ancestor is a writable folder (under a file,
+    e.g. ``HF_HOME`` naming a file, nothing can be made)."""
     while not location.exists() and location.parent != location:
         location = location.parent
-    return os.access(location, os.W_OK)
+    return location.is_dir() and os.access(location, os.W_OK)
 
 
 def checks(report: dict[str, Any]) -> list[dict[str, str]]:

@@ -93,3 +93,13 @@ def test_disk_check_offline_uses_the_pinned_sizes_as_a_lower_bound(tmp_path, mon
     report["weights"].update(free_disk_bytes=10**12)
     assert _verdicts(report)["disk"] == ("ok", "1.0 TB free, the default model needs at least 6.3 GB (the sizes "
                                                "weights.toml pins; the rest unknown)")
+
+
+def test_a_weights_location_under_a_file_is_not_writable(tmp_path) -> None:
+    """HF_HOME=/path/to/a/file: the hub cache (FILE/hub) can never be made, yet the weights check said the models
+    "will be downloaded on first use" (online) because the file itself is writable."""
+    (tmp_path / "afile").write_text("")
+    report = _report(state="missing")
+    report["weights"].update(location=str(tmp_path / "afile" / "hub"), location_is_file=False)
+    status, detail = _verdicts(report)["weights"]
+    assert status == "fail" and detail.startswith(f"{tmp_path / 'afile' / 'hub'} is not writable: m, t5 cannot be")
