@@ -455,10 +455,13 @@ def _enhanced(pipe: Pipeline, request: GenerationRequest) -> GenerationRequest:
     """``request`` with its enhanced prompt where its plan says so, as ``Pipeline.run`` enhances one generation (and
     ``ltx generate`` every item before the model loads): one rewrite, encoded for every window; image-to-video
     captions the first frame at the generation size."""
-    from .enhance.rules import request_plan
+    from .enhance.rules import note_skipped, request_plan
 
-    kind = request_plan(request, pipe.preset).kind
+    plan_ = request_plan(request, pipe.preset)
+    kind = plan_.kind
     if kind is None or request.enhanced_prompt is not None:
+        if request.enhanced_prompt is None:
+            note_skipped(plan_)  # said once, for the whole video (its windows have no enhancement stage)
         return request
     pixels = None
     if kind == "i2v" and pipe.enhancer is not None:

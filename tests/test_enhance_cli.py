@@ -163,6 +163,13 @@ def test_enhance_on_with_conditions_it_cannot_use_says_so(cli_env: Path) -> None
         assert obj["enhanced_prompt"] is None
         assert ("warning: prompt enhancement skipped, the original prompt is used: prompt enhancement supports no "
                 "condition or one condition at frame 0 only") in res.stderr
+    # a long video (windows) enhances its whole request once: the same warning, once
+    res = ltx("generate", "a cat", "--model", "tiny", "--height", "64", "--width", "64", "--num-frames", "65",
+              "--window", "33", "--overlap", "9", "--steps", "1", "--enhance-prompt", "on", "--seed", "3",
+              "-c", "k.png:0", "-c", "k.png:16", "--json", "--overwrite", "-o", "k.mp4")
+    assert res.exit_code == 0, res.stderr
+    assert json_lines(res.stdout)[0]["enhanced_prompt"] is None
+    assert res.stderr.count("warning: prompt enhancement skipped, the original prompt is used") == 1, res.stderr
 
 
 def test_subprocess_prompt(tmp_path: Path) -> None:

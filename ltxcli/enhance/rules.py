@@ -165,6 +165,16 @@ class EnhancementSkippedWarning(UserWarning):
     models, or the request's conditions are not ones the enhancer takes."""
 
 
+def note_skipped(p: EnhancePlan) -> None:
+    """One :class:`EnhancementSkippedWarning` when ``p`` keeps the prompt because of the request's conditions (the
+    official code logs a warning then); nothing for the other reasons (off, the word threshold)."""
+    if p.reason == CONDITIONS_UNSUPPORTED:
+        import warnings
+
+        warnings.warn(f"prompt enhancement skipped, the original prompt is used: {p.reason}",
+                      EnhancementSkippedWarning, stacklevel=4)
+
+
 class _Enhancer(Protocol):
     def enhance_resolved(self, r: _Request, preset: Preset, seed: int, pixels: Any) -> _Request: ...
 
@@ -175,13 +185,10 @@ def run_stage(r: _Request, preset: Preset, enhancer: _Enhancer | None, seed: int
     ``[1, 3, n, H, W]`` of its first condition), else ``r``. A prompt kept because of its conditions is one
     :class:`EnhancementSkippedWarning`, as the official code logs a warning; ``on`` without an enhancer is a
     ValueError."""
-    import warnings
-
     p = request_plan(r, preset)
     if r.enhanced_prompt is not None or p.kind is None:
-        if r.enhanced_prompt is None and p.reason == CONDITIONS_UNSUPPORTED:
-            warnings.warn(f"prompt enhancement skipped, the original prompt is used: {p.reason}",
-                          EnhancementSkippedWarning, stacklevel=3)
+        if r.enhanced_prompt is None:
+            note_skipped(p)
         return r
     if enhancer is None:
         if r.enhance_prompt == "on":
@@ -203,5 +210,5 @@ def request_plan(request: PlannedRequest, preset: Preset) -> EnhancePlan:
 __all__ = [
     "CAPTION_MAX_NEW_TOKENS", "CAPTION_NUM_BEAMS", "CAPTION_TASK", "CONDITIONS_UNSUPPORTED", "DEFAULT_WORDS_THRESHOLD",
     "I2V_CINEMATIC_PROMPT", "MAX_NEW_TOKENS", "MODES", "T2V_CINEMATIC_PROMPT", "EnhancePlan", "EnhancementSkippedWarning",
-    "Kind", "PlannedRequest", "StagedRequest", "check_mode", "plan", "request_plan", "run_stage", "unsupported", "word_count",
+    "Kind", "PlannedRequest", "StagedRequest", "check_mode", "note_skipped", "plan", "request_plan", "run_stage", "unsupported", "word_count",
 ]
