@@ -62,8 +62,8 @@ def _lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"torchrun: rank {d['rank']} of {d['world_size']} (local rank {d['local_rank']}), "
                      f"backend {d['backend']}")
     else:
-        visible = f", {len(t['gpus'])} GPU(s) visible" if t["gpus"] else ""
-        lines.append(f"several GPUs: ltx generate --gpus N or torchrun (backend {d['backend']}{visible})")
+        lines.append(f"several GPUs: ltx generate --gpus N or torchrun (backend {d['backend']}, {len(t['gpus'])} GPU(s) visible)"
+                     if t["gpus"] else "several GPUs: none visible (--gpus N needs --device cpu here: N CPU processes, a testing aid)")
     lines.append(report["cpu_calibration"]["summary"])
     lines.append(f"PyAV {a['version']} (libavcodec {a['libavcodec']}), libx264 {yes(a['libx264'], 'NO')}")
     lines.append(", ".join(f"{name} {v}" for name, v in report["packages"].items()))
