@@ -383,6 +383,18 @@ def test_cli_json_with_skipped_text_encoder():
     assert res.exit_code == 2 and "unknown VAE conv algorithm 'fft'" in res.stderr and "\n" not in res.stderr.strip()
 
 
+def test_text_encoder_auto_is_described_as_it_decides():
+    # --help said "auto (random on a GPU, skip on the CPU)", yet --preset tiny on the CPU times a random T5 (its
+    # encoder is under the 1 GB the code decides by)
+    from ltxcli.perf.bench import build_random_pipeline
+    from ltxcli.presets import PRESETS
+
+    _, _, mode = build_random_pipeline(PRESETS["tiny"], torch.device("cpu"), torch.float32, text_encoder="auto")
+    assert mode == "random"
+    res = CliRunner().invoke(_cli(), ["bench", "--help"], env={"COLUMNS": "400"})
+    assert "auto (random on a GPU or for a text encoder under 1 GB, such as --preset tiny's; skip otherwise)" in res.stdout
+
+
 def test_cli_cache_reports_the_calls_skipped():
     """--cache as for generate: TeaCache always computes the first and last steps, and at a threshold no change
     reaches it skips every other one (3 branches per step: CFG + STG); threshold 0 skips nothing."""

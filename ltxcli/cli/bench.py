@@ -47,7 +47,7 @@ def bench(
     repeats: Annotated[int, typer.Option(help="Timed runs; stage times are medians.")] = 3,
     text_encoder: Annotated[str, typer.Option(
         help="With --random-weights: random (a random T5-XXL-shaped encoder is timed), skip (not timed), "
-             "auto (random on a GPU, skip on the CPU).")] = "auto",
+             "auto (random on a GPU or for a text encoder under 1 GB, such as --preset tiny's; skip otherwise).")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the random weights and of the generation.")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress messages on stderr.")] = False,
