@@ -458,16 +458,13 @@ def _enhanced(pipe: Pipeline, request: GenerationRequest) -> GenerationRequest:
     from .enhance.rules import note_skipped, request_plan
 
     plan_ = request_plan(request, pipe.preset)
-    kind = plan_.kind
-    if kind is None or request.enhanced_prompt is not None:
+    if plan_.kind is None or request.enhanced_prompt is not None:
         if request.enhanced_prompt is None:
             note_skipped(plan_)  # said once, for the whole video (its windows have no enhancement stage)
         return request
-    pixels = None
-    if kind == "i2v" and pipe.enhancer is not None:
-        from .enhance.stage import first_frame_pixels
+    from .enhance.stage import first_frame_pixels
 
-        pixels = first_frame_pixels(request, pipe.preset)
+    pixels = first_frame_pixels(request, pipe.preset) if plan_.kind == "i2v" and pipe.enhancer is not None else None
     assert request.seed is not None  # plan() draws one
     return pipe._enhance(request, request.seed, pixels)
 
