@@ -547,8 +547,8 @@ def _input_cases(d: Path, assets: SimpleNamespace) -> dict[str, tuple[Path, str]
         "missing": (d / "missing.png", "no such file"),
         "empty": (d / "empty.png", "file is empty"),
         "truncated-png": (d / "trunc.png", "damaged or truncated image"),
-        # Pillow does not know it; FFmpeg's text ("tty") demuxer opens it but nothing decodes
-        "text-as-png": (d / "notes.png", "video decoding failed after 0 frames"),
+        # Pillow does not know it; FFmpeg's text ("tty") demuxer opens it but nothing decodes: no media at all
+        "text-as-png": (d / "notes.png", "neither an image Pillow can read nor a video FFmpeg can read"),
         "noise-as-mp4": (d / "noise.mp4", "not a video format FFmpeg can read"),
         "header-only-mp4": (d / "head.mp4", "contains no video stream"),
         "damaged-mp4": (d / "damaged.mp4", "video decoding failed after 0 frames"),

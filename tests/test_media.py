@@ -819,3 +819,16 @@ def test_the_same_frames_encode_to_the_same_h264_file(tmp_path: Path) -> None:
 ])
 def test_x264_is_given_the_cpu_without_avx512(flags: str, asm: str | None) -> None:
     assert media.x264_asm(flags) == asm
+
+
+@pytest.mark.parametrize("name", ["notes.png", "notes.jpg", "notes.dat"])
+def test_a_text_file_with_an_image_name_is_neither_image_nor_video(tmp_path: Path, name: str) -> None:
+    """Text named .png went past Pillow to FFmpeg, which picked a demuxer by the suffix and failed on the first
+    packet: ``video decoding failed after 0 frames: [Errno 1094995529] Invalid data found ...``, a video error
+    for what the user gave as a picture. Either reader says what the file is not."""
+    path = tmp_path / name
+    path.write_text("hello, not a picture\n")
+    for read in (media.load_media, media.read_media):
+        with pytest.raises(media.MediaError) as info:
+            read(path)
+        assert str(info.value) == f"{path}: neither an image Pillow can read nor a video FFmpeg can read"

@@ -64,6 +64,12 @@ class _UnidentifiedMedia(MediaError):
     """Pillow (or FFmpeg) does not recognise the file at all, as opposed to a damaged file it recognised."""
 
 
+class _NoFrameDecoded(MediaError):
+    """FFmpeg found no frame in the file (its probe ran out of data, or the first packet did not decode): for a
+    file Pillow did not recognise either (text named .png, for which FFmpeg picks a demuxer by the suffix), it is
+    no media at all."""
+
+
 def _open_pil(path: Path, max_pixels: int | None) -> Image.Image:
     """Decodes ``path`` fully (the file is closed on return); size checked before any pixel is decoded."""
     check_regular_file(path, "an image")
@@ -186,6 +192,8 @@ def _open_video(path: Path) -> Any:
         container = av.open(os.fspath(path))
     except av.error.InvalidDataError:
         raise _UnidentifiedMedia(f"{path}: not a video format FFmpeg can read") from None
+    except av.error.EOFError as exc:  # the probe ran out of data: a cut file, or no video at all
+        raise _NoFrameDecoded(f"{path}: cannot open video: {one_line(exc)}") from None
     except (av.error.FFmpegError, OSError) as exc:
         raise MediaError(f"{path}: cannot open video: {one_line(exc)}") from None
     if not container.streams.video:
@@ -257,9 +265,10 @@ def _decode_video(path: Path, max_frames: int | None, max_pixels: int | None
                     break
             listed = int(stream.frames) or len(frames)  # no index: the frames that decoded (to the end or the limit)
         except av.error.FFmpegError as exc:
-            raise MediaError(f"{path}: video decoding failed after {len(frames)} frames: {one_line(exc)}") from None
+            kind = MediaError if frames else _NoFrameDecoded
+            raise kind(f"{path}: video decoding failed after {len(frames)} frames: {one_line(exc)}") from None
     if not frames:
-        raise MediaError(f"{path}: video has no decodable frames")
+        raise _NoFrameDecoded(f"{path}: video has no decodable frames")
     return np.stack(frames), max(listed, len(frames)), tuple(times)
 
 
@@ -320,11 +329,18 @@ def read_media(path: PathLike, *, max_frames: int | None = None, max_pixels: int
         return DecodedMedia(path, load_image(path, max_pixels=max_pixels, background=background), 1)
     except _UnidentifiedMedia:
         pass
-    try:
-        frames, listed, times = _decode_video(path, max_frames, max_pixels)
-    except _UnidentifiedMedia:
-        raise MediaError(f"{path}: neither an image Pillow can read nor a video FFmpeg can read") from None
+    frames, listed, times = _decode_unidentified_image(path, max_frames, max_pixels)
     return DecodedMedia(path, torch.from_numpy(frames), listed, times)
+
+
+def _decode_unidentified_image(path: Path, max_frames: int | None, max_pixels: int | None
+                               ) -> tuple[np.ndarray, int, tuple[Fraction, ...]]:
+    """:func:`_decode_video` for a file Pillow did not recognise: one FFmpeg cannot open, or opens and decodes
+    no frame of, is neither kind of media (said so, not as a failed video decoding)."""
+    try:
+        return _decode_video(path, max_frames, max_pixels)
+    except (_UnidentifiedMedia, _NoFrameDecoded):
+        raise MediaError(f"{path}: neither an image Pillow can read nor a video FFmpeg can read") from None
 
 
 def video_frame_rate(path: PathLike) -> Fraction:
@@ -501,17 +517,9 @@ def load_media(
         return frames if max_frames is None else frames[:max_frames]
     if isinstance(source, Image.Image):
         return load_image(source, max_pixels=max_pixels, background=background)
-    path = Path(source)
-    if path.suffix.lower() in VIDEO_SUFFIXES:
-        return load_video(path, max_frames, max_pixels=max_pixels)
-    try:
-        return load_image(path, max_pixels=max_pixels, background=background)
-    except _UnidentifiedMedia:
-        pass
-    try:
-        return load_video(path, max_frames, max_pixels=max_pixels)
-    except _UnidentifiedMedia:
-        raise MediaError(f"{path}: neither an image Pillow can read nor a video FFmpeg can read") from None
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be at least 1, got {max_frames}")
+    return read_media(source, max_frames=max_frames, max_pixels=max_pixels, background=background).pixels()
 
 
 # --------------------------------------------------------------------------------------------------------------
