@@ -108,11 +108,26 @@ def check_condition(c: Condition, height: int, width: int, num_frames: int,
             n = decodable
     kept = _check_start(c, name, n, num_frames)
     _check_timing(read, kept)  # by the decoded frames' times: the file is read once
-    if n > wanted:  # longer than the video: say so (a shorter one is only cut to 8k + 1)
-        total = n if n > read.frames.shape[0] else f"at least {n}"  # the count, or what decoding showed
-        warnings.warn(f"condition {name}: trimmed to its first {kept} of {total} frames (only {wanted} fit from frame "
-                      f"{c.frame} of the {num_frames}-frame video, used in 8k + 1 frames; `ltx extend` makes a video longer than its input)", stacklevel=1)
+    # the count; or, when decoding stopped one past what fits and the file lists no count, what it showed
+    total = f"at least {n}" if wanted < n <= read.frames.shape[0] else n
+    _warn_trim(name, n, kept, c.frame, num_frames, total)
     return replace(c, media=read)
+
+
+def _warn_trim(name: Any, n: int, kept: int, frame: int, num_frames: int, total: Any = None) -> None:
+    """Say when fewer than the ``n`` frames of a condition are used, as the official ``prepare_conditioning`` logs
+    every trim: a longer one than fits, or one cut to 8k + 1 frames (a 12-frame clip uses 9, a 5-frame one only
+    its first). ``total``: ``n`` as the message shows it."""
+    if kept >= n:
+        return
+    total = n if total is None else total
+    if n > num_frames - frame:  # longer than the video from its frame
+        warnings.warn(f"condition {name}: trimmed to its first {kept} of {total} frames (only {num_frames - frame} fit "
+                      f"from frame {frame} of the {num_frames}-frame video, used in 8k + 1 frames; `ltx extend` makes a "
+                      f"video longer than its input)", stacklevel=2)
+    else:
+        warnings.warn(f"condition {name}: uses its first {kept} of {total} frames (a video condition is used in 8k + 1 "
+                      f"frames: give 1, 9, 17, 25, ...)", stacklevel=2)
 
 
 def _check_start(c: Condition, name: Any, n: int, num_frames: int) -> int:
@@ -155,7 +170,10 @@ def prepare_condition(
         pixels = media_io.preprocess_condition_frames(frames[:keep], height, width, just_crop=True)
         # inference.py pads the (cropped, native-size) media with zeros by the generation's padding
         pixels = F.pad(pixels, padding)
-    _check_start(c, media_path(c.media) or f"a {type(c.media).__name__}", int(frames.shape[0]), num_frames)
+    name = media_path(c.media) or f"a {type(c.media).__name__}"
+    _check_start(c, name, int(frames.shape[0]), num_frames)
+    if not isinstance(c.media, media_io.DecodedMedia):  # not through check_condition, which said it already
+        _warn_trim(name, int(frames.shape[0]), keep, c.frame, num_frames)
     return PreparedCondition(pixels, c.frame, float(c.strength))
 
 

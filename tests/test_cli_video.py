@@ -207,7 +207,31 @@ def test_a_condition_longer_than_the_video_is_trimmed_with_a_warning(cli_env: Pa
     assert "trimmed to its first 9 of 12 frames (only 9 fit from frame 0 of the 9-frame video" in r.stderr
     assert "ltx extend" in r.stderr
     r = ltx("generate", "a cat", "--model", "tiny", "-c", f"{clip}:0", *SMALL[:4], "--num-frames", "17")
-    assert r.exit_code == 0 and "warning" not in r.stderr  # shorter than the video: the official 8k + 1 cut only
+    # shorter than the video, it is still cut to 8k + 1: 3 of its 12 frames went unused without a word, while
+    # the official prepare_conditioning logs every trim ("Trimming conditioning video ... from 12 to 9 frames")
+    assert r.exit_code == 0, r.stderr
+    assert "warning: condition " + str(clip) + ": uses its first 9 of 12 frames (a video condition is used in " \
+        "8k + 1 frames" in r.stderr, r.stderr
+    assert r.stderr.count("warning") == 1
+
+
+def test_the_python_api_says_when_a_condition_is_trimmed() -> None:
+    """The library path (no CLI pre-check) trimmed silently: a 5-frame tensor at frame 4 kept only its first frame,
+    a 12-frame file in a 9-frame video its first 9; each says so once."""
+    from ltxcli import Condition
+    from ltxcli.conditions import prepare_condition
+
+    with pytest.warns(UserWarning) as caught:
+        p = prepare_condition(Condition(torch.rand(5, 64, 96, 3), frame=4), 64, 96, 17, (0, 0, 0, 0))
+    assert p.pixels.shape[2] == 1
+    assert [str(w.message) for w in caught] == [
+        "condition a Tensor: uses its first 1 of 5 frames (a video condition is used in 8k + 1 frames: give 1, 9, "
+        "17, 25, ...)"]
+    with pytest.warns(UserWarning) as caught:
+        prepare_condition(Condition(torch.rand(12, 64, 96, 3)), 64, 96, 9, (0, 0, 0, 0))
+    assert [str(w.message) for w in caught] == [
+        "condition a Tensor: trimmed to its first 9 of 12 frames (only 9 fit from frame 0 of the 9-frame video, used "
+        "in 8k + 1 frames; `ltx extend` makes a video longer than its input)"]
 
 
 # --------------------------------------------------------------------------------------- v2v

@@ -629,7 +629,10 @@ def test_unusual_images_and_videos_generate(cli_env: Path, assets: SimpleNamespa
         assert (info["frames"], info["width"], info["height"]) == (row.get("num_frames", 9), 96, 64)
     # the truncated video is reported (one warning line) and used with the frames that decode
     warning = [x for x in r.stderr.splitlines() if x.startswith("warning:")]
-    assert len(warning) == 2 and "cut.mp4" in warning[1] and "lists 17 frames" in warning[1], r.stderr
+    assert len(warning) == 4 and "cut.mp4" in warning[2] and "lists 17 frames" in warning[2], r.stderr
+    # a video cut to 8k + 1 frames says so too: 2 frames -> 1, the 8 that decode -> 1
+    assert "condition two.mp4: uses its first 1 of 2 frames" in warning[1]
+    assert "condition cut.mp4: uses its first 1 of 8 frames" in warning[3]
     # the 11-frame Matroska (no frame count) in a 9-frame video is cut, and says so (issue 14)
     assert "condition odd.mkv: trimmed to its first 9 of at least 10 frames (only 9 fit from frame 0" in warning[0]
 
