@@ -513,8 +513,11 @@ def check_placement(conditions: Sequence[Condition], num_frames: int) -> None:
         if not 0 <= c.strength <= 1:
             raise ValueError(f"condition {name}: strength={c.strength} must be in [0, 1] (use {0 if c.strength < 0 else 1})")
         if not 0 <= c.frame < num_frames:
+            # a negative frame is Python's "from the end" more often than a near miss of 0: name both ends
+            use = (f"frames count from the first, 0: use 0 for the first frame, {num_frames - 1} for the last"
+                   if c.frame < 0 else f"use {num_frames - 1}")
             raise ValueError(f"condition {name}: frame={c.frame} must be in [0, {num_frames - 1}] for a {num_frames}-frame "
-                             f"video (use {min(max(c.frame, 0), num_frames - 1)})")
+                             f"video ({use})")
 
 
 # --- resolution -------------------------------------------------------------------------------------------------

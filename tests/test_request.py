@@ -235,3 +235,16 @@ def test_numbers_from_numpy_torch_and_fractions_are_numbers() -> None:
     b = pipe.generate("a cat", height=64, width=96, num_frames=9, seed=np.int64(3), steps=torch.tensor(1),
                       guidance_scale=np.float32(3.0))
     assert torch.equal(a.video, b.video)
+
+
+def test_a_negative_condition_frame_is_told_where_the_last_frame_is() -> None:
+    """``-c end.png:-1`` (Python's "last") was answered "(use 0)" alone: the first frame, the opposite end of what was
+    meant. Frames count from 0; the line names both ends."""
+    from ltxcli import Condition
+
+    for frame in (-1, -5):
+        with pytest.raises(ValueError) as info:
+            resolve_request(GenerationRequest("a cat", num_frames=17, conditions=[Condition("end.png", frame)]),
+                            TINY_PRESET)
+        assert str(info.value) == (f"condition end.png: frame={frame} must be in [0, 16] for a 17-frame video "
+                                   "(frames count from the first, 0: use 0 for the first frame, 16 for the last)")
