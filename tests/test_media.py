@@ -832,3 +832,16 @@ def test_a_text_file_with_an_image_name_is_neither_image_nor_video(tmp_path: Pat
         with pytest.raises(media.MediaError) as info:
             read(path)
         assert str(info.value) == f"{path}: neither an image Pillow can read nor a video FFmpeg can read"
+
+
+def test_a_16_bit_grey_png_with_a_transparent_key_is_composited(tmp_path: Path) -> None:
+    """16-bit grey took its own path (Pillow clips it at 255) and skipped the transparency every other mode
+    honours: the pixels equal to the PNG's tRNS key kept their grey instead of the background."""
+    grey = np.full((4, 6), 30000, dtype=np.uint16)
+    grey[:, :3] = 65535
+    Image.fromarray(grey).save(tmp_path / "g.png", transparency=30000)
+    got = media.load_image(tmp_path / "g.png", background=(0.0, 0.5, 1.0))[0].numpy()
+    assert np.array_equal(got[:, :3], np.ones((4, 3, 3), np.float32))  # opaque white
+    assert np.array_equal(got[:, 3:], np.broadcast_to(np.float32([0.0, 0.5, 1.0]), (4, 3, 3)))  # the background
+    # background=None drops the transparency, as the official convert("RGB") path does
+    assert np.allclose(media.load_image(tmp_path / "g.png", background=None)[0, :, 3:].numpy(), 30000 / 65535)

@@ -112,8 +112,13 @@ def _pil_to_rgb_array(image: Image.Image, background: tuple[float, float, float]
     if mode.startswith("I;16") or mode == "I":
         # 16-bit grey (PNG/TIFF). Pillow's own convert("RGB") clips these at 255 (a white picture); scale the
         # full 16-bit range instead. 32-bit "I" data are taken as 16-bit samples, clipped to [0, 65535].
-        grey = np.clip(np.asarray(image).astype(np.float32), 0.0, 65535.0) / np.float32(65535.0)
-        return np.repeat(grey[..., None], 3, axis=-1)
+        samples = np.asarray(image)
+        grey = np.clip(samples.astype(np.float32), 0.0, 65535.0) / np.float32(65535.0)
+        rgb = np.repeat(grey[..., None], 3, axis=-1)
+        key = image.info.get("transparency")
+        if background is not None and isinstance(key, int):  # a PNG tRNS key: those pixels are transparent
+            rgb[samples == key] = np.asarray(background, dtype=np.float32)
+        return rgb
     if mode == "F":  # float grey: taken as [0, 1]
         grey = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0).clip(0.0, 1.0)
         return np.repeat(grey[..., None], 3, axis=-1)
