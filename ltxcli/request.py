@@ -485,7 +485,9 @@ def check_fields(request: _R) -> _R:
     conditions = []
     for c in request.conditions or ():  # None, as every None, takes the default: none
         media = c.media  # a path, a PIL image, a torch tensor or a file decoded already (all but numpy's arrays)
-        if media is None or (hasattr(media, "shape") and type(media).__name__ not in ("Tensor", "Parameter")):
+        is_tensor = type(media).__name__ in ("Tensor", "Parameter")  # torch is not imported here (the CLI's start)
+        is_picture = hasattr(media, "mode") and hasattr(media, "convert")  # a PIL image, by what reading uses
+        if not (isinstance(media, (str, os.PathLike)) or is_tensor or is_picture):
             fail("condition media", media, "a path, a PIL image or a torch tensor [F, H, W, 3] (torch.from_numpy)")
         if not _is_int(c.frame):
             fail("condition frame", c.frame, "an integer")

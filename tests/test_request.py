@@ -189,6 +189,10 @@ def test_a_field_of_the_wrong_type_is_named(kwargs, needle) -> None:
     (Condition("img.png", 0, "1"), "condition strength='1' must be a number"),
     (Condition("img.png", torch.tensor(2.5)), "condition frame=tensor(2.5000) must be an integer"),
     (Condition(np.zeros((1, 4, 4, 3)), 0), "condition media=array("),
+    # these went through and failed at read time with os.fspath's bare TypeError
+    (Condition(b"img.png", 0), "condition media=b'img.png' must be a path, a PIL image or a torch tensor"),
+    (Condition(5, 0), "condition media=5 must be a path"),
+    (Condition(["a.png"], 0), "condition media=['a.png'] must be a path"),
 ])
 def test_a_condition_field_of_the_wrong_type_is_named(cond, needle) -> None:
     from ltxcli.request import FieldTypeError
