@@ -59,8 +59,9 @@ def _check_long_row(row: dict[str, Any], where: str, bools: Sequence[str]) -> No
         row["duration"] = str(row["duration"])
 
 
-def parse_condition(spec: str) -> Condition:
-    """``PATH:FRAME[:STRENGTH]``, split from the right so paths may contain ':'."""
+def parse_condition(spec: str, what: str = "--condition") -> Condition:
+    """``PATH:FRAME[:STRENGTH]``, split from the right so paths may contain ':'. ``what`` starts the error line
+    (a batch line says where it is)."""
     parts = spec.rsplit(":", 2)
     if len(parts) == 3:
         path, frame, strength = parts
@@ -69,7 +70,7 @@ def parse_condition(spec: str) -> Condition:
     parts = spec.rsplit(":", 1)
     if len(parts) == 2 and _parses(parts[1], int) and parts[0]:
         return Condition(parts[0], int(parts[1]), 1.0)
-    raise ValueError(f"--condition {spec!r}: expected PATH:FRAME[:STRENGTH], e.g. first.png:0 or end.png:96:0.8")
+    raise ValueError(f"{what} {spec!r}: expected PATH:FRAME[:STRENGTH], e.g. first.png:0 or end.png:96:0.8")
 
 
 def _parses(s: str, kind: type) -> bool:
@@ -163,7 +164,7 @@ def parse_batch(text: str, source: str = "batch") -> list[dict[str, Any]]:
             parsed = []
             for c in conds:
                 if isinstance(c, str):
-                    parsed.append(parse_condition(c))
+                    parsed.append(parse_condition(c, f"{where}: condition"))
                 elif isinstance(c, dict) and isinstance(c.get("path"), str) and not set(c) - {"path", "frame", "strength"}:
                     frame, strength = c.get("frame", 0), c.get("strength", 1.0)
                     if isinstance(frame, bool) or not isinstance(frame, int) or not isinstance(strength, (int, float)):

@@ -318,3 +318,12 @@ def test_a_split_videos_prompt_rewrite_is_rank_0s(pipe: Any, tmp_path: Path, mon
                            ctx=DistContext(1, 2, 1, torch.device("cpu")))
     job_mod.load(job)
     assert [it.enhanced_prompt for it in job.todo] == ["rank 0's rewrite"]
+
+
+def test_a_malformed_condition_string_in_a_batch_names_its_line() -> None:
+    """parse_batch promises errors starting with "{source} line N: "; a bad condition string said only
+    "--condition 'k.png': expected ..." (an option the user never gave), not where in the file."""
+    with pytest.raises(ValueError) as info:
+        batch.parse_batch('a cat\n{"prompt": "a dog", "conditions": ["k.png"]}\n', "items.jsonl")
+    assert str(info.value) == ("items.jsonl line 2: condition 'k.png': expected PATH:FRAME[:STRENGTH], e.g. "
+                               "first.png:0 or end.png:96:0.8")
