@@ -160,6 +160,9 @@ def prepare_condition(
         frames = media_io.load_media(c.media)  # checked: [F, H, W, 3] (or [H, W, 3]), finite, in [0, 1] (or uint8)
         keep = trim(frames.shape[0], c.frame, num_frames)
         pixels = frames[:keep].permute(3, 0, 1, 2)[None].float() * 2 - 1  # [1, 3, n, h, w]
+        # at the video's size, then padded as a file's pixels are: the padding is cropped off the output, so the
+        # tensor lands where the video is (stretched over the padded frame, the output showed a zoomed part of it)
+        pixels = F.pad(resize_frames(pixels, height, width), padding)
     else:
         media = c.media
         if media_path(media) is not None and not isinstance(media, media_io.DecodedMedia):
@@ -179,14 +182,14 @@ def prepare_condition(
 
 def prepare_video(video: Any, r: ResolvedRequest) -> Tensor:
     """Official ``load_media_file`` for the v2v input -> pixels ``[1, 3, pf, ph, pw]`` in [-1, 1]: ``pf`` frames,
-    cropped, resized, blurred, CRF, padded (a tensor: only resized)."""
+    cropped, resized, blurred, CRF, padded (a tensor: only resized to the video's size and padded)."""
     ph, pw, pf = r.padded
     if isinstance(video, Tensor):
         frames = media_io.load_media(video)
         if frames.shape[0] < pf:
             raise ValueError(f"the input video has {frames.shape[0]} frames; video-to-video needs {pf}")
         pixels = frames[:pf].permute(3, 0, 1, 2)[None].float() * 2 - 1  # [1, 3, F, h, w]
-        return resize_frames(pixels, ph, pw)
+        return F.pad(resize_frames(pixels, r.height, r.width), r.padding)  # where the video is, as a condition
     # frame i of the input is frame i of the output (ltx v2v refused a VFR file already; a Python caller's here)
     media_io.check_constant_rate(video, "video-to-video", r.num_frames)
     frames = media_io.load_media(video, max_frames=pf)
