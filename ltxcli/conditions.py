@@ -155,7 +155,8 @@ def prepare_condition(
 ) -> PreparedCondition:
     """Official ``inference.py`` media handling: trim, crop to the aspect ratio, blur, CRF 29, pad.
 
-    A file is read once (its frames are decoded here and nowhere else); a tensor is used as is."""
+    A file is read once (here, up to the frames that fit, unless :func:`check_condition` decoded it already); a
+    tensor is used as is."""
     if isinstance(c.media, Tensor):
         frames = media_io.load_media(c.media)  # checked: [F, H, W, 3] (or [H, W, 3]), finite, in [0, 1] (or uint8)
         keep = trim(frames.shape[0], c.frame, num_frames)
@@ -164,12 +165,13 @@ def prepare_condition(
         # tensor lands where the video is (stretched over the padded frame, the output showed a zoomed part of it)
         pixels = F.pad(resize_frames(pixels, height, width), padding)
     else:
-        media = c.media
-        if media_path(media) is not None and not isinstance(media, media_io.DecodedMedia):
-            media = media_io.read_media(media)  # a Python caller's file: decoded once, with its frames' times
-        frames = media_io.load_media(media)
+        if media_path(c.media) is not None and not isinstance(c.media, media_io.DecodedMedia):
+            # a file not checked yet (the Python API): decoded as the CLI's pre-check does, up to one frame past
+            # what fits (a long clip is not decoded whole), with its warnings and its frames' times
+            c = check_condition(c, height, width, num_frames)
+        frames = media_io.load_media(c.media)
         keep = trim(frames.shape[0], c.frame, num_frames)
-        _check_timing(media, keep)
+        _check_timing(c.media, keep)
         pixels = media_io.preprocess_condition_frames(frames[:keep], height, width, just_crop=True)
         # inference.py pads the (cropped, native-size) media with zeros by the generation's padding
         pixels = F.pad(pixels, padding)

@@ -848,3 +848,20 @@ def test_resume_without_a_seed_continues_a_batch_with_its_seed_and_rewrite(cli_e
                 "--seed", str(kept), "--frames-dir", "fresh", "--json")
     assert json_lines(fresh.stdout)[0]["enhanced_prompt"] == first["enhanced_prompt"]
     assert torch.equal(frame_codes(cli_env / "fresh"), frame_codes(cli_env / "f0"))
+
+
+def test_the_python_api_decodes_only_the_frames_a_condition_file_can_use(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The library path decoded a condition video whole (the CLI's pre-check stops one frame past what fits): a
+    long clip as the first frame of a short video took memory for every frame of it. It now reads as the CLI."""
+    from ltxcli import Condition
+    from ltxcli.conditions import prepare_condition
+    from ltxcli.media import read as media_read
+
+    path = media.write_video(tmp_path / "long.mp4", torch.rand(40, 64, 96, 3), 24)
+    decoded = []
+    real = media_read._frame_to_rgb
+    monkeypatch.setattr(media_read, "_frame_to_rgb", lambda frame: decoded.append(1) or real(frame))
+    with pytest.warns(UserWarning, match="trimmed to its first 9 of 40 frames"):
+        p = prepare_condition(Condition(str(path)), 64, 96, 9, (0, 0, 0, 0))
+    assert p.pixels.shape[2] == 9 and len(decoded) <= 10
