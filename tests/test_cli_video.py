@@ -148,7 +148,10 @@ def test_skip_existing_finds_what_a_drawn_seed_made(cli_env: Path, clip: Path, s
     first, second = ltx(*args), ltx(*args)
     assert first.exit_code == 0 and second.exit_code == 0, (first.stderr, second.stderr)
     (a,), (b,) = json_lines(first.stdout), json_lines(second.stdout)
-    assert (a["status"], b["status"], b["path"]) == ("ok", "skipped", a["path"]) and "warning" not in second.stderr
+    # no warning but the clip's trimming (12 frames used as 9), which every run says: a user's reruns are processes
+    # of their own (here one process, where Python may show a warning once)
+    warned = [line for line in second.stderr.splitlines() if "warning" in line and "trimmed to its first" not in line]
+    assert (a["status"], b["status"], b["path"], warned) == ("ok", "skipped", a["path"], [])
     if changed is not None:
         (c,) = json_lines(ltx(*args, *changed).stdout)
         assert c["status"] == "ok" and c["path"] != a["path"]
