@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from . import __version__, media, tiny
+from . import __version__, media, tiny, weights
 from .kernels import synchronize
 from .loading import CheckpointError, inspect_checkpoint, load_vae
 from .media import MediaError
@@ -172,6 +172,19 @@ def latents_frame_rate(meta: dict[str, str]) -> Fraction:
     except (ValueError, ZeroDivisionError):
         return Fraction(DEFAULT_IMAGE_FPS)
     return rate if 0 < rate <= 1000 else Fraction(DEFAULT_IMAGE_FPS)
+
+
+def recorded_model(path: PathLike, meta: dict[str, str]) -> str | None:
+    """The model a latents file records, which ``ltx vae decode`` uses without ``--model``; None when none is.
+
+    A relative checkpoint path is recorded as given at encoding: from another folder it names nothing, as does
+    an unknown name. Either is a ValueError naming the file and saying to pass ``--model`` (the resolver's own
+    message would name a ``--model`` the user never passed)."""
+    name = meta.get("model")
+    if not name or name in weights.load_registry() or Path(name).expanduser().exists():
+        return name or None
+    raise ValueError(f"{path}: encoded with model '{name}', which is neither a known name nor a file or folder "
+                     f"from here: pass --model (that model, or one with the same VAE)")
 
 
 def check_latents(vae: VideoAutoencoder, latents: Tensor, path: PathLike, meta: dict[str, str]) -> None:

@@ -446,6 +446,18 @@ def test_vae_roundtrip_encode_decode(cli_env: Path, monkeypatch: pytest.MonkeyPa
     assert (info["frames"], info["width"], info["height"], info["rate"]) == (9, 96, 64, 25)
 
 
+def test_vae_decode_names_the_latents_file_when_its_recorded_model_is_not_found(cli_env: Path) -> None:
+    """Without --model, decode uses the model the file records; one that does not resolve from here (a relative
+    checkpoint path from another folder, an unknown name) is one line naming the file and saying to pass --model
+    (not "--model X", which the user never passed)."""
+    from safetensors.torch import save_file
+
+    for name, value in (("rel", "ckpt.safetensors"), ("unknown", "nope-model")):
+        save_file({"latents": torch.zeros(1, 16, 2, 2, 3)}, f"{name}.safetensors", metadata={"model": value})
+        line = assert_one_error_line(ltx("vae", "decode", f"{name}.safetensors", "-o", f"{name}.mp4"), 2)
+        assert line.startswith(f"error: {name}.safetensors: ") and value in line and "pass --model" in line, line
+
+
 def test_ssim_psnr_hand_derived() -> None:
     # constant frames a, b: all variances vanish, so SSIM = (2ab + C1) / (a^2 + b^2 + C1)
     a, b = 0.25, 0.75

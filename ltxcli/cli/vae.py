@@ -165,7 +165,7 @@ def decode(
     _check_timestep(decode_timestep)
     _check_target(target, overwrite)
     latents, meta = autoencode.read_latents(latents_file)
-    vae = _load_vae(model or meta.get("model"), weights_dir, device, dtype, out)
+    vae = _load_vae(model or autoencode.recorded_model(latents_file, meta), weights_dir, device, dtype, out)
     autoencode.check_latents(vae, latents, latents_file, meta)
     rate: float | Fraction = frame_rate if frame_rate is not None else autoencode.latents_frame_rate(meta)
     t0 = time.perf_counter()
