@@ -2,8 +2,9 @@
 
 This is ``ltx vae encode|decode|roundtrip`` as a library. Videos are fitted to the VAE's grid (:func:`fit_to_grid`:
 ``8k + 1`` frames, centre-cropped to multiples of 32 px). Latents files are safetensors with one tensor
-``latents`` ``[1, C, f, h, w]`` (float32, normalised as the transformer sees them) and string metadata: format,
-model, frame_rate, height, width, num_frames, source, ltxcli_version.
+``latents`` ``[1, C, f, h, w]`` (float32, normalised as the transformer sees them), the encoding VAE's
+per-channel statistics ``vae_statistics`` ``[2, C]`` (mean of means, std of means: which VAE the latents belong to)
+and string metadata: format, model, frame_rate, height, width, num_frames, source, ltxcli_version.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .models.upcast import compute_dtype
 
 LATENTS_FORMAT = "ltxcli.latents"
 LATENTS_KEY = "latents"
+STATISTICS_KEY = "vae_statistics"
 SPATIAL_GRID = 32
 TEMPORAL_GRID = 8
 DEFAULT_IMAGE_FPS = 24  # frame rate recorded for a single image
@@ -57,6 +59,13 @@ class VideoAutoencoder:
     @property
     def dtype(self) -> torch.dtype:
         return compute_dtype(self.module.decoder.conv_in.conv)
+
+    @property
+    def statistics(self) -> Tensor:
+        """The per-channel latent statistics ``[2, C]`` float32 (mean of means, std of means) that normalise its
+        latents: they tell VAEs of the same latent width apart (0.9, 0.9.1, 0.9.5+)."""
+        stats = self.module.per_channel_statistics
+        return torch.stack([stats.mean_of_means, stats.std_of_means]).float().cpu()
 
     @property
     def latent_channels(self) -> int:
@@ -133,10 +142,15 @@ def latents_metadata(vae: VideoAutoencoder, video: Tensor, rate: Fraction, sourc
             "width": str(w), "num_frames": str(f), "source": str(source), "ltxcli_version": __version__}
 
 
-def save_latents(path: PathLike, latents: Tensor, metadata: dict[str, str], *, overwrite: bool = False) -> None:
-    """Write a latents file atomically (:func:`~ltxcli.media.atomic_output`)."""
+def save_latents(path: PathLike, latents: Tensor, metadata: dict[str, str], *, overwrite: bool = False,
+                 statistics: Tensor | None = None) -> None:
+    """Write a latents file atomically (:func:`~ltxcli.media.atomic_output`), with the encoding VAE's
+    ``statistics`` (:attr:`VideoAutoencoder.statistics`) when given, for :func:`check_latents`."""
+    tensors = {LATENTS_KEY: latents.contiguous()}
+    if statistics is not None:
+        tensors[STATISTICS_KEY] = statistics.float().contiguous()
     with media.atomic_output(path, overwrite=overwrite) as temp:
-        save_file({LATENTS_KEY: latents.contiguous()}, os.fspath(temp), metadata=metadata)
+        save_file(tensors, os.fspath(temp), metadata=metadata)
 
 
 def read_latents(path: PathLike) -> tuple[Tensor, dict[str, str]]:
@@ -188,10 +202,20 @@ def recorded_model(path: PathLike, meta: dict[str, str]) -> str | None:
 
 
 def check_latents(vae: VideoAutoencoder, latents: Tensor, path: PathLike, meta: dict[str, str]) -> None:
-    """Latents of another latent width than ``vae`` decodes are a ValueError naming both models."""
+    """Latents of another latent width than ``vae`` decodes, or encoded by a VAE with other per-channel
+    statistics (the file's ``vae_statistics``; a file without them is taken as it is), are a ValueError naming
+    both models."""
     if latents.shape[1] != vae.latent_channels:
         raise ValueError(f"{path}: latents have {latents.shape[1]} channels, the VAE of {vae.label} expects "
                          f"{vae.latent_channels} (encoded with {meta.get('model', 'another model')}?)")
+    with safe_open(os.fspath(path), framework="pt") as f:  # read_latents has read it: it opens
+        stats = f.get_tensor(STATISTICS_KEY).float() if STATISTICS_KEY in f.keys() else None  # noqa: SIM118
+    # a bfloat16 copy of the same VAE rounds its statistics to 8 bits of mantissa: 1% tells them apart
+    if stats is not None and not (stats.shape == (2, vae.latent_channels)
+                                  and torch.allclose(stats, vae.statistics, rtol=1e-2, atol=1e-3)):
+        name = meta.get("model", "another model")
+        raise ValueError(f"{path}: encoded with the VAE of {name}, whose latent statistics differ from those of "
+                         f"{vae.label}'s VAE: decode with --model {name} (or a model with the same VAE)")
 
 
 def decoded_record(vae: VideoAutoencoder, video: Tensor, rate: float | Fraction, source: PathLike) -> dict[str, Any]:

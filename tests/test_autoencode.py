@@ -98,3 +98,26 @@ def test_media_info_of_a_video_and_a_frames_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(MediaError, match=r"without frame_00000\.png"):
         media.media_info(tmp_path / "empty")
+
+
+def test_latents_of_another_vae_are_refused(vae: autoencode.VideoAutoencoder, tmp_path: Path) -> None:
+    """Latents normalised with one VAE's per-channel statistics decode to garbage through a VAE with others (the
+    channel count alone does not tell 0.9 from 0.9.1 or 0.9.5 latents): the file keeps the statistics it was
+    encoded with, and a VAE whose statistics differ is refused naming the model to use."""
+    import copy
+
+    latents = vae.encode(torch.rand(9, 64, 64, 3))
+    meta = autoencode.latents_metadata(vae, torch.zeros(9, 64, 64, 3), Fraction(24), "clip.mp4")
+    path = tmp_path / "l.safetensors"
+    autoencode.save_latents(path, latents, meta, statistics=vae.statistics)
+    back, meta_back = autoencode.read_latents(path)
+    assert meta_back == meta
+    autoencode.check_latents(vae, back, path, meta_back)  # the same VAE: accepted
+    other = autoencode.VideoAutoencoder(copy.deepcopy(vae.module), "other-model", 0.05)
+    with torch.no_grad():
+        other.module.per_channel_statistics.std_of_means.mul_(2)
+    with pytest.raises(ValueError, match=r"encoded with the VAE of tiny.*other-model.*--model tiny"):
+        autoencode.check_latents(other, back, path, meta_back)
+    # bfloat16 storage of the same statistics is the same VAE
+    bf16 = autoencode.VideoAutoencoder(copy.deepcopy(vae.module).bfloat16(), "tiny-bf16", 0.05)
+    autoencode.check_latents(bf16, back, path, meta_back)

@@ -123,7 +123,7 @@ def encode(
     t0 = time.perf_counter()
     latents = vae.encode(frames)
     encode_s = time.perf_counter() - t0
-    autoencode.save_latents(_made_folder(target), latents, autoencode.latents_metadata(vae, frames, rate, video), overwrite=overwrite)
+    autoencode.save_latents(_made_folder(target), latents, autoencode.latents_metadata(vae, frames, rate, video), overwrite=overwrite, statistics=vae.statistics)
     f, h, w = frames.shape[:3]
     out.info(f"wrote {target} (latents {list(latents.shape)} from {f} frames of {w}x{h}, {encode_s:.2f} s)")
     if json_:
