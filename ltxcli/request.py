@@ -538,6 +538,14 @@ def preset_size(
     )
 
 
+def check_decode_settings(timestep: float, noise_scale: float) -> None:
+    """Decode noise scale in [0, 1], timestep finite >= 0 (NaN would decode to a NaN video), for requests and decode."""
+    if not 0 <= noise_scale <= 1:
+        raise ValueError(f"decode_noise_scale={noise_scale} must be in [0, 1]")
+    if not 0 <= timestep < math.inf:  # NaN fails both comparisons
+        raise ValueError(f"decode_timestep={timestep} must be a finite number >= 0")
+
+
 def resolve_request(
     request: GenerationRequest,
     preset: Preset,
@@ -590,9 +598,7 @@ def resolve_request(
 
     decode_timestep = preset.decode_timestep if r.decode_timestep is None else r.decode_timestep
     decode_noise_scale = preset.decode_noise_scale if r.decode_noise_scale is None else r.decode_noise_scale
-    image_cond_noise_scale = (
-        preset.image_cond_noise_scale if r.image_cond_noise_scale is None else r.image_cond_noise_scale
-    )
+    image_cond_noise_scale = preset.image_cond_noise_scale if r.image_cond_noise_scale is None else r.image_cond_noise_scale
     stochastic = preset.stochastic_sampling if r.stochastic_sampling is None else r.stochastic_sampling
     mode = r.stg_mode or preset.stg_mode
     mode = getattr(mode, "value", mode)  # an STGMode member is accepted as its value
@@ -600,11 +606,9 @@ def resolve_request(
         mode = _STG_ALIASES.get(mode.lower(), mode.lower())
     if mode not in STG_MODES:
         raise ValueError(f"stg_mode={mode!r} must be one of {', '.join(STG_MODES)}")
-    for name, value in (("decode_noise_scale", decode_noise_scale), ("image_cond_noise_scale", image_cond_noise_scale)):
-        if not 0 <= value <= 1:
-            raise ValueError(f"{name}={value} must be in [0, 1]")
-    if decode_timestep < 0:
-        raise ValueError(f"decode_timestep={decode_timestep} must be >= 0")
+    if not 0 <= image_cond_noise_scale <= 1:
+        raise ValueError(f"image_cond_noise_scale={image_cond_noise_scale} must be in [0, 1]")
+    check_decode_settings(decode_timestep, decode_noise_scale)
 
     check_placement(r.conditions, num_frames)
 

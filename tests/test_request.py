@@ -34,6 +34,13 @@ def test_official_defaults_fill_what_the_preset_leaves_out() -> None:
     assert not r.multi_scale and r.downscale_factor == 1.0 and r.seed is None
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -0.5])
+def test_decode_timestep_must_be_a_finite_number_at_least_0(value: float) -> None:
+    # NaN passed the old `< 0` test and decoded a timestep-conditioned VAE to a NaN video
+    with pytest.raises(ValueError, match=r"^decode_timestep=.* must be a finite number >= 0"):
+        resolve(decode_timestep=value)
+
+
 def test_preset_values_fill_every_none() -> None:
     r = resolve()
     assert (r.height, r.width, r.num_frames, r.frame_rate) == (128, 192, 17, 24.0)
