@@ -49,6 +49,7 @@ from .passes import HARD_EPS, as_list
 from .presets import NEUTRAL, PassSettings, Preset
 from .progress import ProgressFn
 from .request import Condition, GenerationRequest, ResolvedRequest, media_path, resolve_request
+from .request import check_decode_settings as check_decode
 from .result import GenerationResult
 from .text_cache import TextKVCache
 
@@ -178,6 +179,9 @@ class Pipeline:
         """
         if video.ndim != 4 or video.shape[-1] != 3:
             raise ValueError(f"encode expects a float tensor [F, H, W, 3], got shape {list(video.shape)}")
+        if not video.is_floating_point():  # uint8 would wrap around in `* 2 - 1` and encode to garbage
+            raise ValueError(f"encode expects float frames in [0, 1], got {str(video.dtype).removeprefix('torch.')}"
+                             f" (uint8 frames: divide by 255)")
         f, h, w = video.shape[:3]
         if (f - 1) % 8 or h % 32 or w % 32:
             raise ValueError(f"encode needs 8k+1 frames and sizes divisible by 32, got {f}x{h}x{w}")
@@ -205,8 +209,9 @@ class Pipeline:
         if latents.shape[:2] != (1, channels := self.vae.config.latent_channels) or latents.ndim != 5:
             raise ValueError(f"decode expects latents [1, {channels}, f, h, w] (this model's VAE), got shape "
                              f"{list(latents.shape)}")
-        gen = torch.Generator("cpu").manual_seed(seed if seed is not None else 0)
         t = self.preset.decode_timestep if timestep is None else timestep
+        check_decode(t, noise_scale)  # as a request's: NaN would decode to a NaN video
+        gen = torch.Generator("cpu").manual_seed(seed if seed is not None else 0)
         with torch.inference_mode():
             video = self._decode(latents.to(self.device), t, noise_scale, 0.0, gen)
         return video[0].permute(1, 2, 3, 0).cpu()

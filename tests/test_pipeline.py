@@ -535,6 +535,20 @@ def test_decode_of_the_result_latents_reproduces_the_video(tiny: Pipeline) -> No
     assert not torch.equal(tiny.decode(res.latents, timestep=0.05, noise_scale=0.025, seed=32), res.video)
 
 
+def test_encode_and_decode_refuse_what_would_make_garbage(tiny: Pipeline) -> None:
+    """uint8 frames (as streamed results and most image libraries give them) wrapped around in ``* 2 - 1`` and
+    encoded to garbage; a NaN, infinite or negative decode timestep, or a noise scale outside [0, 1], decoded
+    without a word (NaN: to a NaN video). Each is a ValueError, as the same values in a request are."""
+    video = torch.rand(9, 64, 64, 3)
+    with pytest.raises(ValueError, match=r"float.*uint8.*255"):
+        tiny.encode((video * 255).to(torch.uint8))
+    latents = tiny.encode(video)
+    for kw, match in ((dict(timestep=float("nan")), "decode_timestep=nan"), (dict(timestep=-1.0), "decode_timestep"),
+                      (dict(noise_scale=1.5), "decode_noise_scale=1.5"), (dict(noise_scale=-0.1), "in \\[0, 1\\]")):
+        with pytest.raises(ValueError, match=match):
+            tiny.decode(latents, **kw)
+
+
 def test_full_strength_image_latents_equal_encode(tiny: Pipeline) -> None:
     image = pixels(1, 64, 96, seed=21)
     res = tiny.generate("a dog", conditions=[Condition(image, 0, 1.0)], image_cond_noise_scale=0.0, seed=5,
