@@ -446,6 +446,15 @@ def test_vae_roundtrip_encode_decode(cli_env: Path, monkeypatch: pytest.MonkeyPa
     assert (info["frames"], info["width"], info["height"], info["rate"]) == (9, 96, 64, 25)
 
 
+def test_vae_encode_takes_an_upper_case_safetensors_suffix(cli_env: Path) -> None:
+    """-o LAT.SAFETENSORS was refused as "latents are written as .safetensors" (decode takes .MP4)."""
+    media.write_video(cli_env / "clip.mp4", torch.zeros(9, 32, 32, 3), 24)
+    r = ltx("vae", "encode", "clip.mp4", "--model", "tiny", "-o", "LAT.SAFETENSORS")
+    assert r.exit_code == 0, r.stderr
+    assert (cli_env / "LAT.SAFETENSORS").is_file()
+    assert_one_error_line(ltx("vae", "encode", "clip.mp4", "--model", "tiny", "-o", "lat.pt"), 2)
+
+
 def test_vae_decode_names_the_latents_file_when_its_recorded_model_is_not_found(cli_env: Path) -> None:
     """Without --model, decode uses the model the file records; one that does not resolve from here (a relative
     checkpoint path from another folder, an unknown name) is one line naming the file and saying to pass --model

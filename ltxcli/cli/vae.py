@@ -115,7 +115,7 @@ def encode(
 
     out = Output(json_mode=json_, quiet=quiet)
     target = output or Path(video.stem + ".latents.safetensors")
-    if target.suffix != ".safetensors":
+    if target.suffix.lower() != ".safetensors":
         usage_error(f"-o {target}: latents are written as .safetensors")
     _check_target(target, overwrite)
     frames, rate = _read_video(video, max_frames, out)
