@@ -102,6 +102,8 @@ def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
         values["control"] = {"path": control["source"], "strength": control["strength"], "kind": control["kind"]}
     if record.get("enhance_prompt") is not None:  # the mode, and the rewrite it made: encoded again, no enhancer
         values["enhance_prompt"] = record["enhance_prompt"]  # runs (the run's --enhancer-model is not recorded)
+    elif "enhance_prompt" not in record:  # written before prompt enhancement existed: nothing was rewritten
+        values["enhance_prompt"] = "off"
     if isinstance(record.get("enhanced_prompt"), str):
         values["enhanced_prompt"] = record["enhanced_prompt"]
     upscaled = record.get("temporal_upscale")

@@ -868,3 +868,35 @@ def test_the_python_api_decodes_only_the_frames_a_condition_file_can_use(tmp_pat
     with pytest.warns(UserWarning, match="trimmed to its first 9 of 40 frames"):
         p = prepare_condition(Condition(str(path)), 64, 96, 9, (0, 0, 0, 0))
     assert p.pixels.shape[2] == 9 and len(decoded) <= 10
+
+
+def test_from_a_record_made_before_prompt_enhancement_does_not_enhance(cli_env: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record written before prompt enhancement existed (no "enhance_prompt" key) was redone under the default
+    auto mode: a short prompt on a real model (threshold 120 words) was rewritten by the enhancer, another video
+    than the one recorded. Nothing was rewritten then: the redo runs with enhancement off."""
+    from dataclasses import replace
+
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    import ltxcli.spec
+
+    first = ltx("generate", "a cat", "--model", "tiny", "--seed", "5", "--steps", "1", *SMALL, "--frames-dir", "a")
+    assert first.exit_code == 0, first.stderr
+    png = cli_env / "a" / "frame_00000.png"
+    old = {k: v for k, v in media.read_record(png).items() if k not in ("enhance_prompt", "enhanced_prompt")}
+    info = PngInfo()
+    info.add_text("comment", json.dumps(old))
+    with Image.open(png) as im:
+        im.load()
+        im.save(png, pnginfo=info)  # the same pixels, the older version's record
+    # the tiny model never enhances under auto; a real model's threshold makes "a cat" one to rewrite
+    monkeypatch.setattr(ltxcli.spec, "TINY_PRESET", replace(ltxcli.spec.TINY_PRESET,
+                                                            prompt_enhancement_words_threshold=120))
+    monkeypatch.delenv("LTX_ENHANCE_PROMPT")
+    again = ltx("generate", "--from", "a", "--frames-dir", "b", "--json")
+    assert again.exit_code == 0, again.stderr
+    (obj,) = json_lines(again.stdout)
+    assert (obj["enhanced_prompt"], obj["settings"]["enhance_prompt"]) == (None, "off")
+    assert torch.equal(frame_codes(cli_env / "b"), frame_codes(cli_env / "a"))
