@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import long_video, naming, runner
+from .adapters.lora import check_lora_sources
 from .batch import ITEM_KEYS, parse_condition
 from .request import Condition
 
@@ -211,6 +212,8 @@ def _plan_job(
         where = rows[it.index].get("_where", "")
         runner.validate_item(it, spec.max_positions, frames_out=frames, where=f"{where}: " if where else "",
                              decoded=decoded, preset=spec.preset)
+        if where and it.loras:  # a batch line's or a record's LoRA: a missing one names where it came from
+            check_lora_sources(it.loras, where=f"{where}: ", weights_dir=s.weights_dir)
     note = runner.plan_outputs(
         items, output=s.frames_dir if frames else s.output, frames=frames, batch=batch,
         model=naming.model_field(spec.name, is_path=spec.kind in ("file", "folder")), overwrite=s.overwrite,

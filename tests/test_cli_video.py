@@ -900,3 +900,27 @@ def test_from_a_record_made_before_prompt_enhancement_does_not_enhance(cli_env: 
     (obj,) = json_lines(again.stdout)
     assert (obj["enhanced_prompt"], obj["settings"]["enhance_prompt"]) == (None, "off")
     assert torch.equal(frame_codes(cli_env / "b"), frame_codes(cli_env / "a"))
+
+
+def test_a_missing_lora_names_the_record_or_batch_line_it_came_from(cli_env: Path) -> None:
+    """A LoRA moved since the video was made: --from said "LoRA /old/path: no such file" (a path the user never
+    typed) while a moved condition said "--from a: img.png: no such file"; a batch line's missing LoRA named no
+    line either. The line now starts with where the LoRA came from, as the other inputs' do."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    assert ltx("generate", "a cat", "--model", "tiny", "--seed", "5", "--steps", "1", *SMALL,
+               "--frames-dir", "a").exit_code == 0
+    png = cli_env / "a" / "frame_00000.png"
+    moved = str(cli_env / "moved" / "style.safetensors")
+    rec = {**media.read_record(png), "loras": [{"name": None, "path": moved, "sha256": "0" * 64, "scale": 0.7}]}
+    info = PngInfo()
+    info.add_text("comment", json.dumps(rec))
+    with Image.open(png) as im:
+        im.load()
+        im.save(png, pnginfo=info)  # the record of a run with a LoRA at a path that is gone
+    line = assert_one_error_line(ltx("generate", "--from", "a", "--frames-dir", "b"), 2)
+    assert line.startswith("error: --from a: LoRA ") and moved in line and "no such file" in line
+    Path("b.jsonl").write_text('{"prompt": "a cat"}\n{"prompt": "a dog", "loras": ["gone.safetensors:0.5"]}\n')
+    line = assert_one_error_line(ltx("generate", "--batch", "b.jsonl", "--model", "tiny", *SMALL, "-o", "out/"), 2)
+    assert line.startswith("error: --batch b.jsonl line 2: LoRA gone.safetensors: no such file"), line

@@ -190,6 +190,21 @@ def resolve_lora(
     raise AssertionError("unreachable")
 
 
+def check_lora_sources(entries: Iterable[LoraLike] | None, *, where: str = "",
+                       weights_dir: PathLike | None = None) -> None:
+    """Each LoRA of ``entries`` is a file, PEFT folder or weights.toml LoRA (:func:`resolve_lora`, no download,
+    nothing read): a ValueError that starts with ``where`` (the batch line or ``--from`` record that named it,
+    a path the user may not have typed) otherwise."""
+    reg = weights.load_registry()
+    for spec in lora_specs(entries):
+        try:
+            resolve_lora(spec, weights_dir=weights_dir, registry=reg)
+        except weights.WeightsError:
+            raise  # an unknown name: its own error (exit code, did-you-mean hint)
+        except ValueError as e:
+            raise ValueError(f"{where}{e}") from None
+
+
 def check_base(lora: str, base: tuple[str, ...], model: str, registry: weights.Registry) -> None:
     """Refuse the registry LoRA ``lora`` (made for ``base``) on ``model`` when ``model`` is a known registry model
     (by name or by its file's name) outside ``base``."""
@@ -222,6 +237,7 @@ def _sha256(files: tuple[tuple[str, int, int], ...]) -> str:
 
 
 __all__ = [
-    "PEFT_CONFIG", "PEFT_WEIGHTS", "LoraLike", "LoraMismatchError", "LoraRef", "LoraSpec", "check_base", "fetch_loras", "lora_file", "lora_sha256", "lora_spec",
-    "lora_specs", "model_entry_name", "parse_lora", "resolve_lora",
+    "PEFT_CONFIG", "PEFT_WEIGHTS", "LoraLike", "LoraMismatchError", "LoraRef", "LoraSpec", "check_base",
+    "check_lora_sources", "fetch_loras", "lora_file", "lora_sha256", "lora_spec", "lora_specs", "model_entry_name",
+    "parse_lora", "resolve_lora",
 ]
