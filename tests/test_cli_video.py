@@ -924,3 +924,23 @@ def test_a_missing_lora_names_the_record_or_batch_line_it_came_from(cli_env: Pat
     Path("b.jsonl").write_text('{"prompt": "a cat"}\n{"prompt": "a dog", "loras": ["gone.safetensors:0.5"]}\n')
     line = assert_one_error_line(ltx("generate", "--batch", "b.jsonl", "--model", "tiny", *SMALL, "-o", "out/"), 2)
     assert line.startswith("error: --batch b.jsonl line 2: LoRA gone.safetensors: no such file"), line
+
+
+def test_from_takes_the_record_over_the_environment_s_defaults(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LTX_MODEL and LTX_ENHANCE_PROMPT set the defaults of --model and --enhance-prompt, but --from took them as
+    options given: the record's model was replaced by LTX_MODEL's (another model, or a download), and its
+    enhancement mode by LTX_ENHANCE_PROMPT's (the recorded rewrite dropped: another video). Options given win."""
+    first = ltx("generate", "a cat", "--enhance-prompt", "on", "--model", "tiny", "--seed", "5", "--steps", "1",
+                *SMALL, "--frames-dir", "a", "--json")
+    assert first.exit_code == 0, first.stderr
+    rewrite = json_lines(first.stdout)[0]["enhanced_prompt"]
+    assert rewrite and os.environ["LTX_ENHANCE_PROMPT"] == "off"  # cli_env's
+    monkeypatch.setenv("LTX_MODEL", "no-such-model")
+    again = ltx("generate", "--from", "a", "--frames-dir", "b", "--json")
+    assert again.exit_code == 0, again.stderr
+    (obj,) = json_lines(again.stdout)
+    assert (obj["model"], obj["enhanced_prompt"], obj["settings"]["enhance_prompt"]) == ("tiny", rewrite, "on")
+    assert torch.equal(frame_codes(cli_env / "b"), frame_codes(cli_env / "a"))
+    r = ltx("generate", "--from", "a", "--enhance-prompt", "off", "--frames-dir", "c", "--json")  # given: it wins
+    assert r.exit_code == 0, r.stderr
+    assert json_lines(r.stdout)[0]["enhanced_prompt"] is None

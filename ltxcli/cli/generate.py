@@ -444,7 +444,7 @@ def generate(
         from ltxcli.redo import SETTINGS, kernel_hint, redo_row
 
         given = {_FIELDS.get(k, k): getattr(opts, _FIELDS.get(k, k)) for k in SHARED_OPTIONS if k != "gpus" and
-                 command.get_parameter_source(k).name not in ("DEFAULT", "DEFAULT_MAP")}  # --vae-conv auto is given too
+                 command.get_parameter_source(k).name in ("COMMANDLINE", "PROMPT")}  # not LTX_MODEL's, not defaults
         row = redo_row(from_, given, prompt) if from_ is not None else {"prompt": prompt}
         taken = {key: row.pop(key) for key in SETTINGS if key in row}  # the record's, where not given
         vars(opts).update(taken)
