@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     from .result import GenerationResult
 
 
+#: Sampling values a request may set apart from the preset's (the library's keyword arguments), recorded so that
+#: ``--from`` redoes them: they change the frames.
+SAMPLER_KEYS = ("stg_mode", "decode_timestep", "decode_noise_scale", "image_cond_noise_scale", "stochastic_sampling")
+
+
 def run_settings(result: GenerationResult) -> dict[str, Any]:
     """The settings a result was generated with, as ``ltx generate --json`` reports them (the record's, plus
     the device): size, frame rate, negative prompt, first-pass steps/guidance, every pass, conditions, compute."""
@@ -36,6 +41,7 @@ def run_settings(result: GenerationResult) -> dict[str, Any]:
         "cache": s.get("cache"),  # step cache: mode, threshold, branch evaluations and how many were skipped
         **{k: s[k] for k in ("temporal_upscale", "long") if s.get(k) is not None},
         "enhance_prompt": s.get("enhance_prompt", "auto"),
+        **{k: s.get(k) for k in SAMPLER_KEYS},  # the library's; --from restores them
     }
 
 
@@ -71,4 +77,4 @@ def batch_fields(item: BatchItem) -> dict[str, Any]:
     return {"index": item.index} | ({"batch_seed": item.batch_seed} if item.batch_seed is not None else {})
 
 
-__all__ = ["batch_fields", "encoding", "record", "run_settings"]
+__all__ = ["SAMPLER_KEYS", "batch_fields", "encoding", "record", "run_settings"]

@@ -7,9 +7,10 @@ was conditioned on, its IC-LoRA control, prompt enhancement mode and rewrite, te
 windows and for a video file its encoding (CRF, x264 preset).
 :func:`redo_row` turns it back into the batch row of that generation, leaving out what the caller overrides,
 so that the same model, settings and seed give the same frames, bit for bit, on the same machine and software.
-Values the record does not name (decode noise, STG mode, ...) come from the model's preset, as they did; a
-scalar guidance or step count is only restored when it was one (a preset's per-interval schedule is the
-preset's again). Paths of conditions and inputs are used as recorded (relative ones from the current folder).
+The library's sampler values (STG mode, decode timestep and noise, conditioning re-noise, stochastic sampling)
+are restored where they differ from the recorded preset's; values the record does not name (STG blocks, ...)
+come from the model's preset, as they did; a scalar guidance or step count is only restored when it was one (a
+preset's per-interval schedule is the preset's again). Paths of conditions and inputs are used as recorded (relative ones from the current folder).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from .long_video import bar_prompts
+from .presets import PRESETS
+from .records import SAMPLER_KEYS
 from .request import Condition, Extension
 
 #: Record keys restored as they are (batch-row names).
@@ -77,6 +80,10 @@ def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(v, (int, float)) and not isinstance(v, bool) and all(
                 p.get(key, v) == v for p in record.get("passes") or () if isinstance(p, Mapping)):
             values[key] = v
+    preset = PRESETS.get(record.get("preset") or "")
+    for key in SAMPLER_KEYS:  # set apart from the preset's (in Python): the preset's own stay the preset's
+        if record.get(key) is not None and (preset is None or record[key] != getattr(preset, key)):
+            values[key] = record[key]
     encoded = record.get("encoding")
     if encoded:  # a video's CRF and x264 preset (redo_row keeps them for an output of the same encoder)
         values.update(crf=encoded["crf"], encoder_preset=encoded.get("preset"))

@@ -39,7 +39,7 @@ from .long_state import interrupted_target, saved_seed, state_path
 from .naming import fps_number
 from .passes import MAX_STEPS
 from .progress import ProgressFn
-from .records import batch_fields, encoding, record, run_settings
+from .records import SAMPLER_KEYS, batch_fields, encoding, record, run_settings
 from .request import (
     SEED_MAX,
     Condition,
@@ -171,6 +171,7 @@ def build_items(
             stg_scale=pick("stg_scale"), conditions=conds, output=row.get("output"), cache=pick("cache"),
             loras=pick("loras"), enhance_prompt=pick("enhance_prompt") or "auto", **long,
             enhanced_prompt=row.get("enhanced_prompt"),  # a redo's (ltxcli.redo): not a batch file's key
+            **{k: row[k] for k in SAMPLER_KEYS if row.get(k) is not None},  # a redo's too
             control=item_control(row, defaults),  # checked here, before any weight
             video=pick("video"), extend=pick("extend"),
             denoise_strength=0.5 if pick("denoise_strength") is None else pick("denoise_strength"),

@@ -944,3 +944,22 @@ def test_from_takes_the_record_over_the_environment_s_defaults(cli_env: Path, mo
     r = ltx("generate", "--from", "a", "--enhance-prompt", "off", "--frames-dir", "c", "--json")  # given: it wins
     assert r.exit_code == 0, r.stderr
     assert json_lines(r.stdout)[0]["enhanced_prompt"] is None
+
+
+def test_from_redoes_the_library_s_sampler_settings(cli_env: Path) -> None:
+    """A video made in Python with an STG mode, decode noise, conditioning re-noise or stochastic sampling other
+    than the preset's: the record left them out, so --from redid it with the preset's (another video, no word).
+    The record keeps them and --from restores those that differ from the recorded preset's."""
+    import ltxcli
+
+    made = {"stg_mode": "attention_skip", "decode_timestep": 0.1, "decode_noise_scale": 0.0,
+            "image_cond_noise_scale": 0.0, "stochastic_sampling": True}
+    res = ltxcli.load_pipeline("tiny").generate("a cat", height=64, width=96, num_frames=9, steps=2, seed=5, **made)
+    ltxcli.save_video(res, "api.mp4")
+    assert {k: media.read_video_metadata("api.mp4")[k] for k in made} == made
+    again = ltx("generate", "--from", "api.mp4", "-o", "b.mp4", "--json")
+    assert again.exit_code == 0, again.stderr
+    assert {k: json_lines(again.stdout)[0]["settings"][k] for k in made} == made
+    assert torch.equal(decoded_codes(cli_env / "b.mp4"), decoded_codes(cli_env / "api.mp4"))
+    plain = ltx("generate", "a cat", "--model", "tiny", *SMALL, "--steps", "2", "--seed", "5", "-o", "p.mp4")
+    assert plain.exit_code == 0 and not torch.equal(decoded_codes(cli_env / "p.mp4"), decoded_codes(cli_env / "b.mp4"))
