@@ -203,21 +203,24 @@ def item_control(row: Mapping[str, Any], defaults: Mapping[str, Any]) -> Control
     """A batch item's control (:func:`ltxcli.runner.build_items`): the row's ``control`` / ``control_from``, else
     the defaults' (the command's ``--control`` / ``--control-from``), checked (:func:`ltxcli.request.check_control`,
     and a file's first frame read: a missing or unreadable video is a :class:`ltxcli.media.MediaError`) before any
-    weight is read. Other mistakes are a ValueError starting with the row's ``_where``."""
+    weight is read. Other mistakes are a ValueError; either starts with the row's ``_where`` (its batch line or
+    ``--from`` record) when the row names the control."""
     given = row.get("control") is not None or row.get("control_from") is not None
-    source = row if given else defaults
+    source, where = (row, row.get("_where")) if given else (defaults, None)
     try:
         c = control_of(source.get("control"), source.get("control_from"))
         if c is not None:
             check_control(c)
-    except ValueError as e:
-        where = row.get("_where") if given else None
-        raise ValueError(f"{where}: {e}" if where else str(e)) from None
-    if c is not None and media_path(c.media) is not None:
-        from . import media
+        if c is not None and media_path(c.media) is not None:
+            from . import media
 
-        media.load_media(c.media, max_frames=1)
-        media.source_frame_count(c.media, 1)  # an animated image (its first frame only) is refused
+            media.load_media(c.media, max_frames=1)
+            media.source_frame_count(c.media, 1)  # an animated image (its first frame only) is refused
+    except ValueError as e:  # a MediaError stays one (its exit code differs)
+        from .media import MediaError
+
+        raise (MediaError if isinstance(e, MediaError) else ValueError)(
+            f"{where}: {e}" if where else str(e)) from None
     return c
 
 

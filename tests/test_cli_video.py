@@ -870,6 +870,20 @@ def test_the_python_api_decodes_only_the_frames_a_condition_file_can_use(tmp_pat
     assert p.pixels.shape[2] == 9 and len(decoded) <= 10
 
 
+def rewrite_record(png: Path, **changes: Any) -> None:
+    """Give the PNG frame ``png`` the record of another run: its own with ``changes`` (a value None: the key
+    left out, as a record written by an older version has it); the pixels stay."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    rec = {k: v for k, v in {**media.read_record(png), **changes}.items() if v is not None}
+    info = PngInfo()
+    info.add_text("comment", json.dumps(rec))
+    with Image.open(png) as im:
+        im.load()
+        im.save(png, pnginfo=info)
+
+
 def test_from_a_record_made_before_prompt_enhancement_does_not_enhance(cli_env: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A record written before prompt enhancement existed (no "enhance_prompt" key) was redone under the default
@@ -877,20 +891,11 @@ def test_from_a_record_made_before_prompt_enhancement_does_not_enhance(cli_env: 
     than the one recorded. Nothing was rewritten then: the redo runs with enhancement off."""
     from dataclasses import replace
 
-    from PIL import Image
-    from PIL.PngImagePlugin import PngInfo
-
     import ltxcli.spec
 
     first = ltx("generate", "a cat", "--model", "tiny", "--seed", "5", "--steps", "1", *SMALL, "--frames-dir", "a")
     assert first.exit_code == 0, first.stderr
-    png = cli_env / "a" / "frame_00000.png"
-    old = {k: v for k, v in media.read_record(png).items() if k not in ("enhance_prompt", "enhanced_prompt")}
-    info = PngInfo()
-    info.add_text("comment", json.dumps(old))
-    with Image.open(png) as im:
-        im.load()
-        im.save(png, pnginfo=info)  # the same pixels, the older version's record
+    rewrite_record(cli_env / "a" / "frame_00000.png", enhance_prompt=None, enhanced_prompt=None)  # an older one
     # the tiny model never enhances under auto; a real model's threshold makes "a cat" one to rewrite
     monkeypatch.setattr(ltxcli.spec, "TINY_PRESET", replace(ltxcli.spec.TINY_PRESET,
                                                             prompt_enhancement_words_threshold=120))
@@ -906,19 +911,11 @@ def test_a_missing_lora_names_the_record_or_batch_line_it_came_from(cli_env: Pat
     """A LoRA moved since the video was made: --from said "LoRA /old/path: no such file" (a path the user never
     typed) while a moved condition said "--from a: img.png: no such file"; a batch line's missing LoRA named no
     line either. The line now starts with where the LoRA came from, as the other inputs' do."""
-    from PIL import Image
-    from PIL.PngImagePlugin import PngInfo
-
     assert ltx("generate", "a cat", "--model", "tiny", "--seed", "5", "--steps", "1", *SMALL,
                "--frames-dir", "a").exit_code == 0
-    png = cli_env / "a" / "frame_00000.png"
-    moved = str(cli_env / "moved" / "style.safetensors")
-    rec = {**media.read_record(png), "loras": [{"name": None, "path": moved, "sha256": "0" * 64, "scale": 0.7}]}
-    info = PngInfo()
-    info.add_text("comment", json.dumps(rec))
-    with Image.open(png) as im:
-        im.load()
-        im.save(png, pnginfo=info)  # the record of a run with a LoRA at a path that is gone
+    moved = str(cli_env / "moved" / "style.safetensors")  # the record of a run with a LoRA at a path that is gone
+    rewrite_record(cli_env / "a" / "frame_00000.png",
+                   loras=[{"name": None, "path": moved, "sha256": "0" * 64, "scale": 0.7}])
     line = assert_one_error_line(ltx("generate", "--from", "a", "--frames-dir", "b"), 2)
     assert line.startswith("error: --from a: LoRA ") and moved in line and "no such file" in line
     Path("b.jsonl").write_text('{"prompt": "a cat"}\n{"prompt": "a dog", "loras": ["gone.safetensors:0.5"]}\n')
@@ -963,3 +960,16 @@ def test_from_redoes_the_library_s_sampler_settings(cli_env: Path) -> None:
     assert torch.equal(decoded_codes(cli_env / "b.mp4"), decoded_codes(cli_env / "api.mp4"))
     plain = ltx("generate", "a cat", "--model", "tiny", *SMALL, "--steps", "2", "--seed", "5", "-o", "p.mp4")
     assert plain.exit_code == 0 and not torch.equal(decoded_codes(cli_env / "p.mp4"), decoded_codes(cli_env / "b.mp4"))
+
+
+def test_a_missing_control_video_names_the_record_or_batch_line_it_came_from(cli_env: Path) -> None:
+    """As a LoRA's: a control video moved since the video was made said "ctl.mp4: no such file", naming neither
+    the --from record nor the batch line it came from (a missing condition names them)."""
+    assert ltx("generate", "a cat", "--model", "tiny", "--seed", "5", "--steps", "1", *SMALL,
+               "--frames-dir", "a").exit_code == 0
+    rewrite_record(cli_env / "a" / "frame_00000.png", control={"source": "ctl.mp4", "kind": "video", "strength": 0.8})
+    line = assert_one_error_line(ltx("generate", "--from", "a", "--frames-dir", "b"), 6)
+    assert line == "error: --from a: ctl.mp4: no such file", line
+    Path("c.jsonl").write_text('{"prompt": "a dog", "control": "gone.mp4"}\n')
+    line = assert_one_error_line(ltx("generate", "--batch", "c.jsonl", "--model", "tiny", *SMALL, "-o", "out/"), 6)
+    assert line == "error: --batch c.jsonl line 1: gone.mp4: no such file", line
