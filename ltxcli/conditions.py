@@ -169,9 +169,8 @@ def prepare_condition(
             # a file not checked yet (the Python API): decoded as the CLI's pre-check does, up to one frame past
             # what fits (a long clip is not decoded whole), with its warnings and its frames' times
             c = check_condition(c, height, width, num_frames)
-        frames = media_io.load_media(c.media)
+        frames = media_io.load_media(c.media)  # its timing checked by check_condition, here or before the load
         keep = trim(frames.shape[0], c.frame, num_frames)
-        _check_timing(c.media, keep)
         pixels = media_io.preprocess_condition_frames(frames[:keep], height, width, just_crop=True)
         # inference.py pads the (cropped, native-size) media with zeros by the generation's padding
         pixels = F.pad(pixels, padding)
