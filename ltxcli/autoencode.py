@@ -128,6 +128,54 @@ def read_video(path: PathLike, max_frames: int | None = None) -> tuple[Tensor, F
     return video, rate
 
 
+def read_fitted(path: PathLike, max_frames: int | None = None) -> tuple[Tensor, Fraction, str | None]:
+    """:func:`read_video` fitted to the grid (:func:`fit_to_grid`), with the note to show when that changed it
+    (else None). ``max_frames`` under 1 is a ValueError."""
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"--max-frames={max_frames} must be at least 1")
+    video, rate = read_video(path, max_frames)
+    fitted = fit_to_grid(video, path)
+    if fitted.shape == video.shape:
+        return fitted, rate, None
+    (f, h, w), (f2, h2, w2) = video.shape[:3], fitted.shape[:3]
+    return fitted, rate, (f"using {f2} frames of {w2}x{h2} (the VAE needs 8k+1 frames and multiples of 32; input "
+                          f"is {f} frames of {w}x{h})")
+
+
+def check_decode_timestep(decode_timestep: float | None) -> None:
+    """``--decode-timestep``: None or a finite number >= 0 (a ValueError otherwise)."""
+    if decode_timestep is not None and not 0 <= decode_timestep < float("inf"):  # NaN fails both comparisons
+        raise ValueError(f"--decode-timestep={decode_timestep} must be a finite number >= 0 (e.g. 0.05)")
+
+
+def check_frame_rate(frame_rate: float | None) -> None:
+    if frame_rate is not None and not 0 < frame_rate <= 1000:
+        raise ValueError(f"--frame-rate={frame_rate} must be in (0, 1000]")
+
+
+def check_target(target: Path, *, overwrite: bool, suffix: str) -> None:
+    """Before any work, an output ``target`` (``-o``) refused: another suffix than ``suffix`` (".mp4": a video,
+    ".safetensors": latents) or one that exists without ``overwrite`` (ValueError); a folder, or a place where
+    it cannot be made (:class:`~ltxcli.runner.OutputError`, as ``ltx generate`` says it)."""
+    from .runner import OutputError, check_writable
+
+    if target.suffix.lower() != suffix:
+        kind = "latents are written as .safetensors" if suffix == ".safetensors" else f"videos are written as {suffix}"
+        raise ValueError(f"-o {target}: {kind}")
+    if target.is_dir():  # first: --overwrite would not help
+        raise OutputError(f"cannot write {target}: it is a folder")
+    if (target.exists() or target.is_symlink()) and not overwrite:
+        raise ValueError(f"{target} already exists: pass --overwrite to replace it")
+    check_writable(target)
+
+
+def write_video(target: Path, video: Tensor, rate: float | Fraction, record: dict[str, Any], *,
+                overwrite: bool = False) -> None:
+    """:func:`ltxcli.media.write_video` into ``target``, its folder made now (so a failure before leaves none)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    media.write_video(target, video, rate, metadata=record, overwrite=overwrite)
+
+
 # ------------------------------------------------------------------------------------------------ latents files
 
 
@@ -144,11 +192,12 @@ def latents_metadata(vae: VideoAutoencoder, video: Tensor, rate: Fraction, sourc
 
 def save_latents(path: PathLike, latents: Tensor, metadata: dict[str, str], *, overwrite: bool = False,
                  statistics: Tensor | None = None) -> None:
-    """Write a latents file atomically (:func:`~ltxcli.media.atomic_output`), with the encoding VAE's
+    """Write a latents file atomically (:func:`~ltxcli.media.atomic_output`; its folder made now), with the VAE's
     ``statistics`` (:attr:`VideoAutoencoder.statistics`) when given, for :func:`check_latents`."""
     tensors = {LATENTS_KEY: latents.contiguous()}
     if statistics is not None:
         tensors[STATISTICS_KEY] = statistics.float().contiguous()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with media.atomic_output(path, overwrite=overwrite) as temp:
         save_file(tensors, os.fspath(temp), metadata=metadata)
 
@@ -263,6 +312,18 @@ class Roundtrip:
             "peak_memory_bytes": self.peak_memory_bytes, "peak_memory_kind": self.peak_memory_kind,
             "ssim_method": SSIM_METHOD,
         }
+
+    def table_lines(self) -> list[str]:
+        """``ltx vae roundtrip``'s table: PSNR and SSIM per frame and overall, then timings and peak memory."""
+        q, peak = self.quality, self.peak_memory_bytes
+        lines = ["frame  psnr_db  ssim"]
+        lines += [f"{i:5d}  {p:7.2f}  {s:.4f}" for i, (p, s) in enumerate(zip(q.psnr_per_frame, q.ssim_per_frame,
+                                                                              strict=True))]
+        lines.append(f"  all  {q.psnr:7.2f}  {q.ssim:.4f}")
+        peak_text = f"{peak / 2**20:.0f} MiB ({self.peak_memory_kind})" if peak is not None else "unknown"
+        dtype = str(self.vae.dtype).removeprefix("torch.")
+        return [*lines, f"encode {self.encode_s:.2f} s, decode {self.decode_s:.2f} s, peak memory {peak_text}, "
+                        f"{self.vae.label} on {self.vae.device} ({dtype})"]
 
 
 def roundtrip(vae: VideoAutoencoder, video: Tensor, *, source: PathLike = "video",

@@ -77,4 +77,17 @@ def batch_fields(item: BatchItem) -> dict[str, Any]:
     return {"index": item.index} | ({"batch_seed": item.batch_seed} if item.batch_seed is not None else {})
 
 
-__all__ = ["SAMPLER_KEYS", "batch_fields", "encoding", "record", "run_settings"]
+# record keys shown first, in this order, by ``ltx info`` (the others follow in alphabetical order)
+INFO_ORDER = ("prompt", "negative_prompt", "model", "preset", "seed", "steps", "guidance_scale", "stg_scale", "width",
+              "height", "num_frames", "frame_rate", "conditions", "dtype", "version", "created")
+
+
+def record_lines(record: dict[str, Any]) -> list[str]:
+    """A generation record as ``ltx info`` shows it: ``key: value`` lines (values other than text as JSON)."""
+    from .formatting import to_json
+
+    keys = [k for k in INFO_ORDER if k in record] + sorted(k for k in record if k not in INFO_ORDER and k != "tool")
+    return [f"{k}: {record[k] if isinstance(record[k], str) else to_json(record[k])}" for k in keys]
+
+
+__all__ = ["INFO_ORDER", "SAMPLER_KEYS", "batch_fields", "encoding", "record", "record_lines", "run_settings"]

@@ -108,10 +108,8 @@ def test_a_weights_location_under_a_file_is_not_writable(tmp_path) -> None:
 def test_doctor_does_not_offer_gpus_n_where_no_gpu_is_visible() -> None:
     """Without a GPU `ltx doctor` said "several GPUs: ltx generate --gpus N or torchrun (backend gloo)", while
     `ltx generate --gpus 2` there is exit 2 unless --device cpu is given."""
-    from ltxcli.cli.doctor import _lines
-
     report = diagnose.diagnose()
     report["torch"]["gpus"] = []
     report["distributed"].update(under_torchrun=False, backend="gloo")
-    (line,) = [x for x in _lines(report) if x.startswith("several GPUs:")]
+    (line,) = [x for x in diagnose.report_lines(report) if x.startswith("several GPUs:")]
     assert line == "several GPUs: none visible (--gpus N needs --device cpu here: N CPU processes, a testing aid)"

@@ -7,13 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ltxcli.formatting import to_json
-
 from .common import Output, exit_codes_epilog, guarded
-
-# record keys shown first, in this order, by the human-readable view
-_ORDER = ("prompt", "negative_prompt", "model", "preset", "seed", "steps", "guidance_scale", "stg_scale", "width",
-          "height", "num_frames", "frame_rate", "conditions", "dtype", "version", "created")
 
 
 @guarded
@@ -22,7 +16,7 @@ def info(
     json_: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """Show a video's stream and the generation record ltx stored in it (prompt, seed, model, settings)."""
-    from ltxcli import media
+    from ltxcli import media, records
 
     out = Output(json_mode=json_)
     stream, record = media.media_info(file)  # missing / unreadable file: exit 6
@@ -37,10 +31,8 @@ def info(
     if record is None:
         out.info("no ltx generation record in this file")
         return
-    keys = [k for k in _ORDER if k in record] + sorted(k for k in record if k not in _ORDER and k != "tool")
-    for k in keys:
-        v = record[k]
-        out.data(f"{k}: {v if isinstance(v, str) else to_json(v)}")
+    for line in records.record_lines(record):
+        out.data(line)
 
 
 def register(app: typer.Typer) -> None:

@@ -38,19 +38,10 @@ def list_(weights_dir: WeightsDirOpt = None, json_: JsonOpt = False) -> None:
     import shutil
     import sys
 
-    header = ("name", "kind", "state", "size", "description")
-    cells = [(row["name"] + (" *" if row["default"] else ""), row["kind"], row["state"],
-              human_bytes(row["size_on_disk"]) if row["size_on_disk"] else "-", row["description"]) for row in rows]
-    loras = [c for c in cells if c[1] == "lora"]  # their own group, after a blank row
-    cells = [c for c in cells if c[1] != "lora"] + ([("",) * 5, *loras] if loras else [])
-    widths = [max(len(header[i]), *(len(c[i]) for c in cells)) for i in range(4)]
-    # one line per entry; on a terminal the description is cut to its width
-    room = shutil.get_terminal_size().columns - sum(widths) - 2 * 4 if sys.stdout.isatty() else None
-    for c in [header, *cells]:
-        desc = c[4]
-        if room is not None and len(desc) > max(room, 20):
-            desc = desc[: max(room, 20) - 1] + "…"
-        out.data("  ".join(v.ljust(w) for v, w in zip(c[:4], widths, strict=True)) + "  " + desc)
+    # on a terminal each description is cut to its width
+    room = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+    for line in weights.table_lines(rows, room):
+        out.data(line)
     if rows:
         out.info(f"* default model; weights location: {rows[0]['location']} ({rows[0]['location_kind']})")
 

@@ -5,7 +5,7 @@
 * :mod:`.registry`: ``weights.toml`` parsed into :class:`Registry` (name -> :class:`WeightsEntry`), and the
   validation of every name that becomes a path;
 * :mod:`.cache`: where weights live (the huggingface_hub cache, or a plain folder given by ``weights_dir=`` /
-  ``LTX_WEIGHTS_DIR``), the records of verified files, :func:`status` (:func:`status_record`), :func:`path`, :func:`resolve`;
+  ``LTX_WEIGHTS_DIR``), the records of verified files, :func:`status` (:func:`status_record`, :func:`table_lines`), :func:`path`, :func:`resolve`;
 * :mod:`.hub`: the Hub's file listing with its hashes, Hub errors as one-line messages;
 * :mod:`.download`: :func:`plan` and :func:`pull`, with the resumable-download workaround;
 * :mod:`.verify`: hashing and :func:`verify`;
@@ -32,6 +32,7 @@ from .cache import (
     resolve,
     status,
     status_record,
+    table_lines,
     weights_location,
 )
 from .download import PlannedFile, plan, pull
@@ -97,6 +98,7 @@ __all__ = [
     "safe_relpath",
     "status",
     "status_record",
+    "table_lines",
     "verify",
     "verify_targets",
     "weights_location",

@@ -470,3 +470,24 @@ def status_record(name: str, *, weights_dir: str | os.PathLike[str] | None = Non
         "files": [{"path": f.path, "local_path": str(f.local_path) if f.local_path else None, "size": f.size,
                    "verified": f.verified} for f in st.files],
     }
+
+
+def table_lines(rows: list[dict[str, Any]], columns: int | None = None) -> list[str]:
+    """``ltx weights list``: a header, then one line per :func:`status_record` row (the default model marked ``*``,
+    LoRAs in their own group after a blank row); ``columns``: the terminal's width, which cuts the descriptions."""
+    from ..formatting import human_bytes
+
+    header = ("name", "kind", "state", "size", "description")
+    cells = [(row["name"] + (" *" if row["default"] else ""), row["kind"], row["state"],
+              human_bytes(row["size_on_disk"]) if row["size_on_disk"] else "-", row["description"]) for row in rows]
+    loras = [c for c in cells if c[1] == "lora"]  # their own group, after a blank row
+    cells = [c for c in cells if c[1] != "lora"] + ([("",) * 5, *loras] if loras else [])
+    widths = [max(len(header[i]), *(len(c[i]) for c in cells)) for i in range(4)]
+    room = columns - sum(widths) - 2 * 4 if columns is not None else None
+    lines = []
+    for c in [header, *cells]:
+        desc = c[4]
+        if room is not None and len(desc) > max(room, 20):
+            desc = desc[: max(room, 20) - 1] + "…"
+        lines.append("  ".join(v.ljust(w) for v, w in zip(c[:4], widths, strict=True)) + "  " + desc)
+    return lines
