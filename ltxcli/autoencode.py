@@ -4,34 +4,44 @@ This is ``ltx vae encode|decode|roundtrip`` as a library. Videos are fitted to t
 ``8k + 1`` frames, centre-cropped to multiples of 32 px). Latents files are safetensors with one tensor
 ``latents`` ``[1, C, f, h, w]`` (float32, normalised as the transformer sees them), the encoding VAE's
 per-channel statistics ``vae_statistics`` ``[2, C]`` (mean of means, std of means: which VAE the latents belong to)
-and string metadata: format, model, frame_rate, height, width, num_frames, source, ltxcli_version.
+and string metadata: format, model, frame_rate, height, width, num_frames, source, ltxcli_version. A generation's
+latents (``ltx generate --latents-out``) add ``decode``: how that generation decoded them (:class:`DecodeSettings`),
+which :meth:`VideoAutoencoder.decode_as` repeats, to the video's very frames.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from . import __version__, media, tiny, weights
+from . import __version__, media, sampling, tiny, weights
+from .frames import crop_video
 from .kernels import synchronize
 from .loading import CheckpointError, inspect_checkpoint, load_vae
 from .media import MediaError
 from .metrics import FrameQuality, frame_quality
 from .models.upcast import compute_dtype
+from .naming import fps_number
+from .sizes import padded_size, split_pad
+
+if TYPE_CHECKING:
+    from .result import GenerationResult
 
 LATENTS_FORMAT = "ltxcli.latents"
 LATENTS_KEY = "latents"
 STATISTICS_KEY = "vae_statistics"
+DECODE_KEY = "decode"  # metadata: how the generation that wrote the file decoded them (DecodeSettings, JSON)
 SPATIAL_GRID = 32
 TEMPORAL_GRID = 8
 DEFAULT_IMAGE_FPS = 24  # frame rate recorded for a single image
@@ -64,8 +74,7 @@ class VideoAutoencoder:
     def statistics(self) -> Tensor:
         """The per-channel latent statistics ``[2, C]`` float32 (mean of means, std of means) that normalise its
         latents: they tell VAEs of the same latent width apart (0.9, 0.9.1, 0.9.5+)."""
-        stats = self.module.per_channel_statistics
-        return torch.stack([stats.mean_of_means, stats.std_of_means]).float().cpu()
+        return vae_statistics(self.module)
 
     @property
     def latent_channels(self) -> int:
@@ -88,6 +97,95 @@ class VideoAutoencoder:
         with torch.inference_mode():
             video = self.module.decode(latents.to(device=self.device, dtype=self.dtype), timestep=t, generator=gen)
         return (video.float() / 2 + 0.5).clamp(0, 1)[0].permute(1, 2, 3, 0).cpu()
+
+    def decode_as(self, latents: Tensor, d: DecodeSettings, timestep: float | None = None,
+                  seed: int | None = None) -> Tensor:
+        """Normalised latents ``[1, C, f, h, w]`` -> float ``[F, H, W, 3]`` in [0, 1] on the CPU as the generation
+        that recorded ``d`` decoded them (:meth:`ltxcli.pipeline.Pipeline.run`'s decode stage): decode noise drawn
+        in its memory layout from its seed, its tone mapping and decode timestep, then its crop to the video's
+        size. ``timestep``, ``seed``: given, they replace the recorded ones."""
+        t = (d.timestep if timestep is None else timestep) if self.module.timestep_conditioning else None
+        gen = torch.Generator("cpu").manual_seed(d.seed if seed is None else seed)
+        # the latents in the generation's layout (channels-last in practice): its decode noise was drawn in it
+        z = torch.empty_strided(latents.shape, d.stride, dtype=latents.dtype).copy_(latents)
+        with torch.inference_mode():
+            z = z.to(self.device)
+            if t is not None:  # as the pipeline: noise only for a timestep-conditioned decoder
+                z = sampling.decode_noise(z, d.noise_scale, gen)
+            pixels = self.module.decode(sampling.tone_map(z, d.tone_map_compression_ratio), timestep=t, generator=gen)
+            return crop_video(pixels, num_frames=d.num_frames, padded=d.padded, padding=d.padding,
+                              resize=d.resize).cpu()
+
+
+def vae_statistics(vae: nn.Module) -> Tensor:
+    """A VAE module's per-channel latent statistics ``[2, C]`` float32 on the CPU (mean of means, std of means)."""
+    stats = vae.per_channel_statistics
+    return torch.stack([stats.mean_of_means, stats.std_of_means]).float().cpu()
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How a generation decoded its final latents (``Pipeline.run``'s decode stage), as a latents file records
+    them: the decode ``timestep``, decode ``noise_scale`` drawn from ``seed`` in the latents' memory layout
+    ``stride``, the last pass's ``tone_map_compression_ratio``; then the decoded frames cropped to the video
+    (:func:`ltxcli.frames.crop_video`: ``num_frames``, ``padded`` ``(height, width)``, ``padding`` ``(left, right,
+    top, bottom)``, ``resize``: a multi-scale run's)."""
+
+    timestep: float
+    noise_scale: float
+    seed: int
+    tone_map_compression_ratio: float
+    stride: tuple[int, ...]
+    num_frames: int
+    padded: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    resize: bool
+
+    @classmethod
+    def of(cls, result: GenerationResult) -> DecodeSettings:
+        """The decode of ``result`` (a single generation's: :meth:`ltxcli.pipeline.Pipeline.run`)."""
+        s = result.settings
+        ph, pw, _ = padded_size(s["height"], s["width"], s["num_frames"])
+        return cls(float(s["decode_timestep"]), float(s["decode_noise_scale"]), int(result.seed),
+                   float(s["passes"][-1]["tone_map_compression_ratio"]), tuple(result.latents.stride()),
+                   int(s["num_frames"]), (ph, pw), (*split_pad(pw - s["width"]), *split_pad(ph - s["height"])),
+                   bool(s["multi_scale"]))
+
+    def to_json(self) -> str:
+        return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()})
+
+    @classmethod
+    def read(cls, meta: dict[str, str], shape: tuple[int, ...], path: PathLike) -> DecodeSettings | None:
+        """The settings a latents file's metadata records for latents of ``shape`` (None: none recorded, as in
+        a file of ``ltx vae encode``); a malformed record is a :class:`~ltxcli.media.MediaError`."""
+        text = meta.get(DECODE_KEY)
+        if text is None:
+            return None
+        try:
+            v = json.loads(text)
+            d = cls(float(v["timestep"]), float(v["noise_scale"]), int(v["seed"]),
+                    float(v["tone_map_compression_ratio"]), tuple(int(x) for x in v["stride"]), int(v["num_frames"]),
+                    (int(v["padded"][0]), int(v["padded"][1])), tuple(int(x) for x in v["padding"]),  # type: ignore[arg-type]
+                    bool(v["resize"]))
+        except (ValueError, TypeError, KeyError, IndexError) as e:
+            raise MediaError(f"{path}: its '{DECODE_KEY}' record is not readable ({type(e).__name__}: {e})") from None
+        (ph, pw), (left, right, top, bottom) = d.padded, (*d.padding, 0, 0, 0, 0)[:4]
+        if (len(d.padding) != 4 or not _dense(shape, d.stride) or not 0 <= d.noise_scale <= 1 or d.num_frames < 1
+                or min(d.padding) < 0 or left + right >= pw or top + bottom >= ph):
+            raise MediaError(f"{path}: its '{DECODE_KEY}' record does not fit latents {list(shape)}")
+        return d
+
+
+def _dense(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
+    """Whether ``stride`` lays out a tensor of ``shape`` densely, each element once (an order of its dimensions)."""
+    if len(stride) != len(shape) or min(stride, default=0) < 0:
+        return False
+    expect = 1
+    for st, size in sorted((st, size) for st, size in zip(stride, shape, strict=True) if size > 1):
+        if st != expect:
+            return False
+        expect *= size
+    return True
 
 
 def load_autoencoder(
@@ -153,15 +251,15 @@ def check_frame_rate(frame_rate: float | None) -> None:
         raise ValueError(f"--frame-rate={frame_rate} must be in (0, 1000]")
 
 
-def check_target(target: Path, *, overwrite: bool, suffix: str) -> None:
-    """Before any work, an output ``target`` (``-o``) refused: another suffix than ``suffix`` (".mp4": a video,
+def check_target(target: Path, *, overwrite: bool, suffix: str, option: str = "-o") -> None:
+    """Before any work, an output ``target`` (given as ``option``) refused: another suffix than ``suffix`` (".mp4": a video,
     ".safetensors": latents) or one that exists without ``overwrite`` (ValueError); a folder, or a place where
     it cannot be made (:class:`~ltxcli.runner.OutputError`, as ``ltx generate`` says it)."""
     from .runner import OutputError, check_writable
 
     if target.suffix.lower() != suffix:
         kind = "latents are written as .safetensors" if suffix == ".safetensors" else f"videos are written as {suffix}"
-        raise ValueError(f"-o {target}: {kind}")
+        raise ValueError(f"{option} {target}: {kind}")
     if target.is_dir():  # first: --overwrite would not help
         raise OutputError(f"cannot write {target}: it is a folder")
     if (target.exists() or target.is_symlink()) and not overwrite:
@@ -200,6 +298,19 @@ def save_latents(path: PathLike, latents: Tensor, metadata: dict[str, str], *, o
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with media.atomic_output(path, overwrite=overwrite) as temp:
         save_file(tensors, os.fspath(temp), metadata=metadata)
+
+
+def save_generation_latents(path: PathLike, result: GenerationResult, *, vae: nn.Module, model: str,
+                            source: PathLike, overwrite: bool = False) -> Path:
+    """Write a generation's final latents (``result.latents``, before decode noise) as :func:`save_latents` does,
+    with the VAE's statistics and how the generation decoded them (:class:`DecodeSettings`), so that
+    ``ltx vae decode`` gives the video ``source`` holds. ``model``: the name the video records."""
+    s = result.settings
+    meta = {"format": LATENTS_FORMAT, "model": model, "frame_rate": str(fps_number(s["frame_rate"])),
+            "height": str(s["height"]), "width": str(s["width"]), "num_frames": str(s["num_frames"]),
+            "source": str(source), "ltxcli_version": __version__, DECODE_KEY: DecodeSettings.of(result).to_json()}
+    save_latents(path, result.latents, meta, overwrite=overwrite, statistics=vae_statistics(vae))
+    return Path(path)
 
 
 def read_latents(path: PathLike) -> tuple[Tensor, dict[str, str]]:
@@ -267,10 +378,26 @@ def check_latents(vae: VideoAutoencoder, latents: Tensor, path: PathLike, meta: 
                          f"{vae.label}'s VAE: decode with --model {name} (or a model with the same VAE)")
 
 
-def decoded_record(vae: VideoAutoencoder, video: Tensor, rate: float | Fraction, source: PathLike) -> dict[str, Any]:
-    """The record a video decoded from latents file ``source`` stores (see :func:`ltxcli.media.write_video`)."""
+def decode_file(vae: VideoAutoencoder, latents: Tensor, meta: dict[str, str], path: PathLike, *,
+                timestep: float | None = None, seed: int | None = None, plain: bool = False,
+                ) -> tuple[Tensor, DecodeSettings | None]:
+    """``ltx vae decode``: the latents of file ``path`` (``meta``: its metadata) decoded as the generation that
+    wrote them decoded them (:meth:`VideoAutoencoder.decode_as`) when the file records how, unless ``plain``;
+    else the VAE's own reconstruction (:meth:`VideoAutoencoder.decode`, ``seed`` default 0). Returns the video
+    and the settings applied (None: plain)."""
+    d = None if plain else DecodeSettings.read(meta, tuple(latents.shape), path)
+    if d is None:
+        return vae.decode(latents, timestep, 0 if seed is None else seed), None
+    return vae.decode_as(latents, d, timestep, seed), d
+
+
+def decoded_record(vae: VideoAutoencoder, video: Tensor, rate: float | Fraction, source: PathLike,
+                   decode: DecodeSettings | None = None) -> dict[str, Any]:
+    """The record a video decoded from latents file ``source`` stores (see :func:`ltxcli.media.write_video`);
+    ``decode``: the generation's decode settings applied (``generation_decode``; None: a plain decode)."""
     return {"tool": "ltxcli", "version": __version__, "model": vae.label, "source": str(source),
-            "frame_rate": float(rate), "num_frames": video.shape[0], "height": video.shape[1], "width": video.shape[2]}
+            "frame_rate": float(rate), "num_frames": video.shape[0], "height": video.shape[1], "width": video.shape[2],
+            "generation_decode": json.loads(decode.to_json()) if decode is not None else None}
 
 
 # ------------------------------------------------------------------------------------------------ roundtrip

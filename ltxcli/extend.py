@@ -105,7 +105,7 @@ EXTEND_OPTION_HELP = SOURCE_OPTION_HELP | {
 }
 #: The long-video options an extension refuses (windows, a duration, the temporal upscaler) or ignores (what acts
 #: between windows, --resume): ``ltx extend`` accepts them, to refuse them in one line, but its --help leaves them out.
-NOT_FOR_EXTEND = (*LONG_VIDEO_FIELDS, "temporal_upscale", "resume")
+NOT_FOR_EXTEND = (*LONG_VIDEO_FIELDS, "temporal_upscale", "resume", "latents_out")
 
 def source_defaults(request: GenerationRequest, preset: Preset) -> None:
     """Fill what a video-to-video or extension request leaves open from its input video (read here, so an

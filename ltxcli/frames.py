@@ -26,13 +26,22 @@ def to_video(pixels: Tensor, r: ResolvedRequest, start: int = 0) -> Tensor:
     """Decoder output ``[1, 3, n, H', W']`` in [-1, 1], holding pixel frames ``start .. start + n`` of the decode
     of ``r`` -> float32 ``[n', H, W, 3]`` in [0, 1] at the requested size (``n'``: those frames inside the
     requested length), on the same device. ``pixels`` is scaled in place when it is already float32."""
-    ph, pw, _ = r.padded
-    left, right, top, bottom = r.padding
-    pixels = pixels[:, :, : max(0, r.num_frames - start)]
+    return crop_video(pixels, num_frames=r.num_frames, padded=r.padded[:2], padding=r.padding,
+                      resize=r.multi_scale, start=start)
+
+
+def crop_video(pixels: Tensor, *, num_frames: int, padded: tuple[int, int], padding: tuple[int, int, int, int],
+               resize: bool = False, start: int = 0) -> Tensor:
+    """:func:`to_video` from its sizes: ``num_frames`` requested, ``padded`` ``(height, width)``, ``padding``
+    ``(left, right, top, bottom)``; ``resize``: the frames are first resized to ``padded`` (a multi-scale run's
+    second pass ran above it)."""
+    ph, pw = padded
+    left, right, top, bottom = padding
+    pixels = pixels[:, :, : max(0, num_frames - start)]
     # The decoder's output is a fresh tensor (``float()`` copies it or returns it as is): scale it in place.
     video = pixels.float().div_(2).add_(0.5).clamp_(0, 1)
-    if r.multi_scale:
-        video = resize_frames(video, ph, pw)  # the second pass ran above the padded target size
+    if resize:
+        video = resize_frames(video, ph, pw)
     video = video[:, :, :, top : ph - bottom, left : pw - right]
     return video[0].permute(1, 2, 3, 0)
 
@@ -47,4 +56,4 @@ def checked_uint8(frames: Tensor, quantize: Quantize = "round") -> Tensor:
     return to_uint8(frames, quantize)
 
 
-__all__ = ["NumericalError", "checked_uint8", "to_video"]
+__all__ = ["NumericalError", "checked_uint8", "crop_video", "to_video"]

@@ -20,6 +20,7 @@ encoder or upsampler that resolves to nothing is :class:`ltxcli.spec.SpecError` 
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -71,6 +72,7 @@ class JobSettings:
     encoder_preset: str | None = None
     enhancer_model: str | None = None
     caption_model: str | None = None
+    latents_out: str | None = None  # also write the final latents here (one generation: check_latents_out)
 
     @property
     def keep_checkpoint_dtype(self) -> bool | None:
@@ -221,6 +223,8 @@ def _plan_job(
         compute=resume.compute_record(s.dtype, s.weights_dtype, dtype))
     for it in [] if frames else items:  # an unknown suffix, a bad crf/preset, no VP9 encoder: refused now
         media.video_format(it.target, media.DEFAULT_CRF if s.crf is None else s.crf, s.encoder_preset)
+    if s.latents_out is not None:
+        check_latents_out(s, items, batch=batch, spec=spec)
     mine = shard_items(items, ctx.rank, world) if batch and world > 1 else items
     anything = any(not it.skip for it in items)
     if world > 1:
@@ -233,6 +237,35 @@ def _plan_job(
                             temporal_upsampler=long_video.temporal_upscaler(items))
         job.needed = job.spec.needed + control_weights(items, builtin=job.spec.kind == "builtin")
     return job
+
+
+def check_latents_out(settings: JobSettings, items: list[runner.BatchItem], *, batch: bool, spec: ModelSpec) -> None:
+    """``latents_out`` (``--latents-out``), before any work: one generation's latents, so refused (ValueError) with a
+    batch, an extension (its video keeps the input's own frames) and a video made in several windows (each
+    decoded on its own: no one latents file decodes to it); a path that is the video's, has another suffix than
+    .safetensors or exists (without ``overwrite``): ValueError; a folder or a place it cannot be made:
+    :class:`~ltxcli.runner.OutputError`. Nothing is checked for an item that is skipped (its video exists)."""
+    from pathlib import Path
+
+    from .autoencode import check_target
+
+    if batch:
+        raise ValueError("--latents-out saves the latents of one video: not with --batch")
+    (it,) = items
+    if it.extend is not None:
+        raise ValueError("--latents-out: not with an extension (its video keeps the input's frames, which no latents "
+                         "hold)")
+    p = long_video.plan(it, spec.preset, float(spec.max_positions[0]))
+    if p is not None and len(p.windows) > 1:
+        raise ValueError(f"--latents-out: not with a video made in {len(p.windows)} windows (each window is decoded "
+                         "on its own, so no one latents file decodes to the video)")
+    target = Path(settings.latents_out or "")
+    assert it.target is not None
+    if Path(os.path.realpath(target)) == Path(os.path.realpath(it.target)):
+        raise ValueError(f"--latents-out {target} is the video's own path: give the latents their own .safetensors "
+                         "file")
+    if not it.skip:
+        check_target(target, overwrite=settings.overwrite, suffix=".safetensors", option="--latents-out")
 
 
 def memory_plan(
@@ -312,7 +345,7 @@ def results(
     progress: Callable[[runner.BatchItem], AbstractContextManager[Any]] | None = None,
 ) -> Iterator[tuple[runner.ItemResult, list[dict[str, Any]] | None]]:
     """Generate and write this rank's items (:func:`ltxcli.runner.run_batch`, decoded frames streamed into the
-    writer): ``(result, ranks)`` per item as it finishes, ``ranks`` every process's statistics of a video split
+    writer; the latents too with ``latents_out``, by the writing rank): ``(result, ranks)`` per item as it finishes, ``ranks`` every process's statistics of a video split
     across them (a collective), else None."""
     from .parallel.orchestrate import rank_stats
 
@@ -321,8 +354,13 @@ def results(
             pipe, job.mine, frames=job.frames, overwrite=s.overwrite, skip_existing=s.skip_existing,
             claim=job.batch and s.skip_existing, model=job.spec.label, write=job.main or job.batch, load_s=load_s,
             progress=progress, stream=True, crf=s.crf, preset=s.encoder_preset):
+        if s.latents_out is not None and r.status == "ok" and job.main and r.result is not None:
+            from .autoencode import save_generation_latents
+
+            r.latents_path = save_generation_latents(s.latents_out, r.result, vae=pipe.vae, model=r.record["model"],
+                                                     source=r.path, overwrite=s.overwrite)
         gather = r.status != "skipped" and job.ctx is not None and not job.batch
         yield r, rank_stats(job.ctx, r.timings, transformer=pipe.transformer) if gather else None
 
 
-__all__ = ["Job", "JobSettings", "check_kernels", "load", "memory_plan", "plan_job", "results"]
+__all__ = ["Job", "JobSettings", "check_kernels", "check_latents_out", "load", "memory_plan", "plan_job", "results"]

@@ -242,12 +242,7 @@ class Pipeline:
 
         t: float | None = None
         if self.vae.timestep_conditioning:
-            if noise_scale:
-                # The official ``randn_like`` fills the latents' own (non-contiguous, channels-last) layout, which
-                # the CPU kernel draws element by element: the same layout gives the same values for one seed.
-                noise = torch.empty_strided(latents.shape, latents.stride(), dtype=latents.dtype)
-                noise = noise.normal_(generator=gen).to(latents.device)
-                latents = latents * (1 - noise_scale) + noise * noise_scale
+            latents = sampling.decode_noise(latents, noise_scale, gen)
             t = timestep
         latents = sampling.tone_map(latents, tone_map)
         vae_dtype = compute_dtype(self.vae.decoder.conv_in.conv)

@@ -76,6 +76,7 @@ class ItemResult:
     settings: dict[str, Any] = field(default_factory=dict)  # the run's settings (the record's, plus the device)
     record: dict[str, Any] = field(default_factory=dict)  # the generation record stored in the file
     timings: dict[str, float] = field(default_factory=dict)  # seconds: load_s (first item), stages, write_s, total_s
+    latents_path: Path | None = None  # where its final latents were written too (ltxcli.job: --latents-out)
 
     def __repr__(self) -> str:  # not the dataclass's: the item's request and the result's tensors in full
         reason = f", reason={self.reason!r}" if self.reason else ""
@@ -100,7 +101,15 @@ class ItemResult:
             return obj
         return {"status": "ok", "index": it.index, "path": str(self.path), "kind": "frames" if frames else "video",
                 "prompt": it.prompt, "enhanced_prompt": self.record.get("enhanced_prompt"), "seed": self.record["seed"], "model": self.record["model"],
-                "settings": self.settings, "timings": self.timings}
+                "settings": self.settings, "timings": self.timings,
+                **({"latents_path": str(self.latents_path)} if self.latents_path is not None else {})}
+
+    def written(self) -> str:
+        """The line that says a generated item was written: its path, size, frames, seed, time (and latents)."""
+        s = self.settings
+        latents = f"; latents in {self.latents_path}" if self.latents_path is not None else ""
+        return (f"wrote {self.path} ({s['num_frames']} frames {s['width']}x{s['height']} @ {s['frame_rate']} fps, "
+                f"seed {self.record['seed']}, {self.timings['total_s']:.1f} s){latents}")
 
 
 # --- batch files ---------------------------------------------------------------------------------------------

@@ -327,6 +327,18 @@ def guide(
     return v
 
 
+def decode_noise(latents: Tensor, noise_scale: float, gen: torch.Generator) -> Tensor:
+    """``latents`` blended with ``noise_scale`` of decode noise drawn from ``gen`` (CPU), as the official pipeline
+    does before a timestep-conditioned decode; ``noise_scale`` 0: ``latents`` themselves."""
+    if not noise_scale:
+        return latents
+    # The official ``randn_like`` fills the latents' own (non-contiguous, channels-last) layout, which the CPU
+    # kernel draws element by element: the same layout gives the same values for one seed.
+    noise = torch.empty_strided(latents.shape, latents.stride(), dtype=latents.dtype)
+    noise = noise.normal_(generator=gen).to(latents.device)
+    return latents * (1 - noise_scale) + noise * noise_scale
+
+
 def tone_map(latents: Tensor, compression_ratio: float) -> Tensor:
     """Soft sigmoid compression of large latent values (``compression_ratio`` in [0, 1]; 0 is the identity)."""
     if not 0 <= compression_ratio <= 1:

@@ -66,6 +66,9 @@ OutputOpt = Annotated[str | None, typer.Option(
     help="A .mp4/.mov/.mkv (H.264) or .webm (VP9) file, a folder (existing, or ending in /), or a pattern such as "
          "out/{index}-{seed}.mp4 (fields: index, seed, slug, width, height, num_frames, frame_rate, model). Default: "
          "the prompt's words, seed and size in the current folder, e.g. a-cat-7-768x512x97.mp4")]
+LatentsOutOpt = Annotated[str | None, typer.Option(show_default=False, metavar="PATH", help="Also write the final "
+    "latents to this .safetensors file (as `ltx vae encode` writes them), with how the video was decoded from them: "
+    "`ltx vae decode PATH` gives the video's frames again. One video (not --batch, extend or windows).")]
 FramesDirOpt = Annotated[str | None, typer.Option(
     show_default=False, help="Write lossless PNG frames (frame_00000.png, ...) into this folder instead of an MP4.")]
 NegativeOpt = Annotated[str | None, typer.Option(show_default=False, help="Negative prompt (default: the preset's).")]
@@ -152,6 +155,7 @@ def _shared_options(
     weights_dir: WeightsDirOpt = None,
     output: OutputOpt = None,
     frames_dir: FramesDirOpt = None,
+    latents_out: LatentsOutOpt = None,
     negative_prompt: NegativeOpt = None,
     height: HeightOpt = None,
     width: WidthOpt = None,
@@ -354,9 +358,7 @@ def _emit_written(out: Output, r: runner.ItemResult, *, frames: bool, kernels: d
                   rank: int | None) -> None:
     """The "wrote ..." message and the item's data line or JSON object (``rank``: the writer's, in a batch
     shared over several processes; ``ranks``: every rank's statistics of a video split across them)."""
-    s = r.settings
-    out.info(f"wrote {r.path} ({s['num_frames']} frames {s['width']}x{s['height']} @ {s['frame_rate']} fps, "
-             f"seed {r.record['seed']}, {r.timings['total_s']:.1f} s)")
+    out.info(r.written())
     if out.json_mode:
         extra = {"kernels": kernels, "rank": rank, "ranks": ranks}
         out.json(r.summary(frames=frames) | {k: v for k, v in extra.items() if v is not None})

@@ -100,14 +100,17 @@ def encode(
 @guarded
 def decode(
     latents_file: Annotated[Path, typer.Argument(metavar="LATENTS", show_default=False,
-                                                 help="A .safetensors file written by `ltx vae encode`.")],
+                                                 help="A .safetensors file written by `ltx vae encode` or `--latents-out`.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", show_default=False,
                                                 help="Output .mp4 (default: <latents stem>.mp4 here).")] = None,
     model: ModelOpt = None,
     frame_rate: Annotated[float | None, typer.Option(show_default=False,
                                                      help="Frame rate (default: the one recorded at encoding).")] = None,
     decode_timestep: TimestepOpt = None,
-    seed: Annotated[int, typer.Option(help="Seed of the decoder's noise injection (0.9.1 VAE).")] = 0,
+    seed: Annotated[int | None, typer.Option(show_default=False, help="Seed of the decode noise and the decoder's "
+                                             "noise injection (0.9.1 VAE). Default: the generation's, else 0.")] = None,
+    plain: Annotated[bool, typer.Option("--plain", help="Ignore the decode settings a generation recorded in the file "
+                                        "(decode noise, tone mapping, crop): the VAE's own reconstruction.")] = False,
     weights_dir: WeightsDirOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
@@ -115,7 +118,7 @@ def decode(
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Decode a latents file to an H.264 MP4."""
+    """Decode a latents file to an H.264 MP4 (a generation's latents as that generation decoded them)."""
     from ltxcli import autoencode
 
     out = Output(json_mode=json_, quiet=quiet)
@@ -129,9 +132,10 @@ def decode(
     autoencode.check_latents(vae, latents, latents_file, meta)
     rate: float | Fraction = frame_rate if frame_rate is not None else autoencode.latents_frame_rate(meta)
     t0 = time.perf_counter()
-    video = vae.decode(latents, decode_timestep, seed)
+    video, how = autoencode.decode_file(vae, latents, meta, latents_file, timestep=decode_timestep, seed=seed,
+                                        plain=plain)
     decode_s = time.perf_counter() - t0
-    record = autoencode.decoded_record(vae, video, rate, latents_file)
+    record = autoencode.decoded_record(vae, video, rate, latents_file, how)
     autoencode.write_video(target, video, rate, record, overwrite=overwrite)
     out.info(f"wrote {target} ({video.shape[0]} frames {video.shape[2]}x{video.shape[1]}, {decode_s:.2f} s)")
     if json_:

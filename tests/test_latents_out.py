@@ -1,0 +1,97 @@
+"""A generation's latents saved beside its video (``--latents-out``) and decoded again as the generation did.
+
+Before: a generation's latents could be saved from Python only (``res.latents``), and ``ltx vae decode`` added no
+decode noise, tone mapping or crop, so they decoded "close to, not exactly as" the video.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from cli_harness import assert_one_error_line, enter_cli_env, json_lines, ltx, memoised_loader
+
+import ltxcli
+from ltxcli import autoencode, media
+
+_cached_load = memoised_loader()
+
+
+def _one_tiny(*args: object, **kwargs: object) -> object:
+    """One tiny pipeline for the CLI and the library calls alike (every option here is the default)."""
+    return _cached_load(*args) if args == ("tiny",) else _cached_load(*args, **kwargs)
+
+# 70 px high: padded to 96 and cropped back; 10 frames: decoded as 17 and cut (the crop must be repeated too)
+ODD = ["--model", "tiny", "--seed", "5", "--height", "70", "--width", "64", "--num-frames", "10"]
+
+
+@pytest.fixture(autouse=True)
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return enter_cli_env(tmp_path, monkeypatch, _one_tiny)
+
+
+def test_generation_latents_decode_to_the_generations_very_frames() -> None:
+    """Library: the saved latents hold the generation's layout, decode noise seed, timestep and crop."""
+    pipe = ltxcli.load_pipeline("tiny")  # (memoised: the tests of this module share it)
+    res = pipe.generate("a cat", seed=5, height=70, width=64, num_frames=10)
+    autoencode.save_generation_latents("g.safetensors", res, vae=pipe.vae, model="tiny", source="g.mp4")
+    latents, meta = autoencode.read_latents("g.safetensors")
+    vae = autoencode.VideoAutoencoder(pipe.vae, "tiny", 0.05)
+    video, how = autoencode.decode_file(vae, latents, meta, "g.safetensors")
+    assert how is not None and how.seed == 5 and how.noise_scale == 0.025  # the tiny preset's decode noise
+    assert video.shape == res.video.shape and torch.equal(video, res.video)
+    plain, none = autoencode.decode_file(vae, latents, meta, "g.safetensors", plain=True)
+    assert none is None and plain.shape == (17, 96, 64, 3)  # the VAE's own, uncropped reconstruction
+
+
+def test_latents_out_then_vae_decode_gives_the_videos_frames(cli_env: Path) -> None:
+    r = ltx("generate", "a cat", *ODD, "-o", "v.mp4", "--latents-out", "lat/v.safetensors", "--json")
+    assert r.exit_code == 0, r.stderr
+    (obj,) = json_lines(r.stdout)
+    assert obj["latents_path"] == "lat/v.safetensors" and obj["path"] == "v.mp4"
+    assert "latents in lat/v.safetensors" in r.stderr
+    d = ltx("vae", "decode", "lat/v.safetensors", "-o", "d.mp4", "--json")  # model and settings from the file
+    assert d.exit_code == 0, d.stderr
+    assert json_lines(d.stdout)[0]["generation_decode"]["seed"] == 5
+    # the same frames, encoded with the same settings: the same decoded MP4 frames
+    assert torch.equal(media.load_media(cli_env / "d.mp4"), media.load_media(cli_env / "v.mp4"))
+    p = ltx("vae", "decode", "lat/v.safetensors", "-o", "p.mp4", "--plain")
+    assert p.exit_code == 0, p.stderr
+    assert media.load_media(cli_env / "p.mp4").shape == (17, 96, 64, 3)
+
+
+def test_latents_out_mistakes_are_one_line_before_any_work(cli_env: Path) -> None:
+    (cli_env / "taken.safetensors").write_bytes(b"x")
+    (cli_env / "dir.safetensors").mkdir()
+    (cli_env / "p.txt").write_text("a cat\n")
+    media.write_video(cli_env / "clip.mp4", torch.zeros(9, 64, 64, 3), 24)
+    for args, code, says in (
+        (["-o", "v.mp4", "--latents-out", "v.mp4"], 2, "is the video's own path"),
+        (["-o", "v.mp4", "--latents-out", "v.pt"], 2, "--latents-out v.pt: latents are written as .safetensors"),
+        (["-o", "v.mp4", "--latents-out", "taken.safetensors"], 2, "already exists: pass --overwrite"),
+        (["-o", "v.mp4", "--latents-out", "dir.safetensors"], 1, "cannot write dir.safetensors: it is a folder"),
+        (["-o", "v.mp4", "--latents-out", "p.txt/x.safetensors"], 1, "is not a folder"),
+        (["-o", "v.mp4", "--latents-out", "w.safetensors", "--window", "16", "--overlap", "8", "--num-frames", "33"], 2, "windows"),
+    ):
+        line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", *args), code)
+        assert says in line, line
+    line = assert_one_error_line(ltx("generate", "--batch", "p.txt", "--model", "tiny", "--latents-out", "b.safetensors"), 2)
+    assert "not with --batch" in line, line
+    line = assert_one_error_line(ltx("extend", "clip.mp4", "on", "--frames", "8", "--model", "tiny",
+                                     "--latents-out", "e.safetensors"), 2)
+    assert "not with an extension" in line, line
+    assert not (cli_env / "v.mp4").exists() and (cli_env / "taken.safetensors").read_bytes() == b"x"
+
+
+def test_vae_decode_of_encoded_latents_is_unchanged(cli_env: Path) -> None:
+    """A file of `ltx vae encode` records no generation: decoded plainly, as before (seed 0, no crop)."""
+    media.write_video(cli_env / "clip.mp4", torch.rand(9, 64, 96, 3), 24)
+    assert ltx("vae", "encode", "clip.mp4", "--model", "tiny", "-o", "e.safetensors").exit_code == 0
+    d = ltx("vae", "decode", "e.safetensors", "-o", "d.mp4", "--json")
+    assert d.exit_code == 0, d.stderr
+    assert json_lines(d.stdout)[0]["generation_decode"] is None
+    latents, _ = autoencode.read_latents(cli_env / "e.safetensors")
+    vae = autoencode.VideoAutoencoder(ltxcli.load_pipeline("tiny").vae, "tiny", 0.05)
+    media.write_video(cli_env / "ref.mp4", vae.decode(latents, None, 0), 24)
+    assert torch.equal(media.load_media(cli_env / "d.mp4"), media.load_media(cli_env / "ref.mp4"))
