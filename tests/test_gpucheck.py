@@ -3,8 +3,10 @@ dry run as a user runs it. (The file name avoids ``test_gpu_``: that selects the
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +29,41 @@ def test_arguments():
         with pytest.raises(SystemExit) as err:
             G.parse_args(bad)
         assert err.value.code == 2
+
+
+# what a GPU machine may lack (the device image has neither; PyAV and diffusers only come as carried wheels)
+NOT_ON_A_GPU_MACHINE = {"ltx_video", "diffusers", "av"}
+
+
+def _module_imports(path: Path) -> set[str]:
+    """Top-level names of the modules ``path`` imports at module level (not inside functions)."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_tests_step_collects_only_the_files_with_gpu_tests():
+    """Collecting all of tests/ imports ltx_video, diffusers and av at module level: on a machine without one of
+    them pytest stops with collection errors and runs no GPU test. The step names the files that hold GPU tests,
+    and those (with the helper modules they import) need none of these packages."""
+    cmd = {s.name: s for s in G.plan()}["gpu-tests"].command
+    assert str(ROOT / "tests") not in cmd
+    named = sorted(Path(a) for a in cmd if a.endswith(".py"))
+    holders = sorted(p for p in (ROOT / "tests").glob("test_*.py") if re.search(r"^def test_gpu_", p.read_text(), re.M))
+    assert named == holders and named
+    helpers = {p.stem: p for p in (ROOT / "tests").glob("*.py")}
+    seen, todo = set(), [*named, ROOT / "tests" / "conftest.py"]
+    while todo:
+        path = todo.pop()
+        imports = _module_imports(path)
+        assert not imports & NOT_ON_A_GPU_MACHINE, (path.name, imports & NOT_ON_A_GPU_MACHINE)
+        seen.add(path)
+        todo += [helpers[n] for n in imports if n in helpers and helpers[n] not in seen]
+    assert cmd[cmd.index("-k") + 1] == "test_gpu_"
 
 
 def test_plan_covers_the_issue():
