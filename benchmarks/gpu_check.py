@@ -30,10 +30,12 @@ Needs PyTorch with CUDA; diffusers and PyAV come from local wheels where the mac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -197,15 +199,39 @@ def figures(step: Step, out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone already
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _run_child(command: list[str], timeout: float) -> subprocess.CompletedProcess | None:
+    """Run ``command`` in its own process group; None when it timed out. The whole group is killed at the end
+    (also after an interruption), so workers the child started (torch.compile's compile pool, a pytest child)
+    neither outlive the step, holding the GPU under the next one, nor keep its output pipes open."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env=_env(), start_new_session=False, preexec_fn=os.setpgrp)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        out, err = proc.communicate()
+        if proc.returncode == -signal.SIGKILL:  # else it had ended by itself; a worker held its pipes open
+            return None
+    except BaseException:
+        _kill_group(proc)
+        proc.wait()
+        raise
+    _kill_group(proc)
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
 def run_step(step: Step, timeout: float) -> None:
     t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(step.command, capture_output=True, text=True, timeout=timeout, check=False,
-                              cwd=ROOT, env=_env())
-    except subprocess.TimeoutExpired:
-        step.status, step.reason, step.wall_s = "failed", f"timed out after {timeout:.0f} s", time.perf_counter() - t0
-        return
+    proc = _run_child(step.command, timeout)
     step.wall_s = time.perf_counter() - t0
+    if proc is None:
+        step.status, step.reason = "failed", f"timed out after {timeout:.0f} s"
+        return
     if step.name == "gpu-tests":
         lines = proc.stdout.strip().splitlines()
         tail = lines[-1:] or [""]

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,38 @@ def test_without_a_gpu_it_refuses_in_one_line(tmp_path):
                           check=False)
     assert proc.returncode == 2 and proc.stderr.strip() == "gpu_check: no CUDA GPU here (use --dry-run to see the plan)"
     assert not (tmp_path / "x").exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ln.startswith("State"))
+    except FileNotFoundError:
+        return False
+    return state.split()[1] not in ("Z", "X")  # a zombie has ended (nobody may reap it in a container)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads process states from /proc")
+def test_a_timed_out_step_ends_the_workers_its_child_started(tmp_path):
+    """torch.compile's compile pool, a pytest child: what the step's child started must not outlive the step (it
+    would hold the GPU under the next one)."""
+    pid_file = tmp_path / "worker.pid"
+    code = ("import subprocess, sys, time; w = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
+            f"open({str(pid_file)!r}, 'w').write(str(w.pid)); time.sleep(60)")
+    step = G.Step("distilled", "", [sys.executable, "-c", code], 1)
+    G.run_step(step, timeout=0.8)
+    assert (step.status, step.reason) == ("failed", "timed out after 1 s")
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 2
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+
+
+def test_a_step_that_ended_is_read_even_if_a_worker_holds_its_output_open(tmp_path):
+    """The child printed its JSON and exited 0, a worker it left holds stdout open: the step is ok (not timed
+    out), and the worker is ended."""
+    code = ("import subprocess, sys; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
+            "print('{\"rel_err\": 0.01}')")
+    step = G.Step("bf16-vs-fp32", "", [sys.executable, "-c", code], 1)
+    G.run_step(step, timeout=0.8)
+    assert (step.status, step.result) == ("ok", {"rel_err": 0.01})
