@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,8 +251,19 @@ def run_step(step: Step, timeout: float) -> None:
     step.status, step.result = "ok", figures(step, out)
 
 
-def run_all(steps: list[Step], env: dict[str, Any], budget_s: float, dry_run: bool) -> None:
+def _row(step: Step) -> str:
+    """The figures of a step that ran, or why it did not (the table's last column)."""
+    if step.status == "planned":
+        return f"~{step.estimate_s:.0f} s: {step.what}"
+    return step.reason or ", ".join(f"{k} {_fmt(v)}" for k, v in step.result.items() if v is not None)
+
+
+def run_all(steps: list[Step], env: dict[str, Any], budget_s: float, dry_run: bool,
+            on_step: Callable[[], None] | None = None) -> None:
+    """Run (or skip) each step in turn. ``on_step`` is called when a step starts and when it ends, so a caller
+    can save the results so far: a run cut short (the device tool's limit) still leaves every finished row."""
     start = time.perf_counter()
+    saved = on_step or (lambda: None)
     for step in steps:
         if dry_run:
             continue
@@ -261,9 +273,19 @@ def run_all(steps: list[Step], env: dict[str, Any], budget_s: float, dry_run: bo
             reason = f"over the time budget ({left:.0f} s left, estimated {step.estimate_s:.0f} s)"
         if reason is not None:
             step.status, step.reason = "skipped", reason
+            saved()
             continue
         print(f"[gpu_check] {step.name}: {shlex.join(step.command)}", file=sys.stderr, flush=True)
-        run_step(step, timeout=max(10.0, min(left, 2.5 * step.estimate_s)))
+        step.status = "running"
+        saved()
+        try:
+            run_step(step, timeout=max(10.0, min(left, 2.5 * step.estimate_s)))
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): the row says so, the caller saves and re-raises
+            step.status, step.reason = "failed", "interrupted"
+            raise
+        print(f"[gpu_check] {step.name}: {step.status} in {step.wall_s:.1f} s: {_row(step)}", file=sys.stderr,
+              flush=True)
+        saved()
 
 
 def summary(steps: list[Step]) -> dict[str, Any]:
@@ -291,10 +313,12 @@ def summary(steps: list[Step]) -> dict[str, Any]:
     }
 
 
-def report(steps: list[Step], env: dict[str, Any], budget_s: float, dry_run: bool, wall_s: float) -> dict[str, Any]:
+def report(steps: list[Step], env: dict[str, Any], budget_s: float, dry_run: bool, wall_s: float,
+           complete: bool = True) -> dict[str, Any]:
+    """The JSON object; ``complete`` is False while steps still run (the file is rewritten after each)."""
     return {"schema": SCHEMA, "tool": "benchmarks/gpu_check.py",
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "dry_run": dry_run, "budget_s": budget_s, "wall_s": wall_s, "environment": env,
+            "dry_run": dry_run, "complete": complete, "budget_s": budget_s, "wall_s": wall_s, "environment": env,
             "steps": [asdict(s) for s in steps], "summary": summary(steps)}
 
 
@@ -308,10 +332,7 @@ def table(steps: list[Step]) -> str:
     """One row per step: status, seconds, the step's figures (or why it did not run)."""
     rows = [("step", "status", "wall s", "figures / reason")]
     for s in steps:
-        detail = s.reason or ", ".join(f"{k} {_fmt(v)}" for k, v in s.result.items() if v is not None)
-        if s.status == "planned":
-            detail = f"~{s.estimate_s:.0f} s: {s.what}"
-        rows.append((s.name, s.status, "" if s.wall_s is None else f"{s.wall_s:.1f}", detail))
+        rows.append((s.name, s.status, "" if s.wall_s is None else f"{s.wall_s:.1f}", _row(s)))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}" for r in rows)
 
@@ -459,12 +480,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     steps = select(args)
     t0 = time.perf_counter()
-    run_all(steps, env, args.budget, args.dry_run)
-    result = report(steps, env, args.budget, args.dry_run, time.perf_counter() - t0)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=1))
-    print(f"gpu_check: {'plan' if args.dry_run else 'results'} written to {args.json}")
+
+    def save(complete: bool = False) -> None:  # whole file each time, replaced in one rename: never half written
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        tmp.write_text(json.dumps(report(steps, env, args.budget, args.dry_run, time.perf_counter() - t0,
+                                         complete), indent=1))
+        os.replace(tmp, args.json)
+
+    # SIGTERM (a timeout's first signal) ends the run as Ctrl-C does: the running step's group is killed, the
+    # JSON and the table still come out
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    interrupted = False
+    try:
+        save()
+        run_all(steps, env, args.budget, args.dry_run, on_step=save)
+    except KeyboardInterrupt:
+        interrupted = True
+    save(complete=not interrupted)
+    print(f"gpu_check: {'plan' if args.dry_run else 'results'} written to {args.json}"
+          f"{' (interrupted)' if interrupted else ''}")
     print(table(steps))
+    if interrupted:
+        return 130
     return 0 if all(s.status in ("ok", "skipped", "planned") for s in steps) else 1
 
 

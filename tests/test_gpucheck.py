@@ -209,3 +209,60 @@ def test_a_step_that_ended_is_read_even_if_a_worker_holds_its_output_open(tmp_pa
     step = G.Step("bf16-vs-fp32", "", [sys.executable, "-c", code], 1)
     G.run_step(step, timeout=0.8)
     assert (step.status, step.result) == ("ok", {"rel_err": 0.01})
+
+
+def _fake_gpu(monkeypatch, steps):
+    monkeypatch.setattr(G, "environment", lambda: {"gpu": "fake", "capability": "9.0"})
+    monkeypatch.setattr(G, "select", lambda args: steps)
+
+
+def test_a_failing_and_a_timed_out_step_leave_the_others_and_the_json_written_as_it_goes(tmp_path, monkeypatch,
+                                                                                         capsys):
+    """One step exits 1, one outlives its timeout: the next still runs, and by the time it starts the JSON file
+    already holds both rows (the file is rewritten after each step, so a run the device tool cuts off at its
+    limit still returns what finished). The last step's child reads that file and prints it as its figures."""
+    out = tmp_path / "r.json"
+    read_back = f"import json; print(json.dumps(json.load(open({str(out)!r}))))"
+    steps = [G.Step("paper-bf16", "", [sys.executable, "-c", "import sys; sys.exit('CUDA error: out of memory')"], 1),
+             G.Step("paper-fp8", "", [sys.executable, "-c", "import time; time.sleep(60)"], 0.3),
+             G.Step("bf16-vs-fp32", "", [sys.executable, "-c", read_back], 1)]
+    _fake_gpu(monkeypatch, steps)
+    monkeypatch.setattr(G, "run_step", lambda step, timeout, run=G.run_step: run(step, min(timeout, 0.5)))
+    assert G.main(["--json", str(out), "--budget", "100"]) == 1
+    seen = steps[2].result  # the JSON as saved when the last step started
+    assert seen["complete"] is False
+    assert [(s["name"], s["status"]) for s in seen["steps"]] == [("paper-bf16", "failed"), ("paper-fp8", "failed"),
+                                                                  ("bf16-vs-fp32", "running")]
+    assert seen["steps"][0]["reason"] == "CUDA error: out of memory"
+    assert seen["steps"][1]["reason"].startswith("timed out after")
+    final = json.loads(out.read_text())
+    assert final["complete"] is True and [s["status"] for s in final["steps"]] == ["failed", "failed", "ok"]
+    assert not (tmp_path / "r.json.tmp").exists()
+    assert capsys.readouterr().out.strip().splitlines()[-4].startswith("step ")  # the table last
+
+
+def test_sigterm_ends_the_run_with_the_json_and_the_table(tmp_path):
+    """A timeout's SIGTERM while a step runs: the step's row says interrupted, the JSON is written, the table is
+    printed, exit 130."""
+    out = tmp_path / "r.json"
+    driver = (f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import gpu_check as G;"
+              "G.environment = lambda: {'gpu': 'fake', 'capability': '9.0'};"
+              "s = [G.Step('paper-bf16', '', [sys.executable, '-c', 'print({})'], 1),"
+              "     G.Step('distilled', '', [sys.executable, '-c', 'import time; time.sleep(60)'], 1)];"
+              f"G.select = lambda a: s; sys.exit(G.main(['--json', {str(out)!r}]))")
+    proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # until the second step runs
+        try:
+            if json.loads(out.read_text())["steps"][1]["status"] == "running":
+                break
+        except (FileNotFoundError, ValueError):
+            pass
+        time.sleep(0.05)
+    proc.terminate()
+    stdout, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 130
+    data = json.loads(out.read_text())
+    assert data["complete"] is False
+    assert [(s["status"], s["reason"]) for s in data["steps"]] == [("failed", "exit 0"), ("failed", "interrupted")]
+    assert stdout.strip().splitlines()[-1].split()[:3] == ["distilled", "failed", "interrupted"]
