@@ -171,17 +171,22 @@ def unmet(step: Step, env: dict[str, Any]) -> str | None:
 
 
 def _last_json(text: str) -> dict[str, Any]:
+    """The last JSON object the child printed (one line, or the whole output), {} if none: a number or a list
+    is no result."""
     for line in reversed(text.strip().splitlines()):
         line = line.strip()
         if line.startswith("{"):
             try:
-                return json.loads(line)
+                out = json.loads(line)
             except ValueError:
                 continue
+            if isinstance(out, dict):
+                return out
     try:
-        return json.loads(text)
+        out = json.loads(text)
     except ValueError:
         return {}
+    return out if isinstance(out, dict) else {}
 
 
 def figures(step: Step, out: dict[str, Any]) -> dict[str, Any]:
@@ -280,6 +285,8 @@ def run_all(steps: list[Step], env: dict[str, Any], budget_s: float, dry_run: bo
         saved()
         try:
             run_step(step, timeout=max(10.0, min(left, 2.5 * step.estimate_s)))
+        except Exception as exc:  # output this script cannot read: this row fails, the next steps still run
+            step.status, step.reason = "failed", f"gpu_check could not read the step's output: {exc!r}"[:300]
         except BaseException:  # interrupted (Ctrl-C, SIGTERM): the row says so, the caller saves and re-raises
             step.status, step.reason = "failed", "interrupted"
             raise

@@ -266,3 +266,16 @@ def test_sigterm_ends_the_run_with_the_json_and_the_table(tmp_path):
     assert data["complete"] is False
     assert [(s["status"], s["reason"]) for s in data["steps"]] == [("failed", "exit 0"), ("failed", "interrupted")]
     assert stdout.strip().splitlines()[-1].split()[:3] == ["distilled", "failed", "interrupted"]
+
+
+def test_output_the_script_cannot_read_fails_only_its_own_row(tmp_path, monkeypatch):
+    """A child that prints a bare number, or a bench-like object of the wrong shape: its row fails with the
+    reason, the run goes on to the next step and ends with the JSON and the table."""
+    steps = [G.Step("bf16-vs-fp32", "", [sys.executable, "-c", "print(1)"], 1),
+             G.Step("paper-bf16", "", [sys.executable, "-c", "print('{\"stages\": 5}')"], 1),
+             G.Step("distilled", "", [sys.executable, "-c", "print('{\"stages\": {}}')"], 1)]
+    _fake_gpu(monkeypatch, steps)
+    assert G.main(["--json", str(tmp_path / "r.json")]) == 1
+    assert [s.status for s in steps] == ["failed", "failed", "ok"]
+    assert steps[0].reason == "exit 0" and "AttributeError" in steps[1].reason
+    assert json.loads((tmp_path / "r.json").read_text())["complete"] is True
