@@ -32,6 +32,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import importlib
+import importlib.metadata
 import json
 import os
 import shlex
@@ -144,12 +146,25 @@ def environment() -> dict[str, Any]:
         env["gpu"] = torch.cuda.get_device_name(0)
         env["capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
         env["memory_bytes"] = torch.cuda.get_device_properties(0).total_memory
+    errors: dict[str, str] = {}
     for pkg in ("diffusers", "av", "flash_attn", "flash_attn_interface", "sageattention", "triton"):
         try:
-            env[pkg] = __import__(pkg).__version__
-        except Exception:
+            module = importlib.import_module(pkg)
+        except Exception as exc:  # absent, or a wheel that does not load here (ABI, missing library)
             env[pkg] = None
+            errors[pkg] = f"{type(exc).__name__}: {exc}"[:200]
+            continue
+        # FlashAttention 3's flash_attn_interface has no __version__: imported is what counts
+        env[pkg] = str(getattr(module, "__version__", None) or _dist_version(pkg) or "installed")
+    env["import_errors"] = errors
     return env
+
+
+def _dist_version(pkg: str) -> str | None:
+    try:
+        return importlib.metadata.version({"flash_attn_interface": "flash_attn_3"}.get(pkg, pkg))
+    except Exception:
+        return None
 
 
 def unmet(step: Step, env: dict[str, Any]) -> str | None:
@@ -161,10 +176,15 @@ def unmet(step: Step, env: dict[str, Any]) -> str | None:
         name = step.needs.split(":", 1)[1]
         pkg = {"flash3": "flash_attn_interface", "flash2": "flash_attn", "sage": "sageattention"}.get(name)
         if pkg is not None and env.get(pkg) is None:
-            return f"--attention {name}: its package ({pkg}) is not installed"
+            return f"--attention {name}: its package ({pkg}) does not import{_why(env, pkg)}"
     if step.name == "vs-diffusers" and env.get("diffusers") is None:
-        return "diffusers is not installed (install it from a local wheel, see BENCHMARKS.md)"
+        return f"diffusers does not import{_why(env, 'diffusers')} (install it from a local wheel, see BENCHMARKS.md)"
     return None
+
+
+def _why(env: dict[str, Any], pkg: str) -> str:
+    error = env.get("import_errors", {}).get(pkg)
+    return f" ({error})" if error else ""
 
 
 # --- running ------------------------------------------------------------------------------------------------

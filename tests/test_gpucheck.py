@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,21 @@ def test_unmet_requirements_skip_cleanly():
     assert "flash_attn_interface" in G.unmet(steps["paper-attention-flash3"], env)
     assert G.unmet(steps["paper-attention-sdpa"], env) is None
     assert "diffusers" in G.unmet(steps["vs-diffusers"], env)
+
+
+def test_a_kernel_module_without_a_version_counts_as_installed(monkeypatch):
+    """FlashAttention 3 installs the module flash_attn_interface with no __version__: it imports, so the flash3
+    step runs; a package that fails to import is reported with its error (a wheel for another ABI, say)."""
+    monkeypatch.setitem(sys.modules, "flash_attn_interface", types.ModuleType("flash_attn_interface"))
+    monkeypatch.setitem(sys.modules, "sageattention", None)  # import raises ModuleNotFoundError
+    monkeypatch.setitem(sys.modules, "diffusers", types.ModuleType("diffusers"))  # not imported here: fast
+    env = G.environment()
+    assert env["flash_attn_interface"] is not None and "flash_attn_interface" not in env["import_errors"]
+    steps = {s.name: s for s in G.plan()}
+    assert G.unmet(steps["paper-attention-flash3"], {**env, "capability": "9.0"}) is None
+    reason = G.unmet(steps["paper-attention-sage"], {**env, "capability": "9.0"})
+    assert env["sageattention"] is None and reason.startswith("--attention sage: its package (sageattention) does not")
+    assert "ModuleNotFoundError" in reason and "ModuleNotFoundError" in env["import_errors"]["sageattention"]
 
 
 def test_figures_summary_and_table():
