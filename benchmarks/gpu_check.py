@@ -63,7 +63,9 @@ class Step:
     what: str
     command: list[str]
     estimate_s: float
-    needs: str = ""  # "fp8", "attention:NAME": checked before running
+    # comma-separated, checked before running: "av" (the step builds ltxcli's Pipeline, whose media module
+    # imports PyAV), "fp8", "attention:NAME"
+    needs: str = ""
     status: str = "planned"  # planned / ok / failed / skipped
     reason: str = ""
     wall_s: float | None = None
@@ -103,32 +105,33 @@ def plan() -> list[Step]:
              "-p", "no:cacheprovider"]
     steps = [
         Step("gpu-tests", "the suite's GPU-only tests", tests, 60),
-        Step("paper-bf16", "ltx bench, paper setting, bfloat16", _bench(PAPER_PRESET, "--dtype", "bfloat16"), 35),
+        Step("paper-bf16", "ltx bench, paper setting, bfloat16", _bench(PAPER_PRESET, "--dtype", "bfloat16"), 35,
+             needs="av"),
         Step("paper-fp8", "ltx bench, paper setting, fp8 matmuls", _bench(PAPER_PRESET, "--dtype", "fp8"), 35,
-             needs="fp8"),
+             needs="av,fp8"),
         Step("paper-compile", "ltx bench, paper setting, bfloat16, --compile",
-             _bench(PAPER_PRESET, "--dtype", "bfloat16", "--compile"), 90),
+             _bench(PAPER_PRESET, "--dtype", "bfloat16", "--compile"), 90, needs="av"),
         Step("paper-fp8-storage", "paper setting, bfloat16, fp8 and int8 weight storage (--weights-dtype fp8/int8)",
-             _child("fp8-storage"), 70),
+             _child("fp8-storage"), 70, needs="av"),
     ]
     steps += [Step(f"paper-attention-{a}", f"ltx bench, paper setting, bfloat16, --attention {a}",
-                   _bench(PAPER_PRESET, "--dtype", "bfloat16", "--attention", a), 35, needs=f"attention:{a}")
+                   _bench(PAPER_PRESET, "--dtype", "bfloat16", "--attention", a), 35, needs=f"av,attention:{a}")
               for a in ATTENTION]
     steps += [
         Step("distilled", "ltx bench, 2B 0.9.8-distilled, 1216x704x121",
              _bench("ltxv-2b-0.9.8-distilled", "--dtype", "bfloat16",
-                    size=["--height", "704", "--width", "1216", "--num-frames", "121"]), 40),
+                    size=["--height", "704", "--width", "1216", "--num-frames", "121"]), 40, needs="av"),
         Step("vs-diffusers", "one CFG step at the paper's tokens, ltxcli vs diffusers, same weights",
              _child("vs-diffusers"), 60),
         Step("bf16-vs-fp32", "full-size 2B forward, bfloat16 vs float32 from the same weights",
              _child("bf16-vs-fp32"), 40),
         Step("teacache-0.03", "ltx bench, paper setting, bfloat16, --cache teacache:0.03",
-             _bench(PAPER_PRESET, "--dtype", "bfloat16", "--cache", "teacache:0.03"), 35),
+             _bench(PAPER_PRESET, "--dtype", "bfloat16", "--cache", "teacache:0.03"), 35, needs="av"),
         Step("teacache-0.05", "ltx bench, paper setting, bfloat16, --cache teacache:0.05",
-             _bench(PAPER_PRESET, "--dtype", "bfloat16", "--cache", "teacache:0.05"), 35),
+             _bench(PAPER_PRESET, "--dtype", "bfloat16", "--cache", "teacache:0.05"), 35, needs="av"),
         Step("13b-distilled", "ltx bench, 13B 0.9.8-distilled multi-scale, 768x512x121",
              _bench("ltxv-13b-0.9.8-distilled", "--dtype", "bfloat16",
-                    size=["--height", "512", "--width", "768", "--num-frames", "121"]), 90),
+                    size=["--height", "512", "--width", "768", "--num-frames", "121"]), 90, needs="av"),
     ]
     return steps
 
@@ -170,10 +173,15 @@ def _dist_version(pkg: str) -> str | None:
 def unmet(step: Step, env: dict[str, Any]) -> str | None:
     """Why ``step`` cannot run here (skipped cleanly), or None."""
     cap = tuple(int(x) for x in env["capability"].split(".")) if env.get("capability") else None
-    if step.needs == "fp8" and (cap is None or cap < (8, 9)):
+    needs = [n for n in step.needs.split(",") if n]
+    if "av" in needs and env.get("av") is None:
+        return f"PyAV does not import{_why(env, 'av')}: ltxcli's pipeline needs it (a local wheel, see BENCHMARKS.md)"
+    if "fp8" in needs and (cap is None or cap < (8, 9)):
         return f"fp8 matmuls need compute capability 8.9+ (this GPU: {env.get('capability')})"
-    if step.needs.startswith("attention:"):
-        name = step.needs.split(":", 1)[1]
+    for need in needs:
+        if not need.startswith("attention:"):
+            continue
+        name = need.split(":", 1)[1]
         pkg = {"flash3": "flash_attn_interface", "flash2": "flash_attn", "sage": "sageattention"}.get(name)
         if pkg is not None and env.get(pkg) is None:
             return f"--attention {name}: its package ({pkg}) does not import{_why(env, pkg)}"

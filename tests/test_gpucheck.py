@@ -107,7 +107,7 @@ def test_teacache_step_command_runs_ltx_bench_on_the_tiny_model():
 
 def test_unmet_requirements_skip_cleanly():
     env = {"capability": "8.6", "diffusers": None, "flash_attn": None, "flash_attn_interface": None,
-           "sageattention": None}
+           "sageattention": None, "av": "18.1.0"}
     steps = {s.name: s for s in G.plan()}
     assert "8.9+" in G.unmet(steps["paper-fp8"], env)
     assert G.unmet(steps["paper-fp8"], {**env, "capability": "9.0"}) is None
@@ -115,6 +115,20 @@ def test_unmet_requirements_skip_cleanly():
     assert "flash_attn_interface" in G.unmet(steps["paper-attention-flash3"], env)
     assert G.unmet(steps["paper-attention-sdpa"], env) is None
     assert "diffusers" in G.unmet(steps["vs-diffusers"], env)
+
+
+def test_without_pyav_the_steps_that_build_a_pipeline_are_skipped_with_the_import_error():
+    """ltxcli's Pipeline imports PyAV (ltxcli.media): without it each ltx bench step would start, import torch and
+    fail with an internal error; they are skipped, naming the import error. The GPU tests, the transformer-only
+    children (vs-diffusers, bf16-vs-fp32) need no PyAV and still run."""
+    env = {"capability": "9.0", "diffusers": "0.42.1", "av": None,
+           "import_errors": {"av": "ImportError: libavformat.so.61: cannot open shared object file"}}
+    reasons = {s.name: G.unmet(s, env) for s in G.plan()}
+    runs = {name for name, why in reasons.items() if why is None}
+    assert runs == {"gpu-tests", "vs-diffusers", "bf16-vs-fp32"}
+    assert reasons["paper-bf16"] == ("PyAV does not import (ImportError: libavformat.so.61: cannot open shared object "
+                                     "file): ltxcli's pipeline needs it (a local wheel, see BENCHMARKS.md)")
+    assert all(why.startswith("PyAV does not import") for why in reasons.values() if why is not None)
 
 
 def test_a_kernel_module_without_a_version_counts_as_installed(monkeypatch):
