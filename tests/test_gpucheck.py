@@ -309,3 +309,24 @@ def test_output_the_script_cannot_read_fails_only_its_own_row(tmp_path, monkeypa
     assert [s.status for s in steps] == ["failed", "failed", "ok"]
     assert steps[0].reason == "exit 0" and "AttributeError" in steps[1].reason
     assert json.loads((tmp_path / "r.json").read_text())["complete"] is True
+
+
+def test_a_step_hanging_to_its_timeout_cannot_starve_the_target_figures(monkeypatch):
+    """Worst case within the budget (a fake clock, nothing runs): --compile and the fp8-storage child each hang
+    until their timeout (2.5x their estimate), every other step takes its estimate. The steps that give the
+    issue's targets and the TeaCache figures still run."""
+    clock = [0.0]
+    monkeypatch.setattr(G, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def fake_run(step, timeout):
+        took = timeout if step.name in ("paper-compile", "paper-fp8-storage") else step.estimate_s
+        clock[0] += took
+        step.status, step.wall_s = "ok", took
+
+    monkeypatch.setattr(G, "run_step", fake_run)
+    env = {"capability": "9.0", "av": "18.1.0", "diffusers": "0.42.1", "import_errors": {}}
+    steps = G.plan()
+    G.run_all(steps, env, 540.0, False)
+    ran = {s.name for s in steps if s.status == "ok"}
+    assert {"paper-bf16", "paper-fp8", "distilled", "vs-diffusers", "teacache-0.03", "teacache-0.05",
+            "bf16-vs-fp32", "paper-attention-sdpa"} <= ran
