@@ -330,3 +330,20 @@ def test_a_step_hanging_to_its_timeout_cannot_starve_the_target_figures(monkeypa
     ran = {s.name for s in steps if s.status == "ok"}
     assert {"paper-bf16", "paper-fp8", "distilled", "vs-diffusers", "teacache-0.03", "teacache-0.05",
             "bf16-vs-fp32", "paper-attention-sdpa"} <= ran
+
+
+def test_the_documented_device_call_fits_the_device_tool():
+    """BENCHMARKS.md's device-tool command, as a session pastes it: at most 2000 characters, valid bash, each
+    wheel installed on its own (one that does not fit the machine's Python costs only what needs it), options
+    gpu_check accepts, and a budget that leaves the install, the imports and the table inside `timeout`, itself
+    inside the call's 600 s."""
+    text = (ROOT / "BENCHMARKS.md").read_text()
+    block = text.split("this `command`", 1)[1].split("\n\n", 2)[1]
+    assert all(line.startswith("    ") for line in block.splitlines())
+    cmd = "\n".join(line[4:] for line in block.splitlines())
+    assert len(cmd) <= 2000 and f"({len(cmd)} characters" in text
+    assert subprocess.run(["bash", "-n"], input=cmd, text=True, check=False).returncode == 0
+    assert "for w in .whl/*.whl; do" in cmd and "|| exit" not in cmd
+    call = re.search(r"timeout -s TERM (\d+) python3 benchmarks/gpu_check.py (.*?) 2>&1", cmd)
+    args = G.parse_args(call.group(2).replace("$OUT", "/out").split())
+    assert args.budget + 30 <= int(call.group(1)) <= 590
