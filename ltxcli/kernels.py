@@ -372,8 +372,7 @@ def compile_blocks(transformer: nn.Module, config: CompileConfig | None = None) 
     resolved = getattr(transformer, "resolved_attention", None)
     if isinstance(resolved, ResolvedBackend) and resolved.self_attention is AttentionBackend.SAGE:
         fullgraph = False
-    dynamo_config = torch._dynamo.config
-    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, _RECOMPILE_LIMIT)
+    _raise_recompile_limit(torch._dynamo.config)
     kwargs: dict[str, Any] = {"backend": cfg.backend, "fullgraph": fullgraph, "dynamic": cfg.dynamic}
     if cfg.backend == "inductor":
         kwargs["mode"] = cfg.mode
@@ -383,6 +382,16 @@ def compile_blocks(transformer: nn.Module, config: CompileConfig | None = None) 
         count += 1
     transformer.compile_config = cfg
     return count
+
+
+def _raise_recompile_limit(dynamo_config: Any, limit: int = _RECOMPILE_LIMIT) -> None:
+    """Let dynamo keep at least ``limit`` graphs per code object (the blocks' resolutions and dtypes).
+
+    torch 2.7 renamed ``cache_size_limit`` to ``recompile_limit`` (pytorch#143709, the old name kept as an
+    alias); torch 2.4-2.6, which pyproject allows, have only the old name.
+    """
+    name = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+    setattr(dynamo_config, name, max(getattr(dynamo_config, name), limit))
 
 
 class CompileTiming(NamedTuple):

@@ -576,6 +576,21 @@ def test_compile_blocks_one_graph_across_resolutions():
     _check_compiled_blocks(CompileConfig(backend="eager"), 1e-6, fp8=True)
 
 
+def test_the_recompile_limit_is_raised_under_its_pre_2_7_name_too():
+    """torch 2.4-2.6 (allowed by pyproject) call the limit cache_size_limit: --compile must raise that one there,
+    not stop with an AttributeError; from 2.7 on recompile_limit (the old name is an alias of it)."""
+    import types
+
+    old, new = types.SimpleNamespace(cache_size_limit=8), types.SimpleNamespace(recompile_limit=8, cache_size_limit=8)
+    K._raise_recompile_limit(old)
+    K._raise_recompile_limit(new)
+    assert old.cache_size_limit == 32 and not hasattr(old, "recompile_limit")
+    assert (new.recompile_limit, new.cache_size_limit) == (32, 8)
+    high = types.SimpleNamespace(cache_size_limit=100)
+    K._raise_recompile_limit(high)  # never lowered
+    assert high.cache_size_limit == 100
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not SLOW, reason="inductor compiles for 20-60 s on 2 CPU cores; set LTX_SLOW_TESTS=1")
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
