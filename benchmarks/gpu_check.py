@@ -3,7 +3,7 @@
 
 Steps (each a child process with its own timeout, so one failure costs only its own row):
 
-* ``gpu-tests``: the test suite's GPU-only tests (``pytest -k test_gpu_``).
+* ``gpu-tests``: the test suite's GPU-only tests (``pytest -k test_gpu_`` over the files that define them).
 * ``paper-*``: ``ltx bench --random-weights`` at the paper setting (2B 0.9.5, 768x512x121, 20 steps, CFG) in
   bfloat16, with fp8 matmuls (``--dtype fp8``, compute capability 8.9+), with ``--compile``, with fp8 weight
   storage and int8 weight storage (``--weights-dtype fp8`` / ``int8`` through the library), and with each
@@ -18,8 +18,11 @@ Steps (each a child process with its own timeout, so one failure costs only its 
 * ``teacache-0.03`` / ``teacache-0.05``: the paper run in bfloat16 with ``ltx bench --cache teacache:T``: time,
   and the transformer branch calls skipped out of those run (the summary gives the speed-up over ``paper-bf16``).
 
-It prints one table last and writes one JSON file (``--json``, default ``gpu_check.json``). ``--dry-run`` prints
-the plan (no GPU needed). A step whose estimate no longer fits the remaining budget is skipped, not started.
+They run in the order of :func:`plan`: the issue's target figures first, ``--compile``, weight storage and the 13B
+last. It prints a line per step on stderr as it ends, then the machine and one table last, and writes one JSON
+file (``--json``, default ``gpu_check.json``), rewritten after every step (``"complete": false`` until the end).
+``--dry-run`` prints the plan (no GPU needed). A step whose estimate no longer fits the remaining budget, or
+whose package does not import, is skipped, not started.
 Needs PyTorch with CUDA; diffusers and PyAV come from local wheels where the machine has no network
 (BENCHMARKS.md shows the device-tool command).
 
@@ -66,7 +69,7 @@ class Step:
     # comma-separated, checked before running: "av" (the step builds ltxcli's Pipeline, whose media module
     # imports PyAV), "fp8", "attention:NAME"
     needs: str = ""
-    status: str = "planned"  # planned / ok / failed / skipped
+    status: str = "planned"  # planned / running / ok / failed / skipped
     reason: str = ""
     wall_s: float | None = None
     result: dict[str, Any] = field(default_factory=dict)
@@ -168,6 +171,15 @@ def _dist_version(pkg: str) -> str | None:
         return importlib.metadata.version({"flash_attn_interface": "flash_attn_3"}.get(pkg, pkg))
     except Exception:
         return None
+
+
+def machine_line(env: dict[str, Any]) -> str:
+    """The device and versions the figures belong to, in one line (BENCHMARKS.md names them next to each)."""
+    gpu = f"{env['gpu']} (compute capability {env.get('capability')})" if env.get("gpu") else "no CUDA GPU"
+    packages = ", ".join(f"{pkg} {env[pkg] or '-'}" for pkg in ("diffusers", "av", "triton", "flash_attn",
+                                                                "flash_attn_interface", "sageattention") if pkg in env)
+    return (f"{gpu}; torch {env.get('torch')} (CUDA {env.get('cuda')}), Python {env.get('python')}"
+            + (f"; {packages}" if packages else ""))
 
 
 def unmet(step: Step, env: dict[str, Any]) -> str | None:
@@ -535,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     save(complete=not interrupted)
     print(f"gpu_check: {'plan' if args.dry_run else 'results'} written to {args.json}"
           f"{' (interrupted)' if interrupted else ''}")
+    print(f"gpu_check: {machine_line(env)}")
     print(table(steps))
     if interrupted:
         return 130

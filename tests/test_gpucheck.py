@@ -347,3 +347,18 @@ def test_the_documented_device_call_fits_the_device_tool():
     call = re.search(r"timeout -s TERM (\d+) python3 benchmarks/gpu_check.py (.*?) 2>&1", cmd)
     args = G.parse_args(call.group(2).replace("$OUT", "/out").split())
     assert args.budget + 30 <= int(call.group(1)) <= 590
+
+
+def test_the_machine_line_comes_just_before_the_table(tmp_path, monkeypatch, capsys):
+    """The device and versions the figures belong to are on stdout with the table (the device tool returns the
+    output's tail), not only in the JSON."""
+    env = {"gpu": "NVIDIA H100 80GB HBM3", "capability": "9.0", "torch": "2.11.0+cu130", "cuda": "13.0",
+           "python": "3.12.3", "diffusers": "0.42.1", "av": None}
+    monkeypatch.setattr(G, "environment", lambda: env)
+    monkeypatch.setattr(G, "select", lambda args: [G.Step("bf16-vs-fp32", "", [sys.executable, "-c",
+                                                                                "print('{\"rel_err\": 0.01}')"], 1)])
+    assert G.main(["--json", str(tmp_path / "r.json")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-3] == ("gpu_check: NVIDIA H100 80GB HBM3 (compute capability 9.0); torch 2.11.0+cu130 (CUDA 13.0), "
+                         "Python 3.12.3; diffusers 0.42.1, av -")
+    assert lines[-2].startswith("step ") and lines[-1].startswith("bf16-vs-fp32 ")
