@@ -255,7 +255,7 @@ def _run_child(command: list[str], timeout: float) -> subprocess.CompletedProces
     (also after an interruption), so workers the child started (torch.compile's compile pool, a pytest child)
     neither outlive the step, holding the GPU under the next one, nor keep its output pipes open."""
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env=_env(), start_new_session=False, preexec_fn=os.setpgrp)
+                            env=_env(), preexec_fn=os.setpgrp)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -325,13 +325,14 @@ def run_all(steps: list[Step], env: dict[str, Any], budget_s: float, dry_run: bo
         saved()
         try:
             run_step(step, timeout=max(10.0, min(left, 2.5 * step.estimate_s)))
-        except Exception as exc:  # output this script cannot read: this row fails, the next steps still run
-            step.status, step.reason = "failed", f"gpu_check could not read the step's output: {exc!r}"[:300]
+        except Exception as exc:  # a child that cannot start, output this script cannot read: this row fails,
+            # the next steps still run
+            step.status, step.reason = "failed", f"gpu_check could not run or read the step: {exc!r}"[:300]
         except BaseException:  # interrupted (Ctrl-C, SIGTERM): the row says so, the caller saves and re-raises
             step.status, step.reason = "failed", "interrupted"
             raise
-        print(f"[gpu_check] {step.name}: {step.status} in {step.wall_s:.1f} s: {_row(step)}", file=sys.stderr,
-              flush=True)
+        took = "" if step.wall_s is None else f" in {step.wall_s:.1f} s"
+        print(f"[gpu_check] {step.name}: {step.status}{took}: {_row(step)}", file=sys.stderr, flush=True)
         saved()
 
 
@@ -537,13 +538,15 @@ def main(argv: list[str] | None = None) -> int:
 
     # SIGTERM (a timeout's first signal) ends the run as Ctrl-C does: the running step's group is killed, the
     # JSON and the table still come out
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     interrupted = False
     try:
         save()
         run_all(steps, env, args.budget, args.dry_run, on_step=save)
     except KeyboardInterrupt:
         interrupted = True
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     save(complete=not interrupted)
     print(f"gpu_check: {'plan' if args.dry_run else 'results'} written to {args.json}"
           f"{' (interrupted)' if interrupted else ''}")

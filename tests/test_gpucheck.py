@@ -308,6 +308,16 @@ def test_output_the_script_cannot_read_fails_only_its_own_row(tmp_path, monkeypa
     assert G.main(["--json", str(tmp_path / "r.json")]) == 1
     assert [s.status for s in steps] == ["failed", "failed", "ok"]
     assert steps[0].reason == "exit 0" and "AttributeError" in steps[1].reason
+    assert G.signal.getsignal(G.signal.SIGTERM) is not G.signal.default_int_handler  # the caller's handler is back
+
+
+def test_a_step_that_cannot_start_fails_its_own_row(tmp_path, monkeypatch):
+    steps = [G.Step("bf16-vs-fp32", "", [str(tmp_path / "no-such-python"), "-c", "print(1)"], 1),
+             G.Step("vs-diffusers", "", [sys.executable, "-c", "print('{\"speedup\": 1.6}')"], 1)]
+    _fake_gpu(monkeypatch, steps)
+    monkeypatch.setattr(G, "unmet", lambda step, env: None)
+    assert G.main(["--json", str(tmp_path / "r.json")]) == 1
+    assert [s.status for s in steps] == ["failed", "ok"] and "FileNotFoundError" in steps[0].reason
     assert json.loads((tmp_path / "r.json").read_text())["complete"] is True
 
 
