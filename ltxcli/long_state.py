@@ -7,6 +7,7 @@ import glob
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
@@ -25,7 +26,7 @@ def state_hash(request: GenerationRequest, windows: Mapping[str, Any], model: st
                compute: Mapping[str, Any] | None = None) -> str:
     """sha256 of what decides the latents of a run: the model, how it computes (``compute``: the pipeline's
     :meth:`~ltxcli.pipeline.Pipeline.compute_record`, dtype and weight storage, and the LoRAs merged), the windows'
-    settings and every request setting."""
+    settings and every request setting (a tensor by its dtype, shape and bytes; a file by its path)."""
     def plain(v: Any) -> Any:
         if isinstance(v, Condition):
             return [plain(v.media), v.frame, v.strength]
@@ -37,7 +38,13 @@ def state_hash(request: GenerationRequest, windows: Mapping[str, Any], model: st
             return {str(k): plain(x) for k, x in v.items()}
         if v is None or isinstance(v, (bool, int, float, str)):
             return v
+        if torch is not None and isinstance(v, torch.Tensor):  # a condition in memory (an extension's context):
+            # by its contents, so that the state of another input is not resumed
+            data = v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+            return [str(v.dtype), list(v.shape), hashlib.sha256(data).hexdigest()]
         return repr(type(v)) if not isinstance(v, os.PathLike) else os.fspath(v)
+
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported (not imported here for it)
 
     req = {f.name: plain(getattr(request, f.name)) for f in fields(GenerationRequest)}
     blob = json.dumps({"model": model, "compute": compute, "request": req, "long": windows}, sort_keys=True,

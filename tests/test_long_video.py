@@ -768,3 +768,25 @@ def test_schedule_entries_no_window_uses_are_named(tiny, tmp_path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         long_video.generate(tiny, req)
+
+
+def test_a_state_made_with_another_tensor_condition_is_not_resumed(tiny, tmp_path) -> None:
+    """A condition given in memory (a tensor: an image from the Python API, an extension's context) counted in the
+    state's hash by its type alone: a run with another picture resumed the windows made with the first one. Now
+    its contents count: another tensor starts over (with the warning), the same one resumes."""
+    import warnings
+
+    from ltxcli.request import Condition
+
+    def req(value: float) -> GenerationRequest:
+        return GenerationRequest("a cat | a dog", height=64, width=64, num_frames=57, seed=2, steps=1, window=48,
+                                 overlap=24, conditions=[Condition(torch.full((1, 64, 64, 3), value), 0)])
+
+    state = tmp_path / ".out.mp4.ltx-resume"
+    _interrupted(tiny, req(0.2), state, after=1)
+    with pytest.warns(UserWarning, match=r"the kept windows were made with other settings"):
+        _interrupted(tiny, req(0.8), state, after=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        long_video.generate(tiny, req(0.8), resume=state)  # its own state: resumed
+    assert not state.exists()
