@@ -17,6 +17,15 @@ The output is the input's own frames (all ``M``, as decoded, resized only when t
 followed (backward: preceded) by the ``N`` new frames: the input's remainder beyond the context (``M - K <= 7``
 frames forward, more when the time range limits ``K``) is kept, never re-generated. Conditions the request adds
 are in the output's frames and must fall in the new ones.
+
+A forward extension whose generation does not fit one window (it asks for windows: a ``"a | b"`` prompt, a
+window or overlap; or it outlasts the model's time range) runs in windows (:func:`ltxcli.long_video.generate`,
+the looping sampler of ComfyUI-LTXVideo as diffusers ports it): the generation is the context and the ``N`` new
+frames, the context (``K`` the largest ``8k + 1`` <= ``min(M, W - 8)``, ``W`` one window's frames: at least one
+latent frame of new ones) is a video condition at frame 0 of the first window, so that window is exactly the
+single-window extension by its ``W - K`` new frames, and each later window is conditioned on the previous
+window's tail as a long video's are. A windowed request whose generation fits one window runs as the
+extension without windows (the first ``|`` part as its prompt), as a long video's does.
 """
 
 from __future__ import annotations
@@ -30,8 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 from .enhance.rules import unsupported
 from .locks import serialised
-from .long_video import windowed
-from .request import LONG_VIDEO_FIELDS, Condition, Extension, GenerationRequest, check_fields, media_path
+from .long_video import DEFAULT_WINDOW, check_window_time, window_frames, windowed
+from .request import Condition, Extension, GenerationRequest, check_fields, media_path
 
 if TYPE_CHECKING:  # torch, media and the pipeline are imported where used: the CLI imports this module early
     import torch
@@ -86,6 +95,27 @@ def plan_extension(input_frames: int, new_frames: int, backward: bool, longest: 
     return ExtensionPlan(input_frames, new_frames, backward, context, lead)
 
 
+def plan_windows(request: GenerationRequest, input_frames: int, max_seconds: float) -> ExtensionPlan:
+    """The plan of ``request``'s extension (``frame_rate`` filled in) of an ``input_frames``-frame video, the model's
+    time range ``max_seconds``: :func:`plan_extension`'s when its generation runs as one (not in windows, or in
+    one window); else, forward only, the context leaves one window room for at least one latent frame of new
+    frames (see the module docstring). ValueError names the limit (backward: the time range)."""
+    ext, fps = request.extend, request.frame_rate
+    assert ext is not None and fps is not None
+    try:
+        one: ExtensionPlan | None = plan_extension(input_frames, ext.frames, ext.backward,
+                                                   longest_frames([max_seconds], fps))
+    except ValueError:
+        if ext.backward:  # (in windows: refused by check_extension)
+            raise
+        one = None  # more new frames than the time range holds: windows, as a long video is made past it
+    # None: the generation runs as one (window_frames checks the window settings)
+    if one is not None and window_frames(request, fps, max_seconds)(one.gen_frames) is None:
+        return one
+    window = check_window_time(request.window, input_frames + ext.frames, fps, max_seconds)  # W, 8k + 1 frames
+    return ExtensionPlan(input_frames, ext.frames, False, (min(input_frames, window - 8) - 1) // 8 * 8 + 1, 0)
+
+
 def longest_frames(max_pos: Any, frame_rate: float) -> int:
     """The most frames (8k + 1) the model's time range (``max_pos[0]`` seconds) holds at ``frame_rate``."""
     return int(max_pos[0] * frame_rate) // 8 * 8 + 1
@@ -102,10 +132,13 @@ SOURCE_OPTION_HELP = {
 }
 EXTEND_OPTION_HELP = SOURCE_OPTION_HELP | {
     "num_frames": "Number of frames of the output: VIDEO's plus --frames (the default, and the only value accepted).",
+    "window": f"Window length in frames (default {DEFAULT_WINDOW}, ComfyUI-LTXVideo's looping sampler) where the context and the "
+              "new frames outlast one; giving it (or --overlap, a 'a | b | c' prompt) makes windows (forward only).",
 }
-#: The long-video options an extension refuses (windows, a duration, the temporal upscaler) or ignores (what acts
-#: between windows, --resume): ``ltx extend`` accepts them, to refuse them in one line, but its --help leaves them out.
-NOT_FOR_EXTEND = (*LONG_VIDEO_FIELDS, "temporal_upscale", "resume", "latents_out")
+#: The long-video options an extension refuses (a duration, a prompt schedule, the temporal upscaler) or that do
+#: not apply to it (--latents-out): ``ltx extend`` accepts them, to refuse them in one line, but its --help leaves
+#: them out (it shows the window options).
+NOT_FOR_EXTEND = ("duration", "prompt_schedule", "temporal_upscale", "latents_out")
 
 def source_defaults(request: GenerationRequest, preset: Preset) -> None:
     """Fill what a video-to-video or extension request leaves open from its input video (read here, so an
@@ -189,14 +222,21 @@ def _fit(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def check_extension(request: GenerationRequest) -> None:
-    """An extension is one generation: refuse (ValueError) one that also asks for windows, a temporal upscale or
-    prompt enhancement (not supported yet), before any model work."""
+    """Refuse (ValueError), before any model work, what an extension does not run: a duration (its length is the
+    new frames), a prompt schedule, windows backward, a temporal upscale or prompt enhancement (not supported
+    yet)."""
     if request.extend is None:
         return
     unsupported(request)  # enhance_prompt on: refused (auto: the prompt is kept)
-    if windowed(request) or request.duration is not None:
-        raise ValueError("extending a video in windows is not supported yet (a prompt with '|', a window, overlap, "
-                         "prompt schedule or duration): give one prompt and the number of new frames")
+    if request.duration is not None:
+        raise ValueError("duration is not supported with an extension (its length is the input's and the new "
+                         "frames): give the number of new frames")
+    if request.prompt_schedule is not None:
+        raise ValueError("a prompt schedule is not supported yet with an extension: give one prompt per window as "
+                         "'a | b | c'")
+    if request.extend.backward and windowed(request):
+        raise ValueError("extending a video backward in windows is not supported yet (a prompt with '|', a window or "
+                         "overlap): give one prompt, or extend forward")
     if request.temporal_upscale:  # the input's frames would be spliced at the wrong rate
         raise ValueError("temporal_upscale is not supported yet with an extension: upscale the extended video")
 
@@ -221,12 +261,14 @@ def generation_control(control: Control, plan: ExtensionPlan) -> Control | None:
 
 @serialised
 def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: ProgressFn | None = None,
-                  stream: bool = False) -> GenerationResult:
+                  stream: bool = False, resume: str | os.PathLike[str] | None = None,
+                  keep_state: bool = True) -> GenerationResult:
     """Generate ``request`` (with ``extend``) as :meth:`Pipeline.run` does: the result is the whole output video
-    (input and new frames; streamed when ``stream``), its settings those of the output, with ``extend``."""
+    (input and new frames; streamed when ``stream``), its settings those of the output, with ``extend``. In
+    windows (see the module docstring) ``resume`` and ``keep_state`` are :func:`ltxcli.long_video.generate`'s."""
     import torch
 
-    from . import media
+    from . import long_video, media
     from .conditions import resize_frames
     from .control import control_record
 
@@ -240,14 +282,15 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
     source_defaults(request, pipe.preset)
     assert request.frame_rate is not None and request.height is not None and request.width is not None
     frames = media.load_video(ext.video)  # float [M, H, W, 3]
-    plan = plan_extension(frames.shape[0], ext.frames, ext.backward,
-                          longest_frames(pipe.transformer.config.positional_embedding_max_pos, request.frame_rate))
+    max_pos = pipe.transformer.config.positional_embedding_max_pos
+    plan = plan_windows(request, frames.shape[0], float(max_pos[0]))
     user = [dataclasses.replace(c, frame=plan.gen_frame(c.frame)) for c in request.conditions]
-    # one generation: the settings between windows (overlap_strength, adain) have nothing to act on
+    # the generation, in windows or not as long_video.generate decides (one: overlap_strength, adain dropped)
     inner = dataclasses.replace(request, extend=None, num_frames=plan.gen_frames, conditions=[],
-                                overlap_strength=None, adain=None,
                                 enhance_prompt="off")  # not yet for an extension (enhance.rules.request_plan)
-    r = pipe.resolve(inner)
+    # the size and padding (a length the time range holds: in windows the generation is longer)
+    r = pipe.resolve(dataclasses.replace(inner, num_frames=min(plan.gen_frames, longest_frames(max_pos,
+                                                                                            request.frame_rate))))
     # the context as every file condition is prepared (crop, resize, blur, CRF; [1, 3, K, h, w] in [-1, 1]), at
     # the generation's size, padded as inference.py pads media; handed over as a tensor [K, ph, pw, 3] in [0, 1]
     ctx = frames[plan.context_start : plan.context_start + plan.context]
@@ -255,8 +298,8 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
     pixels = torch.nn.functional.pad(resize_frames(pixels, r.height, r.width), r.padding)
     context = Condition(((pixels[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1), plan.lead, 1.0)
     control = None if request.control is None else generation_control(request.control, plan)
-    result = pipe.run(dataclasses.replace(inner, conditions=[context, *user], control=control), progress=progress,
-                      stream=True)
+    result = long_video.generate(pipe, dataclasses.replace(inner, conditions=[context, *user], control=control),
+                                 progress=progress, stream=True, resume=resume, keep_state=keep_state)
     kept = _fit(frames, r.height, r.width)
     del frames, ctx, pixels
 
@@ -273,6 +316,8 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
                 seen += len(chunk)
                 if a < b:
                     yield chunk[a:b]
+            # in windows the latents and the step cache's tally are complete once the last window is decoded
+            out.latents, out.settings["cache"] = result.latents, result.settings["cache"]
 
         yield from (new() if plan.backward else own())
         yield from (own() if plan.backward else new())
@@ -300,5 +345,5 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
 __all__ = [
     "EXTEND_OPTION_HELP", "NOT_FOR_EXTEND", "SOURCE_OPTION_HELP", "ExtensionPlan", "check_extension", "check_source",
     "check_source_length", "generation_control", "longest_frames", "parse_extension", "plan_extension",
-    "run_extension", "source_defaults",
+    "plan_windows", "run_extension", "source_defaults",
 ]

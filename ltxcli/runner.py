@@ -482,15 +482,15 @@ def save_video(result: GenerationResult, path: str | Path, *, overwrite: bool = 
 
 def _generate(pipe: Pipeline, item: BatchItem, *, progress: ProgressFn | None, stream: bool,
               keep_state: bool) -> GenerationResult:
-    """One item: an extension through :func:`ltxcli.extend.run_extension`, anything else through
-    :func:`ltxcli.long_video.generate` (in windows when it asks for them or outlasts the model, else ``pipe.run``).
+    """One item: an extension through :func:`ltxcli.extend.run_extension` (in windows when its generation needs
+    them), anything else through :func:`ltxcli.long_video.generate` (in windows when it asks for them or
+    outlasts the model, else ``pipe.run``).
     Every rank of a split video reads the resume state; the writing one (``keep_state``) alone keeps it."""
+    resume = state_path(item.target) if item.resume and item.target is not None else None
     if item.extend is not None:
-        return run_extension(pipe, item, progress=progress, stream=stream)
+        return run_extension(pipe, item, progress=progress, stream=stream, resume=resume, keep_state=keep_state)
     assert item.target is not None
-    return long_video.generate(pipe, item, progress=progress, stream=stream,
-                               resume=state_path(item.target) if item.resume else None,
-                               keep_state=keep_state)
+    return long_video.generate(pipe, item, progress=progress, stream=stream, resume=resume, keep_state=keep_state)
 
 
 def run_batch(

@@ -102,14 +102,23 @@ def test_extend_to_mp4_length_and_refusals(cli_env: Path, clip: Path) -> None:
     assert_one_error_line(ltx("extend", "missing.mp4", "x", "--frames", "4", "--model", "tiny"), 6)
 
 
-def test_extend_in_windows_is_refused_up_front(cli_env: Path, clip: Path) -> None:
-    """A '|' prompt or a window would make windows, which an extension does not run yet: one line, exit 2, nothing
-    written (it used to fail later with a message about Pipeline.run)."""
-    for extra in (["a cat | a dog"], ["a cat", "--window", "32"]):
-        line = assert_one_error_line(ltx("extend", str(clip), *extra, "--frames", "8", "--model", "tiny",
-                                         "-o", "w.mp4"), 2)
-        assert "extending a video in windows is not supported yet" in line
-    assert not (cli_env / "w.mp4").exists()
+def test_extend_in_windows(cli_env: Path, clip: Path) -> None:
+    """A '|' prompt with --window/--overlap makes windows: the 9-frame context and 24 new frames (33, 5 latent
+    frames) run as windows [0, 4) and [2, 5) of latent frames (they used to be refused: "extending a video in
+    windows is not supported yet"); the output is the input's 12 frames and the 24 new ones. Backward in windows is
+    refused in one line, exit 2, nothing written."""
+    r = ltx("extend", str(clip), "a cat | a dog", "--frames", "24", "--window", "32", "--overlap", "16", "--model",
+            "tiny", "--steps", "1", "--seed", "3", "--frames-dir", "w", "--json")
+    assert r.exit_code == 0, r.stderr
+    (obj,) = json_lines(r.stdout)
+    codes = frame_codes(cli_env / "w")
+    assert codes.shape == (36, 64, 96, 3) and torch.equal(codes[:12], decoded_codes(clip))
+    windows = obj["settings"]["long"]["windows"]
+    assert [(w["first_frame"], w["num_frames"], w["prompt"]) for w in windows] == [(0, 25, "a cat"), (16, 17, "a dog")]
+    line = assert_one_error_line(ltx("extend", str(clip), "a cat | a dog", "--frames", "24", "--backward", "--model",
+                                     "tiny", "-o", "b.mp4"), 2)
+    assert "extending a video backward in windows is not supported yet" in line
+    assert not (cli_env / "b.mp4").exists()
     # what acts between windows only has nothing to act on in one generation, as for a short `ltx generate`
     args = ("extend", str(clip), "a cat", "--frames", "4", "--model", "tiny", "--steps", "1", "--seed", "3")
     plain, with_adain = ltx(*args, "--frames-dir", "a"), ltx(*args, "--adain", "0.3", "--frames-dir", "b")
@@ -180,19 +189,18 @@ def test_v2v_and_extend_help_give_the_input_video_s_defaults() -> None:
 
 
 def test_extend_help_leaves_out_the_long_video_options(cli_env: Path, clip: Path) -> None:
-    """extend's --help listed --duration, --window, --overlap, --overlap-strength, --adain, --prompt-schedule,
-    --temporal-upscale and --resume, which an extension refuses or ignores; they stay accepted (a refusal is one
-    line) but are no longer shown. generate shows them all."""
-    long = {"duration", "window", "overlap", "overlap_strength", "adain", "prompt_schedule", "temporal_upscale",
-            "resume"}
+    """extend's --help listed --duration, --prompt-schedule and --temporal-upscale, which an extension refuses; they
+    stay accepted (a refusal is one line) but are not shown. The window options and --resume are shown: an
+    extension runs in windows. generate shows them all."""
+    long = {"duration", "prompt_schedule", "temporal_upscale"}
     assert {name for name, (_, hidden) in _shown_options("extend").items() if hidden} == long
     assert not any(hidden for _, hidden in _shown_options("generate").values())
     assert not any(hidden for _, hidden in _shown_options("v2v").values())
     text = ltx("extend", "--help").stdout
-    assert "--window" not in text and "--resume" not in text and "--frames" in text and "--backward" in text
+    assert "--window" in text and "--resume" in text and "--backward" in text
     line = assert_one_error_line(ltx("extend", str(clip), "a cat", "--frames", "4", "--prompt-schedule", "0:a",
                                      "--model", "tiny", "-o", "e.mp4"), 2)
-    assert "extending a video in windows is not supported yet" in line
+    assert "a prompt schedule is not supported yet with an extension" in line
 
 
 def test_v2v_and_extension_refuse_what_they_do_not_run_before_loading(cli_env: Path, clip: Path) -> None:
@@ -266,7 +274,7 @@ def test_a_duration_counts_at_the_input_video_s_rate(cli_env: Path, clip: Path) 
     assert json_lines(r.stdout)[0]["settings"]["num_frames"] == 17  # 1 s at the recorded 12 fps: 8k + 1 >= 12
     line = assert_one_error_line(ltx("extend", str(clip), "a cat", "--frames", "4", "--duration", "2", "--model",
                                      "tiny", "-o", "e.mp4"), 2)
-    assert "extending a video in windows is not supported yet" in line and "duration" in line
+    assert "duration is not supported with an extension" in line
 
 
 def test_v2v_that_would_start_from_pure_noise_is_refused_with_a_remedy(cli_env: Path, clip: Path) -> None:
@@ -973,3 +981,31 @@ def test_a_missing_control_video_names_the_record_or_batch_line_it_came_from(cli
     Path("c.jsonl").write_text('{"prompt": "a dog", "control": "gone.mp4"}\n')
     line = assert_one_error_line(ltx("generate", "--batch", "c.jsonl", "--model", "tiny", *SMALL, "-o", "out/"), 6)
     assert line == "error: --batch c.jsonl line 1: gone.mp4: no such file", line
+
+
+def test_extend_in_windows_resumes_after_an_interrupt(cli_env: Path, clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--resume keeps an extension's finished windows as a long video's (it was refused with the windows): Ctrl-C in
+    the second window (exit 130) leaves the state next to the output, and the same command continues from it to
+    the frames of an uninterrupted run, leaving no state behind."""
+    from ltxcli import long_video
+
+    args = ("extend", str(clip), "a cat | a dog", "--frames", "24", "--window", "32", "--overlap", "16", "--model",
+            "tiny", "--steps", "1", "--seed", "3", "--height", "32", "--width", "32")
+    assert ltx(*args, "--frames-dir", "whole").exit_code == 0
+    denoise = long_video._LongRun._denoise_window
+    windows: list[int] = []
+
+    def interrupted(self: Any, i: int, *a: Any) -> Any:
+        windows.append(i)
+        if i == 1 and windows.count(1) == 1:
+            raise KeyboardInterrupt
+        return denoise(self, i, *a)
+
+    monkeypatch.setattr(long_video._LongRun, "_denoise_window", interrupted)
+    state = long_video.state_path(cli_env / "out")
+    assert ltx(*args, "--frames-dir", "out", "--resume").exit_code == 130
+    assert state.is_file() and windows == [0, 1]
+    r = ltx(*args, "--frames-dir", "out", "--resume")
+    assert r.exit_code == 0, r.stderr
+    assert windows == [0, 1, 1] and not state.exists()  # window 0 taken from the state
+    assert torch.equal(frame_codes(cli_env / "out"), frame_codes(cli_env / "whole"))

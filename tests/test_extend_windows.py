@@ -1,0 +1,126 @@
+"""An extension longer than one window (ltxcli.extend.run_extension in windows): its generation (the input's
+context, then the new frames) runs through the looping sampler of ltxcli.long_video, the context a video condition
+at frame 0 of the first window. Tiny model; the input is a 9-frame 32x32 clip, so the context is all 9 frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ltxcli import media
+from ltxcli.extend import run_extension
+from ltxcli.request import Extension, GenerationRequest
+from ltxcli.tiny import build_pipeline
+
+# window 32 / overlap 16 frames: 4 / 2 latent frames, 25-frame windows 2 latent frames (16 frames) apart
+BASE = dict(height=32, width=32, seed=5, steps=1, window=32, overlap=16)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_pipeline(torch.device("cpu"), torch.float32)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    frames = torch.rand(9, 32, 32, 3, generator=torch.Generator().manual_seed(0))
+    return media.write_video(tmp_path_factory.mktemp("clip") / "clip.mp4", frames, 24)
+
+
+def _extend(pipe, clip: Path, prompt: str, frames: int, **kwargs):
+    return run_extension(pipe, GenerationRequest(prompt, extend=Extension(str(clip), frames), **{**BASE, **kwargs}))
+
+
+def test_two_windows_add_the_frames_and_the_first_is_the_one_window_extension(tiny, clip: Path) -> None:
+    """24 new frames after a 9-frame context: a 33-frame generation (5 latent frames) in windows [0, 4) and [2, 5)
+    of latent frames; it used to be refused ("extending a video in windows is not supported yet"). Window 0 is the
+    extension by the 16 new frames its 25 frames hold, bit for bit: its latents before the cross-fade (the last
+    overlap - 1 = 1 of its 4) are unchanged in the output."""
+    two = _extend(tiny, clip, "a cat | a dog", 24)
+    one = _extend(tiny, clip, "a cat", 16, window=None, overlap=None)
+    assert two.video.shape == (9 + 24, 32, 32, 3) and one.video.shape == (9 + 16, 32, 32, 3)
+    assert torch.equal(two.video[:9], media.load_video(clip))  # the input's frames as decoded
+    windows = two.settings["long"]["windows"]
+    assert [(w["first_frame"], w["num_frames"], w["prompt"]) for w in windows] == [(0, 25, "a cat"), (16, 17, "a dog")]
+    assert two.settings["extend"]["context_frames"] == 9 and two.settings["num_frames"] == 33
+    assert two.latents.shape[2] == 5 and one.latents.shape[2] == 4
+    assert torch.equal(two.latents[:, :, :3], one.latents[:, :, :3])
+    assert not torch.equal(two.latents[:, :, 3], one.latents[:, :, 3])  # cross-faded into window 1
+
+
+def test_a_windowed_extension_that_fits_one_window_is_the_extension_bit_for_bit(tiny, clip: Path) -> None:
+    """A '|' prompt (windows asked for) whose generation fits one window (9 + 16 frames in a 25-frame window): the
+    extension without windows with the first part as its prompt; the record keeps the prompt given."""
+    windowed = _extend(tiny, clip, "a cat | a dog", 16)
+    plain = _extend(tiny, clip, "a cat", 16, window=None, overlap=None)
+    assert torch.equal(windowed.video, plain.video) and torch.equal(windowed.latents, plain.latents)
+    assert windowed.settings["prompt"] == "a cat | a dog" and len(windowed.settings["long"]["windows"]) == 1
+
+
+def test_more_new_frames_than_the_time_range_holds_run_in_windows(tiny, tmp_path: Path) -> None:
+    """At 4 fps the tiny model's 20 s hold 81 frames: 88 new frames were refused ("do not fit in the model's time
+    range ... add at most 80"); now they run in windows of the default 80 (73 frames), as a long video does."""
+    clip = media.write_video(tmp_path / "slow.mp4", torch.rand(9, 32, 32, 3, generator=torch.Generator()), 4)
+    out = run_extension(tiny, GenerationRequest("a cat", height=32, width=32, seed=1, steps=1,
+                                                extend=Extension(str(clip), 88)))
+    assert out.video.shape[0] == 9 + 88
+    assert [w["num_frames"] for w in out.settings["long"]["windows"]] == [73, 41]  # 97 frames: 13 latent, windows [0, 10) and [7, 13)
+
+
+def test_each_window_gets_the_control_of_its_own_output_frames(tiny, tmp_path: Path, monkeypatch) -> None:
+    """A control counts in output frames: a 20-frame input in 25-frame windows conditions on its last 17 frames
+    (window 0 starts at output frame 3), and window 1, 16 frames later, takes the control from output frame 19.
+    Control frame j is the grey level j / 80."""
+    from ltxcli import control as control_mod
+    from ltxcli.request import Control
+
+    clip = media.write_video(tmp_path / "in.mp4", torch.rand(20, 32, 32, 3, generator=torch.Generator()), 24)
+    levels = torch.arange(44) / 80
+    seen = {}
+    real = control_mod.window_control
+
+    def spy(frames, r, first):
+        prepared = real(frames, r, first)
+        seen[first] = ((prepared.pixels[0, 0, :, 0, 0] + 1) / 2 * 80).round().long().tolist()
+        return prepared
+
+    monkeypatch.setattr(control_mod, "window_control", spy)
+    control = Control(levels[:, None, None, None].expand(-1, 32, 32, 3).clone(), 0.9)
+    out = run_extension(tiny, GenerationRequest("a | b", extend=Extension(str(clip), 24), control=control, **BASE))
+    assert out.video.shape[0] == 44 and out.settings["extend"]["context_frames"] == 17
+    assert seen == {0: list(range(3, 28)), 16: list(range(19, 44))}
+
+
+def test_what_an_extension_does_not_run_in_windows_is_refused_in_one_line(tiny, clip: Path) -> None:
+    for kwargs, match in (
+        ({"extend": Extension("clip.mp4", 40, backward=True)}, "extending a video backward in windows is not "
+                                                               "supported yet"),
+        ({"extend": Extension("clip.mp4", 40), "prompt_schedule": [{"start": 0, "prompt": "a"}]},
+         "a prompt schedule is not supported yet with an extension"),
+        ({"extend": Extension("clip.mp4", 40), "duration": 2.0}, "duration is not supported with an extension"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            run_extension(tiny, GenerationRequest("a cat | a dog", **{**BASE, **kwargs}))
+
+
+def test_an_interrupted_windowed_extension_resumes(tiny, clip: Path, tmp_path: Path) -> None:
+    """resume= keeps the finished windows (their hash counts the context's pixels) and the same request continues
+    to the uninterrupted video."""
+    state = tmp_path / "state"
+    req = GenerationRequest("a cat | a dog", extend=Extension(str(clip), 24), **BASE)
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(stage: str, done: int, total: int) -> None:
+        if stage == "window" and done == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_extension(tiny, req, resume=state, progress=interrupt)
+    assert state.is_file()
+    resumed, whole = run_extension(tiny, req, resume=state), run_extension(tiny, req)
+    assert not state.exists()
+    assert torch.equal(resumed.latents, whole.latents) and torch.equal(resumed.video, whole.video)
