@@ -113,7 +113,13 @@ def plan_windows(request: GenerationRequest, input_frames: int, max_seconds: flo
     if one is not None and window_frames(request, fps, max_seconds)(one.gen_frames) is None:
         return one
     window = check_window_time(request.window, input_frames + ext.frames, fps, max_seconds)  # W, 8k + 1 frames
-    return ExtensionPlan(input_frames, ext.frames, False, (min(input_frames, window - 8) - 1) // 8 * 8 + 1, 0)
+    return ExtensionPlan(input_frames, ext.frames, False, window_context(input_frames, window), 0)
+
+
+def window_context(input_frames: int, window: int) -> int:
+    """The context of an extension in windows of ``window`` frames: the largest ``8k + 1`` that leaves the first
+    window at least one latent frame (8 frames) of new ones."""
+    return (min(input_frames, window - 8) - 1) // 8 * 8 + 1
 
 
 def longest_frames(max_pos: Any, frame_rate: float) -> int:
@@ -345,5 +351,5 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
 __all__ = [
     "EXTEND_OPTION_HELP", "NOT_FOR_EXTEND", "SOURCE_OPTION_HELP", "ExtensionPlan", "check_extension", "check_source",
     "check_source_length", "generation_control", "longest_frames", "parse_extension", "plan_extension",
-    "plan_windows", "run_extension", "source_defaults",
+    "plan_windows", "run_extension", "source_defaults", "window_context",
 ]

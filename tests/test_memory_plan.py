@@ -225,3 +225,33 @@ def test_a_long_video_is_planned_one_window_at_a_time() -> None:
     # 1.5 rather than SIZES' 1.25 above: freed activations scattered in glibc's heap grow a windowed run's resident
     # set by 10-22 % over one window's (BENCHMARKS.md, long videos); five runs measured 303-398 MiB (0.91-1.20)
     assert 0.75 * four <= measured <= 1.5 * four < whole, (four, measured, whole)
+
+
+def test_an_extension_in_windows_is_planned_one_window_at_a_time(tmp_path: Path) -> None:
+    """An extension whose generation runs in windows (:func:`ltxcli.extend.plan_windows`) was priced as one
+    generation of its context and every new frame, growing with them (512x320 on the tiny model: 1.2 GB for 200
+    new frames, 2.3 GB for 400; on a GPU a refusal, exit 5, of what runs a window at a time); now as a long video
+    is: 400 new frames cost what 200 do (within 5 %: the fused latents), more than the long video of the same
+    length (the input is held beside it)."""
+    from ltxcli.media import write_video
+    from ltxcli.memory.plan import request_estimator, request_shape
+    from ltxcli.request import Extension, GenerationRequest
+
+    transformer, vae = builtin_modules(torch.float32)
+    parts = weight_parts(transformer, vae)
+    h, w = 320, 512
+    clip = write_video(tmp_path / "in.mp4", torch.rand(17, 64, 96, 3, generator=torch.Generator()), 24)
+
+    def estimate(request: GenerationRequest) -> int:
+        shape = request_shape(TINY_PRESET, request, dtype=torch.float32,
+                              max_positions=transformer.config.positional_embedding_max_pos)
+        est = request_estimator(shape, transformer.config, vae.config, dtype=torch.float32, parts=parts,
+                                offload_saves=False, device_is_host=True, vae_tiling="off",
+                                streamed=True)(h, w, request.num_frames)
+        return est.host_peak_bytes - parts.total
+
+    long = dict(height=h, width=w, frame_rate=24.0, window=64, overlap=32)
+    ext = {n: estimate(GenerationRequest("a | b", extend=Extension(str(clip), n), num_frames=17 + n, **long))
+           for n in (200, 400)}
+    assert ext[400] <= 1.05 * ext[200]
+    assert ext[400] > estimate(GenerationRequest("a | b", num_frames=17 + 400, **long))

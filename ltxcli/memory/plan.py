@@ -416,7 +416,7 @@ def request_shape(preset: Preset, request: Any, *, dtype: torch.dtype, depth_mod
         longest = longest_frames(max_positions, request.frame_rate) if max_positions and request.frame_rate else 1 << 30
         extension = (ext.frames, ext.backward, _native_pixels(ext.video), longest)
     windows = None
-    if ext is None and max_positions and request.frame_rate:  # a long video runs one window at a time
+    if max_positions and request.frame_rate:  # a long video (an extension's generation) runs a window at a time
         from ..long_video import window_frames
 
         windows = window_frames(request, float(request.frame_rate), float(max_positions[0]))
@@ -500,15 +500,19 @@ def input_hold(est: MemoryEstimate, early: int, late: int, write: int = 0, read:
 def _extension_estimate(shape: RunShape, transformer: TransformerConfig, vae: VAEConfig, h: int, w: int, f: int,
                         *, dtype: torch.dtype, **kwargs: Any) -> MemoryEstimate:
     """The memory of an extension to ``f`` output frames (:func:`ltxcli.extend.run_extension`): the generation
-    of ``K + N`` frames (:func:`ltxcli.extend.plan_extension`) with the context as a video condition at frame
+    of ``K + N`` frames (:func:`ltxcli.extend.plan_windows`, in windows one at a time) with the context at frame
     ``lead``, always streamed into the splice; meanwhile the host holds the decoded input (native size, ``M``
     frames) and three float32 copies of the context (its preprocessed pixels, the condition tensor, the prepared
     condition), then the input at the output size and the condition tensor while the output is spliced; a result
     that is not streamed builds the whole float32 output video."""
+    from ..extend import window_context
+
     new, backward, native_pixels, longest = shape.extension or (0, False, 0, 0)
     m = max(f - new, 1)
     lead = -(-new // 8) * 8 if backward else 0
     context = (max(min(m, longest - (lead if backward else new)), 1) - 1) // 8 * 8 + 1
+    split = shape.windows(context + new) if shape.windows is not None and not backward else None
+    context = window_context(m, split[0]) if split is not None else context  # extend.plan_windows: in windows
     gen = lead + context + (0 if backward else new)
     ph, pw, _ = padded_size(h, w, gen)
     conditions = [(lead, context), *shape.conditions]
