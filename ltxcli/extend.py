@@ -116,6 +116,19 @@ def plan_windows(request: GenerationRequest, input_frames: int, max_seconds: flo
     return ExtensionPlan(input_frames, ext.frames, False, window_context(input_frames, window), 0)
 
 
+def check_window_seeds(request: GenerationRequest, max_seconds: float) -> None:
+    """Before any work (``num_frames`` and ``frame_rate`` filled in: :func:`source_defaults`): an extension's
+    plan (:func:`plan_windows`), and in windows room for the window seeds (:func:`ltxcli.long_video.check_seed`
+    of its generation), refused in one line (ValueError) as a long video's are, not once the model has loaded."""
+    from .long_video import check_seed
+
+    ext = request.extend
+    if ext is None or request.num_frames is None or request.frame_rate is None:
+        return
+    plan = plan_windows(request, request.num_frames - ext.frames, max_seconds)
+    check_seed(dataclasses.replace(request, extend=None, num_frames=plan.gen_frames), max_seconds)
+
+
 def window_context(input_frames: int, window: int) -> int:
     """The context of an extension in windows of ``window`` frames: the largest ``8k + 1`` that leaves the first
     window at least one latent frame (8 frames) of new ones."""
@@ -350,6 +363,6 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
 
 __all__ = [
     "EXTEND_OPTION_HELP", "NOT_FOR_EXTEND", "SOURCE_OPTION_HELP", "ExtensionPlan", "check_extension", "check_source",
-    "check_source_length", "generation_control", "longest_frames", "parse_extension", "plan_extension",
-    "plan_windows", "run_extension", "source_defaults", "window_context",
+    "check_source_length", "check_window_seeds", "generation_control", "longest_frames", "parse_extension",
+    "plan_extension", "plan_windows", "run_extension", "source_defaults", "window_context",
 ]

@@ -124,3 +124,22 @@ def test_an_interrupted_windowed_extension_resumes(tiny, clip: Path, tmp_path: P
     resumed, whole = run_extension(tiny, req, resume=state), run_extension(tiny, req)
     assert not state.exists()
     assert torch.equal(resumed.latents, whole.latents) and torch.equal(resumed.video, whole.video)
+
+
+def test_a_seed_too_large_for_the_window_seeds_is_refused_before_any_model_work(clip: Path) -> None:
+    """Window seeds are seed + the window's first latent frame: --seed 2**63 - 1 on an extension in windows was
+    refused only by the run, once the model had loaded; now by the checks before the load (runner.validate_item,
+    as a long video's), naming the seed given. Windows [0, 4) and [2, 5): up to seed + 2."""
+    from ltxcli.batch import BatchItem
+    from ltxcli.runner import validate_item
+
+    top = 2**63 - 1
+
+    def item(seed: int) -> BatchItem:
+        return BatchItem("a cat | a dog", extend=Extension(str(clip), 24), num_frames=9 + 24, frame_rate=24.0,
+                         **{**BASE, "seed": seed})
+
+    with pytest.raises(ValueError, match=rf"^seed={top} is too large for a video in 2 windows .* up to seed \+ 2, "
+                                         rf".*use a seed of at most {top - 2}$"):
+        validate_item(item(top), (20, 2048, 2048), frames_out=True)
+    validate_item(item(top - 2), (20, 2048, 2048), frames_out=True)
