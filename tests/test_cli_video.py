@@ -191,8 +191,9 @@ def test_v2v_and_extend_help_give_the_input_video_s_defaults() -> None:
 def test_extend_help_leaves_out_the_long_video_options(cli_env: Path, clip: Path) -> None:
     """extend's --help listed --duration, --prompt-schedule and --temporal-upscale, which an extension refuses; they
     stay accepted (a refusal is one line) but are not shown. The window options and --resume are shown: an
-    extension runs in windows. generate shows them all."""
-    long = {"duration", "prompt_schedule", "temporal_upscale"}
+    extension runs in windows. --latents-out (one generation's latents, not an extension's) is hidden alike.
+    generate shows them all."""
+    long = {"duration", "prompt_schedule", "temporal_upscale", "latents_out"}
     assert {name for name, (_, hidden) in _shown_options("extend").items() if hidden} == long
     assert not any(hidden for _, hidden in _shown_options("generate").values())
     assert not any(hidden for _, hidden in _shown_options("v2v").values())
