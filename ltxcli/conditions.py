@@ -15,7 +15,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,11 @@ from torch import Tensor
 
 from . import media as media_io
 from .models.rope import latent_coords, pixel_coords
-from .request import Condition, ResolvedRequest, check_placement, media_path
+from .request import Condition, ResolvedRequest, check_placement, media_path, resolve_request
+
+if TYPE_CHECKING:
+    from .presets import Preset
+    from .request import GenerationRequest
 
 # latent token prefix the official video-extension path turns into extra tokens
 _PREFIX_LATENT_FRAMES = 2
@@ -181,6 +185,13 @@ def prepare_condition(
     return PreparedCondition(pixels, c.frame, float(c.strength))
 
 
+def first_frame_pixels(request: GenerationRequest, preset: Preset) -> Tensor:
+    """The pixels ``[1, 3, n, H, W]`` in [-1, 1] of the request's first condition, preprocessed as the pipeline
+    preprocesses it (resized, cropped and padded to the generation size): what the prompt enhancer captions."""
+    r = resolve_request(request, preset)
+    return prepare_condition(r.conditions[0], r.height, r.width, r.num_frames, r.padding).pixels
+
+
 def prepare_video(video: Any, r: ResolvedRequest) -> Tensor:
     """Official ``load_media_file`` for the v2v input -> pixels ``[1, 3, pf, ph, pw]`` in [-1, 1]: ``pf`` frames,
     cropped, resized, blurred, CRF, padded (a tensor: only resized to the video's size and padded)."""
@@ -276,6 +287,7 @@ def place_conditions(
 
 
 __all__ = [
-    "EncodedCondition", "PreparedCondition", "check_condition", "place_conditions", "prepare_condition", "prepare_conditions",
+    "EncodedCondition", "PreparedCondition", "check_condition", "first_frame_pixels", "place_conditions",
+    "prepare_condition", "prepare_conditions",
     "prepare_video", "resize_frames", "trim", "trim_host_heap",
 ]

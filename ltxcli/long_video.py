@@ -46,7 +46,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .enhance.rules import unsupported
+from .enhance.rules import per_window, rewrite_of
 from .locks import serialised
 from .long_state import read_state, seed_of, state_hash, state_path
 from .request import (
@@ -57,7 +57,8 @@ from .request import (
     padded_size,
 )
 from .timeline import FRAMES_PER_LATENT as _LATENT_T
-from .timeline import duration_frames, frames_of, read_schedule, schedule_frames
+from .timeline import bar_prompts as bar_prompts  # (moved there; still exported here)
+from .timeline import duration_frames, frames_of, in_force, read_schedule, schedule_frames, window_prompts
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -141,8 +142,14 @@ class LongPlan:
         return {"window": self.window, "overlap": self.overlap, "overlap_strength": self.overlap_strength,
                 "adain": self.adain, "windows": [w.record() for w in self.windows]}
 
+    def prompt_requests(self) -> list[GenerationRequest]:
+        """Each distinct window prompt as the first window that takes it runs it (its conditions), under the run's
+        seed: what per-window prompt enhancement rewrites, each as one generation."""
+        first = {w.prompt: w.index for w in reversed(self.windows)}
+        return [replace(self.window_request(i), seed=self.request.seed) for i in sorted(first.values())]
+
     def window_request(self, i: int, noise: Tensor | None = None) -> GenerationRequest:
-        """Window ``i`` as a plain request: its frames, prompt, seed and the conditions that fall inside it."""
+        """Window ``i`` as a plain request: its frames, prompt and its rewrite, seed, the conditions inside it."""
         w = self.windows[i]
         last = w.first_frame + w.num_frames - 1
         conds = []
@@ -150,9 +157,10 @@ class LongPlan:
             owner = next(v for v in self.windows if c.frame <= v.first_frame + v.num_frames - 1)
             if owner.index == i and c.frame <= last:
                 conds.append(replace(c, frame=c.frame - w.first_frame))
-        return replace(self.request, prompt=w.prompt, num_frames=w.num_frames, seed=w.seed, conditions=tuple(conds),
-                       noise=noise, duration=None, window=None, overlap=None, overlap_strength=None, adain=None,
-                       prompt_schedule=None)
+        rewrite = rewrite_of(self.request.enhanced_prompt, w.prompt)  # (per-window prompts: this window's)
+        return replace(self.request, prompt=w.prompt, enhanced_prompt=rewrite, num_frames=w.num_frames, seed=w.seed,
+                       conditions=tuple(conds), noise=noise, duration=None, window=None, overlap=None,
+                       overlap_strength=None, adain=None, prompt_schedule=None)
 
 
 # --- planning -----------------------------------------------------------------------------------------------
@@ -310,28 +318,6 @@ def window_frames(request: GenerationRequest, frame_rate: float,
     return frames
 
 
-def window_prompts(r: GenerationRequest, spans: Sequence[tuple[int, int]], frame_rate: float) -> list[str]:
-    """The prompt of each window: the schedule entry in force at the window's first frame, else the ``|``
-    parts in order (the last one repeated), else the prompt."""
-    if r.prompt_schedule is not None:
-        entries = schedule_frames(read_schedule(r.prompt_schedule), frame_rate)
-        return [entries[_in_force(entries, _LATENT_T * start)][1] for start, _ in spans]
-    return bar_prompts(r.prompt, len(spans))
-
-
-def _in_force(entries: Sequence[tuple[int, str]], frame: int) -> int:
-    """Which of the schedule's ``entries`` (by start) a window starting at ``frame`` takes: the last one started,
-    else the first."""
-    started = [i for i, (f, _) in enumerate(entries) if f <= frame]
-    return started[-1] if started else 0
-
-
-def bar_prompts(prompt: str, n: int) -> list[str]:
-    """The prompts of ``n`` windows from a ``"a | b | c"`` prompt: its parts in order, the last one repeated."""
-    parts = [p.strip() for p in prompt.split("|")]
-    return [parts[min(i, len(parts) - 1)] for i in range(n)]
-
-
 def temporal_upscaler(requests: Sequence[GenerationRequest]) -> str | None:
     """The temporal upscaler to load for ``requests``: the default one when one asks for ``temporal_upscale``."""
     from .spec import DEFAULT_TEMPORAL_UPSCALER
@@ -399,16 +385,18 @@ def generate(
         _warn_unused_entries(p)
     if p is None or len(p.windows) == 1:
         one = replace(p.window_request(0), num_frames=p.num_frames) if p is not None else _single(request, pipe.preset)
-        if p is not None and unsupported(request) is not None:  # per-window prompts, in one window: not enhanced
-            one = replace(one, enhance_prompt="off")  # (their first part alone would be)
-        result = pipe.run(one, progress=progress, stream=stream)
+        result = pipe.run(one, progress=progress, stream=stream)  # (per-window prompts: window 0's is enhanced)
+        text = result.settings["enhanced_prompt"]
+        if per_window(request) and text is not None:  # recorded as several windows' rewrites are, by window prompt
+            result.settings["enhanced_prompt"] = {one.prompt: text}
         if p is not None:  # the record keeps the prompt given and, as a longer video's, the window (its prompt:
             # a schedule's entry is taken whole, a "a | b" prompt's first part; a redo from PROMPT alone would split)
             result.settings.update(enhance_prompt=request.enhance_prompt, prompt=request.prompt, long=p.settings())
         return result
     from .control import control_record
 
-    p = replace(p, request=_enhanced(pipe, _media_checked(pipe, p)))
+    p = replace(p, request=_media_checked(pipe, p))
+    p = replace(p, request=_enhanced(pipe, p))
     run = _LongRun(pipe, p, progress, state, window_noise, keep_state, saved)
     settings = {**run.full.settings(), **pipe.record_facts(request.prompt, p.request.conditions),
                 "control": control_record(request.control), "long": p.settings(),
@@ -429,7 +417,7 @@ def generate(
 def _warn_unused_entries(p: LongPlan) -> None:
     # an entry past the video's end, or replaced before the next window starts, was dropped without a word
     entries = schedule_frames(read_schedule(p.request.prompt_schedule), p.frame_rate)
-    taken = {_in_force(entries, w.first_frame) for w in p.windows}
+    taken = {in_force(entries, w.first_frame) for w in p.windows}
     unused = [f for i, (f, _) in enumerate(entries) if i not in taken]
     if unused:
         starts = ", ".join(str(w.first_frame) for w in p.windows[:4]) + (", ..." if len(p.windows) > 4 else "")
@@ -451,10 +439,19 @@ def _media_checked(pipe: Pipeline, p: LongPlan) -> GenerationRequest:
     return replace(r, conditions=tuple(check_condition(c, height, width, p.num_frames, decoded) for c in r.conditions))
 
 
-def _enhanced(pipe: Pipeline, request: GenerationRequest) -> GenerationRequest:
-    """``request`` with its enhanced prompt where its plan says so, as ``Pipeline.run`` enhances one generation (and
-    ``ltx generate`` every item before the model loads): one rewrite, encoded for every window; image-to-video
-    captions the first frame at the generation size."""
+def _enhanced(pipe: Pipeline, p: LongPlan) -> GenerationRequest:
+    """The plan's request with its enhanced prompt where its plan says so, as ``Pipeline.run`` enhances one generation
+    (and ``ltx generate`` every item before the model loads): one prompt is rewritten once under the run's seed and
+    encoded for every window; image-to-video captions the first frame at the generation size. Per-window prompts:
+    each distinct one as the first window that takes it (:meth:`LongPlan.prompt_requests`), by window prompt."""
+    if not per_window(p.request):
+        return _enhanced_one(pipe, p.request)
+    done = [_enhanced_one(pipe, u) for u in p.prompt_requests()]
+    rewrites = {u.prompt: u.enhanced_prompt for u in done if isinstance(u.enhanced_prompt, str)}
+    return replace(p.request, enhanced_prompt=rewrites or None)
+
+
+def _enhanced_one(pipe: Pipeline, request: GenerationRequest) -> GenerationRequest:
     from .enhance.rules import note_skipped, request_plan
 
     plan_ = request_plan(request, pipe.preset)
@@ -462,7 +459,7 @@ def _enhanced(pipe: Pipeline, request: GenerationRequest) -> GenerationRequest:
         if request.enhanced_prompt is None:
             note_skipped(plan_)  # said once, for the whole video (its windows have no enhancement stage)
         return request
-    from .enhance.stage import first_frame_pixels
+    from .conditions import first_frame_pixels
 
     pixels = first_frame_pixels(request, pipe.preset) if plan_.kind == "i2v" and pipe.enhancer is not None else None
     assert request.seed is not None  # plan() draws one
@@ -608,7 +605,9 @@ class _LongRun:
             with torch.inference_mode():
                 for j, prompt in enumerate(prompts):
                     pipe.free_text_encoder_after_use = free and j == len(prompts) - 1
-                    texts[prompt] = pipe._encode_text(replace(self.full, prompt=prompt), need_negative, self.progress)
+                    rewrite = rewrite_of(self.plan.request.enhanced_prompt, prompt)
+                    texts[prompt] = pipe._encode_text(replace(self.full, prompt=prompt, enhanced_prompt=rewrite),
+                                                      need_negative, self.progress)
         finally:
             pipe.free_text_encoder_after_use = free
         self.timings["text_encoding_s"] += time.perf_counter() - t0

@@ -35,6 +35,9 @@ SETTINGS = ("model", "dtype", "weights_dtype", "attention", "cpu_gemm", "vae_con
 #: size; the model's preset names the enhancer and captioner): one of them given asks for a new rewrite.
 _REWRITTEN_FROM = ("seed", "enhance_prompt", "enhancer_model", "caption_model", "conditions", "height", "width",
                    "model")
+#: What lays out a per-window record's windows (which window first takes each prompt, and its conditions): one of
+#: them given asks for new rewrites of its window prompts too.
+_WINDOWS_FROM = ("prompt_schedule", "window", "overlap", "num_frames", "duration", "frame_rate")
 _TYPES: dict[str, Any] = {"prompt": str, "negative_prompt": str, "height": int, "width": int, "num_frames": int,
                           "frame_rate": (int, float), "seed": int, "steps": int}
 
@@ -111,7 +114,7 @@ def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
         values["enhance_prompt"] = record["enhance_prompt"]  # runs (the run's --enhancer-model is not recorded)
     elif "enhance_prompt" not in record:  # written before prompt enhancement existed: nothing was rewritten
         values["enhance_prompt"] = "off"
-    if isinstance(record.get("enhanced_prompt"), str):
+    if isinstance(record.get("enhanced_prompt"), (str, Mapping)):  # per-window prompts: a rewrite by window prompt
         values["enhanced_prompt"] = record["enhanced_prompt"]
     upscaled = record.get("temporal_upscale")
     if upscaled:  # the record's length and rate are the output's: the generation's are kept beside them
@@ -162,7 +165,8 @@ def redo_row(path: str | os.PathLike[str], given: Mapping[str, Any], prompt: str
         row.pop("control", None)
     if given.get("duration") is not None:  # a length in seconds replaces the recorded frame count
         row.pop("num_frames", None)
-    if prompt is not None or any(_given(given, k) for k in _REWRITTEN_FROM):
+    if prompt is not None or any(_given(given, k) for k in _REWRITTEN_FROM) or (
+            isinstance(row.get("enhanced_prompt"), Mapping) and any(_given(given, k) for k in _WINDOWS_FROM)):
         row.pop("enhanced_prompt", None)
     if prompt is not None:  # the windows' prompts too
         row["prompt"] = prompt

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from .enhance.rules import check_mode
+from .enhance.rules import check_enhanced, check_mode, rewrite_of
 from .formatting import dataclass_repr
 from .passes import flat_blocks, pass_overrides, v2v_pass, validate_pass
 from .presets import DEFAULT_DOWNSCALE_FACTOR, PassSettings, Preset, multi_scale_sizes
@@ -121,7 +121,8 @@ class GenerationRequest:
     ``enhance_prompt``: ``auto`` (the official rule: rewrite a prompt of fewer words than the preset's
     ``prompt_enhancement_words_threshold``), ``on`` or ``off`` (:mod:`ltxcli.enhance`); the rewrite samples under
     ``seed``. ``enhanced_prompt``: the rewrite when it was computed ahead of the run (``ltx generate`` enhances
-    every item before it loads the model); the text encoder then encodes it instead of ``prompt``.
+    every item before it loads the model); the text encoder then encodes it instead of ``prompt``. Per-window
+    prompts: a mapping of each window prompt to its rewrite (one it lacks goes through the enhancement stage).
     """
 
     prompt: str
@@ -163,7 +164,7 @@ class GenerationRequest:
     temporal_upscale: bool = False
     control: Control | None = None
     enhance_prompt: str = "auto"
-    enhanced_prompt: str | None = None
+    enhanced_prompt: str | Mapping[str, str] | None = None
     __repr__ = dataclass_repr  # the fields given, tensors (video, noise, media) by their shapes
 
     def check_single(self) -> None:
@@ -618,8 +619,7 @@ def resolve_request(
     if r.control is not None:
         check_control(r.control)
     enhance = check_mode(r.enhance_prompt)
-    if r.enhanced_prompt is not None and not isinstance(r.enhanced_prompt, str):
-        raise ValueError("enhanced_prompt must be a string")
+    check_enhanced(r.enhanced_prompt)
     if r.seed is not None and not 0 <= r.seed <= SEED_MAX:
         raise ValueError(f"seed={r.seed} must be in [0, 2**63 - 1] (use {0 if r.seed < 0 else '2**63 - 1'})")
     if r.noise is not None and multi:
@@ -659,7 +659,7 @@ def resolve_request(
         noise=r.noise, preset=preset.name, cache=cache, cache_threshold=cache_threshold, control=r.control,
         loras=loras,
         temporal_upscale=bool(r.temporal_upscale),
-        enhance_prompt=enhance, enhanced_prompt=r.enhanced_prompt,
+        enhance_prompt=enhance, enhanced_prompt=rewrite_of(r.enhanced_prompt, r.prompt),
     )
 
 

@@ -1,6 +1,7 @@
 """When things happen in a video, from what a request says: a duration in seconds -> its frame count, a prompt
-schedule -> its entries and their start frames. No torch; :mod:`ltxcli.long_video` plans windows from these,
-and the runner and the memory plan complete a request's length with them before any model loads."""
+schedule -> its entries and their start frames, a window's start -> the prompt it takes. No torch;
+:mod:`ltxcli.long_video` plans windows from these, and the runner and the memory plan complete a request's length
+with them before any model loads."""
 
 from __future__ import annotations
 
@@ -136,10 +137,32 @@ def schedule_frames(entries: Sequence[tuple[str | int, str]], frame_rate: float)
     return [(f, p) for f, _, p in frames]
 
 
+def window_prompts(r: GenerationRequest, spans: Sequence[tuple[int, int]], frame_rate: float) -> list[str]:
+    """The prompt of each window: the schedule entry in force at the window's first frame, else the ``|``
+    parts in order (the last one repeated), else the prompt."""
+    if r.prompt_schedule is not None:
+        entries = schedule_frames(read_schedule(r.prompt_schedule), frame_rate)
+        return [entries[in_force(entries, FRAMES_PER_LATENT * start)][1] for start, _ in spans]
+    return bar_prompts(r.prompt, len(spans))
+
+
+def in_force(entries: Sequence[tuple[int, str]], frame: int) -> int:
+    """Which of the schedule's ``entries`` (by start) a window starting at ``frame`` takes: the last one started,
+    else the first."""
+    started = [i for i, (f, _) in enumerate(entries) if f <= frame]
+    return started[-1] if started else 0
+
+
+def bar_prompts(prompt: str, n: int) -> list[str]:
+    """The prompts of ``n`` windows from a ``"a | b | c"`` prompt: its parts in order, the last one repeated."""
+    parts = [p.strip() for p in prompt.split("|")]
+    return [parts[min(i, len(parts) - 1)] for i in range(n)]
+
+
 def duration_frames(request: GenerationRequest, preset: Preset) -> int | None:
     """:func:`frames_of` at the request's frame rate, else the preset's (an input video's, once it gave one)."""
     return frames_of(request, float(preset_size(preset, request.height, request.width, None, request.frame_rate)[3]))
 
 
-__all__ = ["FRAMES_PER_LATENT", "duration_frames", "frames_for_duration", "frames_of", "length_option", "parse_duration",
-           "read_schedule", "schedule_frames", "start_frame"]
+__all__ = ["FRAMES_PER_LATENT", "bar_prompts", "duration_frames", "frames_for_duration", "frames_of", "in_force",
+           "length_option", "parse_duration", "read_schedule", "schedule_frames", "start_frame", "window_prompts"]

@@ -307,6 +307,12 @@ def test_memory_plan_counts_the_enhancer(tmp_path: Path, models: tuple[Any, Any,
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     assert enhancer_bytes(t2v, NEUTRAL, weights_dir=tmp_path) == NOMINAL_BYTES["llama-3.2-3b-instruct"]
     assert enhancer_bytes(i2v, NEUTRAL, weights_dir=tmp_path) == sum(NOMINAL_BYTES.values())
+    # per-window prompts (counted as none before): the LLM, and the captioner when the first window holds an image
+    bars = dict(seed=1, height=64, width=96, num_frames=25, window=16, overlap=8)
+    llm_bytes = NOMINAL_BYTES["llama-3.2-3b-instruct"]
+    assert enhancer_bytes(GenerationRequest("a cat | a dog", **bars), NEUTRAL, weights_dir=tmp_path) == llm_bytes
+    assert enhancer_bytes(GenerationRequest("a cat | a dog", conditions=[Condition(str(image_file), 0)], **bars), NEUTRAL,
+                          weights_dir=tmp_path) == sum(NOMINAL_BYTES.values())
     assert enhancer_bytes(GenerationRequest(" ".join(["w"] * 120)), NEUTRAL) == 0
     assert enhancer_bytes(t2v, TINY_PRESET) == 0  # auto never enhances there
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -330,29 +336,86 @@ def test_weights_pull_with_enhancer_names_both_models() -> None:
     assert names_to_pull(["tiny"], with_enhancer=True) == ["tiny"]  # its enhancer models are built in
 
 
-def test_no_enhancement_yet_for_an_extension_or_per_window_prompts() -> None:
-    """The official rule knows neither: an extension (the CLI enhanced it as text-to-video before, the library as
-    image-to-video of its context) and per-window prompts (the whole 'a | b' text was rewritten into one prompt
-    for every window) are skipped under auto and refused under on, in the CLI's stage and the pipeline alike."""
+def test_no_enhancement_yet_for_an_extension() -> None:
+    """The official rule knows no extension (the CLI enhanced it as text-to-video before, the library as
+    image-to-video of its context): skipped under auto and refused under on, in the CLI's stage and the pipeline
+    alike. Per-window prompts were refused too; they are enhanced window prompt by window prompt now."""
     from dataclasses import replace
 
     from ltxcli.request import Extension
 
     preset = replace(TINY_PRESET, prompt_enhancement_words_threshold=120)
     assert rules.request_plan(GenerationRequest("a cat"), preset).kind == "t2v"  # the official rule otherwise
-    for kwargs in ({"extend": Extension("clip.mp4", 8)}, {"prompt": "a cat | a dog"},
-                   {"prompt_schedule": [{"start": 0, "prompt": "a cat"}]}):
-        req = GenerationRequest(**{"prompt": "a cat", **kwargs})
-        p = rules.request_plan(req, preset)
-        assert p.kind is None and "not supported yet" in p.reason
-        with pytest.raises(ValueError, match="prompt enhancement is not supported yet with"):
-            rules.request_plan(GenerationRequest(**{"prompt": "a cat", **kwargs, "enhance_prompt": "on"}), preset)
+    req = GenerationRequest("a cat", extend=Extension("clip.mp4", 8))
+    p = rules.request_plan(req, preset)
+    assert p.kind is None and "not supported yet" in p.reason
+    with pytest.raises(ValueError, match="prompt enhancement is not supported yet with an extension"):
+        rules.request_plan(GenerationRequest("a cat", extend=Extension("clip.mp4", 8), enhance_prompt="on"), preset)
+    for kwargs in ({"prompt": "a cat | a dog"}, {"prompt_schedule": [{"start": 0, "prompt": "a cat"}]}):
+        assert rules.unsupported(GenerationRequest(**{"prompt": "a cat", **kwargs, "enhance_prompt": "on"})) is None
     # the library's extension ran without enhancement and recorded "on" (and took any mode): refused up front now
     from ltxcli.extend import check_extension
 
     for mode, match in (("on", "not supported yet with an extension"), ("bad", "must be one of auto, on, off")):
         with pytest.raises(ValueError, match=match):
             check_extension(GenerationRequest("a cat", extend=Extension("clip.mp4", 8), enhance_prompt=mode))
+
+
+class _Recording:
+    """A :class:`PromptEnhancer` stand-in for the CLI's stage: records each rewrite asked for, as
+    ``(prompt, seed, caption image shape or None)``, and returns ``"<prompt> rewritten"``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, tuple[int, ...] | None]] = []
+
+    def available(self, image: bool, modes: Any, warn: Any, download: Any = None) -> bool:
+        return True
+
+    def __enter__(self) -> _Recording:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def enhance(self, prompt: str, *, seed: int, image: Any = None) -> str:
+        self.calls.append((prompt, seed, None if image is None else tuple(image.shape)))
+        return f"{prompt} rewritten"
+
+
+def test_per_window_prompts_are_enhanced_each_once_in_their_window_mode(image_file: Path) -> None:
+    """'a | b' and prompt schedules were refused under on and kept under auto. Each distinct window prompt is now
+    rewritten once (a prompt two windows take, once) under the run's seed, by the official rule for the first
+    window that takes it, as one generation: image-to-video (its first frame captioned) for the window holding
+    the frame-0 image, text-to-video for a window without conditions, kept for a window holding a keyframe at a
+    later frame and, under auto, for a prompt of at least the threshold's words. A rewrite already mapped (a
+    redo's) is not made again."""
+    from dataclasses import replace
+
+    preset = replace(TINY_PRESET, prompt_enhancement_words_threshold=120)
+    # 25 frames in windows of 16 (2 latent frames) with 8 shared: windows start at frames 0, 8, 16
+    size = dict(height=64, width=96, num_frames=25, window=16, overlap=8)
+    image = str(image_file)
+    bars = GenerationRequest("a cat walks | a dog runs | a cat walks", conditions=[Condition(image, 0)], seed=3,
+                             **size)
+    long = " ".join(["word"] * 120)
+    schedule = [{"start": 0, "prompt": long}, {"start": 8, "prompt": "a bird flies"},
+                {"start": 16, "prompt": "a fish swims"}]
+    keyed = GenerationRequest("", prompt_schedule=schedule, conditions=[Condition(image, 20)], seed=4, **size)
+    redo = GenerationRequest("a cat | a dog", seed=5, enhance_prompt="on", enhanced_prompt={"a cat": "given"},
+                             **size)
+    enhancer = _Recording()
+    done = []
+    enhance_requests([bars, keyed, redo], preset, enhancer, warn=pytest.fail,  # type: ignore[arg-type]
+                     on_enhanced=done.append)
+    # the 64x48 image cropped to the video's 3:2 at its own size (the official media handling): 64x42
+    assert enhancer.calls == [("a cat walks", 3, (1, 3, 1, 42, 64)), ("a dog runs", 3, None),
+                              ("a bird flies", 4, None), ("a dog", 5, None)]
+    assert bars.enhanced_prompt == {"a cat walks": "a cat walks rewritten", "a dog runs": "a dog runs rewritten"}
+    assert keyed.enhanced_prompt == {"a bird flies": "a bird flies rewritten"}
+    assert redo.enhanced_prompt == {"a cat": "given", "a dog": "a dog rewritten"}
+    assert done == [bars, keyed, redo]  # once each, after its last rewrite
+    enhance_requests([bars, keyed, redo], preset, enhancer, warn=pytest.fail)  # type: ignore[arg-type]
+    assert len(enhancer.calls) == 4  # every rewrite is there: none is made again
 
 
 def test_enhance_refuses_a_missing_prompt_and_a_negative_seed(models: tuple[Any, Any, Any, Any]) -> None:

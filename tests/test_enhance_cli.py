@@ -226,11 +226,41 @@ def test_prompt_command_reads_a_dash_from_stdin_as_generate_does(cli_env: Path) 
 
 
 def test_a_batch_line_enhancement_cannot_run_on_is_named(cli_env: Path) -> None:
-    """`--enhance-prompt on` with a line "a | b" (per-window prompts) was refused from the memory plan with no line
-    named, whether the line was text or JSON."""
-    (cli_env / "w.txt").write_text("a cat\n# windows\na | b\n")
-    line = assert_one_error_line(ltx("generate", "--batch", "w.txt", "--model", "tiny", *SMALL, "--enhance-prompt", "on"), 2)
-    assert line.startswith("error: --batch w.txt line 3: prompt enhancement is not supported yet with per-window"), line
-    (cli_env / "w.jsonl").write_text('{"prompt": "a cat"}\n{"prompt": "a | b", "enhance_prompt": "on"}\n')
+    """`--enhance-prompt on` with a line it cannot run on (an extension) was refused from the memory plan with no
+    line named. (Per-window prompts, "a | b", were refused alike; they are enhanced now.)"""
+    media.write_video(cli_env / "clip.mp4", torch.rand(9, 64, 96, 3), 24)
+    (cli_env / "w.jsonl").write_text('{"prompt": "a cat"}\n{"prompt": "a dog", "extend": {"video": "clip.mp4", '
+                                     '"frames": 8}, "enhance_prompt": "on"}\n')
     line = assert_one_error_line(ltx("generate", "--batch", "w.jsonl", "--model", "tiny", *SMALL), 2)
-    assert line.startswith("error: --batch w.jsonl line 2: prompt enhancement is not supported yet"), line
+    assert line.startswith("error: --batch w.jsonl line 2: prompt enhancement is not supported yet with an "
+                           "extension"), line
+
+
+def test_per_window_prompts_are_enhanced_and_redone_without_the_enhancer(cli_env: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--enhance-prompt on` with "a | b" was refused (exit 2): each window prompt is rewritten (as `ltx prompt`
+    rewrites it under the seed), reported, and recorded by window prompt in --json and the record; --from encodes
+    the recorded rewrites with no enhancer run, to the same frames."""
+    from ltxcli.redo import redo_row
+
+    # 17 frames in windows of 16 (2 latent frames) with 8 shared: two windows, "a cat" then "a dog"
+    args = ["--model", "tiny", "--seed", "5", "--steps", "1", "--height", "64", "--width", "96", "--num-frames", "17",
+            "--window", "16", "--overlap", "8"]
+    first = ltx("generate", "a cat | a dog", "--enhance-prompt", "on", *args, "--frames-dir", "a", "--json")
+    assert first.exit_code == 0, first.stderr
+    rewrites = {"a cat": expected("a cat", 5), "a dog": expected("a dog", 5)}
+    (obj,) = json_lines(first.stdout)
+    assert obj["prompt"] == "a cat | a dog" and obj["enhanced_prompt"] == rewrites
+    assert f"enhanced prompt (a dog): {rewrites['a dog']}" in first.stderr
+    assert redo_row("a", {})["enhanced_prompt"] == rewrites
+    for given in ({"window": 24}, {"num_frames": 25}, {"prompt_schedule": "s.jsonl"}):  # other windows take them
+        assert "enhanced_prompt" not in redo_row("a", given), given
+    monkeypatch.setattr(PromptEnhancer, "enhance", lambda *a, **k: pytest.fail("the enhancer ran"))
+    again = ltx("generate", "--from", "a", "--frames-dir", "b", "--json")
+    assert again.exit_code == 0, again.stderr
+    assert json_lines(again.stdout)[0]["enhanced_prompt"] == rewrites and "enhanced prompt" not in again.stderr
+    assert torch.equal(cli_harness.frame_codes(cli_env / "b"), cli_harness.frame_codes(cli_env / "a"))
+    # ltx prompt rewrites one prompt (it crashed on the mapping): "a | b" is one line naming what to give instead
+    assert "give the parts of 'a | b' one at a time" in assert_one_error_line(
+        ltx("prompt", "a cat | a dog", "--model", "tiny", "--seed", "5"), 2)
+

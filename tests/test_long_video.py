@@ -208,19 +208,56 @@ def test_conditions_are_checked_against_the_whole_video_before_the_first_window(
     assert calls == []
 
 
-def test_per_window_prompts_in_one_window_are_not_enhanced(tiny) -> None:
-    """'a | b' that fits one window: under auto its first part alone was rewritten (per-window prompts are not
-    enhanced yet, as with several windows); under on it is refused, as with several windows."""
+class _ByPrompt(_Rewriter):
+    """An enhancer stand-in that rewrites each prompt into a text of its own: ``"<prompt> in the rain"``."""
+
+    def enhance_resolved(self, r, preset, seed, pixels):
+        from dataclasses import replace
+
+        super().enhance_resolved(r, preset, seed, pixels)
+        return replace(r, enhanced_prompt=f"{r.prompt} in the rain")
+
+
+def test_per_window_prompts_in_one_window_enhance_the_first_alone(tiny) -> None:
+    """'a | b' that fits one window was refused under on (and kept under auto): its one window's prompt is
+    rewritten, as that window runs it, and recorded by window prompt as several windows' rewrites are."""
     plain = dict(height=64, width=96, num_frames=17, seed=7, steps=1, window=48)
-    tiny.enhancer = _Rewriter("a bird flies")
+    tiny.enhancer = _ByPrompt("")
     try:
-        res = long_video.generate(tiny, GenerationRequest("a cat walks | a dog runs", enhance_prompt="auto", **plain))
-        assert tiny.enhancer.calls == [] and res.settings["enhanced_prompt"] is None
-        assert res.settings["enhance_prompt"] == "auto" and res.settings["prompt"] == "a cat walks | a dog runs"
-        with pytest.raises(ValueError, match="not supported yet with per-window prompts"):
-            long_video.generate(tiny, GenerationRequest("a cat walks | a dog runs", enhance_prompt="on", **plain))
+        res = long_video.generate(tiny, GenerationRequest("a cat walks | a dog runs", enhance_prompt="on", **plain))
+        assert tiny.enhancer.calls == [("a cat walks", 7, None)]
+        assert res.settings["enhanced_prompt"] == {"a cat walks": "a cat walks in the rain"}
+        assert res.settings["enhance_prompt"] == "on" and res.settings["prompt"] == "a cat walks | a dog runs"
     finally:
         tiny.enhancer = None
+
+
+def test_per_window_prompts_are_enhanced_window_prompt_by_window_prompt(tiny, tmp_path) -> None:
+    """The library refused 'a | b' under on and kept it under auto. Each distinct window prompt is rewritten once
+    under the run's seed, image-to-video (the first frame captioned) for the first window, which holds the frame-0
+    image; every window encodes its own prompt's rewrite (the video is the one made from the rewrites as given),
+    the record maps them, and a request carrying them (a redo) runs no enhancer and makes the same video."""
+    from PIL import Image
+
+    image = tmp_path / "first.png"
+    Image.new("RGB", (64, 32), (200, 30, 30)).save(image)
+    # 25 frames in windows of 16 (2 latent frames) with 8 shared: three windows, the third taking the first's prompt
+    small = dict(height=32, width=64, num_frames=25, seed=7, steps=1, window=16, overlap=8,
+                 conditions=[Condition(str(image), 0)])
+    tiny.enhancer = _ByPrompt("")
+    try:
+        res = long_video.generate(tiny, GenerationRequest("a cat | a dog | a cat", enhance_prompt="on", **small))
+        assert tiny.enhancer.calls == [("a cat", 7, (1, 3, 1, 32, 64)), ("a dog", 7, None)]
+        rewrites = {"a cat": "a cat in the rain", "a dog": "a dog in the rain"}
+        assert res.settings["enhanced_prompt"] == rewrites
+        again = long_video.generate(tiny, GenerationRequest("a cat | a dog | a cat", enhance_prompt="on",
+                                                            enhanced_prompt=rewrites, **small))
+        assert len(tiny.enhancer.calls) == 2 and torch.equal(again.video, res.video)
+    finally:
+        tiny.enhancer = None
+    ref = long_video.generate(tiny, GenerationRequest("a cat in the rain | a dog in the rain | a cat in the rain",
+                                                      enhance_prompt="off", **small))
+    assert torch.equal(res.video, ref.video)
 
 
 def test_prompt_schedule_switches_at_the_right_window(tiny, tmp_path) -> None:

@@ -15,7 +15,7 @@ text). Here a request is rewritten once, and both passes encode that rewrite.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
@@ -137,23 +137,44 @@ class PlannedRequest(Protocol):
 
 
 def unsupported(request: PlannedRequest) -> str | None:
-    """What prompt enhancement does not do yet in ``request`` (the official rule knows neither an extension nor
-    per-window prompts), else None; with ``enhance_prompt`` on it is a ValueError, as is an unknown mode."""
+    """What prompt enhancement does not do yet in ``request`` (the official rule knows no extension), else None;
+    with ``enhance_prompt`` on it is a ValueError, as is an unknown mode."""
     mode = check_mode(request.enhance_prompt)
-    per_window = "|" in request.prompt or getattr(request, "prompt_schedule", None) is not None
-    if getattr(request, "extend", None) is None and not per_window:
+    if getattr(request, "extend", None) is None:
         return None
-    what = "per-window prompts ('|' or a prompt schedule)" if per_window else "an extension"
     if mode == "on":
-        raise ValueError(f"prompt enhancement is not supported yet with {what}: use enhance_prompt auto or off")
-    return f"prompt enhancement is not supported yet with {what}"
+        raise ValueError("prompt enhancement is not supported yet with an extension: use enhance_prompt auto or off")
+    return "prompt enhancement is not supported yet with an extension"
+
+
+def per_window(request: PlannedRequest) -> bool:
+    """Whether ``request`` gives its windows prompts of their own (``"a | b"``, a prompt schedule): then each
+    distinct window prompt is rewritten on its own, under the official rule for the first window that takes it (its
+    conditions; :meth:`ltxcli.long_video.LongPlan.prompt_requests`), and ``enhanced_prompt`` maps each window
+    prompt to its rewrite."""
+    return "|" in request.prompt or getattr(request, "prompt_schedule", None) is not None
+
+
+def rewrite_of(enhanced: str | Mapping[str, str] | None, prompt: str) -> str | None:
+    """The rewrite of ``prompt`` in a request's ``enhanced_prompt``: the string itself (one prompt), or a per-window
+    mapping's entry for it (None: that window prompt is encoded as given)."""
+    return enhanced if enhanced is None or isinstance(enhanced, str) else enhanced.get(prompt)
+
+
+def check_enhanced(enhanced: Any) -> None:
+    """A request's ``enhanced_prompt``: None, a string, or (per-window prompts) a mapping of strings to strings."""
+    if enhanced is None or isinstance(enhanced, str) or (isinstance(enhanced, Mapping) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in enhanced.items())):
+        return
+    raise ValueError("enhanced_prompt must be a string (per-window prompts: a mapping of each window prompt to its "
+                     "rewrite)")
 
 
 class StagedRequest(PlannedRequest, Protocol):
     """What :func:`run_stage` reads besides :class:`PlannedRequest`: the rewrite when it was computed ahead."""
 
     @property
-    def enhanced_prompt(self) -> str | None: ...
+    def enhanced_prompt(self) -> str | Mapping[str, str] | None: ...
 
 
 # a request either side of resolution (a windowed video is enhanced before its windows are resolved)
@@ -199,8 +220,9 @@ def run_stage(r: _Request, preset: Preset, enhancer: _Enhancer | None, seed: int
 
 
 def request_plan(request: PlannedRequest, preset: Preset) -> EnhancePlan:
-    """:func:`plan` for a request (its mode, prompt and condition frames) under ``preset``. Not yet for an extension
-    or per-window prompts (:func:`unsupported`): skipped, and ``on`` is a ValueError."""
+    """:func:`plan` for a request (its mode, prompt and condition frames) under ``preset``: one prompt (per-window
+    prompts are planned window prompt by window prompt, :func:`per_window`). Not yet for an extension
+    (:func:`unsupported`): skipped, and ``on`` is a ValueError."""
     why = unsupported(request)
     if why is not None:
         return EnhancePlan(None, why)
@@ -210,5 +232,6 @@ def request_plan(request: PlannedRequest, preset: Preset) -> EnhancePlan:
 __all__ = [
     "CAPTION_MAX_NEW_TOKENS", "CAPTION_NUM_BEAMS", "CAPTION_TASK", "CONDITIONS_UNSUPPORTED", "DEFAULT_WORDS_THRESHOLD",
     "I2V_CINEMATIC_PROMPT", "MAX_NEW_TOKENS", "MODES", "T2V_CINEMATIC_PROMPT", "EnhancePlan", "EnhancementSkippedWarning",
-    "Kind", "PlannedRequest", "StagedRequest", "check_mode", "note_skipped", "plan", "request_plan", "run_stage", "unsupported", "word_count",
+    "Kind", "PlannedRequest", "StagedRequest", "check_enhanced", "check_mode", "note_skipped", "per_window", "plan",
+    "request_plan", "rewrite_of", "run_stage", "unsupported", "word_count",
 ]

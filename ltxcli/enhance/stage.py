@@ -11,10 +11,10 @@ cannot be had (offline and not on disk) falls back to the original prompt with o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .rules import request_plan
+from .rules import per_window, request_plan
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -66,23 +66,34 @@ def enhancer_bytes(request: GenerationRequest, preset: Preset, *, llm: str | Non
     on disk counts its :data:`NOMINAL_BYTES` (0 offline, where it cannot be had and the stage does not run)."""
     from .enhancer import CAPTIONER_DTYPE, LLM_DTYPE
 
-    p = request_plan(request, preset)
-    if p.kind is None or request.enhanced_prompt is not None:
+    kinds = {p.kind for u in prompt_units(request, preset) if u.enhanced_prompt is None
+             and (p := request_plan(u, preset)).kind is not None}
+    if not kinds:
         return 0
     total = _source_bytes(llm or preset.prompt_enhancer_llm, "enhancer", LLM_DTYPE, weights_dir)
-    if p.kind == "i2v":
+    if "i2v" in kinds:
         total += _source_bytes(captioner or preset.prompt_enhancer_captioner, "captioner", CAPTIONER_DTYPE, weights_dir)
     return total
 
 
 def first_frame_pixels(request: GenerationRequest, preset: Preset) -> Tensor:
-    """The pixels ``[1, 3, n, H, W]`` in [-1, 1] of the request's one condition, preprocessed as the pipeline
-    preprocesses it (resized, cropped and padded to the generation size)."""
-    from ltxcli.conditions import prepare_condition
-    from ltxcli.request import resolve_request
+    """:func:`ltxcli.conditions.first_frame_pixels` (what the captioner reads; this module imports no torch)."""
+    from ltxcli.conditions import first_frame_pixels as pixels
 
-    r = resolve_request(request, preset)
-    return prepare_condition(r.conditions[0], r.height, r.width, r.num_frames, r.padding).pixels
+    return pixels(request, preset)
+
+
+def prompt_units(request: GenerationRequest, preset: Preset) -> list[GenerationRequest]:
+    """What the stage rewrites for ``request``, each as one prompt: the request itself, or for per-window prompts
+    each distinct window prompt as the first window that takes it runs it, under the request's seed
+    (:meth:`ltxcli.long_video.LongPlan.prompt_requests`; its rewrite, when ``enhanced_prompt`` maps it, set)."""
+    if not per_window(request) or request.extend is not None:  # (an extension is not enhanced yet: unsupported)
+        return [request]
+    from ltxcli.long_video import plan
+
+    p = plan(request, preset)
+    assert p is not None  # per-window prompts always make windows
+    return p.prompt_requests()
 
 
 def enhance_requests(
@@ -91,22 +102,26 @@ def enhance_requests(
     download: Callable[[list[str]], None] | None = None,
 ) -> None:
     """Set ``enhanced_prompt`` on every request whose plan enhances it (each request needs its ``seed``), with one
-    load of the enhancer's models, freed at the end. ``download``: pulls the registry models it is given (the
-    CLI's, with progress bars) before they are checked."""
-    todo = [(r, p) for r in requests if r.enhanced_prompt is None and (p := request_plan(r, preset)).kind]
+    load of the enhancer's models, freed at the end: per-window prompts map each window prompt rewritten to its
+    rewrite (:func:`prompt_units`). ``download``: pulls the registry models it is given (the CLI's, with progress
+    bars) before they are checked. ``on_enhanced``: called once a request's rewrites are all made."""
+    todo = [(r, u, p) for r in requests for u in prompt_units(r, preset)
+            if u.enhanced_prompt is None and (p := request_plan(u, preset)).kind]
     if not todo:
         return
-    if any(r.seed is None for r, _ in todo):
+    if any(u.seed is None for _, u, _ in todo):
         raise ValueError("prompt enhancement samples under the run's seed: give every request a seed first")
-    image = any(p.kind == "i2v" for _, p in todo)
-    if not enhancer.available(image, [r.enhance_prompt for r, _ in todo], warn, download):
+    image = any(p.kind == "i2v" for *_, p in todo)
+    if not enhancer.available(image, [u.enhance_prompt for _, u, _ in todo], warn, download):
         return
     with enhancer:
-        for r, p in todo:
-            image = first_frame_pixels(r, preset) if p.kind == "i2v" else None
-            assert r.seed is not None
-            r.enhanced_prompt = enhancer.enhance(r.prompt, seed=r.seed, image=image)
-            if on_enhanced is not None:
+        for i, (r, u, p) in enumerate(todo):
+            pixels = first_frame_pixels(u, preset) if p.kind == "i2v" else None
+            assert u.seed is not None
+            text = enhancer.enhance(u.prompt, seed=u.seed, image=pixels)
+            mapped = r.enhanced_prompt if isinstance(r.enhanced_prompt, Mapping) else {}
+            r.enhanced_prompt = text if u is r else {**mapped, u.prompt: text}  # per-window: by window prompt
+            if on_enhanced is not None and (i + 1 == len(todo) or todo[i + 1][0] is not r):
                 on_enhanced(r)
 
 
@@ -122,7 +137,11 @@ def enhance_items(
 
     def report(r: GenerationRequest) -> None:
         where = f" [{getattr(r, 'index', 0) + 1}]" if len(requests) > 1 else ""
-        info(f"enhanced prompt{where}: {r.enhanced_prompt}")
+        if not isinstance(r.enhanced_prompt, Mapping):
+            info(f"enhanced prompt{where}: {r.enhanced_prompt}")
+            return
+        for prompt, text in r.enhanced_prompt.items():  # per-window prompts: each rewrite after its window prompt
+            info(f"enhanced prompt{where} ({prompt}): {text}")
 
     enhance_requests(requests, preset, enhancer, warn=warn, on_enhanced=report, download=download)
 
@@ -132,8 +151,13 @@ def enhance_prompt(
 ) -> dict[str, Any]:
     """``ltx prompt``: the rewrite ``ltx generate --enhance-prompt on`` makes of ``prompt`` under ``preset`` (at its
     size for ``image``, the first frame) -> ``{"prompt", "enhanced_prompt", "seed", "image"}``. ``kwargs``: those of
-    :func:`enhance_items` (``warn`` is required)."""
+    :func:`enhance_items` (``warn`` is required). One prompt: per-window prompts are a ValueError (each window
+    prompt is rewritten alone, which ``ltx prompt PART`` shows)."""
     import secrets
+
+    if "|" in prompt:  # which parts a video uses, and which window takes the image, depend on its windows
+        raise ValueError("ltx prompt rewrites one prompt: give the parts of 'a | b' one at a time (ltx generate "
+                         "rewrites each window prompt alone, under the same seed; --image goes with the first)")
 
     from ltxcli.api import resolve_device
     from ltxcli.request import Condition, GenerationRequest, check_fields
@@ -147,5 +171,5 @@ def enhance_prompt(
 
 __all__ = [
     "NOMINAL_BYTES", "enhance_items", "enhance_prompt", "enhance_requests", "enhancer_bytes", "enhancer_for",
-    "first_frame_pixels",
+    "first_frame_pixels", "prompt_units",
 ]
