@@ -46,7 +46,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .enhance.rules import per_window, rewrite_of
+from .enhance.rules import held, per_window, rewrite_of
 from .locks import serialised
 from .long_state import read_state, seed_of, state_hash, state_path
 from .request import (
@@ -386,9 +386,8 @@ def generate(
     if p is None or len(p.windows) == 1:
         one = replace(p.window_request(0), num_frames=p.num_frames) if p is not None else _single(request, pipe.preset)
         result = pipe.run(one, progress=progress, stream=stream)  # (per-window prompts: window 0's is enhanced)
-        text = result.settings["enhanced_prompt"]
-        if per_window(request) and text is not None:  # recorded as several windows' rewrites are, by window prompt
-            result.settings["enhanced_prompt"] = {one.prompt: text}
+        if per_window(request) and (text := result.settings["enhanced_prompt"]) is not None:  # by window prompt,
+            result.settings["enhanced_prompt"] = {one.prompt: text}  # as several windows' rewrites are recorded
         if p is not None:  # the record keeps the prompt given and, as a longer video's, the window (its prompt:
             # a schedule's entry is taken whole, a "a | b" prompt's first part; a redo from PROMPT alone would split)
             result.settings.update(enhance_prompt=request.enhance_prompt, prompt=request.prompt, long=p.settings())
@@ -441,12 +440,13 @@ def _media_checked(pipe: Pipeline, p: LongPlan) -> GenerationRequest:
 
 def _enhanced(pipe: Pipeline, p: LongPlan) -> GenerationRequest:
     """The plan's request with its enhanced prompt where its plan says so, as ``Pipeline.run`` enhances one generation
-    (and ``ltx generate`` every item before the model loads): one prompt is rewritten once under the run's seed and
-    encoded for every window; image-to-video captions the first frame at the generation size. Per-window prompts:
-    each distinct one as the first window that takes it (:meth:`LongPlan.prompt_requests`), by window prompt."""
+    (and ``ltx generate`` every item before the model loads): one prompt once, under the run's seed, for every window
+    (image-to-video captions the first frame at the generation size); per-window prompts each distinct one as the
+    first window that takes it (:meth:`LongPlan.prompt_requests`), by window prompt, under one load of the enhancer."""
     if not per_window(p.request):
         return _enhanced_one(pipe, p.request)
-    done = [_enhanced_one(pipe, u) for u in p.prompt_requests()]
+    with held(pipe.enhancer):
+        done = [_enhanced_one(pipe, u) for u in p.prompt_requests()]
     rewrites = {u.prompt: u.enhanced_prompt for u in done if isinstance(u.enhanced_prompt, str)}
     return replace(p.request, enhanced_prompt=rewrites or None)
 

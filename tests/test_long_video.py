@@ -260,6 +260,27 @@ def test_per_window_prompts_are_enhanced_window_prompt_by_window_prompt(tiny, tm
     assert torch.equal(res.video, ref.video)
 
 
+def test_a_videos_window_prompts_load_the_enhancer_once(tiny, monkeypatch) -> None:
+    """The library rewrote each window prompt through the pipeline's enhancer stage, which loaded the enhancer's
+    models and freed them every time (a 6 GB LLM read again for every window prompt): they are loaded once for all
+    of a video's window prompts now, and freed when they are done."""
+    from ltxcli.enhance import tiny as tiny_enhancer
+    from ltxcli.enhance.enhancer import PromptEnhancer
+
+    real, builds = tiny_enhancer.build, []
+    monkeypatch.setattr(tiny_enhancer, "build", lambda *a, **k: builds.append(1) or real(*a, **k))
+    tiny.enhancer = PromptEnhancer("tiny", "tiny", max_new_tokens=4)  # (a short rewrite: the loads are counted)
+    try:
+        # 17 frames in windows of 16 (2 latent frames) with 8 shared: two windows, one prompt each; the stage that
+        # long_video.generate runs before denoising any window
+        p = long_video.plan(GenerationRequest("a cat | a dog", enhance_prompt="on", height=32, width=64,
+                                              num_frames=17, seed=7, window=16, overlap=8), tiny.preset)
+        assert sorted(long_video._enhanced(tiny, p).enhanced_prompt) == ["a cat", "a dog"]
+        assert len(builds) == 1 and tiny.enhancer.modules == []
+    finally:
+        tiny.enhancer = None
+
+
 def test_prompt_schedule_switches_at_the_right_window(tiny, tmp_path) -> None:
     sched = tmp_path / "prompts.jsonl"
     # windows start at pixel frames 0, 24, 48: "1.5s" at 24 fps is frame 36 -> in force from the third window

@@ -123,6 +123,7 @@ class PromptEnhancer:
         self.captioner: tuple[Any, Any] | None = None  # (model, processor)
         self._tiny: tuple[Any, Any, Any, Any] | None = None
         self._given = False
+        self._held = 0  # nested ``with`` blocks: the models are freed as the outermost one exits
 
     @classmethod
     def from_models(cls, llm: tuple[Any, Any], captioner: tuple[Any, Any] | None = None) -> PromptEnhancer:
@@ -259,10 +260,15 @@ class PromptEnhancer:
         release_memory()
 
     def __enter__(self) -> PromptEnhancer:
+        self._held += 1
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.free()
+        """Free the models (:meth:`free`) unless an outer ``with`` still holds them (a long video's window prompts
+        are rewritten one by one, each through :meth:`enhance_resolved`, under one load)."""
+        self._held = max(self._held - 1, 0)
+        if not self._held:
+            self.free()
 
     # --- the computation ------------------------------------------------------------------------------------
 

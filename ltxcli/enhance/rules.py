@@ -16,6 +16,7 @@ text). Here a request is rewritten once, and both passes encode that rewrite.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
@@ -196,6 +197,13 @@ def note_skipped(p: EnhancePlan) -> None:
                       EnhancementSkippedWarning, stacklevel=4)
 
 
+def held(enhancer: object) -> AbstractContextManager[Any]:
+    """``enhancer`` as a ``with`` block that keeps its models loaded across several rewrites (a
+    :class:`~ltxcli.enhance.enhancer.PromptEnhancer` is re-entrant), or a no-op for a stand-in that is no context
+    manager (or None)."""
+    return enhancer if isinstance(enhancer, AbstractContextManager) else nullcontext()
+
+
 class _Enhancer(Protocol):
     def enhance_resolved(self, r: _Request, preset: Preset, seed: int, pixels: Any) -> _Request: ...
 
@@ -232,6 +240,6 @@ def request_plan(request: PlannedRequest, preset: Preset) -> EnhancePlan:
 __all__ = [
     "CAPTION_MAX_NEW_TOKENS", "CAPTION_NUM_BEAMS", "CAPTION_TASK", "CONDITIONS_UNSUPPORTED", "DEFAULT_WORDS_THRESHOLD",
     "I2V_CINEMATIC_PROMPT", "MAX_NEW_TOKENS", "MODES", "T2V_CINEMATIC_PROMPT", "EnhancePlan", "EnhancementSkippedWarning",
-    "Kind", "PlannedRequest", "StagedRequest", "check_enhanced", "check_mode", "note_skipped", "per_window", "plan",
+    "Kind", "PlannedRequest", "StagedRequest", "check_enhanced", "check_mode", "held", "note_skipped", "per_window", "plan",
     "request_plan", "rewrite_of", "run_stage", "unsupported", "word_count",
 ]
