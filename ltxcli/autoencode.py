@@ -32,6 +32,7 @@ from .loading import CheckpointError, inspect_checkpoint, load_vae
 from .media import MediaError
 from .metrics import FrameQuality, frame_quality
 from .models.upcast import compute_dtype
+from .models.winograd import parse_conv_algorithm
 from .naming import fps_number
 from .sizes import padded_size, split_pad
 
@@ -102,19 +103,27 @@ class VideoAutoencoder:
                   seed: int | None = None) -> Tensor:
         """Normalised latents ``[1, C, f, h, w]`` -> float ``[F, H, W, 3]`` in [0, 1] on the CPU as the generation
         that recorded ``d`` decoded them (:meth:`ltxcli.pipeline.Pipeline.run`'s decode stage): decode noise drawn
-        in its memory layout from its seed, its tone mapping and decode timestep, then its crop to the video's
-        size. ``timestep``, ``seed``: given, they replace the recorded ones."""
+        in its memory layout from its seed, its tone mapping and decode timestep, by its VAE convolutions (the
+        module's own are set back after), then its crop to the video's size. ``timestep``, ``seed``: given, they
+        replace the recorded ones."""
         t = (d.timestep if timestep is None else timestep) if self.module.timestep_conditioning else None
         gen = torch.Generator("cpu").manual_seed(d.seed if seed is None else seed)
         # the latents in the generation's layout (channels-last in practice): its decode noise was drawn in it
         z = torch.empty_strided(latents.shape, d.stride, dtype=latents.dtype).copy_(latents)
-        with torch.inference_mode():
-            z = z.to(self.device)
-            if t is not None:  # as the pipeline: noise only for a timestep-conditioned decoder
-                z = sampling.decode_noise(z, d.noise_scale, gen)
-            pixels = self.module.decode(sampling.tone_map(z, d.tone_map_compression_ratio), timestep=t, generator=gen)
-            return crop_video(pixels, num_frames=d.num_frames, padded=d.padded, padding=d.padding,
-                              resize=d.resize).cpu()
+        own = self.module.conv_algorithm
+        try:
+            if d.vae_conv is not None:  # Winograd and direct convolutions round differently
+                self.module.set_conv_algorithm(d.vae_conv)
+            with torch.inference_mode():
+                z = z.to(self.device)
+                if t is not None:  # as the pipeline: noise only for a timestep-conditioned decoder
+                    z = sampling.decode_noise(z, d.noise_scale, gen)
+                pixels = self.module.decode(sampling.tone_map(z, d.tone_map_compression_ratio), timestep=t,
+                                            generator=gen)
+                return crop_video(pixels, num_frames=d.num_frames, padded=d.padded, padding=d.padding,
+                                  resize=d.resize).cpu()
+        finally:
+            self.module.set_conv_algorithm(own)
 
 
 def vae_statistics(vae: nn.Module) -> Tensor:
@@ -129,7 +138,9 @@ class DecodeSettings:
     them: the decode ``timestep``, decode ``noise_scale`` drawn from ``seed`` in the latents' memory layout
     ``stride``, the last pass's ``tone_map_compression_ratio``; then the decoded frames cropped to the video
     (:func:`ltxcli.frames.crop_video`: ``num_frames``, ``padded`` ``(height, width)``, ``padding`` ``(left, right,
-    top, bottom)``, ``resize``: a multi-scale run's)."""
+    top, bottom)``, ``resize``: a multi-scale run's). ``vae_conv``: the VAE's 3x3x3 convolution algorithm in that
+    decode (:class:`~ltxcli.models.winograd.ConvAlgorithm`'s value, as resolved at load: a CPU's measured choice
+    for ``--vae-conv auto`` included); None: not recorded (files written before it), the decoding VAE's own."""
 
     timestep: float
     noise_scale: float
@@ -140,6 +151,7 @@ class DecodeSettings:
     padded: tuple[int, int]
     padding: tuple[int, int, int, int]
     resize: bool
+    vae_conv: str | None = None
 
     @classmethod
     def of(cls, result: GenerationResult) -> DecodeSettings:
@@ -149,7 +161,7 @@ class DecodeSettings:
         return cls(float(s["decode_timestep"]), float(s["decode_noise_scale"]), int(result.seed),
                    float(s["passes"][-1]["tone_map_compression_ratio"]), tuple(result.latents.stride()),
                    int(s["num_frames"]), (ph, pw), (*split_pad(pw - s["width"]), *split_pad(ph - s["height"])),
-                   bool(s["multi_scale"]))
+                   bool(s["multi_scale"]), str(s["vae_conv"]))
 
     def to_json(self) -> str:
         return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()})
@@ -166,7 +178,7 @@ class DecodeSettings:
             d = cls(float(v["timestep"]), float(v["noise_scale"]), int(v["seed"]),
                     float(v["tone_map_compression_ratio"]), tuple(int(x) for x in v["stride"]), int(v["num_frames"]),
                     (int(v["padded"][0]), int(v["padded"][1])), tuple(int(x) for x in v["padding"]),  # type: ignore[arg-type]
-                    bool(v["resize"]))
+                    bool(v["resize"]), None if v.get("vae_conv") is None else str(parse_conv_algorithm(v["vae_conv"])))
         except (ValueError, TypeError, KeyError, IndexError) as e:
             raise MediaError(f"{path}: its '{DECODE_KEY}' record is not readable ({type(e).__name__}: {e})") from None
         (ph, pw), (left, right, top, bottom) = d.padded, (*d.padding, 0, 0, 0, 0)[:4]

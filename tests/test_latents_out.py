@@ -13,9 +13,10 @@ import torch
 from cli_harness import assert_one_error_line, enter_cli_env, json_lines, ltx, memoised_loader
 
 import ltxcli
-from ltxcli import autoencode, media
+from ltxcli import api, autoencode, media
 
 _cached_load = memoised_loader()
+_real_load = api.load_pipeline  # (the CLI's is the memoised one in these tests)
 
 
 def _one_tiny(*args: object, **kwargs: object) -> object:
@@ -43,6 +44,27 @@ def test_generation_latents_decode_to_the_generations_very_frames() -> None:
     assert video.shape == res.video.shape and torch.equal(video, res.video)
     plain, none = autoencode.decode_file(vae, latents, meta, "g.safetensors", plain=True)
     assert none is None and plain.shape == (17, 96, 64, 3)  # the VAE's own, uncropped reconstruction
+
+
+def test_generation_latents_record_the_vae_convolutions_the_decode_ran(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU generation's VAE runs the calibration's choice for ``--vae-conv auto`` (Winograd or direct: they round
+    differently); ``ltx vae decode`` loads the VAE without measuring, so it runs the recorded one. The tiny model is
+    too narrow to be measured: the calibration is made to choose Winograd, which its auto rule never takes."""
+    from ltxcli import calibrate
+    from ltxcli.models.winograd import ConvAlgorithm
+
+    monkeypatch.setattr(calibrate, "for_configs", lambda *a, **k: calibrate.CpuChoices(True, True, "winograd", {}))
+    pipe = _real_load("tiny")  # not the memoised one: its VAE would keep the choice
+    assert pipe.vae.conv_algorithm is ConvAlgorithm.WINOGRAD
+    res = pipe.generate("a cat", seed=5, height=64, width=64, num_frames=9)
+    autoencode.save_generation_latents("w.safetensors", res, vae=pipe.vae, model="tiny", source="w.mp4")
+    latents, meta = autoencode.read_latents("w.safetensors")
+    vae = autoencode.load_autoencoder("tiny", label="tiny", decode_timestep=0.05, device=torch.device("cpu"),
+                                      dtype=torch.float32)  # as `ltx vae decode` loads it: its own auto
+    video, how = autoencode.decode_file(vae, latents, meta, "w.safetensors")
+    assert torch.equal(video, res.video)  # auto's direct convolutions differ by ~1e-6
+    assert how is not None and how.vae_conv == "winograd"
+    assert vae.module.conv_algorithm is ConvAlgorithm.AUTO  # set back after the decode
 
 
 def test_latents_out_then_vae_decode_gives_the_videos_frames(cli_env: Path) -> None:
