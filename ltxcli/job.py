@@ -63,6 +63,9 @@ class JobSettings:
     vae_tiling: str = "auto"
     vae_conv: str = "auto"
     cpu_gemm: str = "auto"  # the CPU float32 linears' route: not an option, a redo's (ltxcli.redo.SETTINGS)
+    # vae_conv is a record's (a redo's): run as recorded, also auto, which on the CPU is otherwise this host's
+    # measured choice (ltxcli.calibrate), so that a new calibration does not change a redo's rounding
+    vae_conv_recorded: bool = False
     upcast_at_load: bool = False
     weights_dtype: str | None = None
     parallel: str = "auto"
@@ -327,6 +330,8 @@ def load(
             keep_checkpoint_dtype=s.keep_checkpoint_dtype, weights_dtype=s.weights_dtype,
             download=False, loras=s.loras or None, temporal_upsampler=spec.temporal_source,  # pulled before
             warn=_said_by_plan_job)
+    if s.vae_conv_recorded:
+        pipe.vae.set_conv_algorithm(s.vae_conv)
     load_s = time.perf_counter() - t0
     kernels = describe_model(pipe.transformer)
     # one video: the text encoder's memory is released as soon as the prompt is encoded

@@ -28,9 +28,10 @@ from .request import Condition, Extension
 #: Record keys restored as they are (batch-row names).
 _PLAIN = ("prompt", "negative_prompt", "height", "width", "num_frames", "frame_rate", "seed")
 #: Record keys that are the job's settings, not a batch row's (how the model loads and runs, how the output is
-#: written): the caller takes them out of :func:`redo_row`'s row.
-SETTINGS = ("model", "dtype", "weights_dtype", "attention", "cpu_gemm", "vae_conv", "vae_tiling", "crf",
-            "encoder_preset")
+#: written), and ``vae_conv_recorded`` (:class:`ltxcli.job.JobSettings`'s: run the recorded convolutions, an auto
+#: unmeasured): the caller takes them out of :func:`redo_row`'s row.
+SETTINGS = ("model", "dtype", "weights_dtype", "attention", "cpu_gemm", "vae_conv", "vae_conv_recorded",
+            "vae_tiling", "crf", "encoder_preset")
 #: What the recorded rewrite was made from (the i2v captioner reads the first condition cropped to the video's
 #: size; the model's preset names the enhancer and captioner): one of them given asks for a new rewrite.
 _REWRITTEN_FROM = ("seed", "enhance_prompt", "enhancer_model", "caption_model", "conditions", "height", "width",
@@ -161,6 +162,8 @@ def redo_row(path: str | os.PathLike[str], given: Mapping[str, Any], prompt: str
         raise ValueError(f"{path}: its generation record is damaged ({type(e).__name__}: {e}): it cannot be "
                          "redone") from None
     row = {k: v for k, v in values.items() if not _given(given, k) and v is not None}
+    if "vae_conv" in row:  # the VAE's convolutions as they ran (auto too: not this CPU's choice measured anew)
+        row["vae_conv_recorded"] = True
     if _given(given, "control_from"):  # a control made from a video replaces the recorded one
         row.pop("control", None)
     if given.get("duration") is not None:  # a length in seconds replaces the recorded frame count

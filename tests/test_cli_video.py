@@ -29,6 +29,7 @@ from ltxcli.progress import Heartbeat
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--height", "64", "--width", "96", "--num-frames", "9"]
 _cached_load = memoised_loader()
+_real_load = cli_harness.ltxcli_api.load_pipeline  # (tests that must load anew)
 one_thread = cli_harness.one_thread
 
 
@@ -507,6 +508,31 @@ def test_from_restores_the_vae_convolutions_tiling_and_attention(cli_env: Path) 
     assert r.exit_code == 0, r.stderr
     s = json_lines(r.stdout)[0]["settings"]
     assert (s["vae_conv"], s["vae_tiling"], s["attention"]) == ("auto", "off", "sdpa")
+
+
+def test_from_keeps_a_recorded_auto_vae_conv_when_the_calibration_changes(
+        cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the CPU --vae-conv auto runs the calibration's measured choice (auto's Winograd rule, or direct: they
+    round differently on a real model), which the record keeps as it ran; --from measured again, so a recorded
+    auto ran direct after a new calibration chose that. An auto given on the command line is still measured. The
+    tiny model is too narrow to be measured: the calibration is stood in, and loads are not memoised."""
+    from ltxcli import api, calibrate
+
+    for target in (api, cli_harness.ltxcli):
+        monkeypatch.setattr(target, "load_pipeline", _real_load)
+
+    def calibrated(conv: str) -> None:
+        monkeypatch.setattr(calibrate, "for_configs", lambda *a, **k: calibrate.CpuChoices(True, True, conv, {}))
+
+    calibrated("auto")
+    first = ltx("generate", "a cat", "--model", "tiny", "--seed", "4", "--steps", "1", "--num-frames", "9",
+                "--frames-dir", "a", "--json")
+    assert first.exit_code == 0, first.stderr
+    calibrated("direct")
+    for given, conv in (([], "auto"), (["--vae-conv", "auto"], "direct")):
+        r = ltx("generate", "--from", "a", *given, "--frames-dir", f"b{len(given)}", "--json")
+        assert r.exit_code == 0, r.stderr
+        assert json_lines(r.stdout)[0]["settings"]["vae_conv"] == conv, given
 
 
 def test_from_encodes_the_video_as_recorded(cli_env: Path) -> None:
