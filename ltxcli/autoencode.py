@@ -34,6 +34,7 @@ from .metrics import FrameQuality, frame_quality
 from .models.upcast import compute_dtype
 from .models.winograd import parse_conv_algorithm
 from .naming import fps_number
+from .paths import user_path
 from .sizes import padded_size, split_pad
 
 if TYPE_CHECKING:
@@ -367,7 +368,7 @@ def recorded_model(path: PathLike, meta: dict[str, str]) -> str | None:
     an unknown name. Either is a ValueError naming the file and saying to pass ``--model`` (the resolver's own
     message would name a ``--model`` the user never passed)."""
     name = meta.get("model")
-    if not name or name in weights.load_registry() or Path(name).expanduser().exists():
+    if not name or name in weights.load_registry() or Path(user_path(name)).exists():
         return name or None
     raise ValueError(f"{path}: encoded with model '{name}', which is neither a known name nor a file or folder "
                      f"from here: pass --model (that model, or one with the same VAE)")

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .extend import parse_extension
 from .formatting import text_lines
+from .paths import user_media, user_path
 from .request import Condition, Control, GenerationRequest, check_control, control_of, media_path
 
 
@@ -87,7 +88,7 @@ def read_batch_file(source: str | Path, what: str = "--batch") -> str:
     :class:`~ltxcli.media.MediaError`, each one line naming ``what`` and the file."""
     from .media import MediaError
 
-    path = Path(source).expanduser()
+    path = Path(user_path(source))
     if path.is_dir():
         raise ValueError(f"{what} {source}: a folder, not a file")
     if not path.exists():  # a pipe (`--batch <(jq ...)`, /dev/stdin) is read as a file
@@ -101,7 +102,7 @@ def read_batch_file(source: str | Path, what: str = "--batch") -> str:
 def is_pipe(source: str | Path) -> bool:
     """``source`` (a path that exists) is no regular file but a pipe (``<(jq ...)``, a FIFO, ``/dev/stdin``) or
     another stream: it can be read only once."""
-    return not Path(source).expanduser().is_file()
+    return not Path(user_path(source)).is_file()
 
 
 def read_stdin(what: str) -> str:
@@ -211,6 +212,7 @@ def item_control(row: Mapping[str, Any], defaults: Mapping[str, Any]) -> Control
         c = control_of(source.get("control"), source.get("control_from"))
         if c is not None:
             check_control(c)
+            c = replace(c, media=user_media(c.media))  # a path written as text: its "~" expanded
         if c is not None and media_path(c.media) is not None:
             from . import media
 

@@ -23,6 +23,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+from .paths import user_path
+
 PATTERN_FIELDS = ("index", "seed", "slug", "width", "height", "num_frames", "frame_rate", "model")
 SLUG_MAX = 40
 #: The video files ltx writes (``ltxcli.media.VIDEO_FORMATS`` has the codec of each); default names are ``.mp4``.
@@ -105,7 +107,7 @@ def output_template(value: str | None, *, batch: bool, frames: bool, many: bool 
         if not frames and not value.lower().endswith(VIDEO_SUFFIXES):
             raise ValueError(f"output pattern {value!r} must end in {', '.join(VIDEO_SUFFIXES)}")
         return value
-    path = Path(value).expanduser()
+    path = Path(user_path(value))
     folder = _literal(str(path)) + "/"
     if frames:
         # a folder of frames: one item -> exactly that folder; a batch -> one sub-folder per item
@@ -132,7 +134,7 @@ def output_path(value: str | None, fields: dict[str, Any], *, batch: bool, frame
     value ending in '/' -> the default name inside that folder; an ``.mp4`` name -> that file; a name without
     suffix -> ValueError (a video file needs ``.mp4``, a new folder a trailing '/').
     """
-    return Path(output_template(value, batch=batch, frames=frames, many=many).format(**fields)).expanduser()
+    return Path(user_path(output_template(value, batch=batch, frames=frames, many=many).format(**fields)))
 
 
 def output_glob(value: str | None, fields: dict[str, Any], *, batch: bool, frames: bool, many: bool = False) -> str:
@@ -149,7 +151,7 @@ def output_glob(value: str | None, fields: dict[str, Any], *, batch: bool, frame
         else:
             field = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
             parts.append(glob.escape(field.format(**fields)))
-    return str(Path("".join(parts)).expanduser())
+    return str(Path(user_path("".join(parts))))
 
 
 def fps_number(fps: float) -> int | float:

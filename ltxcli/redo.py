@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .long_video import bar_prompts
+from .paths import user_path
 from .presets import PRESETS
 from .records import SAMPLER_KEYS
 from .request import Condition, Extension
@@ -48,7 +49,7 @@ def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
     :class:`~ltxcli.media.MediaError` if it cannot be read)."""
     from . import media
 
-    record = media.read_record(path)
+    record = media.read_record(user_path(path))
     if not record or "seed" not in record:
         raise ValueError(f"{path}: carries no ltx generation record (only videos written by ltx generate, i2v, "
                          "v2v or extend can be redone)")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import naming
+from .paths import user_path
 from .request import media_path
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ def _same_lora(spec: Any, rec: Mapping[str, Any]) -> bool:
         return False
     if spec.source == rec.get("name"):
         return True
-    path = lora_file(Path(spec.source).expanduser())  # a PEFT folder: its weights file, as recorded
+    path = lora_file(Path(user_path(spec.source)))  # a PEFT folder: its weights file, as recorded
     return path.is_file() and lora_sha256(path) == rec.get("sha256")
 
 

@@ -38,6 +38,7 @@ from .extend import check_extension, check_source_length, check_window_seeds, ru
 from .long_state import interrupted_target, saved_seed, state_path
 from .naming import fps_number
 from .passes import MAX_STEPS
+from .paths import user_media
 from .progress import ProgressFn
 from .records import SAMPLER_KEYS, batch_fields, encoding, record, run_settings
 from .request import (
@@ -160,11 +161,13 @@ def build_items(
         if row.get("image"):
             conds.insert(0, Condition(row["image"], 0, 1.0))
         conds += row.get("conditions") or []
+        # paths written as text (an option's value, a batch line, a record) with their "~" expanded
+        conds = [replace(c, media=user_media(c.media)) for c in conds]
 
         def pick(key: str, row: Mapping[str, Any] = row) -> Any:  # sizes left open: _complete fills them
             return row[key] if row.get(key) is not None else defaults.get(key)
 
-        frame_rate = pick("frame_rate")
+        frame_rate, extend = pick("frame_rate"), pick("extend")
         try:
             num_frames, duration = _length(row, defaults)
             long = _long_fields(pick, duration)
@@ -182,7 +185,8 @@ def build_items(
             enhanced_prompt=row.get("enhanced_prompt"),  # a redo's (ltxcli.redo): not a batch file's key
             **{k: row[k] for k in SAMPLER_KEYS if row.get(k) is not None},  # a redo's too
             control=item_control(row, defaults),  # checked here, before any weight
-            video=pick("video"), extend=pick("extend"),
+            video=user_media(pick("video")),
+            extend=extend if extend is None else replace(extend, video=user_media(extend.video)),
             denoise_strength=0.5 if pick("denoise_strength") is None else pick("denoise_strength"),
         ))
     _complete(items, preset, batch_seed, wheres=[f"{row['_where']}: " if row.get("_where") else "" for row in rows])

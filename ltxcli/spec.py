@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Literal
 
 from . import weights
 from .adapters.lora import LoraLike, LoraSpec, lora_specs, resolve_lora
+from .paths import user_path
 from .presets import NEUTRAL, PRESETS, TINY_PRESET, Preset, preset_for_checkpoint
 
 if TYPE_CHECKING:
@@ -242,7 +243,7 @@ def _given_component(role: Role, value: str, weights_dir: PathLike | None, reg: 
     """A caller's ``text_encoder`` / ``upsampler``: a weights.toml name or an existing path."""
     if value in reg:
         return _registry_component(role, value, weights_dir, reg)
-    path = Path(value).expanduser()
+    path = Path(user_path(value))
     if not path.exists():
         raise ModelNotFoundError(role, value, "no such file or folder, and not a name in weights.toml")
     return Component(role, None, path, present=True)
@@ -319,7 +320,7 @@ def _resolve(
         main = _registry_component("model", name, weights_dir, reg)
         path, label = main.path, name
     else:
-        path = Path(name).expanduser()
+        path = Path(user_path(name))
         if path.is_dir():
             kind, preset = "folder", NEUTRAL
         elif path.is_file():

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .formatting import text_lines
+from .paths import user_path
 from .request import GenerationRequest, preset_size
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ def read_schedule(source: str | os.PathLike[str] | Sequence[Mapping[str, Any]]) 
     if isinstance(source, (str, os.PathLike)):
         if not os.fspath(source).strip():  # Path("") is the current folder
             raise ValueError("prompt schedule: the path is empty")
-        path = Path(source)
+        path = Path(user_path(source))
         if path.exists() and not path.is_file() and not path.is_dir():
             # checked, then read again for the windows' prompts: a second read of a pipe finds it empty
             raise ValueError(f"prompt schedule {path}: a pipe, which can be read once only: save it to a file")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import weights
+from ..paths import user_path
 
 PathLike = str | os.PathLike[str]
 #: A source with one of these suffixes (or a path separator) is a path: a typo is "no such file", not a name.
@@ -178,7 +179,7 @@ def resolve_lora(
         if model is not None:
             check_base(entry.name, entry.base, model, reg)
         return LoraRef(spec, entry.name, weights.path(entry.name, weights_dir=weights_dir, registry=reg), entry.base)
-    path = lora_file(Path(spec.source).expanduser())
+    path = lora_file(Path(user_path(spec.source)))
     if path.is_file():
         return LoraRef(spec, None, path)
     if path.exists():

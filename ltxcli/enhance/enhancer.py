@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..paths import user_path
 from . import generate
 from .rules import MAX_NEW_TOKENS, EnhancementSkippedWarning, request_plan
 
@@ -169,7 +170,7 @@ class PromptEnhancer:
         roles = [(self.llm, self.llm_source, "enhancer"), (self.captioner, self.captioner_source, "captioner")]
         for loaded, source, kind in roles[: 2 if image else 1]:
             if loaded is None and source != BUILTIN and self._registry_name(source, kind) is None:
-                check_folder(Path(source).expanduser(), "--enhancer-model" if kind == "enhancer" else "--caption-model")
+                check_folder(Path(user_path(source)), "--enhancer-model" if kind == "enhancer" else "--caption-model")
 
     def available(self, image: bool, modes: Sequence[str], warn: Callable[[str], None],
                   download: Callable[[list[str]], None] | None = None) -> bool:
@@ -211,7 +212,7 @@ class PromptEnhancer:
 
         name = self._registry_name(source, kind)
         if name is None:
-            return Path(source).expanduser()
+            return Path(user_path(source))
         if self.download:
             from ltxcli.spec import ensure_weights
 

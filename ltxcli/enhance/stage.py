@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..paths import user_media, user_path
 from .rules import per_window, request_plan
 
 if TYPE_CHECKING:
@@ -55,8 +56,9 @@ def _source_bytes(source: str, kind: str, dtype: Any, weights_dir: Any) -> int:
 
     from .enhancer import check_folder
 
-    check_folder(Path(source).expanduser(), "--enhancer-model" if kind == "enhancer" else "--caption-model")
-    return folder_bytes(Path(source).expanduser(), dtype)
+    folder = Path(user_path(source))
+    check_folder(folder, "--enhancer-model" if kind == "enhancer" else "--caption-model")
+    return folder_bytes(folder, dtype)
 
 
 def enhancer_bytes(request: GenerationRequest, preset: Preset, *, llm: str | None = None, captioner: str | None = None,
@@ -163,6 +165,7 @@ def enhance_prompt(
     from ltxcli.request import Condition, GenerationRequest, check_fields
 
     seed = secrets.randbelow(2**31) if seed is None else seed
+    image = user_media(image)  # `--image=~/a.png`: no shell expanded it
     r = check_fields(GenerationRequest(prompt, conditions=[Condition(image, 0)] if image is not None else [],
                                        seed=seed, enhance_prompt="on"))
     enhance_items([r], preset, device=resolve_device(device), info=lambda _: None, **kwargs)
