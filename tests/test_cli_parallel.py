@@ -151,3 +151,41 @@ def test_gpus_2_long_video_runs_the_windows_in_sequence(tmp_path: Path, tiny: An
     expected = long_video.generate(tiny, req).video
     flipped = _assert_split_video_matches(tmp_path / "f", expected)
     print(f"long video, --gpus 2 vs single process: {flipped} of {expected.numel()} codes one off at a boundary")
+
+
+def _children(pid: int) -> list[int]:
+    """The process ids of ``pid``'s children (Linux)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as fh:
+        return [int(p) for p in fh.read().split()]
+
+
+def test_sigterm_straight_to_torchrun_removes_the_partial_output(tmp_path: Path) -> None:
+    """SIGTERM sent to torchrun itself (a scheduler signalling the process tree, `kill` of the wrong pid) reaches
+    the workers as SIGTERM: they used to die at once (Python's default action), leaving the streamed long video's
+    `.partial` file behind, and the job exited 1. Now each worker unwinds as after Ctrl-C: the partial output is
+    removed and the job exits 143, each rank saying so in one line."""
+    import signal
+    import time
+
+    args = ["--height", "64", "--width", "96", "--num-frames", "57", "--steps", "400", "--window", "48", "--overlap",
+            "24"]  # a long video: its file is written as the first window is done, the second takes a while
+    proc = subprocess.Popen([sys.executable, "-m", "ltxcli", "generate", "a cat | a dog", "--model", "tiny", "--gpus",
+                             "2", "--device", "cpu", "--seed", "1", "-o", "out.mp4", *args], cwd=tmp_path,
+                            env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(".partial" in p.name for p in tmp_path.iterdir()) and proc.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[1]
+        (torchrun,) = _children(proc.pid)
+        os.kill(torchrun, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "weights") == [], err  # no .partial, no out.mp4
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert sorted(lines) == [f"[rank {r}/2 {os.uname().nodename}] error: terminated; partial outputs were removed"
+                             for r in (0, 1)], err

@@ -1172,9 +1172,7 @@ def test_random_option_combinations(cli_env: Path, assets: SimpleNamespace, caps
     assert by_code["0"] >= 3 and sum(v for k, v in by_code.items() if k != "0") >= 10
 
 
-def test_a_rank_of_a_launcher_keeps_the_default_sigterm(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Under torchrun a Python SIGTERM handler would wait for a blocked collective to return (up to torchrun's 30 s
-    before SIGKILL) and clean up nothing: only the launching process turns SIGTERM into an interrupt."""
+def test_sigterm_becomes_an_interrupt_but_a_nohup_sighup_stays_ignored() -> None:
     import signal
 
     from ltxcli.parallel.launch import terminate_like_ctrl_c
@@ -1182,14 +1180,57 @@ def test_a_rank_of_a_launcher_keeps_the_default_sigterm(monkeypatch: pytest.Monk
     previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
     hangup = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup: left ignored
     try:
-        monkeypatch.setenv("RANK", "1")
-        monkeypatch.setenv("WORLD_SIZE", "2")
-        terminate_like_ctrl_c()
-        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-        monkeypatch.delenv("RANK")
         terminate_like_ctrl_c()
         assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGHUP, hangup)
+
+
+_BLOCKED_RANK = """
+import os, sys
+from ltxcli import media
+from ltxcli.parallel import launch
+launch.STOP_GRACE_S = 0.5
+launch.terminate_like_ctrl_c()
+with media.atomic_output(sys.argv[1]):
+    # the main thread in C code from here on (as in a collective waiting for a peer that is gone), so the Python
+    # handler cannot run: the shell says so, then waits for stdin to close
+    os.system(f"touch {sys.argv[2]}; read line")
+"""
+
+
+def test_a_rank_blocked_in_c_code_still_removes_its_partial_output_on_sigterm(tmp_path: Path) -> None:
+    """A rank of torchrun turns SIGTERM into an interrupt as the launching process does (torchrun passes on the
+    SIGTERM it gets and stops the other workers with one: Python's default action left their `.partial` outputs
+    behind). Where the main thread cannot run the Python handler (blocked in C code) a thread of the rank removes
+    the partial outputs after the grace period, records the code for the launcher and exits 143, before
+    torchrun's SIGKILL (30 s) would."""
+    import signal
+    import subprocess
+    import time
+
+    tmp_path = tmp_path / "rank"
+    (tmp_path / "status").mkdir(parents=True)
+    ready = tmp_path / "status" / "blocked"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", "RANK": "1", "WORLD_SIZE": "2",
+           "LTX_RANK_STATUS_DIR": str(tmp_path / "status")}
+    proc = subprocess.Popen([sys.executable, "-c", _BLOCKED_RANK, str(tmp_path / "o.mp4"), str(ready)], env=env,
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        names = sorted(p.name for p in tmp_path.iterdir())
+        assert ready.exists() and len(names) == 2 and names[0].endswith(".partial.mp4"), (names, proc.poll())
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=20)  # stdin open: the main thread is still blocked when the rank exits
+    finally:
+        proc.kill()
+        proc.stdin.close()  # the shell reads the end of its stdin and exits (closing its copy of stderr)
+    err = proc.stderr.read()
+    assert code == 143, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["status"]  # the partial output is gone
+    assert (tmp_path / "status" / "rank-1").read_text().split()[0] == "143"
+    assert err.startswith("[rank 1/2 ") and "error: terminated; partial outputs were removed" in err, err

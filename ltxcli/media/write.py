@@ -82,6 +82,18 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+#: The temporary outputs of the :func:`atomic_output` blocks in progress, for :func:`remove_partial_outputs`.
+_PARTIAL: set[Path] = set()
+
+
+def remove_partial_outputs() -> None:
+    """Remove the temporary files and folders of every :func:`atomic_output` block still in progress: for a
+    process about to exit without unwinding them (:func:`ltxcli.parallel.launch.terminate_like_ctrl_c`)."""
+    for temp in list(_PARTIAL):
+        _remove_quietly(temp)
+    _PARTIAL.clear()
+
+
 @contextmanager
 def atomic_output(path: PathLike, *, overwrite: bool = False, directory: bool = False) -> Iterator[Path]:
     """Yields a fresh temporary path beside ``path``; moves it onto ``path`` only if the block succeeds.
@@ -111,6 +123,7 @@ def atomic_output(path: PathLike, *, overwrite: bool = False, directory: bool = 
             os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     except OSError as exc:
         raise _write_error(final, exc) from None
+    _PARTIAL.add(temp)
     try:
         yield temp
         if not directory:
@@ -126,6 +139,8 @@ def atomic_output(path: PathLike, *, overwrite: bool = False, directory: bool = 
         if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
             raise _write_error(final, exc) from exc
         raise
+    finally:
+        _PARTIAL.discard(temp)
 
 
 def _check_destination(final: Path, overwrite: bool, directory: bool) -> None:

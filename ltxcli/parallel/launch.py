@@ -46,21 +46,75 @@ def _stop_signals() -> list[signal.Signals]:
     return [signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
 
 
-def terminate_like_ctrl_c() -> None:
+#: How long a rank of a launcher (torchrun) gives its main thread to clean up after SIGTERM or SIGHUP before it
+#: removes its partial outputs itself and exits (:func:`terminate_like_ctrl_c`): torchrun kills a worker that is
+#: still running 30 s after its SIGTERM, which would leave them behind.
+STOP_GRACE_S = 20.0
+
+
+def terminate_like_ctrl_c(grace_s: float | None = None) -> None:
     """Turn SIGTERM and SIGHUP into :class:`Terminated` (unless set to be ignored, as ``nohup`` does for SIGHUP):
     ``kill``, ``timeout`` or a closed terminal left the temporary ``.partial`` output behind, which only Ctrl-C
-    removed."""
+    removed.
+
+    In a rank of a launcher too: torchrun passes a SIGTERM (SIGHUP) it gets on to its workers as such, and stops
+    the others with SIGTERM when one failed. The Python handler runs only when the main thread returns from C
+    code, which a collective waiting for a peer that is gone may not do before torchrun's SIGKILL (30 s later):
+    so a rank also watches for the signal in a thread of its own (:func:`_watch_stop`), which removes the partial
+    outputs (:func:`ltxcli.media.write.remove_partial_outputs`) and exits with the signal's code after
+    ``grace_s`` (None: :data:`STOP_GRACE_S`) if the main thread has not ended by then."""
 
     def raise_terminated(signum: int, frame: object) -> None:
         raise Terminated(signum)
 
-    # not in a rank of a launcher (torchrun): it stops its workers with SIGTERM, and a Python handler would wait
-    # for a collective to return first
-    if under_torchrun():
-        return
+    installed = []
     for signum in _stop_signals():
         if signal.getsignal(signum) is signal.SIG_DFL:
             signal.signal(signum, raise_terminated)
+            installed.append(int(signum))
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # Ctrl-C: torchrun passes on the launcher's
+        installed.append(int(signal.SIGINT))
+    if installed and under_torchrun():
+        _watch_stop(installed, STOP_GRACE_S if grace_s is None else grace_s)
+
+
+_WATCH: list[Any] = []  # the wakeup socket pair of _watch_stop
+
+
+def _watch_stop(signals: Sequence[int], grace_s: float) -> None:
+    """After one of ``signals``, give the main thread ``grace_s`` to end, then remove this process's partial
+    outputs, record the signal's exit code and exit (see :func:`terminate_like_ctrl_c`). The C-level handler
+    writes each signal's number to the wakeup descriptor, whichever thread it interrupted."""
+    import socket
+    import threading
+
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    try:
+        signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    except ValueError:  # not the main thread: the handlers above were not installed either
+        return
+
+    def watch() -> None:
+        got = b""
+        while not (got and got[0] in signals):
+            got = reader.recv(1)
+        time.sleep(grace_s)
+        write = sys.modules.get("ltxcli.media.write")  # not imported: nothing was written
+        if write is not None:
+            write.remove_partial_outputs()
+        signum = got[0]
+        what = "interrupted" if signum == signal.SIGINT else Terminated(signum).what
+        world, host = os.environ.get("WORLD_SIZE", "1"), socket.gethostname()
+        label = f"[rank {os.environ.get('RANK')}/{world} {host}] " if world != "1" else ""
+        with contextlib.suppress(OSError):
+            os.write(2, f"{label}error: {what}; partial outputs were removed (the main thread did not stop within "
+                        f"{grace_s:g} s)\n".encode())
+        record_exit_code(128 + signum)
+        os._exit(128 + signum)
+
+    threading.Thread(target=watch, name="ltx-stop-watch", daemon=True).start()
+    _WATCH[:] = [reader, writer]  # open for the life of the process
 
 
 def torchrun_command(
@@ -120,9 +174,9 @@ def launch(args: Sequence[str], nproc: int, *, device: str | None = None, quiet:
 
     torchrun runs in a session of its own, so that each signal reaches it once, from here: Ctrl-C (SIGINT),
     SIGTERM and SIGHUP to this process are passed on to torchrun as SIGINT, which it passes on to its workers,
-    and they turn it into a clean exit (partial outputs removed, claims released, exit 130); a worker killed by
-    SIGTERM would clean up nothing. Once torchrun is done, a SIGTERM or SIGHUP is delivered to this process again, under its
-    own handler (the CLI's: exit 143 or 129).
+    and they turn it into a clean exit (partial outputs removed, claims released, exit 130), as they do a SIGTERM
+    sent to torchrun itself (exit 143; :func:`terminate_like_ctrl_c`). Once torchrun is done, a SIGTERM or SIGHUP
+    is delivered to this process again, under its own handler (the CLI's: exit 143 or 129).
 
     ``batch_text``: the text of a ``--batch`` pipe (``<(...)``, a FIFO), read once by the caller: a pipe cannot be
     read again, and a process substitution's descriptor does not reach the workers. They get ``--batch -`` and
@@ -222,6 +276,6 @@ def strip_option(argv: list[str], name: str, value: str | None = None) -> list[s
 
 
 __all__ = [
-    "EXIT_INTERRUPTED", "RANK_STATUS_ENV", "Terminated", "check_launch", "job_exit_code", "launch", "record_exit_code",
-    "strip_option", "terminate_like_ctrl_c", "torchrun_command", "under_torchrun",
+    "EXIT_INTERRUPTED", "RANK_STATUS_ENV", "STOP_GRACE_S", "Terminated", "check_launch", "job_exit_code", "launch",
+    "record_exit_code", "strip_option", "terminate_like_ctrl_c", "torchrun_command", "under_torchrun",
 ]
