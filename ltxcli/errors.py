@@ -23,6 +23,7 @@ LIBRARY_ERRORS: dict[str, FailureKind] = {
     "ltxcli.models.configs:ConfigError": "input",
     "ltxcli.frames:NumericalError": "numerical",
     "ltxcli.models.attention_kernels:KernelUnavailableError": "kernel",
+    "ltxcli.parallel.launch:WorkerKilledError": "oom",  # SIGKILL: most likely the out-of-memory killer
 }
 
 

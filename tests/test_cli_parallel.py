@@ -159,16 +159,23 @@ def _children(pid: int) -> list[int]:
         return [int(p) for p in fh.read().split()]
 
 
-def test_sigterm_straight_to_torchrun_removes_the_partial_output(tmp_path: Path) -> None:
-    """SIGTERM sent to torchrun itself (a scheduler signalling the process tree, `kill` of the wrong pid) reaches
-    the workers as SIGTERM: they used to die at once (Python's default action), leaving the streamed long video's
-    `.partial` file behind, and the job exited 1. Now each worker unwinds as after Ctrl-C: the partial output is
-    removed and the job exits 143, each rank saying so in one line."""
-    import signal
+def _rank_1(torchrun: int) -> int:
+    """The process id of torchrun's worker of rank 1 (Linux: by its environment)."""
+    for pid in _children(torchrun):
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            if b"RANK=1" in fh.read().split(b"\0"):
+                return pid
+    raise AssertionError("no worker of rank 1")
+
+
+def _signal_a_long_video(tmp_path: Path, signum: int, *, worker: bool) -> tuple[int, str]:
+    """`ltx --gpus 2` making a long video (its file is written as the first window is done, the second takes a
+    while): once its `.partial` file exists, ``signum`` goes to torchrun, or (``worker``) to its rank 1; returns
+    the exit code and stderr, and checks that nothing is left behind (no `.partial`, no output)."""
     import time
 
     args = ["--height", "64", "--width", "96", "--num-frames", "57", "--steps", "400", "--window", "48", "--overlap",
-            "24"]  # a long video: its file is written as the first window is done, the second takes a while
+            "24"]
     proc = subprocess.Popen([sys.executable, "-m", "ltxcli", "generate", "a cat | a dog", "--model", "tiny", "--gpus",
                              "2", "--device", "cpu", "--seed", "1", "-o", "out.mp4", *args], cwd=tmp_path,
                             env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -179,13 +186,37 @@ def test_sigterm_straight_to_torchrun_removes_the_partial_output(tmp_path: Path)
             time.sleep(0.05)
         assert proc.poll() is None, proc.communicate()[1]
         (torchrun,) = _children(proc.pid)
-        os.kill(torchrun, signal.SIGTERM)
+        os.kill(_rank_1(torchrun) if worker else torchrun, signum)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 143, err
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "weights") == [], err  # no .partial, no out.mp4
+    return proc.returncode, err
+
+
+def test_sigterm_straight_to_torchrun_removes_the_partial_output(tmp_path: Path) -> None:
+    """SIGTERM sent to torchrun itself (a scheduler signalling the process tree, `kill` of the wrong pid) reaches
+    the workers as SIGTERM: they used to die at once (Python's default action), leaving the streamed long video's
+    `.partial` file behind, and the job exited 1. Now each worker unwinds as after Ctrl-C: the partial output is
+    removed and the job exits 143, each rank saying so in one line."""
+    import signal
+
+    code, err = _signal_a_long_video(tmp_path, signal.SIGTERM, worker=False)
+    assert code == 143, err
     lines = [line for line in err.splitlines() if "error:" in line]
     assert sorted(lines) == [f"[rank {r}/2 {os.uname().nodename}] error: terminated; partial outputs were removed"
                              for r in (0, 1)], err
+
+
+def test_a_worker_killed_by_sigkill_is_an_out_of_memory_failure(tmp_path: Path) -> None:
+    """A worker killed by SIGKILL (on Linux most likely the kernel's out-of-memory killer: every process holds the
+    whole model) said nothing and left the job's code to torchrun's 1. torchrun now records it for the launcher,
+    which exits 5 (out of memory) with a line naming the rank and the likely cause; the other rank is stopped by
+    torchrun and removes the partial output."""
+    import signal
+
+    code, err = _signal_a_long_video(tmp_path, signal.SIGKILL, worker=True)
+    assert code == 5, err
+    assert err.splitlines()[-1].startswith("error: out of memory (rank 1 was killed by SIGKILL, most likely by the "
+                                           "system's out-of-memory killer"), err

@@ -586,6 +586,30 @@ def test_a_signal_to_the_launcher_reaches_torchrun_as_sigint_then_the_launcher(t
     assert code == 7 and seen == ([] if name == "SIGINT" else [getattr(signal, name)])
 
 
+@pytest.mark.parametrize(("name", "code", "said"), [
+    ("SIGKILL", 5, "out of memory (rank 0 was killed by SIGKILL, most likely by the system's out-of-memory killer"),
+    ("SIGSEGV", 1, "internal error: WorkerDiedError: rank 0 died from SIGSEGV (a crash in native code"),
+])
+def test_a_worker_a_signal_ended_is_named_with_the_likely_cause(tmp_path, monkeypatch, name, code, said) -> None:
+    """A worker ended by a signal cannot record its exit code or say what happened: torchrun (ltxcli.parallel.torchrun)
+    records it for `ltx --gpus`, whose one line names the rank and the likely cause. SIGKILL (most likely the
+    out-of-memory killer) is an out-of-memory failure, exit 5, where the job used to exit 1 without a word."""
+    from ltxcli.cli.common import classify
+
+    script = tmp_path / "die.py"
+    script.write_text(f"import os, signal\nos.kill(os.getpid(), signal.{name})\n")
+    monkeypatch.setattr(launch, "torchrun_command", lambda args, nproc, **kwargs: [
+        sys.executable, "-m", "ltxcli.parallel.torchrun", "--nproc-per-node=1", "--standalone", str(script)])
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("LOGLEVEL", "CRITICAL")
+    try:
+        got, line = launch.launch(["generate", "x"], 1, device="cpu"), ""  # (used to: torchrun's 1, no word)
+    except Exception as e:  # what `ltx --gpus` then prints, with its code
+        got, line = classify(e)
+    assert got == code and line.startswith(said), line
+
+
 def test_torchrun_ends_without_its_traceback_when_a_worker_fails(tmp_path) -> None:
     """``ltx --gpus`` runs torchrun through ltxcli.parallel.torchrun: a failed worker (which said what failed in one
     line) ends the launcher with exit 1 and no 35-line Python traceback on the user's terminal."""

@@ -49,7 +49,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_USAGE: "usage: bad option or size, unknown model or path (a model, LoRA, text encoder, --batch or --prompt-schedule file that does not exist), output exists",
     EXIT_WEIGHTS: "weights missing and not downloadable (offline, network, gated)",
     EXIT_CHECKSUM: "checksum mismatch of downloaded weights",
-    EXIT_OOM: "out of memory or would not fit (try --offload model, --vae-tiling on, or a smaller size or fewer frames)",
+    EXIT_OOM: "out of memory or would not fit (try --offload model, --vae-tiling on, or a smaller size or fewer frames); a --gpus process killed by SIGKILL",
     EXIT_INPUT: "input media or latents file missing or unreadable; checkpoint, LoRA, --batch or --prompt-schedule file unreadable (corrupt, not UTF-8)",
     EXIT_HUNG_UP: "hung up (SIGHUP: the terminal or SSH session closed); partial outputs are removed",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); partial outputs are removed (a resumable long video keeps its finished windows)",

@@ -213,11 +213,15 @@ def launch(args: Sequence[str], nproc: int, *, device: str | None = None, quiet:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-        recorded = _recorded_codes(Path(status))
+        recorded = _recorded(Path(status))
     for s in _stop_signals():
         if s in received:  # this process's own handler now (the CLI's: clean up, exit 143 or 129)
             os.kill(os.getpid(), s)
-    return job_exit_code(code, recorded)
+    code = job_exit_code(code, [(when, c) for when, c, _ in recorded])
+    killed = min(((when, rank) for when, c, rank in recorded if c == code), default=None)
+    if killed is not None and code - 128 in _DEATHS:  # said by no worker: it could not
+        raise (WorkerKilledError if code - 128 == _DEATHS[0] else WorkerDiedError)(killed[1], code - 128)
+    return code
 
 
 def job_exit_code(torchrun_code: int, recorded: Sequence[tuple[float, int]]) -> int:
@@ -234,14 +238,59 @@ def job_exit_code(torchrun_code: int, recorded: Sequence[tuple[float, int]]) -> 
 
 def _recorded_codes(folder: Path) -> list[tuple[float, int]]:
     """``(time, code)`` of every worker that recorded its exit in ``folder``."""
-    recorded: list[tuple[float, int]] = []
+    return [(when, code) for when, code, _ in _recorded(folder)]
+
+
+def _recorded(folder: Path) -> list[tuple[float, int, int]]:
+    """``(time, code, rank)`` of every worker that recorded its exit in ``folder`` (or torchrun for it)."""
+    recorded: list[tuple[float, int, int]] = []
     for f in folder.glob("rank-*"):
         try:
             code_text, when = f.read_text().split()
-            recorded.append((float(when), int(code_text)))
+            recorded.append((float(when), int(code_text), int(f.name.removeprefix("rank-"))))
         except (OSError, ValueError):
             continue
     return recorded
+
+
+#: Signals that end a worker without a word of its own (SIGKILL first: on Linux most likely the kernel's
+#: out-of-memory killer; the others: a crash in native code). torchrun records them for it
+#: (:func:`record_signal_deaths`), and :func:`launch` raises :class:`WorkerKilledError` or :class:`WorkerDiedError`.
+_DEATHS = tuple(int(getattr(signal, name)) for name in ("SIGKILL", "SIGSEGV", "SIGBUS", "SIGABRT", "SIGILL", "SIGFPE")
+                if hasattr(signal, name))
+
+
+class WorkerDiedError(RuntimeError):
+    """A worker of :func:`launch` died from a signal that let it say nothing (a crash in native code): exit 1."""
+
+    def __init__(self, rank: int, signum: int) -> None:
+        self.rank, self.signum = rank, signum
+        super().__init__(self._says(rank, signal.Signals(signum).name))
+
+    def _says(self, rank: int, name: str) -> str:
+        return f"rank {rank} died from {name} (a crash in native code: torch, a kernel or a driver)"
+
+
+class WorkerKilledError(WorkerDiedError):
+    """A worker of :func:`launch` was killed by SIGKILL: on Linux most likely by the kernel's out-of-memory killer
+    (host memory: every process holds the whole model), so it is an out-of-memory failure
+    (:func:`ltxcli.errors.failure_kind`: ``"oom"``, exit 5), not torchrun's exit 1."""
+
+    def _says(self, rank: int, name: str) -> str:
+        return (f"rank {rank} was killed by {name}, most likely by the system's out-of-memory killer: every process "
+                "holds the whole model in host memory")
+
+
+def record_signal_deaths(deaths: dict[int, tuple[int, float]]) -> None:
+    """For torchrun (:mod:`ltxcli.parallel.torchrun`): ``{rank: (signal, time)}`` of workers a signal ended, each
+    recorded as code 128 + signal at that time (as :func:`record_exit_code` would), unless the worker recorded its
+    own; a no-op outside :func:`launch`."""
+    folder = os.environ.get(RANK_STATUS_ENV)
+    if not folder:
+        return
+    for rank, (signum, when) in deaths.items():
+        with contextlib.suppress(OSError), open(Path(folder, f"rank-{rank}"), "x") as fh:  # "x": not the worker's own
+            fh.write(f"{128 + signum} {when}")
 
 
 def record_exit_code(code: int, *, follows: bool = False) -> None:
@@ -276,6 +325,7 @@ def strip_option(argv: list[str], name: str, value: str | None = None) -> list[s
 
 
 __all__ = [
-    "EXIT_INTERRUPTED", "RANK_STATUS_ENV", "STOP_GRACE_S", "Terminated", "check_launch", "job_exit_code", "launch",
-    "record_exit_code", "strip_option", "terminate_like_ctrl_c", "torchrun_command", "under_torchrun",
+    "EXIT_INTERRUPTED", "RANK_STATUS_ENV", "STOP_GRACE_S", "Terminated", "WorkerDiedError", "WorkerKilledError",
+    "check_launch", "job_exit_code", "launch", "record_exit_code", "record_signal_deaths", "strip_option",
+    "terminate_like_ctrl_c", "torchrun_command", "under_torchrun",
 ]

@@ -1,7 +1,9 @@
 """torchrun (``torch.distributed.run``) as ``ltx --gpus`` starts it (:func:`ltxcli.parallel.launch.launch`): the
 same launcher, ending without its Python traceback when a worker failed or a signal stopped it. Each worker has
 already said what went wrong in one line; the launcher's exit code is unchanged (1), and the job's code comes
-from the workers' (:func:`ltxcli.parallel.launch.job_exit_code`)."""
+from the workers' (:func:`ltxcli.parallel.launch.job_exit_code`). A worker a signal ended (SIGKILL: most
+likely the out-of-memory killer) could do neither: its signal is recorded here for it
+(:func:`ltxcli.parallel.launch.record_signal_deaths`)."""
 
 from __future__ import annotations
 
@@ -15,11 +17,16 @@ def main() -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
 
+    from .launch import record_signal_deaths
+
     if os.environ.get("LOGLEVEL"):  # torch's own variable, which only some of its elastic loggers read
         logging.getLogger("torch.distributed").setLevel(os.environ["LOGLEVEL"])
     try:
         torchrun()
-    except (ChildFailedError, SignalException):
+    except ChildFailedError as e:  # a worker a signal ended said nothing: recorded here for `ltx --gpus`
+        record_signal_deaths({rank: (-f.exitcode, f.timestamp) for rank, f in e.failures.items() if f.exitcode < 0})
+        sys.exit(1)
+    except SignalException:
         sys.exit(1)
 
 
