@@ -45,7 +45,7 @@ from .request import Condition, Extension, GenerationRequest, check_fields, medi
 if TYPE_CHECKING:  # torch, media and the pipeline are imported where used: the CLI imports this module early
     import torch
 
-    from . import media
+    from .media.write import Quantize
     from .pipeline import Pipeline
     from .presets import Preset
     from .progress import ProgressFn
@@ -322,7 +322,7 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
     kept = _fit(frames, r.height, r.width)
     del frames, ctx, pixels
 
-    def spliced(chunk_frames: int, quantize: media.Quantize) -> Iterator[torch.Tensor]:
+    def spliced(chunk_frames: int, quantize: Quantize) -> Iterator[torch.Tensor]:
         def own() -> Iterator[torch.Tensor]:
             for a in range(0, kept.shape[0], chunk_frames):
                 yield media.to_uint8(kept[a : a + chunk_frames], quantize)
