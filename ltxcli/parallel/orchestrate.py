@@ -50,7 +50,8 @@ def on_rank0(ctx: DistContext | None, read: Callable[[], T]) -> T:
     if ctx is None or ctx.world_size == 1:
         return read()
     value = read() if ctx.rank == 0 else None
-    return from_rank0(ctx, value)  # type: ignore[arg-type]
+    # None only on the other ranks, before the broadcast: every rank returns rank 0's read()
+    return from_rank0(ctx, value)  # type: ignore[return-value]
 
 
 def in_node_turns(ctx: DistContext | None, fetch: Callable[[], None]) -> None:
