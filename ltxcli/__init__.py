@@ -52,14 +52,16 @@ if TYPE_CHECKING:  # for type checkers and IDEs only; at run time __getattr__ re
     from ltxcli.spec import ModelSpec, resolve_spec
 
 
-def __getattr__(name: str) -> Any:
-    target = _LAZY.get(name)
-    if target is None:
-        raise AttributeError(f"module 'ltxcli' has no attribute {name!r}")
-    module, _, attr = target.partition(":")
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
+if not TYPE_CHECKING:  # hidden from type checkers: to them a module __getattr__ makes every name, a typo too, Any
+
+    def __getattr__(name: str) -> Any:
+        target = _LAZY.get(name)
+        if target is None:
+            raise AttributeError(f"module 'ltxcli' has no attribute {name!r}")
+        module, _, attr = target.partition(":")
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
 
 
 def __dir__() -> list[str]:

@@ -90,6 +90,12 @@ def generate(out: Path) -> None:
     assert_type(pipe.generate("a cat", enhance_prompt="on", seed=7, height=64, width=64, num_frames=9).seed, int)
 
 
+def misspelled() -> None:
+    """A name ltxcli does not export is an error for the checker (warn_unused_ignores: the ignore must be used),
+    not an Any that accepts every use."""
+    ltxcli.load_pipelin("tiny")  # type: ignore[attr-defined]
+
+
 def refused() -> FailureKind | None:
     """The documented errors: what a script catches, and their kinds."""
     pipe = ltxcli.load_pipeline("tiny")
