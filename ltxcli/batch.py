@@ -44,7 +44,7 @@ class BatchItem(GenerationRequest):
 _ITEM_INT = ("seed", "steps", "height", "width", "num_frames", "window", "overlap")
 _ITEM_FLOAT = ("frame_rate", "guidance_scale", "stg_scale", "overlap_strength", "adain", "denoise_strength")
 _ITEM_STR = ("prompt", "negative_prompt", "output", "image", "cache", "duration", "prompt_schedule", "video",
-             "enhance_prompt")
+             "enhance_prompt", "stg_mode")
 _ITEM_BOOL = ("temporal_upscale", "resume")
 _ITEM_PATHS = ("output", "image", "video", "prompt_schedule")  # "" would name the current folder
 ITEM_KEYS = (*_ITEM_STR, *_ITEM_INT, *_ITEM_FLOAT, *_ITEM_BOOL, "conditions", "loras", "control",

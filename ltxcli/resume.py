@@ -96,6 +96,8 @@ def matches(item: BatchItem, rec: Mapping[str, Any], *, preset: Preset | None = 
     except ValueError:
         return False
     settings = r.settings()
+    if settings["stg_mode"] != (rec.get("stg_mode") or preset.stg_mode):  # older records: the preset's
+        return False
     cache = settings.get("cache")  # the step cache's mode and threshold (a record without one had none)
     recorded_cache = rec.get("cache") or {"mode": "none", "threshold": 0.0}
     if cache is not None and any(recorded_cache.get(k) != v for k, v in cache.items()):

@@ -997,6 +997,40 @@ def test_from_redoes_the_library_s_sampler_settings(cli_env: Path) -> None:
     assert plain.exit_code == 0 and not torch.equal(decoded_codes(cli_env / "p.mp4"), decoded_codes(cli_env / "b.mp4"))
 
 
+def test_stg_mode_option_is_used_recorded_redone_and_checked(cli_env: Path) -> None:
+    """The request's STG mode (the official stg_mode) had no option: a CLI user could not pick what the official
+    configs offer. --stg-mode (and a batch line's "stg_mode") sets it; --json and the record show it, --from redoes
+    it, a new one given with --from wins, --skip-existing tells a video of another mode apart; a value outside the
+    official four is one line, exit 2."""
+    args = ["a cat", "--model", "tiny", "--seed", "5", "--steps", "1", *SMALL]
+    made = ltx("generate", *args, "--stg-mode", "attention_skip", "--frames-dir", "a", "--json")
+    assert made.exit_code == 0, made.stderr
+    assert json_lines(made.stdout)[0]["settings"]["stg_mode"] == "attention_skip"
+    assert media.read_video_metadata(cli_env / "a" / "frame_00000.png")["stg_mode"] == "attention_skip"
+    assert ltx("generate", *args, "--frames-dir", "p").exit_code == 0  # the tiny preset's: attention_values
+    assert not torch.equal(frame_codes(cli_env / "a"), frame_codes(cli_env / "p"))
+    again = ltx("generate", "--from", "a", "--frames-dir", "b", "--json")
+    assert again.exit_code == 0, again.stderr
+    assert json_lines(again.stdout)[0]["settings"]["stg_mode"] == "attention_skip"
+    assert torch.equal(frame_codes(cli_env / "b"), frame_codes(cli_env / "a"))
+    other = ltx("generate", "--from", "a", "--stg-mode", "attention_values", "--frames-dir", "c")
+    assert other.exit_code == 0, other.stderr
+    assert torch.equal(frame_codes(cli_env / "c"), frame_codes(cli_env / "p"))
+    Path("b.jsonl").write_text('{"prompt": "a cat", "seed": 5, "stg_mode": "transformer_block"}\n')
+    r = ltx("generate", "--batch", "b.jsonl", "--model", "tiny", "--steps", "1", *SMALL, "-o", "t.mp4", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json_lines(r.stdout)[0]["settings"]["stg_mode"] == "transformer_block"
+    # --skip-existing: the same request is that video, the same but for the mode another one (kept, with a warning)
+    for mode, same in (("transformer_block", True), ("residual", False)):
+        r = ltx("generate", *args, "--stg-mode", mode, "-o", "t.mp4", "--skip-existing")
+        assert r.exit_code == 0 and ("other settings" not in r.stderr) == same, (mode, r.stderr)
+    line = assert_one_error_line(ltx("generate", *args, "--stg-mode", "stg_x", "-o", "x.mp4"), 2)
+    assert "'stg_x' is not one of 'attention_values', 'attention_skip', 'transformer_block', 'residual'" in line
+    Path("bad.jsonl").write_text('{"prompt": "a cat", "stg_mode": "stg_x"}\n')
+    line = assert_one_error_line(ltx("generate", "--batch", "bad.jsonl", "--model", "tiny", "-o", "o/"), 2)
+    assert "line 1: stg_mode='stg_x' must be one of attention_values, attention_skip, transformer_block" in line
+
+
 def test_a_missing_control_video_names_the_record_or_batch_line_it_came_from(cli_env: Path) -> None:
     """As a LoRA's: a control video moved since the video was made said "ctl.mp4: no such file", naming neither
     the --from record nor the batch line it came from (a missing condition names them)."""

@@ -24,7 +24,7 @@ from ltxcli.extend import EXTEND_OPTION_HELP, NOT_FOR_EXTEND, SOURCE_OPTION_HELP
 from ltxcli.job import JobSettings
 from ltxcli.long_video import OPTION_HELP
 from ltxcli.parallel import launch
-from ltxcli.request import Condition, Extension
+from ltxcli.request import STG_MODES, Condition, Extension
 
 from . import common, preflight
 from .common import EXIT_USAGE, CliError, GenerationProgress, Output, guarded, usage_error
@@ -45,6 +45,7 @@ VaeConvMode = _choice("VaeConvMode", "auto", "direct", "winograd")
 ProgressMode = _choice("ProgressMode", "auto", "plain")
 ParallelMode = _choice("ParallelMode", "auto", "cfg", "sequence", "cfg+sequence")
 EnhanceMode = _choice("EnhanceMode", "auto", "on", "off")
+StgMode = _choice("StgMode", *STG_MODES)
 
 # --- options shared by every generating command --------------------------------------------------------------
 
@@ -79,6 +80,8 @@ FpsOpt = Annotated[float | None, typer.Option(show_default=False, help="Frame ra
 StepsOpt = Annotated[int | None, typer.Option(show_default=False, help="Denoising steps of the first pass.")]
 GuidanceOpt = Annotated[float | None, typer.Option(show_default=False, help="Classifier-free guidance scale.")]
 StgOpt = Annotated[float | None, typer.Option(show_default=False, help="Spatio-temporal guidance (STG) scale.")]
+StgModeOpt = Annotated[StgMode | None, typer.Option(show_default=False, help="How STG perturbs the blocks it skips "
+    "(the official stg_mode). Default: the preset's (attention_values in every official config).")]
 SeedOpt = Annotated[int | None, typer.Option(show_default=False, help="Random seed (default: a random one, printed). With --batch: the batch seed, item i gets SEED + i.")]
 ConditionOpt = Annotated[list[str] | None, typer.Option(
     "--condition", "-c", show_default=False,
@@ -165,6 +168,7 @@ def _shared_options(
     steps: StepsOpt = None,
     guidance_scale: GuidanceOpt = None,
     stg_scale: StgOpt = None,
+    stg_mode: StgModeOpt = None,
     seed: SeedOpt = None,
     condition: ConditionOpt = None,
     window: Annotated[int | None, _long("window")] = None,
@@ -429,8 +433,8 @@ def generate(
     batch: Annotated[str | None, typer.Option(
         show_default=False,
         help="File with one prompt per line, or JSON lines with per-item prompt, seed, steps, height, width, "
-             "num_frames, frame_rate, guidance_scale, stg_scale, negative_prompt, image, conditions, cache, video, "
-             "denoise_strength, extend, output ('-' = stdin). One model load, one output per item.")] = None,
+             "num_frames, frame_rate, guidance_scale, stg_scale, stg_mode, negative_prompt, image, conditions, "
+             "cache, video, denoise_strength, extend, output ('-' = stdin). One model load, one output per item.")] = None,
     from_: Annotated[str | None, typer.Option("--from", show_default=False, help="Redo a video (or --frames-dir "
                      "folder) ltx wrote, from its record: same model, settings and seed but for the options given "
                      "(and PROMPT).")] = None,
