@@ -189,13 +189,13 @@ def parse_batch(text: str, source: str = "batch") -> list[dict[str, Any]]:
 def _parse_loras(value: Any, where: str) -> list[Any]:
     """A batch line's ``loras``: a list of ``"PATH_OR_NAME[:SCALE]"`` strings or ``{"path" | "name", "scale",
     "sha256"}`` objects (a generation record's form) -> :class:`~ltxcli.adapters.lora.LoraSpec` s."""
-    from .adapters.lora import lora_spec
+    from .adapters.lora import lora_specs
 
     if not isinstance(value, list) or not all(isinstance(v, (str, dict)) for v in value):
         raise ValueError(f"{where}: loras must be a list of \"PATH_OR_NAME[:SCALE]\" strings or "
                          "{\"path\" or \"name\", \"scale\"} objects")
     try:
-        return [lora_spec(v) for v in value]
+        return list(lora_specs(value))  # ["none"] too: none, over the command's --lora
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
 

@@ -157,7 +157,7 @@ EXTEND_OPTION_HELP = SOURCE_OPTION_HELP | {
 #: The long-video options an extension refuses (a duration, a prompt schedule, the temporal upscaler) or that do
 #: not apply to it (--latents-out): ``ltx extend`` accepts them, to refuse them in one line, but its --help leaves
 #: them out (it shows the window options).
-NOT_FOR_EXTEND = ("duration", "prompt_schedule", "temporal_upscale", "latents_out")
+NOT_FOR_EXTEND = ("duration", "prompt_schedule", "temporal_upscale", "no_temporal_upscale", "latents_out")
 
 def source_defaults(request: GenerationRequest, preset: Preset) -> None:
     """Fill what a video-to-video or extension request leaves open from its input video (read here, so an

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import long_video, naming, runner
-from .adapters.lora import check_lora_sources
+from .adapters.lora import check_lora_sources, lora_specs
 from .batch import ITEM_KEYS, parse_condition
 from .request import Condition
 
@@ -68,6 +68,7 @@ class JobSettings:
     vae_conv_recorded: bool = False
     upcast_at_load: bool = False
     weights_dtype: str | None = None
+    no_temporal_upscale: bool = False  # not even the temporal upscale of a --from record (ltxcli.redo.redo_row)
     parallel: str = "auto"
     overwrite: bool = False
     skip_existing: bool = False
@@ -187,6 +188,8 @@ def _plan_job(
         raise ValueError("give either -o/--output (MP4) or --frames-dir (PNG frames), not both")
     if s.overwrite and s.skip_existing:
         raise ValueError("--overwrite and --skip-existing contradict each other: pick one")
+    if s.no_temporal_upscale and getattr(s, "temporal_upscale", False):  # (a subclass's request field)
+        raise ValueError("--temporal-upscale and --no-temporal-upscale contradict each other: pick one")
     world, main = (ctx.world_size, ctx.rank == 0) if ctx is not None else (1, True)
     if ctx is not None:
         device = ctx.device
@@ -236,7 +239,7 @@ def _plan_job(
     if anything:
         # with the components: a mistyped text encoder / upsampler path fails before anything is downloaded
         job.spec = _resolve(s, text_encoder=None if spec.kind == "builtin" else s.text_encoder, upsampler=s.upsampler,
-                            loras=[lo for it in items for lo in it.loras or []],  # every item's, pulled with the model
+                            loras=[lo for it in items for lo in lora_specs(it.loras)],  # every item's, pulled with the model
                             temporal_upsampler=long_video.temporal_upscaler(items))
         job.needed = job.spec.needed + control_weights(items, builtin=job.spec.kind == "builtin")
     return job

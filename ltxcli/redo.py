@@ -153,7 +153,10 @@ def _encoder(given: Mapping[str, Any]) -> str | None:
 
 def redo_row(path: str | os.PathLike[str], given: Mapping[str, Any], prompt: str | None = None) -> dict[str, Any]:
     """The batch row (and ``model``) that redoes the generation recorded in ``path``: every recorded value
-    except those ``given`` (a caller's explicit settings: not ``None``, not empty) and, when given, ``prompt``."""
+    except those ``given`` (a caller's explicit settings: not ``None``, not empty; ``loras=["none"]`` and
+    ``control="none"`` (:data:`~ltxcli.adapters.lora.NO_LORA`, :data:`~ltxcli.request.NO_CONTROL`) replace the
+    record's with none, ``no_temporal_upscale=True`` drops its temporal upscale: the recorded generation's frames
+    at its own rate) and, when given, ``prompt``."""
     record = read_record(path)
     try:
         values = record_values(record)
@@ -167,6 +170,8 @@ def redo_row(path: str | os.PathLike[str], given: Mapping[str, Any], prompt: str
         row["vae_conv_recorded"] = True
     if _given(given, "control_from"):  # a control made from a video replaces the recorded one
         row.pop("control", None)
+    if given.get("no_temporal_upscale"):  # the frames and rate recorded beside the upscaled ones stay
+        row.pop("temporal_upscale", None)
     if given.get("duration") is not None:  # a length in seconds replaces the recorded frame count
         row.pop("num_frames", None)
     if prompt is not None or any(_given(given, k) for k in _REWRITTEN_FROM) or (

@@ -353,10 +353,17 @@ def parse_control(spec: str, kind: str = "video") -> Control:
     return Control(spec, 1.0, kind)
 
 
+#: The ``--control`` value (a batch line's ``"control"``) that asks for no control: it replaces a ``--from`` record's,
+#: or the command's for a batch line (a video of that name is ``./none``).
+NO_CONTROL = "none"
+
+
 def control_of(control: Any = None, control_from: Any = None) -> Control | None:
     """A control from ``control`` (``"VIDEO[:STRENGTH]"``, a :class:`Control`, or a JSON object ``{"path",
-    "strength", "kind"}``) or ``control_from`` (``(kind, "VIDEO[:STRENGTH]")``: a Canny or depth control made from an
+    "strength", "kind"}``; :data:`NO_CONTROL`: none) or ``control_from`` (``(kind, "VIDEO[:STRENGTH]")``: a Canny or depth control made from an
     ordinary video); giving both is an error."""
+    if isinstance(control, str) and control == NO_CONTROL:  # none, over a --from record's or the command's
+        control = None
     if control is not None and control_from is not None:
         raise ValueError("give --control (a control video) or --control-from (one made from a video), not both")
     if control_from is not None:
@@ -674,26 +681,8 @@ def _is_image(media: Any) -> bool:
 
 
 __all__ = [
-    "CACHE_THRESHOLDS",
-    "CONTROL_KINDS",
-    "LONG_VIDEO_FIELDS",
-    "SEED_MAX",
-    "STG_MODES",
-    "Condition",
-    "Control",
-    "Extension",
-    "FieldTypeError",
-    "GenerationRequest",
-    "ResolvedRequest",
-    "check_control",
-    "check_fields",
-    "check_placement",
-    "check_size",
-    "control_of",
-    "media_path",
-    "padded_size",
-    "parse_cache",
-    "parse_control",
-    "preset_size",
-    "resolve_request",
+    "CACHE_THRESHOLDS", "CONTROL_KINDS", "LONG_VIDEO_FIELDS", "NO_CONTROL", "SEED_MAX", "STG_MODES",
+    "Condition", "Control", "Extension", "FieldTypeError", "GenerationRequest", "ResolvedRequest",
+    "check_control", "check_fields", "check_placement", "check_size", "control_of", "media_path",
+    "padded_size", "parse_cache", "parse_control", "preset_size", "resolve_request",
 ]

@@ -192,9 +192,9 @@ def test_v2v_and_extend_help_give_the_input_video_s_defaults() -> None:
 def test_extend_help_leaves_out_the_long_video_options(cli_env: Path, clip: Path) -> None:
     """extend's --help listed --duration, --prompt-schedule and --temporal-upscale, which an extension refuses; they
     stay accepted (a refusal is one line) but are not shown. The window options and --resume are shown: an
-    extension runs in windows. --latents-out (one generation's latents, not an extension's) is hidden alike.
-    generate shows them all."""
-    long = {"duration", "prompt_schedule", "temporal_upscale", "latents_out"}
+    extension runs in windows. --latents-out (one generation's latents, not an extension's) and
+    --no-temporal-upscale (of a --from record) are hidden alike. generate shows them all."""
+    long = {"duration", "prompt_schedule", "temporal_upscale", "no_temporal_upscale", "latents_out"}
     assert {name for name, (_, hidden) in _shown_options("extend").items() if hidden} == long
     assert not any(hidden for _, hidden in _shown_options("generate").values())
     assert not any(hidden for _, hidden in _shown_options("v2v").values())
@@ -1029,6 +1029,45 @@ def test_stg_mode_option_is_used_recorded_redone_and_checked(cli_env: Path) -> N
     Path("bad.jsonl").write_text('{"prompt": "a cat", "stg_mode": "stg_x"}\n')
     line = assert_one_error_line(ltx("generate", "--batch", "bad.jsonl", "--model", "tiny", "-o", "o/"), 2)
     assert "line 1: stg_mode='stg_x' must be one of attention_values, attention_skip, transformer_block" in line
+
+
+def test_from_drops_the_recorded_loras_control_and_temporal_upscale(cli_env: Path) -> None:
+    """--from replays a record's LoRAs, control and temporal upscale, and nothing dropped them ("the same but
+    without the LoRA"): an empty --lora or a flag left off counts as not given. --lora none, --control none and
+    --no-temporal-upscale drop them; without the upscale the redo is the recorded generation's frames at its own
+    rate. A batch line's "control": "none" drops the command's --control; "none" with other LoRAs, or both upscale
+    flags, are refused."""
+    made = ltx("generate", "a cat", "--model", "tiny", "--seed", "5", "--steps", "1", *SMALL, "--temporal-upscale",
+               "--frames-dir", "a")
+    assert made.exit_code == 0, made.stderr
+    # the same record naming a LoRA and a control that are gone: a redo that keeps them cannot run
+    rewrite_record(cli_env / "a" / "frame_00000.png", loras=[{"path": "gone.safetensors", "scale": 0.8}],
+                   control={"source": "gone.mp4", "kind": "video", "strength": 0.8})
+    assert ltx("generate", "--from", "a", "--frames-dir", "x").exit_code != 0
+    r = ltx("generate", "--from", "a", "--lora", "none", "--control", "none", "--frames-dir", "b", "--json")
+    assert r.exit_code == 0, r.stderr
+    s = json_lines(r.stdout)[0]["settings"]
+    assert (s["loras"], s["control"], s["num_frames"]) == ([], None, 17)
+    assert torch.equal(frame_codes(cli_env / "b"), frame_codes(cli_env / "a"))
+    r = ltx("generate", "--from", "a", "--lora", "none", "--control", "none", "--no-temporal-upscale",
+            "--frames-dir", "c", "--json")
+    assert r.exit_code == 0, r.stderr
+    s = json_lines(r.stdout)[0]["settings"]
+    assert (s["num_frames"], s["frame_rate"], s.get("temporal_upscale")) == (9, 24, None)
+    assert ltx("generate", "a cat", "--model", "tiny", "--seed", "5", "--steps", "1", *SMALL,
+               "--frames-dir", "p").exit_code == 0
+    assert torch.equal(frame_codes(cli_env / "c"), frame_codes(cli_env / "p"))
+    Path("b.jsonl").write_text('{"prompt": "a cat", "seed": 5, "control": "none"}\n')
+    r = ltx("generate", "--batch", "b.jsonl", "--control", "gone.mp4", "--model", "tiny", "--steps", "1", *SMALL,
+            "--frames-dir", "d", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert torch.equal(frame_codes(Path(json_lines(r.stdout)[0]["path"])), frame_codes(cli_env / "p"))
+    line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", "--lora", "none", "--lora",
+                                     "x.safetensors", "--frames-dir", "e"), 2)
+    assert "--lora none asks for no LoRA: give it alone" in line
+    line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", "--temporal-upscale",
+                                     "--no-temporal-upscale", "--frames-dir", "e"), 2)
+    assert "--temporal-upscale and --no-temporal-upscale contradict each other" in line
 
 
 def test_a_missing_control_video_names_the_record_or_batch_line_it_came_from(cli_env: Path) -> None:

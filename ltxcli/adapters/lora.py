@@ -104,12 +104,24 @@ def lora_spec(entry: LoraLike) -> LoraSpec:
     raise ValueError(f"a LoRA is a path or name, (path_or_name, scale) or a LoraSpec, got {entry!r}")
 
 
+#: The ``--lora`` value (a ``loras=`` entry) that asks for no LoRA, given alone: it replaces a ``--from`` record's
+#: LoRAs, or a command's for a batch line, as ``[]`` does (a file of that name is ``./none``).
+NO_LORA = "none"
+
+
 def lora_specs(entries: Iterable[LoraLike] | None) -> tuple[LoraSpec, ...]:
-    """``loras=`` as a tuple of :class:`LoraSpec` (None: none). A single string is one LoRA, not its characters."""
+    """``loras=`` as a tuple of :class:`LoraSpec` (None or ``[NO_LORA]``: none). A single string is one LoRA, not
+    its characters."""
     if entries is None:
         return ()
     if isinstance(entries, (str, os.PathLike, LoraSpec, Mapping)):
         entries = [entries]
+    entries = list(entries)
+    if any(isinstance(e, str) and e == NO_LORA for e in entries):
+        if len(entries) > 1:
+            raise ValueError(f"--lora {NO_LORA} asks for no LoRA: give it alone, not with other LoRAs (a file named "
+                             f"{NO_LORA}: ./{NO_LORA})")
+        return ()
     return tuple(lora_spec(e) for e in entries)
 
 
@@ -238,7 +250,7 @@ def _sha256(files: tuple[tuple[str, int, int], ...]) -> str:
 
 
 __all__ = [
-    "PEFT_CONFIG", "PEFT_WEIGHTS", "LoraLike", "LoraMismatchError", "LoraRef", "LoraSpec", "check_base",
+    "NO_LORA", "PEFT_CONFIG", "PEFT_WEIGHTS", "LoraLike", "LoraMismatchError", "LoraRef", "LoraSpec", "check_base",
     "check_lora_sources", "fetch_loras", "lora_file", "lora_sha256", "lora_spec", "lora_specs", "model_entry_name",
     "parse_lora", "resolve_lora",
 ]
