@@ -18,17 +18,19 @@ from tiny_models import storage_inputs as tiny_inputs
 from tiny_models import storage_model as tiny_model
 from torch import nn
 
+import ltxcli.models.fp8 as fp8_module
 from ltxcli.api import load_pipeline, weights_fp8
 from ltxcli.loading import load_transformer
-from ltxcli.memory.weights import held_bytes
+from ltxcli.memory.weights import held_bytes, scratch_bytes
 from ltxcli.models.fp8 import (
     FP8Linear,
     FP8StoredLinear,
     convert_to_fp8,
     convert_to_fp8_storage,
     fp8_storage_keys,
+    widen_e4m3,
 )
-from ltxcli.models.upcast import UpcastLinear, convert_to_upcast, stored_weight_bytes
+from ltxcli.models.upcast import UpcastLinear, convert_to_upcast, stored_weight_bytes, upcast_scratch
 
 
 def test_stored_layer_is_the_dequantised_weight_times_the_input():
@@ -107,6 +109,100 @@ def test_tiny_transformer_equals_dequantised_weights_and_is_close_to_unquantised
     assert torch.equal(out, dequantised)  # widening + scaling per call is exactly the dequantised weight
     # e4m3 keeps 3 mantissa bits: each weight is off by up to 1/16 of itself (about 3 % rms per layer)
     assert torch.isfinite(out).all() and 0 < err < 5e-2
+
+
+# every e4m3 code once: ±0, the subnormals, ±448, the NaN codes 0x7F and 0xFF
+ALL_CODES = torch.arange(256, dtype=torch.int32).to(torch.uint8).view(torch.float8_e4m3fn)
+
+
+def _widen_both(codes: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(``widen_e4m3``'s float32 bits, the bits of torch's own ``codes.to(float32) * scale``: the reference)."""
+    s = torch.tensor(scale, dtype=torch.float32)
+    out = torch.full(codes.shape, 7.0)  # a stale scratch: every element must be written
+    got = widen_e4m3(codes, s, out, torch.empty(codes.numel(), dtype=torch.int16))
+    return got.view(torch.int32), (codes.to(torch.float32) * s).view(torch.int32)
+
+
+@pytest.mark.parametrize("scale", [
+    1.0, 0.02 / 448, -0.75, 0.0, -0.0,
+    3e-39, 1e-45,  # float32 subnormal scales: products underflow to subnormals / zero
+    1e36,  # products of the large codes overflow to ±inf
+    2.0**121,  # scale * 2^8 overflows: torch's conversion for the whole tensor
+    float("inf"), float("nan"),
+])
+def test_cpu_widening_is_torchs_conversion_for_every_code(scale, monkeypatch):
+    monkeypatch.setattr(fp8_module, "WIDEN_CHUNK", 100)  # 6 slices, the last shorter: the slice bounds are exercised
+    perm = torch.randperm(256, generator=torch.Generator().manual_seed(0))
+    codes = ALL_CODES[perm.repeat(2)].view(16, 32)  # the codes in a shuffled order, twice
+    got, want = _widen_both(codes, scale)
+    assert torch.equal(got, want)
+
+
+def test_cpu_widening_with_denormals_flushed():
+    """``torch.set_flush_denormal(True)`` (FTZ/DAZ) changes nothing: no intermediate is a float32 denormal (the
+    e4m3 subnormals are float16 subnormals, widened exactly; a route through float32 denormals would zero them)."""
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        for scale in (1.0, 0.02 / 448, -3.0):
+            got, want = _widen_both(ALL_CODES, scale)
+            assert torch.equal(got, want), scale
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def test_cpu_widening_any_scale():
+    """300 float32 scales with random mantissas over the whole exponent range (subnormal to overflowing) and both
+    signs; every finite code (the NaN codes are in the test above) against torch's own conversion."""
+    g = torch.Generator().manual_seed(1)
+    mantissa = (1 + torch.rand(300, generator=g, dtype=torch.float64)) * (torch.randint(0, 2, (300,), generator=g) * 2 - 1)
+    scales = (mantissa * 2.0 ** torch.randint(-150, 128, (300,), generator=g).double()).float()
+    finite = ALL_CODES.view(torch.uint8).bitwise_and(0x7F) != 0x7F
+    codes = ALL_CODES[finite]
+    for scale in scales.tolist():
+        got, want = _widen_both(codes, scale)
+        assert torch.equal(got, want), scale
+
+
+def test_cpu_float32_layer_does_not_use_torchs_float8_conversion(monkeypatch):
+    """torch's CPU float8 -> float32 conversion is a scalar loop (about 10x bfloat16's widening time,
+    BENCHMARKS.md): a CPU float32 layer reads its codes as integers only, with the same output."""
+    torch.manual_seed(5)
+    model = nn.Module()
+    model.transformer_blocks = nn.ModuleList([nn.Module()])
+    model.transformer_blocks[0].ff = nn.Linear(96, 48)
+    convert_to_fp8_storage(model)
+    layer = model.transformer_blocks[0].ff
+    x = torch.randn(3, 96)
+    with torch.inference_mode():
+        want = F.linear(x, layer.weight.to(torch.float32) * layer.weight_scale, layer.bias)
+        conversions: list[str] = []
+
+        def spy(name: str):
+            method = getattr(torch.Tensor, name)
+
+            def call(self, *args, **kwargs):
+                if any(isinstance(t, torch.Tensor) and t.dtype == torch.float8_e4m3fn for t in (self, *args)):
+                    conversions.append(name)
+                return method(self, *args, **kwargs)
+            return call
+
+        for name in ("copy_", "to"):  # the two ways a float8 tensor gets converted to a float one
+            monkeypatch.setattr(torch.Tensor, name, spy(name))
+        got = layer(x)
+        monkeypatch.undo()
+    assert conversions == []
+    assert torch.equal(got, want)
+
+
+def test_memory_plan_counts_the_widening_work_buffer():
+    """The plan's scratch figure is what the shared scratch grows to in a CPU forward: the largest widened weight
+    in float32 and the int16 work buffer of the CPU widening."""
+    model = tiny_model()
+    convert_to_fp8_storage(model)
+    with torch.inference_mode():
+        model(**tiny_inputs())
+    assert scratch_bytes(model) == upcast_scratch(model).nbytes() > 0
 
 
 def test_matches_fp8_matmul_layers_weight_quantisation():

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..loading import PICKLE_SUFFIXES, inspect_checkpoint, load_transformer, load_upsampler, load_vae
+from ..models.fp8 import FP8StoredLinear
 from ..models.int8 import convert_to_storage
 from ..models.upcast import StoredLinear, compute_dtype
 from ..safetensors_io import CheckpointError, SafetensorsFile
@@ -86,10 +87,12 @@ def held_bytes(module: nn.Module) -> int:
 
 def scratch_bytes(module: nn.Module) -> int:
     """What the model's shared upcast scratch grows to: its largest narrow-kept layer weight at the layer's
-    compute dtype (0 when no layer widens per call)."""
+    compute dtype (0 when no layer widens per call), plus the int16 work buffer of fp8-stored layers widening on
+    the CPU (:meth:`ltxcli.models.fp8.FP8StoredLinear.work_elements`, at most 8 MiB)."""
     sizes = [m.weight.numel() * compute_dtype(m).itemsize for m in module.modules()
              if isinstance(m, _LAYERS) and m.bias is not None and compute_dtype(m) != m.weight.dtype]
-    return max(sizes, default=0)
+    work = [m.work_elements() * 2 for m in module.modules() if isinstance(m, FP8StoredLinear)]
+    return max(sizes, default=0) + max(work, default=0)
 
 
 def weight_parts(
