@@ -26,6 +26,16 @@ tiny model's whole forward (``ltxcli.tiny``) with per-tensor and per-channel e4m
     python benchmarks/fp8_storage.py --variants bf16 int8
     python benchmarks/fp8_storage.py --layers 2 --json /tmp/quick.json   # seconds-to-minutes: the script works
     python benchmarks/fp8_storage.py --floor
+    python benchmarks/fp8_storage.py --widen
+    python benchmarks/fp8_storage.py --widen --layers 4
+
+``--widen`` (seconds, no 2B build): what widening one stored weight costs on the CPU, in one process, on the 2B's
+8192x2048 and 2048x2048 ``[out, in]`` shapes: torch's float8 conversion times the scale (the path before
+:func:`ltxcli.models.fp8.widen_e4m3`), the candidates measured for replacing it (each checked bit for bit against
+it), the library's ``widen_e4m3`` and bfloat16 widening; each the least (and the median) of 5 alternating rounds of best of 5. Then
+one feed-forward layer (768 rows, 2048 -> 8192, the oneDNN GEMM the transformer runs) with its weight widened the
+old way, the new way and from bfloat16, the least of 5 alternating rounds of best of 3. ``--widen --layers N``
+also times the forward of N 2B blocks bf16-kept and fp8-stored (old and new widening) in this process, alternating.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import argparse
 import dataclasses
 import gc
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -196,18 +207,185 @@ def floor_tiny(seed: int) -> dict[str, float]:
     return out
 
 
+# --- --widen: the CPU cost of widening one stored weight --------------------------------------------------------
+
+
+def best_of(fn: Any, runs: int = 5) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def widen_candidates(codes: torch.Tensor, scale: torch.Tensor, out: torch.Tensor) -> dict[str, Any]:
+    """Ways to write ``codes.to(float32) * scale`` into ``out`` on the CPU (each checked bit for bit)."""
+    from ltxcli.models.fp8 import widen_e4m3
+
+    n, flat = codes.numel(), out.view(-1)
+    u8, s8 = codes.view(torch.uint8).view(-1), codes.view(torch.int8)
+    lut = torch.arange(256, dtype=torch.int32).to(torch.uint8).view(E4M3).to(torch.float32).mul_(scale)
+    # 256 x 256 pairs of float32 values, indexed by two adjacent codes read as one little-endian uint16
+    pairs = torch.stack([lut.view(1, 256).expand(256, 256), lut.view(256, 1).expand(256, 256)], -1)
+    pairs = pairs.contiguous().view(torch.int64).view(-1)
+    idx, work = torch.empty(n, dtype=torch.int32), torch.empty(n, dtype=torch.int16)
+    by256, by2_120 = scale * 256.0, scale * 2.0**120
+
+    def lut256() -> None:
+        torch.index_select(lut, 0, idx.copy_(u8), out=flat)
+
+    def lut_pairs() -> None:
+        torch.index_select(pairs, 0, idx[: n // 2].copy_(u8.view(torch.uint16)), out=flat.view(torch.int64))
+
+    def f16_whole() -> None:  # widen_e4m3's bit move over the whole tensor at once (an int16 copy of all of it)
+        half = work.view(codes.shape).copy_(s8)
+        half.bitwise_left_shift_(7).bitwise_and_(0xBF80 - 0x10000)
+        out.copy_(half.view(torch.float16)).mul_(by256)
+
+    def f16_slices_1m() -> None:  # the same in 1M-code slices (2 MiB int16 + 4 MiB float32 in cache)
+        step = 1 << 20
+        for start in range(0, n, step):
+            half = work[: min(n, start + step) - start]
+            half.copy_(s8.view(-1)[start:start + step]).bitwise_left_shift_(7).bitwise_and_(0xBF80 - 0x10000)
+            flat[start:start + step].copy_(half.view(torch.float16)).mul_(by256)
+
+    def f32_bits() -> None:  # straight to float32 bits: e4m3 subnormals become float32 denormals (DAZ would zero them)
+        o = out.view(torch.int32)
+        o.copy_(s8).bitwise_left_shift_(20).bitwise_and_(0x87F00000 - 2**32)
+        out.mul_(by2_120)
+
+    return {
+        "torch float8 conversion * scale (before)": lambda: out.copy_(codes).mul_(scale),
+        "256-entry table, index_select": lut256,
+        "65536-entry pair table, index_select": lut_pairs,
+        "float16 bits, whole tensor": f16_whole,
+        "float16 bits, 1M-code slices": f16_slices_1m,
+        "float32 bits (denormals)": f32_bits,
+        "widen_e4m3 (after: float16 bits, 4M-code slices)": lambda: widen_e4m3(codes, scale, out, work),
+    }
+
+
+def widen(rows: int = 768) -> dict[str, Any]:
+    from ltxcli.models.fp8 import convert_to_fp8_storage
+    from ltxcli.models.transformer import _dense
+    from ltxcli.models.upcast import convert_to_upcast
+
+    torch.manual_seed(0)
+    res: dict[str, Any] = {"threads": torch.get_num_threads()}
+    for shape in ((8192, 2048), (2048, 2048)):
+        w = torch.empty(shape).uniform_(-shape[1] ** -0.5, shape[1] ** -0.5)
+        amax = w.abs().amax()
+        scale = amax / 448
+        codes = (w / scale).clamp(-448, 448).to(E4M3)
+        out, bf16 = torch.empty(shape), w.to(torch.bfloat16)
+        want = (codes.to(torch.float32) * scale).view(torch.int32)
+        cands = widen_candidates(codes, scale, out)
+        cands["bfloat16 widening (bf16-kept)"] = lambda: out.copy_(bf16)  # noqa: B023  (called in this iteration)
+        for name, fn in cands.items():
+            out.fill_(7.0)
+            fn()
+            if not name.startswith("bfloat16"):
+                assert torch.equal(out.view(torch.int32), want), name
+        rounds = [{name: best_of(fn) for name, fn in cands.items()} for _ in range(5)]  # alternating: load drifts
+        times = {name: min(r[name] for r in rounds) for name in cands}
+        medians = {name: statistics.median(r[name] for r in rounds) for name in cands}
+        before = times["torch float8 conversion * scale (before)"]
+        for name, t in times.items():
+            print(f"{shape[0]}x{shape[1]} {name:<48} {t * 1e3:7.2f} ms ({before / t:5.1f}x faster than before), "
+                  f"median of the rounds {medians[name] * 1e3:7.2f} ms")
+        res[f"{shape[0]}x{shape[1]}"] = {"least": times, "median": medians}
+    # one feed-forward layer as the transformer runs it: widen, then the oneDNN GEMM, [768, 2048] -> [768, 8192]
+    lin = torch.nn.Linear(2048, 8192)
+    holder = {}
+    for variant in ("fp8", "bf16"):
+        model = torch.nn.Module()
+        model.transformer_blocks = torch.nn.ModuleList([torch.nn.Module()])
+        model.transformer_blocks[0].ff = torch.nn.Linear(2048, 8192)
+        model.transformer_blocks[0].ff.load_state_dict(lin.state_dict())
+        if variant == "bf16":
+            model.transformer_blocks[0].ff.weight.data = lin.weight.data.to(torch.bfloat16)
+            convert_to_upcast(model)
+        else:
+            convert_to_fp8_storage(model)
+        holder[variant] = model.transformer_blocks[0].ff
+    fp8 = holder["fp8"]
+    x = torch.randn(rows, 2048)
+
+    def fp8_before() -> None:  # the old widening, then the same GEMM _dense runs
+        weight = fp8._scratch.upcast(fp8.weight, torch.float32).mul_(fp8.weight_scale)
+        torch.ops.mkldnn._linear_pointwise(x, weight, fp8.bias, "none", [], "")
+
+    layer = {"fp8 before": fp8_before, "fp8 after": lambda: _dense(fp8, x), "bf16-kept": lambda: _dense(holder["bf16"], x)}
+    with torch.inference_mode():
+        assert torch.equal(_dense(fp8, x), torch.ops.mkldnn._linear_pointwise(
+            x, fp8.weight.to(torch.float32) * fp8.weight_scale, fp8.bias, "none", [], ""))
+        rounds: dict[str, list[float]] = {k: [] for k in layer}
+        for _ in range(5):
+            for name, fn in layer.items():
+                rounds[name].append(best_of(fn, 3))
+    lt = {k: min(v) for k, v in rounds.items()}
+    print(f"layer {rows}x2048 -> 8192 (widen + GEMM): " + ", ".join(f"{k} {v:.3f} s" for k, v in lt.items()))
+    print(f"  fp8 before / bf16-kept {lt['fp8 before'] / lt['bf16-kept']:.3f}, "
+          f"fp8 after / bf16-kept {lt['fp8 after'] / lt['bf16-kept']:.3f}")
+    res["layer"] = lt
+    return res
+
+
+def widen_forward(layers: int, rounds: int = 5) -> dict[str, float]:
+    """The transformer with ``layers`` 2B blocks, bf16-kept and fp8-stored, one forward each at the ``child``
+    inputs, in this process: fp8 with the old widening (``work_elements`` 0: torch's conversion) and the new one,
+    alternating (the order reversed every other round); the least of ``rounds`` forwards each."""
+    from ltxcli.models.fp8 import FP8StoredLinear
+
+    models = {"bf16-kept": build("bf16", layers), "fp8": build("fp8", layers)}
+    inp = transformer_inputs(torch.float32)
+    new_work = FP8StoredLinear.work_elements
+    runs: dict[str, list[float]] = {"bf16-kept": [], "fp8 before": [], "fp8 after": []}
+    outs = {}
+    with torch.inference_mode():
+        for model in models.values():
+            run_ours_transformer(model, inp)  # warm-up (grows the scratch)
+        for i in range(rounds):
+            for name in list(runs)[:: 1 if i % 2 == 0 else -1]:
+                FP8StoredLinear.work_elements = (lambda self: 0) if name == "fp8 before" else new_work
+                t0 = time.perf_counter()
+                outs[name] = run_ours_transformer(models[name.split()[0]], inp)
+                runs[name].append(time.perf_counter() - t0)
+    FP8StoredLinear.work_elements = new_work
+    assert torch.equal(outs["fp8 before"], outs["fp8 after"])  # the same forward, bit for bit
+    best = {k: min(v) for k, v in runs.items()}
+    for k, v in runs.items():
+        print(f"{layers}-block forward, {k}: " + ", ".join(f"{t:.2f}" for t in v) + " s")
+    print(f"{layers}-block forward (least of {rounds}): " + ", ".join(f"{k} {v:.2f} s" for k, v in best.items()))
+    print(f"  fp8 before / bf16-kept {best['fp8 before'] / best['bf16-kept']:.3f}, "
+          f"fp8 after / bf16-kept {best['fp8 after'] / best['bf16-kept']:.3f} (outputs before/after: identical)")
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
                         help="bf16 (bf16-kept, the reference: always run), fp8 (--weights-dtype fp8), int8 "
                              "(--weights-dtype int8); default: all three")
-    parser.add_argument("--layers", type=int, default=TRANSFORMER_2B.num_layers,
-                        help="transformer blocks to build (default 28: the 2B; fewer: a quick check of the script)")
+    parser.add_argument("--layers", type=int,
+                        help="transformer blocks to build (default 28: the 2B; fewer: a quick check of the script); "
+                             "with --widen: also time a forward of that many blocks, fp8 before/after in one process")
     parser.add_argument("--floor", action="store_true",
                         help="the error floor of e4m3 storage, with int8 per row beside it (seconds, no 2B build)")
+    parser.add_argument("--widen", action="store_true",
+                        help="CPU widening of one stored weight: candidates, before/after, bf16 (seconds)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
+    if args.widen:
+        res = widen()
+        if args.layers is not None:
+            res["forward"] = widen_forward(args.layers)
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=1))
+        return
+    args.layers = TRANSFORMER_2B.num_layers if args.layers is None else args.layers
     if args.floor:
         res = floor()
         if args.json:
