@@ -33,11 +33,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .enhance.rules import unsupported
+from .enhance.rules import check_mode, per_window, request_plan
 from .locks import serialised
 from .long_video import DEFAULT_WINDOW, check_window_time, window_frames, windowed
 from .request import Condition, Extension, GenerationRequest, check_fields, media_path
@@ -242,11 +244,11 @@ def _fit(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 def check_extension(request: GenerationRequest) -> None:
     """Refuse (ValueError), before any model work, what an extension does not run: a duration (its length is the
-    new frames), a prompt schedule, windows backward, a temporal upscale or prompt enhancement (not supported
-    yet)."""
+    new frames), a prompt schedule, windows backward or a temporal upscale (not supported yet); an unknown
+    ``enhance_prompt``."""
     if request.extend is None:
         return
-    unsupported(request)  # enhance_prompt on: refused (auto: the prompt is kept)
+    check_mode(request.enhance_prompt)
     if request.duration is not None:
         raise ValueError("duration is not supported with an extension (its length is the input's and the new "
                          "frames): give the number of new frames")
@@ -258,6 +260,43 @@ def check_extension(request: GenerationRequest) -> None:
                          "overlap): give one prompt, or extend forward")
     if request.temporal_upscale:  # the input's frames would be spliced at the wrong rate
         raise ValueError("temporal_upscale is not supported yet with an extension: upscale the extended video")
+
+
+def continued_frame(video: str | os.PathLike[str], backward: bool) -> torch.Tensor:
+    """The input frame an extension's new frames continue from, ``[1, H, W, 3]`` in [0, 1] as decoded: forward
+    the input's last, backward its first (which they lead into)."""
+    from . import media
+
+    return media.load_video(video, max_frames=1) if backward else media.load_video(video)[-1:].clone()
+
+
+def enhancement_units(request: GenerationRequest, preset: Preset, max_seconds: float | None = None,
+                      image: torch.Tensor | None = None) -> list[GenerationRequest]:
+    """What the prompt of the extension ``request`` is enhanced as (:func:`ltxcli.enhance.units.enhanced`), each
+    one prompt under the request's seed; ``max_seconds``: the model's time range (default: the released models'
+    20 s). The official enhancer has no extension: it captions an image for image-to-video, and the new frames
+    continue from the input's last frame (backward: lead into its first), so that frame (``image``, else
+    :func:`continued_frame`) is the image at frame 0 of the generation, its keyframes besides (which keep the
+    prompt). One prompt: that generation; per-window prompts: each distinct one as the first of its windows
+    that takes it (the image in the first window). Just the request when nothing is rewritten (nothing read)."""
+    ext = request.extend
+    assert ext is not None
+    if request.enhanced_prompt is not None or (not per_window(request) and request_plan(request, preset).kind is None):
+        return [request]
+    from . import long_video
+    from .models.configs import TransformerConfig
+
+    if request.num_frames is None or request.frame_rate is None:  # (ltx generate's items are completed already)
+        request = dataclasses.replace(request)
+        source_defaults(request, preset)
+    assert request.num_frames is not None
+    max_seconds = float(TransformerConfig.positional_embedding_max_pos[0]) if max_seconds is None else max_seconds
+    plan = plan_windows(request, request.num_frames - ext.frames, max_seconds)
+    image = continued_frame(ext.video, ext.backward) if image is None else image
+    gen = dataclasses.replace(request, extend=None, num_frames=plan.gen_frames, conditions=[
+        Condition(image, 0), *(dataclasses.replace(c, frame=plan.gen_frame(c.frame)) for c in request.conditions)])
+    p = long_video.plan(gen, preset, max_seconds) if per_window(request) else None
+    return [gen] if p is None else p.prompt_requests()
 
 
 def generation_control(control: Control, plan: ExtensionPlan) -> Control | None:
@@ -290,6 +329,8 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
     from . import long_video, media
     from .conditions import resize_frames
     from .control import control_record
+    from .enhance.units import enhanced
+    from .long_state import saved_seed
 
     request = check_fields(request)  # a copy, with Python numbers: the defaults below are filled in it
     ext = request.extend
@@ -303,10 +344,17 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
     frames = media.load_video(ext.video)  # float [M, H, W, 3]
     max_pos = pipe.transformer.config.positional_embedding_max_pos
     plan = plan_windows(request, frames.shape[0], float(max_pos[0]))
+    if request.seed is None:  # the rewrite samples under the run's seed: drawn here (resumed: the state's)
+        saved = saved_seed(Path(resume)) if resume is not None else None
+        request.seed = secrets.randbelow(2**31) if saved is None else saved
+    if request.enhanced_prompt is None:  # (ltx generate's stage rewrote it before the model loaded)
+        image = frames[:1] if ext.backward else frames[-1:]
+        request = enhanced(pipe, request, enhancement_units(request, pipe.preset, float(max_pos[0]), image))
     user = [dataclasses.replace(c, frame=plan.gen_frame(c.frame)) for c in request.conditions]
-    # the generation, in windows or not as long_video.generate decides (one: overlap_strength, adain dropped)
+    # the generation, in windows or not as long_video.generate decides (one: overlap_strength, adain dropped),
+    # encoding the rewrite made above and enhancing nothing itself (its context is no image of the rule's)
     inner = dataclasses.replace(request, extend=None, num_frames=plan.gen_frames, conditions=[],
-                                enhance_prompt="off")  # not yet for an extension (enhance.rules.request_plan)
+                                enhance_prompt="off")
     # the size and padding (a length the time range holds: in windows the generation is longer)
     r = pipe.resolve(dataclasses.replace(inner, num_frames=min(plan.gen_frames, longest_frames(max_pos,
                                                                                             request.frame_rate))))
@@ -363,6 +411,6 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
 
 __all__ = [
     "EXTEND_OPTION_HELP", "NOT_FOR_EXTEND", "SOURCE_OPTION_HELP", "ExtensionPlan", "check_extension", "check_source",
-    "check_source_length", "check_window_seeds", "generation_control", "longest_frames", "parse_extension",
+    "check_source_length", "check_window_seeds", "continued_frame", "enhancement_units", "generation_control", "longest_frames", "parse_extension",
     "plan_extension", "plan_windows", "run_extension", "source_defaults", "window_context",
 ]

@@ -292,7 +292,7 @@ def memory_plan(
                     vae_tiling=s.vae_tiling, free_bytes=free_bytes if items else 0,
                     weights_storage=api.weights_storage(s.weights_dtype), enhancer_bytes=[enhancer_bytes(
                         it, spec.preset, llm=s.enhancer_model, captioner=s.caption_model,
-                        weights_dir=s.weights_dir) for it in items])
+                        weights_dir=s.weights_dir, max_seconds=float(spec.max_positions[0])) for it in items])
 
 
 def load(
@@ -316,7 +316,8 @@ def load(
         check_mode(s.parallel, plan.transformer.num_attention_heads, job.world)  # a ValueError before loading
     if job.main or not job.split:  # a split video's rewrite is rank 0's, as its seed: sampled once, shared
         enhance_stage.enhance_items(job.todo, spec.preset, llm=s.enhancer_model, captioner=s.caption_model,
-                                    device=job.device, warn=warn, info=info, download=download)
+                                    device=job.device, warn=warn, info=info, download=download,
+                                    max_seconds=float(spec.max_positions[0]))
     if job.split:  # (the other ranks load no enhancer, and take no tokens a device of theirs sampled otherwise)
         for it, text in zip(job.todo, from_rank0(job.ctx, [it.enhanced_prompt for it in job.todo]), strict=True):
             it.enhanced_prompt = text

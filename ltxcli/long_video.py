@@ -46,7 +46,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .enhance.rules import held, per_window, rewrite_of
+from .enhance.rules import per_window, rewrite_of
+from .enhance.units import enhanced
 from .locks import serialised
 from .long_state import read_state, seed_of, state_hash, state_path
 from .request import (
@@ -443,27 +444,7 @@ def _enhanced(pipe: Pipeline, p: LongPlan) -> GenerationRequest:
     (and ``ltx generate`` every item before the model loads): one prompt once, under the run's seed, for every window
     (image-to-video captions the first frame at the generation size); per-window prompts each distinct one as the
     first window that takes it (:meth:`LongPlan.prompt_requests`), by window prompt, under one load of the enhancer."""
-    if not per_window(p.request):
-        return _enhanced_one(pipe, p.request)
-    with held(pipe.enhancer):
-        done = [_enhanced_one(pipe, u) for u in p.prompt_requests()]
-    rewrites = {u.prompt: u.enhanced_prompt for u in done if isinstance(u.enhanced_prompt, str)}
-    return replace(p.request, enhanced_prompt=rewrites or None)
-
-
-def _enhanced_one(pipe: Pipeline, request: GenerationRequest) -> GenerationRequest:
-    from .enhance.rules import note_skipped, request_plan
-
-    plan_ = request_plan(request, pipe.preset)
-    if plan_.kind is None or request.enhanced_prompt is not None:
-        if request.enhanced_prompt is None:
-            note_skipped(plan_)  # said once, for the whole video (its windows have no enhancement stage)
-        return request
-    from .conditions import first_frame_pixels
-
-    pixels = first_frame_pixels(request, pipe.preset) if plan_.kind == "i2v" and pipe.enhancer is not None else None
-    assert request.seed is not None  # plan() draws one
-    return pipe._enhance(request, request.seed, pixels)
+    return enhanced(pipe, p.request, p.prompt_requests() if per_window(p.request) else [p.request])
 
 
 def _single(request: GenerationRequest, preset: Preset) -> GenerationRequest:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import long_video, naming, timeline
 from .batch import BatchItem, item_control
-from .enhance.rules import request_plan, unsupported
+from .enhance.rules import request_plan
 from .errors import keeps_resume_state
 from .extend import check_extension, check_source_length, check_window_seeds, run_extension, source_defaults
 from .long_state import interrupted_target, saved_seed, state_path
@@ -321,7 +321,6 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
         long_video.check_seed(item, max_pos[0])  # room for the window seeds
         check_extension(item)
         check_window_seeds(item, max_pos[0])  # an extension in windows: room for its window seeds
-        unsupported(item)  # the mode, and enhance_prompt on where it cannot run: refused naming the line
         if preset is not None and item.extend is None:  # the passes too (an extension resolves inside run_extension)
             resolve_request(item, preset)
     except ValueError as e:

@@ -336,29 +336,25 @@ def test_weights_pull_with_enhancer_names_both_models() -> None:
     assert names_to_pull(["tiny"], with_enhancer=True) == ["tiny"]  # its enhancer models are built in
 
 
-def test_no_enhancement_yet_for_an_extension() -> None:
-    """The official rule knows no extension (the CLI enhanced it as text-to-video before, the library as
-    image-to-video of its context): skipped under auto and refused under on, in the CLI's stage and the pipeline
-    alike. Per-window prompts were refused too; they are enhanced window prompt by window prompt now."""
+def test_an_extension_is_planned_as_image_to_video_of_the_frame_it_continues_from() -> None:
+    """The official rule knows no extension: it was skipped under auto and refused under on. It is image-to-video
+    now (the input frame it continues from counts as a condition at frame 0), so a keyframe besides keeps the
+    prompt as a second condition does; an unknown mode is still refused up front."""
     from dataclasses import replace
 
-    from ltxcli.request import Extension
+    from ltxcli.extend import check_extension
+    from ltxcli.request import Condition, Extension
 
     preset = replace(TINY_PRESET, prompt_enhancement_words_threshold=120)
     assert rules.request_plan(GenerationRequest("a cat"), preset).kind == "t2v"  # the official rule otherwise
-    req = GenerationRequest("a cat", extend=Extension("clip.mp4", 8))
-    p = rules.request_plan(req, preset)
-    assert p.kind is None and "not supported yet" in p.reason
-    with pytest.raises(ValueError, match="prompt enhancement is not supported yet with an extension"):
-        rules.request_plan(GenerationRequest("a cat", extend=Extension("clip.mp4", 8), enhance_prompt="on"), preset)
-    for kwargs in ({"prompt": "a cat | a dog"}, {"prompt_schedule": [{"start": 0, "prompt": "a cat"}]}):
-        assert rules.unsupported(GenerationRequest(**{"prompt": "a cat", **kwargs, "enhance_prompt": "on"})) is None
-    # the library's extension ran without enhancement and recorded "on" (and took any mode): refused up front now
-    from ltxcli.extend import check_extension
-
-    for mode, match in (("on", "not supported yet with an extension"), ("bad", "must be one of auto, on, off")):
-        with pytest.raises(ValueError, match=match):
-            check_extension(GenerationRequest("a cat", extend=Extension("clip.mp4", 8), enhance_prompt=mode))
+    for mode in ("auto", "on"):
+        req = GenerationRequest("a cat", extend=Extension("clip.mp4", 8), enhance_prompt=mode)
+        assert rules.request_plan(req, preset).kind == "i2v"
+        keyed = replace(req, conditions=[Condition("key.png", 12)])
+        assert rules.request_plan(keyed, preset).reason == rules.CONDITIONS_UNSUPPORTED
+        check_extension(req)
+    with pytest.raises(ValueError, match="must be one of auto, on, off"):
+        check_extension(GenerationRequest("a cat", extend=Extension("clip.mp4", 8), enhance_prompt="bad"))
 
 
 class _Recording:

@@ -225,15 +225,20 @@ def test_prompt_command_reads_a_dash_from_stdin_as_generate_does(cli_env: Path) 
     assert obj["prompt"] == "a cat surfing" and obj["enhanced_prompt"] == expected("a cat surfing", 3)
 
 
-def test_a_batch_line_enhancement_cannot_run_on_is_named(cli_env: Path) -> None:
-    """`--enhance-prompt on` with a line it cannot run on (an extension) was refused from the memory plan with no
-    line named. (Per-window prompts, "a | b", were refused alike; they are enhanced now.)"""
+def test_a_batch_line_extension_is_enhanced(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--enhance-prompt on` on a batch line with an extension was refused ("prompt enhancement is not supported yet
+    with an extension", exit 2): it is rewritten as image-to-video of the input's last frame (the stage's call is
+    stood in for), the other line (auto, the tiny preset's threshold 0) kept."""
     media.write_video(cli_env / "clip.mp4", torch.rand(9, 64, 96, 3), 24)
     (cli_env / "w.jsonl").write_text('{"prompt": "a cat"}\n{"prompt": "a dog", "extend": {"video": "clip.mp4", '
                                      '"frames": 8}, "enhance_prompt": "on"}\n')
-    line = assert_one_error_line(ltx("generate", "--batch", "w.jsonl", "--model", "tiny", *SMALL), 2)
-    assert line.startswith("error: --batch w.jsonl line 2: prompt enhancement is not supported yet with an "
-                           "extension"), line
+    seen = []
+    monkeypatch.setattr(PromptEnhancer, "enhance", lambda self, prompt, *, seed, image=None: seen.append(
+        (prompt, image is not None)) or f"rewritten {prompt}")
+    res = ltx("generate", "--batch", "w.jsonl", "--model", "tiny", *SMALL[:4], "--steps", "1", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert seen == [("a dog", True)]
+    assert [o["enhanced_prompt"] for o in json_lines(res.stdout)] == [None, "rewritten a dog"]
 
 
 def test_per_window_prompts_are_enhanced_and_redone_without_the_enhancer(cli_env: Path,

@@ -137,17 +137,6 @@ class PlannedRequest(Protocol):
     def conditions(self) -> Sequence[_Placed]: ...
 
 
-def unsupported(request: PlannedRequest) -> str | None:
-    """What prompt enhancement does not do yet in ``request`` (the official rule knows no extension), else None;
-    with ``enhance_prompt`` on it is a ValueError, as is an unknown mode."""
-    mode = check_mode(request.enhance_prompt)
-    if getattr(request, "extend", None) is None:
-        return None
-    if mode == "on":
-        raise ValueError("prompt enhancement is not supported yet with an extension: use enhance_prompt auto or off")
-    return "prompt enhancement is not supported yet with an extension"
-
-
 def per_window(request: PlannedRequest) -> bool:
     """Whether ``request`` gives its windows prompts of their own (``"a | b"``, a prompt schedule): then each
     distinct window prompt is rewritten on its own, under the official rule for the first window that takes it (its
@@ -229,17 +218,18 @@ def run_stage(r: _Request, preset: Preset, enhancer: _Enhancer | None, seed: int
 
 def request_plan(request: PlannedRequest, preset: Preset) -> EnhancePlan:
     """:func:`plan` for a request (its mode, prompt and condition frames) under ``preset``: one prompt (per-window
-    prompts are planned window prompt by window prompt, :func:`per_window`). Not yet for an extension
-    (:func:`unsupported`): skipped, and ``on`` is a ValueError."""
-    why = unsupported(request)
-    if why is not None:
-        return EnhancePlan(None, why)
+    prompts are planned window prompt by window prompt, :func:`per_window`). An extension, which the official code
+    does not have, is image-to-video of the input frame its new frames continue from (forward the input's last,
+    backward its first, which they lead into: :func:`ltxcli.extend.enhancement_units`), so that image counts as a
+    condition at frame 0 besides its keyframes (a keyframe then keeps the prompt, as a second condition does)."""
     frames = [c.frame for c in request.conditions]
+    if getattr(request, "extend", None) is not None:
+        frames = [0, *frames]
     return plan(request.enhance_prompt, request.prompt, frames, preset.prompt_enhancement_words_threshold)
 
 __all__ = [
     "CAPTION_MAX_NEW_TOKENS", "CAPTION_NUM_BEAMS", "CAPTION_TASK", "CONDITIONS_UNSUPPORTED", "DEFAULT_WORDS_THRESHOLD",
     "I2V_CINEMATIC_PROMPT", "MAX_NEW_TOKENS", "MODES", "T2V_CINEMATIC_PROMPT", "EnhancePlan", "EnhancementSkippedWarning",
     "Kind", "PlannedRequest", "StagedRequest", "check_enhanced", "check_mode", "held", "note_skipped", "per_window", "plan",
-    "request_plan", "rewrite_of", "run_stage", "unsupported", "word_count",
+    "request_plan", "rewrite_of", "run_stage", "word_count",
 ]

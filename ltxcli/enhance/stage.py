@@ -62,13 +62,13 @@ def _source_bytes(source: str, kind: str, dtype: Any, weights_dir: Any) -> int:
 
 
 def enhancer_bytes(request: GenerationRequest, preset: Preset, *, llm: str | None = None, captioner: str | None = None,
-                   weights_dir: Any = None) -> int:
+                   weights_dir: Any = None, max_seconds: float | None = None) -> int:
     """The weights the enhancement stage of ``request`` holds (0 when its prompt is not rewritten): the LLM in
     bfloat16, plus the captioner in float32 for image-to-video (the official precisions). A registry model not
     on disk counts its :data:`NOMINAL_BYTES` (0 offline, where it cannot be had and the stage does not run)."""
     from .enhancer import CAPTIONER_DTYPE, LLM_DTYPE
 
-    kinds = {p.kind for u in prompt_units(request, preset) if u.enhanced_prompt is None
+    kinds = {p.kind for u in prompt_units(request, preset, max_seconds) if u.enhanced_prompt is None
              and (p := request_plan(u, preset)).kind is not None}
     if not kinds:
         return 0
@@ -85,11 +85,17 @@ def first_frame_pixels(request: GenerationRequest, preset: Preset) -> Tensor:
     return pixels(request, preset)
 
 
-def prompt_units(request: GenerationRequest, preset: Preset) -> list[GenerationRequest]:
+def prompt_units(request: GenerationRequest, preset: Preset, max_seconds: float | None = None
+                 ) -> list[GenerationRequest]:
     """What the stage rewrites for ``request``, each as one prompt: the request itself, or for per-window prompts
     each distinct window prompt as the first window that takes it runs it, under the request's seed
-    (:meth:`ltxcli.long_video.LongPlan.prompt_requests`; its rewrite, when ``enhanced_prompt`` maps it, set)."""
-    if not per_window(request) or request.extend is not None:  # (an extension is not enhanced yet: unsupported)
+    (:meth:`ltxcli.long_video.LongPlan.prompt_requests`; its rewrite, when ``enhanced_prompt`` maps it, set); an
+    extension's as :func:`ltxcli.extend.enhancement_units` (``max_seconds``: the model's time range)."""
+    if request.extend is not None:
+        from ltxcli.extend import enhancement_units
+
+        return enhancement_units(request, preset, max_seconds)
+    if not per_window(request):
         return [request]
     from ltxcli.long_video import plan
 
@@ -101,13 +107,14 @@ def prompt_units(request: GenerationRequest, preset: Preset) -> list[GenerationR
 def enhance_requests(
     requests: Sequence[GenerationRequest], preset: Preset, enhancer: PromptEnhancer, *,
     warn: Callable[[str], None], on_enhanced: Callable[[GenerationRequest], None] | None = None,
-    download: Callable[[list[str]], None] | None = None,
+    download: Callable[[list[str]], None] | None = None, max_seconds: float | None = None,
 ) -> None:
     """Set ``enhanced_prompt`` on every request whose plan enhances it (each request needs its ``seed``), with one
     load of the enhancer's models, freed at the end: per-window prompts map each window prompt rewritten to its
     rewrite (:func:`prompt_units`). ``download``: pulls the registry models it is given (the CLI's, with progress
-    bars) before they are checked. ``on_enhanced``: called once a request's rewrites are all made."""
-    todo = [(r, u, p) for r in requests for u in prompt_units(r, preset)
+    bars) before they are checked. ``on_enhanced``: called once a request's rewrites are all made. ``max_seconds``:
+    the model's time range (an extension's windows)."""
+    todo = [(r, u, p) for r in requests for u in prompt_units(r, preset, max_seconds)
             if u.enhanced_prompt is None and (p := request_plan(u, preset)).kind]
     if not todo:
         return
@@ -122,7 +129,7 @@ def enhance_requests(
             assert u.seed is not None
             text = enhancer.enhance(u.prompt, seed=u.seed, image=pixels)
             mapped = r.enhanced_prompt if isinstance(r.enhanced_prompt, Mapping) else {}
-            r.enhanced_prompt = text if u is r else {**mapped, u.prompt: text}  # per-window: by window prompt
+            r.enhanced_prompt = {**mapped, u.prompt: text} if per_window(r) else text  # per-window: by window prompt
             if on_enhanced is not None and (i + 1 == len(todo) or todo[i + 1][0] is not r):
                 on_enhanced(r)
 
@@ -130,10 +137,11 @@ def enhance_requests(
 def enhance_items(
     requests: Sequence[GenerationRequest], preset: Preset, *, llm: str | None = None, captioner: str | None = None,
     device: Any = "cpu", weights_dir: Any = None, warn: Callable[[str], None], info: Callable[[str], None],
-    download: Callable[[list[str]], None] | None = None,
+    download: Callable[[list[str]], None] | None = None, max_seconds: float | None = None,
 ) -> None:
     """The stage as ``ltx generate`` / ``ltx prompt`` run it, before the video model is loaded: the preset's enhancer
-    (or ``llm`` / ``captioner``) on ``device``, each enhanced prompt reported through ``info``."""
+    (or ``llm`` / ``captioner``) on ``device``, each enhanced prompt reported through ``info``; ``max_seconds``: the
+    model's time range (an extension's windows)."""
     enhancer = enhancer_for(preset, llm=llm, captioner=captioner, device=device, weights_dir=weights_dir,
                             download=download is None)
 
@@ -145,7 +153,8 @@ def enhance_items(
         for prompt, text in r.enhanced_prompt.items():  # per-window prompts: each rewrite after its window prompt
             info(f"enhanced prompt{where} ({prompt}): {text}")
 
-    enhance_requests(requests, preset, enhancer, warn=warn, on_enhanced=report, download=download)
+    enhance_requests(requests, preset, enhancer, warn=warn, on_enhanced=report, download=download,
+                     max_seconds=max_seconds)
 
 
 def enhance_prompt(

@@ -1,0 +1,105 @@
+"""Prompt enhancement of an extension (``ltx extend``, ltxcli.extend.enhancement_units): the official enhancer has
+no extension; the new frames continue from the input's last frame (backward: lead into its first), so the prompt
+is rewritten as image-to-video of that frame; per-window prompts follow the per-window rule (the first window
+image-to-video, later ones text-to-video). It was refused under --enhance-prompt on and skipped under auto.
+
+The input clip's frames are flat grey levels (frame i: i / 8), so the frame the captioner was handed is known
+from its mean. ``PromptEnhancer.enhance`` is replaced by a stand-in (its rewrite "rewritten PROMPT", no model
+run: the tiny enhancer's own plumbing is tests/test_enhance_cli.py's)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from cli_harness import enter_cli_env, json_lines, ltx, memoised_loader
+
+from ltxcli import media
+from ltxcli.enhance.enhancer import PromptEnhancer
+
+_cached_load = memoised_loader()
+ARGS = ["--model", "tiny", "--seed", "5", "--steps", "1", "--enhance-prompt", "on", "--json"]
+
+
+@pytest.fixture(autouse=True)
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    env = enter_cli_env(tmp_path, monkeypatch, _cached_load)
+    monkeypatch.delenv("LTX_ENHANCE_PROMPT")
+    levels = torch.arange(9.0) / 8  # frame i: grey i / 8 (0 first, 1 last)
+    media.write_video(tmp_path / "clip.mp4", levels[:, None, None, None].expand(-1, 64, 64, 3).clone(), 24)
+    return env
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, float | None]]:
+    """Every rewrite: (prompt, seed, the captioned image's mean grey in [0, 1], None for text-to-video)."""
+    seen: list[tuple[str, int, float | None]] = []
+
+    def rewrite(self: PromptEnhancer, prompt: str, *, seed: int, image: Any = None) -> str:
+        seen.append((prompt, seed, None if image is None else float((image[:, :, 0] + 1).mean() / 2)))
+        return f"rewritten {prompt}"
+
+    monkeypatch.setattr(PromptEnhancer, "enhance", rewrite)
+    return seen
+
+
+@pytest.mark.parametrize(("backward", "grey"), [(False, 1.0), (True, 0.0)], ids=["forward", "backward"])
+def test_an_extension_is_enhanced_as_image_to_video_of_the_frame_it_continues_from(
+        calls: list, backward: bool, grey: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forward the input's last frame is captioned, backward its first; --from encodes the recorded rewrite with
+    no enhancer run, to the same frames."""
+    res = ltx("extend", "clip.mp4", "a cat", "--frames", "8", *(["--backward"] if backward else []), *ARGS,
+              "-o", "a.mp4")
+    assert res.exit_code == 0, res.stderr
+    ((prompt, seed, mean),) = calls
+    assert (prompt, seed) == ("a cat", 5) and mean == pytest.approx(grey, abs=0.02)
+    (obj,) = json_lines(res.stdout)
+    assert obj["enhanced_prompt"] == "rewritten a cat" and obj["settings"]["enhance_prompt"] == "on"
+    assert "enhanced prompt: rewritten a cat" in res.stderr
+    monkeypatch.setattr(PromptEnhancer, "enhance", lambda *a, **k: pytest.fail("the enhancer ran"))
+    again = ltx("generate", "--from", "a.mp4", "-o", "b.mp4", "--json")
+    assert again.exit_code == 0, again.stderr
+    assert json_lines(again.stdout)[0]["enhanced_prompt"] == obj["enhanced_prompt"]
+    assert torch.equal(media.load_video("a.mp4"), media.load_video("b.mp4"))
+
+
+def test_per_window_prompts_of_an_extension_follow_the_per_window_rule(calls: list) -> None:
+    """9 input + 24 new frames in 16-frame windows 8 apart: the first window ("a cat") continues from the input's
+    last frame (image-to-video), "a dog" first comes in a window without conditions (text-to-video)."""
+    res = ltx("extend", "clip.mp4", "a cat | a dog", "--frames", "24", "--window", "16", "--overlap", "8", *ARGS,
+              "-o", "w.mp4")
+    assert res.exit_code == 0, res.stderr
+    assert [(p, s) for p, s, _ in calls] == [("a cat", 5), ("a dog", 5)]
+    assert calls[0][2] == pytest.approx(1.0, abs=0.02) and calls[1][2] is None
+    (obj,) = json_lines(res.stdout)
+    assert obj["enhanced_prompt"] == {"a cat": "rewritten a cat", "a dog": "rewritten a dog"}
+    assert len(obj["settings"]["long"]["windows"]) == 3
+
+
+def test_a_keyframe_besides_the_input_keeps_the_prompt_with_the_warning(calls: list) -> None:
+    """The input's frame and a keyframe are two conditions: the official rule keeps the prompt, and warns."""
+    media.write_image("key.png", torch.rand(64, 64, 3))
+    res = ltx("extend", "clip.mp4", "a cat", "--frames", "8", "-c", "key.png:16", *ARGS, "-o", "k.mp4")
+    assert res.exit_code == 0, res.stderr
+    assert calls == [] and json_lines(res.stdout)[0]["enhanced_prompt"] is None
+    assert "prompt enhancement skipped" in res.stderr
+
+
+def test_the_library_enhances_an_extension_as_the_cli_does(calls: list) -> None:
+    """run_extension (no CLI stage) rewrites the prompt through the pipeline's enhancer, the same text; given
+    ``enhanced_prompt`` it runs no enhancer."""
+    from ltxcli.extend import run_extension
+    from ltxcli.request import Extension, GenerationRequest
+    from ltxcli.tiny import build_pipeline
+
+    pipe = build_pipeline(torch.device("cpu"), torch.float32)
+    pipe.enhancer = PromptEnhancer("tiny", "tiny")  # (its models never load: the stand-in rewrites)
+    req = GenerationRequest("a cat", extend=Extension("clip.mp4", 8), seed=5, steps=1, enhance_prompt="on")
+    out = run_extension(pipe, req)
+    assert len(calls) == 1 and calls[0][2] == pytest.approx(1.0, abs=0.02)
+    run_extension(pipe, GenerationRequest("a cat", extend=Extension("clip.mp4", 8), seed=5, steps=1,
+                                          enhance_prompt="on", enhanced_prompt="given"))
+    assert len(calls) == 1
+    assert out.settings["enhanced_prompt"] == "rewritten a cat"
