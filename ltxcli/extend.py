@@ -25,7 +25,8 @@ frames, the context (``K`` the largest ``8k + 1`` <= ``min(M, W - 8)``, ``W`` on
 latent frame of new ones) is a video condition at frame 0 of the first window, so that window is exactly the
 single-window extension by its ``W - K`` new frames, and each later window is conditioned on the previous
 window's tail as a long video's are. A windowed request whose generation fits one window runs as the
-extension without windows (the first ``|`` part as its prompt), as a long video's does.
+extension without windows (the first ``|`` part as its prompt), as a long video's does. A prompt schedule counts
+its starts in output frames, as conditions do (:func:`generation_schedule` shifts it to the generation's).
 """
 
 from __future__ import annotations
@@ -155,11 +156,14 @@ EXTEND_OPTION_HELP = SOURCE_OPTION_HELP | {
     "num_frames": "Number of frames of the output: VIDEO's plus --frames (the default, and the only value accepted).",
     "window": f"Window length in frames (default {DEFAULT_WINDOW}, ComfyUI-LTXVideo's looping sampler) where the context and the "
               "new frames outlast one; giving it (or --overlap, a 'a | b | c' prompt) makes windows (forward only).",
+    "prompt_schedule": "JSON lines {\"start\": FRAME or \"SECONDSs\", \"prompt\": TEXT}, starts counted in output "
+                       "frames (VIDEO's first is 0); each window takes the prompt in force at its first frame "
+                       "(makes windows, forward only).",
 }
-#: The long-video options an extension refuses (a duration, a prompt schedule, the temporal upscaler) or that do
-#: not apply to it (--latents-out): ``ltx extend`` accepts them, to refuse them in one line, but its --help leaves
-#: them out (it shows the window options).
-NOT_FOR_EXTEND = ("duration", "prompt_schedule", "temporal_upscale", "no_temporal_upscale", "latents_out")
+#: The long-video options an extension refuses (a duration, the temporal upscaler) or that do not apply to it
+#: (--latents-out, --no-temporal-upscale of a --from record): ``ltx extend`` accepts them, to refuse them in one
+#: line, but its --help leaves them out (it shows the window options and the prompt schedule).
+NOT_FOR_EXTEND = ("duration", "temporal_upscale", "no_temporal_upscale", "latents_out")
 
 def source_defaults(request: GenerationRequest, preset: Preset) -> None:
     """Fill what a video-to-video or extension request leaves open from its input video (read here, so an
@@ -244,22 +248,41 @@ def _fit(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 def check_extension(request: GenerationRequest) -> None:
     """Refuse (ValueError), before any model work, what an extension does not run: a duration (its length is the
-    new frames), a prompt schedule, windows backward or a temporal upscale (not supported yet); an unknown
-    ``enhance_prompt``."""
+    new frames), windows backward (a prompt schedule makes windows) or a temporal upscale (not supported yet); an
+    unknown ``enhance_prompt``."""
     if request.extend is None:
         return
     check_mode(request.enhance_prompt)
     if request.duration is not None:
         raise ValueError("duration is not supported with an extension (its length is the input's and the new "
                          "frames): give the number of new frames")
-    if request.prompt_schedule is not None:
-        raise ValueError("a prompt schedule is not supported yet with an extension: give one prompt per window as "
-                         "'a | b | c'")
     if request.extend.backward and windowed(request):
         raise ValueError("extending a video backward in windows is not supported yet (a prompt with '|', a window or "
                          "overlap): give one prompt, or extend forward")
     if request.temporal_upscale:  # the input's frames would be spliced at the wrong rate
         raise ValueError("temporal_upscale is not supported yet with an extension: upscale the extended video")
+
+
+def generation_schedule(request: GenerationRequest, plan: ExtensionPlan, warn: bool = True
+                        ) -> list[dict[str, Any]] | None:
+    """An extension's prompt schedule (``frame_rate`` filled in), whose starts count in output frames as its
+    keyframes do, as its generation's (counted from the context's first frame, output frame
+    ``plan.context_start``): the entry in force there starts the generation, later ones shifted; earlier ones
+    fall in the input's own frames, which no window makes (one warning names them, unless not ``warn``)."""
+    if request.prompt_schedule is None:
+        return None
+    import warnings
+
+    from .timeline import in_force, read_schedule, schedule_frames
+
+    assert request.frame_rate is not None
+    entries = schedule_frames(read_schedule(request.prompt_schedule), request.frame_rate)
+    first = in_force(entries, plan.context_start)
+    if first and warn:
+        warnings.warn(f"prompt schedule: the entries starting at frame {', '.join(str(f) for f, _ in entries[:first])}"
+                      f" fall in the input's own frames (the generation starts at output frame "
+                      f"{plan.context_start}): used by no window", stacklevel=3)
+    return [{"start": max(f - plan.context_start, 0), "prompt": p} for f, p in entries[first:]]
 
 
 def continued_frame(video: str | os.PathLike[str], backward: bool) -> torch.Tensor:
@@ -294,7 +317,8 @@ def enhancement_units(request: GenerationRequest, preset: Preset, max_seconds: f
     plan = plan_windows(request, request.num_frames - ext.frames, max_seconds)
     image = continued_frame(ext.video, ext.backward) if image is None else image
     gen = dataclasses.replace(request, extend=None, num_frames=plan.gen_frames, conditions=[
-        Condition(image, 0), *(dataclasses.replace(c, frame=plan.gen_frame(c.frame)) for c in request.conditions)])
+        Condition(image, 0), *(dataclasses.replace(c, frame=plan.gen_frame(c.frame)) for c in request.conditions)],
+        prompt_schedule=generation_schedule(request, plan, warn=False))  # (the run warns)
     p = long_video.plan(gen, preset, max_seconds) if per_window(request) else None
     return [gen] if p is None else p.prompt_requests()
 
@@ -354,7 +378,7 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
     # the generation, in windows or not as long_video.generate decides (one: overlap_strength, adain dropped),
     # encoding the rewrite made above and enhancing nothing itself (its context is no image of the rule's)
     inner = dataclasses.replace(request, extend=None, num_frames=plan.gen_frames, conditions=[],
-                                enhance_prompt="off")
+                                enhance_prompt="off", prompt_schedule=generation_schedule(request, plan))
     # the size and padding (a length the time range holds: in windows the generation is longer)
     r = pipe.resolve(dataclasses.replace(inner, num_frames=min(plan.gen_frames, longest_frames(max_pos,
                                                                                             request.frame_rate))))
@@ -411,6 +435,6 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
 
 __all__ = [
     "EXTEND_OPTION_HELP", "NOT_FOR_EXTEND", "SOURCE_OPTION_HELP", "ExtensionPlan", "check_extension", "check_source",
-    "check_source_length", "check_window_seeds", "continued_frame", "enhancement_units", "generation_control", "longest_frames", "parse_extension",
+    "check_source_length", "check_window_seeds", "continued_frame", "enhancement_units", "generation_control", "generation_schedule", "longest_frames", "parse_extension",
     "plan_extension", "plan_windows", "run_extension", "source_defaults", "window_context",
 ]

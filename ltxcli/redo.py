@@ -126,8 +126,11 @@ def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
         values.update({k: long[k] for k in ("window", "overlap", "overlap_strength", "adain")})
         windows = long["windows"]
         if [w["prompt"] for w in windows] != bar_prompts(values["prompt"], len(windows)):  # from a prompt schedule:
-            # one entry per window, at its first frame (joined with " | " they would split a prompt holding a "|")
-            values["prompt_schedule"] = [{"start": w["first_frame"], "prompt": w["prompt"]} for w in windows]
+            # one entry per window, at its first frame (joined with " | " they would split a prompt holding a "|");
+            # an extension's windows count from its context's first frame, its schedule in output frames
+            ext = record.get("extend") or {}
+            shift = record["num_frames"] - ext["frames"] - ext["context_frames"] if ext else 0
+            values["prompt_schedule"] = [{"start": w["first_frame"] + shift, "prompt": w["prompt"]} for w in windows]
     ext = record.get("extend")
     if ext:
         values["extend"] = Extension(ext["video"], int(ext["frames"]), bool(ext["backward"]))

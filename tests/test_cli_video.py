@@ -189,20 +189,37 @@ def test_v2v_and_extend_help_give_the_input_video_s_defaults() -> None:
     assert _shown_options("generate")["height"][0] == "Height in pixels (default: the preset's)."
 
 
+def test_an_extension_s_prompt_schedule_is_redone_in_output_frames(cli_env: Path, clip: Path) -> None:
+    """The record's windows count from the context's first frame (here output frame 11: a 1-frame context in
+    16-frame windows), its schedule in output frames: --from restores the schedule at the windows' output frames
+    ("b" from 20: the third window, at 27), so the same windows take the same prompts, to the same frames."""
+    (cli_env / "s.jsonl").write_text('{"start": 0, "prompt": "a"}\n{"start": 20, "prompt": "b"}\n')
+    first = ltx("extend", str(clip), "x", "--frames", "24", "--window", "16", "--overlap", "8", "--prompt-schedule",
+                "s.jsonl", "--model", "tiny", "--steps", "1", "--seed", "3", "-o", "e.mp4", "--json")
+    assert first.exit_code == 0, first.stderr
+    windows = json_lines(first.stdout)[0]["settings"]["long"]["windows"]
+    assert [(w["first_frame"], w["prompt"]) for w in windows] == [(0, "a"), (8, "a"), (16, "b")]
+    again = ltx("generate", "--from", "e.mp4", "-o", "f.mp4", "--json")
+    assert again.exit_code == 0, again.stderr
+    assert json_lines(again.stdout)[0]["settings"]["long"]["windows"] == windows
+    assert torch.equal(media.load_video(cli_env / "e.mp4"), media.load_video(cli_env / "f.mp4"))
+
+
 def test_extend_help_leaves_out_the_long_video_options(cli_env: Path, clip: Path) -> None:
-    """extend's --help listed --duration, --prompt-schedule and --temporal-upscale, which an extension refuses; they
-    stay accepted (a refusal is one line) but are not shown. The window options and --resume are shown: an
-    extension runs in windows. --latents-out (one generation's latents, not an extension's) and
+    """extend's --help listed --duration and --temporal-upscale, which an extension refuses; they stay accepted (a
+    refusal is one line) but are not shown. The window options, --prompt-schedule (in output frames) and --resume
+    are shown: an extension runs in windows. --latents-out (one generation's latents, not an extension's) and
     --no-temporal-upscale (of a --from record) are hidden alike. generate shows them all."""
-    long = {"duration", "prompt_schedule", "temporal_upscale", "no_temporal_upscale", "latents_out"}
+    long = {"duration", "temporal_upscale", "no_temporal_upscale", "latents_out"}
     assert {name for name, (_, hidden) in _shown_options("extend").items() if hidden} == long
     assert not any(hidden for _, hidden in _shown_options("generate").values())
     assert not any(hidden for _, hidden in _shown_options("v2v").values())
     text = ltx("extend", "--help").stdout
     assert "--window" in text and "--resume" in text and "--backward" in text
-    line = assert_one_error_line(ltx("extend", str(clip), "a cat", "--frames", "4", "--prompt-schedule", "0:a",
+    assert "in output frames" in _shown_options("extend")["prompt_schedule"][0]
+    line = assert_one_error_line(ltx("extend", str(clip), "a cat", "--frames", "4", "--duration", "2",
                                      "--model", "tiny", "-o", "e.mp4"), 2)
-    assert "a prompt schedule is not supported yet with an extension" in line
+    assert "duration is not supported with an extension" in line
 
 
 def test_v2v_and_extension_refuse_what_they_do_not_run_before_loading(cli_env: Path, clip: Path) -> None:

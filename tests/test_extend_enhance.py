@@ -103,3 +103,21 @@ def test_the_library_enhances_an_extension_as_the_cli_does(calls: list) -> None:
                                           enhance_prompt="on", enhanced_prompt="given"))
     assert len(calls) == 1
     assert out.settings["enhanced_prompt"] == "rewritten a cat"
+
+
+def test_a_schedule_s_window_prompts_are_rewritten_as_its_windows_take_them(cli_env: Path) -> None:
+    """The units of a scheduled extension (no model): the schedule counts in output frames, so with a 1-frame
+    context (16-frame windows) at output frame 8, "b" from output frame 20 is first taken by the window at output
+    frame 24 (generation frame 16), a text-to-video unit; "a" by the first window, with the input's last frame."""
+    from ltxcli.extend import enhancement_units
+    from ltxcli.presets import TINY_PRESET
+    from ltxcli.request import Extension, GenerationRequest
+
+    req = GenerationRequest("x", extend=Extension("clip.mp4", 24), num_frames=33, frame_rate=24.0, height=64,
+                            width=64, seed=5, window=16, overlap=8, enhance_prompt="on",
+                            prompt_schedule=[{"start": 0, "prompt": "a"}, {"start": 20, "prompt": "b"}])
+    image = torch.full((1, 64, 64, 3), 0.5)
+    units = enhancement_units(req, TINY_PRESET, 20.0, image)
+    assert [(u.prompt, u.seed, u.num_frames) for u in units] == [("a", 5, 9), ("b", 5, 9)]
+    assert units[0].conditions[0].media is image and units[0].conditions[0].frame == 0
+    assert units[1].conditions == ()

@@ -93,12 +93,26 @@ def test_each_window_gets_the_control_of_its_own_output_frames(tiny, tmp_path: P
     assert seen == {0: list(range(3, 28)), 16: list(range(19, 44))}
 
 
+def test_a_prompt_schedule_counts_in_output_frames(tiny, tmp_path: Path) -> None:
+    """A prompt schedule was refused with an extension. Its starts count in output frames, as keyframes do: a
+    20-frame input in 25-frame windows conditions on its last 17 frames, so the windows start at output frames 3
+    and 19; "b" (from 2) is in force at 3, "c" starts at 19 (in generation frames, 19 > 16, window 1 would keep
+    "b"), and "a" (from 0), superseded inside the input's own frames, is named in a warning."""
+    clip = media.write_video(tmp_path / "in.mp4", torch.rand(20, 32, 32, 3, generator=torch.Generator()), 24)
+    schedule = [{"start": 0, "prompt": "a"}, {"start": 2, "prompt": "b"}, {"start": 19, "prompt": "c"}]
+    with pytest.warns(UserWarning, match="entries starting at frame 0 fall in the input's own frames"):
+        out = run_extension(tiny, GenerationRequest("x", extend=Extension(str(clip), 24), prompt_schedule=schedule,
+                                                    **BASE))
+    assert out.video.shape[0] == 44 and out.settings["extend"]["context_frames"] == 17
+    assert [w["prompt"] for w in out.settings["long"]["windows"]] == ["b", "c"]
+
+
 def test_what_an_extension_does_not_run_in_windows_is_refused_in_one_line(tiny, clip: Path) -> None:
     for kwargs, match in (
         ({"extend": Extension("clip.mp4", 40, backward=True)}, "extending a video backward in windows is not "
                                                                "supported yet"),
-        ({"extend": Extension("clip.mp4", 40), "prompt_schedule": [{"start": 0, "prompt": "a"}]},
-         "a prompt schedule is not supported yet with an extension"),
+        ({"extend": Extension("clip.mp4", 40, backward=True), "prompt_schedule": [{"start": 0, "prompt": "a"}]},
+         "extending a video backward in windows is not supported yet"),
         ({"extend": Extension("clip.mp4", 40), "duration": 2.0}, "duration is not supported with an extension"),
     ):
         with pytest.raises(ValueError, match=match):
