@@ -390,7 +390,8 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
     context = Condition(((pixels[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1), plan.lead, 1.0)
     control = None if request.control is None else generation_control(request.control, plan)
     result = long_video.generate(pipe, dataclasses.replace(inner, conditions=[context, *user], control=control),
-                                 progress=progress, stream=True, resume=resume, keep_state=keep_state)
+                                 progress=progress, stream=True, resume=resume, keep_state=keep_state,
+                                 frame_offset=plan.context_start)  # (a schedule's frames are output frames)
     kept = _fit(frames, r.height, r.width)
     del frames, ctx, pixels
 

@@ -363,7 +363,7 @@ def fuse(out: Tensor | None, new: Tensor, first: Tensor | None, overlap_latents:
 def generate(
     pipe: Pipeline, request: GenerationRequest, *, progress: ProgressFn | None = None, stream: bool = False,
     resume: str | os.PathLike[str] | None = None, keep_state: bool = True,
-    window_noise: Callable[[int, tuple[int, ...]], Tensor] | None = None,
+    window_noise: Callable[[int, tuple[int, ...]], Tensor] | None = None, frame_offset: int = 0,
 ) -> GenerationResult:
     """Generate ``request``, in windows when :func:`plan` says so (else exactly ``pipe.run``).
 
@@ -373,7 +373,8 @@ def generate(
     matches) and to keep the finished windows in; deleted once the video is complete. ``keep_state`` False: the
     state is read, never written or deleted (a rank of a video split across processes other than the one that
     writes it: every rank resumes from the same windows, one process writes the file). ``window_noise(i,
-    shape)``: the initial noise of window ``i`` (tests; default: drawn from the window's seed)."""
+    shape)``: the initial noise of window ``i`` (tests; default: drawn from the window's seed). ``frame_offset``:
+    the caller's number of the video's frame 0 in messages (an extension's schedule counts in output frames)."""
     from .result import GenerationResult
 
     max_seconds = float(pipe.transformer.config.positional_embedding_max_pos[0])
@@ -383,7 +384,7 @@ def generate(
         request = replace(request, seed=seed_of(saved))
     p = plan(request, pipe.preset, max_seconds)
     if p is not None and p.request.prompt_schedule is not None:
-        _warn_unused_entries(p)
+        _warn_unused_entries(p, frame_offset)
     if p is None or len(p.windows) == 1:
         one = replace(p.window_request(0), num_frames=p.num_frames) if p is not None else _single(request, pipe.preset)
         result = pipe.run(one, progress=progress, stream=stream)  # (per-window prompts: window 0's is enhanced)
@@ -414,13 +415,13 @@ def generate(
     return result
 
 
-def _warn_unused_entries(p: LongPlan) -> None:
+def _warn_unused_entries(p: LongPlan, offset: int) -> None:
     # an entry past the video's end, or replaced before the next window starts, was dropped without a word
     entries = schedule_frames(read_schedule(p.request.prompt_schedule), p.frame_rate)
     taken = {in_force(entries, w.first_frame) for w in p.windows}
-    unused = [f for i, (f, _) in enumerate(entries) if i not in taken]
+    unused = [f + offset for i, (f, _) in enumerate(entries) if i not in taken]
     if unused:
-        starts = ", ".join(str(w.first_frame) for w in p.windows[:4]) + (", ..." if len(p.windows) > 4 else "")
+        starts = ", ".join(str(w.first_frame + offset) for w in p.windows[:4]) + (", ..." if len(p.windows) > 4 else "")
         which = "the entry" if len(unused) == 1 else f"{len(unused)} entries"
         warnings.warn(f"prompt schedule: {which} starting at frame {', '.join(map(str, unused))} used by no window "
                       f"(a window takes the entry in force at its first frame; windows start at {starts})", stacklevel=3)

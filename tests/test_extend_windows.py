@@ -107,6 +107,19 @@ def test_a_prompt_schedule_counts_in_output_frames(tiny, tmp_path: Path) -> None
     assert [w["prompt"] for w in out.settings["long"]["windows"]] == ["b", "c"]
 
 
+def test_a_schedule_entry_no_window_takes_is_named_in_output_frames(tiny, tmp_path: Path) -> None:
+    """The windows start at output frames 3 and 19 (as above): "c" from 10 is replaced by "d" from 19 before any
+    window takes it. The warning named it at frame 7 and the windows at 0 and 16 (the generation's frames), where
+    the schedule counts output frames."""
+    clip = media.write_video(tmp_path / "in.mp4", torch.rand(20, 32, 32, 3, generator=torch.Generator()), 24)
+    schedule = [{"start": 0, "prompt": "b"}, {"start": 10, "prompt": "c"}, {"start": 19, "prompt": "d"}]
+    with pytest.warns(UserWarning, match=r"the entry starting at frame 10 used by no window .*windows start at 3, "
+                                         r"19\)"):
+        out = run_extension(tiny, GenerationRequest("x", extend=Extension(str(clip), 24), prompt_schedule=schedule,
+                                                    **BASE))
+    assert [w["prompt"] for w in out.settings["long"]["windows"]] == ["b", "d"]
+
+
 def test_what_an_extension_does_not_run_in_windows_is_refused_in_one_line(tiny, clip: Path) -> None:
     for kwargs, match in (
         ({"extend": Extension("clip.mp4", 40, backward=True)}, "extending a video backward in windows is not "
