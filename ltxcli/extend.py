@@ -365,6 +365,7 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
         raise ValueError("an extension cannot also be video-to-video: give extend or video, not both")
     source_defaults(request, pipe.preset)
     assert request.frame_rate is not None and request.height is not None and request.width is not None
+    frame_rate = request.frame_rate  # (the rewrite below returns a new request: the checked value kept)
     frames = media.load_video(ext.video)  # float [M, H, W, 3]
     max_pos = pipe.transformer.config.positional_embedding_max_pos
     plan = plan_windows(request, frames.shape[0], float(max_pos[0]))
@@ -380,8 +381,7 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
     inner = dataclasses.replace(request, extend=None, num_frames=plan.gen_frames, conditions=[],
                                 enhance_prompt="off", prompt_schedule=generation_schedule(request, plan))
     # the size and padding (a length the time range holds: in windows the generation is longer)
-    r = pipe.resolve(dataclasses.replace(inner, num_frames=min(plan.gen_frames, longest_frames(max_pos,
-                                                                                            request.frame_rate))))
+    r = pipe.resolve(dataclasses.replace(inner, num_frames=min(plan.gen_frames, longest_frames(max_pos, frame_rate))))
     # the context as every file condition is prepared (crop, resize, blur, CRF; [1, 3, K, h, w] in [-1, 1]), at
     # the generation's size, padded as inference.py pads media; handed over as a tensor [K, ph, pw, 3] in [0, 1]
     ctx = frames[plan.context_start : plan.context_start + plan.context]
