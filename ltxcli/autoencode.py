@@ -234,6 +234,7 @@ def fit_to_grid(video: Tensor, name: PathLike = "video") -> Tensor:
 def read_video(path: PathLike, max_frames: int | None = None) -> tuple[Tensor, Fraction]:
     """A video (or an image) as float ``[F, H, W, 3]`` in [0, 1] and its frame rate (24 for an image), NOT yet
     fitted to the grid, so a caller can say when :func:`fit_to_grid` changes it."""
+    path = user_path(path)  # a quoted "~/a.mp4" argument: no shell expanded it
     video = media.load_media(path, max_frames=max_frames)
     rate = media.video_frame_rate(path) if video.shape[0] > 1 else Fraction(DEFAULT_IMAGE_FPS)
     return video, rate
@@ -270,6 +271,7 @@ def check_target(target: Path, *, overwrite: bool, suffix: str, option: str = "-
     it cannot be made (:class:`~ltxcli.runner.OutputError`, as ``ltx generate`` says it)."""
     from .runner import OutputError, check_writable
 
+    target = Path(user_path(target))  # the place write_video and save_latents write
     if target.suffix.lower() != suffix:
         kind = "latents are written as .safetensors" if suffix == ".safetensors" else f"videos are written as {suffix}"
         raise ValueError(f"{option} {target}: {kind}")
@@ -283,6 +285,7 @@ def check_target(target: Path, *, overwrite: bool, suffix: str, option: str = "-
 def write_video(target: Path, video: Tensor, rate: float | Fraction, record: dict[str, Any], *,
                 overwrite: bool = False) -> None:
     """:func:`ltxcli.media.write_video` into ``target``, its folder made now (so a failure before leaves none)."""
+    target = Path(user_path(target))  # a quoted "-o ~/x.mp4": not a folder named ~
     target.parent.mkdir(parents=True, exist_ok=True)
     media.write_video(target, video, rate, metadata=record, overwrite=overwrite)
 
@@ -298,13 +301,14 @@ def latents_metadata(vae: VideoAutoencoder, video: Tensor, rate: Fraction, sourc
     """The string metadata of a latents file encoded from ``video`` ``[F, H, W, 3]``."""
     f, h, w = video.shape[:3]
     return {"format": LATENTS_FORMAT, "model": vae.label, "frame_rate": frame_rate_text(rate), "height": str(h),
-            "width": str(w), "num_frames": str(f), "source": str(source), "ltxcli_version": __version__}
+            "width": str(w), "num_frames": str(f), "source": user_path(source), "ltxcli_version": __version__}
 
 
 def save_latents(path: PathLike, latents: Tensor, metadata: dict[str, str], *, overwrite: bool = False,
                  statistics: Tensor | None = None) -> None:
     """Write a latents file atomically (:func:`~ltxcli.media.atomic_output`; its folder made now), with the VAE's
     ``statistics`` (:attr:`VideoAutoencoder.statistics`) when given, for :func:`check_latents`."""
+    path = user_path(path)
     tensors = {LATENTS_KEY: latents.contiguous()}
     if statistics is not None:
         tensors[STATISTICS_KEY] = statistics.float().contiguous()
@@ -331,7 +335,7 @@ def read_latents(path: PathLike) -> tuple[Tensor, dict[str, str]]:
 
     Anything else (missing, not safetensors, no ``latents`` tensor, wrong rank) is a one-line
     :class:`~ltxcli.media.MediaError`."""
-    path = Path(path)
+    path = Path(user_path(path))  # a quoted "~/x.safetensors" argument
     if not path.is_file():
         raise MediaError(f"{path}: no such file")
     try:
@@ -381,7 +385,7 @@ def check_latents(vae: VideoAutoencoder, latents: Tensor, path: PathLike, meta: 
     if latents.shape[1] != vae.latent_channels:
         raise ValueError(f"{path}: latents have {latents.shape[1]} channels, the VAE of {vae.label} expects "
                          f"{vae.latent_channels} (encoded with {meta.get('model', 'another model')}?)")
-    with safe_open(os.fspath(path), framework="pt") as f:  # read_latents has read it: it opens
+    with safe_open(user_path(path), framework="pt") as f:  # read_latents has read it: it opens
         stats = f.get_tensor(STATISTICS_KEY).float() if STATISTICS_KEY in f.keys() else None  # noqa: SIM118
     # a bfloat16 copy of the same VAE rounds its statistics to 8 bits of mantissa: 1% tells them apart
     if stats is not None and not (stats.shape == (2, vae.latent_channels)
@@ -408,7 +412,7 @@ def decoded_record(vae: VideoAutoencoder, video: Tensor, rate: float | Fraction,
                    decode: DecodeSettings | None = None) -> dict[str, Any]:
     """The record a video decoded from latents file ``source`` stores (see :func:`ltxcli.media.write_video`);
     ``decode``: the generation's decode settings applied (``generation_decode``; None: a plain decode)."""
-    return {"tool": "ltxcli", "version": __version__, "model": vae.label, "source": str(source),
+    return {"tool": "ltxcli", "version": __version__, "model": vae.label, "source": user_path(source),
             "frame_rate": float(rate), "num_frames": video.shape[0], "height": video.shape[1], "width": video.shape[2],
             "generation_decode": json.loads(decode.to_json()) if decode is not None else None}
 

@@ -127,3 +127,29 @@ def test_an_output_under_an_unknown_user_is_no_internal_error(home: Path) -> Non
     target = naming.output_path("~no-such-user-here/x.mp4", {}, batch=False, frames=False)
     assert target == Path("~no-such-user-here/x.mp4")
     assert naming.output_path("~/x.mp4", {}, batch=False, frames=False) == home / "x.mp4"
+
+
+
+# ltx vae encode|decode|roundtrip and ltx info took "~/v.mp4" (quoted, or a --opt=~ value) literally: exit 6
+# "~/v.mp4: no such file"; a quoted -o "~/x" made a folder named "~" here
+def test_vae_encode_reads_and_writes_a_quoted_tilde_path(home: Path) -> None:
+    enc = ltx("vae", "encode", "~/v.mp4", "-m", "tiny", "-o", "~/v.latents.safetensors", "-q")
+    assert enc.exit_code == 0, enc.stderr
+    assert (home / "v.latents.safetensors").is_file() and not Path("~").exists()
+
+
+def test_vae_decode_reads_and_writes_a_quoted_tilde_path(home: Path) -> None:
+    from ltxcli import autoencode
+
+    # latents of the tiny VAE's width [1, 16, f=2, h=2, w=3] -> 9 frames of 96x64
+    autoencode.save_latents(home / "z.safetensors", torch.zeros(1, 16, 2, 2, 3), {"model": "tiny"})
+    dec = ltx("vae", "decode", "~/z.safetensors", "-o", "~/d.mp4", "-q")
+    assert dec.exit_code == 0, dec.stderr
+    assert media.read_record(home / "d.mp4")["source"] == str(home / "z.safetensors") and not Path("~").exists()
+
+
+def test_vae_roundtrip_and_info_read_a_quoted_tilde_path(home: Path) -> None:
+    assert ltx("vae", "roundtrip", "~/v.mp4", "-m", "tiny", "--json", "-q").exit_code == 0
+    info = ltx("info", "~/v.mp4", "--json")
+    assert info.exit_code == 0, info.stderr
+    assert json_lines(info.stdout)[0]["stream"]["num_frames"] == 9

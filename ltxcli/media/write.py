@@ -37,6 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from ..formatting import escape_surrogates
+from ..paths import user_path
 from .errors import MediaError, check_regular_file, one_line
 from .read import IDENTIFY_ONLY_FORMATS, VIDEO_SUFFIXES, source_frame_count, video_frame_rate
 
@@ -486,7 +487,7 @@ def media_info(path: PathLike) -> tuple[dict[str, Any], dict[str, Any] | None]:
     with the same warning when the file lists more (a truncated file's index); a file whose listed packets are
     all whole in it is counted by them, undecoded (``source_frame_count(quick=True)``).
     A missing or unreadable file, or one whose first frame does not decode, is a :class:`MediaError`."""
-    path = Path(path)
+    path = Path(user_path(path))  # `ltx info "~/a.mp4"`: no shell expanded it
     record = read_record(path)
     target = path / "frame_00000.png" if path.is_dir() else path
     stream = None if target.suffix.lower() in VIDEO_SUFFIXES else _image_info(target)
