@@ -36,6 +36,7 @@ from .models.winograd import parse_conv_algorithm
 from .naming import fps_number
 from .paths import user_path
 from .sizes import padded_size, split_pad
+from .vae_tiling import tiled_decode
 
 if TYPE_CHECKING:
     from .result import GenerationResult
@@ -119,8 +120,10 @@ class VideoAutoencoder:
                 z = z.to(self.device)
                 if t is not None:  # as the pipeline: noise only for a timestep-conditioned decoder
                     z = sampling.decode_noise(z, d.noise_scale, gen)
-                pixels = self.module.decode(sampling.tone_map(z, d.tone_map_compression_ratio), timestep=t,
-                                            generator=gen)
+                z = sampling.tone_map(z, d.tone_map_compression_ratio)
+                # the generation's windows (its tiling, or a CPU's streamed head): they round unlike a whole decode
+                pixels = (self.module.decode(z, timestep=t, generator=gen) if d.plan is None else
+                          tiled_decode(self.module, z, timestep=t, generator=gen, out_device="cpu", **d.plan))
                 return crop_video(pixels, num_frames=d.num_frames, padded=d.padded, padding=d.padding,
                                   resize=d.resize).cpu()
         finally:
@@ -141,7 +144,9 @@ class DecodeSettings:
     (:func:`ltxcli.frames.crop_video`: ``num_frames``, ``padded`` ``(height, width)``, ``padding`` ``(left, right,
     top, bottom)``, ``resize``: a multi-scale run's). ``vae_conv``: the VAE's 3x3x3 convolution algorithm in that
     decode (:class:`~ltxcli.models.winograd.ConvAlgorithm`'s value, as resolved at load: a CPU's measured choice
-    for ``--vae-conv auto`` included); None: not recorded (files written before it), the decoding VAE's own."""
+    for ``--vae-conv auto`` included); None: not recorded (files written before it), the decoding VAE's own.
+    ``plan``: the windows the decode ran in (:func:`~ltxcli.vae_tiling.tiled_decode`'s keyword arguments: a tiled
+    decode's, or on the CPU the streamed head's); None: one whole ``vae.decode`` (or not recorded)."""
 
     timestep: float
     noise_scale: float
@@ -153,6 +158,7 @@ class DecodeSettings:
     padding: tuple[int, int, int, int]
     resize: bool
     vae_conv: str | None = None
+    plan: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, result: GenerationResult) -> DecodeSettings:
@@ -162,7 +168,7 @@ class DecodeSettings:
         return cls(float(s["decode_timestep"]), float(s["decode_noise_scale"]), int(result.seed),
                    float(s["passes"][-1]["tone_map_compression_ratio"]), tuple(result.latents.stride()),
                    int(s["num_frames"]), (ph, pw), (*split_pad(pw - s["width"]), *split_pad(ph - s["height"])),
-                   bool(s["multi_scale"]), str(s["vae_conv"]))
+                   bool(s["multi_scale"]), str(s["vae_conv"]), result.decode_plan)
 
     def to_json(self) -> str:
         return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()})
@@ -179,7 +185,8 @@ class DecodeSettings:
             d = cls(float(v["timestep"]), float(v["noise_scale"]), int(v["seed"]),
                     float(v["tone_map_compression_ratio"]), tuple(int(x) for x in v["stride"]), int(v["num_frames"]),
                     (int(v["padded"][0]), int(v["padded"][1])), tuple(int(x) for x in v["padding"]),  # type: ignore[arg-type]
-                    bool(v["resize"]), None if v.get("vae_conv") is None else str(parse_conv_algorithm(v["vae_conv"])))
+                    bool(v["resize"]), None if v.get("vae_conv") is None else str(parse_conv_algorithm(v["vae_conv"])),
+                    _plan(v.get("plan")))
         except (ValueError, TypeError, KeyError, IndexError) as e:
             raise MediaError(f"{path}: its '{DECODE_KEY}' record is not readable ({type(e).__name__}: {e})") from None
         (ph, pw), (left, right, top, bottom) = d.padded, (*d.padding, 0, 0, 0, 0)[:4]
@@ -187,6 +194,21 @@ class DecodeSettings:
                 or min(d.padding) < 0 or left + right >= pw or top + bottom >= ph):
             raise MediaError(f"{path}: its '{DECODE_KEY}' record does not fit latents {list(shape)}")
         return d
+
+
+def _plan(value: Any) -> dict[str, Any] | None:
+    """A recorded decode plan (JSON: tuples as lists) as :func:`~ltxcli.vae_tiling.tiled_decode` takes it; a key
+    it does not take is a ValueError."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not set(value) <= PLAN_KEYS:
+        raise ValueError(f"plan {value!r} is not a tiled decode's settings")
+    return {k: tuple(int(x) for x in v) if isinstance(v, list) else None if v is None else int(v)
+            for k, v in value.items()}
+
+
+PLAN_KEYS = frozenset({"split_block", "tile_hw", "overlap_hw", "context_hw", "chunk_frames", "overlap_frames",
+                       "context_frames"})
 
 
 def _dense(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:

@@ -230,7 +230,7 @@ class Pipeline:
 
     def _decoded(
         self, latents: Tensor, timestep: float, noise_scale: float, tone_map: float, gen: torch.Generator, *,
-        chunks: bool, progress: Any = None,
+        chunks: bool, progress: Any = None, into: GenerationResult | None = None,
     ) -> Iterator[Tensor]:
         """The decoder stage: the VAE's output ``[B, 3, n, H, W]`` in [-1, 1], whole (one tensor) or, when
         ``chunks`` and the decode is tiled in time, one time window after another (the plan is the same, so
@@ -255,6 +255,8 @@ class Pipeline:
                 # time windows of the head instead (same values). Not for a decode split over ranks, which
                 # every rank must enter through vae.decode (ltxcli.parallel.vae.ParallelVAE)
                 plan = decode_memory.stream_plan(self.vae.config, tuple(latents.shape))
+            if into is not None:  # `ltx vae decode` of its latents decodes in the same windows (same rounding)
+                into.decode_plan = plan
             if plan is None:
                 pixels = self.vae.decode(latents, timestep=t, generator=gen)
                 tiles(1, 1)
@@ -356,13 +358,13 @@ class Pipeline:
             result.settings["cache"].update(self.cache_tally.record(r.cache))
             r = r.output()  # the decoded video: twice the frames and frame rate after a temporal upscale
             if stream:
-                result._stream = functools.partial(self._stream_frames, latents, r, seed, progress, timings)
+                result._stream = functools.partial(self._stream_frames, latents, r, seed, progress, result)
                 return result
 
             t0 = time.perf_counter()
             if progress:
                 progress("decode", 0, 1)
-            result.video = self._decode_video(latents, r, seed, progress)
+            result.video = self._decode_video(latents, r, seed, progress, result)
             timings["decode_s"] = self._elapsed(t0)
         return result
 
@@ -466,29 +468,31 @@ class Pipeline:
         with self._stage(self.temporal_upsampler):
             return self.vae.normalize(self.temporal_upsampler(self.vae.unnormalize(latents)))
 
-    def _decode_video(self, latents: Tensor, r: ResolvedRequest, seed: int, progress: Any = None) -> Tensor:
+    def _decode_video(self, latents: Tensor, r: ResolvedRequest, seed: int, progress: Any = None,
+                      into: GenerationResult | None = None) -> Tensor:
         """The VAE decoder stage -> float32 ``[F, H, W, 3]`` in [0, 1] at the requested size, CPU."""
         # Official decode noise and VAE noise injection use the global RNG (seeded with the run's seed);
         # here a private generator with the same seed stands in for it.
         aux = torch.Generator("cpu").manual_seed(seed)
         (pixels,) = self._decoded(latents, r.decode_timestep, r.decode_noise_scale,
-                                  r.passes[-1].tone_map_compression_ratio, aux, chunks=False, progress=progress)
+                                  r.passes[-1].tone_map_compression_ratio, aux, chunks=False, progress=progress,
+                                  into=into)
         return to_video(pixels, r).cpu()
 
     def _stream_frames(
-        self, latents: Tensor, r: ResolvedRequest, seed: int, progress: Any, timings: dict[str, float],
+        self, latents: Tensor, r: ResolvedRequest, seed: int, progress: Any, result: GenerationResult,
         chunk_frames: int, quantize: Quantize,
     ) -> Iterator[Tensor]:
         """:meth:`_decode_video` a time window at a time, as uint8 ``[n, H, W, 3]`` CPU chunks of at most
         ``chunk_frames`` frames (:func:`ltxcli.frames.checked_uint8`). The work runs in inference mode between
-        the yields (not while the consumer runs); ``timings["decode_s"]`` counts it alone."""
+        the yields (not while the consumer runs); ``result.timings["decode_s"]`` counts it alone."""
         spent = 0.0
         if progress:
             progress("decode", 0, 1)
         aux = torch.Generator("cpu").manual_seed(seed)  # as in _decode_video
         decoded = self._decoded(latents, r.decode_timestep, r.decode_noise_scale,
                                 r.passes[-1].tone_map_compression_ratio, aux, chunks=True,
-                                progress=progress)  # runs on next()
+                                progress=progress, into=result)  # runs on next()
         start = 0
         while True:
             t0 = time.perf_counter()
@@ -504,7 +508,7 @@ class Pipeline:
                 spent += self._elapsed(t0)
                 yield chunk
             start += pixels.shape[2]
-        timings["decode_s"] = spent
+        result.timings["decode_s"] = spent
 
     def _elapsed(self, t0: float) -> float:
         if self.device.type == "cuda":

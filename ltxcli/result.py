@@ -29,6 +29,9 @@ class GenerationResult:
     settings: dict[str, Any] = field(default_factory=dict)
     # the pending decode of a streamed result: (chunk_frames, quantize) -> uint8 chunks; None once started
     _stream: Callable[[int, Quantize], Iterator[Tensor]] | None = field(default=None, repr=False, compare=False)
+    # how the VAE decoded it (tiled_decode's keyword arguments; None: whole), set by the decode: a latents file
+    # records it, as windows round differently from a whole decode (ltxcli.autoencode.DecodeSettings.plan)
+    decode_plan: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def __repr__(self) -> str:
         video = "None (streamed)" if self.video is None else brief(self.video)

@@ -67,6 +67,28 @@ def test_generation_latents_record_the_vae_convolutions_the_decode_ran(monkeypat
     assert vae.module.conv_algorithm is ConvAlgorithm.AUTO  # set back after the decode
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_generation_latents_decode_in_the_generations_windows(monkeypatch: pytest.MonkeyPatch, stream: bool) -> None:
+    """A tiled decode (or a CPU's streamed head, at large sizes) rounds unlike one whole ``vae.decode``: ``ltx vae
+    decode`` decoded whole, so it missed the video's frames by an 8-bit step here and there (150 values of a
+    320x480x33 tiny video streamed by the CLI). The file records the windows and the decode replays them. An
+    approximate plan (windows of 2x2 latents without context) makes the difference large, at a small size."""
+    from ltxcli import pipeline
+    from ltxcli.frames import to_uint8
+
+    plan = {"split_block": 0, "tile_hw": 2, "context_hw": 0}  # latents h=2, w=3: two windows, no context
+    monkeypatch.setattr(pipeline.decode_memory, "plan_decode", lambda *a, **k: dict(plan))
+    pipe = ltxcli.load_pipeline("tiny")
+    res = pipe.generate("a cat", seed=5, height=64, width=96, num_frames=9, stream=stream)
+    frames = torch.cat(list(res.frames()))  # uint8 [9, 64, 96, 3]
+    autoencode.save_generation_latents("t.safetensors", res, vae=pipe.vae, model="tiny", source="t.mp4")
+    latents, meta = autoencode.read_latents("t.safetensors")
+    video, how = autoencode.decode_file(autoencode.VideoAutoencoder(pipe.vae, "tiny", 0.05), latents, meta,
+                                        "t.safetensors")
+    assert torch.equal(to_uint8(video), frames)
+    assert how is not None and how.plan == plan
+
+
 def test_latents_out_then_vae_decode_gives_the_videos_frames(cli_env: Path) -> None:
     r = ltx("generate", "a cat", *ODD, "-o", "v.mp4", "--latents-out", "lat/v.safetensors", "--json")
     assert r.exit_code == 0, r.stderr
