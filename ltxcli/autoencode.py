@@ -349,7 +349,7 @@ def save_generation_latents(path: PathLike, result: GenerationResult, *, vae: nn
             "height": str(s["height"]), "width": str(s["width"]), "num_frames": str(s["num_frames"]),
             "source": str(source), "ltxcli_version": __version__, DECODE_KEY: DecodeSettings.of(result).to_json()}
     save_latents(path, result.latents, meta, overwrite=overwrite, statistics=vae_statistics(vae))
-    return Path(path)
+    return Path(user_path(path))  # where save_latents wrote: --latents-out=~/x.safetensors, expanded
 
 
 def read_latents(path: PathLike) -> tuple[Tensor, dict[str, str]]:

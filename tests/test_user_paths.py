@@ -153,3 +153,11 @@ def test_vae_roundtrip_and_info_read_a_quoted_tilde_path(home: Path) -> None:
     info = ltx("info", "~/v.mp4", "--json")
     assert info.exit_code == 0, info.stderr
     assert json_lines(info.stdout)[0]["stream"]["num_frames"] == 9
+
+
+def test_latents_out_with_a_tilde_is_written_and_reported_under_home(home: Path) -> None:
+    # --latents-out=~/l.safetensors (no shell expands it) wrote ./~/l.safetensors and reported "~/l.safetensors"
+    result = ltx("generate", "a cat", *SMALL, "--latents-out=~/l.safetensors")
+    assert result.exit_code == 0, result.stderr
+    assert json_lines(result.stdout)[0]["latents_path"] == str(home / "l.safetensors")
+    assert (home / "l.safetensors").is_file() and not Path("~").exists()
