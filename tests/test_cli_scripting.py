@@ -228,10 +228,12 @@ def test_closed_stdout_ends_quietly(tmp_path: Path) -> None:
     os.close(write)
     assert (r.returncode, r.stderr) == (cli_common.EXIT_PIPE, "")
     media.write_video(tmp_path / "v.mp4", torch.rand(3, 16, 16, 3), 8, metadata={"tool": "ltxcli", "prompt": "p"})
-    for cmd in ("weights list --json", "info v.mp4", "generate --help", "weights"):
+    # the status when the writer finished first is the command's own: 0, but 2 for `ltx weights` (a group without
+    # its subcommand prints its help as a usage error), so under load that race may give 2 there
+    for cmd, own in (("weights list --json", 0), ("info v.mp4", 0), ("generate --help", 0), ("weights", 2)):
         r = subprocess.run(["bash", "-o", "pipefail", "-c", f"{sys.executable} -m ltxcli {cmd} | head -1"],
                            cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=120, check=False)
-        assert r.returncode in (0, cli_common.EXIT_PIPE) and r.stderr == "", (cmd, r.returncode, r.stderr)
+        assert r.returncode in (own, cli_common.EXIT_PIPE) and r.stderr == "", (cmd, r.returncode, r.stderr)
         assert len(r.stdout.splitlines()) == 1
 
 
