@@ -40,6 +40,16 @@ class BatchItem(GenerationRequest):
     resume: bool = False  # a windowed run keeps its finished windows next to the output (ltxcli.long_video)
     from_duration: bool = False  # its num_frames came from the duration asked for (advice then names --duration)
 
+    @property
+    def duration_rate(self) -> float | None:
+        """The frame rate its length was asked for at in seconds (advice names a --duration), else None."""
+        return self.frame_rate if self.from_duration else None
+
+    @property
+    def input_frames(self) -> int | None:
+        """An extension's input frames (``num_frames`` filled in; advice names its new frames), else None."""
+        return None if self.extend is None or self.num_frames is None else self.num_frames - self.extend.frames
+
 
 _ITEM_INT = ("seed", "steps", "height", "width", "num_frames", "window", "overlap")
 _ITEM_FLOAT = ("frame_rate", "guidance_scale", "stg_scale", "overlap_strength", "adain", "denoise_strength")

@@ -30,11 +30,14 @@ def frames_for_duration(seconds: float, frame_rate: float) -> int:
     return math.ceil(seconds * frame_rate / FRAMES_PER_LATENT - 1e-9) * FRAMES_PER_LATENT + 1
 
 
-def length_option(frames: int | None, duration_rate: float | None = None) -> str:
+def length_option(frames: int | None, duration_rate: float | None = None, extended: int | None = None) -> str:
     """The option that asks for ``frames`` (8k + 1; None: fewer): ``--num-frames F``, or for a length the user gave
     in seconds (``duration_rate``: its frame rate) ``--duration Ss``, as both cannot be given. The seconds are
     rounded down to 0.01 s, which keeps them above the next shorter 8k + 1 length (8 frames less) below 800 fps;
-    one frame is no duration's (at least 9)."""
+    one frame is no duration's (at least 9). ``extended``: the input frames of an extension, whose length is
+    asked for as its new frames (``ltx extend --frames N``; it refuses any other ``--num-frames``)."""
+    if extended is not None:  # frames counts the input's too; no fewer than the input's and one new
+        return f"--frames {frames - extended}" if frames is not None and frames > extended else "fewer --frames"
     if frames is None:
         return "fewer --num-frames" if duration_rate is None else "a shorter --duration"
     if duration_rate is None:

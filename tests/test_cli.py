@@ -810,6 +810,19 @@ def test_memory_advice_for_a_duration_names_a_duration(cli_env: Path, monkeypatc
     assert "--num-frames" not in oom_advice(["generate", "a cat", "--duration", "2"])
 
 
+def test_memory_advice_for_an_extension_names_its_new_frames(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ltx extend` that would not fit was told "e.g. --height 128 --width 192 --num-frames 41" (output frames), which
+    it refuses (exit 2: --num-frames must be the input's plus --frames): the smaller length is now its new frames,
+    --frames N, the output N frames longer than the 17-frame input."""
+    media.write_video(cli_env / "in.mp4", torch.rand(17, 32, 48, 3, generator=torch.Generator().manual_seed(0)), 24)
+    monkeypatch.setattr(preflight, "free_memory_bytes", lambda device: 100_000_000)
+    line = assert_one_error_line(ltx("extend", "in.mp4", "a cat", "--frames", "40", "--model", "tiny", "--steps", "1",
+                                     "--height", "256", "--width", "384", "-o", "o.mp4"), 5)
+    suggested = re.search(r"e\.g\. --height \d+ --width \d+ --frames (\d+),", line)
+    assert suggested is not None and "--num-frames" not in line, line
+    assert 0 < int(suggested.group(1)) < 40
+
+
 def test_memory_preflight_counts_offloaded_stages_and_suggests_offload(monkeypatch: pytest.MonkeyPatch) -> None:
     """On a GPU (estimated, nothing runs on it): weights per stage from the tiny modules themselves, and a free
     memory that holds the transformer stage but not every weight gets `try --offload model`."""

@@ -44,7 +44,7 @@ def describe(est: Any) -> str:
     return f"about {human_bytes(est.peak_bytes)} (weights {human_bytes(stage.weights)}{tail})"
 
 
-def check_memory(
+def check_memory(  # extended: an extension's input frames (its advice names --frames, the new ones)
     estimate: Callable[[int, int, int], Any],
     *,
     height: int,
@@ -54,7 +54,7 @@ def check_memory(
     free_bytes: int,
     where: str = "",
     alternatives: Sequence[tuple[str, Callable[[int, int, int], Any]]] = (), duration_rate: float | None = None,
-) -> None:
+    extended: int | None = None) -> None:
     """Exit 5 with one line when ``estimate(height, width, num_frames)`` (a :class:`MemoryEstimate`) exceeds
     ``free_bytes``. The line names both, the first of ``alternatives`` (``(options, estimate)`` pairs, the fastest
     first: ``--offload model``...) that fits at this size, a smaller size that fits with the current options (if
@@ -78,9 +78,9 @@ def check_memory(
         lead = "or a smaller size" if v.fitting is not None else "try a smaller size"
         if v.smaller is not None:
             (h, w, f), smaller = v.smaller
-            advice.append(f"{lead}, e.g. --height {h} --width {w} {length_option(f, duration_rate)}, which needs {describe(smaller)}")
+            advice.append(f"{lead}, e.g. --height {h} --width {w} {length_option(f, duration_rate, extended)}, which needs {describe(smaller)}")
         elif v.fitting is None:
-            advice.append(f"try a smaller --height/--width or {length_option(None, duration_rate)}")
+            advice.append(f"try a smaller --height/--width or {length_option(None, duration_rate, extended)}")
     advice.append(f"or set {NO_MEMORY_CHECK_ENV}=1 to try anyway")
     raise CliError(f"{where}this run needs {describe(est)} on {device} but {human_bytes(free_bytes)} is free: "
                    + "; ".join(advice), EXIT_OOM)
