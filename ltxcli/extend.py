@@ -257,8 +257,8 @@ def check_extension(request: GenerationRequest) -> None:
         raise ValueError("duration is not supported with an extension (its length is the input's and the new "
                          "frames): give the number of new frames")
     if request.extend.backward and windowed(request):
-        raise ValueError("extending a video backward in windows is not supported yet (a prompt with '|', a window or "
-                         "overlap): give one prompt, or extend forward")
+        raise ValueError("extending a video backward in windows is not supported yet (a prompt with '|', a prompt "
+                         "schedule, a window or overlap): give one prompt, or extend forward")
     if request.temporal_upscale:  # the input's frames would be spliced at the wrong rate
         raise ValueError("temporal_upscale is not supported yet with an extension: upscale the extended video")
 

@@ -132,6 +132,16 @@ def test_what_an_extension_does_not_run_in_windows_is_refused_in_one_line(tiny, 
             run_extension(tiny, GenerationRequest("a cat | a dog", **{**BASE, **kwargs}))
 
 
+def test_a_backward_extension_with_a_prompt_schedule_is_told_the_schedule_makes_windows() -> None:
+    """--backward --prompt-schedule (one prompt, no window options) was refused naming "a prompt with '|', a window
+    or overlap", none of which the user gave: the line now names the prompt schedule too."""
+    from ltxcli.extend import check_extension
+
+    with pytest.raises(ValueError, match=r"backward in windows is not supported yet .*a prompt schedule"):
+        check_extension(GenerationRequest("a cat", extend=Extension("clip.mp4", 16, backward=True),
+                                          prompt_schedule=[{"start": 0, "prompt": "a"}]))
+
+
 def test_an_interrupted_windowed_extension_resumes(tiny, clip: Path, tmp_path: Path) -> None:
     """resume= keeps the finished windows (their hash counts the context's pixels) and the same request continues
     to the uninterrupted video."""
