@@ -54,7 +54,9 @@ def failure_kind(exc: BaseException) -> FailureKind | None:
 #: What to try when memory ran out, by command: only options that command takes (``ltx vae decode`` has no
 #: --offload, --vae-tiling or size options, and an advice it refuses is no advice).
 _GENERATING = "--offload model, --vae-tiling on, a smaller --height/--width, fewer --num-frames, or --dtype bfloat16 on a GPU"
-_OOM_ADVICE = {"generate": _GENERATING, "i2v": _GENERATING, "v2v": _GENERATING, "extend": _GENERATING,
+# ltx extend's length is its new frames (--frames; it refuses any other --num-frames)
+_OOM_ADVICE = {"generate": _GENERATING, "i2v": _GENERATING, "v2v": _GENERATING,
+               "extend": _GENERATING.replace("fewer --num-frames", "fewer --frames"),
                "bench": "a smaller --height/--width, fewer --num-frames, or --dtype bfloat16 on a GPU",
                "vae encode": "fewer --max-frames or --dtype bfloat16 on a GPU",
                "vae roundtrip": "fewer --max-frames or --dtype bfloat16 on a GPU",

@@ -823,6 +823,15 @@ def test_memory_advice_for_an_extension_names_its_new_frames(cli_env: Path, monk
     assert 0 < int(suggested.group(1)) < 40
 
 
+def test_out_of_memory_advice_for_an_extension_names_its_new_frames() -> None:
+    """Out of memory while running, ltx extend was told "fewer --num-frames", an option it refuses at any other
+    value than its input's frames plus --frames: it is told "fewer --frames" (the new frames)."""
+    from ltxcli.errors import oom_advice
+
+    advice = oom_advice(["extend", "in.mp4", "a cat", "--frames", "40"])
+    assert "fewer --frames" in advice and "--num-frames" not in advice, advice
+
+
 def test_memory_preflight_counts_offloaded_stages_and_suggests_offload(monkeypatch: pytest.MonkeyPatch) -> None:
     """On a GPU (estimated, nothing runs on it): weights per stage from the tiny modules themselves, and a free
     memory that holds the transformer stage but not every weight gets `try --offload model`."""
