@@ -389,6 +389,12 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
     pixels = torch.nn.functional.pad(resize_frames(pixels, r.height, r.width), r.padding)
     context = Condition(((pixels[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1), plan.lead, 1.0)
     control = None if request.control is None else generation_control(request.control, plan)
+    if request.control is not None and control is None:  # all of it in the input's kept frames: nothing controlled
+        import warnings
+
+        warnings.warn(f"control {media_path(request.control.media) or '(frames)'}: it ends before output frame "
+                      f"{plan.context_start}, where the generation starts (the input's frames before it are kept): "
+                      "no frame is controlled; give a control of the output's length", stacklevel=2)
     result = long_video.generate(pipe, dataclasses.replace(inner, conditions=[context, *user], control=control),
                                  progress=progress, stream=True, resume=resume, keep_state=keep_state,
                                  frame_offset=plan.context_start)  # (a schedule's frames are output frames)

@@ -93,6 +93,17 @@ def test_each_window_gets_the_control_of_its_own_output_frames(tiny, tmp_path: P
     assert seen == {0: list(range(3, 28)), 16: list(range(19, 44))}
 
 
+def test_a_control_that_ends_before_the_generation_is_named_in_a_warning(tiny, tmp_path: Path) -> None:
+    """A 20-frame input in 25-frame windows is conditioned on its last 17 frames (the generation starts at output
+    frame 3): a 3-frame control covers none of it and was dropped without a word (the record naming it)."""
+    from ltxcli.request import Control
+
+    clip = media.write_video(tmp_path / "in.mp4", torch.rand(20, 32, 32, 3, generator=torch.Generator()), 24)
+    control = Control(torch.rand(3, 32, 32, 3, generator=torch.Generator()), 0.9)
+    with pytest.warns(UserWarning, match="ends before output frame 3, where the generation starts"):
+        run_extension(tiny, GenerationRequest("a | b", extend=Extension(str(clip), 8), control=control, **BASE))
+
+
 def test_a_prompt_schedule_counts_in_output_frames(tiny, tmp_path: Path) -> None:
     """A prompt schedule was refused with an extension. Its starts count in output frames, as keyframes do: a
     20-frame input in 25-frame windows conditions on its last 17 frames, so the windows start at output frames 3
