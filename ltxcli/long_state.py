@@ -47,6 +47,10 @@ def state_hash(request: GenerationRequest, windows: Mapping[str, Any], model: st
     torch = sys.modules.get("torch")  # a tensor exists only once torch is imported (not imported here for it)
 
     req = {f.name: plain(getattr(request, f.name)) for f in fields(GenerationRequest)}
+    if compute is not None and "loras" in compute:
+        # the LoRAs merged decide the latents, not how the request named them: None (the pipeline's), [] and
+        # ["none"] with nothing merged are one state
+        del req["loras"]
     blob = json.dumps({"model": model, "compute": compute, "request": req, "long": windows}, sort_keys=True,
                       default=str)
     return hashlib.sha256(blob.encode()).hexdigest()

@@ -848,3 +848,18 @@ def test_a_state_made_with_another_tensor_condition_is_not_resumed(tiny, tmp_pat
         warnings.simplefilter("error")
         long_video.generate(tiny, req(0.8), resume=state)  # its own state: resumed
     assert not state.exists()
+
+
+def test_a_state_made_without_lora_resumes_under_lora_none(tiny) -> None:
+    """`--lora none` (``loras=["none"]``) and no `--lora` (None, nothing merged) make the same windows: a run
+    interrupted under one resumed under the other started over, as the request's own ``loras`` entry was hashed
+    beside the LoRAs actually merged (the state hash's ``compute``, which decides the latents)."""
+    req = GenerationRequest(" | ".join(PROMPTS), **{**BASE, "seed": 6})
+    merged = {"dtype": "float32", "loras": []}  # what Pipeline.compute_record and lora_records give with none
+    plain = long_video.request_hash(long_video.plan(req, tiny.preset), "tiny", merged)
+    for loras in (["none"], []):
+        none = replace(req, loras=loras)
+        assert long_video.request_hash(long_video.plan(none, tiny.preset), "tiny", merged) == plain, loras
+    # the LoRAs merged still tell states apart
+    styled = {**merged, "loras": [{"path": "style.safetensors", "sha256": "ab", "scale": 1.0}]}
+    assert long_video.request_hash(long_video.plan(req, tiny.preset), "tiny", styled) != plain
