@@ -319,24 +319,31 @@ def frame_rate_text(rate: Fraction) -> str:
     return str(rate.numerator) if rate.denominator == 1 else f"{rate.numerator}/{rate.denominator}"
 
 
+def _metadata(model: str, frame_rate: str, height: int, width: int, num_frames: int, source: str) -> dict[str, str]:
+    """The string metadata every latents file carries (the module docstring's list)."""
+    return {"format": LATENTS_FORMAT, "model": model, "frame_rate": frame_rate, "height": str(height),
+            "width": str(width), "num_frames": str(num_frames), "source": source, "ltxcli_version": __version__}
+
+
 def latents_metadata(vae: VideoAutoencoder, video: Tensor, rate: Fraction, source: PathLike) -> dict[str, str]:
     """The string metadata of a latents file encoded from ``video`` ``[F, H, W, 3]``."""
     f, h, w = video.shape[:3]
-    return {"format": LATENTS_FORMAT, "model": vae.label, "frame_rate": frame_rate_text(rate), "height": str(h),
-            "width": str(w), "num_frames": str(f), "source": user_path(source), "ltxcli_version": __version__}
+    return _metadata(vae.label, frame_rate_text(rate), h, w, f, user_path(source))
 
 
 def save_latents(path: PathLike, latents: Tensor, metadata: dict[str, str], *, overwrite: bool = False,
-                 statistics: Tensor | None = None) -> None:
+                 statistics: Tensor | None = None) -> Path:
     """Write a latents file atomically (:func:`~ltxcli.media.atomic_output`; its folder made now), with the VAE's
-    ``statistics`` (:attr:`VideoAutoencoder.statistics`) when given, for :func:`check_latents`."""
-    path = user_path(path)
+    ``statistics`` (:attr:`VideoAutoencoder.statistics`) when given, for :func:`check_latents`; returns where
+    (``~`` expanded)."""
+    target = Path(user_path(path))
     tensors = {LATENTS_KEY: latents.contiguous()}
     if statistics is not None:
         tensors[STATISTICS_KEY] = statistics.float().contiguous()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with media.atomic_output(path, overwrite=overwrite) as temp:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with media.atomic_output(target, overwrite=overwrite) as temp:
         save_file(tensors, os.fspath(temp), metadata=metadata)
+    return target
 
 
 def save_generation_latents(path: PathLike, result: GenerationResult, *, vae: nn.Module, model: str,
@@ -345,11 +352,10 @@ def save_generation_latents(path: PathLike, result: GenerationResult, *, vae: nn
     with the VAE's statistics and how the generation decoded them (:class:`DecodeSettings`), so that
     ``ltx vae decode`` gives the video ``source`` holds. ``model``: the name the video records."""
     s = result.settings
-    meta = {"format": LATENTS_FORMAT, "model": model, "frame_rate": str(fps_number(s["frame_rate"])),
-            "height": str(s["height"]), "width": str(s["width"]), "num_frames": str(s["num_frames"]),
-            "source": str(source), "ltxcli_version": __version__, DECODE_KEY: DecodeSettings.of(result).to_json()}
-    save_latents(path, result.latents, meta, overwrite=overwrite, statistics=vae_statistics(vae))
-    return Path(user_path(path))  # where save_latents wrote: --latents-out=~/x.safetensors, expanded
+    meta = {**_metadata(model, str(fps_number(s["frame_rate"])), s["height"], s["width"], s["num_frames"],
+                        str(source)), DECODE_KEY: DecodeSettings.of(result).to_json()}
+    # where save_latents wrote: --latents-out=~/x.safetensors, expanded
+    return save_latents(path, result.latents, meta, overwrite=overwrite, statistics=vae_statistics(vae))
 
 
 def read_latents(path: PathLike) -> tuple[Tensor, dict[str, str]]:
