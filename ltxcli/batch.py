@@ -84,6 +84,22 @@ def parse_condition(spec: str, what: str = "--condition") -> Condition:
     raise ValueError(f"{what} {spec!r}: expected PATH:FRAME[:STRENGTH], e.g. first.png:0 or end.png:96:0.8")
 
 
+#: The ``--condition`` value that asks for no condition, given alone: it replaces a ``--from`` record's conditions
+#: (an i2v record's first frame too). No condition file is named so: a condition is ``PATH:FRAME``.
+NO_CONDITION = "none"
+
+
+def parse_conditions(specs: Sequence[str]) -> list[Condition]:
+    """The command's ``--condition`` values -> conditions (``[NO_CONDITION]``: none); ``none`` beside other
+    conditions is a ValueError (one line), as ``--lora none`` beside other LoRAs is."""
+    if NO_CONDITION in specs:
+        if len(specs) > 1:
+            raise ValueError(f"--condition {NO_CONDITION} asks for no condition: give it alone, not with other "
+                             "conditions")
+        return []
+    return [parse_condition(c) for c in specs]
+
+
 def _parses(s: str, kind: type) -> bool:
     """Whether ``kind(s)`` reads ``s`` (``int`` or ``float``)."""
     try:
@@ -236,5 +252,5 @@ def item_control(row: Mapping[str, Any], defaults: Mapping[str, Any]) -> Control
     return c
 
 
-__all__ = ["ITEM_KEYS", "BatchItem", "is_pipe", "item_control", "parse_batch", "parse_condition", "read_batch_file",
-           "read_stdin"]
+__all__ = ["ITEM_KEYS", "NO_CONDITION", "BatchItem", "is_pipe", "item_control", "parse_batch", "parse_condition",
+           "parse_conditions", "read_batch_file", "read_stdin"]

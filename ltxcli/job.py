@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import long_video, naming, runner
 from .adapters.lora import check_lora_sources, lora_specs
-from .batch import ITEM_KEYS, parse_condition
+from .batch import ITEM_KEYS, parse_conditions
 from .request import Condition
 
 if TYPE_CHECKING:
@@ -210,7 +210,7 @@ def _plan_job(
     spec = _resolve(s)  # reads a file's header: a corrupt one fails here
     if spec.kind == "builtin" and s.text_encoder:
         warn(f"--text-encoder is ignored: {spec.name} has a built-in text encoder")
-    base_conds = ([first_image] if first_image else []) + [parse_condition(c) for c in s.conditions]
+    base_conds = ([first_image] if first_image else []) + parse_conditions(s.conditions)
     items = runner.build_items(rows, preset=spec.preset, conditions=base_conds, defaults=s.item_defaults())
     if world > 1:  # the seeds (random ones included) of rank 0, before any name is derived from them
         for it, (seed, batch_seed) in zip(items, from_rank0(ctx, [(it.seed, it.batch_seed) for it in items]), strict=True):

@@ -156,9 +156,9 @@ def _encoder(given: Mapping[str, Any]) -> str | None:
 
 def redo_row(path: str | os.PathLike[str], given: Mapping[str, Any], prompt: str | None = None) -> dict[str, Any]:
     """The batch row (and ``model``) that redoes the generation recorded in ``path``: every recorded value
-    except those ``given`` (a caller's explicit settings: not ``None``, not empty; ``loras=["none"]`` and
-    ``control="none"`` (:data:`~ltxcli.adapters.lora.NO_LORA`, :data:`~ltxcli.request.NO_CONTROL`) replace the
-    record's with none, ``no_temporal_upscale=True`` drops its temporal upscale: the recorded generation's frames
+    except those ``given`` (a caller's explicit settings: not ``None``, not empty; ``loras=["none"]``,
+    ``conditions=["none"]`` and ``control="none"`` (:data:`~ltxcli.adapters.lora.NO_LORA`,
+    :data:`~ltxcli.batch.NO_CONDITION`, :data:`~ltxcli.request.NO_CONTROL`) replace the record's with none, ``no_temporal_upscale=True`` drops its temporal upscale: the recorded generation's frames
     at its own rate) and, when given, ``prompt``."""
     record = read_record(path)
     try:

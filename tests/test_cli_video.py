@@ -1087,6 +1087,24 @@ def test_from_drops_the_recorded_loras_control_and_temporal_upscale(cli_env: Pat
     assert "--temporal-upscale and --no-temporal-upscale contradict each other" in line
 
 
+def test_from_with_condition_none_drops_the_recorded_conditions(cli_env: Path, clip: Path) -> None:
+    """A --from record's conditions (an i2v's first frame) could not be dropped: -c none was refused as a
+    malformed PATH:FRAME. Now the redo is the text-to-video of the same seed, frame for frame, and its record
+    names no condition; none beside a condition is refused in one line."""
+    args = ["--model", "tiny", "--seed", "5", "--steps", "1", *SMALL]
+    assert ltx("i2v", str(clip), "a cat", *args, "--frames-dir", "a").exit_code == 0
+    r = ltx("generate", "--from", "a", "-c", "none", "--frames-dir", "b", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json_lines(r.stdout)[0]["settings"]["conditions"] == []
+    assert media.read_video_metadata(cli_env / "b" / "frame_00000.png")["conditions"] == []
+    assert ltx("generate", "a cat", *args, "--frames-dir", "p").exit_code == 0
+    assert torch.equal(frame_codes(cli_env / "b"), frame_codes(cli_env / "p"))
+    assert not torch.equal(frame_codes(cli_env / "a"), frame_codes(cli_env / "p"))  # the condition mattered
+    line = assert_one_error_line(ltx("generate", "--from", "a", "-c", "none", "-c", f"{clip}:0", "--frames-dir",
+                                     "c"), 2)
+    assert "--condition none asks for no condition: give it alone" in line
+
+
 def test_a_missing_control_video_names_the_record_or_batch_line_it_came_from(cli_env: Path) -> None:
     """As a LoRA's: a control video moved since the video was made said "ctl.mp4: no such file", naming neither
     the --from record nor the batch line it came from (a missing condition names them)."""

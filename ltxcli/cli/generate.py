@@ -85,8 +85,8 @@ StgModeOpt = Annotated[StgMode | None, typer.Option(show_default=False, help="Ho
 SeedOpt = Annotated[int | None, typer.Option(show_default=False, help="Random seed (default: a random one, printed). With --batch: the batch seed, item i gets SEED + i.")]
 ConditionOpt = Annotated[list[str] | None, typer.Option(
     "--condition", "-c", show_default=False,
-    help="PATH:FRAME[:STRENGTH] (repeatable): an image or video placed at pixel frame FRAME with STRENGTH in "
-         "[0, 1] (default 1). Keyframes, first/last frame, video extension.")]
+    help="PATH:FRAME[:STRENGTH] (repeatable): an image or video placed at pixel frame FRAME with STRENGTH in [0, 1] "
+         "(default 1). Keyframes, first/last frame, video extension. none: no condition (with --from: not the record's).")]
 LoraOpt = Annotated[list[str] | None, typer.Option("--lora", show_default=False, help="PATH_OR_NAME[:SCALE] "
     "(repeatable): a LoRA file, PEFT folder or weights.toml LoRA merged into the model at SCALE (default 1); none: "
     "no LoRA (with --from: not the record's).")]
