@@ -36,10 +36,18 @@ SETTINGS = ("model", "dtype", "weights_dtype", "attention", "cpu_gemm", "vae_con
 #: What the recorded rewrite was made from (the i2v captioner reads the first condition cropped to the video's
 #: size; the model's preset names the enhancer and captioner): one of them given asks for a new rewrite.
 _REWRITTEN_FROM = ("seed", "enhance_prompt", "enhancer_model", "caption_model", "conditions", "height", "width",
-                   "model")
+                   "model", "video")
 #: What lays out a per-window record's windows (which window first takes each prompt, and its conditions): one of
 #: them given asks for new rewrites of its window prompts too.
 _WINDOWS_FROM = ("prompt_schedule", "window", "overlap", "num_frames", "duration", "frame_rate")
+#: ``ltx generate --video``'s one value (``given["video"]`` of :func:`redo_row`): not the record's input video. A
+#: v2v record is then the text-to-video of its size, length and seed; an extension's the plain generation of the
+#: extended video's length (its prompts and conditions as recorded, none of the input's frames kept): what the
+#: record asked for, less the input, as --lora none is it less the LoRAs.
+NO_VIDEO = "none"
+VIDEO_OPTION_HELP = ("none: with --from, not the record's input video: a v2v record's text-to-video, an "
+                     "extension's plain generation of the extended length (same seed). Another video: ltx v2v or "
+                     "ltx extend.")
 _TYPES: dict[str, Any] = {"prompt": str, "negative_prompt": str, "height": int, "width": int, "num_frames": int,
                           "frame_rate": (int, float), "seed": int, "steps": int}
 
@@ -154,15 +162,37 @@ def _encoder(given: Mapping[str, Any]) -> str | None:
     return VIDEO_FORMATS.get(Path(given.get("output") or "").suffix.lower(), VIDEO_FORMATS[".mp4"])[1]
 
 
+def _check_video(video: Any) -> None:
+    """``given["video"]``: None or :data:`NO_VIDEO` (an input of its own is ``ltx v2v``'s or ``ltx extend``'s)."""
+    if video not in (None, NO_VIDEO):
+        raise ValueError(f"--video {video}: ltx generate takes only --video {NO_VIDEO} (with --from: not the "
+                         f"record's input video); to transform a video: ltx v2v {video} PROMPT, to continue it: "
+                         f"ltx extend {video} PROMPT --frames N")
+
+
+def generate_row(path: str | os.PathLike[str] | None, given: Mapping[str, Any],
+                 prompt: str | None = None) -> dict[str, Any]:
+    """``ltx generate``'s row: with ``--from`` (``path``) :func:`redo_row`'s, else ``prompt``'s (a ``video``
+    given is checked either way: only :data:`NO_VIDEO`)."""
+    _check_video(given.get("video"))
+    return redo_row(path, given, prompt) if path is not None else {"prompt": prompt}
+
+
 def redo_row(path: str | os.PathLike[str], given: Mapping[str, Any], prompt: str | None = None) -> dict[str, Any]:
     """The batch row (and ``model``) that redoes the generation recorded in ``path``: every recorded value
     except those ``given`` (a caller's explicit settings: not ``None``, not empty; ``loras=["none"]``,
     ``conditions=["none"]`` and ``control="none"`` (:data:`~ltxcli.adapters.lora.NO_LORA`,
-    :data:`~ltxcli.batch.NO_CONDITION`, :data:`~ltxcli.request.NO_CONTROL`) replace the record's with none, ``no_temporal_upscale=True`` drops its temporal upscale: the recorded generation's frames
-    at its own rate) and, when given, ``prompt``."""
+    :data:`~ltxcli.batch.NO_CONDITION`, :data:`~ltxcli.request.NO_CONTROL`) replace the record's with none,
+    ``no_temporal_upscale=True`` drops its temporal upscale: the recorded generation's frames at its own rate,
+    ``video="none"`` (:data:`NO_VIDEO`) its v2v input or extension) and, when given, ``prompt``."""
+    _check_video(given.get("video"))
     record = read_record(path)
     try:
         values = record_values(record)
+        if given.get("video") == NO_VIDEO:  # v2v: its size, length and rate are recorded; an extension's length
+            values.pop("denoise_strength", None)  # is the extended video's (record_values counted it again)
+            if values.pop("extend", None) is not None:
+                values["num_frames"] = record["num_frames"]
         if (record.get("encoding") or {}).get("encoder") != _encoder(given):  # VP9: no preset, another CRF scale
             values.update(crf=None, encoder_preset=None)
     except (KeyError, TypeError, AttributeError) as e:  # a record edited by hand, or written by no version of ltx
@@ -199,4 +229,18 @@ def kernel_hint(taken: Mapping[str, Any], path: str | os.PathLike[str]) -> str |
     return f"the record of {os.fspath(path)} says " + "; and ".join(hints) if hints else None
 
 
-__all__ = ["SETTINGS", "kernel_hint", "read_record", "record_values", "redo_row"]
+def hinted(e: Exception, taken: Mapping[str, Any], path: str | os.PathLike[str] | None) -> Exception:
+    """``e``, or when it is a kernel that cannot run here (:func:`ltxcli.errors.failure_kind`) and the record of
+    ``path`` named it (``taken``), the same error ending with what to pass (:func:`kernel_hint`)."""
+    from .errors import failure_kind
+
+    hint = kernel_hint(taken, path) if path is not None and failure_kind(e) == "kernel" else None
+    if hint is None:
+        return e
+    new = type(e)(f"{e}; {hint}")
+    new.__suppress_context__ = True  # as `raise ... from None`: the one error, not the one it replaces
+    return new
+
+
+__all__ = ["NO_VIDEO", "SETTINGS", "VIDEO_OPTION_HELP", "generate_row", "hinted", "kernel_hint", "read_record",
+           "record_values", "redo_row"]

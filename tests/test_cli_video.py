@@ -1105,6 +1105,42 @@ def test_from_with_condition_none_drops_the_recorded_conditions(cli_env: Path, c
     assert "--condition none asks for no condition: give it alone" in line
 
 
+@pytest.mark.parametrize("command", ["v2v", "extend"])
+def test_from_with_video_none_drops_the_recorded_v2v_input_or_extension(cli_env: Path, clip: Path,
+                                                                        command: str) -> None:
+    """A --from record's v2v input or extension could not be dropped (ltx generate had no --video). --video none
+    makes a v2v record the text-to-video of its size, length, rate and seed, and an extension's the plain
+    generation of the extended length (12 + 3 frames): frame for frame the fresh runs, with records naming no
+    input. Another --video value is refused in one line (ltx v2v and ltx extend take an input)."""
+    size = ["--model", "tiny", "--height", "32", "--width", "64", "--frame-rate", "12", "--seed", "5"]
+    if command == "v2v":
+        made = ltx("v2v", str(clip), "a cat", *size, "--num-frames", "9", "--steps", "2", "--frames-dir", "a")
+        fresh = ["--num-frames", "9", "--steps", "2"]
+    else:
+        made = ltx("extend", str(clip), "a cat", "--frames", "3", *size, "--steps", "1", "--frames-dir", "a")
+        fresh = ["--num-frames", "15", "--steps", "1"]
+    assert made.exit_code == 0, made.stderr
+    r = ltx("generate", "--from", "a", "--video", "none", "--frames-dir", "b", "--json")
+    assert r.exit_code == 0, r.stderr
+    s = json_lines(r.stdout)[0]["settings"]
+    assert (s["video"], s["extend"], s["num_frames"]) == (None, None, int(fresh[1]))
+    record = media.read_video_metadata(cli_env / "b" / "frame_00000.png")
+    assert (record["video"], record["extend"], record["denoise_strength"]) == (None, None, None)
+    assert ltx("generate", "a cat", *size, *fresh, "--frames-dir", "p").exit_code == 0
+    assert torch.equal(frame_codes(cli_env / "b"), frame_codes(cli_env / "p"))
+    line = assert_one_error_line(ltx("generate", "--from", "a", "--video", str(clip), "--frames-dir", "x"), 2)
+    assert "ltx generate takes only --video none" in line and f"ltx v2v {clip} PROMPT" in line
+    from ltxcli.redo import redo_row
+
+    # a recorded rewrite (an extension's came from its input's frame) is made anew
+    rewrite_record(cli_env / "a" / "frame_00000.png", enhanced_prompt="a cat, rewritten")
+    assert redo_row("a", {})["enhanced_prompt"] == "a cat, rewritten"
+    assert "enhanced_prompt" not in redo_row("a", {"video": "none"})
+    Path("b.txt").write_text("a cat\n")  # nothing to drop: not ignored, refused
+    line = assert_one_error_line(ltx("generate", "--batch", "b.txt", "--video", "none", *size, "-o", "o/"), 2)
+    assert "--video none is for --from" in line
+
+
 def test_a_missing_control_video_names_the_record_or_batch_line_it_came_from(cli_env: Path) -> None:
     """As a LoRA's: a control video moved since the video was made said "ctl.mp4: no such file", naming neither
     the --from record nor the batch line it came from (a missing condition names them)."""

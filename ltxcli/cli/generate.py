@@ -19,11 +19,11 @@ import typer
 
 from ltxcli import batch as batch_file
 from ltxcli import runner
-from ltxcli.errors import failure_kind
 from ltxcli.extend import EXTEND_OPTION_HELP, NOT_FOR_EXTEND, SOURCE_OPTION_HELP
 from ltxcli.job import JobSettings
 from ltxcli.long_video import OPTION_HELP
 from ltxcli.parallel import launch
+from ltxcli.redo import SETTINGS, VIDEO_OPTION_HELP, generate_row, hinted
 from ltxcli.request import STG_MODES, Condition, Extension
 
 from . import common, preflight
@@ -443,29 +443,28 @@ def generate(
     from_: Annotated[str | None, typer.Option("--from", show_default=False, help="Redo a video (or --frames-dir "
                      "folder) ltx wrote, from its record: same model, settings and seed but for the options given "
                      "(and PROMPT).")] = None,
+    video: Annotated[str | None, typer.Option(show_default=False, help=VIDEO_OPTION_HELP)] = None,
     **shared: Any,
 ) -> None:
     """Generate a video from a text prompt (or a batch of prompts)."""
     opts, gpus = options(shared), shared["gpus"]
     if batch is not None and (prompt is not None or from_ is not None):
         usage_error("give a PROMPT (or --from VIDEO) or --batch FILE, not both")
+    if batch is not None and video is not None:  # a batch line's "video" is its own v2v input
+        usage_error("--video none is for --from (not the record's input video), not --batch (a line's \"video\" "
+                    "is its input)")
     if batch is None and prompt is None and from_ is None:
         usage_error("missing PROMPT (or --batch FILE); `ltx generate --help` shows the options")
     if batch is None:
-        from ltxcli.redo import SETTINGS, kernel_hint, redo_row
-
         given = {_FIELDS.get(k, k): getattr(opts, _FIELDS.get(k, k)) for k in SHARED_OPTIONS if k != "gpus" and
                  command.get_parameter_source(k).name in ("COMMANDLINE", "PROMPT")}  # not LTX_MODEL's, not defaults
-        row = redo_row(from_, given, prompt) if from_ is not None else {"prompt": prompt}
+        row = generate_row(from_, {**given, "video": video}, prompt)
         taken = {key: row.pop(key) for key in SETTINGS if key in row}  # the record's, where not given
         vars(opts).update(taken)
         try:
             return _single(opts, gpus, row)
         except Exception as e:  # a kernel the record names that cannot run here: say where it came from
-            hint = kernel_hint(taken, from_) if from_ is not None and failure_kind(e) == "kernel" else None
-            if hint is None:
-                raise
-            raise type(e)(f"{e}; {hint}") from None
+            raise hinted(e, taken, from_)  # noqa: B904  (e itself, or the error that replaces it)
 
     def prepare() -> str | None:  # stdin is left for the workers to read; a pipe is read once, here, for them
         text = batch_file.read_batch_file(batch) if batch != "-" else None
