@@ -267,16 +267,16 @@ def test_the_python_api_says_when_a_condition_is_trimmed() -> None:
 # --------------------------------------------------------------------------------------- v2v
 
 
-def test_v2v_takes_the_input_size_length_and_rate(tmp_path: Path, clip: Path) -> None:
-    proc = run_ltx(tmp_path, "v2v", str(clip), "a dog runs", "--strength", "0.5", "--model", "tiny", "--seed",
-                   "2", "-o", "dog.mp4", "--json")
-    assert proc.returncode == 0, proc.stderr
+def test_v2v_takes_the_input_size_length_and_rate(cli_env: Path, clip: Path) -> None:
+    proc = ltx("v2v", str(clip), "a dog runs", "--strength", "0.5", "--model", "tiny", "--seed", "2", "-o",
+               "dog.mp4", "--json")
+    assert proc.exit_code == 0, proc.stderr
     (obj,) = json_lines(proc.stdout)
     s = obj["settings"]
     assert (s["num_frames"], s["width"], s["height"], s["frame_rate"]) == (12, 96, 64, 12)
     assert (s["video"], s["denoise_strength"]) == (str(clip), 0.5)
     assert s["passes"][0]["skip_initial_inference_steps"] == 2  # the last half of the tiny preset's 4 steps
-    assert decoded_codes(tmp_path / "dog.mp4").shape == (12, 64, 96, 3)
+    assert decoded_codes(cli_env / "dog.mp4").shape == (12, 64, 96, 3)
 
 
 def test_a_duration_counts_at_the_input_video_s_rate(cli_env: Path, clip: Path) -> None:
