@@ -285,23 +285,75 @@ def generation_schedule(request: GenerationRequest, plan: ExtensionPlan, warn: b
     return [{"start": max(f - plan.context_start, 0), "prompt": p} for f, p in entries[first:]]
 
 
-def continued_frame(video: str | os.PathLike[str], backward: bool) -> torch.Tensor:
+class InputFrames:
+    """The extension inputs of one run (a job: its enhancement stage, then its generations), each file decoded
+    once while this object holds it: the stage captions the frame the new ones continue from
+    (:func:`continued_frame`), the run takes the whole input (:func:`run_extension`). Keyed on the file's real
+    path, modification time and size (a file replaced in between is decoded anew); the last ``keep`` files are
+    held, as uint8 ``[M, H, W, 3]`` (a quarter of float32), and :meth:`take` lets go of the one a run takes (its
+    last use). Owned by its caller, not a module global: the frames go when it does."""
+
+    def __init__(self, keep: int = 1) -> None:
+        self.keep = keep
+        self._held: dict[tuple[str, int, int], Any] = {}  # key -> media.DecodedMedia, oldest first
+
+    @staticmethod
+    def _key(video: str | os.PathLike[str]) -> tuple[str, int, int] | None:
+        try:
+            st = os.stat(video)
+        except OSError:  # (the decoding says what is wrong with the file)
+            return None
+        return os.path.realpath(video), st.st_mtime_ns, st.st_size
+
+    def decoded(self, video: str | os.PathLike[str]) -> Any:
+        """``video`` decoded (:func:`ltxcli.media.read_video`, a :class:`~ltxcli.media.DecodedMedia`), once."""
+        from . import media
+
+        key = self._key(video)
+        if key is not None and key in self._held:
+            return self._held[key]
+        read = media.read_video(video)
+        if key is not None and self.keep > 0:
+            while len(self._held) >= self.keep:  # the oldest goes: a batch holds no more than ``keep`` inputs
+                del self._held[next(iter(self._held))]
+            self._held[key] = read
+        return read
+
+    def take(self, video: str | os.PathLike[str]) -> torch.Tensor:
+        """``video``'s frames, float32 ``[M, H, W, 3]`` in [0, 1] as :func:`ltxcli.media.load_video` gives them,
+        and the file let go (the run's float32 copy is all that stays)."""
+        pixels, key = self.decoded(video).pixels(), self._key(video)
+        if key is not None:
+            self._held.pop(key, None)
+        return pixels
+
+
+def continued_frame(video: str | os.PathLike[str], backward: bool, inputs: InputFrames | None = None
+                    ) -> torch.Tensor:
     """The input frame an extension's new frames continue from, ``[1, H, W, 3]`` in [0, 1] as decoded: forward
-    the input's last, backward its first (which they lead into)."""
+    the input's last, backward its first (which they lead into). ``inputs``: the run's decoded inputs (the whole
+    file is decoded there, for the run to take), else the file is read for that frame."""
     from . import media
 
+    if inputs is not None:
+        frames = inputs.decoded(video).frames  # uint8 [M, H, W, 3]
+        return (frames[:1] if backward else frames[-1:]).float().div_(255.0)
     return media.load_video(video, max_frames=1) if backward else media.load_video(video)[-1:].clone()
 
 
 def enhancement_units(request: GenerationRequest, preset: Preset, max_seconds: float | None = None,
-                      image: torch.Tensor | None = None) -> list[GenerationRequest]:
+                      image: torch.Tensor | None = None, *, inputs: InputFrames | None = None,
+                      pixels: bool = True) -> list[GenerationRequest]:
     """What the prompt of the extension ``request`` is enhanced as (:func:`ltxcli.enhance.units.enhanced`), each
     one prompt under the request's seed; ``max_seconds``: the model's time range (default: the released models'
     20 s). The official enhancer has no extension: it captions an image for image-to-video, and the new frames
     continue from the input's last frame (backward: lead into its first), so that frame (``image``, else
-    :func:`continued_frame`) is the image at frame 0 of the generation, its keyframes besides (which keep the
-    prompt). One prompt: that generation; per-window prompts: each distinct one as the first of its windows
-    that takes it (the image in the first window). Just the request when nothing is rewritten (nothing read)."""
+    :func:`continued_frame`, from ``inputs`` when given) is the image at frame 0 of the generation, its keyframes
+    besides (which keep the prompt). One prompt: that generation; per-window prompts: each distinct one as the
+    first of its windows that takes it (the image in the first window). Just the request when nothing is
+    rewritten (nothing read). ``pixels`` False: the image is a black 1x1 stand-in, no frame is decoded (which units
+    are rewritten, and how, depends on where the conditions are, not on what they show: the memory plan's
+    question)."""
     ext = request.extend
     assert ext is not None
     if request.enhanced_prompt is not None or (not per_window(request) and request_plan(request, preset).kind is None):
@@ -315,7 +367,10 @@ def enhancement_units(request: GenerationRequest, preset: Preset, max_seconds: f
     assert request.num_frames is not None
     max_seconds = float(TransformerConfig.positional_embedding_max_pos[0]) if max_seconds is None else max_seconds
     plan = plan_windows(request, request.num_frames - ext.frames, max_seconds)
-    image = continued_frame(ext.video, ext.backward) if image is None else image
+    if image is None:
+        import torch
+
+        image = continued_frame(ext.video, ext.backward, inputs) if pixels else torch.zeros(1, 1, 1, 3)
     gen = dataclasses.replace(request, extend=None, num_frames=plan.gen_frames, conditions=[
         Condition(image, 0), *(dataclasses.replace(c, frame=plan.gen_frame(c.frame)) for c in request.conditions)],
         prompt_schedule=generation_schedule(request, plan, warn=False))  # (the run warns)
@@ -344,10 +399,12 @@ def generation_control(control: Control, plan: ExtensionPlan) -> Control | None:
 @serialised
 def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: ProgressFn | None = None,
                   stream: bool = False, resume: str | os.PathLike[str] | None = None,
-                  keep_state: bool = True) -> GenerationResult:
+                  keep_state: bool = True, inputs: InputFrames | None = None) -> GenerationResult:
     """Generate ``request`` (with ``extend``) as :meth:`Pipeline.run` does: the result is the whole output video
     (input and new frames; streamed when ``stream``), its settings those of the output, with ``extend``. In
-    windows (see the module docstring) ``resume`` and ``keep_state`` are :func:`ltxcli.long_video.generate`'s."""
+    windows (see the module docstring) ``resume`` and ``keep_state`` are :func:`ltxcli.long_video.generate`'s.
+    ``inputs``: the decoded inputs of the run around it (its enhancement stage's), which it takes its input from
+    instead of decoding it again."""
     import torch
 
     from . import long_video, media
@@ -366,7 +423,7 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
     source_defaults(request, pipe.preset)
     assert request.frame_rate is not None and request.height is not None and request.width is not None
     frame_rate = request.frame_rate  # (the rewrite below returns a new request: the checked value kept)
-    frames = media.load_video(ext.video)  # float [M, H, W, 3]
+    frames = media.load_video(ext.video) if inputs is None else inputs.take(ext.video)  # float [M, H, W, 3]
     max_pos = pipe.transformer.config.positional_embedding_max_pos
     plan = plan_windows(request, frames.shape[0], float(max_pos[0]))
     if request.seed is None:  # the rewrite samples under the run's seed: drawn here (resumed: the state's)
@@ -441,7 +498,7 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
 
 
 __all__ = [
-    "EXTEND_OPTION_HELP", "NOT_FOR_EXTEND", "SOURCE_OPTION_HELP", "ExtensionPlan", "check_extension", "check_source",
+    "EXTEND_OPTION_HELP", "NOT_FOR_EXTEND", "SOURCE_OPTION_HELP", "ExtensionPlan", "InputFrames", "check_extension", "check_source",
     "check_source_length", "check_window_seeds", "continued_frame", "enhancement_units", "generation_control", "generation_schedule", "longest_frames", "parse_extension",
     "plan_extension", "plan_windows", "run_extension", "source_defaults", "window_context",
 ]

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from . import long_video, naming, runner
 from .adapters.lora import check_lora_sources, lora_specs
 from .batch import ITEM_KEYS, parse_conditions
+from .extend import InputFrames
 from .request import Condition
 
 if TYPE_CHECKING:
@@ -102,6 +103,8 @@ class Job:
     note: str | None  # what output planning wants said (e.g. the batch seed drawn)
     anything: bool  # False: every item exists already (on every rank)
     needed: list[str] = field(default_factory=list)  # registry names to pull before the load
+    # extension inputs decoded once for the enhancement stage and the run (the last one held: a batch's, one by one)
+    inputs: InputFrames = field(default_factory=InputFrames)
 
     @property
     def world(self) -> int:
@@ -317,7 +320,7 @@ def load(
     if job.main or not job.split:  # a split video's rewrite is rank 0's, as its seed: sampled once, shared
         enhance_stage.enhance_items(job.todo, spec.preset, llm=s.enhancer_model, captioner=s.caption_model,
                                     device=job.device, warn=warn, info=info, download=download,
-                                    max_seconds=float(spec.max_positions[0]))
+                                    max_seconds=float(spec.max_positions[0]), inputs=job.inputs)
     if job.split:  # (the other ranks load no enhancer, and take no tokens a device of theirs sampled otherwise)
         for it, text in zip(job.todo, from_rank0(job.ctx, [it.enhanced_prompt for it in job.todo]), strict=True):
             it.enhanced_prompt = text
@@ -362,7 +365,7 @@ def results(
     for r in runner.run_batch(
             pipe, job.mine, frames=job.frames, overwrite=s.overwrite, skip_existing=s.skip_existing,
             claim=job.batch and s.skip_existing, model=job.spec.label, write=job.main or job.batch, load_s=load_s,
-            progress=progress, stream=True, crf=s.crf, preset=s.encoder_preset):
+            progress=progress, stream=True, crf=s.crf, preset=s.encoder_preset, inputs=job.inputs):
         if s.latents_out is not None and r.status == "ok" and job.main and r.result is not None:
             from .autoencode import save_generation_latents
 

@@ -53,6 +53,7 @@ from .request import (
 from .sizes import MAX_FRAME_RATE, check_size, padded_size
 
 if TYPE_CHECKING:
+    from .extend import InputFrames
     from .pipeline import Pipeline
     from .presets import Preset
     from .result import GenerationResult
@@ -485,14 +486,15 @@ def save_video(result: GenerationResult, path: str | Path, *, overwrite: bool = 
 
 
 def _generate(pipe: Pipeline, item: BatchItem, *, progress: ProgressFn | None, stream: bool,
-              keep_state: bool) -> GenerationResult:
+              keep_state: bool, inputs: InputFrames | None = None) -> GenerationResult:
     """One item: an extension through :func:`ltxcli.extend.run_extension` (in windows when its generation needs
     them), anything else through :func:`ltxcli.long_video.generate` (in windows when it asks for them or
     outlasts the model, else ``pipe.run``).
     Every rank of a split video reads the resume state; the writing one (``keep_state``) alone keeps it."""
     resume = state_path(item.target) if item.resume and item.target is not None else None
     if item.extend is not None:
-        return run_extension(pipe, item, progress=progress, stream=stream, resume=resume, keep_state=keep_state)
+        return run_extension(pipe, item, progress=progress, stream=stream, resume=resume, keep_state=keep_state,
+                             inputs=inputs)
     assert item.target is not None
     return long_video.generate(pipe, item, progress=progress, stream=stream, resume=resume, keep_state=keep_state)
 
@@ -502,7 +504,7 @@ def run_batch(
     overwrite: bool = False, skip_existing: bool = False, claim: bool | None = None, model: str | None = None,
     write: bool = True, load_s: float = 0.0,
     progress: Callable[[BatchItem], AbstractContextManager[ProgressFn | None]] | None = None, stream: bool = False,
-    crf: int | None = None, preset: str | None = None,
+    crf: int | None = None, preset: str | None = None, inputs: InputFrames | None = None,
 ) -> Iterator[ItemResult]:
     """Generate every item with ``pipe`` and write it; yields one :class:`ItemResult` per item, in order, as
     each finishes (skipped ones included).
@@ -517,7 +519,8 @@ def run_batch(
     written item while writing it (:meth:`~ltxcli.result.GenerationResult.frames`: uint8 chunks, no float32
     copy of the whole video on the host); its result then has ``video=None``. ``crf``, ``preset``: the encoder's.
     An item whose ``loras`` is None gets the LoRAs the pipeline holds as the batch begins; it holds them again
-    once the batch ends."""
+    once the batch ends. ``inputs``: extension inputs decoded already (:class:`ltxcli.extend.InputFrames`, the
+    enhancement stage's), taken instead of decoding them again."""
     from .parallel.orchestrate import claim_output, release_claim
 
     items = list(items)  # a generator too: the items are planned, then generated
@@ -553,7 +556,8 @@ def run_batch(
                     # (a broken VAE shows there); written otherwise, the same check runs on the video's chunks.
                     # (the same video whether or not the items before it ran; the caller's item is left as it is)
                     one = it if it.loras is not None else replace(it, loras=base_loras)
-                    result = _generate(pipe, one, progress=callback, stream=stream and write, keep_state=write)
+                    result = _generate(pipe, one, progress=callback, stream=stream and write, keep_state=write,
+                                       inputs=inputs)
                     rec = record(result, model=model) | batch_fields(it)
                     rec |= {} if frames else encoding(it.target, crf, preset)  # PNG frames are lossless
                     t_write = time.perf_counter()

@@ -121,3 +121,46 @@ def test_a_schedule_s_window_prompts_are_rewritten_as_its_windows_take_them(cli_
     assert [(u.prompt, u.seed, u.num_frames) for u in units] == [("a", 5, 9), ("b", 5, 9)]
     assert units[0].conditions[0].media is image and units[0].conditions[0].frame == 0
     assert units[1].conditions == ()
+
+
+def test_an_enhanced_extension_decodes_its_input_once(calls: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The memory plan reads no pixels (what is rewritten depends on where the conditions are, not on what they
+    show), the enhancement stage decodes the input for the frame it captions and the run takes those frames: one
+    decoding of the whole input (there were three). Its first frame alone is read for the size."""
+    from ltxcli.media import read
+
+    real, whole = read._decode_video, []
+
+    def counting(path: Path, max_frames: int | None, max_pixels: int | None) -> Any:
+        if max_frames is None:
+            whole.append(path)
+        return real(path, max_frames, max_pixels)
+
+    monkeypatch.setattr(read, "_decode_video", counting)
+    res = ltx("extend", "clip.mp4", "a cat", "--frames", "8", *ARGS, "-o", "a.mp4")
+    assert res.exit_code == 0, res.stderr
+    assert len(whole) == 1, whole
+    assert len(calls) == 1 and calls[0][2] == pytest.approx(1.0, abs=0.02)
+    assert media.load_video("a.mp4").shape[0] == 17
+
+
+def test_input_frames_hold_a_file_until_taken_and_decode_a_changed_one_anew(monkeypatch: pytest.MonkeyPatch) -> None:
+    """InputFrames (the job's): the continued frame and the run's frames from one decoding, the file let go once
+    taken; a file rewritten in between (another mtime or size) is decoded anew, not served stale."""
+    import os
+
+    from ltxcli.extend import InputFrames, continued_frame
+    from ltxcli.media import read
+
+    real, decodes = read._decode_video, []
+    monkeypatch.setattr(read, "_decode_video", lambda *a: decodes.append(a[0]) or real(*a))
+    whole = media.load_video("clip.mp4")
+    inputs = InputFrames()
+    assert torch.equal(continued_frame("clip.mp4", False, inputs), whole[-1:])
+    assert torch.equal(continued_frame("clip.mp4", True, inputs), whole[:1])
+    assert torch.equal(inputs.take("clip.mp4"), whole) and len(decodes) == 2  # load_video's, then one
+    inputs.decoded("clip.mp4")
+    assert len(decodes) == 3  # taken: let go
+    media.write_video("clip.mp4", torch.zeros(5, 32, 32, 3), 24, overwrite=True)
+    os.utime("clip.mp4", ns=(1, 1))  # (another size as well: either tells)
+    assert inputs.decoded("clip.mp4").frames.shape == (5, 32, 32, 3) and len(decodes) == 4

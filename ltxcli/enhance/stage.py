@@ -20,6 +20,7 @@ from .rules import per_window, request_plan
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from ltxcli.extend import InputFrames
     from ltxcli.presets import Preset
     from ltxcli.request import GenerationRequest
 
@@ -68,7 +69,7 @@ def enhancer_bytes(request: GenerationRequest, preset: Preset, *, llm: str | Non
     on disk counts its :data:`NOMINAL_BYTES` (0 offline, where it cannot be had and the stage does not run)."""
     from .enhancer import CAPTIONER_DTYPE, LLM_DTYPE
 
-    kinds = {p.kind for u in prompt_units(request, preset, max_seconds) if u.enhanced_prompt is None
+    kinds = {p.kind for u in prompt_units(request, preset, max_seconds, pixels=False) if u.enhanced_prompt is None
              and (p := request_plan(u, preset)).kind is not None}
     if not kinds:
         return 0
@@ -85,16 +86,17 @@ def first_frame_pixels(request: GenerationRequest, preset: Preset) -> Tensor:
     return pixels(request, preset)
 
 
-def prompt_units(request: GenerationRequest, preset: Preset, max_seconds: float | None = None
-                 ) -> list[GenerationRequest]:
+def prompt_units(request: GenerationRequest, preset: Preset, max_seconds: float | None = None, *,
+                 inputs: InputFrames | None = None, pixels: bool = True) -> list[GenerationRequest]:
     """What the stage rewrites for ``request``, each as one prompt: the request itself, or for per-window prompts
     each distinct window prompt as the first window that takes it runs it, under the request's seed
     (:meth:`ltxcli.long_video.LongPlan.prompt_requests`; its rewrite, when ``enhanced_prompt`` maps it, set); an
-    extension's as :func:`ltxcli.extend.enhancement_units` (``max_seconds``: the model's time range)."""
+    extension's as :func:`ltxcli.extend.enhancement_units` (``max_seconds``: the model's time range; ``inputs``,
+    ``pixels``: its)."""
     if request.extend is not None:
         from ltxcli.extend import enhancement_units
 
-        return enhancement_units(request, preset, max_seconds)
+        return enhancement_units(request, preset, max_seconds, inputs=inputs, pixels=pixels)
     if not per_window(request):
         return [request]
     from ltxcli.long_video import plan
@@ -108,13 +110,15 @@ def enhance_requests(
     requests: Sequence[GenerationRequest], preset: Preset, enhancer: PromptEnhancer, *,
     warn: Callable[[str], None], on_enhanced: Callable[[GenerationRequest], None] | None = None,
     download: Callable[[list[str]], None] | None = None, max_seconds: float | None = None,
+    inputs: InputFrames | None = None,
 ) -> None:
     """Set ``enhanced_prompt`` on every request whose plan enhances it (each request needs its ``seed``), with one
     load of the enhancer's models, freed at the end: per-window prompts map each window prompt rewritten to its
     rewrite (:func:`prompt_units`). ``download``: pulls the registry models it is given (the CLI's, with progress
     bars) before they are checked. ``on_enhanced``: called once a request's rewrites are all made. ``max_seconds``:
-    the model's time range (an extension's windows)."""
-    todo = [(r, u, p) for r in requests for u in prompt_units(r, preset, max_seconds)
+    the model's time range (an extension's windows); ``inputs``: the run's decoded extension inputs (read once,
+    for the stage and the run)."""
+    todo = [(r, u, p) for r in requests for u in prompt_units(r, preset, max_seconds, inputs=inputs)
             if u.enhanced_prompt is None and (p := request_plan(u, preset)).kind]
     if not todo:
         return
@@ -138,10 +142,11 @@ def enhance_items(
     requests: Sequence[GenerationRequest], preset: Preset, *, llm: str | None = None, captioner: str | None = None,
     device: Any = "cpu", weights_dir: Any = None, warn: Callable[[str], None], info: Callable[[str], None],
     download: Callable[[list[str]], None] | None = None, max_seconds: float | None = None,
+    inputs: InputFrames | None = None,
 ) -> None:
     """The stage as ``ltx generate`` / ``ltx prompt`` run it, before the video model is loaded: the preset's enhancer
     (or ``llm`` / ``captioner``) on ``device``, each enhanced prompt reported through ``info``; ``max_seconds``: the
-    model's time range (an extension's windows)."""
+    model's time range (an extension's windows); ``inputs``: :func:`enhance_requests`'."""
     enhancer = enhancer_for(preset, llm=llm, captioner=captioner, device=device, weights_dir=weights_dir,
                             download=download is None)
 
@@ -154,7 +159,7 @@ def enhance_items(
             info(f"enhanced prompt{where} ({prompt}): {text}")
 
     enhance_requests(requests, preset, enhancer, warn=warn, on_enhanced=report, download=download,
-                     max_seconds=max_seconds)
+                     max_seconds=max_seconds, inputs=inputs)
 
 
 def enhance_prompt(

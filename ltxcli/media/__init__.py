@@ -2,7 +2,7 @@
 preprocessing, and atomic (and streaming) MP4 / PNG writers that carry the generation record.
 
 * :mod:`ltxcli.media.read`: :func:`load_image`, :func:`load_video`, :func:`load_media`, :func:`read_media` (a
-  file decoded once, :class:`DecodedMedia`) and the official
+  file decoded once, :class:`DecodedMedia`; :func:`read_video`, a video's) and the official
   conditioning preprocessing (:func:`preprocess_condition_frames`).
 * :mod:`ltxcli.media.write`: :func:`atomic_output`, :func:`write_video`, :func:`write_image`,
   :func:`write_png_frames` (each takes whole videos or a stream of frame chunks), :func:`read_video_metadata`,
@@ -27,6 +27,7 @@ from .read import (
     media_num_frames,
     preprocess_condition_frames,
     read_media,
+    read_video,
     source_frame_count,
     video_frame_rate,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "preprocess_condition_frames",
     "read_media",
     "read_record",
+    "read_video",
     "read_video_metadata",
     "source_frame_count",
     "to_uint8",

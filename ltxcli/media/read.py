@@ -292,10 +292,17 @@ def load_video(
     Raises :class:`MediaError` if the file is missing, empty, not a video, has no video stream, has no
     decodable frame, changes frame size, or has frames above ``max_pixels``.
     """
+    return read_video(path, max_frames, max_pixels=max_pixels).pixels()
+
+
+def read_video(path: PathLike, max_frames: int | None = None, *, max_pixels: int | None = MAX_IMAGE_PIXELS
+               ) -> DecodedMedia:
+    """:func:`load_video`'s decoding kept as uint8 (a :class:`DecodedMedia`, a quarter of float32), to be used
+    more than once: its ``pixels()`` are what :func:`load_video` returns."""
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be at least 1, got {max_frames}")
-    frames, _, _ = _decode_video(Path(path), max_frames, max_pixels)
-    return torch.from_numpy(frames).float().div_(255.0)
+    frames, listed, times = _decode_video(Path(path), max_frames, max_pixels)
+    return DecodedMedia(Path(path), torch.from_numpy(frames), listed, times)
 
 
 @dataclass(frozen=True, eq=False)
@@ -673,5 +680,5 @@ __all__ = [
     "CONDITION_CRF", "MAX_IMAGE_PIXELS", "VIDEO_SUFFIXES", "DecodedMedia", "MediaError", "centre_crop_box",
     "check_constant_rate",
     "crf_round_trip", "gaussian_blur", "load_image", "load_media", "load_video", "media_num_frames",
-    "preprocess_condition_frames", "read_media", "source_frame_count", "video_frame_rate",
+    "preprocess_condition_frames", "read_media", "read_video", "source_frame_count", "video_frame_rate",
 ]
