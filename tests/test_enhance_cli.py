@@ -96,7 +96,8 @@ def test_prompt_command_matches_generate(cli_env: Path) -> None:
     res = ltx("prompt", "a cat surfing", "--model", "tiny", "--seed", "3", "--json")
     assert res.exit_code == 0, res.stderr
     (obj,) = json_lines(res.stdout)
-    assert obj == {"prompt": "a cat surfing", "enhanced_prompt": expected("a cat surfing", 3), "seed": 3, "image": None}
+    assert obj == {"prompt": "a cat surfing", "enhanced_prompt": expected("a cat surfing", 3), "seed": 3, "image": None,
+                   "extend": None}
 
 
 def test_offline_without_enhancer_models_exits_3(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -164,3 +164,38 @@ def test_input_frames_hold_a_file_until_taken_and_decode_a_changed_one_anew(monk
     media.write_video("clip.mp4", torch.zeros(5, 32, 32, 3), 24, overwrite=True)
     os.utime("clip.mp4", ns=(1, 1))  # (another size as well: either tells)
     assert inputs.decoded("clip.mp4").frames.shape == (5, 32, 32, 3) and len(decodes) == 4
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+def test_ltx_prompt_extend_previews_what_ltx_extend_enhances(backward: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ltx prompt PROMPT --extend VIDEO [--backward]`` hands the enhancer what ``ltx extend VIDEO PROMPT
+    [--backward] --enhance-prompt on`` hands it: the prompt, the seed and the captioned frame, pixel for pixel (a
+    textured 80x48 clip: its crop and size count), and prints that rewrite."""
+    sent: list[tuple[str, int, torch.Tensor]] = []
+
+    def rewrite(self: PromptEnhancer, prompt: str, *, seed: int, image: Any = None) -> str:
+        sent.append((prompt, seed, image))
+        return f"rewritten {prompt} {float(image.mean()):.6f}"
+
+    monkeypatch.setattr(PromptEnhancer, "enhance", rewrite)
+    media.write_video("tex.mp4", torch.rand(9, 48, 80, 3, generator=torch.Generator().manual_seed(0)), 24)
+    side = ["--backward"] if backward else []
+    preview = ltx("prompt", "a cat", "--extend", "tex.mp4", *side, "--model", "tiny", "--seed", "5", "--json")
+    assert preview.exit_code == 0, preview.stderr
+    run = ltx("extend", "tex.mp4", "a cat", "--frames", "16", *side, *ARGS, "-o", "a.mp4")
+    assert run.exit_code == 0, run.stderr
+    (p_prompt, p_seed, p_image), (r_prompt, r_seed, r_image) = sent
+    assert (p_prompt, p_seed) == (r_prompt, r_seed) == ("a cat", 5)
+    assert p_image is not None and torch.equal(p_image, r_image)
+    (obj,) = json_lines(preview.stdout)
+    assert obj["enhanced_prompt"] == json_lines(run.stdout)[0]["enhanced_prompt"]
+    assert obj["extend"] == {"video": "tex.mp4", "backward": backward}
+
+
+def test_ltx_prompt_extend_refuses_an_image_besides_and_backward_alone() -> None:
+    media.write_image("key.png", torch.rand(64, 64, 3))
+    both = ltx("prompt", "a cat", "--extend", "clip.mp4", "--image", "key.png", "--model", "tiny")
+    assert both.exit_code == 2 and "not both" in both.stderr
+    alone = ltx("prompt", "a cat", "--backward", "--model", "tiny")
+    assert alone.exit_code == 2 and "--backward goes with --extend" in alone.stderr
+

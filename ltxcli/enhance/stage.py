@@ -163,10 +163,15 @@ def enhance_items(
 
 
 def enhance_prompt(
-    prompt: str, preset: Preset, *, image: Any = None, seed: int | None = None, device: Any = None, **kwargs: Any
+    prompt: str, preset: Preset, *, image: Any = None, extend: Any = None, backward: bool = False,
+    seed: int | None = None, device: Any = None, **kwargs: Any
 ) -> dict[str, Any]:
     """``ltx prompt``: the rewrite ``ltx generate --enhance-prompt on`` makes of ``prompt`` under ``preset`` (at its
-    size for ``image``, the first frame) -> ``{"prompt", "enhanced_prompt", "seed", "image"}``. ``kwargs``: those of
+    size for ``image``, the first frame) -> ``{"prompt", "enhanced_prompt", "seed", "image", "extend"}``.
+    ``extend`` (a video's path): the rewrite ``ltx extend VIDEO PROMPT [--backward] --enhance-prompt on`` makes
+    (:func:`ltxcli.extend.enhancement_units`: image-to-video of the frame the new frames continue from, forward
+    VIDEO's last, ``backward`` its first, at the output size ltx extend takes from VIDEO; how many new frames
+    changes nothing of it); ``"extend"`` is then ``{"video", "backward"}``. ``kwargs``: those of
     :func:`enhance_items` (``warn`` is required). One prompt: per-window prompts are a ValueError (each window
     prompt is rewritten alone, which ``ltx prompt PART`` shows)."""
     import secrets
@@ -174,16 +179,26 @@ def enhance_prompt(
     if "|" in prompt:  # which parts a video uses, and which window takes the image, depend on its windows
         raise ValueError("ltx prompt rewrites one prompt: give the parts of 'a | b' one at a time (ltx generate "
                          "rewrites each window prompt alone, under the same seed; --image goes with the first)")
+    if extend is not None and image is not None:  # an extension's image is its own frame
+        raise ValueError("give --image (image-to-video) or --extend (an extension of that video), not both")
+    if backward and extend is None:
+        raise ValueError("--backward goes with --extend VIDEO (an extension before the video's start)")
 
     from ltxcli.api import resolve_device
-    from ltxcli.request import Condition, GenerationRequest, check_fields
+    from ltxcli.extend import source_defaults
+    from ltxcli.request import Condition, Extension, GenerationRequest, check_fields
 
     seed = secrets.randbelow(2**31) if seed is None else seed
-    image = user_media(image)  # `--image=~/a.png`: no shell expanded it
+    image, extend = user_media(image), user_media(extend)  # `--image=~/a.png`: no shell expanded it
+    # an extension by one frame: the unit rewritten is the same for any number (the captioned frame, its size)
+    ext = None if extend is None else Extension(extend, 1, backward)
     r = check_fields(GenerationRequest(prompt, conditions=[Condition(image, 0)] if image is not None else [],
-                                       seed=seed, enhance_prompt="on"))
+                                       seed=seed, enhance_prompt="on", extend=ext))
+    if ext is not None:  # its size and rate from the video, as ltx extend's item (an unreadable one: MediaError)
+        source_defaults(r, preset)
     enhance_items([r], preset, device=resolve_device(device), info=lambda _: None, **kwargs)
-    return {"prompt": prompt, "enhanced_prompt": r.enhanced_prompt, "seed": seed, "image": image}
+    return {"prompt": prompt, "enhanced_prompt": r.enhanced_prompt, "seed": seed, "image": image,
+            "extend": None if ext is None else {"video": ext.record()["video"], "backward": backward}}
 
 
 __all__ = [
