@@ -165,11 +165,12 @@ EXTEND_OPTION_HELP = SOURCE_OPTION_HELP | {
 #: line, but its --help leaves them out (it shows the window options and the prompt schedule).
 NOT_FOR_EXTEND = ("duration", "temporal_upscale", "no_temporal_upscale", "latents_out")
 
-def source_defaults(request: GenerationRequest, preset: Preset) -> None:
+def source_defaults(request: GenerationRequest, preset: Preset, inputs: InputFrames | None = None) -> None:
     """Fill what a video-to-video or extension request leaves open from its input video (read here, so an
     unreadable or variable-frame-rate file fails before any model work, :class:`~ltxcli.media.MediaError`): the frame rate, the size
     (the input's when it has at most the preset's pixels, else its aspect ratio at the preset's area in
-    multiples of 32), the length (v2v: the input's; extension: the input's plus the new frames)."""
+    multiples of 32), the length (v2v: the input's; extension: the input's plus the new frames). ``inputs``: an
+    extension's video is decoded there, whole, and all of this read from that decoding (which its run takes)."""
     check_source(request)
     check_extension(request)
     from . import media
@@ -177,10 +178,13 @@ def source_defaults(request: GenerationRequest, preset: Preset) -> None:
     source = request.extend.video if request.extend is not None else request.video
     if source is None or not isinstance(source, (str, os.PathLike)):
         return
+    if inputs is not None and request.extend is not None and Path(source).suffix.lower() in media.VIDEO_SUFFIXES:
+        source = inputs.decoded(source)  # a DecodedMedia: its timestamps, count and first frame, no file read again
     # the output takes its timing from the input: frame i of the input is frame i (or i + N) of the output
     media.check_constant_rate(source, "ltx extend" if request.extend is not None else "ltx v2v")
     # a truncated file: the frames that decode; v2v of a given length: no more (a long input is not decoded whole)
-    count = media.source_frame_count(source, request.num_frames if request.extend is None else None)
+    count = (inputs.count(source) if inputs is not None and isinstance(source, media.DecodedMedia)
+             else media.source_frame_count(source, request.num_frames if request.extend is None else None))
     if request.frame_rate is None:
         request.frame_rate = float(media.video_frame_rate(source))
     if request.height is None and request.width is None:
@@ -296,6 +300,7 @@ class InputFrames:
     def __init__(self, keep: int = 1) -> None:
         self.keep = keep
         self._held: dict[tuple[str, int, int], Any] = {}  # key -> media.DecodedMedia, oldest first
+        self._counts: dict[tuple[str, int, int], int] = {}  # key -> frames that decode (a few ints)
 
     @staticmethod
     def _key(video: str | os.PathLike[str]) -> tuple[str, int, int] | None:
@@ -318,6 +323,18 @@ class InputFrames:
                 del self._held[next(iter(self._held))]
             self._held[key] = read
         return read
+
+    def count(self, video: str | os.PathLike[str]) -> int:
+        """The frames of ``video`` that decode (:func:`ltxcli.media.source_frame_count` of its decoding): a
+        truncated file's warning said once, however often a run asks (its checks, then the run's own)."""
+        from . import media
+
+        key = self._key(video)
+        if key is None:  # (no file to key it on: decoding it says what is wrong)
+            return media.source_frame_count(self.decoded(video))
+        if key not in self._counts:
+            self._counts[key] = media.source_frame_count(self.decoded(video))
+        return self._counts[key]
 
     def take(self, video: str | os.PathLike[str]) -> torch.Tensor:
         """``video``'s frames, float32 ``[M, H, W, 3]`` in [0, 1] as :func:`ltxcli.media.load_video` gives them,
@@ -420,7 +437,7 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
     check_extension(request)
     if request.video is not None:
         raise ValueError("an extension cannot also be video-to-video: give extend or video, not both")
-    source_defaults(request, pipe.preset)
+    source_defaults(request, pipe.preset, inputs)
     assert request.frame_rate is not None and request.height is not None and request.width is not None
     frame_rate = request.frame_rate  # (the rewrite below returns a new request: the checked value kept)
     frames = media.load_video(ext.video) if inputs is None else inputs.take(ext.video)  # float [M, H, W, 3]

@@ -103,7 +103,7 @@ class Job:
     note: str | None  # what output planning wants said (e.g. the batch seed drawn)
     anything: bool  # False: every item exists already (on every rank)
     needed: list[str] = field(default_factory=list)  # registry names to pull before the load
-    # extension inputs decoded once for the enhancement stage and the run (the last one held: a batch's, one by one)
+    # extension inputs decoded once for the checks, enhancement stage and run (the last one held: a batch's in turn)
     inputs: InputFrames = field(default_factory=InputFrames)
 
     @property
@@ -214,7 +214,11 @@ def _plan_job(
     if spec.kind == "builtin" and s.text_encoder:
         warn(f"--text-encoder is ignored: {spec.name} has a built-in text encoder")
     base_conds = ([first_image] if first_image else []) + parse_conditions(s.conditions)
-    items = runner.build_items(rows, preset=spec.preset, conditions=base_conds, defaults=s.item_defaults())
+    # one video: an extension's input decoded here, once, for its checks, the enhancement stage and the run (a
+    # batch's are counted as before: holding one input at a time, each would be decoded again later)
+    inputs = InputFrames()
+    items = runner.build_items(rows, preset=spec.preset, conditions=base_conds, defaults=s.item_defaults(),
+                               inputs=inputs if len(rows) == 1 else None)
     if world > 1:  # the seeds (random ones included) of rank 0, before any name is derived from them
         for it, (seed, batch_seed) in zip(items, from_rank0(ctx, [(it.seed, it.batch_seed) for it in items]), strict=True):
             it.seed, it.batch_seed = seed, batch_seed
@@ -238,7 +242,7 @@ def _plan_job(
     anything = any(not it.skip for it in items)
     if world > 1:
         anything = from_rank0(ctx, anything)  # every rank takes the same path through the collectives below
-    job = Job(s, batch, ctx, device, dtype, spec, items, mine, note, anything)
+    job = Job(s, batch, ctx, device, dtype, spec, items, mine, note, anything, inputs=inputs)
     if anything:
         # with the components: a mistyped text encoder / upsampler path fails before anything is downloaded
         job.spec = _resolve(s, text_encoder=None if spec.kind == "builtin" else s.text_encoder, upsampler=s.upsampler,

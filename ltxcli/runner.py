@@ -147,11 +147,12 @@ def _prefixed(e: ValueError, where: str) -> ValueError:
 
 def build_items(
     rows: Sequence[Mapping[str, Any]], *, preset: Preset | None = None, defaults: Mapping[str, Any] | None = None,
-    conditions: Sequence[Condition] = (),
+    conditions: Sequence[Condition] = (), inputs: InputFrames | None = None,
 ) -> list[BatchItem]:
     """Rows (:func:`ltxcli.batch.parse_batch`'s dicts) -> items. Each value: the row's, else ``defaults``' (the command's
     options), else the preset's (sizes and frame rate). ``conditions`` come first in every item; a row's
-    ``image`` is a first-frame condition before them, its ``conditions`` follow."""
+    ``image`` is a first-frame condition before them, its ``conditions`` follow. ``inputs``: where an extension's
+    video is decoded, once (:func:`ltxcli.extend.source_defaults`)."""
     defaults = defaults or {}
     if defaults.get("num_frames") is not None and defaults.get("duration") is not None:  # the command's, no line's
         raise ValueError("give either num_frames or duration, not both")
@@ -190,7 +191,8 @@ def build_items(
             extend=extend if extend is None else replace(extend, video=user_media(extend.video)),
             denoise_strength=0.5 if pick("denoise_strength") is None else pick("denoise_strength"),
         ))
-    _complete(items, preset, batch_seed, wheres=[f"{row['_where']}: " if row.get("_where") else "" for row in rows])
+    _complete(items, preset, batch_seed, wheres=[f"{row['_where']}: " if row.get("_where") else "" for row in rows],
+              inputs=inputs)
     return items
 
 
@@ -211,10 +213,11 @@ def derive_seeds(items: Sequence[BatchItem], batch_seed: int, *, drawn: bool = F
 
 
 def _complete(items: Sequence[BatchItem], preset: Preset | None, batch_seed: int | None = None,
-              wheres: Sequence[str] = ()) -> None:
+              wheres: Sequence[str] = (), inputs: InputFrames | None = None) -> None:
     """Fill what an item leaves open: a seed derived from ``batch_seed`` (None: a random one, drawn here), the
     frames of a ``duration``, an input video's size, rate and length (:func:`ltxcli.extend.source_defaults`), the
-    preset's size and rate. ``wheres``: per item, what its mistakes start with (a batch file's line)."""
+    preset's size and rate. ``wheres``: per item, what its mistakes start with (a batch file's line); ``inputs``:
+    :func:`build_items`'."""
     if any(it.seed is None for it in items):
         drawn = batch_seed is None
         derive_seeds(items, secrets.randbelow(2**31) if drawn else batch_seed, drawn=drawn)
@@ -222,7 +225,7 @@ def _complete(items: Sequence[BatchItem], preset: Preset | None, batch_seed: int
         if preset is None:
             continue
         try:
-            source_defaults(it, preset)
+            source_defaults(it, preset, inputs)
             if it.duration is not None and it.extend is None:  # the seconds asked for, at the item's rate
                 it.num_frames, it.duration, it.from_duration = timeline.duration_frames(it, preset), None, True
             check_source_length(it)

@@ -166,6 +166,36 @@ def test_input_frames_hold_a_file_until_taken_and_decode_a_changed_one_anew(monk
     assert inputs.decoded("clip.mp4").frames.shape == (5, 32, 32, 3) and len(decodes) == 4
 
 
+
+@pytest.mark.parametrize("enhance", ["on", "off"])
+def test_ltx_extend_decodes_its_input_in_one_pass(enhance: str, calls: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counting the input's frames (its length, a truncated file's warning) is a pass over the whole file too: it
+    was one more besides the run's; the plan's decoding now gives the count, the first frame, the captioned one
+    and the run's frames."""
+    from ltxcli.media import read
+
+    real, counted = read._decodable_frames, []
+    real_decode, whole = read._decode_video, []
+    monkeypatch.setattr(read, "_decodable_frames", lambda *a: counted.append(a) or real(*a))
+    monkeypatch.setattr(read, "_decode_video", lambda p, n, px: (whole.append(p) if n is None else None)
+                        or real_decode(p, n, px))
+    res = ltx("extend", "clip.mp4", "a cat", "--frames", "8", *ARGS, "--enhance-prompt", enhance, "-o", "a.mp4")
+    assert res.exit_code == 0, res.stderr
+    assert len(set(counted)) + len(whole) == 1, (counted, whole)  # (a count asked again is cached: no pass)
+    assert len(calls) == (enhance == "on") and json_lines(res.stdout)[0]["settings"]["num_frames"] == 17
+
+
+def test_a_truncated_input_is_counted_from_that_pass_and_warned_of_once() -> None:
+    """The count from the one decoding is the frames that decode, said once (the run checks the input again)."""
+    import cli_harness
+
+    _, decodable = cli_harness.truncated_mp4(Path.cwd())
+    res = ltx("extend", "cut.mp4", "a dog", "--frames", "8", "--model", "tiny", "--steps", "1", "-o", "v.mp4",
+              "--json")
+    assert res.exit_code == 0, res.stderr
+    assert res.stderr.count(f"lists 41 frames but only {decodable} can be decoded") == 1, res.stderr
+    assert json_lines(res.stdout)[0]["settings"]["num_frames"] == decodable + 8
+
 @pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
 def test_ltx_prompt_extend_previews_what_ltx_extend_enhances(backward: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """``ltx prompt PROMPT --extend VIDEO [--backward]`` hands the enhancer what ``ltx extend VIDEO PROMPT

@@ -431,13 +431,18 @@ def media_num_frames(path: PathLike) -> int:
     return count
 
 
-def source_frame_count(path: PathLike, at_most: int | None = None, *, quick: bool = False) -> int:
+def source_frame_count(path: PathLike | DecodedMedia, at_most: int | None = None, *, quick: bool = False) -> int:
     """Frames of a video-to-video, extension or control input: those that decode (decoded, not converted; up to ``at_most``,
     the frames a request asks for), with a warning when the file lists more (a truncated file, whose index
     outlives its data). An image counts 1;
     an animated one (GIF, APNG, WebP, multi-page TIFF) is refused, as ltx reads only its first frame.
     ``quick`` (``ltx info``): a file holding every packet it lists, each whole, counts them undecoded (decoding
-    a minute of video takes seconds); one missing some (a cut-off download or recording) is decoded as above."""
+    a minute of video takes seconds); one missing some (a cut-off download or recording) is decoded as above. A
+    video's :class:`DecodedMedia` (decoded whole, or up to ``at_most``) is counted by its frames, not decoded again."""
+    if isinstance(path, DecodedMedia) and path.path.suffix.lower() in VIDEO_SUFFIXES:
+        decoded = len(path.frames) if at_most is None else min(len(path.frames), at_most)
+        _note_truncated(path.path, media_num_frames(path.path), decoded, at_most)
+        return decoded
     path = Path(path)
     listed = media_num_frames(path)
     if listed == 1 and path.suffix.lower() not in VIDEO_SUFFIXES:
@@ -488,10 +493,14 @@ def _decodable_frames(name: str, listed: int, at_most: int | None, _mtime_ns: in
             raise MediaError(f"{path}: video decoding failed after {decoded} frames: {one_line(exc)}") from None
     if decoded == 0:
         raise MediaError(f"{path}: video has no decodable frames")
+    _note_truncated(path, listed, decoded, at_most)
+    return decoded
+
+
+def _note_truncated(path: Path, listed: int, decoded: int, at_most: int | None) -> None:
     if decoded < (listed if at_most is None else min(listed, at_most)):
         warnings.warn(f"{path}: the file lists {listed} frames but only {decoded} can be decoded (truncated or "
-                      f"damaged?); using those {decoded}", stacklevel=1)
-    return decoded
+                      f"damaged?); using those {decoded}", stacklevel=2)
 
 
 def _check_frames_tensor(frames: torch.Tensor, what: str) -> torch.Tensor:
