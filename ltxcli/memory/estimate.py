@@ -1,0 +1,367 @@
+"""The memory estimate of one generation: its peak device and host memory, stage by stage, before anything loads.
+
+A run goes through these stages (:class:`Stage`), each holding some weights on the device and some working
+memory (activations), while the host may hold more:
+
+* ``prompt enhancer`` (only when a prompt is rewritten, :mod:`ltxcli.enhance`): the enhancer LLM's weights, and
+  the captioner's for image-to-video. ``ltx generate`` runs it before the video model loads and frees it, so
+  its weights are alone on the device (whatever the offload mode); its KV cache (some hundred MB for
+  Llama-3.2-3B) is not counted;
+* ``text encoder``: its weights (the T5's activations, 256 tokens, are a few MB and not counted);
+* ``control model`` (only with a depth control, :mod:`ltxcli.depth`): the depth model's weights and one batch
+  of its activations, next to the weights resident before any stage runs; it is released before the next stage;
+* ``condition encode`` (only with conditions, a video-to-video input or an IC-LoRA control): the VAE encoder on
+  each condition's (and the control's) frames at the largest pass size. Its activations are modelled as
+  :data:`ENCODE_FACTOR` times the decode's of the same latent size (the encoder mirrors the decoder's stages; the
+  factor measured by peak RSS on the tiny VAE, float32: 1.20-1.22 from 512x320x57 to 640x448x81). It runs after the
+  text encoder and before the transformer, in the VAE encoder's own offload stage;
+* ``denoise`` (``denoise (first pass)`` / ``(second pass)`` for multi-scale): the transformer's live
+  activations for one step, ``units * B * N * D`` elements at the run's dtype, ``B`` the guidance branches of
+  that pass (:func:`ltxcli.sampling.pass_branches`), ``N`` the latent tokens at the pass's padded size (plus the
+  tokens of conditions placed after frame 0 and an IC-LoRA control's, as many as the frames it covers:
+  :mod:`ltxcli.control`), ``D`` the hidden width. Measured by peak RSS on the CPU (float32,
+  2-layer models, D 256-512, N 1.5k-3k): 16.5 units with one timestep per sample and 31-33 with per-token
+  timesteps (conditioning: the adaLN tables become ``[B, N, 6D]``), hence 18 / 34 here; plus, except under
+  sequential offload, the text's cross-attention keys and values the pass computes once
+  (:mod:`ltxcli.text_cache`: ``2 * layers * B * 256 * D`` elements);
+* ``upsampler`` (multi-scale): its weights and ``UPSAMPLER_UNITS`` tensors of its 4x-latent-channel width at
+  the doubled latent size (not calibrated: tens of MB at most for the released models);
+* ``decode``: the VAE decode at the last pass's size as :func:`ltxcli.memory.decode.plan_decode` will run it
+  (the same call the pipeline makes): untiled (:func:`~ltxcli.memory.decode.decode_memory_bytes`) or tiled
+  (:func:`~ltxcli.memory.decode.tiled_decode_memory_bytes`), with the float32 video it produces landing on
+  the host;
+* an input video (:func:`input_hold`): video-to-video (``video``) encodes its ``8k + 1`` padded frames at the
+  output size in ``condition encode`` and holds their float32 pixels on the host until the pipeline returns
+  (streamed: until the decode starts); an extension (``extend``, :mod:`ltxcli.extend`) generates ``K + N``
+  frames conditioned on the input's last (backward: first) ``K`` frames, holding the decoded input and three
+  float32 copies of the context meanwhile, and the input's own frames at the output size while the output is
+  spliced and written. The transient copies made while the input is read (before any model work) are not counted;
+* ``write``: the float32 ``[F, H, W, 3]`` video the result holds on the host (for multi-scale, the resized
+  copy next to the decoded one while it is made), which the writer converts frame by frame; a streamed result
+  (``streamed``, what ``ltx generate`` runs) holds one chunk of frames instead.
+
+Weights (:class:`~ltxcli.memory.weights.WeightParts`, built by the loaders on the meta device) on the device
+during a stage depend on ``offload`` (:func:`stage_weights`): all of them (``none``); only the running stage's
+(``model``); the small non-block parts of the transformer and VAE decoder plus two streamed blocks, the
+current one and the prefetched next (``sequential``; the text encoder, upsampler and VAE encoder are then
+staged whole). Offloaded weights wait in host memory. On a CPU device host and device memory are the same
+(``device_is_host``): offloading saves nothing there, and what the host holds counts in the device peak.
+
+Not counted: the CUDA context (already outside ``mem_get_info``'s free memory when the CLI checks), the page
+cache of memory-mapped checkpoints, and the saving of sequence-parallel runs (each rank is estimated as a
+single process would be). The estimate is an approximation for refusing runs that cannot fit, not a
+guarantee.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from ..models.configs import TransformerConfig, VAEConfig
+from ..request import padded_size
+from ..text_cache import TEXT_TOKENS, text_kv_bytes, used_with
+from .decode import (
+    STREAM_CHUNK_FRAMES,
+    chunk_output_bytes,
+    decode_memory_bytes,
+    output_bytes,
+    plan_decode,
+    tiled_decode_memory_bytes,
+)
+from .weights import WeightParts
+
+OFFLOAD_MODES = ("none", "model", "sequential")
+TILING_MODES = ("auto", "on", "off")
+#: Transformer activation peak in units of ``B * N * D`` elements (see the module docstring).
+TRANSFORMER_UNITS = 18
+TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS = 34
+#: Latent upsampler activations in tensors of ``4 * latent_channels`` channels at its output size.
+UPSAMPLER_UNITS = 4
+#: VAE encoder activations relative to the decode's of the same latent size (see the module docstring).
+ENCODE_FACTOR = 1.2
+
+DENOISE, DECODE = "denoise", "decode"
+CONTROL_MODEL = "control model"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a run: ``weights`` and ``activations`` on the device, ``host`` bytes held on the host
+    meanwhile beyond the weights (on a CPU device the same memory: see :attr:`MemoryEstimate.host_peak_bytes`)."""
+
+    name: str
+    weights: int
+    activations: int = 0
+    host: int = 0
+
+    @property
+    def device_bytes(self) -> int:
+        return self.weights + self.activations
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Peak device (and host) memory of one generation, over its :class:`Stage` s.
+
+    ``host_weights``: weights waiting in host memory (offloaded to it on a GPU); ``vae_tiled``: the decode is
+    tiled; ``device_is_host``: a CPU run, where the device peak is the whole peak.
+    """
+
+    stages: tuple[Stage, ...]
+    host_weights: int = 0
+    vae_tiled: bool = False
+    device_is_host: bool = False
+
+    def stage(self, name: str) -> Stage | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+    def _denoise(self) -> list[Stage]:
+        return [s for s in self.stages if s.name.startswith(DENOISE)]
+
+    def footprint(self, stage: Stage) -> int:
+        """What ``stage`` needs of the device's free memory: its weights and activations, and on a CPU device
+        its host hold too (the decoded video, the frames being written: the same memory)."""
+        return stage.device_bytes + (stage.host if self.device_is_host else 0)
+
+    @property
+    def peak_stage(self) -> Stage:
+        """The stage with the largest :meth:`footprint` (the first denoise pass on ties, then stage order)."""
+        order = [*self._denoise(), *(s for s in self.stages if not s.name.startswith(DENOISE))]
+        return max(order, key=lambda s: (self.footprint(s), s.name.startswith(DENOISE)))
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.footprint(self.peak_stage)
+
+    @property
+    def host_peak_bytes(self) -> int:
+        """Peak host memory: on a CPU device every stage's weights, activations and host hold together (what
+        peak RSS measures), else offloaded weights plus the largest host hold."""
+        if self.device_is_host:
+            return max(s.device_bytes + s.host for s in self.stages)
+        return self.host_weights + max((s.host for s in self.stages), default=0)
+
+    @property
+    def fixed_bytes(self) -> int:
+        """The weights the largest stage needs whatever the video size (what no smaller size can save)."""
+        return max(s.weights for s in self.stages)
+
+    # Summaries of the two stages that decide most runs (what the CLI line and older callers name).
+    @property
+    def weights_bytes(self) -> int:
+        """Weights on the device while denoising."""
+        return max(s.weights for s in self._denoise())
+
+    @property
+    def transformer_bytes(self) -> int:
+        """Activations of one denoising step (the largest pass)."""
+        return max(s.activations for s in self._denoise())
+
+    @property
+    def vae_bytes(self) -> int:
+        """Activations of the decode (tiled when :attr:`vae_tiled`)."""
+        s = self.stage(DECODE)
+        return s.activations if s is not None else 0
+
+    @property
+    def decode_weights_bytes(self) -> int:
+        s = self.stage(DECODE)
+        return s.weights if s is not None else self.weights_bytes
+
+
+#: ``(height, width, num_frames) -> MemoryEstimate`` of one request (:func:`ltxcli.memory.shape.request_estimator`).
+Estimator = Callable[[int, int, int], MemoryEstimate]
+
+
+# --- weights per stage ----------------------------------------------------------------------------------------
+
+
+def stage_weights(
+    parts: WeightParts, offload: str = "none", *, offload_saves: bool = True, text_encoder_freed: bool = False
+) -> dict[str, int]:
+    """Weights on the device during each stage (``control model``: only the pipeline's, the depth model comes on
+    top; ``text encoder``, ``condition encode``, ``denoise``, ``upsampler``, ``decode``) under ``offload``.
+    ``offload_saves=False`` (a CPU device: host and device memory are the same) counts every weight in every stage. ``text_encoder_freed``: the text encoder's weights are
+    released after the prompt is encoded (:attr:`ltxcli.pipeline.Pipeline.free_text_encoder_after_use`)."""
+    if offload not in OFFLOAD_MODES:
+        raise ValueError(f"offload={offload!r} must be one of {', '.join(OFFLOAD_MODES)}")
+    te = parts.text_encoder
+    if offload == "none" or not offload_saves:
+        later = parts.total - (te if text_encoder_freed else 0)
+        return {CONTROL_MODEL: parts.total, "text encoder": parts.total, "condition encode": later, DENOISE: later,
+                "upsampler": later, DECODE: later}
+    stats = parts.vae_other
+    if offload == "model":
+        return {CONTROL_MODEL: stats, "text encoder": te + stats, "condition encode": parts.vae_encoder + stats,
+                DENOISE: parts.transformer + stats, "upsampler": parts.upsampler + stats,
+                DECODE: parts.vae_decoder + stats}
+    # sequential: the non-block parts stay; the current block and the prefetched next one are on the device
+    resident = (parts.transformer - parts.transformer_blocks) + (parts.vae_decoder - parts.vae_decoder_blocks) + stats
+    streamed = resident + 2 * parts.transformer_block
+    return {CONTROL_MODEL: resident, "text encoder": resident + te, "condition encode": resident + parts.vae_encoder,
+            DENOISE: streamed, "upsampler": resident + parts.upsampler, DECODE: resident + 2 * parts.vae_decoder_block}
+
+
+# --- the estimate -----------------------------------------------------------------------------------------------
+
+
+def latent_shape(vae: VAEConfig, height: int, width: int, num_frames: int) -> tuple[int, int, int]:
+    """Latent ``(f, h, w)`` of a request, at the official padded size."""
+    ph, pw, pf = padded_size(height, width, num_frames)
+    s, t = vae.spatial_compression, vae.temporal_compression
+    return (pf - 1) // t + 1, ph // s, pw // s
+
+
+def decode_bytes(vae: VAEConfig, latent: Sequence[int], dtype: torch.dtype, vae_tiling: str = "off",
+                 free_bytes: int | None = None) -> tuple[int, dict[str, Any] | None]:
+    """(estimated decode activations, the tiling plan or None) as :class:`ltxcli.pipeline.Pipeline` decodes
+    ``latent`` (``[B, C, f, h, w]``) under ``vae_tiling`` with ``free_bytes`` free at the decode (``None``:
+    unlimited)."""
+    if vae_tiling not in TILING_MODES:
+        raise ValueError(f"vae_tiling={vae_tiling!r} must be one of {', '.join(TILING_MODES)}")
+    free = 1 << 62 if free_bytes is None else max(int(free_bytes), 0)
+    # the pipeline keeps the decoded video on the host (out_on_device=False)
+    plan = plan_decode(vae, latent, dtype, vae_tiling, free, out_on_device=False)  # type: ignore[arg-type]
+    if plan is None:
+        return decode_memory_bytes(vae, latent, dtype), None
+    return tiled_decode_memory_bytes(vae, latent, dtype, out_on_device=False, **plan), plan
+
+
+@dataclass(frozen=True)
+class PassSize:
+    """One denoising pass: the padded pixel size it runs at and its guidance branches per step."""
+
+    height: int
+    width: int
+    branches: int = 3
+
+
+def estimate_memory(
+    transformer: TransformerConfig,
+    vae: VAEConfig,
+    *,
+    height: int,
+    width: int,
+    num_frames: int,
+    dtype: torch.dtype,
+    weights_bytes: int = 0,
+    branches: int = 3,
+    passes: Sequence[PassSize] = (),
+    extra_tokens: int = 0,
+    per_token_timesteps: bool = False,
+    condition_frames: Sequence[int] = (),
+    parts: WeightParts | None = None,
+    offload: str = "none",
+    offload_saves: bool = True,
+    device_is_host: bool = False,
+    text_encoder_freed: bool = False,
+    vae_tiling: str = "off",
+    free_bytes: int | None = None,
+    streamed: bool = False,
+    control_frames: int = 0,
+    control_model: tuple[int, int] | None = None,
+    enhancer_bytes: int = 0,
+) -> MemoryEstimate:
+    """Estimated memory of generating ``height x width x num_frames`` (the padded output size; see the module
+    docstring).
+
+    ``transformer`` / ``vae``: their configs. ``passes``: the denoising passes (default: one at the output
+    size with ``branches``); the decode runs at the last one's size. ``extra_tokens``: tokens of conditions
+    placed after frame 0 per latent ``h * w`` of the output size (scaled to each pass); ``per_token_timesteps``:
+    conditioning is used (the timestep differs per token); ``condition_frames``: pixel frames of each condition
+    the VAE encodes. ``parts`` (else ``weights_bytes``, all on the device in every stage), ``offload``,
+    ``offload_saves``, ``text_encoder_freed``: see :func:`stage_weights`; ``device_is_host``: a CPU run.
+    ``vae_tiling`` / ``free_bytes``: the decode as the pipeline will run it (``auto`` tiles when the untiled
+    decode would not fit in ``free_bytes`` less the decode stage's weights). ``streamed``: the result is decoded
+    into its writer chunk by chunk (``run_batch(stream=True)``, what ``ltx generate`` does), so the write stage
+    holds one chunk of :data:`~ltxcli.memory.decode.STREAM_CHUNK_FRAMES` frames, not the whole float32 video.
+    ``control_frames``: pixel frames of an IC-LoRA control (encoded, and its latent frames' tokens in every pass);
+    ``control_model``: ``(weights, activations)`` of the depth model that makes it (its own stage).
+    ``enhancer_bytes``: the prompt enhancer's weights (:func:`ltxcli.enhance.stage.enhancer_bytes`; 0: no
+    enhancement), a stage of its own before everything else.
+    """
+    passes = list(passes) or [PassSize(height, width, branches)]
+    f, h, w = latent_shape(vae, height, width, num_frames)
+    if parts is None:
+        weights = dict.fromkeys((CONTROL_MODEL, "text encoder", "condition encode", DENOISE, "upsampler", DECODE),
+                                int(weights_bytes))
+        host_weights = 0
+    else:
+        weights = stage_weights(parts, offload, offload_saves=offload_saves, text_encoder_freed=text_encoder_freed)
+        # offloaded weights wait (pinned) in host memory; without offload they were loaded to the device
+        host_weights = parts.total if offload != "none" and not device_is_host else 0
+    item = dtype.itemsize
+    stages = [Stage("prompt enhancer", enhancer_bytes)] if enhancer_bytes else []
+    if control_model is not None:
+        stages.append(Stage(CONTROL_MODEL, weights[CONTROL_MODEL] + control_model[0], control_model[1]))
+    stages.append(Stage("text encoder", weights["text encoder"]))
+    if control_frames:
+        per_token_timesteps = True
+        condition_frames = [*condition_frames, control_frames]
+    control_latent_frames = (control_frames - 1) // vae.temporal_compression + 1 if control_frames else 0
+    units = TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS if per_token_timesteps else TRANSFORMER_UNITS
+    if condition_frames:
+        _, lh, lw = latent_shape(vae, max(p.height for p in passes), max(p.width for p in passes), 1)
+        encode = max(int(ENCODE_FACTOR * decode_memory_bytes(
+            vae, (1, vae.latent_channels, (n - 1) // vae.temporal_compression + 1, lh, lw), dtype))
+            for n in condition_frames)
+        stages.append(Stage("condition encode", weights["condition encode"], encode))
+    for i, p in enumerate(passes):
+        _, ph, pw = latent_shape(vae, p.height, p.width, num_frames)
+        tokens = (f + control_latent_frames) * ph * pw + extra_tokens * ph * pw // max(h * w, 1)
+        name = DENOISE if len(passes) == 1 else f"{DENOISE} ({('first', 'second')[min(i, 1)]} pass)"
+        if i > 0:  # the latent upsampler doubles the previous pass's latents
+            up = UPSAMPLER_UNITS * 4 * vae.latent_channels * f * ph * pw * item
+            stages.append(Stage("upsampler", weights["upsampler"], up))
+        act = units * p.branches * tokens * transformer.inner_dim * item
+        if used_with(offload):  # the pass's text keys and values (ltxcli.text_cache)
+            act += text_kv_bytes(transformer.num_layers, transformer.inner_dim, p.branches, TEXT_TOKENS, item)
+        stages.append(Stage(name, weights[DENOISE], act))
+    _, dh, dw = latent_shape(vae, passes[-1].height, passes[-1].width, num_frames)
+    latent = (1, vae.latent_channels, f, dh, dw)
+    free = None if free_bytes is None else free_bytes - weights[DECODE]
+    dec, tiling = decode_bytes(vae, latent, dtype, vae_tiling, free)
+    tiled = tiling is not None
+    video = output_bytes(vae, latent)  # float32 [1, 3, F, H, W] at the decode size
+    final = 4 * 3 * num_frames * height * width if len(passes) > 1 else video  # resized to the output size
+    # The decoded video lands on the host. On the CPU an untiled decode's output is its last activation (already
+    # in ``dec``); a tiled one accumulates it beside the windows, which the pipeline's tiling plan (and so the
+    # device figure) leaves out; a streamed one holds one time window of it at a time. On a CPU device that
+    # host memory is the device's (MemoryEstimate.footprint counts it against the free memory).
+    held = chunk_output_bytes(vae, latent, **tiling) if streamed and tiling is not None else video
+    decode_host = held if not device_is_host or tiled else 0
+    if streamed:
+        # One chunk of n frames at a time: its float32 slice at the decode size, for multi-scale its resized copy
+        # at the output size, and the uint8 [n, H, W, 3] handed to the writer.
+        n = min(STREAM_CHUNK_FRAMES, num_frames)
+        chunk = 4 * 3 * n * passes[-1].height * passes[-1].width
+        write_host = chunk + (4 * 3 * n * height * width if len(passes) > 1 else 0) + 3 * n * height * width
+    else:
+        write_host = final + (video if len(passes) > 1 else 0)
+    stages.append(Stage(DECODE, weights[DECODE], dec, host=decode_host))
+    stages.append(Stage("write", weights[DECODE] if device_is_host else 0, 0, host=write_host))
+    return MemoryEstimate(tuple(stages), host_weights=host_weights, vae_tiled=tiled, device_is_host=device_is_host)
+
+
+def input_hold(est: MemoryEstimate, early: int, late: int, write: int = 0, read: int = 0) -> MemoryEstimate:
+    """``est`` with an input video's host memory: ``early`` bytes in every stage before the decode, ``late`` in the
+    decode and write stages, ``write`` more in the write stage; ``read``: a first stage, ``read input``, holding that
+    much while the input is read and preprocessed (the weights already loaded: a CPU run's all)."""
+    late_stages = (DECODE, "write")
+    stages = tuple(replace(s, host=s.host + (late if s.name in late_stages else early) + (write if s.name == "write" else 0))
+                   for s in est.stages)
+    if read:
+        stages = (Stage("read input", max(s.weights for s in stages) if est.device_is_host else 0, host=read), *stages)
+    return replace(est, stages=stages)
+
+
+
+__all__ = [
+    "CONTROL_MODEL", "DECODE", "DENOISE", "ENCODE_FACTOR", "OFFLOAD_MODES", "TILING_MODES", "TRANSFORMER_UNITS",
+    "TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS", "UPSAMPLER_UNITS", "Estimator", "MemoryEstimate", "PassSize", "Stage",
+    "decode_bytes", "estimate_memory", "input_hold", "latent_shape", "stage_weights",
+]

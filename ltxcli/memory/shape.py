@@ -1,0 +1,198 @@
+"""What the memory of one request depends on beyond its size (:class:`RunShape`), read from a
+:class:`~ltxcli.request.GenerationRequest` (:func:`request_shape`), and its estimator (:func:`request_estimator`):
+its passes, conditions, video-to-video input, extension and long-video windows priced with
+:func:`ltxcli.memory.estimate.estimate_memory` (see that module's docstring for the stages)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from ..long_decode import DECODE_BLEND
+from ..models.configs import TransformerConfig, VAEConfig
+from ..presets import Preset, multi_scale_sizes
+from ..request import padded_size
+from ..sampling import pass_branches
+from .estimate import MemoryEstimate, PassSize, estimate_memory, input_hold, latent_shape
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """What the memory of one request depends on beyond its size, as the pipeline resolves it: the guidance
+    scales of each pass that runs (``(guidance_scale, stg_scale)`` pairs, scalars or per-interval lists),
+    whether it is multi-scale and at which factor, its conditions (``(frame, pixel frames)``), and an IC-LoRA
+    control: ``control_frames`` (its pixel frames; at most the video's are used) and ``control_model``
+    (``(height, width, num_frames) -> (weights, activations)`` of the depth model making it, e.g.
+    :func:`ltxcli.depth.depth_memory_bytes`)."""
+
+    guidance: Sequence[tuple[Any, Any]]
+    multi_scale: bool = False
+    downscale_factor: float | None = None
+    conditions: Sequence[tuple[int, int]] = field(default_factory=tuple)
+    control_frames: int = 0
+    control_model: Callable[[int, int, int], tuple[int, int]] | None = None
+    #: video-to-video: pixels per frame of the input video at its native size (0: none; see :func:`input_hold`)
+    v2v: int = 0
+    #: an extension: ``(new frames, backward, input pixels per frame (native size), the model's longest frames)``
+    extension: tuple[int, bool, int, int] | None = None
+    #: a long video: ``f -> (frames of its longest window, latent frames each later window appends)`` or None
+    #: where ``f`` frames run as one generation (:func:`ltxcli.long_video.window_frames`)
+    windows: Callable[[int], tuple[int, int] | None] | None = None
+    appended: int = 0  # latent frames appended as extra tokens (a later window's view of the previous one's tail)
+
+    @classmethod
+    def of_preset(
+        cls, preset: Preset, *, guidance_scale: Any = None, stg_scale: Any = None, stg_blocks: Any = None,
+        conditions: Sequence[tuple[int, int]] = (), control_frames: int = 0,
+        control_model: Callable[[int, int, int], tuple[int, int]] | None = None, v2v: int = 0,
+        extension: tuple[int, bool, int, int] | None = None,
+    ) -> RunShape:
+        """The shape of a request under ``preset``: the guidance of each pass that runs (a given
+        ``guidance_scale`` / ``stg_scale`` replaces every pass's, as the pipeline applies an explicit scale),
+        the preset's multi-scale and factor, and ``conditions`` (``(frame, pixel frames)``)."""
+        passes = preset.passes if preset.multi_scale else preset.passes[:1]
+        # STG that skips no block runs no branch of its own (the pipeline takes the conditional prediction)
+        guidance = [(p.guidance_scale if guidance_scale is None else guidance_scale,
+                     (p.stg_scale if stg_scale is None else stg_scale)
+                     if (p.skip_block_list if stg_blocks is None else stg_blocks) else 0.0) for p in passes]
+        return cls(guidance, multi_scale=preset.multi_scale, downscale_factor=preset.downscale_factor,
+                   conditions=list(conditions), control_frames=control_frames, control_model=control_model,
+                   v2v=v2v, extension=extension)
+
+
+def request_shape(preset: Preset, request: Any, *, dtype: torch.dtype, depth_model: str | None = None,
+                  weights_dir: Any = None, max_positions: Sequence[int] | None = None) -> RunShape:
+    """:meth:`RunShape.of_preset` for a :class:`~ltxcli.request.GenerationRequest`: its guidance, its conditions
+    (:func:`condition_frames`) and its IC-LoRA control (as long as the video, the most it can cover), with, for a
+    depth control, the depth model's stage (``depth_model`` / ``weights_dir``: :func:`ltxcli.depth.depth_model_path`;
+    its config must be on disk), its video-to-video input and its extension (``max_positions``: the transformer's
+    position range, which bounds an extension's context; the input's first frame is read for its size)."""
+    control = getattr(request, "control", None)
+    model = None
+    if control is not None and control.kind == "depth":
+        from ..depth import depth_config, depth_memory_bytes, depth_model_path
+
+        config = depth_config(depth_model_path(depth_model, weights_dir=weights_dir))
+
+        def model(h: int, w: int, f: int) -> tuple[int, int]:
+            return depth_memory_bytes(config, h, w, f, dtype)
+
+    extension = None
+    ext, video = getattr(request, "extend", None), getattr(request, "video", None)
+    if ext is not None:  # the input's native size (its decoded frames are held) and the model's time range
+        from ..extend import longest_frames
+
+        longest = longest_frames(max_positions, request.frame_rate) if max_positions and request.frame_rate else 1 << 30
+        extension = (ext.frames, ext.backward, _native_pixels(ext.video), longest)
+    windows = None
+    if max_positions and request.frame_rate:  # a long video (an extension's generation) runs a window at a time
+        from ..long_video import window_frames
+
+        windows = window_frames(request, float(request.frame_rate), float(max_positions[0]))
+    shape = RunShape.of_preset(preset, guidance_scale=request.guidance_scale, stg_scale=request.stg_scale,
+                               stg_blocks=request.stg_blocks,
+                               conditions=[(c.frame, condition_frames(c, request.num_frames)) for c in request.conditions],
+                               control_frames=request.num_frames if control is not None else 0, control_model=model,
+                               v2v=_native_pixels(video) if video is not None else 0, extension=extension)
+    return replace(shape, windows=windows)
+
+
+def _native_pixels(source: Any) -> int:
+    """Pixels per frame of an input video (a path: its first frame is decoded; a tensor ``[F, H, W, 3]``)."""
+    from .. import media
+
+    first = media.load_media(source, max_frames=1)
+    return int(first.shape[-3]) * int(first.shape[-2])
+
+
+def run_passes(shape: RunShape, height: int, width: int, num_frames: int) -> list[PassSize]:
+    """The denoising passes of a request at ``height x width x num_frames``: their sizes as the pipeline
+    computes them (:func:`ltxcli.request.padded_size`; :func:`ltxcli.presets.multi_scale_sizes`, the first
+    pass's 32-aligned downscale and the upsampler's doubling) and their branches
+    (:func:`ltxcli.sampling.pass_branches`)."""
+    ph, pw, _ = padded_size(height, width, num_frames)
+    branches = [pass_branches(g, s) for g, s in shape.guidance]
+    if not shape.multi_scale:
+        return [PassSize(ph, pw, branches[0])]
+    sizes = multi_scale_sizes(ph, pw, shape.downscale_factor)
+    return [PassSize(hh, ww, branches[min(i, len(branches) - 1)]) for i, (hh, ww) in enumerate(sizes)]
+
+
+def request_estimator(
+    shape: RunShape, transformer: TransformerConfig, vae: VAEConfig, *, dtype: torch.dtype, **kwargs: Any
+) -> Callable[[int, int, int], MemoryEstimate]:
+    """``(height, width, num_frames) -> MemoryEstimate`` for a request of this :class:`RunShape`;
+    ``kwargs``: weights, offload, tiling and device of :func:`estimate_memory`."""
+    later = sum(frame > 0 for frame, _ in shape.conditions)  # each adds up to 2 latent frames of extra tokens
+
+    def estimate(h: int, w: int, f: int) -> MemoryEstimate:
+        if shape.extension is not None:
+            return _extension_estimate(shape, transformer, vae, h, w, f, dtype=dtype, **kwargs)
+        window = shape.windows(f) if shape.windows is not None else None
+        if window is not None:  # its longest window with the tail it appends, and the fused latents [1, C, lf, lh, lw]
+            one = replace(shape, windows=None, appended=window[1])  # float32, held on the host to the end
+            lf, lh, lw = latent_shape(vae, h, w, f)
+            latents = 4 * vae.latent_channels * lf * lh * lw
+            blend = 4 * 3 * 8 * DECODE_BLEND * h * w  # the previous decode tile's last frames, float32 (long_decode)
+            return input_hold(request_estimator(one, transformer, vae, dtype=dtype, **kwargs)(h, w, window[0]),
+                              latents, latents + blend)
+        ph, pw, pf = padded_size(h, w, f)
+        _, lh, lw = latent_shape(vae, ph, pw, f)
+        control = (min(shape.control_frames, pf) - 1) // 8 * 8 + 1 if shape.control_frames else 0  # the trim
+        est = estimate_memory(
+            transformer, vae, height=ph, width=pw, num_frames=f, dtype=dtype, passes=run_passes(shape, h, w, f),
+            extra_tokens=(2 * later + shape.appended) * lh * lw, per_token_timesteps=bool(shape.conditions or shape.appended),
+            condition_frames=[n for _, n in shape.conditions] + ([pf] if shape.v2v else []), control_frames=control,
+            control_model=shape.control_model(h, w, control) if shape.control_model and control else None, **kwargs)
+        if not shape.v2v:
+            return est
+        # the input's pixels [1, 3, pf, ph, pw] float32 (conditions.prepare_video), held until run() returns; while
+        # they are made: the decoded frames (native size, float32 and uint8), the preprocessed ones and the padded copy
+        source = 4 * 3 * pf * ph * pw
+        return input_hold(est, source, 0 if kwargs.get("streamed") else source, read=5 * 3 * pf * shape.v2v + 2 * source)
+
+    return estimate
+
+
+def _extension_estimate(shape: RunShape, transformer: TransformerConfig, vae: VAEConfig, h: int, w: int, f: int,
+                        *, dtype: torch.dtype, **kwargs: Any) -> MemoryEstimate:
+    """The memory of an extension to ``f`` output frames (:func:`ltxcli.extend.run_extension`): the generation
+    of ``K + N`` frames (:func:`ltxcli.extend.plan_windows`, in windows one at a time) with the context at frame
+    ``lead``, always streamed into the splice; meanwhile the host holds the decoded input (native size, ``M``
+    frames) and three float32 copies of the context (its preprocessed pixels, the condition tensor, the prepared
+    condition), then the input at the output size and the condition tensor while the output is spliced; a result
+    that is not streamed builds the whole float32 output video."""
+    from ..extend import window_context
+
+    new, backward, native_pixels, longest = shape.extension or (0, False, 0, 0)
+    m = max(f - new, 1)
+    lead = -(-new // 8) * 8 if backward else 0
+    context = (max(min(m, longest - (lead if backward else new)), 1) - 1) // 8 * 8 + 1
+    split = shape.windows(context + new) if shape.windows is not None and not backward else None
+    context = window_context(m, split[0]) if split is not None else context  # extend.plan_windows: in windows
+    gen = lead + context + (0 if backward else new)
+    ph, pw, _ = padded_size(h, w, gen)
+    conditions = [(lead, context), *shape.conditions]
+    inner = replace(shape, conditions=conditions, extension=None, v2v=False)
+    est = request_estimator(inner, transformer, vae, dtype=dtype, **{**kwargs, "streamed": True})(h, w, gen)
+    copy = 4 * 3 * context * ph * pw
+    streamed = kwargs.get("streamed", False)
+    return input_hold(est, 4 * 3 * m * native_pixels + 3 * copy, 4 * 3 * m * h * w + copy,
+                      0 if streamed else 4 * 3 * f * h * w)
+
+
+
+def condition_frames(c: Any, num_frames: int) -> int:
+    """Pixel frames the pipeline keeps of condition ``c`` in a ``num_frames`` video: its decoded frames when the
+    pre-load check has read them (:class:`ltxcli.media.DecodedMedia`, a tensor), rounded down to 8k + 1 as the
+    official trim does; one for an image or anything not yet read."""
+    frames = getattr(c.media, "frames", c.media)
+    n = int(frames.shape[0]) if isinstance(frames, torch.Tensor) and frames.ndim == 4 else 1
+    return (max(1, min(n, num_frames - c.frame)) - 1) // 8 * 8 + 1
+
+
+
+__all__ = ["RunShape", "condition_frames", "request_estimator", "request_shape", "run_passes"]
