@@ -823,6 +823,31 @@ def test_memory_advice_for_an_extension_names_its_new_frames(cli_env: Path, monk
     assert 0 < int(suggested.group(1)) < 40
 
 
+@pytest.mark.parametrize(("input_frames", "new", "free"), [(17, 40, 100_000_000), (49, 8, 60_000_000)])
+def test_memory_advice_for_an_extension_keeps_its_input_and_fits(cli_env: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 input_frames: int, new: int, free: int) -> None:
+    """The smaller size an extension was told was priced at a shorter output, as if its input were shorter: a
+    17-frame input with --frames 40 was told "e.g. --height 192 --width 288 --frames 24, which needs about 96.5 MB",
+    which then needed 117.7 MB and was refused (exit 5) at 100 MB; a 49-frame input with --frames 8 was told
+    "e.g. --height 128 --width 192 fewer --frames, which needs about 42.3 MB", priced at 25 output frames. The
+    smaller size now keeps the input's frames, names its new ones (--frames N, 1 <= N < the asked), and the
+    suggested run passes the same check (it goes on to load the model)."""
+    clip = torch.rand(input_frames, 32, 48, 3, generator=torch.Generator().manual_seed(0))
+    media.write_video(cli_env / "in.mp4", clip, 24)
+    monkeypatch.setattr(preflight, "free_memory_bytes", lambda device: free)
+    args = ["extend", "in.mp4", "a cat", "--model", "tiny", "--steps", "1", "-o", "o.mp4"]
+    line = assert_one_error_line(ltx(*args, "--frames", str(new), "--height", "256", "--width", "384"), 5)
+    suggested = re.search(r"e\.g\. (--height \d+ --width \d+ --frames (\d+)),", line)
+    assert suggested is not None, line
+    assert 1 <= int(suggested.group(2)) < new
+
+    loads: list[Any] = []  # the pre-flight check passed: the model would load now (not run here: 20 s)
+    monkeypatch.setattr(ltxcli, "load_pipeline", lambda *a, **k: loads.append(a))
+    monkeypatch.setattr(ltxcli_api, "load_pipeline", lambda *a, **k: loads.append(a))
+    r = ltx(*args, *suggested.group(1).split())
+    assert r.exit_code != 5 and loads, f"the suggested {suggested.group(1)} was refused: {r.stderr}"
+
+
 def test_out_of_memory_advice_for_an_extension_names_its_new_frames() -> None:
     """Out of memory while running, ltx extend was told "fewer --num-frames", an option it refuses at any other
     value than its input's frames plus --frames: it is told "fewer --frames" (the new frames)."""

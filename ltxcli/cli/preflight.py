@@ -63,7 +63,7 @@ def check_memory(  # extended: an extension's input frames (its advice names --f
     from ltxcli.timeline import length_option
 
     v = memory_verdict(estimate, height=height, width=width, num_frames=num_frames, free_bytes=free_bytes,
-                       alternatives=alternatives)
+                       alternatives=alternatives, input_frames=extended or 0)
     if v.fits:
         return
     est = v.estimate

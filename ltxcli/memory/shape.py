@@ -36,7 +36,8 @@ class RunShape:
     control_model: Callable[[int, int, int], tuple[int, int]] | None = None
     #: video-to-video: pixels per frame of the input video at its native size (0: none; see :func:`input_hold`)
     v2v: int = 0
-    #: an extension: ``(new frames, backward, input pixels per frame (native size), the model's longest frames)``
+    #: an extension: ``(input frames, backward, input pixels per frame (native size), the model's longest frames)``;
+    #: its estimator's length is the input's frames plus the new ones, so a shorter one has fewer new frames
     extension: tuple[int, bool, int, int] | None = None
     #: a long video: ``f -> (frames of its longest window, latent frames each later window appends)`` or None
     #: where ``f`` frames run as one generation (:func:`ltxcli.long_video.window_frames`)
@@ -86,7 +87,7 @@ def request_shape(preset: Preset, request: Any, *, dtype: torch.dtype, depth_mod
         from ..extend import longest_frames
 
         longest = longest_frames(max_positions, request.frame_rate) if max_positions and request.frame_rate else 1 << 30
-        extension = (ext.frames, ext.backward, _native_pixels(ext.video), longest)
+        extension = (request.num_frames - ext.frames, ext.backward, _native_pixels(ext.video), longest)
     windows = None
     if max_positions and request.frame_rate:  # a long video (an extension's generation) runs a window at a time
         from ..long_video import window_frames
@@ -159,16 +160,17 @@ def request_estimator(
 
 def _extension_estimate(shape: RunShape, transformer: TransformerConfig, vae: VAEConfig, h: int, w: int, f: int,
                         *, dtype: torch.dtype, **kwargs: Any) -> MemoryEstimate:
-    """The memory of an extension to ``f`` output frames (:func:`ltxcli.extend.run_extension`): the generation
-    of ``K + N`` frames (:func:`ltxcli.extend.plan_windows`, in windows one at a time) with the context at frame
-    ``lead``, always streamed into the splice; meanwhile the host holds the decoded input (native size, ``M``
-    frames) and three float32 copies of the context (its preprocessed pixels, the condition tensor, the prepared
-    condition), then the input at the output size and the condition tensor while the output is spliced; a result
-    that is not streamed builds the whole float32 output video."""
+    """The memory of an extension to ``f`` output frames, the input's ``M`` and ``N = f - M`` new ones
+    (:func:`ltxcli.extend.run_extension`): the generation of ``K + N`` frames (:func:`ltxcli.extend.plan_windows`,
+    in windows one at a time) with the context at frame ``lead``, always streamed into the splice; meanwhile the
+    host holds the decoded input (native size, ``M`` frames) and three float32 copies of the context (its
+    preprocessed pixels, the condition tensor, the prepared condition), then the input at the output size and the
+    condition tensor while the output is spliced; a result that is not streamed builds the whole float32 output
+    video."""
     from ..extend import window_context
 
-    new, backward, native_pixels, longest = shape.extension or (0, False, 0, 0)
-    m = max(f - new, 1)
+    m, backward, native_pixels, longest = shape.extension or (1, False, 0, 0)
+    new = max(f - m, 1)  # the input's frames are kept whatever the length: only the new ones vary with it
     lead = -(-new // 8) * 8 if backward else 0
     context = (max(min(m, longest - (lead if backward else new)), 1) - 1) // 8 * 8 + 1
     split = shape.windows(context + new) if shape.windows is not None and not backward else None
