@@ -50,6 +50,12 @@ class BatchItem(GenerationRequest):
         """An extension's input frames (``num_frames`` filled in; advice names its new frames), else None."""
         return None if self.extend is None or self.num_frames is None else self.num_frames - self.extend.frames
 
+    @property
+    def least_frames(self) -> int:
+        """The fewest frames a shorter length of it may have (what memory advice may suggest): one past its last
+        condition's frame, which must stay in the video (an extension's: in its new frames, after the input's)."""
+        return max((c.frame + 1 for c in self.conditions), default=1)
+
 
 _ITEM_INT = ("seed", "steps", "height", "width", "num_frames", "window", "overlap")
 _ITEM_FLOAT = ("frame_rate", "guidance_scale", "stg_scale", "overlap_strength", "adain", "denoise_strength")

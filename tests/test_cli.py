@@ -837,15 +837,39 @@ def test_memory_advice_for_an_extension_keeps_its_input_and_fits(cli_env: Path, 
     monkeypatch.setattr(preflight, "free_memory_bytes", lambda device: free)
     args = ["extend", "in.mp4", "a cat", "--model", "tiny", "--steps", "1", "-o", "o.mp4"]
     line = assert_one_error_line(ltx(*args, "--frames", str(new), "--height", "256", "--width", "384"), 5)
-    suggested = re.search(r"e\.g\. (--height \d+ --width \d+ --frames (\d+)),", line)
-    assert suggested is not None, line
-    assert 1 <= int(suggested.group(2)) < new
+    assert 1 <= int(assert_suggestion_passes_the_checks(monkeypatch, args, line, "--frames")) < new
 
-    loads: list[Any] = []  # the pre-flight check passed: the model would load now (not run here: 20 s)
+
+def assert_suggestion_passes_the_checks(monkeypatch: pytest.MonkeyPatch, args: list[str], line: str,
+                                        length: str) -> str:
+    """The smaller size ``line`` suggests (``e.g. --height H --width W <length> N``), run as ``args`` with it,
+    passes every check before the model loads (the load is stubbed: a tiny run takes 20 s); returns its N."""
+    suggested = re.search(rf"e\.g\. (--height \d+ --width \d+ {length} (\d+)),", line)
+    assert suggested is not None, line
+    loads: list[Any] = []
     monkeypatch.setattr(ltxcli, "load_pipeline", lambda *a, **k: loads.append(a))
     monkeypatch.setattr(ltxcli_api, "load_pipeline", lambda *a, **k: loads.append(a))
     r = ltx(*args, *suggested.group(1).split())
-    assert r.exit_code != 5 and loads, f"the suggested {suggested.group(1)} was refused: {r.stderr}"
+    assert r.exit_code not in (2, 5) and loads, f"the suggested {suggested.group(1)} was refused: {r.stderr}"
+    return suggested.group(2)
+
+
+@pytest.mark.parametrize("command", ["generate", "extend"])
+def test_memory_advice_keeps_the_conditions_in_the_video(cli_env: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         command: str) -> None:
+    """A condition at frame 88 of a 97-frame video (at 50 of an extension of a 17-frame input by 40) was told a
+    smaller size "e.g. --height 160 --width 224 --num-frames 57" ("--frames 16"), which is refused (exit 2: the
+    condition's frame must be in the video, an extension's in its new frames): a shorter length now keeps every
+    condition's frame in the video (--num-frames 89, --frames 34)."""
+    media.write_video(cli_env / "in.mp4", torch.rand(17, 32, 48, 3, generator=torch.Generator().manual_seed(0)), 24)
+    media.write_image(cli_env / "cond.png", torch.rand(32, 48, 3))
+    monkeypatch.setattr(preflight, "free_memory_bytes", lambda device: 60_000_000)
+    at, length, asked = (88, "--num-frames", "97") if command == "generate" else (50, "--frames", "40")
+    args = [command, *(["in.mp4"] if command == "extend" else []), "a cat", "--condition", f"cond.png:{at}",
+            "--model", "tiny", "--steps", "1", "-o", "o.mp4"]
+    line = assert_one_error_line(ltx(*args, length, asked, "--height", "256", "--width", "384"), 5)
+    n = int(assert_suggestion_passes_the_checks(monkeypatch, args, line, length))
+    assert n < int(asked)
 
 
 def test_out_of_memory_advice_for_an_extension_names_its_new_frames() -> None:

@@ -350,7 +350,7 @@ def check_memory(
         where = rows[it.index].get("_where", "")
         preflight.check_memory(estimate, height=it.height, width=it.width, num_frames=it.num_frames, device=device,
                                free_bytes=plan.free_bytes, where=f"{where}: " if where else "", alternatives=alternatives,
-                               duration_rate=it.duration_rate, extended=it.input_frames)
+                               duration_rate=it.duration_rate, extended=it.input_frames, least_frames=it.least_frames)
     return plan
 
 

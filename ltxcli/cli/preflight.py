@@ -54,7 +54,7 @@ def check_memory(  # extended: an extension's input frames (its advice names --f
     free_bytes: int,
     where: str = "",
     alternatives: Sequence[tuple[str, Callable[[int, int, int], Any]]] = (), duration_rate: float | None = None,
-    extended: int | None = None) -> None:
+    extended: int | None = None, least_frames: int = 1) -> None:
     """Exit 5 with one line when ``estimate(height, width, num_frames)`` (a :class:`MemoryEstimate`) exceeds
     ``free_bytes``. The line names both, the first of ``alternatives`` (``(options, estimate)`` pairs, the fastest
     first: ``--offload model``...) that fits at this size, a smaller size that fits with the current options (if
@@ -63,7 +63,7 @@ def check_memory(  # extended: an extension's input frames (its advice names --f
     from ltxcli.timeline import length_option
 
     v = memory_verdict(estimate, height=height, width=width, num_frames=num_frames, free_bytes=free_bytes,
-                       alternatives=alternatives, input_frames=extended or 0)
+                       alternatives=alternatives, input_frames=extended or 0, least_frames=least_frames)
     if v.fits:
         return
     est = v.estimate

@@ -72,10 +72,14 @@ def _cost(offload: str, vae_tiling: str, stored: bool) -> float:
 
 
 def smaller_size(fits: Callable[[int, int, int], bool], height: int, width: int, num_frames: int,
-                 input_frames: int = 0) -> tuple[int, int, int] | None:
+                 input_frames: int = 0, least_frames: int = 1) -> tuple[int, int, int] | None:
     """The largest request with the same aspect ratio (sizes multiples of 32, frames 8k + 1) that ``fits``.
     ``input_frames``: an extension's input, whose frames the output keeps whatever its length: only the new ones
-    (``ltx extend --frames``) are scaled, to a multiple of 8 (the generation's 8k + 1 grid) or at least one."""
+    (``ltx extend --frames``) are scaled, to a multiple of 8 (the generation's 8k + 1 grid) or at least one.
+    ``least_frames``: no shorter length is tried (one past the last condition's frame: a shorter one is refused),
+    rounded up to 8k + 1 for a length that is not an extension's."""
+    if not input_frames:
+        least_frames = min(num_frames, (least_frames + 6) // 8 * 8 + 1)
     for scale in (0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125):
         h = max(32, int(height * scale) // 32 * 32)
         w = max(32, int(width * scale) // 32 * 32)
@@ -83,6 +87,7 @@ def smaller_size(fits: Callable[[int, int, int], bool], height: int, width: int,
             f = input_frames + max(1, int((num_frames - input_frames) * scale) // 8 * 8)
         else:
             f = max(1, int((num_frames - 1) * scale) // 8 * 8 + 1)
+        f = max(f, least_frames)
         if (h, w, f) != (height, width, num_frames) and fits(h, w, f):
             return h, w, f
     return None
@@ -112,11 +117,12 @@ class MemoryVerdict:
 def memory_verdict(
     estimate: Callable[[int, int, int], MemoryEstimate], *, height: int, width: int, num_frames: int,
     free_bytes: int, alternatives: Sequence[tuple[str, Callable[[int, int, int], MemoryEstimate]]] = (),
-    input_frames: int = 0,
+    input_frames: int = 0, least_frames: int = 1,
 ) -> MemoryVerdict:
     """:class:`MemoryVerdict` of ``estimate(height, width, num_frames)`` against ``free_bytes``;
     ``alternatives``: ``(options text, estimate)`` pairs, the fastest first (:func:`memory_alternatives`);
-    ``input_frames``: an extension's input frames, which a smaller size keeps (:func:`smaller_size`)."""
+    ``input_frames``: an extension's input frames, which a smaller size keeps, and ``least_frames``: the fewest
+    it may have (:func:`smaller_size`)."""
     est = estimate(height, width, num_frames)
     if est.peak_bytes <= free_bytes:
         return MemoryVerdict(est, free_bytes)
@@ -129,7 +135,7 @@ def memory_verdict(
     smaller = None
     if est.fixed_bytes < free_bytes:
         size = smaller_size(lambda h, w, f: estimate(h, w, f).peak_bytes <= free_bytes, height, width, num_frames,
-                            input_frames)
+                            input_frames, least_frames)
         smaller = (size, estimate(*size)) if size is not None else None
     return MemoryVerdict(est, free_bytes, fitting, least, smaller)
 
