@@ -39,6 +39,9 @@ class BatchItem(GenerationRequest):
     seed_drawn: bool = False
     resume: bool = False  # a windowed run keeps its finished windows next to the output (ltxcli.long_video)
     from_duration: bool = False  # its num_frames came from the duration asked for (advice then names --duration)
+    #: its --batch line sets its size or length, which the command's options (defaults) do not override: memory
+    #: advice names the line's keys (:func:`ltxcli.timeline.size_option`)
+    own_size: bool = False
 
     @property
     def duration_rate(self) -> float | None:
@@ -212,6 +215,7 @@ def parse_batch(text: str, source: str = "batch") -> list[dict[str, Any]]:
         if obj.get("extend") is not None:
             obj["extend"] = parse_extension(obj["extend"], where)
         obj["_where"] = where
+        obj["_line"] = True  # a JSON line: its keys override the command's options (a --from record's do not)
         rows.append(obj)
     if not rows:
         raise ValueError(f"{source}: no prompts in it")

@@ -58,6 +58,8 @@ if TYPE_CHECKING:
     from .presets import Preset
     from .result import GenerationResult
 
+#: a batch line's keys of its size and length (BatchItem.own_size)
+_SIZE_KEYS = ("height", "width", "num_frames", "duration", "extend")
 MAX_FRAMES = 1_000_000  # over 11 hours at 24 fps; a typo such as 10**20 would plan windows for minutes
 
 
@@ -190,6 +192,7 @@ def build_items(
             video=user_media(pick("video")),
             extend=extend if extend is None else replace(extend, video=user_media(extend.video)),
             denoise_strength=0.5 if pick("denoise_strength") is None else pick("denoise_strength"),
+            own_size=bool(row.get("_line")) and any(row.get(k) is not None for k in _SIZE_KEYS),
         ))
     _complete(items, preset, batch_seed, wheres=[f"{row['_where']}: " if row.get("_where") else "" for row in rows],
               inputs=inputs)

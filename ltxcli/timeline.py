@@ -44,7 +44,33 @@ def length_option(frames: int | None, duration_rate: float | None = None, extend
         return f"--num-frames {frames}"
     if frames < 1 + FRAMES_PER_LATENT:
         return f"--num-frames {frames} instead of --duration"
-    return f"--duration {math.floor((frames - 1) / duration_rate * 100 + 1e-6) / 100:g}s"
+    return f"--duration {_seconds(frames, duration_rate)}"
+
+
+def _seconds(frames: int, frame_rate: float) -> str:
+    """``frames`` (8k + 1) as a duration that asks for them: ``"1.33s"``, rounded down (see :func:`length_option`)."""
+    return f"{math.floor((frames - 1) / frame_rate * 100 + 1e-6) / 100:g}s"
+
+
+def size_option(height: int | None, width: int | None, frames: int | None, duration_rate: float | None = None,
+                extended: int | None = None, line: bool = False) -> str:
+    """What asks for ``height x width x frames`` (all None: a smaller size): ``--height H --width W`` and
+    :func:`length_option`'s; for a --batch line that sets its own size or length (``line``: the command's options
+    are only defaults there, which its keys override), that line's keys: ``"height": H, "width": W`` and
+    ``"num_frames": F``, ``"duration": "Ss"`` or an extension's ``"frames": N`` in ``"extend"``."""
+    if not line:
+        length = length_option(frames, duration_rate, extended)
+        return f"--height {height} --width {width} {length}" if height is not None else f"--height/--width or {length}"
+    if extended is not None:  # the new frames, as length_option counts them
+        length = (f'"frames": {frames - extended}' if frames is not None and frames > extended else 'fewer "frames"') \
+            + ' in "extend"'
+    elif frames is None:
+        length = 'fewer "num_frames"' if duration_rate is None else 'a shorter "duration"'
+    elif duration_rate is None or frames < 1 + FRAMES_PER_LATENT:
+        length = f'"num_frames": {frames}' + ("" if duration_rate is None else ' instead of "duration"')
+    else:
+        length = f'"duration": "{_seconds(frames, duration_rate)}"'
+    return f'"height": {height}, "width": {width}, {length}' if height is not None else f'"height"/"width" or {length}'
 
 
 def frames_of(request: GenerationRequest, frame_rate: float) -> int | None:
@@ -169,4 +195,4 @@ def duration_frames(request: GenerationRequest, preset: Preset) -> int | None:
 
 
 __all__ = ["FRAMES_PER_LATENT", "bar_prompts", "duration_frames", "frames_for_duration", "frames_of", "in_force",
-           "length_option", "parse_duration", "read_schedule", "schedule_frames", "start_frame", "window_prompts"]
+           "length_option", "parse_duration", "read_schedule", "schedule_frames", "size_option", "start_frame", "window_prompts"]

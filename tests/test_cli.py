@@ -872,6 +872,37 @@ def test_memory_advice_keeps_the_conditions_in_the_video(cli_env: Path, monkeypa
     assert n < int(asked)
 
 
+@pytest.mark.parametrize(("length", "key"), [({"num_frames": 97}, r'"num_frames": (\d+)'),
+                                           ({"duration": "4s"}, r'"duration": "([\d.]+s)"'),
+                                           ({"extend": {"video": "in.mp4", "frames": 40}}, r'"frames": (\d+) in "extend"')])
+def test_memory_advice_for_a_batch_line_names_its_keys(cli_env: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       length: dict[str, Any], key: str) -> None:
+    """A --batch line that sets its own size was told "e.g. --height 160 --width 224 --num-frames 57", options
+    that are only defaults for its items (the line's keys win): the same command with them was refused again, as
+    much memory short. The advice now names the line's keys ("height": 160, "width": 224 and "num_frames",
+    "duration" or the "frames" in "extend"), and the line with them passes every check before the model loads."""
+    media.write_video(cli_env / "in.mp4", torch.rand(17, 32, 48, 3, generator=torch.Generator().manual_seed(0)), 24)
+    monkeypatch.setattr(preflight, "free_memory_bytes", lambda device: 60_000_000)
+    line = {"prompt": "a cat", "height": 256, "width": 384, **length}
+    args = ["generate", "--batch", "b.jsonl", "--model", "tiny", "--steps", "1", "-o", "o{index}.mp4"]
+    (cli_env / "b.jsonl").write_text(json.dumps(line))
+    error = assert_one_error_line(ltx(*args), 5)
+    suggested = re.search(r'e\.g\. "height": (\d+), "width": (\d+), ' + key + ",", error)
+    assert suggested is not None and "--height" not in error, error
+    value: Any = suggested.group(3) if "duration" in length else int(suggested.group(3))
+    line.update(height=int(suggested.group(1)), width=int(suggested.group(2)))
+    if "extend" in length:
+        line["extend"]["frames"] = value
+    else:
+        line[next(iter(length))] = value
+    (cli_env / "b.jsonl").write_text(json.dumps(line))
+    loads: list[Any] = []
+    monkeypatch.setattr(ltxcli, "load_pipeline", lambda *a, **k: loads.append(a))
+    monkeypatch.setattr(ltxcli_api, "load_pipeline", lambda *a, **k: loads.append(a))
+    r = ltx(*args)
+    assert r.exit_code not in (2, 5) and loads, f"the suggested line {line} was refused: {r.stderr}"
+
+
 def test_out_of_memory_advice_for_an_extension_names_its_new_frames() -> None:
     """Out of memory while running, ltx extend was told "fewer --num-frames", an option it refuses at any other
     value than its input's frames plus --frames: it is told "fewer --frames" (the new frames)."""

@@ -348,9 +348,8 @@ def check_memory(
                        free_bytes=preflight.free_memory_bytes(device) if items else 0)
     for it, (estimate, alternatives) in zip(items, plan.requests, strict=True):
         where = rows[it.index].get("_where", "")
-        preflight.check_memory(estimate, height=it.height, width=it.width, num_frames=it.num_frames, device=device,
-                               free_bytes=plan.free_bytes, where=f"{where}: " if where else "", alternatives=alternatives,
-                               duration_rate=it.duration_rate, extended=it.input_frames, least_frames=it.least_frames)
+        preflight.check_memory(estimate, it, device=device, free_bytes=plan.free_bytes,
+                               where=f"{where}: " if where else "", alternatives=alternatives)
     return plan
 
 

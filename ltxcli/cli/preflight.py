@@ -44,26 +44,18 @@ def describe(est: Any) -> str:
     return f"about {human_bytes(est.peak_bytes)} (weights {human_bytes(stage.weights)}{tail})"
 
 
-def check_memory(  # extended: an extension's input frames (its advice names --frames, the new ones)
-    estimate: Callable[[int, int, int], Any],
-    *,
-    height: int,
-    width: int,
-    num_frames: int,
-    device: Any,
-    free_bytes: int,
-    where: str = "",
-    alternatives: Sequence[tuple[str, Callable[[int, int, int], Any]]] = (), duration_rate: float | None = None,
-    extended: int | None = None, least_frames: int = 1) -> None:
-    """Exit 5 with one line when ``estimate(height, width, num_frames)`` (a :class:`MemoryEstimate`) exceeds
+def check_memory(estimate: Callable[[int, int, int], Any], it: Any, *, device: Any, free_bytes: int, where: str = "",
+                 alternatives: Sequence[tuple[str, Callable[[int, int, int], Any]]] = ()) -> None:
+    """Exit 5 with one line when ``estimate`` (a :class:`MemoryEstimate`) of batch item ``it``'s size exceeds
     ``free_bytes``. The line names both, the first of ``alternatives`` (``(options, estimate)`` pairs, the fastest
     first: ``--offload model``...) that fits at this size, a smaller size that fits with the current options (if
-    any; :func:`ltxcli.memory.plan.memory_verdict`), its length a --duration at ``duration_rate`` fps if given."""
+    any; :func:`ltxcli.memory.plan.memory_verdict`), asked for as the item asks (:func:`ltxcli.timeline.size_option`:
+    a --duration, an extension's --frames, a --batch line's keys)."""
     from ltxcli.memory.plan import memory_verdict
-    from ltxcli.timeline import length_option
+    from ltxcli.timeline import size_option
 
-    v = memory_verdict(estimate, height=height, width=width, num_frames=num_frames, free_bytes=free_bytes,
-                       alternatives=alternatives, input_frames=extended or 0, least_frames=least_frames)
+    v = memory_verdict(estimate, height=it.height, width=it.width, num_frames=it.num_frames, free_bytes=free_bytes,
+                       alternatives=alternatives, input_frames=it.input_frames or 0, least_frames=it.least_frames)
     if v.fits:
         return
     est = v.estimate
@@ -78,9 +70,10 @@ def check_memory(  # extended: an extension's input frames (its advice names --f
         lead = "or a smaller size" if v.fitting is not None else "try a smaller size"
         if v.smaller is not None:
             (h, w, f), smaller = v.smaller
-            advice.append(f"{lead}, e.g. --height {h} --width {w} {length_option(f, duration_rate, extended)}, which needs {describe(smaller)}")
+            size = size_option(h, w, f, it.duration_rate, it.input_frames, it.own_size)
+            advice.append(f"{lead}, e.g. {size}, which needs {describe(smaller)}")
         elif v.fitting is None:
-            advice.append(f"try a smaller --height/--width or {length_option(None, duration_rate, extended)}")
+            advice.append(f"try a smaller {size_option(None, None, None, it.duration_rate, it.input_frames, it.own_size)}")
     advice.append(f"or set {NO_MEMORY_CHECK_ENV}=1 to try anyway")
     raise CliError(f"{where}this run needs {describe(est)} on {device} but {human_bytes(free_bytes)} is free: "
                    + "; ".join(advice), EXIT_OOM)
