@@ -16,6 +16,7 @@ from typing import Any
 
 from .extend import parse_extension
 from .formatting import text_lines
+from .long_video import windowed
 from .paths import user_media, user_path
 from .request import Condition, Control, GenerationRequest, check_control, control_of, media_path
 
@@ -56,7 +57,11 @@ class BatchItem(GenerationRequest):
     @property
     def least_frames(self) -> int:
         """The fewest frames a shorter length of it may have (what memory advice may suggest): one past its last
-        condition's frame, which must stay in the video (an extension's: in its new frames, after the input's)."""
+        condition's frame, which must stay in the video (an extension's: in its new frames, after the input's); all
+        of them where it asks for windows (:func:`ltxcli.long_video.windowed`), whose memory is one window's while
+        a shorter length would lose its later prompts (a length that fits one window runs the first alone)."""
+        if self.num_frames is not None and windowed(self):
+            return self.num_frames
         return max((c.frame + 1 for c in self.conditions), default=1)
 
 

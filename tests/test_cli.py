@@ -872,6 +872,18 @@ def test_memory_advice_keeps_the_conditions_in_the_video(cli_env: Path, monkeypa
     assert n < int(asked)
 
 
+def test_memory_advice_for_a_long_video_keeps_its_length(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long video in windows ("a cat | a dog", --window 64, 161 frames) was told "e.g. --height 96 --width 128
+    --num-frames 57": one window, which runs its first prompt alone (the dog never comes), to save little (its
+    memory is one window's). A request that asks for windows keeps its length; the smaller size is a smaller
+    --height/--width, and it passes every check before the model loads."""
+    monkeypatch.setattr(preflight, "free_memory_bytes", lambda device: 40_000_000)
+    args = ["generate", "a cat | a dog", "--window", "64", "--overlap", "32", "--model", "tiny", "--steps", "1",
+            "-o", "o.mp4"]
+    line = assert_one_error_line(ltx(*args, "--num-frames", "161", "--height", "256", "--width", "384"), 5)
+    assert assert_suggestion_passes_the_checks(monkeypatch, args, line, "--num-frames") == "161"
+
+
 @pytest.mark.parametrize(("length", "key"), [({"num_frames": 97}, r'"num_frames": (\d+)'),
                                            ({"duration": "4s"}, r'"duration": "([\d.]+s)"'),
                                            ({"extend": {"video": "in.mp4", "frames": 40}}, r'"frames": (\d+) in "extend"')])
