@@ -67,9 +67,19 @@ def oom_advice(args: list[str]) -> str:
     """``try ...`` for a command line (without the program name) that ran out of memory."""
     words = [a for a in args if not a.startswith("-")][:2]
     advice = _OOM_ADVICE.get(" ".join(words)) or _OOM_ADVICE.get(words[0] if words else "")
+    if advice and _in_windows(args):  # one window's memory: a shorter video saves little, and drops later prompts
+        advice = advice.replace("fewer --num-frames", "a smaller --window").replace("fewer --frames", "a smaller --window")
     if advice and any(a == "--duration" or a.startswith("--duration=") for a in args):  # not with --num-frames
         advice = advice.replace("fewer --num-frames", "a shorter --duration")
     return f"try {advice}" if advice else "try a smaller input, or another device with more memory (--device)"
+
+
+def _in_windows(args: list[str]) -> bool:
+    """Whether a command line asks for windows (:func:`ltxcli.long_video.windowed`): a window, overlap or prompt
+    schedule option, or a ``"a | b"`` prompt (an argument that is no option with a ``|`` in it)."""
+    options = ("--window", "--overlap", "--prompt-schedule")
+    return any(a in options or a.startswith(tuple(f"{o}=" for o in options)) or (not a.startswith("-") and "|" in a)
+               for a in args)
 
 
 def keeps_resume_state(exc: BaseException, state: os.PathLike[str]) -> None:

@@ -924,6 +924,20 @@ def test_out_of_memory_advice_for_an_extension_names_its_new_frames() -> None:
     assert "fewer --frames" in advice and "--num-frames" not in advice, advice
 
 
+def test_out_of_memory_advice_for_a_video_in_windows_names_a_smaller_window() -> None:
+    """Out of memory while running a video in windows ("a | b", --window, --overlap, --prompt-schedule), ltx was
+    told "fewer --num-frames" ("fewer --frames", "a shorter --duration"): its memory is one window's, which a
+    shorter video hardly lowers (one window's length runs its first prompt alone). It is told "a smaller --window"."""
+    from ltxcli.errors import oom_advice
+
+    for args in (["generate", "a cat | a dog", "--num-frames", "161"], ["extend", "in.mp4", "a cat", "--window", "64"],
+                 ["generate", "a cat", "--prompt-schedule=s.jsonl", "--duration", "60"],
+                 ["i2v", "cat.png", "a cat", "--overlap", "24"]):
+        advice = oom_advice(args)
+        assert "a smaller --window" in advice and "fewer" not in advice and "shorter" not in advice, (args, advice)
+    assert "fewer --num-frames" in oom_advice(["generate", "a cat", "--num-frames", "161"])  # not in windows
+
+
 def test_memory_preflight_counts_offloaded_stages_and_suggests_offload(monkeypatch: pytest.MonkeyPatch) -> None:
     """On a GPU (estimated, nothing runs on it): weights per stage from the tiny modules themselves, and a free
     memory that holds the transformer stage but not every weight gets `try --offload model`."""
