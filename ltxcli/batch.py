@@ -19,6 +19,7 @@ from .formatting import text_lines
 from .long_video import windowed
 from .paths import user_media, user_path
 from .request import Condition, Control, GenerationRequest, check_control, control_of, media_path
+from .timeline import size_option
 
 
 @dataclass(repr=False)  # GenerationRequest's: the fields given
@@ -53,6 +54,11 @@ class BatchItem(GenerationRequest):
     def input_frames(self) -> int | None:
         """An extension's input frames (``num_frames`` filled in; advice names its new frames), else None."""
         return None if self.extend is None or self.num_frames is None else self.num_frames - self.extend.frames
+
+    def size_option(self, height: int | None = None, width: int | None = None, frames: int | None = None) -> str:
+        """How it asks for ``height x width x frames`` (None: a smaller size), in memory advice
+        (:func:`ltxcli.timeline.size_option`: its --duration, an extension's --frames, its batch line's keys)."""
+        return size_option(height, width, frames, self.duration_rate, self.input_frames, self.own_size, windowed(self))
 
     @property
     def least_frames(self) -> int:

@@ -53,15 +53,18 @@ def _seconds(frames: int, frame_rate: float) -> str:
 
 
 def size_option(height: int | None, width: int | None, frames: int | None, duration_rate: float | None = None,
-                extended: int | None = None, line: bool = False) -> str:
+                extended: int | None = None, line: bool = False, windows: bool = False) -> str:
     """What asks for ``height x width x frames`` (all None: a smaller size): ``--height H --width W`` and
     :func:`length_option`'s; for a --batch line that sets its own size or length (``line``: the command's options
     are only defaults there, which its keys override), that line's keys: ``"height": H, "width": W`` and
-    ``"num_frames": F``, ``"duration": "Ss"`` or an extension's ``"frames": N`` in ``"extend"``."""
+    ``"num_frames": F``, ``"duration": "Ss"`` or an extension's ``"frames": N`` in ``"extend"``. ``windows``: a
+    video in windows, whose memory is one window's: a smaller size is a smaller window, not a shorter video."""
     if not line:
-        length = length_option(frames, duration_rate, extended)
+        length = "a smaller --window" if windows and frames is None else length_option(frames, duration_rate, extended)
         return f"--height {height} --width {width} {length}" if height is not None else f"--height/--width or {length}"
-    if extended is not None:  # the new frames, as length_option counts them
+    if windows and frames is None:
+        length = 'a smaller "window"'
+    elif extended is not None:  # the new frames, as length_option counts them
         length = (f'"frames": {frames - extended}' if frames is not None and frames > extended else 'fewer "frames"') \
             + ' in "extend"'
     elif frames is None:

@@ -884,6 +884,17 @@ def test_memory_advice_for_a_long_video_keeps_its_length(cli_env: Path, monkeypa
     assert assert_suggestion_passes_the_checks(monkeypatch, args, line, "--num-frames") == "161"
 
 
+def test_memory_advice_for_a_long_video_that_fits_no_smaller_size_names_a_smaller_window(
+        cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where no smaller size fits either (11 MB free: 9.9 MB of weights), a long video in windows was told "try a
+    smaller --height/--width or fewer --num-frames", the length its memory hardly depends on (one window's): it is
+    told "a smaller --window"."""
+    monkeypatch.setattr(preflight, "free_memory_bytes", lambda device: 11_000_000)
+    line = assert_one_error_line(ltx("generate", "a cat | a dog", "--window", "64", "--model", "tiny", "--steps", "1",
+                                     "--num-frames", "161", "--height", "256", "--width", "384", "-o", "o.mp4"), 5)
+    assert "try a smaller --height/--width or a smaller --window;" in line and "frames" not in line, line
+
+
 @pytest.mark.parametrize(("length", "key"), [({"num_frames": 97}, r'"num_frames": (\d+)'),
                                            ({"duration": "4s"}, r'"duration": "([\d.]+s)"'),
                                            ({"extend": {"video": "in.mp4", "frames": 40}}, r'"frames": (\d+) in "extend"')])

@@ -49,10 +49,9 @@ def check_memory(estimate: Callable[[int, int, int], Any], it: Any, *, device: A
     """Exit 5 with one line when ``estimate`` (a :class:`MemoryEstimate`) of batch item ``it``'s size exceeds
     ``free_bytes``. The line names both, the first of ``alternatives`` (``(options, estimate)`` pairs, the fastest
     first: ``--offload model``...) that fits at this size, a smaller size that fits with the current options (if
-    any; :func:`ltxcli.memory.plan.memory_verdict`), asked for as the item asks (:func:`ltxcli.timeline.size_option`:
+    any; :func:`ltxcli.memory.plan.memory_verdict`), asked for as the item asks (:meth:`ltxcli.batch.BatchItem.size_option`:
     a --duration, an extension's --frames, a --batch line's keys)."""
     from ltxcli.memory.plan import memory_verdict
-    from ltxcli.timeline import size_option
 
     v = memory_verdict(estimate, height=it.height, width=it.width, num_frames=it.num_frames, free_bytes=free_bytes,
                        alternatives=alternatives, input_frames=it.input_frames or 0, least_frames=it.least_frames)
@@ -70,10 +69,9 @@ def check_memory(estimate: Callable[[int, int, int], Any], it: Any, *, device: A
         lead = "or a smaller size" if v.fitting is not None else "try a smaller size"
         if v.smaller is not None:
             (h, w, f), smaller = v.smaller
-            size = size_option(h, w, f, it.duration_rate, it.input_frames, it.own_size)
-            advice.append(f"{lead}, e.g. {size}, which needs {describe(smaller)}")
+            advice.append(f"{lead}, e.g. {it.size_option(h, w, f)}, which needs {describe(smaller)}")
         elif v.fitting is None:
-            advice.append(f"try a smaller {size_option(None, None, None, it.duration_rate, it.input_frames, it.own_size)}")
+            advice.append(f"try a smaller {it.size_option()}")
     advice.append(f"or set {NO_MEMORY_CHECK_ENV}=1 to try anyway")
     raise CliError(f"{where}this run needs {describe(est)} on {device} but {human_bytes(free_bytes)} is free: "
                    + "; ".join(advice), EXIT_OOM)
