@@ -27,6 +27,14 @@ single-window extension by its ``W - K`` new frames, and each later window is co
 window's tail as a long video's are. A windowed request whose generation fits one window runs as the
 extension without windows (the first ``|`` part as its prompt), as a long video's does. A prompt schedule counts
 its starts in output frames, as conditions do (:func:`generation_schedule` shifts it to the generation's).
+
+Backward in windows mirrors it (``long_video.generate(backward=True)``): the generation is the ``N8`` frames
+before the input's first ``K`` (``K`` as forward's), the windows split from its end, the first one made holding
+the context at its tail (so it is the single-window backward extension by its ``W - K`` new frames, under the
+run's seed), each next one earlier in time, conditioned at its tail on the head of the one made before it. The
+windows' prompts are read in time order as forward's: ``"a | b"`` gives the earliest window ``a`` and every later
+one up to the input ``b``; a schedule's entry in force at a window's first output frame is its prompt. Window
+seeds are the run's seed plus the latent frames from the generation's end to the window's end.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from .enhance.rules import check_mode, per_window, request_plan
 from .locks import serialised
-from .long_video import DEFAULT_WINDOW, check_window_time, window_frames, windowed
+from .long_video import DEFAULT_WINDOW, check_window_time, window_frames
 from .request import Condition, Extension, GenerationRequest, check_fields, media_path
 
 if TYPE_CHECKING:  # torch, media and the pipeline are imported where used: the CLI imports this module early
@@ -75,6 +83,11 @@ class ExtensionPlan:
         """The input frame the context starts at."""
         return 0 if self.backward else self.input_frames - self.context
 
+    @property
+    def first_output_frame(self) -> int:
+        """The output frame of the generation's frame 0 (backward: before the output, ``lead - N`` dropped)."""
+        return self.new_frames - self.lead if self.backward else self.context_start
+
     def gen_frame(self, frame: int) -> int:
         """An output frame (of the new ones) -> its frame in the generation (ValueError inside the input)."""
         first, last = (0, self.new_frames - 1) if self.backward else (self.input_frames, self.input_frames + self.new_frames - 1)
@@ -101,22 +114,21 @@ def plan_extension(input_frames: int, new_frames: int, backward: bool, longest: 
 def plan_windows(request: GenerationRequest, input_frames: int, max_seconds: float) -> ExtensionPlan:
     """The plan of ``request``'s extension (``frame_rate`` filled in) of an ``input_frames``-frame video, the model's
     time range ``max_seconds``: :func:`plan_extension`'s when its generation runs as one (not in windows, or in
-    one window); else, forward only, the context leaves one window room for at least one latent frame of new
-    frames (see the module docstring). ValueError names the limit (backward: the time range)."""
+    one window); else the context leaves one window room for at least one latent frame of new frames (see the
+    module docstring). ValueError names the limit."""
     ext, fps = request.extend, request.frame_rate
     assert ext is not None and fps is not None
     try:
         one: ExtensionPlan | None = plan_extension(input_frames, ext.frames, ext.backward,
                                                    longest_frames([max_seconds], fps))
     except ValueError:
-        if ext.backward:  # (in windows: refused by check_extension)
-            raise
         one = None  # more new frames than the time range holds: windows, as a long video is made past it
     # None: the generation runs as one (window_frames checks the window settings)
     if one is not None and window_frames(request, fps, max_seconds)(one.gen_frames) is None:
         return one
     window = check_window_time(request.window, input_frames + ext.frames, fps, max_seconds)  # W, 8k + 1 frames
-    return ExtensionPlan(input_frames, ext.frames, False, window_context(input_frames, window), 0)
+    lead = math.ceil(ext.frames / 8) * 8 if ext.backward else 0
+    return ExtensionPlan(input_frames, ext.frames, ext.backward, window_context(input_frames, window), lead)
 
 
 def check_window_seeds(request: GenerationRequest, max_seconds: float) -> None:
@@ -155,10 +167,10 @@ SOURCE_OPTION_HELP = {
 EXTEND_OPTION_HELP = SOURCE_OPTION_HELP | {
     "num_frames": "Number of frames of the output: VIDEO's plus --frames (the default, and the only value accepted).",
     "window": f"Window length in frames (default {DEFAULT_WINDOW}, ComfyUI-LTXVideo's looping sampler) where the context and the "
-              "new frames outlast one; giving it (or --overlap, a 'a | b | c' prompt) makes windows (forward only).",
+              "new frames outlast one; giving it (or --overlap, a 'a | b | c' prompt) makes windows.",
     "prompt_schedule": "JSON lines {\"start\": FRAME or \"SECONDSs\", \"prompt\": TEXT}, starts counted in output "
-                       "frames (VIDEO's first is 0); each window takes the prompt in force at its first frame "
-                       "(makes windows, forward only).",
+                       "frames (VIDEO's first is 0; --backward: the first new frame); each window takes the "
+                       "prompt in force at its first frame (makes windows).",
 }
 #: The long-video options an extension refuses (a duration, the temporal upscaler) or that do not apply to it
 #: (--latents-out, --no-temporal-upscale of a --from record): ``ltx extend`` accepts them, to refuse them in one
@@ -252,17 +264,13 @@ def _fit(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 def check_extension(request: GenerationRequest) -> None:
     """Refuse (ValueError), before any model work, what an extension does not run: a duration (its length is the
-    new frames), windows backward (a prompt schedule makes windows) or a temporal upscale (not supported yet); an
-    unknown ``enhance_prompt``."""
+    new frames) or a temporal upscale (not supported yet); an unknown ``enhance_prompt``."""
     if request.extend is None:
         return
     check_mode(request.enhance_prompt)
     if request.duration is not None:
         raise ValueError("duration is not supported with an extension (its length is the input's and the new "
                          "frames): give the number of new frames")
-    if request.extend.backward and windowed(request):
-        raise ValueError("extending a video backward in windows is not supported yet (a prompt with '|', a prompt "
-                         "schedule, a window or overlap): give one prompt, or extend forward")
     if request.temporal_upscale:  # the input's frames would be spliced at the wrong rate
         raise ValueError("temporal_upscale is not supported yet with an extension: upscale the extended video")
 
@@ -270,9 +278,10 @@ def check_extension(request: GenerationRequest) -> None:
 def generation_schedule(request: GenerationRequest, plan: ExtensionPlan, warn: bool = True
                         ) -> list[dict[str, Any]] | None:
     """An extension's prompt schedule (``frame_rate`` filled in), whose starts count in output frames as its
-    keyframes do, as its generation's (counted from the context's first frame, output frame
-    ``plan.context_start``): the entry in force there starts the generation, later ones shifted; earlier ones
-    fall in the input's own frames, which no window makes (one warning names them, unless not ``warn``)."""
+    keyframes do, as its generation's (counted from its frame 0, output frame ``plan.first_output_frame``: forward
+    the context's first, backward up to 7 frames before the first new one): the entry in force there starts the
+    generation, later ones shifted; earlier ones fall in the input's own frames, which no window makes (one
+    warning names them, unless not ``warn``)."""
     if request.prompt_schedule is None:
         return None
     import warnings
@@ -281,12 +290,13 @@ def generation_schedule(request: GenerationRequest, plan: ExtensionPlan, warn: b
 
     assert request.frame_rate is not None
     entries = schedule_frames(read_schedule(request.prompt_schedule), request.frame_rate)
-    first = in_force(entries, plan.context_start)
+    start = plan.first_output_frame
+    first = in_force(entries, start)
     if first and warn:
         warnings.warn(f"prompt schedule: the entries starting at frame {', '.join(str(f) for f, _ in entries[:first])}"
                       f" fall in the input's own frames (the generation starts at output frame "
-                      f"{plan.context_start}): used by no window", stacklevel=3)
-    return [{"start": max(f - plan.context_start, 0), "prompt": p} for f, p in entries[first:]]
+                      f"{start}): used by no window", stacklevel=3)
+    return [{"start": max(f - start, 0), "prompt": p} for f, p in entries[first:]]
 
 
 class InputFrames:
@@ -391,7 +401,7 @@ def enhancement_units(request: GenerationRequest, preset: Preset, max_seconds: f
     gen = dataclasses.replace(request, extend=None, num_frames=plan.gen_frames, conditions=[
         Condition(image, 0), *(dataclasses.replace(c, frame=plan.gen_frame(c.frame)) for c in request.conditions)],
         prompt_schedule=generation_schedule(request, plan, warn=False))  # (the run warns)
-    p = long_video.plan(gen, preset, max_seconds) if per_window(request) else None
+    p = long_video.plan(gen, preset, max_seconds, ext.backward) if per_window(request) else None
     return [gen] if p is None else p.prompt_requests()
 
 
@@ -404,7 +414,7 @@ def generation_control(control: Control, plan: ExtensionPlan) -> Control | None:
 
     from . import media
 
-    early = plan.lead - plan.new_frames if plan.backward else -plan.context_start  # output frame of frame 0, negated
+    early = -plan.first_output_frame  # the output frame of the generation's frame 0, negated
     frames = media.load_media(control.media, max_frames=plan.gen_frames - early)[max(-early, 0):]
     if frames.shape[0] == 0:
         return None
@@ -471,7 +481,8 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
                       "no frame is controlled; give a control of the output's length", stacklevel=2)
     result = long_video.generate(pipe, dataclasses.replace(inner, conditions=[context, *user], control=control),
                                  progress=progress, stream=True, resume=resume, keep_state=keep_state,
-                                 frame_offset=plan.context_start)  # (a schedule's frames are output frames)
+                                 frame_offset=plan.first_output_frame,  # (a schedule counts output frames)
+                                 backward=plan.backward)
     kept = _fit(frames, r.height, r.width)
     del frames, ctx, pixels
 

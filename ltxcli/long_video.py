@@ -25,7 +25,10 @@ frames (``window // 8`` long, windows ``(window - overlap) // 8`` apart, the las
   with ``temporal_upscale`` the whole fused latent video is upscaled once every window is done (the
   upscaler's GroupNorms span the whole video; ComfyUI's upsampler node takes the looping sampler's whole output)
   and then decoded the same way; ``--resume`` keeps the finished windows' latents in a state file next to the output (:func:`state_path`),
-  checked against a hash of the request.
+  checked against a hash of the request;
+* backward (a backward extension, :mod:`ltxcli.extend`) the same windows mirrored: split and seeded counting latent
+  frames from the end, made last first, each conditioned on the head of the one made before it (at its own tail)
+  and fused mirrored (:func:`ltxcli.long_fuse.fuse`), decoded once every window is done.
 
 Where ltx keeps the official conventions instead of diffusers' port (tests/test_long_video.py names and
 checks each): an ``overlap_strength`` below 1 is the official per-token timestep rule (tokens start at
@@ -49,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 from .enhance.rules import per_window, rewrite_of
 from .enhance.units import enhanced
 from .locks import serialised
+from .long_fuse import fuse as fuse  # (moved there; still exported here)
 from .long_state import read_state, seed_of, state_hash, state_path
 from .request import (
     SEED_MAX,
@@ -132,7 +136,12 @@ class LongPlan:
     overlap: int
     overlap_strength: float
     adain: float
-    windows: tuple[Window, ...]
+    windows: tuple[Window, ...]  # in time order
+    backward: bool = False  # made from the last window back, each conditioned on the head of the one after it
+
+    def made(self) -> list[int]:
+        """The windows' indices in the order they are made."""
+        return list(range(len(self.windows)))[:: -1 if self.backward else 1]
 
     @property
     def overlap_latents(self) -> int:
@@ -154,8 +163,9 @@ class LongPlan:
         w = self.windows[i]
         last = w.first_frame + w.num_frames - 1
         conds = []
-        for c in self.request.conditions:
-            owner = next(v for v in self.windows if c.frame <= v.first_frame + v.num_frames - 1)
+        for c in self.request.conditions:  # the first window made that holds its frame
+            owner = next(v for v in map(self.windows.__getitem__, self.made())
+                         if v.first_frame <= c.frame <= v.first_frame + v.num_frames - 1)
             if owner.index == i and c.frame <= last:
                 conds.append(replace(c, frame=c.frame - w.first_frame))
         rewrite = rewrite_of(self.request.enhanced_prompt, w.prompt)  # (per-window prompts: this window's)
@@ -251,9 +261,12 @@ def check(request: GenerationRequest) -> tuple[int, int, float, float]:
     return window, overlap, strength, factor
 
 
-def plan(request: GenerationRequest, preset: Preset, max_seconds: float | None = None) -> LongPlan | None:
+def plan(request: GenerationRequest, preset: Preset, max_seconds: float | None = None,
+         backward: bool = False) -> LongPlan | None:
     """The windows of ``request`` (None: it runs as one plain request). ``max_seconds``: the model's time range
-    (a longer request is windowed even without asking). Raises ValueError for settings out of range."""
+    (a longer request is windowed even without asking). ``backward``: the windows walk back from the video's end
+    (a backward extension), split and seeded as forward's counting latent frames from the end. Raises ValueError
+    for settings out of range."""
     from .request import preset_size
 
     r = check_fields(request)  # Python numbers (seeds are derived from its seed)
@@ -269,13 +282,17 @@ def plan(request: GenerationRequest, preset: Preset, max_seconds: float | None =
     if r.video is not None or r.noise is not None or r.first_pass is not None or r.second_pass is not None:
         raise ValueError("video-to-video, explicit noise and per-pass settings are not supported yet with long "
                          "videos (several windows)")
-    spans = split_windows(_latent_frames(num_frames), window // _LATENT_T, overlap // _LATENT_T)
-    prompts = window_prompts(r, spans, frame_rate)
+    latents = _latent_frames(num_frames)
+    spans = split_windows(latents, window // _LATENT_T, overlap // _LATENT_T)  # in the order they are made
     seed = r.seed if r.seed is not None else secrets.randbelow(_SEED_RANGE)
     _check_window_seeds(seed, spans)
-    windows = tuple(Window(i, s, e, prompts[i], seed + s) for i, (s, e) in enumerate(spans))
+    seeds = [seed + s for s, _ in spans]  # the first window made takes the run's seed
+    if backward:  # the spans counted from the end -> in time order
+        spans, seeds = [(latents - e, latents - s) for s, e in reversed(spans)], seeds[::-1]
+    prompts = window_prompts(r, spans, frame_rate)  # in time order, backward too
+    windows = tuple(Window(i, s, e, prompts[i], seeds[i]) for i, (s, e) in enumerate(spans))
     full = replace(r, num_frames=num_frames, frame_rate=frame_rate, seed=seed, duration=None)
-    return LongPlan(full, num_frames, frame_rate, window, overlap, strength, factor, windows)
+    return LongPlan(full, num_frames, frame_rate, window, overlap, strength, factor, windows, backward)
 
 
 def check_seed(request: GenerationRequest, max_seconds: float) -> None:
@@ -337,33 +354,12 @@ def request_hash(p: LongPlan, model: str, compute: Mapping[str, Any] | None = No
 # --- generation ---------------------------------------------------------------------------------------------
 
 
-def fuse(out: Tensor | None, new: Tensor, first: Tensor | None, overlap_latents: int, adain: float) -> Tensor:
-    """Append window latents ``new`` ``[1, C, T, h, w]`` to ``out`` as diffusers does: drop its first frame, AdaIN
-    towards ``first`` with factor ``adain``, cross-fade the ``n = k - 1`` frames both still share
-    (``linspace(1, 0, n + 2)[1:-1]`` weights on the old side). diffusers' ``max(k - 1, 1)`` with a plain append
-    at 1 differs only for ``k = 2``, where it appends the shared frame twice (one frame longer per window)."""
-    import torch
-
-    from .models.upsampler import adain as adain_filter
-
-    if out is None:
-        return new
-    new = new[:, :, 1:]
-    if adain > 0 and first is not None:
-        new = adain_filter(new, first, adain)
-    n = overlap_latents - 1
-    if n <= 0:  # nothing shared after the dropped frame: a plain append
-        return torch.cat([out, new], dim=2)
-    alpha = torch.linspace(1, 0, n + 2, dtype=out.dtype, device=out.device)[1:-1].view(1, 1, n, 1, 1)
-    blended = alpha * out[:, :, -n:] + (1 - alpha) * new[:, :, :n]
-    return torch.cat([out[:, :, :-n], blended, new[:, :, n:]], dim=2)
-
-
 @serialised  # every window on this pipeline, none of another thread's runs between them
 def generate(
     pipe: Pipeline, request: GenerationRequest, *, progress: ProgressFn | None = None, stream: bool = False,
     resume: str | os.PathLike[str] | None = None, keep_state: bool = True,
     window_noise: Callable[[int, tuple[int, ...]], Tensor] | None = None, frame_offset: int = 0,
+    backward: bool = False,
 ) -> GenerationResult:
     """Generate ``request``, in windows when :func:`plan` says so (else exactly ``pipe.run``).
 
@@ -374,7 +370,8 @@ def generate(
     state is read, never written or deleted (a rank of a video split across processes other than the one that
     writes it: every rank resumes from the same windows, one process writes the file). ``window_noise(i,
     shape)``: the initial noise of window ``i`` (tests; default: drawn from the window's seed). ``frame_offset``:
-    the caller's number of the video's frame 0 in messages (an extension's schedule counts in output frames)."""
+    the caller's number of the video's frame 0 in messages (an extension's schedule counts in output frames).
+    ``backward``: :func:`plan`'s (the windows are made last first; decoded once all are done)."""
     from .result import GenerationResult
 
     max_seconds = float(pipe.transformer.config.positional_embedding_max_pos[0])
@@ -382,7 +379,7 @@ def generate(
     saved = read_state(state) if state is not None else {}  # once: the seed here, the kept windows in _LongRun
     if request.seed is None and seed_of(saved) is not None:  # (a batch item's: ltxcli.runner.plan_outputs)
         request = replace(request, seed=seed_of(saved))
-    p = plan(request, pipe.preset, max_seconds)
+    p = plan(request, pipe.preset, max_seconds, backward)
     if p is not None and p.request.prompt_schedule is not None:
         _warn_unused_entries(p, frame_offset)
     if p is None or len(p.windows) == 1:
@@ -421,7 +418,8 @@ def _warn_unused_entries(p: LongPlan, offset: int) -> None:
     taken = {in_force(entries, w.first_frame) for w in p.windows}
     unused = [f + offset for i, (f, _) in enumerate(entries) if i not in taken]
     if unused:
-        starts = ", ".join(str(w.first_frame + offset) for w in p.windows[:4]) + (", ..." if len(p.windows) > 4 else "")
+        # (backward extension: the first window starts up to 7 frames before the output, the frames it drops)
+        starts = ", ".join(str(max(w.first_frame + offset, 0)) for w in p.windows[:4]) + (", ..." if len(p.windows) > 4 else "")
         which = "the entry" if len(unused) == 1 else f"{len(unused)} entries"
         warnings.warn(f"prompt schedule: {which} starting at frame {', '.join(map(str, unused))} used by no window "
                       f"(a window takes the entry in force at its first frame; windows start at {starts})", stacklevel=3)
@@ -518,23 +516,25 @@ class _LongRun:
         k = p.overlap_latents
         if self.progress:  # the clock of the windows' pace starts here; resumed windows are not counted in it
             self.progress("window", done, n)
-        for i, w in enumerate(p.windows):
-            if i >= done:
+        for j, i in enumerate(p.made()):  # the j-th window made
+            w = p.windows[i]
+            if j >= done:
                 lat = self._denoise_window(i, texts[w.prompt], out)
-                out = fuse(out, lat, first, k, p.adain)
+                out = fuse(out, lat, first, k, p.adain, p.backward)
                 if first is None:
                     first = lat
-                self._save_state(out, first, i + 1)
+                self._save_state(out, first, j + 1)
             assert out is not None
             # after window i the output holds latent frames [0, w.end); the next window cross-fades the last k - 1
             settled = w.end if i == n - 1 else w.end - max(k - 1, 0)
-            if not upscale:
+            if not upscale and not p.backward:  # backward: the first frames are made last
                 yield from tiles.ready(out, settled, final=i == n - 1)
             if self.progress:
-                self.progress("window", i + 1, n)
+                self.progress("window", j + 1, n)
         assert out is not None
         if upscale:  # the upscaler's GroupNorms see the whole video: the finished latents, then the decode
             out = self._temporal_upscale(out)
+        if upscale or p.backward:
             yield from tiles.ready(out, out.shape[2], final=True)
         result.latents = out.float().cpu()
         # complete once the windows are done (a streamed file's record, written first, has the mode only)
@@ -617,12 +617,15 @@ class _LongRun:
             conds = list(encoded[0])
             k = min(p.overlap_latents, out.shape[2]) if out is not None else 0
             if out is not None and k > 0 and p.overlap_strength > 0:
-                tail = out[:, :, -k:].to(pipe.device)
-                conds.append(EncodedCondition(tail, _LATENT_T * (k - 1) + 1, 0, p.overlap_strength, append=True))
+                # the previous window's tail at this window's head; backward the next window's head (made
+                # before it) at its tail: its last k of T latent frames, pixel frame 8 (T - k) on
+                tail = (out[:, :, :k] if p.backward else out[:, :, -k:]).to(pipe.device)
+                at = _LATENT_T * (w.end - w.start - k) if p.backward else 0
+                conds.append(EncodedCondition(tail, _LATENT_T * (k - 1) + 1, at, p.overlap_strength, append=True))
             gen = torch.Generator("cpu").manual_seed(w.seed)
             progress = None
             if self.progress is not None:  # one bar per window: "denoising" would read as a multi-scale pass
-                label, outer = f"window {i + 1}/{len(p.windows)}", self.progress
+                label, outer = f"window {p.made().index(i) + 1}/{len(p.windows)}", self.progress
 
                 def progress(stage: str, done: int, total: int) -> None:
                     outer(label if stage == "denoise" else stage, done, total)
@@ -637,7 +640,9 @@ class _LongRun:
 
         pipe, r = self.pipe, self.full
         t0 = time.perf_counter()
-        gen = torch.Generator("cpu").manual_seed(self.plan.windows[0].seed + start)
+        seed = self.plan.request.seed  # the run's (the first window's)
+        assert seed is not None
+        gen = torch.Generator("cpu").manual_seed(seed + start)
         # The decode noise fills the latents' own layout (as the official randn_like does); a tile's layout is
         # that of whatever it was cut from (a window's channels-last output, a blend, a resume state read back),
         # so it is fixed here: the same tile gets the same noise however the run got to it.

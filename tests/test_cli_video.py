@@ -106,8 +106,9 @@ def test_extend_to_mp4_length_and_refusals(cli_env: Path, clip: Path) -> None:
 def test_extend_in_windows(cli_env: Path, clip: Path) -> None:
     """A '|' prompt with --window/--overlap makes windows: the 9-frame context and 24 new frames (33, 5 latent
     frames) run as windows [0, 4) and [2, 5) of latent frames (they used to be refused: "extending a video in
-    windows is not supported yet"); the output is the input's 12 frames and the 24 new ones. Backward in windows is
-    refused in one line, exit 2, nothing written."""
+    windows is not supported yet"); the output is the input's 12 frames and the 24 new ones. Backward in windows
+    (refused until now) the new frames come first: the input's 12 frames are the last ones, and the windows
+    ([0, 3) and [1, 5): the generation is 24 new frames and the input's first 9) take the parts in time order."""
     r = ltx("extend", str(clip), "a cat | a dog", "--frames", "24", "--window", "32", "--overlap", "16", "--model",
             "tiny", "--steps", "1", "--seed", "3", "--frames-dir", "w", "--json")
     assert r.exit_code == 0, r.stderr
@@ -116,10 +117,13 @@ def test_extend_in_windows(cli_env: Path, clip: Path) -> None:
     assert codes.shape == (36, 64, 96, 3) and torch.equal(codes[:12], decoded_codes(clip))
     windows = obj["settings"]["long"]["windows"]
     assert [(w["first_frame"], w["num_frames"], w["prompt"]) for w in windows] == [(0, 25, "a cat"), (16, 17, "a dog")]
-    line = assert_one_error_line(ltx("extend", str(clip), "a cat | a dog", "--frames", "24", "--backward", "--model",
-                                     "tiny", "-o", "b.mp4"), 2)
-    assert "extending a video backward in windows is not supported yet" in line
-    assert not (cli_env / "b.mp4").exists()
+    r = ltx("extend", str(clip), "a cat | a dog", "--frames", "24", "--backward", "--window", "32", "--overlap", "16",
+            "--model", "tiny", "--steps", "1", "--seed", "3", "--frames-dir", "back", "--json")
+    assert r.exit_code == 0, r.stderr
+    codes = frame_codes(cli_env / "back")
+    assert codes.shape == (36, 64, 96, 3) and torch.equal(codes[24:], decoded_codes(clip))
+    windows = json_lines(r.stdout)[0]["settings"]["long"]["windows"]
+    assert [(w["first_frame"], w["num_frames"], w["prompt"]) for w in windows] == [(0, 17, "a cat"), (8, 25, "a dog")]
     # what acts between windows only has nothing to act on in one generation, as for a short `ltx generate`
     args = ("extend", str(clip), "a cat", "--frames", "4", "--model", "tiny", "--steps", "1", "--seed", "3")
     plain, with_adain = ltx(*args, "--frames-dir", "a"), ltx(*args, "--adain", "0.3", "--frames-dir", "b")

@@ -1,6 +1,7 @@
 """An extension longer than one window (ltxcli.extend.run_extension in windows): its generation (the input's
 context, then the new frames) runs through the looping sampler of ltxcli.long_video, the context a video condition
-at frame 0 of the first window. Tiny model; the input is a 9-frame 32x32 clip, so the context is all 9 frames."""
+at frame 0 of the first window; backward, mirrored, the windows walk back in time from the input's first frames.
+Tiny model; the input is a 9-frame 32x32 clip, so the context is all 9 frames."""
 
 from __future__ import annotations
 
@@ -59,14 +60,18 @@ def test_a_windowed_extension_that_fits_one_window_is_the_extension_bit_for_bit(
     assert windowed.settings["prompt"] == "a cat | a dog" and len(windowed.settings["long"]["windows"]) == 1
 
 
-def test_more_new_frames_than_the_time_range_holds_run_in_windows(tiny, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("backward", "windows"), [(False, [73, 41]), (True, [41, 73])], ids=["forward", "backward"])
+def test_more_new_frames_than_the_time_range_holds_run_in_windows(tiny, tmp_path: Path, backward: bool,
+                                                                  windows: list[int]) -> None:
     """At 4 fps the tiny model's 20 s hold 81 frames: 88 new frames were refused ("do not fit in the model's time
-    range ... add at most 80"); now they run in windows of the default 80 (73 frames), as a long video does."""
+    range ... add at most 80"); now they run in windows of the default 80 (73 frames), as a long video does. 97
+    frames: 13 latent, windows [0, 10) and [7, 13); backward [3, 13) made first and [0, 6), listed in time order."""
     clip = media.write_video(tmp_path / "slow.mp4", torch.rand(9, 32, 32, 3, generator=torch.Generator()), 4)
     out = run_extension(tiny, GenerationRequest("a cat", height=32, width=32, seed=1, steps=1,
-                                                extend=Extension(str(clip), 88)))
+                                                extend=Extension(str(clip), 88, backward)))
     assert out.video.shape[0] == 9 + 88
-    assert [w["num_frames"] for w in out.settings["long"]["windows"]] == [73, 41]  # 97 frames: 13 latent, windows [0, 10) and [7, 13)
+    assert torch.equal(out.video[88:] if backward else out.video[:9], media.load_video(clip))
+    assert [w["num_frames"] for w in out.settings["long"]["windows"]] == windows
 
 
 def test_each_window_gets_the_control_of_its_own_output_frames(tiny, tmp_path: Path, monkeypatch) -> None:
@@ -132,33 +137,21 @@ def test_a_schedule_entry_no_window_takes_is_named_in_output_frames(tiny, tmp_pa
 
 
 def test_what_an_extension_does_not_run_in_windows_is_refused_in_one_line(tiny, clip: Path) -> None:
-    for kwargs, match in (
-        ({"extend": Extension("clip.mp4", 40, backward=True)}, "extending a video backward in windows is not "
-                                                               "supported yet"),
-        ({"extend": Extension("clip.mp4", 40, backward=True), "prompt_schedule": [{"start": 0, "prompt": "a"}]},
-         "extending a video backward in windows is not supported yet"),
-        ({"extend": Extension("clip.mp4", 40), "duration": 2.0}, "duration is not supported with an extension"),
-    ):
-        with pytest.raises(ValueError, match=match):
-            run_extension(tiny, GenerationRequest("a cat | a dog", **{**BASE, **kwargs}))
-
-
-def test_a_backward_extension_with_a_prompt_schedule_is_told_the_schedule_makes_windows() -> None:
-    """--backward --prompt-schedule (one prompt, no window options) was refused naming "a prompt with '|', a window
-    or overlap", none of which the user gave: the line now names the prompt schedule too."""
-    from ltxcli.extend import check_extension
-
-    with pytest.raises(ValueError, match=r"backward in windows is not supported yet .*a prompt schedule"):
-        check_extension(GenerationRequest("a cat", extend=Extension("clip.mp4", 16, backward=True),
-                                          prompt_schedule=[{"start": 0, "prompt": "a"}]))
+    with pytest.raises(ValueError, match="duration is not supported with an extension"):
+        run_extension(tiny, GenerationRequest("a cat | a dog", **{**BASE, "extend": Extension("clip.mp4", 40),
+                                                                  "duration": 2.0}))
 
 
 def test_an_interrupted_windowed_extension_resumes(tiny, clip: Path, tmp_path: Path) -> None:
     """resume= keeps the finished windows (their hash counts the context's pixels) and the same request continues
     to the uninterrupted video."""
-    state = tmp_path / "state"
     req = GenerationRequest("a cat | a dog", extend=Extension(str(clip), 24), **BASE)
+    resumed, whole = _resumed(tiny, req, tmp_path / "state"), run_extension(tiny, req)
+    assert torch.equal(resumed.latents, whole.latents) and torch.equal(resumed.video, whole.video)
 
+
+def _resumed(pipe, req: GenerationRequest, state: Path):
+    """``req`` stopped once its first window is made, then run again with the state it kept (deleted once done)."""
     class Stop(Exception):
         pass
 
@@ -167,11 +160,11 @@ def test_an_interrupted_windowed_extension_resumes(tiny, clip: Path, tmp_path: P
             raise Stop
 
     with pytest.raises(Stop):
-        run_extension(tiny, req, resume=state, progress=interrupt)
+        run_extension(pipe, req, resume=state, progress=interrupt)
     assert state.is_file()
-    resumed, whole = run_extension(tiny, req, resume=state), run_extension(tiny, req)
+    resumed = run_extension(pipe, req, resume=state)
     assert not state.exists()
-    assert torch.equal(resumed.latents, whole.latents) and torch.equal(resumed.video, whole.video)
+    return resumed
 
 
 def test_a_seed_too_large_for_the_window_seeds_is_refused_before_any_model_work(clip: Path) -> None:
@@ -191,3 +184,96 @@ def test_a_seed_too_large_for_the_window_seeds_is_refused_before_any_model_work(
                                          rf".*use a seed of at most {top - 2}$"):
         validate_item(item(top), (20, 2048, 2048), frames_out=True)
     validate_item(item(top - 2), (20, 2048, 2048), frames_out=True)
+
+
+# --- backward: the new frames precede the input, the windows walk back in time from its first frames (split from
+# the generation's end, each conditioned on the head of the one made before it) ------------------------------------
+
+
+def _back(pipe, clip: Path, prompt: str, frames: int, **kwargs):
+    return run_extension(pipe, GenerationRequest(prompt, extend=Extension(str(clip), frames, backward=True),
+                                                 **{**BASE, **kwargs}))
+
+
+def _spy_windows(pipe, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, list[int]]]:
+    """Each denoised generation in the order made: (its prompt, its frames, the frames its appended latents sit
+    at: the neighbour window's head)."""
+    calls: list[tuple[str, int, list[int]]] = []
+    real = pipe._denoise_passes
+
+    def spy(r, *args, **kwargs):
+        conds = args[3][0]
+        calls.append((r.prompt, r.num_frames, [c.frame for c in conds if c.append]))
+        return real(r, *args, **kwargs)
+
+    monkeypatch.setattr(pipe, "_denoise_passes", spy)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def two(tiny, clip: Path):
+    """24 new frames in two windows, and the generations it denoised (:func:`_spy_windows`)."""
+    with pytest.MonkeyPatch.context() as mp:
+        calls = _spy_windows(tiny, mp)
+        return _back(tiny, clip, "a cat | a dog", 24), calls
+
+
+def test_two_windows_precede_the_input_and_the_first_made_is_the_one_window_extension(
+        tiny, clip: Path, two, monkeypatch: pytest.MonkeyPatch) -> None:
+    """24 new frames before the 9-frame context: a 33-frame generation (5 latent frames) in windows [1, 5) (made
+    first, the context at its frames 16-24) and [0, 3) (made second, the first one's 2 head latents appended at
+    its frame 8); it used to be refused ("extending a video backward in windows is not supported yet"). The
+    earliest window takes the first '|' part. The window made first is the backward extension by the 16 new frames
+    its 25 frames hold, bit for bit: its latents after the cross-fade (global latent frame 2, the only shared one
+    once the first window's head frame is dropped) are unchanged in the output."""
+    two, made = two
+    assert made == [("a dog", 25, []), ("a cat", 17, [8])]
+    calls = _spy_windows(tiny, monkeypatch)
+    one = _back(tiny, clip, "a dog", 16, window=None, overlap=None)
+    assert calls == [("a dog", 25, [])]
+    assert two.video.shape == (24 + 9, 32, 32, 3) and one.video.shape == (16 + 9, 32, 32, 3)
+    assert torch.equal(two.video[24:], media.load_video(clip))  # the input's frames as decoded, last
+    assert two.settings["extend"] == {"video": str(clip), "frames": 24, "backward": True, "context_frames": 9}
+    assert two.settings["num_frames"] == 33 and two.latents.shape[2] == 5 and one.latents.shape[2] == 4
+    assert torch.equal(two.latents[:, :, 3:], one.latents[:, :, 2:])
+    assert not torch.equal(two.latents[:, :, 2], one.latents[:, :, 1])  # cross-faded with the earlier window
+
+
+def test_a_prompt_schedule_counts_output_frames_from_the_first_new_one(tiny, clip: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """20 new frames: the generation is 24 + 9 frames, its first 4 dropped, so the windows start at output frames
+    -4 (the earliest) and 4. A schedule counts output frames from the first new one: "b" from 4 is the later
+    window's (made first), "a" the earliest's; "c" from 22 starts inside the input's own frames (20-28) and is
+    named in a warning as used by no window."""
+    calls = _spy_windows(tiny, monkeypatch)
+    schedule = [{"start": 0, "prompt": "a"}, {"start": 4, "prompt": "b"}, {"start": 22, "prompt": "c"}]
+    with pytest.warns(UserWarning, match=r"the entry starting at frame 22 used by no window .*windows start at 0, 4\)"):
+        out = _back(tiny, clip, "x", 20, prompt_schedule=schedule)
+    assert [(p, n) for p, n, _ in calls] == [("b", 25), ("a", 17)]
+    assert out.video.shape[0] == 29 and torch.equal(out.video[20:], media.load_video(clip))
+
+
+def test_a_schedule_entry_after_a_window_starts_is_not_its_prompt(tiny, clip: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """As above, "b" from 5 is not yet in force at output frame 4, where the later window starts (in generation
+    frames, 9 > 8: counted from the generation's frame 0 it would be)."""
+    calls = _spy_windows(tiny, monkeypatch)
+    with pytest.warns(UserWarning, match="the entry starting at frame 5 used by no window"):
+        _back(tiny, clip, "x", 20, prompt_schedule=[{"start": 0, "prompt": "a"}, {"start": 5, "prompt": "b"}])
+    assert [p for p, _, _ in calls] == ["a", "a"]
+
+
+def test_an_interrupted_backward_extension_resumes(tiny, clip: Path, two, tmp_path: Path) -> None:
+    """resume= keeps the windows made so far (the latest in time) and the same request continues to the
+    uninterrupted video."""
+    req = GenerationRequest("a cat | a dog", extend=Extension(str(clip), 24, backward=True), **BASE)
+    resumed, whole = _resumed(tiny, req, tmp_path / "state"), two[0]
+    assert torch.equal(resumed.latents, whole.latents) and torch.equal(resumed.video, whole.video)
+
+
+def test_a_temporal_upscale_is_still_refused_backward_in_windows() -> None:
+    from ltxcli.extend import check_extension
+
+    with pytest.raises(ValueError, match="temporal_upscale is not supported yet with an extension"):
+        check_extension(GenerationRequest("a | b", extend=Extension("clip.mp4", 40, backward=True), window=32,
+                                          temporal_upscale=True))
