@@ -377,10 +377,10 @@ def enhancement_units(request: GenerationRequest, preset: Preset, max_seconds: f
     continue from the input's last frame (backward: lead into its first), so that frame (``image``, else
     :func:`continued_frame`, from ``inputs`` when given) is the image at frame 0 of the generation, its keyframes
     besides (which keep the prompt). One prompt: that generation; per-window prompts: each distinct one as the
-    first of its windows that takes it (the image in the first window). Just the request when nothing is
-    rewritten (nothing read). ``pixels`` False: the image is a black 1x1 stand-in, no frame is decoded (which units
-    are rewritten, and how, depends on where the conditions are, not on what they show: the memory plan's
-    question)."""
+    first of its windows made that takes it (the image in the first window made: backward the latest, at its frame
+    0). Just the request when nothing is rewritten (nothing read). ``pixels`` False: the image is a black 1x1
+    stand-in, no frame is decoded (which units are rewritten, and how, depends on where the conditions are, not on
+    what they show: the memory plan's question)."""
     ext = request.extend
     assert ext is not None
     if request.enhanced_prompt is not None or (not per_window(request) and request_plan(request, preset).kind is None):
@@ -402,6 +402,10 @@ def enhancement_units(request: GenerationRequest, preset: Preset, max_seconds: f
         Condition(image, 0), *(dataclasses.replace(c, frame=plan.gen_frame(c.frame)) for c in request.conditions)],
         prompt_schedule=generation_schedule(request, plan, warn=False))  # (the run warns)
     p = long_video.plan(gen, preset, max_seconds, ext.backward) if per_window(request) else None
+    if p is not None and ext.backward:  # the image leads the first window made (the latest), as forward's first
+        at = p.windows[p.made()[0]].first_frame
+        p = dataclasses.replace(p, request=dataclasses.replace(p.request, conditions=(
+            Condition(image, at), *p.request.conditions[1:])))
     return [gen] if p is None else p.prompt_requests()
 
 

@@ -153,10 +153,11 @@ class LongPlan:
                 "adain": self.adain, "windows": [w.record() for w in self.windows]}
 
     def prompt_requests(self) -> list[GenerationRequest]:
-        """Each distinct window prompt as the first window that takes it runs it (its conditions), under the run's
-        seed: what per-window prompt enhancement rewrites, each as one generation."""
-        first = {w.prompt: w.index for w in reversed(self.windows)}
-        return [replace(self.window_request(i), seed=self.request.seed) for i in sorted(first.values())]
+        """Each distinct window prompt as the first window made that takes it runs it (its conditions), under the
+        run's seed: what per-window prompt enhancement rewrites, each as one generation (in the order made)."""
+        made = self.made()
+        first = {self.windows[i].prompt: i for i in reversed(made)}
+        return [replace(self.window_request(i), seed=self.request.seed) for i in sorted(first.values(), key=made.index)]
 
     def window_request(self, i: int, noise: Tensor | None = None) -> GenerationRequest:
         """Window ``i`` as a plain request: its frames, prompt and its rewrite, seed, the conditions inside it."""

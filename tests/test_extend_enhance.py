@@ -229,3 +229,20 @@ def test_ltx_prompt_extend_refuses_an_image_besides_and_backward_alone() -> None
     alone = ltx("prompt", "a cat", "--backward", "--model", "tiny")
     assert alone.exit_code == 2 and "--backward goes with --extend" in alone.stderr
 
+
+def test_backward_windows_give_the_input_s_first_frame_to_the_window_next_to_it(cli_env: Path) -> None:
+    """Backward in windows (no model): 24 new frames before a 1-frame context (16-frame windows, 8 apart) are
+    windows at generation frames 0 ("a"), 8 and 16 ("b", next to the input), made last first. The window that
+    leads into the input's first frame is made first and is image-to-video of that frame, as forward's first
+    window; the image went to the earliest window ("a"), 16 frames away from it."""
+    from ltxcli.extend import enhancement_units
+    from ltxcli.presets import TINY_PRESET
+    from ltxcli.request import Extension, GenerationRequest
+
+    req = GenerationRequest("a | b", extend=Extension("clip.mp4", 24, backward=True), num_frames=33, frame_rate=24.0,
+                            height=64, width=64, seed=5, window=16, overlap=8, enhance_prompt="on")
+    image = torch.full((1, 64, 64, 3), 0.5)
+    units = enhancement_units(req, TINY_PRESET, 20.0, image)
+    assert [(u.prompt, u.seed, u.num_frames) for u in units] == [("b", 5, 9), ("a", 5, 9)]
+    assert units[0].conditions[0].media is image and units[0].conditions[0].frame == 0
+    assert units[1].conditions == ()
