@@ -135,10 +135,14 @@ def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
         windows = long["windows"]
         if [w["prompt"] for w in windows] != bar_prompts(values["prompt"], len(windows)):  # from a prompt schedule:
             # one entry per window, at its first frame (joined with " | " they would split a prompt holding a "|");
-            # an extension's windows count from its context's first frame, its schedule in output frames
+            # an extension's windows count from its generation's first frame (forward its context's, backward up to
+            # 7 frames before the first new one, the new frames rounded up to 8), its schedule in output frames
             ext = record.get("extend") or {}
             shift = record["num_frames"] - ext["frames"] - ext["context_frames"] if ext else 0
-            values["prompt_schedule"] = [{"start": w["first_frame"] + shift, "prompt": w["prompt"]} for w in windows]
+            if ext.get("backward"):
+                shift = ext["frames"] - -(-ext["frames"] // 8) * 8
+            values["prompt_schedule"] = [{"start": max(w["first_frame"] + shift, 0), "prompt": w["prompt"]}
+                                         for w in windows]
     ext = record.get("extend")
     if ext:
         values["extend"] = Extension(ext["video"], int(ext["frames"]), bool(ext["backward"]))

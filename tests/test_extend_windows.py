@@ -277,3 +277,19 @@ def test_a_temporal_upscale_is_still_refused_backward_in_windows() -> None:
     with pytest.raises(ValueError, match="temporal_upscale is not supported yet with an extension"):
         check_extension(GenerationRequest("a | b", extend=Extension("clip.mp4", 40, backward=True), window=32,
                                           temporal_upscale=True))
+
+
+def test_a_backward_record_s_windows_redo_as_the_schedule_in_output_frames() -> None:
+    """--from rebuilds a schedule from the record's windows (generation frames): backward, 20 new frames make a
+    generation of 24 + 9 whose first 4 frames are dropped, so its windows at generation frames 0 and 8 start at
+    output frames 0 (-4, in the dropped frames) and 4, as the schedule a@0, b@4 that made them. It read them as
+    starting at 0 and 8 (forward's shift, the input's frames before the context: none), and the redo's later
+    window took "a"."""
+    from ltxcli.redo import record_values
+
+    windows = [{"first_frame": 0, "num_frames": 17, "prompt": "a", "seed": 7},
+               {"first_frame": 8, "num_frames": 25, "prompt": "b", "seed": 5}]
+    record = {"prompt": "x", "seed": 5, "num_frames": 29, "frame_rate": 24.0,
+              "extend": {"video": "clip.mp4", "frames": 20, "backward": True, "context_frames": 9},
+              "long": {"window": 32, "overlap": 16, "overlap_strength": 0.5, "adain": 0.25, "windows": windows}}
+    assert record_values(record)["prompt_schedule"] == [{"start": 0, "prompt": "a"}, {"start": 4, "prompt": "b"}]
