@@ -255,3 +255,29 @@ def test_an_extension_in_windows_is_planned_one_window_at_a_time(tmp_path: Path)
            for n in (200, 400)}
     assert ext[400] <= 1.05 * ext[200]
     assert ext[400] > estimate(GenerationRequest("a | b", num_frames=17 + 400, **long))
+
+
+def test_a_backward_extension_in_windows_is_planned_as_forward_s(tmp_path: Path) -> None:
+    """Backward in windows the context is the input's first 8k + 1 frames that leave one window 8 new ones, as
+    forward's last (:func:`ltxcli.extend.plan_windows`): 17 of a 50-frame input in 25-frame windows. The memory
+    plan priced it with the context of one generation (49 frames, as the time range holds them), far above
+    forward's estimate of the same windows; now the two estimates are equal within 5 %."""
+    from ltxcli.media import write_video
+    from ltxcli.memory.plan import request_estimator, request_shape
+    from ltxcli.request import Extension, GenerationRequest
+
+    transformer, vae = builtin_modules(torch.float32)
+    parts = weight_parts(transformer, vae)
+    clip = write_video(tmp_path / "in.mp4", torch.rand(50, 32, 32, 3, generator=torch.Generator()), 24)
+
+    def estimate(backward: bool) -> int:
+        request = GenerationRequest("a | b", extend=Extension(str(clip), 200, backward), num_frames=250, height=320,
+                                    width=512, frame_rate=24.0, window=32, overlap=16)
+        shape = request_shape(TINY_PRESET, request, dtype=torch.float32,
+                              max_positions=transformer.config.positional_embedding_max_pos)
+        est = request_estimator(shape, transformer.config, vae.config, dtype=torch.float32, parts=parts,
+                                offload_saves=False, device_is_host=True, vae_tiling="off", streamed=True)(320, 512, 250)
+        return est.host_peak_bytes - parts.total
+
+    forward, backward = estimate(False), estimate(True)
+    assert 0.95 * forward <= backward <= 1.05 * forward, (forward, backward)

@@ -161,19 +161,19 @@ def request_estimator(
 def _extension_estimate(shape: RunShape, transformer: TransformerConfig, vae: VAEConfig, h: int, w: int, f: int,
                         *, dtype: torch.dtype, **kwargs: Any) -> MemoryEstimate:
     """The memory of an extension to ``f`` output frames, the input's ``M`` and ``N = f - M`` new ones
-    (:func:`ltxcli.extend.run_extension`): the generation of ``K + N`` frames (:func:`ltxcli.extend.plan_windows`,
-    in windows one at a time) with the context at frame ``lead``, always streamed into the splice; meanwhile the
-    host holds the decoded input (native size, ``M`` frames) and three float32 copies of the context (its
-    preprocessed pixels, the condition tensor, the prepared condition), then the input at the output size and the
-    condition tensor while the output is spliced; a result that is not streamed builds the whole float32 output
-    video."""
+    (:func:`ltxcli.extend.run_extension`): the generation of ``K + N`` frames (backward ``lead + K``;
+    :func:`ltxcli.extend.plan_windows`, in windows one at a time) with the context at frame ``lead``, always
+    streamed into the splice; meanwhile the host holds the decoded input (native size, ``M`` frames) and three
+    float32 copies of the context (its preprocessed pixels, the condition tensor, the prepared condition), then the
+    input at the output size and the condition tensor while the output is spliced; a result that is not streamed
+    builds the whole float32 output video."""
     from ..extend import window_context
 
     m, backward, native_pixels, longest = shape.extension or (1, False, 0, 0)
     new = max(f - m, 1)  # the input's frames are kept whatever the length: only the new ones vary with it
     lead = -(-new // 8) * 8 if backward else 0
     context = (max(min(m, longest - (lead if backward else new)), 1) - 1) // 8 * 8 + 1
-    split = shape.windows(context + new) if shape.windows is not None and not backward else None
+    split = shape.windows(context + (lead if backward else new)) if shape.windows is not None else None
     context = window_context(m, split[0]) if split is not None else context  # extend.plan_windows: in windows
     gen = lead + context + (0 if backward else new)
     ph, pw, _ = padded_size(h, w, gen)
