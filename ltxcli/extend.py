@@ -43,7 +43,7 @@ import dataclasses
 import math
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,6 +95,17 @@ class ExtensionPlan:
             raise ValueError(f"a condition at frame {frame} falls outside the new frames {first}-{last} of this "
                              "extension (the input's own frames are kept as they are)")
         return frame + self.lead - self.new_frames if self.backward else frame - self.input_frames + self.context
+
+
+def recorded_offset(record: Mapping[str, Any]) -> int:
+    """:attr:`ExtensionPlan.first_output_frame` of a generation record (0 without ``extend``): what its windows'
+    ``first_frame`` (generation frames) are shifted by to count in output frames, as its prompt schedule does."""
+    ext = record.get("extend") or {}
+    if not ext:
+        return 0
+    new, backward = int(ext["frames"]), bool(ext["backward"])
+    return ExtensionPlan(int(record["num_frames"]) - new, new, backward, int(ext["context_frames"]),
+                         math.ceil(new / 8) * 8 if backward else 0).first_output_frame
 
 
 def plan_extension(input_frames: int, new_frames: int, backward: bool, longest: int) -> ExtensionPlan:
@@ -532,5 +543,5 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
 __all__ = [
     "EXTEND_OPTION_HELP", "NOT_FOR_EXTEND", "SOURCE_OPTION_HELP", "ExtensionPlan", "InputFrames", "check_extension", "check_source",
     "check_source_length", "check_window_seeds", "continued_frame", "enhancement_units", "generation_control", "generation_schedule", "longest_frames", "parse_extension",
-    "plan_extension", "plan_windows", "run_extension", "source_defaults", "window_context",
+    "plan_extension", "plan_windows", "recorded_offset", "run_extension", "source_defaults", "window_context",
 ]

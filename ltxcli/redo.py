@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .extend import recorded_offset
 from .long_video import bar_prompts
 from .paths import user_path
 from .presets import PRESETS
@@ -136,11 +137,8 @@ def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
         if [w["prompt"] for w in windows] != bar_prompts(values["prompt"], len(windows)):  # from a prompt schedule:
             # one entry per window, at its first frame (joined with " | " they would split a prompt holding a "|");
             # an extension's windows count from its generation's first frame (forward its context's, backward up to
-            # 7 frames before the first new one, the new frames rounded up to 8), its schedule in output frames
-            ext = record.get("extend") or {}
-            shift = record["num_frames"] - ext["frames"] - ext["context_frames"] if ext else 0
-            if ext.get("backward"):
-                shift = ext["frames"] - -(-ext["frames"] // 8) * 8
+            # 7 frames before the first new one), its schedule in output frames
+            shift = recorded_offset(record)
             values["prompt_schedule"] = [{"start": max(w["first_frame"] + shift, 0), "prompt": w["prompt"]}
                                          for w in windows]
     ext = record.get("extend")

@@ -140,16 +140,18 @@ def _same_inputs(item: BatchItem, rec: Mapping[str, Any]) -> bool:
         return False
     if bool(item.temporal_upscale) != bool(rec.get("temporal_upscale")):
         return False
-    if not _same_windows(item, rec.get("long")):
+    if not _same_windows(item, rec):
         return False
     return item.enhance_prompt == rec.get("enhance_prompt", item.enhance_prompt)
 
 
-def _same_windows(item: BatchItem, long: Any) -> bool:
+def _same_windows(item: BatchItem, rec: Mapping[str, Any]) -> bool:
     """A long video's windows (the record's ``long``: made in several windows) against the item's settings (their
     defaults where unset) and the prompt each window takes (a ``|`` part or the schedule's entry, read here)."""
     from . import long_video
+    from .extend import recorded_offset
 
+    long = rec.get("long")
     if not isinstance(long, Mapping):
         return True  # one generation: the item's window settings had nothing to act on
     window, overlap, strength, adain = long_video.check(item)
@@ -158,7 +160,9 @@ def _same_windows(item: BatchItem, long: Any) -> bool:
     windows = long.get("windows") or []
     spans = [(int(w["first_frame"]) // 8, 0) for w in windows]  # window_prompts reads the latent start of each
     assert item.frame_rate is not None
-    return long_video.window_prompts(item, spans, float(item.frame_rate)) == [w.get("prompt") for w in windows]
+    # an extension's windows count generation frames, its schedule output frames
+    prompts = long_video.window_prompts(item, spans, float(item.frame_rate), recorded_offset(rec))
+    return prompts == [w.get("prompt") for w in windows]
 
 
 def _without(value: Any, key: str) -> Any:

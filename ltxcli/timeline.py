@@ -170,12 +170,14 @@ def schedule_frames(entries: Sequence[tuple[str | int, str]], frame_rate: float)
     return [(f, p) for f, _, p in frames]
 
 
-def window_prompts(r: GenerationRequest, spans: Sequence[tuple[int, int]], frame_rate: float) -> list[str]:
-    """The prompt of each window: the schedule entry in force at the window's first frame, else the ``|``
-    parts in order (the last one repeated), else the prompt."""
+def window_prompts(r: GenerationRequest, spans: Sequence[tuple[int, int]], frame_rate: float,
+                   offset: int = 0) -> list[str]:
+    """The prompt of each window: the schedule entry in force at the window's first frame (``offset``: the
+    schedule's number of the windows' frame 0, an extension's output frame), else the ``|`` parts in order (the
+    last one repeated), else the prompt."""
     if r.prompt_schedule is not None:
         entries = schedule_frames(read_schedule(r.prompt_schedule), frame_rate)
-        return [entries[in_force(entries, FRAMES_PER_LATENT * start)][1] for start, _ in spans]
+        return [entries[in_force(entries, FRAMES_PER_LATENT * start + offset)][1] for start, _ in spans]
     return bar_prompts(r.prompt, len(spans))
 
 

@@ -293,3 +293,29 @@ def test_a_backward_record_s_windows_redo_as_the_schedule_in_output_frames() -> 
               "extend": {"video": "clip.mp4", "frames": 20, "backward": True, "context_frames": 9},
               "long": {"window": 32, "overlap": 16, "overlap_strength": 0.5, "adain": 0.25, "windows": windows}}
     assert record_values(record)["prompt_schedule"] == [{"start": 0, "prompt": "a"}, {"start": 4, "prompt": "b"}]
+
+
+@pytest.mark.parametrize(("backward", "frames", "windows", "later", "other"), [
+    (False, 24, [(0, "a"), (16, "b")], 17, 20),  # a 12-frame input's last 9 frames: windows at output frames 3, 19
+    (True, 20, [(0, "a"), (8, "a")], 6, 4),  # 24 + 9 frames, the first 4 dropped: windows at output frames -4, 4
+], ids=["forward", "backward"])
+def test_skip_existing_reads_an_extension_s_windows_in_output_frames(backward: bool, frames: int, windows: list,
+                                                                     later: int, other: int) -> None:
+    """--skip-existing compares the prompt each recorded window took with the item's schedule: the windows count
+    generation frames, the schedule output frames. Forward "b" from 17 is in force at output frame 19 (generation
+    frame 16), backward "b" from 6 not yet at output frame 4 (generation frame 8): compared at the generation's
+    frames, the earlier output of the same command was taken for another video (a new seed, a second file), and
+    one of another schedule ("b" from 20 forward, from 4 backward) could be taken for it."""
+    from ltxcli.batch import BatchItem
+    from ltxcli.resume import _same_windows
+
+    def item(start: int) -> BatchItem:
+        return BatchItem("x", extend=Extension("clip.mp4", frames, backward), frame_rate=24.0, window=32,
+                         overlap=16, prompt_schedule=[{"start": 0, "prompt": "a"}, {"start": start, "prompt": "b"}])
+
+    record = {"num_frames": 12 + frames, "extend": {"video": "clip.mp4", "frames": frames, "backward": backward,
+                                                     "context_frames": 9},
+              "long": {"window": 32, "overlap": 16, "overlap_strength": 0.5, "adain": 0.25,
+                       "windows": [{"first_frame": f, "prompt": p} for f, p in windows]}}
+    assert _same_windows(item(later), record)
+    assert not _same_windows(item(other), record)  # a schedule whose "b" the later window takes (forward: not)
