@@ -262,7 +262,8 @@ def widen_candidates(codes: torch.Tensor, scale: torch.Tensor, out: torch.Tensor
         "float16 bits, whole tensor": f16_whole,
         "float16 bits, 1M-code slices": f16_slices_1m,
         "float32 bits (denormals)": f32_bits,
-        "widen_e4m3 (after: float16 bits, 4M-code slices)": lambda: widen_e4m3(codes, scale, out, work),
+        # exact=True: a layer decides the route once, when its codes are set (FP8StoredLinear.check_codes)
+        "widen_e4m3 (after: float16 bits, 4M-code slices)": lambda: widen_e4m3(codes, scale, out, work, exact=True),
     }
 
 

@@ -164,15 +164,20 @@ def test_cpu_widening_any_scale():
         assert torch.equal(got, want), scale
 
 
+def _stored_linear(seed: int, in_features: int, out_features: int) -> FP8StoredLinear:
+    """A random ``nn.Linear`` as the one block linear of a model, converted to fp8 storage (the global RNG seeded)."""
+    torch.manual_seed(seed)
+    model = nn.Module()
+    model.transformer_blocks = nn.ModuleList([nn.Module()])
+    model.transformer_blocks[0].ff = nn.Linear(in_features, out_features)
+    convert_to_fp8_storage(model)
+    return model.transformer_blocks[0].ff
+
+
 def test_cpu_float32_layer_does_not_use_torchs_float8_conversion(monkeypatch):
     """torch's CPU float8 -> float32 conversion is a scalar loop (about 10x bfloat16's widening time,
     BENCHMARKS.md): a CPU float32 layer reads its codes as integers only, with the same output."""
-    torch.manual_seed(5)
-    model = nn.Module()
-    model.transformer_blocks = nn.ModuleList([nn.Module()])
-    model.transformer_blocks[0].ff = nn.Linear(96, 48)
-    convert_to_fp8_storage(model)
-    layer = model.transformer_blocks[0].ff
+    layer = _stored_linear(5, 96, 48)
     x = torch.randn(3, 96)
     with torch.inference_mode():
         want = F.linear(x, layer.weight.to(torch.float32) * layer.weight_scale, layer.bias)
@@ -193,6 +198,96 @@ def test_cpu_float32_layer_does_not_use_torchs_float8_conversion(monkeypatch):
         monkeypatch.undo()
     assert conversions == []
     assert torch.equal(got, want)
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.view(torch.int32)  # compares NaNs too, and their signs
+
+
+def test_forward_checks_no_codes_in_the_loop(monkeypatch):
+    """The widening route of a CPU layer (NaN codes? finite scale?) is decided when codes and scale are set (the
+    conversion, a LoRA merge, its removal), not at every layer call inside the denoising loop: a forward never syncs
+    with the host (no ``.item()``, no tensor truth test), and gives the bits of the same forward with torch's own
+    float8 conversion."""
+    from pathlib import Path
+
+    from ltxcli.adapters.lora_merge import LoraFile, LoraLayer, merger_for
+
+    model = tiny_model()
+    convert_to_fp8_storage(model)
+    inputs = tiny_inputs()
+    ff = model.transformer_blocks[1].ff.net[2]
+    g = torch.Generator().manual_seed(7)  # rank 2: down [2, in], up [out, 2]
+    lora = LoraFile(Path("x.safetensors"), "comfyui", {"transformer_blocks.1.ff.net.2": LoraLayer(
+        torch.randn(2, ff.in_features, generator=g), torch.randn(ff.out_features, 2, generator=g), 0.5)})
+
+    def sync(self, *args, **kwargs):
+        raise AssertionError("host sync in a forward")
+
+    for stage in ("converted", "LoRA merged", "LoRA removed"):
+        if stage == "LoRA merged":
+            codes = ff.weight.detach().clone()
+            merger_for(model).apply([(lora, 1.0)])
+            assert not torch.equal(ff.weight.view(torch.uint8), codes.view(torch.uint8))  # new codes to check
+        elif stage == "LoRA removed":
+            merger_for(model).apply([])
+        with monkeypatch.context() as m, torch.inference_mode():
+            m.setattr(torch.Tensor, "item", sync)
+            m.setattr(torch.Tensor, "__bool__", sync)
+            got = model(**inputs)
+        with monkeypatch.context() as m, torch.inference_mode():
+            m.setattr(fp8_module, "widen_e4m3", lambda codes, scale, out, work, **_: out.copy_(codes).mul_(scale))
+            want = model(**inputs)
+        assert torch.equal(got, want), stage
+
+
+def test_changed_codes_or_scale_are_checked_again():
+    """A NaN code or a non-finite scale set after the layer was checked (in place or as a new tensor) still widens
+    as torch converts it: NaN rows and overflowing products, not the integer route's finite ±480."""
+    layer = _stored_linear(6, 32, 16)
+    x = torch.randn(3, 32)
+
+    def check() -> torch.Tensor:
+        """The widened weight, compared bit for bit with torch's conversion, as is the layer's output."""
+        weight = layer.weight.to(torch.float32) * layer.weight_scale
+        with torch.inference_mode():
+            assert torch.equal(_bits(layer.compute_weight()), _bits(weight))
+            got = layer(x)
+        assert torch.equal(_bits(got), _bits(F.linear(x, weight, layer.bias)))
+        return weight
+
+    assert torch.isfinite(check()).all()  # checked (and remembered) with finite codes and scale
+    with torch.no_grad():
+        layer.weight.view(torch.uint8)[2, 5] = 0x7F  # a NaN code, written in place
+    assert torch.isnan(check()[2, 5])
+    with torch.no_grad():
+        layer.weight.view(torch.uint8)[2, 5] = 0x00
+    assert torch.isfinite(check()).all()
+    with torch.no_grad():
+        layer.weight_scale.fill_(2.0**121)  # in place: scale * 2^8 overflows float32, the products do not all
+    assert torch.isinf(check()).any() and torch.isfinite(check()).any()
+    layer.weight_scale = torch.tensor(float("inf"))  # a new tensor
+    assert not torch.isfinite(check()).all()
+    layer.weight_scale = torch.tensor(0.01)
+    assert torch.isfinite(check()).all()
+
+
+@pytest.mark.parametrize("fault", ["nan code", "inf scale"])
+def test_a_broken_stored_weight_is_refused_after_denoising(fault):
+    """A NaN code or an infinite scale set after loading is refused where any NaN weight is: the latents check after
+    the denoising loop, with its usual message."""
+    from ltxcli.frames import NumericalError
+
+    pipe = load_pipeline("tiny", device="cpu", weights_dtype="fp8", download=False)
+    layer = pipe.transformer.transformer_blocks[0].ff.net[2]  # its output goes straight into the residual stream
+    assert isinstance(layer, FP8StoredLinear) and layer.bias.dtype == torch.float32
+    with torch.no_grad():
+        if fault == "nan code":
+            layer.weight.view(torch.uint8)[0, 0] = 0xFF
+        else:
+            layer.weight_scale.fill_(float("inf"))
+    with pytest.raises(NumericalError, match="the latents contain NaN or Inf after denoising: the checkpoint may be"):
+        pipe.generate("a cat", height=64, width=64, num_frames=9, steps=2, seed=1)
 
 
 def test_memory_plan_counts_the_widening_work_buffer():

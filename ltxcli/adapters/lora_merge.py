@@ -355,6 +355,8 @@ class LoraMerger:
             codes, w_scale = quantize_int8(w) if isinstance(layer, Int8StoredLinear) else quantize_e4m3(w)
             self._write(layer, codes, orig.pinned)
             layer.weight_scale = w_scale.to(weight.device)
+            if isinstance(layer, FP8StoredLinear):
+                layer.codes_changed()  # checked here, between requests, not in the next denoising loop
             return
         self._write(layer, w.to(_merged_dtype(layer, orig.weight.dtype)), orig.pinned)
 
@@ -386,6 +388,8 @@ class LoraMerger:
             self._write(layer, orig.weight, False)
         if orig.scale is not None:
             layer.weight_scale = orig.scale.to(weight.device)
+        if isinstance(layer, FP8StoredLinear):
+            layer.codes_changed()
 
 
 _MERGERS: weakref.WeakKeyDictionary[nn.Module, LoraMerger] = weakref.WeakKeyDictionary()

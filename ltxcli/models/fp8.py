@@ -24,8 +24,8 @@ from torch import Tensor, nn
 from ltxcli.models.upcast import KeepsCodes, StoredLinear, convert_to_stored, inference_only
 
 __all__ = [
-    "E4M3_MAX", "FP8Linear", "FP8StoredLinear", "convert_to_fp8", "convert_to_fp8_storage", "fp8_mode",
-    "fp8_storage_keys", "quantize_e4m3", "quantize_stored", "widen_e4m3",
+    "E4M3_MAX", "FP8Linear", "FP8StoredLinear", "convert_to_fp8", "convert_to_fp8_storage", "e4m3_widens_exactly",
+    "fp8_mode", "fp8_storage_keys", "quantize_e4m3", "quantize_stored", "widen_e4m3",
 ]
 
 E4M3_MAX = float(torch.finfo(torch.float8_e4m3fn).max)  # 448
@@ -179,7 +179,7 @@ class FP8StoredLinear(StoredLinear):
             # torch's CPU float8 conversion is a scalar loop: the bit-identical int16/float16 route instead
             out = self._scratch.buffer(codes.numel(), dtype, codes.device).view(codes.shape)
             work = self._scratch.buffer(self.work_elements(), torch.int16, codes.device)
-            return widen_e4m3(codes, self.weight_scale, out, work)
+            return widen_e4m3(codes, self.weight_scale, out, work, exact=self.widens_exactly())
         # the scale is a 0-d tensor: the product stays in the compute dtype and nothing syncs with the host
         return self._scratch.upcast(codes, dtype).mul_(self.weight_scale)
 
@@ -190,6 +190,41 @@ class FP8StoredLinear(StoredLinear):
         if self.weight.device.type in ("cpu", "meta") and self.bias.dtype == torch.float32:
             return min(self.weight.numel(), WIDEN_CHUNK)
         return 0
+
+    def widens_exactly(self) -> bool:
+        """:func:`e4m3_widens_exactly` for this layer's codes and scale, checked once per change of either (a sync
+        and two passes over the codes) instead of at every call: at conversion and LoRA merge
+        (:meth:`check_codes`), else at the first call that finds them changed. A change is a new scale tensor, new
+        codes storage, or an in-place write that bumps either's version counter (a write through ``.data`` or to
+        an inference tensor does not: assign new tensors instead)."""
+        seen = self.__dict__.get("_widening")
+        if seen is None or seen[0] is not self.weight_scale or seen[1] != self._codes_key():
+            return self.check_codes()
+        return seen[2]
+
+    def check_codes(self) -> bool:
+        """Check the codes and scale for :func:`widen_e4m3`'s exact route now and remember the verdict (see
+        :meth:`widens_exactly`); returns it. A NaN code or a non-finite scale is not an error here: such a layer
+        widens through torch's own conversion, and its NaN output is refused after denoising like any other."""
+        exact = e4m3_widens_exactly(self.weight, self.weight_scale)
+        # the scale itself is held (0-d: 4 bytes): its id cannot be reused by a later scale while the verdict lives
+        self._widening = (self.weight_scale, self._codes_key(), exact)
+        return exact
+
+    def codes_changed(self) -> None:
+        """Call after setting new codes or a new scale: a CPU layer checks them now (:meth:`check_codes`), so that
+        its first call in a denoising loop does not; a GPU layer never takes the CPU route that needs the check."""
+        if self.weight.device.type == "cpu":
+            self.check_codes()
+
+    def _codes_key(self) -> tuple[int, int, int, int]:
+        """Where the codes and scale live and their version counters: changes whenever their values may have."""
+        return (self.weight.data_ptr(), _version(self.weight), self.weight_scale.data_ptr(), _version(self.weight_scale))
+
+
+def _version(t: Tensor) -> int:
+    # an inference tensor has no version counter (and is only written in place in inference mode)
+    return -1 if t.is_inference() else t._version
 
 
 #: Codes widened per slice by :func:`widen_e4m3`: its int16 work buffer (8 MiB) and the float32 output slice
@@ -202,7 +237,19 @@ WIDEN_CHUNK = 1 << 22
 _F16_SIGN_AND_E4M3 = 0xBF80 - 0x10000
 
 
-def widen_e4m3(codes: Tensor, scale: Tensor, out: Tensor, work: Tensor) -> Tensor:
+def e4m3_widens_exactly(codes: Tensor, scale: Tensor) -> bool:
+    """Whether :func:`widen_e4m3`'s integer route gives torch's bits for ``codes`` and ``scale``: contiguous codes,
+    none of them NaN (0x7F, 0xFF), and a 0-d ``scale`` with a finite ``scale * 2^8``. Two reductions over the codes
+    and a host sync: decide once when codes or scale are set (:meth:`FP8StoredLinear.check_codes`), not per call."""
+    if not (codes.is_contiguous() and codes.numel() and scale.dim() == 0
+            and math.isfinite((scale * 256.0).item())):  # in float32, as widen_e4m3 multiplies
+        return False
+    bits = codes.view(torch.uint8)
+    # a NaN code: 0x7F is int8's max, 0xFF uint8's
+    return not (int(bits.view(torch.int8).max()) == 0x7F or int(bits.max()) == 0xFF)
+
+
+def widen_e4m3(codes: Tensor, scale: Tensor, out: Tensor, work: Tensor, *, exact: bool | None = None) -> Tensor:
     """``out[...] = codes.to(float32) * scale``, bit for bit, without torch's float8 conversion; returns ``out``.
 
     ``codes``: e4m3 codes on the CPU; ``scale``: a 0-d float32 tensor (any value); ``out``: contiguous float32 of
@@ -213,12 +260,15 @@ def widen_e4m3(codes: Tensor, scale: Tensor, out: Tensor, work: Tensor) -> Tenso
     (e4m3 subnormals land on float16 subnormals, and the float16 -> float32 widening is exact and vectorised; no
     float32 denormal is involved, so flushing denormals changes nothing). One multiplication by ``scale * 2^8``
     (exact while finite) then rounds the same real product ``code * scale`` as torch's path, so the result is
-    identical bit for bit. The NaN codes (0x7F, 0xFF: e4m3fn has no infinities) are patched afterwards from
-    torch's own conversion; a non-finite ``scale * 2^8`` or codes that are not contiguous take torch's conversion
-    for the whole tensor."""
-    scaled = scale * 256.0  # exact unless it overflows (|scale| >= 2^120) or is already inf/nan
-    if not (codes.is_contiguous() and codes.numel() and scale.dim() == 0 and math.isfinite(scaled.item())):
+    identical bit for bit. NaN codes (0x7F, 0xFF: e4m3fn has no infinities; this route would read them as ±480), a
+    non-finite ``scale * 2^8`` or codes that are not contiguous take torch's conversion for the whole tensor.
+    ``exact``: :func:`e4m3_widens_exactly` of these codes and scale, when the caller knows it (no host sync
+    here); None checks it now."""
+    if exact is None:
+        exact = e4m3_widens_exactly(codes, scale)
+    if not exact:
         return out.copy_(codes).mul_(scale)
+    scaled = scale * 256.0  # 0-d, exact: e4m3_widens_exactly saw it finite
     flat_codes = codes.view(torch.int8).view(-1)  # [n], the sign in bit 7
     flat_out = out.view(-1)  # [n] float32
     n = flat_codes.numel()
@@ -229,10 +279,6 @@ def widen_e4m3(codes: Tensor, scale: Tensor, out: Tensor, work: Tensor) -> Tenso
         # mask clears bit 14
         half.copy_(flat_codes[start:stop]).bitwise_left_shift_(7).bitwise_and_(_F16_SIGN_AND_E4M3)
         flat_out[start:stop].copy_(half.view(torch.float16)).mul_(scaled)
-    bits = codes.view(torch.uint8)
-    if bits.view(torch.int8).max() == 0x7F or bits.max() == 0xFF:  # a NaN code: 0x7F is int8's max, 0xFF uint8's
-        nan = bits.bitwise_and(0x7F) == 0x7F
-        out[nan] = bits[nan].view(torch.float8_e4m3fn).to(torch.float32) * scale
     return out
 
 
@@ -289,4 +335,9 @@ def convert_to_fp8_storage(transformer: nn.Module, scales: dict[str, Tensor] | N
             return w, given.get(name, torch.ones((), dtype=torch.float32, device=w.device))
         return quantize_e4m3(w)
 
-    return convert_to_stored(transformer, fp8_storage_keys(transformer), FP8StoredLinear, codes_of)
+    names = convert_to_stored(transformer, fp8_storage_keys(transformer), FP8StoredLinear, codes_of)
+    for name in names:  # the CPU widening route is decided here, at load, not in the denoising loop
+        layer = transformer.get_submodule(name)
+        if isinstance(layer, FP8StoredLinear):
+            layer.codes_changed()
+    return names
