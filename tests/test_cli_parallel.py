@@ -209,6 +209,52 @@ def test_sigterm_straight_to_torchrun_removes_the_partial_output(tmp_path: Path)
                              for r in (0, 1)], err
 
 
+@pytest.mark.parametrize("to", ["torchrun", "a worker"])
+def test_sigterm_while_the_workers_start_is_exit_143_in_one_line(tmp_path: Path, to: str) -> None:
+    """SIGTERM to torchrun (or to a worker) while the workers are still starting (Python's own start-up, before
+    `ltx` installs its handlers: held there by a `sitecustomize` that sleeps in the workers) killed them without a
+    word: the job exited with torchrun's 1 (a worker: 143) and nobody said why. Now `ltx` says it in one line and
+    exits 143; nothing is written and no worker is left running."""
+    import signal
+    import time
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    # a worker (RANK set) says it is starting, then sleeps, before any of ltx runs
+    (hook / "sitecustomize.py").write_text(
+        "import os, pathlib, time\n"
+        "if 'RANK' in os.environ:\n"
+        "    pathlib.Path(os.environ['STARTING_DIR'], os.environ['RANK']).touch()\n"
+        "    time.sleep(60)\n")
+    starting = tmp_path / "starting"
+    starting.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**_env(work), "STARTING_DIR": str(starting)}
+    env["PYTHONPATH"] = f"{hook}{os.pathsep}{env['PYTHONPATH']}"
+    proc = subprocess.Popen([sys.executable, "-m", "ltxcli", "generate", "a cat", "--model", "tiny", "--gpus", "2",
+                             "--device", "cpu", "-o", "out.mp4", *SMALL], cwd=work, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(starting.iterdir())) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[1]
+        (torchrun,) = _children(proc.pid)
+        workers = _children(torchrun)
+        os.kill(torchrun if to == "torchrun" else workers[-1], signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert [line for line in err.splitlines() if "error" in line.lower() or "Traceback" in line] == [
+        "error: terminated; partial outputs were removed"], err
+    assert out == "" and sorted(p.name for p in work.iterdir() if p.name != "weights") == []
+    assert len(workers) == 2 and not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+
+
 def test_a_worker_killed_by_sigkill_is_an_out_of_memory_failure(tmp_path: Path) -> None:
     """A worker killed by SIGKILL (on Linux most likely the kernel's out-of-memory killer: every process holds the
     whole model) said nothing and left the job's code to torchrun's 1. torchrun now records it for the launcher,

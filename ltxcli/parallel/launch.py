@@ -214,13 +214,20 @@ def launch(args: Sequence[str], nproc: int, *, device: str | None = None, quiet:
             for s, handler in previous.items():
                 signal.signal(s, handler)
         recorded = _recorded(Path(status))
+        stopped_by = _launcher_signal(Path(status))
     for s in _stop_signals():
         if s in received:  # this process's own handler now (the CLI's: clean up, exit 143 or 129)
             os.kill(os.getpid(), s)
-    code = job_exit_code(code, [(when, c) for when, c, _ in recorded])
-    killed = min(((when, rank) for when, c, rank in recorded if c == code), default=None)
+    if stopped_by is not None and not any(c for _, c, _, _ in recorded):
+        # torchrun was signalled (not through this process) and no worker said so: each was still starting (and
+        # died of it, before its handler) or had finished; said here, as Ctrl-C or SIGTERM to this process would be
+        raise KeyboardInterrupt if stopped_by == signal.SIGINT else Terminated(stopped_by)
+    code = job_exit_code(code, [(when, c) for when, c, _, _ in recorded])
+    killed = min(((when, rank) for when, c, rank, _ in recorded if c == code), default=None)
     if killed is not None and code - 128 in _DEATHS:  # said by no worker: it could not
         raise (WorkerKilledError if code - 128 == _DEATHS[0] else WorkerDiedError)(killed[1], code - 128)
+    if killed is not None and code - 128 in _stop_signals() and not any(own for _, c, _, own in recorded if c == code):
+        raise Terminated(code - 128)  # a worker still starting, before its handler, died of SIGTERM (SIGHUP) silently
     return code
 
 
@@ -238,16 +245,17 @@ def job_exit_code(torchrun_code: int, recorded: Sequence[tuple[float, int]]) -> 
 
 def _recorded_codes(folder: Path) -> list[tuple[float, int]]:
     """``(time, code)`` of every worker that recorded its exit in ``folder``."""
-    return [(when, code) for when, code, _ in _recorded(folder)]
+    return [(when, code) for when, code, _, _ in _recorded(folder)]
 
 
-def _recorded(folder: Path) -> list[tuple[float, int, int]]:
-    """``(time, code, rank)`` of every worker that recorded its exit in ``folder`` (or torchrun for it)."""
-    recorded: list[tuple[float, int, int]] = []
+def _recorded(folder: Path) -> list[tuple[float, int, int, bool]]:
+    """``(time, code, rank, own)`` of every worker that recorded its exit in ``folder`` (``own``: the worker itself,
+    which then said why; else torchrun for it, :func:`record_signal_deaths`)."""
+    recorded: list[tuple[float, int, int, bool]] = []
     for f in folder.glob("rank-*"):
         try:
-            code_text, when = f.read_text().split()
-            recorded.append((float(when), int(code_text), int(f.name.removeprefix("rank-"))))
+            code_text, when, *by = f.read_text().split()
+            recorded.append((float(when), int(code_text), int(f.name.removeprefix("rank-")), not by))
         except (OSError, ValueError):
             continue
     return recorded
@@ -290,7 +298,28 @@ def record_signal_deaths(deaths: dict[int, tuple[int, float]]) -> None:
         return
     for rank, (signum, when) in deaths.items():
         with contextlib.suppress(OSError), open(Path(folder, f"rank-{rank}"), "x") as fh:  # "x": not the worker's own
-            fh.write(f"{128 + signum} {when}")
+            fh.write(f"{128 + signum} {when} signal")  # "signal": recorded for it, the worker said nothing
+
+
+#: The file of :func:`launch`'s status folder where torchrun records a signal that stopped it.
+_LAUNCHER_SIGNAL = "torchrun-signal"
+
+
+def record_launcher_signal(signum: int) -> None:
+    """For torchrun (:mod:`ltxcli.parallel.torchrun`): the signal that stopped torchrun itself (SIGTERM from a
+    scheduler or ``kill``; it stops its workers with the same signal), for :func:`launch`; a no-op elsewhere."""
+    folder = os.environ.get(RANK_STATUS_ENV)
+    if folder:
+        with contextlib.suppress(OSError):
+            Path(folder, _LAUNCHER_SIGNAL).write_text(str(signum))
+
+
+def _launcher_signal(folder: Path) -> int | None:
+    """The signal :func:`record_launcher_signal` recorded in ``folder``, if any."""
+    try:
+        return int(Path(folder, _LAUNCHER_SIGNAL).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def record_exit_code(code: int, *, follows: bool = False) -> None:
@@ -326,6 +355,6 @@ def strip_option(argv: list[str], name: str, value: str | None = None) -> list[s
 
 __all__ = [
     "EXIT_INTERRUPTED", "RANK_STATUS_ENV", "STOP_GRACE_S", "Terminated", "WorkerDiedError", "WorkerKilledError",
-    "check_launch", "job_exit_code", "launch", "record_exit_code", "record_signal_deaths", "strip_option",
-    "terminate_like_ctrl_c", "torchrun_command", "under_torchrun",
+    "check_launch", "job_exit_code", "launch", "record_exit_code", "record_launcher_signal", "record_signal_deaths",
+    "strip_option", "terminate_like_ctrl_c", "torchrun_command", "under_torchrun",
 ]
