@@ -10,6 +10,7 @@ another order). Each subprocess starts torchrun and two workers that import torc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -209,28 +210,43 @@ def test_sigterm_straight_to_torchrun_removes_the_partial_output(tmp_path: Path)
                              for r in (0, 1)], err
 
 
-@pytest.mark.parametrize("to", ["torchrun", "a worker"])
-def test_sigterm_while_the_workers_start_is_exit_143_in_one_line(tmp_path: Path, to: str) -> None:
+# Holds the processes of `ltx --gpus 2` where a signal finds them unprepared, then says so with a file in
+# $STARTING_DIR: HOLD=workers: each worker in Python's start-up, before `ltx` installs its handlers;
+# HOLD=torchrun: torchrun once it started both workers, before it holds their handles.
+_HOLD_HOOK = """\
+import os, pathlib, time
+if os.environ.get("HOLD") == "workers" and "RANK" in os.environ:
+    pathlib.Path(os.environ["STARTING_DIR"], os.environ["RANK"]).touch()
+    time.sleep(60)
+if os.environ.get("HOLD") == "torchrun" and "LTX_RANK_STATUS_DIR" in os.environ and "RANK" not in os.environ:
+    from torch.distributed.elastic.multiprocessing.subprocess_handler import subprocess_handler as sh
+    spawn = sh.SubprocessHandler.__init__
+    def held(self, *args, **kwargs):
+        spawn(self, *args, **kwargs)
+        if self.local_rank_id == 1:
+            pathlib.Path(os.environ["STARTING_DIR"], "0").touch()
+            pathlib.Path(os.environ["STARTING_DIR"], "1").touch()
+            time.sleep(60)
+    sh.SubprocessHandler.__init__ = held
+"""
+
+
+@pytest.mark.parametrize(("hold", "to"), [("workers", "torchrun"), ("workers", "a worker"), ("torchrun", "torchrun")])
+def test_sigterm_while_the_workers_start_is_exit_143_in_one_line(tmp_path: Path, hold: str, to: str) -> None:
     """SIGTERM to torchrun (or to a worker) while the workers are still starting (Python's own start-up, before
-    `ltx` installs its handlers: held there by a `sitecustomize` that sleeps in the workers) killed them without a
-    word: the job exited with torchrun's 1 (a worker: 143) and nobody said why. Now `ltx` says it in one line and
-    exits 143; nothing is written and no worker is left running."""
+    `ltx` installs its handlers, or before torchrun holds their handles: held there by a `sitecustomize`) killed
+    them without a word: the job exited with torchrun's 1 (a worker: 143) and nobody said why; or, caught while
+    torchrun was starting them, they were left running, waiting for a rendezvous that was gone (and holding the
+    caller's stderr open). Now `ltx` says it in one line and exits 143; nothing is written and no worker is left
+    running."""
     import signal
     import time
 
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    # a worker (RANK set) says it is starting, then sleeps, before any of ltx runs
-    (hook / "sitecustomize.py").write_text(
-        "import os, pathlib, time\n"
-        "if 'RANK' in os.environ:\n"
-        "    pathlib.Path(os.environ['STARTING_DIR'], os.environ['RANK']).touch()\n"
-        "    time.sleep(60)\n")
-    starting = tmp_path / "starting"
-    starting.mkdir()
-    work = tmp_path / "work"
-    work.mkdir()
-    env = {**_env(work), "STARTING_DIR": str(starting)}
+    hook, starting, work = tmp_path / "hook", tmp_path / "starting", tmp_path / "work"
+    for folder in (hook, starting, work):
+        folder.mkdir()
+    (hook / "sitecustomize.py").write_text(_HOLD_HOOK)
+    env = {**_env(work), "STARTING_DIR": str(starting), "HOLD": hold}
     env["PYTHONPATH"] = f"{hook}{os.pathsep}{env['PYTHONPATH']}"
     proc = subprocess.Popen([sys.executable, "-m", "ltxcli", "generate", "a cat", "--model", "tiny", "--gpus", "2",
                              "--device", "cpu", "-o", "out.mp4", *SMALL], cwd=work, env=env,
@@ -244,15 +260,18 @@ def test_sigterm_while_the_workers_start_is_exit_143_in_one_line(tmp_path: Path,
         (torchrun,) = _children(proc.pid)
         workers = _children(torchrun)
         os.kill(torchrun if to == "torchrun" else workers[-1], signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        left_running = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        for pid in [proc.pid, *workers]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    out, err = proc.communicate(timeout=10)
     assert proc.returncode == 143, err
     assert [line for line in err.splitlines() if "error" in line.lower() or "Traceback" in line] == [
         "error: terminated; partial outputs were removed"], err
     assert out == "" and sorted(p.name for p in work.iterdir() if p.name != "weights") == []
-    assert len(workers) == 2 and not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    assert len(workers) == 2 and left_running == []
 
 
 def test_a_worker_killed_by_sigkill_is_an_out_of_memory_failure(tmp_path: Path) -> None:

@@ -8,17 +8,21 @@ likely the out-of-memory killer) could do neither: its signal is recorded here f
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
+import time
+from pathlib import Path
+
+from .launch import STOP_GRACE_S, record_launcher_signal, record_signal_deaths
 
 
 def main() -> None:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
-
-    from .launch import record_launcher_signal, record_signal_deaths
 
     if os.environ.get("LOGLEVEL"):  # torch's own variable, which only some of its elastic loggers read
         logging.getLogger("torch.distributed").setLevel(os.environ["LOGLEVEL"])
@@ -29,7 +33,47 @@ def main() -> None:
         sys.exit(1)
     except SignalException as e:  # torchrun itself was signalled, and stopped the workers with the same signal
         record_launcher_signal(int(e.sigval))  # a worker still starting dies of it without a word
+        stop_leftover_workers(int(e.sigval), STOP_GRACE_S + 5.0)
         sys.exit(1)
+
+
+def stop_leftover_workers(signum: int, grace_s: float) -> list[int]:
+    """Stop the workers torchrun left running; returns their pids. A signal that reaches torchrun while it is still
+    starting them (before it holds their handles) leaves them waiting for a rendezvous that is gone (for up to the
+    job's 2 h timeout), holding the launching process's stderr open. Each gets ``signum`` (a worker that has its
+    handler removes its partial outputs and exits within :data:`ltxcli.parallel.launch.STOP_GRACE_S`; one still
+    starting dies of it), then SIGKILL after ``grace_s``. Linux (``/proc``); elsewhere none are found."""
+    left = _children()
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+    deadline, waiting = time.monotonic() + grace_s, list(left)
+    while waiting and time.monotonic() < deadline:
+        time.sleep(0.05)
+        waiting = [pid for pid in waiting if not _reaped(pid)]
+    for pid in waiting:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        _reaped(pid, block=True)
+    return left
+
+
+def _children() -> list[int]:
+    """The process ids of this process's children (those of all its threads), from ``/proc``."""
+    pids: list[int] = []
+    for task in Path("/proc/self/task").glob("*"):
+        with contextlib.suppress(OSError, ValueError):
+            pids += [int(p) for p in (task / "children").read_text().split()]
+    return pids
+
+
+def _reaped(pid: int, *, block: bool = False) -> bool:
+    """Whether child ``pid`` has ended (and is reaped now); ``block``: wait for it."""
+    try:
+        done, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
+    except ChildProcessError:  # not (or no longer) a child of this process
+        return True
+    return done == pid
 
 
 if __name__ == "__main__":
