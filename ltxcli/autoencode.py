@@ -35,8 +35,9 @@ from .models.upcast import compute_dtype
 from .models.winograd import parse_conv_algorithm
 from .naming import fps_number
 from .paths import user_path
+from .request import SEED_MAX
 from .sizes import padded_size, split_pad
-from .vae_tiling import tiled_decode
+from .vae_tiling import plan_windows, tiled_decode
 
 if TYPE_CHECKING:
     from .result import GenerationResult
@@ -189,22 +190,62 @@ class DecodeSettings:
                     _plan(v.get("plan")))
         except (ValueError, TypeError, KeyError, IndexError) as e:
             raise MediaError(f"{path}: its '{DECODE_KEY}' record is not readable ({type(e).__name__}: {e})") from None
-        (ph, pw), (left, right, top, bottom) = d.padded, (*d.padding, 0, 0, 0, 0)[:4]
-        if (len(d.padding) != 4 or not _dense(shape, d.stride) or not 0 <= d.noise_scale <= 1 or d.num_frames < 1
-                or min(d.padding) < 0 or left + right >= pw or top + bottom >= ph):
-            raise MediaError(f"{path}: its '{DECODE_KEY}' record does not fit latents {list(shape)}")
+        if (misfit := d._misfit(shape, v)) is not None:
+            raise MediaError(f"{path}: its '{DECODE_KEY}' record does not fit latents {list(shape)}: {misfit}")
         return d
+
+    def _misfit(self, shape: tuple[int, ...], recorded: dict[str, Any]) -> str | None:
+        """The first field (``name=value must be ...``, the value as ``recorded``) that latents of ``shape``
+        ``[1, C, f, h, w]`` cannot be decoded with (a hand-edited record: the pipeline never writes one), or None."""
+        f, h, w = shape[2:]
+        frames = TEMPORAL_GRID * (f - 1) + 1  # what the latents decode to, before the crop
+        (ph, pw), (left, right, top, bottom) = self.padded, (*self.padding, 0, 0, 0, 0)[:4]
+        grid = (SPATIAL_GRID * h, SPATIAL_GRID * w)  # a multi-scale run's frames are resized to padded first
+        checks = (
+            ("timestep", 0 <= self.timestep < float("inf"), "a finite number >= 0"),  # NaN fails both
+            ("noise_scale", 0 <= self.noise_scale <= 1, "in [0, 1]"),
+            ("seed", 0 <= self.seed <= SEED_MAX, "in [0, 2**63 - 1]"),
+            ("tone_map_compression_ratio", 0 <= self.tone_map_compression_ratio <= 1, "in [0, 1]"),
+            ("stride", _dense(shape, self.stride), f"a dense layout of {list(shape)}"),
+            ("num_frames", 1 <= self.num_frames <= frames, f"in [1, {frames}] (the frames the latents decode to)"),
+            ("padded", len(recorded["padded"]) == 2 and min(self.padded) > 0 and (self.resize or self.padded == grid),
+             f"{list(grid)} (the latents' size in pixels)"),
+            ("padding", len(self.padding) == 4 and min(self.padding) >= 0 and left + right < pw and top + bottom < ph,
+             "4 sizes >= 0 (left, right, top, bottom) that leave pixels of padded"),
+        )
+        for name, ok, want in checks:
+            if not ok:
+                return f"{name}={json.dumps(recorded[name])} must be {want}"
+        return None
 
 
 def _plan(value: Any) -> dict[str, Any] | None:
     """A recorded decode plan (JSON: tuples as lists) as :func:`~ltxcli.vae_tiling.tiled_decode` takes it; a key
-    it does not take is a ValueError."""
+    it does not take, or a value that is not an integer (a pair of them for ``tile_hw``), is a ValueError. Whether
+    the decoder can run it is :func:`check_plan`'s."""
     if value is None:
         return None
     if not isinstance(value, dict) or not set(value) <= PLAN_KEYS:
         raise ValueError(f"plan {value!r} is not a tiled decode's settings")
-    return {k: tuple(int(x) for x in v) if isinstance(v, list) else None if v is None else int(v)
+    plan = {k: tuple(int(x) for x in v) if isinstance(v, list) else None if v is None else int(v)
             for k, v in value.items()}
+    pair = isinstance(plan.get("tile_hw"), tuple) and len(plan["tile_hw"]) != 2
+    if pair or any(isinstance(v, tuple) for k, v in plan.items() if k != "tile_hw"):
+        raise ValueError(f"plan {value!r}: tile_hw is one size or (height, width), the others one number each")
+    return plan
+
+
+def check_plan(vae: VideoAutoencoder, latents: Tensor, d: DecodeSettings, path: PathLike) -> None:
+    """A recorded decode ``plan`` that ``vae``'s decoder cannot run on ``latents`` (a split block it does not have,
+    a tile under 1, an overlap as large as its tile, a negative context: a hand-edited file) is a
+    :class:`~ltxcli.media.MediaError` naming the file and the field, before any decoding."""
+    if d.plan is None:
+        return
+    try:
+        plan_windows(vae.module.config, latents.shape[2:], **d.plan)
+    except ValueError as e:
+        raise MediaError(f"{path}: its '{DECODE_KEY}' record's plan {json.dumps(d.plan)} cannot be decoded ({e})"
+                         ) from None
 
 
 PLAN_KEYS = frozenset({"split_block", "tile_hw", "overlap_hw", "context_hw", "chunk_frames", "overlap_frames",
@@ -431,6 +472,8 @@ def decode_file(vae: VideoAutoencoder, latents: Tensor, meta: dict[str, str], pa
     else the VAE's own reconstruction (:meth:`VideoAutoencoder.decode`, ``seed`` default 0). Returns the video
     and the settings applied (None: plain)."""
     d = None if plain else DecodeSettings.read(meta, tuple(latents.shape), path)
+    if d is not None:
+        check_plan(vae, latents, d, path)
     if d is None:
         return vae.decode(latents, timestep, 0 if seed is None else seed), None
     return vae.decode_as(latents, d, timestep, seed), d

@@ -317,6 +317,28 @@ def tiled_decode(vae: nn.Module, latents: Tensor, **settings: Any) -> Tensor:
     return out
 
 
+def plan_windows(
+    config: VAEConfig, latent_fhw: Sequence[int], *, split_block: int | None = None,
+    tile_hw: int | tuple[int, int] = TILE_HW, overlap_hw: int = 0, context_hw: int | None = None,
+    chunk_frames: int = CHUNK_FRAMES, overlap_frames: int = 0, context_frames: int | None = None,
+) -> tuple[list[AxisWindow], list[AxisWindow], list[AxisWindow]]:
+    """The time, height and width windows :func:`tiled_decode_chunks` decodes latents of ``latent_fhw`` (latent
+    frames, height, width) in, for its settings; settings it cannot run (a split block the decoder does not have,
+    a tile under 1, an overlap as large as its tile, a negative context) are a ValueError, before any work."""
+    if chunk_frames < 1:
+        raise ValueError(f"chunk_frames={chunk_frames} must be at least 1")
+    split = default_split_block(config) if split_block is None else split_block
+    t_scale, s_scale = split_scales(config, split)
+    rt, rs = suffix_receptive_field(config, split)
+    ctx_t = rt if context_frames is None else context_frames
+    ctx_s = rs if context_hw is None else context_hw
+    fs, hs, ws = _split_dims(config, latent_fhw, split)
+    tile_h, tile_w = (tile_hw, tile_hw) if isinstance(tile_hw, int) else tile_hw
+    return (plan_axis(fs, chunk_frames, overlap_frames, ctx_t, t_scale, True),
+            plan_axis(hs, tile_h, overlap_hw, ctx_s, s_scale, False),
+            plan_axis(ws, tile_w, overlap_hw, ctx_s, s_scale, False))
+
+
 @torch.no_grad()
 def tiled_decode_chunks(
     vae: nn.Module,
@@ -354,21 +376,14 @@ def tiled_decode_chunks(
     """
     if latents.ndim != 5:
         raise ValueError(f"tiled_decode expects latents [B, C, f, h, w], got shape {list(latents.shape)}")
-    if chunk_frames < 1:
-        raise ValueError(f"chunk_frames={chunk_frames} must be at least 1")
     cfg: VAEConfig = vae.config
     decoder = vae.decoder
     split = default_split_block(cfg) if split_block is None else split_block
-    t_scale, s_scale = split_scales(cfg, split)
-    rt, rs = suffix_receptive_field(cfg, split)
-    ctx_t = rt if context_frames is None else context_frames
-    ctx_s = rs if context_hw is None else context_hw
     b, _, f, h, w = latents.shape
-    fs, hs, ws = _split_dims(cfg, (f, h, w), split)
-    tile_h, tile_w = (tile_hw, tile_hw) if isinstance(tile_hw, int) else tile_hw
-    t_windows = plan_axis(fs, chunk_frames, overlap_frames, ctx_t, t_scale, True)
-    y_windows = plan_axis(hs, tile_h, overlap_hw, ctx_s, s_scale, False)
-    x_windows = plan_axis(ws, tile_w, overlap_hw, ctx_s, s_scale, False)
+    t_windows, y_windows, x_windows = plan_windows(
+        cfg, (f, h, w), split_block=split, tile_hw=tile_hw, overlap_hw=overlap_hw, context_hw=context_hw,
+        chunk_frames=chunk_frames, overlap_frames=overlap_frames, context_frames=context_frames)
+    _, hs, ws = _split_dims(cfg, (f, h, w), split)
 
     z = vae.unnormalize(latents.to(compute_dtype(decoder.conv_in.conv)))
     dev = torch.device(out_device) if out_device is not None else latents.device
@@ -439,6 +454,6 @@ def tiled_decode_chunks(
 
 __all__ = [
     "CHUNK_FRAMES", "TILE_HW", "AxisWindow", "CroppedNoise", "DecoderOp", "TileMode", "decoder_ops",
-    "decoder_receptive_field", "decoder_scales", "default_split_block", "plan_axis", "split_scales",
+    "decoder_receptive_field", "decoder_scales", "default_split_block", "plan_axis", "plan_windows", "split_scales",
     "suffix_receptive_field", "tiled_decode", "tiled_decode_chunks",
 ]

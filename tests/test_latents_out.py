@@ -139,3 +139,55 @@ def test_vae_decode_of_encoded_latents_is_unchanged(cli_env: Path) -> None:
     vae = autoencode.VideoAutoencoder(ltxcli.load_pipeline("tiny").vae, "tiny", 0.05)
     media.write_video(cli_env / "ref.mp4", vae.decode(latents, None, 0), 24)
     assert torch.equal(media.load_media(cli_env / "d.mp4"), media.load_media(cli_env / "ref.mp4"))
+
+
+def _with_decode_field(src: Path, dst: Path, field: str, value: object) -> None:
+    """A copy of latents file ``src`` whose recorded decode setting ``field`` was changed by hand to ``value``."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), framework="pt") as f:
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    meta["decode"] = json.dumps({**json.loads(meta["decode"]), field: value})
+    save_file(tensors, str(dst), metadata=meta)
+
+
+def test_a_hand_edited_decode_record_is_one_line_naming_the_file_and_the_field(
+        cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``plan`` edited into one the decoder cannot run was exit 2 with tiled_decode's own words ("tile=0 must be
+    >= 1 ..."), naming neither the file nor the field; a negative timestep, a seed past 2**63 or more frames than the
+    latents hold decoded anyway or failed as obscurely. Each is now exit 6 (a latents file unreadable) in one line
+    with the file, the field and its value."""
+    from ltxcli import pipeline
+
+    monkeypatch.setattr(pipeline.decode_memory, "plan_decode", lambda *a, **k: {"split_block": 0, "tile_hw": 2})
+    res = ltxcli.load_pipeline("tiny").generate("a cat", seed=5, height=64, width=96, num_frames=9)
+    autoencode.save_generation_latents("g.safetensors", res, vae=ltxcli.load_pipeline("tiny").vae, model="tiny",
+                                       source="g.mp4")
+    vae = autoencode.VideoAutoencoder(ltxcli.load_pipeline("tiny").vae, "tiny", 0.05)
+    for field, value, says in (
+            ("plan", {"split_block": 0, "tile_hw": 0}, "tile=0 must be >= 1"),
+            ("plan", {"split_block": 99}, "split_block=99 must be in"),
+            ("plan", {"chunk_frames": 0}, "chunk_frames=0 must be at least 1"),
+            ("plan", {"tile_hw": 2, "overlap_hw": 2}, "overlap=2 must be smaller"),
+            ("plan", {"context_hw": -1}, "context=-1 must be >= 0"),
+            ("plan", {"tile_hw": [2, 2, 2]}, "tile_hw is one size or (height, width)"),
+            ("timestep", -1, "timestep=-1 must be a finite number >= 0"),
+            ("timestep", float("nan"), "timestep=NaN must be a finite number"),
+            ("seed", 2**70, "seed=1180591620717411303424 must be in [0, 2**63 - 1]"),
+            ("tone_map_compression_ratio", 5, "tone_map_compression_ratio=5 must be in [0, 1]"),
+            ("num_frames", 1000, "num_frames=1000 must be in [1, 9]"),  # decoded to the 9 there are, exit 0
+            ("padded", [10000, 96], "padded=[10000, 96] must be [64, 96]"),
+            ("padded", [64, 96, 3], "padded=[64, 96, 3] must be [64, 96]")):
+        _with_decode_field(cli_env / "g.safetensors", cli_env / "bad.safetensors", field, value)
+        latents, meta = autoencode.read_latents("bad.safetensors")
+        with pytest.raises(media.MediaError) as e:
+            autoencode.decode_file(vae, latents, meta, "bad.safetensors")
+        assert str(e.value).startswith("bad.safetensors: its 'decode' record") and says in str(e.value), field
+        assert field in str(e.value), str(e.value)
+    _with_decode_field(cli_env / "g.safetensors", cli_env / "bad.safetensors", "plan", {"tile_hw": 0})
+    line = assert_one_error_line(ltx("vae", "decode", "bad.safetensors", "-o", "bad.mp4"), 6)
+    assert "bad.safetensors: its 'decode' record's plan" in line and "tile=0 must be >= 1" in line, line
+    assert not (cli_env / "bad.mp4").exists()
