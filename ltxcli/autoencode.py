@@ -399,6 +399,16 @@ def save_generation_latents(path: PathLike, result: GenerationResult, *, vae: nn
     return save_latents(path, result.latents, meta, overwrite=overwrite, statistics=vae_statistics(vae))
 
 
+def latents_source(path: PathLike) -> str | None:
+    """The ``source`` a latents file records (the video a generation's latents belong to), None when ``path`` is
+    not a readable latents file."""
+    try:
+        with safe_open(os.fspath(user_path(path)), framework="pt") as f:
+            return (f.metadata() or {}).get("source")
+    except Exception:  # anything that is not a safetensors file: no source
+        return None
+
+
 def read_latents(path: PathLike) -> tuple[Tensor, dict[str, str]]:
     """A latents file written by :func:`save_latents` -> (float32 ``[1, C, f, h, w]``, metadata).
 

@@ -44,6 +44,8 @@ class BatchItem(GenerationRequest):
     #: its --batch line sets its size or length, which the command's options (defaults) do not override: memory
     #: advice names the line's keys (:func:`ltxcli.timeline.size_option`)
     own_size: bool = False
+    latents_out: str | None = None  # its final latents too: a .safetensors file or pattern, this item's only
+    latents_target: Path | None = None  # where they go (ltxcli.job.plan_latents), None: nowhere
 
     @property
     def duration_rate(self) -> float | None:
@@ -74,9 +76,9 @@ class BatchItem(GenerationRequest):
 _ITEM_INT = ("seed", "steps", "height", "width", "num_frames", "window", "overlap")
 _ITEM_FLOAT = ("frame_rate", "guidance_scale", "stg_scale", "overlap_strength", "adain", "denoise_strength")
 _ITEM_STR = ("prompt", "negative_prompt", "output", "image", "cache", "duration", "prompt_schedule", "video",
-             "enhance_prompt", "stg_mode")
+             "enhance_prompt", "stg_mode", "latents_out")
 _ITEM_BOOL = ("temporal_upscale", "resume")
-_ITEM_PATHS = ("output", "image", "video", "prompt_schedule")  # "" would name the current folder
+_ITEM_PATHS = ("output", "image", "video", "prompt_schedule", "latents_out")  # "" would name the current folder
 ITEM_KEYS = (*_ITEM_STR, *_ITEM_INT, *_ITEM_FLOAT, *_ITEM_BOOL, "conditions", "loras", "control",
              "control_from", "extend")
 

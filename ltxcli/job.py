@@ -77,7 +77,7 @@ class JobSettings:
     encoder_preset: str | None = None
     enhancer_model: str | None = None
     caption_model: str | None = None
-    latents_out: str | None = None  # also write the final latents here (one generation: check_latents_out)
+    latents_out: str | None = None  # also write the final latents here: a file or pattern (plan_latents)
 
     @property
     def keep_checkpoint_dtype(self) -> bool | None:
@@ -236,8 +236,8 @@ def _plan_job(
         compute=resume.compute_record(s.dtype, s.weights_dtype, dtype))
     for it in [] if frames else items:  # an unknown suffix, a bad crf/preset, no VP9 encoder: refused now
         media.video_format(it.target, media.DEFAULT_CRF if s.crf is None else s.crf, s.encoder_preset)
-    if s.latents_out is not None:
-        check_latents_out(s, items, batch=batch, spec=spec)
+    plan_latents(s, items, spec=spec, model=naming.model_field(spec.name, is_path=spec.kind in ("file", "folder")),
+                 warn=warn)
     mine = shard_items(items, ctx.rank, world) if batch and world > 1 else items
     anything = any(not it.skip for it in items)
     if world > 1:
@@ -252,33 +252,59 @@ def _plan_job(
     return job
 
 
-def check_latents_out(settings: JobSettings, items: list[runner.BatchItem], *, batch: bool, spec: ModelSpec) -> None:
-    """``latents_out`` (``--latents-out``), before any work: one generation's latents, so refused (ValueError) with a
-    batch, an extension (its video keeps the input's own frames) and a video made in several windows (each
-    decoded on its own: no one latents file decodes to it); a path that is the video's, has another suffix than
-    .safetensors or exists (without ``overwrite``): ValueError; a folder or a place it cannot be made:
-    :class:`~ltxcli.runner.OutputError`. Nothing is checked for an item that is skipped (its video exists)."""
+def plan_latents(settings: JobSettings, items: list[runner.BatchItem], *, spec: ModelSpec, model: str = "",
+                 warn: Callable[[str], None] = lambda message: None) -> None:
+    """Set each item's ``latents_target`` (its own ``latents_out``, else ``--latents-out``: a ``.safetensors`` file,
+    or a pattern of the ``-o`` fields, :func:`ltxcli.naming.latents_path`), after the outputs are planned, before any
+    work. Refused (ValueError): an extension (its video keeps the input's own frames) and a video made in several
+    windows (each decoded on its own: no one latents file decodes to it); a file shared by several items, a path
+    that is a video's or another item's latents, another suffix than .safetensors, an existing file (without
+    ``overwrite``, as a video); a folder or a place it cannot be made: :class:`~ltxcli.runner.OutputError`. A
+    skipped item (its video exists) writes none: nothing is checked for it (``warn``: when its latents are missing)."""
     from pathlib import Path
 
-    from .autoencode import check_target
+    from .autoencode import check_target, latents_source
 
-    if batch:
-        raise ValueError("--latents-out saves the latents of one video: not with --batch")
-    (it,) = items
-    if it.extend is not None:
-        raise ValueError("--latents-out: not with an extension (its video keeps the input's frames, which no latents "
-                         "hold)")
-    p = long_video.plan(it, spec.preset, float(spec.max_positions[0]))
-    if p is not None and len(p.windows) > 1:
-        raise ValueError(f"--latents-out: not with a video made in {len(p.windows)} windows (each window is decoded "
-                         "on its own, so no one latents file decodes to the video)")
-    target = Path(settings.latents_out or "")
-    assert it.target is not None
-    if Path(os.path.realpath(target)) == Path(os.path.realpath(it.target)):
-        raise ValueError(f"--latents-out {target} is the video's own path: give the latents their own .safetensors "
-                         "file")
-    if not it.skip:
-        check_target(target, overwrite=settings.overwrite, suffix=".safetensors", option="--latents-out")
+    shared = sum(it.latents_out is None for it in items) > 1 and settings.latents_out is not None
+    videos = {Path(os.path.realpath(it.target)): it.index for it in items if it.target is not None}
+    seen: dict[Path, int] = {}
+    for it in items:
+        value = it.latents_out if it.latents_out is not None else settings.latents_out
+        if value is None:
+            continue
+        where = "--latents-out" if it.latents_out is None else f"item {it.index}'s latents_out"
+        if it.extend is not None:
+            raise ValueError(f"{where}: not with an extension (its video keeps the input's frames, which no latents "
+                             "hold)")
+        p = long_video.plan(it, spec.preset, float(spec.max_positions[0]))
+        if p is not None and len(p.windows) > 1:
+            raise ValueError(f"{where}: not with a video made in {len(p.windows)} windows (each window is decoded "
+                             "on its own, so no one latents file decodes to the video)")
+        assert it.seed is not None and it.width is not None and it.height is not None and it.target is not None
+        assert it.num_frames is not None and it.frame_rate is not None
+        fields = naming.fields(index=it.index, seed=it.seed, prompt=it.prompt, width=it.width, height=it.height,
+                               num_frames=it.num_frames, frame_rate=it.frame_rate, model=model)
+        target = naming.latents_path(value, fields, option=where, many=shared and it.latents_out is None)
+        key = Path(os.path.realpath(target))
+        if key in videos:
+            whose = "the video's own path" if videos[key] == it.index else f"item {videos[key]}'s video"
+            raise ValueError(f"{where} {target} is {whose}: give the latents their own .safetensors file")
+        if key in seen:
+            raise ValueError(f"items {seen[key]} and {it.index} would both write their latents to {target}: use a "
+                             "pattern with {index} or {seed}")
+        seen[key] = it.index
+        it.latents_target = target
+        # --skip-existing regenerates an item whose video is missing: latents it wrote before (their record names
+        # this video) are replaced with it, as an interrupted run's; another file is kept, and the run refused
+        own = settings.skip_existing and not it.skip and latents_source(target) == str(it.target)
+        if settings.skip_existing and not it.skip and not own and (target.exists() or target.is_symlink()):
+            raise ValueError(f"{where}: {target} already exists and holds no latents of {it.target}: delete it or "
+                             "name another file")
+        if not it.skip:
+            check_target(target, overwrite=settings.overwrite or own, suffix=".safetensors", option=where)
+        elif not (target.exists() or target.is_symlink()):
+            warn(f"{it.target} exists, its latents {target} do not: skipped, so none are written (--overwrite "
+                 "makes both again)")
 
 
 def memory_plan(
@@ -370,13 +396,15 @@ def results(
             pipe, job.mine, frames=job.frames, overwrite=s.overwrite, skip_existing=s.skip_existing,
             claim=job.batch and s.skip_existing, model=job.spec.label, write=job.main or job.batch, load_s=load_s,
             progress=progress, stream=True, crf=s.crf, preset=s.encoder_preset, inputs=job.inputs):
-        if s.latents_out is not None and r.status == "ok" and job.main and r.result is not None:
+        to = r.item.latents_target
+        # a batch's items are each written by the rank that made them, a video split across ranks by rank 0
+        if to is not None and r.status == "ok" and (job.main or job.batch) and r.result is not None:
             from .autoencode import save_generation_latents
 
-            r.latents_path = save_generation_latents(s.latents_out, r.result, vae=pipe.vae, model=r.record["model"],
-                                                     source=r.path, overwrite=s.overwrite)
+            r.latents_path = save_generation_latents(to, r.result, vae=pipe.vae, model=r.record["model"],
+                                                     source=r.path, overwrite=s.overwrite or s.skip_existing)
         gather = r.status != "skipped" and job.ctx is not None and not job.batch
         yield r, rank_stats(job.ctx, r.timings, transformer=pipe.transformer) if gather else None
 
 
-__all__ = ["Job", "JobSettings", "check_kernels", "check_latents_out", "load", "memory_plan", "plan_job", "results"]
+__all__ = ["Job", "JobSettings", "check_kernels", "load", "memory_plan", "plan_job", "results"]

@@ -154,6 +154,26 @@ def output_glob(value: str | None, fields: dict[str, Any], *, batch: bool, frame
     return str(Path(user_path("".join(parts))))
 
 
+LATENTS_SUFFIX = ".safetensors"
+
+
+def latents_path(value: str, fields: dict[str, Any], *, option: str = "--latents-out", many: bool = False) -> Path:
+    """Where one item's latents go (``--latents-out``, a batch line's ``latents_out``): a ``.safetensors`` file, or
+    a pattern of the ``-o`` fields ending in it; ``many``: more than one item shares ``value`` (a file is then a
+    ValueError: they would all write it). ``option``: how messages name where ``value`` came from."""
+    if not value.strip():
+        raise ValueError(f"{option} {value!r} is empty: give a .safetensors file name or pattern")
+    if is_pattern(value):
+        check_pattern(value)
+        if not value.lower().endswith(LATENTS_SUFFIX):
+            raise ValueError(f"{option} pattern {value!r} must end in {LATENTS_SUFFIX}")
+        return Path(user_path(value.format(**fields)))
+    if many:
+        raise ValueError(f"--latents-out {value} names one file but this is a batch: give a pattern such as "
+                         "lat/{index:03d}-{seed}.safetensors, or each line its own latents_out")
+    return Path(user_path(value))
+
+
 def fps_number(fps: float) -> int | float:
     """A frame rate as names, records and JSON show it: 24.0 -> 24, 23.976 stays."""
     return int(fps) if float(fps).is_integer() else fps

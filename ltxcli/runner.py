@@ -185,6 +185,7 @@ def build_items(
             num_frames=num_frames, frame_rate=None if frame_rate is None else float(frame_rate),
             negative_prompt=pick("negative_prompt"), steps=pick("steps"), guidance_scale=pick("guidance_scale"),
             stg_scale=pick("stg_scale"), stg_mode=pick("stg_mode"), conditions=conds, output=row.get("output"), cache=pick("cache"),
+            latents_out=row.get("latents_out"),
             loras=pick("loras"), enhance_prompt=pick("enhance_prompt") or "auto", **long,
             enhanced_prompt=row.get("enhanced_prompt"),  # a redo's (ltxcli.redo): not a batch file's key
             **{k: row[k] for k in SAMPLER_KEYS if k != "stg_mode" and row.get(k) is not None},  # a redo's too

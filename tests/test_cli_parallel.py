@@ -94,14 +94,18 @@ def test_gpus_2_on_cpu_shares_the_random_seed(tmp_path: Path, tiny: Any) -> None
 
 def test_gpus_2_batch_skip_existing_writes_each_item_once(tmp_path: Path) -> None:
     """A --batch is shared out round robin; every rank prints its own lines (they interleave on stdout); an
-    existing output is skipped and kept; each item is written exactly once and no claim file is left."""
+    existing output is skipped and kept; each item is written exactly once and no claim file is left. Each rank
+    writes the latents of its own items too (``--latents-out`` pattern; only rank 0 wrote any before)."""
     (tmp_path / "prompts.txt").write_text("a cat\na dog\na bird\na fish\na red car\n")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "2.mp4").write_bytes(b"keep me")
     r = _run(["-m", "ltxcli", "generate", "--batch", "prompts.txt", "--model", "tiny", "--gpus", "2", "--device", "cpu", "--seed", "4",
-              "-o", "out/{index}.mp4", "--skip-existing", "--json", *SMALL], tmp_path)
+              "-o", "out/{index}.mp4", "--skip-existing", "--json", "--latents-out", "lat/{index}.safetensors", *SMALL],
+             tmp_path)
     assert r.returncode == 0, r.stderr
     objs = json_lines(r.stdout)
+    assert sorted(p.name for p in (tmp_path / "lat").iterdir()) == [f"{i}.safetensors" for i in (0, 1, 3, 4)]
+    assert all(o.get("latents_path") == f"lat/{o['index']}.safetensors" for o in objs if o["status"] == "ok")
     assert sorted(o["index"] for o in objs) == [0, 1, 2, 3, 4]
     by_index = {o["index"]: o for o in objs}
     assert by_index[2]["status"] == "skipped" and (tmp_path / "out" / "2.mp4").read_bytes() == b"keep me"

@@ -120,8 +120,6 @@ def test_latents_out_mistakes_are_one_line_before_any_work(cli_env: Path) -> Non
     ):
         line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", *args), code)
         assert says in line, line
-    line = assert_one_error_line(ltx("generate", "--batch", "p.txt", "--model", "tiny", "--latents-out", "b.safetensors"), 2)
-    assert "not with --batch" in line, line
     line = assert_one_error_line(ltx("extend", "clip.mp4", "on", "--frames", "8", "--model", "tiny",
                                      "--latents-out", "e.safetensors"), 2)
     assert "not with an extension" in line, line
@@ -191,3 +189,59 @@ def test_a_hand_edited_decode_record_is_one_line_naming_the_file_and_the_field(
     line = assert_one_error_line(ltx("vae", "decode", "bad.safetensors", "-o", "bad.mp4"), 6)
     assert "bad.safetensors: its 'decode' record's plan" in line and "tile=0 must be >= 1" in line, line
     assert not (cli_env / "bad.mp4").exists()
+
+
+SMALL = ["--model", "tiny", "--height", "64", "--width", "64", "--num-frames", "9", "--seed", "3"]
+
+
+def test_batch_latents_out_is_a_pattern_or_a_lines_own_and_each_decodes_to_its_video(cli_env: Path) -> None:
+    """``--latents-out`` was refused with ``--batch``; it now takes a pattern of the ``-o`` fields (every item its own
+    file) and a line may name its own ``latents_out``, each decoding to its own video's frames."""
+    (cli_env / "p.txt").write_text('a cat\n{"prompt": "a dog", "latents_out": "dog.safetensors"}\n')
+    r = ltx("generate", "--batch", "p.txt", *SMALL, "-o", "out/{index}.mp4", "--latents-out",
+            "lat/{index}-{seed}.safetensors", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert [o["latents_path"] for o in json_lines(r.stdout)] == ["lat/0-3.safetensors", "dog.safetensors"]
+    for lat, video in (("lat/0-3.safetensors", "out/0.mp4"), ("dog.safetensors", "out/1.mp4")):
+        assert autoencode.read_latents(lat)[1]["source"] == video
+        assert ltx("vae", "decode", lat, "-o", "d.mp4", "--overwrite").exit_code == 0
+        assert torch.equal(media.load_media(cli_env / "d.mp4"), media.load_media(cli_env / video))
+
+
+def test_batch_latents_out_follows_the_videos_existing_output_rules(cli_env: Path) -> None:
+    """Refused before any work as two videos of one batch would be: one file for several items, two items on one
+    file, an item's latents on a video, an existing file without --overwrite. --skip-existing: a skipped item writes
+    none (a warning when its latents are missing); one regenerated replaces the latents it wrote before (their
+    record names its video), never another file."""
+    (cli_env / "p.txt").write_text("a cat\na dog\n")
+    batch = ["generate", "--batch", "p.txt", *SMALL, "-o", "out/{index}.mp4"]
+    for args, says in (
+            (["--latents-out", "one.safetensors"], "names one file but this is a batch"),
+            (["--latents-out", "lat/{width}.safetensors"], "items 0 and 1 would both write their latents"),
+            (["--latents-out", "lat/{index}.mp4"], "must end in .safetensors")):
+        line = assert_one_error_line(ltx(*batch, *args), 2)
+        assert says in line, line
+    (cli_env / "q.txt").write_text('a cat\n{"prompt": "a dog", "latents_out": "out/0.mp4"}\n')
+    line = assert_one_error_line(ltx("generate", "--batch", "q.txt", *SMALL, "-o", "out/{index}.mp4"), 2)
+    assert "item 1's latents_out out/0.mp4 is item 0's video" in line, line
+    assert not (cli_env / "out").exists()
+
+    pattern = ["--latents-out", "lat/{index}.safetensors"]
+    assert ltx(*batch, *pattern).exit_code == 0
+    line = assert_one_error_line(ltx(*batch, "-o", "again/{index}.mp4", *pattern), 2)
+    assert "lat/0.safetensors already exists: pass --overwrite" in line, line
+    (cli_env / "lat/0.safetensors").unlink()
+    (cli_env / "out/1.mp4").unlink()
+    before = (cli_env / "lat/1.safetensors").stat().st_mtime_ns
+    r = ltx(*batch, *pattern, "--skip-existing", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert [o["status"] for o in json_lines(r.stdout)] == ["skipped", "ok"]
+    assert "out/0.mp4 exists, its latents lat/0.safetensors do not" in r.stderr
+    assert not (cli_env / "lat/0.safetensors").exists()
+    assert (cli_env / "lat/1.safetensors").stat().st_mtime_ns != before  # its own: replaced with its video
+    (cli_env / "lat/1.safetensors").rename(cli_env / "lat/0.safetensors")  # (no warning about item 0 now)
+    (cli_env / "out/1.mp4").unlink()
+    (cli_env / "lat/1.safetensors").write_bytes(b"not latents")
+    line = assert_one_error_line(ltx(*batch, *pattern, "--skip-existing"), 2)
+    assert "--latents-out: lat/1.safetensors already exists and holds no latents of out/1.mp4" in line, line
+    assert (cli_env / "lat/1.safetensors").read_bytes() == b"not latents"
