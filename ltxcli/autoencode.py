@@ -29,6 +29,7 @@ from . import __version__, media, sampling, tiny, weights
 from .frames import crop_video
 from .kernels import synchronize
 from .loading import CheckpointError, inspect_checkpoint, load_vae
+from .long_decode import DECODE_BLEND, TiledDecode
 from .media import MediaError
 from .metrics import FrameQuality, frame_quality
 from .models.upcast import compute_dtype
@@ -110,25 +111,41 @@ class VideoAutoencoder:
         module's own are set back after), then its crop to the video's size. ``timestep``, ``seed``: given, they
         replace the recorded ones."""
         t = (d.timestep if timestep is None else timestep) if self.module.timestep_conditioning else None
-        gen = torch.Generator("cpu").manual_seed(d.seed if seed is None else seed)
-        # the latents in the generation's layout (channels-last in practice): its decode noise was drawn in it
-        z = torch.empty_strided(latents.shape, d.stride, dtype=latents.dtype).copy_(latents)
+        base = d.seed if seed is None else seed
+        crop = dict(num_frames=d.num_frames, padded=d.padded, padding=d.padding, resize=d.resize)
         own = self.module.conv_algorithm
         try:
             if d.vae_conv is not None:  # Winograd and direct convolutions round differently
                 self.module.set_conv_algorithm(d.vae_conv)
-            with torch.inference_mode():
-                z = z.to(self.device)
-                if t is not None:  # as the pipeline: noise only for a timestep-conditioned decoder
-                    z = sampling.decode_noise(z, d.noise_scale, gen)
-                z = sampling.tone_map(z, d.tone_map_compression_ratio)
-                # the generation's windows (its tiling, or a CPU's streamed head): they round unlike a whole decode
-                pixels = (self.module.decode(z, timestep=t, generator=gen) if d.plan is None else
-                          tiled_decode(self.module, z, timestep=t, generator=gen, out_device="cpu", **d.plan))
-                return crop_video(pixels, num_frames=d.num_frames, padded=d.padded, padding=d.padding,
-                                  resize=d.resize).cpu()
+            if d.tiles is None:
+                # the latents in the generation's layout (channels-last in practice): its decode noise was drawn in it
+                z = torch.empty_strided(latents.shape, d.stride, dtype=latents.dtype).copy_(latents)
+                pixels = self._decode_noised(z, d, t, base, d.plan)
+                with torch.inference_mode():  # (crop_video scales the inference tensor in place)
+                    return crop_video(pixels, **crop).cpu()
+            # a long video's fused latents, decoded in temporal tiles as its windows settled (ltxcli.long_video):
+            # each tile channels-last (its noise layout there), its noise seeded by the seed plus its first frame
+            plans = iter(d.tiles["plans"])
+            tiles = TiledDecode(lambda z, start: self._decode_noised(z.contiguous(
+                memory_format=torch.channels_last_3d), d, t, base + start, next(plans)),
+                lambda pixels, start: crop_video(pixels, **crop, start=start), d.tiles["length"])
+            return torch.cat(list(tiles.ready(latents, latents.shape[2], final=True)))
         finally:
             self.module.set_conv_algorithm(own)
+
+    def _decode_noised(self, z: Tensor, d: DecodeSettings, t: float | None, seed: int,
+                       plan: dict[str, Any] | None) -> Tensor:
+        """Latents ``[1, C, f, h, w]`` -> the decoder's output ``[1, 3, F, H, W]`` in [-1, 1] as the pipeline's
+        decode stage makes it: decode noise from ``seed`` (timestep-conditioned decoders only), ``d``'s tone
+        mapping, then one decode or the windows of ``plan`` (they round unlike a whole decode)."""
+        gen = torch.Generator("cpu").manual_seed(seed)
+        with torch.inference_mode():
+            z = z.to(self.device)
+            if t is not None:  # as the pipeline: noise only for a timestep-conditioned decoder
+                z = sampling.decode_noise(z, d.noise_scale, gen)
+            z = sampling.tone_map(z, d.tone_map_compression_ratio)
+            return (self.module.decode(z, timestep=t, generator=gen) if plan is None else
+                    tiled_decode(self.module, z, timestep=t, generator=gen, out_device="cpu", **plan))
 
 
 def vae_statistics(vae: nn.Module) -> Tensor:
@@ -147,7 +164,10 @@ class DecodeSettings:
     decode (:class:`~ltxcli.models.winograd.ConvAlgorithm`'s value, as resolved at load: a CPU's measured choice
     for ``--vae-conv auto`` included); None: not recorded (files written before it), the decoding VAE's own.
     ``plan``: the windows the decode ran in (:func:`~ltxcli.vae_tiling.tiled_decode`'s keyword arguments: a tiled
-    decode's, or on the CPU the streamed head's); None: one whole ``vae.decode`` (or not recorded)."""
+    decode's, or on the CPU the streamed head's); None: one whole ``vae.decode`` (or not recorded). ``tiles``: a
+    long video's decode of its fused latents in temporal tiles (:class:`~ltxcli.long_decode.TiledDecode`:
+    ``{"length", "plans"}``, each tile's ``plan``; its noise seeded by ``seed`` plus its first latent frame, in the
+    channels-last layout); None: one decode as above."""
 
     timestep: float
     noise_scale: float
@@ -160,16 +180,20 @@ class DecodeSettings:
     resize: bool
     vae_conv: str | None = None
     plan: dict[str, Any] | None = None
+    tiles: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, result: GenerationResult) -> DecodeSettings:
-        """The decode of ``result`` (a single generation's: :meth:`ltxcli.pipeline.Pipeline.run`)."""
-        s = result.settings
+        """The decode of ``result``: a single generation's (:meth:`ltxcli.pipeline.Pipeline.run`), or a long video's
+        in temporal tiles (:mod:`ltxcli.long_video`: ``tiles``, the seed its tiles' noise counts from)."""
+        s, tiles = result.settings, result.decode_tiles
         ph, pw, _ = padded_size(s["height"], s["width"], s["num_frames"])
-        return cls(float(s["decode_timestep"]), float(s["decode_noise_scale"]), int(result.seed),
+        return cls(float(s["decode_timestep"]), float(s["decode_noise_scale"]),
+                   int(result.seed if tiles is None else tiles["seed"]),
                    float(s["passes"][-1]["tone_map_compression_ratio"]), tuple(result.latents.stride()),
                    int(s["num_frames"]), (ph, pw), (*split_pad(pw - s["width"]), *split_pad(ph - s["height"])),
-                   bool(s["multi_scale"]), str(s["vae_conv"]), result.decode_plan)
+                   bool(s["multi_scale"]), str(s["vae_conv"]), result.decode_plan,
+                   None if tiles is None else {"length": int(tiles["length"]), "plans": list(tiles["plans"])})
 
     def to_json(self) -> str:
         return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()})
@@ -187,7 +211,7 @@ class DecodeSettings:
                     float(v["tone_map_compression_ratio"]), tuple(int(x) for x in v["stride"]), int(v["num_frames"]),
                     (int(v["padded"][0]), int(v["padded"][1])), tuple(int(x) for x in v["padding"]),  # type: ignore[arg-type]
                     bool(v["resize"]), None if v.get("vae_conv") is None else str(parse_conv_algorithm(v["vae_conv"])),
-                    _plan(v.get("plan")))
+                    _plan(v.get("plan")), _tiles(v.get("tiles")))
         except (ValueError, TypeError, KeyError, IndexError) as e:
             raise MediaError(f"{path}: its '{DECODE_KEY}' record is not readable ({type(e).__name__}: {e})") from None
         if (misfit := d._misfit(shape, v)) is not None:
@@ -219,6 +243,16 @@ class DecodeSettings:
         return None
 
 
+def _tiles(value: Any) -> dict[str, Any] | None:
+    """A recorded temporal tiling (``{"length": n, "plans": [plan or null per tile]}``); anything else is a
+    ValueError. Whether its tiles fit the latents is :func:`check_plan`'s."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"length", "plans"} or not isinstance(value["plans"], list):
+        raise ValueError(f"tiles {value!r} is not a temporal tiling ({{\"length\": n, \"plans\": [...]}})")
+    return {"length": int(value["length"]), "plans": [_plan(p) for p in value["plans"]]}
+
+
 def _plan(value: Any) -> dict[str, Any] | None:
     """A recorded decode plan (JSON: tuples as lists) as :func:`~ltxcli.vae_tiling.tiled_decode` takes it; a key
     it does not take, or a value that is not an integer (a pair of them for ``tile_hw``), is a ValueError. Whether
@@ -239,13 +273,24 @@ def check_plan(vae: VideoAutoencoder, latents: Tensor, d: DecodeSettings, path: 
     """A recorded decode ``plan`` that ``vae``'s decoder cannot run on ``latents`` (a split block it does not have,
     a tile under 1, an overlap as large as its tile, a negative context: a hand-edited file) is a
     :class:`~ltxcli.media.MediaError` naming the file and the field, before any decoding."""
-    if d.plan is None:
-        return
-    try:
-        plan_windows(vae.module.config, latents.shape[2:], **d.plan)
-    except ValueError as e:
-        raise MediaError(f"{path}: its '{DECODE_KEY}' record's plan {json.dumps(d.plan)} cannot be decoded ({e})"
-                         ) from None
+    f, h, w = latents.shape[2:]
+    if d.tiles is None:
+        plans, spans = [d.plan], [f]
+    else:  # TiledDecode's tiles: length + 1 latent frames, length - DECODE_BLEND apart (the last one shorter)
+        n, plans = d.tiles["length"], d.tiles["plans"]
+        spans = [min(n + 1, f - a) for a in range(0, f, max(n - DECODE_BLEND, 1))] if n >= 1 else []
+        if len(plans) != len(spans):
+            raise MediaError(f"{path}: its '{DECODE_KEY}' record's tiles {json.dumps(d.tiles)} do not fit latents "
+                             f"{list(latents.shape)}: length must be at least 1 and plans hold {len(spans) or 'one'} "
+                             "per tile")
+    for i, (plan, frames) in enumerate(zip(plans, spans, strict=True)):
+        try:
+            if plan is not None:
+                plan_windows(vae.module.config, (frames, h, w), **plan)
+        except ValueError as e:
+            field = "plan" if d.tiles is None else f"tiles' plan {i}"
+            raise MediaError(f"{path}: its '{DECODE_KEY}' record's {field} {json.dumps(plan)} cannot be decoded "
+                             f"({e})") from None
 
 
 PLAN_KEYS = frozenset({"split_block", "tile_hw", "overlap_hw", "context_hw", "chunk_frames", "overlap_frames",

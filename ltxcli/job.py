@@ -256,8 +256,7 @@ def plan_latents(settings: JobSettings, items: list[runner.BatchItem], *, spec: 
                  warn: Callable[[str], None] = lambda message: None) -> None:
     """Set each item's ``latents_target`` (its own ``latents_out``, else ``--latents-out``: a ``.safetensors`` file,
     or a pattern of the ``-o`` fields, :func:`ltxcli.naming.latents_path`), after the outputs are planned, before any
-    work. Refused (ValueError): an extension (its video keeps the input's own frames) and a video made in several
-    windows (each decoded on its own: no one latents file decodes to it); a file shared by several items, a path
+    work. Refused (ValueError): an extension (its video keeps the input's own frames); a file shared by several items, a path
     that is a video's or another item's latents, another suffix than .safetensors, an existing file (without
     ``overwrite``, as a video); a folder or a place it cannot be made: :class:`~ltxcli.runner.OutputError`. A
     skipped item (its video exists) writes none: nothing is checked for it (``warn``: when its latents are missing)."""
@@ -276,10 +275,6 @@ def plan_latents(settings: JobSettings, items: list[runner.BatchItem], *, spec: 
         if it.extend is not None:
             raise ValueError(f"{where}: not with an extension (its video keeps the input's frames, which no latents "
                              "hold)")
-        p = long_video.plan(it, spec.preset, float(spec.max_positions[0]))
-        if p is not None and len(p.windows) > 1:
-            raise ValueError(f"{where}: not with a video made in {len(p.windows)} windows (each window is decoded "
-                             "on its own, so no one latents file decodes to the video)")
         assert it.seed is not None and it.width is not None and it.height is not None and it.target is not None
         assert it.num_frames is not None and it.frame_rate is not None
         fields = naming.fields(index=it.index, seed=it.seed, prompt=it.prompt, width=it.width, height=it.height,

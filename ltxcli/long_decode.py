@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from .request import ResolvedRequest
 
 #: Latent frames two consecutive decode tiles share (their pixels are blended).
 DECODE_BLEND = 2
@@ -20,10 +19,13 @@ class TiledDecode:
     """diffusers' temporal tiled decode, tile by tile as the latents settle: tiles of ``length + 1`` latent frames
     start ``stride = length - DECODE_BLEND`` apart; a tile after the first drops its first pixel frame, blends its
     first ``8 * DECODE_BLEND`` frames with the previous tile's last ones (``blend_t``) and keeps ``8 * stride``
-    frames (the first tile ``8 * stride + 1``). Only the previous tile's tail is held between tiles."""
+    frames (the first tile ``8 * stride + 1``). Only the previous tile's tail is held between tiles. ``crop(pixels,
+    start)``: decoder output of pixel frames ``start ..`` -> float ``[n, H, W, 3]`` of the video (its size and
+    length: :func:`ltxcli.frames.to_video`)."""
 
-    def __init__(self, decode: Callable[[Tensor, int], Tensor], r: ResolvedRequest, length: int) -> None:
-        self.decode, self.r, self.length = decode, r, length
+    def __init__(self, decode: Callable[[Tensor, int], Tensor], crop: Callable[[Tensor, int], Tensor],
+                 length: int) -> None:
+        self.decode, self.crop, self.length = decode, crop, length
         self.stride = max(length - DECODE_BLEND, 1)
         self.next = 0  # the first latent frame of the next tile
         self.pixel = 0  # the next pixel frame to hand out
@@ -36,7 +38,6 @@ class TiledDecode:
         import torch
 
         from .conditions import trim_host_heap
-        from .frames import to_video
         from .memory.decode import STREAM_CHUNK_FRAMES
 
         total = out.shape[2]
@@ -50,7 +51,7 @@ class TiledDecode:
             self.pixel += kept.shape[2]
             for a in range(0, kept.shape[2], STREAM_CHUNK_FRAMES):
                 with torch.inference_mode():  # to_video scales the (already cut) tile in place
-                    chunk = to_video(kept[:, :, a: a + STREAM_CHUNK_FRAMES], self.r, start + a).cpu()
+                    chunk = self.crop(kept[:, :, a: a + STREAM_CHUNK_FRAMES], start + a).cpu()
                 if chunk.shape[0]:
                     yield chunk
                 del chunk

@@ -47,6 +47,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from .enhance.rules import per_window, rewrite_of
@@ -474,6 +475,7 @@ class _LongRun:
         self.window_noise = window_noise
         self.control: Tensor | None = None  # the whole video's control frames (set in pixels)
         self.timings: dict[str, float] = {"text_encoding_s": 0.0, "denoise_s": 0.0, "decode_s": 0.0}
+        self.tile_plans: list[dict[str, Any] | None] = []  # each decode tile's VAE plan (Pipeline._decoded's)
         from .step_cache import Tally
 
         pipe.cache_tally = Tally()  # the step cache counts over every window (each pass attaches a fresh cache)
@@ -504,6 +506,7 @@ class _LongRun:
 
     def pixels(self, result: GenerationResult) -> Iterator[Tensor]:
         """Float ``[n, H, W, 3]`` chunks of the whole video in order, windows denoised on the way."""
+        from .frames import to_video
         from .long_decode import TiledDecode
 
         p = self.plan
@@ -511,7 +514,10 @@ class _LongRun:
         self.control = self._control_frames()
         texts = self._encode_texts()
         # the decoded video: twice the frames and frame rate after a temporal upscale
-        tiles = TiledDecode(self.decode_tile, self.full.output(), max(p.windows[0].end - p.windows[0].start - 1, 1))
+        length, whole = max(p.windows[0].end - p.windows[0].start - 1, 1), self.full.output()
+        tiles = TiledDecode(self.decode_tile, lambda pixels, start: to_video(pixels, whole, start), length)
+        # how the fused latents are decoded, for a latents file (--latents-out): each tile's plan as it goes
+        result.decode_tiles = {"length": length, "seed": p.windows[0].seed, "plans": self.tile_plans}
         upscale = self.full.temporal_upscale
         n = len(p.windows)
         k = p.overlap_latents
@@ -648,9 +654,11 @@ class _LongRun:
         # that of whatever it was cut from (a window's channels-last output, a blend, a resume state read back),
         # so it is fixed here: the same tile gets the same noise however the run got to it.
         latents = latents.contiguous(memory_format=torch.channels_last_3d)
+        probe = SimpleNamespace(decode_plan=None)  # the tile's VAE plan, which a latents file records
         with torch.inference_mode():
             (pixels,) = pipe._decoded(latents.to(pipe.device), r.decode_timestep, r.decode_noise_scale,
-                                      r.passes[-1].tone_map_compression_ratio, gen, chunks=False)
+                                      r.passes[-1].tone_map_compression_ratio, gen, chunks=False, into=probe)
+        self.tile_plans.append(probe.decode_plan)
         self.timings["decode_s"] += pipe._elapsed(t0)
         return pixels
 

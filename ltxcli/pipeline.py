@@ -230,7 +230,7 @@ class Pipeline:
 
     def _decoded(
         self, latents: Tensor, timestep: float, noise_scale: float, tone_map: float, gen: torch.Generator, *,
-        chunks: bool, progress: Any = None, into: GenerationResult | None = None,
+        chunks: bool, progress: Any = None, into: Any = None,
     ) -> Iterator[Tensor]:
         """The decoder stage: the VAE's output ``[B, 3, n, H, W]`` in [-1, 1], whole (one tensor) or, when
         ``chunks`` and the decode is tiled in time, one time window after another (the plan is the same, so

@@ -32,6 +32,10 @@ class GenerationResult:
     # how the VAE decoded it (tiled_decode's keyword arguments; None: whole), set by the decode: a latents file
     # records it, as windows round differently from a whole decode (ltxcli.autoencode.DecodeSettings.plan)
     decode_plan: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    # a long video's decode in temporal tiles of its fused latents (ltxcli.long_decode): {"length": latent frames
+    # a tile spans less one, "seed": tile decode noise seed less its first latent frame, "plans": each tile's
+    # decode_plan}; None: one decode as above (ltxcli.autoencode.DecodeSettings.tiles)
+    decode_tiles: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def __repr__(self) -> str:
         video = "None (streamed)" if self.video is None else brief(self.video)

@@ -116,7 +116,6 @@ def test_latents_out_mistakes_are_one_line_before_any_work(cli_env: Path) -> Non
         (["-o", "v.mp4", "--latents-out", "taken.safetensors"], 2, "already exists: pass --overwrite"),
         (["-o", "v.mp4", "--latents-out", "dir.safetensors"], 1, "cannot write dir.safetensors: it is a folder"),
         (["-o", "v.mp4", "--latents-out", "p.txt/x.safetensors"], 1, "is not a folder"),
-        (["-o", "v.mp4", "--latents-out", "w.safetensors", "--window", "16", "--overlap", "8", "--num-frames", "33"], 2, "windows"),
     ):
         line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", *args), code)
         assert says in line, line
@@ -178,7 +177,10 @@ def test_a_hand_edited_decode_record_is_one_line_naming_the_file_and_the_field(
             ("tone_map_compression_ratio", 5, "tone_map_compression_ratio=5 must be in [0, 1]"),
             ("num_frames", 1000, "num_frames=1000 must be in [1, 9]"),  # decoded to the 9 there are, exit 0
             ("padded", [10000, 96], "padded=[10000, 96] must be [64, 96]"),
-            ("padded", [64, 96, 3], "padded=[64, 96, 3] must be [64, 96]")):
+            ("padded", [64, 96, 3], "padded=[64, 96, 3] must be [64, 96]"),
+            ("tiles", "x", "tiles 'x' is not a temporal tiling"),
+            ("tiles", {"length": 1, "plans": [None]}, "plans hold 2 per tile"),  # 2 latent frames: 2 tiles
+            ("tiles", {"length": 1, "plans": [None, {"tile_hw": 0}]}, "tile=0 must be >= 1")):
         _with_decode_field(cli_env / "g.safetensors", cli_env / "bad.safetensors", field, value)
         latents, meta = autoencode.read_latents("bad.safetensors")
         with pytest.raises(media.MediaError) as e:
@@ -245,3 +247,35 @@ def test_batch_latents_out_follows_the_videos_existing_output_rules(cli_env: Pat
     line = assert_one_error_line(ltx(*batch, *pattern, "--skip-existing"), 2)
     assert "--latents-out: lat/1.safetensors already exists and holds no latents of out/1.mp4" in line, line
     assert (cli_env / "lat/1.safetensors").read_bytes() == b"not latents"
+
+
+def test_long_video_latents_decode_to_its_very_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--latents-out`` was refused for a video made in several windows. Its file now holds the fused latents of
+    the whole video (the temporal upscale's, with one) and the temporal tiles they were decoded in as the windows
+    settled (each with its own decode-noise seed and VAE plan); the decode replays them, to the video's very
+    frames. An approximate VAE plan (2x2 latent windows, no context) makes any tile decoded otherwise differ."""
+    from ltxcli import long_video, pipeline
+
+    monkeypatch.setattr(pipeline.decode_memory, "plan_decode", lambda *a, **k: {"split_block": 0, "tile_hw": 2,
+                                                                                "context_hw": 0})
+    pipe = ltxcli.load_pipeline("tiny")
+    res = long_video.generate(pipe, ltxcli.GenerationRequest("a cat | a dog", seed=5, height=64, width=96,
+                                                             num_frames=41, window=32, overlap=8))
+    assert len(res.settings["long"]["windows"]) == 2 and res.latents.shape[2] == 6
+    autoencode.save_generation_latents("l.safetensors", res, vae=pipe.vae, model="tiny", source="l.mp4")
+    latents, meta = autoencode.read_latents("l.safetensors")
+    video, how = autoencode.decode_file(autoencode.VideoAutoencoder(pipe.vae, "tiny", 0.05), latents, meta,
+                                        "l.safetensors")
+    assert how is not None and how.tiles is not None and how.tiles["length"] == 3  # 4 latent frames a window
+    assert len(how.tiles["plans"]) == 6 and how.seed == 5  # a tile at each of the 6 latent frames (3 - 2 apart)
+    assert torch.equal(video, res.video)
+
+
+def test_latents_out_of_a_long_video_then_vae_decode_gives_the_videos_frames(cli_env: Path) -> None:
+    r = ltx("generate", "a cat | a dog", *SMALL, "--num-frames", "33", "--window", "16", "--overlap", "8",
+            "-o", "long.mp4", "--latents-out", "long.safetensors", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert len(json_lines(r.stdout)[0]["settings"]["long"]["windows"]) > 1  # (4: 2 latent frames, 1 apart)
+    d = ltx("vae", "decode", "long.safetensors", "-o", "d.mp4")
+    assert d.exit_code == 0, d.stderr
+    assert torch.equal(media.load_media(cli_env / "d.mp4"), media.load_media(cli_env / "long.mp4"))
