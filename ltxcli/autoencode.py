@@ -210,7 +210,7 @@ class DecodeSettings:
             d = cls(float(v["timestep"]), float(v["noise_scale"]), int(v["seed"]),
                     float(v["tone_map_compression_ratio"]), tuple(int(x) for x in v["stride"]), int(v["num_frames"]),
                     (int(v["padded"][0]), int(v["padded"][1])), tuple(int(x) for x in v["padding"]),  # type: ignore[arg-type]
-                    bool(v["resize"]), None if v.get("vae_conv") is None else str(parse_conv_algorithm(v["vae_conv"])),
+                    _flag(v["resize"], "resize"), None if v.get("vae_conv") is None else str(parse_conv_algorithm(v["vae_conv"])),
                     _plan(v.get("plan")), _tiles(v.get("tiles")))
         except (ValueError, TypeError, KeyError, IndexError) as e:
             raise MediaError(f"{path}: its '{DECODE_KEY}' record is not readable ({type(e).__name__}: {e})") from None
@@ -241,6 +241,13 @@ class DecodeSettings:
             if not ok:
                 return f"{name}={json.dumps(recorded[name])} must be {want}"
         return None
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A recorded JSON boolean (``bool("false")`` would be True: a string is a ValueError)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={json.dumps(value)} must be true or false")
+    return value
 
 
 def _tiles(value: Any) -> dict[str, Any] | None:
