@@ -122,6 +122,15 @@ def test_one_window_is_todays_generate_bit_for_bit(tiny) -> None:
     assert long_video.plan(GenerationRequest("a cat", **plain), tiny.preset, 20.0) is None  # not windowed at all
 
 
+def test_windows_at_1x1_latents_stay_finite(tiny) -> None:
+    """32x32 pixels are 1x1 latents: window 16 / overlap 8 leaves one latent frame after the dropped one, whose
+    AdaIN std was 0/0 and made the decoded video NaN ("decoded video contains NaN or Inf")."""
+    req = GenerationRequest("a cat | a dog", height=32, width=32, num_frames=33, seed=1, steps=1, window=16, overlap=8)
+    res = long_video.generate(tiny, req)
+    assert len(res.settings["long"]["windows"]) > 1
+    assert torch.isfinite(res.latents).all() and torch.isfinite(res.video).all()
+
+
 def test_a_duration_that_fits_one_window_gives_its_frames(tiny) -> None:
     """A duration within the model's range is one plain generation of that many frames (1 s at 24 fps: 25 frames,
     8k + 1), the very generation of those num_frames; it used to fall back to the preset's frame count."""

@@ -101,6 +101,19 @@ def test_adain_matches_official(factor: float) -> None:
         assert torch.allclose(got.std(dim=(2, 3, 4)), ref.std(dim=(2, 3, 4)), atol=1e-5)
 
 
+def test_adain_leaves_a_one_element_slice_unfiltered() -> None:
+    """One element per (batch, channel) on either side has no unbiased std (the official filter returns NaN there):
+    the latents come back as they were; two elements still follow the official filter."""
+    from ltx_video.pipelines.pipeline_ltx_video import adain_filter_latent
+
+    torch.manual_seed(3)
+    one, many = torch.randn(1, 4, 1, 1, 1), torch.randn(1, 4, 3, 1, 1) * 2 + 1
+    assert torch.equal(adain(one, many, 0.25), one)  # a window's one latent frame at 1x1 latents
+    assert torch.equal(adain(many, one, 0.25), many)  # a one-element reference
+    two = torch.randn(1, 4, 2, 1, 1)
+    assert _rel(adain(two, many, 0.25), adain_filter_latent(two, many, 0.25)) <= 1e-6
+
+
 def test_adain_shape_check() -> None:
     with pytest.raises(ValueError, match="batch/channel"):
         adain(torch.zeros(1, 4, 1, 2, 2), torch.zeros(1, 3, 1, 2, 2))

@@ -100,13 +100,19 @@ def adain(latents: Tensor, reference: Tensor, factor: float = 1.0) -> Tensor:
 
     Statistics are over all remaining dims with the unbiased std (``torch.std_mean``); the result is
     ``lerp(latents, matched, factor)``. ``reference`` may differ from ``latents`` in its trailing sizes
-    (the upsampled latents are matched to the lower-resolution first-pass latents).
+    (the upsampled latents are matched to the lower-resolution first-pass latents). Where either side has one
+    element per slice the unbiased std is undefined (0/0: the official filter gives NaN), so ``latents`` is returned
+    unfiltered.
     """
     if latents.shape[:2] != reference.shape[:2]:
         raise ValueError(
             f"adain: batch/channel dims differ: latents {tuple(latents.shape)}, reference {tuple(reference.shape)}"
         )
     dims = tuple(range(2, latents.ndim))
+    # One element per (batch, channel) slice, e.g. a window's one remaining latent frame at 1x1 latents (32x32
+    # pixels): no std to match, and a NaN here would reach the decoded video. Larger slices are untouched.
+    if min(latents[0, 0].numel(), reference[0, 0].numel()) < 2:
+        return latents
     r_std, r_mean = torch.std_mean(reference, dim=dims, keepdim=True)
     i_std, i_mean = torch.std_mean(latents, dim=dims, keepdim=True)
     # The official filter writes the matched values back into a copy of ``latents`` (its dtype).
