@@ -487,13 +487,21 @@ def read_latents(path: PathLike) -> tuple[Tensor, dict[str, str]]:
     return latents.float(), meta
 
 
-def latents_frame_rate(meta: dict[str, str]) -> Fraction:
-    """The frame rate recorded in a latents file's metadata; 24 when it is missing or not a rate in (0, 1000]."""
-    try:
-        rate = Fraction(meta.get("frame_rate", str(DEFAULT_IMAGE_FPS)))
-    except (ValueError, ZeroDivisionError):
+def latents_frame_rate(meta: dict[str, str], path: PathLike) -> Fraction:
+    """The frame rate recorded in a latents file's metadata; 24 when none is recorded (a file of another writer).
+    A recorded value that is not a rate in (0, 1000] (a hand-edited record: ``ltx vae encode`` writes a fraction)
+    is a :class:`~ltxcli.media.MediaError` naming the file ``path`` and the field, not a silent 24 fps."""
+    text = meta.get("frame_rate")
+    if text is None:
         return Fraction(DEFAULT_IMAGE_FPS)
-    return rate if 0 < rate <= 1000 else Fraction(DEFAULT_IMAGE_FPS)
+    try:
+        rate = Fraction(text)
+    except (ValueError, ZeroDivisionError):  # "abc", "inf", "nan", "1/0"
+        rate = None
+    if rate is None or not 0 < rate <= 1000:
+        raise MediaError(f"{user_path(path)}: its 'frame_rate' record {text!r} is not a frame rate in (0, 1000]: "
+                         f"pass --frame-rate")
+    return rate
 
 
 def recorded_model(path: PathLike, meta: dict[str, str]) -> str | None:

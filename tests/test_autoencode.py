@@ -38,8 +38,8 @@ def test_latents_file_round_trip(vae: autoencode.VideoAutoencoder, tmp_path: Pat
     autoencode.save_latents(tmp_path / "l.safetensors", latents, meta)
     back, meta_back = autoencode.read_latents(tmp_path / "l.safetensors")
     assert torch.equal(back, latents) and meta_back == meta
-    assert autoencode.latents_frame_rate(meta_back) == Fraction(30000, 1001)
-    assert autoencode.latents_frame_rate({"frame_rate": "0"}) == autoencode.DEFAULT_IMAGE_FPS
+    assert autoencode.latents_frame_rate(meta_back, "l.safetensors") == Fraction(30000, 1001)
+    assert autoencode.latents_frame_rate({}, "l.safetensors") == autoencode.DEFAULT_IMAGE_FPS  # none recorded
     decoded = vae.decode(back)
     assert decoded.shape == video.shape and 0 <= float(decoded.min()) <= float(decoded.max()) <= 1
     with pytest.raises(ValueError, match="latents have 3 channels"):
@@ -47,6 +47,14 @@ def test_latents_file_round_trip(vae: autoencode.VideoAutoencoder, tmp_path: Pat
     (tmp_path / "bad.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(MediaError, match="not a readable safetensors file"):
         autoencode.read_latents(tmp_path / "bad.safetensors")
+
+
+@pytest.mark.parametrize("text", ["0", "-24", "abc", "inf", "nan", "1/0", "", "1001"])
+def test_a_garbled_recorded_frame_rate_is_refused_naming_the_file_and_field(text: str) -> None:
+    """A recorded frame_rate that is no rate in (0, 1000] decoded silently at 24 fps; a missing one still does."""
+    with pytest.raises(MediaError) as e:
+        autoencode.latents_frame_rate({"frame_rate": text}, "l.safetensors")
+    assert str(e.value).startswith(f"l.safetensors: its 'frame_rate' record {text!r} ") and "--frame-rate" in str(e.value)
 
 
 def test_roundtrip_measures_quality_and_time(vae: autoencode.VideoAutoencoder) -> None:

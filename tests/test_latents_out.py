@@ -194,6 +194,18 @@ def test_a_hand_edited_decode_record_is_one_line_naming_the_file_and_the_field(
     assert not (cli_env / "bad.mp4").exists()
 
 
+def test_ltx_vae_decode_refuses_a_garbled_frame_rate_before_loading_a_model(cli_env: Path) -> None:
+    """frame_rate "abc" (or 0, inf) decoded at 24 fps without a word; now exit 6 (as a hand-edited 'decode' record)
+    in one line naming the file and the field, before the VAE loads; --frame-rate overrides the record."""
+    meta = {"format": "ltxcli.latents", "model": "tiny", "frame_rate": "abc", "num_frames": "9"}
+    autoencode.save_latents("bad.safetensors", torch.randn(1, 16, 2, 1, 1), meta)
+    line = assert_one_error_line(ltx("vae", "decode", "bad.safetensors", "-o", "bad.mp4"), 6)
+    assert "bad.safetensors: its 'frame_rate' record 'abc' is not a frame rate" in line, line
+    assert not (cli_env / "bad.mp4").exists()
+    assert ltx("vae", "decode", "bad.safetensors", "-o", "ok.mp4", "--frame-rate", "12").exit_code == 0
+    assert media.media_info(cli_env / "ok.mp4")[0]["frame_rate"] == 12
+
+
 SMALL = ["--model", "tiny", "--height", "64", "--width", "64", "--num-frames", "9", "--seed", "3"]
 
 

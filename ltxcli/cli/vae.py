@@ -7,7 +7,6 @@ stderr says when that changes the input.
 from __future__ import annotations
 
 import time
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -128,9 +127,9 @@ def decode(
     autoencode.check_frame_rate(frame_rate)
     autoencode.check_decode_timestep(decode_timestep)
     latents, meta = autoencode.read_latents(latents_file)
+    rate = frame_rate if frame_rate is not None else autoencode.latents_frame_rate(meta, latents_file)
     vae = _load_vae(model or autoencode.recorded_model(latents_file, meta), weights_dir, device, dtype, out)
     autoencode.check_latents(vae, latents, latents_file, meta)
-    rate: float | Fraction = frame_rate if frame_rate is not None else autoencode.latents_frame_rate(meta)
     t0 = time.perf_counter()
     video, how = autoencode.decode_file(vae, latents, meta, latents_file, timestep=decode_timestep, seed=seed,
                                         plain=plain)
