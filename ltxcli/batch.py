@@ -210,6 +210,11 @@ def parse_batch(text: str, source: str = "batch") -> list[dict[str, Any]]:
         if conds is not None:
             if not isinstance(conds, list):
                 raise ValueError(f"{where}: conditions must be a list")
+            if NO_CONDITION in conds:  # as -c none: none of the command's conditions for this line
+                if len(conds) > 1:
+                    raise ValueError(f"{where}: conditions [\"{NO_CONDITION}\"] asks for no condition: give it "
+                                     "alone, not with other conditions")
+                conds, obj["_no_conditions"] = [], True
             parsed = []
             for c in conds:
                 if isinstance(c, str):

@@ -152,16 +152,17 @@ def build_items(
     conditions: Sequence[Condition] = (), inputs: InputFrames | None = None,
 ) -> list[BatchItem]:
     """Rows (:func:`ltxcli.batch.parse_batch`'s dicts) -> items. Each value: the row's, else ``defaults``' (the command's
-    options), else the preset's (sizes and frame rate). ``conditions`` come first in every item; a row's
-    ``image`` is a first-frame condition before them, its ``conditions`` follow. ``inputs``: where an extension's
-    video is decoded, once (:func:`ltxcli.extend.source_defaults`)."""
+    options), else the preset's (sizes and frame rate). ``conditions`` come first in every item (not in a row
+    whose ``conditions`` were ``["none"]``); a row's ``image`` is a first-frame condition before them, its
+    ``conditions`` follow. ``inputs``: where an extension's video is decoded, once
+    (:func:`ltxcli.extend.source_defaults`)."""
     defaults = defaults or {}
     if defaults.get("num_frames") is not None and defaults.get("duration") is not None:  # the command's, no line's
         raise ValueError("give either num_frames or duration, not both")
     batch_seed = defaults.get("seed")
     items = []
     for i, row in enumerate(rows):
-        conds = list(conditions)
+        conds = [] if row.get("_no_conditions") else list(conditions)  # a line's "conditions": ["none"]
         if row.get("image"):
             conds.insert(0, Condition(row["image"], 0, 1.0))
         conds += row.get("conditions") or []

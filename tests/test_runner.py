@@ -320,6 +320,22 @@ def test_a_split_videos_prompt_rewrite_is_rank_0s(pipe: Any, tmp_path: Path, mon
     assert [it.enhanced_prompt for it in job.todo] == ["rank 0's rewrite"]
 
 
+def test_a_batch_lines_conditions_none_drops_the_commands_conditions() -> None:
+    """``"conditions": ["none"]`` was refused ("condition 'none': expected PATH:FRAME") while ``"loras": ["none"]``
+    and ``"control": "none"`` drop the command's for that line; it now drops the command's -c conditions there, as
+    -c none does (the line's own image stays), and beside other conditions it is refused naming the line."""
+    from ltxcli import Condition
+
+    rows = batch.parse_batch('{"prompt": "a", "conditions": ["none"]}\n{"prompt": "b"}\n'
+                             '{"prompt": "c", "image": "i.png", "conditions": ["none"]}\n', "items.jsonl")
+    items = runner.build_items(rows, defaults={"height": 64, "width": 64, "num_frames": 9},
+                               conditions=[Condition("k.png", 0, 1.0)])
+    assert [[(c.media, c.frame) for c in it.conditions] for it in items] == [[], [("k.png", 0)], [("i.png", 0)]]
+    with pytest.raises(ValueError) as info:
+        batch.parse_batch('a cat\n{"prompt": "a dog", "conditions": ["none", "k.png:0"]}\n', "items.jsonl")
+    assert str(info.value).startswith('items.jsonl line 2: conditions ["none"] asks for no condition: give it alone')
+
+
 def test_a_malformed_condition_string_in_a_batch_names_its_line() -> None:
     """parse_batch promises errors starting with "{source} line N: "; a bad condition string said only
     "--condition 'k.png': expected ..." (an option the user never gave), not where in the file."""
