@@ -547,6 +547,54 @@ def test_preprocess_video_frames_match_official_per_frame(official_inference):
     assert torch.equal(pil, expected)
 
 
+@pytest.mark.parametrize(
+    ("in_hw", "target_hw", "padding"),
+    [((900, 1500), (96, 160), (0, 0, 0, 0)),  # exactly 5:3: no crop, 9.4x down
+     ((1000, 600), (96, 160), (0, 0, 0, 0)),  # tall: height cropped to 360
+     ((389, 601), (64, 96), (1, 2, 0, 3)),  # odd sizes (the H.264 step drops a row and a column), padded
+     ((500, 500), (96, 64), (0, 0, 0, 0))],  # square to portrait
+)
+def test_condition_image_at_generation_size_bit_identical_to_official(tmp_path, official_inference, in_hw,
+                                                                      target_hw, padding):
+    # A large condition image: the official load_media_file (native-size crop, blur, CRF, pad), then the
+    # pipeline's resize_tensor (bilinear, no antialias) to the generation size; the same bits from ltx's path.
+    from ltx_video.pipelines.pipeline_ltx_video import LTXVideoPipeline
+
+    from ltxcli.conditions import prepare_condition, resize_frames
+    from ltxcli.request import Condition
+
+    # a photo-like picture (gradients, mild noise): random noise would make the H.264 step slow
+    y, x = np.mgrid[0 : in_hw[0], 0 : in_hw[1]]
+    rgb = np.stack([x * 255 // in_hw[1], y * 255 // in_hw[0], (x + y) % 256], -1)
+    rgb = (rgb + _rng(11).integers(-6, 7, rgb.shape)).clip(0, 255).astype(np.uint8)
+    path = _save(rgb, tmp_path / "big.png", compress_level=1)
+    h, w = target_hw
+    expected = LTXVideoPipeline.resize_tensor(
+        official_inference.load_media_file(str(path), h, w, 1, padding, just_crop=True), h, w)
+    prepared = prepare_condition(Condition(path, 0, 1.0), h, w, 9, padding)
+    ours = resize_frames(prepared.pixels, h, w)
+    assert ours.shape == expected.shape == (1, 3, 1, h, w)
+    assert torch.equal(ours, expected)
+
+
+def test_gaussian_blur_convolves_channels_last_memory(monkeypatch):
+    # An NCHW input of 3 channels takes oneDNN's slow depthwise path (33 s for an 8000x5333 picture on 2 cores,
+    # 2 s on channels-last memory, the same bits: the test above and test_gaussian_blur_matches_torchvision_formula)
+    seen: list[bool] = []
+    conv2d = F.conv2d
+
+    def spy(x, *args, **kwargs):
+        seen.append(x.is_contiguous(memory_format=torch.channels_last))
+        return conv2d(x, *args, **kwargs)
+
+    monkeypatch.setattr(F, "conv2d", spy)
+    image = torch.rand(3, 20, 30)
+    out = media.gaussian_blur(image)
+    assert seen == [True]
+    monkeypatch.setattr(F, "conv2d", conv2d)
+    assert torch.equal(out, _tv_gaussian_blur(image, 3, 1.0))
+
+
 def test_centre_crop_box_hand_values():
     # 1920x1080 to 3:2 -> width int(1080 * 1.5) = 1620 centred: left (1920 - 1620) // 2 = 150
     assert media.centre_crop_box(1920, 1080, 512, 768) == (150, 0, 1770, 1080)
