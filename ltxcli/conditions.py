@@ -194,25 +194,33 @@ def first_frame_pixels(request: GenerationRequest, preset: Preset) -> Tensor:
 
 def prepare_video(video: Any, r: ResolvedRequest) -> Tensor:
     """Official ``load_media_file`` for the v2v input -> pixels ``[1, 3, pf, ph, pw]`` in [-1, 1]: ``pf`` frames,
-    cropped, resized, blurred, CRF, padded (a tensor: only resized to the video's size and padded)."""
+    cropped, resized, blurred, CRF, padded (a tensor: only resized to the video's size and padded). A file and a
+    tensor alike need ``num_frames`` frames (any number: not 8k + 1); the first ``pf`` are used, the last one
+    repeated up to ``pf`` (:func:`_fill_frames`)."""
     ph, pw, pf = r.padded
     if isinstance(video, Tensor):
-        frames = media_io.load_media(video)
-        if frames.shape[0] < pf:
-            raise ValueError(f"the input video has {frames.shape[0]} frames; video-to-video needs {pf}")
-        pixels = frames[:pf].permute(3, 0, 1, 2)[None].float() * 2 - 1  # [1, 3, F, h, w]
+        frames = _fill_frames(media_io.load_media(video), r, "the input video tensor")
+        pixels = frames.permute(3, 0, 1, 2)[None].float() * 2 - 1  # [1, 3, pf, h, w]
         return F.pad(resize_frames(pixels, r.height, r.width), r.padding)  # where the video is, as a condition
     # frame i of the input is frame i of the output (ltx v2v refused a VFR file already; a Python caller's here)
     media_io.check_constant_rate(video, "video-to-video", r.num_frames)
-    frames = media_io.load_media(video, max_frames=pf)
-    if frames.shape[0] < r.num_frames:
-        raise ValueError(f"{video}: {frames.shape[0]} frames; video-to-video at this length needs {r.num_frames}")
-    if frames.shape[0] < pf:  # the official loader needs pf frames; the last one repeated fills the padding
-        frames = torch.cat([frames, frames[-1:].expand(pf - frames.shape[0], -1, -1, -1)])
+    frames = _fill_frames(media_io.load_media(video, max_frames=pf), r, video)
     pixels = media_io.preprocess_condition_frames(frames, r.height, r.width, just_crop=False)
     del frames  # the decoded frames are not needed past here (the plan counts them only while reading)
     pixels = F.pad(pixels, r.padding)
     return resize_frames(pixels, ph, pw)  # odd target sizes lose a row/column in the H.264 step
+
+
+def _fill_frames(frames: Tensor, r: ResolvedRequest, name: Any) -> Tensor:
+    """The v2v input's frames ``[F, H, W, 3]`` -> its first ``pf`` (the padded length, 8k + 1): at least
+    ``num_frames`` are needed (ValueError), the last one repeated fills the padding (the official loader needs
+    ``pf`` frames; the output is cut back to ``num_frames``)."""
+    pf = r.padded[2]
+    if frames.shape[0] < r.num_frames:
+        raise ValueError(f"{name}: {frames.shape[0]} frames; video-to-video at this length needs {r.num_frames}")
+    if frames.shape[0] < pf:
+        frames = torch.cat([frames, frames[-1:].expand(pf - frames.shape[0], -1, -1, -1)])
+    return frames[:pf]
 
 
 def prepare_conditions(r: ResolvedRequest) -> tuple[list[PreparedCondition], Tensor | None]:

@@ -401,6 +401,37 @@ def test_python_video_to_video_refuses_a_variable_frame_rate_file(tmp_path: Path
         prepare_video(r.video, r)
 
 
+def test_python_video_to_video_takes_a_tensor_of_any_length(clip: Path) -> None:
+    """`pipe.generate(video=TENSOR)` needed 8k + 1 frames (a 12-frame tensor at num_frames=12: "the input video has
+    12 frames; video-to-video needs 17"), while a 12-frame file is used with its last frame repeated up to 17: a
+    tensor follows the file's rule (at least num_frames frames, the first 8k + 1, the last one repeated)."""
+    from ltxcli.conditions import prepare_video
+    from ltxcli.presets import TINY_PRESET
+    from ltxcli.request import GenerationRequest, resolve_request
+
+    frames = media.load_video(clip)  # the file's own 12 frames, [12, 64, 96, 3]
+    assert frames.shape == (12, 64, 96, 3)
+
+    def resolved(video: Any, num_frames: int) -> Any:
+        return resolve_request(GenerationRequest("a dog", video=video, num_frames=num_frames, height=64, width=96,
+                                                 steps=3, frame_rate=12), TINY_PRESET)
+
+    r = resolved(frames, 12)
+    assert r.padded == (64, 96, 17)
+    from_tensor, from_file = prepare_video(frames, r), prepare_video(str(clip), resolved(str(clip), 12))
+    assert from_tensor.shape == from_file.shape == (1, 3, 17, 64, 96)
+    used = frames.permute(3, 0, 1, 2)[None] * 2 - 1  # [1, 3, 12, 64, 96]: at the video's size, used as is
+    assert torch.equal(from_tensor[:, :, :12], used)
+    for pixels in (from_tensor, from_file):  # the last frame repeated up to 17
+        assert torch.equal(pixels[:, :, 12:], pixels[:, :, 11:12].expand(-1, -1, 5, -1, -1))
+    longer = torch.cat([frames, frames[:8]])  # 20 frames: the first 17, as a file's
+    assert torch.equal(prepare_video(longer, r), torch.cat([used, longer[12:17].permute(3, 0, 1, 2)[None] * 2 - 1], 2))
+    with pytest.raises(ValueError, match="11 frames; video-to-video at this length needs 12"):
+        prepare_video(frames[:11], r)
+    with pytest.raises(ValueError, match="12 frames; video-to-video at this length needs 13"):
+        prepare_video(str(clip), resolved(str(clip), 13))
+
+
 def test_v2v_longer_than_its_input_is_refused_before_the_model_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                       clip: Path) -> None:
     """--num-frames (or --duration) beyond the input's 12 frames was refused only once the model had loaded."""
