@@ -173,11 +173,13 @@ def prepare_condition(
             # a file not checked yet (the Python API): decoded as the CLI's pre-check does, up to one frame past
             # what fits (a long clip is not decoded whole), with its warnings and its frames' times
             c = check_condition(c, height, width, num_frames)
-        frames = media_io.load_media(c.media)  # its timing checked by check_condition, here or before the load
+        # its timing checked by check_condition, here or before; its uint8 codes (a video, an 8-bit picture) as
+        # they are: preprocessing quantises to them, and a float copy of a large picture took seconds
+        frames = c.media.frames if isinstance(c.media, media_io.DecodedMedia) else media_io.load_media(c.media)
         keep = trim(frames.shape[0], c.frame, num_frames)
         pixels = media_io.preprocess_condition_frames(frames[:keep], height, width, just_crop=True)
-        # inference.py pads the (cropped, native-size) media with zeros by the generation's padding
-        pixels = F.pad(pixels, padding)
+        if any(padding):  # inference.py pads the (cropped, native-size) media with zeros by the generation's padding
+            pixels = F.pad(pixels, padding)
     name = media_path(c.media) or f"a {type(c.media).__name__}"
     _check_start(c, name, int(frames.shape[0]), num_frames)
     if not isinstance(c.media, media_io.DecodedMedia):  # not through check_condition, which said it already

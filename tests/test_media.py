@@ -577,6 +577,27 @@ def test_condition_image_at_generation_size_bit_identical_to_official(tmp_path, 
     assert torch.equal(ours, expected)
 
 
+def test_an_8bit_picture_is_read_as_its_uint8_codes_with_the_same_pixels(tmp_path):
+    # read_media kept a picture as float32 (768 MB for 8000x8000, 4 s to convert, and preprocessing quantised it
+    # back to the codes): an 8-bit one now stays uint8, a quarter of the memory; what it stands for is unchanged
+    codes = np.stack(np.meshgrid(np.arange(256), np.arange(256)[::-1], indexing="ij"), -1).reshape(256, 256, 2)
+    rgb = np.concatenate([codes, (codes[..., :1] * 7 % 256)], -1).astype(np.uint8)  # every code, in each channel
+    path = _save(rgb, tmp_path / "all.png")
+    read = media.read_media(path)
+    assert read.frames.dtype == torch.uint8 and np.array_equal(read.frames[0].numpy(), rgb)
+    assert torch.equal(read.pixels(), media.load_image(path))  # uint8 / 255: the same float32 bits
+    assert torch.equal(media.load_media(read), media.load_image(path))
+    # from the codes, preprocessing gives what it gives from the floats (round(x * 255) recovers them)
+    assert torch.equal(media.preprocess_condition_frames(read.frames, 32, 48, just_crop=True),
+                       media.preprocess_condition_frames(media.load_image(path), 32, 48, just_crop=True))
+    # transparency composited over the background: floats, as before
+    rgba = np.concatenate([rgb, rgb[..., :1]], -1)
+    alpha = media.read_media(_save(rgba, tmp_path / "alpha.png"))
+    assert alpha.frames.dtype == torch.float32 and torch.equal(alpha.pixels(), media.load_image(tmp_path / "alpha.png"))
+    with pytest.raises(MediaError, match="expected a tensor"):
+        media.preprocess_condition_frames(torch.zeros(2, 3, 4, dtype=torch.uint8), 32, 48)
+
+
 def test_gaussian_blur_convolves_channels_last_memory(monkeypatch):
     # An NCHW input of 3 channels takes oneDNN's slow depthwise path (33 s for an 8000x5333 picture on 2 cores,
     # 2 s on channels-last memory, the same bits: the test above and test_gaussian_blur_matches_torchvision_formula)

@@ -2,8 +2,8 @@
 preprocessing, and atomic (and streaming) MP4 / PNG writers that carry the generation record.
 
 * :mod:`ltxcli.media.read`: :func:`load_image`, :func:`load_video`, :func:`load_media`, :func:`read_media` (a
-  file decoded once, :class:`DecodedMedia`; :func:`read_video`, a video's) and the official
-  conditioning preprocessing (:func:`preprocess_condition_frames`).
+  file decoded once, :class:`DecodedMedia`; :func:`read_video`, a video's).
+* :mod:`ltxcli.media.prepare`: the official conditioning preprocessing (:func:`preprocess_condition_frames`).
 * :mod:`ltxcli.media.write`: :func:`atomic_output`, :func:`write_video`, :func:`write_image`,
   :func:`write_png_frames` (each takes whole videos or a stream of frame chunks), :func:`read_video_metadata`,
   :func:`media_info` (what ``ltx info`` shows).
@@ -12,20 +12,22 @@ Every problem with a file is a one-line :class:`MediaError` naming it.
 """
 
 from .errors import MediaError
-from .read import (
+from .prepare import (
     CONDITION_CRF,
+    centre_crop_box,
+    crf_round_trip,
+    gaussian_blur,
+    preprocess_condition_frames,
+)
+from .read import (
     MAX_IMAGE_PIXELS,
     VIDEO_SUFFIXES,
     DecodedMedia,
-    centre_crop_box,
     check_constant_rate,
-    crf_round_trip,
-    gaussian_blur,
     load_image,
     load_media,
     load_video,
     media_num_frames,
-    preprocess_condition_frames,
     read_media,
     read_video,
     source_frame_count,
