@@ -76,6 +76,26 @@ def terminate_like_ctrl_c(grace_s: float | None = None) -> None:
         installed.append(int(signal.SIGINT))
     if installed and under_torchrun():
         _watch_stop(installed, STOP_GRACE_S if grace_s is None else grace_s)
+    if under_torchrun():
+        release_held_sigint()
+
+
+def release_held_sigint() -> None:
+    """Unblock SIGINT in a worker that :mod:`ltxcli.parallel.torchrun` started with it blocked (a no-op where it is
+    not blocked). A SIGINT that reached the worker in Python's start-up (``ltx --gpus`` stopped by Ctrl-C or
+    SIGTERM, passed on as SIGINT) would have raised KeyboardInterrupt in ``site`` or an import, and Python printed
+    ``Fatal Python error: init_import_site`` with a traceback; blocked, it waits for this call. The worker then
+    dies of it without a word, as one that had no handler yet did (the launcher says it in one line:
+    :func:`launch`); after this call SIGINT stops the worker cleanly (exit 130). Blocked rather than ignored: an
+    ignored signal is lost, and the worker would run on until torchrun's SIGKILL 30 s later."""
+    if not hasattr(signal, "pthread_sigmask") or signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, []):
+        return
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])  # a held SIGINT's handler runs in this call
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)  # SIGINT is unblocked: delivered before kill() returns
+        os._exit(EXIT_INTERRUPTED)  # not reached
 
 
 _WATCH: list[Any] = []  # the wakeup socket pair of _watch_stop
@@ -175,7 +195,8 @@ def launch(args: Sequence[str], nproc: int, *, device: str | None = None, quiet:
     torchrun runs in a session of its own, so that each signal reaches it once, from here: Ctrl-C (SIGINT),
     SIGTERM and SIGHUP to this process are passed on to torchrun as SIGINT, which it passes on to its workers,
     and they turn it into a clean exit (partial outputs removed, claims released, exit 130), as they do a SIGTERM
-    sent to torchrun itself (exit 143; :func:`terminate_like_ctrl_c`). Once torchrun is done, a SIGTERM or SIGHUP
+    sent to torchrun itself (exit 143; :func:`terminate_like_ctrl_c`). A worker still in Python's start-up holds
+    the SIGINT until its code runs (:func:`release_held_sigint`), and dies of it without a traceback. Once torchrun is done, a SIGTERM or SIGHUP
     is delivered to this process again, under its own handler (the CLI's: exit 143 or 129).
 
     ``batch_text``: the text of a ``--batch`` pipe (``<(...)``, a FIFO), read once by the caller: a pipe cannot be
@@ -356,5 +377,5 @@ def strip_option(argv: list[str], name: str, value: str | None = None) -> list[s
 __all__ = [
     "EXIT_INTERRUPTED", "RANK_STATUS_ENV", "STOP_GRACE_S", "Terminated", "WorkerDiedError", "WorkerKilledError",
     "check_launch", "job_exit_code", "launch", "record_exit_code", "record_launcher_signal", "record_signal_deaths",
-    "strip_option", "terminate_like_ctrl_c", "torchrun_command", "under_torchrun",
+    "release_held_sigint", "strip_option", "terminate_like_ctrl_c", "torchrun_command", "under_torchrun",
 ]

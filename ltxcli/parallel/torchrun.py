@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from .launch import STOP_GRACE_S, record_launcher_signal, record_signal_deaths
 
@@ -26,6 +27,7 @@ def main() -> None:
 
     if os.environ.get("LOGLEVEL"):  # torch's own variable, which only some of its elastic loggers read
         logging.getLogger("torch.distributed").setLevel(os.environ["LOGLEVEL"])
+    start_workers_with_sigint_blocked()
     try:
         torchrun()
     except ChildFailedError as e:  # a worker a signal ended said nothing: recorded here for `ltx --gpus`
@@ -35,6 +37,29 @@ def main() -> None:
         record_launcher_signal(int(e.sigval))  # a worker still starting dies of it without a word
         stop_leftover_workers(int(e.sigval), STOP_GRACE_S + 5.0)
         sys.exit(1)
+
+
+def start_workers_with_sigint_blocked() -> None:
+    """torchrun starts each worker with SIGINT blocked (the signal mask is inherited across fork and exec, and
+    Python's start-up leaves it as it is): torchrun passes ``ltx``'s Ctrl-C or SIGTERM on to its workers as SIGINT,
+    which raised KeyboardInterrupt in a worker still in Python's start-up (``Fatal Python error:
+    init_import_site`` and a traceback, per worker). The worker's code unblocks it first thing
+    (:func:`ltxcli.parallel.launch.release_held_sigint`); SIGTERM is not blocked (its default action is silent).
+    The mask is set in the thread that spawns, for the spawn only: torchrun's own SIGINT waits meanwhile."""
+    from torch.distributed.elastic.multiprocessing.subprocess_handler import subprocess_handler as handler
+
+    popen = getattr(handler.SubprocessHandler, "_popen", None)
+    if popen is None or not hasattr(signal, "pthread_sigmask"):  # another torch, or no POSIX signal masks
+        return
+
+    def blocked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+        try:
+            return popen(self, *args, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+    handler.SubprocessHandler._popen = blocked  # type: ignore[method-assign]
 
 
 def stop_leftover_workers(signum: int, grace_s: float) -> list[int]:
