@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Literal, NoReturn
+from typing import Any, Literal, NoReturn
 
 FailureKind = Literal["input", "numerical", "kernel", "weights", "oom", "peer"]
 
@@ -63,10 +63,14 @@ _OOM_ADVICE = {"generate": _GENERATING, "i2v": _GENERATING, "v2v": _GENERATING,
                "vae decode": "--dtype bfloat16 on a GPU, or a file of fewer or smaller latent frames"}
 
 
-def oom_advice(args: list[str]) -> str:
-    """``try ...`` for a command line (without the program name) that ran out of memory."""
+def oom_advice(args: list[str], exc: BaseException | None = None) -> str:
+    """``try ...`` for a command line (without the program name) that ran out of memory (``exc``: with the size of
+    the --batch line it ran out on, :func:`note_failed_item`: that line's keys, not the command's options)."""
     words = [a for a in args if not a.startswith("-")][:2]
     advice = _OOM_ADVICE.get(" ".join(words)) or _OOM_ADVICE.get(words[0] if words else "")
+    line = getattr(exc, "batch_line_size", None)
+    if line is not None and advice in (_GENERATING, _OOM_ADVICE["extend"]):  # its keys say its size and length
+        return f"try --offload model, --vae-tiling on, a smaller {line}, or --dtype bfloat16 on a GPU"
     if advice and _in_windows(args):  # one window's memory: a shorter video saves little, and drops later prompts
         advice = advice.replace("fewer --num-frames", "a smaller --window").replace("fewer --frames", "a smaller --window")
     if advice and any(a == "--duration" or a.startswith("--duration=") for a in args):  # not with --num-frames
@@ -80,6 +84,15 @@ def _in_windows(args: list[str]) -> bool:
     options = ("--window", "--overlap", "--prompt-schedule")
     return any(a in options or a.startswith(tuple(f"{o}=" for o in options)) or (not a.startswith("-") and "|" in a)
                for a in args)
+
+
+def note_failed_item(exc: BaseException, item: Any) -> None:
+    """Mark ``exc``, out of memory while generating batch ``item`` (a :class:`ltxcli.batch.BatchItem`), with the size
+    of its --batch line when the line sets its own (``own_size``: the command's options are only defaults there,
+    which its keys override), for :func:`oom_advice`: ``"height"/"width" or fewer "num_frames" in item 1's --batch
+    line`` (:meth:`~ltxcli.batch.BatchItem.size_option`). Anything else is left as it is."""
+    if getattr(item, "own_size", False) and failure_kind(exc) == "oom":
+        exc.batch_line_size = f"{item.size_option()} in item {item.index}'s --batch line"  # type: ignore[attr-defined]
 
 
 def keeps_resume_state(exc: BaseException, state: os.PathLike[str]) -> None:
@@ -137,4 +150,4 @@ def reopen_closed_streams() -> None:
 
 
 __all__ = ["LIBRARY_ERRORS", "PEER_GONE", "PEER_STOPPED", "FailureKind", "exit_closed_stdout", "failure_kind",
-           "interrupt_message", "keeps_resume_state", "oom_advice", "reopen_closed_streams"]
+           "interrupt_message", "keeps_resume_state", "note_failed_item", "oom_advice", "reopen_closed_streams"]

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from . import long_video, naming, timeline
 from .batch import BatchItem, item_control
 from .enhance.rules import request_plan
-from .errors import keeps_resume_state
+from .errors import keeps_resume_state, note_failed_item
 from .extend import check_extension, check_source_length, check_window_seeds, run_extension, source_defaults
 from .long_state import interrupted_target, saved_seed, state_path
 from .naming import fps_number
@@ -580,6 +580,9 @@ def run_batch(
             except KeyboardInterrupt as e:  # (SIGTERM, SIGHUP too) the finished windows stay for the next --resume
                 if it.resume and state_path(it.target).is_file():
                     keeps_resume_state(e, state_path(it.target))
+                raise
+            except Exception as e:  # out of memory: the advice names this item's own size keys, if it has any
+                note_failed_item(e, it)
                 raise
             finally:
                 if claim:

@@ -358,6 +358,31 @@ def test_out_of_memory_exits_5(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -
     assert not (cli_env / "o.mp4").exists()
 
 
+def test_out_of_memory_in_a_batch_line_of_its_own_size_names_its_keys(cli_env: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of memory while running a --batch line that sets its own size and length was told "a smaller
+    --height/--width, fewer --num-frames": options that are only defaults for its items (the line's keys win), so
+    the same command with them ran out of memory again. It is told the line's keys, as the pre-flight check does,
+    and which item."""
+    pipe = tiny_pipeline()
+    run = pipe.run
+
+    def oom_on_the_longer(request: Any, **kwargs: Any) -> Any:
+        if request.num_frames == 17:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return run(request, **kwargs)
+
+    monkeypatch.setattr(pipe, "run", oom_on_the_longer)
+    lines = [{"prompt": "a cat"}, {"prompt": "a dog", "height": 64, "width": 96, "num_frames": 17}]
+    (cli_env / "b.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
+    r = ltx("generate", "--batch", "b.jsonl", "--model", "tiny", "--steps", "1", "-q", "-o", "o{index}.mp4", *SMALL)
+    assert r.exit_code == 5 and r.stdout == "o0.mp4\n", (r.stdout, r.stderr)  # the first item ran
+    (line,) = r.stderr.splitlines()
+    assert line.startswith("error: out of memory (CUDA out of memory"), line
+    assert 'a smaller "height"/"width" or fewer "num_frames" in item 1\'s --batch line' in line, line
+    assert "--height" not in line and "--num-frames" not in line and "--offload model" in line, line
+
+
 def test_needed_weights_follow_the_registry(tmp_path: Path) -> None:
     from ltxcli.spec import resolve_spec
 

@@ -244,7 +244,7 @@ def classify(exc: BaseException) -> tuple[int, str]:
     if kind in _KIND_CODES:  # (a "peer" one: not gloo's "GLHF! 🏖️" but what it means)
         return _KIND_CODES[kind], PEER_STOPPED if kind == "peer" else msg
     if kind == "oom":
-        return EXIT_OOM, f"out of memory ({msg[:200]}): {oom_advice(_ARGS)}"
+        return EXIT_OOM, f"out of memory ({msg[:200]}): {oom_advice(_ARGS, exc)}"
     if isinstance(exc, FileExistsError):  # the library's own message names its keyword argument
         return EXIT_USAGE, msg.replace("overwrite=True", "--overwrite") if "overwrite=" in msg else f"{msg}; pass --overwrite to replace it"
     if isinstance(exc, ValueError):
