@@ -1179,6 +1179,7 @@ def test_sigterm_becomes_an_interrupt_but_a_nohup_sighup_stays_ignored() -> None
 
     previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
     hangup = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup: left ignored
+    interrupt = signal.getsignal(signal.SIGINT)
     try:
         terminate_like_ctrl_c()
         assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
@@ -1186,6 +1187,41 @@ def test_sigterm_becomes_an_interrupt_but_a_nohup_sighup_stays_ignored() -> None
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGHUP, hangup)
+        signal.signal(signal.SIGINT, interrupt)
+
+
+_IN_A_FINALIZER = """
+import os, signal, sys, time
+from ltxcli.parallel import launch
+launch.terminate_like_ctrl_c()
+class Finalized:
+    def __del__(self):  # the signal comes while a finalizer runs: an object collected mid-run (regex's)
+        os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+        sum(range(1000))
+try:
+    Finalized()
+    end = time.monotonic() + 5
+    while time.monotonic() < end:
+        sum(range(1000))
+    print("ran on")
+except KeyboardInterrupt as e:
+    print("stopped:", type(e).__name__)
+"""
+
+
+@pytest.mark.parametrize(("name", "raised"), [("SIGINT", "KeyboardInterrupt"), ("SIGTERM", "Terminated"),
+                                              ("SIGHUP", "Terminated")])
+def test_a_signal_in_a_finalizer_still_stops_the_run(name: str, raised: str) -> None:
+    """Ctrl-C or SIGTERM (SIGHUP) whose handler ran while the main thread was in a ``__del__`` (seen in a rank of
+    `ltx --gpus 2`, in regex's Group.__del__) was printed as "Exception ignored in ..." with a traceback and
+    dropped: the process ran on (the rank then failed as a peer of the others). It stops the run now, shortly
+    after, without that traceback."""
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    r = subprocess.run([sys.executable, "-c", _IN_A_FINALIZER, name], env=env, capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert (r.returncode, r.stdout, r.stderr) == (0, f"stopped: {raised}\n", "")
 
 
 _BLOCKED_RANK = """

@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 #: Where :func:`launch` asks its torchrun workers to record their exit codes (one file per rank).
@@ -62,17 +63,16 @@ def terminate_like_ctrl_c(grace_s: float | None = None) -> None:
     code, which a collective waiting for a peer that is gone may not do before torchrun's SIGKILL (30 s later):
     so a rank also watches for the signal in a thread of its own (:func:`_watch_stop`), which removes the partial
     outputs (:func:`ltxcli.media.write.remove_partial_outputs`) and exits with the signal's code after
-    ``grace_s`` (None: :data:`STOP_GRACE_S`) if the main thread has not ended by then."""
+    ``grace_s`` (None: :data:`STOP_GRACE_S`) if the main thread has not ended by then.
 
-    def raise_terminated(signum: int, frame: object) -> None:
-        raise Terminated(signum)
-
+    SIGINT keeps Python's KeyboardInterrupt, but neither is raised inside a finalizer (:func:`_raise_stop`)."""
     installed = []
     for signum in _stop_signals():
         if signal.getsignal(signum) is signal.SIG_DFL:
-            signal.signal(signum, raise_terminated)
+            signal.signal(signum, _raise_stop)
             installed.append(int(signum))
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # Ctrl-C: torchrun passes on the launcher's
+        signal.signal(signal.SIGINT, _raise_stop)
         installed.append(int(signal.SIGINT))
     if installed and under_torchrun():
         _watch_stop(installed, STOP_GRACE_S if grace_s is None else grace_s)
@@ -96,6 +96,28 @@ def release_held_sigint() -> None:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)  # SIGINT is unblocked: delivered before kill() returns
         os._exit(EXIT_INTERRUPTED)  # not reached
+
+
+#: How long a signal that found the main thread in a finalizer waits before it is sent again (:func:`_raise_stop`).
+_FINALIZER_RETRY_S = 0.05
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    """The handler of SIGINT (KeyboardInterrupt) and SIGTERM, SIGHUP (:class:`Terminated`). Where the main thread
+    runs a ``__del__`` (an object collected mid-run: regex's, a tokenizer's), Python prints an exception raised
+    there as "Exception ignored in ..." with its traceback and drops it: the process ran on (a rank of ``ltx
+    --gpus`` then failed as a peer of the others). The signal is sent again to this process once
+    :data:`_FINALIZER_RETRY_S` has passed instead, when the finalizer is most likely done."""
+    while frame is not None and frame.f_code.co_name != "__del__":
+        frame = frame.f_back
+    if frame is not None:
+        import threading
+
+        again = threading.Timer(_FINALIZER_RETRY_S, os.kill, (os.getpid(), signum))
+        again.daemon = True  # an exit meanwhile does not wait for it
+        again.start()
+        return
+    raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
 
 
 _WATCH: list[Any] = []  # the wakeup socket pair of _watch_stop
