@@ -241,7 +241,7 @@ if os.environ.get("HOLD") == "torchrun" and "LTX_RANK_STATUS_DIR" in os.environ 
 
 @pytest.mark.parametrize(("hold", "to", "signame"), [
     ("workers", "torchrun", "SIGTERM"), ("workers", "a worker", "SIGTERM"), ("torchrun", "torchrun", "SIGTERM"),
-    ("workers", "ltx", "SIGTERM"), ("workers", "ltx", "SIGINT")])
+    ("workers", "ltx", "SIGTERM"), ("workers", "ltx", "SIGINT"), ("workers", "a worker", "SIGINT")])
 def test_a_signal_while_the_workers_start_is_one_line(tmp_path: Path, hold: str, to: str, signame: str) -> None:
     """SIGTERM to torchrun (or to a worker) while the workers are still starting (Python's own start-up, before
     `ltx` installs its handlers, or before torchrun holds their handles: held there by a `sitecustomize`) killed
@@ -250,7 +250,8 @@ def test_a_signal_while_the_workers_start_is_one_line(tmp_path: Path, hold: str,
     caller's stderr open). Now `ltx` says it in one line and exits 143; nothing is written and no worker is left
     running. SIGTERM or Ctrl-C to `ltx` itself reaches the workers as SIGINT: a worker still in Python's start-up
     printed `Fatal Python error: init_import_site` and a KeyboardInterrupt traceback; now stderr is `ltx`'s one
-    line (exit 143 or 130)."""
+    line (exit 143 or 130). SIGINT to one starting worker was "terminated", exit 143 (the other worker's SIGTERM
+    from torchrun, which followed it): it is "interrupted", exit 130."""
     import signal
     import time
 

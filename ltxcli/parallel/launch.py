@@ -265,6 +265,9 @@ def launch(args: Sequence[str], nproc: int, *, device: str | None = None, quiet:
         # torchrun was signalled (not through this process) and no worker said so: each was still starting (and
         # died of it, before its handler) or had finished; said here, as Ctrl-C or SIGTERM to this process would be
         raise KeyboardInterrupt if stopped_by == signal.SIGINT else Terminated(stopped_by)
+    first = min(recorded, default=None)
+    if stopped_by is None and first is not None and first[1] == EXIT_INTERRUPTED and not first[3]:
+        raise KeyboardInterrupt  # the first to fail, a worker still starting, died of a SIGINT of its own silently
     code = job_exit_code(code, [(when, c) for when, c, _, _ in recorded])
     killed = min(((when, rank) for when, c, rank, _ in recorded if c == code), default=None)
     if killed is not None and code - 128 in _DEATHS:  # said by no worker: it could not
