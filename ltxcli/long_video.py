@@ -517,7 +517,8 @@ class _LongRun:
         length, whole = max(p.windows[0].end - p.windows[0].start - 1, 1), self.full.output()
         tiles = TiledDecode(self.decode_tile, lambda pixels, start: to_video(pixels, whole, start), length)
         # how the fused latents are decoded, for a latents file (--latents-out): each tile's plan as it goes
-        result.decode_tiles = {"length": length, "seed": p.windows[0].seed, "plans": self.tile_plans}
+        # (the seed of every tile's decode noise, :meth:`decode_tile`: the run's, backward windows too)
+        result.decode_tiles = {"length": length, "seed": p.request.seed, "plans": self.tile_plans}
         upscale = self.full.temporal_upscale
         n = len(p.windows)
         k = p.overlap_latents
