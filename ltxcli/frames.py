@@ -22,6 +22,19 @@ class NumericalError(RuntimeError):
     decoded frames being written."""
 
 
+#: The hint of a NaN produced by a model other than the transformer: its weights are the suspects.
+WEIGHTS_HINT = "weights may be broken (run `ltx weights verify`)"
+
+
+def check_latents(latents: Tensor, stage: str, hint: str) -> Tensor:
+    """``latents`` as they are, or a :class:`NumericalError` naming the ``stage`` that left NaN or Inf in them
+    (one host sync). Every stage between the denoising loop's check and the decoder checks its own output, so
+    that a NaN is reported by what made it, not by the VAE that decodes it."""
+    if not bool(torch.isfinite(latents).all()):
+        raise NumericalError(f"the latents contain NaN or Inf {stage}: {hint}")
+    return latents
+
+
 def to_video(pixels: Tensor, r: ResolvedRequest, start: int = 0) -> Tensor:
     """Decoder output ``[1, 3, n, H', W']`` in [-1, 1], holding pixel frames ``start .. start + n`` of the decode
     of ``r`` -> float32 ``[n', H, W, 3]`` in [0, 1] at the requested size (``n'``: those frames inside the
@@ -48,7 +61,7 @@ def crop_video(pixels: Tensor, *, num_frames: int, padded: tuple[int, int], padd
 
 def checked_uint8(frames: Tensor, quantize: Quantize = "round") -> Tensor:
     """Float frames in [0, 1] -> uint8 on the CPU (:func:`ltxcli.media.to_uint8`), refusing NaN/Inf with a
-    :class:`NumericalError` (the latents were checked; a broken VAE shows here)."""
+    :class:`NumericalError` (the latents reaching the decoder were checked: only the VAE is left to blame)."""
     if not bool(torch.isfinite(frames).all()):
         raise NumericalError(
             "the decoded video contains NaN or Inf: the VAE weights may be broken (run `ltx weights verify`)"
@@ -56,4 +69,4 @@ def checked_uint8(frames: Tensor, quantize: Quantize = "round") -> Tensor:
     return to_uint8(frames, quantize)
 
 
-__all__ = ["NumericalError", "checked_uint8", "crop_video", "to_video"]
+__all__ = ["NumericalError", "check_latents", "checked_uint8", "crop_video", "to_video"]

@@ -506,7 +506,7 @@ class _LongRun:
 
     def pixels(self, result: GenerationResult) -> Iterator[Tensor]:
         """Float ``[n, H, W, 3]`` chunks of the whole video in order, windows denoised on the way."""
-        from .frames import to_video
+        from .frames import check_latents, to_video
         from .long_decode import TiledDecode
 
         p = self.plan
@@ -528,7 +528,8 @@ class _LongRun:
             w = p.windows[i]
             if j >= done:
                 lat = self._denoise_window(i, texts[w.prompt], out)
-                out = fuse(out, lat, first, k, p.adain, p.backward)
+                out = check_latents(fuse(out, lat, first, k, p.adain, p.backward), f"after fusing window {j + 1}",
+                                    "AdaIN of a window with a constant channel (std 0)? lower --adain (0: off)")
                 if first is None:
                     first = lat
                 self._save_state(out, first, j + 1)

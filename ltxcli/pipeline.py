@@ -34,7 +34,7 @@ from .adapters.lora import LoraLike, LoraSpec
 from .conditions import EncodedCondition, PreparedCondition, prepare_conditions, resize_frames
 from .control import EncodedControl, PreparedControl, control_record, place_with_control, prepare_control
 from .formatting import pipeline_repr
-from .frames import NumericalError, checked_uint8, to_video
+from .frames import WEIGHTS_HINT, NumericalError, check_latents, checked_uint8, to_video
 from .kernels import attention_option
 from .locks import serialised
 from .media.write import Quantize
@@ -244,7 +244,9 @@ class Pipeline:
         if self.vae.timestep_conditioning:
             latents = sampling.decode_noise(latents, noise_scale, gen)
             t = timestep
-        latents = sampling.tone_map(latents, tone_map)
+        # every stage before checks its output: this catches latents handed in
+        latents = check_latents(sampling.tone_map(latents, tone_map), "on entering the decoder",
+                                "they were handed in (Pipeline.decode's input, a resume state): check their source")
         vae_dtype = compute_dtype(self.vae.decoder.conv_in.conv)
         with self._stage(self.vae.decoder, streamed=True):
             # Free memory is measured with the decoder resident, so the plan accounts for its weights.
@@ -451,7 +453,8 @@ class Pipeline:
             lat1 = self._denoise(r.passes[0], r, text, text_mask, sizes[0], encoded[0], None, None, gen, progress)
         with self._stage(self.upsampler):
             up = self.vae.normalize(self.upsampler(self.vae.unnormalize(lat1)))
-        up = adain(up, lat1)
+        # the first pass's latents were checked: a NaN here is the upsampler's (or AdaIN's, on a constant channel)
+        up = check_latents(adain(up, lat1), "after the spatial upscale between the passes", "the upsampler's " + WEIGHTS_HINT)
         conds = encoded[1]
         if r.temporal_upscale:
             # the second pass refines twice the frames at twice the frame rate; conditions keep their times
@@ -466,7 +469,8 @@ class Pipeline:
         h, w] -> [1, C, 2f - 1, h, w]``), normalise."""
         assert self.temporal_upsampler is not None
         with self._stage(self.temporal_upsampler):
-            return self.vae.normalize(self.temporal_upsampler(self.vae.unnormalize(latents)))
+            return check_latents(self.vae.normalize(self.temporal_upsampler(self.vae.unnormalize(latents))),
+                                 "after the temporal upscale", "the temporal upscaler's " + WEIGHTS_HINT)
 
     def _decode_video(self, latents: Tensor, r: ResolvedRequest, seed: int, progress: Any = None,
                       into: GenerationResult | None = None) -> Tensor:
@@ -681,12 +685,8 @@ class Pipeline:
 
         tokens = tokens[:, n_extra:]
         # One host sync per pass, after the loop: a NaN anywhere in the loop propagates to the final latents.
-        if not bool(torch.isfinite(tokens).all()):
-            hint = (
-                "float16 overflows LTX-Video; use bfloat16" if self.dtype == torch.float16
-                else "the checkpoint may be broken (run `ltx weights verify`) or the settings extreme"
-            )
-            raise NumericalError(f"the latents contain NaN or Inf after denoising: {hint}")
+        check_latents(tokens, "after denoising", "float16 overflows LTX-Video; use bfloat16" if self.dtype == torch.float16
+                      else "the checkpoint may be broken (run `ltx weights verify`) or the settings extreme")
         # [1, f*h*w, C] -> [1, C, f, h, w]
         return tokens.transpose(1, 2).reshape(shape)
 

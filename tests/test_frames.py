@@ -109,3 +109,58 @@ def test_non_finite_decoded_frames_are_refused(tiny: Pipeline) -> None:
     assert torch.isnan(whole.video).any()
     with pytest.raises(NumericalError):
         list(whole.frames())
+
+
+# --- a NaN is reported by the stage that made it, not by the VAE that decodes it ---------------------------------
+
+def test_a_nan_from_the_temporal_upscaler_is_named_not_blamed_on_the_vae() -> None:
+    from ltxcli.tiny import build_temporal_upsampler
+
+    pipe = build_pipeline(torch.device("cpu"), torch.float32)
+    pipe.temporal_upsampler = build_temporal_upsampler(torch.device("cpu"), torch.float32)
+    with torch.no_grad():
+        pipe.temporal_upsampler.final_conv.bias.fill_(float("nan"))
+    request = GenerationRequest("a boat", **{**SMALL, "num_frames": 9}, temporal_upscale=True)
+    with pytest.raises(NumericalError, match="NaN or Inf after the temporal upscale: the temporal upscaler's weights"):
+        pipe.run(request)
+    with pytest.raises(NumericalError, match="after the temporal upscale"):
+        pipe.run(request, stream=True)  # before any frame is handed out
+
+
+def test_a_nan_from_the_spatial_upsampler_is_named_not_blamed_on_the_second_pass() -> None:
+    pipe = build_pipeline(torch.device("cpu"), torch.float32)
+    pipe.upsampler = LatentUpsampler(UpsamplerConfig(in_channels=LATENT_CHANNELS, mid_channels=32,
+                                                     num_blocks_per_stage=1)).eval()
+    with torch.no_grad():
+        pipe.upsampler.final_conv.bias.fill_(float("nan"))
+    request = GenerationRequest("a boat", **{**SMALL, "num_frames": 9}, first_pass={},
+                                second_pass={"timesteps": [0.5, 0.25]})
+    with pytest.raises(NumericalError, match="after the spatial upscale between the passes"):
+        pipe.run(request)
+
+
+def test_a_nan_from_the_window_fusion_is_named_not_blamed_on_the_vae(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window whose latents have a constant channel: AdaIN towards the first window divides by its std, 0."""
+    from ltxcli import long_video
+
+    pipe = build_pipeline(torch.device("cpu"), torch.float32)
+    made = pipe._denoise_passes
+    calls: list[int] = []
+
+    def constant_second_window(*a, **kw):
+        lat = made(*a, **kw)
+        calls.append(1)
+        return torch.zeros_like(lat) if len(calls) == 2 else lat
+
+    monkeypatch.setattr(pipe, "_denoise_passes", constant_second_window)
+    request = GenerationRequest("a boat", height=64, width=64, num_frames=41, seed=1, steps=1, window=24,
+                                overlap=16, adain=0.5)
+    with pytest.raises(NumericalError, match="NaN or Inf after fusing window 2: AdaIN"):
+        long_video.generate(pipe, request)
+
+
+def test_nan_latents_handed_to_decode_are_refused_before_the_vae(tiny: Pipeline) -> None:
+    latents = torch.zeros(1, LATENT_CHANNELS, 2, 2, 2)
+    latents[0, 0, 0, 0, 0] = float("nan")
+    with pytest.raises(NumericalError, match="NaN or Inf on entering the decoder: they were handed in"):
+        tiny.decode(latents)
