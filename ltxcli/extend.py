@@ -192,26 +192,36 @@ def source_defaults(request: GenerationRequest, preset: Preset, inputs: InputFra
     """Fill what a video-to-video or extension request leaves open from its input video (read here, so an
     unreadable or variable-frame-rate file fails before any model work, :class:`~ltxcli.media.MediaError`): the frame rate, the size
     (the input's when it has at most the preset's pixels, else its aspect ratio at the preset's area in
-    multiples of 32), the length (v2v: the input's; extension: the input's plus the new frames). ``inputs``: an
-    extension's video is decoded there, whole, and all of this read from that decoding (which its run takes)."""
+    multiples of 32), the length (v2v: the input's; extension: the input's plus the new frames). A v2v tensor
+    ``[F, H, W, 3]`` gives its size and length likewise, no frame rate. ``inputs``: an extension's video is decoded
+    there, whole, and all of this read from that decoding (which its run takes)."""
     check_source(request)
     check_extension(request)
+    import torch
+
     from . import media
 
     source = request.extend.video if request.extend is not None else request.video
-    if source is None or not isinstance(source, (str, os.PathLike)):
+    if isinstance(source, torch.Tensor) and request.extend is None:
+        # a v2v tensor [F, H, W, 3] (checked here, before any model work) gives what a file of its frames gives but
+        # the frame rate, which it has not: the request's or the preset's
+        frames = media.load_media(source)
+        count, first = int(frames.shape[0]), frames[:1]
+    elif source is None or not isinstance(source, (str, os.PathLike)):
         return
-    if inputs is not None and request.extend is not None and Path(source).suffix.lower() in media.VIDEO_SUFFIXES:
-        source = inputs.decoded(source)  # a DecodedMedia: its timestamps, count and first frame, no file read again
-    # the output takes its timing from the input: frame i of the input is frame i (or i + N) of the output
-    media.check_constant_rate(source, "ltx extend" if request.extend is not None else "ltx v2v")
-    # a truncated file: the frames that decode; v2v of a given length: no more (a long input is not decoded whole)
-    count = (inputs.count(source) if inputs is not None and isinstance(source, media.DecodedMedia)
-             else media.source_frame_count(source, request.num_frames if request.extend is None else None))
-    if request.frame_rate is None:
-        request.frame_rate = float(media.video_frame_rate(source))
+    else:
+        if inputs is not None and request.extend is not None and Path(source).suffix.lower() in media.VIDEO_SUFFIXES:
+            source = inputs.decoded(source)  # a DecodedMedia: its timestamps, count and first frame, not read again
+        # the output takes its timing from the input: frame i of the input is frame i (or i + N) of the output
+        media.check_constant_rate(source, "ltx extend" if request.extend is not None else "ltx v2v")
+        # a truncated file: the frames that decode; v2v of a given length: no more (a long input is not decoded whole)
+        count = (inputs.count(source) if inputs is not None and isinstance(source, media.DecodedMedia)
+                 else media.source_frame_count(source, request.num_frames if request.extend is None else None))
+        if request.frame_rate is None:
+            request.frame_rate = float(media.video_frame_rate(source))
+        first = None
     if request.height is None and request.width is None:
-        first = media.load_media(source, max_frames=1)
+        first = media.load_media(source, max_frames=1) if first is None else first
         h, w = int(first.shape[1]), int(first.shape[2])
         if h * w > preset.height * preset.width:
             scale = math.sqrt(preset.height * preset.width / (h * w))

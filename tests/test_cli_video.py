@@ -432,6 +432,33 @@ def test_python_video_to_video_takes_a_tensor_of_any_length(clip: Path) -> None:
         prepare_video(str(clip), resolved(str(clip), 13))
 
 
+def test_run_batch_takes_size_and_length_from_a_v2v_tensor_as_from_a_file(clip: Path, tmp_path: Path) -> None:
+    """run_batch filled a v2v FILE item's size and length from the file but gave a TENSOR item the preset's (128x192,
+    17 frames, not the 12 the tensor holds): a tensor now gives what a file of its frames gives; having no frame
+    rate, it keeps the item's or the preset's."""
+    import ltxcli
+    from ltxcli.extend import source_defaults
+    from ltxcli.presets import TINY_PRESET
+
+    frames = media.load_video(clip)  # [12, 64, 96, 3], 12 fps
+    file_item, tensor_item = (ltxcli.BatchItem("a dog", video=v, denoise_strength=0.5, seed=1, steps=2)
+                              for v in (str(clip), frames))
+    pipe = ltxcli.load_pipeline("tiny")  # preset: 128x192, 17 frames at 24 fps
+    results = list(ltxcli.run_batch(pipe, [file_item, tensor_item], output=str(tmp_path / "{index}.mp4"),
+                                    write=False))
+    assert [r.result.video.shape for r in results] == [(12, 64, 96, 3)] * 2
+    assert (file_item.height, file_item.width, file_item.num_frames, file_item.frame_rate) == (64, 96, 12, 12.0)
+    assert (tensor_item.height, tensor_item.width, tensor_item.num_frames, tensor_item.frame_rate) == (64, 96, 12, 24.0)
+    big = ltxcli.BatchItem("a dog", video=torch.zeros(3, 256, 384, 3), denoise_strength=0.5, frame_rate=30.0)
+    source_defaults(big, TINY_PRESET)  # above the preset's pixels: its aspect at the preset's area (scale 1/2)
+    assert (big.height, big.width, big.num_frames, big.frame_rate) == (128, 192, 3, 30.0)
+    given = ltxcli.BatchItem("a dog", video=frames, denoise_strength=0.5, height=32, width=32, num_frames=9)
+    source_defaults(given, TINY_PRESET)  # what the item gives stays
+    assert (given.height, given.width, given.num_frames, given.frame_rate) == (32, 32, 9, None)
+    with pytest.raises(media.MediaError, match=r"expected a tensor \[F, H, W, 3\]"):  # before any model work
+        source_defaults(ltxcli.BatchItem("a dog", video=torch.zeros(3, 64, 64), denoise_strength=0.5), TINY_PRESET)
+
+
 def test_v2v_longer_than_its_input_is_refused_before_the_model_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                       clip: Path) -> None:
     """--num-frames (or --duration) beyond the input's 12 frames was refused only once the model had loaded."""
