@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -237,7 +237,7 @@ def _plan_job(
     for it in [] if frames else items:  # an unknown suffix, a bad crf/preset, no VP9 encoder: refused now
         media.video_format(it.target, media.DEFAULT_CRF if s.crf is None else s.crf, s.encoder_preset)
     plan_latents(s, items, spec=spec, model=naming.model_field(spec.name, is_path=spec.kind in ("file", "folder")),
-                 warn=warn)
+                 warn=warn, wheres={it.index: rows[it.index].get("_where", "") for it in items})
     mine = shard_items(items, ctx.rank, world) if batch and world > 1 else items
     anything = any(not it.skip for it in items)
     if world > 1:
@@ -253,13 +253,14 @@ def _plan_job(
 
 
 def plan_latents(settings: JobSettings, items: list[runner.BatchItem], *, spec: ModelSpec, model: str = "",
-                 warn: Callable[[str], None] = lambda message: None) -> None:
+                 warn: Callable[[str], None] = lambda message: None, wheres: Mapping[int, str] | None = None) -> None:
     """Set each item's ``latents_target`` (its own ``latents_out``, else ``--latents-out``: a ``.safetensors`` file,
     or a pattern of the ``-o`` fields, :func:`ltxcli.naming.latents_path`), after the outputs are planned, before any
     work. Refused (ValueError): an extension (its video keeps the input's own frames); a file shared by several items, a path
     that is a video's or another item's latents, another suffix than .safetensors, an existing file (without
     ``overwrite``, as a video); a folder or a place it cannot be made: :class:`~ltxcli.runner.OutputError`. A
-    skipped item (its video exists) writes none: nothing is checked for it (``warn``: when its latents are missing)."""
+    skipped item (its video exists) writes none: nothing is checked for it (``warn``: when its latents are missing).
+    ``wheres``: item index -> where it came from (a batch file's line), which names an item's own ``latents_out``."""
     from pathlib import Path
 
     from .autoencode import check_target, latents_source
@@ -267,11 +268,18 @@ def plan_latents(settings: JobSettings, items: list[runner.BatchItem], *, spec: 
     shared = sum(it.latents_out is None for it in items) > 1 and settings.latents_out is not None
     videos = {Path(os.path.realpath(it.target)): it.index for it in items if it.target is not None}
     seen: dict[Path, int] = {}
+
+    def name(index: int) -> str:  # another item, in a message
+        return (wheres or {}).get(index) or f"item {index}"
+
     for it in items:
         value = it.latents_out if it.latents_out is not None else settings.latents_out
         if value is None:
             continue
-        where = "--latents-out" if it.latents_out is None else f"item {it.index}'s latents_out"
+        # an item's own value is named by its batch line, as that line's other mistakes are
+        line = (wheres or {}).get(it.index, "") if it.latents_out is not None else ""
+        where = ("--latents-out" if it.latents_out is None else
+                 f"{line}: latents_out" if line else f"item {it.index}'s latents_out")
         if it.extend is not None:
             raise ValueError(f"{where}: not with an extension (its video keeps the input's frames, which no latents "
                              "hold)")
@@ -282,11 +290,12 @@ def plan_latents(settings: JobSettings, items: list[runner.BatchItem], *, spec: 
         target = naming.latents_path(value, fields, option=where, many=shared and it.latents_out is None)
         key = Path(os.path.realpath(target))
         if key in videos:
-            whose = "the video's own path" if videos[key] == it.index else f"item {videos[key]}'s video"
+            whose = "the video's own path" if videos[key] == it.index else f"the video of {name(videos[key])}"
             raise ValueError(f"{where} {target} is {whose}: give the latents their own .safetensors file")
         if key in seen:
-            raise ValueError(f"items {seen[key]} and {it.index} would both write their latents to {target}: use a "
-                             "pattern with {index} or {seed}")
+            both = (f"{where} {target} is where {name(seen[key])} writes its latents too" if line else
+                    f"items {seen[key]} and {it.index} would both write their latents to {target}")
+            raise ValueError(f"{both}: use a pattern with {{index}} or {{seed}}")
         seen[key] = it.index
         it.latents_target = target
         # --skip-existing regenerates an item whose video is missing: latents it wrote before (their record names
@@ -296,7 +305,12 @@ def plan_latents(settings: JobSettings, items: list[runner.BatchItem], *, spec: 
             raise ValueError(f"{where}: {target} already exists and holds no latents of {it.target}: delete it or "
                              "name another file")
         if not it.skip:
-            check_target(target, overwrite=settings.overwrite or own, suffix=".safetensors", option=where)
+            try:
+                check_target(target, overwrite=settings.overwrite or own, suffix=".safetensors", option=where)
+            except (ValueError, runner.OutputError) as e:  # an existing file or a folder: named by the line too
+                if not line or str(e).startswith(line):
+                    raise
+                raise type(e)(f"{where} {e}" if isinstance(e, ValueError) else f"{line}: {e}") from None
         elif not (target.exists() or target.is_symlink()):
             warn(f"{it.target} exists, its latents {target} do not: skipped, so none are written (--overwrite "
                  "makes both again)")

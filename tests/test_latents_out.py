@@ -223,6 +223,23 @@ def test_batch_latents_out_is_a_pattern_or_a_lines_own_and_each_decodes_to_its_v
         assert torch.equal(media.load_media(cli_env / "d.mp4"), media.load_media(cli_env / video))
 
 
+def test_a_batch_lines_own_latents_out_mistake_names_the_line(cli_env: Path) -> None:
+    """A line's own refused ``latents_out`` was named "item N's latents_out" (or, an existing file, not at all) where
+    the line's other mistakes say ``--batch FILE line K: ...``."""
+    (cli_env / "exist.safetensors").write_bytes(b"")
+    for value, says in (
+            ("lat.bin", "--batch p.txt line 3: latents_out lat.bin: latents are written as .safetensors"),
+            ("exist.safetensors", "--batch p.txt line 3: latents_out exist.safetensors already exists: pass "
+                                  "--overwrite"),
+            ("x.safetensors", "--batch p.txt line 3: latents_out x.safetensors is where --batch p.txt line 2 writes "
+                              "its latents too")):
+        (cli_env / "p.txt").write_text(f'a cat\n{{"prompt": "a dog", "latents_out": "x.safetensors"}}\n'
+                                       f'{{"prompt": "a fox", "latents_out": "{value}"}}\n')
+        line = assert_one_error_line(ltx("generate", "--batch", "p.txt", *SMALL, "-o", "out/{index}.mp4"), 2)
+        assert says in line, line
+    assert not (cli_env / "out").exists()
+
+
 def test_batch_latents_out_follows_the_videos_existing_output_rules(cli_env: Path) -> None:
     """Refused before any work as two videos of one batch would be: one file for several items, two items on one
     file, an item's latents on a video, an existing file without --overwrite. --skip-existing: a skipped item writes
@@ -238,7 +255,7 @@ def test_batch_latents_out_follows_the_videos_existing_output_rules(cli_env: Pat
         assert says in line, line
     (cli_env / "q.txt").write_text('a cat\n{"prompt": "a dog", "latents_out": "out/0.mp4"}\n')
     line = assert_one_error_line(ltx("generate", "--batch", "q.txt", *SMALL, "-o", "out/{index}.mp4"), 2)
-    assert "item 1's latents_out out/0.mp4 is item 0's video" in line, line
+    assert "q.txt line 2: latents_out out/0.mp4 is the video of --batch q.txt line 1" in line, line
     assert not (cli_env / "out").exists()
 
     pattern = ["--latents-out", "lat/{index}.safetensors"]
