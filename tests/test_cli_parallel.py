@@ -239,6 +239,35 @@ if os.environ.get("HOLD") == "torchrun" and "LTX_RANK_STATUS_DIR" in os.environ 
 """
 
 
+# Sends this process SIGINT when it is about to import click: `python -m ltxcli` importing its command line, as a
+# worker of a user's own torchrun is when that torchrun passes a Ctrl-C on.
+_KICK_HOOK = """\
+import os, signal, sys
+class _Kick:
+    def find_spec(self, name, path=None, target=None):
+        if name == "click" and os.environ.pop("KICK", None):
+            os.kill(os.getpid(), signal.SIGINT)
+sys.meta_path.insert(0, _Kick())
+"""
+
+
+def test_a_sigint_while_a_users_torchrun_worker_imports_is_no_traceback(tmp_path: Path) -> None:
+    """A worker of a user's own `torchrun -m ltxcli` (not started with SIGINT blocked, as `ltx --gpus`'s are)
+    printed a KeyboardInterrupt traceback from inside an import when torchrun passed a Ctrl-C on while it was
+    starting: `python -m ltxcli` now holds SIGINT from its first line until its handlers are in place, and the
+    worker dies of the signal without a word. Outside torchrun the start-up is as it was."""
+    import signal
+
+    (tmp_path / "sitecustomize.py").write_text(_KICK_HOOK)
+    env = {**_env(tmp_path), "KICK": "1", "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO_ROOT}"}
+    worker = subprocess.run([sys.executable, "-m", "ltxcli", "generate", "--help"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60, env={**env, "RANK": "0", "WORLD_SIZE": "1"})
+    assert (worker.returncode, worker.stderr, worker.stdout) == (-signal.SIGINT, "", "")
+    alone = subprocess.run([sys.executable, "-m", "ltxcli", "generate", "--help"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=60, env=env)
+    assert alone.returncode == -signal.SIGINT and alone.stderr.rstrip().endswith("KeyboardInterrupt")
+
+
 @pytest.mark.parametrize(("hold", "to", "signame"), [
     ("workers", "torchrun", "SIGTERM"), ("workers", "a worker", "SIGTERM"), ("torchrun", "torchrun", "SIGTERM"),
     ("workers", "ltx", "SIGTERM"), ("workers", "ltx", "SIGINT"), ("workers", "a worker", "SIGINT")])

@@ -98,6 +98,17 @@ def release_held_sigint() -> None:
         os._exit(EXIT_INTERRUPTED)  # not reached
 
 
+def hold_sigint_while_starting() -> None:
+    """In a worker of torchrun (a user's own ``torchrun -m ltxcli``, whose workers are not started with SIGINT
+    blocked as ``ltx --gpus``'s are: :mod:`ltxcli.parallel.torchrun`), block SIGINT for the rest of the start-up:
+    ``python -m ltxcli`` calls this before it imports the command line (click, torch: seconds), and
+    :func:`terminate_like_ctrl_c` releases it (:func:`release_held_sigint`), so that a SIGINT torchrun passes on
+    meanwhile ends the worker without a traceback from inside an import. A SIGINT in Python's own start-up
+    (``site``), before any code of ltxcli runs, still prints one: nothing of ltxcli can hold it there."""
+    if under_torchrun() and hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+
+
 #: How long a signal that found the main thread in a finalizer waits before it is sent again (:func:`_raise_stop`).
 _FINALIZER_RETRY_S = 0.05
 
@@ -401,6 +412,7 @@ def strip_option(argv: list[str], name: str, value: str | None = None) -> list[s
 
 __all__ = [
     "EXIT_INTERRUPTED", "RANK_STATUS_ENV", "STOP_GRACE_S", "Terminated", "WorkerDiedError", "WorkerKilledError",
-    "check_launch", "job_exit_code", "launch", "record_exit_code", "record_launcher_signal", "record_signal_deaths",
-    "release_held_sigint", "strip_option", "terminate_like_ctrl_c", "torchrun_command", "under_torchrun",
+    "check_launch", "hold_sigint_while_starting", "job_exit_code", "launch", "record_exit_code",
+    "record_launcher_signal", "record_signal_deaths", "release_held_sigint", "strip_option", "terminate_like_ctrl_c",
+    "torchrun_command", "under_torchrun",
 ]
