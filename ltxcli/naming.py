@@ -61,19 +61,20 @@ def is_pattern(value: str) -> bool:
     return "{" in value
 
 
-def check_pattern(pattern: str) -> None:
-    """Unknown fields or bad format specs are usage errors, found before any work."""
+def check_pattern(pattern: str, what: str = "output pattern") -> None:
+    """Unknown fields or bad format specs are usage errors, found before any work; ``what`` names the pattern in
+    the message (``"--latents-out pattern"``: not ``-o``'s)."""
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(pattern) if f is not None]
     except ValueError as e:
-        raise ValueError(f"output pattern {pattern!r}: {e}") from None
+        raise ValueError(f"{what} {pattern!r}: {e}") from None
     for f in fields:
         if f not in PATTERN_FIELDS:  # no attribute or item of a field either: {slug.__class__} is not a name
-            raise ValueError(f"output pattern {pattern!r}: unknown field {{{f}}} (known: {', '.join(PATTERN_FIELDS)})")
+            raise ValueError(f"{what} {pattern!r}: unknown field {{{f}}} (known: {', '.join(PATTERN_FIELDS)})")
     try:
         pattern.format(**_sample_fields())
     except (ValueError, TypeError, IndexError, KeyError) as e:
-        raise ValueError(f"output pattern {pattern!r}: {e}") from None
+        raise ValueError(f"{what} {pattern!r}: {e}") from None
 
 
 def _sample_fields() -> dict[str, Any]:
@@ -164,7 +165,7 @@ def latents_path(value: str, fields: dict[str, Any], *, option: str = "--latents
     if not value.strip():
         raise ValueError(f"{option} {value!r} is empty: give a .safetensors file name or pattern")
     if is_pattern(value):
-        check_pattern(value)
+        check_pattern(value, f"{option} pattern")
         if not value.lower().endswith(LATENTS_SUFFIX):
             raise ValueError(f"{option} pattern {value!r} must end in {LATENTS_SUFFIX}")
         return Path(user_path(value.format(**fields)))
