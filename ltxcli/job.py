@@ -280,9 +280,11 @@ def plan_latents(settings: JobSettings, items: list[runner.BatchItem], *, spec: 
         line = (wheres or {}).get(it.index, "") if it.latents_out is not None else ""
         where = ("--latents-out" if it.latents_out is None else
                  f"{line}: latents_out" if line else f"item {it.index}'s latents_out")
-        if it.extend is not None:
-            raise ValueError(f"{where}: not with an extension (its video keeps the input's frames, which no latents "
-                             "hold)")
+        if it.extend is not None:  # in a batch under the option: which line, and how the others still get theirs
+            which, fix = (f"item {it.index}: ", ": give the other items their own latents_out instead") \
+                if it.latents_out is None and len(items) > 1 else ("", "")
+            raise ValueError(f"{where}: not with an extension ({which}its video keeps the input's frames, which no "
+                             f"latents hold){fix}")
         assert it.seed is not None and it.width is not None and it.height is not None and it.target is not None
         assert it.num_frames is not None and it.frame_rate is not None
         fields = naming.fields(index=it.index, seed=it.seed, prompt=it.prompt, width=it.width, height=it.height,

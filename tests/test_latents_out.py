@@ -321,3 +321,15 @@ def test_a_latents_pattern_mistake_names_latents_out_not_the_output_pattern(cli_
     line = assert_one_error_line(ltx(*batch, "--latents-out", "lat/{index:q}.safetensors"), 2)
     assert "--latents-out pattern 'lat/{index:q}.safetensors': Unknown format code 'q'" in line, line
     assert not (cli_env / "out").exists()
+
+
+def test_an_extension_line_under_the_latents_out_option_is_named(cli_env: Path) -> None:
+    """``--latents-out PATTERN`` on a batch holding an extension line was refused without saying which line: the one
+    error names the item (and what to do), as a line's own ``latents_out`` is named."""
+    media.write_video(cli_env / "clip.mp4", torch.zeros(9, 64, 64, 3), 24)
+    (cli_env / "p.txt").write_text('a cat\na dog\n{"prompt": "on", "extend": {"video": "clip.mp4", "frames": 8}}\n')
+    line = assert_one_error_line(ltx("generate", "--batch", "p.txt", "--model", "tiny", "-o", "out/{index}.mp4",
+                                     "--latents-out", "lat/{index}.safetensors"), 2)
+    assert "--latents-out: not with an extension (item 2:" in line, line
+    assert "give the other items their own latents_out" in line, line
+    assert not (cli_env / "out").exists()
