@@ -287,9 +287,10 @@ def check_plan(vae: VideoAutoencoder, latents: Tensor, d: DecodeSettings, path: 
         n, plans = d.tiles["length"], d.tiles["plans"]
         spans = [min(n + 1, f - a) for a in range(0, f, max(n - DECODE_BLEND, 1))] if n >= 1 else []
         if len(plans) != len(spans):
+            want = (f"length={n} must be at least 1" if n < 1 else f"plans must hold one plan per tile ({len(spans)} "
+                    f"tiles of length {n}), not {len(plans)}")
             raise MediaError(f"{path}: its '{DECODE_KEY}' record's tiles {json.dumps(d.tiles)} do not fit latents "
-                             f"{list(latents.shape)}: length must be at least 1 and plans hold {len(spans) or 'one'} "
-                             "per tile")
+                             f"{list(latents.shape)}: {want}")
     for i, (plan, frames) in enumerate(zip(plans, spans, strict=True)):
         try:
             if plan is not None:
