@@ -246,3 +246,46 @@ def test_backward_windows_give_the_input_s_first_frame_to_the_window_next_to_it(
     assert [(u.prompt, u.seed, u.num_frames) for u in units] == [("b", 5, 9), ("a", 5, 9)]
     assert units[0].conditions[0].media is image and units[0].conditions[0].frame == 0
     assert units[1].conditions == ()
+
+
+def _cut_inside_a_reference_frame(src: Path, dst: Path) -> int:
+    """``dst``: ``src`` (an H.264 MP4 with B-frames) cut inside a reference frame coded ahead of the B-frames
+    shown before it: the index lists every frame, the demuxer still yields that frame's partial packet (a
+    timestamp two frames on) but not the B-frames', so the packets' times jump while the frames that decode
+    (returned: at least 2) are evenly spaced. The latest such cut from which some decode."""
+    import av
+
+    with av.open(str(src)) as c:
+        packets = [(p.pts, p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.pts is not None]
+    data = src.read_bytes()
+    for i in reversed(range(1, len(packets) - 1)):
+        if packets[i][0] > packets[i + 1][0]:  # a reference frame ahead of the B-frames shown before it
+            dst.write_bytes(data[: packets[i][1] + packets[i][2] // 2])
+            try:
+                decoded = len(media.read_video(dst).frames)
+            except media.MediaError:
+                continue
+            if decoded >= 2:
+                return decoded
+    raise AssertionError(f"{src}: no B-frames to cut before")
+
+
+def test_ltx_prompt_extend_takes_a_truncated_input_as_ltx_extend_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A truncated input whose last demuxed packet skips frames: ``ltx extend`` judges its rate by the frames that
+    decode (one pass) and extends them with a warning, but ``ltx prompt --extend`` read the packets' times and
+    refused it as a variable frame rate (exit 6): the preview now reads it as the run does, to the same rewrite."""
+    sent: list[torch.Tensor] = []
+    monkeypatch.setattr(PromptEnhancer, "enhance",
+                        lambda self, prompt, *, seed, image=None: sent.append(image) or f"rewritten {prompt}")
+    assert ltx("generate", "a", "--model", "tiny", "--steps", "1", "--height", "32", "--width", "32",
+               "--num-frames", "17", "--seed", "1", "-o", "whole.mp4").exit_code == 0
+    decoded = _cut_inside_a_reference_frame(Path("whole.mp4"), Path("cut.mp4"))
+    with pytest.raises(media.MediaError, match="variable frame rate"):  # the premise: the packets' times jump
+        media.check_constant_rate("cut.mp4", "ltx extend")
+    run = ltx("extend", "cut.mp4", "a cat", "--frames", "8", *ARGS, "-o", "a.mp4")
+    assert run.exit_code == 0, run.stderr
+    assert json_lines(run.stdout)[0]["settings"]["num_frames"] == decoded + 8
+    preview = ltx("prompt", "a cat", "--extend", "cut.mp4", "--model", "tiny", "--seed", "5", "--json")
+    assert preview.exit_code == 0, preview.stderr
+    assert json_lines(preview.stdout)[0]["enhanced_prompt"] == "rewritten a cat"
+    assert len(sent) == 2 and torch.equal(sent[0], sent[1])  # the run's captioned frame, then the preview's

@@ -185,7 +185,7 @@ def enhance_prompt(
         raise ValueError("--backward goes with --extend VIDEO (an extension before the video's start)")
 
     from ltxcli.api import resolve_device
-    from ltxcli.extend import source_defaults
+    from ltxcli.extend import InputFrames, source_defaults
     from ltxcli.request import Condition, Extension, GenerationRequest, check_fields
 
     seed = secrets.randbelow(2**31) if seed is None else seed
@@ -194,9 +194,12 @@ def enhance_prompt(
     ext = None if extend is None else Extension(extend, 1, backward)
     r = check_fields(GenerationRequest(prompt, conditions=[Condition(image, 0)] if image is not None else [],
                                        seed=seed, enhance_prompt="on", extend=ext))
-    if ext is not None:  # its size and rate from the video, as ltx extend's item (an unreadable one: MediaError)
-        source_defaults(r, preset)
-    enhance_items([r], preset, device=resolve_device(device), info=lambda _: None, **kwargs)
+    # the video decoded once, as ltx extend's run reads it: its size and rate, the checks (a truncated file's rate
+    # by the frames that decode, not the packets' times) and the captioned frame (an unreadable one: MediaError)
+    inputs = None if ext is None else InputFrames()
+    if ext is not None:
+        source_defaults(r, preset, inputs)
+    enhance_items([r], preset, device=resolve_device(device), info=lambda _: None, inputs=inputs, **kwargs)
     return {"prompt": prompt, "enhanced_prompt": r.enhanced_prompt, "seed": seed, "image": image,
             "extend": None if ext is None else {"video": ext.record()["video"], "backward": backward}}
 
