@@ -122,6 +122,26 @@ def assert_codes_match(codes: torch.Tensor, reference: torch.Tensor, tol: float 
     return int((diff > 0).sum())
 
 
+def cut_inside_a_reference_frame(src: Path, dst: Path) -> int:
+    """``dst``: ``src`` (an H.264 MP4 with B-frames) cut inside a reference frame coded ahead of the B-frames
+    shown before it: the index lists every frame, the demuxer still yields that frame's partial packet (a
+    timestamp two frames on) but not the B-frames', so the packets' times jump while the frames that decode
+    (returned: at least 2) are evenly spaced. The latest such cut from which some decode."""
+    with av.open(str(src)) as c:
+        packets = [(p.pts, p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.pts is not None]
+    data = src.read_bytes()
+    for i in reversed(range(1, len(packets) - 1)):
+        if packets[i][0] > packets[i + 1][0]:  # a reference frame ahead of the B-frames shown before it
+            dst.write_bytes(data[: packets[i][1] + packets[i][2] // 2])
+            try:
+                decoded = len(media.read_video(dst).frames)
+            except media.MediaError:
+                continue
+            if decoded >= 2:
+                return decoded
+    raise AssertionError(f"{src}: no B-frames to cut before")
+
+
 def truncated_mp4(folder: Path, name: str = "cut.mp4", seed: int = 3) -> tuple[Path, int]:
     """``name``: a 41-frame 96x64 MP4 whose index (at the front) lists all 41 frames, cut in half, and the frames
     FFmpeg decodes from it on one thread (checked to be some, not all: the premise of a truncated file)."""

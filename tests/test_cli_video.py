@@ -9,6 +9,7 @@ with the input's decoded codes (an H.264 output would re-encode them).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -362,6 +363,25 @@ def test_extend_and_v2v_refuse_a_variable_frame_rate_input(tmp_path: Path, monke
         assert "variable frame rate" in line and "ffmpeg -i vfr.mp4 -vf fps=" in line, line
     assert not (tmp_path / "o.mp4").exists()
 
+
+def test_a_truncated_input_is_not_taken_for_a_variable_frame_rate(cli_env: Path) -> None:
+    """A file cut inside a reference frame: its last demuxed packet (cut off) shows two frames on, the B-frames
+    before it gone, so the packets' times jumped and a batch's extension line (its input not decoded at planning)
+    was refused as a variable frame rate, as was ltx v2v of it, while ltx extend of the same file (judged by the
+    frames that decode) extended it. A truncated file is judged by the frames that decode, each time."""
+    assert ltx("generate", "a", "--model", "tiny", "--steps", "1", "--height", "32", "--width", "32",
+               "--num-frames", "17", "--seed", "1", "-o", "whole.mp4").exit_code == 0
+    decoded = cli_harness.cut_inside_a_reference_frame(Path("whole.mp4"), Path("cut.mp4"))
+    with av.open("cut.mp4") as container:  # the premise: the packets' times are uneven
+        stream = container.streams.video[0]
+        times = sorted(p.pts for p in container.demux(stream) if p.pts is not None)
+    assert len({b - a for a, b in itertools.pairwise(times)}) > 1
+    # two lines: a batch of one decodes its input at planning, as ltx extend does
+    (cli_env / "b.jsonl").write_text('{"prompt": "a dog", "extend": {"video": "cut.mp4", "frames": 8}}\na cat\n')
+    r = ltx("generate", "--batch", "b.jsonl", "--model", "tiny", "--steps", "1", "-o", "out/{index}.mp4", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json_lines(r.stdout)[0]["settings"]["num_frames"] == decoded + 8
+    media.check_constant_rate("cut.mp4", "ltx v2v")  # (ltx v2v's check)
 
 def test_video_conditions_and_controls_refuse_a_variable_frame_rate_file(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:

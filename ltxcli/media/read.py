@@ -379,6 +379,11 @@ def check_constant_rate(path: PathLike, what: str = "this", frames: int | None =
                 return
             try:
                 times = sorted(p.pts * base for p in container.demux(stream) if p.pts is not None)
+                if int(stream.frames) > len(times):  # truncated: its cut-off last packet may skip the B-frames
+                    # shown before it, which are gone; the frames that decode are used: their times, as decoded
+                    with _open_video(path) as again:  # (no RGB conversion) a DecodedMedia is judged by
+                        times = sorted(f.pts * f.time_base for f in _decoded(again, again.streams.video[0])
+                                       if f.pts is not None and f.time_base is not None)
             except av.error.FFmpegError:
                 return  # a damaged file: decoding says what is wrong with it
     steps = sorted(b - a for a, b in itertools.pairwise(times[:frames]))
