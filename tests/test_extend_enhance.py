@@ -198,6 +198,20 @@ def test_a_truncated_input_is_counted_from_that_pass_and_warned_of_once() -> Non
     assert res.stderr.count(f"lists 41 frames but only {decodable} can be decoded") == 1, res.stderr
     assert json_lines(res.stdout)[0]["settings"]["num_frames"] == decodable + 8
 
+
+def test_a_batchs_truncated_input_is_warned_of_once() -> None:
+    """A batch's extension input is counted at planning (not decoded whole) and decoded by its run: the
+    truncation warning was said at both, twice for one file; it is said once, as for a single ltx extend."""
+    import cli_harness
+
+    _, decodable = cli_harness.truncated_mp4(Path.cwd())
+    Path("b.jsonl").write_text('{"prompt": "a dog", "extend": {"video": "cut.mp4", "frames": 8}}\na cat\n')
+    res = ltx("generate", "--batch", "b.jsonl", "--model", "tiny", "--steps", "1", "--height", "32", "--width",
+              "32", "-o", "out/{index}.mp4", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert res.stderr.count(f"lists 41 frames but only {decodable} can be decoded") == 1, res.stderr
+    assert json_lines(res.stdout)[0]["settings"]["num_frames"] == decodable + 8
+
 @pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
 def test_ltx_prompt_extend_previews_what_ltx_extend_enhances(backward: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """``ltx prompt PROMPT --extend VIDEO [--backward]`` hands the enhancer what ``ltx extend VIDEO PROMPT

@@ -43,6 +43,7 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
 #: Formats Pillow recognises but cannot decode ("identify-only" in its documentation). A raw MPEG-1/2 stream
 #: (``.m1v``, ``.m2v``, some ``.mpg``) is one: it is a video for FFmpeg, not a damaged image.
 IDENTIFY_ONLY_FORMATS = frozenset({"BUFR", "GRIB", "HDF5", "MPEG"})
+_WARNED: set[tuple[str, int, int, int]] = set()  # truncated files warned of (_note_truncated): once each
 
 
 class _UnidentifiedMedia(MediaError):
@@ -379,9 +380,8 @@ def check_constant_rate(path: PathLike, what: str = "this", frames: int | None =
                 return
             try:
                 times = sorted(p.pts * base for p in container.demux(stream) if p.pts is not None)
-                if int(stream.frames) > len(times):  # truncated: its cut-off last packet may skip the B-frames
-                    # shown before it, which are gone; the frames that decode are used: their times, as decoded
-                    with _open_video(path) as again:  # (no RGB conversion) a DecodedMedia is judged by
+                if int(stream.frames) > len(times):  # truncated: a cut-off last packet skips the lost B-frames
+                    with _open_video(path) as again:  # the frames that decode (no RGB), as a DecodedMedia's
                         times = sorted(f.pts * f.time_base for f in _decoded(again, again.streams.video[0])
                                        if f.pts is not None and f.time_base is not None)
             except av.error.FFmpegError:
@@ -495,7 +495,10 @@ def _decodable_frames(name: str, listed: int, at_most: int | None, _mtime_ns: in
 
 
 def _note_truncated(path: Path, listed: int, decoded: int, at_most: int | None) -> None:
-    if decoded < (listed if at_most is None else min(listed, at_most)):
+    st = path.stat()  # one warning a file (real path, mtime, size, frames decoded), as _decodable_frames' cache gives
+    if decoded < (listed if at_most is None else min(listed, at_most)) and \
+            (key := (os.path.realpath(path), st.st_mtime_ns, st.st_size, decoded)) not in _WARNED:
+        _WARNED.add(key)
         warnings.warn(f"{path}: the file lists {listed} frames but only {decoded} can be decoded (truncated or "
                       f"damaged?); using those {decoded}", stacklevel=2)
 
