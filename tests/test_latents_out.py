@@ -315,11 +315,11 @@ def test_latents_out_of_a_long_video_then_vae_decode_gives_the_videos_frames(cli
 
 def test_a_latents_pattern_mistake_names_latents_out_not_the_output_pattern(cli_env: Path) -> None:
     """A bad field or format spec in ``--latents-out`` (or a line's ``latents_out``) was reported as the "output
-    pattern", which reads as ``-o``'s: the line names the option (or the item) the pattern came from."""
+    pattern", which reads as ``-o``'s: the line names the option (or the batch line) the pattern came from."""
     (cli_env / "p.txt").write_text('a cat\n{"prompt": "a dog", "latents_out": "lat/{bogus}.safetensors"}\n')
     batch = ["generate", "--batch", "p.txt", *SMALL, "-o", "out/{index}.mp4"]
     line = assert_one_error_line(ltx(*batch), 2)
-    assert "item 1's latents_out pattern 'lat/{bogus}.safetensors': unknown field {bogus}" in line, line
+    assert "--batch p.txt line 2: latents_out pattern 'lat/{bogus}.safetensors': unknown field {bogus}" in line, line
     line = assert_one_error_line(ltx(*batch, "--latents-out", "lat/{index:q}.safetensors"), 2)
     assert "--latents-out pattern 'lat/{index:q}.safetensors': Unknown format code 'q'" in line, line
     assert not (cli_env / "out").exists()
