@@ -272,6 +272,30 @@ def test_changed_codes_or_scale_are_checked_again():
     assert torch.isfinite(check()).all()
 
 
+def test_new_codes_at_the_old_codes_address_are_checked_again():
+    """A new codes tensor whose memory and version counter equal the checked one's (an allocator that hands a
+    freed block out again gives that) is a change: it is checked, not taken for the old codes."""
+    layer = _stored_linear(6, 32, 16)
+    x = torch.randn(3, 32)
+    old = layer.weight
+    with torch.no_grad():
+        old.view(torch.uint8).add_(0)  # version 1: what the new tensor's set_ gives it
+    with torch.inference_mode():
+        layer(x)  # checked with finite codes, and remembered
+    codes = old.detach().clone()
+    codes.view(torch.uint8)[2, 5] = 0x7F  # a NaN code
+    storage = old.untyped_storage()
+    storage.copy_(codes.untyped_storage())  # the new codes, in the old memory
+    new = torch.empty(0, dtype=old.dtype).set_(storage, 0, old.shape, old.stride())
+    assert (new.data_ptr(), new._version) == (old.data_ptr(), old._version)  # the same key as the old codes'
+    layer.weight = nn.Parameter(new, requires_grad=False)
+    del old
+    weight = layer.weight.to(torch.float32) * layer.weight_scale
+    assert torch.isnan(weight[2, 5])
+    with torch.inference_mode():
+        assert torch.equal(_bits(layer.compute_weight()), _bits(weight))
+
+
 @pytest.mark.parametrize("fault", ["nan code", "inf scale"])
 def test_a_broken_stored_weight_is_refused_after_denoising(fault):
     """A NaN code or an infinite scale set after loading is refused where any NaN weight is: the latents check after

@@ -15,6 +15,7 @@ Two uses of the same e4m3 codes and per-tensor scales:
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -194,21 +195,24 @@ class FP8StoredLinear(StoredLinear):
     def widens_exactly(self) -> bool:
         """:func:`e4m3_widens_exactly` for this layer's codes and scale, checked once per change of either (a sync
         and two passes over the codes) instead of at every call: at conversion and LoRA merge
-        (:meth:`check_codes`), else at the first call that finds them changed. A change is a new scale tensor, new
-        codes storage, or an in-place write that bumps either's version counter (a write through ``.data`` or to
+        (:meth:`check_codes`), else at the first call that finds them changed. A change is a new scale or codes
+        tensor, new codes storage, or an in-place write that bumps either's version counter (a write through ``.data`` or to
         an inference tensor does not: assign new tensors instead)."""
         seen = self.__dict__.get("_widening")
-        if seen is None or seen[0] is not self.weight_scale or seen[1] != self._codes_key():
+        if seen is None or seen[0] is not self.weight_scale or seen[1]() is not self.weight \
+                or seen[2] != self._codes_key():
             return self.check_codes()
-        return seen[2]
+        return seen[3]
 
     def check_codes(self) -> bool:
         """Check the codes and scale for :func:`widen_e4m3`'s exact route now and remember the verdict (see
         :meth:`widens_exactly`); returns it. A NaN code or a non-finite scale is not an error here: such a layer
         widens through torch's own conversion, and its NaN output is refused after denoising like any other."""
         exact = e4m3_widens_exactly(self.weight, self.weight_scale)
-        # the scale itself is held (0-d: 4 bytes): its id cannot be reused by a later scale while the verdict lives
-        self._widening = (self.weight_scale, self._codes_key(), exact)
+        # the scale itself is held (0-d: 4 bytes): its id cannot be reused by a later scale while the verdict lives;
+        # the codes by a weak reference (holding them would keep replaced codes' memory alive): new codes are a new
+        # tensor even where an allocator gives them the old memory and version counter, which the key alone matches
+        self._widening = (self.weight_scale, weakref.ref(self.weight), self._codes_key(), exact)
         return exact
 
     def codes_changed(self) -> None:
