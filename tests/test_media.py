@@ -616,6 +616,15 @@ def test_gaussian_blur_convolves_channels_last_memory(monkeypatch):
     assert torch.equal(out, _tv_gaussian_blur(image, 3, 1.0))
 
 
+def test_gaussian_blur_float64_is_torchvisions_bits():
+    # the channels-last convolution (the float32 speed-up) summed float64 pixels in another order: last-bit
+    # differences from torchvision's NCHW convolution, which the docstring promises for every dtype
+    image = torch.rand(3, 6, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(media.gaussian_blur(image), _tv_gaussian_blur(image, 3, 1.0))
+    assert torch.equal(media.gaussian_blur(image[None].expand(2, -1, -1, -1)), _tv_gaussian_blur(image, 3, 1.0)[None]
+                       .expand(2, -1, -1, -1))
+
+
 def test_centre_crop_box_hand_values():
     # 1920x1080 to 3:2 -> width int(1080 * 1.5) = 1620 centred: left (1920 - 1620) // 2 = 150
     assert media.centre_crop_box(1920, 1080, 512, 768) == (150, 0, 1770, 1080)

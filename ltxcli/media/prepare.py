@@ -62,10 +62,11 @@ def gaussian_blur(image: torch.Tensor, kernel_size: int = 3, sigma: float = 1.0)
     weight = k2d.expand(channels, 1, kernel_size, kernel_size)
     pad = kernel_size // 2
     padded = F.pad(batch, [pad, pad, pad, pad], mode="reflect")
-    if padded.device.type == "cpu":
+    if padded.device.type == "cpu" and padded.dtype == torch.float32:
         # oneDNN's depthwise kernel on channels-last memory: the same sums in the same order as on NCHW (tests
         # compare the bits), where an NCHW input of 3 channels takes a path about 15x slower (33 s for an
-        # 8000x5333 picture on 2 cores, 2 s so)
+        # 8000x5333 picture on 2 cores, 2 s so). float32 only: float64 on channels-last sums in another order
+        # (last-bit differences from torchvision's NCHW convolution)
         padded = padded.contiguous(memory_format=torch.channels_last)
     out = F.conv2d(padded, weight, groups=channels)
     return out.squeeze(0) if squeeze else out
