@@ -625,6 +625,16 @@ def test_gaussian_blur_float64_is_torchvisions_bits():
                        .expand(2, -1, -1, -1))
 
 
+def test_gaussian_blur_without_onednn_is_torchvisions_bits(monkeypatch):
+    # with oneDNN switched off (torch.backends.mkldnn, or a build without it) PyTorch's own channels-last
+    # convolution sums in another order than its NCHW one: last-bit differences from torchvision, which moved a
+    # 1999x1333 condition picture's codes after the CRF step by up to 14
+    image = torch.rand(3, 17, 33, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(media.gaussian_blur(image), _tv_gaussian_blur(image, 3, 1.0))  # oneDNN: channels-last
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
+    assert torch.equal(media.gaussian_blur(image), _tv_gaussian_blur(image, 3, 1.0))
+
+
 def test_centre_crop_box_hand_values():
     # 1920x1080 to 3:2 -> width int(1080 * 1.5) = 1620 centred: left (1920 - 1620) // 2 = 150
     assert media.centre_crop_box(1920, 1080, 512, 768) == (150, 0, 1770, 1080)

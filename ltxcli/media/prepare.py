@@ -45,6 +45,11 @@ def _gaussian_kernel1d(size: int, sigma: float, dtype: torch.dtype, device: torc
     return density / density.sum()
 
 
+def _onednn_convolves() -> bool:
+    """Whether CPU convolutions run in oneDNN (built in and not switched off by ``torch.backends.mkldnn``)."""
+    return bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+
+
 def gaussian_blur(image: torch.Tensor, kernel_size: int = 3, sigma: float = 1.0) -> torch.Tensor:
     """``torchvision.transforms.functional.gaussian_blur(image, kernel_size, sigma)`` for float tensors
     ``[C, H, W]`` or ``[N, C, H, W]``: separable Gaussian weights normalised to sum 1, outer product, reflect
@@ -62,11 +67,12 @@ def gaussian_blur(image: torch.Tensor, kernel_size: int = 3, sigma: float = 1.0)
     weight = k2d.expand(channels, 1, kernel_size, kernel_size)
     pad = kernel_size // 2
     padded = F.pad(batch, [pad, pad, pad, pad], mode="reflect")
-    if padded.device.type == "cpu" and padded.dtype == torch.float32:
+    if padded.device.type == "cpu" and padded.dtype == torch.float32 and _onednn_convolves():
         # oneDNN's depthwise kernel on channels-last memory: the same sums in the same order as on NCHW (tests
         # compare the bits), where an NCHW input of 3 channels takes a path about 15x slower (33 s for an
         # 8000x5333 picture on 2 cores, 2 s so). float32 only: float64 on channels-last sums in another order
-        # (last-bit differences from torchvision's NCHW convolution)
+        # (last-bit differences from torchvision's NCHW convolution); oneDNN only: PyTorch's own channels-last
+        # kernel (oneDNN off or absent) also sums in another order, and a last bit moves the CRF step's codes
         padded = padded.contiguous(memory_format=torch.channels_last)
     out = F.conv2d(padded, weight, groups=channels)
     return out.squeeze(0) if squeeze else out
