@@ -51,6 +51,7 @@ from .progress import ProgressFn
 from .request import Condition, GenerationRequest, ResolvedRequest, media_path, resolve_request
 from .request import check_decode_settings as check_decode
 from .result import GenerationResult
+from .source import with_source_defaults
 from .text_cache import TextKVCache
 
 if TYPE_CHECKING:  # annotations only: text imports transformers
@@ -297,16 +298,16 @@ class Pipeline:
         self, prompt: str, *, progress: ProgressFn | None = None, stream: bool = False, **settings: Any
     ) -> GenerationResult:
         """Generate a video: ``run(GenerationRequest(prompt, **settings), progress=..., stream=...)``. ``settings``
-        are the fields of :class:`~ltxcli.request.GenerationRequest` (``height``, ``steps``, ``conditions``,
-        ``first_pass``, ...); every one left out (or ``None``) takes the loaded checkpoint's preset default."""
+        are the fields of :class:`~ltxcli.request.GenerationRequest`: each one left out (or ``None``) takes the
+        checkpoint's preset default, but a ``video``'s length, size and frame rate are its own (as in ``ltx v2v``)."""
         return self.run(GenerationRequest(prompt, **settings), progress=progress, stream=stream)
 
     def resolve(self, request: GenerationRequest) -> ResolvedRequest:
         """``request`` resolved against this pipeline's preset and checked against its models (no model runs)."""
         return resolve_request(
-            request, self.preset, max_pos=self.transformer.config.positional_embedding_max_pos,
-            num_layers=self.transformer.config.num_layers, has_upsampler=self.upsampler is not None,
-            has_temporal_upsampler=self.temporal_upsampler is not None,
+            with_source_defaults(request, self.preset), self.preset,
+            max_pos=self.transformer.config.positional_embedding_max_pos, num_layers=self.transformer.config.num_layers,
+            has_upsampler=self.upsampler is not None, has_temporal_upsampler=self.temporal_upsampler is not None,
         )
 
     @serialised

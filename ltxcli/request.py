@@ -108,7 +108,8 @@ class GenerationRequest:
     ``video`` (a path, or a float tensor ``[F, H, W, 3]`` in [0, 1] used as is) turns the request into
     video-to-video: the video is encoded, noised to the first kept timestep and denoised over the last
     ``denoise_strength`` fraction of the schedule. A file or a tensor of any length of at least ``num_frames``
-    frames: its first frames up to the padded length (8k + 1), the last one repeated where it is shorter.
+    frames: its first frames up to the padded length (8k + 1), the last one repeated where it is shorter. Its
+    length, size and (a file's) rate fill what is left open (:func:`ltxcli.source.source_defaults`), not the preset.
     ``noise``: the single-pass initial draw, normalised latents ``[1, C, f, h, w]``. ``first_pass`` / ``second_pass``: per-pass overrides (multi-scale; giving one makes
     a base model run two passes). ``loras``: the LoRAs merged for this request (see
     :meth:`ltxcli.pipeline.Pipeline.set_loras`; ``[]`` none), None keeps the pipeline's current ones.

@@ -528,6 +528,22 @@ def test_explicit_noise_is_not_written_to(tiny: Pipeline) -> None:
     assert torch.equal(again.latents, first.latents)
 
 
+def test_video_input_gives_the_length_size_and_rate_as_ltx_v2v(tiny: Pipeline, tmp_path: Path) -> None:
+    """With a ``video`` and no num_frames / size / frame rate the input's are taken (the tiny preset's 17 frames
+    at 128x192, 24 fps would need more frames than the input has), for a file and a tensor alike, and the
+    caller's request is left as given."""
+    from ltxcli import media
+    from ltxcli.request import GenerationRequest
+
+    frames = torch.rand(9, 32, 64, 3, generator=torch.Generator().manual_seed(3))
+    clip = media.write_video(tmp_path / "clip.mp4", frames, 20)
+    res = tiny.generate("a dog", video=clip, steps=2, seed=1)
+    assert tuple(res.video.shape) == (9, 32, 64, 3) and res.settings["frame_rate"] == 20
+    req = GenerationRequest("a dog", video=frames, steps=2, seed=1)
+    assert tuple(tiny.run(req).video.shape) == (9, 32, 64, 3)
+    assert req.num_frames is None and req.height is None and req.frame_rate is None
+
+
 def test_decode_of_the_result_latents_reproduces_the_video(tiny: Pipeline) -> None:
     res = tiny.generate("a cat", seed=31, decode_timestep=0.05, decode_noise_scale=0.025, **SMALL)
     again = tiny.decode(res.latents, timestep=0.05, noise_scale=0.025, seed=31)
