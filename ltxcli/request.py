@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from .enhance.rules import check_enhanced, check_mode, rewrite_of
-from .formatting import dataclass_repr
+from .formatting import brief, dataclass_repr
 from .passes import flat_blocks, pass_overrides, v2v_pass, validate_pass
 from .presets import DEFAULT_DOWNSCALE_FACTOR, PassSettings, Preset, multi_scale_sizes
 from .sizes import MAX_FRAME_RATE, check_size, padded_size, split_pad
@@ -90,8 +90,9 @@ class Control:
 
 @dataclass
 class Extension:
-    """Continue the video file ``video`` by ``frames`` new frames after its last frame (``backward``: before its
-    first). The result is the input, unchanged, followed (preceded) by the new frames; see :mod:`ltxcli.extend`."""
+    """Continue the video file ``video`` (a path: not a tensor, whose frame rate and timestamps it lacks) by
+    ``frames`` new frames after its last frame (``backward``: before its first). The result is the input,
+    unchanged, followed (preceded) by the new frames; see :mod:`ltxcli.extend`."""
 
     video: str
     frames: int
@@ -509,6 +510,10 @@ def check_fields(request: _R) -> _R:
     if e is not None:
         if not (_is_int(e.frames) and _is_bool(e.backward)):
             fail("extend", e, "an Extension with integer frames and backward True or False")
+        if not isinstance(e.video, (str, os.PathLike)):  # its rate, timestamps and frames are read from the file
+            raise FieldTypeError(f"extend video={brief(e.video) if hasattr(e.video, 'shape') else reprlib.repr(e.video)}"
+                                 " must be a video file's path (a tensor: write it first with "
+                                 "ltxcli.media.write_video(path, frames, fps))")
         plain["extend"] = replace(e, frames=int(e.frames), backward=bool(e.backward))
     if request.control is not None:
         if not _is_number(request.control.strength):

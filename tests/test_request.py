@@ -208,6 +208,23 @@ def test_a_condition_field_of_the_wrong_type_is_named(cond, needle) -> None:
         resolve(conditions=[cond])
 
 
+def test_an_extension_of_a_tensor_is_refused_in_one_line() -> None:
+    """An extension reads its rate, timestamps and frames from a file: a tensor failed with a bare AssertionError
+    (run_extension) or os.fspath's TypeError (run_batch); now one line naming the field and the way out."""
+    import threading
+    from types import SimpleNamespace
+
+    from ltxcli.extend import run_extension
+    from ltxcli.request import Extension, FieldTypeError
+
+    needle = "extend video=<Tensor [9, 32, 64, 3] float32> must be a video file's path (a tensor: write it first"
+    request = GenerationRequest("it runs on", extend=Extension(torch.zeros(9, 32, 64, 3), 8))
+    with pytest.raises(FieldTypeError, match="^" + re.escape(needle)):
+        run_extension(SimpleNamespace(lock=threading.Lock()), request)  # refused before the pipeline is used
+    with pytest.raises(FieldTypeError, match="^" + re.escape(needle)):
+        resolve(extend=Extension(torch.zeros(9, 32, 64, 3), 8))
+
+
 def test_values_a_run_would_refuse_late_are_refused_in_resolution() -> None:
     """Each of these ran the text encoder (or every step) before failing, or was recorded as something else than
     what ran (steps above the scheduler's 1000 timesteps were clamped, the record kept the asked count)."""
