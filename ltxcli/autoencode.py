@@ -37,7 +37,7 @@ from .models.winograd import parse_conv_algorithm
 from .naming import fps_number
 from .paths import user_path
 from .request import SEED_MAX
-from .sizes import padded_size, split_pad
+from .sizes import MAX_FRAME_RATE, padded_size, split_pad
 from .vae_tiling import plan_windows, tiled_decode
 
 if TYPE_CHECKING:
@@ -363,11 +363,14 @@ def read_fitted(path: PathLike, max_frames: int | None = None) -> tuple[Tensor, 
         raise ValueError(f"--max-frames={max_frames} must be at least 1")
     video, rate = read_video(path, max_frames)
     fitted = fit_to_grid(video, path)
+    # a rate above the writer's: said now (the latents record it as it is), not first by `ltx vae decode`'s refusal
+    fast = (f"{user_path(path)} is {float(rate):g} fps, above the {MAX_FRAME_RATE} a video is written at: "
+            f"decoding it to a video needs --frame-rate (at most {MAX_FRAME_RATE})") if rate > MAX_FRAME_RATE else None
     if fitted.shape == video.shape:
-        return fitted, rate, None
+        return fitted, rate, fast
     (f, h, w), (f2, h2, w2) = video.shape[:3], fitted.shape[:3]
     return fitted, rate, (f"using {f2} frames of {w2}x{h2} (the VAE needs 8k+1 frames and multiples of 32; input "
-                          f"is {f} frames of {w}x{h})")
+                          f"is {f} frames of {w}x{h})" + (f"; {fast}" if fast else ""))
 
 
 def check_decode_timestep(decode_timestep: float | None) -> None:
@@ -499,9 +502,12 @@ def latents_frame_rate(meta: dict[str, str], path: PathLike) -> Fraction:
         rate = Fraction(text)
     except (ValueError, ZeroDivisionError):  # "abc", "inf", "nan", "1/0"
         rate = None
-    if rate is None or not 0 < rate <= 1000:
-        raise MediaError(f"{user_path(path)}: its 'frame_rate' record {text!r} is not a frame rate in (0, 1000]: "
-                         f"pass --frame-rate")
+    if rate is not None and rate > MAX_FRAME_RATE:  # a real clip's rate (`ltx vae encode` records it as it is)
+        raise MediaError(f"{user_path(path)}: its 'frame_rate' record {text!r} is above the {MAX_FRAME_RATE} fps a "
+                         f"video is written at: pass --frame-rate (at most {MAX_FRAME_RATE}, e.g. 30)")
+    if rate is None or rate <= 0:
+        raise MediaError(f"{user_path(path)}: its 'frame_rate' record {text!r} is not a frame rate in "
+                         f"(0, {MAX_FRAME_RATE}]: pass --frame-rate")
     return rate
 
 

@@ -57,6 +57,27 @@ def test_a_garbled_recorded_frame_rate_is_refused_naming_the_file_and_field(text
     assert str(e.value).startswith(f"l.safetensors: its 'frame_rate' record {text!r} ") and "--frame-rate" in str(e.value)
 
 
+def test_encoding_a_clip_above_1000_fps_says_decode_needs_a_frame_rate(tmp_path: Path) -> None:
+    """`ltx vae encode` of a 2000 fps clip recorded 2000 without a word; `ltx vae decode` then refused the file.
+    The read now notes it up front (the latents keep the true rate), and decode's refusal says what to pass."""
+    import numpy as np
+
+    path = tmp_path / "fast.mp4"
+    with av.open(str(path), "w") as out:  # written here: ltxcli's writer refuses a rate above 1000
+        stream = out.add_stream("libx264", rate=2000)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        for i in range(9):
+            frame = np.full((32, 64, 3), 20 * i, dtype=np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode())
+    frames, rate, note = autoencode.read_fitted(path)
+    assert rate == 2000 and frames.shape == (9, 32, 64, 3)
+    assert note == (f"{path} is 2000 fps, above the 1000 a video is written at: decoding it to a video needs "
+                    "--frame-rate (at most 1000)")
+    with pytest.raises(MediaError, match=r"record '2000' is above the 1000 fps .*: pass --frame-rate \(at most 1000"):
+        autoencode.latents_frame_rate({"frame_rate": "2000"}, "l.safetensors")
+
+
 def test_roundtrip_measures_quality_and_time(vae: autoencode.VideoAutoencoder) -> None:
     torch.manual_seed(1)
     video = torch.rand(9, 64, 64, 3)
