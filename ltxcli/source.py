@@ -34,8 +34,12 @@ def with_source_defaults(request: GenerationRequest, preset: Preset) -> Generati
     """``request`` (not changed) with what its video-to-video input leaves open filled in as
     :func:`source_defaults` fills it (the input's length, size and rate): the pipeline's, so that
     ``pipe.generate(prompt, video=...)`` takes what ``ltx v2v`` and :func:`ltxcli.run_batch` take."""
-    if request.video is None or request.extend is not None:
-        return request
+    import torch
+
+    open_fields = (request.num_frames, request.height, request.width,
+                   None if isinstance(request.video, torch.Tensor) else request.frame_rate)  # a tensor has no rate
+    if request.video is None or request.extend is not None or None not in open_fields:
+        return request  # nothing left to the input (ltx v2v and run_batch filled it): not read again
     filled = dataclasses.replace(request)
     source_defaults(filled, preset)
     return filled

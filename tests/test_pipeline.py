@@ -544,6 +544,23 @@ def test_video_input_gives_the_length_size_and_rate_as_ltx_v2v(tiny: Pipeline, t
     assert req.num_frames is None and req.height is None and req.frame_rate is None
 
 
+def test_a_video_input_with_everything_given_is_not_read_for_defaults(tmp_path: Path, monkeypatch) -> None:
+    """``ltx v2v`` and ``run_batch`` fill the length, size and rate before the run: resolving it then reads nothing
+    of the input again (its timestamps, its frames) for defaults that are all given."""
+    from ltxcli import media, source
+    from ltxcli.presets import TINY_PRESET
+    from ltxcli.request import GenerationRequest
+
+    clip = media.write_video(tmp_path / "clip.mp4", torch.rand(9, 32, 64, 3), 20)
+    given = GenerationRequest("a dog", video=clip, num_frames=9, height=32, width=64, frame_rate=20)
+    reads: list[str] = []
+    monkeypatch.setattr(media, "check_constant_rate", lambda *a, **k: reads.append("timestamps"))
+    monkeypatch.setattr(media, "source_frame_count", lambda *a, **k: reads.append("frames") or 9)
+    assert source.with_source_defaults(given, TINY_PRESET) is given and reads == []
+    source.with_source_defaults(GenerationRequest("a dog", video=clip, num_frames=9, height=32, width=64), TINY_PRESET)
+    assert reads == ["timestamps", "frames"]  # the rate left open: the input is read for it
+
+
 def test_decode_of_the_result_latents_reproduces_the_video(tiny: Pipeline) -> None:
     res = tiny.generate("a cat", seed=31, decode_timestep=0.05, decode_noise_scale=0.025, **SMALL)
     again = tiny.decode(res.latents, timestep=0.05, noise_scale=0.025, seed=31)
