@@ -260,11 +260,13 @@ def test_a_sigint_while_a_users_torchrun_worker_imports_is_no_traceback(tmp_path
 
     (tmp_path / "sitecustomize.py").write_text(_KICK_HOOK)
     env = {**_env(tmp_path), "KICK": "1", "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO_ROOT}"}
+    # SIGINT's default action, as a terminal gives it (a job started with `nohup ... &` inherits it ignored)
+    default = {"preexec_fn": lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)}
     worker = subprocess.run([sys.executable, "-m", "ltxcli", "generate", "--help"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=60, env={**env, "RANK": "0", "WORLD_SIZE": "1"})
+                            text=True, timeout=60, env={**env, "RANK": "0", "WORLD_SIZE": "1"}, **default)
     assert (worker.returncode, worker.stderr, worker.stdout) == (-signal.SIGINT, "", "")
     alone = subprocess.run([sys.executable, "-m", "ltxcli", "generate", "--help"], cwd=tmp_path, capture_output=True,
-                           text=True, timeout=60, env=env)
+                           text=True, timeout=60, env=env, **default)
     assert alone.returncode == -signal.SIGINT and alone.stderr.rstrip().endswith("KeyboardInterrupt")
 
 
