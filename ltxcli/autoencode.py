@@ -356,12 +356,17 @@ def read_video(path: PathLike, max_frames: int | None = None) -> tuple[Tensor, F
     return video, rate
 
 
-def read_fitted(path: PathLike, max_frames: int | None = None) -> tuple[Tensor, Fraction, str | None]:
+def read_fitted(path: PathLike, max_frames: int | None = None, *, writes_video: bool = False
+                ) -> tuple[Tensor, Fraction, str | None]:
     """:func:`read_video` fitted to the grid (:func:`fit_to_grid`), with the note to show when that changed it
-    (else None). ``max_frames`` under 1 is a ValueError."""
+    (else None). ``max_frames`` under 1 is a ValueError. ``writes_video``: its frames are to be written at its
+    rate (``ltx vae roundtrip -o``): a rate above the writer's is a ValueError now, before any VAE work."""
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"--max-frames={max_frames} must be at least 1")
     video, rate = read_video(path, max_frames)
+    if writes_video and rate > MAX_FRAME_RATE:
+        raise ValueError(f"{user_path(path)} is {float(rate):g} fps, above the {MAX_FRAME_RATE} a video is written "
+                         f"at: -o cannot write its reconstruction (leave -o out to measure it)")
     fitted = fit_to_grid(video, path)
     # a rate above the writer's: said now (the latents record it as it is), not first by `ltx vae decode`'s refusal
     fast = (f"{user_path(path)} is {float(rate):g} fps, above the {MAX_FRAME_RATE} a video is written at: "

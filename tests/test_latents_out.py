@@ -208,6 +208,30 @@ def test_ltx_vae_decode_refuses_a_garbled_frame_rate_before_loading_a_model(cli_
     assert media.media_info(cli_env / "ok.mp4")[0]["frame_rate"] == 12
 
 
+def test_ltx_vae_roundtrip_refuses_writing_a_clip_above_1000_fps_before_the_vae(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ltx vae roundtrip fast.mp4 -o rt.mp4` of a 2000 fps clip encoded and decoded it, then failed at the write
+    ("frame rate must be in (0, 1000]"): it is refused before the VAE loads (exit 2, one line saying what to do),
+    and without -o the clip is measured as before."""
+    import av
+    import numpy as np
+
+    with av.open(str(cli_env / "fast.mp4"), "w") as out:  # written here: ltxcli's writer refuses a rate above 1000
+        stream = out.add_stream("libx264", rate=2000)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        for i in range(9):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((32, 64, 3), 20 * i, np.uint8), format="rgb24")))
+        out.mux(stream.encode())
+    loads: list[object] = []
+    real = autoencode.load_autoencoder
+    monkeypatch.setattr(autoencode, "load_autoencoder", lambda *a, **k: loads.append(a) or real(*a, **k))
+    line = assert_one_error_line(ltx("vae", "roundtrip", "fast.mp4", "-m", "tiny", "-o", "rt.mp4"), 2)
+    assert "fast.mp4 is 2000 fps, above the 1000 a video is written at: -o cannot write" in line, line
+    assert loads == [] and not (cli_env / "rt.mp4").exists()
+    assert ltx("vae", "roundtrip", "fast.mp4", "-m", "tiny").exit_code == 0 and len(loads) == 1
+
+
 SMALL = ["--model", "tiny", "--height", "64", "--width", "64", "--num-frames", "9", "--seed", "3"]
 
 

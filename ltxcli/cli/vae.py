@@ -172,7 +172,7 @@ def roundtrip(
     autoencode.check_decode_timestep(decode_timestep)
     if output is not None:
         autoencode.check_target(output, overwrite=overwrite, suffix=".mp4")
-    frames, rate, note = autoencode.read_fitted(video, max_frames)
+    frames, rate, note = autoencode.read_fitted(video, max_frames, writes_video=output is not None)
     if note:
         out.info(note)
     vae = _load_vae(model, weights_dir, device, dtype, out)
