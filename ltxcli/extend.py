@@ -195,8 +195,6 @@ EXTEND_OPTION_HELP = SOURCE_OPTION_HELP | {
 NOT_FOR_EXTEND = ("duration", "temporal_upscale", "no_temporal_upscale", "latents_out")
 
 
-
-
 def parse_extension(value: Any, where: str) -> Extension:
     """A batch line's ``"extend": {"video": PATH, "frames": N, "backward": false}``."""
     ok = isinstance(value, dict) and isinstance(value.get("video"), str) and not set(value) - {"video", "frames", "backward"}

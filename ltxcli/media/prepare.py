@@ -24,7 +24,6 @@ from .read import _check_frames_tensor, load_image
 CONDITION_CRF = 29
 
 
-
 def centre_crop_box(in_width: int, in_height: int, height: int, width: int) -> tuple[int, int, int, int]:
     """PIL crop box ``(left, top, right, bottom)`` of the largest centred region with the aspect ratio
     ``width / height``, computed in floats with truncation exactly as the official loader does."""

@@ -359,7 +359,6 @@ def input_hold(est: MemoryEstimate, early: int, late: int, write: int = 0, read:
     return replace(est, stages=stages)
 
 
-
 __all__ = [
     "CONTROL_MODEL", "DECODE", "DENOISE", "ENCODE_FACTOR", "OFFLOAD_MODES", "TILING_MODES", "TRANSFORMER_UNITS",
     "TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS", "UPSAMPLER_UNITS", "Estimator", "MemoryEstimate", "PassSize", "Stage",

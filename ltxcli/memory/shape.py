@@ -186,7 +186,6 @@ def _extension_estimate(shape: RunShape, transformer: TransformerConfig, vae: VA
                       0 if streamed else 4 * 3 * f * h * w)
 
 
-
 def condition_frames(c: Any, num_frames: int) -> int:
     """Pixel frames the pipeline keeps of condition ``c`` in a ``num_frames`` video: its decoded frames when the
     pre-load check has read them (:class:`ltxcli.media.DecodedMedia`, a tensor), rounded down to 8k + 1 as the
@@ -194,7 +193,6 @@ def condition_frames(c: Any, num_frames: int) -> int:
     frames = getattr(c.media, "frames", c.media)
     n = int(frames.shape[0]) if isinstance(frames, torch.Tensor) and frames.ndim == 4 else 1
     return (max(1, min(n, num_frames - c.frame)) - 1) // 8 * 8 + 1
-
 
 
 __all__ = ["RunShape", "condition_frames", "request_estimator", "request_shape", "run_passes"]

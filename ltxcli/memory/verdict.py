@@ -140,5 +140,4 @@ def memory_verdict(
     return MemoryVerdict(est, free_bytes, fitting, least, smaller)
 
 
-
 __all__ = ["MemoryVerdict", "memory_alternatives", "memory_verdict", "plan_estimators", "smaller_size"]
