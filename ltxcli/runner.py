@@ -34,7 +34,7 @@ from . import long_video, naming, timeline
 from .batch import BatchItem, item_control
 from .enhance.rules import request_plan
 from .errors import keeps_resume_state, note_failed_item
-from .extend import check_extension, check_source_length, check_window_seeds, run_extension, source_defaults
+from .extend import check_window_seeds, run_extension
 from .long_state import interrupted_target, saved_seed, state_path
 from .naming import fps_number
 from .passes import MAX_STEPS
@@ -51,6 +51,7 @@ from .request import (
     resolve_request,
 )
 from .sizes import MAX_FRAME_RATE, check_size, padded_size
+from .source import check_extension, check_source_length, source_defaults
 
 if TYPE_CHECKING:
     from .extend import InputFrames
@@ -155,7 +156,7 @@ def build_items(
     options), else the preset's (sizes and frame rate). ``conditions`` come first in every item (not in a row
     whose ``conditions`` were ``["none"]``); a row's ``image`` is a first-frame condition before them, its
     ``conditions`` follow. ``inputs``: where an extension's video is decoded, once
-    (:func:`ltxcli.extend.source_defaults`)."""
+    (:func:`ltxcli.source.source_defaults`)."""
     defaults = defaults or {}
     if defaults.get("num_frames") is not None and defaults.get("duration") is not None:  # the command's, no line's
         raise ValueError("give either num_frames or duration, not both")
@@ -220,7 +221,7 @@ def derive_seeds(items: Sequence[BatchItem], batch_seed: int, *, drawn: bool = F
 def _complete(items: Sequence[BatchItem], preset: Preset | None, batch_seed: int | None = None,
               wheres: Sequence[str] = (), inputs: InputFrames | None = None) -> None:
     """Fill what an item leaves open: a seed derived from ``batch_seed`` (None: a random one, drawn here), the
-    frames of a ``duration``, an input video's size, rate and length (:func:`ltxcli.extend.source_defaults`), the
+    frames of a ``duration``, an input video's size, rate and length (:func:`ltxcli.source.source_defaults`), the
     preset's size and rate. ``wheres``: per item, what its mistakes start with (a batch file's line); ``inputs``:
     :func:`build_items`'."""
     if any(it.seed is None for it in items):

@@ -185,8 +185,9 @@ def enhance_prompt(
         raise ValueError("--backward goes with --extend VIDEO (an extension before the video's start)")
 
     from ltxcli.api import resolve_device
-    from ltxcli.extend import InputFrames, source_defaults
+    from ltxcli.extend import InputFrames
     from ltxcli.request import Condition, Extension, GenerationRequest, check_fields
+    from ltxcli.source import source_defaults
 
     seed = secrets.randbelow(2**31) if seed is None else seed
     image, extend = user_media(image), user_media(extend)  # `--image=~/a.png`: no shell expanded it
