@@ -391,7 +391,7 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
     ext = request.extend
     if ext is None:
         raise ValueError("run_extension needs a request with extend= (an Extension)")
-    check_extension(request)
+    check_extension(request, pipe.preset)
     if request.video is not None:
         raise ValueError("an extension cannot also be video-to-video: give extend or video, not both")
     source_defaults(request, pipe.preset, inputs)

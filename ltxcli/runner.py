@@ -329,7 +329,7 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
             check_control_timing(item.control, item.num_frames)
         long_video.check(item)  # window settings and the prompt schedule (read here)
         long_video.check_seed(item, max_pos[0])  # room for the window seeds
-        check_extension(item)
+        check_extension(item, preset)
         check_window_seeds(item, max_pos[0])  # an extension in windows: room for its window seeds
         if preset is not None and item.extend is None:  # the passes too (an extension resolves inside run_extension)
             resolve_request(item, preset)

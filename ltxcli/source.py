@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -53,7 +54,7 @@ def source_defaults(request: GenerationRequest, preset: Preset, inputs: Decoding
     ``[F, H, W, 3]`` gives its size and length likewise, no frame rate. ``inputs``: an extension's video is decoded
     there, whole, and all of this read from that decoding (which its run takes)."""
     check_source(request)
-    check_extension(request)
+    check_extension(request, preset)
     import torch
 
     from . import media
@@ -117,18 +118,54 @@ def check_source(item: GenerationRequest) -> None:
         raise ValueError("an item is video-to-video or an extension, not both")
 
 
-def check_extension(request: GenerationRequest) -> None:
+#: The model ``ltx v2v`` is pointed at to upscale an extension in time when the extension's is multi-scale (which
+#: video-to-video refuses): the newest single-pass 2B, with the 0.9.5+ VAE the temporal upscaler is made for.
+SINGLE_PASS_MODEL = "ltxv-2b-0.9.6-distilled"
+#: The strength of that video-to-video: the last 0.3 of the steps redone (at least one of a 4-step schedule, two of
+#: the distilled model's 8), little of the extended video changed besides the frames the upscaler adds.
+UPSCALE_STRENGTH = 0.3
+
+
+def check_extension(request: GenerationRequest, preset: Preset | None = None) -> None:
     """Refuse (ValueError), before any model work, what an extension does not run: a duration (its length is the
-    new frames) or a temporal upscale (not supported yet); an unknown ``enhance_prompt``."""
+    new frames) or a temporal upscale (:func:`upscale_commands` says how); an unknown ``enhance_prompt``.
+    ``preset``: the model's, when known (a multi-scale one changes the commands)."""
     if request.extend is None:
         return
     check_mode(request.enhance_prompt)
     if request.duration is not None:
         raise ValueError("duration is not supported with an extension (its length is the input's and the new "
                          "frames): give the number of new frames")
-    if request.temporal_upscale:  # the input's frames would be spliced at the wrong rate
-        raise ValueError("temporal_upscale is not supported yet with an extension: upscale the extended video")
+    if request.temporal_upscale:
+        raise ValueError(upscale_commands(request, preset))
 
 
-__all__ = ["Decodings", "check_extension", "check_source", "check_source_length", "source_defaults",
-           "with_source_defaults"]
+def upscale_commands(request: GenerationRequest, preset: Preset | None = None) -> str:
+    """Why an extension (``request.extend``) is not upscaled in time, and the two commands that make the extended
+    video at twice the frame rate: the extension, then ``ltx v2v --temporal-upscale`` of its output. The extension
+    keeps the input's own frames one for one; at twice their rate every other output frame would be one the input
+    does not have, so the whole extended video is upscaled (re-made) instead. ``preset``: the extension's model's;
+    a multi-scale one (which v2v refuses) sends the v2v to :data:`SINGLE_PASS_MODEL`."""
+    ext = request.extend
+    assert ext is not None
+    stem = Path(ext.video).stem
+    made, doubled = f"{stem}-extended.mp4", f"{stem}-extended-2x.mp4"
+    # v2v takes one prompt (no windows): the first window's, as an extension that fits one window takes it
+    prompt = request.prompt.split("|")[0].strip() or "PROMPT"
+    first = ["ltx", "extend", os.fspath(ext.video), request.prompt, "--frames", str(ext.frames),
+             *(["--backward"] if ext.backward else []),
+             *(f for name in ("window", "overlap") if getattr(request, name) is not None
+               for f in (f"--{name}", str(getattr(request, name)))), "-o", made]
+    multi = preset is not None and preset.multi_scale
+    second = ["ltx", "v2v", made, prompt, "--strength", str(UPSCALE_STRENGTH), "--temporal-upscale",
+              *(["-m", SINGLE_PASS_MODEL] if multi else []), "-o", doubled]
+    options = ("add your other options to the first; v2v runs single-pass models only, hence -m" if multi
+               else "add your other options to the first and your --model to both")
+    return ("temporal_upscale is not supported with an extension: the extension keeps the input's own frames, and "
+            "at twice their rate every other frame would be one the input does not have; upscale the whole extended "
+            f"video instead, in two runs: `{shlex.join(first)}`, then `{shlex.join(second)}` ({options}; a lower "
+            "--strength changes less; v2v takes up to the model's 20 s)")
+
+
+__all__ = ["SINGLE_PASS_MODEL", "UPSCALE_STRENGTH", "Decodings", "check_extension", "check_source", "check_source_length", "source_defaults",
+           "upscale_commands", "with_source_defaults"]

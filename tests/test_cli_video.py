@@ -232,8 +232,33 @@ def test_v2v_and_extension_refuse_what_they_do_not_run_before_loading(cli_env: P
     assert "video-to-video in windows" in line and "loading" not in line
     line = assert_one_error_line(ltx("extend", str(clip), "a cat", "--frames", "4", "--temporal-upscale",
                                      "--model", "tiny", "-o", "e.mp4"), 2)
-    assert "temporal_upscale is not supported yet with an extension" in line
+    assert "temporal_upscale is not supported with an extension" in line
     assert not (cli_env / "v.mp4").exists() and not (cli_env / "e.mp4").exists()
+
+
+def test_the_two_runs_a_refused_extension_upscale_names_make_the_extended_video_at_twice_the_rate(
+        cli_env: Path) -> None:
+    """`ltx extend --temporal-upscale` said "upscale the extended video" and no way to do it. It names the two
+    commands, and they run as given (with the --model the line asks for on both): the extension of a 12-frame,
+    12 fps clip by 8 frames (20 frames), then its video-to-video with the temporal upscale, 2 * 19 + 1 = 39 frames
+    at 24 fps."""
+    import re
+    import shlex
+
+    clip = media.write_video(cli_env / "clip.mp4", torch.linspace(0, 1, 12)[:, None, None, None].expand(12, 32, 32, 3), 12)
+    line = assert_one_error_line(ltx("extend", str(clip), "a cat", "--frames", "8", "--temporal-upscale",
+                                     "--model", "tiny"), 2)
+    first, second = (shlex.split(c) for c in re.findall(r"`([^`]+)`", line))
+    assert first == ["ltx", "extend", str(clip), "a cat", "--frames", "8", "-o", "clip-extended.mp4"]
+    assert second == ["ltx", "v2v", "clip-extended.mp4", "a cat", "--strength", "0.3", "--temporal-upscale", "-o",
+                      "clip-extended-2x.mp4"]
+    for command in (first, second):
+        r = ltx(*command[1:], "--model", "tiny", "--json")
+        assert r.exit_code == 0, r.stderr
+    settings = json_lines(r.stdout)[0]["settings"]
+    assert (settings["num_frames"], settings["frame_rate"]) == (39, 24)
+    assert settings["temporal_upscale"] == {"num_frames": 20, "frame_rate": 12}
+    assert media.load_video(cli_env / "clip-extended-2x.mp4").shape == (39, 32, 32, 3)
 
 
 def test_a_condition_longer_than_the_video_is_trimmed_with_a_warning(cli_env: Path, clip: Path) -> None:

@@ -271,12 +271,36 @@ def test_an_interrupted_backward_extension_resumes(tiny, clip: Path, two, tmp_pa
     assert torch.equal(resumed.latents, whole.latents) and torch.equal(resumed.video, whole.video)
 
 
-def test_a_temporal_upscale_is_still_refused_backward_in_windows() -> None:
+def test_a_temporal_upscale_is_refused_backward_in_windows_with_the_two_runs_that_make_it() -> None:
+    """The refusal said "upscale the extended video" and not how: it names the extension (its windows kept) and
+    the video-to-video that upscales it in time, with one prompt (v2v runs no windows: the first window's)."""
     from ltxcli.extend import check_extension
 
-    with pytest.raises(ValueError, match="temporal_upscale is not supported yet with an extension"):
-        check_extension(GenerationRequest("a | b", extend=Extension("clip.mp4", 40, backward=True), window=32,
+    with pytest.raises(ValueError, match="temporal_upscale is not supported with an extension") as e:
+        check_extension(GenerationRequest("a | b", extend=Extension("in/clip.mp4", 40, backward=True), window=32,
                                           temporal_upscale=True))
+    assert ("`ltx extend in/clip.mp4 'a | b' --frames 40 --backward --window 32 -o clip-extended.mp4`, then "
+            "`ltx v2v clip-extended.mp4 a --strength 0.3 --temporal-upscale -o clip-extended-2x.mp4`") in str(e.value)
+
+
+def test_a_multi_scale_extension_s_upscale_runs_on_a_single_pass_model() -> None:
+    """v2v refuses multi-scale models (the default one among them): with one, the v2v the refusal names runs on
+    a single-pass model, whose preset resolves that video-to-video with the temporal upscale."""
+    from ltxcli.extend import check_extension
+    from ltxcli.presets import PRESETS
+    from ltxcli.request import resolve_request
+
+    req = GenerationRequest("a cat", extend=Extension("clip.mp4", 8), temporal_upscale=True)
+    with pytest.raises(ValueError) as e:
+        check_extension(req, PRESETS["ltxv-2b-0.9.8-distilled"])
+    assert ("`ltx v2v clip-extended.mp4 'a cat' --strength 0.3 --temporal-upscale -m ltxv-2b-0.9.6-distilled -o "
+            "clip-extended-2x.mp4`") in str(e.value)
+    v2v = GenerationRequest("a cat", video="clip-extended.mp4", denoise_strength=0.3, temporal_upscale=True,
+                            num_frames=20, height=64, width=96, frame_rate=12)
+    with pytest.raises(ValueError, match="not supported yet with multi-scale models"):
+        resolve_request(v2v, PRESETS["ltxv-2b-0.9.8-distilled"])
+    r = resolve_request(v2v, PRESETS["ltxv-2b-0.9.6-distilled"])
+    assert r.temporal_upscale and r.passes[0].skip_initial_inference_steps == 6  # 2 of its 8 steps redone
 
 
 def test_a_backward_record_s_windows_redo_as_the_schedule_in_output_frames() -> None:
