@@ -20,7 +20,6 @@ official yaml names (``num_inference_steps``, ``rescaling_scale``, ``skip_block_
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import reprlib
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +27,17 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from .enhance.rules import check_enhanced, check_mode, rewrite_of
+from .field_values import (
+    CACHE_THRESHOLDS,
+    FieldTypeError,
+    as_list,
+    is_bool,
+    is_int,
+    is_number,
+    is_text,
+    list_of,
+    parse_cache,
+)
 from .formatting import brief, dataclass_repr
 from .passes import flat_blocks, pass_overrides, v2v_pass, validate_pass
 from .presets import DEFAULT_DOWNSCALE_FACTOR, PassSettings, Preset, multi_scale_sizes
@@ -311,35 +321,6 @@ def _with_scalars(p: PassSettings, scalars: dict[str, Any]) -> PassSettings:
     return p.updated({"guidance_timesteps": None, "skip_block_list": flat_blocks(p.skip_block_list)})
 
 
-# --- step cache -------------------------------------------------------------------------------------------------
-
-#: ``--cache`` modes and the threshold each takes when none is given (TeaCache4LTX-Video's example uses 0.05 for
-#: its 2.1x; diffusers' ``FirstBlockCacheConfig`` defaults to 0.05).
-CACHE_THRESHOLDS: Mapping[str, float] = {"none": 0.0, "teacache": 0.05, "fbcache": 0.05}
-
-
-def parse_cache(spec: str | None) -> tuple[str, float]:
-    """``"none"``, ``"teacache[:THRESH]"`` or ``"fbcache[:THRESH]"`` -> ``(mode, threshold)`` (``None``: no cache).
-    ``ValueError`` names the rule; threshold 0 caches nothing (every step computed)."""
-    if spec is None:
-        return "none", 0.0
-    mode, sep, value = str(spec).strip().lower().partition(":")
-    usage = f"cache={spec!r} must be none, teacache[:THRESHOLD] or fbcache[:THRESHOLD] (e.g. teacache:0.05)"
-    if mode not in CACHE_THRESHOLDS or (mode == "none" and sep):
-        raise ValueError(usage)
-    if not sep:
-        return mode, CACHE_THRESHOLDS[mode]
-    if "_" in value:  # float() reads "1_0" as 10
-        raise ValueError(usage)
-    try:
-        threshold = float(value)
-    except ValueError:
-        raise ValueError(usage) from None
-    if not (math.isfinite(threshold) and threshold >= 0):
-        raise ValueError(f"cache threshold {value} must be a finite number >= 0 (e.g. teacache:0.05)")
-    return mode, threshold
-
-
 # --- IC-LoRA control ----------------------------------------------------------------------------------------------
 
 
@@ -404,72 +385,26 @@ def check_control(c: Control) -> None:
 _R = TypeVar("_R", bound=GenerationRequest)  # a request or a batch item: check_fields returns the same kind
 
 
-class FieldTypeError(TypeError, ValueError):
-    """A request field of the wrong type (a tuple for a :class:`Condition`, ``"3"`` for a number): a TypeError that
-    names the field and what it takes, and a ValueError, so that callers reporting ValueErrors as a user's
-    mistake (the CLI: exit 2) report it as one."""
-
-
-def _is_text(v: Any) -> bool:
-    """A string that is UTF-8 text: an argument in another encoding (Latin-1 ``caf\\xe9``) reaches Python with its
-    bytes as lone surrogates (os.fsdecode), on which the tokenizer fails with a TypeError."""
-    if not isinstance(v, str):
-        return False
-    try:
-        v.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _is_bool(v: Any) -> bool:
-    return type(v).__name__ in ("bool", "bool_")  # Python's or numpy's
-
-
-def _is_number(v: Any, kind: type = numbers.Real) -> bool:
-    """A Python or numpy (registered as a ``numbers`` kind) number of ``kind``, or a 0-d tensor or array of an
-    integer (or, for Real, floating) dtype; never a bool or text."""
-    if _is_bool(v) or isinstance(v, (str, bytes)):
-        return False
-    dtype = str(getattr(v, "dtype", "bool"))  # "torch.int64", "float32", ...
-    by_dtype = "int" in dtype or (kind is numbers.Real and "float" in dtype)
-    return isinstance(v, kind) or (getattr(v, "ndim", None) == 0 and "bool" not in dtype and by_dtype)
-
-
-def _is_int(v: Any) -> bool:
-    return _is_number(v, numbers.Integral)
-
-
-def _as_list(v: Any) -> list[Any] | None:
-    """A list or tuple, or a numpy array or tensor as its Python list; None for anything else."""
-    v = v.tolist() if hasattr(v, "tolist") and not isinstance(v, (str, bytes)) else v
-    return list(v) if isinstance(v, Sequence) and not isinstance(v, (str, bytes)) else None
-
-
-def _list_of(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda v: (items := _as_list(v)) is not None and all(ok(x) for x in items)
-
-
 #: What each request field takes when given (``None``: the preset's, or none), and the Python value it becomes
 #: (None: itself).
 #: Fields checked by value elsewhere (``stg_mode``, ``cache``, ``enhance_prompt``, ``loras``) and media (paths,
 #: images or tensors) are not listed.
 _FIELD_TYPES: dict[str, tuple[Callable[[Any], bool], str, Callable[[Any], Any] | None]] = {
-    **dict.fromkeys(("prompt", "negative_prompt"), (_is_text, "a string of UTF-8 text (a byte it cannot decode "
+    **dict.fromkeys(("prompt", "negative_prompt"), (is_text, "a string of UTF-8 text (a byte it cannot decode "
                                                               "shows as \\udcXX: iconv -t utf-8 it, or use a UTF-8 "
                                                               "locale)", None)),
     **dict.fromkeys(("height", "width", "num_frames", "steps", "seed", "window", "overlap"),
-                    (_is_int, "an integer", int)),
+                    (is_int, "an integer", int)),
     **dict.fromkeys(("frame_rate", "guidance_scale", "stg_scale", "rescale_scale", "tone_map_compression_ratio",
                      "image_cond_noise_scale", "decode_timestep", "decode_noise_scale", "downscale_factor",
-                     "denoise_strength", "overlap_strength", "adain"), (_is_number, "a number", float)),
-    "duration": (lambda v: _is_number(v) or isinstance(v, str), "seconds: a number or a string such as \"1m30s\"",
+                     "denoise_strength", "overlap_strength", "adain"), (is_number, "a number", float)),
+    "duration": (lambda v: is_number(v) or isinstance(v, str), "seconds: a number or a string such as \"1m30s\"",
                  lambda v: v if isinstance(v, str) else float(v)),
-    **dict.fromkeys(("cfg_star_rescale", "stochastic_sampling", "temporal_upscale"), (_is_bool, "True or False", bool)),
-    "timesteps": (_list_of(_is_number), "a list of numbers", lambda v: [float(x) for x in _as_list(v) or ()]),
-    "stg_blocks": (_list_of(_is_int), "a list of block indices", lambda v: [int(x) for x in _as_list(v) or ()]),
+    **dict.fromkeys(("cfg_star_rescale", "stochastic_sampling", "temporal_upscale"), (is_bool, "True or False", bool)),
+    "timesteps": (list_of(is_number), "a list of numbers", lambda v: [float(x) for x in as_list(v) or ()]),
+    "stg_blocks": (list_of(is_int), "a list of block indices", lambda v: [int(x) for x in as_list(v) or ()]),
     **dict.fromkeys(("first_pass", "second_pass"), (lambda v: isinstance(v, Mapping), "a dict of pass settings", None)),
-    "conditions": (_list_of(lambda c: isinstance(c, Condition)), "a list of ltxcli.Condition(media, frame, strength)",
+    "conditions": (list_of(lambda c: isinstance(c, Condition)), "a list of ltxcli.Condition(media, frame, strength)",
                    None),
     "extend": (lambda v: isinstance(v, Extension), "an ltxcli.Extension(video, frames, backward)", None),
     "control": (lambda v: isinstance(v, Control), "an ltxcli.Control(media, strength, kind)", None),
@@ -500,15 +435,15 @@ def check_fields(request: _R) -> _R:
         is_picture = hasattr(media, "mode") and hasattr(media, "convert")  # a PIL image, by what reading uses
         if not (isinstance(media, (str, os.PathLike)) or is_tensor or is_picture):
             fail("condition media", media, "a path, a PIL image or a torch tensor [F, H, W, 3] (torch.from_numpy)")
-        if not _is_int(c.frame):
+        if not is_int(c.frame):
             fail("condition frame", c.frame, "an integer")
-        if not _is_number(c.strength):
+        if not is_number(c.strength):
             fail("condition strength", c.strength, "a number")
         conditions.append(replace(c, frame=int(c.frame), strength=float(c.strength)))
     plain["conditions"] = conditions if isinstance(request.conditions, list) else tuple(conditions)
     e = request.extend
     if e is not None:
-        if not (_is_int(e.frames) and _is_bool(e.backward)):
+        if not (is_int(e.frames) and is_bool(e.backward)):
             fail("extend", e, "an Extension with integer frames and backward True or False")
         if not isinstance(e.video, (str, os.PathLike)):  # its rate, timestamps and frames are read from the file
             raise FieldTypeError(f"extend video={brief(e.video) if hasattr(e.video, 'shape') else reprlib.repr(e.video)}"
@@ -516,7 +451,7 @@ def check_fields(request: _R) -> _R:
                                  "ltxcli.media.write_video(path, frames, fps))")
         plain["extend"] = replace(e, frames=int(e.frames), backward=bool(e.backward))
     if request.control is not None:
-        if not _is_number(request.control.strength):
+        if not is_number(request.control.strength):
             fail("control strength", request.control.strength, "a number")
         plain["control"] = replace(request.control, strength=float(request.control.strength))
     return replace(request, **plain)

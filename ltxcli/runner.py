@@ -35,21 +35,14 @@ from .batch import BatchItem, item_control
 from .enhance.rules import request_plan
 from .errors import keeps_resume_state, note_failed_item
 from .extend import check_window_seeds, run_extension
+from .field_values import FieldTypeError, parse_cache
 from .long_state import interrupted_target, saved_seed, state_path
 from .naming import fps_number
 from .passes import MAX_STEPS
 from .paths import user_media
 from .progress import ProgressFn
 from .records import SAMPLER_KEYS, batch_fields, encoding, record, run_settings
-from .request import (
-    SEED_MAX,
-    Condition,
-    FieldTypeError,
-    check_fields,
-    parse_cache,
-    preset_size,
-    resolve_request,
-)
+from .request import SEED_MAX, Condition, check_fields, preset_size, resolve_request
 from .sizes import MAX_FRAME_RATE, check_size, padded_size
 from .source import check_extension, check_source_length, source_defaults
 

@@ -399,14 +399,14 @@ def run_bench(
     ``compile`` choose kernels as in :func:`ltxcli.load_pipeline` (compilation happens in the warm-up runs),
     ``vae_conv`` the VAE's convolution algorithm (:class:`ltxcli.models.winograd.ConvAlgorithm`). ``cache``: the
     step cache, ``none``, ``teacache[:THRESH]`` or ``fbcache[:THRESH]`` as for a request
-    (:func:`ltxcli.request.parse_cache`); the result counts the transformer calls it skipped. Runs ``warmup``
+    (:func:`ltxcli.field_values.parse_cache`); the result counts the transformer calls it skipped. Runs ``warmup``
     untimed generations, then ``repeats`` timed ones; stage times are medians. Timing waits for the device only at
     stage boundaries.
     """
     from .. import kernels
     from ..api import load_pipeline, resolve_compute, resolve_device
+    from ..field_values import parse_cache
     from ..presets import PRESETS
-    from ..request import parse_cache
 
     say = log or (lambda _msg: None)
     if repeats < 1 or warmup < 0:
