@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import Unpack  # typing's from Python 3.11 (torch requires typing_extensions)
 
 from . import sampling, step_cache, text_cache, vae_tiling
 from .adapters.lora import LoraLike, LoraSpec
@@ -48,7 +49,7 @@ from .models.upsampler import adain
 from .passes import HARD_EPS, as_list
 from .presets import NEUTRAL, PassSettings, Preset
 from .progress import ProgressFn
-from .request import Condition, GenerationRequest, ResolvedRequest, media_path, resolve_request
+from .request import Condition, GenerationRequest, RequestFields, ResolvedRequest, media_path, resolve_request
 from .request import check_decode_settings as check_decode
 from .result import GenerationResult
 from .source import with_source_defaults
@@ -294,9 +295,8 @@ class Pipeline:
 
     # --- generation -------------------------------------------------------------------------------------------
 
-    def generate(
-        self, prompt: str, *, progress: ProgressFn | None = None, stream: bool = False, **settings: Any
-    ) -> GenerationResult:
+    def generate(self, prompt: str, *, progress: ProgressFn | None = None, stream: bool = False,
+                 **settings: Unpack[RequestFields]) -> GenerationResult:
         """Generate a video: ``run(GenerationRequest(prompt, **settings), progress=..., stream=...)``. ``settings``
         are the fields of :class:`~ltxcli.request.GenerationRequest`: each one left out (or ``None``) takes the
         checkpoint's preset default, but a ``video``'s length, size and frame rate are its own (as in ``ltx v2v``)."""

@@ -24,7 +24,7 @@ import os
 import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypedDict, TypeVar
 
 from .enhance.rules import check_enhanced, check_mode, rewrite_of
 from .field_values import (
@@ -196,6 +196,52 @@ class GenerationRequest:
 LONG_VIDEO_FIELDS = ("duration", "window", "overlap", "overlap_strength", "adain", "prompt_schedule")
 _EXTENSION_RUNNER = ("extend= continues a video: run the request with ltxcli.extend.run_extension(pipe, request) "
                      "or ltxcli.run_batch; Pipeline.run makes one generation")
+
+
+class RequestFields(TypedDict, total=False):
+    """The keyword arguments of :meth:`ltxcli.pipeline.Pipeline.generate`: :class:`GenerationRequest`'s fields but
+    ``prompt``, with the same types (a type checker refuses a misspelt field or a value of the wrong type; a test
+    keeps the two in step), each optional as the dataclass's default makes it."""
+
+    negative_prompt: str | None
+    height: int | None
+    width: int | None
+    num_frames: int | None
+    frame_rate: float | None
+    steps: int | None
+    timesteps: Sequence[float] | None
+    guidance_scale: float | None
+    stg_scale: float | None
+    stg_blocks: Sequence[int] | None
+    rescale_scale: float | None
+    stg_mode: str | None
+    cfg_star_rescale: bool | None
+    stochastic_sampling: bool | None
+    tone_map_compression_ratio: float | None
+    image_cond_noise_scale: float | None
+    decode_timestep: float | None
+    decode_noise_scale: float | None
+    downscale_factor: float | None
+    first_pass: Mapping[str, Any] | None
+    second_pass: Mapping[str, Any] | None
+    conditions: Sequence[Condition]
+    video: Any
+    denoise_strength: float
+    extend: Extension | None
+    seed: int | None
+    noise: Tensor | None
+    cache: str | None
+    loras: Sequence[LoraLike] | None
+    duration: float | str | None
+    window: int | None
+    overlap: int | None
+    overlap_strength: float | None
+    adain: float | None
+    prompt_schedule: Any
+    temporal_upscale: bool
+    control: Control | None
+    enhance_prompt: str
+    enhanced_prompt: str | Mapping[str, str] | None
 
 
 @dataclass(frozen=True)
@@ -624,7 +670,7 @@ def _is_image(media: Any) -> bool:
 
 __all__ = [
     "CACHE_THRESHOLDS", "CONTROL_KINDS", "LONG_VIDEO_FIELDS", "NO_CONTROL", "SEED_MAX", "STG_MODES",
-    "Condition", "Control", "Extension", "FieldTypeError", "GenerationRequest", "ResolvedRequest",
+    "Condition", "Control", "Extension", "FieldTypeError", "GenerationRequest", "RequestFields", "ResolvedRequest",
     "check_control", "check_fields", "check_placement", "check_size", "control_of", "media_path",
     "padded_size", "parse_cache", "parse_control", "preset_size", "resolve_request",
 ]

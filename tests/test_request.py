@@ -297,3 +297,21 @@ def test_a_tensor_condition_or_v2v_input_fills_the_video_not_its_padding() -> No
         assert torch.equal(inside, frames * 2 - 1)
         pixels[0, :, :, 14:114, 5:155] = 0
         assert not pixels.any()  # all padding is 0
+
+
+def test_generate_keywords_are_the_request_fields_with_their_types() -> None:
+    """``Pipeline.generate(prompt, **settings)`` types ``settings`` as :class:`RequestFields` (PEP 692), so a type
+    checker refuses ``num_frame=9`` or ``height="a"``: its keys and types must stay GenerationRequest's (the
+    annotations as written, both modules using ``from __future__ import annotations``), every key optional."""
+    import inspect
+
+    from ltxcli.pipeline import Pipeline
+    from ltxcli.request import RequestFields
+
+    fields = {f.name: f.type for f in dataclasses.fields(GenerationRequest) if f.name != "prompt"}
+    typed = {name: getattr(t, "__forward_arg__", t) for name, t in RequestFields.__annotations__.items()}
+    assert typed == fields
+    assert list(typed) == list(fields)  # in the dataclass's order, for a reader comparing the two
+    assert RequestFields.__required_keys__ == frozenset()  # each field has a default in the dataclass
+    settings = inspect.signature(Pipeline.generate).parameters["settings"]
+    assert settings.kind is inspect.Parameter.VAR_KEYWORD and settings.annotation == "Unpack[RequestFields]"

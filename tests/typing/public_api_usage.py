@@ -94,13 +94,19 @@ def misspelled() -> None:
     """A name ltxcli does not export is an error for the checker (warn_unused_ignores: the ignore must be used),
     not an Any that accepts every use."""
     ltxcli.load_pipelin("tiny")  # type: ignore[attr-defined]
+    pipe = ltxcli.load_pipeline("tiny")
+    # Pipeline.generate's keywords are GenerationRequest's fields (RequestFields): a misspelt one and a value of
+    # the wrong type are the checker's errors too, not only FieldTypeError / TypeError at run time
+    pipe.generate("a cat", num_frame=9)  # type: ignore[call-arg]
+    pipe.generate("a cat", height="a")  # type: ignore[arg-type]
+    pipe.generate("a cat", conditions=[("a.png", 0)])  # type: ignore[list-item]
 
 
 def refused() -> FailureKind | None:
     """The documented errors: what a script catches, and their kinds."""
     pipe = ltxcli.load_pipeline("tiny")
     try:
-        pipe.generate("a cat", height="64")  # a field of the wrong type
+        pipe.generate("a cat", height="64")  # type: ignore[arg-type]  # a field of the wrong type: refused at run time too
     except FieldTypeError as e:  # a TypeError and a ValueError
         assert_type(e, FieldTypeError)
     except (MediaError, CheckpointError, ModelNotFoundError, ValueError) as e:
