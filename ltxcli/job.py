@@ -213,7 +213,8 @@ def _plan_job(
     spec = _resolve(s)  # reads a file's header: a corrupt one fails here
     if spec.kind == "builtin" and s.text_encoder:
         warn(f"--text-encoder is ignored: {spec.name} has a built-in text encoder")
-    base_conds = ([first_image] if first_image else []) + parse_conditions(s.conditions)
+    redo = any(row.get("_redo") for row in rows)  # a --from record's row (ltxcli.redo.redo_row)
+    base_conds = ([first_image] if first_image else []) + parse_conditions(s.conditions, redo=redo)
     # one video: an extension's input decoded here, once, for its checks, the enhancement stage and the run (a
     # batch's are counted as before: holding one input at a time, each would be decoded again later)
     inputs = InputFrames()

@@ -175,8 +175,11 @@ def _check_video(video: Any) -> None:
 def generate_row(path: str | os.PathLike[str] | None, given: Mapping[str, Any],
                  prompt: str | None = None) -> dict[str, Any]:
     """``ltx generate``'s row: with ``--from`` (``path``) :func:`redo_row`'s, else ``prompt``'s (a ``video``
-    given is checked either way: only :data:`NO_VIDEO`)."""
+    given is checked either way: only :data:`NO_VIDEO`, and that only with ``path``)."""
     _check_video(given.get("video"))
+    if path is None and given.get("video") == NO_VIDEO:  # it would change nothing: not ignored, refused
+        raise ValueError(f"--video {NO_VIDEO} is for --from (not the record's input video): without --from there "
+                         "is none to drop; leave it out")
     return redo_row(path, given, prompt) if path is not None else {"prompt": prompt}
 
 
@@ -216,6 +219,7 @@ def redo_row(path: str | os.PathLike[str], given: Mapping[str, Any], prompt: str
         row["prompt"] = prompt
         row.pop("prompt_schedule", None)
     row["_where"] = f"--from {path}"
+    row["_redo"] = True  # its conditions are the record's, which -c none drops (ltxcli.batch.parse_conditions)
     return row
 
 

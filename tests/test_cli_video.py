@@ -1251,6 +1251,21 @@ def test_from_with_video_none_drops_the_recorded_v2v_input_or_extension(cli_env:
     assert "--video none is for --from" in line
 
 
+def test_none_without_from_is_refused_not_ignored(cli_env: Path, clip: Path) -> None:
+    """``-c none`` and ``--video none`` drop a --from record's conditions or input video; without --from there is
+    nothing to drop, and they were accepted in silence (the run went on as if they were not there). Refused in one
+    line (exit 2) before the model loads, on every command that takes -c (the -c of a batch is every line's)."""
+    Path("b.txt").write_text("a cat\n")
+    for args in (["generate", "a cat", "-c", "none"], ["generate", "a cat", "--video", "none"],
+                 ["i2v", str(clip), "a cat", "-c", "none"], ["v2v", str(clip), "a cat", "-c", "none"],
+                 ["extend", str(clip), "a cat", "--frames", "8", "-c", "none"],
+                 ["generate", "--batch", "b.txt", "-c", "none"]):
+        line = assert_one_error_line(ltx(*args, "--model", "tiny", "--steps", "1", "--frames-dir", "out"), 2)
+        option = "--video none" if "--video" in args else "--condition none"
+        assert line.startswith(f"error: {option} is for --from") and "without --from" in line, (args, line)
+        assert not Path("out").exists()
+
+
 def test_a_missing_control_video_names_the_record_or_batch_line_it_came_from(cli_env: Path) -> None:
     """As a LoRA's: a control video moved since the video was made said "ctl.mp4: no such file", naming neither
     the --from record nor the batch line it came from (a missing condition names them)."""
