@@ -511,6 +511,8 @@ class _LongRun:
 
         p = self.plan
         out, first, done = self._load_state()
+        for kept in (t for t in (out, first) if t is not None):  # resumed: else the next stage is blamed for a NaN
+            check_latents(kept, f"in the windows --resume kept in {self.state}", "delete that file to start over")
         self.control = self._control_frames()
         texts = self._encode_texts()
         # the decoded video: twice the frames and frame rate after a temporal upscale

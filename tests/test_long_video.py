@@ -872,3 +872,24 @@ def test_a_state_made_without_lora_resumes_under_lora_none(tiny) -> None:
     # the LoRAs merged still tell states apart
     styled = {**merged, "loras": [{"path": "style.safetensors", "sha256": "ab", "scale": 1.0}]}
     assert long_video.request_hash(long_video.plan(req, tiny.preset), "tiny", styled) != plain
+
+
+def test_a_resumed_state_with_nan_latents_is_named_not_blamed_on_the_fusion(tiny, tmp_path) -> None:
+    """A resume state whose kept windows hold NaN (a disk error, a run on a broken device) was reported as made
+    by the window fusion ("after fusing window 2: AdaIN of a window with a constant channel?"), which had only
+    carried the NaN on. Now the state file is named, with what to do, before any window is denoised."""
+    from ltxcli.frames import NumericalError
+
+    req = GenerationRequest("a cat | a dog", height=64, width=64, num_frames=57, seed=2, steps=1, window=48,
+                            overlap=24)
+    state = tmp_path / ".out.mp4.ltx-resume"
+    _interrupted(tiny, req, state, after=1)
+    saved = torch.load(state, weights_only=True)
+    saved["out"][:, :, 0] = float("nan")  # the first latent frame: the next window fuses it in untouched
+    torch.save(saved, state)
+    stages: list[str] = []
+    with pytest.raises(NumericalError) as e:
+        long_video.generate(tiny, req, resume=state, progress=lambda stage, *_: stages.append(stage))
+    assert str(e.value) == (f"the latents contain NaN or Inf in the windows --resume kept in {state}: delete that "
+                            "file to start over")
+    assert "denoise" not in stages and state.is_file()  # nothing denoised; the file left for the user to see
