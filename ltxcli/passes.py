@@ -89,13 +89,14 @@ def validate_pass(p: PassSettings, num_layers: int | None = None) -> None:
         raise ValueError(f"stg blocks {bad} do not exist: this transformer has blocks 0-{num_layers - 1}")
 
 
-def v2v_pass(p: PassSettings, strength: float) -> PassSettings:
-    """Keep the last ``strength`` of the schedule: explicit timesteps at or below it, else skipped steps."""
+def v2v_pass(p: PassSettings, strength: float, schedule: str = "this schedule") -> PassSettings:
+    """Keep the last ``strength`` of the schedule: explicit timesteps at or below it, else skipped steps.
+    ``schedule`` names it in the error (a multi-scale pass's)."""
     if p.timesteps is not None:
         kept = tuple(t for t in p.timesteps if t <= strength + HARD_EPS)
         if not kept:
             raise ValueError(
-                f"denoise_strength={strength} is below every timestep of this schedule "
+                f"denoise_strength={strength} is below every timestep of {schedule} "
                 f"({', '.join(map(str, p.timesteps))}): use at least {min(p.timesteps)}"
             )
         return p.updated({"timesteps": kept})

@@ -424,7 +424,7 @@ class Pipeline:
     ) -> tuple[list[list[EncodedCondition | EncodedControl]], Tensor | None]:
         """The VAE encoder stage, before the transformer's: every condition and the IC-LoRA control at every
         pass's size (resized there first, as the official pipeline does per pass) and the video-to-video input
-        (its latents are widened in :meth:`_denoise`)."""
+        at the first pass's (its latents are widened in :meth:`_denoise`)."""
         if not prepared and source is None and control is None:
             return [[] for _ in sizes], None
         with self._stage(self.vae.encoder):
@@ -437,7 +437,7 @@ class Pipeline:
                 for per_pass, (h, w) in zip(encoded, sizes, strict=True):
                     latents = self._vae_encode(resize_frames(control.pixels, h, w)).float()
                     per_pass.append(EncodedControl(latents, control.strength))
-            init = self._vae_encode(source) if source is not None else None
+            init = self._vae_encode(resize_frames(source, *sizes[0])) if source is not None else None
         return encoded, init
 
     def _denoise_passes(
@@ -451,7 +451,7 @@ class Pipeline:
                 return self._denoise(r.passes[0], r, text, text_mask, sizes[0], encoded[0], init, r.noise, gen,
                                      progress)
         with self._stage(self.transformer, streamed=True):
-            lat1 = self._denoise(r.passes[0], r, text, text_mask, sizes[0], encoded[0], None, None, gen, progress)
+            lat1 = self._denoise(r.passes[0], r, text, text_mask, sizes[0], encoded[0], init, None, gen, progress)
         with self._stage(self.upsampler):
             up = self.vae.normalize(self.upsampler(self.vae.unnormalize(lat1)))
         # the first pass's latents were checked: a NaN here is the upsampler's (or AdaIN's, on a constant channel)

@@ -622,11 +622,12 @@ def resolve_request(
     if r.extend is not None:
         raise ValueError(_EXTENSION_RUNNER)
     if r.video is not None:
-        if multi:
-            raise ValueError("video-to-video is not supported yet with multi-scale models (use a base model)")
         if not 0 < r.denoise_strength < 1:
             raise ValueError(f"denoise_strength={r.denoise_strength} must be in (0, 1), e.g. 0.5")
-        passes = [v2v_pass(passes[0], r.denoise_strength)]
+        # multi-scale: the first pass denoises the input at its size, the second the upscaled result; neither
+        # noises it above the strength (the official run, media_items in both passes, fails its shape checks)
+        passes = [v2v_pass(p, r.denoise_strength, f"the {n} pass's schedule" if multi else "this schedule")
+                  for n, p in zip(("first", "second"), passes, strict=False)]
     if r.temporal_upscale:
         if 2 * frame_rate > MAX_FRAME_RATE:  # the output's rate, which the writer refuses after all the work
             raise ValueError(f"frame_rate={frame_rate} doubled by temporal_upscale is {2 * frame_rate}, above "

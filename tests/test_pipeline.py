@@ -468,6 +468,48 @@ def test_multiscale_dev_i2v_matches_official(models: Models) -> None:
                               scheduler={"sampler": "Uniform"}, decode_noise_scale=0.0))
 
 
+def test_multiscale_video_to_video_matches_the_official_passes(models: Models) -> None:
+    """Multi-scale v2v. The official ``LTXMultiScalePipeline`` hands ``media_items`` to both passes and fails
+    (the full-size input in the downscaled first pass: "Latents have to be of shape ..."; with the upscaled
+    latents in the second: "Cannot provide both latents and media_items"). Ours is its two official passes
+    with what each can take: the first the input resized to its size (official ``resize_tensor``) and noised to
+    the strength, the second the upscaled latents; each pass's schedule cut at the strength."""
+    first, second, factor = MULTI_DISTILLED
+    video, strength, seed = pixels(17, 96, 128, seed=9), 0.8, 4242
+    pipe = models.ours
+    pipe.scheduler, pipe.upsampler = SchedulerConfig.from_official(SD3_TERMINAL), models.ours_up
+    res = pipe.generate(PROMPT, negative_prompt=NEGATIVE, height=96, width=128, num_frames=17, frame_rate=FPS,
+                        seed=seed, first_pass=first, second_pass=second, downscale_factor=factor, video=video,
+                        denoise_strength=strength, image_cond_noise_scale=0.15, stochastic_sampling=False,
+                        stg_mode="attention_values", decode_noise_scale=0.0)
+
+    sched = SchedulerConfig.from_official(SD3_TERMINAL).to_official()
+    models.official.scheduler = RectifiedFlowScheduler(**{k: v for k, v in sched.items() if k != "_class_name"})
+    generator = torch.Generator("cpu").manual_seed(seed)  # one stream through both passes, as the official
+    common = dict(prompt=PROMPT, negative_prompt=NEGATIVE, prompt_attention_mask=None,
+                  negative_prompt_attention_mask=None, skip_layer_strategy=STG["attention_values"],
+                  generator=generator, output_type="latent", callback_on_step_end=None, num_frames=17,
+                  frame_rate=FPS, conditioning_items=None, is_video=True, vae_per_channel_normalize=True,
+                  image_cond_noise_scale=0.15, mixed_precision=False, offload_to_cpu=False, enhance_prompt=False,
+                  stochastic_sampling=False)
+    h1, w1 = 32, 64  # LTXMultiScalePipeline: int(96 * 2/3) = 63 -> 32, int(128 * 2/3) = 85 -> 64
+    media = LTXVideoPipeline.resize_tensor(video.permute(3, 0, 1, 2)[None] * 2 - 1, h1, w1)
+    with torch.no_grad():
+        lat1 = models.official(**{**first, "timesteps": [0.725]}, **common, height=h1, width=w1,
+                               media_items=media).images
+        multi = LTXMultiScalePipeline(models.official, latent_upsampler=models.official_up)
+        up = official_pipe.adain_filter_latent(multi._upsample_latents(models.official_up, lat1), lat1)
+        want = models.official(**{**second, "timesteps": [0.725, 0.4219]}, **common, height=2 * h1,
+                               width=2 * w1, latents=up, media_items=None).images
+    assert res.latents.shape == want.shape == (1, LATENT_CHANNELS, 3, 2, 4)
+    err = rel_err(res.latents, want)
+    print(f"[multi-scale v2v, strength {strength}] latents rel err {err:.3e}")
+    assert err <= TOL
+    assert res.settings["passes"][0]["timesteps"] == (0.725,)  # the strength cut both schedules
+    assert res.settings["passes"][1]["timesteps"] == (0.725, 0.4219)
+    assert res.video.shape == (17, 96, 128, 3)
+
+
 # --- determinism, noise, encode, tokens ----------------------------------------------------------------------
 
 SMALL = dict(height=64, width=64, num_frames=9, steps=3)

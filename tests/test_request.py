@@ -315,3 +315,16 @@ def test_generate_keywords_are_the_request_fields_with_their_types() -> None:
     assert RequestFields.__required_keys__ == frozenset()  # each field has a default in the dataclass
     settings = inspect.signature(Pipeline.generate).parameters["settings"]
     assert settings.kind is inspect.Parameter.VAR_KEYWORD and settings.annotation == "Unpack[RequestFields]"
+
+
+def test_multi_scale_video_to_video_cuts_both_passes_at_the_strength() -> None:
+    """Multi-scale v2v was refused ("not supported yet"); now each pass keeps its steps at or below the strength
+    (the distilled schedules: first 1.0 ... 0.725, second 0.9094, 0.725, 0.4219), the dev schedule's share of its
+    steps, and a strength below a pass's schedule names that pass."""
+    r = resolve(DISTILLED, video="in.mp4", denoise_strength=0.8, height=256, width=256, num_frames=9)
+    assert r.multi_scale and [p.timesteps for p in r.passes] == [(0.725,), (0.725, 0.4219)]
+    dev = resolve(DEV13, video="in.mp4", denoise_strength=0.5, height=256, width=256, num_frames=9)
+    assert [p.skip_initial_inference_steps for p in dev.passes] == [15, 17]  # 15 of 30 steps; the second's own 17
+    with pytest.raises(ValueError, match=r"^denoise_strength=0.5 is below every timestep of the first pass's "
+                                         r"schedule \(1.0, .*, 0.725\): use at least 0.725$"):
+        resolve(DISTILLED, video="in.mp4", denoise_strength=0.5, height=256, width=256, num_frames=9)
