@@ -56,6 +56,12 @@ class EncodedCondition:
     append: bool = False
 
 
+def record_entry(c: Condition) -> dict[str, Any]:
+    """A condition as the generation record lists it (``path`` None for an in-memory picture or tensor)."""
+    path = media_path(c.media)
+    return {"path": path, "frame": c.frame, "strength": c.strength}
+
+
 def resize_frames(video: Tensor, height: int, width: int) -> Tensor:
     """Bilinear per-frame resize of ``[B, C, F, h, w]`` to ``[B, C, F, height, width]`` (the official
     ``resize_tensor``: ``align_corners=False``); a no-op at the target size."""
@@ -299,5 +305,5 @@ def place_conditions(
 __all__ = [
     "EncodedCondition", "PreparedCondition", "check_condition", "first_frame_pixels", "place_conditions",
     "prepare_condition", "prepare_conditions",
-    "prepare_video", "resize_frames", "trim", "trim_host_heap",
+    "prepare_video", "record_entry", "resize_frames", "trim", "trim_host_heap",
 ]

@@ -32,7 +32,7 @@ from typing_extensions import Unpack  # typing's from Python 3.11 (torch require
 
 from . import sampling, step_cache, text_cache, vae_tiling
 from .adapters.lora import LoraLike, LoraSpec
-from .conditions import EncodedCondition, PreparedCondition, prepare_conditions, resize_frames
+from .conditions import EncodedCondition, PreparedCondition, prepare_conditions, record_entry, resize_frames
 from .control import EncodedControl, PreparedControl, control_record, place_with_control, prepare_control
 from .formatting import pipeline_repr
 from .frames import WEIGHTS_HINT, NumericalError, check_latents, checked_uint8, to_video
@@ -49,7 +49,7 @@ from .models.upsampler import adain
 from .passes import HARD_EPS, as_list
 from .presets import NEUTRAL, PassSettings, Preset
 from .progress import ProgressFn
-from .request import Condition, GenerationRequest, RequestFields, ResolvedRequest, media_path, resolve_request
+from .request import Condition, GenerationRequest, RequestFields, ResolvedRequest, resolve_request
 from .request import check_decode_settings as check_decode
 from .result import GenerationResult
 from .source import with_source_defaults
@@ -62,12 +62,6 @@ if TYPE_CHECKING:  # annotations only: text imports transformers
 _SEED_RANGE = 2**31
 # a request either side of resolution: the enhancement stage runs on a windowed video's whole request too
 _Request = TypeVar("_Request", GenerationRequest, ResolvedRequest)
-
-
-def _condition_record(c: Condition) -> dict[str, Any]:
-    """A condition as the generation record lists it (``path`` None for an in-memory picture or tensor)."""
-    path = media_path(c.media)
-    return {"path": path, "frame": c.frame, "strength": c.strength}
 
 
 class Pipeline:
@@ -389,7 +383,7 @@ class Pipeline:
         """What a saved file's generation record needs besides the sampling settings (``GenerationResult.settings``
         carries both, so :func:`ltxcli.save_video` needs the result only): prompt, model, conditions, compute."""
         return {
-            "prompt": prompt, "model": self.name, "conditions": [_condition_record(c) for c in conditions],
+            "prompt": prompt, "model": self.name, "conditions": [record_entry(c) for c in conditions],
             **self.compute_record(), "device": str(self.device),
             "offload": self.offload.value, "vae_tiling": self.vae_tiling, "vae_conv": str(self.vae.conv_algorithm),
             "attention": attention_option(self.transformer),
