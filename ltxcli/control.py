@@ -37,8 +37,8 @@ trains exactly that pair; ComfyUI's sampler drops the guide's first latent then)
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -189,7 +189,26 @@ def place_with_control(
     return tokens, coords, mask, n_extra
 
 
+def at_double_rate(conds: Sequence[EncodedCondition | EncodedControl], upscale: Callable[[Tensor], Tensor]
+                   ) -> list[EncodedCondition | EncodedControl]:
+    """The second pass's conditions of a multi-scale run after the temporal upscaler, which took the video's latents
+    from ``f`` to ``2f - 1`` frames at twice the frame rate (:meth:`ltxcli.pipeline.Pipeline._denoise_passes`).
+    Each keeps its time: an image moves to twice its frame; a video condition's latents take the video's upscale
+    (``upscale``: ``[1, C, f_l, h, w] -> [1, C, 2 f_l - 1, h, w]``), so its ``n`` frames become ``2 (n - 1) + 1``
+    from twice its frame, one for one with the output's frames, as before the upscale."""
+    out: list[EncodedCondition | EncodedControl] = []
+    for c in conds:
+        if isinstance(c, EncodedControl):
+            out.append(c)
+        elif c.pixel_frames > 1:
+            out.append(replace(c, latents=upscale(c.latents), pixel_frames=2 * (c.pixel_frames - 1) + 1,
+                               frame=2 * c.frame))
+        else:
+            out.append(replace(c, frame=2 * c.frame))
+    return out
+
+
 __all__ = [
-    "EncodedControl", "PreparedControl", "check_control_timing", "control_frames", "control_record", "fit_frames", "parse_control",
+    "EncodedControl", "PreparedControl", "at_double_rate", "check_control_timing", "control_frames", "control_record", "fit_frames", "parse_control",
     "place_with_control", "prepare_control", "weights_needed", "window_control",
 ]

@@ -23,7 +23,6 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
@@ -33,7 +32,14 @@ from typing_extensions import Unpack  # typing's from Python 3.11 (torch require
 from . import sampling, step_cache, text_cache, vae_tiling
 from .adapters.lora import LoraLike, LoraSpec
 from .conditions import EncodedCondition, PreparedCondition, prepare_conditions, record_entry, resize_frames
-from .control import EncodedControl, PreparedControl, control_record, place_with_control, prepare_control
+from .control import (
+    EncodedControl,
+    PreparedControl,
+    at_double_rate,
+    control_record,
+    place_with_control,
+    prepare_control,
+)
 from .formatting import pipeline_repr
 from .frames import WEIGHTS_HINT, NumericalError, check_latents, checked_uint8, to_video
 from .kernels import attention_option
@@ -454,7 +460,7 @@ class Pipeline:
         if r.temporal_upscale:
             # the second pass refines twice the frames at twice the frame rate; conditions keep their times
             up = self._temporal_upscale(up)
-            conds = [replace(c, frame=2 * c.frame) for c in conds]
+            conds = at_double_rate(conds, self._temporal_upscale)
             r = r.temporal_pass()
         with self._stage(self.transformer, streamed=True):
             return self._denoise(r.passes[1], r, text, text_mask, sizes[1], conds, up, None, gen, progress)

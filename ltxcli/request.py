@@ -635,11 +635,6 @@ def resolve_request(
         if has_temporal_upsampler is False:
             raise ValueError("temporal_upscale needs the temporal upscaler: pass temporal_upsampler= to "
                              "load_pipeline (e.g. ltxv-temporal-upscaler-0.9.7)")
-        # between the passes only the video's latents are upscaled in time: a video condition's frames (at frame
-        # 0 too) would land at twice the frame rate in the second pass
-        if multi and any(not _is_image(c.media) for c in r.conditions):
-            raise ValueError("temporal_upscale with a video condition is not supported yet in multi-scale runs "
-                             "(use an image condition, or a base model)")
         if multi and r.control is not None:  # its latents too would stay at the first pass's frame rate
             raise ValueError("temporal_upscale with a control is not supported yet in multi-scale runs (use a "
                              "base model)")
@@ -657,16 +652,6 @@ def resolve_request(
         temporal_upscale=bool(r.temporal_upscale),
         enhance_prompt=enhance, enhanced_prompt=rewrite_of(r.enhanced_prompt, r.prompt),
     )
-
-
-def _is_image(media: Any) -> bool:
-    """A single picture (a one-frame tensor, a PIL image or an image file), as far as can be told unread."""
-    shape = getattr(media, "shape", None)
-    if shape is not None:
-        return len(shape) == 4 and shape[0] == 1
-    if hasattr(media, "size") and hasattr(media, "mode"):
-        return True
-    return str(media).lower().endswith((".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"))
 
 
 __all__ = [

@@ -9,6 +9,7 @@ import torch
 
 from ltxcli.models.configs import ConfigError, UpsamplerConfig
 from ltxcli.models.upsampler import LatentUpsampler, adain
+from ltxcli.request import GenerationRequest
 
 CFG = UpsamplerConfig(in_channels=16, mid_channels=32, num_blocks_per_stage=2)
 
@@ -178,20 +179,40 @@ def test_both_directions_at_once_is_refused() -> None:
                                        "temporal_upsample": False})
 
 
-def test_multi_scale_temporal_upscale_refuses_a_video_condition_at_frame_0() -> None:
-    """Between the passes only the video's latents are upscaled in time: a 17-frame video condition at frame 0 (3
-    latent frames) was put on the first 3 of the second pass's 5 latent frames, its 17 frames squeezed into the
-    first 9 of 33 (twice the frame rate). Refused, as a video condition after frame 0 already was."""
-    from ltxcli import Condition, load_pipeline
-    from ltxcli.request import GenerationRequest
+@pytest.fixture(scope="module")
+def multi_temporal() -> Any:
+    """The tiny model with its temporal upscaler and a random spatial upsampler (multi-scale runs), loaded once."""
+    from ltxcli import load_pipeline
 
     pipe = load_pipeline("tiny", temporal_upsampler="ltxv-temporal-upscaler-0.9.7")
+    torch.manual_seed(0)
     pipe.upsampler = LatentUpsampler(UpsamplerConfig(in_channels=16, mid_channels=32, num_blocks_per_stage=1)).eval()
-    base = dict(height=64, width=64, num_frames=17, seed=1, temporal_upscale=True, first_pass={},
-                second_pass={"timesteps": [0.5, 0.25]})
-    with pytest.raises(ValueError, match="temporal_upscale with a video condition is not supported yet"):
-        pipe.resolve(GenerationRequest("a cat", conditions=[Condition(torch.rand(17, 64, 64, 3), 0)], **base))
-    pipe.resolve(GenerationRequest("a cat", conditions=[Condition(torch.rand(1, 64, 64, 3), 0)], **base))  # an image
+    return pipe
+
+
+def test_multi_scale_temporal_upscale_keeps_video_conditions_at_their_times(multi_temporal: Any) -> None:
+    """A video condition with a multi-scale temporal upscale was refused ("not supported yet"): between the passes
+    only the video's latents were upscaled, so a condition's 9 frames would have covered 9 of the second pass's
+    frames at twice the rate, half their time. Its latents now take the same upscale: in the second pass (twice
+    the frames and the rate) a 9-frame condition at frame 0 holds latent frames 0-2 (2 -> 3), and one at frame 8
+    starts at frame 16: its upscaled latents 0-1 are extra tokens there, its latent 2 is the video's latent 4.
+    Strength 1 without re-noising: the final latents there are the condition's exactly."""
+    from ltxcli import Condition
+
+    pipe = multi_temporal
+    g = torch.Generator().manual_seed(5)
+    early, late = torch.rand(9, 64, 64, 3, generator=g), torch.rand(9, 64, 64, 3, generator=g)
+    res = pipe.run(GenerationRequest("a cat", height=64, width=64, num_frames=17, seed=1, temporal_upscale=True,
+                                     first_pass={}, second_pass={"timesteps": [0.5, 0.25]}, image_cond_noise_scale=0.0,
+                                     conditions=[Condition(early, 0), Condition(late, 8)]))
+    assert res.video.shape[0] == 33 and res.latents.shape[2] == 5  # 17 frames (3 latents) -> 33 (5)
+
+    def upscaled(frames: torch.Tensor) -> torch.Tensor:  # encoded at the second pass's size (64x64), then upscaled
+        with torch.no_grad():
+            return pipe.vae.normalize(pipe.temporal_upsampler(pipe.vae.unnormalize(pipe.encode(frames))))
+
+    assert _rel(res.latents[:, :, 0:3], upscaled(early)) <= 1e-5
+    assert _rel(res.latents[:, :, 4:5], upscaled(late)[:, :, 2:3]) <= 1e-5
 
 
 def test_multi_scale_temporal_upscale_refuses_a_control_in_one_line() -> None:
