@@ -195,11 +195,12 @@ def at_double_rate(conds: Sequence[EncodedCondition | EncodedControl], upscale: 
     from ``f`` to ``2f - 1`` frames at twice the frame rate (:meth:`ltxcli.pipeline.Pipeline._denoise_passes`).
     Each keeps its time: an image moves to twice its frame; a video condition's latents take the video's upscale
     (``upscale``: ``[1, C, f_l, h, w] -> [1, C, 2 f_l - 1, h, w]``), so its ``n`` frames become ``2 (n - 1) + 1``
-    from twice its frame, one for one with the output's frames, as before the upscale."""
+    from twice its frame, one for one with the output's frames, as before the upscale; so do a control's, which
+    stay token for token on the video's grid (the IC-LoRA's pairing)."""
     out: list[EncodedCondition | EncodedControl] = []
     for c in conds:
         if isinstance(c, EncodedControl):
-            out.append(c)
+            out.append(replace(c, latents=upscale(c.latents)))
         elif c.pixel_frames > 1:
             out.append(replace(c, latents=upscale(c.latents), pixel_frames=2 * (c.pixel_frames - 1) + 1,
                                frame=2 * c.frame))

@@ -635,9 +635,6 @@ def resolve_request(
         if has_temporal_upsampler is False:
             raise ValueError("temporal_upscale needs the temporal upscaler: pass temporal_upsampler= to "
                              "load_pipeline (e.g. ltxv-temporal-upscaler-0.9.7)")
-        if multi and r.control is not None:  # its latents too would stay at the first pass's frame rate
-            raise ValueError("temporal_upscale with a control is not supported yet in multi-scale runs (use a "
-                             "base model)")
 
     cache, cache_threshold = parse_cache(r.cache)
 

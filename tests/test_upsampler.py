@@ -215,18 +215,34 @@ def test_multi_scale_temporal_upscale_keeps_video_conditions_at_their_times(mult
     assert _rel(res.latents[:, :, 4:5], upscaled(late)[:, :, 2:3]) <= 1e-5
 
 
-def test_multi_scale_temporal_upscale_refuses_a_control_in_one_line() -> None:
-    """An IC-LoRA control with a multi-scale temporal upscale failed after the first pass with an AttributeError
-    ('EncodedControl' object has no attribute 'frame'); its latents stay at the first pass's frame rate too."""
-    from ltxcli import load_pipeline
-    from ltxcli.request import Control, GenerationRequest
+def test_multi_scale_temporal_upscale_keeps_the_control_on_the_video_grid(multi_temporal: Any, monkeypatch) -> None:
+    """An IC-LoRA control with a multi-scale temporal upscale was refused ("not supported yet"; before that it
+    failed after the first pass with an AttributeError). Its latents now take the video's upscale between the
+    passes: in the second pass its tokens cover the video's 5 latent frames (3 -> 5), token for token, and are the
+    control encoded at that pass's size, then upscaled in time."""
+    from ltxcli import pipeline as pipeline_module
+    from ltxcli.control import EncodedControl
+    from ltxcli.request import Control
 
-    pipe = load_pipeline("tiny", temporal_upsampler="ltxv-temporal-upscaler-0.9.7")
-    pipe.upsampler = LatentUpsampler(UpsamplerConfig(in_channels=16, mid_channels=32, num_blocks_per_stage=1)).eval()
-    req = GenerationRequest("a cat", height=64, width=64, num_frames=17, seed=1, temporal_upscale=True, first_pass={},
-                            second_pass={"timesteps": [0.5, 0.25]}, control=Control(torch.rand(17, 64, 64, 3)))
-    with pytest.raises(ValueError, match="temporal_upscale with a control is not supported yet in multi-scale"):
-        pipe.resolve(req)
+    seen: list[tuple[Any, tuple[int, ...]]] = []
+    place = pipeline_module.place_with_control
+
+    def spy(conds, latents, gen, *, causal):
+        seen.append(([c for c in conds if isinstance(c, EncodedControl)], tuple(latents.shape)))
+        return place(conds, latents, gen, causal=causal)
+
+    monkeypatch.setattr(pipeline_module, "place_with_control", spy)
+    pipe = multi_temporal
+    control = torch.rand(17, 64, 64, 3, generator=torch.Generator().manual_seed(6))
+    res = pipe.run(GenerationRequest("a cat", height=64, width=64, num_frames=17, seed=1, temporal_upscale=True,
+                                     first_pass={}, second_pass={"timesteps": [0.5, 0.25]}, control=Control(control)))
+    assert res.video.shape[0] == 33 and res.settings["control"]["strength"] == 1.0
+    (first, shape1), (second, shape2) = seen
+    assert first[0].latents.shape[2:] == shape1[2:] == (3, 1, 1)  # first pass: 32x32, 3 latent frames
+    assert second[0].latents.shape[2:] == shape2[2:] == (5, 2, 2)  # second: 64x64, 5 latent frames after the upscale
+    with torch.no_grad():
+        want = pipe.vae.normalize(pipe.temporal_upsampler(pipe.vae.unnormalize(pipe.encode(control))))
+    assert _rel(second[0].latents.cpu(), want) <= 1e-5
 
 
 def test_temporal_upscale_refuses_a_doubled_frame_rate_the_writer_refuses() -> None:
