@@ -118,8 +118,9 @@ def check_source(item: GenerationRequest) -> None:
         raise ValueError("an item is video-to-video or an extension, not both")
 
 
-#: The model ``ltx v2v`` is pointed at to upscale an extension in time when the extension's is multi-scale (which
-#: video-to-video refuses): the newest single-pass 2B, with the 0.9.5+ VAE the temporal upscaler is made for.
+#: The model ``ltx v2v`` is pointed at to upscale an extension in time when the extension's is multi-scale (whose
+#: distilled schedules end at 0.4219, above :data:`UPSCALE_STRENGTH`): the newest single-pass 2B, with the 0.9.5+
+#: VAE the temporal upscaler is made for.
 SINGLE_PASS_MODEL = "ltxv-2b-0.9.6-distilled"
 #: The strength of that video-to-video: the last 0.3 of the steps redone (at least one of a 4-step schedule, two of
 #: the distilled model's 8), little of the extended video changed besides the frames the upscaler adds.
@@ -145,7 +146,7 @@ def upscale_commands(request: GenerationRequest, preset: Preset | None = None) -
     video at twice the frame rate: the extension, then ``ltx v2v --temporal-upscale`` of its output. The extension
     keeps the input's own frames one for one; at twice their rate every other output frame would be one the input
     does not have, so the whole extended video is upscaled (re-made) instead. ``preset``: the extension's model's;
-    a multi-scale one (which v2v refuses) sends the v2v to :data:`SINGLE_PASS_MODEL`."""
+    a multi-scale one (whose schedule keeps no step at that strength) sends the v2v to :data:`SINGLE_PASS_MODEL`."""
     ext = request.extend
     assert ext is not None
     stem = Path(ext.video).stem
@@ -159,7 +160,7 @@ def upscale_commands(request: GenerationRequest, preset: Preset | None = None) -
     multi = preset is not None and preset.multi_scale
     second = ["ltx", "v2v", made, prompt, "--strength", str(UPSCALE_STRENGTH), "--temporal-upscale",
               *(["-m", SINGLE_PASS_MODEL] if multi else []), "-o", doubled]
-    options = ("add your other options to the first; v2v runs single-pass models only, hence -m" if multi
+    options = ("add your other options to the first; -m: a single-pass model that takes this strength" if multi
                else "add your other options to the first and your --model to both")
     return ("temporal_upscale is not supported with an extension: the extension keeps the input's own frames, and "
             "at twice their rate every other frame would be one the input does not have; upscale the whole extended "

@@ -284,8 +284,9 @@ def test_a_temporal_upscale_is_refused_backward_in_windows_with_the_two_runs_tha
 
 
 def test_a_multi_scale_extension_s_upscale_runs_on_a_single_pass_model() -> None:
-    """v2v refuses multi-scale models (the default one among them): with one, the v2v the refusal names runs on
-    a single-pass model, whose preset resolves that video-to-video with the temporal upscale."""
+    """A multi-scale distilled model (the default one among them) keeps no step at strength 0.3 (its schedules end
+    at 0.4219): with one, the v2v the refusal names runs on a single-pass model, whose preset resolves that
+    video-to-video with the temporal upscale."""
     from ltxcli.extend import check_extension
     from ltxcli.presets import PRESETS
     from ltxcli.request import resolve_request
@@ -297,7 +298,7 @@ def test_a_multi_scale_extension_s_upscale_runs_on_a_single_pass_model() -> None
             "clip-extended-2x.mp4`") in str(e.value)
     v2v = GenerationRequest("a cat", video="clip-extended.mp4", denoise_strength=0.3, temporal_upscale=True,
                             num_frames=20, height=64, width=96, frame_rate=12)
-    with pytest.raises(ValueError, match="not supported yet with multi-scale models"):
+    with pytest.raises(ValueError, match="below every timestep"):
         resolve_request(v2v, PRESETS["ltxv-2b-0.9.8-distilled"])
     r = resolve_request(v2v, PRESETS["ltxv-2b-0.9.6-distilled"])
     assert r.temporal_upscale and r.passes[0].skip_initial_inference_steps == 6  # 2 of its 8 steps redone

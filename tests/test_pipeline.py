@@ -510,6 +510,40 @@ def test_multiscale_video_to_video_matches_the_official_passes(models: Models) -
     assert res.video.shape == (17, 96, 128, 3)
 
 
+def test_multiscale_video_to_video_below_the_first_schedule_is_the_official_second_pass_alone(
+        models: Models) -> None:
+    """At a strength below every first-pass timestep (0.5 < 0.725: ``ltx v2v``'s default with a distilled model)
+    the first pass keeps no step: the run is the official single pass with the second pass's settings, its
+    schedule cut at the strength (0.4219), over the input at the full size (``media_items``)."""
+    first, second, factor = MULTI_DISTILLED
+    video, strength, seed = pixels(17, 96, 128, seed=9), 0.5, 4243
+    pipe = models.ours
+    pipe.scheduler, pipe.upsampler = SchedulerConfig.from_official(SD3_TERMINAL), models.ours_up
+    res = pipe.generate(PROMPT, negative_prompt=NEGATIVE, height=96, width=128, num_frames=17, frame_rate=FPS,
+                        seed=seed, first_pass=first, second_pass=second, downscale_factor=factor, video=video,
+                        denoise_strength=strength, image_cond_noise_scale=0.15, stochastic_sampling=False,
+                        stg_mode="attention_values", decode_noise_scale=0.0)
+
+    sched = SchedulerConfig.from_official(SD3_TERMINAL).to_official()
+    models.official.scheduler = RectifiedFlowScheduler(**{k: v for k, v in sched.items() if k != "_class_name"})
+    media = video.permute(3, 0, 1, 2)[None] * 2 - 1
+    with torch.no_grad():
+        want = models.official(**{**second, "timesteps": [0.4219]}, prompt=PROMPT, negative_prompt=NEGATIVE,
+                               prompt_attention_mask=None, negative_prompt_attention_mask=None,
+                               skip_layer_strategy=STG["attention_values"],
+                               generator=torch.Generator("cpu").manual_seed(seed), output_type="latent",
+                               callback_on_step_end=None, num_frames=17, frame_rate=FPS, conditioning_items=None,
+                               is_video=True, vae_per_channel_normalize=True, image_cond_noise_scale=0.15,
+                               mixed_precision=False, offload_to_cpu=False, enhance_prompt=False,
+                               stochastic_sampling=False, height=96, width=128, media_items=media).images
+    assert res.latents.shape == want.shape == (1, LATENT_CHANNELS, 3, 3, 4)
+    err = rel_err(res.latents, want)
+    print(f"[multi-scale v2v, strength {strength}: the second pass alone] latents rel err {err:.3e}")
+    assert err <= TOL
+    assert not res.settings["multi_scale"] and [p["timesteps"] for p in res.settings["passes"]] == [(0.4219,)]
+    assert res.video.shape == (17, 96, 128, 3)
+
+
 # --- determinism, noise, encode, tokens ----------------------------------------------------------------------
 
 SMALL = dict(height=64, width=64, num_frames=9, steps=3)

@@ -325,6 +325,9 @@ def test_multi_scale_video_to_video_cuts_both_passes_at_the_strength() -> None:
     assert r.multi_scale and [p.timesteps for p in r.passes] == [(0.725,), (0.725, 0.4219)]
     dev = resolve(DEV13, video="in.mp4", denoise_strength=0.5, height=256, width=256, num_frames=9)
     assert [p.skip_initial_inference_steps for p in dev.passes] == [15, 17]  # 15 of 30 steps; the second's own 17
-    with pytest.raises(ValueError, match=r"^denoise_strength=0.5 is below every timestep of the first pass's "
-                                         r"schedule \(1.0, .*, 0.725\): use at least 0.725$"):
-        resolve(DISTILLED, video="in.mp4", denoise_strength=0.5, height=256, width=256, num_frames=9)
+    # below the whole first schedule (ltx v2v's default 0.5) the second pass alone runs, at the full size
+    low = resolve(DISTILLED, video="in.mp4", denoise_strength=0.5, height=256, width=256, num_frames=9)
+    assert not low.multi_scale and low.downscale_factor == 1.0 and [p.timesteps for p in low.passes] == [(0.4219,)]
+    with pytest.raises(ValueError, match=r"^denoise_strength=0.3 is below every timestep of this schedule "
+                                         r"\(0.9094, 0.725, 0.4219\): use at least 0.4219$"):
+        resolve(DISTILLED, video="in.mp4", denoise_strength=0.3, height=256, width=256, num_frames=9)
