@@ -16,7 +16,7 @@ from typing import Any
 
 from .extend import parse_extension
 from .formatting import text_lines
-from .long_video import windowed
+from .long_plan import windowed
 from .paths import user_media, user_path
 from .request import Condition, Control, GenerationRequest, check_control, control_of, media_path
 from .timeline import size_option

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from .enhance.rules import per_window, request_plan
 from .locks import serialised
-from .long_video import DEFAULT_WINDOW, check_window_time, window_frames
+from .long_plan import DEFAULT_WINDOW, check_window_time, window_frames
 from .request import Condition, Extension, GenerationRequest, check_fields, media_path
 
 # (moved to .source, which the pipeline's video-to-video uses too; still exported here)
@@ -152,7 +152,7 @@ def check_window_seeds(request: GenerationRequest, max_seconds: float) -> None:
     """Before any work (``num_frames`` and ``frame_rate`` filled in: :func:`source_defaults`): an extension's
     plan (:func:`plan_windows`), and in windows room for the window seeds (:func:`ltxcli.long_video.check_seed`
     of its generation), refused in one line (ValueError) as a long video's are, not once the model has loaded."""
-    from .long_video import check_seed
+    from .long_plan import check_seed
 
     ext = request.extend
     if ext is None or request.num_frames is None or request.frame_rate is None:

@@ -99,7 +99,7 @@ def prompt_units(request: GenerationRequest, preset: Preset, max_seconds: float 
         return enhancement_units(request, preset, max_seconds, inputs=inputs, pixels=pixels)
     if not per_window(request):
         return [request]
-    from ltxcli.long_video import plan
+    from ltxcli.long_plan import plan
 
     p = plan(request, preset)
     assert p is not None  # per-window prompts always make windows

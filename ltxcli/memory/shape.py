@@ -90,7 +90,7 @@ def request_shape(preset: Preset, request: Any, *, dtype: torch.dtype, depth_mod
         extension = (request.num_frames - ext.frames, ext.backward, _native_pixels(ext.video), longest)
     windows = None
     if max_positions and request.frame_rate:  # a long video (an extension's generation) runs a window at a time
-        from ..long_video import window_frames
+        from ..long_plan import window_frames
 
         windows = window_frames(request, float(request.frame_rate), float(max_positions[0]))
     shape = RunShape.of_preset(preset, guidance_scale=request.guidance_scale, stg_scale=request.stg_scale,
