@@ -182,9 +182,6 @@ def check(request: GenerationRequest) -> tuple[int, int, float, float]:
             raise ValueError(f"{name}={v} must be in [0, 1]")
     if r.prompt_schedule is not None:  # read, and each start converted, before any model work
         schedule_frames(read_schedule(r.prompt_schedule), float(r.frame_rate or 24))
-    if r.video is not None and windowed(r):
-        raise ValueError("video-to-video in windows (a prompt with '|', a window, overlap or prompt schedule) is not "
-                         "supported yet: give one prompt")
     return window, overlap, strength, factor
 
 
@@ -206,9 +203,9 @@ def plan(request: GenerationRequest, preset: Preset, max_seconds: float | None =
     if max_seconds is not None:  # before the first window, naming the window (not the frames it makes)
         check_window_time(r.window, num_frames, frame_rate, max_seconds)
     check_placement(r.conditions, num_frames)  # the whole video's frames (the windows cover its padded length)
-    if r.video is not None or r.noise is not None or r.first_pass is not None or r.second_pass is not None:
-        raise ValueError("video-to-video, explicit noise and per-pass settings are not supported yet with long "
-                         "videos (several windows)")
+    if r.noise is not None or r.first_pass is not None or r.second_pass is not None:
+        raise ValueError("explicit noise and per-pass settings are not supported yet with long videos (several "
+                         "windows)")
     latents = _latent_frames(num_frames)
     spans = split_windows(latents, window // _LATENT_T, overlap // _LATENT_T)  # in the order they are made
     seed = r.seed if r.seed is not None else secrets.randbelow(_SEED_RANGE)
@@ -227,8 +224,7 @@ def check_seed(request: GenerationRequest, max_seconds: float) -> None:
     ``frame_rate`` filled in) leaves room for its window seeds, ``seed + first latent frame``."""
     r = request
     assert r.num_frames is not None and r.frame_rate is not None
-    if r.seed is None or r.extend is not None or r.video is not None or not _in_windows(r, r.num_frames,
-                                                                                           r.frame_rate, max_seconds):
+    if r.seed is None or r.extend is not None or not _in_windows(r, r.num_frames, r.frame_rate, max_seconds):
         return
     window, overlap, _, _ = check(r)
     _check_window_seeds(int(r.seed), split_windows(_latent_frames(r.num_frames), window // _LATENT_T,

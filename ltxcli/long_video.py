@@ -115,8 +115,17 @@ def temporal_upscaler(requests: Sequence[GenerationRequest]) -> str | None:
 
 
 def request_hash(p: LongPlan, model: str, compute: Mapping[str, Any] | None = None) -> str:
-    """:func:`ltxcli.long_state.state_hash` of a plan: its request and its windows' settings."""
-    return state_hash(p.request, p.settings(), model, compute)
+    """:func:`ltxcli.long_state.state_hash` of a plan: its request and its windows' settings (video-to-video from
+    a file: with its size and modification time, so that the windows of a replaced input are not resumed)."""
+    video = p.request.video
+    if not isinstance(video, (str, os.PathLike)):
+        return state_hash(p.request, p.settings(), model, compute)
+    try:
+        st = os.stat(video)
+        input_file: Any = [st.st_size, st.st_mtime_ns]
+    except OSError:  # (reading it says what is wrong)
+        input_file = None
+    return state_hash(p.request, {**p.settings(), "input_file": input_file}, model, compute)
 
 
 # --- generation ---------------------------------------------------------------------------------------------
@@ -240,6 +249,7 @@ class _LongRun:
         self.keep_state = keep_state
         self.window_noise = window_noise
         self.control: Tensor | None = None  # the whole video's control frames (set in pixels)
+        self.source: Tensor | None = None  # video-to-video: the whole input's latents (set in pixels)
         self.timings: dict[str, float] = {"text_encoding_s": 0.0, "denoise_s": 0.0, "decode_s": 0.0}
         self.tile_plans: list[dict[str, Any] | None] = []  # each decode tile's VAE plan (Pipeline._decoded's)
         from .step_cache import Tally
@@ -272,6 +282,7 @@ class _LongRun:
 
     def pixels(self, result: GenerationResult) -> Iterator[Tensor]:
         """Float ``[n, H, W, 3]`` chunks of the whole video in order, windows denoised on the way."""
+        from .conditions import prepare_video
         from .frames import check_latents, to_video
         from .long_decode import TiledDecode
 
@@ -279,8 +290,13 @@ class _LongRun:
         out, first, done = self._load_state()
         for kept in (t for t in (out, first) if t is not None):  # resumed: else the next stage is blamed for a NaN
             check_latents(kept, f"in the windows --resume kept in {self.state}", "delete that file to start over")
+        # video-to-video: the whole input read once, before the text encoder as Pipeline.run reads it (not when
+        # every window is kept)
+        source = prepare_video(self.full.video, self.full) if self.full.video is not None and done < len(p.windows) else None
         self.control = self._control_frames()
         texts = self._encode_texts()
+        if source is not None:
+            self.source, source = self._encode_source(source), None
         # the decoded video: twice the frames and frame rate after a temporal upscale
         length, whole = max(p.windows[0].end - p.windows[0].start - 1, 1), self.full.output()
         tiles = TiledDecode(self.decode_tile, lambda pixels, start: to_video(pixels, whole, start), length)
@@ -313,6 +329,7 @@ class _LongRun:
             out = self._temporal_upscale(out)
         if upscale or p.backward:
             yield from tiles.ready(out, out.shape[2], final=True)
+        self.source = None
         result.latents = out.float().cpu()
         # complete once the windows are done (a streamed file's record, written first, has the mode only)
         result.settings["cache"] = {**result.settings["cache"], **self.pipe.cache_tally.record(self.full.cache)}
@@ -331,6 +348,21 @@ class _LongRun:
             up = pipe._temporal_upscale(out.to(pipe.device)).float()
         self.timings["denoise_s"] += pipe._elapsed(t0)
         return up
+
+    def _encode_source(self, pixels: Tensor) -> Tensor:
+        """Video-to-video: the whole input's pixels ``[1, 3, 8 (T - 1) + 1, H, W]`` (:func:`ltxcli.conditions.prepare_video`
+        at the whole video's length) -> its normalised latents ``[1, C, T, h, w]`` (float32, CPU), encoded once in
+        the VAE encoder's stage. Each window starts from its own latent frames ``[start, end)`` of them, noised to
+        its first timestep (ComfyUI-LTXVideo's looping sampler slices the input's latents into each tile's
+        ``optional_initialization_latents``); they are 1/192 of the pixels, which go once encoded."""
+        import torch
+
+        pipe = self.pipe
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            latents = pipe._encode_pixels(pixels).float().cpu()
+        self.timings["denoise_s"] += pipe._elapsed(t0)  # (as Pipeline.run counts the encoder stage)
+        return latents
 
     def _control_frames(self) -> Tensor | None:
         """The whole video's IC-LoRA control frames ``[F, H, W, 3]`` (float32, CPU; None without a control), read
@@ -387,7 +419,7 @@ class _LongRun:
         sizes = r.pass_sizes()
         t0 = time.perf_counter()
         with torch.inference_mode():
-            prepared, _ = prepare_conditions(r)
+            prepared, _ = prepare_conditions(replace(r, video=None))  # (the input: read once, self.source)
             # the control frames of this window's span, encoded as a video of its own: exactly a one-window run's
             control = window_control(self.control, r, w.first_frame) if self.control is not None else None
             encoded, _ = pipe._encode_conditions(prepared, None, sizes, control)
@@ -406,7 +438,8 @@ class _LongRun:
 
                 def progress(stage: str, done: int, total: int) -> None:
                     outer(label if stage == "denoise" else stage, done, total)
-            lat = pipe._denoise_passes(r, text[0], text[1], sizes, [conds], None, gen, progress)
+            init = self.source[:, :, w.start: w.end] if self.source is not None else None  # [1, C, T, h, w]
+            lat = pipe._denoise_passes(r, text[0], text[1], sizes, [conds], init, gen, progress)
         self.timings["denoise_s"] += pipe._elapsed(t0)
         return lat.float()
 

@@ -227,6 +227,32 @@ def test_a_long_video_is_planned_one_window_at_a_time() -> None:
     assert 0.75 * four <= measured <= 1.5 * four < whole, (four, measured, whole)
 
 
+def test_a_v2v_in_windows_is_priced_with_its_whole_input() -> None:
+    """Video-to-video in windows reads and encodes the whole input once, before the first window
+    (:mod:`ltxcli.long_video`): the plan grows with the input's length at least by its float32 pixels at the
+    output size, not only by the fused latents of a text-to-video in windows (it priced one window's input)."""
+    from ltxcli.memory.plan import request_estimator, request_shape
+    from ltxcli.request import GenerationRequest
+
+    transformer, vae = builtin_modules(torch.float32)
+    parts = weight_parts(transformer, vae)
+    h, w = 320, 512
+
+    def estimate(f: int, **v2v: object) -> int:
+        request = GenerationRequest("a cat | a dog", height=h, width=w, num_frames=f, frame_rate=24.0, window=64,
+                                    overlap=32, **v2v)
+        shape = request_shape(TINY_PRESET, request, dtype=torch.float32,
+                              max_positions=transformer.config.positional_embedding_max_pos)
+        est = request_estimator(shape, transformer.config, vae.config, dtype=torch.float32, parts=parts,
+                                offload_saves=False, device_is_host=True, vae_tiling="off", streamed=True)(h, w, f)
+        return est.host_peak_bytes
+
+    video = torch.zeros(1, h, w, 3)  # (the plan reads the input's frame size only)
+    t2v = estimate(281) - estimate(153)
+    v2v = estimate(281, video=video) - estimate(153, video=video)
+    assert v2v >= t2v + 4 * 3 * (281 - 153) * h * w, (t2v, v2v)
+
+
 def test_an_extension_in_windows_is_planned_one_window_at_a_time(tmp_path: Path) -> None:
     """An extension whose generation runs in windows (:func:`ltxcli.extend.plan_windows`) was priced as one
     generation of its context and every new frame, growing with them (512x320 on the tiny model: 1.2 GB for 200

@@ -16,7 +16,7 @@ from ..models.configs import TransformerConfig, VAEConfig
 from ..presets import Preset, multi_scale_sizes
 from ..request import padded_size
 from ..sampling import pass_branches
-from .estimate import MemoryEstimate, PassSize, estimate_memory, input_hold, latent_shape
+from .estimate import DENOISE, MemoryEstimate, PassSize, estimate_memory, input_hold, latent_shape
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,8 @@ class RunShape:
     #: where ``f`` frames run as one generation (:func:`ltxcli.long_video.window_frames`)
     windows: Callable[[int], tuple[int, int] | None] | None = None
     appended: int = 0  # latent frames appended as extra tokens (a later window's view of the previous one's tail)
+    #: a long video-to-video's whole input, encoded once before the first window: its padded pixel frames (0: none)
+    encoded_input: int = 0
 
     @classmethod
     def of_preset(
@@ -134,19 +136,24 @@ def request_estimator(
             return _extension_estimate(shape, transformer, vae, h, w, f, dtype=dtype, **kwargs)
         window = shape.windows(f) if shape.windows is not None else None
         if window is not None:  # its longest window with the tail it appends, and the fused latents [1, C, lf, lh, lw]
-            one = replace(shape, windows=None, appended=window[1])  # float32, held on the host to the end
+            # (float32, held on the host to the end); video-to-video: each window starts from its slice of the
+            # whole input's latents, encoded once before the first window (its own input is not read)
+            pf = padded_size(h, w, f)[2] if shape.v2v else 0
+            one = replace(shape, windows=None, appended=window[1], v2v=0, encoded_input=pf)
             lf, lh, lw = latent_shape(vae, h, w, f)
             latents = 4 * vae.latent_channels * lf * lh * lw
             blend = 4 * 3 * 8 * DECODE_BLEND * h * w  # the previous decode tile's last frames, float32 (long_decode)
-            return input_hold(request_estimator(one, transformer, vae, dtype=dtype, **kwargs)(h, w, window[0]),
-                              latents, latents + blend)
+            est = input_hold(request_estimator(one, transformer, vae, dtype=dtype, **kwargs)(h, w, window[0]),
+                             latents, latents + blend)
+            return _whole_input(est, shape.v2v, h, w, f, latents) if shape.v2v else est
         ph, pw, pf = padded_size(h, w, f)
         _, lh, lw = latent_shape(vae, ph, pw, f)
         control = (min(shape.control_frames, pf) - 1) // 8 * 8 + 1 if shape.control_frames else 0  # the trim
         est = estimate_memory(
             transformer, vae, height=ph, width=pw, num_frames=f, dtype=dtype, passes=run_passes(shape, h, w, f),
             extra_tokens=(2 * later + shape.appended) * lh * lw, per_token_timesteps=bool(shape.conditions or shape.appended),
-            condition_frames=[n for _, n in shape.conditions] + ([pf] if shape.v2v else []), control_frames=control,
+            condition_frames=[n for _, n in shape.conditions] + ([pf] if shape.v2v else []) +
+            ([shape.encoded_input] if shape.encoded_input else []), control_frames=control,
             control_model=shape.control_model(h, w, control) if shape.control_model and control else None, **kwargs)
         if not shape.v2v:
             return est
@@ -156,6 +163,20 @@ def request_estimator(
         return input_hold(est, source, 0 if kwargs.get("streamed") else source, read=5 * 3 * pf * shape.v2v + 2 * source)
 
     return estimate
+
+
+def _whole_input(est: MemoryEstimate, native_pixels: int, h: int, w: int, f: int, latents: int) -> MemoryEstimate:
+    """A video-to-video in windows (:class:`ltxcli.long_video._LongRun`): the whole input read and preprocessed
+    before the text encoder (the decoded frames at their native size, float32 and uint8, and the copies
+    :func:`ltxcli.conditions.prepare_video` makes), its float32 pixels ``[1, 3, pf, ph, pw]`` held until the
+    encoder (``encoded_input``, priced at the whole length) has made its latents, which (as large as the fused
+    latents, float32) stay to the end."""
+    ph, pw, pf = padded_size(h, w, f)
+    source = 4 * 3 * pf * ph * pw
+    first = next(i for i, s in enumerate(est.stages) if s.name.startswith(DENOISE))
+    stages = tuple(replace(s, host=s.host + latents + (source if s.name != "prompt enhancer" and i < first else 0))
+                   for i, s in enumerate(est.stages))
+    return input_hold(replace(est, stages=stages), 0, 0, read=5 * 3 * pf * native_pixels + 2 * source)
 
 
 def _extension_estimate(shape: RunShape, transformer: TransformerConfig, vae: VAEConfig, h: int, w: int, f: int,

@@ -1,0 +1,101 @@
+"""Video-to-video in windows (ltxcli.long_video): each window starts from its own slice of the whole input's
+latents, as ComfyUI-LTXVideo's ``LTXVLoopingSampler`` hands each temporal tile its slice of the input latents
+(``optional_initialization_latents``), with the same tail conditioning and fusion as a text-to-video in windows."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from ltxcli import long_video
+from ltxcli.request import GenerationRequest
+from ltxcli.tiny import build_pipeline
+
+# 41 frames = 6 latent frames at 64x64 (2x2 latents); window 24 / overlap 8 frames = 3 / 1 latent frames, 2 apart:
+# windows [0, 3), [2, 5), [4, 6)
+SMALL = dict(height=64, width=64, num_frames=41, frame_rate=24, seed=5, window=24, overlap=8, guidance_scale=1.0,
+             stg_scale=0.0, stochastic_sampling=False, image_cond_noise_scale=0.0)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_pipeline(torch.device("cpu"), torch.float32)
+
+
+@pytest.fixture(scope="module")
+def frames() -> torch.Tensor:
+    # every frame its own noise: each latent frame of the input differs from the others
+    return torch.rand(41, 64, 64, 3, generator=torch.Generator().manual_seed(3))
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def test_v2v_in_one_window_is_the_plain_v2v_bit_for_bit(tiny, frames) -> None:
+    """A windowed v2v request that fits one window (a '|' prompt, --window) is the plain v2v of its first prompt."""
+    one = dict(height=64, width=64, num_frames=25, seed=7, steps=4, denoise_strength=0.5)
+    plain = tiny.run(GenerationRequest("a cat", video=frames[:25], **one))
+    res = long_video.generate(tiny, GenerationRequest("a cat | a dog", video=frames[:25], window=48, **one))
+    assert torch.equal(res.latents, plain.latents) and torch.equal(res.video, plain.video)
+    assert res.settings["long"]["window"] == 48 and res.settings["denoise_strength"] == 0.5
+
+
+def test_each_window_starts_from_its_own_slice_of_the_input(tiny, frames, monkeypatch) -> None:
+    """At a low strength (one step from timestep 0.01) every window's output stays near the input's latents at its
+    own frames (Pipeline.encode of the whole input; its latent frames are 26-84 % apart), far from another's; window 0, which nothing before it
+    conditions, is the plain v2v of its 17 frames (the encoder is causal). The input is read and encoded once for
+    the three windows."""
+    from ltxcli import conditions
+
+    reads, encodes = [], []
+    prepare, encode = conditions.prepare_video, tiny.vae.encode
+    monkeypatch.setattr(conditions, "prepare_video", lambda *a: reads.append(1) or prepare(*a))
+    monkeypatch.setattr(tiny.vae, "encode", lambda x: encodes.append(tuple(x.shape)) or encode(x))
+    low = dict(timesteps=[0.01], denoise_strength=0.01, adain=0.0)
+    res = long_video.generate(tiny, GenerationRequest("a cat | a dog | a bird", video=frames, **{**SMALL, **low}))
+    assert len(res.settings["long"]["windows"]) == 3
+    assert reads == [1] and encodes == [(1, 3, 41, 64, 64)]
+    monkeypatch.undo()
+    want = tiny.encode(frames)  # [1, 16, 6, 2, 2]
+    assert res.latents.shape == want.shape
+    for a in range(6):
+        near = rel_err(res.latents[:, :, a], want[:, :, a])
+        far = min(rel_err(res.latents[:, :, a], want[:, :, b]) for b in range(6) if b != a)
+        assert near < 0.1 < 0.2 < far, (a, near, far)
+    first = tiny.run(GenerationRequest("a cat", video=frames[:17], **{**SMALL, **low, "num_frames": 17,
+                                                                       "window": None, "overlap": None,
+                                                                       "adain": None}))
+    assert rel_err(res.latents[:, :, :2], first.latents[:, :, :2]) < 1e-5  # frames no later window touches
+
+
+def test_v2v_windows_resume_after_an_interrupt_and_not_for_another_input(tiny, frames, tmp_path) -> None:
+    from ltxcli.media import write_video
+
+    clip = tmp_path / "in.mp4"
+    write_video(clip, frames[:33, :32, :32], 24)  # 5 latent frames at 1x1: windows [0, 3), [2, 5)
+    req = GenerationRequest("a cat | a dog", video=str(clip), **{**SMALL, "steps": 2, "num_frames": 33,
+                                                                 "height": 32, "width": 32})
+    whole = long_video.generate(tiny, req)
+    state = long_video.state_path(tmp_path / "out.mp4")
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(stage: str, done: int, total: int) -> None:
+        if stage == "window" and done == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        long_video.generate(tiny, req, resume=state, progress=interrupt)
+    assert state.is_file()
+    resumed = long_video.generate(tiny, req, resume=state)
+    assert torch.equal(resumed.latents, whole.latents) and not state.exists()
+    # the same path holding another video: its windows are not resumed
+    p = long_video.plan(req, tiny.preset)
+    before = long_video.request_hash(p, "tiny")
+    write_video(clip, frames[:33, :32, :32].flip(0), 24, overwrite=True)
+    os.utime(clip, ns=(1, 1))
+    assert long_video.request_hash(p, "tiny") != before
