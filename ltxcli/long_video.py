@@ -71,6 +71,7 @@ from .long_plan import (  # (moved there; still exported here)
 )
 from .long_state import read_state, seed_of, state_hash, state_path
 from .request import GenerationRequest
+from .source import with_source_defaults
 from .timeline import FRAMES_PER_LATENT as _LATENT_T
 from .timeline import bar_prompts as bar_prompts  # (moved there; still exported here)
 from .timeline import duration_frames, in_force, read_schedule, schedule_frames, window_prompts
@@ -156,6 +157,8 @@ def generate(
     saved = read_state(state) if state is not None else {}  # once: the seed here, the kept windows in _LongRun
     if request.seed is None and seed_of(saved) is not None:  # (a batch item's: ltxcli.runner.plan_outputs)
         request = replace(request, seed=seed_of(saved))
+    # a video-to-video input's length, size and rate where the request leaves them open, as Pipeline.run takes them
+    request = with_source_defaults(request, pipe.preset)
     p = plan(request, pipe.preset, max_seconds, backward)
     if p is not None and p.request.prompt_schedule is not None:
         _warn_unused_entries(p, frame_offset)

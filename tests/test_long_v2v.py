@@ -99,3 +99,12 @@ def test_v2v_windows_resume_after_an_interrupt_and_not_for_another_input(tiny, f
     write_video(clip, frames[:33, :32, :32].flip(0), 24, overwrite=True)
     os.utime(clip, ns=(1, 1))
     assert long_video.request_hash(p, "tiny") != before
+
+
+def test_a_v2v_input_gives_its_length_and_size_to_the_windows(tiny, frames) -> None:
+    """long_video.generate(video=...) without num_frames made the preset's 17 frames of a 41-frame input (in one
+    window), where Pipeline.run and ltx v2v take the input's length, size and rate."""
+    res = long_video.generate(tiny, GenerationRequest("a cat | a dog", video=frames[:, :32, :32], window=24,
+                                                      overlap=8, steps=2, seed=1))
+    assert tuple(res.video.shape) == (41, 32, 32, 3)
+    assert len(res.settings["long"]["windows"]) == 3
