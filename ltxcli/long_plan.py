@@ -203,9 +203,10 @@ def plan(request: GenerationRequest, preset: Preset, max_seconds: float | None =
     if max_seconds is not None:  # before the first window, naming the window (not the frames it makes)
         check_window_time(r.window, num_frames, frame_rate, max_seconds)
     check_placement(r.conditions, num_frames)  # the whole video's frames (the windows cover its padded length)
-    if r.noise is not None or r.first_pass is not None or r.second_pass is not None:
-        raise ValueError("explicit noise and per-pass settings are not supported yet with long videos (several "
-                         "windows)")
+    if r.first_pass is not None or r.second_pass is not None:
+        # (per-pass settings ask for two passes; windows run one: which pass's settings a window takes is open)
+        raise ValueError("per-pass settings (first_pass, second_pass) are not supported yet with long videos "
+                         "(several windows)")
     latents = _latent_frames(num_frames)
     spans = split_windows(latents, window // _LATENT_T, overlap // _LATENT_T)  # in the order they are made
     seed = r.seed if r.seed is not None else secrets.randbelow(_SEED_RANGE)

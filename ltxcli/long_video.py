@@ -147,7 +147,8 @@ def generate(
     matches) and to keep the finished windows in; deleted once the video is complete. ``keep_state`` False: the
     state is read, never written or deleted (a rank of a video split across processes other than the one that
     writes it: every rank resumes from the same windows, one process writes the file). ``window_noise(i,
-    shape)``: the initial noise of window ``i`` (tests; default: drawn from the window's seed). ``frame_offset``:
+    shape)``: the initial noise of window ``i`` (tests; default: the request's ``noise``, the whole video's
+    ``[1, C, T, h, w]``, sliced to the window's latent frames, else drawn from the window's seed). ``frame_offset``:
     the caller's number of the video's frame 0 in messages (an extension's schedule counts in output frames).
     ``backward``: :func:`plan`'s (the windows are made last first; decoded once all are done)."""
     from .result import GenerationResult
@@ -163,7 +164,8 @@ def generate(
     if p is not None and p.request.prompt_schedule is not None:
         _warn_unused_entries(p, frame_offset)
     if p is None or len(p.windows) == 1:
-        one = replace(p.window_request(0), num_frames=p.num_frames) if p is not None else _single(request, pipe.preset)
+        one = replace(p.window_request(0, p.request.noise), num_frames=p.num_frames) if p is not None else \
+            _single(request, pipe.preset)
         result = pipe.run(one, progress=progress, stream=stream)  # (per-window prompts: window 0's is enhanced)
         if per_window(request) and (text := result.settings["enhanced_prompt"]) is not None:  # by window prompt,
             result.settings["enhanced_prompt"] = {one.prompt: text}  # as several windows' rewrites are recorded
@@ -173,6 +175,8 @@ def generate(
         return result
     from .control import control_record
 
+    if p.request.noise is not None and window_noise is None:
+        window_noise = _sliced_noise(pipe, p)
     p = replace(p, request=_media_checked(pipe, p))
     p = replace(p, request=_enhanced(pipe, p))
     run = _LongRun(pipe, p, progress, state, window_noise, keep_state, saved)
@@ -203,6 +207,26 @@ def _warn_unused_entries(p: LongPlan, offset: int) -> None:
         which = "the entry" if len(unused) == 1 else f"{len(unused)} entries"
         warnings.warn(f"prompt schedule: {which} starting at frame {', '.join(map(str, unused))} used by no window "
                       f"(a window takes the entry in force at its first frame; windows start at {starts})", stacklevel=3)
+
+
+def _sliced_noise(pipe: Pipeline, p: LongPlan) -> Callable[[int, tuple[int, ...]], Tensor]:
+    """``noise=`` in windows: the whole video's initial draw, normalised latents ``[1, C, T, h, w]`` (``T`` its
+    latent frames, as one generation of its length takes), each window taking its own frames ``[start, end)``;
+    checked before any work. A multi-scale model refuses it as one generation does (its windows run one pass,
+    but a request that fits one window runs both)."""
+    from .request import padded_size, preset_size
+
+    noise = p.request.noise
+    assert noise is not None
+    if pipe.preset.multi_scale:
+        raise ValueError("noise= replaces the single-pass initial draw; it is not supported with multi-scale")
+    h, w = preset_size(pipe.preset, p.request.height, p.request.width, p.num_frames, p.frame_rate)[:2]
+    ph, pw, _ = padded_size(h, w, p.num_frames)
+    shape = (1, pipe.transformer.config.in_channels, p.windows[-1].end, ph // 32, pw // 32)
+    if tuple(noise.shape) != shape:
+        raise ValueError(f"noise must have shape {list(shape)} (the whole video's; each window takes its own latent "
+                         f"frames), got {list(noise.shape)}")
+    return lambda i, _: noise[:, :, p.windows[i].start: p.windows[i].end]
 
 
 def _media_checked(pipe: Pipeline, p: LongPlan) -> GenerationRequest:

@@ -108,3 +108,23 @@ def test_a_v2v_input_gives_its_length_and_size_to_the_windows(tiny, frames) -> N
                                                       overlap=8, steps=2, seed=1))
     assert tuple(res.video.shape) == (41, 32, 32, 3)
     assert len(res.settings["long"]["windows"]) == 3
+
+
+def test_explicit_noise_is_the_whole_video_s_each_window_taking_its_own_frames(tiny) -> None:
+    """noise= in windows (refused before) is the whole video's initial latents [1, C, 6, 1, 1]: window 0 is the one
+    generation of its 17 frames from the first 3, and a change in the last latent frame reaches only the last
+    window's new frame (overlap 8: one latent frame, appended without a cross-fade). A wrong shape is one line."""
+    base = dict(SMALL, height=32, width=32, steps=2)
+    noise = torch.randn(1, 16, 6, 1, 1, generator=torch.Generator().manual_seed(9))
+    a = long_video.generate(tiny, GenerationRequest("a cat | a dog | a bird", noise=noise, **base))
+    one = tiny.run(GenerationRequest("a cat", noise=noise[:, :, :3], **{**base, "num_frames": 17, "window": None,
+                                                                        "overlap": None}))
+    assert rel_err(a.latents[:, :, :3], one.latents) <= 1e-6
+    changed = noise.clone()
+    changed[:, :, 5] += 1.0
+    b = long_video.generate(tiny, GenerationRequest("a cat | a dog | a bird", noise=changed, **base))
+    assert torch.equal(a.latents[:, :, :5], b.latents[:, :, :5]) and rel_err(b.latents[:, :, 5], a.latents[:, :, 5]) > 1e-3
+    with pytest.raises(ValueError, match=r"^noise must have shape \[1, 16, 6, 1, 1\] .*got \[1, 16, 3, 1, 1\]$"):
+        long_video.generate(tiny, GenerationRequest("a cat | a dog", noise=noise[:, :, :3], **base))
+    with pytest.raises(ValueError, match=r"^per-pass settings \(first_pass, second_pass\) are not supported yet"):
+        long_video.plan(GenerationRequest("a | b", first_pass={"steps": 2}, **base), tiny.preset)
