@@ -151,21 +151,20 @@ def upscale_commands(request: GenerationRequest, preset: Preset | None = None) -
     assert ext is not None
     stem = Path(ext.video).stem
     made, doubled = f"{stem}-extended.mp4", f"{stem}-extended-2x.mp4"
-    # v2v takes one prompt (no windows): the first window's, as an extension that fits one window takes it
-    prompt = request.prompt.split("|")[0].strip() or "PROMPT"
+    # v2v runs windows too: the same prompts (in time order) and window sizes
+    windows = [f for name in ("window", "overlap") if getattr(request, name) is not None
+               for f in (f"--{name}", str(getattr(request, name)))]
     first = ["ltx", "extend", os.fspath(ext.video), request.prompt, "--frames", str(ext.frames),
-             *(["--backward"] if ext.backward else []),
-             *(f for name in ("window", "overlap") if getattr(request, name) is not None
-               for f in (f"--{name}", str(getattr(request, name)))), "-o", made]
+             *(["--backward"] if ext.backward else []), *windows, "-o", made]
     multi = preset is not None and preset.multi_scale
-    second = ["ltx", "v2v", made, prompt, "--strength", str(UPSCALE_STRENGTH), "--temporal-upscale",
-              *(["-m", SINGLE_PASS_MODEL] if multi else []), "-o", doubled]
+    second = ["ltx", "v2v", made, request.prompt, "--strength", str(UPSCALE_STRENGTH), "--temporal-upscale",
+              *windows, *(["-m", SINGLE_PASS_MODEL] if multi else []), "-o", doubled]
     options = ("add your other options to the first; -m: a single-pass model that takes this strength" if multi
                else "add your other options to the first and your --model to both")
     return ("temporal_upscale is not supported with an extension: the extension keeps the input's own frames, and "
             "at twice their rate every other frame would be one the input does not have; upscale the whole extended "
             f"video instead, in two runs: `{shlex.join(first)}`, then `{shlex.join(second)}` ({options}; a lower "
-            "--strength changes less; v2v takes up to the model's 20 s)")
+            "--strength changes less)")
 
 
 __all__ = ["SINGLE_PASS_MODEL", "UPSCALE_STRENGTH", "Decodings", "check_extension", "check_source", "check_source_length", "source_defaults",

@@ -273,14 +273,15 @@ def test_an_interrupted_backward_extension_resumes(tiny, clip: Path, two, tmp_pa
 
 def test_a_temporal_upscale_is_refused_backward_in_windows_with_the_two_runs_that_make_it() -> None:
     """The refusal said "upscale the extended video" and not how: it names the extension (its windows kept) and
-    the video-to-video that upscales it in time, with one prompt (v2v runs no windows: the first window's)."""
+    the video-to-video that upscales it in time, in the same windows with the same prompts."""
     from ltxcli.extend import check_extension
 
     with pytest.raises(ValueError, match="temporal_upscale is not supported with an extension") as e:
         check_extension(GenerationRequest("a | b", extend=Extension("in/clip.mp4", 40, backward=True), window=32,
                                           temporal_upscale=True))
     assert ("`ltx extend in/clip.mp4 'a | b' --frames 40 --backward --window 32 -o clip-extended.mp4`, then "
-            "`ltx v2v clip-extended.mp4 a --strength 0.3 --temporal-upscale -o clip-extended-2x.mp4`") in str(e.value)
+            "`ltx v2v clip-extended.mp4 'a | b' --strength 0.3 --temporal-upscale --window 32 -o "
+            "clip-extended-2x.mp4`") in str(e.value)
 
 
 def test_a_multi_scale_extension_s_upscale_runs_on_a_single_pass_model() -> None:
