@@ -389,10 +389,11 @@ def check_frame_rate(frame_rate: float | None) -> None:
         raise ValueError(f"--frame-rate={frame_rate} must be in (0, 1000]")
 
 
-def check_target(target: Path, *, overwrite: bool, suffix: str, option: str = "-o") -> None:
+def check_target(target: Path, *, overwrite: bool, suffix: str, option: str = "-o") -> Path:
     """Before any work, an output ``target`` (given as ``option``) refused: another suffix than ``suffix`` (".mp4": a video,
     ".safetensors": latents) or one that exists without ``overwrite`` (ValueError); a folder, or a place where
-    it cannot be made (:class:`~ltxcli.runner.OutputError`, as ``ltx generate`` says it)."""
+    it cannot be made (:class:`~ltxcli.runner.OutputError`, as ``ltx generate`` says it). Returns the file that will
+    be written (a leading ``~`` expanded): the path to report, as ``ltx generate`` reports its output."""
     from .runner import OutputError, check_writable
 
     target = Path(user_path(target))  # the place write_video and save_latents write
@@ -404,6 +405,7 @@ def check_target(target: Path, *, overwrite: bool, suffix: str, option: str = "-
     if (target.exists() or target.is_symlink()) and not overwrite:
         raise ValueError(f"{target} already exists: pass --overwrite to replace it")
     check_writable(target)
+    return target
 
 
 def write_video(target: Path, video: Tensor, rate: float | Fraction, record: dict[str, Any], *,
@@ -639,7 +641,7 @@ def roundtrip(vae: VideoAutoencoder, video: Tensor, *, source: PathLike = "video
     synchronize(vae.device)
     decode_s = time.perf_counter() - t0
     peak, kind = _peak_memory(vae.device)
-    return Roundtrip(str(source), vae, latents, recon, frame_quality(video, recon), encode_s, decode_s, peak, kind)
+    return Roundtrip(user_path(source), vae, latents, recon, frame_quality(video, recon), encode_s, decode_s, peak, kind)
 
 
 def _peak_memory(device: torch.device) -> tuple[int | None, str]:

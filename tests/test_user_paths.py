@@ -161,3 +161,19 @@ def test_latents_out_with_a_tilde_is_written_and_reported_under_home(home: Path)
     assert result.exit_code == 0, result.stderr
     assert json_lines(result.stdout)[0]["latents_path"] == str(home / "l.safetensors")
     assert (home / "l.safetensors").is_file() and not Path("~").exists()
+
+
+# the JSON of ltx vae and ltx info reported a quoted "~/x" as written, "~/x": a path no script can open, unlike
+# ltx generate's, which names the file written ($HOME/x)
+def test_vae_and_info_json_report_a_quoted_tilde_path_as_the_file_used(home: Path) -> None:
+    def obj(*args: str) -> dict[str, Any]:
+        r = ltx(*args, "--json", "-q")
+        assert r.exit_code == 0, r.stderr
+        (o,) = json_lines(r.stdout)
+        return o
+
+    assert obj("vae", "encode", "~/v.mp4", "-m", "tiny", "-o", "~/l.safetensors")["path"] == str(home / "l.safetensors")
+    assert obj("vae", "decode", "~/l.safetensors", "-o", "~/d.mp4")["path"] == str(home / "d.mp4")
+    trip = obj("vae", "roundtrip", "~/v.mp4", "-m", "tiny", "-o", "~/r.mp4")
+    assert (trip["video"], trip["output"]) == (str(home / "v.mp4"), str(home / "r.mp4"))
+    assert ltx("info", "~/d.mp4", "--json").stdout.startswith(json.dumps({"path": str(home / "d.mp4")})[:-1])

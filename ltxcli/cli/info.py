@@ -16,14 +16,14 @@ def info(
     json_: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """Show a video's stream and the generation record ltx stored in it (prompt, seed, model, settings)."""
-    from ltxcli import media, records
+    from ltxcli import media, paths, records
 
     out = Output(json_mode=json_)
     stream, record = media.media_info(file)  # missing / unreadable file: exit 6
     if json_:
-        out.json({"path": str(file), "stream": stream, "generation": record})
+        out.json({"path": paths.user_path(file), "stream": stream, "generation": record})
         return
-    out.data(f"file: {file}")
+    out.data(f"file: {paths.user_path(file)}")
     parts = [f"{stream['width']}x{stream['height']}", f"{stream['num_frames']} frame(s)"]
     if stream["kind"] == "video":
         parts += [f"{stream['frame_rate']} fps", stream["codec"]]

@@ -76,8 +76,7 @@ def encode(
     from ltxcli import autoencode
 
     out = Output(json_mode=json_, quiet=quiet)
-    target = output or Path(video.stem + ".latents.safetensors")
-    autoencode.check_target(target, overwrite=overwrite, suffix=".safetensors")
+    target = autoencode.check_target(output or Path(video.stem + ".latents.safetensors"), overwrite=overwrite, suffix=".safetensors")
     frames, rate, note = autoencode.read_fitted(video, max_frames)
     if note:
         out.info(note)
@@ -122,8 +121,7 @@ def decode(
 
     out = Output(json_mode=json_, quiet=quiet)
     stem = latents_file.name.removesuffix(".safetensors").removesuffix(".latents")
-    target = output or Path(stem + ".mp4")
-    autoencode.check_target(target, overwrite=overwrite, suffix=".mp4")
+    target = autoencode.check_target(output or Path(stem + ".mp4"), overwrite=overwrite, suffix=".mp4")
     autoencode.check_frame_rate(frame_rate)
     autoencode.check_decode_timestep(decode_timestep)
     latents, meta = autoencode.read_latents(latents_file)
@@ -171,7 +169,7 @@ def roundtrip(
     out = Output(json_mode=json_, quiet=quiet)
     autoencode.check_decode_timestep(decode_timestep)
     if output is not None:
-        autoencode.check_target(output, overwrite=overwrite, suffix=".mp4")
+        output = autoencode.check_target(output, overwrite=overwrite, suffix=".mp4")
     frames, rate, note = autoencode.read_fitted(video, max_frames, writes_video=output is not None)
     if note:
         out.info(note)
