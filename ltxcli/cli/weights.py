@@ -129,11 +129,12 @@ def verify(
 
 @app.command()
 @guarded
-def path(name: Annotated[str, typer.Argument(help="A weights.toml name.")], weights_dir: WeightsDirOpt = None) -> None:
+def path(name: Annotated[str, typer.Argument(help="A weights.toml name.")], weights_dir: WeightsDirOpt = None, json_: JsonOpt = False) -> None:
     """Print the local path of downloaded weights (exit 3 if they are not downloaded)."""
     from ltxcli import weights
 
-    typer.echo(str(weights.resolve(name, weights_dir=weights_dir, registry=registry())))
+    local, out = str(weights.resolve(name, weights_dir=weights_dir, registry=registry())), Output(json_mode=json_)
+    out.json({"name": name, "path": local}) if json_ else out.data(local)
 
 
 @app.command()
