@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -31,7 +30,7 @@ from .kernels import synchronize
 from .loading import CheckpointError, inspect_checkpoint, load_vae
 from .long_decode import DECODE_BLEND, TiledDecode
 from .media import MediaError
-from .metrics import FrameQuality, frame_quality
+from .metrics import FrameQuality, frame_quality, peak_memory
 from .models.upcast import compute_dtype
 from .models.winograd import parse_conv_algorithm
 from .naming import fps_number
@@ -52,11 +51,6 @@ TEMPORAL_GRID = 8
 DEFAULT_IMAGE_FPS = 24  # frame rate recorded for a single image
 
 PathLike = str | os.PathLike[str]
-
-try:
-    import resource
-except ImportError:  # Windows: no peak-RSS counter
-    resource = None  # type: ignore[assignment]
 
 
 @dataclass
@@ -640,14 +634,6 @@ def roundtrip(vae: VideoAutoencoder, video: Tensor, *, source: PathLike = "video
     recon = vae.decode(latents, decode_timestep, 0)
     synchronize(vae.device)
     decode_s = time.perf_counter() - t0
-    peak, kind = _peak_memory(vae.device)
+    peak, kind = peak_memory(vae.device)
     return Roundtrip(user_path(source), vae, latents, recon, frame_quality(video, recon), encode_s, decode_s, peak, kind)
 
-
-def _peak_memory(device: torch.device) -> tuple[int | None, str]:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device), "cuda_allocated"
-    if resource is None:
-        return None, "unavailable"
-    rss: Any = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss * (1 if sys.platform == "darwin" else 1024), "process_peak_rss"  # macOS reports bytes, Linux KiB

@@ -1,4 +1,5 @@
-"""Frame-quality metrics (``ltx vae roundtrip``, :func:`ltxcli.autoencode.roundtrip`): PSNR and SSIM per frame.
+"""Frame-quality metrics (``ltx vae roundtrip``, :func:`ltxcli.autoencode.roundtrip`): PSNR and SSIM per frame;
+and the peak memory a run measured (:func:`peak_memory`: the roundtrip, ``ltx bench``, the ranks' statistics).
 
 SSIM follows Wang et al. 2004 ("Image quality assessment: from error visibility to structural similarity") as
 their reference implementation computes it: on luma (BT.601: Y = 0.299 R + 0.587 G + 0.114 B, as MATLAB's
@@ -10,6 +11,7 @@ SSIM is the mean of the map. Computed in float64.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -103,3 +105,31 @@ def frame_quality(reference: Tensor, reconstruction: Tensor) -> FrameQuality:
     ssim = [float(s) for s in ssim_per_frame(ref8, rec8)]
     return FrameQuality(psnr_per_frame=[psnr_from_mse(float(m)) for m in mse], ssim_per_frame=ssim,
                         psnr=psnr_from_mse(float(mse.mean())), ssim=sum(ssim) / len(ssim))
+
+
+#: What :func:`peak_memory` measured, as ``peak_memory_kind`` in ``--json`` (``ltx vae roundtrip``, ``ltx bench``),
+#: and in words for the tables.
+PEAK_MEMORY_KINDS = {"cuda_allocated": "torch.cuda.max_memory_allocated",
+                     "process_peak_rss": "process peak RSS (includes the weights)", "unavailable": "unavailable"}
+
+
+def peak_memory(device: torch.device) -> tuple[int | None, str]:
+    """``(bytes, kind)``, kind a key of :data:`PEAK_MEMORY_KINDS`: the peak allocated CUDA memory of ``device``
+    (since the caller's ``torch.cuda.reset_peak_memory_stats``), or on the CPU this process's peak resident set
+    size, weights included; ``(None, "unavailable")`` where the system has no counter (Windows)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device)), "cuda_allocated"
+    try:  # Linux: this process image's high-water mark (ru_maxrss may carry a forking parent's)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024, "process_peak_rss"
+    except OSError:
+        pass
+    try:
+        import resource  # not on Windows
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    except (ImportError, OSError):
+        return None, "unavailable"
+    return int(rss if sys.platform == "darwin" else rss * 1024), "process_peak_rss"  # KiB on Linux, bytes on macOS

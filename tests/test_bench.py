@@ -322,6 +322,10 @@ def test_tiny_random_run_reports_every_field(tiny_run):
     assert r.real_time_factor == pytest.approx(r.stages["total"].median_s / r.video_seconds)
     assert r.paper_ratio == pytest.approx(r.stages["total"].median_s / 2.0)
     assert r.peak_memory_bytes > 0 and r.device == "cpu" and r.weights == "random" and r.text_encoder == "random"
+    # the vocabulary of `ltx vae roundtrip --json` (cuda_allocated | process_peak_rss | unavailable), which used to
+    # read "process peak RSS (includes the weights)" here, as the table still says it
+    assert d["peak_memory_kind"] == "process_peak_rss"
+    assert any("GB (process peak RSS (includes the weights))" in line for line in bench.format_table(r))
     assert r.attention["attention"]["self_attention"] == "sdpa" and r.attention["fp8_linear_layers"] == 0
     assert r.attention["vae_conv"] == "auto"
     assert r.kernels["device"] == "cpu" and r.torch_version == torch.__version__

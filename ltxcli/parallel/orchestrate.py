@@ -17,14 +17,13 @@ import contextlib
 import json
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-import torch
 import torch.distributed as dist
 
+from ..metrics import peak_memory
 from .context import DistContext
 
 T = TypeVar("T")
@@ -69,28 +68,6 @@ def in_node_turns(ctx: DistContext | None, fetch: Callable[[], None]) -> None:
 
 
 # --- per-rank statistics ------------------------------------------------------------------------------------
-
-
-def peak_memory(device: torch.device) -> tuple[int, str]:
-    """``(bytes, what was measured)``: the peak allocated CUDA memory of ``device``, or on the CPU this
-    process's peak resident set size (weights included)."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device)), "torch.cuda.max_memory_allocated"
-    kind = "process peak RSS (includes the weights)"
-    try:  # Linux: this process image's high-water mark (ru_maxrss may carry a forking parent's)
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024, kind
-    except OSError:
-        pass
-    try:
-        import resource  # not on Windows
-
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    except (ImportError, OSError):
-        return 0, kind
-    return int(rss if sys.platform == "darwin" else rss * 1024), kind  # KiB on Linux, bytes on macOS
 
 
 def rank_stats(ctx: DistContext, timings: dict[str, float] | None = None, *, transformer: Any = None) -> list[dict]:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from ..metrics import PEAK_MEMORY_KINDS, peak_memory
 from ..models.configs import (
     TRANSFORMER_2B,
     TRANSFORMER_13B,
@@ -33,7 +34,7 @@ from ..models.upcast import convert_to_upcast, upcastable_weights
 from ..models.upsampler import LatentUpsampler
 from ..models.vae import CausalVideoVAE
 from ..models.winograd import parse_conv_algorithm
-from ..parallel.orchestrate import peak_memory, rank_stats
+from ..parallel.orchestrate import rank_stats
 from ..parallel.transformer import parallelize
 from .flops import t5_encoder_flops, t5_xxl_config, transformer_flops, upsampler_flops, vae_decoder_flops
 from .gpus import BenchError, device_name, resolve_gpu
@@ -569,7 +570,7 @@ def format_table(result: BenchResult) -> list[str]:
     peak = f"{r.peak_tflops:g} TFLOP/s bf16 dense" if r.peak_tflops else "no peak table (no utilisation)"
     lines.append(f"peak: {r.gpu}, {peak}")
     if r.peak_memory_bytes is not None:
-        lines.append(f"peak memory: {r.peak_memory_bytes / 1e9:.2f} GB ({r.peak_memory_kind})")
+        lines.append(f"peak memory: {r.peak_memory_bytes / 1e9:.2f} GB ({PEAK_MEMORY_KINDS.get(r.peak_memory_kind, r.peak_memory_kind)})")
     if r.real_time_factor is not None:
         speed = "faster" if r.real_time_factor < 1 else "slower"
         lines.append(f"real-time factor: {r.real_time_factor:.3g} (generation time / video time; {speed} than real time)")
