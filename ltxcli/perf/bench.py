@@ -273,7 +273,7 @@ class BenchResult:
     width: int
     num_frames: int
     frame_rate: float
-    video_seconds: float
+    video_s: float
     warmup: int
     repeats: int
     transformer_calls: int  # denoising steps, all passes
@@ -285,7 +285,7 @@ class BenchResult:
     peak_memory_bytes: int | None = None
     peak_memory_kind: str = ""
     real_time_factor: float | None = None  # end-to-end seconds / video seconds (< 1: faster than real time)
-    paper_seconds: float = PAPER_SECONDS
+    paper_s: float = PAPER_SECONDS
     paper_ratio: float | None = None  # end-to-end seconds / the paper's 2 s
     notes: list[str] = field(default_factory=list)
     # Seconds of each warm-up run: with --compile the first one holds the compilation, kept apart from the
@@ -539,7 +539,7 @@ def run_bench(
         kernels=kernels.describe_kernels(dev, attention=attention, dtype=dt),
         gpu=peak.label if peak.key != "unknown" else f"unknown ({peak.device_name})",
         peak_tflops=peak.tflops, height=height, width=width, num_frames=num_frames, frame_rate=fps,
-        video_seconds=video_s, warmup=warmup, repeats=repeats, transformer_calls=n_calls,
+        video_s=video_s, warmup=warmup, repeats=repeats, transformer_calls=n_calls,
         branches=[b for b, _ in recorder.calls], tokens=[n for _, n in recorder.calls],
         text_encoder={"random": "random", "skip": "skipped", "real": "real"}[text_mode], build_s=build_s,
         stages=stages, peak_memory_bytes=mem, peak_memory_kind=mem_kind,
@@ -554,7 +554,7 @@ def format_table(result: BenchResult) -> list[str]:
     lines = [
         f"preset {r.preset} ({r.architecture}), weights: {r.weights}",
         f"device {r.device} [{r.device_name}], {r.dtype}, torch {r.torch_version}, kernels: {_kernel_line(r.attention)}",
-        f"size {r.width}x{r.height}x{r.num_frames} @ {r.frame_rate:g} fps ({r.video_seconds:.2f} s of video); "
+        f"size {r.width}x{r.height}x{r.num_frames} @ {r.frame_rate:g} fps ({r.video_s:.2f} s of video); "
         f"{r.transformer_calls} transformer calls, branches {_runs(r.branches)}, tokens {_runs(r.tokens)}",
         f"warm-up {r.warmup}, repeats {r.repeats} (medians); build {r.build_s:.1f} s",
         "",
@@ -577,7 +577,7 @@ def format_table(result: BenchResult) -> list[str]:
     total = r.stages["total"].median_s
     if total is not None and r.paper_ratio is not None:
         lines.append(
-            f"end-to-end {total:.3f} s vs the paper's {r.paper_seconds:g} s (768x512x121, H100): {r.paper_ratio:.3g}x"
+            f"end-to-end {total:.3f} s vs the paper's {r.paper_s:g} s (768x512x121, H100): {r.paper_ratio:.3g}x"
         )
     if r.cache.get("mode", "none") != "none":
         lines.append(f"step cache {r.cache['mode']} (threshold {r.cache['threshold']:g}): {r.cache.get('skipped')} of "
