@@ -569,6 +569,9 @@ def test_weights_pull_verify_path_rm(hub: Any, cli_env: Path) -> None:
     local = cli_env / "weights" / "Lightricks" / "LTX-Video" / "ltxv-spatial-upscaler-0.9.8.safetensors"
     assert obj["paths"] == [str(local)] and local.read_bytes() == data
     assert ltx("weights", "path", name).stdout.strip() == str(local)
+    # bytes are *_bytes in every --json (doctor's default_model_on_disk_bytes, pull's download_bytes)
+    (row,) = [o for o in json_lines(ltx("weights", "list", "--json").stdout) if o["name"] == name]
+    assert row["on_disk_bytes"] == 4096 and "size_on_disk" not in row
     # --json as its peers (list, pull, verify, rm) take it: one object, the entry's name and its local path
     assert json_lines(ltx("weights", "path", name, "--json").stdout) == [{"name": name, "path": str(local)}]
     assert_one_error_line(ltx("weights", "path", "t5-xxl", "--json"), 3)  # not downloaded: stdout stays empty

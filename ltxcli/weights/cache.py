@@ -463,7 +463,7 @@ def status_record(name: str, *, weights_dir: str | os.PathLike[str] | None = Non
     st = status(name, weights_dir=weights_dir, registry=registry)
     return {
         "name": name, "kind": entry.kind, "state": st.state, "default": entry.default,
-        "size_on_disk": st.size_on_disk, "description": entry.description, "repo": entry.repo,
+        "on_disk_bytes": st.size_on_disk, "description": entry.description, "repo": entry.repo,
         "revision": entry.hub_revision if entry.repo else None, "preset": entry.preset, "requires": list(entry.requires),
         "base": list(entry.base),
         "location": str(st.location.root), "location_kind": st.location.kind,
@@ -479,7 +479,7 @@ def table_lines(rows: list[dict[str, Any]], columns: int | None = None) -> list[
 
     header = ("name", "kind", "state", "size", "description")
     cells = [(row["name"] + (" *" if row["default"] else ""), row["kind"], row["state"],
-              human_bytes(row["size_on_disk"]) if row["size_on_disk"] else "-", row["description"]) for row in rows]
+              human_bytes(row["on_disk_bytes"]) if row["on_disk_bytes"] else "-", row["description"]) for row in rows]
     loras = [c for c in cells if c[1] == "lora"]  # their own group, after a blank row
     cells = [c for c in cells if c[1] != "lora"] + ([("",) * 5, *loras] if loras else [])
     widths = [max(len(header[i]), *(len(c[i]) for c in cells)) for i in range(4)]
