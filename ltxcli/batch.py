@@ -27,7 +27,7 @@ class BatchItem(GenerationRequest):
     """One video of a batch: a :class:`~ltxcli.request.GenerationRequest` (``None`` sizes and frame rate: the
     preset's, ``None`` seed: derived from the batch seed, both filled in when the batch is planned, since output
     names use them) and where it goes: ``output``, a file, folder or pattern for this item only; ``index``, its
-    place in the batch; ``target`` and ``skip``, set by :func:`ltxcli.runner.plan_outputs`.
+    place in the batch; ``target``, ``skip`` and ``kept_other``, set by :func:`ltxcli.runner.plan_outputs`.
 
     ``batch_seed``: in a batch of several items, the seed this item's was derived from (``seed = batch_seed +
     index``, recorded in its file); ``seed_drawn``: the seed (or batch seed) was drawn at random, so a rerun
@@ -37,6 +37,7 @@ class BatchItem(GenerationRequest):
     index: int = 0
     target: Path | None = None
     skip: bool = False
+    kept_other: bool = False  # skipped: its target holds a video made for another request (kept), not its own
     batch_seed: int | None = None
     seed_drawn: bool = False
     resume: bool = False  # a windowed run keeps its finished windows next to the output (ltxcli.long_video)

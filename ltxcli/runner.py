@@ -65,7 +65,8 @@ class OutputError(OSError):
 @dataclass
 class ItemResult:
     """What :func:`run_batch` yields for each item, in order: ``status`` "ok" (generated; written unless the
-    run was told not to write) or "skipped" (``reason``: "exists", or "claimed" by another process)."""
+    run was told not to write) or "skipped" (``reason``: "exists", its video is there; "other_video", a file
+    made for another request or settings is there, kept; or "claimed" by another process)."""
 
     item: BatchItem
     status: str
@@ -86,6 +87,16 @@ class ItemResult:
         """The item's output file (its ``target``, as planned by the run that yielded this result)."""
         assert self.item.target is not None
         return self.item.target
+
+    @classmethod
+    def skipped(cls, item: BatchItem, *, claimed: bool = False) -> ItemResult:
+        """``item`` skipped: "claimed" by another process, else as planned (:attr:`BatchItem.kept_other`)."""
+        return cls(item, "skipped", reason="claimed" if claimed else "other_video" if item.kept_other else "exists")
+
+    def skipped_line(self) -> str:
+        """The message that says it was skipped, and why."""
+        why = {"claimed": "another process is writing it", "other_video": "kept: it holds another video"}
+        return f"skipped {self.item.target} ({why.get(self.reason or 'exists', 'exists')})"
 
     def summary(self, *, frames: bool = False) -> dict[str, Any]:
         """The item as ``ltx generate --json`` reports it: skipped (with its ``reason`` unless "exists"), or
@@ -403,7 +414,7 @@ def plan_outputs(
             raise ValueError(f"items {seen[key]} and {it.index} would both write {target}: "
                              "use a pattern with {index} or {seed}")
         seen[key] = it.index
-        it.skip = False
+        it.skip = it.kept_other = False
         if target.exists() and frames != target.is_dir():  # before "pass --overwrite": that would not help
             raise OutputError(f"cannot write {target}: it is a folder" if not frames else
                               f"cannot write {target}: it exists and is not a folder")
@@ -412,6 +423,7 @@ def plan_outputs(
                 it.skip = True
                 rec = found[it.index][1] if it.index in found else resume.read_record(target)
                 if rec is not None and it.index not in found:
+                    it.kept_other = True
                     warnings.warn(f"{target} exists but holds a video of another prompt or other settings "
                                   f"(index {rec.get('index', 0)}, seed {rec.get('seed')}): kept and skipped; "
                                   "--overwrite replaces it", stacklevel=2)
@@ -545,11 +557,11 @@ def run_batch(
         for it in items:
             assert it.target is not None
             if it.skip:
-                yield ItemResult(it, "skipped", reason="exists")
+                yield ItemResult.skipped(it)
                 continue
             if claim and not claim_output(it.target):
                 # another rank or job is writing it, or has written it since the outputs were planned
-                yield ItemResult(it, "skipped", reason="exists" if it.target.exists() else "claimed")
+                yield ItemResult.skipped(it, claimed=not it.target.exists())
                 continue
             try:
                 t_start = time.perf_counter()

@@ -112,6 +112,23 @@ def test_rerun_with_another_random_seed_finds_outputs_by_record(cli_env: Path) -
     assert len(list((cli_env / "out").iterdir())) == 3
 
 
+def test_a_kept_video_of_another_request_is_not_reported_as_the_item(cli_env: Path) -> None:
+    """--skip-existing keeps a file at an item's name that was made for another prompt (a warning on stderr), but
+    its JSON line said only "skipped", as for the item's own video, and stderr "skipped x.mp4 (exists)": a script
+    took the other prompt's video for the item's. Its reason is "other_video"; the item's own video has none."""
+    small = ["--model", "tiny", "--skip-existing", "--json", "--seed", "1", *SMALL]
+    assert ltx("generate", "a cat", "-o", "x.mp4", *small).exit_code == 0
+    kept = ltx("generate", "a dog", "-o", "x.mp4", *small)
+    assert [(o["status"], o.get("reason")) for o in json_lines(kept.stdout)] == [("skipped", "other_video")]
+    assert "skipped x.mp4 (exists)" not in kept.stderr and "another prompt" in kept.stderr
+    (cli_env / "b.jsonl").write_text('{"prompt": "a dog", "output": "x.mp4"}\n{"prompt": "a bird", "output": "y.mp4"}\n')
+    batch = ltx("generate", "--batch", "b.jsonl", *small)  # one item generated: run_batch reports the skip
+    assert [(o["status"], o.get("reason")) for o in json_lines(batch.stdout)] == [("skipped", "other_video"),
+                                                                                  ("ok", None)], batch.stderr
+    own = ltx("generate", "a cat", "-o", "x.mp4", *small)
+    assert [(o["status"], o.get("reason")) for o in json_lines(own.stdout)] == [("skipped", None)], own.stderr
+
+
 def test_skip_existing_compares_lora_control_and_input_settings(cli_env: Path) -> None:
     """``--skip-existing`` with an explicit seed: an existing output counts as done only when it was made with the
     same LoRA (file and strength), control, step cache, compute dtype and float8 use. At a fixed name, one made with other settings is

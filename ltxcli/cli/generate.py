@@ -308,7 +308,7 @@ def run(
     rank = ctx.rank if ctx is not None and batch and job.world > 1 else None  # a shared-out batch's JSON lines
     if not job.todo:  # every item exists, or (a batch rank) every item of this rank's share
         for it in job.mine if not prepare_only else ():  # (before --gpus starts the workers: they report them)
-            _emit_skipped(out, runner.ItemResult(it, "skipped", "exists"), rank)
+            _emit_skipped(out, runner.ItemResult.skipped(it), rank)
         return
     job.refresh()
     # headers of every file the load will read (refusing pickles and broken files), then the memory estimate
@@ -354,8 +354,7 @@ def check_memory(
 
 
 def _emit_skipped(out: Output, r: runner.ItemResult, rank: int | None = None) -> None:
-    why = "exists" if r.reason in (None, "exists") else "another process is writing it"
-    out.info(f"skipped {r.item.target} ({why})")
+    out.info(r.skipped_line())
     if out.json_mode:
         out.json(r.summary() | ({"rank": rank} if rank is not None else {}))
     else:
