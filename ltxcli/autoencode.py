@@ -596,7 +596,7 @@ class Roundtrip:
         f, h, w = self.reconstruction.shape[:3]
         q = self.quality
         return {
-            "video": self.source, "model": self.vae.label, "num_frames": f, "height": h, "width": w,
+            "source": self.source, "model": self.vae.label, "num_frames": f, "height": h, "width": w,
             "latent_shape": list(self.latents.shape), "device": str(self.vae.device),
             "dtype": str(self.vae.dtype).removeprefix("torch."), "psnr": round(q.psnr, 4), "ssim": round(q.ssim, 6),
             "psnr_per_frame": [round(p, 4) for p in q.psnr_per_frame],

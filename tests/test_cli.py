@@ -454,11 +454,15 @@ def test_vae_roundtrip_encode_decode(cli_env: Path, monkeypatch: pytest.MonkeyPa
     assert 0 < obj["psnr"] < 100 and -1 <= obj["ssim"] <= 1
     assert obj["peak_memory_bytes"] > 0 and obj["timings"]["encode_s"] > 0
     assert "using 9 frames of 96x64" in r.stderr
+    # the vae commands name their input "source" (as decode and every record do) and latents' shape "latent_shape"
+    assert obj["source"] == "clip.mp4" and obj["latent_shape"] == [1, 16, 2, 2, 3] and "video" not in obj
     human = ltx("vae", "roundtrip", "clip.mp4", "--model", "tiny")
     assert "psnr" in human.stdout and "ssim" in human.stdout and "peak memory" in human.stdout
 
-    enc = ltx("vae", "encode", "clip.mp4", "--model", "tiny", "-o", "lat.safetensors")
+    enc = ltx("vae", "encode", "clip.mp4", "--model", "tiny", "-o", "lat.safetensors", "--json")
     assert enc.exit_code == 0, enc.stderr
+    (eobj,) = json_lines(enc.stdout)  # was "shape" (roundtrip's "latent_shape"), without its input
+    assert (eobj["source"], eobj["latent_shape"], "shape" in eobj) == ("clip.mp4", [1, 16, 2, 2, 3], False)
     from safetensors import safe_open
 
     with safe_open("lat.safetensors", framework="pt") as f:

@@ -175,5 +175,5 @@ def test_vae_and_info_json_report_a_quoted_tilde_path_as_the_file_used(home: Pat
     assert obj("vae", "encode", "~/v.mp4", "-m", "tiny", "-o", "~/l.safetensors")["path"] == str(home / "l.safetensors")
     assert obj("vae", "decode", "~/l.safetensors", "-o", "~/d.mp4")["path"] == str(home / "d.mp4")
     trip = obj("vae", "roundtrip", "~/v.mp4", "-m", "tiny", "-o", "~/r.mp4")
-    assert (trip["video"], trip["output"]) == (str(home / "v.mp4"), str(home / "r.mp4"))
+    assert (trip["source"], trip["output"]) == (str(home / "v.mp4"), str(home / "r.mp4"))
     assert ltx("info", "~/d.mp4", "--json").stdout.startswith(json.dumps({"path": str(home / "d.mp4")})[:-1])

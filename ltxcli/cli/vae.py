@@ -84,11 +84,11 @@ def encode(
     t0 = time.perf_counter()
     latents = vae.encode(frames)
     encode_s = time.perf_counter() - t0
-    autoencode.save_latents(target, latents, autoencode.latents_metadata(vae, frames, rate, video), overwrite=overwrite, statistics=vae.statistics)
+    autoencode.save_latents(target, latents, meta := autoencode.latents_metadata(vae, frames, rate, video), overwrite=overwrite, statistics=vae.statistics)
     f, h, w = frames.shape[:3]
     out.info(f"wrote {target} (latents {list(latents.shape)} from {f} frames of {w}x{h}, {encode_s:.2f} s)")
     if json_:
-        out.json({"path": str(target), "shape": list(latents.shape), "model": vae.label, "num_frames": f,
+        out.json({"path": str(target), "source": meta["source"], "latent_shape": list(latents.shape), "model": vae.label, "num_frames": f,
                   "height": h, "width": w, "frame_rate": float(rate), "timings": {"encode_s": round(encode_s, 4)}})
     else:
         out.data(str(target))
