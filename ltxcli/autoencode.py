@@ -220,7 +220,7 @@ class DecodeSettings:
         (ph, pw), (left, right, top, bottom) = self.padded, (*self.padding, 0, 0, 0, 0)[:4]
         grid = (SPATIAL_GRID * h, SPATIAL_GRID * w)  # a multi-scale run's frames are resized to padded first
         checks = (
-            ("timestep", 0 <= self.timestep < float("inf"), "a finite number >= 0"),  # NaN fails both
+            ("timestep", 0 <= self.timestep <= 1, "in [0, 1]"),  # a noise level, as a request's; NaN fails both
             ("noise_scale", 0 <= self.noise_scale <= 1, "in [0, 1]"),
             ("seed", 0 <= self.seed <= SEED_MAX, "in [0, 2**63 - 1]"),
             ("tone_map_compression_ratio", 0 <= self.tone_map_compression_ratio <= 1, "in [0, 1]"),
@@ -373,9 +373,9 @@ def read_fitted(path: PathLike, max_frames: int | None = None, *, writes_video: 
 
 
 def check_decode_timestep(decode_timestep: float | None) -> None:
-    """``--decode-timestep``: None or a finite number >= 0 (a ValueError otherwise)."""
-    if decode_timestep is not None and not 0 <= decode_timestep < float("inf"):  # NaN fails both comparisons
-        raise ValueError(f"--decode-timestep={decode_timestep} must be a finite number >= 0 (e.g. 0.05)")
+    """``--decode-timestep``: None or a noise level in [0, 1], as a request's (a ValueError otherwise)."""
+    if decode_timestep is not None and not 0 <= decode_timestep <= 1:  # NaN fails both comparisons
+        raise ValueError(f"--decode-timestep={decode_timestep} must be in [0, 1] (a noise level, e.g. 0.05)")
 
 
 def check_frame_rate(frame_rate: float | None) -> None:

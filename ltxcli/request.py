@@ -535,11 +535,13 @@ def preset_size(
 
 
 def check_decode_settings(timestep: float, noise_scale: float) -> None:
-    """Decode noise scale in [0, 1], timestep finite >= 0 (NaN would decode to a NaN video), for requests and decode."""
+    """Decode noise scale and timestep in [0, 1], for requests and decode: the timestep is a noise level (the
+    official pipeline's default noise scale); NaN, or a timestep that overflows float32 once the VAE scales it by
+    1000 (1e36), would decode to a NaN video, written black."""
     if not 0 <= noise_scale <= 1:
         raise ValueError(f"decode_noise_scale={noise_scale} must be in [0, 1]")
-    if not 0 <= timestep < math.inf:  # NaN fails both comparisons
-        raise ValueError(f"decode_timestep={timestep} must be a finite number >= 0")
+    if not 0 <= timestep <= 1:  # NaN fails both comparisons
+        raise ValueError(f"decode_timestep={timestep} must be in [0, 1] (a noise level, e.g. 0.05)")
 
 
 def resolve_request(

@@ -171,8 +171,9 @@ def test_a_hand_edited_decode_record_is_one_line_naming_the_file_and_the_field(
             ("plan", {"tile_hw": 2, "overlap_hw": 2}, "overlap=2 must be smaller"),
             ("plan", {"context_hw": -1}, "context=-1 must be >= 0"),
             ("plan", {"tile_hw": [2, 2, 2]}, "tile_hw is one size or (height, width)"),
-            ("timestep", -1, "timestep=-1 must be a finite number >= 0"),
-            ("timestep", float("nan"), "timestep=NaN must be a finite number"),
+            ("timestep", -1, "timestep=-1 must be in [0, 1]"),
+            ("timestep", float("nan"), "timestep=NaN must be in [0, 1]"),
+            ("timestep", 1e36, "timestep=1e+36 must be in [0, 1]"),  # decoded to NaN: a black video, exit 0
             ("seed", 2**70, "seed=1180591620717411303424 must be in [0, 2**63 - 1]"),
             ("tone_map_compression_ratio", 5, "tone_map_compression_ratio=5 must be in [0, 1]"),
             ("num_frames", 1000, "num_frames=1000 must be in [1, 9]"),  # decoded to the 9 there are, exit 0

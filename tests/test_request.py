@@ -34,11 +34,13 @@ def test_official_defaults_fill_what_the_preset_leaves_out() -> None:
     assert not r.multi_scale and r.downscale_factor == 1.0 and r.seed is None
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), -0.5])
-def test_decode_timestep_must_be_a_finite_number_at_least_0(value: float) -> None:
-    # NaN passed the old `< 0` test and decoded a timestep-conditioned VAE to a NaN video
-    with pytest.raises(ValueError, match=r"^decode_timestep=.* must be a finite number >= 0"):
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -0.5, 1.5, 1e36])
+def test_decode_timestep_must_be_a_noise_level_in_0_1(value: float) -> None:
+    # NaN passed the old `< 0` test and decoded a timestep-conditioned VAE to a NaN video; so did 1e36, a finite
+    # number whose scaled timestep (x 1000, the VAE's multiplier) overflows float32: a black video, exit 0
+    with pytest.raises(ValueError, match=r"^decode_timestep=.* must be in \[0, 1\]"):
         resolve(decode_timestep=value)
+    assert resolve(decode_timestep=1.0).decode_timestep == 1.0  # the official default noise scale's upper end
 
 
 def test_preset_values_fill_every_none() -> None:
