@@ -280,7 +280,7 @@ def check_plan(vae: VideoAutoencoder, latents: Tensor, d: DecodeSettings, path: 
     else:  # TiledDecode's tiles: length + 1 latent frames, length - DECODE_BLEND apart (the last one shorter)
         n, plans = d.tiles["length"], d.tiles["plans"]
         spans = [min(n + 1, f - a) for a in range(0, f, max(n - DECODE_BLEND, 1))] if n >= 1 else []
-        if len(plans) != len(spans):
+        if n < 1 or len(plans) != len(spans):  # n < 1: no tile, so an empty list of plans would match
             want = (f"length={n} must be at least 1" if n < 1 else f"plans must hold one plan per tile ({len(spans)} "
                     f"tiles of length {n}), not {len(plans)}")
             raise MediaError(f"{path}: its '{DECODE_KEY}' record's tiles {json.dumps(d.tiles)} do not fit latents "

@@ -184,6 +184,8 @@ def test_a_hand_edited_decode_record_is_one_line_naming_the_file_and_the_field(
             # 2 latent frames: 2 tiles (the message said "plans hold 2 per tile": one plan per tile, 2 tiles)
             ("tiles", {"length": 1, "plans": [None]}, "plans must hold one plan per tile (2 tiles of length 1), not 1"),
             ("tiles", {"length": 0, "plans": [None]}, "length=0 must be at least 1"),
+            # no tile, no plan: was decoded, "internal error: generator raised StopIteration" (exit 1)
+            ("tiles", {"length": 0, "plans": []}, "length=0 must be at least 1"),
             ("tiles", {"length": 1, "plans": [None, {"tile_hw": 0}]}, "tile=0 must be >= 1")):
         _with_decode_field(cli_env / "g.safetensors", cli_env / "bad.safetensors", field, value)
         latents, meta = autoencode.read_latents("bad.safetensors")
