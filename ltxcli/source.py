@@ -75,7 +75,7 @@ def source_defaults(request: GenerationRequest, preset: Preset, inputs: Decoding
         # a truncated file: the frames that decode; v2v of a given length: no more (a long input is not decoded whole)
         count = (inputs.count(source) if inputs is not None and isinstance(source, media.DecodedMedia)
                  else media.source_frame_count(source, request.num_frames if request.extend is None else None))
-        if request.frame_rate is None:
+        if request.frame_rate is None and count > 1:  # a still image has no rate (FFmpeg's image2 says 25): the preset's
             request.frame_rate = float(media.video_frame_rate(source))
         first = None
     if request.height is None and request.width is None:

@@ -502,6 +502,28 @@ def test_run_batch_takes_size_and_length_from_a_v2v_tensor_as_from_a_file(clip: 
         source_defaults(ltxcli.BatchItem("a dog", video=torch.zeros(3, 64, 64), denoise_strength=0.5), TINY_PRESET)
 
 
+def test_a_still_image_as_the_input_leaves_the_frame_rate_to_the_preset(tmp_path: Path) -> None:
+    """`ltx extend still.png PROMPT --frames 8` (and `ltx v2v still.png`) wrote 25 fps: FFmpeg's image2 demuxer
+    gives a picture, which has no frame rate, 25. A one-frame input now leaves the rate to the request or the
+    preset (tiny: 24), as a v2v tensor does; its size is still the picture's."""
+    from PIL import Image
+
+    import ltxcli
+    from ltxcli.presets import TINY_PRESET
+    from ltxcli.request import Extension
+    from ltxcli.source import source_defaults
+
+    Image.new("RGB", (96, 64), (200, 10, 10)).save(tmp_path / "still.png")
+    still = str(tmp_path / "still.png")
+    for req in (ltxcli.GenerationRequest("a dog", video=still, denoise_strength=0.5),
+                ltxcli.GenerationRequest("a dog", extend=Extension(still, frames=8))):
+        source_defaults(req, TINY_PRESET)
+        assert (req.frame_rate, req.height, req.width) == (None, 64, 96), req
+    given = ltxcli.GenerationRequest("a dog", extend=Extension(still, frames=8), frame_rate=12.0)
+    source_defaults(given, TINY_PRESET)
+    assert given.frame_rate == 12.0
+
+
 def test_v2v_longer_than_its_input_is_refused_before_the_model_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                       clip: Path) -> None:
     """--num-frames (or --duration) beyond the input's 12 frames was refused only once the model had loaded."""
