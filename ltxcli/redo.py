@@ -105,7 +105,8 @@ def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
     for c in record.get("conditions") or []:
         if c.get("path") is None:
             raise ValueError("the record names a condition given in memory (not a file): it cannot be redone")
-        conditions.append(Condition(c["path"], int(c["frame"]), float(c["strength"])))
+        conditions.append(Condition(c["path"], _recorded(int, c["frame"], "condition frame"),
+                                    _recorded(float, c["strength"], "condition strength")))
     values["conditions"] = conditions
     if record.get("video") is not None:
         values["video"], values["denoise_strength"] = record["video"], record["denoise_strength"]
@@ -143,9 +144,21 @@ def record_values(record: Mapping[str, Any]) -> dict[str, Any]:
                                          for w in windows]
     ext = record.get("extend")
     if ext:
-        values["extend"] = Extension(ext["video"], int(ext["frames"]), bool(ext["backward"]))
+        values["extend"] = Extension(ext["video"], _recorded(int, ext["frames"], "extend frames"),
+                                     _recorded(bool, ext["backward"], "extend backward"))
         del values["num_frames"]  # the input's length plus the new frames, counted again
     return values
+
+
+def _recorded(kind: type, value: Any, name: str) -> Any:
+    """A recorded number (``kind`` int or float) or flag (bool) as written by ltx; anything else (``"x"``, or
+    ``"false"``, which ``bool`` takes for True) is a TypeError naming it, which :func:`redo_row` reports as a
+    damaged record."""
+    ok = isinstance(value, bool) if kind is bool else (
+        not isinstance(value, bool) and (isinstance(value, int) or (kind is float and isinstance(value, float))))
+    if not ok:
+        raise TypeError(f"{name} is {value!r}")
+    return kind(value)
 
 
 def _given(given: Mapping[str, Any], key: str) -> bool:

@@ -311,7 +311,13 @@ def test_patterns_lora_scales_latents_and_records_from_a_review_pass(cli_env: Pa
     assert ltx("generate", "a cat", *small, "--frames-dir", "r").exit_code == 0
     first = Image.open(cli_env / "r" / "frame_00000.png")
     record = json.loads(first.info["comment"])
-    for damage in ({"seed": "abc"}, {"cache": "teacache"}, {"conditions": [{"path": "ok.png"}]}):
+    extend = {"video": "in.mp4", "frames": 8, "backward": False}
+    # a number or flag of an extension or condition: was int("x")'s own words (no file, no field), or bool("false"),
+    # True: a backward extension
+    for damage in ({"seed": "abc"}, {"cache": "teacache"}, {"conditions": [{"path": "ok.png"}]},
+                   {"extend": {**extend, "frames": "x"}}, {"extend": {**extend, "backward": "false"}},
+                   {"conditions": [{"path": "ok.png", "frame": "x", "strength": 1.0}]},
+                   {"conditions": [{"path": "ok.png", "frame": 0, "strength": "x"}]}):
         info = PngImagePlugin.PngInfo()
         info.add_text("comment", json.dumps({**record, **damage}))
         first.save(cli_env / "r" / "frame_00000.png", pnginfo=info)
