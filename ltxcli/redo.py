@@ -250,13 +250,19 @@ def kernel_hint(taken: Mapping[str, Any], path: str | os.PathLike[str]) -> str |
 
 def hinted(e: Exception, taken: Mapping[str, Any], path: str | os.PathLike[str] | None) -> Exception:
     """``e``, or when it is a kernel that cannot run here (:func:`ltxcli.errors.failure_kind`) and the record of
-    ``path`` named it (``taken``), the same error ending with what to pass (:func:`kernel_hint`)."""
+    ``path`` named it (``taken``), the same error ending with what to pass (:func:`kernel_hint`); a ValueError
+    quoting a setting ``taken`` from the record (not the model), the same error naming the record and the field."""
     from .errors import failure_kind
 
-    hint = kernel_hint(taken, path) if path is not None and failure_kind(e) == "kernel" else None
-    if hint is None:
+    if path is None:
         return e
-    new = type(e)(f"{e}; {hint}")
+    hint = kernel_hint(taken, path) if failure_kind(e) == "kernel" else None
+    # a setting the record holds that no parser here takes (edited by hand: "attention": "zzz") was refused in
+    # the parser's words alone ("unknown attention backend 'zzz'"), as if the caller had passed it
+    named = [k for k, v in taken.items() if k != "model" and isinstance(v, str) and repr(v) in str(e)]
+    if hint is None and not (named and isinstance(e, ValueError)):
+        return e
+    new = type(e)(f"{e}; {hint}" if hint is not None else f"--from {os.fspath(path)}: the record's {named[0]}: {e}")
     new.__suppress_context__ = True  # as `raise ... from None`: the one error, not the one it replaces
     return new
 

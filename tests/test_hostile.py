@@ -323,6 +323,13 @@ def test_patterns_lora_scales_latents_and_records_from_a_review_pass(cli_env: Pa
         first.save(cli_env / "r" / "frame_00000.png", pnginfo=info)
         line = assert_one_error_line(ltx("generate", "--from", "r", "-o", "again.mp4"), 2)
         assert "its generation record is damaged" in line, damage
+    # a load setting no parser takes was the parser's words alone ("unknown attention backend 'zzz'"): as if given
+    for key in ("attention", "weights_dtype", "vae_conv", "dtype"):
+        info = PngImagePlugin.PngInfo()
+        info.add_text("comment", json.dumps({**record, key: "zzz"}))
+        first.save(cli_env / "r" / "frame_00000.png", pnginfo=info)
+        line = assert_one_error_line(ltx("generate", "--from", "r", "-o", "again.mp4"), 2)
+        assert line.startswith(f"error: --from r: the record's {key}: ") and "'zzz'" in line, line
     assert not (cli_env / "o.mp4").exists() and not (cli_env / "again.mp4").exists()
 
 
