@@ -391,6 +391,9 @@ def check_target(target: Path, *, overwrite: bool, suffix: str, option: str = "-
     from .runner import OutputError, check_writable
 
     target = Path(user_path(target))  # the place write_video and save_latents write
+    if target.name.lower() == suffix:  # ".safetensors" alone is a hidden name with no suffix (Path: suffix "")
+        stem = "latents" if suffix == ".safetensors" else "video"
+        raise ValueError(f"{option} {target}: give the file a name before {suffix} (e.g. {stem}{suffix})")
     if target.suffix.lower() != suffix:
         kind = "latents are written as .safetensors" if suffix == ".safetensors" else f"videos are written as {suffix}"
         raise ValueError(f"{option} {target}: {kind}")

@@ -113,6 +113,9 @@ def test_latents_out_mistakes_are_one_line_before_any_work(cli_env: Path) -> Non
     for args, code, says in (
         (["-o", "v.mp4", "--latents-out", "v.mp4"], 2, "is the video's own path"),
         (["-o", "v.mp4", "--latents-out", "v.pt"], 2, "--latents-out v.pt: latents are written as .safetensors"),
+        # a hidden name with no stem has no suffix: it was told "latents are written as .safetensors", its own name
+        (["-o", "v.mp4", "--latents-out", ".safetensors"], 2, "--latents-out .safetensors: give the file a name "
+                                                              "before .safetensors (e.g. latents.safetensors)"),
         (["-o", "v.mp4", "--latents-out", "taken.safetensors"], 2, "already exists: pass --overwrite"),
         (["-o", "v.mp4", "--latents-out", "dir.safetensors"], 1, "cannot write dir.safetensors: it is a folder"),
         (["-o", "v.mp4", "--latents-out", "p.txt/x.safetensors"], 1, "is not a folder"),
