@@ -19,7 +19,6 @@ official yaml names (``num_inference_steps``, ``rescaling_scale``, ``skip_block_
 
 from __future__ import annotations
 
-import math
 import os
 import reprlib
 from collections.abc import Callable, Mapping, Sequence
