@@ -26,7 +26,7 @@ from ltxcli.errors import PEER_STOPPED, exit_closed_stdout, failure_kind, interr
 # the commands' byte formatting and JSON encoding are the library's (ltx doctor's checks use them too)
 from ltxcli.formatting import help_examples, one_line, to_json
 from ltxcli.formatting import human_bytes as human_bytes
-from ltxcli.parallel.launch import EXIT_INTERRUPTED, record_exit_code
+from ltxcli.parallel.launch import EXIT_INTERRUPTED, record_exit_code, write_stdout
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
@@ -151,8 +151,7 @@ class Output:
     def data(self, line: str) -> None:
         if not self.stdout:
             return
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        write_stdout(line + "\n")  # whole, whatever its length, among the lines of other ranks
 
     def json(self, obj: Any) -> None:
         self.data(to_json(obj))

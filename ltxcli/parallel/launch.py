@@ -390,6 +390,37 @@ def record_exit_code(code: int, *, follows: bool = False) -> None:
         Path(folder, f"rank-{rank}").write_text(f"{code} {time.time()}")
 
 
+#: The file of :func:`launch`'s status folder that its workers lock to write a stdout line each (:func:`write_stdout`).
+_STDOUT_LOCK = "stdout.lock"
+
+
+def write_stdout(text: str) -> None:
+    """``text`` (a line, newline included) to stdout, whole. The workers of :func:`launch` share one stdout, and
+    a pipe keeps a write whole only up to PIPE_BUF (4096 bytes): a longer ``--json`` line (a long prompt, its
+    rewrite, LoRAs) could interleave with another rank's. So a worker writes its line in one locked turn (an
+    exclusive ``flock`` on a file of the status folder, each process opening it itself: a lock on the shared
+    stdout would be held by all of them at once). Elsewhere (one process; Windows: no ``fcntl``; a stdout with
+    no descriptor, a test's capture) it is an ordinary write."""
+    folder = os.environ.get(RANK_STATUS_ENV)
+    try:
+        import fcntl
+
+        fd = sys.stdout.fileno()
+    except (ImportError, AttributeError, OSError, ValueError):
+        folder = None
+    if not folder:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    data = text.encode(sys.stdout.encoding or "utf-8", sys.stdout.errors or "strict")
+    sys.stdout.flush()  # anything written before stays first
+    with open(Path(folder, _STDOUT_LOCK), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        view = memoryview(data)
+        while view:  # a blocking pipe takes it all in one write unless a signal interrupts it
+            view = view[os.write(fd, view):]
+
+
 def strip_option(argv: list[str], name: str, value: str | None = None) -> list[str]:
     """``argv`` without ``name VALUE`` / ``name=VALUE`` (before a ``--`` that ends the options): the launching
     command's ``--gpus N`` removed from the arguments its workers get; with ``value``: ``name value`` in its place
@@ -414,5 +445,5 @@ __all__ = [
     "EXIT_INTERRUPTED", "RANK_STATUS_ENV", "STOP_GRACE_S", "Terminated", "WorkerDiedError", "WorkerKilledError",
     "check_launch", "hold_sigint_while_starting", "job_exit_code", "launch", "record_exit_code",
     "record_launcher_signal", "record_signal_deaths", "release_held_sigint", "strip_option", "terminate_like_ctrl_c",
-    "torchrun_command", "under_torchrun",
+    "torchrun_command", "under_torchrun", "write_stdout",
 ]
