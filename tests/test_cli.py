@@ -586,7 +586,8 @@ def test_weights_pull_verify_path_rm(hub: Any, cli_env: Path) -> None:
     assert_one_error_line(ltx("weights", "verify", name), 4)
 
     rm = ltx("weights", "rm", name, "--json")
-    assert rm.exit_code == 0 and json_lines(rm.stdout)[0]["removed"] == [str(local)]
+    # a "status" as pull's and verify's
+    assert rm.exit_code == 0 and json_lines(rm.stdout) == [{"name": name, "status": "ok", "removed": [str(local)]}]
     assert not local.exists()
 
 
@@ -596,6 +597,14 @@ def test_weights_verify_of_the_builtin_model_says_so(cli_env: Path) -> None:
     assert r.exit_code == 0 and r.stdout == "" and "tiny is built in: nothing to verify" in r.stderr, r.stderr
     r = ltx("weights", "verify", "tiny", "--json")
     assert r.exit_code == 0 and json_lines(r.stdout) == [{"name": "tiny", "status": "builtin", "files": []}]
+
+
+def test_weights_rm_json_has_a_status_as_pull_and_verify(cli_env: Path) -> None:
+    """`ltx weights rm --json` printed only `name` and `removed`: no `status`, which pull and verify print."""
+    r = ltx("weights", "rm", "tiny", "ltxv-2b-0.9", "--json")  # built in; a model not downloaded
+    assert r.exit_code == 0, r.stderr
+    assert json_lines(r.stdout) == [{"name": "tiny", "status": "builtin", "removed": []},
+                                    {"name": "ltxv-2b-0.9", "status": "ok", "removed": []}]
 
 
 def test_weights_verify_all_goes_past_an_interrupted_download(hub: Any, cli_env: Path) -> None:

@@ -148,13 +148,13 @@ def rm(
     """Delete the local files of these entries (only theirs: files shared with other entries stay)."""
     from ltxcli import weights
 
-    out = Output(json_mode=json_, quiet=quiet)
-    reg = registry()
+    out, reg = Output(json_mode=json_, quiet=quiet), registry()
     for name in [reg[n].name for n in names]:  # unknown names fail before anything is deleted
         removed = weights.rm(name, weights_dir=weights_dir, registry=reg)
         out.info(f"{name}: removed {len(removed)} file(s)")
-        if json_:
-            out.json({"name": name, "removed": [str(p) for p in removed]})
+        if json_:  # a status as pull's and verify's
+            out.json({"name": name, "status": "builtin" if reg[name].is_builtin else "ok",
+                      "removed": [str(p) for p in removed]})
         else:
             for p in removed:
                 out.data(str(p))
