@@ -565,7 +565,7 @@ def decoded_record(vae: VideoAutoencoder, video: Tensor, rate: float | Fraction,
     """The record a video decoded from latents file ``source`` stores (see :func:`ltxcli.media.write_video`);
     ``decode``: the generation's decode settings applied (``generation_decode``; None: a plain decode)."""
     return {"tool": "ltxcli", "version": __version__, "model": vae.label, "source": user_path(source),
-            "frame_rate": float(rate), "num_frames": video.shape[0], "height": video.shape[1], "width": video.shape[2],
+            "frame_rate": fps_number(rate), "num_frames": video.shape[0], "height": video.shape[1], "width": video.shape[2],
             "generation_decode": json.loads(decode.to_json()) if decode is not None else None}
 
 

@@ -20,6 +20,7 @@ import glob
 import re
 import string
 import unicodedata
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -175,9 +176,10 @@ def latents_path(value: str, fields: dict[str, Any], *, option: str = "--latents
     return Path(user_path(value))
 
 
-def fps_number(fps: float) -> int | float:
-    """A frame rate as names, records and JSON show it: 24.0 -> 24, 23.976 stays."""
-    return int(fps) if float(fps).is_integer() else fps
+def fps_number(fps: float | Fraction) -> int | float:
+    """A frame rate as names, records and JSON show it: 24.0 or Fraction(24) -> 24, 23.976 stays, a fraction
+    (a video's 24000/1001) is its float, from which :func:`ltxcli.media.write_video` gets it back exactly."""
+    return int(fps) if float(fps).is_integer() else float(fps)
 
 
 def model_field(name: str, *, is_path: bool) -> str:

@@ -24,7 +24,7 @@ def run_settings(result: GenerationResult) -> dict[str, Any]:
     """The settings a result was generated with, as ``ltx generate --json`` reports them (the record's, plus
     the device): size, frame rate, negative prompt, first-pass steps/guidance, every pass, conditions, compute."""
     s = result.settings
-    first = s["passes"][0]
+    first, upscale = s["passes"][0], s.get("temporal_upscale")
     timesteps = first.get("timesteps")
     return {
         "height": s["height"], "width": s["width"], "num_frames": s["num_frames"],
@@ -39,7 +39,9 @@ def run_settings(result: GenerationResult) -> dict[str, Any]:
         "attention": s.get("attention"),  # the option given (auto, math, ...): the kernels change the pixels
         "cpu_gemm": s.get("cpu_gemm"),  # the CPU float32 linears' route (onednn, blas; None off the CPU): likewise
         "cache": s.get("cache"),  # step cache: mode, threshold, branch evaluations and how many were skipped
-        **{k: s[k] for k in ("temporal_upscale", "long") if s.get(k) is not None},
+        # the generated frames and their rate (before the temporal upscale), the rate shown as the output's
+        **({"temporal_upscale": upscale | {"frame_rate": fps_number(upscale["frame_rate"])}} if upscale else {}),
+        **({"long": s["long"]} if s.get("long") is not None else {}),
         "enhance_prompt": s.get("enhance_prompt", "auto"),
         **{k: s.get(k) for k in SAMPLER_KEYS},  # the library's; --from restores them
     }

@@ -463,6 +463,7 @@ def test_vae_roundtrip_encode_decode(cli_env: Path, monkeypatch: pytest.MonkeyPa
     assert enc.exit_code == 0, enc.stderr
     (eobj,) = json_lines(enc.stdout)  # was "shape" (roundtrip's "latent_shape"), without its input
     assert (eobj["source"], eobj["latent_shape"], "shape" in eobj) == ("clip.mp4", [1, 16, 2, 2, 3], False)
+    assert '"frame_rate": 25,' in enc.stdout  # a whole rate is an integer, as in every --json (was 25.0)
     from safetensors import safe_open
 
     with safe_open("lat.safetensors", framework="pt") as f:

@@ -73,7 +73,7 @@ def encode(
     quiet: QuietOpt = False,
 ) -> None:
     """Encode a video to normalised latents (posterior mode) in a safetensors file."""
-    from ltxcli import autoencode
+    from ltxcli import autoencode, naming
 
     out = Output(json_mode=json_, quiet=quiet)
     target = autoencode.check_target(output or Path(video.stem + ".latents.safetensors"), overwrite=overwrite, suffix=".safetensors")
@@ -89,7 +89,7 @@ def encode(
     out.info(f"wrote {target} (latents {list(latents.shape)} from {f} frames of {w}x{h}, {encode_s:.2f} s)")
     if json_:
         out.json({"path": str(target), "source": meta["source"], "latent_shape": list(latents.shape), "model": vae.label, "num_frames": f,
-                  "height": h, "width": w, "frame_rate": float(rate), "timings": {"encode_s": round(encode_s, 4)}})
+                  "height": h, "width": w, "frame_rate": naming.fps_number(rate), "timings": {"encode_s": round(encode_s, 4)}})
     else:
         out.data(str(target))
 

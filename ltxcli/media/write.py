@@ -37,6 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from ..formatting import escape_surrogates
+from ..naming import fps_number
 from ..paths import user_path
 from .errors import MediaError, check_regular_file, one_line
 from .read import IDENTIFY_ONLY_FORMATS, VIDEO_SUFFIXES, source_frame_count, video_frame_rate
@@ -510,8 +511,7 @@ def media_info(path: PathLike) -> tuple[dict[str, Any], dict[str, Any] | None]:
                 width, height = height, width
     except av.error.FFmpegError as e:
         raise MediaError(f"{target}: cannot read video: {one_line(e)}") from None
-    rate = video_frame_rate(target)
-    fps: float | int = int(rate) if rate.denominator == 1 else round(float(rate), 6)
+    fps = fps_number(video_frame_rate(target))  # as every --json shows a rate: 24; 24000/1001 exactly, as a float
     stream = {"kind": "video", "codec": name, "width": width, "height": height,
               "num_frames": source_frame_count(target, quick=True), "frame_rate": fps, "duration_s": duration}
     return stream, record

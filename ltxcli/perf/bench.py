@@ -34,6 +34,7 @@ from ..models.upcast import convert_to_upcast, upcastable_weights
 from ..models.upsampler import LatentUpsampler
 from ..models.vae import CausalVideoVAE
 from ..models.winograd import parse_conv_algorithm
+from ..naming import fps_number
 from ..parallel.orchestrate import rank_stats
 from ..parallel.transformer import parallelize
 from .flops import t5_encoder_flops, t5_xxl_config, transformer_flops, upsampler_flops, vae_decoder_flops
@@ -298,8 +299,8 @@ class BenchResult:
     cache: dict[str, Any] = field(default_factory=lambda: {"mode": "none", "threshold": 0.0, "calls": None,
                                                            "skipped": 0})
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, Any]:  # the frame rate as every --json shows it: 24, not 24.0
+        return asdict(self) | {"frame_rate": fps_number(self.frame_rate)}
 
 
 class _FlopRecorder:
