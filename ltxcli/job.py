@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import long_video, naming, runner
-from .adapters.lora import check_lora_sources, lora_specs
+from .adapters.lora import NO_LORA, check_lora_sources, lora_specs
 from .batch import ITEM_KEYS, parse_conditions
 from .extend import InputFrames
-from .request import Condition
+from .request import NO_CONTROL, Condition
 
 if TYPE_CHECKING:
     import torch
@@ -152,6 +152,17 @@ def check_kernels(settings: JobSettings, device: torch.device) -> None:
             raise ValueError(f"--compile: {how}")
 
 
+def _nothing_to_drop(s: JobSettings) -> None:
+    """Without ``--from``: ``--lora none`` and ``--control none`` drop a record's LoRAs or control
+    (:func:`ltxcli.redo.redo_row`), as ``-c none`` its conditions (:func:`ltxcli.batch.parse_conditions`); with no
+    record there is nothing to drop and they would change nothing, so a ValueError (one line), not ignored."""
+    for option, given, what in (("--lora none", s.loras == [NO_LORA], "LoRAs): without --from there are"),
+                                ("--control none", getattr(s, "control", None) == NO_CONTROL,  # (a request field)
+                                 "control): without --from there is")):
+        if given:
+            raise ValueError(f"{option} is for --from (not the record's {what} none to drop; leave it out")
+
+
 def _resolve(s: JobSettings, **parts: Any) -> ModelSpec:
     from .spec import resolve_spec
     from .weights import load_registry
@@ -214,6 +225,8 @@ def _plan_job(
     if spec.kind == "builtin" and s.text_encoder:
         warn(f"--text-encoder is ignored: {spec.name} has a built-in text encoder")
     redo = any(row.get("_redo") for row in rows)  # a --from record's row (ltxcli.redo.redo_row)
+    if not redo:
+        _nothing_to_drop(s)
     base_conds = ([first_image] if first_image else []) + parse_conditions(s.conditions, redo=redo)
     # one video: an extension's input decoded here, once, for its checks, the enhancement stage and the run (a
     # batch's are counted as before: holding one input at a time, each would be decoded again later)

@@ -1286,6 +1286,22 @@ def test_none_without_from_is_refused_not_ignored(cli_env: Path, clip: Path) -> 
         assert not Path("out").exists()
 
 
+def test_lora_and_control_none_without_from_are_refused_not_ignored(cli_env: Path, clip: Path) -> None:
+    """``--lora none`` and ``--control none`` drop a --from record's LoRAs or control, as ``-c none`` its conditions;
+    without --from there is nothing to drop, and ltx generate "a cat" -m tiny --lora none (or --control none) wrote
+    the video, exit 0, as if they were not there. Refused in one line (exit 2) before the model loads, on every
+    generating command (a batch's --lora and --control are every line's; its lines drop them with their own)."""
+    Path("b.txt").write_text("a cat\n")
+    for option, what in (("--lora", "LoRAs"), ("--control", "control")):
+        for args in (["generate", "a cat"], ["i2v", str(clip), "a cat"], ["v2v", str(clip), "a cat"],
+                     ["extend", str(clip), "a cat", "--frames", "8"], ["generate", "--batch", "b.txt"]):
+            line = assert_one_error_line(ltx(*args, option, "none", "--model", "tiny", "--steps", "1",
+                                             "--frames-dir", "out"), 2)
+            assert line.startswith(f"error: {option} none is for --from (not the record's {what}): without --from"), \
+                (args, line)
+            assert not Path("out").exists()
+
+
 def test_a_missing_control_video_names_the_record_or_batch_line_it_came_from(cli_env: Path) -> None:
     """As a LoRA's: a control video moved since the video was made said "ctl.mp4: no such file", naming neither
     the --from record nor the batch line it came from (a missing condition names them)."""
