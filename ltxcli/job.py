@@ -153,12 +153,15 @@ def check_kernels(settings: JobSettings, device: torch.device) -> None:
 
 
 def _nothing_to_drop(s: JobSettings) -> None:
-    """Without ``--from``: ``--lora none`` and ``--control none`` drop a record's LoRAs or control
-    (:func:`ltxcli.redo.redo_row`), as ``-c none`` its conditions (:func:`ltxcli.batch.parse_conditions`); with no
-    record there is nothing to drop and they would change nothing, so a ValueError (one line), not ignored."""
+    """Without ``--from``: ``--lora none``, ``--control none`` and ``--no-temporal-upscale`` drop a record's LoRAs,
+    control or temporal upscale (:func:`ltxcli.redo.redo_row`), as ``-c none`` its conditions
+    (:func:`ltxcli.batch.parse_conditions`); with no record there is nothing to drop and they would change nothing
+    (a batch line's ``temporal_upscale`` is its own), so a ValueError (one line), not ignored."""
     for option, given, what in (("--lora none", s.loras == [NO_LORA], "LoRAs): without --from there are"),
                                 ("--control none", getattr(s, "control", None) == NO_CONTROL,  # (a request field)
-                                 "control): without --from there is")):
+                                 "control): without --from there is"),
+                                ("--no-temporal-upscale", s.no_temporal_upscale,
+                                 "temporal upscale): without --from there is")):
         if given:
             raise ValueError(f"{option} is for --from (not the record's {what} none to drop; leave it out")
 

@@ -1302,6 +1302,21 @@ def test_lora_and_control_none_without_from_are_refused_not_ignored(cli_env: Pat
             assert not Path("out").exists()
 
 
+def test_no_temporal_upscale_without_from_is_refused_not_ignored(cli_env: Path, clip: Path) -> None:
+    """``--no-temporal-upscale`` drops a --from record's temporal upscale; without --from there is none to drop:
+    generate and extend wrote their video as if it were not there, and a batch line's "temporal_upscale": true
+    was still upscaled under it (33 frames at 48 fps of 17 at 24). Refused in one line (exit 2) before the model
+    loads, as --lora none is."""
+    Path("b.jsonl").write_text('{"prompt": "a cat", "temporal_upscale": true}\n')
+    for args in (["generate", "a cat"], ["extend", str(clip), "a cat", "--frames", "8"],
+                 ["generate", "--batch", "b.jsonl"]):
+        line = assert_one_error_line(ltx(*args, "--no-temporal-upscale", "--model", "tiny", "--steps", "1",
+                                         "--frames-dir", "out"), 2)
+        assert line.startswith("error: --no-temporal-upscale is for --from (not the record's temporal upscale): "
+                               "without --from"), (args, line)
+        assert not Path("out").exists()
+
+
 def test_a_missing_control_video_names_the_record_or_batch_line_it_came_from(cli_env: Path) -> None:
     """As a LoRA's: a control video moved since the video was made said "ctl.mp4: no such file", naming neither
     the --from record nor the batch line it came from (a missing condition names them)."""
