@@ -1241,3 +1241,22 @@ def test_out_of_memory_advice_names_only_options_the_command_takes(cli_env: Path
         assert "out of memory" in line and named and named <= allowed, line
         again = [a for o in sorted(named) for a in (o, "float32" if o == "--dtype" else "9")]
         assert ltx(*args, *again).exit_code == 5  # each option the advice names is accepted
+
+
+def test_window_options_on_a_one_window_video_are_said_to_be_ignored(cli_env: Path) -> None:
+    """--overlap, --overlap-strength, --adain and --resume act between windows (or keep finished ones); a video
+    made in one window (a 9-frame one here, even with --overlap, which asks for windows) ran without them, in
+    silence. A warning names them; a video in two windows gets none, and a --from redo of a recorded one-window
+    long video (whose record holds its window settings) gets none either."""
+    r = ltx("generate", "a cat", "--model", "tiny", "--steps", "1", *SMALL, "--overlap", "8", "--overlap-strength",
+            "0.5", "--adain", "0.5", "--resume", "--frames-dir", "a")
+    assert r.exit_code == 0, r.stderr
+    warned = [line for line in r.stderr.splitlines() if line.startswith("warning: ")]
+    assert warned == ["warning: --overlap, --overlap-strength, --adain and --resume are ignored: the video is made "
+                      "in one window (they act between windows)"], r.stderr
+    r = ltx("generate", "a cat", "--model", "tiny", "--steps", "1", *SMALL, "--adain", "0.5", "--frames-dir", "b")
+    assert "warning: --adain is ignored: the video is made in one window" in r.stderr
+    assert "warning" not in ltx("generate", "--from", "a", "--frames-dir", "c").stderr
+    r = ltx("generate", "a cat | a dog", "--model", "tiny", "--steps", "1", "--height", "64", "--width", "64",
+            "--num-frames", "17", "--window", "16", "--overlap", "8", "--adain", "0.5", "--frames-dir", "d")
+    assert r.exit_code == 0 and "warning" not in r.stderr, r.stderr
