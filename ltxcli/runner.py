@@ -341,19 +341,29 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
         raise _prefixed(e, where) from None
 
 
-def warn_one_window(item: BatchItem, preset: Preset, max_seconds: float, where: str = "") -> None:
-    """Warn when ``item`` gives window options that change nothing: the overlap, its strength and AdaIN act between
-    windows and ``resume`` keeps finished ones, but a video made in one window (or none: a plain run,
-    :func:`ltxcli.long_video.generate`) has no other. An extension plans its windows itself: not checked."""
+def warn_ignored(item: BatchItem, preset: Preset, max_seconds: float, where: str = "") -> None:
+    """Warn of options ``item`` gives that change nothing (checked, as :func:`validate_item` leaves it):
+
+    - the overlap, its strength and AdaIN act between windows and ``resume`` keeps finished ones, but a video made
+      in one window (or none: a plain run, :func:`ltxcli.long_video.generate`) has no other (an extension plans
+      its windows itself: not checked);
+    - a negative prompt acts through classifier-free guidance alone, which no step runs when every pass's
+      guidance_scale is 1 or less (official: ``cfg > 1``; :meth:`ltxcli.pipeline.Pipeline.run` then encodes none)."""
+    from .passes import as_list
+    from .sampling import cfg_active
+
     given = [f"--{key.replace('_', '-')}" for key in ("overlap", "overlap_strength", "adain", "resume")
              if getattr(item, key) not in (None, False)]
-    if not given or item.extend is not None:
-        return
-    p = long_video.plan(item, preset, max_seconds)  # (item.seed is drawn: no seed is drawn here)
-    if p is None or len(p.windows) == 1:
-        names = given[0] if len(given) == 1 else f"{', '.join(given[:-1])} and {given[-1]}"
-        warnings.warn(f"{where}{names} {'is' if len(given) == 1 else 'are'} ignored: the video is made in one "
-                      "window (they act between windows)", stacklevel=2)
+    if given and item.extend is None:
+        p = long_video.plan(item, preset, max_seconds)  # (item.seed is drawn: no seed is drawn here)
+        if p is None or len(p.windows) == 1:
+            names = given[0] if len(given) == 1 else f"{', '.join(given[:-1])} and {given[-1]}"
+            warnings.warn(f"{where}{names} {'is' if len(given) == 1 else 'are'} ignored: the video is made in one "
+                          "window (they act between windows)", stacklevel=2)
+    if item.negative_prompt is not None and item.extend is None and not any(
+            cfg_active(g) for p in resolve_request(item, preset).passes for g in as_list(p.guidance_scale)):
+        warnings.warn(f"{where}--negative-prompt is ignored: it acts through classifier-free guidance alone, which "
+                      "guidance_scale 1 (or less) turns off (give --guidance-scale above 1)", stacklevel=2)
 
 
 # --- outputs -------------------------------------------------------------------------------------------------
@@ -636,5 +646,5 @@ __all__ = [
     "MAX_FRAMES", "MAX_FRAME_RATE", "MAX_STEPS", "SEED_MAX", "BatchItem", "ItemResult", "OutputError",
     "batch_fields", "build_items", "check_range", "check_writable", "derive_seeds", "encoding",
     "plan_outputs", "record", "run_batch", "run_settings", "save_video",
-    "validate_item", "warn_one_window", "write_output",
+    "validate_item", "warn_ignored", "write_output",
 ]

@@ -1260,3 +1260,18 @@ def test_window_options_on_a_one_window_video_are_said_to_be_ignored(cli_env: Pa
     r = ltx("generate", "a cat | a dog", "--model", "tiny", "--steps", "1", "--height", "64", "--width", "64",
             "--num-frames", "17", "--window", "16", "--overlap", "8", "--adain", "0.5", "--frames-dir", "d")
     assert r.exit_code == 0 and "warning" not in r.stderr, r.stderr
+
+
+def test_a_negative_prompt_without_guidance_is_said_to_be_ignored(cli_env: Path) -> None:
+    """A negative prompt acts through classifier-free guidance only (official: guidance_scale > 1 at some step);
+    with guidance 1 (a distilled model's preset) --negative-prompt ran without it, in silence. A warning says so;
+    with guidance it gets none, nor does a --from redo of the guidance-1 video (its record holds the negative
+    prompt)."""
+    args = ("generate", "a cat", "--model", "tiny", "--steps", "1", *SMALL, "--negative-prompt", "rain")
+    r = ltx(*args, "--guidance-scale", "1", "--frames-dir", "a")
+    assert r.exit_code == 0, r.stderr
+    assert [line for line in r.stderr.splitlines() if line.startswith("warning: ")] == [
+        "warning: --negative-prompt is ignored: it acts through classifier-free guidance alone, which guidance_scale "
+        "1 (or less) turns off (give --guidance-scale above 1)"], r.stderr
+    assert "warning" not in ltx(*args, "--guidance-scale", "3", "--frames-dir", "b").stderr
+    assert "warning" not in ltx("generate", "--from", "a", "--frames-dir", "c").stderr
