@@ -228,8 +228,11 @@ def _plan_job(
     if spec.kind == "builtin" and s.text_encoder:
         warn(f"--text-encoder is ignored: {spec.name} has a built-in text encoder")
     redo = any(row.get("_redo") for row in rows)  # a --from record's row (ltxcli.redo.redo_row)
-    if not redo:
+    if not redo:  # (a record's --crf and --preset stay with a redo into PNG frames: not the user's to leave out)
         _nothing_to_drop(s)
+        for option, value in (("--crf", s.crf), ("--preset", s.encoder_preset)) if s.frames_dir is not None else ():
+            if value is not None:
+                warn(f"{option} is ignored: --frames-dir writes lossless PNG frames, not a video file")
     base_conds = ([first_image] if first_image else []) + parse_conditions(s.conditions, redo=redo)
     # one video: an extension's input decoded here, once, for its checks, the enhancement stage and the run (a
     # batch's are counted as before: holding one input at a time, each would be decoded again later)

@@ -1275,3 +1275,19 @@ def test_a_negative_prompt_without_guidance_is_said_to_be_ignored(cli_env: Path)
         "1 (or less) turns off (give --guidance-scale above 1)"], r.stderr
     assert "warning" not in ltx(*args, "--guidance-scale", "3", "--frames-dir", "b").stderr
     assert "warning" not in ltx("generate", "--from", "a", "--frames-dir", "c").stderr
+
+
+def test_crf_and_preset_with_frames_dir_are_said_to_be_ignored(cli_env: Path) -> None:
+    """--crf and --preset tune the video encoder; --frames-dir writes lossless PNG frames, and both were dropped in
+    silence. A warning says so (no other change); a --from redo of an MP4 (whose record holds its --crf and
+    --preset) into PNG frames gets none."""
+    args = ("generate", "a cat", "--model", "tiny", "--steps", "1", *SMALL)
+    r = ltx(*args, "--crf", "10", "--preset", "slow", "--frames-dir", "a")
+    assert r.exit_code == 0, r.stderr
+    assert [line for line in r.stderr.splitlines() if line.startswith("warning: ")] == [
+        "warning: --crf is ignored: --frames-dir writes lossless PNG frames, not a video file",
+        "warning: --preset is ignored: --frames-dir writes lossless PNG frames, not a video file"], r.stderr
+    made = ltx(*args, "--crf", "10", "--preset", "slow", "-o", "a.mp4")
+    assert made.exit_code == 0 and "warning" not in made.stderr, made.stderr
+    r = ltx("generate", "--from", "a.mp4", "--frames-dir", "b")
+    assert r.exit_code == 0 and "warning" not in r.stderr, r.stderr
