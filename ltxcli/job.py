@@ -247,7 +247,7 @@ def _plan_job(
         where = rows[it.index].get("_where", "")
         runner.validate_item(it, spec.max_positions, frames_out=frames, where=f"{where}: " if where else "",
                              decoded=decoded, preset=spec.preset)
-        if not rows[it.index].get("_redo"):  # a record's window settings are not the user's to leave out
+        if not rows[it.index].get("_redo"):  # a record's windows, negative prompt, STG mode: not given
             runner.warn_ignored(it, spec.preset, spec.max_positions[0], f"{where}: " if where else "")
         if where and it.loras:  # a batch line's or a record's LoRA: a missing one names where it came from
             check_lora_sources(it.loras, where=f"{where}: ", weights_dir=s.weights_dir)

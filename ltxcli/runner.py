@@ -348,9 +348,10 @@ def warn_ignored(item: BatchItem, preset: Preset, max_seconds: float, where: str
       in one window (or none: a plain run, :func:`ltxcli.long_video.generate`) has no other (an extension plans
       its windows itself: not checked);
     - a negative prompt acts through classifier-free guidance alone, which no step runs when every pass's
-      guidance_scale is 1 or less (official: ``cfg > 1``; :meth:`ltxcli.pipeline.Pipeline.run` then encodes none)."""
+      guidance_scale is 1 or less (official: ``cfg > 1``; :meth:`ltxcli.pipeline.Pipeline.run` then encodes none);
+      the STG mode, likewise, through STG, off where every stg_scale is 0 (official: ``stg > 0``)."""
     from .passes import as_list
-    from .sampling import cfg_active
+    from .sampling import cfg_active, stg_active
 
     given = [f"--{key.replace('_', '-')}" for key in ("overlap", "overlap_strength", "adain", "resume")
              if getattr(item, key) not in (None, False)]
@@ -360,10 +361,15 @@ def warn_ignored(item: BatchItem, preset: Preset, max_seconds: float, where: str
             names = given[0] if len(given) == 1 else f"{', '.join(given[:-1])} and {given[-1]}"
             warnings.warn(f"{where}{names} {'is' if len(given) == 1 else 'are'} ignored: the video is made in one "
                           "window (they act between windows)", stacklevel=2)
-    if item.negative_prompt is not None and item.extend is None and not any(
-            cfg_active(g) for p in resolve_request(item, preset).passes for g in as_list(p.guidance_scale)):
+    if item.extend is not None or (item.negative_prompt is None and item.stg_mode is None):
+        return
+    passes = resolve_request(item, preset).passes
+    if item.negative_prompt is not None and not any(cfg_active(g) for p in passes for g in as_list(p.guidance_scale)):
         warnings.warn(f"{where}--negative-prompt is ignored: it acts through classifier-free guidance alone, which "
                       "guidance_scale 1 (or less) turns off (give --guidance-scale above 1)", stacklevel=2)
+    if item.stg_mode is not None and not any(stg_active(g) for p in passes for g in as_list(p.stg_scale)):
+        warnings.warn(f"{where}--stg-mode is ignored: no step runs STG, which stg_scale 0 turns off (give "
+                      "--stg-scale above 0)", stacklevel=2)
 
 
 # --- outputs -------------------------------------------------------------------------------------------------

@@ -1291,3 +1291,15 @@ def test_crf_and_preset_with_frames_dir_are_said_to_be_ignored(cli_env: Path) ->
     assert made.exit_code == 0 and "warning" not in made.stderr, made.stderr
     r = ltx("generate", "--from", "a.mp4", "--frames-dir", "b")
     assert r.exit_code == 0 and "warning" not in r.stderr, r.stderr
+
+
+def test_stg_mode_without_stg_is_said_to_be_ignored(cli_env: Path) -> None:
+    """--stg-mode says how STG perturbs the blocks it skips; with stg_scale 0 on every step no step runs STG
+    (official: stg > 0), and --stg-mode was dropped in silence. A warning says so; with STG it gets none."""
+    args = ("generate", "a cat", "--model", "tiny", "--steps", "1", *SMALL, "--stg-mode", "residual")
+    r = ltx(*args, "--stg-scale", "0", "--frames-dir", "a")
+    assert r.exit_code == 0, r.stderr
+    assert [line for line in r.stderr.splitlines() if line.startswith("warning: ")] == [
+        "warning: --stg-mode is ignored: no step runs STG, which stg_scale 0 turns off (give --stg-scale above 0)"
+    ], r.stderr
+    assert "warning" not in ltx(*args, "--stg-scale", "1", "--frames-dir", "b").stderr
