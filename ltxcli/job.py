@@ -197,6 +197,7 @@ def _plan_job(
 ) -> Job:
     from . import api, media, resume
     from .control import weights_needed as control_weights
+    from .enhance.stage import unused_models
     from .offload import cpu_offload_note
     from .parallel.orchestrate import from_rank0, shard_items
 
@@ -251,6 +252,10 @@ def _plan_job(
             runner.warn_ignored(it, spec.preset, spec.max_positions[0], f"{where}: " if where else "")
         if where and it.loras:  # a batch line's or a record's LoRA: a missing one names where it came from
             check_lora_sources(it.loras, where=f"{where}: ", weights_dir=s.weights_dir)
+    if not redo:  # (a record's enhancer models are taken, not given)
+        for message in unused_models(items, spec.preset, llm=s.enhancer_model, captioner=s.caption_model,
+                                     max_seconds=float(spec.max_positions[0])):
+            warn(message)
     note = runner.plan_outputs(
         items, output=s.frames_dir if frames else s.output, frames=frames, batch=batch,
         model=naming.model_field(spec.name, is_path=spec.kind in ("file", "folder")), overwrite=s.overwrite,

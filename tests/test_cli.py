@@ -1303,3 +1303,16 @@ def test_stg_mode_without_stg_is_said_to_be_ignored(cli_env: Path) -> None:
         "warning: --stg-mode is ignored: no step runs STG, which stg_scale 0 turns off (give --stg-scale above 0)"
     ], r.stderr
     assert "warning" not in ltx(*args, "--stg-scale", "1", "--frames-dir", "b").stderr
+
+
+def test_enhancer_and_captioner_no_rewrite_uses_are_said_to_be_ignored(cli_env: Path) -> None:
+    """--enhancer-model rewrites prompts and --caption-model captions the first frame of an image-to-video
+    rewrite; with --enhance-prompt off they were dropped in silence. A warning names each (which rewrites use
+    which: test_enhance.py::test_unused_enhancer_models_are_those_no_rewrite_uses)."""
+    r = ltx("generate", "a cat", "--model", "tiny", "--steps", "1", *SMALL, "--caption-model", "tiny",
+            "--enhance-prompt", "off", "--enhancer-model", "tiny", "--frames-dir", "a")
+    assert r.exit_code == 0, r.stderr
+    assert [line for line in r.stderr.splitlines() if line.startswith("warning: ")] == [
+        "warning: --enhancer-model is ignored: no prompt is rewritten (see --enhance-prompt)",
+        "warning: --caption-model is ignored: no image-to-video prompt is rewritten (it captions their first frame)",
+    ], r.stderr

@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 
 from ltxcli.enhance import florence, generate, plan, rules, tiny
 from ltxcli.enhance.enhancer import EnhancementSkippedWarning, EnhancerError, PromptEnhancer, load_captioner
-from ltxcli.enhance.stage import enhance_requests, first_frame_pixels
+from ltxcli.enhance.stage import enhance_requests, first_frame_pixels, unused_models
 from ltxcli.presets import NEUTRAL, TINY_PRESET
 from ltxcli.request import Condition, GenerationRequest
 
@@ -421,3 +421,19 @@ def test_enhance_refuses_a_missing_prompt_and_a_negative_seed(models: tuple[Any,
         enhancer.enhance(None, seed=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="seed=-1 must be a non-negative integer"):
         enhancer.enhance("a cat", seed=-1)
+
+
+def test_unused_enhancer_models_are_those_no_rewrite_uses() -> None:
+    """``--enhancer-model`` is used where a prompt is rewritten, ``--caption-model`` where an image-to-video one is
+    (its first frame captioned); the others are named, to be warned of (ltx generate dropped them in silence)."""
+    llm_unused = "--enhancer-model is ignored: no prompt is rewritten (see --enhance-prompt)"
+    cap_unused = "--caption-model is ignored: no image-to-video prompt is rewritten (it captions their first frame)"
+    t2v, i2v = GenerationRequest("a cat", enhance_prompt="on"), GenerationRequest(
+        "a cat", conditions=[Condition("first.png", 0)], enhance_prompt="on")
+    off = GenerationRequest("a cat", enhance_prompt="off")
+    models = {"llm": "tiny", "captioner": "tiny"}
+    assert unused_models([off], TINY_PRESET, **models) == [llm_unused, cap_unused]
+    assert unused_models([t2v], TINY_PRESET, **models) == [cap_unused]
+    assert unused_models([i2v], TINY_PRESET, **models) == []
+    assert unused_models([off, i2v], TINY_PRESET, **models) == []  # a batch: one item's rewrite uses both
+    assert unused_models([off], TINY_PRESET) == []  # not given: nothing to say

@@ -69,14 +69,34 @@ def enhancer_bytes(request: GenerationRequest, preset: Preset, *, llm: str | Non
     on disk counts its :data:`NOMINAL_BYTES` (0 offline, where it cannot be had and the stage does not run)."""
     from .enhancer import CAPTIONER_DTYPE, LLM_DTYPE
 
-    kinds = {p.kind for u in prompt_units(request, preset, max_seconds, pixels=False) if u.enhanced_prompt is None
-             and (p := request_plan(u, preset)).kind is not None}
+    kinds = _rewrites(request, preset, max_seconds)
     if not kinds:
         return 0
     total = _source_bytes(llm or preset.prompt_enhancer_llm, "enhancer", LLM_DTYPE, weights_dir)
     if "i2v" in kinds:
         total += _source_bytes(captioner or preset.prompt_enhancer_captioner, "captioner", CAPTIONER_DTYPE, weights_dir)
     return total
+
+
+def _rewrites(request: GenerationRequest, preset: Preset, max_seconds: float | None) -> set[str]:
+    """The kinds (``"t2v"``, ``"i2v"``) of the rewrites the stage makes for ``request`` (none: an empty set)."""
+    return {p.kind for u in prompt_units(request, preset, max_seconds, pixels=False) if u.enhanced_prompt is None
+            and (p := request_plan(u, preset)).kind is not None}
+
+
+def unused_models(requests: Sequence[GenerationRequest], preset: Preset, *, llm: str | None = None,
+                  captioner: str | None = None, max_seconds: float | None = None) -> list[str]:
+    """Of ``llm`` and ``captioner`` (``--enhancer-model``, ``--caption-model``), the warnings for those given that no
+    rewrite of ``requests`` uses: the LLM where no prompt is rewritten, the captioner where none of an
+    image-to-video is (it captions their first frame)."""
+    kinds = set().union(*(_rewrites(r, preset, max_seconds) for r in requests))
+    unused = []
+    if llm is not None and not kinds:
+        unused.append("--enhancer-model is ignored: no prompt is rewritten (see --enhance-prompt)")
+    if captioner is not None and "i2v" not in kinds:
+        unused.append("--caption-model is ignored: no image-to-video prompt is rewritten (it captions their first "
+                      "frame)")
+    return unused
 
 
 def first_frame_pixels(request: GenerationRequest, preset: Preset) -> Tensor:
@@ -207,5 +227,5 @@ def enhance_prompt(
 
 __all__ = [
     "NOMINAL_BYTES", "enhance_items", "enhance_prompt", "enhance_requests", "enhancer_bytes", "enhancer_for",
-    "first_frame_pixels", "prompt_units",
+    "first_frame_pixels", "prompt_units", "unused_models",
 ]
