@@ -383,6 +383,9 @@ def load(
     from .parallel.transformer import check_mode, parallelize
 
     s, spec = job.settings, job.spec
+    if s.upsampler is not None and not spec.preset.multi_scale and job.main:  # said once its file passed the checks
+        warn(f"--upsampler is ignored: {spec.label} runs one pass at the requested size (an upsampler runs between "
+             "the two passes of a multi-scale model)")
     if job.split and plan is not None and plan.transformer is not None:
         check_mode(s.parallel, plan.transformer.num_attention_heads, job.world)  # a ValueError before loading
     if job.main or not job.split:  # a split video's rewrite is rank 0's, as its seed: sampled once, shared

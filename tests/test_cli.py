@@ -1316,3 +1316,18 @@ def test_enhancer_and_captioner_no_rewrite_uses_are_said_to_be_ignored(cli_env: 
         "warning: --enhancer-model is ignored: no prompt is rewritten (see --enhance-prompt)",
         "warning: --caption-model is ignored: no image-to-video prompt is rewritten (it captions their first frame)",
     ], r.stderr
+
+
+def test_an_upsampler_for_a_one_pass_model_is_said_to_be_ignored(cli_env: Path) -> None:
+    """The latent upsampler runs between a multi-scale model's two passes; a one-pass model's preset never runs
+    it, and --upsampler was dropped in silence. A warning says so, once its file passed the checks every weight
+    file gets (a pickle is still refused: test_hostile.py)."""
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(2)}, "up.safetensors")
+    r = ltx("generate", "a cat", "--model", "tiny", "--steps", "1", *SMALL, "--upsampler", "up.safetensors",
+            "--frames-dir", "a")
+    assert r.exit_code == 0, r.stderr
+    assert [line for line in r.stderr.splitlines() if line.startswith("warning: ")] == [
+        "warning: --upsampler is ignored: tiny runs one pass at the requested size (an upsampler runs between the "
+        "two passes of a multi-scale model)"], r.stderr
