@@ -496,10 +496,10 @@ def test_memory_estimate_follows_guidance_conditions_multi_scale_and_fp8(assets:
                          weights_bytes=0, dtype=bf16)(512, 768, 121)
     assert est.transformer_bytes == 18 * 3 * (16 * 20 * 30) * 4096 * 2 + text_kv(3)
     assert est.vae_bytes == decode_memory_bytes(vae, (1, 128, 16, 20, 30), bf16)
-    # a keyframe at frame 40: two more latent frames of tokens, per-token timesteps
+    # an image keyframe at frame 40: one more latent frame of tokens (a video's would add two), per-token timesteps
     cond = item(guidance_scale=3.0, stg_scale=0.0, conditions=[Condition("k.png", 40, 1.0)])
     est = item_estimator(cond, single, TRANSFORMER_13B, vae, weights_bytes=0, dtype=bf16)(512, 768, 121)
-    assert est.transformer_bytes == 34 * 2 * (6144 + 2 * 16 * 24) * 4096 * 2 + text_kv(2)
+    assert est.transformer_bytes == 34 * 2 * (6144 + 16 * 24) * 4096 * 2 + text_kv(2)
     # --dtype fp8 keeps the blocks' linear weights at one byte each
     tiny = tiny_pipeline()
     linear = sum(p.numel() for n, p in tiny.transformer.named_parameters()

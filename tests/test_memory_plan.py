@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -95,7 +96,7 @@ def test_estimate_matches_measured_peak_rss_of_tiny_runs() -> None:
     for h, w, f in SIZES:
 
         passes = run_passes(RunShape(shape_passes), h, w, f)
-        assert passes == [PassSize(h, w, 3)]  # CFG and STG: three branches at the (already padded) size
+        assert passes == [PassSize(h, w, 3, (f - 1) // 8 + 1)]  # CFG and STG: three branches at the (padded) size
         est = estimate_memory(transformer.config, vae.config, height=h, width=w, num_frames=f, dtype=torch.float32,
                               passes=passes, parts=parts, offload_saves=False, device_is_host=True,
                               vae_tiling="off")
@@ -112,9 +113,9 @@ def test_estimate_matches_measured_peak_rss_of_tiny_runs() -> None:
 def test_stg_without_blocks_is_not_counted_as_a_branch() -> None:
     """NEUTRAL's STG (scale 1, no skip blocks) perturbs nothing and runs no branch of its own: CFG's two are counted,
     as the pipeline runs them; blocks given with the request bring the third."""
-    assert run_passes(RunShape.of_preset(NEUTRAL), 64, 64, 9) == [PassSize(64, 64, 2)]
-    assert run_passes(RunShape.of_preset(NEUTRAL, stg_blocks=[0]), 64, 64, 9) == [PassSize(64, 64, 3)]
-    assert run_passes(RunShape.of_preset(TINY_PRESET), 64, 64, 9) == [PassSize(64, 64, 3)]
+    assert run_passes(RunShape.of_preset(NEUTRAL), 64, 64, 9) == [PassSize(64, 64, 2, 2)]
+    assert run_passes(RunShape.of_preset(NEUTRAL, stg_blocks=[0]), 64, 64, 9) == [PassSize(64, 64, 3, 2)]
+    assert run_passes(RunShape.of_preset(TINY_PRESET), 64, 64, 9) == [PassSize(64, 64, 3, 2)]
 
 
 @pytest.mark.parametrize("multi_scale", [False, True])
@@ -307,3 +308,122 @@ def test_a_backward_extension_in_windows_is_planned_as_forward_s(tmp_path: Path)
 
     forward, backward = estimate(False), estimate(True)
     assert 0.95 * forward <= backward <= 1.05 * forward, (forward, backward)
+
+
+def _planned_tokens(pipe: Any, request: Any) -> list[int]:
+    """The token count of each denoise stage the plan prices for ``request`` on ``pipe``'s model."""
+    from ltxcli.memory.plan import request_estimator, request_shape
+
+    tc, vc = pipe.transformer.config, pipe.vae.config
+    shape = request_shape(pipe.preset, request, dtype=torch.float32, max_positions=tc.positional_embedding_max_pos)
+    est = request_estimator(shape, tc, vc, dtype=torch.float32)(request.height, request.width, request.num_frames)
+    return [s.tokens for s in est.stages if s.name.startswith("denoise")]
+
+
+def _run_tokens(pipe: Any, request: Any) -> list[int]:
+    """The transformer input's token count ``[B, N, C] -> N`` at each step the pipeline (or its windows) runs."""
+    from ltxcli import long_video
+
+    seen: list[int] = []
+    handle = pipe.transformer.register_forward_pre_hook(lambda mod, args: seen.append(int(args[0].shape[1])))
+    try:
+        if request.window is not None:
+            for _ in long_video.generate(pipe, request, stream=True).frames():
+                pass
+        else:
+            pipe.run(request, stream=True)  # the decode adds no token
+    finally:
+        handle.remove()
+    return seen
+
+
+_MULTI = {"first_pass": {"num_inference_steps": 1}, "second_pass": {"timesteps": [0.5]}}
+
+
+@pytest.mark.parametrize("case", ["temporal", "temporal-image", "multi-image", "single"])
+def test_planned_tokens_of_each_pass_are_the_transformer_inputs(multi_temporal: Any, case: str) -> None:
+    """The plan's token count of each denoise pass is what the transformer takes there (spied). 64x64x17, 3 latent
+    frames; multi-scale: 32x32 (1 token a frame) then 64x64 (4). With a temporal upscale the second pass has 5
+    latent frames, the 9-frame condition at frame 8 keeps 2 latent frames of tokens (its 2 -> 3, the first two),
+    the 17-frame control 5 (3 -> 5): 4 * (5 + 2 + 5) = 48, where the plan priced 4 * (3 + 2 + 3) = 32 (and a
+    request's first_pass / second_pass as one pass). An image after frame 0 adds one latent frame, not two."""
+    from ltxcli import Condition
+    from ltxcli.request import Control, GenerationRequest
+
+    g = torch.Generator().manual_seed(5)
+    video = Condition(torch.rand(9, 64, 64, 3, generator=g), 8)
+    image = Condition(torch.rand(1, 64, 64, 3, generator=g), 16)
+    control = Control(torch.rand(17, 64, 64, 3, generator=g))
+    kwargs: dict[str, Any] = {
+        "temporal": dict(_MULTI, temporal_upscale=True, conditions=[video], control=control),
+        "temporal-image": dict(_MULTI, temporal_upscale=True, conditions=[image]),
+        "multi-image": dict(_MULTI, conditions=[image], control=control),
+        "single": dict(steps=1, conditions=[image, video], control=control),
+    }[case]
+    request = GenerationRequest("a cat", height=64, width=64, num_frames=17, seed=1, **kwargs)
+    want = {"temporal": [8, 48], "temporal-image": [4, 24], "multi-image": [7, 28], "single": [36]}[case]
+    assert sorted(set(_run_tokens(multi_temporal, request))) == want  # the pipeline, as counted above
+    assert _planned_tokens(multi_temporal, request) == want
+
+
+def _tiny_estimate(request: Any) -> MemoryEstimate:
+    from ltxcli.memory.plan import request_estimator, request_shape
+
+    transformer, vae = builtin_modules(torch.float32)
+    shape = request_shape(TINY_PRESET, request, dtype=torch.float32)
+    return request_estimator(shape, transformer.config, vae.config, dtype=torch.float32)(
+        request.height, request.width, request.num_frames)
+
+
+def test_multi_scale_v2v_encodes_its_input_at_the_size_of_the_pass_it_starts() -> None:
+    """Multi-scale video-to-video encodes its input at the first pass's size (128x128 -> 64x64): the plan priced
+    the encode at the full size. Below the first pass's schedule the second pass runs alone, at the full size:
+    one pass, the input encoded at 128x128."""
+    from ltxcli.request import GenerationRequest
+
+    video = torch.rand(17, 128, 128, 3, generator=torch.Generator().manual_seed(0))
+    base = dict(video=video, denoise_strength=0.5, num_frames=17)
+
+    def encode(request: GenerationRequest) -> int:
+        stage = _tiny_estimate(request).stage("condition encode")
+        assert stage is not None
+        return stage.activations
+
+    multi = GenerationRequest("a", height=128, width=128, first_pass={}, **base)  # type: ignore[arg-type]
+    alone = GenerationRequest("a", height=128, width=128, first_pass={"timesteps": [0.9, 0.8]}, **base)  # type: ignore[arg-type]
+    assert encode(multi) == encode(GenerationRequest("a", height=64, width=64, **base))  # type: ignore[arg-type]
+    assert encode(alone) == encode(GenerationRequest("a", height=128, width=128, **base))  # type: ignore[arg-type]
+    assert [s.name for s in _tiny_estimate(alone).stages if s.name.startswith("denoise")] == ["denoise"]
+
+
+@pytest.mark.parametrize("passes", [{}, _MULTI])
+def test_a_temporal_upscale_decodes_twice_the_frames(passes: dict[str, Any]) -> None:
+    """After a temporal upscale (after the pass, or between multi-scale passes) the decode takes 2f - 1 latent
+    frames (17 pixel frames, 3 latent ones -> 33, 5), as a plain request of 33 frames decodes; the plan priced the
+    decode of 17."""
+    from ltxcli.request import GenerationRequest
+
+    def decode(frames: int, **kwargs: Any) -> int:
+        stage = _tiny_estimate(GenerationRequest("a", height=64, width=64, num_frames=frames, **passes, **kwargs)
+                               ).stage("decode")
+        assert stage is not None
+        return stage.activations
+
+    assert decode(17, temporal_upscale=True) == decode(33) > decode(17)
+
+
+def test_a_multi_scale_model_s_window_is_priced_as_the_one_pass_it_runs() -> None:
+    """A multi-scale model runs each window of a long video as one pass at the full size with the first pass's
+    settings (long_video._one_pass); the plan priced a downscaled first pass, the upsampler and a second pass.
+    512x320 (10 x 16 latent tokens a frame), windows of 64 frames 32 apart: 8 latent frames and the 4 appended."""
+    from ltxcli.memory.plan import request_estimator, request_shape
+    from ltxcli.presets import PRESETS
+    from ltxcli.request import GenerationRequest
+
+    transformer, vae = builtin_modules(torch.float32)
+    request = GenerationRequest("a | b", height=320, width=512, num_frames=281, frame_rate=24.0, window=64, overlap=32)
+    shape = request_shape(PRESETS["ltxv-13b-0.9.8-distilled"], request, dtype=torch.float32,
+                          max_positions=transformer.config.positional_embedding_max_pos)
+    est = request_estimator(shape, transformer.config, vae.config, dtype=torch.float32)(320, 512, 281)
+    assert [(s.name, s.tokens) for s in est.stages if s.name.startswith("denoise")] == [("denoise", (8 + 4) * 10 * 16)]
+    assert est.stage("upsampler") is None

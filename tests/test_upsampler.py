@@ -179,17 +179,6 @@ def test_both_directions_at_once_is_refused() -> None:
                                        "temporal_upsample": False})
 
 
-@pytest.fixture(scope="module")
-def multi_temporal() -> Any:
-    """The tiny model with its temporal upscaler and a random spatial upsampler (multi-scale runs), loaded once."""
-    from ltxcli import load_pipeline
-
-    pipe = load_pipeline("tiny", temporal_upsampler="ltxv-temporal-upscaler-0.9.7")
-    torch.manual_seed(0)
-    pipe.upsampler = LatentUpsampler(UpsamplerConfig(in_channels=16, mid_channels=32, num_blocks_per_stage=1)).eval()
-    return pipe
-
-
 def test_multi_scale_temporal_upscale_keeps_video_conditions_at_their_times(multi_temporal: Any) -> None:
     """A video condition with a multi-scale temporal upscale was refused ("not supported yet"): between the passes
     only the video's latents were upscaled, so a condition's 9 frames would have covered 9 of the second pass's

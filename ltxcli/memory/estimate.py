@@ -19,7 +19,8 @@ memory (activations), while the host may hold more:
   activations for one step, ``units * B * N * D`` elements at the run's dtype, ``B`` the guidance branches of
   that pass (:func:`ltxcli.sampling.pass_branches`), ``N`` the latent tokens at the pass's padded size (plus the
   tokens of conditions placed after frame 0 and an IC-LoRA control's, as many as the frames it covers:
-  :mod:`ltxcli.control`), ``D`` the hidden width. Measured by peak RSS on the CPU (float32,
+  :mod:`ltxcli.control`; a multi-scale temporal upscale gives the second pass ``2f - 1`` latent frames, its video
+  conditions' and control's likewise: :func:`ltxcli.memory.shape.run_passes`), ``D`` the hidden width. Measured by peak RSS on the CPU (float32,
   2-layer models, D 256-512, N 1.5k-3k): 16.5 units with one timestep per sample and 31-33 with per-token
   timesteps (conditioning: the adaLN tables become ``[B, N, 6D]``), hence 18 / 34 here; plus, except under
   sequential offload, the text's cross-attention keys and values the pass computes once
@@ -31,7 +32,7 @@ memory (activations), while the host may hold more:
   (:func:`~ltxcli.memory.decode.tiled_decode_memory_bytes`), with the float32 video it produces landing on
   the host;
 * an input video (:func:`input_hold`): video-to-video (``video``) encodes its ``8k + 1`` padded frames at the
-  output size in ``condition encode`` and holds their float32 pixels on the host until the pipeline returns
+  first pass's size in ``condition encode`` and holds their float32 pixels on the host until the pipeline returns
   (streamed: until the decode starts); an extension (``extend``, :mod:`ltxcli.extend`) generates ``K + N``
   frames conditioned on the input's last (backward: first) ``K`` frames, holding the decoded input and three
   float32 copies of the context meanwhile, and the input's own frames at the output size while the output is
@@ -97,6 +98,7 @@ class Stage:
     weights: int
     activations: int = 0
     host: int = 0
+    tokens: int = 0  # a denoise stage's: the tokens the transformer takes each step (per guidance branch)
 
     @property
     def device_bytes(self) -> int:
@@ -233,11 +235,17 @@ def decode_bytes(vae: VAEConfig, latent: Sequence[int], dtype: torch.dtype, vae_
 
 @dataclass(frozen=True)
 class PassSize:
-    """One denoising pass: the padded pixel size it runs at and its guidance branches per step."""
+    """One denoising pass: the padded pixel size it runs at, its guidance branches per step, and where known
+    (:func:`ltxcli.memory.shape.run_passes`) its token count in latent frames of that size: ``frames`` of the video
+    (twice the first pass's less one after a temporal upscale) and ``extra`` of conditioning tokens (conditions
+    after frame 0, an IC-LoRA control, a window's appended tail). ``frames=0``: the output's latent frames, with
+    :func:`estimate_memory`'s ``extra_tokens`` and control."""
 
     height: int
     width: int
     branches: int = 3
+    frames: int = 0
+    extra: int = 0
 
 
 def estimate_memory(
@@ -254,6 +262,7 @@ def estimate_memory(
     extra_tokens: int = 0,
     per_token_timesteps: bool = False,
     condition_frames: Sequence[int] = (),
+    source_frames: int = 0,
     parts: WeightParts | None = None,
     offload: str = "none",
     offload_saves: bool = True,
@@ -273,7 +282,8 @@ def estimate_memory(
     size with ``branches``); the decode runs at the last one's size. ``extra_tokens``: tokens of conditions
     placed after frame 0 per latent ``h * w`` of the output size (scaled to each pass); ``per_token_timesteps``:
     conditioning is used (the timestep differs per token); ``condition_frames``: pixel frames of each condition
-    the VAE encodes. ``parts`` (else ``weights_bytes``, all on the device in every stage), ``offload``,
+    the VAE encodes (at the largest pass's size); ``source_frames``: those of a video-to-video input, encoded at
+    the first pass's size (:meth:`ltxcli.pipeline.Pipeline._encode_conditions`). ``parts`` (else ``weights_bytes``, all on the device in every stage), ``offload``,
     ``offload_saves``, ``text_encoder_freed``: see :func:`stage_weights`; ``device_is_host``: a CPU run.
     ``vae_tiling`` / ``free_bytes``: the decode as the pipeline will run it (``auto`` tiles when the untiled
     decode would not fit in ``free_bytes`` less the decode stage's weights). ``streamed``: the result is decoded
@@ -304,23 +314,28 @@ def estimate_memory(
         condition_frames = [*condition_frames, control_frames]
     control_latent_frames = (control_frames - 1) // vae.temporal_compression + 1 if control_frames else 0
     units = TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS if per_token_timesteps else TRANSFORMER_UNITS
-    if condition_frames:
-        _, lh, lw = latent_shape(vae, max(p.height for p in passes), max(p.width for p in passes), 1)
+    largest = (max(p.height for p in passes), max(p.width for p in passes))
+    encodes = [(n, largest) for n in condition_frames]
+    if source_frames:
+        encodes.append((source_frames, (passes[0].height, passes[0].width)))
+    if encodes:
         encode = max(int(ENCODE_FACTOR * decode_memory_bytes(
-            vae, (1, vae.latent_channels, (n - 1) // vae.temporal_compression + 1, lh, lw), dtype))
-            for n in condition_frames)
+            vae, (1, vae.latent_channels, *latent_shape(vae, *size, n)), dtype)) for n, size in encodes)
         stages.append(Stage("condition encode", weights["condition encode"], encode))
     for i, p in enumerate(passes):
         _, ph, pw = latent_shape(vae, p.height, p.width, num_frames)
-        tokens = (f + control_latent_frames) * ph * pw + extra_tokens * ph * pw // max(h * w, 1)
+        if p.frames:  # the pass's own count ([1, N, C] tokens, N = frames * h * w of the pass)
+            tokens = (p.frames + p.extra) * ph * pw
+        else:
+            tokens = (f + control_latent_frames) * ph * pw + extra_tokens * ph * pw // max(h * w, 1)
         name = DENOISE if len(passes) == 1 else f"{DENOISE} ({('first', 'second')[min(i, 1)]} pass)"
-        if i > 0:  # the latent upsampler doubles the previous pass's latents
-            up = UPSAMPLER_UNITS * 4 * vae.latent_channels * f * ph * pw * item
+        if i > 0:  # the latent upsampler doubles the previous pass's latents (before any temporal upscale)
+            up = UPSAMPLER_UNITS * 4 * vae.latent_channels * (passes[i - 1].frames or f) * ph * pw * item
             stages.append(Stage("upsampler", weights["upsampler"], up))
         act = units * p.branches * tokens * transformer.inner_dim * item
         if used_with(offload):  # the pass's text keys and values (ltxcli.text_cache)
             act += text_kv_bytes(transformer.num_layers, transformer.inner_dim, p.branches, TEXT_TOKENS, item)
-        stages.append(Stage(name, weights[DENOISE], act))
+        stages.append(Stage(name, weights[DENOISE], act, tokens=tokens))
     _, dh, dw = latent_shape(vae, passes[-1].height, passes[-1].width, num_frames)
     latent = (1, vae.latent_channels, f, dh, dw)
     free = None if free_bytes is None else free_bytes - weights[DECODE]

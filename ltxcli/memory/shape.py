@@ -45,6 +45,9 @@ class RunShape:
     appended: int = 0  # latent frames appended as extra tokens (a later window's view of the previous one's tail)
     #: a long video-to-video's whole input, encoded once before the first window: its padded pixel frames (0: none)
     encoded_input: int = 0
+    #: the temporal upscaler doubles the latent frames (``f -> 2f - 1``): between the passes of a multi-scale run
+    #: (the second pass, its video conditions and control take it), else before the decode
+    temporal_upscale: bool = False
 
     @classmethod
     def of_preset(
@@ -83,6 +86,10 @@ def request_shape(preset: Preset, request: Any, *, dtype: torch.dtype, depth_mod
         def model(h: int, w: int, f: int) -> tuple[int, int]:
             return depth_memory_bytes(config, h, w, f, dtype)
 
+    from ..request import resolve_request
+
+    # what the pipeline runs (Pipeline.resolve): per-pass settings, a multi-scale v2v's second pass alone, ...
+    resolved = resolve_request(replace(request, extend=None), preset)
     extension = None
     ext, video = getattr(request, "extend", None), getattr(request, "video", None)
     if ext is not None:  # the input's native size (its decoded frames are held) and the model's time range
@@ -95,12 +102,12 @@ def request_shape(preset: Preset, request: Any, *, dtype: torch.dtype, depth_mod
         from ..long_plan import window_frames
 
         windows = window_frames(request, float(request.frame_rate), float(max_positions[0]))
-    shape = RunShape.of_preset(preset, guidance_scale=request.guidance_scale, stg_scale=request.stg_scale,
-                               stg_blocks=request.stg_blocks,
-                               conditions=[(c.frame, condition_frames(c, request.num_frames)) for c in request.conditions],
+    run = replace(preset, pipeline_type="multi-scale" if resolved.multi_scale else "base", passes=resolved.passes,
+                  downscale_factor=resolved.downscale_factor)
+    shape = RunShape.of_preset(run, conditions=[(c.frame, condition_frames(c, request.num_frames)) for c in request.conditions],
                                control_frames=request.num_frames if control is not None else 0, control_model=model,
                                v2v=_native_pixels(video) if video is not None else 0, extension=extension)
-    return replace(shape, windows=windows)
+    return replace(shape, windows=windows, temporal_upscale=resolved.temporal_upscale)
 
 
 def _native_pixels(source: Any) -> int:
@@ -114,14 +121,35 @@ def _native_pixels(source: Any) -> int:
 def run_passes(shape: RunShape, height: int, width: int, num_frames: int) -> list[PassSize]:
     """The denoising passes of a request at ``height x width x num_frames``: their sizes as the pipeline
     computes them (:func:`ltxcli.request.padded_size`; :func:`ltxcli.presets.multi_scale_sizes`, the first
-    pass's 32-aligned downscale and the upsampler's doubling) and their branches
-    (:func:`ltxcli.sampling.pass_branches`)."""
-    ph, pw, _ = padded_size(height, width, num_frames)
+    pass's 32-aligned downscale and the upsampler's doubling), their branches
+    (:func:`ltxcli.sampling.pass_branches`) and their tokens in latent frames (:class:`PassSize`)."""
+    ph, pw, pf = padded_size(height, width, num_frames)
     branches = [pass_branches(g, s) for g, s in shape.guidance]
-    if not shape.multi_scale:
-        return [PassSize(ph, pw, branches[0])]
-    sizes = multi_scale_sizes(ph, pw, shape.downscale_factor)
-    return [PassSize(hh, ww, branches[min(i, len(branches) - 1)]) for i, (hh, ww) in enumerate(sizes)]
+    frames = (pf - 1) // 8 + 1
+    if not shape.multi_scale:  # a temporal upscale comes after the pass
+        return [PassSize(ph, pw, branches[0], frames, _extra_frames(shape, pf, False))]
+    (h1, w1), (h2, w2) = multi_scale_sizes(ph, pw, shape.downscale_factor)
+    up = shape.temporal_upscale  # between the passes: the second one refines 2f - 1 latent frames
+    return [PassSize(h1, w1, branches[0], frames, _extra_frames(shape, pf, False)),
+            PassSize(h2, w2, branches[min(1, len(branches) - 1)], 2 * frames - 1 if up else frames,
+                     _extra_frames(shape, pf, up))]
+
+
+def _extra_frames(shape: RunShape, padded_frames: int, doubled: bool) -> int:
+    """Latent frames of conditioning tokens in a pass (:func:`ltxcli.control.place_with_control`): a window's
+    appended tail; per condition after frame 0 its first latent frames (an image's one, a video's first two,
+    ``conditions.place_conditions``); the control's latent frames (trimmed to the video's ``8k + 1``). ``doubled``:
+    after a temporal upscale (:func:`ltxcli.control.at_double_rate`), a video condition's and the control's ``f``
+    latent frames are ``2f - 1``."""
+
+    def latent(n: int, video: bool = True) -> int:
+        f = (n - 1) // 8 + 1
+        return 2 * f - 1 if doubled and video else f
+
+    extra = shape.appended + sum(min(latent(n, n > 1), 2) for frame, n in shape.conditions if frame > 0)
+    if shape.control_frames:
+        extra += latent((min(shape.control_frames, padded_frames) - 1) // 8 * 8 + 1)
+    return extra
 
 
 def request_estimator(
@@ -129,17 +157,19 @@ def request_estimator(
 ) -> Callable[[int, int, int], MemoryEstimate]:
     """``(height, width, num_frames) -> MemoryEstimate`` for a request of this :class:`RunShape`;
     ``kwargs``: weights, offload, tiling and device of :func:`estimate_memory`."""
-    later = sum(frame > 0 for frame, _ in shape.conditions)  # each adds up to 2 latent frames of extra tokens
 
     def estimate(h: int, w: int, f: int) -> MemoryEstimate:
         if shape.extension is not None:
             return _extension_estimate(shape, transformer, vae, h, w, f, dtype=dtype, **kwargs)
         window = shape.windows(f) if shape.windows is not None else None
         if window is not None:  # its longest window with the tail it appends, and the fused latents [1, C, lf, lh, lw]
-            # (float32, held on the host to the end); video-to-video: each window starts from its slice of the
-            # whole input's latents, encoded once before the first window (its own input is not read)
+            # (float32, held on the host to the end); a window is one pass at the full size with the first pass's
+            # settings (long_video._one_pass); a temporal upscale takes the fused latents once every window is done;
+            # video-to-video: each window starts from its slice of the whole input's latents, encoded once before the
+            # first window (its own input is not read)
             pf = padded_size(h, w, f)[2] if shape.v2v else 0
-            one = replace(shape, windows=None, appended=window[1], v2v=0, encoded_input=pf)
+            one = replace(shape, windows=None, appended=window[1], v2v=0, encoded_input=pf, multi_scale=False,
+                          guidance=shape.guidance[:1], temporal_upscale=False)
             lf, lh, lw = latent_shape(vae, h, w, f)
             latents = 4 * vae.latent_channels * lf * lh * lw
             blend = 4 * 3 * 8 * DECODE_BLEND * h * w  # the previous decode tile's last frames, float32 (long_decode)
@@ -147,13 +177,14 @@ def request_estimator(
                              latents, latents + blend)
             return _whole_input(est, shape.v2v, h, w, f, latents) if shape.v2v else est
         ph, pw, pf = padded_size(h, w, f)
-        _, lh, lw = latent_shape(vae, ph, pw, f)
         control = (min(shape.control_frames, pf) - 1) // 8 * 8 + 1 if shape.control_frames else 0  # the trim
+        # after a temporal upscale the decode makes 2 (pf - 1) + 1 frames of the 2f - 1 latent ones
         est = estimate_memory(
-            transformer, vae, height=ph, width=pw, num_frames=f, dtype=dtype, passes=run_passes(shape, h, w, f),
-            extra_tokens=(2 * later + shape.appended) * lh * lw, per_token_timesteps=bool(shape.conditions or shape.appended),
-            condition_frames=[n for _, n in shape.conditions] + ([pf] if shape.v2v else []) +
-            ([shape.encoded_input] if shape.encoded_input else []), control_frames=control,
+            transformer, vae, height=ph, width=pw, num_frames=2 * (pf - 1) + 1 if shape.temporal_upscale else f,
+            dtype=dtype, passes=run_passes(shape, h, w, f),
+            per_token_timesteps=bool(shape.conditions or shape.appended),
+            condition_frames=[n for _, n in shape.conditions] + ([shape.encoded_input] if shape.encoded_input else []),
+            source_frames=pf if shape.v2v else 0, control_frames=control,
             control_model=shape.control_model(h, w, control) if shape.control_model and control else None, **kwargs)
         if not shape.v2v:
             return est
