@@ -123,3 +123,19 @@ def _is_default(value: Any, f: dataclasses.Field[Any]) -> bool:
     # never == on a tensor (elementwise); a tuple of another length compares False before its items
     return value is default or (getattr(value, "shape", None) is None and type(value) is type(default)
                                 and value == default)
+
+
+#: Request fields whose ltx option has another name (``ltx v2v --strength``): a check names a value as
+#: ``name=value``, the same line from Python and ltx (tests/test_public_api.py) where the option is the field's name
+#: with dashes (``frame_rate=5000`` for ``--frame-rate 5000``), else by the option's (tests/test_cli.py checks each).
+CLI_NAMES = {"denoise_strength": "strength"}
+
+
+def cli_wording(message: str) -> str:
+    """A library message that starts with such a field (``denoise_strength=0.3 is below ...``) with the names of
+    the options that set it (``strength=0.3 is below ...``, as ltx's own checks of ``--strength`` word it). Any
+    other message is left as it is: one naming a ``--batch`` line (whose JSON keys are the field names) or a file."""
+    first = re.match(r"(\w+)=", message)
+    if first is None or first[1] not in CLI_NAMES:
+        return message
+    return re.sub(r"\b(\w+)=", lambda m: f"{CLI_NAMES.get(m[1], m[1])}=", message)

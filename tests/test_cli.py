@@ -318,6 +318,21 @@ def test_error_paths_one_line_and_exit_code(cli_env: Path, args: list[str], code
     assert not (cli_env / "o.mp4").exists() and not (cli_env / "o").exists()
 
 
+def test_fields_renamed_in_ltx_messages_are_ltx_options() -> None:
+    """ltx words a library check of a field its option names otherwise with the option's name (``strength=0.3``
+    for ``denoise_strength=0.3``: :func:`ltxcli.formatting.cli_wording`, tests/test_cli_video.py); each such name
+    is an option of ``ltx v2v`` (its Typer options), and a message that does not start with one is left alone."""
+    import typer.main
+
+    from ltxcli.cli import app
+    from ltxcli.formatting import CLI_NAMES, cli_wording
+
+    options = {o for p in typer.main.get_command(app).commands["v2v"].params for o in p.opts}  # type: ignore[attr-defined]
+    assert {f"--{name}" for name in CLI_NAMES.values()} <= options
+    batch = "--batch b.jsonl line 1: denoise_strength=0.3 is below every timestep of this schedule"
+    assert cli_wording(batch) == batch  # a --batch line's JSON key is the field's name
+
+
 def test_offline_with_missing_weights_exits_3(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     line = assert_one_error_line(ltx("generate", "a cat", "-o", "o.mp4"), 3)  # the default model

@@ -24,7 +24,7 @@ from typer.core import TyperGroup
 from ltxcli.errors import PEER_STOPPED, exit_closed_stdout, failure_kind, interrupt_message, oom_advice
 
 # the commands' byte formatting and JSON encoding are the library's (ltx doctor's checks use them too)
-from ltxcli.formatting import help_examples, one_line, to_json
+from ltxcli.formatting import cli_wording, help_examples, one_line, to_json
 from ltxcli.formatting import human_bytes as human_bytes
 from ltxcli.parallel.launch import EXIT_INTERRUPTED, record_exit_code, write_stdout
 
@@ -247,7 +247,7 @@ def classify(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, FileExistsError):  # the library's own message names its keyword argument
         return EXIT_USAGE, msg.replace("overwrite=True", "--overwrite") if "overwrite=" in msg else f"{msg}; pass --overwrite to replace it"
     if isinstance(exc, ValueError):
-        return EXIT_USAGE, msg
+        return EXIT_USAGE, cli_wording(msg)  # a field its option names otherwise: by the option's name
     if isinstance(exc, OSError):
         return EXIT_ERROR, msg
     return EXIT_ERROR, f"internal error: {type(exc).__name__}: {msg} (set {DEBUG_ENV}=1 for a traceback)"
