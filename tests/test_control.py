@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from cli_harness import enter_cli_env, ltx, memoised_loader
 from tiny_models import one_thread  # noqa: F401
 
 from ltxcli import control as control_mod
@@ -339,16 +340,14 @@ def test_memory_plan_counts_control_and_depth():
 # --- the command line -------------------------------------------------------------------------------------------
 
 
-def _ltx(tmp_path, *args: str, stdin: str | None = None):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+_cached_load = memoised_loader()
 
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": str(root), "LTX_WEIGHTS_DIR": str(tmp_path / "weights"), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "ltxcli", *args], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, input=stdin, timeout=300, check=False)
+
+@pytest.fixture
+def cli_env(tmp_path, monkeypatch):
+    """``ltx`` in process in ``tmp_path`` (cli_harness): one tiny model for the module, where a subprocess per
+    command would only add its start-up (the exit codes and stderr are the same code's)."""
+    return enter_cli_env(tmp_path, monkeypatch, _cached_load)
 
 
 def _write_clip(path, height: int, width: int, frames: int = 17) -> None:
@@ -361,7 +360,7 @@ def _write_clip(path, height: int, width: int, frames: int = 17) -> None:
     media.write_video(path, video, 24)
 
 
-def test_cli_control_from_canny_and_a_batch_with_detailer_and_depth(tmp_path):
+def test_cli_control_from_canny_and_a_batch_with_detailer_and_depth(tmp_path, cli_env):
     """--control-from canny writes the control into the record and --json; a batch takes "control" (the
     detailer's low-resolution clip, upscaled to the generation size) and "control_from" (depth) per line."""
     import json
@@ -371,9 +370,9 @@ def test_cli_control_from_canny_and_a_batch_with_detailer_and_depth(tmp_path):
     _write_clip(tmp_path / "clip.mp4", 96, 128)
     _write_clip(tmp_path / "low.mp4", 48, 64)
     small = ["--model", "tiny", "--height", "64", "--width", "96", "--num-frames", "17", "--steps", "2"]
-    proc = _ltx(tmp_path, "generate", "a red car", *small, "--seed", "3", "--control-from", "canny", "clip.mp4:0.9",
-                "-o", "canny.mp4", "--json")
-    assert proc.returncode == 0, proc.stderr
+    proc = ltx("generate", "a red car", *small, "--seed", "3", "--control-from", "canny", "clip.mp4:0.9",
+               "-o", "canny.mp4", "--json")
+    assert proc.exit_code == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["settings"]["control"] == {"source": "clip.mp4", "kind": "canny", "strength": 0.9}
     stream, record = media.media_info(tmp_path / "canny.mp4")
@@ -382,8 +381,8 @@ def test_cli_control_from_canny_and_a_batch_with_detailer_and_depth(tmp_path):
 
     lines = [{"prompt": "a red car", "seed": 1, "output": "detail.mp4", "control": {"path": "low.mp4"}},
              {"prompt": "a red car", "seed": 1, "output": "depth.mp4", "control_from": ["depth", "clip.mp4"]}]
-    proc = _ltx(tmp_path, "generate", "--batch", "-", *small, "--json", stdin="\n".join(map(json.dumps, lines)))
-    assert proc.returncode == 0, proc.stderr
+    proc = ltx("generate", "--batch", "-", *small, "--json", input="\n".join(map(json.dumps, lines)))
+    assert proc.exit_code == 0, proc.stderr
     for name, kind, source in (("detail.mp4", "video", "low.mp4"), ("depth.mp4", "depth", "clip.mp4")):
         stream, record = media.media_info(tmp_path / name)
         assert (stream["width"], stream["height"], stream["num_frames"]) == (96, 64, 17)
@@ -395,21 +394,21 @@ def test_cli_control_from_canny_and_a_batch_with_detailer_and_depth(tmp_path):
     (["--control", "clip.mp4", "--control-from", "canny", "clip.mp4"], "not both"),
     (["--control", "clip.mp4:1.5"], "control strength 1.5 must be in [0, 1]"),
 ])
-def test_cli_control_mistakes_are_one_line(tmp_path, args, message):
+def test_cli_control_mistakes_are_one_line(tmp_path, cli_env, args, message):
     _write_clip(tmp_path / "clip.mp4", 48, 64, frames=9)
-    proc = _ltx(tmp_path, "generate", "a car", "--model", "tiny", *args)
-    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    proc = ltx("generate", "a car", "--model", "tiny", *args)
+    assert proc.exit_code == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
-def test_an_animated_image_as_the_control_is_refused_before_loading(tmp_path):
+def test_an_animated_image_as_the_control_is_refused_before_loading(tmp_path, cli_env):
     """ltx reads an image's first frame only: an animated GIF given as --control used to steer the video with its
     first frame, with no word."""
     from PIL import Image
 
     pictures = [Image.new("RGB", (64, 48), (40 * i, 0, 0)) for i in range(5)]
     pictures[0].save(tmp_path / "pose.gif", save_all=True, append_images=pictures[1:], duration=100)
-    proc = _ltx(tmp_path, "generate", "a car", "--model", "tiny", "--control", "pose.gif", "-o", "o.mp4")
-    assert proc.returncode == 6 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    proc = ltx("generate", "a car", "--model", "tiny", "--control", "pose.gif", "-o", "o.mp4")
+    assert proc.exit_code == 6 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "pose.gif: an animated image (5 frames)" in proc.stderr and not (tmp_path / "o.mp4").exists()
 
 
@@ -428,7 +427,7 @@ def write_tiny_iclora(path) -> None:
     save_file(tensors, str(path))
 
 
-def test_cli_control_with_an_iclora(tmp_path):
+def test_cli_control_with_an_iclora(tmp_path, cli_env):
     """--lora (an IC-LoRA) and --control-from canny together: the record has both; the LoRA changes the video made
     under the same control (the batch's second line drops it)."""
     import json
@@ -439,10 +438,10 @@ def test_cli_control_with_an_iclora(tmp_path):
     write_tiny_iclora(tmp_path / "ic.safetensors")
     lines = [{"prompt": "a red car", "seed": 2, "output": "with.mp4"},
              {"prompt": "a red car", "seed": 2, "output": "without.mp4", "loras": []}]
-    proc = _ltx(tmp_path, "generate", "--batch", "-", "--model", "tiny", "--height", "64", "--width", "96",
-                "--num-frames", "9", "--steps", "2", "--lora", "ic.safetensors", "--control-from", "canny", "clip.mp4",
-                stdin="\n".join(map(json.dumps, lines)))
-    assert proc.returncode == 0, proc.stderr
+    proc = ltx("generate", "--batch", "-", "--model", "tiny", "--height", "64", "--width", "96",
+               "--num-frames", "9", "--steps", "2", "--lora", "ic.safetensors", "--control-from", "canny", "clip.mp4",
+               input="\n".join(map(json.dumps, lines)))
+    assert proc.exit_code == 0, proc.stderr
     _, with_lora = media.media_info(tmp_path / "with.mp4")
     _, without = media.media_info(tmp_path / "without.mp4")
     assert [lo["scale"] for lo in with_lora["loras"]] == [1.0] and without["loras"] == []
