@@ -414,26 +414,27 @@ def test_load_pipeline_weights_dtype(tmp_path):
     assert 0 < err < 5e-2
 
 
-def test_cli_weights_dtype_fp8(tmp_path):
-    """`ltx generate --weights-dtype fp8` as a user runs it; an unknown value is one line and exit 2."""
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+@pytest.fixture
+def cli_env(tmp_path, monkeypatch):
+    from cli_harness import enter_cli_env, memoised_loader
 
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root), "LTX_WEIGHTS_DIR": str(tmp_path / "weights"),
-           "XDG_CACHE_HOME": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    base = [sys.executable, "-m", "ltxcli", "generate", "a cat", "--model", "tiny", "--height", "64", "--width", "64",
-            "--num-frames", "9", "--steps", "1", "--seed", "1"]
-    bad = subprocess.run([*base, "--weights-dtype", "int4", "-o", str(tmp_path / "x.mp4")], capture_output=True,
-                         text=True, env=env, timeout=120, check=False)
-    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
+    return enter_cli_env(tmp_path, monkeypatch, memoised_loader())
+
+
+def test_cli_weights_dtype_fp8(cli_env):
+    """`ltx generate --weights-dtype fp8`; an unknown value is one line and exit 2. In process (cli_harness), where
+    two subprocesses only added their start-ups."""
+    import json
+
+    from cli_harness import ltx
+
+    base = ["generate", "a cat", "--model", "tiny", "--height", "64", "--width", "64", "--num-frames", "9", "--steps",
+            "1", "--seed", "1"]
+    bad = ltx(*base, "--weights-dtype", "int4", "-o", str(cli_env / "x.mp4"))
+    assert bad.exit_code == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
     assert "unknown weights dtype 'int4' (use auto, fp8 or int8)" in bad.stderr
-    out = tmp_path / "o.mp4"
-    ok = subprocess.run([*base, "--weights-dtype", "fp8", "-o", str(out), "--json"], capture_output=True, text=True,
-                        env=env, timeout=300, check=False)
-    assert ok.returncode == 0, ok.stderr
+    out = cli_env / "o.mp4"
+    ok = ltx(*base, "--weights-dtype", "fp8", "-o", str(out), "--json")
+    assert ok.exit_code == 0, ok.stderr
     record = json.loads(ok.stdout.strip().splitlines()[-1])
     assert out.exists() and record["kernels"]["upcast_layers"] > 0, record

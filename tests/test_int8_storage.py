@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from cli_harness import enter_cli_env, ltx, memoised_loader
 from tiny_models import STORAGE_CFG as CFG
 from tiny_models import one_thread, randomise_normal, rel_err, storage_checkpoint  # noqa: F401  (one_thread: autouse)
 from tiny_models import storage_inputs as tiny_inputs
@@ -246,25 +245,28 @@ def test_memory_plan_offers_int8_storage_where_the_weights_do_not_fit():
     assert texts.index("--offload model") < texts.index("--weights-dtype int8") < texts.index("--offload sequential")
 
 
-def test_cli_weights_dtype_int8_records_and_resumes(tmp_path):
-    """`ltx generate --weights-dtype int8 --json` as a user runs it: the record says int8; --skip-existing takes
-    the file for a rerun with int8 only, not for a run with float weights or fp8 storage; int8 with --dtype fp8
-    is one line and exit 2."""
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root), "LTX_WEIGHTS_DIR": str(tmp_path / "weights"),
-           "XDG_CACHE_HOME": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    out = tmp_path / "o.mp4"
-    base = [sys.executable, "-m", "ltxcli", "generate", "a cat", "--model", "tiny", "--height", "64", "--width", "64",
-            "--num-frames", "9", "--steps", "1", "--seed", "1", "-o", str(out), "--json", "--skip-existing"]
+@pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return enter_cli_env(tmp_path, monkeypatch, memoised_loader())
+
+
+def test_cli_weights_dtype_int8_records_and_resumes(cli_env):
+    """`ltx generate --weights-dtype int8 --json`: the record says int8; --skip-existing takes the file for a rerun
+    with int8 only, not for a run with float weights or fp8 storage; int8 with --dtype fp8 is one line and exit 2.
+    In process (cli_harness: one model per weights dtype), where 9 subprocesses only added their start-ups."""
+    out = cli_env / "o.mp4"
+    base = ["generate", "a cat", "--model", "tiny", "--height", "64", "--width", "64", "--num-frames", "9", "--steps",
+            "1", "--seed", "1", "-o", str(out), "--json", "--skip-existing"]
 
     def run(*extra: str) -> tuple[dict, str]:
-        r = subprocess.run([*base, *extra], capture_output=True, text=True, env=env, timeout=300, check=False)
-        assert r.returncode == 0, r.stderr
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")  # in process: the same warning again in every run, as a new process
+            r = ltx(*base, *extra)
+        assert r.exit_code == 0, r.stderr
         return json.loads(r.stdout.strip().splitlines()[-1]), r.stderr
 
-    bad = subprocess.run([*base, "--weights-dtype", "int8", "--dtype", "fp8"], capture_output=True, text=True,
-                         env=env, timeout=120, check=False)
-    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
+    bad = ltx(*base, "--weights-dtype", "int8", "--dtype", "fp8")
+    assert bad.exit_code == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
     assert "int8 cannot be combined with dtype fp8" in bad.stderr
     record, _ = run("--weights-dtype", "int8")
     assert record["status"] == "ok" and out.exists(), record
