@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from cli_harness import enter_cli_env, ltx, memoised_loader
 from tiny_models import cpu_tiny_pipeline, randomise_normal
 
 from ltxcli import step_cache
@@ -449,33 +450,29 @@ def test_parse_cache() -> None:
 # --- the command line --------------------------------------------------------------------------------------------
 
 
-def _env(tmp: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LTX_MODEL")}
-    env.update(PYTHONPATH=str(REPO_ROOT), LTX_WEIGHTS_DIR=str(tmp / "weights"), OMP_NUM_THREADS="1",
-               HF_HUB_OFFLINE="1", HF_HOME=str(tmp / "hf"))
-    return env
+@pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return enter_cli_env(tmp_path, monkeypatch, memoised_loader())
 
 
-def test_cli_cache_in_json_and_record(tmp_path: Path) -> None:
-    batch = tmp_path / "items.jsonl"
+def test_cli_cache_in_json_and_record(cli_env: Path) -> None:
+    """In process (cli_harness), where three subprocesses only added their start-ups."""
+    batch = cli_env / "items.jsonl"
     batch.write_text(json.dumps({"prompt": "a cat", "seed": 3, "cache": "fbcache:0"}) + "\n"
                      + json.dumps({"prompt": "a dog", "seed": 4}) + "\n")
-    args = [sys.executable, "-m", "ltxcli", "generate", "--batch", str(batch), "--model", "tiny", "--json", "-q",
-            "--height", "64", "--width", "96", "--num-frames", "9", "--steps", "5", "--cache", "teacache:0.3",
-            "-o", "out/{index}.mp4"]
-    r = subprocess.run(args, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=180)
-    assert r.returncode == 0, r.stderr
+    args = ["generate", "--batch", str(batch), "--model", "tiny", "--json", "-q", "--height", "64", "--width", "96",
+            "--num-frames", "9", "--steps", "5", "--cache", "teacache:0.3", "-o", "out/{index}.mp4"]
+    r = ltx(*args)
+    assert r.exit_code == 0, r.stderr
     first, second = (json.loads(line) for line in r.stdout.splitlines())
     assert first["settings"]["cache"] == {"mode": "fbcache", "threshold": 0.0, "calls": 15, "skipped": 0}
     cache = second["settings"]["cache"]
     assert cache["mode"] == "teacache" and cache["threshold"] == 0.3 and cache["calls"] == 15 and cache["skipped"] > 0
-    info = subprocess.run([sys.executable, "-m", "ltxcli", "info", "out/1.mp4", "--json"], cwd=tmp_path,
-                          env=_env(tmp_path), capture_output=True, text=True, timeout=60)
-    assert info.returncode == 0, info.stderr
+    info = ltx("info", "out/1.mp4", "--json")
+    assert info.exit_code == 0, info.stderr
     assert json.loads(info.stdout)["generation"]["cache"] == cache
-    bad = subprocess.run([*args[:4], "a cat", "--model", "tiny", "--cache", "teacache:fast"], cwd=tmp_path,
-                         env=_env(tmp_path), capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "teacache[:THRESHOLD]" in bad.stderr
+    bad = ltx(*args[:1], "a cat", "--model", "tiny", "--cache", "teacache:fast")
+    assert bad.exit_code == 2 and bad.stderr.count("\n") == 1 and "teacache[:THRESHOLD]" in bad.stderr
 
 
 # --- two ranks on gloo ---------------------------------------------------------------------------------------------
