@@ -580,29 +580,24 @@ def test_each_window_gets_the_control_of_its_own_span(tiny, monkeypatch) -> None
             assert rel_err(other, want) > 1e-3
 
 
-def test_cli_control_over_several_windows(tmp_path) -> None:
-    """``ltx generate --control`` with two windows runs as a user runs it; the record lists the control and
-    both windows."""
+def test_cli_control_over_several_windows(tmp_path, monkeypatch) -> None:
+    """``ltx generate --control`` with two windows (in process, cli_harness: a subprocess only added its
+    start-up); the record lists the control and both windows."""
     import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+
+    from cli_harness import enter_cli_env, ltx, memoised_loader
 
     from ltxcli import media
 
+    enter_cli_env(tmp_path, monkeypatch, memoised_loader())
     clip = torch.zeros(57, 48, 64, 3)
     for i in range(57):  # a square moving right
         clip[i, 10:30, i % 40: i % 40 + 16] = 1.0
     media.write_video(tmp_path / "depth.mp4", clip, 24)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "LTX_WEIGHTS_DIR": str(tmp_path),
-           "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "ltxcli", "generate", "-m", "tiny", "a car | a bus", "--num-frames", "57", "--window",
-         "48", "--overlap", "24", "--steps", "2", "--height", "64", "--width", "64", "--seed", "3",
-         "--control", "depth.mp4:0.8", "-o", "out.mp4", "--json"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stderr
+    proc = ltx("generate", "-m", "tiny", "a car | a bus", "--num-frames", "57", "--window", "48", "--overlap", "24",
+               "--steps", "2", "--height", "64", "--width", "64", "--seed", "3", "--control", "depth.mp4:0.8",
+               "-o", "out.mp4", "--json")
+    assert proc.exit_code == 0, proc.stderr
     summary = json.loads(proc.stdout)
     want = {"source": "depth.mp4", "kind": "video", "strength": 0.8}
     assert summary["settings"]["control"] == want
