@@ -727,22 +727,20 @@ def test_cli_lora_through_subprocess(tmp_path) -> None:
     assert json.loads(info.stdout)["generation"]["loras"][0]["sha256"] == sha
 
 
-def test_cli_lora_with_fp8_weight_storage(tmp_path) -> None:
-    path = tiny_lora(tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "LTX_WEIGHTS_DIR": str(tmp_path / "weights"),
-           "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "ltxcli", "generate", "a cat surfing", "--model", "tiny", "-o",
-            str(tmp_path / "fp8.mp4"), "--lora", f"{path}:0.8", "--weights-dtype", "fp8", "--seed", "7", "--steps",
-            "2", "--height", "64", "--width", "64", "--num-frames", "9", "--json"]
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stderr
-    obj = json.loads(proc.stdout)
-    assert obj["settings"]["loras"][0]["scale"] == 0.8 and obj["settings"]["loras"][0]["path"] == str(path)
-
-
 @pytest.fixture
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return enter_cli_env(tmp_path, monkeypatch, memoised_loader())
+
+
+def test_cli_lora_with_fp8_weight_storage(cli_env) -> None:
+    """In process (cli_harness): a subprocess only added its start-up."""
+    path = tiny_lora(cli_env)
+    proc = ltx("generate", "a cat surfing", "--model", "tiny", "-o", str(cli_env / "fp8.mp4"), "--lora",
+               f"{path}:0.8", "--weights-dtype", "fp8", "--seed", "7", "--steps", "2", "--height", "64", "--width",
+               "64", "--num-frames", "9", "--json")
+    assert proc.exit_code == 0, proc.stderr
+    obj = json.loads(proc.stdout)
+    assert obj["settings"]["loras"][0]["scale"] == 0.8 and obj["settings"]["loras"][0]["path"] == str(path)
 
 
 def test_cli_lora_takes_a_peft_folder_as_its_weights_file(cli_env) -> None:
