@@ -50,6 +50,7 @@ from ltxcli.models.vae import CausalVideoVAE  # noqa: E402
 from ltxcli.pipeline import Pipeline  # noqa: E402
 from ltxcli.presets import NEUTRAL, PassSettings, Preset  # noqa: E402
 from ltxcli.request import Condition  # noqa: E402
+from ltxcli.result import GenerationResult  # noqa: E402
 from ltxcli.tiny import LATENT_CHANNELS, TINY_TRANSFORMER, build_pipeline  # noqa: E402
 
 ConditioningItem = official_pipe.ConditioningItem
@@ -468,23 +469,30 @@ def test_multiscale_dev_i2v_matches_official(models: Models) -> None:
                               scheduler={"sampler": "Uniform"}, decode_noise_scale=0.0))
 
 
-def test_multiscale_video_to_video_matches_the_official_passes(models: Models) -> None:
-    """Multi-scale v2v. The official ``LTXMultiScalePipeline`` hands ``media_items`` to both passes and fails
-    (the full-size input in the downscaled first pass: "Latents have to be of shape ..."; with the upscaled
-    latents in the second: "Cannot provide both latents and media_items"). Ours is its two official passes
-    with what each can take: the first the input resized to its size (official ``resize_tensor``) and noised to
-    the strength, the second the upscaled latents; each pass's schedule cut at the strength."""
+def _multiscale_v2v(models: Models, video: torch.Tensor, strength: float, seed: int) -> GenerationResult:
+    """Ours: the distilled multi-scale passes over ``video`` at ``strength``; the official pipeline is given the
+    same scheduler."""
     first, second, factor = MULTI_DISTILLED
-    video, strength, seed = pixels(17, 96, 128, seed=9), 0.8, 4242
     pipe = models.ours
     pipe.scheduler, pipe.upsampler = SchedulerConfig.from_official(SD3_TERMINAL), models.ours_up
     res = pipe.generate(PROMPT, negative_prompt=NEGATIVE, height=96, width=128, num_frames=17, frame_rate=FPS,
                         seed=seed, first_pass=first, second_pass=second, downscale_factor=factor, video=video,
                         denoise_strength=strength, image_cond_noise_scale=0.15, stochastic_sampling=False,
                         stg_mode="attention_values", decode_noise_scale=0.0)
-
     sched = SchedulerConfig.from_official(SD3_TERMINAL).to_official()
     models.official.scheduler = RectifiedFlowScheduler(**{k: v for k, v in sched.items() if k != "_class_name"})
+    return res
+
+
+def test_multiscale_video_to_video_matches_the_official_passes(models: Models) -> None:
+    """Multi-scale v2v. The official ``LTXMultiScalePipeline`` hands ``media_items`` to both passes and fails
+    (the full-size input in the downscaled first pass: "Latents have to be of shape ..."; with the upscaled
+    latents in the second: "Cannot provide both latents and media_items"). Ours is its two official passes
+    with what each can take: the first the input resized to its size (official ``resize_tensor``) and noised to
+    the strength, the second the upscaled latents; each pass's schedule cut at the strength."""
+    first, second, _ = MULTI_DISTILLED
+    video, strength, seed = pixels(17, 96, 128, seed=9), 0.8, 4242
+    res = _multiscale_v2v(models, video, strength, seed)
     generator = torch.Generator("cpu").manual_seed(seed)  # one stream through both passes, as the official
     common = dict(prompt=PROMPT, negative_prompt=NEGATIVE, prompt_attention_mask=None,
                   negative_prompt_attention_mask=None, skip_layer_strategy=STG["attention_values"],
@@ -515,17 +523,9 @@ def test_multiscale_video_to_video_below_the_first_schedule_is_the_official_seco
     """At a strength below every first-pass timestep (0.5 < 0.725: ``ltx v2v``'s default with a distilled model)
     the first pass keeps no step: the run is the official single pass with the second pass's settings, its
     schedule cut at the strength (0.4219), over the input at the full size (``media_items``)."""
-    first, second, factor = MULTI_DISTILLED
+    _, second, _ = MULTI_DISTILLED
     video, strength, seed = pixels(17, 96, 128, seed=9), 0.5, 4243
-    pipe = models.ours
-    pipe.scheduler, pipe.upsampler = SchedulerConfig.from_official(SD3_TERMINAL), models.ours_up
-    res = pipe.generate(PROMPT, negative_prompt=NEGATIVE, height=96, width=128, num_frames=17, frame_rate=FPS,
-                        seed=seed, first_pass=first, second_pass=second, downscale_factor=factor, video=video,
-                        denoise_strength=strength, image_cond_noise_scale=0.15, stochastic_sampling=False,
-                        stg_mode="attention_values", decode_noise_scale=0.0)
-
-    sched = SchedulerConfig.from_official(SD3_TERMINAL).to_official()
-    models.official.scheduler = RectifiedFlowScheduler(**{k: v for k, v in sched.items() if k != "_class_name"})
+    res = _multiscale_v2v(models, video, strength, seed)
     media = video.permute(3, 0, 1, 2)[None] * 2 - 1
     with torch.no_grad():
         want = models.official(**{**second, "timesteps": [0.4219]}, prompt=PROMPT, negative_prompt=NEGATIVE,
