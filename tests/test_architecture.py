@@ -236,8 +236,9 @@ def test_package_modules_do_not_import_through_the_lazy_root() -> None:
 @pytest.mark.parametrize("args", [
     ["-m", "ltxcli", "--version"],
     ["-m", "ltxcli", "--help"],
+    ["-m", "ltxcli", "generate", "--help"],  # the options of every generating command, declared in cli/generate.py
     ["-c", "import ltxcli; print(ltxcli.__version__, sorted(ltxcli.__all__))"],
-], ids=["ltx --version", "ltx --help", "import ltxcli"])
+], ids=["ltx --version", "ltx --help", "ltx generate --help", "import ltxcli"])
 def test_entry_points_import_no_heavy_packages(args: list[str]) -> None:
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", *args],
