@@ -201,9 +201,10 @@ class DecodeSettings:
             return None
         try:
             v = json.loads(text)
-            d = cls(float(v["timestep"]), float(v["noise_scale"]), int(v["seed"]),
-                    float(v["tone_map_compression_ratio"]), tuple(int(x) for x in v["stride"]), int(v["num_frames"]),
-                    (int(v["padded"][0]), int(v["padded"][1])), tuple(int(x) for x in v["padding"]),  # type: ignore[arg-type]
+            d = cls(float(v["timestep"]), float(v["noise_scale"]), _int(v["seed"], "seed"),
+                    float(v["tone_map_compression_ratio"]), tuple(_int(x, "stride") for x in v["stride"]),
+                    _int(v["num_frames"], "num_frames"), (_int(v["padded"][0], "padded"), _int(v["padded"][1], "padded")),
+                    tuple(_int(x, "padding") for x in v["padding"]),  # type: ignore[arg-type]
                     _flag(v["resize"], "resize"), None if v.get("vae_conv") is None else str(parse_conv_algorithm(v["vae_conv"])),
                     _plan(v.get("plan")), _tiles(v.get("tiles")))
         except (ValueError, TypeError, KeyError, IndexError) as e:
@@ -244,6 +245,16 @@ def _flag(value: Any, name: str) -> bool:
     return value
 
 
+def _int(value: Any, name: str) -> int:
+    """A recorded JSON integer (``int(1.5)`` is 1 and ``int(true)`` 1: decoded as if the record said 1, so either
+    is a ValueError); an integral float (``9.0``) is its integer."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):  # a huge JSON integer stays an int, unrounded
+        raise ValueError(f"{name}={json.dumps(value)} must be an integer")
+    return value
+
+
 def _tiles(value: Any) -> dict[str, Any] | None:
     """A recorded temporal tiling (``{"length": n, "plans": [plan or null per tile]}``); anything else is a
     ValueError. Whether its tiles fit the latents is :func:`check_plan`'s."""
@@ -251,7 +262,7 @@ def _tiles(value: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict) or set(value) != {"length", "plans"} or not isinstance(value["plans"], list):
         raise ValueError(f"tiles {value!r} is not a temporal tiling ({{\"length\": n, \"plans\": [...]}})")
-    return {"length": int(value["length"]), "plans": [_plan(p) for p in value["plans"]]}
+    return {"length": _int(value["length"], "length"), "plans": [_plan(p) for p in value["plans"]]}
 
 
 def _plan(value: Any) -> dict[str, Any] | None:
@@ -262,7 +273,7 @@ def _plan(value: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict) or not set(value) <= PLAN_KEYS:
         raise ValueError(f"plan {value!r} is not a tiled decode's settings")
-    plan = {k: tuple(int(x) for x in v) if isinstance(v, list) else None if v is None else int(v)
+    plan = {k: tuple(_int(x, k) for x in v) if isinstance(v, list) else None if v is None else _int(v, k)
             for k, v in value.items()}
     pair = isinstance(plan.get("tile_hw"), tuple) and len(plan["tile_hw"]) != 2
     if pair or any(isinstance(v, tuple) for k, v in plan.items() if k != "tile_hw"):

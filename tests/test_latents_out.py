@@ -202,6 +202,40 @@ def test_a_hand_edited_decode_record_is_one_line_naming_the_file_and_the_field(
     assert not (cli_env / "bad.mp4").exists()
 
 
+def test_a_hand_edited_integer_field_of_a_decode_record_must_be_an_integer(
+        cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``"seed": 1.5`` or ``"num_frames": true`` decoded as if the record said 1 (int() of each, exit 0: one frame
+    for num_frames); an integer field now takes an integer only (9.0 is 9), else exit 6 naming the file and field."""
+    from ltxcli import pipeline
+
+    monkeypatch.setattr(pipeline.decode_memory, "plan_decode", lambda *a, **k: {"split_block": 0, "tile_hw": 2})
+    res = ltxcli.load_pipeline("tiny").generate("a cat", seed=5, height=64, width=96, num_frames=9)
+    autoencode.save_generation_latents("g.safetensors", res, vae=ltxcli.load_pipeline("tiny").vae, model="tiny",
+                                       source="g.mp4")
+    for field, value, says in (
+            ("seed", 1.5, "seed=1.5 must be an integer"),
+            ("num_frames", True, "num_frames=true must be an integer"),
+            ("num_frames", "9", 'num_frames="9" must be an integer'),
+            ("padded", [64.5, 96], "padded=64.5 must be an integer"),
+            ("padding", [0, 0, False, 0], "padding=false must be an integer"),
+            ("stride", [1.5, 1, 1, 1, 1], "stride=1.5 must be an integer"),
+            ("plan", {"tile_hw": 2.5}, "tile_hw=2.5 must be an integer"),
+            ("plan", {"tile_hw": [2, True]}, "tile_hw=true must be an integer"),
+            ("tiles", {"length": 1.5, "plans": [None, None]}, "length=1.5 must be an integer")):
+        _with_decode_field(cli_env / "g.safetensors", cli_env / "bad.safetensors", field, value)
+        with pytest.raises(media.MediaError) as e:
+            autoencode.DecodeSettings.read(autoencode.read_latents("bad.safetensors")[1], tuple(res.latents.shape),
+                                           "bad.safetensors")
+        assert str(e.value).startswith("bad.safetensors: its 'decode' record") and says in str(e.value), (field, e)
+    _with_decode_field(cli_env / "g.safetensors", cli_env / "ok.safetensors", "num_frames", 9.0)  # JSON 9.0: 9
+    d = autoencode.DecodeSettings.read(autoencode.read_latents("ok.safetensors")[1], tuple(res.latents.shape), "ok")
+    assert d is not None and d.num_frames == 9 and type(d.num_frames) is int
+    _with_decode_field(cli_env / "g.safetensors", cli_env / "bad.safetensors", "num_frames", True)
+    line = assert_one_error_line(ltx("vae", "decode", "bad.safetensors", "-o", "bad.mp4"), 6)
+    assert "bad.safetensors: its 'decode' record" in line and "num_frames=true must be an integer" in line, line
+    assert not (cli_env / "bad.mp4").exists()
+
+
 def test_ltx_vae_decode_refuses_a_garbled_frame_rate_before_loading_a_model(cli_env: Path) -> None:
     """frame_rate "abc" (or 0, inf) decoded at 24 fps without a word; now exit 6 (as a hand-edited 'decode' record)
     in one line naming the file and the field, before the VAE loads; --frame-rate overrides the record."""
