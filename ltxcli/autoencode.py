@@ -24,7 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from . import __version__, media, sampling, tiny, weights
+from . import __version__, media, sampling, sizes, tiny, weights
 from .frames import crop_video
 from .kernels import synchronize
 from .loading import CheckpointError, inspect_checkpoint, load_vae
@@ -365,17 +365,19 @@ def read_fitted(path: PathLike, max_frames: int | None = None, *, writes_video: 
                 ) -> tuple[Tensor, Fraction, str | None]:
     """:func:`read_video` fitted to the grid (:func:`fit_to_grid`), with the note to show when that changed it
     (else None). ``max_frames`` under 1 is a ValueError. ``writes_video``: its frames are to be written at its
-    rate (``ltx vae roundtrip -o``): a rate above the writer's is a ValueError now, before any VAE work."""
+    rate (``ltx vae roundtrip -o``): a rate outside the writer's is a ValueError now, before any VAE work."""
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"--max-frames={max_frames} must be at least 1")
     video, rate = read_video(path, max_frames)
-    if writes_video and rate > MAX_FRAME_RATE:
-        raise ValueError(f"{user_path(path)} is {float(rate):g} fps, above the {MAX_FRAME_RATE} a video is written "
-                         f"at: -o cannot write its reconstruction (leave -o out to measure it)")
+    low = f"{float(sizes.MIN_FRAME_RATE):g}"  # an MP4 takes down to 1/99999 fps, the writer 1/1000
+    side, bound = (f"above the {MAX_FRAME_RATE}", f"at most {MAX_FRAME_RATE}") if rate > MAX_FRAME_RATE else \
+        (f"below the {low}", f"at least {low}")
+    outside = None if sizes.is_frame_rate(rate) else f"{user_path(path)} is {float(rate):g} fps, {side} a video is written at"
+    if writes_video and outside:
+        raise ValueError(f"{outside}: -o cannot write its reconstruction (leave -o out to measure it)")
     fitted = fit_to_grid(video, path)
-    # a rate above the writer's: said now (the latents record it as it is), not first by `ltx vae decode`'s refusal
-    fast = (f"{user_path(path)} is {float(rate):g} fps, above the {MAX_FRAME_RATE} a video is written at: "
-            f"decoding it to a video needs --frame-rate (at most {MAX_FRAME_RATE})") if rate > MAX_FRAME_RATE else None
+    # a rate the writer refuses: said now (the latents record it as it is), not first by `ltx vae decode`'s refusal
+    fast = f"{outside}: decoding it to a video needs --frame-rate ({bound})" if outside else None
     if fitted.shape == video.shape:
         return fitted, rate, fast
     (f, h, w), (f2, h2, w2) = video.shape[:3], fitted.shape[:3]
@@ -390,8 +392,9 @@ def check_decode_timestep(decode_timestep: float | None) -> None:
 
 
 def check_frame_rate(frame_rate: float | None) -> None:
-    if frame_rate is not None and not 0 < frame_rate <= 1000:
-        raise ValueError(f"--frame-rate={frame_rate} must be in (0, 1000]")
+    """``--frame-rate``: None or a rate a video is written at (:func:`ltxcli.sizes.check_frame_rate`)."""
+    if frame_rate is not None:
+        sizes.check_frame_rate(frame_rate, "--frame-rate")
 
 
 def check_target(target: Path, *, overwrite: bool, suffix: str, option: str = "-o") -> Path:
@@ -508,7 +511,8 @@ def read_latents(path: PathLike) -> tuple[Tensor, dict[str, str]]:
 
 def latents_frame_rate(meta: dict[str, str], path: PathLike) -> Fraction:
     """The frame rate recorded in a latents file's metadata; 24 when none is recorded (a file of another writer).
-    A recorded value that is not a rate in (0, 1000] (a hand-edited record: ``ltx vae encode`` writes a fraction)
+    A recorded value that is not a rate in :data:`~ltxcli.sizes.FRAME_RATES` (a hand-edited record: ``ltx vae
+    encode`` writes a fraction; a clip's rate above it is the writer's limit)
     is a :class:`~ltxcli.media.MediaError` naming the file ``path`` and the field, not a silent 24 fps."""
     text = meta.get("frame_rate")
     if text is None:
@@ -520,9 +524,9 @@ def latents_frame_rate(meta: dict[str, str], path: PathLike) -> Fraction:
     if rate is not None and rate > MAX_FRAME_RATE:  # a real clip's rate (`ltx vae encode` records it as it is)
         raise MediaError(f"{user_path(path)}: its 'frame_rate' record {text!r} is above the {MAX_FRAME_RATE} fps a "
                          f"video is written at: pass --frame-rate (at most {MAX_FRAME_RATE}, e.g. 30)")
-    if rate is None or rate <= 0:
+    if rate is None or not sizes.is_frame_rate(rate):
         raise MediaError(f"{user_path(path)}: its 'frame_rate' record {text!r} is not a frame rate in "
-                         f"(0, {MAX_FRAME_RATE}]: pass --frame-rate")
+                         f"{sizes.FRAME_RATES}: pass --frame-rate")
     return rate
 
 

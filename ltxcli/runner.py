@@ -43,7 +43,7 @@ from .paths import user_media
 from .progress import ProgressFn
 from .records import SAMPLER_KEYS, batch_fields, encoding, record, run_settings
 from .request import SEED_MAX, Condition, check_fields, preset_size, resolve_request
-from .sizes import MAX_FRAME_RATE, check_size, padded_size
+from .sizes import MAX_FRAME_RATE, check_frame_rate, check_size, padded_size
 from .source import check_extension, check_source_length, source_defaults
 
 if TYPE_CHECKING:
@@ -290,9 +290,7 @@ def _check_sizes(item: BatchItem, max_pos: Sequence[int], frames_out: bool) -> N
     if item.num_frames > MAX_FRAMES:
         raise ValueError(f"num_frames={item.num_frames} is above {MAX_FRAMES:,} frames (over 11 hours at 24 fps): "
                          "give the length of the video wanted")
-    if not math.isfinite(item.frame_rate) or not 0 < item.frame_rate <= MAX_FRAME_RATE:
-        nearest = MAX_FRAME_RATE if item.frame_rate > MAX_FRAME_RATE else 24
-        raise ValueError(f"frame_rate={item.frame_rate} must be in (0, {MAX_FRAME_RATE}] (e.g. {nearest})")
+    check_frame_rate(item.frame_rate)
     # the model's time range, for a long video that of one window
     check_size(item.height, item.width, long_video.checked_frames(item, max_pos[0]), item.frame_rate, max_pos)
 

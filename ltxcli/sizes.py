@@ -3,11 +3,29 @@ check of a size, length and frame rate against a model's position range (:mod:`l
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+from fractions import Fraction
 
 #: The highest frame rate a request takes (``ltx`` refuses more with the same line).
 MAX_FRAME_RATE = 1000
+#: The lowest frame rate a video is written at: the writer (:mod:`ltxcli.media.write`) stores a rate given as a
+#: number as the nearest fraction with a denominator up to 1001, so 0.0006 fps was written at 1/1001 and 0.0004 was
+#: refused (rounded to 0) after all the work; MP4's time base itself takes exact fractions down to 1/99999.
+MIN_FRAME_RATE = Fraction(1, 1000)
+#: The range every frame-rate check names (options, request fields, a latents file's record, the writer).
+FRAME_RATES = f"[{float(MIN_FRAME_RATE):g}, {MAX_FRAME_RATE}]"
+
+
+def is_frame_rate(rate: float | Fraction) -> bool:
+    """Whether ``rate`` fps is one a video is written at: in :data:`FRAME_RATES` (NaN and inf are not)."""
+    return MIN_FRAME_RATE <= rate <= MAX_FRAME_RATE  # NaN fails both comparisons, inf the second
+
+
+def check_frame_rate(rate: float | Fraction, name: str = "frame_rate") -> None:
+    """A ValueError naming ``name``, the value, :data:`FRAME_RATES` and the nearest rate in it (else 24)."""
+    if not is_frame_rate(rate):
+        nearest = MAX_FRAME_RATE if rate > MAX_FRAME_RATE else f"{float(MIN_FRAME_RATE):g}" if rate > 0 else 24
+        raise ValueError(f"{name}={rate} must be in {FRAME_RATES} (e.g. {nearest})")
 
 
 def padded_size(height: int, width: int, num_frames: int) -> tuple[int, int, int]:
@@ -33,9 +51,7 @@ def check_size(height: int, width: int, num_frames: int, frame_rate: float, max_
             hint = ("e.g. 121; 8k + 1 frames avoid padding" if name == "num_frames"
                     else "e.g. 512; sizes are padded to multiples of 32")
             raise ValueError(f"{name}={value} must be at least 1 ({hint})")
-    if not (0 < frame_rate <= MAX_FRAME_RATE and math.isfinite(frame_rate)):
-        raise ValueError(f"frame_rate={frame_rate} must be in (0, {MAX_FRAME_RATE}] (e.g. "
-                         f"{MAX_FRAME_RATE if frame_rate > MAX_FRAME_RATE else 24})")
+    check_frame_rate(frame_rate)
     ph, pw, pf = padded_size(height, width, num_frames)
     # Positions are fractions of max_pos (seconds, pixels); the model was trained within that range.
     if ph > max_pos[1]:
@@ -53,4 +69,5 @@ def check_size(height: int, width: int, num_frames: int, frame_rate: float, max_
         )
 
 
-__all__ = ["MAX_FRAME_RATE", "check_size", "padded_size", "split_pad"]
+__all__ = ["FRAME_RATES", "MAX_FRAME_RATE", "MIN_FRAME_RATE", "check_frame_rate", "check_size", "is_frame_rate",
+           "padded_size", "split_pad"]

@@ -51,7 +51,7 @@ def test_latents_file_round_trip(vae: autoencode.VideoAutoencoder, tmp_path: Pat
 
 @pytest.mark.parametrize("text", ["0", "-24", "abc", "inf", "nan", "1/0", "", "1001"])
 def test_a_garbled_recorded_frame_rate_is_refused_naming_the_file_and_field(text: str) -> None:
-    """A recorded frame_rate that is no rate in (0, 1000] decoded silently at 24 fps; a missing one still does."""
+    """A recorded frame_rate that is no rate in [0.001, 1000] decoded silently at 24 fps; a missing one still does."""
     with pytest.raises(MediaError) as e:
         autoencode.latents_frame_rate({"frame_rate": text}, "l.safetensors")
     assert str(e.value).startswith(f"l.safetensors: its 'frame_rate' record {text!r} ") and "--frame-rate" in str(e.value)

@@ -234,8 +234,10 @@ CHECKPOINT_CASES: dict[str, tuple[Callable[[bytes], bytes], str]] = {
         (["--num-frames", "100000", "--window", "8"], ["window=8", "at least 16"]),
         (["--overlap-strength", "2"], ["overlap_strength=2.0", "[0, 1]"]),
         (["--prompt-schedule", "missing.jsonl"], ["prompt schedule missing.jsonl", "no such file"]),
-        (["--frame-rate", "0"], ["frame_rate=0", "(0, 1000]"]),
-        (["--frame-rate", "nan"], ["frame_rate=nan", "(0, 1000]"]),
+        (["--frame-rate", "0"], ["frame_rate=0", "[0.001, 1000]", "e.g. 24"]),
+        (["--frame-rate", "nan"], ["frame_rate=nan", "[0.001, 1000]"]),
+        # was written at 1/1001 fps, saying "@ 0.0006 fps" (0.0004: refused by the writer after all the work)
+        (["--frame-rate", "0.0006"], ["frame_rate=0.0006", "[0.001, 1000]", "e.g. 0.001"]),
         (["--frame-rate", "5000"], ["frame_rate=5000", "e.g. 1000"]),
         (["--steps", "0"], ["steps=0", "[1, 1000]", "use 1"]),
         (["--steps", "5000000"], ["steps=5000000", "use 1000"]),

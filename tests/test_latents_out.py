@@ -248,6 +248,20 @@ def test_ltx_vae_decode_refuses_a_garbled_frame_rate_before_loading_a_model(cli_
     assert media.media_info(cli_env / "ok.mp4")[0]["frame_rate"] == 12
 
 
+def test_ltx_vae_decode_names_the_lowest_frame_rate_it_writes(cli_env: Path) -> None:
+    """--frame-rate 0.000001 said "must be in (0, 1000]" (1e-06 is in it: the writer rounds it to 0) and a record's
+    frame_rate 1e-6 failed in PyAV's words (exit 2); both name the one range now, the record as a bad record (6)."""
+    meta = {"format": "ltxcli.latents", "model": "tiny", "frame_rate": "1e-6", "num_frames": "9"}
+    autoencode.save_latents("slow.safetensors", torch.randn(1, 16, 2, 1, 1), meta)
+    line = assert_one_error_line(ltx("vae", "decode", "slow.safetensors", "-o", "a.mp4"), 6)
+    assert "slow.safetensors: its 'frame_rate' record '1e-6' is not a frame rate in [0.001, 1000]" in line, line
+    line = assert_one_error_line(ltx("vae", "decode", "slow.safetensors", "-o", "a.mp4", "--frame-rate", "1e-6"), 2)
+    assert "--frame-rate=1e-06 must be in [0.001, 1000] (e.g. 0.001)" in line, line
+    assert not (cli_env / "a.mp4").exists()
+    assert ltx("vae", "decode", "slow.safetensors", "-o", "ok.mp4", "--frame-rate", "0.001").exit_code == 0
+    assert media.media_info(cli_env / "ok.mp4")[0]["frame_rate"] == 0.001
+
+
 def test_ltx_vae_roundtrip_refuses_writing_a_clip_above_1000_fps_before_the_vae(
     cli_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

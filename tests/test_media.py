@@ -734,6 +734,20 @@ def test_exact_rate():
             media.write._exact_rate(bad)
 
 
+def test_write_video_refuses_a_rate_below_one_frame_per_1000_s_in_the_checks_words(tmp_path):
+    """0.0006 fps was written at 1/1001 (floats are stored with denominators up to 1001), 0.0004 refused as "(0, 1000]"
+    though it is in it, and 1/10**6 (a latents file's record) failed in PyAV ("Invalid argument ... returned 22").
+    Each is now refused with the range every frame-rate check names; its lowest rate is written exactly."""
+    frames = _smooth_frames(2, 16, 16)
+    for bad in (0.0006, 0.0004, 1e-6, Fraction(1, 10**6), Fraction(1, 1001)):
+        with pytest.raises(ValueError, match=r"frame rate must be in \[0\.001, 1000\], got"):
+            media.write_video(tmp_path / "slow.mp4", frames, bad)
+        assert not (tmp_path / "slow.mp4").exists()
+    path = media.write_video(tmp_path / "slow.mp4", frames, 0.001)
+    with av.open(str(path)) as c:
+        assert Fraction(c.streams.video[0].average_rate) == Fraction(1, 1000)
+
+
 def test_write_refuses_to_overwrite(tmp_path):
     frames = _smooth_frames(2, 16, 16)
     path = media.write_video(tmp_path / "a.mp4", frames, 24, metadata={"v": 1})

@@ -39,6 +39,7 @@ from PIL.PngImagePlugin import PngInfo
 from ..formatting import escape_surrogates
 from ..naming import fps_number
 from ..paths import user_path
+from ..sizes import FRAME_RATES, is_frame_rate
 from .errors import MediaError, check_regular_file, one_line
 from .read import IDENTIFY_ONLY_FORMATS, VIDEO_SUFFIXES, source_frame_count, video_frame_rate
 
@@ -208,8 +209,8 @@ def _exact_rate(fps: float | Fraction) -> Fraction:
         ntsc = Fraction(round(fps * 1.001) * 1000, 1001)
         if rate.denominator != 1 and ntsc > 0 and abs(float(ntsc) - fps) < _NTSC_TOLERANCE:
             rate = ntsc  # 29.97 means 30000/1001, the NTSC rate
-    if not 0 < rate <= 1000:
-        raise ValueError(f"frame rate must be in (0, 1000], got {fps}")
+    if not is_frame_rate(rate):  # 0.0004 rounds to 0, 0.0006 to 1/1001: below MIN_FRAME_RATE, as 1e-6 as a fraction
+        raise ValueError(f"frame rate must be in {FRAME_RATES}, got {fps}")
     return rate
 
 
