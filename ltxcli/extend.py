@@ -242,6 +242,15 @@ def generation_schedule(request: GenerationRequest, plan: ExtensionPlan, warn: b
     return [{"start": max(f - start, 0), "prompt": p} for f, p in entries[first:]]
 
 
+def generation_request(request: GenerationRequest, plan: ExtensionPlan, warn: bool = True) -> GenerationRequest:
+    """The generation of the extension ``request`` as ``plan`` places it: no ``extend``, ``plan.gen_frames``
+    frames, its prompt schedule counted from the generation's frame 0 (:func:`generation_schedule`, which warns
+    unless not ``warn``) and no conditions (each caller places the context and the user's own). Whether it runs
+    in windows, and its passes, are those of this request (``ltx generate``'s warnings of ignored options use it)."""
+    return dataclasses.replace(request, extend=None, num_frames=plan.gen_frames, conditions=[],
+                               prompt_schedule=generation_schedule(request, plan, warn))
+
+
 class InputFrames:
     """The extension inputs of one run (a job: its enhancement stage, then its generations), each file decoded
     once while this object holds it: the stage captions the frame the new ones continue from
@@ -341,9 +350,8 @@ def enhancement_units(request: GenerationRequest, preset: Preset, max_seconds: f
         import torch
 
         image = continued_frame(ext.video, ext.backward, inputs) if pixels else torch.zeros(1, 1, 1, 3)
-    gen = dataclasses.replace(request, extend=None, num_frames=plan.gen_frames, conditions=[
-        Condition(image, 0), *(dataclasses.replace(c, frame=plan.gen_frame(c.frame)) for c in request.conditions)],
-        prompt_schedule=generation_schedule(request, plan, warn=False))  # (the run warns)
+    gen = dataclasses.replace(generation_request(request, plan, warn=False), conditions=[  # (the run warns)
+        Condition(image, 0), *(dataclasses.replace(c, frame=plan.gen_frame(c.frame)) for c in request.conditions)])
     p = long_video.plan(gen, preset, max_seconds, ext.backward) if per_window(request) else None
     if p is not None and ext.backward:  # the image leads the first window made (the latest), as forward's first
         at = p.windows[p.made()[0]].first_frame
@@ -409,8 +417,7 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
     user = [dataclasses.replace(c, frame=plan.gen_frame(c.frame)) for c in request.conditions]
     # the generation, in windows or not as long_video.generate decides (one: overlap_strength, adain dropped),
     # encoding the rewrite made above and enhancing nothing itself (its context is no image of the rule's)
-    inner = dataclasses.replace(request, extend=None, num_frames=plan.gen_frames, conditions=[],
-                                enhance_prompt="off", prompt_schedule=generation_schedule(request, plan))
+    inner = dataclasses.replace(generation_request(request, plan), enhance_prompt="off")
     # the size and padding (a length the time range holds: in windows the generation is longer)
     r = pipe.resolve(dataclasses.replace(inner, num_frames=min(plan.gen_frames, longest_frames(max_pos, frame_rate))))
     # the context as every file condition is prepared (crop, resize, blur, CRF; [1, 3, K, h, w] in [-1, 1]), at
@@ -474,6 +481,6 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
 
 __all__ = [
     "EXTEND_OPTION_HELP", "NOT_FOR_EXTEND", "SOURCE_OPTION_HELP", "ExtensionPlan", "InputFrames", "check_extension", "check_source",
-    "check_source_length", "check_window_seeds", "continued_frame", "enhancement_units", "generation_control", "generation_schedule", "longest_frames", "parse_extension",
-    "plan_extension", "plan_windows", "recorded_offset", "run_extension", "source_defaults", "window_context",
+    "check_source_length", "check_window_seeds", "continued_frame", "enhancement_units", "generation_control", "generation_request", "generation_schedule", "longest_frames",
+    "parse_extension", "plan_extension", "plan_windows", "recorded_offset", "run_extension", "source_defaults", "window_context",
 ]

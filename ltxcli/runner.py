@@ -34,7 +34,7 @@ from . import long_video, naming, timeline
 from .batch import BatchItem, item_control
 from .enhance.rules import request_plan
 from .errors import keeps_resume_state, note_failed_item
-from .extend import check_window_seeds, run_extension
+from .extend import check_window_seeds, generation_request, plan_windows, run_extension
 from .field_values import FieldTypeError, parse_cache
 from .long_state import interrupted_target, saved_seed, state_path
 from .naming import fps_number
@@ -343,25 +343,30 @@ def warn_ignored(item: BatchItem, preset: Preset, max_seconds: float, where: str
     """Warn of options ``item`` gives that change nothing (checked, as :func:`validate_item` leaves it):
 
     - the overlap, its strength and AdaIN act between windows and ``resume`` keeps finished ones, but a video made
-      in one window (or none: a plain run, :func:`ltxcli.long_video.generate`) has no other (an extension plans
-      its windows itself: not checked);
+      in one window (or none: a plain run, :func:`ltxcli.long_video.generate`) has no other (an extension: its
+      generation's windows, :func:`ltxcli.extend.generation_request`, as :func:`~ltxcli.extend.run_extension`
+      makes them);
     - a negative prompt acts through classifier-free guidance alone, which no step runs when every pass's
       guidance_scale is 1 or less (official: ``cfg > 1``; :meth:`ltxcli.pipeline.Pipeline.run` then encodes none);
       the STG mode, likewise, through STG, off where every stg_scale is 0 (official: ``stg > 0``)."""
     from .passes import as_list
     from .sampling import cfg_active, stg_active
 
+    gen, ext = item, item.extend
+    if ext is not None:  # (validate_item filled in num_frames, the output's, and checked the plan)
+        assert item.num_frames is not None
+        gen = generation_request(item, plan_windows(item, item.num_frames - ext.frames, max_seconds), warn=False)
     given = [f"--{key.replace('_', '-')}" for key in ("overlap", "overlap_strength", "adain", "resume")
              if getattr(item, key) not in (None, False)]
-    if given and item.extend is None:
-        p = long_video.plan(item, preset, max_seconds)  # (item.seed is drawn: no seed is drawn here)
+    if given:
+        p = long_video.plan(gen, preset, max_seconds, ext is not None and ext.backward)  # (the seed is drawn)
         if p is None or len(p.windows) == 1:
             names = given[0] if len(given) == 1 else f"{', '.join(given[:-1])} and {given[-1]}"
             warnings.warn(f"{where}{names} {'is' if len(given) == 1 else 'are'} ignored: the video is made in one "
                           "window (they act between windows)", stacklevel=2)
-    if item.extend is not None or (item.negative_prompt is None and item.stg_mode is None):
+    if item.negative_prompt is None and item.stg_mode is None:
         return
-    passes = resolve_request(item, preset).passes
+    passes = resolve_request(gen, preset).passes
     if item.negative_prompt is not None and not any(cfg_active(g) for p in passes for g in as_list(p.guidance_scale)):
         warnings.warn(f"{where}--negative-prompt is ignored: it acts through classifier-free guidance alone, which "
                       "guidance_scale 1 (or less) turns off (give --guidance-scale above 1)", stacklevel=2)

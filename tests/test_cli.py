@@ -1346,3 +1346,30 @@ def test_an_upsampler_for_a_one_pass_model_is_said_to_be_ignored(cli_env: Path) 
     assert [line for line in r.stderr.splitlines() if line.startswith("warning: ")] == [
         "warning: --upsampler is ignored: tiny runs one pass at the requested size (an upsampler runs between the "
         "two passes of a multi-scale model)"], r.stderr
+
+
+def test_ltx_extend_warns_of_options_it_ignores_as_ltx_generate_does(
+        cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ltx extend ran --adain, --overlap-strength, --negative-prompt under guidance 1 and --stg-mode under stg 0
+    without a word (exit 0) where ltx generate warns of each: the same warnings now, from its generation's windows
+    and passes (16 new frames after a 9-frame context fit one 25-frame window; 24 need two: no window warning)."""
+    from ltxcli import runner
+
+    media.write_video(cli_env / "clip.mp4", torch.rand(9, 32, 32, 3, generator=torch.Generator().manual_seed(0)), 24)
+    base = ["extend", "clip.mp4", "a cat", "--model", "tiny", "--steps", "1", "--seed", "5"]
+    # the warnings are the plan's, said before the generation: each run is stopped there (no model work)
+    monkeypatch.setattr(runner, "run_extension", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    r = ltx(*base, "--frames", "16", "--adain", "0.5", "--overlap-strength", "0.5", "--negative-prompt", "blur",
+            "--guidance-scale", "1", "--stg-mode", "residual", "--stg-scale", "0", "--frames-dir", "a")
+    assert r.exit_code == 130, r.stderr
+    warned = [line for line in r.stderr.splitlines() if line.startswith("warning: ")]
+    assert warned == [
+        "warning: --overlap-strength and --adain are ignored: the video is made in one window (they act between "
+        "windows)",
+        "warning: --negative-prompt is ignored: it acts through classifier-free guidance alone, which guidance_scale "
+        "1 (or less) turns off (give --guidance-scale above 1)",
+        "warning: --stg-mode is ignored: no step runs STG, which stg_scale 0 turns off (give --stg-scale above 0)",
+    ], r.stderr
+    for frames, warns in ((["--frames", "8", "--backward"], True), (["--frames", "24", "--window", "32"], False)):
+        r = ltx(*base, *frames, "--overlap", "16", "--adain", "0.5", "--frames-dir", "b")
+        assert r.exit_code == 130 and ("warning: --overlap and --adain are ignored" in r.stderr) == warns, r.stderr
