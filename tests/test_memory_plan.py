@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -427,3 +428,94 @@ def test_a_multi_scale_model_s_window_is_priced_as_the_one_pass_it_runs() -> Non
     est = request_estimator(shape, transformer.config, vae.config, dtype=torch.float32)(320, 512, 281)
     assert [(s.name, s.tokens) for s in est.stages if s.name.startswith("denoise")] == [("denoise", (8 + 4) * 10 * 16)]
     assert est.stage("upsampler") is None
+
+
+def _upscale_plan(request: Any, offload: str = "model", temporal: bool = True, **kwargs: Any) -> MemoryEstimate:
+    """The plan of ``request`` on the tiny model (with its temporal upscaler when ``temporal``) on a large GPU."""
+    from ltxcli.memory.plan import plan_run
+    from ltxcli.spec import resolve_spec
+
+    spec = resolve_spec("tiny", temporal_upsampler="ltxv-temporal-upscaler-0.9.7" if temporal else None)
+    plan = plan_run([request], spec, device="cuda", dtype=torch.float32, fp8=False, narrow=False, offload=offload,
+                    vae_tiling="off", free_bytes=1 << 40, **kwargs)
+    return plan.requests[0][0](request.height, request.width, request.num_frames)
+
+
+@pytest.mark.parametrize("passes", [{}, _MULTI])
+def test_a_temporal_upscale_is_a_stage_with_the_upscaler_s_weights(passes: dict[str, Any]) -> None:
+    """The temporal upscaler runs after the single pass, or between the upsampler and the second pass: the plan had
+    no stage for it, neither its weights (resident in every stage without offload) nor its activations."""
+    from ltxcli.request import GenerationRequest
+    from ltxcli.tiny import build_temporal_upsampler
+
+    module = build_temporal_upsampler(torch.device("cpu"), torch.float32)
+    weights = sum(t.numel() * 4 for t in module.state_dict().values())  # float32, every tensor a parameter
+    stats = sum(t.numel() * 4 for t in builtin_modules(torch.float32)[1].per_channel_statistics.state_dict().values())
+    request = GenerationRequest("a", height=64, width=64, num_frames=17, temporal_upscale=True, **passes)
+    est = _upscale_plan(request)
+    names = [s.name for s in est.stages]
+    before = "upsampler" if passes else "denoise"
+    assert names[names.index(before) + 1] == "temporal upscale", names
+    stage = est.stage("temporal upscale")
+    assert stage is not None and stage.weights == weights + stats and stage.activations > 0
+    # without offload every weight loaded is on the device in every stage: the upscaler's too
+    plain = GenerationRequest("a", height=64, width=64, num_frames=17, **passes)
+    with_it, without = _upscale_plan(request, "none"), _upscale_plan(plain, "none", temporal=False)
+    assert with_it.stage("text encoder").weights - without.stage("text encoder").weights == weights  # type: ignore[union-attr]
+
+
+def _allocated_peak(fn: Any) -> int:
+    """The peak of the bytes ``fn()`` allocates and has not freed yet, from the profiler's allocation events
+    (CPU; after one warm-up call, so that one-off caches are behind us)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode():
+        fn()
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            fn()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    now = peak = 0
+    for _, nbytes in events:
+        now += nbytes
+        peak = max(peak, now)
+    return peak
+
+
+@pytest.mark.parametrize("mid", [32, 128])
+def test_the_temporal_upscale_estimate_covers_its_measured_peak(multi_temporal: Any, mid: int) -> None:
+    """The temporal upscale stage's activations against the allocations of Pipeline._temporal_upscale (un-normalise,
+    the upscaler, normalise) on latents [1, 16, 5, h, w]: at least the measured peak, at most twice it. 32 channels
+    (the tiny model's own upscaler: its conv3d take PyTorch's im2col path on the CPU, a column buffer 27 times the
+    input) at 256x384 (8 x 12 latents); 128 channels at 1280x256 (40 x 8), where they take oneDNN as the released
+    upscaler's 512 do."""
+    from ltxcli.memory.plan import request_estimator, request_shape
+    from ltxcli.memory.weights import spec_parts
+    from ltxcli.models.configs import UpsamplerConfig
+    from ltxcli.models.upsampler import LatentUpsampler
+    from ltxcli.request import GenerationRequest
+    from ltxcli.spec import resolve_spec
+
+    height, width = (256, 384) if mid == 32 else (1280, 256)
+    pipe, kept = multi_temporal, multi_temporal.temporal_upsampler
+    if mid != 32:
+        torch.manual_seed(0)
+        pipe.temporal_upsampler = LatentUpsampler(UpsamplerConfig(
+            in_channels=16, mid_channels=mid, num_blocks_per_stage=1, spatial_upsample=False, temporal_upsample=True)).eval()
+    try:
+        latents = torch.randn(1, 16, 5, height // 32, width // 32, generator=torch.Generator().manual_seed(0))
+        measured = _allocated_peak(lambda: pipe._temporal_upscale(latents))
+    finally:
+        pipe.temporal_upsampler = kept
+    tc, _, parts = spec_parts(resolve_spec("tiny", temporal_upsampler="ltxv-temporal-upscaler-0.9.7"), torch.float32)
+    if mid != 32:
+        parts = replace(parts, temporal_config=UpsamplerConfig(in_channels=16, mid_channels=mid, num_blocks_per_stage=1,
+                                                               spatial_upsample=False, temporal_upsample=True))
+    request = GenerationRequest("a", height=height, width=width, num_frames=33, temporal_upscale=True)
+    shape = request_shape(pipe.preset, request, dtype=torch.float32)
+    est = request_estimator(shape, tc, pipe.vae.config, dtype=torch.float32, parts=parts, device_is_host=True,
+                            offload_saves=False)(height, width, 33)
+    stage = est.stage("temporal upscale")
+    assert stage is not None
+    print(f"temporal upscale, {mid} channels: estimated {stage.activations}, measured {measured}")
+    assert measured <= stage.activations <= 2 * measured, (stage.activations, measured)
+

@@ -27,6 +27,12 @@ memory (activations), while the host may hold more:
   (:mod:`ltxcli.text_cache`: ``2 * layers * B * 256 * D`` elements);
 * ``upsampler`` (multi-scale): its weights and ``UPSAMPLER_UNITS`` tensors of its 4x-latent-channel width at
   the doubled latent size (not calibrated: tens of MB at most for the released models);
+* ``temporal upscale`` (a request's ``temporal_upscale``): the temporal upscaler's weights and its working memory
+  (:func:`ltxcli.memory.upscale.temporal_upscale_bytes`, from its config: ``WeightParts.temporal_config``, else the
+  released one's) on the latents it doubles: after the single pass, or between the upsampler and the second pass
+  of a multi-scale run (the video's latents at the second pass's size; its video conditions' and control's, each
+  no larger, one after another); a long video's fused latents once every window is done
+  (:func:`ltxcli.memory.shape.request_estimator`);
 * ``decode``: the VAE decode at the last pass's size as :func:`ltxcli.memory.decode.plan_decode` will run it
   (the same call the pipeline makes): untiled (:func:`~ltxcli.memory.decode.decode_memory_bytes`) or tiled
   (:func:`~ltxcli.memory.decode.tiled_decode_memory_bytes`), with the float32 video it produces landing on
@@ -62,7 +68,7 @@ from typing import Any
 
 import torch
 
-from ..models.configs import TransformerConfig, VAEConfig
+from ..models.configs import TransformerConfig, UpsamplerConfig, VAEConfig
 from ..request import padded_size
 from ..text_cache import TEXT_TOKENS, text_kv_bytes, used_with
 from .decode import (
@@ -73,6 +79,7 @@ from .decode import (
     plan_decode,
     tiled_decode_memory_bytes,
 )
+from .upscale import temporal_upscale_bytes
 from .weights import WeightParts
 
 OFFLOAD_MODES = ("none", "model", "sequential")
@@ -86,6 +93,7 @@ UPSAMPLER_UNITS = 4
 ENCODE_FACTOR = 1.2
 
 DENOISE, DECODE = "denoise", "decode"
+TEMPORAL = "temporal upscale"
 CONTROL_MODEL = "control model"
 
 
@@ -186,7 +194,8 @@ def stage_weights(
     parts: WeightParts, offload: str = "none", *, offload_saves: bool = True, text_encoder_freed: bool = False
 ) -> dict[str, int]:
     """Weights on the device during each stage (``control model``: only the pipeline's, the depth model comes on
-    top; ``text encoder``, ``condition encode``, ``denoise``, ``upsampler``, ``decode``) under ``offload``.
+    top; ``text encoder``, ``condition encode``, ``denoise``, ``upsampler``, ``temporal upscale``, ``decode``) under
+    ``offload``.
     ``offload_saves=False`` (a CPU device: host and device memory are the same) counts every weight in every stage. ``text_encoder_freed``: the text encoder's weights are
     released after the prompt is encoded (:attr:`ltxcli.pipeline.Pipeline.free_text_encoder_after_use`)."""
     if offload not in OFFLOAD_MODES:
@@ -195,17 +204,18 @@ def stage_weights(
     if offload == "none" or not offload_saves:
         later = parts.total - (te if text_encoder_freed else 0)
         return {CONTROL_MODEL: parts.total, "text encoder": parts.total, "condition encode": later, DENOISE: later,
-                "upsampler": later, DECODE: later}
+                "upsampler": later, TEMPORAL: later, DECODE: later}
     stats = parts.vae_other
     if offload == "model":
         return {CONTROL_MODEL: stats, "text encoder": te + stats, "condition encode": parts.vae_encoder + stats,
                 DENOISE: parts.transformer + stats, "upsampler": parts.upsampler + stats,
-                DECODE: parts.vae_decoder + stats}
+                TEMPORAL: parts.temporal_upsampler + stats, DECODE: parts.vae_decoder + stats}
     # sequential: the non-block parts stay; the current block and the prefetched next one are on the device
     resident = (parts.transformer - parts.transformer_blocks) + (parts.vae_decoder - parts.vae_decoder_blocks) + stats
     streamed = resident + 2 * parts.transformer_block
     return {CONTROL_MODEL: resident, "text encoder": resident + te, "condition encode": resident + parts.vae_encoder,
-            DENOISE: streamed, "upsampler": resident + parts.upsampler, DECODE: resident + 2 * parts.vae_decoder_block}
+            DENOISE: streamed, "upsampler": resident + parts.upsampler, TEMPORAL: resident + parts.temporal_upsampler,
+            DECODE: resident + 2 * parts.vae_decoder_block}
 
 
 # --- the estimate -----------------------------------------------------------------------------------------------
@@ -274,6 +284,7 @@ def estimate_memory(
     control_frames: int = 0,
     control_model: tuple[int, int] | None = None,
     enhancer_bytes: int = 0,
+    temporal_upscale: bool = False,
 ) -> MemoryEstimate:
     """Estimated memory of generating ``height x width x num_frames`` (the padded output size; see the module
     docstring).
@@ -292,13 +303,14 @@ def estimate_memory(
     ``control_frames``: pixel frames of an IC-LoRA control (encoded, and its latent frames' tokens in every pass);
     ``control_model``: ``(weights, activations)`` of the depth model that makes it (its own stage).
     ``enhancer_bytes``: the prompt enhancer's weights (:func:`ltxcli.enhance.stage.enhancer_bytes`; 0: no
-    enhancement), a stage of its own before everything else.
+    enhancement), a stage of its own before everything else. ``temporal_upscale``: the temporal upscaler doubles the
+    latent frames after the single pass or between the passes (``num_frames``: the decoded ``2 (n - 1) + 1``).
     """
     passes = list(passes) or [PassSize(height, width, branches)]
     f, h, w = latent_shape(vae, height, width, num_frames)
     if parts is None:
-        weights = dict.fromkeys((CONTROL_MODEL, "text encoder", "condition encode", DENOISE, "upsampler", DECODE),
-                                int(weights_bytes))
+        weights = dict.fromkeys((CONTROL_MODEL, "text encoder", "condition encode", DENOISE, "upsampler", TEMPORAL,
+                                 DECODE), int(weights_bytes))
         host_weights = 0
     else:
         weights = stage_weights(parts, offload, offload_saves=offload_saves, text_encoder_freed=text_encoder_freed)
@@ -332,11 +344,17 @@ def estimate_memory(
         if i > 0:  # the latent upsampler doubles the previous pass's latents (before any temporal upscale)
             up = UPSAMPLER_UNITS * 4 * vae.latent_channels * (passes[i - 1].frames or f) * ph * pw * item
             stages.append(Stage("upsampler", weights["upsampler"], up))
+            if temporal_upscale:  # then the temporal upscaler doubles them: [1, C, f, h, w] -> [1, C, 2f - 1, h, w]
+                stages.append(temporal_stage(vae, parts, weights[TEMPORAL], passes[i - 1].frames or (f + 1) // 2, ph,
+                                             pw, dtype, device_is_host))
         act = units * p.branches * tokens * transformer.inner_dim * item
         if used_with(offload):  # the pass's text keys and values (ltxcli.text_cache)
             act += text_kv_bytes(transformer.num_layers, transformer.inner_dim, p.branches, TEXT_TOKENS, item)
         stages.append(Stage(name, weights[DENOISE], act, tokens=tokens))
     _, dh, dw = latent_shape(vae, passes[-1].height, passes[-1].width, num_frames)
+    if temporal_upscale and len(passes) == 1:  # after the pass, the decode takes its 2f - 1 latent frames
+        stages.append(temporal_stage(vae, parts, weights[TEMPORAL], passes[0].frames or (f + 1) // 2, dh, dw, dtype,
+                                     device_is_host))
     latent = (1, vae.latent_channels, f, dh, dw)
     free = None if free_bytes is None else free_bytes - weights[DECODE]
     dec, tiling = decode_bytes(vae, latent, dtype, vae_tiling, free)
@@ -362,6 +380,15 @@ def estimate_memory(
     return MemoryEstimate(tuple(stages), host_weights=host_weights, vae_tiled=tiled, device_is_host=device_is_host)
 
 
+def temporal_stage(vae: VAEConfig, parts: WeightParts | None, weights: int, frames: int, height: int, width: int,
+                   dtype: torch.dtype, device_is_host: bool) -> Stage:
+    """The ``temporal upscale`` stage on latents ``[1, C, frames, height, width]``: ``weights`` on the device and the
+    working memory of the upscaler of ``parts.temporal_config`` (else the released one's: 512 channels, 4 blocks)."""
+    config = parts.temporal_config if parts is not None else None
+    config = config or UpsamplerConfig(in_channels=vae.latent_channels, spatial_upsample=False, temporal_upsample=True)
+    return Stage(TEMPORAL, weights, temporal_upscale_bytes(config, frames, height, width, dtype, cpu=device_is_host))
+
+
 def input_hold(est: MemoryEstimate, early: int, late: int, write: int = 0, read: int = 0) -> MemoryEstimate:
     """``est`` with an input video's host memory: ``early`` bytes in every stage before the decode, ``late`` in the
     decode and write stages, ``write`` more in the write stage; ``read``: a first stage, ``read input``, holding that
@@ -375,7 +402,7 @@ def input_hold(est: MemoryEstimate, early: int, late: int, write: int = 0, read:
 
 
 __all__ = [
-    "CONTROL_MODEL", "DECODE", "DENOISE", "ENCODE_FACTOR", "OFFLOAD_MODES", "TILING_MODES", "TRANSFORMER_UNITS",
+    "CONTROL_MODEL", "DECODE", "DENOISE", "ENCODE_FACTOR", "OFFLOAD_MODES", "TEMPORAL", "TILING_MODES", "TRANSFORMER_UNITS",
     "TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS", "UPSAMPLER_UNITS", "Estimator", "MemoryEstimate", "PassSize", "Stage",
-    "decode_bytes", "estimate_memory", "input_hold", "latent_shape", "stage_weights",
+    "decode_bytes", "estimate_memory", "input_hold", "latent_shape", "stage_weights", "temporal_stage",
 ]

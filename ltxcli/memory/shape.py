@@ -184,7 +184,7 @@ def request_estimator(
             dtype=dtype, passes=run_passes(shape, h, w, f),
             per_token_timesteps=bool(shape.conditions or shape.appended),
             condition_frames=[n for _, n in shape.conditions] + ([shape.encoded_input] if shape.encoded_input else []),
-            source_frames=pf if shape.v2v else 0, control_frames=control,
+            source_frames=pf if shape.v2v else 0, control_frames=control, temporal_upscale=shape.temporal_upscale,
             control_model=shape.control_model(h, w, control) if shape.control_model and control else None, **kwargs)
         if not shape.v2v:
             return est

@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -34,7 +34,7 @@ from ..models.upcast import StoredLinear, compute_dtype
 from ..safetensors_io import CheckpointError, SafetensorsFile
 
 if TYPE_CHECKING:
-    from ..models.configs import TransformerConfig, VAEConfig
+    from ..models.configs import TransformerConfig, UpsamplerConfig, VAEConfig
     from ..spec import ModelSpec
 
 PathLike = str | os.PathLike[str]
@@ -60,6 +60,9 @@ class WeightParts:
     vae_other: int  # latent statistics: resident in every mode
     text_encoder: int = 0
     upsampler: int = 0
+    # the temporal upscaler (a request's temporal_upscale) and its config, which its working memory follows
+    temporal_upsampler: int = 0
+    temporal_config: UpsamplerConfig | None = field(default=None, compare=False)
     # the same run with the transformer blocks' linear weights stored in int8 (--weights-dtype int8: one byte a
     # weight, as fp8 storage, with less error), computed on first call; None where they are stored narrow already
     int8_storage: Callable[[], WeightParts] | None = field(default=None, compare=False, repr=False)
@@ -67,7 +70,7 @@ class WeightParts:
     @property
     def total(self) -> int:
         return (self.transformer + self.vae_encoder + self.vae_decoder + self.vae_other + self.text_encoder
-                + self.upsampler)
+                + self.upsampler + self.temporal_upsampler)
 
     @property
     def model(self) -> int:
@@ -244,15 +247,36 @@ def spec_parts(
     """(transformer config, VAE config, :class:`WeightParts` by stage) of every weight a run of ``spec`` loads
     at ``dtype``, from headers only: the built-in model's modules (:func:`builtin_modules`), else the
     checkpoint's (:func:`checkpoint_parts`) with its text encoder (:func:`text_encoder_bytes`) and upsampler
-    (:func:`upsampler_bytes`). ``fp8``: the transformer blocks' linear weights kept in float8 (``--dtype fp8``);
+    (:func:`upsampler_bytes`), and its temporal upscaler's (:func:`temporal_upsampler_module`). ``fp8``: the transformer blocks' linear weights kept in float8 (``--dtype fp8``);
     ``narrow``: the loaders keep layer weights in the checkpoint's dtype (CPU runs); ``weights_storage``: the
     blocks' linear weights stored in ``"fp8"`` or ``"int8"`` and widened per call (``--weights-dtype``). Without
     either, the parts' ``int8_storage`` gives those of the same run with int8 storage (built when called: what the
     memory plan offers where the weights would not fit otherwise)."""
+    temporal = temporal_upsampler_module(spec, dtype, narrow=narrow)
+    extra: dict[str, Any] = {} if temporal is None else {
+        "temporal_upsampler": held_bytes(temporal) + scratch_bytes(temporal), "temporal_config": temporal.config}
     tcfg, vcfg, parts = _spec_parts(spec, dtype, fp8=fp8, narrow=narrow, weights_storage=weights_storage)
+    parts = replace(parts, **extra)
     if not (fp8 or weights_storage):
-        parts = replace(parts, int8_storage=lambda: _spec_parts(spec, dtype, narrow=narrow, weights_storage="int8")[2])
+        parts = replace(parts, int8_storage=lambda: replace(
+            _spec_parts(spec, dtype, narrow=narrow, weights_storage="int8")[2], **extra))
     return tcfg, vcfg, parts
+
+
+def temporal_upsampler_module(spec: ModelSpec, dtype: torch.dtype, *, narrow: bool = False) -> nn.Module | None:
+    """``spec``'s temporal upscaler (None: none) as :func:`ltxcli.api.load_pipeline` loads it, on the meta device
+    (the builtin model's own random one: built on the CPU, tiny); a file not on disk yet counts as none."""
+    t = spec.temporal_upsampler
+    if t is None:
+        return None
+    if t.path is None:
+        if spec.kind != "builtin":
+            return None
+        from ..tiny import build_temporal_upsampler
+
+        return build_temporal_upsampler(torch.device("meta"), dtype)
+    module: nn.Module = load_upsampler(t.path, device="meta", dtype=dtype, keep_checkpoint_dtype=narrow)
+    return module
 
 
 def _spec_parts(
@@ -275,5 +299,6 @@ def _spec_parts(
 
 __all__ = [
     "WeightParts", "builtin_modules", "checkpoint_parts", "config_transformer_bytes", "folder_bytes", "held_bytes", "meta_modules",
-    "model_bytes", "scratch_bytes", "spec_parts", "text_encoder_bytes", "upsampler_bytes", "weight_parts",
+    "model_bytes", "scratch_bytes", "spec_parts", "temporal_upsampler_module", "text_encoder_bytes", "upsampler_bytes",
+    "weight_parts",
 ]
