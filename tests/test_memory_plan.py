@@ -519,3 +519,29 @@ def test_the_temporal_upscale_estimate_covers_its_measured_peak(multi_temporal: 
     print(f"temporal upscale, {mid} channels: estimated {stage.activations}, measured {measured}")
     assert measured <= stage.activations <= 2 * measured, (stage.activations, measured)
 
+
+def test_a_long_video_s_temporal_upscale_is_priced_on_the_fused_latents() -> None:
+    """A long video's temporal upscale takes the whole fused latents once every window is done (long_video): 512x320x281,
+    [1, 16, 36, 10, 16], windows of 64 frames. The plan priced no upscale and held the fused latents' 36 frames to the
+    end, where the decode and the result hold the upscaled 71: 35 more, float32."""
+    from ltxcli.memory.plan import request_estimator, request_shape
+    from ltxcli.request import GenerationRequest
+
+    transformer, vae = builtin_modules(torch.float32)
+    parts = weight_parts(transformer, vae)
+
+    def estimate(**kwargs: Any) -> MemoryEstimate:
+        request = GenerationRequest("a | b", height=320, width=512, num_frames=281, **kwargs)
+        shape = request_shape(TINY_PRESET, request, dtype=torch.float32,
+                              max_positions=transformer.config.positional_embedding_max_pos)
+        return request_estimator(shape, transformer.config, vae.config, dtype=torch.float32, parts=parts,
+                                 offload="model")(320, 512, 281)
+
+    windows = dict(window=64, overlap=32, frame_rate=24.0)  # (without a frame rate the plan sees no windows)
+    up, plain, whole = estimate(**windows, temporal_upscale=True), estimate(**windows), estimate(temporal_upscale=True)
+    assert whole.stage("denoise").tokens == 36 * 10 * 16  # type: ignore[union-attr]  # one pass of the fused size
+    stage, same = up.stage("temporal upscale"), whole.stage("temporal upscale")
+    assert stage is not None and same is not None and stage.activations == same.activations
+    assert [s.name for s in up.stages][-3:] == ["temporal upscale", "decode", "write"]
+    for name in ("decode", "write"):
+        assert up.stage(name).host - plain.stage(name).host == 4 * 16 * 35 * 10 * 16  # type: ignore[union-attr]

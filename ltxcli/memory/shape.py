@@ -16,7 +16,7 @@ from ..models.configs import TransformerConfig, VAEConfig
 from ..presets import Preset, multi_scale_sizes
 from ..request import padded_size
 from ..sampling import pass_branches
-from .estimate import DENOISE, MemoryEstimate, PassSize, estimate_memory, input_hold, latent_shape
+from .estimate import DECODE, DENOISE, MemoryEstimate, PassSize, estimate_memory, input_hold, latent_shape
 
 
 @dataclass(frozen=True)
@@ -173,8 +173,12 @@ def request_estimator(
             lf, lh, lw = latent_shape(vae, h, w, f)
             latents = 4 * vae.latent_channels * lf * lh * lw
             blend = 4 * 3 * 8 * DECODE_BLEND * h * w  # the previous decode tile's last frames, float32 (long_decode)
+            # after a temporal upscale the decode and the result hold the upscaled [1, C, 2 lf - 1, lh, lw]
+            late = latents * (2 * lf - 1) // lf if shape.temporal_upscale else latents
             est = input_hold(request_estimator(one, transformer, vae, dtype=dtype, **kwargs)(h, w, window[0]),
-                             latents, latents + blend)
+                             latents, late + blend)
+            if shape.temporal_upscale:
+                est = _upscale_fused(est, vae, (lf, lh, lw), latents, dtype, **kwargs)
             return _whole_input(est, shape.v2v, h, w, f, latents) if shape.v2v else est
         ph, pw, pf = padded_size(h, w, f)
         control = (min(shape.control_frames, pf) - 1) // 8 * 8 + 1 if shape.control_frames else 0  # the trim
@@ -194,6 +198,23 @@ def request_estimator(
         return input_hold(est, source, 0 if kwargs.get("streamed") else source, read=5 * 3 * pf * shape.v2v + 2 * source)
 
     return estimate
+
+
+def _upscale_fused(est: MemoryEstimate, vae: VAEConfig, latent: tuple[int, int, int], latents: int,
+                   dtype: torch.dtype, **kwargs: Any) -> MemoryEstimate:
+    """``est`` of a long video's windows with the temporal upscale of the fused latents (``latent``: their ``(lf,
+    lh, lw)``; ``latents``: their float32 bytes, held on the host) once every window is done, before the decode
+    (:meth:`ltxcli.long_video._LongRun.pixels`): its own stage, the weights as the offload mode holds them."""
+    from .estimate import TEMPORAL, stage_weights, temporal_stage
+
+    parts = kwargs.get("parts")
+    weights = (stage_weights(parts, kwargs.get("offload", "none"), offload_saves=kwargs.get("offload_saves", True),
+                             text_encoder_freed=kwargs.get("text_encoder_freed", False))[TEMPORAL]
+               if parts is not None else int(kwargs.get("weights_bytes", 0)))
+    stage = temporal_stage(vae, parts, weights, *latent, dtype, kwargs.get("device_is_host", False))
+    at = next(i for i, s in enumerate(est.stages) if s.name == DECODE)
+    stages = (*est.stages[:at], replace(stage, host=latents), *est.stages[at:])
+    return replace(est, stages=stages)
 
 
 def _whole_input(est: MemoryEstimate, native_pixels: int, h: int, w: int, f: int, latents: int) -> MemoryEstimate:
