@@ -545,3 +545,41 @@ def test_a_long_video_s_temporal_upscale_is_priced_on_the_fused_latents() -> Non
     assert [s.name for s in up.stages][-3:] == ["temporal upscale", "decode", "write"]
     for name in ("decode", "write"):
         assert up.stage(name).host - plain.stage(name).host == 4 * 16 * 35 * 10 * 16  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("mid", [32, 128])
+def test_the_upsampler_estimate_covers_its_measured_peak(multi_temporal: Any, mid: int) -> None:
+    """The upsampler stage's activations against the allocations of the spatial upscale between the passes
+    (un-normalise, the upsampler, normalise) of a 512x768x33 multi-scale request: its first pass at 320x480,
+    latents [1, 16, 5, 10, 15]. At least the measured peak, at most twice it; the plan priced 4 tensors of
+    4 x 16 channels at the output size, a quarter of the tiny upsampler's peak (32 channels: im2col on the CPU).
+    128 channels: 1024x256, where the post-upsample blocks take oneDNN as the released upsampler's 512 do."""
+    from ltxcli.memory.plan import request_estimator, request_shape
+    from ltxcli.memory.weights import spec_parts
+    from ltxcli.models.configs import UpsamplerConfig
+    from ltxcli.models.upsampler import LatentUpsampler
+    from ltxcli.presets import multi_scale_sizes
+    from ltxcli.request import GenerationRequest
+    from ltxcli.spec import resolve_spec
+
+    height, width = (512, 768) if mid == 32 else (1024, 256)
+    (h1, w1), _ = multi_scale_sizes(height, width, multi_temporal.preset.downscale_factor)  # the first pass's
+    pipe, kept = multi_temporal, multi_temporal.upsampler
+    torch.manual_seed(0)
+    pipe.upsampler = LatentUpsampler(UpsamplerConfig(in_channels=16, mid_channels=mid, num_blocks_per_stage=1)).eval()
+    config = pipe.upsampler.config
+    try:
+        latents = torch.randn(1, 16, 5, h1 // 32, w1 // 32, generator=torch.Generator().manual_seed(0))
+        measured = _allocated_peak(lambda: pipe.vae.normalize(pipe.upsampler(pipe.vae.unnormalize(latents))))
+    finally:
+        pipe.upsampler = kept
+    tc, _, parts = spec_parts(resolve_spec("tiny"), torch.float32)
+    request = GenerationRequest("a", height=height, width=width, num_frames=33, first_pass={})
+    shape = request_shape(pipe.preset, request, dtype=torch.float32)
+    est = request_estimator(shape, tc, pipe.vae.config, dtype=torch.float32, parts=replace(parts, upsampler_config=config),
+                            device_is_host=True, offload_saves=False)(height, width, 33)
+    assert next(s.tokens // 5 for s in est.stages if s.name.startswith("denoise")) == latents.shape[3] * latents.shape[4]
+    stage = est.stage("upsampler")
+    assert stage is not None
+    print(f"upsampler, {mid} channels: estimated {stage.activations}, measured {measured}")
+    assert measured <= stage.activations <= 2 * measured, (stage.activations, measured)

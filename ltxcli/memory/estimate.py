@@ -25,10 +25,11 @@ memory (activations), while the host may hold more:
   timesteps (conditioning: the adaLN tables become ``[B, N, 6D]``), hence 18 / 34 here; plus, except under
   sequential offload, the text's cross-attention keys and values the pass computes once
   (:mod:`ltxcli.text_cache`: ``2 * layers * B * 256 * D`` elements);
-* ``upsampler`` (multi-scale): its weights and ``UPSAMPLER_UNITS`` tensors of its 4x-latent-channel width at
-  the doubled latent size (not calibrated: tens of MB at most for the released models);
+* ``upsampler`` (multi-scale): its weights and its working memory on the first pass's latents
+  (:func:`ltxcli.memory.upscale.upscale_bytes`, from its config: ``WeightParts.upsampler_config``, else the
+  released one's);
 * ``temporal upscale`` (a request's ``temporal_upscale``): the temporal upscaler's weights and its working memory
-  (:func:`ltxcli.memory.upscale.temporal_upscale_bytes`, from its config: ``WeightParts.temporal_config``, else the
+  (:func:`ltxcli.memory.upscale.upscale_bytes`, from its config: ``WeightParts.temporal_config``, else the
   released one's) on the latents it doubles: after the single pass, or between the upsampler and the second pass
   of a multi-scale run (the video's latents at the second pass's size; its video conditions' and control's, each
   no larger, one after another); a long video's fused latents once every window is done
@@ -79,7 +80,7 @@ from .decode import (
     plan_decode,
     tiled_decode_memory_bytes,
 )
-from .upscale import temporal_upscale_bytes
+from .upscale import upscale_bytes
 from .weights import WeightParts
 
 OFFLOAD_MODES = ("none", "model", "sequential")
@@ -87,8 +88,6 @@ TILING_MODES = ("auto", "on", "off")
 #: Transformer activation peak in units of ``B * N * D`` elements (see the module docstring).
 TRANSFORMER_UNITS = 18
 TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS = 34
-#: Latent upsampler activations in tensors of ``4 * latent_channels`` channels at its output size.
-UPSAMPLER_UNITS = 4
 #: VAE encoder activations relative to the decode's of the same latent size (see the module docstring).
 ENCODE_FACTOR = 1.2
 
@@ -342,7 +341,10 @@ def estimate_memory(
             tokens = (f + control_latent_frames) * ph * pw + extra_tokens * ph * pw // max(h * w, 1)
         name = DENOISE if len(passes) == 1 else f"{DENOISE} ({('first', 'second')[min(i, 1)]} pass)"
         if i > 0:  # the latent upsampler doubles the previous pass's latents (before any temporal upscale)
-            up = UPSAMPLER_UNITS * 4 * vae.latent_channels * (passes[i - 1].frames or f) * ph * pw * item
+            _, h1, w1 = latent_shape(vae, passes[i - 1].height, passes[i - 1].width, num_frames)
+            spatial = parts.upsampler_config if parts is not None else None
+            spatial = spatial or UpsamplerConfig(in_channels=vae.latent_channels)
+            up = upscale_bytes(spatial, passes[i - 1].frames or f, h1, w1, dtype, cpu=device_is_host)
             stages.append(Stage("upsampler", weights["upsampler"], up))
             if temporal_upscale:  # then the temporal upscaler doubles them: [1, C, f, h, w] -> [1, C, 2f - 1, h, w]
                 stages.append(temporal_stage(vae, parts, weights[TEMPORAL], passes[i - 1].frames or (f + 1) // 2, ph,
@@ -386,7 +388,7 @@ def temporal_stage(vae: VAEConfig, parts: WeightParts | None, weights: int, fram
     working memory of the upscaler of ``parts.temporal_config`` (else the released one's: 512 channels, 4 blocks)."""
     config = parts.temporal_config if parts is not None else None
     config = config or UpsamplerConfig(in_channels=vae.latent_channels, spatial_upsample=False, temporal_upsample=True)
-    return Stage(TEMPORAL, weights, temporal_upscale_bytes(config, frames, height, width, dtype, cpu=device_is_host))
+    return Stage(TEMPORAL, weights, upscale_bytes(config, frames, height, width, dtype, cpu=device_is_host))
 
 
 def input_hold(est: MemoryEstimate, early: int, late: int, write: int = 0, read: int = 0) -> MemoryEstimate:
@@ -403,6 +405,6 @@ def input_hold(est: MemoryEstimate, early: int, late: int, write: int = 0, read:
 
 __all__ = [
     "CONTROL_MODEL", "DECODE", "DENOISE", "ENCODE_FACTOR", "OFFLOAD_MODES", "TEMPORAL", "TILING_MODES", "TRANSFORMER_UNITS",
-    "TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS", "UPSAMPLER_UNITS", "Estimator", "MemoryEstimate", "PassSize", "Stage",
+    "TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS", "Estimator", "MemoryEstimate", "PassSize", "Stage",
     "decode_bytes", "estimate_memory", "input_hold", "latent_shape", "stage_weights", "temporal_stage",
 ]

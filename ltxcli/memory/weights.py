@@ -60,7 +60,9 @@ class WeightParts:
     vae_other: int  # latent statistics: resident in every mode
     text_encoder: int = 0
     upsampler: int = 0
-    # the temporal upscaler (a request's temporal_upscale) and its config, which its working memory follows
+    # the configs of the upsampler and of the temporal upscaler (a request's temporal_upscale), which their
+    # working memory follows (None: unknown, priced as the released ones)
+    upsampler_config: UpsamplerConfig | None = field(default=None, compare=False)
     temporal_upsampler: int = 0
     temporal_config: UpsamplerConfig | None = field(default=None, compare=False)
     # the same run with the transformer blocks' linear weights stored in int8 (--weights-dtype int8: one byte a
@@ -291,10 +293,11 @@ def _spec_parts(
     te = spec.text_encoder.path if spec.text_encoder is not None else None
     te_bytes = text_encoder_bytes(te, dtype) if te is not None else 0
     up = spec.upsampler.path if spec.upsampler is not None else None
-    up_bytes = upsampler_bytes(up, dtype, narrow=narrow) if up is not None else 0
+    module = load_upsampler(up, device="meta", dtype=dtype, keep_checkpoint_dtype=narrow) if up is not None else None
+    up_bytes = held_bytes(module) + scratch_bytes(module) if module is not None else 0
     parts = checkpoint_parts(spec.path, dtype, fp8=fp8, narrow=narrow, text_encoder=te_bytes, upsampler=up_bytes,
                              weights_storage=weights_storage)
-    return info.transformer, info.vae, parts
+    return info.transformer, info.vae, replace(parts, upsampler_config=module.config if module is not None else None)
 
 
 __all__ = [
