@@ -112,17 +112,14 @@ def parse_condition(spec: str, what: str = "--condition") -> Condition:
 NO_CONDITION = "none"
 
 
-def parse_conditions(specs: Sequence[str], *, redo: bool) -> list[Condition]:
-    """The command's ``--condition`` values -> conditions (``[NO_CONDITION]``: none, in place of those of the
-    ``--from`` record it ``redo``-es); ``none`` beside other conditions, as ``--lora none`` beside other LoRAs, or
-    with no record's conditions to drop (where it would change nothing) is a ValueError (one line)."""
+def parse_conditions(specs: Sequence[str]) -> list[Condition]:
+    """The command's ``--condition`` values -> conditions (``[NO_CONDITION]``: none, in place of those of a
+    ``--from`` record; without one the job planner refuses it, :mod:`ltxcli.job`); ``none`` beside other conditions is a
+    ValueError (one line), as ``--lora none`` beside other LoRAs is."""
     if NO_CONDITION in specs:
         if len(specs) > 1:
             raise ValueError(f"--condition {NO_CONDITION} asks for no condition: give it alone, not with other "
                              "conditions")
-        if not redo:
-            raise ValueError(f"--condition {NO_CONDITION} is for --from (not the record's conditions): without "
-                             "--from there are none to drop; leave it out")
         return []
     return [parse_condition(c) for c in specs]
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import long_video, naming, runner
 from .adapters.lora import NO_LORA, check_lora_sources, lora_specs
-from .batch import ITEM_KEYS, parse_conditions
+from .batch import ITEM_KEYS, NO_CONDITION, parse_conditions
 from .extend import InputFrames
 from .request import NO_CONTROL, Condition
 
@@ -153,11 +153,13 @@ def check_kernels(settings: JobSettings, device: torch.device) -> None:
 
 
 def _nothing_to_drop(s: JobSettings) -> None:
-    """Without ``--from``: ``--lora none``, ``--control none`` and ``--no-temporal-upscale`` drop a record's LoRAs,
-    control or temporal upscale (:func:`ltxcli.redo.redo_row`), as ``-c none`` its conditions
-    (:func:`ltxcli.batch.parse_conditions`); with no record there is nothing to drop and they would change nothing
-    (a batch line's ``temporal_upscale`` is its own), so a ValueError (one line), not ignored."""
-    for option, given, what in (("--lora none", s.loras == [NO_LORA], "LoRAs): without --from there are"),
+    """Without ``--from``: ``-c none``, ``--lora none``, ``--control none`` and ``--no-temporal-upscale`` drop a
+    record's conditions, LoRAs, control or temporal upscale (:func:`ltxcli.redo.redo_row`); with no record there is
+    nothing to drop and they would change nothing (a batch line's ``temporal_upscale`` is its own), so a ValueError
+    (one line), not ignored. (Given beside others, ``none`` is refused where they are parsed.)"""
+    for option, given, what in (("--condition none", s.conditions == [NO_CONDITION],
+                                 "conditions): without --from there are"),
+                                ("--lora none", s.loras == [NO_LORA], "LoRAs): without --from there are"),
                                 ("--control none", getattr(s, "control", None) == NO_CONTROL,  # (a request field)
                                  "control): without --from there is"),
                                 ("--no-temporal-upscale", s.no_temporal_upscale,
@@ -234,7 +236,7 @@ def _plan_job(
         for option, value in (("--crf", s.crf), ("--preset", s.encoder_preset)) if s.frames_dir is not None else ():
             if value is not None:
                 warn(f"{option} is ignored: --frames-dir writes lossless PNG frames, not a video file")
-    base_conds = ([first_image] if first_image else []) + parse_conditions(s.conditions, redo=redo)
+    base_conds = ([first_image] if first_image else []) + parse_conditions(s.conditions)
     # one video: an extension's input decoded here, once, for its checks, the enhancement stage and the run (a
     # batch's are counted as before: holding one input at a time, each would be decoded again later)
     inputs = InputFrames()
