@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from . import __version__, media, sampling, sizes, tiny, weights
+from .field_values import is_int
 from .frames import crop_video
 from .kernels import synchronize
 from .loading import CheckpointError, inspect_checkpoint, load_vae
@@ -250,9 +251,9 @@ def _int(value: Any, name: str) -> int:
     is a ValueError); an integral float (``9.0``) is its integer."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):  # a huge JSON integer stays an int, unrounded
+    if not is_int(value):  # (a bool is not); a huge JSON integer stays an int, unrounded
         raise ValueError(f"{name}={json.dumps(value)} must be an integer")
-    return value
+    return int(value)
 
 
 def _tiles(value: Any) -> dict[str, Any] | None:
