@@ -190,7 +190,7 @@ def plan(request: GenerationRequest, preset: Preset, max_seconds: float | None =
     """The windows of ``request`` (None: it runs as one plain request). ``max_seconds``: the model's time range
     (a longer request is windowed even without asking). ``backward``: the windows walk back from the video's end
     (a backward extension), split and seeded as forward's counting latent frames from the end. Raises ValueError
-    for settings out of range."""
+    for settings out of range, and for ``second_pass`` in several windows (each runs one pass: ``first_pass``)."""
     from .request import preset_size
 
     r = check_fields(request)  # Python numbers (seeds are derived from its seed)
@@ -203,12 +203,14 @@ def plan(request: GenerationRequest, preset: Preset, max_seconds: float | None =
     if max_seconds is not None:  # before the first window, naming the window (not the frames it makes)
         check_window_time(r.window, num_frames, frame_rate, max_seconds)
     check_placement(r.conditions, num_frames)  # the whole video's frames (the windows cover its padded length)
-    if r.first_pass is not None or r.second_pass is not None:
-        # (per-pass settings ask for two passes; windows run one: which pass's settings a window takes is open)
-        raise ValueError("per-pass settings (first_pass, second_pass) are not supported yet with long videos "
-                         "(several windows)")
     latents = _latent_frames(num_frames)
     spans = split_windows(latents, window // _LATENT_T, overlap // _LATENT_T)  # in the order they are made
+    if r.second_pass is not None and len(spans) > 1:
+        # each window runs one pass with the first pass's settings (long_video._one_pass): a second pass's settings
+        # would be dropped without a word (one window runs as one generation: both passes, second_pass too)
+        raise ValueError(f"second_pass= sets the second pass of a multi-scale run, which a video in {len(spans)} "
+                         "windows does not run (each window is one pass at the requested size, with the first pass's "
+                         "settings): give them in first_pass= or at the top level")
     seed = r.seed if r.seed is not None else secrets.randbelow(_SEED_RANGE)
     _check_window_seeds(seed, spans)
     seeds = [seed + s for s, _ in spans]  # the first window made takes the run's seed

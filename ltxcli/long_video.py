@@ -9,7 +9,7 @@ frames (``window // 8`` long, windows ``(window - overlap) // 8`` apart, the las
 * every window is a plain single-pass generation of ``8 (T - 1) + 1`` pixel frames with its own prompt and a
   seed derived from the run's (``seed + first latent frame``, as both references do); a multi-scale model runs
   its first pass's settings at the requested size (ComfyUI-LTXVideo's long multi-prompt workflow with 0.9.8
-  distilled);
+  distilled), ``first_pass`` included; ``second_pass`` is refused (:func:`plan`);
 * from the second window on, the previous output's last ``overlap // 8`` latent frames are appended as extra
   conditioning tokens at the window's head positions (frames ``0 .. k-1``) with ``overlap_strength``; the
   first window takes the first-frame image, and each keyframe goes to the first window holding its frame;
@@ -258,8 +258,9 @@ def _single(request: GenerationRequest, preset: Preset) -> GenerationRequest:
 
 
 def _one_pass(r: ResolvedRequest) -> ResolvedRequest:
-    """A multi-scale model's window runs as one pass at the requested size with the first pass's settings, as
-    ComfyUI-LTXVideo's long multi-prompt workflow runs 0.9.8 distilled (its first-pass sigmas, no upscale)."""
+    """A multi-scale model's window runs as one pass at the requested size with the first pass's settings (the
+    request's ``first_pass`` applied), as ComfyUI-LTXVideo's long multi-prompt workflow runs 0.9.8 distilled (its
+    first-pass sigmas, no upscale)."""
     if not r.multi_scale:
         return r
     return replace(r, passes=r.passes[:1], multi_scale=False, downscale_factor=1.0)

@@ -123,5 +123,3 @@ def test_explicit_noise_is_the_whole_video_s_each_window_taking_its_own_frames(t
     assert torch.equal(a.latents[:, :, :5], b.latents[:, :, :5]) and rel_err(b.latents[:, :, 5], a.latents[:, :, 5]) > 1e-3
     with pytest.raises(ValueError, match=r"^noise must have shape \[1, 16, 6, 1, 1\] .*got \[1, 16, 3, 1, 1\]$"):
         long_video.generate(tiny, GenerationRequest("a cat | a dog", noise=noise[:, :, :3], **base))
-    with pytest.raises(ValueError, match=r"^per-pass settings \(first_pass, second_pass\) are not supported yet"):
-        long_video.plan(GenerationRequest("a | b", first_pass={"steps": 2}, **base), tiny.preset)

@@ -9,6 +9,8 @@ to see the measured errors.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
@@ -509,10 +511,9 @@ def test_temporal_upscale_over_several_windows() -> None:
     assert torch.equal(torch.cat(list(streamed.frames())), checked_uint8(up.video))
 
 
-def test_multi_scale_model_runs_windows_as_one_first_pass(tiny, monkeypatch) -> None:
-    """A multi-scale preset's windows run its first pass at the requested size (ComfyUI's long workflow)."""
-    from dataclasses import replace
-
+def _as_multi_scale(tiny, monkeypatch) -> None:
+    """The tiny pipeline as a multi-scale model: passes of sigmas (1.0, 0.5) then (0.4, 0.2), guidance off, with an
+    upsampler (random weights)."""
     from ltxcli.models.configs import UpsamplerConfig
     from ltxcli.models.upsampler import LatentUpsampler
     from ltxcli.presets import PassSettings
@@ -522,6 +523,78 @@ def test_multi_scale_model_runs_windows_as_one_first_pass(tiny, monkeypatch) -> 
     monkeypatch.setattr(tiny, "preset", replace(tiny.preset, pipeline_type="multi-scale", passes=(first, second)))
     monkeypatch.setattr(tiny, "upsampler", LatentUpsampler(UpsamplerConfig(16, 32, 1)).eval())
     assert tiny.preset.multi_scale
+
+
+#: Two windows of 48 frames (6 latent frames) over 57 frames (8 latent frames); 17 frames fit one.
+TWO_WINDOWS = dict(height=32, width=64, num_frames=57, seed=1, window=48, overlap=24)
+
+
+@contextmanager
+def _transformer_calls(tiny) -> Iterator[list[tuple[int, float]]]:
+    """Every transformer call inside as (its batch: the guidance branches, its highest token timestep: the step's
+    sigma; conditioning tokens have lower ones)."""
+    calls: list[tuple[int, float]] = []
+    handle = tiny.transformer.register_forward_pre_hook(
+        lambda _, args: calls.append((args[0].shape[0], round(float(args[2].max()), 6))))
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def test_first_pass_is_the_pass_every_window_of_a_multi_scale_model_runs(tiny, monkeypatch) -> None:
+    """first_pass= over several windows (refused before) is each window's one pass: the transformer gets its sigmas,
+    not the preset's (1.0, 0.5), in both windows, with CFG's two branches for its guidance 3 (the preset's: 1, one
+    branch); the record's one pass is that pass."""
+    _as_multi_scale(tiny, monkeypatch)
+    req = GenerationRequest("a cat | a dog", first_pass=dict(timesteps=[0.9, 0.6, 0.3], guidance_scale=3.0),
+                            **TWO_WINDOWS)
+    with _transformer_calls(tiny) as calls:
+        res = long_video.generate(tiny, req)
+    assert calls == [(2, 0.9), (2, 0.6), (2, 0.3)] * 2
+    (ran,) = res.settings["passes"]
+    assert (tuple(ran["timesteps"]), ran["guidance_scale"], res.settings["multi_scale"]) == ((0.9, 0.6, 0.3), 3.0, False)
+
+
+def test_per_pass_settings_in_one_window_are_the_plain_two_pass_run(tiny, monkeypatch) -> None:
+    """A windowed request that fits one window runs as one generation, first_pass and second_pass included (both
+    passes, bit for bit)."""
+    _as_multi_scale(tiny, monkeypatch)
+    per_pass = dict(first_pass=dict(timesteps=[0.9, 0.3]), second_pass=dict(timesteps=[0.35]))
+    size = dict(height=64, width=96, num_frames=17, seed=1)  # (a multi-scale first pass needs a 64 x 96 video)
+    windowed = long_video.generate(tiny, GenerationRequest("a cat | a dog", **{**TWO_WINDOWS, **size}, **per_pass))
+    plain = tiny.run(GenerationRequest("a cat", **size, **per_pass))
+    assert torch.equal(windowed.latents, plain.latents) and torch.equal(windowed.video, plain.video)
+    assert windowed.settings["passes"] == plain.settings["passes"] and len(plain.settings["passes"]) == 2
+
+
+def test_second_pass_in_several_windows_is_refused_before_any_step(tiny, monkeypatch) -> None:
+    """Windows run no second pass: second_pass= is one line saying so (not dropped without a word), before the
+    transformer runs."""
+    _as_multi_scale(tiny, monkeypatch)
+    req = GenerationRequest("a cat | a dog", first_pass={}, second_pass=dict(timesteps=[0.3]), **TWO_WINDOWS)
+    with _transformer_calls(tiny) as calls, pytest.raises(ValueError, match=(
+            r"^second_pass= sets the second pass of a multi-scale run, which a video in 2 windows does not run \(each "
+            r"window is one pass .*\): give them in first_pass= or at the top level$")):
+        long_video.generate(tiny, req)
+    assert calls == []
+
+
+def test_first_pass_on_a_one_pass_model_is_refused_in_windows_as_in_one(tiny) -> None:
+    """On a model without an upsampler first_pass= asks for two passes, as in one generation: several windows and
+    one window give the same line (before, windows were refused with their own)."""
+    messages = []
+    for frames in (57, 17):  # two windows, one
+        with pytest.raises(ValueError) as err:
+            long_video.generate(tiny, GenerationRequest("a cat | a dog", first_pass=dict(steps=2),
+                                                        **{**TWO_WINDOWS, "num_frames": frames}))
+        messages.append(str(err.value))
+    assert messages[0] == messages[1] and messages[0].startswith("first_pass= / second_pass= ask for two passes")
+
+
+def test_multi_scale_model_runs_windows_as_one_first_pass(tiny, monkeypatch) -> None:
+    """A multi-scale preset's windows run its first pass at the requested size (ComfyUI's long workflow)."""
+    _as_multi_scale(tiny, monkeypatch)
     req = GenerationRequest("a cat | a dog", height=64, width=96, num_frames=57, seed=1, window=48, overlap=24)
     res = long_video.generate(tiny, req)
     assert res.settings["multi_scale"] is False and len(res.settings["passes"]) == 1
