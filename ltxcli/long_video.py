@@ -177,6 +177,9 @@ def generate(
 
     if p.request.noise is not None and window_noise is None:
         window_noise = _sliced_noise(pipe, p)
+    # what the windows' resolve refuses (first_pass= without an upsampler, ...) before any file is read or prompt
+    # rewritten, as Pipeline.run resolves first: one window and several give the same line
+    pipe.resolve(p.window_request(0))
     p = replace(p, request=_media_checked(pipe, p))
     p = replace(p, request=_enhanced(pipe, p))
     run = _LongRun(pipe, p, progress, state, window_noise, keep_state, saved)

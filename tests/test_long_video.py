@@ -592,6 +592,20 @@ def test_first_pass_on_a_one_pass_model_is_refused_in_windows_as_in_one(tiny) ->
     assert messages[0] == messages[1] and messages[0].startswith("first_pass= / second_pass= ask for two passes")
 
 
+def test_a_window_s_refusal_comes_before_its_files_are_read(tiny) -> None:
+    """Several windows refuse what one generation refuses before reading any file (Pipeline.run resolves first): a
+    missing condition file with first_pass= on a model without an upsampler is the first_pass line in both (the
+    windows read the file first before, a MediaError: exit 6 instead of 2)."""
+    messages = []
+    for frames in (57, 17):  # two windows, one
+        with pytest.raises(ValueError) as err:
+            long_video.generate(tiny, GenerationRequest("a cat | a dog", first_pass=dict(steps=2),
+                                                        conditions=[Condition("/no/such/key.png", 0)],
+                                                        **{**TWO_WINDOWS, "num_frames": frames}))
+        messages.append((type(err.value), str(err.value)))
+    assert messages[0] == messages[1] and messages[0][1].startswith("first_pass= / second_pass= ask for two passes")
+
+
 def test_multi_scale_model_runs_windows_as_one_first_pass(tiny, monkeypatch) -> None:
     """A multi-scale preset's windows run its first pass at the requested size (ComfyUI's long workflow)."""
     _as_multi_scale(tiny, monkeypatch)
