@@ -202,6 +202,7 @@ def _plan_job(
     from .enhance.stage import unused_models
     from .offload import cpu_offload_note
     from .parallel.orchestrate import from_rank0, shard_items
+    from .spec import given_component
 
     s = settings
     if s.output is not None and s.frames_dir is not None:
@@ -273,8 +274,12 @@ def _plan_job(
         anything = from_rank0(ctx, anything)  # every rank takes the same path through the collectives below
     job = Job(s, batch, ctx, device, dtype, spec, items, mine, note, anything, inputs=inputs)
     if anything:
-        # with the components: a mistyped text encoder / upsampler path fails before anything is downloaded
-        job.spec = _resolve(s, text_encoder=None if spec.kind == "builtin" else s.text_encoder, upsampler=s.upsampler,
+        # with the components: a mistyped text encoder / upsampler path fails before anything is downloaded; a
+        # one-pass model runs no upsampler: one given is checked by name or path, neither pulled nor read (load warns)
+        up = s.upsampler if spec.preset.multi_scale else None
+        if s.upsampler is not None and up is None:
+            given_component("upsampler", s.upsampler, weights_dir=s.weights_dir, registry=spec.registry)
+        job.spec = _resolve(s, text_encoder=None if spec.kind == "builtin" else s.text_encoder, upsampler=up,
                             loras=[lo for it in items for lo in lora_specs(it.loras)],  # every item's, pulled with the model
                             temporal_upsampler=long_video.temporal_upscaler(items))
         job.needed = job.spec.needed + control_weights(items, builtin=job.spec.kind == "builtin")
@@ -385,7 +390,7 @@ def load(
     from .parallel.transformer import check_mode, parallelize
 
     s, spec = job.settings, job.spec
-    if s.upsampler is not None and not spec.preset.multi_scale and job.main:  # said once its file passed the checks
+    if s.upsampler is not None and not spec.preset.multi_scale and job.main:  # (plan_job checked its name or path)
         warn(f"--upsampler is ignored: {spec.label} runs one pass at the requested size (an upsampler runs between "
              "the two passes of a multi-scale model)")
     if job.split and plan is not None and plan.transformer is not None:

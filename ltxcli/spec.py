@@ -37,6 +37,7 @@ __all__ = [
     "SpecError",
     "download_bytes",
     "ensure_weights",
+    "given_component",
     "inspect_model",
     "names_to_pull",
     "resolve_spec",
@@ -247,6 +248,15 @@ def _given_component(role: Role, value: str, weights_dir: PathLike | None, reg: 
     if not path.exists():
         raise ModelNotFoundError(role, value, "no such file or folder, and not a name in weights.toml")
     return Component(role, None, path, present=True)
+
+
+def given_component(role: Role, value: PathLike, *, weights_dir: PathLike | None = None,
+                    registry: weights.Registry | None = None) -> Component:
+    """What a caller's ``text_encoder`` / ``upsampler`` value names, found as :func:`resolve_spec` finds it (a
+    weights.toml entry and its state on disk, or an existing path), with nothing pulled or read: how a value a run
+    will not use (a one-pass model's upsampler) is still checked. :class:`ModelNotFoundError`: neither."""
+    reg = registry if registry is not None else weights.load_registry()
+    return _given_component(role, os.fspath(value), weights_dir, reg)
 
 
 def resolve_spec(

@@ -697,13 +697,30 @@ def test_pickle_files_are_refused_never_unpickled(
         where = te / "text_encoder"
     else:
         evil = cli_env / f"evil{suffix}"
-        args = [role, str(evil)] + (["--model", str(assets.good), "--text-encoder", str(assets.te)]
+        # an upsampler is used by a multi-scale model alone (a one-pass one ignores it, never reading it: below)
+        multi = cli_env / "ltxv-2b-0.9.8-distilled.safetensors"
+        if role == "--upsampler":
+            multi.write_bytes(assets.good.read_bytes())
+        args = [role, str(evil)] + (["--model", str(multi), "--text-encoder", str(assets.te)]
                                      if role == "--upsampler" else [])
         where = evil
     evil.write_bytes(payload)
     line = assert_one_error_line(ltx("generate", "a cat", *args, "-o", "o.mp4", *SMALL), 6)
     assert str(where) in line and "pickle" in line, line
     assert not marker.exists() and loads == [] and not (cli_env / "o.mp4").exists()
+
+
+def test_an_ignored_pickle_upsampler_is_never_read(cli_env: Path, assets: SimpleNamespace, loads: list[Any]) -> None:
+    """A one-pass model runs no upsampler: one given is said to be ignored and never opened (a used one is refused:
+    test_pickle_files_are_refused_never_unpickled); a path that does not exist is still a usage error."""
+    marker = cli_env / "UNPICKLED"
+    (cli_env / "evil.pt").write_bytes(pickle.dumps({"state_dict": _Boom(marker)}))
+    model = ["--model", str(assets.good), "--text-encoder", str(assets.te)]
+    r = ltx("generate", "a cat", *model, "--upsampler", "evil.pt", "-o", "o.mp4", *SMALL)
+    assert r.exit_code == 0 and "warning: --upsampler is ignored:" in r.stderr, r.stderr
+    assert not marker.exists() and len(loads) == 1
+    line = assert_one_error_line(ltx("generate", "a cat", *model, "--upsampler", "nope.pt", "-o", "p.mp4", *SMALL), 2)
+    assert "--upsampler" in line and "nope.pt" in line, line
 
 
 def test_broken_text_encoder_weights(cli_env: Path, assets: SimpleNamespace, loads: list[Any]) -> None:
@@ -952,6 +969,30 @@ def test_ctrl_c_while_verifying_a_bad_download_never_loads_it(
     local = weights.path("ltxv-2b-0.9")
     assert local is not None and local.read_bytes() == good
     assert len(loads) == 1 and probe(cli_env / "o.mp4")["frames"] == 9
+
+
+def test_an_ignored_registry_upsampler_is_neither_downloaded_nor_loaded(
+    hub: Any, cli_env: Path, assets: SimpleNamespace, loads: list[Any]
+) -> None:
+    """--upsampler on a one-pass model is ignored (a warning says so), yet a registry one was pulled (and loaded)
+    with the model; only the weights the run uses are pulled now. A local file's checks: test_pickle_files_..."""
+    from ltxcli.loading import save_upsampler
+    from ltxcli.models.configs import UpsamplerConfig
+    from ltxcli.models.upsampler import LatentUpsampler
+    from ltxcli.tiny import LATENT_CHANNELS
+
+    _registry_model_on_hub(hub, assets)
+    up, up_file = "ltxv-spatial-upscaler-0.9.8", "ltxv-spatial-upscaler-0.9.8.safetensors"
+    save_upsampler(cli_env / "up.safetensors", LatentUpsampler(UpsamplerConfig(
+        in_channels=LATENT_CHANNELS, mid_channels=32, num_blocks_per_stage=1)))  # a usable one: the run would load it
+    hub.add("Lightricks/LTX-Video", up_file, (cli_env / "up.safetensors").read_bytes())
+    r = ltx(*REGISTRY_RUN, "--upsampler", up)
+    assert r.exit_code == 0, r.stderr
+    assert "warning: --upsampler is ignored: ltxv-2b-0.9 runs one pass at the requested size" in r.stderr
+    pulled = [g.path.rsplit("/", 1)[-1] for g in hub.resolve_requests("GET")]
+    assert MODEL_FILE in pulled and up_file not in pulled, pulled  # the model was pulled, the upsampler not
+    assert weights.status(up).state == "missing" and len(loads) == 1
+    assert probe(cli_env / "o.mp4")["frames"] == 9
 
 
 def _interrupt_denoising(monkeypatch: pytest.MonkeyPatch, at_call: int) -> None:
