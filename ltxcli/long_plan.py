@@ -88,12 +88,11 @@ class LongPlan:
     def window_request(self, i: int, noise: Tensor | None = None) -> GenerationRequest:
         """Window ``i`` as a plain request: its frames, prompt and its rewrite, seed, the conditions inside it."""
         w = self.windows[i]
-        last = w.first_frame + w.num_frames - 1
+        made = [self.windows[j] for j in self.made()]
         conds = []
         for c in self.request.conditions:  # the first window made that holds its frame
-            owner = next(v for v in map(self.windows.__getitem__, self.made())
-                         if v.first_frame <= c.frame <= v.first_frame + v.num_frames - 1)
-            if owner.index == i and c.frame <= last:
+            owner = holder([(v.start, v.end) for v in made], c.frame)
+            if owner is not None and made[owner].index == i:
                 conds.append(replace(c, frame=c.frame - w.first_frame))
         rewrite = rewrite_of(self.request.enhanced_prompt, w.prompt)  # (per-window prompts: this window's)
         return replace(self.request, prompt=w.prompt, enhanced_prompt=rewrite, num_frames=w.num_frames, seed=w.seed,
@@ -102,6 +101,12 @@ class LongPlan:
 
 
 # --- planning -----------------------------------------------------------------------------------------------
+
+
+def holder(spans: Sequence[tuple[int, int]], frame: int) -> int | None:
+    """The index in ``spans`` (latent ``[start, end)`` windows in the order they are made) of the first window made
+    that holds pixel frame ``frame``: the window a keyframe there goes to (None: no window holds it)."""
+    return next((j for j, (s, e) in enumerate(spans) if _LATENT_T * s <= frame <= _LATENT_T * (e - 1)), None)
 
 
 def split_windows(latent_frames: int, window: int, overlap: int) -> list[tuple[int, int]]:
@@ -244,26 +249,38 @@ def _check_window_seeds(seed: int, spans: Sequence[tuple[int, int]]) -> None:
                          f"{SEED_MAX - top}")
 
 
-def window_frames(request: GenerationRequest, frame_rate: float,
-                  max_seconds: float) -> Callable[[int], tuple[int, int] | None]:
-    """For the memory plan: ``num_frames -> (pixel frames of the longest window, latent frames of the previous
-    window's tail that each later window appends)`` where ``request`` at that length runs in several windows (as
-    :func:`plan` decides), else None. The window settings are read and checked once, here."""
-    window, overlap, _, _ = check(request)
+#: :func:`window_frames`' answer: each window's latent ``[start, end)`` in the order made, and the latent frames of
+#: the previous window's tail that each later window appends as tokens.
+WindowSplit = tuple[tuple[tuple[int, int], ...], int]
 
-    def frames(num_frames: int) -> tuple[int, int] | None:
+
+def window_frames(request: GenerationRequest, frame_rate: float, max_seconds: float,
+                  backward: bool = False) -> Callable[[int], WindowSplit | None]:
+    """For the memory plan: ``num_frames -> (each window's latent [start, end) in the order made, latent frames of
+    the previous window's tail each later window appends)`` where ``request`` at that length runs in several windows
+    (as :func:`plan` decides; ``backward``: split from the end, made last first), else None. The tail is
+    ``overlap // 8`` frames, none with ``overlap_strength`` 0 (:class:`ltxcli.long_video._LongRun` appends none);
+    a keyframe goes to the first window made holding its frame (:func:`holder`). The window settings are read and
+    checked once, here."""
+    window, overlap, strength, _ = check(request)
+
+    def frames(num_frames: int) -> WindowSplit | None:
         if not _in_windows(request, num_frames, frame_rate, max_seconds):
             return None
-        spans = split_windows(_latent_frames(num_frames), window // _LATENT_T, overlap // _LATENT_T)
+        latents = _latent_frames(num_frames)
+        spans = split_windows(latents, window // _LATENT_T, overlap // _LATENT_T)
         if len(spans) == 1:
             return None
-        return _LATENT_T * (max(e - s for s, e in spans) - 1) + 1, overlap // _LATENT_T
+        if backward:  # (as plan: the spans counted from the end; made in this order)
+            spans = [(latents - e, latents - s) for s, e in spans]
+        return tuple(spans), overlap // _LATENT_T if strength > 0 else 0
 
     return frames
 
 
 
 __all__ = [
-    "DEFAULT_ADAIN", "DEFAULT_OVERLAP", "DEFAULT_OVERLAP_STRENGTH", "DEFAULT_WINDOW", "LongPlan", "Window", "check",
-    "check_seed", "check_window_time", "checked_frames", "plan", "split_windows", "window_frames", "windowed",
+    "DEFAULT_ADAIN", "DEFAULT_OVERLAP", "DEFAULT_OVERLAP_STRENGTH", "DEFAULT_WINDOW", "LongPlan", "Window", "WindowSplit",
+    "check", "check_seed", "check_window_time", "checked_frames", "holder", "plan", "split_windows", "window_frames",
+    "windowed",
 ]

@@ -367,6 +367,83 @@ def test_planned_tokens_of_each_pass_are_the_transformer_inputs(multi_temporal: 
     assert _planned_tokens(multi_temporal, request) == want
 
 
+def _window_tokens(pipe: Any, run: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The transformer input's token count ``[B, N, C] -> N`` of each window ``run()`` makes, in the order made
+    (its decode skipped: black frames of the tile's length)."""
+    from ltxcli import long_video
+
+    monkeypatch.setattr(long_video._LongRun, "decode_tile", lambda self, latents, start: torch.zeros(
+        1, 3, 8 * (latents.shape[2] - 1) + 1, 32 * latents.shape[3], 32 * latents.shape[4]))
+    seen: list[list[int]] = []
+    real = pipe._denoise_passes
+
+    def passes(*args: Any, **kwargs: Any) -> Any:  # one call a window
+        seen.append([])
+        return real(*args, **kwargs)
+
+    handle = pipe.transformer.register_forward_pre_hook(lambda mod, args: seen[-1].append(int(args[0].shape[1])))
+    pipe._denoise_passes = passes
+    try:
+        run()
+    finally:
+        handle.remove()
+        del pipe._denoise_passes
+    assert all(len(set(steps)) == 1 for steps in seen), seen
+    return [steps[0] for steps in seen]
+
+
+# 32x32 (1 token a latent frame), windows of 32 frames (4 latent ones) 16 apart: 57 frames make 3, latent frames
+# [0, 4), [2, 6), [4, 8) (pixel frames 0-24, 16-40, 32-56); a keyframe goes to the first window made holding it
+_WINDOWS = dict(height=32, width=32, frame_rate=24.0, window=32, overlap=16, steps=1, seed=3)
+
+
+@pytest.mark.parametrize("case", ["8+48", "16", "video32+40", "video40", "no-tail", "ext", "ext-back"])
+def test_planned_window_tokens_are_the_transformer_inputs(multi_temporal: Any, case: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window's tokens: its latent frames, the previous window's tail (none for the first made, none with
+    overlap_strength 0) and the keyframes it takes (one latent frame an image after its frame 0, two a video; a video
+    cut at the window's end to one frame is an image). The plan priced the longest window with the tail and every
+    keyframe of the video (after frame 0 of the whole video, or of an extension's output): images at 8 and 48, 8
+    tokens where the largest window runs 7; backward, the context's 2 latent frames in the last window and the
+    keyframes at 0 and 20 of the output, 9 for 7."""
+    from ltxcli import Condition, long_video
+    from ltxcli.extend import run_extension
+    from ltxcli.media import write_video
+    from ltxcli.memory.plan import request_estimator, request_shape
+    from ltxcli.request import Extension, GenerationRequest
+
+    g = torch.Generator().manual_seed(4)
+
+    def image(frame: int) -> Condition:
+        return Condition(torch.rand(1, 32, 32, 3, generator=g), frame)
+
+    video9 = torch.rand(9, 32, 32, 3, generator=g)
+    conditions, extra = {"8+48": ([image(8), image(48)], {}), "16": ([image(16)], {}),
+                         "video32+40": ([Condition(video9, 32), image(40)], {}),
+                         "video40": ([Condition(video9, 40)], {}), "no-tail": ([image(24)], {"overlap_strength": 0.0}),
+                         "ext": ([image(17 + 8), image(17 + 30)], {}), "ext-back": ([image(0), image(20)], {})}[case]
+    tc, vc = multi_temporal.transformer.config, multi_temporal.vae.config
+    if case.startswith("ext"):  # a 17-frame input and 40 new frames: a 17-frame context, 57 frames generated
+        clip = write_video(tmp_path / "in.mp4", torch.rand(17, 32, 32, 3, generator=g), 24)
+        request = GenerationRequest("a | b", extend=Extension(str(clip), 40, case == "ext-back"), num_frames=57,
+                                    conditions=conditions, **_WINDOWS)
+        run = _window_tokens(multi_temporal, lambda: list(run_extension(multi_temporal, request).frames()), monkeypatch)
+    else:
+        request = GenerationRequest("a | b", num_frames=57, conditions=conditions, **extra, **_WINDOWS)
+        run = _window_tokens(multi_temporal, lambda: list(long_video.generate(multi_temporal, request,
+                                                                              stream=True).frames()), monkeypatch)
+    assert len(run) == 3
+    assert _planned_tokens(multi_temporal, request) == [max(run)]  # the largest window decides the peak
+    if not case.startswith("ext"):  # and each window as it runs
+        from ltxcli.memory.shape import window_shapes
+
+        shape = request_shape(multi_temporal.preset, request, dtype=torch.float32,
+                              max_positions=tc.positional_embedding_max_pos)
+        planned = [next(s.tokens for s in request_estimator(one, tc, vc, dtype=torch.float32)(32, 32, n).stages
+                        if s.name == "denoise") for one, n in window_shapes(shape, 32, 32, 57) or []]
+        assert planned == run
+
+
 def _tiny_estimate(request: Any) -> MemoryEstimate:
     from ltxcli.memory.plan import request_estimator, request_shape
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -17,6 +17,9 @@ from ..presets import Preset, multi_scale_sizes
 from ..request import padded_size
 from ..sampling import pass_branches
 from .estimate import DECODE, DENOISE, MemoryEstimate, PassSize, estimate_memory, input_hold, latent_shape
+
+if TYPE_CHECKING:
+    from ..long_plan import WindowSplit
 
 
 @dataclass(frozen=True)
@@ -39,9 +42,9 @@ class RunShape:
     #: an extension: ``(input frames, backward, input pixels per frame (native size), the model's longest frames)``;
     #: its estimator's length is the input's frames plus the new ones, so a shorter one has fewer new frames
     extension: tuple[int, bool, int, int] | None = None
-    #: a long video: ``f -> (frames of its longest window, latent frames each later window appends)`` or None
-    #: where ``f`` frames run as one generation (:func:`ltxcli.long_video.window_frames`)
-    windows: Callable[[int], tuple[int, int] | None] | None = None
+    #: a long video: ``f -> (each window's latent [start, end) in the order made, latent frames each later window
+    #: appends)`` or None where ``f`` frames run as one generation (:func:`ltxcli.long_plan.window_frames`)
+    windows: Callable[[int], WindowSplit | None] | None = None
     appended: int = 0  # latent frames appended as extra tokens (a later window's view of the previous one's tail)
     #: a long video-to-video's whole input, encoded once before the first window: its padded pixel frames (0: none)
     encoded_input: int = 0
@@ -101,7 +104,8 @@ def request_shape(preset: Preset, request: Any, *, dtype: torch.dtype, depth_mod
     if max_positions and request.frame_rate:  # a long video (an extension's generation) runs a window at a time
         from ..long_plan import window_frames
 
-        windows = window_frames(request, float(request.frame_rate), float(max_positions[0]))
+        windows = window_frames(request, float(request.frame_rate), float(max_positions[0]),
+                                backward=ext is not None and ext.backward)
     run = replace(preset, pipeline_type="multi-scale" if resolved.multi_scale else "base", passes=resolved.passes,
                   downscale_factor=resolved.downscale_factor)
     shape = RunShape.of_preset(run, conditions=[(c.frame, condition_frames(c, request.num_frames)) for c in request.conditions],
@@ -161,22 +165,18 @@ def request_estimator(
     def estimate(h: int, w: int, f: int) -> MemoryEstimate:
         if shape.extension is not None:
             return _extension_estimate(shape, transformer, vae, h, w, f, dtype=dtype, **kwargs)
-        window = shape.windows(f) if shape.windows is not None else None
-        if window is not None:  # its longest window with the tail it appends, and the fused latents [1, C, lf, lh, lw]
-            # (float32, held on the host to the end); a window is one pass at the full size with the first pass's
-            # settings (long_video._one_pass); a temporal upscale takes the fused latents once every window is done;
-            # video-to-video: each window starts from its slice of the whole input's latents, encoded once before the
-            # first window (its own input is not read)
-            pf = padded_size(h, w, f)[2] if shape.v2v else 0
-            one = replace(shape, windows=None, appended=window[1], v2v=0, encoded_input=pf, multi_scale=False,
-                          guidance=shape.guidance[:1], temporal_upscale=False)
+        runs = window_shapes(shape, h, w, f)
+        if runs is not None:  # each window as it runs (the merged estimate: the largest of each stage), and the
+            # fused latents [1, C, lf, lh, lw] (float32, held on the host to the end); a temporal upscale takes the
+            # fused latents once every window is done; video-to-video: each window starts from its slice of the whole
+            # input's latents, encoded once before the first window (its own input is not read)
+            est = _merged([request_estimator(one, transformer, vae, dtype=dtype, **kwargs)(h, w, n) for one, n in runs])
             lf, lh, lw = latent_shape(vae, h, w, f)
             latents = 4 * vae.latent_channels * lf * lh * lw
             blend = 4 * 3 * 8 * DECODE_BLEND * h * w  # the previous decode tile's last frames, float32 (long_decode)
             # after a temporal upscale the decode and the result hold the upscaled [1, C, 2 lf - 1, lh, lw]
             late = latents * (2 * lf - 1) // lf if shape.temporal_upscale else latents
-            est = input_hold(request_estimator(one, transformer, vae, dtype=dtype, **kwargs)(h, w, window[0]),
-                             latents, late + blend)
+            est = input_hold(est, latents, late + blend)
             if shape.temporal_upscale:
                 est = _upscale_fused(est, vae, (lf, lh, lw), latents, dtype, **kwargs)
             return _whole_input(est, shape.v2v, h, w, f, latents) if shape.v2v else est
@@ -198,6 +198,45 @@ def request_estimator(
         return input_hold(est, source, 0 if kwargs.get("streamed") else source, read=5 * 3 * pf * shape.v2v + 2 * source)
 
     return estimate
+
+
+def window_shapes(shape: RunShape, h: int, w: int, f: int) -> list[tuple[RunShape, int]] | None:
+    """A long video's windows at ``h x w x f`` as they run, in the order made (None: ``f`` frames run as one
+    generation): each one's :class:`RunShape` and pixel frames, one pass at the full size with the first pass's
+    settings (:func:`ltxcli.long_video._one_pass`), the tail it appends (none for the first made), its keyframes
+    (``shape.conditions`` that the first window made holding their frame takes, :func:`ltxcli.long_plan.holder`, at
+    its own frames and trimmed to its end as :func:`condition_frames` trims them)."""
+    from ..long_plan import holder
+
+    split = shape.windows(f) if shape.windows is not None else None
+    if split is None:
+        return None
+    spans, tail = split
+    pf = padded_size(h, w, f)[2] if shape.v2v else 0
+    runs = []
+    for j, (start, end) in enumerate(spans):
+        n, first = 8 * (end - start - 1) + 1, 8 * start
+        conditions = [(c - first, (max(1, min(m, n - (c - first))) - 1) // 8 * 8 + 1)
+                      for c, m in shape.conditions if holder(spans, c) == j]
+        runs.append((replace(shape, windows=None, conditions=conditions, appended=tail if j else 0, v2v=0,
+                             encoded_input=pf, multi_scale=False, guidance=shape.guidance[:1], temporal_upscale=False), n))
+    return runs
+
+
+def _merged(estimates: Sequence[MemoryEstimate]) -> MemoryEstimate:
+    """One estimate of stages that run again and again (a long video's windows, one after the other): each stage the
+    largest of each figure it has in any of them, in the order they come."""
+    names: list[str] = []
+    for est in estimates:
+        for i, s in enumerate(est.stages):
+            if s.name not in names:  # after the stage it follows there (or first)
+                names.insert(names.index(est.stages[i - 1].name) + 1 if i else 0, s.name)
+    stages = []
+    for name in names:
+        same = [s for est in estimates for s in est.stages if s.name == name]
+        stages.append(replace(same[0], weights=max(s.weights for s in same), activations=max(s.activations for s in same),
+                              host=max(s.host for s in same), tokens=max(s.tokens for s in same)))
+    return replace(estimates[0], stages=tuple(stages), vae_tiled=any(e.vae_tiled for e in estimates))
 
 
 def _upscale_fused(est: MemoryEstimate, vae: VAEConfig, latent: tuple[int, int, int], latents: int,
@@ -247,10 +286,13 @@ def _extension_estimate(shape: RunShape, transformer: TransformerConfig, vae: VA
     lead = -(-new // 8) * 8 if backward else 0
     context = (max(min(m, longest - (lead if backward else new)), 1) - 1) // 8 * 8 + 1
     split = shape.windows(context + (lead if backward else new)) if shape.windows is not None else None
-    context = window_context(m, split[0]) if split is not None else context  # extend.plan_windows: in windows
+    if split is not None:  # extend.plan_windows: in windows, the context leaves the longest one 8 new frames
+        context = window_context(m, 8 * (max(e - s for s, e in split[0]) - 1) + 1)
     gen = lead + context + (0 if backward else new)
     ph, pw, _ = padded_size(h, w, gen)
-    conditions = [(lead, context), *shape.conditions]
+    # the request's conditions count output frames, the generation's start at its first (extend.ExtensionPlan.gen_frame)
+    shift = lead - new if backward else context - m
+    conditions = [(lead, context), *((c + shift, n) for c, n in shape.conditions)]
     inner = replace(shape, conditions=conditions, extension=None, v2v=False)
     est = request_estimator(inner, transformer, vae, dtype=dtype, **{**kwargs, "streamed": True})(h, w, gen)
     copy = 4 * 3 * context * ph * pw
@@ -268,4 +310,4 @@ def condition_frames(c: Any, num_frames: int) -> int:
     return (max(1, min(n, num_frames - c.frame)) - 1) // 8 * 8 + 1
 
 
-__all__ = ["RunShape", "condition_frames", "request_estimator", "request_shape", "run_passes"]
+__all__ = ["RunShape", "condition_frames", "request_estimator", "request_shape", "run_passes", "window_shapes"]
