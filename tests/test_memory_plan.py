@@ -620,8 +620,9 @@ def test_a_long_video_s_temporal_upscale_is_priced_on_the_fused_latents() -> Non
     stage, same = up.stage("temporal upscale"), whole.stage("temporal upscale")
     assert stage is not None and same is not None and stage.activations == same.activations
     assert [s.name for s in up.stages][-3:] == ["temporal upscale", "decode", "write"]
-    for name in ("decode", "write"):
-        assert up.stage(name).host - plain.stage(name).host == 4 * 16 * 35 * 10 * 16  # type: ignore[union-attr]
+    for name in ("decode", "write"):  # on the device (test_a_long_video_s_fused_latents_are_counted_on_the_device)
+        assert up.stage(name).activations - plain.stage(name).activations == 4 * 16 * 35 * 10 * 16  # type: ignore[union-attr]
+    assert up.stage("write").host - plain.stage("write").host == 4 * 16 * 35 * 10 * 16  # type: ignore[union-attr]  # the result's
 
 
 @pytest.mark.parametrize("mid", [32, 128])
@@ -660,3 +661,35 @@ def test_the_upsampler_estimate_covers_its_measured_peak(multi_temporal: Any, mi
     assert stage is not None
     print(f"upsampler, {mid} channels: estimated {stage.activations}, measured {measured}")
     assert measured <= stage.activations <= 2 * measured, (stage.activations, measured)
+
+
+@pytest.mark.parametrize("upscale", [False, True])
+def test_a_long_video_s_fused_latents_are_counted_on_the_device(upscale: bool) -> None:
+    """A long video's fused latents (float32 [1, C, lf, lh, lw], and after a temporal upscale the [1, C, 2 lf - 1, lh,
+    lw] the decode takes) stay on the device from the first window to the end (long_video._LongRun); the result's
+    copy comes to the host at the end. The plan held them on the host in every stage: 512x320 on the tiny model,
+    windows of 64 frames, 281 frames (36 latent ones) against 153 (20) grew each stage's host hold by 16 frames' bytes
+    (the decode's and write's by 32 after an upscale) and no device figure; now the device's, from the windows on."""
+    from ltxcli.memory.plan import request_estimator, request_shape
+    from ltxcli.request import GenerationRequest
+
+    transformer, vae = builtin_modules(torch.float32)
+    parts = weight_parts(transformer, vae)
+    frame = 4 * 16 * 10 * 16  # one latent frame, float32
+
+    def estimate(f: int) -> MemoryEstimate:
+        request = GenerationRequest("a | b", height=320, width=512, num_frames=f, frame_rate=24.0, window=64,
+                                    overlap=32, temporal_upscale=upscale)
+        shape = request_shape(TINY_PRESET, request, dtype=torch.float32,
+                              max_positions=transformer.config.positional_embedding_max_pos)
+        return request_estimator(shape, transformer.config, vae.config, dtype=torch.float32, parts=parts,
+                                 offload="model", streamed=True)(320, 512, f)
+
+    long, short = estimate(281), estimate(153)
+    grown = {s.name: (s.activations - t.activations, s.host - t.host) for s, t in zip(long.stages, short.stages, strict=True)}
+    late = 32 if upscale else 16  # latent frames more after the upscale: 71 - 39
+    want = {"text encoder": (0, 0), "denoise": (16 * frame, 0), "decode": (late * frame, 0),
+            "write": (late * frame, late * frame)}
+    assert {name: grown[name] for name in want} == want
+    if upscale:  # the upscaler's input: its own working memory counts it on the device
+        assert grown["temporal upscale"][1] == 0

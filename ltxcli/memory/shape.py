@@ -167,18 +167,19 @@ def request_estimator(
             return _extension_estimate(shape, transformer, vae, h, w, f, dtype=dtype, **kwargs)
         runs = window_shapes(shape, h, w, f)
         if runs is not None:  # each window as it runs (the merged estimate: the largest of each stage), and the
-            # fused latents [1, C, lf, lh, lw] (float32, held on the host to the end); a temporal upscale takes the
-            # fused latents once every window is done; video-to-video: each window starts from its slice of the whole
-            # input's latents, encoded once before the first window (its own input is not read)
+            # fused latents [1, C, lf, lh, lw] (float32, on the device from the first window to the end, as
+            # long_video._LongRun keeps them); a temporal upscale takes them once every window is done, and the
+            # decode the upscaled ones; video-to-video: each window starts from its slice of the whole input's
+            # latents, encoded once before the first window (its own input is not read)
             est = _merged([request_estimator(one, transformer, vae, dtype=dtype, **kwargs)(h, w, n) for one, n in runs])
             lf, lh, lw = latent_shape(vae, h, w, f)
             latents = 4 * vae.latent_channels * lf * lh * lw
             blend = 4 * 3 * 8 * DECODE_BLEND * h * w  # the previous decode tile's last frames, float32 (long_decode)
             # after a temporal upscale the decode and the result hold the upscaled [1, C, 2 lf - 1, lh, lw]
             late = latents * (2 * lf - 1) // lf if shape.temporal_upscale else latents
-            est = input_hold(est, latents, late + blend)
+            est = _fused_on_device(input_hold(est, 0, blend), latents, late)
             if shape.temporal_upscale:
-                est = _upscale_fused(est, vae, (lf, lh, lw), latents, dtype, **kwargs)
+                est = _upscale_fused(est, vae, (lf, lh, lw), dtype, **kwargs)
             return _whole_input(est, shape.v2v, h, w, f, latents) if shape.v2v else est
         ph, pw, pf = padded_size(h, w, f)
         control = (min(shape.control_frames, pf) - 1) // 8 * 8 + 1 if shape.control_frames else 0  # the trim
@@ -239,11 +240,24 @@ def _merged(estimates: Sequence[MemoryEstimate]) -> MemoryEstimate:
     return replace(estimates[0], stages=tuple(stages), vae_tiled=any(e.vae_tiled for e in estimates))
 
 
-def _upscale_fused(est: MemoryEstimate, vae: VAEConfig, latent: tuple[int, int, int], latents: int,
-                   dtype: torch.dtype, **kwargs: Any) -> MemoryEstimate:
+def _fused_on_device(est: MemoryEstimate, latents: int, late: int) -> MemoryEstimate:
+    """``est`` of a long video's windows with its fused latents on the device (``latents`` bytes from the first
+    window's stages on, ``late`` from the decode on: the upscaled ones after a temporal upscale) and, at the end, their
+    copy on the host (the result's ``latents``; on a CPU device the same tensor)."""
+    first = next(i for i, s in enumerate(est.stages) if s.name in ("condition encode", DENOISE))
+    at = next(i for i, s in enumerate(est.stages) if s.name == DECODE)
+    stages = [replace(s, activations=s.activations + (late if i >= at else latents if i >= first else 0))
+              for i, s in enumerate(est.stages)]
+    stages[-1] = replace(stages[-1], host=stages[-1].host + (0 if est.device_is_host else late))
+    return replace(est, stages=tuple(stages))
+
+
+def _upscale_fused(est: MemoryEstimate, vae: VAEConfig, latent: tuple[int, int, int], dtype: torch.dtype,
+                   **kwargs: Any) -> MemoryEstimate:
     """``est`` of a long video's windows with the temporal upscale of the fused latents (``latent``: their ``(lf,
-    lh, lw)``; ``latents``: their float32 bytes, held on the host) once every window is done, before the decode
-    (:meth:`ltxcli.long_video._LongRun.pixels`): its own stage, the weights as the offload mode holds them."""
+    lh, lw)``, on the device: :func:`ltxcli.memory.upscale.upscale_bytes` counts them as its input) once every window
+    is done, before the decode (:meth:`ltxcli.long_video._LongRun.pixels`): its own stage, the weights as the offload
+    mode holds them."""
     from .estimate import TEMPORAL, stage_weights, temporal_stage
 
     parts = kwargs.get("parts")
@@ -252,7 +266,7 @@ def _upscale_fused(est: MemoryEstimate, vae: VAEConfig, latent: tuple[int, int, 
                if parts is not None else int(kwargs.get("weights_bytes", 0)))
     stage = temporal_stage(vae, parts, weights, *latent, dtype, kwargs.get("device_is_host", False))
     at = next(i for i, s in enumerate(est.stages) if s.name == DECODE)
-    stages = (*est.stages[:at], replace(stage, host=latents), *est.stages[at:])
+    stages = (*est.stages[:at], stage, *est.stages[at:])
     return replace(est, stages=stages)
 
 
