@@ -507,7 +507,9 @@ class _LongRun:
                 warnings.warn(f"{self.state.name}: the kept windows were made with other settings (request, model "
                               "or LoRAs) or cannot be read: starting over", stacklevel=2)
             return None, None, 0
-        return saved["out"], saved["first"], int(saved["done"])
+        # read to the host (long_state); the windows fuse on the device: a resumed run joins the next window there
+        device = self.pipe.device
+        return saved["out"].to(device), saved["first"].to(device), int(saved["done"])
 
     def _save_state(self, out: Tensor, first: Tensor, done: int) -> None:
         import torch

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -975,3 +976,15 @@ def test_a_resumed_state_with_nan_latents_is_named_not_blamed_on_the_fusion(tiny
     assert str(e.value) == (f"the latents contain NaN or Inf in the windows --resume kept in {state}: delete that "
                             "file to start over")
     assert "denoise" not in stages and state.is_file()  # nothing denoised; the file left for the user to see
+
+
+def test_resumed_windows_are_put_on_the_pipeline_s_device() -> None:
+    """The state file is read to the host (``map_location="cpu"``) while the windows run and fuse on the device:
+    a resumed run on a GPU concatenated CPU latents with the next window's device latents. The meta device stands in
+    for a GPU here (the tensors only move)."""
+    saved = {"hash": "h", "out": torch.zeros(1, 2, 3, 1, 1), "first": torch.ones(1, 2, 2, 1, 1), "done": 2}
+    run = SimpleNamespace(saved=saved, hash="h", state=None, keep_state=False,
+                          pipe=SimpleNamespace(device=torch.device("meta")))
+    out, first, done = long_video._LongRun._load_state(run)  # type: ignore[arg-type]
+    assert (out.device.type, first.device.type, done) == ("meta", "meta", 2)
+    assert (tuple(out.shape), tuple(first.shape)) == ((1, 2, 3, 1, 1), (1, 2, 2, 1, 1))
