@@ -215,6 +215,8 @@ class Pipeline:
                              f"{list(latents.shape)}")
         t = self.preset.decode_timestep if timestep is None else timestep
         check_decode(t, noise_scale)  # as a request's: NaN would decode to a NaN video
+        # a generation's stages check their own output (one host sync each): only latents handed in are checked here
+        check_latents(latents, "on entering the decoder", "they were handed in (Pipeline.decode's input): check their source")
         gen = torch.Generator("cpu").manual_seed(seed if seed is not None else 0)
         with torch.inference_mode():
             video = self._decode(latents.to(self.device), t, noise_scale, tone_map_compression_ratio, gen)
@@ -246,9 +248,7 @@ class Pipeline:
         if self.vae.timestep_conditioning:
             latents = sampling.decode_noise(latents, noise_scale, gen)
             t = timestep
-        # every stage before checks its output: this catches latents handed in
-        latents = check_latents(sampling.tone_map(latents, tone_map), "on entering the decoder",
-                                "they were handed in (Pipeline.decode's input, a resume state): check their source")
+        latents = sampling.tone_map(latents, tone_map)  # (checked finite by the stage that made them: see decode)
         vae_dtype = compute_dtype(self.vae.decoder.conv_in.conv)
         with self._stage(self.vae.decoder, streamed=True):
             # Free memory is measured with the decoder resident, so the plan accounts for its weights.

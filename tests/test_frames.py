@@ -164,3 +164,20 @@ def test_nan_latents_handed_to_decode_are_refused_before_the_vae(tiny: Pipeline)
     latents[0, 0, 0, 0, 0] = float("nan")
     with pytest.raises(NumericalError, match="NaN or Inf on entering the decoder: they were handed in"):
         tiny.decode(latents)
+
+
+def test_the_latents_are_checked_once_per_decode(tiny: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One host sync for the latents a decode takes: a generation's by the stage that made them (after denoising),
+    latents handed to Pipeline.decode on entering the decoder; the decoder checked a generation's a second time."""
+    import ltxcli.pipeline as pipeline_module
+
+    stages: list[str] = []
+    real = pipeline_module.check_latents
+    monkeypatch.setattr(pipeline_module, "check_latents", lambda lat, stage, hint: stages.append(stage) or real(lat, stage, hint))
+    request = GenerationRequest("a boat", **{**SMALL, "num_frames": 9})
+    tiny.run(request)
+    list(tiny.run(request, stream=True).frames())
+    assert stages == ["after denoising"] * 2
+    stages.clear()
+    tiny.decode(torch.zeros(1, LATENT_CHANNELS, 2, 2, 3))
+    assert stages == ["on entering the decoder"]
