@@ -43,7 +43,7 @@ import dataclasses
 import math
 import os
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -252,17 +252,19 @@ def generation_request(request: GenerationRequest, plan: ExtensionPlan, warn: bo
 
 
 class InputFrames:
-    """The extension inputs of one run (a job: its enhancement stage, then its generations), each file decoded
-    once while this object holds it: the stage captions the frame the new ones continue from
-    (:func:`continued_frame`), the run takes the whole input (:func:`run_extension`). Keyed on the file's real
+    """The extension inputs of one run (a job or a batch: its enhancement stage, then its generations), each file
+    decoded once while this object holds it: the stage captions the frame the new ones continue from
+    (:func:`continued_frame`), each run takes the whole input (:func:`run_extension`). Keyed on the file's real
     path, modification time and size (a file replaced in between is decoded anew); the last ``keep`` files are
-    held, as uint8 ``[M, H, W, 3]`` (a quarter of float32), and :meth:`take` lets go of the one a run takes (its
-    last use). Owned by its caller, not a module global: the frames go when it does."""
+    held, as uint8 ``[M, H, W, 3]`` (a quarter of float32), and :meth:`take` lets go of a file at its last use:
+    the runs :meth:`expect` announced (a batch's lines on one input share one decoding), else the first.
+    Owned by its caller, not a module global: the frames go when it does."""
 
     def __init__(self, keep: int = 1) -> None:
         self.keep = keep
         self._held: dict[tuple[str, int, int], Any] = {}  # key -> media.DecodedMedia, oldest first
         self._counts: dict[tuple[str, int, int], int] = {}  # key -> frames that decode (a few ints)
+        self._uses: dict[tuple[str, int, int], int] = {}  # key -> runs still to take it (announced by expect)
 
     @staticmethod
     def _key(video: str | os.PathLike[str]) -> tuple[str, int, int] | None:
@@ -298,11 +300,21 @@ class InputFrames:
             self._counts[key] = media.source_frame_count(self.decoded(video))
         return self._counts[key]
 
+    def expect(self, videos: Iterable[str | os.PathLike[str]]) -> None:
+        """Announce the runs that will :meth:`take` each of ``videos`` (one entry a run: a batch's extensions), so
+        that a file is held for the next run of it (while it is among the last ``keep``), not decoded again."""
+        for video in videos:
+            if (key := self._key(video)) is not None:
+                self._uses[key] = self._uses.get(key, 0) + 1
+
     def take(self, video: str | os.PathLike[str]) -> torch.Tensor:
-        """``video``'s frames, float32 ``[M, H, W, 3]`` in [0, 1] as :func:`ltxcli.media.load_video` gives them,
-        and the file let go (the run's float32 copy is all that stays)."""
+        """``video``'s frames, float32 ``[M, H, W, 3]`` in [0, 1] as :func:`ltxcli.media.load_video` gives them;
+        the file let go at its last announced run (the run's float32 copy is all that stays), else held for the
+        next."""
         pixels, key = self.decoded(video).pixels(), self._key(video)
-        if key is not None:
+        if key is not None and (left := self._uses.pop(key, 1) - 1) > 0:
+            self._uses[key] = left
+        elif key is not None:
             self._held.pop(key, None)
         return pixels
 

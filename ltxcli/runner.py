@@ -34,7 +34,7 @@ from . import long_video, naming, timeline
 from .batch import BatchItem, item_control
 from .enhance.rules import request_plan
 from .errors import keeps_resume_state, note_failed_item
-from .extend import check_window_seeds, generation_request, plan_windows, run_extension
+from .extend import InputFrames, check_window_seeds, generation_request, plan_windows, run_extension
 from .field_values import FieldTypeError, parse_cache
 from .long_state import interrupted_target, saved_seed, state_path
 from .naming import fps_number
@@ -47,7 +47,6 @@ from .sizes import MAX_FRAME_RATE, check_frame_rate, check_size, padded_size
 from .source import check_extension, check_source_length, source_defaults
 
 if TYPE_CHECKING:
-    from .extend import InputFrames
     from .pipeline import Pipeline
     from .presets import Preset
     from .result import GenerationResult
@@ -568,7 +567,8 @@ def run_batch(
     copy of the whole video on the host); its result then has ``video=None``. ``crf``, ``preset``: the encoder's.
     An item whose ``loras`` is None gets the LoRAs the pipeline holds as the batch begins; it holds them again
     once the batch ends. ``inputs``: extension inputs decoded already (:class:`ltxcli.extend.InputFrames`, the
-    enhancement stage's), taken instead of decoding them again."""
+    enhancement stage's), taken instead of decoding them again; without it the batch makes its own. Items
+    extending the same file take one decoding (the last input held between items)."""
     from .parallel.orchestrate import claim_output, release_claim
 
     items = list(items)  # a generator too: the items are planned, then generated
@@ -585,6 +585,8 @@ def run_batch(
                    skip_existing=skip_existing)
     if claim is None:
         claim = skip_existing
+    inputs = InputFrames() if inputs is None else inputs
+    inputs.expect(it.extend.video for it in items if it.extend is not None and not it.skip)
     # the load is reported with the first item to generate (None: every item is skipped)
     first = next((it for it in items if not it.skip), None)
     try:  # the pipeline is left with the LoRAs it held as the batch began, not the last item's

@@ -169,6 +169,38 @@ def test_input_frames_hold_a_file_until_taken_and_decode_a_changed_one_anew(monk
 
 
 
+def test_a_batch_s_extensions_of_one_input_share_its_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two batch lines extending clip.mp4: each run decoded the whole input again (the file was let go once a run
+    took it); the batch announces its runs, so the input is held for the next and let go after the last."""
+    from ltxcli.media import read
+
+    real, whole = read._decode_video, []
+    monkeypatch.setattr(read, "_decode_video", lambda p, n, px: (whole.append(p) if n is None else None)
+                        or real(p, n, px))
+    Path("b.jsonl").write_text("".join(f'{{"prompt": "p{i}", "extend": {{"video": "clip.mp4", "frames": {8 * i}}}}}\n'
+                                       for i in (1, 2)))
+    res = ltx("generate", "--batch", "b.jsonl", "--model", "tiny", "--steps", "1", "--height", "32", "--width", "32",
+              "-o", "out/{index}.mp4", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert [r["settings"]["num_frames"] for r in json_lines(res.stdout)] == [17, 25]
+    assert len(whole) == 1, whole
+
+
+def test_input_frames_let_a_file_go_at_its_last_announced_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory stays bounded: the announced runs take one decoding, the last one lets it go (decoded anew after)."""
+    from ltxcli.extend import InputFrames
+    from ltxcli.media import read
+
+    real, decodes = read._decode_video, []
+    monkeypatch.setattr(read, "_decode_video", lambda *a: decodes.append(a[0]) or real(*a))
+    inputs = InputFrames()
+    inputs.expect(["clip.mp4", "./clip.mp4"])  # (one file, however named)
+    first, second = inputs.take("clip.mp4"), inputs.take("clip.mp4")
+    assert torch.equal(first, second) and len(decodes) == 1
+    inputs.take("clip.mp4")
+    assert len(decodes) == 2 and not inputs._held  # let go at the last announced run: decoded anew, not held
+
+
 @pytest.mark.parametrize("enhance", ["on", "off"])
 def test_ltx_extend_decodes_its_input_in_one_pass(enhance: str, calls: list, monkeypatch: pytest.MonkeyPatch) -> None:
     """Counting the input's frames (its length, a truncated file's warning) is a pass over the whole file too: it
