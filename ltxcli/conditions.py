@@ -35,11 +35,14 @@ _PREFIX_LATENT_FRAMES = 2
 
 @dataclass(frozen=True)
 class PreparedCondition:
-    """A condition ready for the VAE encoder: pixels ``[1, 3, n, h, w]`` in [-1, 1] (any size)."""
+    """A condition ready for the VAE encoder: pixels ``[1, 3, n, h, w]`` in [-1, 1] (any size). ``origin``: a
+    tensor condition's ``(tensor, how it was prepared)``, under which its latents are memoised
+    (:mod:`ltxcli.encode_memo`); None for a file or picture."""
 
     pixels: Tensor
     frame: int
     strength: float
+    origin: tuple[Tensor, tuple[Any, ...]] | None = None
 
 
 @dataclass(frozen=True)
@@ -190,7 +193,8 @@ def prepare_condition(
     _check_start(c, name, int(frames.shape[0]), num_frames)
     if not isinstance(c.media, media_io.DecodedMedia):  # not through check_condition, which said it already
         _warn_trim(name, int(frames.shape[0]), keep, c.frame, num_frames)
-    return PreparedCondition(pixels, c.frame, float(c.strength))
+    origin = (c.media, (keep, height, width, tuple(padding))) if isinstance(c.media, Tensor) else None
+    return PreparedCondition(pixels, c.frame, float(c.strength), origin)
 
 
 def first_frame_pixels(request: GenerationRequest, preset: Preset) -> Tensor:

@@ -40,10 +40,11 @@ seeds are the run's seed plus the latent frames from the generation's end to the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -265,6 +266,7 @@ class InputFrames:
         self._held: dict[tuple[str, int, int], Any] = {}  # key -> media.DecodedMedia, oldest first
         self._counts: dict[tuple[str, int, int], int] = {}  # key -> frames that decode (a few ints)
         self._uses: dict[tuple[str, int, int], int] = {}  # key -> runs still to take it (announced by expect)
+        self._context: tuple[Any, torch.Tensor] | None = None  # (key, how) -> a prepared context (context())
 
     @staticmethod
     def _key(video: str | os.PathLike[str]) -> tuple[str, int, int] | None:
@@ -317,6 +319,18 @@ class InputFrames:
         elif key is not None:
             self._held.pop(key, None)
         return pixels
+
+    def context(self, video: str | os.PathLike[str], how: tuple[Any, ...], make: Callable[[], torch.Tensor]
+                ) -> torch.Tensor:
+        """An extension's context as its run prepares it (``make()``: ``[K, ph, pw, 3]``, cropped, resized,
+        blurred, CRF-compressed and padded), after :meth:`take`; held for the next announced run of ``video``
+        prepared the same ``how`` (frames, size, padding), which then neither prepares it nor, handed the same
+        tensor, VAE-encodes it again (:mod:`ltxcli.encode_memo`). One context is held, none past the last run."""
+        key = self._key(video)
+        held = self._context
+        tensor = held[1] if held is not None and key is not None and held[0] == (key, how) else make()
+        self._context = ((key, how), tensor) if key is not None and key in self._uses else None
+        return tensor
 
 
 def continued_frame(video: str | os.PathLike[str], backward: bool, inputs: InputFrames | None = None
@@ -390,6 +404,19 @@ def generation_control(control: Control, plan: ExtensionPlan) -> Control | None:
     return dataclasses.replace(control, media=frames)
 
 
+def _context_pixels(ctx: torch.Tensor, r: Any) -> torch.Tensor:
+    """The context frames ``[K, H, W, 3]`` as every file condition is prepared (crop, resize, blur, CRF; the
+    generation's size ``r``, padded as inference.py pads media) -> ``[K, ph, pw, 3]`` in [0, 1]."""
+    import torch
+
+    from . import media
+    from .conditions import resize_frames
+
+    pixels = media.preprocess_condition_frames(ctx, r.height, r.width)  # [1, 3, K, h, w] in [-1, 1]
+    pixels = torch.nn.functional.pad(resize_frames(pixels, r.height, r.width), r.padding)
+    return ((pixels[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
+
+
 @serialised
 def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: ProgressFn | None = None,
                   stream: bool = False, resume: str | os.PathLike[str] | None = None,
@@ -402,7 +429,6 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
     import torch
 
     from . import long_video, media
-    from .conditions import resize_frames
     from .control import control_record
     from .enhance.units import enhanced
     from .long_state import saved_seed
@@ -432,12 +458,12 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
     inner = dataclasses.replace(generation_request(request, plan), enhance_prompt="off")
     # the size and padding (a length the time range holds: in windows the generation is longer)
     r = pipe.resolve(dataclasses.replace(inner, num_frames=min(plan.gen_frames, longest_frames(max_pos, frame_rate))))
-    # the context as every file condition is prepared (crop, resize, blur, CRF; [1, 3, K, h, w] in [-1, 1]), at
-    # the generation's size, padded as inference.py pads media; handed over as a tensor [K, ph, pw, 3] in [0, 1]
-    ctx = frames[plan.context_start : plan.context_start + plan.context]
-    pixels = media.preprocess_condition_frames(ctx, r.height, r.width)
-    pixels = torch.nn.functional.pad(resize_frames(pixels, r.height, r.width), r.padding)
-    context = Condition(((pixels[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1), plan.lead, 1.0)
+    # the context prepared as a file condition is, handed over as a tensor [K, ph, pw, 3] in [0, 1]; a batch's next
+    # extension of the same input, context and size takes the same tensor: not prepared or VAE-encoded again
+    how = (plan.context_start, plan.context, r.height, r.width, tuple(r.padding))
+    prepared = functools.partial(_context_pixels, frames[plan.context_start : plan.context_start + plan.context], r)
+    context = Condition(prepared() if inputs is None else inputs.context(ext.video, how, prepared), plan.lead, 1.0)
+    del prepared
     control = None if request.control is None else generation_control(request.control, plan)
     if request.control is not None and control is None:  # all of it in the input's kept frames: nothing controlled
         import warnings
@@ -450,7 +476,7 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
                                  frame_offset=plan.first_output_frame,  # (a schedule counts output frames)
                                  backward=plan.backward)
     kept = _fit(frames, r.height, r.width)
-    del frames, ctx, pixels
+    del frames
 
     def spliced(chunk_frames: int, quantize: Quantize) -> Iterator[torch.Tensor]:
         def own() -> Iterator[torch.Tensor]:

@@ -40,6 +40,7 @@ from .control import (
     place_with_control,
     prepare_control,
 )
+from .encode_memo import condition_latents
 from .formatting import pipeline_repr
 from .frames import WEIGHTS_HINT, NumericalError, check_latents, checked_uint8, to_video
 from .kernels import attention_option
@@ -423,14 +424,13 @@ class Pipeline:
         control: PreparedControl | None = None,
     ) -> tuple[list[list[EncodedCondition | EncodedControl]], Tensor | None]:
         """The VAE encoder stage, before the transformer's: every condition and the IC-LoRA control at every
-        pass's size (resized there first, as the official pipeline does per pass) and the video-to-video input
-        at the first pass's (its latents are widened in :meth:`_denoise`)."""
+        pass's size (resized there first, as the official pipeline does per pass; a tensor handed in again is not
+        re-encoded: :mod:`ltxcli.encode_memo`) and the video-to-video input at the first pass's (widened later)."""
         if not prepared and source is None and control is None:
             return [[] for _ in sizes], None
         with self._stage(self.vae.encoder):
             encoded: list[list[EncodedCondition | EncodedControl]] = [
-                [EncodedCondition(self._vae_encode(resize_frames(c.pixels, h, w)).float(), c.pixels.shape[2],
-                                  c.frame, c.strength) for c in prepared]
+                [EncodedCondition(condition_latents(self, c, h, w), c.pixels.shape[2], c.frame, c.strength) for c in prepared]
                 for h, w in sizes
             ]
             if control is not None:

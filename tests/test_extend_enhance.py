@@ -186,6 +186,26 @@ def test_a_batch_s_extensions_of_one_input_share_its_decoding(monkeypatch: pytes
     assert len(whole) == 1, whole
 
 
+def test_a_batch_s_extensions_of_one_input_prepare_and_encode_its_context_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The context (the input's last 8k + 1 frames, blurred and CRF-compressed at the generation's size) was
+    prepared and VAE-encoded by every line; lines with the same context and size now share both (another length
+    of new frames too: the context is the same), a line at another size prepares and encodes its own."""
+    from ltxcli.pipeline import Pipeline
+
+    prepared, encoded = [], []
+    real_prepare, real_encode = media.preprocess_condition_frames, Pipeline._vae_encode
+    monkeypatch.setattr(media, "preprocess_condition_frames",
+                        lambda *a, **k: prepared.append(a[1:]) or real_prepare(*a, **k))
+    monkeypatch.setattr(Pipeline, "_vae_encode", lambda self, px: encoded.append(tuple(px.shape)) or real_encode(self, px))
+    lines = ['"frames": 8}', '"frames": 16}', '"frames": 8}, "height": 64, "width": 64']
+    Path("b.jsonl").write_text("".join(f'{{"prompt": "p", "extend": {{"video": "clip.mp4", {x}}}\n' for x in lines))
+    res = ltx("generate", "--batch", "b.jsonl", "--model", "tiny", "--steps", "1", "--height", "32", "--width", "32",
+              "-o", "out/{index}.mp4")
+    assert res.exit_code == 0, res.stderr
+    assert prepared == [(32, 32), (64, 64)]
+    assert encoded == [(1, 3, 9, 32, 32), (1, 3, 9, 64, 64)]
+
+
 def test_input_frames_let_a_file_go_at_its_last_announced_run(monkeypatch: pytest.MonkeyPatch) -> None:
     """Memory stays bounded: the announced runs take one decoding, the last one lets it go (decoded anew after)."""
     from ltxcli.extend import InputFrames

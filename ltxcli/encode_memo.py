@@ -1,0 +1,67 @@
+"""The VAE latents of the last condition tensor a pipeline encoded, for a run that hands it in again.
+
+A batch's extensions of one input (:func:`ltxcli.run_batch`) hand each run the same prepared context tensor
+(:meth:`ltxcli.extend.InputFrames.context`): its latents at each pass's size are computed once. The memo is keyed
+on that tensor's identity (a weak reference: no pixels are kept alive here) and its version counter (an in-place
+change encodes it anew), how it was prepared (frames kept, size, padding), the size it is encoded at and the VAE
+(its object, compute dtype and convolution algorithm). One tensor at a time: a different one replaces it. Files and pictures
+are prepared anew by each run and never memoised.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from .conditions import PreparedCondition
+
+
+class Encoder(Protocol):
+    """What encodes a condition (a :class:`~ltxcli.pipeline.Pipeline`; not imported: it imports this module)."""
+
+    vae: Any
+
+    def _vae_encode(self, pixels: Tensor) -> Tensor: ...
+
+
+class ConditionLatents:
+    """One condition tensor's latents ``[1, C, f, h, w]`` (float32, on the device: small next to its pixels) at
+    each (preparation, size, VAE) it was encoded at."""
+
+    def __init__(self) -> None:
+        self._source: weakref.ref[Tensor] | None = None
+        self._version = -1
+        self._latents: dict[tuple[Any, ...], Tensor] = {}
+
+    def latents(self, source: Tensor, key: tuple[Any, ...], encode: Any) -> Tensor:
+        """``encode()``'s latents for ``source`` under ``key``, computed once while ``source`` lives unchanged; a
+        copy each time (a run may write into its latents)."""
+        if self._source is None or self._source() is not source or source._version != self._version:
+            self._source, self._version, self._latents = weakref.ref(source), source._version, {}
+        if key not in self._latents:
+            self._latents[key] = encode()
+        return self._latents[key].clone()
+
+
+def condition_latents(pipe: Encoder, c: PreparedCondition, height: int, width: int) -> Tensor:
+    """The normalised latents of ``c``'s pixels resized to ``height`` x ``width`` (inside the VAE encoder's stage):
+    memoised for a tensor condition (``c.origin``), encoded each time otherwise."""
+    from .conditions import resize_frames
+    from .models.upcast import compute_dtype
+
+    def encode() -> Tensor:
+        return pipe._vae_encode(resize_frames(c.pixels, height, width)).float()
+
+    if c.origin is None:
+        return encode()
+    memo = pipe.__dict__.setdefault("_condition_latents", ConditionLatents())
+    source, how = c.origin
+    # the VAE object, its compute dtype (as _vae_encode casts) and convolution algorithm: the rounding it encodes with
+    vae = (id(pipe.vae), compute_dtype(pipe.vae.decoder.conv_in.conv), str(getattr(pipe.vae, "conv_algorithm", "")))
+    return memo.latents(source, (how, height, width, vae), encode)
+
+
+__all__ = ["ConditionLatents", "Encoder", "condition_latents"]
