@@ -1,11 +1,13 @@
-"""The VAE latents of the last condition tensor a pipeline encoded, for a run that hands it in again.
+"""The VAE latents of the last shared condition tensor a pipeline encoded, for a run that hands it in again.
 
 A batch's extensions of one input (:func:`ltxcli.run_batch`) hand each run the same prepared context tensor
-(:meth:`ltxcli.extend.InputFrames.context`): its latents at each pass's size are computed once. The memo is keyed
-on that tensor's identity (a weak reference: no pixels are kept alive here) and its version counter (an in-place
-change encodes it anew), how it was prepared (frames kept, size, padding), the size it is encoded at and the VAE
-(its object, compute dtype and convolution algorithm). One tensor at a time: a different one replaces it. Files and pictures
-are prepared anew by each run and never memoised.
+(:meth:`ltxcli.extend.InputFrames.context`), which the library made and marked with :func:`share`: its latents at
+each pass's size are computed once. Only such tensors are memoised: a caller's tensor can change without torch
+seeing it (a NumPy array's memory written through NumPy leaves the tensor's version counter as it was), so a
+caller's condition is encoded at every run. The memo is keyed on the tensor's identity (a weak reference: no pixels
+are kept alive here) and its version counter, how it was prepared (frames kept, size, padding), the size it is
+encoded at and the VAE (its object, compute dtype and convolution algorithm). One tensor at a time: a different one
+replaces it. Files and pictures are prepared anew by each run and never memoised.
 """
 
 from __future__ import annotations
@@ -46,16 +48,37 @@ class ConditionLatents:
         return self._latents[key].clone()
 
 
+#: id -> a weak reference to each tensor :func:`share` marked (an entry goes with its tensor)
+_SHARED: dict[int, weakref.ref[Tensor]] = {}
+
+
+def share(tensor: Tensor) -> Tensor:
+    """Mark ``tensor`` (made by the library and held unchanged, as a batch's extension context) as one whose latents
+    a pipeline may reuse while it lives; returns it."""
+    key = id(tensor)
+
+    def gone(_: weakref.ref[Tensor]) -> None:  # (its id may be another tensor's next)
+        _SHARED.pop(key, None)
+
+    _SHARED[key] = weakref.ref(tensor, gone)
+    return tensor
+
+
+def _shared(tensor: Tensor) -> bool:
+    ref = _SHARED.get(id(tensor))
+    return ref is not None and ref() is tensor
+
+
 def condition_latents(pipe: Encoder, c: PreparedCondition, height: int, width: int) -> Tensor:
     """The normalised latents of ``c``'s pixels resized to ``height`` x ``width`` (inside the VAE encoder's stage):
-    memoised for a tensor condition (``c.origin``), encoded each time otherwise."""
+    memoised for a tensor condition (``c.origin``) marked with :func:`share`, encoded each time otherwise."""
     from .conditions import resize_frames
     from .models.upcast import compute_dtype
 
     def encode() -> Tensor:
         return pipe._vae_encode(resize_frames(c.pixels, height, width)).float()
 
-    if c.origin is None:
+    if c.origin is None or not _shared(c.origin[0]):
         return encode()
     memo = pipe.__dict__.setdefault("_condition_latents", ConditionLatents())
     source, how = c.origin
@@ -64,4 +87,4 @@ def condition_latents(pipe: Encoder, c: PreparedCondition, height: int, width: i
     return memo.latents(source, (how, height, width, vae), encode)
 
 
-__all__ = ["ConditionLatents", "Encoder", "condition_latents"]
+__all__ = ["ConditionLatents", "Encoder", "condition_latents", "share"]

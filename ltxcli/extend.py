@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .encode_memo import share
 from .enhance.rules import per_window, request_plan
 from .locks import serialised
 from .long_plan import DEFAULT_WINDOW, check_window_time, window_frames
@@ -328,7 +329,7 @@ class InputFrames:
         tensor, VAE-encodes it again (:mod:`ltxcli.encode_memo`). One context is held, none past the last run."""
         key = self._key(video)
         held = self._context
-        tensor = held[1] if held is not None and key is not None and held[0] == (key, how) else make()
+        tensor = held[1] if held is not None and key is not None and held[0] == (key, how) else share(make())
         self._context = ((key, how), tensor) if key is not None and key in self._uses else None
         return tensor
 

@@ -1,15 +1,17 @@
-"""A condition tensor handed to the pipeline again, unchanged, is not VAE-encoded again (ltxcli.encode_memo): what
-a batch's extensions of one input share. Another tensor, or the same one changed in place, is encoded anew, and the
-memo keeps no tensor alive."""
+"""A condition tensor the library shared (ltxcli.encode_memo.share) handed to the pipeline again, unchanged, is not
+VAE-encoded again: what a batch's extensions of one input share. Another tensor, the same one changed in place, or a
+caller's own tensor is encoded anew, and the memo keeps no tensor alive."""
 
 from __future__ import annotations
 
 import gc
 import weakref
 
+import numpy as np
 import pytest
 import torch
 
+from ltxcli.encode_memo import share
 from ltxcli.pipeline import Pipeline
 from ltxcli.request import Condition, GenerationRequest
 from ltxcli.tiny import build_pipeline
@@ -28,7 +30,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> tuple[Pipeline, list[tuple[int, 
 
 def test_the_same_tensor_is_encoded_once_and_gives_the_same_video(counted: tuple[Pipeline, list]) -> None:
     pipe, encodes = counted
-    frames = torch.rand(9, 32, 32, 3, generator=torch.Generator().manual_seed(0))
+    frames = share(torch.rand(9, 32, 32, 3, generator=torch.Generator().manual_seed(0)))
     request = GenerationRequest("a boat", **SMALL, seed=3, conditions=[Condition(frames, 0)])
     first = pipe.run(request)
     again = pipe.run(request)
@@ -41,19 +43,19 @@ def test_the_same_tensor_is_encoded_once_and_gives_the_same_video(counted: tuple
 
 def test_a_changed_or_another_tensor_is_encoded_anew(counted: tuple[Pipeline, list]) -> None:
     pipe, encodes = counted
-    frames = torch.zeros(9, 32, 32, 3)
+    frames = share(torch.zeros(9, 32, 32, 3))
     request = GenerationRequest("a boat", **SMALL, seed=3, conditions=[Condition(frames, 0)])
     before = pipe.run(request).latents
     frames.fill_(1.0)  # in place: the same object, another version
     changed = pipe.run(request).latents
     assert len(encodes) == 2 and not torch.equal(before, changed)
-    pipe.run(GenerationRequest("a boat", **SMALL, seed=3, conditions=[Condition(torch.ones(9, 32, 32, 3), 0)]))
+    pipe.run(GenerationRequest("a boat", **SMALL, seed=3, conditions=[Condition(share(torch.ones(9, 32, 32, 3)), 0)]))
     assert len(encodes) == 3  # equal pixels, another tensor: encoded (the memo compares identity, not pixels)
 
 
 def test_the_memo_keeps_no_pixels_alive(counted: tuple[Pipeline, list]) -> None:
     pipe, _ = counted
-    frames = torch.rand(9, 32, 32, 3)
+    frames = share(torch.rand(9, 32, 32, 3))
     pipe.run(GenerationRequest("a boat", **SMALL, seed=3, conditions=[Condition(frames, 0)]))
     gone = weakref.ref(frames)
     del frames
@@ -63,7 +65,7 @@ def test_the_memo_keeps_no_pixels_alive(counted: tuple[Pipeline, list]) -> None:
 
 def test_a_vae_in_another_dtype_encodes_anew(counted: tuple[Pipeline, list]) -> None:
     pipe, encodes = counted
-    request = GenerationRequest("a boat", **SMALL, seed=3, conditions=[Condition(torch.rand(9, 32, 32, 3), 0)])
+    request = GenerationRequest("a boat", **SMALL, seed=3, conditions=[Condition(share(torch.rand(9, 32, 32, 3)), 0)])
     pipe.run(request)
     pipe.vae.to(torch.float64)  # the same VAE object, another rounding
     try:
@@ -71,3 +73,16 @@ def test_a_vae_in_another_dtype_encodes_anew(counted: tuple[Pipeline, list]) -> 
     finally:
         pipe.vae.to(torch.float32)
     assert len(encodes) == 2
+
+
+def test_a_caller_s_tensor_is_encoded_at_every_run(counted: tuple[Pipeline, list]) -> None:
+    """A tensor over a NumPy array changes when the array is written through NumPy, which torch's version counter does
+    not see: a caller's tensor (not shared by the library) is never memoised, so the second run sees the new pixels."""
+    pipe, encodes = counted
+    array = np.zeros((9, 32, 32, 3), dtype=np.float32)
+    request = GenerationRequest("a boat", **SMALL, seed=3, conditions=[Condition(torch.from_numpy(array), 0)])
+    before = pipe.run(request).latents
+    array[...] = 1.0  # not seen by the tensor's version counter
+    after = pipe.run(request).latents
+    fresh = build_pipeline(torch.device("cpu"), torch.float32).run(request).latents
+    assert len(encodes) == 3 and torch.equal(after, fresh) and not torch.equal(before, after)
