@@ -83,9 +83,11 @@ class VideoAutoencoder:
     def encode(self, video: Tensor) -> Tensor:
         """Float ``[F, H, W, 3]`` in [0, 1] (on the grid) -> normalised latents ``[1, C, f, h, w]`` float32 on the CPU
         (the posterior's mode)."""
+        from .vae_encode import chunked_encode
+
         pixels = video.permute(3, 0, 1, 2)[None] * 2 - 1  # [F, H, W, 3] in [0, 1] -> [1, 3, F, H, W] in [-1, 1]
-        with torch.inference_mode():
-            lat = self.module.encode(pixels.to(device=self.device, dtype=self.dtype))
+        with torch.inference_mode():  # a long clip in time chunks, each on the device in turn: the one-call latents
+            lat = chunked_encode(self.module, pixels, device=self.device, dtype=self.dtype)
         return lat.float().cpu()
 
     def decode(self, latents: Tensor, timestep: float | None = None, seed: int = 0) -> Tensor:

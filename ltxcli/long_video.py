@@ -383,7 +383,8 @@ class _LongRun:
     def _encode_source(self, pixels: Tensor) -> Tensor:
         """Video-to-video: the whole input's pixels ``[1, 3, 8 (T - 1) + 1, H, W]`` (:func:`ltxcli.conditions.prepare_video`
         at the whole video's length) -> its normalised latents ``[1, C, T, h, w]`` (float32, CPU), encoded once in
-        the VAE encoder's stage. Each window starts from its own latent frames ``[start, end)`` of them, noised to
+        the VAE encoder's stage, in time chunks (:func:`ltxcli.vae_encode.chunked_encode`: the one-call latents,
+        a chunk's activations however long the input). Each window starts from its own latent frames ``[start, end)`` of them, noised to
         its first timestep (ComfyUI-LTXVideo's looping sampler slices the input's latents into each tile's
         ``optional_initialization_latents``); they are 1/192 of the pixels, which go once encoded."""
         import torch

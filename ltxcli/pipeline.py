@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import Unpack  # typing's from Python 3.11 (torch requires typing_extensions)
 
-from . import sampling, step_cache, text_cache, vae_tiling
+from . import sampling, step_cache, text_cache, vae_encode, vae_tiling
 from .adapters.lora import LoraLike, LoraSpec
 from .conditions import EncodedCondition, PreparedCondition, prepare_conditions, record_entry, resize_frames
 from .control import (
@@ -188,7 +188,7 @@ class Pipeline:
         f, h, w = video.shape[:3]
         if (f - 1) % 8 or h % 32 or w % 32:
             raise ValueError(f"encode needs 8k+1 frames and sizes divisible by 32, got {f}x{h}x{w}")
-        pixels = (video.permute(3, 0, 1, 2)[None] * 2 - 1).to(self.device)  # [1, 3, F, H, W] in [-1, 1]
+        pixels = video.permute(3, 0, 1, 2)[None] * 2 - 1  # [1, 3, F, H, W] in [-1, 1], on the device a chunk at a time
         with torch.inference_mode():
             return self._encode_pixels(pixels).float().cpu()
 
@@ -197,9 +197,9 @@ class Pipeline:
             return self._vae_encode(pixels)
 
     def _vae_encode(self, pixels: Tensor) -> Tensor:
-        """Pixels ``[1, 3, F, H, W]`` in [-1, 1] -> normalised latents, in the VAE's dtype (inside its stage)."""
-        vae_dtype = compute_dtype(self.vae.decoder.conv_in.conv)
-        return self.vae.encode(pixels.to(device=self.device, dtype=vae_dtype))
+        """Pixels ``[1, 3, F, H, W]`` in [-1, 1] (any device) -> normalised latents, in the VAE's dtype (inside its
+        stage), encoded in time chunks moved to the device one at a time (:func:`ltxcli.vae_encode.chunked_encode`)."""
+        return vae_encode.chunked_encode(self.vae, pixels, device=self.device, dtype=compute_dtype(self.vae.decoder.conv_in.conv))
 
     def decode(
         self, latents: Tensor, *, timestep: float | None = None, noise_scale: float = 0.0, seed: int | None = None,

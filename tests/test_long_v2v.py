@@ -123,3 +123,36 @@ def test_explicit_noise_is_the_whole_video_s_each_window_taking_its_own_frames(t
     assert torch.equal(a.latents[:, :, :5], b.latents[:, :, :5]) and rel_err(b.latents[:, :, 5], a.latents[:, :, 5]) > 1e-3
     with pytest.raises(ValueError, match=r"^noise must have shape \[1, 16, 6, 1, 1\] .*got \[1, 16, 3, 1, 1\]$"):
         long_video.generate(tiny, GenerationRequest("a cat | a dog", noise=noise[:, :, :3], **base))
+
+
+def test_a_long_input_is_encoded_in_chunks_equal_to_one_encode(tiny, monkeypatch) -> None:
+    """The whole input is encoded once, in time chunks (ltxcli.vae_encode): the encoder never takes more than one
+    chunk's 8 * 16 + 1 = 129 frames (it took all 145 in one call, its activations growing with the input), and the
+    latents each window starts from are the one-call encode's to float rounding (tests/test_vae_encode.py)."""
+    from ltxcli.vae_encode import ENCODE_CHUNK_LATENTS
+
+    video = torch.rand(145, 32, 32, 3, generator=torch.Generator().manual_seed(4))  # 19 latent frames
+    seen: list[int] = []
+    hook = tiny.vae.encoder.conv_in.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[2]))
+    got = {}
+    encode_source = long_video._LongRun._encode_source
+
+    def spy(run, pixels):
+        got["pixels"], got["latents"] = pixels.clone(), encode_source(run, pixels)
+        return got["latents"]
+
+    monkeypatch.setattr(long_video._LongRun, "_encode_source", spy)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is 0.4 s, two on a busy 2-core machine 10 s
+    try:
+        res = long_video.generate(tiny, GenerationRequest("a cat | a dog", video=video, height=32, width=32, window=96,
+                                                          overlap=16, steps=2, seed=1))
+    finally:
+        hook.remove()
+        torch.set_num_threads(threads)
+    assert len(res.settings["long"]["windows"]) == 2 and tuple(res.video.shape) == (145, 32, 32, 3)
+    assert seen == [8 * ENCODE_CHUNK_LATENTS + 1, 8 * 2], seen  # latents [0, 17) then [17, 19)
+    with torch.inference_mode():
+        one = tiny.vae.encode(got["pixels"]).float()  # [1, 16, 19, 1, 1] in one call
+    assert got["latents"].shape == one.shape
+    assert (got["latents"] - one).abs().max().item() < 1e-5

@@ -102,6 +102,10 @@ class Encoder(nn.Module):
         x = self.conv_in(patchify(x, self.patch_size))  # [B, base, F, H/p, W/p]
         for block in self.down_blocks:
             x = block(x)
+        return self.head(x)
+
+    def head(self, x: Tensor) -> Tensor:
+        """PixelNorm, SiLU, conv_out: the last block's ``[B, C', f, h, w]`` -> ``[B, C+1, f, h, w]``."""
         buf, h = self.conv_out.padded_empty(x, True)
         pixel_norm(x, out=h)
         return self.conv_out.forward_padded(F.silu(buf, inplace=True), True)

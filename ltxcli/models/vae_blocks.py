@@ -353,8 +353,10 @@ class SpaceToDepthDownsample(nn.Module):
         self.group_size = in_channels * factor // out_channels
         self.conv = CausalConv3d(in_channels, out_channels // factor, 3, spatial_padding_mode=spatial_padding_mode)
 
-    def forward(self, x: Tensor, causal: bool = True) -> Tensor:
-        if self.stride[0] == 2:
+    def forward(self, x: Tensor, causal: bool = True, starts_video: bool = True) -> Tensor:
+        # ``starts_video=False``: x continues a video (a later chunk of ltxcli.vae_encode's streamed encode, its
+        # conv fed the previous chunk's last frames): its frames pair up as they come, no first frame to double
+        if self.stride[0] == 2 and starts_video:
             x = torch.cat([x[:, :, :1], x], dim=2)  # [B, C, F+1, H, W]: frame 0 alone forms latent frame 0
         skip = space_to_depth(x, self.stride)  # [B, C*prod, F', H', W']
         b, cg, d, h, w = skip.shape
