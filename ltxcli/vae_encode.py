@@ -60,10 +60,12 @@ def pixel_span(a: int, b: int, t: int) -> tuple[int, int]:
 
 
 def encode_frames(config: VAEConfig, pixel_frames: int, chunk: int = ENCODE_CHUNK_LATENTS) -> int:
-    """Pixel frames of the largest chunk :func:`chunked_encode` encodes at once of a ``pixel_frames`` input (``8k + 1``):
-    the memory plan's length of the encode (its carried frames, 2 per convolution, are within the plan's factor)."""
+    """Pixel frames of the largest chunk :func:`chunked_encode` encodes at once of a ``pixel_frames`` input: the memory
+    plan's length of the encode (:mod:`ltxcli.memory.estimate`). The carried frames (2 per convolution) add little:
+    peak RSS of a 128-channel 0.9.5-layout encoder (1 layer per block) at 128x128, float32: chunked 453 MiB at 257,
+    385 and 769 frames, one call 518, 774, 1542 MiB, one call of the chunk's 129 frames 442 MiB."""
     t = config.temporal_compression
-    a, b = encode_spans((pixel_frames - 1) // t + 1, chunk)[0]
+    a, b = encode_spans(-(-(pixel_frames - 1) // t) + 1, chunk)[0]  # (not 8k + 1: as padded up to it)
     p0, p1 = pixel_span(a, b, t)
     return min(pixel_frames, p1 - p0)
 

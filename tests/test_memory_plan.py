@@ -693,3 +693,38 @@ def test_a_long_video_s_fused_latents_are_counted_on_the_device(upscale: bool) -
     assert {name: grown[name] for name in want} == want
     if upscale:  # the upscaler's input: its own working memory counts it on the device
         assert grown["temporal upscale"][1] == 0
+
+
+def test_a_long_v2v_input_is_priced_as_one_encode_chunk() -> None:
+    """A long video-to-video encodes its input a chunk at a time (ltxcli.vae_encode: 129 frames at most): the plan's
+    condition encode no longer grows with the input (it priced the whole input in one call: at 704x1216 in bfloat16
+    on the 2B architecture 57 GiB for 30 s, 115 GiB for 60 s, so a 60 s v2v was refused on an 80 GB GPU, exit 5);
+    it is what the plain v2v of a 129-frame input costs, and the 60 s run's device peak is a window's."""
+    from ltxcli.memory.plan import request_estimator, request_shape
+    from ltxcli.models.configs import TRANSFORMER_2B, VAEConfig, official_vae_config
+    from ltxcli.presets import PRESETS
+    from ltxcli.request import GenerationRequest
+
+    vae = VAEConfig.from_official(official_vae_config("0.9.5"))
+    h, w = 704, 1216
+
+    def estimate(f: int) -> MemoryEstimate:
+        request = GenerationRequest("a street", height=h, width=w, num_frames=f, frame_rate=24.0,
+                                    video=torch.zeros(1, h, w, 3), denoise_strength=0.6)
+        shape = request_shape(PRESETS["ltxv-2b-0.9.6-distilled"], request, dtype=torch.bfloat16,
+                              max_positions=TRANSFORMER_2B.positional_embedding_max_pos)
+        return request_estimator(shape, TRANSFORMER_2B, vae, dtype=torch.bfloat16, weights_bytes=6 << 30,
+                                 vae_tiling="auto", free_bytes=80 << 30, streamed=True)(h, w, f)
+
+    def encode(f: int) -> int:
+        stage = estimate(f).stage("condition encode")
+        assert stage is not None
+        return stage.activations
+
+    def fused(f: int) -> int:  # a windowed run's fused latents, float32 [1, 128, lf, 22, 38], on the device from the
+        return 4 * 128 * ((f - 1) // 8 + 1) * (h // 32) * (w // 32)  # first window's stages on (the encode's too)
+
+    one_chunk = encode(129)  # a 5 s input: one generation, its input encoded in one call
+    assert encode(721) - fused(721) == encode(1441) - fused(1441) == one_chunk < 20 << 30, (encode(721), encode(1441),
+                                                                                          one_chunk)
+    assert estimate(1441).peak_bytes < 80 << 30

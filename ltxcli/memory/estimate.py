@@ -13,7 +13,9 @@ memory (activations), while the host may hold more:
 * ``condition encode`` (only with conditions, a video-to-video input or an IC-LoRA control): the VAE encoder on
   each condition's (and the control's) frames at the largest pass size. Its activations are modelled as
   :data:`ENCODE_FACTOR` times the decode's of the same latent size (the encoder mirrors the decoder's stages; the
-  factor measured by peak RSS on the tiny VAE, float32: 1.20-1.22 from 512x320x57 to 640x448x81). It runs after the
+  factor measured by peak RSS on the tiny VAE, float32: 1.20-1.22 from 512x320x57 to 640x448x81). A video longer
+  than one chunk (129 frames) is encoded in time chunks (:func:`ltxcli.vae_encode.chunked_encode`): priced as its
+  largest chunk (:func:`ltxcli.vae_encode.encode_frames`), however long the video. It runs after the
   text encoder and before the transformer, in the VAE encoder's own offload stage;
 * ``denoise`` (``denoise (first pass)`` / ``(second pass)`` for multi-scale): the transformer's live
   activations for one step, ``units * B * N * D`` elements at the run's dtype, ``B`` the guidance branches of
@@ -72,6 +74,7 @@ import torch
 from ..models.configs import TransformerConfig, UpsamplerConfig, VAEConfig
 from ..request import padded_size
 from ..text_cache import TEXT_TOKENS, text_kv_bytes, used_with
+from ..vae_encode import encode_frames
 from .decode import (
     STREAM_CHUNK_FRAMES,
     chunk_output_bytes,
@@ -329,9 +332,9 @@ def estimate_memory(
     encodes = [(n, largest) for n in condition_frames]
     if source_frames:
         encodes.append((source_frames, (passes[0].height, passes[0].width)))
-    if encodes:
+    if encodes:  # a long video is encoded a chunk at a time (its largest: encode_frames)
         encode = max(int(ENCODE_FACTOR * decode_memory_bytes(
-            vae, (1, vae.latent_channels, *latent_shape(vae, *size, n)), dtype)) for n, size in encodes)
+            vae, (1, vae.latent_channels, *latent_shape(vae, *size, encode_frames(vae, n))), dtype)) for n, size in encodes)
         stages.append(Stage("condition encode", weights["condition encode"], encode))
     for i, p in enumerate(passes):
         _, ph, pw = latent_shape(vae, p.height, p.width, num_frames)

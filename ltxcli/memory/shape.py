@@ -274,7 +274,7 @@ def _whole_input(est: MemoryEstimate, native_pixels: int, h: int, w: int, f: int
     """A video-to-video in windows (:class:`ltxcli.long_video._LongRun`): the whole input read and preprocessed
     before the text encoder (the decoded frames at their native size, float32 and uint8, and the copies
     :func:`ltxcli.conditions.prepare_video` makes), its float32 pixels ``[1, 3, pf, ph, pw]`` held until the
-    encoder (``encoded_input``, priced at the whole length) has made its latents, which (as large as the fused
+    encoder (``encoded_input``, encoded and priced a chunk at a time: :func:`ltxcli.vae_encode.encode_frames`) has made its latents, which (as large as the fused
     latents, float32) stay to the end."""
     ph, pw, pf = padded_size(h, w, f)
     source = 4 * 3 * pf * ph * pw
