@@ -1348,6 +1348,18 @@ def test_an_upsampler_for_a_one_pass_model_is_said_to_be_ignored(cli_env: Path) 
         "two passes of a multi-scale model)"], r.stderr
 
 
+def test_an_upsampler_name_not_downloaded_for_the_tiny_model_is_only_said_to_be_ignored(cli_env: Path) -> None:
+    """The tiny model pulls nothing, so a weights.toml upsampler it ignores is not on disk: its missing path went to
+    the load as the string "None" ("error: None: no such file or folder, and not a name in weights.toml", exit 2)."""
+    r = ltx("generate", "a cat", "--model", "tiny", "--steps", "1", *SMALL, "--upsampler",
+            "ltxv-spatial-upscaler-0.9.8", "--frames-dir", "a")
+    assert r.exit_code == 0, r.stderr
+    assert [line for line in r.stderr.splitlines() if line.startswith(("warning: ", "error: "))] == [
+        "warning: --upsampler is ignored: tiny runs one pass at the requested size (an upsampler runs between the "
+        "two passes of a multi-scale model)"], r.stderr
+    assert not any((cli_env / "weights").iterdir())  # nothing pulled for it
+
+
 def test_ltx_extend_warns_of_options_it_ignores_as_ltx_generate_does(
         cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """ltx extend ran --adain, --overlap-strength, --negative-prompt under guidance 1 and --stg-mode under stg 0
