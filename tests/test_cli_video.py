@@ -1317,6 +1317,21 @@ def test_no_temporal_upscale_without_from_is_refused_not_ignored(cli_env: Path, 
         assert not Path("out").exists()
 
 
+def test_the_help_of_each_none_value_says_it_is_refused_without_from() -> None:
+    """The three tests above refuse -c none, --lora none, --control none and --no-temporal-upscale without --from;
+    the --help of generate, i2v, v2v and extend (the last three take no --from) still said "none: no LoRA (with
+    --from: not the record's)", a value that asks for no LoRA on any command."""
+    import typer.main
+
+    from ltxcli.cli import app
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    for name in ("generate", "i2v", "v2v", "extend"):
+        for param in commands[name].params:
+            if param.opts[0] in ("--condition", "--lora", "--control", "--no-temporal-upscale") and not param.hidden:
+                assert "with --from" in param.help.lower() and "refused without --from" in param.help, (name, param.help)
+
+
 def test_a_missing_control_video_names_the_record_or_batch_line_it_came_from(cli_env: Path) -> None:
     """As a LoRA's: a control video moved since the video was made said "ctl.mp4: no such file", naming neither
     the --from record nor the batch line it came from (a missing condition names them)."""
