@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import torch
 from cli_harness import assert_codes_match, frame_codes, json_lines
+from readme_json import check_row
 
 import ltxcli
 
@@ -111,6 +112,8 @@ def test_gpus_2_batch_skip_existing_writes_each_item_once(tmp_path: Path) -> Non
     assert by_index[2]["status"] == "skipped" and (tmp_path / "out" / "2.mp4").read_bytes() == b"keep me"
     assert by_index[2]["rank"] == 0 and r.stderr.count("skipped out/2.mp4") == 1  # the rank's line, not also the
     # launcher's (it printed every skipped item before starting the workers)
+    for o in objs:  # the keys README's --json table lists, "rank" in the skipped item's too
+        check_row("generate", o, 0 if o["status"] == "ok" else 1)
     for i in (0, 1, 3, 4):
         assert by_index[i]["status"] == "ok" and by_index[i]["rank"] == i % 2, by_index[i]
         with open(tmp_path / "out" / f"{i}.mp4", "rb") as fh:
