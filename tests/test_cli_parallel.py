@@ -70,6 +70,7 @@ def test_torchrun_two_ranks_split_one_video(tmp_path: Path, tiny: Any) -> None:
     assert obj["status"] == "ok" and obj["seed"] == 3 and obj["path"] == "frames"
     ranks = obj["ranks"]
     assert [e["rank"] for e in ranks] == [0, 1]
+    check_row("generate", obj)  # "ranks" where README's --json table has it
     assert all(e["peak_memory_bytes"] > 0 and e["comm_bytes"] > 0 and e["timings"]["denoise_s"] > 0 for e in ranks)
     assert ranks[1]["timings"]["write_s"] == 0  # only rank 0 wrote
     assert "[rank 1/2" not in r.stderr and r.stderr.count("wrote frames") == 1
