@@ -218,7 +218,8 @@ def test_extend_help_leaves_out_the_long_video_options(cli_env: Path, clip: Path
     long = {"duration", "temporal_upscale", "no_temporal_upscale", "latents_out"}
     assert {name for name, (_, hidden) in _shown_options("extend").items() if hidden} == long
     assert not any(hidden for _, hidden in _shown_options("generate").values())
-    assert not any(hidden for _, hidden in _shown_options("v2v").values())
+    # (v2v and i2v take no --from: their --no-temporal-upscale is always refused, and hidden as extend's)
+    assert {name for name, (_, hidden) in _shown_options("v2v").items() if hidden} == {"no_temporal_upscale"}
     text = ltx("extend", "--help").stdout
     assert "--window" in text and "--resume" in text and "--backward" in text
     assert "in output frames" in _shown_options("extend")["prompt_schedule"][0]
@@ -1330,6 +1331,21 @@ def test_the_help_of_each_none_value_says_it_is_refused_without_from() -> None:
         for param in commands[name].params:
             if param.opts[0] in ("--condition", "--lora", "--control", "--no-temporal-upscale") and not param.hidden:
                 assert "with --from" in param.help.lower() and "refused without --from" in param.help, (name, param.help)
+
+
+def test_no_temporal_upscale_is_not_listed_where_there_is_no_from() -> None:
+    """ltx i2v and ltx v2v take no --from, so their --no-temporal-upscale is refused whenever given (test above),
+    yet their --help listed it ("Not even the temporal upscale of a --from record."); ltx extend's already left
+    it out. Still accepted (refused in one line, not "No such option"), as extend's is."""
+    import typer.main
+
+    from ltxcli.cli import app
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    for name in ("i2v", "v2v", "extend"):
+        (param,) = [p for p in commands[name].params if p.opts == ["--no-temporal-upscale"]]
+        assert param.hidden, name
+    assert not next(p for p in commands["generate"].params if p.opts == ["--no-temporal-upscale"]).hidden
 
 
 def test_a_missing_control_video_names_the_record_or_batch_line_it_came_from(cli_env: Path) -> None:

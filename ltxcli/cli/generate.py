@@ -476,7 +476,7 @@ def generate(
         run(opts, batch_file.parse_batch(text, f"--batch {batch}"), batch=True, ctx=ctx)
 
 
-@generation_command
+@generation_command(hidden=("no_temporal_upscale",))  # no --from, so never usable: accepted, refused, unlisted
 def i2v(
     image: Annotated[str, typer.Argument(metavar="IMAGE", show_default=False, help="The first frame (an image, or a video).")],
     prompt: PromptArg = "",
@@ -487,7 +487,7 @@ def i2v(
     _single(options(shared), shared["gpus"], {"prompt": prompt}, Condition(image, 0, image_strength))
 
 
-@generation_command(helps=SOURCE_OPTION_HELP)
+@generation_command(helps=SOURCE_OPTION_HELP, hidden=("no_temporal_upscale",))
 def v2v(
     video: Annotated[str, typer.Argument(metavar="VIDEO", show_default=False, help="The video to transform.")],
     prompt: PromptArg = "",
