@@ -218,6 +218,19 @@ def test_prompt_says_the_seed_it_drew() -> None:
     assert again.stdout == r.stdout
 
 
+def test_prompt_without_an_image_says_its_caption_model_is_ignored(cli_env: Path) -> None:
+    """README: "an --enhancer-model or --caption-model that no rewrite of the run uses ... is named in a warning",
+    as ltx generate does; ltx prompt "a cat" --caption-model tiny (no --image, no --extend: a text-to-video rewrite
+    that captions nothing) dropped it in silence. With --image it captions that image: no warning."""
+    r = ltx("prompt", "a cat", "--model", "tiny", "--seed", "3", "--caption-model", "tiny")
+    assert r.exit_code == 0, r.stderr
+    assert [ln for ln in r.stderr.splitlines() if ln.startswith("warning: ")] == [
+        "warning: --caption-model is ignored: no image-to-video prompt is rewritten (it captions their first frame)"]
+    media.write_image(cli_env / "first.png", torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(0)))
+    r = ltx("prompt", "a cat", "--model", "tiny", "--seed", "3", "--caption-model", "tiny", "--image", "first.png")
+    assert r.exit_code == 0 and "warning: " not in r.stderr, r.stderr
+
+
 def test_prompt_command_reads_a_dash_from_stdin_as_generate_does(cli_env: Path) -> None:
     """`ltx generate - --enhance-prompt on` rewrites the prompt on stdin; `ltx prompt -` rewrote the text "-"."""
     res = ltx("prompt", "-", "--model", "tiny", "--seed", "3", "--json", input="a cat surfing\n")

@@ -220,6 +220,9 @@ def enhance_prompt(
     inputs = None if ext is None else InputFrames()
     if ext is not None:
         source_defaults(r, preset, inputs)
+    else:  # a text-to-video rewrite captions nothing (an extension's its frame): said, as ltx generate does
+        for message in unused_models([r], preset, captioner=kwargs.get("captioner")):
+            kwargs["warn"](message)
     enhance_items([r], preset, device=resolve_device(device), info=lambda _: None, inputs=inputs, **kwargs)
     return {"prompt": prompt, "enhanced_prompt": r.enhanced_prompt, "seed": seed, "image": image,
             "extend": None if ext is None else {"video": ext.record()["video"], "backward": backward}}
