@@ -404,9 +404,7 @@ def load(
             it.enhanced_prompt = text
     # only what was given is passed on (local paths now): load_pipeline finds the defaults in the same spec
     te_path = str(spec.text_encoder.path) if s.text_encoder is not None and spec.text_encoder is not None else None
-    # a registry upsampler a one-pass built-in model ignores is never pulled (no path): nothing to pass on
-    up = spec.upsampler.path if s.upsampler is not None and spec.upsampler is not None else None
-    up_path = str(up) if up is not None else None
+    up_path = str(spec.upsampler.path) if s.upsampler is not None and spec.upsampler is not None else None
     t0 = time.perf_counter()
     with (status or (lambda m: nullcontext()))(f"loading {spec.label}"), api.transformers_progress(show_progress):
         pipe = api.load_pipeline(
