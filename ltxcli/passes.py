@@ -101,12 +101,31 @@ def v2v_pass(p: PassSettings, strength: float, schedule: str = "this schedule") 
             )
         return p.updated({"timesteps": kept})
     steps = p.num_inference_steps
-    keep = max(1, round(steps * strength))
-    skip = max(p.skip_initial_inference_steps, steps - keep)
+    assert steps is not None  # (validate_pass: a pass without timesteps has steps)
+    skip = max(p.skip_initial_inference_steps, _skipped(steps, strength))
     if skip == 0:  # the whole schedule, from timestep 1: the input would be pure noise
-        raise ValueError(f"denoise_strength={strength} keeps all {steps} steps, from pure noise: use more steps "
-                         f"(e.g. {max(2, math.ceil(1.5 / strength))}) or a lower strength")
+        raise ValueError(f"denoise_strength={strength} keeps all {steps} steps, from pure noise: "
+                         f"{_pure_noise_remedy(steps, strength)}")
     return p.updated({"skip_initial_inference_steps": skip})
+
+
+def _skipped(steps: int, strength: float) -> int:
+    """The steps a ``strength`` video-to-video leaves out of a ``steps``-step schedule (at least one is kept)."""
+    return steps - max(1, round(steps * strength))
+
+
+def _pure_noise_remedy(steps: int, strength: float) -> str:
+    """What makes a ``strength`` that keeps all ``steps`` steps leave one out: more steps, the fewest from about 1.5
+    kept on (more than ``steps``, at most :data:`MAX_STEPS`) that do, else (a strength within ``0.5 / MAX_STEPS`` of
+    1) a strength that does at ``steps`` (the first rule, ``ceil(1.5 / strength)``, named a count that keeps all
+    steps again for a strength near 1: 0.9 with 2 steps said "e.g. 2")."""
+    first = max(2, steps + 1, min(math.ceil(1.5 / strength), MAX_STEPS))
+    more = next((n for n in range(first, MAX_STEPS + 1) if _skipped(n, strength) > 0), None)
+    if more is not None:
+        return f"use more steps (e.g. {more}) or a lower strength"
+    if steps >= 2:
+        return f"use a lower strength (at most {(steps - 1) / steps:.6f}".rstrip("0") + ")"
+    return "use a lower strength (e.g. 0.5) with more steps (e.g. 3)"
 
 
 __all__ = ["HARD_EPS", "MAX_STEPS", "PASS_ALIASES", "as_list", "flat_blocks", "pass_overrides", "v2v_pass", "validate_pass"]

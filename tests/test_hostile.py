@@ -292,6 +292,32 @@ def test_extreme_numbers_and_odd_files_are_one_line_or_read_right(cli_env: Path,
     assert (obj["prompt"], obj["seed"], obj["settings"]["num_frames"]) == ("a cat", 3, 25)
 
 
+@pytest.mark.parametrize(("strength", "steps"), [(0.9, 2), (0.99, 20), (0.85, 3), (0.9999, 20), (0.9999, 1), (0.5, 1)])
+def test_a_v2v_strength_that_keeps_every_step_names_a_remedy_that_works(strength: float, steps: int) -> None:
+    """A strength near 1 that keeps all the steps (from pure noise) was told "use more steps (e.g. N)" with N from
+    ceil(1.5 / strength): 2 for 0.9 or 0.99, which keeps every step again (`ltx v2v --strength 0.99 --steps 20` said
+    "e.g. 2"). The remedy named now works: more steps than given, or (no count up to 1000 leaves a step out) a
+    strength for these steps."""
+    from ltxcli.passes import MAX_STEPS, v2v_pass
+    from ltxcli.presets import PassSettings
+
+    def run(strength: float, steps: int) -> int:
+        return v2v_pass(PassSettings(num_inference_steps=steps), strength).skip_initial_inference_steps
+
+    with pytest.raises(ValueError, match=rf"^denoise_strength={strength} keeps all {steps} steps, from pure noise: ") as e:
+        run(strength, steps)
+    said = str(e.value).split("from pure noise: ")[1]
+    if m := re.fullmatch(r"use more steps \(e\.g\. (\d+)\) or a lower strength", said):
+        more = int(m.group(1))
+        assert steps < more <= MAX_STEPS and run(strength, more) >= 1
+        if (strength, steps) == (0.9, 2):  # 3, 4 keep round(2.7) = 3 and round(3.6) = 4; 5 keeps round(4.5) = 4
+            assert more == 5
+    elif m := re.fullmatch(r"use a lower strength \(at most ([0-9.]+)\)", said):
+        assert run(float(m.group(1)), steps) >= 1 and 1 - strength < 0.5 / MAX_STEPS
+    else:  # one step: no strength keeps fewer than one, so both
+        assert said == "use a lower strength (e.g. 0.5) with more steps (e.g. 3)" and run(0.5, 3) >= 1
+
+
 def test_patterns_lora_scales_latents_and_records_from_a_review_pass(cli_env: Path, loads: list[Any]) -> None:
     """More of the hostile-input pass: an attribute of a name field (internal error, or a file named after a
     Python class), a LoRA scale of nan (reported as an unknown LoRA), latents with a 0-size side (internal error)
