@@ -48,6 +48,18 @@ def is_int(v: Any) -> bool:
     return is_number(v, numbers.Integral)
 
 
+def is_tensor(v: Any) -> bool:
+    """A torch tensor (or parameter), by its type's name: torch is not imported here (the CLI's start)."""
+    return type(v).__name__ in ("Tensor", "Parameter")
+
+
+def is_float_tensor(v: Any) -> bool:
+    """A torch tensor of a real floating dtype that holds data (not on the meta device): what latents are. An integer
+    or bool tensor would be taken as its values cast (``torch.randn(...).long()``: mostly 0 and -1), a complex one
+    would lose its imaginary part with a warning, a meta one fails deep in the run."""
+    return is_tensor(v) and v.is_floating_point() and not v.is_meta
+
+
 def as_list(v: Any) -> list[Any] | None:
     """A list or tuple, or a numpy array or tensor as its Python list; None for anything else."""
     v = v.tolist() if hasattr(v, "tolist") and not isinstance(v, (str, bytes)) else v
@@ -86,5 +98,5 @@ def parse_cache(spec: str | None) -> tuple[str, float]:
     return mode, threshold
 
 
-__all__ = ["CACHE_THRESHOLDS", "FieldTypeError", "as_list", "is_bool", "is_int", "is_number", "is_text", "list_of",
-           "parse_cache"]
+__all__ = ["CACHE_THRESHOLDS", "FieldTypeError", "as_list", "is_bool", "is_float_tensor", "is_int", "is_number",
+           "is_tensor", "is_text", "list_of", "parse_cache"]

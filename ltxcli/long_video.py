@@ -217,12 +217,13 @@ def _sliced_noise(pipe: Pipeline, p: LongPlan) -> Callable[[int, tuple[int, ...]
     latent frames, as one generation of its length takes), each window taking its own frames ``[start, end)``;
     checked before any work. A multi-scale model refuses it as one generation does (its windows run one pass,
     but a request that fits one window runs both)."""
-    from .request import padded_size, preset_size
+    from .request import check_noise, padded_size, preset_size
 
     noise = p.request.noise
     assert noise is not None
     if pipe.preset.multi_scale:
         raise ValueError("noise= replaces the single-pass initial draw; it is not supported with multi-scale")
+    check_noise(noise)  # every window's values, before the first
     h, w = preset_size(pipe.preset, p.request.height, p.request.width, p.num_frames, p.frame_rate)[:2]
     ph, pw, _ = padded_size(h, w, p.num_frames)
     shape = (1, pipe.transformer.config.in_channels, p.windows[-1].end, ph // 32, pw // 32)

@@ -31,6 +31,7 @@ from .field_values import (
     FieldTypeError,
     as_list,
     is_bool,
+    is_float_tensor,
     is_int,
     is_number,
     is_text,
@@ -500,7 +501,22 @@ def check_fields(request: _R) -> _R:
         if not is_number(request.control.strength):
             fail("control strength", request.control.strength, "a number")
         plain["control"] = replace(request.control, strength=float(request.control.strength))
+    if request.noise is not None and not is_float_tensor(request.noise):
+        # (a list or array failed with an AttributeError, an integer or bool tensor ran as its cast values)
+        noise = request.noise
+        got = brief(noise) if hasattr(noise, "shape") else f"a {type(noise).__name__}"
+        got += " on the meta device" if getattr(noise, "is_meta", False) else ""
+        raise FieldTypeError("noise must be a floating-point torch tensor of latents [1, C, f, h, w] holding values "
+                             f"(e.g. torch.randn(...)), got {got}")
     return replace(request, **plain)
+
+
+def check_noise(noise: Tensor | None) -> None:
+    """``noise=`` (a float tensor, :func:`check_fields`) of finite values, checked before any work: NaN or Inf
+    initial latents used to fail after the denoising (every window's before it, in windows) as if the checkpoint
+    were broken."""
+    if noise is not None and not bool(noise.isfinite().all()):
+        raise ValueError("noise= holds NaN or Inf values: the initial latents must be finite (e.g. torch.randn(...))")
 
 
 def check_placement(conditions: Sequence[Condition], num_frames: int) -> None:
@@ -621,6 +637,7 @@ def resolve_request(
         raise ValueError(f"seed={r.seed} must be in [0, 2**63 - 1] (use {0 if r.seed < 0 else '2**63 - 1'})")
     if r.noise is not None and multi:
         raise ValueError("noise= replaces the single-pass initial draw; it is not supported with multi-scale")
+    check_noise(r.noise)
     if r.extend is not None:
         raise ValueError(_EXTENSION_RUNNER)
     if r.video is not None:
@@ -660,6 +677,6 @@ def resolve_request(
 __all__ = [
     "CACHE_THRESHOLDS", "CONTROL_KINDS", "LONG_VIDEO_FIELDS", "NO_CONTROL", "SEED_MAX", "STG_MODES",
     "Condition", "Control", "Extension", "FieldTypeError", "GenerationRequest", "RequestFields", "ResolvedRequest",
-    "check_control", "check_fields", "check_placement", "check_size", "control_of", "media_path",
+    "check_control", "check_fields", "check_noise", "check_placement", "check_size", "control_of", "media_path",
     "padded_size", "parse_cache", "parse_control", "preset_size", "resolve_request",
 ]

@@ -156,3 +156,39 @@ def test_a_long_input_is_encoded_in_chunks_equal_to_one_encode(tiny, monkeypatch
         one = tiny.vae.encode(got["pixels"]).float()  # [1, 16, 19, 1, 1] in one call
     assert got["latents"].shape == one.shape
     assert (got["latents"] - one).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("how", ["windows", "one generation"])
+def test_noise_that_is_not_finite_float_latents_is_refused_before_any_work(tiny, monkeypatch, how: str) -> None:
+    """noise= of another kind than float latents: a list or an array failed with an AttributeError (no shape, no .to),
+    an integer or bool tensor ran as its cast values (torch.randn(...).long(): mostly 0 and -1) and a complex one as
+    its real part, a meta tensor failed with NotImplementedError; NaN or Inf latents ran every window's denoising,
+    then failed as "the checkpoint may be broken". Each is now one line before any model work."""
+    base = dict(SMALL, height=32, width=32, steps=2)
+    if how == "windows":
+        shape, run = (1, 16, 6, 1, 1), lambda noise: long_video.generate(tiny, GenerationRequest(
+            "a cat | a dog", noise=noise, **base))
+    else:
+        shape, run = (1, 16, 3, 1, 1), lambda noise: tiny.run(GenerationRequest(
+            "a cat", noise=noise, **{**base, "num_frames": 17, "window": None, "overlap": None}))
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the denoising started")
+
+    monkeypatch.setattr(tiny, "_denoise_passes", no_work)
+    noise = torch.randn(shape)
+    dims = ", ".join(map(str, shape))
+    wrong = {"a list": noise.tolist(), f"<ndarray [{dims}] float32>": noise.numpy(),
+             f"<Tensor [{dims}] int64>": noise.long(), f"<Tensor [{dims}] bool>": noise > 0,
+             f"<Tensor [{dims}] complex64>": noise.to(torch.complex64),
+             f"<Tensor [{dims}] float32> on the meta device": torch.empty(shape, device="meta")}
+    for got, value in wrong.items():
+        with pytest.raises(TypeError) as e:
+            run(value)
+        assert str(e.value) == ("noise must be a floating-point torch tensor of latents [1, C, f, h, w] holding "
+                                f"values (e.g. torch.randn(...)), got {got}")
+    for bad in (float("nan"), float("inf")):
+        broken = noise.clone()
+        broken[0, 3, -1] = bad  # (in windows: the last window's frame, which only the last window would use)
+        with pytest.raises(ValueError, match=r"^noise= holds NaN or Inf values: the initial latents must be finite"):
+            run(broken)
