@@ -34,6 +34,7 @@ from .field_values import (
     is_float_tensor,
     is_int,
     is_number,
+    is_tensor,
     is_text,
     list_of,
     parse_cache,
@@ -112,6 +113,10 @@ class Extension:
         return {"video": os.fspath(self.video), "frames": self.frames, "backward": self.backward}
 
 
+#: The video-to-video strength a request without one takes (ltx v2v's --strength default).
+DEFAULT_STRENGTH = 0.5
+
+
 @dataclass
 class GenerationRequest:
     """Everything one generation takes. Every ``None`` takes the preset's value (see the module docstring).
@@ -163,7 +168,7 @@ class GenerationRequest:
     second_pass: Mapping[str, Any] | None = None
     conditions: Sequence[Condition] = ()
     video: Any = None
-    denoise_strength: float = 0.5
+    denoise_strength: float = DEFAULT_STRENGTH
     extend: Extension | None = None
     seed: int | None = None
     noise: Tensor | None = None
@@ -265,7 +270,7 @@ class ResolvedRequest:
     stg_mode: str
     conditions: tuple[Condition, ...] = ()
     video: Any = None
-    denoise_strength: float = 0.5
+    denoise_strength: float = DEFAULT_STRENGTH
     seed: int | None = None
     noise: Any = None  # Tensor | None
     preset: str = ""
@@ -468,7 +473,9 @@ def check_fields(request: _R) -> _R:
 
     if request.prompt is None:  # the one field without a default
         fail("prompt", None, "a string (\"\" for none)")
-    plain: dict[str, Any] = {"enhance_prompt": "auto" if request.enhance_prompt is None else request.enhance_prompt}
+    plain: dict[str, Any] = {"enhance_prompt": "auto" if request.enhance_prompt is None else request.enhance_prompt,
+                             # (None, as every None, takes the default: it failed comparing None with 0)
+                             "denoise_strength": DEFAULT_STRENGTH}
     for name, (ok, what, to_python) in _FIELD_TYPES.items():
         value = getattr(request, name)
         if value is not None:
@@ -478,9 +485,8 @@ def check_fields(request: _R) -> _R:
     conditions = []
     for c in request.conditions or ():  # None, as every None, takes the default: none
         media = c.media  # a path, a PIL image, a torch tensor or a file decoded already (all but numpy's arrays)
-        is_tensor = type(media).__name__ in ("Tensor", "Parameter")  # torch is not imported here (the CLI's start)
         is_picture = hasattr(media, "mode") and hasattr(media, "convert")  # a PIL image, by what reading uses
-        if not (isinstance(media, (str, os.PathLike)) or is_tensor or is_picture):
+        if not (isinstance(media, (str, os.PathLike)) or is_tensor(media) or is_picture):
             fail("condition media", media, "a path, a PIL image or a torch tensor [F, H, W, 3] (torch.from_numpy)")
         if not is_int(c.frame):
             fail("condition frame", c.frame, "an integer")
@@ -501,6 +507,13 @@ def check_fields(request: _R) -> _R:
         if not is_number(request.control.strength):
             fail("control strength", request.control.strength, "a number")
         plain["control"] = replace(request.control, strength=float(request.control.strength))
+    video = request.video
+    if video is not None and not (isinstance(video, (str, os.PathLike)) or is_tensor(video)):
+        # (an array, a list or a number failed in pathlib: "expected str, bytes or os.PathLike object, not ndarray")
+        got = brief(video) if hasattr(video, "shape") else \
+            reprlib.repr(video) if isinstance(video, (int, float, bytes)) else f"a {type(video).__name__}"
+        raise FieldTypeError("video must be a video file's path or a torch tensor [F, H, W, 3] in [0, 1] (an array: "
+                             f"torch.from_numpy(array)), got {got}")
     if request.noise is not None and not is_float_tensor(request.noise):
         # (a list or array failed with an AttributeError, an integer or bool tensor ran as its cast values)
         noise = request.noise

@@ -9,7 +9,6 @@ extension module wraps the pipeline).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import shlex
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .enhance.rules import check_mode
-from .request import GenerationRequest
+from .request import GenerationRequest, check_fields
 
 if TYPE_CHECKING:  # torch and media are imported where used: the CLI imports this module early
     from .presets import Preset
@@ -34,14 +33,16 @@ class Decodings(Protocol):
 def with_source_defaults(request: GenerationRequest, preset: Preset) -> GenerationRequest:
     """``request`` (not changed) with what its video-to-video input leaves open filled in as
     :func:`source_defaults` fills it (the input's length, size and rate): the pipeline's, so that
-    ``pipe.generate(prompt, video=...)`` takes what ``ltx v2v`` and :func:`ltxcli.run_batch` take."""
+    ``pipe.generate(prompt, video=...)`` takes what ``ltx v2v`` and :func:`ltxcli.run_batch` take. The fields'
+    types are checked first (:func:`~ltxcli.request.check_fields`): a ``denoise_strength`` of ``"0.5"`` or ``None``
+    failed comparing it with 0, an array ``video`` in pathlib."""
     import torch
 
     open_fields = (request.num_frames, request.height, request.width,
                    None if isinstance(request.video, torch.Tensor) else request.frame_rate)  # a tensor has no rate
     if request.video is None or request.extend is not None or None not in open_fields:
         return request  # nothing left to the input (ltx v2v and run_batch filled it): not read again
-    filled = dataclasses.replace(request)
+    filled = check_fields(request)  # (a copy)
     source_defaults(filled, preset)
     return filled
 

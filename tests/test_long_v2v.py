@@ -192,3 +192,30 @@ def test_noise_that_is_not_finite_float_latents_is_refused_before_any_work(tiny,
         broken[0, 3, -1] = bad  # (in windows: the last window's frame, which only the last window would use)
         with pytest.raises(ValueError, match=r"^noise= holds NaN or Inf values: the initial latents must be finite"):
             run(broken)
+
+
+def test_v2v_fields_of_the_wrong_type_are_named_before_the_input_is_read(tiny, frames, monkeypatch) -> None:
+    """The input's defaults were filled before the fields' types were checked: denoise_strength="0.5" failed with
+    "TypeError: '<' not supported between instances of 'int' and 'str'", True with "strength=True must be in (0, 1)",
+    and None (which takes the default, as every None does) with the same TypeError; a video= array, list, number or
+    bytes failed in pathlib ("expected str, bytes or os.PathLike object, not ndarray"). In one generation and in
+    windows alike, each is now a FieldTypeError naming the field, before any model work."""
+    def no_work(*args, **kwargs):
+        raise AssertionError("the denoising started")
+
+    monkeypatch.setattr(tiny, "_denoise_passes", no_work)
+    one = dict(height=32, width=32, seed=1, steps=2)
+    runs = {"one generation": lambda **kw: tiny.run(GenerationRequest("a cat", **one, **kw)),
+            "windows": lambda **kw: long_video.generate(tiny, GenerationRequest("a cat | a dog", window=24, overlap=8,
+                                                                                **one, **kw))}
+    for run in runs.values():
+        for value, shown in (("0.5", "'0.5'"), (True, "True")):
+            with pytest.raises(TypeError, match=rf"^denoise_strength={shown} must be a number$"):
+                run(video=frames, denoise_strength=value)
+        for value, got in ((frames.numpy(), "<ndarray [41, 64, 64, 3] float32>"), (list(frames[:2]), "a list"),
+                           (3, "3"), (b"in.mp4", "b'in.mp4'")):
+            with pytest.raises(TypeError) as e:
+                run(video=value)
+            assert str(e.value) == ("video must be a video file's path or a torch tensor [F, H, W, 3] in [0, 1] (an "
+                                    f"array: torch.from_numpy(array)), got {got}")
+    assert tiny.resolve(GenerationRequest("a cat", video=frames, denoise_strength=None, **one)).denoise_strength == 0.5
