@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import reprlib
 from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
+from .field_values import FieldTypeError, is_bool, is_int, is_number, list_of
+from .field_values import as_list as plain_list
 from .presets import PassSettings
 
 #: Conditioning tokens whose mask reaches 1 - eps are "hard" (never denoised, only re-noised); the same
@@ -27,14 +30,51 @@ PASS_ALIASES: Mapping[str, str] = {
 }
 
 
-def pass_overrides(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+def _blocks(v: Any) -> list[Any]:
+    """Block indices, or a per-interval list of them, as Python ints."""
+    if list_of(is_int)(v):
+        return [int(b) for b in plain_list(v) or ()]
+    return [[int(b) for b in plain_list(group) or ()] for group in plain_list(v) or ()]
+
+
+def _schedule(v: Any) -> Any:
+    """A guidance value (a number, or one per interval) as Python floats."""
+    return float(v) if is_number(v) else [float(x) for x in plain_list(v) or ()]
+
+
+def _floats(v: Any) -> list[float]:
+    return [float(x) for x in plain_list(v) or ()]
+
+
+_INT = (is_int, "an integer", int)
+_SCHEDULE = (lambda v: is_number(v) or list_of(is_number)(v), "a number or a list of numbers (one per interval)",
+             _schedule)
+_TIMES = (list_of(is_number), "a list of numbers", _floats)
+#: What each per-pass setting (PassSettings field) takes, and its Python value; None only where the field takes it.
+_PASS_TYPES: Mapping[str, tuple[Any, str, Any]] = {
+    "num_inference_steps": _INT, "skip_initial_inference_steps": _INT, "skip_final_inference_steps": _INT,
+    "timesteps": _TIMES, "guidance_timesteps": _TIMES,
+    "guidance_scale": _SCHEDULE, "stg_scale": _SCHEDULE, "rescaling_scale": _SCHEDULE,
+    "skip_block_list": (lambda v: list_of(is_int)(v) or list_of(list_of(is_int))(v),
+                        "a list of block indices (or one list per interval)", _blocks),
+    "cfg_star_rescale": (is_bool, "True or False", bool),
+    "tone_map_compression_ratio": (is_number, "a number", float),
+}
+_OPTIONAL = ("num_inference_steps", "timesteps", "guidance_timesteps")
+
+
+def pass_overrides(overrides: Mapping[str, Any] | None, name: str = "per-pass setting") -> dict[str, Any]:
     """A per-pass dict in request names and/or yaml names -> yaml names (:class:`PassSettings` fields).
 
     ``steps`` means what the top-level ``steps`` means (a step count replacing explicit timesteps, unless the
     dict also gives ``timesteps``); ``num_inference_steps`` is the raw yaml value. A setting given under both
-    names, or an unknown name, is an error.
+    names, or an unknown name, is an error; a value of the wrong type (``steps=True`` ran one step, ``"2"`` failed
+    comparing it) is a :class:`~ltxcli.field_values.FieldTypeError` naming ``name`` (``first_pass``) and the key.
     """
     given = dict(overrides or {})
+    odd = [k for k in given if not isinstance(k, str)]
+    if odd:
+        raise FieldTypeError(f"{name} keys must be setting names (strings), got {reprlib.repr(odd[0])}")
     known = {f.name for f in fields(PassSettings)}
     unknown = sorted(k for k in given if PASS_ALIASES.get(k, k) not in known)
     if unknown:
@@ -44,10 +84,16 @@ def pass_overrides(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
         )
     out: dict[str, Any] = {}
     for key, value in given.items():
-        name = PASS_ALIASES.get(key, key)
-        if key != name and name in given:
-            raise ValueError(f"per-pass setting {name!r} is given twice (as {key!r} and as {name!r}): give one")
-        out[name] = value
+        field = PASS_ALIASES.get(key, key)
+        if key != field and field in given:
+            raise ValueError(f"per-pass setting {field!r} is given twice (as {key!r} and as {field!r}): give one")
+        ok, what, to_python = _PASS_TYPES[field]
+        if value is None and field in _OPTIONAL:
+            out[field] = value
+            continue
+        if not ok(value):
+            raise FieldTypeError(f"{name} {key}={reprlib.repr(value)} must be {what}")
+        out[field] = to_python(value)
     if "steps" in given and "timesteps" not in out:
         out["timesteps"] = None
     return out

@@ -600,8 +600,8 @@ def resolve_request(
     scalars = _scalar_overrides(r, preset)
     if multi:
         base_first, base_second = preset.passes if preset.multi_scale else (preset.passes[0], preset.passes[0])
-        first = base_first.updated(pass_overrides(r.first_pass))
-        second = base_second.updated(pass_overrides(r.second_pass))
+        first = base_first.updated(pass_overrides(r.first_pass, "first_pass"))
+        second = base_second.updated(pass_overrides(r.second_pass, "second_pass"))
         # Explicit scalar arguments apply to both passes (timesteps/steps only to the first).
         first = _with_scalars(first, scalars)
         second = _with_scalars(second, {k: v for k, v in scalars.items() if k not in ("num_inference_steps", "timesteps")})

@@ -191,6 +191,38 @@ def test_a_field_of_the_wrong_type_is_named(kwargs, needle) -> None:
     assert isinstance(e.value, TypeError) and isinstance(e.value, ValueError)  # the CLI reports it as a usage error
 
 
+@pytest.mark.parametrize(("first_pass", "needle"), [
+    # these went through resolution: True and 2.5 failed in torch.linspace once the text encoder had run, "yes"
+    # switched CFG-star on, [True] passed as a block index; "2", "x" and a number key were bare TypeErrors
+    ({"steps": True}, "first_pass steps=True must be an integer"),
+    ({"num_inference_steps": 2.5}, "first_pass num_inference_steps=2.5 must be an integer"),
+    ({"steps": "2"}, "first_pass steps='2' must be an integer"),
+    ({"skip_initial_inference_steps": True}, "first_pass skip_initial_inference_steps=True must be an integer"),
+    ({"timesteps": "1"}, "first_pass timesteps='1' must be a list of numbers"),
+    ({"guidance_scale": [1, "x"]}, "first_pass guidance_scale=[1, 'x'] must be a number or a list of numbers"),
+    ({"stg_blocks": [True]}, "first_pass stg_blocks=[True] must be a list of block indices"),
+    ({"cfg_star_rescale": "yes"}, "first_pass cfg_star_rescale='yes' must be True or False"),
+    ({"rescale_scale": None}, "first_pass rescale_scale=None must be a number"),
+    ({1: 2}, "first_pass keys must be setting names (strings), got 1"),
+])
+def test_a_per_pass_value_of_the_wrong_type_is_named(first_pass, needle) -> None:
+    from ltxcli.request import FieldTypeError
+
+    with pytest.raises(FieldTypeError, match="^" + re.escape(needle)):
+        resolve(DEV13, first_pass=first_pass)
+
+
+def test_per_pass_values_become_python_numbers() -> None:
+    """numpy and 0-d tensor numbers are numbers (as at the top level), stored as Python's own; None keeps what the
+    optional settings take it for (steps=None is refused by the step check, timesteps=None means steps)."""
+    r = resolve(DEV13, first_pass={"steps": np.int64(5), "guidance_scale": torch.tensor(2.0),
+                                   "stg_blocks": np.array([3, 4]), "timesteps": None})
+    p = r.passes[0]
+    assert (p.num_inference_steps, p.guidance_scale, p.skip_block_list) == (5, 2.0, (3, 4))
+    assert type(p.num_inference_steps) is int and type(p.guidance_scale) is float
+    assert all(type(b) is int for b in p.skip_block_list)
+
+
 @pytest.mark.parametrize(("cond", "needle"), [
     (Condition("img.png", 2.5), "condition frame=2.5 must be an integer"),
     (Condition("img.png", "0"), "condition frame='0' must be an integer"),
