@@ -459,6 +459,10 @@ _FIELD_TYPES: dict[str, tuple[Callable[[Any], bool], str, Callable[[Any], Any] |
     "conditions": (list_of(lambda c: isinstance(c, Condition)), "a list of ltxcli.Condition(media, frame, strength)",
                    None),
     "extend": (lambda v: isinstance(v, Extension), "an ltxcli.Extension(video, frames, backward)", None),
+    # (a number failed reading it: "'int' object is not iterable")
+    "prompt_schedule": (lambda v: isinstance(v, (str, os.PathLike)) or (isinstance(v, Sequence) and not isinstance(
+        v, bytes)), "a JSON-lines file's path or a list of {\"start\": FRAME or \"SECONDSs\", \"prompt\": TEXT} entries",
+        None),
     "control": (lambda v: isinstance(v, Control), "an ltxcli.Control(media, strength, kind)", None),
 }
 

@@ -175,6 +175,9 @@ def test_pipeline_runs_a_per_pass_alias_as_its_yaml_name() -> None:
     ({"cfg_star_rescale": "no"}, "cfg_star_rescale='no' must be True or False"),
     ({"stochastic_sampling": "no"}, "stochastic_sampling='no' must be True or False"),
     ({"denoise_strength": "0.5"}, "denoise_strength='0.5' must be a number"),
+    # long_video.generate failed reading it: "'int' object is not iterable"
+    ({"prompt_schedule": 5}, "prompt_schedule=5 must be a JSON-lines file's path or a list of {\"start\""),
+    ({"prompt_schedule": {"start": 0, "prompt": "a"}}, "prompt_schedule={'prompt': 'a', 'start': 0} must be a "),
     # a 0-d tensor or array is a number by its dtype (a float one passed as an integer and was truncated)
     ({"steps": torch.tensor(1.5)}, "steps=tensor(1.5000) must be an integer"),
     ({"steps": torch.tensor(True)}, "steps=tensor(True) must be an integer"),
