@@ -180,7 +180,10 @@ def check(request: GenerationRequest) -> tuple[int, int, float, float]:
         raise ValueError(f"window={window} must be at least {2 * _LATENT_T} frames (e.g. {DEFAULT_WINDOW})")
     if not _LATENT_T <= overlap <= window - _LATENT_T:
         hi = window - _LATENT_T  # the example: the default, or the nearest end of the range for this window
-        raise ValueError(f"overlap={overlap} must be in [{_LATENT_T}, {hi}] frames for window={window} (e.g. "
+        # a value the user did not give is named as the default ("--window 24" alone said "overlap=24 must be ...")
+        name = f"overlap={overlap}" if r.overlap is not None else f"the default overlap ({DEFAULT_OVERLAP})"
+        span = f"window={window}" if r.window is not None else f"the default window ({DEFAULT_WINDOW})"
+        raise ValueError(f"{name} must be in [{_LATENT_T}, {hi}] frames for {span} (e.g. "
                          f"{min(max(DEFAULT_OVERLAP, _LATENT_T), hi)})")
     for name, v in (("overlap_strength", strength), ("adain", factor)):
         if not 0 <= v <= 1:

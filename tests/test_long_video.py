@@ -346,6 +346,9 @@ def test_streamed_equals_whole_and_resume_after_an_interrupt(tiny, tmp_path) -> 
     ({"overlap": 48}, "overlap=48"),
     # the example is inside the range it states (it suggested the default 24 for a range of [8, 16])
     ({"window": 24, "overlap": 24}, r"overlap=24 must be in \[8, 16\] frames for window=24 \(e\.g\. 16\)"),
+    # a value not given is named as the default: `--window 24` alone said "overlap=24 must be in [8, 16] ..."
+    ({"window": 24, "overlap": None}, r"^the default overlap \(24\) must be in \[8, 16\] frames for window=24 \(e\.g\. 16\)$"),
+    ({"window": None, "overlap": 80}, r"^overlap=80 must be in \[8, 72\] frames for the default window \(80\) \(e\.g\. 24\)$"),
     ({"overlap_strength": 2.0}, "overlap_strength"),
     ({"duration": 3.0}, "num_frames or duration"),
 ])
