@@ -115,6 +115,11 @@ def validate_pass(p: PassSettings, num_layers: int | None = None) -> None:
         if p.num_inference_steps is None or not 1 <= p.num_inference_steps <= MAX_STEPS:
             nearest = 1 if p.num_inference_steps is None or p.num_inference_steps < 1 else MAX_STEPS
             raise ValueError(f"steps={p.num_inference_steps} must be in [1, {MAX_STEPS}] (use {nearest})")
+        # (checked by the sampler once the pass started: a second pass's after the whole first pass had run)
+        first, last = p.skip_initial_inference_steps, p.skip_final_inference_steps
+        if first < 0 or last < 0 or first + last >= p.num_inference_steps:
+            raise ValueError(f"skip_initial_inference_steps={first} and skip_final_inference_steps={last} must be >= 0 "
+                             f"and leave at least one of the {p.num_inference_steps} steps")
     else:
         ts = list(p.timesteps)
         if not ts or any(not (0 < t <= 1) for t in ts) or any(a <= b for a, b in itertools.pairwise(ts)):
@@ -152,6 +157,11 @@ def v2v_pass(p: PassSettings, strength: float, schedule: str = "this schedule") 
     if skip == 0:  # the whole schedule, from timestep 1: the input would be pure noise
         raise ValueError(f"denoise_strength={strength} keeps all {steps} steps, from pure noise: "
                          f"{_pure_noise_remedy(steps, strength)}")
+    last = p.skip_final_inference_steps
+    if skip + last >= steps:  # (the sampler named the skip_initial it derived, a number the user never gave)
+        raise ValueError(f"denoise_strength={strength} keeps the last {steps - skip} of {schedule}'s {steps} steps, "
+                         f"which skip_final_inference_steps={last} drops: none is left (use a higher strength or "
+                         "skip fewer final steps)")
     return p.updated({"skip_initial_inference_steps": skip})
 
 

@@ -77,7 +77,8 @@ def test_explicit_steps_and_timesteps_apply_to_the_first_pass_only() -> None:
 
 @pytest.mark.parametrize(("alias", "yaml"), list(PASS_ALIASES.items()))
 def test_per_pass_dicts_take_the_request_names_and_the_yaml_names(alias: str, yaml: str) -> None:
-    value, want = {"steps": (9, 9), "rescale_scale": (0.5, 0.5), "stg_blocks": ([1], (1,))}[alias]
+    # (20 steps: the dev second pass skips its first 17, which 9 steps would not leave one after)
+    value, want = {"steps": (20, 20), "rescale_scale": (0.5, 0.5), "stg_blocks": ([1], (1,))}[alias]
     by_alias = resolve(DEV13, first_pass={alias: value}, second_pass={alias: value})
     by_yaml = resolve(DEV13, first_pass={yaml: value}, second_pass={yaml: value})
     assert getattr(by_alias.passes[0], yaml) == getattr(by_alias.passes[1], yaml) == want
@@ -368,3 +369,24 @@ def test_multi_scale_video_to_video_cuts_both_passes_at_the_strength() -> None:
     with pytest.raises(ValueError, match=r"^denoise_strength=0.3 is below every timestep of this schedule "
                                          r"\(0.9094, 0.725, 0.4219\): use at least 0.4219$"):
         resolve(DISTILLED, video="in.mp4", denoise_strength=0.3, height=256, width=256, num_frames=9)
+
+
+def test_skipped_steps_that_leave_no_step_are_refused_in_resolution() -> None:
+    """Per-pass skipped steps that leave no step were refused by the sampler once the pass started: a second pass's
+    after the whole first pass had run ("skip_initial=17 and skip_final=30 must be >= 0 ..."), and a v2v cut that
+    the pass's skipped final steps drop named the skip_initial it derived ("skip_initial=26 and skip_final=4"), a
+    number the user never gave. Both are refused in resolution, naming what was given."""
+    size = dict(height=256, width=256, num_frames=9)
+    with pytest.raises(ValueError, match=r"^skip_initial_inference_steps=17 and skip_final_inference_steps=30 must be "
+                                         r">= 0 and leave at least one of the 30 steps$"):
+        resolve(DEV13, second_pass={"skip_final_inference_steps": 30}, **size)
+    with pytest.raises(ValueError, match=r"^skip_initial_inference_steps=-1 and skip_final_inference_steps=3 must"):
+        resolve(DEV13, first_pass={"skip_initial_inference_steps": -1}, **size)
+    # 0.15 keeps round(4.5) = 4 of 30 steps (26 skipped): the first pass's 3 final skipped leave one, a second
+    # pass skipping its last 4 none
+    with pytest.raises(ValueError, match=r"^denoise_strength=0.15 keeps the last 4 of the second pass's schedule's 30 "
+                                         r"steps, which skip_final_inference_steps=4 drops: none is left \(use a "
+                                         r"higher strength or skip fewer final steps\)$"):
+        resolve(DEV13, video="in.mp4", denoise_strength=0.15, second_pass={"skip_final_inference_steps": 4}, **size)
+    kept = resolve(DEV13, video="in.mp4", denoise_strength=0.15, second_pass={"skip_final_inference_steps": 3}, **size)
+    assert [(p.skip_initial_inference_steps, p.skip_final_inference_steps) for p in kept.passes] == [(26, 3), (26, 3)]
