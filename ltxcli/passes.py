@@ -165,6 +165,17 @@ def v2v_pass(p: PassSettings, strength: float, schedule: str = "this schedule") 
     return p.updated({"skip_initial_inference_steps": skip})
 
 
+def keeps_no_step(p: PassSettings, strength: float) -> bool:
+    """Whether a ``strength`` video-to-video keeps no step of the pass ``p``: every explicit timestep is above it
+    (the distilled first pass's below 0.725), or the last steps it keeps are all among those ``p`` skips at the
+    end (the 13B dev first pass's last 3 of 30: a strength up to 0.1)."""
+    if p.timesteps is not None:
+        return strength + HARD_EPS < min(p.timesteps)
+    steps = p.num_inference_steps
+    assert steps is not None  # (validate_pass: a pass without timesteps has steps)
+    return max(p.skip_initial_inference_steps, _skipped(steps, strength)) + p.skip_final_inference_steps >= steps
+
+
 def _skipped(steps: int, strength: float) -> int:
     """The steps a ``strength`` video-to-video leaves out of a ``steps``-step schedule (at least one is kept)."""
     return steps - max(1, round(steps * strength))
@@ -184,4 +195,5 @@ def _pure_noise_remedy(steps: int, strength: float) -> str:
     return "use a lower strength (e.g. 0.5) with more steps (e.g. 3)"
 
 
-__all__ = ["HARD_EPS", "MAX_STEPS", "PASS_ALIASES", "as_list", "flat_blocks", "pass_overrides", "v2v_pass", "validate_pass"]
+__all__ = ["HARD_EPS", "MAX_STEPS", "PASS_ALIASES", "as_list", "flat_blocks", "keeps_no_step", "pass_overrides", "v2v_pass",
+           "validate_pass"]

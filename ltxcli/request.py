@@ -40,7 +40,7 @@ from .field_values import (
     parse_cache,
 )
 from .formatting import brief, dataclass_repr
-from .passes import HARD_EPS, flat_blocks, pass_overrides, v2v_pass, validate_pass
+from .passes import flat_blocks, keeps_no_step, pass_overrides, v2v_pass, validate_pass
 from .presets import DEFAULT_DOWNSCALE_FACTOR, PassSettings, Preset, multi_scale_sizes
 from .sizes import MAX_FRAME_RATE, check_size, padded_size, split_pad
 
@@ -662,9 +662,10 @@ def resolve_request(
             raise ValueError(f"denoise_strength={r.denoise_strength} must be in (0, 1), e.g. 0.5")
         # multi-scale: the first pass denoises the input at its size, the second the upscaled result; neither
         # noises it above the strength (the official run, media_items in both passes, fails its shape checks)
-        if multi and passes[0].timesteps is not None and r.denoise_strength + HARD_EPS < min(passes[0].timesteps):
-            # below the whole first schedule (distilled: 0.725, above ltx v2v's default 0.5) the first pass keeps
-            # no step: the second pass alone denoises the input, at the full size, from the strength
+        if multi and keeps_no_step(passes[0], r.denoise_strength):
+            # below the whole first schedule (distilled: 0.725, above ltx v2v's default 0.5; 13B dev: up to 0.1, whose
+            # last 3 of 30 steps it skips) the first pass keeps no step: the second pass alone denoises the input,
+            # at the full size, from the strength
             multi, passes, factor = False, passes[1:], 1.0
         passes = [v2v_pass(p, r.denoise_strength, f"the {n} pass's schedule" if multi else "this schedule")
                   for n, p in zip(("first", "second"), passes, strict=False)]

@@ -390,3 +390,18 @@ def test_skipped_steps_that_leave_no_step_are_refused_in_resolution() -> None:
         resolve(DEV13, video="in.mp4", denoise_strength=0.15, second_pass={"skip_final_inference_steps": 4}, **size)
     kept = resolve(DEV13, video="in.mp4", denoise_strength=0.15, second_pass={"skip_final_inference_steps": 3}, **size)
     assert [(p.skip_initial_inference_steps, p.skip_final_inference_steps) for p in kept.passes] == [(26, 3), (26, 3)]
+
+
+@pytest.mark.parametrize("strength", [0.05, 0.1])
+def test_multi_scale_v2v_whose_first_pass_keeps_no_step_runs_the_second_pass_alone_on_a_dev_model(strength) -> None:
+    """The 13B dev first pass runs 30 steps and skips its last 3: a strength up to 0.1 keeps round(30 x strength) <= 3
+    steps, all among those it skips. That first pass keeps no step, as the distilled one below 0.725, and the second
+    pass alone denoises the input at the full size (the README's rule); it failed after the model had loaded with
+    "skip_initial=27 and skip_final=3 must be >= 0 and leave at least one of the 30 steps"."""
+    r = resolve(DEV13, video="in.mp4", denoise_strength=strength, height=256, width=256, num_frames=9)
+    assert not r.multi_scale and r.downscale_factor == 1.0 and len(r.passes) == 1
+    second = DEV13.passes[1]
+    kept = round(30 * strength)  # 2 or 3 of the second pass's 30 steps, which skips no final step
+    assert r.passes[0] == dataclasses.replace(second, skip_initial_inference_steps=30 - kept)
+    # 0.12 keeps round(3.6) = 4: one step of the first pass is left, both passes run
+    assert resolve(DEV13, video="in.mp4", denoise_strength=0.12, height=256, width=256, num_frames=9).multi_scale
