@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .enhance.rules import rewrite_of
 from .request import SEED_MAX, GenerationRequest, check_fields, check_placement, padded_size
+from .sizes import check_frame_rate
 from .timeline import FRAMES_PER_LATENT as _LATENT_T
 from .timeline import frames_of, read_schedule, schedule_frames, window_prompts
 
@@ -153,6 +154,7 @@ def checked_frames(request: GenerationRequest, max_seconds: float) -> int:
 def check_window_time(window: int | None, num_frames: int, frame_rate: float, max_seconds: float) -> int:
     """The frames of one window of a ``num_frames`` video, checked against the model's time range: a ValueError
     names the window (``None``: the default one) and the largest that fits, not the window's frame count."""
+    check_frame_rate(frame_rate)  # (an extension's windows come here first: 0 divided by zero)
     given = DEFAULT_WINDOW if window is None else int(window)
     frames = min(num_frames, _LATENT_T * (max(given // _LATENT_T, 2) - 1) + 1)
     seconds = (padded_size(32, 32, frames)[2] - 1) / frame_rate
@@ -203,6 +205,7 @@ def plan(request: GenerationRequest, preset: Preset, max_seconds: float | None =
 
     r = check_fields(request)  # Python numbers (seeds are derived from its seed)
     frame_rate = float(preset_size(preset, r.height, r.width, r.num_frames, r.frame_rate)[3])
+    check_frame_rate(frame_rate)  # first: 0 divided the window's seconds by zero, a negative rate passed them
     asked = frames_of(r, frame_rate)
     num_frames = preset.num_frames if asked is None else asked
     window, overlap, strength, factor = check(r)  # a value out of range is refused in one window too, as ltx does

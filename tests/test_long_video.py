@@ -357,6 +357,20 @@ def test_bad_settings_are_one_line_errors(tiny, kwargs, match) -> None:
         long_video.plan(GenerationRequest("a", **{**BASE, **kwargs}), tiny.preset)
 
 
+@pytest.mark.parametrize(("rate", "said"), [(0, "frame_rate=0.0 must be in [0.001, 1000] (e.g. 24)"),
+                                            (-24, "frame_rate=-24.0 must be in [0.001, 1000] (e.g. 24)")])
+def test_a_frame_rate_out_of_range_is_refused_before_the_windows_are_planned(tiny, rate, said) -> None:
+    """long_video.generate(..., frame_rate=0) failed with ZeroDivisionError in the window's time check; a negative
+    rate passed it (negative seconds) and was refused only once the first window was resolved, after the media
+    checks and prompt enhancement."""
+    with pytest.raises(ValueError) as e:
+        long_video.plan(GenerationRequest("a | b", **{**BASE, "frame_rate": rate}), tiny.preset, 20)
+    assert str(e.value) == said
+    with pytest.raises(ValueError) as e:  # (what an extension's windows check first: run_extension failed there)
+        long_video.check_window_time(48, 89, float(rate), 20)
+    assert str(e.value) == said
+
+
 def test_a_window_longer_than_the_model_s_time_range_is_named_as_the_window(tiny) -> None:
     """--window 600 at 24 fps said "num_frames=593 at frame_rate=24.0 lasts 24.7 s" (the window's frames, a number
     the user never gave), and only once the first window ran (API) or at the check (CLI)."""
