@@ -37,6 +37,7 @@ trains exactly that pair; ComfyUI's sampler drops the guide's first latent then)
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -109,7 +110,15 @@ def control_frames(c: Control, r: ResolvedRequest, *, device: torch.device, dtyp
     _, _, pf = r.padded
     check_control_timing(c, r.num_frames)
     frames = media_io.load_media(c.media, max_frames=pf)
-    frames = fit_frames(frames[: trim(frames.shape[0], 0, pf)], r.height, r.width)
+    n, kept = int(frames.shape[0]), trim(int(frames.shape[0]), 0, pf)
+    if kept < r.num_frames:
+        # (control frame i steers output frame i: the later ones took none, silently; a 12-frame control used 9)
+        name = media_path(c.media) or f"a {type(c.media).__name__}"
+        used = f"its first {kept} of {n} frames: a control is used in 8k + 1 frames" if kept < n else \
+            f"it has {n} frame{'s' if n > 1 else ''}"
+        warnings.warn(f"control {name} steers only frames 0-{kept - 1} of the {r.num_frames} generated ({used}); the "
+                      "later ones have no control (give a control as long as the video)", stacklevel=2)
+    frames = fit_frames(frames[:kept], r.height, r.width)
     if c.kind == "canny":
         from .canny import canny_video
 

@@ -8,6 +8,9 @@ tokens first, the target's own coordinates repeated, mask 1) written out here in
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -172,16 +175,27 @@ def test_control_with_first_frame_and_keyframe(pipe, monkeypatch, one_thread):  
 
 
 def test_short_control_and_kinds(pipe, one_thread):  # noqa: F811
-    """A control shorter than the video covers its first frames (8k + 1); canny and depth make their videos."""
+    """A control shorter than the video covers its first frames (8k + 1), and says so (it was silent: the later
+    frames had no control, a 12-frame control used 9); canny and depth make their videos."""
     r = resolve_request(GenerationRequest("a", height=H, width=W, num_frames=F, control=Control(_control_video(0)[:12])),
                         pipe.preset)
-    prepared = control_mod.prepare_control(r, device=torch.device("cpu"), dtype=torch.float32)
+    with pytest.warns(UserWarning) as caught:
+        prepared = control_mod.prepare_control(r, device=torch.device("cpu"), dtype=torch.float32)
     assert prepared is not None and prepared.pixels.shape == (1, 3, 9, H, W)
-    for kind in ("canny", "depth"):
+    assert [str(w.message) for w in caught] == [
+        f"control a Tensor steers only frames 0-8 of the {F} generated (its first 9 of 12 frames: a control is used "
+        "in 8k + 1 frames); the later ones have no control (give a control as long as the video)"]
+    r = replace(r, control=Control(_control_video(0)[:1]))
+    with pytest.warns(UserWarning, match=rf"^control a Tensor steers only frames 0-0 of the {F} generated \(it has 1 "
+                                         r"frame\); the later"):
+        control_mod.prepare_control(r, device=torch.device("cpu"), dtype=torch.float32)
+    for kind in ("canny", "depth"):  # (as long as the video: nothing to say)
         r = resolve_request(GenerationRequest("a", height=H, width=W, num_frames=F,
                                               control=Control(_control_video(0), 1.0, kind)), pipe.preset)
-        frames = control_mod.control_frames(r.control, r, device=torch.device("cpu"), dtype=torch.float32,
-                                            depth_model="tiny")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            frames = control_mod.control_frames(r.control, r, device=torch.device("cpu"), dtype=torch.float32,
+                                                depth_model="tiny")
         assert frames.shape == (F, H, W, 3) and float(frames.min()) >= 0 and float(frames.max()) <= 1
         assert torch.equal(frames[..., 0], frames[..., 2])  # grey
     with pytest.raises(ValueError, match="control strength"):
