@@ -177,6 +177,10 @@ def build_items(
             return row[key] if row.get(key) is not None else defaults.get(key)
 
         frame_rate, extend = pick("frame_rate"), pick("extend")
+        if row.get("denoise_strength") is not None and pick("video") is None and not row.get("_redo"):
+            # (it acts on a video-to-video input only: a line's 0.3, or 7, without "video" changed nothing, silently)
+            warnings.warn(f"{row.get('_where') or 'batch'}: denoise_strength is ignored: it is the strength of a "
+                          "video-to-video run (give \"video\")", stacklevel=2)
         try:
             num_frames, duration = _length(row, defaults)
             long = _long_fields(pick, duration)
