@@ -154,7 +154,12 @@ def generate(
     from .result import GenerationResult
 
     max_seconds = float(pipe.transformer.config.positional_embedding_max_pos[0])
+    if resume is not None and not isinstance(resume, (str, os.PathLike)):  # (pathlib's bare TypeError)
+        raise TypeError(f"resume={resume!r} must be a state file's path (long_video.state_path(output))")
     state = Path(resume) if resume is not None else None
+    if state is not None and state.is_dir():  # (it failed writing the state, once the first window was done)
+        raise ValueError(f"resume={state}: a folder, not a state file: give a file's path "
+                         "(long_video.state_path(output) names the one ltx --resume keeps)")
     saved = read_state(state) if state is not None else {}  # once: the seed here, the kept windows in _LongRun
     if request.seed is None and seed_of(saved) is not None:  # (a batch item's: ltxcli.runner.plan_outputs)
         request = replace(request, seed=seed_of(saved))

@@ -5,6 +5,7 @@ latents, as ComfyUI-LTXVideo's ``LTXVLoopingSampler`` hands each temporal tile i
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 import torch
@@ -219,3 +220,18 @@ def test_v2v_fields_of_the_wrong_type_are_named_before_the_input_is_read(tiny, f
             assert str(e.value) == ("video must be a video file's path or a torch tensor [F, H, W, 3] in [0, 1] (an "
                                     f"array: torch.from_numpy(array)), got {got}")
     assert tiny.resolve(GenerationRequest("a cat", video=frames, denoise_strength=None, **one)).denoise_strength == 0.5
+
+
+def test_a_resume_path_that_is_no_state_file_is_refused_before_any_work(tiny, frames, tmp_path, monkeypatch) -> None:
+    """resume= a folder failed with IsADirectoryError writing the state once the first window was done (its work
+    lost); a number failed in pathlib ("expected str, bytes or os.PathLike object, not int")."""
+    def no_work(*args, **kwargs):
+        raise AssertionError("the denoising started")
+
+    monkeypatch.setattr(tiny, "_denoise_passes", no_work)
+    req = GenerationRequest("a cat | a dog", video=frames[:, :32, :32], **{**SMALL, "height": 32, "width": 32})
+    with pytest.raises(ValueError, match=rf"^resume={re.escape(str(tmp_path))}: a folder, not a state file: give a "
+                                         r"file's path \(long_video\.state_path\(output\) names"):
+        long_video.generate(tiny, req, resume=tmp_path)
+    with pytest.raises(TypeError, match=r"^resume=5 must be a state file's path"):
+        long_video.generate(tiny, req, resume=5)  # type: ignore[arg-type]
