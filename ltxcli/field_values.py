@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -60,6 +61,16 @@ def is_float_tensor(v: Any) -> bool:
     return is_tensor(v) and v.is_floating_point() and not v.is_meta
 
 
+#: What a condition's or a control's media may be (:func:`is_media`).
+MEDIA_KINDS = "a path, a PIL image or a torch tensor [F, H, W, 3] (torch.from_numpy)"
+
+
+def is_media(v: Any) -> bool:
+    """A path, a PIL image (by what reading uses), a torch tensor or a file decoded already (a path-like): not a
+    numpy array, which reading takes for a path."""
+    return isinstance(v, (str, os.PathLike)) or is_tensor(v) or (hasattr(v, "mode") and hasattr(v, "convert"))
+
+
 def as_list(v: Any) -> list[Any] | None:
     """A list or tuple, or a numpy array or tensor as its Python list; None for anything else."""
     v = v.tolist() if hasattr(v, "tolist") and not isinstance(v, (str, bytes)) else v
@@ -98,5 +109,5 @@ def parse_cache(spec: str | None) -> tuple[str, float]:
     return mode, threshold
 
 
-__all__ = ["CACHE_THRESHOLDS", "FieldTypeError", "as_list", "is_bool", "is_float_tensor", "is_int", "is_number",
-           "is_tensor", "is_text", "list_of", "parse_cache"]
+__all__ = ["CACHE_THRESHOLDS", "MEDIA_KINDS", "FieldTypeError", "as_list", "is_bool", "is_float_tensor", "is_int",
+           "is_media", "is_number", "is_tensor", "is_text", "list_of", "parse_cache"]

@@ -28,11 +28,13 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypedDict, TypeVar
 from .enhance.rules import check_enhanced, check_mode, rewrite_of
 from .field_values import (
     CACHE_THRESHOLDS,
+    MEDIA_KINDS,
     FieldTypeError,
     as_list,
     is_bool,
     is_float_tensor,
     is_int,
+    is_media,
     is_number,
     is_tensor,
     is_text,
@@ -488,10 +490,8 @@ def check_fields(request: _R) -> _R:
             plain[name] = value if to_python is None else to_python(value)
     conditions = []
     for c in request.conditions or ():  # None, as every None, takes the default: none
-        media = c.media  # a path, a PIL image, a torch tensor or a file decoded already (all but numpy's arrays)
-        is_picture = hasattr(media, "mode") and hasattr(media, "convert")  # a PIL image, by what reading uses
-        if not (isinstance(media, (str, os.PathLike)) or is_tensor(media) or is_picture):
-            fail("condition media", media, "a path, a PIL image or a torch tensor [F, H, W, 3] (torch.from_numpy)")
+        if not is_media(c.media):
+            fail("condition media", c.media, MEDIA_KINDS)
         if not is_int(c.frame):
             fail("condition frame", c.frame, "an integer")
         if not is_number(c.strength):
@@ -508,12 +508,13 @@ def check_fields(request: _R) -> _R:
                                  "ltxcli.media.write_video(path, frames, fps))")
         plain["extend"] = replace(e, frames=int(e.frames), backward=bool(e.backward))
     if request.control is not None:
+        if not is_media(request.control.media):  # (an array failed in pathlib: "expected str, bytes or os.PathLike")
+            fail("control media", request.control.media, MEDIA_KINDS)
         if not is_number(request.control.strength):
             fail("control strength", request.control.strength, "a number")
         plain["control"] = replace(request.control, strength=float(request.control.strength))
     video = request.video
-    if video is not None and not (isinstance(video, (str, os.PathLike)) or is_tensor(video)):
-        # (an array, a list or a number failed in pathlib: "expected str, bytes or os.PathLike object, not ndarray")
+    if video is not None and not (isinstance(video, (str, os.PathLike)) or is_tensor(video)):  # (pathlib failed)
         got = brief(video) if hasattr(video, "shape") else \
             reprlib.repr(video) if isinstance(video, (int, float, bytes)) else f"a {type(video).__name__}"
         raise FieldTypeError("video must be a video file's path or a torch tensor [F, H, W, 3] in [0, 1] (an array: "

@@ -14,7 +14,7 @@ from ltxcli.models.transformer import STGMode
 from ltxcli.models.upsampler import LatentUpsampler
 from ltxcli.passes import PASS_ALIASES, pass_overrides
 from ltxcli.presets import PRESETS, TINY_PRESET, PassSettings, Preset
-from ltxcli.request import STG_MODES, Condition, GenerationRequest, resolve_request
+from ltxcli.request import STG_MODES, Condition, Control, GenerationRequest, resolve_request
 from ltxcli.tiny import LATENT_CHANNELS, build_pipeline
 
 DEV13 = PRESETS["ltxv-13b-0.9.8-dev"]
@@ -165,6 +165,9 @@ def test_pipeline_runs_a_per_pass_alias_as_its_yaml_name() -> None:
 @pytest.mark.parametrize(("kwargs", "needle"), [
     ({"conditions": [("img.png", 0)]}, "conditions=[('img.png', 0)] must be a list of ltxcli.Condition"),
     ({"control": "depth.mp4"}, "control='depth.mp4' must be an ltxcli.Control"),
+    # an array as the control's media failed in pathlib: "expected str, bytes or os.PathLike object, not ndarray"
+    ({"control": Control(np.zeros((9, 4, 4, 3)))}, "control media=array([[[[0"),
+    ({"control": Control(5)}, "control media=5 must be a path, a PIL image or a torch tensor [F, H, W, 3]"),
     ({"steps": 1.5}, "steps=1.5 must be an integer"),
     ({"steps": True}, "steps=True must be an integer"),
     ({"seed": True}, "seed=True must be an integer"),
