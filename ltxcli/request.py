@@ -128,10 +128,9 @@ class GenerationRequest:
     ``denoise_strength`` fraction of the schedule. A file or a tensor of any length of at least ``num_frames``
     frames: its first frames up to the padded length (8k + 1), the last one repeated where it is shorter. Its
     length, size and (a file's) rate fill what is left open (:func:`ltxcli.source.source_defaults`), not the preset.
-    ``noise``: the single-pass initial draw, normalised latents ``[1, C, f, h, w]``. ``first_pass`` / ``second_pass``: per-pass overrides (multi-scale; giving one makes
-    a base model run two passes; a video in several windows runs ``first_pass`` in each window and refuses
-    ``second_pass``: :mod:`ltxcli.long_video`). ``loras``: the LoRAs merged for this request (see
-    :meth:`ltxcli.pipeline.Pipeline.set_loras`; ``[]`` none), None keeps the pipeline's current ones.
+    ``noise``: the single-pass initial draw, latents ``[1, C, f, h, w]``. ``first_pass`` / ``second_pass``: per-pass
+    overrides (multi-scale; one makes a base model run two passes; windows run ``first_pass``, refuse ``second_pass``).
+    ``loras``: merged for this request (:meth:`~ltxcli.pipeline.Pipeline.set_loras`; ``[]`` none; None: the held ones).
 
     Long videos (:mod:`ltxcli.long_video`): ``duration`` (seconds, instead of ``num_frames``), ``window`` and
     ``overlap`` (pixel frames; defaults 80 and 24), ``overlap_strength`` (0.5), ``adain`` (0.25),
