@@ -253,9 +253,13 @@ class PromptEnhancer:
         return [m for pair in (self.llm, self.captioner) if pair is not None for m in pair[:1]]
 
     def free(self) -> None:
-        """Drop every loaded model and return their memory (the next :meth:`enhance` loads them again)."""
+        """Drop every loaded model and return their memory (the next :meth:`enhance` loads them again). With
+        nothing loaded (``--enhance-prompt off``, a prompt kept) it does nothing: a garbage collection would return
+        nothing and costs a fraction of a second per call (every extension, :func:`ltxcli.extend.run_extension`)."""
         from ltxcli.offload import release_memory
 
+        if self.llm is None and self.captioner is None and self._tiny is None:
+            return
         if not self._given:
             self.llm = self.captioner = self._tiny = None
         release_memory()
