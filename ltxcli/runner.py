@@ -351,7 +351,8 @@ def warn_ignored(item: BatchItem, preset: Preset, max_seconds: float, where: str
       makes them);
     - a negative prompt acts through classifier-free guidance alone, which no step runs when every pass's
       guidance_scale is 1 or less (official: ``cfg > 1``; :meth:`ltxcli.pipeline.Pipeline.run` then encodes none);
-      the STG mode, likewise, through STG, off where every stg_scale is 0 (official: ``stg > 0``)."""
+      the STG mode, likewise, through STG, off where every stg_scale is 0 (official: ``stg > 0``); a video in
+      several windows runs the first pass alone, so only its scales count there."""
     from .passes import as_list
     from .sampling import cfg_active, stg_active
 
@@ -361,15 +362,18 @@ def warn_ignored(item: BatchItem, preset: Preset, max_seconds: float, where: str
         gen = generation_request(item, plan_windows(item, item.num_frames - ext.frames, max_seconds), warn=False)
     given = [f"--{key.replace('_', '-')}" for key in ("overlap", "overlap_strength", "adain", "resume")
              if getattr(item, key) not in (None, False)]
-    if given:
-        p = long_video.plan(gen, preset, max_seconds, ext is not None and ext.backward)  # (the seed is drawn)
-        if p is None or len(p.windows) == 1:
-            names = given[0] if len(given) == 1 else f"{', '.join(given[:-1])} and {given[-1]}"
-            warnings.warn(f"{where}{names} {'is' if len(given) == 1 else 'are'} ignored: the video is made in one "
-                          "window (they act between windows)", stacklevel=2)
+    if not given and item.negative_prompt is None and item.stg_mode is None:
+        return
+    p = long_video.plan(gen, preset, max_seconds, ext is not None and ext.backward)  # (the seed is drawn)
+    windows = 1 if p is None else len(p.windows)
+    if given and windows == 1:
+        names = given[0] if len(given) == 1 else f"{', '.join(given[:-1])} and {given[-1]}"
+        warnings.warn(f"{where}{names} {'is' if len(given) == 1 else 'are'} ignored: the video is made in one "
+                      "window (they act between windows)", stacklevel=2)
     if item.negative_prompt is None and item.stg_mode is None:
         return
-    passes = resolve_request(gen, preset).passes
+    # several windows run one pass each, the first's (long_video._one_pass): a second pass's CFG or STG runs nowhere
+    passes = resolve_request(gen, preset).passes[: 1 if windows > 1 else None]
     if item.negative_prompt is not None and not any(cfg_active(g) for p in passes for g in as_list(p.guidance_scale)):
         warnings.warn(f"{where}--negative-prompt is ignored: it acts through classifier-free guidance alone, which "
                       "guidance_scale 1 (or less) turns off (give --guidance-scale above 1)", stacklevel=2)

@@ -365,3 +365,25 @@ def test_a_malformed_condition_string_in_a_batch_names_its_line() -> None:
         batch.parse_batch('a cat\n{"prompt": "a dog", "conditions": ["k.png"]}\n', "items.jsonl")
     assert str(info.value) == ("items.jsonl line 2: condition 'k.png': expected PATH:FRAME[:STRENGTH], e.g. "
                                "first.png:0 or end.png:96:0.8")
+
+
+
+@pytest.mark.parametrize(("prompt", "first", "warns"), [
+    ("a cat | a dog", 1.0, True),  # four windows: the first pass alone runs, without CFG or STG
+    ("a cat | a dog", 3.0, False),  # ... with them
+    ("a cat", 1.0, False),  # one generation: both passes run, the second with them
+], ids=["windows-first-without", "windows-first-with", "one-generation"])
+def test_an_ignored_negative_prompt_is_judged_by_the_passes_that_run(
+    prompt: str, first: float, warns: bool, recwarn: pytest.WarningsRecorder,
+) -> None:
+    """A video in several windows runs one pass per window, the first's (long_video._one_pass); the negative-prompt
+    and STG-mode warnings looked at both passes of a two-pass request, so a windowed one whose first pass runs no
+    CFG and no STG (the second: the tiny preset's, guidance 3 and STG 1) was said to use them."""
+    from ltxcli.presets import TINY_PRESET
+
+    item = BatchItem(prompt, negative_prompt="rain", stg_mode="residual", steps=1, height=64, width=64, num_frames=33,
+                     frame_rate=24.0, first_pass={"guidance_scale": first, "stg_scale": first - 1},
+                     **({"window": 16, "overlap": 8} if "|" in prompt else {}))
+    runner.warn_ignored(item, TINY_PRESET, 20.0)
+    said = [str(w.message).split(" is ignored")[0] for w in recwarn]
+    assert said == (["--negative-prompt", "--stg-mode"] if warns else []), said
