@@ -162,6 +162,7 @@ def load_pipeline(
     loras: Sequence[LoraLike] | None = None,
     temporal_upsampler: PathLike | None = None,
     warn: Callable[[str], None] | None = None,
+    spatial_upsampler: bool = True,
 ) -> Pipeline:
     """Load a model for generation.
 
@@ -203,6 +204,9 @@ def load_pipeline(
     quantised): the same memory, 3-7x less error per layer than fp8 storage; not with ``dtype="fp8"``.
     ``temporal_upsampler``: a weights.toml name or an official temporal upscaler file, for requests with
     ``temporal_upscale`` (``tiny`` has its own under the name ``ltxv-temporal-upscaler-0.9.7``).
+    ``spatial_upsampler=False``: no latent upsampler is pulled or loaded (the preset's or ``upsampler``), for a caller
+    whose every request runs in several windows (one pass each: :func:`ltxcli.long_video.generate`), as ``ltx
+    generate`` loads a multi-scale model then; a request of both passes is refused (:meth:`Pipeline.resolve`).
     """
     from . import kernels
     from .offload import Offload, OffloadIgnoredWarning, cpu_offload_note
@@ -224,13 +228,14 @@ def load_pipeline(
     if cpu_gemm not in ("auto", "onednn", "blas"):
         raise ValueError(f"cpu_gemm={cpu_gemm!r} must be auto, onednn or blas")
     if isinstance(model, ModelSpec):
-        if text_encoder is not None or upsampler is not None or weights_dir is not None or temporal_upsampler:
-            raise ValueError("text_encoder, upsampler, temporal_upsampler and weights_dir come from the ModelSpec: "
-                             "pass them to resolve_spec")
+        if text_encoder is not None or upsampler is not None or weights_dir is not None or temporal_upsampler \
+                or not spatial_upsampler:
+            raise ValueError("text_encoder, upsampler, spatial_upsampler, temporal_upsampler and weights_dir come "
+                             "from the ModelSpec: pass them to resolve_spec")
         spec = model if loras is None else model.with_loras(loras)
     else:
         spec = resolve_spec(model, text_encoder=text_encoder, upsampler=upsampler, weights_dir=weights_dir,
-                            loras=loras, temporal_upsampler=temporal_upsampler)
+                            loras=loras, temporal_upsampler=temporal_upsampler, spatial_upsampler=spatial_upsampler)
         if spec.kind == "builtin" and text_encoder is not None:  # as ltx generate --text-encoder warns
             warnings.warn(f"text_encoder is ignored: {spec.name} has a built-in text encoder", stacklevel=2)
     if download and spec.needed:

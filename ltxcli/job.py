@@ -275,13 +275,16 @@ def _plan_job(
     job = Job(s, batch, ctx, device, dtype, spec, items, mine, note, anything, inputs=inputs)
     if anything:
         # with the components: a mistyped text encoder / upsampler path fails before anything is downloaded; a
-        # one-pass model runs no upsampler: one given is checked by name or path, neither pulled nor read (load warns)
-        up = s.upsampler if spec.preset.multi_scale else None
+        # one-pass model runs no upsampler, nor does a multi-scale one in windows (one pass each): when no item runs
+        # both passes the default is not resolved, one given is checked by name or path; neither pulled nor read
+        used = runner.needs_upsampler(items, spec.preset, spec.max_positions[0])
+        up = s.upsampler if used else None
         if s.upsampler is not None and up is None:
             given_component("upsampler", s.upsampler, weights_dir=s.weights_dir, registry=spec.registry)
         job.spec = _resolve(s, text_encoder=None if spec.kind == "builtin" else s.text_encoder, upsampler=up,
                             loras=[lo for it in items for lo in lora_specs(it.loras)],  # every item's, pulled with the model
-                            temporal_upsampler=long_video.temporal_upscaler(items))
+                            temporal_upsampler=long_video.temporal_upscaler(items),
+                            spatial_upsampler=used or not spec.preset.multi_scale)
         job.needed = job.spec.needed + control_weights(items, builtin=job.spec.kind == "builtin")
     return job
 
@@ -390,9 +393,11 @@ def load(
     from .parallel.transformer import check_mode, parallelize
 
     s, spec = job.settings, job.spec
-    if s.upsampler is not None and not spec.preset.multi_scale and job.main:  # (plan_job checked its name or path)
-        warn(f"--upsampler is ignored: {spec.label} runs one pass at the requested size (an upsampler runs between "
-             "the two passes of a multi-scale model)")
+    if s.upsampler is not None and not (spec.preset.multi_scale and spec.spatial_upsampler) and job.main:
+        # (plan_job checked its name or path)
+        how = f"{spec.label} runs" if not spec.preset.multi_scale else "every video is made in windows, each"
+        warn(f"--upsampler is ignored: {how} one pass at the requested size (an upsampler runs between the two "
+             "passes of a multi-scale model)")
     if job.split and plan is not None and plan.transformer is not None:
         check_mode(s.parallel, plan.transformer.num_attention_heads, job.world)  # a ValueError before loading
     if job.main or not job.split:  # a split video's rewrite is rank 0's, as its seed: sampled once, shared
@@ -414,7 +419,7 @@ def load(
             offload=s.offload, vae_tiling=s.vae_tiling, vae_conv=s.vae_conv, cpu_gemm=s.cpu_gemm,
             keep_checkpoint_dtype=s.keep_checkpoint_dtype, weights_dtype=s.weights_dtype,
             download=False, loras=s.loras or None, temporal_upsampler=spec.temporal_source,  # pulled before
-            warn=_said_by_plan_job)
+            warn=_said_by_plan_job, spatial_upsampler=spec.spatial_upsampler)
     if s.vae_conv_recorded:
         pipe.vae.set_conv_algorithm(s.vae_conv)
     load_s = time.perf_counter() - t0

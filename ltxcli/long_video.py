@@ -184,7 +184,7 @@ def generate(
         window_noise = _sliced_noise(pipe, p)
     # what the windows' resolve refuses (first_pass= without an upsampler, ...) before any file is read or prompt
     # rewritten, as Pipeline.run resolves first: one window and several give the same line
-    pipe.resolve(p.window_request(0))
+    pipe.resolve(p.window_request(0), window=True)
     p = replace(p, request=_media_checked(pipe, p))
     p = replace(p, request=_enhanced(pipe, p))
     run = _LongRun(pipe, p, progress, state, window_noise, keep_state, saved)
@@ -292,7 +292,7 @@ class _LongRun:
         from .step_cache import Tally
 
         pipe.cache_tally = Tally()  # the step cache counts over every window (each pass attaches a fresh cache)
-        r0 = _one_pass(pipe.resolve(p.window_request(0)))
+        r0 = _one_pass(pipe.resolve(p.window_request(0), window=True))
         if r0.loras is not None:  # as Pipeline.run: the request's LoRAs, merged once for every window
             pipe.set_loras(r0.loras)
         # the whole video as the decode crops it: window 0's settings with the full length
@@ -453,7 +453,7 @@ class _LongRun:
         ph, pw = self.full.pass_sizes()[0]
         shape = (1, pipe.transformer.config.in_channels, w.end - w.start, ph // 32, pw // 32)
         noise = self.window_noise(i, shape) if self.window_noise is not None else None
-        r = _one_pass(pipe.resolve(p.window_request(i, noise)))
+        r = _one_pass(pipe.resolve(p.window_request(i, noise), window=True))
         sizes = r.pass_sizes()
         t0 = time.perf_counter()
         with torch.inference_mode():

@@ -303,13 +303,13 @@ class Pipeline:
         checkpoint's preset default, but a ``video``'s length, size and frame rate are its own (as in ``ltx v2v``)."""
         return self.run(GenerationRequest(prompt, **settings), progress=progress, stream=stream)
 
-    def resolve(self, request: GenerationRequest) -> ResolvedRequest:
-        """``request`` resolved against this pipeline's preset and checked against its models (no model runs)."""
+    def resolve(self, request: GenerationRequest, *, window: bool = False) -> ResolvedRequest:
+        """``request`` resolved against this pipeline's preset and checked against its models (no model runs).
+        ``window``: one of several windows, which a multi-scale model runs as one pass: no upsampler needed."""
         return resolve_request(
-            with_source_defaults(request, self.preset), self.preset,
+            with_source_defaults(request, self.preset), self.preset, has_temporal_upsampler=self.temporal_upsampler is not None,
             max_pos=self.transformer.config.positional_embedding_max_pos, num_layers=self.transformer.config.num_layers,
-            has_upsampler=self.upsampler is not None, has_temporal_upsampler=self.temporal_upsampler is not None,
-        )
+            has_upsampler=self.upsampler is not None or (window and self.preset.multi_scale))
 
     @serialised
     def run(self, request: GenerationRequest, *, progress: ProgressFn | None = None,

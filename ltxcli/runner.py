@@ -42,7 +42,7 @@ from .passes import MAX_STEPS
 from .paths import user_media
 from .progress import ProgressFn
 from .records import SAMPLER_KEYS, batch_fields, encoding, record, run_settings
-from .request import SEED_MAX, Condition, check_fields, preset_size, resolve_request
+from .request import SEED_MAX, Condition, GenerationRequest, check_fields, preset_size, resolve_request
 from .sizes import MAX_FRAME_RATE, check_frame_rate, check_size, padded_size
 from .source import check_extension, check_source_length, source_defaults
 
@@ -342,6 +342,25 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
         raise _prefixed(e, where) from None
 
 
+def _generation(item: BatchItem, preset: Preset, max_seconds: float) -> tuple[GenerationRequest, int]:
+    """The generation ``item`` (validated: :func:`validate_item`) runs (an extension's:
+    :func:`ltxcli.extend.generation_request`, as :func:`~ltxcli.extend.run_extension` makes it) and the windows it
+    is made in (1: one generation, both passes of a multi-scale model; more: one pass each)."""
+    gen, ext = item, item.extend
+    if ext is not None:  # (validate_item filled in num_frames, the output's, and checked the plan)
+        assert item.num_frames is not None
+        gen = generation_request(item, plan_windows(item, item.num_frames - ext.frames, max_seconds), warn=False)
+    p = long_video.plan(gen, preset, max_seconds, ext is not None and ext.backward)  # (the seed is drawn)
+    return gen, 1 if p is None else len(p.windows)
+
+
+def needs_upsampler(items: Sequence[BatchItem], preset: Preset, max_seconds: float) -> bool:
+    """Whether a multi-scale ``preset``'s latent upsampler is used by any of ``items`` that runs (validated, not
+    skipped): each made in one generation runs both passes and the upsampler between them; one in several windows
+    runs one pass per window (:func:`ltxcli.long_video.generate`), no upsampler. False for a one-pass preset."""
+    return preset.multi_scale and any(_generation(it, preset, max_seconds)[1] == 1 for it in items if not it.skip)
+
+
 def warn_ignored(item: BatchItem, preset: Preset, max_seconds: float, where: str = "") -> None:
     """Warn of options ``item`` gives that change nothing (checked, as :func:`validate_item` leaves it):
 
@@ -356,16 +375,11 @@ def warn_ignored(item: BatchItem, preset: Preset, max_seconds: float, where: str
     from .passes import as_list
     from .sampling import cfg_active, stg_active
 
-    gen, ext = item, item.extend
-    if ext is not None:  # (validate_item filled in num_frames, the output's, and checked the plan)
-        assert item.num_frames is not None
-        gen = generation_request(item, plan_windows(item, item.num_frames - ext.frames, max_seconds), warn=False)
     given = [f"--{key.replace('_', '-')}" for key in ("overlap", "overlap_strength", "adain", "resume")
              if getattr(item, key) not in (None, False)]
     if not given and item.negative_prompt is None and item.stg_mode is None:
         return
-    p = long_video.plan(gen, preset, max_seconds, ext is not None and ext.backward)  # (the seed is drawn)
-    windows = 1 if p is None else len(p.windows)
+    gen, windows = _generation(item, preset, max_seconds)
     if given and windows == 1:
         names = given[0] if len(given) == 1 else f"{', '.join(given[:-1])} and {given[-1]}"
         warnings.warn(f"{where}{names} {'is' if len(given) == 1 else 'are'} ignored: the video is made in one "
@@ -664,6 +678,6 @@ def _plan_here(
 __all__ = [
     "MAX_FRAMES", "MAX_FRAME_RATE", "MAX_STEPS", "SEED_MAX", "BatchItem", "ItemResult", "OutputError",
     "batch_fields", "build_items", "check_range", "check_writable", "derive_seeds", "encoding",
-    "plan_outputs", "record", "run_batch", "run_settings", "save_video",
+    "needs_upsampler", "plan_outputs", "record", "run_batch", "run_settings", "save_video",
     "validate_item", "warn_ignored", "write_output",
 ]

@@ -130,6 +130,7 @@ class ModelSpec:
     # the temporal upscaler (requested_temporal: what was asked for); builtin: a component without a path
     temporal_upsampler: Component | None = None
     requested_temporal: str | None = None
+    spatial_upsampler: bool = True  # False: the run loads no (spatial) upsampler, given or default (resolve_spec)
 
     @property
     def path(self) -> Path | None:
@@ -174,7 +175,7 @@ class ModelSpec:
         te, up = self.requested
         return resolve_spec(self.name, text_encoder=te, upsampler=up, weights_dir=self.weights_dir,
                             registry=self.registry, need=self.need, loras=loras,
-                            temporal_upsampler=self.requested_temporal)
+                            temporal_upsampler=self.requested_temporal, spatial_upsampler=self.spatial_upsampler)
 
     def header(self) -> CheckpointInfo:
         """The checkpoint header: :attr:`info`, else read now (a registry file whose check has not finished, or a
@@ -270,6 +271,7 @@ def resolve_spec(
     header: bool = True,
     loras: Iterable[LoraLike] | None = None,
     temporal_upsampler: PathLike | None = None,
+    spatial_upsampler: bool = True,
 ) -> ModelSpec:
     """Resolve what a run of ``model`` loads. No download, no tensor data read.
 
@@ -283,7 +285,9 @@ def resolve_spec(
     ``loras``: LoRAs the run merges (:func:`ltxcli.adapters.lora.lora_specs`): registry ones join
     :attr:`ModelSpec.needed` and are refused here on a model they are not made for; files must exist.
     ``temporal_upsampler``: a weights.toml name or an official temporal upscaler file, for ``temporal_upscale``
-    (:data:`DEFAULT_TEMPORAL_UPSCALER`; the builtin model's is built in).
+    (:data:`DEFAULT_TEMPORAL_UPSCALER`; the builtin model's is built in). ``spatial_upsampler=False``: the run makes
+    no multi-scale pass (every video in several windows, each one pass): no upsampler, the default or ``upsampler``
+    (still checked by name or path, neither pulled nor read).
 
     Raises :class:`ltxcli.weights.UnknownWeightsError` (an unknown name, with a did-you-mean hint),
     :class:`SpecError` (a registry entry that is not a model), :class:`ModelNotFoundError` (no such path) and
@@ -291,6 +295,8 @@ def resolve_spec(
     """
     reg = registry if registry is not None else weights.load_registry()
     spec = _resolve(model, text_encoder, upsampler, weights_dir, reg, need, header, loras)
+    if not spatial_upsampler:
+        spec = replace(spec, upsampler=None, spatial_upsampler=False)
     if temporal_upsampler is None:
         return spec
     value = os.fspath(temporal_upsampler)

@@ -1021,6 +1021,42 @@ def test_an_ignored_registry_upsampler_is_neither_downloaded_nor_loaded(
     assert probe(cli_env / "o.mp4")["frames"] == 9
 
 
+def test_a_multi_scale_model_s_upsampler_is_pulled_only_for_a_job_that_runs_both_passes(
+    hub: Any, cli_env: Path, assets: SimpleNamespace, loads: list[Any]
+) -> None:
+    """A video in several windows runs one pass per window (no upsampler), yet a multi-scale model's default
+    upsampler was pulled (GBs for a real one) and loaded for a job of such videos alone. It is now pulled only when
+    an item runs both passes: here a batch line made in one generation; a given --upsampler unused is warned of."""
+    from ltxcli.loading import save_upsampler
+    from ltxcli.models.configs import UpsamplerConfig
+    from ltxcli.models.upsampler import LatentUpsampler
+    from ltxcli.tiny import LATENT_CHANNELS
+
+    up, up_file = "ltxv-spatial-upscaler-0.9.8", "ltxv-spatial-upscaler-0.9.8.safetensors"
+    save_upsampler(cli_env / "up.safetensors", LatentUpsampler(UpsamplerConfig(
+        in_channels=LATENT_CHANNELS, mid_channels=32, num_blocks_per_stage=1)))
+    hub.add("Lightricks/LTX-Video", up_file, (cli_env / "up.safetensors").read_bytes())
+    multi = cli_env / "ltxv-2b-0.9.8-distilled.safetensors"  # (its file name: the multi-scale preset)
+    multi.write_bytes(assets.good.read_bytes())
+    model = ["--model", str(multi), "--text-encoder", str(assets.te), "--seed", "2"]
+    windows = {"prompt": "a cat | a dog", "window": 16, "overlap": 8, "num_frames": 17}  # two windows
+    Path("w.jsonl").write_text(json.dumps(windows) + "\n" + json.dumps({**windows, "output": "b.mp4"}) + "\n")
+    r = ltx("generate", "--batch", "w.jsonl", *model, "--height", "64", "--width", "96", "--steps", "1", "-o", "o.mp4")
+    assert r.exit_code == 0, r.stderr
+    assert hub.resolve_requests("GET") == [] and weights.status(up).state == "missing"
+    assert probe(cli_env / "b.mp4")["frames"] == 17
+    r = ltx("generate", "a cat | a dog", "--window", "16", "--overlap", "8", "--num-frames", "17", *model,
+            "--upsampler", str(cli_env / "up.safetensors"), *SMALL[:4], "--steps", "1", "-o", "c.mp4")
+    assert r.exit_code == 0 and "warning: --upsampler is ignored: every video is made in windows" in r.stderr, r.stderr
+    # a line made in one generation (its windowed prompt fits one window: both passes) needs it
+    Path("m.jsonl").write_text(json.dumps({**windows, "output": "d.mp4"}) + "\n"
+                               + json.dumps({**windows, "num_frames": 9, "output": "e.mp4"}) + "\n")
+    r = ltx("generate", "--batch", "m.jsonl", *model, "--height", "64", "--width", "96", "--steps", "1")
+    assert r.exit_code == 0, r.stderr
+    assert [g.path.rsplit("/", 1)[-1] for g in hub.resolve_requests("GET")] == [up_file]
+    assert probe(cli_env / "e.mp4")["frames"] == 9 and len(loads) == 3
+
+
 def _interrupt_denoising(monkeypatch: pytest.MonkeyPatch, at_call: int) -> None:
     calls = Counter()
     real = cli_common.GenerationProgress.__call__

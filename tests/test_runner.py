@@ -387,3 +387,39 @@ def test_an_ignored_negative_prompt_is_judged_by_the_passes_that_run(
     runner.warn_ignored(item, TINY_PRESET, 20.0)
     said = [str(w.message).split(" is ignored")[0] for w in recwarn]
     assert said == (["--negative-prompt", "--stg-mode"] if warns else []), said
+
+
+def test_the_upsampler_is_needed_by_an_item_made_in_one_generation(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A multi-scale model's upsampler runs between its two passes, which only a video made in one generation (or
+    one window) runs: several windows (an extension's too, forward or backward) run one pass each. A skipped item
+    runs nothing; a one-pass model none at all (ltx generate pulls and loads it as this says: tests/test_hostile)."""
+    from ltxcli.extend import InputFrames
+    from ltxcli.presets import PRESETS, TINY_PRESET
+    from ltxcli.request import Extension
+
+    monkeypatch.chdir(tmp_path)
+    media.write_video("clip.mp4", torch.rand(9, 32, 32, 3, generator=torch.Generator().manual_seed(0)), 24)
+    multi, windows = PRESETS["ltxv-2b-0.9.8-distilled"], {"window": 16, "overlap": 8}
+
+    def items(*rows: dict[str, Any]) -> list[BatchItem]:
+        its = runner.build_items([{"height": 64, "width": 96, "seed": 1, **r} for r in rows], preset=multi,
+                                 inputs=InputFrames())
+        for it in its:
+            runner.validate_item(it, (20, 2048, 2048), preset=multi)
+        return its
+
+    in_windows = {"prompt": "a | b", "num_frames": 17, **windows}  # two windows
+    cases = [
+        (items(in_windows), False),
+        (items({**in_windows, "num_frames": 9}), True),  # fits one window: one generation
+        (items({"prompt": "a", "extend": Extension("clip.mp4", 16), **windows}), False),
+        (items({"prompt": "a", "extend": Extension("clip.mp4", 16, backward=True), **windows}), False),
+        (items({"prompt": "a", "extend": Extension("clip.mp4", 8)}), True),
+        (items(in_windows, {"prompt": "a", "num_frames": 9}), True),
+    ]
+    assert [runner.needs_upsampler(its, multi, 20.0) for its, _ in cases] == [needs for _, needs in cases]
+    mixed = cases[-1][0]
+    mixed[1].skip = True
+    assert not runner.needs_upsampler(mixed, multi, 20.0)
+    assert not any(runner.needs_upsampler(its, TINY_PRESET, 20.0) for its, _ in cases)
