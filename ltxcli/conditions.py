@@ -12,8 +12,9 @@ Two steps, run at different stages of a generation (:meth:`ltxcli.pipeline.Pipel
 
 from __future__ import annotations
 
+import itertools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -208,31 +209,71 @@ def prepare_video(video: Any, r: ResolvedRequest) -> Tensor:
     """Official ``load_media_file`` for the v2v input -> pixels ``[1, 3, pf, ph, pw]`` in [-1, 1]: ``pf`` frames,
     cropped, resized, blurred, CRF, padded (a tensor: only resized to the video's size and padded). A file and a
     tensor alike need ``num_frames`` frames (any number: not 8k + 1); the first ``pf`` are used, the last one
-    repeated up to ``pf`` (:func:`_fill_frames`)."""
-    ph, pw, pf = r.padded
+    repeated up to ``pf``. :func:`prepared_video_chunks` in one chunk."""
+    (pixels,) = prepared_video_chunks(video, r, [r.padded[2]])
+    return pixels
+
+
+def prepared_video_chunks(video: Any, r: ResolvedRequest, sizes: Sequence[int]) -> Iterator[Tensor]:
+    """:func:`prepare_video` in time chunks: ``[1, 3, n, ph, pw]`` for each ``n`` of ``sizes`` (their sum the padded
+    length ``pf``), equal bit for bit to the frames ``prepare_video`` gives there: every step is per frame (crop,
+    bicubic resize, blur, CRF, padding, bilinear resize; the frame count's padding repeats the last frame). A video
+    file is decoded as the chunks are asked for (:func:`ltxcli.media.iter_video`), so the host holds one chunk's
+    frames, not the input's (a long v2v's, :meth:`ltxcli.long_video._LongRun.pixels`). A file's frame rate is checked
+    here (MediaError), its length as it is read (ValueError: fewer than ``num_frames`` frames)."""
+    if sum(sizes) != r.padded[2]:
+        raise ValueError(f"chunks of {sum(sizes)} frames in all; this video has {r.padded[2]}")
+    if not isinstance(video, Tensor):  # frame i of the input is frame i of the output (ltx v2v refused a VFR file already)
+        media_io.check_constant_rate(video, "video-to-video", r.num_frames)
+    return _prepared_chunks(video, r, sizes)
+
+
+def _prepared_chunks(video: Any, r: ResolvedRequest, sizes: Sequence[int]) -> Iterator[Tensor]:
+    frames = _source_frames(video, r.padded[2])
+    read, last = 0, None
+    for n in sizes:
+        chunk = list(itertools.islice(frames, n))  # each [1, H, W, 3]
+        read += len(chunk)
+        if len(chunk) < n:  # the input ended: its last frame repeated up to pf (the output is cut back to num_frames)
+            if read < r.num_frames:
+                raise ValueError(f"{'the input video tensor' if isinstance(video, Tensor) else video}: {read} frames; "
+                                 f"video-to-video at this length needs {r.num_frames}")
+            fill = chunk[-1] if chunk else last  # (a frame was read: num_frames >= 1)
+            assert fill is not None
+            chunk += [fill] * (n - len(chunk))
+        last = chunk[-1]
+        stack = torch.cat(chunk)  # [n, H, W, 3]
+        del chunk
+        pixels = _prepared(stack, video, r)  # (its copies freed on return: none kept beside the next chunk's)
+        del stack
+        yield pixels
+        del pixels  # the consumer's now: not held here while the next chunk is read
+
+
+def _prepared(frames: Tensor, video: Any, r: ResolvedRequest) -> Tensor:
+    """The v2v input's frames ``[n, H, W, 3]`` -> pixels ``[1, 3, n, ph, pw]`` as :func:`prepare_video` makes them."""
     if isinstance(video, Tensor):
-        frames = _fill_frames(media_io.load_media(video), r, "the input video tensor")
-        pixels = frames.permute(3, 0, 1, 2)[None].float() * 2 - 1  # [1, 3, pf, h, w]
+        pixels = frames.permute(3, 0, 1, 2)[None].float() * 2 - 1  # [1, 3, n, h, w]
         return F.pad(resize_frames(pixels, r.height, r.width), r.padding)  # where the video is, as a condition
-    # frame i of the input is frame i of the output (ltx v2v refused a VFR file already; a Python caller's here)
-    media_io.check_constant_rate(video, "video-to-video", r.num_frames)
-    frames = _fill_frames(media_io.load_media(video, max_frames=pf), r, video)
     pixels = media_io.preprocess_condition_frames(frames, r.height, r.width, just_crop=False)
-    del frames  # the decoded frames are not needed past here (the plan counts them only while reading)
-    pixels = F.pad(pixels, r.padding)
-    return resize_frames(pixels, ph, pw)  # odd target sizes lose a row/column in the H.264 step
+    return resize_frames(F.pad(pixels, r.padding), *r.padded[:2])  # odd target sizes lose a row/column in the H.264 step
 
 
-def _fill_frames(frames: Tensor, r: ResolvedRequest, name: Any) -> Tensor:
-    """The v2v input's frames ``[F, H, W, 3]`` -> its first ``pf`` (the padded length, 8k + 1): at least
-    ``num_frames`` are needed (ValueError), the last one repeated fills the padding (the official loader needs
-    ``pf`` frames; the output is cut back to ``num_frames``)."""
-    pf = r.padded[2]
-    if frames.shape[0] < r.num_frames:
-        raise ValueError(f"{name}: {frames.shape[0]} frames; video-to-video at this length needs {r.num_frames}")
-    if frames.shape[0] < pf:
-        frames = torch.cat([frames, frames[-1:].expand(pf - frames.shape[0], -1, -1, -1)])
-    return frames[:pf]
+def _source_frames(video: Any, limit: int) -> Iterator[Tensor]:
+    """The v2v input's first ``limit`` frames one by one, ``[1, H, W, 3]``: a tensor's (float in [0, 1], checked as
+    :func:`ltxcli.media.load_media` checks it), a decoded file's (uint8), a video file's decoded as they are asked
+    for (uint8); another file (an image, a video without a video suffix) is read whole first."""
+    if isinstance(video, Tensor):
+        frames = video if video.ndim == 4 else video[None]
+        for i in range(min(limit, frames.shape[0])):
+            yield media_io.load_media(frames[i : i + 1])
+    elif isinstance(video, media_io.DecodedMedia):
+        yield from video.frames[:limit].split(1)
+    elif str(video).lower().endswith(tuple(media_io.VIDEO_SUFFIXES)):
+        for rgb in media_io.iter_video(video, limit):
+            yield torch.from_numpy(rgb)[None]
+    else:
+        yield from media_io.read_media(video, max_frames=limit).frames.split(1)
 
 
 def prepare_conditions(r: ResolvedRequest) -> tuple[list[PreparedCondition], Tensor | None]:

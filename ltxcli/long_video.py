@@ -319,7 +319,7 @@ class _LongRun:
 
     def pixels(self, result: GenerationResult) -> Iterator[Tensor]:
         """Float ``[n, H, W, 3]`` chunks of the whole video in order, windows denoised on the way."""
-        from .conditions import prepare_video
+        from .conditions import prepared_video_chunks
         from .frames import check_latents, to_video
         from .long_decode import TiledDecode
 
@@ -327,9 +327,10 @@ class _LongRun:
         out, first, done = self._load_state()
         for kept in (t for t in (out, first) if t is not None):  # resumed: else the next stage is blamed for a NaN
             check_latents(kept, f"in the windows --resume kept in {self.state}", "delete that file to start over")
-        # video-to-video: the whole input read once, before the text encoder as Pipeline.run reads it (not when
-        # every window is kept)
-        source = prepare_video(self.full.video, self.full) if self.full.video is not None and done < len(p.windows) else None
+        # video-to-video (not when every window is kept): the input checked before the text encoder, as Pipeline.run
+        # reads it, then decoded, prepared and encoded a chunk at a time in the encoder's stage (_encode_source)
+        source = (prepared_video_chunks(self.full.video, self.full, self._source_chunks())
+                  if self.full.video is not None and done < len(p.windows) else None)
         self.control = self._control_frames()
         texts = self._encode_texts()
         if source is not None:
@@ -386,19 +387,33 @@ class _LongRun:
         self.timings["denoise_s"] += pipe._elapsed(t0)
         return up
 
-    def _encode_source(self, pixels: Tensor) -> Tensor:
-        """Video-to-video: the whole input's pixels ``[1, 3, 8 (T - 1) + 1, H, W]`` (:func:`ltxcli.conditions.prepare_video`
-        at the whole video's length) -> its normalised latents ``[1, C, T, h, w]`` (float32, CPU), encoded once in
-        the VAE encoder's stage, in time chunks (:func:`ltxcli.vae_encode.chunked_encode`: the one-call latents,
-        a chunk's activations however long the input). Each window starts from its own latent frames ``[start, end)`` of them, noised to
-        its first timestep (ComfyUI-LTXVideo's looping sampler slices the input's latents into each tile's
-        ``optional_initialization_latents``); they are 1/192 of the pixels, which go once encoded."""
+    def _source_chunks(self) -> list[int]:
+        """Pixel frames of each chunk the encoder takes of the whole input (:func:`ltxcli.vae_encode.chunk_frames`),
+        the module's chunk read when the run starts."""
+        from . import vae_encode
+
+        return vae_encode.chunk_frames(self.pipe.vae.config, self.full.padded[2], vae_encode.ENCODE_CHUNK_LATENTS)
+
+    def _encode_source(self, chunks: Iterator[Tensor]) -> Tensor:
+        """Video-to-video: the whole input's pixels ``[1, 3, 8 (T - 1) + 1, H, W]`` as prepared chunks
+        (:func:`ltxcli.conditions.prepared_video_chunks` of :meth:`_source_chunks`, decoded from the file as they are
+        taken) -> its normalised latents ``[1, C, T, h, w]`` (float32, CPU), encoded once in the VAE encoder's
+        stage, a chunk at a time (:func:`ltxcli.vae_encode.encode_chunks`: bit for bit the latents of the whole
+        input's pixels, ``chunked_encode(prepare_video(...))``; the host holds one chunk's pixels, not the input's).
+        Each window starts from its own latent frames ``[start, end)`` of them, noised to its first timestep
+        (ComfyUI-LTXVideo's looping sampler slices the input's latents into each tile's
+        ``optional_initialization_latents``); they are 1/192 of the pixels."""
         import torch
+
+        from . import vae_encode
+        from .models.upcast import compute_dtype
 
         pipe = self.pipe
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            latents = pipe._encode_pixels(pixels).float().cpu()
+        with torch.inference_mode(), pipe._stage(pipe.vae.encoder):  # the device and dtype of Pipeline._vae_encode
+            latents = vae_encode.encode_chunks(
+                pipe.vae, chunks, self.full.padded[2], chunk=vae_encode.ENCODE_CHUNK_LATENTS, device=pipe.device,
+                dtype=compute_dtype(pipe.vae.decoder.conv_in.conv)).float().cpu()
         self.timings["denoise_s"] += pipe._elapsed(t0)  # (as Pipeline.run counts the encoder stage)
         return latents
 

@@ -25,12 +25,14 @@ An encoder with a block this module does not know is run in one call.
 
 Memory. One chunk's activations (``8 * chunk + 1`` pixel frames at most, :func:`encode_frames`) and the carried
 frames (2 per convolution) instead of the whole input's: :mod:`ltxcli.memory.estimate` prices the encode so.
+The pixels themselves may come a chunk at a time (:func:`encode_chunks`, an iterator: a long v2v decodes and
+prepares its input so, :mod:`ltxcli.long_video`), so that the host holds one chunk of them, not the video.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -193,32 +195,74 @@ def chunked_encode(
     chunk. Run it under ``torch.inference_mode()`` or ``no_grad`` (the encoder works in place)."""
     if pixels.ndim != 5:
         raise ValueError(f"chunked_encode expects pixels [B, 3, F, H, W], got shape {list(pixels.shape)}")
+    return encode_chunks(vae, [pixels], pixels.shape[2], chunk=chunk, device=device, dtype=dtype, progress=progress)
+
+
+def chunk_frames(config: VAEConfig, frames: int, chunk: int = ENCODE_CHUNK_LATENTS) -> list[int]:
+    """Pixel frames of each chunk :func:`encode_chunks` encodes of an ``8k + 1``-frame video (their sum): what a
+    producer of the pixels makes at a time so that no chunk is cut or joined (:meth:`ltxcli.long_video._LongRun.pixels`)."""
+    t = config.temporal_compression
+    return [p1 - p0 for p0, p1 in (pixel_span(a, b, t) for a, b in encode_spans((frames - 1) // t + 1, chunk))]
+
+
+def encode_chunks(
+    vae: CausalVideoVAE, chunks: Iterable[Tensor], frames: int, *, chunk: int = ENCODE_CHUNK_LATENTS,
+    device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Tensor:
+    """:func:`chunked_encode` of a video handed in as pieces ``[B, 3, n, H, W]`` along time (``frames`` = 8k + 1 in
+    all, any ``n``), taken from ``chunks`` as they are needed: with pieces of :func:`chunk_frames` the host holds one
+    chunk's pixels at a time, however long the video (other lengths are cut or joined to them, the same latents).
+    Bit for bit :func:`chunked_encode` of their concatenation (the same chunks, the same arithmetic). A video of one
+    chunk, or an encoder :func:`streamable` refuses, is joined whole and encoded in one call. ValueError: pieces of
+    another total than ``frames``."""
     encoder = vae.encoder
     t = vae.config.temporal_compression
-    frames = pixels.shape[2]
-    if (frames - 1) % t:
+    if frames < 1 or (frames - 1) % t:
         raise ValueError(f"chunked_encode needs {t}k + 1 frames, got {frames}")
-    dev = pixels.device if device is None else torch.device(device)
     dt = compute_dtype(encoder.conv_in.conv) if dtype is None else dtype
-    spans = encode_spans((frames - 1) // t + 1, chunk)
-    if len(spans) == 1 or not streamable(encoder):
-        out = vae.encode(pixels.to(device=dev, dtype=dt))
+    sizes = chunk_frames(vae.config, frames, chunk)
+
+    def moved(x: Tensor) -> Tensor:  # [B, 3, n, H, W]: one chunk on the device
+        return x.to(device=x.device if device is None else torch.device(device), dtype=dt)
+
+    if len(sizes) == 1 or not streamable(encoder):
+        (whole,) = _regrouped(chunks, [frames])
+        out = vae.encode(moved(whole))
         if progress:
             progress(1, 1)
         return out
     latents = []
     with _carried(encoder) as features:
-        for i, (a, b) in enumerate(spans):
-            p0, p1 = pixel_span(a, b, t)
-            x = pixels[:, :, p0:p1].to(device=dev, dtype=dt)  # [B, 3, p1 - p0, H, W]: one chunk on the device
-            x = x.to(compute_dtype(encoder.conv_in.conv))  # as vae.encode
-            mean = features(x, i == 0)[:, : vae.config.latent_channels]  # [B, C, b - a, h, w]
+        for i, x in enumerate(_regrouped(chunks, sizes)):
+            x = moved(x).to(compute_dtype(encoder.conv_in.conv))  # as vae.encode
+            mean = features(x, i == 0)[:, : vae.config.latent_channels]  # [B, C, latent frames of the chunk, h, w]
             del x
             latents.append(vae.normalize(mean))
             if progress:
-                progress(i + 1, len(spans))
+                progress(i + 1, len(sizes))
     return torch.cat(latents, dim=2)
 
 
-__all__ = ["ENCODE_CHUNK_LATENTS", "chunked_encode", "encode_frames", "encode_spans", "encoder_receptive_field",
+def _regrouped(pieces: Iterable[Tensor], sizes: list[int]) -> Iterator[Tensor]:
+    """``pieces`` ``[B, C, n, H, W]`` (any ``n``) -> ``[B, C, sizes[i], H, W]`` one after another: a piece of the size
+    asked for as it is (no copy), a longer one sliced, shorter ones joined. ValueError unless they add up to ``sum(sizes)``."""
+    it, held, have, given = iter(pieces), list[Tensor](), 0, 0
+    for n in sizes:
+        while have < n:
+            piece = next(it, None)
+            if piece is None:
+                raise ValueError(f"the pixel chunks hold {given + have} frames, {sum(sizes)} expected")
+            held.append(piece)
+            have += piece.shape[2]
+        x = held[0] if len(held) == 1 else torch.cat(held, dim=2)
+        held, have, given = ([x[:, :, n:]] if have > n else []), have - n, given + n
+        yield x[:, :, :n]
+        del x  # not held here while the next piece is made
+    extra = have + sum(p.shape[2] for p in it)
+    if extra:
+        raise ValueError(f"the pixel chunks hold {given + extra} frames, {sum(sizes)} expected")
+
+
+__all__ = ["ENCODE_CHUNK_LATENTS", "chunk_frames", "chunked_encode", "encode_chunks", "encode_frames", "encode_spans", "encoder_receptive_field",
            "pixel_span", "streamable"]

@@ -52,8 +52,8 @@ def test_each_window_starts_from_its_own_slice_of_the_input(tiny, frames, monkey
     from ltxcli import conditions
 
     reads, encodes = [], []
-    prepare, encode = conditions.prepare_video, tiny.vae.encode
-    monkeypatch.setattr(conditions, "prepare_video", lambda *a: reads.append(1) or prepare(*a))
+    prepare, encode = conditions.prepared_video_chunks, tiny.vae.encode
+    monkeypatch.setattr(conditions, "prepared_video_chunks", lambda *a: reads.append(1) or prepare(*a))
     monkeypatch.setattr(tiny.vae, "encode", lambda x: encodes.append(tuple(x.shape)) or encode(x))
     low = dict(timesteps=[0.01], denoise_strength=0.01, adain=0.0)
     res = long_video.generate(tiny, GenerationRequest("a cat | a dog | a bird", video=frames, **{**SMALL, **low}))
@@ -138,8 +138,10 @@ def test_a_long_input_is_encoded_in_chunks_equal_to_one_encode(tiny, monkeypatch
     got = {}
     encode_source = long_video._LongRun._encode_source
 
-    def spy(run, pixels):
-        got["pixels"], got["latents"] = pixels.clone(), encode_source(run, pixels)
+    def spy(run, chunks):
+        held: list[torch.Tensor] = []
+        got["latents"] = encode_source(run, (held.append(c.clone()) or c for c in chunks))
+        got["pixels"] = torch.cat(held, dim=2)
         return got["latents"]
 
     monkeypatch.setattr(long_video._LongRun, "_encode_source", spy)
@@ -235,3 +237,60 @@ def test_a_resume_path_that_is_no_state_file_is_refused_before_any_work(tiny, fr
         long_video.generate(tiny, req, resume=tmp_path)
     with pytest.raises(TypeError, match=r"^resume=5 must be a state file's path"):
         long_video.generate(tiny, req, resume=5)  # type: ignore[arg-type]
+
+
+@pytest.fixture()
+def one_thread():
+    """Tiny tensors: a second thread costs more than it saves (10x on a busy 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class _Encoded(Exception):
+    """Raised by a spy once the input is encoded: the windows need not run."""
+
+
+@pytest.mark.parametrize(("chunk", "num_frames", "sizes"), [
+    (16, 33, [33]),  # one chunk
+    (16, 30, [33]),  # one chunk, its last 3 frames the input's last repeated
+    (3, 30, [25, 8]),  # two chunks, padding in the second
+    (1, 26, [9, 8, 8, 8]),  # four chunks; the last one all padding (the input ends 1 frame into the third)
+])
+def test_a_file_input_is_read_prepared_and_encoded_a_chunk_at_a_time(tiny, frames, tmp_path, monkeypatch, one_thread,
+                                                                     chunk, num_frames, sizes) -> None:
+    """The input file was decoded and prepared whole (float32 [1, 3, pf, H, W] on the host: 14.8 GB for 60 s at
+    704x1216) before its chunked encode; now each chunk of frames is decoded, prepared and encoded in turn: the
+    preprocessing never takes more than one chunk's frames, and the latents are bit for bit those of the whole
+    input's pixels (prepare_video) encoded in the same chunks (chunked_encode), padding to 8k + 1 frames included."""
+    from ltxcli import media, vae_encode
+    from ltxcli.media import write_video
+
+    clip = tmp_path / "in.mp4"
+    write_video(clip, frames[:num_frames, :32, :32], 24)
+    monkeypatch.setattr(vae_encode, "ENCODE_CHUNK_LATENTS", chunk)
+    seen: list[int] = []
+    preprocess = media.preprocess_condition_frames
+    monkeypatch.setattr(media, "preprocess_condition_frames",
+                        lambda f, *a, **k: seen.append(int(f.shape[0])) or preprocess(f, *a, **k))
+    got = {}
+    encode_source = long_video._LongRun._encode_source
+
+    def spy(run, chunks):
+        got["run"], got["latents"] = run, encode_source(run, chunks)
+        raise _Encoded
+
+    monkeypatch.setattr(long_video._LongRun, "_encode_source", spy)
+    req = GenerationRequest("a cat | a dog", video=str(clip), **{**SMALL, "steps": 2, "num_frames": num_frames,
+                                                                 "height": 32, "width": 32})
+    with pytest.raises(_Encoded):
+        long_video.generate(tiny, req)
+    assert seen == sizes  # one chunk's frames at a time (the file's last frame repeated in the padding)
+    monkeypatch.undo()
+    from ltxcli.conditions import prepare_video
+
+    whole = prepare_video(str(clip), got["run"].full)  # [1, 3, 33, 32, 32]
+    with torch.inference_mode():
+        want = vae_encode.chunked_encode(tiny.vae, whole, chunk=chunk).float()
+    assert torch.equal(got["latents"], want)

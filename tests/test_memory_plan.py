@@ -229,10 +229,11 @@ def test_a_long_video_is_planned_one_window_at_a_time() -> None:
     assert 0.75 * four <= measured <= 1.5 * four < whole, (four, measured, whole)
 
 
-def test_a_v2v_in_windows_is_priced_with_its_whole_input() -> None:
-    """Video-to-video in windows reads and encodes the whole input once, before the first window
-    (:mod:`ltxcli.long_video`): the plan grows with the input's length at least by its float32 pixels at the
-    output size, not only by the fused latents of a text-to-video in windows (it priced one window's input)."""
+def test_a_v2v_in_windows_is_priced_with_one_chunk_of_its_input() -> None:
+    """Video-to-video in windows reads, prepares and encodes its input a chunk at a time (129 frames at most,
+    :mod:`ltxcli.long_video`): the plan grows with the input's length by the input's latents only (it held the
+    whole input's float32 pixels: 1115, 1721, 3281 MiB at 153, 281, 537 frames here; 22.4 GiB of host memory for a
+    30 s 1216x704 input, 44.8 GiB for 60 s), and holds at least one chunk's pixels more than a text-to-video."""
     from ltxcli.memory.plan import request_estimator, request_shape
     from ltxcli.request import GenerationRequest
 
@@ -249,10 +250,15 @@ def test_a_v2v_in_windows_is_priced_with_its_whole_input() -> None:
                                 offload_saves=False, device_is_host=True, vae_tiling="off", streamed=True)(h, w, f)
         return est.host_peak_bytes
 
+    def latents(f: int) -> int:  # the input's, float32 [1, C, lf, h / 32, w / 32]
+        return 4 * vae.config.latent_channels * ((f - 1) // 8 + 1) * (h // 32) * (w // 32)
+
     video = torch.zeros(1, h, w, 3)  # (the plan reads the input's frame size only)
-    t2v = estimate(281) - estimate(153)
-    v2v = estimate(281, video=video) - estimate(153, video=video)
-    assert v2v >= t2v + 4 * 3 * (281 - 153) * h * w, (t2v, v2v)
+    for f in (281, 537):
+        t2v = estimate(f) - estimate(153)
+        v2v = estimate(f, video=video) - estimate(153, video=video)
+        assert v2v <= t2v + latents(f) - latents(153), (f, t2v, v2v)
+    assert estimate(537, video=video) >= estimate(537) + 4 * 3 * 129 * h * w
 
 
 def test_an_extension_in_windows_is_planned_one_window_at_a_time(tmp_path: Path) -> None:

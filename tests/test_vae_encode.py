@@ -9,6 +9,8 @@ carry its frames over gets wrong (> 1e-2, :func:`test_chunks_that_replicate_thei
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -16,7 +18,9 @@ from ltxcli.models.configs import VAEConfig, official_vae_config
 from ltxcli.models.vae import CausalVideoVAE
 from ltxcli.vae_encode import (
     ENCODE_CHUNK_LATENTS,
+    chunk_frames,
     chunked_encode,
+    encode_chunks,
     encode_frames,
     encode_spans,
     encoder_receptive_field,
@@ -140,6 +144,44 @@ def test_one_chunk_is_one_call_bit_for_bit() -> None:
     vae.encode = lambda v: calls.append(v.shape[2]) or encode(v)  # type: ignore[method-assign]
     with torch.inference_mode():
         assert torch.equal(chunked_encode(vae, x), encode(x)) and calls == [129]
+
+
+@pytest.mark.parametrize("pieces", [
+    [FRAMES],  # the whole video in one piece
+    [25, 24],  # the chunks of chunk=3 (latents [0, 4), [4, 7)) as they are encoded: chunk_frames
+    [1, 7, 30, 11],  # pieces cut across the chunks: joined and sliced to them
+    [1] * FRAMES,  # frame by frame
+])
+@pytest.mark.parametrize("chunk", [3, 16])
+def test_pieces_of_the_pixels_encode_as_the_whole_bit_for_bit(pieces: list[int], chunk: int) -> None:
+    """encode_chunks takes the video as an iterator of pieces along time, taken as needed (a long v2v decodes and
+    prepares its input a chunk at a time, ltxcli.long_video): the latents are chunked_encode's of the whole pixels,
+    bit for bit (the same chunks, the same arithmetic), in one chunk (chunk=16: one call) and in two (chunk=3); a
+    piece is made only once the chunk before it is encoded."""
+    vae, x = released_vae("0.9.5", layers=1), pixels()
+    assert chunk_frames(vae.config, FRAMES, 3) == [25, 24] and chunk_frames(vae.config, FRAMES, 16) == [FRAMES]
+    bounds = [0, *itertools.accumulate(pieces)]
+    taken: list[int] = []
+
+    def lazily():  # each piece made only when the encoder asks for it
+        for a, b in itertools.pairwise(bounds):
+            taken.append(b)
+            yield x[:, :, a:b].clone()
+
+    made: list[int] = []  # pieces made when each chunk's encode starts: those up to its last frame, no more
+    hook = vae.encoder.conv_in.register_forward_pre_hook(lambda m, args: made.append(len(taken)))
+    try:
+        with torch.inference_mode():
+            got = encode_chunks(vae, lazily(), FRAMES, chunk=chunk)
+            assert torch.equal(got, chunked_encode(vae, x, chunk=chunk))
+    finally:
+        hook.remove()
+    ends = [25, FRAMES] if chunk == 3 else [FRAMES]
+    assert made[: len(ends)] == [next(i for i, b in enumerate(bounds) if b >= e) for e in ends]
+    with torch.inference_mode():
+        for wrong in ([x[:, :, :48]], [x, x[:, :, :1]]):  # a frame short, a frame more
+            with pytest.raises(ValueError, match=r"^the pixel chunks hold (48|50) frames, 49 expected$"):
+                encode_chunks(vae, wrong, FRAMES, chunk=chunk)
 
 
 def test_spans_and_the_frames_a_chunk_holds() -> None:

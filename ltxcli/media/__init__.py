@@ -1,7 +1,7 @@
 """Media in and out: images and videos as ``[F, H, W, 3]`` float tensors, the official conditioning
 preprocessing, and atomic (and streaming) MP4 / PNG writers that carry the generation record.
 
-* :mod:`ltxcli.media.read`: :func:`load_image`, :func:`load_video`, :func:`load_media`, :func:`read_media` (a
+* :mod:`ltxcli.media.read`: :func:`load_image`, :func:`load_video` (:func:`iter_video`, frame by frame), :func:`load_media`, :func:`read_media` (a
   file decoded once, :class:`DecodedMedia`; :func:`read_video`, a video's).
 * :mod:`ltxcli.media.prepare`: the official conditioning preprocessing (:func:`preprocess_condition_frames`).
 * :mod:`ltxcli.media.write`: :func:`atomic_output`, :func:`write_video`, :func:`write_image`,
@@ -24,6 +24,7 @@ from .read import (
     VIDEO_SUFFIXES,
     DecodedMedia,
     check_constant_rate,
+    iter_video,
     load_image,
     load_media,
     load_video,
@@ -65,6 +66,7 @@ __all__ = [
     "check_constant_rate",
     "crf_round_trip",
     "gaussian_blur",
+    "iter_video",
     "load_image",
     "load_media",
     "load_video",

@@ -13,6 +13,7 @@ import functools
 import itertools
 import os
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -238,6 +239,36 @@ def _decode_video(path: Path, max_frames: int | None, max_pixels: int | None
     :class:`MediaError`."""
     frames: list[np.ndarray] = []
     times: list[Fraction] = []
+    listed = 0
+
+    def keep(rgb: np.ndarray, frame: Any, stream: Any) -> None:
+        nonlocal listed
+        frames.append(rgb)
+        if frame.pts is not None and frame.time_base is not None:
+            times.append(frame.pts * frame.time_base)
+        listed = int(stream.frames)
+
+    for _ in _rgb_frames(path, max_frames, max_pixels, keep):
+        pass
+    return np.stack(frames), max(listed, len(frames)), tuple(times)  # no index: the frames that decoded
+
+
+def iter_video(path: PathLike, max_frames: int | None = None, *, max_pixels: int | None = MAX_IMAGE_PIXELS
+               ) -> Iterator[np.ndarray]:
+    """:func:`load_video`'s frames one at a time, uint8 ``[H, W, 3]``, decoded as they are asked for (PyAV decodes
+    in order): a long video read without holding it whole (:func:`ltxcli.conditions.prepared_video_chunks`). The
+    same pixels and checks as :func:`read_video` (each raised when its frame comes)."""
+    path = Path(path)
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be at least 1, got {max_frames}")
+    yield from _rgb_frames(path, max_frames, max_pixels)
+
+
+def _rgb_frames(path: Path, max_frames: int | None, max_pixels: int | None,
+                keep: Callable[[np.ndarray, Any, Any], None] | None = None) -> Iterator[np.ndarray]:
+    """The first ``max_frames`` frames as uint8 ``[H, W, 3]`` one by one (``keep(rgb, frame, stream)`` on each);
+    decoding stops quietly where FFmpeg stops (a truncated file); an FFmpeg error is a :class:`MediaError`."""
+    decoded, shape = 0, None
     with _open_video(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame/slice threads: faster, same pixels
@@ -248,23 +279,20 @@ def _decode_video(path: Path, max_frames: int | None, max_pixels: int | None
                         f"{path}: frames are {frame.width}x{frame.height}, above the limit of {max_pixels:,} pixels"
                     )
                 rgb = _frame_to_rgb(frame)
-                if frames and rgb.shape != frames[0].shape:
-                    raise MediaError(
-                        f"{path}: frame size changes from {frames[0].shape[1]}x{frames[0].shape[0]} to "
-                        f"{rgb.shape[1]}x{rgb.shape[0]} at frame {len(frames)}"
-                    )
-                frames.append(rgb)
-                if frame.pts is not None and frame.time_base is not None:
-                    times.append(frame.pts * frame.time_base)
-                if max_frames is not None and len(frames) >= max_frames:
+                if shape is not None and rgb.shape != shape:
+                    raise MediaError(f"{path}: frame size changes from {shape[1]}x{shape[0]} to "
+                                     f"{rgb.shape[1]}x{rgb.shape[0]} at frame {decoded}")
+                shape, decoded = rgb.shape, decoded + 1
+                if keep is not None:
+                    keep(rgb, frame, stream)
+                yield rgb
+                if max_frames is not None and decoded >= max_frames:
                     break
-            listed = int(stream.frames) or len(frames)  # no index: the frames that decoded (to the end or the limit)
         except av.error.FFmpegError as exc:
-            kind = MediaError if frames else _NoFrameDecoded
-            raise kind(f"{path}: video decoding failed after {len(frames)} frames: {one_line(exc)}") from None
-    if not frames:
+            kind = MediaError if decoded else _NoFrameDecoded
+            raise kind(f"{path}: video decoding failed after {decoded} frames: {one_line(exc)}") from None
+    if not decoded:
         raise _NoFrameDecoded(f"{path}: video has no decodable frames")
-    return np.stack(frames), max(listed, len(frames)), tuple(times)
 
 
 def load_video(
@@ -545,6 +573,6 @@ def load_media(
 
 __all__ = [
     "MAX_IMAGE_PIXELS", "VIDEO_SUFFIXES", "DecodedMedia", "MediaError", "check_constant_rate",
-    "load_image", "load_media", "load_video", "media_num_frames", "read_media", "read_video", "source_frame_count",
+    "iter_video", "load_image", "load_media", "load_video", "media_num_frames", "read_media", "read_video", "source_frame_count",
     "video_frame_rate",
 ]

@@ -16,6 +16,7 @@ from ..models.configs import TransformerConfig, VAEConfig
 from ..presets import Preset, multi_scale_sizes
 from ..request import padded_size
 from ..sampling import pass_branches
+from ..vae_encode import encode_frames
 from .estimate import DECODE, DENOISE, MemoryEstimate, PassSize, estimate_memory, input_hold, latent_shape
 
 if TYPE_CHECKING:
@@ -180,7 +181,7 @@ def request_estimator(
             est = _fused_on_device(input_hold(est, 0, blend), latents, late)
             if shape.temporal_upscale:
                 est = _upscale_fused(est, vae, (lf, lh, lw), dtype, **kwargs)
-            return _whole_input(est, shape.v2v, h, w, f, latents) if shape.v2v else est
+            return _whole_input(est, vae, shape.v2v, h, w, f, latents) if shape.v2v else est
         ph, pw, pf = padded_size(h, w, f)
         control = (min(shape.control_frames, pf) - 1) // 8 * 8 + 1 if shape.control_frames else 0  # the trim
         # after a temporal upscale the decode makes 2 (pf - 1) + 1 frames of the 2f - 1 latent ones
@@ -270,18 +271,20 @@ def _upscale_fused(est: MemoryEstimate, vae: VAEConfig, latent: tuple[int, int, 
     return replace(est, stages=stages)
 
 
-def _whole_input(est: MemoryEstimate, native_pixels: int, h: int, w: int, f: int, latents: int) -> MemoryEstimate:
-    """A video-to-video in windows (:class:`ltxcli.long_video._LongRun`): the whole input read and preprocessed
-    before the text encoder (the decoded frames at their native size, float32 and uint8, and the copies
-    :func:`ltxcli.conditions.prepare_video` makes), its float32 pixels ``[1, 3, pf, ph, pw]`` held until the
-    encoder (``encoded_input``, encoded and priced a chunk at a time: :func:`ltxcli.vae_encode.encode_frames`) has made its latents, which (as large as the fused
-    latents, float32) stay to the end."""
+def _whole_input(est: MemoryEstimate, vae: VAEConfig, native_pixels: int, h: int, w: int, f: int,
+                 latents: int) -> MemoryEstimate:
+    """A video-to-video in windows (:class:`ltxcli.long_video._LongRun`): the whole input decoded, prepared and
+    encoded a chunk at a time in the encoder's stage (``encoded_input``, priced as its largest chunk of ``c``
+    frames, :func:`ltxcli.vae_encode.encode_frames`, however long the input): while a chunk is read, its decoded
+    frames at their native size (float32 and uint8) and the copies :func:`ltxcli.conditions.prepared_video_chunks`
+    makes (``read input``, as a plain v2v's of its whole input); while it is encoded, its float32 pixels
+    ``[1, 3, c, ph, pw]``; then the latents, which (as large as the fused latents, float32) stay to the end."""
     ph, pw, pf = padded_size(h, w, f)
-    source = 4 * 3 * pf * ph * pw
-    first = next(i for i, s in enumerate(est.stages) if s.name.startswith(DENOISE))
-    stages = tuple(replace(s, host=s.host + latents + (source if s.name != "prompt enhancer" and i < first else 0))
+    c = encode_frames(vae, pf)
+    at = next((i for i, s in enumerate(est.stages) if s.name == "condition encode"), 0)
+    stages = tuple(replace(s, host=s.host + (latents if i >= at else 0) + (4 * 3 * c * ph * pw if i == at else 0))
                    for i, s in enumerate(est.stages))
-    return input_hold(replace(est, stages=stages), 0, 0, read=5 * 3 * pf * native_pixels + 2 * source)
+    return input_hold(replace(est, stages=stages), 0, 0, read=5 * 3 * c * native_pixels + 2 * 4 * 3 * c * ph * pw)
 
 
 def _extension_estimate(shape: RunShape, transformer: TransformerConfig, vae: VAEConfig, h: int, w: int, f: int,
