@@ -157,15 +157,13 @@ def _nothing_to_drop(s: JobSettings) -> None:
     record's conditions, LoRAs, control or temporal upscale (:func:`ltxcli.redo.redo_row`); with no record there is
     nothing to drop and they would change nothing (a batch line's ``temporal_upscale`` is its own), so a ValueError
     (one line), not ignored. (Given beside others, ``none`` is refused where they are parsed.)"""
-    for option, given, what in (("--condition none", s.conditions == [NO_CONDITION],
-                                 "conditions): without --from there are"),
-                                ("--lora none", s.loras == [NO_LORA], "LoRAs): without --from there are"),
-                                ("--control none", getattr(s, "control", None) == NO_CONTROL,  # (a request field)
-                                 "control): without --from there is"),
-                                ("--no-temporal-upscale", s.no_temporal_upscale,
-                                 "temporal upscale): without --from there is")):
-        if given:
-            raise ValueError(f"{option} is for --from (not the record's {what} none to drop; leave it out")
+    for option, given, what in (("--condition none", s.conditions == [NO_CONDITION], "conditions"),
+                                ("--lora none", s.loras == [NO_LORA], "LoRAs"),
+                                ("--control none", getattr(s, "control", None) == NO_CONTROL, "control"),  # (a request field)
+                                ("--no-temporal-upscale", s.no_temporal_upscale, "temporal upscale")):
+        if given:  # (i2v, v2v and extend take no --from: the message names the command that does)
+            raise ValueError(f"{option} is for ltx generate --from VIDEO (not the record's {what}): with no record "
+                             "there is nothing to drop; leave it out")
 
 
 def _resolve(s: JobSettings, **parts: Any) -> ModelSpec:

@@ -1283,7 +1283,9 @@ def test_none_without_from_is_refused_not_ignored(cli_env: Path, clip: Path) -> 
                  ["generate", "--batch", "b.txt", "-c", "none"]):
         line = assert_one_error_line(ltx(*args, "--model", "tiny", "--steps", "1", "--frames-dir", "out"), 2)
         option = "--video none" if "--video" in args else "--condition none"
-        assert line.startswith(f"error: {option} is for --from") and "without --from" in line, (args, line)
+        # i2v, v2v and extend take no --from: the line names the command that does (--video is generate's only)
+        where = "--from" if "--video" in args else "ltx generate --from VIDEO"
+        assert line.startswith(f"error: {option} is for {where} (not the record's "), (args, line)
         assert not Path("out").exists()
 
 
@@ -1298,8 +1300,8 @@ def test_lora_and_control_none_without_from_are_refused_not_ignored(cli_env: Pat
                      ["extend", str(clip), "a cat", "--frames", "8"], ["generate", "--batch", "b.txt"]):
             line = assert_one_error_line(ltx(*args, option, "none", "--model", "tiny", "--steps", "1",
                                              "--frames-dir", "out"), 2)
-            assert line.startswith(f"error: {option} none is for --from (not the record's {what}): without --from"), \
-                (args, line)
+            assert line.startswith(f"error: {option} none is for ltx generate --from VIDEO (not the record's {what}): "
+                                   "with no record there is nothing to drop"), (args, line)
             assert not Path("out").exists()
 
 
@@ -1309,12 +1311,12 @@ def test_no_temporal_upscale_without_from_is_refused_not_ignored(cli_env: Path, 
     was still upscaled under it (33 frames at 48 fps of 17 at 24). Refused in one line (exit 2) before the model
     loads, as --lora none is."""
     Path("b.jsonl").write_text('{"prompt": "a cat", "temporal_upscale": true}\n')
-    for args in (["generate", "a cat"], ["extend", str(clip), "a cat", "--frames", "8"],
+    for args in (["generate", "a cat"], ["extend", str(clip), "a cat", "--frames", "8"], ["i2v", str(clip), "a cat"],
                  ["generate", "--batch", "b.jsonl"]):
         line = assert_one_error_line(ltx(*args, "--no-temporal-upscale", "--model", "tiny", "--steps", "1",
                                          "--frames-dir", "out"), 2)
-        assert line.startswith("error: --no-temporal-upscale is for --from (not the record's temporal upscale): "
-                               "without --from"), (args, line)
+        assert line.startswith("error: --no-temporal-upscale is for ltx generate --from VIDEO (not the record's "
+                               "temporal upscale): with no record"), (args, line)
         assert not Path("out").exists()
 
 
