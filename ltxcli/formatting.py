@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import re
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,14 @@ from typing import Any
 def one_line(text: str) -> str:
     """``text`` with every run of whitespace (newlines too) as one space: a message that stays one line."""
     return " ".join(str(text).split())
+
+
+def number_text(value: float | Fraction) -> str:
+    """A number as the user typed it: a float option parses ``1001`` as 1001.0, shown ``1001`` (not a huge float's
+    digits: 1e300 stays 1e+300; nan and inf as themselves), any other value as ``str`` gives it."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
 
 
 def text_lines(text: str) -> list[str]:

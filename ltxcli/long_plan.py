@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from .enhance.rules import rewrite_of
+from .formatting import number_text
 from .request import SEED_MAX, GenerationRequest, check_fields, check_placement, padded_size
 from .sizes import check_frame_rate
 from .timeline import FRAMES_PER_LATENT as _LATENT_T
@@ -189,7 +190,7 @@ def check(request: GenerationRequest) -> tuple[int, int, float, float]:
                          f"{min(max(DEFAULT_OVERLAP, _LATENT_T), hi)})")
     for name, v in (("overlap_strength", strength), ("adain", factor)):
         if not 0 <= v <= 1:
-            raise ValueError(f"{name}={v} must be in [0, 1]")
+            raise ValueError(f"{name}={number_text(v)} must be in [0, 1]")
     if r.prompt_schedule is not None:  # read, and each start converted, before any model work
         schedule_frames(read_schedule(r.prompt_schedule), float(r.frame_rate or 24))
     return window, overlap, strength, factor

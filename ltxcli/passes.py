@@ -12,6 +12,7 @@ from typing import Any
 
 from .field_values import FieldTypeError, is_bool, is_int, is_number, list_of
 from .field_values import as_list as plain_list
+from .formatting import number_text
 from .presets import PassSettings
 
 #: Conditioning tokens whose mask reaches 1 - eps are "hard" (never denoised, only re-noised); the same
@@ -128,9 +129,9 @@ def validate_pass(p: PassSettings, num_layers: int | None = None) -> None:
         for v in as_list(getattr(p, name)):
             if not math.isfinite(v) or v < 0:
                 hint = " (use 0; guidance 1 disables CFG, stg 0 disables STG)" if name != "rescaling_scale" else ""
-                raise ValueError(f"{name}={v} must be a finite number >= 0{hint}")
+                raise ValueError(f"{name}={number_text(v)} must be a finite number >= 0{hint}")
     if not 0 <= p.tone_map_compression_ratio <= 1:
-        raise ValueError(f"tone_map_compression_ratio={p.tone_map_compression_ratio} must be in [0, 1]")
+        raise ValueError(f"tone_map_compression_ratio={number_text(p.tone_map_compression_ratio)} must be in [0, 1]")
     if num_layers is None:
         return
     blocks = p.skip_block_list

@@ -41,7 +41,7 @@ from .field_values import (
     list_of,
     parse_cache,
 )
-from .formatting import brief, dataclass_repr
+from .formatting import brief, dataclass_repr, number_text
 from .passes import flat_blocks, keeps_no_step, pass_overrides, v2v_pass, validate_pass
 from .presets import DEFAULT_DOWNSCALE_FACTOR, PassSettings, Preset, multi_scale_sizes
 from .sizes import MAX_FRAME_RATE, check_size, padded_size, split_pad
@@ -659,7 +659,7 @@ def resolve_request(
         raise ValueError(_EXTENSION_RUNNER)
     if r.video is not None:
         if not 0 < r.denoise_strength < 1:
-            raise ValueError(f"denoise_strength={r.denoise_strength} must be in (0, 1), e.g. 0.5")
+            raise ValueError(f"denoise_strength={number_text(r.denoise_strength)} must be in (0, 1), e.g. 0.5")
         # multi-scale: the first pass denoises the input at its size, the second the upscaled result; neither
         # noises it above the strength (the official run, media_items in both passes, fails its shape checks)
         if multi and keeps_no_step(passes[0], r.denoise_strength):
@@ -671,8 +671,8 @@ def resolve_request(
                   for n, p in zip(("first", "second"), passes, strict=False)]
     if r.temporal_upscale:
         if 2 * frame_rate > MAX_FRAME_RATE:  # the output's rate, which the writer refuses after all the work
-            raise ValueError(f"frame_rate={frame_rate} doubled by temporal_upscale is {2 * frame_rate}, above "
-                             f"{MAX_FRAME_RATE} (use at most {MAX_FRAME_RATE // 2})")
+            raise ValueError(f"frame_rate={number_text(frame_rate)} doubled by temporal_upscale is "
+                             f"{number_text(2 * frame_rate)}, above {MAX_FRAME_RATE} (use at most {MAX_FRAME_RATE // 2})")
         if has_temporal_upsampler is False:
             raise ValueError("temporal_upscale needs the temporal upscaler: pass temporal_upsampler= to "
                              "load_pipeline (e.g. ltxv-temporal-upscaler-0.9.7)")

@@ -36,6 +36,7 @@ from .enhance.rules import request_plan
 from .errors import keeps_resume_state, note_failed_item
 from .extend import InputFrames, check_window_seeds, generation_request, plan_windows, run_extension
 from .field_values import FieldTypeError, parse_cache
+from .formatting import number_text
 from .long_state import interrupted_target, saved_seed, state_path
 from .naming import fps_number
 from .passes import MAX_STEPS
@@ -266,11 +267,7 @@ def check_range(name: str, value: float, lo: float, hi: float, example: str = ""
 
 
 def _fmt(v: float) -> str:
-    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
-        return str(int(v))
-    if v == SEED_MAX:
-        return "2**63 - 1"
-    return str(v)
+    return "2**63 - 1" if v == SEED_MAX else number_text(v)
 
 
 def _check_sizes(item: BatchItem, max_pos: Sequence[int], frames_out: bool) -> None:
@@ -323,8 +320,8 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
             check_range("steps", item.steps, 1, MAX_STEPS)
         for name, v in (("guidance_scale", item.guidance_scale), ("stg_scale", item.stg_scale)):
             if v is not None and (not math.isfinite(v) or v < 0):
-                raise ValueError(f"{name}={v} must be a finite number >= 0 (use 0; guidance 1 disables CFG, "
-                                 "stg 0 disables STG)")
+                raise ValueError(f"{name}={number_text(v)} must be a finite number >= 0 (use 0; guidance 1 "
+                                 "disables CFG, stg 0 disables STG)")
         assert item.seed is not None
         check_range("seed", item.seed, 0, SEED_MAX)
         parse_cache(item.cache)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from fractions import Fraction
 
+from .formatting import number_text
+
 #: The highest frame rate a request takes (``ltx`` refuses more with the same line).
 MAX_FRAME_RATE = 1000
 #: The lowest frame rate a video is written at: the writer (:mod:`ltxcli.media.write`) stores a rate given as a
@@ -25,7 +27,7 @@ def check_frame_rate(rate: float | Fraction, name: str = "frame_rate") -> None:
     """A ValueError naming ``name``, the value, :data:`FRAME_RATES` and the nearest rate in it (else 24)."""
     if not is_frame_rate(rate):
         nearest = MAX_FRAME_RATE if rate > MAX_FRAME_RATE else f"{float(MIN_FRAME_RATE):g}" if rate > 0 else 24
-        raise ValueError(f"{name}={rate} must be in {FRAME_RATES} (e.g. {nearest})")
+        raise ValueError(f"{name}={number_text(rate)} must be in {FRAME_RATES} (e.g. {nearest})")
 
 
 def padded_size(height: int, width: int, num_frames: int) -> tuple[int, int, int]:
@@ -64,7 +66,7 @@ def check_size(height: int, width: int, num_frames: int, frame_rate: float, max_
     if duration > max_pos[0]:
         longest = int(max_pos[0] * frame_rate) // 8 * 8 + 1
         raise ValueError(
-            f"num_frames={num_frames} at frame_rate={frame_rate} lasts {duration:.1f} s, above the model's "
+            f"num_frames={num_frames} at frame_rate={number_text(frame_rate)} lasts {duration:.1f} s, above the model's "
             f"position range of {max_pos[0]} s (at most {longest} frames at this frame rate)"
         )
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .enhance.rules import check_mode
+from .formatting import number_text
 from .request import GenerationRequest, check_fields
 
 if TYPE_CHECKING:  # torch and media are imported where used: the CLI imports this module early
@@ -113,7 +114,7 @@ def check_source_length(request: GenerationRequest) -> None:
 def check_source(item: GenerationRequest) -> None:
     """What an item with an input video must satisfy before any work (ValueError, one line)."""
     if item.video is not None and not 0 < item.denoise_strength < 1:
-        raise ValueError(f"strength={item.denoise_strength} must be in (0, 1) (e.g. 0.5: the lower, the closer to "
+        raise ValueError(f"strength={number_text(item.denoise_strength)} must be in (0, 1) (e.g. 0.5: the lower, the closer to "
                          "the input)")
     if item.video is not None and item.extend is not None:
         raise ValueError("an item is video-to-video or an extension, not both")

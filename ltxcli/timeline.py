@@ -13,7 +13,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .formatting import text_lines
+from .formatting import number_text, text_lines
 from .paths import user_path
 from .request import GenerationRequest, preset_size
 
@@ -26,7 +26,7 @@ FRAMES_PER_LATENT = 8  # pixel frames per latent frame (the VAE's temporal compr
 def frames_for_duration(seconds: float, frame_rate: float) -> int:
     """A duration -> the smallest ``8k + 1`` frame count that lasts at least that long at ``frame_rate``."""
     if not (seconds > 0 and math.isfinite(seconds * frame_rate)):
-        raise ValueError(f"duration={seconds} must be a positive number of seconds (e.g. 30)")
+        raise ValueError(f"duration={number_text(seconds)} must be a positive number of seconds (e.g. 30)")
     return math.ceil(seconds * frame_rate / FRAMES_PER_LATENT - 1e-9) * FRAMES_PER_LATENT + 1
 
 

@@ -318,6 +318,28 @@ def test_error_paths_one_line_and_exit_code(cli_env: Path, args: list[str], code
     assert not (cli_env / "o.mp4").exists() and not (cli_env / "o").exists()
 
 
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        (["--frame-rate", "1001"], "frame_rate=1001 must be in [0.001, 1000]"),
+        (["--frame-rate", "1e300"], "frame_rate=1e+300 must be in"),  # not its 301 digits
+        (["--frame-rate", "600", "--temporal-upscale"], "frame_rate=600 doubled by temporal_upscale is 1200, "),
+        (["--guidance-scale", "-1"], "guidance_scale=-1 must be a finite number"),
+        (["--duration", "0"], "duration=0 must be a positive number"),
+        (["--overlap-strength", "2"], "overlap_strength=2 must be in [0, 1]"),
+        (["--strength", "1"], "strength=1 must be in (0, 1)"),
+    ],
+)
+def test_an_integer_given_to_a_number_option_is_echoed_as_given(
+        cli_env: Path, options: list[str], needle: str) -> None:
+    """A number option parses ``--frame-rate 1001`` as 1001.0, and the refusal echoed that float
+    ("frame_rate=1001.0 must be in ..."), not what the user typed; so did the other number options' checks."""
+    media.write_video(cli_env / "in.mp4", torch.rand(9, 32, 32, 3), 24)
+    command = ["v2v", "in.mp4"] if options[0] == "--strength" else ["generate"]
+    line = assert_one_error_line(ltx(*command, "x", "--model", "tiny", *options, "-o", "o.mp4"), 2)
+    assert needle in line, line
+
+
 def test_fields_renamed_in_ltx_messages_are_ltx_options() -> None:
     """ltx words a library check of a field its option names otherwise with the option's name (``strength=0.3``
     for ``denoise_strength=0.3``: :func:`ltxcli.formatting.cli_wording`, tests/test_cli_video.py); each such name

@@ -271,7 +271,7 @@ def test_values_a_run_would_refuse_late_are_refused_in_resolution() -> None:
     what ran (steps above the scheduler's 1000 timesteps were clamped, the record kept the asked count)."""
     for kwargs, needle in (({"seed": 2**64}, "seed=18446744073709551616 must be in [0, 2**63 - 1] (use 2**63 - 1)"),
                            ({"steps": 5000}, "steps=5000 must be in [1, 1000]"),
-                           ({"tone_map_compression_ratio": 5.0}, "tone_map_compression_ratio=5.0 must be in [0, 1]")):
+                           ({"tone_map_compression_ratio": 5.0}, "tone_map_compression_ratio=5 must be in [0, 1]")):
         with pytest.raises(ValueError, match=re.escape(needle)):
             resolve(**kwargs)
     assert resolve(steps=1000, seed=2**63 - 1).passes[0].num_inference_steps == 1000

@@ -36,7 +36,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
-from ..formatting import escape_surrogates
+from ..formatting import escape_surrogates, number_text
 from ..naming import fps_number
 from ..paths import user_path
 from ..sizes import FRAME_RATES, is_frame_rate
@@ -210,7 +210,7 @@ def _exact_rate(fps: float | Fraction) -> Fraction:
         if rate.denominator != 1 and ntsc > 0 and abs(float(ntsc) - fps) < _NTSC_TOLERANCE:
             rate = ntsc  # 29.97 means 30000/1001, the NTSC rate
     if not is_frame_rate(rate):  # 0.0004 rounds to 0, 0.0006 to 1/1001: below MIN_FRAME_RATE, as 1e-6 as a fraction
-        raise ValueError(f"frame rate must be in {FRAME_RATES}, got {fps}")
+        raise ValueError(f"frame rate must be in {FRAME_RATES}, got {number_text(fps)}")
     return rate
 
 
