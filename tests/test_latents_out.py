@@ -248,6 +248,25 @@ def test_ltx_vae_decode_refuses_a_garbled_frame_rate_before_loading_a_model(cli_
     assert media.media_info(cli_env / "ok.mp4")[0]["frame_rate"] == 12
 
 
+def test_ltx_vae_decode_help_gives_the_defaults_it_uses(cli_env: Path) -> None:
+    """ltx vae decode --help said --frame-rate defaults to "the one recorded at encoding" (a file that records none
+    is written at 24, as the README says) and --decode-timestep to "the model preset's, 0.05" only (a generation's
+    latents file decodes at its recorded timestep unless --plain: ltxcli.autoencode.decode_file)."""
+    import typer.main
+
+    from ltxcli.cli import app
+
+    autoencode.save_latents("none.safetensors", torch.randn(1, 16, 2, 1, 1), {"format": "ltxcli.latents",
+                                                                              "model": "tiny", "num_frames": "9"})
+    assert ltx("vae", "decode", "none.safetensors", "-o", "none.mp4").exit_code == 0
+    assert media.media_info(cli_env / "none.mp4")[0]["frame_rate"] == 24  # no record: 24 fps
+    vae = typer.main.get_command(app).commands["vae"]  # type: ignore[attr-defined]
+    helps = {p.opts[0]: p.help for p in vae.commands["decode"].params}
+    assert "else 24" in helps["--frame-rate"], helps["--frame-rate"]
+    assert "generation's latents file records" in helps["--decode-timestep"], helps["--decode-timestep"]
+    assert "unless --plain" in helps["--decode-timestep"]
+
+
 def test_ltx_vae_decode_names_the_lowest_frame_rate_it_writes(cli_env: Path) -> None:
     """--frame-rate 0.000001 said "must be in (0, 1000]" (1e-06 is in it: the writer rounds it to 0) and a record's
     frame_rate 1e-6 failed in PyAV's words (exit 2); both name the one range now, the record as a bad record (6)."""

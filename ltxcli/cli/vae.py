@@ -35,7 +35,8 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an exis
 MaxFramesOpt = Annotated[int | None, typer.Option(show_default=False,
                                                   help="Use at most this many frames of the input.")]
 TimestepOpt = Annotated[float | None, typer.Option(
-    show_default=False, help="Decoder timestep for timestep-conditioned VAEs (default: the model preset's, 0.05).")]
+    show_default=False, help="Decoder timestep for timestep-conditioned VAEs. Default: the model preset's, 0.05 "
+                             "(decode: the one a generation's latents file records, unless --plain).")]
 
 
 def _load_vae(model: str | None, weights_dir: str | None, device: str | None, dtype: str | None,
@@ -102,8 +103,7 @@ def decode(
     output: Annotated[Path | None, typer.Option("--output", "-o", show_default=False,
                                                 help="Output .mp4 (default: <latents stem>.mp4 here).")] = None,
     model: ModelOpt = None,
-    frame_rate: Annotated[float | None, typer.Option(show_default=False,
-                                                     help="Frame rate (default: the one recorded at encoding).")] = None,
+    frame_rate: Annotated[float | None, typer.Option(show_default=False, help="Frame rate (default: the one the file records, else 24).")] = None,
     decode_timestep: TimestepOpt = None,
     seed: Annotated[int | None, typer.Option(show_default=False, help="Seed of the decode noise and the decoder's "
                                              "noise injection (0.9.1 VAE). Default: the generation's, else 0.")] = None,
