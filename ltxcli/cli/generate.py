@@ -86,18 +86,18 @@ SeedOpt = Annotated[int | None, typer.Option(show_default=False, help="Random se
 ConditionOpt = Annotated[list[str] | None, typer.Option(
     "--condition", "-c", show_default=False,
     help="PATH:FRAME[:STRENGTH] (repeatable): an image or video placed at pixel frame FRAME with STRENGTH in [0, 1] "
-         "(default 1). Keyframes, first/last frame, video extension. none: with --from, not the record's (refused without --from).")]
+         "(default 1). Keyframes, first/last frame, video extension. none: with ltx generate --from, not the record's (refused otherwise).")]
 LoraOpt = Annotated[list[str] | None, typer.Option("--lora", show_default=False, help="PATH_OR_NAME[:SCALE] "
     "(repeatable): a LoRA file, PEFT folder or weights.toml LoRA merged into the model at SCALE (default 1); none: "
-    "with --from, not the record's (refused without --from).")]
+    "with ltx generate --from, not the record's (refused otherwise).")]
 ControlOpt = Annotated[str | None, typer.Option(show_default=False, help="VIDEO[:STRENGTH]: an IC-LoRA control "
     "video (depth, pose or Canny video; the detailer's low-resolution clip) in context, at the video's positions; "
-    "none: with --from, not the record's (refused without --from).")]
+    "none: with ltx generate --from, not the record's (refused otherwise).")]
 ControlFromOpt = Annotated[tuple[str, str] | None, typer.Option(show_default=False, metavar="canny|depth VIDEO",
     help="Make the control from an ordinary VIDEO[:STRENGTH] (Canny edges; Depth-Anything-V2 depth). Pose videos "
          "must be made elsewhere (e.g. DWPose), then given with --control.")]
-NoUpscaleOpt = Annotated[bool, typer.Option("--no-temporal-upscale", help="With --from, not the record's "
-                                           "temporal upscale (refused without --from).")]
+NoUpscaleOpt = Annotated[bool, typer.Option("--no-temporal-upscale", help="With ltx generate --from, not "
+                                           "the record's temporal upscale (refused otherwise).")]
 DeviceOpt = Annotated[str | None, typer.Option(show_default=False, help="cpu, cuda or cuda:N (default: best available).")]
 DtypeOpt = Annotated[str | None, typer.Option(
     show_default=False,
