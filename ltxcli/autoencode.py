@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import torch
 from safetensors import safe_open
@@ -30,7 +30,7 @@ from .frames import crop_video
 from .kernels import synchronize
 from .loading import CheckpointError, inspect_checkpoint, load_vae
 from .long_decode import DECODE_BLEND, TiledDecode
-from .media import MediaError
+from .media import MediaError, VideoStream
 from .metrics import FrameQuality, frame_quality, peak_memory
 from .models.upcast import compute_dtype
 from .models.winograd import parse_conv_algorithm
@@ -80,14 +80,19 @@ class VideoAutoencoder:
     def latent_channels(self) -> int:
         return int(self.module.latent_channels)
 
-    def encode(self, video: Tensor) -> Tensor:
+    def encode(self, video: Tensor | VideoStream) -> Tensor:
         """Float ``[F, H, W, 3]`` in [0, 1] (on the grid) -> normalised latents ``[1, C, f, h, w]`` float32 on the CPU
-        (the posterior's mode)."""
-        from .vae_encode import chunked_encode
+        (the posterior's mode). A :class:`VideoStream` is decoded a chunk of the encode at a time: the same latents."""
+        from . import vae_encode
 
-        pixels = video.permute(3, 0, 1, 2)[None] * 2 - 1  # [F, H, W, 3] in [0, 1] -> [1, 3, F, H, W] in [-1, 1]
+        f, chunk = video.shape[0], vae_encode.ENCODE_CHUNK_LATENTS
+        # a stream decoded in the encode's own chunks (chunk_frames: none cut or joined), one at a time
+        pieces = video.pieces(vae_encode.chunk_frames(self.module.config, f, chunk)) if isinstance(video, VideoStream) \
+            else [video]
+        # [n, H, W, 3] in [0, 1] -> [1, 3, n, H, W] in [-1, 1]; map holds no piece while its pixels are encoded
+        pixels = map(lambda x: x.permute(3, 0, 1, 2)[None] * 2 - 1, pieces)
         with torch.inference_mode():  # a long clip in time chunks, each on the device in turn: the one-call latents
-            lat = chunked_encode(self.module, pixels, device=self.device, dtype=self.dtype)
+            lat = vae_encode.encode_chunks(self.module, pixels, f, chunk=chunk, device=self.device, dtype=self.dtype)
         return lat.float().cpu()
 
     def decode(self, latents: Tensor, timestep: float | None = None, seed: int = 0) -> Tensor:
@@ -346,39 +351,57 @@ def fit_to_grid(video: Tensor, name: PathLike = "video") -> Tensor:
     """``[F, H, W, 3]`` trimmed to ``8k + 1`` frames and centre-cropped to multiples of 32 (the VAE's grid).
 
     A frame smaller than 32x32 is a :class:`~ltxcli.media.MediaError` naming ``name``."""
-    f, h, w = video.shape[:3]
-    f2 = (f - 1) // TEMPORAL_GRID * TEMPORAL_GRID + 1
-    h2, w2 = h // SPATIAL_GRID * SPATIAL_GRID, w // SPATIAL_GRID * SPATIAL_GRID
-    if h2 == 0 or w2 == 0:
-        raise MediaError(f"{name}: {w}x{h} is smaller than the VAE's {SPATIAL_GRID}x{SPATIAL_GRID} grid")
-    top, left = (h - h2) // 2, (w - w2) // 2
+    (f2, h2, w2), top, left = _grid_box(video.shape[:3], name)
     return video[:f2, top : top + h2, left : left + w2].contiguous()
 
 
-def read_video(path: PathLike, max_frames: int | None = None) -> tuple[Tensor, Fraction]:
+def _grid_box(shape: tuple[int, ...], name: PathLike) -> tuple[tuple[int, int, int], int, int]:
+    """:func:`fit_to_grid`'s frames, height and width of a ``[F, H, W]`` video, and its crop's top and left."""
+    f, h, w = shape
+    h2, w2 = h // SPATIAL_GRID * SPATIAL_GRID, w // SPATIAL_GRID * SPATIAL_GRID
+    if h2 == 0 or w2 == 0:
+        raise MediaError(f"{name}: {w}x{h} is smaller than the VAE's {SPATIAL_GRID}x{SPATIAL_GRID} grid")
+    return ((f - 1) // TEMPORAL_GRID * TEMPORAL_GRID + 1, h2, w2), (h - h2) // 2, (w - w2) // 2
+
+
+def read_video(path: PathLike, max_frames: int | None = None, *, stream: bool = False
+               ) -> tuple[Tensor | VideoStream, Fraction]:
     """A video (or an image) as float ``[F, H, W, 3]`` in [0, 1] and its frame rate (24 for an image), NOT yet
-    fitted to the grid, so a caller can say when :func:`fit_to_grid` changes it."""
+    fitted to the grid, so a caller can say when :func:`fit_to_grid` changes it. ``stream``: a video file (by its
+    suffix) as a :class:`VideoStream`, its frames counted (decodable packets) and its first decoded, not the rest."""
     path = user_path(path)  # a quoted "~/a.mp4" argument: no shell expanded it
-    video = media.load_media(path, max_frames=max_frames)
+    if stream and Path(path).suffix.lower() in media.VIDEO_SUFFIXES:
+        (h, w, _), n = next(media.iter_video(path, 1)).shape, media.source_frame_count(path, max_frames, quick=True)
+        video: Tensor | VideoStream = VideoStream(Path(path), (n, h, w, 3))
+    else:
+        video = media.load_media(path, max_frames=max_frames)
     rate = media.video_frame_rate(path) if video.shape[0] > 1 else Fraction(DEFAULT_IMAGE_FPS)
     return video, rate
 
 
-def read_fitted(path: PathLike, max_frames: int | None = None, *, writes_video: bool = False
-                ) -> tuple[Tensor, Fraction, str | None]:
+@overload
+def read_fitted(path: PathLike, max_frames: int | None = None, *, writes_video: bool = False,
+                stream: Literal[False] = False) -> tuple[Tensor, Fraction, str | None]: ...
+@overload
+def read_fitted(path: PathLike, max_frames: int | None = None, *, writes_video: bool = False,
+                stream: bool) -> tuple[Tensor | VideoStream, Fraction, str | None]: ...
+def read_fitted(path: PathLike, max_frames: int | None = None, *, writes_video: bool = False, stream: bool = False
+                ) -> tuple[Tensor | VideoStream, Fraction, str | None]:
     """:func:`read_video` fitted to the grid (:func:`fit_to_grid`), with the note to show when that changed it
     (else None). ``max_frames`` under 1 is a ValueError. ``writes_video``: its frames are to be written at its
-    rate (``ltx vae roundtrip -o``): a rate outside the writer's is a ValueError now, before any VAE work."""
+    rate (``ltx vae roundtrip -o``): a rate outside the writer's is a ValueError now, before any VAE work.
+    ``stream``: a video file as a :class:`VideoStream` (:func:`read_video`)."""
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"--max-frames={max_frames} must be at least 1")
-    video, rate = read_video(path, max_frames)
+    video, rate = read_video(path, max_frames, stream=stream)
     low = f"{float(sizes.MIN_FRAME_RATE):g}"  # an MP4 takes down to 1/99999 fps, the writer 1/1000
     side, bound = (f"above the {MAX_FRAME_RATE}", f"at most {MAX_FRAME_RATE}") if rate > MAX_FRAME_RATE else \
         (f"below the {low}", f"at least {low}")
     outside = None if sizes.is_frame_rate(rate) else f"{user_path(path)} is {float(rate):g} fps, {side} a video is written at"
     if writes_video and outside:
         raise ValueError(f"{outside}: -o cannot write its reconstruction (leave -o out to measure it)")
-    fitted = fit_to_grid(video, path)
+    (f2, h2, w2), top, left = _grid_box(video.shape[:3], path)  # a stream: cropped as its frames are decoded
+    fitted = VideoStream(video.path, (f2, h2, w2, 3), top, left) if isinstance(video, VideoStream) else fit_to_grid(video, path)
     # a rate the writer refuses: said now (the latents record it as it is), not first by `ltx vae decode`'s refusal
     fast = f"{outside}: decoding it to a video needs --frame-rate ({bound})" if outside else None
     if fitted.shape == video.shape:
@@ -443,7 +466,7 @@ def _metadata(model: str, frame_rate: str, height: int, width: int, num_frames: 
             "width": str(width), "num_frames": str(num_frames), "source": source, "ltxcli_version": __version__}
 
 
-def latents_metadata(vae: VideoAutoencoder, video: Tensor, rate: Fraction, source: PathLike) -> dict[str, str]:
+def latents_metadata(vae: VideoAutoencoder, video: Tensor | VideoStream, rate: Fraction, source: PathLike) -> dict[str, str]:
     """The string metadata of a latents file encoded from ``video`` ``[F, H, W, 3]``."""
     f, h, w = video.shape[:3]
     return _metadata(vae.label, frame_rate_text(rate), h, w, f, user_path(source))

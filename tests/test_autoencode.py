@@ -150,3 +150,43 @@ def test_latents_of_another_vae_are_refused(vae: autoencode.VideoAutoencoder, tm
     # bfloat16 storage of the same statistics is the same VAE
     bf16 = autoencode.VideoAutoencoder(copy.deepcopy(vae.module).bfloat16(), "tiny-bf16", 0.05)
     autoencode.check_latents(bf16, back, path, meta_back)
+
+
+def test_vae_encode_of_a_video_file_decodes_a_chunk_at_a_time(vae: autoencode.VideoAutoencoder, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ltx vae encode clip.mp4` decoded the whole clip as float32 [F, H, W, 3] before its chunked encode (2 GB a
+    minute at 512x768); now each chunk's frames are decoded, cropped and encoded in turn, with the whole clip's latents
+    bit for bit. 30 frames of 70x38 -> 25 of 64x32; chunks of 1 latent frame: 9, 8 and 8 frames."""
+    from ltxcli import vae_encode
+
+    torch.manual_seed(0)
+    clip = tmp_path / "clip.mp4"
+    media.write_video(clip, torch.rand(30, 38, 70, 3), 24)
+    monkeypatch.setattr(vae_encode, "ENCODE_CHUNK_LATENTS", 1)
+    decoded: list[int] = []  # frames the file's reader has given so far
+    iter_video, encode_chunks = media.read.iter_video, vae_encode.encode_chunks
+
+    def counting(*a, **k):
+        decoded.append(0)
+        for frame in iter_video(*a, **k):
+            decoded[-1] += 1
+            yield frame
+
+    seen: list[tuple[int, int]] = []  # (frames of each piece handed to the encoder, frames decoded by then)
+
+    def spy(v, chunks, frames, **k):
+        return encode_chunks(v, ((seen.append((x.shape[2], sum(decoded))), x)[1] for x in chunks), frames, **k)
+
+    monkeypatch.setattr(media.read, "iter_video", counting)  # the stream's reader
+    monkeypatch.setattr(vae_encode, "encode_chunks", spy)
+    stream, rate, note = autoencode.read_fitted(clip, stream=True)
+    assert (stream.shape, rate) == ((25, 32, 64, 3), 24) and note is not None and "input is 30 frames of 70x38" in note
+    got = vae.encode(stream)
+    assert [n for n, _ in seen] == [9, 8, 8]
+    assert [d for _, d in seen] == [9, 17, 25]  # decoded no further than the chunk being encoded
+    monkeypatch.setattr(vae_encode, "encode_chunks", encode_chunks)
+    whole, _, _ = autoencode.read_fitted(clip)  # float [25, 32, 64, 3]
+    assert isinstance(whole, torch.Tensor) and whole.shape == (25, 32, 64, 3)
+    assert torch.equal(got, vae.encode(whole))
+    assert got.shape == (1, vae.latent_channels, 4, 1, 2)
+    assert autoencode.latents_metadata(vae, stream, rate, clip) == autoencode.latents_metadata(vae, whole, rate, clip)

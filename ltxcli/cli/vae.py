@@ -78,7 +78,7 @@ def encode(
 
     out = Output(json_mode=json_, quiet=quiet)
     target = autoencode.check_target(output or Path(video.stem + ".latents.safetensors"), overwrite=overwrite, suffix=".safetensors")
-    frames, rate, note = autoencode.read_fitted(video, max_frames)
+    frames, rate, note = autoencode.read_fitted(video, max_frames, stream=True)
     if note:
         out.info(note)
     vae = _load_vae(model, weights_dir, device, dtype, out)

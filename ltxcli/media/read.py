@@ -264,6 +264,29 @@ def iter_video(path: PathLike, max_frames: int | None = None, *, max_pixels: int
     yield from _rgb_frames(path, max_frames, max_pixels)
 
 
+@dataclass(frozen=True)
+class VideoStream:
+    """A video file standing in for its float frames ``[F, H, W, 3]`` in [0, 1] (``shape``; ``top``/``left``: the
+    crop of the file's frames they are), decoded in pieces as they are asked for: ``ltx vae encode``
+    (:meth:`ltxcli.autoencode.VideoAutoencoder.encode`) holds one chunk's frames on the host, not the clip's."""
+
+    path: Path
+    shape: tuple[int, int, int, int]
+    top: int = 0
+    left: int = 0
+
+    def pieces(self, sizes: list[int]) -> Iterator[torch.Tensor]:
+        """The frames ``[n, H, W, 3]`` for each ``n`` of ``sizes`` (sum ``F``): load_media's ``uint8 / 255``, cropped."""
+        (f, h, w, _), (top, left), done = self.shape, (self.top, self.left), 0
+        frames = iter_video(self.path, f)
+        for n in sizes:
+            rgb = [a[top : top + h, left : left + w] for a in itertools.islice(frames, n)]  # uint8 [H, W, 3]
+            if len(rgb) < n:
+                raise MediaError(f"{self.path}: decoding stopped after {done + len(rgb)} of the {f} frames it lists")
+            done += n
+            yield torch.from_numpy(np.stack(rgb)).float().div_(255.0)  # (rgb, a quarter of it, held meanwhile)
+
+
 def _rgb_frames(path: Path, max_frames: int | None, max_pixels: int | None,
                 keep: Callable[[np.ndarray, Any, Any], None] | None = None) -> Iterator[np.ndarray]:
     """The first ``max_frames`` frames as uint8 ``[H, W, 3]`` one by one (``keep(rgb, frame, stream)`` on each);
@@ -572,7 +595,7 @@ def load_media(
 
 
 __all__ = [
-    "MAX_IMAGE_PIXELS", "VIDEO_SUFFIXES", "DecodedMedia", "MediaError", "check_constant_rate",
+    "MAX_IMAGE_PIXELS", "VIDEO_SUFFIXES", "DecodedMedia", "MediaError", "VideoStream", "check_constant_rate",
     "iter_video", "load_image", "load_media", "load_video", "media_num_frames", "read_media", "read_video", "source_frame_count",
     "video_frame_rate",
 ]
