@@ -6,6 +6,7 @@ module's own ``cli_env`` fixture, which calls :func:`enter_cli_env`.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -29,12 +30,15 @@ def memoised_loader() -> Callable[..., Any]:
     """A memoising ``load_pipeline``, one per test module (each module keeps its own loaded models)."""
     pipelines: dict[Any, Any] = {}
     real_load = ltxcli_api.load_pipeline
+    defaults = {k: p.default for k, p in inspect.signature(real_load).parameters.items()}
 
     def cached_load(*args: Any, **kwargs: Any) -> Any:
         if args == ("tiny",):
             kwargs.pop("weights_dir", None)  # the tiny model reads no weights: one instance serves every test folder
-        # `warn` (where the load's notes go) makes no other model: the CLI passes one, tests' tiny_pipeline() none
-        key = (args, tuple(sorted((k, str(v)) for k, v in kwargs.items() if k != "warn")))
+        # `warn` (where the load's notes go) makes no other model: the CLI passes one, tests' tiny_pipeline() none;
+        # nor does a value given as its default (the CLI passes spatial_upsampler=True, tiny_pipeline() nothing)
+        key = (args, tuple(sorted((k, str(v)) for k, v in kwargs.items()
+                                  if k != "warn" and not (k in defaults and type(v) is type(defaults[k]) and v == defaults[k]))))
         if key not in pipelines:
             pipelines[key] = real_load(*args, **kwargs)
         return pipelines[key]
