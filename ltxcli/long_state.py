@@ -26,12 +26,23 @@ def state_hash(request: GenerationRequest, windows: Mapping[str, Any], model: st
                compute: Mapping[str, Any] | None = None) -> str:
     """sha256 of what decides the latents of a run: the model, how it computes (``compute``: the pipeline's
     :meth:`~ltxcli.pipeline.Pipeline.compute_record`, dtype and weight storage, and the LoRAs merged), the windows'
-    settings and every request setting (a tensor by its dtype, shape and bytes; a file by its path)."""
+    settings and every request setting (a tensor by its dtype, shape and bytes; a media file, the v2v input,
+    a condition's or the control's, by its path, size and modification time, so that the windows made from a file
+    replaced since are not resumed)."""
+    def media(v: Any) -> Any:
+        if not isinstance(v, (str, os.PathLike)):
+            return plain(v)
+        try:
+            st = os.stat(v)
+        except OSError:  # (reading it says what is wrong)
+            return [os.fspath(v), None]
+        return [os.fspath(v), st.st_size, st.st_mtime_ns]
+
     def plain(v: Any) -> Any:
         if isinstance(v, Condition):
-            return [plain(v.media), v.frame, v.strength]
+            return [media(v.media), v.frame, v.strength]
         if isinstance(v, Control):
-            return [plain(v.media), v.strength, v.kind]
+            return [media(v.media), v.strength, v.kind]
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         if isinstance(v, Mapping):
@@ -47,6 +58,7 @@ def state_hash(request: GenerationRequest, windows: Mapping[str, Any], model: st
     torch = sys.modules.get("torch")  # a tensor exists only once torch is imported (not imported here for it)
 
     req = {f.name: plain(getattr(request, f.name)) for f in fields(GenerationRequest)}
+    req["video"] = media(request.video)
     if compute is not None and "loras" in compute:
         # the LoRAs merged decide the latents, not how the request named them: None (the pipeline's), [] and
         # ["none"] with nothing merged are one state

@@ -116,17 +116,10 @@ def temporal_upscaler(requests: Sequence[GenerationRequest]) -> str | None:
 
 
 def request_hash(p: LongPlan, model: str, compute: Mapping[str, Any] | None = None) -> str:
-    """:func:`ltxcli.long_state.state_hash` of a plan: its request and its windows' settings (video-to-video from
-    a file: with its size and modification time, so that the windows of a replaced input are not resumed)."""
-    video = p.request.video
-    if not isinstance(video, (str, os.PathLike)):
-        return state_hash(p.request, p.settings(), model, compute)
-    try:
-        st = os.stat(video)
-        input_file: Any = [st.st_size, st.st_mtime_ns]
-    except OSError:  # (reading it says what is wrong)
-        input_file = None
-    return state_hash(p.request, {**p.settings(), "input_file": input_file}, model, compute)
+    """:func:`ltxcli.long_state.state_hash` of a plan: its request and its windows' settings (media files with
+    their size and modification time, so that the windows of a replaced input, condition or control are not
+    resumed)."""
+    return state_hash(p.request, p.settings(), model, compute)
 
 
 # --- generation ---------------------------------------------------------------------------------------------

@@ -959,6 +959,37 @@ def test_a_state_made_with_another_tensor_condition_is_not_resumed(tiny, tmp_pat
     assert not state.exists()
 
 
+@pytest.mark.parametrize("role", ["condition", "control"])
+def test_a_state_made_with_a_replaced_condition_or_control_file_is_not_resumed(tiny, tmp_path, role) -> None:
+    """A condition (-c img.png:0) or control (--control) file counted in the state's hash by its path alone: the
+    same path holding another picture after the interrupt resumed the windows made from the first one, fused with
+    new ones from the second. Now, like a v2v input, its size and modification time count: a replaced file starts
+    over (with the warning)."""
+    import os
+    import warnings
+
+    import numpy as np
+    from PIL import Image
+
+    from ltxcli.request import Control
+
+    img = tmp_path / "media.png"
+    media = {"conditions": [Condition(str(img), 0)]} if role == "condition" else {"control": Control(str(img))}
+    req = GenerationRequest("a cat | a dog", height=64, width=64, num_frames=57, seed=2, steps=1, window=48,
+                            overlap=24, **media)
+    state = tmp_path / ".out.mp4.ltx-resume"
+    Image.fromarray(np.full((64, 64, 3), 40, np.uint8)).save(img)
+    _interrupted(tiny, req, state, after=1)
+    Image.fromarray(np.full((64, 64, 3), 220, np.uint8)).save(img)  # another picture at the same path
+    os.utime(img, ns=(1, 1))  # (a file system with a coarse clock: the replacement's time differs all the same)
+    with pytest.warns(UserWarning, match=r"the kept windows were made with other settings"):
+        _interrupted(tiny, req, state, after=1)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", r".*the kept windows")  # (a one-frame control is warned of: not this)
+        long_video.generate(tiny, req, resume=state)  # the state of the file as it is now: resumed
+    assert not state.exists()
+
+
 def test_a_state_made_without_lora_resumes_under_lora_none(tiny) -> None:
     """`--lora none` (``loras=["none"]``) and no `--lora` (None, nothing merged) make the same windows: a run
     interrupted under one resumed under the other started over, as the request's own ``loras`` entry was hashed
