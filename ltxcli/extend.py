@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from .encode_memo import share
 from .enhance.rules import per_window, request_plan
+from .field_values import check_run_options
 from .locks import serialised
 from .long_plan import DEFAULT_WINDOW, check_window_time, window_frames
 from .request import Condition, Extension, GenerationRequest, check_fields, media_path
@@ -434,6 +435,7 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
     from .enhance.units import enhanced
     from .long_state import saved_seed
 
+    check_run_options(progress, stream)  # before the input is decoded
     request = check_fields(request)  # a copy, with Python numbers: the defaults below are filled in it
     ext = request.extend
     if ext is None:

@@ -111,3 +111,17 @@ def parse_cache(spec: str | None) -> tuple[str, float]:
 
 __all__ = ["CACHE_THRESHOLDS", "MEDIA_KINDS", "FieldTypeError", "as_list", "is_bool", "is_float_tensor", "is_int",
            "is_media", "is_number", "is_tensor", "is_text", "list_of", "parse_cache"]
+
+
+def check_run_options(progress: Any, stream: Any) -> None:
+    """The ``progress`` and ``stream`` arguments of the run entry points (:meth:`ltxcli.Pipeline.run`,
+    :func:`ltxcli.long_video.generate`, :func:`ltxcli.extend.run_extension`, :func:`ltxcli.run_batch`), checked
+    before any work: ``progress=5`` failed with "'int' object is not callable" once the text stage reported, and
+    ``stream="yes"`` (any truthy object) was taken as True. One TypeError naming each bad value."""
+    bad = []
+    if progress is not None and not callable(progress):
+        bad.append(f"progress={progress!r} must be a callable or None")
+    if not is_bool(stream):
+        bad.append(f"stream={stream!r} must be True or False")
+    if bad:
+        raise TypeError("; ".join(bad))

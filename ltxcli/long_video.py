@@ -144,8 +144,10 @@ def generate(
     ``[1, C, T, h, w]``, sliced to the window's latent frames, else drawn from the window's seed). ``frame_offset``:
     the caller's number of the video's frame 0 in messages (an extension's schedule counts in output frames).
     ``backward``: :func:`plan`'s (the windows are made last first; decoded once all are done)."""
+    from .field_values import check_run_options
     from .result import GenerationResult
 
+    check_run_options(progress, stream)  # before any work: the state file, the plan, the first window
     max_seconds = float(pipe.transformer.config.positional_embedding_max_pos[0])
     if resume is not None and not isinstance(resume, (str, os.PathLike)):  # (pathlib's bare TypeError)
         raise TypeError(f"resume={resume!r} must be a state file's path (long_video.state_path(output))")

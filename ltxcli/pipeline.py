@@ -41,6 +41,7 @@ from .control import (
     prepare_control,
 )
 from .encode_memo import condition_latents
+from .field_values import check_run_options
 from .formatting import pipeline_repr
 from .frames import WEIGHTS_HINT, NumericalError, check_latents, checked_uint8, to_video
 from .kernels import attention_option
@@ -318,16 +319,14 @@ class Pipeline:
 
         ``progress``, if given, is called as ``progress(stage, done, total)`` (stage: "text", "denoise" (from 0
         at the start of each pass), "decode" (tiles); a writer adds "write", see :func:`ltxcli.runner.write_output`)
-        from the host between steps; it never forces a device synchronisation.
-
-        ``stream=True`` stops before the decode: the result's ``video`` is ``None`` and
+        from the host between steps; it never forces a device synchronisation. ``stream=True`` stops before the decode: the result's ``video`` is ``None`` and
         :meth:`GenerationResult.frames` decodes when iterated, handing out uint8 chunks, so that a writer
-        (:func:`ltxcli.media.write_video`) never holds the whole video as floats on the host.
-
-        One generation: a request with ``extend`` (:func:`ltxcli.extend.run_extension`) or with long-video fields
-        (``duration``, ``window``, ...: :func:`ltxcli.long_video.generate`) is refused with a ValueError naming
-        what runs it (:func:`ltxcli.run_batch` runs both), and a ``|`` in the prompt is part of the prompt here.
-        """
+        (:func:`ltxcli.media.write_video`) never holds the whole video as floats on the host. A progress that
+        is not callable or a stream not a bool: TypeError. One generation: a request with ``extend``
+        (:func:`ltxcli.extend.run_extension`) or with long-video fields (``duration``, ``window``, ...:
+        :func:`ltxcli.long_video.generate`) is refused with a ValueError naming what runs it
+        (:func:`ltxcli.run_batch` runs both), and a ``|`` in the prompt is part of the prompt here."""
+        check_run_options(progress, stream)  # before any work (an int progress failed in the text stage)
         request.check_single()  # an extension or a long video: the modules that wrap this one run them
         timings: dict[str, float] = {}
         r = self.resolve(request)

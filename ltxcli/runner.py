@@ -35,7 +35,7 @@ from .batch import BatchItem, item_control
 from .enhance.rules import request_plan
 from .errors import keeps_resume_state, note_failed_item
 from .extend import InputFrames, check_window_seeds, generation_request, plan_windows, run_extension
-from .field_values import FieldTypeError, parse_cache
+from .field_values import FieldTypeError, check_run_options, parse_cache
 from .formatting import number_text
 from .long_state import interrupted_target, saved_seed, state_path
 from .naming import fps_number
@@ -590,6 +590,7 @@ def run_batch(
     extending the same file take one decoding (the last input held between items)."""
     from .parallel.orchestrate import claim_output, release_claim
 
+    check_run_options(progress, stream)  # (progress: a factory of each item's callback) before any item is planned
     items = list(items)  # a generator too: the items are planned, then generated
     output = None if output is None else os.fspath(output)
     for it in items:

@@ -181,3 +181,24 @@ def test_the_latents_are_checked_once_per_decode(tiny: Pipeline, monkeypatch: py
     stages.clear()
     tiny.decode(torch.zeros(1, LATENT_CHANNELS, 2, 2, 3))
     assert stages == ["on entering the decoder"]
+
+
+@pytest.mark.parametrize(("kw", "said"), [
+    ({"progress": 5}, "^progress=5 must be a callable or None$"),  # was "'int' object is not callable" in the run
+    ({"stream": "yes"}, "^stream='yes' must be True or False$"),  # was taken as True
+    ({"progress": "bar", "stream": 1}, "^progress='bar' must be a callable or None; stream=1 must be True or False$"),
+])
+def test_a_bad_progress_or_stream_is_refused_before_any_work(tiny: Pipeline, kw: dict, said: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run entry point checks them first (ltxcli.field_values.check_run_options): no model work is reached."""
+    from ltxcli import extend, long_video, runner
+    from ltxcli.request import Extension
+
+    monkeypatch.setattr(tiny, "resolve", lambda *a: pytest.fail("resolved: the check came after work began"))
+    plain = GenerationRequest("a boat", **SMALL)
+    runs = [lambda: tiny.run(plain, **kw), lambda: long_video.generate(tiny, plain, **kw),
+            lambda: extend.run_extension(tiny, GenerationRequest("a boat", extend=Extension("missing.mp4", 8)), **kw),
+            lambda: next(runner.run_batch(tiny, [], **kw)), ]
+    for run in runs:
+        with pytest.raises(TypeError, match=said):
+            run()
