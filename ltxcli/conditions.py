@@ -15,6 +15,8 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -128,14 +130,38 @@ def check_condition(c: Condition, height: int, width: int, num_frames: int,
     return replace(c, media=read)
 
 
+#: The window of a long video whose conditions are prepared (:func:`in_window`): ``(label, first frame, the whole
+#: video's frames)``; a trim warning then names it and counts in the whole video's frames, not the window's.
+_WINDOW: ContextVar[tuple[str, int, int] | None] = ContextVar("ltxcli_condition_window", default=None)
+
+
+@contextmanager
+def in_window(label: str, first_frame: int, video_frames: int) -> Iterator[None]:
+    """Conditions prepared inside are those of one window (``label``, e.g. "2/3") starting at frame
+    ``first_frame`` of a ``video_frames``-frame video (:meth:`ltxcli.long_video._LongRun._denoise_window`)."""
+    token = _WINDOW.set((label, first_frame, video_frames))
+    try:
+        yield
+    finally:
+        _WINDOW.reset(token)
+
+
 def _warn_trim(name: Any, n: int, kept: int, frame: int, num_frames: int, total: Any = None) -> None:
     """Say when fewer than the ``n`` frames of a condition are used, as the official ``prepare_conditioning`` logs
     every trim: a longer one than fits, or one cut to 8k + 1 frames (a 12-frame clip uses 9, a 5-frame one only
-    its first). ``total``: ``n`` as the message shows it."""
+    its first). ``total``: ``n`` as the message shows it. In a window (:func:`in_window`) the message names the
+    window and the whole video's frames: the window's end, not the video's, cut it."""
     if kept >= n:
         return
     total = n if total is None else total
-    if n > num_frames - frame:  # longer than the video from its frame
+    window = _WINDOW.get()
+    if window is not None and n > num_frames - frame:
+        label, first, video = window
+        warnings.warn(f"condition {name}: trimmed to its first {kept} of {total} frames (only {num_frames - frame} "
+                      f"fit from frame {first + frame} to the end of window {label}, frames {first}-"
+                      f"{first + num_frames - 1} of the {video}-frame video, used in 8k + 1 frames; a condition is "
+                      "used in the first window that holds its start: a larger window holds more of it)", stacklevel=2)
+    elif n > num_frames - frame:  # longer than the video from its frame
         warnings.warn(f"condition {name}: trimmed to its first {kept} of {total} frames (only {num_frames - frame} fit "
                       f"from frame {frame} of the {num_frames}-frame video, used in 8k + 1 frames; `ltx extend` makes a "
                       f"video longer than its input)", stacklevel=2)
@@ -192,7 +218,11 @@ def prepare_condition(
             pixels = F.pad(pixels, padding)
     name = media_path(c.media) or f"a {type(c.media).__name__}"
     _check_start(c, name, int(frames.shape[0]), num_frames)
-    if not isinstance(c.media, media_io.DecodedMedia):  # not through check_condition, which said it already
+    # a file was checked (and its trim told) against the whole video: only a window's end, before the video's, cuts
+    # it more (a 12-frame clip using 9 was said once already)
+    window = _WINDOW.get()
+    cut = window is not None and window[1] + num_frames < window[2] and frames.shape[0] > num_frames - c.frame
+    if not isinstance(c.media, media_io.DecodedMedia) or cut:
         _warn_trim(name, int(frames.shape[0]), keep, c.frame, num_frames)
     origin = (c.media, (keep, height, width, tuple(padding))) if isinstance(c.media, Tensor) else None
     return PreparedCondition(pixels, c.frame, float(c.strength), origin)

@@ -455,7 +455,7 @@ class _LongRun:
     def _denoise_window(self, i: int, text: tuple[Tensor, Tensor], out: Tensor | None) -> Tensor:
         import torch
 
-        from .conditions import EncodedCondition, prepare_conditions
+        from .conditions import EncodedCondition, in_window, prepare_conditions
         from .control import window_control
 
         p, pipe = self.plan, self.pipe
@@ -467,7 +467,8 @@ class _LongRun:
         sizes = r.pass_sizes()
         t0 = time.perf_counter()
         with torch.inference_mode():
-            prepared, _ = prepare_conditions(replace(r, video=None))  # (the input: read once, self.source)
+            with in_window(f"{p.made().index(i) + 1}/{len(p.windows)}", w.first_frame, p.num_frames):
+                prepared, _ = prepare_conditions(replace(r, video=None))  # (the input: read once, self.source)
             # the control frames of this window's span, encoded as a video of its own: exactly a one-window run's
             control = window_control(self.control, r, w.first_frame) if self.control is not None else None
             encoded, _ = pipe._encode_conditions(prepared, None, sizes, control)

@@ -1036,3 +1036,23 @@ def test_resumed_windows_are_put_on_the_pipeline_s_device() -> None:
     out, first, done = long_video._LongRun._load_state(run)  # type: ignore[arg-type]
     assert (out.device.type, first.device.type, done) == ("meta", "meta", 2)
     assert (tuple(out.shape), tuple(first.shape)) == ((1, 2, 3, 1, 1), (1, 2, 2, 1, 1))
+
+
+def test_a_video_condition_cut_by_its_windows_end_names_the_window(tiny, tmp_path) -> None:
+    """A 9-frame clip at frame 16 of a 49-frame video in windows of 17 frames (0-16, 16-32, 32-48) goes to window 1,
+    whose end leaves it 1 frame. The warning said "from frame 16 of the 17-frame video" (the window, not the
+    video asked for); a file (checked against the whole video, where it fits) was cut without a word."""
+    import warnings
+
+    from ltxcli import media
+
+    media.write_video(tmp_path / "clip.mp4", torch.rand(9, 32, 32, 3), 24)
+    req = dict(height=32, width=32, num_frames=49, frame_rate=24, seed=1, steps=1, window=24, overlap=8)
+    for clip, name in ((torch.rand(9, 32, 32, 3), "a Tensor"), (str(tmp_path / "clip.mp4"), str(tmp_path / "clip.mp4"))):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            long_video.generate(tiny, GenerationRequest("a | b", conditions=[Condition(clip, 16)], **req))
+        said = [str(w.message) for w in seen if "trimmed" in str(w.message)]
+        assert said == [f"condition {name}: trimmed to its first 1 of 9 frames (only 1 fit from frame 16 to the end "
+                        "of window 1/3, frames 0-16 of the 49-frame video, used in 8k + 1 frames; a condition is used "
+                        "in the first window that holds its start: a larger window holds more of it)"]
