@@ -109,10 +109,6 @@ def parse_cache(spec: str | None) -> tuple[str, float]:
     return mode, threshold
 
 
-__all__ = ["CACHE_THRESHOLDS", "MEDIA_KINDS", "FieldTypeError", "as_list", "is_bool", "is_float_tensor", "is_int",
-           "is_media", "is_number", "is_tensor", "is_text", "list_of", "parse_cache"]
-
-
 def check_run_options(progress: Any, stream: Any) -> None:
     """The ``progress`` and ``stream`` arguments of the run entry points (:meth:`ltxcli.Pipeline.run`,
     :func:`ltxcli.long_video.generate`, :func:`ltxcli.extend.run_extension`, :func:`ltxcli.run_batch`), checked
@@ -125,3 +121,7 @@ def check_run_options(progress: Any, stream: Any) -> None:
         bad.append(f"stream={stream!r} must be True or False")
     if bad:
         raise TypeError("; ".join(bad))
+
+
+__all__ = ["CACHE_THRESHOLDS", "MEDIA_KINDS", "FieldTypeError", "as_list", "check_run_options", "is_bool",
+           "is_float_tensor", "is_int", "is_media", "is_number", "is_tensor", "is_text", "list_of", "parse_cache"]
