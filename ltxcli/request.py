@@ -2,8 +2,7 @@
 
 :func:`resolve_request` is the one place that turns a request into the settings a run uses. It is pure: no
 model, no file and no randomness is touched (a ``seed=None`` stays ``None``; the pipeline draws it), so the
-memory plan and the batch runner can resolve requests before any weight is loaded. Precedence, for every
-setting:
+memory plan and the batch runner can resolve requests before any weight is loaded. Precedence, per setting:
 
 1. an explicit top-level value of the request (``guidance_scale=3``; it applies to every pass, except
    ``steps`` / ``timesteps``, which apply to the first pass only),
@@ -21,6 +20,7 @@ from __future__ import annotations
 
 import os
 import reprlib
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NoReturn, TypedDict, TypeVar
@@ -344,20 +344,17 @@ def _scalar_overrides(r: GenerationRequest, preset: Preset) -> dict[str, Any]:
     """The request's top-level sampling values as yaml-named overrides (they win over everything else)."""
     out: dict[str, Any] = {}
     if r.steps is not None:
-        out["num_inference_steps"] = r.steps
-        out["timesteps"] = None
+        out.update(num_inference_steps=r.steps, timesteps=None)
     if r.timesteps is not None:
         out["timesteps"] = tuple(float(t) for t in r.timesteps)
     for key, value in (
         ("guidance_scale", r.guidance_scale), ("stg_scale", r.stg_scale), ("rescaling_scale", r.rescale_scale),
-        ("cfg_star_rescale", r.cfg_star_rescale),
+        ("cfg_star_rescale", r.cfg_star_rescale), ("tone_map_compression_ratio", r.tone_map_compression_ratio),
     ):
         if value is not None:
             out[key] = value
     if r.stg_blocks is not None:
         out["skip_block_list"] = tuple(int(b) for b in r.stg_blocks)
-    if r.tone_map_compression_ratio is not None:
-        out["tone_map_compression_ratio"] = r.tone_map_compression_ratio
     return out
 
 
@@ -525,6 +522,10 @@ def check_fields(request: _R) -> _R:
         got += " on the meta device" if getattr(noise, "is_meta", False) else ""
         raise FieldTypeError("noise must be a floating-point torch tensor of latents [1, C, f, h, w] holding values "
                              f"(e.g. torch.randn(...)), got {got}")
+    if video is None and plain["denoise_strength"] != DEFAULT_STRENGTH:  # the copy holds the default: said once
+        warnings.warn(f"denoise_strength={number_text(plain['denoise_strength'])} is ignored: it is the strength of "
+                      "a video-to-video run (give video)", stacklevel=2)
+        plain["denoise_strength"] = DEFAULT_STRENGTH
     return replace(request, **plain)
 
 
@@ -617,8 +618,7 @@ def resolve_request(
                 + " needs a latent upsampler: pass upsampler= to load_pipeline (e.g. ltxv-spatial-upscaler-0.9.8)"
                 + ("" if own else "; for one pass give its settings at the top level (steps=, guidance_scale=, ...)"))
         factor = preset.downscale_factor if r.downscale_factor is None else r.downscale_factor
-        if factor is None:
-            factor = DEFAULT_DOWNSCALE_FACTOR
+        factor = DEFAULT_DOWNSCALE_FACTOR if factor is None else factor
         if not 0 < factor <= 1:
             raise ValueError(f"downscale_factor={factor} must be in (0, 1]")
     else:

@@ -178,10 +178,6 @@ def build_items(
             return row[key] if row.get(key) is not None else defaults.get(key)
 
         frame_rate, extend = pick("frame_rate"), pick("extend")
-        if row.get("denoise_strength") is not None and pick("video") is None and not row.get("_redo"):
-            # (it acts on a video-to-video input only: a line's 0.3, or 7, without "video" changed nothing, silently)
-            warnings.warn(f"{row.get('_where') or 'batch'}: denoise_strength is ignored: it is the strength of a "
-                          "video-to-video run (give \"video\")", stacklevel=2)
         try:
             num_frames, duration = _length(row, defaults)
             long = _long_fields(pick, duration)
@@ -306,8 +302,14 @@ def validate_item(item: BatchItem, max_pos: Sequence[int], *, frames_out: bool =
     from .control import check_control_timing
 
     try:
-        checked = check_fields(item)
-        item.conditions, item.enhance_prompt = checked.conditions, checked.enhance_prompt  # None: the defaults
+        with warnings.catch_warnings(record=True) as seen:  # (a strength without a video: named with its line)
+            warnings.simplefilter("always")
+            checked = check_fields(item)
+        for w in seen:
+            warnings.warn(f"{where}{w.message}", stacklevel=2)
+        # None: the defaults; an ignored strength the default (the run's checks do not warn again)
+        item.conditions, item.enhance_prompt = checked.conditions, checked.enhance_prompt
+        item.denoise_strength = checked.denoise_strength
         if not item.prompt.strip():
             # an empty prompt is enhanced as any other short one (inference.py counts 0 words < threshold)
             kind = request_plan(item, preset).kind if preset is not None else None

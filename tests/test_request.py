@@ -105,6 +105,26 @@ def test_per_pass_errors_name_the_key() -> None:
         resolve(DEV13, first_pass=dict(rescale_scale=1.0, rescaling_scale=0.5))
 
 
+def test_a_strength_without_a_video_is_named_once_as_ignored() -> None:
+    """denoise_strength acts on a video-to-video input only: without one, 0.3 changed nothing, silently (the batch
+    runner alone said so). Resolution names it, once: what it returns and what it is resolved from again keep quiet."""
+    import warnings
+
+    with pytest.warns(UserWarning) as caught:
+        r = resolve_request(GenerationRequest("a", denoise_strength=0.3), TINY_PRESET)
+    assert [str(w.message) for w in caught] == [
+        "denoise_strength=0.3 is ignored: it is the strength of a video-to-video run (give video)"]
+    assert r.settings()["denoise_strength"] is None
+    from ltxcli.request import check_fields
+
+    with pytest.warns(UserWarning, match="is ignored"):
+        checked = check_fields(GenerationRequest("a", denoise_strength=0.3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resolve_request(checked, TINY_PRESET)
+        resolve_request(GenerationRequest("a"), TINY_PRESET)
+
+
 def test_stg_modes_are_the_transformer_modes() -> None:
     assert tuple(m.value for m in STGMode) == STG_MODES
     assert resolve(stg_mode=STGMode.ATTENTION_SKIP).stg_mode == "attention_skip"

@@ -103,24 +103,27 @@ def test_run_batch_takes_a_duration_from_python(pipe: Any, tmp_path: Path) -> No
 
 def test_a_batch_line_s_strength_without_a_video_is_named_as_ignored(tmp_path: Path) -> None:
     """A line's denoise_strength acts on its video only: without one, 0.3 (or an out-of-range 7) changed nothing,
-    silently. It is named in a warning; a line with a video, or a record's (a redo's), says nothing."""
+    silently. It is named in one warning with its line (ltxcli.request.check_fields'); a line with a video says nothing."""
     import warnings
 
     from ltxcli.presets import PRESETS
 
     media.write_video(tmp_path / "in.mp4", torch.rand(9, 32, 32, 3), 24)
     rows = batch.parse_batch('{"prompt": "a", "denoise_strength": 7}\n', "b.jsonl")
+    tiny, sizes = PRESETS["tiny"], {"num_frames": 9, "height": 32, "width": 32, "frame_rate": 24}
     with pytest.warns(UserWarning) as caught:
-        items = runner.build_items(rows, preset=PRESETS["tiny"], defaults={"num_frames": 9})
+        items = runner.build_items(rows, preset=tiny, defaults=sizes)
+        runner.validate_item(items[0], (20, 2048, 2048), where="b.jsonl line 1: ", preset=tiny)
+    # once (the library's check, named with its line), not again by the item's own resolution
     assert [str(w.message) for w in caught] == [
-        'b.jsonl line 1: denoise_strength is ignored: it is the strength of a video-to-video run (give "video")']
+        "b.jsonl line 1: denoise_strength=7 is ignored: it is the strength of a video-to-video run (give video)"]
     assert items[0].video is None
     line = json.dumps({"prompt": "a", "denoise_strength": 0.3, "video": str(tmp_path / "in.mp4")})
-    quiet = [*batch.parse_batch(line + "\n", "b.jsonl"), {"prompt": "a", "denoise_strength": 0.3, "_redo": True}]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        runner.build_items(quiet, preset=PRESETS["tiny"], defaults={"num_frames": 9, "height": 32, "width": 32,
-                                                                    "frame_rate": 24})
+        quiet = runner.build_items(batch.parse_batch(line + "\n", "b.jsonl"), preset=tiny, defaults=sizes)
+        runner.validate_item(quiet[0], (20, 2048, 2048), preset=tiny)
+        runner.validate_item(items[0], (20, 2048, 2048), preset=tiny)  # checked again: the default, quiet
 
 
 def test_build_items_and_plan_outputs_without_a_model(tmp_path: Path) -> None:
