@@ -124,14 +124,14 @@ class VideoAutoencoder:
                 z = torch.empty_strided(latents.shape, d.stride, dtype=latents.dtype).copy_(latents)
                 pixels = self._decode_noised(z, d, t, base, d.plan)
                 with torch.inference_mode():  # (crop_video scales the inference tensor in place)
-                    return crop_video(pixels, **crop).cpu()
+                    return crop_video(pixels, **crop)[d.first_frame :].cpu()
             # a long video's fused latents, decoded in temporal tiles as its windows settled (ltxcli.long_video):
             # each tile channels-last (its noise layout there), its noise seeded by the seed plus its first frame
             plans = iter(d.tiles["plans"])
             tiles = TiledDecode(lambda z, start: self._decode_noised(z.contiguous(
                 memory_format=torch.channels_last_3d), d, t, base + start, next(plans)),
                 lambda pixels, start: crop_video(pixels, **crop, start=start), d.tiles["length"])
-            return torch.cat(list(tiles.ready(latents, latents.shape[2], final=True)))
+            return torch.cat(list(tiles.ready(latents, latents.shape[2], final=True)))[d.first_frame :]
         finally:
             self.module.set_conv_algorithm(own)
 
@@ -169,7 +169,8 @@ class DecodeSettings:
     decode's, or on the CPU the streamed head's); None: one whole ``vae.decode`` (or not recorded). ``tiles``: a
     long video's decode of its fused latents in temporal tiles (:class:`~ltxcli.long_decode.TiledDecode`:
     ``{"length", "plans"}``, each tile's ``plan``; its noise seeded by ``seed`` plus its first latent frame, in the
-    channels-last layout); None: one decode as above."""
+    channels-last layout); None: one decode as above. ``first_frame``: the first of the cropped frames the video
+    holds (an extension's first new frame: its generation's context frames, the input's own in the video, dropped)."""
 
     timestep: float
     noise_scale: float
@@ -183,19 +184,21 @@ class DecodeSettings:
     vae_conv: str | None = None
     plan: dict[str, Any] | None = None
     tiles: dict[str, Any] | None = None
+    first_frame: int = 0
 
     @classmethod
     def of(cls, result: GenerationResult) -> DecodeSettings:
         """The decode of ``result``: a single generation's (:meth:`ltxcli.pipeline.Pipeline.run`), or a long video's
         in temporal tiles (:mod:`ltxcli.long_video`: ``tiles``, the seed its tiles' noise counts from)."""
         s, tiles = result.settings, result.decode_tiles
-        ph, pw, _ = padded_size(s["height"], s["width"], s["num_frames"])
+        start, end = result.kept_frames or (0, s["num_frames"])  # (an extension's settings count the output's)
+        ph, pw, _ = padded_size(s["height"], s["width"], end)
         return cls(float(s["decode_timestep"]), float(s["decode_noise_scale"]),
                    int(result.seed if tiles is None else tiles["seed"]),
                    float(s["passes"][-1]["tone_map_compression_ratio"]), tuple(result.latents.stride()),
-                   int(s["num_frames"]), (ph, pw), (*split_pad(pw - s["width"]), *split_pad(ph - s["height"])),
+                   int(end), (ph, pw), (*split_pad(pw - s["width"]), *split_pad(ph - s["height"])),
                    bool(s["multi_scale"]), str(s["vae_conv"]), result.decode_plan,
-                   None if tiles is None else {"length": int(tiles["length"]), "plans": list(tiles["plans"])})
+                   None if tiles is None else {"length": int(tiles["length"]), "plans": list(tiles["plans"])}, int(start))
 
     def to_json(self) -> str:
         return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()})
@@ -214,7 +217,7 @@ class DecodeSettings:
                     _int(v["num_frames"], "num_frames"), (_int(v["padded"][0], "padded"), _int(v["padded"][1], "padded")),
                     tuple(_int(x, "padding") for x in v["padding"]),  # type: ignore[arg-type]
                     _flag(v["resize"], "resize"), None if v.get("vae_conv") is None else str(parse_conv_algorithm(v["vae_conv"])),
-                    _plan(v.get("plan")), _tiles(v.get("tiles")))
+                    _plan(v.get("plan")), _tiles(v.get("tiles")), _int(v.get("first_frame", 0), "first_frame"))
         except (ValueError, TypeError, KeyError, IndexError) as e:
             raise MediaError(f"{path}: its '{DECODE_KEY}' record is not readable ({type(e).__name__}: {e})") from None
         if (misfit := d._misfit(shape, v)) is not None:
@@ -235,6 +238,7 @@ class DecodeSettings:
             ("tone_map_compression_ratio", 0 <= self.tone_map_compression_ratio <= 1, "in [0, 1]"),
             ("stride", _dense(shape, self.stride), f"a dense layout of {list(shape)}"),
             ("num_frames", 1 <= self.num_frames <= frames, f"in [1, {frames}] (the frames the latents decode to)"),
+            ("first_frame", 0 <= self.first_frame < self.num_frames, f"in [0, {self.num_frames - 1}] (below num_frames)"),
             ("padded", len(recorded["padded"]) == 2 and min(self.padded) > 0 and (self.resize or self.padded == grid),
              f"{list(grid)} (the latents' size in pixels)"),
             ("padding", len(self.padding) == 4 and min(self.padding) >= 0 and left + right < pw and top + bottom < ph,
@@ -491,10 +495,11 @@ def save_generation_latents(path: PathLike, result: GenerationResult, *, vae: nn
                             source: PathLike, overwrite: bool = False) -> Path:
     """Write a generation's final latents (``result.latents``, before decode noise) as :func:`save_latents` does,
     with the VAE's statistics and how the generation decoded them (:class:`DecodeSettings`), so that
-    ``ltx vae decode`` gives the video ``source`` holds. ``model``: the name the video records."""
-    s = result.settings
-    meta = {**_metadata(model, str(fps_number(s["frame_rate"])), s["height"], s["width"], s["num_frames"],
-                        str(source)), DECODE_KEY: DecodeSettings.of(result).to_json()}
+    ``ltx vae decode`` gives the video ``source`` holds (an extension's: its new frames, ``result.kept_frames``).
+    ``model``: the name the video records."""
+    s, d = result.settings, DecodeSettings.of(result)
+    meta = {**_metadata(model, str(fps_number(s["frame_rate"])), s["height"], s["width"], d.num_frames - d.first_frame,
+                        str(source)), DECODE_KEY: d.to_json()}
     # where save_latents wrote: --latents-out=~/x.safetensors, expanded
     return save_latents(path, result.latents, meta, overwrite=overwrite, statistics=vae_statistics(vae))
 

@@ -193,9 +193,9 @@ EXTEND_OPTION_HELP = SOURCE_OPTION_HELP | {
                        "prompt in force at its first frame (makes windows).",
 }
 #: The long-video options an extension refuses (a duration, the temporal upscaler) or that do not apply to it
-#: (--latents-out, --no-temporal-upscale of a --from record): ``ltx extend`` accepts them, to refuse them in one
-#: line, but its --help leaves them out (it shows the window options and the prompt schedule).
-NOT_FOR_EXTEND = ("duration", "temporal_upscale", "no_temporal_upscale", "latents_out")
+#: (--no-temporal-upscale of a --from record): ``ltx extend`` accepts them, to refuse them in one line, but its
+#: --help leaves them out (it shows the window options and the prompt schedule).
+NOT_FOR_EXTEND = ("duration", "temporal_upscale", "no_temporal_upscale")
 
 
 def parse_extension(value: Any, where: str) -> Extension:
@@ -480,6 +480,7 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
                                  backward=plan.backward)
     kept = _fit(frames, r.height, r.width)
     del frames
+    lo = plan.lead - plan.new_frames if plan.backward else plan.context  # the new frames of the generation
 
     def spliced(chunk_frames: int, quantize: Quantize) -> Iterator[torch.Tensor]:
         def own() -> Iterator[torch.Tensor]:
@@ -487,15 +488,16 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
                 yield media.to_uint8(kept[a : a + chunk_frames], quantize)
 
         def new() -> Iterator[torch.Tensor]:
-            lo = plan.lead - plan.new_frames if plan.backward else plan.context  # the new frames of the generation
             seen = 0
             for chunk in result.frames(chunk_frames, quantize):
                 a, b = max(lo - seen, 0), min(lo + plan.new_frames - seen, len(chunk))
                 seen += len(chunk)
                 if a < b:
                     yield chunk[a:b]
-            # in windows the latents and the step cache's tally are complete once the last window is decoded
+            # in windows the latents and the step cache's tally are complete once the last window is decoded; the
+            # decode's windows (a latents file replays them) are known once it ran
             out.latents, out.settings["cache"] = result.latents, result.settings["cache"]
+            out.decode_plan, out.decode_tiles = result.decode_plan, result.decode_tiles
 
         yield from (new() if plan.backward else own())
         yield from (own() if plan.backward else new())
@@ -507,7 +509,7 @@ def run_extension(pipe: Pipeline, request: GenerationRequest, *, progress: Progr
                 "extend": {**ext.record(), "context_frames": plan.context}, "enhance_prompt": request.enhance_prompt,
                 "control": control_record(request.control)}  # its file, not the frames the generation took
     out = dataclasses.replace(result, settings=settings)
-    out._stream = spliced
+    out._stream, out.kept_frames = spliced, (lo, lo + plan.new_frames)  # the latents decode to the generation's frames
     if stream:
         return out
     # filled chunk by chunk: one float32 copy of the output on the host, not the chunks and their concatenation

@@ -291,7 +291,8 @@ def plan_latents(settings: JobSettings, items: list[runner.BatchItem], *, spec: 
                  warn: Callable[[str], None] = lambda message: None, wheres: Mapping[int, str] | None = None) -> None:
     """Set each item's ``latents_target`` (its own ``latents_out``, else ``--latents-out``: a ``.safetensors`` file,
     or a pattern of the ``-o`` fields, :func:`ltxcli.naming.latents_path`), after the outputs are planned, before any
-    work. Refused (ValueError): an extension (its video keeps the input's own frames); a file shared by several items, a path
+    work (an extension's: its generation's, which decode to its new frames). Refused (ValueError): a file shared by
+    several items, a path
     that is a video's or another item's latents, another suffix than .safetensors, an existing file (without
     ``overwrite``, as a video); a folder or a place it cannot be made: :class:`~ltxcli.runner.OutputError`. A
     skipped item (its video exists) writes none: nothing is checked for it (``warn``: when its latents are missing).
@@ -315,11 +316,6 @@ def plan_latents(settings: JobSettings, items: list[runner.BatchItem], *, spec: 
         line = (wheres or {}).get(it.index, "") if it.latents_out is not None else ""
         where = ("--latents-out" if it.latents_out is None else
                  f"{line}: latents_out" if line else f"item {it.index}'s latents_out")
-        if it.extend is not None:  # in a batch under the option: which line, and how the others still get theirs
-            which, fix = (f"item {it.index}: ", ": give the other items their own latents_out instead") \
-                if it.latents_out is None and len(items) > 1 else ("", "")
-            raise ValueError(f"{where}: not with an extension ({which}its video keeps the input's frames, which no "
-                             f"latents hold){fix}")
         assert it.seed is not None and it.width is not None and it.height is not None and it.target is not None
         assert it.num_frames is not None and it.frame_rate is not None
         fields = naming.fields(index=it.index, seed=it.seed, prompt=it.prompt, width=it.width, height=it.height,

@@ -36,6 +36,9 @@ class GenerationResult:
     # a tile spans less one, "seed": tile decode noise seed less its first latent frame, "plans": each tile's
     # decode_plan}; None: one decode as above (ltxcli.autoencode.DecodeSettings.tiles)
     decode_tiles: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    # an extension's: the decoded frames [start, end) of latents that its video holds (its new frames; the context
+    # before or after them is the input's own); None: the first settings["num_frames"] (DecodeSettings.first_frame)
+    kept_frames: tuple[int, int] | None = field(default=None, repr=False, compare=False)
 
     def __repr__(self) -> str:
         video = "None (streamed)" if self.video is None else brief(self.video)

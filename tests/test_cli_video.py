@@ -213,9 +213,9 @@ def test_an_extension_s_prompt_schedule_is_redone_in_output_frames(cli_env: Path
 def test_extend_help_leaves_out_the_long_video_options(cli_env: Path, clip: Path) -> None:
     """extend's --help listed --duration and --temporal-upscale, which an extension refuses; they stay accepted (a
     refusal is one line) but are not shown. The window options, --prompt-schedule (in output frames) and --resume
-    are shown: an extension runs in windows. --latents-out (one generation's latents, not an extension's) and
-    --no-temporal-upscale (of a --from record) are hidden alike. generate shows them all."""
-    long = {"duration", "temporal_upscale", "no_temporal_upscale", "latents_out"}
+    are shown: an extension runs in windows. --no-temporal-upscale (of a --from record) is hidden alike;
+    --latents-out (its new frames' latents) is shown. generate shows them all."""
+    long = {"duration", "temporal_upscale", "no_temporal_upscale"}
     assert {name for name, (_, hidden) in _shown_options("extend").items() if hidden} == long
     assert not any(hidden for _, hidden in _shown_options("generate").values())
     # (v2v and i2v take no --from: their --no-temporal-upscale is always refused, and hidden as extend's)

@@ -122,9 +122,6 @@ def test_latents_out_mistakes_are_one_line_before_any_work(cli_env: Path) -> Non
     ):
         line = assert_one_error_line(ltx("generate", "a cat", "--model", "tiny", *args), code)
         assert says in line, line
-    line = assert_one_error_line(ltx("extend", "clip.mp4", "on", "--frames", "8", "--model", "tiny",
-                                     "--latents-out", "e.safetensors"), 2)
-    assert "not with an extension" in line, line
     assert not (cli_env / "v.mp4").exists() and (cli_env / "taken.safetensors").read_bytes() == b"x"
 
 
@@ -180,6 +177,8 @@ def test_a_hand_edited_decode_record_is_one_line_naming_the_file_and_the_field(
             ("seed", 2**70, "seed=1180591620717411303424 must be in [0, 2**63 - 1]"),
             ("tone_map_compression_ratio", 5, "tone_map_compression_ratio=5 must be in [0, 1]"),
             ("num_frames", 1000, "num_frames=1000 must be in [1, 9]"),  # decoded to the 9 there are, exit 0
+            ("first_frame", 9, "first_frame=9 must be in [0, 8] (below num_frames)"),  # an empty video
+            ("first_frame", -1, "first_frame=-1 must be in [0, 8]"),
             ("padded", [10000, 96], "padded=[10000, 96] must be [64, 96]"),
             ("padded", [64, 96, 3], "padded=[64, 96, 3] must be [64, 96]"),
             ("tiles", "x", "tiles 'x' is not a temporal tiling"),
@@ -216,6 +215,7 @@ def test_a_hand_edited_integer_field_of_a_decode_record_must_be_an_integer(
             ("seed", 1.5, "seed=1.5 must be an integer"),
             ("num_frames", True, "num_frames=true must be an integer"),
             ("num_frames", "9", 'num_frames="9" must be an integer'),
+            ("first_frame", 1.5, "first_frame=1.5 must be an integer"),
             ("padded", [64.5, 96], "padded=64.5 must be an integer"),
             ("padding", [0, 0, False, 0], "padding=false must be an integer"),
             ("stride", [1.5, 1, 1, 1, 1], "stride=1.5 must be an integer"),
@@ -400,6 +400,35 @@ def test_long_video_latents_decode_to_its_very_frames(monkeypatch: pytest.Monkey
     assert torch.equal(video, res.video)
 
 
+@pytest.mark.parametrize(("backward", "window"), [(True, None), (False, 24)])
+def test_extension_latents_decode_to_its_new_frames(monkeypatch: pytest.MonkeyPatch, backward: bool,
+                                                    window: int | None) -> None:
+    """``--latents-out`` was refused with an extension. Its latents are its generation's (context and new frames,
+    in windows too): the file records the frames of their decode the video holds, the new ones, and the decode
+    gives those very frames (the input's own, in the video, are no latents'). An approximate VAE plan makes a
+    decode in other windows differ. In windows the result is streamed, as ltx streams it."""
+    from ltxcli import Extension, extend, pipeline
+    from ltxcli.frames import to_uint8
+
+    monkeypatch.setattr(pipeline.decode_memory, "plan_decode", lambda *a, **k: {"split_block": 0, "tile_hw": 2,
+                                                                                "context_hw": 0})
+    media.write_video("in.mp4", torch.rand(12, 64, 96, 3), 24, overwrite=True)
+    pipe = ltxcli.load_pipeline("tiny")
+    res = extend.run_extension(pipe, ltxcli.GenerationRequest(
+        "a cat | a dog", seed=5, steps=1, window=window, overlap=window and 8, extend=Extension("in.mp4", 20, backward)),
+        stream=window is not None)
+    frames = torch.cat(list(res.frames()))  # uint8 [32, 64, 96, 3]: the extension's written frames
+    assert frames.shape[0] == 32
+    assert (window is not None) == (len(res.settings["long"]["windows"]) > 1)
+    autoencode.save_generation_latents("e.safetensors", res, vae=pipe.vae, model="tiny", source="e.mp4")
+    latents, meta = autoencode.read_latents("e.safetensors")
+    assert meta["num_frames"] == "20"
+    video, how = autoencode.decode_file(autoencode.VideoAutoencoder(pipe.vae, "tiny", 0.05), latents, meta,
+                                        "e.safetensors")
+    assert how is not None and how.first_frame == (4 if backward else 9)  # (backward: 20 made as 24, 4 dropped)
+    assert torch.equal(to_uint8(video), frames[:20] if backward else frames[12:])
+
+
 def test_latents_out_of_a_long_video_then_vae_decode_gives_the_videos_frames(cli_env: Path) -> None:
     r = ltx("generate", "a cat | a dog", *SMALL, "--num-frames", "33", "--window", "16", "--overlap", "8",
             "-o", "long.mp4", "--latents-out", "long.safetensors", "--json")
@@ -422,13 +451,16 @@ def test_a_latents_pattern_mistake_names_latents_out_not_the_output_pattern(cli_
     assert not (cli_env / "out").exists()
 
 
-def test_an_extension_line_under_the_latents_out_option_is_named(cli_env: Path) -> None:
-    """``--latents-out PATTERN`` on a batch holding an extension line was refused without saying which line: the one
-    error names the item (and what to do), as a line's own ``latents_out`` is named."""
-    media.write_video(cli_env / "clip.mp4", torch.zeros(9, 64, 64, 3), 24)
-    (cli_env / "p.txt").write_text('a cat\na dog\n{"prompt": "on", "extend": {"video": "clip.mp4", "frames": 8}}\n')
-    line = assert_one_error_line(ltx("generate", "--batch", "p.txt", "--model", "tiny", "-o", "out/{index}.mp4",
-                                     "--latents-out", "lat/{index}.safetensors"), 2)
-    assert "--latents-out: not with an extension (item 2:" in line, line
-    assert "give the other items their own latents_out" in line, line
-    assert not (cli_env / "out").exists()
+def test_an_extension_writes_the_latents_of_its_new_frames(cli_env: Path) -> None:
+    """``--latents-out`` was refused with ``ltx extend`` (and for a batch's extension line under the option): it
+    now writes the extension's generation, which ``ltx vae decode`` decodes to its new frames."""
+    media.write_video(cli_env / "clip.mp4", torch.zeros(9, 32, 32, 3), 24)
+    r = ltx("extend", "clip.mp4", "on", "--frames", "8", "--model", "tiny", "--steps", "1", "-o", "e.mp4",
+            "--latents-out", "e.safetensors", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json_lines(r.stdout)[0]["latents_path"] == "e.safetensors"
+    d = ltx("vae", "decode", "e.safetensors", "-o", "d.mp4", "--json")
+    assert d.exit_code == 0, d.stderr
+    got = json_lines(d.stdout)[0]
+    assert got["num_frames"] == 8 and got["generation_decode"]["first_frame"] == 9  # after its 9 frames of context
+    assert media.load_video(cli_env / "d.mp4").shape == (8, 32, 32, 3)

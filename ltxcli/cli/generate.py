@@ -67,9 +67,9 @@ OutputOpt = Annotated[str | None, typer.Option(
     help="A .mp4/.mov/.mkv (H.264) or .webm (VP9) file, a folder (existing, or ending in /), or a pattern such as "
          "out/{index}-{seed}.mp4 (fields: index, seed, slug, width, height, num_frames, frame_rate, model). Default: "
          "the prompt's words, seed and size in the current folder, e.g. a-cat-7-768x512x97.mp4")]
-LatentsOutOpt = Annotated[str | None, typer.Option(show_default=False, metavar="PATH", help="Also write the final "
-    "latents to this .safetensors file (with --batch a pattern of -o's fields: lat/{index}-{seed}.safetensors), with how "
-    "the video was decoded from them (a long video's: all its windows'): `ltx vae decode PATH` gives its frames again.")]
+LatentsOutOpt = Annotated[str | None, typer.Option(show_default=False, metavar="PATH", help="Also write the final latents to "
+    "this .safetensors file (with --batch a pattern of -o's fields: lat/{index}-{seed}.safetensors), with how the video was "
+    "decoded from them (a long video's: all its windows'): `ltx vae decode PATH` gives its frames (an extension's new ones).")]
 FramesDirOpt = Annotated[str | None, typer.Option(
     show_default=False, help="Write lossless PNG frames (frame_00000.png, ...) into this folder instead of an MP4.")]
 NegativeOpt = Annotated[str | None, typer.Option(show_default=False, help="Negative prompt (default: the preset's).")]
