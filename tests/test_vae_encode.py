@@ -85,6 +85,19 @@ def test_chunked_encode_is_the_one_call_encode(family, chunk: int) -> None:
     assert err < ATOL
 
 
+@pytest.mark.parametrize("layout", ["0.9", "0.9.5"])
+def test_the_chunks_a_tight_memory_plan_picks_are_the_one_call_encode(layout: str) -> None:
+    """Every chunk the memory plan may pick (16 halved: 8, 4, 2, 1 latent frames) on a video of 13 latent frames,
+    which 8 cuts too (chunks [0, 9), [9, 13); 4: 3 chunks, 2: 6, 1: 12), on both released layouts."""
+    vae, x = released_vae(layout), pixels(8 * 12 + 1, seed=6)
+    with torch.inference_mode():
+        want = vae.encode(x)  # [1, 16, 13, 1, 1]
+        for chunk in (8, 4, 2, 1):
+            got = chunked_encode(vae, x, chunk=chunk)
+            assert got.shape == want.shape and len(encode_spans(13, chunk)) == -(-12 // chunk)
+            assert (got - want).abs().max().item() < ATOL, chunk
+
+
 def test_chunks_that_replicate_their_first_frame_differ(family) -> None:
     """Each chunk encoded on its own (its first frame replicated as padding, a space-to-depth pair doubled) misses
     the frames before it: far beyond the tolerance, so the test above sees a lost carry."""
