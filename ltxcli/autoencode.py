@@ -82,10 +82,12 @@ class VideoAutoencoder:
 
     def encode(self, video: Tensor | VideoStream) -> Tensor:
         """Float ``[F, H, W, 3]`` in [0, 1] (on the grid) -> normalised latents ``[1, C, f, h, w]`` float32 on the CPU
-        (the posterior's mode). A :class:`VideoStream` is decoded a chunk of the encode at a time: the same latents."""
+        (the posterior's mode). A :class:`VideoStream` is decoded a chunk of the encode at a time: the same latents.
+        The chunk: the largest that fits the memory free now (:func:`ltxcli.memory.encode.fitting_chunk`)."""
         from . import vae_encode
+        from .memory.encode import fitting_chunk
 
-        f, chunk = video.shape[0], vae_encode.ENCODE_CHUNK_LATENTS
+        f, chunk = video.shape[0], fitting_chunk(self.module, (1, 3, *video.shape[:3]), self.device)  # [B, 3, F, H, W]
         # a stream decoded in the encode's own chunks (chunk_frames: none cut or joined), one at a time
         pieces = video.pieces(vae_encode.chunk_frames(self.module.config, f, chunk)) if isinstance(video, VideoStream) \
             else [video]

@@ -394,20 +394,23 @@ class _LongRun:
         (:func:`ltxcli.conditions.prepared_video_chunks` of :meth:`_source_chunks`, decoded from the file as they are
         taken) -> its normalised latents ``[1, C, T, h, w]`` (float32, CPU), encoded once in the VAE encoder's
         stage, a chunk at a time (:func:`ltxcli.vae_encode.encode_chunks`: bit for bit the latents of the whole
-        input's pixels, ``chunked_encode(prepare_video(...))``; the host holds one chunk's pixels, not the input's).
+        input's pixels, ``chunked_encode(prepare_video(...))``; the host holds one chunk's pixels, not the input's),
+        in the largest chunks that fit the memory free there (:func:`ltxcli.memory.encode.fitting_chunk`: 129-frame
+        pieces are cut to them).
         Each window starts from its own latent frames ``[start, end)`` of them, noised to its first timestep
         (ComfyUI-LTXVideo's looping sampler slices the input's latents into each tile's
         ``optional_initialization_latents``); they are 1/192 of the pixels."""
         import torch
 
         from . import vae_encode
+        from .memory.encode import fitting_chunk
         from .models.upcast import compute_dtype
 
-        pipe = self.pipe
+        pipe, (ph, pw, pf) = self.pipe, self.full.padded
         t0 = time.perf_counter()
         with torch.inference_mode(), pipe._stage(pipe.vae.encoder):  # the device and dtype of Pipeline._vae_encode
             latents = vae_encode.encode_chunks(
-                pipe.vae, chunks, self.full.padded[2], chunk=vae_encode.ENCODE_CHUNK_LATENTS, device=pipe.device,
+                pipe.vae, chunks, pf, chunk=fitting_chunk(pipe.vae, (1, 3, pf, ph, pw), pipe.device), device=pipe.device,
                 dtype=compute_dtype(pipe.vae.decoder.conv_in.conv)).float().cpu()
         self.timings["denoise_s"] += pipe._elapsed(t0)  # (as Pipeline.run counts the encoder stage)
         return latents

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from typing_extensions import Unpack  # typing's from Python 3.11 (torch requires typing_extensions)
 
-from . import sampling, step_cache, text_cache, vae_encode, vae_tiling
+from . import sampling, step_cache, text_cache, vae_tiling
 from .adapters.lora import LoraLike, LoraSpec
 from .conditions import EncodedCondition, PreparedCondition, prepare_conditions, record_entry, resize_frames
 from .control import (
@@ -48,6 +48,7 @@ from .kernels import attention_option
 from .locks import serialised
 from .media.write import Quantize
 from .memory import decode as decode_memory
+from .memory import encode as encode_memory
 from .models.configs import SchedulerConfig
 from .models.fp8 import fp8_mode
 from .models.int8 import storage_mode
@@ -199,8 +200,8 @@ class Pipeline:
 
     def _vae_encode(self, pixels: Tensor) -> Tensor:
         """Pixels ``[1, 3, F, H, W]`` in [-1, 1] (any device) -> normalised latents, in the VAE's dtype (inside its
-        stage), encoded in time chunks moved to the device one at a time (:func:`ltxcli.vae_encode.chunked_encode`)."""
-        return vae_encode.chunked_encode(self.vae, pixels, device=self.device, dtype=compute_dtype(self.vae.decoder.conv_in.conv))
+        stage), in time chunks moved to the device one at a time, the largest that fit (:func:`ltxcli.memory.encode.encode_fitted`)."""
+        return encode_memory.encode_fitted(self.vae, pixels, device=self.device, dtype=compute_dtype(self.vae.decoder.conv_in.conv))
 
     def decode(
         self, latents: Tensor, *, timestep: float | None = None, noise_scale: float = 0.0, seed: int | None = None,

@@ -161,6 +161,46 @@ def test_a_long_input_is_encoded_in_chunks_equal_to_one_encode(tiny, monkeypatch
     assert (got["latents"] - one).abs().max().item() < 1e-5
 
 
+def test_a_long_input_in_tight_memory_is_encoded_in_the_chunks_that_fit(tiny, monkeypatch) -> None:
+    """Too little memory free in the encoder's stage for chunks of 16 or 4 latent frames, enough for 2: the whole
+    input is encoded 17 frames, then 16 at a time (ltxcli.memory.encode.fitting_chunk, what the plan prices), with
+    the one-call latents to rounding; the pieces read from the input stay 129 frames (cut to the chunks). It was
+    encoded 129 frames at a time whatever was free."""
+    from ltxcli.memory import encode as encode_memory
+
+    class Encoded(Exception):
+        pass
+
+    video = torch.rand(145, 32, 32, 3, generator=torch.Generator().manual_seed(4))  # 19 latent frames
+    price = {c: encode_memory.encode_memory_bytes(tiny.vae.config, (1, 3, 145, 32, 32), torch.float32, c) for c in (4, 2)}
+    assert price[4] > price[2]
+    monkeypatch.setattr(encode_memory, "free_memory_bytes", lambda device: int((price[2] + price[4]) / 2 / 0.8))
+    seen: list[int] = []
+    hook = tiny.vae.encoder.conv_in.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[2]))
+    got: dict[str, torch.Tensor] = {}
+    encode_source = long_video._LongRun._encode_source
+    held: list[torch.Tensor] = []
+
+    def spy(run, chunks):  # the latents, then no window: what is tested is done
+        got["latents"] = encode_source(run, (held.append(c.clone()) or c for c in chunks))
+        raise Encoded
+
+    monkeypatch.setattr(long_video._LongRun, "_encode_source", spy)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.raises(Encoded):
+            long_video.generate(tiny, GenerationRequest("a cat | a dog", video=video, height=32, width=32, window=96,
+                                                        overlap=16, steps=2, seed=1))
+        with torch.inference_mode():
+            one = tiny.vae.encode(torch.cat(held, dim=2)).float()  # [1, 16, 19, 1, 1] in one call (145 frames)
+    finally:
+        hook.remove()
+        torch.set_num_threads(threads)
+    assert seen == [17] + [16] * 8 + [145] and [c.shape[2] for c in held] == [129, 16], (seen, [c.shape for c in held])
+    assert got["latents"].shape == one.shape and (got["latents"] - one).abs().max().item() < 1e-5
+
+
 @pytest.mark.parametrize("how", ["windows", "one generation"])
 def test_noise_that_is_not_finite_float_latents_is_refused_before_any_work(tiny, monkeypatch, how: str) -> None:
     """noise= of another kind than float latents: a list or an array failed with an AttributeError (no shape, no .to),

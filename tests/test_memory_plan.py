@@ -734,3 +734,51 @@ def test_a_long_v2v_input_is_priced_as_one_encode_chunk() -> None:
     assert encode(721) - fused(721) == encode(1441) - fused(1441) == one_chunk < 20 << 30, (encode(721), encode(1441),
                                                                                           one_chunk)
     assert estimate(1441).peak_bytes < 80 << 30
+
+
+def _tiny_v2v_plans(pipe: Any) -> Any:
+    """``free -> MemoryEstimate``: the plan of a 32x32 v2v of 41 frames (6 latent frames) with ``pipe``'s tiny model
+    on a GPU with ``free`` bytes free."""
+    from ltxcli.memory.plan import request_estimator, request_shape
+    from ltxcli.request import GenerationRequest
+
+    parts = weight_parts(pipe.transformer, pipe.vae)
+    request = GenerationRequest("a", height=32, width=32, num_frames=41, video=torch.zeros(1, 32, 32, 3),
+                                denoise_strength=0.5)
+    shape = request_shape(TINY_PRESET, request, dtype=torch.float32)
+    return lambda free: request_estimator(shape, pipe.transformer.config, pipe.vae.config, dtype=torch.float32,
+                                          parts=parts, free_bytes=free)(32, 32, 41)
+
+
+def test_a_tight_plan_encodes_in_the_largest_chunk_that_fits(multi_temporal: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A v2v whose encode does not fit in one chunk of 16 latent frames (here its 41 frames in one call) but does in
+    chunks of 4 (33 frames, then 8): the plan prices chunks of 4 and the encoder, against what is free once its
+    weights are in (the plan's budget less the stage's weights), encodes in them. The plan priced the one call
+    whatever the budget, and refused the run. With nothing left for even 1 latent frame (9 frames) a chunk, it
+    still refuses, naming the chunk."""
+    from ltxcli import vae_encode
+    from ltxcli.cli.preflight import describe
+    from ltxcli.memory import encode as encode_memory
+
+    cfg = multi_temporal.vae.config
+    price = {c: encode_memory.encode_memory_bytes(cfg, (1, 3, 41, 32, 32), torch.float32, c) for c in (16, 8, 4, 1)}
+    assert price[16] == price[8] > price[4] > price[1]  # (8: 65 frames a chunk, the 41 in one call too)
+    plans = _tiny_v2v_plans(multi_temporal)
+    weights = plans(1 << 40).stage("condition encode").weights  # type: ignore[union-attr]
+    room = (price[4] + price[8]) // 2 / 0.8  # (the encode keeps 20 % of what is free spare, as an auto decode)
+    plan = plans(weights + int(room))
+    stage = plan.stage("condition encode")
+    assert stage is not None and plan.encode_chunk == 4 and stage.activations == price[4]
+    assert plan.footprint(stage) <= weights + room
+
+    chunks: list[int] = []  # (the chunked latents are the one-call encode's: tests/test_vae_encode.py)
+    monkeypatch.setattr(vae_encode, "chunked_encode", lambda vae, pixels, *, chunk, **k: chunks.append(chunk) or pixels)
+    monkeypatch.setattr(encode_memory, "free_memory_bytes", lambda device: int(room))  # the encoder's weights are in
+    multi_temporal.encode(torch.rand(41, 32, 32, 3, generator=torch.Generator().manual_seed(0)))
+    assert chunks == [4]
+
+    refused = plans(weights + price[1] - 1)
+    stage = refused.stage("condition encode")
+    assert stage is not None and refused.encode_chunk == 1 and refused.footprint(stage) > weights + price[1] - 1
+    assert refused.peak_bytes > weights + price[1] - 1
+    assert "while running the VAE encoder in chunks of 1 latent frame)" in describe(replace(refused, stages=(stage,)))

@@ -228,12 +228,20 @@ def test_receptive_field_of_the_released_encoders(family: str, released: int) ->
             assert (not torch.equal(vae.encode(y)[:, :, 14], base)) is moves, frame
 
 
-def test_vae_encode_of_a_long_clip_runs_in_chunks() -> None:
+@pytest.mark.parametrize("tight", [False, True])
+def test_vae_encode_of_a_long_clip_runs_in_chunks(tight: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """``ltx vae encode`` (autoencode.VideoAutoencoder.encode) of 145 frames: the encoder takes 129 frames, then 16
-    (it took all 145 at once), and the latents are the one-call encode's."""
+    (it took all 145 at once), and the latents are the one-call encode's. ``tight``: too little memory free for
+    chunks of 16 or 8 latent frames, enough for 4 (ltxcli.memory.encode.fitting_chunk, as a generation's encoder
+    picks it): 33 frames, then 32 at a time (it took 129 whatever was free)."""
     from ltxcli.autoencode import VideoAutoencoder
+    from ltxcli.memory import encode as encode_memory
 
     vae = released_vae("0.9.5", layers=1)
+    if tight:
+        price = {c: encode_memory.encode_memory_bytes(vae.config, (1, 3, 145, 32, 32), torch.float32, c) for c in (8, 4)}
+        assert price[8] > price[4]
+        monkeypatch.setattr(encode_memory, "free_memory_bytes", lambda device: int((price[4] + price[8]) / 2 / 0.8))
     video = torch.rand(145, 32, 32, 3, generator=torch.Generator().manual_seed(5))
     seen: list[int] = []
     hook = vae.encoder.conv_in.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[2]))
@@ -241,7 +249,7 @@ def test_vae_encode_of_a_long_clip_runs_in_chunks() -> None:
         got = VideoAutoencoder(vae, "test", 0.05).encode(video)
     finally:
         hook.remove()
-    assert seen == [8 * ENCODE_CHUNK_LATENTS + 1, 16]
+    assert seen == ([33, 32, 32, 32, 16] if tight else [8 * ENCODE_CHUNK_LATENTS + 1, 16]), seen
     with torch.inference_mode():
         want = vae.encode(video.permute(3, 0, 1, 2)[None] * 2 - 1)  # [1, 16, 19, 1, 1]
     assert got.shape == want.shape and (got - want).abs().max().item() < ATOL

@@ -38,8 +38,8 @@ def describe(est: Any) -> str:
         label = "denoising" if stage.name != "decode" else "tiled decoding" if est.vae_tiled else "decoding"
         tail = f" + {label} {human_bytes(stage.activations)}"
     else:
-        extra = f" + {human_bytes(stage.activations)}" if stage.activations else ""
-        tail = f"{extra} while running {_RUNNING.get(stage.name, stage.name)}"
+        chunks = f" in chunks of {c} latent frame{'s' * (c > 1)}" if stage.name == "condition encode" and (c := est.encode_chunk) else ""
+        tail = (f" + {human_bytes(stage.activations)}" if stage.activations else "") + f" while running {_RUNNING.get(stage.name, stage.name)}{chunks}"
     tail += f" + the video on the host {human_bytes(held)}" if (held := est.footprint(stage) - stage.device_bytes) else ""
     return f"about {human_bytes(est.peak_bytes)} (weights {human_bytes(stage.weights)}{tail})"
 

@@ -13,9 +13,11 @@ memory (activations), while the host may hold more:
 * ``condition encode`` (only with conditions, a video-to-video input or an IC-LoRA control): the VAE encoder on
   each condition's (and the control's) frames at the largest pass size. Its activations are modelled as
   :data:`ENCODE_FACTOR` times the decode's of the same latent size (the encoder mirrors the decoder's stages; the
-  factor measured by peak RSS on the tiny VAE, float32: 1.20-1.22 from 512x320x57 to 640x448x81). A video longer
-  than one chunk (129 frames) is encoded in time chunks (:func:`ltxcli.vae_encode.chunked_encode`): priced as its
-  largest chunk (:func:`ltxcli.vae_encode.encode_frames`), however long the video. It runs after the
+  factor measured by peak RSS on the tiny VAE, float32: 1.20-1.22 from 512x320x57 to 640x448x81). A video is
+  encoded in time chunks (:func:`ltxcli.vae_encode.chunked_encode`, 16 latent frames, 129 pixel frames, the first):
+  priced as its largest chunk (:func:`ltxcli.vae_encode.encode_frames`), however long the video, the chunk halved
+  down to 1 latent frame until it fits ``free_bytes`` less the stage's weights, as the encoder picks it at run time
+  (:func:`ltxcli.memory.encode.encode_chunk`; :attr:`MemoryEstimate.encode_chunk`). It runs after the
   text encoder and before the transformer, in the VAE encoder's own offload stage;
 * ``denoise`` (``denoise (first pass)`` / ``(second pass)`` for multi-scale): the transformer's live
   activations for one step, ``units * B * N * D`` elements at the run's dtype, ``B`` the guidance branches of
@@ -74,7 +76,6 @@ import torch
 from ..models.configs import TransformerConfig, UpsamplerConfig, VAEConfig
 from ..request import padded_size
 from ..text_cache import TEXT_TOKENS, text_kv_bytes, used_with
-from ..vae_encode import encode_frames
 from .decode import (
     STREAM_CHUNK_FRAMES,
     chunk_output_bytes,
@@ -83,6 +84,7 @@ from .decode import (
     plan_decode,
     tiled_decode_memory_bytes,
 )
+from .encode import ENCODE_FACTOR, encode_chunk, encode_memory_bytes
 from .upscale import upscale_bytes
 from .weights import WeightParts
 
@@ -91,9 +93,6 @@ TILING_MODES = ("auto", "on", "off")
 #: Transformer activation peak in units of ``B * N * D`` elements (see the module docstring).
 TRANSFORMER_UNITS = 18
 TRANSFORMER_UNITS_PER_TOKEN_TIMESTEPS = 34
-#: VAE encoder activations relative to the decode's of the same latent size (see the module docstring).
-ENCODE_FACTOR = 1.2
-
 DENOISE, DECODE = "denoise", "decode"
 TEMPORAL = "temporal upscale"
 CONTROL_MODEL = "control model"
@@ -120,13 +119,15 @@ class MemoryEstimate:
     """Peak device (and host) memory of one generation, over its :class:`Stage` s.
 
     ``host_weights``: weights waiting in host memory (offloaded to it on a GPU); ``vae_tiled``: the decode is
-    tiled; ``device_is_host``: a CPU run, where the device peak is the whole peak.
+    tiled; ``device_is_host``: a CPU run, where the device peak is the whole peak; ``encode_chunk``: latent frames
+    per chunk of the VAE encode chunked the most (:func:`ltxcli.memory.encode.encode_chunk`; 0: nothing encoded).
     """
 
     stages: tuple[Stage, ...]
     host_weights: int = 0
     vae_tiled: bool = False
     device_is_host: bool = False
+    encode_chunk: int = 0
 
     def stage(self, name: str) -> Stage | None:
         return next((s for s in self.stages if s.name == name), None)
@@ -332,9 +333,11 @@ def estimate_memory(
     encodes = [(n, largest) for n in condition_frames]
     if source_frames:
         encodes.append((source_frames, (passes[0].height, passes[0].width)))
-    if encodes:  # a long video is encoded a chunk at a time (its largest: encode_frames)
-        encode = max(int(ENCODE_FACTOR * decode_memory_bytes(
-            vae, (1, vae.latent_channels, *latent_shape(vae, *size, encode_frames(vae, n))), dtype)) for n, size in encodes)
+    chunks = []  # each encode a chunk at a time, the largest chunk that fits beside the stage's weights
+    if encodes:
+        budget = None if free_bytes is None else free_bytes - weights["condition encode"]
+        chunks = [encode_chunk(vae, (1, 3, n, *size), dtype, budget) for n, size in encodes]
+        encode = max(encode_memory_bytes(vae, (1, 3, n, *size), dtype, c) for (n, size), c in zip(encodes, chunks, strict=True))
         stages.append(Stage("condition encode", weights["condition encode"], encode))
     for i, p in enumerate(passes):
         _, ph, pw = latent_shape(vae, p.height, p.width, num_frames)
@@ -382,7 +385,8 @@ def estimate_memory(
         write_host = final + (video if len(passes) > 1 else 0)
     stages.append(Stage(DECODE, weights[DECODE], dec, host=decode_host))
     stages.append(Stage("write", weights[DECODE] if device_is_host else 0, 0, host=write_host))
-    return MemoryEstimate(tuple(stages), host_weights=host_weights, vae_tiled=tiled, device_is_host=device_is_host)
+    return MemoryEstimate(tuple(stages), host_weights=host_weights, vae_tiled=tiled, device_is_host=device_is_host,
+                          encode_chunk=min(chunks, default=0))
 
 
 def temporal_stage(vae: VAEConfig, parts: WeightParts | None, weights: int, frames: int, height: int, width: int,

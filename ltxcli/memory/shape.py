@@ -238,7 +238,8 @@ def _merged(estimates: Sequence[MemoryEstimate]) -> MemoryEstimate:
         same = [s for est in estimates for s in est.stages if s.name == name]
         stages.append(replace(same[0], weights=max(s.weights for s in same), activations=max(s.activations for s in same),
                               host=max(s.host for s in same), tokens=max(s.tokens for s in same)))
-    return replace(estimates[0], stages=tuple(stages), vae_tiled=any(e.vae_tiled for e in estimates))
+    return replace(estimates[0], stages=tuple(stages), vae_tiled=any(e.vae_tiled for e in estimates),
+                   encode_chunk=min((e.encode_chunk for e in estimates if e.encode_chunk), default=0))
 
 
 def _fused_on_device(est: MemoryEstimate, latents: int, late: int) -> MemoryEstimate:
