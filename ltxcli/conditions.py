@@ -150,7 +150,8 @@ def _warn_trim(name: Any, n: int, kept: int, frame: int, num_frames: int, total:
     """Say when fewer than the ``n`` frames of a condition are used, as the official ``prepare_conditioning`` logs
     every trim: a longer one than fits, or one cut to 8k + 1 frames (a 12-frame clip uses 9, a 5-frame one only
     its first). ``total``: ``n`` as the message shows it. In a window (:func:`in_window`) the message names the
-    window and the whole video's frames: the window's end, not the video's, cut it."""
+    window and the whole video's frames: the window's end, not the video's, cut it (the next window takes a video
+    condition's frames past it, :func:`ltxcli.long_plan.condition_parts`, unless fewer than 8 or backward)."""
     if kept >= n:
         return
     total = n if total is None else total
@@ -159,8 +160,9 @@ def _warn_trim(name: Any, n: int, kept: int, frame: int, num_frames: int, total:
         label, first, video = window
         warnings.warn(f"condition {name}: trimmed to its first {kept} of {total} frames (only {num_frames - frame} "
                       f"fit from frame {first + frame} to the end of window {label}, frames {first}-"
-                      f"{first + num_frames - 1} of the {video}-frame video, used in 8k + 1 frames; a condition is "
-                      "used in the first window that holds its start: a larger window holds more of it)", stacklevel=2)
+                      f"{first + num_frames - 1} of the {video}-frame video, used in 8k + 1 frames; the next window "
+                      "takes a condition's frames past this one only 8 or more at a time, and never backward: a larger "
+                      "window holds more of it)", stacklevel=2)
     elif n > num_frames - frame:  # longer than the video from its frame
         warnings.warn(f"condition {name}: trimmed to its first {kept} of {total} frames (only {num_frames - frame} fit "
                       f"from frame {frame} of the {num_frames}-frame video, used in 8k + 1 frames; `ltx extend` makes a "
@@ -168,6 +170,15 @@ def _warn_trim(name: Any, n: int, kept: int, frame: int, num_frames: int, total:
     else:
         warnings.warn(f"condition {name}: uses its first {kept} of {total} frames (a video condition is used in 8k + 1 "
                       f"frames: give 1, 9, 17, 25, ...)", stacklevel=2)
+
+
+def warn_parts_trim(c: Condition, num_frames: int) -> None:
+    """A tensor condition of a ``num_frames`` video that a long video's windows take in parts, each exactly
+    (:meth:`ltxcli.long_plan.LongPlan.condition_parts`: no window says it): its trim, said once as one generation
+    says it (a file's: :func:`check_condition`)."""
+    if isinstance(c.media, Tensor) and c.media.ndim == 4:
+        n = int(c.media.shape[0])
+        _warn_trim(f"a {type(c.media).__name__}", n, trim(n, c.frame, num_frames), c.frame, num_frames)
 
 
 def _check_start(c: Condition, name: Any, n: int, num_frames: int) -> int:
@@ -380,5 +391,5 @@ def place_conditions(
 __all__ = [
     "EncodedCondition", "PreparedCondition", "check_condition", "first_frame_pixels", "place_conditions",
     "prepare_condition", "prepare_conditions",
-    "prepare_video", "record_entry", "resize_frames", "trim", "trim_host_heap",
+    "prepare_video", "record_entry", "resize_frames", "trim", "trim_host_heap", "warn_parts_trim",
 ]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .enhance.rules import rewrite_of
 from .formatting import number_text
-from .request import SEED_MAX, GenerationRequest, check_fields, check_placement, padded_size
+from .request import SEED_MAX, Condition, GenerationRequest, check_fields, check_placement, padded_size
 from .sizes import check_frame_rate
 from .timeline import FRAMES_PER_LATENT as _LATENT_T
 from .timeline import frames_of, read_schedule, schedule_frames, window_prompts
@@ -87,15 +87,24 @@ class LongPlan:
         first = {self.windows[i].prompt: i for i in reversed(made)}
         return [replace(self.window_request(i), seed=self.request.seed) for i in sorted(first.values(), key=made.index)]
 
+    def condition_parts(self, c: Condition) -> list[tuple[int, int, int]]:
+        """:func:`condition_parts` of condition ``c`` over the windows: ``(window index, first frame of ``c`` it
+        takes, frames)`` for each window that takes a part of it (several: a video condition running past a window)."""
+        made = self.made()
+        spans = [(self.windows[j].start, self.windows[j].end) for j in made]
+        n = min(_media_frames(c.media), self.num_frames - c.frame)  # (a file not read yet: 1, it goes whole)
+        return [(made[k], at, count) for k, at, count in condition_parts(spans, c.frame, n)]
+
     def window_request(self, i: int, noise: Tensor | None = None) -> GenerationRequest:
-        """Window ``i`` as a plain request: its frames, prompt and its rewrite, seed, the conditions inside it."""
+        """Window ``i`` as a plain request: its frames, prompt and its rewrite, seed, the conditions' frames inside
+        it (:meth:`condition_parts`)."""
         w = self.windows[i]
-        made = [self.windows[j] for j in self.made()]
         conds = []
-        for c in self.request.conditions:  # the first window made that holds its frame
-            owner = holder([(v.start, v.end) for v in made], c.frame)
-            if owner is not None and made[owner].index == i:
-                conds.append(replace(c, frame=c.frame - w.first_frame))
+        for c in self.request.conditions:
+            parts = self.condition_parts(c)
+            # one part: the condition as given (its window trims it); several: each window its own frames, exactly
+            conds += [replace(c, media=c.media if len(parts) == 1 else _media_part(c.media, at, count),
+                              frame=c.frame + at - w.first_frame) for j, at, count in parts if j == i]
         rewrite = rewrite_of(self.request.enhanced_prompt, w.prompt)  # (per-window prompts: this window's)
         return replace(self.request, prompt=w.prompt, enhanced_prompt=rewrite, num_frames=w.num_frames, seed=w.seed,
                        conditions=tuple(conds), noise=noise, duration=None, window=None, overlap=None,
@@ -109,6 +118,48 @@ def holder(spans: Sequence[tuple[int, int]], frame: int) -> int | None:
     """The index in ``spans`` (latent ``[start, end)`` windows in the order they are made) of the first window made
     that holds pixel frame ``frame``: the window a keyframe there goes to (None: no window holds it)."""
     return next((j for j, (s, e) in enumerate(spans) if _LATENT_T * s <= frame <= _LATENT_T * (e - 1)), None)
+
+
+def condition_parts(spans: Sequence[tuple[int, int]], frame: int, n: int) -> list[tuple[int, int, int]]:
+    """The windows that take a condition of ``n`` pixel frames at pixel frame ``frame``: ``(index in spans, first
+    frame of the condition it takes, frames)`` each. ``spans``: latent ``[start, end)`` windows in the order made.
+    The first window made that holds its start (:func:`holder`) takes it from there (whole: that window trims it);
+    a video condition (on the 8-frame grid) running past that window's last frame goes on, as ComfyUI-LTXVideo's
+    looping sampler slices its guiding latents per window, in the next window: from that last frame on (the leading
+    frame of its 8k + 1, in the overlap the previous tail conditions; then its frames after the overlap), while 9 or
+    more are left; each part then in 8k + 1 frames that its window holds, the frames one generation of the whole
+    video uses. Backward (a later window made first) the first window keeps it whole: its end cuts it."""
+    j = holder(spans, frame)
+    if j is None:
+        return []
+    parts: list[tuple[int, int, int]] = []
+    at = frame
+    while True:
+        last = _LATENT_T * (spans[j][1] - 1)  # the window's last pixel frame
+        rest = frame + n - last  # the condition's frames from it on: the next window's part
+        if rest < _LATENT_T + 1 or frame % _LATENT_T or j + 1 == len(spans) or spans[j + 1][0] <= spans[j][0]:
+            if not parts:  # in one window: whole, as given (the window trims it)
+                return [(j, 0, n)]
+            # the last part: what its window holds, in 8k + 1 (the frames one generation of the video uses)
+            return [*parts, (j, at - frame, (min(frame + n - 1, last) - at) // _LATENT_T * _LATENT_T + 1)]
+        parts.append((j, at - frame, last - at + 1))
+        at, j = last, j + 1
+
+
+def _media_frames(media: Any) -> int:
+    """Frames of a condition's media read already (a tensor ``[F, H, W, 3]``, a decoded file); 1 for an image or a
+    file not read yet (it goes whole to the window holding its start)."""
+    shape: tuple[int, ...] = tuple(getattr(getattr(media, "frames", media), "shape", ()))
+    return int(shape[0]) if len(shape) == 4 else 1
+
+
+def _media_part(media: Any, start: int, count: int) -> Any:
+    """Frames ``start .. start + count - 1`` of a video condition's media (a tensor, a decoded file: duck-typed, no
+    torch here)."""
+    end = start + count
+    if hasattr(media, "frames"):  # ltxcli.media.DecodedMedia
+        return replace(media, frames=media.frames[start:end], listed=count, times=media.times[start:end])
+    return media[start:end]
 
 
 def split_windows(latent_frames: int, window: int, overlap: int) -> list[tuple[int, int]]:
@@ -288,6 +339,6 @@ def window_frames(request: GenerationRequest, frame_rate: float, max_seconds: fl
 
 __all__ = [
     "DEFAULT_ADAIN", "DEFAULT_OVERLAP", "DEFAULT_OVERLAP_STRENGTH", "DEFAULT_WINDOW", "LongPlan", "Window", "WindowSplit",
-    "check", "check_seed", "check_window_time", "checked_frames", "holder", "plan", "split_windows", "window_frames",
-    "windowed",
+    "check", "check_seed", "check_window_time", "checked_frames", "condition_parts", "holder", "plan", "split_windows",
+    "window_frames", "windowed",
 ]

@@ -12,7 +12,9 @@ frames (``window // 8`` long, windows ``(window - overlap) // 8`` apart, the las
   distilled), ``first_pass`` included; ``second_pass`` is refused (:func:`plan`);
 * from the second window on, the previous output's last ``overlap // 8`` latent frames are appended as extra
   conditioning tokens at the window's head positions (frames ``0 .. k-1``) with ``overlap_strength``; the
-  first window takes the first-frame image, and each keyframe goes to the first window holding its frame;
+  first window takes the first-frame image, and each keyframe goes to the first window holding its frame; a video
+  condition running past that window's end goes on in the next one, from its last frame (ComfyUI-LTXVideo slices
+  its guiding latents per window: :func:`ltxcli.long_plan.condition_parts`);
 * an IC-LoRA control (:mod:`ltxcli.control`) is made once for the whole video and each window takes the frames
   of its own span (:func:`ltxcli.control.window_control`), VAE-encoded per window;
 * the new window's first latent frame is dropped, its statistics are pulled towards the first window's with
@@ -237,13 +239,17 @@ def _media_checked(pipe: Pipeline, p: LongPlan) -> GenerationRequest:
     """The plan's request with every condition checked against the whole video and its file decoded, once, before
     the first window (:func:`ltxcli.conditions.check_condition`): a missing file or a video condition off the
     8-frame grid fails here, not when its window comes; each window then uses the decoded pixels."""
-    from .conditions import check_condition
+    from .conditions import check_condition, warn_parts_trim
     from .request import preset_size
 
     r = p.request
     height, width = preset_size(pipe.preset, r.height, r.width, p.num_frames, p.frame_rate)[:2]
     decoded: dict[tuple[str, int], Any] = {}
-    return replace(r, conditions=tuple(check_condition(c, height, width, p.num_frames, decoded) for c in r.conditions))
+    checked = tuple(check_condition(c, height, width, p.num_frames, decoded) for c in r.conditions)
+    for c in checked:  # one taken by several windows, each its part exactly: its trim said here, once
+        if len(p.condition_parts(c)) > 1:
+            warn_parts_trim(c, p.num_frames)
+    return replace(r, conditions=checked)
 
 
 def _enhanced(pipe: Pipeline, p: LongPlan) -> GenerationRequest:

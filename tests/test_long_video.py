@@ -1039,20 +1039,80 @@ def test_resumed_windows_are_put_on_the_pipeline_s_device() -> None:
 
 
 def test_a_video_condition_cut_by_its_windows_end_names_the_window(tiny, tmp_path) -> None:
-    """A 9-frame clip at frame 16 of a 49-frame video in windows of 17 frames (0-16, 16-32, 32-48) goes to window 1,
-    whose end leaves it 1 frame. The warning said "from frame 16 of the 17-frame video" (the window, not the
-    video asked for); a file (checked against the whole video, where it fits) was cut without a word."""
+    """A 17-frame clip at frame 8 of a 49-frame video in windows of 17 frames (0-16, 16-32, 32-48) made backward
+    (last first) goes to window 0, made third, whose end leaves it 9 frames: no window made after it goes on with
+    the rest. The warning said "from frame 8 of the 17-frame video" (the window, not the video asked for); a file
+    (checked against the whole video, where it fits) was cut without a word. Forward, the next window goes on
+    with the rest, without a word (test_a_video_condition_goes_on_in_the_next_window)."""
     import warnings
 
     from ltxcli import media
 
-    media.write_video(tmp_path / "clip.mp4", torch.rand(9, 32, 32, 3), 24)
+    media.write_video(tmp_path / "clip.mp4", torch.rand(17, 32, 32, 3), 24)
     req = dict(height=32, width=32, num_frames=49, frame_rate=24, seed=1, steps=1, window=24, overlap=8)
-    for clip, name in ((torch.rand(9, 32, 32, 3), "a Tensor"), (str(tmp_path / "clip.mp4"), str(tmp_path / "clip.mp4"))):
+    for clip, name in ((torch.rand(17, 32, 32, 3), "a Tensor"), (str(tmp_path / "clip.mp4"), str(tmp_path / "clip.mp4"))):
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
-            long_video.generate(tiny, GenerationRequest("a | b", conditions=[Condition(clip, 16)], **req))
+            long_video.generate(tiny, GenerationRequest("a | b", conditions=[Condition(clip, 8)], **req), backward=True)
         said = [str(w.message) for w in seen if "trimmed" in str(w.message)]
-        assert said == [f"condition {name}: trimmed to its first 1 of 9 frames (only 1 fit from frame 16 to the end "
-                        "of window 1/3, frames 0-16 of the 49-frame video, used in 8k + 1 frames; a condition is used "
-                        "in the first window that holds its start: a larger window holds more of it)"]
+        assert said == [f"condition {name}: trimmed to its first 9 of 17 frames (only 9 fit from frame 8 to the end "
+                        "of window 3/3, frames 0-16 of the 49-frame video, used in 8k + 1 frames; the next window "
+                        "takes a condition's frames past this one only 8 or more at a time, and never backward: a "
+                        "larger window holds more of it)"]
+
+
+def test_a_video_condition_goes_on_in_the_next_window(tiny, monkeypatch) -> None:
+    """A 41-frame clip at frame 48 of an 89-frame video in windows 0-40, 24-64 and 48-88: window 1 (the first
+    holding frame 48) takes its frames 0-16 (video frames 48-64) at its frame 24, window 2 its frames 16-40 (video
+    frames 64-88: the frame window 1 ends on, then the frames after the overlap the tail conditions) at its frame
+    16, as ComfyUI-LTXVideo's looping sampler gives each window its own slice of the guiding latents. Window 1 took
+    the whole clip, cut to 17 frames, and window 2 nothing: frames 65-88 of it were dropped. A keyframe image in
+    one window goes there as given (the same object). Nothing is trimmed: no warning."""
+    import warnings
+
+    from ltxcli import conditions
+
+    clip, key = torch.rand(41, 32, 32, 3), torch.rand(1, 32, 32, 3)
+    seen: list[list[tuple[torch.Tensor, int]]] = []
+    real = conditions.prepare_conditions
+
+    def spy(r):
+        seen.append([(c.media, c.frame) for c in r.conditions])
+        return real(r)
+
+    monkeypatch.setattr(conditions, "prepare_conditions", spy)
+    req = GenerationRequest("a", conditions=[Condition(clip, 48), Condition(key, 8)], **{**BASE, "steps": 1})
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        long_video.generate(tiny, req)
+    assert [str(w.message) for w in said if "condition" in str(w.message)] == []
+    assert len(seen) == 3 and [[f for _, f in window] for window in seen] == [[8], [24], [16]]
+    assert seen[0][0][0] is key
+    assert torch.equal(seen[1][0][0], clip[:17]) and torch.equal(seen[2][0][0], clip[16:])
+
+
+def test_a_file_condition_goes_on_in_the_next_window_and_a_trim_is_told_once(tiny, tmp_path) -> None:
+    """The windows of test_a_video_condition_goes_on_in_the_next_window: a 41-frame file at frame 48, decoded once,
+    goes on in window 2 with its decoded frames 16-40 at frame 16. A 30-frame tensor there uses 25 frames (48-72)
+    as one generation would: 17 in window 1, 9 in window 2 (its frames 16-24); the trim is told once, counting
+    the whole clip's frames (each window's part, exact, says nothing): not "9 of 14"."""
+    import warnings
+
+    from ltxcli import media
+
+    media.write_video(tmp_path / "clip.mp4", torch.rand(41, 32, 32, 3), 24)
+    short = torch.rand(30, 32, 32, 3)
+    req = GenerationRequest("a", conditions=[Condition(str(tmp_path / "clip.mp4"), 48), Condition(short, 48)], **BASE)
+    p = long_video.plan(req, tiny.preset)
+    assert p is not None
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        p = replace(p, request=long_video._media_checked(tiny, p))
+    assert [str(w.message) for w in said] == ["condition a Tensor: uses its first 25 of 30 frames (a video condition "
+                                              "is used in 8k + 1 frames: give 1, 9, 17, 25, ...)"]
+    decoded = p.request.conditions[0].media.frames  # [41, 32, 32, 3] uint8
+    (file1, short1), (file2, short2) = p.window_request(1).conditions, p.window_request(2).conditions
+    assert (file1.frame, short1.frame, file2.frame, short2.frame) == (24, 24, 16, 16)
+    assert torch.equal(file1.media.frames, decoded[:17]) and torch.equal(file2.media.frames, decoded[16:])
+    assert torch.equal(short1.media, short[:17]) and torch.equal(short2.media, short[16:25])
+    assert p.window_request(0).conditions == ()

@@ -408,7 +408,8 @@ def test_planned_window_tokens_are_the_transformer_inputs(multi_temporal: Any, c
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A window's tokens: its latent frames, the previous window's tail (none for the first made, none with
     overlap_strength 0) and the keyframes it takes (one latent frame an image after its frame 0, two a video; a video
-    cut at the window's end to one frame is an image). The plan priced the longest window with the tail and every
+    cut at the window's end to one frame is an image, the
+    next window taking the rest: a 9-frame video at 40 in windows 1 and 2). The plan priced the longest window with the tail and every
     keyframe of the video (after frame 0 of the whole video, or of an extension's output): images at 8 and 48, 8
     tokens where the largest window runs 7; backward, the context's 2 latent frames in the last window and the
     keyframes at 0 and 20 of the output, 9 for 7."""

@@ -206,9 +206,9 @@ def window_shapes(shape: RunShape, h: int, w: int, f: int) -> list[tuple[RunShap
     """A long video's windows at ``h x w x f`` as they run, in the order made (None: ``f`` frames run as one
     generation): each one's :class:`RunShape` and pixel frames, one pass at the full size with the first pass's
     settings (:func:`ltxcli.long_video._one_pass`), the tail it appends (none for the first made), its keyframes
-    (``shape.conditions`` that the first window made holding their frame takes, :func:`ltxcli.long_plan.holder`, at
-    its own frames and trimmed to its end as :func:`condition_frames` trims them)."""
-    from ..long_plan import holder
+    (``shape.conditions``' parts each window takes, :func:`ltxcli.long_plan.condition_parts`, at its own frames and
+    trimmed to its end as :func:`condition_frames` trims them)."""
+    from ..long_plan import condition_parts
 
     split = shape.windows(f) if shape.windows is not None else None
     if split is None:
@@ -218,8 +218,8 @@ def window_shapes(shape: RunShape, h: int, w: int, f: int) -> list[tuple[RunShap
     runs = []
     for j, (start, end) in enumerate(spans):
         n, first = 8 * (end - start - 1) + 1, 8 * start
-        conditions = [(c - first, (max(1, min(m, n - (c - first))) - 1) // 8 * 8 + 1)
-                      for c, m in shape.conditions if holder(spans, c) == j]
+        conditions = [(c + at - first, (max(1, min(m, n - (c + at - first))) - 1) // 8 * 8 + 1)
+                      for c, whole in shape.conditions for k, at, m in condition_parts(spans, c, whole) if k == j]
         runs.append((replace(shape, windows=None, conditions=conditions, appended=tail if j else 0, v2v=0,
                              encoded_input=pf, multi_scale=False, guidance=shape.guidance[:1], temporal_upscale=False), n))
     return runs
