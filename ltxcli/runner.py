@@ -520,7 +520,8 @@ def write_output(
     from . import media
     from .progress import counted
 
-    chunks = counted(result.frames(), result.settings["num_frames"], progress)  # "write" events as they go out
+    failed: list[Exception] = []  # the frames' own MediaError (a streamed v2v input that stops decoding)
+    chunks = counted(_noting(result.frames(), failed), result.settings["num_frames"], progress)  # "write" events
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a file in the way is FileExistsError here too, but not an existing output
@@ -532,12 +533,25 @@ def write_output(
             media.write_video(target, chunks, fps_number(result.settings["frame_rate"]), metadata=record,
                               overwrite=overwrite, crf=media.DEFAULT_CRF if crf is None else crf, preset=preset)
     except media.MediaError as e:
+        if failed and e is failed[0]:
+            raise  # the input's (exit 6), not a failure to write
         raise OutputError(str(e)) from None
     except OSError as e:
         if isinstance(e, (FileExistsError, OutputError)):
             raise
         raise OutputError(f"cannot write {target}: {e.strerror or e}") from None
     return target
+
+
+def _noting(chunks: Iterator[Any], failed: list[Exception]) -> Iterator[Any]:
+    """``chunks`` passed through, a MediaError they raise noted in ``failed``."""
+    from .media import MediaError
+
+    try:
+        yield from chunks
+    except MediaError as e:
+        failed.append(e)
+        raise
 
 
 def save_video(result: GenerationResult, path: str | Path, *, overwrite: bool = False,

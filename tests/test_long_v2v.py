@@ -334,3 +334,43 @@ def test_a_file_input_is_read_prepared_and_encoded_a_chunk_at_a_time(tiny, frame
     with torch.inference_mode():
         want = vae_encode.chunked_encode(tiny.vae, whole, chunk=chunk).float()
     assert torch.equal(got["latents"], want)
+
+
+def _size_changing_clip(path, sizes: list[tuple[int, int]]) -> None:
+    """An MPEG-TS file (named ``path``, e.g. ``.mp4``: FFmpeg goes by the contents) whose frame size changes: one
+    H.264 segment per ``(frames, side)``, their timestamps continuing (a constant rate: no VFR refusal first)."""
+    import av
+    import numpy as np
+
+    data, start = b"", 0
+    for n, side in sizes:
+        part = path.with_suffix(f".{start}.ts")
+        with av.open(str(part), "w", format="mpegts") as out:
+            s = out.add_stream("libx264", rate=24, options={"bf": "0"})  # no B-frames: pts in decode order
+            s.width = s.height = side
+            s.pix_fmt = "yuv420p"
+            for i in range(start, start + n):
+                frame = av.VideoFrame.from_ndarray(np.full((side, side, 3), 8 * i % 256, np.uint8), format="rgb24")
+                frame.pts = i
+                out.mux(s.encode(frame))
+            out.mux(s.encode(None))
+        data, start = data + part.read_bytes(), start + n
+        part.unlink()
+    path.write_bytes(data)
+
+
+def test_an_input_that_changes_size_while_streamed_is_the_input_s_error(tiny, tmp_path, one_thread) -> None:
+    """A v2v input whose frame size changes after the frames counted up front is found as it is streamed into the
+    windows' encode, inside the writer's loop: it was reported as a failure to write the output (OutputError, `ltx
+    v2v` exit 1, not the input's 6). The input's MediaError now, and no output file is left."""
+    from ltxcli import media, runner
+
+    clip, out = tmp_path / "grows.mp4", tmp_path / "out.mp4"
+    _size_changing_clip(clip, [(16, 32), (17, 64)])
+    req = GenerationRequest("a cat | a dog", video=str(clip), **{**SMALL, "steps": 2, "num_frames": 33,
+                                                                 "height": 32, "width": 32})
+    res = long_video.generate(tiny, req, stream=True)
+    with pytest.raises(media.MediaError, match=r"grows\.mp4: frame size changes from 32x32 to 64x64 at frame 16$") as e:
+        runner.save_video(res, out)
+    assert not isinstance(e.value, runner.OutputError)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grows.mp4"]
