@@ -15,6 +15,7 @@ import importlib.machinery
 import json
 import math
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -310,6 +311,24 @@ def test_load_video_bad_files(tmp_path):
         _assert_one_line_naming(exc, tmp_path / name)
     with pytest.raises(MediaError):
         media.video_frame_rate(tmp_path / "audio.wav")
+
+
+def test_a_pipe_is_refused_as_one_not_as_an_empty_file(tmp_path):
+    """A FIFO (``ltx vae encode /dev/stdin`` under ``cat clip.mp4 |``, a named pipe) was refused as "file is empty"
+    (its size is 0): the file is not empty, and a reader that needs it more than once (counted, then streamed)
+    cannot take a pipe. Said as such by every reader, none of which opens it (nobody writes to it: it would hang)."""
+    from ltxcli import autoencode
+
+    fifo = tmp_path / "clip.mp4"
+    os.mkfifo(fifo)
+    readers = [media.load_media, media.load_video, media.media_num_frames, media.source_frame_count,
+               lambda p: next(media.iter_video(p)), lambda p: autoencode.read_fitted(p, stream=True),
+               media.read_video_metadata, lambda p: media.load_image(p.with_name("clip.png"))]
+    os.mkfifo(tmp_path / "clip.png")
+    for read in readers:
+        with pytest.raises(MediaError, match=rf"^{re.escape(str(tmp_path))}/clip\.(mp4|png): is a pipe or device, "
+                                             r"not a file: save it to a file and give that$"):
+            read(fifo)
 
 
 def test_a_raw_mpeg_stream_is_read_as_a_video(tmp_path):

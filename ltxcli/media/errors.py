@@ -17,6 +17,8 @@ def check_regular_file(path: Path, kind: str) -> None:
         raise MediaError(f"{path}: no such file")
     if path.is_dir():
         raise MediaError(f"{path}: is a folder, not {kind}")
+    if not path.is_file():  # a FIFO or a device (`cat clip.mp4 | ltx ... /dev/stdin`) has size 0: not "empty"
+        raise MediaError(f"{path}: is a pipe or device, not a file: save it to a file and give that")
     if path.stat().st_size == 0:
         raise MediaError(f"{path}: file is empty")
 
