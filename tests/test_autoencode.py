@@ -190,3 +190,33 @@ def test_vae_encode_of_a_video_file_decodes_a_chunk_at_a_time(vae: autoencode.Vi
     assert torch.equal(got, vae.encode(whole))
     assert got.shape == (1, vae.latent_channels, 4, 1, 2)
     assert autoencode.latents_metadata(vae, stream, rate, clip) == autoencode.latents_metadata(vae, whole, rate, clip)
+
+
+def test_a_clip_that_stops_decoding_part_way_names_the_max_frames_that_encodes(vae: autoencode.VideoAutoencoder,
+                                                                                 tmp_path: Path) -> None:
+    """A clip damaged in the middle (every packet whole, so counted up front: the stream's frames are not decoded
+    twice) stops decoding part way through `ltx vae encode`'s stream. The line said "decoding stopped after 12 of
+    the 33 frames it lists", and no more; it names the --max-frames that encodes the frames before, which does."""
+    import re
+
+    clip = tmp_path / "clip.mp4"
+    with av.open(str(clip), "w") as out:  # 40 frames of noise: no frame predicts another well, each packet large
+        s = out.add_stream("libx264", rate=24)
+        s.width = s.height = 64
+        s.pix_fmt = "yuv420p"
+        for i in range(40):
+            frame = torch.rand(64, 64, 3, generator=torch.Generator().manual_seed(i)).mul(255).byte().numpy()
+            out.mux(s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(s.encode(None))
+    data = bytearray(clip.read_bytes())  # mdat first (no faststart): bytes 1/3 to 1/2 are frame data, garbled
+    data[len(data) // 3 : len(data) // 2] = bytes((b * 7 + 13) & 255 for b in data[len(data) // 3 : len(data) // 2])
+    clip.write_bytes(bytes(data))
+    stream, _, _ = autoencode.read_fitted(clip, stream=True)
+    assert stream.shape[0] == 33
+    with pytest.raises(MediaError, match=rf"^{re.escape(str(clip))}: decoding stopped after (\d+) of 33 frames "
+                                         r"\(damaged or truncated\?\): --max-frames \1 encodes those$") as exc:
+        vae.encode(stream)
+    n = int(re.search(r"after (\d+)", str(exc.value)).group(1))  # type: ignore[union-attr]
+    assert 1 <= n < 33
+    fewer, _, _ = autoencode.read_fitted(clip, n, stream=True)
+    assert vae.encode(fewer).shape[2] == (n - 1) // 8 + 1

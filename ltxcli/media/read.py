@@ -282,7 +282,9 @@ class VideoStream:
         for n in sizes:
             rgb = [a[top : top + h, left : left + w] for a in itertools.islice(frames, n)]  # uint8 [H, W, 3]
             if len(rgb) < n:
-                raise MediaError(f"{self.path}: decoding stopped after {done + len(rgb)} of the {f} frames it lists")
+                k = done + len(rgb)  # (counted up front by whole packets, not decoded: ltxcli.autoencode.read_video)
+                raise MediaError(f"{self.path}: decoding stopped after {k} of {f} frames (damaged or truncated?): "
+                                 f"--max-frames {k} encodes those")
             done += n
             yield torch.from_numpy(np.stack(rgb)).float().div_(255.0)  # (rgb, a quarter of it, held meanwhile)
 
