@@ -381,6 +381,8 @@ def read_video(path: PathLike, max_frames: int | None = None, *, stream: bool = 
         video: Tensor | VideoStream = VideoStream(Path(path), (n, h, w, 3))
     else:
         video = media.load_media(path, max_frames=max_frames)
+        if video.shape[0] == 1:  # an animated image (read as its first frame) refused, as ltx v2v refuses one
+            media.source_frame_count(path, 1)
     rate = media.video_frame_rate(path) if video.shape[0] > 1 else Fraction(DEFAULT_IMAGE_FPS)
     return video, rate
 

@@ -220,3 +220,20 @@ def test_a_clip_that_stops_decoding_part_way_names_the_max_frames_that_encodes(v
     assert 1 <= n < 33
     fewer, _, _ = autoencode.read_fitted(clip, n, stream=True)
     assert vae.encode(fewer).shape[2] == (n - 1) // 8 + 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_animated_image_is_refused_not_encoded_as_its_first_frame(tmp_path: Path, stream: bool) -> None:
+    """`ltx vae encode anim.gif` (and roundtrip) encoded the first of its 12 frames without a word, the rest lost:
+    ltx reads an image as its first frame. Refused as `ltx v2v` refuses one, with the conversion to a video; a still
+    image is still one frame."""
+    from PIL import Image
+
+    frames = [Image.new("RGB", (64, 32), (20 * i, 0, 0)) for i in range(12)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=40)
+    frames[0].save(tmp_path / "still.gif")
+    with pytest.raises(MediaError, match=r"anim\.gif: an animated image \(12 frames\), read as its first frame only: "
+                                         r"convert it to a video first \(e\.g\. ffmpeg -i anim\.gif anim\.mp4\)$"):
+        autoencode.read_fitted(tmp_path / "anim.gif", stream=stream)
+    still, rate, _ = autoencode.read_fitted(tmp_path / "still.gif", stream=stream)
+    assert still.shape == (1, 32, 64, 3) and rate == 24
