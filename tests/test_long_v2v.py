@@ -366,11 +366,32 @@ def test_an_input_that_changes_size_while_streamed_is_the_input_s_error(tiny, tm
     from ltxcli import media, runner
 
     clip, out = tmp_path / "grows.mp4", tmp_path / "out.mp4"
-    _size_changing_clip(clip, [(16, 32), (17, 64)])
-    req = GenerationRequest("a cat | a dog", video=str(clip), **{**SMALL, "steps": 2, "num_frames": 33,
+    # 30 frames asked for (all the pre-check decodes), 33 streamed (the padding to 8k + 1 is the file's next ones)
+    _size_changing_clip(clip, [(31, 32), (2, 64)])
+    req = GenerationRequest("a cat | a dog", video=str(clip), **{**SMALL, "steps": 2, "num_frames": 30,
                                                                  "height": 32, "width": 32})
     res = long_video.generate(tiny, req, stream=True)
-    with pytest.raises(media.MediaError, match=r"grows\.mp4: frame size changes from 32x32 to 64x64 at frame 16$") as e:
+    with pytest.raises(media.MediaError, match=r"grows\.mp4: frame size changes from 32x32 to 64x64 at frame 31$") as e:
         runner.save_video(res, out)
     assert not isinstance(e.value, runner.OutputError)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grows.mp4"]
+
+
+def test_an_input_that_changes_size_is_refused_before_any_work(tiny, tmp_path, monkeypatch, one_thread) -> None:
+    """The frames a long v2v uses are counted up front by decoding them (the frames that decode; `ltx v2v` always),
+    but their size was checked only once they were streamed into the encoder, after the model loaded and the text
+    encoding (on a real model, minutes): the count's decoding refuses the change, before any model work."""
+    from ltxcli import media
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the model ran")
+
+    monkeypatch.setattr(long_video._LongRun, "_encode_texts", no_work)
+    monkeypatch.setattr(tiny, "_encode_prompts", no_work)
+    clip = tmp_path / "grows.mp4"
+    _size_changing_clip(clip, [(16, 32), (17, 64)])
+    # its length left to the input (as `ltx v2v` leaves it, or checks it): counted, up to the frames used
+    req = GenerationRequest("a cat | a dog", video=str(clip), **{**SMALL, "steps": 2, "num_frames": None,
+                                                                 "height": 32, "width": 32})
+    with pytest.raises(media.MediaError, match=r"grows\.mp4: frame size changes from 32x32 to 64x64 at frame 16$"):
+        long_video.generate(tiny, req, stream=True)

@@ -305,8 +305,7 @@ def _rgb_frames(path: Path, max_frames: int | None, max_pixels: int | None,
                     )
                 rgb = _frame_to_rgb(frame)
                 if shape is not None and rgb.shape != shape:
-                    raise MediaError(f"{path}: frame size changes from {shape[1]}x{shape[0]} to "
-                                     f"{rgb.shape[1]}x{rgb.shape[0]} at frame {decoded}")
+                    raise _size_change(path, shape, rgb.shape, decoded)
                 shape, decoded = rgb.shape, decoded + 1
                 if keep is not None:
                     keep(rgb, frame, stream)
@@ -318,6 +317,11 @@ def _rgb_frames(path: Path, max_frames: int | None, max_pixels: int | None,
             raise kind(f"{path}: video decoding failed after {decoded} frames: {one_line(exc)}") from None
     if not decoded:
         raise _NoFrameDecoded(f"{path}: video has no decodable frames")
+
+
+def _size_change(path: Path, before: tuple[int, ...], after: tuple[int, ...], at: int) -> MediaError:
+    """A video whose frames ``[H, W, ...]`` change size from ``before`` to ``after`` at frame ``at``: refused."""
+    return MediaError(f"{path}: frame size changes from {before[1]}x{before[0]} to {after[1]}x{after[0]} at frame {at}")
 
 
 def load_video(
@@ -510,7 +514,7 @@ def source_frame_count(path: PathLike | DecodedMedia, at_most: int | None = None
     stat = path.stat()
     if quick and _whole_packets(path, stat.st_size) == listed:
         return listed if at_most is None else min(listed, at_most)
-    return _decodable_frames(os.fspath(path), listed, at_most, stat.st_mtime_ns, stat.st_size)
+    return _decodable_frames(os.fspath(path), listed, at_most, stat.st_mtime_ns, stat.st_size, not quick)
 
 
 def _whole_packets(path: Path, size: int) -> int | None:
@@ -527,16 +531,20 @@ def _whole_packets(path: Path, size: int) -> int | None:
 
 
 @functools.lru_cache(maxsize=8)
-def _decodable_frames(name: str, listed: int, at_most: int | None, _mtime_ns: int, _size: int) -> int:
+def _decodable_frames(name: str, listed: int, at_most: int | None, _mtime_ns: int, _size: int, one_size: bool) -> int:
     # Cached by the file's identity: an extension counts its input twice (request defaults, then the run), and
-    # should decode it, and warn, once.
-    path, decoded = Path(name), 0
+    # should decode it, and warn, once. one_size: a change of frame size refused (the frames are to be used; `ltx
+    # info` only counts them)
+    path, decoded, size = Path(name), 0, None
     with _open_video(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         try:
-            for _ in _decoded(container, stream):
-                decoded += 1
+            for frame in _decoded(container, stream):
+                # refused now, before any model work: a streamed read found it only when it got there
+                if one_size and size is not None and (frame.height, frame.width) != size:
+                    raise _size_change(path, size, (frame.height, frame.width), decoded)
+                size, decoded = (frame.height, frame.width), decoded + 1
                 if decoded == at_most:  # the first minute of a long video is not decoded to the end
                     break
         except av.error.FFmpegError as exc:
