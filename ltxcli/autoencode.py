@@ -373,10 +373,11 @@ def _grid_box(shape: tuple[int, ...], name: PathLike) -> tuple[tuple[int, int, i
 def read_video(path: PathLike, max_frames: int | None = None, *, stream: bool = False
                ) -> tuple[Tensor | VideoStream, Fraction]:
     """A video (or an image) as float ``[F, H, W, 3]`` in [0, 1] and its frame rate (24 for an image), NOT yet
-    fitted to the grid, so a caller can say when :func:`fit_to_grid` changes it. ``stream``: a video file (by its
-    suffix) as a :class:`VideoStream`, its frames counted (decodable packets) and its first decoded, not the rest."""
+    fitted to the grid, so a caller can say when :func:`fit_to_grid` changes it. ``stream``: a video file
+    (:func:`ltxcli.media.is_video_file`) as a :class:`VideoStream`, its frames counted (decodable packets) and its
+    first decoded, not the rest."""
     path = user_path(path)  # a quoted "~/a.mp4" argument: no shell expanded it
-    if stream and Path(path).suffix.lower() in media.VIDEO_SUFFIXES:
+    if stream and media.is_video_file(path):
         (h, w, _), n = next(media.iter_video(path, 1)).shape, media.source_frame_count(path, max_frames, quick=True)
         video: Tensor | VideoStream = VideoStream(Path(path), (n, h, w, 3))
     else:

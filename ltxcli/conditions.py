@@ -303,14 +303,14 @@ def _prepared(frames: Tensor, video: Any, r: ResolvedRequest) -> Tensor:
 def _source_frames(video: Any, limit: int) -> Iterator[Tensor]:
     """The v2v input's first ``limit`` frames one by one, ``[1, H, W, 3]``: a tensor's (float in [0, 1], checked as
     :func:`ltxcli.media.load_media` checks it), a decoded file's (uint8), a video file's decoded as they are asked
-    for (uint8); another file (an image, a video without a video suffix) is read whole first."""
+    for (uint8; :func:`ltxcli.media.is_video_file`: a .ts or .mpg too); an image is read whole first."""
     if isinstance(video, Tensor):
         frames = video if video.ndim == 4 else video[None]
         for i in range(min(limit, frames.shape[0])):
             yield media_io.load_media(frames[i : i + 1])
     elif isinstance(video, media_io.DecodedMedia):
         yield from video.frames[:limit].split(1)
-    elif str(video).lower().endswith(tuple(media_io.VIDEO_SUFFIXES)):
+    elif media_io.is_video_file(video):
         for rgb in media_io.iter_video(video, limit):
             yield torch.from_numpy(rgb)[None]
     else:

@@ -237,3 +237,20 @@ def test_an_animated_image_is_refused_not_encoded_as_its_first_frame(tmp_path: P
         autoencode.read_fitted(tmp_path / "anim.gif", stream=stream)
     still, rate, _ = autoencode.read_fitted(tmp_path / "still.gif", stream=stream)
     assert still.shape == (1, 32, 64, 3) and rate == 24
+
+
+def test_vae_encode_streams_a_video_without_a_video_suffix(vae: autoencode.VideoAutoencoder, tmp_path: Path) -> None:
+    """`ltx vae encode clip.ts` (a recorder's MPEG-TS; .mpg, .flv) decoded the whole clip first: only a file named
+    .mp4/.mov/.mkv/... was streamed a chunk at a time. It is streamed too, to the latents of the whole clip."""
+    clip = tmp_path / "clip.ts"
+    with av.open(str(clip), "w", format="mpegts") as out:
+        s = out.add_stream("libx264", rate=24)
+        s.width, s.height, s.pix_fmt = 64, 32, "yuv420p"
+        for i in range(12):
+            frame = torch.rand(32, 64, 3, generator=torch.Generator().manual_seed(i)).mul(255).byte().numpy()
+            out.mux(s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(s.encode(None))
+    stream, _, _ = autoencode.read_fitted(clip, stream=True)
+    whole, _, _ = autoencode.read_fitted(clip)
+    assert isinstance(stream, media.VideoStream) and stream.shape == whole.shape == (9, 32, 64, 3)
+    assert torch.equal(vae.encode(stream), vae.encode(whole))

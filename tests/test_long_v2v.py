@@ -395,3 +395,32 @@ def test_an_input_that_changes_size_is_refused_before_any_work(tiny, tmp_path, m
                                                                  "height": 32, "width": 32})
     with pytest.raises(media.MediaError, match=r"grows\.mp4: frame size changes from 32x32 to 64x64 at frame 16$"):
         long_video.generate(tiny, req, stream=True)
+
+
+def test_an_input_without_a_video_suffix_is_streamed_too(tiny, tmp_path, monkeypatch, one_thread) -> None:
+    """A long v2v input is decoded a chunk at a time, but only a file named .mp4/.mov/.mkv/... was: a recorder's .ts,
+    an .mpg or .flv was decoded whole first (uint8 [F, H, W, 3]: 4.6 GB for 60 s at 704x1216), however long. Now
+    any video file is streamed; the chunks are those of the same stream in an .mp4 (its packets copied)."""
+    import av
+
+    from ltxcli import conditions
+    from ltxcli.request import resolve_request
+
+    ts, mp4 = tmp_path / "in.ts", tmp_path / "in.mp4"
+    _size_changing_clip(ts, [(30, 32)])
+    with av.open(str(ts)) as src, av.open(str(mp4), "w") as dst:  # the very packets: the same decoded frames
+        out = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = out
+                dst.mux(packet)
+
+    def chunks(path):
+        r = resolve_request(GenerationRequest("a cat", video=str(path), **{**SMALL, "num_frames": 30, "height": 32,
+                                                                            "width": 32}), tiny.preset)
+        return list(conditions.prepared_video_chunks(str(path), r, [17, 16]))
+
+    want = chunks(mp4)
+    monkeypatch.setattr(conditions.media_io, "read_media", lambda *a, **k: pytest.fail("read whole"))
+    got = chunks(ts)
+    assert [c.shape[2] for c in got] == [17, 16] and all(torch.equal(a, b) for a, b in zip(got, want, strict=True))

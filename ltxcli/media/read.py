@@ -485,6 +485,19 @@ def media_num_frames(path: PathLike) -> int:
     return count
 
 
+def is_video_file(path: PathLike) -> bool:
+    """``path`` is read frame by frame (:func:`iter_video`, :class:`VideoStream`): named as a video (a suffix in
+    :data:`VIDEO_SUFFIXES`), or a file of more than one frame (a .ts, .mpg, .flv: its packets counted, not
+    decoded). An image, a one-frame file, or one neither Pillow nor FFmpeg reads (:func:`read_media` says so):
+    False, read whole."""
+    if Path(path).suffix.lower() in VIDEO_SUFFIXES:
+        return True
+    try:
+        return media_num_frames(path) > 1
+    except MediaError:
+        return False
+
+
 def source_frame_count(path: PathLike | DecodedMedia, at_most: int | None = None, *, quick: bool = False) -> int:
     """Frames of a video-to-video, extension or control input: those that decode (decoded, not converted; up to ``at_most``,
     the frames a request asks for), with a warning when the file lists more (a truncated file, whose index
@@ -606,6 +619,6 @@ def load_media(
 
 __all__ = [
     "MAX_IMAGE_PIXELS", "VIDEO_SUFFIXES", "DecodedMedia", "MediaError", "VideoStream", "check_constant_rate",
-    "iter_video", "load_image", "load_media", "load_video", "media_num_frames", "read_media", "read_video", "source_frame_count",
+    "is_video_file", "iter_video", "load_image", "load_media", "load_video", "media_num_frames", "read_media", "read_video", "source_frame_count",
     "video_frame_rate",
 ]
