@@ -381,9 +381,12 @@ def read_video(path: PathLike, max_frames: int | None = None, *, stream: bool = 
         (h, w, _), n = next(media.iter_video(path, 1)).shape, media.source_frame_count(path, max_frames, quick=True)
         video: Tensor | VideoStream = VideoStream(Path(path), (n, h, w, 3))
     else:
-        video = media.load_media(path, max_frames=max_frames)
-        if video.shape[0] == 1:  # an animated image (read as its first frame) refused, as ltx v2v refuses one
-            media.source_frame_count(path, 1)
+        decoded = media.read_media(path, max_frames=max_frames)
+        if len(decoded.frames) == 1 or Path(path).suffix.lower() in media.VIDEO_SUFFIXES:
+            # as ltx v2v: an animated image (read as its first frame) refused; a video's frames past the damage or
+            # cut, which do not decode, warned of (counted from this decoding, not decoded again)
+            media.source_frame_count(decoded, max_frames)
+        video = decoded.pixels()
     rate = media.video_frame_rate(path) if video.shape[0] > 1 else Fraction(DEFAULT_IMAGE_FPS)
     return video, rate
 

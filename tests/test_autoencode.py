@@ -192,15 +192,9 @@ def test_vae_encode_of_a_video_file_decodes_a_chunk_at_a_time(vae: autoencode.Vi
     assert autoencode.latents_metadata(vae, stream, rate, clip) == autoencode.latents_metadata(vae, whole, rate, clip)
 
 
-def test_a_clip_that_stops_decoding_part_way_names_the_max_frames_that_encodes(vae: autoencode.VideoAutoencoder,
-                                                                                 tmp_path: Path) -> None:
-    """A clip damaged in the middle (every packet whole, so counted up front: the stream's frames are not decoded
-    twice) stops decoding part way through `ltx vae encode`'s stream. The line said "decoding stopped after 12 of
-    the 33 frames it lists", and no more; it names the --max-frames that encodes the frames before, which does."""
-    import re
-
-    clip = tmp_path / "clip.mp4"
-    with av.open(str(clip), "w") as out:  # 40 frames of noise: no frame predicts another well, each packet large
+def _damaged_clip(clip: Path) -> Path:
+    """40 frames of 64x64 noise (no frame predicts another well: each packet large), garbled in the middle."""
+    with av.open(str(clip), "w") as out:
         s = out.add_stream("libx264", rate=24)
         s.width = s.height = 64
         s.pix_fmt = "yuv420p"
@@ -211,6 +205,17 @@ def test_a_clip_that_stops_decoding_part_way_names_the_max_frames_that_encodes(v
     data = bytearray(clip.read_bytes())  # mdat first (no faststart): bytes 1/3 to 1/2 are frame data, garbled
     data[len(data) // 3 : len(data) // 2] = bytes((b * 7 + 13) & 255 for b in data[len(data) // 3 : len(data) // 2])
     clip.write_bytes(bytes(data))
+    return clip
+
+
+def test_a_clip_that_stops_decoding_part_way_names_the_max_frames_that_encodes(vae: autoencode.VideoAutoencoder,
+                                                                                 tmp_path: Path) -> None:
+    """A clip damaged in the middle (every packet whole, so counted up front: the stream's frames are not decoded
+    twice) stops decoding part way through `ltx vae encode`'s stream. The line said "decoding stopped after 12 of
+    the 33 frames it lists", and no more; it names the --max-frames that encodes the frames before, which does."""
+    import re
+
+    clip = _damaged_clip(tmp_path / "clip.mp4")
     stream, _, _ = autoencode.read_fitted(clip, stream=True)
     assert stream.shape[0] == 33
     with pytest.raises(MediaError, match=rf"^{re.escape(str(clip))}: decoding stopped after (\d+) of 33 frames "
@@ -254,3 +259,14 @@ def test_vae_encode_streams_a_video_without_a_video_suffix(vae: autoencode.Video
     whole, _, _ = autoencode.read_fitted(clip)
     assert isinstance(stream, media.VideoStream) and stream.shape == whole.shape == (9, 32, 64, 3)
     assert torch.equal(vae.encode(stream), vae.encode(whole))
+
+
+def test_roundtrip_of_a_clip_that_stops_decoding_says_how_many_frames_decode(tmp_path: Path) -> None:
+    """`ltx vae roundtrip` (the clip read whole) of a damaged or cut-off clip measured the frames before the damage
+    without a word (a note said "input is 12 frames" of a 40-frame file); `ltx v2v` and the streamed `ltx vae
+    encode` warn that the file lists more. It warns alike, once."""
+    clip = _damaged_clip(tmp_path / "clip.mp4")
+    with pytest.warns(UserWarning, match=r"clip\.mp4: the file lists 40 frames but only (\d+) can be decoded") as seen:
+        video, _, note = autoencode.read_fitted(clip)
+    assert len(seen) == 1 and note is not None and f"input is {seen[0].message.args[0].split()[-1]} frames" in note
+    assert 1 <= video.shape[0] < 33
