@@ -1,7 +1,7 @@
 """The JSON lines of ``ltx generate --gpus N --batch FILE --json``: every rank prints its items' lines to the one
 stdout that torchrun's workers share, and a pipe keeps a write whole only up to PIPE_BUF (4096 bytes). Two
-processes, as two ranks of :func:`ltxcli.parallel.launch.launch` (its status folder in their environment), print
-long lines (a 100 000-character prompt) through the CLI's :class:`~ltxcli.cli.common.Output` into one pipe at the
+processes, as two ranks of :func:`ltxcli.parallel.launch.launch` (its status folder in their environment) or of a
+user's own ``torchrun -m ltxcli`` (``RANK`` and ``WORLD_SIZE`` alone), print long lines (a 100 000-character prompt) through the CLI's :class:`~ltxcli.cli.common.Output` into one pipe at the
 same moment: every line read back must be one of theirs, whole."""
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from ltxcli.parallel.launch import RANK_STATUS_ENV
 
-LINES, CHARS = 60, 100_000  # ~6 MB per "rank": far over PIPE_BUF and the pipe's 64 KiB, so they take turns
+LINES, CHARS = 20, 100_000  # ~2 MB per "rank": far over PIPE_BUF and the pipe's 64 KiB, so they take turns
 
 RANK = f"""
 import sys, time
@@ -29,10 +31,13 @@ for i in range({LINES}):
 """
 
 
-def test_two_ranks_long_json_lines_reach_a_shared_pipe_whole(tmp_path: Path) -> None:
-    env = dict(os.environ, **{RANK_STATUS_ENV: str(tmp_path)})
+@pytest.mark.parametrize("launcher", ["ltx --gpus", "torchrun"])
+def test_two_ranks_long_json_lines_reach_a_shared_pipe_whole(tmp_path: Path, launcher: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in (RANK_STATUS_ENV, "RANK", "WORLD_SIZE")}
+    # a user's own torchrun: no status folder, only the rank in the environment (the same for both: no matter)
+    env.update({RANK_STATUS_ENV: str(tmp_path)} if launcher == "ltx --gpus" else {"RANK": "0", "WORLD_SIZE": "2"})
     read, write = os.pipe()
-    start = time.time() + 1.5
+    start = time.time() + 1.0
     procs = [subprocess.Popen([sys.executable, "-c", RANK, name, str(start)], stdout=write, env=env)
              for name in "ab"]
     os.close(write)

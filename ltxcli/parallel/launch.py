@@ -399,26 +399,34 @@ def write_stdout(text: str) -> None:
     a pipe keeps a write whole only up to PIPE_BUF (4096 bytes): a longer ``--json`` line (a long prompt, its
     rewrite, LoRAs) could interleave with another rank's. So a worker writes its line in one locked turn (an
     exclusive ``flock`` on a file of the status folder, each process opening it itself: a lock on the shared
-    stdout would be held by all of them at once). Elsewhere (one process; Windows: no ``fcntl``; a stdout with
-    no descriptor, a test's capture) it is an ordinary write."""
-    folder = os.environ.get(RANK_STATUS_ENV)
+    stdout would be held by all of them at once). The workers of a user's own torchrun have no status folder: each
+    locks stdout itself, opened anew (Linux: ``/proc/self/fd``, its own open file on the same pipe or file).
+    Elsewhere (one process; Windows: no ``fcntl``; a stdout with no descriptor, a test's capture; a socket) it is
+    an ordinary write."""
+    lock = None
     try:
         import fcntl
 
         fd = sys.stdout.fileno()
+        if os.environ.get(RANK_STATUS_ENV):
+            lock = os.open(Path(os.environ[RANK_STATUS_ENV], _STDOUT_LOCK), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        elif under_torchrun():  # O_NONBLOCK: a pipe whose reader is gone fails (ENXIO) rather than waits
+            lock = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK)
     except (ImportError, AttributeError, OSError, ValueError):
-        folder = None
-    if not folder:
+        pass
+    if lock is None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
     data = text.encode(sys.stdout.encoding or "utf-8", sys.stdout.errors or "strict")
     sys.stdout.flush()  # anything written before stays first
-    with open(Path(folder, _STDOUT_LOCK), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         view = memoryview(data)
         while view:  # a blocking pipe takes it all in one write unless a signal interrupts it
             view = view[os.write(fd, view):]
+    finally:
+        os.close(lock)  # releases the lock
 
 
 def strip_option(argv: list[str], name: str, value: str | None = None) -> list[str]:
