@@ -1102,13 +1102,56 @@ def test_gpus_option_is_checked_in_process(cli_env: Path, monkeypatch: pytest.Mo
                                         "--gpus") == ["generate", "x", "-o", "a", "--", "--gpus", "4"]
 
 
-def test_gpus_reads_a_batch_pipe_once_and_hands_its_text_to_the_workers(cli_env: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+# `ltx --gpus` up to where it starts its torchrun stage, which is not started: what it starts, and whether
+# torch or transformers were imported by then
+_LAUNCHER = """
+import subprocess, sys
+def started(cmd, **kwargs):
+    print(cmd[1:3], "torch" in sys.modules, "transformers" in sys.modules)
+    raise SystemExit(0)
+subprocess.Popen = started
+sys.argv = ["ltx", *sys.argv[1:]]
+from ltxcli.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("device", [["--device", "cpu"], []])
+def test_gpus_launcher_imports_no_torch(cli_env: Path, device: list[str]) -> None:
+    """`ltx generate --gpus 2` imported torch (for the job's plan before the launch; without --device cpu, to count
+    the GPUs), then started torchrun, which imported it again: seconds of start-up twice. It now starts `ltx`
+    again as its torchrun stage, which makes those checks and runs torchrun itself, torch imported once."""
+    r = subprocess.run([sys.executable, "-c", _LAUNCHER, "generate", "a cat", "--model", "tiny", "--gpus", "2",
+                        *device, "-o", "o.mp4", *SMALL], env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+                       capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (0, "['-m', 'ltxcli'] False False\n"), r.stderr
+
+
+@pytest.fixture
+def stage(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], str | None]]:
+    """Run the CLI as the torchrun stage of `ltx --gpus` (its checks in this process), torchrun not started:
+    each start's (torchrun's arguments, the text given to the workers on stdin or None)."""
+    from ltxcli.parallel import torchrun
+
+    monkeypatch.setenv(parallel_launch.STAGE_ENV, "1")
+    monkeypatch.setenv(parallel_launch.RANK_STATUS_ENV, str(cli_env))
+    stdin: list[str] = []
+    monkeypatch.setattr(torchrun, "_stdin_from", lambda path: stdin.append(path.read_text()))
+    started: list[tuple[list[str], str | None]] = []
+
+    def start() -> None:
+        started.append((sys.argv[1:], stdin.pop() if stdin else None))
+        monkeypatch.setenv(parallel_launch.STAGE_ENV, "1")  # (run_stage removes it for the workers)
+
+    monkeypatch.setattr(torchrun, "main", start)
+    return started
+
+
+def test_gpus_reads_a_batch_pipe_once_and_hands_its_text_to_the_workers(cli_env: Path, stage: Any) -> None:
     """`--gpus 2 --batch <(...)`: the checks before the launch read the pipe, then the workers found it gone (a
     process substitution's /dev/fd/63 is not passed on: "no such file", exit 2) or empty (a FIFO: they waited for a
     writer for ever). The text read once goes to the workers on their stdin, as `--batch -`."""
-    started: list[tuple[list[str], Any]] = []
-    monkeypatch.setattr(parallel_launch, "launch", lambda args, nproc, **kw: started.append((args, kw)) or 0)
+    started = stage
     read, write = os.pipe()
     os.write(write, b"a cat\na dog\n")
     os.close(write)
@@ -1118,14 +1161,14 @@ def test_gpus_reads_a_batch_pipe_once_and_hands_its_text_to_the_workers(cli_env:
     finally:
         os.close(read)
     assert r.exit_code == 0, r.stderr
-    ((_, kw),) = started
-    assert kw.get("batch_text") == "a cat\na dog\n", kw  # (launch gives it as `--batch -`: the test below)
+    ((args, text),) = started
+    assert text == "a cat\na dog\n" and args[args.index("--batch") + 1] == "-", started
     (cli_env / "b.txt").write_text("a cat\n")  # a file: read by every worker, by its name
     started.clear()
     r = ltx("generate", "--batch", "b.txt", "--gpus", "2", "--device", "cpu", "--model", "tiny", *SMALL)
     assert r.exit_code == 0, r.stderr
-    ((_, kw),) = started
-    assert kw.get("batch_text") is None, kw
+    ((args, text),) = started
+    assert text is None and args[args.index("--batch") + 1] == "b.txt" and "--gpus" not in args, started
 
 
 def test_launch_gives_a_piped_batch_to_torchrun_on_stdin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1138,7 +1181,8 @@ def test_launch_gives_a_piped_batch_to_torchrun_on_stdin(tmp_path: Path, monkeyp
     assert seen.read_text() == "['generate', '--batch', '-', '-o', 'a']a cat\n"
 
 
-def test_a_multi_process_job_says_the_plans_warnings_once(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_multi_process_job_says_the_plans_warnings_once(cli_env: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          stage: Any) -> None:
     """Every rank plans every item, and `--gpus` plans before it starts them: the plan's warnings (an empty prompt,
     an option that does nothing on the CPU) came once from the launcher and once from each rank. Rank 0 says
     them; the launcher and the other ranks only what their own items raise."""
@@ -1147,9 +1191,9 @@ def test_a_multi_process_job_says_the_plans_warnings_once(cli_env: Path, monkeyp
     from ltxcli.parallel import orchestrate
     from ltxcli.parallel.context import DistContext
 
-    monkeypatch.setattr(parallel_launch, "launch", lambda *a, **k: 0)  # the launcher's checks, no workers
     r = ltx("generate", "", "--model", "tiny", "--gpus", "2", "--device", "cpu", "-o", "o.mp4", *SMALL)
-    assert r.exit_code == 0 and "warning" not in r.stderr, r.stderr
+    assert r.exit_code == 0 and "warning" not in r.stderr and len(stage) == 1, r.stderr  # the stage's checks
+    monkeypatch.delenv(parallel_launch.STAGE_ENV)
     # rank 1 of a batch shared over two processes (rank 0's seeds are its own here, no other rank at the barriers)
     monkeypatch.setattr(cli_generate, "distributed_context", lambda: nullcontext(DistContext(1, 2, 1, torch.device("cpu"))))
     monkeypatch.setattr(DistContext, "barrier", lambda self: None)

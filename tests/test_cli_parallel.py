@@ -335,3 +335,28 @@ def test_a_worker_killed_by_sigkill_is_an_out_of_memory_failure(tmp_path: Path) 
     assert code == 5, err
     assert err.splitlines()[-1].startswith("error: out of memory (rank 1 was killed by SIGKILL, most likely by the "
                                            "system's out-of-memory killer"), err
+
+
+def test_a_signal_while_the_torchrun_stage_checks_is_one_line(tmp_path: Path) -> None:
+    """`ltx --gpus` imports no torch: it starts `ltx` again as its torchrun stage, which makes the checks (here it
+    waits for a writer of the `--batch` FIFO) and then starts torchrun. SIGTERM to `ltx` meanwhile reaches the stage
+    as SIGINT: it says nothing (else "interrupted", then `ltx` "terminated": two lines), `ltx` says it, exit 143."""
+    import signal
+    import time
+
+    os.mkfifo(tmp_path / "batch")
+    proc = subprocess.Popen([sys.executable, "-m", "ltxcli", "generate", "--batch", "batch", "--model", "tiny",
+                             "--gpus", "2", "--device", "cpu", "-o", "{index}.mp4", *SMALL], cwd=tmp_path,
+                            env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's
+    try:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline and not any(
+                "wait_for_partner" in Path(f"/proc/{pid}/wchan").read_text() for pid in _children(proc.pid)):
+            time.sleep(0.05)  # (the stage opens the FIFO, and waits)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (proc.returncode, out, err) == (143, "", "error: terminated; partial outputs were removed\n")

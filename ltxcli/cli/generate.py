@@ -22,7 +22,7 @@ from ltxcli import runner
 from ltxcli.extend import EXTEND_OPTION_HELP, NOT_FOR_EXTEND, SOURCE_OPTION_HELP
 from ltxcli.job import JobSettings
 from ltxcli.long_video import OPTION_HELP
-from ltxcli.parallel import launch
+from ltxcli.parallel import launch, torchrun
 from ltxcli.redo import SETTINGS, VIDEO_OPTION_HELP, generate_row, hinted
 from ltxcli.request import STG_MODES, Condition, Extension
 
@@ -379,22 +379,22 @@ def _emit_written(out: Output, r: runner.ItemResult, *, frames: bool, kernels: d
 def relaunch(gpus: int | None, prepare: Callable[[], str | None] | None = None, device: str | None = None,
              quiet: bool = False) -> None:
     """``--gpus N``: run this very command (without ``--gpus``) under torchrun on N processes and exit with the
-    job's status (:func:`ltxcli.parallel.launch.launch`); with ``--gpus 1`` or none, return: this process runs it.
-
-    ``prepare`` runs here first: mistakes found before any weight is read (a bad size, an existing output, an
-    unavailable kernel, missing weights offline) are then one line and their own exit code rather than a failed
-    torchrun job, and missing weights are downloaded once, with progress, before the workers start (it returns
-    the text of a --batch pipe, read once: the workers' copy)."""
+    job's status (:func:`ltxcli.parallel.launch.launch`, through ``ltx`` again, its torchrun stage: torch is imported
+    there, not here); with ``--gpus 1`` or none, return: this process runs it. ``prepare`` runs in the stage first
+    (:func:`ltxcli.parallel.torchrun.run_stage`): mistakes found before any weight is read (a bad size, an existing
+    output, an unavailable kernel, missing weights offline) are then one line and their own exit code rather than
+    a failed torchrun job, and missing weights are downloaded once, with progress, before the workers start."""
     if gpus is None:
         return
-    try:
-        launch.check_launch(gpus, device)  # --device cpu: CPU processes, a testing aid
+    try:  # --device cpu: CPU processes, a testing aid; the visible GPUs (torch) are the stage's to count
+        launch.check_launch(gpus, device, count_gpus=launch.in_stage())
     except ValueError as e:
         usage_error(str(e))
     if gpus == 1:
         return
-    raise typer.Exit(launch.launch(launch.strip_option(common.invocation_args(), "--gpus"), gpus, device=device,
-                                   quiet=quiet, batch_text=prepare() if prepare is not None else None))
+    if launch.in_stage():
+        raise typer.Exit(torchrun.run_stage(launch.strip_option(common.invocation_args(), "--gpus"), gpus, prepare))
+    raise typer.Exit(launch.launch(common.invocation_args(), gpus, device=device, quiet=quiet, stage=True))
 
 
 @contextmanager

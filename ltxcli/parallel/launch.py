@@ -22,6 +22,11 @@ from typing import Any
 
 #: Where :func:`launch` asks its torchrun workers to record their exit codes (one file per rank).
 RANK_STATUS_ENV = "LTX_RANK_STATUS_DIR"
+#: Set by :func:`launch` (``stage=True``) for the process it starts, ``ltx`` itself again: the torchrun stage,
+#: which makes the checks that need torch (the visible GPUs, the job's plan) and the downloads, then runs torchrun
+#: in-process (:func:`ltxcli.parallel.torchrun.run_stage`), so that torch is imported once before the workers
+#: start, not once by the launching process and again by torchrun's.
+STAGE_ENV = "LTX_TORCHRUN_STAGE"
 #: The exit code of a process stopped by Ctrl-C (128 + SIGINT, the shell's convention; the CLI uses it too).
 EXIT_INTERRUPTED = 130
 
@@ -29,6 +34,11 @@ EXIT_INTERRUPTED = 130
 def under_torchrun() -> bool:
     """True when the environment names this process's rank (torchrun, or any ``env://`` launcher)."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def in_stage() -> bool:
+    """True in the torchrun stage that :func:`launch` started (:data:`STAGE_ENV`), not in its workers."""
+    return bool(os.environ.get(STAGE_ENV)) and not under_torchrun()
 
 
 class Terminated(KeyboardInterrupt):
@@ -71,12 +81,13 @@ def terminate_like_ctrl_c(grace_s: float | None = None) -> None:
         if signal.getsignal(signum) is signal.SIG_DFL:
             signal.signal(signum, _raise_stop)
             installed.append(int(signum))
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # Ctrl-C: torchrun passes on the launcher's
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler or in_stage():  # Ctrl-C: torchrun passes on
+        # the launcher's; so does the launcher to its torchrun stage, even where a background job inherited it ignored
         signal.signal(signal.SIGINT, _raise_stop)
         installed.append(int(signal.SIGINT))
     if installed and under_torchrun():
         _watch_stop(installed, STOP_GRACE_S if grace_s is None else grace_s)
-    if under_torchrun():
+    if under_torchrun():  # (the torchrun stage's is released once its command runs: ltxcli.parallel.torchrun.run_stage)
         release_held_sigint()
 
 
@@ -104,8 +115,10 @@ def hold_sigint_while_starting() -> None:
     ``python -m ltxcli`` calls this before it imports the command line (click, torch: seconds), and
     :func:`terminate_like_ctrl_c` releases it (:func:`release_held_sigint`), so that a SIGINT torchrun passes on
     meanwhile ends the worker without a traceback from inside an import. A SIGINT in Python's own start-up
-    (``site``), before any code of ltxcli runs, still prints one: nothing of ltxcli can hold it there."""
-    if under_torchrun() and hasattr(signal, "pthread_sigmask"):
+    (``site``), before any code of ltxcli runs, still prints one: nothing of ltxcli can hold it there. So does the
+    torchrun stage of ``ltx --gpus`` (:data:`STAGE_ENV`), which the launcher passes a Ctrl-C on to: until its
+    command runs (:func:`ltxcli.parallel.torchrun.run_stage`), past the command line's set-up."""
+    if (under_torchrun() or in_stage()) and hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
 
 
@@ -195,16 +208,17 @@ def torchrun_command(
     return [*cmd, "-m", module, *args]
 
 
-def check_launch(nproc: int, device: str | None = None) -> None:
+def check_launch(nproc: int, device: str | None = None, *, count_gpus: bool = True) -> None:
     """Refuse (ValueError, one line) a launch of ``nproc`` local processes that cannot work: fewer than one, from
     inside a torchrun worker (the process count is torchrun's), or more than the visible GPUs (none on a machine
     without CUDA) unless ``device`` is explicitly ``"cpu"``: then the processes run on the CPU with gloo, a
-    testing aid for the multi-process code paths."""
+    testing aid for the multi-process code paths. ``count_gpus=False``: not the GPUs, which only torch counts (the
+    torchrun stage does: :data:`STAGE_ENV`)."""
     if nproc < 1:
         raise ValueError(f"--gpus {nproc} must be at least 1")
     if under_torchrun():
         raise ValueError("--gpus cannot be used inside torchrun (the process count is torchrun's): drop --gpus")
-    if nproc == 1 or device == "cpu":
+    if nproc == 1 or device == "cpu" or not count_gpus:
         return  # this process runs it, or CPU processes were asked for: no need to ask torch about GPUs
     import torch  # only here: the checks above must stay cheap
 
@@ -215,7 +229,7 @@ def check_launch(nproc: int, device: str | None = None) -> None:
 
 
 def launch(args: Sequence[str], nproc: int, *, device: str | None = None, quiet: bool = False,
-           batch_text: str | None = None, **kwargs: Any) -> int:
+           batch_text: str | None = None, stage: bool = False, **kwargs: Any) -> int:
     """Run ``ltx ARGS`` under torchrun on ``nproc`` local processes and wait; returns the job's exit code.
 
     That is the code of the first worker that failed other than by an interrupt (the others usually fail
@@ -235,9 +249,15 @@ def launch(args: Sequence[str], nproc: int, *, device: str | None = None, quiet:
     ``batch_text``: the text of a ``--batch`` pipe (``<(...)``, a FIFO), read once by the caller: a pipe cannot be
     read again, and a process substitution's descriptor does not reach the workers. They get ``--batch -`` and
     the text on their stdin (rank 0 reads it for all).
+
+    ``stage``: start ``ltx ARGS`` (``--gpus N`` kept) rather than torchrun: the torchrun stage (:data:`STAGE_ENV`),
+    which checks what needs torch, reads a ``--batch`` pipe (its descriptors are passed on) and starts torchrun
+    itself; this process imports no torch. A signal the stage died of is then said here, as one passed on.
     """
-    check_launch(nproc, device)
+    check_launch(nproc, device, count_gpus=not stage)
     env = dict(os.environ)
+    if stage:
+        env[STAGE_ENV] = "1"
     if quiet:
         env.setdefault("OMP_NUM_THREADS", "1")
         env.setdefault("LOGLEVEL", "CRITICAL")  # torchrun's log lines (each worker says what failed, in one line)
@@ -248,8 +268,9 @@ def launch(args: Sequence[str], nproc: int, *, device: str | None = None, quiet:
             Path(status, "batch").write_text(batch_text, encoding="utf-8")
             args, stdin = strip_option(list(args), "--batch", "-"), open(Path(status, "batch"), "rb")  # noqa: SIM115
         with stdin or contextlib.nullcontext():
-            proc = subprocess.Popen(torchrun_command(args, nproc, **kwargs), env=env, start_new_session=True,
-                                    stdin=stdin)
+            proc = subprocess.Popen([sys.executable, "-m", "ltxcli", *args] if stage else
+                                    torchrun_command(args, nproc, **kwargs), env=env, start_new_session=True,
+                                    stdin=stdin, close_fds=not stage)
         received: list[int] = []
 
         def pass_on(signum: int, frame: object) -> None:
@@ -269,6 +290,8 @@ def launch(args: Sequence[str], nproc: int, *, device: str | None = None, quiet:
                 signal.signal(s, handler)
         recorded = _recorded(Path(status))
         stopped_by = _launcher_signal(Path(status))
+        if stage and stopped_by is None and code < 0 and not recorded:  # the stage, still starting: it said nothing
+            stopped_by = -code
     for s in _stop_signals():
         if s in received:  # this process's own handler now (the CLI's: clean up, exit 143 or 129)
             os.kill(os.getpid(), s)
@@ -450,8 +473,8 @@ def strip_option(argv: list[str], name: str, value: str | None = None) -> list[s
 
 
 __all__ = [
-    "EXIT_INTERRUPTED", "RANK_STATUS_ENV", "STOP_GRACE_S", "Terminated", "WorkerDiedError", "WorkerKilledError",
-    "check_launch", "hold_sigint_while_starting", "job_exit_code", "launch", "record_exit_code",
+    "EXIT_INTERRUPTED", "RANK_STATUS_ENV", "STAGE_ENV", "STOP_GRACE_S", "Terminated", "WorkerDiedError", "WorkerKilledError",
+    "check_launch", "hold_sigint_while_starting", "in_stage", "job_exit_code", "launch", "record_exit_code",
     "record_launcher_signal", "record_signal_deaths", "release_held_sigint", "strip_option", "terminate_like_ctrl_c",
     "torchrun_command", "under_torchrun", "write_stdout",
 ]

@@ -14,10 +14,21 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .launch import STOP_GRACE_S, record_launcher_signal, record_signal_deaths
+from .launch import (
+    EXIT_INTERRUPTED,
+    RANK_STATUS_ENV,
+    STAGE_ENV,
+    STOP_GRACE_S,
+    record_launcher_signal,
+    record_signal_deaths,
+    release_held_sigint,
+    strip_option,
+    torchrun_command,
+)
 
 
 def main() -> None:
@@ -37,6 +48,50 @@ def main() -> None:
         record_launcher_signal(int(e.sigval))  # a worker still starting dies of it without a word
         stop_leftover_workers(int(e.sigval), STOP_GRACE_S + 5.0)
         sys.exit(1)
+
+
+def run_stage(args: Sequence[str], nproc: int, prepare: Callable[[], str | None] | None = None) -> int:
+    """The torchrun stage of ``ltx ARGS --gpus N`` (:data:`~ltxcli.parallel.launch.STAGE_ENV`; the caller checked
+    the visible GPUs and removed ``--gpus N``): ``prepare`` (the job's checks and downloads; it returns the text of
+    a ``--batch`` pipe, read once), then torchrun in this process, as :func:`main`, on ``nproc`` workers that run
+    ``ltx ARGS``; returns the exit code. A piped batch's text reaches the workers on their stdin, as ``--batch -``.
+
+    A Ctrl-C or SIGTERM the launcher passes on (SIGINT: this process has a session of its own) before torchrun
+    handles signals is the launcher's to say, in one line (recorded: :func:`~ltxcli.parallel.launch.record_launcher_signal`);
+    one held since this process started (:func:`~ltxcli.parallel.launch.hold_sigint_while_starting`) ends it at
+    once, without a word (the launcher says it)."""
+    release_held_sigint()
+    try:
+        batch_text = prepare() if prepare is not None else None
+        del os.environ[STAGE_ENV]  # the workers are no stage
+        if batch_text is not None:
+            path = Path(os.environ[RANK_STATUS_ENV], "batch")
+            path.write_text(batch_text, encoding="utf-8")
+            args = strip_option(list(args), "--batch", "-")
+            _stdin_from(path)
+        # the signals as in a process of torchrun's own (ltx --gpus before: python -m ltxcli.parallel.torchrun),
+        # until torchrun sets its handlers (a KeyboardInterrupt before: the launcher's, below)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if s is not None and signal.getsignal(s) is not signal.SIG_IGN:  # (nohup's SIGHUP stays ignored)
+                signal.signal(s, signal.SIG_DFL)
+        sys.stdout.flush()
+        sys.argv = ["torchrun", *torchrun_command(args, nproc)[3:]]  # after [python, -m, ltxcli.parallel.torchrun]
+        main()
+    except KeyboardInterrupt as e:  # (ltxcli.parallel.launch.Terminated carries its code)
+        code = getattr(e, "code", EXIT_INTERRUPTED)
+        record_launcher_signal(code - 128)
+        return code
+    except SystemExit as e:  # main's, when a worker failed or a signal stopped torchrun
+        return e.code if isinstance(e.code, int) else int(e.code is not None)
+    return 0
+
+
+def _stdin_from(path: Path) -> None:
+    """``path`` as this process's stdin (descriptor 0), which torchrun's workers inherit."""
+    fd = os.open(path, os.O_RDONLY)
+    os.dup2(fd, 0)
+    os.close(fd)
 
 
 def start_workers_with_sigint_blocked() -> None:
