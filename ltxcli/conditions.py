@@ -4,7 +4,8 @@ Two steps, run at different stages of a generation (:meth:`ltxcli.pipeline.Pipel
 
 * :func:`prepare_conditions` (before any model runs): each condition's media is read once, trimmed, cropped,
   blurred and CRF-compressed (:func:`ltxcli.media.preprocess_condition_frames`) and padded ->
-  :class:`PreparedCondition` pixels ``[1, 3, n, h, w]`` in [-1, 1]; the video-to-video input likewise.
+  :class:`PreparedCondition` pixels ``[1, 3, n, h, w]`` in [-1, 1]; the video-to-video input likewise, but a
+  chunk at a time as the VAE encoder takes it (:func:`source_chunks`).
 * :func:`place_conditions` (inside a denoising pass, after the VAE encoder has turned the pixels into
   :class:`EncodedCondition` latents, which happens before the transformer's stage): the latents are blended
   into the initial latents or appended as extra tokens, with their positions and per-token strength mask.
@@ -29,6 +30,7 @@ from .models.rope import latent_coords, pixel_coords
 from .request import Condition, ResolvedRequest, check_placement, media_path, resolve_request
 
 if TYPE_CHECKING:
+    from .models.configs import VAEConfig
     from .presets import Preset
     from .request import GenerationRequest
 
@@ -261,12 +263,23 @@ def prepared_video_chunks(video: Any, r: ResolvedRequest, sizes: Sequence[int]) 
     bicubic resize, blur, CRF, padding, bilinear resize; the frame count's padding repeats the last frame). A video
     file is decoded as the chunks are asked for (:func:`ltxcli.media.iter_video`), so the host holds one chunk's
     frames, not the input's (a long v2v's, :meth:`ltxcli.long_video._LongRun.pixels`). A file's frame rate is checked
-    here (MediaError), its length as it is read (ValueError: fewer than ``num_frames`` frames)."""
+    here (MediaError), and its length (ValueError: fewer than ``num_frames`` frames): before any model work."""
     if sum(sizes) != r.padded[2]:
         raise ValueError(f"chunks of {sum(sizes)} frames in all; this video has {r.padded[2]}")
     if not isinstance(video, Tensor):  # frame i of the input is frame i of the output (ltx v2v refused a VFR file already)
         media_io.check_constant_rate(video, "video-to-video", r.num_frames)
+    # too short: refused now, before any model work, though its frames are read later (a file's packets are counted,
+    # nothing decoded, where it holds each whole)
+    count = ((video.shape[0] if video.ndim == 4 else 1) if isinstance(video, Tensor)
+             else media_io.source_frame_count(video, r.num_frames, quick=True))
+    if count < r.num_frames:
+        raise ValueError(_too_short(video, count, r))
     return _prepared_chunks(video, r, sizes)
+
+
+def _too_short(video: Any, frames: int, r: ResolvedRequest) -> str:
+    name = "the input video tensor" if isinstance(video, Tensor) else video
+    return f"{name}: {frames} frames; video-to-video at this length needs {r.num_frames}"
 
 
 def _prepared_chunks(video: Any, r: ResolvedRequest, sizes: Sequence[int]) -> Iterator[Tensor]:
@@ -276,9 +289,8 @@ def _prepared_chunks(video: Any, r: ResolvedRequest, sizes: Sequence[int]) -> It
         chunk = list(itertools.islice(frames, n))  # each [1, H, W, 3]
         read += len(chunk)
         if len(chunk) < n:  # the input ended: its last frame repeated up to pf (the output is cut back to num_frames)
-            if read < r.num_frames:
-                raise ValueError(f"{'the input video tensor' if isinstance(video, Tensor) else video}: {read} frames; "
-                                 f"video-to-video at this length needs {r.num_frames}")
+            if read < r.num_frames:  # (fewer than counted: a file changed since, or its count was wrong)
+                raise ValueError(_too_short(video, read, r))
             fill = chunk[-1] if chunk else last  # (a frame was read: num_frames >= 1)
             assert fill is not None
             chunk += [fill] * (n - len(chunk))
@@ -289,6 +301,7 @@ def _prepared_chunks(video: Any, r: ResolvedRequest, sizes: Sequence[int]) -> It
         del stack
         yield pixels
         del pixels  # the consumer's now: not held here while the next chunk is read
+    trim_host_heap()  # the input read: its decoding's freed buffers handed back (see trim_host_heap)
 
 
 def _prepared(frames: Tensor, video: Any, r: ResolvedRequest) -> Tensor:
@@ -317,14 +330,35 @@ def _source_frames(video: Any, limit: int) -> Iterator[Tensor]:
         yield from media_io.read_media(video, max_frames=limit).frames.split(1)
 
 
-def prepare_conditions(r: ResolvedRequest) -> tuple[list[PreparedCondition], Tensor | None]:
-    """Every medium of a resolved request read and preprocessed once: the conditions' pixels and the
-    video-to-video input's (``None`` without one). Runs before any model work."""
-    source = prepare_video(r.video, r) if r.video is not None else None
+def source_chunks(r: ResolvedRequest, vae: VAEConfig, size: tuple[int, int] | None = None) -> Iterator[Tensor] | None:
+    """The video-to-video input's pixels (None without one) as :func:`prepared_video_chunks` in the chunks the VAE
+    encoder takes (:func:`ltxcli.vae_encode.chunk_frames` of the module's chunk read now: none cut or joined), each
+    resized to ``size`` (the pass it starts at: a multi-scale first pass's) when given: decoded, prepared and resized
+    as the encoder takes them (:func:`ltxcli.vae_encode.encode_chunks`), so the host holds one chunk's pixels,
+    not the input's, in one generation and in windows alike. Its frame rate and length are checked now."""
+    from . import vae_encode
+
+    if r.video is None:
+        return None
+    chunks = prepared_video_chunks(r.video, r, vae_encode.chunk_frames(vae, r.padded[2], vae_encode.ENCODE_CHUNK_LATENTS))
+    return chunks if size is None else _resized(chunks, size)
+
+
+def _resized(chunks: Iterator[Tensor], size: tuple[int, int]) -> Iterator[Tensor]:
+    for pixels in chunks:  # per frame, so bit for bit the whole input's resize (:func:`resize_frames`)
+        out = resize_frames(pixels, *size)
+        del pixels  # (the full-size chunk not held beside the next one)
+        yield out
+        del out
+
+
+def prepare_conditions(r: ResolvedRequest) -> list[PreparedCondition]:
+    """Every condition medium of a resolved request read and preprocessed once, before any model work: the
+    conditions' pixels. The video-to-video input is read as it is encoded (:func:`source_chunks`)."""
     prepared = [prepare_condition(c, r.height, r.width, r.num_frames, r.padding) for c in r.conditions]
-    if source is not None or prepared:
+    if prepared:
         trim_host_heap()
-    return prepared, source
+    return prepared
 
 
 def trim_host_heap() -> None:
@@ -391,5 +425,5 @@ def place_conditions(
 __all__ = [
     "EncodedCondition", "PreparedCondition", "check_condition", "first_frame_pixels", "place_conditions",
     "prepare_condition", "prepare_conditions",
-    "prepare_video", "record_entry", "resize_frames", "trim", "trim_host_heap", "warn_parts_trim",
+    "prepare_video", "record_entry", "resize_frames", "source_chunks", "trim", "trim_host_heap", "warn_parts_trim",
 ]

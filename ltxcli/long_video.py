@@ -320,7 +320,7 @@ class _LongRun:
 
     def pixels(self, result: GenerationResult) -> Iterator[Tensor]:
         """Float ``[n, H, W, 3]`` chunks of the whole video in order, windows denoised on the way."""
-        from .conditions import prepared_video_chunks
+        from .conditions import source_chunks
         from .frames import check_latents, to_video
         from .long_decode import TiledDecode
 
@@ -330,8 +330,7 @@ class _LongRun:
             check_latents(kept, f"in the windows --resume kept in {self.state}", "delete that file to start over")
         # video-to-video (not when every window is kept): the input checked before the text encoder, as Pipeline.run
         # reads it, then decoded, prepared and encoded a chunk at a time in the encoder's stage (_encode_source)
-        source = (prepared_video_chunks(self.full.video, self.full, self._source_chunks())
-                  if self.full.video is not None and done < len(p.windows) else None)
+        source = source_chunks(self.full, self.pipe.vae.config) if done < len(p.windows) else None
         self.control = self._control_frames()
         texts = self._encode_texts()
         if source is not None:
@@ -388,36 +387,22 @@ class _LongRun:
         self.timings["denoise_s"] += pipe._elapsed(t0)
         return up
 
-    def _source_chunks(self) -> list[int]:
-        """Pixel frames of each chunk the encoder takes of the whole input (:func:`ltxcli.vae_encode.chunk_frames`),
-        the module's chunk read when the run starts."""
-        from . import vae_encode
-
-        return vae_encode.chunk_frames(self.pipe.vae.config, self.full.padded[2], vae_encode.ENCODE_CHUNK_LATENTS)
-
     def _encode_source(self, chunks: Iterator[Tensor]) -> Tensor:
         """Video-to-video: the whole input's pixels ``[1, 3, 8 (T - 1) + 1, H, W]`` as prepared chunks
-        (:func:`ltxcli.conditions.prepared_video_chunks` of :meth:`_source_chunks`, decoded from the file as they are
-        taken) -> its normalised latents ``[1, C, T, h, w]`` (float32, CPU), encoded once in the VAE encoder's
-        stage, a chunk at a time (:func:`ltxcli.vae_encode.encode_chunks`: bit for bit the latents of the whole
+        (:func:`ltxcli.conditions.source_chunks`, decoded from the file as they are taken) -> its normalised latents
+        ``[1, C, T, h, w]`` (float32, CPU), encoded once in the VAE encoder's stage, a chunk at a time, as
+        :meth:`ltxcli.pipeline.Pipeline.run` encodes a plain v2v's input (bit for bit the latents of the whole
         input's pixels, ``chunked_encode(prepare_video(...))``; the host holds one chunk's pixels, not the input's),
-        in the largest chunks that fit the memory free there (:func:`ltxcli.memory.encode.fitting_chunk`: 129-frame
-        pieces are cut to them).
+        in the largest chunks that fit the memory free there (:func:`ltxcli.memory.encode.fitting_chunk`).
         Each window starts from its own latent frames ``[start, end)`` of them, noised to its first timestep
         (ComfyUI-LTXVideo's looping sampler slices the input's latents into each tile's
         ``optional_initialization_latents``); they are 1/192 of the pixels."""
         import torch
 
-        from . import vae_encode
-        from .memory.encode import fitting_chunk
-        from .models.upcast import compute_dtype
-
         pipe, (ph, pw, pf) = self.pipe, self.full.padded
         t0 = time.perf_counter()
-        with torch.inference_mode(), pipe._stage(pipe.vae.encoder):  # the device and dtype of Pipeline._vae_encode
-            latents = vae_encode.encode_chunks(
-                pipe.vae, chunks, pf, chunk=fitting_chunk(pipe.vae, (1, 3, pf, ph, pw), pipe.device), device=pipe.device,
-                dtype=compute_dtype(pipe.vae.decoder.conv_in.conv)).float().cpu()
+        with torch.inference_mode(), pipe._stage(pipe.vae.encoder):
+            latents = pipe._encode_chunks(chunks, (1, 3, pf, ph, pw)).float().cpu()  # [B, 3, F, H, W] of the input
         self.timings["denoise_s"] += pipe._elapsed(t0)  # (as Pipeline.run counts the encoder stage)
         return latents
 
@@ -477,7 +462,7 @@ class _LongRun:
         t0 = time.perf_counter()
         with torch.inference_mode():
             with in_window(f"{p.made().index(i) + 1}/{len(p.windows)}", w.first_frame, p.num_frames):
-                prepared, _ = prepare_conditions(replace(r, video=None))  # (the input: read once, self.source)
+                prepared = prepare_conditions(r)  # (the input: read once, self.source)
             # the control frames of this window's span, encoded as a video of its own: exactly a one-window run's
             control = window_control(self.control, r, w.first_frame) if self.control is not None else None
             encoded, _ = pipe._encode_conditions(prepared, None, sizes, control)

@@ -5,7 +5,7 @@ This module is the only place that orders the stages of :meth:`Pipeline.run`, in
 1. resolve the request against the preset (:func:`ltxcli.request.resolve_request`, no model),
 2. read and preprocess the condition media, each file once (:func:`ltxcli.conditions.prepare_conditions`),
 3. encode the prompt (text encoder stage),
-4. encode the conditions and the video-to-video input (VAE encoder stage),
+4. encode the conditions and the video-to-video input, read as encoded (VAE encoder stage; :func:`~ltxcli.conditions.source_chunks`),
 5. denoise pass by pass (transformer stage; the upsampler between multi-scale passes),
 6. decode (VAE decoder stage).
 
@@ -22,14 +22,14 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 from typing_extensions import Unpack  # typing's from Python 3.11 (torch requires typing_extensions)
 
-from . import sampling, step_cache, text_cache, vae_tiling
+from . import conditions, sampling, step_cache, text_cache, vae_encode, vae_tiling
 from .adapters.lora import LoraLike, LoraSpec
 from .conditions import EncodedCondition, PreparedCondition, prepare_conditions, record_entry, resize_frames
 from .control import (
@@ -178,10 +178,8 @@ class Pipeline:
     # --- VAE helpers ----------------------------------------------------------------------------------
 
     def encode(self, video: Tensor) -> Tensor:
-        """Float ``[F, H, W, 3]`` in [0, 1] -> normalised latents ``[1, C, f, h, w]`` (posterior mode).
-
-        ``F`` must be ``8k + 1`` and ``H``, ``W`` multiples of 32.
-        """
+        """Float ``[F, H, W, 3]`` in [0, 1] (``F = 8k + 1``; ``H``, ``W`` multiples of 32) -> normalised latents
+        ``[1, C, f, h, w]`` (posterior mode)."""
         if video.ndim != 4 or video.shape[-1] != 3:
             raise ValueError(f"encode expects a float tensor [F, H, W, 3], got shape {list(video.shape)}")
         if not video.is_floating_point():  # uint8 would wrap around in `* 2 - 1` and encode to garbage
@@ -191,17 +189,18 @@ class Pipeline:
         if (f - 1) % 8 or h % 32 or w % 32:
             raise ValueError(f"encode needs 8k+1 frames and sizes divisible by 32, got {f}x{h}x{w}")
         pixels = video.permute(3, 0, 1, 2)[None] * 2 - 1  # [1, 3, F, H, W] in [-1, 1], on the device a chunk at a time
-        with torch.inference_mode():
-            return self._encode_pixels(pixels).float().cpu()
-
-    def _encode_pixels(self, pixels: Tensor) -> Tensor:
-        with self._stage(self.vae.encoder):
-            return self._vae_encode(pixels)
+        with torch.inference_mode(), self._stage(self.vae.encoder):
+            return self._vae_encode(pixels).float().cpu()
 
     def _vae_encode(self, pixels: Tensor) -> Tensor:
-        """Pixels ``[1, 3, F, H, W]`` in [-1, 1] (any device) -> normalised latents, in the VAE's dtype (inside its
-        stage), in time chunks moved to the device one at a time, the largest that fit (:func:`ltxcli.memory.encode.encode_fitted`)."""
-        return encode_memory.encode_fitted(self.vae, pixels, device=self.device, dtype=compute_dtype(self.vae.decoder.conv_in.conv))
+        """Pixels ``[1, 3, F, H, W]`` in [-1, 1] (any device) -> normalised latents: :meth:`_encode_chunks` in one piece."""
+        return self._encode_chunks([pixels], pixels.shape)
+
+    def _encode_chunks(self, chunks: Iterable[Tensor], shape: Sequence[int]) -> Tensor:
+        """Pixels ``shape`` ``[1, 3, F, H, W]`` in [-1, 1] as pieces along time (any device) -> normalised latents, in the VAE's
+        dtype (in its stage), in the largest time chunks that fit the memory free (:func:`ltxcli.memory.encode.fitting_chunk`)."""
+        chunk, dtype = encode_memory.fitting_chunk(self.vae, shape, self.device), compute_dtype(self.vae.decoder.conv_in.conv)
+        return vae_encode.encode_chunks(self.vae, chunks, shape[2], chunk=chunk, device=self.device, dtype=dtype)
 
     def decode(
         self, latents: Tensor, *, timestep: float | None = None, noise_scale: float = 0.0, seed: int | None = None,
@@ -335,7 +334,8 @@ class Pipeline:
             self.set_loras(r.loras)
         sizes = r.pass_sizes()
         seed = secrets.randbelow(_SEED_RANGE) if r.seed is None else r.seed
-        prepared, source = prepare_conditions(r)  # every medium read once, before any model work
+        # every condition read once, before any model work; the v2v input's rate checked, its frames read as encoded
+        prepared, source = prepare_conditions(r), conditions.source_chunks(r, self.vae.config, sizes[0])
         r = self._enhance(r, seed, prepared[0].pixels if prepared else None)
         with torch.inference_mode():  # a depth control's model runs (and is released) here, in its own stage
             control = prepare_control(r, device=self.device, dtype=self.dtype, depth_model=self.depth_model,
@@ -350,7 +350,7 @@ class Pipeline:
 
             gen = torch.Generator("cpu").manual_seed(seed)
             t0 = time.perf_counter()
-            encoded, init = self._encode_conditions(prepared, source, sizes, control)
+            encoded, init = self._encode_conditions(prepared, source, sizes, control, r.padded[2])
             latents = self._denoise_passes(r, text, text_mask, sizes, encoded, init, gen, progress)
             if r.temporal_upscale and not r.multi_scale:  # after a single pass (multi-scale: between the passes)
                 latents = self._temporal_upscale(latents)
@@ -420,12 +420,12 @@ class Pipeline:
         return text, text_mask
 
     def _encode_conditions(
-        self, prepared: Sequence[PreparedCondition], source: Tensor | None, sizes: Sequence[tuple[int, int]],
-        control: PreparedControl | None = None,
+        self, prepared: Sequence[PreparedCondition], source: Iterator[Tensor] | None, sizes: Sequence[tuple[int, int]],
+        control: PreparedControl | None = None, source_frames: int = 0,
     ) -> tuple[list[list[EncodedCondition | EncodedControl]], Tensor | None]:
         """The VAE encoder stage, before the transformer's: every condition and the IC-LoRA control at every
         pass's size (resized there first, as the official pipeline does per pass; a tensor handed in again is not
-        re-encoded: :mod:`ltxcli.encode_memo`) and the video-to-video input at the first pass's (widened later)."""
+        re-encoded: :mod:`ltxcli.encode_memo`) and the video-to-video input's ``source_frames`` at the first pass's (widened later)."""
         if not prepared and source is None and control is None:
             return [[] for _ in sizes], None
         with self._stage(self.vae.encoder):
@@ -437,7 +437,7 @@ class Pipeline:
                 for per_pass, (h, w) in zip(encoded, sizes, strict=True):
                     latents = self._vae_encode(resize_frames(control.pixels, h, w)).float()
                     per_pass.append(EncodedControl(latents, control.strength))
-            init = self._vae_encode(resize_frames(source, *sizes[0])) if source is not None else None
+            init = self._encode_chunks(source, (1, 3, source_frames, *sizes[0])) if source is not None else None  # [B, 3, F, H, W]
         return encoded, init
 
     def _denoise_passes(

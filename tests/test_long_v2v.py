@@ -424,3 +424,99 @@ def test_an_input_without_a_video_suffix_is_streamed_too(tiny, tmp_path, monkeyp
     monkeypatch.setattr(conditions.media_io, "read_media", lambda *a, **k: pytest.fail("read whole"))
     got = chunks(ts)
     assert [c.shape[2] for c in got] == [17, 16] and all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+def _plain_init(pipe, request: GenerationRequest, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """One generation (Pipeline.run) stopped once its v2v input is encoded: its resolved request, pass sizes and
+    initial latents (``init``, the input's latents at the first pass's size)."""
+    from ltxcli.pipeline import Pipeline
+
+    got: dict = {}
+
+    def spy(self, r, text, text_mask, sizes, encoded, init, *rest):
+        got.update(r=r, sizes=sizes, init=init)
+        raise _Encoded
+
+    with monkeypatch.context() as m:
+        m.setattr(Pipeline, "_denoise_passes", spy)
+        with pytest.raises(_Encoded):
+            pipe.run(request)
+    return got
+
+
+def test_a_plain_v2v_reads_prepares_and_encodes_its_file_a_chunk_at_a_time(tiny, frames, tmp_path, monkeypatch,
+                                                                            one_thread) -> None:
+    """One generation (Pipeline.run, no windows) decoded and prepared its whole input file (float32 [1, 3, pf, H, W]
+    on the host: 303 MB for 257 frames at 384x256) before encoding it; now it is read, prepared and encoded a
+    chunk at a time as in windows: the preprocessing never takes more than one chunk's frames."""
+    from ltxcli import media, vae_encode
+    from ltxcli.media import write_video
+
+    clip = tmp_path / "in.mp4"
+    write_video(clip, frames[:26, :32, :32], 24)
+    monkeypatch.setattr(vae_encode, "ENCODE_CHUNK_LATENTS", 1)  # chunks of 9, 8, 8, 8 frames of the 33
+    seen: list[int] = []
+    preprocess = media.preprocess_condition_frames
+    monkeypatch.setattr(media, "preprocess_condition_frames",
+                        lambda f, *a, **k: seen.append(int(f.shape[0])) or preprocess(f, *a, **k))
+    req = GenerationRequest("a cat", video=str(clip), **{**SMALL, "steps": 2, "num_frames": 26, "height": 32,
+                                                          "width": 32, "window": None, "overlap": None})
+    got = _plain_init(tiny, req, monkeypatch)
+    assert seen == [9, 8, 8, 8]  # was [33]: the whole input at once (the last frame repeated in the padding)
+    assert got["init"].shape == (1, 16, 5, 1, 1)
+
+
+@pytest.mark.parametrize("kind", ["file", "tensor", "multi-scale"])
+def test_a_plain_v2v_s_streamed_latents_equal_the_whole_input_s(tiny, tmp_path, monkeypatch, one_thread,
+                                                                 kind) -> None:
+    """The input's latents of one generation read a chunk at a time (137 frames: chunks of 129 and 8) are bit for
+    bit those of the whole input prepared at once and encoded (``chunked_encode(resize_frames(prepare_video(...)))``,
+    what Pipeline.run encoded before), a multi-scale first pass's resize to its smaller size included."""
+    from ltxcli import vae_encode
+    from ltxcli.conditions import prepare_video, resize_frames
+    from ltxcli.media import write_video
+    from ltxcli.models.upcast import compute_dtype
+    from ltxcli.models.upsampler import LatentUpsampler, UpsamplerConfig
+
+    pipe = tiny
+    video = torch.rand(137, 32, 32, 3, generator=torch.Generator().manual_seed(4))
+    source: object = video
+    if kind != "tensor":
+        source = str(tmp_path / "in.mp4")
+        write_video(source, video, 24)
+    fields = dict(video=source, num_frames=137, height=32, width=32, seed=5, steps=6, denoise_strength=0.7,
+                  guidance_scale=1.0, stg_scale=0.0)
+    if kind == "multi-scale":
+        torch.manual_seed(0)
+        monkeypatch.setattr(pipe, "upsampler", LatentUpsampler(UpsamplerConfig(
+            in_channels=pipe.vae.config.latent_channels, mid_channels=32, num_blocks_per_stage=1)).eval().requires_grad_(False))
+        fields.update(height=64, width=64, first_pass={})
+    got = _plain_init(pipe, GenerationRequest("a cat", **fields), monkeypatch)
+    r, size = got["r"], got["sizes"][0]
+    assert (size != tuple(r.padded[:2])) == (kind == "multi-scale")  # the first pass's size: the input resized
+    with torch.inference_mode():
+        whole = resize_frames(prepare_video(source, r), *size)  # [1, 3, 137, h, w]
+        want = vae_encode.chunked_encode(pipe.vae, whole, dtype=compute_dtype(pipe.vae.decoder.conv_in.conv))
+    assert vae_encode.chunk_frames(pipe.vae.config, 137) == [129, 8]
+    assert torch.equal(got["init"], want)
+
+
+@pytest.mark.parametrize("kind", ["file", "tensor"])
+def test_a_plain_v2v_input_too_short_is_refused_before_the_text_encoder(tiny, frames, tmp_path, monkeypatch,
+                                                                        kind) -> None:
+    """Its frames are read as they are encoded (after the text encoder), but a 12-frame input for 17 frames is
+    refused as it was when the input was read whole up front: before any model work (Pipeline.run with every
+    field given, so that nothing counted the file before)."""
+    from ltxcli.media import write_video
+    from ltxcli.pipeline import Pipeline
+
+    source: object = frames[:12, :32, :32]
+    if kind == "file":
+        source = str(tmp_path / "in.mp4")
+        write_video(source, frames[:12, :32, :32], 24)
+    monkeypatch.setattr(Pipeline, "_encode_text", lambda *a: pytest.fail("the text encoder ran"))
+    req = GenerationRequest("a cat", video=source, num_frames=17, height=32, width=32, frame_rate=24, steps=2,
+                            denoise_strength=0.5)
+    name = "the input video tensor" if kind == "tensor" else source
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(name))}: 12 frames; video-to-video at this length needs 17$"):
+        tiny.run(req)

@@ -261,6 +261,39 @@ def test_a_v2v_in_windows_is_priced_with_one_chunk_of_its_input() -> None:
     assert estimate(537, video=video) >= estimate(537) + 4 * 3 * 129 * h * w
 
 
+def test_a_plain_v2v_is_priced_with_one_chunk_of_its_input() -> None:
+    """Video-to-video in one generation (no windows) reads, prepares and encodes its input a chunk at a time (129
+    frames at most), as in windows: reading a 257-frame input costs what a 129-frame one does (the plan priced the
+    whole input: 2 x 257 float32 frames and more), and nothing of the input is held after its encode (its float32
+    pixels were held to the end of the denoising: 4 * 3 * 257 * 256 * 384 bytes, 289 MiB)."""
+    from ltxcli.memory.plan import request_estimator, request_shape
+    from ltxcli.request import GenerationRequest
+
+    transformer, vae = builtin_modules(torch.float32)
+    parts = weight_parts(transformer, vae)
+    h, w = 256, 384
+
+    def estimate(f: int, **v2v: object) -> MemoryEstimate:
+        request = GenerationRequest("a cat", height=h, width=w, num_frames=f, frame_rate=24.0, **v2v)
+        shape = request_shape(TINY_PRESET, request, dtype=torch.float32,
+                              max_positions=transformer.config.positional_embedding_max_pos)
+        assert shape.windows is None or shape.windows(f) is None  # one generation
+        return request_estimator(shape, transformer.config, vae.config, dtype=torch.float32, parts=parts,
+                                 offload_saves=False, device_is_host=True, vae_tiling="off", streamed=True)(h, w, f)
+
+    def host(est: MemoryEstimate, stage: str) -> int:
+        found = est.stage(stage)
+        assert found is not None, stage
+        return found.host
+
+    video = torch.zeros(1, h, w, 3)  # (the plan reads the input's frame size only)
+    one, two = estimate(129, video=video), estimate(257, video=video)
+    assert host(two, "read input") == host(one, "read input")
+    assert host(two, "condition encode") == host(one, "condition encode") == 4 * 3 * 129 * h * w  # a chunk's pixels
+    t2v = estimate(257)
+    assert host(two, "denoise") == host(t2v, "denoise")
+
+
 def test_an_extension_in_windows_is_planned_one_window_at_a_time(tmp_path: Path) -> None:
     """An extension whose generation runs in windows (:func:`ltxcli.extend.plan_windows`) was priced as one
     generation of its context and every new frame, growing with them (512x320 on the tiny model: 1.2 GB for 200

@@ -344,14 +344,14 @@ def test_a_tensor_condition_or_v2v_input_fills_the_video_not_its_padding() -> No
     of exactly the video's size was stretched over the whole padded frame, so the output's frame showed a zoomed
     part of it; it is now placed where the video is, the padding zero (grey) as a file condition's is. A v2v
     tensor likewise. The tensor's own values come through unchanged (x * 2 - 1)."""
-    from ltxcli.conditions import prepare_conditions
+    from ltxcli.conditions import prepare_conditions, prepare_video
 
     gen = torch.Generator().manual_seed(0)
     image = torch.rand(1, 100, 150, 3, generator=gen)
     video = torch.rand(9, 100, 150, 3, generator=gen)
     r = resolve_request(GenerationRequest("a", height=100, width=150, num_frames=9, conditions=[Condition(image)],
                                           video=video, denoise_strength=0.5), TINY_PRESET)
-    (cond,), source = prepare_conditions(r)
+    (cond,), source = prepare_conditions(r), prepare_video(r.video, r)
     for pixels, frames in ((cond.pixels, image), (source, video)):
         assert pixels.shape == (1, 3, frames.shape[0], 128, 160)
         inside = pixels[0, :, :, 14:114, 5:155].permute(1, 2, 3, 0)  # [F, 100, 150, 3]

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor
 
 from .. import vae_encode
 from ..models.configs import VAEConfig
@@ -57,10 +56,4 @@ def fitting_chunk(vae: CausalVideoVAE, shape: Sequence[int], device: torch.devic
     return encode_chunk(vae.config, shape, compute_dtype(vae.encoder.conv_in.conv), free_memory_bytes(device))
 
 
-def encode_fitted(vae: CausalVideoVAE, pixels: Tensor, *, device: torch.device | str, dtype: torch.dtype | None = None) -> Tensor:
-    """:func:`ltxcli.vae_encode.chunked_encode` of ``pixels`` ``[B, 3, F, H, W]`` on ``device`` in ``dtype`` in the
-    chunks of :func:`fitting_chunk` (inside the encoder's stage): normalised latents ``[B, C, f, h, w]``."""
-    return vae_encode.chunked_encode(vae, pixels, chunk=fitting_chunk(vae, pixels.shape, device), device=device, dtype=dtype)
-
-
-__all__ = ["ENCODE_FACTOR", "encode_chunk", "encode_fitted", "encode_memory_bytes", "fitting_chunk"]
+__all__ = ["ENCODE_FACTOR", "encode_chunk", "encode_memory_bytes", "fitting_chunk"]

@@ -42,9 +42,9 @@ memory (activations), while the host may hold more:
   (the same call the pipeline makes): untiled (:func:`~ltxcli.memory.decode.decode_memory_bytes`) or tiled
   (:func:`~ltxcli.memory.decode.tiled_decode_memory_bytes`), with the float32 video it produces landing on
   the host;
-* an input video (:func:`input_hold`): video-to-video (``video``) encodes its ``8k + 1`` padded frames at the
-  first pass's size in ``condition encode`` and holds their float32 pixels on the host until the pipeline returns
-  (streamed: until the decode starts); an extension (``extend``, :mod:`ltxcli.extend`) generates ``K + N``
+* an input video (:func:`input_hold`): video-to-video (``video``) reads, prepares and encodes its ``8k + 1``
+  padded frames a chunk at a time at the first pass's size in ``condition encode``, holding one chunk's float32
+  pixels on the host (:func:`ltxcli.memory.shape.request_estimator`); an extension (``extend``, :mod:`ltxcli.extend`) generates ``K + N``
   frames conditioned on the input's last (backward: first) ``K`` frames, holding the decoded input and three
   float32 copies of the context meanwhile, and the input's own frames at the output size while the output is
   spliced and written. The transient copies made while the input is read (before any model work) are not counted;

@@ -192,12 +192,9 @@ def request_estimator(
             condition_frames=[n for _, n in shape.conditions] + ([shape.encoded_input] if shape.encoded_input else []),
             source_frames=pf if shape.v2v else 0, control_frames=control, temporal_upscale=shape.temporal_upscale,
             control_model=shape.control_model(h, w, control) if shape.control_model and control else None, **kwargs)
-        if not shape.v2v:
-            return est
-        # the input's pixels [1, 3, pf, ph, pw] float32 (conditions.prepare_video), held until run() returns; while
-        # they are made: the decoded frames (native size, float32 and uint8), the preprocessed ones and the padded copy
-        source = 4 * 3 * pf * ph * pw
-        return input_hold(est, source, 0 if kwargs.get("streamed") else source, read=5 * 3 * pf * shape.v2v + 2 * source)
+        # the input read, prepared and encoded a chunk at a time in the encoder's stage (conditions.source_chunks), as
+        # in windows; its latents stay on the device (the first pass's initial latents)
+        return _whole_input(est, vae, shape.v2v, h, w, f, 0) if shape.v2v else est
 
     return estimate
 
@@ -274,12 +271,13 @@ def _upscale_fused(est: MemoryEstimate, vae: VAEConfig, latent: tuple[int, int, 
 
 def _whole_input(est: MemoryEstimate, vae: VAEConfig, native_pixels: int, h: int, w: int, f: int,
                  latents: int) -> MemoryEstimate:
-    """A video-to-video in windows (:class:`ltxcli.long_video._LongRun`): the whole input decoded, prepared and
-    encoded a chunk at a time in the encoder's stage (``encoded_input``, priced as its largest chunk of ``c``
-    frames, :func:`ltxcli.vae_encode.encode_frames`, however long the input): while a chunk is read, its decoded
-    frames at their native size (float32 and uint8) and the copies :func:`ltxcli.conditions.prepared_video_chunks`
-    makes (``read input``, as a plain v2v's of its whole input); while it is encoded, its float32 pixels
-    ``[1, 3, c, ph, pw]``; then the latents, which (as large as the fused latents, float32) stay to the end."""
+    """A video-to-video, in windows (:class:`ltxcli.long_video._LongRun`) or one generation
+    (:meth:`ltxcli.pipeline.Pipeline.run`): the whole input decoded, prepared and encoded a chunk at a time in the
+    encoder's stage (priced as its largest chunk of ``c`` frames, :func:`ltxcli.vae_encode.encode_frames`, however
+    long the input): while a chunk is read, its decoded frames at their native size (float32 and uint8) and the
+    copies :func:`ltxcli.conditions.prepared_video_chunks` makes (``read input``); while it is encoded, its float32
+    pixels ``[1, 3, c, ph, pw]``; then the ``latents`` bytes the host keeps to the end (in windows: as large as the
+    fused latents, float32; one generation keeps them on the device, 0)."""
     ph, pw, pf = padded_size(h, w, f)
     c = encode_frames(vae, pf)
     at = next((i for i, s in enumerate(est.stages) if s.name == "condition encode"), 0)
