@@ -806,7 +806,8 @@ def test_a_tight_plan_encodes_in_the_largest_chunk_that_fits(multi_temporal: Any
     assert plan.footprint(stage) <= weights + room
 
     chunks: list[int] = []  # (the chunked latents are the one-call encode's: tests/test_vae_encode.py)
-    monkeypatch.setattr(vae_encode, "chunked_encode", lambda vae, pixels, *, chunk, **k: chunks.append(chunk) or pixels)
+    monkeypatch.setattr(vae_encode, "encode_chunks", lambda vae, pieces, frames, *, chunk, **k: chunks.append(chunk) or
+                        next(iter(pieces)))
     monkeypatch.setattr(encode_memory, "free_memory_bytes", lambda device: int(room))  # the encoder's weights are in
     multi_temporal.encode(torch.rand(41, 32, 32, 3, generator=torch.Generator().manual_seed(0)))
     assert chunks == [4]
