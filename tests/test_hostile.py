@@ -593,7 +593,7 @@ def _input_cases(d: Path, assets: SimpleNamespace) -> dict[str, tuple[Path, str]
         "text-as-png": (d / "notes.png", "neither an image Pillow can read nor a video FFmpeg can read"),
         "noise-as-mp4": (d / "noise.mp4", "not a video format FFmpeg can read"),
         "header-only-mp4": (d / "head.mp4", "contains no video stream"),
-        "damaged-mp4": (d / "damaged.mp4", "video decoding failed after 0 frames"),
+        "damaged-mp4": (d / "damaged.mp4", "is damaged or truncated: no frame decodes"),
         "folder": (d / "folder.png", "is a folder"),
         "huge-120mp": (d / "huge.png", "above the limit of 100,000,000 pixels"),
         "bomb-900mp": (d / "bomb.png", "refusing to decode"),

@@ -304,13 +304,46 @@ def test_load_video_bad_files(tmp_path):
         for packet in stream.encode(frame):
             container.mux(packet)
     cases = {"missing.mp4": "no such file", "empty.mp4": "empty", "text.mp4": "not a video",
-             "zero.mkv": "cannot open video|no decodable frames", "audio.wav": "no video stream"}
+             "zero.mkv": "has no video frames", "audio.wav": "no video stream"}
     for name, words in cases.items():
         with pytest.raises(MediaError, match=words) as exc:
             media.load_video(tmp_path / name)
         _assert_one_line_naming(exc, tmp_path / name)
     with pytest.raises(MediaError):
         media.video_frame_rate(tmp_path / "audio.wav")
+
+
+def _first_frame_cut_ts(path: Path) -> Path:
+    """An MPEG-TS of 64x64 H.264 noise cut after five TS packets (188 bytes each), inside its first frame."""
+    with av.open(str(path), "w", format="mpegts") as out:
+        s = out.add_stream("libx264", rate=24)
+        s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
+        for i in range(4):
+            noise = np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8)  # no frame compresses small
+            out.mux(s.encode(av.VideoFrame.from_ndarray(noise, format="rgb24")))
+        out.mux(s.encode(None))
+    path.write_bytes(path.read_bytes()[: 5 * 188])
+    return path
+
+
+def test_a_video_with_no_frame_says_what_is_wrong_in_words(tmp_path):
+    """A Matroska file of a header and no packet was refused as "cannot open video: [Errno 541478725] End of file",
+    and an MPEG-TS cut inside its first frame as "video decoding failed after 0 frames: [Errno 1094995529] Invalid
+    data ...": FFmpeg's error numbers. Each says what is wrong with the file, by every reader (v2v's frame count,
+    load_video, ltx info)."""
+    with av.open(str(tmp_path / "zero.mkv"), "w") as container:
+        stream = container.add_stream("libx264", rate=24)
+        stream.height, stream.width, stream.pix_fmt = 32, 32, "yuv420p"
+        container.start_encoding()
+    _first_frame_cut_ts(tmp_path / "cut.mp4")
+    words = {"zero.mkv": r"has no video frames \(the file ends before the first one: empty or cut off\)$",
+             "cut.mp4": r"is damaged or truncated: no frame decodes$"}
+    for name, pattern in words.items():
+        for read in (media.load_video, media.source_frame_count, media.media_info):
+            with pytest.raises(MediaError, match=rf"{re.escape(name)}: {pattern}") as exc:
+                read(tmp_path / name)
+            assert "Errno" not in str(exc.value)
+            _assert_one_line_naming(exc, tmp_path / name)
 
 
 def test_a_pipe_is_refused_as_one_not_as_an_empty_file(tmp_path):

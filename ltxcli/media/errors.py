@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
+
 from .. import formatting
 
 
@@ -26,3 +28,14 @@ def check_regular_file(path: Path, kind: str) -> None:
 def one_line(exc: BaseException) -> str:
     """An exception's message on one line (its type name when it has none)."""
     return formatting.one_line(str(exc)) or type(exc).__name__
+
+
+def ffmpeg_problem(exc: BaseException, decoded: int | None = None) -> str:
+    """What a PyAV error opening (``decoded`` None) or decoding (after ``decoded`` frames) a video says of the file,
+    in words: FFmpeg's error numbers (``[Errno 541478725] End of file``) tell a user nothing to do."""
+    if not decoded and isinstance(exc, av.error.EOFError):  # the data end before the first frame's
+        return "has no video frames (the file ends before the first one: empty or cut off)"
+    if decoded == 0 and isinstance(exc, av.error.InvalidDataError):  # the first packets are cut or corrupt
+        return "is damaged or truncated: no frame decodes"
+    reason = getattr(exc, "strerror", None) or one_line(exc)  # without the errno and FFmpeg's function name
+    return f"cannot open video: {reason}" if decoded is None else f"video decoding failed after {decoded} frames: {reason}"

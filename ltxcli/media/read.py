@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import MediaError, check_regular_file, one_line
+from .errors import MediaError, check_regular_file, ffmpeg_problem, one_line
 
 PathLike = str | os.PathLike[str]
 
@@ -189,9 +189,9 @@ def _open_video(path: Path) -> Any:
     except av.error.InvalidDataError:
         raise _UnidentifiedMedia(f"{path}: not a video format FFmpeg can read") from None
     except av.error.EOFError as exc:  # the probe ran out of data: a cut file, or no video at all
-        raise _NoFrameDecoded(f"{path}: cannot open video: {one_line(exc)}") from None
+        raise _NoFrameDecoded(f"{path}: {ffmpeg_problem(exc)}") from None
     except (av.error.FFmpegError, OSError) as exc:
-        raise MediaError(f"{path}: cannot open video: {one_line(exc)}") from None
+        raise MediaError(f"{path}: {ffmpeg_problem(exc)}") from None
     if not container.streams.video:
         container.close()
         raise MediaError(f"{path}: contains no video stream")
@@ -314,7 +314,7 @@ def _rgb_frames(path: Path, max_frames: int | None, max_pixels: int | None,
                     break
         except av.error.FFmpegError as exc:
             kind = MediaError if decoded else _NoFrameDecoded
-            raise kind(f"{path}: video decoding failed after {decoded} frames: {one_line(exc)}") from None
+            raise kind(f"{path}: {ffmpeg_problem(exc, decoded)}") from None
     if not decoded:
         raise _NoFrameDecoded(f"{path}: video has no decodable frames")
 
@@ -561,7 +561,7 @@ def _decodable_frames(name: str, listed: int, at_most: int | None, _mtime_ns: in
                 if decoded == at_most:  # the first minute of a long video is not decoded to the end
                     break
         except av.error.FFmpegError as exc:
-            raise MediaError(f"{path}: video decoding failed after {decoded} frames: {one_line(exc)}") from None
+            raise MediaError(f"{path}: {ffmpeg_problem(exc, decoded)}") from None
     if decoded == 0:
         raise MediaError(f"{path}: video has no decodable frames")
     _note_truncated(path, listed, decoded, at_most)

@@ -40,7 +40,7 @@ from ..formatting import escape_surrogates, number_text
 from ..naming import fps_number
 from ..paths import user_path
 from ..sizes import FRAME_RATES, is_frame_rate
-from .errors import MediaError, check_regular_file, one_line
+from .errors import MediaError, check_regular_file, ffmpeg_problem, one_line
 from .read import IDENTIFY_ONLY_FORMATS, VIDEO_SUFFIXES, source_frame_count, video_frame_rate
 
 PathLike = str | os.PathLike[str]
@@ -429,7 +429,7 @@ def read_video_metadata(path: PathLike) -> dict[str, Any] | None:
         except av.error.InvalidDataError:  # its errno is FFmpeg's AVERROR_INVALIDDATA (1094995529): not for users
             raise MediaError(f"{path}: not a video format FFmpeg can read") from None
         except (av.error.FFmpegError, OSError) as exc:
-            raise MediaError(f"{path}: cannot open: {one_line(exc)}") from None
+            raise MediaError(f"{path}: {ffmpeg_problem(exc)}") from None
     if not isinstance(text, str):
         return None
     try:
@@ -511,7 +511,7 @@ def media_info(path: PathLike) -> tuple[dict[str, Any], dict[str, Any] | None]:
             if round(int(first.rotation or 0) / 90) % 2:  # a phone video on its side: the size ltx reads it at
                 width, height = height, width
     except av.error.FFmpegError as e:
-        raise MediaError(f"{target}: cannot read video: {one_line(e)}") from None
+        raise MediaError(f"{target}: {ffmpeg_problem(e, 0)}") from None  # (no frame yet: opening or the first)
     fps = fps_number(video_frame_rate(target))  # as every --json shows a rate: 24; 24000/1001 exactly, as a float
     stream = {"kind": "video", "codec": name, "width": width, "height": height,
               "num_frames": source_frame_count(target, quick=True), "frame_rate": fps, "duration_s": duration}
