@@ -49,6 +49,33 @@ def test_latents_file_round_trip(vae: autoencode.VideoAutoencoder, tmp_path: Pat
         autoencode.read_latents(tmp_path / "bad.safetensors")
 
 
+@pytest.mark.parametrize("name", ["clip.mp4", "clip.mkv", "clip.ts", "clip.avi", "still.png", "still.jpg"])
+def test_a_video_or_picture_given_for_latents_says_what_to_give(tmp_path: Path, name: str) -> None:
+    """`ltx vae decode clip.mp4` (the video, not its latents) said "not a readable safetensors file (Error while
+    deserializing header: header too large)": nothing a user can act on. It says the file is a video (or picture),
+    that decode takes the latents file ltx writes, and the command that makes one."""
+    from PIL import Image
+
+    path = tmp_path / name
+    if path.suffix in (".png", ".jpg"):
+        Image.new("RGB", (8, 8), (200, 10, 10)).save(path)
+    else:
+        with av.open(str(path), "w") as out:  # the container by the suffix: MP4, Matroska, MPEG-TS, AVI
+            s = out.add_stream("mpeg4", rate=24)
+            s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
+            for i in range(3):
+                out.mux(s.encode(av.VideoFrame.from_ndarray(torch.full((32, 32, 3), 40 * i).byte().numpy(), "rgb24")))
+            out.mux(s.encode(None))
+    kind = "an image" if path.suffix in (".png", ".jpg") else "a video"
+    with pytest.raises(MediaError) as e:
+        autoencode.read_latents(path)
+    assert str(e.value) == (f"{path}: is {kind}, not latents: `ltx vae decode` takes a latents .safetensors file "
+                            f"(from `ltx vae encode` or --latents-out): `ltx vae encode {name}` makes one")
+    (tmp_path / "notes.mp4").write_text("not a video either\n" * 20)  # neither: the safetensors reader's words
+    with pytest.raises(MediaError, match=r"notes\.mp4: not a readable safetensors file \("):
+        autoencode.read_latents(tmp_path / "notes.mp4")
+
+
 @pytest.mark.parametrize("text", ["0", "-24", "abc", "inf", "nan", "1/0", "", "1001"])
 def test_a_garbled_recorded_frame_rate_is_refused_naming_the_file_and_field(text: str) -> None:
     """A recorded frame_rate that is no rate in [0.001, 1000] decoded silently at 24 fps; a missing one still does."""

@@ -33,6 +33,7 @@ from .read import (
     media_num_frames,
     read_media,
     read_video,
+    sniff_media,
     source_frame_count,
     video_frame_rate,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "read_record",
     "read_video",
     "read_video_metadata",
+    "sniff_media",
     "source_frame_count",
     "to_uint8",
     "video_format",

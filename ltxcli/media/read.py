@@ -498,6 +498,28 @@ def is_video_file(path: PathLike) -> bool:
         return False
 
 
+def sniff_media(path: PathLike) -> str | None:
+    """``"a video"`` when the first bytes of ``path`` are a video container's (MP4/MOV, Matroska/WebM, AVI, MPEG-TS
+    or -PS, FLV), ``"an image"`` when Pillow knows the file; None otherwise (unreadable too). Nothing is decoded:
+    it names what a file given where another kind was expected (``ltx vae decode clip.mp4``) is."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(189)  # an MPEG-TS packet is 188 bytes, each starting 0x47
+    except OSError:
+        return None
+    if (head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide") or head[:4] == b"\x1a\x45\xdf\xa3"
+            or (head[:4] == b"RIFF" and head[8:12] == b"AVI ") or head[:4] == b"\x00\x00\x01\xba"
+            or head[:3] == b"FLV" or (len(head) == 189 and head[0] == head[188] == 0x47)):
+        return "a video"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as image:
+                return "an image" if image.format not in IDENTIFY_ONLY_FORMATS else None
+        except (OSError, Image.DecompressionBombError):
+            return None
+
+
 def source_frame_count(path: PathLike | DecodedMedia, at_most: int | None = None, *, quick: bool = False) -> int:
     """Frames of a video-to-video, extension or control input: those that decode (decoded, not converted; up to ``at_most``,
     the frames a request asks for), with a warning when the file lists more (a truncated file, whose index
@@ -619,6 +641,6 @@ def load_media(
 
 __all__ = [
     "MAX_IMAGE_PIXELS", "VIDEO_SUFFIXES", "DecodedMedia", "MediaError", "VideoStream", "check_constant_rate",
-    "is_video_file", "iter_video", "load_image", "load_media", "load_video", "media_num_frames", "read_media", "read_video", "source_frame_count",
+    "is_video_file", "iter_video", "load_image", "load_media", "load_video", "media_num_frames", "read_media", "read_video", "sniff_media", "source_frame_count",
     "video_frame_rate",
 ]
