@@ -371,7 +371,10 @@ def test_an_input_that_changes_size_while_streamed_is_the_input_s_error(tiny, tm
     req = GenerationRequest("a cat | a dog", video=str(clip), **{**SMALL, "steps": 2, "num_frames": 30,
                                                                  "height": 32, "width": 32})
     res = long_video.generate(tiny, req, stream=True)
-    with pytest.raises(media.MediaError, match=r"grows\.mp4: frame size changes from 32x32 to 64x64 at frame 31$") as e:
+    # with the ways out (the message had none): 25 = 8k + 1 frames stop short of frame 31, whose padding reads 33
+    with pytest.raises(media.MediaError, match=r"grows\.mp4: frame size changes from 32x32 to 64x64 at frame 31: use at "
+                       r"most its first 25 frames, or re-encode it at one size, e\.g\. ffmpeg -i grows\.mp4 -vf "
+                       r"scale=32:32,setsar=1 grows-32x32\.mp4$") as e:
         runner.save_video(res, out)
     assert not isinstance(e.value, runner.OutputError)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grows.mp4"]
@@ -393,8 +396,19 @@ def test_an_input_that_changes_size_is_refused_before_any_work(tiny, tmp_path, m
     # its length left to the input (as `ltx v2v` leaves it, or checks it): counted, up to the frames used
     req = GenerationRequest("a cat | a dog", video=str(clip), **{**SMALL, "steps": 2, "num_frames": None,
                                                                  "height": 32, "width": 32})
-    with pytest.raises(media.MediaError, match=r"grows\.mp4: frame size changes from 32x32 to 64x64 at frame 16$"):
+    with pytest.raises(media.MediaError, match=r"grows\.mp4: frame size changes from 32x32 to 64x64 at frame 16: "
+                                                r"use at most its first 9 frames, or re-encode it at one size"):
         long_video.generate(tiny, req, stream=True)
+
+
+def test_a_size_change_before_frame_9_says_to_use_the_first_frame(tmp_path) -> None:
+    """A change at frame 5 leaves one usable 8k + 1 count, 1: the remedy said "its first 1 frames"."""
+    from ltxcli import media
+
+    clip = tmp_path / "grows.mp4"
+    _size_changing_clip(clip, [(5, 32), (2, 64)])
+    with pytest.raises(media.MediaError, match=r"at frame 5: use at most its first frame, or re-encode it at one size"):
+        media.load_video(clip)
 
 
 def test_an_input_without_a_video_suffix_is_streamed_too(tiny, tmp_path, monkeypatch, one_thread) -> None:

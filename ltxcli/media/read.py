@@ -320,8 +320,13 @@ def _rgb_frames(path: Path, max_frames: int | None, max_pixels: int | None,
 
 
 def _size_change(path: Path, before: tuple[int, ...], after: tuple[int, ...], at: int) -> MediaError:
-    """A video whose frames ``[H, W, ...]`` change size from ``before`` to ``after`` at frame ``at``: refused."""
-    return MediaError(f"{path}: frame size changes from {before[1]}x{before[0]} to {after[1]}x{after[0]} at frame {at}")
+    """A video whose frames ``[H, W, ...]`` change size from ``before`` to ``after`` at frame ``at``: refused, with
+    the ways out. The frames before it serve in 8k + 1 (the model's, and v2v's padding reads the file's next ones:
+    30 asked of a file changing at 31 read 33), so "fewer frames" names the largest such count that stops short."""
+    (h, w), usable = before[:2], (at - 1) // 8 * 8 + 1
+    return MediaError(f"{path}: frame size changes from {w}x{h} to {after[1]}x{after[0]} at frame {at}: use at most "
+                      f"its first {f'{usable} frames' if usable > 1 else 'frame'}, or re-encode it at one size, e.g. ffmpeg -i {path.name} -vf "
+                      f"scale={w}:{h},setsar=1 {path.stem}-{w}x{h}.mp4")
 
 
 def load_video(
