@@ -346,6 +346,20 @@ def test_a_video_with_no_frame_says_what_is_wrong_in_words(tmp_path):
             _assert_one_line_naming(exc, tmp_path / name)
 
 
+def test_a_damaged_video_without_a_video_suffix_is_called_damaged_not_no_media(tmp_path):
+    """An MPEG-TS cut inside its first frame, named .ts (no suffix of VIDEO_SUFFIXES: tried as an image first), was
+    "neither an image Pillow can read nor a video FFmpeg can read" (`ltx v2v cut.ts`): FFmpeg reads it as a video,
+    whose first frame is cut off. Said so, as for the same file named .mp4; text named .ts is still neither."""
+    _first_frame_cut_ts(tmp_path / "cut.ts")
+    (tmp_path / "notes.ts").write_text("not a video\n" * 40)
+    for read in (media.load_media, media.read_media):
+        with pytest.raises(MediaError) as exc:
+            read(tmp_path / "cut.ts")
+        assert str(exc.value) == f"{tmp_path / 'cut.ts'}: is damaged or truncated: no frame decodes"
+        with pytest.raises(MediaError, match=r"notes\.ts: neither an image Pillow can read nor a video FFmpeg can read$"):
+            read(tmp_path / "notes.ts")
+
+
 def test_a_pipe_is_refused_as_one_not_as_an_empty_file(tmp_path):
     """A FIFO (``ltx vae encode /dev/stdin`` under ``cat clip.mp4 |``, a named pipe) was refused as "file is empty"
     (its size is 0): the file is not empty, and a reader that needs it more than once (counted, then streamed)

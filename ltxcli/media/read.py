@@ -406,7 +406,9 @@ def _decode_unidentified_image(path: Path, max_frames: int | None, max_pixels: i
     no frame of, is neither kind of media (said so, not as a failed video decoding)."""
     try:
         return _decode_video(path, max_frames, max_pixels)
-    except (_UnidentifiedMedia, _NoFrameDecoded):
+    except (_UnidentifiedMedia, _NoFrameDecoded) as exc:
+        if sniff_media(path) == "a video":  # a video container's bytes (a cut .ts): what is wrong with it, not "no media"
+            raise MediaError(str(exc)) from None
         raise MediaError(f"{path}: neither an image Pillow can read nor a video FFmpeg can read") from None
 
 
