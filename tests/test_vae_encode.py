@@ -253,3 +253,43 @@ def test_vae_encode_of_a_long_clip_runs_in_chunks(tight: bool, monkeypatch: pyte
     with torch.inference_mode():
         want = vae.encode(video.permute(3, 0, 1, 2)[None] * 2 - 1)  # [1, 16, 19, 1, 1]
     assert got.shape == want.shape and (got - want).abs().max().item() < ATOL
+
+
+def test_the_ranks_of_a_parallel_run_encode_in_one_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two ranks (gloo, forked) encode the same 145 frames through the pipeline's ParallelVAE, one with room for
+    chunks of 16 latent frames, the other for 4: both encode in chunks of 4 (each picked from its own free memory,
+    16 and 4, and their latents differed by float rounding)."""
+    import multiprocessing
+    import socket
+
+    from ltxcli.memory import encode as encode_memory
+    from ltxcli.parallel import context
+    from ltxcli.parallel.vae import ParallelVAE
+
+    vae, shape = released_vae("0.9.5", layers=1), (1, 3, 145, 32, 32)
+    price = {c: encode_memory.encode_memory_bytes(vae.config, shape, torch.float32, c) for c in (16, 8, 4)}
+    assert price[16] > price[8] > price[4]
+    free = [int(price[16] / 0.8) + 1, int((price[4] + price[8]) / 2 / 0.8)]  # rank 0: 16 fits; rank 1: 4 does
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fork = multiprocessing.get_context("fork")
+    picked = fork.Queue()
+
+    def rank(r: int) -> None:  # (forked: the VAE and this test's patches are inherited)
+        ctx = context.init(r, 2, init_method=f"tcp://127.0.0.1:{port}", backend="gloo", timeout_s=30)
+        monkeypatch.setattr(encode_memory, "free_memory_bytes", lambda device: free[r])
+        picked.put((r, encode_memory.fitting_chunk(ParallelVAE(vae, ctx), shape, "cpu")))
+        ctx.destroy()
+
+    procs = [fork.Process(target=rank, args=(r,)) for r in range(2)]
+    for p in procs:
+        p.start()
+    try:
+        got = dict(picked.get(timeout=60) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+    assert got == {0: 4, 1: 4}

@@ -52,8 +52,12 @@ def encode_chunk(config: VAEConfig, shape: Sequence[int], dtype: torch.dtype, fr
 def fitting_chunk(vae: CausalVideoVAE, shape: Sequence[int], device: torch.device | str) -> int:
     """:func:`encode_chunk` of pixels ``shape`` ``[B, 3, F, H, W]`` for ``vae`` on ``device`` against the memory free
     there now (:func:`~ltxcli.memory.decode.free_memory_bytes`): call it inside the encoder's stage, its weights
-    resident, as the plan prices the stage."""
-    return encode_chunk(vae.config, shape, compute_dtype(vae.encoder.conv_in.conv), free_memory_bytes(device))
+    resident, as the plan prices the stage. A parallel run's VAE (:class:`ltxcli.parallel.vae.ParallelVAE`) takes the
+    smallest over its ranks (a collective), so that every rank encodes the same latents."""
+    chunk = encode_chunk(vae.config, shape, compute_dtype(vae.encoder.conv_in.conv), free_memory_bytes(device))
+    # every rank encodes the same pixels, each from its own free memory: the chunks differ by float rounding
+    agree = getattr(vae, "least_over_ranks", None)
+    return chunk if agree is None else int(agree(chunk))
 
 
 __all__ = ["ENCODE_FACTOR", "encode_chunk", "encode_memory_bytes", "fitting_chunk"]

@@ -233,7 +233,8 @@ class Delegating(nn.Module):
 
 class ParallelVAE(Delegating):
     """A VAE whose ``decode`` is :func:`parallel_decode` (every rank gets the video); everything else is the
-    wrapped VAE's (``encode``, ``normalize``, ``config``, ``decoder``...)."""
+    wrapped VAE's (``encode``, ``normalize``, ``config``, ``decoder``...), the encode's chunk the ranks' smallest
+    (:meth:`least_over_ranks`)."""
 
     #: Every rank must call ``decode`` (it gathers across them): the pipeline then decodes through it rather than
     #: running the decoder's parts itself (the CPU head windows of ``ltxcli.memory.decode.stream_plan``).
@@ -252,6 +253,14 @@ class ParallelVAE(Delegating):
                               halo=self.halo)
         assert out is not None
         return out
+
+    def least_over_ranks(self, value: int) -> int:
+        """The smallest ``value`` over the ranks (one collective: every rank calls it, as each encodes the same
+        pixels): a choice each rank makes from its own state (the VAE encode's chunk from its free memory,
+        :func:`ltxcli.memory.encode.fitting_chunk`) made the same on all of them."""
+        box = torch.tensor([int(value)], dtype=torch.int64, device=self.ctx.device)  # (nccl reduces on the GPU)
+        dist.all_reduce(box, op=dist.ReduceOp.MIN, group=self.ctx.group)
+        return int(box.item())
 
 
 __all__ = ["DecodeSlice", "ParallelVAE", "parallel_decode", "plan_decode", "receptive_halo"]
