@@ -6,7 +6,8 @@ each pass's size are computed once. Only such tensors are memoised: a caller's t
 seeing it (a NumPy array's memory written through NumPy leaves the tensor's version counter as it was), so a
 caller's condition is encoded at every run. The memo is keyed on the tensor's identity (a weak reference: no pixels
 are kept alive here) and its version counter, how it was prepared (frames kept, size, padding), the size it is
-encoded at and the VAE (its object, compute dtype and convolution algorithm). One tensor at a time: a different one
+encoded at, the VAE (its object, compute dtype and convolution algorithm) and the pixel frames of each time chunk it
+is encoded in (picked from the memory free at each run: another chunk, other rounding). One tensor at a time: a different one
 replaces it. Files and pictures are prepared anew by each run and never memoised.
 """
 
@@ -25,8 +26,9 @@ class Encoder(Protocol):
     """What encodes a condition (a :class:`~ltxcli.pipeline.Pipeline`; not imported: it imports this module)."""
 
     vae: Any
+    device: Any
 
-    def _vae_encode(self, pixels: Tensor) -> Tensor: ...
+    def _vae_encode(self, pixels: Tensor, chunk: int | None = None) -> Tensor: ...
 
 
 class ConditionLatents:
@@ -73,18 +75,22 @@ def condition_latents(pipe: Encoder, c: PreparedCondition, height: int, width: i
     """The normalised latents of ``c``'s pixels resized to ``height`` x ``width`` (inside the VAE encoder's stage):
     memoised for a tensor condition (``c.origin``) marked with :func:`share`, encoded each time otherwise."""
     from .conditions import resize_frames
+    from .memory.encode import fitting_chunk
     from .models.upcast import compute_dtype
-
-    def encode() -> Tensor:
-        return pipe._vae_encode(resize_frames(c.pixels, height, width)).float()
+    from .vae_encode import chunk_frames
 
     if c.origin is None or not _shared(c.origin[0]):
-        return encode()
+        return pipe._vae_encode(resize_frames(c.pixels, height, width)).float()
     memo = pipe.__dict__.setdefault("_condition_latents", ConditionLatents())
     source, how = c.origin
-    # the VAE object, its compute dtype (as _vae_encode casts) and convolution algorithm: the rounding it encodes with
-    vae = (id(pipe.vae), compute_dtype(pipe.vae.decoder.conv_in.conv), str(getattr(pipe.vae, "conv_algorithm", "")))
-    return memo.latents(source, (how, height, width, vae), encode)
+    n = c.pixels.shape[2]  # [1, 3, n, h, w]: encoded [1, 3, n, height, width] in chunks of `chunk` latent frames
+    chunk = fitting_chunk(pipe.vae, (1, 3, n, height, width), pipe.device)
+    # the VAE object, its compute dtype (as _vae_encode casts), convolution algorithm and the frames of each chunk
+    # (chunks that cut a video alike give the same latents): the rounding it encodes with
+    vae = (id(pipe.vae), compute_dtype(pipe.vae.decoder.conv_in.conv), str(getattr(pipe.vae, "conv_algorithm", "")),
+           tuple(chunk_frames(pipe.vae.config, n, chunk)))
+    return memo.latents(source, (how, height, width, vae),
+                        lambda: pipe._vae_encode(resize_frames(c.pixels, height, width), chunk=chunk).float())
 
 
 __all__ = ["ConditionLatents", "Encoder", "condition_latents", "share"]

@@ -24,7 +24,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> tuple[Pipeline, list[tuple[int, 
     pipe = build_pipeline(torch.device("cpu"), torch.float32)
     encodes: list[tuple[int, ...]] = []
     real = Pipeline._vae_encode
-    monkeypatch.setattr(Pipeline, "_vae_encode", lambda self, px: encodes.append(tuple(px.shape)) or real(self, px))
+    monkeypatch.setattr(Pipeline, "_vae_encode", lambda self, px, **k: encodes.append(tuple(px.shape)) or real(self, px, **k))
     return pipe, encodes
 
 
@@ -73,6 +73,34 @@ def test_a_vae_in_another_dtype_encodes_anew(counted: tuple[Pipeline, list]) -> 
     finally:
         pipe.vae.to(torch.float32)
     assert len(encodes) == 2
+
+
+def test_a_tensor_encoded_in_another_chunk_is_encoded_anew(counted: tuple[Pipeline, list],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The encoder's time chunk is picked from the memory free at each run (ltxcli.memory.encode.fitting_chunk): a
+    17-frame condition encoded in one call with room to spare is encoded anew, in chunks of 1 latent frame (9 frames,
+    then 8), when nothing is free, the latents a fresh pipeline gives then (the memo handed back the one call's). A
+    9-frame one is one call whatever the chunk: its latents are reused."""
+    from ltxcli.memory import encode as encode_memory
+
+    def run(frames: torch.Tensor, free: int) -> torch.Tensor:
+        monkeypatch.setattr(encode_memory, "free_memory_bytes", lambda device: free)  # 0: chunks of 1 latent frame
+        return pipe.run(GenerationRequest("a boat", **{**SMALL, "num_frames": 17}, seed=3,
+                                          conditions=[Condition(frames, 0)])).latents
+
+    pipe, encodes = counted
+    clip = share(torch.rand(17, 32, 32, 3, generator=torch.Generator().manual_seed(1)))
+    run(clip, 1 << 50)
+    tight = run(clip, 0)
+    assert len(encodes) == 2
+    fresh = build_pipeline(torch.device("cpu"), torch.float32)
+    assert torch.equal(tight, fresh.run(GenerationRequest("a boat", **{**SMALL, "num_frames": 17}, seed=3,
+                                                          conditions=[Condition(clip, 0)])).latents)
+    encodes.clear()
+    image = share(torch.rand(9, 32, 32, 3, generator=torch.Generator().manual_seed(2)))
+    run(image, 1 << 50)
+    run(image, 0)
+    assert len(encodes) == 1
 
 
 def test_a_caller_s_tensor_is_encoded_at_every_run(counted: tuple[Pipeline, list]) -> None:

@@ -196,7 +196,7 @@ def test_a_batch_s_extensions_of_one_input_prepare_and_encode_its_context_once(m
     real_prepare, real_encode = media.preprocess_condition_frames, Pipeline._vae_encode
     monkeypatch.setattr(media, "preprocess_condition_frames",
                         lambda *a, **k: prepared.append(a[1:]) or real_prepare(*a, **k))
-    monkeypatch.setattr(Pipeline, "_vae_encode", lambda self, px: encoded.append(tuple(px.shape)) or real_encode(self, px))
+    monkeypatch.setattr(Pipeline, "_vae_encode", lambda self, px, **k: encoded.append(tuple(px.shape)) or real_encode(self, px, **k))
     lines = ['"frames": 8}', '"frames": 16}', '"frames": 8}, "height": 64, "width": 64']
     Path("b.jsonl").write_text("".join(f'{{"prompt": "p", "extend": {{"video": "clip.mp4", {x}}}\n' for x in lines))
     res = ltx("generate", "--batch", "b.jsonl", "--model", "tiny", "--steps", "1", "--height", "32", "--width", "32",
