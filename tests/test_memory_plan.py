@@ -784,6 +784,36 @@ def _tiny_v2v_plans(pipe: Any) -> Any:
                                           parts=parts, free_bytes=free)(32, 32, 41)
 
 
+def test_a_cpu_plan_encodes_in_the_chunk_that_fits_beside_the_input_it_holds(multi_temporal: Any) -> None:
+    """On the CPU the v2v input's float32 pixels [1, 3, 41, 32, 32] (503808 bytes) sit in the device's memory through
+    the condition encode, so the encoder, at run time, finds that much less free: with room beside the weights and
+    the pixels for chunks of 4 latent frames, not 8, the plan picks 4 (the run's chunk) and its encode stage fits.
+    It budgeted the encode as if the pixels' memory were free: chunks of 16 (the 41 frames in one call), a stage
+    that does not fit (the run refused, exit 5, though it would have encoded in chunks of 4)."""
+    from ltxcli.memory import encode as encode_memory
+    from ltxcli.memory.plan import request_estimator, request_shape
+    from ltxcli.request import GenerationRequest
+
+    cfg, source = multi_temporal.vae.config, 4 * 3 * 41 * 32 * 32
+    price = {c: encode_memory.encode_memory_bytes(cfg, (1, 3, 41, 32, 32), torch.float32, c) for c in (16, 8, 4)}
+    assert price[16] == price[8] > price[4] and 0.8 * source > price[16] - price[4]  # (the pixels' room fits 16)
+    parts = weight_parts(multi_temporal.transformer, multi_temporal.vae)
+    request = GenerationRequest("a", height=32, width=32, num_frames=41, video=torch.zeros(1, 32, 32, 3),
+                                denoise_strength=0.5)
+    shape = request_shape(TINY_PRESET, request, dtype=torch.float32)
+
+    def plan(free: int) -> MemoryEstimate:
+        return request_estimator(shape, multi_temporal.transformer.config, cfg, dtype=torch.float32, parts=parts,
+                                 offload_saves=False, device_is_host=True, free_bytes=free)(32, 32, 41)
+
+    weights = plan(1 << 40).stage("condition encode").weights  # type: ignore[union-attr]
+    free = weights + source + int((price[4] + price[8]) / 2 / 0.8)  # (the encode keeps 20 % of what is free spare)
+    est = plan(free)
+    stage = est.stage("condition encode")
+    assert stage is not None and stage.host == source
+    assert est.encode_chunk == 4 and stage.activations == price[4] and est.footprint(stage) <= free
+
+
 def test_a_tight_plan_encodes_in_the_largest_chunk_that_fits(multi_temporal: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A v2v whose encode does not fit in one chunk of 16 latent frames (here its 41 frames in one call) but does in
     chunks of 4 (33 frames, then 8): the plan prices chunks of 4 and the encoder, against what is free once its

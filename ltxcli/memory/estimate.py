@@ -16,7 +16,8 @@ memory (activations), while the host may hold more:
   factor measured by peak RSS on the tiny VAE, float32: 1.20-1.22 from 512x320x57 to 640x448x81). A video is
   encoded in time chunks (:func:`ltxcli.vae_encode.chunked_encode`, 16 latent frames, 129 pixel frames, the first):
   priced as its largest chunk (:func:`ltxcli.vae_encode.encode_frames`), however long the video, the chunk halved
-  down to 1 latent frame until it fits ``free_bytes`` less the stage's weights, as the encoder picks it at run time
+  down to 1 latent frame until it fits ``free_bytes`` less the stage's weights (on a CPU device less the input's
+  pixels the host holds too: ``encode_host``), as the encoder picks it at run time
   (:func:`ltxcli.memory.encode.encode_chunk`; :attr:`MemoryEstimate.encode_chunk`). It runs after the
   text encoder and before the transformer, in the VAE encoder's own offload stage;
 * ``denoise`` (``denoise (first pass)`` / ``(second pass)`` for multi-scale): the transformer's live
@@ -288,6 +289,7 @@ def estimate_memory(
     control_model: tuple[int, int] | None = None,
     enhancer_bytes: int = 0,
     temporal_upscale: bool = False,
+    encode_host: int = 0,
 ) -> MemoryEstimate:
     """Estimated memory of generating ``height x width x num_frames`` (the padded output size; see the module
     docstring).
@@ -308,6 +310,8 @@ def estimate_memory(
     ``enhancer_bytes``: the prompt enhancer's weights (:func:`ltxcli.enhance.stage.enhancer_bytes`; 0: no
     enhancement), a stage of its own before everything else. ``temporal_upscale``: the temporal upscaler doubles the
     latent frames after the single pass or between the passes (``num_frames``: the decoded ``2 (n - 1) + 1``).
+    ``encode_host``: bytes the host holds through the condition encode (a video-to-video input's pixels, which
+    :func:`input_hold` adds to the stages): on a CPU device the free memory's too, so out of the encode's budget.
     """
     passes = list(passes) or [PassSize(height, width, branches)]
     f, h, w = latent_shape(vae, height, width, num_frames)
@@ -335,7 +339,9 @@ def estimate_memory(
         encodes.append((source_frames, (passes[0].height, passes[0].width)))
     chunks = []  # each encode a chunk at a time, the largest chunk that fits beside the stage's weights
     if encodes:
-        budget = None if free_bytes is None else free_bytes - weights["condition encode"]
+        # on a CPU device the host's hold is taken from the same free memory: the encoder at run time finds it gone
+        held = encode_host if device_is_host else 0
+        budget = None if free_bytes is None else free_bytes - weights["condition encode"] - held
         chunks = [encode_chunk(vae, (1, 3, n, *size), dtype, budget) for n, size in encodes]
         encode = max(encode_memory_bytes(vae, (1, 3, n, *size), dtype, c) for (n, size), c in zip(encodes, chunks, strict=True))
         stages.append(Stage("condition encode", weights["condition encode"], encode))

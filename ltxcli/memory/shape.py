@@ -191,9 +191,11 @@ def request_estimator(
             per_token_timesteps=bool(shape.conditions or shape.appended),
             condition_frames=[n for _, n in shape.conditions] + ([shape.encoded_input] if shape.encoded_input else []),
             source_frames=pf if shape.v2v else 0, control_frames=control, temporal_upscale=shape.temporal_upscale,
-            control_model=shape.control_model(h, w, control) if shape.control_model and control else None, **kwargs)
+            control_model=shape.control_model(h, w, control) if shape.control_model and control else None,
+            encode_host=4 * 3 * encode_frames(vae, pf) * ph * pw if shape.v2v else 0, **kwargs)
         # the input read, prepared and encoded a chunk at a time in the encoder's stage (conditions.source_chunks), as
-        # in windows; its latents stay on the device (the first pass's initial latents)
+        # in windows: the host holds one read piece's float32 pixels [1, 3, c, ph, pw] beside the encode (encode_host,
+        # on the CPU); its latents stay on the device (the first pass's initial latents)
         return _whole_input(est, vae, shape.v2v, h, w, f, 0) if shape.v2v else est
 
     return estimate
