@@ -784,34 +784,54 @@ def _tiny_v2v_plans(pipe: Any) -> Any:
                                           parts=parts, free_bytes=free)(32, 32, 41)
 
 
-def test_a_cpu_plan_encodes_in_the_chunk_that_fits_beside_the_input_it_holds(multi_temporal: Any) -> None:
-    """On the CPU the v2v input's float32 pixels [1, 3, 41, 32, 32] (503808 bytes) sit in the device's memory through
-    the condition encode, so the encoder, at run time, finds that much less free: with room beside the weights and
-    the pixels for chunks of 4 latent frames, not 8, the plan picks 4 (the run's chunk) and its encode stage fits.
-    It budgeted the encode as if the pixels' memory were free: chunks of 16 (the 41 frames in one call), a stage
-    that does not fit (the run refused, exit 5, though it would have encoded in chunks of 4)."""
+def _cpu_encode_chunk_beside(pipe: Any, request: Any, hold: int) -> None:
+    """``request``'s plan with ``pipe``'s tiny model on the CPU, whose condition encode (41 frames, 32x32) runs while
+    the host holds ``hold`` bytes, in the device's memory: with room beside the weights and the hold for chunks of 4
+    latent frames, not 8, it picks 4 (what the encoder, finding the hold taken at run time, picks) and the stage
+    fits."""
     from ltxcli.memory import encode as encode_memory
     from ltxcli.memory.plan import request_estimator, request_shape
-    from ltxcli.request import GenerationRequest
 
-    cfg, source = multi_temporal.vae.config, 4 * 3 * 41 * 32 * 32
+    cfg = pipe.vae.config
     price = {c: encode_memory.encode_memory_bytes(cfg, (1, 3, 41, 32, 32), torch.float32, c) for c in (16, 8, 4)}
-    assert price[16] == price[8] > price[4] and 0.8 * source > price[16] - price[4]  # (the pixels' room fits 16)
-    parts = weight_parts(multi_temporal.transformer, multi_temporal.vae)
-    request = GenerationRequest("a", height=32, width=32, num_frames=41, video=torch.zeros(1, 32, 32, 3),
-                                denoise_strength=0.5)
-    shape = request_shape(TINY_PRESET, request, dtype=torch.float32)
+    assert price[16] == price[8] > price[4] and 0.8 * hold > price[16] - price[4]  # (the hold's room fits 16)
+    parts, shape = weight_parts(pipe.transformer, pipe.vae), request_shape(TINY_PRESET, request, dtype=torch.float32)
 
     def plan(free: int) -> MemoryEstimate:
-        return request_estimator(shape, multi_temporal.transformer.config, cfg, dtype=torch.float32, parts=parts,
-                                 offload_saves=False, device_is_host=True, free_bytes=free)(32, 32, 41)
+        return request_estimator(shape, pipe.transformer.config, cfg, dtype=torch.float32, parts=parts,
+                                 offload_saves=False, device_is_host=True, free_bytes=free)(32, 32, request.num_frames)
 
     weights = plan(1 << 40).stage("condition encode").weights  # type: ignore[union-attr]
-    free = weights + source + int((price[4] + price[8]) / 2 / 0.8)  # (the encode keeps 20 % of what is free spare)
+    free = weights + hold + int((price[4] + price[8]) / 2 / 0.8)  # (the encode keeps 20 % of what is free spare)
     est = plan(free)
     stage = est.stage("condition encode")
-    assert stage is not None and stage.host == source
+    assert stage is not None and stage.host == hold
     assert est.encode_chunk == 4 and stage.activations == price[4] and est.footprint(stage) <= free
+
+
+def test_a_cpu_plan_encodes_in_the_chunk_that_fits_beside_the_input_it_holds(multi_temporal: Any) -> None:
+    """On the CPU the v2v input's float32 pixels [1, 3, 41, 32, 32] (503808 bytes) sit in the device's memory through
+    the condition encode, so the encoder, at run time, finds that much less free: the plan picks the chunk beside
+    them. It budgeted the encode as if the pixels' memory were free: chunks of 16 (the 41 frames in one call), a
+    stage that does not fit (the run refused, exit 5, though it would have encoded in chunks of 4)."""
+    from ltxcli.request import GenerationRequest
+
+    request = GenerationRequest("a", height=32, width=32, num_frames=41, video=torch.zeros(1, 32, 32, 3),
+                                denoise_strength=0.5)
+    _cpu_encode_chunk_beside(multi_temporal, request, 4 * 3 * 41 * 32 * 32)
+
+
+def test_a_cpu_plan_of_an_extension_encodes_its_context_beside_the_input_it_holds(multi_temporal: Any,
+                                                                                 tmp_path: Path) -> None:
+    """An extension holds its decoded input (41 frames, 32x32) and three float32 copies of its context through the
+    context's encode: on the CPU the plan picks the chunk beside them. It picked 16, a stage that does not fit."""
+    from ltxcli.media import write_video
+    from ltxcli.request import Extension, GenerationRequest
+
+    clip = write_video(tmp_path / "in.mp4", torch.rand(41, 32, 32, 3, generator=torch.Generator().manual_seed(0)), 24)
+    request = GenerationRequest("a", extend=Extension(str(clip), frames=8), height=32, width=32, num_frames=49,
+                                frame_rate=24.0)
+    _cpu_encode_chunk_beside(multi_temporal, request, 4 * 3 * 41 * 32 * 32 * 4)  # the input, the context's 3 copies
 
 
 def test_a_tight_plan_encodes_in_the_largest_chunk_that_fits(multi_temporal: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -192,10 +192,10 @@ def request_estimator(
             condition_frames=[n for _, n in shape.conditions] + ([shape.encoded_input] if shape.encoded_input else []),
             source_frames=pf if shape.v2v else 0, control_frames=control, temporal_upscale=shape.temporal_upscale,
             control_model=shape.control_model(h, w, control) if shape.control_model and control else None,
-            encode_host=4 * 3 * encode_frames(vae, pf) * ph * pw if shape.v2v else 0, **kwargs)
+            **{**kwargs, "encode_host": kwargs.get("encode_host", 0) + (4 * 3 * encode_frames(vae, pf) * ph * pw if shape.v2v else 0)})
         # the input read, prepared and encoded a chunk at a time in the encoder's stage (conditions.source_chunks), as
         # in windows: the host holds one read piece's float32 pixels [1, 3, c, ph, pw] beside the encode (encode_host,
-        # on the CPU); its latents stay on the device (the first pass's initial latents)
+        # on the CPU; an extension's own: its input); its latents stay on the device (the first pass's initial latents)
         return _whole_input(est, vae, shape.v2v, h, w, f, 0) if shape.v2v else est
 
     return estimate
@@ -312,11 +312,11 @@ def _extension_estimate(shape: RunShape, transformer: TransformerConfig, vae: VA
     shift = lead - new if backward else context - m
     conditions = [(lead, context), *((c + shift, n) for c, n in shape.conditions)]
     inner = replace(shape, conditions=conditions, extension=None, v2v=False)
-    est = request_estimator(inner, transformer, vae, dtype=dtype, **{**kwargs, "streamed": True})(h, w, gen)
     copy = 4 * 3 * context * ph * pw
+    early = 4 * 3 * m * native_pixels + 3 * copy  # held through the context's encode too (a CPU's budget for it)
+    est = request_estimator(inner, transformer, vae, dtype=dtype, **{**kwargs, "streamed": True, "encode_host": early})(h, w, gen)
     streamed = kwargs.get("streamed", False)
-    return input_hold(est, 4 * 3 * m * native_pixels + 3 * copy, 4 * 3 * m * h * w + copy,
-                      0 if streamed else 4 * 3 * f * h * w)
+    return input_hold(est, early, 4 * 3 * m * h * w + copy, 0 if streamed else 4 * 3 * f * h * w)
 
 
 def condition_frames(c: Any, num_frames: int) -> int:
