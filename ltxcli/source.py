@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .enhance.rules import check_mode
 from .formatting import number_text
 from .request import GenerationRequest, check_fields
+from .sizes import padded_size
 
 if TYPE_CHECKING:  # torch and media are imported where used: the CLI imports this module early
     from .presets import Preset
@@ -74,9 +75,10 @@ def source_defaults(request: GenerationRequest, preset: Preset, inputs: Decoding
             source = inputs.decoded(source)  # a DecodedMedia: its timestamps, count and first frame, not read again
         # the output takes its timing from the input: frame i of the input is frame i (or i + N) of the output
         media.check_constant_rate(source, "ltx extend" if request.extend is not None else "ltx v2v")
-        # a truncated file: the frames that decode; v2v of a given length: no more (a long input is not decoded whole)
+        # a truncated file: the frames that decode; v2v of a given length: those it reads (a long input is not
+        # decoded whole)
         count = (inputs.count(source) if inputs is not None and isinstance(source, media.DecodedMedia)
-                 else media.source_frame_count(source, request.num_frames if request.extend is None else None))
+                 else media.source_frame_count(source, _frames_read(request.num_frames if request.extend is None else None)))
         if request.frame_rate is None and count > 1:  # a still image has no rate (FFmpeg's image2 says 25): the preset's
             request.frame_rate = float(media.video_frame_rate(source))
         first = None
@@ -105,10 +107,18 @@ def check_source_length(request: GenerationRequest) -> None:
     video = request.video
     if video is None or request.extend is not None or request.num_frames is None:
         return
-    count = media.source_frame_count(video, request.num_frames) if isinstance(video, (str, os.PathLike)) else None
+    count = (media.source_frame_count(video, _frames_read(request.num_frames)) if isinstance(video, (str, os.PathLike))
+             else None)
     if count is not None and request.num_frames > count:
         raise ValueError(f"{video}: {count} frames; video-to-video at this length needs {request.num_frames} "
                          f"(at most {count}: --num-frames {count}, or a shorter --duration)")
+
+
+def _frames_read(num_frames: int | None) -> int | None:
+    # The input frames a v2v of num_frames decodes (None: all): its padding to 8k + 1 reads the file's next frames
+    # (30 read 33), so the count's decoding, before any model work, checks their size too: a change at frame 31 was
+    # refused only once they were streamed into the encoder, after the model loaded
+    return None if num_frames is None or num_frames < 1 else padded_size(32, 32, num_frames)[2]
 
 
 def check_source(item: GenerationRequest) -> None:

@@ -380,17 +380,23 @@ def test_an_input_that_changes_size_while_streamed_is_the_input_s_error(tiny, tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grows.mp4"]
 
 
-def test_an_input_that_changes_size_is_refused_before_any_work(tiny, tmp_path, monkeypatch, one_thread) -> None:
-    """The frames a long v2v uses are counted up front by decoding them (the frames that decode; `ltx v2v` always),
-    but their size was checked only once they were streamed into the encoder, after the model loaded and the text
-    encoding (on a real model, minutes): the count's decoding refuses the change, before any model work."""
-    from ltxcli import media
-
+@pytest.fixture
+def no_model_work(tiny, monkeypatch):
+    """``tiny`` whose text encoding (the first model work of a run) fails the test."""
     def no_work(*args, **kwargs):
         raise AssertionError("the model ran")
 
     monkeypatch.setattr(long_video._LongRun, "_encode_texts", no_work)
     monkeypatch.setattr(tiny, "_encode_prompts", no_work)
+    return tiny
+
+
+def test_an_input_that_changes_size_is_refused_before_any_work(tiny, no_model_work, tmp_path, one_thread) -> None:
+    """The frames a long v2v uses are counted up front by decoding them (the frames that decode; `ltx v2v` always),
+    but their size was checked only once they were streamed into the encoder, after the model loaded and the text
+    encoding (on a real model, minutes): the count's decoding refuses the change, before any model work."""
+    from ltxcli import media
+
     clip = tmp_path / "grows.mp4"
     _size_changing_clip(clip, [(16, 32), (17, 64)])
     # its length left to the input (as `ltx v2v` leaves it, or checks it): counted, up to the frames used
@@ -399,6 +405,27 @@ def test_an_input_that_changes_size_is_refused_before_any_work(tiny, tmp_path, m
     with pytest.raises(media.MediaError, match=r"grows\.mp4: frame size changes from 32x32 to 64x64 at frame 16: "
                                                 r"use at most its first 9 frames, or re-encode it at one size"):
         long_video.generate(tiny, req, stream=True)
+
+
+@pytest.mark.parametrize("entry", ["run_batch", "generate"])
+def test_a_size_change_in_the_padding_frames_is_refused_before_any_work(tiny, no_model_work, tmp_path, entry) -> None:
+    """30 frames asked of a file changing size at frame 31 read 33 (the padding to 8k + 1 is the file's next
+    frames): the up-front count decoded 30 only, so `ltx v2v` (run_batch) refused the change once the model had
+    loaded. The count now decodes the frames the run reads."""
+    import ltxcli
+    from ltxcli import media
+
+    clip = tmp_path / "grows.mp4"
+    _size_changing_clip(clip, [(31, 32), (2, 64)])
+    fields = {**SMALL, "steps": 2, "num_frames": 30, "height": 32, "width": 32, "frame_rate": None}
+    with pytest.raises(media.MediaError, match=r"grows\.mp4: frame size changes from 32x32 to 64x64 at frame 31: "
+                                                r"use at most its first 25 frames"):
+        if entry == "run_batch":
+            list(ltxcli.run_batch(tiny, [ltxcli.BatchItem("a cat | a dog", video=str(clip), **fields)],
+                                  output=str(tmp_path / "out.mp4")))
+        else:
+            long_video.generate(tiny, GenerationRequest("a cat | a dog", video=str(clip), **fields), stream=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grows.mp4"]
 
 
 def test_a_size_change_before_frame_9_says_to_use_the_first_frame(tmp_path) -> None:
