@@ -346,6 +346,28 @@ def test_a_video_with_no_frame_says_what_is_wrong_in_words(tmp_path):
             _assert_one_line_naming(exc, tmp_path / name)
 
 
+def test_a_video_whose_packets_cannot_be_read_says_so_without_ffmpeg_s_errno(tmp_path):
+    """A NUT file (no frame count in its header: its packets are counted) whose index start code is damaged opens,
+    but demuxing fails at the end: `ltx info bad.nut` said "cannot read video packets: [Errno 1094995529] Invalid
+    data found when processing input: '...bad.nut'", FFmpeg's number and the file named twice."""
+    path = tmp_path / "bad.nut"
+    with av.open(str(path), "w", format="nut") as container:
+        stream = container.add_stream("mpeg4", rate=24)
+        stream.height, stream.width, stream.pix_fmt = 32, 32, "yuv420p"
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 60 * i, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    data = bytearray(path.read_bytes())
+    at = data.rindex(bytes.fromhex("4e58dd672f23e64e"))  # NUT's index start code ("NX" + 0xDD672F23E64E)
+    data[at + 7] ^= 0x2F  # its last byte
+    path.write_bytes(bytes(data))
+    for read in (media.media_num_frames, media.source_frame_count, media.media_info):
+        with pytest.raises(MediaError) as exc:
+            read(path)
+        assert str(exc.value) == f"{path}: cannot read video packets: Invalid data found when processing input"
+
+
 def test_a_damaged_video_without_a_video_suffix_is_called_damaged_not_no_media(tmp_path):
     """An MPEG-TS cut inside its first frame, named .ts (no suffix of VIDEO_SUFFIXES: tried as an image first), was
     "neither an image Pillow can read nor a video FFmpeg can read" (`ltx v2v cut.ts`): FFmpeg reads it as a video,

@@ -37,5 +37,11 @@ def ffmpeg_problem(exc: BaseException, decoded: int | None = None) -> str:
         return "has no video frames (the file ends before the first one: empty or cut off)"
     if decoded == 0 and isinstance(exc, av.error.InvalidDataError):  # the first packets are cut or corrupt
         return "is damaged or truncated: no frame decodes"
-    reason = getattr(exc, "strerror", None) or one_line(exc)  # without the errno and FFmpeg's function name
+    reason = ffmpeg_reason(exc)
     return f"cannot open video: {reason}" if decoded is None else f"video decoding failed after {decoded} frames: {reason}"
+
+
+def ffmpeg_reason(exc: BaseException) -> str:
+    """A PyAV error's words without its errno and file name (``[Errno 1094995529] Invalid data found when
+    processing input: 'x.nut'`` -> ``Invalid data found when processing input``)."""
+    return getattr(exc, "strerror", None) or one_line(exc)

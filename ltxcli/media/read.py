@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import MediaError, check_regular_file, ffmpeg_problem, one_line
+from .errors import MediaError, check_regular_file, ffmpeg_problem, ffmpeg_reason, one_line
 
 PathLike = str | os.PathLike[str]
 
@@ -486,7 +486,7 @@ def media_num_frames(path: PathLike) -> int:
         try:
             count = sum(1 for packet in container.demux(stream) if packet.size)
         except av.error.FFmpegError as exc:
-            raise MediaError(f"{path}: cannot read video packets: {one_line(exc)}") from None
+            raise MediaError(f"{path}: cannot read video packets: {ffmpeg_reason(exc)}") from None
     if count == 0:
         raise MediaError(f"{path}: video has no frames")
     return count
