@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
+import shlex
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,13 @@ from typing import Any
 def one_line(text: str) -> str:
     """``text`` with every run of whitespace (newlines too) as one space: a message that stays one line."""
     return " ".join(str(text).split())
+
+
+def shell_word(name: str | os.PathLike[str]) -> str:
+    """``name`` as one word of a command a message suggests, ready to copy and paste: quoted where it holds spaces,
+    quotes or other shell characters (:func:`shlex.quote`), after ``./`` where it starts with ``-`` (an option)."""
+    text = os.fspath(name)
+    return shlex.quote(f"./{text}" if text.startswith("-") else text)
 
 
 def number_text(value: float | Fraction) -> str:

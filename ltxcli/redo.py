@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .extend import recorded_offset
+from .formatting import shell_word
 from .long_video import bar_prompts
 from .paths import user_path
 from .presets import PRESETS
@@ -181,8 +182,8 @@ def _check_video(video: Any) -> None:
     """``given["video"]``: None or :data:`NO_VIDEO` (an input of its own is ``ltx v2v``'s or ``ltx extend``'s)."""
     if video not in (None, NO_VIDEO):
         raise ValueError(f"--video {video}: ltx generate takes only --video {NO_VIDEO} (with --from: not the "
-                         f"record's input video); to transform a video: ltx v2v {video} PROMPT, to continue it: "
-                         f"ltx extend {video} PROMPT --frames N")
+                         f"record's input video); to transform a video: ltx v2v {shell_word(str(video))} PROMPT, to continue it: "
+                         f"ltx extend {shell_word(str(video))} PROMPT --frames N")
 
 
 def generate_row(path: str | os.PathLike[str] | None, given: Mapping[str, Any],

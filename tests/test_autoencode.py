@@ -254,6 +254,14 @@ def test_a_clip_that_stops_decoding_part_way_names_the_max_frames_that_encodes(v
     assert vae.encode(fewer).shape[2] == (n - 1) // 8 + 1
 
 
+def test_the_encode_a_video_given_for_latents_needs_quotes_its_name(tmp_path: Path) -> None:
+    """`ltx vae decode "my clip.mp4"` suggested `ltx vae encode my clip.mp4`: two arguments, pasted."""
+    path = media.write_video(tmp_path / "my clip.mp4", torch.rand(2, 32, 32, 3), 24)
+    with pytest.raises(MediaError) as e:
+        autoencode.read_latents(path)
+    assert str(e.value).endswith("`ltx vae encode 'my clip.mp4'` makes one")
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_an_animated_image_is_refused_not_encoded_as_its_first_frame(tmp_path: Path, stream: bool) -> None:
     """`ltx vae encode anim.gif` (and roundtrip) encoded the first of its 12 frames without a word, the rest lost:

@@ -431,6 +431,20 @@ def test_video_conditions_and_controls_refuse_a_variable_frame_rate_file(tmp_pat
         prepare_condition(Condition(str(vfr), 0), 64, 64, 17, (0, 0, 0, 0))
 
 
+def test_suggested_commands_quote_the_input_s_name(tmp_path: Path) -> None:
+    """A VFR input's conversion and `ltx generate --video`'s ltx v2v / ltx extend gave the file's name unquoted:
+    `ffmpeg -i my vfr.mp4 ...` pasted gives FFmpeg "my"."""
+    from ltxcli.redo import generate_row
+
+    vfr = _vfr_clip(tmp_path / "my vfr.mp4")
+    with pytest.raises(media.MediaError) as e:
+        media.check_constant_rate(vfr, "ltx v2v")
+    assert str(e.value).endswith("convert it first, e.g. ffmpeg -i 'my vfr.mp4' -vf fps=25 'my vfr-cfr.mp4'")
+    with pytest.raises(ValueError) as e:
+        generate_row(None, {"video": "my clip.mp4"})
+    assert str(e.value).endswith("ltx v2v 'my clip.mp4' PROMPT, to continue it: ltx extend 'my clip.mp4' PROMPT --frames N")
+
+
 def test_python_video_to_video_refuses_a_variable_frame_rate_file(tmp_path: Path) -> None:
     """`pipe.generate(video=...)` of a variable-frame-rate file ran (17 frames, their timing lost), while `ltx v2v`
     refuses it: the Python caller's file is checked where the pipeline reads it."""

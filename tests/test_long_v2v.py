@@ -428,6 +428,18 @@ def test_a_size_change_in_the_padding_frames_is_refused_before_any_work(tiny, no
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grows.mp4"]
 
 
+def test_a_size_change_s_re_encoding_quotes_the_file_names(tmp_path) -> None:
+    """The re-encoding suggested for "my grows.mp4" read `ffmpeg -i my grows.mp4 ... my grows-32x32.mp4`: pasted,
+    FFmpeg's input was "my"."""
+    from ltxcli import media
+
+    clip = tmp_path / "my grows.mp4"
+    _size_changing_clip(clip, [(9, 32), (2, 64)])
+    with pytest.raises(media.MediaError) as e:
+        media.source_frame_count(clip)
+    assert str(e.value).endswith("e.g. ffmpeg -i 'my grows.mp4' -vf scale=32:32,setsar=1 'my grows-32x32.mp4'")
+
+
 def test_a_size_change_before_frame_9_says_to_use_the_first_frame(tmp_path) -> None:
     """A change at frame 5 leaves one usable 8k + 1 count, 1: the remedy said "its first 1 frames"."""
     from ltxcli import media

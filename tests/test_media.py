@@ -368,6 +368,20 @@ def test_a_video_whose_packets_cannot_be_read_says_so_without_ffmpeg_s_errno(tmp
         assert str(exc.value) == f"{path}: cannot read video packets: Invalid data found when processing input"
 
 
+def test_suggested_commands_quote_file_names_for_the_shell(tmp_path):
+    """The commands messages suggest (`ffmpeg -i NAME ...`, `ltx vae encode NAME`) gave names as they are: one
+    with a space or quote, pasted, was several words (or an open quote), one starting with "-" an option."""
+    from ltxcli.formatting import shell_word
+
+    assert [shell_word(n) for n in ("clip.mp4", "my clip.mp4", "it's.gif", "-x.mp4", Path("a b/c.mp4"))] == \
+        ["clip.mp4", "'my clip.mp4'", """'it'"'"'s.gif'""", "./-x.mp4", "'a b/c.mp4'"]
+    frames = [Image.new("RGB", (32, 32), (60 * i, 0, 0)) for i in range(3)]
+    frames[0].save(tmp_path / "it's anim.gif", save_all=True, append_images=frames[1:], duration=40)
+    with pytest.raises(MediaError) as exc:
+        media.source_frame_count(tmp_path / "it's anim.gif")
+    assert str(exc.value).endswith("""(e.g. ffmpeg -i 'it'"'"'s anim.gif' 'it'"'"'s anim.mp4')""")
+
+
 def test_a_damaged_video_without_a_video_suffix_is_called_damaged_not_no_media(tmp_path):
     """An MPEG-TS cut inside its first frame, named .ts (no suffix of VIDEO_SUFFIXES: tried as an image first), was
     "neither an image Pillow can read nor a video FFmpeg can read" (`ltx v2v cut.ts`): FFmpeg reads it as a video,
