@@ -368,6 +368,32 @@ def test_a_video_whose_packets_cannot_be_read_says_so_without_ffmpeg_s_errno(tmp
         assert str(exc.value) == f"{path}: cannot read video packets: Invalid data found when processing input"
 
 
+def test_a_stream_that_starts_partway_through_is_the_file_s_error_not_an_internal_one(tmp_path):
+    """An MPEG-TS with a packet of an unlisted PID partway through (a damaged recording: one bit of its header)
+    gives FFmpeg a new stream while demuxing, and PyAV's lookup of it an IndexError: `ltx info bad.ts` and `ltx v2v
+    bad.ts` said "internal error: IndexError: list index out of range" (exit 1). Every reader says what it is."""
+    path = tmp_path / "bad.ts"
+    with av.open(str(path), "w", format="mpegts") as out:
+        stream = out.add_stream("mpeg4", rate=24)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        for i in range(12):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((32, 32, 3), 20 * i, np.uint8), format="rgb24")))
+        out.mux(stream.encode(None))
+    data = bytearray(path.read_bytes())
+    # the 188-byte packets of the video's PID 0x100 that start a frame (header 0x47 0x41 0x00): one moved to 0x176
+    starts = [k for k in range(0, len(data), 188) if data[k + 1 : k + 3] == b"\x41\x00"]
+    data[starts[len(starts) // 2] + 2] = 0x76
+    path.write_bytes(bytes(data))
+    readers = [media.media_num_frames, media.source_frame_count, media.load_video, media.media_info,
+               lambda p: media.check_constant_rate(p, "ltx v2v"), lambda p: list(media.iter_video(p))]
+    for read in readers:
+        with pytest.raises(MediaError) as exc:
+            read(path)
+        assert str(exc.value) == (f"{path}: a new stream starts partway through the file (damaged?): keep its first "
+                                  "video stream, e.g. ffmpeg -i bad.ts -map 0:v:0 bad-v0.mp4")
+
+
 def test_suggested_commands_quote_file_names_for_the_shell(tmp_path):
     """The commands messages suggest (`ffmpeg -i NAME ...`, `ltx vae encode NAME`) gave names as they are: one
     with a space or quote, pasted, was several words (or an open quote), one starting with "-" an option."""

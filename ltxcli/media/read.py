@@ -224,12 +224,24 @@ def _decoded(container: Any, stream: Any) -> Any:
     read on one machine and refused on another. Before any frame the error stands (nothing to read: say why)."""
     decoded = 0
     try:
-        for frame in container.decode(stream):
+        for frame in (f for packet in _demux(container, stream) for f in packet.decode()):  # container.decode's loop
             decoded += 1
             yield frame
     except av.error.InvalidDataError:
         if decoded == 0:
             raise
+
+
+def _demux(container: Any, stream: Any) -> Iterator[Any]:
+    """``container.demux(stream)``. A stream FFmpeg finds partway through the file (a damaged MPEG-TS: a packet of
+    an unlisted PID) failed PyAV's lookup of its packets' streams with a bare IndexError (`ltx info`: "internal
+    error"): the file's MediaError now, with a way out."""
+    try:
+        yield from container.demux(stream)
+    except IndexError:
+        path = Path(container.name)
+        raise MediaError(f"{path}: a new stream starts partway through the file (damaged?): keep its first video "
+                         f"stream, e.g. ffmpeg -i {shell_word(path.name)} -map 0:v:0 {shell_word(f'{path.stem}-v0.mp4')}") from None
 
 
 def _decode_video(path: Path, max_frames: int | None, max_pixels: int | None
@@ -444,7 +456,7 @@ def check_constant_rate(path: PathLike, what: str = "this", frames: int | None =
             if base is None:
                 return
             try:
-                times = sorted(p.pts * base for p in container.demux(stream) if p.pts is not None)
+                times = sorted(p.pts * base for p in _demux(container, stream) if p.pts is not None)
                 if int(stream.frames) > len(times):  # truncated: a cut-off last packet skips the lost B-frames
                     with _open_video(path) as again:  # the frames that decode (no RGB), as a DecodedMedia's
                         times = sorted(f.pts * f.time_base for f in _decoded(again, again.streams.video[0])
@@ -485,7 +497,7 @@ def media_num_frames(path: PathLike) -> int:
         if stream.frames:
             return int(stream.frames)
         try:
-            count = sum(1 for packet in container.demux(stream) if packet.size)
+            count = sum(1 for packet in _demux(container, stream) if packet.size)
         except av.error.FFmpegError as exc:
             raise MediaError(f"{path}: cannot read video packets: {ffmpeg_reason(exc)}") from None
     if count == 0:
@@ -567,7 +579,7 @@ def _whole_packets(path: Path, size: int) -> int | None:
         stream = container.streams.video[0]
         try:  # pos is -1 where the container does not say: unconfirmed, so not counted; nor is a packet an
             # edit list discards (the decoder drops its frame)
-            return sum(1 for p in container.demux(stream) if p.size and not (p.is_corrupt or p.is_discard)
+            return sum(1 for p in _demux(container, stream) if p.size and not (p.is_corrupt or p.is_discard)
                        and p.pos is not None and 0 <= p.pos <= size - p.size)
         except av.error.FFmpegError:
             return None
