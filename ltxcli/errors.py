@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any, Literal, NoReturn
 
 FailureKind = Literal["input", "numerical", "kernel", "weights", "oom", "peer"]
@@ -123,6 +124,39 @@ def exit_closed_stdout(code: int) -> NoReturn:
     sys.exit(code)
 
 
+@contextlib.contextmanager
+def as_the_command_line() -> Iterator[None]:
+    """Run the block as the ``ltx`` process: closed standard streams reopened (:func:`reopen_closed_streams`),
+    SIGTERM and SIGHUP turned into interrupts (:func:`ltxcli.parallel.launch.terminate_like_ctrl_c`), and an
+    interrupt the block does not handle itself ends the process as one during a command does: the README's one
+    line and exit code (130; SIGTERM 143, SIGHUP 129). Outside a command (typer building the command line, click
+    parsing it: :func:`interrupts_in_one_line`) Python printed a traceback, and typer made it a silent exit 130."""
+    from .parallel.launch import terminate_like_ctrl_c
+
+    with interrupts_in_one_line():
+        reopen_closed_streams()
+        terminate_like_ctrl_c()
+        yield
+
+
+@contextlib.contextmanager
+def interrupts_in_one_line() -> Iterator[None]:
+    """An interrupt (KeyboardInterrupt; :class:`ltxcli.parallel.launch.Terminated`) in the block: its ``error:``
+    line on stderr, recorded for a ``--gpus`` launcher, and ``sys.exit`` with its code (see
+    :func:`as_the_command_line`). Also a decorator (each call its own block)."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        from .parallel.launch import EXIT_INTERRUPTED, ignore_further_stops, record_exit_code
+
+        ignore_further_stops()  # the process is ending: a second signal would cut the line with a traceback
+        code = int(getattr(exc, "code", EXIT_INTERRUPTED))
+        with contextlib.suppress(OSError, ValueError):
+            print(f"error: {interrupt_message(exc)}", file=sys.stderr, flush=True)
+        record_exit_code(code)
+        sys.exit(code)
+
+
 def reopen_closed_streams() -> None:
     """Point a standard stream that the caller closed (``>&-``, ``2>&-``, ``<&-``) at /dev/null, as if it had been
     redirected there. Python leaves ``sys.stdout`` None for a closed descriptor 1 (the first data line then failed
@@ -149,5 +183,6 @@ def reopen_closed_streams() -> None:
                                     errors="backslashreplace" if fd == 2 else "strict"))
 
 
-__all__ = ["LIBRARY_ERRORS", "PEER_GONE", "PEER_STOPPED", "FailureKind", "exit_closed_stdout", "failure_kind",
-           "interrupt_message", "keeps_resume_state", "note_failed_item", "oom_advice", "reopen_closed_streams"]
+__all__ = ["LIBRARY_ERRORS", "PEER_GONE", "PEER_STOPPED", "FailureKind", "as_the_command_line", "exit_closed_stdout",
+           "failure_kind", "interrupt_message", "interrupts_in_one_line", "keeps_resume_state", "note_failed_item",
+           "oom_advice", "reopen_closed_streams"]

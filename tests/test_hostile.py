@@ -1348,6 +1348,43 @@ def test_a_signal_in_a_finalizer_still_stops_the_run(name: str, raised: str) -> 
     assert (r.returncode, r.stdout, r.stderr) == (0, f"stopped: {raised}\n", "")
 
 
+_SIGNAL_AT = """
+import os, signal, sys
+import typer._click.core, typer.main
+name, where, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
+owner, attr = {"build": (typer.main, "get_command"), "parse": (typer._click.core.Command, "parse_args")}[where]
+original, calls = getattr(owner, attr), []
+def signalled(*args, **kwargs):  # the signal arrives in the nth call of this step of the start-up, as kill's would
+    calls.append(1)
+    if len(calls) == nth:
+        os.kill(os.getpid(), getattr(signal, name))
+    return original(*args, **kwargs)
+setattr(owner, attr, signalled)
+sys.argv = ["ltx", "info", "missing.mp4"]
+from ltxcli.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize(("name", "code", "what"), [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated"),
+                                                    ("SIGHUP", 129, "hung up")])
+@pytest.mark.parametrize(("where", "nth"), [("build", 1), ("parse", 1), ("parse", 2)])
+def test_a_signal_while_the_command_line_starts_is_one_line(name: str, code: int, what: str, where: str,
+                                                             nth: int) -> None:
+    """A signal after `ltx` installed its handlers but before the command ran: while typer built the command line
+    ("build": Python printed a traceback of Terminated or KeyboardInterrupt, exit 1) or click parsed the root's
+    (nth 1) or the command's (nth 2) options (typer ended it as a silent exit 130, SIGTERM's too). Each is now
+    the README's one line and exit code, as during the command."""
+    import signal
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    r = subprocess.run([sys.executable, "-c", _SIGNAL_AT, name, where, str(nth)], env=env, capture_output=True,
+                       text=True, timeout=60, check=False,  # the default actions, as at a terminal (not nohup's)
+                       preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGHUP)])
+    assert (r.returncode, r.stdout, r.stderr) == (code, "", f"error: {what}; partial outputs were removed\n")
+
+
 _BLOCKED_RANK = """
 import os, sys
 from ltxcli import media

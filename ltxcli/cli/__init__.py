@@ -10,8 +10,7 @@ from typing import Annotated
 
 import typer
 
-from ltxcli.errors import reopen_closed_streams
-from ltxcli.parallel.launch import terminate_like_ctrl_c
+from ltxcli.errors import as_the_command_line
 
 from . import bench, doctor, generate, info, prompt, vae, weights
 from .common import EXIT_CODES, OneLineErrorsGroup, help_epilog
@@ -59,9 +58,8 @@ for _prefix, _group in [("", app), *((f"{g.name} ", g.typer_instance) for g in a
 
 def main() -> None:
     """Console-script entry point (``ltx``)."""
-    reopen_closed_streams()
-    terminate_like_ctrl_c()
-    app(prog_name="ltx")
+    with as_the_command_line():  # from here on a signal ends it in one line and its exit code, never a traceback
+        app(prog_name="ltx")
 
 
 __all__ = ["EXIT_CODES", "app", "main"]

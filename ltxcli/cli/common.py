@@ -22,6 +22,7 @@ import typer
 from typer.core import TyperGroup
 
 from ltxcli.errors import PEER_STOPPED, exit_closed_stdout, failure_kind, interrupt_message, oom_advice
+from ltxcli.errors import interrupts_in_one_line as _in_one_line
 
 # the commands' byte formatting and JSON encoding are the library's (ltx doctor's checks use them too)
 from ltxcli.formatting import cli_wording, help_examples, one_line, to_json
@@ -31,9 +32,7 @@ from ltxcli.parallel.launch import EXIT_INTERRUPTED, record_exit_code, write_std
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 EXIT_WEIGHTS = 3
 EXIT_CHECKSUM = 4
 EXIT_OOM = 5
@@ -181,6 +180,8 @@ def _stderr_isatty() -> bool:
 class OneLineErrorsGroup(TyperGroup):
     """The root command group: click's usage errors (a bad option value, an unknown option or command) become
     one ``error: ...`` line on stderr and exit 2, like every other error, instead of a usage block and a box."""
+    make_context = _in_one_line()(TyperGroup.make_context)  # parsing, then (invoke) a command's own parsing: typer
+    invoke = _in_one_line()(TyperGroup.invoke)  # made an interrupt there a silent exit 130 (SIGTERM's too), no line
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:

@@ -122,6 +122,16 @@ def hold_sigint_while_starting() -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
 
 
+def ignore_further_stops() -> None:
+    """Ignore SIGINT, SIGTERM and SIGHUP where :func:`terminate_like_ctrl_c` made them interrupts: for a process
+    that is ending because of one (:func:`ltxcli.errors.interrupts_in_one_line`). Elsewhere (a test calling the
+    command line in-process: its handlers are not ours) nothing changes."""
+    for signum in (signal.SIGINT, *_stop_signals()):
+        with contextlib.suppress(ValueError):  # not the main thread: then none was ours
+            if signal.getsignal(signum) is _raise_stop:
+                signal.signal(signum, signal.SIG_IGN)
+
+
 #: How long a signal that found the main thread in a finalizer waits before it is sent again (:func:`_raise_stop`).
 _FINALIZER_RETRY_S = 0.05
 
@@ -474,7 +484,7 @@ def strip_option(argv: list[str], name: str, value: str | None = None) -> list[s
 
 __all__ = [
     "EXIT_INTERRUPTED", "RANK_STATUS_ENV", "STAGE_ENV", "STOP_GRACE_S", "Terminated", "WorkerDiedError", "WorkerKilledError",
-    "check_launch", "hold_sigint_while_starting", "in_stage", "job_exit_code", "launch", "record_exit_code",
+    "check_launch", "hold_sigint_while_starting", "ignore_further_stops", "in_stage", "job_exit_code", "launch", "record_exit_code",
     "record_launcher_signal", "record_signal_deaths", "release_held_sigint", "strip_option", "terminate_like_ctrl_c",
     "torchrun_command", "under_torchrun", "write_stdout",
 ]
