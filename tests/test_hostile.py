@@ -1385,6 +1385,42 @@ def test_a_signal_while_the_command_line_starts_is_one_line(name: str, code: int
     assert (r.returncode, r.stdout, r.stderr) == (code, "", f"error: {what}; partial outputs were removed\n")
 
 
+_SIGNAL_IN_IMPORT = """
+import importlib.abc, os, runpy, signal, sys
+name, module = sys.argv[1], sys.argv[2]
+class Signalled(importlib.abc.MetaPathFinder):  # the signal arrives as `module` is imported, as kill's would
+    def find_spec(self, fullname, path, target=None):
+        if fullname == module:
+            os.kill(os.getpid(), getattr(signal, name))
+        return None
+sys.meta_path.insert(0, Signalled())
+sys.argv = ["ltx", "info", "missing.mp4"]
+if sys.argv[3:] == ["script"]:  # the `ltx` console script (pyproject's entry point)
+    sys.exit(__import__("ltxcli.__main__", fromlist=["main"]).main())
+runpy.run_module("ltxcli", run_name="__main__", alter_sys=True)  # python -m ltxcli
+"""
+
+
+@pytest.mark.parametrize(("name", "code", "what"), [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated"),
+                                                    ("SIGHUP", 129, "hung up")])
+@pytest.mark.parametrize(("module", "how"), [("typer", "-m"), ("ltxcli.cli.generate", "-m"),
+                                             ("ltxcli.cli.generate", "script")])
+def test_a_signal_while_the_command_line_is_imported_is_one_line(name: str, code: int, what: str, module: str,
+                                                                 how: str) -> None:
+    """A signal while `ltx` (`python -m ltxcli`, or the console script) imported its command line (typer, the
+    command modules: half a second), before any handler: SIGINT printed a KeyboardInterrupt traceback from inside
+    the import, SIGTERM and SIGHUP killed it without a word. They are held until the handlers are in place now:
+    the README's one line and exit code, as later in the start-up."""
+    import signal
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    r = subprocess.run([sys.executable, "-c", _SIGNAL_IN_IMPORT, name, module, how], env=env, capture_output=True,
+                       text=True, timeout=60, check=False,  # the default actions, as at a terminal (not nohup's)
+                       preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGHUP)])
+    assert (r.returncode, r.stdout, r.stderr) == (code, "", f"error: {what}; partial outputs were removed\n")
+
+
 _BLOCKED_RANK = """
 import os, sys
 from ltxcli import media

@@ -89,6 +89,9 @@ def terminate_like_ctrl_c(grace_s: float | None = None) -> None:
         _watch_stop(installed, STOP_GRACE_S if grace_s is None else grace_s)
     if under_torchrun():  # (the torchrun stage's is released once its command runs: ltxcli.parallel.torchrun.run_stage)
         release_held_sigint()
+    held, _HELD[:] = list(_HELD), []
+    if held:  # (hold_stops_while_starting) a signal held meanwhile is delivered in this call: its handler raises
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
 
 
 def release_held_sigint() -> None:
@@ -120,6 +123,28 @@ def hold_sigint_while_starting() -> None:
     command runs (:func:`ltxcli.parallel.torchrun.run_stage`), past the command line's set-up."""
     if (under_torchrun() or in_stage()) and hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+
+
+#: The signals :func:`hold_stops_while_starting` blocked, until :func:`terminate_like_ctrl_c` releases them.
+_HELD: list[int] = []
+
+
+def hold_stops_while_starting() -> None:
+    """``ltx`` (``python -m ltxcli``, the console script) before it imports its command line (typer, click, the
+    command modules: half a second or more): block SIGINT, SIGTERM and SIGHUP until :func:`terminate_like_ctrl_c`
+    has made them interrupts and releases them, so that one that comes meanwhile ends the process as later ones
+    do, in one line and its exit code (:func:`ltxcli.errors.as_the_command_line`), not with a KeyboardInterrupt
+    traceback from inside an import or a silent death by SIGTERM. Only those :func:`terminate_like_ctrl_c` will
+    handle: one left ignored (``nohup``, a background job's SIGINT) stays as it is. A worker of torchrun and the
+    torchrun stage hold SIGINT only, their own way (:func:`hold_sigint_while_starting`)."""
+    if under_torchrun() or in_stage() or not hasattr(signal, "pthread_sigmask"):
+        hold_sigint_while_starting()
+        return
+    held = [int(s) for s in _stop_signals() if signal.getsignal(s) is signal.SIG_DFL]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        held.append(int(signal.SIGINT))
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    _HELD[:] = held
 
 
 def ignore_further_stops() -> None:
@@ -484,7 +509,7 @@ def strip_option(argv: list[str], name: str, value: str | None = None) -> list[s
 
 __all__ = [
     "EXIT_INTERRUPTED", "RANK_STATUS_ENV", "STAGE_ENV", "STOP_GRACE_S", "Terminated", "WorkerDiedError", "WorkerKilledError",
-    "check_launch", "hold_sigint_while_starting", "ignore_further_stops", "in_stage", "job_exit_code", "launch", "record_exit_code",
+    "check_launch", "hold_sigint_while_starting", "hold_stops_while_starting", "ignore_further_stops", "in_stage", "job_exit_code", "launch", "record_exit_code",
     "record_launcher_signal", "record_signal_deaths", "release_held_sigint", "strip_option", "terminate_like_ctrl_c",
     "torchrun_command", "under_torchrun", "write_stdout",
 ]
