@@ -834,6 +834,60 @@ def test_a_cpu_plan_of_an_extension_encodes_its_context_beside_the_input_it_hold
     _cpu_encode_chunk_beside(multi_temporal, request, 4 * 3 * 41 * 32 * 32 * 4)  # the input, the context's 3 copies
 
 
+def _cpu_auto_plans(request: Any) -> Any:
+    """``free -> MemoryEstimate``: ``request``'s streamed plan with the tiny model on the CPU, decode tiling ``auto``."""
+    from ltxcli.memory.plan import request_estimator, request_shape
+
+    transformer, vae = builtin_modules(torch.float32)
+    parts = weight_parts(transformer, vae)
+    shape = request_shape(TINY_PRESET, request, dtype=torch.float32,
+                          max_positions=transformer.config.positional_embedding_max_pos)
+    return lambda free: request_estimator(shape, transformer.config, vae.config, dtype=torch.float32, parts=parts,
+                                          offload_saves=False, device_is_host=True, vae_tiling="auto", free_bytes=free,
+                                          streamed=True)(request.height, request.width, request.num_frames)
+
+
+def test_a_cpu_plan_decodes_in_the_tiling_that_fits_beside_the_input_it_holds(tmp_path: Path) -> None:
+    """An extension holds its input (41 frames, 64x64) and a float32 copy of its context at the output size through
+    the decode, on the CPU in the device's memory, so the decoder at run time, measuring what is free then, finds
+    them gone. With room for the untiled decode beside the weights but not beside that hold too, the plan tiles (as
+    the run does) and its decode stage fits. It chose no tiling, as if that memory were free: a decode stage larger
+    than the free memory (the run refused, exit 5, or cut short though it fits tiled)."""
+    from ltxcli.media import write_video
+    from ltxcli.request import Extension, GenerationRequest
+
+    clip = write_video(tmp_path / "in.mp4", torch.rand(41, 64, 64, 3, generator=torch.Generator().manual_seed(0)), 24)
+    plan = _cpu_auto_plans(GenerationRequest("a", extend=Extension(str(clip), frames=8), height=64, width=64,
+                                             num_frames=49, frame_rate=24.0))
+    roomy = plan(1 << 40)
+    untiled = roomy.stage("decode")
+    hold = 2 * 4 * 3 * 41 * 64 * 64  # the input at the output size and the context's copy (41 frames), float32
+    assert untiled is not None and not roomy.vae_tiled and untiled.host == hold
+    free = untiled.weights + untiled.activations + hold - 1  # the untiled decode fits beside the weights alone
+    assert untiled.activations <= 0.8 * (free - untiled.weights)  # (an auto decode keeps 20 % of what is free spare)
+    est = plan(free)
+    stage = est.stage("decode")
+    assert stage is not None and est.vae_tiled and est.footprint(stage) <= free
+
+
+def test_a_cpu_plan_of_a_long_video_decodes_in_the_tiling_that_fits_beside_what_it_holds() -> None:
+    """A long video's tiles are decoded while the fused latents (float32 [1, 16, 36, 2, 2]) and the previous tile's
+    blended frames (float32 [1, 3, 16, 64, 64]) are held, on the CPU in the device's memory: with room for the untiled
+    decode beside the weights but not beside those too, the plan tiles, as the run (which finds them gone) does. It
+    planned the untiled decode that the run does not make."""
+    from ltxcli.request import GenerationRequest
+
+    plan = _cpu_auto_plans(GenerationRequest("a | b", height=64, width=64, num_frames=281, frame_rate=24.0, window=64,
+                                             overlap=32))
+    roomy = plan(1 << 40)
+    untiled = roomy.stage("decode")
+    fused, blend = 4 * 16 * 36 * 2 * 2, 4 * 3 * 16 * 64 * 64
+    assert untiled is not None and not roomy.vae_tiled and untiled.host == blend
+    tile = untiled.activations - fused  # one tile's decode (the fused latents are counted on the device)
+    free = untiled.weights + int(tile / 0.8) + (fused + blend) // 2  # (an auto decode keeps 20 % of what is free spare)
+    assert plan(free).vae_tiled
+
+
 def test_a_tight_plan_encodes_in_the_largest_chunk_that_fits(multi_temporal: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A v2v whose encode does not fit in one chunk of 16 latent frames (here its 41 frames in one call) but does in
     chunks of 4 (33 frames, then 8): the plan prices chunks of 4 and the encoder, against what is free once its

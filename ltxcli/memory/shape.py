@@ -172,12 +172,15 @@ def request_estimator(
             # long_video._LongRun keeps them); a temporal upscale takes them once every window is done, and the
             # decode the upscaled ones; video-to-video: each window starts from its slice of the whole input's
             # latents, encoded once before the first window (its own input is not read)
-            est = _merged([request_estimator(one, transformer, vae, dtype=dtype, **kwargs)(h, w, n) for one, n in runs])
             lf, lh, lw = latent_shape(vae, h, w, f)
             latents = 4 * vae.latent_channels * lf * lh * lw
             blend = 4 * 3 * 8 * DECODE_BLEND * h * w  # the previous decode tile's last frames, float32 (long_decode)
             # after a temporal upscale the decode and the result hold the upscaled [1, C, 2 lf - 1, lh, lw]
             late = latents * (2 * lf - 1) // lf if shape.temporal_upscale else latents
+            # held through each tile's decode (a CPU's budget for it): those, the blend tail, a v2v's input latents
+            held = {"decode_host": kwargs.get("decode_host", 0) + late + blend + (latents if shape.v2v else 0)}
+            est = _merged([request_estimator(one, transformer, vae, dtype=dtype, **{**kwargs, **held})(h, w, n)
+                           for one, n in runs])
             est = _fused_on_device(input_hold(est, 0, blend), latents, late)
             if shape.temporal_upscale:
                 est = _upscale_fused(est, vae, (lf, lh, lw), dtype, **kwargs)
@@ -314,9 +317,11 @@ def _extension_estimate(shape: RunShape, transformer: TransformerConfig, vae: VA
     inner = replace(shape, conditions=conditions, extension=None, v2v=False)
     copy = 4 * 3 * context * ph * pw
     early = 4 * 3 * m * native_pixels + 3 * copy  # held through the context's encode too (a CPU's budget for it)
-    est = request_estimator(inner, transformer, vae, dtype=dtype, **{**kwargs, "streamed": True, "encode_host": early})(h, w, gen)
+    late = 4 * 3 * m * h * w + copy  # held through the decode (a CPU's budget for it)
+    est = request_estimator(inner, transformer, vae, dtype=dtype, **{**kwargs, "streamed": True, "encode_host": early,
+                                                                     "decode_host": late})(h, w, gen)
     streamed = kwargs.get("streamed", False)
-    return input_hold(est, early, 4 * 3 * m * h * w + copy, 0 if streamed else 4 * 3 * f * h * w)
+    return input_hold(est, early, late, 0 if streamed else 4 * 3 * f * h * w)
 
 
 def condition_frames(c: Any, num_frames: int) -> int:
