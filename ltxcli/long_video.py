@@ -399,10 +399,13 @@ class _LongRun:
         ``optional_initialization_latents``); they are 1/192 of the pixels."""
         import torch
 
-        pipe, (ph, pw, pf) = self.pipe, self.full.padded
+        from .memory.encode import source_hold
+
+        pipe, shape = self.pipe, (1, 3, self.full.padded[2], *self.full.padded[:2])  # [B, 3, F, H, W] of the input
+        held = source_hold(pipe.vae.config, shape, latents=True)  # a read piece's pixels, the latents made (the plan's)
         t0 = time.perf_counter()
         with torch.inference_mode(), pipe._stage(pipe.vae.encoder):
-            latents = pipe._encode_chunks(chunks, (1, 3, pf, ph, pw)).float().cpu()  # [B, 3, F, H, W] of the input
+            latents = pipe._encode_chunks(chunks, shape, held=held).float().cpu()
         self.timings["denoise_s"] += pipe._elapsed(t0)  # (as Pipeline.run counts the encoder stage)
         return latents
 

@@ -196,10 +196,10 @@ class Pipeline:
         """Pixels ``[1, 3, F, H, W]`` in [-1, 1] (any device) -> normalised latents: :meth:`_encode_chunks` in one piece."""
         return self._encode_chunks([pixels], pixels.shape, chunk)
 
-    def _encode_chunks(self, chunks: Iterable[Tensor], shape: Sequence[int], chunk: int | None = None) -> Tensor:
+    def _encode_chunks(self, chunks: Iterable[Tensor], shape: Sequence[int], chunk: int | None = None, held: int = 0) -> Tensor:
         """Pixels ``shape`` ``[1, 3, F, H, W]`` in [-1, 1] as pieces along time (any device) -> normalised latents, in the VAE's
-        dtype (in its stage), in time chunks of ``chunk`` latent frames (default: the largest that fit: :mod:`ltxcli.memory.encode`)."""
-        chunk, dtype = chunk or encode_memory.fitting_chunk(self.vae, shape, self.device), compute_dtype(self.vae.decoder.conv_in.conv)
+        dtype (in its stage), in time chunks of ``chunk`` latent frames (default: the largest that fit beside ``held``: :mod:`ltxcli.memory.encode`)."""
+        chunk, dtype = chunk or encode_memory.fitting_chunk(self.vae, shape, self.device, held), compute_dtype(self.vae.decoder.conv_in.conv)
         return vae_encode.encode_chunks(self.vae, chunks, shape[2], chunk=chunk, device=self.device, dtype=dtype)
 
     def decode(

@@ -888,6 +888,56 @@ def test_a_cpu_plan_of_a_long_video_decodes_in_the_tiling_that_fits_beside_what_
     assert plan(free).vae_tiled
 
 
+class _Encoded(Exception):
+    """Raised in place of the VAE encode, to stop a run once its chunk is known."""
+
+
+def test_a_long_cpu_v2v_encodes_its_input_in_the_chunk_that_fits_beside_what_it_holds(
+        multi_temporal: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long video-to-video (in windows, 281 frames at 64x64) reads its input a piece at a time as it is encoded: the
+    host holds one piece's float32 pixels [1, 3, 129, 64, 64] and the latents made, float32 [1, 16, 36, 2, 2], on the
+    CPU in the device's memory. With room beside the weights and those for chunks of 2 latent frames, not 4, the plan
+    picks 2 and its encode stage fits, and the run, finding the weights taken but not yet that hold, picks 2 too.
+    Both budgeted the encode as if that memory were free: chunks of 4, a stage larger than the free memory (the run
+    refused, exit 5, though it would have encoded in chunks of 2)."""
+    from ltxcli import long_video, vae_encode
+    from ltxcli.memory import encode as encode_memory
+    from ltxcli.memory.plan import request_estimator, request_shape
+    from ltxcli.request import GenerationRequest
+
+    cfg, tc = multi_temporal.vae.config, multi_temporal.transformer.config
+    price = {c: encode_memory.encode_memory_bytes(cfg, (1, 3, 281, 64, 64), torch.float32, c) for c in (8, 4, 2)}
+    hold = 4 * 3 * 129 * 64 * 64 + 4 * 16 * 36 * 2 * 2
+    assert price[8] > price[4] > price[2] and 0.8 * hold > price[4] - price[2]  # (the hold's room fits 4)
+    request = GenerationRequest("a | b", height=64, width=64, num_frames=281, frame_rate=24.0, window=64, overlap=32,
+                                video=torch.zeros(281, 64, 64, 3), denoise_strength=0.5, steps=2)
+    parts = weight_parts(multi_temporal.transformer, multi_temporal.vae)
+    shape = request_shape(TINY_PRESET, request, dtype=torch.float32, max_positions=tc.positional_embedding_max_pos)
+
+    def plan(free: int) -> MemoryEstimate:
+        return request_estimator(shape, tc, cfg, dtype=torch.float32, parts=parts, offload_saves=False,
+                                 device_is_host=True, free_bytes=free, streamed=True)(64, 64, 281)
+
+    weights = plan(1 << 40).stage("condition encode").weights  # type: ignore[union-attr]
+    room = hold + int((price[2] + price[4]) / 2 / 0.8)  # (the encode keeps 20 % of what is free spare)
+    est = plan(weights + room)
+    stage = est.stage("condition encode")
+    assert stage is not None and stage.host == hold
+    assert est.encode_chunk == 2 and est.footprint(stage) <= weights + room
+
+    chunks: list[int] = []
+
+    def encode(vae: Any, pieces: Any, frames: int, *, chunk: int, **kwargs: Any) -> Any:
+        chunks.append(chunk)
+        raise _Encoded
+
+    monkeypatch.setattr(vae_encode, "encode_chunks", encode)
+    monkeypatch.setattr(encode_memory, "free_memory_bytes", lambda device: room)  # the weights are in, not the hold
+    with pytest.raises(_Encoded):
+        list(long_video.generate(multi_temporal, request, stream=True).frames())
+    assert chunks == [2]
+
+
 def test_a_tight_plan_encodes_in_the_largest_chunk_that_fits(multi_temporal: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A v2v whose encode does not fit in one chunk of 16 latent frames (here its 41 frames in one call) but does in
     chunks of 4 (33 frames, then 8): the plan prices chunks of 4 and the encoder, against what is free once its

@@ -49,15 +49,29 @@ def encode_chunk(config: VAEConfig, shape: Sequence[int], dtype: torch.dtype, fr
     return chunk
 
 
-def fitting_chunk(vae: CausalVideoVAE, shape: Sequence[int], device: torch.device | str) -> int:
+def source_hold(config: VAEConfig, shape: Sequence[int], *, latents: bool = False) -> int:
+    """Host bytes a video-to-video input read as it is encoded (:func:`ltxcli.conditions.source_chunks`) comes to
+    hold through its encode, pixels ``shape`` ``[1, 3, F, H, W]``: one read piece's float32 pixels ``[1, 3, c, H, W]``
+    (``c``: :func:`~ltxcli.vae_encode.encode_frames`, the pieces' size whatever the chunk) and, with ``latents`` (a long
+    video's, kept for its windows), the whole input's float32 latents ``[1, C, (F - 1) / t + 1, H / s, W / s]``."""
+    _, _, f, h, w = (int(v) for v in shape)
+    s, t = config.spatial_compression, config.temporal_compression
+    whole = 4 * config.latent_channels * ((f - 1) // t + 1) * (h // s) * (w // s) if latents else 0
+    return 4 * 3 * vae_encode.encode_frames(config, f) * h * w + whole
+
+
+def fitting_chunk(vae: CausalVideoVAE, shape: Sequence[int], device: torch.device | str, held: int = 0) -> int:
     """:func:`encode_chunk` of pixels ``shape`` ``[B, 3, F, H, W]`` for ``vae`` on ``device`` against the memory free
     there now (:func:`~ltxcli.memory.decode.free_memory_bytes`): call it inside the encoder's stage, its weights
-    resident, as the plan prices the stage. A parallel run's VAE (:class:`ltxcli.parallel.vae.ParallelVAE`) takes the
-    smallest over its ranks (a collective), so that every rank encodes the same latents."""
-    chunk = encode_chunk(vae.config, shape, compute_dtype(vae.encoder.conv_in.conv), free_memory_bytes(device))
+    resident, as the plan prices the stage. ``held``: host bytes the encode will come to hold that are not taken yet
+    (:func:`source_hold`), on the CPU out of that memory too, as the plan takes them (``encode_host``). A parallel
+    run's VAE (:class:`ltxcli.parallel.vae.ParallelVAE`) takes the smallest over its ranks (a collective), so that
+    every rank encodes the same latents."""
+    free = free_memory_bytes(device) - (held if torch.device(device).type == "cpu" else 0)
+    chunk = encode_chunk(vae.config, shape, compute_dtype(vae.encoder.conv_in.conv), free)
     # every rank encodes the same pixels, each from its own free memory: the chunks differ by float rounding
     agree = getattr(vae, "least_over_ranks", None)
     return chunk if agree is None else int(agree(chunk))
 
 
-__all__ = ["ENCODE_FACTOR", "encode_chunk", "encode_memory_bytes", "fitting_chunk"]
+__all__ = ["ENCODE_FACTOR", "encode_chunk", "encode_memory_bytes", "fitting_chunk", "source_hold"]

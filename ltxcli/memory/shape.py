@@ -17,6 +17,7 @@ from ..presets import Preset, multi_scale_sizes
 from ..request import padded_size
 from ..sampling import pass_branches
 from ..vae_encode import encode_frames
+from .encode import source_hold
 from .estimate import DECODE, DENOISE, MemoryEstimate, PassSize, estimate_memory, input_hold, latent_shape
 
 if TYPE_CHECKING:
@@ -179,6 +180,9 @@ def request_estimator(
             late = latents * (2 * lf - 1) // lf if shape.temporal_upscale else latents
             # held through each tile's decode (a CPU's budget for it): those, the blend tail, a v2v's input latents
             held = {"decode_host": kwargs.get("decode_host", 0) + late + blend + (latents if shape.v2v else 0)}
+            if shape.v2v:  # through the whole input's encode: one read piece's pixels and the latents it makes
+                ph, pw, pf = padded_size(h, w, f)
+                held["encode_host"] = kwargs.get("encode_host", 0) + source_hold(vae, (1, 3, pf, ph, pw), latents=True)
             est = _merged([request_estimator(one, transformer, vae, dtype=dtype, **{**kwargs, **held})(h, w, n)
                            for one, n in runs])
             est = _fused_on_device(input_hold(est, 0, blend), latents, late)
@@ -195,7 +199,7 @@ def request_estimator(
             condition_frames=[n for _, n in shape.conditions] + ([shape.encoded_input] if shape.encoded_input else []),
             source_frames=pf if shape.v2v else 0, control_frames=control, temporal_upscale=shape.temporal_upscale,
             control_model=shape.control_model(h, w, control) if shape.control_model and control else None,
-            **{**kwargs, "encode_host": kwargs.get("encode_host", 0) + (4 * 3 * encode_frames(vae, pf) * ph * pw if shape.v2v else 0)})
+            **{**kwargs, "encode_host": kwargs.get("encode_host", 0) + (source_hold(vae, (1, 3, pf, ph, pw)) if shape.v2v else 0)})
         # the input read, prepared and encoded a chunk at a time in the encoder's stage (conditions.source_chunks), as
         # in windows: the host holds one read piece's float32 pixels [1, 3, c, ph, pw] beside the encode (encode_host,
         # on the CPU; an extension's own: its input); its latents stay on the device (the first pass's initial latents)
