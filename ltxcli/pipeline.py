@@ -437,7 +437,7 @@ class Pipeline:
                 for per_pass, (h, w) in zip(encoded, sizes, strict=True):
                     latents = self._vae_encode(resize_frames(control.pixels, h, w)).float()
                     per_pass.append(EncodedControl(latents, control.strength))
-            init = self._encode_chunks(source, (1, 3, source_frames, *sizes[0])) if source is not None else None  # [B, 3, F, H, W]
+            init = None if source is None else self._encode_chunks(source, s := (1, 3, source_frames, *sizes[0]), held=encode_memory.source_hold(self.vae.config, s))
         return encoded, init
 
     def _denoise_passes(

@@ -821,6 +821,37 @@ def test_a_cpu_plan_encodes_in_the_chunk_that_fits_beside_the_input_it_holds(mul
     _cpu_encode_chunk_beside(multi_temporal, request, 4 * 3 * 41 * 32 * 32)
 
 
+class _Encoded(Exception):
+    """Raised in place of the VAE encode, to stop a run once its chunk is known."""
+
+
+def test_a_cpu_v2v_encodes_its_input_in_the_chunk_that_fits_beside_a_read_piece(multi_temporal: Any,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A v2v reads its input a piece at a time as it is encoded: the encoder picks its chunk before the first piece
+    [1, 3, 41, 32, 32] (float32, 503808 bytes) is read, which on the CPU then takes that much of the memory free. With
+    room beside the weights and that piece for chunks of 4 latent frames, not 8, the run encodes in chunks of 4, as
+    its plan picks (the test above). It picked 16 (the 41 frames in one call), as if the piece's memory stayed free."""
+    from ltxcli import vae_encode
+    from ltxcli.memory import encode as encode_memory
+    from ltxcli.request import GenerationRequest
+
+    price = {c: encode_memory.encode_memory_bytes(multi_temporal.vae.config, (1, 3, 41, 32, 32), torch.float32, c)
+             for c in (8, 4)}
+    chunks: list[int] = []
+
+    def encode(vae: Any, pieces: Any, frames: int, *, chunk: int, **kwargs: Any) -> Any:
+        chunks.append(chunk)
+        raise _Encoded
+
+    monkeypatch.setattr(vae_encode, "encode_chunks", encode)
+    room = 4 * 3 * 41 * 32 * 32 + int((price[4] + price[8]) / 2 / 0.8)  # free once the weights are in
+    monkeypatch.setattr(encode_memory, "free_memory_bytes", lambda device: room)
+    with pytest.raises(_Encoded):
+        multi_temporal.run(GenerationRequest("a", height=32, width=32, num_frames=41, video=torch.zeros(41, 32, 32, 3),
+                                             denoise_strength=0.5, steps=2))
+    assert chunks == [4]
+
+
 def test_a_cpu_plan_of_an_extension_encodes_its_context_beside_the_input_it_holds(multi_temporal: Any,
                                                                                  tmp_path: Path) -> None:
     """An extension holds its decoded input (41 frames, 32x32) and three float32 copies of its context through the
@@ -886,10 +917,6 @@ def test_a_cpu_plan_of_a_long_video_decodes_in_the_tiling_that_fits_beside_what_
     tile = untiled.activations - fused  # one tile's decode (the fused latents are counted on the device)
     free = untiled.weights + int(tile / 0.8) + (fused + blend) // 2  # (an auto decode keeps 20 % of what is free spare)
     assert plan(free).vae_tiled
-
-
-class _Encoded(Exception):
-    """Raised in place of the VAE encode, to stop a run once its chunk is known."""
 
 
 def test_a_long_cpu_v2v_encodes_its_input_in_the_chunk_that_fits_beside_what_it_holds(
