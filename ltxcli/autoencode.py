@@ -542,7 +542,7 @@ def read_latents(path: PathLike) -> tuple[Tensor, dict[str, str]]:
     except Exception as e:  # a video or picture given for its latents: say what to give and what makes it
         kind = media.sniff_media(path)
         raise MediaError(f"{path}: is {kind}, not latents: `ltx vae decode` takes a latents .safetensors file (from `ltx "
-                         f"vae encode` or --latents-out): `ltx vae encode {shell_word(path.name)}` makes one" if kind else
+                         f"vae encode` or --latents-out): `ltx vae encode {shell_word(path)}` makes one" if kind else
                          f"{path}: not a readable safetensors file ({' '.join(str(e).split())})") from None
     if latents.ndim != 5 or latents.shape[0] != 1 or not latents.is_floating_point() or latents.numel() == 0:
         raise MediaError(f"{path}: latents must be a float tensor [1, C, f, h, w] (none of them 0), got "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def test_a_video_or_picture_given_for_latents_says_what_to_give(tmp_path: Path, 
     with pytest.raises(MediaError) as e:
         autoencode.read_latents(path)
     assert str(e.value) == (f"{path}: is {kind}, not latents: `ltx vae decode` takes a latents .safetensors file "
-                            f"(from `ltx vae encode` or --latents-out): `ltx vae encode {name}` makes one")
+                            f"(from `ltx vae encode` or --latents-out): `ltx vae encode {path}` makes one")
     (tmp_path / "notes.mp4").write_text("not a video either\n" * 20)  # neither: the safetensors reader's words
     with pytest.raises(MediaError, match=r"notes\.mp4: not a readable safetensors file \("):
         autoencode.read_latents(tmp_path / "notes.mp4")
@@ -259,7 +260,7 @@ def test_the_encode_a_video_given_for_latents_needs_quotes_its_name(tmp_path: Pa
     path = media.write_video(tmp_path / "my clip.mp4", torch.rand(2, 32, 32, 3), 24)
     with pytest.raises(MediaError) as e:
         autoencode.read_latents(path)
-    assert str(e.value).endswith("`ltx vae encode 'my clip.mp4'` makes one")
+    assert str(e.value).endswith(f"`ltx vae encode '{tmp_path}/my clip.mp4'` makes one")
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -273,7 +274,8 @@ def test_an_animated_image_is_refused_not_encoded_as_its_first_frame(tmp_path: P
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=40)
     frames[0].save(tmp_path / "still.gif")
     with pytest.raises(MediaError, match=r"anim\.gif: an animated image \(12 frames\), read as its first frame only: "
-                                         r"convert it to a video first \(e\.g\. ffmpeg -i anim\.gif anim\.mp4\)$"):
+                                         rf"convert it to a video first \(e\.g\. ffmpeg -i {re.escape(f'{tmp_path}/anim.gif')} "
+                                         rf"{re.escape(f'{tmp_path}/anim.mp4')}\)$"):
         autoencode.read_fitted(tmp_path / "anim.gif", stream=stream)
     still, rate, _ = autoencode.read_fitted(tmp_path / "still.gif", stream=stream)
     assert still.shape == (1, 32, 64, 3) and rate == 24

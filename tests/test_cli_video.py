@@ -384,7 +384,7 @@ def test_extend_and_v2v_refuse_a_variable_frame_rate_input(tmp_path: Path, monke
     for args in (["extend", str(vfr), "a dog", "--frames", "8"], ["v2v", str(vfr), "a dog"],
                  ["extend", str(vfr), "a dog", "--frames", "8", "--frame-rate", "25"]):
         line = assert_one_error_line(ltx(*args, "--model", "tiny", "-o", "o.mp4"), 6)
-        assert "variable frame rate" in line and "ffmpeg -i vfr.mp4 -vf fps=" in line, line
+        assert "variable frame rate" in line and f"ffmpeg -i {vfr} -vf fps=" in line, line
     assert not (tmp_path / "o.mp4").exists()
 
 
@@ -439,10 +439,28 @@ def test_suggested_commands_quote_the_input_s_name(tmp_path: Path) -> None:
     vfr = _vfr_clip(tmp_path / "my vfr.mp4")
     with pytest.raises(media.MediaError) as e:
         media.check_constant_rate(vfr, "ltx v2v")
-    assert str(e.value).endswith("convert it first, e.g. ffmpeg -i 'my vfr.mp4' -vf fps=25 'my vfr-cfr.mp4'")
+    assert str(e.value).endswith(f"convert it first, e.g. ffmpeg -i '{tmp_path}/my vfr.mp4' -vf fps=25 "
+                                  f"'{tmp_path}/my vfr-cfr.mp4'")
     with pytest.raises(ValueError) as e:
         generate_row(None, {"video": "my clip.mp4"})
     assert str(e.value).endswith("ltx v2v 'my clip.mp4' PROMPT, to continue it: ltx extend 'my clip.mp4' PROMPT --frames N")
+
+
+def test_suggested_commands_name_the_input_as_typed(cli_env: Path) -> None:
+    """`ltx v2v clips/anim.gif ...` suggested `ffmpeg -i anim.gif anim.mp4` (the base name): pasted in the folder the
+    user typed it in, FFmpeg found no anim.gif. The input is named as typed and the output beside it."""
+    from PIL import Image
+
+    (cli_env / "clips").mkdir()
+    frames = [Image.new("RGB", (32, 32), (60 * i, 0, 0)) for i in range(3)]
+    frames[0].save(cli_env / "clips" / "anim.gif", save_all=True, append_images=frames[1:], duration=40)
+    _vfr_clip(cli_env / "clips" / "vfr.mp4")
+    line = assert_one_error_line(ltx("v2v", "clips/anim.gif", "a dog", "--model", "tiny", "-o", "o.mp4"), 6)
+    assert line.endswith("(e.g. ffmpeg -i clips/anim.gif clips/anim.mp4)"), line
+    line = assert_one_error_line(ltx("v2v", "clips/vfr.mp4", "a dog", "--model", "tiny", "-o", "o.mp4"), 6)
+    assert line.endswith("e.g. ffmpeg -i clips/vfr.mp4 -vf fps=25 clips/vfr-cfr.mp4"), line
+    line = assert_one_error_line(ltx("vae", "decode", "clips/vfr.mp4", "--model", "tiny", "-o", "o.mp4"), 6)
+    assert line.endswith("`ltx vae encode clips/vfr.mp4` makes one"), line
 
 
 def test_python_video_to_video_refuses_a_variable_frame_rate_file(tmp_path: Path) -> None:

@@ -241,7 +241,7 @@ def _demux(container: Any, stream: Any) -> Iterator[Any]:
     except IndexError:
         path = Path(container.name)
         raise MediaError(f"{path}: a new stream starts partway through the file (damaged?): keep its first video "
-                         f"stream, e.g. ffmpeg -i {shell_word(path.name)} -map 0:v:0 {shell_word(f'{path.stem}-v0.mp4')}") from None
+                         f"stream, e.g. ffmpeg -i {shell_word(path)} -map 0:v:0 {shell_word(path.with_name(f'{path.stem}-v0.mp4'))}") from None
 
 
 def _decode_video(path: Path, max_frames: int | None, max_pixels: int | None
@@ -338,8 +338,8 @@ def _size_change(path: Path, before: tuple[int, ...], after: tuple[int, ...], at
     30 asked of a file changing at 31 read 33), so "fewer frames" names the largest such count that stops short."""
     (h, w), usable = before[:2], (at - 1) // 8 * 8 + 1
     return MediaError(f"{path}: frame size changes from {w}x{h} to {after[1]}x{after[0]} at frame {at}: use at most "
-                      f"its first {f'{usable} frames' if usable > 1 else 'frame'}, or re-encode it at one size, e.g. ffmpeg -i {shell_word(path.name)} -vf "
-                      f"scale={w}:{h},setsar=1 {shell_word(f'{path.stem}-{w}x{h}.mp4')}")
+                      f"its first {f'{usable} frames' if usable > 1 else 'frame'}, or re-encode it at one size, e.g. ffmpeg -i {shell_word(path)} -vf "
+                      f"scale={w}:{h},setsar=1 {shell_word(path.with_name(f'{path.stem}-{w}x{h}.mp4'))}")
 
 
 def load_video(
@@ -472,8 +472,8 @@ def check_constant_rate(path: PathLike, what: str = "this", frames: int | None =
     shortest, typical, longest = (float(step) for step in (steps[0], median, steps[-1]))
     fps = max(1, round(1 / typical)) if typical > 0 else 24  # the rate most frames run at: every frame kept there
     raise MediaError(f"{path}: variable frame rate (frames {shortest * 1000:.0f} to {longest * 1000:.0f} ms apart): "
-                     f"{what} needs a constant rate: convert it first, e.g. ffmpeg -i {shell_word(path.name)} -vf fps={fps} "
-                     f"{shell_word(f'{path.stem}-cfr.mp4')}")
+                     f"{what} needs a constant rate: convert it first, e.g. ffmpeg -i {shell_word(path)} -vf fps={fps} "
+                     f"{shell_word(path.with_name(f'{path.stem}-cfr.mp4'))}")
 
 
 def media_num_frames(path: PathLike) -> int:
@@ -564,7 +564,7 @@ def source_frame_count(path: PathLike | DecodedMedia, at_most: int | None = None
                 animated = 1
         if animated > 1:
             raise MediaError(f"{path}: an animated image ({animated} frames), read as its first frame only: "
-                             f"convert it to a video first (e.g. ffmpeg -i {shell_word(path.name)} {shell_word(f'{path.stem}.mp4')})")
+                             f"convert it to a video first (e.g. ffmpeg -i {shell_word(path)} {shell_word(path.with_name(f'{path.stem}.mp4'))})")
         return 1
     stat = path.stat()
     if quick and _whole_packets(path, stat.st_size) == listed:
