@@ -865,8 +865,9 @@ def test_a_cpu_plan_of_an_extension_encodes_its_context_beside_the_input_it_hold
     _cpu_encode_chunk_beside(multi_temporal, request, 4 * 3 * 41 * 32 * 32 * 4)  # the input, the context's 3 copies
 
 
-def _cpu_auto_plans(request: Any) -> Any:
-    """``free -> MemoryEstimate``: ``request``'s streamed plan with the tiny model on the CPU, decode tiling ``auto``."""
+def _cpu_auto_plans(request: Any, device_is_host: bool = True) -> Any:
+    """``free -> MemoryEstimate``: ``request``'s streamed plan with the tiny model on the CPU (``device_is_host``;
+    else a GPU), decode tiling ``auto``."""
     from ltxcli.memory.plan import request_estimator, request_shape
 
     transformer, vae = builtin_modules(torch.float32)
@@ -874,7 +875,7 @@ def _cpu_auto_plans(request: Any) -> Any:
     shape = request_shape(TINY_PRESET, request, dtype=torch.float32,
                           max_positions=transformer.config.positional_embedding_max_pos)
     return lambda free: request_estimator(shape, transformer.config, vae.config, dtype=torch.float32, parts=parts,
-                                          offload_saves=False, device_is_host=True, vae_tiling="auto", free_bytes=free,
+                                          offload_saves=False, device_is_host=device_is_host, vae_tiling="auto", free_bytes=free,
                                           streamed=True)(request.height, request.width, request.num_frames)
 
 
@@ -917,6 +918,26 @@ def test_a_cpu_plan_of_a_long_video_decodes_in_the_tiling_that_fits_beside_what_
     tile = untiled.activations - fused  # one tile's decode (the fused latents are counted on the device)
     free = untiled.weights + int(tile / 0.8) + (fused + blend) // 2  # (an auto decode keeps 20 % of what is free spare)
     assert plan(free).vae_tiled
+
+
+def test_a_gpu_plan_of_a_long_video_decodes_in_the_tiling_that_fits_beside_what_the_device_holds() -> None:
+    """On a GPU a long video's fused latents (float32 [1, 16, 36, 2, 2]) stay on the device through its tiles' decode,
+    and so does an untiled tile's blended tail (float32 [1, 3, 16, 64, 64]: vae.decode's output is on the device)
+    through the next one's, so the decoder at run time, measuring the device's free memory, finds them gone. With room
+    for one tile's untiled decode beside the weights but not beside those too, the plan tiles as the run does; with
+    room beside them it does not. It planned the untiled decode, as if that memory were free."""
+    from ltxcli.request import GenerationRequest
+
+    plan = _cpu_auto_plans(GenerationRequest("a | b", height=64, width=64, num_frames=281, frame_rate=24.0, window=64,
+                                             overlap=32), device_is_host=False)
+    roomy = plan(1 << 40)
+    untiled = roomy.stage("decode")
+    fused, blend = 4 * 16 * 36 * 2 * 2, 4 * 3 * 16 * 64 * 64
+    assert untiled is not None and not roomy.vae_tiled
+    tile = untiled.activations - fused  # one tile's decode (the fused latents are counted on the device)
+    room = untiled.weights + int(tile / 0.8) + 1  # (an auto decode keeps 20 % of what is free spare)
+    assert plan(room + (fused + blend) // 2).vae_tiled
+    assert not plan(room + fused + blend).vae_tiled
 
 
 def test_a_long_cpu_v2v_encodes_its_input_in_the_chunk_that_fits_beside_what_it_holds(

@@ -42,8 +42,9 @@ memory (activations), while the host may hold more:
 * ``decode``: the VAE decode at the last pass's size as :func:`ltxcli.memory.decode.plan_decode` will run it
   (the same call the pipeline makes): untiled (:func:`~ltxcli.memory.decode.decode_memory_bytes`) or tiled
   (:func:`~ltxcli.memory.decode.tiled_decode_memory_bytes`), with the float32 video it produces landing on
-  the host. Its budget is the free memory less the stage's weights, on a CPU device less what the host holds
-  through it too (``decode_host``: an extension's input, a long video's fused latents), as the run finds it;
+  the host. Its budget is the free memory less the stage's weights and what stays on the device through it
+  (``decode_device``: a long video's fused latents, blend tail), on a CPU device less all the host holds through it
+  (``decode_host``: an extension's input, a long video's fused latents), as the run finds it;
 * an input video (:func:`input_hold`): video-to-video (``video``) reads, prepares and encodes its ``8k + 1``
   padded frames a chunk at a time at the first pass's size in ``condition encode``, holding one chunk's float32
   pixels on the host (:func:`ltxcli.memory.shape.request_estimator`); an extension (``extend``, :mod:`ltxcli.extend`) generates ``K + N``
@@ -292,6 +293,7 @@ def estimate_memory(
     temporal_upscale: bool = False,
     encode_host: int = 0,
     decode_host: int = 0,
+    decode_device: int = 0,
 ) -> MemoryEstimate:
     """Estimated memory of generating ``height x width x num_frames`` (the padded output size; see the module
     docstring).
@@ -304,7 +306,7 @@ def estimate_memory(
     the first pass's size (:meth:`ltxcli.pipeline.Pipeline._encode_conditions`). ``parts`` (else ``weights_bytes``, all on the device in every stage), ``offload``,
     ``offload_saves``, ``text_encoder_freed``: see :func:`stage_weights`; ``device_is_host``: a CPU run.
     ``vae_tiling`` / ``free_bytes``: the decode as the pipeline will run it (``auto`` tiles when the untiled
-    decode would not fit in ``free_bytes`` less the decode stage's weights, and ``decode_host`` on a CPU). ``streamed``: the result is decoded
+    decode would not fit in ``free_bytes`` less the decode stage's weights and ``decode_device``, ``decode_host`` on a CPU). ``streamed``: the result is decoded
     into its writer chunk by chunk (``run_batch(stream=True)``, what ``ltx generate`` does), so the write stage
     holds one chunk of :data:`~ltxcli.memory.decode.STREAM_CHUNK_FRAMES` frames, not the whole float32 video.
     ``control_frames``: pixel frames of an IC-LoRA control (encoded, and its latent frames' tokens in every pass);
@@ -316,7 +318,8 @@ def estimate_memory(
     :func:`input_hold` adds to the stages): on a CPU device the free memory's too, so out of the encode's budget.
     ``decode_host``: bytes held through the decode besides its own (an extension's input, a long video's fused latents,
     :mod:`ltxcli.memory.shape`): on a CPU device out of the decode's budget too, as the run, measuring its free memory
-    there (:meth:`ltxcli.pipeline.Pipeline._decoded`), finds them gone.
+    there (:meth:`ltxcli.pipeline.Pipeline._decoded`), finds them gone. ``decode_device``: the part of them on the
+    device (a long video's fused latents, blend tail): out of the decode's budget on any device (on a CPU ``decode_host`` has it).
     """
     passes = list(passes) or [PassSize(height, width, branches)]
     f, h, w = latent_shape(vae, height, width, num_frames)
@@ -375,8 +378,9 @@ def estimate_memory(
         stages.append(temporal_stage(vae, parts, weights[TEMPORAL], passes[0].frames or (f + 1) // 2, dh, dw, dtype,
                                      device_is_host))
     latent = (1, vae.latent_channels, f, dh, dw)
-    # as the encode's: on a CPU device what the host holds through the decode is gone from the memory the run finds free
-    free = None if free_bytes is None else free_bytes - weights[DECODE] - (decode_host if device_is_host else 0)
+    # as the encode's: what the device holds through the decode (on a CPU device: all the host holds) is gone from
+    # the memory the run finds free
+    free = None if free_bytes is None else free_bytes - weights[DECODE] - (decode_host if device_is_host else decode_device)
     dec, tiling = decode_bytes(vae, latent, dtype, vae_tiling, free)
     tiled = tiling is not None
     video = output_bytes(vae, latent)  # float32 [1, 3, F, H, W] at the decode size

@@ -178,8 +178,11 @@ def request_estimator(
             blend = 4 * 3 * 8 * DECODE_BLEND * h * w  # the previous decode tile's last frames, float32 (long_decode)
             # after a temporal upscale the decode and the result hold the upscaled [1, C, 2 lf - 1, lh, lw]
             late = latents * (2 * lf - 1) // lf if shape.temporal_upscale else latents
-            # held through each tile's decode (a CPU's budget for it): those, the blend tail, a v2v's input latents
-            held = {"decode_host": kwargs.get("decode_host", 0) + late + blend + (latents if shape.v2v else 0)}
+            # held through each tile's decode (a CPU's budget for it): those, the blend tail, a v2v's input latents;
+            # on a GPU the device holds the fused latents and, after an untiled tile (vae.decode's output stays on
+            # the device), its blend tail; a v2v's input latents are on the host (long_video._LongRun)
+            held = {"decode_host": kwargs.get("decode_host", 0) + late + blend + (latents if shape.v2v else 0),
+                    "decode_device": kwargs.get("decode_device", 0) + late + blend}
             if shape.v2v:  # through the whole input's encode: one read piece's pixels and the latents it makes
                 ph, pw, pf = padded_size(h, w, f)
                 held["encode_host"] = kwargs.get("encode_host", 0) + source_hold(vae, (1, 3, pf, ph, pw), latents=True)
