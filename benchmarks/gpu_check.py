@@ -321,9 +321,9 @@ def run_all(steps: list[Step], env: dict[str, Any], budget_s: float, dry_run: bo
             saved()
             continue
         print(f"[gpu_check] {step.name}: {shlex.join(step.command)}", file=sys.stderr, flush=True)
-        step.status = "running"
-        saved()
-        try:
+        try:  # (a signal that comes while the running row is saved is this row's interruption too)
+            step.status = "running"
+            saved()
             run_step(step, timeout=max(10.0, min(left, 2.5 * step.estimate_s)))
         except Exception as exc:  # a child that cannot start, output this script cannot read: this row fails,
             # the next steps still run

@@ -298,6 +298,20 @@ def test_sigterm_ends_the_run_with_the_json_and_the_table(tmp_path):
     assert stdout.strip().splitlines()[-1].split()[:3] == ["distilled", "failed", "interrupted"]
 
 
+def test_a_signal_while_the_running_row_is_saved_marks_it_interrupted():
+    """The SIGTERM of the test above can come while the row just marked running is being saved (the file already
+    says running, which is what a watcher waits for): that row is the one interrupted, not left running."""
+    steps = [G.Step("paper-bf16", "", [sys.executable, "-c", "print({})"], 1)]
+
+    def save() -> None:
+        if steps[0].status == "running":
+            raise KeyboardInterrupt  # the signal, delivered inside the save
+
+    with pytest.raises(KeyboardInterrupt):
+        G.run_all(steps, {"gpu": "fake", "capability": "9.0"}, 100.0, False, on_step=save)
+    assert (steps[0].status, steps[0].reason) == ("failed", "interrupted")
+
+
 def test_output_the_script_cannot_read_fails_only_its_own_row(tmp_path, monkeypatch):
     """A child that prints a bare number, or a bench-like object of the wrong shape: its row fails with the
     reason, the run goes on to the next step and ends with the JSON and the table."""
