@@ -291,11 +291,11 @@ def _whole_input(est: MemoryEstimate, vae: VAEConfig, native_pixels: int, h: int
     pixels ``[1, 3, c, ph, pw]``; then the ``latents`` bytes the host keeps to the end (in windows: as large as the
     fused latents, float32; one generation keeps them on the device, 0)."""
     ph, pw, pf = padded_size(h, w, f)
-    c = encode_frames(vae, pf)
+    c, piece = encode_frames(vae, pf), source_hold(vae, (1, 3, pf, ph, pw))  # a read piece's float32 pixels
     at = next((i for i, s in enumerate(est.stages) if s.name == "condition encode"), 0)
-    stages = tuple(replace(s, host=s.host + (latents if i >= at else 0) + (4 * 3 * c * ph * pw if i == at else 0))
+    stages = tuple(replace(s, host=s.host + (latents if i >= at else 0) + (piece if i == at else 0))
                    for i, s in enumerate(est.stages))
-    return input_hold(replace(est, stages=stages), 0, 0, read=5 * 3 * c * native_pixels + 2 * 4 * 3 * c * ph * pw)
+    return input_hold(replace(est, stages=stages), 0, 0, read=5 * 3 * c * native_pixels + 2 * piece)
 
 
 def _extension_estimate(shape: RunShape, transformer: TransformerConfig, vae: VAEConfig, h: int, w: int, f: int,
