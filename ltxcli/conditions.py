@@ -28,6 +28,7 @@ from torch import Tensor
 from . import media as media_io
 from .models.rope import latent_coords, pixel_coords
 from .request import Condition, ResolvedRequest, check_placement, media_path, resolve_request
+from .source import too_short
 
 if TYPE_CHECKING:
     from .models.configs import VAEConfig
@@ -278,8 +279,7 @@ def prepared_video_chunks(video: Any, r: ResolvedRequest, sizes: Sequence[int]) 
 
 
 def _too_short(video: Any, frames: int, r: ResolvedRequest) -> str:
-    name = "the input video tensor" if isinstance(video, Tensor) else video
-    return f"{name}: {frames} frames; video-to-video at this length needs {r.num_frames}"
+    return too_short("the input video tensor" if isinstance(video, Tensor) else video, frames, r.num_frames)
 
 
 def _prepared_chunks(video: Any, r: ResolvedRequest, sizes: Sequence[int]) -> Iterator[Tensor]:

@@ -110,8 +110,14 @@ def check_source_length(request: GenerationRequest) -> None:
     count = (media.source_frame_count(video, _frames_read(request.num_frames)) if isinstance(video, (str, os.PathLike))
              else None)
     if count is not None and request.num_frames > count:
-        raise ValueError(f"{video}: {count} frames; video-to-video at this length needs {request.num_frames} "
-                         f"(at most {count}: --num-frames {count}, or a shorter --duration)")
+        raise ValueError(f"{too_short(video, count, request.num_frames)} (at most {count}: --num-frames {count}, or a "
+                         "shorter --duration)")
+
+
+def too_short(name: object, frames: int, needed: int) -> str:
+    """The refusal of a video-to-video input ``name`` of ``frames`` frames for a ``needed``-frame video, here and
+    where the pipeline reads it (:func:`ltxcli.conditions.prepared_video_chunks`)."""
+    return f"{name}: {frames} frames; video-to-video at this length needs {needed}"
 
 
 def _frames_read(num_frames: int | None) -> int | None:
@@ -179,5 +185,5 @@ def upscale_commands(request: GenerationRequest, preset: Preset | None = None) -
             "--strength changes less)")
 
 
-__all__ = ["SINGLE_PASS_MODEL", "UPSCALE_STRENGTH", "Decodings", "check_extension", "check_source", "check_source_length", "source_defaults",
+__all__ = ["SINGLE_PASS_MODEL", "UPSCALE_STRENGTH", "Decodings", "check_extension", "check_source", "check_source_length", "source_defaults", "too_short",
            "upscale_commands", "with_source_defaults"]
